@@ -1,0 +1,28 @@
+"""cnnlab: readable, fast convolutional neural networks.
+
+Every compute kernel is Numba: ``@njit(parallel=True)`` loops for the CPU and
+``@cuda.jit`` kernels for NVIDIA GPUs, behind one API that runs where the
+data already lives.
+
+>>> import numpy as np, cnnlab, cnnlab.functional as F
+>>> cnnlab.output_size(5, 3)
+3
+"""
+
+__version__ = "0.1.0"
+
+from . import config, data, filters, functional
+from .device import cuda_available, to_device, to_host
+from .shapes import output_size
+
+__all__ = [
+    "__version__",
+    "config",
+    "cuda_available",
+    "data",
+    "filters",
+    "functional",
+    "output_size",
+    "to_device",
+    "to_host",
+]

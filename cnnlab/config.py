@@ -1,0 +1,38 @@
+"""Tunable settings read at call time.
+
+Every setting is an UPPERCASE module value that the dispatch layer reads
+each time it launches a kernel, so a user or a test may change it at run
+time::
+
+    import cnnlab.config as config
+    config.THREADS_PER_BLOCK = 4     # tiny blocks: many blocks under the simulator
+    ...
+    config.reset()                   # back to the defaults
+
+Settings
+--------
+THREADS_PER_BLOCK : int
+    Threads in one CUDA block for the one-dimensional (grid-stride) kernels.
+MAX_BLOCKS : int
+    Upper bound on the number of CUDA blocks of one launch; the grid-stride
+    loops cover whatever the grid does not.
+IM2COL_MAX_BYTES : int
+    Largest column buffer (im2col workspace) the CPU convolution may
+    allocate; the batch is processed in chunks that fit.  At least one
+    sample is always processed at a time.
+"""
+
+_DEFAULTS = {
+    "THREADS_PER_BLOCK": 256,
+    "MAX_BLOCKS": 65535,
+    "IM2COL_MAX_BYTES": 256 * 1024 * 1024,
+}
+
+THREADS_PER_BLOCK = _DEFAULTS["THREADS_PER_BLOCK"]
+MAX_BLOCKS = _DEFAULTS["MAX_BLOCKS"]
+IM2COL_MAX_BYTES = _DEFAULTS["IM2COL_MAX_BYTES"]
+
+
+def reset():
+    """Restore every setting to its default value."""
+    globals().update(_DEFAULTS)

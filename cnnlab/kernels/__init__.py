@@ -1,0 +1,19 @@
+"""Compute kernels: ``cpu`` (Numba ``@njit(parallel=True)``) and ``cuda`` (``@cuda.jit``).
+
+The two packages mirror each other file for file and name for name.  A kernel
+takes arrays, a pre-allocated output and already-resolved integer geometry;
+it never validates, allocates the result, or reads strings.  The integer codes
+below stand in for the words of the functional API.
+"""
+
+# pooling modes (cnnlab.functional.pool2d's ``mode``)
+POOL_MAX = 0
+POOL_AVG = 1
+POOL_MIN = 2
+POOL_MEDIAN = 3
+POOL_LP = 4
+
+# boundaries of cnnlab.filters (scipy.signal's ``boundary``)
+BOUNDARY_FILL = 0
+BOUNDARY_WRAP = 1
+BOUNDARY_SYMM = 2

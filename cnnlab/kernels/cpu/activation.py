@@ -1,0 +1,87 @@
+"""CPU activations: element-wise loops over flat arrays, and softmax over one axis.
+
+Element-wise kernels take 1-D (flattened) arrays; softmax kernels take the
+input viewed as ``(outer, K, inner)`` and normalize over the middle axis.
+
+Mirrors :mod:`cnnlab.kernels.cuda.activation`.
+"""
+
+import math
+
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def relu_forward(x, out):
+    """``out = max(x, 0)`` element-wise (1-D arrays)."""
+    for i in prange(x.shape[0]):
+        v = x[i]
+        out[i] = 0 if v < 0 else v  # NaN stays NaN
+
+
+@njit(parallel=True, cache=True)
+def leaky_relu_forward(x, out, negative_slope):
+    """``out = x if x > 0 else negative_slope * x`` element-wise (1-D arrays)."""
+    for i in prange(x.shape[0]):
+        v = x[i]
+        out[i] = v if v > 0 else negative_slope * v
+
+
+@njit(cache=True)
+def _sigmoid(v):
+    # two branches so that exp never overflows
+    if v >= 0:
+        return 1.0 / (1.0 + math.exp(-v))
+    e = math.exp(v)
+    return e / (1.0 + e)
+
+
+@njit(parallel=True, cache=True)
+def sigmoid_forward(x, out):
+    """``out = 1 / (1 + exp(-x))`` element-wise, without overflow (1-D arrays)."""
+    for i in prange(x.shape[0]):
+        out[i] = _sigmoid(x[i])
+
+
+@njit(parallel=True, cache=True)
+def tanh_forward(x, out):
+    """``out = tanh(x)`` element-wise (1-D arrays)."""
+    for i in prange(x.shape[0]):
+        out[i] = math.tanh(x[i])
+
+
+@njit(parallel=True, cache=True)
+def softmax_forward(x, out):
+    """Softmax over axis 1 of ``x`` viewed as (outer, K, inner); max-shifted, so stable."""
+    outer, size, inner = x.shape
+    for task in prange(outer * inner):
+        o = task // inner
+        i = task % inner
+        largest = x[o, 0, i]
+        for k in range(1, size):
+            largest = max(largest, x[o, k, i])
+        total = 0.0
+        for k in range(size):
+            e = math.exp(x[o, k, i] - largest)
+            out[o, k, i] = e
+            total += e
+        for k in range(size):
+            out[o, k, i] = out[o, k, i] / total
+
+
+@njit(parallel=True, cache=True)
+def log_softmax_forward(x, out):
+    """Log-softmax over axis 1 of ``x`` viewed as (outer, K, inner): ``x - max - log(sum(exp(x - max)))``."""
+    outer, size, inner = x.shape
+    for task in prange(outer * inner):
+        o = task // inner
+        i = task % inner
+        largest = x[o, 0, i]
+        for k in range(1, size):
+            largest = max(largest, x[o, k, i])
+        total = 0.0
+        for k in range(size):
+            total += math.exp(x[o, k, i] - largest)
+        shift = largest + math.log(total)
+        for k in range(size):
+            out[o, k, i] = x[o, k, i] - shift

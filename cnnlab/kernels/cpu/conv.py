@@ -1,0 +1,108 @@
+"""CPU convolution: im2col per sample into a per-thread buffer, then one BLAS GEMM.
+
+For sample ``n`` and group ``g`` the column buffer has one row per filter tap
+``(c, i, j)`` and one column per output pixel ``(oh, ow)``; the output planes
+of every filter of the group are then a single matrix product
+``weight[g] (Fg, Cg*KH*KW) @ columns (Cg*KH*KW, OH*OW)`` written straight
+into ``out[n, g*Fg:(g+1)*Fg]``.  Threads take whole (sample, group, row
+block) work items, so no two threads write the same output; the GEMM runs
+single-threaded inside each thread (the dispatch layer limits the BLAS
+thread pool while this kernel runs).
+
+A work item normally covers all output rows of a sample.  When the column
+buffer of a whole sample would be too large, the dispatch layer passes a
+smaller ``block_rows``; the product then goes through a small buffer.
+
+Mirrors :mod:`cnnlab.kernels.cuda.conv`.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True)
+def _im2col(x, n, first_channel, first_row, rows, columns, kernel_h, kernel_w, out_w,
+            stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
+    """Fill ``columns`` (taps, rows*out_w) with the pixels each tap sees, output rows
+    ``first_row .. first_row+rows`` of sample ``n``; padding reads as zero."""
+    height, width = x.shape[2], x.shape[3]
+    for tap in range(columns.shape[0]):
+        channel = first_channel + tap // (kernel_h * kernel_w)
+        i = (tap // kernel_w) % kernel_h
+        j = tap % kernel_w
+        for r in range(rows):
+            h = (first_row + r) * stride_h - pad_h + i * dilation_h
+            start = r * out_w
+            if h < 0 or h >= height:
+                columns[tap, start:start + out_w] = 0
+                continue
+            for ow in range(out_w):
+                w = ow * stride_w - pad_w + j * dilation_w
+                if 0 <= w < width:
+                    columns[tap, start + ow] = x[n, channel, h, w]
+                else:
+                    columns[tap, start + ow] = 0
+
+
+@njit(cache=True)
+def _matmul(a, b, out):
+    """``out = a @ b`` by BLAS GEMM (serial helper so the parallel driver stays cacheable)."""
+    np.dot(a, b, out)
+
+
+@njit(parallel=True, cache=True)
+def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w,
+                   dilation_h, dilation_w, groups, block_rows, workers):
+    """2-D cross-correlation of ``x`` with ``weight`` plus ``bias``, written into ``out``.
+
+    Parameters
+    ----------
+    x : (N, C, H, W) float array, C-contiguous
+    weight : (F, C // groups, KH, KW) array of the same dtype, C-contiguous
+    bias : (F,) array of the same dtype (zeros for no bias)
+    out : (N, F, OH, OW) array, C-contiguous, overwritten
+    stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w : int
+        Resolved geometry; ``pad_h``/``pad_w`` are the top/left padding
+        (the output shape fixes the rest).
+    groups : int
+        Channel groups; ``C`` and ``F`` are multiples of it.
+    block_rows : int
+        Output rows per work item (``OH`` for whole samples); bounds the
+        per-thread column buffer to ``taps * block_rows * OW`` elements.
+    workers : int
+        Parallel work chunks, each with its own buffers (the dispatch layer
+        passes Numba's thread count).
+    """
+    samples = x.shape[0]
+    filters, channels_per_group, kernel_h, kernel_w = weight.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    filters_per_group = filters // groups
+    taps = channels_per_group * kernel_h * kernel_w
+    weight_by_group = weight.reshape(groups, filters_per_group, taps)
+    out_by_group = out.reshape(samples, groups, filters_per_group, out_h * out_w)
+    blocks = (out_h + block_rows - 1) // block_rows
+    items = samples * groups * blocks
+    workers = max(1, min(workers, items))
+    for worker in prange(workers):
+        column_buffer = np.empty(taps * block_rows * out_w, dtype=x.dtype)
+        product_buffer = np.empty(filters_per_group * block_rows * out_w, dtype=x.dtype)
+        for item in range(worker * items // workers, (worker + 1) * items // workers):
+            n = item // (groups * blocks)
+            g = (item // blocks) % groups
+            first_row = (item % blocks) * block_rows
+            rows = min(block_rows, out_h - first_row)
+            pixels = rows * out_w
+            columns = column_buffer[:taps * pixels].reshape(taps, pixels)
+            _im2col(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
+                    out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+            planes = out_by_group[n, g]
+            if rows == out_h:
+                _matmul(weight_by_group[g], columns, planes)
+            else:
+                product = product_buffer[:filters_per_group * pixels].reshape(
+                    filters_per_group, pixels)
+                _matmul(weight_by_group[g], columns, product)
+                first_pixel = first_row * out_w
+                planes[:, first_pixel:first_pixel + pixels] = product
+            for f in range(filters_per_group):
+                planes[f, first_row * out_w:first_row * out_w + pixels] += bias[g * filters_per_group + f]

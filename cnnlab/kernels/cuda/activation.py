@@ -1,0 +1,98 @@
+"""GPU activations: grid-stride element-wise kernels, and softmax over one axis.
+
+Mirrors :mod:`cnnlab.kernels.cpu.activation`; same names, same parameters.
+"""
+
+import math
+
+from numba import cuda
+
+from ._launch import launch_shape
+
+
+@cuda.jit
+def _relu_kernel(x, out):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        out[i] = 0 if v < 0 else v  # NaN stays NaN
+
+
+@cuda.jit
+def _leaky_relu_kernel(x, out, negative_slope):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        out[i] = v if v > 0 else negative_slope * v
+
+
+@cuda.jit
+def _sigmoid_kernel(x, out):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        if v >= 0:
+            out[i] = 1.0 / (1.0 + math.exp(-v))
+        else:
+            e = math.exp(v)
+            out[i] = e / (1.0 + e)
+
+
+@cuda.jit
+def _tanh_kernel(x, out):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        out[i] = math.tanh(x[i])
+
+
+@cuda.jit
+def _softmax_kernel(x, out, take_log):
+    outer, size, inner = x.shape
+    for task in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
+        o = task // inner
+        i = task % inner
+        largest = x[o, 0, i]
+        for k in range(1, size):
+            largest = max(largest, x[o, k, i])
+        total = 0.0
+        for k in range(size):
+            total += math.exp(x[o, k, i] - largest)
+        if take_log:
+            shift = largest + math.log(total)
+            for k in range(size):
+                out[o, k, i] = x[o, k, i] - shift
+        else:
+            for k in range(size):
+                out[o, k, i] = math.exp(x[o, k, i] - largest) / total
+
+
+def relu_forward(x, out):
+    """``out = max(x, 0)`` element-wise (1-D device arrays)."""
+    blocks, threads = launch_shape(x.shape[0])
+    _relu_kernel[blocks, threads](x, out)
+
+
+def leaky_relu_forward(x, out, negative_slope):
+    """``out = x if x > 0 else negative_slope * x`` element-wise (1-D device arrays)."""
+    blocks, threads = launch_shape(x.shape[0])
+    _leaky_relu_kernel[blocks, threads](x, out, negative_slope)
+
+
+def sigmoid_forward(x, out):
+    """Logistic sigmoid element-wise, without overflow (1-D device arrays)."""
+    blocks, threads = launch_shape(x.shape[0])
+    _sigmoid_kernel[blocks, threads](x, out)
+
+
+def tanh_forward(x, out):
+    """``out = tanh(x)`` element-wise (1-D device arrays)."""
+    blocks, threads = launch_shape(x.shape[0])
+    _tanh_kernel[blocks, threads](x, out)
+
+
+def softmax_forward(x, out):
+    """Softmax over axis 1 of ``x`` viewed as (outer, K, inner)."""
+    blocks, threads = launch_shape(x.shape[0] * x.shape[2])
+    _softmax_kernel[blocks, threads](x, out, False)
+
+
+def log_softmax_forward(x, out):
+    """Log-softmax over axis 1 of ``x`` viewed as (outer, K, inner)."""
+    blocks, threads = launch_shape(x.shape[0] * x.shape[2])
+    _softmax_kernel[blocks, threads](x, out, True)

@@ -1,0 +1,105 @@
+"""GPU pooling: one thread per output element, grid-stride loop.
+
+The median needs no scratch memory: the window element with exactly
+``(count-1)//2`` smaller elements (ties broken by position) is the lower
+median.
+
+Mirrors :mod:`cnnlab.kernels.cpu.pool`; same names, same parameters.
+"""
+
+import math
+
+from numba import cuda
+
+from .. import POOL_AVG, POOL_MAX, POOL_MEDIAN, POOL_MIN
+from ._launch import launch_shape
+
+
+@cuda.jit(device=True)
+def _window_median(x, n, c, h0, w0, kernel_h, kernel_w):
+    # padding is 0 for the median, so the whole window lies inside the plane
+    size = kernel_h * kernel_w
+    rank = (size - 1) // 2
+    for a in range(size):
+        va = x[n, c, h0 + a // kernel_w, w0 + a % kernel_w]
+        below = 0
+        for b in range(size):
+            vb = x[n, c, h0 + b // kernel_w, w0 + b % kernel_w]
+            if vb < va or (vb == va and b < a):
+                below += 1
+        if below == rank:
+            return va
+    return x[n, c, h0, w0]  # unreachable for comparable values (NaN-free windows)
+
+
+@cuda.jit
+def _pool2d_forward_kernel(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode):
+    samples, channels, out_h, out_w = out.shape
+    height, width = x.shape[2], x.shape[3]
+    size = samples * channels * out_h * out_w
+    for index in range(cuda.grid(1), size, cuda.gridsize(1)):
+        ow = index % out_w
+        oh = (index // out_w) % out_h
+        c = (index // (out_w * out_h)) % channels
+        n = index // (out_w * out_h * channels)
+        h0 = oh * stride_h - pad_h
+        w0 = ow * stride_w - pad_w
+        if mode == POOL_MEDIAN:
+            out[n, c, oh, ow] = _window_median(x, n, c, h0, w0, kernel_h, kernel_w)
+            continue
+        if mode == POOL_MAX:
+            acc = -math.inf  # padding never wins
+        elif mode == POOL_MIN:
+            acc = math.inf
+        else:
+            acc = 0.0
+        for i in range(kernel_h):
+            h = h0 + i
+            if h < 0 or h >= height:
+                continue
+            for j in range(kernel_w):
+                w = w0 + j
+                if w < 0 or w >= width:
+                    continue
+                v = x[n, c, h, w]
+                if mode == POOL_MAX:
+                    if v > acc or math.isnan(v):
+                        acc = v
+                elif mode == POOL_MIN:
+                    if v < acc or math.isnan(v):
+                        acc = v
+                elif mode == POOL_AVG:
+                    acc += v
+                else:  # POOL_LP
+                    acc += v * v
+        if mode == POOL_AVG:
+            acc = acc / (kernel_h * kernel_w)
+        elif mode != POOL_MAX and mode != POOL_MIN:
+            acc = math.sqrt(acc)
+        out[n, c, oh, ow] = acc
+
+
+@cuda.jit
+def _global_avg_pool2d_forward_kernel(x, out):
+    samples, channels, height, width = x.shape
+    for index in range(cuda.grid(1), samples * channels, cuda.gridsize(1)):
+        n = index // channels
+        c = index % channels
+        total = 0.0
+        for h in range(height):
+            for w in range(width):
+                total += x[n, c, h, w]
+        out[n, c] = total / (height * width)
+
+
+def pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode):
+    """Pool every plane of ``x`` into ``out``; contract of :func:`cnnlab.kernels.cpu.pool.pool2d_forward`."""
+    blocks, threads = launch_shape(out.size)
+    _pool2d_forward_kernel[blocks, threads](x, out, kernel_h, kernel_w, stride_h, stride_w,
+                                            pad_h, pad_w, mode)
+
+
+def global_avg_pool2d_forward(x, out):
+    """Mean of every plane; contract of :func:`cnnlab.kernels.cpu.pool.global_avg_pool2d_forward`."""
+    blocks, threads = launch_shape(out.size)
+    _global_avg_pool2d_forward_kernel[blocks, threads](x, out)
