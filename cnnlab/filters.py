@@ -14,8 +14,6 @@ one of them over a grayscale or RGB image::
     edges = filters.apply(data.camera(), "edge")
 """
 
-import warnings
-
 import numpy as np
 
 from .device import is_gpu_array, kernels_for, to_device, to_host
@@ -86,8 +84,7 @@ def _fill_scalar(fillvalue, dtype):
     if dtype.kind == "c":
         return np.array(value, dtype=dtype)[()]
     if value.imag != 0:
-        warnings.warn("Casting complex values to real discards the imaginary part",
-                      np.exceptions.ComplexWarning, stacklevel=3)
+        raise ValueError(f"fillvalue={fillvalue!r} is complex but the output dtype {dtype} is real")
     real = value.real
     if dtype.kind in "iu":
         info = np.iinfo(dtype)

@@ -1,0 +1,162 @@
+"""Slow, obviously correct references: plain loops and scipy.signal.
+
+Nothing here is fast or clever; every function says what the op means.
+"""
+
+import numpy as np
+from scipy import signal
+
+
+def output_size(size, kernel_size, stride=1, padding=0, dilation=1):
+    """Count window positions one by one."""
+    span = dilation * (kernel_size - 1) + 1
+    count = 0
+    start = 0
+    while start + span <= size + 2 * padding:
+        count += 1
+        start += stride
+    return count
+
+
+def conv2d_loops(x, weight, bias=None, stride=(1, 1), padding=((0, 0), (0, 0)),
+                 dilation=(1, 1), groups=1):
+    """Direct definition: every output pixel is a sum over channels and taps."""
+    x = np.asarray(x, dtype=np.float64)
+    weight = np.asarray(weight, dtype=np.float64)
+    n_samples, channels, height, width = x.shape
+    filters, cg, kh, kw = weight.shape
+    (pt, pb), (pl, pr) = padding
+    padded = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    sh, sw = stride
+    dh, dw = dilation
+    oh = (height + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (width + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    fg = filters // groups
+    out = np.zeros((n_samples, filters, oh, ow))
+    for n in range(n_samples):
+        for f in range(filters):
+            g = f // fg
+            for y in range(oh):
+                for z in range(ow):
+                    total = 0.0 if bias is None else float(bias[f])
+                    for c in range(cg):
+                        for i in range(kh):
+                            for j in range(kw):
+                                total += weight[f, c, i, j] * padded[n, g * cg + c, y * sh + i * dh, z * sw + j * dw]
+                    out[n, f, y, z] = total
+    return out
+
+
+def conv2d_scipy(x, weight, bias=None, stride=(1, 1), padding=((0, 0), (0, 0)),
+                 dilation=(1, 1), groups=1):
+    """Per filter: the sum over its channels of scipy.signal.correlate2d ('valid') on the
+    zero-padded input with the dilated kernel, then every stride-th pixel."""
+    x = np.asarray(x, dtype=np.float64)
+    weight = np.asarray(weight, dtype=np.float64)
+    filters, cg, kh, kw = weight.shape
+    (pt, pb), (pl, pr) = padding
+    dh, dw = dilation
+    sh, sw = stride
+    padded = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    dilated = np.zeros((filters, cg, dh * (kh - 1) + 1, dw * (kw - 1) + 1))
+    dilated[:, :, ::dh, ::dw] = weight
+    fg = filters // groups
+    out = []
+    for n in range(x.shape[0]):
+        planes = []
+        for f in range(filters):
+            g = f // fg
+            plane = sum(signal.correlate2d(padded[n, g * cg + c], dilated[f, c], mode="valid")
+                        for c in range(cg))
+            plane = plane[::sh, ::sw]
+            if bias is not None:
+                plane = plane + bias[f]
+            planes.append(plane)
+        out.append(planes)
+    return np.array(out)
+
+
+def pool2d(x, kernel_size, stride, padding, mode):
+    """Loop over windows; padding with -inf (max), +inf (min) or 0 (avg)."""
+    x = np.asarray(x, dtype=np.float64)
+    kh, kw = kernel_size
+    sh, sw = stride
+    ph, pw = padding
+    fill = {"max": -np.inf, "min": np.inf}.get(mode, 0.0)
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    n_samples, channels, height, width = padded.shape
+    oh = (height - kh) // sh + 1
+    ow = (width - kw) // sw + 1
+    out = np.zeros((n_samples, channels, oh, ow))
+    for n in range(n_samples):
+        for c in range(channels):
+            for y in range(oh):
+                for z in range(ow):
+                    window = padded[n, c, y * sh:y * sh + kh, z * sw:z * sw + kw].ravel()
+                    if mode == "max":
+                        value = window.max()
+                    elif mode == "min":
+                        value = window.min()
+                    elif mode == "avg":
+                        value = window.sum() / window.size
+                    elif mode == "median":
+                        value = np.sort(window)[(window.size - 1) // 2]
+                    else:
+                        value = np.sqrt((window ** 2).sum())
+                    out[n, c, y, z] = value
+    return out
+
+
+def softmax(x, axis):
+    x = np.asarray(x, dtype=np.float64)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis):
+    x = np.asarray(x, dtype=np.float64)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def linear(x, weight, bias=None):
+    out = np.asarray(x, dtype=np.float64) @ np.asarray(weight, dtype=np.float64).T
+    return out if bias is None else out + bias
+
+
+def correlate2d_loops(image, kernel, mode, boundary, fillvalue=0):
+    """Correlation by definition, with scipy.signal's index rules for every boundary."""
+    image = np.asarray(image)
+    kernel = np.asarray(kernel)
+    height, width = image.shape
+    kh, kw = kernel.shape
+
+    def read(r, c):
+        if boundary == "fill" and not (0 <= r < height and 0 <= c < width):
+            return fillvalue
+        if boundary == "wrap":
+            return image[r % height, c % width]
+        if boundary == "symm":
+            return image[_symmetric(r, height), _symmetric(c, width)]
+        return image[r, c]
+
+    if mode == "full":
+        shape, start = (height + kh - 1, width + kw - 1), (-(kh - 1), -(kw - 1))
+    elif mode == "same":
+        shape, start = (height, width), (-((kh - 1) // 2), -((kw - 1) // 2))
+    else:
+        shape, start = (height - kh + 1, width - kw + 1), (0, 0)
+    out = np.zeros(shape, dtype=np.result_type(image, kernel, np.float64))
+    for m in range(shape[0]):
+        for n in range(shape[1]):
+            out[m, n] = sum(kernel[j, k] * read(start[0] + m + j, start[1] + n + k)
+                            for j in range(kh) for k in range(kw))
+    return out
+
+
+def _symmetric(index, size):
+    """Reflect with the edge repeated: ... 1 0 | 0 1 ... n-1 | n-1 n-2 ..."""
+    while not 0 <= index < size:
+        index = -index - 1 if index < 0 else 2 * size - index - 1
+    return index

@@ -1,0 +1,60 @@
+"""Hypothesis strategies for valid op geometries (small, so the loops in naive.py stay quick)."""
+
+import numpy as np
+from hypothesis import strategies as st
+
+dtypes = st.sampled_from([np.float32, np.float64])
+
+
+@st.composite
+def conv_geometries(draw, max_size=9):
+    """A consistent conv2d problem: shapes, stride, padding (any accepted form), dilation, groups."""
+    groups = draw(st.integers(1, 3))
+    channels = groups * draw(st.integers(1, 2))
+    filters = groups * draw(st.integers(1, 2))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding_form = draw(st.sampled_from(["int", "pair", "valid", "same"] if stride == (1, 1)
+                                        else ["int", "pair", "valid"]))
+    if padding_form == "int":
+        padding = draw(st.integers(0, 2))
+        pads = (padding, padding)
+    elif padding_form == "pair":
+        padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+        pads = padding
+    else:
+        padding = padding_form
+        pads = (0, 0)
+    sizes = []
+    for k, d, p in zip(kernel, dilation, pads):
+        span = d * (k - 1) + 1
+        sizes.append(draw(st.integers(max(1, span - 2 * p), max(span - 2 * p, 1) + max_size)))
+    return dict(
+        samples=draw(st.integers(1, 3)), channels=channels, height=sizes[0], width=sizes[1],
+        filters=filters, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+        groups=groups, bias=draw(st.booleans()), dtype=draw(dtypes),
+    )
+
+
+@st.composite
+def pool_geometries(draw, modes=("max", "avg", "min", "median", "lp")):
+    """A consistent pool2d problem."""
+    mode = draw(st.sampled_from(modes))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = draw(st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    if mode in ("median", "lp"):
+        pads = (0, 0)
+    else:
+        pads = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    height = draw(st.integers(max(1, kernel[0] - 2 * pads[0]), kernel[0] + 8))
+    width = draw(st.integers(max(1, kernel[1] - 2 * pads[1]), kernel[1] + 8))
+    return dict(
+        samples=draw(st.integers(1, 2)), channels=draw(st.integers(1, 3)), height=height,
+        width=width, kernel=kernel, stride=stride, padding=pads, mode=mode, dtype=draw(dtypes),
+    )
+
+
+def arrays(rng, shape, dtype):
+    """Standard-normal data of ``dtype``."""
+    return rng.standard_normal(shape).astype(dtype)

@@ -1,0 +1,133 @@
+"""The GPU twins equal the CPU kernels; results stay on the GPU.
+
+Without a GPU these run under Numba's CUDA simulator (see conftest.py), with
+tiny blocks and a capped grid so that several blocks run and every
+grid-stride loop goes round more than once.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from scipy import signal
+
+import cnnlab
+import cnnlab.functional as F
+from cnnlab import filters
+from cnnlab.device import is_gpu_array
+
+from strategies import arrays, conv_geometries, pool_geometries
+
+pytestmark = pytest.mark.usefixtures("small_cuda_launches")
+
+
+def test_a_gpu_or_the_simulator_is_there():
+    """The GPU twins are always exercised: a silent skip would hide them."""
+    assert cnnlab.cuda_available()
+
+
+def on_gpu(*arrays_):
+    return [cnnlab.to_device(a) if a is not None else None for a in arrays_]
+
+
+def assert_gpu_equals_cpu(gpu_result, cpu_result, dtype):
+    assert is_gpu_array(gpu_result)
+    host = cnnlab.to_host(gpu_result)
+    assert host.dtype == cpu_result.dtype and host.shape == cpu_result.shape
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(host, cpu_result, rtol=tol, atol=tol)
+
+
+@settings(max_examples=8)
+@given(conv_geometries(max_size=4))
+def test_conv2d_gpu_equals_cpu(g):
+    rng = np.random.default_rng(0)
+    x = arrays(rng, (g["samples"], g["channels"], g["height"], g["width"]), g["dtype"])
+    w = arrays(rng, (g["filters"], g["channels"] // g["groups"]) + g["kernel"], g["dtype"])
+    b = arrays(rng, (g["filters"],), g["dtype"]) if g["bias"] else None
+    geometry = (g["stride"], g["padding"], g["dilation"], g["groups"])
+    assert_gpu_equals_cpu(F.conv2d(*on_gpu(x, w, b), *geometry), F.conv2d(x, w, b, *geometry), g["dtype"])
+
+
+@settings(max_examples=10)
+@given(pool_geometries())
+def test_pool2d_gpu_equals_cpu(g):
+    x = arrays(np.random.default_rng(1), (1, g["channels"], g["height"], g["width"]), g["dtype"])
+    args = (g["kernel"], g["stride"], g["padding"], g["mode"])
+    assert_gpu_equals_cpu(F.pool2d(cnnlab.to_device(x), *args), F.pool2d(x, *args), g["dtype"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activations_gpu_equal_cpu(dtype):
+    x = np.random.default_rng(2).standard_normal((2, 3, 2, 2)).astype(dtype) * 5
+    x[0, 0, 0, 0] = 1e4
+    x[0, 1, 0, 0] = -1e4
+    gx = cnnlab.to_device(x)
+    for op in (F.relu, F.leaky_relu, F.sigmoid, F.tanh, F.softmax, F.log_softmax, F.global_avg_pool2d,
+               lambda a: F.leaky_relu(a, 0.3), lambda a: F.softmax(a, axis=-1), lambda a: F.log_softmax(a, 0)):
+        assert_gpu_equals_cpu(op(gx), op(x), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_gpu_equals_cpu(dtype):
+    rng = np.random.default_rng(3)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in [(3, 5), (4, 5), (4,)])
+    assert_gpu_equals_cpu(F.linear(*on_gpu(x, w, b)), F.linear(x, w, b), dtype)
+    assert_gpu_equals_cpu(F.linear(*on_gpu(x, w)), F.linear(x, w), dtype)
+
+
+@pytest.mark.parametrize("boundary", ["fill", "wrap", "symm"])
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+def test_filters_gpu_equal_scipy(mode, boundary):
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 255, size=(5, 4)).astype(np.uint8)
+    kernel = rng.standard_normal((3, 2))
+    for ours, theirs in [(filters.correlate2d, signal.correlate2d), (filters.convolve2d, signal.convolve2d)]:
+        gpu = ours(*on_gpu(image, kernel), mode, boundary, 2)
+        assert is_gpu_array(gpu)
+        expected = theirs(image, kernel, mode, boundary, 2)
+        np.testing.assert_allclose(cnnlab.to_host(gpu), expected, rtol=1e-12, atol=1e-9)
+    # 'valid' with the operands swapped (scipy flips the result)
+    gpu = filters.correlate2d(*on_gpu(kernel, image.astype(np.float64)), "valid")
+    np.testing.assert_allclose(cnnlab.to_host(gpu), signal.correlate2d(kernel, image.astype(np.float64), "valid"))
+
+
+def test_seed_examples_on_gpu():
+    image = np.array([[3, 3, 2, 1, 0], [0, 0, 1, 3, 1], [3, 1, 2, 2, 3],
+                      [2, 0, 0, 2, 2], [2, 0, 0, 0, 1]], dtype=np.float32)
+    kernel = np.array([[0, 1, 2], [2, 2, 0], [0, 1, 2]], dtype=np.float32)
+    out = F.conv2d(*on_gpu(image[None, None], kernel[None, None]))
+    np.testing.assert_array_equal(cnnlab.to_host(out)[0, 0], [[12, 12, 17], [10, 17, 19], [9, 6, 14]])
+    pooled = F.max_pool2d(cnnlab.to_device(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)), 2)
+    np.testing.assert_array_equal(cnnlab.to_host(pooled)[0, 0], [[5, 7], [13, 15]])
+
+
+def test_mixed_devices_name_the_argument():
+    x = np.ones((1, 1, 4, 4), np.float32)
+    w = np.ones((1, 1, 3, 3), np.float32)
+    with pytest.raises(TypeError, match="weight is on the cuda"):
+        F.conv2d(x, cnnlab.to_device(w))
+    with pytest.raises(TypeError, match="bias is on the cuda"):
+        F.conv2d(x, w, cnnlab.to_device(np.ones(1, np.float32)))
+    with pytest.raises(TypeError, match="weight is on the cpu"):
+        F.linear(cnnlab.to_device(np.ones((1, 2))), np.ones((1, 2)))
+
+
+def test_gpu_input_errors_are_the_same():
+    with pytest.raises(TypeError, match="normalize"):
+        F.relu(cnnlab.to_device(np.ones(3, np.uint8)))
+    with pytest.raises(ValueError, match="4 dimensions"):
+        F.conv2d(cnnlab.to_device(np.ones((4, 4), np.float32)), cnnlab.to_device(np.ones((1, 1, 3, 3), np.float32)))
+
+
+def test_to_device_and_back():
+    x = np.arange(6.0).reshape(2, 3)
+    d = cnnlab.to_device(x)
+    assert is_gpu_array(d) and cnnlab.to_device(d) is d
+    np.testing.assert_array_equal(cnnlab.to_host(d), x)
+    np.testing.assert_array_equal(cnnlab.to_device(x.T).copy_to_host(), x.T)  # non-contiguous input
+
+
+def test_launches_in_these_tests_use_several_looping_blocks():
+    from cnnlab.kernels.cuda._launch import launch_shape
+
+    assert launch_shape(100) == (3, 4)  # 12 threads for 100 items: every thread loops

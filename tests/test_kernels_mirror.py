@@ -1,0 +1,69 @@
+"""The cpu and cuda kernel packages mirror each other file for file and name for name."""
+
+import inspect
+import pathlib
+
+import cnnlab.kernels.cpu as cpu
+import cnnlab.kernels.cuda as cuda
+
+KERNELS_DIR = pathlib.Path(cpu.__file__).parent.parent
+
+
+def public_kernels(module):
+    names = {}
+    for name, obj in vars(module).items():
+        if name.endswith("_forward") or name.endswith("_backward") or name.endswith("_backward_input"):
+            function = getattr(obj, "py_func", obj)  # a Numba dispatcher wraps the Python function
+            names[name] = list(inspect.signature(function).parameters)
+    return names
+
+
+def test_same_kernel_names_and_parameters():
+    cpu_kernels = public_kernels(cpu)
+    cuda_kernels = public_kernels(cuda)
+    assert cpu_kernels, "no kernels found"
+    assert cpu_kernels == cuda_kernels
+
+
+def test_same_files():
+    cpu_files = sorted(p.name for p in (KERNELS_DIR / "cpu").glob("*.py") if not p.name.startswith("_"))
+    cuda_files = sorted(p.name for p in (KERNELS_DIR / "cuda").glob("*.py") if not p.name.startswith("_"))
+    assert cpu_files == cuda_files
+
+
+def test_each_file_defines_the_same_kernels():
+    for path in (KERNELS_DIR / "cpu").glob("*.py"):
+        if path.name.startswith("_"):
+            continue
+        module = path.stem
+        cpu_module = __import__(f"cnnlab.kernels.cpu.{module}", fromlist=["x"])
+        cuda_module = __import__(f"cnnlab.kernels.cuda.{module}", fromlist=["x"])
+        assert public_kernels(cpu_module) == public_kernels(cuda_module), module
+
+
+WORKLOAD = """
+import numpy as np, cnnlab.functional as F, cnnlab.filters as filters, cnnlab.kernels.cpu as cpu
+x = np.ones((2, 2, 6, 6), np.float32)
+F.conv2d(x, np.ones((2, 2, 3, 3), np.float32))
+for mode in ("max", "avg", "min", "median", "lp"):
+    F.pool2d(x, 2, mode=mode)
+F.global_avg_pool2d(x)
+for op in (F.relu, F.leaky_relu, F.sigmoid, F.tanh, F.softmax, F.log_softmax):
+    op(x)
+F.linear(np.ones((2, 3), np.float32), np.ones((4, 3), np.float32))
+filters.correlate2d(np.ones((4, 4)), np.ones((2, 2)))
+missed = [name for name in dir(cpu) if name.endswith("_forward")
+          and sum(getattr(cpu, name).stats.cache_hits.values()) == 0]
+print(",".join(missed))
+"""
+
+
+def test_cpu_kernels_load_from_the_disk_cache():
+    """Every CPU kernel is compiled with cache=True and really cacheable: a second process
+    loads all of them from disk instead of compiling."""
+    import subprocess
+    import sys
+
+    for attempt in range(2):  # the first run may be the one that fills the cache
+        result = subprocess.run([sys.executable, "-c", WORKLOAD], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "", f"compiled instead of loaded from cache: {result.stdout}"

@@ -1,0 +1,43 @@
+"""linear: x @ weight.T + bias, PyTorch's (out, in) weight layout."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import cnnlab.functional as F
+
+import naive
+
+
+@given(st.integers(1, 6), st.integers(1, 9), st.integers(1, 7), st.booleans(),
+       st.sampled_from([np.float32, np.float64]))
+def test_linear_matches_reference(samples, n_in, n_out, with_bias, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((samples, n_in)).astype(dtype)
+    w = rng.standard_normal((n_out, n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype) if with_bias else None
+    out = F.linear(x, w, b)
+    assert out.shape == (samples, n_out) and out.dtype == dtype
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, naive.linear(x, w, b), rtol=tol, atol=tol)
+
+
+def test_seed_fully_connected_input_count():
+    """A 20x20x10 pooled volume gives 4000 inputs to the fully-connected layer."""
+    volume = np.ones((1, 10, 20, 20), dtype=np.float32)
+    flat = volume.reshape(1, -1)
+    out = F.linear(flat, np.ones((3, 4000), dtype=np.float32))
+    np.testing.assert_array_equal(out, [[4000, 4000, 4000]])
+
+
+@pytest.mark.parametrize("x_shape, w_shape, b_shape, words", [
+    ((2, 3), (4, 5), None, "input features"),
+    ((2, 3), (4, 3), (5,), "bias"),
+    ((2, 3, 1), (4, 3), None, "x must have 2 dimensions"),
+    ((2, 3), (3,), None, "weight must have 2 dimensions"),
+])
+def test_bad_linear_shapes(x_shape, w_shape, b_shape, words):
+    b = None if b_shape is None else np.ones(b_shape)
+    with pytest.raises(ValueError, match=words):
+        F.linear(np.ones(x_shape), np.ones(w_shape), b)
