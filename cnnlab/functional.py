@@ -118,6 +118,8 @@ _blas_controllers = None
 def _blas_libraries():
     global _blas_controllers
     if _blas_controllers is None:
+        # Numba's np.dot calls the BLAS behind scipy.linalg.cython_blas: load it before looking
+        import scipy.linalg.cython_blas  # noqa: F401
         from threadpoolctl import ThreadpoolController
 
         _blas_controllers = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
