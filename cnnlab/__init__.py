@@ -11,8 +11,9 @@ data already lives.
 
 __version__ = "0.1.0"
 
-from . import config, data, filters, functional
+from . import config, data, filters, functional, layers, losses, optim
 from .device import cuda_available, to_device, to_host
+from .model import Sequential, load
 from .shapes import output_size
 
 __all__ = [
@@ -22,7 +23,12 @@ __all__ = [
     "data",
     "filters",
     "functional",
+    "layers",
+    "load",
+    "losses",
+    "optim",
     "output_size",
+    "Sequential",
     "to_device",
     "to_host",
 ]

@@ -10,7 +10,7 @@ scaled to 0-1 first (the seeds call this normalization)::
 
 import numpy as np
 
-__all__ = ["normalize"]
+__all__ = ["normalize", "train_test_split"]
 
 
 def normalize(images, dtype=np.float32):
@@ -59,3 +59,42 @@ def normalize(images, dtype=np.float32):
             f"images must hold 0-255 pixel values, got values from {low} to {high}"
         )
     return (images.astype(dtype) / dtype.type(255)).astype(dtype, copy=False)
+
+
+def train_test_split(x, y, test_size=0.25, seed=None, stratify=True):
+    """Split samples into a training and a held-out part, each class split in proportion.
+
+    Parameters
+    ----------
+    x : array, (N, ...)
+    y : (N,) integer labels
+    test_size : float in (0, 1)
+        Fraction of every class held out (rounded; at least one sample of a class with two
+        or more).
+    seed : int or None
+    stratify : bool
+        Split each class separately (default) or the whole set at once.
+
+    Returns
+    -------
+    x_train, x_test, y_train, y_test
+    """
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}")
+    if not 0 < test_size < 1:
+        raise ValueError(f"test_size must be between 0 and 1, got {test_size}")
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(y == label) for label in np.unique(y)] if stratify else [np.arange(len(y))]
+    test = []
+    for members in groups:
+        members = rng.permutation(members)
+        count = int(round(test_size * len(members)))
+        if len(members) > 1:
+            count = min(max(count, 1), len(members) - 1)
+        test.append(members[:count])
+    test = np.sort(np.concatenate(test))
+    train = np.setdiff1d(np.arange(len(y)), test)
+    train = rng.permutation(train)
+    return x[train], x[test], y[train], y[test]

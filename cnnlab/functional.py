@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from . import config
-from .device import is_gpu_array, kernels_for
+from .device import is_gpu_array, kernels_for, to_host
 from .kernels import POOL_AVG, POOL_LP, POOL_MAX, POOL_MEDIAN, POOL_MIN
 from .shapes import check_int, pair, resolve_padding, window_output_shape
 
@@ -130,10 +130,13 @@ def _blas_libraries():
 def single_threaded_blas():
     """Run the enclosed CPU kernels with one BLAS thread per caller.
 
-    The CPU convolution calls GEMM from inside its own parallel loop; the
-    BLAS library must not start threads of its own there (it would
-    oversubscribe the cores, and OpenBLAS warns about an OpenMP loop).
-    The previous thread counts are restored on exit.
+    The CPU convolution and linear kernels call GEMM from inside their own
+    parallel loops; the BLAS library must not start threads of its own there
+    (it would oversubscribe the cores, and OpenBLAS warns about an OpenMP
+    loop), nor anywhere else in a training step: BLAS worker threads that
+    spin-wait after a call take the cores from Numba's threads (measured:
+    a digits training run 15x slower).  The previous thread counts are
+    restored on exit.
     """
     libraries = _blas_libraries()
     previous = [lib.get_num_threads() for lib in libraries]
@@ -207,9 +210,26 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     x = as_float_array("x", x, ndim=4)
     weight = as_float_array("weight", weight, ndim=4, dtype=x.dtype)
     kernels = kernels_for(x=x, weight=weight, bias=bias)
+    geometry = _conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, dilation, groups)
+    bias = _bias_or_zeros(kernels, bias, weight.shape[0], x.dtype, x)
+    out = kernels.empty((x.shape[0], weight.shape[0]) + geometry.out_shape, x.dtype)
+    with _blas_guard(kernels):
+        kernels.conv2d_forward(kernels.asarray(x), kernels.asarray(weight), bias, out, *geometry.args)
+    return out
+
+
+class _ConvGeometry:
+    """Resolved convolution geometry: output size and the kernels' integer arguments."""
+
+    def __init__(self, out_shape, args):
+        self.out_shape = out_shape
+        self.args = args
+
+
+def _conv_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, groups):
     groups = check_int("groups", groups, 1)
-    samples, channels, height, width = x.shape
-    filters, channels_per_group, kernel_h, kernel_w = weight.shape
+    samples, channels, height, width = x_shape
+    filters, channels_per_group, kernel_h, kernel_w = weight_shape
     if channels % groups:
         raise ValueError(f"groups={groups} must divide the input channels, got C={channels}")
     if filters % groups:
@@ -220,24 +240,67 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             f"channels in groups={groups} (expected weight shape ({filters}, {channels // groups}, "
             f"{kernel_h}, {kernel_w}))"
         )
-    bias = _bias_or_zeros(kernels, bias, filters, x.dtype, x)
     stride = pair("stride", stride, 1)
     dilation = pair("dilation", dilation, 1)
     pads = resolve_padding(padding, (kernel_h, kernel_w), stride, dilation)
     out_h, out_w = window_output_shape(height, width, (kernel_h, kernel_w), stride, pads, dilation)
-    out = kernels.empty((samples, filters, out_h, out_w), x.dtype)
     workers = numba.get_num_threads()
     taps = channels_per_group * kernel_h * kernel_w
-    row_bytes = taps * out_w * np.dtype(x.dtype).itemsize * workers
+    row_bytes = taps * out_w * np.dtype(dtype).itemsize * workers
     block_rows = max(1, min(out_h, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes)))
-    args = (kernels.asarray(x), kernels.asarray(weight), bias, out, stride[0], stride[1],
-            pads[0][0], pads[1][0], dilation[0], dilation[1], groups, block_rows, workers)
-    if kernels.DEVICE == "cpu":
-        with single_threaded_blas():
-            kernels.conv2d_forward(*args)
-    else:
-        kernels.conv2d_forward(*args)
-    return out
+    args = (stride[0], stride[1], pads[0][0], pads[1][0], dilation[0], dilation[1], groups,
+            block_rows, workers)
+    return _ConvGeometry((out_h, out_w), args)
+
+
+def _blas_guard(kernels):
+    return single_threaded_blas() if kernels.DEVICE == "cpu" else contextlib.nullcontext()
+
+
+def _check_grad(name, grad, shape, dtype):
+    grad = as_float_array(name, grad, dtype=dtype)
+    if tuple(grad.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} (the forward output), got {tuple(grad.shape)}")
+    return grad
+
+
+def conv2d_backward(x, weight, grad_out, stride=1, padding=0, dilation=1, groups=1, input_grad=True):
+    """Gradients of :func:`conv2d` with respect to ``x``, ``weight`` and ``bias``.
+
+    Parameters
+    ----------
+    x, weight, stride, padding, dilation, groups
+        As given to :func:`conv2d`.
+    grad_out : (N, F, OH, OW) array
+        Gradient of the loss with respect to the convolution's output.
+    input_grad : bool
+        Compute ``grad_x`` (a first layer does not need it).
+
+    Returns
+    -------
+    grad_x : (N, C, H, W) array or None
+    grad_weight : (F, C // groups, KH, KW) array
+    grad_bias : (F,) array
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.conv.conv2d_backward_input, cnnlab.kernels.cpu.conv.conv2d_backward_weight,
+    and their cuda twins.
+    """
+    x = as_float_array("x", x, ndim=4)
+    weight = as_float_array("weight", weight, ndim=4, dtype=x.dtype)
+    kernels = kernels_for(x=x, weight=weight, grad_out=grad_out)
+    geometry = _conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, dilation, groups)
+    grad_out = _check_grad("grad_out", grad_out, (x.shape[0], weight.shape[0]) + geometry.out_shape, x.dtype)
+    x, weight, grad_out = kernels.asarray(x), kernels.asarray(weight), kernels.asarray(grad_out)
+    grad_weight = kernels.empty(weight.shape, x.dtype)
+    grad_bias = kernels.empty((weight.shape[0],), x.dtype)
+    grad_x = kernels.empty(x.shape, x.dtype) if input_grad else None
+    with _blas_guard(kernels):
+        kernels.conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, *geometry.args)
+        if input_grad:
+            kernels.conv2d_backward_input(grad_out, weight, grad_x, *geometry.args)
+    return grad_x, grad_weight, grad_bias
 
 
 # ----------------------------------------------------------------------------- pooling
@@ -286,10 +349,18 @@ def pool2d(x, kernel_size, stride=None, padding=0, mode="max"):
     array([[ 5.,  7.],
            [13., 15.]], dtype=float32)
     """
-    if not isinstance(mode, str) or mode not in POOL_MODES:
-        raise ValueError(f"mode must be one of {sorted(POOL_MODES)}, got {mode!r}")
     x = as_float_array("x", x, ndim=4)
     kernels = kernels_for(x=x)
+    out_shape, args = _pool_geometry(x.shape, kernel_size, stride, padding, mode)
+    out = kernels.empty(out_shape, x.dtype)
+    kernels.pool2d_forward(kernels.asarray(x), out, *args)
+    return out
+
+
+def _pool_geometry(x_shape, kernel_size, stride, padding, mode):
+    """Validate pooling arguments; return the output shape and the kernel's integer arguments."""
+    if not isinstance(mode, str) or mode not in POOL_MODES:
+        raise ValueError(f"mode must be one of {sorted(POOL_MODES)}, got {mode!r}")
     kernel = pair("kernel_size", kernel_size, 1)
     stride = kernel if stride is None else pair("stride", stride, 1)
     if isinstance(padding, str):
@@ -303,13 +374,55 @@ def pool2d(x, kernel_size, stride=None, padding=0, mode="max"):
             )
     if mode in ("median", "lp") and pads != (0, 0):
         raise ValueError(f"mode={mode!r} takes padding=0 only, got padding={padding}")
-    samples, channels, height, width = x.shape
+    samples, channels, height, width = x_shape
     out_h, out_w = window_output_shape(height, width, kernel, stride,
                                        ((pads[0], pads[0]), (pads[1], pads[1])), (1, 1))
-    out = kernels.empty((samples, channels, out_h, out_w), x.dtype)
-    kernels.pool2d_forward(kernels.asarray(x), out, kernel[0], kernel[1], stride[0], stride[1],
-                           pads[0], pads[1], POOL_MODES[mode])
-    return out
+    args = (kernel[0], kernel[1], stride[0], stride[1], pads[0], pads[1], POOL_MODES[mode])
+    return (samples, channels, out_h, out_w), args
+
+
+def pool2d_backward(x, out, grad_out, kernel_size, stride=None, padding=0, mode="max"):
+    """Gradient of :func:`pool2d` with respect to ``x``.
+
+    Max and min route each window's gradient to the element it picked (the first one on
+    ties), median to its lower middle element, avg spreads it over the window (padding
+    included), lp scales it by ``x / out``.
+
+    Parameters
+    ----------
+    x : (N, C, H, W) array, the forward input
+    out : (N, C, OH, OW) array, the forward output
+    grad_out : (N, C, OH, OW) array
+    kernel_size, stride, padding, mode
+        As given to :func:`pool2d`.
+
+    Returns
+    -------
+    (N, C, H, W) array
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.pool.pool2d_backward, cnnlab.kernels.cuda.pool.pool2d_backward
+    """
+    x = as_float_array("x", x, ndim=4)
+    kernels = kernels_for(x=x, out=out, grad_out=grad_out)
+    out_shape, args = _pool_geometry(x.shape, kernel_size, stride, padding, mode)
+    out = _check_grad("out", out, out_shape, x.dtype)
+    grad_out = _check_grad("grad_out", grad_out, out_shape, x.dtype)
+    grad_x = kernels.empty(x.shape, x.dtype)
+    kernels.pool2d_backward(kernels.asarray(x), kernels.asarray(out), kernels.asarray(grad_out), grad_x, *args)
+    return grad_x
+
+
+def global_avg_pool2d_backward(x, grad_out):
+    """Gradient of :func:`global_avg_pool2d`: every pixel of plane ``(n, c)`` gets
+    ``grad_out[n, c] / (H * W)``."""
+    x = as_float_array("x", x, ndim=4)
+    kernels = kernels_for(x=x, grad_out=grad_out)
+    grad_out = _check_grad("grad_out", grad_out, x.shape[:2], x.dtype)
+    grad_x = kernels.empty(x.shape, x.dtype)
+    kernels.global_avg_pool2d_backward(kernels.asarray(grad_out), grad_x)
+    return grad_x
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
@@ -360,6 +473,64 @@ def _elementwise(name, kernel_name, x, *scalars):
     flat_in = kernels.asarray(x).reshape(-1)
     getattr(kernels, kernel_name)(flat_in, out.reshape(-1), *scalars)
     return out
+
+
+def _elementwise_backward(kernel_name, saved, grad_out, *scalars):
+    """Run an element-wise backward kernel on ``saved`` (forward input or output) and ``grad_out``."""
+    saved = as_float_array("saved", saved)
+    kernels = kernels_for(saved=saved, grad_out=grad_out)
+    grad_out = _check_grad("grad_out", grad_out, saved.shape, saved.dtype)
+    grad_x = kernels.empty(saved.shape, saved.dtype)
+    getattr(kernels, kernel_name)(kernels.asarray(saved).reshape(-1), kernels.asarray(grad_out).reshape(-1),
+                                  grad_x.reshape(-1), *scalars)
+    return grad_x
+
+
+def relu_backward(x, grad_out):
+    """Gradient of :func:`relu`: ``grad_out`` where ``x > 0``, else 0 (``x`` the forward input)."""
+    return _elementwise_backward("relu_backward", x, grad_out)
+
+
+def leaky_relu_backward(x, grad_out, negative_slope=0.01):
+    """Gradient of :func:`leaky_relu` (``x`` the forward input)."""
+    return _elementwise_backward("leaky_relu_backward", x, grad_out, float(negative_slope))
+
+
+def sigmoid_backward(y, grad_out):
+    """Gradient of :func:`sigmoid` from its output ``y``: ``grad_out * y * (1 - y)``."""
+    return _elementwise_backward("sigmoid_backward", y, grad_out)
+
+
+def tanh_backward(y, grad_out):
+    """Gradient of :func:`tanh` from its output ``y``: ``grad_out * (1 - y**2)``."""
+    return _elementwise_backward("tanh_backward", y, grad_out)
+
+
+def _softmax_backward_like(kernel_name, y, grad_out, axis):
+    y = as_float_array("y", y)
+    kernels = kernels_for(y=y, grad_out=grad_out)
+    grad_out = _check_grad("grad_out", grad_out, y.shape, y.dtype)
+    ndim = len(y.shape)
+    axis = check_int("axis", axis)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis={axis} is out of range for shape {tuple(y.shape)}")
+    axis %= ndim
+    view = (int(np.prod(y.shape[:axis], dtype=np.int64)), y.shape[axis],
+            int(np.prod(y.shape[axis + 1:], dtype=np.int64)))
+    grad_x = kernels.empty(y.shape, y.dtype)
+    getattr(kernels, kernel_name)(kernels.asarray(y).reshape(view), kernels.asarray(grad_out).reshape(view),
+                                  grad_x.reshape(view))
+    return grad_x
+
+
+def softmax_backward(y, grad_out, axis=1):
+    """Gradient of :func:`softmax` from its output ``y``: ``y * (grad_out - sum(grad_out * y))``."""
+    return _softmax_backward_like("softmax_backward", y, grad_out, axis)
+
+
+def log_softmax_backward(y, grad_out, axis=1):
+    """Gradient of :func:`log_softmax` from its output ``y``: ``grad_out - exp(y) * sum(grad_out)``."""
+    return _softmax_backward_like("log_softmax_backward", y, grad_out, axis)
 
 
 def relu(x):
@@ -494,5 +665,233 @@ def linear(x, weight, bias=None):
         )
     bias = _bias_or_zeros(kernels, bias, weight.shape[0], x.dtype, x)
     out = kernels.empty((x.shape[0], weight.shape[0]), x.dtype)
-    kernels.linear_forward(kernels.asarray(x), kernels.asarray(weight), bias, out)
+    with _blas_guard(kernels):
+        kernels.linear_forward(kernels.asarray(x), kernels.asarray(weight), bias, out, numba.get_num_threads())
     return out
+
+
+def linear_backward(x, weight, grad_out):
+    """Gradients of :func:`linear`: ``(grad_out @ weight, grad_out.T @ x, grad_out.sum(0))``.
+
+    Returns
+    -------
+    grad_x : (N, in_features) array
+    grad_weight : (out_features, in_features) array
+    grad_bias : (out_features,) array
+    """
+    x = as_float_array("x", x, ndim=2)
+    weight = as_float_array("weight", weight, ndim=2, dtype=x.dtype)
+    kernels = kernels_for(x=x, weight=weight, grad_out=grad_out)
+    grad_out = _check_grad("grad_out", grad_out, (x.shape[0], weight.shape[0]), x.dtype)
+    grad_x = kernels.empty(x.shape, x.dtype)
+    grad_weight = kernels.empty(weight.shape, x.dtype)
+    grad_bias = kernels.empty((weight.shape[0],), x.dtype)
+    with _blas_guard(kernels):
+        kernels.linear_backward(kernels.asarray(x), kernels.asarray(weight), kernels.asarray(grad_out),
+                                grad_x, grad_weight, grad_bias, numba.get_num_threads())
+    return grad_x, grad_weight, grad_bias
+
+
+# ----------------------------------------------------------------------------- regularization
+
+
+def dropout(x, p, seed):
+    """Inverted dropout: zero each element with probability ``p``, scale the rest by ``1/(1-p)``.
+
+    Which elements drop is a pure function of ``(seed, position)`` (a counter-based hash),
+    identical on the CPU and the GPU.
+
+    Parameters
+    ----------
+    x : array, float32 or float64
+    p : float in [0, 1)
+    seed : int in [0, 2**31)
+
+    Returns
+    -------
+    out : array like ``x``
+    mask : array like ``x``, ``1/(1-p)`` where kept and 0 where dropped (for the backward)
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.dropout.dropout_forward, torch.nn.functional.dropout
+    """
+    x = as_float_array("x", x)
+    p = _probability(p)
+    seed = check_int("seed", seed, 0)
+    if seed >= 2**31:
+        raise ValueError(f"seed must be below 2**31, got {seed}")
+    kernels = kernels_for(x=x)
+    out = kernels.empty(x.shape, x.dtype)
+    mask = kernels.empty(x.shape, x.dtype)
+    kernels.dropout_forward(kernels.asarray(x).reshape(-1), out.reshape(-1), mask.reshape(-1), p, seed)
+    return out, mask
+
+
+def _probability(p):
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
+        raise TypeError(f"p must be a number, got {p!r}")
+    if not 0 <= p < 1:
+        raise ValueError(f"p must be in [0, 1), got {p}")
+    return float(p)
+
+
+def dropout_backward(mask, grad_out):
+    """Gradient of :func:`dropout`: ``grad_out * mask``."""
+    return _elementwise_backward("dropout_backward", mask, grad_out)
+
+
+def batch_norm2d(x, gamma, beta, eps=1e-5, mean=None, variance=None):
+    """Batch normalization of NCHW input per channel.
+
+    With ``mean``/``variance`` given (evaluation, running statistics) they are used;
+    otherwise the batch's own statistics are computed and returned (training).
+
+    Returns
+    -------
+    out : (N, C, H, W) array
+    mean, variance : (C,) arrays, the statistics used (biased variance)
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.normalization.batchnorm2d_forward, torch.nn.functional.batch_norm
+    """
+    x = as_float_array("x", x, ndim=4)
+    channels = x.shape[1]
+    gamma = _check_grad("gamma", gamma, (channels,), x.dtype)
+    beta = _check_grad("beta", beta, (channels,), x.dtype)
+    kernels = kernels_for(x=x, gamma=gamma, beta=beta, mean=mean, variance=variance)
+    x = kernels.asarray(x)
+    if mean is None or variance is None:
+        mean = kernels.empty((channels,), x.dtype)
+        variance = kernels.empty((channels,), x.dtype)
+        kernels.batchnorm2d_statistics(x, mean, variance)
+    else:
+        mean = kernels.asarray(_check_grad("mean", mean, (channels,), x.dtype))
+        variance = kernels.asarray(_check_grad("variance", variance, (channels,), x.dtype))
+    out = kernels.empty(x.shape, x.dtype)
+    kernels.batchnorm2d_forward(x, mean, variance, kernels.asarray(gamma), kernels.asarray(beta), float(eps), out)
+    return out, mean, variance
+
+
+def running_average(running, batch, momentum, scale=1.0):
+    """Update ``running`` in place: ``(1 - momentum) * running + momentum * scale * batch``."""
+    kernels = kernels_for(running=running, batch=batch)
+    kernels.running_average(kernels.asarray(running), kernels.asarray(batch), float(momentum), float(scale))
+
+
+def batch_norm2d_backward(x, grad_out, mean, variance, gamma, eps=1e-5):
+    """Gradients of training-mode :func:`batch_norm2d`: ``(grad_x, grad_gamma, grad_beta)``."""
+    x = as_float_array("x", x, ndim=4)
+    kernels = kernels_for(x=x, grad_out=grad_out, gamma=gamma)
+    grad_out = _check_grad("grad_out", grad_out, x.shape, x.dtype)
+    channels = x.shape[1]
+    grad_x = kernels.empty(x.shape, x.dtype)
+    grad_gamma = kernels.empty((channels,), x.dtype)
+    grad_beta = kernels.empty((channels,), x.dtype)
+    kernels.batchnorm2d_backward(kernels.asarray(x), kernels.asarray(grad_out), kernels.asarray(mean),
+                                 kernels.asarray(variance), kernels.asarray(gamma), float(eps),
+                                 grad_x, grad_gamma, grad_beta)
+    return grad_x, grad_gamma, grad_beta
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def as_targets(name, targets, samples, classes):
+    """Check class-index targets: integers in ``[0, classes)``, one per sample; int64 result."""
+    if is_gpu_array(targets):
+        if np.dtype(targets.dtype) != np.int64 or tuple(targets.shape) != (samples,):
+            raise TypeError(f"{name} on the GPU must be int64 of shape ({samples},), "
+                            f"got {targets.dtype} {tuple(targets.shape)}")
+        return targets
+    if isinstance(targets, (str, bytes)):
+        raise TypeError(f"{name} must be integer class indices, got {type(targets).__name__}")
+    targets = np.asarray(targets)
+    if targets.dtype.kind == "f" and targets.size and np.all(np.isfinite(targets)) \
+            and np.all(targets == np.round(targets)):
+        targets = targets.astype(np.int64)
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integer class indices, got dtype {targets.dtype}")
+    if targets.shape != (samples,):
+        raise ValueError(f"{name} must have shape ({samples},) (one label per sample), got {targets.shape}")
+    if targets.size and (targets.min() < 0 or targets.max() >= classes):
+        raise ValueError(f"{name} must lie in [0, {classes}) for {classes} classes, "
+                         f"got values from {targets.min()} to {targets.max()}")
+    return np.ascontiguousarray(targets, dtype=np.int64)
+
+
+def cross_entropy(logits, targets):
+    """Mean softmax cross-entropy of ``(N, K)`` logits against class indices, fused and stable.
+
+    Returns
+    -------
+    loss : float
+        ``mean(-log softmax(logits)[n, targets[n]])``.
+    probabilities : (N, K) array
+        ``softmax(logits)``, kept for :func:`cross_entropy_backward`.
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.loss.cross_entropy_forward, torch.nn.functional.cross_entropy
+    """
+    logits = as_float_array("logits", logits, ndim=2)
+    kernels = kernels_for(logits=logits, targets=targets)
+    targets = kernels.asarray(as_targets("targets", targets, logits.shape[0], logits.shape[1]))
+    losses = kernels.empty((logits.shape[0],), logits.dtype)
+    probabilities = kernels.empty(logits.shape, logits.dtype)
+    kernels.cross_entropy_forward(kernels.asarray(logits), targets, losses, probabilities)
+    return float(np.mean(to_host(losses), dtype=np.float64)), probabilities
+
+
+def cross_entropy_backward(probabilities, targets):
+    """Gradient of the mean cross-entropy with respect to the logits: ``(softmax - one_hot) / N``."""
+    probabilities = as_float_array("probabilities", probabilities, ndim=2)
+    kernels = kernels_for(probabilities=probabilities, targets=targets)
+    targets = kernels.asarray(as_targets("targets", targets, *probabilities.shape))
+    grad = kernels.empty(probabilities.shape, probabilities.dtype)
+    kernels.cross_entropy_backward(kernels.asarray(probabilities), targets, grad, 1.0 / probabilities.shape[0])
+    return grad
+
+
+def mse(prediction, target):
+    """Mean squared error; returns the loss as a float."""
+    prediction = as_float_array("prediction", prediction)
+    target = _check_grad("target", target, prediction.shape, prediction.dtype)
+    kernels = kernels_for(prediction=prediction, target=target)
+    losses = kernels.empty(prediction.shape, prediction.dtype)
+    kernels.mse_forward(kernels.asarray(prediction).reshape(-1), kernels.asarray(target).reshape(-1),
+                        losses.reshape(-1))
+    return float(np.mean(to_host(losses), dtype=np.float64))
+
+
+def mse_backward(prediction, target):
+    """Gradient of the mean squared error with respect to ``prediction``."""
+    prediction = as_float_array("prediction", prediction)
+    target = _check_grad("target", target, prediction.shape, prediction.dtype)
+    kernels = kernels_for(prediction=prediction, target=target)
+    grad = kernels.empty(prediction.shape, prediction.dtype)
+    size = int(np.prod(prediction.shape))
+    kernels.mse_backward(kernels.asarray(prediction).reshape(-1), kernels.asarray(target).reshape(-1),
+                         grad.reshape(-1), 1.0 / size)
+    return grad
+
+
+# ----------------------------------------------------------------------------- optimizer updates
+
+
+def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    """One SGD step on ``param`` in place (on its device); ``velocity`` is updated too."""
+    kernels = kernels_for(param=param, grad=grad, velocity=velocity)
+    kernels.sgd_step(kernels.asarray(param).reshape(-1), kernels.asarray(grad).reshape(-1),
+                     kernels.asarray(velocity).reshape(-1), float(lr), float(momentum),
+                     float(weight_decay), bool(nesterov))
+
+
+def adam_update(param, grad, first_moment, second_moment, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
+                weight_decay=0.0):
+    """One Adam step (``step`` counts from 1) on ``param`` in place; the moments are updated too."""
+    kernels = kernels_for(param=param, grad=grad, first_moment=first_moment, second_moment=second_moment)
+    kernels.adam_step(kernels.asarray(param).reshape(-1), kernels.asarray(grad).reshape(-1),
+                      kernels.asarray(first_moment).reshape(-1), kernels.asarray(second_moment).reshape(-1),
+                      float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), int(step))

@@ -85,3 +85,59 @@ def log_softmax_forward(x, out):
         shift = largest + math.log(total)
         for k in range(size):
             out[o, k, i] = x[o, k, i] - shift
+
+
+@njit(parallel=True, cache=True)
+def relu_backward(x, grad_out, grad_x):
+    """``grad_x = grad_out * (x > 0)`` (1-D arrays; the forward input ``x``)."""
+    for i in prange(x.shape[0]):
+        grad_x[i] = grad_out[i] if x[i] > 0 else 0
+
+
+@njit(parallel=True, cache=True)
+def leaky_relu_backward(x, grad_out, grad_x, negative_slope):
+    """``grad_x = grad_out * (1 if x > 0 else negative_slope)`` (1-D arrays)."""
+    for i in prange(x.shape[0]):
+        grad_x[i] = grad_out[i] if x[i] > 0 else negative_slope * grad_out[i]
+
+
+@njit(parallel=True, cache=True)
+def sigmoid_backward(y, grad_out, grad_x):
+    """``grad_x = grad_out * y * (1 - y)`` from the forward output ``y`` (1-D arrays)."""
+    for i in prange(y.shape[0]):
+        grad_x[i] = grad_out[i] * y[i] * (1 - y[i])
+
+
+@njit(parallel=True, cache=True)
+def tanh_backward(y, grad_out, grad_x):
+    """``grad_x = grad_out * (1 - y**2)`` from the forward output ``y`` (1-D arrays)."""
+    for i in prange(y.shape[0]):
+        grad_x[i] = grad_out[i] * (1 - y[i] * y[i])
+
+
+@njit(parallel=True, cache=True)
+def softmax_backward(y, grad_out, grad_x):
+    """``grad_x = y * (grad_out - sum(grad_out * y))`` along axis 1 of (outer, K, inner) views."""
+    outer, size, inner = y.shape
+    for task in prange(outer * inner):
+        o = task // inner
+        i = task % inner
+        dot = 0.0
+        for k in range(size):
+            dot += grad_out[o, k, i] * y[o, k, i]
+        for k in range(size):
+            grad_x[o, k, i] = y[o, k, i] * (grad_out[o, k, i] - dot)
+
+
+@njit(parallel=True, cache=True)
+def log_softmax_backward(y, grad_out, grad_x):
+    """``grad_x = grad_out - exp(y) * sum(grad_out)`` along axis 1, ``y`` the log-probabilities."""
+    outer, size, inner = y.shape
+    for task in prange(outer * inner):
+        o = task // inner
+        i = task % inner
+        total = 0.0
+        for k in range(size):
+            total += grad_out[o, k, i]
+        for k in range(size):
+            grad_x[o, k, i] = grad_out[o, k, i] - math.exp(y[o, k, i]) * total

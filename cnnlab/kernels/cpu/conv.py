@@ -106,3 +106,131 @@ def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w,
                 planes[:, first_pixel:first_pixel + pixels] = product
             for f in range(filters_per_group):
                 planes[f, first_row * out_w:first_row * out_w + pixels] += bias[g * filters_per_group + f]
+
+
+@njit(cache=True)
+def _col2im(columns, grad_x, n, first_channel, first_row, rows, kernel_h, kernel_w, out_w,
+            stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
+    """Add each column-buffer entry back onto the input pixel it was copied from
+    (the adjoint of :func:`_im2col`); padding positions are dropped."""
+    height, width = grad_x.shape[2], grad_x.shape[3]
+    for tap in range(columns.shape[0]):
+        channel = first_channel + tap // (kernel_h * kernel_w)
+        i = (tap // kernel_w) % kernel_h
+        j = tap % kernel_w
+        for r in range(rows):
+            h = (first_row + r) * stride_h - pad_h + i * dilation_h
+            if h < 0 or h >= height:
+                continue
+            start = r * out_w
+            for ow in range(out_w):
+                w = ow * stride_w - pad_w + j * dilation_w
+                if 0 <= w < width:
+                    grad_x[n, channel, h, w] += columns[tap, start + ow]
+
+
+@njit(parallel=True, cache=True)
+def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_h, pad_w,
+                          dilation_h, dilation_w, groups, block_rows, workers):
+    """Gradient of :func:`conv2d_forward` with respect to its input, written into ``grad_x``.
+
+    For each (sample, group) the column gradient ``weight[g].T @ grad_out[n, g]`` is one GEMM;
+    :func:`_col2im` adds it back onto the input pixels.  A thread owns whole (sample, group)
+    items, hence whole input planes: no two threads add to the same pixel.
+
+    Parameters
+    ----------
+    grad_out : (N, F, OH, OW) array
+    weight : (F, C // groups, KH, KW) array
+    grad_x : (N, C, H, W) array, overwritten
+    stride_h, ..., block_rows, workers : int
+        As :func:`conv2d_forward`.
+    """
+    samples = grad_x.shape[0]
+    filters, channels_per_group, kernel_h, kernel_w = weight.shape
+    out_h, out_w = grad_out.shape[2], grad_out.shape[3]
+    filters_per_group = filters // groups
+    taps = channels_per_group * kernel_h * kernel_w
+    pixels_total = out_h * out_w
+    weight_by_group = weight.reshape(groups, filters_per_group, taps)
+    weight_t = np.empty((groups, taps, filters_per_group), dtype=weight.dtype)
+    for g in range(groups):
+        weight_t[g] = weight_by_group[g].T
+    grad_by_group = grad_out.reshape(samples, groups, filters_per_group, pixels_total)
+    items = samples * groups
+    workers = max(1, min(workers, items))
+    for worker in prange(workers):
+        column_buffer = np.empty(taps * block_rows * out_w, dtype=grad_x.dtype)
+        grad_buffer = np.empty(filters_per_group * block_rows * out_w, dtype=grad_x.dtype)
+        for item in range(worker * items // workers, (worker + 1) * items // workers):
+            n = item // groups
+            g = item % groups
+            first_channel = g * channels_per_group
+            grad_x[n, first_channel:first_channel + channels_per_group] = 0
+            for first_row in range(0, out_h, block_rows):
+                rows = min(block_rows, out_h - first_row)
+                pixels = rows * out_w
+                columns = column_buffer[:taps * pixels].reshape(taps, pixels)
+                if rows == out_h:
+                    _matmul(weight_t[g], grad_by_group[n, g], columns)
+                else:
+                    planes = grad_buffer[:filters_per_group * pixels].reshape(filters_per_group, pixels)
+                    first_pixel = first_row * out_w
+                    planes[:] = grad_by_group[n, g, :, first_pixel:first_pixel + pixels]
+                    _matmul(weight_t[g], planes, columns)
+                _col2im(columns, grad_x, n, first_channel, first_row, rows, kernel_h, kernel_w, out_w,
+                        stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+
+
+@njit(parallel=True, cache=True)
+def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride_w, pad_h, pad_w,
+                           dilation_h, dilation_w, groups, block_rows, workers):
+    """Gradients of :func:`conv2d_forward` with respect to ``weight`` and ``bias``.
+
+    Each worker sums ``grad_out[n, g] @ columns.T`` (one GEMM per item) and the bias
+    gradient over its own items into private accumulators; the accumulators are added at
+    the end, so no two threads write the same memory.
+
+    Parameters
+    ----------
+    x : (N, C, H, W) array, the forward input
+    grad_out : (N, F, OH, OW) array
+    grad_weight : (F, C // groups, KH, KW) array, overwritten
+    grad_bias : (F,) array, overwritten
+    stride_h, ..., block_rows, workers : int
+        As :func:`conv2d_forward`.
+    """
+    samples = x.shape[0]
+    filters, channels_per_group, kernel_h, kernel_w = grad_weight.shape
+    out_h, out_w = grad_out.shape[2], grad_out.shape[3]
+    filters_per_group = filters // groups
+    taps = channels_per_group * kernel_h * kernel_w
+    pixels_total = out_h * out_w
+    grad_by_group = grad_out.reshape(samples, groups, filters_per_group, pixels_total)
+    blocks = (out_h + block_rows - 1) // block_rows
+    items = samples * groups * blocks
+    workers = max(1, min(workers, items))
+    partial_weight = np.zeros((workers, groups, filters_per_group, taps), dtype=x.dtype)
+    partial_bias = np.zeros((workers, filters), dtype=x.dtype)
+    for worker in prange(workers):
+        column_buffer = np.empty(taps * block_rows * out_w, dtype=x.dtype)
+        grad_buffer = np.empty(filters_per_group * block_rows * out_w, dtype=x.dtype)
+        product = np.empty((filters_per_group, taps), dtype=x.dtype)
+        for item in range(worker * items // workers, (worker + 1) * items // workers):
+            n = item // (groups * blocks)
+            g = (item // blocks) % groups
+            first_row = (item % blocks) * block_rows
+            rows = min(block_rows, out_h - first_row)
+            pixels = rows * out_w
+            first_pixel = first_row * out_w
+            columns = column_buffer[:taps * pixels].reshape(taps, pixels)
+            _im2col(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
+                    out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+            planes = grad_buffer[:filters_per_group * pixels].reshape(filters_per_group, pixels)
+            planes[:] = grad_by_group[n, g, :, first_pixel:first_pixel + pixels]
+            _matmul(planes, columns.T, product)
+            partial_weight[worker, g] += product
+            for f in range(filters_per_group):
+                partial_bias[worker, g * filters_per_group + f] += planes[f].sum()
+    grad_weight[:] = partial_weight.sum(axis=0).reshape(grad_weight.shape)
+    grad_bias[:] = partial_bias.sum(axis=0)

@@ -103,3 +103,107 @@ def global_avg_pool2d_forward(x, out):
             for w in range(width):
                 total += x[n, c, h, w]
         out[n, c] = total / (height * width)
+
+
+@njit(cache=True)
+def _window_choice(plane, h0, w0, kernel_h, kernel_w, mode):
+    """Flat index ``h * W + w`` of the element a max/min/median window picks (first on ties;
+    the median's lower middle element in stable sorted order)."""
+    height, width = plane.shape
+    best = -1
+    if mode == POOL_MEDIAN:
+        size = kernel_h * kernel_w
+        rank = (size - 1) // 2
+        for a in range(size):
+            va = plane[h0 + a // kernel_w, w0 + a % kernel_w]
+            below = 0
+            for b in range(size):
+                vb = plane[h0 + b // kernel_w, w0 + b % kernel_w]
+                if vb < va or (vb == va and b < a):
+                    below += 1
+            if below == rank:
+                return (h0 + a // kernel_w) * width + w0 + a % kernel_w
+        return h0 * width + w0
+    best_value = plane[0, 0]
+    for i in range(kernel_h):
+        h = h0 + i
+        if h < 0 or h >= height:
+            continue
+        for j in range(kernel_w):
+            w = w0 + j
+            if w < 0 or w >= width:
+                continue
+            v = plane[h, w]
+            if best < 0 or (mode == POOL_MAX and (v > best_value or (math.isnan(v) and not math.isnan(best_value)))) \
+                    or (mode == POOL_MIN and (v < best_value or (math.isnan(v) and not math.isnan(best_value)))):
+                best = h * width + w
+                best_value = v
+    return best
+
+
+@njit(cache=True)
+def _pool_plane_backward(plane, out_plane, grad_plane, grad_in, kernel_h, kernel_w, stride_h, stride_w,
+                         pad_h, pad_w, mode):
+    height, width = plane.shape
+    out_h, out_w = grad_plane.shape
+    grad_in[:, :] = 0
+    for oh in range(out_h):
+        h0 = oh * stride_h - pad_h
+        for ow in range(out_w):
+            w0 = ow * stride_w - pad_w
+            g = grad_plane[oh, ow]
+            if mode == POOL_MAX or mode == POOL_MIN or mode == POOL_MEDIAN:
+                chosen = _window_choice(plane, h0, w0, kernel_h, kernel_w, mode)
+                grad_in[chosen // width, chosen % width] += g
+                continue
+            if mode == POOL_AVG:
+                share = g / (kernel_h * kernel_w)
+            else:  # POOL_LP: d sqrt(sum v^2) / dv = v / norm (0 where the norm is 0)
+                norm = out_plane[oh, ow]
+                share = g / norm if norm > 0 else 0.0 * g
+            for i in range(kernel_h):
+                h = h0 + i
+                if h < 0 or h >= height:
+                    continue
+                for j in range(kernel_w):
+                    w = w0 + j
+                    if 0 <= w < width:
+                        grad_in[h, w] += share if mode == POOL_AVG else share * plane[h, w]
+
+
+@njit(parallel=True, cache=True)
+def pool2d_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode):
+    """Gradient of :func:`pool2d_forward` with respect to ``x``, written into ``grad_x``.
+
+    Max and min route each output's gradient to the element the window picked (the first
+    one on ties), median to the lower middle element, avg spreads it evenly over the
+    window (padding included), lp scales it by ``x / out``.  One thread per plane.
+
+    Parameters
+    ----------
+    x : (N, C, H, W) array, the forward input
+    out : (N, C, OH, OW) array, the forward output (used by 'lp')
+    grad_out : (N, C, OH, OW) array
+    grad_x : (N, C, H, W) array, overwritten
+    kernel_h, ..., mode : int
+        As :func:`pool2d_forward`.
+    """
+    samples, channels = x.shape[0], x.shape[1]
+    for plane in prange(samples * channels):
+        n = plane // channels
+        c = plane % channels
+        _pool_plane_backward(x[n, c], out[n, c], grad_out[n, c], grad_x[n, c], kernel_h, kernel_w,
+                             stride_h, stride_w, pad_h, pad_w, mode)
+
+
+@njit(parallel=True, cache=True)
+def global_avg_pool2d_backward(grad_out, grad_x):
+    """Gradient of :func:`global_avg_pool2d_forward`: each plane gets ``grad / (H * W)``."""
+    samples, channels, height, width = grad_x.shape
+    for plane in prange(samples * channels):
+        n = plane // channels
+        c = plane % channels
+        share = grad_out[n, c] / (height * width)
+        for h in range(height):
+            for w in range(width):
+                grad_x[n, c, h, w] = share

@@ -9,17 +9,37 @@ import numpy as np
 from numba import cuda
 
 from .activation import (
+    leaky_relu_backward,
     leaky_relu_forward,
+    log_softmax_backward,
     log_softmax_forward,
+    relu_backward,
     relu_forward,
+    sigmoid_backward,
     sigmoid_forward,
+    softmax_backward,
     softmax_forward,
+    tanh_backward,
     tanh_forward,
 )
-from .conv import conv2d_forward
+from .conv import conv2d_backward_input, conv2d_backward_weight, conv2d_forward
+from .dropout import dropout_backward, dropout_forward
 from .filter import correlate2d_forward
-from .linear import linear_forward
-from .pool import global_avg_pool2d_forward, pool2d_forward
+from .linear import linear_backward, linear_forward
+from .loss import cross_entropy_backward, cross_entropy_forward, mse_backward, mse_forward
+from .normalization import (
+    batchnorm2d_backward,
+    batchnorm2d_forward,
+    batchnorm2d_statistics,
+    running_average,
+)
+from .optim import adam_step, sgd_step
+from .pool import (
+    global_avg_pool2d_backward,
+    global_avg_pool2d_forward,
+    pool2d_backward,
+    pool2d_forward,
+)
 
 DEVICE = "cuda"
 

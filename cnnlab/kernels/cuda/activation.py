@@ -96,3 +96,79 @@ def log_softmax_forward(x, out):
     """Log-softmax over axis 1 of ``x`` viewed as (outer, K, inner)."""
     blocks, threads = launch_shape(x.shape[0] * x.shape[2])
     _softmax_kernel[blocks, threads](x, out, True)
+
+
+@cuda.jit
+def _relu_backward_kernel(x, grad_out, grad_x):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        grad_x[i] = grad_out[i] if x[i] > 0 else 0
+
+
+@cuda.jit
+def _leaky_relu_backward_kernel(x, grad_out, grad_x, negative_slope):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        grad_x[i] = grad_out[i] if x[i] > 0 else negative_slope * grad_out[i]
+
+
+@cuda.jit
+def _sigmoid_backward_kernel(y, grad_out, grad_x):
+    for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
+        grad_x[i] = grad_out[i] * y[i] * (1 - y[i])
+
+
+@cuda.jit
+def _tanh_backward_kernel(y, grad_out, grad_x):
+    for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
+        grad_x[i] = grad_out[i] * (1 - y[i] * y[i])
+
+
+@cuda.jit
+def _softmax_backward_kernel(y, grad_out, grad_x, take_log):
+    outer, size, inner = y.shape
+    for task in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
+        o = task // inner
+        i = task % inner
+        total = 0.0
+        for k in range(size):
+            total += grad_out[o, k, i] if take_log else grad_out[o, k, i] * y[o, k, i]
+        for k in range(size):
+            if take_log:
+                grad_x[o, k, i] = grad_out[o, k, i] - math.exp(y[o, k, i]) * total
+            else:
+                grad_x[o, k, i] = y[o, k, i] * (grad_out[o, k, i] - total)
+
+
+def relu_backward(x, grad_out, grad_x):
+    """``grad_x = grad_out * (x > 0)`` (1-D device arrays)."""
+    blocks, threads = launch_shape(x.shape[0])
+    _relu_backward_kernel[blocks, threads](x, grad_out, grad_x)
+
+
+def leaky_relu_backward(x, grad_out, grad_x, negative_slope):
+    """``grad_x = grad_out * (1 if x > 0 else negative_slope)`` (1-D device arrays)."""
+    blocks, threads = launch_shape(x.shape[0])
+    _leaky_relu_backward_kernel[blocks, threads](x, grad_out, grad_x, negative_slope)
+
+
+def sigmoid_backward(y, grad_out, grad_x):
+    """``grad_x = grad_out * y * (1 - y)`` (1-D device arrays)."""
+    blocks, threads = launch_shape(y.shape[0])
+    _sigmoid_backward_kernel[blocks, threads](y, grad_out, grad_x)
+
+
+def tanh_backward(y, grad_out, grad_x):
+    """``grad_x = grad_out * (1 - y**2)`` (1-D device arrays)."""
+    blocks, threads = launch_shape(y.shape[0])
+    _tanh_backward_kernel[blocks, threads](y, grad_out, grad_x)
+
+
+def softmax_backward(y, grad_out, grad_x):
+    """Softmax gradient along axis 1 of (outer, K, inner) views."""
+    blocks, threads = launch_shape(y.shape[0] * y.shape[2])
+    _softmax_backward_kernel[blocks, threads](y, grad_out, grad_x, False)
+
+
+def log_softmax_backward(y, grad_out, grad_x):
+    """Log-softmax gradient along axis 1 of (outer, K, inner) views."""
+    blocks, threads = launch_shape(y.shape[0] * y.shape[2])
+    _softmax_backward_kernel[blocks, threads](y, grad_out, grad_x, True)

@@ -11,7 +11,7 @@ import math
 
 from numba import cuda
 
-from .. import POOL_AVG, POOL_MAX, POOL_MEDIAN, POOL_MIN
+from .. import POOL_AVG, POOL_LP, POOL_MAX, POOL_MEDIAN, POOL_MIN
 from ._launch import launch_shape
 
 
@@ -103,3 +103,99 @@ def global_avg_pool2d_forward(x, out):
     """Mean of every plane; contract of :func:`cnnlab.kernels.cpu.pool.global_avg_pool2d_forward`."""
     blocks, threads = launch_shape(out.size)
     _global_avg_pool2d_forward_kernel[blocks, threads](x, out)
+
+
+@cuda.jit(device=True)
+def _window_choice(x, n, c, h0, w0, kernel_h, kernel_w, mode):
+    """Flat index ``h * W + w`` of the element a max/min/median window picks (first on ties)."""
+    height, width = x.shape[2], x.shape[3]
+    if mode == POOL_MEDIAN:
+        size = kernel_h * kernel_w
+        rank = (size - 1) // 2
+        for a in range(size):
+            va = x[n, c, h0 + a // kernel_w, w0 + a % kernel_w]
+            below = 0
+            for b in range(size):
+                vb = x[n, c, h0 + b // kernel_w, w0 + b % kernel_w]
+                if vb < va or (vb == va and b < a):
+                    below += 1
+            if below == rank:
+                return (h0 + a // kernel_w) * width + w0 + a % kernel_w
+        return h0 * width + w0
+    best = -1
+    best_value = x[n, c, 0, 0]
+    for i in range(kernel_h):
+        h = h0 + i
+        if h < 0 or h >= height:
+            continue
+        for j in range(kernel_w):
+            w = w0 + j
+            if w < 0 or w >= width:
+                continue
+            v = x[n, c, h, w]
+            better = False
+            if best < 0:
+                better = True
+            elif mode == POOL_MAX:
+                better = v > best_value or (math.isnan(v) and not math.isnan(best_value))
+            else:
+                better = v < best_value or (math.isnan(v) and not math.isnan(best_value))
+            if better:
+                best = h * width + w
+                best_value = v
+    return best
+
+
+@cuda.jit
+def _pool2d_backward_kernel(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w,
+                            pad_h, pad_w, mode):
+    samples, channels, height, width = x.shape
+    out_h, out_w = grad_out.shape[2], grad_out.shape[3]
+    for index in range(cuda.grid(1), grad_x.size, cuda.gridsize(1)):
+        w = index % width
+        h = (index // width) % height
+        c = (index // (width * height)) % channels
+        n = index // (width * height * channels)
+        acc = grad_out[0, 0, 0, 0] * 0
+        # the windows that contain (h, w): oh * stride_h - pad_h <= h < oh * stride_h - pad_h + kernel_h
+        first_oh = max(0, (h + pad_h - kernel_h) // stride_h + 1)
+        last_oh = min(out_h - 1, (h + pad_h) // stride_h)
+        first_ow = max(0, (w + pad_w - kernel_w) // stride_w + 1)
+        last_ow = min(out_w - 1, (w + pad_w) // stride_w)
+        for oh in range(first_oh, last_oh + 1):
+            h0 = oh * stride_h - pad_h
+            for ow in range(first_ow, last_ow + 1):
+                w0 = ow * stride_w - pad_w
+                g = grad_out[n, c, oh, ow]
+                if mode == POOL_AVG:
+                    acc += g / (kernel_h * kernel_w)
+                elif mode == POOL_LP:
+                    norm = out[n, c, oh, ow]
+                    if norm > 0:
+                        acc += g * x[n, c, h, w] / norm
+                elif _window_choice(x, n, c, h0, w0, kernel_h, kernel_w, mode) == h * width + w:
+                    acc += g
+        grad_x[n, c, h, w] = acc
+
+
+@cuda.jit
+def _global_avg_pool2d_backward_kernel(grad_out, grad_x):
+    samples, channels, height, width = grad_x.shape
+    for index in range(cuda.grid(1), grad_x.size, cuda.gridsize(1)):
+        c = (index // (width * height)) % channels
+        n = index // (width * height * channels)
+        grad_x[n, c, (index // width) % height, index % width] = grad_out[n, c] / (height * width)
+
+
+def pool2d_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode):
+    """Gradient of pooling; contract of :func:`cnnlab.kernels.cpu.pool.pool2d_backward`.
+    One thread per input pixel gathers from the windows that contain it."""
+    blocks, threads = launch_shape(grad_x.size)
+    _pool2d_backward_kernel[blocks, threads](x, out, grad_out, grad_x, kernel_h, kernel_w,
+                                             stride_h, stride_w, pad_h, pad_w, mode)
+
+
+def global_avg_pool2d_backward(grad_out, grad_x):
+    """Gradient of global average pooling; contract of the CPU twin."""
+    blocks, threads = launch_shape(grad_x.size)
+    _global_avg_pool2d_backward_kernel[blocks, threads](grad_out, grad_x)

@@ -1,0 +1,108 @@
+"""GPU batch normalization; one thread per channel for the statistics and the gradients'
+sums, one per element for the element-wise parts.
+
+Mirrors :mod:`cnnlab.kernels.cpu.normalization`; same names, same parameters.
+"""
+
+import math
+
+from numba import cuda
+
+from ._launch import launch_shape
+
+
+@cuda.jit
+def _statistics_kernel(x, mean, variance):
+    samples, channels, height, width = x.shape
+    count = samples * height * width
+    for c in range(cuda.grid(1), channels, cuda.gridsize(1)):
+        total = 0.0
+        for n in range(samples):
+            for h in range(height):
+                for w in range(width):
+                    total += x[n, c, h, w]
+        mu = total / count
+        squares = 0.0
+        for n in range(samples):
+            for h in range(height):
+                for w in range(width):
+                    d = x[n, c, h, w] - mu
+                    squares += d * d
+        mean[c] = mu
+        variance[c] = squares / count
+
+
+@cuda.jit
+def _normalize_kernel(x, mean, variance, gamma, beta, eps, out):
+    samples, channels, height, width = x.shape
+    for index in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        c = (index // (width * height)) % channels
+        n = index // (width * height * channels)
+        h = (index // width) % height
+        w = index % width
+        scale = gamma[c] / math.sqrt(variance[c] + eps)
+        out[n, c, h, w] = (x[n, c, h, w] - mean[c]) * scale + beta[c]
+
+
+@cuda.jit
+def _gradient_sums_kernel(x, grad_out, mean, variance, eps, grad_gamma, grad_beta):
+    samples, channels, height, width = x.shape
+    for c in range(cuda.grid(1), channels, cuda.gridsize(1)):
+        inv_std = 1.0 / math.sqrt(variance[c] + eps)
+        sum_g = 0.0
+        sum_g_xhat = 0.0
+        for n in range(samples):
+            for h in range(height):
+                for w in range(width):
+                    g = grad_out[n, c, h, w]
+                    sum_g += g
+                    sum_g_xhat += g * (x[n, c, h, w] - mean[c]) * inv_std
+        grad_beta[c] = sum_g
+        grad_gamma[c] = sum_g_xhat
+
+
+@cuda.jit
+def _grad_input_kernel(x, grad_out, mean, variance, gamma, eps, grad_gamma, grad_beta, grad_x):
+    samples, channels, height, width = x.shape
+    count = samples * height * width
+    for index in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        c = (index // (width * height)) % channels
+        n = index // (width * height * channels)
+        h = (index // width) % height
+        w = index % width
+        inv_std = 1.0 / math.sqrt(variance[c] + eps)
+        xhat = (x[n, c, h, w] - mean[c]) * inv_std
+        grad_x[n, c, h, w] = gamma[c] * inv_std * (
+            grad_out[n, c, h, w] - grad_beta[c] / count - xhat * grad_gamma[c] / count)
+
+
+@cuda.jit
+def _running_average_kernel(running, batch, momentum, scale):
+    for i in range(cuda.grid(1), running.shape[0], cuda.gridsize(1)):
+        running[i] = (1.0 - momentum) * running[i] + momentum * scale * batch[i]
+
+
+def batchnorm2d_statistics(x, mean, variance):
+    """Per-channel mean and biased variance; contract of the CPU twin."""
+    blocks, threads = launch_shape(x.shape[1])
+    _statistics_kernel[blocks, threads](x, mean, variance)
+
+
+def batchnorm2d_forward(x, mean, variance, gamma, beta, eps, out):
+    """``gamma * (x - mean) / sqrt(variance + eps) + beta``; contract of the CPU twin."""
+    blocks, threads = launch_shape(x.size)
+    _normalize_kernel[blocks, threads](x, mean, variance, gamma, beta, eps, out)
+
+
+def batchnorm2d_backward(x, grad_out, mean, variance, gamma, eps, grad_x, grad_gamma, grad_beta):
+    """Training-mode batch-norm gradients; contract of the CPU twin."""
+    blocks, threads = launch_shape(x.shape[1])
+    _gradient_sums_kernel[blocks, threads](x, grad_out, mean, variance, eps, grad_gamma, grad_beta)
+    blocks, threads = launch_shape(x.size)
+    _grad_input_kernel[blocks, threads](x, grad_out, mean, variance, gamma, eps, grad_gamma, grad_beta, grad_x)
+
+
+def running_average(running, batch, momentum, scale):
+    """``running = (1 - momentum) * running + momentum * scale * batch`` in place."""
+    blocks, threads = launch_shape(running.shape[0])
+    _running_average_kernel[blocks, threads](running, batch, momentum, scale)

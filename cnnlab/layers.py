@@ -1,0 +1,517 @@
+"""Layers: state (parameters, gradients, what the backward needs) around functional calls.
+
+Every layer has ``forward(x, training=False)``, ``backward(grad_out) -> grad_in``, ``params``
+and ``grads`` (dicts of arrays by name, ``'weight'`` and ``'bias'``), attributes
+``weight``/``bias`` that are those same arrays, and ``trainable``.  ``backward``
+differentiates the most recent ``forward(x, training=True)``; calling it without one is a
+``RuntimeError``.  Parameters live on the layer's device (:meth:`Layer.to`), and the forward
+and backward run there.
+
+Parameters are float32 unless the layer is built with ``dtype='float64'``; an input of the
+other float dtype is cast to the parameters' dtype.
+"""
+
+import math
+
+import numpy as np
+
+from . import functional as F
+from .device import is_gpu_array, to_device, to_host
+from .shapes import check_int, output_size, pair, resolve_padding
+
+__all__ = [
+    "Layer", "Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "MinPool2D", "MedianPool2D", "LPPool2D",
+    "GlobalAvgPool2D", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Flatten", "Dropout",
+    "BatchNorm2D",
+]
+
+
+def _float_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype}")
+    return dtype
+
+
+class Layer:
+    """Base class: no parameters, runs on the CPU until moved with :meth:`to`."""
+
+    trainable = True
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.buffers = {}  # saved state that is not trained (running statistics)
+        self.device = "cpu"
+        self.dtype = None
+        self._saved = None
+
+    # --- parameters -------------------------------------------------------------
+    @property
+    def weight(self):
+        return self.params.get("weight")
+
+    @property
+    def bias(self):
+        return self.params.get("bias")
+
+    def parameter_count(self):
+        return int(sum(np.prod(p.shape) for p in self.params.values()))
+
+    def to(self, device):
+        """Move parameters, gradients and buffers to ``'cpu'`` or ``'cuda'``; returns ``self``."""
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        move = to_device if device == "cuda" else to_host
+        for store in (self.params, self.grads, self.buffers):
+            for name in store:
+                store[name] = move(store[name])
+        self.device = device
+        self._saved = None
+        return self
+
+    # --- running ------------------------------------------------------------------
+    def _prepare(self, x):
+        """Cast ``x`` to the parameters' dtype (when the layer has one)."""
+        if self.dtype is None or np.dtype(x.dtype) == self.dtype or np.dtype(x.dtype).kind != "f":
+            return x
+        if is_gpu_array(x):
+            return to_device(to_host(x).astype(self.dtype))
+        return np.asarray(x).astype(self.dtype)
+
+    def _need_saved(self):
+        if self._saved is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() needs a preceding forward(x, training=True)"
+            )
+        return self._saved
+
+    def forward(self, x, training=False):
+        raise NotImplementedError
+
+    def backward(self, grad_out):
+        raise NotImplementedError
+
+    def output_shape(self, input_shape):
+        """Shape of one sample's output for one sample's input shape (no batch axis)."""
+        return tuple(input_shape)
+
+    def config(self):
+        """Constructor arguments, JSON-serializable (the saved architecture)."""
+        return {}
+
+    def __repr__(self):
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({arguments})"
+
+
+def _initialize(shape, fan_in, fan_out, init, dtype, seed):
+    rng = np.random.default_rng(seed)
+    if init == "he":
+        values = rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
+    elif init == "glorot":
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        values = rng.uniform(-limit, limit, size=shape)
+    else:
+        raise ValueError(f"init must be 'he' or 'glorot', got {init!r}")
+    return values.astype(dtype)
+
+
+class Conv2D(Layer):
+    """2-D convolution layer: ``out_channels`` filters of ``kernel_size`` over ``in_channels``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (int, int)
+    stride, padding, dilation, groups
+        As :func:`cnnlab.functional.conv2d` (padding takes 'valid' and 'same' too).
+    bias : bool
+    dtype : 'float32' or 'float64'
+    init : 'he' (default, for ReLU networks) or 'glorot'
+    seed : int or None
+        Seed of the initialization's generator.
+
+    Shape
+    -----
+    ``(N, in_channels, H, W) -> (N, out_channels, OH, OW)``, ``OH = output_size(H, KH, sh, ph, dh)``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, dtype="float32", init="he", seed=None):
+        super().__init__()
+        self.in_channels = check_int("in_channels", in_channels, 1)
+        self.out_channels = check_int("out_channels", out_channels, 1)
+        self.kernel_size = pair("kernel_size", kernel_size, 1)
+        self.stride = pair("stride", stride, 1)
+        self.dilation = pair("dilation", dilation, 1)
+        self.padding = padding if isinstance(padding, str) else pair("padding", padding, 0)
+        resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation)  # validates
+        self.groups = check_int("groups", groups, 1)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        self.dtype = _float_dtype(dtype)
+        self.use_bias = bool(bias)
+        self.init = init
+        fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        fan_out = self.out_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        self.params["weight"] = _initialize(shape, fan_in, fan_out, init, self.dtype, seed)
+        if self.use_bias:
+            self.params["bias"] = np.zeros(self.out_channels, dtype=self.dtype)
+        self.input_grad = True  # a model's first layer switches this off
+
+    def _geometry(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+
+    def forward(self, x, training=False):
+        x = self._prepare(x)
+        out = F.conv2d(x, self.params["weight"], self.params.get("bias"), **self._geometry())
+        if training:
+            self._saved = x
+        return out
+
+    def backward(self, grad_out):
+        x = self._need_saved()
+        grad_x, grad_weight, grad_bias = F.conv2d_backward(
+            x, self.params["weight"], grad_out, input_grad=self.input_grad, **self._geometry())
+        self.grads["weight"] = grad_weight
+        if self.use_bias:
+            self.grads["bias"] = grad_bias
+        return grad_x
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
+            raise ValueError(f"Conv2D expects ({self.in_channels}, H, W) inputs, got {tuple(input_shape)}")
+        pads = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation)
+        sizes = []
+        for size, k, s, (before, after), d in zip(input_shape[1:], self.kernel_size, self.stride, pads,
+                                                  self.dilation):
+            if before == after:
+                sizes.append(output_size(size, k, s, before, d))
+            else:  # 'same': output size = input size
+                sizes.append(size)
+        return (self.out_channels, *sizes)
+
+    def config(self):
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                    kernel_size=list(self.kernel_size), stride=list(self.stride),
+                    padding=self.padding if isinstance(self.padding, str) else list(self.padding),
+                    dilation=list(self.dilation), groups=self.groups, bias=self.use_bias,
+                    dtype=self.dtype.name, init=self.init)
+
+
+class Dense(Layer):
+    """Fully-connected layer: ``x @ weight.T + bias`` with ``weight`` of shape (out, in).
+
+    Shape
+    -----
+    ``(N, in_features) -> (N, out_features)``.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype="float32", init="he", seed=None):
+        super().__init__()
+        self.in_features = check_int("in_features", in_features, 1)
+        self.out_features = check_int("out_features", out_features, 1)
+        self.dtype = _float_dtype(dtype)
+        self.use_bias = bool(bias)
+        self.init = init
+        self.params["weight"] = _initialize((self.out_features, self.in_features), self.in_features,
+                                            self.out_features, init, self.dtype, seed)
+        if self.use_bias:
+            self.params["bias"] = np.zeros(self.out_features, dtype=self.dtype)
+
+    def forward(self, x, training=False):
+        x = self._prepare(x)
+        out = F.linear(x, self.params["weight"], self.params.get("bias"))
+        if training:
+            self._saved = x
+        return out
+
+    def backward(self, grad_out):
+        x = self._need_saved()
+        grad_x, grad_weight, grad_bias = F.linear_backward(x, self.params["weight"], grad_out)
+        self.grads["weight"] = grad_weight
+        if self.use_bias:
+            self.grads["bias"] = grad_bias
+        return grad_x
+
+    def output_shape(self, input_shape):
+        if tuple(input_shape) != (self.in_features,):
+            raise ValueError(f"Dense expects ({self.in_features},) inputs, got {tuple(input_shape)}"
+                             " (put a Flatten layer before it for images)")
+        return (self.out_features,)
+
+    def config(self):
+        return dict(in_features=self.in_features, out_features=self.out_features, bias=self.use_bias,
+                    dtype=self.dtype.name, init=self.init)
+
+
+class _Pool2D(Layer):
+    mode = None
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = pair("kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else pair("stride", stride, 1)
+        self.padding = pair("padding", padding, 0)
+
+    def _arguments(self):
+        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding, mode=self.mode)
+
+    def forward(self, x, training=False):
+        out = F.pool2d(x, **self._arguments())
+        if training:
+            self._saved = (x, out)
+        return out
+
+    def backward(self, grad_out):
+        x, out = self._need_saved()
+        return F.pool2d_backward(x, out, grad_out, **self._arguments())
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"{type(self).__name__} expects (C, H, W) inputs, got {tuple(input_shape)}")
+        sizes = [output_size(size, k, s, p) for size, k, s, p in
+                 zip(input_shape[1:], self.kernel_size, self.stride, self.padding)]
+        return (input_shape[0], *sizes)
+
+    def config(self):
+        return dict(kernel_size=list(self.kernel_size), stride=list(self.stride), padding=list(self.padding))
+
+
+class MaxPool2D(_Pool2D):
+    """Max pooling; ``stride`` defaults to ``kernel_size``.  Gradient routed to the maximum."""
+
+    mode = "max"
+
+
+class AvgPool2D(_Pool2D):
+    """Average pooling (padded zeros counted); gradient spread evenly over the window."""
+
+    mode = "avg"
+
+
+class MinPool2D(_Pool2D):
+    """Min pooling; gradient routed to the minimum."""
+
+    mode = "min"
+
+
+class MedianPool2D(_Pool2D):
+    """Median pooling (lower middle value of even windows); gradient routed to the median."""
+
+    mode = "median"
+
+
+class LPPool2D(_Pool2D):
+    """L2-norm pooling ``sqrt(sum(v**2))`` of each window."""
+
+    mode = "lp"
+
+
+class GlobalAvgPool2D(Layer):
+    """Mean of each channel: ``(N, C, H, W) -> (N, C)``."""
+
+    def forward(self, x, training=False):
+        out = F.global_avg_pool2d(x)
+        if training:
+            self._saved = x
+        return out
+
+    def backward(self, grad_out):
+        return F.global_avg_pool2d_backward(self._need_saved(), grad_out)
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"GlobalAvgPool2D expects (C, H, W) inputs, got {tuple(input_shape)}")
+        return (input_shape[0],)
+
+
+class ReLU(Layer):
+    """``max(x, 0)``, the seeds' activation after every convolution."""
+
+    def forward(self, x, training=False):
+        if training:
+            self._saved = x
+        return F.relu(x)
+
+    def backward(self, grad_out):
+        return F.relu_backward(self._need_saved(), grad_out)
+
+
+class LeakyReLU(Layer):
+    """``x`` for positive ``x``, ``negative_slope * x`` otherwise."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x, training=False):
+        if training:
+            self._saved = x
+        return F.leaky_relu(x, self.negative_slope)
+
+    def backward(self, grad_out):
+        return F.leaky_relu_backward(self._need_saved(), grad_out, self.negative_slope)
+
+    def config(self):
+        return dict(negative_slope=self.negative_slope)
+
+
+class Sigmoid(Layer):
+    """Logistic sigmoid."""
+
+    def forward(self, x, training=False):
+        out = F.sigmoid(x)
+        if training:
+            self._saved = out
+        return out
+
+    def backward(self, grad_out):
+        return F.sigmoid_backward(self._need_saved(), grad_out)
+
+
+class Tanh(Layer):
+    """Hyperbolic tangent."""
+
+    def forward(self, x, training=False):
+        out = F.tanh(x)
+        if training:
+            self._saved = out
+        return out
+
+    def backward(self, grad_out):
+        return F.tanh_backward(self._need_saved(), grad_out)
+
+
+class Softmax(Layer):
+    """Softmax along ``axis`` (class probabilities).  As the last layer of a model trained with
+    cross-entropy, the model feeds the loss the logits before it (fused and stable)."""
+
+    def __init__(self, axis=1):
+        super().__init__()
+        self.axis = check_int("axis", axis)
+
+    def forward(self, x, training=False):
+        out = F.softmax(x, self.axis)
+        if training:
+            self._saved = out
+        return out
+
+    def backward(self, grad_out):
+        return F.softmax_backward(self._need_saved(), grad_out, self.axis)
+
+    def config(self):
+        return dict(axis=self.axis)
+
+
+class Flatten(Layer):
+    """``(N, ...) -> (N, prod(...))``: feature maps to the fully-connected layers."""
+
+    def forward(self, x, training=False):
+        if training:
+            self._saved = tuple(x.shape)
+        features = int(np.prod(x.shape[1:]))
+        if is_gpu_array(x):
+            return x.reshape(x.shape[0], features)
+        return np.ascontiguousarray(x).reshape(x.shape[0], features)
+
+    def backward(self, grad_out):
+        return grad_out.reshape(*self._need_saved())
+
+    def output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each activation with probability ``p`` and scale the
+    rest by ``1/(1-p)``; at evaluation, the identity.
+
+    The mask is a pure function of a seed (see :func:`cnnlab.functional.dropout`): the layer's
+    ``seed`` plus a counter of training forwards, or the seed a model sets for each step, so a
+    seeded run repeats exactly, on the CPU or the GPU.
+    """
+
+    def __init__(self, p=0.5, seed=0):
+        super().__init__()
+        self.p = F._probability(p)
+        self.seed = check_int("seed", seed, 0)
+        self.step_seed = None  # set by Sequential.fit for each step
+        self._calls = 0
+
+    def forward(self, x, training=False):
+        if not training or self.p == 0:
+            if training:
+                self._saved = None, True
+            return x
+        if self.step_seed is not None:
+            seed = self.step_seed
+        else:
+            seed = (self.seed * 1000003 + self._calls) % (2**31)
+            self._calls += 1
+        out, mask = F.dropout(x, self.p, seed)
+        self._saved = mask, False
+        return out
+
+    def backward(self, grad_out):
+        mask, identity = self._need_saved()
+        return grad_out if identity else F.dropout_backward(mask, grad_out)
+
+    def config(self):
+        return dict(p=self.p, seed=self.seed)
+
+
+class BatchNorm2D(Layer):
+    """Batch normalization per channel with learned scale (``weight``) and shift (``bias``).
+
+    Training normalizes with the batch's statistics and updates the running ones
+    (``running = (1 - momentum) * running + momentum * batch``, with the unbiased batch
+    variance, as PyTorch); evaluation uses the running statistics.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype="float32"):
+        super().__init__()
+        self.num_features = check_int("num_features", num_features, 1)
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.dtype = _float_dtype(dtype)
+        self.params["weight"] = np.ones(self.num_features, dtype=self.dtype)
+        self.params["bias"] = np.zeros(self.num_features, dtype=self.dtype)
+        self.buffers["running_mean"] = np.zeros(self.num_features, dtype=self.dtype)
+        self.buffers["running_var"] = np.ones(self.num_features, dtype=self.dtype)
+
+    def forward(self, x, training=False):
+        x = self._prepare(x)
+        if not training:
+            out, _, _ = F.batch_norm2d(x, self.params["weight"], self.params["bias"], self.eps,
+                                       self.buffers["running_mean"], self.buffers["running_var"])
+            return out
+        out, mean, variance = F.batch_norm2d(x, self.params["weight"], self.params["bias"], self.eps)
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        F.running_average(self.buffers["running_mean"], mean, self.momentum)
+        F.running_average(self.buffers["running_var"], variance, self.momentum, count / max(count - 1, 1))
+        self._saved = x, mean, variance
+        return out
+
+    def backward(self, grad_out):
+        x, mean, variance = self._need_saved()
+        grad_x, grad_gamma, grad_beta = F.batch_norm2d_backward(x, grad_out, mean, variance,
+                                                                self.params["weight"], self.eps)
+        self.grads["weight"] = grad_gamma
+        self.grads["bias"] = grad_beta
+        return grad_x
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3 or input_shape[0] != self.num_features:
+            raise ValueError(f"BatchNorm2D expects ({self.num_features}, H, W) inputs, got {tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def config(self):
+        return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, dtype=self.dtype.name)
+
+
+LAYER_TYPES = {cls.__name__: cls for cls in (
+    Conv2D, Dense, MaxPool2D, AvgPool2D, MinPool2D, MedianPool2D, LPPool2D, GlobalAvgPool2D, ReLU,
+    LeakyReLU, Sigmoid, Tanh, Softmax, Flatten, Dropout, BatchNorm2D)}

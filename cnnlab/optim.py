@@ -1,0 +1,185 @@
+"""Optimizers and learning-rate schedules.
+
+An optimizer updates a model's trainable parameters in place with one kernel per
+parameter, on the parameters' device; its state (velocities, moments) lives there too.
+"""
+
+import math
+
+import numpy as np
+
+from . import functional as F
+from .device import is_gpu_array, to_device, to_host
+
+__all__ = ["SGD", "Adam", "StepLR", "CosineLR"]
+
+
+class StepLR:
+    """Multiply the learning rate by ``gamma`` every ``step_size`` epochs."""
+
+    def __init__(self, step_size, gamma=0.1):
+        if step_size < 1:
+            raise ValueError(f"step_size must be >= 1, got {step_size}")
+        self.step_size = int(step_size)
+        self.gamma = float(gamma)
+
+    def factor(self, epoch):
+        return self.gamma ** (epoch // self.step_size)
+
+    def config(self):
+        return dict(type="StepLR", step_size=self.step_size, gamma=self.gamma)
+
+
+class CosineLR:
+    """Cosine decay from the base rate to ``min_factor`` times it over ``total_epochs``."""
+
+    def __init__(self, total_epochs, min_factor=0.0):
+        if total_epochs < 1:
+            raise ValueError(f"total_epochs must be >= 1, got {total_epochs}")
+        self.total_epochs = int(total_epochs)
+        self.min_factor = float(min_factor)
+
+    def factor(self, epoch):
+        progress = min(epoch, self.total_epochs) / self.total_epochs
+        return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def config(self):
+        return dict(type="CosineLR", total_epochs=self.total_epochs, min_factor=self.min_factor)
+
+
+class Optimizer:
+    """Shared machinery: per-parameter state on the parameters' device, schedules, saving."""
+
+    state_names = ()
+
+    def __init__(self, lr, schedule=None):
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        self.base_lr = float(lr)
+        self.lr = float(lr)
+        self.schedule = schedule
+        self.state = []  # one dict of state arrays per parameter, in the model's order
+        self.steps = 0
+
+    def set_epoch(self, epoch):
+        """Apply the schedule for ``epoch`` (counting from 0)."""
+        self.lr = self.base_lr * (self.schedule.factor(epoch) if self.schedule else 1.0)
+
+    def _state_for(self, index, param):
+        while len(self.state) <= index:
+            self.state.append(None)
+        if self.state[index] is None:
+            zeros = np.zeros(param.shape, dtype=param.dtype)
+            self.state[index] = {name: to_device(zeros) if is_gpu_array(param) else zeros.copy()
+                                 for name in self.state_names}
+        return self.state[index]
+
+    def step(self, parameters):
+        """Update ``parameters``: a list of ``(param, grad)`` pairs, always in the same order."""
+        self.steps += 1
+        for index, (param, grad) in enumerate(parameters):
+            self._update(param, grad, self._state_for(index, param))
+
+    def to(self, device):
+        move = to_device if device == "cuda" else to_host
+        self.state = [None if s is None else {k: move(v) for k, v in s.items()} for s in self.state]
+        return self
+
+    def state_arrays(self):
+        """The state as host arrays by name (for checkpoints)."""
+        arrays = {}
+        for index, state in enumerate(self.state):
+            for name, value in (state or {}).items():
+                arrays[f"{index}/{name}"] = to_host(value)
+        return arrays
+
+    def load_state_arrays(self, arrays, steps, device):
+        self.steps = int(steps)
+        self.state = []
+        for key, value in arrays.items():
+            index, name = key.split("/")
+            index = int(index)
+            while len(self.state) <= index:
+                self.state.append({})
+            self.state[index][name] = to_device(value) if device == "cuda" else np.array(value)
+
+    def config(self):
+        return dict(type=type(self).__name__, lr=self.base_lr,
+                    schedule=self.schedule.config() if self.schedule else None)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, Nesterov momentum and weight decay
+    (PyTorch's formulation).
+
+    Parameters
+    ----------
+    lr : float
+    momentum : float, default 0
+    nesterov : bool, default False
+    weight_decay : float, default 0 (L2 penalty added to the gradient)
+    schedule : StepLR, CosineLR or None
+    """
+
+    state_names = ("velocity",)
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, schedule=None):
+        super().__init__(lr, schedule)
+        if momentum < 0:
+            raise ValueError(f"momentum must be >= 0, got {momentum}")
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs a momentum > 0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = float(weight_decay)
+
+    def _update(self, param, grad, state):
+        F.sgd_update(param, grad, state["velocity"], self.lr, self.momentum, self.weight_decay, self.nesterov)
+
+    def config(self):
+        return dict(super().config(), momentum=self.momentum, nesterov=self.nesterov,
+                    weight_decay=self.weight_decay)
+
+
+class Adam(Optimizer):
+    """Adam with bias correction (Kingma and Ba), PyTorch's defaults.
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-8
+    weight_decay : float, default 0 (L2 penalty added to the gradient)
+    schedule : StepLR, CosineLR or None
+    """
+
+    state_names = ("first_moment", "second_moment")
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, schedule=None):
+        super().__init__(lr, schedule)
+        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"betas must lie in [0, 1), got {betas}")
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+
+    def _update(self, param, grad, state):
+        F.adam_update(param, grad, state["first_moment"], state["second_moment"], self.steps, self.lr,
+                      self.betas[0], self.betas[1], self.eps, self.weight_decay)
+
+    def config(self):
+        return dict(super().config(), betas=list(self.betas), eps=self.eps, weight_decay=self.weight_decay)
+
+
+def from_config(config):
+    """Rebuild an optimizer from :meth:`Optimizer.config`."""
+    config = dict(config)
+    kind = config.pop("type")
+    schedule = config.pop("schedule", None)
+    if schedule:
+        schedule = dict(schedule)
+        schedule_type = schedule.pop("type")
+        config["schedule"] = {"StepLR": StepLR, "CosineLR": CosineLR}[schedule_type](**schedule)
+    if "betas" in config:
+        config["betas"] = tuple(config["betas"])
+    return {"SGD": SGD, "Adam": Adam}[kind](**config)
