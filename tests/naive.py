@@ -160,3 +160,19 @@ def _symmetric(index, size):
     while not 0 <= index < size:
         index = -index - 1 if index < 0 else 2 * size - index - 1
     return index
+
+
+def numeric_gradient(function, array, eps=1e-6):
+    """Central finite differences of the scalar ``function()`` with respect to every entry of
+    ``array`` (changed in place and restored)."""
+    grad = np.zeros_like(array, dtype=np.float64)
+    flat = array.reshape(-1)
+    for i in range(flat.size):
+        saved = flat[i]
+        flat[i] = saved + eps
+        up = function()
+        flat[i] = saved - eps
+        down = function()
+        flat[i] = saved
+        grad.reshape(-1)[i] = (up - down) / (2 * eps)
+    return grad

@@ -131,3 +131,117 @@ def test_launches_in_these_tests_use_several_looping_blocks():
     from cnnlab.kernels.cuda._launch import launch_shape
 
     assert launch_shape(100) == (3, 4)  # 12 threads for 100 items: every thread loops
+
+
+# ----------------------------------------------------------------------------- backward twins
+
+
+@settings(max_examples=6)
+@given(conv_geometries(max_size=3))
+def test_conv2d_backward_gpu_equals_cpu(g):
+    rng = np.random.default_rng(10)
+    x = arrays(rng, (g["samples"], g["channels"], g["height"], g["width"]), g["dtype"])
+    w = arrays(rng, (g["filters"], g["channels"] // g["groups"]) + g["kernel"], g["dtype"])
+    geometry = dict(stride=g["stride"], padding=g["padding"], dilation=g["dilation"], groups=g["groups"])
+    upstream = arrays(rng, F.conv2d(x, w, **geometry).shape, g["dtype"])
+    cpu = F.conv2d_backward(x, w, upstream, **geometry)
+    gpu = F.conv2d_backward(*on_gpu(x, w, upstream), **geometry)
+    for ours, theirs in zip(gpu, cpu):
+        assert_gpu_equals_cpu(ours, theirs, g["dtype"])
+
+
+@settings(max_examples=10)
+@given(pool_geometries())
+def test_pool2d_backward_gpu_equals_cpu(g):
+    rng = np.random.default_rng(11)
+    size = g["channels"] * g["height"] * g["width"]
+    x = (rng.permutation(size).reshape(1, g["channels"], g["height"], g["width"]) - size / 2).astype(g["dtype"])
+    arguments = dict(kernel_size=g["kernel"], stride=g["stride"], padding=g["padding"], mode=g["mode"])
+    out = F.pool2d(x, **arguments)
+    upstream = arrays(rng, out.shape, g["dtype"])
+    assert_gpu_equals_cpu(F.pool2d_backward(*on_gpu(x, out, upstream), **arguments),
+                          F.pool2d_backward(x, out, upstream, **arguments), g["dtype"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_elementwise_backward_gpu_equal_cpu(dtype):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 3, 2, 2)).astype(dtype)
+    upstream = rng.standard_normal(x.shape).astype(dtype)
+    gx, gu = on_gpu(x, upstream)
+    pairs = [
+        (F.relu_backward, x), (lambda s, g: F.leaky_relu_backward(s, g, 0.1), x),
+        (F.sigmoid_backward, F.sigmoid(x)), (F.tanh_backward, F.tanh(x)),
+        (F.softmax_backward, F.softmax(x)), (F.log_softmax_backward, F.log_softmax(x)),
+        (F.dropout_backward, F.dropout(x, 0.5, 3)[1]),
+    ]
+    for backward, saved in pairs:
+        assert_gpu_equals_cpu(backward(cnnlab.to_device(saved), gu), backward(saved, upstream), dtype)
+    assert_gpu_equals_cpu(F.global_avg_pool2d_backward(gx, cnnlab.to_device(upstream[:, :, 0, 0].copy())),
+                          F.global_avg_pool2d_backward(x, upstream[:, :, 0, 0].copy()), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_gpu_drops_the_same_elements(dtype):
+    x = np.random.default_rng(13).standard_normal((3, 40)).astype(dtype)
+    out, mask = F.dropout(x, 0.4, seed=123)
+    gpu_out, gpu_mask = F.dropout(cnnlab.to_device(x), 0.4, seed=123)
+    np.testing.assert_array_equal(cnnlab.to_host(gpu_mask), mask)
+    assert_gpu_equals_cpu(gpu_out, out, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_backward_and_losses_gpu_equal_cpu(dtype):
+    rng = np.random.default_rng(14)
+    x, w, upstream = (rng.standard_normal(s).astype(dtype) for s in [(3, 5), (4, 5), (3, 4)])
+    for ours, theirs in zip(F.linear_backward(*on_gpu(x, w, upstream)), F.linear_backward(x, w, upstream)):
+        assert_gpu_equals_cpu(ours, theirs, dtype)
+    targets = np.array([0, 3, 1])
+    loss, probabilities = F.cross_entropy(upstream, targets)
+    gpu_loss, gpu_probabilities = F.cross_entropy(cnnlab.to_device(upstream), cnnlab.to_device(targets))
+    assert gpu_loss == pytest.approx(loss, rel=1e-6)
+    assert_gpu_equals_cpu(gpu_probabilities, probabilities, dtype)
+    assert_gpu_equals_cpu(F.cross_entropy_backward(gpu_probabilities, cnnlab.to_device(targets)),
+                          F.cross_entropy_backward(probabilities, targets), dtype)
+    prediction, target = upstream, np.ones_like(upstream)
+    assert F.mse(*on_gpu(prediction, target)) == pytest.approx(F.mse(prediction, target), rel=1e-6)
+    assert_gpu_equals_cpu(F.mse_backward(*on_gpu(prediction, target)), F.mse_backward(prediction, target), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_gpu_equals_cpu(dtype):
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((2, 3, 2, 2)).astype(dtype)
+    gamma, beta = rng.standard_normal((2, 3)).astype(dtype)
+    upstream = rng.standard_normal(x.shape).astype(dtype)
+    out, mean, variance = F.batch_norm2d(x, gamma, beta)
+    gpu_out, gpu_mean, gpu_variance = F.batch_norm2d(*on_gpu(x, gamma, beta))
+    for ours, theirs in [(gpu_out, out), (gpu_mean, mean), (gpu_variance, variance)]:
+        assert_gpu_equals_cpu(ours, theirs, dtype)
+    cpu_grads = F.batch_norm2d_backward(x, upstream, mean, variance, gamma)
+    gpu_grads = F.batch_norm2d_backward(*on_gpu(x, upstream), gpu_mean, gpu_variance, cnnlab.to_device(gamma))
+    for ours, theirs in zip(gpu_grads, cpu_grads):
+        assert_gpu_equals_cpu(ours, theirs, dtype)
+    running = np.zeros(3, dtype)
+    gpu_running = cnnlab.to_device(running.copy())
+    F.running_average(running, variance, 0.1, 1.5)
+    F.running_average(gpu_running, gpu_variance, 0.1, 1.5)
+    assert_gpu_equals_cpu(gpu_running, running, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_optimizer_steps_gpu_equal_cpu(dtype):
+    rng = np.random.default_rng(16)
+    param, grad = rng.standard_normal((2, 7)).astype(dtype)
+    cpu = [param.copy(), np.zeros_like(param)]
+    gpu = on_gpu(param, np.zeros_like(param))
+    for step in range(3):
+        F.sgd_update(cpu[0], grad, cpu[1], 0.1, 0.9, 0.01, True)
+        F.sgd_update(gpu[0], cnnlab.to_device(grad), gpu[1], 0.1, 0.9, 0.01, True)
+    assert_gpu_equals_cpu(gpu[0], cpu[0], dtype)
+    cpu = [param.copy(), np.zeros_like(param), np.zeros_like(param)]
+    gpu = on_gpu(param, np.zeros_like(param), np.zeros_like(param))
+    for step in range(1, 4):
+        F.adam_update(cpu[0], grad, cpu[1], cpu[2], step, 0.01, weight_decay=0.1)
+        F.adam_update(gpu[0], cnnlab.to_device(grad), gpu[1], gpu[2], step, 0.01, weight_decay=0.1)
+    assert_gpu_equals_cpu(gpu[0], cpu[0], dtype)
