@@ -135,9 +135,10 @@ def tour(args):
 
 def _pick_device(requested):
     import cnnlab
+    from cnnlab.device import simulator_enabled
 
-    if requested == "auto":
-        return "cuda" if cnnlab.cuda_available() else "cpu"
+    if requested == "auto":  # a real GPU: Numba's CUDA simulator is for tests, far too slow to train on
+        return "cuda" if cnnlab.cuda_available() and not simulator_enabled() else "cpu"
     if requested == "cuda" and not cnnlab.cuda_available():
         raise SystemExit("cnnlab: --device cuda, but no CUDA GPU is available "
                          "(install the 'cuda' extra on a machine with an NVIDIA GPU)")
@@ -167,6 +168,8 @@ def bench(args):
         rows += benchmarks.conv2d_suite(shapes, args.repeat, threads, compare, args.dtype, device, progress)
     if args.op in ("filter", "all"):
         rows += benchmarks.filter_suite(args.repeat, threads, compare, progress=progress)
+    if args.op in ("train", "all"):
+        rows += benchmarks.train_suite(max(1, min(args.repeat, 3)), threads, compare, device, progress)
     print(benchmarks.format_table(rows))
     if args.json:
         with open(args.json, "w") as handle:
@@ -184,12 +187,19 @@ def info(args):
     print(f"cnnlab {cnnlab.__version__}")
     print(f"numba {numba.__version__}, numpy {np.__version__}")
     print(f"threads: {numba.get_num_threads()}")
+    from cnnlab.device import simulator_enabled
+
     gpu = cnnlab.cuda_available()
-    print(f"cuda available: {gpu}")
-    if gpu:
+    if gpu and simulator_enabled():
+        print("cuda available: Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1), not a GPU")
+    else:
+        print(f"cuda available: {gpu}")
+    if gpu and not simulator_enabled():
         from numba import cuda
 
-        print(f"cuda device: {cuda.get_current_device().name}")
+        name = cuda.get_current_device().name
+        print(f"cuda device: {name.decode() if isinstance(name, bytes) else name}")
+    print(f"threading layer: {numba.config.THREADING_LAYER}")
     print(f"kernel cache: {numba.config.CACHE_DIR or 'next to the installed cnnlab sources (__pycache__)'}")
     return 0
 
@@ -214,7 +224,7 @@ def main(argv=None):
     p.set_defaults(run=tour)
 
     p = commands.add_parser("bench", help="time cnnlab against PyTorch CPU and scipy")
-    p.add_argument("--op", choices=["conv2d", "filter", "all"], default="conv2d")
+    p.add_argument("--op", choices=["conv2d", "filter", "train", "all"], default="conv2d")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--shapes", nargs="*", help="reference shape names or N,C,H,W,F,K,S,P")

@@ -1,0 +1,64 @@
+"""The cnnlab command, end to end."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+
+import cnnlab
+from cnnlab.cli import main
+
+
+def test_demo_reaches_97_percent_on_held_out_digits(tmp_path, capsys):
+    out = tmp_path / "demo.npz"
+    assert main(["demo", "--out", str(out), "--device", "cpu"]) == 0
+    shown = capsys.readouterr().out
+    accuracy = float(re.search(r"held-out accuracy: ([\d.]+)%", shown).group(1))
+    assert accuracy >= 97.0
+    assert "confusion matrix" in shown and "epoch 15/15" in shown and "Total parameters" in shown
+    model = cnnlab.load(out)
+    assert model.class_names == [str(d) for d in range(10)]
+
+
+def test_faces_demo_runs(tmp_path, capsys):
+    assert main(["demo", "--data", "faces", "--epochs", "2", "--out", str(tmp_path / "f.npz")]) == 0
+    shown = capsys.readouterr().out
+    assert "not face" in shown and "held-out accuracy" in shown
+
+
+def test_tour_and_info(capsys):
+    assert main(["tour", "--device", "cpu"]) == 0
+    shown = capsys.readouterr().out
+    assert "(1, 4, 512, 512)" in shown and "(1, 4, 256, 256)" in shown
+    assert main(["info"]) == 0
+    assert "threads" in capsys.readouterr().out
+
+
+def test_bench_runs_a_custom_shape_and_writes_json(tmp_path, capsys):
+    report = tmp_path / "bench.json"
+    assert main(["bench", "--shapes", "2,1,8,8,2,3,1,1", "--repeat", "1", "--compare", "scipy",
+                 "--json", str(report)]) == 0
+    assert "vs scipy" in capsys.readouterr().out
+    rows = json.loads(report.read_text())["rows"]
+    assert rows[0]["shape"] == "2,1,8,8,2,3,1,1" and rows[0]["peers"]["scipy"] > 0
+
+
+def test_bench_rejects_a_bad_shape():
+    import pytest
+
+    with pytest.raises(ValueError, match="N,C,H,W,F,K,S,P"):
+        main(["bench", "--shapes", "1,2,3"])
+
+
+def test_python_dash_m_and_help():
+    result = subprocess.run([sys.executable, "-m", "cnnlab", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "demo" in result.stdout and "bench" in result.stdout
+
+
+def test_confusion_matrix():
+    from cnnlab.cli import confusion_matrix
+
+    matrix = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), 3)
+    np.testing.assert_array_equal(matrix, [[1, 1, 0], [0, 1, 0], [0, 0, 1]])

@@ -1,0 +1,20 @@
+"""The tutorial's code blocks run, in order, as a reader would run them."""
+
+import pathlib
+import re
+
+DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
+
+
+def python_blocks(path):
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+
+
+def test_tutorial_runs(capsys):
+    namespace = {}
+    blocks = python_blocks(DOCS / "tutorial.md")
+    assert len(blocks) >= 8
+    for block in blocks:
+        exec(compile(block, "docs/tutorial.md", "exec"), namespace)
+    shown = capsys.readouterr().out
+    assert "[[175.]]" in shown and "held-out accuracy" in shown and "most frequent mistake" in shown
