@@ -2,7 +2,7 @@
 
 The median needs no scratch memory: the window element with exactly
 ``(count-1)//2`` smaller elements (ties broken by position) is the lower
-median.
+median (:func:`_window_choice`, shared with the backward).
 
 Mirrors :mod:`cnnlab.kernels.cpu.pool`; same names, same parameters.
 """
@@ -16,20 +16,44 @@ from ._launch import launch_shape
 
 
 @cuda.jit(device=True)
-def _window_median(x, n, c, h0, w0, kernel_h, kernel_w):
-    # padding is 0 for the median, so the whole window lies inside the plane
-    size = kernel_h * kernel_w
-    rank = (size - 1) // 2
-    for a in range(size):
-        va = x[n, c, h0 + a // kernel_w, w0 + a % kernel_w]
-        below = 0
-        for b in range(size):
-            vb = x[n, c, h0 + b // kernel_w, w0 + b % kernel_w]
-            if vb < va or (vb == va and b < a):
-                below += 1
-        if below == rank:
-            return va
-    return x[n, c, h0, w0]  # unreachable for comparable values (NaN-free windows)
+def _window_choice(x, n, c, h0, w0, kernel_h, kernel_w, mode):
+    """Flat index ``h * W + w`` of the element a max/min/median window picks (first on ties)."""
+    height, width = x.shape[2], x.shape[3]
+    if mode == POOL_MEDIAN:
+        size = kernel_h * kernel_w
+        rank = (size - 1) // 2
+        for a in range(size):
+            va = x[n, c, h0 + a // kernel_w, w0 + a % kernel_w]
+            below = 0
+            for b in range(size):
+                vb = x[n, c, h0 + b // kernel_w, w0 + b % kernel_w]
+                if vb < va or (vb == va and b < a):
+                    below += 1
+            if below == rank:
+                return (h0 + a // kernel_w) * width + w0 + a % kernel_w
+        return h0 * width + w0
+    best = -1
+    best_value = x[n, c, 0, 0]
+    for i in range(kernel_h):
+        h = h0 + i
+        if h < 0 or h >= height:
+            continue
+        for j in range(kernel_w):
+            w = w0 + j
+            if w < 0 or w >= width:
+                continue
+            v = x[n, c, h, w]
+            better = False
+            if best < 0:
+                better = True
+            elif mode == POOL_MAX:
+                better = v > best_value or (math.isnan(v) and not math.isnan(best_value))
+            else:
+                better = v < best_value or (math.isnan(v) and not math.isnan(best_value))
+            if better:
+                best = h * width + w
+                best_value = v
+    return best
 
 
 @cuda.jit
@@ -45,7 +69,8 @@ def _pool2d_forward_kernel(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h
         h0 = oh * stride_h - pad_h
         w0 = ow * stride_w - pad_w
         if mode == POOL_MEDIAN:
-            out[n, c, oh, ow] = _window_median(x, n, c, h0, w0, kernel_h, kernel_w)
+            chosen = _window_choice(x, n, c, h0, w0, kernel_h, kernel_w, mode)
+            out[n, c, oh, ow] = x[n, c, chosen // width, chosen % width]
             continue
         if mode == POOL_MAX:
             acc = -math.inf  # padding never wins
@@ -103,47 +128,6 @@ def global_avg_pool2d_forward(x, out):
     """Mean of every plane; contract of :func:`cnnlab.kernels.cpu.pool.global_avg_pool2d_forward`."""
     blocks, threads = launch_shape(out.size)
     _global_avg_pool2d_forward_kernel[blocks, threads](x, out)
-
-
-@cuda.jit(device=True)
-def _window_choice(x, n, c, h0, w0, kernel_h, kernel_w, mode):
-    """Flat index ``h * W + w`` of the element a max/min/median window picks (first on ties)."""
-    height, width = x.shape[2], x.shape[3]
-    if mode == POOL_MEDIAN:
-        size = kernel_h * kernel_w
-        rank = (size - 1) // 2
-        for a in range(size):
-            va = x[n, c, h0 + a // kernel_w, w0 + a % kernel_w]
-            below = 0
-            for b in range(size):
-                vb = x[n, c, h0 + b // kernel_w, w0 + b % kernel_w]
-                if vb < va or (vb == va and b < a):
-                    below += 1
-            if below == rank:
-                return (h0 + a // kernel_w) * width + w0 + a % kernel_w
-        return h0 * width + w0
-    best = -1
-    best_value = x[n, c, 0, 0]
-    for i in range(kernel_h):
-        h = h0 + i
-        if h < 0 or h >= height:
-            continue
-        for j in range(kernel_w):
-            w = w0 + j
-            if w < 0 or w >= width:
-                continue
-            v = x[n, c, h, w]
-            better = False
-            if best < 0:
-                better = True
-            elif mode == POOL_MAX:
-                better = v > best_value or (math.isnan(v) and not math.isnan(best_value))
-            else:
-                better = v < best_value or (math.isnan(v) and not math.isnan(best_value))
-            if better:
-                best = h * width + w
-                best_value = v
-    return best
 
 
 @cuda.jit
