@@ -1,4 +1,4 @@
-"""The ``cnnlab`` command: ``cnnlab demo | tour | bench | info``."""
+"""The ``cnnlab`` command: ``cnnlab demo | train | predict | filter | tour | bench | info``."""
 
 import argparse
 import json
@@ -74,9 +74,9 @@ def demo(args):
     model.summary()
     model.to(device)
     start = time.perf_counter()
-    model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-              optimizer=cnnlab.optim.Adam(args.lr, schedule=cnnlab.optim.CosineLR(args.epochs, 0.05)),
-              validation_data=(x_test, y_test), seed=args.seed, verbose=1)
+    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                        optimizer=cnnlab.optim.Adam(args.lr, schedule=cnnlab.optim.CosineLR(args.epochs, 0.05)),
+                        validation_data=(x_test, y_test), seed=args.seed, verbose=1)
     seconds = time.perf_counter() - start
     predicted = model.predict(x_test)
     accuracy = float((predicted == y_test).mean())
@@ -84,10 +84,29 @@ def demo(args):
           "loading the kernels)")
     print(f"held-out accuracy: {accuracy:.2%} ({int((predicted == y_test).sum())}/{len(y_test)})")
     print("confusion matrix (rows: true class, columns: predicted class):")
-    print(format_confusion(confusion_matrix(y_test, predicted, len(names)), names))
+    matrix = confusion_matrix(y_test, predicted, len(names))
+    print(format_confusion(matrix, names))
     model.save(args.out)
     print(f"model saved to {args.out} (load it with cnnlab.load({args.out!r}))")
+    if args.plots:
+        _write_plots(args.plots, model, history, matrix, names, x_test[0])
     return 0
+
+
+def _write_plots(folder, model, history, matrix, names, image):
+    import os
+
+    from cnnlab import viz
+
+    os.makedirs(folder, exist_ok=True)
+    model.to("cpu")
+    paths = [
+        viz.plot_filters(model.layers[0], os.path.join(folder, "filters.png"), "first-layer filters"),
+        viz.plot_feature_maps(model, image, os.path.join(folder, "feature_maps.png")),
+        viz.plot_history(history, os.path.join(folder, "history.png")),
+        viz.plot_confusion_matrix(matrix, names, os.path.join(folder, "confusion_matrix.png")),
+    ]
+    print("plots written: " + ", ".join(paths))
 
 
 def tour(args):
@@ -130,6 +149,121 @@ def tour(args):
     share = [float((host[0, i] > 0).mean()) for i in range(len(names))]
     print("  share of positive pixels per feature map after ReLU and pooling: "
           + ", ".join(f"{n} {s:.0%}" for n, s in zip(names, share)))
+    return 0
+
+
+def train(args):
+    """Train a CNN on a folder of images with one sub-folder per class."""
+    import cnnlab
+    from cnnlab.data import load_image_folder, standardize, train_test_split
+
+    device = _pick_device(args.device)
+    size = (args.size, args.size)
+    images, labels, names = load_image_folder(args.folder, size=size, color=args.color)
+    counts = ", ".join(f"{name} {int((labels == i).sum())}" for i, name in enumerate(names))
+    print(f"{len(images)} images of {len(names)} classes ({counts}), resized to {args.size}x{args.size} "
+          f"{args.color}; training on the {device}")
+    x_train, x_val, y_train, y_val = train_test_split(images, labels, test_size=args.validation, seed=args.seed)
+    x_train, mean, std = standardize(x_train)
+    x_val, _, _ = standardize(x_val, mean, std)
+    model = seeds_cnn(images.shape[1], args.size, len(names), seed=args.seed)
+    model.class_names = names
+    model.preprocessing = dict(size=list(size), color=args.color, mean=mean.tolist(), std=std.tolist())
+    model.to(device)
+    model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+              optimizer=cnnlab.optim.Adam(args.lr), validation_data=(x_val, y_val), seed=args.seed,
+              augment=args.augment, verbose=1)
+    scores = model.evaluate(x_val, y_val)
+    print(f"validation accuracy: {scores['accuracy']:.2%} on {len(x_val)} held-out images")
+    model.to("cpu").save(args.out)
+    print(f"model saved to {args.out}")
+    return 0
+
+
+def _image_files(paths):
+    import os
+
+    from cnnlab.data import IMAGE_SUFFIXES
+
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            for root, _, names in sorted(os.walk(path)):
+                files += [os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_SUFFIXES)]
+        elif os.path.exists(path):
+            files.append(path)
+        else:
+            raise SystemExit(f"cnnlab predict: no such file or folder: {path}")
+    return files
+
+
+def predict(args):
+    """Classify image files with a model saved by ``cnnlab train``."""
+    import os
+
+    import cnnlab
+    from cnnlab.data import read_image, standardize
+
+    if not os.path.exists(args.model):
+        raise SystemExit(f"cnnlab predict: no such model file: {args.model}")
+    try:
+        model = cnnlab.load(args.model)
+    except ValueError as exc:
+        raise SystemExit(f"cnnlab predict: {exc}") from None
+    settings = model.preprocessing or {}
+    if "size" not in settings:
+        raise SystemExit(f"cnnlab predict: {args.model} keeps no image preprocessing; train it with cnnlab train")
+    names = model.class_names or [str(i) for i in range(model.output_shapes(model.input_shape)[-1][0])]
+    results, failed = [], []
+    for file in _image_files(args.images):
+        try:
+            image = read_image(file, settings["size"], settings.get("color", "rgb"))
+        except ValueError as exc:
+            failed.append((file, str(exc)))
+            continue
+        x, _, _ = standardize(image[None], settings.get("mean"), settings.get("std"))
+        probabilities = model.predict_proba(x)[0]
+        top = np.argsort(probabilities)[::-1][:max(1, args.top_k)]
+        results.append(dict(file=file, predictions=[dict(label=names[i], probability=float(probabilities[i]))
+                                                   for i in top]))
+    if args.json:
+        print(json.dumps(dict(results=results, errors=[dict(file=f, error=e) for f, e in failed]), indent=2))
+    else:
+        width = max([len(r["file"]) for r in results] + [4])
+        print(f"{'file'.ljust(width)}  class            probability")
+        for result in results:
+            for rank, guess in enumerate(result["predictions"]):
+                shown = result["file"] if rank == 0 else ""
+                print(f"{shown.ljust(width)}  {guess['label'][:16].ljust(16)} {guess['probability']:.3f}")
+        for file, error in failed:
+            print(f"{file}: skipped ({error})", file=sys.stderr)
+    return 0 if results or not failed else 1
+
+
+def filter_image(args):
+    """Apply one of the classic kernels to an image file and write the result."""
+    import os
+
+    from skimage import io
+
+    from cnnlab import filters
+
+    if not os.path.exists(args.image):
+        raise SystemExit(f"cnnlab filter: no such image: {args.image}")
+    try:
+        image = io.imread(args.image)
+    except Exception as exc:
+        raise SystemExit(f"cnnlab filter: {args.image} is not a readable image: {exc}") from None
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 4:
+        image = image[..., :3]
+    scale = float(np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else 1.0
+    result, seconds = _timed(filters.apply, image.astype(np.float32) / scale, args.kernel)
+    if args.kernel in ("edge", "sobel_x", "sobel_y"):
+        result = np.abs(result)  # edge strength, either sign
+        result = result / max(float(result.max()), 1e-12)
+    io.imsave(args.out, (np.clip(result, 0, 1) * 255).astype(np.uint8), check_contrast=False)
+    print(f"{args.kernel} filter: {args.image} {image.shape} -> {args.out} in {seconds * 1e3:.1f} ms")
     return 0
 
 
@@ -217,7 +351,37 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--out", default="cnnlab-demo.npz", help="where to save the trained model")
+    p.add_argument("--plots", help="also write filters, feature maps, training curves and the confusion "
+                                   "matrix as PNG files into this folder (needs matplotlib)")
     p.set_defaults(run=demo)
+
+    p = commands.add_parser("train", help="train on a folder of images, one sub-folder per class")
+    p.add_argument("folder")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--size", type=int, default=32, help="images are resized to SIZE x SIZE")
+    p.add_argument("--color", choices=["rgb", "gray"], default="rgb")
+    p.add_argument("--augment", action="store_true", help="random shifts, flips, rotations, zoom, brightness")
+    p.add_argument("--validation", type=float, default=0.2, help="fraction held out for validation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--out", default="model.npz")
+    p.set_defaults(run=train)
+
+    p = commands.add_parser("predict", help="classify images with a model from cnnlab train")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=predict)
+
+    p = commands.add_parser("filter", help="apply a classic kernel (edge, sobel, blur, sharpen) to an image")
+    p.add_argument("image")
+    p.add_argument("--kernel", default="edge",
+                   choices=["edge", "sobel_x", "sobel_y", "sharpen", "box_blur", "gaussian_blur", "identity"])
+    p.add_argument("--out", required=True, help="the output image (PNG)")
+    p.set_defaults(run=filter_image)
 
     p = commands.add_parser("tour", help="the seeds' filter and conv/ReLU/pool module on a real photo")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

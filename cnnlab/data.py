@@ -10,7 +10,8 @@ scaled to 0-1 first (the seeds call this normalization)::
 
 import numpy as np
 
-__all__ = ["normalize", "train_test_split"]
+__all__ = ["normalize", "standardize", "one_hot", "train_test_split", "batches", "Augmenter",
+           "read_image", "load_image_folder"]
 
 
 def normalize(images, dtype=np.float32):
@@ -98,3 +99,242 @@ def train_test_split(x, y, test_size=0.25, seed=None, stratify=True):
     train = np.setdiff1d(np.arange(len(y)), test)
     train = rng.permutation(train)
     return x[train], x[test], y[train], y[test]
+
+
+def standardize(images, mean=None, std=None):
+    """Per-channel standardization of NCHW images: ``(x - mean[c]) / std[c]``.
+
+    Parameters
+    ----------
+    images : (N, C, H, W) float array
+    mean, std : (C,) arrays or None
+        The statistics to apply; computed from ``images`` when None (training data), and
+        then to be stored and reused for prediction (``Sequential.preprocessing`` keeps them).
+
+    Returns
+    -------
+    standardized : float array like ``images``
+    mean, std : (C,) float64 arrays, the statistics used
+    """
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"images must be NCHW (4 dimensions), got shape {images.shape}")
+    if images.dtype.kind != "f":
+        raise TypeError(f"images must be float (use normalize first), got dtype {images.dtype}")
+    if mean is None or std is None:
+        mean = images.mean(axis=(0, 2, 3), dtype=np.float64)
+        std = images.std(axis=(0, 2, 3), dtype=np.float64)
+    mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+    std = np.asarray(std, dtype=np.float64).reshape(-1)
+    if mean.shape != (images.shape[1],) or std.shape != (images.shape[1],):
+        raise ValueError(f"mean and std need one value per channel ({images.shape[1]}), "
+                         f"got {mean.shape} and {std.shape}")
+    safe = np.where(std > 0, std, 1.0)
+    out = (images - mean[None, :, None, None]) / safe[None, :, None, None]
+    return out.astype(images.dtype, copy=False), mean, std
+
+
+def one_hot(labels, classes):
+    """``(N,)`` integer labels to ``(N, classes)`` float32 rows with a single 1."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"labels must lie in [0, {classes}), got {labels.min()} to {labels.max()}")
+    out = np.zeros((labels.shape[0], classes), dtype=np.float32)
+    out[np.arange(labels.shape[0]), labels] = 1
+    return out
+
+
+def batches(x, y=None, batch_size=32, shuffle=False, seed=None):
+    """Iterate over mini-batches ``(x_batch, y_batch)`` (or ``x_batch`` without ``y``)."""
+    x = np.asarray(x)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.random.default_rng(seed).permutation(len(x)) if shuffle else np.arange(len(x))
+    for start in range(0, len(x), batch_size):
+        index = order[start:start + batch_size]
+        yield (x[index], np.asarray(y)[index]) if y is not None else x[index]
+
+
+class Augmenter:
+    """Random image augmentation, applied per batch with the training generator.
+
+    Each image of a batch gets its own random shift, horizontal flip, rotation, zoom,
+    brightness and contrast change, drawn from the ``rng`` that ``Sequential.fit`` passes (so
+    a seeded run repeats exactly). Geometry uses ``scipy.ndimage`` (edges repeated), and the
+    output keeps the batch's shape and dtype. Validation data are never augmented.
+
+    Parameters
+    ----------
+    shift : float
+        Largest shift as a fraction of the height/width.
+    flip : bool
+        Flip left-right with probability 1/2.
+    rotation : float
+        Largest rotation in degrees.
+    zoom : float
+        Largest zoom in or out, as a fraction (0.1: 90 % to 110 %).
+    brightness : float
+        Largest brightness offset (added).
+    contrast : float
+        Largest contrast change, as a fraction (scales around the image mean).
+    """
+
+    def __init__(self, shift=0.1, flip=True, rotation=10.0, zoom=0.1, brightness=0.1, contrast=0.1):
+        self.shift = float(shift)
+        self.flip = bool(flip)
+        self.rotation = float(rotation)
+        self.zoom = float(zoom)
+        self.brightness = float(brightness)
+        self.contrast = float(contrast)
+
+    def __call__(self, batch, rng):
+        from scipy import ndimage
+
+        batch = np.asarray(batch)
+        if batch.ndim != 4:
+            raise ValueError(f"augmentation takes NCHW batches, got shape {batch.shape}")
+        out = np.empty_like(batch)
+        height, width = batch.shape[2:]
+        for i, image in enumerate(batch):
+            image = image.astype(np.float64)
+            if self.flip and rng.random() < 0.5:
+                image = image[:, :, ::-1]
+            if self.rotation:
+                angle = rng.uniform(-self.rotation, self.rotation)
+                image = ndimage.rotate(image, angle, axes=(1, 2), reshape=False, order=1, mode="nearest")
+            if self.zoom:
+                image = _zoom_same_size(image, rng.uniform(1 - self.zoom, 1 + self.zoom))
+            if self.shift:
+                offset = (0, rng.uniform(-self.shift, self.shift) * height,
+                          rng.uniform(-self.shift, self.shift) * width)
+                image = ndimage.shift(image, offset, order=1, mode="nearest")
+            if self.contrast:
+                mean = image.mean()
+                image = (image - mean) * rng.uniform(1 - self.contrast, 1 + self.contrast) + mean
+            if self.brightness:
+                image = image + rng.uniform(-self.brightness, self.brightness)
+            out[i] = image
+        return out
+
+    def config(self):
+        return dict(shift=self.shift, flip=self.flip, rotation=self.rotation, zoom=self.zoom,
+                    brightness=self.brightness, contrast=self.contrast)
+
+
+def _zoom_same_size(image, factor):
+    """Zoom a (C, H, W) image about its centre, keeping (H, W)."""
+    from scipy import ndimage
+
+    channels, height, width = image.shape
+    centre = np.array([(height - 1) / 2, (width - 1) / 2])
+    matrix = np.diag([1.0, 1 / factor, 1 / factor])
+    offset = np.concatenate([[0.0], centre - centre / factor])
+    return ndimage.affine_transform(image, matrix, offset=offset, order=1, mode="nearest")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def read_image(path, size, color="rgb"):
+    """Read one image file as a (C, H, W) float32 array in [0, 1], resized to ``size``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file cannot be read as an image.
+    """
+    import os
+
+    from skimage import color as skcolor
+    from skimage import io, transform
+
+    if color not in ("rgb", "gray"):
+        raise ValueError(f"color must be 'rgb' or 'gray', got {color!r}")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such image: {path}")
+    try:
+        image = io.imread(path)
+    except Exception as exc:
+        raise ValueError(f"{path} is not a readable image: {exc}") from None
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 4:
+        image = image[..., :3]  # drop alpha
+    if image.ndim not in (2, 3) or image.size == 0:
+        raise ValueError(f"{path} is not a 2-D image (shape {image.shape})")
+    if image.dtype.kind in "ui":
+        image = image.astype(np.float64) / np.iinfo(image.dtype).max
+    elif image.dtype == bool:
+        image = image.astype(np.float64)
+    image = image.astype(np.float64)
+    if color == "gray":
+        image = skcolor.rgb2gray(image) if image.ndim == 3 else image
+        image = image[..., None]
+    elif image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    image = transform.resize(image, tuple(size) + (image.shape[2],), anti_aliasing=True)
+    return np.clip(image, 0, 1).transpose(2, 0, 1).astype(np.float32)
+
+
+def load_image_folder(path, size=(64, 64), color="rgb"):
+    """Load a folder with one sub-folder per class (the Keras / torchvision layout).
+
+    ::
+
+        photos/
+            cats/   a.jpg b.png ...
+            memes/  c.jpg ...
+
+    Parameters
+    ----------
+    path : str or path
+    size : (int, int)
+        Every image is resized to (height, width).
+    color : 'rgb' or 'gray'
+
+    Returns
+    -------
+    images : (N, C, H, W) float32 in [0, 1]
+    labels : (N,) int64, the index of the class in ``class_names``
+    class_names : list of str, the sub-folder names in sorted order
+
+    Files that are not images or cannot be read are skipped with one warning that counts
+    them. An empty folder or a single class is a ``ValueError``.
+    """
+    import os
+    import warnings
+
+    from .shapes import pair
+
+    size = pair("size", size, 1)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no such folder: {path}")
+    class_names = sorted(entry for entry in os.listdir(path)
+                         if os.path.isdir(os.path.join(path, entry)) and not entry.startswith("."))
+    images, labels, skipped = [], [], []
+    for label, name in enumerate(class_names):
+        folder = os.path.join(path, name)
+        for filename in sorted(os.listdir(folder)):
+            file = os.path.join(folder, filename)
+            if filename.startswith(".") or not os.path.isfile(file):
+                continue
+            try:
+                images.append(read_image(file, size, color))
+                labels.append(label)
+            except ValueError:
+                skipped.append(file)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} file(s) that are not readable images, e.g. {skipped[0]}",
+                      stacklevel=2)
+    counts = {name: labels.count(i) for i, name in enumerate(class_names)}
+    non_empty = [name for name, count in counts.items() if count]
+    if not images:
+        raise ValueError(f"{path} holds no readable images in class sub-folders "
+                         "(expected one sub-folder of images per class)")
+    if len(non_empty) < 2:
+        raise ValueError(f"{path} has images of a single class ({non_empty[0]!r}); a classifier needs "
+                         "at least two class sub-folders")
+    return np.stack(images), np.array(labels, dtype=np.int64), class_names

@@ -153,6 +153,7 @@ class Sequential:
         self.optimizer = None
         self.loss = None
         self.class_names = None
+        self.preprocessing = None  # e.g. image size, colour mode, standardization: kept in saved models
 
     def _first_with_params(self):
         return next((layer for layer in self.layers if layer.params), None)
@@ -212,6 +213,26 @@ class Sequential:
         stop = len(self.layers) if up_to is None else up_to
         for layer in self.layers[:stop]:
             layer.trainable = False
+        return self
+
+    def replace_head(self, classes, seed=None):
+        """Swap the last ``Dense`` layer for a new one with ``classes`` outputs (transfer learning).
+
+        The layers before it keep their weights (freeze them with :meth:`freeze` to keep them
+        fixed); a final ``Softmax`` stays in place. Returns ``self``.
+        """
+        from .layers import Dense
+        from .shapes import check_int
+
+        classes = check_int("classes", classes, 1)
+        index = max((i for i, layer in enumerate(self.layers) if isinstance(layer, Dense)), default=None)
+        if index is None:
+            raise ValueError("the model has no Dense layer to replace")
+        old = self.layers[index]
+        new = Dense(old.in_features, classes, bias=old.use_bias, dtype=old.dtype.name, init=old.init, seed=seed)
+        self.layers[index] = new.to(self.device)
+        self.class_names = None
+        self.optimizer = None  # its state belonged to the old parameters
         return self
 
     def unfreeze(self):
@@ -355,8 +376,10 @@ class Sequential:
         resume : path or None
             Continue from a checkpoint written by ``checkpoint=``; ends with the same
             weights as an uninterrupted run.
-        augment : callable or None
-            ``augment(batch, rng) -> batch`` applied to each training batch.
+        augment : bool, callable or None
+            ``True`` applies :class:`cnnlab.data.Augmenter` with its defaults to each training
+            batch; a callable ``augment(batch, rng) -> batch`` is used as given. Validation
+            data are never augmented.
 
         Returns
         -------
@@ -380,6 +403,14 @@ class Sequential:
         from .shapes import check_int
 
         epochs = check_int("epochs", epochs, 1)
+        if augment is True:
+            from .data import Augmenter
+
+            augment = Augmenter()
+        elif augment is False:
+            augment = None
+        elif augment is not None and not callable(augment):
+            raise TypeError(f"augment must be True, False, None or a callable, got {augment!r}")
         batch_size = check_int("batch_size", batch_size, 1)
         self.loss = losses_module.get(loss)
         if optimizer is not None:
@@ -467,7 +498,7 @@ class Sequential:
         return dict(layers=[dict(type=type(layer).__name__, config=layer.config(),
                                  trainable=layer.trainable) for layer in self.layers],
                     input_shape=list(self.input_shape) if self.input_shape else None,
-                    class_names=self.class_names)
+                    class_names=self.class_names, preprocessing=self.preprocessing)
 
     def save(self, path):
         """Write the model to one ``.npz`` file: the architecture as JSON and the weights.
@@ -566,6 +597,7 @@ def load(path, device="cpu"):
             layers.append(layer)
         model = Sequential(layers, input_shape=architecture.get("input_shape"))
         model.class_names = architecture.get("class_names")
+        model.preprocessing = architecture.get("preprocessing")
         for index, layer in enumerate(model.layers):
             for store, prefix in ((layer.params, "param"), (layer.buffers, "buffer")):
                 for name in store:

@@ -1,0 +1,203 @@
+"""Images in, classifier out: folders, preprocessing, augmentation, the CLI, plots, transfer."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from skimage import io
+
+import cnnlab
+from cnnlab import data
+from cnnlab.cli import main
+
+
+def stripes(rng, horizontal, size=16):
+    """An RGB uint8 image of stripes (horizontal or vertical) with noise."""
+    line = (np.arange(size) // 2 % 2) * 180 + 40
+    image = np.broadcast_to(line[:, None] if horizontal else line[None, :], (size, size)).astype(np.float64)
+    image = image + rng.normal(0, 20, (size, size))
+    return np.clip(np.stack([image, image * 0.8, image * 0.6], axis=-1), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for name, horizontal in (("horizontal", True), ("vertical", False)):
+        os.makedirs(root / name)
+        for i in range(14):
+            suffix = "png" if i % 2 else "jpg"
+            io.imsave(root / name / f"{i}.{suffix}", stripes(rng, horizontal), check_contrast=False)
+    (root / "vertical" / "notes.txt").write_text("not an image")
+    (root / "vertical" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    return root
+
+
+def test_load_image_folder_skips_bad_files_with_a_warning(folder):
+    with pytest.warns(UserWarning, match="skipped 2 file"):
+        images, labels, names = data.load_image_folder(folder, size=(12, 10), color="rgb")
+    assert names == ["horizontal", "vertical"]
+    assert images.shape == (28, 3, 12, 10) and images.dtype == np.float32
+    assert 0 <= images.min() and images.max() <= 1
+    assert (labels == 0).sum() == 14 and (labels == 1).sum() == 14
+    with pytest.warns(UserWarning):
+        gray, _, _ = data.load_image_folder(folder, size=8, color="gray")
+    assert gray.shape == (28, 1, 8, 8)
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        data.load_image_folder(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no readable images"):
+        data.load_image_folder(tmp_path)
+    os.makedirs(tmp_path / "only")
+    io.imsave(tmp_path / "only" / "a.png", np.zeros((4, 4), np.uint8), check_contrast=False)
+    with pytest.raises(ValueError, match="single class"):
+        data.load_image_folder(tmp_path)
+    with pytest.raises(ValueError, match="color"):
+        data.read_image(tmp_path / "only" / "a.png", (4, 4), color="cmyk")
+
+
+def test_augmentation_keeps_shape_and_dtype_and_repeats_with_a_seed():
+    batch = np.random.default_rng(1).random((5, 3, 12, 12)).astype(np.float32)
+    augment = data.Augmenter()
+    first = augment(batch, np.random.default_rng(7))
+    again = augment(batch, np.random.default_rng(7))
+    other = augment(batch, np.random.default_rng(8))
+    assert first.shape == batch.shape and first.dtype == batch.dtype
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, batch) and not np.allclose(first, other)
+    flip_only = data.Augmenter(shift=0, flip=True, rotation=0, zoom=0, brightness=0, contrast=0)
+    flipped = flip_only(batch, np.random.default_rng(0))
+    for original, result in zip(batch, flipped):
+        assert np.array_equal(result, original) or np.array_equal(result, original[:, :, ::-1])
+
+
+def test_fit_with_augmentation_never_touches_validation_data():
+    calls = []
+
+    def augment(batch, rng):
+        calls.append(len(batch))
+        return batch
+
+    from cnnlab.layers import Dense, Flatten
+
+    model = cnnlab.Sequential([Flatten(), Dense(4, 2, seed=0)], input_shape=(1, 2, 2))
+    x = np.random.default_rng(2).random((10, 1, 2, 2)).astype(np.float32)
+    y = np.array([0, 1] * 5)
+    model.fit(x, y, epochs=2, batch_size=4, validation_data=(x[:6], y[:6]), augment=augment, verbose=0)
+    assert calls == [4, 4, 2] * 2  # training batches only
+    with pytest.raises(TypeError, match="augment"):
+        model.fit(x, y, augment="yes", verbose=0)
+
+
+def test_standardize_one_hot_and_batches():
+    x = np.random.default_rng(3).random((6, 2, 4, 4)).astype(np.float32) * 5 + 2
+    z, mean, std = data.standardize(x)
+    np.testing.assert_allclose(z.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=(0, 2, 3)), 1, rtol=1e-4)
+    again, _, _ = data.standardize(x[:2], mean, std)  # prediction reuses the training statistics
+    np.testing.assert_allclose(again, z[:2], rtol=1e-6)
+    np.testing.assert_array_equal(data.one_hot(np.array([2, 0]), 3), [[0, 0, 1], [1, 0, 0]])
+    with pytest.raises(ValueError):
+        data.one_hot(np.array([3]), 3)
+    sizes = [len(b) for b, _ in data.batches(x, np.arange(6), batch_size=4, shuffle=True, seed=0)]
+    assert sizes == [4, 2]
+
+
+def test_train_test_split_is_stratified_and_seeded():
+    y = np.array([0] * 40 + [1] * 20)
+    x = np.arange(60)
+    x_train, x_test, y_train, y_test = data.train_test_split(x, y, test_size=0.25, seed=1)
+    assert (y_test == 0).sum() == 10 and (y_test == 1).sum() == 5
+    assert sorted(np.concatenate([x_train, x_test])) == list(range(60))
+    np.testing.assert_array_equal(data.train_test_split(x, y, 0.25, seed=1)[1], x_test)
+
+
+def test_cli_train_predict_and_filter(folder, tmp_path, capsys):
+    model_path = tmp_path / "stripes.npz"
+    with pytest.warns(UserWarning, match="skipped"):
+        assert main(["train", str(folder), "--epochs", "6", "--size", "16", "--augment", "--lr", "3e-3",
+                     "--out", str(model_path), "--device", "cpu"]) == 0
+    shown = capsys.readouterr().out
+    assert "validation accuracy" in shown and "epoch 6/6" in shown
+    model = cnnlab.load(model_path)
+    assert model.class_names == ["horizontal", "vertical"]
+    assert model.preprocessing["size"] == [16, 16] and len(model.preprocessing["mean"]) == 3
+
+    assert main(["predict", str(model_path), str(folder / "horizontal"), "--json", "--top-k", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["results"]) == 14
+    assert all(len(r["predictions"]) == 2 for r in report["results"])
+    right = sum(r["predictions"][0]["label"] == "horizontal" for r in report["results"])
+    assert right >= 12  # stripes are easy: the network must have learned them
+
+    assert main(["predict", str(model_path), str(folder / "vertical" / "1.png")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["file", "class", "probability"]
+    assert table[1].split()[0].endswith("1.png") and len(table) == 2
+    assert main(["predict", str(model_path), str(folder / "vertical" / "broken.png")]) == 1
+
+    out = tmp_path / "edges.png"
+    assert main(["filter", str(folder / "vertical" / "1.png"), "--kernel", "sobel_x", "--out", str(out)]) == 0
+    written = io.imread(out)
+    assert written.shape[:2] == (16, 16) and written.max() > 0
+
+
+def test_cli_errors_for_missing_and_wrong_files(tmp_path, folder):
+    with pytest.raises(SystemExit, match="no such model"):
+        main(["predict", str(tmp_path / "none.npz"), str(folder)])
+    np.savez(tmp_path / "other.npz", a=np.ones(2))
+    with pytest.raises(SystemExit, match="not a cnnlab model"):
+        main(["predict", str(tmp_path / "other.npz"), str(folder)])
+    with pytest.raises(SystemExit, match="no such image"):
+        main(["filter", str(tmp_path / "none.png"), "--out", str(tmp_path / "o.png")])
+    with pytest.raises(SystemExit, match="not a readable image"):
+        main(["filter", str(folder / "vertical" / "notes.txt"), "--out", str(tmp_path / "o.png")])
+
+
+def test_plots_are_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    from cnnlab import viz
+    from cnnlab.cli import seeds_cnn
+
+    model = seeds_cnn(1, 8, 3, (4, 6), 8, seed=0)
+    x = np.random.default_rng(4).random((12, 1, 8, 8)).astype(np.float32)
+    history = model.fit(x, np.arange(12) % 3, epochs=2, validation_data=(x, np.arange(12) % 3), verbose=0)
+    paths = [
+        viz.plot_filters(model.layers[0], tmp_path / "f.png"),
+        viz.plot_feature_maps(model, x[0], tmp_path / "m.png"),
+        viz.plot_history(history, tmp_path / "h.png"),
+        viz.plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["a", "b"], tmp_path / "c.png"),
+    ]
+    for path in paths:
+        image = io.imread(path)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0  # a real, non-blank picture
+
+
+def test_replace_head_for_transfer():
+    from cnnlab.cli import seeds_cnn
+
+    model = seeds_cnn(1, 8, 5, (4, 6), 8, seed=0)
+    base = [layer.weight.copy() for layer in model.layers[:4] if layer.params]
+    model.replace_head(3, seed=1).freeze(up_to=7)
+    assert model.output_shapes((1, 8, 8))[-1] == (3,)
+    x = np.random.default_rng(5).random((9, 1, 8, 8)).astype(np.float32)
+    model.fit(x, np.arange(9) % 3, epochs=2, verbose=0)
+    for before, layer in zip(base, [layer for layer in model.layers[:4] if layer.params]):
+        np.testing.assert_array_equal(layer.weight, before)
+
+
+def test_transfer_example_runs():
+    import pathlib
+    import subprocess
+    import sys
+
+    import os
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, str(root / "examples" / "transfer_digits.py"), "--seeds", "1"],
+                            capture_output=True, text=True, check=True, env=environment)
+    assert "transferred" in result.stdout and "from scratch" in result.stdout
