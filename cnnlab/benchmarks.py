@@ -61,56 +61,140 @@ def _torch(threads):
     return torch
 
 
-def conv2d_suite(shapes, repeat, threads, compare, dtype="float32", device="cpu", progress=None):
-    """Time conv2d forward on each shape; returns a list of result dicts."""
+def _reference_inputs(shape, dtype):
+    n, c, h, w, f, k, s, p = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = (rng.standard_normal((f, c, k, k)) / np.sqrt(c * k * k)).astype(dtype)
+    bias = rng.standard_normal(f).astype(dtype)
+    return x, weight, bias
+
+
+def _op_definition(op, shape, x, weight, bias, torch):
+    """``(run cnnlab, run torch or None, run scipy or None, work, unit)`` for one op and shape."""
     import cnnlab
     import cnnlab.functional as F
 
+    n, c, h, w, f, k, s, p = shape
+    out_size = cnnlab.output_size(h, k, s, p)
+    host = [cnnlab.to_host(a) for a in (x, weight, bias)]
+    tensors = [torch.from_numpy(a) for a in host] if torch is not None else None
+    if tensors is not None and not isinstance(x, np.ndarray) and torch.cuda.is_available():
+        tensors = [t.cuda() for t in tensors]
+    scipy_run = None
+    if op == "conv2d":
+        work, unit = 2.0 * n * f * c * k * k * out_size * out_size, "GFLOP/s"
+
+        def ours():
+            F.conv2d(x, weight, bias, s, p)
+
+        def theirs():
+            with torch.no_grad():
+                torch.nn.functional.conv2d(tensors[0], tensors[1], tensors[2], s, p)
+
+        def scipy_run():
+            _scipy_conv2d(*host, s, p)
+    elif op == "conv2d_backward":
+        work, unit = 3 * 2.0 * n * f * c * k * k * out_size * out_size, "GFLOP/s"
+        upstream = F.conv2d(x, weight, bias, s, p)
+
+        def ours():
+            F.conv2d(x, weight, bias, s, p)
+            F.conv2d_backward(x, weight, upstream, s, p)
+
+        if tensors is not None:
+            tx = tensors[0].clone().requires_grad_(True)
+            tw = tensors[1].clone().requires_grad_(True)
+            tb = tensors[2].clone().requires_grad_(True)
+
+        def theirs():
+            out = torch.nn.functional.conv2d(tx, tw, tb, s, p)
+            out.backward(torch.ones_like(out))
+    elif op == "pool":
+        work, unit = float(x.size * x.itemsize), "GB/s"
+
+        def ours():
+            F.max_pool2d(x, 2, 2)
+
+        def theirs():
+            with torch.no_grad():
+                torch.nn.functional.max_pool2d(tensors[0], 2, 2)
+    elif op == "activation":
+        work, unit = 2.0 * x.size * x.itemsize, "GB/s"
+
+        def ours():
+            F.relu(x)
+
+        def theirs():
+            with torch.no_grad():
+                torch.relu(tensors[0])
+    elif op == "linear":
+        flat = x.reshape(n, c * h * w) if isinstance(x, np.ndarray) else x.reshape(n, c * h * w)
+        dense = np.random.default_rng(1).standard_normal((f, c * h * w)).astype(host[0].dtype)
+        dense = cnnlab.to_device(dense) if not isinstance(x, np.ndarray) else dense
+        work, unit = 2.0 * n * f * c * h * w, "GFLOP/s"
+
+        def ours():
+            F.linear(flat, dense, bias)
+
+        if tensors is not None:
+            t_flat, t_dense = tensors[0].reshape(n, -1), torch.from_numpy(cnnlab.to_host(dense))
+            if tensors[0].is_cuda:
+                t_dense = t_dense.cuda()
+
+        def theirs():
+            with torch.no_grad():
+                torch.nn.functional.linear(t_flat, t_dense, tensors[2])
+    else:
+        raise ValueError(f"unknown op {op!r}")
+    return ours, (theirs if torch is not None else None), scipy_run, work, unit
+
+
+def op_suite(op, shapes, repeat, threads, compare, dtype="float32", device="cpu", progress=None):
+    """Time one op (conv2d, conv2d_backward, pool, activation, linear) on each shape."""
+    import cnnlab
+
     torch = _torch(threads) if "torch" in compare else None
+    synchronize = None
+    if device == "cuda":
+        from numba import cuda
+
+        synchronize = cuda.synchronize
     rows = []
-    for index, (name, (n, c, h, w, f, k, s, p)) in enumerate(shapes):
+    for index, (name, shape) in enumerate(shapes):
         if progress:
-            progress(index, len(shapes), name)
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((n, c, h, w)).astype(dtype)
-        weight = rng.standard_normal((f, c, k, k)).astype(dtype)
-        bias = rng.standard_normal(f).astype(dtype)
-        out_size = cnnlab.output_size(h, k, s, p)
-        flops = 2.0 * n * f * c * k * k * out_size * out_size
+            progress(index, len(shapes), f"{op} {name}")
+        x, weight, bias = _reference_inputs(shape, dtype)
         if device == "cuda":
-            from numba import cuda
-
             x, weight, bias = (cnnlab.to_device(a) for a in (x, weight, bias))
+        ours, theirs, scipy_run, work, unit = _op_definition(op, shape, x, weight, bias, torch)
 
-            def run():
-                F.conv2d(x, weight, bias, s, p)
-                cuda.synchronize()
-        else:
-            def run():
-                F.conv2d(x, weight, bias, s, p)
-
-        first, median, spread = measure(run, repeat)
-        row = dict(op="conv2d", shape=name, dtype=dtype, device=device, seconds=median, spread=spread,
-                   jit_seconds=max(0.0, first - median), gflops=flops / median / 1e9, peers={})
-        host = [cnnlab.to_host(a) for a in (x, weight, bias)]
-        if torch is not None:
-            _pause()
-            tx, tw, tb = (torch.from_numpy(a) for a in host)
-            if device == "cuda" and torch.cuda.is_available():
-                tx, tw, tb = tx.cuda(), tw.cuda(), tb.cuda()
-
-            def run_torch():
-                with torch.no_grad():
-                    torch.nn.functional.conv2d(tx, tw, tb, s, p)
-                if tx.is_cuda:
+        def run(function):
+            def timed():
+                function()
+                if synchronize is not None:
+                    synchronize()
+                if torch is not None and device == "cuda" and torch.cuda.is_available():
                     torch.cuda.synchronize()
+            return timed
 
-            row["peers"]["torch"] = measure(run_torch, repeat)[1]
+        first, median, spread = measure(run(ours), repeat)
+        row = dict(op=op, shape=name, dtype=dtype, device=device, seconds=median, spread=spread,
+                   jit_seconds=max(0.0, first - median), peers={})
+        row["gflops" if unit == "GFLOP/s" else "gbytes"] = work / median / 1e9
+        if theirs is not None:
             _pause()
-        if "scipy" in compare:
-            row["peers"]["scipy"] = measure(lambda: _scipy_conv2d(*host, s, p), 1)[1]
+            row["peers"]["torch"] = measure(run(theirs), repeat)[1]
+            _pause()
+        if scipy_run is not None and "scipy" in compare:
+            row["peers"]["scipy"] = measure(scipy_run, 1)[1]
         rows.append(row)
     return rows
+
+
+def conv2d_suite(shapes, repeat, threads, compare, dtype="float32", device="cpu", progress=None):
+    """Time conv2d forward on each shape; returns a list of result dicts."""
+    return op_suite("conv2d", shapes, repeat, threads, compare, dtype, device, progress)
 
 
 def _scipy_conv2d(x, weight, bias, stride, padding):
@@ -163,7 +247,12 @@ def format_table(rows):
     header = ["op", "shape", "cnnlab ms", "spread ms", "jit s", "rate"] + [f"vs {p}" for p in peers]
     lines = [header]
     for row in rows:
-        if "gflops" in row:
+        if "peak_bytes" in row:
+            rate = (f"peak +{row['peak_bytes'] / 2**20:.1f} MiB (output {row['output_bytes'] / 2**20:.1f} MiB, "
+                    f"input {row['input_bytes'] / 2**20:.1f} MiB)")
+        elif "import_seconds" in row:
+            rate = f"import {row['import_seconds']:.2f} s + first conv2d {row['jit_seconds']:.2f} s"
+        elif "gflops" in row:
             rate = f"{row['gflops']:.1f} GFLOP/s"
         elif "gbytes" in row:
             rate = f"{row['gbytes']:.2f} GB/s"
@@ -262,3 +351,110 @@ def train_suite(repeat, threads, compare, device="cpu", progress=None):
             _pause()
         rows.append(row)
     return rows
+
+
+# ----------------------------------------------------------------------------- start-up and memory
+
+_STARTUP = """
+import time
+start = time.perf_counter()
+import numpy as np
+import cnnlab.functional as F
+imported = time.perf_counter()
+F.conv2d(np.ones((1, 1, 8, 8), np.float32), np.ones((1, 1, 3, 3), np.float32))
+done = time.perf_counter()
+print(imported - start, done - imported)
+"""
+
+
+def startup_suite(progress=None):
+    """Fresh processes: import time and first conv2d, with a warm and with a cold kernel cache."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as cold_cache:
+        for index, (name, environment) in enumerate([
+                ("cold cache", dict(os.environ, NUMBA_CACHE_DIR=cold_cache)),
+                ("warm cache", dict(os.environ))]):
+            if progress:
+                progress(index, 2, f"startup {name}")
+            if name == "warm cache":  # make sure the cache is filled
+                subprocess.run([sys.executable, "-c", _STARTUP], env=environment, capture_output=True, check=True)
+            output = subprocess.run([sys.executable, "-c", _STARTUP], env=environment, capture_output=True,
+                                    text=True, check=True).stdout.split()
+            imported, first = float(output[0]), float(output[1])
+            rows.append(dict(op="startup", shape=name, dtype="float32", device="cpu", seconds=imported + first,
+                             spread=0.0, jit_seconds=first, import_seconds=imported, peers={}))
+    return rows
+
+
+_MEMORY = """
+import resource, sys
+import numpy as np
+import cnnlab, cnnlab.functional as F
+n, c, h, w, f, k, s, p = (int(v) for v in sys.argv[1].split(","))
+backward = sys.argv[2] == "1"
+rng = np.random.default_rng(0)
+x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+weight = rng.standard_normal((f, c, k, k)).astype(np.float32)
+F.conv2d(x[:1, :, :8, :8].copy() if h >= 8 and w >= 8 else x[:1], weight, padding=p)  # load the kernels
+if backward:
+    small = x[:1]
+    F.conv2d_backward(small, weight, F.conv2d(small, weight, stride=s, padding=p), s, p)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = F.conv2d(x, weight, stride=s, padding=p)
+if backward:
+    F.conv2d_backward(x, weight, out, s, p)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) * 1024, out.nbytes, x.nbytes)
+"""
+
+
+def memory_suite(shapes, progress=None):
+    """Peak resident memory added by one conv2d forward (and forward + backward), per shape,
+    measured in a fresh process; compared with the size of the output (and input)."""
+    import subprocess
+    import sys
+
+    rows = []
+    for index, (name, shape) in enumerate(shapes):
+        for backward in (False, True):
+            if progress:
+                progress(index, len(shapes), f"memory {name}{' backward' if backward else ''}")
+            output = subprocess.run([sys.executable, "-c", _MEMORY, ",".join(map(str, shape)), str(int(backward))],
+                                    capture_output=True, text=True, check=True).stdout.split()
+            peak, out_bytes, in_bytes = (int(float(v)) for v in output)
+            rows.append(dict(op="memory" + ("+backward" if backward else ""), shape=name, dtype="float32",
+                             device="cpu", seconds=0.0, spread=0.0, jit_seconds=0.0, peak_bytes=peak,
+                             output_bytes=out_bytes, input_bytes=in_bytes, peers={}))
+    return rows
+
+
+def plot_ratios(rows, path):
+    """A bar chart of every row's ratio to each peer (log scale; below 1 = cnnlab faster)."""
+    from .viz import _pyplot
+
+    plt = _pyplot()
+    labels, ratios, peers = [], [], []
+    for row in rows:
+        for peer, seconds in row["peers"].items():
+            if seconds:
+                labels.append(f"{row['op']} {row['shape']}")
+                ratios.append(row["seconds"] / seconds)
+                peers.append(peer)
+    figure, axis = plt.subplots(figsize=(max(6, 0.45 * len(ratios) + 2), 4))
+    colours = {peer: colour for peer, colour in zip(sorted(set(peers)), ["tab:blue", "tab:orange", "tab:green",
+                                                                         "tab:red"])}
+    axis.bar(range(len(ratios)), ratios, color=[colours[p] for p in peers])
+    axis.axhline(1.0, color="black", linewidth=0.8)
+    axis.set_yscale("log")
+    axis.set_xticks(range(len(ratios)), [f"{l}\nvs {p}" for l, p in zip(labels, peers)], rotation=60,
+                    ha="right", fontsize=7)
+    axis.set_ylabel("cnnlab time / peer time")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

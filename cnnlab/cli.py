@@ -298,17 +298,24 @@ def bench(args):
     print(f"cnnlab bench: {args.op} on the {device}, {threads} threads, compare {compare or 'nothing'}",
           file=sys.stderr)
     rows = []
-    if args.op in ("conv2d", "all"):
-        rows += benchmarks.conv2d_suite(shapes, args.repeat, threads, compare, args.dtype, device, progress)
+    for op in ("conv2d", "conv2d_backward", "pool", "activation", "linear"):
+        if args.op in (op, "all"):
+            rows += benchmarks.op_suite(op, shapes, args.repeat, threads, compare, args.dtype, device, progress)
     if args.op in ("filter", "all"):
         rows += benchmarks.filter_suite(args.repeat, threads, compare, progress=progress)
     if args.op in ("train", "all"):
         rows += benchmarks.train_suite(max(1, min(args.repeat, 3)), threads, compare, device, progress)
+    if args.op == "memory":
+        rows += benchmarks.memory_suite(shapes, progress)
+    if args.op in ("startup", "all"):
+        rows += benchmarks.startup_suite(progress)
     print(benchmarks.format_table(rows))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(dict(threads=threads, device=device, rows=rows), handle, indent=2)
         print(f"results written to {args.json}")
+    if args.plot:
+        print(f"ratios plotted in {benchmarks.plot_ratios(rows, args.plot)}")
     return 0
 
 
@@ -388,7 +395,9 @@ def main(argv=None):
     p.set_defaults(run=tour)
 
     p = commands.add_parser("bench", help="time cnnlab against PyTorch CPU and scipy")
-    p.add_argument("--op", choices=["conv2d", "filter", "train", "all"], default="conv2d")
+    p.add_argument("--op", default="conv2d",
+                   choices=["conv2d", "conv2d_backward", "pool", "activation", "linear", "filter", "train",
+                            "startup", "memory", "all"])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--shapes", nargs="*", help="reference shape names or N,C,H,W,F,K,S,P")
@@ -396,6 +405,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0, help="Numba and PyTorch threads (default: all)")
     p.add_argument("--compare", default="torch,scipy", help="peers: torch, scipy (those installed)")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--plot", help="also draw the ratios as a bar chart in this PNG (needs matplotlib)")
     p.set_defaults(run=bench)
 
     p = commands.add_parser("info", help="version, devices, threads, cache")

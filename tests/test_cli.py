@@ -62,3 +62,18 @@ def test_confusion_matrix():
 
     matrix = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), 3)
     np.testing.assert_array_equal(matrix, [[1, 1, 0], [0, 1, 0], [0, 0, 1]])
+
+
+def test_bench_other_ops_memory_and_plot(tmp_path, capsys):
+    import pytest
+
+    shape = "2,2,8,8,2,3,1,1"
+    for op in ("conv2d_backward", "pool", "activation", "linear"):
+        assert main(["bench", "--op", op, "--shapes", shape, "--repeat", "1", "--compare", ""]) == 0
+        assert op in capsys.readouterr().out
+    assert main(["bench", "--op", "memory", "--shapes", shape]) == 0
+    assert "peak +" in capsys.readouterr().out
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "ratios.png"
+    assert main(["bench", "--shapes", shape, "--repeat", "1", "--compare", "scipy", "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 1000

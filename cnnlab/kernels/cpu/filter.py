@@ -30,29 +30,49 @@ def _resolve(index, size, boundary):
 
 
 @njit(cache=True)
+def _filter_pixel(image, kernel, out, m, n, fillvalue, row_start, col_start, boundary):
+    """One output pixel with the boundary rule applied to every tap."""
+    height, width = image.shape
+    kernel_h, kernel_w = kernel.shape
+    acc = out[m, n]  # zero of the output dtype
+    for j in range(kernel_h):
+        r = _resolve(row_start + m + j, height, boundary)
+        for k in range(kernel_w):
+            c = _resolve(col_start + n + k, width, boundary)
+            if r < 0 or c < 0:
+                acc += kernel[j, k] * fillvalue
+            else:
+                acc += kernel[j, k] * image[r, c]
+    out[m, n] = acc
+
+
+@njit(cache=True)
 def _filter_row(image, kernel, out, m, fillvalue, row_start, col_start, boundary):
+    """Output row ``m``: the columns whose window lies inside the image tap by tap over the
+    whole row (contiguous, vectorizable loops, the same order of additions per pixel), the
+    others pixel by pixel with the boundary rule."""
     height, width = image.shape
     kernel_h, kernel_w = kernel.shape
     out_w = out.shape[1]
     r0 = row_start + m
-    rows_inside = r0 >= 0 and r0 + kernel_h <= height
-    for n in range(out_w):
-        c0 = col_start + n
-        acc = out[m, n]  # zero of the output dtype
-        if rows_inside and c0 >= 0 and c0 + kernel_w <= width:
-            for j in range(kernel_h):
-                for k in range(kernel_w):
-                    acc += kernel[j, k] * image[r0 + j, c0 + k]
-        else:
-            for j in range(kernel_h):
-                r = _resolve(r0 + j, height, boundary)
-                for k in range(kernel_w):
-                    c = _resolve(c0 + k, width, boundary)
-                    if r < 0 or c < 0:
-                        acc += kernel[j, k] * fillvalue
-                    else:
-                        acc += kernel[j, k] * image[r, c]
-        out[m, n] = acc
+    first, last = 0, 0  # interior columns: first <= n < last
+    if r0 >= 0 and r0 + kernel_h <= height:
+        first = min(max(0, -col_start), out_w)
+        last = max(first, min(out_w, width - kernel_w - col_start + 1))
+    inside = out[m, first:last]
+    for j in range(kernel_h):
+        if last == first:
+            break
+        for k in range(kernel_w):
+            weight = kernel[j, k]
+            # slices starting at 0: no negative-index handling in the loop, so it vectorizes
+            source = image[r0 + j, first + col_start + k:last + col_start + k]
+            for n in range(inside.shape[0]):
+                inside[n] += weight * source[n]
+    for n in range(0, first):
+        _filter_pixel(image, kernel, out, m, n, fillvalue, row_start, col_start, boundary)
+    for n in range(last, out_w):
+        _filter_pixel(image, kernel, out, m, n, fillvalue, row_start, col_start, boundary)
 
 
 @njit(parallel=True, cache=True)

@@ -16,54 +16,109 @@ from .. import POOL_AVG, POOL_LP, POOL_MAX, POOL_MEDIAN, POOL_MIN
 
 
 @njit(cache=True)
-def _pool_plane(plane, out_plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode,
-                window):
-    """Pool one (H, W) plane into one (OH, OW) plane; ``window`` is scratch of KH*KW values."""
+def _pool_pixel(plane, out_plane, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, window):
+    """One output pixel: gather its window's in-range values into ``window``, then reduce."""
     height, width = plane.shape
-    out_h, out_w = out_plane.shape
-    for oh in range(out_h):
-        h0 = oh * stride_h - pad_h
-        for ow in range(out_w):
-            w0 = ow * stride_w - pad_w
-            count = 0
-            for i in range(kernel_h):
-                h = h0 + i
-                if h < 0 or h >= height:
-                    continue
-                for j in range(kernel_w):
-                    w = w0 + j
-                    if 0 <= w < width:
-                        window[count] = plane[h, w]
-                        count += 1
-            if mode == POOL_MEDIAN:
-                # lower median, as torch.median: element (count-1)//2 in sorted order
-                out_plane[oh, ow] = np.sort(window[:count])[(count - 1) // 2]
-                continue
-            acc = window[0]
-            if mode == POOL_MAX:
-                for k in range(1, count):
-                    v = window[k]
-                    if v > acc or math.isnan(v):
-                        acc = v
-                        if math.isnan(v):
-                            break
+    h0 = oh * stride_h - pad_h
+    w0 = ow * stride_w - pad_w
+    count = 0
+    for i in range(kernel_h):
+        h = h0 + i
+        if h < 0 or h >= height:
+            continue
+        for j in range(kernel_w):
+            w = w0 + j
+            if 0 <= w < width:
+                window[count] = plane[h, w]
+                count += 1
+    if mode == POOL_MEDIAN:
+        # lower median, as torch.median: element (count-1)//2 in sorted order
+        out_plane[oh, ow] = np.sort(window[:count])[(count - 1) // 2]
+        return
+    acc = window[0]
+    if mode == POOL_MAX:
+        for k in range(1, count):
+            v = window[k]
+            if v > acc or math.isnan(v):
+                acc = v
+                if math.isnan(v):
+                    break
+    elif mode == POOL_MIN:
+        for k in range(1, count):
+            v = window[k]
+            if v < acc or math.isnan(v):
+                acc = v
+                if math.isnan(v):
+                    break
+    elif mode == POOL_AVG:
+        for k in range(1, count):
+            acc += window[k]
+        acc = acc / (kernel_h * kernel_w)
+    else:  # POOL_LP: Euclidean norm of the window
+        acc = acc * acc
+        for k in range(1, count):
+            acc += window[k] * window[k]
+        acc = math.sqrt(acc)
+    out_plane[oh, ow] = acc
+
+
+@njit(cache=True)
+def _pool_row_interior(plane, row, oh, first, last, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                       mode):
+    """Max, min or avg of the windows ``first <= ow < last`` of output row ``oh`` (windows inside
+    the plane horizontally), tap by tap over the whole row: the same order of operations per
+    pixel as :func:`_pool_pixel`, in loops the compiler can vectorize."""
+    height = plane.shape[0]
+    h0 = oh * stride_h - pad_h
+    target = row[first:last]
+    count = last - first
+    started = False
+    for i in range(kernel_h):
+        h = h0 + i
+        if h < 0 or h >= height:
+            continue
+        for j in range(kernel_w):
+            start = first * stride_w + j - pad_w
+            # a slice from 0 with the stride: no negative-index handling inside the loops
+            source = plane[h, start:start + (count - 1) * stride_w + 1:stride_w]
+            if not started:
+                target[:] = source
+                started = True
+            elif mode == POOL_MAX:
+                for k in range(count):
+                    v, t = source[k], target[k]
+                    target[k] = v if (v > t or v != v) else t  # a select: vectorizes, NaN wins
             elif mode == POOL_MIN:
-                for k in range(1, count):
-                    v = window[k]
-                    if v < acc or math.isnan(v):
-                        acc = v
-                        if math.isnan(v):
-                            break
-            elif mode == POOL_AVG:
-                for k in range(1, count):
-                    acc += window[k]
-                acc = acc / (kernel_h * kernel_w)
-            else:  # POOL_LP: Euclidean norm of the window
-                acc = acc * acc
-                for k in range(1, count):
-                    acc += window[k] * window[k]
-                acc = math.sqrt(acc)
-            out_plane[oh, ow] = acc
+                for k in range(count):
+                    v, t = source[k], target[k]
+                    target[k] = v if (v < t or v != v) else t
+            else:
+                for k in range(count):
+                    target[k] += source[k]
+    if mode == POOL_AVG:
+        for k in range(count):
+            target[k] = target[k] / (kernel_h * kernel_w)
+
+
+@njit(cache=True)
+def _pool_plane(plane, out_plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, window):
+    """Pool one (H, W) plane into one (OH, OW) plane; ``window`` is scratch of KH*KW values."""
+    width = plane.shape[1]
+    out_h, out_w = out_plane.shape
+    first, last = 0, 0  # output columns whose windows lie inside the plane horizontally
+    if mode == POOL_MAX or mode == POOL_MIN or mode == POOL_AVG:
+        first = min(out_w, (pad_w + stride_w - 1) // stride_w)
+        last = max(first, min(out_w, (width - kernel_w + pad_w) // stride_w + 1))
+    for oh in range(out_h):
+        if last > first:
+            _pool_row_interior(plane, out_plane[oh], oh, first, last, kernel_h, kernel_w, stride_h,
+                               stride_w, pad_h, pad_w, mode)
+        for ow in range(0, first):
+            _pool_pixel(plane, out_plane, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                        mode, window)
+        for ow in range(last, out_w):
+            _pool_pixel(plane, out_plane, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                        mode, window)
 
 
 @njit(parallel=True, cache=True)
