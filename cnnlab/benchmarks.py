@@ -266,7 +266,7 @@ def format_table(rows):
         lines.append(line)
     for op in sorted({row["op"] for row in rows}):
         op_rows = [r for r in rows if r["op"] == op]
-        if len(op_rows) > 1:
+        if len(op_rows) > 1 and any(r["peers"] for r in op_rows):
             line = [op, "geomean", "", "", "", ""]
             for peer in peers:
                 ratios = [r["seconds"] / r["peers"][peer] for r in op_rows if r["peers"].get(peer)]
