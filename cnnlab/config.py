@@ -17,20 +17,26 @@ MAX_BLOCKS : int
     Upper bound on the number of CUDA blocks of one launch; the grid-stride
     loops cover whatever the grid does not.
 IM2COL_MAX_BYTES : int
-    Largest column buffer (im2col workspace) the CPU convolution may
-    allocate; the batch is processed in chunks that fit.  At least one
-    sample is always processed at a time.
+    Largest total of the per-thread column buffers (im2col workspace) the
+    CPU convolution may allocate; a sample whose buffer would exceed it is
+    processed in blocks of output rows (at least one row at a time).
+GPU_CONV_TILE : int
+    Side of the square output tile one CUDA block computes in the
+    shared-memory convolution (``GPU_CONV_TILE**2`` threads per block);
+    0 selects the direct one-thread-per-output kernel.
 """
 
 _DEFAULTS = {
     "THREADS_PER_BLOCK": 256,
     "MAX_BLOCKS": 65535,
     "IM2COL_MAX_BYTES": 256 * 1024 * 1024,
+    "GPU_CONV_TILE": 16,
 }
 
 THREADS_PER_BLOCK = _DEFAULTS["THREADS_PER_BLOCK"]
 MAX_BLOCKS = _DEFAULTS["MAX_BLOCKS"]
 IM2COL_MAX_BYTES = _DEFAULTS["IM2COL_MAX_BYTES"]
+GPU_CONV_TILE = _DEFAULTS["GPU_CONV_TILE"]
 
 
 def reset():

@@ -46,5 +46,6 @@ def small_cuda_launches():
 
     config.THREADS_PER_BLOCK = 4
     config.MAX_BLOCKS = 3
+    config.GPU_CONV_TILE = 2  # 2x2 output tiles: several tiled blocks per plane
     yield
     config.reset()

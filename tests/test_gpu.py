@@ -48,6 +48,34 @@ def test_conv2d_gpu_equals_cpu(g):
     assert_gpu_equals_cpu(F.conv2d(*on_gpu(x, w, b), *geometry), F.conv2d(x, w, b, *geometry), g["dtype"])
 
 
+@pytest.mark.parametrize("tile", [0, 3])
+def test_conv2d_direct_and_tiled_kernels_agree(tile):
+    """Both GPU forward kernels (config.GPU_CONV_TILE = 0 is the direct one), including
+    partial tiles, partial filter blocks, groups, stride and dilation."""
+    from cnnlab import config
+
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((2, 4, 7, 5)).astype(np.float32)
+    w = rng.standard_normal((10, 2, 3, 2)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    previous = config.GPU_CONV_TILE
+    config.GPU_CONV_TILE = tile
+    try:
+        gpu = F.conv2d(*on_gpu(x, w, b), stride=(2, 1), padding=1, dilation=(1, 2), groups=2)
+    finally:
+        config.GPU_CONV_TILE = previous
+    assert_gpu_equals_cpu(gpu, F.conv2d(x, w, b, stride=(2, 1), padding=1, dilation=(1, 2), groups=2), np.float32)
+
+
+def test_conv2d_too_large_for_shared_memory_uses_the_direct_kernel():
+    from cnnlab.kernels.cuda.conv import _tiled_launch
+
+    x, w = on_gpu(np.ones((1, 1, 12, 12), np.float32), np.ones((1, 1, 9, 9), np.float32))
+    out = cnnlab.to_device(np.zeros((1, 1, 4, 4), np.float32))
+    assert _tiled_launch(x, w, out, 1, 1, 1, 1, 1) is None  # 81 taps > MAX_TAPS
+    np.testing.assert_allclose(cnnlab.to_host(F.conv2d(x, w)), np.full((1, 1, 4, 4), 81.0))
+
+
 @settings(max_examples=10)
 @given(pool_geometries())
 def test_pool2d_gpu_equals_cpu(g):

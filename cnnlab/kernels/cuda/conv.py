@@ -1,11 +1,107 @@
-"""GPU convolution: one thread per output element, grid-stride loop.
+"""GPU convolution: a shared-memory tiled kernel, and a direct one-thread-per-output kernel.
 
-Mirrors :mod:`cnnlab.kernels.cpu.conv`; same name, same parameters.
+The tiled forward kernel gives each CUDA block a square tile of output pixels of one sample
+and up to ``FILTERS_PER_BLOCK`` filters of one group. For each input channel the block's
+threads copy the input patch the tile needs, and those filters' weights, into shared memory
+(coalesced: consecutive threads read consecutive pixels), synchronize, and every thread
+accumulates its pixel for all the block's filters from shared memory, so each input pixel is
+read from global memory once per channel and block instead of once per tap and filter.
+Geometries whose patch or kernel does not fit the fixed shared buffers use the direct kernel.
+
+Mirrors :mod:`cnnlab.kernels.cpu.conv`; same names, same parameters.
 """
 
+import numba
+import numpy as np
 from numba import cuda
 
+from ... import config
 from ._launch import launch_shape
+
+FILTERS_PER_BLOCK = 8
+MAX_PATCH = 48  # largest input patch side held in shared memory
+MAX_TAPS = 64  # largest KH * KW held in shared memory
+_tiled_kernels = {}
+
+
+def _tiled_kernel(tile, dtype):
+    """The tiled forward kernel for a tile side and a dtype (compiled once each)."""
+    key = (tile, np.dtype(dtype))
+    if key in _tiled_kernels:
+        return _tiled_kernels[key]
+    element = numba.from_dtype(np.dtype(dtype))
+    threads = tile * tile
+
+    @cuda.jit
+    def kernel(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
+               tiles_w):
+        patch = cuda.shared.array((MAX_PATCH, MAX_PATCH), element)
+        taps = cuda.shared.array((FILTERS_PER_BLOCK, MAX_TAPS), element)
+        acc = cuda.local.array(FILTERS_PER_BLOCK, element)
+        filters, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
+        channels_per_group, kernel_h, kernel_w = weight.shape[1], weight.shape[2], weight.shape[3]
+        height, width = x.shape[2], x.shape[3]
+        filters_per_group = filters // groups
+        filter_blocks = (filters_per_group + FILTERS_PER_BLOCK - 1) // FILTERS_PER_BLOCK
+        thread = cuda.threadIdx.x
+        ty = thread // tile
+        tx = thread % tile
+        oh0 = (cuda.blockIdx.x // tiles_w) * tile
+        ow0 = (cuda.blockIdx.x % tiles_w) * tile
+        n = cuda.blockIdx.y // (groups * filter_blocks)
+        g = (cuda.blockIdx.y // filter_blocks) % groups
+        f0 = g * filters_per_group + (cuda.blockIdx.y % filter_blocks) * FILTERS_PER_BLOCK
+        count = min(FILTERS_PER_BLOCK, (g + 1) * filters_per_group - f0)
+        patch_h = (tile - 1) * stride_h + dilation_h * (kernel_h - 1) + 1
+        patch_w = (tile - 1) * stride_w + dilation_w * (kernel_w - 1) + 1
+        top = oh0 * stride_h - pad_h
+        left = ow0 * stride_w - pad_w
+        for k in range(FILTERS_PER_BLOCK):
+            acc[k] = 0
+        for c in range(channels_per_group):
+            channel = g * channels_per_group + c
+            for index in range(thread, patch_h * patch_w, threads):
+                h = top + index // patch_w
+                w = left + index % patch_w
+                inside = 0 <= h < height and 0 <= w < width
+                patch[index // patch_w, index % patch_w] = x[n, channel, h, w] if inside else 0
+            for index in range(thread, count * kernel_h * kernel_w, threads):
+                t = index % (kernel_h * kernel_w)
+                taps[index // (kernel_h * kernel_w), t] = weight[f0 + index // (kernel_h * kernel_w), c,
+                                                                 t // kernel_w, t % kernel_w]
+            cuda.syncthreads()
+            for i in range(kernel_h):
+                for j in range(kernel_w):
+                    v = patch[ty * stride_h + i * dilation_h, tx * stride_w + j * dilation_w]
+                    for k in range(count):
+                        acc[k] += taps[k, i * kernel_w + j] * v
+            cuda.syncthreads()
+        oh = oh0 + ty
+        ow = ow0 + tx
+        if oh < out_h and ow < out_w:
+            for k in range(count):
+                out[n, f0 + k, oh, ow] = acc[k] + bias[f0 + k]
+
+    _tiled_kernels[key] = kernel
+    return kernel
+
+
+def _tiled_launch(x, weight, out, stride_h, stride_w, dilation_h, dilation_w, groups):
+    """``(kernel, grid, threads, tiles_w)`` for the tiled kernel, or None if it does not fit."""
+    tile = int(config.GPU_CONV_TILE)
+    if tile < 1:
+        return None
+    samples, filters, out_h, out_w = out.shape
+    kernel_h, kernel_w = weight.shape[2], weight.shape[3]
+    patch_h = (tile - 1) * stride_h + dilation_h * (kernel_h - 1) + 1
+    patch_w = (tile - 1) * stride_w + dilation_w * (kernel_w - 1) + 1
+    filter_blocks = (filters // groups + FILTERS_PER_BLOCK - 1) // FILTERS_PER_BLOCK
+    grid_y = samples * groups * filter_blocks
+    if patch_h > MAX_PATCH or patch_w > MAX_PATCH or kernel_h * kernel_w > MAX_TAPS or grid_y > 65535:
+        return None
+    tiles_w = (out_w + tile - 1) // tile
+    grid = (((out_h + tile - 1) // tile) * tiles_w, grid_y)
+    return _tiled_kernel(tile, x.dtype), grid, tile * tile, tiles_w
 
 
 @cuda.jit
@@ -41,8 +137,15 @@ def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w,
 
     Same contract as :func:`cnnlab.kernels.cpu.conv.conv2d_forward`; the
     arrays are device arrays.  ``block_rows`` and ``workers`` shape the CPU
-    schedule and are not used here.
+    schedule and are not used here.  Uses the shared-memory tiled kernel when
+    the geometry fits it (``config.GPU_CONV_TILE``), else the direct kernel.
     """
+    tiled = _tiled_launch(x, weight, out, stride_h, stride_w, dilation_h, dilation_w, groups)
+    if tiled is not None:
+        kernel, grid, threads, tiles_w = tiled
+        kernel[grid, threads](x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                              dilation_w, groups, tiles_w)
+        return
     blocks, threads = launch_shape(out.size)
     _conv2d_forward_kernel[blocks, threads](x, weight, bias, out, stride_h, stride_w, pad_h, pad_w,
                                             dilation_h, dilation_w, groups)
