@@ -15,7 +15,6 @@ import types
 
 import numpy as np
 import numba
-from numba import cuda
 from numba.cuda import compile_ptx
 from numba.cuda.dispatcher import CUDADispatcher
 
@@ -39,7 +38,6 @@ class Recorder:
 
 CUDADispatcher.__getitem__ = lambda self, config: Recorder(self)
 
-import cnnlab  # noqa: E402  (after the launch interception above)
 import cnnlab.device as device
 import cnnlab.kernels.cuda as cuda_kernels
 proxy = types.SimpleNamespace(**{k: getattr(cuda_kernels, k) for k in dir(cuda_kernels) if not k.startswith('__')})
@@ -51,7 +49,6 @@ device.kernels_for = lambda *a, **k: proxy
 import cnnlab.functional as F, cnnlab.filters as filters
 F.kernels_for = device.kernels_for
 filters.kernels_for = device.kernels_for
-from cnnlab import layers as L
 
 for dtype in (np.float32, np.float64):
     x = np.random.rand(2, 2, 6, 6).astype(dtype)

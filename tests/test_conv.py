@@ -1,7 +1,6 @@
 """conv2d against the loop definition and against scipy.signal.correlate2d."""
 
 import numpy as np
-import pytest
 from hypothesis import given
 
 import cnnlab

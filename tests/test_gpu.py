@@ -263,7 +263,7 @@ def test_optimizer_steps_gpu_equal_cpu(dtype):
     param, grad = rng.standard_normal((2, 7)).astype(dtype)
     cpu = [param.copy(), np.zeros_like(param)]
     gpu = on_gpu(param, np.zeros_like(param))
-    for step in range(3):
+    for _ in range(3):
         F.sgd_update(cpu[0], grad, cpu[1], 0.1, 0.9, 0.01, True)
         F.sgd_update(gpu[0], cnnlab.to_device(grad), gpu[1], 0.1, 0.9, 0.01, True)
     assert_gpu_equals_cpu(gpu[0], cpu[0], dtype)

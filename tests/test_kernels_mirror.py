@@ -83,7 +83,7 @@ def test_cpu_kernels_load_from_the_disk_cache():
     import subprocess
     import sys
 
-    for attempt in range(2):  # the first run may be the one that fills the cache
+    for _ in range(2):  # the first run may be the one that fills the cache
         code = f"KERNEL_NAMES = {sorted(KERNEL_NAMES)!r}\n" + WORKLOAD
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "", f"compiled instead of loaded from cache: {result.stdout}"

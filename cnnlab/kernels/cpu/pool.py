@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .. import POOL_AVG, POOL_LP, POOL_MAX, POOL_MEDIAN, POOL_MIN
+from .. import POOL_AVG, POOL_MAX, POOL_MEDIAN, POOL_MIN
 
 
 @njit(cache=True)
