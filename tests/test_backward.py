@@ -178,3 +178,18 @@ def test_batch_norm_backward_matches_finite_differences():
 def test_bad_backward_input(call, error, words):
     with pytest.raises(error, match=words):
         call()
+
+
+def test_conv2d_backward_with_row_blocks_gives_the_same_gradients(monkeypatch):
+    """A tiny im2col budget forces one output row per work item in both backward kernels."""
+    from cnnlab import config
+
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((3, 4, 9, 7))
+    w = rng.standard_normal((6, 2, 3, 3))
+    upstream = rng.standard_normal(F.conv2d(x, w, stride=(2, 1), padding=1, groups=2).shape)
+    whole = F.conv2d_backward(x, w, upstream, stride=(2, 1), padding=1, groups=2)
+    monkeypatch.setattr(config, "IM2COL_MAX_BYTES", 1)
+    blocked = F.conv2d_backward(x, w, upstream, stride=(2, 1), padding=1, groups=2)
+    for a, b in zip(whole, blocked):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
