@@ -215,7 +215,7 @@ def _scipy_conv2d(x, weight, bias, stride, padding):
 
 
 def filter_suite(repeat, threads, compare, size=EDGE_IMAGE_SIZE, progress=None):
-    """The seeds' 3x3 edge filter on one ``size`` x ``size`` float32 image."""
+    """The textbook 3x3 edge filter on one ``size`` x ``size`` float32 image."""
     from scipy import ndimage, signal
 
     from . import filters
@@ -313,7 +313,7 @@ def train_suite(repeat, threads, compare, device="cpu", progress=None):
     """Seconds per training epoch (Adam, cross-entropy) of the demo network and of a
     CIFAR-sized network, against the same network and batches in PyTorch."""
     from . import optim
-    from .cli import seeds_cnn
+    from .cli import classic_cnn
 
     torch = _torch(threads) if "torch" in compare else None
     rows = []
@@ -322,7 +322,7 @@ def train_suite(repeat, threads, compare, device="cpu", progress=None):
             progress(index, len(TRAIN_NETWORKS), name)
         (channels, size, _), classes, filters, hidden, _, batch = TRAIN_NETWORKS[name]
         x, y = _training_data(name)
-        model = seeds_cnn(channels, size, classes, filters, hidden, seed=0).to(device)
+        model = classic_cnn(channels, size, classes, filters, hidden, seed=0).to(device)
         optimizer = optim.Adam(1e-3)
 
         def epoch():

@@ -14,8 +14,8 @@ def _timed(function, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-def seeds_cnn(in_channels, image_size, classes, conv_filters=(32, 64), hidden=128, seed=0):
-    """The seeds' architecture: two convolution modules (3x3 convolution + ReLU + 2x2 max
+def classic_cnn(in_channels, image_size, classes, conv_filters=(32, 64), hidden=128, seed=0):
+    """The textbook architecture: two convolution modules (3x3 convolution + ReLU + 2x2 max
     pool), then two fully-connected layers ending in softmax."""
     import cnnlab
     from cnnlab.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Softmax
@@ -60,7 +60,7 @@ def format_confusion(matrix, names):
 
 
 def demo(args):
-    """Train the seeds' CNN on real bundled images and report held-out accuracy."""
+    """Train the textbook CNN on real bundled images and report held-out accuracy."""
     import cnnlab
     from cnnlab.data import train_test_split
 
@@ -69,7 +69,7 @@ def demo(args):
     x_train, x_test, y_train, y_test = train_test_split(images, labels, test_size=0.25, seed=args.seed)
     print(f"cnnlab {cnnlab.__version__} demo: {args.data}, {len(x_train)} training and {len(x_test)} "
           f"held-out images of {images.shape[2]}x{images.shape[3]}, {len(names)} classes, on the {device}")
-    model = seeds_cnn(1, images.shape[2], len(names), seed=args.seed)
+    model = classic_cnn(1, images.shape[2], len(names), seed=args.seed)
     model.class_names = names
     model.summary()
     model.to(device)
@@ -110,7 +110,7 @@ def _write_plots(folder, model, history, matrix, names, image):
 
 
 def tour(args):
-    """The seeds' pipeline on a real photograph: edge filter, then conv -> ReLU -> max pool."""
+    """The textbook pipeline on a real photograph: edge filter, then conv -> ReLU -> max pool."""
     from skimage import data as samples
 
     import cnnlab
@@ -166,7 +166,7 @@ def train(args):
     x_train, x_val, y_train, y_val = train_test_split(images, labels, test_size=args.validation, seed=args.seed)
     x_train, mean, std = standardize(x_train)
     x_val, _, _ = standardize(x_val, mean, std)
-    model = seeds_cnn(images.shape[1], args.size, len(names), seed=args.seed)
+    model = classic_cnn(images.shape[1], args.size, len(names), seed=args.seed)
     model.class_names = names
     model.preprocessing = dict(size=list(size), color=args.color, mean=mean.tolist(), std=std.tolist())
     model.to(device)
@@ -349,7 +349,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="cnnlab", description="Readable, fast CNNs in Numba.")
     commands = parser.add_subparsers(dest="command")
 
-    p = commands.add_parser("demo", help="train the seeds' CNN on bundled images and report accuracy")
+    p = commands.add_parser("demo", help="train the textbook CNN on bundled images and report accuracy")
     p.add_argument("--data", choices=["digits", "faces"], default="digits",
                    help="scikit-learn's handwritten digits, or scikit-image's face / not-face subset")
     p.add_argument("--epochs", type=int, default=15)
@@ -390,7 +390,7 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="the output image (PNG)")
     p.set_defaults(run=filter_image)
 
-    p = commands.add_parser("tour", help="the seeds' filter and conv/ReLU/pool module on a real photo")
+    p = commands.add_parser("tour", help="the textbook filter and conv/ReLU/pool module on a real photo")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(run=tour)
 

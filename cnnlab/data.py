@@ -1,7 +1,7 @@
 """Getting images ready for the network.
 
 The network ops take float images; pixels stored as 0-255 integers are
-scaled to 0-1 first (the seeds call this normalization)::
+scaled to 0-1 first (this is called normalization)::
 
     from skimage import data
     from cnnlab.data import normalize

@@ -6,7 +6,7 @@ dtypes in every ``mode`` ('full', 'valid', 'same') and ``boundary`` ('fill',
 'wrap', 'symm'), integers included; the sums run in cnnlab's Numba kernels,
 on the CPU for NumPy input and on the GPU for GPU input.
 
-:data:`KERNELS` holds the seeds' classic 3x3 kernels, and :func:`apply` runs
+:data:`KERNELS` holds the textbook classic 3x3 kernels, and :func:`apply` runs
 one of them over a grayscale or RGB image::
 
     from skimage import data
@@ -43,11 +43,11 @@ def _kernel(rows):
 
 KERNELS = {
     "identity": _kernel([[0, 0, 0], [0, 1, 0], [0, 0, 0]]),
-    # the seeds' high-pass filter: 4-neighbour Laplacian, weights sum to zero
+    # the textbook high-pass filter: 4-neighbour Laplacian, weights sum to zero
     "edge": _kernel([[0, -1, 0], [-1, 4, -1], [0, -1, 0]]),
     # x-gradient (responds to vertical edges)
     "sobel_x": _kernel([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]),
-    # y-gradient (the seeds' horizontal edge detector)
+    # y-gradient (the textbook horizontal edge detector)
     "sobel_y": _kernel([[-1, -2, -1], [0, 0, 0], [1, 2, 1]]),
     "sharpen": _kernel([[0, -1, 0], [-1, 5, -1], [0, -1, 0]]),
     "box_blur": _kernel(np.ones((3, 3)) / 9.0),
@@ -186,7 +186,7 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
 
     Shape
     -----
-    'valid' along one axis is the seeds' ``O = W - K + 1``
+    'valid' along one axis is the textbook ``O = W - K + 1``
     (:func:`cnnlab.output_size` with padding 0, stride 1).
 
     See Also
@@ -197,7 +197,7 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
 
     Examples
     --------
-    The seeds' edge filter at the centre of a 3x3 patch:
+    The textbook edge filter at the centre of a 3x3 patch:
 
     >>> import numpy as np
     >>> from cnnlab.filters import KERNELS, correlate2d

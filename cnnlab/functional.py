@@ -196,7 +196,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     Examples
     --------
-    The seeds' 5x5 input and 3x3 kernel:
+    The textbook 5x5 input and 3x3 kernel:
 
     >>> import numpy as np, cnnlab.functional as F
     >>> x = np.array([[3, 3, 2, 1, 0], [0, 0, 1, 3, 1], [3, 1, 2, 2, 3],
@@ -341,7 +341,7 @@ def pool2d(x, kernel_size, stride=None, padding=0, mode="max"):
 
     Examples
     --------
-    The seeds' 4x4 feature map, 2x2 window, stride 2:
+    The textbook 4x4 feature map, 2x2 window, stride 2:
 
     >>> import numpy as np, cnnlab.functional as F
     >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)

@@ -330,7 +330,7 @@ class GlobalAvgPool2D(Layer):
 
 
 class ReLU(Layer):
-    """``max(x, 0)``, the seeds' activation after every convolution."""
+    """``max(x, 0)``, the textbook activation after every convolution."""
 
     def forward(self, x, training=False):
         if training:

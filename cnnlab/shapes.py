@@ -54,7 +54,7 @@ def output_size(size, kernel_size, stride=1, padding=0, dilation=1):
     Parameters
     ----------
     size : int
-        Input size along the dimension (``W`` in the seeds' formula).
+        Input size along the dimension (``W`` in the textbook formula).
     kernel_size : int
         Window size ``K``.
     stride : int, default 1
@@ -80,7 +80,7 @@ def output_size(size, kernel_size, stride=1, padding=0, dilation=1):
 
     Examples
     --------
-    The seeds' 3x3 filter on a 5x5 feature map gives 9 positions:
+    The textbook 3x3 filter on a 5x5 feature map gives 9 positions:
 
     >>> output_size(5, 3)
     3

@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 import cnnlab
-from cnnlab.cli import seeds_cnn
+from cnnlab.cli import classic_cnn
 from cnnlab.data import Augmenter, train_test_split
 
 
@@ -32,14 +32,14 @@ def split_digits(seed):
 def run(seed=0, epochs=30, freeze_up_to=3):
     """Held-out accuracy on digits 5-9: ``(transferred, from_scratch)``."""
     (x_first, y_first), (x_few, y_few), (x_test, y_test) = split_digits(seed)
-    base = seeds_cnn(1, 8, 5, seed=seed)
+    base = classic_cnn(1, 8, 5, seed=seed)
     base.fit(x_first, y_first, epochs=20, batch_size=32, optimizer=cnnlab.optim.Adam(2e-3), seed=seed, verbose=0,
              augment=Augmenter(shift=0.1, flip=False, rotation=10, zoom=0.1, brightness=0.05, contrast=0.1))
 
     transferred = base.replace_head(5, seed=seed + 100).freeze(up_to=freeze_up_to)
     transferred.fit(x_few, y_few, epochs=epochs, batch_size=20, optimizer=cnnlab.optim.Adam(2e-3), seed=seed,
                     verbose=0)
-    scratch = seeds_cnn(1, 8, 5, seed=seed + 200)
+    scratch = classic_cnn(1, 8, 5, seed=seed + 200)
     scratch.fit(x_few, y_few, epochs=epochs, batch_size=20, optimizer=cnnlab.optim.Adam(2e-3), seed=seed,
                 verbose=0)
     return (float((transferred.predict(x_test) == y_test).mean()),

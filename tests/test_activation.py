@@ -62,7 +62,7 @@ def test_sigmoid_does_not_overflow():
         np.testing.assert_allclose(F.sigmoid(x), [0, 0, 0.5, 1, 1])
 
 
-def test_relu_seed_definition():
+def test_relu_textbook_definition():
     x = np.array([-2.0, -0.0, 0.0, 3.0, np.nan])
     out = F.relu(x)
     np.testing.assert_array_equal(out[:4], [0, 0, 0, 3])

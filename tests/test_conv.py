@@ -49,7 +49,7 @@ def test_conv2d_output_shape_is_output_size(g):
     assert out.shape == (g["samples"], g["filters"]) + expected
 
 
-def test_seed_5x5_input_3x3_kernel():
+def test_textbook_5x5_input_3x3_kernel():
     image = np.array([[3, 3, 2, 1, 0], [0, 0, 1, 3, 1], [3, 1, 2, 2, 3],
                       [2, 0, 0, 2, 2], [2, 0, 0, 0, 1]], dtype=np.float64)
     kernel = np.array([[0, 1, 2], [2, 2, 0], [0, 1, 2]], dtype=np.float64)
@@ -57,7 +57,7 @@ def test_seed_5x5_input_3x3_kernel():
     np.testing.assert_array_equal(out[0, 0], [[12, 12, 17], [10, 17, 19], [9, 6, 14]])
 
 
-def test_seed_3x3_kernel_on_5x5_gives_nine_positions_and_padding_keeps_size():
+def test_textbook_3x3_kernel_on_5x5_gives_nine_positions_and_padding_keeps_size():
     x = np.random.default_rng(1).random((1, 1, 5, 5))
     w = np.ones((1, 1, 3, 3))
     assert F.conv2d(x, w).shape == (1, 1, 3, 3)

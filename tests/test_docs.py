@@ -18,3 +18,13 @@ def test_tutorial_runs(capsys):
         exec(compile(block, "docs/tutorial.md", "exec"), namespace)
     shown = capsys.readouterr().out
     assert "[[175.]]" in shown and "held-out accuracy" in shown and "most frequent mistake" in shown
+
+
+def test_readme_examples_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the example saves a model file
+    blocks = python_blocks(DOCS.parent / "README.md")
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    assert (tmp_path / "digits.npz").exists()
+    assert "(1, 3, 256, 256)" in capsys.readouterr().out

@@ -85,7 +85,7 @@ def test_uint8_arithmetic_wraps_like_scipy():
     assert_same_as_scipy(filters.correlate2d(image, kernel), signal.correlate2d(image, kernel))
 
 
-def test_seed_edge_filter_gives_175():
+def test_textbook_edge_filter_gives_175():
     patch = np.array([[150, 45, 25], [250, 200, 80], [215, 250, 235]])
     out = filters.correlate2d(patch, KERNELS["edge"], mode="valid")
     assert out.shape == (1, 1) and out[0, 0] == 175

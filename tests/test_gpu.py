@@ -119,7 +119,7 @@ def test_filters_gpu_equal_scipy(mode, boundary):
     np.testing.assert_allclose(cnnlab.to_host(gpu), signal.correlate2d(kernel, image.astype(np.float64), "valid"))
 
 
-def test_seed_examples_on_gpu():
+def test_textbook_examples_on_gpu():
     image = np.array([[3, 3, 2, 1, 0], [0, 0, 1, 3, 1], [3, 1, 2, 2, 3],
                       [2, 0, 0, 2, 2], [2, 0, 0, 0, 1]], dtype=np.float32)
     kernel = np.array([[0, 1, 2], [2, 2, 0], [0, 1, 2]], dtype=np.float32)

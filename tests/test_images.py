@@ -160,9 +160,9 @@ def test_cli_errors_for_missing_and_wrong_files(tmp_path, folder):
 def test_plots_are_written(tmp_path):
     pytest.importorskip("matplotlib")
     from cnnlab import viz
-    from cnnlab.cli import seeds_cnn
+    from cnnlab.cli import classic_cnn
 
-    model = seeds_cnn(1, 8, 3, (4, 6), 8, seed=0)
+    model = classic_cnn(1, 8, 3, (4, 6), 8, seed=0)
     x = np.random.default_rng(4).random((12, 1, 8, 8)).astype(np.float32)
     history = model.fit(x, np.arange(12) % 3, epochs=2, validation_data=(x, np.arange(12) % 3), verbose=0)
     paths = [
@@ -177,9 +177,9 @@ def test_plots_are_written(tmp_path):
 
 
 def test_replace_head_for_transfer():
-    from cnnlab.cli import seeds_cnn
+    from cnnlab.cli import classic_cnn
 
-    model = seeds_cnn(1, 8, 5, (4, 6), 8, seed=0)
+    model = classic_cnn(1, 8, 5, (4, 6), 8, seed=0)
     base = [layer.weight.copy() for layer in model.layers[:4] if layer.params]
     model.replace_head(3, seed=1).freeze(up_to=7)
     assert model.output_shapes((1, 8, 8))[-1] == (3,)

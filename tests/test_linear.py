@@ -23,7 +23,7 @@ def test_linear_matches_reference(samples, n_in, n_out, with_bias, dtype):
     np.testing.assert_allclose(out, naive.linear(x, w, b), rtol=tol, atol=tol)
 
 
-def test_seed_fully_connected_input_count():
+def test_textbook_fully_connected_input_count():
     """A 20x20x10 pooled volume gives 4000 inputs to the fully-connected layer."""
     volume = np.ones((1, 10, 20, 20), dtype=np.float32)
     flat = volume.reshape(1, -1)

@@ -1,4 +1,4 @@
-"""Every pooling mode against a plain NumPy loop, and the seeds' max pool."""
+"""Every pooling mode against a plain NumPy loop, and the textbook max pool."""
 
 import numpy as np
 import pytest
@@ -26,7 +26,7 @@ def test_pool2d_matches_reference_and_output_size(g):
     assert out.shape == (g["samples"], g["channels"]) + expected
 
 
-def test_seed_max_pool_4x4_window_2_stride_2():
+def test_textbook_max_pool_4x4_window_2_stride_2():
     x = np.array([[1, 1, 2, 4], [5, 6, 7, 8], [3, 2, 1, 0], [1, 2, 3, 4]], dtype=np.float32)
     out = F.max_pool2d(x[None, None], 2, 2)
     np.testing.assert_array_equal(out[0, 0], [[6, 8], [3, 4]])

@@ -1,4 +1,4 @@
-"""cnnlab.output_size: the seeds' O = (W - K + 2P)/S + 1, generalized, and its errors."""
+"""cnnlab.output_size: the textbook O = (W - K + 2P)/S + 1, generalized, and its errors."""
 
 import pytest
 from hypothesis import given
@@ -25,14 +25,14 @@ def test_output_size_counts_window_positions(size, kernel, stride, padding, dila
 
 @given(size=st.integers(1, 64), kernel=st.integers(1, 9), stride=st.integers(1, 4),
        padding=st.integers(0, 4))
-def test_seed_formula_when_stride_divides(size, kernel, stride, padding):
+def test_textbook_formula_when_stride_divides(size, kernel, stride, padding):
     """O = (W - K + 2P) / S + 1 exactly, whenever the division is exact."""
     numerator = size - kernel + 2 * padding
     if numerator >= 0 and numerator % stride == 0:
         assert cnnlab.output_size(size, kernel, stride, padding) == numerator // stride + 1
 
 
-def test_seed_examples():
+def test_textbook_examples():
     assert cnnlab.output_size(5, 3) == 3            # 3x3 kernel on 5x5: nine positions
     assert cnnlab.output_size(5, 3, padding=1) == 5  # padded to 7x7
     assert cnnlab.output_size(4, 2, stride=2) == 2   # 2x2 max pool, stride 2
