@@ -21,7 +21,12 @@ def test_tutorial_runs(capsys):
 
 
 def test_readme_examples_run(tmp_path, monkeypatch, capsys):
+    import cnnlab
+    from cnnlab.device import simulator_enabled
+
     monkeypatch.chdir(tmp_path)  # the example saves a model file
+    if simulator_enabled():  # the GPU branch is for real GPUs: a 512x512 image takes minutes simulated
+        monkeypatch.setattr(cnnlab, "cuda_available", lambda: False)
     blocks = python_blocks(DOCS.parent / "README.md")
     assert len(blocks) >= 2
     for block in blocks:
