@@ -77,6 +77,8 @@ for dtype in (np.float32, np.float64):
     cuda_kernels.mse_forward(xl.ravel(), xl.ravel(), np.empty(xl.size, dtype)); F.mse_backward(x, x)
     gamma = np.ones(2, dtype); beta = np.zeros(2, dtype)
     o, m, v = F.batch_norm2d(x, gamma, beta); F.batch_norm2d_backward(x, x, m, v, gamma); F.running_average(m.copy(), m, 0.1, 1.0)
+    cuda_kernels.gather_rows(xl, np.array([1, 0]), np.empty_like(xl))
+    cuda_kernels.classification_totals(np.ones(4, dtype), logits, t, np.zeros(2))
     p_ = np.ones(5, dtype); F.sgd_update(p_, p_, p_.copy(), 0.1, 0.9, 0.0, True); F.adam_update(p_, p_, p_.copy(), p_.copy(), 1, 0.1)
 for dtype in (np.uint8, np.float32, np.float64, np.complex128):
     cuda_kernels.correlate2d_forward(np.ones((5, 5), dtype), np.ones((3, 3), dtype), np.zeros((5, 5), dtype),

@@ -835,13 +835,40 @@ def cross_entropy(logits, targets):
     --------
     cnnlab.kernels.cpu.loss.cross_entropy_forward, torch.nn.functional.cross_entropy
     """
+    losses, probabilities = cross_entropy_per_sample(logits, targets)
+    return float(np.mean(to_host(losses), dtype=np.float64)), probabilities
+
+
+def cross_entropy_per_sample(logits, targets):
+    """Per-sample cross-entropy losses and the softmax, both left on the logits' device
+    (no host copy: what a training step on the GPU needs)."""
     logits = as_float_array("logits", logits, ndim=2)
     kernels = kernels_for(logits=logits, targets=targets)
     targets = kernels.asarray(as_targets("targets", targets, logits.shape[0], logits.shape[1]))
     losses = kernels.empty((logits.shape[0],), logits.dtype)
     probabilities = kernels.empty(logits.shape, logits.dtype)
     kernels.cross_entropy_forward(kernels.asarray(logits), targets, losses, probabilities)
-    return float(np.mean(to_host(losses), dtype=np.float64)), probabilities
+    return losses, probabilities
+
+
+def add_classification_totals(losses, probabilities, targets, totals):
+    """Add a batch's loss sum and number of correct predictions to the float64 pair ``totals``
+    (all on one device)."""
+    kernels = kernels_for(losses=losses, probabilities=probabilities, targets=targets, totals=totals)
+    kernels.classification_totals(kernels.asarray(losses), kernels.asarray(probabilities),
+                                  kernels.asarray(targets), kernels.asarray(totals))
+
+
+def gather_rows(source, index):
+    """``source[index]`` for the first axis, on ``source``'s device (``index`` int64 there too)."""
+    kernels = kernels_for(source=source, index=index)
+    samples = index.shape[0]
+    shape = (samples,) + tuple(source.shape[1:])
+    width = int(np.prod(source.shape[1:], dtype=np.int64))
+    out = kernels.empty(shape, source.dtype)
+    kernels.gather_rows(kernels.asarray(source).reshape(source.shape[0], width), kernels.asarray(index),
+                        out.reshape(samples, width))
+    return out
 
 
 def cross_entropy_backward(probabilities, targets):

@@ -97,12 +97,15 @@ class _Progress:
         return (f"epoch {self.epoch + 1}/{self.epochs} [{bar}] {done}/{self.total} loss {loss:.4f} "
                 f"acc {accuracy:.4f} {rate:,.0f} samples/s {timing}")
 
-    def update(self, done, loss, accuracy):
+    def update(self, done, read):
+        """Redraw (at most every 0.1 s) with ``read() -> (loss, accuracy)``, called only to draw:
+        on the GPU reading the running totals is a copy to the host."""
         if not (self.verbose and self.interactive):
             return
         now = time.perf_counter()
         if now - self._last_draw >= 0.1:
             self._last_draw = now
+            loss, accuracy = read()
             print("\r" + self._line(done, loss, accuracy, final=False), end="", file=self.stream, flush=True)
 
     def finish(self, loss, accuracy, extra=""):
@@ -343,7 +346,11 @@ class Sequential:
             for layer in layers:
                 out = layer.forward(out, training=False)
             targets = y[start:start + batch.shape[0]]
-            total_loss += loss.forward(out, self._to_model_device(targets)) * batch.shape[0]
+            if isinstance(loss, losses_module.CrossEntropy):
+                target = self._to_model_device(targets)
+            else:
+                target = self._one_hot_like(out, targets)
+            total_loss += loss.forward(out, target) * batch.shape[0]
             correct += int((to_host(out).argmax(axis=1) == targets).sum())
         return {"loss": total_loss / x.shape[0], "accuracy": correct / x.shape[0]}
 
@@ -428,28 +435,45 @@ class Sequential:
 
         layers = self._logit_layers(self.loss)
         dropouts = [layer for layer in layers if isinstance(layer, Dropout)]
+        # On the GPU the whole training set goes to the device once; each step gathers its
+        # batch there, and the loss and hits are summed there (read only to draw progress).
+        resident = self.device == "cuda" and augment is None
+        if resident:
+            x_source, y_source = to_device(x), to_device(y)
         with _DeferredInterrupt() as interrupt:
             for epoch in range(start_epoch, epochs):
                 self.optimizer.set_epoch(epoch)
                 order = rng.permutation(x.shape[0]) if shuffle else np.arange(x.shape[0])
                 progress = _Progress(epoch, epochs, x.shape[0], verbose)
-                seen, total_loss, correct = 0, 0.0, 0
+                totals = self._to_model_device(np.zeros(2))  # loss sum, correct predictions
+                seen = 0
+
+                def read_totals():
+                    loss_sum, hits = to_host(totals)
+                    if not math.isfinite(loss_sum):
+                        raise FloatingPointError(f"the loss became {loss_sum}: lower the learning rate")
+                    return loss_sum / seen, hits / seen
+
                 epoch_start = time.perf_counter()
                 for start in range(0, x.shape[0], batch_size):
                     index = order[start:start + batch_size]
-                    batch, targets = x[index], y[index]
-                    if augment is not None:
-                        batch = np.ascontiguousarray(augment(batch, rng), dtype=x.dtype)
+                    if resident:
+                        device_index = to_device(np.ascontiguousarray(index, dtype=np.int64))
+                        batch, targets = F.gather_rows(x_source, device_index), F.gather_rows(y_source, device_index)
+                    else:
+                        batch, targets = x[index], y[index]
+                        if augment is not None:
+                            batch = np.ascontiguousarray(augment(batch, rng), dtype=x.dtype)
+                        batch, targets = self._to_model_device(batch), self._to_model_device(targets)
                     for number, layer in enumerate(dropouts):
                         layer.step_seed = int((base_seed * 7919 + self.optimizer.steps * 104729 + number)
                                               % (2**31))
-                    batch_loss, batch_correct = self._train_step(layers, batch, targets)
+                    self._train_step(layers, batch, targets, totals)
                     seen += len(index)
-                    total_loss += batch_loss * len(index)
-                    correct += batch_correct
-                    progress.update(seen, total_loss / seen, correct / seen)
+                    progress.update(seen, read_totals)
                     interrupt.check()
-                record = dict(loss=total_loss / seen, accuracy=correct / seen, lr=self.optimizer.lr,
+                mean_loss, accuracy = read_totals()
+                record = dict(loss=mean_loss, accuracy=accuracy, lr=self.optimizer.lr,
                               seconds=time.perf_counter() - epoch_start)
                 extra = ""
                 if validation_data is not None:
@@ -465,24 +489,42 @@ class Sequential:
             layer.step_seed = None
         return history
 
-    def _train_step(self, layers, batch, targets):
-        out = self._to_model_device(batch)
+    def _one_hot_like(self, out, labels):
+        """One-hot rows of ``labels`` in ``out``'s dtype, on the model's device (MSE targets)."""
+        from .data import one_hot
+
+        return self._to_model_device(one_hot(labels, out.shape[1]).astype(np.dtype(out.dtype)))
+
+    def _train_step(self, layers, batch, targets, totals):
+        """Forward, loss, backward and update for one batch already on the model's device;
+        adds the batch's loss sum and correct predictions to ``totals`` (on that device)."""
+        out = batch
         for layer in layers:
             out = layer.forward(out, training=True)
-        device_targets = self._to_model_device(targets)
-        loss_value = self.loss.forward(out, device_targets)
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"the loss became {loss_value}: lower the learning rate")
-        grad = self.loss.backward()
+        if isinstance(self.loss, losses_module.CrossEntropy):
+            losses, probabilities = F.cross_entropy_per_sample(out, targets)
+            if self.device == "cpu" and not np.all(np.isfinite(losses)):  # free to check here
+                raise FloatingPointError("the loss became non-finite: lower the learning rate")
+            F.add_classification_totals(losses, probabilities, targets, totals)
+            grad = F.cross_entropy_backward(probabilities, targets)
+        else:  # squared error against one-hot rows
+            host_targets = to_host(targets)
+            loss_value = self.loss.forward(out, self._one_hot_like(out, host_targets))
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"the loss became {loss_value}: lower the learning rate")
+            host = to_host(totals).copy()
+            host += (loss_value * batch.shape[0], int((to_host(out).argmax(axis=1) == host_targets).sum()))
+            if self.device == "cuda":
+                totals.copy_to_device(host)
+            else:
+                totals[:] = host
+            grad = self.loss.backward()
         for layer in reversed(layers):
             grad = layer.backward(grad)
             if grad is None:
                 break
         parameters = [(layer.params[name], layer.grads[name]) for layer, name in self.parameters()]
         self.optimizer.step(parameters)
-        predictions = to_host(out).argmax(axis=1) if isinstance(self.loss, losses_module.CrossEntropy) else None
-        correct = int((predictions == targets).sum()) if predictions is not None else 0
-        return loss_value, correct
 
     # --- saving -------------------------------------------------------------------
     def _arrays(self):

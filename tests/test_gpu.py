@@ -273,3 +273,20 @@ def test_optimizer_steps_gpu_equal_cpu(dtype):
         F.adam_update(cpu[0], grad, cpu[1], cpu[2], step, 0.01, weight_decay=0.1)
         F.adam_update(gpu[0], cnnlab.to_device(grad), gpu[1], gpu[2], step, 0.01, weight_decay=0.1)
     assert_gpu_equals_cpu(gpu[0], cpu[0], dtype)
+
+
+def test_gather_rows_and_classification_totals_gpu_equal_cpu():
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+    index = np.array([4, 0, 4, 2], dtype=np.int64)
+    assert_gpu_equals_cpu(F.gather_rows(*on_gpu(x, index)), F.gather_rows(x, index), np.float32)
+    np.testing.assert_array_equal(F.gather_rows(x, index), x[index])
+    labels = np.array([0, 2, 1, 1], dtype=np.int64)
+    losses, probabilities = F.cross_entropy_per_sample(x[:4, 0, 0], labels)
+    totals = np.zeros(2)
+    F.add_classification_totals(losses, probabilities, labels, totals)
+    gpu_totals = cnnlab.to_device(np.zeros(2))
+    F.add_classification_totals(*on_gpu(losses, probabilities, labels), gpu_totals)
+    np.testing.assert_allclose(cnnlab.to_host(gpu_totals), totals, rtol=1e-6)
+    assert totals[0] == pytest.approx(float(losses.sum()), rel=1e-6)
+    assert totals[1] == (probabilities.argmax(axis=1) == labels).sum()

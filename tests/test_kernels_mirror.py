@@ -16,7 +16,7 @@ KERNEL_NAMES = {
     "linear_forward", "linear_backward", "dropout_forward", "dropout_backward",
     "cross_entropy_forward", "cross_entropy_backward", "mse_forward", "mse_backward",
     "batchnorm2d_statistics", "batchnorm2d_forward", "batchnorm2d_backward", "running_average",
-    "sgd_step", "adam_step", "correlate2d_forward",
+    "sgd_step", "adam_step", "correlate2d_forward", "gather_rows", "classification_totals",
 }
 
 
@@ -71,6 +71,7 @@ for forward, backward in ((F.softmax, F.softmax_backward), (F.log_softmax, F.log
     backward(forward(x), x)
 F.conv2d_backward(x, np.ones((1, 1, 3, 3), np.float32), x[:, :, :4, :4].copy())
 F.mse_backward(x, x), F.mse(x, x)
+F.gather_rows(x, np.array([1, 0]))
 filters.correlate2d(np.ones((4, 4)), np.ones((2, 2)))
 missed = [name for name in KERNEL_NAMES if sum(getattr(cpu, name).stats.cache_hits.values()) == 0]
 print(",".join(sorted(missed)))

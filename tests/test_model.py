@@ -53,6 +53,16 @@ def test_fit_lowers_the_loss_and_learns(digits):
     np.testing.assert_array_equal(model.predict(x[:5]), probabilities.argmax(axis=1))
 
 
+def test_fit_with_squared_error_on_one_hot_rows(digits):
+    x, y = digits
+    model = small_cnn()
+    history = model.fit(x, y, epochs=3, batch_size=16, loss="mse", optimizer=optim.Adam(3e-3), seed=0,
+                        verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert history.history["accuracy"][-1] > 0.8
+    assert model.evaluate(x, y, loss="mse")["loss"] < history.history["loss"][0]
+
+
 def test_fit_is_reproducible_with_a_seed(digits):
     x, y = digits
     runs = []

@@ -33,6 +33,7 @@ from .normalization import (
     running_average,
 )
 from .optim import adam_step, sgd_step
+from .tensor import classification_totals, gather_rows
 from .pool import (
     global_avg_pool2d_backward,
     global_avg_pool2d_forward,
