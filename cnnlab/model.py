@@ -399,6 +399,10 @@ class Sequential:
         KeyboardInterrupt
             On Ctrl-C, after the step in progress completes: the model holds its last
             completed step and the last checkpoint stays valid.
+        FloatingPointError
+            When the loss stops being finite (learning rate too high): on the CPU before
+            that step's update; on the GPU when the running totals are next read (progress
+            or the end of the epoch), since reading them every step would cost a round trip.
         """
         x = self._check_inputs(x)
         y = self._check_labels(y, x.shape[0])
