@@ -341,7 +341,10 @@ def info(args):
         name = cuda.get_current_device().name
         print(f"cuda device: {name.decode() if isinstance(name, bytes) else name}")
     print(f"threading layer: {numba.config.THREADING_LAYER}")
-    print(f"kernel cache: {numba.config.CACHE_DIR or 'next to the installed cnnlab sources (__pycache__)'}")
+    import os
+
+    default_cache = os.path.join(os.path.dirname(cnnlab.__file__), "kernels", "cpu", "__pycache__")
+    print(f"kernel cache: {numba.config.CACHE_DIR or default_cache} (set NUMBA_CACHE_DIR to move it)")
     return 0
 
 
