@@ -340,7 +340,10 @@ def info(args):
 
         name = cuda.get_current_device().name
         print(f"cuda device: {name.decode() if isinstance(name, bytes) else name}")
-    print(f"threading layer: {numba.config.THREADING_LAYER}")
+    import cnnlab.functional as F
+
+    F.relu(np.zeros(4, np.float32))  # starts Numba's thread pool, so the layer in use is known
+    print(f"threading layer: {numba.threading_layer()}")
     import os
 
     default_cache = os.path.join(os.path.dirname(cnnlab.__file__), "kernels", "cpu", "__pycache__")
