@@ -101,7 +101,7 @@ def as_float_array(name, a, ndim=None, dtype=None):
     return a
 
 
-def _bias_or_zeros(kernels, bias, size, dtype, x):
+def _bias_or_zeros(kernels, bias, size, dtype):
     if bias is None:
         return kernels.zeros((size,), dtype)
     bias = kernels.asarray(as_float_array("bias", bias, ndim=1, dtype=dtype))
@@ -211,7 +211,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     weight = as_float_array("weight", weight, ndim=4, dtype=x.dtype)
     kernels = kernels_for(x=x, weight=weight, bias=bias)
     geometry = _conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, dilation, groups)
-    bias = _bias_or_zeros(kernels, bias, weight.shape[0], x.dtype, x)
+    bias = _bias_or_zeros(kernels, bias, weight.shape[0], x.dtype)
     out = kernels.empty((x.shape[0], weight.shape[0]) + geometry.out_shape, x.dtype)
     with _blas_guard(kernels):
         kernels.conv2d_forward(kernels.asarray(x), kernels.asarray(weight), bias, out, *geometry.args)
@@ -506,17 +506,22 @@ def tanh_backward(y, grad_out):
     return _elementwise_backward("tanh_backward", y, grad_out)
 
 
+def _axis_view(name, shape, axis):
+    """Check ``axis`` and return the ``(outer, K, inner)`` view the softmax kernels normalize
+    along the middle of (no data moves)."""
+    ndim = len(shape)
+    axis = check_int("axis", axis)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis={axis} is out of range for {name} with shape {tuple(shape)}")
+    axis %= ndim
+    return (int(np.prod(shape[:axis], dtype=np.int64)), shape[axis], int(np.prod(shape[axis + 1:], dtype=np.int64)))
+
+
 def _softmax_backward_like(kernel_name, y, grad_out, axis):
     y = as_float_array("y", y)
     kernels = kernels_for(y=y, grad_out=grad_out)
     grad_out = _check_grad("grad_out", grad_out, y.shape, y.dtype)
-    ndim = len(y.shape)
-    axis = check_int("axis", axis)
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"axis={axis} is out of range for shape {tuple(y.shape)}")
-    axis %= ndim
-    view = (int(np.prod(y.shape[:axis], dtype=np.int64)), y.shape[axis],
-            int(np.prod(y.shape[axis + 1:], dtype=np.int64)))
+    view = _axis_view("y", y.shape, axis)
     grad_x = kernels.empty(y.shape, y.dtype)
     getattr(kernels, kernel_name)(kernels.asarray(y).reshape(view), kernels.asarray(grad_out).reshape(view),
                                   grad_x.reshape(view))
@@ -593,15 +598,8 @@ def tanh(x):
 
 def _softmax_like(kernel_name, x, axis):
     x = as_float_array("x", x)
-    ndim = len(x.shape)
-    axis = check_int("axis", axis)
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"axis={axis} is out of range for x with shape {tuple(x.shape)}")
-    axis %= ndim
     kernels = kernels_for(x=x)
-    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
-    inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
-    view = (outer, x.shape[axis], inner)
+    view = _axis_view("x", x.shape, axis)
     out = kernels.empty(x.shape, x.dtype)
     getattr(kernels, kernel_name)(kernels.asarray(x).reshape(view), out.reshape(view))
     return out
@@ -663,7 +661,7 @@ def linear(x, weight, bias=None):
             f"weight has {weight.shape[1]} input features but x has {x.shape[1]} "
             f"(x shape {tuple(x.shape)}, weight shape {tuple(weight.shape)})"
         )
-    bias = _bias_or_zeros(kernels, bias, weight.shape[0], x.dtype, x)
+    bias = _bias_or_zeros(kernels, bias, weight.shape[0], x.dtype)
     out = kernels.empty((x.shape[0], weight.shape[0]), x.dtype)
     with _blas_guard(kernels):
         kernels.linear_forward(kernels.asarray(x), kernels.asarray(weight), bias, out, numba.get_num_threads())
