@@ -10,6 +10,7 @@
 """
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -212,17 +213,33 @@ class Sequential:
         return result
 
     def freeze(self, up_to=None):
-        """Make layers ``0 .. up_to-1`` (all, when None) untrainable; returns ``self``."""
-        stop = len(self.layers) if up_to is None else up_to
+        """Make layers ``0 .. up_to-1`` (all, when None) untrainable; returns ``self``.
+
+        Changes this model in place (see :meth:`copy`)."""
+        from .shapes import check_int
+
+        stop = len(self.layers) if up_to is None else check_int("up_to", up_to, 0)
+        if stop > len(self.layers):
+            raise ValueError(f"up_to must be at most the number of layers ({len(self.layers)}), got {stop}")
         for layer in self.layers[:stop]:
             layer.trainable = False
         return self
+
+    def copy(self):
+        """An independent copy: same layers, weights, ``trainable`` flags, class names and
+        preprocessing, on the same device, with no optimizer state.
+
+        :meth:`freeze`, :meth:`replace_head` and :meth:`fit` change a model in place; copy a
+        trained base first to reuse it for several new tasks.
+        """
+        return _build(copy.deepcopy(self.architecture()), self._arrays(), "the model").to(self.device)
 
     def replace_head(self, classes, seed=None):
         """Swap the last ``Dense`` layer for a new one with ``classes`` outputs (transfer learning).
 
         The layers before it keep their weights (freeze them with :meth:`freeze` to keep them
-        fixed); a final ``Softmax`` stays in place. Returns ``self``.
+        fixed); a final ``Softmax`` stays in place. Changes this model in place and returns
+        ``self``: call :meth:`copy` first to keep the original.
         """
         from .layers import Dense
         from .shapes import check_int
@@ -633,6 +650,15 @@ def load(path, device="cpu"):
     data = _read_npz(path)
     try:
         architecture = json.loads(str(data["architecture"]))
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a valid cnnlab model: {exc}") from None
+    model = _build(architecture, data, path)
+    return model.to(device) if device != "cpu" else model
+
+
+def _build(architecture, arrays, source):
+    """A CPU model from ``architecture()`` and ``_arrays()``; errors name ``source``."""
+    try:
         layers = []
         for spec in architecture["layers"]:
             if spec["type"] not in LAYER_TYPES:
@@ -642,15 +668,15 @@ def load(path, device="cpu"):
             layer.trainable = spec.get("trainable", True)
             layers.append(layer)
         model = Sequential(layers, input_shape=architecture.get("input_shape"))
-        model.class_names = architecture.get("class_names")
-        model.preprocessing = architecture.get("preprocessing")
+        model.class_names = copy.deepcopy(architecture.get("class_names"))
+        model.preprocessing = copy.deepcopy(architecture.get("preprocessing"))
         for index, layer in enumerate(model.layers):
             for store, prefix in ((layer.params, "param"), (layer.buffers, "buffer")):
                 for name in store:
                     key = f"{prefix}/{index}/{name}"
-                    if key not in data or data[key].shape != store[name].shape:
+                    if key not in arrays or arrays[key].shape != store[name].shape:
                         raise ValueError(f"weights {key} are missing or of the wrong shape")
-                    store[name] = data[key].astype(store[name].dtype)
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is not a valid cnnlab model: {exc}") from None
-    return model.to(device) if device != "cpu" else model
+                    store[name] = arrays[key].astype(store[name].dtype)  # always a fresh array
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{source} is not a valid cnnlab model: {exc}") from None
+    return model

@@ -250,3 +250,11 @@ def test_training_on_the_gpu_matches_the_cpu(digits):
     gpu.to("cpu")
     for a, b in zip(weights(cpu), weights(gpu)):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_copy_of_a_gpu_model_stays_on_the_gpu(digits):
+    x, _ = digits
+    gpu = small_cnn(dtype="float64").to("cuda")
+    twin = gpu.copy()
+    assert twin.device == "cuda" and twin.layers[0].params["weight"].__class__ is not np.ndarray
+    np.testing.assert_array_equal(twin.predict_proba(x[:4]), gpu.predict_proba(x[:4]))
