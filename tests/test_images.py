@@ -189,15 +189,65 @@ def test_replace_head_for_transfer():
         np.testing.assert_array_equal(layer.weight, before)
 
 
-def test_transfer_example_runs():
+def test_copy_is_independent_of_the_original():
+    from cnnlab.cli import classic_cnn
+
+    model = classic_cnn(1, 8, 5, (4, 6), 8, seed=0)
+    model.class_names = list("abcde")
+    x = np.random.default_rng(6).random((10, 1, 8, 8)).astype(np.float32)
+    model.fit(x, np.arange(10) % 5, epochs=1, verbose=0)
+    model.layers[0].trainable = False
+    before = model.predict_proba(x)
+    twin = model.copy()
+    np.testing.assert_array_equal(twin.predict_proba(x), before)
+    assert twin.optimizer is None and twin.class_names == model.class_names
+    assert [layer.trainable for layer in twin.layers] == [layer.trainable for layer in model.layers]
+    twin.class_names.append("f")
+    twin.replace_head(3, seed=1).unfreeze().fit(x, np.arange(10) % 3, epochs=2, verbose=0)
+    np.testing.assert_array_equal(model.predict_proba(x), before)  # the original is untouched
+    assert model.class_names == list("abcde") and not model.layers[0].trainable
+
+
+def test_freeze_refuses_a_bad_up_to():
+    from cnnlab.cli import classic_cnn
+
+    model = classic_cnn(1, 8, 5, (4, 6), 8, seed=0)
+    with pytest.raises(TypeError, match="up_to"):
+        model.freeze(up_to="3")
+    with pytest.raises(ValueError, match="up_to"):
+        model.freeze(up_to=-1)
+    with pytest.raises(ValueError, match="up_to"):
+        model.freeze(up_to=len(model.layers) + 1)
+    assert all(layer.trainable for layer in model.layers)
+
+
+def _transfer_example():
+    import importlib.util
     import pathlib
-    import subprocess
-    import sys
 
-    import os
+    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "transfer_digits.py"
+    spec = importlib.util.spec_from_file_location("transfer_digits", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    root = pathlib.Path(__file__).resolve().parent.parent
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, str(root / "examples" / "transfer_digits.py"), "--seeds", "1"],
-                            capture_output=True, text=True, check=True, env=environment)
-    assert "transferred" in result.stdout and "from scratch" in result.stdout
+
+def test_transfer_example_command_line(monkeypatch, capsys):
+    example = _transfer_example()
+    monkeypatch.setattr("sys.argv", ["transfer_digits.py", "--seeds", "1", "--per-class", "2,3", "--steps", "4"])
+    example.main()
+    out = capsys.readouterr().out
+    assert "seed 0, 3 per class: transferred" in out
+    assert "2 per class, 1 seeds: transferred" in out and "from scratch" in out
+
+
+def test_transfer_example_reuses_one_base_for_every_count():
+    example = _transfer_example()
+    images, labels = example.load()
+    results = example.run(0, per_class=(2, 4), data=(images, labels))
+    assert set(results) == {2, 4}
+    for transferred, scratch in results.values():
+        assert 0.2 < transferred <= 1 and 0.2 < scratch <= 1  # both learned something
+    summary = example.summary([(0.9, 0.8), (0.7, 0.8), (0.5, 0.5)])
+    assert (summary["wins"], summary["ties"], summary["losses"]) == (1, 1, 1)
+    assert summary["difference"] == pytest.approx(0.0)
