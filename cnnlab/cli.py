@@ -52,10 +52,12 @@ def confusion_matrix(true, predicted, classes):
 
 
 def format_confusion(matrix, names):
+    corner = "true \\ predicted"
+    label = max(len(corner), max(len(n) for n in names)) + 2
     width = max(5, max(len(n) for n in names) + 1, len(str(matrix.max())) + 1)
-    lines = ["true \\ predicted".ljust(width + 2) + "".join(n.rjust(width) for n in names)]
+    lines = [corner.ljust(label) + "".join(n.rjust(width) for n in names)]
     for name, row in zip(names, matrix):
-        lines.append(name.ljust(width + 2) + "".join(str(v).rjust(width) for v in row))
+        lines.append(name.ljust(label) + "".join(str(v).rjust(width) for v in row))
     return "\n".join(lines)
 
 
@@ -64,6 +66,8 @@ def demo(args):
     import cnnlab
     from cnnlab.data import train_test_split
 
+    if args.plots:
+        _require_matplotlib("demo --plots")
     device = _pick_device(args.device)
     images, labels, names = load_demo_data(args.data)
     x_train, x_test, y_train, y_test = train_test_split(images, labels, test_size=0.25, seed=args.seed)
@@ -93,19 +97,42 @@ def demo(args):
     return 0
 
 
+def _require_matplotlib(command):
+    """Fail before any work when a command will need matplotlib and it is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise SystemExit(f"cnnlab {command}: plots need matplotlib: pip install 'cnnlab[viz]'")
+
+
+def _plot_filters_and_maps(folder, model, image):
+    """The filters of every convolution layer and ``image`` after every layer; the paths."""
+    import os
+
+    from cnnlab import viz
+    from cnnlab.layers import Conv2D
+
+    os.makedirs(folder, exist_ok=True)
+    model.to("cpu")
+    convolutions = [(index, layer) for index, layer in enumerate(model.layers) if isinstance(layer, Conv2D)]
+    paths = []
+    for number, (index, layer) in enumerate(convolutions):
+        name = "filters.png" if number == 0 else f"filters_layer{index}.png"
+        title = f"layer {index}: {type(layer).__name__}, {layer.weight.shape[0]} filters " \
+                f"{layer.weight.shape[2]}x{layer.weight.shape[3]}"
+        paths.append(viz.plot_filters(layer, os.path.join(folder, name), title))
+    paths.append(viz.plot_feature_maps(model, image, os.path.join(folder, "feature_maps.png")))
+    return paths
+
+
 def _write_plots(folder, model, history, matrix, names, image):
     import os
 
     from cnnlab import viz
 
-    os.makedirs(folder, exist_ok=True)
-    model.to("cpu")
-    paths = [
-        viz.plot_filters(model.layers[0], os.path.join(folder, "filters.png"), "first-layer filters"),
-        viz.plot_feature_maps(model, image, os.path.join(folder, "feature_maps.png")),
-        viz.plot_history(history, os.path.join(folder, "history.png")),
-        viz.plot_confusion_matrix(matrix, names, os.path.join(folder, "confusion_matrix.png")),
-    ]
+    paths = _plot_filters_and_maps(folder, model, image)
+    paths += [viz.plot_history(history, os.path.join(folder, "history.png")),
+              viz.plot_confusion_matrix(matrix, names, os.path.join(folder, "confusion_matrix.png"))]
     print("plots written: " + ", ".join(paths))
 
 
@@ -157,6 +184,8 @@ def train(args):
     import cnnlab
     from cnnlab.data import load_image_folder, standardize, train_test_split
 
+    if args.plots:
+        _require_matplotlib("train --plots")
     device = _pick_device(args.device)
     size = (args.size, args.size)
     images, labels, names = load_image_folder(args.folder, size=size, color=args.color)
@@ -170,13 +199,18 @@ def train(args):
     model.class_names = names
     model.preprocessing = dict(size=list(size), color=args.color, mean=mean.tolist(), std=std.tolist())
     model.to(device)
-    model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-              optimizer=cnnlab.optim.Adam(args.lr), validation_data=(x_val, y_val), seed=args.seed,
-              augment=args.augment, verbose=1)
-    scores = model.evaluate(x_val, y_val)
-    print(f"validation accuracy: {scores['accuracy']:.2%} on {len(x_val)} held-out images")
+    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                        optimizer=cnnlab.optim.Adam(args.lr), validation_data=(x_val, y_val), seed=args.seed,
+                        augment=args.augment, verbose=1)
+    predicted = model.predict(x_val)
+    print(f"validation accuracy: {float((predicted == y_val).mean()):.2%} on {len(x_val)} held-out images")
+    matrix = confusion_matrix(y_val, predicted, len(names))
+    print("confusion matrix on the validation images (rows: true class, columns: predicted class):")
+    print(format_confusion(matrix, names))
     model.to("cpu").save(args.out)
     print(f"model saved to {args.out}")
+    if args.plots:
+        _write_plots(args.plots, model, history, matrix, names, x_val[0])
     return 0
 
 
@@ -197,31 +231,43 @@ def _image_files(paths):
     return files
 
 
-def predict(args):
-    """Classify image files with a model saved by ``cnnlab train``."""
+def _load_trained_model(command, path):
+    """A model saved by ``cnnlab train`` (it keeps its preprocessing), or a clear exit."""
     import os
 
     import cnnlab
+
+    if not os.path.exists(path):
+        raise SystemExit(f"cnnlab {command}: no such model file: {path}")
+    try:
+        model = cnnlab.load(path)
+    except ValueError as exc:
+        raise SystemExit(f"cnnlab {command}: {exc}") from None
+    if "size" not in (model.preprocessing or {}):
+        raise SystemExit(f"cnnlab {command}: {path} keeps no image preprocessing; train it with cnnlab train")
+    names = model.class_names or [str(i) for i in range(model.output_shapes(model.input_shape)[-1][0])]
+    return model, names
+
+
+def _prepare(model, file):
+    """One image file as the model's input batch ``(1, C, H, W)``; ValueError if unreadable."""
     from cnnlab.data import read_image, standardize
 
-    if not os.path.exists(args.model):
-        raise SystemExit(f"cnnlab predict: no such model file: {args.model}")
-    try:
-        model = cnnlab.load(args.model)
-    except ValueError as exc:
-        raise SystemExit(f"cnnlab predict: {exc}") from None
-    settings = model.preprocessing or {}
-    if "size" not in settings:
-        raise SystemExit(f"cnnlab predict: {args.model} keeps no image preprocessing; train it with cnnlab train")
-    names = model.class_names or [str(i) for i in range(model.output_shapes(model.input_shape)[-1][0])]
+    settings = model.preprocessing
+    image = read_image(file, settings["size"], settings.get("color", "rgb"))
+    return standardize(image[None], settings.get("mean"), settings.get("std"))[0]
+
+
+def predict(args):
+    """Classify image files with a model saved by ``cnnlab train``."""
+    model, names = _load_trained_model("predict", args.model)
     results, failed = [], []
     for file in _image_files(args.images):
         try:
-            image = read_image(file, settings["size"], settings.get("color", "rgb"))
+            x = _prepare(model, file)
         except ValueError as exc:
             failed.append((file, str(exc)))
             continue
-        x, _, _ = standardize(image[None], settings.get("mean"), settings.get("std"))
         probabilities = model.predict_proba(x)[0]
         top = np.argsort(probabilities)[::-1][:max(1, args.top_k)]
         results.append(dict(file=file, predictions=[dict(label=names[i], probability=float(probabilities[i]))
@@ -238,6 +284,29 @@ def predict(args):
         for file, error in failed:
             print(f"{file}: skipped ({error})", file=sys.stderr)
     return 0 if results or not failed else 1
+
+
+def inspect(args):
+    """Draw a trained model's filters and one image's feature maps after every layer."""
+    import os
+
+    _require_matplotlib("inspect")
+    model, names = _load_trained_model("inspect", args.model)
+    if not os.path.exists(args.image):
+        raise SystemExit(f"cnnlab inspect: no such image: {args.image}")
+    try:
+        x = _prepare(model, args.image)
+    except ValueError as exc:
+        raise SystemExit(f"cnnlab inspect: {exc}") from None
+    probabilities = model.predict_proba(x)[0]
+    best = int(np.argmax(probabilities))
+    print(f"{args.image}: {names[best]} ({probabilities[best]:.3f})")
+    shapes = model.output_shapes(tuple(x.shape[1:]))
+    for index, (layer, shape) in enumerate(zip(model.layers, shapes)):
+        print(f"  layer {index}: {type(layer).__name__:<18} -> {' x '.join(str(d) for d in shape)}")
+    paths = _plot_filters_and_maps(args.out, model, x[0])
+    print("plots written: " + ", ".join(paths))
+    return 0
 
 
 def filter_image(args):
@@ -380,6 +449,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--out", default="model.npz")
+    p.add_argument("--plots", help="also write filters, feature maps, training curves and the validation "
+                                   "confusion matrix as PNGs to this folder (needs matplotlib)")
     p.set_defaults(run=train)
 
     p = commands.add_parser("predict", help="classify images with a model from cnnlab train")
@@ -388,6 +459,12 @@ def main(argv=None):
     p.add_argument("--top-k", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=predict)
+
+    p = commands.add_parser("inspect", help="plot a trained model's filters and an image's feature maps")
+    p.add_argument("model", help="a model file from cnnlab train")
+    p.add_argument("image")
+    p.add_argument("--out", default="inspect", help="folder for the PNGs (default: inspect)")
+    p.set_defaults(run=inspect)
 
     p = commands.add_parser("filter", help="apply a classic kernel (edge, sobel, blur, sharpen) to an image")
     p.add_argument("image")

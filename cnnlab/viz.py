@@ -67,7 +67,8 @@ def plot_feature_maps(model, image, path, max_maps=8):
     ----------
     model : Sequential
     image : (C, H, W) float array
-        One input image, preprocessed as the model expects.
+        One input image, preprocessed as the model expects. An RGB image (C = 3) is drawn in
+        colour, stretched to the full range; other inputs one channel per panel.
     path : str
     max_maps : int
         Feature maps shown per layer (the first ones).
@@ -88,10 +89,14 @@ def plot_feature_maps(model, image, path, max_maps=8):
     columns = max_maps
     figure, axes = plt.subplots(len(stages), columns, figsize=(1.3 * columns, 1.4 * len(stages)), squeeze=False)
     for row, (name, maps) in enumerate(stages):
+        colour = row == 0 and maps.shape[0] == 3
         for column in range(columns):
             axis = axes[row, column]
             axis.axis("off")
-            if column < maps.shape[0]:
+            if colour and column == 0:
+                low, high = maps.min(), maps.max()
+                axis.imshow(((maps - low) / (high - low + 1e-12)).transpose(1, 2, 0), interpolation="nearest")
+            elif not colour and column < maps.shape[0]:
                 axis.imshow(maps[column], cmap="viridis", interpolation="nearest")
         axes[row, 0].set_title(name, fontsize=7, loc="left")
     figure.tight_layout()

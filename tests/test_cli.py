@@ -77,3 +77,12 @@ def test_bench_other_ops_memory_and_plot(tmp_path, capsys):
     plot = tmp_path / "ratios.png"
     assert main(["bench", "--shapes", shape, "--repeat", "1", "--compare", "scipy", "--plot", str(plot)]) == 0
     assert plot.stat().st_size > 1000
+
+
+def test_confusion_table_columns_line_up():
+    from cnnlab.cli import format_confusion
+
+    lines = format_confusion(np.array([[2, 0], [1, 13]]), ["astro", "coffee"]).splitlines()
+    assert lines[0].startswith("true \\ predicted")
+    ends = {line.index(word) + len(word) for line, word in zip(lines, ("coffee", "0", "13"))}
+    assert len(ends) == 1  # the last column ends at the same place in every row

@@ -157,6 +157,44 @@ def test_cli_errors_for_missing_and_wrong_files(tmp_path, folder):
         main(["filter", str(folder / "vertical" / "notes.txt"), "--out", str(tmp_path / "o.png")])
 
 
+def test_cli_train_plots_and_inspect(folder, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    model_path, plots, inspected = tmp_path / "m.npz", tmp_path / "plots", tmp_path / "inspect"
+    with pytest.warns(UserWarning, match="skipped"):
+        assert main(["train", str(folder), "--epochs", "2", "--size", "12", "--out", str(model_path),
+                     "--device", "cpu", "--plots", str(plots)]) == 0
+    shown = capsys.readouterr().out
+    assert "confusion matrix on the validation images" in shown and "plots written" in shown
+    expected = {"filters.png", "filters_layer3.png", "feature_maps.png", "history.png", "confusion_matrix.png"}
+    assert {p.name for p in plots.iterdir()} == expected
+    for path in plots.iterdir():
+        image = io.imread(path)
+        assert image.shape[0] > 100 and image.std() > 0
+
+    assert main(["inspect", str(model_path), str(folder / "vertical" / "1.png"), "--out", str(inspected)]) == 0
+    shown = capsys.readouterr().out
+    assert "1.png: " in shown and "layer 2: MaxPool2D" in shown and "-> 32 x 6 x 6" in shown
+    assert {p.name for p in inspected.iterdir()} == {"filters.png", "filters_layer3.png", "feature_maps.png"}
+    assert io.imread(inspected / "feature_maps.png").std() > 0
+
+    with pytest.raises(SystemExit, match="no such image"):
+        main(["inspect", str(model_path), str(tmp_path / "none.png"), "--out", str(inspected)])
+    with pytest.raises(SystemExit, match="not a readable image|cannot read"):
+        main(["inspect", str(model_path), str(folder / "vertical" / "notes.txt"), "--out", str(inspected)])
+    with pytest.raises(SystemExit, match="no such model"):
+        main(["inspect", str(tmp_path / "none.npz"), str(folder / "vertical" / "1.png")])
+
+
+def test_plots_need_matplotlib(monkeypatch, folder, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    with pytest.raises(SystemExit, match="pip install 'cnnlab\\[viz\\]'"):
+        main(["train", str(folder), "--epochs", "1", "--plots", str(tmp_path / "p"), "--out", str(tmp_path / "m")])
+    assert not (tmp_path / "m").exists()  # refused before any training
+
+
 def test_plots_are_written(tmp_path):
     pytest.importorskip("matplotlib")
     from cnnlab import viz
