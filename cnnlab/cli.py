@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -192,6 +193,10 @@ def train(args):
     counts = ", ".join(f"{name} {int((labels == i).sum())}" for i, name in enumerate(names))
     print(f"{len(images)} images of {len(names)} classes ({counts}), resized to {args.size}x{args.size} "
           f"{args.color}; training on the {device}")
+    few = [name for i, name in enumerate(names) if (labels == i).sum() < 2]
+    if few:
+        raise SystemExit(f"cnnlab train: each class needs at least 2 images (one to train on, one to "
+                         f"validate); too few in: {', '.join(few)}")
     x_train, x_val, y_train, y_val = train_test_split(images, labels, test_size=args.validation, seed=args.seed)
     x_train, mean, std = standardize(x_train)
     x_val, _, _ = standardize(x_val, mean, std)
@@ -269,7 +274,7 @@ def predict(args):
             failed.append((file, str(exc)))
             continue
         probabilities = model.predict_proba(x)[0]
-        top = np.argsort(probabilities)[::-1][:max(1, args.top_k)]
+        top = np.argsort(probabilities)[::-1][:args.top_k]
         results.append(dict(file=file, predictions=[dict(label=names[i], probability=float(probabilities[i]))
                                                    for i in top]))
     if args.json:
@@ -420,6 +425,36 @@ def info(args):
     return 0
 
 
+def _integer(minimum):
+    """An argparse type: an integer of at least ``minimum``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _fraction(text):
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="cnnlab", description="Readable, fast CNNs in Numba.")
     commands = parser.add_subparsers(dest="command")
@@ -427,9 +462,9 @@ def main(argv=None):
     p = commands.add_parser("demo", help="train the textbook CNN on bundled images and report accuracy")
     p.add_argument("--data", choices=["digits", "faces"], default="digits",
                    help="scikit-learn's handwritten digits, or scikit-image's face / not-face subset")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--epochs", type=_integer(1), default=15)
+    p.add_argument("--batch-size", type=_integer(1), default=32)
+    p.add_argument("--lr", type=_positive_float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--out", default="cnnlab-demo.npz", help="where to save the trained model")
@@ -439,13 +474,14 @@ def main(argv=None):
 
     p = commands.add_parser("train", help="train on a folder of images, one sub-folder per class")
     p.add_argument("folder")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--size", type=int, default=32, help="images are resized to SIZE x SIZE")
+    p.add_argument("--epochs", type=_integer(1), default=20)
+    p.add_argument("--batch-size", type=_integer(1), default=32)
+    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--size", type=_integer(4), default=32,
+                   help="images are resized to SIZE x SIZE (at least 4: the network pools twice by 2)")
     p.add_argument("--color", choices=["rgb", "gray"], default="rgb")
     p.add_argument("--augment", action="store_true", help="random shifts, flips, rotations, zoom, brightness")
-    p.add_argument("--validation", type=float, default=0.2, help="fraction held out for validation")
+    p.add_argument("--validation", type=_fraction, default=0.2, help="fraction held out for validation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--out", default="model.npz")
@@ -456,7 +492,7 @@ def main(argv=None):
     p = commands.add_parser("predict", help="classify images with a model from cnnlab train")
     p.add_argument("model")
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--top-k", type=_integer(1), default=1, help="show the K most probable classes")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=predict)
 
@@ -484,8 +520,8 @@ def main(argv=None):
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--shapes", nargs="*", help="reference shape names or N,C,H,W,F,K,S,P")
-    p.add_argument("--repeat", type=int, default=10)
-    p.add_argument("--threads", type=int, default=0, help="Numba and PyTorch threads (default: all)")
+    p.add_argument("--repeat", type=_integer(1), default=10)
+    p.add_argument("--threads", type=_integer(0), default=0, help="Numba and PyTorch threads (default: all)")
     p.add_argument("--compare", default="torch,scipy", help="peers: torch, scipy (those installed)")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--plot", help="also draw the ratios as a bar chart in this PNG (needs matplotlib)")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import cnnlab
 from cnnlab.cli import main
@@ -46,8 +47,6 @@ def test_bench_runs_a_custom_shape_and_writes_json(tmp_path, capsys):
 
 
 def test_bench_rejects_a_bad_shape():
-    import pytest
-
     with pytest.raises(ValueError, match="N,C,H,W,F,K,S,P"):
         main(["bench", "--shapes", "1,2,3"])
 
@@ -65,8 +64,6 @@ def test_confusion_matrix():
 
 
 def test_bench_other_ops_memory_and_plot(tmp_path, capsys):
-    import pytest
-
     shape = "2,2,8,8,2,3,1,1"
     for op in ("conv2d_backward", "pool", "activation", "linear"):
         assert main(["bench", "--op", op, "--shapes", shape, "--repeat", "1", "--compare", ""]) == 0
@@ -86,3 +83,23 @@ def test_confusion_table_columns_line_up():
     assert lines[0].startswith("true \\ predicted")
     ends = {line.index(word) + len(word) for line, word in zip(lines, ("coffee", "0", "13"))}
     assert len(ends) == 1  # the last column ends at the same place in every row
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["train", "photos", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
+    (["train", "photos", "--size", "3"], "--size: must be at least 4, got 3"),
+    (["train", "photos", "--validation", "1.5"], "--validation: must be between 0 and 1"),
+    (["train", "photos", "--validation", "0"], "--validation: must be a positive number"),
+    (["train", "photos", "--lr", "-1"], "--lr: must be a positive number"),
+    (["train", "photos", "--lr", "nan"], "--lr: must be a positive number"),
+    (["train", "photos", "--batch-size", "two"], "--batch-size: must be an integer, got 'two'"),
+    (["demo", "--epochs", "-3"], "--epochs: must be at least 1"),
+    (["predict", "m.npz", "a.png", "--top-k", "0"], "--top-k: must be at least 1"),
+    (["bench", "--repeat", "0"], "--repeat: must be at least 1"),
+    (["bench", "--threads", "-1"], "--threads: must be at least 0"),
+])
+def test_bad_numbers_on_the_command_line_are_refused_by_name(arguments, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(arguments)
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err

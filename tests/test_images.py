@@ -185,6 +185,15 @@ def test_cli_train_plots_and_inspect(folder, tmp_path, capsys):
         main(["inspect", str(tmp_path / "none.npz"), str(folder / "vertical" / "1.png")])
 
 
+def test_cli_train_needs_two_images_per_class(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        io.imsave(tmp_path / name / "0.png", np.full((8, 8), 200 if name == "a" else 30, np.uint8), check_contrast=False)
+    io.imsave(tmp_path / "a" / "1.png", np.full((8, 8), 190, np.uint8), check_contrast=False)
+    with pytest.raises(SystemExit, match="at least 2 images .*too few in: b$"):
+        main(["train", str(tmp_path), "--epochs", "1", "--out", str(tmp_path / "m.npz")])
+
+
 def test_plots_need_matplotlib(monkeypatch, folder, tmp_path):
     import importlib.util
 
