@@ -180,13 +180,40 @@ def tour(args):
     return 0
 
 
+def _convolution_base_end(model):
+    """The index of the first ``Flatten`` (or global pooling): the layers before it are the
+    convolutional base that transfer learning reuses."""
+    from cnnlab.layers import Flatten, GlobalAvgPool2D
+
+    return next((i for i, layer in enumerate(model.layers) if isinstance(layer, (Flatten, GlobalAvgPool2D))),
+                len(model.layers) - 1)
+
+
 def train(args):
-    """Train a CNN on a folder of images with one sub-folder per class."""
+    """Train a CNN on a folder of images with one sub-folder per class, from scratch or from
+    the convolutional base of a saved model (``--base``)."""
     import cnnlab
     from cnnlab.data import load_image_folder, standardize, train_test_split
 
     if args.plots:
         _require_matplotlib("train --plots")
+    base = None
+    if args.base:
+        base, _ = _load_trained_model("train --base", args.base)
+        settings = base.preprocessing
+        for option, mine, theirs in (("--size", args.size, settings["size"][0]),
+                                     ("--color", args.color, settings.get("color", "rgb"))):
+            if mine is not None and mine != theirs:
+                raise SystemExit(f"cnnlab train: {option} {mine} differs from the base model's {theirs}; "
+                                 f"leave it out to use the base's")
+        args.size, args.color = settings["size"][0], settings.get("color", "rgb")
+        if args.freeze is not None and args.freeze > len(base.layers):
+            raise SystemExit(f"cnnlab train: --freeze {args.freeze}, but the base model has only "
+                             f"{len(base.layers)} layers")
+    elif args.freeze is not None:
+        raise SystemExit("cnnlab train: --freeze needs --base (a model to transfer from)")
+    args.size = 32 if args.size is None else args.size
+    args.color = "rgb" if args.color is None else args.color
     device = _pick_device(args.device)
     size = (args.size, args.size)
     images, labels, names = load_image_folder(args.folder, size=size, color=args.color)
@@ -198,11 +225,21 @@ def train(args):
         raise SystemExit(f"cnnlab train: each class needs at least 2 images (one to train on, one to "
                          f"validate); too few in: {', '.join(few)}")
     x_train, x_val, y_train, y_val = train_test_split(images, labels, test_size=args.validation, seed=args.seed)
-    x_train, mean, std = standardize(x_train)
+    if base is None:
+        x_train, mean, std = standardize(x_train)
+        model = classic_cnn(images.shape[1], args.size, len(names), seed=args.seed)
+    else:  # the base's features were learned on its scale: keep its statistics
+        mean, std = np.asarray(base.preprocessing["mean"]), np.asarray(base.preprocessing["std"])
+        x_train, _, _ = standardize(x_train, mean, std)
+        frozen = _convolution_base_end(base) if args.freeze is None else args.freeze
+        model = base.replace_head(len(names), seed=args.seed).freeze(up_to=frozen)
+        print(f"transferring from {args.base}: layers 0-{frozen - 1} frozen, a new {len(names)}-class head"
+              if frozen else f"transferring from {args.base}: every layer fine-tuned, a new "
+                             f"{len(names)}-class head")
     x_val, _, _ = standardize(x_val, mean, std)
-    model = classic_cnn(images.shape[1], args.size, len(names), seed=args.seed)
     model.class_names = names
-    model.preprocessing = dict(size=list(size), color=args.color, mean=mean.tolist(), std=std.tolist())
+    model.preprocessing = dict(size=list(size), color=args.color, mean=np.ravel(mean).tolist(),
+                               std=np.ravel(std).tolist())
     model.to(device)
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         optimizer=cnnlab.optim.Adam(args.lr), validation_data=(x_val, y_val), seed=args.seed,
@@ -477,9 +514,10 @@ def main(argv=None):
     p.add_argument("--epochs", type=_integer(1), default=20)
     p.add_argument("--batch-size", type=_integer(1), default=32)
     p.add_argument("--lr", type=_positive_float, default=1e-3)
-    p.add_argument("--size", type=_integer(4), default=32,
-                   help="images are resized to SIZE x SIZE (at least 4: the network pools twice by 2)")
-    p.add_argument("--color", choices=["rgb", "gray"], default="rgb")
+    p.add_argument("--size", type=_integer(4), default=None,
+                   help="images are resized to SIZE x SIZE (default 32, or the base model's; at least 4: "
+                        "the network pools twice by 2)")
+    p.add_argument("--color", choices=["rgb", "gray"], default=None, help="default rgb, or the base model's")
     p.add_argument("--augment", action="store_true", help="random shifts, flips, rotations, zoom, brightness")
     p.add_argument("--validation", type=_fraction, default=0.2, help="fraction held out for validation")
     p.add_argument("--seed", type=int, default=0)
@@ -487,6 +525,11 @@ def main(argv=None):
     p.add_argument("--out", default="model.npz")
     p.add_argument("--plots", help="also write filters, feature maps, training curves and the validation "
                                    "confusion matrix as PNGs to this folder (needs matplotlib)")
+    p.add_argument("--base", help="transfer learning: start from this model (from cnnlab train) with a new "
+                                  "head for the folder's classes")
+    p.add_argument("--freeze", type=_integer(0), default=None,
+                   help="with --base: keep layers 0..K-1 fixed (default: the convolutional base, every "
+                        "layer before Flatten; 0 fine-tunes all)")
     p.set_defaults(run=train)
 
     p = commands.add_parser("predict", help="classify images with a model from cnnlab train")

@@ -185,6 +185,40 @@ def test_cli_train_plots_and_inspect(folder, tmp_path, capsys):
         main(["inspect", str(tmp_path / "none.npz"), str(folder / "vertical" / "1.png")])
 
 
+def test_cli_transfer_from_a_trained_model(folder, tmp_path, capsys):
+    base_path, tuned_path = tmp_path / "base.npz", tmp_path / "tuned.npz"
+    with pytest.warns(UserWarning, match="skipped"):
+        assert main(["train", str(folder), "--epochs", "2", "--size", "16", "--out", str(base_path),
+                     "--device", "cpu"]) == 0
+    new = tmp_path / "new"  # three new classes: fine stripes either way, and flat grey
+    rng = np.random.default_rng(1)
+    for name in ("across", "down", "flat"):
+        (new / name).mkdir(parents=True)
+        for i in range(6):
+            image = stripes(rng, name == "across", 20) if name != "flat" else np.full((20, 20, 3), 90 + 3 * i, np.uint8)
+            io.imsave(new / name / f"{i}.png", image, check_contrast=False)
+    capsys.readouterr()
+    assert main(["train", str(new), "--base", str(base_path), "--epochs", "2", "--out", str(tuned_path),
+                 "--device", "cpu"]) == 0
+    assert "layers 0-5 frozen, a new 3-class head" in capsys.readouterr().out
+    base, tuned = cnnlab.load(base_path), cnnlab.load(tuned_path)
+    assert tuned.class_names == ["across", "down", "flat"]
+    assert tuned.output_shapes(tuned.input_shape)[-1] == (3,)
+    assert tuned.preprocessing == dict(base.preprocessing)  # the base's size, colour and statistics
+    for index in (0, 3):  # the convolutions stayed as the base learned them
+        np.testing.assert_array_equal(tuned.layers[index].weight, base.layers[index].weight)
+    assert not np.array_equal(tuned.layers[7].weight, base.layers[7].weight)  # the dense part learned
+
+    with pytest.raises(SystemExit, match="--size 24 differs from the base model's 16"):
+        main(["train", str(new), "--base", str(base_path), "--size", "24"])
+    with pytest.raises(SystemExit, match="--freeze needs --base"):
+        main(["train", str(new), "--freeze", "3"])
+    with pytest.raises(SystemExit, match="only 11 layers"):
+        main(["train", str(new), "--base", str(base_path), "--freeze", "12"])
+    with pytest.raises(SystemExit, match="no such model"):
+        main(["train", str(new), "--base", str(tmp_path / "none.npz")])
+
+
 def test_cli_train_needs_two_images_per_class(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
