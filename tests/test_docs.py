@@ -18,6 +18,7 @@ def test_tutorial_runs(capsys):
         exec(compile(block, "docs/tutorial.md", "exec"), namespace)
     shown = capsys.readouterr().out
     assert "[[175.]]" in shown and "held-out accuracy" in shown and "most frequent mistake" in shown
+    assert "['filters.png', 'maps.png']" in shown
 
 
 def test_readme_examples_run(tmp_path, monkeypatch, capsys):
