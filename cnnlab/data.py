@@ -82,6 +82,10 @@ def train_test_split(x, y, test_size=0.25, seed=None, stratify=True):
     """
     x = np.asarray(x)
     y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"y must be one label per sample (1-D), got shape {y.shape}")
+    if x.ndim == 0:
+        raise ValueError("x must be an array of samples (N, ...), got a scalar")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}")
     if not 0 < test_size < 1:
@@ -167,27 +171,35 @@ class Augmenter:
 
     Parameters
     ----------
-    shift : float
+    shift : float in [0, 1)
         Largest shift as a fraction of the height/width.
     flip : bool
         Flip left-right with probability 1/2.
-    rotation : float
-        Largest rotation in degrees.
-    zoom : float
+    rotation : float in [0, 180]
+        Largest rotation in degrees, either way.
+    zoom : float in [0, 1)
         Largest zoom in or out, as a fraction (0.1: 90 % to 110 %).
-    brightness : float
-        Largest brightness offset (added).
-    contrast : float
+    brightness : float in [0, 1]
+        Largest brightness offset (added; images in [0, 1]).
+    contrast : float in [0, 1]
         Largest contrast change, as a fraction (scales around the image mean).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the parameter, for a non-number or a value outside its range; calling it on a
+        batch that is not a float NCHW array.
     """
 
     def __init__(self, shift=0.1, flip=True, rotation=10.0, zoom=0.1, brightness=0.1, contrast=0.1):
-        self.shift = float(shift)
+        self.shift = _amount("shift", shift, 1.0, upper_open=True)
+        if not isinstance(flip, (bool, np.bool_)):
+            raise TypeError(f"flip must be True or False, got {flip!r}")
         self.flip = bool(flip)
-        self.rotation = float(rotation)
-        self.zoom = float(zoom)
-        self.brightness = float(brightness)
-        self.contrast = float(contrast)
+        self.rotation = _amount("rotation", rotation, 180.0)
+        self.zoom = _amount("zoom", zoom, 1.0, upper_open=True)
+        self.brightness = _amount("brightness", brightness, 1.0)
+        self.contrast = _amount("contrast", contrast, 1.0)
 
     def __call__(self, batch, rng):
         from scipy import ndimage
@@ -195,6 +207,9 @@ class Augmenter:
         batch = np.asarray(batch)
         if batch.ndim != 4:
             raise ValueError(f"augmentation takes NCHW batches, got shape {batch.shape}")
+        if batch.dtype.kind != "f":
+            raise TypeError(f"augmentation takes float images (use cnnlab.data.normalize first), "
+                            f"got dtype {batch.dtype}")
         out = np.empty_like(batch)
         height, width = batch.shape[2:]
         for i, image in enumerate(batch):
@@ -221,6 +236,20 @@ class Augmenter:
     def config(self):
         return dict(shift=self.shift, flip=self.flip, rotation=self.rotation, zoom=self.zoom,
                     brightness=self.brightness, contrast=self.contrast)
+
+
+def _amount(name, value, upper, upper_open=False):
+    """``value`` as a float in ``[0, upper]`` (``[0, upper)`` when ``upper_open``), or raise
+    naming ``name``."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not (0 <= value <= upper) or (upper_open and value == upper):
+        bracket = ")" if upper_open else "]"
+        raise ValueError(f"{name} must lie in [0, {upper:g}{bracket}, got {value}")
+    return value
 
 
 def _zoom_same_size(image, factor):
@@ -310,6 +339,8 @@ def load_image_folder(path, size=(64, 64), color="rgb"):
     from .shapes import pair
 
     size = pair("size", size, 1)
+    if color not in ("rgb", "gray"):
+        raise ValueError(f"color must be 'rgb' or 'gray', got {color!r}")
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no such folder: {path}")
     class_names = sorted(entry for entry in os.listdir(path)

@@ -74,6 +74,28 @@ def test_augmentation_keeps_shape_and_dtype_and_repeats_with_a_seed():
         assert np.array_equal(result, original) or np.array_equal(result, original[:, :, ::-1])
 
 
+@pytest.mark.parametrize("arguments, error, message", [
+    (dict(shift=1.0), ValueError, r"shift must lie in \[0, 1\)"),
+    (dict(shift=-0.1), ValueError, "shift must lie"),
+    (dict(rotation=-5), ValueError, r"rotation must lie in \[0, 180\]"),
+    (dict(zoom=1), ValueError, "zoom must lie"),
+    (dict(brightness=float("nan")), ValueError, "brightness must lie"),
+    (dict(contrast="0.1"), TypeError, "contrast must be a number"),
+    (dict(flip="no"), TypeError, "flip must be True or False"),
+])
+def test_augmenter_refuses_bad_settings_by_name(arguments, error, message):
+    with pytest.raises(error, match=message):
+        data.Augmenter(**arguments)
+
+
+def test_augmenter_refuses_integer_or_unbatched_images():
+    rng = np.random.default_rng(0)
+    with pytest.raises(TypeError, match="float images .*normalize"):
+        data.Augmenter()(np.zeros((2, 1, 4, 4), np.uint8), rng)
+    with pytest.raises(ValueError, match="NCHW"):
+        data.Augmenter()(np.zeros((1, 4, 4), np.float32), rng)
+
+
 def test_fit_with_augmentation_never_touches_validation_data():
     calls = []
 
@@ -104,6 +126,13 @@ def test_standardize_one_hot_and_batches():
         data.one_hot(np.array([3]), 3)
     sizes = [len(b) for b, _ in data.batches(x, np.arange(6), batch_size=4, shuffle=True, seed=0)]
     assert sizes == [4, 2]
+
+
+def test_bad_labels_and_colour_are_refused_by_name(folder):
+    with pytest.raises(ValueError, match="y must be one label per sample"):
+        data.train_test_split(np.ones((4, 1)), np.ones((4, 2)))
+    with pytest.raises(ValueError, match="color must be 'rgb' or 'gray'"):
+        data.load_image_folder(folder, size=8, color="cmyk")
 
 
 def test_train_test_split_is_stratified_and_seeded():
