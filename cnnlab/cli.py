@@ -580,5 +580,19 @@ def main(argv=None):
     return args.run(args)
 
 
+def console():
+    """The ``cnnlab`` command: :func:`main`, quiet when its output is cut short (``| head``)."""
+    import os
+
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader went away: send what is left nowhere, as the Python docs advise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

@@ -103,3 +103,12 @@ def test_bad_numbers_on_the_command_line_are_refused_by_name(arguments, message,
         main(arguments)
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_output_cut_short_ends_quietly():
+    reader = subprocess.Popen([sys.executable, "-m", "cnnlab", "info"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    reader.stdout.close()  # like `cnnlab info | head -0`: the reader is gone before anything is written
+    error = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) == 1
+    assert "Traceback" not in error and "BrokenPipe" not in error
