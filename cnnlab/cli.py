@@ -330,15 +330,11 @@ def predict(args):
 
 def inspect(args):
     """Draw a trained model's filters and one image's feature maps after every layer."""
-    import os
-
     _require_matplotlib("inspect")
     model, names = _load_trained_model("inspect", args.model)
-    if not os.path.exists(args.image):
-        raise SystemExit(f"cnnlab inspect: no such image: {args.image}")
     try:
         x = _prepare(model, args.image)
-    except ValueError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"cnnlab inspect: {exc}") from None
     probabilities = model.predict_proba(x)[0]
     best = int(np.argmax(probabilities))
@@ -353,23 +349,16 @@ def inspect(args):
 
 def filter_image(args):
     """Apply one of the classic kernels to an image file and write the result."""
-    import os
-
     from skimage import io
 
     from cnnlab import filters
+    from cnnlab.data import _read_pixels
 
-    if not os.path.exists(args.image):
-        raise SystemExit(f"cnnlab filter: no such image: {args.image}")
     try:
-        image = io.imread(args.image)
-    except Exception as exc:
-        raise SystemExit(f"cnnlab filter: {args.image} is not a readable image: {exc}") from None
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] == 4:
-        image = image[..., :3]
-    scale = float(np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else 1.0
-    result, seconds = _timed(filters.apply, image.astype(np.float32) / scale, args.kernel)
+        image = _read_pixels(args.image)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"cnnlab filter: {exc}") from None
+    result, seconds = _timed(filters.apply, image.astype(np.float32), args.kernel)
     if args.kernel in ("edge", "sobel_x", "sobel_y"):
         result = np.abs(result)  # edge strength, either sign
         result = result / max(float(result.max()), 1e-12)

@@ -266,23 +266,26 @@ def _zoom_same_size(image, factor):
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def read_image(path, size, color="rgb"):
-    """Read one image file as a (C, H, W) float32 array in [0, 1], resized to ``size``.
+def _check_color(color):
+    if color not in ("rgb", "gray"):
+        raise ValueError(f"color must be 'rgb' or 'gray', got {color!r}")
+
+
+def _read_pixels(path):
+    """Read one image file at its own size: a float64 (H, W) or (H, W, 3) array in [0, 1]
+    (integer pixels scaled by their dtype's maximum, an alpha channel dropped).
 
     Raises
     ------
     FileNotFoundError
         If the file does not exist.
     ValueError
-        If the file cannot be read as an image.
+        If the file cannot be read as a 2-D image.
     """
     import os
 
-    from skimage import color as skcolor
-    from skimage import io, transform
+    from skimage import io
 
-    if color not in ("rgb", "gray"):
-        raise ValueError(f"color must be 'rgb' or 'gray', got {color!r}")
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such image: {path}")
     try:
@@ -295,10 +298,25 @@ def read_image(path, size, color="rgb"):
     if image.ndim not in (2, 3) or image.size == 0:
         raise ValueError(f"{path} is not a 2-D image (shape {image.shape})")
     if image.dtype.kind in "ui":
-        image = image.astype(np.float64) / np.iinfo(image.dtype).max
-    elif image.dtype == bool:
-        image = image.astype(np.float64)
-    image = image.astype(np.float64)
+        return image.astype(np.float64) / np.iinfo(image.dtype).max
+    return image.astype(np.float64)
+
+
+def read_image(path, size, color="rgb"):
+    """Read one image file as a (C, H, W) float32 array in [0, 1], resized to ``size``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file cannot be read as an image.
+    """
+    from skimage import color as skcolor
+    from skimage import transform
+
+    _check_color(color)
+    image = _read_pixels(path)
     if color == "gray":
         image = skcolor.rgb2gray(image) if image.ndim == 3 else image
         image = image[..., None]
@@ -339,8 +357,7 @@ def load_image_folder(path, size=(64, 64), color="rgb"):
     from .shapes import pair
 
     size = pair("size", size, 1)
-    if color not in ("rgb", "gray"):
-        raise ValueError(f"color must be 'rgb' or 'gray', got {color!r}")
+    _check_color(color)  # here too: read_image's ValueError would count every file as unreadable
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no such folder: {path}")
     class_names = sorted(entry for entry in os.listdir(path)
