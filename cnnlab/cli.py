@@ -225,21 +225,20 @@ def train(args):
         raise SystemExit(f"cnnlab train: each class needs at least 2 images (one to train on, one to "
                          f"validate); too few in: {', '.join(few)}")
     x_train, x_val, y_train, y_val = train_test_split(images, labels, test_size=args.validation, seed=args.seed)
+    # from scratch: the training images' statistics; transferred: the base's, since its
+    # features were learned on that scale
+    statistics = (None, None) if base is None else (base.preprocessing["mean"], base.preprocessing["std"])
+    x_train, mean, std = standardize(x_train, *statistics)
+    x_val, _, _ = standardize(x_val, mean, std)
     if base is None:
-        x_train, mean, std = standardize(x_train)
         model = classic_cnn(images.shape[1], args.size, len(names), seed=args.seed)
-    else:  # the base's features were learned on its scale: keep its statistics
-        mean, std = np.asarray(base.preprocessing["mean"]), np.asarray(base.preprocessing["std"])
-        x_train, _, _ = standardize(x_train, mean, std)
+    else:
         frozen = _convolution_base_end(base) if args.freeze is None else args.freeze
         model = base.replace_head(len(names), seed=args.seed).freeze(up_to=frozen)
-        print(f"transferring from {args.base}: layers 0-{frozen - 1} frozen, a new {len(names)}-class head"
-              if frozen else f"transferring from {args.base}: every layer fine-tuned, a new "
-                             f"{len(names)}-class head")
-    x_val, _, _ = standardize(x_val, mean, std)
+        kept = f"layers 0-{frozen - 1} frozen" if frozen else "every layer fine-tuned"
+        print(f"transferring from {args.base}: {kept}, a new {len(names)}-class head")
     model.class_names = names
-    model.preprocessing = dict(size=list(size), color=args.color, mean=np.ravel(mean).tolist(),
-                               std=np.ravel(std).tolist())
+    model.preprocessing = dict(size=list(size), color=args.color, mean=mean.tolist(), std=std.tolist())
     model.to(device)
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         optimizer=cnnlab.optim.Adam(args.lr), validation_data=(x_val, y_val), seed=args.seed,

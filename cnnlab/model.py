@@ -232,7 +232,7 @@ class Sequential:
         :meth:`freeze`, :meth:`replace_head` and :meth:`fit` change a model in place; copy a
         trained base first to reuse it for several new tasks.
         """
-        return _build(copy.deepcopy(self.architecture()), self._arrays(), "the model").to(self.device)
+        return _build(self.architecture(), self._arrays(), "the model").to(self.device)
 
     def replace_head(self, classes, seed=None):
         """Swap the last ``Dense`` layer for a new one with ``classes`` outputs (transfer learning).
@@ -657,7 +657,8 @@ def load(path, device="cpu"):
 
 
 def _build(architecture, arrays, source):
-    """A CPU model from ``architecture()`` and ``_arrays()``; errors name ``source``."""
+    """A CPU model from ``architecture()`` and ``_arrays()``; errors name ``source``. Shares
+    no mutable state with them: class names and preprocessing are copied, weights cast anew."""
     try:
         layers = []
         for spec in architecture["layers"]:
