@@ -266,81 +266,172 @@ def _zoom_same_size(image, factor):
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
+RESIZE_MODES = ("stretch", "crop", "pad")
+
+_HIGH_DEPTH_GREY = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
+
+
 def _check_color(color):
     if color not in ("rgb", "gray"):
         raise ValueError(f"color must be 'rgb' or 'gray', got {color!r}")
 
 
+def _check_resize(resize):
+    if not isinstance(resize, str) or resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be 'stretch', 'crop' or 'pad', got {resize!r}")
+
+
+def _on_white(image, mode):
+    """``image`` with its transparency composited onto white, in ``mode`` ('L' or 'RGB')."""
+    from PIL import Image
+
+    image = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", image.size, "white"), image).convert(mode)
+
+
+def _pillow_pixels(image):
+    """A Pillow image as float64 (H, W) for grey modes or (H, W, 3) otherwise, in [0, 1]."""
+    if image.mode in _HIGH_DEPTH_GREY:  # 16-bit and float grey: convert('L') would clip, not scale
+        return np.clip(np.asarray(image, dtype=np.float64) / _HIGH_DEPTH_GREY[image.mode], 0, 1)
+    grey = image.mode in ("1", "L", "LA", "La")
+    transparent = "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info
+    mode = "L" if grey else "RGB"
+    image = _on_white(image, mode) if transparent else image.convert(mode)
+    return np.asarray(image, dtype=np.float64) / 255
+
+
 def _read_pixels(path):
-    """Read one image file at its own size: a float64 (H, W) or (H, W, 3) array in [0, 1]
-    (integer pixels scaled by their dtype's maximum, an alpha channel dropped).
+    """Read one image file at its own size: a float64 (H, W) or (H, W, 3) array in [0, 1].
+
+    The file is decoded by Pillow and turned upright by its EXIF orientation tag. Grey images
+    (1-bit, 8-bit, 16-bit, float) give (H, W); every other mode (RGB, palette, CMYK, YCbCr, ...)
+    gives RGB. Transparent pixels are composited onto white. An animation gives its first frame.
 
     Raises
     ------
     FileNotFoundError
         If the file does not exist.
     ValueError
-        If the file cannot be read as a 2-D image.
+        Naming the file, if it cannot be read or decoded as an image.
     """
     import os
 
-    from skimage import io
+    from PIL import Image, ImageOps
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such image: {path}")
     try:
-        image = io.imread(path)
-    except Exception as exc:
+        with Image.open(path) as image:
+            image.seek(0)  # the first frame of an animated GIF or multi-page TIFF
+            pixels = _pillow_pixels(ImageOps.exif_transpose(image))
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ... for bad files
         raise ValueError(f"{path} is not a readable image: {exc}") from None
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] == 4:
-        image = image[..., :3]  # drop alpha
-    if image.ndim not in (2, 3) or image.size == 0:
-        raise ValueError(f"{path} is not a 2-D image (shape {image.shape})")
-    if image.dtype.kind in "ui":
-        return image.astype(np.float64) / np.iinfo(image.dtype).max
-    return image.astype(np.float64)
+    if pixels.size == 0:
+        raise ValueError(f"{path} is not a readable image: it has no pixels (shape {pixels.shape})")
+    return pixels
 
 
-def read_image(path, size, color="rgb"):
+def _resize(image, size, resize):
+    """Resize an (H, W, C) image to ``size`` = (height, width) by ``resize`` (see read_image)."""
+    from skimage import transform
+
+    height, width = size
+    rows, cols, channels = image.shape
+    if resize == "crop":  # cut the source to the target's aspect ratio about its centre
+        keep_rows = min(rows, max(1, round(cols * height / width)))
+        keep_cols = min(cols, max(1, round(rows * width / height)))
+        top, left = (rows - keep_rows) // 2, (cols - keep_cols) // 2
+        image = image[top:top + keep_rows, left:left + keep_cols]
+    elif resize == "pad":  # fit the whole image inside, centred on black
+        scale = min(height / rows, width / cols)
+        inner_rows = min(height, max(1, round(rows * scale)))
+        inner_cols = min(width, max(1, round(cols * scale)))
+        out = np.zeros((height, width, channels))
+        top, left = (height - inner_rows) // 2, (width - inner_cols) // 2
+        out[top:top + inner_rows, left:left + inner_cols] = transform.resize(
+            image, (inner_rows, inner_cols, channels), anti_aliasing=True)
+        return out
+    return transform.resize(image, (height, width, channels), anti_aliasing=True)
+
+
+def read_image(path, size, color="rgb", resize="stretch"):
     """Read one image file as a (C, H, W) float32 array in [0, 1], resized to ``size``.
+
+    Parameters
+    ----------
+    path : str or path
+        Any file Pillow reads: PNG, JPEG, BMP, GIF, TIFF, WebP, ... It is turned upright by its
+        EXIF orientation tag; an animated GIF gives its first frame.
+    size : int or (int, int)
+        The output (height, width); one int means a square.
+    color : {'rgb', 'gray'}
+        'rgb' gives 3 channels (grey images are repeated); 'gray' gives 1 channel, the
+        luminance ``0.2125 R + 0.7154 G + 0.0721 B`` of colour images. Transparent pixels are
+        composited onto white; CMYK, palette and 16-bit images are converted.
+    resize : {'stretch', 'crop', 'pad'}
+        'stretch' scales each side to ``size`` (the aspect ratio changes); 'crop' cuts the
+        centre of the image to the aspect ratio of ``size``, then scales it; 'pad' scales the
+        whole image to fit inside ``size`` and fills the rest with black (zeros), centred.
+
+    Returns
+    -------
+    ndarray, (C, H, W) float32 in [0, 1]
 
     Raises
     ------
     FileNotFoundError
         If the file does not exist.
     ValueError
-        If the file cannot be read as an image.
+        Naming the file if it cannot be read or decoded as an image; naming ``size``,
+        ``color`` or ``resize`` for a bad value.
+    TypeError
+        Naming ``size`` if it is not an int or a pair of ints.
     """
     from skimage import color as skcolor
-    from skimage import transform
 
+    from .shapes import pair
+
+    size = pair("size", size, 1)
     _check_color(color)
+    _check_resize(resize)
     image = _read_pixels(path)
     if color == "gray":
         image = skcolor.rgb2gray(image) if image.ndim == 3 else image
         image = image[..., None]
     elif image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
-    image = transform.resize(image, tuple(size) + (image.shape[2],), anti_aliasing=True)
+    image = _resize(image, size, resize)
     return np.clip(image, 0, 1).transpose(2, 0, 1).astype(np.float32)
 
 
-def load_image_folder(path, size=(64, 64), color="rgb"):
+def _class_files(folder):
+    """The files under ``folder`` and all its sub-folders, in sorted order, hidden ones left out."""
+    import os
+
+    files = []
+    for root, folders, names in os.walk(folder):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        files += [os.path.join(root, name) for name in sorted(names) if not name.startswith(".")]
+    return files
+
+
+def load_image_folder(path, size=(64, 64), color="rgb", resize="stretch"):
     """Load a folder with one sub-folder per class (the Keras / torchvision layout).
 
     ::
 
         photos/
-            cats/   a.jpg b.png ...
-            memes/  c.jpg ...
+            cats/   a.jpg b.png indoors/c.jpg ...
+            memes/  d.jpg ...
 
     Parameters
     ----------
     path : str or path
-    size : (int, int)
-        Every image is resized to (height, width).
-    color : 'rgb' or 'gray'
+    size : int or (int, int)
+        Every image is resized to (height, width); one int means a square.
+    color : {'rgb', 'gray'}
+    resize : {'stretch', 'crop', 'pad'}
+        How the aspect ratio is handled, as in `read_image`.
 
     Returns
     -------
@@ -348,8 +439,12 @@ def load_image_folder(path, size=(64, 64), color="rgb"):
     labels : (N,) int64, the index of the class in ``class_names``
     class_names : list of str, the sub-folder names in sorted order
 
-    Files that are not images or cannot be read are skipped with one warning that counts
-    them. An empty folder or a single class is a ``ValueError``.
+    Notes
+    -----
+    A class takes every file in its sub-folder and, recursively, in the folders below it, in
+    sorted order. Hidden files and folders (names starting with '.') are left out. Files that
+    are not images or cannot be read are skipped with one warning that counts and names them.
+    An empty folder or a single class is a ``ValueError``.
     """
     import os
     import warnings
@@ -358,25 +453,22 @@ def load_image_folder(path, size=(64, 64), color="rgb"):
 
     size = pair("size", size, 1)
     _check_color(color)  # here too: read_image's ValueError would count every file as unreadable
+    _check_resize(resize)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no such folder: {path}")
     class_names = sorted(entry for entry in os.listdir(path)
                          if os.path.isdir(os.path.join(path, entry)) and not entry.startswith("."))
     images, labels, skipped = [], [], []
     for label, name in enumerate(class_names):
-        folder = os.path.join(path, name)
-        for filename in sorted(os.listdir(folder)):
-            file = os.path.join(folder, filename)
-            if filename.startswith(".") or not os.path.isfile(file):
-                continue
+        for file in _class_files(os.path.join(path, name)):
             try:
-                images.append(read_image(file, size, color))
+                images.append(read_image(file, size, color, resize))
                 labels.append(label)
-            except ValueError:
+            except (FileNotFoundError, ValueError):  # FileNotFoundError: a dangling link
                 skipped.append(file)
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} file(s) that are not readable images, e.g. {skipped[0]}",
-                      stacklevel=2)
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        warnings.warn(f"skipped {len(skipped)} file(s) that are not readable images: {shown}", stacklevel=2)
     counts = {name: labels.count(i) for i, name in enumerate(class_names)}
     non_empty = [name for name, count in counts.items() if count]
     if not images:
