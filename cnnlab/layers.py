@@ -22,7 +22,8 @@ from .shapes import check_int, output_size, pair, resolve_padding
 __all__ = [
     "Layer", "Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "MinPool2D", "MedianPool2D", "LPPool2D",
     "GlobalAvgPool2D", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Flatten", "Dropout",
-    "BatchNorm2D",
+    "BatchNorm2D", "GlobalMaxPool2D", "ReLU6", "Clip", "HardSigmoid", "HardSwish", "SiLU", "Identity",
+    "Reshape", "Add", "Multiply", "Concatenate",
 ]
 
 
@@ -311,22 +312,59 @@ class LPPool2D(_Pool2D):
     mode = "lp"
 
 
-class GlobalAvgPool2D(Layer):
-    """Mean of each channel: ``(N, C, H, W) -> (N, C)``."""
+def _reshape(a, shape):
+    """``a`` seen with another shape (no copy for contiguous arrays), host or GPU."""
+    shape = tuple(int(s) for s in shape)
+    return a.reshape(shape) if is_gpu_array(a) else np.ascontiguousarray(a).reshape(shape)
+
+
+class _GlobalPool2D(Layer):
+    forward_op = backward_op = None
+
+    def __init__(self, keepdims=False):
+        super().__init__()
+        if not isinstance(keepdims, (bool, np.bool_)):
+            raise TypeError(f"keepdims must be True or False, got {keepdims!r}")
+        self.keepdims = bool(keepdims)
 
     def forward(self, x, training=False):
-        out = F.global_avg_pool2d(x)
+        out = type(self).forward_op(x)
         if training:
             self._saved = x
-        return out
+        return _reshape(out, tuple(out.shape) + (1, 1)) if self.keepdims else out
 
     def backward(self, grad_out):
-        return F.global_avg_pool2d_backward(self._need_saved(), grad_out)
+        x = self._need_saved()
+        if self.keepdims:
+            if tuple(grad_out.shape) != tuple(x.shape[:2]) + (1, 1):
+                raise ValueError(f"grad_out must have shape {tuple(x.shape[:2]) + (1, 1)} (the forward "
+                                 f"output), got {tuple(grad_out.shape)}")
+            grad_out = _reshape(grad_out, x.shape[:2])
+        return type(self).backward_op(x, grad_out)
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
-            raise ValueError(f"GlobalAvgPool2D expects (C, H, W) inputs, got {tuple(input_shape)}")
-        return (input_shape[0],)
+            raise ValueError(f"{type(self).__name__} expects (C, H, W) inputs, got {tuple(input_shape)}")
+        return (input_shape[0], 1, 1) if self.keepdims else (input_shape[0],)
+
+    def config(self):
+        return dict(keepdims=self.keepdims)
+
+
+class GlobalAvgPool2D(_GlobalPool2D):
+    """Mean of each channel: ``(N, C, H, W) -> (N, C)``, or ``(N, C, 1, 1)`` with
+    ``keepdims=True`` (what a squeeze-excitation gate multiplies by)."""
+
+    forward_op = staticmethod(F.global_avg_pool2d)
+    backward_op = staticmethod(F.global_avg_pool2d_backward)
+
+
+class GlobalMaxPool2D(_GlobalPool2D):
+    """Maximum of each channel: ``(N, C, H, W) -> (N, C)``, or ``(N, C, 1, 1)`` with
+    ``keepdims=True``; the gradient goes to each plane's first maximum."""
+
+    forward_op = staticmethod(F.global_max_pool2d)
+    backward_op = staticmethod(F.global_max_pool2d_backward)
 
 
 class ReLU(Layer):
@@ -512,6 +550,237 @@ class BatchNorm2D(Layer):
         return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, dtype=self.dtype.name)
 
 
+class _ElementwiseActivation(Layer):
+    """An activation whose backward needs the forward input: ``forward_op(x, **arguments)``
+    and ``backward_op(x, grad_out, **arguments)``."""
+
+    forward_op = backward_op = None
+
+    def _arguments(self):
+        return {}
+
+    def forward(self, x, training=False):
+        if training:
+            self._saved = x
+        return type(self).forward_op(x, **self._arguments())
+
+    def backward(self, grad_out):
+        return type(self).backward_op(self._need_saved(), grad_out, **self._arguments())
+
+    def config(self):
+        return self._arguments()
+
+
+class ReLU6(_ElementwiseActivation):
+    """``min(max(x, 0), 6)`` (MobileNet); gradient 1 strictly inside (0, 6), as PyTorch."""
+
+    forward_op = staticmethod(F.relu6)
+    backward_op = staticmethod(F.relu6_backward)
+
+
+class Clip(_ElementwiseActivation):
+    """``min(max(x, min), max)``; ``None`` leaves a side open.  Gradient 1 strictly inside."""
+
+    forward_op = staticmethod(F.clip)
+    backward_op = staticmethod(F.clip_backward)
+
+    def __init__(self, min=None, max=None):
+        super().__init__()
+        low, high = F.clip_bounds(min, max)
+        self.min = None if min is None else low
+        self.max = None if max is None else high
+
+    def _arguments(self):
+        return dict(min=self.min, max=self.max)
+
+
+class HardSigmoid(_ElementwiseActivation):
+    """``max(0, min(1, alpha * x + beta))``; the defaults are PyTorch's ``relu6(x + 3) / 6``."""
+
+    forward_op = staticmethod(F.hardsigmoid)
+    backward_op = staticmethod(F.hardsigmoid_backward)
+
+    def __init__(self, alpha=1 / 6, beta=0.5):
+        super().__init__()
+        self.alpha = F.as_number("alpha", alpha)
+        self.beta = F.as_number("beta", beta)
+
+    def _arguments(self):
+        return dict(alpha=self.alpha, beta=self.beta)
+
+
+class HardSwish(_ElementwiseActivation):
+    """``x * relu6(x + 3) / 6`` (MobileNetV3)."""
+
+    forward_op = staticmethod(F.hardswish)
+    backward_op = staticmethod(F.hardswish_backward)
+
+
+class SiLU(_ElementwiseActivation):
+    """``x * sigmoid(x)``, also called swish (EfficientNet)."""
+
+    forward_op = staticmethod(F.silu)
+    backward_op = staticmethod(F.silu_backward)
+
+
+class Identity(Layer):
+    """Returns its input unchanged (a placeholder, or a skip path)."""
+
+    def forward(self, x, training=False):
+        if training:
+            self._saved = True
+        return x
+
+    def backward(self, grad_out):
+        self._need_saved()
+        return grad_out
+
+
+class Reshape(Layer):
+    """Reshape each sample to ``shape`` (the batch axis is kept); one entry may be -1, inferred
+    from the others.  ``Reshape((-1,))`` is :class:`Flatten`."""
+
+    def __init__(self, shape):
+        super().__init__()
+        shape = (shape,) if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool) else shape
+        if not isinstance(shape, (tuple, list)) or not shape:
+            raise TypeError(f"shape must be a non-empty tuple of integers, got {shape!r}")
+        if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or (s < 1 and s != -1)
+               for s in shape) or list(shape).count(-1) > 1:
+            raise ValueError(f"shape must hold positive integers and at most one -1, got {tuple(shape)}")
+        self.shape = tuple(int(s) for s in shape)
+
+    def forward(self, x, training=False):
+        out_shape = self.output_shape(tuple(x.shape[1:]))
+        if training:
+            self._saved = tuple(x.shape)
+        return _reshape(x, (x.shape[0],) + out_shape)
+
+    def backward(self, grad_out):
+        return _reshape(grad_out, self._need_saved())
+
+    def output_shape(self, input_shape):
+        size = int(np.prod(input_shape, dtype=np.int64))
+        known = int(np.prod([s for s in self.shape if s != -1], dtype=np.int64))
+        if -1 in self.shape and size % known == 0:
+            return tuple(size // known if s == -1 else s for s in self.shape)
+        if size != known or -1 in self.shape:
+            raise ValueError(f"Reshape cannot turn per-sample shape {tuple(input_shape)} ({size} values) "
+                             f"into {self.shape}")
+        return self.shape
+
+    def config(self):
+        return dict(shape=list(self.shape))
+
+
+class _MergeLayer(Layer):
+    """A layer of several inputs: ``forward(inputs)`` takes a list of arrays and
+    ``backward(grad_out)`` returns a list of gradients, one per input."""
+
+    def _check_inputs(self, inputs):
+        if not isinstance(inputs, (list, tuple)):
+            raise TypeError(f"{type(self).__name__} takes a list of arrays, got {type(inputs).__name__}")
+        if len(inputs) < 2:
+            raise ValueError(f"{type(self).__name__} takes at least 2 inputs, got {len(inputs)}")
+        return list(inputs)
+
+    def _check_shapes(self, shapes):
+        shapes = self._check_inputs(shapes)
+        return [tuple(s) for s in shapes]
+
+
+def _broadcast_result(name, shapes):
+    """The shape every one of ``shapes`` broadcasts against, which must be one of them."""
+    try:
+        result = tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        result = None
+    if result not in shapes:
+        raise ValueError(f"{name} inputs of shapes {shapes} do not broadcast against one of them")
+    return result
+
+
+class Add(_MergeLayer):
+    """Sum of 2 or more inputs (the ResNet shortcut); each may broadcast against the largest."""
+
+    def forward(self, inputs, training=False):
+        inputs = self._check_inputs(inputs)
+        out = inputs[0]
+        for other in inputs[1:]:
+            out = F.add(out, other)
+        if training:
+            self._saved = inputs
+        return out
+
+    def backward(self, grad_out):
+        # each input's gradient is grad_out summed over the axes that input was broadcast along
+        return [F.add_backward(grad_out, x, grad_out)[1] for x in self._need_saved()]
+
+    def output_shape(self, input_shapes):
+        return _broadcast_result("Add", self._check_shapes(input_shapes))
+
+
+class Multiply(_MergeLayer):
+    """Product of 2 inputs; one may broadcast against the other, as a squeeze-excitation gate
+    (N, C, 1, 1) against feature maps (N, C, H, W)."""
+
+    def _check_inputs(self, inputs):
+        inputs = super()._check_inputs(inputs)
+        if len(inputs) != 2:
+            raise ValueError(f"Multiply takes exactly 2 inputs, got {len(inputs)}")
+        return inputs
+
+    def forward(self, inputs, training=False):
+        a, b = self._check_inputs(inputs)
+        if training:
+            self._saved = (a, b)
+        return F.multiply(a, b)
+
+    def backward(self, grad_out):
+        return list(F.multiply_backward(*self._need_saved(), grad_out))
+
+    def output_shape(self, input_shapes):
+        return _broadcast_result("Multiply", self._check_shapes(input_shapes))
+
+
+class Concatenate(_MergeLayer):
+    """Join 2 or more inputs along ``axis`` (of the batched arrays: 1 is the channel axis of
+    NCHW; negative values count from the end; the batch axis 0 is not allowed)."""
+
+    def __init__(self, axis=1):
+        super().__init__()
+        self.axis = check_int("axis", axis)
+        if self.axis == 0:
+            raise ValueError("axis=0 is the batch axis; Concatenate joins along a per-sample axis")
+
+    def forward(self, inputs, training=False):
+        inputs = self._check_inputs(inputs)
+        out = F.concatenate(inputs, self.axis)
+        if training:
+            self._saved = [int(x.shape[self.axis]) for x in inputs]
+        return out
+
+    def backward(self, grad_out):
+        return F.concatenate_backward(grad_out, self._need_saved(), self.axis)
+
+    def output_shape(self, input_shapes):
+        shapes = self._check_shapes(input_shapes)
+        first = shapes[0]
+        axis = self.axis - 1 if self.axis > 0 else self.axis  # per-sample shapes have no batch axis
+        if not -len(first) <= axis < len(first):
+            raise ValueError(f"axis={self.axis} is out of range for per-sample shapes {shapes}")
+        axis %= len(first)
+        for shape in shapes[1:]:
+            if len(shape) != len(first) or any(m != n for k, (m, n) in enumerate(zip(shape, first)) if k != axis):
+                raise ValueError(f"Concatenate(axis={self.axis}) inputs must match except along that "
+                                 f"axis, got shapes {shapes}")
+        return first[:axis] + (sum(s[axis] for s in shapes),) + first[axis + 1:]
+
+    def config(self):
+        return dict(axis=self.axis)
+
+
 LAYER_TYPES = {cls.__name__: cls for cls in (
     Conv2D, Dense, MaxPool2D, AvgPool2D, MinPool2D, MedianPool2D, LPPool2D, GlobalAvgPool2D, ReLU,
-    LeakyReLU, Sigmoid, Tanh, Softmax, Flatten, Dropout, BatchNorm2D)}
+    LeakyReLU, Sigmoid, Tanh, Softmax, Flatten, Dropout, BatchNorm2D, GlobalMaxPool2D, ReLU6, Clip,
+    HardSigmoid, HardSwish, SiLU, Identity, Reshape, Add, Multiply, Concatenate)}

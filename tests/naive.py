@@ -176,3 +176,41 @@ def numeric_gradient(function, array, eps=1e-6):
         flat[i] = saved
         grad.reshape(-1)[i] = (up - down) / (2 * eps)
     return grad
+
+
+def broadcast_sum(grad, shape):
+    """``grad`` summed over the axes an operand of ``shape`` was broadcast along, element by
+    element: each entry of ``grad`` goes to the entry of the operand it was computed from."""
+    shape = tuple(shape)
+    padded = (1,) * (grad.ndim - len(shape)) + shape
+    out = np.zeros(padded, dtype=np.float64)
+    for index in np.ndindex(grad.shape):
+        out[tuple(0 if m == 1 else i for i, m in zip(index, padded))] += grad[index]
+    return out.reshape(shape)
+
+
+def global_max_pool2d(x):
+    """Maximum of every plane (NaN wins, as ``np.max``)."""
+    return x.max(axis=(2, 3))
+
+
+def clip(x, low, high):
+    return np.minimum(np.maximum(x, low), high)
+
+
+def hardsigmoid(x, alpha=1 / 6, beta=0.5):
+    return np.clip(alpha * x.astype(np.float64) + beta, 0, 1)
+
+
+def hardswish(x):
+    """PyTorch's definition: ``x * relu6(x + 3) / 6``."""
+    x = x.astype(np.float64)
+    return x * np.clip(x + 3, 0, 6) / 6
+
+
+def silu(x):
+    """``x * sigmoid(x)`` with SciPy's overflow-free logistic function."""
+    from scipy.special import expit
+
+    x = x.astype(np.float64)
+    return x * expit(x)

@@ -141,3 +141,65 @@ def log_softmax_backward(y, grad_out, grad_x):
             total += grad_out[o, k, i]
         for k in range(size):
             grad_x[o, k, i] = grad_out[o, k, i] - math.exp(y[o, k, i]) * total
+
+
+@njit(parallel=True, cache=True)
+def clip_forward(x, out, low, high):
+    """``out = min(max(x, low), high)`` element-wise (1-D arrays; NaN stays NaN)."""
+    for i in prange(x.shape[0]):
+        v = x[i]
+        out[i] = low if v < low else (high if v > high else v)
+
+
+@njit(parallel=True, cache=True)
+def clip_backward(x, grad_out, grad_x, low, high):
+    """``grad_x = grad_out`` where ``low < x < high``, else 0 (PyTorch's hardtanh rule)."""
+    for i in prange(x.shape[0]):
+        grad_x[i] = grad_out[i] if low < x[i] < high else 0
+
+
+@njit(parallel=True, cache=True)
+def hardsigmoid_forward(x, out, alpha, beta):
+    """``out = max(0, min(1, alpha * x + beta))`` element-wise (1-D arrays)."""
+    for i in prange(x.shape[0]):
+        z = alpha * x[i] + beta
+        out[i] = 0 if z < 0 else (1 if z > 1 else z)
+
+
+@njit(parallel=True, cache=True)
+def hardsigmoid_backward(x, grad_out, grad_x, alpha, beta):
+    """``grad_x = alpha * grad_out`` where ``0 < alpha * x + beta < 1``, else 0 (1-D arrays)."""
+    for i in prange(x.shape[0]):
+        z = alpha * x[i] + beta
+        grad_x[i] = alpha * grad_out[i] if 0 < z < 1 else 0
+
+
+@njit(parallel=True, cache=True)
+def hardswish_forward(x, out):
+    """``out = x * min(max(x + 3, 0), 6) / 6`` element-wise (1-D arrays)."""
+    for i in prange(x.shape[0]):
+        v = x[i]
+        out[i] = v * min(max(v + 3.0, 0.0), 6.0) / 6.0
+
+
+@njit(parallel=True, cache=True)
+def hardswish_backward(x, grad_out, grad_x):
+    """``grad_x = grad_out * (0 if x < -3, x / 3 + 1/2 if x <= 3, else 1)`` (PyTorch's rule)."""
+    for i in prange(x.shape[0]):
+        v = x[i]
+        grad_x[i] = 0 if v < -3 else (grad_out[i] * (v / 3 + 0.5) if v <= 3 else grad_out[i])
+
+
+@njit(parallel=True, cache=True)
+def silu_forward(x, out):
+    """``out = x * sigmoid(x)`` element-wise, without overflow (1-D arrays)."""
+    for i in prange(x.shape[0]):
+        out[i] = x[i] * _sigmoid(x[i])
+
+
+@njit(parallel=True, cache=True)
+def silu_backward(x, grad_out, grad_x):
+    """``grad_x = grad_out * s * (1 + x * (1 - s))`` with ``s = sigmoid(x)`` (1-D arrays)."""
+    for i in prange(x.shape[0]):
+        s = _sigmoid(x[i])
+        grad_x[i] = grad_out[i] * s * (1 + x[i] * (1 - s))

@@ -9,6 +9,12 @@ import numpy as np
 from numba import cuda
 
 from .activation import (
+    clip_backward,
+    clip_forward,
+    hardsigmoid_backward,
+    hardsigmoid_forward,
+    hardswish_backward,
+    hardswish_forward,
     leaky_relu_backward,
     leaky_relu_forward,
     log_softmax_backward,
@@ -17,6 +23,8 @@ from .activation import (
     relu_forward,
     sigmoid_backward,
     sigmoid_forward,
+    silu_backward,
+    silu_forward,
     softmax_backward,
     softmax_forward,
     tanh_backward,
@@ -26,7 +34,24 @@ from .conv import conv2d_backward_input, conv2d_backward_weight, conv2d_forward
 from .dropout import dropout_backward, dropout_forward
 from .filter import correlate2d_forward
 from .linear import linear_backward, linear_forward
-from .loss import cross_entropy_backward, cross_entropy_forward, mse_backward, mse_forward
+from .loss import (
+    cross_entropy_backward,
+    cross_entropy_forward,
+    mse_backward,
+    mse_forward,
+    weight_losses_by_class,
+    weighted_cross_entropy_backward,
+)
+from .merge import (
+    add_backward,
+    add_forward,
+    concatenate_backward,
+    concatenate_forward,
+    global_max_pool2d_backward,
+    global_max_pool2d_forward,
+    multiply_backward,
+    multiply_forward,
+)
 from .normalization import (
     batchnorm2d_backward,
     batchnorm2d_forward,

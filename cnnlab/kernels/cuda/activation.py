@@ -172,3 +172,113 @@ def log_softmax_backward(y, grad_out, grad_x):
     """Log-softmax gradient along axis 1 of (outer, K, inner) views."""
     blocks, threads = launch_shape(y.shape[0] * y.shape[2])
     _softmax_backward_kernel[blocks, threads](y, grad_out, grad_x, True)
+
+
+@cuda.jit(device=True)
+def _sigmoid(v):
+    if v >= 0:
+        return 1.0 / (1.0 + math.exp(-v))
+    e = math.exp(v)
+    return e / (1.0 + e)
+
+
+@cuda.jit
+def _clip_kernel(x, out, low, high):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        out[i] = low if v < low else (high if v > high else v)
+
+
+@cuda.jit
+def _clip_backward_kernel(x, grad_out, grad_x, low, high):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        grad_x[i] = grad_out[i] if low < x[i] < high else 0
+
+
+@cuda.jit
+def _hardsigmoid_kernel(x, out, alpha, beta):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        z = alpha * x[i] + beta
+        out[i] = 0 if z < 0 else (1 if z > 1 else z)
+
+
+@cuda.jit
+def _hardsigmoid_backward_kernel(x, grad_out, grad_x, alpha, beta):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        z = alpha * x[i] + beta
+        grad_x[i] = alpha * grad_out[i] if 0 < z < 1 else 0
+
+
+@cuda.jit
+def _hardswish_kernel(x, out):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        out[i] = v * min(max(v + 3.0, 0.0), 6.0) / 6.0
+
+
+@cuda.jit
+def _hardswish_backward_kernel(x, grad_out, grad_x):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        grad_x[i] = 0 if v < -3 else (grad_out[i] * (v / 3 + 0.5) if v <= 3 else grad_out[i])
+
+
+@cuda.jit
+def _silu_kernel(x, out):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        out[i] = x[i] * _sigmoid(x[i])
+
+
+@cuda.jit
+def _silu_backward_kernel(x, grad_out, grad_x):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        s = _sigmoid(x[i])
+        grad_x[i] = grad_out[i] * s * (1 + x[i] * (1 - s))
+
+
+def clip_forward(x, out, low, high):
+    """``out = min(max(x, low), high)`` element-wise (1-D device arrays)."""
+    blocks, threads = launch_shape(x.shape[0])
+    _clip_kernel[blocks, threads](x, out, low, high)
+
+
+def clip_backward(x, grad_out, grad_x, low, high):
+    """``grad_x = grad_out`` where ``low < x < high``, else 0 (1-D device arrays)."""
+    blocks, threads = launch_shape(x.shape[0])
+    _clip_backward_kernel[blocks, threads](x, grad_out, grad_x, low, high)
+
+
+def hardsigmoid_forward(x, out, alpha, beta):
+    """``out = max(0, min(1, alpha * x + beta))`` element-wise (1-D device arrays)."""
+    blocks, threads = launch_shape(x.shape[0])
+    _hardsigmoid_kernel[blocks, threads](x, out, alpha, beta)
+
+
+def hardsigmoid_backward(x, grad_out, grad_x, alpha, beta):
+    """``grad_x = alpha * grad_out`` where ``0 < alpha * x + beta < 1``, else 0 (1-D device arrays)."""
+    blocks, threads = launch_shape(x.shape[0])
+    _hardsigmoid_backward_kernel[blocks, threads](x, grad_out, grad_x, alpha, beta)
+
+
+def hardswish_forward(x, out):
+    """``out = x * min(max(x + 3, 0), 6) / 6`` element-wise (1-D device arrays)."""
+    blocks, threads = launch_shape(x.shape[0])
+    _hardswish_kernel[blocks, threads](x, out)
+
+
+def hardswish_backward(x, grad_out, grad_x):
+    """Hardswish gradient, PyTorch's rule (1-D device arrays)."""
+    blocks, threads = launch_shape(x.shape[0])
+    _hardswish_backward_kernel[blocks, threads](x, grad_out, grad_x)
+
+
+def silu_forward(x, out):
+    """``out = x * sigmoid(x)`` element-wise, without overflow (1-D device arrays)."""
+    blocks, threads = launch_shape(x.shape[0])
+    _silu_kernel[blocks, threads](x, out)
+
+
+def silu_backward(x, grad_out, grad_x):
+    """``grad_x = grad_out * s * (1 + x * (1 - s))`` with ``s = sigmoid(x)`` (1-D device arrays)."""
+    blocks, threads = launch_shape(x.shape[0])
+    _silu_backward_kernel[blocks, threads](x, grad_out, grad_x)
