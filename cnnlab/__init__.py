@@ -11,13 +11,15 @@ data already lives.
 
 __version__ = "0.1.0"
 
-from . import config, data, filters, functional, layers, losses, optim
+from . import callbacks, compilation, config, data, filters, functional, layers, losses, optim
 from .device import cuda_available, to_device, to_host
 from .model import Sequential, load
 from .shapes import output_size
 
 __all__ = [
     "__version__",
+    "callbacks",
+    "compilation",
     "config",
     "cuda_available",
     "data",

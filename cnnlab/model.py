@@ -15,17 +15,22 @@ import json
 import math
 import os
 import signal
+import stat
 import sys
 import tempfile
 import threading
 import time
+import zipfile
+import zlib
 
 import numpy as np
 
 from . import __version__
+from . import callbacks as callbacks_module
 from . import functional as F
 from . import losses as losses_module
 from . import optim as optim_module
+from .compilation import report_compilation
 from .device import cuda_available, is_gpu_array, to_device, to_host
 from .layers import LAYER_TYPES, Conv2D, Dropout, Layer, Softmax
 
@@ -36,17 +41,25 @@ FORMAT = "cnnlab-model-1"
 
 class History:
     """What :meth:`Sequential.fit` measured: ``history`` maps a metric name to one value per
-    epoch (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``lr``, ``seconds``)."""
+    epoch (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``lr``, ``seconds``).
+
+    ``stopped_epoch`` is the epoch (counting from 0) after which a callback stopped training
+    (None when all epochs ran); ``best_epoch`` the best epoch seen by ``EarlyStopping`` (whose
+    weights it restores), an index into the lists of ``history``."""
 
     def __init__(self, history=None):
         self.history = history or {}
+        self.best_epoch = None
+        self.stopped_epoch = None
 
     def append(self, **values):
         for name, value in values.items():
             self.history.setdefault(name, []).append(value)
 
     def __repr__(self):
-        return f"History({self.history})"
+        events = "".join(f", {name}={getattr(self, name)}" for name in ("best_epoch", "stopped_epoch")
+                         if getattr(self, name) is not None)
+        return f"History({self.history}{events})"
 
 
 class _DeferredInterrupt:
@@ -80,17 +93,21 @@ class _Progress:
     On a terminal the line redraws in place; in a log (not a terminal) only the epoch's
     final line is written."""
 
-    def __init__(self, epoch, epochs, total, verbose, stream=None):
+    def __init__(self, epoch, epochs, total, verbose, stream=None, clock=time.perf_counter,
+                 compiling=lambda: 0.0):
         self.epoch, self.epochs, self.total = epoch, epochs, total
         self.verbose = verbose
         self.stream = stream or sys.stdout
         self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = time.perf_counter()
+        self.clock, self.compiling = clock, compiling  # compiling(): seconds spent compiling so far
+        self.start, self._compiled_before = clock(), compiling()
         self._last_draw = 0.0
 
     def _line(self, done, loss, accuracy, final):
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        rate = done / elapsed
+        elapsed = max(self.clock() - self.start, 1e-9)
+        # samples/s and the ETA count the time spent running, not compiling kernels
+        running = max(elapsed - (self.compiling() - self._compiled_before), 1e-9)
+        rate = done / running
         width = 24
         filled = int(width * done / self.total)
         bar = "=" * filled + (">" if filled < width else "") + "." * max(0, width - filled - 1)
@@ -103,7 +120,7 @@ class _Progress:
         on the GPU reading the running totals is a copy to the host."""
         if not (self.verbose and self.interactive):
             return
-        now = time.perf_counter()
+        now = self.clock()
         if now - self._last_draw >= 0.1:
             self._last_draw = now
             loss, accuracy = read()
@@ -158,6 +175,22 @@ class Sequential:
         self.loss = None
         self.class_names = None
         self.preprocessing = None  # e.g. image size, colour mode, standardization: kept in saved models
+        self.stop_training = False  # a callback sets it to end fit after the current epoch
+        self.history = None  # the History of the last fit
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, index):
+        """``model[i]`` is layer ``i``; a slice gives a list of layers."""
+        if not isinstance(index, (int, np.integer, slice)) or isinstance(index, bool):
+            raise TypeError(f"model[...] takes a layer index or a slice, got {index!r}")
+        return self.layers[index]
+
+    def __repr__(self):
+        shape = tuple(self.input_shape) if self.input_shape is not None else None
+        return (f"{type(self).__name__}({len(self.layers)} layers, input_shape={shape}, "
+                f"parameters={self.parameter_count():,}, device={self.device!r})")
 
     def _first_with_params(self):
         return next((layer for layer in self.layers if layer.params), None)
@@ -301,6 +334,7 @@ class Sequential:
         if isinstance(x, (str, bytes)) or x is None:
             raise TypeError(f"{name} must be an array of images, got {type(x).__name__}")
         x = np.asarray(x)
+        self._check_batch_axis(x, name)
         if x.dtype.kind in "biu":
             raise TypeError(f"{name} has integer dtype {x.dtype}: scale 0-255 images with "
                             "cnnlab.data.normalize(images) first")
@@ -315,6 +349,25 @@ class Sequential:
         if self.input_shape is None:
             self.input_shape = tuple(x.shape[1:])
         return x.astype(self.dtype, copy=False)
+
+    def _check_batch_axis(self, x, name):
+        """A clear error for one image passed without its batch axis."""
+        first = self.layers[0]
+        if self.input_shape is not None:
+            expected = tuple(self.input_shape)
+        elif isinstance(first, Conv2D):
+            expected = (first.in_channels, "H", "W")
+        else:
+            return
+        if x.ndim != len(expected):
+            return
+        shown = ", ".join(str(s) for s in expected)
+        message = f"{name} has shape {x.shape}; the model takes a batch (N, {shown})"
+        if x.shape[0] == expected[0]:
+            message += f": pass {name}[None] for one image"
+        elif expected[0] == 1:
+            message += f": pass {name}[:, None] to add the channel axis"
+        raise ValueError(message)
 
     def _check_labels(self, y, samples, name="y"):
         classes = self.output_shapes(self.input_shape)[-1][0]
@@ -340,24 +393,86 @@ class Sequential:
         x = self._check_inputs(x)
         outputs = []
         final_softmax = isinstance(self.layers[-1], Softmax)
-        for _, batch in self._batches(x, batch_size):
-            out = self.forward(self._to_model_device(batch), training=False)
-            if not final_softmax:
-                out = F.softmax(out)
-            outputs.append(to_host(out))
+        with report_compilation(sys.stderr):
+            for _, batch in self._batches(x, batch_size):
+                out = self.forward(self._to_model_device(batch), training=False)
+                if not final_softmax:
+                    out = F.softmax(out)
+                outputs.append(to_host(out))
         return np.concatenate(outputs)
 
     def predict(self, x, batch_size=256):
         """Predicted class indices, ``(N,)``."""
         return self.predict_proba(x, batch_size).argmax(axis=1)
 
+    def predict_files(self, paths, top_k=1, batch_size=256):
+        """Classify image files, read and standardized as the model was trained
+        (:attr:`preprocessing`).
+
+        Parameters
+        ----------
+        paths : path or list of paths
+        top_k : int, default 1
+            How many of the most likely classes to list per file.
+
+        Returns
+        -------
+        list of dict
+            One per file, in order: ``file``, ``label`` (the class name, or its index as a
+            string), ``index``, ``probability``, and ``top_k``: ``(label, probability)`` pairs,
+            most likely first.
+
+        Raises
+        ------
+        ValueError
+            If the model keeps no preprocessing, or a file cannot be read as an image.
+        FileNotFoundError
+            If a file does not exist.
+        """
+        from .data import read_image, standardize
+        from .shapes import check_int
+
+        settings = self.preprocessing
+        if not isinstance(settings, dict) or "size" not in settings:
+            raise ValueError("predict_files needs the model's preprocessing, got model.preprocessing="
+                             f"{settings!r}: set model.preprocessing = dict(size=(height, width), "
+                             "color='rgb' or 'gray', mean=[...], std=[...]) as used for training "
+                             "(cnnlab train stores it)")
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            paths = [paths]
+        paths = list(paths)
+        if not paths:
+            raise ValueError("paths is empty: pass one or more image files")
+        classes = self.output_shapes(self.input_shape)[-1][0] if self.input_shape else None
+        top_k = check_int("top_k", top_k, 1)
+        if classes is not None and top_k > classes:
+            raise ValueError(f"top_k must be at most the number of classes ({classes}), got {top_k}")
+        keywords = {"resize": settings["resize"]} if "resize" in settings else {}
+        images = np.stack([read_image(path, settings["size"], settings.get("color", "rgb"), **keywords)
+                           for path in paths])
+        if settings.get("mean") is not None and settings.get("std") is not None:
+            images, _, _ = standardize(images, settings["mean"], settings["std"])
+        probabilities = self.predict_proba(images, batch_size)
+        names = self.class_names or [str(i) for i in range(probabilities.shape[1])]
+        results = []
+        for path, row in zip(paths, probabilities):
+            order = np.argsort(-row, kind="stable")[:top_k]
+            results.append(dict(file=os.fspath(path), label=names[order[0]], index=int(order[0]),
+                                probability=float(row[order[0]]),
+                                top_k=[(names[i], float(row[i])) for i in order]))
+        return results
+
     def evaluate(self, x, y, batch_size=256, loss=None):
         """``{'loss': mean loss, 'accuracy': fraction correct}`` on ``(x, y)``."""
         x = self._check_inputs(x)
         y = self._check_labels(y, x.shape[0])
         loss = losses_module.get(loss or self.loss or "cross_entropy")
-        total_loss, correct = 0.0, 0
         layers = self._logit_layers(loss)
+        with report_compilation(sys.stderr):
+            return self._evaluate(x, y, batch_size, loss, layers)
+
+    def _evaluate(self, x, y, batch_size, loss, layers):
+        total_loss, correct = 0.0, 0
         for start, batch in self._batches(x, batch_size):
             out = self._to_model_device(batch)
             for layer in layers:
@@ -374,7 +489,7 @@ class Sequential:
     # --- training -----------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entropy",
             validation_data=None, shuffle=True, seed=None, verbose=1, checkpoint=None, resume=None,
-            augment=None):
+            augment=None, callbacks=None, validation_split=0.0, class_weight=None):
         """Train with mini-batch backpropagation.
 
         Parameters
@@ -404,6 +519,17 @@ class Sequential:
             ``True`` applies :class:`cnnlab.data.Augmenter` with its defaults to each training
             batch; a callable ``augment(batch, rng) -> batch`` is used as given. Validation
             data are never augmented.
+        callbacks : list of cnnlab.callbacks.Callback or None
+            Run after each step and epoch (:mod:`cnnlab.callbacks`): early stopping, learning
+            rate reduction, saving the best model, your own functions.
+        validation_split : float in [0, 1), default 0
+            Hold out this fraction of ``(x, y)`` (each class in proportion, seeded by ``seed``)
+            as validation data, before any shuffling; not together with ``validation_data``.
+        class_weight : None, dict or 'balanced'
+            Weigh each sample's loss and gradient by its class: ``{class index or name:
+            weight}`` (classes left out weigh 1), or ``'balanced'``: ``n_samples / (n_classes *
+            count)`` per class (scikit-learn's rule), from the training samples. Cross-entropy
+            loss only.
 
         Returns
         -------
@@ -412,7 +538,8 @@ class Sequential:
         Raises
         ------
         TypeError, ValueError
-            For bad data (checked before any training step; the weights are untouched).
+            For bad data or settings, or a callback monitoring a metric ``fit`` does not measure
+            (checked before any training step; the weights are untouched).
         KeyboardInterrupt
             On Ctrl-C, after the step in progress completes: the model holds its last
             completed step and the last checkpoint stays valid.
@@ -424,10 +551,16 @@ class Sequential:
         x = self._check_inputs(x)
         y = self._check_labels(y, x.shape[0])
         if validation_data is not None:
+            if validation_split:
+                raise ValueError(f"pass validation_data or validation_split, not both (validation_split="
+                                 f"{validation_split})")
             if len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (x_val, y_val)")
             x_val = self._check_inputs(validation_data[0], "validation x")
             y_val = self._check_labels(validation_data[1], x_val.shape[0], "validation y")
+        elif validation_split:
+            x, x_val, y, y_val = self._split(x, y, validation_split, seed)
+        validating = validation_data is not None or bool(validation_split)
         from .shapes import check_int
 
         epochs = check_int("epochs", epochs, 1)
@@ -440,7 +573,11 @@ class Sequential:
         elif augment is not None and not callable(augment):
             raise TypeError(f"augment must be True, False, None or a callable, got {augment!r}")
         batch_size = check_int("batch_size", batch_size, 1)
-        self.loss = losses_module.get(loss)
+        loss = losses_module.get(loss)
+        class_weights = self._class_weights(class_weight, y, loss)
+        available = ["loss", "accuracy", "lr", "seconds"] + (["val_loss", "val_accuracy"] if validating else [])
+        callbacks = callbacks_module.check_callbacks(callbacks, available)
+        self.loss = loss
         if optimizer is not None:
             self.optimizer = optimizer
         elif self.optimizer is None:
@@ -453,6 +590,15 @@ class Sequential:
         rng = np.random.default_rng(base_seed)
         if resume is not None:
             start_epoch, rng, history, base_seed = self._load_checkpoint(resume)
+        if class_weights is not None:
+            class_weights = self._to_model_device(class_weights.astype(self.dtype))
+        self.history, self.stop_training = history, False
+        batch_callbacks = [c for c in callbacks if "on_batch_end" in vars(c)  # a LambdaCallback's
+                           or type(c).on_batch_end is not callbacks_module.Callback.on_batch_end]
+        for callback in callbacks:
+            callback.model = self
+            callback.on_train_begin(self)
+        record = {}
 
         layers = self._logit_layers(self.loss)
         dropouts = [layer for layer in layers if isinstance(layer, Dropout)]
@@ -461,11 +607,10 @@ class Sequential:
         resident = self.device == "cuda" and augment is None
         if resident:
             x_source, y_source = to_device(x), to_device(y)
-        with _DeferredInterrupt() as interrupt:
+        with _DeferredInterrupt() as interrupt, report_compilation(sys.stderr if verbose else None) as compiling:
             for epoch in range(start_epoch, epochs):
-                self.optimizer.set_epoch(epoch)
                 order = rng.permutation(x.shape[0]) if shuffle else np.arange(x.shape[0])
-                progress = _Progress(epoch, epochs, x.shape[0], verbose)
+                progress = _Progress(epoch, epochs, x.shape[0], verbose, compiling=compiling.elapsed)
                 totals = self._to_model_device(np.zeros(2))  # loss sum, correct predictions
                 seen = 0
 
@@ -476,7 +621,8 @@ class Sequential:
                     return loss_sum / seen, hits / seen
 
                 epoch_start = time.perf_counter()
-                for start in range(0, x.shape[0], batch_size):
+                for step, start in enumerate(range(0, x.shape[0], batch_size)):
+                    self.optimizer.set_epoch(epoch, start / x.shape[0])
                     index = order[start:start + batch_size]
                     if resident:
                         device_index = to_device(np.ascontiguousarray(index, dtype=np.int64))
@@ -489,26 +635,83 @@ class Sequential:
                     for number, layer in enumerate(dropouts):
                         layer.step_seed = int((base_seed * 7919 + self.optimizer.steps * 104729 + number)
                                               % (2**31))
-                    self._train_step(layers, batch, targets, totals)
+                    self._train_step(layers, batch, targets, totals, class_weights)
                     seen += len(index)
                     progress.update(seen, read_totals)
+                    if batch_callbacks:
+                        mean_loss, accuracy = read_totals()
+                        logs = dict(epoch=epoch, steps=self.optimizer.steps, loss=mean_loss, accuracy=accuracy,
+                                    lr=self.optimizer.lr)
+                        for callback in batch_callbacks:
+                            callback.on_batch_end(step, logs)
                     interrupt.check()
                 mean_loss, accuracy = read_totals()
                 record = dict(loss=mean_loss, accuracy=accuracy, lr=self.optimizer.lr,
                               seconds=time.perf_counter() - epoch_start)
                 extra = ""
-                if validation_data is not None:
+                if validating:
                     scores = self.evaluate(x_val, y_val, loss=self.loss)
                     record.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
                     extra = f" - val_loss {scores['loss']:.4f} val_acc {scores['accuracy']:.4f}"
                 history.append(**record)
                 progress.finish(record["loss"], record["accuracy"], extra)
+                for callback in callbacks:
+                    callback.on_epoch_end(epoch, dict(record))
                 if checkpoint is not None:
                     self._save_checkpoint(checkpoint, epoch + 1, rng, history, base_seed)
                 interrupt.check()
+                if self.stop_training:
+                    history.stopped_epoch = epoch
+                    break
         for layer in dropouts:
             layer.step_seed = None
+        for callback in callbacks:
+            callback.on_train_end(dict(record))
         return history
+
+    def _split(self, x, y, fraction, seed):
+        """``x, x_val, y, y_val``: ``fraction`` of each class held out (seeded), the rest in order."""
+        from .data import train_test_split
+
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
+                or not 0 < fraction < 1:
+            raise ValueError(f"validation_split must be a fraction in [0, 1), got {fraction!r}")
+        train, held_out, _, _ = train_test_split(np.arange(len(y)), y, test_size=fraction, seed=seed)
+        if len(held_out) == 0 or len(train) == 0:
+            raise ValueError(f"validation_split={fraction} of {len(y)} samples leaves "
+                             f"{len(train)} to train on and {len(held_out)} to validate: use more samples "
+                             "or another fraction")
+        train = np.sort(train)
+        return x[train], x[held_out], y[train], y[held_out]
+
+    def _class_weights(self, class_weight, y, loss):
+        """The ``(classes,)`` float64 weights for ``fit(class_weight=...)``, or None."""
+        if class_weight is None:
+            return None
+        if not isinstance(loss, losses_module.CrossEntropy):
+            raise ValueError(f"class_weight works with the cross-entropy loss, got loss={loss.name!r}")
+        classes = self.output_shapes(self.input_shape)[-1][0]
+        weights = np.ones(classes)
+        if isinstance(class_weight, str):
+            if class_weight != "balanced":
+                raise ValueError(f"class_weight must be None, a dict or 'balanced', got {class_weight!r}")
+            counts = np.bincount(y, minlength=classes)
+            present = counts > 0
+            weights[present] = len(y) / (present.sum() * counts[present])
+            return weights
+        if not isinstance(class_weight, dict):
+            raise TypeError(f"class_weight must be None, a dict or 'balanced', got {type(class_weight).__name__}")
+        names = list(self.class_names or [])
+        for key, value in class_weight.items():
+            index = names.index(key) if key in names else key
+            if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < classes:
+                raise ValueError(f"class_weight has key {key!r}: keys must be class indices in [0, {classes})"
+                                 + (f" or class names {names}" if names else ""))
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                    or not math.isfinite(value) or value < 0:
+                raise ValueError(f"class_weight[{key!r}] must be a finite number >= 0, got {value!r}")
+            weights[index] = float(value)
+        return weights
 
     def _one_hot_like(self, out, labels):
         """One-hot rows of ``labels`` in ``out``'s dtype, on the model's device (MSE targets)."""
@@ -516,18 +719,25 @@ class Sequential:
 
         return self._to_model_device(one_hot(labels, out.shape[1]).astype(np.dtype(out.dtype)))
 
-    def _train_step(self, layers, batch, targets, totals):
+    def _train_step(self, layers, batch, targets, totals, class_weights=None):
         """Forward, loss, backward and update for one batch already on the model's device;
-        adds the batch's loss sum and correct predictions to ``totals`` (on that device)."""
+        adds the batch's loss sum and correct predictions to ``totals`` (on that device).
+        ``class_weights`` ((classes,), on that device) weighs each sample's loss by its class."""
         out = batch
         for layer in layers:
             out = layer.forward(out, training=True)
         if isinstance(self.loss, losses_module.CrossEntropy):
-            losses, probabilities = F.cross_entropy_per_sample(out, targets)
+            if class_weights is None:
+                losses, probabilities = F.cross_entropy_per_sample(out, targets)
+            else:
+                losses, probabilities = F.weighted_cross_entropy_per_sample(out, targets, class_weights)
             if self.device == "cpu" and not np.all(np.isfinite(losses)):  # free to check here
                 raise FloatingPointError("the loss became non-finite: lower the learning rate")
             F.add_classification_totals(losses, probabilities, targets, totals)
-            grad = F.cross_entropy_backward(probabilities, targets)
+            if class_weights is None:
+                grad = F.cross_entropy_backward(probabilities, targets)
+            else:
+                grad = F.weighted_cross_entropy_backward(probabilities, targets, class_weights)
         else:  # squared error against one-hot rows
             host_targets = to_host(targets)
             loss_value = self.loss.forward(out, self._one_hot_like(out, host_targets))
@@ -601,6 +811,10 @@ class Sequential:
         theirs = architecture["layers"]
         if [(l["type"], l["config"]) for l in mine] != [(l["type"], l["config"]) for l in theirs]:
             raise ValueError(f"{path} holds a different architecture than this model")
+        self._set_arrays(data)
+
+    def _set_arrays(self, data):
+        """Put the parameters and buffers of ``data`` (as from :meth:`_arrays`) in place."""
         for index, layer in enumerate(self.layers):
             for store, prefix in ((layer.params, "param"), (layer.buffers, "buffer")):
                 for name in store:
@@ -608,11 +822,23 @@ class Sequential:
                     store[name] = to_device(value) if self.device == "cuda" else value
 
 
+def _new_file_mode(path):
+    """The mode a file at ``path`` gets: an existing file's mode, else 0666 less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def _write_npz(path, arrays):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    mode = _new_file_mode(path)
     handle, temporary = tempfile.mkstemp(prefix=".cnnlab-", suffix=".npz.tmp", dir=directory)
     try:
+        os.chmod(temporary, mode)  # mkstemp makes it private (0600)
         with os.fdopen(handle, "wb") as stream:
             np.savez(stream, **arrays)
             stream.flush()
@@ -624,16 +850,36 @@ def _write_npz(path, arrays):
         raise
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
 def _read_npz(path):
+    """The arrays of a cnnlab model file; ``ValueError`` saying what the file is otherwise."""
+    not_ours = f"{path} is not a cnnlab model file"
+    what = "cnnlab reads the .npz files that model.save writes"
+    with open(os.fspath(path), "rb") as stream:  # FileNotFoundError as it is
+        head = stream.read(len(HDF5_SIGNATURE))
+    if head.startswith(HDF5_SIGNATURE):
+        raise ValueError(f"{not_ours}: it is an HDF5 file (such as a Keras .h5 model); {what}")
+    if not head.startswith(b"PK"):
+        raise ValueError(f"{not_ours}: it is not a .npz archive; {what}")
     try:
         with np.load(os.fspath(path), allow_pickle=False) as archive:
-            data = {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is not a cnnlab model file: {exc}") from None
-    if "cnnlab_format" not in data or str(data["cnnlab_format"]) != FORMAT:
-        raise ValueError(f"{path} is not a cnnlab model file (no '{FORMAT}' marker)")
+            names = archive.files
+            marker = str(archive["cnnlab_format"]) if "cnnlab_format" in names else None
+            version = str(archive["cnnlab_version"]) if "cnnlab_version" in names else "unknown"
+            data = {name: archive[name] for name in names} if marker == FORMAT else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+        # never NumPy's own message: it suggests loading with pickle
+        raise ValueError(f"{not_ours}: it is truncated, damaged, or an archive of other data; {what}") from None
+    if marker is None:
+        raise ValueError(f"{not_ours} (no '{FORMAT}' marker); {what}")
+    if marker != FORMAT:
+        number = marker[len("cnnlab-model-"):]
+        if marker.startswith("cnnlab-model-") and number.isdigit() and int(number) > int(FORMAT.split("-")[-1]):
+            raise ValueError(f"{path} was written by a newer cnnlab (version {version}, format {marker!r}); "
+                             f"upgrade cnnlab to read it (this is cnnlab {__version__})")
+        raise ValueError(f"{not_ours} (unknown format marker {marker!r}); {what}")
     return data
 
 

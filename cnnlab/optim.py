@@ -11,10 +11,19 @@ import numpy as np
 from . import functional as F
 from .device import is_gpu_array, to_device, to_host
 
-__all__ = ["SGD", "Adam", "StepLR", "CosineLR"]
+__all__ = ["SGD", "Adam", "StepLR", "CosineLR", "WarmupLR", "PerStep"]
 
 
-class StepLR:
+class EpochSchedule:
+    """A schedule whose factor depends on the epoch only: ``factor(epoch)``."""
+
+    def factor_at(self, epoch, fraction, step):
+        """The factor before optimizer step ``step`` (counting from 0), ``fraction`` of the way
+        through ``epoch``: an epoch schedule looks at the epoch alone."""
+        return self.factor(epoch)
+
+
+class StepLR(EpochSchedule):
     """Multiply the learning rate by ``gamma`` every ``step_size`` epochs."""
 
     def __init__(self, step_size, gamma=0.1):
@@ -30,7 +39,7 @@ class StepLR:
         return dict(type="StepLR", step_size=self.step_size, gamma=self.gamma)
 
 
-class CosineLR:
+class CosineLR(EpochSchedule):
     """Cosine decay from the base rate to ``min_factor`` times it over ``total_epochs``."""
 
     def __init__(self, total_epochs, min_factor=0.0):
@@ -47,6 +56,60 @@ class CosineLR:
         return dict(type="CosineLR", total_epochs=self.total_epochs, min_factor=self.min_factor)
 
 
+class PerStep:
+    """Apply an epoch schedule at every step, at fractional epochs: step ``i`` of ``n`` in
+    epoch ``e`` uses ``schedule.factor(e + i / n)`` (a smooth cosine decay instead of a
+    staircase of epochs)."""
+
+    def __init__(self, schedule):
+        if not isinstance(schedule, EpochSchedule):
+            raise TypeError(f"schedule must be an epoch schedule such as CosineLR, got {schedule!r}")
+        self.schedule = schedule
+
+    def factor_at(self, epoch, fraction, step):
+        return self.schedule.factor(epoch + fraction)
+
+    def config(self):
+        return dict(type="PerStep", schedule=self.schedule.config())
+
+
+class WarmupLR:
+    """Linear warm-up over the first ``steps`` optimizer steps, then the ``after`` schedule.
+
+    Step ``i`` (counting from 0) uses ``min(1, (i + 1) / steps)`` times the factor of
+    ``after`` (1 when None), so the rate climbs from ``lr / steps`` to ``lr`` and then
+    follows ``after`` on its usual clock.
+    """
+
+    def __init__(self, steps, after=None):
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        if after is not None and not hasattr(after, "factor_at"):
+            raise TypeError(f"after must be a schedule (StepLR, CosineLR, PerStep) or None, got {after!r}")
+        self.steps = int(steps)
+        self.after = after
+
+    def factor_at(self, epoch, fraction, step):
+        later = self.after.factor_at(epoch, fraction, step) if self.after is not None else 1.0
+        return min(1.0, (step + 1) / self.steps) * later
+
+    def config(self):
+        return dict(type="WarmupLR", steps=self.steps,
+                    after=self.after.config() if self.after is not None else None)
+
+
+def schedule_from_config(config):
+    """Rebuild a schedule from its ``config()``."""
+    config = dict(config)
+    kind = config.pop("type")
+    if kind == "PerStep":
+        return PerStep(schedule_from_config(config["schedule"]))
+    if kind == "WarmupLR":
+        after = config["after"]
+        return WarmupLR(config["steps"], schedule_from_config(after) if after else None)
+    return {"StepLR": StepLR, "CosineLR": CosineLR}[kind](**config)
+
+
 class Optimizer:
     """Shared machinery: per-parameter state on the parameters' device, schedules, saving."""
 
@@ -61,9 +124,16 @@ class Optimizer:
         self.state = []  # one dict of state arrays per parameter, in the model's order
         self.steps = 0
 
-    def set_epoch(self, epoch):
-        """Apply the schedule for ``epoch`` (counting from 0)."""
-        self.lr = self.base_lr * (self.schedule.factor(epoch) if self.schedule else 1.0)
+    def set_epoch(self, epoch, fraction=0.0):
+        """Apply the schedule for the next step, ``fraction`` of the way through ``epoch``
+        (counting from 0). ``fit`` calls it before every step."""
+        if self.schedule is None:
+            factor = 1.0
+        elif hasattr(self.schedule, "factor_at"):
+            factor = self.schedule.factor_at(epoch, fraction, self.steps)
+        else:  # any object with factor(epoch)
+            factor = self.schedule.factor(epoch)
+        self.lr = self.base_lr * factor
 
     def _state_for(self, index, param):
         while len(self.state) <= index:
@@ -118,7 +188,7 @@ class SGD(Optimizer):
     momentum : float, default 0
     nesterov : bool, default False
     weight_decay : float, default 0 (L2 penalty added to the gradient)
-    schedule : StepLR, CosineLR or None
+    schedule : StepLR, CosineLR, PerStep, WarmupLR or None
     """
 
     state_names = ("velocity",)
@@ -150,7 +220,7 @@ class Adam(Optimizer):
     betas : (float, float), default (0.9, 0.999)
     eps : float, default 1e-8
     weight_decay : float, default 0 (L2 penalty added to the gradient)
-    schedule : StepLR, CosineLR or None
+    schedule : StepLR, CosineLR, PerStep, WarmupLR or None
     """
 
     state_names = ("first_moment", "second_moment")
@@ -177,9 +247,7 @@ def from_config(config):
     kind = config.pop("type")
     schedule = config.pop("schedule", None)
     if schedule:
-        schedule = dict(schedule)
-        schedule_type = schedule.pop("type")
-        config["schedule"] = {"StepLR": StepLR, "CosineLR": CosineLR}[schedule_type](**schedule)
+        config["schedule"] = schedule_from_config(schedule)
     if "betas" in config:
         config["betas"] = tuple(config["betas"])
     return {"SGD": SGD, "Adam": Adam}[kind](**config)

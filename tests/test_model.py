@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import cnnlab
+import cnnlab.functional as F
 from cnnlab import layers as L
 from cnnlab import optim
 
@@ -206,6 +207,16 @@ def test_interrupt_finishes_the_step_and_keeps_the_checkpoint_valid(digits, tmp_
     (dict(batch_size=0), ValueError, "batch_size"),
     (dict(loss="hinge"), ValueError, "loss"),
     (dict(validation_data=(np.zeros((4, 1, 8, 8), np.float32), np.array([0, 1, 2, 9]))), ValueError, "validation y"),
+    (dict(validation_split=0.2, validation_data=(np.zeros((3, 1, 8, 8), np.float32), [0, 1, 2])), ValueError,
+     "not both"),
+    (dict(validation_split=1.5), ValueError, "validation_split"),
+    (dict(x=np.zeros((3, 1, 8, 8), np.float32), y=[0, 1, 2], validation_split=0.1), ValueError,
+     "leaves 3 to train on and 0"),
+    (dict(class_weight="heavy"), ValueError, "'balanced'"),
+    (dict(class_weight=[1, 2, 3]), TypeError, "class_weight"),
+    (dict(class_weight={5: 1.0}), ValueError, r"key 5.*\[0, 3\)"),
+    (dict(class_weight={0: -1.0}), ValueError, r"class_weight\[0\]"),
+    (dict(class_weight={0: 2.0}, loss="mse"), ValueError, "cross-entropy"),
 ])
 def test_bad_fit_input_is_refused_before_any_step(bad, error, words):
     model = small_cnn()
@@ -258,3 +269,187 @@ def test_copy_of_a_gpu_model_stays_on_the_gpu(digits):
     twin = gpu.copy()
     assert twin.device == "cuda" and twin.layers[0].params["weight"].__class__ is not np.ndarray
     np.testing.assert_array_equal(twin.predict_proba(x[:4]), gpu.predict_proba(x[:4]))
+
+
+def test_validation_split_holds_out_a_seeded_stratified_part_before_shuffling(digits):
+    from cnnlab.data import train_test_split
+
+    x, y = digits
+    x, y = x[:90], y[:90]
+    split = small_cnn().fit(x, y, epochs=2, batch_size=16, seed=4, verbose=0, validation_split=0.2)
+    train, held_out, _, _ = train_test_split(np.arange(90), y, test_size=0.2, seed=4)
+    train = np.sort(train)
+    given = small_cnn().fit(x[train], y[train], epochs=2, batch_size=16, seed=4, verbose=0,
+                            validation_data=(x[held_out], y[held_out]))
+    assert split.history["val_loss"] == given.history["val_loss"]
+    assert split.history["loss"] == given.history["loss"]
+    assert np.bincount(y[held_out]).tolist() == [6, 6, 6]  # each class in proportion
+
+
+def test_class_weights_weigh_the_loss_and_its_gradient():
+    from naive import numeric_gradient
+
+    rng = np.random.default_rng(0)
+    logits, targets = rng.normal(size=(5, 3)), np.array([0, 2, 1, 2, 0])
+    class_weights = np.array([2.0, 0.5, 3.0])
+    loss, probabilities = F.weighted_cross_entropy(logits, targets, class_weights)
+    plain, _ = F.cross_entropy_per_sample(logits, targets)
+    assert loss == pytest.approx(np.mean(class_weights[targets] * plain))
+    expected = numeric_gradient(lambda: F.weighted_cross_entropy(logits, targets, class_weights)[0], logits)
+    np.testing.assert_allclose(F.weighted_cross_entropy_backward(probabilities, targets, class_weights), expected,
+                               rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="one weight per class"):
+        F.weighted_cross_entropy(logits, targets, [1.0, 2.0])
+    with pytest.raises(ValueError, match="finite"):
+        F.weighted_cross_entropy(logits, targets, [1.0, np.nan, 1.0])
+
+
+def test_class_weights_on_the_gpu_match_the_cpu():
+    rng = np.random.default_rng(1)
+    logits, targets = rng.normal(size=(7, 4)), rng.integers(0, 4, 7)
+    class_weights = np.array([1.0, 0.25, 4.0, 2.0])
+    losses, probabilities = F.weighted_cross_entropy_per_sample(logits, targets, class_weights)
+    device_losses, device_probabilities = F.weighted_cross_entropy_per_sample(
+        cnnlab.to_device(logits), cnnlab.to_device(targets.astype(np.int64)), class_weights)
+    np.testing.assert_allclose(cnnlab.to_host(device_losses), losses, rtol=1e-12)
+    grad = F.weighted_cross_entropy_backward(probabilities, targets, class_weights)
+    device_grad = F.weighted_cross_entropy_backward(device_probabilities, cnnlab.to_device(targets.astype(np.int64)),
+                                                    cnnlab.to_device(class_weights))
+    np.testing.assert_allclose(cnnlab.to_host(device_grad), grad, rtol=1e-12)
+
+
+def test_a_heavier_class_is_predicted_more(digits):
+    x, y = digits
+    probabilities = []
+    for class_weight in (None, {0: 8.0}):
+        model = small_cnn()
+        model.fit(x, y, epochs=1, batch_size=32, optimizer=optim.SGD(0.05), seed=0, verbose=0,
+                  class_weight=class_weight)
+        probabilities.append(model.predict_proba(x)[:, 0].mean())
+    assert probabilities[1] > probabilities[0] + 0.05
+
+
+def test_balanced_class_weights_follow_scikit_learns_rule(digits):
+    x, y = digits
+    x, y = x[:50], np.r_[np.zeros(30, int), np.ones(15, int), np.full(5, 2)]
+    rule = {c: 50 / (3 * n) for c, n in enumerate([30, 15, 5])}
+    runs = []
+    for class_weight in ("balanced", rule):
+        model = small_cnn()
+        model.class_names = ["zero", "one", "two"]
+        model.fit(x, y, epochs=1, batch_size=16, seed=0, verbose=0, class_weight=class_weight)
+        runs.append(weights(model))
+    named = small_cnn()
+    named.class_names = ["zero", "one", "two"]
+    named.fit(x, y, epochs=1, batch_size=16, seed=0, verbose=0,
+              class_weight={"zero": rule[0], "one": rule[1], 2: rule[2]})
+    runs.append(weights(named))
+    for a, b, c in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+        np.testing.assert_allclose(a, c, rtol=1e-6)
+
+
+def test_weighted_training_on_the_gpu_matches_the_cpu(digits):
+    x, y = digits
+    x, y = x[:24], y[:24]
+    cpu = small_cnn(dtype="float64")
+    gpu = small_cnn(dtype="float64").to("cuda")
+    for model in (cpu, gpu):
+        model.fit(x, y, epochs=1, batch_size=12, optimizer=optim.SGD(0.1), seed=1, verbose=0,
+                  class_weight={1: 3.0})
+    gpu.to("cpu")
+    for a, b in zip(weights(cpu), weights(gpu)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def write_images(folder, count):
+    from skimage import io
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        paths.append(folder / f"{i}.png")
+        io.imsave(paths[-1], (rng.random((10, 12)) * 255).astype(np.uint8), check_contrast=False)
+    return paths
+
+
+def test_predict_files_reads_and_standardizes_as_saved(tmp_path):
+    from cnnlab.data import read_image, standardize
+
+    model = small_cnn()
+    model.class_names = ["zero", "one", "two"]
+    model.preprocessing = dict(size=[8, 8], color="gray", mean=[0.5], std=[0.25])
+    paths = write_images(tmp_path, 3)
+    results = model.predict_files(paths, top_k=2)
+    images = np.stack([read_image(p, (8, 8), "gray") for p in paths])
+    expected = model.predict_proba(standardize(images, [0.5], [0.25])[0])
+    assert [r["file"] for r in results] == [str(p) for p in paths]
+    for result, row in zip(results, expected):
+        best = int(row.argmax())
+        assert result["label"] == model.class_names[best] and result["index"] == best
+        assert result["probability"] == pytest.approx(row[best])
+        assert len(result["top_k"]) == 2 and result["top_k"][0] == (result["label"], result["probability"])
+        assert result["top_k"][1][1] <= result["top_k"][0][1]
+    assert model.predict_files(paths[0])[0]["file"] == str(paths[0])  # one path is a list of one
+    with pytest.raises(ValueError, match="top_k"):
+        model.predict_files(paths, top_k=4)
+
+
+def test_predict_files_passes_the_saved_resize_mode(tmp_path, monkeypatch):
+    import cnnlab.data
+
+    calls = []
+
+    def fake_read_image(path, size, color="rgb", **keywords):
+        calls.append(keywords)
+        return np.zeros((1, *size), np.float32)
+
+    monkeypatch.setattr(cnnlab.data, "read_image", fake_read_image)
+    model = small_cnn()
+    model.preprocessing = dict(size=[8, 8], color="gray", mean=[0.0], std=[1.0])
+    model.predict_files(["a.png"])
+    model.preprocessing["resize"] = "crop"
+    model.predict_files(["a.png"])
+    assert calls == [{}, {"resize": "crop"}]
+
+
+def test_predict_files_without_preprocessing_says_how_to_set_it(tmp_path):
+    with pytest.raises(ValueError, match=r"model\.preprocessing = dict\(size="):
+        small_cnn().predict_files(write_images(tmp_path, 1))
+
+
+def test_length_indexing_and_repr():
+    model = small_cnn()
+    assert len(model) == len(model.layers) == 8
+    assert model[0] is model.layers[0] and model[-1] is model.layers[-1]
+    assert model[1:3] == model.layers[1:3] and isinstance(model[1:3], list)
+    with pytest.raises(TypeError, match="index"):
+        model["conv"]
+    assert repr(model) == "Sequential(8 layers, input_shape=(1, 8, 8), parameters=1,131, device='cpu')"
+
+
+def test_one_image_without_its_batch_axis_gets_a_hint(digits):
+    x, y = digits
+    hint = "x has shape (1, 8, 8); the model takes a batch (N, 1, 8, 8): pass x[None] for one image"
+    model = small_cnn()
+    for call in (lambda: model.predict(x[0]), lambda: model.predict_proba(x[0]),
+                 lambda: model.evaluate(x[0], y[:1]), lambda: model.fit(x[0], y[:1], verbose=0)):
+        with pytest.raises(ValueError) as error:
+            call()
+        assert str(error.value) == hint
+    with pytest.raises(ValueError, match=r"pass x\[:, None\] to add the channel axis"):
+        model.predict(x[:5, 0])
+    lazy = cnnlab.Sequential([L.Conv2D(1, 2, 3), L.Flatten()])
+    with pytest.raises(ValueError, match=r"batch \(N, 1, H, W\): pass x\[None\]"):
+        lazy.predict(x[0])
+
+
+def test_progress_leaves_compile_time_out_of_the_rate_and_eta():
+    from cnnlab.model import _Progress
+
+    now, compiled = [0.0], [1.0]
+    progress = _Progress(0, 1, 300, verbose=1, clock=lambda: now[0], compiling=lambda: compiled[0])
+    now[0], compiled[0] = 10.0, 9.0  # 8 of the 10 seconds went to compiling
+    line = progress._line(100, 0.5, 0.25, final=False)
+    assert "50 samples/s" in line and "ETA 4.0s" in line  # 100 samples in 2 s of running
+    assert "10.0s" in progress._line(300, 0.5, 0.25, final=True)

@@ -58,3 +58,21 @@ def mse_backward(prediction, target, grad_prediction, scale):
     """Gradient of ``scale * sum((prediction - target)**2)`` (1-D arrays)."""
     for i in prange(prediction.shape[0]):
         grad_prediction[i] = 2.0 * scale * (prediction[i] - target[i])
+
+
+@njit(parallel=True, cache=True)
+def weighted_cross_entropy_backward(probabilities, targets, class_weights, grad_logits, scale):
+    """Gradient of ``scale * sum(class_weights[target] * losses)``:
+    ``scale * class_weights[target] * (softmax - one_hot(target))``."""
+    samples, classes = probabilities.shape
+    for n in prange(samples):
+        weight = scale * class_weights[targets[n]]
+        for k in range(classes):
+            grad_logits[n, k] = weight * (probabilities[n, k] - (1.0 if k == targets[n] else 0.0))
+
+
+@njit(parallel=True, cache=True)
+def weight_losses_by_class(losses, targets, class_weights):
+    """In place: ``losses[n] *= class_weights[targets[n]]``."""
+    for n in prange(losses.shape[0]):
+        losses[n] = losses[n] * class_weights[targets[n]]

@@ -47,6 +47,22 @@ def _mse_backward_kernel(prediction, target, grad_prediction, scale):
         grad_prediction[i] = 2.0 * scale * (prediction[i] - target[i])
 
 
+@cuda.jit
+def _weighted_cross_entropy_backward_kernel(probabilities, targets, class_weights, grad_logits, scale):
+    samples, classes = probabilities.shape
+    for index in range(cuda.grid(1), samples * classes, cuda.gridsize(1)):
+        n = index // classes
+        k = index % classes
+        weight = scale * class_weights[targets[n]]
+        grad_logits[n, k] = weight * (probabilities[n, k] - (1.0 if k == targets[n] else 0.0))
+
+
+@cuda.jit
+def _weight_losses_by_class_kernel(losses, targets, class_weights):
+    for n in range(cuda.grid(1), losses.shape[0], cuda.gridsize(1)):
+        losses[n] = losses[n] * class_weights[targets[n]]
+
+
 def cross_entropy_forward(logits, targets, losses, probabilities):
     """Per-sample loss and softmax; contract of :func:`cnnlab.kernels.cpu.loss.cross_entropy_forward`."""
     blocks, threads = launch_shape(logits.shape[0])
@@ -69,3 +85,16 @@ def mse_backward(prediction, target, grad_prediction, scale):
     """Gradient of ``scale * sum((prediction - target)**2)`` (1-D device arrays)."""
     blocks, threads = launch_shape(prediction.shape[0])
     _mse_backward_kernel[blocks, threads](prediction, target, grad_prediction, scale)
+
+
+def weighted_cross_entropy_backward(probabilities, targets, class_weights, grad_logits, scale):
+    """``scale * class_weights[target] * (softmax - one_hot)``; contract of the CPU twin."""
+    blocks, threads = launch_shape(probabilities.size)
+    _weighted_cross_entropy_backward_kernel[blocks, threads](probabilities, targets, class_weights,
+                                                             grad_logits, scale)
+
+
+def weight_losses_by_class(losses, targets, class_weights):
+    """In place ``losses[n] *= class_weights[targets[n]]``; contract of the CPU twin."""
+    blocks, threads = launch_shape(losses.shape[0])
+    _weight_losses_by_class_kernel[blocks, threads](losses, targets, class_weights)

@@ -1,0 +1,181 @@
+"""Callbacks in fit: early stopping, learning-rate reduction, checkpoints of the best model,
+per-step hooks; and the Numba compilation report."""
+
+import io
+
+import numba
+import numpy as np
+import pytest
+
+import cnnlab
+from cnnlab import optim
+from cnnlab.callbacks import Callback, EarlyStopping, LambdaCallback, ModelCheckpoint, ReduceLROnPlateau
+from cnnlab.compilation import MESSAGE, report_compilation
+
+from test_model import digits, small_cnn, weights  # noqa: F401  (digits is a fixture)
+
+
+class Keeper(Callback):
+    def __init__(self):
+        self.kept = []
+
+    def on_epoch_end(self, epoch, logs):
+        self.kept.append(weights(self.model))
+
+
+def assert_same(a, b):
+    for one, other in zip(a, b):
+        np.testing.assert_array_equal(one, other)
+
+
+def test_early_stopping_stops_and_restores_the_best_weights(digits):
+    x, y = digits
+    model, keeper = small_cnn(), Keeper()
+    stop = EarlyStopping(monitor="loss", patience=1, min_delta=1e9)  # only the first epoch improves
+    history = model.fit(x, y, epochs=5, batch_size=32, seed=0, verbose=0, callbacks=[keeper, stop])
+    assert len(history.history["loss"]) == 2
+    assert history.stopped_epoch == 1 and history.best_epoch == 0
+    assert model.history is history and "stopped_epoch=1" in repr(history)
+    assert_same(weights(model), keeper.kept[0])
+
+
+def test_early_stopping_without_patience_runs_all_epochs_and_keeps_the_best(digits):
+    x, y = digits
+    model, keeper = small_cnn(), Keeper()
+    stop = EarlyStopping(monitor="loss", mode="max", patience=None)  # the worst loss: not the last epoch
+    history = model.fit(x, y, epochs=3, batch_size=32, seed=0, verbose=0, callbacks=[keeper, stop])
+    losses = history.history["loss"]
+    assert len(losses) == 3 and history.stopped_epoch is None
+    assert history.best_epoch == int(np.argmax(losses)) != 2
+    assert_same(weights(model), keeper.kept[history.best_epoch])
+
+
+def test_auto_mode_maximizes_accuracies_and_minimizes_the_rest():
+    assert EarlyStopping("val_accuracy").mode == "max"
+    assert EarlyStopping("val_loss").mode == "min"
+    assert ReduceLROnPlateau("accuracy").mode == "max"
+    assert EarlyStopping("val_accuracy", mode="min").mode == "min"
+
+
+def test_monitoring_a_metric_fit_does_not_measure_is_refused_before_any_step(digits):
+    x, y = digits
+    model = small_cnn()
+    before = weights(model)
+    with pytest.raises(ValueError, match=r"'val_loss'.*available: loss, accuracy, lr, seconds.*validation"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[EarlyStopping()])
+    with pytest.raises(ValueError, match="'val_acc'"):
+        model.fit(x, y, epochs=1, verbose=0, validation_split=0.2, callbacks=[ModelCheckpoint("m.npz", "val_acc")])
+    with pytest.raises(TypeError, match=r"callbacks\[0\]"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[print])
+    assert_same(before, weights(model))
+    assert model.optimizer is None
+
+
+@pytest.mark.parametrize("make", [
+    lambda: EarlyStopping(patience=-1), lambda: EarlyStopping(mode="up"), lambda: EarlyStopping(min_delta=-1),
+    lambda: ReduceLROnPlateau(factor=1.5), lambda: ReduceLROnPlateau(min_lr=-1),
+])
+def test_bad_callback_settings(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_reduce_lr_on_plateau_halves_the_rate_down_to_min_lr(digits):
+    x, y = digits
+    model = small_cnn()
+    reduce = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_lr=3e-4, min_delta=1e9)
+    history = model.fit(x[:64], y[:64], epochs=4, batch_size=32, optimizer=optim.Adam(1e-3), seed=0, verbose=0,
+                        callbacks=[reduce])
+    np.testing.assert_allclose(history.history["lr"], [1e-3, 1e-3, 5e-4, 3e-4])
+
+
+def test_model_checkpoint_keeps_the_best_epoch(digits, tmp_path):
+    x, y = digits
+    model, keeper = small_cnn(), Keeper()
+    path = tmp_path / "best.npz"
+    save = ModelCheckpoint(path, monitor="loss", mode="max")  # the worst epoch: the first
+    history = model.fit(x, y, epochs=3, batch_size=32, seed=0, verbose=0, callbacks=[keeper, save])
+    best = int(np.argmax(history.history["loss"]))
+    assert save.best_epoch == best != 2
+    loaded = cnnlab.load(path)
+    assert_same(weights(loaded), keeper.kept[best])
+    every = ModelCheckpoint(tmp_path / "last.npz", monitor="loss", mode="max", save_best_only=False)
+    model.fit(x[:32], y[:32], epochs=1, verbose=0, callbacks=[every])
+    assert_same(weights(cnnlab.load(tmp_path / "last.npz")), weights(model))
+
+
+def test_lambda_callback_sees_every_step_and_epoch(digits):
+    x, y = digits
+    steps, epochs, ends = [], [], []
+    callback = LambdaCallback(on_batch_end=lambda step, logs: steps.append((step, dict(logs))),
+                              on_epoch_end=lambda epoch, logs: epochs.append((epoch, logs)),
+                              on_train_end=lambda logs: ends.append(logs))
+    small_cnn().fit(x[:80], y[:80], epochs=2, batch_size=32, seed=0, verbose=0, callbacks=[callback])
+    assert [step for step, _ in steps] == [0, 1, 2, 0, 1, 2]
+    assert [logs["steps"] for _, logs in steps] == [1, 2, 3, 4, 5, 6]
+    assert [logs["epoch"] for _, logs in steps] == [0, 0, 0, 1, 1, 1]
+    assert set(steps[0][1]) == {"epoch", "steps", "loss", "accuracy", "lr"}
+    assert steps[2][1]["loss"] == pytest.approx(epochs[0][1]["loss"])  # the running mean at the end
+    assert [epoch for epoch, _ in epochs] == [0, 1] and ends == [epochs[1][1]]
+    with pytest.raises(TypeError, match="on_epoch_end"):
+        LambdaCallback(on_epoch_end=3)
+
+
+def test_a_callback_can_stop_training(digits):
+    x, y = digits
+
+    class StopAtOnce(Callback):
+        def on_epoch_end(self, epoch, logs):
+            self.model.stop_training = True
+
+    history = small_cnn().fit(x[:32], y[:32], epochs=4, verbose=0, callbacks=[StopAtOnce()])
+    assert len(history.history["loss"]) == 1 and history.stopped_epoch == 0
+
+
+# --- the compilation report ----------------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def fresh_function():
+    """A new function each call: Numba compiles it anew."""
+    @numba.njit
+    def add_one(a):
+        return a + 1
+
+    return add_one
+
+
+def test_compiling_is_reported_in_one_line_in_a_log():
+    stream = io.StringIO()
+    function = fresh_function()
+    with report_compilation(stream, min_seconds=0) as report:
+        assert function(1) == 2
+    assert report.count >= 1 and report.seconds > 0
+    assert stream.getvalue() == MESSAGE.format(report.count) + "\n"
+    assert "first run only" in stream.getvalue()
+
+
+def test_compiling_is_redrawn_in_place_on_a_terminal():
+    stream = Terminal()
+    function = fresh_function()
+    with report_compilation(stream, min_seconds=0) as report:
+        function(1.0)
+    text = stream.getvalue()
+    assert text.startswith("\r" + MESSAGE.format(0)[:20]) and text.endswith(MESSAGE.format(report.count) + "\n")
+
+
+def test_short_or_no_compilation_writes_nothing_and_reports_nest():
+    stream = io.StringIO()
+    function = fresh_function()
+    with report_compilation(stream, min_seconds=1000) as outer:
+        with report_compilation(io.StringIO(), min_seconds=0) as inner:
+            function(1)
+        assert inner is outer
+    assert outer.count >= 1 and stream.getvalue() == ""
+    with report_compilation(stream, min_seconds=0) as report:
+        function(2)  # compiled already
+    assert report.count == 0 and report.seconds == 0.0 and stream.getvalue() == ""
