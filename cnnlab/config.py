@@ -20,6 +20,11 @@ IM2COL_MAX_BYTES : int
     Largest total of the per-thread column buffers (im2col workspace) the
     CPU convolution may allocate; a sample whose buffer would exceed it is
     processed in blocks of output rows (at least one row at a time).
+PARALLEL_MIN_WORK : int
+    Work (multiply-adds or element visits) below which a CPU convolution, pooling or
+    fully-connected kernel runs on the calling thread alone instead of Numba's thread pool:
+    for small work, waking the pool costs more than it saves, and on a busy machine a
+    parallel step can wait a whole scheduler time slice for a thread that lost its core.
 GPU_CONV_TILE : int
     Side of the square output tile one CUDA block computes in the
     shared-memory convolution (``GPU_CONV_TILE**2`` threads per block);
@@ -31,12 +36,14 @@ _DEFAULTS = {
     "MAX_BLOCKS": 65535,
     "IM2COL_MAX_BYTES": 256 * 1024 * 1024,
     "GPU_CONV_TILE": 16,
+    "PARALLEL_MIN_WORK": 1 << 18,
 }
 
 THREADS_PER_BLOCK = _DEFAULTS["THREADS_PER_BLOCK"]
 MAX_BLOCKS = _DEFAULTS["MAX_BLOCKS"]
 IM2COL_MAX_BYTES = _DEFAULTS["IM2COL_MAX_BYTES"]
 GPU_CONV_TILE = _DEFAULTS["GPU_CONV_TILE"]
+PARALLEL_MIN_WORK = _DEFAULTS["PARALLEL_MIN_WORK"]
 
 
 def reset():

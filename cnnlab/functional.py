@@ -35,6 +35,15 @@ __all__ = [
     "softmax",
     "log_softmax",
     "linear",
+    "global_max_pool2d",
+    "clip",
+    "relu6",
+    "hardsigmoid",
+    "hardswish",
+    "silu",
+    "add",
+    "multiply",
+    "concatenate",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -124,6 +133,14 @@ def _blas_libraries():
 
         _blas_controllers = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
     return _blas_controllers
+
+
+def cpu_workers(work):
+    """How many threads a CPU kernel should share ``work`` (multiply-adds or element visits)
+    between: Numba's thread count, or 1 below ``config.PARALLEL_MIN_WORK``, where starting
+    the thread pool costs more than it saves (and, on a busy machine, can wait a whole
+    scheduler time slice for a descheduled thread)."""
+    return numba.get_num_threads() if work >= config.PARALLEL_MIN_WORK else 1
 
 
 @contextlib.contextmanager
@@ -244,8 +261,8 @@ def _conv_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, grou
     dilation = pair("dilation", dilation, 1)
     pads = resolve_padding(padding, (kernel_h, kernel_w), stride, dilation)
     out_h, out_w = window_output_shape(height, width, (kernel_h, kernel_w), stride, pads, dilation)
-    workers = numba.get_num_threads()
     taps = channels_per_group * kernel_h * kernel_w
+    workers = cpu_workers(samples * filters * out_h * out_w * taps)
     row_bytes = taps * out_w * np.dtype(dtype).itemsize * workers
     block_rows = max(1, min(out_h, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes)))
     args = (stride[0], stride[1], pads[0][0], pads[1][0], dilation[0], dilation[1], groups,
@@ -377,7 +394,8 @@ def _pool_geometry(x_shape, kernel_size, stride, padding, mode):
     samples, channels, height, width = x_shape
     out_h, out_w = window_output_shape(height, width, kernel, stride,
                                        ((pads[0], pads[0]), (pads[1], pads[1])), (1, 1))
-    args = (kernel[0], kernel[1], stride[0], stride[1], pads[0], pads[1], POOL_MODES[mode])
+    workers = cpu_workers(samples * channels * out_h * out_w * kernel[0] * kernel[1])
+    args = (kernel[0], kernel[1], stride[0], stride[1], pads[0], pads[1], POOL_MODES[mode], workers)
     return (samples, channels, out_h, out_w), args
 
 
@@ -461,6 +479,45 @@ def global_avg_pool2d(x):
     out = kernels.empty(x.shape[:2], x.dtype)
     kernels.global_avg_pool2d_forward(kernels.asarray(x), out)
     return out
+
+
+def global_max_pool2d(x):
+    """Maximum over each whole (H, W) plane (NaN propagates, as in max pooling).
+
+    Parameters
+    ----------
+    x : (N, C, H, W) array, float32 or float64
+
+    Returns
+    -------
+    (N, C) array on the input's device
+
+    Shape
+    -----
+    ``(N, C, H, W) -> (N, C)``.
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.merge.global_max_pool2d_forward, cnnlab.kernels.cuda.merge.global_max_pool2d_forward :
+        the CPU/GPU twins.
+    torch.nn.functional.adaptive_max_pool2d : with output size 1.
+    """
+    x = as_float_array("x", x, ndim=4)
+    kernels = kernels_for(x=x)
+    out = kernels.empty(x.shape[:2], x.dtype)
+    kernels.global_max_pool2d_forward(kernels.asarray(x), out)
+    return out
+
+
+def global_max_pool2d_backward(x, grad_out):
+    """Gradient of :func:`global_max_pool2d`: ``grad_out[n, c]`` goes to the first maximum of
+    plane ``(n, c)`` (the first NaN if there is one), 0 to every other pixel."""
+    x = as_float_array("x", x, ndim=4)
+    kernels = kernels_for(x=x, grad_out=grad_out)
+    grad_out = _check_grad("grad_out", grad_out, x.shape[:2], x.dtype)
+    grad_x = kernels.empty(x.shape, x.dtype)
+    kernels.global_max_pool2d_backward(kernels.asarray(x), kernels.asarray(grad_out), grad_x)
+    return grad_x
 
 
 # ----------------------------------------------------------------------------- activations
@@ -632,6 +689,386 @@ def log_softmax(x, axis=1):
     return _softmax_like("log_softmax_forward", x, axis)
 
 
+def as_number(name, value, allow_infinite=False):
+    """``value`` as a float: a real number, not NaN (and finite unless ``allow_infinite``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if math.isnan(value) or not (allow_infinite or math.isfinite(value)):
+        raise ValueError(f"{name} must be {'a number' if allow_infinite else 'finite'}, got {value}")
+    return float(value)
+
+
+def clip_bounds(low, high):
+    """``(min, max)`` of :func:`clip` checked, ``None`` read as an open side (-inf or +inf)."""
+    if low is None and high is None:
+        raise ValueError("clip needs min or max (or both), got min=None and max=None")
+    low = -math.inf if low is None else as_number("min", low, allow_infinite=True)
+    high = math.inf if high is None else as_number("max", high, allow_infinite=True)
+    if low > high:
+        raise ValueError(f"min must not exceed max, got min={low} and max={high}")
+    return low, high
+
+
+def clip(x, min=None, max=None):
+    """Clamp every element to ``[min, max]``: ``min(max(x, min), max)`` (NaN stays NaN).
+
+    The gradient (:func:`clip_backward`) is 1 strictly inside ``(min, max)`` and 0 outside
+    and at the boundaries themselves, as PyTorch's ``hardtanh`` and ``relu6``.
+
+    Parameters
+    ----------
+    x : array of any shape, float32 or float64
+    min, max : float or None
+        The bounds; ``None`` leaves that side open (not both).  ``min <= max``.
+
+    Returns
+    -------
+    array of the same shape, on the input's device
+
+    Shape
+    -----
+    Element-wise: the output has the input's shape.
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.activation.clip_forward, cnnlab.kernels.cuda.activation.clip_forward :
+        the CPU/GPU twins.
+    torch.clamp, torch.nn.functional.hardtanh, numpy.clip
+    """
+    low, high = clip_bounds(min, max)
+    return _elementwise("clip", "clip_forward", x, low, high)
+
+
+def clip_backward(x, grad_out, min=None, max=None):
+    """Gradient of :func:`clip`: ``grad_out`` where ``min < x < max``, else 0 (``x`` the forward
+    input; 0 at the boundaries, PyTorch's hardtanh rule)."""
+    low, high = clip_bounds(min, max)
+    return _elementwise_backward("clip_backward", x, grad_out, low, high)
+
+
+def relu6(x):
+    """ReLU capped at 6, ``min(max(x, 0), 6)``: :func:`clip` with ``min=0, max=6`` (MobileNet).
+
+    See Also
+    --------
+    clip, cnnlab.kernels.cpu.activation.clip_forward, torch.nn.functional.relu6
+    """
+    return clip(x, 0.0, 6.0)
+
+
+def relu6_backward(x, grad_out):
+    """Gradient of :func:`relu6`: ``grad_out`` where ``0 < x < 6``, else 0 (as PyTorch)."""
+    return clip_backward(x, grad_out, 0.0, 6.0)
+
+
+def hardsigmoid(x, alpha=1 / 6, beta=0.5):
+    """Hard sigmoid, ``max(0, min(1, alpha * x + beta))``.
+
+    The defaults give PyTorch's ``relu6(x + 3) / 6``; ONNX ``HardSigmoid`` sets
+    ``alpha=0.2, beta=0.5`` by default.  The gradient is ``alpha`` where
+    ``0 < alpha * x + beta < 1`` and 0 elsewhere (boundaries included, as PyTorch).
+
+    Parameters
+    ----------
+    x : array of any shape, float32 or float64
+    alpha, beta : float
+        Slope and offset (finite).
+
+    Shape
+    -----
+    Element-wise: the output has the input's shape.
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.activation.hardsigmoid_forward, cnnlab.kernels.cuda.activation.hardsigmoid_forward :
+        the CPU/GPU twins.
+    torch.nn.functional.hardsigmoid
+    """
+    alpha, beta = as_number("alpha", alpha), as_number("beta", beta)
+    return _elementwise("hardsigmoid", "hardsigmoid_forward", x, alpha, beta)
+
+
+def hardsigmoid_backward(x, grad_out, alpha=1 / 6, beta=0.5):
+    """Gradient of :func:`hardsigmoid` (``x`` the forward input)."""
+    return _elementwise_backward("hardsigmoid_backward", x, grad_out, as_number("alpha", alpha),
+                                 as_number("beta", beta))
+
+
+def hardswish(x):
+    """Hard swish, ``x * relu6(x + 3) / 6`` (MobileNetV3).
+
+    The gradient is PyTorch's: 0 for ``x < -3``, ``x / 3 + 1/2`` for ``-3 <= x <= 3``, 1 above.
+
+    Shape
+    -----
+    Element-wise: the output has the input's shape.
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.activation.hardswish_forward, cnnlab.kernels.cuda.activation.hardswish_forward :
+        the CPU/GPU twins.
+    torch.nn.functional.hardswish
+    """
+    return _elementwise("hardswish", "hardswish_forward", x)
+
+
+def hardswish_backward(x, grad_out):
+    """Gradient of :func:`hardswish` (``x`` the forward input)."""
+    return _elementwise_backward("hardswish_backward", x, grad_out)
+
+
+def silu(x):
+    """SiLU (swish), ``x * sigmoid(x)``, without overflow for any ``x`` (EfficientNet).
+
+    Shape
+    -----
+    Element-wise: the output has the input's shape.
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.activation.silu_forward, cnnlab.kernels.cuda.activation.silu_forward :
+        the CPU/GPU twins.
+    torch.nn.functional.silu
+    """
+    return _elementwise("silu", "silu_forward", x)
+
+
+def silu_backward(x, grad_out):
+    """Gradient of :func:`silu`: ``grad_out * s * (1 + x * (1 - s))``, ``s = sigmoid(x)``
+    (``x`` the forward input)."""
+    return _elementwise_backward("silu_backward", x, grad_out)
+
+
+# ----------------------------------------------------------------------------- merge
+
+
+def _index_array(kernels, values):
+    """Integer geometry as an int64 array on the kernels' device."""
+    values = np.asarray(values, dtype=np.int64)
+    if kernels.DEVICE == "cuda":
+        from .device import to_device
+
+        return to_device(values)
+    return values
+
+
+def _broadcast_operands(a, b, grad_out=None):
+    """Check the operands of :func:`add` / :func:`multiply`.
+
+    Returns ``(full, small, swapped, kernels, geometry)``: ``full`` has the result's shape and
+    ``small`` broadcasts against it (``swapped`` when that is ``a``); ``geometry`` is the
+    kernels' ``(dims, b_dims)``, adjacent axes of the same kind merged.
+    """
+    a = as_float_array("a", a)
+    b = as_float_array("b", b, dtype=a.dtype)
+    kernels = kernels_for(a=a, b=b, grad_out=grad_out)
+    a_shape, b_shape = tuple(a.shape), tuple(b.shape)
+
+    def broadcasts(small, full):
+        padded = (1,) * (len(full) - len(small)) + small
+        return len(small) <= len(full) and all(m in (1, n) for m, n in zip(padded, full))
+
+    swapped = not broadcasts(b_shape, a_shape)
+    if swapped and not broadcasts(a_shape, b_shape):
+        raise ValueError(
+            f"a with shape {a_shape} and b with shape {b_shape} do not broadcast: one operand's "
+            "axes must equal the other's or be 1 (NumPy's rule, the result having one operand's shape)"
+        )
+    full, small = (b, a) if swapped else (a, b)
+    padded = (1,) * (len(full.shape) - len(small.shape)) + tuple(small.shape)
+    dims, b_dims = [], []
+    for n, m in zip(full.shape, padded):
+        if n == 1:
+            continue
+        if dims and (b_dims[-1] == 1) == (m == 1):
+            dims[-1] *= n
+            b_dims[-1] *= m
+        else:
+            dims.append(n)
+            b_dims.append(m)
+    geometry = (_index_array(kernels, dims or [1]), _index_array(kernels, b_dims or [1]))
+    return full, small, swapped, kernels, geometry
+
+
+def add(a, b):
+    """Element-wise sum ``a + b``, one operand broadcast NumPy-style against the other.
+
+    Parameters
+    ----------
+    a, b : arrays, float32 or float64, of one dtype and on one device
+        Either shapes are equal, or one operand's axes are each 1 or equal to the other's
+        (missing leading axes count as 1), e.g. (N, C, H, W) and (N, C, 1, 1).
+
+    Returns
+    -------
+    array with the shape of the larger operand, on the inputs' device
+
+    Shape
+    -----
+    ``numpy.broadcast_shapes(a.shape, b.shape)``, which must be one of the two shapes.
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.merge.add_forward, cnnlab.kernels.cuda.merge.add_forward : the CPU/GPU twins.
+    torch.add, numpy.add
+
+    Examples
+    --------
+    >>> import numpy as np, cnnlab.functional as F
+    >>> F.add(np.ones((2, 3)), np.array([0.0, 1.0, 2.0]))
+    array([[1., 2., 3.],
+           [1., 2., 3.]])
+    """
+    full, small, _, kernels, geometry = _broadcast_operands(a, b)
+    out = kernels.empty(full.shape, full.dtype)
+    kernels.add_forward(kernels.asarray(full).reshape(-1), kernels.asarray(small).reshape(-1),
+                        out.reshape(-1), *geometry)
+    return out
+
+
+def add_backward(a, b, grad_out):
+    """Gradients of :func:`add`: ``(grad_a, grad_b)``, each ``grad_out`` summed over the axes
+    its operand was broadcast along (only the shapes of ``a`` and ``b`` are used)."""
+    full, small, swapped, kernels, geometry = _broadcast_operands(a, b, grad_out)
+    grad_out = _check_grad("grad_out", grad_out, full.shape, full.dtype)
+    grad_full = kernels.empty(full.shape, full.dtype)
+    grad_small = kernels.empty(small.shape, full.dtype)
+    kernels.add_backward(kernels.asarray(grad_out).reshape(-1), grad_full.reshape(-1),
+                         grad_small.reshape(-1), *geometry)
+    return (grad_small, grad_full) if swapped else (grad_full, grad_small)
+
+
+def multiply(a, b):
+    """Element-wise product ``a * b``, one operand broadcast NumPy-style against the other: a
+    squeeze-excitation gate (N, C, 1, 1) times feature maps (N, C, H, W).
+
+    Parameters
+    ----------
+    a, b : arrays, float32 or float64, of one dtype and on one device
+        Shapes as for :func:`add`.
+
+    Returns
+    -------
+    array with the shape of the larger operand, on the inputs' device
+
+    Shape
+    -----
+    ``numpy.broadcast_shapes(a.shape, b.shape)``, which must be one of the two shapes.
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.merge.multiply_forward, cnnlab.kernels.cuda.merge.multiply_forward :
+        the CPU/GPU twins.
+    torch.mul, numpy.multiply
+    """
+    full, small, _, kernels, geometry = _broadcast_operands(a, b)
+    out = kernels.empty(full.shape, full.dtype)
+    kernels.multiply_forward(kernels.asarray(full).reshape(-1), kernels.asarray(small).reshape(-1),
+                             out.reshape(-1), *geometry)
+    return out
+
+
+def multiply_backward(a, b, grad_out):
+    """Gradients of :func:`multiply`: ``grad_a = grad_out * b`` and ``grad_b = grad_out * a``,
+    each summed over the axes its operand was broadcast along."""
+    full, small, swapped, kernels, geometry = _broadcast_operands(a, b, grad_out)
+    grad_out = _check_grad("grad_out", grad_out, full.shape, full.dtype)
+    grad_full = kernels.empty(full.shape, full.dtype)
+    grad_small = kernels.empty(small.shape, full.dtype)
+    kernels.multiply_backward(kernels.asarray(full).reshape(-1), kernels.asarray(small).reshape(-1),
+                              kernels.asarray(grad_out).reshape(-1), grad_full.reshape(-1),
+                              grad_small.reshape(-1), *geometry)
+    return (grad_small, grad_full) if swapped else (grad_full, grad_small)
+
+
+def _concatenation_axis(axis, shape):
+    ndim = len(shape)
+    axis = check_int("axis", axis)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis={axis} is out of range for arrays of shape {tuple(shape)}")
+    return axis % ndim
+
+
+def _three_axes(shape, axis):
+    """``(outer, K, inner)``: ``shape`` seen around ``axis`` (no data moves)."""
+    return (int(np.prod(shape[:axis], dtype=np.int64)), shape[axis],
+            int(np.prod(shape[axis + 1:], dtype=np.int64)))
+
+
+def concatenate(arrays, axis=1):
+    """Join arrays along ``axis`` (the channel axis by default, as DenseNet and Inception do).
+
+    Parameters
+    ----------
+    arrays : list or tuple of arrays, float32 or float64, of one dtype and on one device
+        Equal shapes except along ``axis``.
+    axis : int, default 1
+        Negative values count from the end.
+
+    Returns
+    -------
+    array on the inputs' device
+
+    Shape
+    -----
+    The shape of ``arrays[0]`` with ``shape[axis] = sum(a.shape[axis] for a in arrays)``.
+
+    See Also
+    --------
+    concatenate_backward
+    cnnlab.kernels.cpu.merge.concatenate_forward, cnnlab.kernels.cuda.merge.concatenate_forward :
+        the CPU/GPU twins.
+    torch.cat, numpy.concatenate
+    """
+    if not isinstance(arrays, (list, tuple)):
+        raise TypeError(f"arrays must be a list or tuple of arrays, got {type(arrays).__name__}")
+    if not arrays:
+        raise ValueError("arrays is empty: concatenate needs at least one array")
+    first = as_float_array("arrays[0]", arrays[0])
+    arrays = [first] + [as_float_array(f"arrays[{i}]", a, ndim=len(first.shape), dtype=first.dtype)
+                        for i, a in enumerate(arrays[1:], 1)]
+    kernels = kernels_for(**{f"arrays[{i}]": a for i, a in enumerate(arrays)})
+    axis = _concatenation_axis(axis, first.shape)
+    for i, a in enumerate(arrays[1:], 1):
+        if any(m != n for k, (m, n) in enumerate(zip(a.shape, first.shape)) if k != axis):
+            raise ValueError(f"arrays[{i}] has shape {tuple(a.shape)} but arrays[0] has shape "
+                             f"{tuple(first.shape)}: they may differ along axis={axis} only")
+    shape = list(first.shape)
+    shape[axis] = sum(a.shape[axis] for a in arrays)
+    out = kernels.empty(tuple(shape), first.dtype)
+    out_view = out.reshape(_three_axes(shape, axis))
+    offset = 0
+    for a in arrays:
+        kernels.concatenate_forward(kernels.asarray(a).reshape(_three_axes(a.shape, axis)), out_view, offset)
+        offset += a.shape[axis]
+    return out
+
+
+def concatenate_backward(grad_out, sizes, axis=1):
+    """Gradient of :func:`concatenate`: ``grad_out`` split along ``axis`` into pieces of
+    ``sizes`` (the inputs' extents along ``axis``); returns a list of arrays."""
+    grad_out = as_float_array("grad_out", grad_out)
+    kernels = kernels_for(grad_out=grad_out)
+    axis = _concatenation_axis(axis, grad_out.shape)
+    if not isinstance(sizes, (list, tuple)) or not sizes:
+        raise TypeError(f"sizes must be a non-empty list of extents along axis={axis}, got {sizes!r}")
+    sizes = [check_int("sizes", s, 1) for s in sizes]
+    if sum(sizes) != grad_out.shape[axis]:
+        raise ValueError(f"sizes {sizes} must add up to grad_out's extent {grad_out.shape[axis]} "
+                         f"along axis={axis} (grad_out shape {tuple(grad_out.shape)})")
+    source = kernels.asarray(grad_out).reshape(_three_axes(grad_out.shape, axis))
+    grads = []
+    offset = 0
+    for size in sizes:
+        shape = list(grad_out.shape)
+        shape[axis] = size
+        grad = kernels.empty(tuple(shape), grad_out.dtype)
+        kernels.concatenate_backward(source, grad.reshape(_three_axes(shape, axis)), offset)
+        grads.append(grad)
+        offset += size
+    return grads
+
+
 # ----------------------------------------------------------------------------- linear
 
 
@@ -664,7 +1101,8 @@ def linear(x, weight, bias=None):
     bias = _bias_or_zeros(kernels, bias, weight.shape[0], x.dtype)
     out = kernels.empty((x.shape[0], weight.shape[0]), x.dtype)
     with _blas_guard(kernels):
-        kernels.linear_forward(kernels.asarray(x), kernels.asarray(weight), bias, out, numba.get_num_threads())
+        kernels.linear_forward(kernels.asarray(x), kernels.asarray(weight), bias, out,
+                               cpu_workers(x.shape[0] * weight.size))
     return out
 
 
@@ -686,7 +1124,7 @@ def linear_backward(x, weight, grad_out):
     grad_bias = kernels.empty((weight.shape[0],), x.dtype)
     with _blas_guard(kernels):
         kernels.linear_backward(kernels.asarray(x), kernels.asarray(weight), kernels.asarray(grad_out),
-                                grad_x, grad_weight, grad_bias, numba.get_num_threads())
+                                grad_x, grad_weight, grad_bias, cpu_workers(x.shape[0] * weight.size))
     return grad_x, grad_weight, grad_bias
 
 
@@ -899,6 +1337,65 @@ def mse_backward(prediction, target):
     size = int(np.prod(prediction.shape))
     kernels.mse_backward(kernels.asarray(prediction).reshape(-1), kernels.asarray(target).reshape(-1),
                          grad.reshape(-1), 1.0 / size)
+    return grad
+
+
+def _class_weights(kernels, class_weights, classes, dtype):
+    """``class_weights`` checked ((K,), finite, >= 0) and cast to ``dtype`` on the kernels' device."""
+    if is_gpu_array(class_weights):
+        if tuple(class_weights.shape) != (classes,) or np.dtype(class_weights.dtype) != np.dtype(dtype):
+            raise TypeError(f"class_weights on the GPU must be {np.dtype(dtype)} of shape ({classes},), "
+                            f"got {class_weights.dtype} {tuple(class_weights.shape)}")
+        return kernels.asarray(class_weights)
+    weights = as_float_array("class_weights", np.asarray(class_weights, dtype=np.float64), ndim=1)
+    if weights.shape != (classes,):
+        raise ValueError(f"class_weights must have one weight per class, shape ({classes},), "
+                         f"got {weights.shape}")
+    if not np.all(np.isfinite(weights)) or weights.min() < 0:
+        raise ValueError(f"class_weights must be finite and >= 0, got {weights.tolist()}")
+    from .device import to_device
+
+    weights = weights.astype(dtype)
+    return to_device(weights) if kernels.DEVICE == "cuda" else weights
+
+
+def weighted_cross_entropy_per_sample(logits, targets, class_weights):
+    """Per-sample cross-entropy times the weight of each sample's class, and the softmax, both
+    left on the logits' device.
+
+    ``class_weights`` is ``(K,)``: sample ``n`` weighs ``class_weights[targets[n]]``.
+    """
+    losses, probabilities = cross_entropy_per_sample(logits, targets)
+    kernels = kernels_for(logits=logits, targets=targets)
+    targets = kernels.asarray(as_targets("targets", targets, *probabilities.shape))
+    weights = _class_weights(kernels, class_weights, probabilities.shape[1], probabilities.dtype)
+    kernels.weight_losses_by_class(losses, targets, weights)
+    return losses, probabilities
+
+
+def weighted_cross_entropy(logits, targets, class_weights):
+    """Class-weighted softmax cross-entropy: ``sum(w[t_n] * loss_n) / N`` (Keras' rule for
+    ``class_weight``), and the softmax for :func:`weighted_cross_entropy_backward`.
+
+    See Also
+    --------
+    cross_entropy, torch.nn.functional.cross_entropy (``weight=``, which divides by the sum of
+    the weights instead of N)
+    """
+    losses, probabilities = weighted_cross_entropy_per_sample(logits, targets, class_weights)
+    return float(np.mean(to_host(losses), dtype=np.float64)), probabilities
+
+
+def weighted_cross_entropy_backward(probabilities, targets, class_weights):
+    """Gradient of :func:`weighted_cross_entropy` with respect to the logits:
+    ``w[t_n] * (softmax - one_hot) / N``."""
+    probabilities = as_float_array("probabilities", probabilities, ndim=2)
+    kernels = kernels_for(probabilities=probabilities, targets=targets)
+    targets = kernels.asarray(as_targets("targets", targets, *probabilities.shape))
+    weights = _class_weights(kernels, class_weights, probabilities.shape[1], probabilities.dtype)
+    grad = kernels.empty(probabilities.shape, probabilities.dtype)
+    kernels.weighted_cross_entropy_backward(kernels.asarray(probabilities), targets, weights, grad,
+                                                 1.0 / probabilities.shape[0])
     return grad
 
 

@@ -17,6 +17,11 @@ KERNEL_NAMES = {
     "cross_entropy_forward", "cross_entropy_backward", "mse_forward", "mse_backward",
     "batchnorm2d_statistics", "batchnorm2d_forward", "batchnorm2d_backward", "running_average",
     "sgd_step", "adam_step", "correlate2d_forward", "gather_rows", "classification_totals",
+    "weighted_cross_entropy_backward", "weight_losses_by_class",
+    "clip_forward", "clip_backward", "hardsigmoid_forward", "hardsigmoid_backward",
+    "hardswish_forward", "hardswish_backward", "silu_forward", "silu_backward",
+    "add_forward", "add_backward", "multiply_forward", "multiply_backward",
+    "concatenate_forward", "concatenate_backward", "global_max_pool2d_forward", "global_max_pool2d_backward",
 }
 
 
@@ -53,34 +58,53 @@ def test_each_file_defines_the_same_kernels():
 
 
 WORKLOAD = """
-import numpy as np, cnnlab, cnnlab.functional as F, cnnlab.filters as filters, cnnlab.kernels.cpu as cpu
-from cnnlab import layers as L
+import numpy as np, numba, cnnlab, cnnlab.functional as F, cnnlab.filters as filters, cnnlab.kernels.cpu as cpu
+from cnnlab import config, layers as L
 x = np.random.default_rng(0).random((4, 1, 6, 6)).astype(np.float32)
 y = np.array([0, 1, 0, 1])
-for optimizer in (cnnlab.optim.SGD(0.1, momentum=0.9), cnnlab.optim.Adam()):
-    model = cnnlab.Sequential([L.Conv2D(1, 2, 3, padding=1), L.BatchNorm2D(2), L.ReLU(), L.MaxPool2D(2),
-                               L.LeakyReLU(), L.Sigmoid(), L.Tanh(), L.Flatten(), L.Dropout(0.5),
-                               L.Dense(18, 2), L.Softmax()])
-    model.fit(x, y, epochs=1, batch_size=4, optimizer=optimizer, verbose=0)
-for mode in ("max", "avg", "min", "median", "lp"):
-    out = F.pool2d(x, 2, mode=mode)
-    F.pool2d_backward(x, out, out, 2, mode=mode)
+for minimum in (1 << 40, 0):  # every kernel on the calling thread, then every one through the thread pool
+    config.PARALLEL_MIN_WORK = minimum
+    for optimizer, weights in ((cnnlab.optim.SGD(0.1, momentum=0.9), None), (cnnlab.optim.Adam(), "balanced")):
+        model = cnnlab.Sequential([L.Conv2D(1, 2, 3, padding=1), L.BatchNorm2D(2), L.ReLU(), L.MaxPool2D(2),
+                                   L.LeakyReLU(), L.Sigmoid(), L.Tanh(), L.Flatten(), L.Dropout(0.5),
+                                   L.Dense(18, 2), L.Softmax()])
+        model.fit(x, y, epochs=1, batch_size=4, optimizer=optimizer, verbose=0, class_weight=weights)
+    for mode in ("max", "avg", "min", "median", "lp"):
+        out = F.pool2d(x, 2, mode=mode)
+        F.pool2d_backward(x, out, out, 2, mode=mode)
+    F.conv2d_backward(x, np.ones((1, 1, 3, 3), np.float32), x[:, :, :4, :4].copy())
 g = F.global_avg_pool2d(x)
 F.global_avg_pool2d_backward(x, g)
 for forward, backward in ((F.softmax, F.softmax_backward), (F.log_softmax, F.log_softmax_backward)):
     backward(forward(x), x)
-F.conv2d_backward(x, np.ones((1, 1, 3, 3), np.float32), x[:, :, :4, :4].copy())
 F.mse_backward(x, x), F.mse(x, x)
 F.gather_rows(x, np.array([1, 0]))
 filters.correlate2d(np.ones((4, 4)), np.ones((2, 2)))
-missed = [name for name in KERNEL_NAMES if sum(getattr(cpu, name).stats.cache_hits.values()) == 0]
-print(",".join(sorted(missed)))
+gate = x[:, :, :1, :1].copy()
+F.add_backward(x, gate, F.add(x, gate)); F.multiply_backward(x, gate, F.multiply(x, gate))
+F.concatenate_backward(F.concatenate([x, x]), [1, 1])
+F.global_max_pool2d_backward(x, F.global_max_pool2d(x))
+for forward, backward in ((F.relu6, F.relu6_backward), (F.hardswish, F.hardswish_backward),
+                          (F.hardsigmoid, F.hardsigmoid_backward), (F.silu, F.silu_backward)):
+    backward(x, forward(x))
+F.weighted_cross_entropy_backward(F.softmax(x[:, 0, 0]), np.array([0, 1, 2, 3]), np.ones(6, np.float32))
+# every compiled CPU function (kernels, their serial workers and parallel drivers) that ran
+dispatchers = {f"{module.__name__}.{name}": obj for module in (cpu.activation, cpu.conv, cpu.dropout,
+               cpu.filter, cpu.linear, cpu.loss, cpu.merge, cpu.normalization, cpu.optim, cpu.pool,
+               cpu.tensor, cpu._schedule) for name, obj in vars(module).items()
+               if isinstance(obj, numba.core.registry.CPUDispatcher)}
+used = {name: d for name, d in dispatchers.items() if d.stats.cache_hits or d.stats.cache_misses}
+compiled = [name for name, d in used.items() if d.stats.cache_misses]
+unused = [name for name in KERNEL_NAMES
+          if isinstance(getattr(cpu, name), numba.core.registry.CPUDispatcher) and name not in {n.split(".")[-1] for n in used}]
+print(",".join(sorted(compiled + unused)))
 """
 
 
 def test_cpu_kernels_load_from_the_disk_cache():
     """Every CPU kernel is compiled with cache=True and really cacheable: a second process
-    loads all of them from disk instead of compiling."""
+    loads all of them (serial workers and parallel drivers alike) from disk instead of
+    compiling."""
     import subprocess
     import sys
 

@@ -13,11 +13,18 @@ A work item normally covers all output rows of a sample.  When the column
 buffer of a whole sample would be too large, the dispatch layer passes a
 smaller ``block_rows``; the product then goes through a small buffer.
 
+Each kernel is a plain function that runs its serial ``_..._items`` worker on the calling
+thread when there is one worker (small work: see ``cnnlab.functional.cpu_workers``), or the
+``@njit(parallel=True)`` driver that gives each thread a contiguous share of the items.
+Keeping the two apart means the parallel driver is compiled only when first needed.
+
 Mirrors :mod:`cnnlab.kernels.cuda.conv`.
 """
 
 import numpy as np
 from numba import njit, prange
+
+from ._schedule import _share, _sum_over_workers, run_shared
 
 
 @njit(cache=True)
@@ -34,7 +41,8 @@ def _im2col(x, n, first_channel, first_row, rows, columns, kernel_h, kernel_w, o
             h = (first_row + r) * stride_h - pad_h + i * dilation_h
             start = r * out_w
             if h < 0 or h >= height:
-                columns[tap, start:start + out_w] = 0
+                for ow in range(out_w):
+                    columns[tap, start + ow] = 0
                 continue
             for ow in range(out_w):
                 w = ow * stride_w - pad_w + j * dilation_w
@@ -50,7 +58,59 @@ def _matmul(a, b, out):
     np.dot(a, b, out)
 
 
+@njit(cache=True)
+def _conv2d_forward_items(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                          groups, block_rows, first_item, last_item):
+    """Work items ``first_item .. last_item-1`` of :func:`conv2d_forward`, one after another
+    (serial: one thread's share, with its own column and product buffers)."""
+    samples = x.shape[0]
+    filters, channels_per_group, kernel_h, kernel_w = weight.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    filters_per_group = filters // groups
+    taps = channels_per_group * kernel_h * kernel_w
+    weight_by_group = weight.reshape(groups, filters_per_group, taps)
+    out_by_group = out.reshape(samples, groups, filters_per_group, out_h * out_w)
+    blocks = (out_h + block_rows - 1) // block_rows
+    column_buffer = np.empty(taps * block_rows * out_w, dtype=x.dtype)
+    product_buffer = np.empty(filters_per_group * block_rows * out_w, dtype=x.dtype)
+    for item in range(first_item, last_item):
+        n = item // (groups * blocks)
+        g = (item // blocks) % groups
+        first_row = (item % blocks) * block_rows
+        rows = min(block_rows, out_h - first_row)
+        pixels = rows * out_w
+        first_pixel = first_row * out_w
+        columns = column_buffer[:taps * pixels].reshape(taps, pixels)
+        _im2col(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
+                out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+        planes = out_by_group[n, g]
+        if rows == out_h:
+            _matmul(weight_by_group[g], columns, planes)
+        else:
+            product = product_buffer[:filters_per_group * pixels].reshape(filters_per_group, pixels)
+            _matmul(weight_by_group[g], columns, product)
+            for f in range(filters_per_group):
+                for p in range(pixels):
+                    planes[f, first_pixel + p] = product[f, p]
+        for f in range(filters_per_group):
+            b = bias[g * filters_per_group + f]
+            for p in range(first_pixel, first_pixel + pixels):
+                planes[f, p] += b
+
+
 @njit(parallel=True, cache=True)
+def _conv2d_forward_parallel(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                             groups, block_rows, items, workers):
+    for worker in prange(workers):
+        first, last = _share(worker, workers, items)
+        _conv2d_forward_items(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                              groups, block_rows, first, last)
+
+
+def _row_blocks(out_h, block_rows):
+    return (out_h + block_rows - 1) // block_rows
+
+
 def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w,
                    dilation_h, dilation_w, groups, block_rows, workers):
     """2-D cross-correlation of ``x`` with ``weight`` plus ``bias``, written into ``out``.
@@ -70,42 +130,12 @@ def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w,
         Output rows per work item (``OH`` for whole samples); bounds the
         per-thread column buffer to ``taps * block_rows * OW`` elements.
     workers : int
-        Parallel work chunks, each with its own buffers (the dispatch layer
-        passes Numba's thread count).
+        Threads sharing the (sample, group, row block) items, each with its own
+        buffers; 1 runs on the calling thread without Numba's thread pool.
     """
-    samples = x.shape[0]
-    filters, channels_per_group, kernel_h, kernel_w = weight.shape
-    out_h, out_w = out.shape[2], out.shape[3]
-    filters_per_group = filters // groups
-    taps = channels_per_group * kernel_h * kernel_w
-    weight_by_group = weight.reshape(groups, filters_per_group, taps)
-    out_by_group = out.reshape(samples, groups, filters_per_group, out_h * out_w)
-    blocks = (out_h + block_rows - 1) // block_rows
-    items = samples * groups * blocks
-    workers = max(1, min(workers, items))
-    for worker in prange(workers):
-        column_buffer = np.empty(taps * block_rows * out_w, dtype=x.dtype)
-        product_buffer = np.empty(filters_per_group * block_rows * out_w, dtype=x.dtype)
-        for item in range(worker * items // workers, (worker + 1) * items // workers):
-            n = item // (groups * blocks)
-            g = (item // blocks) % groups
-            first_row = (item % blocks) * block_rows
-            rows = min(block_rows, out_h - first_row)
-            pixels = rows * out_w
-            columns = column_buffer[:taps * pixels].reshape(taps, pixels)
-            _im2col(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
-                    out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
-            planes = out_by_group[n, g]
-            if rows == out_h:
-                _matmul(weight_by_group[g], columns, planes)
-            else:
-                product = product_buffer[:filters_per_group * pixels].reshape(
-                    filters_per_group, pixels)
-                _matmul(weight_by_group[g], columns, product)
-                first_pixel = first_row * out_w
-                planes[:, first_pixel:first_pixel + pixels] = product
-            for f in range(filters_per_group):
-                planes[f, first_row * out_w:first_row * out_w + pixels] += bias[g * filters_per_group + f]
+    items = x.shape[0] * groups * _row_blocks(out.shape[2], block_rows)
+    run_shared(_conv2d_forward_items, _conv2d_forward_parallel, items, workers,
+               x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows)
 
 
 @njit(cache=True)
@@ -129,7 +159,69 @@ def _col2im(columns, grad_x, n, first_channel, first_row, rows, kernel_h, kernel
                     grad_x[n, channel, h, w] += columns[tap, start + ow]
 
 
+@njit(cache=True)
+def _conv2d_backward_input_items(grad_out, weight_t, grad_x, kernel_h, kernel_w, stride_h, stride_w,
+                                 pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, first_item,
+                                 last_item):
+    """(sample, group) items ``first_item .. last_item-1`` of :func:`conv2d_backward_input`;
+    ``weight_t`` is (groups, taps, filters per group)."""
+    samples = grad_x.shape[0]
+    taps, filters_per_group = weight_t.shape[1], weight_t.shape[2]
+    channels_per_group = grad_x.shape[1] // groups
+    out_h, out_w = grad_out.shape[2], grad_out.shape[3]
+    grad_by_group = grad_out.reshape(samples, groups, filters_per_group, out_h * out_w)
+    column_buffer = np.empty(taps * block_rows * out_w, dtype=grad_x.dtype)
+    grad_buffer = np.empty(filters_per_group * block_rows * out_w, dtype=grad_x.dtype)
+    for item in range(first_item, last_item):
+        n = item // groups
+        g = item % groups
+        first_channel = g * channels_per_group
+        for c in range(first_channel, first_channel + channels_per_group):
+            for h in range(grad_x.shape[2]):
+                for w in range(grad_x.shape[3]):
+                    grad_x[n, c, h, w] = 0
+        for first_row in range(0, out_h, block_rows):
+            rows = min(block_rows, out_h - first_row)
+            pixels = rows * out_w
+            columns = column_buffer[:taps * pixels].reshape(taps, pixels)
+            if rows == out_h:
+                _matmul(weight_t[g], grad_by_group[n, g], columns)
+            else:
+                planes = grad_buffer[:filters_per_group * pixels].reshape(filters_per_group, pixels)
+                first_pixel = first_row * out_w
+                for f in range(filters_per_group):
+                    for p in range(pixels):
+                        planes[f, p] = grad_by_group[n, g, f, first_pixel + p]
+                _matmul(weight_t[g], planes, columns)
+            _col2im(columns, grad_x, n, first_channel, first_row, rows, kernel_h, kernel_w, out_w,
+                    stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+
+
 @njit(parallel=True, cache=True)
+def _conv2d_backward_input_parallel(grad_out, weight_t, grad_x, kernel_h, kernel_w, stride_h, stride_w,
+                                    pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, items, workers):
+    for worker in prange(workers):
+        first, last = _share(worker, workers, items)
+        _conv2d_backward_input_items(grad_out, weight_t, grad_x, kernel_h, kernel_w, stride_h, stride_w,
+                                     pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, first, last)
+
+
+@njit(cache=True)
+def _transposed_weight(weight, groups):
+    """``weight`` (F, Cg, KH, KW) as (groups, Cg*KH*KW, F // groups): each group's matrix
+    transposed, contiguous for the GEMM."""
+    filters = weight.shape[0]
+    filters_per_group = filters // groups
+    taps = weight.shape[1] * weight.shape[2] * weight.shape[3]
+    flat = weight.reshape(filters, taps)
+    weight_t = np.empty((groups, taps, filters_per_group), dtype=weight.dtype)
+    for g in range(groups):
+        for f in range(filters_per_group):
+            for t in range(taps):
+                weight_t[g, t, f] = flat[g * filters_per_group + f, t]
+    return weight_t
+
+
 def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_h, pad_w,
                           dilation_h, dilation_w, groups, block_rows, workers):
     """Gradient of :func:`conv2d_forward` with respect to its input, written into ``grad_x``.
@@ -146,43 +238,61 @@ def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_h, p
     stride_h, ..., block_rows, workers : int
         As :func:`conv2d_forward`.
     """
-    samples = grad_x.shape[0]
-    filters, channels_per_group, kernel_h, kernel_w = weight.shape
+    run_shared(_conv2d_backward_input_items, _conv2d_backward_input_parallel, grad_x.shape[0] * groups, workers,
+               grad_out, _transposed_weight(weight, groups), grad_x, weight.shape[2], weight.shape[3],
+               stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows)
+
+
+@njit(cache=True)
+def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, kernel_h, kernel_w, stride_h,
+                                  stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
+                                  first_item, last_item):
+    """Adds the weight and bias gradients of items ``first_item .. last_item-1`` to one
+    worker's accumulators ``partial_weight`` (groups, Fg, taps) and ``partial_bias`` (F,)."""
+    samples = x.shape[0]
+    filters_per_group, taps = partial_weight.shape[1], partial_weight.shape[2]
+    channels_per_group = x.shape[1] // groups
     out_h, out_w = grad_out.shape[2], grad_out.shape[3]
-    filters_per_group = filters // groups
-    taps = channels_per_group * kernel_h * kernel_w
-    pixels_total = out_h * out_w
-    weight_by_group = weight.reshape(groups, filters_per_group, taps)
-    weight_t = np.empty((groups, taps, filters_per_group), dtype=weight.dtype)
-    for g in range(groups):
-        weight_t[g] = weight_by_group[g].T
-    grad_by_group = grad_out.reshape(samples, groups, filters_per_group, pixels_total)
-    items = samples * groups
-    workers = max(1, min(workers, items))
-    for worker in prange(workers):
-        column_buffer = np.empty(taps * block_rows * out_w, dtype=grad_x.dtype)
-        grad_buffer = np.empty(filters_per_group * block_rows * out_w, dtype=grad_x.dtype)
-        for item in range(worker * items // workers, (worker + 1) * items // workers):
-            n = item // groups
-            g = item % groups
-            first_channel = g * channels_per_group
-            grad_x[n, first_channel:first_channel + channels_per_group] = 0
-            for first_row in range(0, out_h, block_rows):
-                rows = min(block_rows, out_h - first_row)
-                pixels = rows * out_w
-                columns = column_buffer[:taps * pixels].reshape(taps, pixels)
-                if rows == out_h:
-                    _matmul(weight_t[g], grad_by_group[n, g], columns)
-                else:
-                    planes = grad_buffer[:filters_per_group * pixels].reshape(filters_per_group, pixels)
-                    first_pixel = first_row * out_w
-                    planes[:] = grad_by_group[n, g, :, first_pixel:first_pixel + pixels]
-                    _matmul(weight_t[g], planes, columns)
-                _col2im(columns, grad_x, n, first_channel, first_row, rows, kernel_h, kernel_w, out_w,
-                        stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+    grad_by_group = grad_out.reshape(samples, groups, filters_per_group, out_h * out_w)
+    blocks = (out_h + block_rows - 1) // block_rows
+    column_buffer = np.empty(taps * block_rows * out_w, dtype=x.dtype)
+    grad_buffer = np.empty(filters_per_group * block_rows * out_w, dtype=x.dtype)
+    product = np.empty((filters_per_group, taps), dtype=x.dtype)
+    for item in range(first_item, last_item):
+        n = item // (groups * blocks)
+        g = (item // blocks) % groups
+        first_row = (item % blocks) * block_rows
+        rows = min(block_rows, out_h - first_row)
+        pixels = rows * out_w
+        first_pixel = first_row * out_w
+        columns = column_buffer[:taps * pixels].reshape(taps, pixels)
+        _im2col(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
+                out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+        planes = grad_buffer[:filters_per_group * pixels].reshape(filters_per_group, pixels)
+        for f in range(filters_per_group):
+            total = 0.0
+            for p in range(pixels):
+                v = grad_by_group[n, g, f, first_pixel + p]
+                planes[f, p] = v
+                total += v
+            partial_bias[g * filters_per_group + f] += total
+        _matmul(planes, columns.T, product)
+        for f in range(filters_per_group):
+            for t in range(taps):
+                partial_weight[g, f, t] += product[f, t]
 
 
 @njit(parallel=True, cache=True)
+def _conv2d_backward_weight_parallel(x, grad_out, partial_weight, partial_bias, kernel_h, kernel_w, stride_h,
+                                     stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, items,
+                                     workers):
+    for worker in prange(workers):
+        first, last = _share(worker, workers, items)
+        _conv2d_backward_weight_items(x, grad_out, partial_weight[worker], partial_bias[worker], kernel_h,
+                                      kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
+                                      block_rows, first, last)
+
+
 def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride_w, pad_h, pad_w,
                            dilation_h, dilation_w, groups, block_rows, workers):
     """Gradients of :func:`conv2d_forward` with respect to ``weight`` and ``bias``.
@@ -200,37 +310,19 @@ def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride
     stride_h, ..., block_rows, workers : int
         As :func:`conv2d_forward`.
     """
-    samples = x.shape[0]
     filters, channels_per_group, kernel_h, kernel_w = grad_weight.shape
-    out_h, out_w = grad_out.shape[2], grad_out.shape[3]
-    filters_per_group = filters // groups
     taps = channels_per_group * kernel_h * kernel_w
-    pixels_total = out_h * out_w
-    grad_by_group = grad_out.reshape(samples, groups, filters_per_group, pixels_total)
-    blocks = (out_h + block_rows - 1) // block_rows
-    items = samples * groups * blocks
+    items = x.shape[0] * groups * _row_blocks(grad_out.shape[2], block_rows)
     workers = max(1, min(workers, items))
-    partial_weight = np.zeros((workers, groups, filters_per_group, taps), dtype=x.dtype)
+    partial_weight = np.zeros((workers, groups, filters // groups, taps), dtype=x.dtype)
     partial_bias = np.zeros((workers, filters), dtype=x.dtype)
-    for worker in prange(workers):
-        column_buffer = np.empty(taps * block_rows * out_w, dtype=x.dtype)
-        grad_buffer = np.empty(filters_per_group * block_rows * out_w, dtype=x.dtype)
-        product = np.empty((filters_per_group, taps), dtype=x.dtype)
-        for item in range(worker * items // workers, (worker + 1) * items // workers):
-            n = item // (groups * blocks)
-            g = (item // blocks) % groups
-            first_row = (item % blocks) * block_rows
-            rows = min(block_rows, out_h - first_row)
-            pixels = rows * out_w
-            first_pixel = first_row * out_w
-            columns = column_buffer[:taps * pixels].reshape(taps, pixels)
-            _im2col(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
-                    out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
-            planes = grad_buffer[:filters_per_group * pixels].reshape(filters_per_group, pixels)
-            planes[:] = grad_by_group[n, g, :, first_pixel:first_pixel + pixels]
-            _matmul(planes, columns.T, product)
-            partial_weight[worker, g] += product
-            for f in range(filters_per_group):
-                partial_bias[worker, g * filters_per_group + f] += planes[f].sum()
-    grad_weight[:] = partial_weight.sum(axis=0).reshape(grad_weight.shape)
-    grad_bias[:] = partial_bias.sum(axis=0)
+    if workers == 1:
+        _conv2d_backward_weight_items(x, grad_out, partial_weight[0], partial_bias[0], kernel_h, kernel_w,
+                                      stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
+                                      block_rows, 0, items)
+    else:
+        _conv2d_backward_weight_parallel(x, grad_out, partial_weight, partial_bias, kernel_h, kernel_w, stride_h,
+                                         stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
+                                         items, workers)
+    _sum_over_workers(partial_weight.reshape(workers, filters * taps), grad_weight.reshape(filters * taps))
+    _sum_over_workers(partial_bias, grad_bias)

@@ -9,10 +9,27 @@ Mirrors :mod:`cnnlab.kernels.cuda.linear`.
 import numpy as np
 from numba import njit, prange
 
+from ._schedule import _share, _sum_over_workers, run_shared
 from .conv import _matmul
 
 
+@njit(cache=True)
+def _linear_forward_rows(x, weight_t, bias, out, first, last):
+    """Samples ``first .. last-1`` of :func:`linear_forward` (serial: one thread's share)."""
+    rows = out[first:last]
+    _matmul(x[first:last], weight_t, rows)
+    for n in range(rows.shape[0]):
+        for o in range(rows.shape[1]):
+            rows[n, o] += bias[o]
+
+
 @njit(parallel=True, cache=True)
+def _linear_forward_parallel(x, weight_t, bias, out, items, workers):
+    for worker in prange(workers):
+        first, last = _share(worker, workers, items)
+        _linear_forward_rows(x, weight_t, bias, out, first, last)
+
+
 def linear_forward(x, weight, bias, out, workers):
     """``out = x @ weight.T + bias``.
 
@@ -23,22 +40,34 @@ def linear_forward(x, weight, bias, out, workers):
     bias : (out_features,) array (zeros for no bias)
     out : (N, out_features) array, overwritten
     workers : int
-        Parallel chunks of samples.
+        Threads sharing the samples; 1 runs on the calling thread without Numba's thread pool.
     """
-    samples = x.shape[0]
-    workers = max(1, min(workers, samples))
-    weight_t = weight.T
-    for worker in prange(workers):
-        first = worker * samples // workers
-        last = (worker + 1) * samples // workers
-        rows = out[first:last]
-        _matmul(x[first:last], weight_t, rows)
-        for n in range(rows.shape[0]):
-            for o in range(rows.shape[1]):
-                rows[n, o] += bias[o]
+    run_shared(_linear_forward_rows, _linear_forward_parallel, x.shape[0], workers, x, weight.T, bias, out)
+
+
+@njit(cache=True)
+def _linear_backward_rows(x, weight, grad_out, grad_x, partial_weight, partial_bias, first, last):
+    """Samples ``first .. last-1`` of :func:`linear_backward`: their rows of ``grad_x``, and
+    their weight and bias gradients added to one worker's accumulators."""
+    _matmul(grad_out[first:last], weight, grad_x[first:last])
+    product = np.empty(partial_weight.shape, dtype=partial_weight.dtype)
+    _matmul(grad_out[first:last].T, x[first:last], product)
+    for o in range(partial_weight.shape[0]):
+        for i in range(partial_weight.shape[1]):
+            partial_weight[o, i] += product[o, i]
+    for n in range(first, last):
+        for o in range(grad_out.shape[1]):
+            partial_bias[o] += grad_out[n, o]
 
 
 @njit(parallel=True, cache=True)
+def _linear_backward_parallel(x, weight, grad_out, grad_x, partial_weight, partial_bias, items, workers):
+    for worker in prange(workers):
+        first, last = _share(worker, workers, items)
+        _linear_backward_rows(x, weight, grad_out, grad_x, partial_weight[worker], partial_bias[worker],
+                              first, last)
+
+
 def linear_backward(x, weight, grad_out, grad_x, grad_weight, grad_bias, workers):
     """Gradients of :func:`linear_forward`: ``grad_x = grad_out @ weight``,
     ``grad_weight = grad_out.T @ x``, ``grad_bias = grad_out.sum(0)``; all overwritten.
@@ -48,15 +77,13 @@ def linear_backward(x, weight, grad_out, grad_x, grad_weight, grad_bias, workers
     """
     samples = x.shape[0]
     workers = max(1, min(workers, samples))
-    partial_weight = np.zeros((workers,) + grad_weight.shape, dtype=grad_weight.dtype)
-    partial_bias = np.zeros((workers, grad_bias.shape[0]), dtype=grad_bias.dtype)
-    for worker in prange(workers):
-        first = worker * samples // workers
-        last = (worker + 1) * samples // workers
-        _matmul(grad_out[first:last], weight, grad_x[first:last])
-        _matmul(grad_out[first:last].T, x[first:last], partial_weight[worker])
-        for n in range(first, last):
-            for o in range(grad_out.shape[1]):
-                partial_bias[worker, o] += grad_out[n, o]
-    grad_weight[:] = partial_weight.sum(axis=0)
-    grad_bias[:] = partial_bias.sum(axis=0)
+    out_features, in_features = grad_weight.shape
+    partial_weight = np.zeros((workers, out_features, in_features), dtype=grad_weight.dtype)
+    partial_bias = np.zeros((workers, out_features), dtype=grad_bias.dtype)
+    if workers == 1:
+        _linear_backward_rows(x, weight, grad_out, grad_x, partial_weight[0], partial_bias[0], 0, samples)
+    else:
+        _linear_backward_parallel(x, weight, grad_out, grad_x, partial_weight, partial_bias, samples, workers)
+    _sum_over_workers(partial_weight.reshape(workers, out_features * in_features),
+                      grad_weight.reshape(out_features * in_features))
+    _sum_over_workers(partial_bias, grad_bias)

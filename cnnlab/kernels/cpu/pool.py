@@ -1,4 +1,4 @@
-"""CPU pooling: one thread per (sample, channel) plane.
+"""CPU pooling: threads share the (sample, channel) planes.
 
 ``mode`` is one of the integer codes of :mod:`cnnlab.kernels` (max, avg,
 min, median, lp).  Padding is virtual: max ignores padded positions (as if
@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import POOL_AVG, POOL_MAX, POOL_MEDIAN, POOL_MIN
+from ._schedule import _share, run_shared
 
 
 @njit(cache=True)
@@ -32,8 +33,16 @@ def _pool_pixel(plane, out_plane, oh, ow, kernel_h, kernel_w, stride_h, stride_w
                 window[count] = plane[h, w]
                 count += 1
     if mode == POOL_MEDIAN:
-        # lower median, as torch.median: element (count-1)//2 in sorted order
-        out_plane[oh, ow] = np.sort(window[:count])[(count - 1) // 2]
+        # lower median, as torch.median: element (count-1)//2 in sorted order (an insertion
+        # sort: windows are small, and np.sort would add seconds of compiling to every mode)
+        for k in range(1, count):
+            v = window[k]
+            m = k - 1
+            while m >= 0 and window[m] > v:
+                window[m + 1] = window[m]
+                m -= 1
+            window[m + 1] = v
+        out_plane[oh, ow] = window[(count - 1) // 2]
         return
     acc = window[0]
     if mode == POOL_MAX:
@@ -82,7 +91,8 @@ def _pool_row_interior(plane, row, oh, first, last, kernel_h, kernel_w, stride_h
             # a slice from 0 with the stride: no negative-index handling inside the loops
             source = plane[h, start:start + (count - 1) * stride_w + 1:stride_w]
             if not started:
-                target[:] = source
+                for k in range(count):
+                    target[k] = source[k]
                 started = True
             elif mode == POOL_MAX:
                 for k in range(count):
@@ -121,8 +131,25 @@ def _pool_plane(plane, out_plane, kernel_h, kernel_w, stride_h, stride_w, pad_h,
                         mode, window)
 
 
+@njit(cache=True)
+def _pool_planes(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, first, last):
+    """Pool the (sample, channel) planes ``first .. last-1`` of ``x`` (serial: one thread's share)."""
+    channels = x.shape[1]
+    window = np.empty(kernel_h * kernel_w, dtype=x.dtype)
+    for plane in range(first, last):
+        n = plane // channels
+        c = plane % channels
+        _pool_plane(x[n, c], out[n, c], kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, window)
+
+
 @njit(parallel=True, cache=True)
-def pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode):
+def _pool2d_forward_parallel(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, items, workers):
+    for worker in prange(workers):
+        first, last = _share(worker, workers, items)
+        _pool_planes(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, first, last)
+
+
+def pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, workers):
     """Pool every plane of ``x`` (N, C, H, W) into ``out`` (N, C, OH, OW).
 
     Parameters
@@ -133,14 +160,11 @@ def pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
         Resolved window geometry (symmetric padding).
     mode : int
         ``POOL_MAX``, ``POOL_AVG``, ``POOL_MIN``, ``POOL_MEDIAN`` or ``POOL_LP``.
+    workers : int
+        Threads sharing the planes; 1 runs on the calling thread without Numba's thread pool.
     """
-    samples, channels = x.shape[0], x.shape[1]
-    for plane in prange(samples * channels):
-        n = plane // channels
-        c = plane % channels
-        window = np.empty(kernel_h * kernel_w, dtype=x.dtype)
-        _pool_plane(x[n, c], out[n, c], kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                    mode, window)
+    run_shared(_pool_planes, _pool2d_forward_parallel, x.shape[0] * x.shape[1], workers,
+               x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode)
 
 
 @njit(parallel=True, cache=True)
@@ -201,7 +225,9 @@ def _pool_plane_backward(plane, out_plane, grad_plane, grad_in, kernel_h, kernel
                          pad_h, pad_w, mode):
     height, width = plane.shape
     out_h, out_w = grad_plane.shape
-    grad_in[:, :] = 0
+    for h in range(height):
+        for w in range(width):
+            grad_in[h, w] = 0
     for oh in range(out_h):
         h0 = oh * stride_h - pad_h
         for ow in range(out_w):
@@ -226,8 +252,29 @@ def _pool_plane_backward(plane, out_plane, grad_plane, grad_in, kernel_h, kernel
                         grad_in[h, w] += share if mode == POOL_AVG else share * plane[h, w]
 
 
+@njit(cache=True)
+def _pool_planes_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                          mode, first, last):
+    """Gradient of the planes ``first .. last-1`` (serial: one thread's share)."""
+    channels = x.shape[1]
+    for plane in range(first, last):
+        n = plane // channels
+        c = plane % channels
+        _pool_plane_backward(x[n, c], out[n, c], grad_out[n, c], grad_x[n, c], kernel_h, kernel_w,
+                             stride_h, stride_w, pad_h, pad_w, mode)
+
+
 @njit(parallel=True, cache=True)
-def pool2d_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode):
+def _pool2d_backward_parallel(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                              mode, items, workers):
+    for worker in prange(workers):
+        first, last = _share(worker, workers, items)
+        _pool_planes_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                              mode, first, last)
+
+
+def pool2d_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode,
+                    workers):
     """Gradient of :func:`pool2d_forward` with respect to ``x``, written into ``grad_x``.
 
     Max and min route each output's gradient to the element the window picked (the first
@@ -240,15 +287,11 @@ def pool2d_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stri
     out : (N, C, OH, OW) array, the forward output (used by 'lp')
     grad_out : (N, C, OH, OW) array
     grad_x : (N, C, H, W) array, overwritten
-    kernel_h, ..., mode : int
+    kernel_h, ..., mode, workers : int
         As :func:`pool2d_forward`.
     """
-    samples, channels = x.shape[0], x.shape[1]
-    for plane in prange(samples * channels):
-        n = plane // channels
-        c = plane % channels
-        _pool_plane_backward(x[n, c], out[n, c], grad_out[n, c], grad_x[n, c], kernel_h, kernel_w,
-                             stride_h, stride_w, pad_h, pad_w, mode)
+    run_shared(_pool_planes_backward, _pool2d_backward_parallel, x.shape[0] * x.shape[1], workers,
+               x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode)
 
 
 @njit(parallel=True, cache=True)

@@ -117,8 +117,9 @@ def _global_avg_pool2d_forward_kernel(x, out):
         out[n, c] = total / (height * width)
 
 
-def pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode):
-    """Pool every plane of ``x`` into ``out``; contract of :func:`cnnlab.kernels.cpu.pool.pool2d_forward`."""
+def pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, workers):
+    """Pool every plane of ``x`` into ``out``; contract of :func:`cnnlab.kernels.cpu.pool.pool2d_forward`
+    (``workers`` is a CPU schedule: ignored here)."""
     blocks, threads = launch_shape(out.size)
     _pool2d_forward_kernel[blocks, threads](x, out, kernel_h, kernel_w, stride_h, stride_w,
                                             pad_h, pad_w, mode)
@@ -171,8 +172,10 @@ def _global_avg_pool2d_backward_kernel(grad_out, grad_x):
         grad_x[n, c, (index // width) % height, index % width] = grad_out[n, c] / (height * width)
 
 
-def pool2d_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode):
-    """Gradient of pooling; contract of :func:`cnnlab.kernels.cpu.pool.pool2d_backward`.
+def pool2d_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode,
+                    workers):
+    """Gradient of pooling; contract of :func:`cnnlab.kernels.cpu.pool.pool2d_backward`
+    (``workers`` is a CPU schedule: ignored here).
     One thread per input pixel gathers from the windows that contain it."""
     blocks, threads = launch_shape(grad_x.size)
     _pool2d_backward_kernel[blocks, threads](x, out, grad_out, grad_x, kernel_h, kernel_w,

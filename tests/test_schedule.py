@@ -1,0 +1,76 @@
+"""Small work runs on the calling thread; large work is shared by Numba's threads; both agree."""
+
+import numba
+import numpy as np
+import pytest
+
+import cnnlab.functional as F
+from cnnlab import config
+
+needs_threads = pytest.mark.skipif(numba.get_num_threads() < 2, reason="one thread: nothing to share")
+
+
+@pytest.fixture
+def both_paths(monkeypatch):
+    """Run a function once with every kernel serial and once with every kernel parallel."""
+    def run(function):
+        monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1 << 62)
+        serial = function()
+        monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 0)
+        parallel = function()
+        return serial, parallel
+    return run
+
+
+def test_small_work_stays_on_the_calling_thread(monkeypatch):
+    monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1000)
+    assert F.cpu_workers(999) == 1
+    assert F.cpu_workers(1000) == numba.get_num_threads()
+
+
+@needs_threads
+@pytest.mark.parametrize("groups, stride, padding", [(1, 1, 1), (2, 2, 0)])
+def test_convolution_serial_equals_parallel(both_paths, groups, stride, padding):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 4, 9, 7)).astype(np.float32)
+    weight = rng.standard_normal((6, 4 // groups, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(6).astype(np.float32)
+
+    def forward_and_backward():
+        out = F.conv2d(x, weight, bias, stride=stride, padding=padding, groups=groups)
+        grads = F.conv2d_backward(x, weight, np.cos(out), stride=stride, padding=padding, groups=groups)
+        return (out,) + tuple(grads)
+
+    serial, parallel = both_paths(forward_and_backward)
+    np.testing.assert_array_equal(serial[0], parallel[0])  # each output item is computed alike
+    for a, b in zip(serial[1:], parallel[1:]):  # partial sums per worker: a different order
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@needs_threads
+@pytest.mark.parametrize("mode", ["max", "avg", "min", "median", "lp"])
+def test_pooling_serial_equals_parallel(both_paths, mode):
+    x = np.random.default_rng(1).random((3, 5, 8, 8)).astype(np.float64)
+
+    def forward_and_backward():
+        out = F.pool2d(x, 3, stride=2, mode=mode)
+        return out, F.pool2d_backward(x, out, np.sin(out), 3, stride=2, mode=mode)
+
+    for a, b in zip(*both_paths(forward_and_backward)):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_threads
+def test_linear_serial_equals_parallel(both_paths):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((7, 5))
+    weight, bias = rng.standard_normal((3, 5)), rng.standard_normal(3)
+
+    def forward_and_backward():
+        out = F.linear(x, weight, bias)
+        return (out,) + tuple(F.linear_backward(x, weight, np.tanh(out)))
+
+    serial, parallel = both_paths(forward_and_backward)
+    np.testing.assert_array_equal(serial[0], parallel[0])
+    for a, b in zip(serial[1:], parallel[1:]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
