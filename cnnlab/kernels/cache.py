@@ -1,0 +1,117 @@
+"""Where the compiled CPU kernels are kept between runs.
+
+Numba compiles every ``@njit(cache=True)`` kernel for this machine's CPU the first time it
+runs and stores the machine code so that later runs load it instead of compiling again.
+Numba would store it next to the source files, inside the installed package, where pip does
+not know about it: an uninstall or reinstall then leaves a stray ``cnnlab/kernels`` folder
+behind that Python imports as an empty package.  cnnlab keeps it in a per-user folder
+instead, one sub-folder per cnnlab and Python version:
+
+- ``$CNNLAB_CACHE_DIR`` when set (a folder cnnlab owns: ``cnnlab cache clear`` empties it),
+- else ``$NUMBA_CACHE_DIR/cnnlab`` when Numba's own setting is given,
+- else ``%LOCALAPPDATA%\\cnnlab\\Cache`` on Windows, ``$XDG_CACHE_HOME/cnnlab`` or
+  ``~/.cache/cnnlab`` elsewhere.
+
+When that folder cannot be written, a folder under the system's temporary directory is used.
+``cnnlab info`` shows the folder; ``cnnlab cache clear`` removes every cached kernel.
+
+Only cnnlab's kernels are affected: Numba's setting for other code is restored as soon as
+the kernel modules are defined.
+"""
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+
+__all__ = ["cache_root", "cache_dir", "clear", "kernels_cached_in"]
+
+
+def cache_root():
+    """The folder holding the compiled kernels of every cnnlab version.
+
+    Returns
+    -------
+    str
+        An absolute path (it need not exist yet).
+    """
+    explicit = os.environ.get("CNNLAB_CACHE_DIR")
+    if explicit:
+        return os.path.abspath(os.path.expanduser(explicit))
+    numba_folder = os.environ.get("NUMBA_CACHE_DIR")
+    if numba_folder:
+        return os.path.join(os.path.abspath(os.path.expanduser(numba_folder)), "cnnlab")
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~")
+        return os.path.join(base, "cnnlab", "Cache")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(os.path.abspath(base), "cnnlab")
+
+
+def _version_folder():
+    from .. import __version__
+
+    return f"kernels-{__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
+
+
+def _writable(folder):
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def cache_dir():
+    """This cnnlab version's kernel cache folder, created if needed.
+
+    Returns
+    -------
+    str
+        ``cache_root()/kernels-<cnnlab version>-py<python version>``, or a folder in the
+        temporary directory when that one cannot be written.
+    """
+    folder = os.path.join(cache_root(), _version_folder())
+    if _writable(folder):
+        return folder
+    user = os.environ.get("USER") or os.environ.get("USERNAME") or str(os.getuid() if hasattr(os, "getuid") else "")
+    fallback = os.path.join(tempfile.gettempdir(), f"cnnlab-{user}", _version_folder())
+    _writable(fallback)
+    return fallback
+
+
+def clear():
+    """Delete every cached kernel of every cnnlab version; the next run compiles afresh.
+
+    Returns
+    -------
+    tuple of (str, int)
+        The folder that was cleared and the number of files removed.
+    """
+    root = cache_root()
+    removed = 0
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            path = os.path.join(root, name)
+            if name.startswith("kernels-") and os.path.isdir(path):
+                removed += sum(len(files) for _, _, files in os.walk(path))
+                shutil.rmtree(path, ignore_errors=True)
+    return root, removed
+
+
+@contextlib.contextmanager
+def kernels_cached_in(folder):
+    """Define ``@njit(cache=True)`` functions inside this block to cache them in ``folder``.
+
+    Numba picks a function's cache location when it is decorated, from
+    ``numba.config.CACHE_DIR``; the setting is restored on leaving the block.
+    """
+    from numba.core import config
+
+    previous = config.CACHE_DIR
+    config.CACHE_DIR = folder
+    try:
+        yield
+    finally:
+        config.CACHE_DIR = previous
