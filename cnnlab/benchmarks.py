@@ -22,6 +22,8 @@ REFERENCE_SHAPES = {
     "strided": (32, 32, 64, 64, 64, 3, 2, 1),
 }
 EDGE_IMAGE_SIZE = 2048
+PEERS = ("torch", "scipy")
+RATIO_NOTE = "ratio = cnnlab time / peer time: below 1 means cnnlab is faster"
 
 
 def parse_shape(text):
@@ -32,6 +34,42 @@ def parse_shape(text):
     if len(parts) != 8 or not all(p.strip().isdigit() for p in parts):
         raise ValueError(f"shape must be one of {sorted(REFERENCE_SHAPES)} or N,C,H,W,F,K,S,P; got {text!r}")
     return text, tuple(int(p) for p in parts)
+
+
+def available_peers(compare):
+    """``(installed, missing)``: the peers named in ``compare`` that can be imported, and the rest.
+
+    Raises
+    ------
+    ValueError
+        For a name that is not one of :data:`PEERS`.
+    """
+    import importlib.util
+
+    unknown = [peer for peer in compare if peer not in PEERS]
+    if unknown:
+        raise ValueError(f"--compare: unknown peer(s) {', '.join(unknown)} (choose from {', '.join(PEERS)})")
+    installed = [peer for peer in compare if importlib.util.find_spec(peer) is not None]
+    return installed, [peer for peer in compare if peer not in installed]
+
+
+def busy_warning(load, cores, threads):
+    """A warning when other work holds the cores the benchmark needs, else None.
+
+    The machine is busy when its 1-minute load average ``load`` exceeds the cores the
+    benchmark's ``threads`` leave free (``cores - threads``) by more than half a core: the
+    timings would then measure the competition, not the code.
+    """
+    if load <= cores - threads + 0.5:
+        return None
+    return (f"warning: the machine is busy (1-minute load average {load:.1f} on {cores} cores, {threads} "
+            "of them for the benchmark): the figures are not meaningful; run again when it is idle, "
+            "or with fewer --threads")
+
+
+def format_ratio(ratio):
+    """``0.42x``; small ratios keep two significant digits (``0.0031x``), never ``0.00x``."""
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
 
 
 def measure(function, repeat):
@@ -242,7 +280,8 @@ def geometric_mean(values):
 
 
 def format_table(rows):
-    """A plain-text table: time, spread, JIT, throughput and the ratio to every peer."""
+    """A plain-text table: time, spread, JIT, throughput and the ratio to every peer ('-' where a
+    row has no such peer), under one line saying which way a ratio reads."""
     peers = sorted({peer for row in rows for peer in row["peers"]})
     header = ["op", "shape", "cnnlab ms", "spread ms", "jit s", "rate"] + [f"vs {p}" for p in peers]
     lines = [header]
@@ -262,7 +301,7 @@ def format_table(rows):
                 f"{row['jit_seconds']:.2f}", rate]
         for peer in peers:
             t = row["peers"].get(peer)
-            line.append(f"{row['seconds'] / t:.2f}x" if t else "-")
+            line.append(format_ratio(row["seconds"] / t) if t else "-")
         lines.append(line)
     for op in sorted({row["op"] for row in rows}):
         op_rows = [r for r in rows if r["op"] == op]
@@ -270,10 +309,11 @@ def format_table(rows):
             line = [op, "geomean", "", "", "", ""]
             for peer in peers:
                 ratios = [r["seconds"] / r["peers"][peer] for r in op_rows if r["peers"].get(peer)]
-                line.append(f"{geometric_mean(ratios):.2f}x" if ratios else "-")
+                line.append(format_ratio(geometric_mean(ratios)) if ratios else "-")
             lines.append(line)
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(str(v).rjust(w) for v, w in zip(line, widths)) for line in lines)
+    table = "\n".join("  ".join(str(v).rjust(w) for v, w in zip(line, widths)) for line in lines)
+    return f"{RATIO_NOTE}\n{table}" if peers else table
 
 
 # ----------------------------------------------------------------------------- training
@@ -377,7 +417,7 @@ def startup_suite(progress=None):
     rows = []
     with tempfile.TemporaryDirectory() as cold_cache:
         for index, (name, environment) in enumerate([
-                ("cold cache", dict(os.environ, NUMBA_CACHE_DIR=cold_cache)),
+                ("cold cache", dict(os.environ, CNNLAB_CACHE_DIR=cold_cache)),
                 ("warm cache", dict(os.environ))]):
             if progress:
                 progress(index, 2, f"startup {name}")

@@ -1,18 +1,84 @@
-"""The ``cnnlab`` command: ``cnnlab demo | train | predict | filter | tour | bench | info``."""
+"""The ``cnnlab`` command: ``cnnlab demo | train | predict | inspect | filter | tour | bench | info``.
+
+Every error is one line on stderr, ``cnnlab <command>: <what> (<how to fix>)``, with exit
+status 2 (``cnnlab --debug <command>`` shows the traceback instead); Ctrl-C exits with 130.
+"""
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
 import time
+import zipfile
 
 import numpy as np
+
+# What a user can cause (a wrong path, a damaged file, bad data, a learning rate too high):
+# one line on stderr, exit status 2. Anything else is a defect, also shown as one line.
+USER_ERRORS = (ValueError, TypeError, OSError, ArithmeticError, zipfile.BadZipFile, EOFError, ImportError,
+               RuntimeError)
+_HINTS = [  # (exception type, how to fix), the first match is used
+    (FloatingPointError, "give a smaller --lr, e.g. a tenth of it"),
+    ((zipfile.BadZipFile, EOFError), "the file is cut short or not a cnnlab model: write it again"),
+    (PermissionError, "choose a path you may write to"),
+    ((FileNotFoundError, NotADirectoryError, IsADirectoryError), "check the path"),
+]
+
+
+def error_line(command, exc):
+    """The one line a command's error is shown as: ``cnnlab <command>: <what> (<how to fix>)``."""
+    what = str(exc).strip() or type(exc).__name__
+    if not isinstance(exc, USER_ERRORS):
+        return (f"cnnlab {command}: unexpected {type(exc).__name__}: {what} "
+                f"(run cnnlab --debug {command} ... to see where, and report it)")
+    hint = next((text for kind, text in _HINTS if isinstance(exc, kind)), None)
+    return f"cnnlab {command}: {what}" + (f" ({hint})" if hint else "")
 
 
 def _timed(function, *args, **kwargs):
     start = time.perf_counter()
     result = function(*args, **kwargs)
     return result, time.perf_counter() - start
+
+
+def _check_output_file(option, path, suffixes, overwrite=True):
+    """Fail before any work unless ``path`` can be written: its folder exists and is writable,
+    its name ends in one of ``suffixes``, and (without ``overwrite``) it does not exist yet."""
+    if not path.lower().endswith(suffixes):
+        stem = os.path.splitext(os.path.basename(path))[0] or "output"
+        raise ValueError(f"{option} {path}: the name must end in {', '.join(suffixes)} "
+                         f"(e.g. {option} {stem}{suffixes[0]})")
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path} is a folder (give a file name inside it)")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{option} {path}: no such folder {folder} (create it first, or choose another path)")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{option} {path}: the folder {folder} is not writable (choose another path)")
+    if not overwrite and os.path.exists(path):
+        raise ValueError(f"{option} {path} already exists (choose another name, or add --force to overwrite it)")
+
+
+def _check_output_folder(option, path):
+    """Fail before any work unless ``path`` is a folder, or can be made one, that is writable."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{option} {path} is a file, not a folder (give a folder for the PNG files)")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+        raise ValueError(f"{option} {path}: {existing} is not a writable folder (choose another path)")
+
+
+def _compiling():
+    """Say so on stderr while Numba compiles kernels for this machine (first run only)."""
+    try:
+        from cnnlab.compilation import report_compilation
+    except ImportError:
+        return contextlib.nullcontext()
+    return report_compilation(stream=sys.stderr)
 
 
 def classic_cnn(in_channels, image_size, classes, conv_filters=(32, 64), hidden=128, seed=0):
@@ -67,8 +133,10 @@ def demo(args):
     import cnnlab
     from cnnlab.data import train_test_split
 
+    _check_output_file("--out", args.out, (".npz",))
     if args.plots:
-        _require_matplotlib("demo --plots")
+        _check_output_folder("--plots", args.plots)
+        _require_matplotlib()
     device = _pick_device(args.device)
     images, labels, names = load_demo_data(args.data)
     x_train, x_test, y_train, y_test = train_test_split(images, labels, test_size=0.25, seed=args.seed)
@@ -76,6 +144,9 @@ def demo(args):
           f"held-out images of {images.shape[2]}x{images.shape[3]}, {len(names)} classes, on the {device}")
     model = classic_cnn(1, images.shape[2], len(names), seed=args.seed)
     model.class_names = names
+    # what predict, inspect and train --base apply to a new image: grey, this size, 0-1, no
+    # standardization (mean 0, std 1), as the bundled images are
+    model.preprocessing = dict(size=list(images.shape[2:]), color="gray", mean=[0.0], std=[1.0])
     model.summary()
     model.to(device)
     start = time.perf_counter()
@@ -98,18 +169,16 @@ def demo(args):
     return 0
 
 
-def _require_matplotlib(command):
+def _require_matplotlib():
     """Fail before any work when a command will need matplotlib and it is missing."""
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
-        raise SystemExit(f"cnnlab {command}: plots need matplotlib: pip install 'cnnlab[viz]'")
+        raise ImportError("plots need matplotlib (pip install 'cnnlab[viz]')")
 
 
 def _plot_filters_and_maps(folder, model, image):
     """The filters of every convolution layer and ``image`` after every layer; the paths."""
-    import os
-
     from cnnlab import viz
     from cnnlab.layers import Conv2D
 
@@ -127,8 +196,6 @@ def _plot_filters_and_maps(folder, model, image):
 
 
 def _write_plots(folder, model, history, matrix, names, image):
-    import os
-
     from cnnlab import viz
 
     paths = _plot_filters_and_maps(folder, model, image)
@@ -189,41 +256,78 @@ def _convolution_base_end(model):
                 len(model.layers) - 1)
 
 
+def _check_train_outputs(args):
+    """Every file and folder ``train`` writes, checked before any work. Returns the checkpoint
+    path (``--checkpoint``, else the one being resumed, else ``<out>.checkpoint.npz``) and
+    whether it is that last one, train's own, to remove once the model is saved."""
+    _check_output_file("--out", args.out, (".npz",), overwrite=args.force)
+    if args.resume is not None and not os.path.isfile(args.resume):
+        raise ValueError(f"--resume {args.resume}: no such file (give the checkpoint an interrupted "
+                         "cnnlab train wrote)")
+    own = os.path.splitext(args.out)[0] + ".checkpoint.npz"
+    checkpoint = args.checkpoint or args.resume or own
+    fresh = args.force or (args.resume is not None and os.path.abspath(checkpoint) == os.path.abspath(args.resume))
+    if not fresh and os.path.exists(checkpoint):
+        raise ValueError(f"{checkpoint} holds the state of an earlier run (continue it with --resume "
+                         f"{checkpoint}, or add --force to start over)")
+    _check_output_file("--checkpoint", checkpoint, (".npz",))
+    if args.plots:
+        _check_output_folder("--plots", args.plots)
+        _require_matplotlib()
+    return checkpoint, args.checkpoint is None and os.path.abspath(checkpoint) == os.path.abspath(own)
+
+
+def _fit_options(args):
+    """The keyword arguments of ``fit`` that ``train``'s options ask for."""
+    from cnnlab.callbacks import EarlyStopping
+
+    options = dict(callbacks=[EarlyStopping(monitor="val_accuracy", patience=args.patience,
+                                            restore_best_weights=True)])
+    if args.class_weight is not None:
+        options["class_weight"] = args.class_weight
+    return options
+
+
 def train(args):
     """Train a CNN on a folder of images with one sub-folder per class, from scratch or from
     the convolutional base of a saved model (``--base``)."""
     import cnnlab
     from cnnlab.data import load_image_folder, standardize, train_test_split
 
-    if args.plots:
-        _require_matplotlib("train --plots")
+    checkpoint, own_checkpoint = _check_train_outputs(args)
+    if os.path.exists(args.folder) and not os.path.isdir(args.folder):
+        raise ValueError(f"{args.folder} is a file, not a folder (give a folder with one sub-folder of "
+                         "images per class)")
     base = None
     if args.base:
-        base, _ = _load_trained_model("train --base", args.base)
+        base, _ = _load_trained_model(args.base)
         settings = base.preprocessing
         for option, mine, theirs in (("--size", args.size, settings["size"][0]),
-                                     ("--color", args.color, settings.get("color", "rgb"))):
+                                     ("--color", args.color, settings.get("color", "rgb")),
+                                     ("--resize", args.resize, settings.get("resize", "stretch"))):
             if mine is not None and mine != theirs:
-                raise SystemExit(f"cnnlab train: {option} {mine} differs from the base model's {theirs}; "
-                                 f"leave it out to use the base's")
+                raise ValueError(f"{option} {mine} differs from the base model's {theirs} "
+                                 "(leave it out to use the base's)")
         args.size, args.color = settings["size"][0], settings.get("color", "rgb")
+        args.resize = settings.get("resize", "stretch")
         if args.freeze is not None and args.freeze > len(base.layers):
-            raise SystemExit(f"cnnlab train: --freeze {args.freeze}, but the base model has only "
-                             f"{len(base.layers)} layers")
+            raise ValueError(f"--freeze {args.freeze}, but the base model has only {len(base.layers)} layers "
+                             f"(give at most {len(base.layers)})")
     elif args.freeze is not None:
-        raise SystemExit("cnnlab train: --freeze needs --base (a model to transfer from)")
+        raise ValueError("--freeze needs --base (give a model to transfer from, or leave --freeze out)")
     args.size = 32 if args.size is None else args.size
     args.color = "rgb" if args.color is None else args.color
+    args.resize = "stretch" if args.resize is None else args.resize
     device = _pick_device(args.device)
     size = (args.size, args.size)
-    images, labels, names = load_image_folder(args.folder, size=size, color=args.color)
+    images, labels, names = load_image_folder(args.folder, size=size, color=args.color, resize=args.resize)
     counts = ", ".join(f"{name} {int((labels == i).sum())}" for i, name in enumerate(names))
-    print(f"{len(images)} images of {len(names)} classes ({counts}), resized to {args.size}x{args.size} "
-          f"{args.color}; training on the {device}")
+    print(f"{len(images)} images of {len(names)} classes ({counts}), resized ({args.resize}) to "
+          f"{args.size}x{args.size} {args.color}; training on the {device}")
     few = [name for i, name in enumerate(names) if (labels == i).sum() < 2]
     if few:
-        raise SystemExit(f"cnnlab train: each class needs at least 2 images (one to train on, one to "
-                         f"validate); too few in: {', '.join(few)}")
+        raise ValueError(f"each class needs at least 2 images, one to train on and one to validate; too few "
+                         f"in: {', '.join(few)} (add images to those sub-folders)")
     x_train, x_val, y_train, y_val = train_test_split(images, labels, test_size=args.validation, seed=args.seed)
     # from scratch: the training images' statistics; transferred: the base's, since its
     # features were learned on that scale
@@ -238,11 +342,30 @@ def train(args):
         kept = f"layers 0-{frozen - 1} frozen" if frozen else "every layer fine-tuned"
         print(f"transferring from {args.base}: {kept}, a new {len(names)}-class head")
     model.class_names = names
-    model.preprocessing = dict(size=list(size), color=args.color, mean=mean.tolist(), std=std.tolist())
+    model.preprocessing = dict(size=list(size), color=args.color, mean=mean.tolist(), std=std.tolist(),
+                               resize=args.resize)
     model.to(device)
-    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        optimizer=cnnlab.optim.Adam(args.lr), validation_data=(x_val, y_val), seed=args.seed,
-                        augment=args.augment, verbose=1)
+    try:
+        history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                            optimizer=cnnlab.optim.Adam(args.lr), validation_data=(x_val, y_val), seed=args.seed,
+                            augment=args.augment, verbose=1, checkpoint=checkpoint, resume=args.resume,
+                            **_fit_options(args))
+    except KeyboardInterrupt:
+        if os.path.exists(checkpoint):
+            print(f"cnnlab train: interrupted; the last completed epoch is saved in {checkpoint} (run the same "
+                  f"command with --resume {checkpoint} to continue)", file=sys.stderr)
+        else:
+            print("cnnlab train: interrupted in the first epoch, before anything could be saved (run the "
+                  "command again)", file=sys.stderr)
+        return 130
+    except FloatingPointError:
+        if own_checkpoint and os.path.exists(checkpoint):
+            os.remove(checkpoint)  # it holds the learning rate that diverged: a retry starts over
+        raise
+    scores = history.history["val_accuracy"]
+    best = int(np.argmax(scores))
+    print(f"best validation accuracy: {scores[best]:.2%} at epoch {best + 1} of {len(scores)}; the model keeps "
+          "that epoch's weights")
     predicted = model.predict(x_val)
     print(f"validation accuracy: {float((predicted == y_val).mean()):.2%} on {len(x_val)} held-out images")
     matrix = confusion_matrix(y_val, predicted, len(names))
@@ -250,14 +373,15 @@ def train(args):
     print(format_confusion(matrix, names))
     model.to("cpu").save(args.out)
     print(f"model saved to {args.out}")
+    if own_checkpoint:  # the run is complete: its training state is of no further use
+        os.remove(checkpoint)
     if args.plots:
         _write_plots(args.plots, model, history, matrix, names, x_val[0])
     return 0
 
 
 def _image_files(paths):
-    import os
-
+    """The image files among ``paths`` and inside the folders among them (recursively)."""
     from cnnlab.data import IMAGE_SUFFIXES
 
     files = []
@@ -268,24 +392,26 @@ def _image_files(paths):
         elif os.path.exists(path):
             files.append(path)
         else:
-            raise SystemExit(f"cnnlab predict: no such file or folder: {path}")
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    if not files:
+        raise ValueError(f"no image files in {', '.join(paths)} (give image files, or folders holding "
+                         f"{', '.join(IMAGE_SUFFIXES)} files)")
     return files
 
 
-def _load_trained_model(command, path):
-    """A model saved by ``cnnlab train`` (it keeps its preprocessing), or a clear exit."""
-    import os
-
+def _load_trained_model(path):
+    """A model saved by ``cnnlab train`` or ``cnnlab demo`` (it keeps its preprocessing)."""
     import cnnlab
 
-    if not os.path.exists(path):
-        raise SystemExit(f"cnnlab {command}: no such model file: {path}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such model file: {path}")
     try:
         model = cnnlab.load(path)
-    except ValueError as exc:
-        raise SystemExit(f"cnnlab {command}: {exc}") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable cnnlab model: {exc} (the file may be cut short: save or "
+                         "train it again)") from None
     if "size" not in (model.preprocessing or {}):
-        raise SystemExit(f"cnnlab {command}: {path} keeps no image preprocessing; train it with cnnlab train")
+        raise ValueError(f"{path} keeps no image preprocessing (train it with cnnlab train)")
     names = model.class_names or [str(i) for i in range(model.output_shapes(model.input_shape)[-1][0])]
     return model, names
 
@@ -295,24 +421,26 @@ def _prepare(model, file):
     from cnnlab.data import read_image, standardize
 
     settings = model.preprocessing
-    image = read_image(file, settings["size"], settings.get("color", "rgb"))
+    options = {"resize": settings["resize"]} if "resize" in settings else {}
+    image = read_image(file, settings["size"], settings.get("color", "rgb"), **options)
     return standardize(image[None], settings.get("mean"), settings.get("std"))[0]
 
 
 def predict(args):
     """Classify image files with a model saved by ``cnnlab train``."""
-    model, names = _load_trained_model("predict", args.model)
+    model, names = _load_trained_model(args.model)
     results, failed = [], []
-    for file in _image_files(args.images):
-        try:
-            x = _prepare(model, file)
-        except ValueError as exc:
-            failed.append((file, str(exc)))
-            continue
-        probabilities = model.predict_proba(x)[0]
-        top = np.argsort(probabilities)[::-1][:args.top_k]
-        results.append(dict(file=file, predictions=[dict(label=names[i], probability=float(probabilities[i]))
-                                                   for i in top]))
+    with _compiling():
+        for file in _image_files(args.images):
+            try:
+                x = _prepare(model, file)
+            except ValueError as exc:
+                failed.append((file, str(exc)))
+                continue
+            probabilities = model.predict_proba(x)[0]
+            top = np.argsort(probabilities)[::-1][:args.top_k]
+            results.append(dict(file=file, predictions=[dict(label=names[i], probability=float(probabilities[i]))
+                                                       for i in top]))
     if args.json:
         print(json.dumps(dict(results=results, errors=[dict(file=f, error=e) for f, e in failed]), indent=2))
     else:
@@ -324,18 +452,17 @@ def predict(args):
                 print(f"{shown.ljust(width)}  {guess['label'][:16].ljust(16)} {guess['probability']:.3f}")
         for file, error in failed:
             print(f"{file}: skipped ({error})", file=sys.stderr)
-    return 0 if results or not failed else 1
+    return 0 if results else 1
 
 
 def inspect(args):
     """Draw a trained model's filters and one image's feature maps after every layer."""
-    _require_matplotlib("inspect")
-    model, names = _load_trained_model("inspect", args.model)
-    try:
-        x = _prepare(model, args.image)
-    except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"cnnlab inspect: {exc}") from None
-    probabilities = model.predict_proba(x)[0]
+    _check_output_folder("--out", args.out)
+    _require_matplotlib()
+    model, names = _load_trained_model(args.model)
+    x = _prepare(model, args.image)
+    with _compiling():
+        probabilities = model.predict_proba(x)[0]
     best = int(np.argmax(probabilities))
     print(f"{args.image}: {names[best]} ({probabilities[best]:.3f})")
     shapes = model.output_shapes(tuple(x.shape[1:]))
@@ -346,22 +473,25 @@ def inspect(args):
     return 0
 
 
+EDGE_KERNELS = ("edge", "sobel_x", "sobel_y")
+
+
 def filter_image(args):
-    """Apply one of the classic kernels to an image file and write the result."""
+    """Apply one of the classic kernels to an image file and write the result: edge kernels as
+    their absolute response scaled so the strongest edge is white, others clipped to 0-1."""
     from skimage import io
 
     from cnnlab import filters
-    from cnnlab.data import _read_pixels
+    from cnnlab.data import IMAGE_SUFFIXES, _read_pixels
 
-    try:
-        image = _read_pixels(args.image)
-    except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"cnnlab filter: {exc}") from None
-    result, seconds = _timed(filters.apply, image.astype(np.float32), args.kernel)
-    if args.kernel in ("edge", "sobel_x", "sobel_y"):
+    _check_output_file("--out", args.out, IMAGE_SUFFIXES)
+    image = _read_pixels(args.image)
+    # 'symm' mirrors the image at its border: no false edges (a bright frame) where it ends
+    result, seconds = _timed(filters.apply, image.astype(np.float32), args.kernel, boundary="symm")
+    if args.kernel in EDGE_KERNELS:
         result = np.abs(result)  # edge strength, either sign
         result = result / max(float(result.max()), 1e-12)
-    io.imsave(args.out, (np.clip(result, 0, 1) * 255).astype(np.uint8), check_contrast=False)
+    io.imsave(args.out, (np.clip(result, 0, 1) * 255).round().astype(np.uint8), check_contrast=False)
     print(f"{args.kernel} filter: {args.image} {image.shape} -> {args.out} in {seconds * 1e3:.1f} ms")
     return 0
 
@@ -373,8 +503,8 @@ def _pick_device(requested):
     if requested == "auto":  # a real GPU: Numba's CUDA simulator is for tests, far too slow to train on
         return "cuda" if cnnlab.cuda_available() and not simulator_enabled() else "cpu"
     if requested == "cuda" and not cnnlab.cuda_available():
-        raise SystemExit("cnnlab: --device cuda, but no CUDA GPU is available "
-                         "(install the 'cuda' extra on a machine with an NVIDIA GPU)")
+        raise RuntimeError("--device cuda, but no CUDA GPU is available (leave --device out to use the CPU, "
+                           "or install the 'cuda' extra on a machine with an NVIDIA GPU)")
     return requested
 
 
@@ -384,17 +514,31 @@ def bench(args):
 
     from . import benchmarks
 
+    if args.json:
+        _check_output_file("--json", args.json, (".json",))
+    if args.plot:
+        _check_output_file("--plot", args.plot, (".png",))
+        _require_matplotlib()
     if args.threads:
+        if args.threads > numba.config.NUMBA_NUM_THREADS:
+            raise ValueError(f"--threads {args.threads}, but this machine allows at most "
+                             f"{numba.config.NUMBA_NUM_THREADS} (give fewer, or 0 for all)")
         numba.set_num_threads(args.threads)
     threads = numba.get_num_threads()
-    compare = [c.strip() for c in args.compare.split(",") if c.strip()]
+    compare, missing = benchmarks.available_peers([c.strip() for c in args.compare.split(",") if c.strip()])
     shapes = [benchmarks.parse_shape(s) for s in (args.shapes or list(benchmarks.REFERENCE_SHAPES))]
     device = _pick_device(args.device)
+    if hasattr(os, "getloadavg"):
+        warning = benchmarks.busy_warning(os.getloadavg()[0], os.cpu_count(), threads)
+        if warning:
+            print(warning, file=sys.stderr)
 
     def progress(index, total, name):
         print(f"  [{index + 1}/{total}] {name} ...", file=sys.stderr, flush=True)
 
-    print(f"cnnlab bench: {args.op} on the {device}, {threads} threads, compare {compare or 'nothing'}",
+    peers = ", ".join(compare) or "no peer"
+    absent = f" ({', '.join(missing)} not installed)" if missing else ""
+    print(f"cnnlab bench: {args.op} on the {device}, {threads} threads, compared with {peers}{absent}",
           file=sys.stderr)
     rows = []
     for op in ("conv2d", "conv2d_backward", "pool", "activation", "linear"):
@@ -443,10 +587,25 @@ def info(args):
 
     F.relu(np.zeros(4, np.float32))  # starts Numba's thread pool, so the layer in use is known
     print(f"threading layer: {numba.threading_layer()}")
-    import os
+    from cnnlab.kernels import cache
 
-    default_cache = os.path.join(os.path.dirname(cnnlab.__file__), "kernels", "cpu", "__pycache__")
-    print(f"kernel cache: {numba.config.CACHE_DIR or default_cache} (set NUMBA_CACHE_DIR to move it)")
+    print(f"kernel cache: {cache.cache_dir()} (compiled kernels; set CNNLAB_CACHE_DIR to move it, "
+          "cnnlab cache clear to empty it)")
+    return 0
+
+
+def cache_command(args):
+    """Show or empty the folder of compiled kernels."""
+    from cnnlab.kernels import cache
+
+    if args.action == "clear":
+        root, removed = cache.clear()
+        print(f"removed {removed} cached kernel files from {root}; the next run compiles them again")
+    else:
+        folder = cache.cache_dir()
+        files = [os.path.join(top, name) for top, _, names in os.walk(folder) for name in names]
+        size = sum(os.path.getsize(f) for f in files)
+        print(f"{folder}: {len(files)} files, {size / 1e6:.1f} MB")
     return 0
 
 
@@ -480,98 +639,166 @@ def _fraction(text):
     return value
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="cnnlab", description="Readable, fast CNNs in Numba.")
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default, except where there is none to show (None, a flag's False)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser():
+    """The ``cnnlab`` argument parser, one sub-command per task."""
+    # --debug is accepted before or after the command: cnnlab --debug train ... / cnnlab train ... --debug
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="on an error, show the full traceback instead of one line")
+    parser = argparse.ArgumentParser(prog="cnnlab", description="Readable, fast CNNs in Numba.",
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback instead of one line")
     commands = parser.add_subparsers(dest="command")
 
-    p = commands.add_parser("demo", help="train the textbook CNN on bundled images and report accuracy")
+    def command(name, help):
+        return commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                                   parents=[debug], formatter_class=_HelpFormatter)
+
+    def device(p, default="auto"):
+        choices = ["auto", "cpu", "cuda"] if default == "auto" else ["cpu", "cuda"]
+        p.add_argument("--device", choices=choices, default=default,
+                       help="where to compute" + (" (auto: a CUDA GPU if there is one)" if default == "auto" else ""))
+
+    p = command("demo", "train the textbook CNN on bundled images and report accuracy")
     p.add_argument("--data", choices=["digits", "faces"], default="digits",
                    help="scikit-learn's handwritten digits, or scikit-image's face / not-face subset")
-    p.add_argument("--epochs", type=_integer(1), default=15)
-    p.add_argument("--batch-size", type=_integer(1), default=32)
-    p.add_argument("--lr", type=_positive_float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--out", default="cnnlab-demo.npz", help="where to save the trained model")
+    p.add_argument("--epochs", type=_integer(1), default=15, help="passes over the training images")
+    p.add_argument("--batch-size", type=_integer(1), default=32, help="images per training step")
+    p.add_argument("--lr", type=_positive_float, default=2e-3, help="Adam's learning rate")
+    p.add_argument("--seed", type=int, default=0, help="seeds the split, the weights and the shuffling")
+    device(p)
+    p.add_argument("--out", default="cnnlab-demo.npz", help="where to save the trained model (.npz)")
     p.add_argument("--plots", help="also write filters, feature maps, training curves and the confusion "
                                    "matrix as PNG files into this folder (needs matplotlib)")
     p.set_defaults(run=demo)
 
-    p = commands.add_parser("train", help="train on a folder of images, one sub-folder per class")
-    p.add_argument("folder")
-    p.add_argument("--epochs", type=_integer(1), default=20)
-    p.add_argument("--batch-size", type=_integer(1), default=32)
-    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p = command("train", "train on a folder of images, one sub-folder per class")
+    p.add_argument("folder", help="a folder with one sub-folder of images per class")
+    p.add_argument("--epochs", type=_integer(1), default=20, help="passes over the training images")
+    p.add_argument("--batch-size", type=_integer(1), default=32, help="images per training step")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam's learning rate")
     p.add_argument("--size", type=_integer(4), default=None,
                    help="images are resized to SIZE x SIZE (default 32, or the base model's; at least 4: "
                         "the network pools twice by 2)")
     p.add_argument("--color", choices=["rgb", "gray"], default=None, help="default rgb, or the base model's")
+    p.add_argument("--resize", choices=["stretch", "crop", "pad"], default=None,
+                   help="how an image that is not square becomes SIZE x SIZE: stretch it, crop its centre "
+                        "square, or pad it to a square (default stretch, or the base model's)")
     p.add_argument("--augment", action="store_true", help="random shifts, flips, rotations, zoom, brightness")
+    p.add_argument("--class-weight", choices=["balanced"], default=None,
+                   help="balanced: weigh each class's loss by the inverse of its share of the images "
+                        "(default: every image counts the same)")
+    p.add_argument("--patience", type=_integer(1), default=None,
+                   help="stop when the validation accuracy has not improved for N epochs (default: "
+                        "train every epoch); either way the model keeps the best epoch's weights")
     p.add_argument("--validation", type=_fraction, default=0.2, help="fraction held out for validation")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--out", default="model.npz")
+    p.add_argument("--seed", type=int, default=0, help="seeds the split, the weights and the shuffling")
+    device(p)
+    p.add_argument("--out", default="model.npz", help="where to save the trained model (.npz)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite --out, and start over instead of refusing an earlier run's checkpoint")
+    p.add_argument("--checkpoint",
+                   help="save the training state here after every epoch (.npz; default: OUT with "
+                        ".checkpoint.npz, removed once the model is saved)")
+    p.add_argument("--resume", help="continue an interrupted run from its checkpoint, up to --epochs")
     p.add_argument("--plots", help="also write filters, feature maps, training curves and the validation "
                                    "confusion matrix as PNGs to this folder (needs matplotlib)")
-    p.add_argument("--base", help="transfer learning: start from this model (from cnnlab train) with a new "
-                                  "head for the folder's classes")
+    p.add_argument("--base", help="transfer learning: start from this model (from cnnlab train or demo) with "
+                                  "a new head for the folder's classes")
     p.add_argument("--freeze", type=_integer(0), default=None,
                    help="with --base: keep layers 0..K-1 fixed (default: the convolutional base, every "
                         "layer before Flatten; 0 fine-tunes all)")
     p.set_defaults(run=train)
 
-    p = commands.add_parser("predict", help="classify images with a model from cnnlab train")
-    p.add_argument("model")
+    p = command("predict", "classify images with a model from cnnlab train or demo")
+    p.add_argument("model", help="a model file from cnnlab train or cnnlab demo")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--top-k", type=_integer(1), default=1, help="show the K most probable classes")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=predict)
 
-    p = commands.add_parser("inspect", help="plot a trained model's filters and an image's feature maps")
-    p.add_argument("model", help="a model file from cnnlab train")
-    p.add_argument("image")
-    p.add_argument("--out", default="inspect", help="folder for the PNGs (default: inspect)")
+    p = command("inspect", "plot a trained model's filters and an image's feature maps")
+    p.add_argument("model", help="a model file from cnnlab train or cnnlab demo")
+    p.add_argument("image", help="the image whose feature maps are drawn")
+    p.add_argument("--out", default="inspect", help="folder for the PNG files")
     p.set_defaults(run=inspect)
 
-    p = commands.add_parser("filter", help="apply a classic kernel (edge, sobel, blur, sharpen) to an image")
-    p.add_argument("image")
-    p.add_argument("--kernel", default="edge",
+    p = command("filter", "apply a classic kernel (edge, sobel, blur, sharpen) to an image")
+    p.add_argument("image", help="the image file to filter")
+    p.add_argument("--kernel", default="edge", help="the kernel (see cnnlab.filters.KERNELS)",
                    choices=["edge", "sobel_x", "sobel_y", "sharpen", "box_blur", "gaussian_blur", "identity"])
-    p.add_argument("--out", required=True, help="the output image (PNG)")
+    p.add_argument("--out", required=True, help="the output image (.png, .jpg, .tif, ...)")
     p.set_defaults(run=filter_image)
 
-    p = commands.add_parser("tour", help="the textbook filter and conv/ReLU/pool module on a real photo")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p = command("tour", "the textbook filter and conv/ReLU/pool module on a real photo")
+    device(p)
     p.set_defaults(run=tour)
 
-    p = commands.add_parser("bench", help="time cnnlab against PyTorch CPU and scipy")
-    p.add_argument("--op", default="conv2d",
+    p = command("bench", "time cnnlab against PyTorch CPU and scipy")
+    p.add_argument("--op", default="conv2d", help="what to time",
                    choices=["conv2d", "conv2d_backward", "pool", "activation", "linear", "filter", "train",
                             "startup", "memory", "all"])
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--shapes", nargs="*", help="reference shape names or N,C,H,W,F,K,S,P")
-    p.add_argument("--repeat", type=_integer(1), default=10)
-    p.add_argument("--threads", type=_integer(0), default=0, help="Numba and PyTorch threads (default: all)")
-    p.add_argument("--compare", default="torch,scipy", help="peers: torch, scipy (those installed)")
-    p.add_argument("--json", help="also write the results to this file")
-    p.add_argument("--plot", help="also draw the ratios as a bar chart in this PNG (needs matplotlib)")
+    device(p, "cpu")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="the arrays' dtype")
+    p.add_argument("--shapes", nargs="*", help="reference shape names or N,C,H,W,F,K,S,P (default: all "
+                                               "reference shapes)")
+    p.add_argument("--repeat", type=_integer(1), default=10, help="timed runs per measurement (the median counts)")
+    p.add_argument("--threads", type=_integer(0), default=0, help="Numba and PyTorch threads (0: all)")
+    p.add_argument("--compare", default="torch,scipy", help="peers to time alongside (those installed)")
+    p.add_argument("--json", help="also write the results to this .json file")
+    p.add_argument("--plot", help="also draw the ratios as a bar chart in this .png (needs matplotlib)")
     p.set_defaults(run=bench)
 
-    p = commands.add_parser("info", help="version, devices, threads, cache")
+    p = command("info", "version, devices, threads, cache")
     p.set_defaults(run=info)
 
+    p = command("cache", "show or empty the folder of compiled kernels")
+    p.add_argument("action", nargs="?", choices=["info", "clear"], default="info",
+                   help="info: where the compiled kernels are and how much room they take; clear: delete "
+                        "them (the next run compiles them again)")
+    p.set_defaults(run=cache_command)
+    return parser
+
+
+def main(argv=None):
+    """Run one ``cnnlab`` command; returns its exit status.
+
+    An error is printed as one line, ``cnnlab <command>: <what> (<how to fix>)``, and gives
+    status 2 (``--debug`` raises it instead); Ctrl-C gives status 130.
+    """
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        raise  # the reader went away: console() ends quietly
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(error_line(args.command, exc), file=sys.stderr)
+        return 2
 
 
 def console():
     """The ``cnnlab`` command: :func:`main`, quiet when its output is cut short (``| head``)."""
-    import os
-
     try:
         code = main()
         sys.stdout.flush()

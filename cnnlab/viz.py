@@ -37,9 +37,21 @@ def plot_filters(weights, path, title="learned filters"):
         RGB filters (C = 3) are drawn in colour, others channel-averaged in grey.
     path : str
         The PNG to write.
+
+    Raises
+    ------
+    ValueError
+        If ``weights`` is not 4-D, e.g. a layer without filters (Dense, ReLU, pooling).
     """
+    array = getattr(weights, "weight", weights)
+    if array is not None and not hasattr(array, "shape"):
+        array = np.asarray(array)
+    if array is None or len(array.shape) != 4:
+        seen = type(weights).__name__ + ("" if array is None else f" of shape {tuple(array.shape)}")
+        raise ValueError(f"plot_filters needs a convolution's (F, C, KH, KW) weights or a Conv2D layer, got {seen} "
+                         "(pick a Conv2D layer from model.layers)")
     plt = _pyplot()
-    weights = to_host(getattr(weights, "weight", weights))
+    weights = to_host(array)
     filters = weights.shape[0]
     rows, columns = _grid(filters)
     figure, axes = plt.subplots(rows, columns, figsize=(1.2 * columns, 1.2 * rows + 0.4), squeeze=False)

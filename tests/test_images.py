@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -144,6 +145,13 @@ def test_train_test_split_is_stratified_and_seeded():
     np.testing.assert_array_equal(data.train_test_split(x, y, 0.25, seed=1)[1], x_test)
 
 
+def assert_refused(capsys, arguments, pattern):
+    """The command fails with one line on stderr matching ``pattern`` and exit status 2."""
+    assert main(arguments) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and re.search(pattern, error), error
+
+
 def test_cli_train_predict_and_filter(folder, tmp_path, capsys):
     model_path = tmp_path / "stripes.npz"
     with pytest.warns(UserWarning, match="skipped"):
@@ -174,16 +182,14 @@ def test_cli_train_predict_and_filter(folder, tmp_path, capsys):
     assert written.shape[:2] == (16, 16) and written.max() > 0
 
 
-def test_cli_errors_for_missing_and_wrong_files(tmp_path, folder):
-    with pytest.raises(SystemExit, match="no such model"):
-        main(["predict", str(tmp_path / "none.npz"), str(folder)])
+def test_cli_errors_for_missing_and_wrong_files(tmp_path, folder, capsys):
+    assert_refused(capsys, ["predict", str(tmp_path / "none.npz"), str(folder)], "no such model")
     np.savez(tmp_path / "other.npz", a=np.ones(2))
-    with pytest.raises(SystemExit, match="not a cnnlab model"):
-        main(["predict", str(tmp_path / "other.npz"), str(folder)])
-    with pytest.raises(SystemExit, match="no such image"):
-        main(["filter", str(tmp_path / "none.png"), "--out", str(tmp_path / "o.png")])
-    with pytest.raises(SystemExit, match="not a readable image"):
-        main(["filter", str(folder / "vertical" / "notes.txt"), "--out", str(tmp_path / "o.png")])
+    assert_refused(capsys, ["predict", str(tmp_path / "other.npz"), str(folder)], "not a cnnlab model")
+    assert_refused(capsys, ["filter", str(tmp_path / "none.png"), "--out", str(tmp_path / "o.png")],
+                   "no such image")
+    assert_refused(capsys, ["filter", str(folder / "vertical" / "notes.txt"), "--out", str(tmp_path / "o.png")],
+                   "not a readable image")
 
 
 def test_cli_train_plots_and_inspect(folder, tmp_path, capsys):
@@ -206,12 +212,12 @@ def test_cli_train_plots_and_inspect(folder, tmp_path, capsys):
     assert {p.name for p in inspected.iterdir()} == {"filters.png", "filters_layer3.png", "feature_maps.png"}
     assert io.imread(inspected / "feature_maps.png").std() > 0
 
-    with pytest.raises(SystemExit, match="no such image"):
-        main(["inspect", str(model_path), str(tmp_path / "none.png"), "--out", str(inspected)])
-    with pytest.raises(SystemExit, match="not a readable image|cannot read"):
-        main(["inspect", str(model_path), str(folder / "vertical" / "notes.txt"), "--out", str(inspected)])
-    with pytest.raises(SystemExit, match="no such model"):
-        main(["inspect", str(tmp_path / "none.npz"), str(folder / "vertical" / "1.png")])
+    assert_refused(capsys, ["inspect", str(model_path), str(tmp_path / "none.png"), "--out", str(inspected)],
+                   "no such image")
+    assert_refused(capsys, ["inspect", str(model_path), str(folder / "vertical" / "notes.txt"),
+                            "--out", str(inspected)], "not a readable image|cannot read")
+    assert_refused(capsys, ["inspect", str(tmp_path / "none.npz"), str(folder / "vertical" / "1.png")],
+                   "no such model")
 
 
 def test_cli_transfer_from_a_trained_model(folder, tmp_path, capsys):
@@ -238,33 +244,30 @@ def test_cli_transfer_from_a_trained_model(folder, tmp_path, capsys):
         np.testing.assert_array_equal(tuned.layers[index].weight, base.layers[index].weight)
     assert not np.array_equal(tuned.layers[7].weight, base.layers[7].weight)  # the dense part learned
 
-    with pytest.raises(SystemExit, match="--size 24 differs from the base model's 16"):
-        main(["train", str(new), "--base", str(base_path), "--size", "24"])
-    with pytest.raises(SystemExit, match="--freeze needs --base"):
-        main(["train", str(new), "--freeze", "3"])
-    with pytest.raises(SystemExit, match="only 11 layers"):
-        main(["train", str(new), "--base", str(base_path), "--freeze", "12"])
-    with pytest.raises(SystemExit, match="no such model"):
-        main(["train", str(new), "--base", str(tmp_path / "none.npz")])
+    assert_refused(capsys, ["train", str(new), "--base", str(base_path), "--size", "24"],
+                   "--size 24 differs from the base model's 16")
+    assert_refused(capsys, ["train", str(new), "--freeze", "3"], "--freeze needs --base")
+    assert_refused(capsys, ["train", str(new), "--base", str(base_path), "--freeze", "12"], "only 11 layers")
+    assert_refused(capsys, ["train", str(new), "--base", str(tmp_path / "none.npz")], "no such model")
 
 
-def test_cli_train_needs_two_images_per_class(tmp_path):
+def test_cli_train_needs_two_images_per_class(tmp_path, capsys):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         io.imsave(tmp_path / name / "0.png", np.full((8, 8), 200 if name == "a" else 30, np.uint8), check_contrast=False)
     io.imsave(tmp_path / "a" / "1.png", np.full((8, 8), 190, np.uint8), check_contrast=False)
-    with pytest.raises(SystemExit, match="at least 2 images .*too few in: b$"):
-        main(["train", str(tmp_path), "--epochs", "1", "--out", str(tmp_path / "m.npz")])
+    assert_refused(capsys, ["train", str(tmp_path), "--epochs", "1", "--out", str(tmp_path / "m.npz")],
+                   "at least 2 images.*too few in: b ")
 
 
-def test_plots_need_matplotlib(monkeypatch, folder, tmp_path):
+def test_plots_need_matplotlib(monkeypatch, folder, tmp_path, capsys):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
-    with pytest.raises(SystemExit, match="pip install 'cnnlab\\[viz\\]'"):
-        main(["train", str(folder), "--epochs", "1", "--plots", str(tmp_path / "p"), "--out", str(tmp_path / "m")])
-    assert not (tmp_path / "m").exists()  # refused before any training
+    assert_refused(capsys, ["train", str(folder), "--epochs", "1", "--plots", str(tmp_path / "p"),
+                            "--out", str(tmp_path / "m.npz")], "pip install 'cnnlab\\[viz\\]'")
+    assert not (tmp_path / "m.npz").exists()  # refused before any training
 
 
 def test_plots_are_written(tmp_path):
