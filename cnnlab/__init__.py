@@ -11,6 +11,10 @@ data already lives.
 
 __version__ = "0.1.0"
 
+from .parallel import load_tbb as _load_tbb
+
+_load_tbb()  # before Numba picks its threading layer: see cnnlab.parallel
+
 from . import callbacks, compilation, config, data, filters, functional, layers, losses, optim
 from .device import cuda_available, to_device, to_host
 from .model import Sequential, load

@@ -583,11 +583,10 @@ def info(args):
 
         name = cuda.get_current_device().name
         print(f"cuda device: {name.decode() if isinstance(name, bytes) else name}")
-    import cnnlab.functional as F
-
-    F.relu(np.zeros(4, np.float32))  # starts Numba's thread pool, so the layer in use is known
-    print(f"threading layer: {numba.threading_layer()}")
     from cnnlab.kernels import cache
+    from cnnlab.parallel import threading_layer
+
+    print(f"threading layer: {threading_layer()}")
 
     print(f"kernel cache: {cache.cache_dir()} (compiled kernels; set CNNLAB_CACHE_DIR to move it, "
           "cnnlab cache clear to empty it)")

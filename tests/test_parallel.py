@@ -1,0 +1,69 @@
+"""The CPU kernels run on Numba's TBB threading layer where the tbb package is installed."""
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cnnlab import parallel
+
+
+def tbb_installed():
+    try:
+        importlib.metadata.distribution("tbb")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return sys.platform == "linux"
+
+
+def layer_in_a_fresh_process(**environment):
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    env.update(environment)
+    code = "import cnnlab.parallel as p; print(p.threading_layer())"
+    return subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.mark.skipif(not tbb_installed(), reason="the tbb package is a dependency on Linux x86_64 only")
+def test_tbb_is_the_threading_layer():
+    assert parallel.load_tbb().endswith("libtbb.so.12")
+    assert layer_in_a_fresh_process() == "tbb"
+
+
+def test_the_users_choice_of_layer_wins():
+    assert layer_in_a_fresh_process(NUMBA_THREADING_LAYER="workqueue") == "workqueue"
+
+
+def test_without_the_tbb_package_nothing_is_loaded(monkeypatch):
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "files", missing)
+    assert parallel.load_tbb() is None
+
+
+@pytest.mark.skipif(not tbb_installed(), reason="needs a thread-safe layer")
+def test_kernels_called_from_several_threads_at_once(tmp_path):
+    """Several Python threads (a Dask or web-server worker) may run parallel kernels at once."""
+    code = """
+import concurrent.futures, numpy as np, cnnlab.functional as F
+from cnnlab import config
+config.PARALLEL_MIN_WORK = 0
+rng = np.random.default_rng(0)
+x = rng.standard_normal((8, 3, 16, 16)).astype(np.float32)
+w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+expected = F.max_pool2d(F.relu(F.conv2d(x, w, padding=1)), 2)
+def work(_):
+    return F.max_pool2d(F.relu(F.conv2d(x, w, padding=1)), 2)
+with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    results = list(pool.map(work, range(32)))
+assert all(np.array_equal(r, expected) for r in results)
+import numba; print(numba.threading_layer())
+"""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "tbb"
+
