@@ -21,10 +21,10 @@ IM2COL_MAX_BYTES : int
     CPU convolution may allocate; a sample whose buffer would exceed it is
     processed in blocks of output rows (at least one row at a time).
 PARALLEL_MIN_WORK : int
-    Work (multiply-adds or element visits) below which a CPU convolution, pooling or
-    fully-connected kernel runs on the calling thread alone instead of Numba's thread pool:
-    for small work, waking the pool costs more than it saves, and on a busy machine a
-    parallel step can wait a whole scheduler time slice for a thread that lost its core.
+    The least work (multiply-adds or element visits) worth giving one thread: a CPU
+    convolution, pooling or fully-connected kernel uses at most ``work // PARALLEL_MIN_WORK``
+    of Numba's threads, and runs on the calling thread alone, without the thread pool, below
+    twice this much. For small work, waking the pool costs more than it saves.
 GPU_CONV_TILE : int
     Side of the square output tile one CUDA block computes in the
     shared-memory convolution (``GPU_CONV_TILE**2`` threads per block);
@@ -36,7 +36,7 @@ _DEFAULTS = {
     "MAX_BLOCKS": 65535,
     "IM2COL_MAX_BYTES": 256 * 1024 * 1024,
     "GPU_CONV_TILE": 16,
-    "PARALLEL_MIN_WORK": 1 << 15,
+    "PARALLEL_MIN_WORK": 1 << 14,
 }
 
 THREADS_PER_BLOCK = _DEFAULTS["THREADS_PER_BLOCK"]

@@ -137,10 +137,9 @@ def _blas_libraries():
 
 def cpu_workers(work):
     """How many threads a CPU kernel should share ``work`` (multiply-adds or element visits)
-    between: Numba's thread count, or 1 below ``config.PARALLEL_MIN_WORK``, where starting
-    the thread pool costs more than it saves (and, on a busy machine, can wait a whole
-    scheduler time slice for a descheduled thread)."""
-    return numba.get_num_threads() if work >= config.PARALLEL_MIN_WORK else 1
+    between: Numba's thread count, but no more than gives each thread ``config.PARALLEL_MIN_WORK``
+    (so 1 for small work). Below that, waking the thread pool costs more than it saves."""
+    return max(1, min(numba.get_num_threads(), work // max(1, config.PARALLEL_MIN_WORK)))
 
 
 @contextlib.contextmanager

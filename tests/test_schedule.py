@@ -24,8 +24,10 @@ def both_paths(monkeypatch):
 
 def test_small_work_stays_on_the_calling_thread(monkeypatch):
     monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1000)
-    assert F.cpu_workers(999) == 1
-    assert F.cpu_workers(1000) == numba.get_num_threads()
+    assert F.cpu_workers(0) == 1
+    assert F.cpu_workers(1999) == 1  # two threads would get less than 1000 each
+    assert F.cpu_workers(2000) == min(2, numba.get_num_threads())
+    assert F.cpu_workers(10**9) == numba.get_num_threads()
 
 
 @needs_threads
