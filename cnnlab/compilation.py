@@ -20,15 +20,21 @@ import time
 
 from numba.core import event
 
-__all__ = ["report_compilation", "CompilationReport"]
+__all__ = ["report_compilation", "CompilationReport", "end_line"]
 
 MESSAGE = "compiling kernels for this machine (first run only; cached afterwards): {} done"
+STARTED = "compiling kernels for this machine (first run only; cached afterwards) ..."
+FINISHED = "compiled {} kernels in {:.1f} s"
 
 
 class CompilationReport(event.Listener):
     """Counts finished compilations and the seconds spent in them (nested compilations
-    counted once), and writes :data:`MESSAGE` to ``stream`` once compiling has taken
-    ``min_seconds``: redrawn in place on a terminal, one final line otherwise."""
+    counted once), and reports them on ``stream`` once compiling has taken ``min_seconds``.
+
+    On a terminal :data:`MESSAGE` is redrawn in place with the count so far, until
+    :meth:`end_line` (called before a progress bar draws, and on closing) ends the line. In a
+    log, :data:`STARTED` is written once when compiling starts to show, and :data:`FINISHED`
+    on closing."""
 
     def __init__(self, stream=None, min_seconds=0.5, clock=time.perf_counter):
         self.stream = stream
@@ -39,7 +45,8 @@ class CompilationReport(event.Listener):
         self.seconds = 0.0
         self._depth = 0
         self._started = None
-        self._drawn = False
+        self._line_open = False
+        self._announced = False
         self._lock = threading.Lock()
 
     def elapsed(self):
@@ -67,16 +74,26 @@ class CompilationReport(event.Listener):
         return self.stream is not None and self.count and self.elapsed() >= self.min_seconds
 
     def _draw(self):
-        if self.interactive and self._visible():
+        if not self._visible():
+            return
+        if self.interactive:
             print("\r" + MESSAGE.format(self.count), end="", file=self.stream, flush=True)
-            self._drawn = True
+            self._line_open = True
+        elif not self._announced:
+            print(STARTED, file=self.stream, flush=True)
+        self._announced = True
+
+    def end_line(self):
+        """End the line redrawn on a terminal, so that other output starts on a new line."""
+        if self._line_open:
+            print(file=self.stream, flush=True)
+            self._line_open = False
 
     def close(self):
-        """End the line on a terminal; write the one line elsewhere."""
-        if self._drawn:
-            print(file=self.stream, flush=True)
-        elif not self.interactive and self._visible():
-            print(MESSAGE.format(self.count), file=self.stream, flush=True)
+        """End the terminal line; in a log, say how many kernels were compiled and how long it took."""
+        self.end_line()
+        if self._announced and not self.interactive:
+            print(FINISHED.format(self.count, self.seconds), file=self.stream, flush=True)
 
 
 _active = None  # the report in progress: an inner report_compilation joins it
@@ -103,3 +120,10 @@ def report_compilation(stream=sys.stderr, min_seconds=0.5):
     finally:
         _active = None
         report.close()
+
+
+def end_line():
+    """End the compilation report's terminal line, if one is being redrawn (see
+    :meth:`CompilationReport.end_line`); progress bars call it before they draw."""
+    if _active is not None:
+        _active.end_line()

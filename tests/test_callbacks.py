@@ -10,7 +10,7 @@ import pytest
 import cnnlab
 from cnnlab import optim
 from cnnlab.callbacks import Callback, EarlyStopping, LambdaCallback, ModelCheckpoint, ReduceLROnPlateau
-from cnnlab.compilation import MESSAGE, report_compilation
+from cnnlab.compilation import FINISHED, MESSAGE, STARTED, end_line, report_compilation
 
 from test_model import digits, small_cnn, weights  # noqa: F401  (digits is a fixture)
 
@@ -149,14 +149,24 @@ def fresh_function():
     return add_one
 
 
-def test_compiling_is_reported_in_one_line_in_a_log():
+def test_compiling_is_announced_then_summed_up_in_a_log():
     stream = io.StringIO()
     function = fresh_function()
     with report_compilation(stream, min_seconds=0) as report:
         assert function(1) == 2
+        assert stream.getvalue() == STARTED + "\n"  # said while it happens, not only afterwards
     assert report.count >= 1 and report.seconds > 0
-    assert stream.getvalue() == MESSAGE.format(report.count) + "\n"
+    assert stream.getvalue() == STARTED + "\n" + FINISHED.format(report.count, report.seconds) + "\n"
     assert "first run only" in stream.getvalue()
+
+
+def test_a_progress_bar_starts_below_the_compilation_line():
+    stream = Terminal()
+    with report_compilation(stream, min_seconds=0):
+        fresh_function()(1)
+        end_line()
+        stream.write("progress")
+    assert stream.getvalue().endswith(" done\nprogress")
 
 
 def test_compiling_is_redrawn_in_place_on_a_terminal():
