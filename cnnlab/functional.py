@@ -19,7 +19,7 @@ import numpy as np
 from . import config
 from .device import is_gpu_array, kernels_for, to_host
 from .kernels import POOL_AVG, POOL_LP, POOL_MAX, POOL_MEDIAN, POOL_MIN
-from .shapes import check_int, pair, resolve_padding, window_output_shape
+from .shapes import check_flag, check_int, check_padding, pair, resolve_padding, window_output_shape
 
 __all__ = [
     "conv2d",
@@ -185,10 +185,17 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         Added to every pixel of output channel ``f``.
     stride : int or (int, int)
         Step between tiles.
-    padding : int, (int, int), 'valid' or 'same'
-        Zeros added on each side.  ``'same'`` (stride 1 only) keeps the
-        spatial size, splitting an odd total as PyTorch does (the extra zero
-        goes after).
+    padding : int, (int, int), ((int, int), (int, int)), 'valid', 'same', 'same_upper' or 'same_lower'
+        Zeros added around the input: an int on all four sides, ``(ph, pw)``
+        (``ph`` above and below, ``pw`` left and right), or
+        ``((top, bottom), (left, right))`` for four different sides (ONNX's
+        ``pads = (top, left, bottom, right)`` and PyTorch's ``F.pad`` order
+        ``(left, right, top, bottom)`` both convert to this; four numbers in
+        a flat sequence are refused as ambiguous).  ``'same'`` (stride 1
+        only) keeps the spatial size, splitting an odd total as PyTorch does
+        (the extra zero goes after).  ``'same_upper'`` and ``'same_lower'``
+        (any stride; ONNX's ``auto_pad`` ``SAME_UPPER``/``SAME_LOWER``) give
+        ``ceil(H / sh)`` rows, the odd zero after or before.
     dilation : int or (int, int)
         Spacing between kernel taps.
     groups : int
@@ -200,8 +207,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     Shape
     -----
-    ``OH = floor((H + 2*ph - dh*(KH-1) - 1) / sh) + 1``, and likewise ``OW``
-    (:func:`cnnlab.output_size`).
+    ``OH = floor((H + top + bottom - dh*(KH-1) - 1) / sh) + 1``, and likewise
+    ``OW`` with ``left + right`` (:func:`cnnlab.output_size`); ``top = bottom = ph``
+    for symmetric padding.
 
     See Also
     --------
@@ -258,7 +266,7 @@ def _conv_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, grou
         )
     stride = pair("stride", stride, 1)
     dilation = pair("dilation", dilation, 1)
-    pads = resolve_padding(padding, (kernel_h, kernel_w), stride, dilation)
+    pads = resolve_padding(padding, (kernel_h, kernel_w), stride, dilation, (height, width))
     out_h, out_w = window_output_shape(height, width, (kernel_h, kernel_w), stride, pads, dilation)
     taps = channels_per_group * kernel_h * kernel_w
     workers = cpu_workers(samples * filters * out_h * out_w * taps)
@@ -322,7 +330,8 @@ def conv2d_backward(x, weight, grad_out, stride=1, padding=0, dilation=1, groups
 # ----------------------------------------------------------------------------- pooling
 
 
-def pool2d(x, kernel_size, stride=None, padding=0, mode="max"):
+def pool2d(x, kernel_size, stride=None, padding=0, mode="max", *, dilation=1, ceil_mode=False,
+           count_include_pad=True):
     """2-D pooling: one statistic of every window of every channel.
 
     Parameters
@@ -332,14 +341,35 @@ def pool2d(x, kernel_size, stride=None, padding=0, mode="max"):
         Window size.
     stride : int, (int, int) or None
         Step between windows; defaults to ``kernel_size`` (non-overlapping).
-    padding : int or (int, int)
-        Virtual padding on each side, at most ``kernel_size // 2``.  Max
-        pads with -inf and min with +inf (padding never wins); avg counts
-        padded zeros in the mean (PyTorch's default).  ``'median'`` and
-        ``'lp'`` take padding 0 only.
+    padding : int, (int, int) or ((int, int), (int, int))
+        Virtual padding: an int on all four sides, ``(ph, pw)`` (``ph`` above
+        and below, ``pw`` left and right), or ``((top, bottom), (left, right))``.
+        Every side is at most half the window along its axis
+        (``kernel_size // 2``, PyTorch's rule, applied to each of the four
+        sides), so that a window without dilation never lies entirely in the
+        padding.  Max pads with -inf and min with +inf (padding never wins);
+        avg counts padded zeros in the mean unless ``count_include_pad`` is
+        False.  ``'median'`` and ``'lp'`` take padding 0 only.
     mode : {'max', 'avg', 'min', 'median', 'lp'}
         ``'median'`` of an even window is the lower middle value (as
         ``torch.median``); ``'lp'`` is the L2 norm ``sqrt(sum(v**2))``.
+    dilation : int or (int, int), default 1
+        Keyword-only, as ``ceil_mode`` and ``count_include_pad`` (PyTorch's
+        max_pool2d and avg_pool2d order them differently).  Spacing between
+        window taps; ``'max'`` and ``'min'`` only.  A dilated
+        window whose taps all fall in the padding gives -inf (max) or +inf
+        (min), as PyTorch.
+    ceil_mode : bool, default False
+        Round the output size up: a last, partial window covers the rows or
+        columns the others leave over, if it starts inside the input or its
+        leading padding (PyTorch's rule).  Not for ``'median'`` and ``'lp'``.
+    count_include_pad : bool, default True
+        ``'avg'`` only (the other modes never see padded values): divide by
+        the window size counting padded positions (PyTorch's default; a
+        window running past the trailing padding in ``ceil_mode`` counts only
+        up to the end of the padding, as PyTorch), or, with False, by the
+        number of input pixels in the window (ONNX AveragePool's default
+        ``count_include_pad=0``).
 
     Returns
     -------
@@ -347,13 +377,26 @@ def pool2d(x, kernel_size, stride=None, padding=0, mode="max"):
 
     Shape
     -----
-    ``OH = floor((H + 2*ph - KH) / sh) + 1``, and likewise ``OW``.
+    ``OH = floor((H + top + bottom - dh*(KH-1) - 1) / sh) + 1``, and likewise
+    ``OW`` (:func:`cnnlab.output_size`).  With ``ceil_mode`` the floor is a
+    ceiling, then ``OH - 1`` if ``(OH - 1)*sh >= H + top``.
+
+    Raises
+    ------
+    ValueError
+        A bad mode, padding beyond ``kernel_size // 2``, a dilation, padding
+        or ``ceil_mode`` the mode does not take, or a window larger than the
+        padded input; the message names the argument.
+    TypeError
+        A non-integer size or a ``ceil_mode``/``count_include_pad`` that is
+        not a bool.
 
     See Also
     --------
     cnnlab.kernels.cpu.pool.pool2d_forward, cnnlab.kernels.cuda.pool.pool2d_forward :
         the CPU/GPU twins.
     torch.nn.functional.max_pool2d, torch.nn.functional.avg_pool2d, torch.nn.functional.lp_pool2d
+    cnnlab.shapes.check_padding : the padding forms.
 
     Examples
     --------
@@ -364,58 +407,81 @@ def pool2d(x, kernel_size, stride=None, padding=0, mode="max"):
     >>> F.pool2d(x, 2)[0, 0]
     array([[ 5.,  7.],
            [13., 15.]], dtype=float32)
+    >>> F.pool2d(x[:, :, :3, :3], 2, ceil_mode=True)[0, 0]
+    array([[ 5.,  6.],
+           [ 9., 10.]], dtype=float32)
     """
     x = as_float_array("x", x, ndim=4)
     kernels = kernels_for(x=x)
-    out_shape, args = _pool_geometry(x.shape, kernel_size, stride, padding, mode)
+    out_shape, args = _pool_geometry(x.shape, kernel_size, stride, padding, mode, dilation, ceil_mode,
+                                     count_include_pad)
     out = kernels.empty(out_shape, x.dtype)
     kernels.pool2d_forward(kernels.asarray(x), out, *args)
     return out
 
 
-def _pool_geometry(x_shape, kernel_size, stride, padding, mode):
+def _pool_geometry(x_shape, kernel_size, stride, padding, mode, dilation=1, ceil_mode=False,
+                   count_include_pad=True):
     """Validate pooling arguments; return the output shape and the kernel's integer arguments."""
     if not isinstance(mode, str) or mode not in POOL_MODES:
         raise ValueError(f"mode must be one of {sorted(POOL_MODES)}, got {mode!r}")
     kernel = pair("kernel_size", kernel_size, 1)
     stride = kernel if stride is None else pair("stride", stride, 1)
+    dilation = pair("dilation", dilation, 1)
+    ceil_mode = check_flag("ceil_mode", ceil_mode)
+    count_include_pad = check_flag("count_include_pad", count_include_pad)
     if isinstance(padding, str):
-        raise ValueError(f"padding of a pooling op must be an integer or a pair, got {padding!r}")
-    pads = pair("padding", padding, 0)
-    for p, k in zip(pads, kernel):
-        if p > k // 2:
+        raise ValueError(f"padding of a pooling op must be an integer, a pair or a pair of pairs "
+                         f"((top, bottom), (left, right)), got {padding!r}")
+    pads = check_padding(padding)
+    for axis, (before, after), k in zip(("height", "width"), pads, kernel):
+        if before > k // 2 or after > k // 2:
             raise ValueError(
-                f"padding={padding} must be at most half the window (kernel_size={kernel_size}): "
-                "a window could otherwise lie entirely in the padding"
+                f"padding={padding!r} must be at most half the window on every side "
+                f"(kernel_size={kernel_size}: at most {k // 2} along the {axis}, got {before} before "
+                f"and {after} after): a window could otherwise lie entirely in the padding"
             )
-    if mode in ("median", "lp") and pads != (0, 0):
-        raise ValueError(f"mode={mode!r} takes padding=0 only, got padding={padding}")
+    if mode in ("median", "lp") and pads != ((0, 0), (0, 0)):
+        raise ValueError(f"mode={mode!r} takes padding=0 only, got padding={padding!r}")
+    if mode not in ("max", "min") and dilation != (1, 1):
+        raise ValueError(f"dilation applies to mode 'max' and 'min' only, got dilation={dilation} "
+                         f"with mode={mode!r}")
+    if mode in ("median", "lp") and ceil_mode:
+        raise ValueError(f"ceil_mode=True applies to mode 'max', 'min' and 'avg' only, got mode={mode!r}")
     samples, channels, height, width = x_shape
-    out_h, out_w = window_output_shape(height, width, kernel, stride,
-                                       ((pads[0], pads[0]), (pads[1], pads[1])), (1, 1))
+    out_h, out_w = window_output_shape(height, width, kernel, stride, pads, dilation, ceil_mode)
     workers = cpu_workers(samples * channels * out_h * out_w * kernel[0] * kernel[1])
-    args = (kernel[0], kernel[1], stride[0], stride[1], pads[0], pads[1], POOL_MODES[mode], workers)
+    (top, bottom), (left, right) = pads
+    args = (kernel[0], kernel[1], stride[0], stride[1], top, left, bottom, right, dilation[0], dilation[1],
+            POOL_MODES[mode], int(count_include_pad), workers)
     return (samples, channels, out_h, out_w), args
 
 
-def pool2d_backward(x, out, grad_out, kernel_size, stride=None, padding=0, mode="max"):
+def pool2d_backward(x, out, grad_out, kernel_size, stride=None, padding=0, mode="max", *, dilation=1,
+                    ceil_mode=False, count_include_pad=True):
     """Gradient of :func:`pool2d` with respect to ``x``.
 
     Max and min route each window's gradient to the element it picked (the first one on
-    ties), median to its lower middle element, avg spreads it over the window (padding
-    included), lp scales it by ``x / out``.
+    ties; nowhere for a dilated window lying entirely in the padding), median to its lower
+    middle element, avg spreads it evenly over the window's input pixels, each getting
+    ``grad / divisor`` with the forward's divisor (``count_include_pad``), lp scales it by
+    ``x / out``.
 
     Parameters
     ----------
     x : (N, C, H, W) array, the forward input
     out : (N, C, OH, OW) array, the forward output
     grad_out : (N, C, OH, OW) array
-    kernel_size, stride, padding, mode
+    kernel_size, stride, padding, mode, dilation, ceil_mode, count_include_pad
         As given to :func:`pool2d`.
 
     Returns
     -------
     (N, C, H, W) array
+
+    Shape
+    -----
+    ``out`` and ``grad_out`` have the shape :func:`pool2d` gives ``x``.
 
     See Also
     --------
@@ -423,7 +489,8 @@ def pool2d_backward(x, out, grad_out, kernel_size, stride=None, padding=0, mode=
     """
     x = as_float_array("x", x, ndim=4)
     kernels = kernels_for(x=x, out=out, grad_out=grad_out)
-    out_shape, args = _pool_geometry(x.shape, kernel_size, stride, padding, mode)
+    out_shape, args = _pool_geometry(x.shape, kernel_size, stride, padding, mode, dilation, ceil_mode,
+                                     count_include_pad)
     out = _check_grad("out", out, out_shape, x.dtype)
     grad_out = _check_grad("grad_out", grad_out, out_shape, x.dtype)
     grad_x = kernels.empty(x.shape, x.dtype)
@@ -442,19 +509,26 @@ def global_avg_pool2d_backward(x, grad_out):
     return grad_x
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
-    """Max pooling: :func:`pool2d` with ``mode='max'``."""
-    return pool2d(x, kernel_size, stride, padding, mode="max")
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, dilation=1, ceil_mode=False,
+               count_include_pad=True):
+    """Max pooling: :func:`pool2d` with ``mode='max'`` (``count_include_pad`` has no effect)."""
+    return pool2d(x, kernel_size, stride, padding, "max", dilation=dilation, ceil_mode=ceil_mode,
+                  count_include_pad=count_include_pad)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
-    """Average pooling (padded zeros counted): :func:`pool2d` with ``mode='avg'``."""
-    return pool2d(x, kernel_size, stride, padding, mode="avg")
+def avg_pool2d(x, kernel_size, stride=None, padding=0, *, dilation=1, ceil_mode=False,
+               count_include_pad=True):
+    """Average pooling (padded zeros counted unless ``count_include_pad=False``):
+    :func:`pool2d` with ``mode='avg'`` (``dilation`` must be 1)."""
+    return pool2d(x, kernel_size, stride, padding, "avg", dilation=dilation, ceil_mode=ceil_mode,
+                  count_include_pad=count_include_pad)
 
 
-def min_pool2d(x, kernel_size, stride=None, padding=0):
-    """Min pooling: :func:`pool2d` with ``mode='min'``."""
-    return pool2d(x, kernel_size, stride, padding, mode="min")
+def min_pool2d(x, kernel_size, stride=None, padding=0, *, dilation=1, ceil_mode=False,
+               count_include_pad=True):
+    """Min pooling: :func:`pool2d` with ``mode='min'`` (``count_include_pad`` has no effect)."""
+    return pool2d(x, kernel_size, stride, padding, "min", dilation=dilation, ceil_mode=ceil_mode,
+                  count_include_pad=count_include_pad)
 
 
 def global_avg_pool2d(x):

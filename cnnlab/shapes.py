@@ -8,7 +8,9 @@ The one formula behind every sliding-window op (convolution and pooling) is
 
 for an input of size ``W``, a window (kernel) of size ``K``, padding ``P``,
 stride ``S`` and dilation ``D``.  With ``D = 1`` and a stride that divides
-evenly it is the familiar ``O = (W - K + 2P) / S + 1``.
+evenly it is the familiar ``O = (W - K + 2P) / S + 1``.  With different
+amounts before and after (``P_b``, ``P_a``), ``2P`` becomes ``P_b + P_a``;
+pooling's ``ceil_mode`` rounds the division up.
 
 All user-facing checking of geometry lives here, so that every op reports a
 bad argument with the same words.
@@ -16,7 +18,9 @@ bad argument with the same words.
 
 import numbers
 
-PADDING_WORDS = ("valid", "same")
+import numpy as np
+
+PADDING_WORDS = ("valid", "same", "same_upper", "same_lower")
 
 
 def check_int(name, value, minimum=None):
@@ -48,7 +52,7 @@ def pair(name, value, minimum=None):
     return (value, value)
 
 
-def output_size(size, kernel_size, stride=1, padding=0, dilation=1):
+def output_size(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=False):
     """Size of one spatial dimension after a sliding-window op.
 
     Parameters
@@ -59,16 +63,25 @@ def output_size(size, kernel_size, stride=1, padding=0, dilation=1):
         Window size ``K``.
     stride : int, default 1
         Step ``S`` between windows.
-    padding : int or {'valid', 'same'}, default 0
-        Zeros ``P`` added on *each* side.  ``'valid'`` means 0; ``'same'``
-        (stride 1 only) pads so that the output size equals ``size``.
+    padding : int, (int, int) or {'valid', 'same', 'same_upper', 'same_lower'}, default 0
+        Zeros ``P`` added on *each* side, or ``(before, after)`` for
+        different amounts on the two sides.  ``'valid'`` means 0; ``'same'``
+        (stride 1 only) pads so that the output size equals ``size``;
+        ``'same_upper'`` and ``'same_lower'`` (any stride, ONNX's
+        ``SAME_UPPER``/``SAME_LOWER``) give ``ceil(size / stride)``.
     dilation : int, default 1
         Spacing ``D`` between window taps.
+    ceil_mode : bool, default False
+        Round the division up (pooling, as PyTorch's ``ceil_mode``): one
+        more, partial window when the windows do not reach the end of the
+        padded input exactly, kept only if it starts inside the input or
+        its leading padding.
 
     Returns
     -------
     int
-        ``floor((size + 2*padding - dilation*(kernel_size - 1) - 1) / stride) + 1``.
+        ``floor((size + before + after - dilation*(kernel_size - 1) - 1) / stride) + 1``
+        (``ceil`` with ``ceil_mode``; ``before = after = padding`` for an int).
 
     Raises
     ------
@@ -77,6 +90,11 @@ def output_size(size, kernel_size, stride=1, padding=0, dilation=1):
     ValueError
         If an argument is out of range, or the window does not fit the
         padded input (the result would be < 1).
+
+    See Also
+    --------
+    window_output_shape : both axes at once, with resolved padding.
+    torch.nn.Conv2d, torch.nn.MaxPool2d : the same formula in PyTorch's documentation.
 
     Examples
     --------
@@ -88,73 +106,153 @@ def output_size(size, kernel_size, stride=1, padding=0, dilation=1):
     5
     >>> output_size(4, 2, stride=2)         # the 2x2 max pool with stride 2
     2
+    >>> output_size(5, 2, stride=2, ceil_mode=True)  # a last window of one column
+    3
+    >>> output_size(5, 3, stride=2, padding=(0, 1))
+    2
     """
     size = check_int("size", size, 1)
     kernel_size = check_int("kernel_size", kernel_size, 1)
     stride = check_int("stride", stride, 1)
     dilation = check_int("dilation", dilation, 1)
+    ceil_mode = check_flag("ceil_mode", ceil_mode)
     if isinstance(padding, str):
         word = _padding_word(padding)
-        if word == "valid":
-            padding = 0
-        else:
-            if stride != 1:
-                raise ValueError(f"padding='same' needs stride=1, got stride={stride}")
-            return size
-    padding = check_int("padding", padding, 0)
-    span = dilation * (kernel_size - 1) + 1
-    if span > size + 2 * padding:
-        raise ValueError(
-            f"kernel_size={kernel_size} with dilation={dilation} spans {span} pixels, more than the "
-            f"padded input: size={size} + 2*padding={padding} gives {size + 2 * padding}"
-        )
-    return (size + 2 * padding - span) // stride + 1
+        if word == "same" and stride != 1:
+            raise ValueError(f"padding='same' needs stride=1, got stride={stride} "
+                             "(padding='same_upper' or 'same_lower' take any stride)")
+        before, after = _word_padding(word, size, kernel_size, stride, dilation)
+    elif isinstance(padding, (tuple, list)):
+        before, after = pair("padding", padding, 0)
+    else:
+        before = after = check_int("padding", padding, 0)
+    return _axis_output_size(None, size, kernel_size, stride, before, after, dilation, ceil_mode)
+
+
+def check_flag(name, value):
+    """Return ``value`` as a bool: ``True``/``False`` (NumPy's too) or the integers 0 and 1."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r} of type {type(value).__name__}")
 
 
 def _padding_word(padding):
     word = padding.lower()
     if word not in PADDING_WORDS:
-        raise ValueError(f"padding must be an integer, a pair, 'valid' or 'same'; got {padding!r}")
+        raise ValueError(
+            "padding must be an integer, a pair (height, width), a pair of pairs "
+            f"((top, bottom), (left, right)), or one of {', '.join(map(repr, PADDING_WORDS))}; "
+            f"got {padding!r}"
+        )
     return word
 
 
-def resolve_padding(padding, kernel_size, stride, dilation):
-    """Resolve a padding argument to ``((top, bottom), (left, right))``.
+def _word_padding(word, size, kernel_size, stride, dilation):
+    """``(before, after)`` of one axis for a padding word (``size`` may be None at stride 1)."""
+    if word == "valid":
+        return (0, 0)
+    span = dilation * (kernel_size - 1) + 1
+    if stride == 1:
+        total = span - 1
+    else:  # ONNX's SAME_UPPER / SAME_LOWER: output ceil(size / stride)
+        out = -(-size // stride)
+        total = max(0, (out - 1) * stride + span - size)
+    before = total - total // 2 if word == "same_lower" else total // 2
+    return (before, total - before)
 
-    ``kernel_size``, ``stride`` and ``dilation`` are ``(h, w)`` pairs.
-    ``'same'`` splits the total padding ``dilation*(kernel_size-1)`` as
-    PyTorch does: ``total // 2`` before, the rest after.
+
+def check_padding(padding):
+    """Normalize a padding argument without looking at any geometry.
+
+    Returns a lower-case padding word, or ``((top, bottom), (left, right))``
+    for an int ``p`` (all four sides ``p``), a pair ``(ph, pw)`` (``ph``
+    above and below, ``pw`` left and right) or a pair of pairs.
+
+    Four numbers in a flat sequence are refused: PyTorch's ``F.pad`` orders
+    them ``(left, right, top, bottom)`` and ONNX's ``pads``
+    ``(top, left, bottom, right)``; cnnlab spells the sides out as
+    ``((top, bottom), (left, right))``.
     """
     if isinstance(padding, str):
-        if _padding_word(padding) == "valid":
-            return ((0, 0), (0, 0))
-        if stride != (1, 1):
-            raise ValueError(f"padding='same' needs stride=1, got stride={stride}")
-        result = []
-        for k, d in zip(kernel_size, dilation):
-            total = d * (k - 1)
-            result.append((total // 2, total - total // 2))
-        return tuple(result)
+        return _padding_word(padding)
+    if isinstance(padding, (tuple, list)):
+        if len(padding) != 2:
+            raise ValueError(
+                "padding must be an integer, a pair (height, width) or a pair of pairs "
+                f"((top, bottom), (left, right)); got {padding!r} with {len(padding)} entries "
+                "(write four sides as ((top, bottom), (left, right)): PyTorch's F.pad order "
+                "(left, right, top, bottom) and ONNX's pads order (top, left, bottom, right) differ)"
+            )
+        if any(isinstance(side, (tuple, list)) for side in padding):
+            sides = []
+            for axis, side in zip(("height", "width"), padding):
+                if not isinstance(side, (tuple, list)) or len(side) != 2:
+                    raise ValueError(
+                        f"padding along the {axis} must be a pair (before, after) in "
+                        f"((top, bottom), (left, right)), got {side!r} in padding={padding!r}"
+                    )
+                sides.append((check_int("padding", side[0], 0), check_int("padding", side[1], 0)))
+            return tuple(sides)
     ph, pw = pair("padding", padding, 0)
     return ((ph, ph), (pw, pw))
 
 
-def window_output_shape(height, width, kernel_size, stride, padding, dilation):
+def resolve_padding(padding, kernel_size, stride, dilation, input_size=None):
+    """Resolve a padding argument to ``((top, bottom), (left, right))``.
+
+    ``kernel_size``, ``stride``, ``dilation`` and ``input_size`` are
+    ``(h, w)`` pairs.  ``padding`` takes every form of :func:`check_padding`.
+    ``'same'`` (stride 1) splits the total padding ``dilation*(kernel_size-1)``
+    as PyTorch does: ``total // 2`` before, the rest after.  ``'same_upper'``
+    and ``'same_lower'`` follow ONNX's ``SAME_UPPER``/``SAME_LOWER``: output
+    ``ceil(size / stride)``, total ``max(0, (out-1)*stride + span - size)``,
+    an odd zero after (upper) or before (lower); with a stride above 1 that
+    total depends on ``input_size``, which must then be given.
+    """
+    padding = check_padding(padding)
+    if not isinstance(padding, str):
+        return padding
+    if padding == "same" and tuple(stride) != (1, 1):
+        raise ValueError(f"padding='same' needs stride=1, got stride={stride} "
+                         "(padding='same_upper' or 'same_lower' take any stride)")
+    if input_size is None:
+        if padding != "valid" and tuple(stride) != (1, 1):
+            raise ValueError(f"padding={padding!r} with stride={stride} depends on the input size: "
+                             "input_size is needed to resolve it")
+        input_size = (None, None)
+    return tuple(_word_padding(padding, size, k, s, d)
+                 for size, k, s, d in zip(input_size, kernel_size, stride, dilation))
+
+
+def _axis_output_size(axis, size, k, s, before, after, d, ceil_mode):
+    where = "" if axis is None else f" along the {axis}"
+    span = d * (k - 1) + 1
+    total = size + before + after
+    if span > total:
+        raise ValueError(
+            f"kernel_size={k} with dilation={d} spans {span} pixels{where}, more than the padded "
+            f"input: size={size} + padding {before}+{after} gives {total}"
+        )
+    if not ceil_mode:
+        return (total - span) // s + 1
+    out = -(-(total - span) // s) + 1
+    if (out - 1) * s >= size + before:  # the last window must start inside the input or its leading padding
+        out -= 1
+    return out
+
+
+def window_output_shape(height, width, kernel_size, stride, padding, dilation, ceil_mode=False):
     """Output ``(height, width)`` of a 2-D sliding window with resolved geometry.
 
     ``padding`` is ``((top, bottom), (left, right))`` as from
     :func:`resolve_padding`; the other arguments are ``(h, w)`` pairs.
+    ``ceil_mode`` rounds up as :func:`output_size` does.
     Raises ``ValueError`` when the window does not fit.
     """
-    out = []
-    for axis, size, k, s, (before, after), d in zip(
-        ("height", "width"), (height, width), kernel_size, stride, padding, dilation
-    ):
-        span = d * (k - 1) + 1
-        if span > size + before + after:
-            raise ValueError(
-                f"kernel_size={k} with dilation={d} spans {span} pixels along the {axis}, more than "
-                f"the padded input: {size} + padding {before}+{after} = {size + before + after}"
-            )
-        out.append((size + before + after - span) // s + 1)
-    return tuple(out)
+    return tuple(
+        _axis_output_size(axis, size, k, s, before, after, d, ceil_mode)
+        for axis, size, k, s, (before, after), d in zip(
+            ("height", "width"), (height, width), kernel_size, stride, padding, dilation)
+    )

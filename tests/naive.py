@@ -107,6 +107,64 @@ def pool2d(x, kernel_size, stride, padding, mode):
     return out
 
 
+def pool_output_size(size, kernel_size, stride, before, after, dilation=1, ceil_mode=False):
+    """Count window starts one by one: every window that fits the padded input; with
+    ``ceil_mode`` one more, partial window if those leave pixels uncovered and it starts inside
+    the input or its leading padding (PyTorch's rule)."""
+    span = dilation * (kernel_size - 1) + 1
+    total = before + size + after
+    count, start = 0, 0
+    while start + span <= total:
+        count += 1
+        start += stride
+    last_end = start - stride + span  # where the last full window ends
+    if ceil_mode and last_end < total and start < before + size:
+        count += 1
+    return count
+
+
+def pool2d_options(x, kernel_size, stride, padding, mode, dilation=(1, 1), ceil_mode=False,
+                   count_include_pad=True):
+    """Pooling with every option, window by window.
+
+    ``padding`` is ``((top, bottom), (left, right))``.  A window is the list of input pixels
+    under its taps (taps in the padding are left out): max/min of that list (-inf/+inf if it
+    is empty), or for avg its sum divided by, with ``count_include_pad``, the window's
+    rows x columns counted from its first tap up to the end of the padded input (so a
+    ``ceil_mode`` window running past the padding counts only what is left, as PyTorch),
+    else by the length of the list.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n_samples, channels, height, width = x.shape
+    kh, kw = kernel_size
+    sh, sw = stride
+    dh, dw = dilation
+    (pt, pb), (pl, pr) = padding
+    oh = pool_output_size(height, kh, sh, pt, pb, dh, ceil_mode)
+    ow = pool_output_size(width, kw, sw, pl, pr, dw, ceil_mode)
+    out = np.zeros((n_samples, channels, oh, ow))
+    for n in range(n_samples):
+        for c in range(channels):
+            for y in range(oh):
+                for z in range(ow):
+                    top, left = y * sh - pt, z * sw - pl
+                    values = [x[n, c, top + i * dh, left + j * dw]
+                              for i in range(kh) for j in range(kw)
+                              if 0 <= top + i * dh < height and 0 <= left + j * dw < width]
+                    if mode == "max":
+                        value = max(values) if values else -np.inf
+                    elif mode == "min":
+                        value = min(values) if values else np.inf
+                    elif count_include_pad:
+                        rows = min(top + kh, height + pb) - top
+                        columns = min(left + kw, width + pr) - left
+                        value = sum(values) / (rows * columns)
+                    else:
+                        value = sum(values) / len(values)
+                    out[n, c, y, z] = value
+    return out
+
+
 def softmax(x, axis):
     x = np.asarray(x, dtype=np.float64)
     shifted = x - x.max(axis=axis, keepdims=True)

@@ -55,6 +55,56 @@ def pool_geometries(draw, modes=("max", "avg", "min", "median", "lp")):
     )
 
 
+@st.composite
+def four_sided_padding(draw, kernel, maximum=None):
+    """``((top, bottom), (left, right))``, each side at most ``maximum`` (default kernel // 2)."""
+    limits = [k // 2 if maximum is None else maximum for k in kernel]
+    return tuple((draw(st.integers(0, m)), draw(st.integers(0, m))) for m in limits)
+
+
+@st.composite
+def pool_option_geometries(draw, modes=("max", "avg", "min"), max_size=6):
+    """A pool2d problem with the ONNX/PyTorch options: four-sided padding, dilation (max and
+    min), ceil_mode, count_include_pad (avg)."""
+    mode = draw(st.sampled_from(modes))
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) if mode != "avg" else (1, 1)
+    padding = draw(four_sided_padding(kernel))
+    sizes = []
+    for k, d, (before, after) in zip(kernel, dilation, padding):
+        span = d * (k - 1) + 1
+        sizes.append(draw(st.integers(max(1, span - before - after), max(1, span - before - after) + max_size)))
+    return dict(
+        samples=draw(st.integers(1, 2)), channels=draw(st.integers(1, 2)), height=sizes[0], width=sizes[1],
+        kernel=kernel, stride=stride, padding=padding, dilation=dilation, mode=mode,
+        ceil_mode=draw(st.booleans()), count_include_pad=draw(st.booleans()), dtype=draw(dtypes),
+    )
+
+
+@st.composite
+def conv_padding_geometries(draw, max_size=6):
+    """A conv2d problem with four-sided padding or ONNX's 'same_upper'/'same_lower' (any stride)."""
+    groups = draw(st.integers(1, 2))
+    channels = groups * draw(st.integers(1, 2))
+    filters = groups * draw(st.integers(1, 2))
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    form = draw(st.sampled_from(["sides", "same_upper", "same_lower"]))
+    padding = draw(four_sided_padding(kernel, maximum=3)) if form == "sides" else form
+    pads = padding if form == "sides" else ((0, 0), (0, 0))
+    sizes = []
+    for k, d, (before, after) in zip(kernel, dilation, pads):
+        span = d * (k - 1) + 1
+        sizes.append(draw(st.integers(max(1, span - before - after), max(1, span - before - after) + max_size)))
+    return dict(
+        samples=draw(st.integers(1, 2)), channels=channels, height=sizes[0], width=sizes[1],
+        filters=filters, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+        groups=groups, bias=draw(st.booleans()), dtype=draw(dtypes),
+    )
+
+
 def arrays(rng, shape, dtype):
     """Standard-normal data of ``dtype``."""
     return rng.standard_normal(shape).astype(dtype)

@@ -1,7 +1,8 @@
 """conv2d against the loop definition and against scipy.signal.correlate2d."""
 
 import numpy as np
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 
 import cnnlab
 import cnnlab.functional as F
@@ -9,7 +10,7 @@ from cnnlab import config
 from cnnlab.shapes import resolve_padding
 
 import naive
-from strategies import arrays, conv_geometries
+from strategies import arrays, conv_geometries, conv_padding_geometries
 
 
 def make_problem(g, seed=0):
@@ -114,3 +115,103 @@ def test_blas_thread_count_is_restored():
     F.conv2d(np.ones((2, 1, 5, 5)), np.ones((1, 1, 3, 3)))
     after = [(i["filepath"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"]
     assert before == after
+
+
+# ----------------------------------------------------------------------------- four-sided and ONNX 'same' padding
+
+
+def resolved_sides(g):
+    return resolve_padding(g["padding"], g["kernel"], g["stride"], g["dilation"], (g["height"], g["width"]))
+
+
+@given(conv_padding_geometries())
+def test_conv2d_four_sided_and_same_upper_lower_padding_match_loops(g):
+    x, weight, bias = make_problem(g)
+    out = F.conv2d(x, weight, bias, g["stride"], g["padding"], g["dilation"], g["groups"])
+    sides = resolved_sides(g)
+    reference = naive.conv2d_loops(x, weight, bias, g["stride"], sides, g["dilation"], g["groups"])
+    np.testing.assert_allclose(out, reference, **tolerance(g["dtype"]))
+    expected = tuple(cnnlab.output_size(size, k, s, padding, d) for size, k, s, padding, d in zip(
+        (g["height"], g["width"]), g["kernel"], g["stride"],
+        [g["padding"]] * 2 if isinstance(g["padding"], str) else g["padding"], g["dilation"]))
+    assert out.shape[2:] == expected
+    if isinstance(g["padding"], str):  # ONNX: ceil(size / stride) whatever the kernel
+        assert expected == tuple(-(-size // s) for size, s in zip((g["height"], g["width"]), g["stride"]))
+
+
+@settings(max_examples=10)
+@given(conv_padding_geometries(max_size=3))
+def test_conv2d_backward_with_four_sided_padding_matches_finite_differences(g):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((g["samples"], g["channels"], g["height"], g["width"]))
+    w = rng.standard_normal((g["filters"], g["channels"] // g["groups"]) + g["kernel"])
+    b = rng.standard_normal(g["filters"])
+    geometry = dict(stride=g["stride"], padding=g["padding"], dilation=g["dilation"], groups=g["groups"])
+    upstream = rng.standard_normal(F.conv2d(x, w, b, **geometry).shape)
+    grad_x, grad_w, grad_b = F.conv2d_backward(x, w, upstream, **geometry)
+
+    def loss():
+        return float(np.sum(F.conv2d(x, w, b, **geometry) * upstream))
+
+    for grad, array in ((grad_x, x), (grad_w, w), (grad_b, b)):
+        np.testing.assert_allclose(grad, naive.numeric_gradient(loss, array), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.usefixtures("small_cuda_launches")
+@settings(max_examples=6)
+@given(conv_padding_geometries(max_size=3))
+def test_conv2d_four_sided_padding_gpu_equals_cpu(g):
+    x, weight, bias = make_problem(g, seed=7)
+    geometry = dict(stride=g["stride"], padding=g["padding"], dilation=g["dilation"], groups=g["groups"])
+    out = F.conv2d(x, weight, bias, **geometry)
+    gpu = F.conv2d(*(cnnlab.to_device(a) if a is not None else None for a in (x, weight, bias)), **geometry)
+    np.testing.assert_allclose(cnnlab.to_host(gpu), out, **tolerance(g["dtype"]))
+    upstream = arrays(np.random.default_rng(8), out.shape, g["dtype"])
+    cpu_grads = F.conv2d_backward(x, weight, upstream, **geometry)
+    gpu_grads = F.conv2d_backward(*(cnnlab.to_device(a) for a in (x, weight, upstream)), **geometry)
+    for ours, theirs in zip(gpu_grads, cpu_grads):
+        np.testing.assert_allclose(cnnlab.to_host(ours), theirs, **tolerance(g["dtype"]))
+
+
+def test_four_sided_padding_equals_explicitly_padded_input():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 2, 5, 4))
+    w = rng.standard_normal((3, 2, 3, 2))
+    padded = np.pad(x, ((0, 0), (0, 0), (2, 0), (1, 3)))  # top 2, bottom 0, left 1, right 3
+    np.testing.assert_allclose(F.conv2d(x, w, padding=((2, 0), (1, 3))), F.conv2d(padded, w), rtol=1e-12)
+
+
+def test_same_upper_and_same_lower_put_the_odd_zero_after_and_before():
+    # 5 pixels, kernel 2, stride 2: ONNX wants ceil(5 / 2) = 3 outputs, which need
+    # (3 - 1) * 2 + 2 - 5 = 1 zero: after the input for SAME_UPPER, before it for SAME_LOWER
+    x = np.arange(25, dtype=np.float64).reshape(1, 1, 5, 5)
+    w = np.zeros((1, 1, 2, 2))
+    w[0, 0, 0, 0] = 1.0  # reads the window's top-left pixel
+    upper = F.conv2d(x, w, stride=2, padding="same_upper")[0, 0]
+    lower = F.conv2d(x, w, stride=2, padding="SAME_LOWER")[0, 0]
+    np.testing.assert_array_equal(upper, x[0, 0, ::2, ::2])      # windows start at 0, 2, 4
+    np.testing.assert_array_equal(lower[1:, 1:], x[0, 0, 1::2, 1::2])  # windows start at -1, 1, 3
+    assert (lower[0] == 0).all() and (lower[:, 0] == 0).all()
+    assert resolve_padding("same_upper", (2, 2), (2, 2), (1, 1), (5, 5)) == ((0, 1), (0, 1))
+    assert resolve_padding("same_lower", (2, 2), (2, 2), (1, 1), (5, 5)) == ((1, 0), (1, 0))
+    # at stride 1 'same_upper' is PyTorch's 'same'
+    np.testing.assert_array_equal(F.conv2d(x, w, padding="same_upper"), F.conv2d(x, w, padding="same"))
+
+
+@pytest.mark.parametrize("padding, error, words", [
+    ((1, 0, 1, 0), ValueError, "4 entries"),
+    (((1, 0), (1, 0, 0)), ValueError, "width"),
+    (((1, -1), (0, 0)), ValueError, "padding must be >= 0"),
+    (((1, 0), (0.5, 0)), TypeError, "padding"),
+    ("same", ValueError, "same_upper"),
+    ("full", ValueError, "same_lower"),
+])
+def test_bad_conv_padding(padding, error, words):
+    with pytest.raises(error, match=words):
+        F.conv2d(np.zeros((1, 1, 5, 5)), np.zeros((1, 1, 2, 2)), stride=2, padding=padding)
+
+
+def test_resolving_same_upper_with_a_stride_needs_the_input_size():
+    with pytest.raises(ValueError, match="input_size"):
+        resolve_padding("same_upper", (3, 3), (2, 2), (1, 1))
+    assert resolve_padding("same_upper", (3, 3), (1, 1), (1, 1)) == ((1, 1), (1, 1))

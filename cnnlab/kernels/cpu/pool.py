@@ -1,8 +1,11 @@
 """CPU pooling: threads share the (sample, channel) planes.
 
 ``mode`` is one of the integer codes of :mod:`cnnlab.kernels` (max, avg,
-min, median, lp).  Padding is virtual: max ignores padded positions (as if
-padded with -inf), min likewise (+inf), avg counts them as zeros.
+min, median, lp).  Padding is virtual and may differ on the four sides: max
+ignores padded positions (as if padded with -inf), min likewise (+inf), avg
+counts them as zeros in its divisor or not (``count_include_pad``).  The
+output shape says how many windows there are, so ``ceil_mode``'s partial
+last windows need nothing more than the bounds checks.
 
 Mirrors :mod:`cnnlab.kernels.cuda.pool`.
 """
@@ -17,21 +20,39 @@ from ._schedule import _share, run_shared
 
 
 @njit(cache=True)
-def _pool_pixel(plane, out_plane, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, window):
+def _avg_divisor(h0, w0, kernel_h, kernel_w, height, width, pad_bottom, pad_right, count_include_pad):
+    """What the sum of the (undilated) window at ``(h0, w0)`` is divided by: with
+    ``count_include_pad`` the window clipped to the end of the padded input (PyTorch's rule for
+    a ``ceil_mode`` window running past it), else the number of input pixels it covers."""
+    if count_include_pad:
+        rows = min(h0 + kernel_h, height + pad_bottom) - h0
+        cols = min(w0 + kernel_w, width + pad_right) - w0
+    else:
+        rows = min(h0 + kernel_h, height) - max(h0, 0)
+        cols = min(w0 + kernel_w, width) - max(w0, 0)
+    return rows * cols
+
+
+@njit(cache=True)
+def _pool_pixel(plane, out_plane, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad, window):
     """One output pixel: gather its window's in-range values into ``window``, then reduce."""
     height, width = plane.shape
-    h0 = oh * stride_h - pad_h
-    w0 = ow * stride_w - pad_w
+    h0 = oh * stride_h - pad_top
+    w0 = ow * stride_w - pad_left
     count = 0
     for i in range(kernel_h):
-        h = h0 + i
+        h = h0 + i * dilation_h
         if h < 0 or h >= height:
             continue
         for j in range(kernel_w):
-            w = w0 + j
+            w = w0 + j * dilation_w
             if 0 <= w < width:
                 window[count] = plane[h, w]
                 count += 1
+    if count == 0:  # a dilated window lying entirely in the padding (max and min only)
+        out_plane[oh, ow] = -math.inf if mode == POOL_MAX else math.inf
+        return
     if mode == POOL_MEDIAN:
         # lower median, as torch.median: element (count-1)//2 in sorted order (an insertion
         # sort: windows are small, and np.sort would add seconds of compiling to every mode)
@@ -62,7 +83,8 @@ def _pool_pixel(plane, out_plane, oh, ow, kernel_h, kernel_w, stride_h, stride_w
     elif mode == POOL_AVG:
         for k in range(1, count):
             acc += window[k]
-        acc = acc / (kernel_h * kernel_w)
+        acc = acc / _avg_divisor(h0, w0, kernel_h, kernel_w, height, width, pad_bottom, pad_right,
+                                 count_include_pad)
     else:  # POOL_LP: Euclidean norm of the window
         acc = acc * acc
         for k in range(1, count):
@@ -72,22 +94,22 @@ def _pool_pixel(plane, out_plane, oh, ow, kernel_h, kernel_w, stride_h, stride_w
 
 
 @njit(cache=True)
-def _pool_row_interior(plane, row, oh, first, last, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                       mode):
+def _pool_row_interior(plane, row, oh, first, last, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                       pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad):
     """Max, min or avg of the windows ``first <= ow < last`` of output row ``oh`` (windows inside
     the plane horizontally), tap by tap over the whole row: the same order of operations per
     pixel as :func:`_pool_pixel`, in loops the compiler can vectorize."""
-    height = plane.shape[0]
-    h0 = oh * stride_h - pad_h
+    height, width = plane.shape
+    h0 = oh * stride_h - pad_top
     target = row[first:last]
     count = last - first
     started = False
     for i in range(kernel_h):
-        h = h0 + i
+        h = h0 + i * dilation_h
         if h < 0 or h >= height:
             continue
         for j in range(kernel_w):
-            start = first * stride_w + j - pad_w
+            start = first * stride_w + j * dilation_w - pad_left
             # a slice from 0 with the stride: no negative-index handling inside the loops
             source = plane[h, start:start + (count - 1) * stride_w + 1:stride_w]
             if not started:
@@ -105,66 +127,91 @@ def _pool_row_interior(plane, row, oh, first, last, kernel_h, kernel_w, stride_h
             else:
                 for k in range(count):
                     target[k] += source[k]
-    if mode == POOL_AVG:
+    if not started:  # every tap row in the padding (dilated max and min only)
         for k in range(count):
-            target[k] = target[k] / (kernel_h * kernel_w)
+            target[k] = -math.inf if mode == POOL_MAX else math.inf
+    elif mode == POOL_AVG:
+        divisor = _avg_divisor(h0, first * stride_w - pad_left, kernel_h, kernel_w, height, width,
+                               pad_bottom, pad_right, count_include_pad)
+        for k in range(count):
+            target[k] = target[k] / divisor
 
 
 @njit(cache=True)
-def _pool_plane(plane, out_plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, window):
+def _pool_plane(plane, out_plane, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
+                pad_right, dilation_h, dilation_w, mode, count_include_pad, window):
     """Pool one (H, W) plane into one (OH, OW) plane; ``window`` is scratch of KH*KW values."""
     width = plane.shape[1]
     out_h, out_w = out_plane.shape
+    span_w = dilation_w * (kernel_w - 1) + 1
     first, last = 0, 0  # output columns whose windows lie inside the plane horizontally
     if mode == POOL_MAX or mode == POOL_MIN or mode == POOL_AVG:
-        first = min(out_w, (pad_w + stride_w - 1) // stride_w)
-        last = max(first, min(out_w, (width - kernel_w + pad_w) // stride_w + 1))
+        first = min(out_w, (pad_left + stride_w - 1) // stride_w)
+        last = max(first, min(out_w, (width - span_w + pad_left) // stride_w + 1))
     for oh in range(out_h):
         if last > first:
-            _pool_row_interior(plane, out_plane[oh], oh, first, last, kernel_h, kernel_w, stride_h,
-                               stride_w, pad_h, pad_w, mode)
+            _pool_row_interior(plane, out_plane[oh], oh, first, last, kernel_h, kernel_w, stride_h, stride_w,
+                               pad_top, pad_left, pad_bottom, pad_right, dilation_h, dilation_w, mode,
+                               count_include_pad)
         for ow in range(0, first):
-            _pool_pixel(plane, out_plane, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                        mode, window)
+            _pool_pixel(plane, out_plane, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                        pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad, window)
         for ow in range(last, out_w):
-            _pool_pixel(plane, out_plane, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                        mode, window)
+            _pool_pixel(plane, out_plane, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                        pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad, window)
 
 
 @njit(cache=True)
-def _pool_planes(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, first, last):
+def _pool_planes(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
+                 dilation_h, dilation_w, mode, count_include_pad, first, last):
     """Pool the (sample, channel) planes ``first .. last-1`` of ``x`` (serial: one thread's share)."""
     channels = x.shape[1]
     window = np.empty(kernel_h * kernel_w, dtype=x.dtype)
     for plane in range(first, last):
         n = plane // channels
         c = plane % channels
-        _pool_plane(x[n, c], out[n, c], kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, window)
+        _pool_plane(x[n, c], out[n, c], kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
+                    pad_right, dilation_h, dilation_w, mode, count_include_pad, window)
 
 
 @njit(parallel=True, cache=True)
-def _pool2d_forward_parallel(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, items, workers):
+def _pool2d_forward_parallel(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
+                             pad_right, dilation_h, dilation_w, mode, count_include_pad, items, workers):
     for worker in prange(workers):
         first, last = _share(worker, workers, items)
-        _pool_planes(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, first, last)
+        _pool_planes(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
+                     dilation_h, dilation_w, mode, count_include_pad, first, last)
 
 
-def pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, workers):
+def pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
+                   dilation_h, dilation_w, mode, count_include_pad, workers):
     """Pool every plane of ``x`` (N, C, H, W) into ``out`` (N, C, OH, OW).
+
+    Window ``(oh, ow)`` has the taps ``(oh*stride_h - pad_top + i*dilation_h,
+    ow*stride_w - pad_left + j*dilation_w)``; taps outside the plane are padding.
 
     Parameters
     ----------
     x : (N, C, H, W) float array
-    out : (N, C, OH, OW) array of the same dtype, overwritten
-    kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w : int
-        Resolved window geometry (symmetric padding).
+    out : (N, C, OH, OW) array of the same dtype, overwritten; its shape fixes how many
+        windows there are (``ceil_mode`` is already in it)
+    kernel_h, kernel_w, stride_h, stride_w : int
+        Resolved window geometry.
+    pad_top, pad_left, pad_bottom, pad_right : int
+        Padding on each side; the bottom and right amounts only bound the divisor of
+        ``'avg'`` with ``count_include_pad``.
+    dilation_h, dilation_w : int
+        Spacing between taps (1 for avg, median and lp).
     mode : int
         ``POOL_MAX``, ``POOL_AVG``, ``POOL_MIN``, ``POOL_MEDIAN`` or ``POOL_LP``.
+    count_include_pad : int
+        1: avg divides by the window clipped to the padded input; 0: by the input pixels in it.
     workers : int
         Threads sharing the planes; 1 runs on the calling thread without Numba's thread pool.
     """
     run_shared(_pool_planes, _pool2d_forward_parallel, x.shape[0] * x.shape[1], workers,
-               x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode)
+               x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
+               dilation_h, dilation_w, mode, count_include_pad)
 
 
 @njit(parallel=True, cache=True)
@@ -185,9 +232,10 @@ def global_avg_pool2d_forward(x, out):
 
 
 @njit(cache=True)
-def _window_choice(plane, h0, w0, kernel_h, kernel_w, mode):
+def _window_choice(plane, h0, w0, kernel_h, kernel_w, dilation_h, dilation_w, mode):
     """Flat index ``h * W + w`` of the element a max/min/median window picks (first on ties;
-    the median's lower middle element in stable sorted order)."""
+    the median's lower middle element in stable sorted order); -1 for a window lying entirely
+    in the padding."""
     height, width = plane.shape
     best = -1
     if mode == POOL_MEDIAN:
@@ -205,11 +253,11 @@ def _window_choice(plane, h0, w0, kernel_h, kernel_w, mode):
         return h0 * width + w0
     best_value = plane[0, 0]
     for i in range(kernel_h):
-        h = h0 + i
+        h = h0 + i * dilation_h
         if h < 0 or h >= height:
             continue
         for j in range(kernel_w):
-            w = w0 + j
+            w = w0 + j * dilation_w
             if w < 0 or w >= width:
                 continue
             v = plane[h, w]
@@ -222,23 +270,25 @@ def _window_choice(plane, h0, w0, kernel_h, kernel_w, mode):
 
 @njit(cache=True)
 def _pool_plane_backward(plane, out_plane, grad_plane, grad_in, kernel_h, kernel_w, stride_h, stride_w,
-                         pad_h, pad_w, mode):
+                         pad_top, pad_left, pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad):
     height, width = plane.shape
     out_h, out_w = grad_plane.shape
     for h in range(height):
         for w in range(width):
             grad_in[h, w] = 0
     for oh in range(out_h):
-        h0 = oh * stride_h - pad_h
+        h0 = oh * stride_h - pad_top
         for ow in range(out_w):
-            w0 = ow * stride_w - pad_w
+            w0 = ow * stride_w - pad_left
             g = grad_plane[oh, ow]
             if mode == POOL_MAX or mode == POOL_MIN or mode == POOL_MEDIAN:
-                chosen = _window_choice(plane, h0, w0, kernel_h, kernel_w, mode)
-                grad_in[chosen // width, chosen % width] += g
+                chosen = _window_choice(plane, h0, w0, kernel_h, kernel_w, dilation_h, dilation_w, mode)
+                if chosen >= 0:
+                    grad_in[chosen // width, chosen % width] += g
                 continue
             if mode == POOL_AVG:
-                share = g / (kernel_h * kernel_w)
+                share = g / _avg_divisor(h0, w0, kernel_h, kernel_w, height, width, pad_bottom, pad_right,
+                                         count_include_pad)
             else:  # POOL_LP: d sqrt(sum v^2) / dv = v / norm (0 where the norm is 0)
                 norm = out_plane[oh, ow]
                 share = g / norm if norm > 0 else 0.0 * g
@@ -253,33 +303,37 @@ def _pool_plane_backward(plane, out_plane, grad_plane, grad_in, kernel_h, kernel
 
 
 @njit(cache=True)
-def _pool_planes_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                          mode, first, last):
+def _pool_planes_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                          pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad, first, last):
     """Gradient of the planes ``first .. last-1`` (serial: one thread's share)."""
     channels = x.shape[1]
     for plane in range(first, last):
         n = plane // channels
         c = plane % channels
         _pool_plane_backward(x[n, c], out[n, c], grad_out[n, c], grad_x[n, c], kernel_h, kernel_w,
-                             stride_h, stride_w, pad_h, pad_w, mode)
+                             stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, dilation_h,
+                             dilation_w, mode, count_include_pad)
 
 
 @njit(parallel=True, cache=True)
-def _pool2d_backward_parallel(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                              mode, items, workers):
+def _pool2d_backward_parallel(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top,
+                              pad_left, pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad,
+                              items, workers):
     for worker in prange(workers):
         first, last = _share(worker, workers, items)
-        _pool_planes_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                              mode, first, last)
+        _pool_planes_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top,
+                              pad_left, pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad,
+                              first, last)
 
 
-def pool2d_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode,
-                    workers):
+def pool2d_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                    pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad, workers):
     """Gradient of :func:`pool2d_forward` with respect to ``x``, written into ``grad_x``.
 
     Max and min route each output's gradient to the element the window picked (the first
-    one on ties), median to the lower middle element, avg spreads it evenly over the
-    window (padding included), lp scales it by ``x / out``.  One thread per plane.
+    one on ties; nowhere for a window lying entirely in the padding), median to the lower
+    middle element, avg spreads ``grad / divisor`` over the window's input pixels (the
+    forward's divisor), lp scales it by ``x / out``.  One thread per plane.
 
     Parameters
     ----------
@@ -287,11 +341,12 @@ def pool2d_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stri
     out : (N, C, OH, OW) array, the forward output (used by 'lp')
     grad_out : (N, C, OH, OW) array
     grad_x : (N, C, H, W) array, overwritten
-    kernel_h, ..., mode, workers : int
+    kernel_h, ..., count_include_pad, workers : int
         As :func:`pool2d_forward`.
     """
     run_shared(_pool_planes_backward, _pool2d_backward_parallel, x.shape[0] * x.shape[1], workers,
-               x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode)
+               x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
+               pad_right, dilation_h, dilation_w, mode, count_include_pad)
 
 
 @njit(parallel=True, cache=True)

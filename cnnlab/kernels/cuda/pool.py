@@ -16,8 +16,21 @@ from ._launch import launch_shape
 
 
 @cuda.jit(device=True)
-def _window_choice(x, n, c, h0, w0, kernel_h, kernel_w, mode):
-    """Flat index ``h * W + w`` of the element a max/min/median window picks (first on ties)."""
+def _avg_divisor(h0, w0, kernel_h, kernel_w, height, width, pad_bottom, pad_right, count_include_pad):
+    """Divisor of the avg window at ``(h0, w0)``; as :func:`cnnlab.kernels.cpu.pool._avg_divisor`."""
+    if count_include_pad:
+        rows = min(h0 + kernel_h, height + pad_bottom) - h0
+        cols = min(w0 + kernel_w, width + pad_right) - w0
+    else:
+        rows = min(h0 + kernel_h, height) - max(h0, 0)
+        cols = min(w0 + kernel_w, width) - max(w0, 0)
+    return rows * cols
+
+
+@cuda.jit(device=True)
+def _window_choice(x, n, c, h0, w0, kernel_h, kernel_w, dilation_h, dilation_w, mode):
+    """Flat index ``h * W + w`` of the element a max/min/median window picks (first on ties);
+    -1 for a window lying entirely in the padding."""
     height, width = x.shape[2], x.shape[3]
     if mode == POOL_MEDIAN:
         size = kernel_h * kernel_w
@@ -35,11 +48,11 @@ def _window_choice(x, n, c, h0, w0, kernel_h, kernel_w, mode):
     best = -1
     best_value = x[n, c, 0, 0]
     for i in range(kernel_h):
-        h = h0 + i
+        h = h0 + i * dilation_h
         if h < 0 or h >= height:
             continue
         for j in range(kernel_w):
-            w = w0 + j
+            w = w0 + j * dilation_w
             if w < 0 or w >= width:
                 continue
             v = x[n, c, h, w]
@@ -57,7 +70,8 @@ def _window_choice(x, n, c, h0, w0, kernel_h, kernel_w, mode):
 
 
 @cuda.jit
-def _pool2d_forward_kernel(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode):
+def _pool2d_forward_kernel(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
+                           pad_right, dilation_h, dilation_w, mode, count_include_pad):
     samples, channels, out_h, out_w = out.shape
     height, width = x.shape[2], x.shape[3]
     size = samples * channels * out_h * out_w
@@ -66,24 +80,24 @@ def _pool2d_forward_kernel(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h
         oh = (index // out_w) % out_h
         c = (index // (out_w * out_h)) % channels
         n = index // (out_w * out_h * channels)
-        h0 = oh * stride_h - pad_h
-        w0 = ow * stride_w - pad_w
+        h0 = oh * stride_h - pad_top
+        w0 = ow * stride_w - pad_left
         if mode == POOL_MEDIAN:
-            chosen = _window_choice(x, n, c, h0, w0, kernel_h, kernel_w, mode)
+            chosen = _window_choice(x, n, c, h0, w0, kernel_h, kernel_w, dilation_h, dilation_w, mode)
             out[n, c, oh, ow] = x[n, c, chosen // width, chosen % width]
             continue
         if mode == POOL_MAX:
-            acc = -math.inf  # padding never wins
+            acc = -math.inf  # padding never wins; a window entirely in the padding gives -inf
         elif mode == POOL_MIN:
             acc = math.inf
         else:
             acc = 0.0
         for i in range(kernel_h):
-            h = h0 + i
+            h = h0 + i * dilation_h
             if h < 0 or h >= height:
                 continue
             for j in range(kernel_w):
-                w = w0 + j
+                w = w0 + j * dilation_w
                 if w < 0 or w >= width:
                     continue
                 v = x[n, c, h, w]
@@ -98,7 +112,8 @@ def _pool2d_forward_kernel(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h
                 else:  # POOL_LP
                     acc += v * v
         if mode == POOL_AVG:
-            acc = acc / (kernel_h * kernel_w)
+            acc = acc / _avg_divisor(h0, w0, kernel_h, kernel_w, height, width, pad_bottom, pad_right,
+                                     count_include_pad)
         elif mode != POOL_MAX and mode != POOL_MIN:
             acc = math.sqrt(acc)
         out[n, c, oh, ow] = acc
@@ -117,12 +132,14 @@ def _global_avg_pool2d_forward_kernel(x, out):
         out[n, c] = total / (height * width)
 
 
-def pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode, workers):
+def pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
+                   dilation_h, dilation_w, mode, count_include_pad, workers):
     """Pool every plane of ``x`` into ``out``; contract of :func:`cnnlab.kernels.cpu.pool.pool2d_forward`
     (``workers`` is a CPU schedule: ignored here)."""
     blocks, threads = launch_shape(out.size)
-    _pool2d_forward_kernel[blocks, threads](x, out, kernel_h, kernel_w, stride_h, stride_w,
-                                            pad_h, pad_w, mode)
+    _pool2d_forward_kernel[blocks, threads](x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                                            pad_bottom, pad_right, dilation_h, dilation_w, mode,
+                                            count_include_pad)
 
 
 def global_avg_pool2d_forward(x, out):
@@ -132,33 +149,37 @@ def global_avg_pool2d_forward(x, out):
 
 
 @cuda.jit
-def _pool2d_backward_kernel(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w,
-                            pad_h, pad_w, mode):
+def _pool2d_backward_kernel(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                            pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad):
     samples, channels, height, width = x.shape
     out_h, out_w = grad_out.shape[2], grad_out.shape[3]
+    span_h = dilation_h * (kernel_h - 1) + 1
+    span_w = dilation_w * (kernel_w - 1) + 1
     for index in range(cuda.grid(1), grad_x.size, cuda.gridsize(1)):
         w = index % width
         h = (index // width) % height
         c = (index // (width * height)) % channels
         n = index // (width * height * channels)
         acc = grad_out[0, 0, 0, 0] * 0
-        # the windows that contain (h, w): oh * stride_h - pad_h <= h < oh * stride_h - pad_h + kernel_h
-        first_oh = max(0, (h + pad_h - kernel_h) // stride_h + 1)
-        last_oh = min(out_h - 1, (h + pad_h) // stride_h)
-        first_ow = max(0, (w + pad_w - kernel_w) // stride_w + 1)
-        last_ow = min(out_w - 1, (w + pad_w) // stride_w)
+        # the windows that span (h, w): oh * stride_h - pad_top <= h < oh * stride_h - pad_top + span_h
+        first_oh = max(0, (h + pad_top - span_h) // stride_h + 1)
+        last_oh = min(out_h - 1, (h + pad_top) // stride_h)
+        first_ow = max(0, (w + pad_left - span_w) // stride_w + 1)
+        last_ow = min(out_w - 1, (w + pad_left) // stride_w)
         for oh in range(first_oh, last_oh + 1):
-            h0 = oh * stride_h - pad_h
+            h0 = oh * stride_h - pad_top
             for ow in range(first_ow, last_ow + 1):
-                w0 = ow * stride_w - pad_w
+                w0 = ow * stride_w - pad_left
                 g = grad_out[n, c, oh, ow]
                 if mode == POOL_AVG:
-                    acc += g / (kernel_h * kernel_w)
+                    acc += g / _avg_divisor(h0, w0, kernel_h, kernel_w, height, width, pad_bottom, pad_right,
+                                            count_include_pad)
                 elif mode == POOL_LP:
                     norm = out[n, c, oh, ow]
                     if norm > 0:
                         acc += g * x[n, c, h, w] / norm
-                elif _window_choice(x, n, c, h0, w0, kernel_h, kernel_w, mode) == h * width + w:
+                elif _window_choice(x, n, c, h0, w0, kernel_h, kernel_w, dilation_h, dilation_w,
+                                    mode) == h * width + w:
                     acc += g
         grad_x[n, c, h, w] = acc
 
@@ -172,14 +193,15 @@ def _global_avg_pool2d_backward_kernel(grad_out, grad_x):
         grad_x[n, c, (index // width) % height, index % width] = grad_out[n, c] / (height * width)
 
 
-def pool2d_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, mode,
-                    workers):
+def pool2d_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                    pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad, workers):
     """Gradient of pooling; contract of :func:`cnnlab.kernels.cpu.pool.pool2d_backward`
     (``workers`` is a CPU schedule: ignored here).
     One thread per input pixel gathers from the windows that contain it."""
     blocks, threads = launch_shape(grad_x.size)
-    _pool2d_backward_kernel[blocks, threads](x, out, grad_out, grad_x, kernel_h, kernel_w,
-                                             stride_h, stride_w, pad_h, pad_w, mode)
+    _pool2d_backward_kernel[blocks, threads](x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w,
+                                             pad_top, pad_left, pad_bottom, pad_right, dilation_h, dilation_w,
+                                             mode, count_include_pad)
 
 
 def global_avg_pool2d_backward(grad_out, grad_x):
