@@ -17,7 +17,8 @@ _load_tbb()  # before Numba picks its threading layer: see cnnlab.parallel
 
 from . import callbacks, compilation, config, data, filters, functional, layers, losses, optim
 from .device import cuda_available, to_device, to_host
-from .model import Sequential, load
+from .graph import Input
+from .model import Model, Sequential, load
 from .shapes import output_size
 
 __all__ = [
@@ -29,9 +30,11 @@ __all__ = [
     "data",
     "filters",
     "functional",
+    "Input",
     "layers",
     "load",
     "losses",
+    "Model",
     "optim",
     "output_size",
     "Sequential",

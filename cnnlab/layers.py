@@ -38,6 +38,7 @@ class Layer:
     """Base class: no parameters, runs on the CPU until moved with :meth:`to`."""
 
     trainable = True
+    takes_list = False  # merge layers take a list of inputs
 
     def __init__(self):
         self.params = {}
@@ -86,6 +87,15 @@ class Layer:
                 f"{type(self).__name__}.backward() needs a preceding forward(x, training=True)"
             )
         return self._saved
+
+    def __call__(self, inputs):
+        """Call on a symbolic tensor (a list of them for merge layers) from
+        :func:`cnnlab.Input`: adds a node to the graph and returns its output tensor, whose
+        shape ``output_shape`` infers (a misfit is a ``ValueError`` naming this layer).  A layer
+        called twice shares its parameters between the two calls."""
+        from .graph import call_layer
+
+        return call_layer(self, inputs)
 
     def forward(self, x, training=False):
         raise NotImplementedError
@@ -161,7 +171,7 @@ class Conv2D(Layer):
         self.params["weight"] = _initialize(shape, fan_in, fan_out, init, self.dtype, seed)
         if self.use_bias:
             self.params["bias"] = np.zeros(self.out_channels, dtype=self.dtype)
-        self.input_grad = True  # a model's first layer switches this off
+        self.input_grad = True  # a model switches it off where no gradient of the input is needed
 
     def _geometry(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
@@ -476,7 +486,7 @@ class Dropout(Layer):
         super().__init__()
         self.p = F._probability(p)
         self.seed = check_int("seed", seed, 0)
-        self.step_seed = None  # set by Sequential.fit for each step
+        self.step_seed = None  # set by a model for each training step
         self._calls = 0
 
     def forward(self, x, training=False):
@@ -676,6 +686,8 @@ class Reshape(Layer):
 class _MergeLayer(Layer):
     """A layer of several inputs: ``forward(inputs)`` takes a list of arrays and
     ``backward(grad_out)`` returns a list of gradients, one per input."""
+
+    takes_list = True
 
     def _check_inputs(self, inputs):
         if not isinstance(inputs, (list, tuple)):

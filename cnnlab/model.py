@@ -1,4 +1,6 @@
-"""``Sequential``: a stack of layers that trains by backpropagation over mini-batches.
+"""Models: ``Model`` (a graph of layer calls from ``cnnlab.Input`` to outputs) and
+``Sequential`` (a chain of layers, the one-chain case of the same graph), trained by
+backpropagation over mini-batches and saved to ``.npz`` files.
 
 >>> import numpy as np, cnnlab
 >>> from cnnlab.layers import Conv2D, ReLU, MaxPool2D, Flatten, Dense, Softmax
@@ -32,11 +34,14 @@ from . import losses as losses_module
 from . import optim as optim_module
 from .compilation import report_compilation
 from .device import cuda_available, is_gpu_array, to_device, to_host
-from .layers import LAYER_TYPES, Conv2D, Dropout, Layer, Softmax
+from .graph import Graph, Input, SymbolicTensor, is_symbolic
+from .layers import LAYER_TYPES, Conv2D, Dense, Layer, Softmax
 
-__all__ = ["Sequential", "History", "load"]
+__all__ = ["Model", "Sequential", "History", "Input", "load"]
 
-FORMAT = "cnnlab-model-1"
+CHAIN_FORMAT = "cnnlab-model-1"  # a layer list, applied in order
+GRAPH_FORMAT = "cnnlab-graph-1"  # layers plus the graph: which tensors each layer call consumes
+FORMATS = (CHAIN_FORMAT, GRAPH_FORMAT)
 
 
 class History:
@@ -133,50 +138,71 @@ class _Progress:
                   flush=True)
 
 
-class Sequential:
-    """Layers applied in order; trains with mini-batch backpropagation.
+class Model:
+    """A network of layers: a graph from :func:`cnnlab.Input` to output tensors, trained with
+    mini-batch backpropagation.
+
+    Build it by calling layers on symbolic tensors, then give the inputs and outputs::
+
+        inputs = cnnlab.Input((3, 32, 32))
+        h = ReLU()(Conv2D(3, 16, 3, padding=1)(inputs))
+        y = Add()([h, ReLU()(Conv2D(16, 16, 3, padding=1)(h))])
+        model = cnnlab.Model(inputs, Dense(16, 10)(GlobalAvgPool2D()(y)))
+
+    Every model, :class:`Sequential` included, runs on one executor (:class:`cnnlab.graph.Graph`):
+    the nodes in topological order, values released once no node needs them, and gradients
+    summed where a tensor feeds several nodes or a layer is called several times.
 
     Parameters
     ----------
-    layers : list of Layer
-    input_shape : tuple or None
-        One sample's shape, e.g. ``(1, 28, 28)``; lets :meth:`summary` and input checks work
-        before the first ``fit``.
-    dtype : 'float32', 'float64' or None
-        Cast every layer's parameters to this dtype.
+    inputs : SymbolicTensor or list of SymbolicTensor
+        What :func:`cnnlab.Input` returned, in the order ``model(x1, x2)`` takes the arrays.
+    outputs : SymbolicTensor or list of SymbolicTensor
+    name : str or None
+
+    Raises
+    ------
+    TypeError
+        If an input or output is not a symbolic tensor.
+    ValueError
+        If an output is not produced from the inputs, or an input reaches no output.
+
+    Notes
+    -----
+    ``fit``, ``evaluate``, ``predict`` and ``predict_proba`` take models of one input and one
+    output (a classifier); ``forward``, ``backward`` and ``model(...)`` take any.
     """
 
-    def __init__(self, layers, input_shape=None, dtype=None):
-        layers = list(layers)
-        if not layers:
-            raise ValueError("a Sequential model needs at least one layer")
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise TypeError(f"layers[{i}] must be a cnnlab layer, got {type(layer).__name__}")
-        self.layers = layers
+    def __init__(self, inputs, outputs, name=None):
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a string or None, got {name!r}")
+        self.name = name
+        self._graph = Graph(inputs, outputs)
+        shapes = [t.sample_shape for t in self._graph.inputs]
+        self.input_shape = shapes[0] if len(shapes) == 1 else shapes
+        self._setup()
+
+    def _setup(self):
         self.device = "cpu"
-        self.input_shape = tuple(input_shape) if input_shape is not None else None
-        if dtype is not None:
-            dtype = np.dtype(dtype)
-            if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-                raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype}")
-            for layer in layers:
-                if layer.dtype is not None:
-                    layer.dtype = dtype
-                    for store in (layer.params, layer.buffers):
-                        for name in store:
-                            store[name] = store[name].astype(dtype)
-        first = self._first_with_params()
-        if isinstance(first, Conv2D) and first is layers[0]:
-            first.input_grad = False  # nothing before it needs the input gradient
-        if self.input_shape is not None:
-            self.output_shapes(self.input_shape)
         self.optimizer = None
         self.loss = None
         self.class_names = None
         self.preprocessing = None  # e.g. image size, colour mode, standardization: kept in saved models
         self.stop_training = False  # a callback sets it to end fit after the current epoch
         self.history = None  # the History of the last fit
+
+    @property
+    def layers(self):
+        """Each layer once, in topological order (the order of its first call)."""
+        return self._graph.layers
+
+    @property
+    def inputs(self):
+        return list(self._graph.inputs)
+
+    @property
+    def outputs(self):
+        return list(self._graph.outputs)
 
     def __len__(self):
         return len(self.layers)
@@ -188,31 +214,55 @@ class Sequential:
         return self.layers[index]
 
     def __repr__(self):
-        shape = tuple(self.input_shape) if self.input_shape is not None else None
+        shape = self.input_shape
+        shape = tuple(shape) if shape is not None and len(self._graph.inputs) == 1 else shape
         return (f"{type(self).__name__}({len(self.layers)} layers, input_shape={shape}, "
                 f"parameters={self.parameter_count():,}, device={self.device!r})")
 
-    def _first_with_params(self):
-        return next((layer for layer in self.layers if layer.params), None)
-
     @property
     def dtype(self):
-        return next((layer.dtype for layer in self.layers if layer.dtype is not None), np.dtype(np.float32))
+        return next((layer.dtype for layer in self.layers if layer.dtype is not None), self._graph.inputs[0].dtype)
 
     # --- structure ----------------------------------------------------------------
+    def _input_shape_list(self, input_shape):
+        if len(self._graph.inputs) == 1:
+            return [tuple(input_shape)]
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != len(self._graph.inputs):
+            raise ValueError(f"input_shape must list one shape per input ({len(self._graph.inputs)}), "
+                             f"got {input_shape!r}")
+        return [tuple(s) for s in input_shape]
+
+    def _tensor_shapes(self, input_shape):
+        return self._graph.sample_shapes(self._input_shape_list(input_shape))
+
     def output_shapes(self, input_shape):
-        """Each layer's output shape (one sample) for ``input_shape``; ``ValueError`` naming
-        the first layer that does not fit."""
-        shapes = []
-        shape = tuple(input_shape)
-        for index, layer in enumerate(self.layers):
-            try:
-                shape = tuple(int(s) for s in layer.output_shape(shape))
-            except ValueError as exc:
-                raise ValueError(f"input shape {tuple(input_shape)} does not fit layer {index} "
-                                 f"({type(layer).__name__}): {exc}") from None
-            shapes.append(shape)
-        return shapes
+        """Each layer's output shape (one sample; the first call's, for a layer called several
+        times) for ``input_shape`` (a list of shapes for several inputs); ``ValueError``
+        naming the first layer that does not fit."""
+        shapes = self._tensor_shapes(input_shape)
+        first = {}
+        for node in self._graph.nodes:
+            first.setdefault(id(node.layer), shapes[id(node.output)])
+        return [first[id(layer)] for layer in self.layers]
+
+    def _refresh_shapes(self):
+        """Bring the symbolic tensors' shapes up to date (after a layer is replaced)."""
+        if self.input_shape is not None:
+            shapes = self._tensor_shapes(self.input_shape)
+            for node in self._graph.nodes:
+                node.output.sample_shape = shapes[id(node.output)]
+
+    def _classes(self):
+        """The number of classes: the output's size for :attr:`input_shape`."""
+        self._require_classifier()
+        output = self._graph.outputs[0]
+        return self._tensor_shapes(self.input_shape)[id(output)][0] if output.node else self.input_shape[0]
+
+    def _require_classifier(self, what="this"):
+        graph = self._graph
+        if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+            raise ValueError(f"{what} works for models of one input and one output; this model has "
+                             f"{len(graph.inputs)} inputs and {len(graph.outputs)} outputs (use forward)")
 
     def parameters(self, trainable_only=True):
         """``(layer, name)`` pairs of the parameters, in a fixed order."""
@@ -222,22 +272,45 @@ class Sequential:
     def parameter_count(self):
         return sum(layer.parameter_count() for layer in self.layers)
 
+    def _is_chain(self):
+        graph = self._graph
+        previous = graph.inputs[0]
+        for node in graph.nodes:
+            if node.takes_list or node.inputs[0] is not previous:
+                return False
+            previous = node.output
+        return len(graph.inputs) == 1 and len(graph.outputs) == 1
+
     def summary(self, input_shape=None, print_fn=print):
-        """A Keras-style table: each layer's output shape and parameter count, and the totals.
+        """A Keras-style table: each layer's output shape and parameter count, and the totals;
+        for a graph that is not a chain, also the layers each one reads ("Connected to").
 
         Returns the table as a string (and prints it unless ``print_fn`` is None)."""
-        input_shape = tuple(input_shape) if input_shape is not None else self.input_shape
-        shapes = self.output_shapes(input_shape) if input_shape is not None else [None] * len(self.layers)
-        rows = [("Layer (type)", "Output shape", "Param #")]
-        for index, (layer, shape) in enumerate(zip(self.layers, shapes)):
-            shown = "(None, " + ", ".join(str(s) for s in shape) + ")" if shape is not None else "?"
-            rows.append((f"{index}: {type(layer).__name__}", shown, f"{layer.parameter_count():,}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        line = "-" * (sum(widths) + 4)
-        text = [line, "  ".join(v.ljust(w) for v, w in zip(rows[0], widths)), "=" * len(line)]
-        text += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows[1:]]
+        input_shape = input_shape if input_shape is not None else self.input_shape
+        shapes = self._tensor_shapes(input_shape) if input_shape is not None else {}
+        layers = self.layers
+        label = {id(layer): f"{index}: {type(layer).__name__}" for index, layer in enumerate(layers)}
+        several = len(self._graph.inputs) > 1
+        for i, tensor in enumerate(self._graph.inputs):
+            label[id(tensor)] = tensor.name or (f"input {i}" if several else "input")
+        shown, sources = {}, {}
+        for node in self._graph.nodes:
+            shape = shapes.get(id(node.output))
+            shown.setdefault(id(node.layer), []).append(
+                "(None, " + ", ".join(str(s) for s in shape) + ")" if shape is not None else "?")
+            sources.setdefault(id(node.layer), []).append(", ".join(
+                label[id(t)] if t.node is None else label[id(t.node.layer)] for t in node.inputs))
+        connected = not self._is_chain()
+        rows = [("Layer (type)", "Output shape", "Param #") + (("Connected to",) if connected else ())]
+        for layer in layers:
+            rows.append((label[id(layer)], "; ".join(shown[id(layer)]), f"{layer.parameter_count():,}")
+                        + (("; ".join(sources[id(layer)]),) if connected else ()))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        line = "-" * (sum(widths) + 2 * (len(widths) - 1))
+        text = [line, "  ".join(v.ljust(w) for v, w in zip(rows[0], widths)).rstrip(), "=" * len(line)]
+        text += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows[1:]]
         total = self.parameter_count()
-        trainable = sum(layer.parameter_count() for layer in self.layers if layer.trainable)
+        trainable = sum(layer.parameter_count() for layer in layers if layer.trainable)
         text += ["=" * len(line), f"Total parameters: {total:,}", f"Trainable parameters: {trainable:,}",
                  f"Non-trainable parameters: {total - trainable:,}"]
         result = "\n".join(text)
@@ -246,16 +319,23 @@ class Sequential:
         return result
 
     def freeze(self, up_to=None):
-        """Make layers ``0 .. up_to-1`` (all, when None) untrainable; returns ``self``.
+        """Make layers ``0 .. up_to-1`` of :attr:`layers` (all, when None) untrainable;
+        returns ``self``.
 
         Changes this model in place (see :meth:`copy`)."""
         from .shapes import check_int
 
-        stop = len(self.layers) if up_to is None else check_int("up_to", up_to, 0)
-        if stop > len(self.layers):
-            raise ValueError(f"up_to must be at most the number of layers ({len(self.layers)}), got {stop}")
-        for layer in self.layers[:stop]:
+        layers = self.layers
+        stop = len(layers) if up_to is None else check_int("up_to", up_to, 0)
+        if stop > len(layers):
+            raise ValueError(f"up_to must be at most the number of layers ({len(layers)}), got {stop}")
+        for layer in layers[:stop]:
             layer.trainable = False
+        return self
+
+    def unfreeze(self):
+        for layer in self.layers:
+            layer.trainable = True
         return self
 
     def copy(self):
@@ -267,30 +347,37 @@ class Sequential:
         """
         return _build(self.architecture(), self._arrays(), "the model").to(self.device)
 
-    def replace_head(self, classes, seed=None):
-        """Swap the last ``Dense`` layer for a new one with ``classes`` outputs (transfer learning).
+    def _head(self):
+        """The node of the ``Dense`` layer that feeds the output, through single-input nodes."""
+        self._require_classifier("replace_head")
+        node = self._graph.outputs[0].node
+        while node is not None and not isinstance(node.layer, Dense) and not node.takes_list:
+            node = node.inputs[0].node
+        if node is None or not isinstance(node.layer, Dense):
+            raise ValueError("the model has no Dense layer feeding its output to replace")
+        return node
 
-        The layers before it keep their weights (freeze them with :meth:`freeze` to keep them
-        fixed); a final ``Softmax`` stays in place. Changes this model in place and returns
-        ``self``: call :meth:`copy` first to keep the original.
+    def replace_head(self, classes, seed=None):
+        """Swap the ``Dense`` layer that feeds the output (through activations, dropout or a
+        final ``Softmax``, which stay in place) for a new one with ``classes`` outputs
+        (transfer learning).
+
+        The other layers keep their weights (freeze them with :meth:`freeze` to keep them
+        fixed). Changes this model in place and returns ``self``: call :meth:`copy` first to
+        keep the original.
         """
-        from .layers import Dense
         from .shapes import check_int
 
         classes = check_int("classes", classes, 1)
-        index = max((i for i, layer in enumerate(self.layers) if isinstance(layer, Dense)), default=None)
-        if index is None:
-            raise ValueError("the model has no Dense layer to replace")
-        old = self.layers[index]
-        new = Dense(old.in_features, classes, bias=old.use_bias, dtype=old.dtype.name, init=old.init, seed=seed)
-        self.layers[index] = new.to(self.device)
+        old = self._head().layer
+        new = Dense(old.in_features, classes, bias=old.use_bias, dtype=old.dtype.name, init=old.init,
+                    seed=seed).to(self.device)
+        for node in self._graph.nodes:
+            if node.layer is old:
+                node.layer = new
+        self._refresh_shapes()
         self.class_names = None
         self.optimizer = None  # its state belonged to the old parameters
-        return self
-
-    def unfreeze(self):
-        for layer in self.layers:
-            layer.trainable = True
         return self
 
     # --- device -------------------------------------------------------------------
@@ -309,25 +396,66 @@ class Sequential:
         return self
 
     # --- running ------------------------------------------------------------------
+    def _input_arrays(self, x):
+        count = len(self._graph.inputs)
+        if count == 1:
+            return [x]
+        if not isinstance(x, (list, tuple)) or len(x) != count:
+            raise ValueError(f"the model takes {count} inputs: pass a list of {count} arrays, got "
+                             f"{type(x).__name__}" + (f" of {len(x)}" if isinstance(x, (list, tuple)) else ""))
+        return list(x)
+
     def forward(self, x, training=False):
-        for layer in self.layers:
-            x = layer.forward(x, training)
-        return x
+        """The outputs for ``x`` (a list of arrays for several inputs), on the model's device;
+        a tuple for several outputs. ``training=True`` keeps what :meth:`backward` needs."""
+        outputs = self._graph.forward(self._input_arrays(x), training)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def __call__(self, *inputs):
+        """``model(x)`` (``model(x1, x2)`` for several inputs) is ``forward`` in eval mode."""
+        count = len(self._graph.inputs)
+        if len(inputs) != count:
+            raise ValueError(f"the model takes {count} input{'s' if count > 1 else ''}, got {len(inputs)}")
+        for i, value in enumerate(inputs):
+            if is_symbolic(value):
+                raise TypeError(f"input {i} is a symbolic tensor: a model runs on arrays (build graphs "
+                                "by calling layers)")
+        return self.forward(inputs[0] if count == 1 else list(inputs), training=False)
 
     def backward(self, grad):
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad)
-            if grad is None:
-                break
-        return grad
+        """Backpropagate ``grad`` (a list for several outputs) through the last
+        ``forward(x, training=True)``; sets every layer's ``grads`` and returns the gradient of
+        the input (a tuple for several inputs)."""
+        outputs = self._graph.outputs
+        grads = [grad] if len(outputs) == 1 else list(grad)
+        if len(grads) != len(outputs):
+            raise ValueError(f"backward takes one gradient per output ({len(outputs)}), got {len(grads)}")
+        result = self._graph.backward({id(t): g for t, g in zip(outputs, grads)}, input_grads=True)
+        return result[0] if len(result) == 1 else tuple(result)
 
-    def _logit_layers(self, loss):
-        """The layers that produce the loss's input: all but a final Softmax under cross-entropy."""
-        if isinstance(loss, losses_module.CrossEntropy) and isinstance(self.layers[-1], Softmax):
-            return self.layers[:-1]
-        return self.layers
+    def layer_outputs(self, x):
+        """``[(layer index, layer, output)]`` for every layer call on ``x`` (eval mode), in
+        topological order: what each layer makes of the input (feature maps)."""
+        index = {id(layer): i for i, layer in enumerate(self.layers)}
+        seen = []
+        self._graph.forward(self._input_arrays(x), observe=lambda node, value: seen.append(
+            (index[id(node.layer)], node.layer, value)))
+        return seen
+
+    def _loss_input(self, loss):
+        """The tensor the loss reads: the output, or under cross-entropy the input of an output
+        node that is a ``Softmax`` (the loss applies it fused and stable)."""
+        output = self._graph.outputs[0]
+        if isinstance(loss, losses_module.CrossEntropy) and self._probabilities_out():
+            return output.node.inputs[0]
+        return output
+
+    def _probabilities_out(self):
+        node = self._graph.outputs[0].node
+        return node is not None and isinstance(node.layer, Softmax)
 
     def _check_inputs(self, x, name="x"):
+        self._require_classifier("fit, evaluate and predict")
         if is_gpu_array(x):
             raise TypeError(f"{name} must be a host (NumPy) array: the model copies each batch to its "
                             f"device ({self.device})")
@@ -370,7 +498,7 @@ class Sequential:
         raise ValueError(message)
 
     def _check_labels(self, y, samples, name="y"):
-        classes = self.output_shapes(self.input_shape)[-1][0]
+        classes = self._classes()
         if y is None:
             raise TypeError(f"{name} must be integer class labels, got None")
         if is_gpu_array(y):
@@ -392,7 +520,7 @@ class Sequential:
         """Class probabilities, ``(N, classes)``, as a NumPy array."""
         x = self._check_inputs(x)
         outputs = []
-        final_softmax = isinstance(self.layers[-1], Softmax)
+        final_softmax = self._probabilities_out()
         with report_compilation(sys.stderr):
             for _, batch in self._batches(x, batch_size):
                 out = self.forward(self._to_model_device(batch), training=False)
@@ -443,7 +571,7 @@ class Sequential:
         paths = list(paths)
         if not paths:
             raise ValueError("paths is empty: pass one or more image files")
-        classes = self.output_shapes(self.input_shape)[-1][0] if self.input_shape else None
+        classes = self._classes() if self.input_shape is not None else None
         top_k = check_int("top_k", top_k, 1)
         if classes is not None and top_k > classes:
             raise ValueError(f"top_k must be at most the number of classes ({classes}), got {top_k}")
@@ -467,16 +595,14 @@ class Sequential:
         x = self._check_inputs(x)
         y = self._check_labels(y, x.shape[0])
         loss = losses_module.get(loss or self.loss or "cross_entropy")
-        layers = self._logit_layers(loss)
         with report_compilation(sys.stderr):
-            return self._evaluate(x, y, batch_size, loss, layers)
+            return self._evaluate(x, y, batch_size, loss)
 
-    def _evaluate(self, x, y, batch_size, loss, layers):
+    def _evaluate(self, x, y, batch_size, loss):
         total_loss, correct = 0.0, 0
+        loss_input = self._loss_input(loss)
         for start, batch in self._batches(x, batch_size):
-            out = self._to_model_device(batch)
-            for layer in layers:
-                out = layer.forward(out, training=False)
+            out, = self._graph.forward([self._to_model_device(batch)], targets=[loss_input])
             targets = y[start:start + batch.shape[0]]
             if isinstance(loss, losses_module.CrossEntropy):
                 target = self._to_model_device(targets)
@@ -600,8 +726,6 @@ class Sequential:
             callback.on_train_begin(self)
         record = {}
 
-        layers = self._logit_layers(self.loss)
-        dropouts = [layer for layer in layers if isinstance(layer, Dropout)]
         # On the GPU the whole training set goes to the device once; each step gathers its
         # batch there, and the loss and hits are summed there (read only to draw progress).
         resident = self.device == "cuda" and augment is None
@@ -632,10 +756,8 @@ class Sequential:
                         if augment is not None:
                             batch = np.ascontiguousarray(augment(batch, rng), dtype=x.dtype)
                         batch, targets = self._to_model_device(batch), self._to_model_device(targets)
-                    for number, layer in enumerate(dropouts):
-                        layer.step_seed = int((base_seed * 7919 + self.optimizer.steps * 104729 + number)
-                                              % (2**31))
-                    self._train_step(layers, batch, targets, totals, class_weights)
+                    step_seed = base_seed * 7919 + self.optimizer.steps * 104729  # for random masks
+                    self._train_step(batch, targets, totals, class_weights, step_seed)
                     seen += len(index)
                     progress.update(seen, read_totals)
                     if batch_callbacks:
@@ -663,8 +785,6 @@ class Sequential:
                 if self.stop_training:
                     history.stopped_epoch = epoch
                     break
-        for layer in dropouts:
-            layer.step_seed = None
         for callback in callbacks:
             callback.on_train_end(dict(record))
         return history
@@ -690,7 +810,7 @@ class Sequential:
             return None
         if not isinstance(loss, losses_module.CrossEntropy):
             raise ValueError(f"class_weight works with the cross-entropy loss, got loss={loss.name!r}")
-        classes = self.output_shapes(self.input_shape)[-1][0]
+        classes = self._classes()
         weights = np.ones(classes)
         if isinstance(class_weight, str):
             if class_weight != "balanced":
@@ -719,13 +839,13 @@ class Sequential:
 
         return self._to_model_device(one_hot(labels, out.shape[1]).astype(np.dtype(out.dtype)))
 
-    def _train_step(self, layers, batch, targets, totals, class_weights=None):
+    def _train_step(self, batch, targets, totals, class_weights=None, step_seed=None):
         """Forward, loss, backward and update for one batch already on the model's device;
         adds the batch's loss sum and correct predictions to ``totals`` (on that device).
-        ``class_weights`` ((classes,), on that device) weighs each sample's loss by its class."""
-        out = batch
-        for layer in layers:
-            out = layer.forward(out, training=True)
+        ``class_weights`` ((classes,), on that device) weighs each sample's loss by its class;
+        ``step_seed`` seeds the random masks of this step."""
+        logits = self._loss_input(self.loss)
+        out, = self._graph.forward([batch], training=True, targets=[logits], seed=step_seed)
         if isinstance(self.loss, losses_module.CrossEntropy):
             if class_weights is None:
                 losses, probabilities = F.cross_entropy_per_sample(out, targets)
@@ -750,10 +870,7 @@ class Sequential:
             else:
                 totals[:] = host
             grad = self.loss.backward()
-        for layer in reversed(layers):
-            grad = layer.backward(grad)
-            if grad is None:
-                break
+        self._graph.backward({id(logits): grad}, input_grads=False)
         parameters = [(layer.params[name], layer.grads[name]) for layer, name in self.parameters()]
         self.optimizer.step(parameters)
 
@@ -768,18 +885,23 @@ class Sequential:
         return arrays
 
     def architecture(self):
-        return dict(layers=[dict(type=type(layer).__name__, config=layer.config(),
-                                 trainable=layer.trainable) for layer in self.layers],
-                    input_shape=list(self.input_shape) if self.input_shape else None,
+        """The JSON-ready description saved with the weights: each layer's type, config and
+        ``trainable`` flag, and the graph (:meth:`cnnlab.graph.Graph.config`: which tensors each
+        layer call consumes); weights are keyed by the layer's index in :attr:`layers`."""
+        return dict(layers=self._layer_specs(), graph=self._graph.config(), name=self.name,
                     class_names=self.class_names, preprocessing=self.preprocessing)
+
+    def _layer_specs(self):
+        return [dict(type=type(layer).__name__, config=layer.config(), trainable=layer.trainable)
+                for layer in self.layers]
 
     def save(self, path):
         """Write the model to one ``.npz`` file: the architecture as JSON and the weights.
 
         The file is written to a temporary name and renamed, so it is never half-written."""
-        _write_npz(path, dict(self._arrays(), cnnlab_format=np.array(FORMAT),
-                              cnnlab_version=np.array(__version__),
-                              architecture=np.array(json.dumps(self.architecture()))))
+        architecture = self.architecture()
+        _write_npz(path, dict(self._arrays(), cnnlab_format=np.array(_format(architecture)),
+                              cnnlab_version=np.array(__version__), architecture=np.array(json.dumps(architecture))))
 
     def _save_checkpoint(self, path, epochs_done, rng, history, base_seed):
         state = dict(epochs_done=epochs_done, rng=rng.bit_generator.state, history=history.history,
@@ -787,8 +909,9 @@ class Sequential:
                      loss=self.loss.name)
         arrays = self._arrays()
         arrays.update({f"optimizer/{k}": v for k, v in self.optimizer.state_arrays().items()})
-        _write_npz(path, dict(arrays, cnnlab_format=np.array(FORMAT), cnnlab_version=np.array(__version__),
-                              architecture=np.array(json.dumps(self.architecture())),
+        architecture = self.architecture()
+        _write_npz(path, dict(arrays, cnnlab_format=np.array(_format(architecture)),
+                              cnnlab_version=np.array(__version__), architecture=np.array(json.dumps(architecture)),
                               training_state=np.array(json.dumps(state))))
 
     def _load_checkpoint(self, path):
@@ -807,19 +930,83 @@ class Sequential:
 
     def _load_arrays(self, data, path):
         architecture = json.loads(str(data["architecture"]))
-        mine = self.architecture()["layers"]
-        theirs = architecture["layers"]
-        if [(l["type"], l["config"]) for l in mine] != [(l["type"], l["config"]) for l in theirs]:
-            raise ValueError(f"{path} holds a different architecture than this model")
-        self._set_arrays(data)
+        mine = self.architecture()
 
-    def _set_arrays(self, data):
-        """Put the parameters and buffers of ``data`` (as from :meth:`_arrays`) in place."""
+        def structure(description):
+            return ([(spec["type"], spec["config"]) for spec in description["layers"]],
+                    description.get("graph", {}).get("nodes"))
+
+        if structure(mine) != structure(architecture):
+            raise ValueError(f"{path} holds a different architecture than this model")
+        self._set_arrays(data, path)
+
+    def _set_arrays(self, data, source="the weights"):
+        """Put the parameters and buffers of ``data`` (as from :meth:`_arrays`) in place, as
+        fresh arrays on the model's device; ``ValueError`` naming ``source`` when one is
+        missing or of the wrong shape."""
         for index, layer in enumerate(self.layers):
             for store, prefix in ((layer.params, "param"), (layer.buffers, "buffer")):
                 for name in store:
-                    value = data[f"{prefix}/{index}/{name}"].astype(store[name].dtype)
+                    key = f"{prefix}/{index}/{name}"
+                    if key not in data or tuple(data[key].shape) != tuple(store[name].shape):
+                        raise ValueError(f"{source}: weights {key} are missing or of the wrong shape")
+                    value = np.asarray(data[key]).astype(store[name].dtype)  # always a fresh array
                     store[name] = to_device(value) if self.device == "cuda" else value
+
+
+class Sequential(Model):
+    """Layers applied in order: the one-chain case of :class:`Model`, built by calling each
+    layer on the previous one's output, and run by the same executor.
+
+    Parameters
+    ----------
+    layers : list of Layer
+    input_shape : tuple or None
+        One sample's shape, e.g. ``(1, 28, 28)``; lets :meth:`summary` and input checks work
+        before the first ``fit`` (which otherwise takes it from the data).
+    dtype : 'float32', 'float64' or None
+        Cast every layer's parameters to this dtype.
+    """
+
+    def __init__(self, layers, input_shape=None, dtype=None):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("a Sequential model needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layers[{i}] must be a cnnlab layer, got {type(layer).__name__}")
+        if dtype is not None:
+            dtype = np.dtype(dtype)
+            if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+                raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype}")
+            for layer in layers:
+                if layer.dtype is not None:
+                    layer.dtype = dtype
+                    for store in (layer.params, layer.buffers):
+                        for name in store:
+                            store[name] = store[name].astype(dtype)
+        self.name = None
+        start = SymbolicTensor(None, dtype or np.float32)  # the shape may come with the first data
+        tensor = start
+        for layer in layers:
+            tensor = layer(tensor)
+        self._graph = Graph(start, tensor)
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self._refresh_shapes()  # a misfit is a ValueError naming the layer
+        self._setup()
+
+    def architecture(self):
+        """The chain form: the layer list, whose order is the graph (the graph form when a
+        layer appears twice in the chain)."""
+        if len(self.layers) != len(self._graph.nodes):
+            return super().architecture()
+        return dict(layers=self._layer_specs(), input_shape=list(self.input_shape) if self.input_shape else None,
+                    class_names=self.class_names, preprocessing=self.preprocessing)
+
+
+def _format(architecture):
+    """The file format marker for an :meth:`Model.architecture`."""
+    return GRAPH_FORMAT if "graph" in architecture else CHAIN_FORMAT
 
 
 def _new_file_mode(path):
@@ -868,15 +1055,16 @@ def _read_npz(path):
             names = archive.files
             marker = str(archive["cnnlab_format"]) if "cnnlab_format" in names else None
             version = str(archive["cnnlab_version"]) if "cnnlab_version" in names else "unknown"
-            data = {name: archive[name] for name in names} if marker == FORMAT else None
+            data = {name: archive[name] for name in names} if marker in FORMATS else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
         # never NumPy's own message: it suggests loading with pickle
         raise ValueError(f"{not_ours}: it is truncated, damaged, or an archive of other data; {what}") from None
     if marker is None:
-        raise ValueError(f"{not_ours} (no '{FORMAT}' marker); {what}")
-    if marker != FORMAT:
-        number = marker[len("cnnlab-model-"):]
-        if marker.startswith("cnnlab-model-") and number.isdigit() and int(number) > int(FORMAT.split("-")[-1]):
+        raise ValueError(f"{not_ours} (no '{CHAIN_FORMAT}' or '{GRAPH_FORMAT}' marker); {what}")
+    if marker not in FORMATS:
+        family, _, number = marker.rpartition("-")
+        newest = {known.rpartition("-")[0]: int(known.rpartition("-")[2]) for known in FORMATS}
+        if family in newest and number.isdigit() and int(number) > newest[family]:
             raise ValueError(f"{path} was written by a newer cnnlab (version {version}, format {marker!r}); "
                              f"upgrade cnnlab to read it (this is cnnlab {__version__})")
         raise ValueError(f"{not_ours} (unknown format marker {marker!r}); {what}")
@@ -884,7 +1072,9 @@ def _read_npz(path):
 
 
 def load(path, device="cpu"):
-    """Load a model written by :meth:`Sequential.save` (or a checkpoint).
+    """Load a model written by :meth:`Model.save` or :meth:`Sequential.save` (or a checkpoint):
+    a ``Sequential`` from a layer list (``'cnnlab-model-1'``), a ``Model`` from a graph
+    (``'cnnlab-graph-1'``).
 
     Raises
     ------
@@ -914,16 +1104,16 @@ def _build(architecture, arrays, source):
             layer = LAYER_TYPES[spec["type"]](**config)
             layer.trainable = spec.get("trainable", True)
             layers.append(layer)
-        model = Sequential(layers, input_shape=architecture.get("input_shape"))
+        if "graph" in architecture:
+            graph = Graph.from_config(architecture["graph"], layers)
+            model = Model(graph.inputs, graph.outputs, name=architecture.get("name"))
+            if len(model.layers) != len(layers):
+                raise ValueError(f"the graph uses {len(model.layers)} of its {len(layers)} layers")
+        else:
+            model = Sequential(layers, input_shape=architecture.get("input_shape"))
         model.class_names = copy.deepcopy(architecture.get("class_names"))
         model.preprocessing = copy.deepcopy(architecture.get("preprocessing"))
-        for index, layer in enumerate(model.layers):
-            for store, prefix in ((layer.params, "param"), (layer.buffers, "buffer")):
-                for name in store:
-                    key = f"{prefix}/{index}/{name}"
-                    if key not in arrays or arrays[key].shape != store[name].shape:
-                        raise ValueError(f"weights {key} are missing or of the wrong shape")
-                    store[name] = arrays[key].astype(store[name].dtype)  # always a fresh array
-    except (KeyError, TypeError) as exc:
+        model._set_arrays(arrays, source)
+    except (KeyError, TypeError, IndexError) as exc:
         raise ValueError(f"{source} is not a valid cnnlab model: {exc}") from None
     return model

@@ -73,11 +73,12 @@ def plot_filters(weights, path, title="learned filters"):
 
 
 def plot_feature_maps(model, image, path, max_maps=8):
-    """Show one image after each layer of a model, as the classic figures do.
+    """Show one image after each layer call of a model (in topological order), as the classic
+    figures do.
 
     Parameters
     ----------
-    model : Sequential
+    model : Model or Sequential (of one input)
     image : (C, H, W) float array
         One input image, preprocessed as the model expects. An RGB image (C = 3) is drawn in
         colour, stretched to the full range; other inputs one channel per panel.
@@ -91,10 +92,8 @@ def plot_feature_maps(model, image, path, max_maps=8):
     stages = [("input", image)]
     from .device import to_device
 
-    current = to_device(x) if model.device == "cuda" else x
-    for index, layer in enumerate(model.layers):
-        current = layer.forward(current, training=False)
-        host = to_host(current)
+    for index, layer, output in model.layer_outputs(to_device(x) if model.device == "cuda" else x):
+        host = to_host(output)
         if host.ndim == 4:
             stages.append((f"{index}: {type(layer).__name__} {host.shape[1]}x{host.shape[2]}x{host.shape[3]}",
                            host[0]))
