@@ -420,9 +420,21 @@ def pool2d(x, kernel_size, stride=None, padding=0, mode="max", *, dilation=1, ce
     return out
 
 
-def _pool_geometry(x_shape, kernel_size, stride, padding, mode, dilation=1, ceil_mode=False,
+def pool_arguments(kernel_size, stride=None, padding=0, mode="max", dilation=1, ceil_mode=False,
                    count_include_pad=True):
-    """Validate pooling arguments; return the output shape and the kernel's integer arguments."""
+    """Validate the arguments of :func:`pool2d` without an input; return them normalized.
+
+    Returns
+    -------
+    dict
+        ``kernel_size``, ``stride`` and ``dilation`` as ``(h, w)`` pairs, ``padding`` as
+        ``((top, bottom), (left, right))``, ``mode``, and the two flags as bools.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`pool2d` does for the same arguments (the layers check them when built).
+    """
     if not isinstance(mode, str) or mode not in POOL_MODES:
         raise ValueError(f"mode must be one of {sorted(POOL_MODES)}, got {mode!r}")
     kernel = pair("kernel_size", kernel_size, 1)
@@ -448,12 +460,21 @@ def _pool_geometry(x_shape, kernel_size, stride, padding, mode, dilation=1, ceil
                          f"with mode={mode!r}")
     if mode in ("median", "lp") and ceil_mode:
         raise ValueError(f"ceil_mode=True applies to mode 'max', 'min' and 'avg' only, got mode={mode!r}")
+    return dict(kernel_size=kernel, stride=stride, padding=pads, mode=mode, dilation=dilation,
+                ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+
+
+def _pool_geometry(x_shape, kernel_size, stride, padding, mode, dilation=1, ceil_mode=False,
+                   count_include_pad=True):
+    """Validate pooling arguments; return the output shape and the kernel's integer arguments."""
+    options = pool_arguments(kernel_size, stride, padding, mode, dilation, ceil_mode, count_include_pad)
+    kernel, stride, pads, dilation = (options[k] for k in ("kernel_size", "stride", "padding", "dilation"))
     samples, channels, height, width = x_shape
-    out_h, out_w = window_output_shape(height, width, kernel, stride, pads, dilation, ceil_mode)
+    out_h, out_w = window_output_shape(height, width, kernel, stride, pads, dilation, options["ceil_mode"])
     workers = cpu_workers(samples * channels * out_h * out_w * kernel[0] * kernel[1])
     (top, bottom), (left, right) = pads
     args = (kernel[0], kernel[1], stride[0], stride[1], top, left, bottom, right, dilation[0], dilation[1],
-            POOL_MODES[mode], int(count_include_pad), workers)
+            POOL_MODES[mode], int(options["count_include_pad"]), workers)
     return (samples, channels, out_h, out_w), args
 
 

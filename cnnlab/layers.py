@@ -17,13 +17,13 @@ import numpy as np
 
 from . import functional as F
 from .device import is_gpu_array, to_device, to_host
-from .shapes import check_int, output_size, pair, resolve_padding
+from .shapes import check_int, check_padding, pair, resolve_padding, window_output_shape
 
 __all__ = [
     "Layer", "Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "MinPool2D", "MedianPool2D", "LPPool2D",
     "GlobalAvgPool2D", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Flatten", "Dropout",
     "BatchNorm2D", "GlobalMaxPool2D", "ReLU6", "Clip", "HardSigmoid", "HardSwish", "SiLU", "Identity",
-    "Reshape", "Add", "Multiply", "Concatenate",
+    "Reshape", "Add", "Multiply", "Concatenate", "LogSoftmax",
 ]
 
 
@@ -136,7 +136,9 @@ class Conv2D(Layer):
     in_channels, out_channels : int
     kernel_size : int or (int, int)
     stride, padding, dilation, groups
-        As :func:`cnnlab.functional.conv2d` (padding takes 'valid' and 'same' too).
+        As :func:`cnnlab.functional.conv2d`: padding takes an int, ``(ph, pw)``,
+        ``((top, bottom), (left, right))``, 'valid', 'same' (stride 1), 'same_upper' and
+        'same_lower' (ONNX's SAME rules, any stride).
     bias : bool
     dtype : 'float32' or 'float64'
     init : 'he' (default, for ReLU networks) or 'glorot'
@@ -156,8 +158,8 @@ class Conv2D(Layer):
         self.kernel_size = pair("kernel_size", kernel_size, 1)
         self.stride = pair("stride", stride, 1)
         self.dilation = pair("dilation", dilation, 1)
-        self.padding = padding if isinstance(padding, str) else pair("padding", padding, 0)
-        resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation)  # validates
+        self.padding = check_padding(padding)  # a word or ((top, bottom), (left, right))
+        resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation, input_size=(1, 1))  # validates
         self.groups = check_int("groups", groups, 1)
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
@@ -195,20 +197,14 @@ class Conv2D(Layer):
     def output_shape(self, input_shape):
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
             raise ValueError(f"Conv2D expects ({self.in_channels}, H, W) inputs, got {tuple(input_shape)}")
-        pads = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation)
-        sizes = []
-        for size, k, s, (before, after), d in zip(input_shape[1:], self.kernel_size, self.stride, pads,
-                                                  self.dilation):
-            if before == after:
-                sizes.append(output_size(size, k, s, before, d))
-            else:  # 'same': output size = input size
-                sizes.append(size)
-        return (self.out_channels, *sizes)
+        pads = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation, input_shape[1:])
+        return (self.out_channels, *window_output_shape(input_shape[1], input_shape[2], self.kernel_size,
+                                                        self.stride, pads, self.dilation))
 
     def config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=list(self.kernel_size), stride=list(self.stride),
-                    padding=self.padding if isinstance(self.padding, str) else list(self.padding),
+                    padding=_padding_config(self.padding),
                     dilation=list(self.dilation), groups=self.groups, bias=self.use_bias,
                     dtype=self.dtype.name, init=self.init)
 
@@ -259,17 +255,33 @@ class Dense(Layer):
                     dtype=self.dtype.name, init=self.init)
 
 
+def _padding_config(padding):
+    """A padding for a saved config: a word, ``[ph, pw]`` when symmetric (as older files have it),
+    else ``[[top, bottom], [left, right]]``."""
+    if isinstance(padding, str):
+        return padding
+    (top, bottom), (left, right) = padding
+    if top == bottom and left == right:
+        return [top, left]
+    return [[top, bottom], [left, right]]
+
+
 class _Pool2D(Layer):
+    """Pooling layer; the arguments are :func:`cnnlab.functional.pool2d`'s."""
+
     mode = None
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, count_include_pad=True):
         super().__init__()
-        self.kernel_size = pair("kernel_size", kernel_size, 1)
-        self.stride = self.kernel_size if stride is None else pair("stride", stride, 1)
-        self.padding = pair("padding", padding, 0)
+        options = F.pool_arguments(kernel_size, stride, padding, self.mode, dilation, ceil_mode,
+                                   count_include_pad)
+        self.kernel_size, self.stride, self.padding = options["kernel_size"], options["stride"], options["padding"]
+        self.dilation, self.ceil_mode = options["dilation"], options["ceil_mode"]
+        self.count_include_pad = options["count_include_pad"]
 
     def _arguments(self):
-        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding, mode=self.mode)
+        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding, mode=self.mode,
+                    dilation=self.dilation, ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
 
     def forward(self, x, training=False):
         out = F.pool2d(x, **self._arguments())
@@ -284,22 +296,25 @@ class _Pool2D(Layer):
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"{type(self).__name__} expects (C, H, W) inputs, got {tuple(input_shape)}")
-        sizes = [output_size(size, k, s, p) for size, k, s, p in
-                 zip(input_shape[1:], self.kernel_size, self.stride, self.padding)]
-        return (input_shape[0], *sizes)
+        return (input_shape[0], *window_output_shape(input_shape[1], input_shape[2], self.kernel_size, self.stride,
+                                                     self.padding, self.dilation, self.ceil_mode))
 
     def config(self):
-        return dict(kernel_size=list(self.kernel_size), stride=list(self.stride), padding=list(self.padding))
+        return dict(kernel_size=list(self.kernel_size), stride=list(self.stride),
+                    padding=_padding_config(self.padding), dilation=list(self.dilation),
+                    ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
 
 
 class MaxPool2D(_Pool2D):
-    """Max pooling; ``stride`` defaults to ``kernel_size``.  Gradient routed to the maximum."""
+    """Max pooling; ``stride`` defaults to ``kernel_size``; ``dilation``, ``ceil_mode`` and
+    4-sided ``padding`` as :func:`cnnlab.functional.pool2d`.  Gradient routed to the maximum."""
 
     mode = "max"
 
 
 class AvgPool2D(_Pool2D):
-    """Average pooling (padded zeros counted); gradient spread evenly over the window."""
+    """Average pooling; padded zeros count in the mean unless ``count_include_pad=False``
+    (PyTorch's default is True, ONNX AveragePool's False); gradient spread evenly over the window."""
 
     mode = "avg"
 
@@ -450,6 +465,27 @@ class Softmax(Layer):
 
     def backward(self, grad_out):
         return F.softmax_backward(self._need_saved(), grad_out, self.axis)
+
+    def config(self):
+        return dict(axis=self.axis)
+
+
+class LogSoftmax(Layer):
+    """Log-softmax along ``axis`` (log-probabilities; stable for huge logits), as
+    :func:`cnnlab.functional.log_softmax`."""
+
+    def __init__(self, axis=1):
+        super().__init__()
+        self.axis = check_int("axis", axis)
+
+    def forward(self, x, training=False):
+        out = F.log_softmax(x, self.axis)
+        if training:
+            self._saved = out
+        return out
+
+    def backward(self, grad_out):
+        return F.log_softmax_backward(self._need_saved(), grad_out, self.axis)
 
     def config(self):
         return dict(axis=self.axis)
@@ -795,4 +831,4 @@ class Concatenate(_MergeLayer):
 LAYER_TYPES = {cls.__name__: cls for cls in (
     Conv2D, Dense, MaxPool2D, AvgPool2D, MinPool2D, MedianPool2D, LPPool2D, GlobalAvgPool2D, ReLU,
     LeakyReLU, Sigmoid, Tanh, Softmax, Flatten, Dropout, BatchNorm2D, GlobalMaxPool2D, ReLU6, Clip,
-    HardSigmoid, HardSwish, SiLU, Identity, Reshape, Add, Multiply, Concatenate)}
+    HardSigmoid, HardSwish, SiLU, Identity, Reshape, Add, Multiply, Concatenate, LogSoftmax)}

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import cnnlab
 import cnnlab.functional as F
+from cnnlab import layers as L
 
 import naive
 from strategies import arrays, pool_option_geometries
@@ -312,3 +313,39 @@ def test_backward_checks_the_ceil_mode_output_shape():
     out = F.max_pool2d(x, 2, ceil_mode=True)
     with pytest.raises(ValueError, match=r"grad_out must have shape \(1, 1, 3, 3\)"):
         F.pool2d_backward(x, out, np.zeros((1, 1, 2, 2)), 2, ceil_mode=True)
+
+
+# --- the layers take the same options ----------------------------------------------------
+
+
+@pytest.mark.parametrize("layer, arguments", [
+    (L.MaxPool2D(3, stride=2, padding=((1, 0), (0, 1)), dilation=(1, 2), ceil_mode=True),
+     dict(kernel_size=3, stride=2, padding=((1, 0), (0, 1)), mode="max", dilation=(1, 2), ceil_mode=True)),
+    (L.AvgPool2D(2, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+     dict(kernel_size=2, stride=2, padding=1, mode="avg", ceil_mode=True, count_include_pad=False)),
+])
+def test_pooling_layers_take_the_options_and_keep_them_in_their_config(layer, arguments):
+    x = np.random.default_rng(3).random((2, 3, 7, 6))
+    expected = F.pool2d(x, **arguments)
+    np.testing.assert_array_equal(layer.forward(x), expected)
+    assert layer.output_shape(x.shape[1:]) == expected.shape[1:]
+    rebuilt = type(layer)(**{k: tuple(v) if isinstance(v, list) else v for k, v in layer.config().items()})
+    np.testing.assert_array_equal(rebuilt.forward(x), expected)
+
+
+def test_layers_refuse_bad_pooling_options_when_built():
+    with pytest.raises(ValueError, match="dilation applies to mode 'max' and 'min' only"):
+        L.AvgPool2D(2, dilation=2)
+    with pytest.raises(ValueError, match="ceil_mode=True applies"):
+        L.MedianPool2D(2, ceil_mode=True)
+
+
+def test_convolution_layer_with_four_sided_and_same_upper_padding():
+    x = np.random.default_rng(4).random((2, 2, 7, 8))
+    for padding, stride in ((((1, 0), (2, 1)), 1), ("same_upper", 2)):
+        layer = L.Conv2D(2, 3, 3, stride=stride, padding=padding, dtype="float64", seed=0)
+        expected = F.conv2d(x, layer.weight, layer.bias, stride=stride, padding=padding)
+        np.testing.assert_allclose(layer.forward(x), expected)
+        assert layer.output_shape(x.shape[1:]) == expected.shape[1:]
+        rebuilt = L.Conv2D(**{k: tuple(v) if isinstance(v, list) else v for k, v in layer.config().items()})
+        assert rebuilt.padding == layer.padding
