@@ -1,0 +1,240 @@
+"""Read an ONNX file into a :class:`cnnlab.Model` built from cnnlab layers.
+
+The graph is walked in its (topological) node order. Graph inputs that are not initializers
+become :func:`cnnlab.Input` tensors; initializers and ``Constant`` nodes are NumPy arrays that
+the converters fold into the layers that use them (weights, biases, clip bounds, shapes); every
+other node is built by the converter registered for its op type (:mod:`cnnlab.onnx.ops`).
+Anything without a converter, or an attribute value, dtype or training-mode node a converter
+does not implement, is refused with :class:`NotImplementedError` naming the op type, the node
+and what is unsupported: never a silently different network.
+"""
+
+import os
+
+import numpy as np
+
+from . import ops  # noqa: F401  (registers the converters)
+from .registry import Unsupported, find
+
+__all__ = ["load", "MIN_OPSET"]
+
+MIN_OPSET = 11
+_DTYPES = {1: np.float32, 11: np.float64}  # onnx.TensorProto.FLOAT, DOUBLE
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover - depends on the installation
+        raise ImportError("cnnlab.onnx needs the onnx package: pip install 'cnnlab[onnx]'") from None
+    return onnx
+
+
+def _model_proto(source):
+    onnx = _onnx()
+    if isinstance(source, onnx.ModelProto):
+        return source
+    if isinstance(source, (bytes, bytearray)):
+        return onnx.load_from_string(bytes(source))
+    if isinstance(source, (str, os.PathLike)):
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"no such ONNX file: {source}")
+        try:
+            return onnx.load(os.fspath(source))
+        except Exception as exc:  # protobuf's DecodeError and friends
+            raise ValueError(f"{source} is not a readable ONNX file: {exc}") from None
+    raise TypeError(f"source must be a path, bytes or an onnx.ModelProto, got {type(source).__name__}")
+
+
+class ImportContext:
+    """What the converters see: constants, symbolic tensors, the node being converted."""
+
+    def __init__(self, onnx, graph, opset, dtype):
+        self.onnx = onnx
+        self.opset = opset
+        self.dtype = np.dtype(dtype)
+        self.constants = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+        self.tensors = {}
+        self.node = None
+        # how many nodes (or graph outputs) read each value: a constant may be folded into the
+        # layer that produced a tensor only when nothing else reads that tensor
+        self.uses = {}
+        for node in graph.node:
+            for name in node.input:
+                self.uses[name] = self.uses.get(name, 0) + 1
+        for output in graph.output:
+            self.uses[output.name] = self.uses.get(output.name, 0) + 1
+        self.foldable = {}  # tensor name -> the layer whose bias/scale a following Add/Mul may absorb
+        self.static_batch = None  # the graph inputs' batch size when the file fixes it
+
+    def fail(self, what):
+        """Refuse the current node."""
+        node = self.node
+        label = node.name or (node.output[0] if node.output else "?")
+        raise Unsupported(f"ONNX {node.op_type} node {label!r}: {what}")
+
+    def constant(self, value, what):
+        """``value`` as a NumPy array; refuses the node when it is a computed tensor."""
+        if isinstance(value, np.ndarray):
+            return value
+        self.fail(f"{what} must be a constant (an initializer or a Constant node), not a computed tensor")
+
+    def weights(self, value, what):
+        """A constant as an array of the model's dtype."""
+        array = self.constant(value, what)
+        if array.dtype.kind != "f":
+            self.fail(f"{what} has dtype {array.dtype}; cnnlab imports float weights")
+        return array.astype(self.dtype)
+
+    def tensor(self, value, what):
+        """``value`` as a symbolic tensor; refuses constants where a computed tensor is needed."""
+        if isinstance(value, np.ndarray):
+            self.fail(f"{what} is a constant; cnnlab imports it only as a layer's weights or settings")
+        return value
+
+    def dims(self, tensor):
+        """The tensor's per-sample shape (without the batch axis)."""
+        return tuple(int(d) for d in tuple(tensor.shape)[1:])
+
+
+def _attributes(onnx, node):
+    values = {}
+    for attribute in node.attribute:
+        value = onnx.helper.get_attribute_value(attribute)
+        if isinstance(value, bytes):
+            value = value.decode()
+        elif isinstance(value, list):
+            value = [v.decode() if isinstance(v, bytes) else v for v in value]
+        elif isinstance(value, onnx.TensorProto):
+            value = onnx.numpy_helper.to_array(value)
+        values[attribute.name] = value
+    return values
+
+
+def _graph_inputs(onnx, graph, constants):
+    """(name, dtype, per-sample shape) of the graph inputs that are not initializers."""
+    inputs = []
+    for value in graph.input:
+        if value.name in constants:
+            continue
+        kind = value.type.WhichOneof("value")
+        if kind != "tensor_type":
+            raise Unsupported(f"ONNX graph input {value.name!r}: a {kind}, cnnlab imports tensors only")
+        tensor_type = value.type.tensor_type
+        if tensor_type.elem_type not in _DTYPES:
+            name = onnx.TensorProto.DataType.Name(tensor_type.elem_type)
+            raise Unsupported(f"ONNX graph input {value.name!r}: dtype {name}; cnnlab imports FLOAT "
+                              "and DOUBLE inputs")
+        dims = list(tensor_type.shape.dim)
+        if len(dims) < 2:
+            raise Unsupported(f"ONNX graph input {value.name!r}: rank {len(dims)}; cnnlab needs a batch "
+                              "axis and at least one more")
+        sample = []
+        for axis, dim in enumerate(dims[1:], start=1):
+            if not dim.HasField("dim_value"):
+                raise Unsupported(f"ONNX graph input {value.name!r}: axis {axis} has no fixed size "
+                                  f"({dim.dim_param or 'unknown'}); only the batch axis may be symbolic")
+            sample.append(int(dim.dim_value))
+        inputs.append((value.name, _DTYPES[tensor_type.elem_type], tuple(sample)))
+    return inputs
+
+
+def load(source):
+    """Build a :class:`cnnlab.Model` from an ONNX model.
+
+    Parameters
+    ----------
+    source : path, bytes or onnx.ModelProto
+        An ONNX model of opset 11 or newer whose ops cnnlab implements
+        (``docs/onnx.md`` lists them with their attributes).
+
+    Returns
+    -------
+    cnnlab.Model
+        Its inputs are the graph inputs that are not initializers, in graph order (the batch
+        axis may be symbolic); its outputs the graph outputs. Initializers become the layers'
+        parameters (trainable: an imported network fine-tunes), constant inputs and
+        ``Constant`` nodes are folded into the layers that use them.
+
+    Raises
+    ------
+    NotImplementedError
+        Naming the op type, the node and what is unsupported, for an op, attribute value, dtype,
+        opset or training-mode node cnnlab does not implement.
+    ValueError, FileNotFoundError, TypeError
+        For a file that is not ONNX, a missing file, or a source of another type.
+    ImportError
+        When the ``onnx`` package is not installed (``pip install 'cnnlab[onnx]'``).
+    """
+    import cnnlab
+
+    onnx = _onnx()
+    proto = _model_proto(source)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset < MIN_OPSET:
+        raise Unsupported(f"ONNX opset {opset}: cnnlab reads opset {MIN_OPSET} and newer (convert the "
+                          "file with onnx.version_converter.convert_version(model, 13))")
+    graph = proto.graph
+    constants = {t.name for t in graph.initializer}
+    declared = _graph_inputs(onnx, graph, constants)
+    dtypes = {dtype for _, dtype, _ in declared}
+    if len(dtypes) > 1:
+        raise Unsupported("ONNX graph inputs mix FLOAT and DOUBLE; cnnlab models have one dtype")
+    dtype = dtypes.pop() if dtypes else np.float32
+    context = ImportContext(onnx, graph, opset, dtype)
+    batches = {value.type.tensor_type.shape.dim[0].dim_value for value in graph.input
+               if value.name not in constants and value.type.tensor_type.shape.dim[0].HasField("dim_value")}
+    context.static_batch = batches.pop() if len(batches) == 1 else None  # a file exported with batch 1
+    inputs = []
+    for name, _, shape in declared:
+        tensor = cnnlab.Input(shape, dtype=np.dtype(dtype).name, name=name)
+        context.tensors[name] = tensor
+        inputs.append(tensor)
+    for node in graph.node:
+        context.node = node
+        if node.domain not in ("", "ai.onnx"):
+            context.fail(f"domain {node.domain!r}; cnnlab implements the default ONNX domain only")
+        function, names = find(node.op_type, opset)
+        if function is None:
+            context.fail("cnnlab has no converter for this op type (docs/onnx.md lists the supported ops)")
+        attributes = _attributes(onnx, node)
+        unknown = sorted(set(attributes) - names)
+        if unknown:
+            context.fail(f"attribute(s) {', '.join(unknown)} not supported")
+        arguments = []
+        for name in node.input:
+            if name == "":
+                arguments.append(None)
+            elif name in context.constants:
+                arguments.append(context.constants[name])
+            elif name in context.tensors:
+                arguments.append(context.tensors[name])
+            else:
+                context.fail(f"input {name!r} is neither a graph input, an initializer nor an earlier "
+                             "node's output")
+        try:
+            results = function(context, *arguments, **attributes)
+        except TypeError as exc:
+            context.fail(f"unexpected inputs ({exc})")
+        except ValueError as exc:  # a layer refused the geometry or the shapes
+            context.fail(str(exc))
+        results = results if isinstance(results, tuple) else (results,)
+        for index, name in enumerate(node.output):
+            if not name:
+                continue
+            if index >= len(results) or results[index] is None:
+                if context.uses.get(name):
+                    context.fail(f"output {index} ({name!r}) is used, and cnnlab does not compute it")
+                continue
+            store = context.constants if isinstance(results[index], np.ndarray) else context.tensors
+            store[name] = results[index]
+    outputs = []
+    for value in graph.output:
+        if value.name in context.tensors:
+            outputs.append(context.tensors[value.name])
+        else:
+            raise Unsupported(f"ONNX graph output {value.name!r} is a constant or is not computed; "
+                              "cnnlab models compute every output from their inputs")
+    if not inputs:
+        raise Unsupported("the ONNX graph has no input besides its initializers")
+    return cnnlab.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0])

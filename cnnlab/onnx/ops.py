@@ -1,0 +1,402 @@
+"""Converters from ONNX ops to cnnlab layers, one function per op type.
+
+Each converter's keyword-only parameters are the ONNX attributes it implements, with the
+specification's defaults; an attribute it does not take is refused by the importer. Inputs
+arrive as symbolic tensors, or as NumPy arrays when they are constants.
+"""
+
+import math
+
+import numpy as np
+
+from .. import layers as L
+from .registry import converter
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _pair(ctx, values, name, default):
+    values = list(values) if values is not None else [default, default]
+    if len(values) != 2:
+        ctx.fail(f"{name}={values}: cnnlab implements 2-D (NCHW) ops only")
+    return tuple(int(v) for v in values)
+
+
+def _spatial(ctx, x, what="input"):
+    dims = ctx.dims(x)
+    if len(dims) != 3:
+        ctx.fail(f"the {what} has shape (N, {', '.join(map(str, dims))}); cnnlab implements 2-D (NCHW) ops only")
+    return dims
+
+
+def _padding(ctx, x, auto_pad, pads, kernel, strides, dilations, ceil_mode=False):
+    """cnnlab's padding for ONNX ``auto_pad``/``pads`` ([top, left, bottom, right]): a pair when
+    symmetric, ((top, bottom), (left, right)) otherwise."""
+    if auto_pad in ("NOTSET", ""):
+        pads = list(pads) if pads is not None else [0, 0, 0, 0]
+        if len(pads) != 4:
+            ctx.fail(f"pads={pads}: cnnlab implements 2-D (NCHW) ops only")
+        if min(pads) < 0:
+            ctx.fail(f"negative pads {pads}")
+        top, left, bottom, right = (int(p) for p in pads)
+    elif auto_pad == "VALID":
+        top = left = bottom = right = 0
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        _, height, width = _spatial(ctx, x)
+        sides = []
+        for size, k, s, d in zip((height, width), kernel, strides, dilations):
+            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            small = total // 2
+            sides.append((small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small))
+        (top, bottom), (left, right) = sides
+    else:
+        ctx.fail(f"auto_pad={auto_pad!r} is not an ONNX value")
+    if top == bottom and left == right:
+        return (top, left)
+    return ((top, bottom), (left, right))
+
+
+def _per_channel(value, channels, rank):
+    """A constant that broadcasts against a (N, channels, ...) tensor of ``rank`` axes as one
+    value per channel, as a (channels,) array; None when it varies along another axis."""
+    value = np.asarray(value)
+    if value.size == 1:
+        return np.full(channels, value.reshape(-1)[0])
+    full = (1,) * (rank - value.ndim) + value.shape
+    if len(full) != rank or full[0] != 1 or full[1] != channels or any(d != 1 for d in full[2:]):
+        return None
+    return value.reshape(channels)
+
+
+def _fold_or_fail(ctx, position, x, constant, kind):
+    """Fold a constant Add (``kind='bias'``) or Mul (``'scale'``) into the convolution or
+    fully-connected layer that produced ``x``, the node's input number ``position``; returns
+    the folded tensor."""
+    name = ctx.node.input[position]
+    layer = ctx.foldable.get(name)
+    if layer is None or ctx.uses.get(name, 0) != 1:
+        ctx.fail(f"a constant operand ({kind}) can be imported only right after a Conv, Gemm or MatMul "
+                 "whose output nothing else reads")
+    channels = layer.params["weight"].shape[0]
+    values = _per_channel(constant, channels, len(tuple(x.shape)))
+    if values is None:
+        ctx.fail(f"a constant {kind} of shape {np.shape(constant)} does not act per output channel of "
+                 f"the {type(layer).__name__} before it")
+    values = values.astype(ctx.dtype)
+    if kind == "bias":
+        layer.params["bias"] += values
+    else:
+        layer.params["weight"] *= values.reshape((channels,) + (1,) * (layer.params["weight"].ndim - 1))
+        layer.params["bias"] *= values
+    ctx.foldable.pop(name)
+    ctx.foldable[ctx.node.output[0]] = layer  # a further constant Add/Mul may fold too
+    return x
+
+
+def _foldable(ctx, layer, tensor):
+    ctx.foldable[ctx.node.output[0]] = layer
+    return tensor
+
+
+# ----------------------------------------------------------------------------- convolution and dense
+
+
+@converter("Conv", since=1)
+def conv(ctx, x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
+         strides=None):
+    x = ctx.tensor(x, "X")
+    w = ctx.weights(w, "W")
+    if w.ndim != 4:
+        ctx.fail(f"weights of shape {w.shape}: cnnlab implements 2-D convolution only")
+    if kernel_shape is not None and tuple(kernel_shape) != w.shape[2:]:
+        ctx.fail(f"kernel_shape={kernel_shape} differs from the weights' {w.shape[2:]}")
+    strides, dilations = _pair(ctx, strides, "strides", 1), _pair(ctx, dilations, "dilations", 1)
+    padding = _padding(ctx, x, auto_pad, pads, w.shape[2:], strides, dilations)
+    layer = L.Conv2D(w.shape[1] * group, w.shape[0], w.shape[2:], stride=strides, padding=padding,
+                     dilation=dilations, groups=group, bias=True, dtype=ctx.dtype.name)
+    layer.params["weight"][...] = w
+    layer.params["bias"][...] = 0 if b is None else ctx.weights(b, "B")
+    return _foldable(ctx, layer, layer(x))
+
+
+@converter("Gemm", since=1)
+def gemm(ctx, a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
+    a = ctx.tensor(a, "A")
+    if transA:
+        ctx.fail("transA=1: cnnlab's Dense takes the samples as rows")
+    weight = ctx.weights(b, "B")
+    if weight.ndim != 2:
+        ctx.fail(f"B of shape {weight.shape} is not a matrix")
+    weight = weight if transB else weight.T  # cnnlab (and PyTorch) keep (out, in)
+    layer = L.Dense(weight.shape[1], weight.shape[0], bias=True, dtype=ctx.dtype.name)
+    layer.params["weight"][...] = alpha * weight
+    if c is None:
+        layer.params["bias"][...] = 0
+    else:
+        bias = _per_channel(ctx.weights(c, "C"), weight.shape[0], 2)
+        if bias is None:
+            ctx.fail(f"C of shape {np.shape(c)} is not one bias per output")
+        layer.params["bias"][...] = beta * bias
+    return _foldable(ctx, layer, layer(a))
+
+
+@converter("MatMul", since=1)
+def matmul(ctx, a, b):
+    a = ctx.tensor(a, "A")
+    weight = ctx.weights(b, "B")
+    if weight.ndim != 2 or len(ctx.dims(a)) != 1:
+        ctx.fail(f"cnnlab imports MatMul of a (N, K) tensor by a constant (K, M) matrix, got "
+                 f"(N, {', '.join(map(str, ctx.dims(a)))}) by {weight.shape}")
+    layer = L.Dense(weight.shape[0], weight.shape[1], bias=True, dtype=ctx.dtype.name)
+    layer.params["weight"][...] = weight.T
+    layer.params["bias"][...] = 0
+    return _foldable(ctx, layer, layer(a))
+
+
+@converter("BatchNormalization", since=1)
+def batch_normalization(ctx, x, scale, b, mean, var, *, epsilon=1e-5, momentum=0.9, training_mode=0,
+                        spatial=1):
+    x = ctx.tensor(x, "X")
+    if training_mode:
+        ctx.fail("training_mode=1: cnnlab imports inference graphs (export the model in eval mode)")
+    if not spatial:
+        ctx.fail("spatial=0 is not supported")
+    dims = _spatial(ctx, x)
+    layer = L.BatchNorm2D(dims[0], eps=epsilon, momentum=1 - momentum, dtype=ctx.dtype.name)
+    layer.params["weight"][...] = ctx.weights(scale, "scale")
+    layer.params["bias"][...] = ctx.weights(b, "B")
+    layer.buffers["running_mean"][...] = ctx.weights(mean, "input_mean")
+    layer.buffers["running_var"][...] = ctx.weights(var, "input_var")
+    return layer(x)
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+def _activation(layer):
+    def convert(ctx, x):
+        return layer()(ctx.tensor(x, "X"))
+    return convert
+
+
+converter("Relu")(_activation(L.ReLU))
+converter("Sigmoid")(_activation(L.Sigmoid))
+converter("Tanh")(_activation(L.Tanh))
+converter("HardSwish")(_activation(L.HardSwish))
+converter("Identity")(_activation(L.Identity))
+
+
+@converter("LeakyRelu")
+def leaky_relu(ctx, x, *, alpha=0.01):
+    return L.LeakyReLU(alpha)(ctx.tensor(x, "X"))
+
+
+@converter("HardSigmoid")
+def hard_sigmoid(ctx, x, *, alpha=0.2, beta=0.5):
+    return L.HardSigmoid(alpha=alpha, beta=beta)(ctx.tensor(x, "X"))
+
+
+@converter("Clip", since=11)
+def clip(ctx, x, low=None, high=None):
+    x = ctx.tensor(x, "input")
+    low = None if low is None else float(ctx.constant(low, "min"))
+    high = None if high is None else float(ctx.constant(high, "max"))
+    if low is None and high is None:
+        return L.Identity()(x)
+    if low == 0 and high == 6:
+        return L.ReLU6()(x)
+    return L.Clip(low, high)(x)
+
+
+def _softmax_axis(ctx, x, axis):
+    rank = len(tuple(x.shape))
+    if not -rank <= axis < rank:
+        ctx.fail(f"axis={axis} is outside the input's {rank} axes")
+    axis %= rank
+    if ctx.opset < 13 and axis != rank - 1:
+        ctx.fail(f"axis={axis} before opset 13 means softmax over the flattened trailing axes, which "
+                 "cnnlab does not implement")
+    if axis == 0:
+        ctx.fail("axis=0 is the batch axis")
+    return axis
+
+
+@converter("Softmax")
+def softmax(ctx, x, *, axis=None):
+    x = ctx.tensor(x, "input")
+    axis = (1 if ctx.opset < 13 else -1) if axis is None else axis
+    if ctx.opset < 13 and axis == 1 and len(tuple(x.shape)) == 2:
+        axis = -1
+    return L.Softmax(axis=_softmax_axis(ctx, x, axis))(x)
+
+
+@converter("LogSoftmax")
+def log_softmax(ctx, x, *, axis=None):
+    x = ctx.tensor(x, "input")
+    if not hasattr(L, "LogSoftmax"):
+        ctx.fail("cnnlab has no LogSoftmax layer")
+    axis = (1 if ctx.opset < 13 else -1) if axis is None else axis
+    if ctx.opset < 13 and axis == 1 and len(tuple(x.shape)) == 2:
+        axis = -1
+    return L.LogSoftmax(axis=_softmax_axis(ctx, x, axis))(x)
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+def _pool(ctx, x, layer_type, kernel_shape, strides, pads, auto_pad, dilations=None, ceil_mode=0, **options):
+    x = ctx.tensor(x, "X")
+    _spatial(ctx, x)
+    kernel = _pair(ctx, kernel_shape, "kernel_shape", 1)
+    strides = _pair(ctx, strides, "strides", 1)
+    dilations = _pair(ctx, dilations, "dilations", 1)
+    padding = _padding(ctx, x, auto_pad, pads, kernel, strides, dilations, ceil_mode)
+    if dilations != (1, 1):
+        options["dilation"] = dilations
+    if ceil_mode:
+        options["ceil_mode"] = True
+    try:
+        layer = layer_type(kernel, stride=strides, padding=padding, **options)
+    except TypeError as exc:
+        ctx.fail(f"{', '.join(sorted(options)) or 'these settings'}: not supported by "
+                 f"{layer_type.__name__} ({exc})")
+    return layer(x)
+
+
+@converter("MaxPool", since=1)
+def max_pool(ctx, x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=None, pads=None,
+             storage_order=0, strides=None):
+    if storage_order:
+        ctx.fail("storage_order=1 (column-major indices) is not supported")
+    return _pool(ctx, x, L.MaxPool2D, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode), None
+
+
+@converter("AveragePool", since=1)
+def average_pool(ctx, x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None,
+                 kernel_shape=None, pads=None, strides=None):
+    if dilations is not None and any(d != 1 for d in dilations):
+        ctx.fail(f"dilations={dilations} for average pooling are not supported")
+    padded = pads is not None and any(pads) or auto_pad in ("SAME_UPPER", "SAME_LOWER")
+    options = {"count_include_pad": bool(count_include_pad)} if padded or ceil_mode else {}
+    return _pool(ctx, x, L.AvgPool2D, kernel_shape, strides, pads, auto_pad, None, ceil_mode, **options)
+
+
+@converter("LpPool", since=11)
+def lp_pool(ctx, x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=None, p=2, pads=None,
+            strides=None):
+    if p != 2:
+        ctx.fail(f"p={p}: cnnlab's LPPool2D is the L2 norm (p=2)")
+    return _pool(ctx, x, L.LPPool2D, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode)
+
+
+@converter("GlobalAveragePool")
+def global_average_pool(ctx, x):
+    x = ctx.tensor(x, "X")
+    _spatial(ctx, x)
+    return L.GlobalAvgPool2D(keepdims=True)(x)
+
+
+@converter("GlobalMaxPool")
+def global_max_pool(ctx, x):
+    x = ctx.tensor(x, "X")
+    _spatial(ctx, x)
+    return L.GlobalMaxPool2D(keepdims=True)(x)
+
+
+@converter("ReduceMean", since=1)
+def reduce_mean(ctx, x, axes_input=None, *, axes=None, keepdims=1, noop_with_empty_axes=0):
+    x = ctx.tensor(x, "data")
+    if axes_input is not None:
+        axes = list(ctx.constant(axes_input, "axes").reshape(-1))
+    rank = len(tuple(x.shape))
+    if axes is None or sorted(int(a) % rank for a in axes) != [2, 3] or rank != 4:
+        ctx.fail(f"axes={axes}: cnnlab implements ReduceMean over the two spatial axes of NCHW only")
+    return L.GlobalAvgPool2D(keepdims=bool(keepdims))(x)
+
+
+# ----------------------------------------------------------------------------- merging
+
+
+@converter("Add")
+def add(ctx, a, b):
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return a + b
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        position = 1 if isinstance(a, np.ndarray) else 0
+        tensor, constant = (b, a) if position else (a, b)
+        return _fold_or_fail(ctx, position, tensor, constant, "bias")
+    return L.Add()([a, b])
+
+
+@converter("Mul")
+def mul(ctx, a, b):
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return a * b
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        position = 1 if isinstance(a, np.ndarray) else 0
+        tensor, constant = (b, a) if position else (a, b)
+        return _fold_or_fail(ctx, position, tensor, constant, "scale")
+    return L.Multiply()([a, b])
+
+
+@converter("Concat")
+def concat(ctx, *inputs, axis):
+    if any(isinstance(t, np.ndarray) for t in inputs):
+        if all(isinstance(t, np.ndarray) for t in inputs):
+            return np.concatenate(inputs, axis=axis)
+        ctx.fail("a constant input: cnnlab concatenates computed tensors only")
+    rank = len(tuple(inputs[0].shape))
+    axis %= rank
+    if axis == 0:
+        ctx.fail("axis=0 is the batch axis")
+    if len(inputs) == 1:
+        return L.Identity()(inputs[0])
+    return L.Concatenate(axis=axis)(list(inputs))
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+@converter("Flatten")
+def flatten(ctx, x, *, axis=1):
+    x = ctx.tensor(x, "input")
+    if axis != 1:
+        ctx.fail(f"axis={axis}: cnnlab flattens everything but the batch axis (axis=1)")
+    return L.Flatten()(x)
+
+
+@converter("Reshape", since=5)
+def reshape(ctx, x, shape, *, allowzero=0):
+    x = ctx.tensor(x, "data")
+    shape = [int(s) for s in ctx.constant(shape, "shape").reshape(-1)]
+    if allowzero and 0 in shape:
+        ctx.fail("allowzero=1 with a 0 in the shape is not supported")
+    if shape and ctx.static_batch is not None and shape[0] == ctx.static_batch:
+        shape[0] = 0  # the file's fixed batch size (x.view(1, -1) exported with one sample)
+    if not shape or shape[0] not in (0, -1):
+        ctx.fail(f"shape={shape}: the first entry must keep the batch axis (0, or -1 with the rest fixed, "
+                 "or the file's fixed batch size)")
+    if shape[0] == -1 and -1 in shape[1:]:
+        ctx.fail(f"shape={shape}: two unknown sizes")
+    dims = ctx.dims(x)
+    target = [dims[i - 1] if s == 0 and i - 1 < len(dims) else s for i, s in enumerate(shape)][1:]
+    if len(target) == 1 and target[0] in (-1, int(np.prod(dims))):
+        return L.Flatten()(x)
+    return L.Reshape(tuple(target))(x)
+
+
+@converter("Dropout", since=1)
+def dropout(ctx, x, ratio_input=None, training_mode=None, *, seed=None, is_test=None, ratio=None):
+    x = ctx.tensor(x, "data")
+    if training_mode is not None and bool(np.asarray(ctx.constant(training_mode, "training_mode")).item()):
+        ctx.fail("training_mode=True: cnnlab imports inference graphs")
+    return L.Identity()(x), None
+
+
+@converter("Constant", since=1)
+def constant(ctx, *, value=None, value_float=None, value_floats=None, value_int=None, value_ints=None,
+             sparse_value=None, value_string=None, value_strings=None):
+    for given in (value, value_float, value_floats, value_int, value_ints):
+        if given is not None:
+            return np.asarray(given)
+    ctx.fail("sparse or string constants are not supported")

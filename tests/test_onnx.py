@@ -1,0 +1,247 @@
+"""ONNX import checked against onnxruntime and the ONNX project's own node test cases."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import cnnlab  # noqa: E402
+import cnnlab.onnx  # noqa: E402
+
+RNG = np.random.default_rng(0)
+
+
+def initializer(name, shape, scale=0.5):
+    return numpy_helper.from_array((RNG.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def build(nodes, inputs, output, initializers=(), opset=13):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)], list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return model
+
+
+def run_both(model, *arrays):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    expected = session.run(None, dict(zip(names, arrays)))[0]
+    got = cnnlab.onnx.load(model)(*arrays)
+    return np.asarray(cnnlab.to_host(got)), expected
+
+
+def conv(name, x, out, cin, cout, k=3, group=1, pads=(1, 1, 1, 1), strides=(1, 1), bias=True):
+    inits = [initializer(f"{name}_w", (cout, cin // group, k, k))]
+    inputs = [x, f"{name}_w"]
+    if bias:
+        inits.append(initializer(f"{name}_b", (cout,)))
+        inputs.append(f"{name}_b")
+    node = helper.make_node("Conv", inputs, [out], name=name, kernel_shape=[k, k], pads=list(pads),
+                            strides=list(strides), group=group)
+    return node, inits
+
+
+def batch_norm(name, x, out, channels):
+    inits = [initializer(f"{name}_s", (channels,)), initializer(f"{name}_b", (channels,)),
+             initializer(f"{name}_m", (channels,)),
+             numpy_helper.from_array(RNG.uniform(0.5, 2, channels).astype(np.float32), f"{name}_v")]
+    return helper.make_node("BatchNormalization", [x] + [i.name for i in inits], [out], name=name,
+                            epsilon=1e-3), inits
+
+
+def test_residual_block_equals_onnxruntime():
+    c1, i1 = conv("c1", "x", "a", 4, 4)
+    b1, j1 = batch_norm("b1", "a", "a2", 4)
+    c2, i2 = conv("c2", "a3", "b", 4, 4, bias=False)
+    nodes = [c1, b1, helper.make_node("Relu", ["a2"], ["a3"]), c2,
+             helper.make_node("Add", ["b", "x"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    model = build(nodes, [("x", ["N", 4, 6, 6])], "y", i1 + j1 + i2)
+    got, expected = run_both(model, RNG.standard_normal((2, 4, 6, 6)).astype(np.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_inverted_residual_with_depthwise_convolution_and_relu6():
+    expand, i1 = conv("e", "x", "a", 4, 8, k=1, pads=(0, 0, 0, 0))
+    depthwise, i2 = conv("d", "a6", "b", 8, 8, group=8, strides=(2, 2))
+    project, i3 = conv("p", "b6", "y", 8, 4, k=1, pads=(0, 0, 0, 0))
+    six = [numpy_helper.from_array(np.array(0, np.float32), "zero"), numpy_helper.from_array(np.array(6, np.float32), "six")]
+    nodes = [expand, helper.make_node("Clip", ["a", "zero", "six"], ["a6"]), depthwise,
+             helper.make_node("Clip", ["b", "zero", "six"], ["b6"]), project]
+    model = build(nodes, [("x", ["N", 4, 7, 7])], "y", i1 + i2 + i3 + six)
+    got, expected = run_both(model, RNG.standard_normal((3, 4, 7, 7)).astype(np.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_fire_module_concatenates():
+    squeeze, i1 = conv("s", "x", "a", 6, 2, k=1, pads=(0, 0, 0, 0))
+    left, i2 = conv("l", "a", "b", 2, 3, k=1, pads=(0, 0, 0, 0))
+    right, i3 = conv("r", "a", "c", 2, 3)
+    nodes = [squeeze, left, right, helper.make_node("Concat", ["b", "c"], ["y"], axis=1)]
+    model = build(nodes, [("x", ["N", 6, 5, 5])], "y", i1 + i2 + i3)
+    got, expected = run_both(model, RNG.standard_normal((2, 6, 5, 5)).astype(np.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_squeeze_excitation_gate_with_hardsigmoid_and_mul():
+    reduce_, i1 = conv("r", "g", "h", 4, 2, k=1, pads=(0, 0, 0, 0))
+    expand, i2 = conv("e", "h2", "h3", 2, 4, k=1, pads=(0, 0, 0, 0))
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"]), reduce_, helper.make_node("Relu", ["h"], ["h2"]),
+             expand, helper.make_node("HardSigmoid", ["h3"], ["gate"], alpha=1 / 6, beta=0.5),
+             helper.make_node("Mul", ["x", "gate"], ["y"])]
+    model = build(nodes, [("x", ["N", 4, 5, 5])], "y", i1 + i2)
+    got, expected = run_both(model, RNG.standard_normal((2, 4, 5, 5)).astype(np.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_classifier_head_gemm_softmax_and_matmul_add():
+    c1, i1 = conv("c", "x", "a", 3, 4)
+    inits = i1 + [initializer("w1", (4 * 2 * 2, 5)), initializer("b1", (5,)), initializer("w2", (3, 5)),
+                  initializer("b2", (3,))]
+    nodes = [c1, helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"], axis=1), helper.make_node("MatMul", ["f", "w1"], ["m"]),
+             helper.make_node("Add", ["m", "b1"], ["m2"]), helper.make_node("Relu", ["m2"], ["m3"]),
+             helper.make_node("Gemm", ["m3", "w2", "b2"], ["z"], transB=1),
+             helper.make_node("Softmax", ["z"], ["y"], axis=-1)]
+    model = build(nodes, [("x", ["batch", 3, 4, 4])], "y", inits)
+    got, expected = run_both(model, RNG.standard_normal((5, 3, 4, 4)).astype(np.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_reduce_mean_over_the_spatial_axes(opset):
+    if opset < 18:
+        node = helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=1)
+        inits = []
+    else:  # the axes became an input in opset 18
+        node = helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=0)
+        inits = [numpy_helper.from_array(np.array([-1, -2], np.int64), "axes")]
+    model = build([node], [("x", ["N", 3, 4, 5])], "y", inits, opset=opset)
+    got, expected = run_both(model, RNG.standard_normal((2, 3, 4, 5)).astype(np.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_imported_network_fine_tunes():
+    c1, i1 = conv("c", "x", "a", 1, 4)
+    inits = i1 + [initializer("w", (3, 4)), initializer("b", (3,))]
+    nodes = [c1, helper.make_node("Relu", ["a"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]), helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1)]
+    model = cnnlab.onnx.load(build(nodes, [("x", ["N", 1, 6, 6])], "y", inits))
+    x = RNG.standard_normal((24, 1, 6, 6)).astype(np.float32)
+    y = np.arange(24) % 3
+    before = model.parameters()[0][0].params["weight"].copy()
+    history = model.fit(x, y, epochs=3, batch_size=8, verbose=0, seed=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert not np.array_equal(before, model.parameters()[0][0].params["weight"])
+
+
+@pytest.mark.parametrize("nodes, inputs, what", [
+    ([helper.make_node("Gather", ["x", "x"], ["y"], name="g")], [("x", [1, 2])], "Gather node 'g'"),
+    ([helper.make_node("MaxPool", ["x"], ["y"], name="m", kernel_shape=[2, 2], storage_order=1)],
+     [("x", [1, 1, 4, 4])], "storage_order=1"),
+    ([helper.make_node("Relu", ["x"], ["y"], name="r", unknown_thing=3)], [("x", [1, 2])],
+     "attribute\\(s\\) unknown_thing"),
+    ([helper.make_node("Flatten", ["x"], ["y"], name="f", axis=2)], [("x", [1, 2, 3, 4])], "axis=2"),
+])
+def test_unsupported_nodes_are_refused_by_name(nodes, inputs, what):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(NotImplementedError, match=what):
+        cnnlab.onnx.load(model)
+
+
+def test_training_mode_batch_norm_old_opset_and_integer_input_are_refused():
+    node, inits = batch_norm("bn", "x", "y", 2)
+    node.attribute.append(helper.make_attribute("training_mode", 1))
+    with pytest.raises(NotImplementedError, match="training_mode=1"):
+        cnnlab.onnx.load(build([node], [("x", ["N", 2, 3, 3])], "y", inits, opset=14))
+    relu = build([helper.make_node("Relu", ["x"], ["y"])], [("x", ["N", 2])], "y")
+    relu.opset_import[0].version = 9
+    with pytest.raises(NotImplementedError, match="opset 9"):
+        cnnlab.onnx.load(relu)
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.INT32, ["N", 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, None)])
+    with pytest.raises(NotImplementedError, match="dtype INT32"):
+        cnnlab.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+
+
+def test_bad_sources():
+    with pytest.raises(FileNotFoundError):
+        cnnlab.onnx.load("no-such-file.onnx")
+    with pytest.raises(TypeError, match="source must be"):
+        cnnlab.onnx.load(42)
+
+
+# --- the ONNX project's node test cases -------------------------------------------------
+
+
+def node_cases():
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = collect_testcases()
+    supported = cnnlab.onnx.supported_ops()
+    return [case for case in cases if len(case.model.graph.node) == 1
+            and case.model.graph.node[0].op_type in supported]
+
+
+def with_constant_inputs(model, inputs):
+    """``model`` with every graph input but the first made an initializer holding ``inputs``'
+    value: the node cases feed weights, shapes and bounds as inputs, which cnnlab folds into
+    its layers only when they are constants."""
+    folded = onnx.ModelProto()
+    folded.CopyFrom(model)
+    graph = folded.graph
+    for value, array in list(zip(graph.input, inputs))[1:]:
+        graph.initializer.append(numpy_helper.from_array(np.asarray(array), value.name))
+    return folded
+
+
+def check_outputs(case, model, inputs, outputs):
+    got = model(*inputs)
+    got = got if isinstance(got, tuple) else (got,)
+    for g, e in zip(got, outputs):
+        np.testing.assert_allclose(np.asarray(cnnlab.to_host(g)), e, rtol=max(case.rtol, 1e-4),
+                                   atol=max(case.atol, 1e-5), err_msg=case.name)
+
+
+def conformance():
+    """{op type: [passed, passed with constant weights, refused]}; a wrong answer or an
+    unexpected error raises."""
+    counts = {}
+    for case in node_cases():
+        op = case.model.graph.node[0].op_type
+        tally = counts.setdefault(op, [0, 0, 0])
+        try:
+            model = cnnlab.onnx.load(case.model)
+        except NotImplementedError:
+            model = None
+        if model is not None:
+            for inputs, outputs in case.data_sets:
+                check_outputs(case, model, inputs, outputs)
+            tally[0] += 1
+            continue
+        try:
+            for inputs, outputs in case.data_sets:
+                folded = cnnlab.onnx.load(with_constant_inputs(case.model, inputs))
+                check_outputs(case, folded, inputs[:1], outputs)
+        except NotImplementedError:
+            tally[2] += 1
+        else:
+            tally[1] += 1
+    return counts
+
+
+def test_onnx_node_test_cases_pass_or_are_refused():
+    counts = conformance()
+    assert sum(passed + folded for passed, folded, _ in counts.values()) >= 85, counts  # as of onnx 1.23
+    for op in ("Conv", "Relu", "MaxPool", "AveragePool", "Gemm", "Softmax", "Concat", "BatchNormalization",
+               "Clip", "Reshape", "MatMul"):
+        assert sum(counts[op][:2]) >= 1, (op, counts[op])
