@@ -197,6 +197,12 @@ class Model:
         return self._graph.layers
 
     @property
+    def graph(self):
+        """The :class:`cnnlab.graph.Graph` the model runs: its ``nodes`` in topological order (each
+        a layer call with its input tensors), ``inputs`` and ``outputs``."""
+        return self._graph
+
+    @property
     def inputs(self):
         return list(self._graph.inputs)
 

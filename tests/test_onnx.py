@@ -245,3 +245,74 @@ def test_onnx_node_test_cases_pass_or_are_refused():
     for op in ("Conv", "Relu", "MaxPool", "AveragePool", "Gemm", "Softmax", "Concat", "BatchNormalization",
                "Clip", "Reshape", "MatMul"):
         assert sum(counts[op][:2]) >= 1, (op, counts[op])
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+def export_case(layer_factory, shape=(3, 8, 8)):
+    from cnnlab import layers as L
+
+    x = cnnlab.Input(shape)
+    return cnnlab.Model(x, layer_factory(L, x))
+
+
+EXPORT_CASES = {
+    "Conv2D 4-sided, groups, dilation": lambda L, x: L.Conv2D(3, 6, 3, stride=2, padding=((1, 0), (2, 1)),
+                                                             dilation=(1, 2), groups=3, seed=0)(x),
+    "Conv2D same_upper no bias": lambda L, x: L.Conv2D(3, 4, 3, stride=2, padding="same_upper", bias=False, seed=1)(x),
+    "Dense": lambda L, x: L.Dense(3 * 8 * 8, 5, seed=2)(L.Flatten()(x)),
+    "MaxPool2D ceil dilation": lambda L, x: L.MaxPool2D(3, stride=2, padding=1, dilation=(2, 1), ceil_mode=True)(x),
+    "MinPool2D": lambda L, x: L.MinPool2D(2)(x),
+    "AvgPool2D excluding pad": lambda L, x: L.AvgPool2D(3, stride=2, padding=1, count_include_pad=False)(x),
+    "AvgPool2D ceil": lambda L, x: L.AvgPool2D(3, stride=2, ceil_mode=True)(x),
+    "LPPool2D": lambda L, x: L.LPPool2D(2)(x),
+    "GlobalAvgPool2D": lambda L, x: L.GlobalAvgPool2D()(x),
+    "GlobalMaxPool2D keepdims": lambda L, x: L.GlobalMaxPool2D(keepdims=True)(x),
+    "activations": lambda L, x: L.SiLU()(L.HardSwish()(L.HardSigmoid(0.3, 0.4)(L.ReLU6()(L.Clip(-1, None)(
+        L.Tanh()(L.Sigmoid()(L.LeakyReLU(0.2)(L.ReLU()(L.Identity()(L.Dropout(0.5)(x))))))))))),
+    "Softmax LogSoftmax": lambda L, x: L.LogSoftmax(axis=1)(L.Softmax(axis=-1)(x)),
+    "BatchNorm2D": lambda L, x: L.BatchNorm2D(3)(x),
+    "Reshape": lambda L, x: L.Reshape((8, -1))(x),
+    "Add Multiply Concatenate": lambda L, x: L.Concatenate(axis=1)([
+        L.Add()([x, x, L.ReLU()(x)]), L.Multiply()([x, L.GlobalAvgPool2D(keepdims=True)(x)])]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPORT_CASES))
+def test_exported_models_run_in_onnxruntime_to_the_same_outputs(name, tmp_path):
+    model = export_case(EXPORT_CASES[name])
+    for layer in model.layers:  # non-trivial statistics, so that BatchNorm2D's export is checked
+        if "running_var" in layer.buffers:
+            layer.buffers["running_var"][...] = RNG.uniform(0.5, 2, layer.buffers["running_var"].shape)
+            layer.buffers["running_mean"][...] = RNG.standard_normal(layer.buffers["running_mean"].shape)
+    path = tmp_path / "model.onnx"
+    cnnlab.onnx.save(model, path)
+    x = RNG.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = model(x)
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4, atol=1e-5)
+    if name != "MinPool2D":  # exported as Neg, MaxPool, Neg; cnnlab imports no Neg
+        np.testing.assert_allclose(cnnlab.onnx.load(path)(x), expected, rtol=1e-5, atol=1e-6)  # and back
+
+
+def test_every_layer_type_exports_but_median_pooling():
+    from cnnlab.layers import LAYER_TYPES
+    from cnnlab.onnx.exporter import EXPORTERS
+
+    assert {cls.__name__ for cls in EXPORTERS} == set(LAYER_TYPES) - {"MedianPool2D"}
+    model = export_case(lambda L, x: L.MedianPool2D(3)(x))
+    with pytest.raises(NotImplementedError, match="MedianPool2D has no ONNX equivalent"):
+        cnnlab.onnx.save(model, "never-written.onnx")
+
+
+def test_a_sequential_trained_in_cnnlab_exports(tmp_path):
+    from cnnlab.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Softmax
+
+    model = cnnlab.Sequential([Conv2D(1, 4, 3, padding=1, seed=0), ReLU(), MaxPool2D(2), Flatten(),
+                               Dense(4 * 4 * 4, 3, seed=1), Softmax()], input_shape=(1, 8, 8))
+    x = RNG.random((6, 1, 8, 8)).astype(np.float32)
+    model.fit(x, np.arange(6) % 3, epochs=1, batch_size=3, verbose=0)
+    cnnlab.onnx.save(model, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], model.predict_proba(x), rtol=1e-4, atol=1e-6)

@@ -5,13 +5,15 @@
 ['Add', 'AveragePool', 'BatchNormalization']
 
 ``cnnlab.onnx.load(path_or_bytes_or_ModelProto)`` returns a :class:`cnnlab.Model`;
+``cnnlab.onnx.save(model, path)`` writes one that onnxruntime runs to the same outputs;
 ``docs/onnx.md`` lists the ops and attributes, and how to export a model from PyTorch.
 """
 
+from .exporter import save
 from .importer import MIN_OPSET, load
 from .registry import CONVERTERS, Unsupported
 
-__all__ = ["load", "supported_ops", "Unsupported", "MIN_OPSET"]
+__all__ = ["load", "save", "supported_ops", "Unsupported", "MIN_OPSET"]
 
 
 def supported_ops():

@@ -328,6 +328,13 @@ def add(ctx, a, b):
     return L.Add()([a, b])
 
 
+@converter("Sum")
+def sum_(ctx, *inputs):
+    if len(inputs) == 1:
+        return L.Identity()(ctx.tensor(inputs[0], "data_0"))
+    return L.Add()([ctx.tensor(t, f"data_{i}") for i, t in enumerate(inputs)])
+
+
 @converter("Mul")
 def mul(ctx, a, b):
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
