@@ -316,3 +316,17 @@ def test_a_sequential_trained_in_cnnlab_exports(tmp_path):
     cnnlab.onnx.save(model, tmp_path / "m.onnx")
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"input": x})[0], model.predict_proba(x), rtol=1e-4, atol=1e-6)
+
+
+def test_nodes_of_constants_are_evaluated_and_folded():
+    """Exporters leave chains of constants (an Identity of a shared weight, a shape built with
+    Concat); the importer evaluates them with ONNX's reference implementation."""
+    weight = initializer("w", (2, 3, 3, 3))
+    pieces = [numpy_helper.from_array(np.array([0], np.int64), "keep"),
+              numpy_helper.from_array(np.array([-1], np.int64), "rest")]
+    nodes = [helper.make_node("Identity", ["w"], ["w2"]), helper.make_node("Conv", ["x", "w2"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["keep", "rest"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["c", "shape"], ["y"])]
+    model = build(nodes, [("x", ["N", 3, 5, 5])], "y", [weight] + pieces)
+    got, expected = run_both(model, RNG.standard_normal((2, 3, 5, 5)).astype(np.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

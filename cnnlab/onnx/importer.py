@@ -139,6 +139,26 @@ def _graph_inputs(onnx, graph, constants):
     return inputs
 
 
+def _fold_constant_node(onnx, node, context, opset):
+    """A node whose inputs are all constants computes a constant: evaluate it with ONNX's reference
+    implementation and keep the result for the layers that use it (exporters leave such chains:
+    an Identity of a shared weight, a shape computed with Concat or Cast)."""
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {name: context.constants[name] for name in node.input if name}
+    inputs = [onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype),
+                                                 value.shape) for name, value in feeds.items()]
+    outputs = [onnx.helper.make_empty_tensor_value_info(name) for name in node.output if name]
+    graph = onnx.helper.make_graph([node], "constant", inputs, outputs)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+    try:
+        results = ReferenceEvaluator(model).run(None, feeds)
+    except Exception as exc:  # the reference implementation does not know the op, or refuses it
+        context.fail(f"a node of constants that could not be evaluated ({exc})")
+    for name, value in zip([n for n in node.output if n], results):
+        context.constants[name] = np.asarray(value)
+
+
 def load(source):
     """Build a :class:`cnnlab.Model` from an ONNX model.
 
@@ -194,6 +214,9 @@ def load(source):
         context.node = node
         if node.domain not in ("", "ai.onnx"):
             context.fail(f"domain {node.domain!r}; cnnlab implements the default ONNX domain only")
+        if node.input and all(name == "" or name in context.constants for name in node.input):
+            _fold_constant_node(onnx, node, context, opset)
+            continue
         function, names = find(node.op_type, opset)
         if function is None:
             context.fail("cnnlab has no converter for this op type (docs/onnx.md lists the supported ops)")
