@@ -330,3 +330,18 @@ def test_nodes_of_constants_are_evaluated_and_folded():
     model = build(nodes, [("x", ["N", 3, 5, 5])], "y", [weight] + pieces)
     got, expected = run_both(model, RNG.standard_normal((2, 3, 5, 5)).astype(np.float32))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.usefixtures("small_cuda_launches")
+def test_an_imported_network_runs_on_the_gpu():
+    """Under Numba's CUDA simulator where there is no GPU; on the device where there is one."""
+    expand, i1 = conv("e", "x", "a", 2, 4, k=1, pads=(0, 0, 0, 0))
+    depthwise, i2 = conv("d", "a6", "b", 4, 4, group=4)
+    six = [numpy_helper.from_array(np.array(0, np.float32), "zero"), numpy_helper.from_array(np.array(6, np.float32), "six")]
+    nodes = [expand, helper.make_node("Clip", ["a", "zero", "six"], ["a6"]), depthwise,
+             helper.make_node("GlobalAveragePool", ["b"], ["g"]), helper.make_node("HardSigmoid", ["g"], ["gate"]),
+             helper.make_node("Mul", ["b", "gate"], ["y"])]
+    model = cnnlab.onnx.load(build(nodes, [("x", ["N", 2, 5, 5])], "y", i1 + i2 + six))
+    x = RNG.standard_normal((2, 2, 5, 5)).astype(np.float32)
+    gpu = model.copy().to("cuda")
+    np.testing.assert_allclose(cnnlab.to_host(gpu(cnnlab.to_device(x))), model(x), rtol=1e-5, atol=1e-6)
