@@ -272,6 +272,9 @@ def _conv_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, grou
     workers = cpu_workers(samples * filters * out_h * out_w * taps)
     row_bytes = taps * out_w * np.dtype(dtype).itemsize * workers
     block_rows = max(1, min(out_h, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes)))
+    if samples * groups < workers:  # fewer images than threads: share each image's rows too
+        pieces = -(-workers // (samples * groups))
+        block_rows = min(block_rows, max(1, -(-out_h // pieces)))
     args = (stride[0], stride[1], pads[0][0], pads[1][0], dilation[0], dilation[1], groups,
             block_rows, workers)
     return _ConvGeometry((out_h, out_w), args)

@@ -76,3 +76,16 @@ def test_linear_serial_equals_parallel(both_paths):
     np.testing.assert_array_equal(serial[0], parallel[0])
     for a, b in zip(serial[1:], parallel[1:]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@needs_threads
+def test_one_image_is_shared_by_blocks_of_rows(both_paths, monkeypatch):
+    """With fewer images than threads, the threads share each image's output rows."""
+    monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 0)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 3, 11, 9)).astype(np.float32)
+    weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    block_rows = F._conv_geometry(x.shape, weight.shape, x.dtype, 1, 1, 1, 1).args[7]
+    assert block_rows < 11  # several row blocks, one per thread
+    serial, parallel = both_paths(lambda: (F.conv2d(x, weight, padding=1),))
+    np.testing.assert_array_equal(serial[0], parallel[0])
