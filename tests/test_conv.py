@@ -215,3 +215,31 @@ def test_resolving_same_upper_with_a_stride_needs_the_input_size():
     with pytest.raises(ValueError, match="input_size"):
         resolve_padding("same_upper", (3, 3), (2, 2), (1, 1))
     assert resolve_padding("same_upper", (3, 3), (1, 1), (1, 1)) == ((1, 1), (1, 1))
+
+
+# --- the CPU's direct paths: depthwise (one filter per channel) and pointwise (1x1) ----------
+
+
+@pytest.mark.parametrize("stride, padding, dilation", [
+    (1, 1, 1), (2, 1, 1), (1, ((2, 0), (1, 2)), 1), (3, 0, 1), (1, 2, 2), (2, "same_upper", 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_convolution_equals_the_definition(stride, padding, dilation, dtype):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 5, 9, 8)).astype(dtype)
+    weight = rng.standard_normal((5, 1, 3, 3)).astype(dtype)
+    bias = rng.standard_normal(5).astype(dtype)
+    got = F.conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=5)
+    pads = resolve_padding(padding, (3, 3), (stride, stride), (dilation, dilation), (9, 8))
+    expected = naive.conv2d_loops(x, weight, bias, (stride, stride), pads, (dilation, dilation), groups=5)
+    np.testing.assert_allclose(got, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("samples", [1, 3])
+def test_pointwise_convolution_equals_the_definition(groups, samples):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((samples, 4, 5, 6))
+    weight = rng.standard_normal((6, 4 // groups, 1, 1))
+    bias = rng.standard_normal(6)
+    np.testing.assert_allclose(F.conv2d(x, weight, bias, groups=groups),
+                               naive.conv2d_loops(x, weight, bias, groups=groups), rtol=1e-12, atol=1e-12)

@@ -107,6 +107,91 @@ def _conv2d_forward_parallel(x, weight, bias, out, stride_h, stride_w, pad_h, pa
                               groups, block_rows, first, last)
 
 
+@njit(cache=True)
+def _pointwise_forward_items(x, weight, bias, out, groups, blocks, first_item, last_item):
+    """Items of a 1x1 convolution with stride 1 and no padding: ``weight[g] @ x[n, g]`` straight
+    on the input, whose (channels, H*W) view is already the column matrix (no im2col). An item
+    is a (sample, group, block of filters): the blocks split the filters, so every operand of
+    the GEMM stays contiguous."""
+    samples, channels = x.shape[0], x.shape[1]
+    filters = weight.shape[0]
+    filters_per_group, channels_per_group = filters // groups, channels // groups
+    pixels = out.shape[2] * out.shape[3]
+    x_by_group = x.reshape(samples, groups, channels_per_group, pixels)
+    weight_by_group = weight.reshape(groups, filters_per_group, channels_per_group)
+    out_by_group = out.reshape(samples, groups, filters_per_group, pixels)
+    per_block = (filters_per_group + blocks - 1) // blocks
+    for item in range(first_item, last_item):
+        n = item // (groups * blocks)
+        g = (item // blocks) % groups
+        first = (item % blocks) * per_block
+        last = min(filters_per_group, first + per_block)
+        if first >= last:
+            continue
+        _matmul(weight_by_group[g, first:last], x_by_group[n, g], out_by_group[n, g, first:last])
+        for f in range(first, last):
+            b = bias[g * filters_per_group + f]
+            for p in range(pixels):
+                out_by_group[n, g, f, p] += b
+
+
+@njit(parallel=True, cache=True)
+def _pointwise_forward_parallel(x, weight, bias, out, groups, blocks, items, workers):
+    for worker in prange(workers):
+        first, last = _share(worker, workers, items)
+        _pointwise_forward_items(x, weight, bias, out, groups, blocks, first, last)
+
+
+@njit(cache=True)
+def _depthwise_forward_items(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                             block_rows, first_item, last_item):
+    """Items of a depthwise convolution (one filter per input channel): a direct loop over the
+    taps, each tap a multiply-add of a shifted input row onto the output row, with no column
+    buffer and no GEMM (which would be a 1 x taps matrix per channel). An item is a
+    (sample, channel, block of output rows)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    kernel_h, kernel_w = weight.shape[2], weight.shape[3]
+    out_h, out_w = out.shape[2], out.shape[3]
+    blocks = (out_h + block_rows - 1) // block_rows
+    for item in range(first_item, last_item):
+        n = item // (channels * blocks)
+        c = (item // blocks) % channels
+        first_row = (item % blocks) * block_rows
+        b = bias[c]
+        for oh in range(first_row, min(out_h, first_row + block_rows)):
+            row = out[n, c, oh]
+            for ow in range(out_w):
+                row[ow] = b
+            for i in range(kernel_h):
+                h = oh * stride_h - pad_h + i * dilation_h
+                if h < 0 or h >= height:
+                    continue
+                source = x[n, c, h]
+                for j in range(kernel_w):
+                    tap = weight[c, 0, i, j]
+                    offset = j * dilation_w - pad_w
+                    # output columns whose input column lies inside the row: 0 <= ow*stride + offset < width
+                    start = max(0, (-offset + stride_w - 1) // stride_w)
+                    stop = min(out_w, (width - offset + stride_w - 1) // stride_w)
+                    if stride_w == 1:  # contiguous on both sides: the loop vectorizes
+                        shifted = source[start + offset:stop + offset]
+                        target = row[start:stop]
+                        for k in range(stop - start):
+                            target[k] += tap * shifted[k]
+                    else:
+                        for ow in range(start, stop):
+                            row[ow] += tap * source[ow * stride_w + offset]
+
+
+@njit(parallel=True, cache=True)
+def _depthwise_forward_parallel(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                                block_rows, items, workers):
+    for worker in prange(workers):
+        first, last = _share(worker, workers, items)
+        _depthwise_forward_items(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                                 block_rows, first, last)
+
+
 def _row_blocks(out_h, block_rows):
     return (out_h + block_rows - 1) // block_rows
 
@@ -133,9 +218,19 @@ def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w,
         Threads sharing the (sample, group, row block) items, each with its own
         buffers; 1 runs on the calling thread without Numba's thread pool.
     """
-    items = x.shape[0] * groups * _row_blocks(out.shape[2], block_rows)
-    run_shared(_conv2d_forward_items, _conv2d_forward_parallel, items, workers,
-               x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows)
+    blocks = _row_blocks(out.shape[2], block_rows)
+    filters, channels_per_group, kernel_h, kernel_w = weight.shape
+    if channels_per_group == 1 and filters == groups:  # depthwise: one filter per channel
+        run_shared(_depthwise_forward_items, _depthwise_forward_parallel, x.shape[0] * groups * blocks, workers,
+                   x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows)
+    elif kernel_h == kernel_w == 1 and stride_h == stride_w == 1 and pad_h == pad_w == 0 \
+            and out.shape[2:] == x.shape[2:]:  # pointwise: the input is the column matrix
+        run_shared(_pointwise_forward_items, _pointwise_forward_parallel, x.shape[0] * groups * blocks, workers,
+                   x, weight, bias, out, groups, blocks)
+    else:
+        run_shared(_conv2d_forward_items, _conv2d_forward_parallel, x.shape[0] * groups * blocks, workers,
+                   x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
+                   block_rows)
 
 
 @njit(cache=True)
