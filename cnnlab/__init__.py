@@ -15,7 +15,8 @@ from .parallel import load_tbb as _load_tbb
 
 _load_tbb()  # before Numba picks its threading layer: see cnnlab.parallel
 
-from . import callbacks, compilation, config, data, filters, functional, layers, losses, optim
+from . import (applications, callbacks, compilation, config, data, filters, functional, layers, losses,
+               optim)
 from .device import cuda_available, to_device, to_host
 from .graph import Input
 from .model import Model, Sequential, load
@@ -23,6 +24,7 @@ from .shapes import output_size
 
 __all__ = [
     "__version__",
+    "applications",
     "callbacks",
     "compilation",
     "config",

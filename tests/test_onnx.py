@@ -345,3 +345,15 @@ def test_an_imported_network_runs_on_the_gpu():
     x = RNG.standard_normal((2, 2, 5, 5)).astype(np.float32)
     gpu = model.copy().to("cuda")
     np.testing.assert_allclose(cnnlab.to_host(gpu(cnnlab.to_device(x))), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_an_imported_network_has_the_parameters_of_the_exported_one(tmp_path):
+    """No bias appears where the file has none (ResNet's convolutions before batch norm)."""
+    from cnnlab import applications
+
+    model = applications.resnet(depth=18, width=4, stem="small", input_shape=(3, 8, 8), classes=3, seed=0)
+    cnnlab.onnx.save(model, tmp_path / "r.onnx")
+    imported = cnnlab.onnx.load(tmp_path / "r.onnx")
+    assert imported.parameter_count() == model.parameter_count()
+    x = RNG.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(imported(x), model(x), rtol=1e-5, atol=1e-6)

@@ -83,6 +83,9 @@ def _fold_or_fail(ctx, position, x, constant, kind):
         ctx.fail(f"a constant {kind} of shape {np.shape(constant)} does not act per output channel of "
                  f"the {type(layer).__name__} before it")
     values = values.astype(ctx.dtype)
+    if "bias" not in layer.params:  # a convolution without bias gains one to fold into
+        layer.use_bias = True
+        layer.params["bias"] = np.zeros(channels, dtype=ctx.dtype)
     if kind == "bias":
         layer.params["bias"] += values
     else:
@@ -113,9 +116,10 @@ def conv(ctx, x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kerne
     strides, dilations = _pair(ctx, strides, "strides", 1), _pair(ctx, dilations, "dilations", 1)
     padding = _padding(ctx, x, auto_pad, pads, w.shape[2:], strides, dilations)
     layer = L.Conv2D(w.shape[1] * group, w.shape[0], w.shape[2:], stride=strides, padding=padding,
-                     dilation=dilations, groups=group, bias=True, dtype=ctx.dtype.name)
+                     dilation=dilations, groups=group, bias=b is not None, dtype=ctx.dtype.name)
     layer.params["weight"][...] = w
-    layer.params["bias"][...] = 0 if b is None else ctx.weights(b, "B")
+    if b is not None:
+        layer.params["bias"][...] = ctx.weights(b, "B")
     return _foldable(ctx, layer, layer(x))
 
 
