@@ -32,7 +32,7 @@ from . import callbacks as callbacks_module
 from . import functional as F
 from . import losses as losses_module
 from . import optim as optim_module
-from .compilation import report_compilation
+from .compilation import end_line, report_compilation
 from .device import cuda_available, is_gpu_array, to_device, to_host
 from .graph import Graph, Input, SymbolicTensor, is_symbolic
 from .layers import LAYER_TYPES, Conv2D, Dense, Layer, Softmax
@@ -129,11 +129,13 @@ class _Progress:
         if now - self._last_draw >= 0.1:
             self._last_draw = now
             loss, accuracy = read()
+            end_line()  # below a compilation report still being redrawn on the terminal
             print("\r" + self._line(done, loss, accuracy, final=False), end="", file=self.stream, flush=True)
 
     def finish(self, loss, accuracy, extra=""):
         if self.verbose:
             prefix = "\r" if self.interactive else ""
+            end_line()
             print(prefix + self._line(self.total, loss, accuracy, final=True) + extra, file=self.stream,
                   flush=True)
 

@@ -189,3 +189,15 @@ def test_short_or_no_compilation_writes_nothing_and_reports_nest():
     with report_compilation(stream, min_seconds=0) as report:
         function(2)  # compiled already
     assert report.count == 0 and report.seconds == 0.0 and stream.getvalue() == ""
+
+
+def test_the_progress_bar_ends_the_compilation_line_before_drawing():
+    from cnnlab.model import _Progress
+
+    terminal = Terminal()  # stdout and stderr on one terminal
+    with report_compilation(terminal, min_seconds=0):
+        fresh_function()(1)
+        progress = _Progress(0, 1, 10, verbose=1, stream=terminal)
+        progress.finish(0.5, 0.9)
+    lines = terminal.getvalue().split("\n")
+    assert lines[0].endswith(" done") and lines[1].startswith("\repoch 1/1")
