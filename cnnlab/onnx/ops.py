@@ -321,15 +321,24 @@ def reduce_mean(ctx, x, axes_input=None, *, axes=None, keepdims=1, noop_with_emp
 # ----------------------------------------------------------------------------- merging
 
 
-@converter("Add")
-def add(ctx, a, b):
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return a + b
+def _binary(ctx, a, b, layer_type, kind):
+    """Two computed tensors: a merge layer; a tensor and a constant: the constant folded into
+    the layer before (nodes of constants only are evaluated by the importer)."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         position = 1 if isinstance(a, np.ndarray) else 0
         tensor, constant = (b, a) if position else (a, b)
-        return _fold_or_fail(ctx, position, tensor, constant, "bias")
-    return L.Add()([a, b])
+        return _fold_or_fail(ctx, position, tensor, constant, kind)
+    return layer_type()([a, b])
+
+
+@converter("Add")
+def add(ctx, a, b):
+    return _binary(ctx, a, b, L.Add, "bias")
+
+
+@converter("Mul")
+def mul(ctx, a, b):
+    return _binary(ctx, a, b, L.Multiply, "scale")
 
 
 @converter("Sum")
@@ -339,22 +348,9 @@ def sum_(ctx, *inputs):
     return L.Add()([ctx.tensor(t, f"data_{i}") for i, t in enumerate(inputs)])
 
 
-@converter("Mul")
-def mul(ctx, a, b):
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return a * b
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        position = 1 if isinstance(a, np.ndarray) else 0
-        tensor, constant = (b, a) if position else (a, b)
-        return _fold_or_fail(ctx, position, tensor, constant, "scale")
-    return L.Multiply()([a, b])
-
-
 @converter("Concat")
 def concat(ctx, *inputs, axis):
     if any(isinstance(t, np.ndarray) for t in inputs):
-        if all(isinstance(t, np.ndarray) for t in inputs):
-            return np.concatenate(inputs, axis=axis)
         ctx.fail("a constant input: cnnlab concatenates computed tensors only")
     rank = len(tuple(inputs[0].shape))
     axis %= rank
