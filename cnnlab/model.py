@@ -35,7 +35,7 @@ from . import optim as optim_module
 from .compilation import end_line, report_compilation
 from .device import cuda_available, is_gpu_array, to_device, to_host
 from .graph import Graph, Input, SymbolicTensor, is_symbolic
-from .layers import LAYER_TYPES, Conv2D, Dense, Layer, Softmax
+from .layers import LAYER_TYPES, Conv2D, Dense, Identity, Layer, Softmax
 
 __all__ = ["Model", "Sequential", "History", "Input", "load"]
 
@@ -453,14 +453,21 @@ class Model:
     def _loss_input(self, loss):
         """The tensor the loss reads: the output, or under cross-entropy the input of an output
         node that is a ``Softmax`` (the loss applies it fused and stable)."""
-        output = self._graph.outputs[0]
-        if isinstance(loss, losses_module.CrossEntropy) and self._probabilities_out():
-            return output.node.inputs[0]
-        return output
+        softmax = self._output_softmax()
+        if isinstance(loss, losses_module.CrossEntropy) and softmax is not None:
+            return softmax.inputs[0]
+        return self._graph.outputs[0]
+
+    def _output_softmax(self):
+        """The ``Softmax`` node whose result is the output, looking through ``Identity`` layers
+        after it (an ONNX file names its output that way); None when the output is not one."""
+        node = self._graph.outputs[0].node
+        while node is not None and isinstance(node.layer, Identity):
+            node = node.inputs[0].node
+        return node if node is not None and isinstance(node.layer, Softmax) else None
 
     def _probabilities_out(self):
-        node = self._graph.outputs[0].node
-        return node is not None and isinstance(node.layer, Softmax)
+        return self._output_softmax() is not None
 
     def _check_inputs(self, x, name="x"):
         self._require_classifier("fit, evaluate and predict")

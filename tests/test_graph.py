@@ -363,3 +363,18 @@ def test_the_models_page_runs(capsys):
     shown = capsys.readouterr().out
     assert "(None, 16, 32, 32)" in shown and "(4, 10)" in shown and "Connected to" in shown
     assert "\n4\n" in shown and shown.rstrip().endswith("True")
+
+
+def test_an_identity_after_the_softmax_still_feeds_cross_entropy_the_logits():
+
+    rng = np.random.default_rng(11)
+    x = rng.random((8, 1, 5, 5))
+    y = np.arange(8) % 3
+    models = []
+    for extra in (False, True):
+        inputs = cnnlab.Input((1, 5, 5), dtype="float64")
+        out = L.Softmax()(L.Dense(25, 3, dtype="float64", seed=0)(L.Flatten()(inputs)))
+        models.append(cnnlab.Model(inputs, L.Identity()(out) if extra else out))
+    for model in models:
+        model.fit(x, y, epochs=2, batch_size=4, optimizer=optim.SGD(0.5), seed=0, verbose=0)
+    np.testing.assert_allclose(models[1].predict_proba(x), models[0].predict_proba(x), rtol=1e-12)

@@ -357,3 +357,19 @@ def test_an_imported_network_has_the_parameters_of_the_exported_one(tmp_path):
     assert imported.parameter_count() == model.parameter_count()
     x = RNG.standard_normal((2, 3, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(imported(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_an_exported_classifier_trains_like_the_original_after_import(tmp_path):
+    """The file names its output with an Identity after the Softmax; the imported model must
+    still feed cross-entropy the logits (not softmax them twice)."""
+    from cnnlab.layers import Conv2D, Dense, Flatten, ReLU, Softmax
+
+    original = cnnlab.Sequential([Conv2D(1, 3, 3, padding=1, seed=0), ReLU(), Flatten(), Dense(3 * 6 * 6, 4, seed=1),
+                                  Softmax()], input_shape=(1, 6, 6))
+    cnnlab.onnx.save(original, tmp_path / "c.onnx")
+    imported = cnnlab.onnx.load(tmp_path / "c.onnx")
+    x = RNG.random((8, 1, 6, 6)).astype(np.float32)
+    y = np.arange(8) % 4
+    for model in (original, imported):
+        model.fit(x, y, epochs=2, batch_size=4, optimizer=cnnlab.optim.SGD(0.5), seed=0, verbose=0)
+    np.testing.assert_allclose(imported.predict_proba(x), original.predict_proba(x), rtol=1e-4, atol=1e-6)

@@ -187,7 +187,11 @@ converter("Relu")(_activation(L.ReLU))
 converter("Sigmoid")(_activation(L.Sigmoid))
 converter("Tanh")(_activation(L.Tanh))
 converter("HardSwish")(_activation(L.HardSwish))
-converter("Identity")(_activation(L.Identity))
+
+
+@converter("Identity")
+def identity(ctx, x):
+    return ctx.tensor(x, "input")  # the same tensor: no layer (a file's outputs are often named by one)
 
 
 @converter("LeakyRelu")
@@ -397,7 +401,7 @@ def dropout(ctx, x, ratio_input=None, training_mode=None, *, seed=None, is_test=
     x = ctx.tensor(x, "data")
     if training_mode is not None and bool(np.asarray(ctx.constant(training_mode, "training_mode")).item()):
         ctx.fail("training_mode=True: cnnlab imports inference graphs")
-    return L.Identity()(x), None
+    return x, None  # nothing to do at inference
 
 
 @converter("Constant", since=1)
