@@ -205,6 +205,10 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     >>> correlate2d(patch, KERNELS["edge"], mode="valid")
     array([[175.]])
     """
+    from . import dask as _dask
+
+    if _dask.is_dask_array(in1):
+        return _dask.correlate2d(in1, in2, mode, boundary, fillvalue)
     return _filter(in1, in2, mode, boundary, fillvalue, flip=False)
 
 
@@ -218,6 +222,10 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     --------
     cnnlab.kernels.cpu.filter.correlate2d_forward, scipy.signal.convolve2d
     """
+    from . import dask as _dask
+
+    if _dask.is_dask_array(in1):
+        return _dask.convolve2d(in1, in2, mode, boundary, fillvalue)
     return _filter(in1, in2, mode, boundary, fillvalue, flip=True)
 
 
@@ -249,6 +257,10 @@ def apply(image, kernel, mode="same", boundary="fill", fillvalue=0):
     >>> filters.apply(rgb, "box_blur").shape
     (4, 4, 3)
     """
+    from . import dask as _dask
+
+    if _dask.is_dask_array(image):
+        return _dask.apply(image, kernel, mode, boundary, fillvalue)
     if isinstance(kernel, str):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {sorted(KERNELS)} or an array, got {kernel!r}")

@@ -532,7 +532,12 @@ class Model:
         return to_device(np.ascontiguousarray(a)) if self.device == "cuda" else a
 
     def predict_proba(self, x, batch_size=256):
-        """Class probabilities, ``(N, classes)``, as a NumPy array."""
+        """Class probabilities, ``(N, classes)``, as a NumPy array (a dask array for a dask
+        ``x`` chunked along the batch axis: see :func:`cnnlab.dask.predict_proba`)."""
+        from . import dask as _dask
+
+        if _dask.is_dask_array(x):
+            return _dask.predict_proba(self, x, batch_size)
         x = self._check_inputs(x)
         outputs = []
         final_softmax = self._probabilities_out()
@@ -545,7 +550,11 @@ class Model:
         return np.concatenate(outputs)
 
     def predict(self, x, batch_size=256):
-        """Predicted class indices, ``(N,)``."""
+        """Predicted class indices, ``(N,)`` (a dask array for a dask ``x``)."""
+        from . import dask as _dask
+
+        if _dask.is_dask_array(x):
+            return _dask.predict(self, x, batch_size)
         return self.predict_proba(x, batch_size).argmax(axis=1)
 
     def predict_files(self, paths, top_k=1, batch_size=256):
@@ -606,7 +615,12 @@ class Model:
         return results
 
     def evaluate(self, x, y, batch_size=256, loss=None):
-        """``{'loss': mean loss, 'accuracy': fraction correct}`` on ``(x, y)``."""
+        """``{'loss': mean loss, 'accuracy': fraction correct}`` on ``(x, y)``; for a dask ``x``
+        computed chunk by chunk on the current Dask scheduler (:func:`cnnlab.dask.evaluate`)."""
+        from . import dask as _dask
+
+        if _dask.is_dask_array(x):
+            return _dask.evaluate(self, x, y, batch_size, loss)
         x = self._check_inputs(x)
         y = self._check_labels(y, x.shape[0])
         loss = losses_module.get(loss or self.loss or "cross_entropy")

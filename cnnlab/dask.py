@@ -1,0 +1,533 @@
+"""Dask arrays through cnnlab: huge images and big batches, computed chunk by chunk.
+
+The functions here take a ``dask.array.Array`` and return one, built from the in-memory
+functions of :mod:`cnnlab.filters` and :class:`cnnlab.Model` applied to each chunk, so the
+kernels never see Dask and every chunk gives exactly what the in-memory call gives:
+
+- :func:`correlate2d`, :func:`convolve2d` and :func:`apply` exchange a halo as deep as the
+  kernel's reach between neighbouring chunks (``dask.array.overlap.overlap``) and filter each
+  chunk with its halo; the result has the image's chunks (mode 'same').
+- :func:`map_batches` runs a function of an in-memory batch over a dask array chunked along
+  the batch axis only; :func:`predict_proba`, :func:`predict` and :func:`evaluate` use it for
+  a model, which is placed in the task graph once.
+
+``cnnlab.filters.correlate2d``, ``convolve2d``, ``apply`` and ``Model.predict_proba``,
+``predict`` and ``evaluate`` call these when they are given a dask array, so user code does
+not change. Results are lazy: ``.compute()`` runs them on the current scheduler, a
+``dask.distributed`` cluster included.
+
+Dask itself is imported only when a dask array is used (the ``dask`` extra).
+"""
+
+import sys
+import threading
+from contextlib import nullcontext
+
+import numpy as np
+
+__all__ = [
+    "apply",
+    "convolve2d",
+    "correlate2d",
+    "evaluate",
+    "is_dask_array",
+    "kernel_lock",
+    "map_batches",
+    "predict",
+    "predict_proba",
+]
+
+_LOCK = threading.Lock()
+
+
+def is_dask_array(x):
+    """Whether ``x`` is a ``dask.array.Array`` (without importing Dask).
+
+    Parameters
+    ----------
+    x : object
+
+    Returns
+    -------
+    bool
+    """
+    array_module = sys.modules.get("dask.array")
+    return array_module is not None and isinstance(x, array_module.Array)
+
+
+def kernel_lock():
+    """A context that serializes kernel calls when Numba's threading layer is not thread-safe.
+
+    Numba's ``workqueue`` layer must not be entered by several threads at once (Dask's threaded
+    scheduler would do that); ``tbb`` and ``omp`` may. The layer is read with
+    :func:`cnnlab.parallel.threading_layer`, which starts Numba's threads if needed.
+
+    Returns
+    -------
+    context manager
+        A process-wide lock under 'workqueue', otherwise a context that does nothing.
+    """
+    from .parallel import threading_layer
+
+    return _LOCK if threading_layer() == "workqueue" else nullcontext()
+
+
+# --- filters -------------------------------------------------------------------------------
+
+def _dask_modules():
+    try:
+        import dask
+        import dask.array as da
+    except ImportError:  # pragma: no cover - only without the extra
+        raise ImportError("dask arrays need the 'dask' extra: pip install cnnlab[dask]") from None
+    return dask, da
+
+
+def _check_image(name, x, ndims, kinds):
+    """The in-memory checks on a dask array's shape and dtype, without computing it."""
+    shapes = " or ".join("(H, W)" if n == 2 else "(H, W, C)" for n in ndims)
+    if x.ndim not in ndims:
+        if ndims == (2,):
+            raise ValueError(f"{name} must be a 2-D array, got shape {tuple(x.shape)}")
+        raise ValueError(f"{name} must have shape {shapes}, got {tuple(x.shape)}")
+    if np.dtype(x.dtype).kind not in kinds:
+        raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
+    if any(np.isnan(s) for s in x.shape):
+        raise ValueError(f"{name} has unknown chunk sizes {x.chunks}: call {name}.compute_chunk_sizes() first")
+    if 0 in x.shape:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+
+
+def _axis_plan(chunks, size, mode, flip):
+    """Geometry along one axis: where each output row reads, the halo depth and output chunks.
+
+    Output row ``o`` reads input rows ``o + start`` to ``o + start + size - 1``.
+    """
+    if mode == "full":
+        start = -(size - 1)
+        out_chunks = chunks[:-1] + (chunks[-1] + size - 1,)
+    elif mode == "same":
+        start = (size - 1) // 2 - (size - 1) if flip else -((size - 1) // 2)
+        out_chunks = chunks
+    else:  # valid: the last rows drop out, taken from the last chunks first
+        start = 0
+        drop, out = size - 1, list(chunks)
+        for i in range(len(out) - 1, -1, -1):
+            cut = min(drop, out[i])
+            out[i] -= cut
+            drop -= cut
+        out_chunks = tuple(out)
+    # a chunk's block is the chunk with `depth` rows each side; its last output row reads up to
+    # (chunk + size - 1 + start) rows past the chunk's first row (the full mode's last chunk most)
+    after = max(c_out + size - 1 + start - c for c, c_out in zip(chunks, out_chunks))
+    depth = max(-start, after, 0)
+    return start, depth, out_chunks
+
+
+def _filter_block(block, weights, starts, depths, flip, channels, block_info=None):
+    """Filter one block (a chunk with its halo) with the in-memory 'valid' filter."""
+    from . import filters
+
+    location = block_info[None]["array-location"]
+    lengths = [stop - begin for begin, stop in location]
+    crop = tuple(slice(d + s, d + s + n + k - 1)
+                 for d, s, n, k in zip(depths, starts, lengths[:2], weights.shape))
+    dtype = np.result_type(block.dtype, weights.dtype)
+    if 0 in lengths:
+        return np.zeros(lengths, dtype)
+    function = filters.convolve2d if flip else filters.correlate2d
+    with kernel_lock():
+        if not channels:
+            return function(block[crop], weights, mode="valid")
+        return np.stack([function(block[crop + (c,)], weights, mode="valid")
+                         for c in range(block.shape[2])], axis=-1)
+
+
+def _filter(in1, in2, mode, boundary, fillvalue, flip, channels=False, name="in1"):
+    from . import filters
+
+    dask, da = _dask_modules()
+    if is_dask_array(in2):
+        raise TypeError("in2 (the kernel) must be an in-memory array, got a dask array: pass "
+                        "in2.compute() (kernels are small)")
+    weights = filters._as_2d("in2", in2)
+    if not isinstance(mode, str) or mode not in filters._MODES:
+        raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
+    if not isinstance(boundary, str) or boundary not in filters._BOUNDARIES:
+        raise ValueError(
+            f"boundary must be 'fill', 'wrap' (or 'circular') or 'symm' (or 'symmetric'), got {boundary!r}"
+        )
+    dtype = np.result_type(in1.dtype, weights.dtype)
+    if dtype.kind not in filters._SUPPORTED_KINDS or dtype in filters._UNSUPPORTED:
+        raise TypeError(
+            f"in1 ({in1.dtype}) and in2 ({weights.dtype}) give result dtype {dtype}, which has no "
+            "filter kernel (as in scipy.signal); cast the inputs, e.g. to float64"
+        )
+    fill = filters._fill_scalar(fillvalue, dtype)
+    height, width = in1.shape[:2]
+    if mode == "valid" and not all(a >= b for a, b in zip((height, width), weights.shape)):
+        if all(b >= a for a, b in zip((height, width), weights.shape)):
+            raise ValueError(f"mode='valid' with a kernel {weights.shape} larger than the dask array "
+                             f"{name} {(height, width)} is not supported: the result is at most the "
+                             "kernel's size, compute it in memory")
+        raise ValueError(
+            "For 'valid' mode, one must be at least as large as the other in every dimension: "
+            f"in1 shape {(height, width)}, in2 shape {tuple(weights.shape)}"
+        )
+    weights = np.ascontiguousarray(filters.to_host(weights).astype(dtype, copy=False))
+    image = in1.astype(dtype)
+
+    # chunks at least as deep as the halo (dask needs it), as few changes as possible
+    plans = [_axis_plan(c, k, mode, flip) for c, k in zip(image.chunks, weights.shape)]
+    depths = [plan[1] for plan in plans]
+    for axis, (length, depth) in enumerate(zip((height, width), depths)):
+        if length < depth and mode != "valid":
+            raise ValueError(f"{name} has {length} {'rows' if axis == 0 else 'columns'}, fewer than the "
+                             f"kernel's reach ({depth}) with mode={mode!r}: a dask array must be at "
+                             "least that large along each axis")
+    if any(min(c) < d for c, d in zip(image.chunks, depths)):
+        new = tuple(da.overlap.ensure_minimum_chunksize(d, c) if min(c) < d else c
+                    for c, d in zip(image.chunks[:2], depths))
+        image = image.rechunk(new + image.chunks[2:])
+        plans = [_axis_plan(c, k, mode, flip) for c, k in zip(image.chunks, weights.shape)]
+    starts = tuple(plan[0] for plan in plans)
+    out_chunks = tuple(plan[2] for plan in plans) + image.chunks[2:]
+
+    kind = "fill" if boundary in ("fill", "pad") or mode == "valid" else boundary
+    dask_boundary = {"fill": fill, "wrap": "periodic", "circular": "periodic",
+                     "symm": "reflect", "symmetric": "reflect"}[kind]
+    depth = {0: depths[0], 1: depths[1]}
+    bound = {0: dask_boundary, 1: dask_boundary}
+    if channels:
+        depth[2], bound[2] = 0, "none"
+    padded = da.overlap.overlap(image, depth=depth, boundary=bound)
+    meta = da.utils.meta_from_array(in1, ndim=in1.ndim, dtype=dtype)
+    result = da.map_blocks(
+        _filter_block, padded, dask.delayed(weights), starts, tuple(depths), flip, channels,
+        chunks=out_chunks, dtype=dtype, meta=meta,
+        token="cnnlab-" + ("convolve2d" if flip else "correlate2d"),
+    )
+    if mode == "same" and result.chunks != in1.chunks:
+        result = result.rechunk(in1.chunks)
+    return result
+
+
+def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
+    """Cross-correlate a 2-D dask array with an in-memory kernel, chunk by chunk.
+
+    The same result as :func:`cnnlab.filters.correlate2d` on the computed array (and so as
+    ``scipy.signal.correlate2d``), with each chunk filtered together with a halo of its
+    neighbours as deep as the kernel's reach.
+
+    Parameters
+    ----------
+    in1 : (H, W) dask.array.Array
+        The image, chunked any way (chunks smaller than the kernel's reach are merged).
+    in2 : (KH, KW) array_like
+        The kernel, in memory.
+    mode : {'full', 'valid', 'same'}
+        As :func:`cnnlab.filters.correlate2d`. 'same' keeps ``in1``'s chunks; 'full' grows
+        the last chunk of each axis by ``K - 1`` and 'valid' shrinks the last chunks.
+    boundary : {'fill', 'wrap', 'symm'}
+        As :func:`cnnlab.filters.correlate2d` (aliases 'pad', 'circular', 'symmetric').
+    fillvalue : scalar
+        The outside value for ``boundary='fill'``.
+
+    Returns
+    -------
+    dask.array.Array
+        dtype ``np.result_type(in1, in2)``, computed lazily.
+
+    Raises
+    ------
+    ValueError
+        For a bad ``mode``, ``boundary`` or shape, as in memory; for an image smaller than the
+        kernel's reach along an axis, or a 'valid' kernel larger than the image.
+    TypeError
+        For a non-numeric dtype, or a dask array as the kernel.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> from cnnlab import filters
+    >>> image = da.ones((6, 6), chunks=3)
+    >>> out = filters.correlate2d(image, filters.KERNELS["box_blur"], mode="same", boundary="symm")
+    >>> out.chunks
+    ((3, 3), (3, 3))
+    >>> round(float(out.sum().compute()), 6)
+    36.0
+    """
+    _dask_modules()
+    _check_image("in1", in1, (2,), "iufcb")
+    return _filter(in1, in2, mode, boundary, fillvalue, flip=False)
+
+
+def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
+    """Convolve a 2-D dask array with an in-memory kernel, chunk by chunk.
+
+    Parameters, returns and errors as :func:`correlate2d`; the result equals
+    :func:`cnnlab.filters.convolve2d` on the computed array.
+    """
+    _dask_modules()
+    _check_image("in1", in1, (2,), "iufcb")
+    return _filter(in1, in2, mode, boundary, fillvalue, flip=True)
+
+
+def apply(image, kernel, mode="same", boundary="fill", fillvalue=0):
+    """Filter a grayscale (H, W) or colour (H, W, C) dask image, channel by channel.
+
+    As :func:`cnnlab.filters.apply`: computed in float32 for float32 input, float64 otherwise.
+    The channel axis may be chunked too.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) dask.array.Array
+    kernel : str or 2-D array_like
+        A name from :data:`cnnlab.filters.KERNELS` or the weights, in memory.
+    mode, boundary, fillvalue
+        As :func:`correlate2d`.
+
+    Returns
+    -------
+    dask.array.Array
+        Of ``image``'s chunks ('same').
+    """
+    from . import filters
+
+    _dask_modules()
+    if isinstance(kernel, str):
+        if kernel not in filters.KERNELS:
+            raise ValueError(f"kernel must be one of {sorted(filters.KERNELS)} or an array, got {kernel!r}")
+        kernel = filters.KERNELS[kernel]
+    _check_image("image", image, (2, 3), "biuf")
+    dtype = np.float32 if image.dtype == np.float32 else np.float64
+    if is_dask_array(kernel):
+        raise TypeError("kernel must be an in-memory array, got a dask array: pass kernel.compute()")
+    weights = np.asarray(kernel).astype(dtype)
+    return _filter(image.astype(dtype), weights, mode, boundary, fillvalue, flip=False,
+                   channels=image.ndim == 3, name="image")
+
+
+# --- batches and models -------------------------------------------------------------------
+
+def _check_batch_chunks(x, name):
+    for axis in range(1, x.ndim):
+        if len(x.chunks[axis]) > 1:
+            whole = ", ".join(f"{a}: -1" for a in range(1, x.ndim))
+            raise ValueError(
+                f"{name} is chunked along axis {axis} (chunks {x.chunks[axis]}); a batch must be "
+                f"chunked along the batch axis (0) only: rechunk with {name}.rechunk({{{whole}}})"
+            )
+    if any(np.isnan(c) for c in x.chunks[0]):
+        raise ValueError(f"{name} has unknown chunk sizes along the batch axis: call "
+                         f"{name}.compute_chunk_sizes() first")
+
+
+def _call_block(block, function, args, kwargs):
+    with kernel_lock():
+        return function(block, *args, **kwargs)
+
+
+def _batches(function, x, args, kwargs, sample_shape, dtype, token, name="x"):
+    dask, da = _dask_modules()
+    _check_batch_chunks(x, name)
+    sample_shape = tuple(int(s) for s in sample_shape)
+    chunks = (x.chunks[0],) + tuple((s,) for s in sample_shape)
+    new_axis = drop_axis = None
+    extra = len(sample_shape) - (x.ndim - 1)
+    if extra < 0:
+        drop_axis = list(range(x.ndim + extra, x.ndim))
+    elif extra > 0:
+        new_axis = list(range(x.ndim, x.ndim + extra))
+    # function and arguments go into the graph once, as one key each chunk task refers to
+    packed = dask.delayed((function, tuple(args), dict(kwargs)), traverse=False)
+    return da.map_blocks(
+        _run_packed, x, packed, chunks=chunks, dtype=dtype, drop_axis=drop_axis, new_axis=new_axis,
+        meta=np.empty((0,) * len(chunks), dtype), token=token,
+    )
+
+
+def _run_packed(block, packed):
+    function, args, kwargs = packed
+    return _call_block(block, function, args, kwargs)
+
+
+def map_batches(function, x, *args, sample_shape=None, dtype=None, **kwargs):
+    """Run ``function(batch, *args, **kwargs)`` on each chunk of a dask array of samples.
+
+    ``x`` must be chunked along its first (batch) axis only; each chunk is one in-memory
+    batch and ``function`` must return one result row per sample. ``function``, ``args`` and
+    ``kwargs`` are placed in the task graph once (a single key, shipped once to each worker of
+    a distributed cluster), not copied into every task.
+
+    Parameters
+    ----------
+    function : callable
+        Takes an in-memory batch ``(n, ...)`` and returns an array ``(n, *sample_shape)``.
+    x : dask.array.Array
+        ``(N, ...)``, chunked along axis 0 only.
+    *args, **kwargs
+        Passed to ``function`` after the batch.
+    sample_shape : tuple of int, optional
+        The shape of one result row. When it or ``dtype`` is not given, ``function`` is run
+        once on a batch of one zero sample to find them (``x`` itself is not computed).
+    dtype : dtype, optional
+        The result's dtype.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(N, *sample_shape)``, with ``x``'s chunks along the batch axis.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is chunked along another axis (rechunk it) or has fewer than one axis.
+    TypeError
+        If ``x`` is not a dask array or ``function`` is not callable.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> from cnnlab.dask import map_batches
+    >>> x = da.ones((10, 3), chunks=(4, 3))
+    >>> map_batches(lambda b: b.sum(axis=1), x).compute()
+    array([3., 3., 3., 3., 3., 3., 3., 3., 3., 3.])
+    """
+    _dask_modules()
+    if not is_dask_array(x):
+        raise TypeError(f"x must be a dask array, got {type(x).__name__}")
+    if not callable(function):
+        raise TypeError(f"function must be callable, got {type(function).__name__}")
+    if x.ndim < 1:
+        raise ValueError(f"x must have a batch axis, got shape {x.shape}")
+    _check_batch_chunks(x, "x")
+    if sample_shape is None or dtype is None:
+        probe = np.asarray(function(np.zeros((1,) + x.shape[1:], x.dtype), *args, **kwargs))
+        sample_shape = probe.shape[1:] if sample_shape is None else sample_shape
+        dtype = probe.dtype if dtype is None else dtype
+    name = getattr(function, "__name__", "function")
+    return _batches(function, x, args, kwargs, sample_shape, np.dtype(dtype),
+                    token=f"cnnlab-map-batches-{name}")
+
+
+def _check_model_input(model, x, name="x"):
+    """``Model._check_inputs`` on a dask array, without computing it (non-finite values are
+    found chunk by chunk, when the chunks are computed)."""
+    model._require_classifier("fit, evaluate and predict")
+    model._check_batch_axis(x, name)
+    kind = np.dtype(x.dtype).kind
+    if kind in "biu":
+        raise TypeError(f"{name} has integer dtype {x.dtype}: scale 0-255 images with "
+                        "cnnlab.data.normalize(images) first")
+    if kind != "f":
+        raise TypeError(f"{name} must hold float32 or float64 values, got dtype {x.dtype}")
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty batch (N, ...), got shape {x.shape}")
+    model.output_shapes(x.shape[1:])
+    _check_batch_chunks(x, name)
+    if model.input_shape is None:
+        model.input_shape = tuple(x.shape[1:])
+
+
+def _predict_proba_block(batch, model, batch_size):
+    return model.predict_proba(batch, batch_size)
+
+
+def _predict_block(batch, model, batch_size):
+    return model.predict(batch, batch_size)
+
+
+def predict_proba(model, x, batch_size=256):
+    """Class probabilities of a dask batch, chunk by chunk: ``model.predict_proba`` per chunk.
+
+    The model is copied (its weights at the time of the call) into the task graph once.
+
+    Parameters
+    ----------
+    model : cnnlab.Model
+        A classifier (one input, one output).
+    x : (N, C, H, W) dask.array.Array
+        float32 or float64, chunked along the batch axis only.
+    batch_size : int
+        The in-memory batch size within a chunk.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(N, classes)``, chunked as ``x`` along the batch axis.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As ``Model.predict_proba`` for bad shapes and dtypes; a ``ValueError`` that says how to
+        rechunk when ``x`` is chunked along another axis. NaN or infinite values raise the
+        in-memory ``ValueError`` when their chunk is computed.
+    """
+    _check_model_input(model, x)
+    classes = model._classes()
+    return _batches(_predict_proba_block, x, (model.copy(), batch_size), {}, (classes,),
+                    np.dtype(model.dtype), token="cnnlab-predict-proba")
+
+
+def predict(model, x, batch_size=256):
+    """Predicted class indices ``(N,)`` of a dask batch, as a dask array (see
+    :func:`predict_proba`)."""
+    _check_model_input(model, x)
+    return _batches(_predict_block, x, (model.copy(), batch_size), {}, (), np.dtype(np.intp),
+                    token="cnnlab-predict")
+
+
+def _evaluate_block(batch, labels, model, batch_size, loss):
+    n = batch.shape[0]
+    with kernel_lock():
+        scores = model.evaluate(batch, labels, batch_size, loss)
+    return np.array([[scores["loss"] * n, scores["accuracy"] * n, n]], dtype=np.float64)
+
+
+def evaluate(model, x, y, batch_size=256, loss=None):
+    """``{'loss': mean loss, 'accuracy': fraction correct}`` of a dask batch, computed chunk
+    by chunk on the current Dask scheduler.
+
+    Parameters
+    ----------
+    model : cnnlab.Model
+    x : (N, C, H, W) dask.array.Array
+        Chunked along the batch axis only.
+    y : (N,) array_like or dask.array.Array
+        Integer class labels (a dask array is rechunked to ``x``'s batch chunks).
+    batch_size : int
+    loss : str, loss object or None
+        As ``Model.evaluate``.
+
+    Returns
+    -------
+    dict
+        Python floats, as ``Model.evaluate``.
+    """
+    from . import losses as losses_module
+
+    dask, da = _dask_modules()
+    _check_model_input(model, x)
+    samples = x.shape[0]
+    if is_dask_array(y):
+        if y.ndim != 1 or y.shape[0] != samples:
+            raise ValueError(f"x and y must have the same length: {samples} images but y has "
+                             f"shape {y.shape}")
+        labels = y.rechunk((x.chunks[0],))
+    else:
+        labels = da.from_array(model._check_labels(y, samples), chunks=(x.chunks[0],))
+    loss = losses_module.get(loss or model.loss or "cross_entropy")
+    packed = dask.delayed((model.copy(), batch_size, loss), traverse=False)
+    parts = da.map_blocks(
+        _evaluate_packed, x, labels[(slice(None),) + (None,) * (x.ndim - 1)], packed,
+        chunks=((1,) * len(x.chunks[0]), (3,)), drop_axis=list(range(2, x.ndim)) or None,
+        dtype=np.float64, meta=np.empty((0, 0), np.float64), token="cnnlab-evaluate",
+    )
+    total_loss, correct, count = parts.sum(axis=0).compute()
+    return {"loss": float(total_loss / count), "accuracy": float(round(correct) / count)}
+
+
+def _evaluate_packed(batch, labels, packed):
+    model, batch_size, loss = packed
+    return _evaluate_block(batch, labels.reshape(-1), model, batch_size, loss)
