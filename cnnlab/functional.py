@@ -11,6 +11,7 @@ a pointer to :func:`cnnlab.data.normalize`.
 """
 
 import contextlib
+import functools
 import math
 
 import numba
@@ -135,6 +136,21 @@ def _blas_libraries():
     return _blas_controllers
 
 
+def per_sample(function):
+    """Let ``function(x, ...)``, whose output rows depend only on the same input rows, also take
+    a dask array chunked along the batch axis: it then runs chunk by chunk
+    (:func:`cnnlab.dask.map_batches`) and returns a dask array. NumPy and GPU arrays are
+    untouched; dask itself is imported only when a dask array is seen."""
+    @functools.wraps(function)
+    def run(x, *args, **kwargs):
+        from . import dask as dask_support
+
+        if dask_support.is_dask_array(x):
+            return dask_support.map_batches(function, x, *args, **kwargs)
+        return function(x, *args, **kwargs)
+    return run
+
+
 def cpu_workers(work):
     """How many threads a CPU kernel should share ``work`` (multiply-adds or element visits)
     between: Numba's thread count, but no more than gives each thread ``config.PARALLEL_MIN_WORK``
@@ -168,6 +184,7 @@ def single_threaded_blas():
 # ----------------------------------------------------------------------------- convolution
 
 
+@per_sample
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation, as in every CNN library) of a batch of images.
 
@@ -333,6 +350,7 @@ def conv2d_backward(x, weight, grad_out, stride=1, padding=0, dilation=1, groups
 # ----------------------------------------------------------------------------- pooling
 
 
+@per_sample
 def pool2d(x, kernel_size, stride=None, padding=0, mode="max", *, dilation=1, ceil_mode=False,
            count_include_pad=True):
     """2-D pooling: one statistic of every window of every channel.
@@ -555,6 +573,7 @@ def min_pool2d(x, kernel_size, stride=None, padding=0, *, dilation=1, ceil_mode=
                   count_include_pad=count_include_pad)
 
 
+@per_sample
 def global_avg_pool2d(x):
     """Mean over each whole (H, W) plane.
 
@@ -578,6 +597,7 @@ def global_avg_pool2d(x):
     return out
 
 
+@per_sample
 def global_max_pool2d(x):
     """Maximum over each whole (H, W) plane (NaN propagates, as in max pooling).
 
@@ -692,6 +712,7 @@ def log_softmax_backward(y, grad_out, axis=1):
     return _softmax_backward_like("log_softmax_backward", y, grad_out, axis)
 
 
+@per_sample
 def relu(x):
     """Rectified linear unit, ``max(x, 0)`` element-wise (NaN stays NaN).
 
@@ -711,6 +732,7 @@ def relu(x):
     return _elementwise("relu", "relu_forward", x)
 
 
+@per_sample
 def leaky_relu(x, negative_slope=0.01):
     """Leaky ReLU: ``x`` for positive ``x``, ``negative_slope * x`` otherwise.
 
@@ -730,6 +752,7 @@ def leaky_relu(x, negative_slope=0.01):
     return _elementwise("leaky_relu", "leaky_relu_forward", x, float(negative_slope))
 
 
+@per_sample
 def sigmoid(x):
     """Logistic sigmoid ``1 / (1 + exp(-x))``, computed without overflow.
 
@@ -740,6 +763,7 @@ def sigmoid(x):
     return _elementwise("sigmoid", "sigmoid_forward", x)
 
 
+@per_sample
 def tanh(x):
     """Hyperbolic tangent element-wise.
 
@@ -806,6 +830,7 @@ def clip_bounds(low, high):
     return low, high
 
 
+@per_sample
 def clip(x, min=None, max=None):
     """Clamp every element to ``[min, max]``: ``min(max(x, min), max)`` (NaN stays NaN).
 
@@ -858,6 +883,7 @@ def relu6_backward(x, grad_out):
     return clip_backward(x, grad_out, 0.0, 6.0)
 
 
+@per_sample
 def hardsigmoid(x, alpha=1 / 6, beta=0.5):
     """Hard sigmoid, ``max(0, min(1, alpha * x + beta))``.
 
@@ -891,6 +917,7 @@ def hardsigmoid_backward(x, grad_out, alpha=1 / 6, beta=0.5):
                                  as_number("beta", beta))
 
 
+@per_sample
 def hardswish(x):
     """Hard swish, ``x * relu6(x + 3) / 6`` (MobileNetV3).
 
@@ -914,6 +941,7 @@ def hardswish_backward(x, grad_out):
     return _elementwise_backward("hardswish_backward", x, grad_out)
 
 
+@per_sample
 def silu(x):
     """SiLU (swish), ``x * sigmoid(x)``, without overflow for any ``x`` (EfficientNet).
 
@@ -1169,6 +1197,7 @@ def concatenate_backward(grad_out, sizes, axis=1):
 # ----------------------------------------------------------------------------- linear
 
 
+@per_sample
 def linear(x, weight, bias=None):
     """Fully-connected layer: ``x @ weight.T + bias``.
 

@@ -365,3 +365,31 @@ def test_docs_examples_run(capsys):
                 exec(compile(block, "docs/dask.md", "exec"), namespace)
     shown = capsys.readouterr().out
     assert "True True" in shown and "(2000, 10) ((500, 500, 500, 500),) ['accuracy', 'loss']" in shown
+
+
+# --- functional ops on a dask array chunked along the batch axis ------------------------------
+
+
+@pytest.mark.parametrize("op", [
+    lambda x, F: F.conv2d(x, np.linspace(-1, 1, 4 * 3 * 9, dtype=np.float32).reshape(4, 3, 3, 3), padding=1),
+    lambda x, F: F.max_pool2d(x, 2),
+    lambda x, F: F.avg_pool2d(x, 3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+    lambda x, F: F.global_max_pool2d(F.relu6(F.hardswish(x))),
+    lambda x, F: F.linear(x.reshape(x.shape[0], -1), np.ones((5, 3 * 8 * 8), np.float32)),
+    lambda x, F: F.silu(F.leaky_relu(F.tanh(F.sigmoid(x)), 0.2)),
+])
+def test_functional_ops_run_chunk_by_chunk_over_the_batch(op):
+    import cnnlab.functional as F
+
+    x = np.random.default_rng(0).standard_normal((7, 3, 8, 8)).astype(np.float32)
+    lazy = op(da.from_array(x, chunks=(3, 3, 8, 8)), F)
+    assert isinstance(lazy, da.Array) and lazy.chunks[0] == (3, 3, 1)
+    np.testing.assert_allclose(lazy.compute(), op(x, F), rtol=1e-6, atol=1e-6)
+
+
+def test_functional_ops_refuse_an_array_chunked_across_the_image():
+    import cnnlab.functional as F
+
+    x = da.zeros((4, 3, 8, 8), chunks=(2, 3, 4, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="axis 2"):
+        F.conv2d(x, np.ones((1, 3, 3, 3), np.float32))
