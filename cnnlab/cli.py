@@ -457,22 +457,50 @@ def _prepare(model, file):
 
 
 def predict(args):
-    """Classify image files with a model saved by ``cnnlab train``."""
+    """Classify image files with a model saved by ``cnnlab train``; with ``--dask``, chunk by
+    chunk on a Dask scheduler, the rows written to ``--csv`` as the chunks finish."""
+    import csv
+
+    if args.dask is not None and args.csv is None:
+        raise ValueError("--dask writes its results to a file: add --csv FILE (e.g. --csv predictions.csv)")
+    if args.csv is not None:
+        if args.json:
+            raise ValueError("--json and --csv: choose one (the rows go to the --csv file)")
+        _check_output_file("--csv", args.csv, (".csv",))
+    if args.dask is not None:
+        scheduler = args.dask
+        if scheduler not in ("threads", "processes", "synchronous") and ":" not in scheduler:
+            raise ValueError(f"--dask {scheduler}: give threads, processes, synchronous or a scheduler "
+                             "address like tcp://host:8786 (put --dask after the images, or write "
+                             "--dask=ADDRESS)")
     model, names = _load_trained_model(args.model)
+    files = _image_files(args.images)
+
+    def rows(probabilities):
+        top = np.argsort(probabilities)[::-1][:args.top_k]
+        return [{"label": names[i], "probability": float(probabilities[i])} for i in top]
+
+    if args.dask is not None:
+        return _predict_with_dask(args, model, files, rows)
     results, failed = [], []
     with _compiling():
-        for file in _image_files(args.images):
+        for file in files:
             try:
                 x = _prepare(model, file)
             except ValueError as exc:
                 failed.append((file, str(exc)))
                 continue
-            probabilities = model.predict_proba(x)[0]
-            top = np.argsort(probabilities)[::-1][:args.top_k]
-            results.append(dict(file=file, predictions=[dict(label=names[i], probability=float(probabilities[i]))
-                                                       for i in top]))
+            results.append(dict(file=file, predictions=rows(model.predict_proba(x)[0])))
     if args.json:
         print(json.dumps(dict(results=results, errors=[dict(file=f, error=e) for f, e in failed]), indent=2))
+    elif args.csv is not None:
+        with open(args.csv, "w", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(["file", "class", "probability"])
+            for result in results:
+                for guess in result["predictions"]:
+                    writer.writerow([result["file"], guess["label"], repr(guess["probability"])])
+        print(f"{len(results)} images classified into {args.csv}", file=sys.stderr)
     else:
         width = max([len(r["file"]) for r in results] + [4])
         print(f"{'file'.ljust(width)}  class            probability")
@@ -480,9 +508,69 @@ def predict(args):
             for rank, guess in enumerate(result["predictions"]):
                 shown = result["file"] if rank == 0 else ""
                 print(f"{shown.ljust(width)}  {guess['label'][:16].ljust(16)} {guess['probability']:.3f}")
+    if not args.json:
         for file, error in failed:
             print(f"{file}: skipped ({error})", file=sys.stderr)
     return 0 if results else 1
+
+
+def _predict_with_dask(args, model, files, rows):
+    """``predict --dask``: the images read, standardized and classified inside Dask tasks."""
+    import csv
+
+    import cnnlab.dask as cdask
+    from cnnlab.data import read_image
+
+    settings = model.preprocessing
+    _, images = cdask.read_image_folder(files, settings["size"], settings.get("color", "rgb"),
+                                        settings.get("resize", "stretch"), args.chunk_size, errors="nan")
+    probabilities = cdask.classify_images(model, images, settings.get("mean"), settings.get("std"))
+    client = None
+    if args.dask in ("threads", "processes", "synchronous"):
+        scheduler = args.dask
+    else:
+        from dask.distributed import Client
+
+        try:
+            client = Client(args.dask, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"--dask {args.dask}: cannot reach a Dask scheduler there: {detail} (check the "
+                             "address, or start one with: dask scheduler)") from None
+        scheduler = client
+    total, done, classified, failed = len(files), 0, 0, []
+    tty = sys.stderr.isatty()
+    try:
+        with open(args.csv, "w", newline="") as stream, _compiling():
+            writer = csv.writer(stream)
+            writer.writerow(["file", "class", "probability"])
+            for start, block in cdask.compute_chunks(probabilities, scheduler):
+                for file, row in zip(files[start:start + len(block)], block):
+                    if np.isnan(row).any():
+                        failed.append(file)
+                        continue
+                    classified += 1
+                    for guess in rows(row):
+                        writer.writerow([file, guess["label"], repr(guess["probability"])])
+                stream.flush()
+                done += len(block)
+                print(f"{chr(13) if tty else ''}{done}/{total} images", end="" if tty else "\n",
+                      file=sys.stderr, flush=True)
+            if tty:
+                print(file=sys.stderr)
+    finally:
+        if client is not None:
+            client.close()
+    for file in failed:
+        try:  # read it here again for the reason
+            read_image(os.path.abspath(file), settings["size"], settings.get("color", "rgb"),
+                       settings.get("resize", "stretch"))
+            error = "it could not be read where the chunk was computed"
+        except (FileNotFoundError, ValueError) as exc:
+            error = str(exc)
+        print(f"{file}: skipped ({error})", file=sys.stderr)
+    print(f"{classified} images classified into {args.csv}", file=sys.stderr)
+    return 0 if classified else 1
 
 
 def inspect(args):
@@ -754,6 +842,12 @@ def build_parser():
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--top-k", type=_integer(1), default=1, help="show the K most probable classes")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--csv", help="write the rows (file, class, probability) to this .csv file instead of a table")
+    p.add_argument("--dask", nargs="?", const="threads", default=None, metavar="SCHEDULER",
+                   help="read and classify the images chunk by chunk with Dask (needs --csv): threads "
+                        "(without a value), processes, synchronous, or a scheduler address such as "
+                        "tcp://host:8786")
+    p.add_argument("--chunk-size", type=_integer(1), default=256, help="with --dask: images per task")
     p.set_defaults(run=predict)
 
     p = command("inspect", "plot a trained model's filters and an image's feature maps")
