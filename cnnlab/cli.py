@@ -380,25 +380,6 @@ def train(args):
     return 0
 
 
-def _image_files(paths):
-    """The image files among ``paths`` and inside the folders among them (recursively)."""
-    from cnnlab.data import IMAGE_SUFFIXES
-
-    files = []
-    for path in paths:
-        if os.path.isdir(path):
-            for root, _, names in sorted(os.walk(path)):
-                files += [os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_SUFFIXES)]
-        elif os.path.exists(path):
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"no such file or folder: {path}")
-    if not files:
-        raise ValueError(f"no image files in {', '.join(paths)} (give image files, or folders holding "
-                         f"{', '.join(IMAGE_SUFFIXES)} files)")
-    return files
-
-
 def _load_trained_model(path):
     """A model saved by ``cnnlab train`` or ``cnnlab demo`` (it keeps its preprocessing)."""
     import cnnlab
@@ -461,6 +442,8 @@ def predict(args):
     chunk on a Dask scheduler, the rows written to ``--csv`` as the chunks finish."""
     import csv
 
+    from cnnlab.data import image_files
+
     if args.dask is not None and args.csv is None:
         raise ValueError("--dask writes its results to a file: add --csv FILE (e.g. --csv predictions.csv)")
     if args.csv is not None:
@@ -474,7 +457,7 @@ def predict(args):
                              "address like tcp://host:8786 (put --dask after the images, or write "
                              "--dask=ADDRESS)")
     model, names = _load_trained_model(args.model)
-    files = _image_files(args.images)
+    files = image_files(args.images)
 
     def rows(probabilities):
         top = np.argsort(probabilities)[::-1][:args.top_k]

@@ -545,34 +545,6 @@ _READ_ERRORS = ("raise", "nan")
 _LOCAL_SCHEDULERS = ("threads", "processes", "synchronous", "sync", "single-threaded")
 
 
-def _image_paths(paths):
-    """The files among ``paths`` and the image files inside the folders among them."""
-    import os
-
-    from .data import IMAGE_SUFFIXES
-
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    if not isinstance(paths, (list, tuple)) or not paths:
-        raise TypeError(f"paths must be a path or a non-empty list of paths, got {paths!r}")
-    files = []
-    for path in paths:
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"paths must hold file or folder paths, got {type(path).__name__} {path!r}")
-        path = os.fspath(path)
-        if os.path.isdir(path):
-            for root, _, names in sorted(os.walk(path)):
-                files += [os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_SUFFIXES)]
-        elif os.path.exists(path):
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"no such file or folder: {path}")
-    if not files:
-        raise ValueError(f"paths holds no image files ({', '.join(map(str, paths))}; the folders are "
-                         f"searched for {', '.join(IMAGE_SUFFIXES)} files)")
-    return files
-
-
 def _read_chunk(files, size, color, resize, errors):
     """The images of ``files`` as one (n, C, H, W) float32 block; NaN images for unreadable
     files when ``errors='nan'``."""
@@ -673,7 +645,9 @@ def read_image_folder(paths, size, color="rgb", resize="stretch", chunk_size=256
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     if not isinstance(errors, str) or errors not in _READ_ERRORS:
         raise ValueError(f"errors must be 'raise' or 'nan', got {errors!r}")
-    files = _image_paths(paths)
+    from .data import image_files
+
+    files = image_files(paths)
     absolute = [os.path.abspath(f) for f in files]  # a worker's working folder may differ
     starts = range(0, len(files), int(chunk_size))
     name = "cnnlab-read-images-" + tokenize(absolute, size, color, resize, int(chunk_size), errors)

@@ -11,7 +11,7 @@ scaled to 0-1 first (this is called normalization)::
 import numpy as np
 
 __all__ = ["normalize", "standardize", "one_hot", "train_test_split", "batches", "Augmenter",
-           "read_image", "load_image_folder"]
+           "read_image", "load_image_folder", "image_files"]
 
 
 def normalize(images, dtype=np.float32):
@@ -269,6 +269,53 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 RESIZE_MODES = ("stretch", "crop", "pad")
 
 _HIGH_DEPTH_GREY = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
+
+
+def image_files(paths):
+    """The files among ``paths`` and, recursively and in sorted order, the image files inside
+    the folders among them (what ``cnnlab predict`` classifies).
+
+    Parameters
+    ----------
+    paths : path or list of paths
+        Image files (taken whatever their suffix) and folders (searched for
+        :data:`IMAGE_SUFFIXES`, in any case).
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    FileNotFoundError
+        For a path that does not exist.
+    ValueError
+        When no image file is found.
+    TypeError
+        For ``paths`` that is not a path or a non-empty list of paths.
+    """
+    import os
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if not isinstance(paths, (list, tuple)) or not paths:
+        raise TypeError(f"paths must be a path or a non-empty list of paths, got {paths!r}")
+    files = []
+    for path in paths:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"paths must hold file or folder paths, got {type(path).__name__} {path!r}")
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            for root, _, names in sorted(os.walk(path)):
+                files += [os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_SUFFIXES)]
+        elif os.path.exists(path):
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    if not files:
+        raise ValueError(f"paths holds no image files ({', '.join(map(str, paths))}; the folders are "
+                         f"searched for {', '.join(IMAGE_SUFFIXES)} files)")
+    return files
 
 
 def _check_color(color):
