@@ -27,6 +27,8 @@ import cnnlab
 import cnnlab.onnx
 from cnnlab.cli import classic_cnn
 
+from transfer_digits import summary  # the paired statistics, as for the 8x8 digits
+
 HEAD_STEPS = 150   # optimizer steps for the new classifier alone (the rest frozen), Adam 1e-2
 WHOLE_STEPS = 75   # then optimizer steps for the whole network, Adam 1e-3
 SCRATCH_RATE = 2e-3  # Adam rate of the network trained from scratch (both stages)
@@ -103,16 +105,6 @@ def run(pretrained, images, labels, seed=0, per_class=(5, 20)):
         train(scratch, x_few, y_few, WHOLE_STEPS, SCRATCH_RATE, seed + 1)
         results[count] = (head_only, scratch_short, whole, score(scratch))
     return results
-
-
-def summary(pairs):
-    """Mean accuracies, mean paired difference with its standard error, and wins/ties/losses."""
-    pairs = np.asarray(pairs, dtype=np.float64)
-    difference = pairs[:, 0] - pairs[:, 1]
-    error = difference.std(ddof=1) / math.sqrt(len(pairs)) if len(pairs) > 1 else float("nan")
-    return {"transferred": pairs[:, 0].mean(), "scratch": pairs[:, 1].mean(), "difference": difference.mean(),
-            "standard_error": error, "wins": int((difference > 0).sum()), "ties": int((difference == 0).sum()),
-            "losses": int((difference < 0).sum())}
 
 
 def main():
