@@ -29,6 +29,10 @@ GPU_CONV_TILE : int
     Side of the square output tile one CUDA block computes in the
     shared-memory convolution (``GPU_CONV_TILE**2`` threads per block);
     0 selects the direct one-thread-per-output kernel.
+FUSE : bool
+    Let the graph executor fuse, for inference, a ``Conv2D`` with the ``BatchNorm2D``, the
+    two-input ``Add`` and the activation that follow it into one convolution call
+    (:mod:`cnnlab.graph`). False runs every layer on its own (the same results, to rounding).
 """
 
 _DEFAULTS = {
@@ -37,6 +41,7 @@ _DEFAULTS = {
     "IM2COL_MAX_BYTES": 256 * 1024 * 1024,
     "GPU_CONV_TILE": 16,
     "PARALLEL_MIN_WORK": 1 << 14,
+    "FUSE": True,
 }
 
 THREADS_PER_BLOCK = _DEFAULTS["THREADS_PER_BLOCK"]
@@ -44,6 +49,7 @@ MAX_BLOCKS = _DEFAULTS["MAX_BLOCKS"]
 IM2COL_MAX_BYTES = _DEFAULTS["IM2COL_MAX_BYTES"]
 GPU_CONV_TILE = _DEFAULTS["GPU_CONV_TILE"]
 PARALLEL_MIN_WORK = _DEFAULTS["PARALLEL_MIN_WORK"]
+FUSE = _DEFAULTS["FUSE"]
 
 
 def reset():

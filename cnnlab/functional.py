@@ -184,8 +184,9 @@ def single_threaded_blas():
 # ----------------------------------------------------------------------------- convolution
 
 
-@per_sample
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+@sliding_window
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, scale=None,
+           residual=None, activation=None, out=None):
     """2-D convolution (cross-correlation, as in every CNN library) of a batch of images.
 
     Each of the ``F`` filters slides over the input, multiplies its weights
@@ -217,10 +218,30 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         Spacing between kernel taps.
     groups : int
         Split the channels into ``groups`` independent convolutions.
+    scale : (F,) array or None, keyword-only
+        Multiplies filter ``f``'s sums before the bias is added: with ``scale = gamma / sqrt(var
+        + eps)`` and ``bias = beta + (b - mean) * scale`` the call is the convolution followed by
+        an inference-mode batch normalization, in one pass (what a model does when it runs a
+        ``Conv2D`` followed by a ``BatchNorm2D`` for prediction).
+    residual : (N, F, OH, OW) array or None, keyword-only
+        Added to the output before the activation (a residual connection, ResNet's
+        ``relu(conv(x) + shortcut)``).
+    activation : str, tuple or None, keyword-only
+        Applied to each output as it is written: ``'relu'``, ``'relu6'``, ``'hardswish'``,
+        ``'hardsigmoid'``, ``'sigmoid'``, ``'silu'``, ``'tanh'``, ``'leaky_relu'``, or with
+        parameters ``('clip', min, max)``, ``('leaky_relu', negative_slope)``,
+        ``('hardsigmoid', alpha, beta)``; exactly the values of the stand-alone functions
+        (:func:`relu`, :func:`clip`, ...).  See :func:`epilogue_activation`.
+    out : (N, F, OH, OW) array or None, keyword-only
+        Write the result here (C-contiguous, the input's dtype and device) instead of a new
+        array; it must not overlap ``x``, ``weight`` or ``residual``.
+
+    The whole computation is ``out = activation(scale * conv(x, weight) + bias + residual)``,
+    the last three steps done in the kernel's output write (no extra pass over memory).
 
     Returns
     -------
-    (N, F, OH, OW) array on the input's device
+    (N, F, OH, OW) array on the input's device (``out`` when given)
 
     Shape
     -----
@@ -250,12 +271,102 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """
     x = as_float_array("x", x, ndim=4)
     weight = as_float_array("weight", weight, ndim=4, dtype=x.dtype)
-    kernels = kernels_for(x=x, weight=weight, bias=bias)
+    kernels = kernels_for(x=x, weight=weight, bias=bias, scale=scale, residual=residual, out=out)
     geometry = _conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, dilation, groups)
-    bias = _bias_or_zeros(kernels, bias, weight.shape[0], x.dtype)
-    out = kernels.empty((x.shape[0], weight.shape[0]) + geometry.out_shape, x.dtype)
+    filters = weight.shape[0]
+    code, low, high = epilogue_activation(activation)
+    shift = _bias_or_zeros(kernels, bias, filters, x.dtype)
+    if scale is None:
+        scale = kernels.ones((filters,), x.dtype)
+    else:
+        scale = kernels.asarray(as_float_array("scale", scale, ndim=1, dtype=x.dtype))
+        if scale.shape[0] != filters:
+            raise ValueError(f"scale must have {filters} entries (one per filter), got shape {tuple(scale.shape)}")
+    out_shape = (x.shape[0], filters) + geometry.out_shape
+    if out is None:
+        out = kernels.empty(out_shape, x.dtype)
+    else:
+        out = _check_out("out", out, out_shape, x.dtype, kernels)
+    if residual is None:
+        residual_array, has_residual = out, False
+    else:
+        residual_array = kernels.asarray(as_float_array("residual", residual, ndim=4, dtype=x.dtype))
+        if tuple(residual_array.shape) != out_shape:
+            raise ValueError(f"residual must have the output's shape {out_shape}, got {tuple(residual_array.shape)}")
+        has_residual = True
     with _blas_guard(kernels):
-        kernels.conv2d_forward(kernels.asarray(x), kernels.asarray(weight), bias, out, *geometry.args)
+        kernels.conv2d_forward(kernels.asarray(x), kernels.asarray(weight), scale, shift, residual_array,
+                               has_residual, code, low, high, out, *geometry.args)
+    return out
+
+
+EPILOGUE_ACTIVATIONS = {
+    # name: (kernel code, default parameters, parameter names)
+    "relu": (1, (0.0, math.inf), ()),
+    "relu6": (1, (0.0, 6.0), ()),
+    "clip": (1, None, ("min", "max")),
+    "leaky_relu": (2, (0.01, 0.0), ("negative_slope",)),
+    "hardsigmoid": (3, (1 / 6, 0.5), ("alpha", "beta")),
+    "hardswish": (4, (0.0, 0.0), ()),
+    "sigmoid": (5, (0.0, 0.0), ()),
+    "silu": (6, (0.0, 0.0), ()),
+    "tanh": (7, (0.0, 0.0), ()),
+}
+
+
+def epilogue_activation(activation):
+    """The kernel form ``(code, low, high)`` of a fused activation (see :func:`conv2d`).
+
+    Parameters
+    ----------
+    activation : None, str or tuple
+        None; a name of :data:`EPILOGUE_ACTIVATIONS`; or ``(name, *parameters)``:
+        ``('clip', min, max)`` (None for an open side), ``('leaky_relu', negative_slope)``,
+        ``('hardsigmoid', alpha, beta)``.
+
+    Returns
+    -------
+    (int, float, float)
+        The code the convolution kernels understand and its two parameters.
+
+    Raises
+    ------
+    ValueError, TypeError
+        An unknown name or bad parameters, naming ``activation``.
+    """
+    if activation is None:
+        return 0, 0.0, 0.0
+    name, parameters = (activation, ()) if isinstance(activation, str) else (None, None)
+    if isinstance(activation, tuple) and activation and isinstance(activation[0], str):
+        name, parameters = activation[0], tuple(activation[1:])
+    if name not in EPILOGUE_ACTIVATIONS:
+        known = ", ".join(repr(n) for n in EPILOGUE_ACTIVATIONS)
+        raise ValueError(f"activation must be None, one of {known}, or a tuple (name, *parameters), "
+                         f"got {activation!r}")
+    code, defaults, names = EPILOGUE_ACTIVATIONS[name]
+    if len(parameters) not in ((0, len(names)) if defaults is not None else (len(names),)):
+        raise ValueError(f"activation {name!r} takes the parameters {names or 'none'}, got {parameters!r}")
+    if name == "clip":
+        low, high = clip_bounds(*parameters)
+    elif parameters:
+        values = [as_number(f"activation's {n}", v) for n, v in zip(names, parameters)]
+        low, high = (values + [0.0])[:2]
+    else:
+        low, high = defaults
+    return code, float(low), float(high)
+
+
+def _check_out(name, out, shape, dtype, kernels):
+    """An ``out=`` array checked: the right shape, dtype and device, C-contiguous."""
+    if kernels.DEVICE == "cpu":
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"{name} must be a NumPy array on the CPU, got {type(out).__name__}")
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError(f"{name} must be a writeable C-contiguous array")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    if np.dtype(out.dtype) != np.dtype(dtype):
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {out.dtype}")
     return out
 
 

@@ -10,6 +10,13 @@ its inputs and outputs in topological order and runs them:
   inference are both this walk, with ``layer.forward`` or ``layer.output_shape`` as the step.
 - :meth:`Graph.backward` runs the nodes in reverse, summing the gradients of a tensor that
   feeds several nodes and of a layer called by several nodes.
+- For inference (``forward(..., training=False)``) the walk runs a *plan* in which each
+  ``Conv2D`` node followed by a ``BatchNorm2D``, a two-input ``Add`` and an activation (any of
+  them, in that order, each the sole consumer of the tensor before it) is one
+  :class:`FusedConv` step: a single convolution call whose kernel applies the normalization,
+  the residual and the activation as it writes the output (:func:`cnnlab.functional.conv2d`'s
+  ``scale``, ``residual`` and ``activation``). The model is unchanged; ``cnnlab.config.FUSE =
+  False`` turns the plan off.
 
 >>> import cnnlab
 >>> from cnnlab.layers import Conv2D, ReLU, Add
@@ -22,9 +29,11 @@ its inputs and outputs in topological order and runs them:
 
 import numpy as np
 
+from . import config
 from . import functional as F
+from .device import is_gpu_array, to_device, to_host
 
-__all__ = ["Input", "SymbolicTensor", "Node", "Graph", "is_symbolic"]
+__all__ = ["Input", "SymbolicTensor", "Node", "Graph", "FusedConv", "is_symbolic"]
 
 
 class SymbolicTensor:
@@ -136,6 +145,131 @@ def call_layer(layer, inputs):
     return Node(layer, items, takes_list).output
 
 
+def _fused_activation(layer):
+    """The ``activation`` argument of :func:`cnnlab.functional.conv2d` that computes ``layer``
+    (an activation layer) in the convolution's output write, or None."""
+    from . import layers as L
+
+    kind = type(layer)
+    simple = {L.ReLU: "relu", L.ReLU6: "relu6", L.HardSwish: "hardswish", L.SiLU: "silu",
+              L.Sigmoid: "sigmoid", L.Tanh: "tanh"}
+    if kind in simple:
+        return simple[kind]
+    if kind is L.LeakyReLU:
+        return ("leaky_relu", layer.negative_slope)
+    if kind is L.Clip:
+        return ("clip", layer.min, layer.max)
+    if kind is L.HardSigmoid:
+        return ("hardsigmoid", layer.alpha, layer.beta)
+    return None
+
+
+class FusedConv:
+    """One inference step standing for a ``Conv2D`` node and the ``BatchNorm2D``, ``Add`` and
+    activation nodes fused into it (each optional, at least one present).
+
+    It consumes the convolution's input and, with an ``Add``, the addition's other input (the
+    residual), and produces the last fused node's output; the intermediate tensors are never
+    made. The parameters are read from the layers at each call, so training or editing them
+    between calls is seen.
+
+    Attributes
+    ----------
+    conv, norm, add, activation : Node or None
+        The fused nodes (``conv`` always there).
+    inputs : list of SymbolicTensor
+    output : SymbolicTensor
+    """
+
+    takes_list = True
+
+    def __init__(self, conv, norm=None, add=None, residual=None, activation=None):
+        self.conv, self.norm, self.add, self.activation = conv, norm, add, activation
+        self.members = [n for n in (conv, norm, add, activation) if n is not None]
+        self.inputs = [conv.inputs[0]] + ([residual] if residual is not None else [])
+        self.output = self.members[-1].output
+        self.layer = conv.layer
+
+    def __repr__(self):
+        return "FusedConv(" + " -> ".join(type(n.layer).__name__ for n in self.members) + ")"
+
+    def run(self, values):
+        conv = self.conv.layer
+        x = conv._prepare(values[0])
+        weight = conv.params["weight"]
+        shift, scale = conv.params.get("bias"), None
+        if self.norm is not None:
+            scale, shift = self._folded_norm(shift)
+            if is_gpu_array(weight):
+                scale, shift = to_device(scale), to_device(shift)
+        residual = values[1] if self.add is not None else None
+        activation = None if self.activation is None else _fused_activation(self.activation.layer)
+        return F.conv2d(x, weight, shift, **conv._geometry(), scale=scale, residual=residual,
+                        activation=activation)
+
+    def _folded_norm(self, bias):
+        """Per-filter ``(scale, shift)`` of the inference-mode batch normalization applied to the
+        convolution's output (with its bias): ``scale = gamma / sqrt(var + eps)``,
+        ``shift = beta + (bias - mean) * scale``, computed in float64 as the stand-alone kernel."""
+        norm = self.norm.layer
+        gamma, beta = (to_host(norm.params[k]).astype(np.float64) for k in ("weight", "bias"))
+        mean, variance = (to_host(norm.buffers[k]).astype(np.float64) for k in ("running_mean", "running_var"))
+        scale = gamma / np.sqrt(variance + norm.eps)
+        offset = -mean if bias is None else to_host(bias).astype(np.float64) - mean
+        dtype = self.conv.layer.dtype
+        return scale.astype(dtype), (beta + offset * scale).astype(dtype)
+
+
+def fusion_plan(nodes, keep):
+    """``nodes`` (topological order) with every fusable convolution chain replaced by one
+    :class:`FusedConv` placed where its last node was.
+
+    A ``Conv2D`` node takes in, in this order and each only if it is the sole consumer of the
+    tensor so far and that tensor is not in ``keep`` (ids of tensors wanted outside): a
+    ``BatchNorm2D`` of the same dtype, a two-input ``Add`` whose other input has the same
+    shape and dtype, an activation :func:`_fused_activation` knows. A node is fused into one
+    convolution at most (a shortcut ``Add`` of two convolutions goes to the first).
+    """
+    from . import layers as L
+
+    consumers = {}
+    for node in nodes:
+        for tensor in node.inputs:
+            consumers.setdefault(id(tensor), []).append(node)
+
+    placed, absorbed = {}, set()
+
+    def sole_consumer(tensor):
+        users = consumers.get(id(tensor), [])
+        if len(users) != 1 or id(tensor) in keep or id(users[0]) in absorbed:
+            return None
+        return users[0]
+
+    for node in nodes:
+        if type(node.layer) is not L.Conv2D or id(node) in absorbed:
+            continue
+        tensor, parts = node.output, {}
+        following = sole_consumer(tensor)
+        if following is not None and type(following.layer) is L.BatchNorm2D \
+                and following.layer.dtype == node.layer.dtype:
+            parts["norm"], tensor = following, following.output
+            following = sole_consumer(tensor)
+        if following is not None and type(following.layer) is L.Add and len(following.inputs) == 2:
+            other = following.inputs[1] if following.inputs[0] is tensor else following.inputs[0]
+            if other is not tensor and other.sample_shape == tensor.sample_shape and other.dtype == tensor.dtype:
+                parts["add"], parts["residual"], tensor = following, other, following.output
+                following = sole_consumer(tensor)
+        if following is not None and _fused_activation(following.layer) is not None:
+            parts["activation"] = following
+        if not parts:
+            continue
+        fused = FusedConv(node, **parts)
+        placed[id(fused.members[-1])] = fused
+        absorbed.update(id(member) for member in fused.members)
+    return [placed.get(id(node), node) for node in nodes
+            if id(node) not in absorbed or id(node) in placed]
+
+
 def _as_tensor_list(name, value):
     items = list(value) if isinstance(value, (list, tuple)) else [value]
     if not items:
@@ -208,15 +342,16 @@ class Graph:
         return [node for node in self.nodes if any(t is tensor for t in node.inputs)]
 
     # --- the executor ---------------------------------------------------------------
-    def walk(self, sources, step, targets=None):
+    def walk(self, sources, step, targets=None, plan=None):
         """Evaluate ``targets`` (default: the outputs) from ``sources``.
 
         ``sources`` maps ``id(input tensor)`` to its value; ``step(node, inputs) -> value`` runs
-        one node.  Only the nodes the targets need run, in topological order; a value is dropped
-        from the table once its last consumer has run.  Returns the targets' values, in order.
+        one node.  Only the nodes the targets need run, in topological order (or the steps of
+        ``plan``, e.g. :meth:`inference_plan`'s); a value is dropped from the table once its
+        last consumer has run.  Returns the targets' values, in order.
         """
         targets = self.outputs if targets is None else targets
-        needed = self._ancestors(targets)
+        needed = self._ancestors(targets) if plan is None else plan
         values = dict(sources)
         remaining = {}
         for node in needed:
@@ -230,6 +365,16 @@ class Graph:
                 if remaining[id(tensor)] == 0 and id(tensor) not in keep:
                     del values[id(tensor)]
         return [values[id(t)] for t in targets]
+
+    def inference_plan(self, targets=None):
+        """The steps an inference :meth:`forward` runs for ``targets``: the needed nodes with
+        convolution chains fused (:func:`fusion_plan`), computed once per set of targets."""
+        targets = self.outputs if targets is None else targets
+        key = tuple(id(t) for t in targets)
+        plans = self.__dict__.setdefault("_plans", {})
+        if key not in plans:
+            plans[key] = fusion_plan(self._ancestors(targets), {id(t) for t in targets})
+        return plans[key]
 
     def _ancestors(self, targets):
         """The nodes ``targets`` depend on, in topological order."""
@@ -246,7 +391,8 @@ class Graph:
         node, so a layer called by several nodes differentiates each call.  ``seed`` (an int
         or None) gives the ``k``-th node whose layer draws random masks (has a ``step_seed``)
         the seed ``(seed + k) % 2**31`` for this call.  ``observe(node, value)``, when given,
-        sees each node's output as it is made.
+        sees each node's output as it is made (every node then runs on its own).  Inference
+        without ``observe`` runs :meth:`inference_plan`, with convolution chains fused.
         """
         if training:
             self._tape = {}
@@ -254,6 +400,8 @@ class Graph:
         seeds = {} if seed is None else {id(node): (seed + k) % (2**31) for k, node in enumerate(seeded)}
 
         def step(node, values):
+            if isinstance(node, FusedConv):
+                return node.run(values)
             layer = node.layer
             if id(node) in seeds:
                 layer.step_seed = seeds[id(node)]
@@ -268,7 +416,8 @@ class Graph:
                 observe(node, out)
             return out
 
-        return self.walk({id(t): v for t, v in zip(self.inputs, inputs)}, step, targets)
+        plan = self.inference_plan(targets) if not training and observe is None and config.FUSE else None
+        return self.walk({id(t): v for t, v in zip(self.inputs, inputs)}, step, targets, plan)
 
     def requires_grad(self, input_grads):
         """``id(tensor) -> bool``: whether a gradient must reach the tensor: a graph input when

@@ -272,3 +272,46 @@ def silu(x):
 
     x = x.astype(np.float64)
     return x * expit(x)
+
+
+def activation(spec, x):
+    """The activations a convolution can fuse (:func:`cnnlab.functional.epilogue_activation`),
+    by their textbook definitions, in float64."""
+    from scipy.special import expit
+
+    name, parameters = (spec, ()) if isinstance(spec, str) else (spec[0], tuple(spec[1:]))
+    x = np.asarray(x, dtype=np.float64)
+    if name == "relu":
+        return np.maximum(x, 0)
+    if name == "relu6":
+        return np.clip(x, 0, 6)
+    if name == "clip":
+        low, high = (-np.inf if parameters[0] is None else parameters[0]), \
+                    (np.inf if parameters[1] is None else parameters[1])
+        return clip(x, low, high)
+    if name == "leaky_relu":
+        slope = parameters[0] if parameters else 0.01
+        return np.where(x > 0, x, slope * x)
+    if name == "hardsigmoid":
+        return hardsigmoid(x, *parameters)
+    if name == "hardswish":
+        return hardswish(x)
+    if name == "sigmoid":
+        return expit(x)
+    if name == "silu":
+        return silu(x)
+    if name == "tanh":
+        return np.tanh(x)
+    raise ValueError(name)
+
+
+def fused_conv2d(x, weight, bias, stride, padding, dilation, groups, scale=None, residual=None, spec=None):
+    """``activation(scale * conv(x, weight) + bias + residual)`` from :func:`conv2d_loops`."""
+    out = conv2d_loops(x.astype(np.float64), weight.astype(np.float64), None, stride, padding, dilation, groups)
+    if scale is not None:
+        out = out * np.asarray(scale, np.float64)[None, :, None, None]
+    if bias is not None:
+        out = out + np.asarray(bias, np.float64)[None, :, None, None]
+    if residual is not None:
+        out = out + residual
+    return out if spec is None else activation(spec, out)

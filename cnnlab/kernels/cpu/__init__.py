@@ -68,7 +68,9 @@ with kernels_cached_in(cache_dir()):
         global_avg_pool2d_backward,
         global_avg_pool2d_forward,
         pool2d_backward,
+        pool2d_backward_with_indices,
         pool2d_forward,
+        pool2d_forward_with_indices,
     )
 
 DEVICE = "cpu"
@@ -82,6 +84,11 @@ def empty(shape, dtype):
 def zeros(shape, dtype):
     """A new zero-filled host array."""
     return np.zeros(shape, dtype=dtype)
+
+
+def ones(shape, dtype):
+    """A new array of ones."""
+    return np.ones(shape, dtype=dtype)
 
 
 def asarray(a):

@@ -18,13 +18,21 @@ thread when there is one worker (small work: see ``cnnlab.functional.cpu_workers
 ``@njit(parallel=True)`` driver that gives each thread a contiguous share of the items.
 Keeping the two apart means the parallel driver is compiled only when first needed.
 
+Every forward path ends with the same fused epilogue on each output row (:func:`_finish_row`):
+``out = act(scale[f] * acc + shift[f] + residual)``, so a bias, a folded batch normalization,
+a residual addition and an activation cost no extra pass over memory. The activation codes
+are :data:`cnnlab.functional.EPILOGUE_ACTIVATIONS`'s.
+
 Mirrors :mod:`cnnlab.kernels.cuda.conv`.
 """
+
+import math
 
 import numpy as np
 from numba import njit, prange
 
 from ._schedule import _share, _sum_over_workers, run_shared
+from .activation import _sigmoid
 
 
 @njit(cache=True)
@@ -59,8 +67,54 @@ def _matmul(a, b, out):
 
 
 @njit(cache=True)
-def _conv2d_forward_items(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                          groups, block_rows, first_item, last_item):
+def _finish_row(row, residual, has_residual, s, b, activation, low, high):
+    """The fused epilogue of one output row: ``row = act(s * row + b + residual)``.
+
+    ``activation``: 0 none, 1 clip to ``[low, high]`` (ReLU is ``[0, inf]``, ReLU6 ``[0, 6]``),
+    2 leaky ReLU with slope ``low``, 3 hard sigmoid ``clip(low * v + high, 0, 1)``, 4 hard swish,
+    5 sigmoid, 6 SiLU, 7 tanh; each exactly as the stand-alone activation kernel computes it.
+    One loop per case, so each vectorizes."""
+    n = row.shape[0]
+    if has_residual:
+        for p in range(n):
+            row[p] = s * row[p] + b + residual[p]
+    elif s == 1:
+        for p in range(n):
+            row[p] += b
+    else:
+        for p in range(n):
+            row[p] = s * row[p] + b
+    if activation == 1:
+        for p in range(n):
+            v = row[p]
+            row[p] = low if v < low else (high if v > high else v)
+    elif activation == 2:
+        for p in range(n):
+            v = row[p]
+            row[p] = v if v > 0 else low * v
+    elif activation == 3:
+        for p in range(n):
+            z = low * row[p] + high
+            row[p] = 0 if z < 0 else (1 if z > 1 else z)
+    elif activation == 4:
+        for p in range(n):
+            v = row[p]
+            row[p] = v * min(max(v + 3.0, 0.0), 6.0) / 6.0
+    elif activation == 5:
+        for p in range(n):
+            row[p] = _sigmoid(row[p])
+    elif activation == 6:
+        for p in range(n):
+            row[p] = row[p] * _sigmoid(row[p])
+    elif activation == 7:
+        for p in range(n):
+            row[p] = math.tanh(row[p])
+
+
+@njit(cache=True)
+def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                          stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
+                          first_item, last_item):
     """Work items ``first_item .. last_item-1`` of :func:`conv2d_forward`, one after another
     (serial: one thread's share, with its own column and product buffers)."""
     samples = x.shape[0]
@@ -70,6 +124,7 @@ def _conv2d_forward_items(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w
     taps = channels_per_group * kernel_h * kernel_w
     weight_by_group = weight.reshape(groups, filters_per_group, taps)
     out_by_group = out.reshape(samples, groups, filters_per_group, out_h * out_w)
+    residual_by_group = residual.reshape(samples, groups, filters_per_group, out_h * out_w)
     blocks = (out_h + block_rows - 1) // block_rows
     column_buffer = np.empty(taps * block_rows * out_w, dtype=x.dtype)
     product_buffer = np.empty(filters_per_group * block_rows * out_w, dtype=x.dtype)
@@ -93,22 +148,26 @@ def _conv2d_forward_items(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w
                 for p in range(pixels):
                     planes[f, first_pixel + p] = product[f, p]
         for f in range(filters_per_group):
-            b = bias[g * filters_per_group + f]
-            for p in range(first_pixel, first_pixel + pixels):
-                planes[f, p] += b
+            k = g * filters_per_group + f
+            _finish_row(planes[f, first_pixel:first_pixel + pixels],
+                        residual_by_group[n, g, f, first_pixel:first_pixel + pixels], has_residual,
+                        scale[k], shift[k], activation, low, high)
 
 
 @njit(parallel=True, cache=True)
-def _conv2d_forward_parallel(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                             groups, block_rows, items, workers):
+def _conv2d_forward_parallel(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                             stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
+                             items, workers):
     for worker in prange(workers):
         first, last = _share(worker, workers, items)
-        _conv2d_forward_items(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                              groups, block_rows, first, last)
+        _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                              stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
+                              first, last)
 
 
 @njit(cache=True)
-def _pointwise_forward_items(x, weight, bias, out, groups, blocks, first_item, last_item):
+def _pointwise_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                             groups, blocks, first_item, last_item):
     """Items of a 1x1 convolution with stride 1 and no padding: ``weight[g] @ x[n, g]`` straight
     on the input, whose (channels, H*W) view is already the column matrix (no im2col). An item
     is a (sample, group, block of filters): the blocks split the filters, so every operand of
@@ -120,6 +179,7 @@ def _pointwise_forward_items(x, weight, bias, out, groups, blocks, first_item, l
     x_by_group = x.reshape(samples, groups, channels_per_group, pixels)
     weight_by_group = weight.reshape(groups, filters_per_group, channels_per_group)
     out_by_group = out.reshape(samples, groups, filters_per_group, pixels)
+    residual_by_group = residual.reshape(samples, groups, filters_per_group, pixels)
     per_block = (filters_per_group + blocks - 1) // blocks
     for item in range(first_item, last_item):
         n = item // (groups * blocks)
@@ -130,21 +190,24 @@ def _pointwise_forward_items(x, weight, bias, out, groups, blocks, first_item, l
             continue
         _matmul(weight_by_group[g, first:last], x_by_group[n, g], out_by_group[n, g, first:last])
         for f in range(first, last):
-            b = bias[g * filters_per_group + f]
-            for p in range(pixels):
-                out_by_group[n, g, f, p] += b
+            k = g * filters_per_group + f
+            _finish_row(out_by_group[n, g, f], residual_by_group[n, g, f], has_residual, scale[k], shift[k],
+                        activation, low, high)
 
 
 @njit(parallel=True, cache=True)
-def _pointwise_forward_parallel(x, weight, bias, out, groups, blocks, items, workers):
+def _pointwise_forward_parallel(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                                groups, blocks, items, workers):
     for worker in prange(workers):
         first, last = _share(worker, workers, items)
-        _pointwise_forward_items(x, weight, bias, out, groups, blocks, first, last)
+        _pointwise_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                                 groups, blocks, first, last)
 
 
 @njit(cache=True)
-def _depthwise_forward_items(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                             block_rows, first_item, last_item):
+def _depthwise_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                             stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows,
+                             first_item, last_item):
     """Items of a depthwise convolution (one filter per input channel): a direct loop over the
     taps, each tap a multiply-add of a shifted input row onto the output row, with no column
     buffer and no GEMM (which would be a 1 x taps matrix per channel). An item is a
@@ -157,11 +220,10 @@ def _depthwise_forward_items(x, weight, bias, out, stride_h, stride_w, pad_h, pa
         n = item // (channels * blocks)
         c = (item // blocks) % channels
         first_row = (item % blocks) * block_rows
-        b = bias[c]
         for oh in range(first_row, min(out_h, first_row + block_rows)):
             row = out[n, c, oh]
             for ow in range(out_w):
-                row[ow] = b
+                row[ow] = 0
             for i in range(kernel_h):
                 h = oh * stride_h - pad_h + i * dilation_h
                 if h < 0 or h >= height:
@@ -181,30 +243,43 @@ def _depthwise_forward_items(x, weight, bias, out, stride_h, stride_w, pad_h, pa
                     else:
                         for ow in range(start, stop):
                             row[ow] += tap * source[ow * stride_w + offset]
+            _finish_row(row, residual[n, c, oh], has_residual, scale[c], shift[c], activation, low, high)
 
 
 @njit(parallel=True, cache=True)
-def _depthwise_forward_parallel(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                                block_rows, items, workers):
+def _depthwise_forward_parallel(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                                stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows, items,
+                                workers):
     for worker in prange(workers):
         first, last = _share(worker, workers, items)
-        _depthwise_forward_items(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                                 block_rows, first, last)
+        _depthwise_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                                 stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows,
+                                 first, last)
 
 
 def _row_blocks(out_h, block_rows):
     return (out_h + block_rows - 1) // block_rows
 
 
-def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w,
-                   dilation_h, dilation_w, groups, block_rows, workers):
-    """2-D cross-correlation of ``x`` with ``weight`` plus ``bias``, written into ``out``.
+def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                   stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, workers):
+    """2-D cross-correlation of ``x`` with ``weight``, finished by the fused epilogue
+    ``out = act(scale * conv + shift + residual)``, written into ``out``.
 
     Parameters
     ----------
     x : (N, C, H, W) float array, C-contiguous
     weight : (F, C // groups, KH, KW) array of the same dtype, C-contiguous
-    bias : (F,) array of the same dtype (zeros for no bias)
+    scale, shift : (F,) arrays of the same dtype
+        Per-filter multiplier and offset (ones and the bias for a plain convolution; a batch
+        normalization folded in otherwise).
+    residual : (N, F, OH, OW) array, C-contiguous
+        Added before the activation when ``has_residual`` (pass ``out`` itself otherwise).
+    has_residual : bool
+    activation : int
+        The epilogue's activation code (see :func:`_finish_row`); ``low`` and ``high`` are its
+        parameters (clip bounds, the leaky slope, the hard sigmoid's alpha and beta).
+    low, high : float
     out : (N, F, OH, OW) array, C-contiguous, overwritten
     stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w : int
         Resolved geometry; ``pad_h``/``pad_w`` are the top/left padding
@@ -220,16 +295,17 @@ def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w,
     """
     blocks = _row_blocks(out.shape[2], block_rows)
     filters, channels_per_group, kernel_h, kernel_w = weight.shape
+    epilogue = (scale, shift, residual, bool(has_residual), int(activation), float(low), float(high), out)
     if channels_per_group == 1 and filters == groups:  # depthwise: one filter per channel
         run_shared(_depthwise_forward_items, _depthwise_forward_parallel, x.shape[0] * groups * blocks, workers,
-                   x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows)
+                   x, weight, *epilogue, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows)
     elif kernel_h == kernel_w == 1 and stride_h == stride_w == 1 and pad_h == pad_w == 0 \
             and out.shape[2:] == x.shape[2:]:  # pointwise: the input is the column matrix
         run_shared(_pointwise_forward_items, _pointwise_forward_parallel, x.shape[0] * groups * blocks, workers,
-                   x, weight, bias, out, groups, blocks)
+                   x, weight, *epilogue, groups, blocks)
     else:
         run_shared(_conv2d_forward_items, _conv2d_forward_parallel, x.shape[0] * groups * blocks, workers,
-                   x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
+                   x, weight, *epilogue, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
                    block_rows)
 
 

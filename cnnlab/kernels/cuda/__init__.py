@@ -64,7 +64,9 @@ from .pool import (
     global_avg_pool2d_backward,
     global_avg_pool2d_forward,
     pool2d_backward,
+    pool2d_backward_with_indices,
     pool2d_forward,
+    pool2d_forward_with_indices,
 )
 
 DEVICE = "cuda"
@@ -78,6 +80,11 @@ def empty(shape, dtype):
 def zeros(shape, dtype):
     """A new zero-filled device array."""
     return cuda.to_device(np.zeros(shape, dtype=dtype))
+
+
+def ones(shape, dtype):
+    """A new device array of ones."""
+    return cuda.to_device(np.ones(shape, dtype=dtype))
 
 
 def asarray(a):

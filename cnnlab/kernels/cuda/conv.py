@@ -8,8 +8,13 @@ accumulates its pixel for all the block's filters from shared memory, so each in
 read from global memory once per channel and block instead of once per tap and filter.
 Geometries whose patch or kernel does not fit the fixed shared buffers use the direct kernel.
 
+Both end with the fused epilogue ``out = act(scale[f] * acc + shift[f] + residual)``
+(:func:`_finish`), as the CPU kernels do.
+
 Mirrors :mod:`cnnlab.kernels.cpu.conv`; same names, same parameters.
 """
+
+import math
 
 import numba
 import numpy as np
@@ -17,11 +22,35 @@ from numba import cuda
 
 from ... import config
 from ._launch import launch_shape
+from .activation import _sigmoid
 
 FILTERS_PER_BLOCK = 8
 MAX_PATCH = 48  # largest input patch side held in shared memory
 MAX_TAPS = 64  # largest KH * KW held in shared memory
 _tiled_kernels = {}
+
+
+@cuda.jit(device=True)
+def _finish(acc, s, b, r, activation, low, high):
+    """One output of the fused epilogue: ``act(s * acc + b + r)``, the activation codes of
+    :func:`cnnlab.kernels.cpu.conv._finish_row`."""
+    v = s * acc + b + r
+    if activation == 1:
+        return low if v < low else (high if v > high else v)
+    if activation == 2:
+        return v if v > 0 else low * v
+    if activation == 3:
+        z = low * v + high
+        return 0 if z < 0 else (1 if z > 1 else z)
+    if activation == 4:
+        return v * min(max(v + 3.0, 0.0), 6.0) / 6.0
+    if activation == 5:
+        return _sigmoid(v)
+    if activation == 6:
+        return v * _sigmoid(v)
+    if activation == 7:
+        return math.tanh(v)
+    return v
 
 
 def _tiled_kernel(tile, dtype):
@@ -33,8 +62,8 @@ def _tiled_kernel(tile, dtype):
     threads = tile * tile
 
     @cuda.jit
-    def kernel(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
-               tiles_w):
+    def kernel(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+               stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, tiles_w):
         patch = cuda.shared.array((MAX_PATCH, MAX_PATCH), element)
         taps = cuda.shared.array((FILTERS_PER_BLOCK, MAX_TAPS), element)
         acc = cuda.local.array(FILTERS_PER_BLOCK, element)
@@ -80,7 +109,9 @@ def _tiled_kernel(tile, dtype):
         ow = ow0 + tx
         if oh < out_h and ow < out_w:
             for k in range(count):
-                out[n, f0 + k, oh, ow] = acc[k] + bias[f0 + k]
+                f = f0 + k
+                r = residual[n, f, oh, ow] if has_residual else 0
+                out[n, f, oh, ow] = _finish(acc[k], scale[f], shift[f], r, activation, low, high)
 
     _tiled_kernels[key] = kernel
     return kernel
@@ -105,8 +136,8 @@ def _tiled_launch(x, weight, out, stride_h, stride_w, dilation_h, dilation_w, gr
 
 
 @cuda.jit
-def _conv2d_forward_kernel(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w,
-                           dilation_h, dilation_w, groups):
+def _conv2d_forward_kernel(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                           stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
     samples, filters, out_h, out_w = out.shape
     channels_per_group, kernel_h, kernel_w = weight.shape[1], weight.shape[2], weight.shape[3]
     height, width = x.shape[2], x.shape[3]
@@ -118,7 +149,7 @@ def _conv2d_forward_kernel(x, weight, bias, out, stride_h, stride_w, pad_h, pad_
         f = (index // (out_w * out_h)) % filters
         n = index // (out_w * out_h * filters)
         first_channel = (f // filters_per_group) * channels_per_group
-        acc = bias[f]
+        acc = x[0, 0, 0, 0] * 0  # a zero of the input dtype
         for c in range(channels_per_group):
             for i in range(kernel_h):
                 h = oh * stride_h - pad_h + i * dilation_h
@@ -128,26 +159,29 @@ def _conv2d_forward_kernel(x, weight, bias, out, stride_h, stride_w, pad_h, pad_
                     w = ow * stride_w - pad_w + j * dilation_w
                     if 0 <= w < width:
                         acc += weight[f, c, i, j] * x[n, first_channel + c, h, w]
-        out[n, f, oh, ow] = acc
+        r = residual[n, f, oh, ow] if has_residual else 0
+        out[n, f, oh, ow] = _finish(acc, scale[f], shift[f], r, activation, low, high)
 
 
-def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w,
-                   dilation_h, dilation_w, groups, block_rows, workers):
-    """2-D cross-correlation of ``x`` with ``weight`` plus ``bias``, written into ``out``.
+def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                   stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, workers):
+    """2-D cross-correlation of ``x`` with ``weight`` and the fused epilogue
+    ``act(scale * conv + shift + residual)``, written into ``out``.
 
     Same contract as :func:`cnnlab.kernels.cpu.conv.conv2d_forward`; the
     arrays are device arrays.  ``block_rows`` and ``workers`` shape the CPU
     schedule and are not used here.  Uses the shared-memory tiled kernel when
     the geometry fits it (``config.GPU_CONV_TILE``), else the direct kernel.
     """
+    epilogue = (scale, shift, residual, bool(has_residual), int(activation), float(low), float(high), out)
     tiled = _tiled_launch(x, weight, out, stride_h, stride_w, dilation_h, dilation_w, groups)
     if tiled is not None:
         kernel, grid, threads, tiles_w = tiled
-        kernel[grid, threads](x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dilation_h,
+        kernel[grid, threads](x, weight, *epilogue, stride_h, stride_w, pad_h, pad_w, dilation_h,
                               dilation_w, groups, tiles_w)
         return
     blocks, threads = launch_shape(out.size)
-    _conv2d_forward_kernel[blocks, threads](x, weight, bias, out, stride_h, stride_w, pad_h, pad_w,
+    _conv2d_forward_kernel[blocks, threads](x, weight, *epilogue, stride_h, stride_w, pad_h, pad_w,
                                             dilation_h, dilation_w, groups)
 
 

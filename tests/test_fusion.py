@@ -1,0 +1,260 @@
+"""Fused convolution: the kernel's epilogue (scale, bias, residual, activation in the output
+write) and the graph executor's inference plan that uses it."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cnnlab
+import cnnlab.functional as F
+import cnnlab.layers as L
+from cnnlab import applications, config
+from cnnlab.graph import FusedConv
+from cnnlab.shapes import resolve_padding
+
+import naive
+from strategies import arrays, conv_geometries
+
+ACTIVATIONS = [None, "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "tanh", "leaky_relu",
+               ("clip", -0.5, 0.7), ("clip", None, 0.2), ("clip", -0.1, None), ("leaky_relu", 0.3),
+               ("hardsigmoid", 0.25, 0.4)]
+STANDALONE = {
+    "relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid,
+    "sigmoid": F.sigmoid, "silu": F.silu, "tanh": F.tanh, "leaky_relu": F.leaky_relu,
+    "clip": lambda v, low, high: F.clip(v, low, high),
+}
+
+
+def standalone(spec, v):
+    if spec is None:
+        return v
+    name, parameters = (spec, ()) if isinstance(spec, str) else (spec[0], spec[1:])
+    return STANDALONE[name](v, *parameters)
+
+
+def tolerance(dtype):
+    return dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+
+
+def problem(g, seed=0):
+    rng = np.random.default_rng(seed)
+    x = arrays(rng, (g["samples"], g["channels"], g["height"], g["width"]), g["dtype"])
+    weight = arrays(rng, (g["filters"], g["channels"] // g["groups"]) + g["kernel"], g["dtype"])
+    bias = arrays(rng, (g["filters"],), g["dtype"]) if g["bias"] else None
+    return rng, x, weight, bias
+
+
+@settings(max_examples=40)
+@given(conv_geometries(), st.sampled_from(ACTIVATIONS), st.booleans(), st.booleans())
+def test_fused_conv2d_matches_loops_and_the_unfused_calls(g, activation, with_scale, with_residual):
+    rng, x, weight, bias = problem(g)
+    geometry = dict(stride=g["stride"], padding=g["padding"], dilation=g["dilation"], groups=g["groups"])
+    plain = F.conv2d(x, weight, None, **geometry)
+    scale = arrays(rng, (g["filters"],), g["dtype"]) if with_scale else None
+    residual = arrays(rng, plain.shape, g["dtype"]) if with_residual else None
+    out = F.conv2d(x, weight, bias, **geometry, scale=scale, residual=residual, activation=activation)
+    assert out.shape == plain.shape and out.dtype == g["dtype"]
+    # the same as the separate calls ...
+    expected = plain
+    if scale is not None:
+        expected = expected * scale[None, :, None, None]
+    if bias is not None:
+        expected = expected + bias[None, :, None, None]
+    if residual is not None:
+        expected = expected + residual
+    np.testing.assert_allclose(out, standalone(activation, expected.astype(g["dtype"])), **tolerance(g["dtype"]))
+    # ... and as the loop definition
+    pads = resolve_padding(g["padding"], g["kernel"], g["stride"], g["dilation"])
+    reference = naive.fused_conv2d(x, weight, bias, g["stride"], pads, g["dilation"], g["groups"], scale,
+                                   residual, activation)
+    np.testing.assert_allclose(out, reference, **tolerance(g["dtype"]))
+
+
+@pytest.mark.parametrize("kind", ["dense", "pointwise", "depthwise", "row-blocks"])
+@pytest.mark.parametrize("activation", ["relu", "relu6", "hardswish", "silu", ("clip", -1.0, 1.0)])
+def test_every_kernel_path_fuses(kind, activation, monkeypatch):
+    """The im2col, 1x1 GEMM and depthwise paths (and row blocks at batch 1) share the epilogue."""
+    rng = np.random.default_rng(3)
+    channels, groups, kernel = {"dense": (4, 1, 3), "pointwise": (6, 2, 1), "depthwise": (5, 5, 3),
+                                "row-blocks": (3, 1, 3)}[kind]
+    if kind == "row-blocks":
+        monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 16)  # several workers on one image
+    x = rng.standard_normal((1 if kind == "row-blocks" else 2, channels, 11, 9)).astype(np.float32)
+    weight = rng.standard_normal((channels, channels // groups, kernel, kernel)).astype(np.float32)
+    bias, scale = rng.standard_normal(channels).astype(np.float32), rng.uniform(0.5, 2, channels).astype(np.float32)
+    padding = kernel // 2
+    residual = rng.standard_normal(F.conv2d(x, weight, padding=padding, groups=groups).shape).astype(np.float32)
+    out = F.conv2d(x, weight, bias, padding=padding, groups=groups, scale=scale, residual=residual,
+                   activation=activation)
+    reference = naive.fused_conv2d(x, weight, bias, (1, 1), ((padding,) * 2,) * 2, (1, 1), groups, scale, residual,
+                                   activation)
+    np.testing.assert_allclose(out, reference, rtol=2e-5, atol=2e-5)
+
+
+def test_out_is_written_and_returned():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    out = np.full((2, 4, 4, 4), np.nan, np.float32)
+    result = F.conv2d(x, w, activation="relu", out=out)
+    assert result is out
+    np.testing.assert_allclose(out, F.relu(F.conv2d(x, w)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(activation="gelu"), ValueError, "activation must be"),
+    (dict(activation=("clip", 1.0)), ValueError, "activation 'clip' takes"),
+    (dict(activation=("clip", 2.0, 1.0)), ValueError, "min must not exceed max"),
+    (dict(activation=("leaky_relu", "x")), TypeError, "negative_slope"),
+    (dict(activation=("relu", 1.0)), ValueError, "activation 'relu' takes"),
+    (dict(activation=3), ValueError, "activation must be"),
+    (dict(scale=np.ones(3, np.float32)), ValueError, "scale must have 4 entries"),
+    (dict(scale=np.ones((4, 1), np.float32)), ValueError, "scale"),
+    (dict(residual=np.ones((2, 4, 3, 3), np.float32)), ValueError, "residual must have the output's shape"),
+    (dict(residual=np.ones((2, 4, 4), np.float32)), ValueError, "residual"),
+    (dict(out=np.ones((2, 4, 3, 3), np.float32)), ValueError, "out must have shape"),
+    (dict(out=np.ones((2, 4, 4, 4), np.float64)), TypeError, "out must have dtype"),
+    (dict(out=np.ones((2, 4, 4, 8), np.float32)[..., ::2]), ValueError, "C-contiguous"),
+    (dict(out=[[0.0]]), TypeError, "out must be a NumPy array"),
+])
+def test_bad_epilogue_arguments_are_named(kwargs, error, words):
+    x = np.ones((2, 3, 6, 6), np.float32)
+    w = np.ones((4, 3, 3, 3), np.float32)
+    with pytest.raises(error, match=words):
+        F.conv2d(x, w, **kwargs)
+
+
+@pytest.mark.usefixtures("small_cuda_launches")
+@settings(max_examples=6)
+@given(conv_geometries(max_size=3), st.sampled_from(ACTIVATIONS[1:]))
+def test_fused_conv2d_gpu_equals_cpu(g, activation):
+    rng, x, weight, bias = problem(g, seed=5)
+    geometry = dict(stride=g["stride"], padding=g["padding"], dilation=g["dilation"], groups=g["groups"])
+    shape = F.conv2d(x, weight, None, **geometry).shape
+    scale, residual = arrays(rng, (g["filters"],), g["dtype"]), arrays(rng, shape, g["dtype"])
+    cpu = F.conv2d(x, weight, bias, **geometry, scale=scale, residual=residual, activation=activation)
+    on_device = [None if a is None else cnnlab.to_device(a) for a in (x, weight, bias, scale, residual)]
+    gpu = F.conv2d(*on_device[:3], **geometry, scale=on_device[3], residual=on_device[4], activation=activation)
+    np.testing.assert_allclose(cnnlab.to_host(gpu), cpu, **tolerance(g["dtype"]))
+
+
+# --- the graph executor's plan ------------------------------------------------------------
+
+def _randomize_norms(model, rng):
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNorm2D):
+            n = layer.num_features
+            layer.buffers["running_mean"][:] = rng.standard_normal(n) * 0.2
+            layer.buffers["running_var"][:] = rng.uniform(0.5, 2.0, n)
+            layer.params["weight"][:] = rng.uniform(0.5, 1.5, n)
+            layer.params["bias"][:] = rng.standard_normal(n) * 0.2
+
+
+def _fused(model):
+    return [step for step in model.graph.inference_plan() if isinstance(step, FusedConv)]
+
+
+def _unfused(model, x, monkeypatch):
+    with monkeypatch.context() as patch:
+        patch.setattr(config, "FUSE", False)
+        return model.predict_proba(x)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: applications.resnet(18, classes=5, input_shape=(3, 32, 32), seed=0),
+    lambda: applications.mobilenet_v2(classes=5, input_shape=(3, 32, 32), seed=0, width_multiplier=0.5),
+], ids=["resnet18", "mobilenet_v2"])
+def test_fused_and_unfused_networks_agree(build, monkeypatch):
+    rng = np.random.default_rng(0)
+    model = build()
+    _randomize_norms(model, rng)
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    fused = model.predict_proba(x)
+    steps = _fused(model)
+    assert steps and all(step.norm is not None for step in steps)
+    assert len(model.graph.inference_plan()) < len(model.graph.nodes)
+    np.testing.assert_allclose(fused, _unfused(model, x, monkeypatch), rtol=1e-4, atol=1e-6)
+
+
+def test_resnet_blocks_fuse_the_shortcut_and_the_activation():
+    model = applications.resnet(18, classes=5, input_shape=(3, 32, 32), seed=0)
+    names = [[type(n.layer).__name__ for n in step.members] for step in _fused(model)]
+    assert ["Conv2D", "BatchNorm2D", "ReLU"] in names
+    assert ["Conv2D", "BatchNorm2D", "Add", "ReLU"] in names
+    # eight basic blocks, each with one shortcut Add, every one fused into a convolution
+    assert sum("Add" in members for members in names) == 8
+
+
+def test_a_tensor_used_twice_or_returned_is_not_fused_away(monkeypatch):
+    rng = np.random.default_rng(2)
+    x = cnnlab.Input((3, 8, 8))
+    conv = L.Conv2D(3, 4, 3, padding=1, seed=1)(x)
+    a = L.ReLU()(conv)
+    b = L.Sigmoid()(conv)  # conv feeds two nodes: neither activation may be fused
+    c = L.Conv2D(4, 4, 3, padding=1, seed=2)(a)
+    d = L.ReLU()(c)  # fusable, but c is also an output below
+    e = L.Add()([L.Conv2D(4, 4, 1, seed=3)(b), L.Conv2D(4, 4, 1, seed=4)(d)])
+    model = cnnlab.Model(x, [e, c])
+    plan = model.graph.inference_plan()
+    fused = [s for s in plan if isinstance(s, FusedConv)]
+    assert len(fused) == 1 and [type(n.layer).__name__ for n in fused[0].members] == ["Conv2D", "Add"]
+    data = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    outputs = model.forward(data)
+    with monkeypatch.context() as patch:
+        patch.setattr(config, "FUSE", False)
+        expected = model.forward(data)
+    for got, want in zip(outputs, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_broadcast_add_and_mixed_dtypes_are_not_fused():
+    x = cnnlab.Input((3, 6, 6))
+    conv = L.Conv2D(3, 4, 3, padding=1)(x)
+    gate = L.GlobalAvgPool2D(keepdims=True)(L.Conv2D(3, 4, 1)(x))
+    added = L.Add()([conv, gate])  # (4, 1, 1) broadcast: the kernel adds same-shape residuals only
+    normed = L.BatchNorm2D(4, dtype="float64")(L.Conv2D(4, 4, 1)(added))
+    model = cnnlab.Model(x, normed)
+    assert all(step.add is None and step.norm is None for step in _fused(model))
+
+
+def test_parameters_changed_after_a_prediction_are_used():
+    rng = np.random.default_rng(4)
+    model = applications.resnet(18, classes=3, input_shape=(3, 32, 32), seed=0)
+    x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    before = model.predict_proba(x)
+    _randomize_norms(model, rng)
+    after = model.predict_proba(x)
+    config.FUSE = False
+    try:
+        expected = model.predict_proba(x)
+    finally:
+        config.reset()
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_training_and_observed_forwards_run_every_node():
+    rng = np.random.default_rng(5)
+    model = applications.resnet(18, classes=3, input_shape=(3, 32, 32), seed=0)
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    seen = []
+    model.graph.forward([x], observe=lambda node, value: seen.append(node))
+    assert len(seen) == len(model.graph.nodes) and not any(isinstance(n, FusedConv) for n in seen)
+    model.fit(x, np.array([0, 1]), epochs=1, batch_size=2, verbose=0)  # training walks the plain graph
+    assert np.isfinite(model.predict_proba(x)).all()
+
+
+@pytest.mark.usefixtures("small_cuda_launches")
+def test_fused_network_on_the_gpu_equals_the_cpu():
+    rng = np.random.default_rng(6)
+    x = cnnlab.Input((2, 6, 6))
+    h = L.ReLU()(L.BatchNorm2D(3)(L.Conv2D(2, 3, 3, padding=1, seed=1)(x)))
+    y = L.ReLU6()(L.Add()([L.BatchNorm2D(3)(L.Conv2D(3, 3, 3, padding=1, seed=2)(h)), h]))
+    model = cnnlab.Model(x, L.Flatten()(y))
+    _randomize_norms(model, rng)
+    assert len(_fused(model)) == 2
+    data = rng.standard_normal((2, 2, 6, 6)).astype(np.float32)
+    cpu = model.forward(data)
+    gpu = cnnlab.to_host(model.to("cuda").forward(cnnlab.to_device(data)))
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-6)
