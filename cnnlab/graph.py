@@ -27,6 +27,9 @@ its inputs and outputs in topological order and runs them:
 (None, 4, 8, 8)
 """
 
+import threading
+import weakref
+
 import numpy as np
 
 from . import config
@@ -193,7 +196,7 @@ class FusedConv:
     def __repr__(self):
         return "FusedConv(" + " -> ".join(type(n.layer).__name__ for n in self.members) + ")"
 
-    def run(self, values):
+    def run(self, values, out=None):
         conv = self.conv.layer
         x = conv._prepare(values[0])
         weight = conv.params["weight"]
@@ -205,7 +208,7 @@ class FusedConv:
         residual = values[1] if self.add is not None else None
         activation = None if self.activation is None else _fused_activation(self.activation.layer)
         return F.conv2d(x, weight, shift, **conv._geometry(), scale=scale, residual=residual,
-                        activation=activation)
+                        activation=activation, out=out)
 
     def _folded_norm(self, bias):
         """Per-filter ``(scale, shift)`` of the inference-mode batch normalization applied to the
@@ -218,6 +221,57 @@ class FusedConv:
         offset = -mean if bias is None else to_host(bias).astype(np.float64) - mean
         dtype = self.conv.layer.dtype
         return scale.astype(dtype), (beta + offset * scale).astype(dtype)
+
+
+def _non_aliasing_layers():
+    """Layer types whose inference ``forward`` always returns a new array (never a view of, or
+    the same array as, an input): a buffer only they read can be reused once they have run."""
+    from . import layers as L
+
+    return (L.Conv2D, L.BatchNorm2D, L.Dense, L._Pool2D, L._GlobalPool2D, L.Add, L.Multiply, L.Concatenate,
+            L.ReLU, L.LeakyReLU, L.Sigmoid, L.Tanh, L.Softmax, L.LogSoftmax, L._ElementwiseActivation)
+
+
+class BufferPool:
+    """Output buffers of inference steps, reused from one step and one call to the next.
+
+    A :class:`FusedConv` step takes its output array from here (:meth:`take`); when the walk
+    drops a value that came from here and every step that read it returns new arrays, the
+    array comes back (:meth:`give`) for a later step of the same shape. After a call,
+    :meth:`trim` forgets the shapes that call did not ask for, so the pool holds at most what
+    one call of the current batch size uses. One pool per graph and thread (see
+    :meth:`Graph.buffer_pool`): concurrent predictions never share buffers.
+    """
+
+    def __init__(self):
+        self.free = {}  # (shape, dtype) -> arrays
+        self.owned = set()  # ids of the arrays handed out and not yet given back
+        self.asked = set()
+
+    def take(self, shape, dtype):
+        key = (tuple(shape), np.dtype(dtype))
+        self.asked.add(key)
+        stack = self.free.get(key)
+        array = stack.pop() if stack else np.empty(shape, dtype)
+        self.owned.add(id(array))
+        return array
+
+    def give(self, array):
+        if id(array) in self.owned:
+            self.owned.discard(id(array))
+            self.free.setdefault((tuple(array.shape), array.dtype), []).append(array)
+
+    def trim(self):
+        self.free = {key: arrays for key, arrays in self.free.items() if key in self.asked}
+        self.owned.clear()  # whatever was not given back now belongs to the caller
+        self.asked = set()
+
+    @property
+    def nbytes(self):
+        return sum(a.nbytes for arrays in self.free.values() for a in arrays)
+
+
+_POOLS = threading.local()
 
 
 def fusion_plan(nodes, keep):
@@ -342,13 +396,14 @@ class Graph:
         return [node for node in self.nodes if any(t is tensor for t in node.inputs)]
 
     # --- the executor ---------------------------------------------------------------
-    def walk(self, sources, step, targets=None, plan=None):
+    def walk(self, sources, step, targets=None, plan=None, release=None):
         """Evaluate ``targets`` (default: the outputs) from ``sources``.
 
         ``sources`` maps ``id(input tensor)`` to its value; ``step(node, inputs) -> value`` runs
         one node.  Only the nodes the targets need run, in topological order (or the steps of
         ``plan``, e.g. :meth:`inference_plan`'s); a value is dropped from the table once its
-        last consumer has run.  Returns the targets' values, in order.
+        last consumer has run (and handed to ``release(tensor, value)`` when given).  Returns the
+        targets' values, in order.
         """
         targets = self.outputs if targets is None else targets
         needed = self._ancestors(targets) if plan is None else plan
@@ -363,7 +418,9 @@ class Graph:
             for tensor in node.inputs:
                 remaining[id(tensor)] -= 1
                 if remaining[id(tensor)] == 0 and id(tensor) not in keep:
-                    del values[id(tensor)]
+                    value = values.pop(id(tensor))
+                    if release is not None:
+                        release(tensor, value)
         return [values[id(t)] for t in targets]
 
     def inference_plan(self, targets=None):
@@ -375,6 +432,25 @@ class Graph:
         if key not in plans:
             plans[key] = fusion_plan(self._ancestors(targets), {id(t) for t in targets})
         return plans[key]
+
+    def _recyclable(self, plan):
+        """Ids of the tensors whose every reader in ``plan`` returns new arrays."""
+        safe = (FusedConv,) + _non_aliasing_layers()
+        readers = {}
+        for step in plan:
+            for tensor in step.inputs:
+                readers.setdefault(id(tensor), []).append(step)
+        return {key for key, steps in readers.items()
+                if all(isinstance(s if isinstance(s, FusedConv) else s.layer, safe) for s in steps)}
+
+    def buffer_pool(self):
+        """This thread's :class:`BufferPool` for this graph."""
+        pools = getattr(_POOLS, "by_graph", None)
+        if pools is None:
+            pools = _POOLS.by_graph = weakref.WeakKeyDictionary()
+        if self not in pools:
+            pools[self] = BufferPool()
+        return pools[self]
 
     def _ancestors(self, targets):
         """The nodes ``targets`` depend on, in topological order."""
@@ -399,9 +475,27 @@ class Graph:
         seeded = [node for node in self.nodes if hasattr(node.layer, "step_seed")]
         seeds = {} if seed is None else {id(node): (seed + k) % (2**31) for k, node in enumerate(seeded)}
 
+        plan = self.inference_plan(targets) if not training and observe is None and config.FUSE else None
+        pool = release = None
+        if plan is not None and not any(is_gpu_array(v) for v in inputs):
+            pool = self.buffer_pool()
+            wanted = {id(t) for t in (self.outputs if targets is None else targets)}
+            recyclable = self.__dict__.setdefault("_recyclable_ids", {})
+            if id(plan) not in recyclable:
+                recyclable[id(plan)] = self._recyclable(plan)
+            reusable = recyclable[id(plan)]
+
+            def release(tensor, value):
+                if id(tensor) in reusable:
+                    pool.give(value)
+
         def step(node, values):
             if isinstance(node, FusedConv):
-                return node.run(values)
+                if pool is None or id(node.output) in wanted:
+                    return node.run(values)
+                conv = node.conv.layer
+                shape = (values[0].shape[0],) + tuple(conv.output_shape(values[0].shape[1:]))
+                return node.run(values, out=pool.take(shape, conv.dtype))
             layer = node.layer
             if id(node) in seeds:
                 layer.step_seed = seeds[id(node)]
@@ -416,8 +510,11 @@ class Graph:
                 observe(node, out)
             return out
 
-        plan = self.inference_plan(targets) if not training and observe is None and config.FUSE else None
-        return self.walk({id(t): v for t, v in zip(self.inputs, inputs)}, step, targets, plan)
+        try:
+            return self.walk({id(t): v for t, v in zip(self.inputs, inputs)}, step, targets, plan, release)
+        finally:
+            if pool is not None:
+                pool.trim()
 
     def requires_grad(self, input_grads):
         """``id(tensor) -> bool``: whether a gradient must reach the tensor: a graph input when

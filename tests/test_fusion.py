@@ -258,3 +258,85 @@ def test_fused_network_on_the_gpu_equals_the_cpu():
     cpu = model.forward(data)
     gpu = cnnlab.to_host(model.to("cuda").forward(cnnlab.to_device(data)))
     np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-6)
+
+
+# --- buffer reuse ---------------------------------------------------------------------------
+
+def _small_residual_model():
+    x = cnnlab.Input((3, 8, 8))
+    h = L.ReLU()(L.BatchNorm2D(4)(L.Conv2D(3, 4, 3, padding=1, seed=1)(x)))
+    h = L.ReLU()(L.Add()([L.Conv2D(4, 4, 3, padding=1, seed=2)(h), h]))
+    h = L.ReLU()(L.Conv2D(4, 4, 3, padding=1, seed=3)(h))
+    return cnnlab.Model(x, L.Dense(4 * 8 * 8, 3, seed=4)(L.Flatten()(h)))
+
+
+def test_buffers_are_reused_and_results_stay_intact():
+    rng = np.random.default_rng(7)
+    model = _small_residual_model()
+    pool = model.graph.buffer_pool()
+    a, b = (rng.standard_normal((2, 3, 8, 8)).astype(np.float32) for _ in range(2))
+    first = model.forward(a)
+    kept = first.copy()
+    assert pool.nbytes > 0  # released outputs wait in the pool for the next call
+    held = {id(array) for arrays in pool.free.values() for array in arrays}
+    taken = []
+    original = type(pool).take
+
+    def spy(self, shape, dtype):
+        array = original(self, shape, dtype)
+        taken.append(id(array))
+        return array
+
+    type(pool).take = spy
+    try:
+        second = model.forward(b)
+    finally:
+        type(pool).take = original
+    assert taken and taken[0] in held  # the second call starts from the pooled arrays
+    np.testing.assert_array_equal(first, kept)  # an earlier result is never overwritten
+    config.FUSE = False
+    try:
+        np.testing.assert_allclose(second, model.forward(b), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(first, model.forward(a), rtol=1e-5, atol=1e-6)
+    finally:
+        config.reset()
+
+
+def test_a_fused_output_read_through_a_view_is_not_reused():
+    """Flatten returns a view: the convolution's buffer under it must not go back to the pool."""
+    rng = np.random.default_rng(8)
+    x = cnnlab.Input((2, 5, 5))
+    h = L.ReLU()(L.Conv2D(2, 3, 3, padding=1, seed=1)(x))
+    flat = L.Flatten()(L.ReLU()(L.Conv2D(3, 3, 3, padding=1, seed=2)(h)))
+    model = cnnlab.Model(x, flat)
+    a, b = (rng.standard_normal((1, 2, 5, 5)).astype(np.float32) for _ in range(2))
+    first = model.forward(a)
+    kept = first.copy()
+    model.forward(b)
+    model.forward(b)
+    np.testing.assert_array_equal(first, kept)
+
+
+def test_concurrent_predictions_use_separate_pools():
+    import threading
+
+    rng = np.random.default_rng(9)
+    model = _small_residual_model()
+    inputs = [rng.standard_normal((3, 3, 8, 8)).astype(np.float32) for _ in range(4)]
+    expected = [model.forward(x).copy() for x in inputs]
+    results, errors = {}, []
+
+    def work(k):
+        try:
+            for _ in range(20):
+                results[k] = model.forward(inputs[k])
+                np.testing.assert_allclose(results[k], expected[k], rtol=1e-6)
+        except AssertionError as exc:  # pragma: no cover - the failure this test looks for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors

@@ -114,9 +114,11 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
 @njit(cache=True)
 def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                           stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
-                          first_item, last_item):
+                          filter_blocks, first_item, last_item):
     """Work items ``first_item .. last_item-1`` of :func:`conv2d_forward`, one after another
-    (serial: one thread's share, with its own column and product buffers)."""
+    (serial: one thread's share, with its own column and product buffers). An item is a
+    (sample, group, block of output rows, block of filters); consecutive items of one row
+    block reuse its columns."""
     samples = x.shape[0]
     filters, channels_per_group, kernel_h, kernel_w = weight.shape
     out_h, out_w = out.shape[2], out.shape[3]
@@ -126,28 +128,37 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
     out_by_group = out.reshape(samples, groups, filters_per_group, out_h * out_w)
     residual_by_group = residual.reshape(samples, groups, filters_per_group, out_h * out_w)
     blocks = (out_h + block_rows - 1) // block_rows
+    per_block = (filters_per_group + filter_blocks - 1) // filter_blocks
     column_buffer = np.empty(taps * block_rows * out_w, dtype=x.dtype)
-    product_buffer = np.empty(filters_per_group * block_rows * out_w, dtype=x.dtype)
+    product_buffer = np.empty(min(per_block, filters_per_group) * block_rows * out_w, dtype=x.dtype)
+    filled = -1  # the (sample, group, row block) whose columns the buffer holds
     for item in range(first_item, last_item):
-        n = item // (groups * blocks)
-        g = (item // blocks) % groups
-        first_row = (item % blocks) * block_rows
+        piece = item // filter_blocks
+        n = piece // (groups * blocks)
+        g = (piece // blocks) % groups
+        first_row = (piece % blocks) * block_rows
+        f0 = (item % filter_blocks) * per_block
+        f1 = min(filters_per_group, f0 + per_block)
+        if f0 >= f1:
+            continue
         rows = min(block_rows, out_h - first_row)
         pixels = rows * out_w
         first_pixel = first_row * out_w
         columns = column_buffer[:taps * pixels].reshape(taps, pixels)
-        _im2col(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
-                out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+        if piece != filled:
+            _im2col(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
+                    out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+            filled = piece
         planes = out_by_group[n, g]
         if rows == out_h:
-            _matmul(weight_by_group[g], columns, planes)
+            _matmul(weight_by_group[g, f0:f1], columns, planes[f0:f1])
         else:
-            product = product_buffer[:filters_per_group * pixels].reshape(filters_per_group, pixels)
-            _matmul(weight_by_group[g], columns, product)
-            for f in range(filters_per_group):
+            product = product_buffer[:(f1 - f0) * pixels].reshape(f1 - f0, pixels)
+            _matmul(weight_by_group[g, f0:f1], columns, product)
+            for f in range(f1 - f0):
                 for p in range(pixels):
-                    planes[f, first_pixel + p] = product[f, p]
-        for f in range(filters_per_group):
+                    planes[f0 + f, first_pixel + p] = product[f, p]
+        for f in range(f0, f1):
             k = g * filters_per_group + f
             _finish_row(planes[f, first_pixel:first_pixel + pixels],
                         residual_by_group[n, g, f, first_pixel:first_pixel + pixels], has_residual,
@@ -157,12 +168,12 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
 @njit(parallel=True, cache=True)
 def _conv2d_forward_parallel(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                              stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
-                             items, workers):
+                             filter_blocks, items, workers):
     for worker in prange(workers):
         first, last = _share(worker, workers, items)
         _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                               stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
-                              first, last)
+                              filter_blocks, first, last)
 
 
 @njit(cache=True)
@@ -262,7 +273,8 @@ def _row_blocks(out_h, block_rows):
 
 
 def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
-                   stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, workers):
+                   stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, workers,
+                   filter_blocks=1):
     """2-D cross-correlation of ``x`` with ``weight``, finished by the fused epilogue
     ``out = act(scale * conv + shift + residual)``, written into ``out``.
 
@@ -290,8 +302,13 @@ def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, 
         Output rows per work item (``OH`` for whole samples); bounds the
         per-thread column buffer to ``taps * block_rows * OW`` elements.
     workers : int
-        Threads sharing the (sample, group, row block) items, each with its own
+        Threads sharing the (sample, group, row block, filter block) items, each with its own
         buffers; 1 runs on the calling thread without Numba's thread pool.
+    filter_blocks : int
+        Pieces the filters of a group are split into (the GEMM path): with fewer images than
+        threads and small outputs (deep layers), threads share an image's filters rather than
+        its few rows, so that each GEMM keeps its full width and reads only its part of the
+        weights.
     """
     blocks = _row_blocks(out.shape[2], block_rows)
     filters, channels_per_group, kernel_h, kernel_w = weight.shape
@@ -301,12 +318,13 @@ def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, 
                    x, weight, *epilogue, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows)
     elif kernel_h == kernel_w == 1 and stride_h == stride_w == 1 and pad_h == pad_w == 0 \
             and out.shape[2:] == x.shape[2:]:  # pointwise: the input is the column matrix
+        blocks = max(blocks, filter_blocks)  # this path splits the filters, whichever way was asked
         run_shared(_pointwise_forward_items, _pointwise_forward_parallel, x.shape[0] * groups * blocks, workers,
                    x, weight, *epilogue, groups, blocks)
     else:
-        run_shared(_conv2d_forward_items, _conv2d_forward_parallel, x.shape[0] * groups * blocks, workers,
-                   x, weight, *epilogue, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
-                   block_rows)
+        run_shared(_conv2d_forward_items, _conv2d_forward_parallel, x.shape[0] * groups * blocks * filter_blocks,
+                   workers, x, weight, *epilogue, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
+                   block_rows, filter_blocks)
 
 
 @njit(cache=True)
