@@ -71,16 +71,19 @@ def test_fused_conv2d_matches_loops_and_the_unfused_calls(g, activation, with_sc
     np.testing.assert_allclose(out, reference, **tolerance(g["dtype"]))
 
 
-@pytest.mark.parametrize("kind", ["dense", "pointwise", "depthwise", "row-blocks"])
+@pytest.mark.parametrize("kind", ["dense", "pointwise", "depthwise", "row-blocks", "filter-blocks"])
 @pytest.mark.parametrize("activation", ["relu", "relu6", "hardswish", "silu", ("clip", -1.0, 1.0)])
 def test_every_kernel_path_fuses(kind, activation, monkeypatch):
-    """The im2col, 1x1 GEMM and depthwise paths (and row blocks at batch 1) share the epilogue."""
+    """The im2col, 1x1 GEMM and depthwise paths (and row or filter blocks at batch 1) share the
+    epilogue."""
     rng = np.random.default_rng(3)
     channels, groups, kernel = {"dense": (4, 1, 3), "pointwise": (6, 2, 1), "depthwise": (5, 5, 3),
-                                "row-blocks": (3, 1, 3)}[kind]
-    if kind == "row-blocks":
+                                "row-blocks": (3, 1, 3), "filter-blocks": (17, 1, 3)}[kind]
+    blocks = kind.endswith("blocks")
+    if blocks:
         monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 16)  # several workers on one image
-    x = rng.standard_normal((1 if kind == "row-blocks" else 2, channels, 11, 9)).astype(np.float32)
+    size = (3, 4) if kind == "filter-blocks" else (11, 9)  # 12 pixels < 17 filters: split the filters
+    x = rng.standard_normal((1 if blocks else 2, channels) + size).astype(np.float32)
     weight = rng.standard_normal((channels, channels // groups, kernel, kernel)).astype(np.float32)
     bias, scale = rng.standard_normal(channels).astype(np.float32), rng.uniform(0.5, 2, channels).astype(np.float32)
     padding = kernel // 2
