@@ -685,9 +685,10 @@ def info(args):
         name = cuda.get_current_device().name
         print(f"cuda device: {name.decode() if isinstance(name, bytes) else name}")
     from cnnlab.kernels import cache
-    from cnnlab.parallel import threading_layer
+    from cnnlab.parallel import blas_kernels, threading_layer
 
     print(f"threading layer: {threading_layer()}")
+    print(f"BLAS: {blas_kernels()}")
 
     print(f"kernel cache: {cache.cache_dir()} (compiled kernels; set CNNLAB_CACHE_DIR to move it, "
           "cnnlab cache clear to empty it)")

@@ -16,11 +16,11 @@ and makes sure Numba can load it, because it is the one that stays fast on a sha
 
 TBB is also safe to call from several threads (a Dask or web-server worker) and after a fork.
 
-pip installs the ``tbb`` wheel's ``libtbb.so.12`` into the environment's ``lib`` folder, where the
-dynamic loader does not look, so Numba would silently fall back to OpenMP; :func:`load_tbb`
-loads it by path first. A user's choice always wins: ``NUMBA_THREADING_LAYER`` (or
-``numba.config.THREADING_LAYER``) is respected, and nothing changes once Numba has started its
-threads.
+The GEMMs inside the convolution and fully-connected kernels are OpenBLAS's (SciPy's build,
+which Numba calls). OpenBLAS picks its kernels for the processor at load time, unless
+``OPENBLAS_CORETYPE`` names them; the choice matters (on an AVX-512 processor its AVX2
+``Haswell`` kernels run ResNet's GEMM shapes at about half the speed of its ``SkylakeX``
+ones). :func:`blas_kernels` reports which it runs (``cnnlab info``, ``cnnlab bench``).
 """
 
 import ctypes
@@ -28,7 +28,7 @@ import importlib.metadata
 import os
 import sys
 
-__all__ = ["load_tbb", "threading_layer"]
+__all__ = ["blas_kernels", "load_tbb", "threading_layer"]
 
 _TBB_LIBRARIES = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib"}
 
@@ -79,3 +79,26 @@ def threading_layer():
     except ValueError:  # not started yet: run one parallel kernel
         F.relu(np.zeros(4, np.float32))
         return numba.threading_layer()
+
+
+def blas_kernels():
+    """The BLAS library Numba's GEMMs call and the kernels it runs, e.g.
+    ``'OpenBLAS 0.3.29 (SkylakeX kernels)'``; loads SciPy's BLAS if needed.
+
+    Returns
+    -------
+    str
+    """
+    import scipy.linalg.cython_blas  # noqa: F401 - what Numba's np.dot calls
+    import threadpoolctl
+
+    found = [info for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"
+             and "scipy_openblas" in os.path.basename(info.get("filepath", "")) and "64_" not in info["filepath"]]
+    if not found:
+        found = [info for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"]
+    if not found:
+        return "unknown"
+    info = found[0]
+    name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(info.get("internal_api"), info.get("internal_api"))
+    architecture = info.get("architecture")
+    return f"{name} {info.get('version')}" + (f" ({architecture} kernels)" if architecture else "")

@@ -67,3 +67,15 @@ import numba; print(numba.threading_layer())
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "tbb"
 
+
+
+def test_blas_kernels_names_the_library_numba_calls():
+    from cnnlab.parallel import blas_kernels
+
+    text = blas_kernels()
+    assert text.split()[0] in ("OpenBLAS", "MKL", "BLIS")
+    import threadpoolctl
+
+    architectures = {i.get("architecture") for i in threadpoolctl.threadpool_info() if i.get("architecture")}
+    if architectures:  # OpenBLAS says which kernels it runs; the report names one of them
+        assert any(f"({a} kernels)" in text for a in architectures)
