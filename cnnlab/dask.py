@@ -10,6 +10,12 @@ kernels never see Dask and every chunk gives exactly what the in-memory call giv
 - :func:`map_batches` runs a function of an in-memory batch over a dask array chunked along
   the batch axis only; :func:`predict_proba`, :func:`predict` and :func:`evaluate` use it for
   a model, which is placed in the task graph once.
+- :func:`map_windows` runs a sliding-window op (convolution, pooling) over an (N, C, H, W) dask
+  array chunked across the image: each output chunk is computed from its input chunk and the
+  halo its windows reach, with the op's padding at the image's edges only; ``F.conv2d`` and
+  the poolings use it for such arrays.
+- ``device='cuda'`` (or weights on the GPU) runs the chunks' kernels on the GPU: each task
+  copies its chunk there and the result back, so the chunks stay NumPy arrays.
 - :func:`read_image_folder` lists image files and folders now and reads them later, one task
   per chunk of images; :func:`classify_images` standardizes and classifies them in the tasks
   and :func:`compute_chunks` hands a result over chunk by chunk (``cnnlab predict --dask``).
@@ -25,6 +31,7 @@ Dask itself is imported only when a dask array is used (the ``dask`` extra).
 import sys
 import threading
 from contextlib import nullcontext
+from itertools import pairwise
 
 import numpy as np
 
@@ -38,6 +45,7 @@ __all__ = [
     "is_dask_array",
     "kernel_lock",
     "map_batches",
+    "map_windows",
     "predict",
     "predict_proba",
     "read_image_folder",
@@ -76,6 +84,52 @@ def kernel_lock():
     from .parallel import threading_layer
 
     return _LOCK if threading_layer() == "workqueue" else nullcontext()
+
+
+# --- devices -------------------------------------------------------------------------------
+
+_DEVICES = ("cpu", "cuda")
+
+
+def _resolve_device(device, *arrays):
+    """'cpu' or 'cuda' for the chunks' tasks: ``device`` as given, or (None) 'cuda' when one of
+    ``arrays`` (weights, kernels, arguments) lives on the GPU, else 'cpu'."""
+    from .device import _require_cuda, is_gpu_array
+
+    if device is None:
+        return "cuda" if any(is_gpu_array(a) for a in arrays) else "cpu"
+    if not isinstance(device, str) or device not in _DEVICES:
+        raise ValueError(f"device must be 'cpu', 'cuda' or None, got {device!r}")
+    if device == "cuda":
+        _require_cuda()  # the clear 'no CUDA GPU' RuntimeError now, not in a task
+    return device
+
+
+def _to_host_values(values):
+    """GPU arrays among ``values`` copied to NumPy: the task graph holds host arrays only (it
+    can be pickled and sent to a cluster); the tasks copy them to the device."""
+    from .device import is_gpu_array, to_host
+
+    return type(values)(to_host(v) if is_gpu_array(v) else v for v in values)
+
+
+def _on_device(function, block, args, kwargs, device):
+    """``function(block, *args, **kwargs)`` on ``device``: for 'cuda' the block and every NumPy
+    array among the arguments are copied to the GPU first and the result is copied back, so a
+    dask array's chunks stay NumPy arrays."""
+    if device != "cuda":
+        with kernel_lock():
+            return function(block, *args, **kwargs)
+    from .device import to_device, to_host
+
+    def move(value):
+        return to_device(value) if isinstance(value, np.ndarray) else value
+
+    args = tuple(move(a) for a in args)
+    kwargs = {key: move(value) for key, value in kwargs.items()}
+    with kernel_lock():
+        out = function(to_device(block), *args, **kwargs)
+    return to_host(out)
 
 
 # --- filters -------------------------------------------------------------------------------
@@ -130,8 +184,9 @@ def _axis_plan(chunks, size, mode, flip):
     return start, depth, out_chunks
 
 
-def _filter_block(block, weights, starts, depths, flip, channels, block_info=None):
-    """Filter one block (a chunk with its halo) with the in-memory 'valid' filter."""
+def _filter_block(block, weights, starts, depths, flip, channels, device="cpu", block_info=None):
+    """Filter one block (a chunk with its halo) with the in-memory 'valid' filter, on
+    ``device``."""
     from . import filters
 
     location = block_info[None]["array-location"]
@@ -142,14 +197,14 @@ def _filter_block(block, weights, starts, depths, flip, channels, block_info=Non
     if 0 in lengths:
         return np.zeros(lengths, dtype)
     function = filters.convolve2d if flip else filters.correlate2d
-    with kernel_lock():
-        if not channels:
-            return function(block[crop], weights, mode="valid")
-        return np.stack([function(block[crop + (c,)], weights, mode="valid")
-                         for c in range(block.shape[2])], axis=-1)
+    valid = {"mode": "valid"}
+    if not channels:
+        return _on_device(function, block[crop], (weights,), valid, device)
+    return np.stack([_on_device(function, block[crop + (c,)], (weights,), valid, device)
+                     for c in range(block.shape[2])], axis=-1)
 
 
-def _filter(in1, in2, mode, boundary, fillvalue, flip, channels=False, name="in1"):
+def _filter(in1, in2, mode, boundary, fillvalue, flip, channels=False, name="in1", device=None):
     from . import filters
 
     dask, da = _dask_modules()
@@ -157,6 +212,7 @@ def _filter(in1, in2, mode, boundary, fillvalue, flip, channels=False, name="in1
         raise TypeError("in2 (the kernel) must be an in-memory array, got a dask array: pass "
                         "in2.compute() (kernels are small)")
     weights = filters._as_2d("in2", in2)
+    device = _resolve_device(device, weights)
     if not isinstance(mode, str) or mode not in filters._MODES:
         raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
     if not isinstance(boundary, str) or boundary not in filters._BOUNDARIES:
@@ -209,7 +265,7 @@ def _filter(in1, in2, mode, boundary, fillvalue, flip, channels=False, name="in1
     padded = da.overlap.overlap(image, depth=depth, boundary=bound)
     meta = da.utils.meta_from_array(in1, ndim=in1.ndim, dtype=dtype)
     result = da.map_blocks(
-        _filter_block, padded, dask.delayed(weights), starts, tuple(depths), flip, channels,
+        _filter_block, padded, dask.delayed(weights), starts, tuple(depths), flip, channels, device,
         chunks=out_chunks, dtype=dtype, meta=meta,
         token="cnnlab-" + ("convolve2d" if flip else "correlate2d"),
     )
@@ -218,7 +274,7 @@ def _filter(in1, in2, mode, boundary, fillvalue, flip, channels=False, name="in1
     return result
 
 
-def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
+def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0, device=None):
     """Cross-correlate a 2-D dask array with an in-memory kernel, chunk by chunk.
 
     The same result as :func:`cnnlab.filters.correlate2d` on the computed array (and so as
@@ -229,8 +285,8 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     ----------
     in1 : (H, W) dask.array.Array
         The image, chunked any way (chunks smaller than the kernel's reach are merged).
-    in2 : (KH, KW) array_like
-        The kernel, in memory.
+    in2 : (KH, KW) array_like or GPU array
+        The kernel, in memory (host or GPU).
     mode : {'full', 'valid', 'same'}
         As :func:`cnnlab.filters.correlate2d`. 'same' keeps ``in1``'s chunks; 'full' grows
         the last chunk of each axis by ``K - 1`` and 'valid' shrinks the last chunks.
@@ -238,6 +294,10 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
         As :func:`cnnlab.filters.correlate2d` (aliases 'pad', 'circular', 'symmetric').
     fillvalue : scalar
         The outside value for ``boundary='fill'``.
+    device : {None, 'cpu', 'cuda'}
+        Where each chunk is filtered: 'cuda' copies the chunk (with its halo) to the GPU inside
+        its task, runs the GPU kernel there and copies the result back, so the result's chunks
+        are NumPy arrays either way. None: 'cuda' when ``in2`` is a GPU array, else 'cpu'.
 
     Returns
     -------
@@ -251,6 +311,8 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
         kernel's reach along an axis, or a 'valid' kernel larger than the image.
     TypeError
         For a non-numeric dtype, or a dask array as the kernel.
+    RuntimeError
+        For ``device='cuda'`` where there is no GPU (nor the CUDA simulator).
 
     Examples
     --------
@@ -265,10 +327,10 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     """
     _dask_modules()
     _check_image("in1", in1, (2,), "iufcb")
-    return _filter(in1, in2, mode, boundary, fillvalue, flip=False)
+    return _filter(in1, in2, mode, boundary, fillvalue, flip=False, device=device)
 
 
-def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
+def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0, device=None):
     """Convolve a 2-D dask array with an in-memory kernel, chunk by chunk.
 
     Parameters, returns and errors as :func:`correlate2d`; the result equals
@@ -276,10 +338,10 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     """
     _dask_modules()
     _check_image("in1", in1, (2,), "iufcb")
-    return _filter(in1, in2, mode, boundary, fillvalue, flip=True)
+    return _filter(in1, in2, mode, boundary, fillvalue, flip=True, device=device)
 
 
-def apply(image, kernel, mode="same", boundary="fill", fillvalue=0):
+def apply(image, kernel, mode="same", boundary="fill", fillvalue=0, device=None):
     """Filter a grayscale (H, W) or colour (H, W, C) dask image, channel by channel.
 
     As :func:`cnnlab.filters.apply`: computed in float32 for float32 input, float64 otherwise.
@@ -289,8 +351,8 @@ def apply(image, kernel, mode="same", boundary="fill", fillvalue=0):
     ----------
     image : (H, W) or (H, W, C) dask.array.Array
     kernel : str or 2-D array_like
-        A name from :data:`cnnlab.filters.KERNELS` or the weights, in memory.
-    mode, boundary, fillvalue
+        A name from :data:`cnnlab.filters.KERNELS` or the weights, in memory (host or GPU).
+    mode, boundary, fillvalue, device
         As :func:`correlate2d`.
 
     Returns
@@ -309,9 +371,12 @@ def apply(image, kernel, mode="same", boundary="fill", fillvalue=0):
     dtype = np.float32 if image.dtype == np.float32 else np.float64
     if is_dask_array(kernel):
         raise TypeError("kernel must be an in-memory array, got a dask array: pass kernel.compute()")
-    weights = np.asarray(kernel).astype(dtype)
+    from .device import to_host
+
+    device = _resolve_device(device, kernel)
+    weights = to_host(kernel).astype(dtype)
     return _filter(image.astype(dtype), weights, mode, boundary, fillvalue, flip=False,
-                   channels=image.ndim == 3, name="image")
+                   channels=image.ndim == 3, name="image", device=device)
 
 
 # --- batches and models -------------------------------------------------------------------
@@ -329,12 +394,7 @@ def _check_batch_chunks(x, name):
                          f"{name}.compute_chunk_sizes() first")
 
 
-def _call_block(block, function, args, kwargs):
-    with kernel_lock():
-        return function(block, *args, **kwargs)
-
-
-def _batches(function, x, args, kwargs, sample_shape, dtype, token, name="x"):
+def _batches(function, x, args, kwargs, sample_shape, dtype, token, name="x", device="cpu"):
     dask, da = _dask_modules()
     _check_batch_chunks(x, name)
     sample_shape = tuple(int(s) for s in sample_shape)
@@ -346,7 +406,7 @@ def _batches(function, x, args, kwargs, sample_shape, dtype, token, name="x"):
     elif extra > 0:
         new_axis = list(range(x.ndim, x.ndim + extra))
     # function and arguments go into the graph once, as one key each chunk task refers to
-    packed = dask.delayed((function, tuple(args), dict(kwargs)), traverse=False)
+    packed = dask.delayed((function, tuple(args), dict(kwargs), device), traverse=False)
     return da.map_blocks(
         _run_packed, x, packed, chunks=chunks, dtype=dtype, drop_axis=drop_axis, new_axis=new_axis,
         meta=np.empty((0,) * len(chunks), dtype), token=token,
@@ -354,11 +414,11 @@ def _batches(function, x, args, kwargs, sample_shape, dtype, token, name="x"):
 
 
 def _run_packed(block, packed):
-    function, args, kwargs = packed
-    return _call_block(block, function, args, kwargs)
+    function, args, kwargs, device = packed
+    return _on_device(function, block, args, kwargs, device)
 
 
-def map_batches(function, x, *args, sample_shape=None, dtype=None, **kwargs):
+def map_batches(function, x, *args, sample_shape=None, dtype=None, device=None, **kwargs):
     """Run ``function(batch, *args, **kwargs)`` on each chunk of a dask array of samples.
 
     ``x`` must be chunked along its first (batch) axis only; each chunk is one in-memory
@@ -379,6 +439,13 @@ def map_batches(function, x, *args, sample_shape=None, dtype=None, **kwargs):
         once on a batch of one zero sample to find them (``x`` itself is not computed).
     dtype : dtype, optional
         The result's dtype.
+    device : {None, 'cpu', 'cuda'}
+        Where ``function`` runs. 'cuda': inside each chunk's task the chunk and every NumPy
+        array among ``args`` and ``kwargs`` are copied to the GPU, ``function`` runs on them
+        there and its result is copied back, so the result's chunks are NumPy arrays. None:
+        'cuda' when one of ``args`` or ``kwargs`` is a GPU array (weights on the device mean
+        chunks go to the device), else 'cpu'. GPU arrays among the arguments are kept in the
+        graph as host copies (a graph can then be sent to a cluster).
 
     Returns
     -------
@@ -388,9 +455,12 @@ def map_batches(function, x, *args, sample_shape=None, dtype=None, **kwargs):
     Raises
     ------
     ValueError
-        If ``x`` is chunked along another axis (rechunk it) or has fewer than one axis.
+        If ``x`` is chunked along another axis (rechunk it) or has fewer than one axis; for an
+        unknown ``device``.
     TypeError
         If ``x`` is not a dask array or ``function`` is not callable.
+    RuntimeError
+        For ``device='cuda'`` where there is no GPU (nor the CUDA simulator).
 
     Examples
     --------
@@ -408,13 +478,446 @@ def map_batches(function, x, *args, sample_shape=None, dtype=None, **kwargs):
     if x.ndim < 1:
         raise ValueError(f"x must have a batch axis, got shape {x.shape}")
     _check_batch_chunks(x, "x")
+    device = _resolve_device(device, *args, *kwargs.values())
+    args = _to_host_values(tuple(args))
+    kwargs = dict(zip(kwargs, _to_host_values(tuple(kwargs.values()))))
     if sample_shape is None or dtype is None:
-        probe = np.asarray(function(np.zeros((1,) + x.shape[1:], x.dtype), *args, **kwargs))
+        zeros = np.zeros((1,) + x.shape[1:], x.dtype)
+        probe = np.asarray(_on_device(function, zeros, args, kwargs, device))
         sample_shape = probe.shape[1:] if sample_shape is None else sample_shape
         dtype = probe.dtype if dtype is None else dtype
     name = getattr(function, "__name__", "function")
     return _batches(function, x, args, kwargs, sample_shape, np.dtype(dtype),
-                    token=f"cnnlab-map-batches-{name}")
+                    token=f"cnnlab-map-batches-{name}", device=device)
+
+
+# --- sliding windows over an image chunked across its height and width --------------------
+
+def _window_axis_plan(chunks, size, kernel, stride, dilation, before, after, ceil_mode):
+    """The output blocks of a sliding window along one chunked axis, and what each one reads.
+
+    Output ``o`` covers input rows ``o*stride - before`` to ``o*stride - before + span - 1``
+    (``span = dilation*(kernel - 1) + 1``; rows outside the input are padding); its window's
+    centre row is ``o*stride - before + (span - 1)//2``. Output block ``j`` holds the outputs
+    whose centre lies in input chunk ``j``; the first block also those centred in the leading
+    padding, the last one those to the end of the output. So 'same' padding at stride 1 keeps
+    the input's chunks, and a stride ``s`` makes each chunk about ``1/s`` as long. A chunk in
+    which no window is centred (one smaller than the stride) gives no block, and a first block
+    whose windows lie in the leading padding alone joins the next one. A block reads the input
+    rows its windows cover, clipped to the input; what is clipped becomes the block's own
+    padding, so that the in-memory op on those rows with that padding gives exactly the
+    block's outputs. With ``ceil_mode`` the last block keeps the input's end and its trailing
+    padding, so its partial last window (and avg pooling's divisor) is the in-memory one; every
+    other block fits its windows exactly, where ``ceil_mode`` changes nothing.
+
+    Returns
+    -------
+    blocks : list of (start, stop, pad_before, pad_after)
+        Input rows ``[start, stop)`` and the padding of each output block, in order.
+    out_chunks : tuple of int
+        The number of outputs of each block.
+    """
+    from .shapes import _axis_output_size
+
+    span = dilation * (kernel - 1) + 1
+    total = _axis_output_size(None, size, kernel, stride, before, after, dilation, ceil_mode)
+    offset = before - (span - 1) // 2  # output o is centred on input row o*stride - offset
+    inside = min(total, -(-(size + offset) // stride))  # outputs centred before the input ends
+    bounds, position = [0], 0
+    for chunk in chunks[:-1]:
+        position += chunk
+        first = -(-(position + offset) // stride)  # the first output centred in the next chunk
+        if bounds[-1] < first < inside:
+            bounds.append(first)
+    bounds.append(total)
+    if len(bounds) > 2 and (bounds[1] - 1) * stride - before + span <= 0:
+        del bounds[1]  # windows in the leading padding alone: read with the next block's rows
+    # ceil_mode's partial last window alone does not make an input the window fits: join the
+    # block before (the in-memory op refuses an input shorter than the window)
+    while ceil_mode and len(bounds) > 2 and size - max(bounds[-2] * stride - before, 0) \
+            + max(before - bounds[-2] * stride, 0) + after < span:
+        del bounds[-2]
+    if len(bounds) == 2 and (total - 1) * stride - before + span <= 0:
+        return [(0, size, before, after)], (total,)  # no window reaches the input: the in-memory call
+    blocks = []
+    for index, (first, stop) in enumerate(pairwise(bounds)):
+        low = first * stride - before
+        high = (stop - 1) * stride - before + span
+        start = max(low, 0)
+        if ceil_mode and index == len(bounds) - 2 and (high > size + after or high - span >= size):
+            end, pad_after = size, after  # a partial last window, or one in the trailing padding
+        else:
+            end = min(high, size)
+            pad_after = high - end
+        blocks.append((start, end, start - low, pad_after))
+    return blocks, tuple(stop - first for first, stop in pairwise(bounds))
+
+
+def _chunk_pieces(chunks, start, stop):
+    """``(chunk index, slice in the chunk, whole chunk?)`` for each chunk rows ``[start, stop)``
+    cross."""
+    pieces, offset = [], 0
+    for index, length in enumerate(chunks):
+        low, high = max(start, offset), min(stop, offset + length)
+        if low < high:
+            pieces.append((index, slice(low - offset, high - offset), high - low == length))
+        offset += length
+    return pieces
+
+
+def _window_block(packed, pieces, padding):
+    """One output block: the input pieces joined into the block's rows and columns, then the
+    in-memory op with the block's own padding."""
+    function, args, kwargs, device = packed
+    block = pieces[0][0] if len(pieces) == 1 and len(pieces[0]) == 1 else np.block(pieces)
+    return _on_device(function, block, args, dict(kwargs, padding=padding), device)
+
+
+def _minimum_chunks(chunks, reach):
+    """Chunks of at least ``reach`` rows (merging as few as possible), so that a block's
+    windows reach no further than the chunks either side of its own."""
+    from dask.array.overlap import ensure_minimum_chunksize
+
+    if len(chunks) == 1 or min(chunks) >= reach:
+        return chunks
+    if sum(chunks) <= reach:
+        return (sum(chunks),)
+    return ensure_minimum_chunksize(reach, chunks)
+
+
+def _windows(function, x, args, kwargs, kernel, stride, padding, dilation, ceil_mode, out_channels,
+             dtype, device, token):
+    """The dask array of a sliding-window op on ``x`` (N, C, H, W), block by block.
+
+    ``function(block, *args, stride=, padding=, dilation=, [ceil_mode=,] **kwargs)`` is the
+    in-memory op; ``padding`` is resolved ``((top, bottom), (left, right))``; ``ceil_mode``
+    None means the op has none. ``out_channels`` None: output channel ``c`` depends on input
+    channel ``c`` only (pooling), and the channel chunks stay; an int: every input channel is
+    needed (convolution), and the channel axis is made one chunk.
+    """
+    dask, da = _dask_modules()
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    wanted = {1: -1} if out_channels is not None and len(x.chunks[1]) > 1 else {}
+    for axis, span in zip((2, 3), spans):
+        chunks = _minimum_chunks(x.chunks[axis], span - 1)
+        if chunks != x.chunks[axis]:
+            wanted[axis] = chunks
+    if wanted:
+        x = x.rechunk(wanted)
+    flag = bool(ceil_mode)
+    plans = [_window_axis_plan(x.chunks[axis], x.shape[axis], k, s, d, before, after, flag)
+             for axis, k, s, d, (before, after) in zip((2, 3), kernel, stride, dilation, padding)]
+    (row_blocks, row_out), (col_blocks, col_out) = plans
+    options = dict(kwargs, stride=tuple(stride), dilation=tuple(dilation))
+    if ceil_mode is not None:
+        options["ceil_mode"] = flag
+    packed = dask.delayed((function, tuple(args), options, device), traverse=False)
+    key = tokenize(x.name, packed.key, plans, out_channels, np.dtype(dtype).str)
+    name = f"{token}-{key}"
+    piece_name = token.replace("cnnlab-", "cnnlab-halo-", 1) + f"-{key}"  # the rows of a chunk a block needs
+    graph = {}
+    rows = [_chunk_pieces(x.chunks[2], start, stop) for start, stop, _, _ in row_blocks]
+    cols = [_chunk_pieces(x.chunks[3], start, stop) for start, stop, _, _ in col_blocks]
+    for n in range(len(x.chunks[0])):
+        for c in range(len(x.chunks[1])):
+            for p, (row_pieces, row_block) in enumerate(zip(rows, row_blocks)):
+                for q, (col_pieces, col_block) in enumerate(zip(cols, col_blocks)):
+                    pieces = []
+                    for jr, row_slice, whole_rows in row_pieces:
+                        line = []
+                        for jc, col_slice, whole_cols in col_pieces:
+                            source = (x.name, n, c, jr, jc)
+                            if not (whole_rows and whole_cols):  # only the rows and columns needed
+                                piece = (piece_name, n, c, p, q, jr, jc)
+                                graph[piece] = (_take, source, row_slice, col_slice)
+                                source = piece
+                            line.append(source)
+                        pieces.append(line)
+                    padding_block = (row_block[2:], col_block[2:])
+                    graph[(name, n, c, p, q)] = (_window_block, packed.key, pieces, padding_block)
+    channels = x.chunks[1] if out_channels is None else (out_channels,)
+    chunks = (x.chunks[0], channels, row_out, col_out)
+    layers = HighLevelGraph.from_collections(name, graph, dependencies=[x, packed])
+    return da.Array(layers, name, chunks, dtype=dtype, meta=np.empty((0,) * 4, dtype))
+
+
+def _take(block, rows, cols):
+    """The part of a neighbour chunk a block needs, copied: a view would keep the whole chunk
+    in memory until the block has run."""
+    return block[:, :, rows, cols].copy()
+
+
+def _check_network_input(name, x, ndim=4):
+    """The in-memory checks of a network op's input (``as_float_array``) on a dask array's
+    dtype and shape, with the same messages, without computing it."""
+    from .functional import as_float_array
+
+    as_float_array(name, np.empty((1,) * x.ndim, x.dtype))  # dtype: the in-memory errors
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+    if any(np.isnan(s) for s in x.shape):
+        raise ValueError(f"{name} has unknown chunk sizes {x.chunks}: call {name}.compute_chunk_sizes() first")
+    if 0 in x.shape:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+
+
+def _chunked_across_samples(x):
+    """Whether ``x`` is chunked along an axis other than the batch axis."""
+    return any(len(c) > 1 for c in x.chunks[1:])
+
+
+def map_windows(function, x, *args, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=None,
+                out_channels=None, dtype=None, device=None, **kwargs):
+    """Run a sliding-window op of in-memory images block by block over a dask array chunked
+    across its height and width (and batch, and channels).
+
+    Along each spatial axis, output block ``j`` holds the outputs whose window starts in
+    input chunk ``j`` (the first block also those starting in the leading padding, the last
+    one those to the end of the output; a chunk smaller than the stride, in which no window
+    starts, gives no block). A block's task reads only the rows and columns its windows cover:
+    its chunk plus a halo of ``dilation*(kernel_size - 1)`` rows and columns of the next
+    chunks (chunks smaller than that are merged first). It runs ``function`` on them with the
+    block's own padding: the part of the window's reach that lies outside the input, which is
+    the op's padding at the image's edges and nothing inside. So every output equals the
+    in-memory result, and the output's chunks are these blocks.
+
+    Parameters
+    ----------
+    function : callable
+        ``function(block, *args, stride=(sh, sw), padding=((top, bottom), (left, right)),
+        dilation=(dh, dw), **kwargs)`` (and ``ceil_mode=`` when ``ceil_mode`` is not None)
+        returns the op's output ``(n, C_out, OH, OW)`` of an in-memory ``(n, C, h, w)`` block,
+        with ``OH = floor((h + top + bottom - dh*(KH - 1) - 1) / sh) + 1`` (ceil with
+        ``ceil_mode``, as :func:`cnnlab.output_size`) and likewise ``OW``: as
+        :func:`cnnlab.functional.conv2d` and :func:`cnnlab.functional.pool2d` do.
+    x : (N, C, H, W) dask.array.Array
+        Chunked along any axes.
+    *args, **kwargs
+        Passed to ``function`` after the block (``kernel_size`` is not: pass it in ``args``
+        if ``function`` takes it).
+    kernel_size : int or (int, int)
+        The window.
+    stride, dilation : int or (int, int)
+    padding : int, (int, int), ((int, int), (int, int)) or str
+        Any form :func:`cnnlab.functional.conv2d` takes, 'same', 'same_upper' and
+        'same_lower' included; resolved with ``x``'s size.
+    ceil_mode : bool or None
+        Pooling's ``ceil_mode``; None for an op without one (it is then not passed).
+    out_channels : int or None
+        None: output channel ``c`` depends on input channel ``c`` only (pooling), so channel
+        chunks stay as they are. An int: the number of output channels, each depending on
+        every input channel (convolution); the channel axis is then made one chunk.
+    dtype : dtype, optional
+        The result's dtype; ``x``'s by default.
+    device : {None, 'cpu', 'cuda'}
+        As :func:`map_batches`: 'cuda' runs each block on the GPU (copied there and back in
+        its task); None: 'cuda' when an argument is a GPU array.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(N, C_out, OH, OW)`` with ``OH``, ``OW`` the in-memory output size; ``x``'s batch
+        chunks, the output blocks along height and width.
+
+    Raises
+    ------
+    ValueError
+        For a bad geometry (as :func:`cnnlab.output_size`), a window that does not fit, a
+        non-4-D ``x``, unknown chunk sizes or an unknown ``device``.
+    TypeError
+        If ``x`` is not a dask array, ``function`` is not callable, or for non-integer sizes.
+
+    See Also
+    --------
+    map_batches : for an op whose output rows depend on the same samples only.
+    dask.array.map_overlap : the same idea for ops that keep the image's size.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> import cnnlab.functional as F
+    >>> from cnnlab.dask import map_windows
+    >>> x = da.ones((1, 1, 10, 10), chunks=(1, 1, 4, 5))
+    >>> out = map_windows(F.max_pool2d, x, 3, kernel_size=3, stride=2, padding=1, ceil_mode=False)
+    >>> out.chunks[2:]
+    ((2, 2, 1), (3, 2))
+    >>> bool((out.compute() == 1).all())
+    True
+    """
+    from .shapes import (
+        check_flag,
+        check_int,
+        pair,
+        resolve_padding,
+        window_output_shape,
+    )
+
+    _dask_modules()
+    if not is_dask_array(x):
+        raise TypeError(f"x must be a dask array, got {type(x).__name__}")
+    if not callable(function):
+        raise TypeError(f"function must be callable, got {type(function).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"x must have 4 dimensions (N, C, H, W), got shape {tuple(x.shape)}")
+    if any(np.isnan(s) for s in x.shape):
+        raise ValueError(f"x has unknown chunk sizes {x.chunks}: call x.compute_chunk_sizes() first")
+    if 0 in x.shape:
+        raise ValueError(f"x is empty (shape {tuple(x.shape)})")
+    kernel = pair("kernel_size", kernel_size, 1)
+    stride = pair("stride", stride, 1)
+    dilation = pair("dilation", dilation, 1)
+    size = tuple(int(s) for s in x.shape[2:])
+    pads = resolve_padding(padding, kernel, stride, dilation, size)
+    if ceil_mode is not None:
+        ceil_mode = check_flag("ceil_mode", ceil_mode)
+    window_output_shape(*size, kernel, stride, pads, dilation, bool(ceil_mode))
+    if out_channels is not None:
+        out_channels = check_int("out_channels", out_channels, 1)
+    device = _resolve_device(device, *args, *kwargs.values())
+    args = _to_host_values(tuple(args))
+    kwargs = dict(zip(kwargs, _to_host_values(tuple(kwargs.values()))))
+    dtype = np.dtype(x.dtype if dtype is None else dtype)
+    name = getattr(function, "__name__", "function")
+    return _windows(function, x, args, kwargs, kernel, stride, pads, dilation, ceil_mode, out_channels,
+                    dtype, device, token=f"cnnlab-map-windows-{name}")
+
+
+def _conv2d_on_dask(function, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, **options):
+    """``conv2d`` (the in-memory ``function``) of a dask ``x``: the in-memory checks first,
+    then batch chunks with :func:`map_batches` or blocks across the image with
+    :func:`_windows`; the chunks run where ``weight`` lives. ``options`` are conv2d's
+    keyword-only ones: the per-filter ``scale`` and the ``activation`` go to every block;
+    ``residual`` and ``out`` take in-memory arrays only."""
+    from . import functional
+    from .device import kernels_for, to_host
+    from .shapes import pair, resolve_padding
+
+    _check_network_input("x", x)
+    for label in ("residual", "out"):
+        if options.get(label) is not None:
+            raise TypeError(f"{label}= is for in-memory arrays: with a dask array x, leave it out "
+                            f"(and add a residual to the result afterwards)")
+        options.pop(label, None)
+    scale = options.get("scale")
+    for label, value in (("weight", weight), ("bias", bias), ("scale", scale)):
+        if is_dask_array(value):
+            raise TypeError(f"{label} must be an in-memory array (host or GPU), got a dask array: "
+                            f"pass {label}.compute() (weights are small)")
+    weight = functional.as_float_array("weight", weight, ndim=4, dtype=x.dtype)
+    kernels = kernels_for(weight=weight, bias=bias, scale=scale)
+    shape = tuple(int(s) for s in x.shape)
+    geometry = functional._conv_geometry(shape, tuple(weight.shape), x.dtype, stride, padding, dilation, groups)
+    filters = weight.shape[0]
+    checked_bias = functional._bias_or_zeros(kernels, bias, filters, x.dtype)
+    if scale is not None:
+        scale = functional.as_float_array("scale", scale, ndim=1, dtype=x.dtype)
+        if scale.shape[0] != filters:
+            raise ValueError(f"scale must have {filters} entries (one per filter), got shape {tuple(scale.shape)}")
+        options["scale"] = to_host(scale)
+    if options.get("activation") is not None and hasattr(functional, "epilogue_activation"):
+        functional.epilogue_activation(options["activation"])
+    device = _resolve_device(None, weight, bias, scale)
+    weight, bias = to_host(weight), (None if bias is None else to_host(checked_bias))
+    if not _chunked_across_samples(x):
+        return map_batches(function, x, weight, bias, stride, padding, dilation, groups,
+                           sample_shape=(filters,) + tuple(geometry.out_shape), dtype=x.dtype, device=device,
+                           **options)
+    kernel, stride, dilation = tuple(weight.shape[2:]), pair("stride", stride, 1), pair("dilation", dilation, 1)
+    pads = resolve_padding(padding, kernel, stride, dilation, shape[2:])
+    return _windows(function, x, (weight, bias), dict(options, groups=groups), kernel, stride, pads, dilation,
+                    None, filters, x.dtype, device, token="cnnlab-conv2d")
+
+
+def _pool2d_on_dask(function, x, kernel_size, stride=None, padding=0, mode="max", *, dilation=1,
+                    ceil_mode=False, count_include_pad=True):
+    """``pool2d`` (the in-memory ``function``) of a dask ``x``, as :func:`_conv2d_on_dask`;
+    channel chunks stay."""
+    from . import functional
+
+    _check_network_input("x", x)
+    shape = tuple(int(s) for s in x.shape)
+    out_shape, _ = functional._pool_geometry(shape, kernel_size, stride, padding, mode, dilation, ceil_mode,
+                                             count_include_pad)
+    options = functional.pool_arguments(kernel_size, stride, padding, mode, dilation, ceil_mode, count_include_pad)
+    if not _chunked_across_samples(x):
+        return map_batches(function, x, kernel_size, stride, padding, mode, dilation=dilation,
+                           ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                           sample_shape=tuple(out_shape[1:]), dtype=x.dtype, device="cpu")
+    kernel = options["kernel_size"]
+    return _windows(function, x, (kernel,), {"mode": mode, "count_include_pad": options["count_include_pad"]},
+                    kernel, options["stride"], options["padding"], options["dilation"], options["ceil_mode"],
+                    None, x.dtype, "cpu", token="cnnlab-pool2d")
+
+
+_WINDOW_OPS = {"conv2d": _conv2d_on_dask, "pool2d": _pool2d_on_dask, "_pool2d": _pool2d_on_dask}
+_ELEMENTWISE_OPS = frozenset({"relu", "leaky_relu", "sigmoid", "tanh", "clip", "hardsigmoid", "hardswish",
+                              "silu"})
+
+
+def per_sample_op(function, x, args, kwargs):
+    """Run the in-memory op ``function`` of :mod:`cnnlab.functional` whose output rows depend on
+    the same samples only on a dask array: chunk by chunk along the batch axis
+    (:func:`map_batches`); an element-wise activation, chunk by chunk whatever the chunking
+    (so it runs between spatially chunked convolutions and poolings). Called by
+    :func:`cnnlab.functional.per_sample`.
+
+    Parameters
+    ----------
+    function : callable
+        The undecorated in-memory op.
+    x : dask.array.Array
+    args : tuple
+    kwargs : dict
+
+    Returns
+    -------
+    dask.array.Array
+    """
+    if getattr(function, "__name__", None) not in _ELEMENTWISE_OPS or not _chunked_across_samples(x):
+        return map_batches(function, x, *args, **kwargs)
+    dask, da = _dask_modules()
+    if any(np.isnan(s) for s in x.shape) or 0 in x.shape:
+        return map_batches(function, x, *args, **kwargs)  # its errors
+    device = _resolve_device(None, *args, *kwargs.values())
+    args = _to_host_values(tuple(args))
+    kwargs = dict(zip(kwargs, _to_host_values(tuple(kwargs.values()))))
+    probe = np.asarray(_on_device(function, np.zeros((1,) * x.ndim, x.dtype), args, kwargs, device))  # the checks
+    packed = dask.delayed((function, args, kwargs, device), traverse=False)
+    return da.map_blocks(_run_packed, x, packed, dtype=probe.dtype, meta=np.empty((0,) * x.ndim, probe.dtype),
+                         token=f"cnnlab-{function.__name__}")
+
+
+def sliding_window_op(function, x, args, kwargs):
+    """Run the in-memory sliding-window op ``function`` (``conv2d`` or ``pool2d``) on a dask
+    array: batch chunks with :func:`map_batches`, blocks across the image with the halo its
+    geometry needs (see :func:`map_windows`). Bad arguments give the in-memory errors before
+    anything is computed. Called by :func:`cnnlab.functional.sliding_window`.
+
+    Parameters
+    ----------
+    function : callable
+        The undecorated in-memory op.
+    x : (N, C, H, W) dask.array.Array
+    args : tuple
+    kwargs : dict
+        The op's other arguments, as given.
+
+    Returns
+    -------
+    dask.array.Array
+    """
+    import inspect
+
+    handler = _WINDOW_OPS.get(getattr(function, "__name__", None))
+    if handler is None:
+        return map_batches(function, x, *args, **kwargs)
+    bound = inspect.signature(function).bind(x, *args, **kwargs)
+    named = dict(bound.arguments)
+    named.pop(next(iter(named)))
+    return handler(function, x, **named)
 
 
 def _check_model_input(model, x, name="x"):

@@ -139,14 +139,31 @@ def _blas_libraries():
 def per_sample(function):
     """Let ``function(x, ...)``, whose output rows depend only on the same input rows, also take
     a dask array chunked along the batch axis: it then runs chunk by chunk
-    (:func:`cnnlab.dask.map_batches`) and returns a dask array. NumPy and GPU arrays are
+    (:func:`cnnlab.dask.map_batches`) and returns a dask array; the element-wise activations
+    also take any other chunking (:func:`cnnlab.dask.per_sample_op`). NumPy and GPU arrays are
     untouched; dask itself is imported only when a dask array is seen."""
     @functools.wraps(function)
     def run(x, *args, **kwargs):
         from . import dask as dask_support
 
         if dask_support.is_dask_array(x):
-            return dask_support.map_batches(function, x, *args, **kwargs)
+            return dask_support.per_sample_op(function, x, args, kwargs)
+        return function(x, *args, **kwargs)
+    return run
+
+
+def sliding_window(function):
+    """:func:`per_sample` for a sliding-window op (:func:`conv2d`, :func:`pool2d`): a dask array
+    may also be chunked across the image (and, for pooling, the channels). It then runs block
+    by block, each block reading its chunk plus the halo the geometry needs, with output
+    chunks that line up with the input chunks (:func:`cnnlab.dask.map_windows`); the chunks
+    run on the GPU when the weights are there. NumPy and GPU arrays are untouched."""
+    @functools.wraps(function)
+    def run(x, *args, **kwargs):
+        from . import dask as dask_support
+
+        if dask_support.is_dask_array(x):
+            return dask_support.sliding_window_op(function, x, args, kwargs)
         return function(x, *args, **kwargs)
     return run
 
@@ -466,10 +483,10 @@ def conv2d_backward(x, weight, grad_out, stride=1, padding=0, dilation=1, groups
 
 # ----------------------------------------------------------------------------- pooling
 
+INDEX_DTYPE = np.dtype(np.int64)  # of pool2d(return_indices=True)'s indices, as PyTorch's
 
-@per_sample
 def pool2d(x, kernel_size, stride=None, padding=0, mode="max", *, dilation=1, ceil_mode=False,
-           count_include_pad=True):
+           count_include_pad=True, return_indices=False):
     """2-D pooling: one statistic of every window of every channel.
 
     Parameters
@@ -508,10 +525,24 @@ def pool2d(x, kernel_size, stride=None, padding=0, mode="max", *, dilation=1, ce
         up to the end of the padding, as PyTorch), or, with False, by the
         number of input pixels in the window (ONNX AveragePool's default
         ``count_include_pad=0``).
+    return_indices : bool, default False
+        ``'max'`` and ``'min'`` only: also return, for every output element,
+        where its value came from, as PyTorch's
+        ``max_pool2d(return_indices=True)``; :func:`pool2d_backward` then
+        scatters the gradient through them instead of searching every window
+        again (what the training layers do).  Not for dask arrays.
 
     Returns
     -------
-    (N, C, OH, OW) array on the input's device
+    out : (N, C, OH, OW) array on the input's device
+    indices : (N, C, OH, OW) int64 array on the input's device
+        Only with ``return_indices``: the flat index ``h * W + w`` within its
+        (H, W) plane of the element each window picked (the first of equal
+        values in row-major order, the first NaN if there is one), or -1 for
+        a dilated window lying entirely in the padding (no input element: its
+        gradient goes nowhere).  int64, PyTorch's index dtype (and NumPy's
+        default integer), so that the indices work as they are with
+        ``torch.nn.functional.max_unpool2d`` and ``np.unravel_index``.
 
     Shape
     -----
@@ -523,16 +554,20 @@ def pool2d(x, kernel_size, stride=None, padding=0, mode="max", *, dilation=1, ce
     ------
     ValueError
         A bad mode, padding beyond ``kernel_size // 2``, a dilation, padding
-        or ``ceil_mode`` the mode does not take, or a window larger than the
-        padded input; the message names the argument.
+        or ``ceil_mode`` the mode does not take, a window larger than the
+        padded input, or ``return_indices`` with a mode other than max and
+        min; the message names the argument.
     TypeError
-        A non-integer size or a ``ceil_mode``/``count_include_pad`` that is
-        not a bool.
+        A non-integer size, a ``ceil_mode``/``count_include_pad``/
+        ``return_indices`` that is not a bool, or ``return_indices`` with a
+        dask array.
 
     See Also
     --------
     cnnlab.kernels.cpu.pool.pool2d_forward, cnnlab.kernels.cuda.pool.pool2d_forward :
         the CPU/GPU twins.
+    cnnlab.kernels.cpu.pool.pool2d_forward_with_indices,
+    cnnlab.kernels.cuda.pool.pool2d_forward_with_indices : with ``return_indices``.
     torch.nn.functional.max_pool2d, torch.nn.functional.avg_pool2d, torch.nn.functional.lp_pool2d
     cnnlab.shapes.check_padding : the padding forms.
 
@@ -548,7 +583,24 @@ def pool2d(x, kernel_size, stride=None, padding=0, mode="max", *, dilation=1, ce
     >>> F.pool2d(x[:, :, :3, :3], 2, ceil_mode=True)[0, 0]
     array([[ 5.,  6.],
            [ 9., 10.]], dtype=float32)
+
+    Where each maximum came from (flat indices into the 4x4 plane):
+
+    >>> out, indices = F.pool2d(x, 2, return_indices=True)
+    >>> indices[0, 0]
+    array([[ 5,  7],
+           [13, 15]])
     """
+    if check_flag("return_indices", return_indices):
+        return _pool2d_with_indices(x, kernel_size, stride, padding, mode, dilation, ceil_mode)
+    return _pool2d(x, kernel_size, stride, padding, mode, dilation=dilation, ceil_mode=ceil_mode,
+                   count_include_pad=count_include_pad)
+
+
+@sliding_window
+def _pool2d(x, kernel_size, stride=None, padding=0, mode="max", *, dilation=1, ceil_mode=False,
+            count_include_pad=True):
+    """:func:`pool2d` without indices (chunk by chunk for a dask array)."""
     x = as_float_array("x", x, ndim=4)
     kernels = kernels_for(x=x)
     out_shape, args = _pool_geometry(x.shape, kernel_size, stride, padding, mode, dilation, ceil_mode,
@@ -556,6 +608,35 @@ def pool2d(x, kernel_size, stride=None, padding=0, mode="max", *, dilation=1, ce
     out = kernels.empty(out_shape, x.dtype)
     kernels.pool2d_forward(kernels.asarray(x), out, *args)
     return out
+
+
+def _check_indices_mode(mode, argument):
+    if mode not in ("max", "min"):
+        raise ValueError(f"{argument} applies to mode 'max' and 'min' only (the element a window picks), "
+                         f"got mode={mode!r}")
+
+
+def _indices_kernel_arguments(args):
+    """The integer arguments of the kernels with indices, out of :func:`_pool_geometry`'s."""
+    kernel_h, kernel_w, stride_h, stride_w, top, left, _, _, dilation_h, dilation_w, mode, _, workers = args
+    return kernel_h, kernel_w, stride_h, stride_w, top, left, dilation_h, dilation_w, mode, workers
+
+
+def _pool2d_with_indices(x, kernel_size, stride, padding, mode, dilation, ceil_mode):
+    """:func:`pool2d` with ``return_indices=True``: ``(out, indices)``."""
+    from . import dask as dask_support
+
+    if dask_support.is_dask_array(x):
+        raise TypeError("return_indices=True takes a NumPy or GPU array, not a dask array: "
+                        "compute the chunk first, or pool without indices")
+    x = as_float_array("x", x, ndim=4)
+    kernels = kernels_for(x=x)
+    out_shape, args = _pool_geometry(x.shape, kernel_size, stride, padding, mode, dilation, ceil_mode)
+    _check_indices_mode(mode, "return_indices=True")
+    out = kernels.empty(out_shape, x.dtype)
+    indices = kernels.empty(out_shape, INDEX_DTYPE)
+    kernels.pool2d_forward_with_indices(kernels.asarray(x), out, indices, *_indices_kernel_arguments(args))
+    return out, indices
 
 
 def pool_arguments(kernel_size, stride=None, padding=0, mode="max", dilation=1, ceil_mode=False,
@@ -617,22 +698,29 @@ def _pool_geometry(x_shape, kernel_size, stride, padding, mode, dilation=1, ceil
 
 
 def pool2d_backward(x, out, grad_out, kernel_size, stride=None, padding=0, mode="max", *, dilation=1,
-                    ceil_mode=False, count_include_pad=True):
+                    ceil_mode=False, count_include_pad=True, indices=None):
     """Gradient of :func:`pool2d` with respect to ``x``.
 
     Max and min route each window's gradient to the element it picked (the first one on
     ties; nowhere for a dilated window lying entirely in the padding), median to its lower
     middle element, avg spreads it evenly over the window's input pixels, each getting
     ``grad / divisor`` with the forward's divisor (``count_include_pad``), lp scales it by
-    ``x / out``.
+    ``x / out``.  With the ``indices`` of ``pool2d(..., return_indices=True)`` (max and min),
+    the windows are not searched again: each gradient is added at its index (the same result,
+    several times faster).
 
     Parameters
     ----------
-    x : (N, C, H, W) array, the forward input
-    out : (N, C, OH, OW) array, the forward output
+    x : (N, C, H, W) array, the forward input; with ``indices``, its shape ``(N, C, H, W)`` is enough
+    out : (N, C, OH, OW) array, the forward output; with ``indices`` it is not read and may be None
     grad_out : (N, C, OH, OW) array
     kernel_size, stride, padding, mode, dilation, ceil_mode, count_include_pad
         As given to :func:`pool2d`.
+    indices : (N, C, OH, OW) int64 array, optional
+        Keyword-only: what ``pool2d(x, ..., return_indices=True)`` returned (mode ``'max'`` or
+        ``'min'``), on ``grad_out``'s device.  Flat indices ``h * W + w`` into each (H, W)
+        plane; -1 sends a gradient nowhere.  On the CPU an index outside ``-1 .. H*W-1`` is a
+        ValueError; on a GPU (where checking would cost a transfer) it adds nowhere.
 
     Returns
     -------
@@ -640,12 +728,25 @@ def pool2d_backward(x, out, grad_out, kernel_size, stride=None, padding=0, mode=
 
     Shape
     -----
-    ``out`` and ``grad_out`` have the shape :func:`pool2d` gives ``x``.
+    ``out``, ``grad_out`` and ``indices`` have the shape :func:`pool2d` gives ``x``.
+
+    Raises
+    ------
+    ValueError
+        Arguments :func:`pool2d` refuses, an ``out``/``grad_out``/``indices`` of another shape,
+        ``indices`` with a mode other than max and min, or (CPU) an index out of range.
+    TypeError
+        ``indices`` that are not an int64 array, or arrays on different devices.
 
     See Also
     --------
     cnnlab.kernels.cpu.pool.pool2d_backward, cnnlab.kernels.cuda.pool.pool2d_backward
+    cnnlab.kernels.cpu.pool.pool2d_backward_with_indices,
+    cnnlab.kernels.cuda.pool.pool2d_backward_with_indices : with ``indices``.
     """
+    if indices is not None:
+        return _pool2d_backward_with_indices(x, out, grad_out, indices, kernel_size, stride, padding, mode,
+                                             dilation, ceil_mode)
     x = as_float_array("x", x, ndim=4)
     kernels = kernels_for(x=x, out=out, grad_out=grad_out)
     out_shape, args = _pool_geometry(x.shape, kernel_size, stride, padding, mode, dilation, ceil_mode,
@@ -654,6 +755,66 @@ def pool2d_backward(x, out, grad_out, kernel_size, stride=None, padding=0, mode=
     grad_out = _check_grad("grad_out", grad_out, out_shape, x.dtype)
     grad_x = kernels.empty(x.shape, x.dtype)
     kernels.pool2d_backward(kernels.asarray(x), kernels.asarray(out), kernels.asarray(grad_out), grad_x, *args)
+    return grad_x
+
+
+def _input_shape(x):
+    """The forward input's shape, from the input or from the shape itself."""
+    if isinstance(x, (tuple, list)):
+        if len(x) != 4:
+            raise ValueError(f"x must be the forward input or its shape (N, C, H, W), got {tuple(x)!r}")
+        return tuple(check_int("x (the input shape)", s, 1) for s in x)
+    return None
+
+
+def _check_indices(indices, shape, plane_size, kernels):
+    if isinstance(indices, (str, bytes)):
+        raise TypeError(f"indices must be an int64 array, got {type(indices).__name__}")
+    if not is_gpu_array(indices):
+        try:
+            indices = np.asarray(indices)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"indices could not be read as an array: {exc}") from None
+    if np.dtype(indices.dtype) != INDEX_DTYPE:
+        raise TypeError(f"indices must have dtype int64 (as pool2d(..., return_indices=True) gives them), "
+                        f"got {indices.dtype}")
+    if tuple(indices.shape) != tuple(shape):
+        raise ValueError(f"indices must have shape {tuple(shape)} (the forward output), got {tuple(indices.shape)}")
+    if isinstance(indices, np.ndarray):
+        indices = np.ascontiguousarray(indices)
+        low, high = int(indices.min()), int(indices.max())
+        if low < -1 or high >= plane_size:
+            raise ValueError(f"indices must lie in -1 .. {plane_size - 1} (flat indices into each "
+                             f"{shape[2:]} -> H*W = {plane_size} plane, -1 for none), got {low} .. {high}")
+        return indices
+    contiguous = getattr(indices, "is_c_contiguous", None)
+    if contiguous is not None and not contiguous():
+        raise ValueError("indices is a non-contiguous GPU array; make a contiguous copy first")
+    return kernels.asarray(indices)
+
+
+def _pool2d_backward_with_indices(x, out, grad_out, indices, kernel_size, stride, padding, mode, dilation,
+                                  ceil_mode):
+    """:func:`pool2d_backward` through the indices of the forward: a scatter."""
+    shape = _input_shape(x)
+    if shape is None:
+        x = as_float_array("x", x, ndim=4)
+        shape, dtype = tuple(x.shape), x.dtype
+        kernels = kernels_for(x=x, out=out, grad_out=grad_out, indices=indices)
+        grad_out = as_float_array("grad_out", grad_out, dtype=dtype)
+    else:
+        kernels = kernels_for(out=out, grad_out=grad_out, indices=indices)
+        grad_out = as_float_array("grad_out", grad_out)
+        dtype = grad_out.dtype
+    out_shape, _ = _pool_geometry(shape, kernel_size, stride, padding, mode, dilation, ceil_mode)
+    _check_indices_mode(mode, "indices")
+    grad_out = _check_grad("grad_out", grad_out, out_shape, dtype)
+    if out is not None:
+        _check_grad("out", out, out_shape, dtype)
+    indices = _check_indices(indices, out_shape, shape[2] * shape[3], kernels)
+    grad_x = kernels.empty(shape, dtype)
+    workers = cpu_workers(math.prod(shape) + math.prod(out_shape))
+    kernels.pool2d_backward_with_indices(kernels.asarray(grad_out), indices, grad_x, workers)
     return grad_x
 
 
@@ -669,10 +830,12 @@ def global_avg_pool2d_backward(x, grad_out):
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, *, dilation=1, ceil_mode=False,
-               count_include_pad=True):
-    """Max pooling: :func:`pool2d` with ``mode='max'`` (``count_include_pad`` has no effect)."""
+               count_include_pad=True, return_indices=False):
+    """Max pooling: :func:`pool2d` with ``mode='max'`` (``count_include_pad`` has no effect);
+    with ``return_indices=True`` it returns ``(out, indices)`` as
+    ``torch.nn.functional.max_pool2d`` (int64 flat indices into each (H, W) plane)."""
     return pool2d(x, kernel_size, stride, padding, "max", dilation=dilation, ceil_mode=ceil_mode,
-                  count_include_pad=count_include_pad)
+                  count_include_pad=count_include_pad, return_indices=return_indices)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, *, dilation=1, ceil_mode=False,
@@ -684,10 +847,11 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, dilation=1, ceil_mode=
 
 
 def min_pool2d(x, kernel_size, stride=None, padding=0, *, dilation=1, ceil_mode=False,
-               count_include_pad=True):
-    """Min pooling: :func:`pool2d` with ``mode='min'`` (``count_include_pad`` has no effect)."""
+               count_include_pad=True, return_indices=False):
+    """Min pooling: :func:`pool2d` with ``mode='min'`` (``count_include_pad`` has no effect);
+    ``return_indices=True`` returns ``(out, indices)`` as :func:`max_pool2d`."""
     return pool2d(x, kernel_size, stride, padding, "min", dilation=dilation, ceil_mode=ceil_mode,
-                  count_include_pad=count_include_pad)
+                  count_include_pad=count_include_pad, return_indices=return_indices)
 
 
 @per_sample

@@ -284,14 +284,20 @@ class _Pool2D(Layer):
                     dilation=self.dilation, ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
 
     def forward(self, x, training=False):
+        if training and self.mode in ("max", "min"):
+            # save where each value came from (and the input's shape), not x and out: the
+            # backward is then a scatter instead of a second search of every window
+            out, indices = F.pool2d(x, **self._arguments(), return_indices=True)
+            self._saved = (tuple(x.shape), None, indices)
+            return out
         out = F.pool2d(x, **self._arguments())
         if training:
-            self._saved = (x, out)
+            self._saved = (x, out, None)
         return out
 
     def backward(self, grad_out):
-        x, out = self._need_saved()
-        return F.pool2d_backward(x, out, grad_out, **self._arguments())
+        x, out, indices = self._need_saved()
+        return F.pool2d_backward(x, out, grad_out, **self._arguments(), indices=indices)
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -307,7 +313,8 @@ class _Pool2D(Layer):
 
 class MaxPool2D(_Pool2D):
     """Max pooling; ``stride`` defaults to ``kernel_size``; ``dilation``, ``ceil_mode`` and
-    4-sided ``padding`` as :func:`cnnlab.functional.pool2d`.  Gradient routed to the maximum."""
+    4-sided ``padding`` as :func:`cnnlab.functional.pool2d`.  Gradient routed to the maximum: a
+    training forward saves each window's choice (``return_indices``), the backward scatters through it."""
 
     mode = "max"
 
@@ -320,7 +327,7 @@ class AvgPool2D(_Pool2D):
 
 
 class MinPool2D(_Pool2D):
-    """Min pooling; gradient routed to the minimum."""
+    """Min pooling; gradient routed to the minimum (through the indices a training forward saves)."""
 
     mode = "min"
 

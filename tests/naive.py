@@ -165,6 +165,60 @@ def pool2d_options(x, kernel_size, stride, padding, mode, dilation=(1, 1), ceil_
     return out
 
 
+def pool2d_argmax(x, kernel_size, stride, padding, mode, dilation=(1, 1), ceil_mode=False):
+    """Max (min) pooling and where each value came from, window by window.
+
+    ``padding`` is ``((top, bottom), (left, right))``.  Returns ``(out, indices)``: the taps
+    of a window that fall inside the input, in row-major order, are searched for the first NaN,
+    else the first of the largest (smallest) values; ``indices`` holds its flat index
+    ``h * W + w`` in the (H, W) plane, or -1 (and ``out`` -inf/+inf) for a window with no tap
+    inside the input.  Gradients through ``indices``: :func:`scatter_through_indices`.
+    """
+    x = np.asarray(x)
+    n_samples, channels, height, width = x.shape
+    kh, kw = kernel_size
+    sh, sw = stride
+    dh, dw = dilation
+    (pt, pb), (pl, pr) = padding
+    oh = pool_output_size(height, kh, sh, pt, pb, dh, ceil_mode)
+    ow = pool_output_size(width, kw, sw, pl, pr, dw, ceil_mode)
+    out = np.zeros((n_samples, channels, oh, ow), dtype=x.dtype)
+    indices = np.zeros((n_samples, channels, oh, ow), dtype=np.int64)
+    for n in range(n_samples):
+        for c in range(channels):
+            for y in range(oh):
+                for z in range(ow):
+                    top, left = y * sh - pt, z * sw - pl
+                    taps = [(top + i * dh) * width + left + j * dw
+                            for i in range(kh) for j in range(kw)
+                            if 0 <= top + i * dh < height and 0 <= left + j * dw < width]
+                    values = [x[n, c, t // width, t % width] for t in taps]
+                    if not taps:
+                        chosen, value = -1, (-np.inf if mode == "max" else np.inf)
+                    elif any(np.isnan(v) for v in values):
+                        k = next(k for k, v in enumerate(values) if np.isnan(v))
+                        chosen, value = taps[k], values[k]
+                    else:
+                        extreme = max(values) if mode == "max" else min(values)
+                        k = values.index(extreme)  # the first of equal values
+                        chosen, value = taps[k], values[k]
+                    out[n, c, y, z] = value
+                    indices[n, c, y, z] = chosen
+    return out, indices
+
+
+def scatter_through_indices(grad_out, indices, input_shape):
+    """Each ``grad_out[n, c, y, z]`` added at flat index ``indices[n, c, y, z]`` of plane
+    ``(n, c)`` of a zero array of ``input_shape`` (-1: nowhere), in float64."""
+    grad = np.zeros(input_shape)
+    width = input_shape[3]
+    for n, c, y, z in np.ndindex(indices.shape):
+        k = indices[n, c, y, z]
+        if k >= 0:
+            grad[n, c, k // width, k % width] += grad_out[n, c, y, z]
+    return grad
+
+
 def softmax(x, axis):
     x = np.asarray(x, dtype=np.float64)
     shifted = x - x.max(axis=axis, keepdims=True)

@@ -387,9 +387,11 @@ def test_functional_ops_run_chunk_by_chunk_over_the_batch(op):
     np.testing.assert_allclose(lazy.compute(), op(x, F), rtol=1e-6, atol=1e-6)
 
 
-def test_functional_ops_refuse_an_array_chunked_across_the_image():
+def test_ops_without_a_window_geometry_refuse_an_array_chunked_across_the_image():
+    """conv2d and the poolings take spatial chunks (tests/test_dask_spatial.py); a global
+    pooling reads the whole image, so it names the axis to rechunk."""
     import cnnlab.functional as F
 
     x = da.zeros((4, 3, 8, 8), chunks=(2, 3, 4, 8), dtype=np.float32)
     with pytest.raises(ValueError, match="axis 2"):
-        F.conv2d(x, np.ones((1, 3, 3, 3), np.float32))
+        F.global_avg_pool2d(x)

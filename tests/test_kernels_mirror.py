@@ -10,6 +10,7 @@ KERNELS_DIR = pathlib.Path(cpu.__file__).parent.parent
 KERNEL_NAMES = {
     "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
     "pool2d_forward", "pool2d_backward", "global_avg_pool2d_forward", "global_avg_pool2d_backward",
+    "pool2d_forward_with_indices", "pool2d_backward_with_indices",
     "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
     "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
     "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",

@@ -360,3 +360,188 @@ def global_avg_pool2d_backward(grad_out, grad_x):
         for h in range(height):
             for w in range(width):
                 grad_x[n, c, h, w] = share
+
+
+# ----------------------------------------------------------------------------- max/min with indices
+# Training saves, per output element, the flat index h * W + w (within its (H, W) plane) of the
+# input element the window picked, so that the backward is a scatter instead of a second search.
+
+
+@njit(cache=True)
+def _pool_row_interior_with_indices(plane, row, row_indices, offsets, oh, first, last, kernel_h, kernel_w,
+                                    stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, mode):
+    """Max or min of the windows ``first <= ow < last`` of output row ``oh`` (inside the plane
+    horizontally) and the flat index of the element each picks, tap by tap over the whole row as
+    :func:`_pool_row_interior`: a tap replaces the row's choice only if strictly better, or the
+    first NaN, so the first of equal elements (in tap order, which is flat-index order) wins.
+
+    The loops keep the pick as an int32 offset from the window's first tap in ``offsets``
+    (scratch): the compare-and-select then vectorizes at float32 width (with the int64 indices
+    in the loop it ran 3x slower); one more pass turns the offsets into flat indices."""
+    height, width = plane.shape
+    h0 = oh * stride_h - pad_top
+    target = row[first:last]
+    chosen = row_indices[first:last]
+    count = last - first
+    started = False
+    for i in range(kernel_h):
+        h = h0 + i * dilation_h
+        if h < 0 or h >= height:
+            continue
+        for j in range(kernel_w):
+            start = first * stride_w + j * dilation_w - pad_left
+            source = plane[h, start:start + (count - 1) * stride_w + 1:stride_w]
+            offset = np.int32(i * dilation_h * width + j * dilation_w)
+            if not started:
+                for k in range(count):
+                    target[k] = source[k]
+                    offsets[k] = offset
+                started = True
+            elif mode == POOL_MAX:
+                for k in range(count):
+                    v, t = source[k], target[k]
+                    # strictly larger, or the first NaN (bitwise: no branches, the loop vectorizes)
+                    better = (v > t) | ((v != v) & (t == t))
+                    target[k] = v if better else t
+                    offsets[k] = offset if better else offsets[k]
+            else:
+                for k in range(count):
+                    v, t = source[k], target[k]
+                    better = (v < t) | ((v != v) & (t == t))
+                    target[k] = v if better else t
+                    offsets[k] = offset if better else offsets[k]
+    if not started:  # every tap row in the padding (dilated windows only)
+        for k in range(count):
+            target[k] = -math.inf if mode == POOL_MAX else math.inf
+            chosen[k] = -1
+        return
+    origin = h0 * width + first * stride_w - pad_left  # flat index of the first window's first tap
+    for k in range(count):
+        chosen[k] = origin + k * stride_w + offsets[k]
+
+
+@njit(cache=True)
+def _pool_plane_with_indices(plane, out_plane, index_plane, offsets, kernel_h, kernel_w, stride_h, stride_w,
+                             pad_top, pad_left, dilation_h, dilation_w, mode):
+    """Max or min pool one (H, W) plane into ``out_plane`` (OH, OW) and the chosen flat indices
+    into ``index_plane`` (OH, OW); ``offsets`` is int32 scratch of OW entries."""
+    width = plane.shape[1]
+    out_h, out_w = out_plane.shape
+    span_w = dilation_w * (kernel_w - 1) + 1
+    first = min(out_w, (pad_left + stride_w - 1) // stride_w)
+    last = max(first, min(out_w, (width - span_w + pad_left) // stride_w + 1))
+    if (kernel_h - 1) * dilation_h * width + span_w > 2147483647:
+        last = first  # offsets within a window would overflow int32: every window one by one
+    for oh in range(out_h):
+        if last > first:
+            _pool_row_interior_with_indices(plane, out_plane[oh], index_plane[oh], offsets, oh, first, last,
+                                            kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                                            dilation_h, dilation_w, mode)
+        h0 = oh * stride_h - pad_top
+        for ow in range(out_w):
+            if first <= ow < last:
+                continue
+            chosen = _window_choice(plane, h0, ow * stride_w - pad_left, kernel_h, kernel_w, dilation_h,
+                                    dilation_w, mode)
+            index_plane[oh, ow] = chosen
+            if chosen >= 0:
+                out_plane[oh, ow] = plane[chosen // width, chosen % width]
+            else:  # a dilated window lying entirely in the padding
+                out_plane[oh, ow] = -math.inf if mode == POOL_MAX else math.inf
+
+
+@njit(cache=True)
+def _pool_planes_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                              dilation_h, dilation_w, mode, first, last):
+    """Max or min pool the planes ``first .. last-1`` with their indices (serial: one thread's share)."""
+    channels = x.shape[1]
+    offsets = np.empty(out.shape[3], dtype=np.int32)
+    for plane in range(first, last):
+        n = plane // channels
+        c = plane % channels
+        _pool_plane_with_indices(x[n, c], out[n, c], indices[n, c], offsets, kernel_h, kernel_w, stride_h,
+                                 stride_w, pad_top, pad_left, dilation_h, dilation_w, mode)
+
+
+@njit(parallel=True, cache=True)
+def _pool2d_forward_with_indices_parallel(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top,
+                                          pad_left, dilation_h, dilation_w, mode, items, workers):
+    for worker in prange(workers):
+        first, last = _share(worker, workers, items)
+        _pool_planes_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                                  dilation_h, dilation_w, mode, first, last)
+
+
+def pool2d_forward_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                                dilation_h, dilation_w, mode, workers):
+    """Max or min pool every plane of ``x`` into ``out`` and write where each value came from.
+
+    ``out`` gets what :func:`pool2d_forward` gives; ``indices[n, c, oh, ow]`` is the flat
+    index ``h * W + w`` within plane ``(n, c)`` of the element window ``(oh, ow)`` picked: the
+    first one (in row-major order) of equal maxima (minima), the first NaN if there is one, and
+    -1 for a dilated window lying entirely in the padding (its value is -inf for max, +inf for
+    min, and its gradient goes nowhere).  The inference forward :func:`pool2d_forward` stays
+    as it is; this one is for training, whose backward is then
+    :func:`pool2d_backward_with_indices`.
+
+    Parameters
+    ----------
+    x : (N, C, H, W) float array
+    out : (N, C, OH, OW) array of the same dtype, overwritten
+    indices : (N, C, OH, OW) int64 array, overwritten
+    kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w : int
+        As :func:`pool2d_forward` (the bottom and right padding only bound avg's divisor).
+    mode : int
+        ``POOL_MAX`` or ``POOL_MIN``.
+    workers : int
+        Threads sharing the planes; 1 runs on the calling thread.
+    """
+    run_shared(_pool_planes_with_indices, _pool2d_forward_with_indices_parallel, x.shape[0] * x.shape[1],
+               workers, x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h,
+               dilation_w, mode)
+
+
+@njit(cache=True)
+def _scatter_planes(grad_out, indices, grad_x, first, last):
+    """Zero the planes ``first .. last-1`` of ``grad_x`` (planes, H*W), then add each
+    ``grad_out[plane, k]`` at ``indices[plane, k]`` (planes, OH*OW); an index outside
+    ``0 .. H*W-1`` (-1: a window entirely in the padding) adds nowhere (serial: one thread's share)."""
+    size = grad_x.shape[1]
+    for plane in range(first, last):
+        target = grad_x[plane]
+        for k in range(size):
+            target[k] = 0
+        source = grad_out[plane]
+        chosen = indices[plane]
+        for k in range(source.shape[0]):
+            index = chosen[k]
+            if 0 <= index < size:
+                target[index] += source[k]
+
+
+@njit(parallel=True, cache=True)
+def _scatter_planes_parallel(grad_out, indices, grad_x, items, workers):
+    for worker in prange(workers):
+        first, last = _share(worker, workers, items)
+        _scatter_planes(grad_out, indices, grad_x, first, last)
+
+
+def pool2d_backward_with_indices(grad_out, indices, grad_x, workers):
+    """Gradient of max or min pooling through the indices :func:`pool2d_forward_with_indices`
+    saved: ``grad_x`` is zeroed, then each ``grad_out[n, c, oh, ow]`` is added to
+    ``grad_x[n, c]`` at flat index ``indices[n, c, oh, ow]`` (in output order, so overlapping
+    windows that picked the same element sum their gradients in a fixed order); an index
+    outside ``0 .. H*W-1`` (-1 marks a window entirely in the padding) adds nowhere.
+    Each (sample, channel) plane is independent: threads share whole planes (no races).
+
+    Parameters
+    ----------
+    grad_out : (N, C, OH, OW) float array, C-contiguous
+    indices : (N, C, OH, OW) int64 array, C-contiguous
+    grad_x : (N, C, H, W) array of ``grad_out``'s dtype, C-contiguous, overwritten
+    workers : int
+        Threads sharing the planes; 1 runs on the calling thread.
+    """
+    planes = grad_x.shape[0] * grad_x.shape[1]
+    run_shared(_scatter_planes, _scatter_planes_parallel, planes, workers,
+               grad_out.reshape(planes, -1), indices.reshape(planes, -1), grad_x.reshape(planes, -1))

@@ -208,3 +208,80 @@ def global_avg_pool2d_backward(grad_out, grad_x):
     """Gradient of global average pooling; contract of the CPU twin."""
     blocks, threads = launch_shape(grad_x.size)
     _global_avg_pool2d_backward_kernel[blocks, threads](grad_out, grad_x)
+
+
+# ----------------------------------------------------------------------------- max/min with indices
+
+
+@cuda.jit
+def _pool2d_forward_with_indices_kernel(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top,
+                                        pad_left, dilation_h, dilation_w, mode):
+    samples, channels, out_h, out_w = out.shape
+    width = x.shape[3]
+    size = samples * channels * out_h * out_w
+    for index in range(cuda.grid(1), size, cuda.gridsize(1)):
+        ow = index % out_w
+        oh = (index // out_w) % out_h
+        c = (index // (out_w * out_h)) % channels
+        n = index // (out_w * out_h * channels)
+        chosen = _window_choice(x, n, c, oh * stride_h - pad_top, ow * stride_w - pad_left, kernel_h, kernel_w,
+                                dilation_h, dilation_w, mode)
+        indices[n, c, oh, ow] = chosen
+        if chosen >= 0:
+            out[n, c, oh, ow] = x[n, c, chosen // width, chosen % width]
+        elif mode == POOL_MAX:  # a dilated window lying entirely in the padding
+            out[n, c, oh, ow] = -math.inf
+        else:
+            out[n, c, oh, ow] = math.inf
+
+
+def pool2d_forward_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                                dilation_h, dilation_w, mode, workers):
+    """Max or min pooling and the flat index of each window's pick; contract of
+    :func:`cnnlab.kernels.cpu.pool.pool2d_forward_with_indices` (``workers`` is a CPU schedule:
+    ignored here).  One thread per output element: the window's choice (first on ties, first
+    NaN, -1 for a window entirely in the padding), then its value."""
+    blocks, threads = launch_shape(out.size)
+    _pool2d_forward_with_indices_kernel[blocks, threads](x, out, indices, kernel_h, kernel_w, stride_h, stride_w,
+                                                         pad_top, pad_left, dilation_h, dilation_w, mode)
+
+
+@cuda.jit
+def _zero_kernel(a):
+    for index in range(cuda.grid(1), a.size, cuda.gridsize(1)):
+        a[index] = 0
+
+
+@cuda.jit
+def _scatter_kernel(grad_out, indices, grad_x):
+    planes, plane_size = grad_x.shape
+    outputs = grad_out.shape[1]
+    for index in range(cuda.grid(1), planes * outputs, cuda.gridsize(1)):
+        plane = index // outputs
+        k = index % outputs
+        chosen = indices[plane, k]
+        if 0 <= chosen < plane_size:
+            cuda.atomic.add(grad_x, (plane, chosen), grad_out[plane, k])
+
+
+def pool2d_backward_with_indices(grad_out, indices, grad_x, workers):
+    """Gradient of max or min pooling through saved indices; contract of
+    :func:`cnnlab.kernels.cpu.pool.pool2d_backward_with_indices` (``workers`` is a CPU
+    schedule: ignored here).
+
+    A scatter, as on the CPU: one launch zeroes ``grad_x``, then one thread per output element
+    adds its gradient at its index with an atomic add.  Atomics are needed only where windows
+    overlap (stride < kernel) and two of them picked the same element; for the usual
+    non-overlapping pooling every input element receives at most one gradient, so the atomics
+    never contend and the result is exact.  Where they do overlap, the order of the additions
+    (so the last bits of a float sum) may vary from run to run.  A gather (one thread per input
+    element searching the windows over it) would be deterministic but needs the geometry, and
+    would route an index that lies outside its own window differently from the CPU scatter.
+    """
+    planes = grad_x.shape[0] * grad_x.shape[1]
+    flat_grad_x = grad_x.reshape(planes, grad_x.size // planes)
+    blocks, threads = launch_shape(grad_x.size)
+    _zero_kernel[blocks, threads](grad_x.reshape(grad_x.size))
+    blocks, threads = launch_shape(grad_out.size)
+    _scatter_kernel[blocks, threads](grad_out.reshape(planes, grad_out.size // planes),
+                                     indices.reshape(planes, indices.size // planes), flat_grad_x)
