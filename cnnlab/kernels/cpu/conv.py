@@ -227,6 +227,8 @@ def _depthwise_forward_items(x, weight, scale, shift, residual, has_residual, ac
     kernel_h, kernel_w = weight.shape[2], weight.shape[3]
     out_h, out_w = out.shape[2], out.shape[3]
     blocks = (out_h + block_rows - 1) // block_rows
+    out_planes = out.reshape(out.shape[0], channels, out_h * out_w)
+    residual_planes = residual.reshape(out.shape[0], channels, out_h * out_w)
     for item in range(first_item, last_item):
         n = item // (channels * blocks)
         c = (item // blocks) % channels
@@ -246,15 +248,23 @@ def _depthwise_forward_items(x, weight, scale, shift, residual, has_residual, ac
                     # output columns whose input column lies inside the row: 0 <= ow*stride + offset < width
                     start = max(0, (-offset + stride_w - 1) // stride_w)
                     stop = min(out_w, (width - offset + stride_w - 1) // stride_w)
-                    if stride_w == 1:  # contiguous on both sides: the loop vectorizes
+                    # unsigned indices: no test for a negative index per pixel (Numba's wraparound)
+                    if stride_w == 1 and out_w >= 32:  # long rows: slices from 0, the loop vectorizes
                         shifted = source[start + offset:stop + offset]
                         target = row[start:stop]
                         for k in range(stop - start):
                             target[k] += tap * shifted[k]
+                    elif stride_w == 1:  # short rows: two slices per tap would cost more than the row
+                        for ow in range(start, stop):
+                            row[ow] += tap * source[np.uint64(ow + offset)]
                     else:
                         for ow in range(start, stop):
-                            row[ow] += tap * source[ow * stride_w + offset]
-            _finish_row(row, residual[n, c, oh], has_residual, scale[c], shift[c], activation, low, high)
+                            row[ow] += tap * source[np.uint64(ow * stride_w + offset)]
+        # the epilogue once over the item's rows, contiguous in the output plane
+        last_row = min(out_h, first_row + block_rows)
+        span = slice(first_row * out_w, last_row * out_w)
+        _finish_row(out_planes[n, c, span], residual_planes[n, c, span], has_residual, scale[c], shift[c],
+                    activation, low, high)
 
 
 @njit(parallel=True, cache=True)
