@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cnnlab
 import cnnlab.functional as F
@@ -90,6 +91,31 @@ def test_chunked_rows_give_the_same_result(monkeypatch):
     monkeypatch.setattr(config, "IM2COL_MAX_BYTES", 1)
     blocked = F.conv2d(x, w, b, stride=(2, 1), padding=1, groups=2)
     np.testing.assert_allclose(blocked, whole, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=30)
+@given(st.integers(1, 4), st.integers(1, 12), st.integers(1, 12), st.integers(1, 4), st.integers(1, 4),
+       st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(1, 2), st.integers(0, 3),
+       st.integers(0, 3), st.booleans())
+def test_depthwise_matches_loops_with_row_blocks(channels, height, width, kh, kw, sh, sw, dh, dw, ph, pw, blocked):
+    """The depthwise path (padded buffer, wide rows at stride 1) over odd shapes, strides,
+    dilations, paddings wider than the kernel, with whole planes or one output row per item."""
+    from hypothesis import assume
+
+    assume(height + 2 * ph >= dh * (kh - 1) + 1 and width + 2 * pw >= dw * (kw - 1) + 1)
+    rng = np.random.default_rng(channels * 1000 + height * 10 + width)
+    x = rng.standard_normal((2, channels, height, width))
+    w = rng.standard_normal((channels, 1, kh, kw))
+    b = rng.standard_normal(channels)
+    geometry = dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=channels)
+    if blocked:
+        config.IM2COL_MAX_BYTES = 1
+    try:
+        out = F.conv2d(x, w, b, **geometry)
+    finally:
+        config.reset()
+    reference = naive.conv2d_loops(x, w, b, (sh, sw), ((ph, ph), (pw, pw)), (dh, dw), channels)
+    np.testing.assert_allclose(out, reference, rtol=1e-12, atol=1e-12)
 
 
 def test_non_contiguous_input_is_accepted():

@@ -219,50 +219,85 @@ def _pointwise_forward_parallel(x, weight, scale, shift, residual, has_residual,
 def _depthwise_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                              stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows,
                              first_item, last_item):
-    """Items of a depthwise convolution (one filter per input channel): a direct loop over the
-    taps, each tap a multiply-add of a shifted input row onto the output row, with no column
-    buffer and no GEMM (which would be a 1 x taps matrix per channel). An item is a
-    (sample, channel, block of output rows)."""
+    """Items of a depthwise convolution (one filter per input channel), a direct loop over the
+    taps with no column buffer and no GEMM (which would be a 1 x taps matrix per channel). An
+    item is a (sample, channel, block of output rows).
+
+    The item's input rows are first copied into a zero-padded buffer exactly as wide as the
+    output's windows reach (``Wp`` columns), so no tap ever tests a border. At stride 1 the
+    output rows are then computed ``Wp`` wide, back to back: each tap is one multiply-add of
+    the buffer shifted by the tap's offset onto that wide block, a single long loop that
+    vectorizes whatever the plane's size; the valid columns are copied out. Other strides
+    multiply-add row by row from the buffer."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     kernel_h, kernel_w = weight.shape[2], weight.shape[3]
     out_h, out_w = out.shape[2], out.shape[3]
     blocks = (out_h + block_rows - 1) // block_rows
     out_planes = out.reshape(out.shape[0], channels, out_h * out_w)
     residual_planes = residual.reshape(out.shape[0], channels, out_h * out_w)
+    padded_w = (out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + 1
+    reach_h = (kernel_h - 1) * dilation_h + 1
+    tail = (kernel_w - 1) * dilation_w  # the wide rows' last taps read this far past the rows
+    padded = np.empty(((block_rows - 1) * stride_h + reach_h) * padded_w + tail, dtype=x.dtype)
+    wide = np.empty(block_rows * padded_w, dtype=x.dtype)
+    flat = stride_h == 1 and stride_w == 1
     for item in range(first_item, last_item):
         n = item // (channels * blocks)
         c = (item // blocks) % channels
         first_row = (item % blocks) * block_rows
-        for oh in range(first_row, min(out_h, first_row + block_rows)):
-            row = out[n, c, oh]
-            for ow in range(out_w):
-                row[ow] = 0
+        rows = min(out_h, first_row + block_rows) - first_row
+        rows_in = (rows - 1) * stride_h + reach_h
+        top = first_row * stride_h - pad_h
+        start = min(pad_w, padded_w)  # buffer columns holding input columns: start .. stop-1
+        stop = min(pad_w + width, padded_w)
+        for r in range(rows_in):
+            line = padded[r * padded_w:(r + 1) * padded_w]
+            h = top + r
+            if h < 0 or h >= height:
+                for k in range(padded_w):
+                    line[k] = 0
+                continue
+            for k in range(start):
+                line[k] = 0
+            inside = line[start:stop]
+            source = x[n, c, h, start - pad_w:stop - pad_w]
+            for k in range(stop - start):
+                inside[k] = source[k]
+            for k in range(stop, padded_w):
+                line[k] = 0
+        for k in range(rows_in * padded_w, rows_in * padded_w + tail):
+            padded[k] = 0
+        if flat:
+            length = rows * padded_w
+            block = wide[:length]
+            for k in range(length):
+                block[k] = 0
             for i in range(kernel_h):
-                h = oh * stride_h - pad_h + i * dilation_h
-                if h < 0 or h >= height:
-                    continue
-                source = x[n, c, h]
                 for j in range(kernel_w):
                     tap = weight[c, 0, i, j]
-                    offset = j * dilation_w - pad_w
-                    # output columns whose input column lies inside the row: 0 <= ow*stride + offset < width
-                    start = max(0, (-offset + stride_w - 1) // stride_w)
-                    stop = min(out_w, (width - offset + stride_w - 1) // stride_w)
-                    # unsigned indices: no test for a negative index per pixel (Numba's wraparound)
-                    if stride_w == 1 and out_w >= 32:  # long rows: slices from 0, the loop vectorizes
-                        shifted = source[start + offset:stop + offset]
-                        target = row[start:stop]
-                        for k in range(stop - start):
-                            target[k] += tap * shifted[k]
-                    elif stride_w == 1:  # short rows: two slices per tap would cost more than the row
-                        for ow in range(start, stop):
-                            row[ow] += tap * source[np.uint64(ow + offset)]
-                    else:
-                        for ow in range(start, stop):
-                            row[ow] += tap * source[np.uint64(ow * stride_w + offset)]
+                    base = i * dilation_h * padded_w + j * dilation_w
+                    shifted = padded[base:base + length]
+                    for k in range(length):
+                        block[k] += tap * shifted[k]
+            for r in range(rows):
+                row = out[n, c, first_row + r]
+                source = wide[r * padded_w:r * padded_w + out_w]
+                for k in range(out_w):
+                    row[k] = source[k]
+        else:
+            for r in range(rows):
+                row = out[n, c, first_row + r]
+                for k in range(out_w):
+                    row[k] = 0
+                for i in range(kernel_h):
+                    line = (r * stride_h + i * dilation_h) * padded_w
+                    for j in range(kernel_w):
+                        tap = weight[c, 0, i, j]
+                        base = line + j * dilation_w
+                        for k in range(out_w):  # unsigned: no test for a negative index per pixel
+                            row[k] += tap * padded[np.uint64(base + k * stride_w)]
         # the epilogue once over the item's rows, contiguous in the output plane
-        last_row = min(out_h, first_row + block_rows)
-        span = slice(first_row * out_w, last_row * out_w)
+        span = slice(first_row * out_w, (first_row + rows) * out_w)
         _finish_row(out_planes[n, c, span], residual_planes[n, c, span], has_residual, scale[c], shift[c],
                     activation, low, high)
 
