@@ -626,6 +626,8 @@ def bench(args):
                              f"{numba.config.NUMBA_NUM_THREADS} (give fewer, or 0 for all)")
         numba.set_num_threads(args.threads)
     threads = numba.get_num_threads()
+    if args.op == "dask":
+        return _bench_dask(args, threads)
     compare, missing = benchmarks.available_peers([c.strip() for c in args.compare.split(",") if c.strip()])
     shapes = [benchmarks.parse_shape(s) for s in (args.shapes or list(benchmarks.REFERENCE_SHAPES))]
     device = _pick_device(args.device)
@@ -657,6 +659,40 @@ def bench(args):
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(dict(threads=threads, device=device, rows=rows), handle, indent=2)
+        print(f"results written to {args.json}")
+    if args.plot:
+        print(f"ratios plotted in {benchmarks.plot_ratios(rows, args.plot)}")
+    return 0
+
+
+def _bench_dask(args, threads):
+    """``bench --op dask``: a huge image filtered on a 2-process LocalCluster by cnnlab and by
+    dask-image, and by cnnlab in memory (see :func:`cnnlab.benchmarks.dask_suite`)."""
+    from . import benchmarks
+
+    _, _, ndfilters = benchmarks._dask_bench_modules()  # the extra's one-line message before anything else
+    if args.chunk > args.size:
+        raise ValueError(f"--chunk {args.chunk} is larger than --size {args.size} (give at most --size)")
+    workers = benchmarks.DASK_WORKERS
+    if hasattr(os, "getloadavg"):
+        warning = benchmarks.busy_warning(os.getloadavg()[0], os.cpu_count(), max(threads, workers))
+        if warning:
+            print(warning, file=sys.stderr)
+    repeat = max(1, min(args.repeat, 5))
+    print(f"cnnlab bench: dask, edge filter (3x3) on a {args.size}x{args.size} float32 image in "
+          f"{args.chunk}x{args.chunk} chunks, {workers} worker processes x 1 thread, in memory with {threads} "
+          f"threads, median of {repeat}", file=sys.stderr)
+    if ndfilters is None:
+        print(f"cnnlab bench: {benchmarks.DASK_IMAGE_MISSING}", file=sys.stderr)
+
+    def progress(index, total, name):
+        print(f"  [{index + 1}/{total}] {name} ...", file=sys.stderr, flush=True)
+
+    rows = benchmarks.dask_suite(args.size, args.chunk, repeat, threads, progress=progress)
+    print(benchmarks.format_dask_table(rows))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(dict(threads=threads, device="cpu", rows=rows), handle, indent=2)
         print(f"results written to {args.json}")
     if args.plot:
         print(f"ratios plotted in {benchmarks.plot_ratios(rows, args.plot)}")
@@ -854,7 +890,7 @@ def build_parser():
     p = command("bench", "time cnnlab against PyTorch CPU and scipy")
     p.add_argument("--op", default="conv2d", help="what to time",
                    choices=["conv2d", "conv2d_backward", "pool", "activation", "linear", "filter", "train",
-                            "startup", "memory", "all"])
+                            "startup", "memory", "dask", "all"])
     device(p, "cpu")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="the arrays' dtype")
     p.add_argument("--shapes", nargs="*", help="reference shape names or N,C,H,W,F,K,S,P (default: all "
@@ -864,6 +900,9 @@ def build_parser():
     p.add_argument("--compare", default="torch,scipy", help="peers to time alongside (those installed)")
     p.add_argument("--json", help="also write the results to this .json file")
     p.add_argument("--plot", help="also draw the ratios as a bar chart in this .png (needs matplotlib)")
+    p.add_argument("--size", type=_integer(3), default=16384,
+                   help="--op dask: the image's side in pixels (16384: 1 GiB of float32)")
+    p.add_argument("--chunk", type=_integer(3), default=2048, help="--op dask: the chunks' side in pixels")
     p.set_defaults(run=bench)
 
     p = command("info", "version, devices, threads, cache")
