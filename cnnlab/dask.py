@@ -184,11 +184,19 @@ def _axis_plan(chunks, size, mode, flip):
     return start, depth, out_chunks
 
 
-def _filter_block(block, weights, starts, depths, flip, channels, device="cpu", block_info=None):
+def _filter_block(block, weights, starts, depths, flip, channels, device="cpu", edge_fill=None,
+                  block_info=None):
     """Filter one block (a chunk with its halo) with the in-memory 'valid' filter, on
-    ``device``."""
+    ``device``. With ``edge_fill`` (the 'fill' boundary) the halo exchange left the image's
+    outer sides bare: a block at an edge of the image pads that side itself with the fill
+    value (no extra chunks of fill values in the graph, as dask-image does)."""
     from . import filters
 
+    if edge_fill is not None:
+        grid, count = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
+        pads = [(depths[a] if grid[a] == 0 else 0, depths[a] if grid[a] == count[a] - 1 else 0) for a in (0, 1)]
+        if any(before or after for before, after in pads):
+            block = np.pad(block, pads + [(0, 0)] * (block.ndim - 2), constant_values=edge_fill)
     location = block_info[None]["array-location"]
     lengths = [stop - begin for begin, stop in location]
     crop = tuple(slice(d + s, d + s + n + k - 1)
@@ -258,6 +266,9 @@ def _filter(in1, in2, mode, boundary, fillvalue, flip, channels=False, name="in1
     kind = "fill" if boundary in ("fill", "pad") or mode == "valid" else boundary
     dask_boundary = {"fill": fill, "wrap": "periodic", "circular": "periodic",
                      "symm": "reflect", "symmetric": "reflect"}[kind]
+    edge_fill = fill if kind == "fill" else None  # each edge block pads itself: fewer tasks
+    if edge_fill is not None:
+        dask_boundary = "none"
     depth = {0: depths[0], 1: depths[1]}
     bound = {0: dask_boundary, 1: dask_boundary}
     if channels:
@@ -265,7 +276,7 @@ def _filter(in1, in2, mode, boundary, fillvalue, flip, channels=False, name="in1
     padded = da.overlap.overlap(image, depth=depth, boundary=bound)
     meta = da.utils.meta_from_array(in1, ndim=in1.ndim, dtype=dtype)
     result = da.map_blocks(
-        _filter_block, padded, dask.delayed(weights), starts, tuple(depths), flip, channels, device,
+        _filter_block, padded, dask.delayed(weights), starts, tuple(depths), flip, channels, device, edge_fill,
         chunks=out_chunks, dtype=dtype, meta=meta,
         token="cnnlab-" + ("convolve2d" if flip else "correlate2d"),
     )
