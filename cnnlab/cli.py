@@ -628,6 +628,8 @@ def bench(args):
     threads = numba.get_num_threads()
     if args.op == "dask":
         return _bench_dask(args, threads)
+    if args.op == "models":
+        return _bench_models(args, threads)
     compare, missing = benchmarks.available_peers([c.strip() for c in args.compare.split(",") if c.strip()])
     shapes = [benchmarks.parse_shape(s) for s in (args.shapes or list(benchmarks.REFERENCE_SHAPES))]
     device = _pick_device(args.device)
@@ -659,6 +661,38 @@ def bench(args):
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(dict(threads=threads, device=device, rows=rows), handle, indent=2)
+        print(f"results written to {args.json}")
+    if args.plot:
+        print(f"ratios plotted in {benchmarks.plot_ratios(rows, args.plot)}")
+    return 0
+
+
+def _bench_models(args, threads):
+    """``bench --op models``: ResNet-18 and MobileNetV2 through ONNX against PyTorch and
+    onnxruntime, and a training step (see :mod:`cnnlab.bench_networks`)."""
+    from . import bench_networks, benchmarks
+    from .parallel import blas_kernels
+
+    missing = bench_networks.missing_modules()
+    if missing:
+        raise ModuleNotFoundError(f"--op models needs {', '.join(missing)} (pip install \"cnnlab[bench]\")")
+    if hasattr(os, "getloadavg"):
+        warning = benchmarks.busy_warning(os.getloadavg()[0], os.cpu_count(), threads)
+        if warning:
+            print(warning, file=sys.stderr)
+    print(f"cnnlab bench: models, {threads} threads, 224x224 images, median of {args.repeat}; GEMMs on "
+          f"{blas_kernels()}", file=sys.stderr)
+
+    def progress(index, total, name):
+        print(f"  [{index + 1}/{total}] {name} ...", file=sys.stderr, flush=True)
+
+    rows = bench_networks.models_suite(threads, args.repeat, progress=progress)
+    print(benchmarks.format_table(rows))
+    memory = bench_networks.memory_rows(progress=progress)
+    print(bench_networks.format_memory(memory))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(dict(threads=threads, device="cpu", rows=rows, memory=memory), handle, indent=2)
         print(f"results written to {args.json}")
     if args.plot:
         print(f"ratios plotted in {benchmarks.plot_ratios(rows, args.plot)}")
@@ -890,7 +924,7 @@ def build_parser():
     p = command("bench", "time cnnlab against PyTorch CPU and scipy")
     p.add_argument("--op", default="conv2d", help="what to time",
                    choices=["conv2d", "conv2d_backward", "pool", "activation", "linear", "filter", "train",
-                            "startup", "memory", "dask", "all"])
+                            "startup", "memory", "dask", "models", "all"])
     device(p, "cpu")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="the arrays' dtype")
     p.add_argument("--shapes", nargs="*", help="reference shape names or N,C,H,W,F,K,S,P (default: all "

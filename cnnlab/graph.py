@@ -235,40 +235,47 @@ def _non_aliasing_layers():
 class BufferPool:
     """Output buffers of inference steps, reused from one step and one call to the next.
 
-    A :class:`FusedConv` step takes its output array from here (:meth:`take`); when the walk
-    drops a value that came from here and every step that read it returns new arrays, the
-    array comes back (:meth:`give`) for a later step of the same shape. After a call,
-    :meth:`trim` forgets the shapes that call did not ask for, so the pool holds at most what
-    one call of the current batch size uses. One pool per graph and thread (see
-    :meth:`Graph.buffer_pool`): concurrent predictions never share buffers.
+    A :class:`FusedConv` step takes its output array from here (:meth:`take`): a view of the
+    smallest free buffer that is large enough (best fit), or a new buffer. When the walk drops
+    a value that came from here and every step that read it returns new arrays, its buffer
+    comes back (:meth:`give`) for a later step of any shape. After a call, :meth:`trim` lets go
+    of the buffers that call did not use, so the pool holds about the most memory one call
+    had in use at once. One pool per graph and thread (see :meth:`Graph.buffer_pool`):
+    concurrent predictions never share buffers.
     """
 
     def __init__(self):
-        self.free = {}  # (shape, dtype) -> arrays
-        self.owned = set()  # ids of the arrays handed out and not yet given back
-        self.asked = set()
+        self.free = {}  # dtype -> flat buffers
+        self.lent = {}  # id(view handed out) -> its buffer
+        self.used = set()  # ids of the buffers this call used
 
     def take(self, shape, dtype):
-        key = (tuple(shape), np.dtype(dtype))
-        self.asked.add(key)
-        stack = self.free.get(key)
-        array = stack.pop() if stack else np.empty(shape, dtype)
-        self.owned.add(id(array))
-        return array
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape))
+        buffers = self.free.setdefault(dtype, [])
+        fits = [i for i, buffer in enumerate(buffers) if buffer.size >= count]
+        if fits:
+            buffer = buffers.pop(min(fits, key=lambda i: buffers[i].size))
+        else:
+            buffer = np.empty(count, dtype)
+        self.used.add(id(buffer))
+        view = buffer[:count].reshape(shape)
+        self.lent[id(view)] = buffer
+        return view
 
     def give(self, array):
-        if id(array) in self.owned:
-            self.owned.discard(id(array))
-            self.free.setdefault((tuple(array.shape), array.dtype), []).append(array)
+        buffer = self.lent.pop(id(array), None)
+        if buffer is not None:
+            self.free.setdefault(buffer.dtype, []).append(buffer)
 
     def trim(self):
-        self.free = {key: arrays for key, arrays in self.free.items() if key in self.asked}
-        self.owned.clear()  # whatever was not given back now belongs to the caller
-        self.asked = set()
+        self.free = {dtype: [b for b in buffers if id(b) in self.used] for dtype, buffers in self.free.items()}
+        self.lent.clear()  # whatever was not given back now belongs to the caller
+        self.used = set()
 
     @property
     def nbytes(self):
-        return sum(a.nbytes for arrays in self.free.values() for a in arrays)
+        return sum(b.nbytes for buffers in self.free.values() for b in buffers)
 
 
 _POOLS = threading.local()

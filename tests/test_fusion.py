@@ -281,13 +281,13 @@ def test_buffers_are_reused_and_results_stay_intact():
     first = model.forward(a)
     kept = first.copy()
     assert pool.nbytes > 0  # released outputs wait in the pool for the next call
-    held = {id(array) for arrays in pool.free.values() for array in arrays}
+    held = {id(buffer) for buffers in pool.free.values() for buffer in buffers}
     taken = []
     original = type(pool).take
 
     def spy(self, shape, dtype):
         array = original(self, shape, dtype)
-        taken.append(id(array))
+        taken.append(id(self.lent[id(array)]))  # the buffer under the view handed out
         return array
 
     type(pool).take = spy
