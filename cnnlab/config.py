@@ -29,6 +29,10 @@ GPU_CONV_TILE : int
     Side of the square output tile one CUDA block computes in the
     shared-memory convolution (``GPU_CONV_TILE**2`` threads per block);
     0 selects the direct one-thread-per-output kernel.
+GEMM_MIN_COLUMNS : int
+    When one sample's output has fewer pixels than this (the 7x7 layers of a network at batch
+    > 1), the CPU convolution's GEMM path puts the im2col columns of each thread's share of the
+    samples side by side, for one wide GEMM per thread instead of one narrow GEMM per sample.
 FUSE : bool
     Let the graph executor fuse, for inference, a ``Conv2D`` with the ``BatchNorm2D``, the
     two-input ``Add`` and the activation that follow it into one convolution call
@@ -41,6 +45,7 @@ _DEFAULTS = {
     "IM2COL_MAX_BYTES": 256 * 1024 * 1024,
     "GPU_CONV_TILE": 16,
     "PARALLEL_MIN_WORK": 1 << 14,
+    "GEMM_MIN_COLUMNS": 128,
     "FUSE": True,
 }
 
@@ -49,6 +54,7 @@ MAX_BLOCKS = _DEFAULTS["MAX_BLOCKS"]
 IM2COL_MAX_BYTES = _DEFAULTS["IM2COL_MAX_BYTES"]
 GPU_CONV_TILE = _DEFAULTS["GPU_CONV_TILE"]
 PARALLEL_MIN_WORK = _DEFAULTS["PARALLEL_MIN_WORK"]
+GEMM_MIN_COLUMNS = _DEFAULTS["GEMM_MIN_COLUMNS"]
 FUSE = _DEFAULTS["FUSE"]
 
 

@@ -314,7 +314,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, s
     with _blas_guard(kernels):
         kernels.conv2d_forward(kernels.asarray(x), kernels.asarray(weight), scale, shift, residual_array,
                                has_residual, code, low, high, out, *geometry.args,
-                               filter_blocks=geometry.filter_blocks)
+                               filter_blocks=geometry.filter_blocks, sample_block=geometry.sample_block)
     return out
 
 
@@ -391,10 +391,11 @@ def _check_out(name, out, shape, dtype, kernels):
 class _ConvGeometry:
     """Resolved convolution geometry: output size and the kernels' integer arguments."""
 
-    def __init__(self, out_shape, args, filter_blocks=1):
+    def __init__(self, out_shape, args, filter_blocks=1, sample_block=1):
         self.out_shape = out_shape
         self.args = args
         self.filter_blocks = filter_blocks
+        self.sample_block = sample_block
 
 
 def _conv_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, groups):
@@ -419,16 +420,21 @@ def _conv_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, grou
     workers = cpu_workers(samples * filters * out_h * out_w * taps)
     row_bytes = taps * out_w * np.dtype(dtype).itemsize * workers
     block_rows = max(1, min(out_h, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes)))
-    filter_blocks = 1
+    filter_blocks = sample_block = 1
     if samples * groups < workers:  # fewer images than threads: share each image's work too
         pieces = -(-workers // (samples * groups))
         if out_h * out_w < filters // groups and channels_per_group > 1:
             filter_blocks = pieces  # deep layer, few pixels: each thread a part of the filters
         else:
             block_rows = min(block_rows, max(1, -(-out_h // pieces)))  # each thread a part of the rows
+    elif block_rows == out_h and out_h * out_w < config.GEMM_MIN_COLUMNS and groups == 1:
+        # small outputs (7x7 layers): the samples' columns side by side make one wide GEMM per
+        # thread (an equal share of the samples each), within the column buffers' budget
+        budget = max(1, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes * out_h))
+        sample_block = max(1, min(-(-samples // workers), budget))
     args = (stride[0], stride[1], pads[0][0], pads[1][0], dilation[0], dilation[1], groups,
             block_rows, workers)
-    return _ConvGeometry((out_h, out_w), args, filter_blocks)
+    return _ConvGeometry((out_h, out_w), args, filter_blocks, sample_block)
 
 
 def _blas_guard(kernels):

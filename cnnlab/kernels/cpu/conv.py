@@ -37,9 +37,9 @@ from .activation import _sigmoid
 
 @njit(cache=True)
 def _im2col(x, n, first_channel, first_row, rows, columns, kernel_h, kernel_w, out_w,
-            stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
-    """Fill ``columns`` (taps, rows*out_w) with the pixels each tap sees, output rows
-    ``first_row .. first_row+rows`` of sample ``n``; padding reads as zero."""
+            stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, first_column=0):
+    """Fill ``columns[:, first_column:first_column + rows*out_w]`` with the pixels each tap
+    sees, output rows ``first_row .. first_row+rows`` of sample ``n``; padding reads as zero."""
     height, width = x.shape[2], x.shape[3]
     for tap in range(columns.shape[0]):
         channel = first_channel + tap // (kernel_h * kernel_w)
@@ -47,7 +47,7 @@ def _im2col(x, n, first_channel, first_row, rows, columns, kernel_h, kernel_w, o
         j = tap % kernel_w
         for r in range(rows):
             h = (first_row + r) * stride_h - pad_h + i * dilation_h
-            start = r * out_w
+            start = first_column + r * out_w
             if h < 0 or h >= height:
                 for ow in range(out_w):
                     columns[tap, start + ow] = 0
@@ -114,11 +114,12 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
 @njit(cache=True)
 def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                           stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
-                          filter_blocks, first_item, last_item):
+                          filter_blocks, sample_block, first_item, last_item):
     """Work items ``first_item .. last_item-1`` of :func:`conv2d_forward`, one after another
     (serial: one thread's share, with its own column and product buffers). An item is a
-    (sample, group, block of output rows, block of filters); consecutive items of one row
-    block reuse its columns."""
+    (block of samples, group, block of output rows, block of filters); consecutive items of one
+    row block reuse its columns. Several samples per item (small outputs: deep layers, LeNet)
+    put their columns side by side, so that one wider GEMM serves them all."""
     samples = x.shape[0]
     filters, channels_per_group, kernel_h, kernel_w = weight.shape
     out_h, out_w = out.shape[2], out.shape[3]
@@ -129,51 +130,57 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
     residual_by_group = residual.reshape(samples, groups, filters_per_group, out_h * out_w)
     blocks = (out_h + block_rows - 1) // block_rows
     per_block = (filters_per_group + filter_blocks - 1) // filter_blocks
-    column_buffer = np.empty(taps * block_rows * out_w, dtype=x.dtype)
-    product_buffer = np.empty(min(per_block, filters_per_group) * block_rows * out_w, dtype=x.dtype)
-    filled = -1  # the (sample, group, row block) whose columns the buffer holds
+    width = sample_block * block_rows * out_w  # columns of one item
+    column_buffer = np.empty(taps * width, dtype=x.dtype)
+    product_buffer = np.empty(min(per_block, filters_per_group) * width, dtype=x.dtype)
+    filled = -1  # the (sample block, group, row block) whose columns the buffer holds
     for item in range(first_item, last_item):
         piece = item // filter_blocks
-        n = piece // (groups * blocks)
+        n0 = (piece // (groups * blocks)) * sample_block
         g = (piece // blocks) % groups
         first_row = (piece % blocks) * block_rows
         f0 = (item % filter_blocks) * per_block
         f1 = min(filters_per_group, f0 + per_block)
         if f0 >= f1:
             continue
+        count = min(sample_block, samples - n0)
         rows = min(block_rows, out_h - first_row)
         pixels = rows * out_w
         first_pixel = first_row * out_w
-        columns = column_buffer[:taps * pixels].reshape(taps, pixels)
+        columns = column_buffer[:taps * count * pixels].reshape(taps, count * pixels)
         if piece != filled:
-            _im2col(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
-                    out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+            for s in range(count):
+                _im2col(x, n0 + s, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
+                        out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, s * pixels)
             filled = piece
-        planes = out_by_group[n, g]
-        if rows == out_h:
-            _matmul(weight_by_group[g, f0:f1], columns, planes[f0:f1])
+        if count == 1 and rows == out_h:  # the product is the output planes themselves
+            _matmul(weight_by_group[g, f0:f1], columns, out_by_group[n0, g, f0:f1])
         else:
-            product = product_buffer[:(f1 - f0) * pixels].reshape(f1 - f0, pixels)
+            product = product_buffer[:(f1 - f0) * count * pixels].reshape(f1 - f0, count * pixels)
             _matmul(weight_by_group[g, f0:f1], columns, product)
-            for f in range(f1 - f0):
-                for p in range(pixels):
-                    planes[f0 + f, first_pixel + p] = product[f, p]
-        for f in range(f0, f1):
-            k = g * filters_per_group + f
-            _finish_row(planes[f, first_pixel:first_pixel + pixels],
-                        residual_by_group[n, g, f, first_pixel:first_pixel + pixels], has_residual,
-                        scale[k], shift[k], activation, low, high)
+            for s in range(count):
+                planes = out_by_group[n0 + s, g]
+                for f in range(f1 - f0):
+                    for p in range(pixels):
+                        planes[f0 + f, first_pixel + p] = product[f, s * pixels + p]
+        for s in range(count):
+            planes = out_by_group[n0 + s, g]
+            for f in range(f0, f1):
+                k = g * filters_per_group + f
+                _finish_row(planes[f, first_pixel:first_pixel + pixels],
+                            residual_by_group[n0 + s, g, f, first_pixel:first_pixel + pixels], has_residual,
+                            scale[k], shift[k], activation, low, high)
 
 
 @njit(parallel=True, cache=True)
 def _conv2d_forward_parallel(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                              stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
-                             filter_blocks, items, workers):
+                             filter_blocks, sample_block, items, workers):
     for worker in prange(workers):
         first, last = _share(worker, workers, items)
         _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                               stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
-                              filter_blocks, first, last)
+                              filter_blocks, sample_block, first, last)
 
 
 @njit(cache=True)
@@ -319,7 +326,7 @@ def _row_blocks(out_h, block_rows):
 
 def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                    stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, workers,
-                   filter_blocks=1):
+                   filter_blocks=1, sample_block=1):
     """2-D cross-correlation of ``x`` with ``weight``, finished by the fused epilogue
     ``out = act(scale * conv + shift + residual)``, written into ``out``.
 
@@ -354,6 +361,9 @@ def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, 
         threads and small outputs (deep layers), threads share an image's filters rather than
         its few rows, so that each GEMM keeps its full width and reads only its part of the
         weights.
+    sample_block : int
+        Samples per work item on the GEMM path (with whole-sample row blocks): their columns
+        side by side make one wider GEMM where a single sample's output is small.
     """
     blocks = _row_blocks(out.shape[2], block_rows)
     filters, channels_per_group, kernel_h, kernel_w = weight.shape
@@ -367,9 +377,10 @@ def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, 
         run_shared(_pointwise_forward_items, _pointwise_forward_parallel, x.shape[0] * groups * blocks, workers,
                    x, weight, *epilogue, groups, blocks)
     else:
-        run_shared(_conv2d_forward_items, _conv2d_forward_parallel, x.shape[0] * groups * blocks * filter_blocks,
+        sample_blocks = (x.shape[0] + sample_block - 1) // sample_block
+        run_shared(_conv2d_forward_items, _conv2d_forward_parallel, sample_blocks * groups * blocks * filter_blocks,
                    workers, x, weight, *epilogue, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
-                   block_rows, filter_blocks)
+                   block_rows, filter_blocks, sample_block)
 
 
 @njit(cache=True)

@@ -165,13 +165,13 @@ def _conv2d_forward_kernel(x, weight, scale, shift, residual, has_residual, acti
 
 def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                    stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, workers,
-                   filter_blocks=1):
+                   filter_blocks=1, sample_block=1):
     """2-D cross-correlation of ``x`` with ``weight`` and the fused epilogue
     ``act(scale * conv + shift + residual)``, written into ``out``.
 
     Same contract as :func:`cnnlab.kernels.cpu.conv.conv2d_forward`; the
-    arrays are device arrays.  ``block_rows``, ``workers`` and ``filter_blocks``
-    shape the CPU schedule and are not used here.  Uses the shared-memory tiled kernel when
+    arrays are device arrays.  ``block_rows``, ``workers``, ``filter_blocks`` and
+    ``sample_block`` shape the CPU schedule and are not used here.  Uses the shared-memory tiled kernel when
     the geometry fits it (``config.GPU_CONV_TILE``), else the direct kernel.
     """
     epilogue = (scale, shift, residual, bool(has_residual), int(activation), float(low), float(high), out)
