@@ -423,8 +423,8 @@ def _conv_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, grou
     filter_blocks = sample_block = 1
     if samples * groups < workers:  # fewer images than threads: share each image's work too
         pieces = -(-workers // (samples * groups))
-        if out_h * out_w < filters // groups and channels_per_group > 1:
-            filter_blocks = pieces  # deep layer, few pixels: each thread a part of the filters
+        if 4 * out_h * out_w <= filters // groups and channels_per_group > 1:
+            filter_blocks = pieces  # deep layer, very few pixels: each thread a part of the filters
         else:
             block_rows = min(block_rows, max(1, -(-out_h // pieces)))  # each thread a part of the rows
     elif block_rows == out_h and out_h * out_w < config.GEMM_MIN_COLUMNS and groups == 1:

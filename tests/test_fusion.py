@@ -82,7 +82,7 @@ def test_every_kernel_path_fuses(kind, activation, monkeypatch):
     blocks = kind.endswith("blocks")
     if blocks:
         monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 16)  # several workers on one image
-    size = (3, 4) if kind == "filter-blocks" else (11, 9)  # 12 pixels < 17 filters: split the filters
+    size = (2, 2) if kind == "filter-blocks" else (11, 9)  # 4 x 4 pixels <= 17 filters: split the filters
     x = rng.standard_normal((1 if blocks else 2, channels) + size).astype(np.float32)
     weight = rng.standard_normal((channels, channels // groups, kernel, kernel)).astype(np.float32)
     bias, scale = rng.standard_normal(channels).astype(np.float32), rng.uniform(0.5, 2, channels).astype(np.float32)

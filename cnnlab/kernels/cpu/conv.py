@@ -41,6 +41,7 @@ def _im2col(x, n, first_channel, first_row, rows, columns, kernel_h, kernel_w, o
     """Fill ``columns[:, first_column:first_column + rows*out_w]`` with the pixels each tap
     sees, output rows ``first_row .. first_row+rows`` of sample ``n``; padding reads as zero."""
     height, width = x.shape[2], x.shape[3]
+    first_column = max(first_column, 0)  # known >= 0, the compiler drops the negative-index test and vectorizes
     for tap in range(columns.shape[0]):
         channel = first_channel + tap // (kernel_h * kernel_w)
         i = (tap // kernel_w) % kernel_h
