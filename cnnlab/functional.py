@@ -429,9 +429,12 @@ def _conv_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, grou
             block_rows = min(block_rows, max(1, -(-out_h // pieces)))  # each thread a part of the rows
     elif block_rows == out_h and out_h * out_w < config.GEMM_MIN_COLUMNS and groups == 1:
         # small outputs (7x7 layers): the samples' columns side by side make one wide GEMM per
-        # thread (an equal share of the samples each), within the column buffers' budget
+        # thread (an equal share of the samples each), within the column buffers' budget. The
+        # share is of Numba's thread count, not of this call's workers, so that a result does
+        # not depend on whether the call ran serial or parallel (the GEMMs' widths, and with
+        # them BLAS's rounding, stay the same)
         budget = max(1, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes * out_h))
-        sample_block = max(1, min(-(-samples // workers), budget))
+        sample_block = max(1, min(-(-samples // numba.get_num_threads()), budget))
     args = (stride[0], stride[1], pads[0][0], pads[1][0], dilation[0], dilation[1], groups,
             block_rows, workers)
     return _ConvGeometry((out_h, out_w), args, filter_blocks, sample_block)
