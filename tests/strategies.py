@@ -108,3 +108,17 @@ def conv_padding_geometries(draw, max_size=6):
 def arrays(rng, shape, dtype):
     """Standard-normal data of ``dtype``."""
     return rng.standard_normal(shape).astype(dtype)
+
+
+@st.composite
+def chunking(draw, length):
+    """Dask chunks along an axis of ``length``: one chunk size (dask splits evenly), or uneven
+    sizes that add up to ``length``."""
+    if draw(st.booleans()):
+        return draw(st.integers(1, length))
+    sizes, left = [], length
+    while left:
+        size = draw(st.integers(1, left))
+        sizes.append(size)
+        left -= size
+    return tuple(sizes)

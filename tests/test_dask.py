@@ -18,6 +18,8 @@ da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("dask.distributed")
 
+from strategies import chunking
+
 import cnnlab
 import cnnlab.dask as cdask
 from cnnlab import filters
@@ -74,18 +76,6 @@ def holds_model(value):
 
 
 # --- filters -----------------------------------------------------------------------------
-
-@st.composite
-def chunking(draw, length):
-    if draw(st.booleans()):
-        return draw(st.integers(1, length))
-    sizes, left = [], length
-    while left:
-        size = draw(st.integers(1, left))
-        sizes.append(size)
-        left -= size
-    return tuple(sizes)
-
 
 @st.composite
 def filter_problems(draw):

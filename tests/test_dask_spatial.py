@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 
+from strategies import chunking
+
 import cnnlab
 import cnnlab.dask as cdask
 import cnnlab.functional as F
@@ -23,19 +25,6 @@ from cnnlab.shapes import _axis_output_size
 
 CONV = F.conv2d.__wrapped__  # the in-memory op, as the tasks run it
 POOL = F._pool2d.__wrapped__
-
-
-@st.composite
-def chunking(draw, length):
-    """One chunk size (dask splits evenly), or uneven sizes that add up to ``length``."""
-    if draw(st.booleans()):
-        return draw(st.integers(1, length))
-    sizes, left = [], length
-    while left:
-        size = draw(st.integers(1, left))
-        sizes.append(size)
-        left -= size
-    return tuple(sizes)
 
 
 def random_array(seed, shape):
