@@ -433,12 +433,26 @@ class Graph:
     def inference_plan(self, targets=None):
         """The steps an inference :meth:`forward` runs for ``targets``: the needed nodes with
         convolution chains fused (:func:`fusion_plan`), computed once per set of targets."""
-        targets = self.outputs if targets is None else targets
-        key = tuple(id(t) for t in targets)
-        plans = self.__dict__.setdefault("_plans", {})
-        if key not in plans:
-            plans[key] = fusion_plan(self._ancestors(targets), {id(t) for t in targets})
-        return plans[key]
+        return self._inference_steps(self.outputs if targets is None else targets)[0]
+
+    def _inference_steps(self, targets):
+        """``(plan, recyclable)`` for ``targets``, cached. The cache is looked up by the
+        targets' ids and checked by identity, so a stale entry can never serve other tensors;
+        it is not pickled or copied (see :meth:`__getstate__`)."""
+        cache = self.__dict__.setdefault("_plans", {})
+        entry = cache.get(tuple(id(t) for t in targets))
+        if entry is None or len(entry[0]) != len(targets) or any(a is not b for a, b in zip(entry[0], targets)):
+            plan = fusion_plan(self._ancestors(targets), {id(t) for t in targets})
+            entry = cache[tuple(id(t) for t in targets)] = (list(targets), plan, self._recyclable(plan))
+        return entry[1], entry[2]
+
+    def __getstate__(self):
+        """Pickling and copying leave out what is keyed by object ids (the inference plans and a
+        training step's saved state): they are rebuilt where the copy runs."""
+        state = dict(self.__dict__)
+        for key in ("_plans", "_tape"):
+            state.pop(key, None)
+        return state
 
     def _recyclable(self, plan):
         """Ids of the tensors whose every reader in ``plan`` returns new arrays."""
@@ -482,15 +496,12 @@ class Graph:
         seeded = [node for node in self.nodes if hasattr(node.layer, "step_seed")]
         seeds = {} if seed is None else {id(node): (seed + k) % (2**31) for k, node in enumerate(seeded)}
 
-        plan = self.inference_plan(targets) if not training and observe is None and config.FUSE else None
-        pool = release = None
+        plan = pool = release = None
+        if not training and observe is None and config.FUSE:
+            plan, reusable = self._inference_steps(self.outputs if targets is None else targets)
         if plan is not None and not any(is_gpu_array(v) for v in inputs):
             pool = self.buffer_pool()
             wanted = {id(t) for t in (self.outputs if targets is None else targets)}
-            recyclable = self.__dict__.setdefault("_recyclable_ids", {})
-            if id(plan) not in recyclable:
-                recyclable[id(plan)] = self._recyclable(plan)
-            reusable = recyclable[id(plan)]
 
             def release(tensor, value):
                 if id(tensor) in reusable:

@@ -343,3 +343,20 @@ def test_concurrent_predictions_use_separate_pools():
     for thread in threads:
         thread.join()
     assert not errors
+
+
+def test_copies_and_pickles_rebuild_their_plans():
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(10)
+    model = _small_residual_model()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    expected = model.forward(x).copy()
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert "_plans" not in clone.graph.__dict__  # nothing keyed by the original's object ids
+        np.testing.assert_array_equal(clone.forward(x), expected)
+        steps = clone.graph.inference_plan()
+        assert all(t in clone.graph.nodes or isinstance(t, FusedConv) for t in steps)
+        fused = [s for s in steps if isinstance(s, FusedConv)]
+        assert fused and all(any(s.conv is n for n in clone.graph.nodes) for s in fused)
