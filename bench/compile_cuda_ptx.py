@@ -43,6 +43,7 @@ import cnnlab.kernels.cuda as cuda_kernels
 proxy = types.SimpleNamespace(**{k: getattr(cuda_kernels, k) for k in dir(cuda_kernels) if not k.startswith('__')})
 proxy.empty = lambda shape, dtype: np.empty(shape, dtype)
 proxy.zeros = lambda shape, dtype: np.zeros(shape, dtype)
+proxy.ones = lambda shape, dtype: np.ones(shape, dtype)
 proxy.asarray = lambda a: a
 proxy.DEVICE = "cuda"
 device.kernels_for = lambda *a, **k: proxy
@@ -54,6 +55,8 @@ for dtype in (np.float32, np.float64):
     x = np.random.rand(2, 2, 6, 6).astype(dtype)
     w = np.random.rand(4, 2, 3, 3).astype(dtype)
     F.conv2d(x, w, np.zeros(4, dtype), padding=1)
+    F.conv2d(x, w, np.zeros(4, dtype), padding=1, scale=np.ones(4, dtype), residual=np.ones((2, 4, 6, 6), dtype),
+             activation="silu")
     from cnnlab import config
     config.GPU_CONV_TILE = 0
     F.conv2d(x, w, np.zeros(4, dtype), padding=1)
@@ -62,6 +65,10 @@ for dtype in (np.float32, np.float64):
     for mode in ("max", "avg", "min", "median", "lp"):
         out = F.pool2d(x, 2, mode=mode)
         F.pool2d_backward(x, out, out, 2, mode=mode)
+    for mode in ("max", "min"):
+        out, indices = F.pool2d(x, 2, mode=mode, return_indices=True)
+        # the launches are only compiled, not run: give the backward valid indices
+        F.pool2d_backward(x, None, out, 2, mode=mode, indices=np.zeros(indices.shape, np.int64))
     g = F.global_avg_pool2d(x); F.global_avg_pool2d_backward(x, g)
     for f, b in ((F.relu, F.relu_backward), (F.sigmoid, F.sigmoid_backward), (F.tanh, F.tanh_backward)):
         b(f(x), x)
@@ -87,11 +94,35 @@ for dtype in (np.uint8, np.float32, np.float64, np.complex128):
 import cnnlab.kernels.cuda.dropout as dropout_module
 import cnnlab.kernels.cuda.filter as filter_module
 import cnnlab.kernels.cuda.pool as pool_module
+import cnnlab.kernels.cuda.conv as conv_module
+import cnnlab.kernels.cuda.activation as activation_module
 
 device_functions = 0
 for element in (numba.float32, numba.float64):
-    compile_ptx(pool_module._window_choice.py_func, (element[:, :, :, ::1],) + (numba.int64,) * 7, device=True,
+    compile_ptx(pool_module._window_choice.py_func, (element[:, :, :, ::1],) + (numba.int64,) * 9, device=True,
                 cc=(9, 0))
+    device_functions += 1
+for element in (numba.float32, numba.float64):
+    compile_ptx(activation_module._sigmoid.py_func, (element,), device=True, cc=(9, 0))
+    device_functions += 1
+# the fused epilogue calls _sigmoid, so it needs a driver to link; its own typing is checked through
+# the stand-alone copy below (the same body with the sigmoid inlined)
+def _finish_typing(acc, s, b, r, activation, low, high):
+    v = s * acc + b + r
+    if activation == 1:
+        return low if v < low else (high if v > high else v)
+    if activation == 2:
+        return v if v > 0 else low * v
+    if activation == 3:
+        z = low * v + high
+        return 0 if z < 0 else (1 if z > 1 else z)
+    if activation == 4:
+        return v * min(max(v + 3.0, 0.0), 6.0) / 6.0
+    return v
+import inspect
+assert "activation == 4" in inspect.getsource(conv_module._finish.py_func)
+for element in (numba.float32, numba.float64):
+    compile_ptx(_finish_typing, (element,) * 4 + (numba.int64, numba.float64, numba.float64), device=True, cc=(9, 0))
     device_functions += 1
 compile_ptx(dropout_module.keep_probability_hash.py_func, (numba.int64, numba.int64), device=True, cc=(9, 0))
 compile_ptx(filter_module._resolve.py_func, (numba.int64,) * 3, device=True, cc=(9, 0))
