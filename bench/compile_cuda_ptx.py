@@ -94,7 +94,6 @@ for dtype in (np.uint8, np.float32, np.float64, np.complex128):
 import cnnlab.kernels.cuda.dropout as dropout_module
 import cnnlab.kernels.cuda.filter as filter_module
 import cnnlab.kernels.cuda.pool as pool_module
-import cnnlab.kernels.cuda.conv as conv_module
 import cnnlab.kernels.cuda.activation as activation_module
 
 device_functions = 0
@@ -104,25 +103,6 @@ for element in (numba.float32, numba.float64):
     device_functions += 1
 for element in (numba.float32, numba.float64):
     compile_ptx(activation_module._sigmoid.py_func, (element,), device=True, cc=(9, 0))
-    device_functions += 1
-# the fused epilogue calls _sigmoid, so it needs a driver to link; its own typing is checked through
-# the stand-alone copy below (the same body with the sigmoid inlined)
-def _finish_typing(acc, s, b, r, activation, low, high):
-    v = s * acc + b + r
-    if activation == 1:
-        return low if v < low else (high if v > high else v)
-    if activation == 2:
-        return v if v > 0 else low * v
-    if activation == 3:
-        z = low * v + high
-        return 0 if z < 0 else (1 if z > 1 else z)
-    if activation == 4:
-        return v * min(max(v + 3.0, 0.0), 6.0) / 6.0
-    return v
-import inspect
-assert "activation == 4" in inspect.getsource(conv_module._finish.py_func)
-for element in (numba.float32, numba.float64):
-    compile_ptx(_finish_typing, (element,) * 4 + (numba.int64, numba.float64, numba.float64), device=True, cc=(9, 0))
     device_functions += 1
 compile_ptx(dropout_module.keep_probability_hash.py_func, (numba.int64, numba.int64), device=True, cc=(9, 0))
 compile_ptx(filter_module._resolve.py_func, (numba.int64,) * 3, device=True, cc=(9, 0))

@@ -143,37 +143,22 @@ def training_rows(threads, repeat, progress=None):
                  peers={"torch": torch_median / TRAIN_STEPS})]
 
 
-def _resident():
-    """``(resident, peak)`` bytes of this process (Linux ``/proc``), or None elsewhere."""
-    try:
-        with open("/proc/self/status") as handle:
-            fields = dict(line.split(":", 1) for line in handle if line.startswith(("VmRSS", "VmHWM")))
-    except OSError:
-        return None
-    return tuple(int(fields[key].split()[0]) * 1024 for key in ("VmRSS", "VmHWM"))
-
-
-def _reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")  # the kernel restarts VmHWM from the current resident size
-        return True
-    except OSError:
-        return False
-
-
 def memory_rows(batch=16, size=224, networks=NETWORKS, progress=None):
     """Peak memory of one inference of a batch, fused (the inference plan with its buffer
     pool, the default) and unfused (``cnnlab.config.FUSE = False``: every layer on its own, a
     new array per output), after one warm-up call each: the rise of the process's resident
     memory during the call (Linux ``VmHWM``, restarted just before it), and what the pool
     keeps between calls. Empty where ``/proc`` cannot tell."""
+    import os
+
     import torch
     import torchvision
 
     import cnnlab.onnx
 
-    if _resident() is None or not _reset_peak():
+    from .benchmarks import _maxrss_bytes, _reset_peak_rss
+
+    if not os.path.exists("/proc/self/clear_refs"):  # the peak could not be restarted per call
         return []
     rows = []
     for index, name in enumerate(networks):
@@ -185,10 +170,9 @@ def memory_rows(batch=16, size=224, networks=NETWORKS, progress=None):
         row = dict(network=name, batch=batch, input_bytes=x.nbytes)
         for label, run in (("unfused", _unfused(lambda: model(x))), ("fused", lambda: model(x))):
             run()
-            before = _resident()[0]
-            _reset_peak()
+            before = _reset_peak_rss()  # the peak restarts from the current resident size
             run()
-            row[f"{label}_peak_bytes"] = _resident()[1] - before
+            row[f"{label}_peak_bytes"] = _maxrss_bytes() - before
         row["pool_bytes"] = model.graph.buffer_pool().nbytes
         rows.append(row)
     return rows
