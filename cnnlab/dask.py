@@ -28,12 +28,16 @@ not change. Results are lazy: ``.compute()`` runs them on the current scheduler,
 Dask itself is imported only when a dask array is used (the ``dask`` extra).
 """
 
-import sys
 import threading
+import inspect
 from contextlib import nullcontext
 from itertools import pairwise
 
 import numpy as np
+
+from . import functional
+from .functional import dispatch
+from .functional.dispatch import is_dask_array
 
 __all__ = [
     "apply",
@@ -52,21 +56,6 @@ __all__ = [
 ]
 
 _LOCK = threading.Lock()
-
-
-def is_dask_array(x):
-    """Whether ``x`` is a ``dask.array.Array`` (without importing Dask).
-
-    Parameters
-    ----------
-    x : object
-
-    Returns
-    -------
-    bool
-    """
-    array_module = sys.modules.get("dask.array")
-    return array_module is not None and isinstance(x, array_module.Array)
 
 
 def kernel_lock():
@@ -664,9 +653,7 @@ def _take(block, rows, cols):
 def _check_network_input(name, x, ndim=4):
     """The in-memory checks of a network op's input (``as_float_array``) on a dask array's
     dtype and shape, with the same messages, without computing it."""
-    from .functional import as_float_array
-
-    as_float_array(name, np.empty((1,) * x.ndim, x.dtype))  # dtype: the in-memory errors
+    functional.as_float_array(name, np.empty((1,) * x.ndim, x.dtype))  # dtype: the in-memory errors
     if x.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
     if any(np.isnan(s) for s in x.shape):
@@ -802,7 +789,6 @@ def _conv2d_on_dask(function, x, weight, bias=None, stride=1, padding=0, dilatio
     :func:`_windows`; the chunks run where ``weight`` lives. ``options`` are conv2d's
     keyword-only ones: the per-filter ``scale`` and the ``activation`` go to every block;
     ``residual`` and ``out`` take in-memory arrays only."""
-    from . import functional
     from .device import kernels_for, to_host
     from .shapes import pair, resolve_padding
 
@@ -820,9 +806,9 @@ def _conv2d_on_dask(function, x, weight, bias=None, stride=1, padding=0, dilatio
     weight = functional.as_float_array("weight", weight, ndim=4, dtype=x.dtype)
     kernels = kernels_for(weight=weight, bias=bias, scale=scale)
     shape = tuple(int(s) for s in x.shape)
-    geometry = functional._conv_geometry(shape, tuple(weight.shape), x.dtype, stride, padding, dilation, groups)
+    geometry = functional.conv.conv_geometry(shape, tuple(weight.shape), x.dtype, stride, padding, dilation, groups)
     filters = weight.shape[0]
-    checked_bias = functional._bias_or_zeros(kernels, bias, filters, x.dtype)
+    checked_bias = functional.common.bias_or_zeros(kernels, bias, filters, x.dtype)
     if scale is not None:
         scale = functional.as_float_array("scale", scale, ndim=1, dtype=x.dtype)
         if scale.shape[0] != filters:
@@ -846,11 +832,10 @@ def _pool2d_on_dask(function, x, kernel_size, stride=None, padding=0, mode="max"
                     ceil_mode=False, count_include_pad=True):
     """``pool2d`` (the in-memory ``function``) of a dask ``x``, as :func:`_conv2d_on_dask`;
     channel chunks stay."""
-    from . import functional
 
     _check_network_input("x", x)
     shape = tuple(int(s) for s in x.shape)
-    out_shape, _ = functional._pool_geometry(shape, kernel_size, stride, padding, mode, dilation, ceil_mode,
+    out_shape, _ = functional.pool.pool_geometry(shape, kernel_size, stride, padding, mode, dilation, ceil_mode,
                                              count_include_pad)
     options = functional.pool_arguments(kernel_size, stride, padding, mode, dilation, ceil_mode, count_include_pad)
     if not _chunked_across_samples(x):
@@ -863,17 +848,10 @@ def _pool2d_on_dask(function, x, kernel_size, stride=None, padding=0, mode="max"
                     None, x.dtype, "cpu", token="cnnlab-pool2d")
 
 
-_WINDOW_OPS = {"conv2d": _conv2d_on_dask, "pool2d": _pool2d_on_dask, "_pool2d": _pool2d_on_dask}
-_ELEMENTWISE_OPS = frozenset({"relu", "leaky_relu", "sigmoid", "tanh", "clip", "hardsigmoid", "hardswish",
-                              "silu"})
-
-
 def per_sample_op(function, x, args, kwargs):
     """Run the in-memory op ``function`` of :mod:`cnnlab.functional` whose output rows depend on
     the same samples only on a dask array: chunk by chunk along the batch axis
-    (:func:`map_batches`); an element-wise activation, chunk by chunk whatever the chunking
-    (so it runs between spatially chunked convolutions and poolings). Called by
-    :func:`cnnlab.functional.per_sample`.
+    (:func:`map_batches`). Called by :func:`cnnlab.functional.dispatch.per_sample`.
 
     Parameters
     ----------
@@ -887,7 +865,27 @@ def per_sample_op(function, x, args, kwargs):
     -------
     dask.array.Array
     """
-    if getattr(function, "__name__", None) not in _ELEMENTWISE_OPS or not _chunked_across_samples(x):
+    return map_batches(function, x, *args, **kwargs)
+
+
+def elementwise_op(function, x, args, kwargs):
+    """Run the in-memory element-wise op ``function`` (an activation) on a dask array chunk by
+    chunk whatever the chunking (so it runs between spatially chunked convolutions and
+    poolings). Called by :func:`cnnlab.functional.dispatch.elementwise`.
+
+    Parameters
+    ----------
+    function : callable
+        The undecorated in-memory op.
+    x : dask.array.Array
+    args : tuple
+    kwargs : dict
+
+    Returns
+    -------
+    dask.array.Array
+    """
+    if not _chunked_across_samples(x):
         return map_batches(function, x, *args, **kwargs)
     dask, da = _dask_modules()
     if any(np.isnan(s) for s in x.shape) or 0 in x.shape:
@@ -901,11 +899,12 @@ def per_sample_op(function, x, args, kwargs):
                          token=f"cnnlab-{function.__name__}")
 
 
-def sliding_window_op(function, x, args, kwargs):
+def _sliding_window_op(on_dask, function, x, args, kwargs):
     """Run the in-memory sliding-window op ``function`` (``conv2d`` or ``pool2d``) on a dask
     array: batch chunks with :func:`map_batches`, blocks across the image with the halo its
     geometry needs (see :func:`map_windows`). Bad arguments give the in-memory errors before
-    anything is computed. Called by :func:`cnnlab.functional.sliding_window`.
+    anything is computed. Called through :func:`cnnlab.functional.dispatch.sliding_window`
+    with ``on_dask`` the op kind's function (:func:`_conv2d_on_dask`, :func:`_pool2d_on_dask`).
 
     Parameters
     ----------
@@ -920,15 +919,26 @@ def sliding_window_op(function, x, args, kwargs):
     -------
     dask.array.Array
     """
-    import inspect
-
-    handler = _WINDOW_OPS.get(getattr(function, "__name__", None))
-    if handler is None:
-        return map_batches(function, x, *args, **kwargs)
     bound = inspect.signature(function).bind(x, *args, **kwargs)
     named = dict(bound.arguments)
     named.pop(next(iter(named)))
-    return handler(function, x, **named)
+    return on_dask(function, x, **named)
+
+
+def convolution_op(function, x, args, kwargs):
+    """:func:`cnnlab.functional.conv2d` (the undecorated ``function``) on a dask ``x``."""
+    return _sliding_window_op(_conv2d_on_dask, function, x, args, kwargs)
+
+
+def pooling_op(function, x, args, kwargs):
+    """:func:`cnnlab.functional.pool2d` (the undecorated ``function``) on a dask ``x``."""
+    return _sliding_window_op(_pool2d_on_dask, function, x, args, kwargs)
+
+
+dispatch.register("per_sample", per_sample_op)
+dispatch.register("elementwise", elementwise_op)
+dispatch.register("convolution", convolution_op)
+dispatch.register("pooling", pooling_op)
 
 
 def _check_model_input(model, x, name="x"):

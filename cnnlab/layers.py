@@ -17,6 +17,7 @@ import numpy as np
 
 from . import functional as F
 from .device import is_gpu_array, to_device, to_host
+from .functional.dropout import check_probability
 from .shapes import check_int, check_padding, pair, resolve_padding, window_output_shape
 
 __all__ = [
@@ -527,7 +528,7 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, seed=0):
         super().__init__()
-        self.p = F._probability(p)
+        self.p = check_probability(p)
         self.seed = check_int("seed", seed, 0)
         self.step_seed = None  # set by a model for each training step
         self._calls = 0

@@ -23,12 +23,17 @@ which Numba calls). OpenBLAS picks its kernels for the processor at load time, u
 ones). :func:`blas_kernels` reports which it runs (``cnnlab info``, ``cnnlab bench``).
 """
 
+import contextlib
 import ctypes
 import importlib.metadata
 import os
 import sys
 
-__all__ = ["blas_kernels", "load_tbb", "threading_layer"]
+import numba  # importing Numba does not choose its threading layer: load_tbb still comes first
+
+from . import config
+
+__all__ = ["blas_kernels", "cpu_workers", "load_tbb", "single_threaded_blas", "threading_layer"]
 
 _TBB_LIBRARIES = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib"}
 
@@ -69,15 +74,14 @@ def threading_layer():
     str
         ``'tbb'``, ``'omp'`` or ``'workqueue'``.
     """
-    import numba
     import numpy as np
 
-    from . import functional as F
+    from .kernels import cpu
 
     try:
         return numba.threading_layer()
     except ValueError:  # not started yet: run one parallel kernel
-        F.relu(np.zeros(4, np.float32))
+        cpu.relu_forward(np.zeros(4, np.float32), np.empty(4, np.float32))
         return numba.threading_layer()
 
 
@@ -102,3 +106,49 @@ def blas_kernels():
     name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(info.get("internal_api"), info.get("internal_api"))
     architecture = info.get("architecture")
     return f"{name} {info.get('version')}" + (f" ({architecture} kernels)" if architecture else "")
+
+
+# ----------------------------------------------------------------------------- work and BLAS threads
+
+_blas_controllers = None
+
+
+def _blas_libraries():
+    global _blas_controllers
+    if _blas_controllers is None:
+        # Numba's np.dot calls the BLAS behind scipy.linalg.cython_blas: load it before looking
+        import scipy.linalg.cython_blas  # noqa: F401
+        from threadpoolctl import ThreadpoolController
+
+        _blas_controllers = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    return _blas_controllers
+
+
+def cpu_workers(work):
+    """How many threads a CPU kernel should share ``work`` (multiply-adds or element visits)
+    between: Numba's thread count, but no more than gives each thread ``config.PARALLEL_MIN_WORK``
+    (so 1 for small work). Below that, waking the thread pool costs more than it saves."""
+    return max(1, min(numba.get_num_threads(), work // max(1, config.PARALLEL_MIN_WORK)))
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Run the enclosed CPU kernels with one BLAS thread per caller.
+
+    The CPU convolution and linear kernels call GEMM from inside their own
+    parallel loops; the BLAS library must not start threads of its own there
+    (it would oversubscribe the cores, and OpenBLAS warns about an OpenMP
+    loop), nor anywhere else in a training step: BLAS worker threads that
+    spin-wait after a call take the cores from Numba's threads (measured:
+    a digits training run 15x slower).  The previous thread counts are
+    restored on exit.
+    """
+    libraries = _blas_libraries()
+    previous = [lib.get_num_threads() for lib in libraries]
+    for lib in libraries:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, count in zip(libraries, previous):
+            lib.set_num_threads(count)

@@ -20,11 +20,12 @@ from strategies import chunking
 import cnnlab
 import cnnlab.dask as cdask
 import cnnlab.functional as F
+import cnnlab.functional.pool
 from cnnlab.device import is_gpu_array
 from cnnlab.shapes import _axis_output_size
 
 CONV = F.conv2d.__wrapped__  # the in-memory op, as the tasks run it
-POOL = F._pool2d.__wrapped__
+POOL = cnnlab.functional.pool._pool2d.__wrapped__
 
 
 def random_array(seed, shape):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import cnnlab.functional as F
+import cnnlab.functional.conv
 from cnnlab import config
 
 needs_threads = pytest.mark.skipif(numba.get_num_threads() < 2, reason="one thread: nothing to share")
@@ -85,7 +86,7 @@ def test_one_image_is_shared_by_blocks_of_rows(both_paths, monkeypatch):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 3, 11, 9)).astype(np.float32)
     weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
-    block_rows = F._conv_geometry(x.shape, weight.shape, x.dtype, 1, 1, 1, 1).args[7]
+    block_rows = cnnlab.functional.conv.conv_geometry(x.shape, weight.shape, x.dtype, 1, 1, 1, 1).args[7]
     assert block_rows < 11  # several row blocks, one per thread
     serial, parallel = both_paths(lambda: (F.conv2d(x, weight, padding=1),))
     # the same sums, though BLAS may order them differently for a block of rows

@@ -1,0 +1,124 @@
+"""What every op of :mod:`cnnlab.functional` checks: float arrays, optional biases, ``out=`` and
+gradient arrays; one home for each check."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from ..device import is_gpu_array, kernels_for
+from ..parallel import single_threaded_blas
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_array(name, a, ndim=None, dtype=None):
+    """Check that ``a`` is a non-empty float32/float64 array (host or GPU) and return it.
+
+    Host input is converted with ``np.asarray`` and made C-contiguous; a GPU
+    array is returned as it is.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for messages.
+    a : array_like or GPU array
+    ndim : int or None
+        Required number of dimensions.
+    dtype : numpy.dtype or None
+        Required dtype (that of the op's first array).
+
+    Raises
+    ------
+    TypeError
+        For non-numeric input, integer or boolean images (use
+        :func:`cnnlab.data.normalize`), other float or complex dtypes, or a
+        dtype different from ``dtype``.
+    ValueError
+        For a wrong number of dimensions or an empty array.
+    """
+    if isinstance(a, (str, bytes)) or a is None:
+        raise TypeError(f"{name} must be an array of float32 or float64, got {type(a).__name__}")
+    if not is_gpu_array(a):
+        try:
+            a = np.asarray(a)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} could not be read as an array: {exc}") from None
+    kind = np.dtype(a.dtype).kind
+    if kind in "biu":
+        raise TypeError(
+            f"{name} has integer dtype {a.dtype}; network ops take float32 or float64 images: "
+            "scale 0-255 images with cnnlab.data.normalize(images)"
+        )
+    if np.dtype(a.dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    if dtype is not None and np.dtype(a.dtype) != np.dtype(dtype):
+        raise TypeError(
+            f"{name} has dtype {a.dtype} but the input has dtype {np.dtype(dtype)}: "
+            "cast one of them (e.g. arr.astype(np.float32))"
+        )
+    if ndim is not None and len(a.shape) != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(a.shape)}")
+    if any(s == 0 for s in a.shape):
+        raise ValueError(f"{name} is empty (shape {tuple(a.shape)})")
+    if isinstance(a, np.ndarray):
+        return np.ascontiguousarray(a)
+    contiguous = getattr(a, "is_c_contiguous", None)
+    if contiguous is not None and not contiguous():
+        raise ValueError(f"{name} is a non-contiguous GPU array; make a contiguous copy first")
+    return a
+
+
+def bias_or_zeros(kernels, bias, size, dtype):
+    if bias is None:
+        return kernels.zeros((size,), dtype)
+    bias = kernels.asarray(as_float_array("bias", bias, ndim=1, dtype=dtype))
+    if bias.shape[0] != size:
+        raise ValueError(f"bias must have {size} entries (one per output), got shape {tuple(bias.shape)}")
+    return bias
+
+
+def check_out(name, out, shape, dtype, kernels):
+    """An ``out=`` array checked: the right shape, dtype and device, C-contiguous."""
+    if kernels.DEVICE == "cpu":
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"{name} must be a NumPy array on the CPU, got {type(out).__name__}")
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError(f"{name} must be a writeable C-contiguous array")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    if np.dtype(out.dtype) != np.dtype(dtype):
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {out.dtype}")
+    return out
+
+
+def blas_guard(kernels):
+    return single_threaded_blas() if kernels.DEVICE == "cpu" else contextlib.nullcontext()
+
+
+def check_grad(name, grad, shape, dtype):
+    grad = as_float_array(name, grad, dtype=dtype)
+    if tuple(grad.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} (the forward output), got {tuple(grad.shape)}")
+    return grad
+
+
+def elementwise(name, kernel_name, x, *scalars):
+    x = as_float_array("x", x)
+    kernels = kernels_for(x=x)
+    out = kernels.empty(x.shape, x.dtype)
+    flat_in = kernels.asarray(x).reshape(-1)
+    getattr(kernels, kernel_name)(flat_in, out.reshape(-1), *scalars)
+    return out
+
+
+def elementwise_backward(kernel_name, saved, grad_out, *scalars):
+    """Run an element-wise backward kernel on ``saved`` (forward input or output) and ``grad_out``."""
+    saved = as_float_array("saved", saved)
+    kernels = kernels_for(saved=saved, grad_out=grad_out)
+    grad_out = check_grad("grad_out", grad_out, saved.shape, saved.dtype)
+    grad_x = kernels.empty(saved.shape, saved.dtype)
+    getattr(kernels, kernel_name)(kernels.asarray(saved).reshape(-1), kernels.asarray(grad_out).reshape(-1),
+                                  grad_x.reshape(-1), *scalars)
+    return grad_x

@@ -1,0 +1,278 @@
+"""Convolution: :func:`conv2d` (with its fused epilogue) and its backward."""
+
+import math
+
+import numba
+import numpy as np
+
+from .. import config
+from ..device import kernels_for
+from ..parallel import cpu_workers
+from ..shapes import check_int, pair, resolve_padding, window_output_shape
+from .activation import as_number, clip_bounds
+from .common import as_float_array, bias_or_zeros, blas_guard, check_grad, check_out
+from .dispatch import sliding_window
+
+
+@sliding_window("convolution")
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, scale=None,
+           residual=None, activation=None, out=None):
+    """2-D convolution (cross-correlation, as in every CNN library) of a batch of images.
+
+    Each of the ``F`` filters slides over the input, multiplies its weights
+    with the tile under it and sums over the tile and the input channels;
+    the output depth is the number of filters.
+
+    Parameters
+    ----------
+    x : (N, C, H, W) array, float32 or float64
+        Input batch, on the host or on the GPU.
+    weight : (F, C // groups, KH, KW) array of the same dtype
+        The filters.
+    bias : (F,) array or None
+        Added to every pixel of output channel ``f``.
+    stride : int or (int, int)
+        Step between tiles.
+    padding : int, (int, int), ((int, int), (int, int)), 'valid', 'same', 'same_upper' or 'same_lower'
+        Zeros added around the input: an int on all four sides, ``(ph, pw)``
+        (``ph`` above and below, ``pw`` left and right), or
+        ``((top, bottom), (left, right))`` for four different sides (ONNX's
+        ``pads = (top, left, bottom, right)`` and PyTorch's ``F.pad`` order
+        ``(left, right, top, bottom)`` both convert to this; four numbers in
+        a flat sequence are refused as ambiguous).  ``'same'`` (stride 1
+        only) keeps the spatial size, splitting an odd total as PyTorch does
+        (the extra zero goes after).  ``'same_upper'`` and ``'same_lower'``
+        (any stride; ONNX's ``auto_pad`` ``SAME_UPPER``/``SAME_LOWER``) give
+        ``ceil(H / sh)`` rows, the odd zero after or before.
+    dilation : int or (int, int)
+        Spacing between kernel taps.
+    groups : int
+        Split the channels into ``groups`` independent convolutions.
+    scale : (F,) array or None, keyword-only
+        Multiplies filter ``f``'s sums before the bias is added: with ``scale = gamma / sqrt(var
+        + eps)`` and ``bias = beta + (b - mean) * scale`` the call is the convolution followed by
+        an inference-mode batch normalization, in one pass (what a model does when it runs a
+        ``Conv2D`` followed by a ``BatchNorm2D`` for prediction).
+    residual : (N, F, OH, OW) array or None, keyword-only
+        Added to the output before the activation (a residual connection, ResNet's
+        ``relu(conv(x) + shortcut)``).
+    activation : str, tuple or None, keyword-only
+        Applied to each output as it is written: ``'relu'``, ``'relu6'``, ``'hardswish'``,
+        ``'hardsigmoid'``, ``'sigmoid'``, ``'silu'``, ``'tanh'``, ``'leaky_relu'``, or with
+        parameters ``('clip', min, max)``, ``('leaky_relu', negative_slope)``,
+        ``('hardsigmoid', alpha, beta)``; exactly the values of the stand-alone functions
+        (:func:`relu`, :func:`clip`, ...).  See :func:`epilogue_activation`.
+    out : (N, F, OH, OW) array or None, keyword-only
+        Write the result here (C-contiguous, the input's dtype and device) instead of a new
+        array; it must not overlap ``x``, ``weight`` or ``residual``.
+
+    The whole computation is ``out = activation(scale * conv(x, weight) + bias + residual)``,
+    the last three steps done in the kernel's output write (no extra pass over memory).
+
+    Returns
+    -------
+    (N, F, OH, OW) array on the input's device (``out`` when given)
+
+    Shape
+    -----
+    ``OH = floor((H + top + bottom - dh*(KH-1) - 1) / sh) + 1``, and likewise
+    ``OW`` with ``left + right`` (:func:`cnnlab.output_size`); ``top = bottom = ph``
+    for symmetric padding.
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.conv.conv2d_forward, cnnlab.kernels.cuda.conv.conv2d_forward :
+        the CPU/GPU twins.
+    torch.nn.functional.conv2d : the PyTorch counterpart.
+    scipy.signal.correlate2d : one channel of one filter, ``mode='valid'``.
+
+    Examples
+    --------
+    The textbook 5x5 input and 3x3 kernel:
+
+    >>> import numpy as np, cnnlab.functional as F
+    >>> x = np.array([[3, 3, 2, 1, 0], [0, 0, 1, 3, 1], [3, 1, 2, 2, 3],
+    ...               [2, 0, 0, 2, 2], [2, 0, 0, 0, 1]], dtype=np.float32)
+    >>> k = np.array([[0, 1, 2], [2, 2, 0], [0, 1, 2]], dtype=np.float32)
+    >>> F.conv2d(x[None, None], k[None, None])[0, 0]
+    array([[12., 12., 17.],
+           [10., 17., 19.],
+           [ 9.,  6., 14.]], dtype=float32)
+    """
+    x = as_float_array("x", x, ndim=4)
+    weight = as_float_array("weight", weight, ndim=4, dtype=x.dtype)
+    kernels = kernels_for(x=x, weight=weight, bias=bias, scale=scale, residual=residual, out=out)
+    geometry = conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, dilation, groups)
+    filters = weight.shape[0]
+    code, low, high = epilogue_activation(activation)
+    shift = bias_or_zeros(kernels, bias, filters, x.dtype)
+    if scale is None:
+        scale = kernels.ones((filters,), x.dtype)
+    else:
+        scale = kernels.asarray(as_float_array("scale", scale, ndim=1, dtype=x.dtype))
+        if scale.shape[0] != filters:
+            raise ValueError(f"scale must have {filters} entries (one per filter), got shape {tuple(scale.shape)}")
+    out_shape = (x.shape[0], filters) + geometry.out_shape
+    if out is None:
+        out = kernels.empty(out_shape, x.dtype)
+    else:
+        out = check_out("out", out, out_shape, x.dtype, kernels)
+    if residual is None:
+        residual_array, has_residual = out, False
+    else:
+        residual_array = kernels.asarray(as_float_array("residual", residual, ndim=4, dtype=x.dtype))
+        if tuple(residual_array.shape) != out_shape:
+            raise ValueError(f"residual must have the output's shape {out_shape}, got {tuple(residual_array.shape)}")
+        has_residual = True
+    with blas_guard(kernels):
+        kernels.conv2d_forward(kernels.asarray(x), kernels.asarray(weight), scale, shift, residual_array,
+                               has_residual, code, low, high, out, *geometry.args,
+                               filter_blocks=geometry.filter_blocks, sample_block=geometry.sample_block)
+    return out
+
+
+EPILOGUE_ACTIVATIONS = {
+    # name: (kernel code, default parameters, parameter names)
+    "relu": (1, (0.0, math.inf), ()),
+    "relu6": (1, (0.0, 6.0), ()),
+    "clip": (1, None, ("min", "max")),
+    "leaky_relu": (2, (0.01, 0.0), ("negative_slope",)),
+    "hardsigmoid": (3, (1 / 6, 0.5), ("alpha", "beta")),
+    "hardswish": (4, (0.0, 0.0), ()),
+    "sigmoid": (5, (0.0, 0.0), ()),
+    "silu": (6, (0.0, 0.0), ()),
+    "tanh": (7, (0.0, 0.0), ()),
+}
+
+
+def epilogue_activation(activation):
+    """The kernel form ``(code, low, high)`` of a fused activation (see :func:`conv2d`).
+
+    Parameters
+    ----------
+    activation : None, str or tuple
+        None; a name of :data:`EPILOGUE_ACTIVATIONS`; or ``(name, *parameters)``:
+        ``('clip', min, max)`` (None for an open side), ``('leaky_relu', negative_slope)``,
+        ``('hardsigmoid', alpha, beta)``.
+
+    Returns
+    -------
+    (int, float, float)
+        The code the convolution kernels understand and its two parameters.
+
+    Raises
+    ------
+    ValueError, TypeError
+        An unknown name or bad parameters, naming ``activation``.
+    """
+    if activation is None:
+        return 0, 0.0, 0.0
+    name, parameters = (activation, ()) if isinstance(activation, str) else (None, None)
+    if isinstance(activation, tuple) and activation and isinstance(activation[0], str):
+        name, parameters = activation[0], tuple(activation[1:])
+    if name not in EPILOGUE_ACTIVATIONS:
+        known = ", ".join(repr(n) for n in EPILOGUE_ACTIVATIONS)
+        raise ValueError(f"activation must be None, one of {known}, or a tuple (name, *parameters), "
+                         f"got {activation!r}")
+    code, defaults, names = EPILOGUE_ACTIVATIONS[name]
+    if len(parameters) not in ((0, len(names)) if defaults is not None else (len(names),)):
+        raise ValueError(f"activation {name!r} takes the parameters {names or 'none'}, got {parameters!r}")
+    if name == "clip":
+        low, high = clip_bounds(*parameters)
+    elif parameters:
+        values = [as_number(f"activation's {n}", v) for n, v in zip(names, parameters)]
+        low, high = (values + [0.0])[:2]
+    else:
+        low, high = defaults
+    return code, float(low), float(high)
+
+
+class ConvGeometry:
+    """Resolved convolution geometry: output size and the kernels' integer arguments."""
+
+    def __init__(self, out_shape, args, filter_blocks=1, sample_block=1):
+        self.out_shape = out_shape
+        self.args = args
+        self.filter_blocks = filter_blocks
+        self.sample_block = sample_block
+
+
+def conv_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, groups):
+    groups = check_int("groups", groups, 1)
+    samples, channels, height, width = x_shape
+    filters, channels_per_group, kernel_h, kernel_w = weight_shape
+    if channels % groups:
+        raise ValueError(f"groups={groups} must divide the input channels, got C={channels}")
+    if filters % groups:
+        raise ValueError(f"groups={groups} must divide the number of filters, got F={filters}")
+    if channels_per_group != channels // groups:
+        raise ValueError(
+            f"weight has {channels_per_group} input channels per filter but x has C={channels} "
+            f"channels in groups={groups} (expected weight shape ({filters}, {channels // groups}, "
+            f"{kernel_h}, {kernel_w}))"
+        )
+    stride = pair("stride", stride, 1)
+    dilation = pair("dilation", dilation, 1)
+    pads = resolve_padding(padding, (kernel_h, kernel_w), stride, dilation, (height, width))
+    out_h, out_w = window_output_shape(height, width, (kernel_h, kernel_w), stride, pads, dilation)
+    taps = channels_per_group * kernel_h * kernel_w
+    workers = cpu_workers(samples * filters * out_h * out_w * taps)
+    row_bytes = taps * out_w * np.dtype(dtype).itemsize * workers
+    block_rows = max(1, min(out_h, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes)))
+    filter_blocks = sample_block = 1
+    if samples * groups < workers:  # fewer images than threads: share each image's work too
+        pieces = -(-workers // (samples * groups))
+        if 4 * out_h * out_w <= filters // groups and channels_per_group > 1:
+            filter_blocks = pieces  # deep layer, very few pixels: each thread a part of the filters
+        else:
+            block_rows = min(block_rows, max(1, -(-out_h // pieces)))  # each thread a part of the rows
+    elif block_rows == out_h and out_h * out_w < config.GEMM_MIN_COLUMNS and groups == 1:
+        # small outputs (7x7 layers): the samples' columns side by side make one wide GEMM per
+        # thread (an equal share of the samples each), within the column buffers' budget. The
+        # share is of Numba's thread count, not of this call's workers, so that a result does
+        # not depend on whether the call ran serial or parallel (the GEMMs' widths, and with
+        # them BLAS's rounding, stay the same)
+        budget = max(1, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes * out_h))
+        sample_block = max(1, min(-(-samples // numba.get_num_threads()), budget))
+    args = (stride[0], stride[1], pads[0][0], pads[1][0], dilation[0], dilation[1], groups,
+            block_rows, workers)
+    return ConvGeometry((out_h, out_w), args, filter_blocks, sample_block)
+
+
+def conv2d_backward(x, weight, grad_out, stride=1, padding=0, dilation=1, groups=1, input_grad=True):
+    """Gradients of :func:`conv2d` with respect to ``x``, ``weight`` and ``bias``.
+
+    Parameters
+    ----------
+    x, weight, stride, padding, dilation, groups
+        As given to :func:`conv2d`.
+    grad_out : (N, F, OH, OW) array
+        Gradient of the loss with respect to the convolution's output.
+    input_grad : bool
+        Compute ``grad_x`` (a first layer does not need it).
+
+    Returns
+    -------
+    grad_x : (N, C, H, W) array or None
+    grad_weight : (F, C // groups, KH, KW) array
+    grad_bias : (F,) array
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.conv.conv2d_backward_input, cnnlab.kernels.cpu.conv.conv2d_backward_weight,
+    and their cuda twins.
+    """
+    x = as_float_array("x", x, ndim=4)
+    weight = as_float_array("weight", weight, ndim=4, dtype=x.dtype)
+    kernels = kernels_for(x=x, weight=weight, grad_out=grad_out)
+    geometry = conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, dilation, groups)
+    grad_out = check_grad("grad_out", grad_out, (x.shape[0], weight.shape[0]) + geometry.out_shape, x.dtype)
+    x, weight, grad_out = kernels.asarray(x), kernels.asarray(weight), kernels.asarray(grad_out)
+    grad_weight = kernels.empty(weight.shape, x.dtype)
+    grad_bias = kernels.empty((weight.shape[0],), x.dtype)
+    grad_x = kernels.empty(x.shape, x.dtype) if input_grad else None
+    with blas_guard(kernels):
+        kernels.conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, *geometry.args)
+        if input_grad:
+            kernels.conv2d_backward_input(grad_out, weight, grad_x, *geometry.args)
+    return grad_x, grad_weight, grad_bias

@@ -1,0 +1,53 @@
+"""Inverted dropout with a counter-based mask, identical on the CPU and the GPU."""
+
+import numpy as np
+
+from ..device import kernels_for
+from ..shapes import check_int
+from .common import as_float_array, elementwise_backward
+
+
+def dropout(x, p, seed):
+    """Inverted dropout: zero each element with probability ``p``, scale the rest by ``1/(1-p)``.
+
+    Which elements drop is a pure function of ``(seed, position)`` (a counter-based hash),
+    identical on the CPU and the GPU.
+
+    Parameters
+    ----------
+    x : array, float32 or float64
+    p : float in [0, 1)
+    seed : int in [0, 2**31)
+
+    Returns
+    -------
+    out : array like ``x``
+    mask : array like ``x``, ``1/(1-p)`` where kept and 0 where dropped (for the backward)
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.dropout.dropout_forward, torch.nn.functional.dropout
+    """
+    x = as_float_array("x", x)
+    p = check_probability(p)
+    seed = check_int("seed", seed, 0)
+    if seed >= 2**31:
+        raise ValueError(f"seed must be below 2**31, got {seed}")
+    kernels = kernels_for(x=x)
+    out = kernels.empty(x.shape, x.dtype)
+    mask = kernels.empty(x.shape, x.dtype)
+    kernels.dropout_forward(kernels.asarray(x).reshape(-1), out.reshape(-1), mask.reshape(-1), p, seed)
+    return out, mask
+
+
+def check_probability(p):
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
+        raise TypeError(f"p must be a number, got {p!r}")
+    if not 0 <= p < 1:
+        raise ValueError(f"p must be in [0, 1), got {p}")
+    return float(p)
+
+
+def dropout_backward(mask, grad_out):
+    """Gradient of :func:`dropout`: ``grad_out * mask``."""
+    return elementwise_backward("dropout_backward", mask, grad_out)
