@@ -18,7 +18,7 @@ _load_tbb()  # before Numba picks its threading layer: see cnnlab.parallel
 from . import (applications, callbacks, compilation, config, data, filters, functional, layers, losses,
                optim)
 from .device import cuda_available, to_device, to_host
-from .graph import Input
+from .symbolic import Input
 from .model import Model, Sequential, load
 from .shapes import output_size
 

@@ -1,22 +1,13 @@
-"""Symbolic tensors, nodes, and the one executor that runs every model.
-
-Calling a layer on a symbolic tensor (from :func:`Input`) adds a :class:`Node`: one call of
-that layer, which records the tensors it consumes and the tensor it produces, and infers the
-output shape with the layer's ``output_shape``.  A :class:`Graph` collects the nodes between
-its inputs and outputs in topological order and runs them:
+"""The one executor that runs every model: a :class:`Graph` of the nodes between its inputs and
+outputs (see :mod:`cnnlab.symbolic`), in topological order.
 
 - :meth:`Graph.walk` evaluates the nodes needed for some target tensors, filling a value table
   and releasing each value once its last consumer has run.  ``forward`` and the shape
   inference are both this walk, with ``layer.forward`` or ``layer.output_shape`` as the step.
 - :meth:`Graph.backward` runs the nodes in reverse, summing the gradients of a tensor that
   feeds several nodes and of a layer called by several nodes.
-- For inference (``forward(..., training=False)``) the walk runs a *plan* in which each
-  ``Conv2D`` node followed by a ``BatchNorm2D``, a two-input ``Add`` and an activation (any of
-  them, in that order, each the sole consumer of the tensor before it) is one
-  :class:`FusedConv` step: a single convolution call whose kernel applies the normalization,
-  the residual and the activation as it writes the output (:func:`cnnlab.functional.conv2d`'s
-  ``scale``, ``residual`` and ``activation``). The model is unchanged; ``cnnlab.config.FUSE =
-  False`` turns the plan off.
+- For inference (``forward(..., training=False)``) the walk runs the plan of
+  :mod:`cnnlab.fusion`, with convolution chains fused into one kernel call.
 
 >>> import cnnlab
 >>> from cnnlab.layers import Conv2D, ReLU, Add
@@ -27,319 +18,15 @@ its inputs and outputs in topological order and runs them:
 (None, 4, 8, 8)
 """
 
-import threading
-import weakref
+from __future__ import annotations
 
-import numpy as np
-
-from . import config
+from . import config, fusion
 from . import functional as F
-from .device import is_gpu_array, to_device, to_host
+from .device import is_gpu_array
+from .fusion import FusedConv, fusion_plan, recyclable
+from .symbolic import Input, Node, SymbolicTensor, as_tensor_list, call_layer, is_symbolic
 
 __all__ = ["Input", "SymbolicTensor", "Node", "Graph", "FusedConv", "is_symbolic"]
-
-
-class SymbolicTensor:
-    """A placeholder for the batch of values a node produces (or a model takes).
-
-    Attributes
-    ----------
-    shape : tuple or None
-        ``(None, *sample_shape)``; None when the sample shape is not known yet (a
-        ``Sequential`` built without ``input_shape``).
-    dtype : numpy.dtype
-    node : Node or None
-        The node that produces it; None for a model input.
-    name : str or None
-    """
-
-    def __init__(self, sample_shape, dtype, node=None, name=None):
-        self.sample_shape = None if sample_shape is None else tuple(int(s) for s in sample_shape)
-        self.dtype = np.dtype(dtype)
-        self.node = node
-        self.name = name
-
-    @property
-    def shape(self):
-        return None if self.sample_shape is None else (None,) + self.sample_shape
-
-    def __repr__(self):
-        source = "input" if self.node is None else type(self.node.layer).__name__
-        name = f"{self.name!r}, " if self.name else ""
-        return f"SymbolicTensor({name}shape={self.shape}, dtype={self.dtype.name}, from {source})"
-
-
-def is_symbolic(value):
-    return isinstance(value, SymbolicTensor)
-
-
-def Input(shape, dtype="float32", name=None):
-    """A model input: a symbolic batch of samples of ``shape`` (the batch axis is None).
-
-    Parameters
-    ----------
-    shape : tuple of int
-        One sample's shape, e.g. ``(3, 32, 32)``.
-    dtype : 'float32' or 'float64'
-    name : str or None
-
-    Returns
-    -------
-    SymbolicTensor
-        Call layers on it to build a graph, then ``cnnlab.Model(inputs, outputs)``.
-    """
-    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
-        shape = (shape,)
-    if not isinstance(shape, (tuple, list)) or not shape:
-        raise TypeError(f"shape must be a non-empty tuple of integers (one sample's shape), got {shape!r}")
-    if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in shape):
-        raise ValueError(f"shape must hold positive integers (no batch axis), got {tuple(shape)}")
-    dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype}")
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"name must be a string or None, got {name!r}")
-    return SymbolicTensor(shape, dtype, name=name)
-
-
-class Node:
-    """One call of ``layer``: it consumes ``inputs`` and produces ``output``.
-
-    ``takes_list`` says whether the layer was given a list (merge layers: ``forward`` takes a
-    list of arrays and ``backward`` returns a list of gradients)."""
-
-    def __init__(self, layer, inputs, takes_list):
-        self.layer = layer
-        self.inputs = list(inputs)
-        self.takes_list = takes_list
-        if any(t.sample_shape is None for t in self.inputs):
-            shape = None
-        else:
-            shapes = [t.sample_shape for t in self.inputs]
-            try:
-                shape = layer.output_shape(shapes if takes_list else shapes[0])
-            except (ValueError, TypeError) as exc:
-                shown = [t.shape for t in self.inputs] if takes_list else self.inputs[0].shape
-                raise type(exc)(f"{type(layer).__name__} cannot take an input of shape {shown}: {exc}") from None
-        dtype = layer.dtype if layer.dtype is not None else self.inputs[0].dtype
-        self.output = SymbolicTensor(shape, dtype, node=self)
-
-    def apply(self, step, values):
-        """``step(values)`` in the call form of this node: a list or the one value."""
-        return step(values if self.takes_list else values[0])
-
-
-def call_layer(layer, inputs):
-    """What ``layer(inputs)`` does: add a node on symbolic ``inputs``, return its output."""
-    takes_list = isinstance(inputs, (list, tuple))
-    items = list(inputs) if takes_list else [inputs]
-    name = type(layer).__name__
-    for i, item in enumerate(items):
-        if not is_symbolic(item):
-            where = f"inputs[{i}]" if takes_list else "its input"
-            raise TypeError(f"{name} was called on {type(item).__name__} ({where}): call a layer on symbolic "
-                            "tensors from cnnlab.Input to build a model, or run it on arrays with "
-                            "layer.forward(x)")
-    if takes_list != layer.takes_list:
-        wanted = "a list of symbolic tensors" if layer.takes_list else "one symbolic tensor"
-        raise TypeError(f"{name} takes {wanted}, got {'a list' if takes_list else 'one tensor'}")
-    if not items:
-        raise ValueError(f"{name} was called on an empty list")
-    return Node(layer, items, takes_list).output
-
-
-def _fused_activation(layer):
-    """The ``activation`` argument of :func:`cnnlab.functional.conv2d` that computes ``layer``
-    (an activation layer) in the convolution's output write, or None."""
-    from . import layers as L
-
-    kind = type(layer)
-    simple = {L.ReLU: "relu", L.ReLU6: "relu6", L.HardSwish: "hardswish", L.SiLU: "silu",
-              L.Sigmoid: "sigmoid", L.Tanh: "tanh"}
-    if kind in simple:
-        return simple[kind]
-    if kind is L.LeakyReLU:
-        return ("leaky_relu", layer.negative_slope)
-    if kind is L.Clip:
-        return ("clip", layer.min, layer.max)
-    if kind is L.HardSigmoid:
-        return ("hardsigmoid", layer.alpha, layer.beta)
-    return None
-
-
-class FusedConv:
-    """One inference step standing for a ``Conv2D`` node and the ``BatchNorm2D``, ``Add`` and
-    activation nodes fused into it (each optional, at least one present).
-
-    It consumes the convolution's input and, with an ``Add``, the addition's other input (the
-    residual), and produces the last fused node's output; the intermediate tensors are never
-    made. The parameters are read from the layers at each call, so training or editing them
-    between calls is seen.
-
-    Attributes
-    ----------
-    conv, norm, add, activation : Node or None
-        The fused nodes (``conv`` always there).
-    inputs : list of SymbolicTensor
-    output : SymbolicTensor
-    """
-
-    takes_list = True
-
-    def __init__(self, conv, norm=None, add=None, residual=None, activation=None):
-        self.conv, self.norm, self.add, self.activation = conv, norm, add, activation
-        self.members = [n for n in (conv, norm, add, activation) if n is not None]
-        self.inputs = [conv.inputs[0]] + ([residual] if residual is not None else [])
-        self.output = self.members[-1].output
-        self.layer = conv.layer
-
-    def __repr__(self):
-        return "FusedConv(" + " -> ".join(type(n.layer).__name__ for n in self.members) + ")"
-
-    def run(self, values, out=None):
-        conv = self.conv.layer
-        x = conv._prepare(values[0])
-        weight = conv.params["weight"]
-        shift, scale = conv.params.get("bias"), None
-        if self.norm is not None:
-            scale, shift = self._folded_norm(shift)
-            if is_gpu_array(weight):
-                scale, shift = to_device(scale), to_device(shift)
-        residual = values[1] if self.add is not None else None
-        activation = None if self.activation is None else _fused_activation(self.activation.layer)
-        return F.conv2d(x, weight, shift, **conv._geometry(), scale=scale, residual=residual,
-                        activation=activation, out=out)
-
-    def _folded_norm(self, bias):
-        """Per-filter ``(scale, shift)`` of the inference-mode batch normalization applied to the
-        convolution's output (with its bias): ``scale = gamma / sqrt(var + eps)``,
-        ``shift = beta + (bias - mean) * scale``, computed in float64 as the stand-alone kernel."""
-        norm = self.norm.layer
-        gamma, beta = (to_host(norm.params[k]).astype(np.float64) for k in ("weight", "bias"))
-        mean, variance = (to_host(norm.buffers[k]).astype(np.float64) for k in ("running_mean", "running_var"))
-        scale = gamma / np.sqrt(variance + norm.eps)
-        offset = -mean if bias is None else to_host(bias).astype(np.float64) - mean
-        dtype = self.conv.layer.dtype
-        return scale.astype(dtype), (beta + offset * scale).astype(dtype)
-
-
-def _non_aliasing_layers():
-    """Layer types whose inference ``forward`` always returns a new array (never a view of, or
-    the same array as, an input): a buffer only they read can be reused once they have run."""
-    from . import layers as L
-
-    return (L.Conv2D, L.BatchNorm2D, L.Dense, L._Pool2D, L._GlobalPool2D, L.Add, L.Multiply, L.Concatenate,
-            L.ReLU, L.LeakyReLU, L.Sigmoid, L.Tanh, L.Softmax, L.LogSoftmax, L._ElementwiseActivation)
-
-
-class BufferPool:
-    """Output buffers of inference steps, reused from one step and one call to the next.
-
-    A :class:`FusedConv` step takes its output array from here (:meth:`take`): a view of the
-    smallest free buffer that is large enough (best fit), or a new buffer. When the walk drops
-    a value that came from here and every step that read it returns new arrays, its buffer
-    comes back (:meth:`give`) for a later step of any shape. After a call, :meth:`trim` lets go
-    of the buffers that call did not use, so the pool holds about the most memory one call
-    had in use at once. One pool per graph and thread (see :meth:`Graph.buffer_pool`):
-    concurrent predictions never share buffers.
-    """
-
-    def __init__(self):
-        self.free = {}  # dtype -> flat buffers
-        self.lent = {}  # id(view handed out) -> its buffer
-        self.used = set()  # ids of the buffers this call used
-
-    def take(self, shape, dtype):
-        dtype = np.dtype(dtype)
-        count = int(np.prod(shape))
-        buffers = self.free.setdefault(dtype, [])
-        fits = [i for i, buffer in enumerate(buffers) if buffer.size >= count]
-        if fits:
-            buffer = buffers.pop(min(fits, key=lambda i: buffers[i].size))
-        else:
-            buffer = np.empty(count, dtype)
-        self.used.add(id(buffer))
-        view = buffer[:count].reshape(shape)
-        self.lent[id(view)] = buffer
-        return view
-
-    def give(self, array):
-        buffer = self.lent.pop(id(array), None)
-        if buffer is not None:
-            self.free.setdefault(buffer.dtype, []).append(buffer)
-
-    def trim(self):
-        self.free = {dtype: [b for b in buffers if id(b) in self.used] for dtype, buffers in self.free.items()}
-        self.lent.clear()  # whatever was not given back now belongs to the caller
-        self.used = set()
-
-    @property
-    def nbytes(self):
-        return sum(b.nbytes for buffers in self.free.values() for b in buffers)
-
-
-_POOLS = threading.local()
-
-
-def fusion_plan(nodes, keep):
-    """``nodes`` (topological order) with every fusable convolution chain replaced by one
-    :class:`FusedConv` placed where its last node was.
-
-    A ``Conv2D`` node takes in, in this order and each only if it is the sole consumer of the
-    tensor so far and that tensor is not in ``keep`` (ids of tensors wanted outside): a
-    ``BatchNorm2D`` of the same dtype, a two-input ``Add`` whose other input has the same
-    shape and dtype, an activation :func:`_fused_activation` knows. A node is fused into one
-    convolution at most (a shortcut ``Add`` of two convolutions goes to the first).
-    """
-    from . import layers as L
-
-    consumers = {}
-    for node in nodes:
-        for tensor in node.inputs:
-            consumers.setdefault(id(tensor), []).append(node)
-
-    placed, absorbed = {}, set()
-
-    def sole_consumer(tensor):
-        users = consumers.get(id(tensor), [])
-        if len(users) != 1 or id(tensor) in keep or id(users[0]) in absorbed:
-            return None
-        return users[0]
-
-    for node in nodes:
-        if type(node.layer) is not L.Conv2D or id(node) in absorbed:
-            continue
-        tensor, parts = node.output, {}
-        following = sole_consumer(tensor)
-        if following is not None and type(following.layer) is L.BatchNorm2D \
-                and following.layer.dtype == node.layer.dtype:
-            parts["norm"], tensor = following, following.output
-            following = sole_consumer(tensor)
-        if following is not None and type(following.layer) is L.Add and len(following.inputs) == 2:
-            other = following.inputs[1] if following.inputs[0] is tensor else following.inputs[0]
-            if other is not tensor and other.sample_shape == tensor.sample_shape and other.dtype == tensor.dtype:
-                parts["add"], parts["residual"], tensor = following, other, following.output
-                following = sole_consumer(tensor)
-        if following is not None and _fused_activation(following.layer) is not None:
-            parts["activation"] = following
-        if not parts:
-            continue
-        fused = FusedConv(node, **parts)
-        placed[id(fused.members[-1])] = fused
-        absorbed.update(id(member) for member in fused.members)
-    return [placed.get(id(node), node) for node in nodes
-            if id(node) not in absorbed or id(node) in placed]
-
-
-def _as_tensor_list(name, value):
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not items:
-        raise ValueError(f"{name} is empty: pass one symbolic tensor or a list of them")
-    for i, item in enumerate(items):
-        if not is_symbolic(item):
-            raise TypeError(f"{name}[{i}] must be a symbolic tensor (from cnnlab.Input or a layer call), "
-                            f"got {type(item).__name__}")
-    return items
 
 
 class Graph:
@@ -351,8 +38,8 @@ class Graph:
     """
 
     def __init__(self, inputs, outputs):
-        self.inputs = _as_tensor_list("inputs", inputs)
-        self.outputs = _as_tensor_list("outputs", outputs)
+        self.inputs = as_tensor_list("inputs", inputs)
+        self.outputs = as_tensor_list("outputs", outputs)
         for i, tensor in enumerate(self.inputs):
             if tensor.node is not None:
                 raise ValueError(f"inputs[{i}] is the output of {type(tensor.node.layer).__name__}, "
@@ -443,7 +130,7 @@ class Graph:
         entry = cache.get(tuple(id(t) for t in targets))
         if entry is None or len(entry[0]) != len(targets) or any(a is not b for a, b in zip(entry[0], targets)):
             plan = fusion_plan(self._ancestors(targets), {id(t) for t in targets})
-            entry = cache[tuple(id(t) for t in targets)] = (list(targets), plan, self._recyclable(plan))
+            entry = cache[tuple(id(t) for t in targets)] = (list(targets), plan, recyclable(plan))
         return entry[1], entry[2]
 
     def __getstate__(self):
@@ -454,24 +141,9 @@ class Graph:
             state.pop(key, None)
         return state
 
-    def _recyclable(self, plan):
-        """Ids of the tensors whose every reader in ``plan`` returns new arrays."""
-        safe = (FusedConv,) + _non_aliasing_layers()
-        readers = {}
-        for step in plan:
-            for tensor in step.inputs:
-                readers.setdefault(id(tensor), []).append(step)
-        return {key for key, steps in readers.items()
-                if all(isinstance(s if isinstance(s, FusedConv) else s.layer, safe) for s in steps)}
-
     def buffer_pool(self):
-        """This thread's :class:`BufferPool` for this graph."""
-        pools = getattr(_POOLS, "by_graph", None)
-        if pools is None:
-            pools = _POOLS.by_graph = weakref.WeakKeyDictionary()
-        if self not in pools:
-            pools[self] = BufferPool()
-        return pools[self]
+        """This thread's :class:`cnnlab.fusion.BufferPool` for this graph."""
+        return fusion.buffer_pool(self)
 
     def _ancestors(self, targets):
         """The nodes ``targets`` depend on, in topological order."""
@@ -486,14 +158,14 @@ class Graph:
 
         In training each node's saved state (what its layer's backward needs) is kept per
         node, so a layer called by several nodes differentiates each call.  ``seed`` (an int
-        or None) gives the ``k``-th node whose layer draws random masks (has a ``step_seed``)
+        or None) gives the ``k``-th node whose layer draws random masks (whose class declares ``draws_masks``: it has a ``step_seed``)
         the seed ``(seed + k) % 2**31`` for this call.  ``observe(node, value)``, when given,
         sees each node's output as it is made (every node then runs on its own).  Inference
         without ``observe`` runs :meth:`inference_plan`, with convolution chains fused.
         """
         if training:
             self._tape = {}
-        seeded = [node for node in self.nodes if hasattr(node.layer, "step_seed")]
+        seeded = [node for node in self.nodes if node.layer.draws_masks]
         seeds = {} if seed is None else {id(node): (seed + k) % (2**31) for k, node in enumerate(seeded)}
 
         plan = pool = release = None
@@ -523,7 +195,7 @@ class Graph:
                 if id(node) in seeds:
                     layer.step_seed = None
             if training:
-                self._tape[id(node)] = layer._saved
+                self._tape[id(node)] = layer.saved
             if observe is not None:
                 observe(node, out)
             return out
@@ -565,7 +237,7 @@ class Graph:
                 continue
             layer = node.layer
             wanted = [needs[id(t)] for t in node.inputs]
-            layer._saved = tape[id(node)]
+            layer.saved = tape[id(node)]
             switch = hasattr(layer, "input_grad") and not any(wanted)
             if switch:
                 previous, layer.input_grad = layer.input_grad, False

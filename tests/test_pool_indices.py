@@ -175,9 +175,9 @@ def test_layers_save_indices_and_give_the_same_gradient(layer, dtype):
     rng = np.random.default_rng(3)
     x = values(rng, (2, 3, 7, 6), dtype, "ties")
     out = layer.forward(x, training=True)
-    shape, _, indices = layer._saved
+    shape, _, indices = layer.saved
     assert shape == x.shape and indices.dtype == np.int64 and indices.shape == out.shape
-    assert not any(a is x for a in layer._saved)  # the input is not kept alive
+    assert not any(a is x for a in layer.saved)  # the input is not kept alive
     upstream = rng.standard_normal(out.shape).astype(dtype)
     arguments = layer._arguments()
     np.testing.assert_array_equal(out, F.pool2d(x, **arguments))
@@ -188,7 +188,7 @@ def test_layers_of_other_modes_keep_their_input():
     x = np.ones((1, 1, 4, 4), np.float32)
     for layer in (L.AvgPool2D(2), L.MedianPool2D(2), L.LPPool2D(2)):
         layer.forward(x, training=True)
-        assert layer._saved[0] is x and layer._saved[2] is None
+        assert layer.saved[0] is x and layer.saved[2] is None
         np.testing.assert_array_equal(layer.backward(np.ones((1, 1, 2, 2), np.float32)).shape, x.shape)
 
 

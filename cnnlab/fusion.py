@@ -1,0 +1,201 @@
+"""The inference plan: convolution chains fused into one kernel call, and the buffer pool.
+
+For inference (``Graph.forward(..., training=False)``) the executor runs a *plan* in which each
+``Conv2D`` node followed by a ``BatchNorm2D``, a two-input ``Add`` and an activation (any of
+them, in that order, each the sole consumer of the tensor before it) is one :class:`FusedConv`
+step: a single convolution call whose kernel applies the normalization, the residual and the
+activation as it writes the output (:func:`cnnlab.functional.conv2d`'s ``scale``, ``residual``
+and ``activation``). The model is unchanged; ``cnnlab.config.FUSE = False`` turns the plan off.
+
+This is the one module that looks at layer classes: which layers fuse into a convolution. What
+a layer contributes is declared on the layer class (``fused_activation()``,
+``returns_new_array``), so a new activation or op needs no entry here.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+import numpy as np
+
+from . import functional as F
+from .device import is_gpu_array, to_device, to_host
+from .layers import Add, BatchNorm2D, Conv2D
+
+__all__ = ["FusedConv", "BufferPool", "fusion_plan", "recyclable", "buffer_pool"]
+
+
+class FusedConv:
+    """One inference step standing for a ``Conv2D`` node and the ``BatchNorm2D``, ``Add`` and
+    activation nodes fused into it (each optional, at least one present).
+
+    It consumes the convolution's input and, with an ``Add``, the addition's other input (the
+    residual), and produces the last fused node's output; the intermediate tensors are never
+    made. The parameters are read from the layers at each call, so training or editing them
+    between calls is seen.
+
+    Attributes
+    ----------
+    conv, norm, add, activation : Node or None
+        The fused nodes (``conv`` always there).
+    inputs : list of SymbolicTensor
+    output : SymbolicTensor
+    """
+
+    takes_list = True
+
+    def __init__(self, conv, norm=None, add=None, residual=None, activation=None):
+        self.conv, self.norm, self.add, self.activation = conv, norm, add, activation
+        self.members = [n for n in (conv, norm, add, activation) if n is not None]
+        self.inputs = [conv.inputs[0]] + ([residual] if residual is not None else [])
+        self.output = self.members[-1].output
+        self.layer = conv.layer
+
+    def __repr__(self):
+        return "FusedConv(" + " -> ".join(type(n.layer).__name__ for n in self.members) + ")"
+
+    def run(self, values, out=None):
+        conv = self.conv.layer
+        x = conv.prepare(values[0])
+        weight = conv.params["weight"]
+        shift, scale = conv.params.get("bias"), None
+        if self.norm is not None:
+            scale, shift = self._folded_norm(shift)
+            if is_gpu_array(weight):
+                scale, shift = to_device(scale), to_device(shift)
+        residual = values[1] if self.add is not None else None
+        activation = None if self.activation is None else self.activation.layer.fused_activation()
+        return F.conv2d(x, weight, shift, **conv.geometry(), scale=scale, residual=residual,
+                        activation=activation, out=out)
+
+    def _folded_norm(self, bias):
+        """Per-filter ``(scale, shift)`` of the inference-mode batch normalization applied to the
+        convolution's output (with its bias): ``scale = gamma / sqrt(var + eps)``,
+        ``shift = beta + (bias - mean) * scale``, computed in float64 as the stand-alone kernel."""
+        norm = self.norm.layer
+        gamma, beta = (to_host(norm.params[k]).astype(np.float64) for k in ("weight", "bias"))
+        mean, variance = (to_host(norm.buffers[k]).astype(np.float64) for k in ("running_mean", "running_var"))
+        scale = gamma / np.sqrt(variance + norm.eps)
+        offset = -mean if bias is None else to_host(bias).astype(np.float64) - mean
+        dtype = self.conv.layer.dtype
+        return scale.astype(dtype), (beta + offset * scale).astype(dtype)
+
+
+class BufferPool:
+    """Output buffers of inference steps, reused from one step and one call to the next.
+
+    A :class:`FusedConv` step takes its output array from here (:meth:`take`): a view of the
+    smallest free buffer that is large enough (best fit), or a new buffer. When the walk drops
+    a value that came from here and every step that read it returns new arrays, its buffer
+    comes back (:meth:`give`) for a later step of any shape. After a call, :meth:`trim` lets go
+    of the buffers that call did not use, so the pool holds about the most memory one call
+    had in use at once. One pool per graph and thread (see :meth:`Graph.buffer_pool`):
+    concurrent predictions never share buffers.
+    """
+
+    def __init__(self):
+        self.free = {}  # dtype -> flat buffers
+        self.lent = {}  # id(view handed out) -> its buffer
+        self.used = set()  # ids of the buffers this call used
+
+    def take(self, shape, dtype):
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape))
+        buffers = self.free.setdefault(dtype, [])
+        fits = [i for i, buffer in enumerate(buffers) if buffer.size >= count]
+        if fits:
+            buffer = buffers.pop(min(fits, key=lambda i: buffers[i].size))
+        else:
+            buffer = np.empty(count, dtype)
+        self.used.add(id(buffer))
+        view = buffer[:count].reshape(shape)
+        self.lent[id(view)] = buffer
+        return view
+
+    def give(self, array):
+        buffer = self.lent.pop(id(array), None)
+        if buffer is not None:
+            self.free.setdefault(buffer.dtype, []).append(buffer)
+
+    def trim(self):
+        self.free = {dtype: [b for b in buffers if id(b) in self.used] for dtype, buffers in self.free.items()}
+        self.lent.clear()  # whatever was not given back now belongs to the caller
+        self.used = set()
+
+    @property
+    def nbytes(self):
+        return sum(b.nbytes for buffers in self.free.values() for b in buffers)
+
+
+_POOLS = threading.local()
+
+
+def fusion_plan(nodes, keep):
+    """``nodes`` (topological order) with every fusable convolution chain replaced by one
+    :class:`FusedConv` placed where its last node was.
+
+    A ``Conv2D`` node takes in, in this order and each only if it is the sole consumer of the
+    tensor so far and that tensor is not in ``keep`` (ids of tensors wanted outside): a
+    ``BatchNorm2D`` of the same dtype, a two-input ``Add`` whose other input has the same
+    shape and dtype, an activation layer whose ``fused_activation()`` is not None. A node is fused into one
+    convolution at most (a shortcut ``Add`` of two convolutions goes to the first).
+    """
+    consumers = {}
+    for node in nodes:
+        for tensor in node.inputs:
+            consumers.setdefault(id(tensor), []).append(node)
+
+    placed, absorbed = {}, set()
+
+    def sole_consumer(tensor):
+        users = consumers.get(id(tensor), [])
+        if len(users) != 1 or id(tensor) in keep or id(users[0]) in absorbed:
+            return None
+        return users[0]
+
+    for node in nodes:
+        if type(node.layer) is not Conv2D or id(node) in absorbed:
+            continue
+        tensor, parts = node.output, {}
+        following = sole_consumer(tensor)
+        if following is not None and type(following.layer) is BatchNorm2D \
+                and following.layer.dtype == node.layer.dtype:
+            parts["norm"], tensor = following, following.output
+            following = sole_consumer(tensor)
+        if following is not None and type(following.layer) is Add and len(following.inputs) == 2:
+            other = following.inputs[1] if following.inputs[0] is tensor else following.inputs[0]
+            if other is not tensor and other.sample_shape == tensor.sample_shape and other.dtype == tensor.dtype:
+                parts["add"], parts["residual"], tensor = following, other, following.output
+                following = sole_consumer(tensor)
+        if following is not None and following.layer.fused_activation() is not None:
+            parts["activation"] = following
+        if not parts:
+            continue
+        fused = FusedConv(node, **parts)
+        placed[id(fused.members[-1])] = fused
+        absorbed.update(id(member) for member in fused.members)
+    return [placed.get(id(node), node) for node in nodes
+            if id(node) not in absorbed or id(node) in placed]
+
+
+def recyclable(plan):
+    """Ids of the tensors whose every reader in ``plan`` returns new arrays (a fused
+    convolution, or a layer whose class declares ``returns_new_array``): their buffers can be
+    reused once the readers have run."""
+    readers = {}
+    for step in plan:
+        for tensor in step.inputs:
+            readers.setdefault(id(tensor), []).append(step)
+    return {key for key, steps in readers.items()
+            if all(isinstance(s, FusedConv) or s.layer.returns_new_array for s in steps)}
+
+
+def buffer_pool(graph):
+    """This thread's :class:`BufferPool` for ``graph``."""
+    pools = getattr(_POOLS, "by_graph", None)
+    if pools is None:
+        pools = _POOLS.by_graph = weakref.WeakKeyDictionary()
+    if graph not in pools:
+        pools[graph] = BufferPool()
+    return pools[graph]

@@ -1,0 +1,26 @@
+"""Layers: state (parameters, gradients, what the backward needs) around functional calls.
+
+One module per op family, named like :mod:`cnnlab.functional`'s: ``conv``, ``linear``, ``pool``,
+``activation``, ``merge``, ``normalization``, ``dropout``, ``tensor``; ``base`` holds the layer
+protocol (:class:`Layer`) and the facts a layer class declares for the executor. Every layer
+class registers itself in :data:`LAYER_TYPES` by name when it is defined (what a saved
+architecture names), so a new layer needs no list to be added to.
+"""
+
+from .activation import (Clip, HardSigmoid, HardSwish, LeakyReLU, LogSoftmax, ReLU, ReLU6, Sigmoid, SiLU, Softmax,
+                         Tanh)
+from .base import LAYER_TYPES, Layer
+from .conv import Conv2D
+from .dropout import Dropout
+from .linear import Dense
+from .merge import Add, Concatenate, Multiply
+from .normalization import BatchNorm2D
+from .pool import (AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, LPPool2D, MaxPool2D, MedianPool2D, MinPool2D)
+from .tensor import Flatten, Identity, Reshape
+
+__all__ = [
+    "Layer", "Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "MinPool2D", "MedianPool2D", "LPPool2D",
+    "GlobalAvgPool2D", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Flatten", "Dropout",
+    "BatchNorm2D", "GlobalMaxPool2D", "ReLU6", "Clip", "HardSigmoid", "HardSwish", "SiLU", "Identity",
+    "Reshape", "Add", "Multiply", "Concatenate", "LogSoftmax", "LAYER_TYPES",
+]

@@ -1,0 +1,218 @@
+"""Activation layers: ReLU and its relatives, sigmoid, tanh, softmax."""
+
+from .. import functional as F
+from ..shapes import check_int
+from .base import Layer
+
+
+class ReLU(Layer):
+    """``max(x, 0)``, the textbook activation after every convolution."""
+
+    returns_new_array = True
+
+    def fused_activation(self):
+        return "relu"
+
+    def forward(self, x, training=False):
+        if training:
+            self.saved = x
+        return F.relu(x)
+
+    def backward(self, grad_out):
+        return F.relu_backward(self._need_saved(), grad_out)
+
+
+class LeakyReLU(Layer):
+    """``x`` for positive ``x``, ``negative_slope * x`` otherwise."""
+
+    returns_new_array = True
+
+    def fused_activation(self):
+        return ("leaky_relu", self.negative_slope)
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x, training=False):
+        if training:
+            self.saved = x
+        return F.leaky_relu(x, self.negative_slope)
+
+    def backward(self, grad_out):
+        return F.leaky_relu_backward(self._need_saved(), grad_out, self.negative_slope)
+
+    def config(self):
+        return dict(negative_slope=self.negative_slope)
+
+
+class Sigmoid(Layer):
+    """Logistic sigmoid."""
+
+    returns_new_array = True
+
+    def fused_activation(self):
+        return "sigmoid"
+
+    def forward(self, x, training=False):
+        out = F.sigmoid(x)
+        if training:
+            self.saved = out
+        return out
+
+    def backward(self, grad_out):
+        return F.sigmoid_backward(self._need_saved(), grad_out)
+
+
+class Tanh(Layer):
+    """Hyperbolic tangent."""
+
+    returns_new_array = True
+
+    def fused_activation(self):
+        return "tanh"
+
+    def forward(self, x, training=False):
+        out = F.tanh(x)
+        if training:
+            self.saved = out
+        return out
+
+    def backward(self, grad_out):
+        return F.tanh_backward(self._need_saved(), grad_out)
+
+
+class Softmax(Layer):
+    """Softmax along ``axis`` (class probabilities).  As the last layer of a model trained with
+    cross-entropy, the model feeds the loss the logits before it (fused and stable)."""
+
+    returns_new_array = True
+
+    def __init__(self, axis=1):
+        super().__init__()
+        self.axis = check_int("axis", axis)
+
+    def forward(self, x, training=False):
+        out = F.softmax(x, self.axis)
+        if training:
+            self.saved = out
+        return out
+
+    def backward(self, grad_out):
+        return F.softmax_backward(self._need_saved(), grad_out, self.axis)
+
+    def config(self):
+        return dict(axis=self.axis)
+
+
+class LogSoftmax(Layer):
+    """Log-softmax along ``axis`` (log-probabilities; stable for huge logits), as
+    :func:`cnnlab.functional.log_softmax`."""
+
+    returns_new_array = True
+
+    def __init__(self, axis=1):
+        super().__init__()
+        self.axis = check_int("axis", axis)
+
+    def forward(self, x, training=False):
+        out = F.log_softmax(x, self.axis)
+        if training:
+            self.saved = out
+        return out
+
+    def backward(self, grad_out):
+        return F.log_softmax_backward(self._need_saved(), grad_out, self.axis)
+
+    def config(self):
+        return dict(axis=self.axis)
+
+
+class _ElementwiseActivation(Layer):
+    """An activation whose backward needs the forward input: ``forward_op(x, **arguments)``
+    and ``backward_op(x, grad_out, **arguments)``."""
+
+    returns_new_array = True
+
+    forward_op = backward_op = None
+
+    def _arguments(self):
+        return {}
+
+    def forward(self, x, training=False):
+        if training:
+            self.saved = x
+        return type(self).forward_op(x, **self._arguments())
+
+    def backward(self, grad_out):
+        return type(self).backward_op(self._need_saved(), grad_out, **self._arguments())
+
+    def config(self):
+        return self._arguments()
+
+
+class ReLU6(_ElementwiseActivation):
+    """``min(max(x, 0), 6)`` (MobileNet); gradient 1 strictly inside (0, 6), as PyTorch."""
+
+    def fused_activation(self):
+        return "relu6"
+
+    forward_op = staticmethod(F.relu6)
+    backward_op = staticmethod(F.relu6_backward)
+
+
+class Clip(_ElementwiseActivation):
+    """``min(max(x, min), max)``; ``None`` leaves a side open.  Gradient 1 strictly inside."""
+
+    def fused_activation(self):
+        return ("clip", self.min, self.max)
+
+    forward_op = staticmethod(F.clip)
+    backward_op = staticmethod(F.clip_backward)
+
+    def __init__(self, min=None, max=None):
+        super().__init__()
+        low, high = F.clip_bounds(min, max)
+        self.min = None if min is None else low
+        self.max = None if max is None else high
+
+    def _arguments(self):
+        return dict(min=self.min, max=self.max)
+
+
+class HardSigmoid(_ElementwiseActivation):
+    """``max(0, min(1, alpha * x + beta))``; the defaults are PyTorch's ``relu6(x + 3) / 6``."""
+
+    def fused_activation(self):
+        return ("hardsigmoid", self.alpha, self.beta)
+
+    forward_op = staticmethod(F.hardsigmoid)
+    backward_op = staticmethod(F.hardsigmoid_backward)
+
+    def __init__(self, alpha=1 / 6, beta=0.5):
+        super().__init__()
+        self.alpha = F.as_number("alpha", alpha)
+        self.beta = F.as_number("beta", beta)
+
+    def _arguments(self):
+        return dict(alpha=self.alpha, beta=self.beta)
+
+
+class HardSwish(_ElementwiseActivation):
+    """``x * relu6(x + 3) / 6`` (MobileNetV3)."""
+
+    def fused_activation(self):
+        return "hardswish"
+
+    forward_op = staticmethod(F.hardswish)
+    backward_op = staticmethod(F.hardswish_backward)
+
+
+class SiLU(_ElementwiseActivation):
+    """``x * sigmoid(x)``, also called swish (EfficientNet)."""
+
+    def fused_activation(self):
+        return "silu"
+
+    forward_op = staticmethod(F.silu)
+    backward_op = staticmethod(F.silu_backward)

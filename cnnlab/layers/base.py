@@ -1,0 +1,165 @@
+"""The layer protocol: state (parameters, gradients, what the backward needs) around functional
+calls, and the facts the executor reads from each layer class.
+
+Every layer has ``forward(x, training=False)``, ``backward(grad_out) -> grad_in``, ``params``
+and ``grads`` (dicts of arrays by name, ``'weight'`` and ``'bias'``), attributes
+``weight``/``bias`` that are those same arrays, and ``trainable``.  ``backward``
+differentiates the most recent ``forward(x, training=True)``; calling it without one is a
+``RuntimeError``.  Parameters live on the layer's device (:meth:`Layer.to`), and the forward
+and backward run there.
+
+Parameters are float32 unless the layer is built with ``dtype='float64'``; an input of the
+other float dtype is cast to the parameters' dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..device import is_gpu_array, to_device, to_host
+from ..symbolic import call_layer
+
+#: every layer class by name (the saved architecture names them), filled as classes are defined
+LAYER_TYPES: dict[str, type] = {}
+
+def float_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype}")
+    return dtype
+
+
+class Layer:
+    """Base class: no parameters, runs on the CPU until moved with :meth:`to`."""
+
+    trainable = True
+    #: merge layers take a list of inputs
+    takes_list = False
+    #: the inference ``forward`` always returns a new array, never an input or a view of one (a
+    #: buffer only such layers read can be reused once they have run: cnnlab.fusion.BufferPool)
+    returns_new_array = False
+    #: the training ``forward`` draws random masks, seeded per step through ``step_seed``
+    draws_masks = False
+
+    def __init_subclass__(cls, register: bool | None = None, **kwargs):
+        """Every public layer class of cnnlab registers itself in :data:`LAYER_TYPES` (what a
+        saved architecture names); a layer class of yours does with
+        ``class MyLayer(Layer, register=True)``, so that :func:`cnnlab.load` rebuilds it."""
+        super().__init_subclass__(**kwargs)
+        if register is None:
+            register = cls.__module__.startswith("cnnlab.") and not cls.__name__.startswith("_")
+        if register:
+            if LAYER_TYPES.get(cls.__name__, cls) is not cls:
+                raise ValueError(f"a layer class named {cls.__name__!r} is registered already "
+                                 f"({LAYER_TYPES[cls.__name__].__module__}): give yours another name")
+            LAYER_TYPES[cls.__name__] = cls
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.buffers = {}  # saved state that is not trained (running statistics)
+        self.device = "cpu"
+        self.dtype = None
+        self.saved = None  # what backward needs from the last forward(x, training=True)
+
+    # --- parameters -------------------------------------------------------------
+    @property
+    def weight(self):
+        return self.params.get("weight")
+
+    @property
+    def bias(self):
+        return self.params.get("bias")
+
+    def parameter_count(self):
+        return int(sum(np.prod(p.shape) for p in self.params.values()))
+
+    def to(self, device):
+        """Move parameters, gradients and buffers to ``'cpu'`` or ``'cuda'``; returns ``self``."""
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        move = to_device if device == "cuda" else to_host
+        for store in (self.params, self.grads, self.buffers):
+            for name in store:
+                store[name] = move(store[name])
+        self.device = device
+        self.saved = None
+        return self
+
+    # --- running ------------------------------------------------------------------
+    def prepare(self, x):
+        """Cast ``x`` to the parameters' dtype (when the layer has one)."""
+        if self.dtype is None or np.dtype(x.dtype) == self.dtype or np.dtype(x.dtype).kind != "f":
+            return x
+        if is_gpu_array(x):
+            return to_device(to_host(x).astype(self.dtype))
+        return np.asarray(x).astype(self.dtype)
+
+    def _need_saved(self):
+        if self.saved is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() needs a preceding forward(x, training=True)"
+            )
+        return self.saved
+
+    def __call__(self, inputs):
+        """Call on a symbolic tensor (a list of them for merge layers) from
+        :func:`cnnlab.Input`: adds a node to the graph and returns its output tensor, whose
+        shape ``output_shape`` infers (a misfit is a ``ValueError`` naming this layer).  A layer
+        called twice shares its parameters between the two calls."""
+        return call_layer(self, inputs)
+
+    def forward(self, x, training=False):
+        raise NotImplementedError
+
+    def backward(self, grad_out):
+        raise NotImplementedError
+
+    def output_shape(self, input_shape):
+        """Shape of one sample's output for one sample's input shape (no batch axis)."""
+        return tuple(input_shape)
+
+    def config(self):
+        """Constructor arguments, JSON-serializable (the saved architecture)."""
+        return {}
+
+    def fused_activation(self) -> Any:
+        """The ``activation`` argument of :func:`cnnlab.functional.conv2d` that computes this
+        layer in a convolution's output write (see :mod:`cnnlab.fusion`), or None."""
+        return None
+
+    def __repr__(self):
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({arguments})"
+
+
+def initialize(shape, fan_in, fan_out, init, dtype, seed):
+    rng = np.random.default_rng(seed)
+    if init == "he":
+        values = rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
+    elif init == "glorot":
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        values = rng.uniform(-limit, limit, size=shape)
+    else:
+        raise ValueError(f"init must be 'he' or 'glorot', got {init!r}")
+    return values.astype(dtype)
+
+
+def padding_config(padding):
+    """A padding for a saved config: a word, ``[ph, pw]`` when symmetric (as older files have it),
+    else ``[[top, bottom], [left, right]]``."""
+    if isinstance(padding, str):
+        return padding
+    (top, bottom), (left, right) = padding
+    if top == bottom and left == right:
+        return [top, left]
+    return [[top, bottom], [left, right]]
+
+
+def reshape_array(a, shape):
+    """``a`` seen with another shape (no copy for contiguous arrays), host or GPU."""
+    shape = tuple(int(s) for s in shape)
+    return a.reshape(shape) if is_gpu_array(a) else np.ascontiguousarray(a).reshape(shape)

@@ -1,0 +1,90 @@
+"""Convolution layer: :class:`Conv2D`."""
+
+import numpy as np
+
+from .. import functional as F
+from ..shapes import check_int, check_padding, pair, resolve_padding, window_output_shape
+from .base import Layer, float_dtype, initialize, padding_config
+
+
+class Conv2D(Layer):
+    """2-D convolution layer: ``out_channels`` filters of ``kernel_size`` over ``in_channels``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (int, int)
+    stride, padding, dilation, groups
+        As :func:`cnnlab.functional.conv2d`: padding takes an int, ``(ph, pw)``,
+        ``((top, bottom), (left, right))``, 'valid', 'same' (stride 1), 'same_upper' and
+        'same_lower' (ONNX's SAME rules, any stride).
+    bias : bool
+    dtype : 'float32' or 'float64'
+    init : 'he' (default, for ReLU networks) or 'glorot'
+    seed : int or None
+        Seed of the initialization's generator.
+
+    Shape
+    -----
+    ``(N, in_channels, H, W) -> (N, out_channels, OH, OW)``, ``OH = output_size(H, KH, sh, ph, dh)``.
+    """
+
+    returns_new_array = True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, dtype="float32", init="he", seed=None):
+        super().__init__()
+        self.in_channels = check_int("in_channels", in_channels, 1)
+        self.out_channels = check_int("out_channels", out_channels, 1)
+        self.kernel_size = pair("kernel_size", kernel_size, 1)
+        self.stride = pair("stride", stride, 1)
+        self.dilation = pair("dilation", dilation, 1)
+        self.padding = check_padding(padding)  # a word or ((top, bottom), (left, right))
+        resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation, input_size=(1, 1))  # validates
+        self.groups = check_int("groups", groups, 1)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        self.dtype = float_dtype(dtype)
+        self.use_bias = bool(bias)
+        self.init = init
+        fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        fan_out = self.out_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        self.params["weight"] = initialize(shape, fan_in, fan_out, init, self.dtype, seed)
+        if self.use_bias:
+            self.params["bias"] = np.zeros(self.out_channels, dtype=self.dtype)
+        self.input_grad = True  # a model switches it off where no gradient of the input is needed
+
+    def geometry(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+
+    def forward(self, x, training=False):
+        x = self.prepare(x)
+        out = F.conv2d(x, self.params["weight"], self.params.get("bias"), **self.geometry())
+        if training:
+            self.saved = x
+        return out
+
+    def backward(self, grad_out):
+        x = self._need_saved()
+        grad_x, grad_weight, grad_bias = F.conv2d_backward(
+            x, self.params["weight"], grad_out, input_grad=self.input_grad, **self.geometry())
+        self.grads["weight"] = grad_weight
+        if self.use_bias:
+            self.grads["bias"] = grad_bias
+        return grad_x
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
+            raise ValueError(f"Conv2D expects ({self.in_channels}, H, W) inputs, got {tuple(input_shape)}")
+        pads = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation, input_shape[1:])
+        return (self.out_channels, *window_output_shape(input_shape[1], input_shape[2], self.kernel_size,
+                                                        self.stride, pads, self.dilation))
+
+    def config(self):
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                    kernel_size=list(self.kernel_size), stride=list(self.stride),
+                    padding=padding_config(self.padding),
+                    dilation=list(self.dilation), groups=self.groups, bias=self.use_bias,
+                    dtype=self.dtype.name, init=self.init)

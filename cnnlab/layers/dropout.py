@@ -1,0 +1,46 @@
+"""Inverted dropout: :class:`Dropout`."""
+
+from .. import functional as F
+from ..functional.dropout import check_probability
+from ..shapes import check_int
+from .base import Layer
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each activation with probability ``p`` and scale the
+    rest by ``1/(1-p)``; at evaluation, the identity.
+
+    The mask is a pure function of a seed (see :func:`cnnlab.functional.dropout`): the layer's
+    ``seed`` plus a counter of training forwards, or the seed a model sets for each step, so a
+    seeded run repeats exactly, on the CPU or the GPU.
+    """
+
+    draws_masks = True
+
+    def __init__(self, p=0.5, seed=0):
+        super().__init__()
+        self.p = check_probability(p)
+        self.seed = check_int("seed", seed, 0)
+        self.step_seed = None  # set by a model for each training step
+        self._calls = 0
+
+    def forward(self, x, training=False):
+        if not training or self.p == 0:
+            if training:
+                self.saved = None, True
+            return x
+        if self.step_seed is not None:
+            seed = self.step_seed
+        else:
+            seed = (self.seed * 1000003 + self._calls) % (2**31)
+            self._calls += 1
+        out, mask = F.dropout(x, self.p, seed)
+        self.saved = mask, False
+        return out
+
+    def backward(self, grad_out):
+        mask, identity = self._need_saved()
+        return grad_out if identity else F.dropout_backward(mask, grad_out)
+
+    def config(self):
+        return dict(p=self.p, seed=self.seed)

@@ -1,0 +1,122 @@
+"""Layers that merge several inputs: :class:`Add`, :class:`Multiply`, :class:`Concatenate`."""
+
+import numpy as np
+
+from .. import functional as F
+from ..shapes import check_int
+from .base import Layer
+
+
+class _MergeLayer(Layer):
+    """A layer of several inputs: ``forward(inputs)`` takes a list of arrays and
+    ``backward(grad_out)`` returns a list of gradients, one per input."""
+
+    takes_list = True
+
+    def _check_inputs(self, inputs):
+        if not isinstance(inputs, (list, tuple)):
+            raise TypeError(f"{type(self).__name__} takes a list of arrays, got {type(inputs).__name__}")
+        if len(inputs) < 2:
+            raise ValueError(f"{type(self).__name__} takes at least 2 inputs, got {len(inputs)}")
+        return list(inputs)
+
+    def _check_shapes(self, shapes):
+        shapes = self._check_inputs(shapes)
+        return [tuple(s) for s in shapes]
+
+
+def _broadcast_result(name, shapes):
+    """The shape every one of ``shapes`` broadcasts against, which must be one of them."""
+    try:
+        result = tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        result = None
+    if result not in shapes:
+        raise ValueError(f"{name} inputs of shapes {shapes} do not broadcast against one of them")
+    return result
+
+
+class Add(_MergeLayer):
+    """Sum of 2 or more inputs (the ResNet shortcut); each may broadcast against the largest."""
+
+    returns_new_array = True
+
+    def forward(self, inputs, training=False):
+        inputs = self._check_inputs(inputs)
+        out = inputs[0]
+        for other in inputs[1:]:
+            out = F.add(out, other)
+        if training:
+            self.saved = inputs
+        return out
+
+    def backward(self, grad_out):
+        # each input's gradient is grad_out summed over the axes that input was broadcast along
+        return [F.add_backward(grad_out, x, grad_out)[1] for x in self._need_saved()]
+
+    def output_shape(self, input_shapes):
+        return _broadcast_result("Add", self._check_shapes(input_shapes))
+
+
+class Multiply(_MergeLayer):
+    """Product of 2 inputs; one may broadcast against the other, as a squeeze-excitation gate
+    (N, C, 1, 1) against feature maps (N, C, H, W)."""
+
+    returns_new_array = True
+
+    def _check_inputs(self, inputs):
+        inputs = super()._check_inputs(inputs)
+        if len(inputs) != 2:
+            raise ValueError(f"Multiply takes exactly 2 inputs, got {len(inputs)}")
+        return inputs
+
+    def forward(self, inputs, training=False):
+        a, b = self._check_inputs(inputs)
+        if training:
+            self.saved = (a, b)
+        return F.multiply(a, b)
+
+    def backward(self, grad_out):
+        return list(F.multiply_backward(*self._need_saved(), grad_out))
+
+    def output_shape(self, input_shapes):
+        return _broadcast_result("Multiply", self._check_shapes(input_shapes))
+
+
+class Concatenate(_MergeLayer):
+    """Join 2 or more inputs along ``axis`` (of the batched arrays: 1 is the channel axis of
+    NCHW; negative values count from the end; the batch axis 0 is not allowed)."""
+
+    returns_new_array = True
+
+    def __init__(self, axis=1):
+        super().__init__()
+        self.axis = check_int("axis", axis)
+        if self.axis == 0:
+            raise ValueError("axis=0 is the batch axis; Concatenate joins along a per-sample axis")
+
+    def forward(self, inputs, training=False):
+        inputs = self._check_inputs(inputs)
+        out = F.concatenate(inputs, self.axis)
+        if training:
+            self.saved = [int(x.shape[self.axis]) for x in inputs]
+        return out
+
+    def backward(self, grad_out):
+        return F.concatenate_backward(grad_out, self._need_saved(), self.axis)
+
+    def output_shape(self, input_shapes):
+        shapes = self._check_shapes(input_shapes)
+        first = shapes[0]
+        axis = self.axis - 1 if self.axis > 0 else self.axis  # per-sample shapes have no batch axis
+        if not -len(first) <= axis < len(first):
+            raise ValueError(f"axis={self.axis} is out of range for per-sample shapes {shapes}")
+        axis %= len(first)
+        for shape in shapes[1:]:
+            if len(shape) != len(first) or any(m != n for k, (m, n) in enumerate(zip(shape, first)) if k != axis):
+                raise ValueError(f"Concatenate(axis={self.axis}) inputs must match except along that "
+                                 f"axis, got shapes {shapes}")
+        return first[:axis] + (sum(s[axis] for s in shapes),) + first[axis + 1:]
+
+    def config(self):
+        return dict(axis=self.axis)

@@ -1,0 +1,58 @@
+"""Batch normalization: :class:`BatchNorm2D`."""
+
+import numpy as np
+
+from .. import functional as F
+from ..shapes import check_int
+from .base import Layer, float_dtype
+
+
+class BatchNorm2D(Layer):
+    """Batch normalization per channel with learned scale (``weight``) and shift (``bias``).
+
+    Training normalizes with the batch's statistics and updates the running ones
+    (``running = (1 - momentum) * running + momentum * batch``, with the unbiased batch
+    variance, as PyTorch); evaluation uses the running statistics.
+    """
+
+    returns_new_array = True
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype="float32"):
+        super().__init__()
+        self.num_features = check_int("num_features", num_features, 1)
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.dtype = float_dtype(dtype)
+        self.params["weight"] = np.ones(self.num_features, dtype=self.dtype)
+        self.params["bias"] = np.zeros(self.num_features, dtype=self.dtype)
+        self.buffers["running_mean"] = np.zeros(self.num_features, dtype=self.dtype)
+        self.buffers["running_var"] = np.ones(self.num_features, dtype=self.dtype)
+
+    def forward(self, x, training=False):
+        x = self.prepare(x)
+        if not training:
+            out, _, _ = F.batch_norm2d(x, self.params["weight"], self.params["bias"], self.eps,
+                                       self.buffers["running_mean"], self.buffers["running_var"])
+            return out
+        out, mean, variance = F.batch_norm2d(x, self.params["weight"], self.params["bias"], self.eps)
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        F.running_average(self.buffers["running_mean"], mean, self.momentum)
+        F.running_average(self.buffers["running_var"], variance, self.momentum, count / max(count - 1, 1))
+        self.saved = x, mean, variance
+        return out
+
+    def backward(self, grad_out):
+        x, mean, variance = self._need_saved()
+        grad_x, grad_gamma, grad_beta = F.batch_norm2d_backward(x, grad_out, mean, variance,
+                                                                self.params["weight"], self.eps)
+        self.grads["weight"] = grad_gamma
+        self.grads["bias"] = grad_beta
+        return grad_x
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3 or input_shape[0] != self.num_features:
+            raise ValueError(f"BatchNorm2D expects ({self.num_features}, H, W) inputs, got {tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def config(self):
+        return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, dtype=self.dtype.name)

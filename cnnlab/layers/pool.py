@@ -1,0 +1,138 @@
+"""Pooling layers: max, average, min, median and L2-norm windows, and global pooling."""
+
+import numpy as np
+
+from .. import functional as F
+from ..shapes import window_output_shape
+from .base import Layer, padding_config, reshape_array
+
+
+class _Pool2D(Layer):
+    """Pooling layer; the arguments are :func:`cnnlab.functional.pool2d`'s."""
+
+    returns_new_array = True
+
+    mode = None
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, count_include_pad=True):
+        super().__init__()
+        options = F.pool_arguments(kernel_size, stride, padding, self.mode, dilation, ceil_mode,
+                                   count_include_pad)
+        self.kernel_size, self.stride, self.padding = options["kernel_size"], options["stride"], options["padding"]
+        self.dilation, self.ceil_mode = options["dilation"], options["ceil_mode"]
+        self.count_include_pad = options["count_include_pad"]
+
+    def _arguments(self):
+        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding, mode=self.mode,
+                    dilation=self.dilation, ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
+
+    def forward(self, x, training=False):
+        if training and self.mode in ("max", "min"):
+            # save where each value came from (and the input's shape), not x and out: the
+            # backward is then a scatter instead of a second search of every window
+            out, indices = F.pool2d(x, **self._arguments(), return_indices=True)
+            self.saved = (tuple(x.shape), None, indices)
+            return out
+        out = F.pool2d(x, **self._arguments())
+        if training:
+            self.saved = (x, out, None)
+        return out
+
+    def backward(self, grad_out):
+        x, out, indices = self._need_saved()
+        return F.pool2d_backward(x, out, grad_out, **self._arguments(), indices=indices)
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"{type(self).__name__} expects (C, H, W) inputs, got {tuple(input_shape)}")
+        return (input_shape[0], *window_output_shape(input_shape[1], input_shape[2], self.kernel_size, self.stride,
+                                                     self.padding, self.dilation, self.ceil_mode))
+
+    def config(self):
+        return dict(kernel_size=list(self.kernel_size), stride=list(self.stride),
+                    padding=padding_config(self.padding), dilation=list(self.dilation),
+                    ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
+
+
+class MaxPool2D(_Pool2D):
+    """Max pooling; ``stride`` defaults to ``kernel_size``; ``dilation``, ``ceil_mode`` and
+    4-sided ``padding`` as :func:`cnnlab.functional.pool2d`.  Gradient routed to the maximum: a
+    training forward saves each window's choice (``return_indices``), the backward scatters through it."""
+
+    mode = "max"
+
+
+class AvgPool2D(_Pool2D):
+    """Average pooling; padded zeros count in the mean unless ``count_include_pad=False``
+    (PyTorch's default is True, ONNX AveragePool's False); gradient spread evenly over the window."""
+
+    mode = "avg"
+
+
+class MinPool2D(_Pool2D):
+    """Min pooling; gradient routed to the minimum (through the indices a training forward saves)."""
+
+    mode = "min"
+
+
+class MedianPool2D(_Pool2D):
+    """Median pooling (lower middle value of even windows); gradient routed to the median."""
+
+    mode = "median"
+
+
+class LPPool2D(_Pool2D):
+    """L2-norm pooling ``sqrt(sum(v**2))`` of each window."""
+
+    mode = "lp"
+
+
+class _GlobalPool2D(Layer):
+    forward_op = backward_op = None
+
+    def __init__(self, keepdims=False):
+        super().__init__()
+        if not isinstance(keepdims, (bool, np.bool_)):
+            raise TypeError(f"keepdims must be True or False, got {keepdims!r}")
+        self.keepdims = bool(keepdims)
+
+    def forward(self, x, training=False):
+        out = type(self).forward_op(x)
+        if training:
+            self.saved = x
+        return reshape_array(out, tuple(out.shape) + (1, 1)) if self.keepdims else out
+
+    def backward(self, grad_out):
+        x = self._need_saved()
+        if self.keepdims:
+            if tuple(grad_out.shape) != tuple(x.shape[:2]) + (1, 1):
+                raise ValueError(f"grad_out must have shape {tuple(x.shape[:2]) + (1, 1)} (the forward "
+                                 f"output), got {tuple(grad_out.shape)}")
+            grad_out = reshape_array(grad_out, x.shape[:2])
+        return type(self).backward_op(x, grad_out)
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"{type(self).__name__} expects (C, H, W) inputs, got {tuple(input_shape)}")
+        return (input_shape[0], 1, 1) if self.keepdims else (input_shape[0],)
+
+    def config(self):
+        return dict(keepdims=self.keepdims)
+
+
+class GlobalAvgPool2D(_GlobalPool2D):
+    """Mean of each channel: ``(N, C, H, W) -> (N, C)``, or ``(N, C, 1, 1)`` with
+    ``keepdims=True`` (what a squeeze-excitation gate multiplies by)."""
+
+    returns_new_array = True
+
+    forward_op = staticmethod(F.global_avg_pool2d)
+    backward_op = staticmethod(F.global_avg_pool2d_backward)
+
+
+class GlobalMaxPool2D(_GlobalPool2D):
+    """Maximum of each channel: ``(N, C, H, W) -> (N, C)``, or ``(N, C, 1, 1)`` with
+    ``keepdims=True``; the gradient goes to each plane's first maximum."""
+
+    forward_op = staticmethod(F.global_max_pool2d)
+    backward_op = staticmethod(F.global_max_pool2d_backward)

@@ -1,0 +1,74 @@
+"""Layers that change only how values are laid out: :class:`Flatten`, :class:`Reshape`, :class:`Identity`."""
+
+import numpy as np
+
+from ..device import is_gpu_array
+from .base import Layer, reshape_array
+
+
+class Flatten(Layer):
+    """``(N, ...) -> (N, prod(...))``: feature maps to the fully-connected layers."""
+
+    def forward(self, x, training=False):
+        if training:
+            self.saved = tuple(x.shape)
+        features = int(np.prod(x.shape[1:]))
+        if is_gpu_array(x):
+            return x.reshape(x.shape[0], features)
+        return np.ascontiguousarray(x).reshape(x.shape[0], features)
+
+    def backward(self, grad_out):
+        return grad_out.reshape(*self._need_saved())
+
+    def output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+
+class Identity(Layer):
+    """Returns its input unchanged (a placeholder, or a skip path)."""
+
+    def forward(self, x, training=False):
+        if training:
+            self.saved = True
+        return x
+
+    def backward(self, grad_out):
+        self._need_saved()
+        return grad_out
+
+
+class Reshape(Layer):
+    """Reshape each sample to ``shape`` (the batch axis is kept); one entry may be -1, inferred
+    from the others.  ``Reshape((-1,))`` is :class:`Flatten`."""
+
+    def __init__(self, shape):
+        super().__init__()
+        shape = (shape,) if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool) else shape
+        if not isinstance(shape, (tuple, list)) or not shape:
+            raise TypeError(f"shape must be a non-empty tuple of integers, got {shape!r}")
+        if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or (s < 1 and s != -1)
+               for s in shape) or list(shape).count(-1) > 1:
+            raise ValueError(f"shape must hold positive integers and at most one -1, got {tuple(shape)}")
+        self.shape = tuple(int(s) for s in shape)
+
+    def forward(self, x, training=False):
+        out_shape = self.output_shape(tuple(x.shape[1:]))
+        if training:
+            self.saved = tuple(x.shape)
+        return reshape_array(x, (x.shape[0],) + out_shape)
+
+    def backward(self, grad_out):
+        return reshape_array(grad_out, self._need_saved())
+
+    def output_shape(self, input_shape):
+        size = int(np.prod(input_shape, dtype=np.int64))
+        known = int(np.prod([s for s in self.shape if s != -1], dtype=np.int64))
+        if -1 in self.shape and size % known == 0:
+            return tuple(size // known if s == -1 else s for s in self.shape)
+        if size != known or -1 in self.shape:
+            raise ValueError(f"Reshape cannot turn per-sample shape {tuple(input_shape)} ({size} values) "
+                             f"into {self.shape}")
+        return self.shape
+
+    def config(self):
+        return dict(shape=list(self.shape))
