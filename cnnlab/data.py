@@ -318,12 +318,12 @@ def image_files(paths):
     return files
 
 
-def _check_color(color):
+def check_color(color):
     if color not in ("rgb", "gray"):
         raise ValueError(f"color must be 'rgb' or 'gray', got {color!r}")
 
 
-def _check_resize(resize):
+def check_resize(resize):
     if not isinstance(resize, str) or resize not in RESIZE_MODES:
         raise ValueError(f"resize must be 'stretch', 'crop' or 'pad', got {resize!r}")
 
@@ -439,8 +439,8 @@ def read_image(path, size, color="rgb", resize="stretch"):
     from .shapes import pair
 
     size = pair("size", size, 1)
-    _check_color(color)
-    _check_resize(resize)
+    check_color(color)
+    check_resize(resize)
     image = _read_pixels(path)
     if color == "gray":
         image = skcolor.rgb2gray(image) if image.ndim == 3 else image
@@ -499,8 +499,8 @@ def load_image_folder(path, size=(64, 64), color="rgb", resize="stretch"):
     from .shapes import pair
 
     size = pair("size", size, 1)
-    _check_color(color)  # here too: read_image's ValueError would count every file as unreadable
-    _check_resize(resize)
+    check_color(color)  # here too: read_image's ValueError would count every file as unreadable
+    check_resize(resize)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no such folder: {path}")
     class_names = sorted(entry for entry in os.listdir(path)

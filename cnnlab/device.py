@@ -55,7 +55,7 @@ def simulator_enabled():
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
-def _require_cuda():
+def require_cuda():
     if not cuda_available():
         reason = f" ({_cuda_import_error})" if _cuda_import_error is not None else ""
         raise RuntimeError(
@@ -104,7 +104,7 @@ def to_device(a):
     RuntimeError
         If no GPU (or simulator) is available.
     """
-    cuda = _require_cuda()
+    cuda = require_cuda()
     if is_gpu_array(a):
         return a
     return cuda.to_device(np.ascontiguousarray(a))
@@ -132,7 +132,7 @@ def as_kernel_array(a):
     """View a GPU array of any library (CuPy, PyTorch, Numba) as a Numba device array."""
     if hasattr(a, "copy_to_host"):
         return a
-    return _require_cuda().as_cuda_array(a)
+    return require_cuda().as_cuda_array(a)
 
 
 def device_of(a):
@@ -170,7 +170,7 @@ def kernels_for(*arrays, **named_arrays):
             "move both with cnnlab.to_device() or cnnlab.to_host()"
         )
     if "cuda" in devices.values():
-        _require_cuda()
+        require_cuda()
         from .kernels import cuda as cuda_kernels
 
         return cuda_kernels

@@ -17,6 +17,7 @@ one of them over a grayscale or RGB image::
 import numpy as np
 
 from .device import is_gpu_array, kernels_for, to_device, to_host
+from .dispatch import chunked
 from .kernels import BOUNDARY_FILL, BOUNDARY_SYMM, BOUNDARY_WRAP
 
 __all__ = ["correlate2d", "convolve2d", "apply", "KERNELS"]
@@ -56,7 +57,7 @@ KERNELS = {
 """Named 3x3 kernels (read-only float64 arrays)."""
 
 
-def _as_2d(name, a):
+def as_2d(name, a):
     if isinstance(a, (str, bytes)) or a is None:
         raise TypeError(f"{name} must be a 2-D numeric array, got {type(a).__name__}")
     if not is_gpu_array(a):
@@ -73,7 +74,7 @@ def _as_2d(name, a):
     return a
 
 
-def _fill_scalar(fillvalue, dtype):
+def fill_scalar(fillvalue, dtype):
     """The fill value as a scalar of ``dtype``, converted as scipy.signal does."""
     arr = np.asarray(fillvalue)
     if arr.dtype.kind not in "biufc" or arr.size != 1:
@@ -94,23 +95,37 @@ def _fill_scalar(fillvalue, dtype):
     return np.array(real, dtype=dtype)[()]
 
 
-def _filter(in1, in2, mode, boundary, fillvalue, flip):
-    in1 = _as_2d("in1", in1)
-    in2 = _as_2d("in2", in2)
-    kernels = kernels_for(in1=in1, in2=in2)
+def check_arguments(in1_dtype, in2_dtype, mode, boundary, fillvalue):
+    """Check :func:`correlate2d`'s ``mode``, ``boundary`` and ``fillvalue`` for inputs of the given
+    dtypes, as scipy.signal does; return the result dtype and the fill value as a scalar of it.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``mode`` or ``boundary``, or a ``fillvalue`` the result dtype cannot hold.
+    TypeError
+        A result dtype without a kernel, or a ``fillvalue`` that is not a number.
+    """
     if not isinstance(mode, str) or mode not in _MODES:
         raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
     if not isinstance(boundary, str) or boundary not in _BOUNDARIES:
         raise ValueError(
             f"boundary must be 'fill', 'wrap' (or 'circular') or 'symm' (or 'symmetric'), got {boundary!r}"
         )
-    dtype = np.result_type(in1.dtype, in2.dtype)
+    dtype = np.result_type(in1_dtype, in2_dtype)
     if dtype.kind not in _SUPPORTED_KINDS or dtype in _UNSUPPORTED:
         raise TypeError(
-            f"in1 ({in1.dtype}) and in2 ({in2.dtype}) give result dtype {dtype}, which has no "
+            f"in1 ({in1_dtype}) and in2 ({in2_dtype}) give result dtype {dtype}, which has no "
             "filter kernel (as in scipy.signal); cast the inputs, e.g. to float64"
         )
-    fill = _fill_scalar(fillvalue, dtype)
+    return dtype, fill_scalar(fillvalue, dtype)
+
+
+def _filter(in1, in2, mode, boundary, fillvalue, flip):
+    in1 = as_2d("in1", in1)
+    in2 = as_2d("in2", in2)
+    kernels = kernels_for(in1=in1, in2=in2)
+    dtype, fill = check_arguments(in1.dtype, in2.dtype, mode, boundary, fillvalue)
 
     swapped = False
     if mode == "valid":
@@ -159,6 +174,7 @@ def _filter(in1, in2, mode, boundary, fillvalue, flip):
     return out
 
 
+@chunked("correlate2d")
 def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     """Cross-correlate two 2-D arrays, exactly as ``scipy.signal.correlate2d``.
 
@@ -205,13 +221,10 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     >>> correlate2d(patch, KERNELS["edge"], mode="valid")
     array([[175.]])
     """
-    from . import dask as _dask
-
-    if _dask.is_dask_array(in1):
-        return _dask.correlate2d(in1, in2, mode, boundary, fillvalue)
     return _filter(in1, in2, mode, boundary, fillvalue, flip=False)
 
 
+@chunked("convolve2d")
 def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     """Convolve two 2-D arrays (correlation with the flipped kernel), exactly as
     ``scipy.signal.convolve2d``.
@@ -222,13 +235,10 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     --------
     cnnlab.kernels.cpu.filter.correlate2d_forward, scipy.signal.convolve2d
     """
-    from . import dask as _dask
-
-    if _dask.is_dask_array(in1):
-        return _dask.convolve2d(in1, in2, mode, boundary, fillvalue)
     return _filter(in1, in2, mode, boundary, fillvalue, flip=True)
 
 
+@chunked("filter")
 def apply(image, kernel, mode="same", boundary="fill", fillvalue=0):
     """Filter a grayscale (H, W) or colour (H, W, C) image, channel by channel.
 
@@ -257,10 +267,6 @@ def apply(image, kernel, mode="same", boundary="fill", fillvalue=0):
     >>> filters.apply(rgb, "box_blur").shape
     (4, 4, 3)
     """
-    from . import dask as _dask
-
-    if _dask.is_dask_array(image):
-        return _dask.apply(image, kernel, mode, boundary, fillvalue)
     if isinstance(kernel, str):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {sorted(KERNELS)} or an array, got {kernel!r}")

@@ -126,7 +126,7 @@ def output_size(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=Fa
         before, after = pair("padding", padding, 0)
     else:
         before = after = check_int("padding", padding, 0)
-    return _axis_output_size(None, size, kernel_size, stride, before, after, dilation, ceil_mode)
+    return axis_output_size(None, size, kernel_size, stride, before, after, dilation, ceil_mode)
 
 
 def check_flag(name, value):
@@ -226,7 +226,7 @@ def resolve_padding(padding, kernel_size, stride, dilation, input_size=None):
                  for size, k, s, d in zip(input_size, kernel_size, stride, dilation))
 
 
-def _axis_output_size(axis, size, k, s, before, after, d, ceil_mode):
+def axis_output_size(axis, size, k, s, before, after, d, ceil_mode):
     where = "" if axis is None else f" along the {axis}"
     span = d * (k - 1) + 1
     total = size + before + after
@@ -252,7 +252,7 @@ def window_output_shape(height, width, kernel_size, stride, padding, dilation, c
     Raises ``ValueError`` when the window does not fit.
     """
     return tuple(
-        _axis_output_size(axis, size, k, s, before, after, d, ceil_mode)
+        axis_output_size(axis, size, k, s, before, after, d, ceil_mode)
         for axis, size, k, s, (before, after), d in zip(
             ("height", "width"), (height, width), kernel_size, stride, padding, dilation)
     )

@@ -19,10 +19,11 @@ from strategies import chunking
 
 import cnnlab
 import cnnlab.dask as cdask
+import cnnlab.dask.windows
 import cnnlab.functional as F
 import cnnlab.functional.pool
 from cnnlab.device import is_gpu_array
-from cnnlab.shapes import _axis_output_size
+from cnnlab.shapes import axis_output_size
 
 CONV = F.conv2d.__wrapped__  # the in-memory op, as the tasks run it
 POOL = cnnlab.functional.pool._pool2d.__wrapped__
@@ -65,24 +66,24 @@ def test_axis_plan_blocks_give_exactly_the_outputs(size, kernel, stride, dilatio
     formula, ceil_mode included), at the same window positions, never with more padding than
     the op's (so pooling's padding limit holds), reading its chunk plus the window's reach."""
     try:
-        total = _axis_output_size(None, size, kernel, stride, before, after, dilation, ceil_mode)
+        total = axis_output_size(None, size, kernel, stride, before, after, dilation, ceil_mode)
     except ValueError:
         return
     span = dilation * (kernel - 1) + 1
-    chunks = cdask._minimum_chunks(tuple(_sizes(data, size)), span - 1)
-    blocks, out_chunks = cdask._window_axis_plan(chunks, size, kernel, stride, dilation, before, after, ceil_mode)
+    chunks = cdask.windows._minimum_chunks(tuple(_sizes(data, size)), span - 1)
+    blocks, out_chunks = cdask.windows._window_axis_plan(chunks, size, kernel, stride, dilation, before, after, ceil_mode)
     assert sum(out_chunks) == total and min(out_chunks) > 0 and len(blocks) <= len(chunks)
     first = 0
     for (start, stop, pad_before, pad_after), count in zip(blocks, out_chunks):
         assert 0 <= start < stop <= size
         assert pad_before <= before and pad_after <= after
-        assert _axis_output_size(None, stop - start, kernel, stride, pad_before, pad_after, dilation,
+        assert axis_output_size(None, stop - start, kernel, stride, pad_before, pad_after, dilation,
                                  ceil_mode) == count
         assert start - pad_before == first * stride - before  # the block's first window is output `first`'s
         if len(blocks) > 1:
             assert stop - start <= max(chunks) + span - 1 + stride - 1
         first += count
-    pieces = sum(len(cdask._chunk_pieces(chunks, start, stop)) for start, stop, _, _ in blocks)
+    pieces = sum(len(cdask.windows._chunk_pieces(chunks, start, stop)) for start, stop, _, _ in blocks)
     assert pieces <= 3 * len(chunks)  # tasks grow with the chunks
 
 

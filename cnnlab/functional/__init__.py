@@ -11,8 +11,8 @@ a pointer to :func:`cnnlab.data.normalize`.
 
 One module per op family, named like the kernel files (:mod:`cnnlab.kernels.cpu`):
 ``conv``, ``pool``, ``activation``, ``merge``, ``linear``, ``dropout``, ``normalization``,
-``loss``, ``optim``; ``common`` holds the checks they share and ``dispatch`` the one hook where
-an op meets a dask array.
+``loss``, ``optim``; ``common`` holds the checks they share. How each op takes a dask array is
+declared with the decorators of :mod:`cnnlab.dispatch`.
 """
 
 from ..parallel import cpu_workers, single_threaded_blas
@@ -22,7 +22,7 @@ from .activation import (as_number, clip, clip_backward, clip_bounds, hardsigmoi
                          softmax, softmax_backward, tanh, tanh_backward)
 from .common import FLOAT_DTYPES, as_float_array
 from .conv import EPILOGUE_ACTIVATIONS, conv2d, conv2d_backward, epilogue_activation
-from .dispatch import elementwise, per_sample, sliding_window
+from ..dispatch import elementwise, per_sample, sliding_window
 from .dropout import dropout, dropout_backward
 from .linear import linear, linear_backward
 from .loss import (add_classification_totals, as_targets, cross_entropy, cross_entropy_backward,

@@ -7,7 +7,7 @@ import numpy as np
 from ..device import kernels_for
 from ..shapes import check_int
 from .common import as_float_array, check_grad, elementwise, elementwise_backward
-from .dispatch import elementwise as elementwise_chunks
+from ..dispatch import elementwise as elementwise_chunks
 
 
 def relu_backward(x, grad_out):

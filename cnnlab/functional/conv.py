@@ -11,7 +11,7 @@ from ..parallel import cpu_workers
 from ..shapes import check_int, pair, resolve_padding, window_output_shape
 from .activation import as_number, clip_bounds
 from .common import as_float_array, bias_or_zeros, blas_guard, check_grad, check_out
-from .dispatch import sliding_window
+from ..dispatch import sliding_window
 
 
 @sliding_window("convolution")

@@ -3,7 +3,7 @@
 from ..device import kernels_for
 from ..parallel import cpu_workers
 from .common import as_float_array, bias_or_zeros, blas_guard, check_grad
-from .dispatch import per_sample
+from ..dispatch import per_sample
 
 
 @per_sample
