@@ -7,11 +7,21 @@ import numpy as np
 
 from .. import config
 from ..device import kernels_for
+from ..dispatch import sliding_window
+from ..kernels import (
+    EPILOGUE_CLIP,
+    EPILOGUE_HARDSIGMOID,
+    EPILOGUE_HARDSWISH,
+    EPILOGUE_LEAKY_RELU,
+    EPILOGUE_NONE,
+    EPILOGUE_SIGMOID,
+    EPILOGUE_SILU,
+    EPILOGUE_TANH,
+)
 from ..parallel import cpu_workers
 from ..shapes import check_int, pair, resolve_padding, window_output_shape
 from .activation import as_number, clip_bounds
 from .common import as_float_array, bias_or_zeros, blas_guard, check_grad, check_out
-from ..dispatch import sliding_window
 
 
 @sliding_window("convolution")
@@ -133,15 +143,15 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, s
 
 EPILOGUE_ACTIVATIONS = {
     # name: (kernel code, default parameters, parameter names)
-    "relu": (1, (0.0, math.inf), ()),
-    "relu6": (1, (0.0, 6.0), ()),
-    "clip": (1, None, ("min", "max")),
-    "leaky_relu": (2, (0.01, 0.0), ("negative_slope",)),
-    "hardsigmoid": (3, (1 / 6, 0.5), ("alpha", "beta")),
-    "hardswish": (4, (0.0, 0.0), ()),
-    "sigmoid": (5, (0.0, 0.0), ()),
-    "silu": (6, (0.0, 0.0), ()),
-    "tanh": (7, (0.0, 0.0), ()),
+    "relu": (EPILOGUE_CLIP, (0.0, math.inf), ()),
+    "relu6": (EPILOGUE_CLIP, (0.0, 6.0), ()),
+    "clip": (EPILOGUE_CLIP, None, ("min", "max")),
+    "leaky_relu": (EPILOGUE_LEAKY_RELU, (0.01, 0.0), ("negative_slope",)),
+    "hardsigmoid": (EPILOGUE_HARDSIGMOID, (1 / 6, 0.5), ("alpha", "beta")),
+    "hardswish": (EPILOGUE_HARDSWISH, (0.0, 0.0), ()),
+    "sigmoid": (EPILOGUE_SIGMOID, (0.0, 0.0), ()),
+    "silu": (EPILOGUE_SILU, (0.0, 0.0), ()),
+    "tanh": (EPILOGUE_TANH, (0.0, 0.0), ()),
 }
 
 
@@ -166,7 +176,7 @@ def epilogue_activation(activation):
         An unknown name or bad parameters, naming ``activation``.
     """
     if activation is None:
-        return 0, 0.0, 0.0
+        return EPILOGUE_NONE, 0.0, 0.0
     name, parameters = (activation, ()) if isinstance(activation, str) else (None, None)
     if isinstance(activation, tuple) and activation and isinstance(activation[0], str):
         name, parameters = activation[0], tuple(activation[1:])

@@ -17,3 +17,14 @@ POOL_LP = 4
 BOUNDARY_FILL = 0
 BOUNDARY_WRAP = 1
 BOUNDARY_SYMM = 2
+
+# the activation a convolution kernel applies as it writes each output, with its two parameters
+# low, high (cnnlab.functional.conv2d's ``activation``; 0: none)
+EPILOGUE_NONE = 0
+EPILOGUE_CLIP = 1  # min(max(v, low), high): relu is [0, inf], relu6 [0, 6]
+EPILOGUE_LEAKY_RELU = 2  # v, or low * v below 0
+EPILOGUE_HARDSIGMOID = 3  # clip(low * v + high, 0, 1)
+EPILOGUE_HARDSWISH = 4
+EPILOGUE_SIGMOID = 5
+EPILOGUE_SILU = 6
+EPILOGUE_TANH = 7

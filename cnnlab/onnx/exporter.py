@@ -10,6 +10,7 @@ import numpy as np
 from .. import layers as L
 from ..device import to_host
 from ..shapes import resolve_padding
+from .registry import onnx_module
 
 __all__ = ["save", "EXPORTERS"]
 
@@ -185,9 +186,7 @@ def save(model, path, opset=OPSET):
     ValueError
         When the model's input shape is not known.
     """
-    from .importer import _onnx
-
-    onnx = _onnx()
+    onnx = onnx_module()
     graph = model.graph
     if model.input_shape is None:
         raise ValueError("the model's input shape is not known: build it with input_shape=... (or from "

@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from . import ops  # noqa: F401  (registers the converters)
-from .registry import Unsupported, find
+from .registry import Unsupported, find, onnx_module
 
 __all__ = ["load", "MIN_OPSET"]
 
@@ -22,16 +22,8 @@ MIN_OPSET = 11
 _DTYPES = {1: np.float32, 11: np.float64}  # onnx.TensorProto.FLOAT, DOUBLE
 
 
-def _onnx():
-    try:
-        import onnx
-    except ImportError:  # pragma: no cover - depends on the installation
-        raise ImportError("cnnlab.onnx needs the onnx package: pip install 'cnnlab[onnx]'") from None
-    return onnx
-
-
 def _model_proto(source):
-    onnx = _onnx()
+    onnx = onnx_module()
     if isinstance(source, onnx.ModelProto):
         return source
     if isinstance(source, (bytes, bytearray)):
@@ -188,7 +180,7 @@ def load(source):
     """
     import cnnlab
 
-    onnx = _onnx()
+    onnx = onnx_module()
     proto = _model_proto(source)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None or opset < MIN_OPSET:

@@ -13,7 +13,7 @@ True
 
 import inspect
 
-__all__ = ["CONVERTERS", "converter", "Unsupported"]
+__all__ = ["CONVERTERS", "converter", "onnx_module", "Unsupported"]
 
 CONVERTERS = {}
 
@@ -41,3 +41,12 @@ def find(op_type, opset):
     entries = [(since, function, attributes) for since, function, attributes in CONVERTERS.get(op_type, [])
                if since <= opset]
     return entries[-1][1:] if entries else (None, None)
+
+
+def onnx_module():
+    """The ``onnx`` package, imported on first use (the ``onnx`` extra)."""
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover - depends on the installation
+        raise ImportError("cnnlab.onnx needs the onnx package: pip install 'cnnlab[onnx]'") from None
+    return onnx

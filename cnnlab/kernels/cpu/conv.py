@@ -31,6 +31,15 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .. import (
+    EPILOGUE_CLIP,
+    EPILOGUE_HARDSIGMOID,
+    EPILOGUE_HARDSWISH,
+    EPILOGUE_LEAKY_RELU,
+    EPILOGUE_SIGMOID,
+    EPILOGUE_SILU,
+    EPILOGUE_TANH,
+)
 from ._schedule import _share, _sum_over_workers, run_shared
 from .activation import _sigmoid
 
@@ -85,29 +94,29 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
     else:
         for p in range(n):
             row[p] = s * row[p] + b
-    if activation == 1:
+    if activation == EPILOGUE_CLIP:
         for p in range(n):
             v = row[p]
             row[p] = low if v < low else (high if v > high else v)
-    elif activation == 2:
+    elif activation == EPILOGUE_LEAKY_RELU:
         for p in range(n):
             v = row[p]
             row[p] = v if v > 0 else low * v
-    elif activation == 3:
+    elif activation == EPILOGUE_HARDSIGMOID:
         for p in range(n):
             z = low * row[p] + high
             row[p] = 0 if z < 0 else (1 if z > 1 else z)
-    elif activation == 4:
+    elif activation == EPILOGUE_HARDSWISH:
         for p in range(n):
             v = row[p]
             row[p] = v * min(max(v + 3.0, 0.0), 6.0) / 6.0
-    elif activation == 5:
+    elif activation == EPILOGUE_SIGMOID:
         for p in range(n):
             row[p] = _sigmoid(row[p])
-    elif activation == 6:
+    elif activation == EPILOGUE_SILU:
         for p in range(n):
             row[p] = row[p] * _sigmoid(row[p])
-    elif activation == 7:
+    elif activation == EPILOGUE_TANH:
         for p in range(n):
             row[p] = math.tanh(row[p])
 

@@ -21,6 +21,15 @@ import numpy as np
 from numba import cuda
 
 from ... import config
+from .. import (
+    EPILOGUE_CLIP,
+    EPILOGUE_HARDSIGMOID,
+    EPILOGUE_HARDSWISH,
+    EPILOGUE_LEAKY_RELU,
+    EPILOGUE_SIGMOID,
+    EPILOGUE_SILU,
+    EPILOGUE_TANH,
+)
 from ._launch import launch_shape
 from .activation import _sigmoid
 
@@ -35,20 +44,20 @@ def _finish(acc, s, b, r, activation, low, high):
     """One output of the fused epilogue: ``act(s * acc + b + r)``, the activation codes of
     :func:`cnnlab.kernels.cpu.conv._finish_row`."""
     v = s * acc + b + r
-    if activation == 1:
+    if activation == EPILOGUE_CLIP:
         return low if v < low else (high if v > high else v)
-    if activation == 2:
+    if activation == EPILOGUE_LEAKY_RELU:
         return v if v > 0 else low * v
-    if activation == 3:
+    if activation == EPILOGUE_HARDSIGMOID:
         z = low * v + high
         return 0 if z < 0 else (1 if z > 1 else z)
-    if activation == 4:
+    if activation == EPILOGUE_HARDSWISH:
         return v * min(max(v + 3.0, 0.0), 6.0) / 6.0
-    if activation == 5:
+    if activation == EPILOGUE_SIGMOID:
         return _sigmoid(v)
-    if activation == 6:
+    if activation == EPILOGUE_SILU:
         return v * _sigmoid(v)
-    if activation == 7:
+    if activation == EPILOGUE_TANH:
         return math.tanh(v)
     return v
 
