@@ -15,12 +15,11 @@ from .parallel import load_tbb as _load_tbb
 
 _load_tbb()  # before Numba picks its threading layer: see cnnlab.parallel
 
-from . import (applications, callbacks, compilation, config, data, filters, functional, layers, losses,
-               optim)
+from . import applications, callbacks, compilation, config, data, filters, functional, layers, losses, optim
 from .device import cuda_available, to_device, to_host
-from .symbolic import Input
 from .model import Model, Sequential, load
 from .shapes import output_size
+from .symbolic import Input
 
 __all__ = [
     "__version__",

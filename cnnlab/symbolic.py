@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checks import check_float_dtype
+
 __all__ = ["Input", "SymbolicTensor", "Node", "call_layer", "is_symbolic"]
 
 
@@ -68,9 +70,7 @@ def Input(shape, dtype="float32", name=None):
         raise TypeError(f"shape must be a non-empty tuple of integers (one sample's shape), got {shape!r}")
     if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in shape):
         raise ValueError(f"shape must hold positive integers (no batch axis), got {tuple(shape)}")
-    dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype}")
+    dtype = check_float_dtype(dtype)
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a string or None, got {name!r}")
     return SymbolicTensor(shape, dtype, name=name)

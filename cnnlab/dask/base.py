@@ -9,7 +9,6 @@ from .. import device as device_module
 from ..device import is_gpu_array, require_cuda, to_host
 from ..parallel import threading_layer
 
-
 _LOCK = threading.Lock()
 
 
@@ -76,6 +75,14 @@ def dask_modules():
     except ImportError:  # pragma: no cover - only without the extra
         raise ImportError("dask arrays need the 'dask' extra: pip install cnnlab[dask]") from None
     return dask, da
+
+
+def check_known_shape(name, x):
+    """The dask array ``x`` has known chunk sizes and is not empty (``ValueError`` naming ``name``)."""
+    if any(np.isnan(s) for s in x.shape):
+        raise ValueError(f"{name} has unknown chunk sizes {x.chunks}: call {name}.compute_chunk_sizes() first")
+    if 0 in x.shape:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
 
 
 def check_batch_chunks(x, name):

@@ -5,7 +5,7 @@ import numpy as np
 from .. import filters as image_filters
 from ..device import to_host
 from ..dispatch import is_dask_array
-from .base import dask_modules, on_device, resolve_device
+from .base import check_known_shape, dask_modules, on_device, resolve_device
 
 
 def _check_image(name, x, ndims, kinds):
@@ -17,10 +17,7 @@ def _check_image(name, x, ndims, kinds):
         raise ValueError(f"{name} must have shape {shapes}, got {tuple(x.shape)}")
     if np.dtype(x.dtype).kind not in kinds:
         raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
-    if any(np.isnan(s) for s in x.shape):
-        raise ValueError(f"{name} has unknown chunk sizes {x.chunks}: call {name}.compute_chunk_sizes() first")
-    if 0 in x.shape:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    check_known_shape(name, x)
 
 
 def _axis_plan(chunks, size, mode, flip):

@@ -12,7 +12,6 @@ from .base import dask_modules
 from .batches import batch_blocks
 from .models import check_model_input
 
-
 _READ_ERRORS = ("raise", "nan")
 _LOCAL_SCHEDULERS = ("threads", "processes", "synchronous", "sync", "single-threaded")
 

@@ -3,6 +3,7 @@
 import numpy as np
 
 from .. import losses as losses_module
+from ..checks import check_image_dtype
 from ..dispatch import is_dask_array
 from .base import check_batch_chunks, dask_modules, kernel_lock
 from .batches import batch_blocks
@@ -13,12 +14,7 @@ def check_model_input(model, x, name="x"):
     found chunk by chunk, when the chunks are computed)."""
     model._require_classifier("fit, evaluate and predict")
     model._check_batch_axis(x, name)
-    kind = np.dtype(x.dtype).kind
-    if kind in "biu":
-        raise TypeError(f"{name} has integer dtype {x.dtype}: scale 0-255 images with "
-                        "cnnlab.data.normalize(images) first")
-    if kind != "f":
-        raise TypeError(f"{name} must hold float32 or float64 values, got dtype {x.dtype}")
+    check_image_dtype(name, x.dtype)
     if x.ndim < 2 or x.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty batch (N, ...), got shape {x.shape}")
     model.output_shapes(x.shape[1:])

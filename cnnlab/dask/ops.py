@@ -37,11 +37,8 @@ def _conv2d_on_dask(function, x, weight, bias=None, stride=1, padding=0, dilatio
     filters = weight.shape[0]
     checked_bias = functional.common.bias_or_zeros(kernels, bias, filters, x.dtype)
     if scale is not None:
-        scale = functional.as_float_array("scale", scale, ndim=1, dtype=x.dtype)
-        if scale.shape[0] != filters:
-            raise ValueError(f"scale must have {filters} entries (one per filter), got shape {tuple(scale.shape)}")
-        options["scale"] = to_host(scale)
-    if options.get("activation") is not None and hasattr(functional, "epilogue_activation"):
+        options["scale"] = to_host(functional.conv.check_scale(scale, filters, x.dtype))
+    if options.get("activation") is not None:
         functional.epilogue_activation(options["activation"])
     device = resolve_device(None, weight, bias, scale)
     weight, bias = to_host(weight), (None if bias is None else to_host(checked_bias))

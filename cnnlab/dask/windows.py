@@ -7,7 +7,7 @@ import numpy as np
 from .. import functional
 from ..dispatch import is_dask_array
 from ..shapes import axis_output_size, check_flag, check_int, pair, resolve_padding, window_output_shape
-from .base import dask_modules, on_device, resolve_device, to_host_values
+from .base import check_known_shape, dask_modules, on_device, resolve_device, to_host_values
 
 
 def _window_axis_plan(chunks, size, kernel, stride, dilation, before, after, ceil_mode):
@@ -171,10 +171,7 @@ def check_network_input(name, x, ndim=4):
     functional.as_float_array(name, np.empty((1,) * x.ndim, x.dtype))  # dtype: the in-memory errors
     if x.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
-    if any(np.isnan(s) for s in x.shape):
-        raise ValueError(f"{name} has unknown chunk sizes {x.chunks}: call {name}.compute_chunk_sizes() first")
-    if 0 in x.shape:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    check_known_shape(name, x)
 
 
 def chunked_across_samples(x):
@@ -267,10 +264,7 @@ def map_windows(function, x, *args, kernel_size, stride=1, padding=0, dilation=1
         raise TypeError(f"function must be callable, got {type(function).__name__}")
     if x.ndim != 4:
         raise ValueError(f"x must have 4 dimensions (N, C, H, W), got shape {tuple(x.shape)}")
-    if any(np.isnan(s) for s in x.shape):
-        raise ValueError(f"x has unknown chunk sizes {x.chunks}: call x.compute_chunk_sizes() first")
-    if 0 in x.shape:
-        raise ValueError(f"x is empty (shape {tuple(x.shape)})")
+    check_known_shape("x", x)
     kernel = pair("kernel_size", kernel_size, 1)
     stride = pair("stride", stride, 1)
     dilation = pair("dilation", dilation, 1)

@@ -15,25 +15,68 @@ One module per op family, named like the kernel files (:mod:`cnnlab.kernels.cpu`
 declared with the decorators of :mod:`cnnlab.dispatch`.
 """
 
+from ..dispatch import elementwise, per_sample, sliding_window
 from ..parallel import cpu_workers, single_threaded_blas
-from .activation import (as_number, clip, clip_backward, clip_bounds, hardsigmoid, hardsigmoid_backward, hardswish,
-                         hardswish_backward, leaky_relu, leaky_relu_backward, log_softmax, log_softmax_backward, relu,
-                         relu6, relu6_backward, relu_backward, sigmoid, sigmoid_backward, silu, silu_backward,
-                         softmax, softmax_backward, tanh, tanh_backward)
+from .activation import (
+                         as_number,
+                         clip,
+                         clip_backward,
+                         clip_bounds,
+                         hardsigmoid,
+                         hardsigmoid_backward,
+                         hardswish,
+                         hardswish_backward,
+                         leaky_relu,
+                         leaky_relu_backward,
+                         log_softmax,
+                         log_softmax_backward,
+                         relu,
+                         relu6,
+                         relu6_backward,
+                         relu_backward,
+                         sigmoid,
+                         sigmoid_backward,
+                         silu,
+                         silu_backward,
+                         softmax,
+                         softmax_backward,
+                         tanh,
+                         tanh_backward,
+)
 from .common import FLOAT_DTYPES, as_float_array
 from .conv import EPILOGUE_ACTIVATIONS, conv2d, conv2d_backward, epilogue_activation
-from ..dispatch import elementwise, per_sample, sliding_window
 from .dropout import dropout, dropout_backward
 from .linear import linear, linear_backward
-from .loss import (add_classification_totals, as_targets, cross_entropy, cross_entropy_backward,
-                   cross_entropy_per_sample, gather_rows, mse, mse_backward, weighted_cross_entropy,
-                   weighted_cross_entropy_backward, weighted_cross_entropy_per_sample)
+from .loss import (
+                         add_classification_totals,
+                         as_targets,
+                         cross_entropy,
+                         cross_entropy_backward,
+                         cross_entropy_per_sample,
+                         gather_rows,
+                         mse,
+                         mse_backward,
+                         weighted_cross_entropy,
+                         weighted_cross_entropy_backward,
+                         weighted_cross_entropy_per_sample,
+)
 from .merge import add, add_backward, concatenate, concatenate_backward, multiply, multiply_backward
 from .normalization import batch_norm2d, batch_norm2d_backward, running_average
 from .optim import adam_update, sgd_update
-from .pool import (INDEX_DTYPE, POOL_MODES, avg_pool2d, global_avg_pool2d, global_avg_pool2d_backward,
-                   global_max_pool2d, global_max_pool2d_backward, max_pool2d, min_pool2d, pool2d, pool2d_backward,
-                   pool_arguments)
+from .pool import (
+                         INDEX_DTYPE,
+                         POOL_MODES,
+                         avg_pool2d,
+                         global_avg_pool2d,
+                         global_avg_pool2d_backward,
+                         global_max_pool2d,
+                         global_max_pool2d_backward,
+                         max_pool2d,
+                         min_pool2d,
+                         pool2d,
+                         pool2d_backward,
+                         pool_arguments,
+)
 
 __all__ = [
     "conv2d",

@@ -5,9 +5,9 @@ import math
 import numpy as np
 
 from ..device import kernels_for
+from ..dispatch import elementwise as elementwise_chunks
 from ..shapes import check_int
 from .common import as_float_array, check_grad, elementwise, elementwise_backward
-from ..dispatch import elementwise as elementwise_chunks
 
 
 def relu_backward(x, grad_out):

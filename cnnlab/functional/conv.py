@@ -116,12 +116,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, s
     filters = weight.shape[0]
     code, low, high = epilogue_activation(activation)
     shift = bias_or_zeros(kernels, bias, filters, x.dtype)
-    if scale is None:
-        scale = kernels.ones((filters,), x.dtype)
-    else:
-        scale = kernels.asarray(as_float_array("scale", scale, ndim=1, dtype=x.dtype))
-        if scale.shape[0] != filters:
-            raise ValueError(f"scale must have {filters} entries (one per filter), got shape {tuple(scale.shape)}")
+    scale = kernels.ones((filters,), x.dtype) if scale is None else kernels.asarray(check_scale(scale, filters, x.dtype))
     out_shape = (x.shape[0], filters) + geometry.out_shape
     if out is None:
         out = kernels.empty(out_shape, x.dtype)
@@ -247,6 +242,14 @@ def conv_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, group
     args = (stride[0], stride[1], pads[0][0], pads[1][0], dilation[0], dilation[1], groups,
             block_rows, workers)
     return ConvGeometry((out_h, out_w), args, filter_blocks, sample_block)
+
+
+def check_scale(scale, filters, dtype):
+    """:func:`conv2d`'s ``scale``: a 1-D float array of ``dtype`` with one entry per filter."""
+    scale = as_float_array("scale", scale, ndim=1, dtype=dtype)
+    if scale.shape[0] != filters:
+        raise ValueError(f"scale must have {filters} entries (one per filter), got shape {tuple(scale.shape)}")
+    return scale
 
 
 def conv2d_backward(x, weight, grad_out, stride=1, padding=0, dilation=1, groups=1, input_grad=True):

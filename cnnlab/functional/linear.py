@@ -1,9 +1,9 @@
 """Fully-connected layers: :func:`linear` and its backward."""
 
 from ..device import kernels_for
+from ..dispatch import per_sample
 from ..parallel import cpu_workers
 from .common import as_float_array, bias_or_zeros, blas_guard, check_grad
-from ..dispatch import per_sample
 
 
 @per_sample

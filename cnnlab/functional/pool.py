@@ -5,11 +5,11 @@ import math
 import numpy as np
 
 from ..device import is_gpu_array, kernels_for
+from ..dispatch import is_dask_array, per_sample, sliding_window
 from ..kernels import POOL_AVG, POOL_LP, POOL_MAX, POOL_MEDIAN, POOL_MIN
 from ..parallel import cpu_workers
 from ..shapes import check_flag, check_int, check_padding, pair, window_output_shape
 from .common import as_float_array, check_grad
-from ..dispatch import is_dask_array, per_sample, sliding_window
 
 POOL_MODES = {"max": POOL_MAX, "avg": POOL_AVG, "min": POOL_MIN, "median": POOL_MEDIAN, "lp": POOL_LP}
 

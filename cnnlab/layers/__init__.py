@@ -7,15 +7,14 @@ class registers itself in :data:`LAYER_TYPES` by name when it is defined (what a
 architecture names), so a new layer needs no list to be added to.
 """
 
-from .activation import (Clip, HardSigmoid, HardSwish, LeakyReLU, LogSoftmax, ReLU, ReLU6, Sigmoid, SiLU, Softmax,
-                         Tanh)
+from .activation import Clip, HardSigmoid, HardSwish, LeakyReLU, LogSoftmax, ReLU, ReLU6, Sigmoid, SiLU, Softmax, Tanh
 from .base import LAYER_TYPES, Layer
 from .conv import Conv2D
 from .dropout import Dropout
 from .linear import Dense
 from .merge import Add, Concatenate, Multiply
 from .normalization import BatchNorm2D
-from .pool import (AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, LPPool2D, MaxPool2D, MedianPool2D, MinPool2D)
+from .pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, LPPool2D, MaxPool2D, MedianPool2D, MinPool2D
 from .tensor import Flatten, Identity, Reshape
 
 __all__ = [

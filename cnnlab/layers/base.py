@@ -19,17 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_device, check_float_dtype
 from ..device import is_gpu_array, to_device, to_host
 from ..symbolic import call_layer
 
 #: every layer class by name (the saved architecture names them), filled as classes are defined
 LAYER_TYPES: dict[str, type] = {}
 
-def float_dtype(dtype):
-    dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype}")
-    return dtype
+float_dtype = check_float_dtype
 
 
 class Layer:
@@ -79,8 +76,7 @@ class Layer:
 
     def to(self, device):
         """Move parameters, gradients and buffers to ``'cpu'`` or ``'cuda'``; returns ``self``."""
-        if device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        check_device(device)
         move = to_device if device == "cuda" else to_host
         for store in (self.params, self.grads, self.buffers):
             for name in store:

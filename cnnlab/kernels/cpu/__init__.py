@@ -63,7 +63,6 @@ with kernels_cached_in(cache_dir()):
         running_average,
     )
     from .optim import adam_step, sgd_step
-    from .tensor import classification_totals, gather_rows
     from .pool import (
         global_avg_pool2d_backward,
         global_avg_pool2d_forward,
@@ -72,6 +71,7 @@ with kernels_cached_in(cache_dir()):
         pool2d_forward,
         pool2d_forward_with_indices,
     )
+    from .tensor import classification_totals, gather_rows
 
 DEVICE = "cpu"
 

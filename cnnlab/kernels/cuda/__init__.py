@@ -59,7 +59,6 @@ from .normalization import (
     running_average,
 )
 from .optim import adam_step, sgd_step
-from .tensor import classification_totals, gather_rows
 from .pool import (
     global_avg_pool2d_backward,
     global_avg_pool2d_forward,
@@ -68,6 +67,7 @@ from .pool import (
     pool2d_forward,
     pool2d_forward_with_indices,
 )
+from .tensor import classification_totals, gather_rows
 
 DEVICE = "cuda"
 
