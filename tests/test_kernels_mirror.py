@@ -7,23 +7,7 @@ import cnnlab.kernels.cpu as cpu
 import cnnlab.kernels.cuda as cuda
 
 KERNELS_DIR = pathlib.Path(cpu.__file__).parent.parent
-KERNEL_NAMES = {
-    "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
-    "pool2d_forward", "pool2d_backward", "global_avg_pool2d_forward", "global_avg_pool2d_backward",
-    "pool2d_forward_with_indices", "pool2d_backward_with_indices",
-    "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
-    "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
-    "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
-    "linear_forward", "linear_backward", "dropout_forward", "dropout_backward",
-    "cross_entropy_forward", "cross_entropy_backward", "mse_forward", "mse_backward",
-    "batchnorm2d_statistics", "batchnorm2d_forward", "batchnorm2d_backward", "running_average",
-    "sgd_step", "adam_step", "correlate2d_forward", "gather_rows", "classification_totals",
-    "weighted_cross_entropy_backward", "weight_losses_by_class",
-    "clip_forward", "clip_backward", "hardsigmoid_forward", "hardsigmoid_backward",
-    "hardswish_forward", "hardswish_backward", "silu_forward", "silu_backward",
-    "add_forward", "add_backward", "multiply_forward", "multiply_backward",
-    "concatenate_forward", "concatenate_backward", "global_max_pool2d_forward", "global_max_pool2d_backward",
-}
+KERNEL_NAMES = cpu.KERNEL_NAMES  # the union of the cpu kernel files' __all__
 
 
 def public_kernels(module):
@@ -38,8 +22,29 @@ def public_kernels(module):
 def test_same_kernel_names_and_parameters():
     cpu_kernels = public_kernels(cpu)
     cuda_kernels = public_kernels(cuda)
-    assert set(cpu_kernels) == KERNEL_NAMES
+    assert set(cpu_kernels) == KERNEL_NAMES == cuda.KERNEL_NAMES
     assert cpu_kernels == cuda_kernels
+    assert len(KERNEL_NAMES) >= 56  # every kernel file was found
+
+
+def test_each_file_lists_its_kernels():
+    """A kernel file's ``__all__`` is its kernels: every public function but the shared device
+    helpers, the same list on both sides, so the packages export them without a list of their own."""
+    import ast
+
+    for side in ("cpu", "cuda"):
+        for path in (KERNELS_DIR / side).glob("*.py"):
+            if path.name.startswith("_"):
+                continue
+            tree = ast.parse(path.read_text())
+            public = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+                      and not node.name.startswith("_")} - {"keep_probability_hash"}
+            module = __import__(f"cnnlab.kernels.{side}.{path.stem}", fromlist=["x"])
+            assert set(module.__all__) == public, (side, path.name)
+    for name in cpu.KERNEL_MODULES:
+        cpu_module = __import__(f"cnnlab.kernels.cpu.{name}", fromlist=["x"])
+        cuda_module = __import__(f"cnnlab.kernels.cuda.{name}", fromlist=["x"])
+        assert sorted(cpu_module.__all__) == sorted(cuda_module.__all__), name
 
 
 def test_same_files():
@@ -90,9 +95,7 @@ for forward, backward in ((F.relu6, F.relu6_backward), (F.hardswish, F.hardswish
     backward(x, forward(x))
 F.weighted_cross_entropy_backward(F.softmax(x[:, 0, 0]), np.array([0, 1, 2, 3]), np.ones(6, np.float32))
 # every compiled CPU function (kernels, their serial workers and parallel drivers) that ran
-dispatchers = {f"{module.__name__}.{name}": obj for module in (cpu.activation, cpu.conv, cpu.dropout,
-               cpu.filter, cpu.linear, cpu.loss, cpu.merge, cpu.normalization, cpu.optim, cpu.pool,
-               cpu.tensor, cpu._schedule) for name, obj in vars(module).items()
+dispatchers = {f"{module.__name__}.{name}": obj for module in [getattr(cpu, m) for m in cpu.KERNEL_MODULES] + [cpu._schedule] for name, obj in vars(module).items()
                if isinstance(obj, numba.core.registry.CPUDispatcher)}
 used = {name: d for name, d in dispatchers.items() if d.stats.cache_hits or d.stats.cache_misses}
 compiled = [name for name, d in used.items() if d.stats.cache_misses]

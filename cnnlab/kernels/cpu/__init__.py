@@ -1,77 +1,30 @@
 """CPU kernels: Numba ``@njit(parallel=True, cache=True)`` drivers over serial workers.
 
-Mirrors :mod:`cnnlab.kernels.cuda` name for name.  Besides the kernels, the
-module offers the allocation helpers the dispatch layer uses to put a result
-where the input lives (here: host memory).
+Mirrors :mod:`cnnlab.kernels.cuda` file for file and name for name: every module here that does
+not start with ``_`` holds the kernels of one op family and lists them in its ``__all__``, and
+this package exports them all (:data:`KERNEL_NAMES`), so a new kernel needs no entry here.
+Besides the kernels, the package offers the allocation helpers the dispatch layer uses to put a
+result where the input lives (here: host memory).
 """
+
+import importlib
+import pkgutil
 
 import numpy as np
 
 from ..cache import cache_dir, kernels_cached_in
 
-# every kernel module below is defined with its compiled code kept in the per-user cache
-# folder (see cnnlab.kernels.cache), never inside the installed package
+#: the kernel files, by op family
+KERNEL_MODULES = tuple(sorted(name for _, name, _ in pkgutil.iter_modules(__path__) if not name.startswith("_")))
+
+# every kernel module is defined with its compiled code kept in the per-user cache folder (see
+# cnnlab.kernels.cache), never inside the installed package
 with kernels_cached_in(cache_dir()):
-    from .activation import (
-        clip_backward,
-        clip_forward,
-        hardsigmoid_backward,
-        hardsigmoid_forward,
-        hardswish_backward,
-        hardswish_forward,
-        leaky_relu_backward,
-        leaky_relu_forward,
-        log_softmax_backward,
-        log_softmax_forward,
-        relu_backward,
-        relu_forward,
-        sigmoid_backward,
-        sigmoid_forward,
-        silu_backward,
-        silu_forward,
-        softmax_backward,
-        softmax_forward,
-        tanh_backward,
-        tanh_forward,
-    )
-    from .conv import conv2d_backward_input, conv2d_backward_weight, conv2d_forward
-    from .dropout import dropout_backward, dropout_forward
-    from .filter import correlate2d_forward
-    from .linear import linear_backward, linear_forward
-    from .loss import (
-        cross_entropy_backward,
-        cross_entropy_forward,
-        mse_backward,
-        mse_forward,
-        weight_losses_by_class,
-        weighted_cross_entropy_backward,
-    )
-    from .merge import (
-        add_backward,
-        add_forward,
-        concatenate_backward,
-        concatenate_forward,
-        global_max_pool2d_backward,
-        global_max_pool2d_forward,
-        multiply_backward,
-        multiply_forward,
-    )
-    from .normalization import (
-        batchnorm2d_backward,
-        batchnorm2d_forward,
-        batchnorm2d_statistics,
-        running_average,
-    )
-    from .optim import adam_step, sgd_step
-    from .pool import (
-        global_avg_pool2d_backward,
-        global_avg_pool2d_forward,
-        pool2d_backward,
-        pool2d_backward_with_indices,
-        pool2d_forward,
-        pool2d_forward_with_indices,
-    )
-    from .tensor import classification_totals, gather_rows
+    _modules = [importlib.import_module(f"{__name__}.{name}") for name in KERNEL_MODULES]
+
+#: every kernel's name (the ``__all__`` of the kernel files)
+KERNEL_NAMES = frozenset(name for module in _modules for name in module.__all__)
+globals().update({name: getattr(module, name) for module in _modules for name in module.__all__})
 
 DEVICE = "cpu"
 

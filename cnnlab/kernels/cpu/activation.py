@@ -10,6 +10,29 @@ import math
 
 from numba import njit, prange
 
+__all__ = [  # the kernels of this file
+    "clip_backward",
+    "clip_forward",
+    "hardsigmoid_backward",
+    "hardsigmoid_forward",
+    "hardswish_backward",
+    "hardswish_forward",
+    "leaky_relu_backward",
+    "leaky_relu_forward",
+    "log_softmax_backward",
+    "log_softmax_forward",
+    "relu_backward",
+    "relu_forward",
+    "sigmoid_backward",
+    "sigmoid_forward",
+    "silu_backward",
+    "silu_forward",
+    "softmax_backward",
+    "softmax_forward",
+    "tanh_backward",
+    "tanh_forward",
+]
+
 
 @njit(parallel=True, cache=True)
 def relu_forward(x, out):

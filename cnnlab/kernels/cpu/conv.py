@@ -43,6 +43,8 @@ from .. import (
 from ._schedule import _share, _sum_over_workers, run_shared
 from .activation import _sigmoid
 
+__all__ = ["conv2d_backward_input", "conv2d_backward_weight", "conv2d_forward"]  # the kernels of this file
+
 
 @njit(cache=True)
 def _im2col(x, n, first_channel, first_row, rows, columns, kernel_h, kernel_w, out_w,

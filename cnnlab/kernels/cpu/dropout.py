@@ -9,6 +9,8 @@ Mirrors :mod:`cnnlab.kernels.cuda.dropout`.
 
 from numba import njit, prange
 
+__all__ = ["dropout_backward", "dropout_forward"]  # the kernels of this file
+
 MASK32 = 0xFFFFFFFF
 
 

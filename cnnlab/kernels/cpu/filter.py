@@ -14,6 +14,8 @@ from numba import njit, prange
 
 from .. import BOUNDARY_FILL, BOUNDARY_WRAP
 
+__all__ = ["correlate2d_forward"]  # the kernels of this file
+
 
 @njit(cache=True)
 def _resolve(index, size, boundary):

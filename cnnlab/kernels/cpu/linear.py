@@ -12,6 +12,8 @@ from numba import njit, prange
 from ._schedule import _share, _sum_over_workers, run_shared
 from .conv import _matmul
 
+__all__ = ["linear_backward", "linear_forward"]  # the kernels of this file
+
 
 @njit(cache=True)
 def _linear_forward_rows(x, weight_t, bias, out, first, last):

@@ -7,6 +7,15 @@ import math
 
 from numba import njit, prange
 
+__all__ = [  # the kernels of this file
+    "cross_entropy_backward",
+    "cross_entropy_forward",
+    "mse_backward",
+    "mse_forward",
+    "weight_losses_by_class",
+    "weighted_cross_entropy_backward",
+]
+
 
 @njit(parallel=True, cache=True)
 def cross_entropy_forward(logits, targets, losses, probabilities):

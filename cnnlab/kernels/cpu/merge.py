@@ -14,6 +14,17 @@ import math
 import numpy as np
 from numba import njit, prange
 
+__all__ = [  # the kernels of this file
+    "add_backward",
+    "add_forward",
+    "concatenate_backward",
+    "concatenate_forward",
+    "global_max_pool2d_backward",
+    "global_max_pool2d_forward",
+    "multiply_backward",
+    "multiply_forward",
+]
+
 
 @njit(cache=True)
 def _b_index(i, dims, b_dims):

@@ -7,6 +7,13 @@ import math
 
 from numba import njit, prange
 
+__all__ = [  # the kernels of this file
+    "batchnorm2d_backward",
+    "batchnorm2d_forward",
+    "batchnorm2d_statistics",
+    "running_average",
+]
+
 
 @njit(parallel=True, cache=True)
 def batchnorm2d_statistics(x, mean, variance):

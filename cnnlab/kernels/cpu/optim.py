@@ -7,6 +7,8 @@ import math
 
 from numba import njit, prange
 
+__all__ = ["adam_step", "sgd_step"]  # the kernels of this file
+
 
 @njit(parallel=True, cache=True)
 def sgd_step(param, grad, velocity, lr, momentum, weight_decay, nesterov):

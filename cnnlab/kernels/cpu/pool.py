@@ -18,6 +18,15 @@ from numba import njit, prange
 from .. import POOL_AVG, POOL_MAX, POOL_MEDIAN, POOL_MIN
 from ._schedule import _share, run_shared
 
+__all__ = [  # the kernels of this file
+    "global_avg_pool2d_backward",
+    "global_avg_pool2d_forward",
+    "pool2d_backward",
+    "pool2d_backward_with_indices",
+    "pool2d_forward",
+    "pool2d_forward_with_indices",
+]
+
 
 @njit(cache=True)
 def _avg_divisor(h0, w0, kernel_h, kernel_w, height, width, pad_bottom, pad_right, count_include_pad):

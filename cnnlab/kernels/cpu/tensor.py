@@ -5,6 +5,8 @@ Mirrors :mod:`cnnlab.kernels.cuda.tensor`.
 
 from numba import njit, prange
 
+__all__ = ["classification_totals", "gather_rows"]  # the kernels of this file
+
 
 @njit(parallel=True, cache=True)
 def gather_rows(source, index, out):

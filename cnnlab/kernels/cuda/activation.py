@@ -9,6 +9,29 @@ from numba import cuda
 
 from ._launch import launch_shape
 
+__all__ = [  # the kernels of this file
+    "clip_backward",
+    "clip_forward",
+    "hardsigmoid_backward",
+    "hardsigmoid_forward",
+    "hardswish_backward",
+    "hardswish_forward",
+    "leaky_relu_backward",
+    "leaky_relu_forward",
+    "log_softmax_backward",
+    "log_softmax_forward",
+    "relu_backward",
+    "relu_forward",
+    "sigmoid_backward",
+    "sigmoid_forward",
+    "silu_backward",
+    "silu_forward",
+    "softmax_backward",
+    "softmax_forward",
+    "tanh_backward",
+    "tanh_forward",
+]
+
 
 @cuda.jit
 def _relu_kernel(x, out):

@@ -33,6 +33,8 @@ from .. import (
 from ._launch import launch_shape
 from .activation import _sigmoid
 
+__all__ = ["conv2d_backward_input", "conv2d_backward_weight", "conv2d_forward"]  # the kernels of this file
+
 FILTERS_PER_BLOCK = 8
 MAX_PATCH = 48  # largest input patch side held in shared memory
 MAX_TAPS = 64  # largest KH * KW held in shared memory

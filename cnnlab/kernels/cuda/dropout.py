@@ -7,6 +7,8 @@ from numba import cuda
 
 from ._launch import launch_shape
 
+__all__ = ["dropout_backward", "dropout_forward"]  # the kernels of this file
+
 MASK32 = 0xFFFFFFFF
 
 

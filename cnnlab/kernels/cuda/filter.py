@@ -8,6 +8,8 @@ from numba import cuda
 from .. import BOUNDARY_FILL, BOUNDARY_WRAP
 from ._launch import launch_shape
 
+__all__ = ["correlate2d_forward"]  # the kernels of this file
+
 
 @cuda.jit(device=True)
 def _resolve(index, size, boundary):

@@ -7,6 +7,8 @@ from numba import cuda
 
 from ._launch import launch_shape
 
+__all__ = ["linear_backward", "linear_forward"]  # the kernels of this file
+
 
 @cuda.jit
 def _linear_kernel(x, weight, bias, out):

@@ -9,6 +9,15 @@ from numba import cuda
 
 from ._launch import launch_shape
 
+__all__ = [  # the kernels of this file
+    "cross_entropy_backward",
+    "cross_entropy_forward",
+    "mse_backward",
+    "mse_forward",
+    "weight_losses_by_class",
+    "weighted_cross_entropy_backward",
+]
+
 
 @cuda.jit
 def _cross_entropy_kernel(logits, targets, losses, probabilities):

@@ -10,6 +10,17 @@ from numba import cuda
 
 from ._launch import launch_shape
 
+__all__ = [  # the kernels of this file
+    "add_backward",
+    "add_forward",
+    "concatenate_backward",
+    "concatenate_forward",
+    "global_max_pool2d_backward",
+    "global_max_pool2d_forward",
+    "multiply_backward",
+    "multiply_forward",
+]
+
 
 @cuda.jit(device=True)
 def _b_index(i, dims, b_dims):

@@ -10,6 +10,13 @@ from numba import cuda
 
 from ._launch import launch_shape
 
+__all__ = [  # the kernels of this file
+    "batchnorm2d_backward",
+    "batchnorm2d_forward",
+    "batchnorm2d_statistics",
+    "running_average",
+]
+
 
 @cuda.jit
 def _statistics_kernel(x, mean, variance):

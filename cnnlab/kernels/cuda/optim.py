@@ -9,6 +9,8 @@ from numba import cuda
 
 from ._launch import launch_shape
 
+__all__ = ["adam_step", "sgd_step"]  # the kernels of this file
+
 
 @cuda.jit
 def _sgd_kernel(param, grad, velocity, lr, momentum, weight_decay, nesterov):

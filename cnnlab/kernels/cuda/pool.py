@@ -14,6 +14,15 @@ from numba import cuda
 from .. import POOL_AVG, POOL_LP, POOL_MAX, POOL_MEDIAN, POOL_MIN
 from ._launch import launch_shape
 
+__all__ = [  # the kernels of this file
+    "global_avg_pool2d_backward",
+    "global_avg_pool2d_forward",
+    "pool2d_backward",
+    "pool2d_backward_with_indices",
+    "pool2d_forward",
+    "pool2d_forward_with_indices",
+]
+
 
 @cuda.jit(device=True)
 def _avg_divisor(h0, w0, kernel_h, kernel_w, height, width, pad_bottom, pad_right, count_include_pad):

@@ -7,6 +7,8 @@ from numba import cuda
 
 from ._launch import launch_shape
 
+__all__ = ["classification_totals", "gather_rows"]  # the kernels of this file
+
 
 @cuda.jit
 def _gather_rows_kernel(source, index, out):
