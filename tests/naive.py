@@ -369,3 +369,24 @@ def fused_conv2d(x, weight, bias, stride, padding, dilation, groups, scale=None,
     if residual is not None:
         out = out + residual
     return out if spec is None else activation(spec, out)
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group normalization by loops over samples and groups, in float64 (PyTorch's definition:
+    biased variance over each sample's group of channels and all positions)."""
+    x = np.asarray(x, dtype=np.float64)
+    samples, channels = x.shape[:2]
+    per_group = channels // num_groups
+    out = np.empty_like(x)
+    for n in range(samples):
+        for g in range(num_groups):
+            block = x[n, g * per_group:(g + 1) * per_group]
+            mean = block.mean()
+            variance = ((block - mean) ** 2).mean()
+            out[n, g * per_group:(g + 1) * per_group] = (block - mean) / np.sqrt(variance + eps)
+    shape = (1, channels) + (1,) * (x.ndim - 2)
+    if weight is not None:
+        out = out * np.asarray(weight, dtype=np.float64).reshape(shape)
+    if bias is not None:
+        out = out + np.asarray(bias, dtype=np.float64).reshape(shape)
+    return out

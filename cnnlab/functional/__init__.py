@@ -61,7 +61,7 @@ from .loss import (
                          weighted_cross_entropy_per_sample,
 )
 from .merge import add, add_backward, concatenate, concatenate_backward, multiply, multiply_backward
-from .normalization import batch_norm2d, batch_norm2d_backward, running_average
+from .normalization import batch_norm2d, batch_norm2d_backward, group_norm, group_norm_backward, running_average
 from .optim import adam_update, sgd_update
 from .pool import (
                          INDEX_DTYPE,
@@ -101,4 +101,5 @@ __all__ = [
     "add",
     "multiply",
     "concatenate",
+    "group_norm",
 ]

@@ -1,6 +1,10 @@
-"""Batch normalization of NCHW input per channel, and running averages."""
+"""Normalization: batch normalization of NCHW input per channel, running averages, and group
+normalization of each sample's groups of channels."""
+
+import numbers
 
 from ..device import kernels_for
+from ..shapes import check_int
 from .common import as_float_array, check_grad
 
 
@@ -56,3 +60,101 @@ def batch_norm2d_backward(x, grad_out, mean, variance, gamma, eps=1e-5):
                                  kernels.asarray(variance), kernels.asarray(gamma), float(eps),
                                  grad_x, grad_gamma, grad_beta)
     return grad_x, grad_gamma, grad_beta
+
+
+def _per_channel(name, values, channels, dtype):
+    values = as_float_array(name, values, dtype=dtype)
+    if tuple(values.shape) != (channels,):
+        raise ValueError(f"{name} must have shape ({channels},) (one entry per channel), got {tuple(values.shape)}")
+    return values
+
+
+def _group_geometry(x, num_groups, weight, bias):
+    """Check :func:`group_norm`'s arguments; ``(x as (N, C, L), kernels, weight, bias)``."""
+    x = as_float_array("x", x)
+    if len(x.shape) < 2:
+        raise ValueError(f"x must have shape (N, C, ...), got shape {tuple(x.shape)}")
+    num_groups = check_int("num_groups", num_groups, 1)
+    channels = x.shape[1]
+    if channels % num_groups:
+        raise ValueError(f"num_groups={num_groups} must divide the channels of x, got C={channels}")
+    kernels = kernels_for(x=x, weight=weight, bias=bias)
+    weight = kernels.ones((channels,), x.dtype) if weight is None else _per_channel("weight", weight, channels, x.dtype)
+    bias = kernels.zeros((channels,), x.dtype) if bias is None else _per_channel("bias", bias, channels, x.dtype)
+    flat = kernels.asarray(x).reshape((x.shape[0], channels, -1))
+    return flat, kernels, kernels.asarray(weight), kernels.asarray(bias)
+
+
+def _epsilon(eps):
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
+        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    return float(eps)
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, return_statistics=False):
+    """Group normalization: each sample's channels in ``num_groups`` groups, each group
+    normalized by its own mean and variance, then scaled and shifted per channel.
+
+    ``out[n, c] = (x[n, c] - mean[n, g]) / sqrt(var[n, g] + eps) * weight[c] + bias[c]`` where
+    group ``g = c // (C / num_groups)`` and the statistics run over the group's channels and all
+    positions (biased variance). Unlike batch normalization it does not depend on the batch.
+
+    Parameters
+    ----------
+    x : (N, C, ...) array, float32 or float64
+    num_groups : int
+        Divides ``C``. ``num_groups=1`` is a layer norm over ``(C, ...)``; ``num_groups=C`` an
+        instance norm.
+    weight, bias : (C,) arrays or None
+        Per-channel scale (default 1) and shift (default 0).
+    eps : float > 0
+    return_statistics : bool
+        Also return ``mean`` and ``rstd`` (each ``(N, num_groups)``, ``rstd = 1/sqrt(var + eps)``),
+        what :func:`group_norm_backward` takes.
+
+    Returns
+    -------
+    out : array like ``x``
+        With ``return_statistics``: ``(out, mean, rstd)``.
+
+    Shape
+    -----
+    The output has the input's shape.
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.normalization.group_norm_forward, cnnlab.kernels.cuda.normalization.group_norm_forward,
+    torch.nn.functional.group_norm
+    """
+    flat, kernels, weight, bias = _group_geometry(x, num_groups, weight, bias)
+    eps = _epsilon(eps)
+    mean = kernels.empty((flat.shape[0], num_groups), flat.dtype)
+    rstd = kernels.empty((flat.shape[0], num_groups), flat.dtype)
+    kernels.group_norm_statistics(flat, num_groups, eps, mean, rstd)
+    out = kernels.empty(flat.shape, flat.dtype)
+    kernels.group_norm_forward(flat, weight, bias, mean, rstd, out)
+    out = out.reshape(tuple(x.shape))
+    return (out, mean, rstd) if return_statistics else out
+
+
+def group_norm_backward(x, grad_out, num_groups, weight=None, mean=None, rstd=None, eps=1e-5):
+    """Gradients of :func:`group_norm`: ``(grad_x, grad_weight, grad_bias)``.
+
+    ``mean`` and ``rstd`` are the forward's statistics (``return_statistics=True``); without
+    them they are computed again from ``x`` and ``eps``.
+    """
+    flat, kernels, weight, _ = _group_geometry(x, num_groups, weight, None)
+    grad_out = kernels.asarray(check_grad("grad_out", grad_out, tuple(x.shape), flat.dtype)).reshape(flat.shape)
+    samples, channels = flat.shape[:2]
+    if mean is None or rstd is None:
+        mean = kernels.empty((samples, num_groups), flat.dtype)
+        rstd = kernels.empty((samples, num_groups), flat.dtype)
+        kernels.group_norm_statistics(flat, num_groups, _epsilon(eps), mean, rstd)
+    else:
+        mean = kernels.asarray(check_grad("mean", mean, (samples, num_groups), flat.dtype))
+        rstd = kernels.asarray(check_grad("rstd", rstd, (samples, num_groups), flat.dtype))
+    grad_x = kernels.empty(flat.shape, flat.dtype)
+    grad_weight = kernels.empty((channels,), flat.dtype)
+    grad_bias = kernels.empty((channels,), flat.dtype)
+    kernels.group_norm_backward(flat, grad_out, weight, mean, rstd, grad_x, grad_weight, grad_bias)
+    return grad_x.reshape(tuple(x.shape)), grad_weight, grad_bias

@@ -1,4 +1,4 @@
-"""Batch normalization: :class:`BatchNorm2D`."""
+"""Normalization layers: :class:`BatchNorm2D` and :class:`GroupNorm`."""
 
 import numpy as np
 
@@ -56,3 +56,54 @@ class BatchNorm2D(Layer):
 
     def config(self):
         return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, dtype=self.dtype.name)
+
+
+class GroupNorm(Layer):
+    """Group normalization (:func:`cnnlab.functional.group_norm`): each sample's channels in
+    ``num_groups`` groups normalized by the group's own statistics, then a learned per-channel
+    scale (``weight``, 1 to start) and shift (``bias``, 0), as ``torch.nn.GroupNorm``. It does not
+    depend on the batch, so training and evaluation compute the same thing.
+    """
+
+    returns_new_array = True
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype="float32"):
+        super().__init__()
+        self.num_groups = check_int("num_groups", num_groups, 1)
+        self.num_channels = check_int("num_channels", num_channels, 1)
+        if self.num_channels % self.num_groups:
+            raise ValueError(f"num_groups={self.num_groups} must divide num_channels={self.num_channels}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        self.dtype = float_dtype(dtype)
+        if self.affine:
+            self.params["weight"] = np.ones(self.num_channels, dtype=self.dtype)
+            self.params["bias"] = np.zeros(self.num_channels, dtype=self.dtype)
+
+    def forward(self, x, training=False):
+        x = self.prepare(x)
+        out, mean, rstd = F.group_norm(x, self.num_groups, self.params.get("weight"), self.params.get("bias"),
+                                       self.eps, return_statistics=True)
+        if training:
+            self.saved = x, mean, rstd
+        return out
+
+    def backward(self, grad_out):
+        x, mean, rstd = self._need_saved()
+        grad_x, grad_weight, grad_bias = F.group_norm_backward(x, grad_out, self.num_groups, self.params.get("weight"),
+                                                               mean, rstd)
+        if self.affine:
+            self.grads["weight"] = grad_weight
+            self.grads["bias"] = grad_bias
+        return grad_x
+
+    def output_shape(self, input_shape):
+        if len(input_shape) < 1 or input_shape[0] != self.num_channels:
+            raise ValueError(f"GroupNorm expects ({self.num_channels}, ...) inputs, got {tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def config(self):
+        return dict(num_groups=self.num_groups, num_channels=self.num_channels, eps=self.eps, affine=self.affine,
+                    dtype=self.dtype.name)

@@ -163,6 +163,24 @@ def _batch_norm(ctx, layer, inputs, output, shapes):
     return ctx.node("BatchNormalization", names, output, epsilon=float(layer.eps), momentum=1 - float(layer.momentum))
 
 
+@exporter(L.GroupNorm)
+def _group_norm(ctx, layer, inputs, output, shapes):
+    """Opset 14 has no GroupNormalization: the groups are normalized as instances of a
+    (N, groups, C/groups * H * W) reshape, then scaled and shifted per channel."""
+    groups, shape = layer.num_groups, tuple(shapes[0])
+    grouped = ctx.node("Reshape", [inputs[0], ctx.constant(np.array((0, groups, -1)), "shape", dtype=np.int64)])
+    ones, zeros = ctx.constant(np.ones(groups), "scale"), ctx.constant(np.zeros(groups), "bias")
+    normalized = ctx.node("InstanceNormalization", [grouped, ones, zeros], epsilon=float(layer.eps))
+    back = ctx.constant(np.array((0,) + shape), "shape", dtype=np.int64)
+    if not layer.affine:
+        return ctx.node("Reshape", [normalized, back], output)
+    restored = ctx.node("Reshape", [normalized, back])
+    per_channel = (shape[0],) + (1,) * (len(shape) - 1)
+    weight = ctx.constant(to_host(layer.params["weight"]).reshape(per_channel), "weight")
+    bias = ctx.constant(to_host(layer.params["bias"]).reshape(per_channel), "bias")
+    return ctx.node("Add", [ctx.node("Mul", [restored, weight]), bias], output)
+
+
 def save(model, path, opset=OPSET):
     """Write ``model`` as an ONNX file (opset 14) with a symbolic batch axis.
 

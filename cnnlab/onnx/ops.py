@@ -174,6 +174,35 @@ def batch_normalization(ctx, x, scale, b, mean, var, *, epsilon=1e-5, momentum=0
     return layer(x)
 
 
+def _group_normalization(ctx, x, scale, bias, epsilon, num_groups, per_channel):
+    x = ctx.tensor(x, "X")
+    if num_groups is None:
+        ctx.fail("the num_groups attribute is missing")
+    channels = ctx.dims(x)[0]
+    if num_groups < 1 or channels % num_groups:
+        ctx.fail(f"num_groups={num_groups} must divide the {channels} channels")
+    scale, bias = ctx.weights(scale, "scale").reshape(-1), ctx.weights(bias, "bias").reshape(-1)
+    if not per_channel:  # opset 18: one scale and bias per group, for each of its channels
+        scale, bias = (np.repeat(a, channels // num_groups) if a.size == num_groups else a for a in (scale, bias))
+    if scale.size != channels or bias.size != channels:
+        ctx.fail(f"scale and bias must have {channels} entries (or one per group before opset 21), "
+                 f"got {scale.size} and {bias.size}")
+    layer = L.GroupNorm(num_groups, channels, eps=epsilon, dtype=ctx.dtype.name)
+    layer.params["weight"][...] = scale
+    layer.params["bias"][...] = bias
+    return layer(x)
+
+
+@converter("GroupNormalization", since=18)
+def group_normalization_18(ctx, x, scale, bias, *, epsilon=1e-5, num_groups=None, stash_type=1):
+    return _group_normalization(ctx, x, scale, bias, epsilon, num_groups, per_channel=False)
+
+
+@converter("GroupNormalization", since=21)
+def group_normalization(ctx, x, scale, bias, *, epsilon=1e-5, num_groups=None, stash_type=1):
+    return _group_normalization(ctx, x, scale, bias, epsilon, num_groups, per_channel=True)
+
+
 # ----------------------------------------------------------------------------- activations
 
 

@@ -1,4 +1,5 @@
-"""CPU batch normalization over the (N, H, W) axes of NCHW input, one thread per channel.
+"""CPU batch normalization over the (N, H, W) axes of NCHW input, one thread per channel; group
+normalization over each sample's groups of channels, one thread per (sample, group).
 
 Mirrors :mod:`cnnlab.kernels.cuda.normalization`.
 """
@@ -11,6 +12,9 @@ __all__ = [  # the kernels of this file
     "batchnorm2d_backward",
     "batchnorm2d_forward",
     "batchnorm2d_statistics",
+    "group_norm_backward",
+    "group_norm_forward",
+    "group_norm_statistics",
     "running_average",
 ]
 
@@ -84,3 +88,81 @@ def running_average(running, batch, momentum, scale):
     """``running = (1 - momentum) * running + momentum * scale * batch`` (1-D arrays, in place)."""
     for i in prange(running.shape[0]):
         running[i] = (1.0 - momentum) * running[i] + momentum * scale * batch[i]
+
+
+@njit(parallel=True, cache=True)
+def group_norm_statistics(x, groups, eps, mean, rstd):
+    """Mean and ``1/sqrt(biased variance + eps)`` of each sample's groups of channels.
+
+    ``x`` is (N, C, L) (the spatial axes flattened), ``mean`` and ``rstd`` (N, groups); group
+    ``g`` holds channels ``g*C/groups`` to ``(g+1)*C/groups - 1``. Sums in float64."""
+    samples, channels, length = x.shape
+    per_group = channels // groups
+    count = per_group * length
+    for item in prange(samples * groups):
+        n, g = item // groups, item % groups
+        total = 0.0
+        for c in range(g * per_group, (g + 1) * per_group):
+            for i in range(length):
+                total += x[n, c, i]
+        mu = total / count
+        squares = 0.0
+        for c in range(g * per_group, (g + 1) * per_group):
+            for i in range(length):
+                d = x[n, c, i] - mu
+                squares += d * d
+        mean[n, g] = mu
+        rstd[n, g] = 1.0 / math.sqrt(squares / count + eps)
+
+
+@njit(parallel=True, cache=True)
+def group_norm_forward(x, gamma, beta, mean, rstd, out):
+    """``out = (x - mean) * rstd * gamma[c] + beta[c]`` with the statistics of each sample's
+    group (:func:`group_norm_statistics`); (N, C, L) arrays."""
+    samples, channels, length = x.shape
+    groups = mean.shape[1]
+    per_group = channels // groups
+    for item in prange(samples * channels):
+        n, c = item // channels, item % channels
+        g = c // per_group
+        for i in range(length):
+            out[n, c, i] = (x[n, c, i] - mean[n, g]) * rstd[n, g] * gamma[c] + beta[c]
+
+
+@njit(parallel=True, cache=True)
+def group_norm_backward(x, grad_out, gamma, mean, rstd, grad_x, grad_gamma, grad_beta):
+    """Gradients of :func:`group_norm_forward` with respect to ``x``, ``gamma`` and ``beta``.
+
+    With ``xhat = (x - mean) * rstd`` and ``d = grad_out * gamma``, over each sample's group
+    ``grad_x = rstd * (d - mean(d) - xhat * mean(d * xhat))``; ``grad_gamma`` and ``grad_beta``
+    sum ``grad_out * xhat`` and ``grad_out`` over the samples and positions of each channel."""
+    samples, channels, length = x.shape
+    groups = mean.shape[1]
+    per_group = channels // groups
+    count = per_group * length
+    for item in prange(samples * groups):
+        n, g = item // groups, item % groups
+        mu, r = mean[n, g], rstd[n, g]
+        sum_d = 0.0
+        sum_d_xhat = 0.0
+        for c in range(g * per_group, (g + 1) * per_group):
+            for i in range(length):
+                d = grad_out[n, c, i] * gamma[c]
+                sum_d += d
+                sum_d_xhat += d * (x[n, c, i] - mu) * r
+        mean_d, mean_d_xhat = sum_d / count, sum_d_xhat / count
+        for c in range(g * per_group, (g + 1) * per_group):
+            for i in range(length):
+                xhat = (x[n, c, i] - mu) * r
+                grad_x[n, c, i] = r * (grad_out[n, c, i] * gamma[c] - mean_d - xhat * mean_d_xhat)
+    for c in prange(channels):
+        g = c // per_group
+        sum_g = 0.0
+        sum_g_xhat = 0.0
+        for n in range(samples):
+            for i in range(length):
+                value = grad_out[n, c, i]
+                sum_g += value
+                sum_g_xhat += value * (x[n, c, i] - mean[n, g]) * rstd[n, g]
+        grad_beta[c] = sum_g
+        grad_gamma[c] = sum_g_xhat

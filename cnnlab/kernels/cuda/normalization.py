@@ -1,5 +1,6 @@
-"""GPU batch normalization; one thread per channel for the statistics and the gradients'
-sums, one per element for the element-wise parts.
+"""GPU batch and group normalization; one thread per channel (batch norm) or per (sample,
+group) (group norm) for the statistics and the gradients' sums, one per element for the
+element-wise parts.
 
 Mirrors :mod:`cnnlab.kernels.cpu.normalization`; same names, same parameters.
 """
@@ -14,6 +15,9 @@ __all__ = [  # the kernels of this file
     "batchnorm2d_backward",
     "batchnorm2d_forward",
     "batchnorm2d_statistics",
+    "group_norm_backward",
+    "group_norm_forward",
+    "group_norm_statistics",
     "running_average",
 ]
 
@@ -113,3 +117,96 @@ def running_average(running, batch, momentum, scale):
     """``running = (1 - momentum) * running + momentum * scale * batch`` in place."""
     blocks, threads = launch_shape(running.shape[0])
     _running_average_kernel[blocks, threads](running, batch, momentum, scale)
+
+
+@cuda.jit
+def _group_statistics_kernel(x, groups, eps, mean, rstd):
+    samples, channels, length = x.shape
+    per_group = channels // groups
+    count = per_group * length
+    for item in range(cuda.grid(1), samples * groups, cuda.gridsize(1)):
+        n, g = item // groups, item % groups
+        total = 0.0
+        for c in range(g * per_group, (g + 1) * per_group):
+            for i in range(length):
+                total += x[n, c, i]
+        mu = total / count
+        squares = 0.0
+        for c in range(g * per_group, (g + 1) * per_group):
+            for i in range(length):
+                d = x[n, c, i] - mu
+                squares += d * d
+        mean[n, g] = mu
+        rstd[n, g] = 1.0 / math.sqrt(squares / count + eps)
+
+
+@cuda.jit
+def _group_normalize_kernel(x, gamma, beta, mean, rstd, out):
+    samples, channels, length = x.shape
+    per_group = channels // mean.shape[1]
+    for index in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        i = index % length
+        c = (index // length) % channels
+        n = index // (length * channels)
+        g = c // per_group
+        out[n, c, i] = (x[n, c, i] - mean[n, g]) * rstd[n, g] * gamma[c] + beta[c]
+
+
+@cuda.jit
+def _group_grad_input_kernel(x, grad_out, gamma, mean, rstd, grad_x):
+    samples, channels, length = x.shape
+    groups = mean.shape[1]
+    per_group = channels // groups
+    count = per_group * length
+    for item in range(cuda.grid(1), samples * groups, cuda.gridsize(1)):
+        n, g = item // groups, item % groups
+        mu, r = mean[n, g], rstd[n, g]
+        sum_d = 0.0
+        sum_d_xhat = 0.0
+        for c in range(g * per_group, (g + 1) * per_group):
+            for i in range(length):
+                d = grad_out[n, c, i] * gamma[c]
+                sum_d += d
+                sum_d_xhat += d * (x[n, c, i] - mu) * r
+        mean_d, mean_d_xhat = sum_d / count, sum_d_xhat / count
+        for c in range(g * per_group, (g + 1) * per_group):
+            for i in range(length):
+                xhat = (x[n, c, i] - mu) * r
+                grad_x[n, c, i] = r * (grad_out[n, c, i] * gamma[c] - mean_d - xhat * mean_d_xhat)
+
+
+@cuda.jit
+def _group_gradient_sums_kernel(x, grad_out, mean, rstd, grad_gamma, grad_beta):
+    samples, channels, length = x.shape
+    per_group = channels // mean.shape[1]
+    for c in range(cuda.grid(1), channels, cuda.gridsize(1)):
+        g = c // per_group
+        sum_g = 0.0
+        sum_g_xhat = 0.0
+        for n in range(samples):
+            for i in range(length):
+                value = grad_out[n, c, i]
+                sum_g += value
+                sum_g_xhat += value * (x[n, c, i] - mean[n, g]) * rstd[n, g]
+        grad_beta[c] = sum_g
+        grad_gamma[c] = sum_g_xhat
+
+
+def group_norm_statistics(x, groups, eps, mean, rstd):
+    """Each sample's group mean and reciprocal standard deviation; contract of the CPU twin."""
+    blocks, threads = launch_shape(x.shape[0] * groups)
+    _group_statistics_kernel[blocks, threads](x, groups, eps, mean, rstd)
+
+
+def group_norm_forward(x, gamma, beta, mean, rstd, out):
+    """``(x - mean) * rstd * gamma + beta`` per group; contract of the CPU twin."""
+    blocks, threads = launch_shape(x.size)
+    _group_normalize_kernel[blocks, threads](x, gamma, beta, mean, rstd, out)
+
+
+def group_norm_backward(x, grad_out, gamma, mean, rstd, grad_x, grad_gamma, grad_beta):
+    """Group-norm gradients; contract of the CPU twin."""
+    blocks, threads = launch_shape(x.shape[0] * mean.shape[1])
+    _group_grad_input_kernel[blocks, threads](x, grad_out, gamma, mean, rstd, grad_x)
+    blocks, threads = launch_shape(x.shape[1])
+    _group_gradient_sums_kernel[blocks, threads](x, grad_out, mean, rstd, grad_gamma, grad_beta)
