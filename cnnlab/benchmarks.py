@@ -329,8 +329,7 @@ TRAIN_NETWORKS = {
 def _training_data(name):
     shape, classes, _, _, samples, _ = TRAIN_NETWORKS[name]
     if name == "demo-digits":
-        from .cli import load_demo_data
-        from .data import train_test_split
+        from .data import load_demo_data, train_test_split
 
         images, labels, _ = load_demo_data("digits")
         x, _, y, _ = train_test_split(images, labels, test_size=0.25, seed=0)
@@ -353,7 +352,7 @@ def train_suite(repeat, threads, compare, device="cpu", progress=None):
     """Seconds per training epoch (Adam, cross-entropy) of the demo network and of a
     CIFAR-sized network, against the same network and batches in PyTorch."""
     from . import optim
-    from .cli import classic_cnn
+    from .applications import classic_cnn
 
     torch = _torch(threads) if "torch" in compare else None
     rows = []
@@ -475,9 +474,9 @@ def memory_suite(shapes, progress=None):
 
 def plot_ratios(rows, path):
     """A bar chart of every row's ratio to each peer (log scale; below 1 = cnnlab faster)."""
-    from .viz import _pyplot
+    from .viz import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     labels, ratios, peers = [], [], []
     for row in rows:
         for peer, seconds in row["peers"].items():

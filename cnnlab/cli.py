@@ -15,6 +15,10 @@ import zipfile
 
 import numpy as np
 
+from .applications import classic_cnn
+from .data import load_demo_data
+from .metrics import confusion_matrix, format_confusion
+
 # What a user can cause (a wrong path, a damaged file, bad data, a learning rate too high):
 # one line on stderr, exit status 2. Anything else is a defect, also shown as one line.
 USER_ERRORS = (ValueError, TypeError, OSError, ArithmeticError, zipfile.BadZipFile, EOFError, ImportError,
@@ -79,53 +83,6 @@ def _compiling():
     except ImportError:
         return contextlib.nullcontext()
     return report_compilation(stream=sys.stderr)
-
-
-def classic_cnn(in_channels, image_size, classes, conv_filters=(32, 64), hidden=128, seed=0):
-    """The textbook architecture: two convolution modules (3x3 convolution + ReLU + 2x2 max
-    pool), then two fully-connected layers ending in softmax."""
-    import cnnlab
-    from cnnlab.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Softmax
-
-    first, second = conv_filters
-    size = (image_size // 2) // 2
-    return cnnlab.Sequential([
-        Conv2D(in_channels, first, 3, padding=1, seed=seed), ReLU(), MaxPool2D(2),
-        Conv2D(first, second, 3, padding=1, seed=seed + 1), ReLU(), MaxPool2D(2),
-        Flatten(), Dense(second * size * size, hidden, seed=seed + 2), ReLU(),
-        Dense(hidden, classes, seed=seed + 3), Softmax(),
-    ], input_shape=(in_channels, image_size, image_size))
-
-
-def load_demo_data(name):
-    """``(images NCHW float32 in [0, 1], labels, class names)`` of a bundled data set."""
-    if name == "digits":
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images = (digits.images / 16.0).astype(np.float32)[:, None]  # 8x8, 17 grey levels
-        return images, digits.target.astype(np.int64), [str(d) for d in range(10)]
-    from skimage import data as samples
-
-    faces = samples.lfw_subset()  # 100 faces, then 100 non-faces, 25x25 in [0, 1]
-    labels = np.array([1] * 100 + [0] * 100, dtype=np.int64)
-    return faces.astype(np.float32)[:, None], labels, ["not face", "face"]
-
-
-def confusion_matrix(true, predicted, classes):
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (true, predicted), 1)
-    return matrix
-
-
-def format_confusion(matrix, names):
-    corner = "true \\ predicted"
-    label = max(len(corner), max(len(n) for n in names)) + 2
-    width = max(5, max(len(n) for n in names) + 1, len(str(matrix.max())) + 1)
-    lines = [corner.ljust(label) + "".join(n.rjust(width) for n in names)]
-    for name, row in zip(names, matrix):
-        lines.append(name.ljust(label) + "".join(str(v).rjust(width) for v in row))
-    return "\n".join(lines)
 
 
 def demo(args):
@@ -583,10 +540,10 @@ def filter_image(args):
     from skimage import io
 
     from cnnlab import filters
-    from cnnlab.data import IMAGE_SUFFIXES, _read_pixels
+    from cnnlab.data import IMAGE_SUFFIXES, read_pixels
 
     _check_output_file("--out", args.out, IMAGE_SUFFIXES)
-    image = _read_pixels(args.image)
+    image = read_pixels(args.image)
     # 'symm' mirrors the image at its border: no false edges (a bright frame) where it ends
     result, seconds = _timed(filters.apply, image.astype(np.float32), args.kernel, boundary="symm")
     if args.kernel in EDGE_KERNELS:
