@@ -16,8 +16,10 @@ import zipfile
 import numpy as np
 
 from .applications import classic_cnn
+from .bench import filtering, measuring, networks, ops, report, startup, training
 from .data import load_demo_data
 from .metrics import confusion_matrix, format_confusion
+from .parallel import blas_kernels
 
 # What a user can cause (a wrong path, a damaged file, bad data, a learning rate too high):
 # one line on stderr, exit status 2. Anything else is a defect, also shown as one line.
@@ -566,11 +568,21 @@ def _pick_device(requested):
     return requested
 
 
+def _warn_if_busy(threads):
+    """Say on stderr when other work holds the cores the benchmark's ``threads`` need."""
+    if hasattr(os, "getloadavg"):
+        warning = measuring.busy_warning(os.getloadavg()[0], os.cpu_count(), threads)
+        if warning:
+            print(warning, file=sys.stderr)
+
+
+def _progress(index, total, name):
+    print(f"  [{index + 1}/{total}] {name} ...", file=sys.stderr, flush=True)
+
+
 def bench(args):
     """Time cnnlab's kernels against PyTorch CPU and scipy in one process."""
     import numba
-
-    from . import benchmarks
 
     if args.json:
         _check_output_file("--json", args.json, (".json",))
@@ -587,106 +599,71 @@ def bench(args):
         return _bench_dask(args, threads)
     if args.op == "models":
         return _bench_models(args, threads)
-    compare, missing = benchmarks.available_peers([c.strip() for c in args.compare.split(",") if c.strip()])
-    shapes = [benchmarks.parse_shape(s) for s in (args.shapes or list(benchmarks.REFERENCE_SHAPES))]
+    compare, missing = measuring.available_peers([c.strip() for c in args.compare.split(",") if c.strip()])
+    shapes = [ops.parse_shape(s) for s in (args.shapes or list(ops.REFERENCE_SHAPES))]
     device = _pick_device(args.device)
-    if hasattr(os, "getloadavg"):
-        warning = benchmarks.busy_warning(os.getloadavg()[0], os.cpu_count(), threads)
-        if warning:
-            print(warning, file=sys.stderr)
-
-    def progress(index, total, name):
-        print(f"  [{index + 1}/{total}] {name} ...", file=sys.stderr, flush=True)
-
+    _warn_if_busy(threads)
     peers = ", ".join(compare) or "no peer"
     absent = f" ({', '.join(missing)} not installed)" if missing else ""
     print(f"cnnlab bench: {args.op} on the {device}, {threads} threads, compared with {peers}{absent}",
           file=sys.stderr)
+    rows = _suite_rows(args, shapes, threads, compare, device)
+    print(report.format_table(rows))
+    report.save_report(rows, threads, device, args.json, args.plot)
+    return 0
+
+
+def _suite_rows(args, shapes, threads, compare, device):
+    """The rows of the suites ``--op`` names (``all``: every one but memory, dask and models)."""
     rows = []
     for op in ("conv2d", "conv2d_backward", "pool", "activation", "linear"):
         if args.op in (op, "all"):
-            rows += benchmarks.op_suite(op, shapes, args.repeat, threads, compare, args.dtype, device, progress)
+            rows += ops.op_suite(op, shapes, args.repeat, threads, compare, args.dtype, device, _progress)
     if args.op in ("filter", "all"):
-        rows += benchmarks.filter_suite(args.repeat, threads, compare, progress=progress)
+        rows += filtering.filter_suite(args.repeat, threads, compare, progress=_progress)
     if args.op in ("train", "all"):
-        rows += benchmarks.train_suite(max(1, min(args.repeat, 3)), threads, compare, device, progress)
+        rows += training.train_suite(max(1, min(args.repeat, 3)), threads, compare, device, _progress)
     if args.op == "memory":
-        rows += benchmarks.memory_suite(shapes, progress)
+        rows += startup.memory_suite(shapes, _progress)
     if args.op in ("startup", "all"):
-        rows += benchmarks.startup_suite(progress)
-    print(benchmarks.format_table(rows))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(dict(threads=threads, device=device, rows=rows), handle, indent=2)
-        print(f"results written to {args.json}")
-    if args.plot:
-        print(f"ratios plotted in {benchmarks.plot_ratios(rows, args.plot)}")
-    return 0
+        rows += startup.startup_suite(_progress)
+    return rows
 
 
 def _bench_models(args, threads):
     """``bench --op models``: ResNet-18 and MobileNetV2 through ONNX against PyTorch and
-    onnxruntime, and a training step (see :mod:`cnnlab.bench_networks`)."""
-    from . import bench_networks, benchmarks
-    from .parallel import blas_kernels
-
-    missing = bench_networks.missing_modules()
+    onnxruntime, and a training step (see :mod:`cnnlab.bench.networks`)."""
+    missing = networks.missing_modules()
     if missing:
         raise ModuleNotFoundError(f"--op models needs {', '.join(missing)} (pip install \"cnnlab[bench]\")")
-    if hasattr(os, "getloadavg"):
-        warning = benchmarks.busy_warning(os.getloadavg()[0], os.cpu_count(), threads)
-        if warning:
-            print(warning, file=sys.stderr)
+    _warn_if_busy(threads)
     print(f"cnnlab bench: models, {threads} threads, 224x224 images, median of {args.repeat}; GEMMs on "
           f"{blas_kernels()}", file=sys.stderr)
-
-    def progress(index, total, name):
-        print(f"  [{index + 1}/{total}] {name} ...", file=sys.stderr, flush=True)
-
-    rows = bench_networks.models_suite(threads, args.repeat, progress=progress)
-    print(benchmarks.format_table(rows))
-    memory = bench_networks.memory_rows(progress=progress)
-    print(bench_networks.format_memory(memory))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(dict(threads=threads, device="cpu", rows=rows, memory=memory), handle, indent=2)
-        print(f"results written to {args.json}")
-    if args.plot:
-        print(f"ratios plotted in {benchmarks.plot_ratios(rows, args.plot)}")
+    rows = networks.models_suite(threads, args.repeat, progress=_progress)
+    print(report.format_table(rows))
+    memory = networks.memory_rows(progress=_progress)
+    print(report.format_memory(memory))
+    report.save_report(rows, threads, "cpu", args.json, args.plot, memory=memory)
     return 0
 
 
 def _bench_dask(args, threads):
     """``bench --op dask``: a huge image filtered on a 2-process LocalCluster by cnnlab and by
-    dask-image, and by cnnlab in memory (see :func:`cnnlab.benchmarks.dask_suite`)."""
-    from . import benchmarks
-
-    _, _, ndfilters = benchmarks._dask_bench_modules()  # the extra's one-line message before anything else
+    dask-image, and by cnnlab in memory (see :func:`cnnlab.bench.filtering.dask_suite`)."""
+    _, _, ndfilters = filtering.dask_bench_modules()  # the extra's one-line message before anything else
     if args.chunk > args.size:
         raise ValueError(f"--chunk {args.chunk} is larger than --size {args.size} (give at most --size)")
-    workers = benchmarks.DASK_WORKERS
-    if hasattr(os, "getloadavg"):
-        warning = benchmarks.busy_warning(os.getloadavg()[0], os.cpu_count(), max(threads, workers))
-        if warning:
-            print(warning, file=sys.stderr)
+    workers = filtering.DASK_WORKERS
+    _warn_if_busy(max(threads, workers))
     repeat = max(1, min(args.repeat, 5))
     print(f"cnnlab bench: dask, edge filter (3x3) on a {args.size}x{args.size} float32 image in "
           f"{args.chunk}x{args.chunk} chunks, {workers} worker processes x 1 thread, in memory with {threads} "
           f"threads, median of {repeat}", file=sys.stderr)
     if ndfilters is None:
-        print(f"cnnlab bench: {benchmarks.DASK_IMAGE_MISSING}", file=sys.stderr)
-
-    def progress(index, total, name):
-        print(f"  [{index + 1}/{total}] {name} ...", file=sys.stderr, flush=True)
-
-    rows = benchmarks.dask_suite(args.size, args.chunk, repeat, threads, progress=progress)
-    print(benchmarks.format_dask_table(rows))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(dict(threads=threads, device="cpu", rows=rows), handle, indent=2)
-        print(f"results written to {args.json}")
-    if args.plot:
-        print(f"ratios plotted in {benchmarks.plot_ratios(rows, args.plot)}")
+        print(f"cnnlab bench: {filtering.DASK_IMAGE_MISSING}", file=sys.stderr)
+    rows = filtering.dask_suite(args.size, args.chunk, repeat, threads, progress=_progress)
+    print(report.format_dask_table(rows))
+    report.save_report(rows, threads, "cpu", args.json, args.plot)
     return 0
 
 

@@ -344,18 +344,18 @@ def test_filter_out_is_checked_before_work(tmp_path, capsys):
 
 
 def test_bench_names_the_peers_it_has_and_reads_its_ratios(capsys, monkeypatch):
-    from cnnlab import benchmarks
+    from cnnlab.bench import measuring, report
 
-    monkeypatch.setattr(benchmarks, "available_peers", lambda compare: (["scipy"], ["torch"]))
+    monkeypatch.setattr(measuring, "available_peers", lambda compare: (["scipy"], ["torch"]))
     assert main(["bench", "--shapes", "1,1,8,8,1,3,1,1", "--repeat", "1"]) == 0
     captured = capsys.readouterr()
     assert "compared with scipy (torch not installed)" in captured.err
-    assert benchmarks.RATIO_NOTE in captured.out.splitlines()[0]
+    assert report.RATIO_NOTE in captured.out.splitlines()[0]
     assert "0.00x" not in captured.out
 
 
 def test_available_peers():
-    from cnnlab.benchmarks import available_peers
+    from cnnlab.bench.measuring import available_peers
 
     installed, missing = available_peers(["scipy"])
     assert (installed, missing) == (["scipy"], [])
@@ -364,7 +364,7 @@ def test_available_peers():
 
 
 def test_format_ratio_never_shows_zero():
-    from cnnlab.benchmarks import format_ratio
+    from cnnlab.bench.report import format_ratio
 
     assert format_ratio(0.5) == "0.50x" and format_ratio(0.0031) == "0.0031x" and format_ratio(12) == "12.00x"
 
@@ -373,7 +373,7 @@ def test_format_ratio_never_shows_zero():
     (0.2, 8, 8, False), (1.5, 8, 8, True), (3.0, 8, 4, False), (4.8, 8, 4, True), (0.0, 2, 2, False),
 ])
 def test_busy_warning(load, cores, threads, busy):
-    from cnnlab.benchmarks import busy_warning
+    from cnnlab.bench.measuring import busy_warning
 
     warning = busy_warning(load, cores, threads)
     assert (warning is not None) == busy
