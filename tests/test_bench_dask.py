@@ -98,7 +98,7 @@ def test_missing_dask_extra_is_one_clear_line(monkeypatch, capsys):
 def test_dask_is_not_part_of_all_and_bad_sizes_are_refused(capsys):
     import inspect
 
-    source = inspect.getsource(cli.bench)
+    source = inspect.getsource(cli.bench.run)
     assert 'args.op in ("dask", "all")' not in source and 'args.op == "dask"' in source
     assert cli.main(["bench", "--op", "dask", "--size", "64", "--chunk", "128"]) == 2
     assert "--chunk 128 is larger than --size 64" in capsys.readouterr().err

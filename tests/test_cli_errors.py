@@ -130,7 +130,7 @@ def test_any_other_error_is_one_line_too_and_debug_shows_the_traceback(monkeypat
     def broken(args):
         raise KeyError("surprise")
 
-    monkeypatch.setattr(cli, "info", broken)
+    monkeypatch.setattr(cli.info, "run", broken)
     assert main(["info"]) == 2
     assert "unexpected KeyError" in one_error_line(capsys, "info")
     with pytest.raises(KeyError):
@@ -298,7 +298,7 @@ def test_predict_reads_an_image_as_the_model_was_trained(photos, tmp_path, monke
     model = cnnlab.load(out)
     settings = model.preprocessing
     expected = standardize(read_image(wide, (8, 8), "rgb", resize="pad")[None], settings["mean"], settings["std"])[0]
-    np.testing.assert_array_equal(cli._prepare(model, wide), expected)
+    np.testing.assert_array_equal(cli.models.prepare_image(model, wide), expected)
 
 
 def test_predict_says_when_kernels_compile(tmp_path, model_file, monkeypatch):
