@@ -20,7 +20,7 @@ from .shapes import pair
 __all__ = ["normalize", "standardize", "one_hot", "train_test_split", "batches", "Augmenter",
            "read_image", "read_pixels", "load_image_folder", "image_files", "load_demo_data"]
 
-PathLike = str | os.PathLike
+_PathLike = str | os.PathLike
 
 
 def normalize(images: np.ndarray, dtype: type | np.dtype | str = np.float32) -> np.ndarray:
@@ -282,7 +282,7 @@ RESIZE_MODES = ("stretch", "crop", "pad")
 _HIGH_DEPTH_GREY = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
 
 
-def image_files(paths: PathLike | Sequence[PathLike]) -> list[str]:
+def image_files(paths: _PathLike | Sequence[_PathLike]) -> list[str]:
     """The files among ``paths`` and, recursively and in sorted order, the image files inside
     the folders among them (what ``cnnlab predict`` classifies).
 
@@ -358,7 +358,7 @@ def _pillow_pixels(image):
     return np.asarray(image, dtype=np.float64) / 255
 
 
-def read_pixels(path: PathLike) -> np.ndarray:
+def read_pixels(path: _PathLike) -> np.ndarray:
     """Read one image file at its own size: a float64 (H, W) or (H, W, 3) array in [0, 1].
 
     The file is decoded by Pillow and turned upright by its EXIF orientation tag. Grey images
@@ -410,7 +410,7 @@ def _resize(image, size, resize):
     return transform.resize(image, (height, width, channels), anti_aliasing=True)
 
 
-def read_image(path: PathLike, size: int | tuple[int, int], color: str = "rgb", resize: str = "stretch") -> np.ndarray:
+def read_image(path: _PathLike, size: int | tuple[int, int], color: str = "rgb", resize: str = "stretch") -> np.ndarray:
     """Read one image file as a (C, H, W) float32 array in [0, 1], resized to ``size``.
 
     Parameters
@@ -467,7 +467,7 @@ def _class_files(folder):
     return files
 
 
-def load_image_folder(path: PathLike, size: int | tuple[int, int] = (64, 64), color: str = "rgb",
+def load_image_folder(path: _PathLike, size: int | tuple[int, int] = (64, 64), color: str = "rgb",
                       resize: str = "stretch") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Load a folder with one sub-folder per class (the Keras / torchvision layout).
 

@@ -12,6 +12,7 @@ from .common import add_command, add_device_option, check_output_file, integer, 
 
 
 def add_parser(commands):
+    """Add ``cnnlab bench`` and its arguments to the sub-commands."""
     p = add_command(commands, "bench", "time cnnlab against PyTorch CPU and scipy")
     p.add_argument("--op", default="conv2d", help="what to time",
                    choices=["conv2d", "conv2d_backward", "pool", "activation", "linear", "filter", "train",
@@ -29,18 +30,6 @@ def add_parser(commands):
                    help="--op dask: the image's side in pixels (16384: 1 GiB of float32)")
     p.add_argument("--chunk", type=integer(3), default=2048, help="--op dask: the chunks' side in pixels")
     p.set_defaults(run=run)
-
-
-def _warn_if_busy(threads):
-    """Say on stderr when other work holds the cores the benchmark's ``threads`` need."""
-    if hasattr(os, "getloadavg"):
-        warning = measuring.busy_warning(os.getloadavg()[0], os.cpu_count(), threads)
-        if warning:
-            print(warning, file=sys.stderr)
-
-
-def _progress(index, total, name):
-    print(f"  [{index + 1}/{total}] {name} ...", file=sys.stderr, flush=True)
 
 
 def run(args):
@@ -72,6 +61,18 @@ def run(args):
     print(report.format_table(rows))
     report.save_report(rows, threads, device, args.json, args.plot)
     return 0
+
+
+def _warn_if_busy(threads):
+    """Say on stderr when other work holds the cores the benchmark's ``threads`` need."""
+    if hasattr(os, "getloadavg"):
+        warning = measuring.busy_warning(os.getloadavg()[0], os.cpu_count(), threads)
+        if warning:
+            print(warning, file=sys.stderr)
+
+
+def _progress(index, total, name):
+    print(f"  [{index + 1}/{total}] {name} ...", file=sys.stderr, flush=True)
 
 
 def _suite_rows(args, shapes, threads, compare, device):

@@ -14,6 +14,7 @@ from .plots import write_plots
 
 
 def add_parser(commands):
+    """Add ``cnnlab demo`` and its arguments to the sub-commands."""
     p = add_command(commands, "demo", "train the textbook CNN on bundled images and report accuracy")
     p.add_argument("--data", choices=["digits", "faces"], default="digits",
                    help="scikit-learn's handwritten digits, or scikit-image's face / not-face subset")

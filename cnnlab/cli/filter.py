@@ -11,6 +11,7 @@ EDGE_KERNELS = ("edge", "sobel_x", "sobel_y")
 
 
 def add_parser(commands):
+    """Add ``cnnlab filter`` and its arguments to the sub-commands."""
     p = add_command(commands, "filter", "apply a classic kernel (edge, sobel, blur, sharpen) to an image")
     p.add_argument("image", help="the image file to filter")
     p.add_argument("--kernel", default="edge", help="the kernel (see cnnlab.filters.KERNELS)",

@@ -15,6 +15,7 @@ from .common import add_command
 
 
 def add_parser(commands):
+    """Add ``cnnlab info`` and ``cnnlab cache`` and their arguments to the sub-commands."""
     p = add_command(commands, "info", "version, devices, threads, cache")
     p.set_defaults(run=run)
 

@@ -9,6 +9,7 @@ from .plots import plot_filters_and_maps
 
 
 def add_parser(commands):
+    """Add ``cnnlab inspect`` and its arguments to the sub-commands."""
     p = add_command(commands, "inspect", "plot a trained model's filters and an image's feature maps")
     p.add_argument("model", help="a model file from cnnlab train or cnnlab demo")
     p.add_argument("image", help="the image whose feature maps are drawn")

@@ -16,6 +16,7 @@ SCHEDULERS = ("threads", "processes", "synchronous")
 
 
 def add_parser(commands):
+    """Add ``cnnlab predict`` and its arguments to the sub-commands."""
     p = add_command(commands, "predict", "classify images with a model from cnnlab train or demo")
     p.add_argument("model", help="a model file from cnnlab train or cnnlab demo")
     p.add_argument("images", nargs="+", help="image files or folders")

@@ -14,6 +14,7 @@ from .common import add_command, add_device_option, pick_device, timed
 
 
 def add_parser(commands):
+    """Add ``cnnlab tour`` and its arguments to the sub-commands."""
     p = add_command(commands, "tour", "the textbook filter and conv/ReLU/pool module on a real photo")
     add_device_option(p)
     p.set_defaults(run=run)

@@ -20,6 +20,7 @@ from .plots import write_plots
 
 
 def add_parser(commands):
+    """Add ``cnnlab train`` and its arguments to the sub-commands."""
     p = add_command(commands, "train", "train on a folder of images, one sub-folder per class")
     p.add_argument("folder", help="a folder with one sub-folder of images per class")
     p.add_argument("--epochs", type=integer(1), default=20, help="passes over the training images")
