@@ -13,8 +13,8 @@ driver; their device functions are compiled on their own at the end.
 import sys
 import types
 
-import numpy as np
 import numba
+import numpy as np
 from numba.cuda import compile_ptx
 from numba.cuda.dispatcher import CUDADispatcher
 
@@ -40,6 +40,7 @@ CUDADispatcher.__getitem__ = lambda self, config: Recorder(self)
 
 import cnnlab.device as device  # noqa: E402 (once the launches are intercepted)
 import cnnlab.kernels.cuda as cuda_kernels  # noqa: E402 (once the launches are intercepted)
+
 proxy = types.SimpleNamespace(**{k: getattr(cuda_kernels, k) for k in dir(cuda_kernels) if not k.startswith('__')})
 proxy.empty = lambda shape, dtype: np.empty(shape, dtype)
 proxy.zeros = lambda shape, dtype: np.zeros(shape, dtype)
@@ -47,8 +48,9 @@ proxy.ones = lambda shape, dtype: np.ones(shape, dtype)
 proxy.asarray = lambda a: a
 proxy.DEVICE = "cuda"
 device.kernels_for = lambda *a, **k: proxy
-import cnnlab.functional as F  # noqa: E402 (once the launches are intercepted)
 import cnnlab.filters as filters  # noqa: E402 (once the launches are intercepted)
+import cnnlab.functional as F  # noqa: E402 (once the launches are intercepted)
+
 F.kernels_for = device.kernels_for
 filters.kernels_for = device.kernels_for
 
@@ -104,10 +106,10 @@ for dtype in (np.uint8, np.float32, np.float64, np.complex128):
     cuda_kernels.correlate2d_forward(np.ones((5, 5), dtype), np.ones((3, 3), dtype), np.zeros((5, 5), dtype),
                                      np.zeros(1, dtype)[0], -1, -1, 2)
 
+import cnnlab.kernels.cuda.activation as activation_module  # noqa: E402 (once the launches are intercepted)
 import cnnlab.kernels.cuda.dropout as dropout_module  # noqa: E402 (once the launches are intercepted)
 import cnnlab.kernels.cuda.filter as filter_module  # noqa: E402 (once the launches are intercepted)
 import cnnlab.kernels.cuda.pool as pool_module  # noqa: E402 (once the launches are intercepted)
-import cnnlab.kernels.cuda.activation as activation_module  # noqa: E402 (once the launches are intercepted)
 
 device_functions = 0
 for element in (numba.float32, numba.float64):

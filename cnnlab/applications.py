@@ -18,8 +18,7 @@ import numbers
 import numpy as np
 
 from .graph import Input
-from .layers import (Add, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
-                     ReLU6, Softmax)
+from .layers import Add, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, ReLU6, Softmax
 from .model import Model, Sequential
 from .shapes import check_int
 

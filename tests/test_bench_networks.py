@@ -2,11 +2,10 @@
 (no timings are asserted)."""
 
 import pytest
+from test_cli_errors import one_error_line
 
 from cnnlab import cli
 from cnnlab.bench import networks, report
-
-from test_cli_errors import one_error_line
 
 
 def test_missing_packages_are_named_in_one_line(capsys, monkeypatch):

@@ -8,8 +8,16 @@ import cnnlab
 from ..applications import classic_cnn
 from ..data import load_demo_data, train_test_split
 from ..metrics import confusion_matrix, format_confusion
-from .common import (add_command, add_device_option, check_output_file, check_output_folder, integer,
-                     pick_device, positive_float, require_matplotlib)
+from .common import (
+    add_command,
+    add_device_option,
+    check_output_file,
+    check_output_folder,
+    integer,
+    pick_device,
+    positive_float,
+    require_matplotlib,
+)
 from .plots import write_plots
 
 

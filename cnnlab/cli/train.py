@@ -13,8 +13,17 @@ from ..callbacks import EarlyStopping
 from ..data import load_image_folder, standardize, train_test_split
 from ..layers import Flatten, GlobalAvgPool2D
 from ..metrics import confusion_matrix, format_confusion
-from .common import (add_command, add_device_option, check_output_file, check_output_folder, fraction, integer,
-                     pick_device, positive_float, require_matplotlib)
+from .common import (
+    add_command,
+    add_device_option,
+    check_output_file,
+    check_output_folder,
+    fraction,
+    integer,
+    pick_device,
+    positive_float,
+    require_matplotlib,
+)
 from .models import load_trained_model
 from .plots import write_plots
 
