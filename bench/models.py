@@ -4,7 +4,7 @@ PyTorch and onnxruntime, in one process, with the same thread count; and a train
     pip install torch==2.14.1 torchvision==0.29.1 onnx onnxruntime
     python bench/models.py [--threads 2] [--repeat 10] [--batches 1 16] [--size 224]
 
-The same suite as ``cnnlab bench --op models`` (:mod:`cnnlab.bench_networks`). Prints, per
+The same suite as ``cnnlab bench --op models`` (:mod:`cnnlab.bench.networks`). Prints, per
 network and batch, cnnlab's median and spread (max - min) of one inference and the ratios
 (cnnlab time / peer time: below 1 means cnnlab is faster) to PyTorch, onnxruntime and to
 cnnlab with fusion off ("unfused"); then a training step against PyTorch. Warns when the
@@ -17,8 +17,9 @@ import sys
 
 import numba
 
-from cnnlab.bench_networks import NETWORKS, inference_rows, training_rows
-from cnnlab.benchmarks import busy_warning, format_table
+from cnnlab.bench.measuring import busy_warning
+from cnnlab.bench.networks import NETWORKS, inference_rows, training_rows
+from cnnlab.bench.report import format_table
 
 
 def main():

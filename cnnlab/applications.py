@@ -1,5 +1,6 @@
 """Ready-made architectures: ResNet and MobileNetV2, built from cnnlab layers as
-:class:`cnnlab.Model` graphs, layer for layer as torchvision builds them.
+:class:`cnnlab.Model` graphs, layer for layer as torchvision builds them, and the textbook CNN
+(:func:`classic_cnn`) that ``cnnlab demo`` and ``cnnlab train`` start from.
 
 Each function returns an untrained model (new weights, seeded by ``seed``) at any width and
 input size: the full-size configurations have exactly torchvision's parameter counts, and
@@ -17,12 +18,11 @@ import numbers
 import numpy as np
 
 from .graph import Input
-from .layers import (Add, BatchNorm2D, Conv2D, Dense, Dropout, GlobalAvgPool2D, MaxPool2D, ReLU,
-                     ReLU6)
-from .model import Model
+from .layers import Add, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, ReLU6, Softmax
+from .model import Model, Sequential
 from .shapes import check_int
 
-__all__ = ["resnet", "mobilenet_v2", "make_divisible", "RESNET_BLOCKS"]
+__all__ = ["resnet", "mobilenet_v2", "classic_cnn", "make_divisible", "RESNET_BLOCKS"]
 
 #: Residual blocks per stage for each ResNet depth, and the block type.
 RESNET_BLOCKS = {
@@ -81,7 +81,7 @@ def _check_dtype(dtype):
     return dtype.name
 
 
-def make_divisible(value, divisor=8, min_value=None):
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round a channel count to the nearest multiple of ``divisor``, never going more than 10%
     below ``value`` (torchvision's ``_make_divisible``, from the MobileNet reference code).
 
@@ -136,8 +136,8 @@ def _bottleneck_block(x, in_channels, channels, stride, seeds, dtype):
     return ReLU()(Add()([out, x])), out_channels
 
 
-def resnet(depth=18, classes=1000, width=64, input_shape=(3, 224, 224), stem="imagenet", seed=None,
-           dtype="float32"):
+def resnet(depth: int = 18, classes: int = 1000, width: int = 64, input_shape: tuple[int, int, int] = (3, 224, 224),
+           stem: str = "imagenet", seed: int | None = None, dtype: str = "float32") -> Model:
     """A residual network (He et al., 2015) as torchvision's ``resnet18`` ... ``resnet152``.
 
     The stem, then four stages of residual blocks with ``width``, ``2*width``, ``4*width`` and
@@ -239,8 +239,9 @@ def _inverted_residual(x, in_channels, out_channels, stride, expansion, seeds, d
     return out
 
 
-def mobilenet_v2(classes=1000, width_multiplier=1.0, input_shape=(3, 224, 224), seed=None,
-                 dtype="float32"):
+def mobilenet_v2(classes: int = 1000, width_multiplier: float = 1.0,
+                 input_shape: tuple[int, int, int] = (3, 224, 224), seed: int | None = None,
+                 dtype: str = "float32") -> Model:
     """MobileNetV2 (Sandler et al., 2018) as torchvision's ``mobilenet_v2``.
 
     A 3x3 stride-2 convolution with 32 channels, seventeen inverted residual blocks
@@ -315,3 +316,17 @@ def mobilenet_v2(classes=1000, width_multiplier=1.0, input_shape=(3, 224, 224), 
     x = Dropout(0.2, seed=seeds.integer())(GlobalAvgPool2D()(x))
     outputs = Dense(last, classes, dtype=dtype, seed=seeds())(x)
     return Model(inputs, outputs, name="mobilenet_v2")
+
+
+def classic_cnn(in_channels: int, image_size: int, classes: int, conv_filters: tuple[int, int] = (32, 64),
+                hidden: int = 128, seed: int = 0) -> Sequential:
+    """The textbook architecture: two convolution modules (3x3 convolution + ReLU + 2x2 max
+    pool), then two fully-connected layers ending in softmax."""
+    first, second = conv_filters
+    size = (image_size // 2) // 2
+    return Sequential([
+        Conv2D(in_channels, first, 3, padding=1, seed=seed), ReLU(), MaxPool2D(2),
+        Conv2D(first, second, 3, padding=1, seed=seed + 1), ReLU(), MaxPool2D(2),
+        Flatten(), Dense(second * size * size, hidden, seed=seed + 2), ReLU(),
+        Dense(hidden, classes, seed=seed + 3), Softmax(),
+    ], input_shape=(in_channels, image_size, image_size))

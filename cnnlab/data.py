@@ -8,13 +8,22 @@ scaled to 0-1 first (this is called normalization)::
     image = normalize(data.camera())      # uint8 (512, 512) -> float32 in [0, 1]
 """
 
+import numbers
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 
+from .shapes import pair
+
 __all__ = ["normalize", "standardize", "one_hot", "train_test_split", "batches", "Augmenter",
-           "read_image", "load_image_folder", "image_files"]
+           "read_image", "read_pixels", "load_image_folder", "image_files", "load_demo_data"]
+
+_PathLike = str | os.PathLike
 
 
-def normalize(images, dtype=np.float32):
+def normalize(images: np.ndarray, dtype: type | np.dtype | str = np.float32) -> np.ndarray:
     """Scale 0-255 pixel values to 0-1.
 
     Parameters
@@ -62,7 +71,8 @@ def normalize(images, dtype=np.float32):
     return (images.astype(dtype) / dtype.type(255)).astype(dtype, copy=False)
 
 
-def train_test_split(x, y, test_size=0.25, seed=None, stratify=True):
+def train_test_split(x: np.ndarray, y: np.ndarray, test_size: float = 0.25, seed: int | None = None,
+                     stratify: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Split samples into a training and a held-out part, each class split in proportion.
 
     Parameters
@@ -105,7 +115,8 @@ def train_test_split(x, y, test_size=0.25, seed=None, stratify=True):
     return x[train], x[test], y[train], y[test]
 
 
-def standardize(images, mean=None, std=None):
+def standardize(images: np.ndarray, mean: Sequence[float] | np.ndarray | None = None,
+                std: Sequence[float] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-channel standardization of NCHW images: ``(x - mean[c]) / std[c]``.
 
     Parameters
@@ -138,7 +149,7 @@ def standardize(images, mean=None, std=None):
     return out.astype(images.dtype, copy=False), mean, std
 
 
-def one_hot(labels, classes):
+def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
     """``(N,)`` integer labels to ``(N, classes)`` float32 rows with a single 1."""
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
@@ -150,7 +161,8 @@ def one_hot(labels, classes):
     return out
 
 
-def batches(x, y=None, batch_size=32, shuffle=False, seed=None):
+def batches(x: np.ndarray, y: np.ndarray | None = None, batch_size: int = 32, shuffle: bool = False,
+            seed: int | None = None) -> Iterator[np.ndarray | tuple[np.ndarray, np.ndarray]]:
     """Iterate over mini-batches ``(x_batch, y_batch)`` (or ``x_batch`` without ``y``)."""
     x = np.asarray(x)
     if batch_size < 1:
@@ -191,7 +203,8 @@ class Augmenter:
         batch that is not a float NCHW array.
     """
 
-    def __init__(self, shift=0.1, flip=True, rotation=10.0, zoom=0.1, brightness=0.1, contrast=0.1):
+    def __init__(self, shift: float = 0.1, flip: bool = True, rotation: float = 10.0, zoom: float = 0.1,
+                 brightness: float = 0.1, contrast: float = 0.1):
         self.shift = _amount("shift", shift, 1.0, upper_open=True)
         if not isinstance(flip, (bool, np.bool_)):
             raise TypeError(f"flip must be True or False, got {flip!r}")
@@ -201,7 +214,7 @@ class Augmenter:
         self.brightness = _amount("brightness", brightness, 1.0)
         self.contrast = _amount("contrast", contrast, 1.0)
 
-    def __call__(self, batch, rng):
+    def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         from scipy import ndimage
 
         batch = np.asarray(batch)
@@ -233,7 +246,7 @@ class Augmenter:
             out[i] = image
         return out
 
-    def config(self):
+    def config(self) -> dict:
         return dict(shift=self.shift, flip=self.flip, rotation=self.rotation, zoom=self.zoom,
                     brightness=self.brightness, contrast=self.contrast)
 
@@ -241,8 +254,6 @@ class Augmenter:
 def _amount(name, value, upper, upper_open=False):
     """``value`` as a float in ``[0, upper]`` (``[0, upper)`` when ``upper_open``), or raise
     naming ``name``."""
-    import numbers
-
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r}")
     value = float(value)
@@ -271,7 +282,7 @@ RESIZE_MODES = ("stretch", "crop", "pad")
 _HIGH_DEPTH_GREY = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
 
 
-def image_files(paths):
+def image_files(paths: _PathLike | Sequence[_PathLike]) -> list[str]:
     """The files among ``paths`` and, recursively and in sorted order, the image files inside
     the folders among them (what ``cnnlab predict`` classifies).
 
@@ -294,8 +305,6 @@ def image_files(paths):
     TypeError
         For ``paths`` that is not a path or a non-empty list of paths.
     """
-    import os
-
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if not isinstance(paths, (list, tuple)) or not paths:
@@ -318,12 +327,14 @@ def image_files(paths):
     return files
 
 
-def check_color(color):
+def check_color(color: str) -> None:
+    """Raise ValueError unless ``color`` is 'rgb' or 'gray'."""
     if color not in ("rgb", "gray"):
         raise ValueError(f"color must be 'rgb' or 'gray', got {color!r}")
 
 
-def check_resize(resize):
+def check_resize(resize: str) -> None:
+    """Raise ValueError unless ``resize`` is one of :data:`RESIZE_MODES`."""
     if not isinstance(resize, str) or resize not in RESIZE_MODES:
         raise ValueError(f"resize must be 'stretch', 'crop' or 'pad', got {resize!r}")
 
@@ -347,7 +358,7 @@ def _pillow_pixels(image):
     return np.asarray(image, dtype=np.float64) / 255
 
 
-def _read_pixels(path):
+def read_pixels(path: _PathLike) -> np.ndarray:
     """Read one image file at its own size: a float64 (H, W) or (H, W, 3) array in [0, 1].
 
     The file is decoded by Pillow and turned upright by its EXIF orientation tag. Grey images
@@ -361,8 +372,6 @@ def _read_pixels(path):
     ValueError
         Naming the file, if it cannot be read or decoded as an image.
     """
-    import os
-
     from PIL import Image, ImageOps
 
     if not os.path.exists(path):
@@ -401,7 +410,7 @@ def _resize(image, size, resize):
     return transform.resize(image, (height, width, channels), anti_aliasing=True)
 
 
-def read_image(path, size, color="rgb", resize="stretch"):
+def read_image(path: _PathLike, size: int | tuple[int, int], color: str = "rgb", resize: str = "stretch") -> np.ndarray:
     """Read one image file as a (C, H, W) float32 array in [0, 1], resized to ``size``.
 
     Parameters
@@ -436,12 +445,10 @@ def read_image(path, size, color="rgb", resize="stretch"):
     """
     from skimage import color as skcolor
 
-    from .shapes import pair
-
     size = pair("size", size, 1)
     check_color(color)
     check_resize(resize)
-    image = _read_pixels(path)
+    image = read_pixels(path)
     if color == "gray":
         image = skcolor.rgb2gray(image) if image.ndim == 3 else image
         image = image[..., None]
@@ -453,8 +460,6 @@ def read_image(path, size, color="rgb", resize="stretch"):
 
 def _class_files(folder):
     """The files under ``folder`` and all its sub-folders, in sorted order, hidden ones left out."""
-    import os
-
     files = []
     for root, folders, names in os.walk(folder):
         folders[:] = sorted(name for name in folders if not name.startswith("."))
@@ -462,7 +467,8 @@ def _class_files(folder):
     return files
 
 
-def load_image_folder(path, size=(64, 64), color="rgb", resize="stretch"):
+def load_image_folder(path: _PathLike, size: int | tuple[int, int] = (64, 64), color: str = "rgb",
+                      resize: str = "stretch") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Load a folder with one sub-folder per class (the Keras / torchvision layout).
 
     ::
@@ -493,11 +499,6 @@ def load_image_folder(path, size=(64, 64), color="rgb", resize="stretch"):
     are not images or cannot be read are skipped with one warning that counts and names them.
     An empty folder or a single class is a ``ValueError``.
     """
-    import os
-    import warnings
-
-    from .shapes import pair
-
     size = pair("size", size, 1)
     check_color(color)  # here too: read_image's ValueError would count every file as unreadable
     check_resize(resize)
@@ -525,3 +526,20 @@ def load_image_folder(path, size=(64, 64), color="rgb", resize="stretch"):
         raise ValueError(f"{path} has images of a single class ({non_empty[0]!r}); a classifier needs "
                          "at least two class sub-folders")
     return np.stack(images), np.array(labels, dtype=np.int64), class_names
+
+
+def load_demo_data(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(images NCHW float32 in [0, 1], labels, class names)`` of a bundled data set: 'digits'
+    (scikit-learn's 8x8 handwritten digits) or 'faces' (scikit-image's 25x25 face / not-face
+    subset)."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = (digits.images / 16.0).astype(np.float32)[:, None]  # 8x8, 17 grey levels
+        return images, digits.target.astype(np.int64), [str(d) for d in range(10)]
+    from skimage import data as samples
+
+    faces = samples.lfw_subset()  # 100 faces, then 100 non-faces, 25x25 in [0, 1]
+    labels = np.array([1] * 100 + [0] * 100, dtype=np.int64)
+    return faces.astype(np.float32)[:, None], labels, ["not face", "face"]

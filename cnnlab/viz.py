@@ -5,14 +5,22 @@ Every function writes one PNG and returns its path. matplotlib is an optional ex
 backend, so plots work on machines without a screen.
 """
 
+import os
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .device import to_host
+from .device import to_device, to_host
+
+if TYPE_CHECKING:
+    import cnnlab
 
 __all__ = ["plot_filters", "plot_feature_maps", "plot_history", "plot_confusion_matrix"]
 
 
-def _pyplot():
+def pyplot() -> ModuleType:
+    """matplotlib's ``pyplot`` on the non-interactive Agg backend; ImportError naming the extra."""
     try:
         import matplotlib
     except ImportError:
@@ -28,7 +36,8 @@ def _grid(count, columns=8):
     return (count + columns - 1) // columns, columns
 
 
-def plot_filters(weights, path, title="learned filters"):
+def plot_filters(weights: "np.ndarray | cnnlab.layers.Conv2D", path: str | os.PathLike,
+                 title: str = "learned filters") -> str | os.PathLike:
     """Draw each filter of a convolution as a small image.
 
     Parameters
@@ -50,7 +59,7 @@ def plot_filters(weights, path, title="learned filters"):
         seen = type(weights).__name__ + ("" if array is None else f" of shape {tuple(array.shape)}")
         raise ValueError(f"plot_filters needs a convolution's (F, C, KH, KW) weights or a Conv2D layer, got {seen} "
                          "(pick a Conv2D layer from model.layers)")
-    plt = _pyplot()
+    plt = pyplot()
     weights = to_host(array)
     filters = weights.shape[0]
     rows, columns = _grid(filters)
@@ -72,7 +81,8 @@ def plot_filters(weights, path, title="learned filters"):
     return path
 
 
-def plot_feature_maps(model, image, path, max_maps=8):
+def plot_feature_maps(model: "cnnlab.Model", image: np.ndarray, path: str | os.PathLike,
+                      max_maps: int = 8) -> str | os.PathLike:
     """Show one image after each layer call of a model (in topological order), as the classic
     figures do.
 
@@ -86,12 +96,10 @@ def plot_feature_maps(model, image, path, max_maps=8):
     max_maps : int
         Feature maps shown per layer (the first ones).
     """
-    plt = _pyplot()
+    plt = pyplot()
     image = np.asarray(image, dtype=np.float32)
     x = image[None]
     stages = [("input", image)]
-    from .device import to_device
-
     for index, layer, output in model.layer_outputs(to_device(x) if model.device == "cuda" else x):
         host = to_host(output)
         if host.ndim == 4:
@@ -116,9 +124,9 @@ def plot_feature_maps(model, image, path, max_maps=8):
     return path
 
 
-def plot_history(history, path):
+def plot_history(history: "cnnlab.model.History | dict", path: str | os.PathLike) -> str | os.PathLike:
     """Loss and accuracy per epoch (training and validation) from ``Sequential.fit``'s history."""
-    plt = _pyplot()
+    plt = pyplot()
     values = getattr(history, "history", history)
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
     for name, axis in (("loss", loss_axis), ("accuracy", accuracy_axis)):
@@ -135,9 +143,10 @@ def plot_history(history, path):
     return path
 
 
-def plot_confusion_matrix(matrix, class_names, path):
+def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str],
+                          path: str | os.PathLike) -> str | os.PathLike:
     """A confusion matrix (rows: true class, columns: predicted) with the counts written in."""
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(matrix)
     size = max(3.5, 0.5 * len(class_names) + 1.5)
     figure, axis = plt.subplots(figsize=(size, size))

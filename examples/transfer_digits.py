@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 import cnnlab
-from cnnlab.cli import classic_cnn
+from cnnlab.applications import classic_cnn
 from cnnlab.data import Augmenter, train_test_split
 
 STEPS = 150  # optimizer steps on the few images: 30 epochs of five batches of 20 at 20 per class

@@ -25,7 +25,7 @@ import numpy as np
 
 import cnnlab
 import cnnlab.onnx
-from cnnlab.cli import classic_cnn
+from cnnlab.applications import classic_cnn
 
 from transfer_digits import summary  # the paired statistics, as for the 8x8 digits
 

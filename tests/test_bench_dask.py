@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from cnnlab import benchmarks, cli, filters
+from cnnlab import cli, filters
+from cnnlab.bench import filtering, report
 
 pytest.importorskip("dask.array")
 pytest.importorskip("distributed")
@@ -18,12 +19,12 @@ DASK_FIELDS = {"op", "method", "shape", "seconds", "spread", "first_seconds", "j
 
 def test_suite_rows_on_a_two_process_cluster():
     pytest.importorskip("dask_image")
-    rows = benchmarks.dask_suite(size=256, chunk=64, repeat=1)
+    rows = filtering.dask_suite(size=256, chunk=64, repeat=1)
     assert [row["method"] for row in rows] == ["cnnlab-dask", "dask-image", "in-memory cnnlab"]
     for row in rows[:2]:
         assert DASK_FIELDS <= set(row)
         assert row["shape"] == "256x256/64"
-        assert len(row["worker_peak_bytes"]) == benchmarks.DASK_WORKERS
+        assert len(row["worker_peak_bytes"]) == filtering.DASK_WORKERS
         assert all(peak >= held > 0 for peak, held in zip(row["worker_peak_bytes"], row["worker_held_bytes"]))
     in_memory = rows[2]
     assert {"seconds", "first_seconds", "mpixels_per_second", "peak_increase_bytes", "image_bytes"} <= set(in_memory)
@@ -36,7 +37,7 @@ def test_suite_rows_on_a_two_process_cluster():
     assert max(ours["agreement"].values()) < 1e-5 and ours["agreement_full"]["dask-image"] < 1e-5
     assert rows[1]["result_sum"] == pytest.approx(ours["result_sum"], rel=1e-4)
     assert in_memory["result_sum"] == pytest.approx(ours["result_sum"], rel=1e-4)
-    table = benchmarks.format_dask_table(rows)
+    table = report.format_dask_table(rows)
     assert "cnnlab-dask / dask-image:" in table and "cnnlab-dask / in-memory cnnlab:" in table
     assert "per worker" in table
 
@@ -45,7 +46,7 @@ def test_suite_rows_on_a_two_process_cluster():
 def test_cnnlab_and_dask_image_agree_kernel_flip_and_border_included(kernel):
     ndfilters = pytest.importorskip("dask_image.ndfilters")
     weights = filters.KERNELS[kernel].astype(np.float32)  # sobel_x is not symmetric: checks the flip
-    differences = benchmarks.dask_agreement(weights, ndfilters, size=96, chunk=32)
+    differences = filtering.dask_agreement(weights, ndfilters, size=96, chunk=32)
     assert set(differences) == {"in-memory cnnlab", "dask-image", "scipy.ndimage"}
     assert max(differences.values()) < 1e-5
 
@@ -59,28 +60,28 @@ def test_a_disagreement_is_refused(monkeypatch):
             return ndfilters.convolve(image, weights, mode=mode, cval=cval, origin=1)
 
     with pytest.raises(RuntimeError, match="disagree"):
-        benchmarks.dask_agreement(filters.KERNELS["sobel_x"].astype(np.float32), Shifted, size=64, chunk=32)
+        filtering.dask_agreement(filters.KERNELS["sobel_x"].astype(np.float32), Shifted, size=64, chunk=32)
 
 
 def test_without_dask_image_the_others_are_still_timed(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "dask_image", None)
     monkeypatch.setitem(sys.modules, "dask_image.ndfilters", None)
-    rows = benchmarks.dask_suite(size=128, chunk=64, repeat=1, processes=False)
+    rows = filtering.dask_suite(size=128, chunk=64, repeat=1, processes=False)
     assert [row["method"] for row in rows] == ["cnnlab-dask", "in-memory cnnlab"]
     assert rows[0]["missing"] == ["dask-image"] and set(rows[0]["agreement"]) == {"in-memory cnnlab"}
-    assert "dask-image: not installed, not timed" in benchmarks.format_dask_table(rows)
+    assert "dask-image: not installed, not timed" in report.format_dask_table(rows)
 
 
 def test_cli_says_in_one_line_that_dask_image_is_missing(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "dask_image", None)
     monkeypatch.setitem(sys.modules, "dask_image.ndfilters", None)
     calls = []
-    monkeypatch.setattr(benchmarks, "dask_suite", lambda *args, **kwargs: calls.append(args) or [])
-    monkeypatch.setattr(benchmarks, "format_dask_table", lambda rows: "table")
+    monkeypatch.setattr(filtering, "dask_suite", lambda *args, **kwargs: calls.append(args) or [])
+    monkeypatch.setattr(report, "format_dask_table", lambda rows: "table")
     assert cli.main(["bench", "--op", "dask", "--size", "64", "--chunk", "32"]) == 0
     err = capsys.readouterr().err
     missing = [line for line in err.splitlines() if "dask-image" in line]
-    assert missing == [f"cnnlab bench: {benchmarks.DASK_IMAGE_MISSING}"]
+    assert missing == [f"cnnlab bench: {filtering.DASK_IMAGE_MISSING}"]
     assert "pip install dask-image" in missing[0]
     assert calls and calls[0][:2] == (64, 32)
 
@@ -88,16 +89,16 @@ def test_cli_says_in_one_line_that_dask_image_is_missing(monkeypatch, capsys):
 def test_missing_dask_extra_is_one_clear_line(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ImportError, match=r"'dask' extra: pip install 'cnnlab\[dask\]'"):
-        benchmarks.dask_suite(size=64, chunk=32)
+        filtering.dask_suite(size=64, chunk=32)
     assert cli.main(["bench", "--op", "dask", "--size", "64"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"cnnlab bench: {benchmarks.DASK_EXTRA_MESSAGE}"
+    assert err == f"cnnlab bench: {filtering.DASK_EXTRA_MESSAGE}"
 
 
 def test_dask_is_not_part_of_all_and_bad_sizes_are_refused(capsys):
     import inspect
 
-    source = inspect.getsource(cli.bench)
+    source = inspect.getsource(cli.bench.run)
     assert 'args.op in ("dask", "all")' not in source and 'args.op == "dask"' in source
     assert cli.main(["bench", "--op", "dask", "--size", "64", "--chunk", "128"]) == 2
     assert "--chunk 128 is larger than --size 64" in capsys.readouterr().err

@@ -59,7 +59,7 @@ def test_python_dash_m_and_help():
 
 
 def test_confusion_matrix():
-    from cnnlab.cli import confusion_matrix
+    from cnnlab.metrics import confusion_matrix
 
     matrix = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), 3)
     np.testing.assert_array_equal(matrix, [[1, 1, 0], [0, 1, 0], [0, 0, 1]])
@@ -79,7 +79,7 @@ def test_bench_other_ops_memory_and_plot(tmp_path, capsys):
 
 
 def test_confusion_table_columns_line_up():
-    from cnnlab.cli import format_confusion
+    from cnnlab.metrics import format_confusion
 
     lines = format_confusion(np.array([[2, 0], [1, 13]]), ["astro", "coffee"]).splitlines()
     assert lines[0].startswith("true \\ predicted")

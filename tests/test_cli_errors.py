@@ -130,7 +130,7 @@ def test_any_other_error_is_one_line_too_and_debug_shows_the_traceback(monkeypat
     def broken(args):
         raise KeyError("surprise")
 
-    monkeypatch.setattr(cli, "info", broken)
+    monkeypatch.setattr(cli.info, "run", broken)
     assert main(["info"]) == 2
     assert "unexpected KeyError" in one_error_line(capsys, "info")
     with pytest.raises(KeyError):
@@ -298,7 +298,7 @@ def test_predict_reads_an_image_as_the_model_was_trained(photos, tmp_path, monke
     model = cnnlab.load(out)
     settings = model.preprocessing
     expected = standardize(read_image(wide, (8, 8), "rgb", resize="pad")[None], settings["mean"], settings["std"])[0]
-    np.testing.assert_array_equal(cli._prepare(model, wide), expected)
+    np.testing.assert_array_equal(cli.models.prepare_image(model, wide), expected)
 
 
 def test_predict_says_when_kernels_compile(tmp_path, model_file, monkeypatch):
@@ -344,18 +344,18 @@ def test_filter_out_is_checked_before_work(tmp_path, capsys):
 
 
 def test_bench_names_the_peers_it_has_and_reads_its_ratios(capsys, monkeypatch):
-    from cnnlab import benchmarks
+    from cnnlab.bench import measuring, report
 
-    monkeypatch.setattr(benchmarks, "available_peers", lambda compare: (["scipy"], ["torch"]))
+    monkeypatch.setattr(measuring, "available_peers", lambda compare: (["scipy"], ["torch"]))
     assert main(["bench", "--shapes", "1,1,8,8,1,3,1,1", "--repeat", "1"]) == 0
     captured = capsys.readouterr()
     assert "compared with scipy (torch not installed)" in captured.err
-    assert benchmarks.RATIO_NOTE in captured.out.splitlines()[0]
+    assert report.RATIO_NOTE in captured.out.splitlines()[0]
     assert "0.00x" not in captured.out
 
 
 def test_available_peers():
-    from cnnlab.benchmarks import available_peers
+    from cnnlab.bench.measuring import available_peers
 
     installed, missing = available_peers(["scipy"])
     assert (installed, missing) == (["scipy"], [])
@@ -364,7 +364,7 @@ def test_available_peers():
 
 
 def test_format_ratio_never_shows_zero():
-    from cnnlab.benchmarks import format_ratio
+    from cnnlab.bench.report import format_ratio
 
     assert format_ratio(0.5) == "0.50x" and format_ratio(0.0031) == "0.0031x" and format_ratio(12) == "12.00x"
 
@@ -373,7 +373,7 @@ def test_format_ratio_never_shows_zero():
     (0.2, 8, 8, False), (1.5, 8, 8, True), (3.0, 8, 4, False), (4.8, 8, 4, True), (0.0, 2, 2, False),
 ])
 def test_busy_warning(load, cores, threads, busy):
-    from cnnlab.benchmarks import busy_warning
+    from cnnlab.bench.measuring import busy_warning
 
     warning = busy_warning(load, cores, threads)
     assert (warning is not None) == busy

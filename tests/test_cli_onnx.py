@@ -5,12 +5,13 @@ import pytest
 
 pytest.importorskip("onnx")
 
+from test_cli_errors import write_folder  # noqa: E402
+
 import cnnlab  # noqa: E402
 import cnnlab.onnx  # noqa: E402
-from cnnlab.cli import IMAGENET_MEAN, IMAGENET_STD, main  # noqa: E402
+from cnnlab.cli import main  # noqa: E402
+from cnnlab.cli.models import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from cnnlab.layers import Conv2D, Dense, GlobalAvgPool2D, ReLU  # noqa: E402
-
-from test_cli_errors import write_folder  # noqa: E402
 
 
 @pytest.fixture

@@ -131,7 +131,7 @@ def test_dask_without_csv_is_refused_before_any_work(tmp_path, capsys, monkeypat
     def no_work(*args):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(cli, "_load_trained_model", no_work)
+    monkeypatch.setattr(cli.predict, "load_trained_model", no_work)
     assert main(["predict", str(tmp_path / "missing.npz"), str(tmp_path), "--dask", "threads"]) == 2
     assert "add --csv FILE" in one_error_line(capsys)
     assert main(["predict", str(tmp_path / "missing.npz"), str(tmp_path), "--dask"]) == 2

@@ -47,7 +47,7 @@ def test_cmyk_jpeg_reads_in_its_own_colours(tmp_path):
 def test_grey_with_alpha_is_composited_onto_white(tmp_path):
     path = tmp_path / "la.png"
     save_la(path)
-    pixels = data._read_pixels(path)
+    pixels = data.read_pixels(path)
     assert pixels.shape == (4, 6)
     np.testing.assert_allclose(pixels[:, 0], 100 / 255)
     np.testing.assert_allclose(pixels[:, -1], 1.0)  # transparent: white
@@ -65,7 +65,7 @@ def test_grey_with_alpha_is_composited_onto_white(tmp_path):
 def test_grey_modes_give_one_plane_scaled_to_0_1(tmp_path, mode, value, expected, suffix):
     path = tmp_path / f"grey.{suffix}"
     Image.new(mode, (5, 3), value).save(path)
-    pixels = data._read_pixels(path)
+    pixels = data.read_pixels(path)
     assert pixels.shape == (3, 5) and pixels.dtype == np.float64
     np.testing.assert_allclose(pixels, expected)
 
@@ -74,16 +74,16 @@ def test_palette_and_rgba_transparency_go_onto_white(tmp_path):
     rgba = np.zeros((4, 4, 4), np.uint8)
     rgba[:, :2] = (0, 0, 255, 255)  # opaque blue; the rest is transparent black
     Image.fromarray(rgba).save(tmp_path / "rgba.png")
-    pixels = data._read_pixels(tmp_path / "rgba.png")
+    pixels = data.read_pixels(tmp_path / "rgba.png")
     np.testing.assert_allclose(pixels[0, 0], [0, 0, 1])
     np.testing.assert_allclose(pixels[0, 3], [1, 1, 1])
 
     palette = Image.new("P", (4, 4), 1)
     palette.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
     palette.save(tmp_path / "palette.png", transparency=0)
-    np.testing.assert_allclose(data._read_pixels(tmp_path / "palette.png")[1, 1], [0, 1, 0])
+    np.testing.assert_allclose(data.read_pixels(tmp_path / "palette.png")[1, 1], [0, 1, 0])
     palette.save(tmp_path / "clear.png", transparency=1)
-    np.testing.assert_allclose(data._read_pixels(tmp_path / "clear.png")[1, 1], [1, 1, 1])
+    np.testing.assert_allclose(data.read_pixels(tmp_path / "clear.png")[1, 1], [1, 1, 1])
 
 
 def test_gif_reads_and_an_animation_gives_its_first_frame(tmp_path):
@@ -102,7 +102,7 @@ def test_exif_orientation_turns_the_image_upright(tmp_path):
     path = tmp_path / "phone.jpg"
     save_rotated(path)
     assert Image.open(path).size == (20, 10)  # stored landscape
-    pixels = data._read_pixels(path)
+    pixels = data.read_pixels(path)
     assert pixels.shape == (20, 10, 3)  # shown portrait
     np.testing.assert_allclose(pixels[2, 5], [1, 0, 0], atol=0.05)  # red on top: turned clockwise
     np.testing.assert_allclose(pixels[-3, 5], [0, 0, 1], atol=0.05)

@@ -273,7 +273,7 @@ def test_plots_need_matplotlib(monkeypatch, folder, tmp_path, capsys):
 def test_plots_are_written(tmp_path):
     pytest.importorskip("matplotlib")
     from cnnlab import viz
-    from cnnlab.cli import classic_cnn
+    from cnnlab.applications import classic_cnn
 
     model = classic_cnn(1, 8, 3, (4, 6), 8, seed=0)
     x = np.random.default_rng(4).random((12, 1, 8, 8)).astype(np.float32)
@@ -290,7 +290,7 @@ def test_plots_are_written(tmp_path):
 
 
 def test_replace_head_for_transfer():
-    from cnnlab.cli import classic_cnn
+    from cnnlab.applications import classic_cnn
 
     model = classic_cnn(1, 8, 5, (4, 6), 8, seed=0)
     base = [layer.weight.copy() for layer in model.layers[:4] if layer.params]
@@ -303,7 +303,7 @@ def test_replace_head_for_transfer():
 
 
 def test_copy_is_independent_of_the_original():
-    from cnnlab.cli import classic_cnn
+    from cnnlab.applications import classic_cnn
 
     model = classic_cnn(1, 8, 5, (4, 6), 8, seed=0)
     model.class_names = list("abcde")
@@ -322,7 +322,7 @@ def test_copy_is_independent_of_the_original():
 
 
 def test_freeze_refuses_a_bad_up_to():
-    from cnnlab.cli import classic_cnn
+    from cnnlab.applications import classic_cnn
 
     model = classic_cnn(1, 8, 5, (4, 6), 8, seed=0)
     with pytest.raises(TypeError, match="up_to"):

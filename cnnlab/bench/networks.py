@@ -10,12 +10,17 @@ inference with and without the inference plan. Needs torch, torchvision, onnx an
 (the ``bench`` extra).
 """
 
+import importlib.util
 import io
+import os
 
 import numpy as np
 
-from . import config
-from .benchmarks import measure
+import cnnlab
+
+from .. import config, optim
+from .. import layers as L
+from .measuring import maxrss_bytes, measure, reset_peak_rss
 
 NETWORKS = ("resnet18", "mobilenet_v2")
 TRAIN_BATCH = 32
@@ -24,8 +29,6 @@ TRAIN_STEPS = 8
 
 def missing_modules():
     """The modules this suite needs that cannot be imported (empty when it can run)."""
-    import importlib.util
-
     return [name for name in ("torch", "torchvision", "onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
 
 
@@ -87,9 +90,6 @@ def inference_rows(threads, repeat, batches=(1, 16), size=224, networks=NETWORKS
 
 
 def _cnnlab_train_network(seed):
-    import cnnlab
-    import cnnlab.layers as L
-
     x = cnnlab.Input((3, 32, 32))
     h = L.ReLU()(L.Conv2D(3, 32, 3, padding=1, seed=seed)(x))
     h = L.MaxPool2D(2)(L.ReLU()(L.Conv2D(32, 32, 3, padding=1, seed=seed + 1)(h)))
@@ -109,8 +109,6 @@ def training_rows(threads, repeat, progress=None):
     three-convolution network on 32x32x3 images at batch 32, cnnlab (``Model.fit`` over
     :data:`TRAIN_STEPS` batches, divided) and PyTorch (the same loop)."""
     import torch
-
-    from . import optim
 
     if progress:
         progress(0, 1, "training step")
@@ -149,14 +147,10 @@ def memory_rows(batch=16, size=224, networks=NETWORKS, progress=None):
     new array per output), after one warm-up call each: the rise of the process's resident
     memory during the call (Linux ``VmHWM``, restarted just before it), and what the pool
     keeps between calls. Empty where ``/proc`` cannot tell."""
-    import os
-
     import torch
     import torchvision
 
     import cnnlab.onnx
-
-    from .benchmarks import _maxrss_bytes, _reset_peak_rss
 
     if not os.path.exists("/proc/self/clear_refs"):  # the peak could not be restarted per call
         return []
@@ -170,25 +164,12 @@ def memory_rows(batch=16, size=224, networks=NETWORKS, progress=None):
         row = dict(network=name, batch=batch, input_bytes=x.nbytes)
         for label, run in (("unfused", _unfused(lambda: model(x))), ("fused", lambda: model(x))):
             run()
-            before = _reset_peak_rss()  # the peak restarts from the current resident size
+            before = reset_peak_rss()  # the peak restarts from the current resident size
             run()
-            row[f"{label}_peak_bytes"] = _maxrss_bytes() - before
+            row[f"{label}_peak_bytes"] = maxrss_bytes() - before
         row["pool_bytes"] = model.graph.buffer_pool().nbytes
         rows.append(row)
     return rows
-
-
-def format_memory(rows):
-    """The rows of :func:`memory_rows` as lines of text."""
-    if not rows:
-        return "peak memory: not measured (needs Linux /proc)"
-    lines = ["peak memory of one inference (rise of resident memory during the call):"]
-    for row in rows:
-        lines.append(f"  {row['network']} b{row['batch']}: unfused +{row['unfused_peak_bytes'] / 2**20:,.0f} MiB, "
-                     f"fused +{row['fused_peak_bytes'] / 2**20:,.0f} MiB, and "
-                     f"{row['pool_bytes'] / 2**20:,.0f} MiB kept by the buffer pool between calls "
-                     f"(input {row['input_bytes'] / 2**20:,.1f} MiB)")
-    return "\n".join(lines)
 
 
 def models_suite(threads, repeat, batches=(1, 16), size=224, networks=NETWORKS, progress=None):

@@ -1,0 +1,99 @@
+"""How every suite measures: the median of timed runs, the peers, the machine's load, and the
+peak resident memory of a process."""
+
+import importlib.util
+import statistics
+import sys
+import time
+
+PEERS = ("torch", "scipy")
+
+
+def measure(function, repeat):
+    """``(first_call_seconds, median_seconds, spread_seconds)``; the spread is max - min."""
+    start = time.perf_counter()
+    function()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times), max(times) - min(times)
+
+
+def pause():
+    """Let the other runtime's spinning worker threads go to sleep before the next peer runs."""
+    time.sleep(0.05)
+
+
+def import_torch(threads):
+    """PyTorch set to ``threads`` threads, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+def available_peers(compare):
+    """``(installed, missing)``: the peers named in ``compare`` that can be imported, and the rest.
+
+    Raises
+    ------
+    ValueError
+        For a name that is not one of :data:`PEERS`.
+    """
+    unknown = [peer for peer in compare if peer not in PEERS]
+    if unknown:
+        raise ValueError(f"--compare: unknown peer(s) {', '.join(unknown)} (choose from {', '.join(PEERS)})")
+    installed = [peer for peer in compare if importlib.util.find_spec(peer) is not None]
+    return installed, [peer for peer in compare if peer not in installed]
+
+
+def busy_warning(load, cores, threads):
+    """A warning when other work holds the cores the benchmark needs, else None.
+
+    The machine is busy when its 1-minute load average ``load`` exceeds the cores the
+    benchmark's ``threads`` leave free (``cores - threads``) by more than half a core: the
+    timings would then measure the competition, not the code.
+    """
+    if load <= cores - threads + 0.5:
+        return None
+    return (f"warning: the machine is busy (1-minute load average {load:.1f} on {cores} cores, {threads} "
+            "of them for the benchmark): the figures are not meaningful; run again when it is idle, "
+            "or with fewer --threads")
+
+
+def maxrss_bytes():
+    """This process's peak resident memory in bytes.
+
+    On Linux the kernel's high-water mark of this process's own memory (``VmHWM`` in
+    ``/proc/self/status``), which :func:`reset_peak_rss` can restart: ``ru_maxrss`` would not do,
+    as a process started by fork and exec (a Dask worker) keeps its parent's peak in it.
+    Elsewhere ``ru_maxrss`` (bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource  # Unix only: imported where /proc could not tell
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def reset_peak_rss():
+    """Start this process's peak resident memory again from its current size (Linux:
+    ``/proc/self/clear_refs``); returns the new peak (:func:`maxrss_bytes`). Elsewhere the
+    peak is left alone and the figure is the process's lifetime peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+    return maxrss_bytes()
