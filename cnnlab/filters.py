@@ -14,11 +14,14 @@ one of them over a grayscale or RGB image::
     edges = filters.apply(data.camera(), "edge")
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 from .device import is_gpu_array, kernels_for, to_device, to_host
 from .dispatch import chunked
 from .kernels import BOUNDARY_FILL, BOUNDARY_SYMM, BOUNDARY_WRAP
+from .types import Array, DTypeLike
 
 __all__ = ["correlate2d", "convolve2d", "apply", "KERNELS"]
 
@@ -57,7 +60,7 @@ KERNELS = {
 """Named 3x3 kernels (read-only float64 arrays)."""
 
 
-def as_2d(name, a):
+def as_2d(name: str, a: Array) -> Array:
     if isinstance(a, (str, bytes)) or a is None:
         raise TypeError(f"{name} must be a 2-D numeric array, got {type(a).__name__}")
     if not is_gpu_array(a):
@@ -74,7 +77,7 @@ def as_2d(name, a):
     return a
 
 
-def fill_scalar(fillvalue, dtype):
+def fill_scalar(fillvalue: float, dtype: np.dtype) -> np.generic:
     """The fill value as a scalar of ``dtype``, converted as scipy.signal does."""
     arr = np.asarray(fillvalue)
     if arr.dtype.kind not in "biufc" or arr.size != 1:
@@ -95,7 +98,8 @@ def fill_scalar(fillvalue, dtype):
     return np.array(real, dtype=dtype)[()]
 
 
-def check_arguments(in1_dtype, in2_dtype, mode, boundary, fillvalue):
+def check_arguments(in1_dtype: DTypeLike, in2_dtype: DTypeLike, mode: str, boundary: str,
+                    fillvalue: float) -> tuple[np.dtype, np.generic]:
     """Check :func:`correlate2d`'s ``mode``, ``boundary`` and ``fillvalue`` for inputs of the given
     dtypes, as scipy.signal does; return the result dtype and the fill value as a scalar of it.
 
@@ -175,7 +179,7 @@ def _filter(in1, in2, mode, boundary, fillvalue, flip):
 
 
 @chunked("correlate2d")
-def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
+def correlate2d(in1: Array, in2: Array, mode: str = "full", boundary: str = "fill", fillvalue: float = 0) -> Array:
     """Cross-correlate two 2-D arrays, exactly as ``scipy.signal.correlate2d``.
 
     Parameters
@@ -225,7 +229,7 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
 
 
 @chunked("convolve2d")
-def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
+def convolve2d(in1: Array, in2: Array, mode: str = "full", boundary: str = "fill", fillvalue: float = 0) -> Array:
     """Convolve two 2-D arrays (correlation with the flipped kernel), exactly as
     ``scipy.signal.convolve2d``.
 
@@ -239,7 +243,7 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
 
 
 @chunked("filter")
-def apply(image, kernel, mode="same", boundary="fill", fillvalue=0):
+def apply(image: Array, kernel: str | Array, mode: str = "same", boundary: str = "fill", fillvalue: float = 0) -> Array:
     """Filter a grayscale (H, W) or colour (H, W, C) image, channel by channel.
 
     The image is computed in floating point (float32 input stays float32,

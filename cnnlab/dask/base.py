@@ -1,7 +1,7 @@
 """What every dask op of cnnlab needs: Dask itself, the kernel lock, and where the chunks run."""
 
 import threading
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from ..parallel import threading_layer
 _LOCK = threading.Lock()
 
 
-def kernel_lock():
+def kernel_lock() -> AbstractContextManager:
     """A context that serializes kernel calls when Numba's threading layer is not thread-safe.
 
     Numba's ``workqueue`` layer must not be entered by several threads at once (Dask's threaded

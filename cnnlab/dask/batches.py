@@ -1,8 +1,13 @@
 """A function of an in-memory batch over a dask array chunked along the batch axis."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 import numpy as np
 
 from ..dispatch import is_dask_array
+from ..types import Any, Array, DaskArray, DTypeLike, Sequence
 from .base import check_batch_chunks, dask_modules, on_device, resolve_device, to_host_values
 
 
@@ -30,7 +35,8 @@ def run_packed(block, packed):
     return on_device(function, block, args, kwargs, device)
 
 
-def map_batches(function, x, *args, sample_shape=None, dtype=None, device=None, **kwargs):
+def map_batches(function: Callable[..., Array], x: DaskArray, *args: Any, sample_shape: Sequence[int] | None = None,
+                dtype: DTypeLike = None, device: str | None = None, **kwargs: Any) -> DaskArray:
     """Run ``function(batch, *args, **kwargs)`` on each chunk of a dask array of samples.
 
     ``x`` must be chunked along its first (batch) axis only; each chunk is one in-memory

@@ -1,10 +1,13 @@
 """Image filters on dask arrays: a halo as deep as the kernel's reach between chunks."""
 
+from __future__ import annotations
+
 import numpy as np
 
 from .. import filters as image_filters
 from ..device import to_host
 from ..dispatch import is_dask_array
+from ..types import Array, DaskArray
 from .base import check_known_shape, dask_modules, on_device, resolve_device
 
 
@@ -131,7 +134,8 @@ def _filter(in1, in2, mode, boundary, fillvalue, flip, channels=False, name="in1
     return result
 
 
-def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0, device=None):
+def correlate2d(in1: DaskArray, in2: Array, mode: str = "full", boundary: str = "fill", fillvalue: float = 0,
+                device: str | None = None) -> DaskArray:
     """Cross-correlate a 2-D dask array with an in-memory kernel, chunk by chunk.
 
     The same result as :func:`cnnlab.filters.correlate2d` on the computed array (and so as
@@ -187,7 +191,8 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0, device=None
     return _filter(in1, in2, mode, boundary, fillvalue, flip=False, device=device)
 
 
-def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0, device=None):
+def convolve2d(in1: DaskArray, in2: Array, mode: str = "full", boundary: str = "fill", fillvalue: float = 0,
+               device: str | None = None) -> DaskArray:
     """Convolve a 2-D dask array with an in-memory kernel, chunk by chunk.
 
     Parameters, returns and errors as :func:`correlate2d`; the result equals
@@ -198,7 +203,8 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0, device=None)
     return _filter(in1, in2, mode, boundary, fillvalue, flip=True, device=device)
 
 
-def apply(image, kernel, mode="same", boundary="fill", fillvalue=0, device=None):
+def apply(image: DaskArray, kernel: str | Array, mode: str = "same", boundary: str = "fill", fillvalue: float = 0,
+          device: str | None = None) -> DaskArray:
     """Filter a grayscale (H, W) or colour (H, W, C) dask image, channel by channel.
 
     As :func:`cnnlab.filters.apply`: computed in float32 for float32 input, float64 otherwise.

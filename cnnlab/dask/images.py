@@ -1,13 +1,17 @@
 """Folders of image files read lazily, one task per chunk, classified chunk by chunk."""
 
+from __future__ import annotations
+
 import numbers
 import os
+from collections.abc import Iterator
 
 import numpy as np
 
 from ..data import check_color, check_resize, image_files, read_image, standardize
 from ..dispatch import is_dask_array
 from ..shapes import pair
+from ..types import Any, Array, DaskArray, Sequence
 from .base import dask_modules
 from .batches import batch_blocks
 from .models import check_model_input
@@ -31,7 +35,9 @@ def _read_chunk(files, size, color, resize, errors):
     return block
 
 
-def read_image_folder(paths, size, color="rgb", resize="stretch", chunk_size=256, errors="raise"):
+def read_image_folder(paths: str | os.PathLike | Sequence[str | os.PathLike], size: int | tuple[int, int],
+                      color: str = "rgb", resize: str = "stretch", chunk_size: int = 256,
+                      errors: str = "raise") -> tuple[list, DaskArray]:
     """Image files and folders as a lazy (N, C, H, W) dask array, read chunk by chunk.
 
     The files are listed now; they are read and decoded only when a chunk is computed, inside
@@ -132,7 +138,8 @@ def _classify_block(batch, model, mean, std, batch_size):
     return out
 
 
-def classify_images(model, images, mean=None, std=None, batch_size=256):
+def classify_images(model: Any, images: DaskArray, mean: Array | None = None, std: Array | None = None,
+                    batch_size: int = 256) -> DaskArray:
     """Class probabilities of a dask batch of images, standardized image by image in the tasks.
 
     Each image is standardized with ``mean`` and ``std`` as :func:`cnnlab.data.standardize`
@@ -171,7 +178,7 @@ def classify_images(model, images, mean=None, std=None, batch_size=256):
                     name="images")
 
 
-def compute_chunks(x, scheduler=None):
+def compute_chunks(x: DaskArray, scheduler: Any = None) -> Iterator[tuple[int, np.ndarray]]:
     """Compute a dask array chunk by chunk along its first axis, yielding each chunk as it is done.
 
     A result too large for memory is written piece by piece this way (a CSV file, a database),

@@ -1,10 +1,13 @@
 """A model's predictions and evaluation over a dask array, chunk by chunk."""
 
+from __future__ import annotations
+
 import numpy as np
 
 from .. import losses as losses_module
 from ..checks import check_image_dtype
 from ..dispatch import is_dask_array
+from ..types import Any, Array, DaskArray
 from .base import check_batch_chunks, dask_modules, kernel_lock
 from .batches import batch_blocks
 
@@ -31,7 +34,7 @@ def _predict_block(batch, model, batch_size):
     return model.predict(batch, batch_size)
 
 
-def predict_proba(model, x, batch_size=256):
+def predict_proba(model: Any, x: DaskArray, batch_size: int = 256) -> DaskArray:
     """Class probabilities of a dask batch, chunk by chunk: ``model.predict_proba`` per chunk.
 
     The model is copied (its weights at the time of the call) into the task graph once.
@@ -63,7 +66,7 @@ def predict_proba(model, x, batch_size=256):
                     np.dtype(model.dtype), token="cnnlab-predict-proba")
 
 
-def predict(model, x, batch_size=256):
+def predict(model: Any, x: DaskArray, batch_size: int = 256) -> DaskArray:
     """Predicted class indices ``(N,)`` of a dask batch, as a dask array (see
     :func:`predict_proba`)."""
     check_model_input(model, x)
@@ -78,7 +81,7 @@ def _evaluate_block(batch, labels, model, batch_size, loss):
     return np.array([[scores["loss"] * n, scores["accuracy"] * n, n]], dtype=np.float64)
 
 
-def evaluate(model, x, y, batch_size=256, loss=None):
+def evaluate(model: Any, x: DaskArray, y: Array | DaskArray, batch_size: int = 256, loss: Any = None) -> dict:
     """``{'loss': mean loss, 'accuracy': fraction correct}`` of a dask batch, computed chunk
     by chunk on the current Dask scheduler.
 

@@ -1,5 +1,8 @@
 """Sliding windows (convolution, pooling) over an (N, C, H, W) dask array chunked across the image."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
 from itertools import pairwise
 
 import numpy as np
@@ -7,6 +10,7 @@ import numpy as np
 from .. import functional
 from ..dispatch import is_dask_array
 from ..shapes import axis_output_size, check_flag, check_int, pair, resolve_padding, window_output_shape
+from ..types import Any, Array, DaskArray, DTypeLike, IntPair, Padding
 from .base import check_known_shape, dask_modules, on_device, resolve_device, to_host_values
 
 
@@ -179,8 +183,10 @@ def chunked_across_samples(x):
     return any(len(c) > 1 for c in x.chunks[1:])
 
 
-def map_windows(function, x, *args, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=None,
-                out_channels=None, dtype=None, device=None, **kwargs):
+def map_windows(function: Callable[..., Array], x: DaskArray, *args: Any, kernel_size: IntPair, stride: IntPair = 1,
+                padding: Padding = 0, dilation: IntPair = 1, ceil_mode: bool | None = None,
+                out_channels: int | None = None, dtype: DTypeLike = None, device: str | None = None,
+                **kwargs: Any) -> DaskArray:
     """Run a sliding-window op of in-memory images block by block over a dask array chunked
     across its height and width (and batch, and channels).
 

@@ -1,5 +1,7 @@
 """Activations: ReLU and its relatives, sigmoid, tanh, softmax, and their backward."""
 
+from __future__ import annotations
+
 import math
 
 import numpy as np
@@ -7,25 +9,26 @@ import numpy as np
 from ..device import kernels_for
 from ..dispatch import elementwise as elementwise_chunks
 from ..shapes import check_int
+from ..types import Array
 from .common import as_float_array, check_grad, elementwise, elementwise_backward
 
 
-def relu_backward(x, grad_out):
+def relu_backward(x: Array, grad_out: Array) -> Array:
     """Gradient of :func:`relu`: ``grad_out`` where ``x > 0``, else 0 (``x`` the forward input)."""
     return elementwise_backward("relu_backward", x, grad_out)
 
 
-def leaky_relu_backward(x, grad_out, negative_slope=0.01):
+def leaky_relu_backward(x: Array, grad_out: Array, negative_slope: float = 0.01) -> Array:
     """Gradient of :func:`leaky_relu` (``x`` the forward input)."""
     return elementwise_backward("leaky_relu_backward", x, grad_out, float(negative_slope))
 
 
-def sigmoid_backward(y, grad_out):
+def sigmoid_backward(y: Array, grad_out: Array) -> Array:
     """Gradient of :func:`sigmoid` from its output ``y``: ``grad_out * y * (1 - y)``."""
     return elementwise_backward("sigmoid_backward", y, grad_out)
 
 
-def tanh_backward(y, grad_out):
+def tanh_backward(y: Array, grad_out: Array) -> Array:
     """Gradient of :func:`tanh` from its output ``y``: ``grad_out * (1 - y**2)``."""
     return elementwise_backward("tanh_backward", y, grad_out)
 
@@ -52,18 +55,18 @@ def _softmax_backward_like(kernel_name, y, grad_out, axis):
     return grad_x
 
 
-def softmax_backward(y, grad_out, axis=1):
+def softmax_backward(y: Array, grad_out: Array, axis: int = 1) -> Array:
     """Gradient of :func:`softmax` from its output ``y``: ``y * (grad_out - sum(grad_out * y))``."""
     return _softmax_backward_like("softmax_backward", y, grad_out, axis)
 
 
-def log_softmax_backward(y, grad_out, axis=1):
+def log_softmax_backward(y: Array, grad_out: Array, axis: int = 1) -> Array:
     """Gradient of :func:`log_softmax` from its output ``y``: ``grad_out - exp(y) * sum(grad_out)``."""
     return _softmax_backward_like("log_softmax_backward", y, grad_out, axis)
 
 
 @elementwise_chunks
-def relu(x):
+def relu(x: Array) -> Array:
     """Rectified linear unit, ``max(x, 0)`` element-wise (NaN stays NaN).
 
     Parameters
@@ -83,7 +86,7 @@ def relu(x):
 
 
 @elementwise_chunks
-def leaky_relu(x, negative_slope=0.01):
+def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
     """Leaky ReLU: ``x`` for positive ``x``, ``negative_slope * x`` otherwise.
 
     Parameters
@@ -103,7 +106,7 @@ def leaky_relu(x, negative_slope=0.01):
 
 
 @elementwise_chunks
-def sigmoid(x):
+def sigmoid(x: Array) -> Array:
     """Logistic sigmoid ``1 / (1 + exp(-x))``, computed without overflow.
 
     See Also
@@ -114,7 +117,7 @@ def sigmoid(x):
 
 
 @elementwise_chunks
-def tanh(x):
+def tanh(x: Array) -> Array:
     """Hyperbolic tangent element-wise.
 
     See Also
@@ -133,7 +136,7 @@ def _softmax_like(kernel_name, x, axis):
     return out
 
 
-def softmax(x, axis=1):
+def softmax(x: Array, axis: int = 1) -> Array:
     """Softmax along ``axis``: ``exp(x) / sum(exp(x))``, shifted by the maximum so that
     logits of any size (even +-1e4) give finite probabilities.
 
@@ -149,7 +152,7 @@ def softmax(x, axis=1):
     return _softmax_like("softmax_forward", x, axis)
 
 
-def log_softmax(x, axis=1):
+def log_softmax(x: Array, axis: int = 1) -> Array:
     """Logarithm of :func:`softmax`, computed as ``x - max - log(sum(exp(x - max)))``
     (finite for huge logits, no ``log(0)``).
 
@@ -160,7 +163,7 @@ def log_softmax(x, axis=1):
     return _softmax_like("log_softmax_forward", x, axis)
 
 
-def as_number(name, value, allow_infinite=False):
+def as_number(name: str, value: object, allow_infinite: bool = False) -> float:
     """``value`` as a float: a real number, not NaN (and finite unless ``allow_infinite``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a number, got {value!r}")
@@ -169,7 +172,7 @@ def as_number(name, value, allow_infinite=False):
     return float(value)
 
 
-def clip_bounds(low, high):
+def clip_bounds(low: float | None, high: float | None) -> tuple[float, float]:
     """``(min, max)`` of :func:`clip` checked, ``None`` read as an open side (-inf or +inf)."""
     if low is None and high is None:
         raise ValueError("clip needs min or max (or both), got min=None and max=None")
@@ -181,7 +184,7 @@ def clip_bounds(low, high):
 
 
 @elementwise_chunks
-def clip(x, min=None, max=None):
+def clip(x: Array, min: float | None = None, max: float | None = None) -> Array:
     """Clamp every element to ``[min, max]``: ``min(max(x, min), max)`` (NaN stays NaN).
 
     The gradient (:func:`clip_backward`) is 1 strictly inside ``(min, max)`` and 0 outside
@@ -211,14 +214,14 @@ def clip(x, min=None, max=None):
     return elementwise("clip", "clip_forward", x, low, high)
 
 
-def clip_backward(x, grad_out, min=None, max=None):
+def clip_backward(x: Array, grad_out: Array, min: float | None = None, max: float | None = None) -> Array:
     """Gradient of :func:`clip`: ``grad_out`` where ``min < x < max``, else 0 (``x`` the forward
     input; 0 at the boundaries, PyTorch's hardtanh rule)."""
     low, high = clip_bounds(min, max)
     return elementwise_backward("clip_backward", x, grad_out, low, high)
 
 
-def relu6(x):
+def relu6(x: Array) -> Array:
     """ReLU capped at 6, ``min(max(x, 0), 6)``: :func:`clip` with ``min=0, max=6`` (MobileNet).
 
     See Also
@@ -228,13 +231,13 @@ def relu6(x):
     return clip(x, 0.0, 6.0)
 
 
-def relu6_backward(x, grad_out):
+def relu6_backward(x: Array, grad_out: Array) -> Array:
     """Gradient of :func:`relu6`: ``grad_out`` where ``0 < x < 6``, else 0 (as PyTorch)."""
     return clip_backward(x, grad_out, 0.0, 6.0)
 
 
 @elementwise_chunks
-def hardsigmoid(x, alpha=1 / 6, beta=0.5):
+def hardsigmoid(x: Array, alpha: float = 1 / 6, beta: float = 0.5) -> Array:
     """Hard sigmoid, ``max(0, min(1, alpha * x + beta))``.
 
     The defaults give PyTorch's ``relu6(x + 3) / 6``; ONNX ``HardSigmoid`` sets
@@ -261,14 +264,14 @@ def hardsigmoid(x, alpha=1 / 6, beta=0.5):
     return elementwise("hardsigmoid", "hardsigmoid_forward", x, alpha, beta)
 
 
-def hardsigmoid_backward(x, grad_out, alpha=1 / 6, beta=0.5):
+def hardsigmoid_backward(x: Array, grad_out: Array, alpha: float = 1 / 6, beta: float = 0.5) -> Array:
     """Gradient of :func:`hardsigmoid` (``x`` the forward input)."""
     return elementwise_backward("hardsigmoid_backward", x, grad_out, as_number("alpha", alpha),
                                  as_number("beta", beta))
 
 
 @elementwise_chunks
-def hardswish(x):
+def hardswish(x: Array) -> Array:
     """Hard swish, ``x * relu6(x + 3) / 6`` (MobileNetV3).
 
     The gradient is PyTorch's: 0 for ``x < -3``, ``x / 3 + 1/2`` for ``-3 <= x <= 3``, 1 above.
@@ -286,13 +289,13 @@ def hardswish(x):
     return elementwise("hardswish", "hardswish_forward", x)
 
 
-def hardswish_backward(x, grad_out):
+def hardswish_backward(x: Array, grad_out: Array) -> Array:
     """Gradient of :func:`hardswish` (``x`` the forward input)."""
     return elementwise_backward("hardswish_backward", x, grad_out)
 
 
 @elementwise_chunks
-def silu(x):
+def silu(x: Array) -> Array:
     """SiLU (swish), ``x * sigmoid(x)``, without overflow for any ``x`` (EfficientNet).
 
     Shape
@@ -308,7 +311,7 @@ def silu(x):
     return elementwise("silu", "silu_forward", x)
 
 
-def silu_backward(x, grad_out):
+def silu_backward(x: Array, grad_out: Array) -> Array:
     """Gradient of :func:`silu`: ``grad_out * s * (1 + x * (1 - s))``, ``s = sigmoid(x)``
     (``x`` the forward input)."""
     return elementwise_backward("silu_backward", x, grad_out)

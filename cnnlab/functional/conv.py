@@ -1,5 +1,7 @@
 """Convolution: :func:`conv2d` (with its fused epilogue) and its backward."""
 
+from __future__ import annotations
+
 import math
 
 import numba
@@ -20,13 +22,15 @@ from ..kernels import (
 )
 from ..parallel import cpu_workers
 from ..shapes import check_int, pair, resolve_padding, window_output_shape
+from ..types import Array, DTypeLike, IntPair, Padding
 from .activation import as_number, clip_bounds
 from .common import as_float_array, bias_or_zeros, blas_guard, check_grad, check_out
 
 
 @sliding_window("convolution")
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, scale=None,
-           residual=None, activation=None, out=None):
+def conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair = 1, padding: Padding = 0,
+           dilation: IntPair = 1, groups: int = 1, *, scale: Array | None = None, residual: Array | None = None,
+           activation: str | tuple | None = None, out: Array | None = None) -> Array:
     """2-D convolution (cross-correlation, as in every CNN library) of a batch of images.
 
     Each of the ``F`` filters slides over the input, multiplies its weights
@@ -150,7 +154,7 @@ EPILOGUE_ACTIVATIONS = {
 }
 
 
-def epilogue_activation(activation):
+def epilogue_activation(activation: str | tuple | None) -> tuple[int, float, float]:
     """The kernel form ``(code, low, high)`` of a fused activation (see :func:`conv2d`).
 
     Parameters
@@ -195,14 +199,16 @@ def epilogue_activation(activation):
 class ConvGeometry:
     """Resolved convolution geometry: output size and the kernels' integer arguments."""
 
-    def __init__(self, out_shape, args, filter_blocks=1, sample_block=1):
+    def __init__(self, out_shape: tuple[int, int], args: tuple, filter_blocks: int = 1,
+                 sample_block: int = 1) -> None:
         self.out_shape = out_shape
         self.args = args
         self.filter_blocks = filter_blocks
         self.sample_block = sample_block
 
 
-def conv_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, groups):
+def conv_geometry(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], dtype: DTypeLike, stride: IntPair,
+                  padding: Padding, dilation: IntPair, groups: int) -> ConvGeometry:
     groups = check_int("groups", groups, 1)
     samples, channels, height, width = x_shape
     filters, channels_per_group, kernel_h, kernel_w = weight_shape
@@ -244,7 +250,7 @@ def conv_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, group
     return ConvGeometry((out_h, out_w), args, filter_blocks, sample_block)
 
 
-def check_scale(scale, filters, dtype):
+def check_scale(scale: Array, filters: int, dtype: DTypeLike) -> Array:
     """:func:`conv2d`'s ``scale``: a 1-D float array of ``dtype`` with one entry per filter."""
     scale = as_float_array("scale", scale, ndim=1, dtype=dtype)
     if scale.shape[0] != filters:
@@ -252,7 +258,8 @@ def check_scale(scale, filters, dtype):
     return scale
 
 
-def conv2d_backward(x, weight, grad_out, stride=1, padding=0, dilation=1, groups=1, input_grad=True):
+def conv2d_backward(x: Array, weight: Array, grad_out: Array, stride: IntPair = 1, padding: Padding = 0,
+                    dilation: IntPair = 1, groups: int = 1, input_grad: bool = True) -> tuple[Array, ...]:
     """Gradients of :func:`conv2d` with respect to ``x``, ``weight`` and ``bias``.
 
     Parameters

@@ -1,13 +1,16 @@
 """Inverted dropout with a counter-based mask, identical on the CPU and the GPU."""
 
+from __future__ import annotations
+
 import numpy as np
 
 from ..device import kernels_for
 from ..shapes import check_int
+from ..types import Array
 from .common import as_float_array, elementwise_backward
 
 
-def dropout(x, p, seed):
+def dropout(x: Array, p: float, seed: int) -> tuple[Array, Array]:
     """Inverted dropout: zero each element with probability ``p``, scale the rest by ``1/(1-p)``.
 
     Which elements drop is a pure function of ``(seed, position)`` (a counter-based hash),
@@ -40,7 +43,7 @@ def dropout(x, p, seed):
     return out, mask
 
 
-def check_probability(p):
+def check_probability(p: float) -> float:
     if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
         raise TypeError(f"p must be a number, got {p!r}")
     if not 0 <= p < 1:
@@ -48,6 +51,6 @@ def check_probability(p):
     return float(p)
 
 
-def dropout_backward(mask, grad_out):
+def dropout_backward(mask: Array, grad_out: Array) -> Array:
     """Gradient of :func:`dropout`: ``grad_out * mask``."""
     return elementwise_backward("dropout_backward", mask, grad_out)

@@ -1,13 +1,16 @@
 """Fully-connected layers: :func:`linear` and its backward."""
 
+from __future__ import annotations
+
 from ..device import kernels_for
 from ..dispatch import per_sample
 from ..parallel import cpu_workers
+from ..types import Array
 from .common import as_float_array, bias_or_zeros, blas_guard, check_grad
 
 
 @per_sample
-def linear(x, weight, bias=None):
+def linear(x: Array, weight: Array, bias: Array | None = None) -> Array:
     """Fully-connected layer: ``x @ weight.T + bias``.
 
     Parameters
@@ -41,7 +44,7 @@ def linear(x, weight, bias=None):
     return out
 
 
-def linear_backward(x, weight, grad_out):
+def linear_backward(x: Array, weight: Array, grad_out: Array) -> tuple[Array, ...]:
     """Gradients of :func:`linear`: ``(grad_out @ weight, grad_out.T @ x, grad_out.sum(0))``.
 
     Returns

@@ -1,12 +1,15 @@
 """Losses: cross-entropy (weighted or not), mean squared error, and their gradients."""
 
+from __future__ import annotations
+
 import numpy as np
 
 from ..device import is_gpu_array, kernels_for, to_device, to_host
+from ..types import Array
 from .common import as_float_array, check_grad
 
 
-def as_targets(name, targets, samples, classes):
+def as_targets(name: str, targets: Array, samples: int, classes: int) -> Array:
     """Check class-index targets: integers in ``[0, classes)``, one per sample; int64 result."""
     if is_gpu_array(targets):
         if np.dtype(targets.dtype) != np.int64 or tuple(targets.shape) != (samples,):
@@ -29,7 +32,7 @@ def as_targets(name, targets, samples, classes):
     return np.ascontiguousarray(targets, dtype=np.int64)
 
 
-def cross_entropy(logits, targets):
+def cross_entropy(logits: Array, targets: Array) -> tuple[float, Array]:
     """Mean softmax cross-entropy of ``(N, K)`` logits against class indices, fused and stable.
 
     Returns
@@ -47,7 +50,7 @@ def cross_entropy(logits, targets):
     return float(np.mean(to_host(losses), dtype=np.float64)), probabilities
 
 
-def cross_entropy_per_sample(logits, targets):
+def cross_entropy_per_sample(logits: Array, targets: Array) -> tuple[Array, Array]:
     """Per-sample cross-entropy losses and the softmax, both left on the logits' device
     (no host copy: what a training step on the GPU needs)."""
     logits = as_float_array("logits", logits, ndim=2)
@@ -59,7 +62,7 @@ def cross_entropy_per_sample(logits, targets):
     return losses, probabilities
 
 
-def add_classification_totals(losses, probabilities, targets, totals):
+def add_classification_totals(losses: Array, probabilities: Array, targets: Array, totals: Array) -> None:
     """Add a batch's loss sum and number of correct predictions to the float64 pair ``totals``
     (all on one device)."""
     kernels = kernels_for(losses=losses, probabilities=probabilities, targets=targets, totals=totals)
@@ -67,7 +70,7 @@ def add_classification_totals(losses, probabilities, targets, totals):
                                   kernels.asarray(targets), kernels.asarray(totals))
 
 
-def gather_rows(source, index):
+def gather_rows(source: Array, index: Array) -> Array:
     """``source[index]`` for the first axis, on ``source``'s device (``index`` int64 there too)."""
     kernels = kernels_for(source=source, index=index)
     samples = index.shape[0]
@@ -79,7 +82,7 @@ def gather_rows(source, index):
     return out
 
 
-def cross_entropy_backward(probabilities, targets):
+def cross_entropy_backward(probabilities: Array, targets: Array) -> Array:
     """Gradient of the mean cross-entropy with respect to the logits: ``(softmax - one_hot) / N``."""
     probabilities = as_float_array("probabilities", probabilities, ndim=2)
     kernels = kernels_for(probabilities=probabilities, targets=targets)
@@ -89,7 +92,7 @@ def cross_entropy_backward(probabilities, targets):
     return grad
 
 
-def mse(prediction, target):
+def mse(prediction: Array, target: Array) -> float:
     """Mean squared error; returns the loss as a float."""
     prediction = as_float_array("prediction", prediction)
     target = check_grad("target", target, prediction.shape, prediction.dtype)
@@ -100,7 +103,7 @@ def mse(prediction, target):
     return float(np.mean(to_host(losses), dtype=np.float64))
 
 
-def mse_backward(prediction, target):
+def mse_backward(prediction: Array, target: Array) -> Array:
     """Gradient of the mean squared error with respect to ``prediction``."""
     prediction = as_float_array("prediction", prediction)
     target = check_grad("target", target, prediction.shape, prediction.dtype)
@@ -129,7 +132,7 @@ def _class_weights(kernels, class_weights, classes, dtype):
     return to_device(weights) if kernels.DEVICE == "cuda" else weights
 
 
-def weighted_cross_entropy_per_sample(logits, targets, class_weights):
+def weighted_cross_entropy_per_sample(logits: Array, targets: Array, class_weights: Array) -> tuple[Array, Array]:
     """Per-sample cross-entropy times the weight of each sample's class, and the softmax, both
     left on the logits' device.
 
@@ -143,7 +146,7 @@ def weighted_cross_entropy_per_sample(logits, targets, class_weights):
     return losses, probabilities
 
 
-def weighted_cross_entropy(logits, targets, class_weights):
+def weighted_cross_entropy(logits: Array, targets: Array, class_weights: Array) -> tuple[float, Array]:
     """Class-weighted softmax cross-entropy: ``sum(w[t_n] * loss_n) / N`` (Keras' rule for
     ``class_weight``), and the softmax for :func:`weighted_cross_entropy_backward`.
 
@@ -156,7 +159,7 @@ def weighted_cross_entropy(logits, targets, class_weights):
     return float(np.mean(to_host(losses), dtype=np.float64)), probabilities
 
 
-def weighted_cross_entropy_backward(probabilities, targets, class_weights):
+def weighted_cross_entropy_backward(probabilities: Array, targets: Array, class_weights: Array) -> Array:
     """Gradient of :func:`weighted_cross_entropy` with respect to the logits:
     ``w[t_n] * (softmax - one_hot) / N``."""
     probabilities = as_float_array("probabilities", probabilities, ndim=2)

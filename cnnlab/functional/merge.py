@@ -1,13 +1,16 @@
 """Merging tensors: broadcasting add and multiply, concatenation, and backward."""
 
+from __future__ import annotations
+
 import numpy as np
 
 from ..device import kernels_for, to_device
 from ..shapes import check_int
+from ..types import Any, Array, Sequence
 from .common import as_float_array, check_grad
 
 
-def index_array(kernels, values):
+def index_array(kernels: Any, values: Sequence[int]) -> Array:
     """Integer geometry as an int64 array on the kernels' device."""
     values = np.asarray(values, dtype=np.int64)
     if kernels.DEVICE == "cuda":
@@ -53,7 +56,7 @@ def _broadcast_operands(a, b, grad_out=None):
     return full, small, swapped, kernels, geometry
 
 
-def add(a, b):
+def add(a: Array, b: Array) -> Array:
     """Element-wise sum ``a + b``, one operand broadcast NumPy-style against the other.
 
     Parameters
@@ -89,7 +92,7 @@ def add(a, b):
     return out
 
 
-def add_backward(a, b, grad_out):
+def add_backward(a: Array, b: Array, grad_out: Array) -> tuple[Array, Array]:
     """Gradients of :func:`add`: ``(grad_a, grad_b)``, each ``grad_out`` summed over the axes
     its operand was broadcast along (only the shapes of ``a`` and ``b`` are used)."""
     full, small, swapped, kernels, geometry = _broadcast_operands(a, b, grad_out)
@@ -101,7 +104,7 @@ def add_backward(a, b, grad_out):
     return (grad_small, grad_full) if swapped else (grad_full, grad_small)
 
 
-def multiply(a, b):
+def multiply(a: Array, b: Array) -> Array:
     """Element-wise product ``a * b``, one operand broadcast NumPy-style against the other: a
     squeeze-excitation gate (N, C, 1, 1) times feature maps (N, C, H, W).
 
@@ -131,7 +134,7 @@ def multiply(a, b):
     return out
 
 
-def multiply_backward(a, b, grad_out):
+def multiply_backward(a: Array, b: Array, grad_out: Array) -> tuple[Array, Array]:
     """Gradients of :func:`multiply`: ``grad_a = grad_out * b`` and ``grad_b = grad_out * a``,
     each summed over the axes its operand was broadcast along."""
     full, small, swapped, kernels, geometry = _broadcast_operands(a, b, grad_out)
@@ -158,7 +161,7 @@ def _three_axes(shape, axis):
             int(np.prod(shape[axis + 1:], dtype=np.int64)))
 
 
-def concatenate(arrays, axis=1):
+def concatenate(arrays: Sequence[Array], axis: int = 1) -> Array:
     """Join arrays along ``axis`` (the channel axis by default, as DenseNet and Inception do).
 
     Parameters
@@ -207,7 +210,7 @@ def concatenate(arrays, axis=1):
     return out
 
 
-def concatenate_backward(grad_out, sizes, axis=1):
+def concatenate_backward(grad_out: Array, sizes: Sequence[int], axis: int = 1) -> Array:
     """Gradient of :func:`concatenate`: ``grad_out`` split along ``axis`` into pieces of
     ``sizes`` (the inputs' extents along ``axis``); returns a list of arrays."""
     grad_out = as_float_array("grad_out", grad_out)

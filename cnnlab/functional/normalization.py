@@ -1,14 +1,18 @@
 """Normalization: batch normalization of NCHW input per channel, running averages, and group
 normalization of each sample's groups of channels."""
 
+from __future__ import annotations
+
 import numbers
 
 from ..device import kernels_for
 from ..shapes import check_int
+from ..types import Array
 from .common import as_float_array, check_grad
 
 
-def batch_norm2d(x, gamma, beta, eps=1e-5, mean=None, variance=None):
+def batch_norm2d(x: Array, gamma: Array, beta: Array, eps: float = 1e-05, mean: Array | None = None,
+                 variance: Array | None = None) -> tuple[Array, ...]:
     """Batch normalization of NCHW input per channel.
 
     With ``mean``/``variance`` given (evaluation, running statistics) they are used;
@@ -41,13 +45,14 @@ def batch_norm2d(x, gamma, beta, eps=1e-5, mean=None, variance=None):
     return out, mean, variance
 
 
-def running_average(running, batch, momentum, scale=1.0):
+def running_average(running: Array, batch: Array, momentum: float, scale: float = 1.0) -> None:
     """Update ``running`` in place: ``(1 - momentum) * running + momentum * scale * batch``."""
     kernels = kernels_for(running=running, batch=batch)
     kernels.running_average(kernels.asarray(running), kernels.asarray(batch), float(momentum), float(scale))
 
 
-def batch_norm2d_backward(x, grad_out, mean, variance, gamma, eps=1e-5):
+def batch_norm2d_backward(x: Array, grad_out: Array, mean: Array, variance: Array, gamma: Array,
+                          eps: float = 1e-05) -> tuple[Array, ...]:
     """Gradients of training-mode :func:`batch_norm2d`: ``(grad_x, grad_gamma, grad_beta)``."""
     x = as_float_array("x", x, ndim=4)
     kernels = kernels_for(x=x, grad_out=grad_out, gamma=gamma)
@@ -91,7 +96,8 @@ def _epsilon(eps):
     return float(eps)
 
 
-def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, return_statistics=False):
+def group_norm(x: Array, num_groups: int, weight: Array | None = None, bias: Array | None = None, eps: float = 1e-05,
+               *, return_statistics: bool = False) -> Array | tuple[Array, ...]:
     """Group normalization: each sample's channels in ``num_groups`` groups, each group
     normalized by its own mean and variance, then scaled and shifted per channel.
 
@@ -137,7 +143,8 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, return_statis
     return (out, mean, rstd) if return_statistics else out
 
 
-def group_norm_backward(x, grad_out, num_groups, weight=None, mean=None, rstd=None, eps=1e-5):
+def group_norm_backward(x: Array, grad_out: Array, num_groups: int, weight: Array | None = None,
+                        mean: Array | None = None, rstd: Array | None = None, eps: float = 1e-05) -> tuple[Array, ...]:
     """Gradients of :func:`group_norm`: ``(grad_x, grad_weight, grad_bias)``.
 
     ``mean`` and ``rstd`` are the forward's statistics (``return_statistics=True``); without

@@ -1,5 +1,7 @@
 """Pooling: max, average, min, median and L2-norm windows, global pooling, and backward."""
 
+from __future__ import annotations
+
 import math
 
 import numpy as np
@@ -9,6 +11,7 @@ from ..dispatch import is_dask_array, per_sample, sliding_window
 from ..kernels import POOL_AVG, POOL_LP, POOL_MAX, POOL_MEDIAN, POOL_MIN
 from ..parallel import cpu_workers
 from ..shapes import check_flag, check_int, check_padding, pair, window_output_shape
+from ..types import Array, IntPair, Padding
 from .common import as_float_array, check_grad
 
 POOL_MODES = {"max": POOL_MAX, "avg": POOL_AVG, "min": POOL_MIN, "median": POOL_MEDIAN, "lp": POOL_LP}
@@ -16,8 +19,9 @@ POOL_MODES = {"max": POOL_MAX, "avg": POOL_AVG, "min": POOL_MIN, "median": POOL_
 
 INDEX_DTYPE = np.dtype(np.int64)  # of pool2d(return_indices=True)'s indices, as PyTorch's
 
-def pool2d(x, kernel_size, stride=None, padding=0, mode="max", *, dilation=1, ceil_mode=False,
-           count_include_pad=True, return_indices=False):
+def pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0, mode: str = "max", *,
+           dilation: IntPair = 1, ceil_mode: bool = False, count_include_pad: bool = True,
+           return_indices: bool = False) -> Array | tuple[Array, Array]:
     """2-D pooling: one statistic of every window of every channel.
 
     Parameters
@@ -168,8 +172,8 @@ def _pool2d_with_indices(x, kernel_size, stride, padding, mode, dilation, ceil_m
     return out, indices
 
 
-def pool_arguments(kernel_size, stride=None, padding=0, mode="max", dilation=1, ceil_mode=False,
-                   count_include_pad=True):
+def pool_arguments(kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0, mode: str = "max",
+                   dilation: IntPair = 1, ceil_mode: bool = False, count_include_pad: bool = True) -> dict:
     """Validate the arguments of :func:`pool2d` without an input; return them normalized.
 
     Returns
@@ -212,8 +216,8 @@ def pool_arguments(kernel_size, stride=None, padding=0, mode="max", dilation=1, 
                 ceil_mode=ceil_mode, count_include_pad=count_include_pad)
 
 
-def pool_geometry(x_shape, kernel_size, stride, padding, mode, dilation=1, ceil_mode=False,
-                   count_include_pad=True):
+def pool_geometry(x_shape: tuple[int, ...], kernel_size: IntPair, stride: IntPair, padding: Padding, mode: str, dilation: IntPair = 1,
+                  ceil_mode: bool = False, count_include_pad: bool = True) -> tuple[tuple[int, ...], tuple]:
     """Validate pooling arguments; return the output shape and the kernel's integer arguments."""
     options = pool_arguments(kernel_size, stride, padding, mode, dilation, ceil_mode, count_include_pad)
     kernel, stride, pads, dilation = (options[k] for k in ("kernel_size", "stride", "padding", "dilation"))
@@ -226,8 +230,9 @@ def pool_geometry(x_shape, kernel_size, stride, padding, mode, dilation=1, ceil_
     return (samples, channels, out_h, out_w), args
 
 
-def pool2d_backward(x, out, grad_out, kernel_size, stride=None, padding=0, mode="max", *, dilation=1,
-                    ceil_mode=False, count_include_pad=True, indices=None):
+def pool2d_backward(x: Array, out: Array, grad_out: Array, kernel_size: IntPair, stride: IntPair | None = None,
+                    padding: Padding = 0, mode: str = "max", *, dilation: IntPair = 1, ceil_mode: bool = False,
+                    count_include_pad: bool = True, indices: Array | None = None) -> Array:
     """Gradient of :func:`pool2d` with respect to ``x``.
 
     Max and min route each window's gradient to the element it picked (the first one on
@@ -347,7 +352,7 @@ def _pool2d_backward_with_indices(x, out, grad_out, indices, kernel_size, stride
     return grad_x
 
 
-def global_avg_pool2d_backward(x, grad_out):
+def global_avg_pool2d_backward(x: Array, grad_out: Array) -> Array:
     """Gradient of :func:`global_avg_pool2d`: every pixel of plane ``(n, c)`` gets
     ``grad_out[n, c] / (H * W)``."""
     x = as_float_array("x", x, ndim=4)
@@ -358,8 +363,9 @@ def global_avg_pool2d_backward(x, grad_out):
     return grad_x
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, *, dilation=1, ceil_mode=False,
-               count_include_pad=True, return_indices=False):
+def max_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0, *,
+               dilation: IntPair = 1, ceil_mode: bool = False, count_include_pad: bool = True,
+               return_indices: bool = False) -> Array | tuple[Array, Array]:
     """Max pooling: :func:`pool2d` with ``mode='max'`` (``count_include_pad`` has no effect);
     with ``return_indices=True`` it returns ``(out, indices)`` as
     ``torch.nn.functional.max_pool2d`` (int64 flat indices into each (H, W) plane)."""
@@ -367,16 +373,17 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, dilation=1, ceil_mode=
                   count_include_pad=count_include_pad, return_indices=return_indices)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, *, dilation=1, ceil_mode=False,
-               count_include_pad=True):
+def avg_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0, *,
+               dilation: IntPair = 1, ceil_mode: bool = False, count_include_pad: bool = True) -> dict:
     """Average pooling (padded zeros counted unless ``count_include_pad=False``):
     :func:`pool2d` with ``mode='avg'`` (``dilation`` must be 1)."""
     return pool2d(x, kernel_size, stride, padding, "avg", dilation=dilation, ceil_mode=ceil_mode,
                   count_include_pad=count_include_pad)
 
 
-def min_pool2d(x, kernel_size, stride=None, padding=0, *, dilation=1, ceil_mode=False,
-               count_include_pad=True, return_indices=False):
+def min_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0, *,
+               dilation: IntPair = 1, ceil_mode: bool = False, count_include_pad: bool = True,
+               return_indices: bool = False) -> Array | tuple[Array, Array]:
     """Min pooling: :func:`pool2d` with ``mode='min'`` (``count_include_pad`` has no effect);
     ``return_indices=True`` returns ``(out, indices)`` as :func:`max_pool2d`."""
     return pool2d(x, kernel_size, stride, padding, "min", dilation=dilation, ceil_mode=ceil_mode,
@@ -384,7 +391,7 @@ def min_pool2d(x, kernel_size, stride=None, padding=0, *, dilation=1, ceil_mode=
 
 
 @per_sample
-def global_avg_pool2d(x):
+def global_avg_pool2d(x: Array) -> Array:
     """Mean over each whole (H, W) plane.
 
     Parameters
@@ -408,7 +415,7 @@ def global_avg_pool2d(x):
 
 
 @per_sample
-def global_max_pool2d(x):
+def global_max_pool2d(x: Array) -> Array:
     """Maximum over each whole (H, W) plane (NaN propagates, as in max pooling).
 
     Parameters
@@ -436,7 +443,7 @@ def global_max_pool2d(x):
     return out
 
 
-def global_max_pool2d_backward(x, grad_out):
+def global_max_pool2d_backward(x: Array, grad_out: Array) -> Array:
     """Gradient of :func:`global_max_pool2d`: ``grad_out[n, c]`` goes to the first maximum of
     plane ``(n, c)`` (the first NaN if there is one), 0 to every other pixel."""
     x = as_float_array("x", x, ndim=4)

@@ -1,7 +1,10 @@
 """Activation layers: ReLU and its relatives, sigmoid, tanh, softmax."""
 
+from __future__ import annotations
+
 from .. import functional as F
 from ..shapes import check_int
+from ..types import Array
 from .base import Layer
 
 
@@ -10,15 +13,15 @@ class ReLU(Layer):
 
     returns_new_array = True
 
-    def fused_activation(self):
+    def fused_activation(self) -> str | tuple | None:
         return "relu"
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         if training:
             self.saved = x
         return F.relu(x)
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         return F.relu_backward(self._need_saved(), grad_out)
 
 
@@ -27,22 +30,22 @@ class LeakyReLU(Layer):
 
     returns_new_array = True
 
-    def fused_activation(self):
+    def fused_activation(self) -> str | tuple | None:
         return ("leaky_relu", self.negative_slope)
 
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         self.negative_slope = float(negative_slope)
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         if training:
             self.saved = x
         return F.leaky_relu(x, self.negative_slope)
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         return F.leaky_relu_backward(self._need_saved(), grad_out, self.negative_slope)
 
-    def config(self):
+    def config(self) -> dict:
         return dict(negative_slope=self.negative_slope)
 
 
@@ -51,16 +54,16 @@ class Sigmoid(Layer):
 
     returns_new_array = True
 
-    def fused_activation(self):
+    def fused_activation(self) -> str | tuple | None:
         return "sigmoid"
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         out = F.sigmoid(x)
         if training:
             self.saved = out
         return out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         return F.sigmoid_backward(self._need_saved(), grad_out)
 
 
@@ -69,16 +72,16 @@ class Tanh(Layer):
 
     returns_new_array = True
 
-    def fused_activation(self):
+    def fused_activation(self) -> str | tuple | None:
         return "tanh"
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         out = F.tanh(x)
         if training:
             self.saved = out
         return out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         return F.tanh_backward(self._need_saved(), grad_out)
 
 
@@ -88,20 +91,20 @@ class Softmax(Layer):
 
     returns_new_array = True
 
-    def __init__(self, axis=1):
+    def __init__(self, axis: int = 1) -> None:
         super().__init__()
         self.axis = check_int("axis", axis)
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         out = F.softmax(x, self.axis)
         if training:
             self.saved = out
         return out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         return F.softmax_backward(self._need_saved(), grad_out, self.axis)
 
-    def config(self):
+    def config(self) -> dict:
         return dict(axis=self.axis)
 
 
@@ -111,20 +114,20 @@ class LogSoftmax(Layer):
 
     returns_new_array = True
 
-    def __init__(self, axis=1):
+    def __init__(self, axis: int = 1) -> None:
         super().__init__()
         self.axis = check_int("axis", axis)
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         out = F.log_softmax(x, self.axis)
         if training:
             self.saved = out
         return out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         return F.log_softmax_backward(self._need_saved(), grad_out, self.axis)
 
-    def config(self):
+    def config(self) -> dict:
         return dict(axis=self.axis)
 
 
@@ -139,22 +142,22 @@ class _ElementwiseActivation(Layer):
     def _arguments(self):
         return {}
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         if training:
             self.saved = x
         return type(self).forward_op(x, **self._arguments())
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         return type(self).backward_op(self._need_saved(), grad_out, **self._arguments())
 
-    def config(self):
+    def config(self) -> dict:
         return self._arguments()
 
 
 class ReLU6(_ElementwiseActivation):
     """``min(max(x, 0), 6)`` (MobileNet); gradient 1 strictly inside (0, 6), as PyTorch."""
 
-    def fused_activation(self):
+    def fused_activation(self) -> str | tuple | None:
         return "relu6"
 
     forward_op = staticmethod(F.relu6)
@@ -164,13 +167,13 @@ class ReLU6(_ElementwiseActivation):
 class Clip(_ElementwiseActivation):
     """``min(max(x, min), max)``; ``None`` leaves a side open.  Gradient 1 strictly inside."""
 
-    def fused_activation(self):
+    def fused_activation(self) -> str | tuple | None:
         return ("clip", self.min, self.max)
 
     forward_op = staticmethod(F.clip)
     backward_op = staticmethod(F.clip_backward)
 
-    def __init__(self, min=None, max=None):
+    def __init__(self, min: float | None = None, max: float | None = None) -> None:
         super().__init__()
         low, high = F.clip_bounds(min, max)
         self.min = None if min is None else low
@@ -183,13 +186,13 @@ class Clip(_ElementwiseActivation):
 class HardSigmoid(_ElementwiseActivation):
     """``max(0, min(1, alpha * x + beta))``; the defaults are PyTorch's ``relu6(x + 3) / 6``."""
 
-    def fused_activation(self):
+    def fused_activation(self) -> str | tuple | None:
         return ("hardsigmoid", self.alpha, self.beta)
 
     forward_op = staticmethod(F.hardsigmoid)
     backward_op = staticmethod(F.hardsigmoid_backward)
 
-    def __init__(self, alpha=1 / 6, beta=0.5):
+    def __init__(self, alpha: float = 1 / 6, beta: float = 0.5) -> None:
         super().__init__()
         self.alpha = F.as_number("alpha", alpha)
         self.beta = F.as_number("beta", beta)
@@ -201,7 +204,7 @@ class HardSigmoid(_ElementwiseActivation):
 class HardSwish(_ElementwiseActivation):
     """``x * relu6(x + 3) / 6`` (MobileNetV3)."""
 
-    def fused_activation(self):
+    def fused_activation(self) -> str | tuple | None:
         return "hardswish"
 
     forward_op = staticmethod(F.hardswish)
@@ -211,7 +214,7 @@ class HardSwish(_ElementwiseActivation):
 class SiLU(_ElementwiseActivation):
     """``x * sigmoid(x)``, also called swish (EfficientNet)."""
 
-    def fused_activation(self):
+    def fused_activation(self) -> str | tuple | None:
         return "silu"
 
     forward_op = staticmethod(F.silu)

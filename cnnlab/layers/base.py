@@ -15,13 +15,13 @@ other float dtype is cast to the parameters' dtype.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from ..checks import check_device, check_float_dtype
 from ..device import is_gpu_array, to_device, to_host
 from ..symbolic import call_layer
+from ..types import Any, Array, DTypeLike, Padding, Sequence
 
 #: every layer class by name (the saved architecture names them), filled as classes are defined
 LAYER_TYPES: dict[str, type] = {}
@@ -54,7 +54,7 @@ class Layer:
                                  f"({LAYER_TYPES[cls.__name__].__module__}): give yours another name")
             LAYER_TYPES[cls.__name__] = cls
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.params = {}
         self.grads = {}
         self.buffers = {}  # saved state that is not trained (running statistics)
@@ -71,10 +71,10 @@ class Layer:
     def bias(self):
         return self.params.get("bias")
 
-    def parameter_count(self):
+    def parameter_count(self) -> int:
         return int(sum(np.prod(p.shape) for p in self.params.values()))
 
-    def to(self, device):
+    def to(self, device: str) -> Layer:
         """Move parameters, gradients and buffers to ``'cpu'`` or ``'cuda'``; returns ``self``."""
         check_device(device)
         move = to_device if device == "cuda" else to_host
@@ -86,7 +86,7 @@ class Layer:
         return self
 
     # --- running ------------------------------------------------------------------
-    def prepare(self, x):
+    def prepare(self, x: Array) -> Array:
         """Cast ``x`` to the parameters' dtype (when the layer has one)."""
         if self.dtype is None or np.dtype(x.dtype) == self.dtype or np.dtype(x.dtype).kind != "f":
             return x
@@ -108,17 +108,17 @@ class Layer:
         called twice shares its parameters between the two calls."""
         return call_layer(self, inputs)
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         raise NotImplementedError
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         raise NotImplementedError
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Shape of one sample's output for one sample's input shape (no batch axis)."""
         return tuple(input_shape)
 
-    def config(self):
+    def config(self) -> dict:
         """Constructor arguments, JSON-serializable (the saved architecture)."""
         return {}
 
@@ -132,7 +132,8 @@ class Layer:
         return f"{type(self).__name__}({arguments})"
 
 
-def initialize(shape, fan_in, fan_out, init, dtype, seed):
+def initialize(shape: Sequence[int], fan_in: int, fan_out: int, init: str, dtype: DTypeLike,
+               seed: int | None) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if init == "he":
         values = rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
@@ -144,7 +145,7 @@ def initialize(shape, fan_in, fan_out, init, dtype, seed):
     return values.astype(dtype)
 
 
-def padding_config(padding):
+def padding_config(padding: Padding) -> str | list:
     """A padding for a saved config: a word, ``[ph, pw]`` when symmetric (as older files have it),
     else ``[[top, bottom], [left, right]]``."""
     if isinstance(padding, str):
@@ -155,7 +156,7 @@ def padding_config(padding):
     return [[top, bottom], [left, right]]
 
 
-def reshape_array(a, shape):
+def reshape_array(a: Array, shape: Sequence[int]) -> Array:
     """``a`` seen with another shape (no copy for contiguous arrays), host or GPU."""
     shape = tuple(int(s) for s in shape)
     return a.reshape(shape) if is_gpu_array(a) else np.ascontiguousarray(a).reshape(shape)

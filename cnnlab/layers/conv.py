@@ -1,9 +1,12 @@
 """Convolution layer: :class:`Conv2D`."""
 
+from __future__ import annotations
+
 import numpy as np
 
 from .. import functional as F
 from ..shapes import check_int, check_padding, pair, resolve_padding, window_output_shape
+from ..types import Array, DTypeLike, IntPair, Padding
 from .base import Layer, float_dtype, initialize, padding_config
 
 
@@ -31,8 +34,9 @@ class Conv2D(Layer):
 
     returns_new_array = True
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, dtype="float32", init="he", seed=None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
+                 padding: Padding = 0, dilation: IntPair = 1, groups: int = 1, bias: bool = True,
+                 dtype: DTypeLike = "float32", init: str = "he", seed: int | None = None) -> None:
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels, 1)
         self.out_channels = check_int("out_channels", out_channels, 1)
@@ -59,14 +63,14 @@ class Conv2D(Layer):
     def geometry(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         x = self.prepare(x)
         out = F.conv2d(x, self.params["weight"], self.params.get("bias"), **self.geometry())
         if training:
             self.saved = x
         return out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         x = self._need_saved()
         grad_x, grad_weight, grad_bias = F.conv2d_backward(
             x, self.params["weight"], grad_out, input_grad=self.input_grad, **self.geometry())
@@ -75,14 +79,14 @@ class Conv2D(Layer):
             self.grads["bias"] = grad_bias
         return grad_x
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
             raise ValueError(f"Conv2D expects ({self.in_channels}, H, W) inputs, got {tuple(input_shape)}")
         pads = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation, input_shape[1:])
         return (self.out_channels, *window_output_shape(input_shape[1], input_shape[2], self.kernel_size,
                                                         self.stride, pads, self.dilation))
 
-    def config(self):
+    def config(self) -> dict:
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=list(self.kernel_size), stride=list(self.stride),
                     padding=padding_config(self.padding),

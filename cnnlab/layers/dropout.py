@@ -1,8 +1,11 @@
 """Inverted dropout: :class:`Dropout`."""
 
+from __future__ import annotations
+
 from .. import functional as F
 from ..functional.dropout import check_probability
 from ..shapes import check_int
+from ..types import Array
 from .base import Layer
 
 
@@ -17,14 +20,14 @@ class Dropout(Layer):
 
     draws_masks = True
 
-    def __init__(self, p=0.5, seed=0):
+    def __init__(self, p: float = 0.5, seed: int = 0) -> None:
         super().__init__()
         self.p = check_probability(p)
         self.seed = check_int("seed", seed, 0)
         self.step_seed = None  # set by a model for each training step
         self._calls = 0
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         if not training or self.p == 0:
             if training:
                 self.saved = None, True
@@ -38,9 +41,9 @@ class Dropout(Layer):
         self.saved = mask, False
         return out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         mask, identity = self._need_saved()
         return grad_out if identity else F.dropout_backward(mask, grad_out)
 
-    def config(self):
+    def config(self) -> dict:
         return dict(p=self.p, seed=self.seed)

@@ -1,9 +1,12 @@
 """Fully-connected layer: :class:`Dense`."""
 
+from __future__ import annotations
+
 import numpy as np
 
 from .. import functional as F
 from ..shapes import check_int
+from ..types import Array, DTypeLike
 from .base import Layer, float_dtype, initialize
 
 
@@ -17,7 +20,8 @@ class Dense(Layer):
 
     returns_new_array = True
 
-    def __init__(self, in_features, out_features, bias=True, dtype="float32", init="he", seed=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: DTypeLike = "float32",
+                 init: str = "he", seed: int | None = None) -> None:
         super().__init__()
         self.in_features = check_int("in_features", in_features, 1)
         self.out_features = check_int("out_features", out_features, 1)
@@ -29,14 +33,14 @@ class Dense(Layer):
         if self.use_bias:
             self.params["bias"] = np.zeros(self.out_features, dtype=self.dtype)
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         x = self.prepare(x)
         out = F.linear(x, self.params["weight"], self.params.get("bias"))
         if training:
             self.saved = x
         return out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         x = self._need_saved()
         grad_x, grad_weight, grad_bias = F.linear_backward(x, self.params["weight"], grad_out)
         self.grads["weight"] = grad_weight
@@ -44,12 +48,12 @@ class Dense(Layer):
             self.grads["bias"] = grad_bias
         return grad_x
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if tuple(input_shape) != (self.in_features,):
             raise ValueError(f"Dense expects ({self.in_features},) inputs, got {tuple(input_shape)}"
                              " (put a Flatten layer before it for images)")
         return (self.out_features,)
 
-    def config(self):
+    def config(self) -> dict:
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.use_bias,
                     dtype=self.dtype.name, init=self.init)

@@ -1,9 +1,12 @@
 """Layers that merge several inputs: :class:`Add`, :class:`Multiply`, :class:`Concatenate`."""
 
+from __future__ import annotations
+
 import numpy as np
 
 from .. import functional as F
 from ..shapes import check_int
+from ..types import Array, Sequence
 from .base import Layer
 
 
@@ -41,7 +44,7 @@ class Add(_MergeLayer):
 
     returns_new_array = True
 
-    def forward(self, inputs, training=False):
+    def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         inputs = self._check_inputs(inputs)
         out = inputs[0]
         for other in inputs[1:]:
@@ -50,11 +53,11 @@ class Add(_MergeLayer):
             self.saved = inputs
         return out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> list[Array]:
         # each input's gradient is grad_out summed over the axes that input was broadcast along
         return [F.add_backward(grad_out, x, grad_out)[1] for x in self._need_saved()]
 
-    def output_shape(self, input_shapes):
+    def output_shape(self, input_shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
         return _broadcast_result("Add", self._check_shapes(input_shapes))
 
 
@@ -70,16 +73,16 @@ class Multiply(_MergeLayer):
             raise ValueError(f"Multiply takes exactly 2 inputs, got {len(inputs)}")
         return inputs
 
-    def forward(self, inputs, training=False):
+    def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         a, b = self._check_inputs(inputs)
         if training:
             self.saved = (a, b)
         return F.multiply(a, b)
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> list[Array]:
         return list(F.multiply_backward(*self._need_saved(), grad_out))
 
-    def output_shape(self, input_shapes):
+    def output_shape(self, input_shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
         return _broadcast_result("Multiply", self._check_shapes(input_shapes))
 
 
@@ -89,23 +92,23 @@ class Concatenate(_MergeLayer):
 
     returns_new_array = True
 
-    def __init__(self, axis=1):
+    def __init__(self, axis: int = 1) -> None:
         super().__init__()
         self.axis = check_int("axis", axis)
         if self.axis == 0:
             raise ValueError("axis=0 is the batch axis; Concatenate joins along a per-sample axis")
 
-    def forward(self, inputs, training=False):
+    def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         inputs = self._check_inputs(inputs)
         out = F.concatenate(inputs, self.axis)
         if training:
             self.saved = [int(x.shape[self.axis]) for x in inputs]
         return out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> list[Array]:
         return F.concatenate_backward(grad_out, self._need_saved(), self.axis)
 
-    def output_shape(self, input_shapes):
+    def output_shape(self, input_shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
         shapes = self._check_shapes(input_shapes)
         first = shapes[0]
         axis = self.axis - 1 if self.axis > 0 else self.axis  # per-sample shapes have no batch axis
@@ -118,5 +121,5 @@ class Concatenate(_MergeLayer):
                                  f"axis, got shapes {shapes}")
         return first[:axis] + (sum(s[axis] for s in shapes),) + first[axis + 1:]
 
-    def config(self):
+    def config(self) -> dict:
         return dict(axis=self.axis)

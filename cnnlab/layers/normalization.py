@@ -1,9 +1,12 @@
 """Normalization layers: :class:`BatchNorm2D` and :class:`GroupNorm`."""
 
+from __future__ import annotations
+
 import numpy as np
 
 from .. import functional as F
 from ..shapes import check_int
+from ..types import Array, DTypeLike
 from .base import Layer, float_dtype
 
 
@@ -17,7 +20,8 @@ class BatchNorm2D(Layer):
 
     returns_new_array = True
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype="float32"):
+    def __init__(self, num_features: int, eps: float = 1e-05, momentum: float = 0.1,
+                 dtype: DTypeLike = "float32") -> None:
         super().__init__()
         self.num_features = check_int("num_features", num_features, 1)
         self.eps = float(eps)
@@ -28,7 +32,7 @@ class BatchNorm2D(Layer):
         self.buffers["running_mean"] = np.zeros(self.num_features, dtype=self.dtype)
         self.buffers["running_var"] = np.ones(self.num_features, dtype=self.dtype)
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         x = self.prepare(x)
         if not training:
             out, _, _ = F.batch_norm2d(x, self.params["weight"], self.params["bias"], self.eps,
@@ -41,7 +45,7 @@ class BatchNorm2D(Layer):
         self.saved = x, mean, variance
         return out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         x, mean, variance = self._need_saved()
         grad_x, grad_gamma, grad_beta = F.batch_norm2d_backward(x, grad_out, mean, variance,
                                                                 self.params["weight"], self.eps)
@@ -49,12 +53,12 @@ class BatchNorm2D(Layer):
         self.grads["bias"] = grad_beta
         return grad_x
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3 or input_shape[0] != self.num_features:
             raise ValueError(f"BatchNorm2D expects ({self.num_features}, H, W) inputs, got {tuple(input_shape)}")
         return tuple(input_shape)
 
-    def config(self):
+    def config(self) -> dict:
         return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, dtype=self.dtype.name)
 
 
@@ -67,7 +71,8 @@ class GroupNorm(Layer):
 
     returns_new_array = True
 
-    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype="float32"):
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-05, affine: bool = True,
+                 dtype: DTypeLike = "float32") -> None:
         super().__init__()
         self.num_groups = check_int("num_groups", num_groups, 1)
         self.num_channels = check_int("num_channels", num_channels, 1)
@@ -82,7 +87,7 @@ class GroupNorm(Layer):
             self.params["weight"] = np.ones(self.num_channels, dtype=self.dtype)
             self.params["bias"] = np.zeros(self.num_channels, dtype=self.dtype)
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         x = self.prepare(x)
         out, mean, rstd = F.group_norm(x, self.num_groups, self.params.get("weight"), self.params.get("bias"),
                                        self.eps, return_statistics=True)
@@ -90,7 +95,7 @@ class GroupNorm(Layer):
             self.saved = x, mean, rstd
         return out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         x, mean, rstd = self._need_saved()
         grad_x, grad_weight, grad_bias = F.group_norm_backward(x, grad_out, self.num_groups, self.params.get("weight"),
                                                                mean, rstd)
@@ -99,11 +104,11 @@ class GroupNorm(Layer):
             self.grads["bias"] = grad_bias
         return grad_x
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) < 1 or input_shape[0] != self.num_channels:
             raise ValueError(f"GroupNorm expects ({self.num_channels}, ...) inputs, got {tuple(input_shape)}")
         return tuple(input_shape)
 
-    def config(self):
+    def config(self) -> dict:
         return dict(num_groups=self.num_groups, num_channels=self.num_channels, eps=self.eps, affine=self.affine,
                     dtype=self.dtype.name)

@@ -1,9 +1,12 @@
 """Pooling layers: max, average, min, median and L2-norm windows, and global pooling."""
 
+from __future__ import annotations
+
 import numpy as np
 
 from .. import functional as F
 from ..shapes import window_output_shape
+from ..types import Array, IntPair, Padding
 from .base import Layer, padding_config, reshape_array
 
 
@@ -14,7 +17,8 @@ class _Pool2D(Layer):
 
     mode = None
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, count_include_pad=True):
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0,
+                 dilation: IntPair = 1, ceil_mode: bool = False, count_include_pad: bool = True) -> None:
         super().__init__()
         options = F.pool_arguments(kernel_size, stride, padding, self.mode, dilation, ceil_mode,
                                    count_include_pad)
@@ -26,7 +30,7 @@ class _Pool2D(Layer):
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding, mode=self.mode,
                     dilation=self.dilation, ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         if training and self.mode in ("max", "min"):
             # save where each value came from (and the input's shape), not x and out: the
             # backward is then a scatter instead of a second search of every window
@@ -38,17 +42,17 @@ class _Pool2D(Layer):
             self.saved = (x, out, None)
         return out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         x, out, indices = self._need_saved()
         return F.pool2d_backward(x, out, grad_out, **self._arguments(), indices=indices)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3:
             raise ValueError(f"{type(self).__name__} expects (C, H, W) inputs, got {tuple(input_shape)}")
         return (input_shape[0], *window_output_shape(input_shape[1], input_shape[2], self.kernel_size, self.stride,
                                                      self.padding, self.dilation, self.ceil_mode))
 
-    def config(self):
+    def config(self) -> dict:
         return dict(kernel_size=list(self.kernel_size), stride=list(self.stride),
                     padding=padding_config(self.padding), dilation=list(self.dilation),
                     ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
@@ -90,19 +94,19 @@ class LPPool2D(_Pool2D):
 class _GlobalPool2D(Layer):
     forward_op = backward_op = None
 
-    def __init__(self, keepdims=False):
+    def __init__(self, keepdims: bool = False) -> None:
         super().__init__()
         if not isinstance(keepdims, (bool, np.bool_)):
             raise TypeError(f"keepdims must be True or False, got {keepdims!r}")
         self.keepdims = bool(keepdims)
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         out = type(self).forward_op(x)
         if training:
             self.saved = x
         return reshape_array(out, tuple(out.shape) + (1, 1)) if self.keepdims else out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         x = self._need_saved()
         if self.keepdims:
             if tuple(grad_out.shape) != tuple(x.shape[:2]) + (1, 1):
@@ -111,12 +115,12 @@ class _GlobalPool2D(Layer):
             grad_out = reshape_array(grad_out, x.shape[:2])
         return type(self).backward_op(x, grad_out)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3:
             raise ValueError(f"{type(self).__name__} expects (C, H, W) inputs, got {tuple(input_shape)}")
         return (input_shape[0], 1, 1) if self.keepdims else (input_shape[0],)
 
-    def config(self):
+    def config(self) -> dict:
         return dict(keepdims=self.keepdims)
 
 

@@ -1,15 +1,18 @@
 """Layers that change only how values are laid out: :class:`Flatten`, :class:`Reshape`, :class:`Identity`."""
 
+from __future__ import annotations
+
 import numpy as np
 
 from ..device import is_gpu_array
+from ..types import Array, Sequence
 from .base import Layer, reshape_array
 
 
 class Flatten(Layer):
     """``(N, ...) -> (N, prod(...))``: feature maps to the fully-connected layers."""
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         if training:
             self.saved = tuple(x.shape)
         features = int(np.prod(x.shape[1:]))
@@ -17,22 +20,22 @@ class Flatten(Layer):
             return x.reshape(x.shape[0], features)
         return np.ascontiguousarray(x).reshape(x.shape[0], features)
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         return grad_out.reshape(*self._need_saved())
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (int(np.prod(input_shape)),)
 
 
 class Identity(Layer):
     """Returns its input unchanged (a placeholder, or a skip path)."""
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         if training:
             self.saved = True
         return x
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         self._need_saved()
         return grad_out
 
@@ -41,7 +44,7 @@ class Reshape(Layer):
     """Reshape each sample to ``shape`` (the batch axis is kept); one entry may be -1, inferred
     from the others.  ``Reshape((-1,))`` is :class:`Flatten`."""
 
-    def __init__(self, shape):
+    def __init__(self, shape: Sequence[int]) -> None:
         super().__init__()
         shape = (shape,) if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool) else shape
         if not isinstance(shape, (tuple, list)) or not shape:
@@ -51,16 +54,16 @@ class Reshape(Layer):
             raise ValueError(f"shape must hold positive integers and at most one -1, got {tuple(shape)}")
         self.shape = tuple(int(s) for s in shape)
 
-    def forward(self, x, training=False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         out_shape = self.output_shape(tuple(x.shape[1:]))
         if training:
             self.saved = tuple(x.shape)
         return reshape_array(x, (x.shape[0],) + out_shape)
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array:
         return reshape_array(grad_out, self._need_saved())
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         size = int(np.prod(input_shape, dtype=np.int64))
         known = int(np.prod([s for s in self.shape if s != -1], dtype=np.int64))
         if -1 in self.shape and size % known == 0:
@@ -70,5 +73,5 @@ class Reshape(Layer):
                              f"into {self.shape}")
         return self.shape
 
-    def config(self):
+    def config(self) -> dict:
         return dict(shape=list(self.shape))

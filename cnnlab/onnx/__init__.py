@@ -16,6 +16,6 @@ from .registry import CONVERTERS, Unsupported
 __all__ = ["load", "save", "supported_ops", "Unsupported", "MIN_OPSET"]
 
 
-def supported_ops():
+def supported_ops() -> set[str]:
     """The ONNX op types cnnlab imports."""
     return set(CONVERTERS)

@@ -5,6 +5,13 @@ initializers for one call of the layer. The batch axis is symbolic; everything e
 the model's shapes, so a model must know its input shape.
 """
 
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..model import Model
 import numpy as np
 
 from .. import layers as L
@@ -181,7 +188,7 @@ def _group_norm(ctx, layer, inputs, output, shapes):
     return ctx.node("Add", [ctx.node("Mul", [restored, weight]), bias], output)
 
 
-def save(model, path, opset=OPSET):
+def save(model: Model, path: str | os.PathLike, opset: int = OPSET) -> None:
     """Write ``model`` as an ONNX file (opset 14) with a symbolic batch axis.
 
     Parameters

@@ -9,8 +9,13 @@ does not implement, is refused with :class:`NotImplementedError` naming the op t
 and what is unsupported: never a silently different network.
 """
 
-import os
+from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..model import Model
 import numpy as np
 
 from . import ops  # noqa: F401  (registers the converters)
@@ -151,7 +156,7 @@ def _fold_constant_node(onnx, node, context, opset):
         context.constants[name] = np.asarray(value)
 
 
-def load(source):
+def load(source: str | os.PathLike | bytes | Any) -> Model:
     """Build a :class:`cnnlab.Model` from an ONNX model.
 
     Parameters
