@@ -22,12 +22,11 @@ import tempfile
 import time
 
 import numpy as np
+from transfer_digits import summary  # the paired statistics, as for the 8x8 digits
 
 import cnnlab
 import cnnlab.onnx
 from cnnlab.applications import classic_cnn
-
-from transfer_digits import summary  # the paired statistics, as for the 8x8 digits
 
 HEAD_STEPS = 150   # optimizer steps for the new classifier alone (the rest frozen), Adam 1e-2
 WHOLE_STEPS = 75   # then optimizer steps for the whole network, Adam 1e-3

@@ -1,5 +1,6 @@
 """Activations and softmax against NumPy/SciPy, including huge logits."""
 
+import naive
 import numpy as np
 import pytest
 import scipy.special
@@ -8,8 +9,6 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
 import cnnlab.functional as F
-
-import naive
 
 finite = st.floats(-50, 50, allow_nan=False, width=32)
 

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import cnnlab.functional as F
-
 from naive import numeric_gradient
 from strategies import conv_geometries, pool_geometries
+
+import cnnlab.functional as F
 
 TOL = dict(rtol=1e-5, atol=1e-7)
 

@@ -1,17 +1,16 @@
 """conv2d against the loop definition and against scipy.signal.correlate2d."""
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import arrays, conv_geometries, conv_padding_geometries
 
 import cnnlab
 import cnnlab.functional as F
 from cnnlab import config
 from cnnlab.shapes import resolve_padding
-
-import naive
-from strategies import arrays, conv_geometries, conv_padding_geometries
 
 
 def make_problem(g, seed=0):

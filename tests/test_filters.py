@@ -1,5 +1,6 @@
 """cnnlab.filters equals scipy.signal in every mode and boundary, dtypes included."""
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import given
@@ -8,8 +9,6 @@ from scipy import signal
 
 from cnnlab import filters
 from cnnlab.filters import KERNELS
-
-import naive
 
 MODES = ["full", "same", "valid"]
 BOUNDARIES = ["fill", "wrap", "symm"]

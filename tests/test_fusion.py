@@ -1,10 +1,12 @@
 """Fused convolution: the kernel's epilogue (scale, bias, residual, activation in the output
 write) and the graph executor's inference plan that uses it."""
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import arrays, conv_geometries
 
 import cnnlab
 import cnnlab.functional as F
@@ -12,9 +14,6 @@ import cnnlab.layers as L
 from cnnlab import applications, config
 from cnnlab.graph import FusedConv
 from cnnlab.shapes import resolve_padding
-
-import naive
-from strategies import arrays, conv_geometries
 
 ACTIVATIONS = [None, "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "tanh", "leaky_relu",
                ("clip", -0.5, 0.7), ("clip", None, 0.2), ("clip", -0.1, None), ("leaky_relu", 0.3),

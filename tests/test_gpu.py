@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from scipy import signal
+from strategies import arrays, conv_geometries, pool_geometries
 
 import cnnlab
 import cnnlab.functional as F
 from cnnlab import filters
 from cnnlab.device import is_gpu_array
-
-from strategies import arrays, conv_geometries, pool_geometries
 
 pytestmark = pytest.mark.usefixtures("small_cuda_launches")
 

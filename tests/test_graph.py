@@ -4,13 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from naive import numeric_gradient
 
 import cnnlab
 import cnnlab.functional as F
 from cnnlab import layers as L
 from cnnlab import optim
-
-from naive import numeric_gradient
 
 DTYPE = "float64"
 

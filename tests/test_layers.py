@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from naive import numeric_gradient
+from strategies import conv_geometries
 
 import cnnlab
 from cnnlab import layers as L
-
-from naive import numeric_gradient
-from strategies import conv_geometries
 
 
 def check_layer_gradients(layer, x, rtol=1e-5, atol=1e-7, eps=1e-6):

@@ -1,13 +1,12 @@
 """linear: x @ weight.T + bias, PyTorch's (out, in) weight layout."""
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import cnnlab.functional as F
-
-import naive
 
 
 @given(st.integers(1, 6), st.integers(1, 9), st.integers(1, 7), st.booleans(),

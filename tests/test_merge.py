@@ -3,10 +3,12 @@ values against NumPy, gradients against finite differences, GPU twins, layers an
 
 import inspect
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from naive import numeric_gradient
 
 import cnnlab
 import cnnlab.functional as F
@@ -14,9 +16,6 @@ import cnnlab.kernels.cpu.merge as cpu_merge
 import cnnlab.kernels.cuda.merge as cuda_merge
 from cnnlab import layers as L
 from cnnlab.device import is_gpu_array
-
-import naive
-from naive import numeric_gradient
 
 DTYPES = st.sampled_from([np.float32, np.float64])
 

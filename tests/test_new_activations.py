@@ -1,18 +1,17 @@
 """ReLU6, clip, hard sigmoid, hard swish and SiLU: values, gradients, GPU twins and layers."""
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
+from naive import numeric_gradient
 
 import cnnlab
 import cnnlab.functional as F
 from cnnlab import layers as L
 from cnnlab.device import is_gpu_array
-
-import naive
-from naive import numeric_gradient
 
 float_arrays = arrays(st.sampled_from([np.float32, np.float64]), array_shapes(max_dims=4, max_side=5),
                       elements=st.floats(-10, 10, allow_nan=False, width=32))

@@ -1,6 +1,7 @@
 """Group normalization: against a naive reference, finite differences, the GPU twin, the layer,
 the saved file and ONNX (onnxruntime runs the exported model; GroupNormalization nodes import)."""
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -8,7 +9,6 @@ from hypothesis import strategies as st
 
 import cnnlab
 import cnnlab.functional as F
-import naive
 from cnnlab.layers import Conv2D, GroupNorm, ReLU
 
 

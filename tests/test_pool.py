@@ -1,14 +1,13 @@
 """Every pooling mode against a plain NumPy loop, and the textbook max pool."""
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import given
+from strategies import arrays, pool_geometries
 
 import cnnlab
 import cnnlab.functional as F
-
-import naive
-from strategies import arrays, pool_geometries
 
 
 @given(pool_geometries())

@@ -3,17 +3,16 @@ backward that scatters through those indices: against loops, the backward that s
 windows again, finite differences and the GPU twin, with ties, NaN, padding, dilation (windows
 entirely in the padding included) and ceil_mode."""
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import pool_option_geometries
 
 import cnnlab
 import cnnlab.functional as F
 from cnnlab import layers as L
-
-import naive
-from strategies import pool_option_geometries
 
 
 def options(g):

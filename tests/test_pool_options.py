@@ -2,17 +2,16 @@
 padding that differs on the four sides, against loops, finite differences, the GPU twin and
 values worked out by hand with PyTorch's rules."""
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import arrays, pool_option_geometries
 
 import cnnlab
 import cnnlab.functional as F
 from cnnlab import layers as L
-
-import naive
-from strategies import arrays, pool_option_geometries
 
 
 def options(g):

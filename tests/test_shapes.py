@@ -1,13 +1,12 @@
 """cnnlab.output_size: the textbook O = (W - K + 2P)/S + 1, generalized, and its errors."""
 
+import naive
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import cnnlab
 from cnnlab.shapes import pair, resolve_padding
-
-import naive
 
 
 @given(size=st.integers(1, 64), kernel=st.integers(1, 9), stride=st.integers(1, 5),
