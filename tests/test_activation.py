@@ -1,4 +1,5 @@
-"""Activations and softmax against NumPy/SciPy, including huge logits."""
+"""Activations and softmax against NumPy/SciPy (huge logits included); ReLU6, clip, hard sigmoid,
+hard swish and SiLU: values, gradients, GPU twins and layers."""
 
 import naive
 import numpy as np
@@ -7,8 +8,12 @@ import scipy.special
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
+from naive import numeric_gradient
 
+import cnnlab
 import cnnlab.functional as F
+from cnnlab import layers as L
+from cnnlab.device import is_gpu_array
 
 finite = st.floats(-50, 50, allow_nan=False, width=32)
 
@@ -72,3 +77,139 @@ def test_relu_textbook_definition():
 def test_bad_negative_slope(slope, error):
     with pytest.raises(error, match="negative_slope"):
         F.leaky_relu(np.ones(3), slope)
+
+
+# ----------------------------------------------------------------------------- ReLU6, clip, hard sigmoid, hard swish, SiLU
+
+float_arrays = arrays(st.sampled_from([np.float32, np.float64]), array_shapes(max_dims=4, max_side=5),
+                      elements=st.floats(-10, 10, allow_nan=False, width=32))
+
+
+def tolerance(dtype):
+    return 1e-6 if dtype == np.float32 else 1e-12
+
+
+@given(float_arrays, st.floats(-5, 5), st.floats(0, 5))
+def test_activations_equal_their_references(x, low, width):
+    tol = tolerance(x.dtype)
+    for out, expected in [
+        (F.relu6(x), naive.clip(x, 0, 6)),
+        (F.clip(x, low, low + width), naive.clip(x, low, low + width)),
+        (F.clip(x, max=low), np.minimum(x, low)),
+        (F.clip(x, min=low), np.maximum(x, low)),
+        (F.hardsigmoid(x), naive.hardsigmoid(x)),
+        (F.hardsigmoid(x, alpha=0.2, beta=0.4), naive.hardsigmoid(x, 0.2, 0.4)),
+        (F.hardswish(x), naive.hardswish(x)),
+        (F.silu(x), naive.silu(x)),
+    ]:
+        assert out.shape == x.shape and out.dtype == x.dtype
+        np.testing.assert_allclose(out, expected.astype(x.dtype), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("forward, backward", [
+    (F.relu6, F.relu6_backward),
+    (lambda x: F.clip(x, -0.7, 0.4), lambda x, g: F.clip_backward(x, g, -0.7, 0.4)),
+    (lambda x: F.clip(x, max=0.3), lambda x, g: F.clip_backward(x, g, max=0.3)),
+    (F.hardsigmoid, F.hardsigmoid_backward),
+    (lambda x: F.hardsigmoid(x, -0.3, 0.6), lambda x, g: F.hardsigmoid_backward(x, g, -0.3, 0.6)),
+    (F.hardswish, F.hardswish_backward),
+    (F.silu, F.silu_backward),
+])
+def test_backward_matches_finite_differences(forward, backward):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-8, 8, (3, 4, 5))
+    x[np.abs(np.abs(x) - 3) < 1e-3] = 1.5  # no kink inside a finite-difference step
+    x[(np.abs(x) < 1e-3) | (np.abs(x - 6) < 1e-3)] = 1.5
+    upstream = rng.standard_normal(x.shape)
+    expected = numeric_gradient(lambda: float(np.sum(forward(x) * upstream)), x)
+    np.testing.assert_allclose(backward(x, upstream), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_gradients_at_the_boundaries_follow_pytorch():
+    ones = np.ones(4)
+    # hardtanh / relu6: 0 at the boundaries themselves
+    np.testing.assert_array_equal(F.relu6_backward(np.array([0.0, 6.0, 1e-9, 6 - 1e-9]), ones), [0, 0, 1, 1])
+    np.testing.assert_array_equal(F.clip_backward(np.array([-1.0, 1.0, 0.0, 2.0]), ones, -1, 1), [0, 0, 1, 0])
+    # hardsigmoid: 1/6 strictly inside (-3, 3), 0 at -3 and 3
+    np.testing.assert_allclose(F.hardsigmoid_backward(np.array([-3.0, 3.0, 0.0, 4.0]), ones), [0, 0, 1 / 6, 0])
+    # hardswish: 0 below -3, x/3 + 1/2 on [-3, 3] (boundaries included), 1 above
+    np.testing.assert_allclose(F.hardswish_backward(np.array([-3.5, -3.0, 3.0, 3.5]), ones), [0, -0.5, 1.5, 1])
+
+
+def test_clip_keeps_nan_and_relu6_textbook_values():
+    out = F.relu6(np.array([-2.0, 0.0, 3.0, 6.0, 7.5, np.nan]))
+    np.testing.assert_array_equal(out[:5], [0, 0, 3, 6, 6])
+    assert np.isnan(out[5])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_silu_is_stable_for_huge_inputs(dtype):
+    x = np.array([-1e4, -800.0, -50.0, 0.0, 50.0, 800.0, 1e4], dtype=dtype)
+    with np.errstate(all="raise"):
+        out = F.silu(x)
+        grad = F.silu_backward(x, np.ones_like(x))
+    np.testing.assert_allclose(out, [0, 0, -50 * np.exp(-50.0), 0, 50, 800, 1e4], rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(grad, [0, 0, 0, 0.5, 1, 1, 1], atol=1e-12)
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda: F.clip(np.ones(3), 2, 1), ValueError, "min"),
+    (lambda: F.clip(np.ones(3)), ValueError, "min"),
+    (lambda: F.clip(np.ones(3), float("nan"), 1), ValueError, "min"),
+    (lambda: F.clip(np.ones(3), "0", 1), TypeError, "min"),
+    (lambda: F.clip(np.ones(3), 0, "6"), TypeError, "max"),
+    (lambda: F.hardsigmoid(np.ones(3), alpha="0.2"), TypeError, "alpha"),
+    (lambda: F.hardsigmoid(np.ones(3), beta=float("inf")), ValueError, "beta"),
+    (lambda: F.silu(np.arange(3)), TypeError, "normalize"),
+    (lambda: F.hardswish(np.ones(3, np.float16)), TypeError, "float16"),
+    (lambda: F.silu_backward(np.ones(3), np.ones(3, np.float32)), TypeError, "grad_out"),
+    (lambda: F.relu6_backward(np.ones(3), np.ones(4)), ValueError, "grad_out"),
+    (lambda: L.Clip(3, 1), ValueError, "min"),
+    (lambda: L.HardSigmoid(alpha=None), TypeError, "alpha"),
+])
+def test_bad_input_names_the_argument(call, error, words):
+    with pytest.raises(error, match=words):
+        call()
+
+
+LAYERS = [L.ReLU6(), L.Clip(-0.5, 0.25), L.Clip(max=1.0), L.HardSigmoid(), L.HardSigmoid(0.2, 0.5),
+          L.HardSwish(), L.SiLU()]
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=repr)
+def test_layers_run_the_functional_ops_and_round_trip_through_config(layer):
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-5, 5, (2, 3, 4))
+    upstream = rng.standard_normal(x.shape)
+    out = layer.forward(x, training=True)
+    np.testing.assert_allclose(layer.backward(upstream),
+                               numeric_gradient(lambda: float(np.sum(layer.forward(x) * upstream)), x),
+                               rtol=1e-6, atol=1e-8)
+    assert layer.output_shape(x.shape[1:]) == x.shape[1:]
+    rebuilt = L.LAYER_TYPES[type(layer).__name__](**layer.config())
+    assert rebuilt.config() == layer.config()
+    np.testing.assert_array_equal(rebuilt.forward(x), out)
+    with pytest.raises(RuntimeError, match="forward"):
+        type(layer)(**layer.config()).backward(upstream)
+
+
+@pytest.mark.usefixtures("small_cuda_launches")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_twins_equal_cpu(dtype):
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-7, 7, (2, 3, 5)).astype(dtype)
+    x[0, 0, :3] = [-3, 3, 6]
+    upstream = rng.standard_normal(x.shape).astype(dtype)
+    gx, gu = cnnlab.to_device(x), cnnlab.to_device(upstream)
+    for forward, backward in [
+        (F.relu6, F.relu6_backward),
+        (lambda a: F.clip(a, -1, 2), lambda a, g: F.clip_backward(a, g, -1, 2)),
+        (lambda a: F.hardsigmoid(a, 0.2, 0.5), lambda a, g: F.hardsigmoid_backward(a, g, 0.2, 0.5)),
+        (F.hardswish, F.hardswish_backward),
+        (F.silu, F.silu_backward),
+    ]:
+        for gpu, cpu in [(forward(gx), forward(x)), (backward(gx, gu), backward(x, upstream))]:
+            assert is_gpu_array(gpu)
+            host = cnnlab.to_host(gpu)
+            assert host.dtype == dtype
+            np.testing.assert_allclose(host, cpu, rtol=tolerance(dtype) * 10, atol=tolerance(dtype) * 10)
