@@ -11,7 +11,6 @@ import cnnlab
 from ..applications import classic_cnn
 from ..callbacks import EarlyStopping
 from ..data import load_image_folder, standardize, train_test_split
-from ..layers import Flatten, GlobalAvgPool2D
 from ..metrics import confusion_matrix, format_confusion
 from .common import (
     add_command,
@@ -168,7 +167,7 @@ def _load_folder(args, device):
 def _convolution_base_end(model):
     """The index of the first ``Flatten`` (or global pooling): the layers before it are the
     convolutional base that transfer learning reuses."""
-    return next((i for i, layer in enumerate(model.layers) if isinstance(layer, (Flatten, GlobalAvgPool2D))),
+    return next((i for i, layer in enumerate(model.layers) if layer.ends_feature_extractor),
                 len(model.layers) - 1)
 
 

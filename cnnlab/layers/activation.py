@@ -89,6 +89,8 @@ class Softmax(Layer):
     """Softmax along ``axis`` (class probabilities).  As the last layer of a model trained with
     cross-entropy, the model feeds the loss the logits before it (fused and stable)."""
 
+    outputs_probabilities = True
+
     returns_new_array = True
 
     def __init__(self, axis: int = 1) -> None:

@@ -40,6 +40,14 @@ class Layer:
     returns_new_array = False
     #: the training ``forward`` draws random masks, seeded per step through ``step_seed``
     draws_masks = False
+    #: a classifier's head can be this layer (``Model.replace_head`` swaps the one feeding the output)
+    replaceable_head = False
+    #: the output is the input, unchanged (lookups through the end of a model skip it)
+    passes_through = False
+    #: the output is class probabilities (a model ending in it predicts probabilities)
+    outputs_probabilities = False
+    #: the layers before this one are a network's feature extractor (the base transfer learning keeps)
+    ends_feature_extractor = False
 
     def __init_subclass__(cls, register: bool | None = None, **kwargs):
         """Every public layer class of cnnlab registers itself in :data:`LAYER_TYPES` (what a
@@ -121,6 +129,11 @@ class Layer:
     def config(self) -> dict:
         """Constructor arguments, JSON-serializable (the saved architecture)."""
         return {}
+
+    def sample_shape_hint(self) -> tuple | None:
+        """What this layer, first in a model, says of one input sample's shape (e.g.
+        ``(3, 'H', 'W')``), for messages; None when it cannot say."""
+        return None
 
     def fused_activation(self) -> Any:
         """The ``activation`` argument of :func:`cnnlab.functional.conv2d` that computes this

@@ -63,6 +63,9 @@ class Conv2D(Layer):
     def geometry(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
+    def sample_shape_hint(self) -> tuple:
+        return (self.in_channels, "H", "W")
+
     def forward(self, x: Array, training: bool = False) -> Array:
         x = self.prepare(x)
         out = F.conv2d(x, self.params["weight"], self.params.get("bias"), **self.geometry())

@@ -18,6 +18,8 @@ class Dense(Layer):
     ``(N, in_features) -> (N, out_features)``.
     """
 
+    replaceable_head = True
+
     returns_new_array = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: DTypeLike = "float32",

@@ -128,6 +128,8 @@ class GlobalAvgPool2D(_GlobalPool2D):
     """Mean of each channel: ``(N, C, H, W) -> (N, C)``, or ``(N, C, 1, 1)`` with
     ``keepdims=True`` (what a squeeze-excitation gate multiplies by)."""
 
+    ends_feature_extractor = True
+
     returns_new_array = True
 
     forward_op = staticmethod(F.global_avg_pool2d)

@@ -12,6 +12,8 @@ from .base import Layer, reshape_array
 class Flatten(Layer):
     """``(N, ...) -> (N, prod(...))``: feature maps to the fully-connected layers."""
 
+    ends_feature_extractor = True
+
     def forward(self, x: Array, training: bool = False) -> Array:
         if training:
             self.saved = tuple(x.shape)
@@ -29,6 +31,8 @@ class Flatten(Layer):
 
 class Identity(Layer):
     """Returns its input unchanged (a placeholder, or a skip path)."""
+
+    passes_through = True
 
     def forward(self, x: Array, training: bool = False) -> Array:
         if training:
