@@ -149,3 +149,71 @@ def test_layers_move_to_the_gpu_and_back():
     assert isinstance(layer.grads["weight"], np.ndarray)
     with pytest.raises(ValueError, match="device"):
         layer.to("tpu")
+
+
+# ----------------------------------------------------------------------------- lazy input sizes
+
+
+def test_conv_and_dense_find_their_input_size_on_first_use(tmp_path):
+    from cnnlab.layers import Conv2D, Dense, Flatten, ReLU
+
+    model = cnnlab.Sequential([Conv2D(out_channels=4, kernel_size=3, padding=1, seed=1), ReLU(), Flatten(),
+                               Dense(units=3, seed=2)])
+    assert model.layers[0].params == {} and model.layers[3].in_features is None
+    x = np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float32)
+    out = model(x)
+    assert out.shape == (2, 3)
+    assert model.layers[0].params["weight"].shape == (4, 2, 3, 3) and model.layers[3].in_features == 100
+    same = cnnlab.Sequential([Conv2D(2, 4, 3, padding=1, seed=1), ReLU(), Flatten(), Dense(100, 3, seed=2)])
+    np.testing.assert_array_equal(same(x), out)  # the same initialization as when the sizes are given
+    model.save(tmp_path / "lazy.npz")
+    np.testing.assert_array_equal(cnnlab.load(tmp_path / "lazy.npz")(x), out)
+    with pytest.raises(ValueError, match=r"Conv2D expects \(2, H, W\) inputs"):
+        model(np.ones((1, 3, 5, 5), np.float32))
+
+
+def test_lazy_layers_build_in_a_graph_and_need_their_other_sizes():
+    from cnnlab.layers import Conv2D, Dense, GlobalAvgPool2D
+
+    inputs = cnnlab.Input((3, 8, 8))
+    outputs = Dense(out_features=5)(GlobalAvgPool2D()(Conv2D(out_channels=6, kernel_size=3)(inputs)))
+    model = cnnlab.Model(inputs, outputs)
+    assert model.layers[0].params["weight"].shape == (6, 3, 3, 3) and model.layers[2].in_features == 6
+    with pytest.raises(TypeError, match=r"Conv2D needs kernel_size, e.g. Conv2D\(out_channels=32, kernel_size=3\)"):
+        Conv2D(out_channels=4)
+    with pytest.raises(TypeError, match=r"Dense needs out_features \(or units\)"):
+        Dense()
+    with pytest.raises(TypeError, match="not both"):
+        Dense(out_features=3, units=3)
+
+
+def test_dropout2d_drops_whole_channels_and_scales_the_rest():
+    import cnnlab.functional as F
+    from cnnlab.layers import Dropout2D
+
+    x = np.random.default_rng(3).standard_normal((8, 16, 4, 4))
+    out, mask = F.dropout2d(x, 0.5, seed=7)
+    assert mask.shape == (8, 16, 1, 1) and set(np.unique(mask)) == {0.0, 2.0}
+    np.testing.assert_array_equal(out, x * mask)
+    _, elements = F.dropout(np.ones((8, 16)), 0.5, seed=7)  # the channels' mask is dropout's of ones
+    np.testing.assert_array_equal(mask[:, :, 0, 0], elements)
+    upstream = np.random.default_rng(4).standard_normal(x.shape)
+    np.testing.assert_array_equal(F.dropout2d_backward(mask, upstream), upstream * mask)
+    layer = Dropout2D(0.25, seed=3)
+    np.testing.assert_array_equal(layer.forward(x), x)  # evaluation: the identity
+    trained = layer.forward(x, training=True)
+    dropped = np.all(trained == 0, axis=(2, 3))
+    assert 0 < dropped.sum() < dropped.size
+    np.testing.assert_allclose(trained[~dropped], (x / 0.75)[~dropped])
+    np.testing.assert_array_equal(layer.backward(np.ones_like(x)) == 0, trained == 0)
+
+
+@pytest.mark.usefixtures("small_cuda_launches")
+def test_dropout2d_gpu_twin_gives_the_host_mask():
+    import cnnlab.functional as F
+
+    x = np.random.default_rng(5).standard_normal((3, 4, 2, 2)).astype(np.float32)
+    out, mask = F.dropout2d(cnnlab.to_device(x), 0.5, seed=11)
+    host_out, host_mask = F.dropout2d(x, 0.5, seed=11)
+    np.testing.assert_array_equal(cnnlab.to_host(mask), host_mask)
+    np.testing.assert_array_equal(cnnlab.to_host(out), host_out)

@@ -45,7 +45,7 @@ from .activation import (
 )
 from .common import FLOAT_DTYPES, as_float_array
 from .conv import EPILOGUE_ACTIVATIONS, conv2d, conv2d_backward, epilogue_activation
-from .dropout import dropout, dropout_backward
+from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from .linear import linear, linear_backward
 from .loss import (
                          add_classification_totals,
@@ -102,4 +102,6 @@ __all__ = [
     "multiply",
     "concatenate",
     "group_norm",
+    "dropout",
+    "dropout2d",
 ]

@@ -1,4 +1,5 @@
-"""Inverted dropout with a counter-based mask, identical on the CPU and the GPU."""
+"""Inverted dropout with a counter-based mask, identical on the CPU and the GPU: of elements
+(:func:`dropout`) or of whole channels (:func:`dropout2d`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from ..device import kernels_for
 from ..shapes import check_int
 from ..types import Array
 from .common import as_float_array, elementwise_backward
+from .merge import multiply
 
 
 def dropout(x: Array, p: float, seed: int) -> tuple[Array, Array]:
@@ -54,3 +56,41 @@ def check_probability(p: float) -> float:
 def dropout_backward(mask: Array, grad_out: Array) -> Array:
     """Gradient of :func:`dropout`: ``grad_out * mask``."""
     return elementwise_backward("dropout_backward", mask, grad_out)
+
+
+def dropout2d(x: Array, p: float, seed: int) -> tuple[Array, Array]:
+    """Channel dropout: zero each whole channel of each sample with probability ``p`` and scale
+    the rest by ``1/(1-p)`` (``torch.nn.functional.dropout2d``; neighbouring pixels of a feature
+    map are correlated, so dropping single pixels regularizes little).
+
+    The channels' mask is :func:`dropout`'s mask of an ``(N, C)`` array of ones with the same
+    ``seed``, identical on the CPU and the GPU.
+
+    Parameters
+    ----------
+    x : (N, C, ...) array, float32 or float64
+    p : float in [0, 1)
+    seed : int in [0, 2**31)
+
+    Returns
+    -------
+    out : array like ``x``
+    mask : (N, C, 1, ...) array, ``1/(1-p)`` for a kept channel and 0 for a dropped one
+
+    See Also
+    --------
+    dropout, torch.nn.functional.dropout2d
+    """
+    x = as_float_array("x", x)
+    if len(x.shape) < 2:
+        raise ValueError(f"x must have shape (N, C, ...), got shape {tuple(x.shape)}")
+    kernels = kernels_for(x=x)
+    _, mask = dropout(kernels.ones(tuple(x.shape[:2]), x.dtype), p, seed)
+    mask = mask.reshape(tuple(x.shape[:2]) + (1,) * (len(x.shape) - 2))
+    return multiply(x, mask), mask
+
+
+def dropout2d_backward(mask: Array, grad_out: Array) -> Array:
+    """Gradient of :func:`dropout2d` with respect to ``x``: ``grad_out * mask`` (``mask``
+    broadcast over each channel)."""
+    return multiply(grad_out, mask)

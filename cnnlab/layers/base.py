@@ -130,6 +130,15 @@ class Layer:
         """Constructor arguments, JSON-serializable (the saved architecture)."""
         return {}
 
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        """Create what depends on the input's size (a layer built without ``in_channels`` or
+        ``in_features`` makes its weights here) from one sample's ``input_shape``; called by
+        :meth:`output_shape` and :meth:`forward` before anything else, once."""
+
+    def make_parameter(self, name: str, values: np.ndarray) -> None:
+        """Store the new parameter ``name`` on the layer's device."""
+        self.params[name] = to_device(values) if self.device == "cuda" else values
+
     def sample_shape_hint(self) -> tuple | None:
         """What this layer, first in a model, says of one input sample's shape (e.g.
         ``(3, 'H', 'W')``), for messages; None when it cannot say."""

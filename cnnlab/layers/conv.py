@@ -15,7 +15,10 @@ class Conv2D(Layer):
 
     Parameters
     ----------
-    in_channels, out_channels : int
+    in_channels : int or None
+        None (or left out, with the others given by keyword): found from the first input, as
+        PyTorch's ``LazyConv2d`` and Keras do; the weights are made then.
+    out_channels : int
     kernel_size : int or (int, int)
     stride, padding, dilation, groups
         As :func:`cnnlab.functional.conv2d`: padding takes an int, ``(ph, pw)``,
@@ -34,11 +37,15 @@ class Conv2D(Layer):
 
     returns_new_array = True
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
-                 padding: Padding = 0, dilation: IntPair = 1, groups: int = 1, bias: bool = True,
-                 dtype: DTypeLike = "float32", init: str = "he", seed: int | None = None) -> None:
+    def __init__(self, in_channels: int | None = None, out_channels: int | None = None,
+                 kernel_size: IntPair | None = None, stride: IntPair = 1, padding: Padding = 0, dilation: IntPair = 1,
+                 groups: int = 1, bias: bool = True, dtype: DTypeLike = "float32", init: str = "he",
+                 seed: int | None = None) -> None:
         super().__init__()
-        self.in_channels = check_int("in_channels", in_channels, 1)
+        for label, value in (("out_channels", out_channels), ("kernel_size", kernel_size)):
+            if value is None:
+                raise TypeError(f"Conv2D needs {label}, e.g. Conv2D(out_channels=32, kernel_size=3)")
+        self.in_channels = None if in_channels is None else check_int("in_channels", in_channels, 1)
         self.out_channels = check_int("out_channels", out_channels, 1)
         self.kernel_size = pair("kernel_size", kernel_size, 1)
         self.stride = pair("stride", stride, 1)
@@ -46,27 +53,42 @@ class Conv2D(Layer):
         self.padding = check_padding(padding)  # a word or ((top, bottom), (left, right))
         resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation, input_size=(1, 1))  # validates
         self.groups = check_int("groups", groups, 1)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
-                             f"out_channels={out_channels}")
+        if init not in ("he", "glorot"):
+            raise ValueError(f"init must be 'he' or 'glorot', got {init!r}")
         self.dtype = float_dtype(dtype)
         self.use_bias = bool(bias)
         self.init = init
+        self.seed = seed
+        self.input_grad = True  # a model switches it off where no gradient of the input is needed
+        if self.in_channels is not None:
+            self._make_weights()
+        elif self.out_channels % self.groups:
+            raise ValueError(f"groups={groups} must divide out_channels={out_channels}")
+
+    def _make_weights(self):
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"groups={self.groups} must divide in_channels={self.in_channels} and "
+                             f"out_channels={self.out_channels}")
         fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         fan_out = self.out_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        self.params["weight"] = initialize(shape, fan_in, fan_out, init, self.dtype, seed)
+        self.make_parameter("weight", initialize(shape, fan_in, fan_out, self.init, self.dtype, self.seed))
         if self.use_bias:
-            self.params["bias"] = np.zeros(self.out_channels, dtype=self.dtype)
-        self.input_grad = True  # a model switches it off where no gradient of the input is needed
+            self.make_parameter("bias", np.zeros(self.out_channels, dtype=self.dtype))
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        if self.in_channels is None and len(input_shape) == 3:
+            self.in_channels = check_int("in_channels", int(input_shape[0]), 1)
+            self._make_weights()
 
     def geometry(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
-    def sample_shape_hint(self) -> tuple:
-        return (self.in_channels, "H", "W")
+    def sample_shape_hint(self) -> tuple | None:
+        return None if self.in_channels is None else (self.in_channels, "H", "W")
 
     def forward(self, x: Array, training: bool = False) -> Array:
+        self.build(tuple(x.shape[1:]))
         x = self.prepare(x)
         out = F.conv2d(x, self.params["weight"], self.params.get("bias"), **self.geometry())
         if training:
@@ -83,6 +105,7 @@ class Conv2D(Layer):
         return grad_x
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        self.build(tuple(input_shape))
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
             raise ValueError(f"Conv2D expects ({self.in_channels}, H, W) inputs, got {tuple(input_shape)}")
         pads = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation, input_shape[1:])
@@ -90,7 +113,7 @@ class Conv2D(Layer):
                                                         self.stride, pads, self.dilation))
 
     def config(self) -> dict:
-        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,  # None until built
                     kernel_size=list(self.kernel_size), stride=list(self.stride),
                     padding=padding_config(self.padding),
                     dilation=list(self.dilation), groups=self.groups, bias=self.use_bias,

@@ -1,4 +1,4 @@
-"""Inverted dropout: :class:`Dropout`."""
+"""Inverted dropout: of elements (:class:`Dropout`) and of whole channels (:class:`Dropout2D`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ class Dropout(Layer):
         self.step_seed = None  # set by a model for each training step
         self._calls = 0
 
+    drop = staticmethod(F.dropout)
+    drop_backward = staticmethod(F.dropout_backward)
+
     def forward(self, x: Array, training: bool = False) -> Array:
         if not training or self.p == 0:
             if training:
@@ -37,13 +40,23 @@ class Dropout(Layer):
         else:
             seed = (self.seed * 1000003 + self._calls) % (2**31)
             self._calls += 1
-        out, mask = F.dropout(x, self.p, seed)
+        out, mask = type(self).drop(x, self.p, seed)
         self.saved = mask, False
         return out
 
     def backward(self, grad_out: Array) -> Array:
         mask, identity = self._need_saved()
-        return grad_out if identity else F.dropout_backward(mask, grad_out)
+        return grad_out if identity else type(self).drop_backward(mask, grad_out)
 
     def config(self) -> dict:
         return dict(p=self.p, seed=self.seed)
+
+
+class Dropout2D(Dropout):
+    """Channel dropout (``torch.nn.Dropout2d``, Keras's ``SpatialDropout2D``): in training, zero
+    each whole channel of each sample with probability ``p`` and scale the rest by
+    ``1/(1-p)``; at evaluation, the identity. Seeded as :class:`Dropout`
+    (:func:`cnnlab.functional.dropout2d`)."""
+
+    drop = staticmethod(F.dropout2d)
+    drop_backward = staticmethod(F.dropout2d_backward)

@@ -13,6 +13,10 @@ from .base import Layer, float_dtype, initialize
 class Dense(Layer):
     """Fully-connected layer: ``x @ weight.T + bias`` with ``weight`` of shape (out, in).
 
+    ``in_features`` may be None (or left out, with ``out_features`` or Keras's ``units`` given by
+    keyword): it is found from the first input and the weights are made then, as PyTorch's
+    ``LazyLinear`` and Keras's ``Dense(units)`` do.
+
     Shape
     -----
     ``(N, in_features) -> (N, out_features)``.
@@ -22,20 +26,40 @@ class Dense(Layer):
 
     returns_new_array = True
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: DTypeLike = "float32",
-                 init: str = "he", seed: int | None = None) -> None:
+    def __init__(self, in_features: int | None = None, out_features: int | None = None, bias: bool = True,
+                 dtype: DTypeLike = "float32", init: str = "he", seed: int | None = None, *,
+                 units: int | None = None) -> None:
         super().__init__()
-        self.in_features = check_int("in_features", in_features, 1)
+        if units is not None:
+            if out_features is not None:
+                raise TypeError("give out_features or units (Keras's name for it), not both")
+            out_features = units
+        if out_features is None:
+            raise TypeError("Dense needs out_features (or units), e.g. Dense(out_features=10)")
+        self.in_features = None if in_features is None else check_int("in_features", in_features, 1)
         self.out_features = check_int("out_features", out_features, 1)
+        if init not in ("he", "glorot"):
+            raise ValueError(f"init must be 'he' or 'glorot', got {init!r}")
         self.dtype = float_dtype(dtype)
         self.use_bias = bool(bias)
         self.init = init
-        self.params["weight"] = initialize((self.out_features, self.in_features), self.in_features,
-                                            self.out_features, init, self.dtype, seed)
+        self.seed = seed
+        if self.in_features is not None:
+            self._make_weights()
+
+    def _make_weights(self):
+        self.make_parameter("weight", initialize((self.out_features, self.in_features), self.in_features,
+                                                 self.out_features, self.init, self.dtype, self.seed))
         if self.use_bias:
-            self.params["bias"] = np.zeros(self.out_features, dtype=self.dtype)
+            self.make_parameter("bias", np.zeros(self.out_features, dtype=self.dtype))
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        if self.in_features is None and len(input_shape) == 1:
+            self.in_features = check_int("in_features", int(input_shape[0]), 1)
+            self._make_weights()
 
     def forward(self, x: Array, training: bool = False) -> Array:
+        self.build(tuple(x.shape[1:]))
         x = self.prepare(x)
         out = F.linear(x, self.params["weight"], self.params.get("bias"))
         if training:
@@ -51,6 +75,7 @@ class Dense(Layer):
         return grad_x
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        self.build(tuple(input_shape))
         if tuple(input_shape) != (self.in_features,):
             raise ValueError(f"Dense expects ({self.in_features},) inputs, got {tuple(input_shape)}"
                              " (put a Flatten layer before it for images)")

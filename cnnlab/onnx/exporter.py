@@ -128,7 +128,7 @@ exporter(L.ReLU)(_simple("Relu"))
 exporter(L.Sigmoid)(_simple("Sigmoid"))
 exporter(L.Tanh)(_simple("Tanh"))
 exporter(L.HardSwish)(_simple("HardSwish"))
-exporter(L.Identity, L.Dropout)(_simple("Identity"))  # dropout does nothing at inference
+exporter(L.Identity, L.Dropout, L.Dropout2D)(_simple("Identity"))  # dropout does nothing at inference
 exporter(L.Flatten)(_simple("Flatten", axis=lambda layer: 1))
 exporter(L.LeakyReLU)(_simple("LeakyRelu", alpha=lambda layer: float(layer.negative_slope)))
 exporter(L.HardSigmoid)(_simple("HardSigmoid", alpha=lambda layer: float(layer.alpha),
