@@ -9,7 +9,7 @@ data already lives.
 3
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .parallel import load_tbb as _load_tbb
 

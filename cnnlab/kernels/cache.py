@@ -25,6 +25,8 @@ import shutil
 import sys
 import tempfile
 
+from .._version import __version__
+
 __all__ = ["cache_root", "cache_dir", "clear", "kernels_cached_in"]
 
 
@@ -50,8 +52,6 @@ def cache_root():
 
 
 def _version_folder():
-    from .. import __version__
-
     return f"kernels-{__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
 
 
