@@ -114,3 +114,13 @@ def test_output_cut_short_ends_quietly():
     error = reader.stderr.read().decode()
     assert reader.wait(timeout=120) == 1
     assert "Traceback" not in error and "BrokenPipe" not in error
+
+
+def test_version_flag_prints_the_version(capsys):
+    import cnnlab
+    from cnnlab.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"cnnlab {cnnlab.__version__}"

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from .._version import __version__
 from . import bench, demo, filter, info, inspect, predict, tour, train
 from .common import DEBUG_HELP, HelpFormatter, error_line
 
@@ -23,6 +24,7 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="cnnlab", description="Readable, fast CNNs in Numba.",
                                      formatter_class=HelpFormatter)
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     commands = parser.add_subparsers(dest="command")
     for command in COMMANDS:
         command.add_parser(commands)
