@@ -389,3 +389,23 @@ def test_plot_filters_refuses_a_layer_without_filters(tmp_path):
     for layer, name in ((Dense(4, 2), "Dense"), (ReLU(), "ReLU")):
         with pytest.raises(ValueError, match=f"got {name}"):
             viz.plot_filters(layer, os.path.join(tmp_path, "f.png"))
+
+
+def test_a_second_training_with_the_same_out_is_refused_naming_the_first(photos, tmp_path, capsys):
+    out = tmp_path / "same.npz"
+    command = [sys.executable, "-m", "cnnlab", *quick(photos, "--out", out)]
+    command[command.index("--epochs") + 1] = "5000"
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in first.stdout:
+            if line.startswith("epoch 1/"):
+                break
+        assert main(quick(photos, "--out", out)) == 2
+        error = one_error_line(capsys, "train")
+        assert f"{out} is being written by another run (process {first.pid}, `cnnlab train" in error
+        assert "give another --out" in error and not out.exists()
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=300)
+    assert not (tmp_path / "same.npz.lock.owner").exists()  # the first run let go when it ended
+    assert main(quick(photos, "--out", tmp_path / "other.npz")) == 0

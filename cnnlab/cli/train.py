@@ -23,6 +23,7 @@ from .common import (
     positive_float,
     require_matplotlib,
 )
+from .locking import claim_outputs
 from .models import load_trained_model
 from .plots import write_plots
 
@@ -72,6 +73,12 @@ def run(args):
     """Train a CNN on a folder of images with one sub-folder per class, from scratch or from
     the convolutional base of a saved model (``--base``)."""
     checkpoint, own_checkpoint = _check_train_outputs(args)
+    with claim_outputs([args.out, checkpoint]):
+        return _train(args, checkpoint, own_checkpoint)
+
+
+def _train(args, checkpoint, own_checkpoint):
+    """:func:`run` while it holds the outputs."""
     if os.path.exists(args.folder) and not os.path.isdir(args.folder):
         raise ValueError(f"{args.folder} is a file, not a folder (give a folder with one sub-folder of "
                          "images per class)")
