@@ -10,7 +10,6 @@ data already lives.
 """
 
 from ._version import __version__
-
 from .parallel import load_tbb as _load_tbb
 
 _load_tbb()  # before Numba picks its threading layer: see cnnlab.parallel

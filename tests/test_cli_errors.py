@@ -409,3 +409,14 @@ def test_a_second_training_with_the_same_out_is_refused_naming_the_first(photos,
         first.communicate(timeout=300)
     assert not (tmp_path / "same.npz.lock.owner").exists()  # the first run let go when it ended
     assert main(quick(photos, "--out", tmp_path / "other.npz")) == 0
+
+
+def test_a_network_too_large_for_memory_is_one_line_with_the_fix(photos, tmp_path, capsys, monkeypatch):
+    from cnnlab import checks
+
+    monkeypatch.setattr(checks, "available_memory", lambda: 1000)  # less than the first layer's weights
+    assert main(quick(photos, "--out", tmp_path / "m.npz")) == 2
+    error = one_error_line(capsys, "train")
+    assert "weights) needs" in error and "of memory is available" in error
+    assert error.rstrip().endswith("(for cnnlab train: a smaller --size or --batch-size)")
+    assert not (tmp_path / "m.npz").exists()

@@ -217,3 +217,23 @@ def test_dropout2d_gpu_twin_gives_the_host_mask():
     host_out, host_mask = F.dropout2d(x, 0.5, seed=11)
     np.testing.assert_array_equal(cnnlab.to_host(mask), host_mask)
     np.testing.assert_array_equal(cnnlab.to_host(out), host_out)
+
+
+def test_weights_that_cannot_fit_are_refused_before_allocating(monkeypatch):
+    from cnnlab import checks
+    from cnnlab.layers import Conv2D, Dense
+
+    monkeypatch.setattr(checks, "available_memory", lambda: 10_000_000)
+    Dense(100, 100)  # 10,000 weights: 120 kB with the float64 draw
+    with pytest.raises(MemoryError) as caught:
+        Dense(4096, 1024)
+    message = str(caught.value)
+    assert message.startswith("Dense(4096, 1024) (4,194,304 weights) needs 48.0 MiB but 9.5 MiB of memory")
+    assert "GlobalAvgPool2D" in message
+    with pytest.raises(MemoryError, match=r"Conv2D\(512, 512, \(3, 3\)\)"):
+        Conv2D(512, 512, 3)
+    lazy = Dense(units=1024)
+    with pytest.raises(MemoryError, match="Dense"):
+        lazy.output_shape((4096,))
+    monkeypatch.setattr(checks, "available_memory", lambda: None)  # unknown: nothing is refused
+    Dense(4096, 1024)

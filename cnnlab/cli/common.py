@@ -17,11 +17,12 @@ from ..device import simulator_enabled
 # What a user can cause (a wrong path, a damaged file, bad data, a learning rate too high):
 # one line on stderr, exit status 2. Anything else is a defect, also shown as one line.
 USER_ERRORS = (ValueError, TypeError, OSError, ArithmeticError, zipfile.BadZipFile, EOFError, ImportError,
-               RuntimeError)
+               RuntimeError, MemoryError)
 HINTS = [  # (exception type, how to fix), the first match is used
     (FloatingPointError, "give a smaller --lr, e.g. a tenth of it"),
     ((zipfile.BadZipFile, EOFError), "the file is cut short or not a cnnlab model: write it again"),
     (PermissionError, "choose a path you may write to"),
+    (MemoryError, "for cnnlab train: a smaller --size or --batch-size"),
     ((FileNotFoundError, NotADirectoryError, IsADirectoryError), "check the path"),
 ]
 DEBUG_HELP = "on an error, show the full traceback instead of one line"

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from ..checks import check_device, check_float_dtype
+from ..checks import check_device, check_float_dtype, check_memory
 from ..device import is_gpu_array, to_device, to_host
 from ..symbolic import call_layer
 from ..types import Any, Array, DTypeLike, Padding, Sequence
@@ -155,7 +155,14 @@ class Layer:
 
 
 def initialize(shape: Sequence[int], fan_in: int, fan_out: int, init: str, dtype: DTypeLike,
-               seed: int | None) -> np.ndarray:
+               seed: int | None, owner: str = "a layer") -> np.ndarray:
+    """Random initial weights of ``shape`` (He's normal or Glorot's uniform), drawn in float64
+    and cast to ``dtype``. ``MemoryError`` naming ``owner`` before anything is allocated when the
+    weights cannot fit in memory."""
+    count = math.prod(shape)
+    check_memory(count * (8 + np.dtype(dtype).itemsize), f"{owner} ({count:,} weights)",
+                 "make the layer smaller: for a Dense layer after Flatten, a smaller input image or a "
+                 "global-pooling layer (GlobalAvgPool2D) before it")
     rng = np.random.default_rng(seed)
     if init == "he":
         values = rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)

@@ -72,7 +72,8 @@ class Conv2D(Layer):
         fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         fan_out = self.out_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        self.make_parameter("weight", initialize(shape, fan_in, fan_out, self.init, self.dtype, self.seed))
+        self.make_parameter("weight", initialize(shape, fan_in, fan_out, self.init, self.dtype, self.seed,
+                                                      f"Conv2D({self.in_channels}, {self.out_channels}, {self.kernel_size})"))
         if self.use_bias:
             self.make_parameter("bias", np.zeros(self.out_channels, dtype=self.dtype))
 

@@ -49,7 +49,8 @@ class Dense(Layer):
 
     def _make_weights(self):
         self.make_parameter("weight", initialize((self.out_features, self.in_features), self.in_features,
-                                                 self.out_features, self.init, self.dtype, self.seed))
+                                                 self.out_features, self.init, self.dtype, self.seed,
+                                                 f"Dense({self.in_features}, {self.out_features})"))
         if self.use_bias:
             self.make_parameter("bias", np.zeros(self.out_features, dtype=self.dtype))
 
