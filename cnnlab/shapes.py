@@ -43,8 +43,11 @@ def check_int(name, value, minimum=None):
 
 
 def pair(name, value, minimum=None):
-    """Normalize ``int | (int, int)`` to a ``(height, width)`` tuple of ints."""
+    """Normalize ``int | (int, int)`` to a ``(height, width)`` tuple of ints (a one-element
+    ``(int,)`` stands for both, as in PyTorch)."""
     if isinstance(value, (tuple, list)):
+        if len(value) == 1:
+            value = (value[0], value[0])
         if len(value) != 2:
             raise ValueError(f"{name} must be an integer or a pair of integers, got {value!r}")
         return (check_int(name, value[0], minimum), check_int(name, value[1], minimum))
@@ -178,6 +181,8 @@ def check_padding(padding):
     if isinstance(padding, str):
         return _padding_word(padding)
     if isinstance(padding, (tuple, list)):
+        if len(padding) == 1 and not isinstance(padding[0], (tuple, list, str)):
+            padding = (padding[0], padding[0])  # PyTorch's one-element padding: both axes
         if len(padding) != 2:
             raise ValueError(
                 "padding must be an integer, a pair (height, width) or a pair of pairs "

@@ -317,7 +317,7 @@ def test_threads_and_a_process_cluster():
     lambda x: F.conv2d(x.astype(np.uint8), np.ones((1, 3, 3, 3))),
     lambda x: F.conv2d(x.astype(np.float16), np.ones((1, 3, 3, 3))),
     lambda x: F.conv2d(x, np.ones((1, 3, 3, 3), np.float32)),
-    lambda x: F.conv2d(x[0], np.ones((1, 3, 3, 3))),
+    lambda x: F.conv2d(x[0, 0], np.ones((1, 3, 3, 3))),
     lambda x: F.conv2d(x, np.ones((1, 2, 3, 3))),
     lambda x: F.conv2d(x, np.ones((2, 3, 3, 3)), np.ones(3)),
     lambda x: F.conv2d(x, np.ones((1, 3, 3, 3)), stride=2, padding="same"),

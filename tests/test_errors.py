@@ -10,7 +10,7 @@ W = np.zeros((6, 4, 3, 3), dtype=np.float32)
 
 
 @pytest.mark.parametrize("args, kwargs, error, words", [
-    ((X[0], W), {}, ValueError, "x must have 4 dimensions"),
+    ((X[0, 0], W), {}, ValueError, "x must have 4 dimensions"),
     ((X, W[0]), {}, ValueError, "weight must have 4 dimensions"),
     ((X, np.zeros((6, 3, 3, 3), np.float32)), {}, ValueError, "weight has 3 input channels"),
     ((X, W), dict(bias=np.zeros(5, np.float32)), ValueError, "bias must have 6"),
@@ -62,8 +62,9 @@ def test_every_op_rejects_bad_input(op, bad, error, words):
 
 @pytest.mark.parametrize("op", [F.global_avg_pool2d, lambda x: F.pool2d(x, 2)])
 def test_pooling_needs_nchw(op):
+    """(N, C, H, W), or one (C, H, W) sample as PyTorch takes it; nothing less."""
     with pytest.raises(ValueError, match="4 dimensions"):
-        op(np.zeros((3, 4, 4), np.float32))
+        op(np.zeros((4, 4), np.float32))
 
 
 def test_python_lists_of_floats_are_accepted():

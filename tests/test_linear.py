@@ -33,7 +33,8 @@ def test_textbook_fully_connected_input_count():
 @pytest.mark.parametrize("x_shape, w_shape, b_shape, words", [
     ((2, 3), (4, 5), None, "input features"),
     ((2, 3), (4, 3), (5,), "bias"),
-    ((2, 3, 1), (4, 3), None, "x must have 2 dimensions"),
+    ((2, 3, 1), (4, 3), None, "weight has 3 input features but x has 1 .x shape .2, 3, 1."),
+    ((), (4, 3), None, "x must have at least 1 dimension"),
     ((2, 3), (3,), None, "weight must have 2 dimensions"),
 ])
 def test_bad_linear_shapes(x_shape, w_shape, b_shape, words):

@@ -4,6 +4,7 @@ gradient arrays; one home for each check."""
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 
@@ -63,7 +64,7 @@ def as_float_array(name, a, ndim=None, dtype=None):
     if any(s == 0 for s in a.shape):
         raise ValueError(f"{name} is empty (shape {tuple(a.shape)})")
     if isinstance(a, np.ndarray):
-        return np.ascontiguousarray(a)
+        return np.ascontiguousarray(a) if a.ndim else a.copy()  # 0-d stays 0-d
     contiguous = getattr(a, "is_c_contiguous", None)
     if contiguous is not None and not contiguous():
         raise ValueError(f"{name} is a non-contiguous GPU array; make a contiguous copy first")
@@ -122,3 +123,21 @@ def elementwise_backward(kernel_name, saved, grad_out, *scalars):
     getattr(kernels, kernel_name)(kernels.asarray(saved).reshape(-1), kernels.asarray(grad_out).reshape(-1),
                                   grad_x.reshape(-1), *scalars)
     return grad_x
+
+
+def unbatched(batched_ndim: int):
+    """Let an op of batched input (``batched_ndim`` dimensions, the first the batch) also take one
+    sample without its batch axis, as PyTorch does: ``(C, H, W)`` in, the output without its
+    batch axis out (each array of a tuple). Anything else goes to the op as it is."""
+    def decorate(function):
+        @functools.wraps(function)
+        def run(x, *args, **kwargs):
+            shape = getattr(x, "shape", None)
+            if shape is None or len(shape) != batched_ndim - 1 or (isinstance(x, np.ndarray) and x.dtype == object):
+                return function(x, *args, **kwargs)
+            out = function(x.reshape((1,) + tuple(shape)), *args, **kwargs)
+            if isinstance(out, tuple):
+                return tuple(item.reshape(tuple(item.shape[1:])) for item in out)
+            return out.reshape(tuple(out.shape[1:]))
+        return run
+    return decorate

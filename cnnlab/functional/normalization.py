@@ -3,6 +3,7 @@ normalization of each sample's groups of channels."""
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from ..device import kernels_for
@@ -13,7 +14,8 @@ from .common import as_float_array, check_grad
 
 def batch_norm2d(x: Array, gamma: Array, beta: Array, eps: float = 1e-05, mean: Array | None = None,
                  variance: Array | None = None) -> tuple[Array, ...]:
-    """Batch normalization of NCHW input per channel.
+    """Batch normalization per channel of ``(N, C, ...)`` input: ``(N, C)``, ``(N, C, L)``,
+    ``(N, C, H, W)`` and more axes, as ``torch.nn.functional.batch_norm``.
 
     With ``mean``/``variance`` given (evaluation, running statistics) they are used;
     otherwise the batch's own statistics are computed and returned (training).
@@ -27,7 +29,7 @@ def batch_norm2d(x: Array, gamma: Array, beta: Array, eps: float = 1e-05, mean: 
     --------
     cnnlab.kernels.cpu.normalization.batchnorm2d_forward, torch.nn.functional.batch_norm
     """
-    x = as_float_array("x", x, ndim=4)
+    x, shape = _as_nchw(x)
     channels = x.shape[1]
     gamma = check_grad("gamma", gamma, (channels,), x.dtype)
     beta = check_grad("beta", beta, (channels,), x.dtype)
@@ -42,7 +44,19 @@ def batch_norm2d(x: Array, gamma: Array, beta: Array, eps: float = 1e-05, mean: 
         variance = kernels.asarray(check_grad("variance", variance, (channels,), x.dtype))
     out = kernels.empty(x.shape, x.dtype)
     kernels.batchnorm2d_forward(x, mean, variance, kernels.asarray(gamma), kernels.asarray(beta), float(eps), out)
-    return out, mean, variance
+    return out.reshape(shape), mean, variance
+
+
+def _as_nchw(x):
+    """``x`` of shape ``(N, C, ...)`` (``(N, C)``, ``(N, C, L)``, ``(N, C, H, W)``, ...) as the
+    kernels' 4-D ``(N, C, L, 1)`` (a view), with its own shape."""
+    x = as_float_array("x", x)
+    shape = tuple(x.shape)
+    if len(shape) < 2:
+        raise ValueError(f"x must have shape (N, C, ...), got shape {shape}")
+    if len(shape) == 4:
+        return x, shape
+    return x.reshape(shape[:2] + (math.prod(shape[2:]), 1)), shape
 
 
 def running_average(running: Array, batch: Array, momentum: float, scale: float = 1.0) -> None:
@@ -54,9 +68,9 @@ def running_average(running: Array, batch: Array, momentum: float, scale: float 
 def batch_norm2d_backward(x: Array, grad_out: Array, mean: Array, variance: Array, gamma: Array,
                           eps: float = 1e-05) -> tuple[Array, ...]:
     """Gradients of training-mode :func:`batch_norm2d`: ``(grad_x, grad_gamma, grad_beta)``."""
-    x = as_float_array("x", x, ndim=4)
+    x, shape = _as_nchw(x)
     kernels = kernels_for(x=x, grad_out=grad_out, gamma=gamma)
-    grad_out = check_grad("grad_out", grad_out, x.shape, x.dtype)
+    grad_out = check_grad("grad_out", grad_out, shape, x.dtype).reshape(tuple(x.shape))
     channels = x.shape[1]
     grad_x = kernels.empty(x.shape, x.dtype)
     grad_gamma = kernels.empty((channels,), x.dtype)
@@ -64,7 +78,7 @@ def batch_norm2d_backward(x: Array, grad_out: Array, mean: Array, variance: Arra
     kernels.batchnorm2d_backward(kernels.asarray(x), kernels.asarray(grad_out), kernels.asarray(mean),
                                  kernels.asarray(variance), kernels.asarray(gamma), float(eps),
                                  grad_x, grad_gamma, grad_beta)
-    return grad_x, grad_gamma, grad_beta
+    return grad_x.reshape(shape), grad_gamma, grad_beta
 
 
 def _per_channel(name, values, channels, dtype):

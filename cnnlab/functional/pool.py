@@ -12,13 +12,14 @@ from ..kernels import POOL_AVG, POOL_LP, POOL_MAX, POOL_MEDIAN, POOL_MIN
 from ..parallel import cpu_workers
 from ..shapes import check_flag, check_int, check_padding, pair, window_output_shape
 from ..types import Array, IntPair, Padding
-from .common import as_float_array, check_grad
+from .common import as_float_array, check_grad, unbatched
 
 POOL_MODES = {"max": POOL_MAX, "avg": POOL_AVG, "min": POOL_MIN, "median": POOL_MEDIAN, "lp": POOL_LP}
 
 
 INDEX_DTYPE = np.dtype(np.int64)  # of pool2d(return_indices=True)'s indices, as PyTorch's
 
+@unbatched(4)
 def pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0, mode: str = "max", *,
            dilation: IntPair = 1, ceil_mode: bool = False, count_include_pad: bool = True,
            return_indices: bool = False) -> Array | tuple[Array, Array]:
@@ -390,6 +391,7 @@ def min_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, pa
                   count_include_pad=count_include_pad, return_indices=return_indices)
 
 
+@unbatched(4)
 @per_sample
 def global_avg_pool2d(x: Array) -> Array:
     """Mean over each whole (H, W) plane.
@@ -414,6 +416,7 @@ def global_avg_pool2d(x: Array) -> Array:
     return out
 
 
+@unbatched(4)
 @per_sample
 def global_max_pool2d(x: Array) -> Array:
     """Maximum over each whole (H, W) plane (NaN propagates, as in max pooling).
