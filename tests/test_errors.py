@@ -29,7 +29,7 @@ W = np.zeros((6, 4, 3, 3), dtype=np.float32)
     ((X, W), dict(padding="same", stride=2), ValueError, "stride"),
     ((X, np.zeros((6, 4, 11, 3), np.float32)), {}, ValueError, "kernel_size=11"),
     ((X, W), dict(dilation=5), ValueError, "dilation=5"),
-    ((np.zeros((0, 4, 8, 8), np.float32), W), {}, ValueError, "x is empty"),
+    ((np.zeros((2, 4, 0, 8), np.float32), W), {}, ValueError, "x is empty"),
     ((X, np.zeros((0, 4, 3, 3), np.float32)), {}, ValueError, "weight is empty"),
     ((X.astype(np.uint8), W), {}, TypeError, "normalize"),
     ((X.astype(np.int64), W), {}, TypeError, "normalize"),
@@ -52,12 +52,26 @@ def test_conv2d_bad_input(args, kwargs, error, words):
                                 F.global_avg_pool2d, lambda x: F.max_pool2d(x, 2)])
 @pytest.mark.parametrize("bad, error, words", [
     (np.zeros((2, 3, 4, 4), np.uint8), TypeError, "normalize"),
-    (np.zeros((0, 3, 4, 4), np.float32), ValueError, "empty"),
     ("pixels", TypeError, "x must be an array"),
 ])
 def test_every_op_rejects_bad_input(op, bad, error, words):
     with pytest.raises(error, match=words):
         op(bad)
+
+
+@pytest.mark.parametrize("op", [F.relu, F.sigmoid, F.tanh, F.leaky_relu, F.softmax, F.log_softmax,
+                                F.global_avg_pool2d, lambda x: F.max_pool2d(x, 2),
+                                lambda x: F.conv2d(x, np.ones((5, 3, 3, 3), np.float32), padding=1)])
+def test_an_empty_batch_gives_an_empty_result_and_an_empty_sample_is_refused(op):
+    """PyTorch's rule: no samples in, no samples out, of the shape a real batch would give."""
+    out = op(np.zeros((0, 3, 4, 4), np.float32))
+    expected = op(np.zeros((1, 3, 4, 4), np.float32))
+    assert out.shape == (0,) + expected.shape[1:] and out.dtype == np.float32
+    with pytest.raises(TypeError, match="normalize"):
+        op(np.zeros((0, 3, 4, 4), np.uint8))  # the arguments are checked as for a real batch
+    if op not in (F.relu, F.sigmoid, F.tanh, F.leaky_relu):  # element-wise ops take any empty array
+        with pytest.raises(ValueError, match="x is empty"):
+            op(np.zeros((2, 3, 0, 4), np.float32))
 
 
 @pytest.mark.parametrize("op", [F.global_avg_pool2d, lambda x: F.pool2d(x, 2)])

@@ -94,3 +94,12 @@ def test_an_unbatched_dask_sample_gives_the_in_memory_result():
     out = F.conv2d(da.from_array(X, chunks=(3, 4, 3)), W, padding=1)
     assert out.shape == (4, 7, 6)
     np.testing.assert_allclose(out.compute(scheduler="sync"), F.conv2d(X, W, padding=1), rtol=1e-6, atol=1e-6)
+
+
+def test_empty_batches_through_linear_and_on_the_gpu():
+    out = F.linear(np.zeros((0, 5)), np.ones((3, 5)))
+    assert out.shape == (0, 3)
+    with pytest.raises(ValueError, match="input features"):
+        F.linear(np.zeros((0, 4)), np.ones((3, 5)))  # checked as for a real batch
+    gpu = F.conv2d(cnnlab.to_device(np.zeros((0, 3, 7, 6), np.float32)), cnnlab.to_device(W), padding=1)
+    assert not isinstance(gpu, np.ndarray) and tuple(gpu.shape) == (0, 4, 7, 6)

@@ -10,7 +10,7 @@ from ..device import kernels_for
 from ..dispatch import elementwise as elementwise_chunks
 from ..shapes import check_int
 from ..types import Array
-from .common import as_float_array, check_grad, elementwise, elementwise_backward
+from .common import as_float_array, check_grad, elementwise, elementwise_backward, empty_batches
 
 
 def relu_backward(x: Array, grad_out: Array) -> Array:
@@ -66,6 +66,7 @@ def log_softmax_backward(y: Array, grad_out: Array, axis: int = 1) -> Array:
 
 
 @elementwise_chunks
+@empty_batches(elementwise=True)
 def relu(x: Array) -> Array:
     """Rectified linear unit, ``max(x, 0)`` element-wise (NaN stays NaN).
 
@@ -86,6 +87,7 @@ def relu(x: Array) -> Array:
 
 
 @elementwise_chunks
+@empty_batches(elementwise=True)
 def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
     """Leaky ReLU: ``x`` for positive ``x``, ``negative_slope * x`` otherwise.
 
@@ -106,6 +108,7 @@ def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
 
 
 @elementwise_chunks
+@empty_batches(elementwise=True)
 def sigmoid(x: Array) -> Array:
     """Logistic sigmoid ``1 / (1 + exp(-x))``, computed without overflow.
 
@@ -117,6 +120,7 @@ def sigmoid(x: Array) -> Array:
 
 
 @elementwise_chunks
+@empty_batches(elementwise=True)
 def tanh(x: Array) -> Array:
     """Hyperbolic tangent element-wise.
 
@@ -136,6 +140,7 @@ def _softmax_like(kernel_name, x, axis):
     return out
 
 
+@empty_batches()
 def softmax(x: Array, axis: int = 1) -> Array:
     """Softmax along ``axis``: ``exp(x) / sum(exp(x))``, shifted by the maximum so that
     logits of any size (even +-1e4) give finite probabilities.
@@ -152,6 +157,7 @@ def softmax(x: Array, axis: int = 1) -> Array:
     return _softmax_like("softmax_forward", x, axis)
 
 
+@empty_batches()
 def log_softmax(x: Array, axis: int = 1) -> Array:
     """Logarithm of :func:`softmax`, computed as ``x - max - log(sum(exp(x - max)))``
     (finite for huge logits, no ``log(0)``).
@@ -184,6 +190,7 @@ def clip_bounds(low: float | None, high: float | None) -> tuple[float, float]:
 
 
 @elementwise_chunks
+@empty_batches(elementwise=True)
 def clip(x: Array, min: float | None = None, max: float | None = None) -> Array:
     """Clamp every element to ``[min, max]``: ``min(max(x, min), max)`` (NaN stays NaN).
 
@@ -237,6 +244,7 @@ def relu6_backward(x: Array, grad_out: Array) -> Array:
 
 
 @elementwise_chunks
+@empty_batches(elementwise=True)
 def hardsigmoid(x: Array, alpha: float = 1 / 6, beta: float = 0.5) -> Array:
     """Hard sigmoid, ``max(0, min(1, alpha * x + beta))``.
 
@@ -271,6 +279,7 @@ def hardsigmoid_backward(x: Array, grad_out: Array, alpha: float = 1 / 6, beta: 
 
 
 @elementwise_chunks
+@empty_batches(elementwise=True)
 def hardswish(x: Array) -> Array:
     """Hard swish, ``x * relu6(x + 3) / 6`` (MobileNetV3).
 
@@ -295,6 +304,7 @@ def hardswish_backward(x: Array, grad_out: Array) -> Array:
 
 
 @elementwise_chunks
+@empty_batches(elementwise=True)
 def silu(x: Array) -> Array:
     """SiLU (swish), ``x * sigmoid(x)``, without overflow for any ``x`` (EfficientNet).
 

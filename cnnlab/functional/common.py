@@ -141,3 +141,31 @@ def unbatched(batched_ndim: int):
             return out.reshape(tuple(out.shape[1:]))
         return run
     return decorate
+
+
+def empty_batches(elementwise: bool = False):
+    """Let an op take an empty batch, as PyTorch does: an input with no samples (or, for an
+    ``elementwise`` op, no elements) gives an empty output of the right shape, dtype and device.
+    The op runs once on a one-sample input of zeros, so every argument is checked as for a real
+    batch and the output's other axes are the op's own."""
+    def decorate(function):
+        @functools.wraps(function)
+        def run(x, *args, **kwargs):
+            shape = getattr(x, "shape", None)
+            if shape is None or 0 not in tuple(shape) or np.dtype(getattr(x, "dtype", object)).kind not in "biuf":
+                return function(x, *args, **kwargs)
+            shape = tuple(int(s) for s in shape)
+            if elementwise:
+                probe_shape = tuple(max(s, 1) for s in shape)
+            elif shape[0] == 0 and 0 not in shape[1:]:
+                probe_shape = (1,) + shape[1:]
+            else:
+                return function(x, *args, **kwargs)  # its own message for an empty sample
+            kernels = kernels_for(x=x)
+            out = function(kernels.zeros(probe_shape, x.dtype), *args, **kwargs)
+
+            def empty_like(item):
+                return kernels.empty(shape if elementwise else (0,) + tuple(item.shape[1:]), item.dtype)
+            return tuple(empty_like(item) for item in out) if isinstance(out, tuple) else empty_like(out)
+        return run
+    return decorate

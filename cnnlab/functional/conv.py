@@ -24,11 +24,12 @@ from ..parallel import cpu_workers
 from ..shapes import check_int, pair, resolve_padding, window_output_shape
 from ..types import Array, DTypeLike, IntPair, Padding
 from .activation import as_number, clip_bounds
-from .common import as_float_array, bias_or_zeros, blas_guard, check_grad, check_out, unbatched
+from .common import as_float_array, bias_or_zeros, blas_guard, check_grad, check_out, empty_batches, unbatched
 
 
 @unbatched(4)
 @sliding_window("convolution")
+@empty_batches()
 def conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair = 1, padding: Padding = 0,
            dilation: IntPair = 1, groups: int = 1, *, scale: Array | None = None, residual: Array | None = None,
            activation: str | tuple | None = None, out: Array | None = None) -> Array:

@@ -6,10 +6,11 @@ from ..device import kernels_for
 from ..dispatch import per_sample
 from ..parallel import cpu_workers
 from ..types import Array
-from .common import as_float_array, bias_or_zeros, blas_guard, check_grad
+from .common import as_float_array, bias_or_zeros, blas_guard, check_grad, empty_batches
 
 
 @per_sample
+@empty_batches()
 def linear(x: Array, weight: Array, bias: Array | None = None) -> Array:
     """Fully-connected layer: ``x @ weight.T + bias``.
 

@@ -12,7 +12,7 @@ from ..kernels import POOL_AVG, POOL_LP, POOL_MAX, POOL_MEDIAN, POOL_MIN
 from ..parallel import cpu_workers
 from ..shapes import check_flag, check_int, check_padding, pair, window_output_shape
 from ..types import Array, IntPair, Padding
-from .common import as_float_array, check_grad, unbatched
+from .common import as_float_array, check_grad, empty_batches, unbatched
 
 POOL_MODES = {"max": POOL_MAX, "avg": POOL_AVG, "min": POOL_MIN, "median": POOL_MEDIAN, "lp": POOL_LP}
 
@@ -20,6 +20,7 @@ POOL_MODES = {"max": POOL_MAX, "avg": POOL_AVG, "min": POOL_MIN, "median": POOL_
 INDEX_DTYPE = np.dtype(np.int64)  # of pool2d(return_indices=True)'s indices, as PyTorch's
 
 @unbatched(4)
+@empty_batches()
 def pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0, mode: str = "max", *,
            dilation: IntPair = 1, ceil_mode: bool = False, count_include_pad: bool = True,
            return_indices: bool = False) -> Array | tuple[Array, Array]:
@@ -393,6 +394,7 @@ def min_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, pa
 
 @unbatched(4)
 @per_sample
+@empty_batches()
 def global_avg_pool2d(x: Array) -> Array:
     """Mean over each whole (H, W) plane.
 
@@ -418,6 +420,7 @@ def global_avg_pool2d(x: Array) -> Array:
 
 @unbatched(4)
 @per_sample
+@empty_batches()
 def global_max_pool2d(x: Array) -> Array:
     """Maximum over each whole (H, W) plane (NaN propagates, as in max pooling).
 
