@@ -77,23 +77,43 @@ def as_2d(name: str, a: Array) -> Array:
     return a
 
 
-def fill_scalar(fillvalue: float, dtype: np.dtype) -> np.generic:
-    """The fill value as a scalar of ``dtype``, converted as scipy.signal does."""
+def fill_scalar(fillvalue: object, dtype: np.dtype) -> np.generic:
+    """The fill value as a scalar of ``dtype``, converted, and refused, as scipy.signal does: one
+    element, read as a complex number first (a string as Python's ``complex`` reads it, None as
+    NaN), then cast to the output dtype if it can be without loss of its imaginary part or range.
+
+    Raises
+    ------
+    ValueError
+        An empty array, more than one element, a malformed string, or a value the output dtype
+        cannot hold, with scipy's messages.
+    TypeError
+        Anything else that is not a number (scipy's message too).
+    """
+    cannot_cast = "could not cast `fillvalue` directly to the output type (it was first converted to complex)."
     arr = np.asarray(fillvalue)
-    if arr.dtype.kind not in "biufc" or arr.size != 1:
-        if arr.size != 1:
-            raise ValueError("fillvalue must be a scalar or an array with one element")
-        raise TypeError(f"fillvalue must be a number, got {fillvalue!r}")
-    value = complex(arr.reshape(()).item())
+    if arr.size == 0:
+        raise ValueError("`fillvalue` cannot be an empty array.")
+    if arr.size != 1:
+        raise ValueError("`fillvalue` must be scalar or an array with one element.")
+    item = arr.reshape(()).item()
+    if item is None:
+        value = complex(np.nan)
+    elif isinstance(item, (str, bytes)):
+        value = complex(item.decode() if isinstance(item, bytes) else item)
+    elif isinstance(item, (bool, int, float, complex)):
+        value = complex(item)
+    else:
+        raise TypeError(f"must be real number, not {type(item).__name__}")
     if dtype.kind == "c":
         return np.array(value, dtype=dtype)[()]
     if value.imag != 0:
-        raise ValueError(f"fillvalue={fillvalue!r} is complex but the output dtype {dtype} is real")
+        raise ValueError(cannot_cast)
     real = value.real
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         if not np.isfinite(real) or not info.min <= int(real) <= info.max:
-            raise ValueError(f"fillvalue={fillvalue!r} cannot be represented in the output dtype {dtype}")
+            raise ValueError(cannot_cast)
         return np.array(int(real), dtype=dtype)[()]
     return np.array(real, dtype=dtype)[()]
 

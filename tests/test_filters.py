@@ -134,7 +134,7 @@ def test_apply_on_a_real_image():
     (lambda: filters.correlate2d(np.ones((3, 3)), np.ones((2, 2)), mode="fulll"), ValueError, "mode"),
     (lambda: filters.correlate2d(np.ones((3, 3)), np.ones((2, 2)), boundary="reflect"), ValueError, "boundary"),
     (lambda: filters.correlate2d(np.ones((3, 3)), np.ones((2, 2)), fillvalue=[1, 2]), ValueError, "fillvalue"),
-    (lambda: filters.correlate2d(np.ones((3, 3)), np.ones((2, 2)), fillvalue="x"), TypeError, "fillvalue"),
+    (lambda: filters.correlate2d(np.ones((3, 3)), np.ones((2, 2)), fillvalue="x"), ValueError, "malformed string"),  # as scipy.signal
     (lambda: filters.correlate2d(np.ones((3, 3), np.uint8), np.ones((2, 2), np.uint8), fillvalue=300),
      ValueError, "fillvalue"),
     (lambda: filters.correlate2d(np.ones((3, 1)), np.ones((1, 3)), mode="valid"), ValueError, "valid"),
@@ -163,3 +163,21 @@ def test_fractional_fillvalue_on_integers_truncates_like_scipy():
     image = np.ones((2, 2), np.uint8)
     assert_same_as_scipy(filters.correlate2d(image, image, fillvalue=1.5),
                          signal.correlate2d(image, image, fillvalue=1.5))
+
+
+@pytest.mark.filterwarnings("ignore::numpy.exceptions.ComplexWarning", "ignore::RuntimeWarning")
+@pytest.mark.parametrize("fillvalue", ["x", [1, 2], [], object(), 1 + 2j, np.nan, None, "3", b"3", True,
+                                       np.float32(7), 1e300, "1+2j"])
+@pytest.mark.parametrize("dtype", [np.float64, np.int64])
+def test_bad_fillvalues_raise_what_scipy_raises(fillvalue, dtype):
+    """Same exception type and message as scipy.signal for every fill value it refuses, the same
+    result for every one it takes."""
+    image, kernel = np.arange(9, dtype=dtype).reshape(3, 3), np.ones((2, 2), dtype)
+    try:
+        expected = signal.correlate2d(image, kernel, mode="full", fillvalue=fillvalue)
+    except (ValueError, TypeError) as exc:
+        with pytest.raises(type(exc)) as caught:
+            filters.correlate2d(image, kernel, mode="full", fillvalue=fillvalue)
+        assert str(caught.value) == str(exc)
+    else:
+        assert_same_as_scipy(filters.correlate2d(image, kernel, mode="full", fillvalue=fillvalue), expected)
