@@ -131,7 +131,7 @@ class EarlyStopping(_Monitor):
         if self._observe(epoch, logs):
             self.wait = 0
             if self.restore_best_weights:
-                self._best_arrays = {k: np.array(v) for k, v in self.model._arrays().items()}
+                self._best_arrays = {k: np.array(v) for k, v in self.model.get_weights().items()}
         else:
             self.wait += 1
             if self.patience is not None and self.wait >= self.patience:
@@ -140,7 +140,7 @@ class EarlyStopping(_Monitor):
 
     def on_train_end(self, logs):
         if self._best_arrays is not None:
-            self.model._set_arrays(self._best_arrays)
+            self.model.set_weights(self._best_arrays)
             self._best_arrays = None
 
 

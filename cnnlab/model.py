@@ -260,13 +260,13 @@ class Model:
             for node in self._graph.nodes:
                 node.output.sample_shape = shapes[id(node.output)]
 
-    def _classes(self):
+    def num_classes(self):
         """The number of classes: the output's size for :attr:`input_shape`."""
-        self._require_classifier()
+        self.require_classifier()
         output = self._graph.outputs[0]
         return self._tensor_shapes(self.input_shape)[id(output)][0] if output.node else self.input_shape[0]
 
-    def _require_classifier(self, what="this"):
+    def require_classifier(self, what="this"):
         graph = self._graph
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
             raise ValueError(f"{what} works for models of one input and one output; this model has "
@@ -353,11 +353,11 @@ class Model:
         :meth:`freeze`, :meth:`replace_head` and :meth:`fit` change a model in place; copy a
         trained base first to reuse it for several new tasks.
         """
-        return _build(self.architecture(), self._arrays(), "the model").to(self.device)
+        return _build(self.architecture(), self.get_weights(), "the model").to(self.device)
 
     def _head(self):
         """The node of the ``Dense`` layer that feeds the output, through single-input nodes."""
-        self._require_classifier("replace_head")
+        self.require_classifier("replace_head")
         node = self._graph.outputs[0].node
         while node is not None and not isinstance(node.layer, Dense) and not node.takes_list:
             node = node.inputs[0].node
@@ -450,7 +450,7 @@ class Model:
             (index[id(node.layer)], node.layer, value)))
         return seen
 
-    def _loss_input(self, loss):
+    def loss_input(self, loss):
         """The tensor the loss reads: the output, or under cross-entropy the input of an output
         node that is a ``Softmax`` (the loss applies it fused and stable)."""
         softmax = self._output_softmax()
@@ -469,15 +469,15 @@ class Model:
     def _probabilities_out(self):
         return self._output_softmax() is not None
 
-    def _check_inputs(self, x, name="x"):
-        self._require_classifier("fit, evaluate and predict")
+    def check_inputs(self, x, name="x"):
+        self.require_classifier("fit, evaluate and predict")
         if is_gpu_array(x):
             raise TypeError(f"{name} must be a host (NumPy) array: the model copies each batch to its "
                             f"device ({self.device})")
         if isinstance(x, (str, bytes)) or x is None:
             raise TypeError(f"{name} must be an array of images, got {type(x).__name__}")
         x = np.asarray(x)
-        self._check_batch_axis(x, name)
+        self.check_batch_axis(x, name)
         if x.dtype.kind in "biu":
             raise TypeError(f"{name} has integer dtype {x.dtype}: scale 0-255 images with "
                             "cnnlab.data.normalize(images) first")
@@ -493,7 +493,7 @@ class Model:
             self.input_shape = tuple(x.shape[1:])
         return x.astype(self.dtype, copy=False)
 
-    def _check_batch_axis(self, x, name):
+    def check_batch_axis(self, x, name="x"):
         """A clear error for one image passed without its batch axis."""
         first = self.layers[0]
         if self.input_shape is not None:
@@ -512,8 +512,8 @@ class Model:
             message += f": pass {name}[:, None] to add the channel axis"
         raise ValueError(message)
 
-    def _check_labels(self, y, samples, name="y"):
-        classes = self._classes()
+    def check_labels(self, y, samples, name="y"):
+        classes = self.num_classes()
         if y is None:
             raise TypeError(f"{name} must be integer class labels, got None")
         if is_gpu_array(y):
@@ -524,11 +524,18 @@ class Model:
                              f"shape {y.shape}")
         return F.as_targets(name, y, samples, classes)
 
+    # the private names these methods had before they were public
+    _classes = num_classes
+    _require_classifier = require_classifier
+    _check_batch_axis = check_batch_axis
+    _check_labels = check_labels
+    _loss_input = loss_input
+
     def _batches(self, x, batch_size):
         for start in range(0, x.shape[0], batch_size):
             yield start, x[start:start + batch_size]
 
-    def _to_model_device(self, a):
+    def to_model_device(self, a):
         return to_device(np.ascontiguousarray(a)) if self.device == "cuda" else a
 
     def predict_proba(self, x, batch_size=256):
@@ -538,12 +545,12 @@ class Model:
 
         if _dask.is_dask_array(x):
             return _dask.predict_proba(self, x, batch_size)
-        x = self._check_inputs(x)
+        x = self.check_inputs(x)
         outputs = []
         final_softmax = self._probabilities_out()
         with report_compilation(sys.stderr):
             for _, batch in self._batches(x, batch_size):
-                out = self.forward(self._to_model_device(batch), training=False)
+                out = self.forward(self.to_model_device(batch), training=False)
                 if not final_softmax:
                     out = F.softmax(out)
                 outputs.append(to_host(out))
@@ -595,7 +602,7 @@ class Model:
         paths = list(paths)
         if not paths:
             raise ValueError("paths is empty: pass one or more image files")
-        classes = self._classes() if self.input_shape is not None else None
+        classes = self.num_classes() if self.input_shape is not None else None
         top_k = check_int("top_k", top_k, 1)
         if classes is not None and top_k > classes:
             raise ValueError(f"top_k must be at most the number of classes ({classes}), got {top_k}")
@@ -621,20 +628,20 @@ class Model:
 
         if _dask.is_dask_array(x):
             return _dask.evaluate(self, x, y, batch_size, loss)
-        x = self._check_inputs(x)
-        y = self._check_labels(y, x.shape[0])
+        x = self.check_inputs(x)
+        y = self.check_labels(y, x.shape[0])
         loss = losses_module.get(loss or self.loss or "cross_entropy")
         with report_compilation(sys.stderr):
             return self._evaluate(x, y, batch_size, loss)
 
     def _evaluate(self, x, y, batch_size, loss):
         total_loss, correct = 0.0, 0
-        loss_input = self._loss_input(loss)
+        loss_input = self.loss_input(loss)
         for start, batch in self._batches(x, batch_size):
-            out, = self._graph.forward([self._to_model_device(batch)], targets=[loss_input])
+            out, = self._graph.forward([self.to_model_device(batch)], targets=[loss_input])
             targets = y[start:start + batch.shape[0]]
             if isinstance(loss, losses_module.CrossEntropy):
-                target = self._to_model_device(targets)
+                target = self.to_model_device(targets)
             else:
                 target = self._one_hot_like(out, targets)
             total_loss += loss.forward(out, target) * batch.shape[0]
@@ -703,16 +710,16 @@ class Model:
             that step's update; on the GPU when the running totals are next read (progress
             or the end of the epoch), since reading them every step would cost a round trip.
         """
-        x = self._check_inputs(x)
-        y = self._check_labels(y, x.shape[0])
+        x = self.check_inputs(x)
+        y = self.check_labels(y, x.shape[0])
         if validation_data is not None:
             if validation_split:
                 raise ValueError(f"pass validation_data or validation_split, not both (validation_split="
                                  f"{validation_split})")
             if len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (x_val, y_val)")
-            x_val = self._check_inputs(validation_data[0], "validation x")
-            y_val = self._check_labels(validation_data[1], x_val.shape[0], "validation y")
+            x_val = self.check_inputs(validation_data[0], "validation x")
+            y_val = self.check_labels(validation_data[1], x_val.shape[0], "validation y")
         elif validation_split:
             x, x_val, y, y_val = self._split(x, y, validation_split, seed)
         validating = validation_data is not None or bool(validation_split)
@@ -746,7 +753,7 @@ class Model:
         if resume is not None:
             start_epoch, rng, history, base_seed = self._load_checkpoint(resume)
         if class_weights is not None:
-            class_weights = self._to_model_device(class_weights.astype(self.dtype))
+            class_weights = self.to_model_device(class_weights.astype(self.dtype))
         self.history, self.stop_training = history, False
         batch_callbacks = [c for c in callbacks if "on_batch_end" in vars(c)  # a LambdaCallback's
                            or type(c).on_batch_end is not callbacks_module.Callback.on_batch_end]
@@ -764,7 +771,7 @@ class Model:
             for epoch in range(start_epoch, epochs):
                 order = rng.permutation(x.shape[0]) if shuffle else np.arange(x.shape[0])
                 progress = _Progress(epoch, epochs, x.shape[0], verbose, compiling=compiling.elapsed)
-                totals = self._to_model_device(np.zeros(2))  # loss sum, correct predictions
+                totals = self.to_model_device(np.zeros(2))  # loss sum, correct predictions
                 seen = 0
 
                 def read_totals():
@@ -784,7 +791,7 @@ class Model:
                         batch, targets = x[index], y[index]
                         if augment is not None:
                             batch = np.ascontiguousarray(augment(batch, rng), dtype=x.dtype)
-                        batch, targets = self._to_model_device(batch), self._to_model_device(targets)
+                        batch, targets = self.to_model_device(batch), self.to_model_device(targets)
                     step_seed = base_seed * 7919 + self.optimizer.steps * 104729  # for random masks
                     self._train_step(batch, targets, totals, class_weights, step_seed)
                     seen += len(index)
@@ -839,7 +846,7 @@ class Model:
             return None
         if not isinstance(loss, losses_module.CrossEntropy):
             raise ValueError(f"class_weight works with the cross-entropy loss, got loss={loss.name!r}")
-        classes = self._classes()
+        classes = self.num_classes()
         weights = np.ones(classes)
         if isinstance(class_weight, str):
             if class_weight != "balanced":
@@ -866,14 +873,14 @@ class Model:
         """One-hot rows of ``labels`` in ``out``'s dtype, on the model's device (MSE targets)."""
         from .data import one_hot
 
-        return self._to_model_device(one_hot(labels, out.shape[1]).astype(np.dtype(out.dtype)))
+        return self.to_model_device(one_hot(labels, out.shape[1]).astype(np.dtype(out.dtype)))
 
     def _train_step(self, batch, targets, totals, class_weights=None, step_seed=None):
         """Forward, loss, backward and update for one batch already on the model's device;
         adds the batch's loss sum and correct predictions to ``totals`` (on that device).
         ``class_weights`` ((classes,), on that device) weighs each sample's loss by its class;
         ``step_seed`` seeds the random masks of this step."""
-        logits = self._loss_input(self.loss)
+        logits = self.loss_input(self.loss)
         out, = self._graph.forward([batch], training=True, targets=[logits], seed=step_seed)
         if isinstance(self.loss, losses_module.CrossEntropy):
             if class_weights is None:
@@ -904,7 +911,7 @@ class Model:
         self.optimizer.step(parameters)
 
     # --- saving -------------------------------------------------------------------
-    def _arrays(self):
+    def get_weights(self):
         arrays = {}
         for index, layer in enumerate(self.layers):
             for name, value in layer.params.items():
@@ -929,14 +936,14 @@ class Model:
 
         The file is written to a temporary name and renamed, so it is never half-written."""
         architecture = self.architecture()
-        _write_npz(path, dict(self._arrays(), cnnlab_format=np.array(_format(architecture)),
+        _write_npz(path, dict(self.get_weights(), cnnlab_format=np.array(_format(architecture)),
                               cnnlab_version=np.array(__version__), architecture=np.array(json.dumps(architecture))))
 
     def _save_checkpoint(self, path, epochs_done, rng, history, base_seed):
         state = dict(epochs_done=epochs_done, rng=rng.bit_generator.state, history=history.history,
                      base_seed=base_seed, optimizer=self.optimizer.config(), steps=self.optimizer.steps,
                      loss=self.loss.name)
-        arrays = self._arrays()
+        arrays = self.get_weights()
         arrays.update({f"optimizer/{k}": v for k, v in self.optimizer.state_arrays().items()})
         architecture = self.architecture()
         _write_npz(path, dict(arrays, cnnlab_format=np.array(_format(architecture)),
@@ -967,10 +974,10 @@ class Model:
 
         if structure(mine) != structure(architecture):
             raise ValueError(f"{path} holds a different architecture than this model")
-        self._set_arrays(data, path)
+        self.set_weights(data, path)
 
-    def _set_arrays(self, data, source="the weights"):
-        """Put the parameters and buffers of ``data`` (as from :meth:`_arrays`) in place, as
+    def set_weights(self, data, source="the weights"):
+        """Put the parameters and buffers of ``data`` (as from :meth:`get_weights`) in place, as
         fresh arrays on the model's device; ``ValueError`` naming ``source`` when one is
         missing or of the wrong shape."""
         for index, layer in enumerate(self.layers):
@@ -1122,7 +1129,7 @@ def load(path, device="cpu"):
 
 
 def _build(architecture, arrays, source):
-    """A CPU model from ``architecture()`` and ``_arrays()``; errors name ``source``. Shares
+    """A CPU model from ``architecture()`` and ``get_weights()``; errors name ``source``. Shares
     no mutable state with them: class names and preprocessing are copied, weights cast anew."""
     try:
         layers = []
@@ -1142,7 +1149,7 @@ def _build(architecture, arrays, source):
             model = Sequential(layers, input_shape=architecture.get("input_shape"))
         model.class_names = copy.deepcopy(architecture.get("class_names"))
         model.preprocessing = copy.deepcopy(architecture.get("preprocessing"))
-        model._set_arrays(arrays, source)
+        model.set_weights(arrays, source)
     except (KeyError, TypeError, IndexError) as exc:
         raise ValueError(f"{source} is not a valid cnnlab model: {exc}") from None
     return model
