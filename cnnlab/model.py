@@ -11,37 +11,27 @@ backpropagation over mini-batches and saved to ``.npz`` files.
 'Total parameters: 690'
 """
 
-import contextlib
 import copy
-import json
 import math
 import os
 import signal
-import stat
 import sys
-import tempfile
 import threading
 import time
-import zipfile
-import zlib
 
 import numpy as np
 
-from . import __version__
 from . import callbacks as callbacks_module
 from . import functional as F
 from . import losses as losses_module
 from . import optim as optim_module
+from . import saving
 from .compilation import end_line, report_compilation
 from .device import cuda_available, is_gpu_array, to_device, to_host
 from .graph import Graph, Input, SymbolicTensor, is_symbolic
-from .layers import LAYER_TYPES, Conv2D, Dense, Identity, Layer, Softmax
+from .layers import Conv2D, Dense, Identity, Layer, Softmax
 
 __all__ = ["Model", "Sequential", "History", "Input", "load"]
-
-CHAIN_FORMAT = "cnnlab-model-1"  # a layer list, applied in order
-GRAPH_FORMAT = "cnnlab-graph-1"  # layers plus the graph: which tensors each layer call consumes
-FORMATS = (CHAIN_FORMAT, GRAPH_FORMAT)
 
 
 class History:
@@ -932,49 +922,18 @@ class Model:
                 for layer in self.layers]
 
     def save(self, path):
-        """Write the model to one ``.npz`` file: the architecture as JSON and the weights.
+        """Write the model to one ``.npz`` file: the architecture as JSON and the weights
+        (:mod:`cnnlab.saving` describes the format).
 
         The file is written to a temporary name and renamed, so it is never half-written."""
-        architecture = self.architecture()
-        _write_npz(path, dict(self.get_weights(), cnnlab_format=np.array(_format(architecture)),
-                              cnnlab_version=np.array(__version__), architecture=np.array(json.dumps(architecture))))
+        saving.save_model(self, path)
 
     def _save_checkpoint(self, path, epochs_done, rng, history, base_seed):
-        state = dict(epochs_done=epochs_done, rng=rng.bit_generator.state, history=history.history,
-                     base_seed=base_seed, optimizer=self.optimizer.config(), steps=self.optimizer.steps,
-                     loss=self.loss.name)
-        arrays = self.get_weights()
-        arrays.update({f"optimizer/{k}": v for k, v in self.optimizer.state_arrays().items()})
-        architecture = self.architecture()
-        _write_npz(path, dict(arrays, cnnlab_format=np.array(_format(architecture)),
-                              cnnlab_version=np.array(__version__), architecture=np.array(json.dumps(architecture)),
-                              training_state=np.array(json.dumps(state))))
+        saving.save_checkpoint(self, path, epochs_done, rng, history.history, base_seed)
 
     def _load_checkpoint(self, path):
-        data = _read_npz(path)
-        if "training_state" not in data:
-            raise ValueError(f"{path} is a cnnlab model but not a training checkpoint (save it with "
-                             "fit(..., checkpoint=path))")
-        self._load_arrays(data, path)
-        state = json.loads(str(data["training_state"]))
-        self.optimizer = optim_module.from_config(state["optimizer"])
-        optimizer_arrays = {k[len("optimizer/"):]: v for k, v in data.items() if k.startswith("optimizer/")}
-        self.optimizer.load_state_arrays(optimizer_arrays, state["steps"], self.device)
-        rng = np.random.default_rng()
-        rng.bit_generator.state = state["rng"]
-        return state["epochs_done"], rng, History(state["history"]), state["base_seed"]
-
-    def _load_arrays(self, data, path):
-        architecture = json.loads(str(data["architecture"]))
-        mine = self.architecture()
-
-        def structure(description):
-            return ([(spec["type"], spec["config"]) for spec in description["layers"]],
-                    description.get("graph", {}).get("nodes"))
-
-        if structure(mine) != structure(architecture):
-            raise ValueError(f"{path} holds a different architecture than this model")
-        self.set_weights(data, path)
+        epochs_done, rng, history, base_seed = saving.load_checkpoint(self, path)
+        return epochs_done, rng, History(history), base_seed
 
     def set_weights(self, data, source="the weights"):
         """Put the parameters and buffers of ``data`` (as from :meth:`get_weights`) in place, as
@@ -1040,73 +999,6 @@ class Sequential(Model):
                     class_names=self.class_names, preprocessing=self.preprocessing)
 
 
-def _format(architecture):
-    """The file format marker for an :meth:`Model.architecture`."""
-    return GRAPH_FORMAT if "graph" in architecture else CHAIN_FORMAT
-
-
-def _new_file_mode(path):
-    """The mode a file at ``path`` gets: an existing file's mode, else 0666 less the umask."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def _write_npz(path, arrays):
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    mode = _new_file_mode(path)
-    handle, temporary = tempfile.mkstemp(prefix=".cnnlab-", suffix=".npz.tmp", dir=directory)
-    try:
-        os.chmod(temporary, mode)  # mkstemp makes it private (0600)
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def _read_npz(path):
-    """The arrays of a cnnlab model file; ``ValueError`` saying what the file is otherwise."""
-    not_ours = f"{path} is not a cnnlab model file"
-    what = "cnnlab reads the .npz files that model.save writes"
-    with open(os.fspath(path), "rb") as stream:  # FileNotFoundError as it is
-        head = stream.read(len(HDF5_SIGNATURE))
-    if head.startswith(HDF5_SIGNATURE):
-        raise ValueError(f"{not_ours}: it is an HDF5 file (such as a Keras .h5 model); {what}")
-    if not head.startswith(b"PK"):
-        raise ValueError(f"{not_ours}: it is not a .npz archive; {what}")
-    try:
-        with np.load(os.fspath(path), allow_pickle=False) as archive:
-            names = archive.files
-            marker = str(archive["cnnlab_format"]) if "cnnlab_format" in names else None
-            version = str(archive["cnnlab_version"]) if "cnnlab_version" in names else "unknown"
-            data = {name: archive[name] for name in names} if marker in FORMATS else None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
-        # never NumPy's own message: it suggests loading with pickle
-        raise ValueError(f"{not_ours}: it is truncated, damaged, or an archive of other data; {what}") from None
-    if marker is None:
-        raise ValueError(f"{not_ours} (no '{CHAIN_FORMAT}' or '{GRAPH_FORMAT}' marker); {what}")
-    if marker not in FORMATS:
-        family, _, number = marker.rpartition("-")
-        newest = {known.rpartition("-")[0]: int(known.rpartition("-")[2]) for known in FORMATS}
-        if family in newest and number.isdigit() and int(number) > newest[family]:
-            raise ValueError(f"{path} was written by a newer cnnlab (version {version}, format {marker!r}); "
-                             f"upgrade cnnlab to read it (this is cnnlab {__version__})")
-        raise ValueError(f"{not_ours} (unknown format marker {marker!r}); {what}")
-    return data
-
-
 def load(path, device="cpu"):
     """Load a model written by :meth:`Model.save` or :meth:`Sequential.save` (or a checkpoint):
     a ``Sequential`` from a layer list (``'cnnlab-model-1'``), a ``Model`` from a graph
@@ -1119,12 +1011,8 @@ def load(path, device="cpu"):
     ValueError
         If the file is not a cnnlab model, or its layers or weights do not match.
     """
-    data = _read_npz(path)
-    try:
-        architecture = json.loads(str(data["architecture"]))
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is not a valid cnnlab model: {exc}") from None
-    model = _build(architecture, data, path)
+    architecture, arrays = saving.read_model(path)
+    model = _build(architecture, arrays, path)
     return model.to(device) if device != "cpu" else model
 
 
@@ -1132,14 +1020,7 @@ def _build(architecture, arrays, source):
     """A CPU model from ``architecture()`` and ``get_weights()``; errors name ``source``. Shares
     no mutable state with them: class names and preprocessing are copied, weights cast anew."""
     try:
-        layers = []
-        for spec in architecture["layers"]:
-            if spec["type"] not in LAYER_TYPES:
-                raise ValueError(f"unknown layer type {spec['type']!r}")
-            config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()}
-            layer = LAYER_TYPES[spec["type"]](**config)
-            layer.trainable = spec.get("trainable", True)
-            layers.append(layer)
+        layers = saving.build_layers(architecture)
         if "graph" in architecture:
             graph = Graph.from_config(architecture["graph"], layers)
             model = Model(graph.inputs, graph.outputs, name=architecture.get("name"))
