@@ -1,4 +1,4 @@
-"""Callbacks: code that ``Sequential.fit`` runs at fixed points of training.
+"""Callbacks: code that ``Model.fit`` runs at fixed points of training.
 
 >>> import cnnlab
 >>> stop = cnnlab.callbacks.EarlyStopping(monitor='val_accuracy', patience=3)
@@ -8,13 +8,28 @@
 A callback watches the metrics of each epoch (``loss``, ``accuracy``, ``lr``, ``seconds`` and,
 with validation data, ``val_loss`` and ``val_accuracy``) and may stop training by setting
 ``model.stop_training = True``.
+
+``fit`` itself records and shows training with two callbacks, added to yours unless you pass
+one of their kind: :class:`History` (always; ``fit`` returns it) and :class:`ProgbarLogger`
+(the progress line of each epoch, when ``verbose``).
 """
 
 import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Callback", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint", "LambdaCallback"]
+from .compilation import end_line
+
+__all__ = ["Callback", "History", "ProgbarLogger", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
+           "LambdaCallback"]
+
+Logs = dict[str, Any]
+ModelLike = Any  # a cnnlab.Model (this module is below the model module and does not import it)
 
 
 class Callback:
@@ -23,34 +38,150 @@ class Callback:
     Hooks
     -----
     on_train_begin(model)
-        Before the first training step (``self.model`` is set just before).
+        Before the first training step (``self.model`` and ``self.params`` are set just before).
+    on_epoch_begin(epoch, logs)
+        Before the first step of each epoch (``epoch`` counts from 0); ``logs`` is empty.
     on_batch_end(step, logs)
         After each training step; ``step`` counts the steps of the epoch from 0, ``logs`` holds
         ``epoch``, ``steps`` (optimizer steps so far), ``loss`` and ``accuracy`` (running means
-        over the epoch) and ``lr``.
+        over the epoch) and ``lr``. ``logs`` is empty when no callback reads it (see
+        :attr:`reads_batch_logs`).
     on_epoch_end(epoch, logs)
         After each epoch (``epoch`` counts from 0); ``logs`` is that epoch's metrics dict.
     on_train_end(logs)
         After the last epoch; ``logs`` is the last epoch's metrics.
+
+    ``self.params`` holds the settings of the run: ``epochs``, ``samples``, ``batch_size``,
+    ``verbose``, ``metrics`` (the names each epoch's logs will hold), ``compiling()`` (seconds
+    spent compiling kernels so far) and ``read_metrics()`` (the epoch's running mean loss and
+    accuracy, read when called: on the GPU a copy to the host).
     """
 
-    model = None
-    monitor = None  # the metric a callback watches, checked by ``fit`` before any step
+    model: ModelLike = None
+    params: Logs | None = None
+    monitor: str | None = None  # the metric a callback watches, checked by ``fit`` before any step
 
-    def on_train_begin(self, model):
+    @property
+    def reads_batch_logs(self) -> bool:
+        """Whether :meth:`on_batch_end` reads its ``logs``: when one callback does, ``fit`` reads
+        the running loss and accuracy after every step (on the GPU a copy to the host). True
+        when the hook is overridden (or given to a :class:`LambdaCallback`)."""
+        return "on_batch_end" in vars(self) or type(self).on_batch_end is not Callback.on_batch_end
+
+    def set_params(self, params: Logs) -> None:
+        self.params = params
+
+    def on_train_begin(self, model: ModelLike) -> None:
         pass
 
-    def on_batch_end(self, step, logs):
+    def on_epoch_begin(self, epoch: int, logs: Logs) -> None:
         pass
 
-    def on_epoch_end(self, epoch, logs):
+    def on_batch_end(self, step: int, logs: Logs) -> None:
         pass
 
-    def on_train_end(self, logs):
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
+        pass
+
+    def on_train_end(self, logs: Logs) -> None:
         pass
 
 
-def _mode(monitor, mode):
+class History(Callback):
+    """What :meth:`cnnlab.Model.fit` measured: ``history`` maps a metric name to one value per
+    epoch (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``lr``, ``seconds``).
+
+    ``stopped_epoch`` is the epoch (counting from 0) after which a callback stopped training
+    (None when all epochs ran); ``best_epoch`` the best epoch seen by ``EarlyStopping`` (whose
+    weights it restores), an index into the lists of ``history``.
+
+    ``fit`` adds one to its callbacks (first) unless you pass a ``History`` of your own, and
+    returns it; it is also ``model.history``. Resuming from a checkpoint starts it from the
+    checkpoint's history."""
+
+    def __init__(self, history: dict[str, list] | None = None):
+        self.history = history or {}
+        self.best_epoch: int | None = None
+        self.stopped_epoch: int | None = None
+
+    def append(self, **values: Any) -> None:
+        for name, value in values.items():
+            self.history.setdefault(name, []).append(value)
+
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
+        self.append(**logs)
+
+    def __repr__(self) -> str:
+        events = "".join(f", {name}={getattr(self, name)}" for name in ("best_epoch", "stopped_epoch")
+                         if getattr(self, name) is not None)
+        return f"History({self.history}{events})"
+
+
+class ProgbarLogger(Callback):
+    """One line per epoch: a bar, loss, accuracy, samples/s and the time left (then the time
+    taken, and the validation metrics).
+
+    On a terminal the line redraws in place (at most every 0.1 s); in a log (not a terminal)
+    only the epoch's final line is written. Samples/s and the time left count the time spent
+    running, not compiling kernels. ``fit`` adds one when ``verbose`` unless you pass one.
+
+    Parameters
+    ----------
+    stream : file or None
+        Where to write; None: standard output at the start of each epoch.
+    clock : callable
+        Seconds, for the rate and the times shown.
+    """
+
+    reads_batch_logs = False  # reads the running metrics itself, only when it redraws
+
+    def __init__(self, stream: Any = None, clock: Callable[[], float] = time.perf_counter):
+        self.stream = stream
+        self.clock = clock
+
+    def on_epoch_begin(self, epoch: int, logs: Logs) -> None:
+        self.epoch, self.epochs, self.total = epoch, self.params["epochs"], self.params["samples"]
+        self.out = self.stream or sys.stdout
+        self.interactive = bool(getattr(self.out, "isatty", lambda: False)())
+        self.compiling = self.params.get("compiling", lambda: 0.0)
+        self.start, self._compiled_before = self.clock(), self.compiling()
+        self._last_draw = 0.0
+
+    def _line(self, done: int, loss: float, accuracy: float, final: bool) -> str:
+        elapsed = max(self.clock() - self.start, 1e-9)
+        # samples/s and the ETA count the time spent running, not compiling kernels
+        running = max(elapsed - (self.compiling() - self._compiled_before), 1e-9)
+        rate = done / running
+        width = 24
+        filled = int(width * done / self.total)
+        bar = "=" * filled + (">" if filled < width else "") + "." * max(0, width - filled - 1)
+        timing = f"{elapsed:.1f}s" if final else f"ETA {(self.total - done) / max(rate, 1e-9):.1f}s"
+        return (f"epoch {self.epoch + 1}/{self.epochs} [{bar}] {done}/{self.total} loss {loss:.4f} "
+                f"acc {accuracy:.4f} {rate:,.0f} samples/s {timing}")
+
+    def on_batch_end(self, step: int, logs: Logs) -> None:
+        """Redraw on a terminal, reading the running metrics (on the GPU a copy to the host)
+        only to draw."""
+        if not self.interactive:
+            return
+        now = self.clock()
+        if now - self._last_draw >= 0.1:
+            self._last_draw = now
+            done = min((step + 1) * self.params["batch_size"], self.total)
+            loss, accuracy = self.params["read_metrics"]()
+            end_line()  # below a compilation report still being redrawn on the terminal
+            print("\r" + self._line(done, loss, accuracy, final=False), end="", file=self.out, flush=True)
+
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
+        extra = (f" - val_loss {logs['val_loss']:.4f} val_acc {logs['val_accuracy']:.4f}"
+                 if "val_loss" in logs else "")
+        prefix = "\r" if self.interactive else ""
+        end_line()
+        print(prefix + self._line(self.total, logs["loss"], logs["accuracy"], final=True) + extra, file=self.out,
+              flush=True)
+
+
+def _mode(monitor: str, mode: str) -> str:
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
     if mode == "auto":
@@ -58,7 +189,7 @@ def _mode(monitor, mode):
     return mode
 
 
-def _check_monitor(monitor):
+def _check_monitor(monitor: str) -> str:
     if not isinstance(monitor, str) or not monitor:
         raise TypeError(f"monitor must be a metric name such as 'val_loss', got {monitor!r}")
     return monitor
@@ -67,16 +198,16 @@ def _check_monitor(monitor):
 class _Monitor(Callback):
     """Tracks the best value of one metric ('min' or 'max' mode, improvements beyond ``min_delta``)."""
 
-    def __init__(self, monitor, mode="auto", min_delta=0.0):
+    def __init__(self, monitor: str, mode: str = "auto", min_delta: float = 0.0):
         self.monitor = _check_monitor(monitor)
         self.mode = _mode(monitor, mode)
         if not min_delta >= 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta}")
         self.min_delta = float(min_delta)
-        self.best = None
-        self.best_epoch = None
+        self.best: float | None = None
+        self.best_epoch: int | None = None
 
-    def _improved(self, value):
+    def _improved(self, value: float) -> bool:
         if not math.isfinite(value):
             return False
         if self.best is None:
@@ -85,7 +216,7 @@ class _Monitor(Callback):
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
-    def _observe(self, epoch, logs):
+    def _observe(self, epoch: int, logs: Logs) -> bool:
         """Record ``logs[monitor]``; True when it improved on the best so far."""
         value = float(logs[self.monitor])
         if self._improved(value):
@@ -115,8 +246,8 @@ class EarlyStopping(_Monitor):
     all epochs).
     """
 
-    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
-                 restore_best_weights=True):
+    def __init__(self, monitor: str = "val_loss", patience: int | None = 5, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = True):
         super().__init__(monitor, mode, min_delta)
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
                                      or patience < 0):
@@ -124,23 +255,23 @@ class EarlyStopping(_Monitor):
         self.patience = patience
         self.restore_best_weights = bool(restore_best_weights)
 
-    def on_train_begin(self, model):
+    def on_train_begin(self, model: ModelLike) -> None:
         self.best, self.best_epoch, self.wait, self._best_arrays = None, None, 0, None
 
-    def on_epoch_end(self, epoch, logs):
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
         if self._observe(epoch, logs):
             self.wait = 0
             if self.restore_best_weights:
-                self._best_arrays = {k: np.array(v) for k, v in self.model._arrays().items()}
+                self._best_arrays = {k: np.array(v) for k, v in self.model.get_weights().items()}
         else:
             self.wait += 1
             if self.patience is not None and self.wait >= self.patience:
                 self.model.stop_training = True
         self.model.history.best_epoch = self.best_epoch
 
-    def on_train_end(self, logs):
+    def on_train_end(self, logs: Logs) -> None:
         if self._best_arrays is not None:
-            self.model._set_arrays(self._best_arrays)
+            self.model.set_weights(self._best_arrays)
             self._best_arrays = None
 
 
@@ -151,7 +282,8 @@ class ReduceLROnPlateau(_Monitor):
     The base rate of the optimizer changes, so a schedule keeps acting on the reduced rate.
     """
 
-    def __init__(self, monitor="val_loss", factor=0.5, patience=2, min_lr=0.0, mode="auto", min_delta=0.0):
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.5, patience: int = 2, min_lr: float = 0.0,
+                 mode: str = "auto", min_delta: float = 0.0):
         super().__init__(monitor, mode, min_delta)
         if not 0 < factor < 1:
             raise ValueError(f"factor must lie in (0, 1), got {factor}")
@@ -161,10 +293,10 @@ class ReduceLROnPlateau(_Monitor):
             raise ValueError(f"min_lr must be >= 0, got {min_lr}")
         self.factor, self.patience, self.min_lr = float(factor), patience, float(min_lr)
 
-    def on_train_begin(self, model):
+    def on_train_begin(self, model: ModelLike) -> None:
         self.best, self.best_epoch, self.wait = None, None, 0
 
-    def on_epoch_end(self, epoch, logs):
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
         if self._observe(epoch, logs):
             self.wait = 0
             return
@@ -187,15 +319,16 @@ class ModelCheckpoint(_Monitor):
     mode : 'auto', 'min' or 'max'
     """
 
-    def __init__(self, path, monitor="val_loss", save_best_only=True, mode="auto"):
+    def __init__(self, path: str | os.PathLike, monitor: str = "val_loss", save_best_only: bool = True,
+                 mode: str = "auto"):
         super().__init__(monitor, mode)
         self.path = path
         self.save_best_only = bool(save_best_only)
 
-    def on_train_begin(self, model):
+    def on_train_begin(self, model: ModelLike) -> None:
         self.best, self.best_epoch = None, None
 
-    def on_epoch_end(self, epoch, logs):
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
         if self._observe(epoch, logs) or not self.save_best_only:
             self.model.save(self.path)
 
@@ -204,16 +337,19 @@ class LambdaCallback(Callback):
     """A callback from plain functions, e.g.
     ``LambdaCallback(on_epoch_end=lambda epoch, logs: print(epoch, logs['loss']))``."""
 
-    def __init__(self, on_train_begin=None, on_epoch_end=None, on_batch_end=None, on_train_end=None):
+    def __init__(self, on_train_begin: Callable | None = None, on_epoch_end: Callable | None = None,
+                 on_batch_end: Callable | None = None, on_train_end: Callable | None = None,
+                 on_epoch_begin: Callable | None = None):
         for name, function in (("on_train_begin", on_train_begin), ("on_epoch_end", on_epoch_end),
-                               ("on_batch_end", on_batch_end), ("on_train_end", on_train_end)):
+                               ("on_batch_end", on_batch_end), ("on_train_end", on_train_end),
+                               ("on_epoch_begin", on_epoch_begin)):
             if function is not None:
                 if not callable(function):
                     raise TypeError(f"{name} must be a function, got {function!r}")
                 setattr(self, name, function)
 
 
-def check_callbacks(callbacks, available):
+def check_callbacks(callbacks: Callback | Iterable[Callback] | None, available: list[str]) -> list[Callback]:
     """The callbacks as a list; ``TypeError`` for a non-callback, ``ValueError`` for a
     monitored metric that training will not produce (``available``: the metric names)."""
     if callbacks is None:

@@ -1,6 +1,10 @@
 """Models: ``Model`` (a graph of layer calls from ``cnnlab.Input`` to outputs) and
-``Sequential`` (a chain of layers, the one-chain case of the same graph), trained by
-backpropagation over mini-batches and saved to ``.npz`` files.
+``Sequential`` (a chain of layers, the one-chain case of the same graph): structure, shapes,
+devices, running and prediction.
+
+Training (:meth:`Model.fit`, the loop in :mod:`cnnlab.training`) and files
+(:meth:`Model.save`, :func:`load`, in :mod:`cnnlab.saving`) are the other modules' work: the
+methods here hand them the model.
 
 >>> import numpy as np, cnnlab
 >>> from cnnlab.layers import Conv2D, ReLU, MaxPool2D, Flatten, Dense, Softmax
@@ -11,133 +15,31 @@ backpropagation over mini-batches and saved to ``.npz`` files.
 'Total parameters: 690'
 """
 
-import contextlib
 import copy
-import json
-import math
 import os
-import signal
-import stat
 import sys
-import tempfile
-import threading
-import time
-import zipfile
-import zlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Self
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from . import __version__
-from . import callbacks as callbacks_module
 from . import functional as F
 from . import losses as losses_module
-from . import optim as optim_module
-from .compilation import end_line, report_compilation
+from . import saving, training
+from .callbacks import Callback, History
+from .compilation import report_compilation
 from .device import cuda_available, is_gpu_array, to_device, to_host
 from .graph import Graph, Input, SymbolicTensor, is_symbolic
-from .layers import LAYER_TYPES, Conv2D, Dense, Identity, Layer, Softmax
+from .layers import Conv2D, Dense, Identity, Layer, Softmax
+from .optim import Optimizer
+from .shapes import check_int
 
 __all__ = ["Model", "Sequential", "History", "Input", "load"]
 
-CHAIN_FORMAT = "cnnlab-model-1"  # a layer list, applied in order
-GRAPH_FORMAT = "cnnlab-graph-1"  # layers plus the graph: which tensors each layer call consumes
-FORMATS = (CHAIN_FORMAT, GRAPH_FORMAT)
-
-
-class History:
-    """What :meth:`Sequential.fit` measured: ``history`` maps a metric name to one value per
-    epoch (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``lr``, ``seconds``).
-
-    ``stopped_epoch`` is the epoch (counting from 0) after which a callback stopped training
-    (None when all epochs ran); ``best_epoch`` the best epoch seen by ``EarlyStopping`` (whose
-    weights it restores), an index into the lists of ``history``."""
-
-    def __init__(self, history=None):
-        self.history = history or {}
-        self.best_epoch = None
-        self.stopped_epoch = None
-
-    def append(self, **values):
-        for name, value in values.items():
-            self.history.setdefault(name, []).append(value)
-
-    def __repr__(self):
-        events = "".join(f", {name}={getattr(self, name)}" for name in ("best_epoch", "stopped_epoch")
-                         if getattr(self, name) is not None)
-        return f"History({self.history}{events})"
-
-
-class _DeferredInterrupt:
-    """Hold Ctrl-C until the current training step is complete, then raise it."""
-
-    def __init__(self):
-        self.pending = False
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def _handler(self, signum, frame):
-        self.pending = True
-
-    def check(self):
-        if self.pending:
-            raise KeyboardInterrupt("training interrupted; the model holds its last completed step")
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-
-class _Progress:
-    """One line per epoch: a bar, loss, accuracy, samples/s and the time left.
-
-    On a terminal the line redraws in place; in a log (not a terminal) only the epoch's
-    final line is written."""
-
-    def __init__(self, epoch, epochs, total, verbose, stream=None, clock=time.perf_counter,
-                 compiling=lambda: 0.0):
-        self.epoch, self.epochs, self.total = epoch, epochs, total
-        self.verbose = verbose
-        self.stream = stream or sys.stdout
-        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.clock, self.compiling = clock, compiling  # compiling(): seconds spent compiling so far
-        self.start, self._compiled_before = clock(), compiling()
-        self._last_draw = 0.0
-
-    def _line(self, done, loss, accuracy, final):
-        elapsed = max(self.clock() - self.start, 1e-9)
-        # samples/s and the ETA count the time spent running, not compiling kernels
-        running = max(elapsed - (self.compiling() - self._compiled_before), 1e-9)
-        rate = done / running
-        width = 24
-        filled = int(width * done / self.total)
-        bar = "=" * filled + (">" if filled < width else "") + "." * max(0, width - filled - 1)
-        timing = f"{elapsed:.1f}s" if final else f"ETA {(self.total - done) / max(rate, 1e-9):.1f}s"
-        return (f"epoch {self.epoch + 1}/{self.epochs} [{bar}] {done}/{self.total} loss {loss:.4f} "
-                f"acc {accuracy:.4f} {rate:,.0f} samples/s {timing}")
-
-    def update(self, done, read):
-        """Redraw (at most every 0.1 s) with ``read() -> (loss, accuracy)``, called only to draw:
-        on the GPU reading the running totals is a copy to the host."""
-        if not (self.verbose and self.interactive):
-            return
-        now = self.clock()
-        if now - self._last_draw >= 0.1:
-            self._last_draw = now
-            loss, accuracy = read()
-            end_line()  # below a compilation report still being redrawn on the terminal
-            print("\r" + self._line(done, loss, accuracy, final=False), end="", file=self.stream, flush=True)
-
-    def finish(self, loss, accuracy, extra=""):
-        if self.verbose:
-            prefix = "\r" if self.interactive else ""
-            end_line()
-            print(prefix + self._line(self.total, loss, accuracy, final=True) + extra, file=self.stream,
-                  flush=True)
+Path = str | os.PathLike
+Tensors = SymbolicTensor | Sequence[SymbolicTensor]
+Shape = tuple[int, ...]
 
 
 class Model:
@@ -175,7 +77,7 @@ class Model:
     output (a classifier); ``forward``, ``backward`` and ``model(...)`` take any.
     """
 
-    def __init__(self, inputs, outputs, name=None):
+    def __init__(self, inputs: Tensors, outputs: Tensors, name: str | None = None):
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string or None, got {name!r}")
         self.name = name
@@ -184,51 +86,51 @@ class Model:
         self.input_shape = shapes[0] if len(shapes) == 1 else shapes
         self._setup()
 
-    def _setup(self):
+    def _setup(self) -> None:
         self.device = "cpu"
-        self.optimizer = None
-        self.loss = None
-        self.class_names = None
-        self.preprocessing = None  # e.g. image size, colour mode, standardization: kept in saved models
+        self.optimizer: Optimizer | None = None
+        self.loss: losses_module.Loss | None = None
+        self.class_names: list[str] | None = None
+        self.preprocessing: dict | None = None  # e.g. image size, colour mode, standardization: kept in saved models
         self.stop_training = False  # a callback sets it to end fit after the current epoch
-        self.history = None  # the History of the last fit
+        self.history: History | None = None  # the History of the last fit
 
     @property
-    def layers(self):
+    def layers(self) -> list[Layer]:
         """Each layer once, in topological order (the order of its first call)."""
         return self._graph.layers
 
     @property
-    def graph(self):
+    def graph(self) -> Graph:
         """The :class:`cnnlab.graph.Graph` the model runs: its ``nodes`` in topological order (each
         a layer call with its input tensors), ``inputs`` and ``outputs``."""
         return self._graph
 
     @property
-    def inputs(self):
+    def inputs(self) -> list[SymbolicTensor]:
         return list(self._graph.inputs)
 
     @property
-    def outputs(self):
+    def outputs(self) -> list[SymbolicTensor]:
         return list(self._graph.outputs)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.layers)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int | slice) -> Layer | list[Layer]:
         """``model[i]`` is layer ``i``; a slice gives a list of layers."""
         if not isinstance(index, (int, np.integer, slice)) or isinstance(index, bool):
             raise TypeError(f"model[...] takes a layer index or a slice, got {index!r}")
         return self.layers[index]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         shape = self.input_shape
         shape = tuple(shape) if shape is not None and len(self._graph.inputs) == 1 else shape
         return (f"{type(self).__name__}({len(self.layers)} layers, input_shape={shape}, "
                 f"parameters={self.parameter_count():,}, device={self.device!r})")
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         return next((layer.dtype for layer in self.layers if layer.dtype is not None), self._graph.inputs[0].dtype)
 
     # --- structure ----------------------------------------------------------------
@@ -243,7 +145,7 @@ class Model:
     def _tensor_shapes(self, input_shape):
         return self._graph.sample_shapes(self._input_shape_list(input_shape))
 
-    def output_shapes(self, input_shape):
+    def output_shapes(self, input_shape: Shape | list[Shape]) -> list[Shape]:
         """Each layer's output shape (one sample; the first call's, for a layer called several
         times) for ``input_shape`` (a list of shapes for several inputs); ``ValueError``
         naming the first layer that does not fit."""
@@ -260,24 +162,27 @@ class Model:
             for node in self._graph.nodes:
                 node.output.sample_shape = shapes[id(node.output)]
 
-    def _classes(self):
-        """The number of classes: the output's size for :attr:`input_shape`."""
-        self._require_classifier()
+    def num_classes(self) -> int:
+        """The number of classes: the output's size for :attr:`input_shape` (``ValueError`` for
+        a model of several inputs or outputs)."""
+        self.require_classifier()
         output = self._graph.outputs[0]
         return self._tensor_shapes(self.input_shape)[id(output)][0] if output.node else self.input_shape[0]
 
-    def _require_classifier(self, what="this"):
+    def require_classifier(self, what: str = "this") -> None:
+        """``ValueError`` saying that ``what`` takes models of one input and one output, unless
+        this is one."""
         graph = self._graph
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
             raise ValueError(f"{what} works for models of one input and one output; this model has "
                              f"{len(graph.inputs)} inputs and {len(graph.outputs)} outputs (use forward)")
 
-    def parameters(self, trainable_only=True):
+    def parameters(self, trainable_only: bool = True) -> list[tuple[Layer, str]]:
         """``(layer, name)`` pairs of the parameters, in a fixed order."""
         return [(layer, name) for layer in self.layers for name in layer.params
                 if layer.trainable or not trainable_only]
 
-    def parameter_count(self):
+    def parameter_count(self) -> int:
         return sum(layer.parameter_count() for layer in self.layers)
 
     def _is_chain(self):
@@ -289,7 +194,8 @@ class Model:
             previous = node.output
         return len(graph.inputs) == 1 and len(graph.outputs) == 1
 
-    def summary(self, input_shape=None, print_fn=print):
+    def summary(self, input_shape: Shape | list[Shape] | None = None,
+                print_fn: Callable[[str], Any] | None = print) -> str:
         """A Keras-style table: each layer's output shape and parameter count, and the totals;
         for a graph that is not a chain, also the layers each one reads ("Connected to").
 
@@ -326,13 +232,11 @@ class Model:
             print_fn(result)
         return result
 
-    def freeze(self, up_to=None):
+    def freeze(self, up_to: int | None = None) -> Self:
         """Make layers ``0 .. up_to-1`` of :attr:`layers` (all, when None) untrainable;
         returns ``self``.
 
         Changes this model in place (see :meth:`copy`)."""
-        from .shapes import check_int
-
         layers = self.layers
         stop = len(layers) if up_to is None else check_int("up_to", up_to, 0)
         if stop > len(layers):
@@ -341,23 +245,23 @@ class Model:
             layer.trainable = False
         return self
 
-    def unfreeze(self):
+    def unfreeze(self) -> Self:
         for layer in self.layers:
             layer.trainable = True
         return self
 
-    def copy(self):
+    def copy(self) -> "Model":
         """An independent copy: same layers, weights, ``trainable`` flags, class names and
         preprocessing, on the same device, with no optimizer state.
 
         :meth:`freeze`, :meth:`replace_head` and :meth:`fit` change a model in place; copy a
         trained base first to reuse it for several new tasks.
         """
-        return _build(self.architecture(), self._arrays(), "the model").to(self.device)
+        return _build(self.architecture(), self.get_weights(), "the model").to(self.device)
 
     def _head(self):
         """The node of the ``Dense`` layer that feeds the output, through single-input nodes."""
-        self._require_classifier("replace_head")
+        self.require_classifier("replace_head")
         node = self._graph.outputs[0].node
         while node is not None and not isinstance(node.layer, Dense) and not node.takes_list:
             node = node.inputs[0].node
@@ -365,7 +269,7 @@ class Model:
             raise ValueError("the model has no Dense layer feeding its output to replace")
         return node
 
-    def replace_head(self, classes, seed=None):
+    def replace_head(self, classes: int, seed: int | None = None) -> Self:
         """Swap the ``Dense`` layer that feeds the output (through activations, dropout or a
         final ``Softmax``, which stay in place) for a new one with ``classes`` outputs
         (transfer learning).
@@ -374,8 +278,6 @@ class Model:
         fixed). Changes this model in place and returns ``self``: call :meth:`copy` first to
         keep the original.
         """
-        from .shapes import check_int
-
         classes = check_int("classes", classes, 1)
         old = self._head().layer
         new = Dense(old.in_features, classes, bias=old.use_bias, dtype=old.dtype.name, init=old.init,
@@ -389,7 +291,7 @@ class Model:
         return self
 
     # --- device -------------------------------------------------------------------
-    def to(self, device):
+    def to(self, device: str) -> Self:
         """Keep parameters, activations and optimizer state on ``'cpu'`` or ``'cuda'``."""
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
@@ -403,6 +305,11 @@ class Model:
         self.device = device
         return self
 
+    def to_model_device(self, array: np.ndarray) -> Any:
+        """``array`` (host memory) on the model's device: a contiguous GPU copy on ``'cuda'``,
+        itself on ``'cpu'``."""
+        return to_device(np.ascontiguousarray(array)) if self.device == "cuda" else array
+
     # --- running ------------------------------------------------------------------
     def _input_arrays(self, x):
         count = len(self._graph.inputs)
@@ -413,13 +320,13 @@ class Model:
                              f"{type(x).__name__}" + (f" of {len(x)}" if isinstance(x, (list, tuple)) else ""))
         return list(x)
 
-    def forward(self, x, training=False):
+    def forward(self, x: Any, training: bool = False) -> Any:
         """The outputs for ``x`` (a list of arrays for several inputs), on the model's device;
         a tuple for several outputs. ``training=True`` keeps what :meth:`backward` needs."""
         outputs = self._graph.forward(self._input_arrays(x), training)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
-    def __call__(self, *inputs):
+    def __call__(self, *inputs: Any) -> Any:
         """``model(x)`` (``model(x1, x2)`` for several inputs) is ``forward`` in eval mode."""
         count = len(self._graph.inputs)
         if len(inputs) != count:
@@ -430,7 +337,7 @@ class Model:
                                 "by calling layers)")
         return self.forward(inputs[0] if count == 1 else list(inputs), training=False)
 
-    def backward(self, grad):
+    def backward(self, grad: Any) -> Any:
         """Backpropagate ``grad`` (a list for several outputs) through the last
         ``forward(x, training=True)``; sets every layer's ``grads`` and returns the gradient of
         the input (a tuple for several inputs)."""
@@ -441,7 +348,7 @@ class Model:
         result = self._graph.backward({id(t): g for t, g in zip(outputs, grads)}, input_grads=True)
         return result[0] if len(result) == 1 else tuple(result)
 
-    def layer_outputs(self, x):
+    def layer_outputs(self, x: Any) -> list[tuple[int, Layer, Any]]:
         """``[(layer index, layer, output)]`` for every layer call on ``x`` (eval mode), in
         topological order: what each layer makes of the input (feature maps)."""
         index = {id(layer): i for i, layer in enumerate(self.layers)}
@@ -450,11 +357,12 @@ class Model:
             (index[id(node.layer)], node.layer, value)))
         return seen
 
-    def _loss_input(self, loss):
-        """The tensor the loss reads: the output, or under cross-entropy the input of an output
-        node that is a ``Softmax`` (the loss applies it fused and stable)."""
+    def loss_input(self, loss: losses_module.Loss) -> SymbolicTensor:
+        """The tensor ``loss`` reads: the output, or for a loss that reads logits
+        (:attr:`cnnlab.losses.Loss.from_logits`) the input of an output node that is a
+        ``Softmax`` (the loss applies it fused and stable)."""
         softmax = self._output_softmax()
-        if isinstance(loss, losses_module.CrossEntropy) and softmax is not None:
+        if loss.from_logits and softmax is not None:
             return softmax.inputs[0]
         return self._graph.outputs[0]
 
@@ -466,18 +374,18 @@ class Model:
             node = node.inputs[0].node
         return node if node is not None and isinstance(node.layer, Softmax) else None
 
-    def _probabilities_out(self):
-        return self._output_softmax() is not None
-
-    def _check_inputs(self, x, name="x"):
-        self._require_classifier("fit, evaluate and predict")
+    def check_inputs(self, x: ArrayLike, name: str = "x") -> np.ndarray:
+        """``x`` as a batch of images in the model's dtype, checked: a host array of finite
+        floats that fits the layers (which sets :attr:`input_shape` when it was unknown);
+        ``TypeError`` or ``ValueError`` saying what is wrong, naming ``x`` as ``name``."""
+        self.require_classifier("fit, evaluate and predict")
         if is_gpu_array(x):
             raise TypeError(f"{name} must be a host (NumPy) array: the model copies each batch to its "
                             f"device ({self.device})")
         if isinstance(x, (str, bytes)) or x is None:
             raise TypeError(f"{name} must be an array of images, got {type(x).__name__}")
         x = np.asarray(x)
-        self._check_batch_axis(x, name)
+        self.check_batch_axis(x, name)
         if x.dtype.kind in "biu":
             raise TypeError(f"{name} has integer dtype {x.dtype}: scale 0-255 images with "
                             "cnnlab.data.normalize(images) first")
@@ -493,8 +401,9 @@ class Model:
             self.input_shape = tuple(x.shape[1:])
         return x.astype(self.dtype, copy=False)
 
-    def _check_batch_axis(self, x, name):
-        """A clear error for one image passed without its batch axis."""
+    def check_batch_axis(self, x: np.ndarray, name: str = "x") -> None:
+        """A clear ``ValueError`` for one image passed without its batch axis (``x`` has as many
+        dimensions as one sample)."""
         first = self.layers[0]
         if self.input_shape is not None:
             expected = tuple(self.input_shape)
@@ -512,8 +421,10 @@ class Model:
             message += f": pass {name}[:, None] to add the channel axis"
         raise ValueError(message)
 
-    def _check_labels(self, y, samples, name="y"):
-        classes = self._classes()
+    def check_labels(self, y: ArrayLike, samples: int, name: str = "y") -> np.ndarray:
+        """``y`` as ``samples`` int64 class labels in ``[0, classes)``; ``TypeError`` or
+        ``ValueError`` naming it ``name`` otherwise."""
+        classes = self.num_classes()
         if y is None:
             raise TypeError(f"{name} must be integer class labels, got None")
         if is_gpu_array(y):
@@ -524,32 +435,33 @@ class Model:
                              f"shape {y.shape}")
         return F.as_targets(name, y, samples, classes)
 
-    def _batches(self, x, batch_size):
-        for start in range(0, x.shape[0], batch_size):
-            yield start, x[start:start + batch_size]
+    # the private names these methods had before they were public
+    _classes = num_classes
+    _require_classifier = require_classifier
+    _check_batch_axis = check_batch_axis
+    _check_labels = check_labels
+    _loss_input = loss_input
 
-    def _to_model_device(self, a):
-        return to_device(np.ascontiguousarray(a)) if self.device == "cuda" else a
-
-    def predict_proba(self, x, batch_size=256):
+    # --- prediction and evaluation ------------------------------------------------
+    def predict_proba(self, x: ArrayLike, batch_size: int = 256) -> np.ndarray:
         """Class probabilities, ``(N, classes)``, as a NumPy array (a dask array for a dask
         ``x`` chunked along the batch axis: see :func:`cnnlab.dask.predict_proba`)."""
         from . import dask as _dask
 
         if _dask.is_dask_array(x):
             return _dask.predict_proba(self, x, batch_size)
-        x = self._check_inputs(x)
+        x = self.check_inputs(x)
         outputs = []
-        final_softmax = self._probabilities_out()
+        final_softmax = self._output_softmax() is not None
         with report_compilation(sys.stderr):
-            for _, batch in self._batches(x, batch_size):
-                out = self.forward(self._to_model_device(batch), training=False)
+            for start in range(0, x.shape[0], batch_size):
+                out = self.forward(self.to_model_device(x[start:start + batch_size]), training=False)
                 if not final_softmax:
                     out = F.softmax(out)
                 outputs.append(to_host(out))
         return np.concatenate(outputs)
 
-    def predict(self, x, batch_size=256):
+    def predict(self, x: ArrayLike, batch_size: int = 256) -> np.ndarray:
         """Predicted class indices, ``(N,)`` (a dask array for a dask ``x``)."""
         from . import dask as _dask
 
@@ -557,7 +469,7 @@ class Model:
             return _dask.predict(self, x, batch_size)
         return self.predict_proba(x, batch_size).argmax(axis=1)
 
-    def predict_files(self, paths, top_k=1, batch_size=256):
+    def predict_files(self, paths: Path | Iterable[Path], top_k: int = 1, batch_size: int = 256) -> list[dict]:
         """Classify image files, read and standardized as the model was trained
         (:attr:`preprocessing`).
 
@@ -581,9 +493,6 @@ class Model:
         FileNotFoundError
             If a file does not exist.
         """
-        from .data import read_image, standardize
-        from .shapes import check_int
-
         settings = self.preprocessing
         if not isinstance(settings, dict) or "size" not in settings:
             raise ValueError("predict_files needs the model's preprocessing, got model.preprocessing="
@@ -595,16 +504,11 @@ class Model:
         paths = list(paths)
         if not paths:
             raise ValueError("paths is empty: pass one or more image files")
-        classes = self._classes() if self.input_shape is not None else None
+        classes = self.num_classes() if self.input_shape is not None else None
         top_k = check_int("top_k", top_k, 1)
         if classes is not None and top_k > classes:
             raise ValueError(f"top_k must be at most the number of classes ({classes}), got {top_k}")
-        keywords = {"resize": settings["resize"]} if "resize" in settings else {}
-        images = np.stack([read_image(path, settings["size"], settings.get("color", "rgb"), **keywords)
-                           for path in paths])
-        if settings.get("mean") is not None and settings.get("std") is not None:
-            images, _, _ = standardize(images, settings["mean"], settings["std"])
-        probabilities = self.predict_proba(images, batch_size)
+        probabilities = self.predict_proba(training.read_as_trained(paths, settings), batch_size)
         names = self.class_names or [str(i) for i in range(probabilities.shape[1])]
         results = []
         for path, row in zip(paths, probabilities):
@@ -614,38 +518,29 @@ class Model:
                                 top_k=[(names[i], float(row[i])) for i in order]))
         return results
 
-    def evaluate(self, x, y, batch_size=256, loss=None):
+    def evaluate(self, x: ArrayLike, y: ArrayLike, batch_size: int = 256,
+                 loss: str | losses_module.Loss | None = None) -> dict[str, float]:
         """``{'loss': mean loss, 'accuracy': fraction correct}`` on ``(x, y)``; for a dask ``x``
         computed chunk by chunk on the current Dask scheduler (:func:`cnnlab.dask.evaluate`)."""
         from . import dask as _dask
 
         if _dask.is_dask_array(x):
             return _dask.evaluate(self, x, y, batch_size, loss)
-        x = self._check_inputs(x)
-        y = self._check_labels(y, x.shape[0])
+        x = self.check_inputs(x)
+        y = self.check_labels(y, x.shape[0])
         loss = losses_module.get(loss or self.loss or "cross_entropy")
         with report_compilation(sys.stderr):
-            return self._evaluate(x, y, batch_size, loss)
-
-    def _evaluate(self, x, y, batch_size, loss):
-        total_loss, correct = 0.0, 0
-        loss_input = self._loss_input(loss)
-        for start, batch in self._batches(x, batch_size):
-            out, = self._graph.forward([self._to_model_device(batch)], targets=[loss_input])
-            targets = y[start:start + batch.shape[0]]
-            if isinstance(loss, losses_module.CrossEntropy):
-                target = self._to_model_device(targets)
-            else:
-                target = self._one_hot_like(out, targets)
-            total_loss += loss.forward(out, target) * batch.shape[0]
-            correct += int((to_host(out).argmax(axis=1) == targets).sum())
-        return {"loss": total_loss / x.shape[0], "accuracy": correct / x.shape[0]}
+            return training.evaluate(self, x, y, batch_size, loss)
 
     # --- training -----------------------------------------------------------------
-    def fit(self, x, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entropy",
-            validation_data=None, shuffle=True, seed=None, verbose=1, checkpoint=None, resume=None,
-            augment=None, callbacks=None, validation_split=0.0, class_weight=None):
-        """Train with mini-batch backpropagation.
+    def fit(self, x: ArrayLike, y: ArrayLike, epochs: int = 1, batch_size: int = 32,
+            optimizer: Optimizer | None = None, loss: str | losses_module.Loss = "cross_entropy",
+            validation_data: tuple[ArrayLike, ArrayLike] | None = None, shuffle: bool = True,
+            seed: int | None = None, verbose: int = 1, checkpoint: Path | None = None, resume: Path | None = None,
+            augment: bool | Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+            callbacks: Callback | Iterable[Callback] | None = None, validation_split: float = 0.0,
+            class_weight: dict[int | str, float] | str | None = None) -> History:
+        """Train with mini-batch backpropagation (the loop is :func:`cnnlab.training.fit`).
 
         Parameters
         ----------
@@ -663,7 +558,8 @@ class Model:
         seed : int or None
             Seeds the shuffling and the dropout masks: the same seed repeats the run.
         verbose : 0 or 1
-            1 shows a progress bar per epoch (loss, accuracy, samples/s, ETA).
+            1 shows a progress bar per epoch (loss, accuracy, samples/s, ETA): a
+            :class:`cnnlab.callbacks.ProgbarLogger` added to the callbacks unless one is given.
         checkpoint : path or None
             After every epoch, atomically save the model, optimizer state, epoch, random
             state and history there.
@@ -689,6 +585,8 @@ class Model:
         Returns
         -------
         History
+            The :class:`cnnlab.callbacks.History` callback (one of the callbacks if given, else
+            a new one); also :attr:`history`.
 
         Raises
         ------
@@ -703,208 +601,15 @@ class Model:
             that step's update; on the GPU when the running totals are next read (progress
             or the end of the epoch), since reading them every step would cost a round trip.
         """
-        x = self._check_inputs(x)
-        y = self._check_labels(y, x.shape[0])
-        if validation_data is not None:
-            if validation_split:
-                raise ValueError(f"pass validation_data or validation_split, not both (validation_split="
-                                 f"{validation_split})")
-            if len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (x_val, y_val)")
-            x_val = self._check_inputs(validation_data[0], "validation x")
-            y_val = self._check_labels(validation_data[1], x_val.shape[0], "validation y")
-        elif validation_split:
-            x, x_val, y, y_val = self._split(x, y, validation_split, seed)
-        validating = validation_data is not None or bool(validation_split)
-        from .shapes import check_int
+        return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=loss,
+                            validation_data=validation_data, shuffle=shuffle, seed=seed, verbose=verbose,
+                            checkpoint=checkpoint, resume=resume, augment=augment, callbacks=callbacks,
+                            validation_split=validation_split, class_weight=class_weight)
 
-        epochs = check_int("epochs", epochs, 1)
-        if augment is True:
-            from .data import Augmenter
-
-            augment = Augmenter()
-        elif augment is False:
-            augment = None
-        elif augment is not None and not callable(augment):
-            raise TypeError(f"augment must be True, False, None or a callable, got {augment!r}")
-        batch_size = check_int("batch_size", batch_size, 1)
-        loss = losses_module.get(loss)
-        class_weights = self._class_weights(class_weight, y, loss)
-        available = ["loss", "accuracy", "lr", "seconds"] + (["val_loss", "val_accuracy"] if validating else [])
-        callbacks = callbacks_module.check_callbacks(callbacks, available)
-        self.loss = loss
-        if optimizer is not None:
-            self.optimizer = optimizer
-        elif self.optimizer is None:
-            self.optimizer = optim_module.Adam()
-        self.optimizer.to(self.device)
-
-        history = History()
-        start_epoch = 0
-        base_seed = int(np.random.SeedSequence(seed).generate_state(1)[0] % (2**31))
-        rng = np.random.default_rng(base_seed)
-        if resume is not None:
-            start_epoch, rng, history, base_seed = self._load_checkpoint(resume)
-        if class_weights is not None:
-            class_weights = self._to_model_device(class_weights.astype(self.dtype))
-        self.history, self.stop_training = history, False
-        batch_callbacks = [c for c in callbacks if "on_batch_end" in vars(c)  # a LambdaCallback's
-                           or type(c).on_batch_end is not callbacks_module.Callback.on_batch_end]
-        for callback in callbacks:
-            callback.model = self
-            callback.on_train_begin(self)
-        record = {}
-
-        # On the GPU the whole training set goes to the device once; each step gathers its
-        # batch there, and the loss and hits are summed there (read only to draw progress).
-        resident = self.device == "cuda" and augment is None
-        if resident:
-            x_source, y_source = to_device(x), to_device(y)
-        with _DeferredInterrupt() as interrupt, report_compilation(sys.stderr if verbose else None) as compiling:
-            for epoch in range(start_epoch, epochs):
-                order = rng.permutation(x.shape[0]) if shuffle else np.arange(x.shape[0])
-                progress = _Progress(epoch, epochs, x.shape[0], verbose, compiling=compiling.elapsed)
-                totals = self._to_model_device(np.zeros(2))  # loss sum, correct predictions
-                seen = 0
-
-                def read_totals():
-                    loss_sum, hits = to_host(totals)
-                    if not math.isfinite(loss_sum):
-                        raise FloatingPointError(f"the loss became {loss_sum}: lower the learning rate")
-                    return loss_sum / seen, hits / seen
-
-                epoch_start = time.perf_counter()
-                for step, start in enumerate(range(0, x.shape[0], batch_size)):
-                    self.optimizer.set_epoch(epoch, start / x.shape[0])
-                    index = order[start:start + batch_size]
-                    if resident:
-                        device_index = to_device(np.ascontiguousarray(index, dtype=np.int64))
-                        batch, targets = F.gather_rows(x_source, device_index), F.gather_rows(y_source, device_index)
-                    else:
-                        batch, targets = x[index], y[index]
-                        if augment is not None:
-                            batch = np.ascontiguousarray(augment(batch, rng), dtype=x.dtype)
-                        batch, targets = self._to_model_device(batch), self._to_model_device(targets)
-                    step_seed = base_seed * 7919 + self.optimizer.steps * 104729  # for random masks
-                    self._train_step(batch, targets, totals, class_weights, step_seed)
-                    seen += len(index)
-                    progress.update(seen, read_totals)
-                    if batch_callbacks:
-                        mean_loss, accuracy = read_totals()
-                        logs = dict(epoch=epoch, steps=self.optimizer.steps, loss=mean_loss, accuracy=accuracy,
-                                    lr=self.optimizer.lr)
-                        for callback in batch_callbacks:
-                            callback.on_batch_end(step, logs)
-                    interrupt.check()
-                mean_loss, accuracy = read_totals()
-                record = dict(loss=mean_loss, accuracy=accuracy, lr=self.optimizer.lr,
-                              seconds=time.perf_counter() - epoch_start)
-                extra = ""
-                if validating:
-                    scores = self.evaluate(x_val, y_val, loss=self.loss)
-                    record.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
-                    extra = f" - val_loss {scores['loss']:.4f} val_acc {scores['accuracy']:.4f}"
-                history.append(**record)
-                progress.finish(record["loss"], record["accuracy"], extra)
-                for callback in callbacks:
-                    callback.on_epoch_end(epoch, dict(record))
-                if checkpoint is not None:
-                    self._save_checkpoint(checkpoint, epoch + 1, rng, history, base_seed)
-                interrupt.check()
-                if self.stop_training:
-                    history.stopped_epoch = epoch
-                    break
-        for callback in callbacks:
-            callback.on_train_end(dict(record))
-        return history
-
-    def _split(self, x, y, fraction, seed):
-        """``x, x_val, y, y_val``: ``fraction`` of each class held out (seeded), the rest in order."""
-        from .data import train_test_split
-
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
-                or not 0 < fraction < 1:
-            raise ValueError(f"validation_split must be a fraction in [0, 1), got {fraction!r}")
-        train, held_out, _, _ = train_test_split(np.arange(len(y)), y, test_size=fraction, seed=seed)
-        if len(held_out) == 0 or len(train) == 0:
-            raise ValueError(f"validation_split={fraction} of {len(y)} samples leaves "
-                             f"{len(train)} to train on and {len(held_out)} to validate: use more samples "
-                             "or another fraction")
-        train = np.sort(train)
-        return x[train], x[held_out], y[train], y[held_out]
-
-    def _class_weights(self, class_weight, y, loss):
-        """The ``(classes,)`` float64 weights for ``fit(class_weight=...)``, or None."""
-        if class_weight is None:
-            return None
-        if not isinstance(loss, losses_module.CrossEntropy):
-            raise ValueError(f"class_weight works with the cross-entropy loss, got loss={loss.name!r}")
-        classes = self._classes()
-        weights = np.ones(classes)
-        if isinstance(class_weight, str):
-            if class_weight != "balanced":
-                raise ValueError(f"class_weight must be None, a dict or 'balanced', got {class_weight!r}")
-            counts = np.bincount(y, minlength=classes)
-            present = counts > 0
-            weights[present] = len(y) / (present.sum() * counts[present])
-            return weights
-        if not isinstance(class_weight, dict):
-            raise TypeError(f"class_weight must be None, a dict or 'balanced', got {type(class_weight).__name__}")
-        names = list(self.class_names or [])
-        for key, value in class_weight.items():
-            index = names.index(key) if key in names else key
-            if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < classes:
-                raise ValueError(f"class_weight has key {key!r}: keys must be class indices in [0, {classes})"
-                                 + (f" or class names {names}" if names else ""))
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
-                    or not math.isfinite(value) or value < 0:
-                raise ValueError(f"class_weight[{key!r}] must be a finite number >= 0, got {value!r}")
-            weights[index] = float(value)
-        return weights
-
-    def _one_hot_like(self, out, labels):
-        """One-hot rows of ``labels`` in ``out``'s dtype, on the model's device (MSE targets)."""
-        from .data import one_hot
-
-        return self._to_model_device(one_hot(labels, out.shape[1]).astype(np.dtype(out.dtype)))
-
-    def _train_step(self, batch, targets, totals, class_weights=None, step_seed=None):
-        """Forward, loss, backward and update for one batch already on the model's device;
-        adds the batch's loss sum and correct predictions to ``totals`` (on that device).
-        ``class_weights`` ((classes,), on that device) weighs each sample's loss by its class;
-        ``step_seed`` seeds the random masks of this step."""
-        logits = self._loss_input(self.loss)
-        out, = self._graph.forward([batch], training=True, targets=[logits], seed=step_seed)
-        if isinstance(self.loss, losses_module.CrossEntropy):
-            if class_weights is None:
-                losses, probabilities = F.cross_entropy_per_sample(out, targets)
-            else:
-                losses, probabilities = F.weighted_cross_entropy_per_sample(out, targets, class_weights)
-            if self.device == "cpu" and not np.all(np.isfinite(losses)):  # free to check here
-                raise FloatingPointError("the loss became non-finite: lower the learning rate")
-            F.add_classification_totals(losses, probabilities, targets, totals)
-            if class_weights is None:
-                grad = F.cross_entropy_backward(probabilities, targets)
-            else:
-                grad = F.weighted_cross_entropy_backward(probabilities, targets, class_weights)
-        else:  # squared error against one-hot rows
-            host_targets = to_host(targets)
-            loss_value = self.loss.forward(out, self._one_hot_like(out, host_targets))
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"the loss became {loss_value}: lower the learning rate")
-            host = to_host(totals).copy()
-            host += (loss_value * batch.shape[0], int((to_host(out).argmax(axis=1) == host_targets).sum()))
-            if self.device == "cuda":
-                totals.copy_to_device(host)
-            else:
-                totals[:] = host
-            grad = self.loss.backward()
-        self._graph.backward({id(logits): grad}, input_grads=False)
-        parameters = [(layer.params[name], layer.grads[name]) for layer, name in self.parameters()]
-        self.optimizer.step(parameters)
-
-    # --- saving -------------------------------------------------------------------
-    def _arrays(self):
+    # --- weights and saving -------------------------------------------------------
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Every parameter and buffer as a host array, keyed ``param/<layer index>/<name>`` and
+        ``buffer/<layer index>/<name>`` (the keys of a saved file)."""
         arrays = {}
         for index, layer in enumerate(self.layers):
             for name, value in layer.params.items():
@@ -913,7 +618,20 @@ class Model:
                 arrays[f"buffer/{index}/{name}"] = to_host(value)
         return arrays
 
-    def architecture(self):
+    def set_weights(self, weights: dict[str, ArrayLike], source: Any = "the weights") -> None:
+        """Put the parameters and buffers of ``weights`` (as from :meth:`get_weights`) in place,
+        as fresh arrays on the model's device; ``ValueError`` naming ``source`` when one is
+        missing or of the wrong shape."""
+        for index, layer in enumerate(self.layers):
+            for store, prefix in ((layer.params, "param"), (layer.buffers, "buffer")):
+                for name in store:
+                    key = f"{prefix}/{index}/{name}"
+                    if key not in weights or tuple(weights[key].shape) != tuple(store[name].shape):
+                        raise ValueError(f"{source}: weights {key} are missing or of the wrong shape")
+                    value = np.asarray(weights[key]).astype(store[name].dtype)  # always a fresh array
+                    store[name] = to_device(value) if self.device == "cuda" else value
+
+    def architecture(self) -> dict:
         """The JSON-ready description saved with the weights: each layer's type, config and
         ``trainable`` flag, and the graph (:meth:`cnnlab.graph.Graph.config`: which tensors each
         layer call consumes); weights are keyed by the layer's index in :attr:`layers`."""
@@ -924,63 +642,12 @@ class Model:
         return [dict(type=type(layer).__name__, config=layer.config(), trainable=layer.trainable)
                 for layer in self.layers]
 
-    def save(self, path):
-        """Write the model to one ``.npz`` file: the architecture as JSON and the weights.
+    def save(self, path: Path) -> None:
+        """Write the model to one ``.npz`` file: the architecture as JSON and the weights
+        (:mod:`cnnlab.saving` describes the format).
 
         The file is written to a temporary name and renamed, so it is never half-written."""
-        architecture = self.architecture()
-        _write_npz(path, dict(self._arrays(), cnnlab_format=np.array(_format(architecture)),
-                              cnnlab_version=np.array(__version__), architecture=np.array(json.dumps(architecture))))
-
-    def _save_checkpoint(self, path, epochs_done, rng, history, base_seed):
-        state = dict(epochs_done=epochs_done, rng=rng.bit_generator.state, history=history.history,
-                     base_seed=base_seed, optimizer=self.optimizer.config(), steps=self.optimizer.steps,
-                     loss=self.loss.name)
-        arrays = self._arrays()
-        arrays.update({f"optimizer/{k}": v for k, v in self.optimizer.state_arrays().items()})
-        architecture = self.architecture()
-        _write_npz(path, dict(arrays, cnnlab_format=np.array(_format(architecture)),
-                              cnnlab_version=np.array(__version__), architecture=np.array(json.dumps(architecture)),
-                              training_state=np.array(json.dumps(state))))
-
-    def _load_checkpoint(self, path):
-        data = _read_npz(path)
-        if "training_state" not in data:
-            raise ValueError(f"{path} is a cnnlab model but not a training checkpoint (save it with "
-                             "fit(..., checkpoint=path))")
-        self._load_arrays(data, path)
-        state = json.loads(str(data["training_state"]))
-        self.optimizer = optim_module.from_config(state["optimizer"])
-        optimizer_arrays = {k[len("optimizer/"):]: v for k, v in data.items() if k.startswith("optimizer/")}
-        self.optimizer.load_state_arrays(optimizer_arrays, state["steps"], self.device)
-        rng = np.random.default_rng()
-        rng.bit_generator.state = state["rng"]
-        return state["epochs_done"], rng, History(state["history"]), state["base_seed"]
-
-    def _load_arrays(self, data, path):
-        architecture = json.loads(str(data["architecture"]))
-        mine = self.architecture()
-
-        def structure(description):
-            return ([(spec["type"], spec["config"]) for spec in description["layers"]],
-                    description.get("graph", {}).get("nodes"))
-
-        if structure(mine) != structure(architecture):
-            raise ValueError(f"{path} holds a different architecture than this model")
-        self._set_arrays(data, path)
-
-    def _set_arrays(self, data, source="the weights"):
-        """Put the parameters and buffers of ``data`` (as from :meth:`_arrays`) in place, as
-        fresh arrays on the model's device; ``ValueError`` naming ``source`` when one is
-        missing or of the wrong shape."""
-        for index, layer in enumerate(self.layers):
-            for store, prefix in ((layer.params, "param"), (layer.buffers, "buffer")):
-                for name in store:
-                    key = f"{prefix}/{index}/{name}"
-                    if key not in data or tuple(data[key].shape) != tuple(store[name].shape):
-                        raise ValueError(f"{source}: weights {key} are missing or of the wrong shape")
-                    value = np.asarray(data[key]).astype(store[name].dtype)  # always a fresh array
-                    store[name] = to_device(value) if self.device == "cuda" else value
+        saving.save_model(self, path)
 
 
 class Sequential(Model):
@@ -997,7 +664,7 @@ class Sequential(Model):
         Cast every layer's parameters to this dtype.
     """
 
-    def __init__(self, layers, input_shape=None, dtype=None):
+    def __init__(self, layers: Iterable[Layer], input_shape: Shape | None = None, dtype: str | None = None):
         layers = list(layers)
         if not layers:
             raise ValueError("a Sequential model needs at least one layer")
@@ -1024,7 +691,7 @@ class Sequential(Model):
         self._refresh_shapes()  # a misfit is a ValueError naming the layer
         self._setup()
 
-    def architecture(self):
+    def architecture(self) -> dict:
         """The chain form: the layer list, whose order is the graph (the graph form when a
         layer appears twice in the chain)."""
         if len(self.layers) != len(self._graph.nodes):
@@ -1033,74 +700,7 @@ class Sequential(Model):
                     class_names=self.class_names, preprocessing=self.preprocessing)
 
 
-def _format(architecture):
-    """The file format marker for an :meth:`Model.architecture`."""
-    return GRAPH_FORMAT if "graph" in architecture else CHAIN_FORMAT
-
-
-def _new_file_mode(path):
-    """The mode a file at ``path`` gets: an existing file's mode, else 0666 less the umask."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def _write_npz(path, arrays):
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    mode = _new_file_mode(path)
-    handle, temporary = tempfile.mkstemp(prefix=".cnnlab-", suffix=".npz.tmp", dir=directory)
-    try:
-        os.chmod(temporary, mode)  # mkstemp makes it private (0600)
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def _read_npz(path):
-    """The arrays of a cnnlab model file; ``ValueError`` saying what the file is otherwise."""
-    not_ours = f"{path} is not a cnnlab model file"
-    what = "cnnlab reads the .npz files that model.save writes"
-    with open(os.fspath(path), "rb") as stream:  # FileNotFoundError as it is
-        head = stream.read(len(HDF5_SIGNATURE))
-    if head.startswith(HDF5_SIGNATURE):
-        raise ValueError(f"{not_ours}: it is an HDF5 file (such as a Keras .h5 model); {what}")
-    if not head.startswith(b"PK"):
-        raise ValueError(f"{not_ours}: it is not a .npz archive; {what}")
-    try:
-        with np.load(os.fspath(path), allow_pickle=False) as archive:
-            names = archive.files
-            marker = str(archive["cnnlab_format"]) if "cnnlab_format" in names else None
-            version = str(archive["cnnlab_version"]) if "cnnlab_version" in names else "unknown"
-            data = {name: archive[name] for name in names} if marker in FORMATS else None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
-        # never NumPy's own message: it suggests loading with pickle
-        raise ValueError(f"{not_ours}: it is truncated, damaged, or an archive of other data; {what}") from None
-    if marker is None:
-        raise ValueError(f"{not_ours} (no '{CHAIN_FORMAT}' or '{GRAPH_FORMAT}' marker); {what}")
-    if marker not in FORMATS:
-        family, _, number = marker.rpartition("-")
-        newest = {known.rpartition("-")[0]: int(known.rpartition("-")[2]) for known in FORMATS}
-        if family in newest and number.isdigit() and int(number) > newest[family]:
-            raise ValueError(f"{path} was written by a newer cnnlab (version {version}, format {marker!r}); "
-                             f"upgrade cnnlab to read it (this is cnnlab {__version__})")
-        raise ValueError(f"{not_ours} (unknown format marker {marker!r}); {what}")
-    return data
-
-
-def load(path, device="cpu"):
+def load(path: Path, device: str = "cpu") -> Model:
     """Load a model written by :meth:`Model.save` or :meth:`Sequential.save` (or a checkpoint):
     a ``Sequential`` from a layer list (``'cnnlab-model-1'``), a ``Model`` from a graph
     (``'cnnlab-graph-1'``).
@@ -1112,27 +712,17 @@ def load(path, device="cpu"):
     ValueError
         If the file is not a cnnlab model, or its layers or weights do not match.
     """
-    data = _read_npz(path)
-    try:
-        architecture = json.loads(str(data["architecture"]))
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is not a valid cnnlab model: {exc}") from None
-    model = _build(architecture, data, path)
+    architecture, arrays = saving.read_model(path)
+    model = _build(architecture, arrays, path)
     return model.to(device) if device != "cpu" else model
 
 
-def _build(architecture, arrays, source):
-    """A CPU model from ``architecture()`` and ``_arrays()``; errors name ``source``. Shares
-    no mutable state with them: class names and preprocessing are copied, weights cast anew."""
+def _build(architecture: dict, weights: dict, source: Any) -> Model:
+    """A CPU model from ``architecture()`` and ``get_weights()``: a :class:`Model` for the graph
+    form, a :class:`Sequential` for the chain form; errors name ``source``. Shares no mutable
+    state with them: class names and preprocessing are copied, weights cast anew."""
     try:
-        layers = []
-        for spec in architecture["layers"]:
-            if spec["type"] not in LAYER_TYPES:
-                raise ValueError(f"unknown layer type {spec['type']!r}")
-            config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()}
-            layer = LAYER_TYPES[spec["type"]](**config)
-            layer.trainable = spec.get("trainable", True)
-            layers.append(layer)
+        layers = saving.build_layers(architecture)
         if "graph" in architecture:
             graph = Graph.from_config(architecture["graph"], layers)
             model = Model(graph.inputs, graph.outputs, name=architecture.get("name"))
@@ -1142,7 +732,7 @@ def _build(architecture, arrays, source):
             model = Sequential(layers, input_shape=architecture.get("input_shape"))
         model.class_names = copy.deepcopy(architecture.get("class_names"))
         model.preprocessing = copy.deepcopy(architecture.get("preprocessing"))
-        model._set_arrays(arrays, source)
+        model.set_weights(weights, source)
     except (KeyError, TypeError, IndexError) as exc:
         raise ValueError(f"{source} is not a valid cnnlab model: {exc}") from None
     return model

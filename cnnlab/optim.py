@@ -4,7 +4,10 @@ An optimizer updates a model's trainable parameters in place with one kernel per
 parameter, on the parameters' device; its state (velocities, moments) lives there too.
 """
 
+from __future__ import annotations
+
 import math
+from typing import Any
 
 import numpy as np
 
@@ -13,11 +16,13 @@ from .device import is_gpu_array, to_device, to_host
 
 __all__ = ["SGD", "Adam", "StepLR", "CosineLR", "WarmupLR", "PerStep"]
 
+Array = Any  # a NumPy array, or a Numba CUDA device array for parameters on the GPU
+
 
 class EpochSchedule:
     """A schedule whose factor depends on the epoch only: ``factor(epoch)``."""
 
-    def factor_at(self, epoch, fraction, step):
+    def factor_at(self, epoch: float, fraction: float, step: int) -> float:
         """The factor before optimizer step ``step`` (counting from 0), ``fraction`` of the way
         through ``epoch``: an epoch schedule looks at the epoch alone."""
         return self.factor(epoch)
@@ -26,33 +31,33 @@ class EpochSchedule:
 class StepLR(EpochSchedule):
     """Multiply the learning rate by ``gamma`` every ``step_size`` epochs."""
 
-    def __init__(self, step_size, gamma=0.1):
+    def __init__(self, step_size: int, gamma: float = 0.1):
         if step_size < 1:
             raise ValueError(f"step_size must be >= 1, got {step_size}")
         self.step_size = int(step_size)
         self.gamma = float(gamma)
 
-    def factor(self, epoch):
+    def factor(self, epoch: float) -> float:
         return self.gamma ** (epoch // self.step_size)
 
-    def config(self):
+    def config(self) -> dict:
         return dict(type="StepLR", step_size=self.step_size, gamma=self.gamma)
 
 
 class CosineLR(EpochSchedule):
     """Cosine decay from the base rate to ``min_factor`` times it over ``total_epochs``."""
 
-    def __init__(self, total_epochs, min_factor=0.0):
+    def __init__(self, total_epochs: int, min_factor: float = 0.0):
         if total_epochs < 1:
             raise ValueError(f"total_epochs must be >= 1, got {total_epochs}")
         self.total_epochs = int(total_epochs)
         self.min_factor = float(min_factor)
 
-    def factor(self, epoch):
+    def factor(self, epoch: float) -> float:
         progress = min(epoch, self.total_epochs) / self.total_epochs
         return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    def config(self):
+    def config(self) -> dict:
         return dict(type="CosineLR", total_epochs=self.total_epochs, min_factor=self.min_factor)
 
 
@@ -61,15 +66,15 @@ class PerStep:
     epoch ``e`` uses ``schedule.factor(e + i / n)`` (a smooth cosine decay instead of a
     staircase of epochs)."""
 
-    def __init__(self, schedule):
+    def __init__(self, schedule: EpochSchedule):
         if not isinstance(schedule, EpochSchedule):
             raise TypeError(f"schedule must be an epoch schedule such as CosineLR, got {schedule!r}")
         self.schedule = schedule
 
-    def factor_at(self, epoch, fraction, step):
+    def factor_at(self, epoch: float, fraction: float, step: int) -> float:
         return self.schedule.factor(epoch + fraction)
 
-    def config(self):
+    def config(self) -> dict:
         return dict(type="PerStep", schedule=self.schedule.config())
 
 
@@ -81,7 +86,7 @@ class WarmupLR:
     follows ``after`` on its usual clock.
     """
 
-    def __init__(self, steps, after=None):
+    def __init__(self, steps: int, after: Schedule | None = None):
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
         if after is not None and not hasattr(after, "factor_at"):
@@ -89,16 +94,19 @@ class WarmupLR:
         self.steps = int(steps)
         self.after = after
 
-    def factor_at(self, epoch, fraction, step):
+    def factor_at(self, epoch: float, fraction: float, step: int) -> float:
         later = self.after.factor_at(epoch, fraction, step) if self.after is not None else 1.0
         return min(1.0, (step + 1) / self.steps) * later
 
-    def config(self):
+    def config(self) -> dict:
         return dict(type="WarmupLR", steps=self.steps,
                     after=self.after.config() if self.after is not None else None)
 
 
-def schedule_from_config(config):
+Schedule = EpochSchedule | PerStep | WarmupLR  # or any object with factor_at(epoch, fraction, step) or factor(epoch)
+
+
+def schedule_from_config(config: dict) -> Schedule:
     """Rebuild a schedule from its ``config()``."""
     config = dict(config)
     kind = config.pop("type")
@@ -115,7 +123,7 @@ class Optimizer:
 
     state_names = ()
 
-    def __init__(self, lr, schedule=None):
+    def __init__(self, lr: float, schedule: Schedule | None = None):
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}")
         self.base_lr = float(lr)
@@ -124,7 +132,7 @@ class Optimizer:
         self.state = []  # one dict of state arrays per parameter, in the model's order
         self.steps = 0
 
-    def set_epoch(self, epoch, fraction=0.0):
+    def set_epoch(self, epoch: int, fraction: float = 0.0) -> None:
         """Apply the schedule for the next step, ``fraction`` of the way through ``epoch``
         (counting from 0). ``fit`` calls it before every step."""
         if self.schedule is None:
@@ -144,18 +152,18 @@ class Optimizer:
                                  for name in self.state_names}
         return self.state[index]
 
-    def step(self, parameters):
+    def step(self, parameters: list[tuple[Array, Array]]) -> None:
         """Update ``parameters``: a list of ``(param, grad)`` pairs, always in the same order."""
         self.steps += 1
         for index, (param, grad) in enumerate(parameters):
             self._update(param, grad, self._state_for(index, param))
 
-    def to(self, device):
+    def to(self, device: str) -> Optimizer:
         move = to_device if device == "cuda" else to_host
         self.state = [None if s is None else {k: move(v) for k, v in s.items()} for s in self.state]
         return self
 
-    def state_arrays(self):
+    def state_arrays(self) -> dict[str, np.ndarray]:
         """The state as host arrays by name (for checkpoints)."""
         arrays = {}
         for index, state in enumerate(self.state):
@@ -163,7 +171,7 @@ class Optimizer:
                 arrays[f"{index}/{name}"] = to_host(value)
         return arrays
 
-    def load_state_arrays(self, arrays, steps, device):
+    def load_state_arrays(self, arrays: dict[str, np.ndarray], steps: int, device: str) -> None:
         self.steps = int(steps)
         self.state = []
         for key, value in arrays.items():
@@ -173,7 +181,7 @@ class Optimizer:
                 self.state.append({})
             self.state[index][name] = to_device(value) if device == "cuda" else np.array(value)
 
-    def config(self):
+    def config(self) -> dict:
         return dict(type=type(self).__name__, lr=self.base_lr,
                     schedule=self.schedule.config() if self.schedule else None)
 
@@ -193,7 +201,8 @@ class SGD(Optimizer):
 
     state_names = ("velocity",)
 
-    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, schedule=None):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+                 schedule: Schedule | None = None):
         super().__init__(lr, schedule)
         if momentum < 0:
             raise ValueError(f"momentum must be >= 0, got {momentum}")
@@ -206,7 +215,7 @@ class SGD(Optimizer):
     def _update(self, param, grad, state):
         F.sgd_update(param, grad, state["velocity"], self.lr, self.momentum, self.weight_decay, self.nesterov)
 
-    def config(self):
+    def config(self) -> dict:
         return dict(super().config(), momentum=self.momentum, nesterov=self.nesterov,
                     weight_decay=self.weight_decay)
 
@@ -225,7 +234,8 @@ class Adam(Optimizer):
 
     state_names = ("first_moment", "second_moment")
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, schedule=None):
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, schedule: Schedule | None = None):
         super().__init__(lr, schedule)
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"betas must lie in [0, 1), got {betas}")
@@ -237,11 +247,11 @@ class Adam(Optimizer):
         F.adam_update(param, grad, state["first_moment"], state["second_moment"], self.steps, self.lr,
                       self.betas[0], self.betas[1], self.eps, self.weight_decay)
 
-    def config(self):
+    def config(self) -> dict:
         return dict(super().config(), betas=list(self.betas), eps=self.eps, weight_decay=self.weight_decay)
 
 
-def from_config(config):
+def from_config(config: dict) -> Optimizer:
     """Rebuild an optimizer from :meth:`Optimizer.config`."""
     config = dict(config)
     kind = config.pop("type")

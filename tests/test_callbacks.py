@@ -12,7 +12,10 @@ from cnnlab import optim
 from cnnlab.callbacks import Callback, EarlyStopping, LambdaCallback, ModelCheckpoint, ReduceLROnPlateau
 from cnnlab.compilation import FINISHED, MESSAGE, STARTED, end_line, report_compilation
 
-from test_model import digits, small_cnn, weights  # noqa: F401  (digits is a fixture)
+import test_model
+from test_model import small_cnn, weights
+
+digits = test_model.digits  # the fixture, shared with test_model
 
 
 class Keeper(Callback):
@@ -132,6 +135,35 @@ def test_a_callback_can_stop_training(digits):
     assert len(history.history["loss"]) == 1 and history.stopped_epoch == 0
 
 
+def test_history_and_progress_are_callbacks_you_can_replace(digits, capsys):
+    from cnnlab.callbacks import History, ProgbarLogger
+
+    x, y = digits
+    mine, log = History(), io.StringIO()
+    returned = small_cnn().fit(x[:32], y[:32], epochs=2, batch_size=16, seed=0, verbose=0,
+                               callbacks=[mine, ProgbarLogger(stream=log)])
+    assert returned is mine and len(mine.history["loss"]) == 2
+    assert capsys.readouterr().out == ""  # verbose=0 adds no bar of its own; the given one writes to its stream
+    lines = log.getvalue().splitlines()
+    assert [line[:9] for line in lines] == ["epoch 1/2", "epoch 2/2"] and "32/32" in lines[0]
+    small_cnn().fit(x[:32], y[:32], epochs=1, batch_size=16, seed=0, verbose=1, callbacks=[ProgbarLogger(stream=log)])
+    assert capsys.readouterr().out == ""  # one progress line per epoch, not two
+
+
+def test_a_progress_bar_alone_does_not_read_the_running_totals_every_step(digits, monkeypatch):
+    from cnnlab import training
+
+    reads = []
+    original = training._Run.read_metrics
+    monkeypatch.setattr(training._Run, "read_metrics", lambda run: reads.append(1) or original(run))
+    x, y = digits
+    small_cnn().fit(x[:64], y[:64], epochs=1, batch_size=16, seed=0, verbose=1)  # not a terminal: no redraws
+    assert len(reads) == 1  # the end of the epoch only
+    small_cnn().fit(x[:64], y[:64], epochs=1, batch_size=16, seed=0, verbose=1,
+                    callbacks=[LambdaCallback(on_batch_end=lambda step, logs: None)])
+    assert len(reads) == 1 + 4 + 1  # a callback reading the step logs: after every step
+
+
 # --- the compilation report ----------------------------------------------------------------
 
 
@@ -192,12 +224,14 @@ def test_short_or_no_compilation_writes_nothing_and_reports_nest():
 
 
 def test_the_progress_bar_ends_the_compilation_line_before_drawing():
-    from cnnlab.model import _Progress
+    from cnnlab.callbacks import ProgbarLogger
 
     terminal = Terminal()  # stdout and stderr on one terminal
     with report_compilation(terminal, min_seconds=0):
         fresh_function()(1)
-        progress = _Progress(0, 1, 10, verbose=1, stream=terminal)
-        progress.finish(0.5, 0.9)
+        progress = ProgbarLogger(stream=terminal)
+        progress.set_params(dict(epochs=1, samples=10, batch_size=10))
+        progress.on_epoch_begin(0, {})
+        progress.on_epoch_end(0, dict(loss=0.5, accuracy=0.9))
     lines = terminal.getvalue().split("\n")
     assert lines[0].endswith(" done") and lines[1].startswith("\repoch 1/1")

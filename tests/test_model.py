@@ -64,6 +64,31 @@ def test_fit_with_squared_error_on_one_hot_rows(digits):
     assert model.evaluate(x, y, loss="mse")["loss"] < history.history["loss"][0]
 
 
+def test_a_loss_of_your_own_trains_through_the_loss_interface(digits):
+    class Squared(cnnlab.losses.Loss):
+        """Squared error in NumPy: the base class's training step, no change to the loop."""
+
+        name = "squared"
+
+        def forward(self, prediction, target):
+            self._saved = prediction, target
+            return float(np.mean((prediction.astype(np.float64) - target) ** 2))
+
+        def backward(self):
+            prediction, target = self._saved
+            return (2 * (prediction - target) / prediction.size).astype(prediction.dtype)
+
+        def targets_for(self, out, labels):
+            return cnnlab.losses.MSE().targets_for(out, labels)
+
+    x, y = digits
+    runs = [small_cnn().fit(x, y, epochs=2, batch_size=16, loss=loss, optimizer=optim.SGD(0.5), seed=0, verbose=0)
+            for loss in ("mse", Squared())]
+    np.testing.assert_allclose(runs[1].history["loss"], runs[0].history["loss"], rtol=1e-4)
+    with pytest.raises(ValueError, match="cross-entropy"):
+        small_cnn().fit(x, y, loss=Squared(), class_weight="balanced", verbose=0)
+
+
 def test_fit_is_reproducible_with_a_seed(digits):
     x, y = digits
     runs = []
@@ -445,10 +470,12 @@ def test_one_image_without_its_batch_axis_gets_a_hint(digits):
 
 
 def test_progress_leaves_compile_time_out_of_the_rate_and_eta():
-    from cnnlab.model import _Progress
+    from cnnlab.callbacks import ProgbarLogger
 
     now, compiled = [0.0], [1.0]
-    progress = _Progress(0, 1, 300, verbose=1, clock=lambda: now[0], compiling=lambda: compiled[0])
+    progress = ProgbarLogger(clock=lambda: now[0])
+    progress.set_params(dict(epochs=1, samples=300, batch_size=100, compiling=lambda: compiled[0]))
+    progress.on_epoch_begin(0, {})
     now[0], compiled[0] = 10.0, 9.0  # 8 of the 10 seconds went to compiling
     line = progress._line(100, 0.5, 0.25, final=False)
     assert "50 samples/s" in line and "ETA 4.0s" in line  # 100 samples in 2 s of running

@@ -1,0 +1,337 @@
+"""Training: the loop behind :meth:`cnnlab.Model.fit`, the evaluation behind
+:meth:`cnnlab.Model.evaluate`, and what they need around the model: class weights, the
+validation split, augmentation, Ctrl-C held until a step completes, the training set kept on
+the GPU, and checkpoints after every epoch.
+
+The loop asks the loss object for each step's loss and gradient
+(:meth:`cnnlab.losses.Loss.train_batch`) and records and shows progress with callbacks
+(:class:`cnnlab.callbacks.History`, :class:`cnnlab.callbacks.ProgbarLogger`). The functions
+take the model they train; this module does not import the model module. It is where the
+model meets :mod:`cnnlab.data`: augmentation, the stratified split, and reading image files
+the way a model was trained (:func:`read_as_trained`).
+"""
+
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import callbacks as callbacks_module
+from . import data as data_module
+from . import functional as F
+from . import losses as losses_module
+from . import optim as optim_module
+from . import saving
+from .compilation import report_compilation
+from .device import to_device, to_host
+from .shapes import check_int
+
+__all__ = ["fit", "evaluate", "train_step", "class_weights", "split_validation", "read_as_trained"]
+
+ModelLike = Any  # a cnnlab.Model
+Data = tuple[np.ndarray, np.ndarray]
+
+
+class _DeferredInterrupt:
+    """Hold Ctrl-C until the current training step is complete, then raise it."""
+
+    def __init__(self):
+        self.pending = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.pending = True
+
+    def check(self):
+        if self.pending:
+            raise KeyboardInterrupt("training interrupted; the model holds its last completed step")
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def fit(model: ModelLike, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
+        optimizer: optim_module.Optimizer | None = None, loss: str | losses_module.Loss = "cross_entropy",
+        validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, seed: int | None = None,
+        verbose: int = 1, checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
+        augment: bool | Callable | None = None, callbacks: Iterable[callbacks_module.Callback] | None = None,
+        validation_split: float = 0.0, class_weight: dict | str | None = None) -> callbacks_module.History:
+    """Train ``model``: :meth:`cnnlab.Model.fit` (which documents the arguments) runs this.
+
+    Every argument is checked before the model changes; then the loss, the optimizer (kept,
+    or ``Adam()``) and, with ``resume``, the checkpoint's weights and training state are put
+    in place, the callbacks start, and the epochs run."""
+    x, y, validation = _training_data(model, x, y, validation_data, validation_split, seed)
+    epochs = check_int("epochs", epochs, 1)
+    augment = _augmenter(augment)
+    batch_size = check_int("batch_size", batch_size, 1)
+    loss = losses_module.get(loss)
+    weights = class_weights(model, class_weight, y, loss)
+    available = ["loss", "accuracy", "lr", "seconds"] + (["val_loss", "val_accuracy"] if validation else [])
+    history, callbacks = _with_defaults(callbacks_module.check_callbacks(callbacks, available), verbose)
+    model.loss = loss
+    if optimizer is not None:
+        model.optimizer = optimizer
+    elif model.optimizer is None:
+        model.optimizer = optim_module.Adam()
+    model.optimizer.to(model.device)
+
+    run = _Run(model, x, y, batch_size, shuffle, augment, seed)
+    if resume is not None:
+        run.start_epoch, run.rng, history.history, run.base_seed = saving.load_checkpoint(model, resume)
+    if weights is not None:
+        run.class_weights = model.to_model_device(weights.astype(model.dtype))
+    model.history, model.stop_training = history, False
+    run.reads_batch_logs = any(callback.reads_batch_logs for callback in callbacks)
+    params = dict(epochs=epochs, samples=x.shape[0], batch_size=batch_size, verbose=verbose, metrics=available,
+                  compiling=run.compiling, read_metrics=run.read_metrics)
+    for callback in callbacks:
+        callback.model = model
+        callback.set_params(params)
+        callback.on_train_begin(model)
+    run.upload()
+    with _DeferredInterrupt() as interrupt, report_compilation(sys.stderr if verbose else None) as report:
+        run.report = report
+        record = run.run_epochs(epochs, callbacks, validation, checkpoint, history, interrupt)
+    for callback in callbacks:
+        callback.on_train_end(dict(record))
+    return history
+
+
+def _training_data(model: ModelLike, x: Any, y: Any, validation_data: tuple[Any, Any] | None,
+                   validation_split: float, seed: int | None) -> tuple[np.ndarray, np.ndarray, Data | None]:
+    """``x, y, validation``: the checked training data, and the validation pair or None
+    (``validation_data`` checked, or held out of ``x, y`` by ``validation_split``)."""
+    x = model.check_inputs(x)
+    y = model.check_labels(y, x.shape[0])
+    if validation_data is not None:
+        if validation_split:
+            raise ValueError(f"pass validation_data or validation_split, not both (validation_split="
+                             f"{validation_split})")
+        if len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (x_val, y_val)")
+        x_val = model.check_inputs(validation_data[0], "validation x")
+        y_val = model.check_labels(validation_data[1], x_val.shape[0], "validation y")
+        return x, y, (x_val, y_val)
+    if validation_split:
+        x, x_val, y, y_val = split_validation(x, y, validation_split, seed)
+        return x, y, (x_val, y_val)
+    return x, y, None
+
+
+def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int | None) -> tuple[np.ndarray, ...]:
+    """``x, x_val, y, y_val``: ``fraction`` of each class held out (seeded, with
+    :func:`cnnlab.data.train_test_split`), the rest in order."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
+            or not 0 < fraction < 1:
+        raise ValueError(f"validation_split must be a fraction in [0, 1), got {fraction!r}")
+    train, held_out, _, _ = data_module.train_test_split(np.arange(len(y)), y, test_size=fraction, seed=seed)
+    if len(held_out) == 0 or len(train) == 0:
+        raise ValueError(f"validation_split={fraction} of {len(y)} samples leaves "
+                         f"{len(train)} to train on and {len(held_out)} to validate: use more samples "
+                         "or another fraction")
+    train = np.sort(train)
+    return x[train], x[held_out], y[train], y[held_out]
+
+
+def _augmenter(augment: bool | Callable | None) -> Callable | None:
+    """``augment(batch, rng) -> batch`` for ``fit(augment=...)``, or None."""
+    if augment is True:
+        return data_module.Augmenter()
+    if augment is False or augment is None:
+        return None
+    if not callable(augment):
+        raise TypeError(f"augment must be True, False, None or a callable, got {augment!r}")
+    return augment
+
+
+def class_weights(model: ModelLike, class_weight: dict | str | None, y: np.ndarray,
+                  loss: losses_module.Loss) -> np.ndarray | None:
+    """The ``(classes,)`` float64 weights for ``fit(class_weight=...)``, or None."""
+    if class_weight is None:
+        return None
+    if not loss.class_weighted:
+        raise ValueError(f"class_weight works with the cross-entropy loss, got loss={loss.name!r}")
+    classes = model.num_classes()
+    weights = np.ones(classes)
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(f"class_weight must be None, a dict or 'balanced', got {class_weight!r}")
+        counts = np.bincount(y, minlength=classes)
+        present = counts > 0
+        weights[present] = len(y) / (present.sum() * counts[present])
+        return weights
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight must be None, a dict or 'balanced', got {type(class_weight).__name__}")
+    names = list(model.class_names or [])
+    for key, value in class_weight.items():
+        index = names.index(key) if key in names else key
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < classes:
+            raise ValueError(f"class_weight has key {key!r}: keys must be class indices in [0, {classes})"
+                             + (f" or class names {names}" if names else ""))
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                or not math.isfinite(value) or value < 0:
+            raise ValueError(f"class_weight[{key!r}] must be a finite number >= 0, got {value!r}")
+        weights[index] = float(value)
+    return weights
+
+
+def _with_defaults(callbacks: list[callbacks_module.Callback],
+                   verbose: int) -> tuple[callbacks_module.History, list[callbacks_module.Callback]]:
+    """``(history, callbacks)``: a :class:`History` (yours, if you passed one) and, when
+    ``verbose``, a :class:`ProgbarLogger` (unless you passed one), ahead of your callbacks."""
+    history = next((c for c in callbacks if isinstance(c, callbacks_module.History)), None)
+    defaults = []
+    if history is None:
+        history = callbacks_module.History()
+        defaults.append(history)
+    if verbose and not any(isinstance(c, callbacks_module.ProgbarLogger) for c in callbacks):
+        defaults.append(callbacks_module.ProgbarLogger())
+    return history, defaults + callbacks
+
+
+class _Run:
+    """One ``fit``: its settings, and the state that lives from epoch to epoch (the shuffling
+    generator, the dropout seed, the running loss and accuracy of the epoch)."""
+
+    def __init__(self, model: ModelLike, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
+                 augment: Callable | None, seed: int | None):
+        self.model, self.x, self.y = model, x, y
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.base_seed = int(np.random.SeedSequence(seed).generate_state(1)[0] % (2**31))
+        self.rng = np.random.default_rng(self.base_seed)
+        self.start_epoch = 0
+        self.class_weights = None  # (classes,) on the model's device
+        self.reads_batch_logs = False
+        self.sources = None  # the training set on the GPU
+        self.report = None  # the compilation report while the epochs run
+        self.totals, self.seen = None, 0
+
+    def upload(self) -> None:
+        """On the GPU the whole training set goes to the device once; each step gathers its
+        batch there, and the loss and hits are summed there (read only to draw progress)."""
+        if self.model.device == "cuda" and self.augment is None:
+            self.sources = to_device(self.x), to_device(self.y)
+
+    def compiling(self) -> float:
+        """Seconds spent compiling kernels since the epochs started."""
+        return self.report.elapsed() if self.report is not None else 0.0
+
+    def read_metrics(self) -> tuple[float, float]:
+        """The epoch's running mean loss and accuracy (on the GPU a copy to the host)."""
+        loss_sum, hits = to_host(self.totals)
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(f"the loss became {loss_sum}: lower the learning rate")
+        return loss_sum / self.seen, hits / self.seen
+
+    def run_epochs(self, epochs: int, callbacks: list[callbacks_module.Callback], validation: Data | None,
+               checkpoint: str | os.PathLike | None, history: callbacks_module.History,
+               interrupt: _DeferredInterrupt) -> dict:
+        """Train from :attr:`start_epoch` up to ``epochs`` (or until a callback stops it);
+        returns the last epoch's metrics ({} when none ran)."""
+        model, record = self.model, {}
+        for epoch in range(self.start_epoch, epochs):
+            record = self.train_epoch(epoch, callbacks, interrupt)
+            if validation is not None:
+                scores = model.evaluate(*validation, loss=model.loss)
+                record.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, dict(record))
+            if checkpoint is not None:
+                saving.save_checkpoint(model, checkpoint, epoch + 1, self.rng, history.history, self.base_seed)
+            interrupt.check()
+            if model.stop_training:
+                history.stopped_epoch = epoch
+                break
+        return record
+
+    def train_epoch(self, epoch: int, callbacks: list[callbacks_module.Callback],
+                    interrupt: _DeferredInterrupt) -> dict:
+        """One pass over the training data; its ``loss``, ``accuracy``, ``lr`` and ``seconds``."""
+        model, samples = self.model, self.x.shape[0]
+        order = self.rng.permutation(samples) if self.shuffle else np.arange(samples)
+        for callback in callbacks:
+            callback.on_epoch_begin(epoch, {})
+        self.totals, self.seen = model.to_model_device(np.zeros(2)), 0  # loss sum, correct predictions
+        epoch_start = time.perf_counter()
+        for step, start in enumerate(range(0, samples, self.batch_size)):
+            model.optimizer.set_epoch(epoch, start / samples)
+            index = order[start:start + self.batch_size]
+            batch, targets = self._batch(index)
+            step_seed = self.base_seed * 7919 + model.optimizer.steps * 104729  # for random masks
+            train_step(model, batch, targets, self.totals, self.class_weights, step_seed)
+            self.seen += len(index)
+            logs = {}
+            if self.reads_batch_logs:
+                mean_loss, accuracy = self.read_metrics()
+                logs = dict(epoch=epoch, steps=model.optimizer.steps, loss=mean_loss, accuracy=accuracy,
+                            lr=model.optimizer.lr)
+            for callback in callbacks:
+                callback.on_batch_end(step, logs)
+            interrupt.check()
+        mean_loss, accuracy = self.read_metrics()
+        return dict(loss=mean_loss, accuracy=accuracy, lr=model.optimizer.lr, seconds=time.perf_counter() - epoch_start)
+
+    def _batch(self, index: np.ndarray) -> tuple[Any, Any]:
+        """The images and labels of ``index``, augmented when asked, on the model's device."""
+        if self.sources is not None:
+            device_index = to_device(np.ascontiguousarray(index, dtype=np.int64))
+            return F.gather_rows(self.sources[0], device_index), F.gather_rows(self.sources[1], device_index)
+        batch, targets = self.x[index], self.y[index]
+        if self.augment is not None:
+            batch = np.ascontiguousarray(self.augment(batch, self.rng), dtype=self.x.dtype)
+        return self.model.to_model_device(batch), self.model.to_model_device(targets)
+
+
+def train_step(model: ModelLike, batch: Any, targets: Any, totals: Any, class_weights: Any = None,
+               step_seed: int | None = None) -> None:
+    """Forward, loss, backward and update for one batch already on the model's device;
+    adds the batch's loss sum and correct predictions to ``totals`` (on that device).
+    ``class_weights`` ((classes,), on that device) weighs each sample's loss by its class;
+    ``step_seed`` seeds the random masks of this step."""
+    logits = model.loss_input(model.loss)
+    out, = model.graph.forward([batch], training=True, targets=[logits], seed=step_seed)
+    grad = model.loss.train_batch(out, targets, totals, class_weights)
+    model.graph.backward({id(logits): grad}, input_grads=False)
+    parameters = [(layer.params[name], layer.grads[name]) for layer, name in model.parameters()]
+    model.optimizer.step(parameters)
+
+
+def evaluate(model: ModelLike, x: np.ndarray, y: np.ndarray, batch_size: int,
+             loss: losses_module.Loss) -> dict[str, float]:
+    """``{'loss', 'accuracy'}`` of checked host arrays ``x`` and labels ``y``, batch by batch
+    on the model's device (see :meth:`cnnlab.Model.evaluate`)."""
+    total_loss, correct = 0.0, 0
+    loss_input = model.loss_input(loss)
+    for start in range(0, x.shape[0], batch_size):
+        batch = x[start:start + batch_size]
+        out, = model.graph.forward([model.to_model_device(batch)], targets=[loss_input])
+        labels = y[start:start + batch.shape[0]]
+        total_loss += loss.label_loss(out, labels) * batch.shape[0]
+        correct += int((to_host(out).argmax(axis=1) == labels).sum())
+    return {"loss": total_loss / x.shape[0], "accuracy": correct / x.shape[0]}
+
+
+def read_as_trained(paths: Sequence[str | os.PathLike], preprocessing: dict) -> np.ndarray:
+    """The image files ``paths`` as one batch, read (:func:`cnnlab.data.read_image`) and
+    standardized with a model's ``preprocessing`` (``size``, ``color``, ``resize``, ``mean``,
+    ``std``): what :meth:`cnnlab.Model.predict_files` classifies."""
+    keywords = {"resize": preprocessing["resize"]} if "resize" in preprocessing else {}
+    images = np.stack([data_module.read_image(path, preprocessing["size"], preprocessing.get("color", "rgb"),
+                                              **keywords) for path in paths])
+    if preprocessing.get("mean") is not None and preprocessing.get("std") is not None:
+        images, _, _ = data_module.standardize(images, preprocessing["mean"], preprocessing["std"])
+    return images
