@@ -17,6 +17,7 @@ import numbers
 
 import numpy as np
 
+from .checks import check_float_dtype
 from .graph import Input
 from .layers import Add, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, ReLU6, Softmax
 from .model import Model, Sequential
@@ -75,10 +76,7 @@ def _check_input_shape(input_shape, total_stride):
 
 
 def _check_dtype(dtype):
-    dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype}")
-    return dtype.name
+    return check_float_dtype(dtype).name
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:

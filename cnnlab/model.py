@@ -28,10 +28,12 @@ from . import functional as F
 from . import losses as losses_module
 from . import saving, training
 from .callbacks import Callback, History
+from .checks import check_device, check_float_dtype, check_image_dtype
 from .compilation import report_compilation
 from .device import cuda_available, is_gpu_array, to_device, to_host
+from .dispatch import chunked
 from .graph import Graph, Input, SymbolicTensor, is_symbolic
-from .layers import Conv2D, Dense, Identity, Layer, Softmax
+from .layers import Dense, Layer
 from .optim import Optimizer
 from .shapes import check_int
 
@@ -263,9 +265,9 @@ class Model:
         """The node of the ``Dense`` layer that feeds the output, through single-input nodes."""
         self.require_classifier("replace_head")
         node = self._graph.outputs[0].node
-        while node is not None and not isinstance(node.layer, Dense) and not node.takes_list:
+        while node is not None and not node.layer.replaceable_head and not node.takes_list:
             node = node.inputs[0].node
-        if node is None or not isinstance(node.layer, Dense):
+        if node is None or not node.layer.replaceable_head:
             raise ValueError("the model has no Dense layer feeding its output to replace")
         return node
 
@@ -293,8 +295,7 @@ class Model:
     # --- device -------------------------------------------------------------------
     def to(self, device: str) -> Self:
         """Keep parameters, activations and optimizer state on ``'cpu'`` or ``'cuda'``."""
-        if device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        check_device(device)
         if device == "cuda" and not cuda_available():
             raise RuntimeError("model.to('cuda'): no CUDA GPU is available (install the 'cuda' extra "
                                "on a machine with an NVIDIA GPU)")
@@ -370,9 +371,9 @@ class Model:
         """The ``Softmax`` node whose result is the output, looking through ``Identity`` layers
         after it (an ONNX file names its output that way); None when the output is not one."""
         node = self._graph.outputs[0].node
-        while node is not None and isinstance(node.layer, Identity):
+        while node is not None and node.layer.passes_through:
             node = node.inputs[0].node
-        return node if node is not None and isinstance(node.layer, Softmax) else None
+        return node if node is not None and node.layer.outputs_probabilities else None
 
     def check_inputs(self, x: ArrayLike, name: str = "x") -> np.ndarray:
         """``x`` as a batch of images in the model's dtype, checked: a host array of finite
@@ -386,11 +387,7 @@ class Model:
             raise TypeError(f"{name} must be an array of images, got {type(x).__name__}")
         x = np.asarray(x)
         self.check_batch_axis(x, name)
-        if x.dtype.kind in "biu":
-            raise TypeError(f"{name} has integer dtype {x.dtype}: scale 0-255 images with "
-                            "cnnlab.data.normalize(images) first")
-        if x.dtype.kind != "f":
-            raise TypeError(f"{name} must hold float32 or float64 values, got dtype {x.dtype}")
+        check_image_dtype(name, x.dtype)
         if x.ndim < 2 or x.shape[0] == 0:
             raise ValueError(f"{name} must be a non-empty batch (N, ...), got shape {x.shape}")
         if not np.all(np.isfinite(x)):
@@ -404,12 +401,8 @@ class Model:
     def check_batch_axis(self, x: np.ndarray, name: str = "x") -> None:
         """A clear ``ValueError`` for one image passed without its batch axis (``x`` has as many
         dimensions as one sample)."""
-        first = self.layers[0]
-        if self.input_shape is not None:
-            expected = tuple(self.input_shape)
-        elif isinstance(first, Conv2D):
-            expected = (first.in_channels, "H", "W")
-        else:
+        expected = tuple(self.input_shape) if self.input_shape is not None else self.layers[0].sample_shape_hint()
+        if expected is None:
             return
         if x.ndim != len(expected):
             return
@@ -435,21 +428,12 @@ class Model:
                              f"shape {y.shape}")
         return F.as_targets(name, y, samples, classes)
 
-    # the private names these methods had before they were public
-    _classes = num_classes
-    _require_classifier = require_classifier
-    _check_batch_axis = check_batch_axis
-    _check_labels = check_labels
-    _loss_input = loss_input
 
     # --- prediction and evaluation ------------------------------------------------
+    @chunked("predict_proba", argument=1)
     def predict_proba(self, x: ArrayLike, batch_size: int = 256) -> np.ndarray:
         """Class probabilities, ``(N, classes)``, as a NumPy array (a dask array for a dask
         ``x`` chunked along the batch axis: see :func:`cnnlab.dask.predict_proba`)."""
-        from . import dask as _dask
-
-        if _dask.is_dask_array(x):
-            return _dask.predict_proba(self, x, batch_size)
         x = self.check_inputs(x)
         outputs = []
         final_softmax = self._output_softmax() is not None
@@ -461,12 +445,9 @@ class Model:
                 outputs.append(to_host(out))
         return np.concatenate(outputs)
 
+    @chunked("predict", argument=1)
     def predict(self, x: ArrayLike, batch_size: int = 256) -> np.ndarray:
         """Predicted class indices, ``(N,)`` (a dask array for a dask ``x``)."""
-        from . import dask as _dask
-
-        if _dask.is_dask_array(x):
-            return _dask.predict(self, x, batch_size)
         return self.predict_proba(x, batch_size).argmax(axis=1)
 
     def predict_files(self, paths: Path | Iterable[Path], top_k: int = 1, batch_size: int = 256) -> list[dict]:
@@ -518,14 +499,11 @@ class Model:
                                 top_k=[(names[i], float(row[i])) for i in order]))
         return results
 
+    @chunked("evaluate", argument=1)
     def evaluate(self, x: ArrayLike, y: ArrayLike, batch_size: int = 256,
                  loss: str | losses_module.Loss | None = None) -> dict[str, float]:
         """``{'loss': mean loss, 'accuracy': fraction correct}`` on ``(x, y)``; for a dask ``x``
         computed chunk by chunk on the current Dask scheduler (:func:`cnnlab.dask.evaluate`)."""
-        from . import dask as _dask
-
-        if _dask.is_dask_array(x):
-            return _dask.evaluate(self, x, y, batch_size, loss)
         x = self.check_inputs(x)
         y = self.check_labels(y, x.shape[0])
         loss = losses_module.get(loss or self.loss or "cross_entropy")
@@ -672,9 +650,7 @@ class Sequential(Model):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layers[{i}] must be a cnnlab layer, got {type(layer).__name__}")
         if dtype is not None:
-            dtype = np.dtype(dtype)
-            if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-                raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype}")
+            dtype = check_float_dtype(dtype)
             for layer in layers:
                 if layer.dtype is not None:
                     layer.dtype = dtype

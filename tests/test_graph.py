@@ -261,8 +261,8 @@ def test_a_final_softmax_is_left_to_the_loss():
     model, _ = residual_block()
     outputs = L.Softmax()(model.outputs[0])
     classifier = cnnlab.Model(model.inputs, outputs)
-    assert classifier._loss_input(cnnlab.losses.get("cross_entropy")) is model.outputs[0]
-    assert classifier._loss_input(cnnlab.losses.get("mse")) is outputs
+    assert classifier.loss_input(cnnlab.losses.get("cross_entropy")) is model.outputs[0]
+    assert classifier.loss_input(cnnlab.losses.get("mse")) is outputs
 
 
 def test_a_dropout_called_twice_draws_a_mask_per_node():

@@ -131,7 +131,7 @@ def _classify_block(batch, model, mean, std, batch_size):
     """Standardize each readable image of ``batch`` as ``cnnlab predict`` does and return the
     model's probabilities; rows of NaN images stay NaN."""
     readable = np.isfinite(batch).reshape(len(batch), -1).all(axis=1)
-    out = np.full((len(batch), model._classes()), np.nan, dtype=model.dtype)
+    out = np.full((len(batch), model.num_classes()), np.nan, dtype=model.dtype)
     if readable.any():
         x = np.concatenate([standardize(image[None], mean, std)[0] for image in batch[readable]])
         out[readable] = model.predict_proba(x, batch_size)
@@ -174,7 +174,7 @@ def classify_images(model: Any, images: DaskArray, mean: Array | None = None, st
     mean = None if mean is None else np.asarray(mean, dtype=np.float64)
     std = None if std is None else np.asarray(std, dtype=np.float64)
     return batch_blocks(_classify_block, images, (model.copy(), mean, std, batch_size), {},
-                    (model._classes(),), np.dtype(model.dtype), token="cnnlab-classify-images",
+                    (model.num_classes(),), np.dtype(model.dtype), token="cnnlab-classify-images",
                     name="images")
 
 

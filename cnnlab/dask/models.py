@@ -15,8 +15,8 @@ from .batches import batch_blocks
 def check_model_input(model, x, name="x"):
     """``Model._check_inputs`` on a dask array, without computing it (non-finite values are
     found chunk by chunk, when the chunks are computed)."""
-    model._require_classifier("fit, evaluate and predict")
-    model._check_batch_axis(x, name)
+    model.require_classifier("fit, evaluate and predict")
+    model.check_batch_axis(x, name)
     check_image_dtype(name, x.dtype)
     if x.ndim < 2 or x.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty batch (N, ...), got shape {x.shape}")
@@ -61,7 +61,7 @@ def predict_proba(model: Any, x: DaskArray, batch_size: int = 256) -> DaskArray:
         in-memory ``ValueError`` when their chunk is computed.
     """
     check_model_input(model, x)
-    classes = model._classes()
+    classes = model.num_classes()
     return batch_blocks(_predict_proba_block, x, (model.copy(), batch_size), {}, (classes,),
                     np.dtype(model.dtype), token="cnnlab-predict-proba")
 
@@ -110,7 +110,7 @@ def evaluate(model: Any, x: DaskArray, y: Array | DaskArray, batch_size: int = 2
                              f"shape {y.shape}")
         labels = y.rechunk((x.chunks[0],))
     else:
-        labels = da.from_array(model._check_labels(y, samples), chunks=(x.chunks[0],))
+        labels = da.from_array(model.check_labels(y, samples), chunks=(x.chunks[0],))
     loss = losses_module.get(loss or model.loss or "cross_entropy")
     packed = dask.delayed((model.copy(), batch_size, loss), traverse=False)
     parts = da.map_blocks(
