@@ -4,6 +4,7 @@ import argparse
 import os
 import signal
 import subprocess
+import time
 import sys
 import zipfile
 
@@ -400,6 +401,10 @@ def test_a_second_training_with_the_same_out_is_refused_naming_the_first(photos,
         for line in first.stdout:
             if line.startswith("epoch 1/"):
                 break
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "same.checkpoint.npz").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the first run's checkpoint is its own, not an earlier run's to resume
+        assert (tmp_path / "same.checkpoint.npz").exists()
         assert main(quick(photos, "--out", out)) == 2
         error = one_error_line(capsys, "train")
         assert f"{out} is being written by another run (process {first.pid}, `cnnlab train" in error

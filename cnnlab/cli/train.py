@@ -1,6 +1,7 @@
 """``cnnlab train``: a CNN trained on a folder of images, one sub-folder per class, from scratch
 or from the convolutional base of a saved model (``--base``), with checkpoints to resume from."""
 
+import contextlib
 import os
 import sys
 
@@ -72,8 +73,8 @@ def add_parser(commands):
 def run(args):
     """Train a CNN on a folder of images with one sub-folder per class, from scratch or from
     the convolutional base of a saved model (``--base``)."""
-    checkpoint, own_checkpoint = _check_train_outputs(args)
-    with claim_outputs([args.out, checkpoint]):
+    with contextlib.ExitStack() as held:
+        checkpoint, own_checkpoint = _check_train_outputs(args, held)
         return _train(args, checkpoint, own_checkpoint)
 
 
@@ -108,21 +109,24 @@ def _train(args, checkpoint, own_checkpoint):
     return 0
 
 
-def _check_train_outputs(args):
-    """Every file and folder ``train`` writes, checked before any work. Returns the checkpoint
-    path (``--checkpoint``, else the one being resumed, else ``<out>.checkpoint.npz``) and
-    whether it is that last one, train's own, to remove once the model is saved."""
+def _check_train_outputs(args, held):
+    """Every file and folder ``train`` writes, checked before any work, and held for the run (in
+    the ``held`` exit stack) as soon as their folders are known good: a checkpoint another run is
+    writing is that run's, not an earlier one to resume. Returns the checkpoint path
+    (``--checkpoint``, else the one being resumed, else ``<out>.checkpoint.npz``) and whether it
+    is that last one, train's own, to remove once the model is saved."""
     check_output_file("--out", args.out, (".npz",), overwrite=args.force)
     if args.resume is not None and not os.path.isfile(args.resume):
         raise ValueError(f"--resume {args.resume}: no such file (give the checkpoint an interrupted "
                          "cnnlab train wrote)")
     own = os.path.splitext(args.out)[0] + ".checkpoint.npz"
     checkpoint = args.checkpoint or args.resume or own
+    check_output_file("--checkpoint", checkpoint, (".npz",))
+    held.enter_context(claim_outputs([args.out, checkpoint]))
     fresh = args.force or (args.resume is not None and os.path.abspath(checkpoint) == os.path.abspath(args.resume))
     if not fresh and os.path.exists(checkpoint):
         raise ValueError(f"{checkpoint} holds the state of an earlier run (continue it with --resume "
                          f"{checkpoint}, or add --force to start over)")
-    check_output_file("--checkpoint", checkpoint, (".npz",))
     if args.plots:
         check_output_folder("--plots", args.plots)
         require_matplotlib()
