@@ -4,8 +4,8 @@ import argparse
 import os
 import signal
 import subprocess
-import time
 import sys
+import time
 import zipfile
 
 import numpy as np
