@@ -103,3 +103,65 @@ def test_empty_batches_through_linear_and_on_the_gpu():
         F.linear(np.zeros((0, 4)), np.ones((3, 5)))  # checked as for a real batch
     gpu = F.conv2d(cnnlab.to_device(np.zeros((0, 3, 7, 6), np.float32)), cnnlab.to_device(W), padding=1)
     assert not isinstance(gpu, np.ndarray) and tuple(gpu.shape) == (0, 4, 7, 6)
+
+
+def naive_window_sums(x, kernel, stride, padding, ceil_mode):
+    """Every window's sum over the zero-padded input (PyTorch's windows, ceil_mode included)."""
+    n, c, h, w = x.shape
+    padded = np.zeros((n, c, h + 2 * padding + kernel, w + 2 * padding + kernel))
+    padded[:, :, padding:padding + h, padding:padding + w] = x
+    sizes = []
+    for size in (h, w):
+        span = size + 2 * padding - kernel
+        out = (-(-span // stride) if ceil_mode else span // stride) + 1
+        if ceil_mode and (out - 1) * stride >= size + padding:
+            out -= 1
+        sizes.append(out)
+    out = np.empty((n, c, *sizes))
+    for i in range(sizes[0]):
+        for j in range(sizes[1]):
+            out[:, :, i, j] = padded[:, :, i * stride:i * stride + kernel, j * stride:j * stride + kernel].sum((2, 3))
+    return out
+
+
+@settings(max_examples=20)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(0, 1), st.booleans(), st.integers(1, 12),
+       st.integers(4, 8), st.integers(4, 8))
+def test_divisor_override_divides_each_window_sum(kernel, stride, padding, ceil_mode, divisor, height, width):
+    padding = min(padding, kernel // 2)
+    x = RNG.standard_normal((2, 3, height, width))
+    options = dict(ceil_mode=ceil_mode, divisor_override=divisor)
+    out = F.avg_pool2d(x, kernel, stride, padding, **options)
+    expected = naive_window_sums(x, kernel, stride, padding, ceil_mode) / divisor
+    assert out.shape == F.avg_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode).shape == expected.shape
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    upstream = RNG.standard_normal(out.shape)
+    grad = F.pool2d_backward(x, out, upstream, kernel, stride, padding, "avg", **options)
+
+    def loss():
+        return float(np.sum(F.avg_pool2d(x, kernel, stride, padding, **options) * upstream))
+
+    from naive import numeric_gradient
+    np.testing.assert_allclose(grad, numeric_gradient(loss, x), rtol=1e-6, atol=1e-8)
+
+
+def test_divisor_override_bad_values():
+    with pytest.raises(ValueError, match="divisor_override"):
+        F.avg_pool2d(X[None], 2, divisor_override=0)
+    with pytest.raises(TypeError, match="divisor_override"):
+        F.avg_pool2d(X[None], 2, divisor_override=1.5)
+    with pytest.raises(ValueError, match="divisor_override applies to mode 'avg' only"):
+        F.pool2d_backward(X[None], None, np.ones((1, 3, 3, 3)), 2, mode="max", divisor_override=2)
+
+
+@pytest.mark.usefixtures("small_cuda_launches")
+def test_divisor_override_on_the_gpu():
+    x = RNG.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    out = F.avg_pool2d(cnnlab.to_device(x), 3, 2, 1, ceil_mode=True, divisor_override=4)
+    np.testing.assert_allclose(cnnlab.to_host(out), F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, divisor_override=4),
+                               rtol=1e-5, atol=1e-6)
+    grad = F.pool2d_backward(cnnlab.to_device(x), out, cnnlab.to_device(np.ones(out.shape, np.float32)), 3, 2, 1,
+                             "avg", ceil_mode=True, divisor_override=4)
+    expected = F.pool2d_backward(x, None, np.ones(out.shape, np.float32), 3, 2, 1, "avg", ceil_mode=True,
+                                 divisor_override=4)
+    np.testing.assert_allclose(cnnlab.to_host(grad), expected, rtol=1e-5, atol=1e-6)

@@ -6,13 +6,14 @@ import math
 
 import numpy as np
 
-from ..device import is_gpu_array, kernels_for
+from ..device import is_gpu_array, kernels_for, to_device
 from ..dispatch import is_dask_array, per_sample, sliding_window
 from ..kernels import POOL_AVG, POOL_LP, POOL_MAX, POOL_MEDIAN, POOL_MIN
 from ..parallel import cpu_workers
 from ..shapes import check_flag, check_int, check_padding, pair, window_output_shape
 from ..types import Array, IntPair, Padding
 from .common import as_float_array, check_grad, empty_batches, unbatched
+from .conv import conv2d, conv2d_backward
 
 POOL_MODES = {"max": POOL_MAX, "avg": POOL_AVG, "min": POOL_MIN, "median": POOL_MEDIAN, "lp": POOL_LP}
 
@@ -234,7 +235,8 @@ def pool_geometry(x_shape: tuple[int, ...], kernel_size: IntPair, stride: IntPai
 
 def pool2d_backward(x: Array, out: Array, grad_out: Array, kernel_size: IntPair, stride: IntPair | None = None,
                     padding: Padding = 0, mode: str = "max", *, dilation: IntPair = 1, ceil_mode: bool = False,
-                    count_include_pad: bool = True, indices: Array | None = None) -> Array:
+                    count_include_pad: bool = True, indices: Array | None = None,
+                    divisor_override: int | None = None) -> Array:
     """Gradient of :func:`pool2d` with respect to ``x``.
 
     Max and min route each window's gradient to the element it picked (the first one on
@@ -252,6 +254,9 @@ def pool2d_backward(x: Array, out: Array, grad_out: Array, kernel_size: IntPair,
     grad_out : (N, C, OH, OW) array
     kernel_size, stride, padding, mode, dilation, ceil_mode, count_include_pad
         As given to :func:`pool2d`.
+    divisor_override : int, optional
+        Keyword-only, mode ``'avg'``: as given to :func:`avg_pool2d` (each window's gradient
+        spread over its positions divided by this number).
     indices : (N, C, OH, OW) int64 array, optional
         Keyword-only: what ``pool2d(x, ..., return_indices=True)`` returned (mode ``'max'`` or
         ``'min'``), on ``grad_out``'s device.  Flat indices ``h * W + w`` into each (H, W)
@@ -280,6 +285,10 @@ def pool2d_backward(x: Array, out: Array, grad_out: Array, kernel_size: IntPair,
     cnnlab.kernels.cpu.pool.pool2d_backward_with_indices,
     cnnlab.kernels.cuda.pool.pool2d_backward_with_indices : with ``indices``.
     """
+    if divisor_override is not None:
+        if mode != "avg":
+            raise ValueError(f"divisor_override applies to mode 'avg' only, got mode={mode!r}")
+        return _window_sums_backward(x, grad_out, kernel_size, stride, padding, dilation, ceil_mode, divisor_override)
     if indices is not None:
         return _pool2d_backward_with_indices(x, out, grad_out, indices, kernel_size, stride, padding, mode,
                                              dilation, ceil_mode)
@@ -376,11 +385,50 @@ def max_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, pa
 
 
 def avg_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0, *,
-               dilation: IntPair = 1, ceil_mode: bool = False, count_include_pad: bool = True) -> dict:
+               dilation: IntPair = 1, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: int | None = None) -> Array:
     """Average pooling (padded zeros counted unless ``count_include_pad=False``):
-    :func:`pool2d` with ``mode='avg'`` (``dilation`` must be 1)."""
-    return pool2d(x, kernel_size, stride, padding, "avg", dilation=dilation, ceil_mode=ceil_mode,
-                  count_include_pad=count_include_pad)
+    :func:`pool2d` with ``mode='avg'`` (``dilation`` must be 1).
+
+    ``divisor_override`` (PyTorch's): divide every window's sum by this number instead of the
+    window's size (``count_include_pad`` then plays no part). The sums are a convolution with
+    a window of ones, so the kernels are the convolution's."""
+    if divisor_override is None:
+        return pool2d(x, kernel_size, stride, padding, "avg", dilation=dilation, ceil_mode=ceil_mode,
+                      count_include_pad=count_include_pad)
+    return _window_sums(x, kernel_size, stride, padding, dilation, ceil_mode, divisor_override)
+
+
+@unbatched(4)
+@empty_batches()
+def _window_sums(x, kernel_size, stride, padding, dilation, ceil_mode, divisor):
+    """Each window's sum over ``divisor``: a depthwise convolution with ones."""
+    x = as_float_array("x", x, ndim=4)
+    flat, weight, geometry, out_shape, scale = _sum_geometry(x, kernel_size, stride, padding, dilation, ceil_mode,
+                                                             divisor)
+    return conv2d(flat, weight, **geometry, scale=scale).reshape(out_shape)
+
+
+def _sum_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, divisor):
+    """The convolution that gives :func:`avg_pool2d`'s ``divisor_override`` result: ``x`` as
+    ``(N * C, 1, H, W)``, a window of ones, the padding (extended at the bottom and right so that
+    ``ceil_mode``'s last windows exist, their extra rows adding zeros), the output shape and the
+    per-filter scale ``1 / divisor``."""
+    divisor = check_int("divisor_override", divisor, 1)
+    options = pool_arguments(kernel_size, stride, padding, "avg", dilation, ceil_mode)
+    out_shape, _ = pool_geometry(x.shape, kernel_size, stride, padding, "avg", dilation, ceil_mode)
+    (kernel_h, kernel_w), (stride_h, stride_w) = options["kernel_size"], options["stride"]
+    (top, bottom), (left, right) = options["padding"]
+    extra_h = max(0, (out_shape[2] - 1) * stride_h + kernel_h - (x.shape[2] + top + bottom))
+    extra_w = max(0, (out_shape[3] - 1) * stride_w + kernel_w - (x.shape[3] + left + right))
+    kernels = kernels_for(x=x)
+    samples, channels, height, width = x.shape
+    flat = kernels.asarray(x).reshape((samples * channels, 1, height, width))
+    weight = kernels.ones((1, 1, kernel_h, kernel_w), x.dtype)
+    scale = kernels.asarray(np.full(1, 1.0 / divisor, x.dtype)) if kernels.DEVICE == "cpu" else \
+        to_device(np.full(1, 1.0 / divisor, x.dtype))
+    geometry = dict(stride=(stride_h, stride_w), padding=((top, bottom + extra_h), (left, right + extra_w)))
+    return flat, weight, geometry, tuple(out_shape), scale
 
 
 def min_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0, *,
@@ -458,3 +506,17 @@ def global_max_pool2d_backward(x: Array, grad_out: Array) -> Array:
     grad_x = kernels.empty(x.shape, x.dtype)
     kernels.global_max_pool2d_backward(kernels.asarray(x), kernels.asarray(grad_out), grad_x)
     return grad_x
+
+
+def _window_sums_backward(x, grad_out, kernel_size, stride, padding, dilation, ceil_mode, divisor):
+    """Gradient of :func:`_window_sums`: the convolution's input gradient."""
+    x = as_float_array("x", x, ndim=4)
+    flat, weight, geometry, out_shape, scale = _sum_geometry(x, kernel_size, stride, padding, dilation, ceil_mode,
+                                                             divisor)
+    grad_out = check_grad("grad_out", grad_out, out_shape, x.dtype)
+    samples, channels = out_shape[:2]
+    flat_grad = grad_out.reshape((samples * channels, 1) + tuple(out_shape[2:]))
+    weight = kernels_for(x=x).asarray(np.full((1, 1) + tuple(weight.shape[2:]), 1.0 / divisor, x.dtype)) \
+        if not is_gpu_array(x) else to_device(np.full((1, 1) + tuple(weight.shape[2:]), 1.0 / divisor, x.dtype))
+    grad_x, _, _ = conv2d_backward(flat, weight, flat_grad, **geometry)
+    return grad_x.reshape(tuple(x.shape))
