@@ -22,6 +22,7 @@ import numpy as np
 from . import functional as F
 from .device import is_gpu_array, to_device, to_host
 from .layers import Add, BatchNorm2D, Conv2D
+from .shapes import is_known
 
 __all__ = ["FusedConv", "BufferPool", "fusion_plan", "recyclable", "buffer_pool"]
 
@@ -165,7 +166,10 @@ def fusion_plan(nodes, keep):
             following = sole_consumer(tensor)
         if following is not None and type(following.layer) is Add and len(following.inputs) == 2:
             other = following.inputs[1] if following.inputs[0] is tensor else following.inputs[0]
-            if other is not tensor and other.sample_shape == tensor.sample_shape and other.dtype == tensor.dtype:
+            # the residual must have the convolution's shape: known equal now (an axis known only when
+            # the model runs might broadcast instead, which the fused kernel does not do)
+            if other is not tensor and is_known(tensor.sample_shape) and other.sample_shape == tensor.sample_shape \
+                    and other.dtype == tensor.dtype:
                 parts["add"], parts["residual"], tensor = following, other, following.output
                 following = sole_consumer(tensor)
         if following is not None and following.layer.fused_activation() is not None:

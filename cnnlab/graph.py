@@ -266,7 +266,7 @@ class Graph:
 
         def step(node, values):
             try:
-                shape = tuple(int(s) for s in node.apply(node.layer.output_shape, values))
+                shape = tuple(None if s is None else int(s) for s in node.apply(node.layer.output_shape, values))
             except ValueError as exc:
                 shown = input_shapes[0] if len(input_shapes) == 1 else input_shapes
                 raise ValueError(f"input shape {shown} does not fit layer {index[id(node.layer)]} "

@@ -153,12 +153,16 @@ def _padding_word(padding):
 
 
 def _word_padding(word, size, kernel_size, stride, dilation):
-    """``(before, after)`` of one axis for a padding word (``size`` may be None at stride 1)."""
+    """``(before, after)`` of one axis for a padding word. ``size`` may be None (known only when
+    the model runs): at stride 1 the padding does not depend on it; otherwise it is ``(None,
+    None)``, unknown too."""
     if word == "valid":
         return (0, 0)
     span = dilation * (kernel_size - 1) + 1
     if stride == 1:
         total = span - 1
+    elif size is None:
+        return (None, None)
     else:  # ONNX's SAME_UPPER / SAME_LOWER: output ceil(size / stride)
         out = -(-size // stride)
         total = max(0, (out - 1) * stride + span - size)
@@ -232,6 +236,9 @@ def resolve_padding(padding, kernel_size, stride, dilation, input_size=None):
 
 
 def axis_output_size(axis, size, k, s, before, after, d, ceil_mode):
+    """One axis's output size (None when ``size`` is None: known only when the model runs)."""
+    if size is None:
+        return None
     where = "" if axis is None else f" along the {axis}"
     span = d * (k - 1) + 1
     total = size + before + after
@@ -254,10 +261,40 @@ def window_output_shape(height, width, kernel_size, stride, padding, dilation, c
     ``padding`` is ``((top, bottom), (left, right))`` as from
     :func:`resolve_padding`; the other arguments are ``(h, w)`` pairs.
     ``ceil_mode`` rounds up as :func:`output_size` does.
-    Raises ``ValueError`` when the window does not fit.
+    Raises ``ValueError`` when the window does not fit. An unknown (None) size gives None.
     """
     return tuple(
         axis_output_size(axis, size, k, s, before, after, d, ceil_mode)
         for axis, size, k, s, (before, after), d in zip(
             ("height", "width"), (height, width), kernel_size, stride, padding, dilation)
     )
+
+
+def is_known(shape) -> bool:
+    """Whether every axis of a per-sample ``shape`` has a size (none is None)."""
+    return shape is not None and all(s is not None for s in shape)
+
+
+def known_size(shape):
+    """The number of values of ``shape``, or None when an axis is unknown."""
+    return int(np.prod(shape, dtype=np.int64)) if is_known(shape) else None
+
+
+def broadcast_shapes(*shapes):
+    """NumPy's broadcast of per-sample shapes where an axis may be None (unknown): an unknown
+    axis against 1 or against an unknown axis stays unknown, against a size becomes that size
+    (the sizes must then agree when the model runs). ``ValueError`` when known sizes differ."""
+    rank = max(len(s) for s in shapes)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
+    result = []
+    for sizes in zip(*padded):
+        known = {s for s in sizes if s is not None and s != 1}
+        if len(known) > 1:
+            raise ValueError(f"shapes {shapes} do not broadcast")
+        if known:
+            result.append(known.pop())
+        elif any(s is None for s in sizes):
+            result.append(None)
+        else:
+            result.append(1)
+    return tuple(result)

@@ -30,7 +30,7 @@ class SymbolicTensor:
     """
 
     def __init__(self, sample_shape, dtype, node=None, name=None):
-        self.sample_shape = None if sample_shape is None else tuple(int(s) for s in sample_shape)
+        self.sample_shape = None if sample_shape is None else tuple(None if s is None else int(s) for s in sample_shape)
         self.dtype = np.dtype(dtype)
         self.node = node
         self.name = name
@@ -54,8 +54,10 @@ def Input(shape, dtype="float32", name=None):
 
     Parameters
     ----------
-    shape : tuple of int
-        One sample's shape, e.g. ``(3, 32, 32)``.
+    shape : tuple of int or None
+        One sample's shape, e.g. ``(3, 32, 32)``; None for an axis whose size is known only when
+        the model runs: ``(3, None, None)`` takes images of any size (a fully convolutional
+        network, or a classifier that ends in global pooling).
     dtype : 'float32' or 'float64'
     name : str or None
 
@@ -68,8 +70,8 @@ def Input(shape, dtype="float32", name=None):
         shape = (shape,)
     if not isinstance(shape, (tuple, list)) or not shape:
         raise TypeError(f"shape must be a non-empty tuple of integers (one sample's shape), got {shape!r}")
-    if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in shape):
-        raise ValueError(f"shape must hold positive integers (no batch axis), got {tuple(shape)}")
+    if any(s is not None and (isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1) for s in shape):
+        raise ValueError(f"shape must hold positive integers or None (no batch axis), got {tuple(shape)}")
     dtype = check_float_dtype(dtype)
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a string or None, got {name!r}")

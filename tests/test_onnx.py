@@ -276,6 +276,8 @@ EXPORT_CASES = {
     "Reshape": lambda L, x: L.Reshape((8, -1))(x),
     "Add Multiply Concatenate": lambda L, x: L.Concatenate(axis=1)([
         L.Add()([x, x, L.ReLU()(x)]), L.Multiply()([x, L.GlobalAvgPool2D(keepdims=True)(x)])]),
+    "Bias Scale": lambda L, x: L.Bias(RNG.standard_normal((1, 8, 1)))(L.Scale(RNG.standard_normal((3, 1, 8)))(x)),
+    "GroupNorm Dropout2D": lambda L, x: L.Dropout2D(0.3)(L.GroupNorm(3, 3)(x)),
 }
 
 

@@ -78,7 +78,7 @@ class Conv2D(Layer):
             self.make_parameter("bias", np.zeros(self.out_channels, dtype=self.dtype))
 
     def build(self, input_shape: tuple[int, ...]) -> None:
-        if self.in_channels is None and len(input_shape) == 3:
+        if self.in_channels is None and len(input_shape) == 3 and input_shape[0] is not None:
             self.in_channels = check_int("in_channels", int(input_shape[0]), 1)
             self._make_weights()
 
@@ -107,7 +107,7 @@ class Conv2D(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         self.build(tuple(input_shape))
-        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
+        if len(input_shape) != 3 or input_shape[0] is None or input_shape[0] != self.in_channels:
             raise ValueError(f"Conv2D expects ({self.in_channels}, H, W) inputs, got {tuple(input_shape)}")
         pads = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation, input_shape[1:])
         return (self.out_channels, *window_output_shape(input_shape[1], input_shape[2], self.kernel_size,

@@ -55,7 +55,7 @@ class Dense(Layer):
             self.make_parameter("bias", np.zeros(self.out_features, dtype=self.dtype))
 
     def build(self, input_shape: tuple[int, ...]) -> None:
-        if self.in_features is None and len(input_shape) == 1:
+        if self.in_features is None and len(input_shape) == 1 and input_shape[0] is not None:
             self.in_features = check_int("in_features", int(input_shape[0]), 1)
             self._make_weights()
 
@@ -77,6 +77,9 @@ class Dense(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         self.build(tuple(input_shape))
+        if tuple(input_shape) == (None,):
+            raise ValueError(f"Dense needs a known input size, got {tuple(input_shape)} (the size depends on the "
+                             "image size: put a global pooling layer, e.g. GlobalAvgPool2D, before it)")
         if tuple(input_shape) != (self.in_features,):
             raise ValueError(f"Dense expects ({self.in_features},) inputs, got {tuple(input_shape)}"
                              " (put a Flatten layer before it for images)")

@@ -1,13 +1,14 @@
-"""Layers that merge several inputs: :class:`Add`, :class:`Multiply`, :class:`Concatenate`."""
+"""Layers that merge several inputs: :class:`Add`, :class:`Multiply`, :class:`Concatenate`; and an input
+with a learnable array: :class:`Bias`, :class:`Scale`."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .. import functional as F
-from ..shapes import check_int
-from ..types import Array, Sequence
-from .base import Layer
+from ..shapes import broadcast_shapes, check_int
+from ..types import Array, DTypeLike, Sequence
+from .base import Layer, float_dtype
 
 
 class _MergeLayer(Layer):
@@ -31,7 +32,7 @@ class _MergeLayer(Layer):
 def _broadcast_result(name, shapes):
     """The shape every one of ``shapes`` broadcasts against, which must be one of them."""
     try:
-        result = tuple(np.broadcast_shapes(*shapes))
+        result = broadcast_shapes(*shapes)
     except ValueError:
         result = None
     if result not in shapes:
@@ -116,10 +117,84 @@ class Concatenate(_MergeLayer):
             raise ValueError(f"axis={self.axis} is out of range for per-sample shapes {shapes}")
         axis %= len(first)
         for shape in shapes[1:]:
-            if len(shape) != len(first) or any(m != n for k, (m, n) in enumerate(zip(shape, first)) if k != axis):
+            if len(shape) != len(first) or any(m != n and m is not None and n is not None
+                                               for k, (m, n) in enumerate(zip(shape, first)) if k != axis):
                 raise ValueError(f"Concatenate(axis={self.axis}) inputs must match except along that "
                                  f"axis, got shapes {shapes}")
-        return first[:axis] + (sum(s[axis] for s in shapes),) + first[axis + 1:]
+        joined = [s[axis] for s in shapes]
+        along = None if None in joined else sum(joined)
+        others = [next((s[k] for s in shapes if s[k] is not None), None) for k in range(len(first))]
+        return tuple(others[:axis]) + (along,) + tuple(others[axis + 1:])
 
     def config(self) -> dict:
         return dict(axis=self.axis)
+
+
+class _ConstantOperand(Layer):
+    """An element-wise op of the input and a learnable array (``weight``) that broadcasts against
+    each sample, NumPy's way; ``value`` may also carry a leading batch axis of 1 (as ONNX
+    constants do), which is dropped. The output has the input's shape."""
+
+    returns_new_array = True
+    op = op_backward = None
+
+    def __init__(self, value: Array | None = None, *, shape: Sequence[int] | None = None,
+                 dtype: DTypeLike = "float32") -> None:
+        super().__init__()
+        if (value is None) == (shape is None):
+            raise TypeError(f"{type(self).__name__} takes value (an array) or shape, one of them")
+        self.dtype = float_dtype(dtype)
+        array = np.zeros(tuple(shape), self.dtype) if value is None else np.array(value, dtype=self.dtype)
+        self.params["weight"] = array
+
+    def _value_shape(self, sample_shape):
+        value = tuple(self.params["weight"].shape)
+        if len(value) == len(sample_shape) + 1 and value[0] == 1:
+            value = value[1:]
+        return value
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        x = self.prepare(x)
+        value = self.params["weight"]
+        shape = self._value_shape(tuple(x.shape[1:]))
+        value = value.reshape(shape)
+        if training:
+            self.saved = (x, value)
+        return type(self).op(x, value)
+
+    def backward(self, grad_out: Array) -> Array:
+        x, value = self._need_saved()
+        grad_x, grad_value = type(self).op_backward(x, value, grad_out)
+        self.grads["weight"] = grad_value.reshape(tuple(self.params["weight"].shape))
+        return grad_x
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        value = self._value_shape(tuple(input_shape))
+        try:
+            result = broadcast_shapes(tuple(input_shape), value)
+        except ValueError:
+            result = None
+        if result is None or len(value) > len(input_shape) or any(
+                r != s and s is not None for r, s in zip(result, input_shape)):
+            raise ValueError(f"{type(self).__name__}'s value of shape {tuple(self.params['weight'].shape)} does not "
+                             f"broadcast against samples of shape {tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def config(self) -> dict:
+        return dict(shape=list(self.params["weight"].shape), dtype=self.dtype.name)
+
+
+class Bias(_ConstantOperand):
+    """``x + weight``: a learnable array added to each sample (``weight`` broadcasts against it),
+    e.g. an ONNX ``Add`` of a constant that no convolution before it can take."""
+
+    op = staticmethod(F.add)
+    op_backward = staticmethod(F.add_backward)
+
+
+class Scale(_ConstantOperand):
+    """``x * weight``: each sample multiplied by a learnable array that broadcasts against it
+    (a layer scale, an ONNX ``Mul`` by a constant)."""
+
+    op = staticmethod(F.multiply)
+    op_backward = staticmethod(F.multiply_backward)

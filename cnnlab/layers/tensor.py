@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..device import is_gpu_array
+from ..shapes import is_known, known_size
 from ..types import Array, Sequence
 from .base import Layer, reshape_array
 
@@ -26,7 +27,7 @@ class Flatten(Layer):
         return grad_out.reshape(*self._need_saved())
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (int(np.prod(input_shape)),)
+        return (known_size(input_shape),)  # None when an axis is known only at run time
 
 
 class Identity(Layer):
@@ -68,6 +69,8 @@ class Reshape(Layer):
         return reshape_array(grad_out, self._need_saved())
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if not is_known(input_shape):
+            return tuple(None if s == -1 else s for s in self.shape)
         size = int(np.prod(input_shape, dtype=np.int64))
         known = int(np.prod([s for s in self.shape if s != -1], dtype=np.int64))
         if -1 in self.shape and size % known == 0:

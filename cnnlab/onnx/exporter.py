@@ -69,8 +69,12 @@ def _conv(ctx, layer, inputs, output, shapes):
     names = [inputs[0], ctx.constant(layer.params["weight"], "weight")]
     if layer.use_bias:
         names.append(ctx.constant(layer.params["bias"], "bias"))
+    if None in pads[0] + pads[1]:  # 'same_upper'/'same_lower' at a stride, for a size known only at run time
+        placement = dict(auto_pad=layer.padding.upper())
+    else:
+        placement = dict(pads=_pads(pads))
     return ctx.node("Conv", names, output, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-                    pads=_pads(pads), dilations=list(layer.dilation), group=layer.groups)
+                    dilations=list(layer.dilation), group=layer.groups, **placement)
 
 
 @exporter(L.Dense)
@@ -162,6 +166,12 @@ def _reshape(ctx, layer, inputs, output, shapes):
     return ctx.node("Reshape", [inputs[0], shape], output)
 
 
+@exporter(L.Bias, L.Scale)
+def _constant_operand(ctx, layer, inputs, output, shapes):
+    value = to_host(layer.params["weight"])
+    return ctx.node("Add" if isinstance(layer, L.Bias) else "Mul", [inputs[0], ctx.constant(value, "value")], output)
+
+
 @exporter(L.BatchNorm2D)
 def _batch_norm(ctx, layer, inputs, output, shapes):
     names = [inputs[0]] + [ctx.constant(store[key], key) for store, key in (
@@ -178,7 +188,10 @@ def _group_norm(ctx, layer, inputs, output, shapes):
     grouped = ctx.node("Reshape", [inputs[0], ctx.constant(np.array((0, groups, -1)), "shape", dtype=np.int64)])
     ones, zeros = ctx.constant(np.ones(groups), "scale"), ctx.constant(np.zeros(groups), "bias")
     normalized = ctx.node("InstanceNormalization", [grouped, ones, zeros], epsilon=float(layer.eps))
-    back = ctx.constant(np.array((0,) + shape), "shape", dtype=np.int64)
+    if None in shape:  # an axis known only when the model runs: x's own shape
+        back = ctx.node("Shape", [inputs[0]])
+    else:
+        back = ctx.constant(np.array((0,) + shape), "shape", dtype=np.int64)
     if not layer.affine:
         return ctx.node("Reshape", [normalized, back], output)
     restored = ctx.node("Reshape", [normalized, back])
@@ -186,6 +199,12 @@ def _group_norm(ctx, layer, inputs, output, shapes):
     weight = ctx.constant(to_host(layer.params["weight"]).reshape(per_channel), "weight")
     bias = ctx.constant(to_host(layer.params["bias"]).reshape(per_channel), "bias")
     return ctx.node("Add", [ctx.node("Mul", [restored, weight]), bias], output)
+
+
+def _dims(name, shape):
+    """An ONNX value's dims: the symbolic batch, then each axis's size, or a symbolic name
+    (``<name>_axis2``) for an axis known only when the model runs."""
+    return ["batch"] + [f"{name}_axis{axis}" if size is None else size for axis, size in enumerate(shape, start=1)]
 
 
 def save(model: Model, path: str | os.PathLike, opset: int = OPSET) -> None:
@@ -226,7 +245,8 @@ def save(model: Model, path: str | os.PathLike, opset: int = OPSET) -> None:
     inputs = []
     for index, tensor in enumerate(graph.inputs):
         names[id(tensor)] = tensor.name or ("input" if len(graph.inputs) == 1 else f"input_{index}")
-        inputs.append(onnx.helper.make_tensor_value_info(names[id(tensor)], elem, ["batch", *shapes[id(tensor)]]))
+        inputs.append(onnx.helper.make_tensor_value_info(names[id(tensor)], elem,
+                                                         _dims(names[id(tensor)], shapes[id(tensor)])))
     for node in graph.nodes:
         function = EXPORTERS.get(type(node.layer))
         if function is None:
@@ -239,7 +259,7 @@ def save(model: Model, path: str | os.PathLike, opset: int = OPSET) -> None:
     for index, tensor in enumerate(graph.outputs):
         name = "output" if len(graph.outputs) == 1 else f"output_{index}"
         ctx.nodes.append(onnx.helper.make_node("Identity", [names[id(tensor)]], [name], name=name))
-        outputs.append(onnx.helper.make_tensor_value_info(name, elem, ["batch", *shapes[id(tensor)]]))
+        outputs.append(onnx.helper.make_tensor_value_info(name, elem, _dims(name, shapes[id(tensor)])))
     onnx_graph = onnx.helper.make_graph(ctx.nodes, model.name or "cnnlab", inputs, outputs, ctx.initializers)
     proto = onnx.helper.make_model(onnx_graph, opset_imports=[onnx.helper.make_opsetid("", opset)],
                                    producer_name="cnnlab")

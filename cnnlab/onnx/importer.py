@@ -90,8 +90,8 @@ class ImportContext:
         return value
 
     def dims(self, tensor):
-        """The tensor's per-sample shape (without the batch axis)."""
-        return tuple(int(d) for d in tuple(tensor.shape)[1:])
+        """The tensor's per-sample shape (without the batch axis); None for an axis known only at run time."""
+        return tuple(None if d is None else int(d) for d in tuple(tensor.shape)[1:])
 
 
 def _attributes(onnx, node):
@@ -126,12 +126,8 @@ def _graph_inputs(onnx, graph, constants):
         if len(dims) < 2:
             raise Unsupported(f"ONNX graph input {value.name!r}: rank {len(dims)}; cnnlab needs a batch "
                               "axis and at least one more")
-        sample = []
-        for axis, dim in enumerate(dims[1:], start=1):
-            if not dim.HasField("dim_value"):
-                raise Unsupported(f"ONNX graph input {value.name!r}: axis {axis} has no fixed size "
-                                  f"({dim.dim_param or 'unknown'}); only the batch axis may be symbolic")
-            sample.append(int(dim.dim_value))
+        # an axis without a fixed size (symbolic, e.g. 'height') is known only when the model runs
+        sample = [int(dim.dim_value) if dim.HasField("dim_value") else None for dim in dims[1:]]
         inputs.append((value.name, _DTYPES[tensor_type.elem_type], tuple(sample)))
     return inputs
 

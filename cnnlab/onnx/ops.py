@@ -31,7 +31,9 @@ def _spatial(ctx, x, what="input"):
 
 def _padding(ctx, x, auto_pad, pads, kernel, strides, dilations, ceil_mode=False):
     """cnnlab's padding for ONNX ``auto_pad``/``pads`` ([top, left, bottom, right]): a pair when
-    symmetric, ((top, bottom), (left, right)) otherwise."""
+    symmetric, ((top, bottom), (left, right)) otherwise. ``ceil_mode`` None: a convolution's, which
+    may also be the word ``'same_upper'``/``'same_lower'`` when the input size is known only at
+    run time."""
     if auto_pad in ("NOTSET", ""):
         pads = list(pads) if pads is not None else [0, 0, 0, 0]
         if len(pads) != 4:
@@ -43,6 +45,10 @@ def _padding(ctx, x, auto_pad, pads, kernel, strides, dilations, ceil_mode=False
         top = left = bottom = right = 0
     elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         _, height, width = _spatial(ctx, x)
+        if height is None or width is None:
+            if ceil_mode is None:  # a convolution resolves ONNX's rule for each input size
+                return auto_pad.lower()
+            ctx.fail(f"auto_pad={auto_pad} on a pooling whose input size is known only when the model runs")
         sides = []
         for size, k, s, d in zip((height, width), kernel, strides, dilations):
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
@@ -114,7 +120,7 @@ def conv(ctx, x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kerne
     if kernel_shape is not None and tuple(kernel_shape) != w.shape[2:]:
         ctx.fail(f"kernel_shape={kernel_shape} differs from the weights' {w.shape[2:]}")
     strides, dilations = _pair(ctx, strides, "strides", 1), _pair(ctx, dilations, "dilations", 1)
-    padding = _padding(ctx, x, auto_pad, pads, w.shape[2:], strides, dilations)
+    padding = _padding(ctx, x, auto_pad, pads, w.shape[2:], strides, dilations, ceil_mode=None)
     layer = L.Conv2D(w.shape[1] * group, w.shape[0], w.shape[2:], stride=strides, padding=padding,
                      dilation=dilations, groups=group, bias=b is not None, dtype=ctx.dtype.name)
     layer.params["weight"][...] = w
@@ -191,6 +197,16 @@ def _group_normalization(ctx, x, scale, bias, epsilon, num_groups, per_channel):
     layer.params["weight"][...] = scale
     layer.params["bias"][...] = bias
     return layer(x)
+
+
+@converter("InstanceNormalization", since=6)
+def instance_normalization(ctx, x, scale, bias, *, epsilon=1e-5):
+    """Each sample's channels normalized on their own: a group norm with one channel per group."""
+    x = ctx.tensor(x, "input")
+    channels = ctx.dims(x)[0]
+    if channels is None:
+        ctx.fail("the number of channels is known only when the model runs")
+    return _group_normalization(ctx, x, scale, bias, epsilon, channels, per_channel=True)
 
 
 @converter("GroupNormalization", since=18)
@@ -355,13 +371,38 @@ def reduce_mean(ctx, x, axes_input=None, *, axes=None, keepdims=1, noop_with_emp
 
 
 def _binary(ctx, a, b, layer_type, kind):
-    """Two computed tensors: a merge layer; a tensor and a constant: the constant folded into
-    the layer before (nodes of constants only are evaluated by the importer)."""
+    """Two computed tensors: a merge layer; a tensor and a constant: the constant folded into the
+    convolution or fully-connected layer before when it can be, else a :class:`~cnnlab.layers.Bias`
+    or :class:`~cnnlab.layers.Scale` layer holding it (nodes of constants only are evaluated by the
+    importer)."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         position = 1 if isinstance(a, np.ndarray) else 0
         tensor, constant = (b, a) if position else (a, b)
-        return _fold_or_fail(ctx, position, tensor, constant, kind)
+        if _can_fold(ctx, position, tensor, constant):
+            return _fold_or_fail(ctx, position, tensor, constant, kind)
+        return _constant_operand(ctx, tensor, constant, L.Bias if kind == "bias" else L.Scale)
     return layer_type()([a, b])
+
+
+def _can_fold(ctx, position, tensor, constant):
+    """Whether a constant operand folds into the Conv/Gemm/MatMul that produced ``tensor``."""
+    layer = ctx.foldable.get(ctx.node.input[position])
+    if layer is None or ctx.uses.get(ctx.node.input[position], 0) != 1:
+        return False
+    return _per_channel(constant, layer.params["weight"].shape[0], len(tuple(tensor.shape))) is not None
+
+
+def _constant_operand(ctx, tensor, constant, layer_type):
+    """``tensor`` combined with a constant that broadcasts against each sample (and does not make
+    it larger)."""
+    constant = np.asarray(constant)
+    rank = len(tuple(tensor.shape))
+    if constant.ndim > rank or (constant.ndim == rank and constant.shape[0] != 1):
+        ctx.fail(f"a constant of shape {constant.shape} varies along the batch axis of a tensor of rank {rank}")
+    try:
+        return layer_type(ctx.weights(constant, "the constant operand"), dtype=ctx.dtype.name)(tensor)
+    except ValueError as exc:
+        ctx.fail(str(exc))
 
 
 @converter("Add")
@@ -372,6 +413,30 @@ def add(ctx, a, b):
 @converter("Mul")
 def mul(ctx, a, b):
     return _binary(ctx, a, b, L.Multiply, "scale")
+
+
+@converter("Sub", since=7)
+def sub(ctx, a, b):
+    """``a - b``: a constant subtrahend as a bias of its negative; a constant minuend ``c - x`` as
+    ``-x`` plus ``c``; two computed tensors as ``a + (-1) * b``."""
+    if isinstance(b, np.ndarray):
+        return _binary(ctx, a, np.asarray(-np.asarray(b)), L.Add, "bias")
+    negated = _constant_operand(ctx, b, np.array(-1.0), L.Scale)
+    if isinstance(a, np.ndarray):
+        return _constant_operand(ctx, negated, a, L.Bias)
+    return L.Add()([a, negated])
+
+
+@converter("Div", since=7)
+def div(ctx, a, b):
+    """``a / c`` for a constant ``c``: a scale by ``1 / c`` (folded into a convolution before it when
+    it can be). Division by a computed tensor is refused."""
+    if not isinstance(b, np.ndarray) or isinstance(a, np.ndarray):
+        ctx.fail("only a division of a computed tensor by a constant is supported")
+    divisor = np.asarray(b, dtype=np.float64)
+    if np.any(divisor == 0):
+        ctx.fail("division by a constant that holds a zero")
+    return _binary(ctx, a, np.asarray(1.0 / divisor, dtype=np.asarray(b).dtype), L.Multiply, "scale")
 
 
 @converter("Sum")
@@ -420,7 +485,9 @@ def reshape(ctx, x, shape, *, allowzero=0):
         ctx.fail(f"shape={shape}: two unknown sizes")
     dims = ctx.dims(x)
     target = [dims[i - 1] if s == 0 and i - 1 < len(dims) else s for i, s in enumerate(shape)][1:]
-    if len(target) == 1 and target[0] in (-1, int(np.prod(dims))):
+    if None in target:
+        ctx.fail(f"shape={shape} copies an axis whose size is known only when the model runs")
+    if len(target) == 1 and (target[0] == -1 or None not in dims and target[0] == int(np.prod(dims))):
         return L.Flatten()(x)
     return L.Reshape(tuple(target))(x)
 
