@@ -20,10 +20,13 @@ outputs (see :mod:`cnnlab.symbolic`), in topological order.
 
 from __future__ import annotations
 
+import contextlib
+
 from . import config, fusion
 from . import functional as F
 from .device import is_gpu_array
 from .fusion import FusedConv, fusion_plan, recyclable
+from .parallel import single_threaded_blas
 from .symbolic import Input, Node, SymbolicTensor, as_tensor_list, call_layer, is_symbolic
 
 __all__ = ["Input", "SymbolicTensor", "Node", "Graph", "FusedConv", "is_symbolic"]
@@ -200,8 +203,10 @@ class Graph:
                 observe(node, out)
             return out
 
+        blas = contextlib.nullcontext() if any(is_gpu_array(v) for v in inputs) else single_threaded_blas()
         try:
-            return self.walk({id(t): v for t, v in zip(self.inputs, inputs)}, step, targets, plan, release)
+            with blas:
+                return self.walk({id(t): v for t, v in zip(self.inputs, inputs)}, step, targets, plan, release)
         finally:
             if pool is not None:
                 pool.trim()
@@ -228,6 +233,11 @@ class Graph:
         tape = getattr(self, "_tape", None)
         if tape is None:
             raise RuntimeError("backward() needs a preceding forward(x, training=True)")
+        on_gpu = any(is_gpu_array(g) for g in grads.values())
+        with contextlib.nullcontext() if on_gpu else single_threaded_blas():  # once for every kernel
+            return self._backward(tape, grads, input_grads)
+
+    def _backward(self, tape, grads, input_grads):
         needs = self.requires_grad(input_grads)
         grads = dict(grads)
         summed = {}  # id(layer) -> its parameter gradients from the nodes already run

@@ -28,6 +28,7 @@ import ctypes
 import importlib.metadata
 import os
 import sys
+import threading
 
 import numba  # importing Numba does not choose its threading layer: load_tbb still comes first
 
@@ -111,6 +112,7 @@ def blas_kernels():
 # ----------------------------------------------------------------------------- work and BLAS threads
 
 _blas_controllers = None
+_BLAS_STATE = threading.local()  # how deep this thread is in single_threaded_blas
 
 
 def _blas_libraries():
@@ -141,14 +143,25 @@ def single_threaded_blas():
     loop), nor anywhere else in a training step: BLAS worker threads that
     spin-wait after a call take the cores from Numba's threads (measured:
     a digits training run 15x slower).  The previous thread counts are
-    restored on exit.
+    restored on exit.  Nested uses cost nothing: a model call holds the limit once for all its
+    kernels.
     """
+    depth = getattr(_BLAS_STATE, "depth", 0)
+    if depth:  # inside another: one limit per model call, not one per kernel call (5 us each)
+        _BLAS_STATE.depth = depth + 1
+        try:
+            yield
+        finally:
+            _BLAS_STATE.depth = depth
+        return
     libraries = _blas_libraries()
     previous = [lib.get_num_threads() for lib in libraries]
     for lib in libraries:
         lib.set_num_threads(1)
+    _BLAS_STATE.depth = 1
     try:
         yield
     finally:
+        _BLAS_STATE.depth = 0
         for lib, count in zip(libraries, previous):
             lib.set_num_threads(count)

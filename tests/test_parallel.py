@@ -79,3 +79,34 @@ def test_blas_kernels_names_the_library_numba_calls():
     architectures = {i.get("architecture") for i in threadpoolctl.threadpool_info() if i.get("architecture")}
     if architectures:  # OpenBLAS says which kernels it runs; the report names one of them
         assert any(f"({a} kernels)" in text for a in architectures)
+
+
+def test_blas_threads_are_limited_once_per_model_call(monkeypatch):
+    """Nested limits cost nothing: the BLAS libraries are asked once per model call, however many
+    convolutions it runs, and their thread counts come back afterwards."""
+    import numpy as np
+
+    import cnnlab
+    from cnnlab import parallel
+    from cnnlab.layers import Conv2D, Dense, Flatten, ReLU
+
+    calls = []
+    original = parallel._blas_libraries
+
+    def counted():
+        calls.append(1)
+        return original()
+
+    monkeypatch.setattr(parallel, "_blas_libraries", counted)
+    model = cnnlab.Sequential([Conv2D(1, 4, 3, padding=1), ReLU(), Conv2D(4, 4, 3, padding=1), ReLU(),
+                               Conv2D(4, 4, 3, padding=1), Flatten(), Dense(64, 3)], input_shape=(1, 4, 4))
+    before = [lib.get_num_threads() for lib in original()]
+    model(np.ones((2, 1, 4, 4), np.float32))
+    assert len(calls) == 1
+    assert [lib.get_num_threads() for lib in original()] == before
+    with parallel.single_threaded_blas():
+        assert all(lib.get_num_threads() == 1 for lib in original())
+        with parallel.single_threaded_blas():
+            pass
+        assert all(lib.get_num_threads() == 1 for lib in original())  # the inner exit restores nothing
+    assert [lib.get_num_threads() for lib in original()] == before
