@@ -61,7 +61,15 @@ from .loss import (
                          weighted_cross_entropy_per_sample,
 )
 from .merge import add, add_backward, concatenate, concatenate_backward, multiply, multiply_backward
-from .normalization import batch_norm2d, batch_norm2d_backward, group_norm, group_norm_backward, running_average
+from .normalization import (
+                         batch_norm2d,
+                         batch_norm2d_backward,
+                         group_norm,
+                         group_norm_backward,
+                         layer_norm,
+                         layer_norm_backward,
+                         running_average,
+)
 from .optim import adam_update, sgd_update
 from .pool import (
                          INDEX_DTYPE,
@@ -77,6 +85,7 @@ from .pool import (
                          pool2d_backward,
                          pool_arguments,
 )
+from .tensor import transpose, transpose_backward
 
 __all__ = [
     "conv2d",
@@ -104,4 +113,6 @@ __all__ = [
     "group_norm",
     "dropout",
     "dropout2d",
+    "transpose",
+    "layer_norm",
 ]

@@ -1,15 +1,19 @@
-"""Normalization: batch normalization of NCHW input per channel, running averages, and group
-normalization of each sample's groups of channels."""
+"""Normalization: batch normalization of NCHW input per channel, running averages, group
+normalization of each sample's groups of channels, and layer normalization over the last axes."""
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
+
+import numpy as np
 
 from ..device import kernels_for
 from ..shapes import check_int
 from ..types import Array
 from .common import as_float_array, check_grad
+from .merge import add, add_backward, multiply, multiply_backward
 
 
 def batch_norm2d(x: Array, gamma: Array, beta: Array, eps: float = 1e-05, mean: Array | None = None,
@@ -179,3 +183,90 @@ def group_norm_backward(x: Array, grad_out: Array, num_groups: int, weight: Arra
     grad_bias = kernels.empty((channels,), flat.dtype)
     kernels.group_norm_backward(flat, grad_out, weight, mean, rstd, grad_x, grad_weight, grad_bias)
     return grad_x.reshape(tuple(x.shape)), grad_weight, grad_bias
+
+
+def _layer_rows(x, normalized_shape):
+    """``x`` as ``(rows, 1, K)`` for the group-norm kernels (K the size of the normalized axes)."""
+    x = as_float_array("x", x)
+    if isinstance(normalized_shape, (int, np.integer)) and not isinstance(normalized_shape, bool):
+        normalized_shape = (int(normalized_shape),)
+    normalized_shape = tuple(int(s) for s in normalized_shape)
+    shape = tuple(int(s) for s in x.shape)
+    if not normalized_shape or len(normalized_shape) > len(shape) or shape[len(shape) - len(normalized_shape):] \
+            != normalized_shape:
+        raise ValueError(f"normalized_shape must be the last axes of x, got {normalized_shape} for x of shape {shape}")
+    size = math.prod(normalized_shape)
+    return x.reshape((-1, 1, size)), normalized_shape
+
+
+def layer_norm(x: Array, normalized_shape: int | Sequence[int], weight: Array | None = None,
+               bias: Array | None = None, eps: float = 1e-5, *,
+               return_statistics: bool = False) -> Array | tuple[Array, ...]:
+    """Layer normalization: each position's values over the last axes ``normalized_shape``
+    normalized by their own mean and biased variance, then scaled by ``weight`` and shifted by
+    ``bias`` (each of shape ``normalized_shape``), as ``torch.nn.functional.layer_norm``.
+
+    Runs on the group-normalization kernels (one group of the normalized values per row) and the
+    broadcasting multiply and add.
+
+    Parameters
+    ----------
+    x : array, float32 or float64, whose last axes are ``normalized_shape``
+    normalized_shape : int or tuple of int
+    weight, bias : arrays of shape ``normalized_shape``, or None (1 and 0)
+    eps : float > 0
+    return_statistics : bool
+        Also return ``mean`` and ``rstd`` (one per row, shape ``(rows, 1)``) for
+        :func:`layer_norm_backward`.
+
+    Returns
+    -------
+    out : array like ``x`` (with the statistics when asked)
+
+    See Also
+    --------
+    group_norm, torch.nn.functional.layer_norm
+    """
+    rows, normalized_shape = _layer_rows(x, normalized_shape)
+    normalized, mean, rstd = group_norm(rows, 1, eps=eps, return_statistics=True)
+    out = _layer_affine(normalized.reshape(tuple(x.shape)), normalized_shape, weight, bias)
+    return (out, mean, rstd) if return_statistics else out
+
+
+def _layer_affine(normalized, normalized_shape, weight, bias):
+    if weight is not None:
+        normalized = multiply(normalized, _checked_affine("weight", weight, normalized_shape, normalized.dtype))
+    if bias is not None:
+        normalized = add(normalized, _checked_affine("bias", bias, normalized_shape, normalized.dtype))
+    return normalized
+
+
+def _checked_affine(name, values, normalized_shape, dtype):
+    values = as_float_array(name, values, dtype=dtype)
+    if tuple(values.shape) != tuple(normalized_shape):
+        raise ValueError(f"{name} must have shape {tuple(normalized_shape)} (normalized_shape), got {tuple(values.shape)}")
+    return values
+
+
+def layer_norm_backward(x: Array, grad_out: Array, normalized_shape: int | Sequence[int], weight: Array | None = None,
+                        mean: Array | None = None, rstd: Array | None = None,
+                        eps: float = 1e-5) -> tuple[Array, Array, Array]:
+    """Gradients of :func:`layer_norm`: ``(grad_x, grad_weight, grad_bias)``, the last two of
+    ``normalized_shape`` (what the gradients of a weight of ones and a bias of zeros would be when
+    ``weight``/``bias`` were None). ``mean`` and ``rstd`` are the forward's statistics, computed
+    again from ``x`` and ``eps`` when not given."""
+    rows, normalized_shape = _layer_rows(x, normalized_shape)
+    if mean is None or rstd is None:
+        _, mean, rstd = group_norm(rows, 1, eps=eps, return_statistics=True)
+    grad_out = check_grad("grad_out", grad_out, tuple(x.shape), rows.dtype)
+    normalized = group_norm(rows, 1, eps=eps).reshape(tuple(x.shape))  # what the affine part saw
+    weight = _ones_like_shape(normalized_shape, grad_out) if weight is None else \
+        _checked_affine("weight", weight, normalized_shape, rows.dtype)
+    grad_normalized, grad_weight = multiply_backward(normalized, weight, grad_out)
+    grad_bias = add_backward(grad_out, _ones_like_shape(normalized_shape, grad_out), grad_out)[1]
+    grad_rows, _, _ = group_norm_backward(rows, grad_normalized.reshape(tuple(rows.shape)), 1, None, mean, rstd)
+    return grad_rows.reshape(tuple(x.shape)), grad_weight, grad_bias
+
+
+def _ones_like_shape(shape, like):
+    return kernels_for(like=like).ones(tuple(shape), like.dtype)

@@ -19,7 +19,8 @@ class Dense(Layer):
 
     Shape
     -----
-    ``(N, in_features) -> (N, out_features)``.
+    ``(N, in_features) -> (N, out_features)``; more axes are kept: ``(N, ..., in_features) -> (N, ...,
+    out_features)`` (the last axis is the features', as ``torch.nn.Linear``).
     """
 
     replaceable_head = True
@@ -55,8 +56,8 @@ class Dense(Layer):
             self.make_parameter("bias", np.zeros(self.out_features, dtype=self.dtype))
 
     def build(self, input_shape: tuple[int, ...]) -> None:
-        if self.in_features is None and len(input_shape) == 1 and input_shape[0] is not None:
-            self.in_features = check_int("in_features", int(input_shape[0]), 1)
+        if self.in_features is None and len(input_shape) >= 1 and input_shape[-1] is not None:
+            self.in_features = check_int("in_features", int(input_shape[-1]), 1)
             self._make_weights()
 
     def forward(self, x: Array, training: bool = False) -> Array:
@@ -77,13 +78,13 @@ class Dense(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         self.build(tuple(input_shape))
-        if tuple(input_shape) == (None,):
+        if len(input_shape) >= 1 and input_shape[-1] is None:
             raise ValueError(f"Dense needs a known input size, got {tuple(input_shape)} (the size depends on the "
                              "image size: put a global pooling layer, e.g. GlobalAvgPool2D, before it)")
-        if tuple(input_shape) != (self.in_features,):
+        if len(input_shape) == 0 or input_shape[-1] != self.in_features:
             raise ValueError(f"Dense expects ({self.in_features},) inputs, got {tuple(input_shape)}"
                              " (put a Flatten layer before it for images)")
-        return (self.out_features,)
+        return tuple(input_shape[:-1]) + (self.out_features,)  # leading axes kept, as torch.nn.Linear
 
     def config(self) -> dict:
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.use_bias,

@@ -1,4 +1,4 @@
-"""Normalization layers: :class:`BatchNorm2D` and :class:`GroupNorm`."""
+"""Normalization layers: :class:`BatchNorm2D`, :class:`GroupNorm` and :class:`LayerNorm`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import functional as F
 from ..shapes import check_int
-from ..types import Array, DTypeLike
+from ..types import Array, DTypeLike, Sequence
 from .base import Layer, float_dtype
 
 
@@ -112,3 +112,58 @@ class GroupNorm(Layer):
     def config(self) -> dict:
         return dict(num_groups=self.num_groups, num_channels=self.num_channels, eps=self.eps, affine=self.affine,
                     dtype=self.dtype.name)
+
+
+class LayerNorm(Layer):
+    """Layer normalization (:func:`cnnlab.functional.layer_norm`) over the last axes
+    ``normalized_shape`` of each sample, with a learned scale (``weight``, 1 to start) and shift
+    (``bias``, 0) of that shape, as ``torch.nn.LayerNorm``. ConvNeXt normalizes its channels this
+    way after moving them last (:class:`cnnlab.layers.Transpose`)."""
+
+    returns_new_array = True
+
+    def __init__(self, normalized_shape: int | Sequence[int], eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, dtype: DTypeLike = "float32") -> None:
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+        self.normalized_shape = tuple(check_int("normalized_shape", s, 1) for s in shape)
+        if not self.normalized_shape:
+            raise ValueError("normalized_shape must name at least one axis")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        self.eps = float(eps)
+        self.elementwise_affine, self.use_bias = bool(elementwise_affine), bool(bias)
+        self.dtype = float_dtype(dtype)
+        if self.elementwise_affine:
+            self.params["weight"] = np.ones(self.normalized_shape, dtype=self.dtype)
+            if self.use_bias:
+                self.params["bias"] = np.zeros(self.normalized_shape, dtype=self.dtype)
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        x = self.prepare(x)
+        out, mean, rstd = F.layer_norm(x, self.normalized_shape, self.params.get("weight"), self.params.get("bias"),
+                                       self.eps, return_statistics=True)
+        if training:
+            self.saved = x, mean, rstd
+        return out
+
+    def backward(self, grad_out: Array) -> Array:
+        x, mean, rstd = self._need_saved()
+        grad_x, grad_weight, grad_bias = F.layer_norm_backward(x, grad_out, self.normalized_shape,
+                                                               self.params.get("weight"), mean, rstd, self.eps)
+        if "weight" in self.params:
+            self.grads["weight"] = grad_weight
+        if "bias" in self.params:
+            self.grads["bias"] = grad_bias
+        return grad_x
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        rank = len(self.normalized_shape)
+        if len(input_shape) < rank or tuple(input_shape[len(input_shape) - rank:]) != self.normalized_shape:
+            raise ValueError(f"LayerNorm{self.normalized_shape} expects samples ending in {self.normalized_shape}, "
+                             f"got {tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def config(self) -> dict:
+        return dict(normalized_shape=list(self.normalized_shape), eps=self.eps,
+                    elementwise_affine=self.elementwise_affine, bias=self.use_bias, dtype=self.dtype.name)

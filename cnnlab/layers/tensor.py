@@ -1,9 +1,11 @@
-"""Layers that change only how values are laid out: :class:`Flatten`, :class:`Reshape`, :class:`Identity`."""
+"""Layers that change only how values are laid out: :class:`Flatten`, :class:`Reshape`, :class:`Transpose`,
+:class:`Identity`."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import functional as F
 from ..device import is_gpu_array
 from ..shapes import is_known, known_size
 from ..types import Array, Sequence
@@ -82,3 +84,35 @@ class Reshape(Layer):
 
     def config(self) -> dict:
         return dict(shape=list(self.shape))
+
+
+class Transpose(Layer):
+    """Permute the axes of each batch: ``perm`` is a permutation of the batched array's axes that
+    keeps the batch axis first (``perm[0] == 0``), as ONNX's ``Transpose``; ``Transpose((0, 2, 3,
+    1))`` turns NCHW into NHWC (what ConvNeXt does around its LayerNorm and MLP)."""
+
+    returns_new_array = True
+
+    def __init__(self, perm: Sequence[int]) -> None:
+        super().__init__()
+        if isinstance(perm, (str, bytes)) or not isinstance(perm, (Sequence, np.ndarray)) or len(perm) < 2:
+            raise TypeError(f"perm must be a sequence of at least 2 axes, got {perm!r}")
+        self.perm = F.tensor.check_axes(perm, len(perm), "perm")
+        if self.perm[0] != 0:
+            raise ValueError(f"perm must keep the batch axis first (perm[0] == 0), got {tuple(perm)}")
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        if len(x.shape) != len(self.perm):
+            raise ValueError(f"Transpose{self.perm} takes arrays of {len(self.perm)} axes, got shape {tuple(x.shape)}")
+        return F.transpose(x, self.perm)
+
+    def backward(self, grad_out: Array) -> Array:
+        return F.transpose_backward(grad_out, self.perm)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != len(self.perm) - 1:
+            raise ValueError(f"Transpose{self.perm} takes samples of {len(self.perm) - 1} axes, got {tuple(input_shape)}")
+        return tuple(input_shape[a - 1] for a in self.perm[1:])
+
+    def config(self) -> dict:
+        return dict(perm=list(self.perm))

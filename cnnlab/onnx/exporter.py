@@ -25,8 +25,11 @@ EXPORTERS = {}
 OPSET = 14  # HardSwish needs 14
 
 
-def exporter(*layer_types):
+def exporter(*layer_types, opset=OPSET):
+    """Register ``function`` as the exporter of ``layer_types``; ``opset`` is the first ONNX opset
+    that has the ops it writes (the file gets the highest of the model's layers)."""
     def register(function):
+        function.opset = opset
         for layer_type in layer_types:
             EXPORTERS[layer_type] = function
         return function
@@ -79,6 +82,11 @@ def _conv(ctx, layer, inputs, output, shapes):
 
 @exporter(L.Dense)
 def _dense(ctx, layer, inputs, output, shapes):
+    if len(shapes[0]) > 1:  # (N, ..., in): Gemm takes matrices only
+        product = ctx.node("MatMul", [inputs[0], ctx.constant(to_host(layer.params["weight"]).T, "weight")],
+                           None if layer.use_bias else output)
+        return ctx.node("Add", [product, ctx.constant(layer.params["bias"], "bias")], output) if layer.use_bias \
+            else product
     names = [inputs[0], ctx.constant(layer.params["weight"], "weight")]
     if layer.use_bias:
         names.append(ctx.constant(layer.params["bias"], "bias"))
@@ -172,6 +180,21 @@ def _constant_operand(ctx, layer, inputs, output, shapes):
     return ctx.node("Add" if isinstance(layer, L.Bias) else "Mul", [inputs[0], ctx.constant(value, "value")], output)
 
 
+@exporter(L.Transpose)
+def _transpose(ctx, layer, inputs, output, shapes):
+    return ctx.node("Transpose", inputs, output, perm=list(layer.perm))
+
+
+@exporter(L.LayerNorm, opset=17)
+def _layer_norm(ctx, layer, inputs, output, shapes):
+    shape = layer.normalized_shape
+    weight = to_host(layer.params["weight"]) if "weight" in layer.params else np.ones(shape)
+    names = [inputs[0], ctx.constant(weight, "scale")]
+    if "bias" in layer.params:
+        names.append(ctx.constant(layer.params["bias"], "bias"))
+    return ctx.node("LayerNormalization", names, output, axis=-len(shape), epsilon=float(layer.eps))
+
+
 @exporter(L.BatchNorm2D)
 def _batch_norm(ctx, layer, inputs, output, shapes):
     names = [inputs[0]] + [ctx.constant(store[key], key) for store, key in (
@@ -207,8 +230,9 @@ def _dims(name, shape):
     return ["batch"] + [f"{name}_axis{axis}" if size is None else size for axis, size in enumerate(shape, start=1)]
 
 
-def save(model: Model, path: str | os.PathLike, opset: int = OPSET) -> None:
-    """Write ``model`` as an ONNX file (opset 14) with a symbolic batch axis.
+def save(model: Model, path: str | os.PathLike, opset: int | None = None) -> None:
+    """Write ``model`` as an ONNX file with a symbolic batch axis: opset 14, or the first opset
+    that has every op the model's layers need (17 with a ``LayerNorm``), or ``opset`` when given.
 
     Parameters
     ----------
@@ -261,7 +285,10 @@ def save(model: Model, path: str | os.PathLike, opset: int = OPSET) -> None:
         ctx.nodes.append(onnx.helper.make_node("Identity", [names[id(tensor)]], [name], name=name))
         outputs.append(onnx.helper.make_tensor_value_info(name, elem, _dims(name, shapes[id(tensor)])))
     onnx_graph = onnx.helper.make_graph(ctx.nodes, model.name or "cnnlab", inputs, outputs, ctx.initializers)
-    proto = onnx.helper.make_model(onnx_graph, opset_imports=[onnx.helper.make_opsetid("", opset)],
+    needed = max([OPSET] + [EXPORTERS[type(node.layer)].opset for node in graph.nodes])
+    if opset is not None and opset < needed:
+        raise ValueError(f"opset={opset}: the model's layers need opset {needed} or newer")
+    proto = onnx.helper.make_model(onnx_graph, opset_imports=[onnx.helper.make_opsetid("", opset or needed)],
                                    producer_name="cnnlab")
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))

@@ -154,9 +154,10 @@ def gemm(ctx, a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
 def matmul(ctx, a, b):
     a = ctx.tensor(a, "A")
     weight = ctx.weights(b, "B")
-    if weight.ndim != 2 or len(ctx.dims(a)) != 1:
-        ctx.fail(f"cnnlab imports MatMul of a (N, K) tensor by a constant (K, M) matrix, got "
-                 f"(N, {', '.join(map(str, ctx.dims(a)))}) by {weight.shape}")
+    dims = ctx.dims(a)
+    if weight.ndim != 2 or not dims or dims[-1] != weight.shape[0]:
+        ctx.fail(f"cnnlab imports MatMul of a (N, ..., K) tensor by a constant (K, M) matrix, got "
+                 f"(N, {', '.join(map(str, dims))}) by {weight.shape}")
     layer = L.Dense(weight.shape[0], weight.shape[1], bias=True, dtype=ctx.dtype.name)
     layer.params["weight"][...] = weight.T
     layer.params["bias"][...] = 0
@@ -197,6 +198,34 @@ def _group_normalization(ctx, x, scale, bias, epsilon, num_groups, per_channel):
     layer.params["weight"][...] = scale
     layer.params["bias"][...] = bias
     return layer(x)
+
+
+@converter("LayerNormalization", since=17)
+def layer_normalization(ctx, x, scale, bias=None, *, axis=-1, epsilon=1e-5, stash_type=1):
+    x = ctx.tensor(x, "X")
+    rank = len(tuple(x.shape))
+    first = axis % rank if -rank <= axis < rank else None
+    if first is None or first == 0:
+        ctx.fail(f"axis={axis}: cnnlab normalizes axes after the batch axis only")
+    normalized = ctx.dims(x)[first - 1:]
+    if None in normalized:
+        ctx.fail(f"the normalized axes have sizes known only when the model runs ({normalized})")
+    scale = ctx.weights(scale, "Scale")
+    layer = L.LayerNorm(normalized, eps=epsilon, bias=bias is not None, dtype=ctx.dtype.name)
+    layer.params["weight"][...] = np.broadcast_to(scale, normalized)
+    if bias is not None:
+        layer.params["bias"][...] = np.broadcast_to(ctx.weights(bias, "B"), normalized)
+    return layer(x)
+
+
+@converter("Transpose", since=1)
+def transpose(ctx, x, *, perm=None):
+    x = ctx.tensor(x, "data")
+    rank = len(tuple(x.shape))
+    perm = list(range(rank))[::-1] if perm is None else [int(p) for p in perm]
+    if not perm or perm[0] != 0:
+        ctx.fail(f"perm={perm} moves the batch axis; cnnlab keeps it first")
+    return L.Transpose(perm)(x)
 
 
 @converter("InstanceNormalization", since=6)

@@ -1,11 +1,13 @@
-"""CPU data movement and batch statistics: gathering rows, summing a batch's loss and hits.
+"""CPU data movement and batch statistics: gathering rows, permuting axes, summing a batch's loss
+and hits.
 
 Mirrors :mod:`cnnlab.kernels.cuda.tensor`.
 """
 
+import numpy as np
 from numba import njit, prange
 
-__all__ = ["classification_totals", "gather_rows"]  # the kernels of this file
+__all__ = ["classification_totals", "gather_rows", "transpose_forward"]  # the kernels of this file
 
 
 @njit(parallel=True, cache=True)
@@ -33,3 +35,23 @@ def classification_totals(losses, probabilities, targets, totals):
             hits += 1
     totals[0] += loss_sum
     totals[1] += hits
+
+
+@njit(parallel=True, cache=True)
+def transpose_forward(x, out, out_shape, source_strides):
+    """``out`` (flat, C order) = ``x`` (flat) with its axes permuted: output element of multi-index
+    ``i`` (in ``out_shape``) is input element ``sum(i[k] * source_strides[k])`` (the input's
+    element strides, in the output's axis order)."""
+    for position in prange(out.shape[0]):
+        out[position] = x[_source_offset(position, out_shape, source_strides)]
+
+
+@njit(cache=True)
+def _source_offset(position, out_shape, source_strides):
+    """The flat input offset of the output element at flat ``position``."""
+    rest = np.int64(position)  # prange's index is unsigned: int64 keeps the arithmetic in integers
+    source = np.int64(0)
+    for k in range(out_shape.shape[0] - 1, -1, -1):
+        source += (rest % out_shape[k]) * source_strides[k]
+        rest //= out_shape[k]
+    return source

@@ -7,7 +7,7 @@ from numba import cuda
 
 from ._launch import launch_shape
 
-__all__ = ["classification_totals", "gather_rows"]  # the kernels of this file
+__all__ = ["classification_totals", "gather_rows", "transpose_forward"]  # the kernels of this file
 
 
 @cuda.jit
@@ -35,6 +35,25 @@ def _classification_totals_kernel(losses, probabilities, targets, totals):
                 hits += 1
         totals[0] += loss_sum
         totals[1] += hits
+
+
+@cuda.jit
+def _transpose_kernel(x, out, out_shape, source_strides):
+    rank = out_shape.shape[0]
+    for position in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+        rest = position
+        source = 0
+        for k in range(rank - 1, -1, -1):
+            index = rest % out_shape[k]
+            rest //= out_shape[k]
+            source += index * source_strides[k]
+        out[position] = x[source]
+
+
+def transpose_forward(x, out, out_shape, source_strides):
+    """Permute axes; contract of :func:`cnnlab.kernels.cpu.tensor.transpose_forward`."""
+    blocks, threads = launch_shape(out.shape[0])
+    _transpose_kernel[blocks, threads](x, out, out_shape, source_strides)
 
 
 def gather_rows(source, index, out):

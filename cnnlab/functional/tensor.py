@@ -1,0 +1,63 @@
+"""Data movement: :func:`transpose` (any permutation of any rank) and its backward."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..device import kernels_for
+from ..types import Array
+from .common import as_float_array
+from .merge import index_array
+
+
+def check_axes(axes: Sequence[int], rank: int, name: str = "axes") -> tuple[int, ...]:
+    """A permutation of ``range(rank)`` (negative axes count from the end), as a tuple."""
+    if isinstance(axes, (str, bytes)) or not isinstance(axes, (Sequence, np.ndarray)):
+        raise TypeError(f"{name} must be a sequence of axes, got {axes!r}")
+    if any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in axes):
+        raise TypeError(f"{name} must hold integers, got {tuple(axes)}")
+    resolved = tuple(int(a) % rank if -rank <= int(a) < rank else None for a in axes)
+    if len(resolved) != rank or None in resolved or sorted(resolved) != list(range(rank)):
+        raise ValueError(f"{name} must be a permutation of the {rank} axes (0..{rank - 1}), got {tuple(axes)}")
+    return resolved
+
+
+def transpose(x: Array, axes: Sequence[int]) -> Array:
+    """Permute the axes of ``x``: output axis ``k`` is input axis ``axes[k]`` (``numpy.transpose``,
+    ``torch.permute``), a new C-contiguous array on the input's device.
+
+    Parameters
+    ----------
+    x : array of any rank, float32 or float64
+    axes : sequence of int
+        A permutation of ``range(x.ndim)``; negative axes count from the end.
+
+    Returns
+    -------
+    array of shape ``[x.shape[a] for a in axes]``
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.tensor.transpose_forward, cnnlab.kernels.cuda.tensor.transpose_forward
+    """
+    x = as_float_array("x", x)
+    axes = check_axes(axes, len(x.shape))
+    kernels = kernels_for(x=x)
+    shape = tuple(int(s) for s in x.shape)
+    strides = [int(np.prod(shape[k + 1:], dtype=np.int64)) for k in range(len(shape))]
+    out_shape = tuple(shape[a] for a in axes)
+    out = kernels.empty(out_shape, x.dtype)
+    if out.size:
+        kernels.transpose_forward(kernels.asarray(x).reshape(-1), out.reshape(-1),
+                                  index_array(kernels, out_shape or (1,)),
+                                  index_array(kernels, [strides[a] for a in axes] or [0]))
+    return out
+
+
+def transpose_backward(grad_out: Array, axes: Sequence[int]) -> Array:
+    """Gradient of :func:`transpose`: ``grad_out`` permuted back by the inverse permutation."""
+    grad_out = as_float_array("grad_out", grad_out)
+    axes = check_axes(axes, len(grad_out.shape))
+    return transpose(grad_out, tuple(int(i) for i in np.argsort(axes)))
