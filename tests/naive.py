@@ -390,3 +390,30 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     if bias is not None:
         out = out + np.asarray(bias, dtype=np.float64).reshape(shape)
     return out
+
+
+def conv_transpose2d(x, weight, bias=None, stride=(1, 1), padding=((0, 0), (0, 0)), output_padding=(0, 0),
+                     groups=1, dilation=(1, 1)):
+    """Transposed convolution by scattering: input pixel (h, w) of channel c adds
+    ``x * weight[c, o]`` to the output window at ``(h * stride - top, w * stride - left)``."""
+    n, c_in, h, w = x.shape
+    _, c_out_g, kh, kw = weight.shape
+    (top, bottom), (left, right) = padding
+    out_h = (h - 1) * stride[0] - top - bottom + dilation[0] * (kh - 1) + output_padding[0] + 1
+    out_w = (w - 1) * stride[1] - left - right + dilation[1] * (kw - 1) + output_padding[1] + 1
+    full = np.zeros((n, c_out_g * groups, out_h + top + bottom + kh * dilation[0], out_w + left + right + kw * dilation[1]))
+    per_group = c_in // groups
+    for b in range(n):
+        for c in range(c_in):
+            g = c // per_group
+            for i in range(h):
+                for j in range(w):
+                    for o in range(c_out_g):
+                        for p in range(kh):
+                            for q in range(kw):
+                                full[b, g * c_out_g + o, i * stride[0] + p * dilation[0],
+                                     j * stride[1] + q * dilation[1]] += x[b, c, i, j] * weight[c, o, p, q]
+    out = full[:, :, top:top + out_h, left:left + out_w]
+    if bias is not None:
+        out = out + np.asarray(bias).reshape(1, -1, 1, 1)
+    return out

@@ -278,6 +278,7 @@ EXPORT_CASES = {
         L.Add()([x, x, L.ReLU()(x)]), L.Multiply()([x, L.GlobalAvgPool2D(keepdims=True)(x)])]),
     "Bias Scale": lambda L, x: L.Bias(RNG.standard_normal((1, 8, 1)))(L.Scale(RNG.standard_normal((3, 1, 8)))(x)),
     "GroupNorm Dropout2D": lambda L, x: L.Dropout2D(0.3)(L.GroupNorm(3, 3)(x)),
+    "ConvTranspose2D": lambda L, x: L.ConvTranspose2D(3, 4, 3, stride=2, padding=1, output_padding=1)(x),
     "Transpose LayerNorm Dense": lambda L, x: L.Transpose((0, 3, 1, 2))(L.Dense(3, 4)(L.LayerNorm((8, 3))(
         L.Transpose((0, 2, 3, 1))(x)))),
 }

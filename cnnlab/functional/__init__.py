@@ -44,7 +44,14 @@ from .activation import (
                          tanh_backward,
 )
 from .common import FLOAT_DTYPES, as_float_array
-from .conv import EPILOGUE_ACTIVATIONS, conv2d, conv2d_backward, epilogue_activation
+from .conv import (
+                         EPILOGUE_ACTIVATIONS,
+                         conv2d,
+                         conv2d_backward,
+                         conv_transpose2d,
+                         conv_transpose2d_backward,
+                         epilogue_activation,
+)
 from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from .linear import linear, linear_backward
 from .loss import (
@@ -115,4 +122,5 @@ __all__ = [
     "dropout2d",
     "transpose",
     "layer_norm",
+    "conv_transpose2d",
 ]

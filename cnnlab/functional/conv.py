@@ -25,6 +25,7 @@ from ..shapes import check_int, pair, resolve_padding, window_output_shape
 from ..types import Array, DTypeLike, IntPair, Padding
 from .activation import as_number, clip_bounds
 from .common import as_float_array, bias_or_zeros, blas_guard, check_grad, check_out, empty_batches, unbatched
+from .merge import add, add_backward, concatenate, concatenate_backward
 
 
 @unbatched(4)
@@ -298,3 +299,119 @@ def conv2d_backward(x: Array, weight: Array, grad_out: Array, stride: IntPair = 
         if input_grad:
             kernels.conv2d_backward_input(grad_out, weight, grad_x, *geometry.args)
     return grad_x, grad_weight, grad_bias
+
+
+def _transpose_geometry(x, weight, stride, padding, output_padding, groups, dilation):
+    """The geometry of :func:`conv_transpose2d`: ``(out_shape, base_shape, geometry, zeros,
+    arguments)``. The output is the input-gradient of a convolution that maps ``base_shape`` back
+    to ``x``'s size, followed by ``zeros`` rows and columns of zeros at the bottom and right (where
+    ``output_padding`` reaches past the bottom and right padding, nothing is scattered);
+    ``output_padding`` within that padding only crops less of it."""
+    samples, channels, height, width = x.shape
+    if weight.shape[0] != channels:
+        raise ValueError(f"weight has {weight.shape[0]} input channels (its first axis) but x has C={channels} "
+                         f"(conv_transpose2d's weight is (in_channels, out_channels // groups, KH, KW), got "
+                         f"{tuple(weight.shape)})")
+    groups = check_int("groups", groups, 1)
+    stride, dilation = pair("stride", stride, 1), pair("dilation", dilation, 1)
+    extra = pair("output_padding", output_padding, 0)
+    if isinstance(padding, str):
+        raise ValueError(f"padding of conv_transpose2d must be an integer, a pair or a pair of pairs, got {padding!r}")
+    pads = resolve_padding(padding, tuple(weight.shape[2:]), stride, dilation)
+    for axis, e, s, d in zip(("height", "width"), extra, stride, dilation):
+        if e >= max(s, d):
+            raise ValueError(f"output_padding={output_padding} must be smaller than the stride or the dilation "
+                             f"along the {axis} (got {e} with stride {s}, dilation {d})")
+    base_pads = tuple((before, max(after - e, 0)) for (before, after), e in zip(pads, extra))
+    zeros = tuple(max(e - after, 0) for (_, after), e in zip(pads, extra))
+    base_hw = tuple((size - 1) * s - before - after + d * (k - 1) + 1 for size, s, (before, after), d, k in
+                    zip((height, width), stride, base_pads, dilation, weight.shape[2:]))
+    out_hw = tuple(b + z for b, z in zip(base_hw, zeros))
+    if min(base_hw) < 1:
+        raise ValueError(f"conv_transpose2d of x {tuple(x.shape)} gives an empty output {out_hw}: less padding")
+    base_shape = (samples, weight.shape[1] * groups) + base_hw
+    geometry = conv_geometry(base_shape, tuple(weight.shape), x.dtype, stride, base_pads, dilation, groups)
+    arguments = dict(stride=stride, padding=base_pads, dilation=dilation, groups=groups)
+    return base_shape[:2] + out_hw, base_shape, geometry, zeros, arguments
+
+
+def _grow(out, zeros, kernels):
+    """``out`` with ``zeros`` rows and columns of zeros appended at the bottom and right."""
+    for axis, count in zip((2, 3), zeros):
+        if count:
+            shape = list(out.shape)
+            shape[axis] = count
+            out = concatenate([out, kernels.zeros(tuple(shape), out.dtype)], axis=axis)
+    return out
+
+
+def _shrink(grad, zeros):
+    """``grad`` without the rows and columns :func:`_grow` appended."""
+    for axis, count in zip((2, 3), zeros):
+        if count:
+            grad = concatenate_backward(grad, [grad.shape[axis] - count, count], axis=axis)[0]
+    return grad
+
+
+@unbatched(4)
+def conv_transpose2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair = 1, padding: Padding = 0,
+                     output_padding: IntPair = 0, groups: int = 1, dilation: IntPair = 1) -> Array:
+    """2-D transposed convolution ("deconvolution"), as ``torch.nn.functional.conv_transpose2d``:
+    the gradient of :func:`conv2d` with respect to its input, used to upsample (U-Net decoders,
+    text detectors' heads).
+
+    Each input pixel spreads its values, weighted by the kernel, over a window of the output;
+    overlapping windows add up.
+
+    Parameters
+    ----------
+    x : (N, C_in, H, W) array (or one (C_in, H, W) sample), float32 or float64
+    weight : (C_in, C_out // groups, KH, KW) array (PyTorch's layout for transposed convolutions)
+    bias : (C_out,) array or None
+    stride, padding, dilation, groups
+        As the convolution this is the gradient of (padding: an int, a pair or a pair of pairs).
+    output_padding : int or (int, int)
+        Rows and columns added at the bottom and right of the output (smaller than the stride
+        or the dilation), to reach sizes a strided convolution maps to the same input size.
+
+    Returns
+    -------
+    (N, C_out, OH, OW) array, ``OH = (H - 1) * stride - top - bottom + dilation * (KH - 1) +
+    output_padding + 1``
+
+    See Also
+    --------
+    cnnlab.kernels.cpu.conv.conv2d_backward_input : the kernel that computes it (and its cuda twin).
+    """
+    x = as_float_array("x", x, ndim=4)
+    weight = as_float_array("weight", weight, ndim=4, dtype=x.dtype)
+    kernels = kernels_for(x=x, weight=weight, bias=bias)
+    out_shape, base_shape, geometry, zeros, _ = _transpose_geometry(x, weight, stride, padding, output_padding,
+                                                                     groups, dilation)
+    out = kernels.empty(base_shape, x.dtype)
+    with blas_guard(kernels):
+        kernels.conv2d_backward_input(kernels.asarray(x), kernels.asarray(weight), out, *geometry.args)
+    out = _grow(out, zeros, kernels)
+    if bias is not None:
+        bias = bias_or_zeros(kernels, bias, out_shape[1], x.dtype)
+        out = add(out, bias.reshape((out_shape[1], 1, 1)))
+    return out
+
+
+def conv_transpose2d_backward(x: Array, weight: Array, grad_out: Array, stride: IntPair = 1, padding: Padding = 0,
+                              output_padding: IntPair = 0, groups: int = 1,
+                              dilation: IntPair = 1) -> tuple[Array, Array, Array]:
+    """Gradients of :func:`conv_transpose2d`: ``(grad_x, grad_weight, grad_bias)``. The input's
+    gradient is the convolution of ``grad_out``; the weight's is the convolution's weight gradient
+    with the roles of input and output swapped."""
+    x = as_float_array("x", x, ndim=4)
+    weight = as_float_array("weight", weight, ndim=4, dtype=x.dtype)
+    out_shape, _, _, zeros, arguments = _transpose_geometry(x, weight, stride, padding, output_padding, groups,
+                                                            dilation)
+    grad_out = check_grad("grad_out", grad_out, out_shape, x.dtype)
+    base = _shrink(grad_out, zeros)
+    grad_x = conv2d(base, weight, **arguments)
+    _, grad_weight, _ = conv2d_backward(base, weight, x, input_grad=False, **arguments)
+    kernels = kernels_for(x=x, grad_out=grad_out)
+    grad_bias = add_backward(grad_out, kernels.zeros((out_shape[1], 1, 1), x.dtype), grad_out)[1]
+    return grad_x, grad_weight, grad_bias.reshape((out_shape[1],))

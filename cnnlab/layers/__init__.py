@@ -9,7 +9,7 @@ architecture names), so a new layer needs no list to be added to.
 
 from .activation import Clip, HardSigmoid, HardSwish, LeakyReLU, LogSoftmax, ReLU, ReLU6, Sigmoid, SiLU, Softmax, Tanh
 from .base import LAYER_TYPES, Layer
-from .conv import Conv2D
+from .conv import Conv2D, ConvTranspose2D
 from .dropout import Dropout, Dropout2D
 from .linear import Dense
 from .merge import Add, Bias, Concatenate, Multiply, Scale
@@ -21,5 +21,5 @@ __all__ = [
     "Layer", "Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "MinPool2D", "MedianPool2D", "LPPool2D",
     "GlobalAvgPool2D", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Flatten", "Dropout",
     "BatchNorm2D", "GlobalMaxPool2D", "ReLU6", "Clip", "HardSigmoid", "HardSwish", "SiLU", "Identity",
-    "Reshape", "Add", "Multiply", "Concatenate", "LogSoftmax", "GroupNorm", "Dropout2D", "Bias", "Scale", "Transpose", "LayerNorm", "LAYER_TYPES",
+    "Reshape", "Add", "Multiply", "Concatenate", "LogSoftmax", "GroupNorm", "Dropout2D", "Bias", "Scale", "Transpose", "LayerNorm", "ConvTranspose2D", "LAYER_TYPES",
 ]

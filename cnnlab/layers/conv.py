@@ -1,4 +1,4 @@
-"""Convolution layer: :class:`Conv2D`."""
+"""Convolution layers: :class:`Conv2D` and :class:`ConvTranspose2D`."""
 
 from __future__ import annotations
 
@@ -119,3 +119,77 @@ class Conv2D(Layer):
                     padding=padding_config(self.padding),
                     dilation=list(self.dilation), groups=self.groups, bias=self.use_bias,
                     dtype=self.dtype.name, init=self.init)
+
+
+class ConvTranspose2D(Layer):
+    """Transposed convolution layer (:func:`cnnlab.functional.conv_transpose2d`), as
+    ``torch.nn.ConvTranspose2d``: upsamples by ``stride``; ``weight`` is ``(in_channels,
+    out_channels // groups, KH, KW)``.
+
+    Shape
+    -----
+    ``(N, in_channels, H, W) -> (N, out_channels, OH, OW)``, ``OH = (H - 1) * stride - top - bottom +
+    dilation * (KH - 1) + output_padding + 1``.
+    """
+
+    returns_new_array = True
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
+                 padding: Padding = 0, output_padding: IntPair = 0, groups: int = 1, bias: bool = True,
+                 dilation: IntPair = 1, dtype: DTypeLike = "float32", init: str = "he",
+                 seed: int | None = None) -> None:
+        super().__init__()
+        self.in_channels = check_int("in_channels", in_channels, 1)
+        self.out_channels = check_int("out_channels", out_channels, 1)
+        self.kernel_size = pair("kernel_size", kernel_size, 1)
+        self.stride, self.dilation = pair("stride", stride, 1), pair("dilation", dilation, 1)
+        self.output_padding = pair("output_padding", output_padding, 0)
+        self.padding = check_padding(padding)
+        if isinstance(self.padding, str):
+            raise ValueError(f"padding of ConvTranspose2D must be an integer, a pair or a pair of pairs, got {padding!r}")
+        self.groups = check_int("groups", groups, 1)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        self.dtype, self.use_bias, self.init = float_dtype(dtype), bool(bias), init
+        fan_in = self.out_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        shape = (self.in_channels, self.out_channels // self.groups) + self.kernel_size
+        self.make_parameter("weight", initialize(shape, fan_in, self.in_channels * self.kernel_size[0]
+                                                 * self.kernel_size[1], init, self.dtype, seed,
+                                                 f"ConvTranspose2D({in_channels}, {out_channels}, {self.kernel_size})"))
+        if self.use_bias:
+            self.make_parameter("bias", np.zeros(self.out_channels, dtype=self.dtype))
+
+    def geometry(self) -> dict:
+        return dict(stride=self.stride, padding=self.padding, output_padding=self.output_padding,
+                    groups=self.groups, dilation=self.dilation)
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        x = self.prepare(x)
+        if training:
+            self.saved = x
+        return F.conv_transpose2d(x, self.params["weight"], self.params.get("bias"), **self.geometry())
+
+    def backward(self, grad_out: Array) -> Array:
+        grad_x, grad_weight, grad_bias = F.conv_transpose2d_backward(self._need_saved(), self.params["weight"],
+                                                                     grad_out, **self.geometry())
+        self.grads["weight"] = grad_weight
+        if self.use_bias:
+            self.grads["bias"] = grad_bias
+        return grad_x
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
+            raise ValueError(f"ConvTranspose2D expects ({self.in_channels}, H, W) inputs, got {tuple(input_shape)}")
+        pads = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation)
+        sizes = tuple(None if size is None else (size - 1) * s - before - after + d * (k - 1) + e + 1
+                      for size, s, (before, after), d, k, e in zip(input_shape[1:], self.stride, pads, self.dilation,
+                                                                   self.kernel_size, self.output_padding))
+        if any(size is not None and size < 1 for size in sizes):
+            raise ValueError(f"ConvTranspose2D of samples {tuple(input_shape)} gives an empty output {sizes}")
+        return (self.out_channels,) + sizes
+
+    def config(self) -> dict:
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=list(self.kernel_size),
+                    stride=list(self.stride), padding=padding_config(self.padding),
+                    output_padding=list(self.output_padding), groups=self.groups, bias=self.use_bias,
+                    dilation=list(self.dilation), dtype=self.dtype.name, init=self.init)

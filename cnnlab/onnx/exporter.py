@@ -80,6 +80,17 @@ def _conv(ctx, layer, inputs, output, shapes):
                     dilations=list(layer.dilation), group=layer.groups, **placement)
 
 
+@exporter(L.ConvTranspose2D)
+def _conv_transpose(ctx, layer, inputs, output, shapes):
+    pads = resolve_padding(layer.padding, layer.kernel_size, layer.stride, layer.dilation)
+    names = [inputs[0], ctx.constant(layer.params["weight"], "weight")]
+    if layer.use_bias:
+        names.append(ctx.constant(layer.params["bias"], "bias"))
+    return ctx.node("ConvTranspose", names, output, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+                    pads=_pads(pads), dilations=list(layer.dilation), group=layer.groups,
+                    output_padding=list(layer.output_padding))
+
+
 @exporter(L.Dense)
 def _dense(ctx, layer, inputs, output, shapes):
     if len(shapes[0]) > 1:  # (N, ..., in): Gemm takes matrices only

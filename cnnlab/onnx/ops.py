@@ -150,6 +150,32 @@ def gemm(ctx, a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
     return _foldable(ctx, layer, layer(a))
 
 
+@converter("ConvTranspose", since=1)
+def conv_transpose(ctx, x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
+                   output_padding=None, output_shape=None, pads=None, strides=None):
+    x = ctx.tensor(x, "X")
+    _spatial(ctx, x)
+    weight = ctx.weights(w, "W")
+    if weight.ndim != 4:
+        ctx.fail(f"W of shape {weight.shape}: cnnlab implements 2-D transposed convolutions only")
+    if auto_pad not in ("NOTSET", "VALID", ""):
+        ctx.fail(f"auto_pad={auto_pad} is not supported for ConvTranspose (give pads)")
+    if output_shape is not None:
+        ctx.fail("output_shape is not supported (give pads and output_padding)")
+    strides, dilations = list(strides or [1, 1]), list(dilations or [1, 1])
+    pads = [0, 0, 0, 0] if auto_pad == "VALID" or pads is None else [int(p) for p in pads]
+    if len(pads) != 4 or min(pads) < 0:
+        ctx.fail(f"pads={pads} must be four non-negative numbers")
+    layer = L.ConvTranspose2D(weight.shape[0], weight.shape[1] * group, weight.shape[2:], stride=strides,
+                              padding=((pads[0], pads[2]), (pads[1], pads[3])),
+                              output_padding=list(output_padding or [0, 0]), groups=group, dilation=dilations,
+                              bias=b is not None, dtype=ctx.dtype.name)
+    layer.params["weight"][...] = weight
+    if b is not None:
+        layer.params["bias"][...] = ctx.weights(b, "B")
+    return layer(x)
+
+
 @converter("MatMul", since=1)
 def matmul(ctx, a, b):
     a = ctx.tensor(a, "A")
