@@ -96,6 +96,7 @@ for forward, backward in ((F.relu6, F.relu6_backward), (F.hardswish, F.hardswish
 F.weighted_cross_entropy_backward(F.softmax(x[:, 0, 0]), np.array([0, 1, 2, 3]), np.ones(6, np.float32))
 F.group_norm_backward(x, F.group_norm(x, 1), 1)
 F.transpose(x, (0, 2, 3, 1))
+F.resize_backward(x, F.resize(x, scale=2), scale=2)
 # every compiled CPU function (kernels, their serial workers and parallel drivers) that ran
 dispatchers = {f"{module.__name__}.{name}": obj for module in [getattr(cpu, m) for m in cpu.KERNEL_MODULES] + [cpu._schedule] for name, obj in vars(module).items()
                if isinstance(obj, numba.core.registry.CPUDispatcher)}

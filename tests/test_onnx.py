@@ -279,6 +279,7 @@ EXPORT_CASES = {
     "Bias Scale": lambda L, x: L.Bias(RNG.standard_normal((1, 8, 1)))(L.Scale(RNG.standard_normal((3, 1, 8)))(x)),
     "GroupNorm Dropout2D": lambda L, x: L.Dropout2D(0.3)(L.GroupNorm(3, 3)(x)),
     "ConvTranspose2D": lambda L, x: L.ConvTranspose2D(3, 4, 3, stride=2, padding=1, output_padding=1)(x),
+    "Resize": lambda L, x: L.Resize(size=(5, 11), mode="bilinear")(L.Resize(scale=(2, 1.5))(x)),
     "Transpose LayerNorm Dense": lambda L, x: L.Transpose((0, 3, 1, 2))(L.Dense(3, 4)(L.LayerNorm((8, 3))(
         L.Transpose((0, 2, 3, 1))(x)))),
 }

@@ -92,6 +92,7 @@ from .pool import (
                          pool2d_backward,
                          pool_arguments,
 )
+from .resize import interpolate, resize, resize_backward
 from .tensor import transpose, transpose_backward
 
 __all__ = [
@@ -123,4 +124,6 @@ __all__ = [
     "transpose",
     "layer_norm",
     "conv_transpose2d",
+    "resize",
+    "interpolate",
 ]

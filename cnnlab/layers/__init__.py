@@ -15,11 +15,11 @@ from .linear import Dense
 from .merge import Add, Bias, Concatenate, Multiply, Scale
 from .normalization import BatchNorm2D, GroupNorm, LayerNorm
 from .pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, LPPool2D, MaxPool2D, MedianPool2D, MinPool2D
-from .tensor import Flatten, Identity, Reshape, Transpose
+from .tensor import Flatten, Identity, Reshape, Resize, Transpose
 
 __all__ = [
     "Layer", "Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "MinPool2D", "MedianPool2D", "LPPool2D",
     "GlobalAvgPool2D", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Flatten", "Dropout",
     "BatchNorm2D", "GlobalMaxPool2D", "ReLU6", "Clip", "HardSigmoid", "HardSwish", "SiLU", "Identity",
-    "Reshape", "Add", "Multiply", "Concatenate", "LogSoftmax", "GroupNorm", "Dropout2D", "Bias", "Scale", "Transpose", "LayerNorm", "ConvTranspose2D", "LAYER_TYPES",
+    "Reshape", "Add", "Multiply", "Concatenate", "LogSoftmax", "GroupNorm", "Dropout2D", "Bias", "Scale", "Transpose", "LayerNorm", "ConvTranspose2D", "Resize", "LAYER_TYPES",
 ]

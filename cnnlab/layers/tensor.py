@@ -1,12 +1,15 @@
 """Layers that change only how values are laid out: :class:`Flatten`, :class:`Reshape`, :class:`Transpose`,
-:class:`Identity`."""
+:class:`Resize`, :class:`Identity`."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from .. import functional as F
 from ..device import is_gpu_array
+from ..functional.resize import resize_codes, resize_geometry
 from ..shapes import is_known, known_size
 from ..types import Array, Sequence
 from .base import Layer, reshape_array
@@ -116,3 +119,44 @@ class Transpose(Layer):
 
     def config(self) -> dict:
         return dict(perm=list(self.perm))
+
+
+
+class Resize(Layer):
+    """Resize each image's height and width (:func:`cnnlab.functional.resize`, ONNX's rules):
+    to ``size``, or by ``scale`` (e.g. ``Resize(scale=2)``, the upsampling of feature pyramids and
+    segmentation heads), nearest-neighbour or bilinear."""
+
+    returns_new_array = True
+
+    def __init__(self, size: int | tuple[int, int] | None = None, scale: float | tuple[float, float] | None = None,
+                 mode: str = "nearest", coordinate_transformation_mode: str = "half_pixel",
+                 nearest_mode: str = "round_prefer_floor") -> None:
+        super().__init__()
+        resize_codes(mode, coordinate_transformation_mode, nearest_mode)  # checks the words
+        resize_geometry((1, 1) if size is not None else (1 << 20, 1 << 20), size, scale)  # and the sizes
+        self.size = None if size is None else tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        self.scale = None if scale is None else tuple(
+            float(s) for s in (scale if isinstance(scale, (tuple, list)) else (scale, scale)))
+        self.options = dict(mode=mode, coordinate_transformation_mode=coordinate_transformation_mode,
+                            nearest_mode=nearest_mode)
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        if training:
+            self.saved = x
+        return F.resize(x, self.size, self.scale, **self.options)
+
+    def backward(self, grad_out: Array) -> Array:
+        return F.resize_backward(self._need_saved(), grad_out, self.size, self.scale, **self.options)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 3:
+            raise ValueError(f"Resize expects (C, H, W) inputs, got {tuple(input_shape)}")
+        if self.size is not None:
+            return (input_shape[0],) + self.size
+        return (input_shape[0],) + tuple(None if n is None else int(math.floor(n * s))
+                                         for n, s in zip(input_shape[1:], self.scale))
+
+    def config(self) -> dict:
+        return dict(size=None if self.size is None else list(self.size),
+                    scale=None if self.scale is None else list(self.scale), **self.options)

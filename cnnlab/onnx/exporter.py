@@ -27,7 +27,8 @@ OPSET = 14  # HardSwish needs 14
 
 def exporter(*layer_types, opset=OPSET):
     """Register ``function`` as the exporter of ``layer_types``; ``opset`` is the first ONNX opset
-    that has the ops it writes (the file gets the highest of the model's layers)."""
+    that has the ops it writes, or a function of the layer that says it (the file gets the
+    highest of the model's layers)."""
     def register(function):
         function.opset = opset
         for layer_type in layer_types:
@@ -191,6 +192,22 @@ def _constant_operand(ctx, layer, inputs, output, shapes):
     return ctx.node("Add" if isinstance(layer, L.Bias) else "Mul", [inputs[0], ctx.constant(value, "value")], output)
 
 
+@exporter(L.Resize)
+def _resize(ctx, layer, inputs, output, shapes):
+    options = layer.options
+    attributes = dict(mode="linear" if options["mode"] in ("bilinear", "linear") else "nearest",
+                      coordinate_transformation_mode=options["coordinate_transformation_mode"],
+                      nearest_mode=options["nearest_mode"])
+    if layer.scale is not None:
+        scales = ctx.constant(np.array((1.0, 1.0) + layer.scale), "scales", dtype=np.float32)
+        return ctx.node("Resize", [inputs[0], "", scales], output, **attributes)
+    sizes = ctx.constant(np.array(layer.size), "sizes", dtype=np.int64)  # of axes 2 and 3 (opset 18)
+    return ctx.node("Resize", [inputs[0], "", "", sizes], output, axes=[2, 3], **attributes)
+
+
+_resize.opset = lambda layer: OPSET if layer.scale is not None else 18  # Resize's axes are from opset 18
+
+
 @exporter(L.Transpose)
 def _transpose(ctx, layer, inputs, output, shapes):
     return ctx.node("Transpose", inputs, output, perm=list(layer.perm))
@@ -233,6 +250,11 @@ def _group_norm(ctx, layer, inputs, output, shapes):
     weight = ctx.constant(to_host(layer.params["weight"]).reshape(per_channel), "weight")
     bias = ctx.constant(to_host(layer.params["bias"]).reshape(per_channel), "bias")
     return ctx.node("Add", [ctx.node("Mul", [restored, weight]), bias], output)
+
+
+def _opset(function, layer):
+    """The first opset that has the ops ``function`` writes for ``layer``."""
+    return function.opset(layer) if callable(function.opset) else function.opset
 
 
 def _dims(name, shape):
@@ -296,7 +318,7 @@ def save(model: Model, path: str | os.PathLike, opset: int | None = None) -> Non
         ctx.nodes.append(onnx.helper.make_node("Identity", [names[id(tensor)]], [name], name=name))
         outputs.append(onnx.helper.make_tensor_value_info(name, elem, _dims(name, shapes[id(tensor)])))
     onnx_graph = onnx.helper.make_graph(ctx.nodes, model.name or "cnnlab", inputs, outputs, ctx.initializers)
-    needed = max([OPSET] + [EXPORTERS[type(node.layer)].opset for node in graph.nodes])
+    needed = max([OPSET] + [_opset(EXPORTERS[type(node.layer)], node.layer) for node in graph.nodes])
     if opset is not None and opset < needed:
         raise ValueError(f"opset={opset}: the model's layers need opset {needed} or newer")
     proto = onnx.helper.make_model(onnx_graph, opset_imports=[onnx.helper.make_opsetid("", opset or needed)],

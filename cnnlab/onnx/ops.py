@@ -244,6 +244,45 @@ def layer_normalization(ctx, x, scale, bias=None, *, axis=-1, epsilon=1e-5, stas
     return layer(x)
 
 
+@converter("Resize", since=10)
+def resize(ctx, x, roi=None, scales=None, sizes=None, *, mode="nearest", coordinate_transformation_mode="half_pixel",
+           nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0, extrapolation_value=0.0,
+           antialias=0, axes=None, keep_aspect_ratio_policy="stretch"):
+    """Nearest and linear resizing of the height and width, from constant scales or sizes."""
+    x = ctx.tensor(x, "X")
+    _spatial(ctx, x)
+    if ctx.opset < 11:  # Resize-10: (X, scales)
+        roi, scales = None, roi
+    if mode not in ("nearest", "linear"):
+        ctx.fail(f"mode={mode!r}: cnnlab implements 'nearest' and 'linear'")
+    if coordinate_transformation_mode not in ("half_pixel", "pytorch_half_pixel", "asymmetric", "align_corners"):
+        ctx.fail(f"coordinate_transformation_mode={coordinate_transformation_mode!r} is not supported")
+    if exclude_outside or antialias or keep_aspect_ratio_policy != "stretch":
+        ctx.fail("exclude_outside, antialias and keep_aspect_ratio_policy are not supported")
+    if axes is not None and sorted(int(a) % 4 for a in axes) != [2, 3]:
+        ctx.fail(f"axes={list(axes)}: cnnlab resizes height and width only")
+    scales = None if scales is None else ctx.constant(scales, "scales").reshape(-1)
+    sizes = None if sizes is None else ctx.constant(sizes, "sizes").reshape(-1)
+    if scales is not None and scales.size == 0:
+        scales = None
+    if (scales is None) == (sizes is None):
+        ctx.fail("give scales or sizes, one of them")
+    given = scales if scales is not None else sizes
+    if axes is not None and given.size == 2:  # opset 18: values for the listed axes only
+        order = [int(a) % 4 for a in axes]
+        given = np.concatenate([[1, ctx.dims(x)[0]] if sizes is not None else [1, 1],
+                                [given[order.index(2)], given[order.index(3)]]])
+        scales, sizes = (given, None) if scales is not None else (None, given)
+    if given.size != 4 or float(given[1]) != (1 if scales is not None else ctx.dims(x)[0]) or (
+            scales is not None and float(given[0]) != 1):
+        ctx.fail(f"{'scales' if scales is not None else 'sizes'}={given.tolist()}: cnnlab resizes height and width only")
+    options = dict(mode="bilinear" if mode == "linear" else "nearest",
+                   coordinate_transformation_mode=coordinate_transformation_mode, nearest_mode=nearest_mode)
+    if scales is not None:
+        return L.Resize(scale=(float(scales[2]), float(scales[3])), **options)(x)
+    return L.Resize(size=(int(sizes[2]), int(sizes[3])), **options)(x)
+
+
 @converter("Transpose", since=1)
 def transpose(ctx, x, *, perm=None):
     x = ctx.tensor(x, "data")
