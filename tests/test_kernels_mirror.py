@@ -95,6 +95,8 @@ for forward, backward in ((F.relu6, F.relu6_backward), (F.hardswish, F.hardswish
     backward(x, forward(x))
 F.weighted_cross_entropy_backward(F.softmax(x[:, 0, 0]), np.array([0, 1, 2, 3]), np.ones(6, np.float32))
 F.group_norm_backward(x, F.group_norm(x, 1), 1)
+for n in ("sqrt", "exp", "log", "erf", "reciprocal", "abs", "neg", "floor", "ceil", "gelu"): getattr(F, f"{n}_backward")(x, getattr(F, n)(x))
+F.gelu_backward(x, F.gelu(x, "tanh"), "tanh"); [getattr(F, f"{n}_backward")(x, gate, getattr(F, n)(x, gate)) for n in ("subtract", "divide", "power", "maximum", "minimum")]
 # every compiled CPU function (kernels, their serial workers and parallel drivers) that ran
 dispatchers = {f"{module.__name__}.{name}": obj for module in [getattr(cpu, m) for m in cpu.KERNEL_MODULES] + [cpu._schedule] for name, obj in vars(module).items()
                if isinstance(obj, numba.core.registry.CPUDispatcher)}
