@@ -278,6 +278,15 @@ EXPORT_CASES = {
         L.Add()([x, x, L.ReLU()(x)]), L.Multiply()([x, L.GlobalAvgPool2D(keepdims=True)(x)])]),
     "Bias Scale": lambda L, x: L.Bias(RNG.standard_normal((1, 8, 1)))(L.Scale(RNG.standard_normal((3, 1, 8)))(x)),
     "GroupNorm Dropout2D": lambda L, x: L.Dropout2D(0.3)(L.GroupNorm(3, 3)(x)),
+    "Sqrt Exp Log Erf Reciprocal Abs": lambda L, x: L.Reciprocal()(L.Erf()(L.Log()(L.Exp()(L.Sqrt()(L.Abs()(x)))))),
+    "Floor Ceil Neg GELU": lambda L, x: L.Concatenate(axis=1)([L.Floor()(x), L.Ceil()(L.Neg()(x)),
+                                                               L.GELU(approximate="tanh")(L.GELU()(x))]),
+    "Subtract Divide Power Maximum Minimum": lambda L, x: L.Minimum()([L.Maximum()([L.Subtract()([x, L.GlobalAvgPool2D(
+        keepdims=True)(x)]), L.Divide()([L.Dense(192, 8, seed=3)(L.Flatten()(x)), L.Exp()(x)])]), L.Power()([
+        L.Exp()(x), L.Dense(192, 8, seed=4)(L.Flatten()(x))])]),
+    "ElementwiseConstant": lambda L, x: L.ElementwiseConstant("power", 2.0)(L.ElementwiseConstant(
+        "maximum", RNG.standard_normal((3, 1, 1)))(L.ElementwiseConstant("divide", RNG.uniform(1, 2, (1, 8)), first=True)(
+        L.Exp()(L.ElementwiseConstant("minimum", 0.5)(L.ElementwiseConstant("subtract", 1.0, first=True)(x)))))),
 }
 
 
