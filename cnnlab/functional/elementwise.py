@@ -280,7 +280,7 @@ def _operands(a, b, grad_out=None):
 
 def _empty_operand(a, b):
     """Whether an operand has no elements (NumPy then broadcasts to an empty result)."""
-    return any(0 in tuple(getattr(v, "shape", ())) for v in (a, b))
+    return 0 in np.shape(a) or 0 in np.shape(b)
 
 
 def _probe(a):
@@ -294,7 +294,7 @@ def _probe(a):
 
 def _binary(kernel_name, a, b):
     if _empty_operand(a, b):
-        shape = broadcast_geometry(a.shape, b.shape)[0]
+        shape = broadcast_geometry(np.shape(a), np.shape(b))[0]
         a, b, _, kernels, _ = _operands(_probe(a), _probe(b))
         return kernels.empty(shape, a.dtype)
     a, b, shape, kernels, geometry = _operands(a, b)
@@ -306,8 +306,8 @@ def _binary(kernel_name, a, b):
 
 def _binary_backward(kernel_name, a, b, grad_out):
     if _empty_operand(a, b):
-        shape = broadcast_geometry(a.shape, b.shape)[0]
-        a_shape, b_shape = tuple(a.shape), tuple(b.shape)
+        shape = broadcast_geometry(np.shape(a), np.shape(b))[0]
+        a_shape, b_shape = np.shape(a), np.shape(b)
         a, b, _, kernels, _ = _operands(_probe(a), _probe(b), grad_out)
         if tuple(getattr(grad_out, "shape", ())) != shape:
             raise ValueError(f"grad_out must have shape {shape} (the forward output), got "
