@@ -417,3 +417,53 @@ def conv_transpose2d(x, weight, bias=None, stride=(1, 1), padding=((0, 0), (0, 0
     if bias is not None:
         out = out + np.asarray(bias).reshape(1, -1, 1, 1)
     return out
+def gelu(x, approximate="none"):
+    """GELU by its definitions, in float64: ``x * Phi(x)`` with SciPy's normal distribution
+    (``ndtr``, precise in the tails, unlike ``(1 + erf(x / sqrt(2))) / 2``), or the tanh form."""
+    from scipy.special import ndtr
+
+    x = np.asarray(x, dtype=np.float64)
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    return x * ndtr(x)
+
+
+def unary_reference(name, x):
+    """The element-wise functions of ``cnnlab.functional.elementwise`` by NumPy and SciPy, in
+    float64 (NaN, inf and signed zeros as NumPy gives them; no warnings)."""
+    from scipy.special import erf
+
+    x = np.asarray(x, dtype=np.float64)
+    functions = {"sqrt": np.sqrt, "exp": np.exp, "log": np.log, "erf": erf, "reciprocal": np.reciprocal,
+                 "abs": np.abs, "neg": np.negative, "floor": np.floor, "ceil": np.ceil, "gelu": gelu,
+                 "gelu_tanh": lambda v: gelu(v, "tanh")}
+    with np.errstate(all="ignore"):
+        return functions[name](x)
+
+
+def binary_reference(name, a, b, grad_out):
+    """``(out, grad_a, grad_b)`` of subtract, divide, power, maximum or minimum by NumPy's
+    broadcasting and the definitions (PyTorch's gradient rules: ties of maximum and minimum
+    split, ``0 ** e`` and exponent 0 as ``torch.pow``), each gradient summed element by element
+    over its operand's broadcast axes (:func:`broadcast_sum`); float64."""
+    a64, b64, g = (np.asarray(v, dtype=np.float64) for v in (a, b, grad_out))
+    a64, b64 = np.broadcast_arrays(a64, b64)
+    with np.errstate(all="ignore"):
+        if name == "subtract":
+            out, da, db = a64 - b64, g, -g
+        elif name == "divide":
+            out, da, db = a64 / b64, g / b64, -g * a64 / b64 ** 2
+        elif name == "power":
+            out = a64 ** b64
+            da = np.where(b64 == 0, 0.0, g * b64 * a64 ** (b64 - 1))
+            db = np.where((a64 == 0) & (b64 >= 0), 0.0, g * out * np.log(a64))
+        elif name in ("maximum", "minimum"):
+            out = getattr(np, name)(a64, b64)
+            wins = (a64 > b64) if name == "maximum" else (a64 < b64)
+            loses = (a64 < b64) if name == "maximum" else (a64 > b64)
+            share_a = np.where(a64 == b64, 0.5, np.where(loses, 0.0, 1.0))
+            share_b = np.where(a64 == b64, 0.5, np.where(wins, 0.0, 1.0))
+            da, db = g * share_a, g * share_b
+        else:
+            raise ValueError(name)
+    return out, broadcast_sum(da, np.shape(a)), broadcast_sum(db, np.shape(b))

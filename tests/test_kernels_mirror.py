@@ -97,6 +97,8 @@ F.weighted_cross_entropy_backward(F.softmax(x[:, 0, 0]), np.array([0, 1, 2, 3]),
 F.group_norm_backward(x, F.group_norm(x, 1), 1)
 F.transpose(x, (0, 2, 3, 1))
 F.resize_backward(x, F.resize(x, scale=2), scale=2)
+for n in ("sqrt", "exp", "log", "erf", "reciprocal", "abs", "neg", "floor", "ceil", "gelu"): getattr(F, f"{n}_backward")(x, getattr(F, n)(x))
+F.gelu_backward(x, F.gelu(x, "tanh"), "tanh"); [getattr(F, f"{n}_backward")(x, gate, getattr(F, n)(x, gate)) for n in ("subtract", "divide", "power", "maximum", "minimum")]
 # every compiled CPU function (kernels, their serial workers and parallel drivers) that ran
 dispatchers = {f"{module.__name__}.{name}": obj for module in [getattr(cpu, m) for m in cpu.KERNEL_MODULES] + [cpu._schedule] for name, obj in vars(module).items()
                if isinstance(obj, numba.core.registry.CPUDispatcher)}

@@ -282,6 +282,15 @@ EXPORT_CASES = {
     "Resize": lambda L, x: L.Resize(size=(5, 11), mode="bilinear")(L.Resize(scale=(2, 1.5))(x)),
     "Transpose LayerNorm Dense": lambda L, x: L.Transpose((0, 3, 1, 2))(L.Dense(3, 4)(L.LayerNorm((8, 3))(
         L.Transpose((0, 2, 3, 1))(x)))),
+    "Sqrt Exp Log Erf Reciprocal Abs": lambda L, x: L.Reciprocal()(L.Erf()(L.Log()(L.Exp()(L.Sqrt()(L.Abs()(x)))))),
+    "Floor Ceil Neg GELU": lambda L, x: L.Concatenate(axis=1)([L.Floor()(x), L.Ceil()(L.Neg()(x)),
+                                                               L.GELU(approximate="tanh")(L.GELU()(x))]),
+    "Subtract Divide Power Maximum Minimum": lambda L, x: L.Minimum()([L.Maximum()([L.Subtract()([x, L.GlobalAvgPool2D(
+        keepdims=True)(x)]), L.Divide()([L.Dense(192, 8, seed=3)(L.Flatten()(x)), L.Exp()(x)])]), L.Power()([
+        L.Exp()(x), L.Dense(192, 8, seed=4)(L.Flatten()(x))])]),
+    "ElementwiseConstant": lambda L, x: L.ElementwiseConstant("power", 2.0)(L.ElementwiseConstant(
+        "maximum", RNG.standard_normal((3, 1, 1)))(L.ElementwiseConstant("divide", RNG.uniform(1, 2, (1, 8)), first=True)(
+        L.Exp()(L.ElementwiseConstant("minimum", 0.5)(L.ElementwiseConstant("subtract", 1.0, first=True)(x)))))),
 }
 
 

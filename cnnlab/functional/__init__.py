@@ -53,6 +53,39 @@ from .conv import (
                          epilogue_activation,
 )
 from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
+from .elementwise import (
+                         abs,
+                         abs_backward,
+                         ceil,
+                         ceil_backward,
+                         divide,
+                         divide_backward,
+                         erf,
+                         erf_backward,
+                         exp,
+                         exp_backward,
+                         floor,
+                         floor_backward,
+                         gelu,
+                         gelu_backward,
+                         gelu_kernels,
+                         log,
+                         log_backward,
+                         maximum,
+                         maximum_backward,
+                         minimum,
+                         minimum_backward,
+                         neg,
+                         neg_backward,
+                         power,
+                         power_backward,
+                         reciprocal,
+                         reciprocal_backward,
+                         sqrt,
+                         sqrt_backward,
+                         subtract,
+                         subtract_backward,
+)
 from .linear import linear, linear_backward
 from .loss import (
                          add_classification_totals,
@@ -126,4 +159,6 @@ __all__ = [
     "conv_transpose2d",
     "resize",
     "interpolate",
+    "sqrt", "exp", "log", "erf", "reciprocal", "abs", "neg", "floor", "ceil", "gelu",
+    "subtract", "divide", "power", "maximum", "minimum",
 ]

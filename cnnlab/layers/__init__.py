@@ -11,6 +11,24 @@ from .activation import Clip, HardSigmoid, HardSwish, LeakyReLU, LogSoftmax, ReL
 from .base import LAYER_TYPES, Layer
 from .conv import Conv2D, ConvTranspose2D
 from .dropout import Dropout, Dropout2D
+from .elementwise import (
+                          GELU,
+                          Abs,
+                          Ceil,
+                          Divide,
+                          ElementwiseConstant,
+                          Erf,
+                          Exp,
+                          Floor,
+                          Log,
+                          Maximum,
+                          Minimum,
+                          Neg,
+                          Power,
+                          Reciprocal,
+                          Sqrt,
+                          Subtract,
+)
 from .linear import Dense
 from .merge import Add, Bias, Concatenate, Multiply, Scale
 from .normalization import BatchNorm2D, GroupNorm, LayerNorm
@@ -21,5 +39,8 @@ __all__ = [
     "Layer", "Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "MinPool2D", "MedianPool2D", "LPPool2D",
     "GlobalAvgPool2D", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Flatten", "Dropout",
     "BatchNorm2D", "GlobalMaxPool2D", "ReLU6", "Clip", "HardSigmoid", "HardSwish", "SiLU", "Identity",
-    "Reshape", "Add", "Multiply", "Concatenate", "LogSoftmax", "GroupNorm", "Dropout2D", "Bias", "Scale", "Transpose", "LayerNorm", "ConvTranspose2D", "Resize", "LAYER_TYPES",
+    "Reshape", "Add", "Multiply", "Concatenate", "LogSoftmax", "GroupNorm", "Dropout2D", "Bias", "Scale", "Transpose",
+    "LayerNorm", "ConvTranspose2D", "Resize", "LAYER_TYPES",
+    "Sqrt", "Exp", "Log", "Erf", "Reciprocal", "Abs", "Neg", "Floor", "Ceil", "GELU", "Subtract", "Divide", "Power",
+    "Maximum", "Minimum", "ElementwiseConstant",
 ]

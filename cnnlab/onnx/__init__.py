@@ -9,6 +9,7 @@
 ``docs/onnx.md`` lists the ops and attributes, and how to export a model from PyTorch.
 """
 
+from . import elementwise  # the element-wise math layers' converters and exporters
 from .exporter import save
 from .importer import MIN_OPSET, load
 from .registry import CONVERTERS, Unsupported
