@@ -91,6 +91,7 @@ class Source:
     samples: int = 0
     batch_size: int | None = None
     sample_shape: tuple[int, ...] | None = None
+    kind: str = "source"  # what it is, in messages
 
     def __init__(self, model: ModelLike, name: str = "x"):
         self.model, self.name = model, name
@@ -101,10 +102,6 @@ class Source:
         raise ValueError(f"{purpose} needs every training label before training; {self.name} is a "
                          f"{self.kind}, whose labels are known only as it is read (give arrays, dask arrays "
                          "or an ImageFolder)")
-
-    @property
-    def kind(self) -> str:
-        return type(self).__name__
 
     def take(self, indices: np.ndarray) -> "Source":
         """The samples at ``indices``, as a source of the same kind (for ``validation_split``)."""
@@ -372,7 +369,9 @@ class BatchDatasetSource(Source):
         self.checked(*first, "its item 0")
         self.sample_shape = tuple(first[0].shape[1:])
         self.batch_size = len(first[0])
-        self.samples = len(dataset) * self.batch_size
+        last = len(dataset) - 1  # read to count the samples: the last batch may be shorter
+        final = pair(dataset[last], f"{name}[{last}]")[0] if last else first[0]
+        self.samples = last * self.batch_size + len(final)
 
     def read(self, index: int, where: str, augment: Augment = None,
              rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -409,13 +408,12 @@ class IterableSource(Source):
     yield ``steps_per_epoch`` batches per epoch (Keras' rule: make it loop forever). Running out
     early is a ``ValueError``. An evaluation reads one whole pass."""
 
-    kind = "generator"
-
     def __init__(self, model: ModelLike, iterable: Any, steps_per_epoch: int | None, training: bool,
                  name: str = "x"):
         super().__init__(model, name)
         self.iterable, self.iterator = iterable, iter(iterable)
         self.one_shot = self.iterator is iterable
+        self.kind = "generator" if self.one_shot else "iterable of batches"
         self.steps = steps_per_epoch
         if self.steps is None and training:
             if self.one_shot or not hasattr(iterable, "__len__"):
@@ -433,15 +431,18 @@ class IterableSource(Source):
         self.batch_size = len(first[0])
         self.samples = (self.steps or 1) * self.batch_size
 
-    def next_batch(self) -> Any:
-        if self.pending:
-            return self.pending.pop()
-        if self.iterator is None:
+    def start_pass(self) -> None:
+        """An iterable that can be iterated again starts a new pass (unless its first batch, read
+        to check it, is still waiting); a one-shot iterator goes on."""
+        if not self.one_shot and not self.pending:
             self.iterator = iter(self.iterable)
-        return next(self.iterator, _END)
+
+    def next_batch(self) -> Any:
+        return self.pending.pop() if self.pending else next(self.iterator, _END)
 
     def batches(self, epoch: int, batch_size: int, shuffle: bool, augment: Augment, rng: np.random.Generator,
                 seed: int) -> Batches:
+        self.start_pass()
         for step in range(self.steps):
             item = self.next_batch()
             if item is _END:
@@ -452,16 +453,13 @@ class IterableSource(Source):
             where = f"batch {step + 1} of epoch {epoch + 1}"
             x, y = self.checked(*pair(item, f"the item {self.name} yielded for {where}"), where)
             yield augmented(x, augment, batch_rng(seed, epoch, step)), y
-        if not self.one_shot:
-            self.iterator = None  # the next epoch starts a new pass
-            self.pending = []
 
     def evaluation_batches(self, batch_size: int) -> Batches:
+        self.start_pass()
         step = 0
         while (item := self.next_batch()) is not _END:
             step += 1
             yield self.checked(*pair(item, f"the item {self.name} yielded for batch {step}"), f"batch {step}")
-        self.iterator = None if not self.one_shot else self.iterator
 
 
 def _dataset_source(model: ModelLike, x: Any, name: str) -> Source:
@@ -498,7 +496,7 @@ def _source(model: ModelLike, x: Any, y: Any, name: str, y_name: str, steps_per_
         return DaskSource(model, x, y, name, y_name)
     if y is not None:
         if _yields_labels(x):
-            raise ValueError(f"{name} is a {type(x).__name__} that gives its own labels: leave {y_name} out")
+            raise ValueError(f"{name} ({type(x).__name__}) gives its own labels with its images: leave {y_name} out")
         return ArraySource(model, x, y, name, y_name)
     if not _yields_labels(x) and not isinstance(x, (list, tuple)):
         if not (isinstance(x, np.ndarray) or hasattr(x, "__array__") or is_gpu_array(x)):

@@ -157,6 +157,8 @@ def test_validation_data_and_evaluate_take_the_same_sources(digits):
     model = small_cnn()
     history = fit(model, Samples(x[:80], y[:80]), validation_data=Batches(x[80:], y[80:], 7))
     np.testing.assert_allclose(history.history["val_loss"], reference.history.history["val_loss"], rtol=1e-6)
+    again = fit(small_cnn(), Samples(x[:80], y[:80]), validation_data=Reiterable(x[80:], y[80:], 7))
+    np.testing.assert_allclose(again.history["val_loss"], reference.history.history["val_loss"], rtol=1e-6)
     expected = reference.evaluate(x, y)
     halves = [(x[:50], y[:50]), (x[50:], y[50:])]
     for source in (Samples(x, y), Batches(x, y, 32), halves, (batch for batch in halves)):
@@ -196,10 +198,14 @@ def test_a_keras_dataset_of_batches_is_told_when_each_epoch_ends(digits):
     assert dataset.epochs_ended == 3 and len(history.history["loss"]) == 3
 
 
-def test_the_progress_bar_counts_a_generators_samples(digits, capsys):
+def test_the_progress_bar_counts_a_generators_and_a_datasets_samples(digits, capsys):
     x, y = digits
     fit(small_cnn(), forever(x[:96], y[:96], 12), epochs=1, steps_per_epoch=8, verbose=1)
     assert "epoch 1/1 [========================] 96/96" in capsys.readouterr().out
+    fit(small_cnn(), Batches(x, y, 16), epochs=1, verbose=1)  # a shorter last batch
+    assert "epoch 1/1 [========================] 100/100" in capsys.readouterr().out
+    fit(small_cnn(), Batches(x[:10], y[:10], 16), epochs=1, verbose=1)  # one batch
+    assert "epoch 1/1 [========================] 10/10" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
@@ -332,7 +338,7 @@ def test_datasets_without_len_missing_or_extra_labels_are_refused(digits):
         model.fit(NoLength(), verbose=0)
     with pytest.raises(TypeError, match="y must be integer class labels, got None"):
         model.fit(x, verbose=0)
-    with pytest.raises(ValueError, match="x is a Samples that gives its own labels: leave y out"):
+    with pytest.raises(ValueError, match=r"x \(Samples\) gives its own labels with its images: leave y out"):
         model.fit(Samples(x, y), y, verbose=0)
     with pytest.raises(TypeError, match="x must be an array of images, a dataset or an iterable"):
         model.fit(42, verbose=0)
