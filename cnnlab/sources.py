@@ -212,9 +212,6 @@ class ArraySource(Source):
         for start in range(0, self.samples, batch_size):
             yield self.x[start:start + batch_size], self.y[start:start + batch_size]
 
-    def checked(self, x: Any, y: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
-        return x, y  # checked as a whole when the source was made
-
 
 class DaskSource(Source):
     """A dask array ``x`` chunked along the batch axis, with labels ``y`` (a dask array or in
