@@ -191,6 +191,17 @@ def test_a_dask_array_is_read_one_chunk_at_a_time(digits):
     assert prefetch_threads() == []
 
 
+def test_a_dask_array_splits_and_weighs_its_classes_like_arrays(digits):
+    da = pytest.importorskip("dask.array")
+    x, y = digits
+    reference, model = small_cnn(), small_cnn()
+    options = dict(validation_split=0.25, class_weight="balanced", shuffle=False)
+    fit(reference, x, y, **options)
+    history = fit(model, da.from_array(x, chunks=17), da.from_array(y, chunks=17), **options)
+    assert_same_weights(model, reference)
+    np.testing.assert_allclose(history.history["val_loss"], reference.history.history["val_loss"], rtol=1e-6)
+
+
 def test_a_keras_dataset_of_batches_is_told_when_each_epoch_ends(digits):
     x, y = digits
     dataset = Batches(x, y, 25)
