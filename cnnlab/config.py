@@ -33,6 +33,13 @@ GEMM_MIN_COLUMNS : int
     When one sample's output has fewer pixels than this (the 7x7 layers of a network at batch
     > 1), the CPU convolution's GEMM path puts the im2col columns of each thread's share of the
     samples side by side, for one wide GEMM per thread instead of one narrow GEMM per sample.
+LOADER_THREADS : int
+    Background threads that read and decode batches ahead of training: an
+    :class:`cnnlab.data.ImageFolder`, a dataset given to ``fit``, the listing checks of an
+    ImageFolder (0 reads on the calling thread, nothing ahead).
+PREFETCH_BATCHES : int
+    The most batches those threads hold ready (or are reading) ahead of the training step:
+    what bounds the memory a streamed training set takes.
 FUSE : bool
     Let the graph executor fuse, for inference, a ``Conv2D`` with the ``BatchNorm2D``, the
     two-input ``Add`` and the activation that follow it into one convolution call
@@ -47,6 +54,8 @@ _DEFAULTS = {
     "PARALLEL_MIN_WORK": 1 << 14,
     "GEMM_MIN_COLUMNS": 128,
     "FUSE": True,
+    "LOADER_THREADS": 2,
+    "PREFETCH_BATCHES": 4,
 }
 
 THREADS_PER_BLOCK = _DEFAULTS["THREADS_PER_BLOCK"]
@@ -56,6 +65,8 @@ GPU_CONV_TILE = _DEFAULTS["GPU_CONV_TILE"]
 PARALLEL_MIN_WORK = _DEFAULTS["PARALLEL_MIN_WORK"]
 GEMM_MIN_COLUMNS = _DEFAULTS["GEMM_MIN_COLUMNS"]
 FUSE = _DEFAULTS["FUSE"]
+LOADER_THREADS = _DEFAULTS["LOADER_THREADS"]
+PREFETCH_BATCHES = _DEFAULTS["PREFETCH_BATCHES"]
 
 
 def reset():

@@ -8,17 +8,22 @@ scaled to 0-1 first (this is called normalization)::
     image = normalize(data.camera())      # uint8 (512, 512) -> float32 in [0, 1]
 """
 
+import copy
+import functools
+import itertools
 import numbers
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .shapes import pair
+from . import config
+from .prefetch import Prefetch
+from .shapes import check_int, pair
 
 __all__ = ["normalize", "standardize", "one_hot", "train_test_split", "batches", "Augmenter",
-           "read_image", "read_pixels", "load_image_folder", "image_files", "load_demo_data"]
+           "read_image", "read_pixels", "load_image_folder", "ImageFolder", "image_files", "load_demo_data"]
 
 _PathLike = str | os.PathLike
 
@@ -467,6 +472,41 @@ def _class_files(folder):
     return files
 
 
+def _list_image_folder(path):
+    """``(class names, files, labels)`` of a folder of class sub-folders (hidden ones left
+    out), before any file is read; ``FileNotFoundError`` when ``path`` is not a folder."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no such folder: {path}")
+    class_names = sorted(entry for entry in os.listdir(path)
+                         if os.path.isdir(os.path.join(path, entry)) and not entry.startswith("."))
+    files, labels = [], []
+    for label, name in enumerate(class_names):
+        found = _class_files(os.path.join(path, name))
+        files += found
+        labels += [label] * len(found)
+    return class_names, files, labels
+
+
+def _warn_skipped(skipped, stacklevel):
+    """The one warning that counts and names (the first five) the files left out as unreadable."""
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        warnings.warn(f"skipped {len(skipped)} file(s) that are not readable images: {shown}",
+                      stacklevel=stacklevel + 1)
+
+
+def _check_classes(path, labels, class_names):
+    """``ValueError`` for a folder without readable images, or with images of a single class."""
+    if not len(labels):
+        raise ValueError(f"{path} holds no readable images in class sub-folders "
+                         "(expected one sub-folder of images per class)")
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
+    non_empty = [name for name, count in zip(class_names, counts) if count]
+    if len(non_empty) < 2:
+        raise ValueError(f"{path} has images of a single class ({non_empty[0]!r}); a classifier needs "
+                         "at least two class sub-folders")
+
+
 def load_image_folder(path: _PathLike, size: int | tuple[int, int] = (64, 64), color: str = "rgb",
                       resize: str = "stretch") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Load a folder with one sub-folder per class (the Keras / torchvision layout).
@@ -476,6 +516,9 @@ def load_image_folder(path: _PathLike, size: int | tuple[int, int] = (64, 64), c
         photos/
             cats/   a.jpg b.png indoors/c.jpg ...
             memes/  d.jpg ...
+
+    Every image is read into memory; :class:`ImageFolder` reads the same folder lazily, batch
+    by batch, for folders larger than memory.
 
     Parameters
     ----------
@@ -502,30 +545,306 @@ def load_image_folder(path: _PathLike, size: int | tuple[int, int] = (64, 64), c
     size = pair("size", size, 1)
     check_color(color)  # here too: read_image's ValueError would count every file as unreadable
     check_resize(resize)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"no such folder: {path}")
-    class_names = sorted(entry for entry in os.listdir(path)
-                         if os.path.isdir(os.path.join(path, entry)) and not entry.startswith("."))
+    class_names, files, file_labels = _list_image_folder(path)
     images, labels, skipped = [], [], []
-    for label, name in enumerate(class_names):
-        for file in _class_files(os.path.join(path, name)):
-            try:
-                images.append(read_image(file, size, color, resize))
-                labels.append(label)
-            except (FileNotFoundError, ValueError):  # FileNotFoundError: a dangling link
-                skipped.append(file)
-    if skipped:
-        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        warnings.warn(f"skipped {len(skipped)} file(s) that are not readable images: {shown}", stacklevel=2)
-    counts = {name: labels.count(i) for i, name in enumerate(class_names)}
-    non_empty = [name for name, count in counts.items() if count]
-    if not images:
-        raise ValueError(f"{path} holds no readable images in class sub-folders "
-                         "(expected one sub-folder of images per class)")
-    if len(non_empty) < 2:
-        raise ValueError(f"{path} has images of a single class ({non_empty[0]!r}); a classifier needs "
-                         "at least two class sub-folders")
+    for file, label in zip(files, file_labels):
+        try:
+            images.append(read_image(file, size, color, resize))
+            labels.append(label)
+        except (FileNotFoundError, ValueError):  # FileNotFoundError: a dangling link
+            skipped.append(file)
+    _warn_skipped(skipped, stacklevel=2)
+    _check_classes(path, labels, class_names)
     return np.stack(images), np.array(labels, dtype=np.int64), class_names
+
+
+def _check_header(file):
+    """``ValueError`` unless Pillow recognizes ``file`` as an image from its header (nothing is
+    decoded); ``FileNotFoundError`` for a dangling link."""
+    from PIL import Image
+
+    if not os.path.exists(file):
+        raise FileNotFoundError(f"no such image: {file}")
+    try:
+        with Image.open(file):
+            pass
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ... for non-images
+        raise ValueError(f"{file} is not a readable image: {exc}") from None
+
+
+def _channel_sums(image):
+    """(2, C) float64: the sum and the sum of squares of each channel of a (C, H, W) image."""
+    image = image.astype(np.float64)
+    return np.stack([image.sum(axis=(1, 2)), np.square(image).sum(axis=(1, 2))])
+
+
+def _augmenter(augment, name="augment"):
+    """``augment(batch, rng) -> batch`` for ``augment=True`` (an :class:`Augmenter`), a callable
+    (as given), or None (False, None)."""
+    if augment is True:
+        return Augmenter()
+    if augment is False or augment is None:
+        return None
+    if not callable(augment):
+        raise TypeError(f"{name} must be True, False, None or a callable, got {augment!r}")
+    return augment
+
+
+class ImageFolder:
+    """A folder of class sub-folders read lazily: the files are listed now and decoded batch by
+    batch, in background threads, while the network computes, so the folder need not fit in
+    memory.
+
+    It is a dataset of ``(image, label)`` samples, PyTorch's ``Dataset`` protocol:
+    ``len(folder)`` images, ``folder[i]`` is ``((C, H, W) float32 image, int label)``. Give it to
+    :meth:`cnnlab.Model.fit` as ``x`` (no ``y``), as ``validation_data``, or to
+    :meth:`cnnlab.Model.evaluate`; or iterate over :meth:`batches` in a loop of your own.
+
+    Parameters
+    ----------
+    path : str or path
+        One sub-folder per class, as :func:`load_image_folder` reads: the same classes, files,
+        order and hidden-file rules.
+    size : int or (int, int)
+        Every image is resized to (height, width); one int means a square.
+    color : {'rgb', 'gray'}
+    resize : {'stretch', 'crop', 'pad'}
+        As :func:`read_image`.
+    augment : bool, callable or None
+        Applied to each batch :meth:`read_batch` reads (so to every training batch), on the
+        images in [0, 1], before standardization: ``True`` is :class:`Augmenter` with its
+        defaults, a callable is ``augment(batch, rng) -> batch``. It runs in the loading
+        threads, so a callable of your own must be safe to call from several threads at once
+        (an :class:`Augmenter` is).
+    mean, std : (C,) arrays or None
+        Standardize every image with :func:`standardize` (``(x - mean) / std``) after it is
+        read; None gives images in [0, 1]. :meth:`statistics` computes them.
+    verify : bool
+        False (the default) reads each file's header now (fast: nothing is decoded) and leaves
+        out the files Pillow does not recognize as images. True decodes every image now, in
+        background threads and one at a time in memory, and leaves out every file that cannot
+        be read, exactly as :func:`load_image_folder` would; it also remembers each image's
+        channel sums, so that :meth:`statistics` needs no second pass.
+
+    Attributes
+    ----------
+    class_names : list of str
+        The sub-folder names, in sorted order.
+    files : list of str
+        The image files, in order.
+    labels : (N,) int64 array
+        The index of each file's class in ``class_names``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is not a folder.
+    ValueError
+        If it holds no readable images, or images of a single class; naming ``size``,
+        ``color`` or ``resize`` for a bad value.
+
+    Notes
+    -----
+    The files left out are named in one warning that counts them, as :func:`load_image_folder`
+    does. A file whose header reads but whose pixels do not (a truncated download) is found
+    with ``verify=False`` only when it is decoded: reading it raises the ``ValueError`` of
+    :func:`read_image`, naming it.
+    """
+
+    def __init__(self, path: _PathLike, size: int | tuple[int, int] = (64, 64), color: str = "rgb",
+                 resize: str = "stretch", augment: bool | Callable | None = None,
+                 mean: Sequence[float] | np.ndarray | None = None, std: Sequence[float] | np.ndarray | None = None,
+                 verify: bool = False):
+        self.size = pair("size", size, 1)
+        check_color(color)
+        check_resize(resize)
+        if not isinstance(verify, (bool, np.bool_)):
+            raise TypeError(f"verify must be True or False, got {verify!r}")
+        self.path, self.color, self.resize = os.fspath(path), color, resize
+        self.augment = _augmenter(augment)
+        self.mean, self.std = mean, std
+        self.class_names, files, labels = _list_image_folder(path)
+        check = self._decoded if verify else self._headers
+        kept, self._sums, skipped = check(files)
+        _warn_skipped([files[i] for i in skipped], stacklevel=2)
+        self.files = [files[i] for i in kept]
+        self.labels = np.array([labels[i] for i in kept], dtype=np.int64)
+        _check_classes(path, self.labels, self.class_names)
+
+    @property
+    def mean(self) -> np.ndarray | None:
+        """The per-channel means standardization subtracts ((C,) float64), or None."""
+        return self._mean
+
+    @mean.setter
+    def mean(self, value: Sequence[float] | np.ndarray | None) -> None:
+        self._mean = self._statistic("mean", value)
+
+    @property
+    def std(self) -> np.ndarray | None:
+        """The per-channel standard deviations standardization divides by ((C,) float64), or None."""
+        return self._std
+
+    @std.setter
+    def std(self, value: Sequence[float] | np.ndarray | None) -> None:
+        self._std = self._statistic("std", value)
+
+    def _statistic(self, name, value):
+        if value is None:
+            return None
+        value = np.asarray(value, dtype=np.float64).reshape(-1)
+        if value.shape != (self.channels,):
+            raise ValueError(f"{name} must hold one value per channel ({self.channels}), got {value.shape[0]}")
+        return value
+
+    def _chunks(self, files, read):
+        """``read(file)`` of every file, 64 files per job on the loading threads: ``(kept
+        indices, their results, skipped indices)``; a file is skipped when ``read`` raises
+        ``ValueError`` or ``FileNotFoundError`` (a dangling link)."""
+        def job(start):
+            results = []
+            for file in files[start:start + 64]:
+                try:
+                    results.append((True, read(file)))
+                except (FileNotFoundError, ValueError):
+                    results.append((False, None))
+            return results
+
+        kept, results, skipped = [], [], []
+        jobs = (functools.partial(job, start) for start in range(0, len(files), 64))
+        with Prefetch(jobs, config.LOADER_THREADS, config.PREFETCH_BATCHES) as chunks:
+            for ok, result in itertools.chain.from_iterable(chunks):
+                index = len(kept) + len(skipped)
+                if ok:
+                    kept.append(index)
+                    results.append(result)
+                else:
+                    skipped.append(index)
+        return kept, results, skipped
+
+    def _read_sums(self, file):
+        return _channel_sums(read_image(file, self.size, self.color, self.resize))
+
+    def _headers(self, files):
+        kept, _, skipped = self._chunks(files, _check_header)
+        return kept, None, skipped
+
+    def _decoded(self, files):
+        kept, sums, skipped = self._chunks(files, self._read_sums)
+        return kept, (np.stack(sums) if sums else np.zeros((0, 2, self.channels))), skipped
+
+    @property
+    def channels(self) -> int:
+        """3 for 'rgb', 1 for 'gray'."""
+        return 3 if self.color == "rgb" else 1
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        return (self.channels,) + tuple(self.size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __repr__(self) -> str:
+        return (f"ImageFolder({self.path!r}, {len(self)} images of {len(self.class_names)} classes, "
+                f"size={tuple(self.size)}, color={self.color!r})")
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        """``(image, label)``: image ``index`` read, resized and standardized (never augmented)."""
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"an ImageFolder is indexed by an integer, got {index!r}")
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"image index {index} is out of range for {len(self)} images")
+        index = int(index) % len(self)
+        image = read_image(self.files[index], self.size, self.color, self.resize)[None]
+        return self._standardized(image)[0], int(self.labels[index])
+
+    def _standardized(self, batch):
+        if self.mean is None or self.std is None:
+            return batch
+        return standardize(batch, self.mean, self.std)[0]
+
+    def read_batch(self, indices: Sequence[int] | np.ndarray, rng: np.random.Generator | None = None,
+                   augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """``(images (n, C, H, W) float32, labels (n,) int64)`` of the images at ``indices``: read,
+        augmented (with :attr:`augment`, drawing from ``rng``; not with ``augment=False``: what
+        evaluation reads), then standardized."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        batch = np.empty((len(indices),) + self.sample_shape, np.float32)
+        for row, index in enumerate(indices):
+            batch[row] = read_image(self.files[index], self.size, self.color, self.resize)
+        if self.augment is not None and augment:
+            rng = rng if rng is not None else np.random.default_rng()
+            batch = np.ascontiguousarray(self.augment(batch, rng), dtype=np.float32)
+        return self._standardized(batch), self.labels[indices]
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "ImageFolder":
+        """The images at ``indices`` (in that order) as an ImageFolder with the same settings:
+        a training or validation part of the folder."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(indices) and (indices.min() < -len(self) or indices.max() >= len(self)):
+            raise IndexError(f"indices must lie in [0, {len(self)}), got {indices.min()} to {indices.max()}")
+        part = copy.copy(self)
+        part.files = [self.files[i] for i in indices]
+        part.labels = self.labels[indices]
+        part._sums = self._sums[indices] if self._sums is not None else None
+        return part
+
+    def statistics(self, sample: int | None = None, seed: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, std)``, each ``(C,)`` float64: the per-channel statistics of the images as
+        read (in [0, 1], not augmented), for ``mean=`` and ``std=``.
+
+        Parameters
+        ----------
+        sample : int or None
+            None: every image, streamed through the loading threads (one pass over the
+            folder, in constant memory; no pass at all after ``verify=True``). An int: that
+            many images drawn at random without replacement (all of them if fewer), for a
+            quick estimate on a large folder.
+        seed : int or None
+            Seeds the draw of ``sample``.
+        """
+        indices = np.arange(len(self))
+        if sample is not None:
+            sample = check_int("sample", sample, 1)
+            if sample < len(self):
+                indices = np.sort(np.random.default_rng(seed).choice(len(self), sample, replace=False))
+        if self._sums is not None:
+            sums = self._sums[indices]
+        else:
+            files = [self.files[i] for i in indices]
+            _, sums, skipped = self._chunks(files, self._read_sums)
+            if skipped:
+                raise ValueError(f"{files[skipped[0]]} is not a readable image (statistics read every image)")
+        total = np.sum(sums, axis=0)
+        count = len(indices) * self.size[0] * self.size[1]
+        mean = total[0] / count
+        return mean, np.sqrt(np.maximum(total[1] / count - mean ** 2, 0.0))
+
+    def batches(self, batch_size: int = 32, shuffle: bool = False, seed: int | None = None,
+                threads: int | None = None, ahead: int | None = None) -> Prefetch:
+        """Iterate over ``(images, labels)`` batches (:meth:`read_batch`), read ahead on
+        background threads: for a loop of your own.
+
+        ``shuffle`` draws the order from ``seed``; each batch's augmentation draws from its own
+        generator, seeded from ``seed`` and the batch's position, so a seeded pass repeats
+        exactly. ``threads`` (default :data:`cnnlab.config.LOADER_THREADS`) read ``ahead``
+        batches (default :data:`cnnlab.config.PREFETCH_BATCHES`) at most ahead of the loop.
+        Leaving the loop early (``break``, an exception, Ctrl-C) stops the threads; so does
+        ``close()`` on the returned iterator, or using it in a ``with`` block.
+        """
+        batch_size = check_int("batch_size", batch_size, 1)
+        root = np.random.SeedSequence(seed)
+        order = np.random.default_rng(root.spawn(1)[0]).permutation(len(self)) if shuffle else np.arange(len(self))
+
+        def jobs():
+            for start in range(0, len(order), batch_size):
+                rng = np.random.default_rng(root.spawn(1)[0])
+                yield functools.partial(self.read_batch, order[start:start + batch_size], rng)
+
+        return Prefetch(jobs(), config.LOADER_THREADS if threads is None else threads,
+                        config.PREFETCH_BATCHES if ahead is None else ahead)
 
 
 def load_demo_data(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -26,7 +26,7 @@ from numpy.typing import ArrayLike
 
 from . import functional as F
 from . import losses as losses_module
-from . import saving, training
+from . import saving, sources, training
 from .callbacks import Callback, History
 from .checks import check_device, check_float_dtype, check_image_dtype
 from .compilation import report_compilation
@@ -500,39 +500,53 @@ class Model:
         return results
 
     @chunked("evaluate", argument=1)
-    def evaluate(self, x: ArrayLike, y: ArrayLike, batch_size: int = 256,
+    def evaluate(self, x: Any, y: ArrayLike | None = None, batch_size: int = 256,
                  loss: str | losses_module.Loss | None = None) -> dict[str, float]:
         """``{'loss': mean loss, 'accuracy': fraction correct}`` on ``(x, y)``; for a dask ``x``
-        computed chunk by chunk on the current Dask scheduler (:func:`cnnlab.dask.evaluate`)."""
-        x = self.check_inputs(x)
-        y = self.check_labels(y, x.shape[0])
+        computed chunk by chunk on the current Dask scheduler (:func:`cnnlab.dask.evaluate`).
+        Without ``y``, ``x`` is any input :meth:`fit` takes that gives its own labels (a dataset,
+        a :class:`cnnlab.data.ImageFolder`, an iterable of ``(x, y)`` batches: one pass over
+        it), read batch by batch."""
+        x = sources.evaluation_source(self, x, y)
         loss = losses_module.get(loss or self.loss or "cross_entropy")
         with report_compilation(sys.stderr):
-            return training.evaluate(self, x, y, batch_size, loss)
+            return training.evaluate(self, x, None, batch_size, loss)
 
     # --- training -----------------------------------------------------------------
-    def fit(self, x: ArrayLike, y: ArrayLike, epochs: int = 1, batch_size: int = 32,
+    def fit(self, x: Any, y: ArrayLike | None = None, epochs: int = 1, batch_size: int = 32,
             optimizer: Optimizer | None = None, loss: str | losses_module.Loss = "cross_entropy",
             validation_data: tuple[ArrayLike, ArrayLike] | None = None, shuffle: bool = True,
             seed: int | None = None, verbose: int = 1, checkpoint: Path | None = None, resume: Path | None = None,
             augment: bool | Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
             callbacks: Callback | Iterable[Callback] | None = None, validation_split: float = 0.0,
-            class_weight: dict[int | str, float] | str | None = None) -> History:
+            class_weight: dict[int | str, float] | str | None = None, steps_per_epoch: int | None = None) -> History:
         """Train with mini-batch backpropagation (the loop is :func:`cnnlab.training.fit`).
 
         Parameters
         ----------
-        x : (N, C, H, W) float array (host memory)
-        y : (N,) integer class labels
+        x : (N, C, H, W) float array (host memory), dask array, dataset or iterable
+            The training images: in memory; a dask array chunked along the batch axis, read
+            chunk by chunk; or, without ``y``, something that gives images and labels together,
+            read batch by batch (:mod:`cnnlab.sources`): a dataset of ``(image, label)`` samples
+            (``len`` and ``[i]``, PyTorch's ``Dataset``; a :class:`cnnlab.data.ImageFolder`), a
+            dataset of ``(images, labels)`` batches (Keras' ``PyDataset``), or an iterable or
+            generator of ``(images, labels)`` batches.
+        y : (N,) integer class labels (array or dask array), or None
+            With arrays ``x`` only.
         epochs : int
             Total number of epochs (a resumed run continues up to it).
         batch_size : int
+            Samples per step (ignored for a source of batches: its batches are the steps).
         optimizer : Optimizer or None (``Adam(1e-3)``)
         loss : 'cross_entropy', 'mse' or a loss object
-        validation_data : (x_val, y_val) or None
-            Evaluated after each epoch (never augmented, never trained on).
+        validation_data : (x_val, y_val), a dataset, an ImageFolder, an iterable, or None
+            Evaluated after each epoch (never augmented, never trained on): a tuple of arrays
+            (or dask arrays), or a source of images and labels that can be read again every
+            epoch (not a one-shot generator).
         shuffle : bool
-            Reshuffle the samples every epoch (seeded by ``seed``).
+            Reshuffle the samples every epoch (seeded by ``seed``): arrays and datasets of
+            samples in the same order; a dask array's chunks and the samples within each chunk;
+            sources of batches are read as they come.
         seed : int or None
             Seeds the shuffling and the dropout masks: the same seed repeats the run.
         verbose : 0 or 1
@@ -546,19 +560,26 @@ class Model:
             weights as an uninterrupted run.
         augment : bool, callable or None
             ``True`` applies :class:`cnnlab.data.Augmenter` with its defaults to each training
-            batch; a callable ``augment(batch, rng) -> batch`` is used as given. Validation
-            data are never augmented.
+            batch; a callable ``augment(batch, rng) -> batch`` is used as given. Each batch
+            draws from its own generator, seeded by ``seed``, the epoch and the step; for a
+            dataset it runs in the loading threads (so a callable of yours must be safe to call
+            from several threads at once). Validation data are never augmented.
         callbacks : list of cnnlab.callbacks.Callback or None
             Run after each step and epoch (:mod:`cnnlab.callbacks`): early stopping, learning
             rate reduction, saving the best model, your own functions.
         validation_split : float in [0, 1), default 0
             Hold out this fraction of ``(x, y)`` (each class in proportion, seeded by ``seed``)
             as validation data, before any shuffling; not together with ``validation_data``.
+            Needs every label up front: arrays, dask arrays or an ImageFolder.
         class_weight : None, dict or 'balanced'
             Weigh each sample's loss and gradient by its class: ``{class index or name:
             weight}`` (classes left out weigh 1), or ``'balanced'``: ``n_samples / (n_classes *
-            count)`` per class (scikit-learn's rule), from the training samples. Cross-entropy
-            loss only.
+            count)`` per class (scikit-learn's rule), from the training samples (arrays, dask
+            arrays or an ImageFolder). Cross-entropy loss only.
+        steps_per_epoch : int or None
+            For an iterable or generator of batches: the batches that make one epoch. A
+            generator (a one-shot iterator) needs it and goes on where the last epoch stopped;
+            an iterable that has ``len()`` defaults to one pass per epoch.
 
         Returns
         -------
@@ -582,7 +603,8 @@ class Model:
         return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=loss,
                             validation_data=validation_data, shuffle=shuffle, seed=seed, verbose=verbose,
                             checkpoint=checkpoint, resume=resume, augment=augment, callbacks=callbacks,
-                            validation_split=validation_split, class_weight=class_weight)
+                            validation_split=validation_split, class_weight=class_weight,
+                            steps_per_epoch=steps_per_epoch)
 
     # --- weights and saving -------------------------------------------------------
     def get_weights(self) -> dict[str, np.ndarray]:

@@ -24,18 +24,18 @@ import numpy as np
 
 from . import callbacks as callbacks_module
 from . import data as data_module
-from . import functional as F
 from . import losses as losses_module
 from . import optim as optim_module
 from . import saving
+from . import sources as sources_module
 from .compilation import report_compilation
-from .device import to_device, to_host
+from .device import to_host
 from .shapes import check_int
 
 __all__ = ["fit", "evaluate", "train_step", "class_weights", "split_validation", "read_as_trained"]
 
 ModelLike = Any  # a cnnlab.Model
-Data = tuple[np.ndarray, np.ndarray]
+Data = tuple[Any, Any]  # the arguments of model.evaluate for the validation data
 
 
 class _DeferredInterrupt:
@@ -63,23 +63,25 @@ class _DeferredInterrupt:
         return False
 
 
-def fit(model: ModelLike, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
+def fit(model: ModelLike, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32,
         optimizer: optim_module.Optimizer | None = None, loss: str | losses_module.Loss = "cross_entropy",
         validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, seed: int | None = None,
         verbose: int = 1, checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
         augment: bool | Callable | None = None, callbacks: Iterable[callbacks_module.Callback] | None = None,
-        validation_split: float = 0.0, class_weight: dict | str | None = None) -> callbacks_module.History:
+        validation_split: float = 0.0, class_weight: dict | str | None = None,
+        steps_per_epoch: int | None = None) -> callbacks_module.History:
     """Train ``model``: :meth:`cnnlab.Model.fit` (which documents the arguments) runs this.
 
     Every argument is checked before the model changes; then the loss, the optimizer (kept,
     or ``Adam()``) and, with ``resume``, the checkpoint's weights and training state are put
     in place, the callbacks start, and the epochs run."""
-    x, y, validation = _training_data(model, x, y, validation_data, validation_split, seed)
+    source, validation = _training_data(model, x, y, validation_data, validation_split, seed, steps_per_epoch)
     epochs = check_int("epochs", epochs, 1)
     augment = _augmenter(augment)
     batch_size = check_int("batch_size", batch_size, 1)
     loss = losses_module.get(loss)
-    weights = class_weights(model, class_weight, y, loss)
+    weights = class_weights(model, class_weight, source.labels("class_weight='balanced'")
+                            if isinstance(class_weight, str) and class_weight == "balanced" else None, loss)
     available = ["loss", "accuracy", "lr", "seconds"] + (["val_loss", "val_accuracy"] if validation else [])
     history, callbacks = _with_defaults(callbacks_module.check_callbacks(callbacks, available), verbose)
     model.loss = loss
@@ -89,21 +91,21 @@ def fit(model: ModelLike, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
         model.optimizer = optim_module.Adam()
     model.optimizer.to(model.device)
 
-    run = _Run(model, x, y, batch_size, shuffle, augment, seed)
+    run = _Run(model, source, batch_size, shuffle, augment, seed)
     if resume is not None:
         run.start_epoch, run.rng, history.history, run.base_seed = saving.load_checkpoint(model, resume)
     if weights is not None:
         run.class_weights = model.to_model_device(weights.astype(model.dtype))
     model.history, model.stop_training = history, False
     run.reads_batch_logs = any(callback.reads_batch_logs for callback in callbacks)
-    params = dict(epochs=epochs, samples=x.shape[0], batch_size=batch_size, verbose=verbose, metrics=available,
-                  compiling=run.compiling, read_metrics=run.read_metrics)
+    params = dict(epochs=epochs, samples=source.samples, batch_size=source.batch_size or batch_size,
+                  verbose=verbose, metrics=available, compiling=run.compiling, read_metrics=run.read_metrics)
     for callback in callbacks:
         callback.model = model
         callback.set_params(params)
         callback.on_train_begin(model)
     run.upload()
-    with _DeferredInterrupt() as interrupt, report_compilation(sys.stderr if verbose else None) as report:
+    with source, _DeferredInterrupt() as interrupt, report_compilation(sys.stderr if verbose else None) as report:
         run.report = report
         record = run.run_epochs(epochs, callbacks, validation, checkpoint, history, interrupt)
     for callback in callbacks:
@@ -111,25 +113,23 @@ def fit(model: ModelLike, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
     return history
 
 
-def _training_data(model: ModelLike, x: Any, y: Any, validation_data: tuple[Any, Any] | None,
-                   validation_split: float, seed: int | None) -> tuple[np.ndarray, np.ndarray, Data | None]:
-    """``x, y, validation``: the checked training data, and the validation pair or None
-    (``validation_data`` checked, or held out of ``x, y`` by ``validation_split``)."""
-    x = model.check_inputs(x)
-    y = model.check_labels(y, x.shape[0])
+def _training_data(model: ModelLike, x: Any, y: Any, validation_data: Any, validation_split: float,
+                   seed: int | None, steps_per_epoch: int | None = None) -> tuple[sources_module.Source, Data | None]:
+    """``source, validation``: the checked training data as a batch source
+    (:func:`cnnlab.sources.training_source`), and the validation data as the arguments of
+    ``model.evaluate``, or None (``validation_data`` checked, or held out of ``x, y`` by
+    ``validation_split``)."""
+    source = sources_module.training_source(model, x, y, steps_per_epoch)
     if validation_data is not None:
         if validation_split:
             raise ValueError(f"pass validation_data or validation_split, not both (validation_split="
                              f"{validation_split})")
-        if len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (x_val, y_val)")
-        x_val = model.check_inputs(validation_data[0], "validation x")
-        y_val = model.check_labels(validation_data[1], x_val.shape[0], "validation y")
-        return x, y, (x_val, y_val)
+        return source, (sources_module.validation_source(model, validation_data), None)
     if validation_split:
-        x, x_val, y, y_val = split_validation(x, y, validation_split, seed)
-        return x, y, (x_val, y_val)
-    return x, y, None
+        labels = source.labels("validation_split")
+        train, held_out, _, _ = split_validation(np.arange(len(labels)), labels, validation_split, seed)
+        return source.take(train), (source.take(held_out), None)
+    return source, None
 
 
 def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int | None) -> tuple[np.ndarray, ...]:
@@ -207,24 +207,23 @@ class _Run:
     """One ``fit``: its settings, and the state that lives from epoch to epoch (the shuffling
     generator, the dropout seed, the running loss and accuracy of the epoch)."""
 
-    def __init__(self, model: ModelLike, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
+    def __init__(self, model: ModelLike, source: sources_module.Source, batch_size: int, shuffle: bool,
                  augment: Callable | None, seed: int | None):
-        self.model, self.x, self.y = model, x, y
+        self.model, self.source = model, source
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.base_seed = int(np.random.SeedSequence(seed).generate_state(1)[0] % (2**31))
         self.rng = np.random.default_rng(self.base_seed)
         self.start_epoch = 0
         self.class_weights = None  # (classes,) on the model's device
         self.reads_batch_logs = False
-        self.sources = None  # the training set on the GPU
         self.report = None  # the compilation report while the epochs run
         self.totals, self.seen = None, 0
 
     def upload(self) -> None:
-        """On the GPU the whole training set goes to the device once; each step gathers its
+        """On the GPU an in-memory training set goes to the device once; each step gathers its
         batch there, and the loss and hits are summed there (read only to draw progress)."""
         if self.model.device == "cuda" and self.augment is None:
-            self.sources = to_device(self.x), to_device(self.y)
+            self.source.upload()
 
     def compiling(self) -> float:
         """Seconds spent compiling kernels since the epochs started."""
@@ -261,19 +260,17 @@ class _Run:
     def train_epoch(self, epoch: int, callbacks: list[callbacks_module.Callback],
                     interrupt: _DeferredInterrupt) -> dict:
         """One pass over the training data; its ``loss``, ``accuracy``, ``lr`` and ``seconds``."""
-        model, samples = self.model, self.x.shape[0]
-        order = self.rng.permutation(samples) if self.shuffle else np.arange(samples)
+        model, samples = self.model, self.source.samples
         for callback in callbacks:
             callback.on_epoch_begin(epoch, {})
         self.totals, self.seen = model.to_model_device(np.zeros(2)), 0  # loss sum, correct predictions
         epoch_start = time.perf_counter()
-        for step, start in enumerate(range(0, samples, self.batch_size)):
-            model.optimizer.set_epoch(epoch, start / samples)
-            index = order[start:start + self.batch_size]
-            batch, targets = self._batch(index)
+        batches = self.source.epoch(epoch, self.rng, self.base_seed, self.batch_size, self.shuffle, self.augment)
+        for step, (batch, targets) in enumerate(batches):
+            model.optimizer.set_epoch(epoch, min(self.seen / samples, 1.0))
             step_seed = self.base_seed * 7919 + model.optimizer.steps * 104729  # for random masks
             train_step(model, batch, targets, self.totals, self.class_weights, step_seed)
-            self.seen += len(index)
+            self.seen += targets.shape[0]
             logs = {}
             if self.reads_batch_logs:
                 mean_loss, accuracy = self.read_metrics()
@@ -284,16 +281,6 @@ class _Run:
             interrupt.check()
         mean_loss, accuracy = self.read_metrics()
         return dict(loss=mean_loss, accuracy=accuracy, lr=model.optimizer.lr, seconds=time.perf_counter() - epoch_start)
-
-    def _batch(self, index: np.ndarray) -> tuple[Any, Any]:
-        """The images and labels of ``index``, augmented when asked, on the model's device."""
-        if self.sources is not None:
-            device_index = to_device(np.ascontiguousarray(index, dtype=np.int64))
-            return F.gather_rows(self.sources[0], device_index), F.gather_rows(self.sources[1], device_index)
-        batch, targets = self.x[index], self.y[index]
-        if self.augment is not None:
-            batch = np.ascontiguousarray(self.augment(batch, self.rng), dtype=self.x.dtype)
-        return self.model.to_model_device(batch), self.model.to_model_device(targets)
 
 
 def train_step(model: ModelLike, batch: Any, targets: Any, totals: Any, class_weights: Any = None,
@@ -310,19 +297,19 @@ def train_step(model: ModelLike, batch: Any, targets: Any, totals: Any, class_we
     model.optimizer.step(parameters)
 
 
-def evaluate(model: ModelLike, x: np.ndarray, y: np.ndarray, batch_size: int,
-             loss: losses_module.Loss) -> dict[str, float]:
-    """``{'loss', 'accuracy'}`` of checked host arrays ``x`` and labels ``y``, batch by batch
-    on the model's device (see :meth:`cnnlab.Model.evaluate`)."""
-    total_loss, correct = 0.0, 0
+def evaluate(model: ModelLike, x: Any, y: Any, batch_size: int, loss: losses_module.Loss) -> dict[str, float]:
+    """``{'loss', 'accuracy'}`` of images ``x`` and labels ``y`` (arrays; or ``y`` None and ``x``
+    any input ``fit`` takes: :func:`cnnlab.sources.evaluation_source`), batch by batch on the
+    model's device (see :meth:`cnnlab.Model.evaluate`)."""
+    total_loss, correct, count = 0.0, 0, 0
     loss_input = model.loss_input(loss)
-    for start in range(0, x.shape[0], batch_size):
-        batch = x[start:start + batch_size]
-        out, = model.graph.forward([model.to_model_device(batch)], targets=[loss_input])
-        labels = y[start:start + batch.shape[0]]
-        total_loss += loss.label_loss(out, labels) * batch.shape[0]
-        correct += int((to_host(out).argmax(axis=1) == labels).sum())
-    return {"loss": total_loss / x.shape[0], "accuracy": correct / x.shape[0]}
+    with sources_module.evaluation_source(model, x, y).evaluation(batch_size) as batches:
+        for batch, labels in batches:
+            out, = model.graph.forward([model.to_model_device(batch)], targets=[loss_input])
+            total_loss += loss.label_loss(out, labels) * batch.shape[0]
+            correct += int((to_host(out).argmax(axis=1) == labels).sum())
+            count += batch.shape[0]
+    return {"loss": total_loss / count, "accuracy": correct / count}
 
 
 def read_as_trained(paths: Sequence[str | os.PathLike], preprocessing: dict) -> np.ndarray:

@@ -174,7 +174,7 @@ def fail_after_first_epoch(monkeypatch, error):
     """Make fit raise ``error`` during its second epoch (KeyboardInterrupt: as if Ctrl-C came)."""
     real_fit = cnnlab.Sequential.fit
 
-    def fit(self, x, y, epochs=1, **options):
+    def fit(self, x, y=None, epochs=1, **options):
         real_fit(self, x, y, epochs=1, **options)
         raise error
 
@@ -275,7 +275,7 @@ def test_train_reports_the_best_epoch_and_passes_its_options_to_fit(photos, tmp_
     seen = {}
     real_fit = cnnlab.Sequential.fit
 
-    def fit(self, x, y, **options):
+    def fit(self, x, y=None, **options):
         seen.update(options)
         return real_fit(self, x, y, **options)
 

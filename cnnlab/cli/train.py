@@ -1,5 +1,10 @@
 """``cnnlab train``: a CNN trained on a folder of images, one sub-folder per class, from scratch
-or from the convolutional base of a saved model (``--base``), with checkpoints to resume from."""
+or from the convolutional base of a saved model (``--base``), with checkpoints to resume from.
+
+The folder is streamed (:class:`cnnlab.data.ImageFolder`): one first pass decodes every image to
+find the unreadable ones and each image's channel sums (the standardization statistics), then
+every epoch reads its batches again in background threads, so memory does not grow with the
+folder."""
 
 import contextlib
 import os
@@ -11,7 +16,7 @@ import cnnlab
 
 from ..applications import classic_cnn
 from ..callbacks import EarlyStopping
-from ..data import load_image_folder, standardize, train_test_split
+from ..data import ImageFolder, train_test_split
 from ..metrics import confusion_matrix, format_confusion
 from .common import (
     add_command,
@@ -85,27 +90,30 @@ def _train(args, checkpoint, own_checkpoint):
                          "images per class)")
     base = _load_base(args)
     device = pick_device(args.device)
-    images, labels, names = _load_folder(args, device)
-    x_train, x_val, y_train, y_val = train_test_split(images, labels, test_size=args.validation, seed=args.seed)
+    folder = _load_folder(args, device)
+    names = folder.class_names
+    train, held_out, _, _ = train_test_split(np.arange(len(folder)), folder.labels, test_size=args.validation,
+                                             seed=args.seed)
+    training, validation = folder.subset(train), folder.subset(held_out)
     # from scratch: the training images' statistics; transferred: the base's, since its
     # features were learned on that scale
-    statistics = (None, None) if base is None else (base.preprocessing["mean"], base.preprocessing["std"])
-    x_train, mean, std = standardize(x_train, *statistics)
-    x_val, _, _ = standardize(x_val, mean, std)
-    model = _new_model(args, base, images.shape[1], names)
-    model.preprocessing = dict(size=[args.size, args.size], color=args.color, mean=mean.tolist(),
-                               std=std.tolist(), resize=args.resize)
+    mean, std = training.statistics() if base is None else (base.preprocessing["mean"], base.preprocessing["std"])
+    for part in (training, validation):
+        part.mean, part.std = mean, std
+    model = _new_model(args, base, folder.channels, names)
+    model.preprocessing = dict(size=[args.size, args.size], color=args.color, mean=training.mean.tolist(),
+                               std=training.std.tolist(), resize=args.resize)
     model.to(device)
-    history = _fit(args, model, (x_train, y_train), (x_val, y_val), checkpoint, own_checkpoint)
+    history = _fit(args, model, training, validation, checkpoint, own_checkpoint)
     if history is None:
         return 130
-    matrix = _report(model, history, x_val, y_val, names)
+    matrix = _report(model, history, validation, names)
     model.to("cpu").save(args.out)
     print(f"model saved to {args.out}")
     if own_checkpoint:  # the run is complete: its training state is of no further use
         os.remove(checkpoint)
     if args.plots:
-        write_plots(args.plots, model, history, matrix, names, x_val[0])
+        write_plots(args.plots, model, history, matrix, names, validation[0][0])
     return 0
 
 
@@ -161,18 +169,20 @@ def _load_base(args):
 
 
 def _load_folder(args, device):
-    """``(images, labels, class names)`` of the folder, resized as asked; every class needs two
-    images, one to train on and one to validate."""
-    images, labels, names = load_image_folder(args.folder, size=(args.size, args.size), color=args.color,
-                                              resize=args.resize)
+    """The folder as an :class:`ImageFolder`, resized as asked, every image decoded once
+    (``verify``: unreadable files are skipped with a warning, the channel sums kept for the
+    statistics); every class needs two images, one to train on and one to validate."""
+    folder = ImageFolder(args.folder, size=(args.size, args.size), color=args.color, resize=args.resize,
+                         verify=True)
+    labels, names = folder.labels, folder.class_names
     counts = ", ".join(f"{name} {int((labels == i).sum())}" for i, name in enumerate(names))
-    print(f"{len(images)} images of {len(names)} classes ({counts}), resized ({args.resize}) to "
+    print(f"{len(folder)} images of {len(names)} classes ({counts}), resized ({args.resize}) to "
           f"{args.size}x{args.size} {args.color}; training on the {device}")
     few = [name for i, name in enumerate(names) if (labels == i).sum() < 2]
     if few:
         raise ValueError(f"each class needs at least 2 images, one to train on and one to validate; too few "
                          f"in: {', '.join(few)} (add images to those sub-folders)")
-    return images, labels, names
+    return folder
 
 
 def _convolution_base_end(model):
@@ -208,7 +218,7 @@ def _fit(args, model, training, validation, checkpoint, own_checkpoint):
     """``model.fit``'s history; None when Ctrl-C stopped it (said on stderr, with how to resume).
     A run that diverged removes train's own checkpoint, so that a retry starts over."""
     try:
-        return model.fit(*training, epochs=args.epochs, batch_size=args.batch_size,
+        return model.fit(training, epochs=args.epochs, batch_size=args.batch_size,
                          optimizer=cnnlab.optim.Adam(args.lr), validation_data=validation, seed=args.seed,
                          augment=args.augment, verbose=1, checkpoint=checkpoint, resume=args.resume,
                          **_fit_options(args))
@@ -226,14 +236,16 @@ def _fit(args, model, training, validation, checkpoint, own_checkpoint):
         raise
 
 
-def _report(model, history, x_val, y_val, names):
+def _report(model, history, validation, names):
     """Print the best epoch, the validation accuracy and confusion matrix; returns the matrix."""
     scores = history.history["val_accuracy"]
     best = int(np.argmax(scores))
     print(f"best validation accuracy: {scores[best]:.2%} at epoch {best + 1} of {len(scores)}; the model keeps "
           "that epoch's weights")
-    predicted = model.predict(x_val)
-    print(f"validation accuracy: {float((predicted == y_val).mean()):.2%} on {len(x_val)} held-out images")
+    with validation.batches(256) as batches:  # streamed: the held-out images are never all in memory
+        predicted = np.concatenate([model.predict(x, batch_size=256) for x, _ in batches])
+    y_val = validation.labels
+    print(f"validation accuracy: {float((predicted == y_val).mean()):.2%} on {len(validation)} held-out images")
     matrix = confusion_matrix(y_val, predicted, len(names))
     print("confusion matrix on the validation images (rows: true class, columns: predicted class):")
     print(format_confusion(matrix, names))
