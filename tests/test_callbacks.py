@@ -6,14 +6,13 @@ import io
 import numba
 import numpy as np
 import pytest
+import test_model
+from test_model import small_cnn, weights
 
 import cnnlab
 from cnnlab import optim
 from cnnlab.callbacks import Callback, EarlyStopping, LambdaCallback, ModelCheckpoint, ReduceLROnPlateau
 from cnnlab.compilation import FINISHED, MESSAGE, STARTED, end_line, report_compilation
-
-import test_model
-from test_model import small_cnn, weights
 
 digits = test_model.digits  # the fixture, shared with test_model
 

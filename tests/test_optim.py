@@ -126,9 +126,9 @@ def test_bad_schedule_arguments(make, error):
 
 
 def test_fit_applies_the_warmup_at_every_step_and_checkpoints_it(tmp_path):
-    from cnnlab.callbacks import LambdaCallback
-
     from test_model import small_cnn
+
+    from cnnlab.callbacks import LambdaCallback
 
     rng = np.random.default_rng(0)
     x, y = rng.random((40, 1, 8, 8), dtype=np.float32), rng.integers(0, 3, 40)
