@@ -70,7 +70,8 @@ x = np.random.default_rng(0).random((4, 1, 6, 6)).astype(np.float32)
 y = np.array([0, 1, 0, 1])
 for minimum in (1 << 40, 0):  # every kernel on the calling thread, then every one through the thread pool
     config.PARALLEL_MIN_WORK = minimum
-    for optimizer, weights in ((cnnlab.optim.SGD(0.1, momentum=0.9), None), (cnnlab.optim.Adam(), "balanced")):
+    for optimizer, weights in ((cnnlab.optim.SGD(0.1, momentum=0.9), None), (cnnlab.optim.Adam(), "balanced"),
+                               (cnnlab.optim.AdamW(), None), (cnnlab.optim.RMSprop(momentum=0.9, centered=True), None)):
         model = cnnlab.Sequential([L.Conv2D(1, 2, 3, padding=1), L.BatchNorm2D(2), L.ReLU(), L.MaxPool2D(2),
                                    L.LeakyReLU(), L.Sigmoid(), L.Tanh(), L.Flatten(), L.Dropout(0.5),
                                    L.Dense(18, 2), L.Softmax()])

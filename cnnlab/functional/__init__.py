@@ -62,7 +62,7 @@ from .loss import (
 )
 from .merge import add, add_backward, concatenate, concatenate_backward, multiply, multiply_backward
 from .normalization import batch_norm2d, batch_norm2d_backward, group_norm, group_norm_backward, running_average
-from .optim import adam_update, sgd_update
+from .optim import adam_update, adamw_update, rmsprop_update, sgd_update
 from .pool import (
                          INDEX_DTYPE,
                          POOL_MODES,
