@@ -360,10 +360,10 @@ class Model:
 
     def loss_input(self, loss: losses_module.Loss) -> SymbolicTensor:
         """The tensor ``loss`` reads: the output, or for a loss that reads logits
-        (:attr:`cnnlab.losses.Loss.from_logits`) the input of an output node that is a
-        ``Softmax`` (the loss applies it fused and stable)."""
+        (:attr:`cnnlab.losses.Loss.from_logits`, applying a softmax) the input of an output node
+        that is a ``Softmax`` (the loss applies it fused and stable)."""
         softmax = self._output_softmax()
-        if loss.from_logits and softmax is not None:
+        if loss.from_logits and loss.logits_activation == "softmax" and softmax is not None:
             return softmax.inputs[0]
         return self._graph.outputs[0]
 

@@ -95,6 +95,9 @@ for forward, backward in ((F.relu6, F.relu6_backward), (F.hardswish, F.hardswish
                           (F.hardsigmoid, F.hardsigmoid_backward), (F.silu, F.silu_backward)):
     backward(x, forward(x))
 F.weighted_cross_entropy_backward(F.softmax(x[:, 0, 0]), np.array([0, 1, 2, 3]), np.ones(6, np.float32))
+rows = np.eye(6, dtype=np.float32)[[0, 1, 2, 3]]
+F.cross_entropy_backward(F.cross_entropy(x[:, 0, 0], rows, 0.1)[1], rows, 0.1)
+F.binary_cross_entropy_backward(x, x, True), F.binary_cross_entropy(x, x, False)
 F.group_norm_backward(x, F.group_norm(x, 1), 1)
 # every compiled CPU function (kernels, their serial workers and parallel drivers) that ran
 dispatchers = {f"{module.__name__}.{name}": obj for module in [getattr(cpu, m) for m in cpu.KERNEL_MODULES] + [cpu._schedule] for name, obj in vars(module).items()
