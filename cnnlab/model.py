@@ -31,7 +31,7 @@ from .callbacks import Callback, History
 from .checks import check_device, check_float_dtype, check_image_dtype
 from .compilation import report_compilation
 from .device import cuda_available, is_gpu_array, to_device, to_host
-from .dispatch import chunked
+from .dispatch import chunked, is_dask_array
 from .graph import Graph, Input, SymbolicTensor, is_symbolic
 from .layers import Dense, Layer
 from .optim import Optimizer
@@ -414,20 +414,48 @@ class Model:
             message += f": pass {name}[:, None] to add the channel axis"
         raise ValueError(message)
 
-    def check_labels(self, y: ArrayLike, samples: int, name: str = "y") -> np.ndarray:
+    def check_labels(self, y: ArrayLike, samples: int, name: str = "y",
+                     loss: losses_module.Loss | None = None) -> np.ndarray:
         """``y`` as ``samples`` int64 class labels in ``[0, classes)``; ``TypeError`` or
-        ``ValueError`` naming it ``name`` otherwise."""
+        ``ValueError`` naming it ``name`` otherwise.
+
+        With a ``loss`` that takes target rows (:attr:`cnnlab.losses.Loss.categorical_targets`),
+        ``y`` may also be ``(samples, classes)`` one-hot rows or class probabilities (values in
+        ``[0, 1]``), returned in the model's dtype; and the labels lie in
+        ``[0, loss.label_classes(classes))`` (0 and 1 for a binary loss on one output unit)."""
         classes = self.num_classes()
         if y is None:
             raise TypeError(f"{name} must be integer class labels, got None")
         if is_gpu_array(y):
             raise TypeError(f"{name} must be a host (NumPy) array")
+        if isinstance(y, (str, bytes)):
+            raise TypeError(f"{name} must be integer class labels, got {type(y).__name__}")
         y = np.asarray(y)
+        if y.ndim == 2 and y.shape[0] == samples:
+            return self._target_rows(y, classes, name, loss)
         if y.ndim != 1 or y.shape[0] != samples:
             raise ValueError(f"x and {name} must have the same length: {samples} images but {name} has "
                              f"shape {y.shape}")
-        return F.as_targets(name, y, samples, classes)
+        return F.as_targets(name, y, samples, loss.label_classes(classes) if loss is not None else classes)
 
+    def _target_rows(self, y, classes, name, loss):
+        """Checked ``(N, classes)`` target rows in the model's dtype (see :meth:`check_labels`)."""
+        if loss is None or not loss.categorical_targets:
+            taker = f"the loss {loss.name!r}" if loss is not None else "this"
+            raise ValueError(f"{name} has shape {y.shape}: {taker} takes ({y.shape[0]},) integer class labels "
+                             f"(for one-hot rows pass {name}.argmax(axis=1))")
+        if y.shape[1] != classes:
+            hint = f" (for class labels pass {name}.ravel())" if y.shape[1] == 1 else ""
+            raise ValueError(f"{name} has shape {y.shape}: one-hot or probability rows need one column per class "
+                             f"({classes} for this model's output){hint}")
+        if y.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold one-hot rows or class probabilities, got dtype {y.dtype}")
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        if y.size and (y.min() < 0 or y.max() > 1):
+            raise ValueError(f"{name} must hold one-hot rows or class probabilities in [0, 1], got values "
+                             f"from {y.min()} to {y.max()}")
+        return np.ascontiguousarray(y, dtype=self.dtype)
 
     # --- prediction and evaluation ------------------------------------------------
     @chunked("predict_proba", argument=1)
@@ -435,6 +463,7 @@ class Model:
         """Class probabilities, ``(N, classes)``, as a NumPy array (a dask array for a dask
         ``x`` chunked along the batch axis: see :func:`cnnlab.dask.predict_proba`)."""
         x = self.check_inputs(x)
+        batch_size = check_int("batch_size", batch_size, 1)
         outputs = []
         final_softmax = self._output_softmax() is not None
         with report_compilation(sys.stderr):
@@ -499,16 +528,35 @@ class Model:
                                 top_k=[(names[i], float(row[i])) for i in order]))
         return results
 
-    @chunked("evaluate", argument=1)
-    def evaluate(self, x: ArrayLike, y: ArrayLike, batch_size: int = 256,
-                 loss: str | losses_module.Loss | None = None) -> dict[str, float]:
+    def evaluate(self, x: ArrayLike, y: ArrayLike, batch_size: int = 256, loss: str | losses_module.Loss | None = None,
+                 top_k: int | None = None) -> dict[str, float]:
         """``{'loss': mean loss, 'accuracy': fraction correct}`` on ``(x, y)``; for a dask ``x``
-        computed chunk by chunk on the current Dask scheduler (:func:`cnnlab.dask.evaluate`)."""
+        computed chunk by chunk on the current Dask scheduler (:func:`cnnlab.dask.evaluate`).
+
+        ``y`` holds class labels, or one-hot / probability rows ``(N, classes)`` for a loss
+        that takes them (as :meth:`fit`). ``loss`` defaults to the model's (its last ``fit``)
+        or cross-entropy. ``top_k=k`` adds ``'top_k_accuracy'`` (e.g. ``'top_5_accuracy'``): the
+        fraction of samples whose class is among the ``k`` most likely
+        (:func:`cnnlab.metrics.top_k_accuracy`; NumPy ``x`` only)."""
+        if top_k is None:
+            return self._evaluate(x, y, batch_size, loss)
+        if is_dask_array(x):
+            raise TypeError("evaluate(top_k=...) takes a NumPy x; for a dask x compute "
+                            "cnnlab.metrics.top_k_accuracy(model.predict_proba(x).compute(), y, k)")
+        return self._evaluate(x, y, batch_size, loss, top_k=top_k)
+
+    @chunked("evaluate", argument=1)
+    def _evaluate(self, x, y, batch_size=256, loss=None, top_k=None):
         x = self.check_inputs(x)
-        y = self.check_labels(y, x.shape[0])
+        batch_size = check_int("batch_size", batch_size, 1)
         loss = losses_module.get(loss or self.loss or "cross_entropy")
+        y = self.check_labels(y, x.shape[0], loss=loss)
+        if top_k is not None:
+            top_k = check_int("top_k", top_k, 1)
+            if top_k > self.num_classes():
+                raise ValueError(f"top_k must be at most the number of classes ({self.num_classes()}), got {top_k}")
         with report_compilation(sys.stderr):
-            return training.evaluate(self, x, y, batch_size, loss)
+            return training.evaluate(self, x, y, batch_size, loss, top_k)
 
     # --- training -----------------------------------------------------------------
     def fit(self, x: ArrayLike, y: ArrayLike, epochs: int = 1, batch_size: int = 32,
@@ -523,12 +571,18 @@ class Model:
         Parameters
         ----------
         x : (N, C, H, W) float array (host memory)
-        y : (N,) integer class labels
+        y : (N,) integer class labels, or (N, classes) one-hot rows or class probabilities
+            Rows are taken by the cross-entropy (Keras's categorical cross-entropy: one-hot rows
+            train exactly as their labels), ``'mse'`` and ``'binary_crossentropy'``; for the
+            latter on one output unit the labels are 0 and 1.
         epochs : int
             Total number of epochs (a resumed run continues up to it).
         batch_size : int
         optimizer : Optimizer or None (``Adam(1e-3)``)
-        loss : 'cross_entropy', 'mse' or a loss object
+        loss : str or a loss object
+            A name of :data:`cnnlab.losses.LOSSES` (``'cross_entropy'``, ``'mse'``,
+            ``'binary_crossentropy'``, Keras's ``'categorical_crossentropy'``, ...) or e.g.
+            ``cnnlab.losses.CrossEntropy(label_smoothing=0.1)``.
         validation_data : (x_val, y_val) or None
             Evaluated after each epoch (never augmented, never trained on).
         shuffle : bool

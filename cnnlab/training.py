@@ -26,8 +26,8 @@ from . import callbacks as callbacks_module
 from . import data as data_module
 from . import functional as F
 from . import losses as losses_module
+from . import metrics, saving
 from . import optim as optim_module
-from . import saving
 from .compilation import report_compilation
 from .device import to_device, to_host
 from .shapes import check_int
@@ -74,11 +74,11 @@ def fit(model: ModelLike, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
     Every argument is checked before the model changes; then the loss, the optimizer (kept,
     or ``Adam()``) and, with ``resume``, the checkpoint's weights and training state are put
     in place, the callbacks start, and the epochs run."""
-    x, y, validation = _training_data(model, x, y, validation_data, validation_split, seed)
+    loss = losses_module.get(loss)
+    x, y, validation = _training_data(model, x, y, validation_data, validation_split, seed, loss)
     epochs = check_int("epochs", epochs, 1)
     augment = _augmenter(augment)
     batch_size = check_int("batch_size", batch_size, 1)
-    loss = losses_module.get(loss)
     weights = class_weights(model, class_weight, y, loss)
     available = ["loss", "accuracy", "lr", "seconds"] + (["val_loss", "val_accuracy"] if validation else [])
     history, callbacks = _with_defaults(callbacks_module.check_callbacks(callbacks, available), verbose)
@@ -112,11 +112,13 @@ def fit(model: ModelLike, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
 
 
 def _training_data(model: ModelLike, x: Any, y: Any, validation_data: tuple[Any, Any] | None,
-                   validation_split: float, seed: int | None) -> tuple[np.ndarray, np.ndarray, Data | None]:
+                   validation_split: float, seed: int | None,
+                   loss: losses_module.Loss | None = None) -> tuple[np.ndarray, np.ndarray, Data | None]:
     """``x, y, validation``: the checked training data, and the validation pair or None
-    (``validation_data`` checked, or held out of ``x, y`` by ``validation_split``)."""
+    (``validation_data`` checked, or held out of ``x, y`` by ``validation_split``); ``y`` holds
+    class labels, or target rows for a ``loss`` that takes them."""
     x = model.check_inputs(x)
-    y = model.check_labels(y, x.shape[0])
+    y = model.check_labels(y, x.shape[0], loss=loss)
     if validation_data is not None:
         if validation_split:
             raise ValueError(f"pass validation_data or validation_split, not both (validation_split="
@@ -124,7 +126,7 @@ def _training_data(model: ModelLike, x: Any, y: Any, validation_data: tuple[Any,
         if len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (x_val, y_val)")
         x_val = model.check_inputs(validation_data[0], "validation x")
-        y_val = model.check_labels(validation_data[1], x_val.shape[0], "validation y")
+        y_val = model.check_labels(validation_data[1], x_val.shape[0], "validation y", loss=loss)
         return x, y, (x_val, y_val)
     if validation_split:
         x, x_val, y, y_val = split_validation(x, y, validation_split, seed)
@@ -134,11 +136,13 @@ def _training_data(model: ModelLike, x: Any, y: Any, validation_data: tuple[Any,
 
 def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int | None) -> tuple[np.ndarray, ...]:
     """``x, x_val, y, y_val``: ``fraction`` of each class held out (seeded, with
-    :func:`cnnlab.data.train_test_split`), the rest in order."""
+    :func:`cnnlab.data.train_test_split`), the rest in order. For target rows ``y`` a sample's
+    class is its row's largest entry."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
             or not 0 < fraction < 1:
         raise ValueError(f"validation_split must be a fraction in [0, 1), got {fraction!r}")
-    train, held_out, _, _ = data_module.train_test_split(np.arange(len(y)), y, test_size=fraction, seed=seed)
+    classes = y if y.ndim == 1 else y.argmax(axis=1)  # target rows: stratified by each row's class
+    train, held_out, _, _ = data_module.train_test_split(np.arange(len(y)), classes, test_size=fraction, seed=seed)
     if len(held_out) == 0 or len(train) == 0:
         raise ValueError(f"validation_split={fraction} of {len(y)} samples leaves "
                          f"{len(train)} to train on and {len(held_out)} to validate: use more samples "
@@ -160,7 +164,8 @@ def _augmenter(augment: bool | Callable | None) -> Callable | None:
 
 def class_weights(model: ModelLike, class_weight: dict | str | None, y: np.ndarray,
                   loss: losses_module.Loss) -> np.ndarray | None:
-    """The ``(classes,)`` float64 weights for ``fit(class_weight=...)``, or None."""
+    """The ``(classes,)`` float64 weights for ``fit(class_weight=...)``, or None ('balanced'
+    counts each sample as its class: the label, or the largest entry of its target row)."""
     if class_weight is None:
         return None
     if not loss.class_weighted:
@@ -170,7 +175,7 @@ def class_weights(model: ModelLike, class_weight: dict | str | None, y: np.ndarr
     if isinstance(class_weight, str):
         if class_weight != "balanced":
             raise ValueError(f"class_weight must be None, a dict or 'balanced', got {class_weight!r}")
-        counts = np.bincount(y, minlength=classes)
+        counts = np.bincount(y if y.ndim == 1 else y.argmax(axis=1), minlength=classes)
         present = counts > 0
         weights[present] = len(y) / (present.sum() * counts[present])
         return weights
@@ -311,18 +316,24 @@ def train_step(model: ModelLike, batch: Any, targets: Any, totals: Any, class_we
 
 
 def evaluate(model: ModelLike, x: np.ndarray, y: np.ndarray, batch_size: int,
-             loss: losses_module.Loss) -> dict[str, float]:
-    """``{'loss', 'accuracy'}`` of checked host arrays ``x`` and labels ``y``, batch by batch
-    on the model's device (see :meth:`cnnlab.Model.evaluate`)."""
-    total_loss, correct = 0.0, 0
+             loss: losses_module.Loss, top_k: int | None = None) -> dict[str, float]:
+    """``{'loss', 'accuracy'}`` of checked host arrays ``x`` and labels (or target rows) ``y``,
+    batch by batch on the model's device (see :meth:`cnnlab.Model.evaluate`); with ``top_k``
+    also ``'top_<k>_accuracy'``."""
+    total_loss, correct, top = 0.0, 0.0, 0
     loss_input = model.loss_input(loss)
     for start in range(0, x.shape[0], batch_size):
         batch = x[start:start + batch_size]
         out, = model.graph.forward([model.to_model_device(batch)], targets=[loss_input])
         labels = y[start:start + batch.shape[0]]
         total_loss += loss.label_loss(out, labels) * batch.shape[0]
-        correct += int((to_host(out).argmax(axis=1) == labels).sum())
-    return {"loss": total_loss / x.shape[0], "accuracy": correct / x.shape[0]}
+        correct += loss.correct(out, labels)
+        if top_k is not None:
+            top += metrics.top_k_correct(to_host(out), labels, top_k)
+    scores = {"loss": total_loss / x.shape[0], "accuracy": correct / x.shape[0]}
+    if top_k is not None:
+        scores[f"top_{top_k}_accuracy"] = top / x.shape[0]
+    return scores
 
 
 def read_as_trained(paths: Sequence[str | os.PathLike], preprocessing: dict) -> np.ndarray:
