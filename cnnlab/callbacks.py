@@ -121,8 +121,8 @@ class ProgbarLogger(Callback):
     """One line per epoch: a bar, loss, accuracy, samples/s and the time left (then the time
     taken, and the validation metrics).
 
-    On a terminal the line redraws in place (at most every 0.1 s); in a log (not a terminal)
-    only the epoch's final line is written. Samples/s and the time left count the time spent
+    On a terminal the line redraws in place (at most every 0.1 s); in a log (not a terminal),
+    or with ``fit(verbose=2)``, only the epoch's final line is written. Samples/s and the time left count the time spent
     running, not compiling kernels. ``fit`` adds one when ``verbose`` unless you pass one.
 
     Parameters
@@ -142,7 +142,8 @@ class ProgbarLogger(Callback):
     def on_epoch_begin(self, epoch: int, logs: Logs) -> None:
         self.epoch, self.epochs, self.total = epoch, self.params["epochs"], self.params["samples"]
         self.out = self.stream or sys.stdout
-        self.interactive = bool(getattr(self.out, "isatty", lambda: False)())
+        # verbose=2 (Keras's one line per epoch) writes only each epoch's final line, as in a log
+        self.interactive = bool(getattr(self.out, "isatty", lambda: False)()) and self.params.get("verbose") != 2
         self.compiling = self.params.get("compiling", lambda: 0.0)
         self.start, self._compiled_before = self.clock(), self.compiling()
         self._last_draw = 0.0

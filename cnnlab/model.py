@@ -560,7 +560,7 @@ class Model:
 
     # --- training -----------------------------------------------------------------
     def fit(self, x: ArrayLike, y: ArrayLike, epochs: int = 1, batch_size: int = 32,
-            optimizer: Optimizer | None = None, loss: str | losses_module.Loss = "cross_entropy",
+            optimizer: str | Optimizer | None = None, loss: str | losses_module.Loss = "cross_entropy",
             validation_data: tuple[ArrayLike, ArrayLike] | None = None, shuffle: bool = True,
             seed: int | None = None, verbose: int = 1, checkpoint: Path | None = None, resume: Path | None = None,
             augment: bool | Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
@@ -578,7 +578,13 @@ class Model:
         epochs : int
             Total number of epochs (a resumed run continues up to it).
         batch_size : int
-        optimizer : Optimizer or None (``Adam(1e-3)``)
+            Before training, one step at this size is compared with the memory available
+            (:func:`cnnlab.training.step_memory`): too large is a ``MemoryError`` that says
+            which size fits.
+        optimizer : Optimizer, name or None
+            An optimizer object, or Keras's name ``'sgd'``, ``'adam'``, ``'adamw'``,
+            ``'rmsprop'`` (a new one with PyTorch's defaults); None keeps the model's optimizer
+            (from an earlier ``fit``) or makes ``Adam(1e-3)``.
         loss : str or a loss object
             A name of :data:`cnnlab.losses.LOSSES` (``'cross_entropy'``, ``'mse'``,
             ``'binary_crossentropy'``, Keras's ``'categorical_crossentropy'``, ...) or e.g.
@@ -589,9 +595,10 @@ class Model:
             Reshuffle the samples every epoch (seeded by ``seed``).
         seed : int or None
             Seeds the shuffling and the dropout masks: the same seed repeats the run.
-        verbose : 0 or 1
+        verbose : 0, 1 or 2
             1 shows a progress bar per epoch (loss, accuracy, samples/s, ETA): a
-            :class:`cnnlab.callbacks.ProgbarLogger` added to the callbacks unless one is given.
+            :class:`cnnlab.callbacks.ProgbarLogger` added to the callbacks unless one is given;
+            2 writes one line per epoch only (Keras's meaning).
         checkpoint : path or None
             After every epoch, atomically save the model, optimizer state, epoch, random
             state and history there.
@@ -624,7 +631,11 @@ class Model:
         ------
         TypeError, ValueError
             For bad data or settings, or a callback monitoring a metric ``fit`` does not measure
-            (checked before any training step; the weights are untouched).
+            (checked before anything changes: the weights, optimizer and loss of the model are
+            untouched, and a later good call trains as if the bad one never happened).
+        MemoryError
+            When one training step at ``batch_size`` needs more memory than is available
+            (checked before anything changes; on the CPU).
         KeyboardInterrupt
             On Ctrl-C, after the step in progress completes: the model holds its last
             completed step and the last checkpoint stays valid.

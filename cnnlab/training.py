@@ -23,16 +23,17 @@ from typing import Any
 import numpy as np
 
 from . import callbacks as callbacks_module
+from . import checks, metrics, saving
 from . import data as data_module
 from . import functional as F
 from . import losses as losses_module
-from . import metrics, saving
 from . import optim as optim_module
 from .compilation import report_compilation
 from .device import to_device, to_host
 from .shapes import check_int
 
-__all__ = ["fit", "evaluate", "train_step", "class_weights", "split_validation", "read_as_trained"]
+__all__ = ["fit", "evaluate", "train_step", "class_weights", "split_validation", "read_as_trained", "step_memory",
+           "check_step_memory", "ACTIVATION_COPIES"]
 
 ModelLike = Any  # a cnnlab.Model
 Data = tuple[np.ndarray, np.ndarray]
@@ -64,34 +65,36 @@ class _DeferredInterrupt:
 
 
 def fit(model: ModelLike, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
-        optimizer: optim_module.Optimizer | None = None, loss: str | losses_module.Loss = "cross_entropy",
+        optimizer: str | optim_module.Optimizer | None = None, loss: str | losses_module.Loss = "cross_entropy",
         validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, seed: int | None = None,
         verbose: int = 1, checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
         augment: bool | Callable | None = None, callbacks: Iterable[callbacks_module.Callback] | None = None,
         validation_split: float = 0.0, class_weight: dict | str | None = None) -> callbacks_module.History:
     """Train ``model``: :meth:`cnnlab.Model.fit` (which documents the arguments) runs this.
 
-    Every argument is checked before the model changes; then the loss, the optimizer (kept,
-    or ``Adam()``) and, with ``resume``, the checkpoint's weights and training state are put
-    in place, the callbacks start, and the epochs run."""
+    Every argument is checked, and the memory of one training step compared with the memory
+    available (:func:`step_memory`), before the model changes; then the loss, the optimizer
+    (given, kept, or ``Adam()``) and, with ``resume``, the checkpoint's weights and training
+    state are put in place, the callbacks start, and the epochs run."""
     loss = losses_module.get(loss)
+    optimizer = optim_module.get(optimizer) if optimizer is not None else model.optimizer or optim_module.Adam()
     x, y, validation = _training_data(model, x, y, validation_data, validation_split, seed, loss)
     epochs = check_int("epochs", epochs, 1)
-    augment = _augmenter(augment)
     batch_size = check_int("batch_size", batch_size, 1)
+    augment = _augmenter(augment)
+    verbose = _check_settings(shuffle, seed, verbose, checkpoint, resume)
     weights = class_weights(model, class_weight, y, loss)
     available = ["loss", "accuracy", "lr", "seconds"] + (["val_loss", "val_accuracy"] if validation else [])
     history, callbacks = _with_defaults(callbacks_module.check_callbacks(callbacks, available), verbose)
-    model.loss = loss
-    if optimizer is not None:
-        model.optimizer = optimizer
-    elif model.optimizer is None:
-        model.optimizer = optim_module.Adam()
-    model.optimizer.to(model.device)
+    check_step_memory(model, min(batch_size, x.shape[0]), optimizer)
 
     run = _Run(model, x, y, batch_size, shuffle, augment, seed)
-    if resume is not None:
+    if resume is not None:  # the checkpoint's weights and optimizer (checked before they replace the model's)
         run.start_epoch, run.rng, history.history, run.base_seed = saving.load_checkpoint(model, resume)
+    else:
+        model.optimizer = optimizer
+    model.loss = loss
+    model.optimizer.to(model.device)
     if weights is not None:
         run.class_weights = model.to_model_device(weights.astype(model.dtype))
     model.history, model.stop_training = history, False
@@ -111,6 +114,80 @@ def fit(model: ModelLike, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
     return history
 
 
+def _check_settings(shuffle: Any, seed: Any, verbose: Any, checkpoint: Any, resume: Any) -> int:
+    """``fit``'s plain settings: ``TypeError`` or ``ValueError`` naming the one that is wrong;
+    returns ``verbose`` as 0, 1 or 2 (Keras's ``'auto'`` is 1)."""
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+    if seed is not None:
+        check_int("seed", seed, 0)
+    if verbose == "auto":
+        verbose = 1
+    if not isinstance(verbose, (bool, np.bool_, int, np.integer)) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0 (silent), 1 (a progress bar) or 2 (one line per epoch), got {verbose!r}")
+    for name, path in (("checkpoint", checkpoint), ("resume", resume)):
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"{name} must be a file path or None, got {type(path).__name__}")
+    if checkpoint is not None:
+        folder = os.path.dirname(os.path.abspath(checkpoint))
+        if os.path.isdir(checkpoint):
+            raise ValueError(f"checkpoint={os.fspath(checkpoint)!r} is a folder: give a file path")
+        if not os.path.isdir(folder):
+            raise ValueError(f"checkpoint={os.fspath(checkpoint)!r}: the folder {folder} does not exist "
+                             "(create it, or give another path)")
+    if resume is not None and not os.path.isfile(resume):
+        raise ValueError(f"resume={os.fspath(resume)!r}: no such file (give a checkpoint written by "
+                         "fit(..., checkpoint=path))")
+    return int(verbose)
+
+
+#: how many arrays the size of each layer's output one training step holds at its peak: the
+#: output itself, what the layer keeps for its backward pass (its input, masks, pooling
+#: indices: about one output's worth), and the output's gradient in the backward pass
+ACTIVATION_COPIES = 3
+
+
+def step_memory(model: ModelLike, batch_size: int, optimizer: optim_module.Optimizer | None = None) -> int:
+    """A conservative estimate of the bytes one training step of ``model`` at ``batch_size``
+    needs beyond the training set itself.
+
+    ``ACTIVATION_COPIES`` (3) times the input batch and every layer call's output
+    (:meth:`cnnlab.graph.Graph.sample_shapes` for the model's input shape, times
+    ``batch_size`` times the itemsize), plus every parameter, and for the trainable ones
+    their gradient and the ``optimizer``'s state (one array per name in its
+    ``state_names``; Adam's default when None). The convolution's im2col workspace, bounded by
+    ``cnnlab.config.IM2COL_MAX_BYTES``, is not counted."""
+    itemsize = np.dtype(model.dtype).itemsize
+    shapes = model.graph.sample_shapes([tuple(model.input_shape)])
+    values = math.prod(model.input_shape) + sum(math.prod(shape) for shape in shapes.values())
+    activations = ACTIVATION_COPIES * values * batch_size * itemsize
+    state = len((optimizer or optim_module.Adam()).state_names)
+    parameters = 0
+    for layer in model.layers:
+        for value in layer.params.values():
+            size = math.prod(value.shape) * np.dtype(value.dtype).itemsize
+            parameters += size * (2 + state if layer.trainable else 1)
+    return int(activations + parameters)
+
+
+def check_step_memory(model: ModelLike, batch_size: int, optimizer: optim_module.Optimizer | None = None) -> None:
+    """``MemoryError`` before training when one step at ``batch_size`` (:func:`step_memory`)
+    needs more memory than is available (:func:`cnnlab.checks.available_memory`), saying how
+    much and which ``batch_size`` would fit. Checked for a model on the CPU (on the GPU the
+    activations live in the device's memory, which this does not measure)."""
+    if model.device != "cpu":
+        return
+    needed = step_memory(model, batch_size, optimizer)
+    fixed = step_memory(model, 0, optimizer)
+    per_sample = max((needed - fixed) // max(batch_size, 1), 1)
+    available = checks.available_memory()
+    fits = (available - fixed) // per_sample if available is not None else batch_size
+    fix = (f"pass a smaller batch_size (at most about {fits} fits)" if fits >= 1 else
+           "the parameters alone do not fit: use a smaller model or free memory")
+    checks.check_memory(needed, f"one training step at batch_size={batch_size} (activations for {batch_size} "
+                        f"samples, parameters, gradients and optimizer state)", fix)
+
+
 def _training_data(model: ModelLike, x: Any, y: Any, validation_data: tuple[Any, Any] | None,
                    validation_split: float, seed: int | None,
                    loss: losses_module.Loss | None = None) -> tuple[np.ndarray, np.ndarray, Data | None]:
@@ -123,8 +200,8 @@ def _training_data(model: ModelLike, x: Any, y: Any, validation_data: tuple[Any,
         if validation_split:
             raise ValueError(f"pass validation_data or validation_split, not both (validation_split="
                              f"{validation_split})")
-        if len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (x_val, y_val)")
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError(f"validation_data must be a pair (x_val, y_val), got {type(validation_data).__name__}")
         x_val = model.check_inputs(validation_data[0], "validation x")
         y_val = model.check_labels(validation_data[1], x_val.shape[0], "validation y", loss=loss)
         return x, y, (x_val, y_val)
