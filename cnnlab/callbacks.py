@@ -26,7 +26,7 @@ import numpy as np
 from .compilation import end_line
 
 __all__ = ["Callback", "History", "ProgbarLogger", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
-           "LambdaCallback"]
+           "LambdaCallback", "TerminateOnNaN"]
 
 Logs = dict[str, Any]
 ModelLike = Any  # a cnnlab.Model (this module is below the model module and does not import it)
@@ -332,6 +332,46 @@ class ModelCheckpoint(_Monitor):
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
         if self._observe(epoch, logs) or not self.save_best_only:
             self.model.save(self.path)
+
+
+class TerminateOnNaN(Callback):
+    """Stop training when the loss stops being finite (NaN or infinite): Keras's callback.
+
+    Without it, ``fit`` raises ``FloatingPointError`` ("lower the learning rate") when the loss
+    of a step, an epoch's training or validation loss, a parameter or the optimizer's state
+    stops being finite. With it, ``fit`` stops there instead and returns its history: this
+    callback prints what happened, ``history.stopped_epoch`` is the epoch (counting from 0),
+    the epoch is not added to the history, and the other callbacks' ``on_train_end`` runs (an
+    ``EarlyStopping`` still restores its best weights). On the CPU a step's loss is checked
+    before its update, so the model holds the last step whose loss was finite; on the GPU the
+    running loss is read at the end of the epoch (or whenever a callback reads it).
+
+    Parameters
+    ----------
+    stream : file or None
+        Where to write the message; None: standard output.
+    """
+
+    def __init__(self, stream: Any = None):
+        self.stream = stream
+        self.epoch = 0
+
+    def on_train_begin(self, model: ModelLike) -> None:
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: Logs) -> None:
+        self.epoch = epoch
+
+    def terminate(self, error: FloatingPointError) -> int:
+        """Say that training stops in the current epoch because of ``error``; returns that epoch.
+        ``fit`` calls it when the loss stops being finite."""
+        out = self.stream or sys.stdout
+        end_line()
+        below_a_bar = "\n" if getattr(out, "isatty", lambda: False)() else ""  # a progress bar may be mid-line
+        print(f"{below_a_bar}epoch {self.epoch + 1}: {error}; training stopped (TerminateOnNaN)", file=out, flush=True)
+        if self.model is not None:
+            self.model.stop_training = True
+        return self.epoch
 
 
 class LambdaCallback(Callback):

@@ -643,6 +643,10 @@ class Model:
             When the loss stops being finite (learning rate too high): on the CPU before
             that step's update; on the GPU when the running totals are next read (progress
             or the end of the epoch), since reading them every step would cost a round trip.
+            After every epoch the validation loss, the parameters and the optimizer's state
+            are checked too (a run can diverge with a finite loss: Adam's second moment
+            overflows). With a :class:`cnnlab.callbacks.TerminateOnNaN` callback, training
+            stops there instead and ``fit`` returns its history.
         """
         return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=loss,
                             validation_data=validation_data, shuffle=shuffle, seed=seed, verbose=verbose,

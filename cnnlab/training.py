@@ -33,7 +33,7 @@ from .device import to_device, to_host
 from .shapes import check_int
 
 __all__ = ["fit", "evaluate", "train_step", "class_weights", "split_validation", "read_as_trained", "step_memory",
-           "check_step_memory", "ACTIVATION_COPIES"]
+           "check_step_memory", "check_finite", "ACTIVATION_COPIES"]
 
 ModelLike = Any  # a cnnlab.Model
 Data = tuple[np.ndarray, np.ndarray]
@@ -106,9 +106,12 @@ def fit(model: ModelLike, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
         callback.set_params(params)
         callback.on_train_begin(model)
     run.upload()
-    with _DeferredInterrupt() as interrupt, report_compilation(sys.stderr if verbose else None) as report:
-        run.report = report
-        record = run.run_epochs(epochs, callbacks, validation, checkpoint, history, interrupt)
+    try:
+        with _DeferredInterrupt() as interrupt, report_compilation(sys.stderr if verbose else None) as report:
+            run.report = report
+            record = run.run_epochs(epochs, callbacks, validation, checkpoint, history, interrupt)
+    except FloatingPointError as error:
+        record = _terminate(callbacks, history, error)
     for callback in callbacks:
         callback.on_train_end(dict(record))
     return history
@@ -186,6 +189,40 @@ def check_step_memory(model: ModelLike, batch_size: int, optimizer: optim_module
            "the parameters alone do not fit: use a smaller model or free memory")
     checks.check_memory(needed, f"one training step at batch_size={batch_size} (activations for {batch_size} "
                         f"samples, parameters, gradients and optimizer state)", fix)
+
+
+def _terminate(callbacks: list[callbacks_module.Callback], history: callbacks_module.History,
+               error: FloatingPointError) -> dict:
+    """What ``fit`` does when the loss stops being finite: with a
+    :class:`cnnlab.callbacks.TerminateOnNaN` among the callbacks, training stops (the callback
+    says so, and ``history.stopped_epoch`` records the epoch) and the last epoch's metrics are
+    returned; without one, the ``FloatingPointError`` is raised again."""
+    stopper = next((c for c in callbacks if isinstance(c, callbacks_module.TerminateOnNaN)), None)
+    if stopper is None:
+        raise error
+    history.stopped_epoch = stopper.terminate(error)
+    return {name: values[-1] for name, values in history.history.items() if values}
+
+
+def check_finite(model: ModelLike, record: dict) -> None:
+    """``FloatingPointError`` (lower the learning rate) when an epoch's ``loss`` or ``val_loss``
+    in ``record``, a trainable parameter or the optimizer's state (Adam's second moment
+    overflows first) is not finite: checked after every epoch, so that a diverged run stops
+    even when its loss stays finite."""
+    for name in ("loss", "val_loss"):
+        if name in record and not math.isfinite(record[name]):
+            raise FloatingPointError(f"the {name.replace('_', ' ')} became {record[name]}: lower the learning rate")
+    names = {id(layer): index for index, layer in enumerate(model.layers)}
+    states = model.optimizer.state if model.optimizer is not None else []
+    for index, (layer, name) in enumerate(model.parameters()):
+        where = f"layer {names[id(layer)]} ({type(layer).__name__}) {name}"
+        if not np.all(np.isfinite(to_host(layer.params[name]))):
+            raise FloatingPointError(f"the parameters of {where} became non-finite: lower the learning rate")
+        state = states[index] if index < len(states) else None
+        for key, value in (state or {}).items():
+            if not np.all(np.isfinite(to_host(value))):
+                raise FloatingPointError(f"the optimizer's {key} of {where} overflowed to a non-finite value: "
+                                         "lower the learning rate")
 
 
 def _training_data(model: ModelLike, x: Any, y: Any, validation_data: tuple[Any, Any] | None,
@@ -330,6 +367,7 @@ class _Run:
             if validation is not None:
                 scores = model.evaluate(*validation, loss=model.loss)
                 record.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
+            check_finite(model, record)
             for callback in callbacks:
                 callback.on_epoch_end(epoch, dict(record))
             if checkpoint is not None:

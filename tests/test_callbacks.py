@@ -234,3 +234,35 @@ def test_the_progress_bar_ends_the_compilation_line_before_drawing():
         progress.on_epoch_end(0, dict(loss=0.5, accuracy=0.9))
     lines = terminal.getvalue().split("\n")
     assert lines[0].endswith(" done") and lines[1].startswith("\repoch 1/1")
+
+
+# --- a diverged run stops: FloatingPointError by default, TerminateOnNaN stops quietly ------------
+
+
+def test_a_huge_learning_rate_stops_fit_with_a_floating_point_error(digits):
+    x, y = digits
+    for optimizer in (optim.Adam(1e10), optim.SGD(1e10)):  # Adam's loss stays finite: its state overflows
+        model = small_cnn()
+        with pytest.raises(FloatingPointError, match="lower the learning rate"):
+            model.fit(x, y, epochs=5, batch_size=32, optimizer=optimizer, seed=0, verbose=0)
+        assert optimizer.steps <= len(x) // 32 + 1  # within the first epoch
+
+
+def test_terminate_on_nan_stops_training_and_returns_the_history(digits):
+    from cnnlab.callbacks import TerminateOnNaN
+
+    x, y = digits
+    log = io.StringIO()
+    model = small_cnn()
+    history = model.fit(x, y, epochs=5, batch_size=32, optimizer=optim.SGD(1e10), seed=0, verbose=0,
+                        callbacks=[TerminateOnNaN(log), EarlyStopping(monitor="loss", patience=None)])
+    assert history.stopped_epoch == 0 and history.history == {} and model.stop_training
+    assert log.getvalue().startswith("epoch 1: the loss became") and "TerminateOnNaN" in log.getvalue()
+    assert all(np.all(np.isfinite(w)) for w in weights(model))  # the last step whose loss was finite
+    assert model.optimizer.steps < len(x) // 32
+    # a finite first epoch stays in the history; the run ends in the second
+    blow_up = LambdaCallback(on_epoch_end=lambda epoch, logs: setattr(model.optimizer, "base_lr", 1e10))
+    model = small_cnn()
+    history = model.fit(x, y, epochs=4, batch_size=32, optimizer=optim.SGD(0.05), seed=0, verbose=0,
+                        callbacks=[blow_up, TerminateOnNaN(log)])
+    assert history.stopped_epoch == 1 and len(history.history["loss"]) == 1
