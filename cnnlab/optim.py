@@ -154,6 +154,7 @@ class Optimizer:
         self.lr = float(lr)
         self.schedule = schedule
         self.state = []  # one dict of state arrays per parameter, in the model's order
+        self.keys: list | None = None  # which parameter each entry of state belongs to (see align)
         self.steps = 0
 
     def set_epoch(self, epoch: int, fraction: float = 0.0) -> None:
@@ -170,14 +171,36 @@ class Optimizer:
     def _state_for(self, index, param):
         while len(self.state) <= index:
             self.state.append(None)
-        if self.state[index] is None:
+        if not self.state[index]:  # None, or nothing saved for it in a checkpoint
             zeros = np.zeros(param.shape, dtype=param.dtype)
             self.state[index] = {name: to_device(zeros) if is_gpu_array(param) else zeros.copy()
                                  for name in self.state_names}
         return self.state[index]
 
+    def align(self, keys: list) -> None:
+        """Say which parameters the next steps update: ``keys`` names them (``fit`` uses
+        ``(layer index, parameter name)`` of the trainable parameters), in the order
+        :meth:`step` receives them. When they differ from the last ones (layers frozen or
+        unfrozen since), each parameter keeps its own state (velocity, moments) and a parameter
+        new to the optimizer starts from zeros."""
+        keys = list(keys)
+        if self.keys is not None and self.keys != keys:
+            old = dict(zip(self.keys, self.state))
+            self.state = [old.get(key) for key in keys]
+        self.keys = keys
+
     def step(self, parameters: list[tuple[Array, Array]]) -> None:
-        """Update ``parameters``: a list of ``(param, grad)`` pairs, always in the same order."""
+        """Update ``parameters``: a list of ``(param, grad)`` pairs, always in the same order.
+
+        ``ValueError``, before any update, when the state kept for a position does not have its
+        parameter's shape (the optimizer was used on other parameters: see :meth:`align`)."""
+        parameters = list(parameters)
+        for index, (param, _) in enumerate(parameters[:len(self.state)]):
+            for name, value in (self.state[index] or {}).items():
+                if tuple(value.shape) != tuple(param.shape):
+                    raise ValueError(f"the optimizer's {name} for parameter {index} has shape {tuple(value.shape)} "
+                                     f"but the parameter has shape {tuple(param.shape)}: this optimizer was used on "
+                                     "other parameters; pass a new one")
         self.steps += 1
         for index, (param, grad) in enumerate(parameters):
             self._update(param, grad, self._state_for(index, param))
@@ -197,7 +220,7 @@ class Optimizer:
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray], steps: int, device: str) -> None:
         self.steps = int(steps)
-        self.state = []
+        self.state, self.keys = [], None
         for key, value in arrays.items():
             index, name = key.split("/")
             index = int(index)

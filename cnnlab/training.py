@@ -95,6 +95,8 @@ def fit(model: ModelLike, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
         model.optimizer = optimizer
     model.loss = loss
     model.optimizer.to(model.device)
+    index = {id(layer): i for i, layer in enumerate(model.layers)}
+    model.optimizer.align([(index[id(layer)], name) for layer, name in model.parameters()])
     if weights is not None:
         run.class_weights = model.to_model_device(weights.astype(model.dtype))
     model.history, model.stop_training = history, False

@@ -260,3 +260,16 @@ def test_optimizers_by_keras_names():
 def test_bad_new_optimizer_arguments(make, error):
     with pytest.raises(error):
         make()
+
+
+def test_align_keeps_each_parameters_state_when_the_trainable_parameters_change():
+    sgd = optim.SGD(0.1, momentum=0.9)
+    a, b, c = np.ones(2), np.ones(3), np.ones(4)
+    sgd.align(["a", "b", "c"])
+    sgd.step([(a, np.ones(2)), (b, np.full(3, 2.0)), (c, np.full(4, 3.0))])
+    sgd.align(["c", "a"])  # b frozen, the order changed
+    assert [s["velocity"].tolist() for s in sgd.state] == [[3.0] * 4, [1.0] * 2]
+    sgd.align(["a", "b", "c"])
+    assert sgd.state[1] is None  # b starts again from zeros
+    sgd.step([(a, np.zeros(2)), (b, np.zeros(3)), (c, np.zeros(4))])
+    assert sgd.state[1]["velocity"].tolist() == [0.0] * 3 and sgd.state[0]["velocity"].tolist() == [0.9] * 2
