@@ -238,7 +238,9 @@ class Model:
         """Make layers ``0 .. up_to-1`` of :attr:`layers` (all, when None) untrainable;
         returns ``self``.
 
-        Changes this model in place (see :meth:`copy`)."""
+        A frozen ``BatchNorm2D`` runs in inference mode in :meth:`fit` too (its running
+        statistics, left unchanged); a kept optimizer keeps each still-trainable parameter's
+        state. Changes this model in place (see :meth:`copy`)."""
         layers = self.layers
         stop = len(layers) if up_to is None else check_int("up_to", up_to, 0)
         if stop > len(layers):
