@@ -26,7 +26,7 @@ import numpy as np
 from .compilation import end_line
 
 __all__ = ["Callback", "History", "ProgbarLogger", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
-           "LambdaCallback"]
+           "LambdaCallback", "TerminateOnNaN"]
 
 Logs = dict[str, Any]
 ModelLike = Any  # a cnnlab.Model (this module is below the model module and does not import it)
@@ -121,8 +121,8 @@ class ProgbarLogger(Callback):
     """One line per epoch: a bar, loss, accuracy, samples/s and the time left (then the time
     taken, and the validation metrics).
 
-    On a terminal the line redraws in place (at most every 0.1 s); in a log (not a terminal)
-    only the epoch's final line is written. Samples/s and the time left count the time spent
+    On a terminal the line redraws in place (at most every 0.1 s); in a log (not a terminal),
+    or with ``fit(verbose=2)``, only the epoch's final line is written. Samples/s and the time left count the time spent
     running, not compiling kernels. ``fit`` adds one when ``verbose`` unless you pass one.
 
     Parameters
@@ -142,7 +142,8 @@ class ProgbarLogger(Callback):
     def on_epoch_begin(self, epoch: int, logs: Logs) -> None:
         self.epoch, self.epochs, self.total = epoch, self.params["epochs"], self.params["samples"]
         self.out = self.stream or sys.stdout
-        self.interactive = bool(getattr(self.out, "isatty", lambda: False)())
+        # verbose=2 (Keras's one line per epoch) writes only each epoch's final line, as in a log
+        self.interactive = bool(getattr(self.out, "isatty", lambda: False)()) and self.params.get("verbose") != 2
         self.compiling = self.params.get("compiling", lambda: 0.0)
         self.start, self._compiled_before = self.clock(), self.compiling()
         self._last_draw = 0.0
@@ -195,32 +196,54 @@ def _check_monitor(monitor: str) -> str:
     return monitor
 
 
+def tie_breaker(monitor: str, mode: str) -> str | None:
+    """The metric that decides between epochs of the same ``monitor`` value: the loss measured
+    with an accuracy that is maximized (``'val_loss'`` for ``'val_accuracy'``, ``'loss'`` for
+    ``'accuracy'``), lower being better; None for other metrics."""
+    if mode == "max" and monitor.endswith("accuracy"):
+        return monitor[:-len("accuracy")] + "loss"
+    return None
+
+
 class _Monitor(Callback):
-    """Tracks the best value of one metric ('min' or 'max' mode, improvements beyond ``min_delta``)."""
+    """Tracks the best value of one metric ('min' or 'max' mode, improvements beyond
+    ``min_delta``). An epoch whose accuracy equals the best one is better when its loss is
+    lower (:func:`tie_breaker`): accuracies are fractions of a count, and often tie."""
 
     def __init__(self, monitor: str, mode: str = "auto", min_delta: float = 0.0):
         self.monitor = _check_monitor(monitor)
         self.mode = _mode(monitor, mode)
-        if not min_delta >= 0:
-            raise ValueError(f"min_delta must be >= 0, got {min_delta}")
+        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float, np.number)) or not min_delta >= 0:
+            raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
         self.min_delta = float(min_delta)
+        self.tie_breaker = tie_breaker(self.monitor, self.mode)
         self.best: float | None = None
         self.best_epoch: int | None = None
+        self.best_tie: float | None = None  # the tie-breaking loss of the best epoch
 
-    def _improved(self, value: float) -> bool:
+    def reset(self) -> None:
+        """Forget the best epoch (at the start of training)."""
+        self.best, self.best_epoch, self.best_tie = None, None, None
+
+    def _improved(self, value: float, tie: float | None = None) -> bool:
         if not math.isfinite(value):
             return False
         if self.best is None:
             return True
+        if value == self.best and tie is not None and math.isfinite(tie):
+            return self.best_tie is None or tie < self.best_tie
         if self.mode == "min":
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
     def _observe(self, epoch: int, logs: Logs) -> bool:
-        """Record ``logs[monitor]``; True when it improved on the best so far."""
+        """Record ``logs[monitor]``; True when it improved on the best so far (or equalled it
+        with a lower tie-breaking loss)."""
         value = float(logs[self.monitor])
-        if self._improved(value):
-            self.best, self.best_epoch = value, epoch
+        tie = logs.get(self.tie_breaker) if self.tie_breaker is not None else None
+        tie = float(tie) if tie is not None else None
+        if self._improved(value, tie):
+            self.best, self.best_epoch, self.best_tie = value, epoch, tie
             return True
         return False
 
@@ -231,13 +254,16 @@ class EarlyStopping(_Monitor):
     Parameters
     ----------
     monitor : str, default 'val_loss'
+        ``'val_loss'``, ``'val_accuracy'``, ``'loss'`` or ``'accuracy'`` (Keras's names). Of
+        epochs with the same best accuracy the one with the lower loss (``'val_loss'`` for
+        ``'val_accuracy'``) is the best.
     patience : int or None, default 5
         Epochs without improvement before training stops; None never stops (with
         ``restore_best_weights`` it only keeps the best epoch's weights).
     min_delta : float, default 0
         A change smaller than this is not an improvement.
     mode : 'auto', 'min' or 'max'
-        'auto': 'max' for a name containing 'acc', 'min' otherwise.
+        'auto': 'max' for a name containing 'acc' (accuracies), 'min' otherwise (losses).
     restore_best_weights : bool, default True
         At the end of training, put back the weights of the best epoch.
 
@@ -256,7 +282,8 @@ class EarlyStopping(_Monitor):
         self.restore_best_weights = bool(restore_best_weights)
 
     def on_train_begin(self, model: ModelLike) -> None:
-        self.best, self.best_epoch, self.wait, self._best_arrays = None, None, 0, None
+        self.reset()
+        self.wait, self._best_arrays = 0, None
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
         if self._observe(epoch, logs):
@@ -294,7 +321,8 @@ class ReduceLROnPlateau(_Monitor):
         self.factor, self.patience, self.min_lr = float(factor), patience, float(min_lr)
 
     def on_train_begin(self, model: ModelLike) -> None:
-        self.best, self.best_epoch, self.wait = None, None, 0
+        self.reset()
+        self.wait = 0
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
         if self._observe(epoch, logs):
@@ -314,9 +342,12 @@ class ModelCheckpoint(_Monitor):
     ----------
     path : str or path
     monitor : str, default 'val_loss'
+        As :class:`EarlyStopping`: an epoch that equals the best accuracy with a lower loss is
+        an improvement.
     save_best_only : bool, default True
         Save only when ``monitor`` improves; False saves after every epoch.
     mode : 'auto', 'min' or 'max'
+        'auto': 'max' for accuracies, 'min' for losses.
     """
 
     def __init__(self, path: str | os.PathLike, monitor: str = "val_loss", save_best_only: bool = True,
@@ -326,11 +357,51 @@ class ModelCheckpoint(_Monitor):
         self.save_best_only = bool(save_best_only)
 
     def on_train_begin(self, model: ModelLike) -> None:
-        self.best, self.best_epoch = None, None
+        self.reset()
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
         if self._observe(epoch, logs) or not self.save_best_only:
             self.model.save(self.path)
+
+
+class TerminateOnNaN(Callback):
+    """Stop training when the loss stops being finite (NaN or infinite): Keras's callback.
+
+    Without it, ``fit`` raises ``FloatingPointError`` ("lower the learning rate") when the loss
+    of a step, an epoch's training or validation loss, a parameter or the optimizer's state
+    stops being finite. With it, ``fit`` stops there instead and returns its history: this
+    callback prints what happened, ``history.stopped_epoch`` is the epoch (counting from 0),
+    the epoch is not added to the history, and the other callbacks' ``on_train_end`` runs (an
+    ``EarlyStopping`` still restores its best weights). On the CPU a step's loss is checked
+    before its update, so the model holds the last step whose loss was finite; on the GPU the
+    running loss is read at the end of the epoch (or whenever a callback reads it).
+
+    Parameters
+    ----------
+    stream : file or None
+        Where to write the message; None: standard output.
+    """
+
+    def __init__(self, stream: Any = None):
+        self.stream = stream
+        self.epoch = 0
+
+    def on_train_begin(self, model: ModelLike) -> None:
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: Logs) -> None:
+        self.epoch = epoch
+
+    def terminate(self, error: FloatingPointError) -> int:
+        """Say that training stops in the current epoch because of ``error``; returns that epoch.
+        ``fit`` calls it when the loss stops being finite."""
+        out = self.stream or sys.stdout
+        end_line()
+        below_a_bar = "\n" if getattr(out, "isatty", lambda: False)() else ""  # a progress bar may be mid-line
+        print(f"{below_a_bar}epoch {self.epoch + 1}: {error}; training stopped (TerminateOnNaN)", file=out, flush=True)
+        if self.model is not None:
+            self.model.stop_training = True
+        return self.epoch
 
 
 class LambdaCallback(Callback):

@@ -31,7 +31,7 @@ from .callbacks import Callback, History
 from .checks import check_device, check_float_dtype, check_image_dtype
 from .compilation import report_compilation
 from .device import cuda_available, is_gpu_array, to_device, to_host
-from .dispatch import chunked
+from .dispatch import chunked, is_dask_array
 from .graph import Graph, Input, SymbolicTensor, is_symbolic
 from .layers import Dense, Layer
 from .optim import Optimizer
@@ -238,7 +238,9 @@ class Model:
         """Make layers ``0 .. up_to-1`` of :attr:`layers` (all, when None) untrainable;
         returns ``self``.
 
-        Changes this model in place (see :meth:`copy`)."""
+        A frozen ``BatchNorm2D`` runs in inference mode in :meth:`fit` too (its running
+        statistics, left unchanged); a kept optimizer keeps each still-trainable parameter's
+        state. Changes this model in place (see :meth:`copy`)."""
         layers = self.layers
         stop = len(layers) if up_to is None else check_int("up_to", up_to, 0)
         if stop > len(layers):
@@ -360,10 +362,10 @@ class Model:
 
     def loss_input(self, loss: losses_module.Loss) -> SymbolicTensor:
         """The tensor ``loss`` reads: the output, or for a loss that reads logits
-        (:attr:`cnnlab.losses.Loss.from_logits`) the input of an output node that is a
-        ``Softmax`` (the loss applies it fused and stable)."""
+        (:attr:`cnnlab.losses.Loss.from_logits`, applying a softmax) the input of an output node
+        that is a ``Softmax`` (the loss applies it fused and stable)."""
         softmax = self._output_softmax()
-        if loss.from_logits and softmax is not None:
+        if loss.from_logits and loss.logits_activation == "softmax" and softmax is not None:
             return softmax.inputs[0]
         return self._graph.outputs[0]
 
@@ -414,20 +416,48 @@ class Model:
             message += f": pass {name}[:, None] to add the channel axis"
         raise ValueError(message)
 
-    def check_labels(self, y: ArrayLike, samples: int, name: str = "y") -> np.ndarray:
+    def check_labels(self, y: ArrayLike, samples: int, name: str = "y",
+                     loss: losses_module.Loss | None = None) -> np.ndarray:
         """``y`` as ``samples`` int64 class labels in ``[0, classes)``; ``TypeError`` or
-        ``ValueError`` naming it ``name`` otherwise."""
+        ``ValueError`` naming it ``name`` otherwise.
+
+        With a ``loss`` that takes target rows (:attr:`cnnlab.losses.Loss.categorical_targets`),
+        ``y`` may also be ``(samples, classes)`` one-hot rows or class probabilities (values in
+        ``[0, 1]``), returned in the model's dtype; and the labels lie in
+        ``[0, loss.label_classes(classes))`` (0 and 1 for a binary loss on one output unit)."""
         classes = self.num_classes()
         if y is None:
             raise TypeError(f"{name} must be integer class labels, got None")
         if is_gpu_array(y):
             raise TypeError(f"{name} must be a host (NumPy) array")
+        if isinstance(y, (str, bytes)):
+            raise TypeError(f"{name} must be integer class labels, got {type(y).__name__}")
         y = np.asarray(y)
+        if y.ndim == 2 and y.shape[0] == samples:
+            return self._target_rows(y, classes, name, loss)
         if y.ndim != 1 or y.shape[0] != samples:
             raise ValueError(f"x and {name} must have the same length: {samples} images but {name} has "
                              f"shape {y.shape}")
-        return F.as_targets(name, y, samples, classes)
+        return F.as_targets(name, y, samples, loss.label_classes(classes) if loss is not None else classes)
 
+    def _target_rows(self, y, classes, name, loss):
+        """Checked ``(N, classes)`` target rows in the model's dtype (see :meth:`check_labels`)."""
+        if loss is None or not loss.categorical_targets:
+            taker = f"the loss {loss.name!r}" if loss is not None else "this"
+            raise ValueError(f"{name} has shape {y.shape}: {taker} takes ({y.shape[0]},) integer class labels "
+                             f"(for one-hot rows pass {name}.argmax(axis=1))")
+        if y.shape[1] != classes:
+            hint = f" (for class labels pass {name}.ravel())" if y.shape[1] == 1 else ""
+            raise ValueError(f"{name} has shape {y.shape}: one-hot or probability rows need one column per class "
+                             f"({classes} for this model's output){hint}")
+        if y.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold one-hot rows or class probabilities, got dtype {y.dtype}")
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        if y.size and (y.min() < 0 or y.max() > 1):
+            raise ValueError(f"{name} must hold one-hot rows or class probabilities in [0, 1], got values "
+                             f"from {y.min()} to {y.max()}")
+        return np.ascontiguousarray(y, dtype=self.dtype)
 
     # --- prediction and evaluation ------------------------------------------------
     @chunked("predict_proba", argument=1)
@@ -435,6 +465,7 @@ class Model:
         """Class probabilities, ``(N, classes)``, as a NumPy array (a dask array for a dask
         ``x`` chunked along the batch axis: see :func:`cnnlab.dask.predict_proba`)."""
         x = self.check_inputs(x)
+        batch_size = check_int("batch_size", batch_size, 1)
         outputs = []
         final_softmax = self._output_softmax() is not None
         with report_compilation(sys.stderr):
@@ -499,22 +530,41 @@ class Model:
                                 top_k=[(names[i], float(row[i])) for i in order]))
         return results
 
-    @chunked("evaluate", argument=1)
     def evaluate(self, x: Any, y: ArrayLike | None = None, batch_size: int = 256,
-                 loss: str | losses_module.Loss | None = None) -> dict[str, float]:
+                 loss: str | losses_module.Loss | None = None, top_k: int | None = None) -> dict[str, float]:
         """``{'loss': mean loss, 'accuracy': fraction correct}`` on ``(x, y)``; for a dask ``x``
         computed chunk by chunk on the current Dask scheduler (:func:`cnnlab.dask.evaluate`).
         Without ``y``, ``x`` is any input :meth:`fit` takes that gives its own labels (a dataset,
         a :class:`cnnlab.data.ImageFolder`, an iterable of ``(x, y)`` batches: one pass over
-        it), read batch by batch."""
-        x = sources.evaluation_source(self, x, y)
+        it), read batch by batch.
+
+        ``y`` holds class labels, or one-hot / probability rows ``(N, classes)`` for a loss
+        that takes them (as :meth:`fit`). ``loss`` defaults to the model's (its last ``fit``)
+        or cross-entropy. ``top_k=k`` adds ``'top_k_accuracy'`` (e.g. ``'top_5_accuracy'``): the
+        fraction of samples whose class is among the ``k`` most likely
+        (:func:`cnnlab.metrics.top_k_accuracy`; not for a dask ``x``)."""
+        if top_k is None:
+            return self._evaluate(x, y, batch_size, loss)
+        if is_dask_array(x):
+            raise TypeError("evaluate(top_k=...) takes a NumPy x; for a dask x compute "
+                            "cnnlab.metrics.top_k_accuracy(model.predict_proba(x).compute(), y, k)")
+        return self._evaluate(x, y, batch_size, loss, top_k=top_k)
+
+    @chunked("evaluate", argument=1)
+    def _evaluate(self, x, y=None, batch_size=256, loss=None, top_k=None):
+        batch_size = check_int("batch_size", batch_size, 1)
         loss = losses_module.get(loss or self.loss or "cross_entropy")
+        source = sources.evaluation_source(self, x, y, loss)
+        if top_k is not None:
+            top_k = check_int("top_k", top_k, 1)
+            if top_k > self.num_classes():
+                raise ValueError(f"top_k must be at most the number of classes ({self.num_classes()}), got {top_k}")
         with report_compilation(sys.stderr):
-            return training.evaluate(self, x, None, batch_size, loss)
+            return training.evaluate(self, source, None, batch_size, loss, top_k)
 
     # --- training -----------------------------------------------------------------
     def fit(self, x: Any, y: ArrayLike | None = None, epochs: int = 1, batch_size: int = 32,
-            optimizer: Optimizer | None = None, loss: str | losses_module.Loss = "cross_entropy",
+            optimizer: str | Optimizer | None = None, loss: str | losses_module.Loss = "cross_entropy",
             validation_data: tuple[ArrayLike, ArrayLike] | None = None, shuffle: bool = True,
             seed: int | None = None, verbose: int = 1, checkpoint: Path | None = None, resume: Path | None = None,
             augment: bool | Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
@@ -531,14 +581,25 @@ class Model:
             (``len`` and ``[i]``, PyTorch's ``Dataset``; a :class:`cnnlab.data.ImageFolder`), a
             dataset of ``(images, labels)`` batches (Keras' ``PyDataset``), or an iterable or
             generator of ``(images, labels)`` batches.
-        y : (N,) integer class labels (array or dask array), or None
-            With arrays ``x`` only.
+        y : (N,) integer class labels, (N, classes) one-hot rows or class probabilities, or None
+            With arrays ``x`` only. Rows are taken by the cross-entropy (Keras's categorical
+            cross-entropy: one-hot rows train exactly as their labels), ``'mse'`` and
+            ``'binary_crossentropy'``; for the latter on one output unit the labels are 0 and 1.
         epochs : int
             Total number of epochs (a resumed run continues up to it).
         batch_size : int
             Samples per step (ignored for a source of batches: its batches are the steps).
-        optimizer : Optimizer or None (``Adam(1e-3)``)
-        loss : 'cross_entropy', 'mse' or a loss object
+            Before training, one step at this size is compared with the memory available
+            (:func:`cnnlab.training.step_memory`): too large is a ``MemoryError`` that says
+            which size fits.
+        optimizer : Optimizer, name or None
+            An optimizer object, or Keras's name ``'sgd'``, ``'adam'``, ``'adamw'``,
+            ``'rmsprop'`` (a new one with PyTorch's defaults); None keeps the model's optimizer
+            (from an earlier ``fit``) or makes ``Adam(1e-3)``.
+        loss : str or a loss object
+            A name of :data:`cnnlab.losses.LOSSES` (``'cross_entropy'``, ``'mse'``,
+            ``'binary_crossentropy'``, Keras's ``'categorical_crossentropy'``, ...) or e.g.
+            ``cnnlab.losses.CrossEntropy(label_smoothing=0.1)``.
         validation_data : (x_val, y_val), a dataset, an ImageFolder, an iterable, or None
             Evaluated after each epoch (never augmented, never trained on): a tuple of arrays
             (or dask arrays), or a source of images and labels that can be read again every
@@ -549,9 +610,10 @@ class Model:
             sources of batches are read as they come.
         seed : int or None
             Seeds the shuffling and the dropout masks: the same seed repeats the run.
-        verbose : 0 or 1
+        verbose : 0, 1 or 2
             1 shows a progress bar per epoch (loss, accuracy, samples/s, ETA): a
-            :class:`cnnlab.callbacks.ProgbarLogger` added to the callbacks unless one is given.
+            :class:`cnnlab.callbacks.ProgbarLogger` added to the callbacks unless one is given;
+            2 writes one line per epoch only (Keras's meaning).
         checkpoint : path or None
             After every epoch, atomically save the model, optimizer state, epoch, random
             state and history there.
@@ -591,7 +653,11 @@ class Model:
         ------
         TypeError, ValueError
             For bad data or settings, or a callback monitoring a metric ``fit`` does not measure
-            (checked before any training step; the weights are untouched).
+            (checked before anything changes: the weights, optimizer and loss of the model are
+            untouched, and a later good call trains as if the bad one never happened).
+        MemoryError
+            When one training step at ``batch_size`` needs more memory than is available
+            (checked before anything changes; on the CPU).
         KeyboardInterrupt
             On Ctrl-C, after the step in progress completes: the model holds its last
             completed step and the last checkpoint stays valid.
@@ -599,6 +665,10 @@ class Model:
             When the loss stops being finite (learning rate too high): on the CPU before
             that step's update; on the GPU when the running totals are next read (progress
             or the end of the epoch), since reading them every step would cost a round trip.
+            After every epoch the validation loss, the parameters and the optimizer's state
+            are checked too (a run can diverge with a finite loss: Adam's second moment
+            overflows). With a :class:`cnnlab.callbacks.TerminateOnNaN` callback, training
+            stops there instead and ``fit`` returns its history.
         """
         return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=loss,
                             validation_data=validation_data, shuffle=shuffle, seed=seed, verbose=verbose,

@@ -2,6 +2,7 @@
 
 An optimizer updates a model's trainable parameters in place with one kernel per
 parameter, on the parameters' device; its state (velocities, moments) lives there too.
+:func:`get` makes one from Keras's names (``'sgd'``, ``'adam'``, ``'adamw'``, ``'rmsprop'``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from . import functional as F
 from .device import is_gpu_array, to_device, to_host
 
-__all__ = ["SGD", "Adam", "StepLR", "CosineLR", "WarmupLR", "PerStep"]
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "StepLR", "CosineLR", "WarmupLR", "PerStep", "get"]
 
 Array = Any  # a NumPy array, or a Numba CUDA device array for parameters on the GPU
 
@@ -118,18 +119,42 @@ def schedule_from_config(config: dict) -> Schedule:
     return {"StepLR": StepLR, "CosineLR": CosineLR}[kind](**config)
 
 
+def _number(name: str, value: Any, low: float = 0.0, high: float | None = None, low_open: bool = False) -> float:
+    """``value`` as a float in ``[low, high)`` (``(low, high)`` when ``low_open``): ``TypeError``
+    for what is not a real number, ``ValueError`` naming ``name`` for a value out of range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    below = value <= low if low_open else value < low
+    if not math.isfinite(value) or below or (high is not None and value >= high):
+        interval = ("(" if low_open else "[") + f"{low:g}, " + (f"{high:g})" if high is not None else "inf)")
+        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
+    return value
+
+
+def _betas(betas: Any) -> tuple[float, float]:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    if not all(isinstance(b, (int, float, np.number)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas):
+        raise ValueError(f"betas must lie in [0, 1), got {betas}")
+    return float(betas[0]), float(betas[1])
+
+
 class Optimizer:
     """Shared machinery: per-parameter state on the parameters' device, schedules, saving."""
 
     state_names = ()
 
     def __init__(self, lr: float, schedule: Schedule | None = None):
-        if not lr > 0:
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
+            raise TypeError(f"lr must be a number, got {lr!r}")
+        if not lr > 0 or not math.isfinite(lr):
             raise ValueError(f"lr must be positive, got {lr}")
         self.base_lr = float(lr)
         self.lr = float(lr)
         self.schedule = schedule
         self.state = []  # one dict of state arrays per parameter, in the model's order
+        self.keys: list | None = None  # which parameter each entry of state belongs to (see align)
         self.steps = 0
 
     def set_epoch(self, epoch: int, fraction: float = 0.0) -> None:
@@ -146,14 +171,36 @@ class Optimizer:
     def _state_for(self, index, param):
         while len(self.state) <= index:
             self.state.append(None)
-        if self.state[index] is None:
+        if not self.state[index]:  # None, or nothing saved for it in a checkpoint
             zeros = np.zeros(param.shape, dtype=param.dtype)
             self.state[index] = {name: to_device(zeros) if is_gpu_array(param) else zeros.copy()
                                  for name in self.state_names}
         return self.state[index]
 
+    def align(self, keys: list) -> None:
+        """Say which parameters the next steps update: ``keys`` names them (``fit`` uses
+        ``(layer index, parameter name)`` of the trainable parameters), in the order
+        :meth:`step` receives them. When they differ from the last ones (layers frozen or
+        unfrozen since), each parameter keeps its own state (velocity, moments) and a parameter
+        new to the optimizer starts from zeros."""
+        keys = list(keys)
+        if self.keys is not None and self.keys != keys:
+            old = dict(zip(self.keys, self.state))
+            self.state = [old.get(key) for key in keys]
+        self.keys = keys
+
     def step(self, parameters: list[tuple[Array, Array]]) -> None:
-        """Update ``parameters``: a list of ``(param, grad)`` pairs, always in the same order."""
+        """Update ``parameters``: a list of ``(param, grad)`` pairs, always in the same order.
+
+        ``ValueError``, before any update, when the state kept for a position does not have its
+        parameter's shape (the optimizer was used on other parameters: see :meth:`align`)."""
+        parameters = list(parameters)
+        for index, (param, _) in enumerate(parameters[:len(self.state)]):
+            for name, value in (self.state[index] or {}).items():
+                if tuple(value.shape) != tuple(param.shape):
+                    raise ValueError(f"the optimizer's {name} for parameter {index} has shape {tuple(value.shape)} "
+                                     f"but the parameter has shape {tuple(param.shape)}: this optimizer was used on "
+                                     "other parameters; pass a new one")
         self.steps += 1
         for index, (param, grad) in enumerate(parameters):
             self._update(param, grad, self._state_for(index, param))
@@ -173,7 +220,7 @@ class Optimizer:
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray], steps: int, device: str) -> None:
         self.steps = int(steps)
-        self.state = []
+        self.state, self.keys = [], None
         for key, value in arrays.items():
             index, name = key.split("/")
             index = int(index)
@@ -237,11 +284,9 @@ class Adam(Optimizer):
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, schedule: Schedule | None = None):
         super().__init__(lr, schedule)
-        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"betas must lie in [0, 1), got {betas}")
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.eps = float(eps)
-        self.weight_decay = float(weight_decay)
+        self.betas = _betas(betas)
+        self.eps = _number("eps", eps)
+        self.weight_decay = _number("weight_decay", weight_decay)
 
     def _update(self, param, grad, state):
         F.adam_update(param, grad, state["first_moment"], state["second_moment"], self.steps, self.lr,
@@ -249,6 +294,97 @@ class Adam(Optimizer):
 
     def config(self) -> dict:
         return dict(super().config(), betas=list(self.betas), eps=self.eps, weight_decay=self.weight_decay)
+
+
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay (Loshchilov and Hutter), PyTorch's defaults.
+
+    Each step first shrinks the parameters, ``param *= 1 - lr * weight_decay``, then takes
+    Adam's step with the plain gradient (the decay never enters the moments), as
+    ``torch.optim.AdamW``.
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-8
+    weight_decay : float, default 0.01
+    schedule : StepLR, CosineLR, PerStep, WarmupLR or None
+    """
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01, schedule: Schedule | None = None):
+        super().__init__(lr, betas, eps, weight_decay, schedule)
+
+    def _update(self, param, grad, state):
+        F.adamw_update(param, grad, state["first_moment"], state["second_moment"], self.steps, self.lr,
+                       self.betas[0], self.betas[1], self.eps, self.weight_decay)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton), ``torch.optim.RMSprop``'s formulation and defaults.
+
+    ``g = grad + weight_decay * param``; ``square_avg = alpha * square_avg + (1 - alpha) * g**2``;
+    the step is ``g / (sqrt(square_avg) + eps)`` (``centered``: ``square_avg`` less the square
+    of the running mean gradient), accumulated in a momentum buffer when ``momentum > 0``.
+
+    Parameters
+    ----------
+    lr : float, default 1e-2
+    alpha : float, default 0.99
+        Smoothing constant of the running average of squared gradients.
+    eps : float, default 1e-8
+    weight_decay : float, default 0 (L2 penalty added to the gradient)
+    momentum : float, default 0
+    centered : bool, default False
+        Normalize by an estimate of the gradient's variance instead of its second moment.
+    schedule : StepLR, CosineLR, PerStep, WarmupLR or None
+    """
+
+    def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+                 momentum: float = 0.0, centered: bool = False, schedule: Schedule | None = None):
+        super().__init__(lr, schedule)
+        self.alpha = _number("alpha", alpha)
+        self.eps = _number("eps", eps)
+        self.weight_decay = _number("weight_decay", weight_decay)
+        self.momentum = _number("momentum", momentum)
+        if not isinstance(centered, (bool, np.bool_)):
+            raise TypeError(f"centered must be True or False, got {centered!r}")
+        self.centered = bool(centered)
+        # the state kept per parameter: the buffers a setting does not use are not allocated
+        self.state_names = ("square_avg",) + (("momentum_buffer",) if self.momentum else ()) \
+            + (("grad_avg",) if self.centered else ())
+
+    def _update(self, param, grad, state):
+        square_avg = state["square_avg"]
+        F.rmsprop_update(param, grad, square_avg, state.get("momentum_buffer", square_avg),
+                         state.get("grad_avg", square_avg), self.lr, self.alpha, self.eps, self.weight_decay,
+                         self.momentum, self.centered)
+
+    def config(self) -> dict:
+        return dict(super().config(), alpha=self.alpha, eps=self.eps, weight_decay=self.weight_decay,
+                    momentum=self.momentum, centered=self.centered)
+
+
+#: the optimizers by Keras's names (what :func:`get` and ``fit(optimizer='adam')`` take)
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+
+
+def get(optimizer: str | Optimizer) -> Optimizer:
+    """An optimizer object from Keras's name (``'sgd'``, ``'adam'``, ``'adamw'``,
+    ``'rmsprop'``, any case: a new one with the class's defaults) or an optimizer itself.
+
+    ``ValueError`` listing the names for an unknown name, ``TypeError`` for anything else."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, str):
+        kind = OPTIMIZERS.get(optimizer.lower())
+        if kind is None:
+            raise ValueError(f"optimizer must be one of {', '.join(repr(n) for n in OPTIMIZERS)} or an optimizer "
+                             f"object such as cnnlab.optim.Adam(1e-3), got {optimizer!r}")
+        return kind()
+    raise TypeError(f"optimizer must be a name ({', '.join(repr(n) for n in OPTIMIZERS)}) or an optimizer object "
+                    f"such as cnnlab.optim.Adam(1e-3), got {type(optimizer).__name__}")
 
 
 def from_config(config: dict) -> Optimizer:
@@ -260,4 +396,4 @@ def from_config(config: dict) -> Optimizer:
         config["schedule"] = schedule_from_config(schedule)
     if "betas" in config:
         config["betas"] = tuple(config["betas"])
-    return {"SGD": SGD, "Adam": Adam}[kind](**config)
+    return {cls.__name__: cls for cls in OPTIMIZERS.values()}[kind](**config)

@@ -93,8 +93,9 @@ class Source:
     sample_shape: tuple[int, ...] | None = None
     kind: str = "source"  # what it is, in messages
 
-    def __init__(self, model: ModelLike, name: str = "x"):
+    def __init__(self, model: ModelLike, name: str = "x", loss: Any = None):
         self.model, self.name = model, name
+        self.loss = loss  # the loss the labels are for: one-hot or probability rows where it takes them
         self.current = None  # the open epoch's iterator
 
     def labels(self, purpose: str) -> np.ndarray:
@@ -127,7 +128,7 @@ class Source:
             raise ValueError(f"{self.name} gave a batch of shape {x.shape} ({where}); its first batch's images "
                              f"have shape {self.sample_shape}")
         x = self.model.check_inputs(x, f"{self.name} ({where})")
-        y = self.model.check_labels(y, x.shape[0], f"y of {self.name} ({where})")
+        y = self.model.check_labels(y, x.shape[0], f"y of {self.name} ({where})", loss=self.loss)
         return x, y
 
     def epoch(self, epoch: int, rng: np.random.Generator, seed: int, batch_size: int, shuffle: bool,
@@ -175,11 +176,12 @@ class ArraySource(Source):
 
     kind = "pair of arrays"
 
-    def __init__(self, model: ModelLike, x: Any, y: Any, name: str = "x", y_name: str = "y", checked: bool = False):
-        super().__init__(model, name)
+    def __init__(self, model: ModelLike, x: Any, y: Any, name: str = "x", y_name: str = "y", checked: bool = False,
+                 loss: Any = None):
+        super().__init__(model, name, loss)
         if not checked:
             x = model.check_inputs(x, name)
-            y = model.check_labels(y, x.shape[0], y_name)
+            y = model.check_labels(y, x.shape[0], y_name, loss=loss)
         self.x, self.y = x, y
         self.samples = x.shape[0]
         self.on_gpu = None  # (x, y) on the GPU
@@ -188,7 +190,7 @@ class ArraySource(Source):
         return self.y
 
     def take(self, indices: np.ndarray) -> "ArraySource":
-        return ArraySource(self.model, self.x[indices], self.y[indices], self.name, checked=True)
+        return ArraySource(self.model, self.x[indices], self.y[indices], self.name, checked=True, loss=self.loss)
 
     def upload(self) -> None:
         """On the GPU the whole training set goes to the device once; each step gathers its batch
@@ -222,8 +224,8 @@ class DaskSource(Source):
 
     kind = "dask array"
 
-    def __init__(self, model: ModelLike, x: Any, y: Any, name: str = "x", y_name: str = "y"):
-        super().__init__(model, name)
+    def __init__(self, model: ModelLike, x: Any, y: Any, name: str = "x", y_name: str = "y", loss: Any = None):
+        super().__init__(model, name, loss)
         model.require_classifier("fit, evaluate and predict")
         model.check_batch_axis(x, name)
         check_image_dtype(name, x.dtype)
@@ -240,7 +242,7 @@ class DaskSource(Source):
                 raise ValueError(f"x and {y_name} must have the same length: {self.samples} images but {y_name} "
                                  f"has shape {y.shape}")
         else:
-            y = model.check_labels(y, self.samples, y_name)
+            y = model.check_labels(y, self.samples, y_name, loss=loss)
         self.x, self.y, self.sample_shape = x, y, tuple(x.shape[1:])
         self.bounds = np.cumsum((0,) + tuple(x.chunks[0]))
         self.all_labels = None
@@ -248,11 +250,12 @@ class DaskSource(Source):
     def labels(self, purpose: str) -> np.ndarray:
         if self.all_labels is None:
             y = self.y.compute() if is_dask_array(self.y) else self.y
-            self.all_labels = self.model.check_labels(y, self.samples, "y")
+            self.all_labels = self.model.check_labels(y, self.samples, "y", loss=self.loss)
         return self.all_labels
 
     def take(self, indices: np.ndarray) -> "DaskSource":
-        return DaskSource(self.model, self.x[np.asarray(indices)], self.y[np.asarray(indices)], self.name)
+        return DaskSource(self.model, self.x[np.asarray(indices)], self.y[np.asarray(indices)], self.name,
+                          loss=self.loss)
 
     def read(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:
         """Chunk ``chunk`` of ``x`` and its labels, computed."""
@@ -300,8 +303,9 @@ class DatasetSource(Source):
 
     kind = "dataset"
 
-    def __init__(self, model: ModelLike, dataset: Any, first: tuple[np.ndarray, np.ndarray], name: str = "x"):
-        super().__init__(model, name)
+    def __init__(self, model: ModelLike, dataset: Any, first: tuple[np.ndarray, np.ndarray], name: str = "x",
+                 loss: Any = None):
+        super().__init__(model, name, loss)
         self.dataset, self.samples = dataset, len(dataset)
         self.sample_shape = tuple(first[0].shape)
         self.checked(first[0][None], first[1][None], "its item 0")
@@ -315,7 +319,8 @@ class DatasetSource(Source):
         if not isinstance(self.dataset, ImageFolder):
             return super().take(indices)
         part = self.dataset.subset(indices)
-        return DatasetSource(self.model, part, pair(part[0], f"{self.name}[{int(indices[0])}]"), self.name)
+        return DatasetSource(self.model, part, pair(part[0], f"{self.name}[{int(indices[0])}]"), self.name,
+                             self.loss)
 
     def read(self, indices: np.ndarray, where: str, augment: Augment = None,
              rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -360,8 +365,9 @@ class BatchDatasetSource(Source):
 
     kind = "dataset of batches"
 
-    def __init__(self, model: ModelLike, dataset: Any, first: tuple[np.ndarray, np.ndarray], name: str = "x"):
-        super().__init__(model, name)
+    def __init__(self, model: ModelLike, dataset: Any, first: tuple[np.ndarray, np.ndarray], name: str = "x",
+                 loss: Any = None):
+        super().__init__(model, name, loss)
         self.dataset = dataset
         self.checked(*first, "its item 0")
         self.sample_shape = tuple(first[0].shape[1:])
@@ -406,8 +412,8 @@ class IterableSource(Source):
     early is a ``ValueError``. An evaluation reads one whole pass."""
 
     def __init__(self, model: ModelLike, iterable: Any, steps_per_epoch: int | None, training: bool,
-                 name: str = "x"):
-        super().__init__(model, name)
+                 name: str = "x", loss: Any = None):
+        super().__init__(model, name, loss)
         self.iterable, self.iterator = iterable, iter(iterable)
         self.one_shot = self.iterator is iterable
         self.kind = "generator" if self.one_shot else "iterable of batches"
@@ -459,7 +465,7 @@ class IterableSource(Source):
             yield self.checked(*pair(item, f"the item {self.name} yielded for batch {step}"), f"batch {step}")
 
 
-def _dataset_source(model: ModelLike, x: Any, name: str) -> Source:
+def _dataset_source(model: ModelLike, x: Any, name: str, loss: Any = None) -> Source:
     """A dataset: of samples or of batches, as its item 0 says."""
     try:
         size = len(x)
@@ -470,9 +476,9 @@ def _dataset_source(model: ModelLike, x: Any, name: str) -> Source:
         raise ValueError(f"{name} is an empty dataset")
     first = pair(x[0], f"{name}[0]")
     if first[1].ndim == 0:
-        return DatasetSource(model, x, first, name)
+        return DatasetSource(model, x, first, name, loss)
     if first[1].ndim == 1:
-        return BatchDatasetSource(model, x, first, name)
+        return BatchDatasetSource(model, x, first, name, loss)
     raise ValueError(f"{name}[0] has labels of shape {first[1].shape}: a dataset's item is a sample (one label) "
                      "or a batch (a 1-D array of labels)")
 
@@ -486,15 +492,15 @@ def _yields_labels(x: Any) -> bool:
 
 
 def _source(model: ModelLike, x: Any, y: Any, name: str, y_name: str, steps_per_epoch: int | None,
-            training: bool) -> Source:
+            training: bool, loss: Any = None) -> Source:
     if isinstance(x, Source):
         return x
     if is_dask_array(x):
-        return DaskSource(model, x, y, name, y_name)
+        return DaskSource(model, x, y, name, y_name, loss)
     if y is not None:
         if _yields_labels(x):
             raise ValueError(f"{name} ({type(x).__name__}) gives its own labels with its images: leave {y_name} out")
-        return ArraySource(model, x, y, name, y_name)
+        return ArraySource(model, x, y, name, y_name, loss=loss)
     if not _yields_labels(x) and not isinstance(x, (list, tuple)):
         if not (isinstance(x, np.ndarray) or hasattr(x, "__array__") or is_gpu_array(x)):
             raise TypeError(f"{name} must be an array of images, a dataset or an iterable of (x, y) batches, got "
@@ -502,17 +508,18 @@ def _source(model: ModelLike, x: Any, y: Any, name: str, y_name: str, steps_per_
         raise TypeError(f"{y_name} must be integer class labels, got None (arrays {name} need their labels "
                         f"{y_name}; a dataset or a generator gives its own)")
     if hasattr(x, "__getitem__") and hasattr(x, "__len__"):
-        return _dataset_source(model, x, name)
+        return _dataset_source(model, x, name, loss)
     if hasattr(x, "__getitem__") and not hasattr(x, "__iter__"):
         raise TypeError(f"{name} has __getitem__ but no __len__: a dataset needs both (len({name}) samples or "
                         "batches), or give an iterable of (x, y) batches")
     if hasattr(x, "__iter__"):
-        return IterableSource(model, x, steps_per_epoch, training, name)
+        return IterableSource(model, x, steps_per_epoch, training, name, loss)
     raise TypeError(f"{name} must be an array of images, a dataset or an iterable of (x, y) batches, got "
                     f"{type(x).__name__}")
 
 
-def training_source(model: ModelLike, x: Any, y: Any = None, steps_per_epoch: int | None = None) -> Source:
+def training_source(model: ModelLike, x: Any, y: Any = None, steps_per_epoch: int | None = None,
+                    loss: Any = None) -> Source:
     """What ``fit`` trains on: arrays ``x, y``, a dask array ``x`` with labels ``y``, or (``y``
     None) a dataset, an :class:`cnnlab.data.ImageFolder` or an iterable of ``(x, y)`` batches;
     its first batch checked (module docs).
@@ -526,14 +533,14 @@ def training_source(model: ModelLike, x: Any, y: Any = None, steps_per_epoch: in
     """
     if steps_per_epoch is not None:
         steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, 1)
-    source = _source(model, x, y, "x", "y", steps_per_epoch, training=True)
+    source = _source(model, x, y, "x", "y", steps_per_epoch, training=True, loss=loss)
     if steps_per_epoch is not None and not isinstance(source, IterableSource):
         raise ValueError(f"steps_per_epoch is for generators and iterables of batches; x is a {source.kind}, "
                          "whose epochs are one pass over it (leave steps_per_epoch out)")
     return source
 
 
-def validation_source(model: ModelLike, validation_data: Any) -> Source:
+def validation_source(model: ModelLike, validation_data: Any, loss: Any = None) -> Source:
     """``fit``'s ``validation_data``: a pair ``(x_val, y_val)`` (a tuple; a list of two arrays
     too), or a dataset, an ImageFolder or a re-iterable of batches (not a one-shot generator:
     every epoch's validation reads it again)."""
@@ -541,8 +548,8 @@ def validation_source(model: ModelLike, validation_data: Any) -> Source:
                                               and not isinstance(validation_data[0], (tuple, list))):
         if len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (x_val, y_val)")
-        return _source(model, *validation_data, "validation x", "validation y", None, training=False)
-    source = _source(model, validation_data, None, "validation_data", "validation y", None, training=False)
+        return _source(model, *validation_data, "validation x", "validation y", None, training=False, loss=loss)
+    source = _source(model, validation_data, None, "validation_data", "validation y", None, training=False, loss=loss)
     if isinstance(source, IterableSource) and source.one_shot:
         raise ValueError("validation_data is a generator (a one-shot iterator): the first epoch's validation "
                          "would use it up; give a pair (x_val, y_val), a dataset, an ImageFolder or a list of "
@@ -550,7 +557,7 @@ def validation_source(model: ModelLike, validation_data: Any) -> Source:
     return source
 
 
-def evaluation_source(model: ModelLike, x: Any, y: Any = None) -> Source:
+def evaluation_source(model: ModelLike, x: Any, y: Any = None, loss: Any = None) -> Source:
     """What ``evaluate`` reads: arrays ``x, y`` or any source ``fit`` takes (a generator gives
     one pass)."""
-    return _source(model, x, y, "x", "y", None, training=False)
+    return _source(model, x, y, "x", "y", None, training=False, loss=loss)

@@ -23,16 +23,17 @@ from typing import Any
 import numpy as np
 
 from . import callbacks as callbacks_module
+from . import checks, metrics, saving
 from . import data as data_module
 from . import losses as losses_module
 from . import optim as optim_module
-from . import saving
 from . import sources as sources_module
 from .compilation import report_compilation
 from .device import to_host
 from .shapes import check_int
 
-__all__ = ["fit", "evaluate", "train_step", "class_weights", "split_validation", "read_as_trained"]
+__all__ = ["fit", "evaluate", "train_step", "class_weights", "split_validation", "read_as_trained", "step_memory",
+           "check_step_memory", "check_finite", "ACTIVATION_COPIES"]
 
 ModelLike = Any  # a cnnlab.Model
 Data = tuple[Any, Any]  # the arguments of model.evaluate for the validation data
@@ -64,7 +65,7 @@ class _DeferredInterrupt:
 
 
 def fit(model: ModelLike, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32,
-        optimizer: optim_module.Optimizer | None = None, loss: str | losses_module.Loss = "cross_entropy",
+        optimizer: str | optim_module.Optimizer | None = None, loss: str | losses_module.Loss = "cross_entropy",
         validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, seed: int | None = None,
         verbose: int = 1, checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
         augment: bool | Callable | None = None, callbacks: Iterable[callbacks_module.Callback] | None = None,
@@ -72,28 +73,32 @@ def fit(model: ModelLike, x: Any, y: Any = None, epochs: int = 1, batch_size: in
         steps_per_epoch: int | None = None) -> callbacks_module.History:
     """Train ``model``: :meth:`cnnlab.Model.fit` (which documents the arguments) runs this.
 
-    Every argument is checked before the model changes; then the loss, the optimizer (kept,
-    or ``Adam()``) and, with ``resume``, the checkpoint's weights and training state are put
-    in place, the callbacks start, and the epochs run."""
-    source, validation = _training_data(model, x, y, validation_data, validation_split, seed, steps_per_epoch)
-    epochs = check_int("epochs", epochs, 1)
-    augment = _augmenter(augment)
-    batch_size = check_int("batch_size", batch_size, 1)
+    Every argument is checked, and the memory of one training step compared with the memory
+    available (:func:`step_memory`), before the model changes; then the loss, the optimizer
+    (given, kept, or ``Adam()``) and, with ``resume``, the checkpoint's weights and training
+    state are put in place, the callbacks start, and the epochs run."""
     loss = losses_module.get(loss)
+    optimizer = optim_module.get(optimizer) if optimizer is not None else model.optimizer or optim_module.Adam()
+    source, validation = _training_data(model, x, y, validation_data, validation_split, seed, steps_per_epoch, loss)
+    epochs = check_int("epochs", epochs, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    augment = _augmenter(augment)
+    verbose = _check_settings(shuffle, seed, verbose, checkpoint, resume)
     weights = class_weights(model, class_weight, source.labels("class_weight='balanced'")
                             if isinstance(class_weight, str) and class_weight == "balanced" else None, loss)
     available = ["loss", "accuracy", "lr", "seconds"] + (["val_loss", "val_accuracy"] if validation else [])
     history, callbacks = _with_defaults(callbacks_module.check_callbacks(callbacks, available), verbose)
-    model.loss = loss
-    if optimizer is not None:
-        model.optimizer = optimizer
-    elif model.optimizer is None:
-        model.optimizer = optim_module.Adam()
-    model.optimizer.to(model.device)
+    check_step_memory(model, min(source.batch_size or batch_size, max(source.samples, 1)), optimizer)
 
     run = _Run(model, source, batch_size, shuffle, augment, seed)
-    if resume is not None:
+    if resume is not None:  # the checkpoint's weights and optimizer (checked before they replace the model's)
         run.start_epoch, run.rng, history.history, run.base_seed = saving.load_checkpoint(model, resume)
+    else:
+        model.optimizer = optimizer
+    model.loss = loss
+    model.optimizer.to(model.device)
+    index = {id(layer): i for i, layer in enumerate(model.layers)}
+    model.optimizer.align([(index[id(layer)], name) for layer, name in model.parameters()])
     if weights is not None:
         run.class_weights = model.to_model_device(weights.astype(model.dtype))
     model.history, model.stop_training = history, False
@@ -105,26 +110,138 @@ def fit(model: ModelLike, x: Any, y: Any = None, epochs: int = 1, batch_size: in
         callback.set_params(params)
         callback.on_train_begin(model)
     run.upload()
-    with source, _DeferredInterrupt() as interrupt, report_compilation(sys.stderr if verbose else None) as report:
-        run.report = report
-        record = run.run_epochs(epochs, callbacks, validation, checkpoint, history, interrupt)
+    try:
+        with source, _DeferredInterrupt() as interrupt, report_compilation(sys.stderr if verbose else None) as report:
+            run.report = report
+            record = run.run_epochs(epochs, callbacks, validation, checkpoint, history, interrupt)
+    except FloatingPointError as error:
+        record = _terminate(callbacks, history, error)
     for callback in callbacks:
         callback.on_train_end(dict(record))
     return history
 
 
+def _check_settings(shuffle: Any, seed: Any, verbose: Any, checkpoint: Any, resume: Any) -> int:
+    """``fit``'s plain settings: ``TypeError`` or ``ValueError`` naming the one that is wrong;
+    returns ``verbose`` as 0, 1 or 2 (Keras's ``'auto'`` is 1)."""
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+    if seed is not None:
+        check_int("seed", seed, 0)
+    if verbose == "auto":
+        verbose = 1
+    if not isinstance(verbose, (bool, np.bool_, int, np.integer)) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0 (silent), 1 (a progress bar) or 2 (one line per epoch), got {verbose!r}")
+    for name, path in (("checkpoint", checkpoint), ("resume", resume)):
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"{name} must be a file path or None, got {type(path).__name__}")
+    if checkpoint is not None:
+        folder = os.path.dirname(os.path.abspath(checkpoint))
+        if os.path.isdir(checkpoint):
+            raise ValueError(f"checkpoint={os.fspath(checkpoint)!r} is a folder: give a file path")
+        if not os.path.isdir(folder):
+            raise ValueError(f"checkpoint={os.fspath(checkpoint)!r}: the folder {folder} does not exist "
+                             "(create it, or give another path)")
+    if resume is not None and not os.path.isfile(resume):
+        raise ValueError(f"resume={os.fspath(resume)!r}: no such file (give a checkpoint written by "
+                         "fit(..., checkpoint=path))")
+    return int(verbose)
+
+
+#: how many arrays the size of each layer's output one training step holds at its peak: the
+#: output itself, what the layer keeps for its backward pass (its input, masks, pooling
+#: indices: about one output's worth), and the output's gradient in the backward pass
+ACTIVATION_COPIES = 3
+
+
+def step_memory(model: ModelLike, batch_size: int, optimizer: optim_module.Optimizer | None = None) -> int:
+    """A conservative estimate of the bytes one training step of ``model`` at ``batch_size``
+    needs beyond the training set itself.
+
+    ``ACTIVATION_COPIES`` (3) times the input batch and every layer call's output
+    (:meth:`cnnlab.graph.Graph.sample_shapes` for the model's input shape, times
+    ``batch_size`` times the itemsize), plus every parameter, and for the trainable ones
+    their gradient and the ``optimizer``'s state (one array per name in its
+    ``state_names``; Adam's default when None). The convolution's im2col workspace, bounded by
+    ``cnnlab.config.IM2COL_MAX_BYTES``, is not counted."""
+    itemsize = np.dtype(model.dtype).itemsize
+    shapes = model.graph.sample_shapes([tuple(model.input_shape)])
+    values = math.prod(model.input_shape) + sum(math.prod(shape) for shape in shapes.values())
+    activations = ACTIVATION_COPIES * values * batch_size * itemsize
+    state = len((optimizer or optim_module.Adam()).state_names)
+    parameters = 0
+    for layer in model.layers:
+        for value in layer.params.values():
+            size = math.prod(value.shape) * np.dtype(value.dtype).itemsize
+            parameters += size * (2 + state if layer.trainable else 1)
+    return int(activations + parameters)
+
+
+def check_step_memory(model: ModelLike, batch_size: int, optimizer: optim_module.Optimizer | None = None) -> None:
+    """``MemoryError`` before training when one step at ``batch_size`` (:func:`step_memory`)
+    needs more memory than is available (:func:`cnnlab.checks.available_memory`), saying how
+    much and which ``batch_size`` would fit. Checked for a model on the CPU (on the GPU the
+    activations live in the device's memory, which this does not measure)."""
+    if model.device != "cpu":
+        return
+    needed = step_memory(model, batch_size, optimizer)
+    fixed = step_memory(model, 0, optimizer)
+    per_sample = max((needed - fixed) // max(batch_size, 1), 1)
+    available = checks.available_memory()
+    fits = (available - fixed) // per_sample if available is not None else batch_size
+    fix = (f"pass a smaller batch_size (at most about {fits} fits)" if fits >= 1 else
+           "the parameters alone do not fit: use a smaller model or free memory")
+    checks.check_memory(needed, f"one training step at batch_size={batch_size} (activations for {batch_size} "
+                        f"samples, parameters, gradients and optimizer state)", fix)
+
+
+def _terminate(callbacks: list[callbacks_module.Callback], history: callbacks_module.History,
+               error: FloatingPointError) -> dict:
+    """What ``fit`` does when the loss stops being finite: with a
+    :class:`cnnlab.callbacks.TerminateOnNaN` among the callbacks, training stops (the callback
+    says so, and ``history.stopped_epoch`` records the epoch) and the last epoch's metrics are
+    returned; without one, the ``FloatingPointError`` is raised again."""
+    stopper = next((c for c in callbacks if isinstance(c, callbacks_module.TerminateOnNaN)), None)
+    if stopper is None:
+        raise error
+    history.stopped_epoch = stopper.terminate(error)
+    return {name: values[-1] for name, values in history.history.items() if values}
+
+
+def check_finite(model: ModelLike, record: dict) -> None:
+    """``FloatingPointError`` (lower the learning rate) when an epoch's ``loss`` or ``val_loss``
+    in ``record``, a trainable parameter or the optimizer's state (Adam's second moment
+    overflows first) is not finite: checked after every epoch, so that a diverged run stops
+    even when its loss stays finite."""
+    for name in ("loss", "val_loss"):
+        if name in record and not math.isfinite(record[name]):
+            raise FloatingPointError(f"the {name.replace('_', ' ')} became {record[name]}: lower the learning rate")
+    names = {id(layer): index for index, layer in enumerate(model.layers)}
+    states = model.optimizer.state if model.optimizer is not None else []
+    for index, (layer, name) in enumerate(model.parameters()):
+        where = f"layer {names[id(layer)]} ({type(layer).__name__}) {name}"
+        if not np.all(np.isfinite(to_host(layer.params[name]))):
+            raise FloatingPointError(f"the parameters of {where} became non-finite: lower the learning rate")
+        state = states[index] if index < len(states) else None
+        for key, value in (state or {}).items():
+            if not np.all(np.isfinite(to_host(value))):
+                raise FloatingPointError(f"the optimizer's {key} of {where} overflowed to a non-finite value: "
+                                         "lower the learning rate")
+
+
 def _training_data(model: ModelLike, x: Any, y: Any, validation_data: Any, validation_split: float,
-                   seed: int | None, steps_per_epoch: int | None = None) -> tuple[sources_module.Source, Data | None]:
+                   seed: int | None, steps_per_epoch: int | None = None,
+                   loss: losses_module.Loss | None = None) -> tuple[sources_module.Source, Data | None]:
     """``source, validation``: the checked training data as a batch source
     (:func:`cnnlab.sources.training_source`), and the validation data as the arguments of
     ``model.evaluate``, or None (``validation_data`` checked, or held out of ``x, y`` by
-    ``validation_split``)."""
-    source = sources_module.training_source(model, x, y, steps_per_epoch)
+    ``validation_split``); ``y`` holds class labels, or target rows for a ``loss`` that takes them."""
+    source = sources_module.training_source(model, x, y, steps_per_epoch, loss)
     if validation_data is not None:
         if validation_split:
             raise ValueError(f"pass validation_data or validation_split, not both (validation_split="
                              f"{validation_split})")
-        return source, (sources_module.validation_source(model, validation_data), None)
+        return source, (sources_module.validation_source(model, validation_data, loss), None)
     if validation_split:
         labels = source.labels("validation_split")
         train, held_out, _, _ = split_validation(np.arange(len(labels)), labels, validation_split, seed)
@@ -134,11 +251,13 @@ def _training_data(model: ModelLike, x: Any, y: Any, validation_data: Any, valid
 
 def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int | None) -> tuple[np.ndarray, ...]:
     """``x, x_val, y, y_val``: ``fraction`` of each class held out (seeded, with
-    :func:`cnnlab.data.train_test_split`), the rest in order."""
+    :func:`cnnlab.data.train_test_split`), the rest in order. For target rows ``y`` a sample's
+    class is its row's largest entry."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
             or not 0 < fraction < 1:
         raise ValueError(f"validation_split must be a fraction in [0, 1), got {fraction!r}")
-    train, held_out, _, _ = data_module.train_test_split(np.arange(len(y)), y, test_size=fraction, seed=seed)
+    classes = y if y.ndim == 1 else y.argmax(axis=1)  # target rows: stratified by each row's class
+    train, held_out, _, _ = data_module.train_test_split(np.arange(len(y)), classes, test_size=fraction, seed=seed)
     if len(held_out) == 0 or len(train) == 0:
         raise ValueError(f"validation_split={fraction} of {len(y)} samples leaves "
                          f"{len(train)} to train on and {len(held_out)} to validate: use more samples "
@@ -160,7 +279,8 @@ def _augmenter(augment: bool | Callable | None) -> Callable | None:
 
 def class_weights(model: ModelLike, class_weight: dict | str | None, y: np.ndarray,
                   loss: losses_module.Loss) -> np.ndarray | None:
-    """The ``(classes,)`` float64 weights for ``fit(class_weight=...)``, or None."""
+    """The ``(classes,)`` float64 weights for ``fit(class_weight=...)``, or None ('balanced'
+    counts each sample as its class: the label, or the largest entry of its target row)."""
     if class_weight is None:
         return None
     if not loss.class_weighted:
@@ -170,7 +290,7 @@ def class_weights(model: ModelLike, class_weight: dict | str | None, y: np.ndarr
     if isinstance(class_weight, str):
         if class_weight != "balanced":
             raise ValueError(f"class_weight must be None, a dict or 'balanced', got {class_weight!r}")
-        counts = np.bincount(y, minlength=classes)
+        counts = np.bincount(y if y.ndim == 1 else y.argmax(axis=1), minlength=classes)
         present = counts > 0
         weights[present] = len(y) / (present.sum() * counts[present])
         return weights
@@ -247,6 +367,7 @@ class _Run:
             if validation is not None:
                 scores = model.evaluate(*validation, loss=model.loss)
                 record.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
+            check_finite(model, record)
             for callback in callbacks:
                 callback.on_epoch_end(epoch, dict(record))
             if checkpoint is not None:
@@ -297,19 +418,26 @@ def train_step(model: ModelLike, batch: Any, targets: Any, totals: Any, class_we
     model.optimizer.step(parameters)
 
 
-def evaluate(model: ModelLike, x: Any, y: Any, batch_size: int, loss: losses_module.Loss) -> dict[str, float]:
-    """``{'loss', 'accuracy'}`` of images ``x`` and labels ``y`` (arrays; or ``y`` None and ``x``
-    any input ``fit`` takes: :func:`cnnlab.sources.evaluation_source`), batch by batch on the
-    model's device (see :meth:`cnnlab.Model.evaluate`)."""
-    total_loss, correct, count = 0.0, 0, 0
+def evaluate(model: ModelLike, x: Any, y: Any, batch_size: int, loss: losses_module.Loss,
+             top_k: int | None = None) -> dict[str, float]:
+    """``{'loss', 'accuracy'}`` of images ``x`` and labels (or target rows) ``y`` (arrays; or ``y``
+    None and ``x`` any input ``fit`` takes: :func:`cnnlab.sources.evaluation_source`), batch by
+    batch on the model's device (see :meth:`cnnlab.Model.evaluate`); with ``top_k`` also
+    ``'top_<k>_accuracy'``."""
+    total_loss, correct, top, count = 0.0, 0.0, 0, 0
     loss_input = model.loss_input(loss)
-    with sources_module.evaluation_source(model, x, y).evaluation(batch_size) as batches:
+    with sources_module.evaluation_source(model, x, y, loss).evaluation(batch_size) as batches:
         for batch, labels in batches:
             out, = model.graph.forward([model.to_model_device(batch)], targets=[loss_input])
             total_loss += loss.label_loss(out, labels) * batch.shape[0]
-            correct += int((to_host(out).argmax(axis=1) == labels).sum())
+            correct += loss.correct(out, labels)
+            if top_k is not None:
+                top += metrics.top_k_correct(to_host(out), labels, top_k)
             count += batch.shape[0]
-    return {"loss": total_loss / count, "accuracy": correct / count}
+    scores = {"loss": total_loss / count, "accuracy": correct / count}
+    if top_k is not None:
+        scores[f"top_{top_k}_accuracy"] = top / count
+    return scores
 
 
 def read_as_trained(paths: Sequence[str | os.PathLike], preprocessing: dict) -> np.ndarray:

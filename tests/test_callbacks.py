@@ -1,6 +1,7 @@
 """Callbacks in fit: early stopping, learning-rate reduction, checkpoints of the best model,
 per-step hooks; and the Numba compilation report."""
 
+import contextlib
 import io
 
 import numba
@@ -234,3 +235,122 @@ def test_the_progress_bar_ends_the_compilation_line_before_drawing():
         progress.on_epoch_end(0, dict(loss=0.5, accuracy=0.9))
     lines = terminal.getvalue().split("\n")
     assert lines[0].endswith(" done") and lines[1].startswith("\repoch 1/1")
+
+
+# --- a diverged run stops: FloatingPointError by default, TerminateOnNaN stops quietly ------------
+
+
+def test_a_huge_learning_rate_stops_fit_with_a_floating_point_error(digits):
+    x, y = digits
+    for optimizer in (optim.Adam(1e10), optim.SGD(1e10)):  # Adam's loss stays finite: its state overflows
+        model = small_cnn()
+        with pytest.raises(FloatingPointError, match="lower the learning rate"):
+            model.fit(x, y, epochs=5, batch_size=32, optimizer=optimizer, seed=0, verbose=0)
+        assert optimizer.steps <= len(x) // 32 + 1  # within the first epoch
+
+
+def test_terminate_on_nan_stops_training_and_returns_the_history(digits):
+    from cnnlab.callbacks import TerminateOnNaN
+
+    x, y = digits
+    log = io.StringIO()
+    model = small_cnn()
+    history = model.fit(x, y, epochs=5, batch_size=32, optimizer=optim.SGD(1e10), seed=0, verbose=0,
+                        callbacks=[TerminateOnNaN(log), EarlyStopping(monitor="loss", patience=None)])
+    assert history.stopped_epoch == 0 and history.history == {} and model.stop_training
+    assert log.getvalue().startswith("epoch 1: the loss became") and "TerminateOnNaN" in log.getvalue()
+    assert all(np.all(np.isfinite(w)) for w in weights(model))  # the last step whose loss was finite
+    assert model.optimizer.steps < len(x) // 32
+    # a finite first epoch stays in the history; the run ends in the second
+    blow_up = LambdaCallback(on_epoch_end=lambda epoch, logs: setattr(model.optimizer, "base_lr", 1e10))
+    model = small_cnn()
+    history = model.fit(x, y, epochs=4, batch_size=32, optimizer=optim.SGD(0.05), seed=0, verbose=0,
+                        callbacks=[blow_up, TerminateOnNaN(log)])
+    assert history.stopped_epoch == 1 and len(history.history["loss"]) == 1
+
+
+# --- the best epoch: monitor, mode, and ties of accuracy broken by the loss ---------------------
+
+
+class FakeModel:
+    """What the monitoring callbacks touch: weights, the history, saving."""
+
+    def __init__(self):
+        self.history, self.stop_training, self.saved, self.weights = cnnlab.callbacks.History(), False, [], None
+
+    def get_weights(self):
+        return {"w": np.array([float(self.epoch)])}
+
+    def set_weights(self, weights):
+        self.weights = weights
+
+    def save(self, path):
+        self.saved.append(self.epoch)
+
+
+def run_epochs(callback, epochs):
+    model = FakeModel()
+    callback.model = model
+    callback.on_train_begin(model)
+    for epoch, logs in enumerate(epochs):
+        model.epoch = epoch
+        callback.on_epoch_end(epoch, logs)
+    callback.on_train_end(epochs[-1])
+    return model
+
+
+TIED = [dict(val_accuracy=0.75, val_loss=0.80, accuracy=0.5, loss=1.0),
+        dict(val_accuracy=0.75, val_loss=0.20, accuracy=0.5, loss=0.5),   # same accuracy, a 4x lower loss
+        dict(val_accuracy=0.75, val_loss=0.30, accuracy=0.6, loss=0.4),   # same accuracy, a higher loss
+        dict(val_accuracy=0.50, val_loss=0.10, accuracy=0.6, loss=0.3)]
+
+
+def test_an_accuracy_tie_goes_to_the_epoch_with_the_lower_loss():
+    stop = EarlyStopping(monitor="val_accuracy", patience=None)
+    model = run_epochs(stop, TIED)
+    assert stop.best_epoch == 1 and model.history.best_epoch == 1
+    assert model.weights["w"].tolist() == [1.0]  # restored: the tied epoch with the lower val_loss
+    save = ModelCheckpoint("best.npz", monitor="val_accuracy")
+    assert run_epochs(save, TIED).saved == [0, 1]
+    train = ModelCheckpoint("best.npz", monitor="accuracy")  # ties of accuracy broken by loss
+    assert run_epochs(train, TIED).saved == [0, 1, 2, 3] and train.best_epoch == 3
+    assert run_epochs(ModelCheckpoint("m.npz", monitor="val_loss"), TIED).saved == [0, 1, 3]  # 'auto': min
+    patient = EarlyStopping(monitor="val_accuracy", patience=1)
+    model = run_epochs(patient, TIED[:3])
+    assert model.stop_training and patient.best_epoch == 1  # the tie with a lower loss reset the patience
+    minimized = EarlyStopping(monitor="val_accuracy", mode="min", patience=None)
+    run_epochs(minimized, TIED)
+    assert minimized.best_epoch == 3  # an explicit mode wins; no tie-break when minimizing
+
+
+def test_monitor_names_and_modes_as_keras():
+    for monitor, mode in (("val_accuracy", "max"), ("val_loss", "min"), ("accuracy", "max"), ("loss", "min")):
+        for kind in (EarlyStopping, ModelCheckpoint):
+            callback = kind(monitor=monitor) if kind is EarlyStopping else kind("m.npz", monitor=monitor)
+            assert callback.mode == mode
+    assert EarlyStopping("val_accuracy").tie_breaker == "val_loss"
+    assert EarlyStopping("accuracy").tie_breaker == "loss" and EarlyStopping("loss").tie_breaker is None
+    with pytest.raises(TypeError, match="monitor"):
+        EarlyStopping(monitor=None)
+
+
+def test_the_command_line_reports_the_epoch_whose_weights_it_keeps(capsys):
+    from cnnlab.cli.train import _report
+
+    history = cnnlab.callbacks.History({"val_accuracy": [0.75, 0.75, 0.5]})
+    history.best_epoch = 1  # EarlyStopping's choice: the tie with the lower validation loss
+    model = small_cnn()
+    x, y = np.zeros((4, 1, 8, 8), np.float32), np.array([0, 1, 2, 0])
+
+    class HeldOut:  # what cnnlab train passes: the held-out part of its ImageFolder
+        labels = y
+
+        def __len__(self):
+            return len(y)
+
+        @contextlib.contextmanager
+        def batches(self, batch_size):
+            yield iter([(x, y)])
+
+    _report(model, history, HeldOut(), ["a", "b", "c"])
+    assert "best validation accuracy: 75.00% at epoch 2 of 3" in capsys.readouterr().out

@@ -70,7 +70,8 @@ x = np.random.default_rng(0).random((4, 1, 6, 6)).astype(np.float32)
 y = np.array([0, 1, 0, 1])
 for minimum in (1 << 40, 0):  # every kernel on the calling thread, then every one through the thread pool
     config.PARALLEL_MIN_WORK = minimum
-    for optimizer, weights in ((cnnlab.optim.SGD(0.1, momentum=0.9), None), (cnnlab.optim.Adam(), "balanced")):
+    for optimizer, weights in ((cnnlab.optim.SGD(0.1, momentum=0.9), None), (cnnlab.optim.Adam(), "balanced"),
+                               (cnnlab.optim.AdamW(), None), (cnnlab.optim.RMSprop(momentum=0.9, centered=True), None)):
         model = cnnlab.Sequential([L.Conv2D(1, 2, 3, padding=1), L.BatchNorm2D(2), L.ReLU(), L.MaxPool2D(2),
                                    L.LeakyReLU(), L.Sigmoid(), L.Tanh(), L.Flatten(), L.Dropout(0.5),
                                    L.Dense(18, 2), L.Softmax()])
@@ -94,6 +95,9 @@ for forward, backward in ((F.relu6, F.relu6_backward), (F.hardswish, F.hardswish
                           (F.hardsigmoid, F.hardsigmoid_backward), (F.silu, F.silu_backward)):
     backward(x, forward(x))
 F.weighted_cross_entropy_backward(F.softmax(x[:, 0, 0]), np.array([0, 1, 2, 3]), np.ones(6, np.float32))
+rows = np.eye(6, dtype=np.float32)[[0, 1, 2, 3]]
+F.cross_entropy_backward(F.cross_entropy(x[:, 0, 0], rows, 0.1)[1], rows, 0.1)
+F.binary_cross_entropy_backward(x, x, True), F.binary_cross_entropy(x, x, False)
 F.group_norm_backward(x, F.group_norm(x, 1), 1)
 F.transpose(x, (0, 2, 3, 1))
 F.resize_backward(x, F.resize(x, scale=2), scale=2)

@@ -237,9 +237,11 @@ def _fit(args, model, training, validation, checkpoint, own_checkpoint):
 
 
 def _report(model, history, validation, names):
-    """Print the best epoch, the validation accuracy and confusion matrix; returns the matrix."""
+    """Print the best epoch, the validation accuracy and confusion matrix; returns the matrix.
+    The best epoch is the one whose weights the model keeps: the early stopping's choice (the
+    highest validation accuracy, the lower validation loss on a tie)."""
     scores = history.history["val_accuracy"]
-    best = int(np.argmax(scores))
+    best = history.best_epoch if history.best_epoch is not None else int(np.argmax(scores))
     print(f"best validation accuracy: {scores[best]:.2%} at epoch {best + 1} of {len(scores)}; the model keeps "
           "that epoch's weights")
     with validation.batches(256) as batches:  # streamed: the held-out images are never all in memory

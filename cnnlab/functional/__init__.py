@@ -89,28 +89,35 @@ from .elementwise import (
 from .linear import linear, linear_backward
 from .loss import (
                          add_classification_totals,
+                         as_target_rows,
                          as_targets,
+                         binary_cross_entropy,
+                         binary_cross_entropy_backward,
+                         check_label_smoothing,
                          cross_entropy,
                          cross_entropy_backward,
                          cross_entropy_per_sample,
                          gather_rows,
+                         is_target_rows,
                          mse,
                          mse_backward,
+                         one_hot,
+                         soft_cross_entropy_per_sample,
                          weighted_cross_entropy,
                          weighted_cross_entropy_backward,
                          weighted_cross_entropy_per_sample,
 )
 from .merge import add, add_backward, concatenate, concatenate_backward, multiply, multiply_backward
 from .normalization import (
-                         batch_norm2d,
-                         batch_norm2d_backward,
-                         group_norm,
-                         group_norm_backward,
-                         layer_norm,
-                         layer_norm_backward,
-                         running_average,
+    batch_norm2d,
+    batch_norm2d_backward,
+    group_norm,
+    group_norm_backward,
+    layer_norm,
+    layer_norm_backward,
+    running_average,
 )
-from .optim import adam_update, sgd_update
+from .optim import adam_update, adamw_update, rmsprop_update, sgd_update
 from .pool import (
                          INDEX_DTYPE,
                          POOL_MODES,

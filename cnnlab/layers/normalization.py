@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..device import is_gpu_array, to_device
 from ..shapes import check_int
 from ..types import Array, DTypeLike, Sequence
 from .base import Layer, float_dtype
@@ -16,6 +17,12 @@ class BatchNorm2D(Layer):
     Training normalizes with the batch's statistics and updates the running ones
     (``running = (1 - momentum) * running + momentum * batch``, with the unbiased batch
     variance, as PyTorch); evaluation uses the running statistics.
+
+    A frozen layer (``trainable = False``, e.g. after ``Model.freeze``) runs in inference mode
+    in training too (Keras's rule): it normalizes with the running statistics and leaves them
+    unchanged, and its backward pass is that of the fixed per-channel affine map,
+    ``grad_x = grad_out * weight / sqrt(running_var + eps)``. (PyTorch keeps using and updating
+    the batch statistics of a module whose parameters are frozen until it is put in eval mode.)
     """
 
     returns_new_array = True
@@ -34,9 +41,11 @@ class BatchNorm2D(Layer):
 
     def forward(self, x: Array, training: bool = False) -> Array:
         x = self.prepare(x)
-        if not training:
+        if not training or not self.trainable:
             out, _, _ = F.batch_norm2d(x, self.params["weight"], self.params["bias"], self.eps,
                                        self.buffers["running_mean"], self.buffers["running_var"])
+            if training:  # frozen: the backward pass of the fixed affine map needs nothing of x
+                self.saved = None, None, None
             return out
         out, mean, variance = F.batch_norm2d(x, self.params["weight"], self.params["bias"], self.eps)
         count = x.shape[0] * x.shape[2] * x.shape[3]
@@ -47,10 +56,22 @@ class BatchNorm2D(Layer):
 
     def backward(self, grad_out: Array) -> Array:
         x, mean, variance = self._need_saved()
+        if x is None:  # frozen, inference mode: grad_x = grad_out * weight / sqrt(running_var + eps)
+            return self._frozen_backward(grad_out)
         grad_x, grad_gamma, grad_beta = F.batch_norm2d_backward(x, grad_out, mean, variance,
                                                                 self.params["weight"], self.eps)
         self.grads["weight"] = grad_gamma
         self.grads["bias"] = grad_beta
+        return grad_x
+
+    def _frozen_backward(self, grad_out):
+        """The gradient of the inference-mode map with respect to its input: batch
+        normalization of ``grad_out`` with a zero mean, the running variance and no shift."""
+        running_var = self.buffers["running_var"]
+        zeros = np.zeros(self.num_features, dtype=self.dtype)
+        if is_gpu_array(running_var):
+            zeros = to_device(zeros)
+        grad_x, _, _ = F.batch_norm2d(grad_out, self.params["weight"], zeros, self.eps, zeros, running_var)
         return grad_x
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:

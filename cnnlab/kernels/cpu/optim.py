@@ -7,7 +7,7 @@ import math
 
 from numba import njit, prange
 
-__all__ = ["adam_step", "sgd_step"]  # the kernels of this file
+__all__ = ["adam_step", "adamw_step", "rmsprop_step", "sgd_step"]  # the kernels of this file
 
 
 @njit(parallel=True, cache=True)
@@ -43,3 +43,52 @@ def adam_step(param, grad, first_moment, second_moment, lr, beta1, beta2, eps, w
         first_moment[i] = m
         second_moment[i] = v
         param[i] = param[i] - lr * (m / correction1) / (math.sqrt(v / correction2) + eps)
+
+
+@njit(parallel=True, cache=True)
+def adamw_step(param, grad, first_moment, second_moment, lr, beta1, beta2, eps, weight_decay, step):
+    """One AdamW step (Loshchilov and Hutter; torch.optim.AdamW), in place on 1-D arrays;
+    ``step`` counts from 1.
+
+    The weight decay is decoupled from the gradient: ``param *= 1 - lr * weight_decay``, then
+    the Adam step of :func:`adam_step` with the plain gradient.
+    """
+    correction1 = 1.0 - beta1 ** step
+    correction2 = 1.0 - beta2 ** step
+    for i in prange(param.shape[0]):
+        g = grad[i]
+        m = beta1 * first_moment[i] + (1.0 - beta1) * g
+        v = beta2 * second_moment[i] + (1.0 - beta2) * g * g
+        first_moment[i] = m
+        second_moment[i] = v
+        decayed = param[i] * (1.0 - lr * weight_decay)
+        param[i] = decayed - lr * (m / correction1) / (math.sqrt(v / correction2) + eps)
+
+
+@njit(parallel=True, cache=True)
+def rmsprop_step(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, weight_decay, momentum,
+                 centered):
+    """One RMSprop step, torch.optim.RMSprop's formulation, in place on 1-D arrays.
+
+    ``g = grad + weight_decay * param``; ``square_avg = alpha * square_avg + (1 - alpha) g^2``;
+    centered: ``grad_avg = alpha * grad_avg + (1 - alpha) g`` and the denominator
+    ``sqrt(square_avg - grad_avg^2) + eps``, else ``sqrt(square_avg) + eps``; with momentum
+    ``buffer = momentum * buffer + g / denominator`` and ``param -= lr * buffer``, else
+    ``param -= lr * g / denominator``. ``momentum_buffer`` and ``grad_avg`` are read and written
+    only when used.
+    """
+    for i in prange(param.shape[0]):
+        g = grad[i] + weight_decay * param[i]
+        v = alpha * square_avg[i] + (1.0 - alpha) * g * g
+        square_avg[i] = v
+        if centered:
+            a = alpha * grad_avg[i] + (1.0 - alpha) * g
+            grad_avg[i] = a
+            v = max(v - a * a, 0.0)
+        denominator = math.sqrt(v) + eps
+        if momentum != 0:
+            b = momentum * momentum_buffer[i] + g / denominator
+            momentum_buffer[i] = b
+            param[i] = param[i] - lr * b
+        else:
+            param[i] = param[i] - lr * g / denominator
