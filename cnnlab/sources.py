@@ -183,7 +183,7 @@ class ArraySource(Source):
             x = model.check_inputs(x, name)
             y = model.check_labels(y, x.shape[0], y_name, loss=loss)
         self.x, self.y = x, y
-        self.samples = x.shape[0]
+        self.samples, self.sample_shape = x.shape[0], tuple(x.shape[1:])
         self.on_gpu = None  # (x, y) on the GPU
 
     def labels(self, purpose: str) -> np.ndarray:

@@ -88,7 +88,8 @@ def fit(model: ModelLike, x: Any, y: Any = None, epochs: int = 1, batch_size: in
                             if isinstance(class_weight, str) and class_weight == "balanced" else None, loss)
     available = ["loss", "accuracy", "lr", "seconds"] + (["val_loss", "val_accuracy"] if validation else [])
     history, callbacks = _with_defaults(callbacks_module.check_callbacks(callbacks, available), verbose)
-    check_step_memory(model, min(source.batch_size or batch_size, max(source.samples, 1)), optimizer)
+    check_step_memory(model, min(source.batch_size or batch_size, max(source.samples, 1)), optimizer,
+                      source.sample_shape)
 
     run = _Run(model, source, batch_size, shuffle, augment, seed)
     if resume is not None:  # the checkpoint's weights and optimizer (checked before they replace the model's)
@@ -154,19 +155,25 @@ def _check_settings(shuffle: Any, seed: Any, verbose: Any, checkpoint: Any, resu
 ACTIVATION_COPIES = 3
 
 
-def step_memory(model: ModelLike, batch_size: int, optimizer: optim_module.Optimizer | None = None) -> int:
+def step_memory(model: ModelLike, batch_size: int, optimizer: optim_module.Optimizer | None = None,
+                sample_shape: tuple[int, ...] | None = None) -> int:
     """A conservative estimate of the bytes one training step of ``model`` at ``batch_size``
     needs beyond the training set itself.
 
     ``ACTIVATION_COPIES`` (3) times the input batch and every layer call's output
     (:meth:`cnnlab.graph.Graph.sample_shapes` for the model's input shape, times
-    ``batch_size`` times the itemsize), plus every parameter, and for the trainable ones
+    ``batch_size`` times the itemsize; ``sample_shape`` is one sample's, the model's input shape
+    when not given, and the activations are left out when that has an axis of unknown size), plus every parameter, and for the trainable ones
     their gradient and the ``optimizer``'s state (one array per name in its
     ``state_names``; Adam's default when None). The convolution's im2col workspace, bounded by
     ``cnnlab.config.IM2COL_MAX_BYTES``, is not counted."""
     itemsize = np.dtype(model.dtype).itemsize
-    shapes = model.graph.sample_shapes([tuple(model.input_shape)])
-    values = math.prod(model.input_shape) + sum(math.prod(shape) for shape in shapes.values())
+    shape = tuple(sample_shape) if sample_shape is not None else tuple(model.input_shape)
+    if None in shape:  # a size known only when the model runs, and no sample to read it from
+        values = 0
+    else:
+        shapes = model.graph.sample_shapes([shape])
+        values = math.prod(shape) + sum(math.prod(s) for s in shapes.values())
     activations = ACTIVATION_COPIES * values * batch_size * itemsize
     state = len((optimizer or optim_module.Adam()).state_names)
     parameters = 0
@@ -177,15 +184,16 @@ def step_memory(model: ModelLike, batch_size: int, optimizer: optim_module.Optim
     return int(activations + parameters)
 
 
-def check_step_memory(model: ModelLike, batch_size: int, optimizer: optim_module.Optimizer | None = None) -> None:
+def check_step_memory(model: ModelLike, batch_size: int, optimizer: optim_module.Optimizer | None = None,
+                      sample_shape: tuple[int, ...] | None = None) -> None:
     """``MemoryError`` before training when one step at ``batch_size`` (:func:`step_memory`)
     needs more memory than is available (:func:`cnnlab.checks.available_memory`), saying how
     much and which ``batch_size`` would fit. Checked for a model on the CPU (on the GPU the
     activations live in the device's memory, which this does not measure)."""
     if model.device != "cpu":
         return
-    needed = step_memory(model, batch_size, optimizer)
-    fixed = step_memory(model, 0, optimizer)
+    needed = step_memory(model, batch_size, optimizer, sample_shape)
+    fixed = step_memory(model, 0, optimizer, sample_shape)
     per_sample = max((needed - fixed) // max(batch_size, 1), 1)
     available = checks.available_memory()
     fits = (available - fixed) // per_sample if available is not None else batch_size
