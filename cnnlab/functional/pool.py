@@ -402,18 +402,17 @@ def avg_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, pa
 @unbatched(4)
 @empty_batches()
 def _window_sums(x, kernel_size, stride, padding, dilation, ceil_mode, divisor):
-    """Each window's sum over ``divisor``: a depthwise convolution with ones."""
+    """Each window's sum over ``divisor``: a depthwise convolution with a window of ``1 / divisor``."""
     x = as_float_array("x", x, ndim=4)
-    flat, weight, geometry, out_shape, scale = _sum_geometry(x, kernel_size, stride, padding, dilation, ceil_mode,
-                                                             divisor)
-    return conv2d(flat, weight, **geometry, scale=scale).reshape(out_shape)
+    flat, weight, geometry, out_shape = _sum_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, divisor)
+    return conv2d(flat, weight, **geometry).reshape(out_shape)
 
 
 def _sum_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, divisor):
     """The convolution that gives :func:`avg_pool2d`'s ``divisor_override`` result: ``x`` as
-    ``(N * C, 1, H, W)``, a window of ones, the padding (extended at the bottom and right so that
-    ``ceil_mode``'s last windows exist, their extra rows adding zeros), the output shape and the
-    per-filter scale ``1 / divisor``."""
+    ``(N * C, 1, H, W)``, the window, the padding (extended at the bottom and right so that
+    ``ceil_mode``'s last windows exist, their extra rows adding zeros) and the output shape; the
+    window holds ``1 / divisor``, so the forward and its gradient use the same one."""
     divisor = check_int("divisor_override", divisor, 1)
     options = pool_arguments(kernel_size, stride, padding, "avg", dilation, ceil_mode)
     out_shape, _ = pool_geometry(x.shape, kernel_size, stride, padding, "avg", dilation, ceil_mode)
@@ -424,11 +423,10 @@ def _sum_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, divisor)
     kernels = kernels_for(x=x)
     samples, channels, height, width = x.shape
     flat = kernels.asarray(x).reshape((samples * channels, 1, height, width))
-    weight = kernels.ones((1, 1, kernel_h, kernel_w), x.dtype)
-    scale = kernels.asarray(np.full(1, 1.0 / divisor, x.dtype)) if kernels.DEVICE == "cpu" else \
-        to_device(np.full(1, 1.0 / divisor, x.dtype))
+    weight = np.full((1, 1, kernel_h, kernel_w), 1.0 / divisor, x.dtype)
+    weight = to_device(weight) if kernels.DEVICE == "cuda" else weight
     geometry = dict(stride=(stride_h, stride_w), padding=((top, bottom + extra_h), (left, right + extra_w)))
-    return flat, weight, geometry, tuple(out_shape), scale
+    return flat, weight, geometry, tuple(out_shape)
 
 
 def min_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0, *,
@@ -511,12 +509,9 @@ def global_max_pool2d_backward(x: Array, grad_out: Array) -> Array:
 def _window_sums_backward(x, grad_out, kernel_size, stride, padding, dilation, ceil_mode, divisor):
     """Gradient of :func:`_window_sums`: the convolution's input gradient."""
     x = as_float_array("x", x, ndim=4)
-    flat, weight, geometry, out_shape, scale = _sum_geometry(x, kernel_size, stride, padding, dilation, ceil_mode,
-                                                             divisor)
+    flat, weight, geometry, out_shape = _sum_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, divisor)
     grad_out = check_grad("grad_out", grad_out, out_shape, x.dtype)
     samples, channels = out_shape[:2]
     flat_grad = grad_out.reshape((samples * channels, 1) + tuple(out_shape[2:]))
-    weight = kernels_for(x=x).asarray(np.full((1, 1) + tuple(weight.shape[2:]), 1.0 / divisor, x.dtype)) \
-        if not is_gpu_array(x) else to_device(np.full((1, 1) + tuple(weight.shape[2:]), 1.0 / divisor, x.dtype))
     grad_x, _, _ = conv2d_backward(flat, weight, flat_grad, **geometry)
     return grad_x.reshape(tuple(x.shape))
