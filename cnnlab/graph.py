@@ -27,7 +27,7 @@ from . import functional as F
 from .device import is_gpu_array
 from .fusion import FusedConv, fusion_plan, recyclable
 from .parallel import single_threaded_blas
-from .symbolic import Input, Node, SymbolicTensor, as_tensor_list, call_layer, is_symbolic
+from .symbolic import Input, Node, SymbolicTensor, TensorSpec, as_tensor_list, call_layer, is_symbolic
 
 __all__ = ["Input", "SymbolicTensor", "Node", "Graph", "FusedConv", "is_symbolic"]
 
@@ -218,7 +218,8 @@ class Graph:
         needs = {id(t): input_grads for t in self.inputs}
         for node in self.nodes:
             trainable = bool(node.layer.params) and node.layer.trainable
-            needs[id(node.output)] = trainable or any(needs[id(t)] for t in node.inputs)
+            differentiable = node.output.dtype.kind == "f"  # no gradient flows through shapes or indices
+            needs[id(node.output)] = differentiable and (trainable or any(needs[id(t)] for t in node.inputs))
         return needs
 
     def backward(self, grads, input_grads=True):
@@ -269,22 +270,29 @@ class Graph:
 
     def sample_shapes(self, input_shapes):
         """``{id(tensor): shape}`` of every node's output for the per-sample ``input_shapes``
-        (the same walk as :meth:`forward`, with ``output_shape`` as the step); ``ValueError``
-        naming the first layer that does not fit, by its index in :attr:`layers`."""
+        (the whole shape after the first axis: see :meth:`tensor_shapes`)."""
+        return {key: shape[1:] for key, shape in self.tensor_shapes(input_shapes).items()}
+
+    def tensor_shapes(self, input_shapes, batch=None):
+        """``{id(tensor): whole shape}`` of every node's output for the per-sample ``input_shapes``
+        and a batch of ``batch`` samples (None: any); the same walk as :meth:`forward`, with
+        each node's shape inference as the step; ``ValueError`` naming the first layer that does
+        not fit, by its index in :attr:`layers`."""
         index = {id(layer): i for i, layer in enumerate(self.layers)}
         shapes = {}
 
-        def step(node, values):
+        def step(node, specs):
             try:
-                shape = tuple(None if s is None else int(s) for s in node.apply(node.layer.output_shape, values))
+                spec = node.infer(specs)
             except ValueError as exc:
                 shown = input_shapes[0] if len(input_shapes) == 1 else input_shapes
                 raise ValueError(f"input shape {shown} does not fit layer {index[id(node.layer)]} "
                                  f"({type(node.layer).__name__}): {exc}") from None
-            shapes[id(node.output)] = shape
-            return shape
+            shapes[id(node.output)] = spec.shape
+            return spec
 
-        self.walk({id(t): tuple(s) for t, s in zip(self.inputs, input_shapes)}, step)
+        sources = {id(t): TensorSpec((batch,) + tuple(s), t.dtype) for t, s in zip(self.inputs, input_shapes)}
+        self.walk(sources, step)
         return shapes
 
     # --- saving ---------------------------------------------------------------------

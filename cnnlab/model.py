@@ -160,9 +160,9 @@ class Model:
     def _refresh_shapes(self):
         """Bring the symbolic tensors' shapes up to date (after a layer is replaced)."""
         if self.input_shape is not None:
-            shapes = self._tensor_shapes(self.input_shape)
+            shapes = self._graph.tensor_shapes(self._input_shape_list(self.input_shape))
             for node in self._graph.nodes:
-                node.output.sample_shape = shapes[id(node.output)]
+                node.output.shape = shapes[id(node.output)]
 
     def num_classes(self) -> int:
         """The number of classes: the output's size for :attr:`input_shape` (``ValueError`` for

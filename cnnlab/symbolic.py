@@ -8,36 +8,78 @@ layer's ``output_shape``. This module knows no layer class: the layers (above it
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .checks import check_float_dtype
 
-__all__ = ["Input", "SymbolicTensor", "Node", "call_layer", "is_symbolic"]
+__all__ = ["Input", "SymbolicTensor", "TensorSpec", "Node", "call_layer", "is_symbolic"]
+
+
+class TensorSpec(NamedTuple):
+    """What is known of a tensor before the model runs: its ``shape`` (None for an axis known
+    only at run time; None for the whole shape when even the rank is unknown), its ``dtype``,
+    and its ``value`` when some of it is known (a NumPy object array of the tensor's shape whose
+    entries are ints, floats or None: the shape vectors a network computes from its input's
+    shape, e.g. ``[None, 3, None, None]`` for ``Shape`` of a batch of RGB images)."""
+
+    shape: tuple | None
+    dtype: np.dtype
+    value: np.ndarray | None = None
 
 
 class SymbolicTensor:
-    """A placeholder for the batch of values a node produces (or a model takes).
+    """A placeholder for the values a node produces (or a model takes).
 
     Attributes
     ----------
     shape : tuple or None
-        ``(None, *sample_shape)``; None when the sample shape is not known yet (a
-        ``Sequential`` built without ``input_shape``).
+        The whole shape, None for an axis known only when the model runs: ``(None, 3, 32, 32)``
+        for a model input of RGB 32×32 images (the batch axis first, of any size). A tensor a
+        network computes from shapes has no batch axis (``Shape`` of an image batch: ``(4,)``).
+        None when not even the rank is known yet (a ``Sequential`` built without
+        ``input_shape``).
+    sample_shape : tuple or None
+        ``shape[1:]``: one sample's shape, for a tensor whose first axis is the batch axis.
     dtype : numpy.dtype
+        Any NumPy dtype: float images and activations, integer shapes and indices, booleans.
+    value : numpy.ndarray or None
+        What is known of the value before the model runs (see :class:`TensorSpec`).
     node : Node or None
         The node that produces it; None for a model input.
     name : str or None
     """
 
-    def __init__(self, sample_shape, dtype, node=None, name=None):
-        self.sample_shape = None if sample_shape is None else tuple(None if s is None else int(s) for s in sample_shape)
+    def __init__(self, sample_shape, dtype, node=None, name=None, *, shape=None, value=None):
+        if shape is None and sample_shape is not None:
+            shape = (None,) + tuple(sample_shape)
+        self.shape = shape
         self.dtype = np.dtype(dtype)
+        self.value = value
         self.node = node
         self.name = name
 
     @property
     def shape(self):
-        return None if self.sample_shape is None else (None,) + self.sample_shape
+        return self._shape
+
+    @shape.setter
+    def shape(self, shape):
+        self._shape = None if shape is None else tuple(None if s is None else int(s) for s in shape)
+
+    @property
+    def sample_shape(self):
+        return None if self._shape is None else self._shape[1:]
+
+    @sample_shape.setter
+    def sample_shape(self, sample_shape):
+        first = None if not self._shape else self._shape[0]
+        self.shape = None if sample_shape is None else (first,) + tuple(sample_shape)
+
+    @property
+    def spec(self):
+        return TensorSpec(self._shape, self.dtype, self.value)
 
     def __repr__(self):
         source = "input" if self.node is None else type(self.node.layer).__name__
@@ -88,17 +130,30 @@ class Node:
         self.layer = layer
         self.inputs = list(inputs)
         self.takes_list = takes_list
-        if any(t.sample_shape is None for t in self.inputs):
-            shape = None
-        else:
-            shapes = [t.sample_shape for t in self.inputs]
-            try:
-                shape = layer.output_shape(shapes if takes_list else shapes[0])
-            except (ValueError, TypeError) as exc:
-                shown = [t.shape for t in self.inputs] if takes_list else self.inputs[0].shape
-                raise type(exc)(f"{type(layer).__name__} cannot take an input of shape {shown}: {exc}") from None
-        dtype = layer.dtype if layer.dtype is not None else self.inputs[0].dtype
-        self.output = SymbolicTensor(shape, dtype, node=self)
+        try:
+            spec = self.infer([t.spec for t in self.inputs])
+        except (ValueError, TypeError) as exc:
+            shown = [t.shape for t in self.inputs] if takes_list else self.inputs[0].shape
+            raise type(exc)(f"{type(layer).__name__} cannot take an input of shape {shown}: {exc}") from None
+        self.output = SymbolicTensor(None, spec.dtype, node=self, shape=spec.shape, value=spec.value)
+
+    def infer(self, specs):
+        """The :class:`TensorSpec` of this node's output for its inputs' ``specs``.
+
+        A layer whose class declares ``whole_tensors`` infers it itself (``output_spec``, on whole
+        shapes: its axes count the batch axis). Any other layer sees one sample's shape (its
+        ``output_shape``) and keeps its first input's first axis: the batch axis."""
+        layer = self.layer
+        if layer.whole_tensors:
+            return layer.output_spec(specs if self.takes_list else specs[0])
+        dtype = layer.dtype if layer.dtype is not None else specs[0].dtype
+        if any(spec.shape is None for spec in specs):
+            return TensorSpec(None, dtype)
+        if any(len(spec.shape) == 0 for spec in specs):
+            raise ValueError("a 0-d tensor has no batch axis")
+        samples = [spec.shape[1:] for spec in specs]
+        shape = layer.output_shape(samples if self.takes_list else samples[0])
+        return TensorSpec((specs[0].shape[0],) + tuple(None if s is None else int(s) for s in shape), dtype)
 
     def apply(self, step, values):
         """``step(values)`` in the call form of this node: a list or the one value."""

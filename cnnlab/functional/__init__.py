@@ -86,6 +86,18 @@ from .elementwise import (
                          subtract,
                          subtract_backward,
 )
+from .indexing import (
+                         cast,
+                         expand,
+                         gather,
+                         gather_backward,
+                         slice,
+                         slice_backward,
+                         squeeze,
+                         sum_to_shape,
+                         unsqueeze,
+                         where,
+)
 from .linear import linear, linear_backward
 from .loss import (
                          add_classification_totals,
@@ -132,6 +144,7 @@ from .pool import (
                          pool2d_backward,
                          pool_arguments,
 )
+from .reduce import REDUCTIONS, matmul, matmul_backward, reduce, reduce_backward
 from .resize import interpolate, resize, resize_backward
 from .tensor import transpose, transpose_backward
 
@@ -168,4 +181,5 @@ __all__ = [
     "interpolate",
     "sqrt", "exp", "log", "erf", "reciprocal", "abs", "neg", "floor", "ceil", "gelu",
     "subtract", "divide", "power", "maximum", "minimum",
+    "slice", "gather", "squeeze", "unsqueeze", "expand", "cast", "where", "reduce", "matmul",
 ]

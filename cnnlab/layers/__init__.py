@@ -29,11 +29,26 @@ from .elementwise import (
                           Sqrt,
                           Subtract,
 )
+from .indexing import (
+                       Cast,
+                       Concat,
+                       ConstantOfShape,
+                       DynamicReshape,
+                       Expand,
+                       Gather,
+                       Range,
+                       Shape,
+                       Slice,
+                       Squeeze,
+                       Unsqueeze,
+                       Where,
+)
 from .linear import Dense
 from .merge import Add, Bias, Concatenate, Multiply, Scale
 from .normalization import BatchNorm2D, GroupNorm, LayerNorm
 from .pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, LPPool2D, MaxPool2D, MedianPool2D, MinPool2D
 from .tensor import Flatten, Identity, Reshape, Resize, Transpose
+from .tensor_math import Arithmetic, MatMul, Reduce
 
 __all__ = [
     "Layer", "Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "MinPool2D", "MedianPool2D", "LPPool2D",
@@ -43,4 +58,6 @@ __all__ = [
     "LayerNorm", "ConvTranspose2D", "Resize", "LAYER_TYPES",
     "Sqrt", "Exp", "Log", "Erf", "Reciprocal", "Abs", "Neg", "Floor", "Ceil", "GELU", "Subtract", "Divide", "Power",
     "Maximum", "Minimum", "ElementwiseConstant",
+    "Shape", "Cast", "Slice", "Gather", "Squeeze", "Unsqueeze", "Concat", "Expand", "DynamicReshape",
+    "ConstantOfShape", "Range", "Where", "Arithmetic", "Reduce", "MatMul",
 ]

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..checks import check_device, check_float_dtype, check_memory
 from ..device import is_gpu_array, to_device, to_host
-from ..symbolic import call_layer
+from ..symbolic import TensorSpec, call_layer
 from ..types import Any, Array, DTypeLike, Padding, Sequence
 
 #: every layer class by name (the saved architecture names them), filled as classes are defined
@@ -48,6 +48,10 @@ class Layer:
     outputs_probabilities = False
     #: the layers before this one are a network's feature extractor (the base transfer learning keeps)
     ends_feature_extractor = False
+    #: the layer works on whole tensors of any rank and dtype (shapes, indices, attention
+    #: tensors): its axes count the batch axis, and it infers its output with ``output_spec``
+    #: on whole shapes instead of ``output_shape`` on one sample's
+    whole_tensors = False
 
     def __init_subclass__(cls, register: bool | None = None, **kwargs):
         """Every public layer class of cnnlab registers itself in :data:`LAYER_TYPES` (what a
@@ -126,6 +130,12 @@ class Layer:
         """Shape of one sample's output for one sample's input shape (no batch axis)."""
         return tuple(input_shape)
 
+    def output_spec(self, inputs: Any) -> Any:
+        """For a ``whole_tensors`` layer: the :class:`cnnlab.symbolic.TensorSpec` (whole shape,
+        dtype, what is known of the value) of the output for the inputs' specs (a list of them
+        for a layer that takes a list)."""
+        raise NotImplementedError(f"{type(self).__name__} declares whole_tensors but has no output_spec")
+
     def config(self) -> dict:
         """Constructor arguments, JSON-serializable (the saved architecture)."""
         return {}
@@ -189,3 +199,61 @@ def reshape_array(a: Array, shape: Sequence[int]) -> Array:
     """``a`` seen with another shape (no copy for contiguous arrays), host or GPU."""
     shape = tuple(int(s) for s in shape)
     return a.reshape(shape) if is_gpu_array(a) else np.ascontiguousarray(a).reshape(shape)
+
+
+def known_value(spec: Any) -> np.ndarray | None:
+    """What is known of a tensor's value (an object array with None for unknown entries), or None."""
+    return None if spec.value is None else np.asarray(spec.value, dtype=object)
+
+
+class WholeTensorLayer(Layer):
+    """A layer on whole tensors of any rank and dtype (see ``whole_tensors``), whose operands
+    may be constants: ``constants`` maps an operand's position to its array, and the node's
+    inputs fill the other positions in order. The constants are kept as buffers (saved with
+    the weights; a saved config names only their shapes and dtypes).
+    """
+
+    whole_tensors = True
+    returns_new_array = True
+
+    def __init__(self, constants: dict | None = None) -> None:
+        super().__init__()
+        self.constant_positions = []
+        for position, value in sorted((int(k), v) for k, v in (constants or {}).items()):
+            if isinstance(value, dict):  # from a saved config: the array comes with the weights
+                value = np.zeros(tuple(value["shape"]), np.dtype(value["dtype"]))
+            self.buffers[f"constant{position}"] = np.array(value)
+            self.constant_positions.append(position)
+
+    def operands(self, values: Sequence[Any]) -> list:
+        """The node's input values (or specs) merged with the constants, in operand order."""
+        values = list(values)
+        merged = []
+        for position in range(len(values) + len(self.constant_positions)):
+            if position in self.constant_positions:
+                merged.append(self.buffers[f"constant{position}"])
+            else:
+                merged.append(values.pop(0))
+        return merged
+
+    def operand_specs(self, specs: Sequence[Any]) -> list:
+        """The inputs' specs merged with the constants' (fully known values)."""
+        constants = {p: self.buffers[f"constant{p}"] for p in self.constant_positions}
+        specs = list(specs)
+        merged = []
+        for position in range(len(specs) + len(constants)):
+            if position in constants:
+                value = np.asarray(constants[position])
+                merged.append(TensorSpec(tuple(value.shape), value.dtype, np.array(value, dtype=object)))
+            else:
+                merged.append(specs.pop(0))
+        return merged
+
+    def input_gradients(self, grads: Sequence[Any]) -> list:
+        """The gradients of the node's inputs from those of every operand (constants dropped)."""
+        return [g for position, g in enumerate(grads) if position not in self.constant_positions]
+
+    def constants_config(self) -> dict:
+        return {str(p): dict(shape=list(self.buffers[f"constant{p}"].shape),
+                             dtype=np.dtype(self.buffers[f"constant{p}"].dtype).name)
+                for p in self.constant_positions}

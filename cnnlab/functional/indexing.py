@@ -1,0 +1,225 @@
+"""Ops that select, reshape and combine arrays of any rank and dtype (floats, integer shapes and
+indices, booleans), as ONNX and NumPy define them: :func:`slice`, :func:`gather`,
+:func:`squeeze`, :func:`unsqueeze`, :func:`expand`, :func:`cast`, :func:`where`, and the
+gradient helpers :func:`slice_backward`, :func:`gather_backward`, :func:`sum_to_shape`.
+
+They move data and compute nothing, so NumPy's own indexing does the work: no kernel pair. A GPU
+array is brought to the host, and the result sent back (these ops are a network's bookkeeping;
+the convolutions around them stay on the GPU).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..device import is_gpu_array, to_device, to_host
+from ..types import Array, DTypeLike
+
+__all__ = ["slice", "slice_backward", "gather", "gather_backward", "squeeze", "unsqueeze", "expand",
+           "sum_to_shape", "cast", "where", "on_host"]
+
+
+def on_host(function):
+    """Run ``function`` on host copies of GPU arguments and send a GPU caller's result back."""
+    def run(*arrays, **options):
+        gpu = any(is_gpu_array(a) for a in arrays)
+        result = function(*[to_host(a) if is_gpu_array(a) else a for a in arrays], **options)
+        return to_device(np.ascontiguousarray(result)) if gpu else result
+    run.__name__, run.__doc__, run.__wrapped__ = function.__name__, function.__doc__, function
+    return run
+
+
+def _array(name, x):
+    if is_gpu_array(x):
+        return x
+    if isinstance(x, (list, tuple)) or np.isscalar(x):
+        return np.asarray(x)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    return x
+
+
+def _axis(axis, rank, name="axis"):
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {axis!r}")
+    if not -rank <= axis < rank:
+        raise ValueError(f"{name}={axis} is outside the {rank} axes of the input")
+    return int(axis) % rank
+
+
+def _axes(axes, rank, name="axes"):
+    if isinstance(axes, (int, np.integer)) and not isinstance(axes, bool):
+        axes = (axes,)
+    if isinstance(axes, (str, bytes)) or not isinstance(axes, (Sequence, np.ndarray)):
+        raise TypeError(f"{name} must be a sequence of integers, got {axes!r}")
+    resolved = tuple(_axis(a, rank, name) for a in axes)
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"{name} names an axis twice: {tuple(axes)}")
+    return resolved
+
+
+def slice_geometry(shape: Sequence[int], starts: Sequence[int], ends: Sequence[int],
+                   axes: Sequence[int] | None = None, steps: Sequence[int] | None = None) -> tuple:
+    """The tuple of Python slices ONNX's ``Slice`` takes on an array of ``shape`` (clamped
+    starts and ends, negative values counting from the end, steps of either sign)."""
+    rank = len(shape)
+    axes = tuple(range(len(starts))) if axes is None else _axes(axes, rank)
+    steps = (1,) * len(starts) if steps is None else tuple(int(s) for s in steps)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise ValueError(f"starts, ends, axes and steps must have one entry per sliced axis, got "
+                         f"{len(starts)}, {len(ends)}, {len(axes)}, {len(steps)}")
+    if 0 in steps:
+        raise ValueError("steps must not be 0")
+    index = [builtins.slice(None)] * rank
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        # Python's slices clamp the same way ONNX does; huge sentinels (INT64_MAX) just mean "to the end"
+        index[axis] = builtins.slice(int(start), int(end), step)
+    return tuple(index)
+
+
+@on_host
+def slice(x: Array, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int] | None = None,
+          steps: Sequence[int] | None = None) -> Array:
+    """``x[starts:ends:steps]`` along ``axes`` (ONNX ``Slice``; ``torch.narrow`` and indexing).
+
+    Parameters
+    ----------
+    x : array of any rank and dtype
+    starts, ends : sequence of int
+        One per sliced axis; negative values count from the end, out-of-range values are clamped.
+    axes : sequence of int, optional
+        The sliced axes (default: the first ``len(starts)``).
+    steps : sequence of int, optional
+        Non-zero; negative steps walk backwards.
+
+    Returns
+    -------
+    array
+        A new array (never a view of ``x``).
+    """
+    x = _array("x", x)
+    return np.array(x[slice_geometry(x.shape, starts, ends, axes, steps)])
+
+
+def slice_backward(grad_out: Array, input_shape: Sequence[int], starts: Sequence[int], ends: Sequence[int],
+                   axes: Sequence[int] | None = None, steps: Sequence[int] | None = None) -> Array:
+    """Gradient of :func:`slice`: ``grad_out`` written into zeros of ``input_shape``."""
+    gpu = is_gpu_array(grad_out)
+    grad_out = to_host(grad_out) if gpu else np.asarray(grad_out)
+    grad = np.zeros(tuple(input_shape), grad_out.dtype)
+    grad[slice_geometry(grad.shape, starts, ends, axes, steps)] = grad_out
+    return to_device(grad) if gpu else grad
+
+
+@on_host
+def gather(x: Array, indices: Array, axis: int = 0) -> Array:
+    """Pick entries of ``x`` along ``axis`` (ONNX ``Gather``, ``numpy.take``): the output's shape
+    is ``x.shape[:axis] + indices.shape + x.shape[axis + 1:]``; negative indices count from the
+    end; an index out of range is a ``ValueError``."""
+    x, indices = _array("x", x), _array("indices", indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"indices must be integers, got dtype {indices.dtype}")
+    axis = _axis(axis, x.ndim)
+    size = x.shape[axis]
+    if indices.size and (indices.min() < -size or indices.max() >= size):
+        raise ValueError(f"indices must lie in [-{size}, {size}) for axis {axis} of size {size}, "
+                         f"got {indices.min()}..{indices.max()}")
+    return np.take(x, np.where(indices < 0, indices + size, indices), axis=axis)
+
+
+def gather_backward(grad_out: Array, input_shape: Sequence[int], indices: Array, axis: int = 0) -> Array:
+    """Gradient of :func:`gather`: each picked entry's gradient added back where it came from
+    (an index picked twice gets the sum)."""
+    gpu = is_gpu_array(grad_out)
+    grad_out = to_host(grad_out) if gpu else np.asarray(grad_out)
+    indices = np.asarray(indices)
+    axis = _axis(axis, len(input_shape))
+    size = input_shape[axis]
+    indices = np.where(indices < 0, indices + size, indices)
+    grad = np.zeros(tuple(input_shape), grad_out.dtype)
+    moved = np.moveaxis(grad, axis, 0)
+    picked = np.moveaxis(grad_out, list(range(axis, axis + indices.ndim)), list(range(indices.ndim)))
+    np.add.at(moved, indices, picked)
+    return to_device(grad) if gpu else grad
+
+
+def squeeze(x: Array, axes: int | Sequence[int] | None = None) -> Array:
+    """Drop axes of size 1 (all of them when ``axes`` is None); a ``ValueError`` for a named axis
+    whose size is not 1."""
+    x = _array("x", x)
+    shape = tuple(x.shape)
+    axes = tuple(i for i, s in enumerate(shape) if s == 1) if axes is None else _axes(axes, len(shape))
+    for axis in axes:
+        if shape[axis] != 1:
+            raise ValueError(f"axis {axis} has size {shape[axis]}; squeeze drops axes of size 1")
+    return x.reshape(tuple(s for i, s in enumerate(shape) if i not in axes))
+
+
+def unsqueeze(x: Array, axes: int | Sequence[int]) -> Array:
+    """Insert axes of size 1 at ``axes`` (positions in the output; negative count from its end)."""
+    x = _array("x", x)
+    if isinstance(axes, (int, np.integer)) and not isinstance(axes, bool):
+        axes = (axes,)
+    rank = len(x.shape) + len(axes)
+    axes = _axes(axes, rank)
+    dims = iter(x.shape)
+    return x.reshape(tuple(1 if i in axes else next(dims) for i in range(rank)))
+
+
+def expanded_shape(shape: Sequence[int], target: Sequence[int]) -> tuple[int, ...]:
+    """The shape ONNX's ``Expand`` gives: ``shape`` and ``target`` broadcast both ways."""
+    try:
+        return tuple(int(s) for s in np.broadcast_shapes(tuple(shape), tuple(int(t) for t in target)))
+    except ValueError:
+        raise ValueError(f"shape {tuple(shape)} does not broadcast to {tuple(target)}") from None
+
+
+@on_host
+def expand(x: Array, shape: Sequence[int]) -> Array:
+    """Broadcast ``x`` to ``shape`` (ONNX ``Expand``: both shapes broadcast against each other,
+    so a 1 in ``shape`` keeps ``x``'s size); a new array."""
+    x = _array("x", x)
+    return np.array(np.broadcast_to(x, expanded_shape(x.shape, np.asarray(shape).reshape(-1))))
+
+
+def sum_to_shape(grad: Array, shape: Sequence[int]) -> Array:
+    """Sum ``grad`` over the axes that broadcasting added or stretched from ``shape``: the
+    gradient of any op that broadcasts an operand of ``shape``."""
+    shape = tuple(int(s) for s in shape)
+    if tuple(grad.shape) == shape:
+        return grad
+    gpu = is_gpu_array(grad)
+    host = to_host(grad) if gpu else np.asarray(grad)
+    extra = host.ndim - len(shape)
+    host = host.sum(axis=tuple(range(extra))) if extra else host
+    stretched = tuple(i for i, s in enumerate(shape) if s == 1 and host.shape[i] != 1)
+    host = host.sum(axis=stretched, keepdims=True) if stretched else host
+    host = np.ascontiguousarray(host.reshape(shape))
+    return to_device(host) if gpu else host
+
+
+def cast(x: Array, dtype: DTypeLike) -> Array:
+    """``x`` converted to ``dtype`` (ONNX ``Cast``): floats to integers truncate toward zero, as
+    NumPy and C do; the array itself when it has that dtype already."""
+    x = _array("x", x)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a NumPy dtype, got {dtype!r}") from None
+    if np.dtype(x.dtype) == dtype:
+        return x
+    if is_gpu_array(x):
+        return to_device(to_host(x).astype(dtype))
+    return x.astype(dtype)
+
+
+@on_host
+def where(condition: Array, a: Array, b: Array) -> Array:
+    """``a`` where ``condition`` is true, else ``b``, all three broadcast (ONNX ``Where``)."""
+    condition = _array("condition", condition)
+    if condition.dtype != np.bool_:
+        raise TypeError(f"condition must be boolean, got dtype {condition.dtype}")
+    return np.where(condition, _array("a", a), _array("b", b))
