@@ -91,6 +91,14 @@ def is_symbolic(value):
     return isinstance(value, SymbolicTensor)
 
 
+def _is_dtype(value):
+    try:
+        np.dtype(value)
+    except TypeError:
+        return False
+    return value is not None
+
+
 def Input(shape, dtype="float32", name=None):
     """A model input: a symbolic batch of samples of ``shape`` (the batch axis is None).
 
@@ -100,7 +108,8 @@ def Input(shape, dtype="float32", name=None):
         One sample's shape, e.g. ``(3, 32, 32)``; None for an axis whose size is known only when
         the model runs: ``(3, None, None)`` takes images of any size (a fully convolutional
         network, or a classifier that ends in global pooling).
-    dtype : 'float32' or 'float64'
+    dtype : 'float32', 'float64', or an integer or boolean dtype
+        Integer inputs carry token ids, bytes or indices (a network turns them into floats).
     name : str or None
 
     Returns
@@ -114,7 +123,10 @@ def Input(shape, dtype="float32", name=None):
         raise TypeError(f"shape must be a non-empty tuple of integers (one sample's shape), got {shape!r}")
     if any(s is not None and (isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1) for s in shape):
         raise ValueError(f"shape must hold positive integers or None (no batch axis), got {tuple(shape)}")
-    dtype = check_float_dtype(dtype)
+    if np.dtype(dtype).kind in "iub" if _is_dtype(dtype) else False:
+        dtype = np.dtype(dtype)  # token ids, bytes, masks
+    else:
+        dtype = check_float_dtype(dtype)
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a string or None, got {name!r}")
     return SymbolicTensor(shape, dtype, name=name)

@@ -40,6 +40,7 @@ from .indexing import (
                        Shape,
                        Slice,
                        Squeeze,
+                       Tile,
                        Unsqueeze,
                        Where,
 )
@@ -59,5 +60,5 @@ __all__ = [
     "Sqrt", "Exp", "Log", "Erf", "Reciprocal", "Abs", "Neg", "Floor", "Ceil", "GELU", "Subtract", "Divide", "Power",
     "Maximum", "Minimum", "ElementwiseConstant",
     "Shape", "Cast", "Slice", "Gather", "Squeeze", "Unsqueeze", "Concat", "Expand", "DynamicReshape",
-    "ConstantOfShape", "Range", "Where", "Arithmetic", "Reduce", "MatMul",
+    "ConstantOfShape", "Range", "Tile", "Where", "Arithmetic", "Reduce", "MatMul",
 ]

@@ -2,7 +2,7 @@
 axes of attention tensors. :class:`Shape` reads a tensor's shape as an int64 vector while the
 model runs, and :class:`Cast`, :class:`Slice`, :class:`Gather`, :class:`Squeeze`,
 :class:`Unsqueeze`, :class:`Concat`, :class:`Expand`, :class:`DynamicReshape`,
-:class:`ConstantOfShape`, :class:`Range` and :class:`Where` take such vectors as well as
+:class:`ConstantOfShape`, :class:`Range`, :class:`Tile` and :class:`Where` take such vectors as well as
 feature maps. Their axes count the batch axis (as ONNX's and PyTorch's do); each infers what it
 can of its output's shape, and of the value of a small integer tensor, before the model runs.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..device import is_gpu_array, to_device
 from ..functional.indexing import expanded_shape, slice_geometry
 from ..symbolic import TensorSpec
 from ..types import Array, DTypeLike, Sequence
@@ -438,8 +439,10 @@ class Range(WholeTensorLayer):
 
     def output_spec(self, specs):
         start, limit, delta = self.operand_specs(specs)
-        value = evaluate(lambda a, b, c: np.arange(a.item(), b.item(), c.item()),
-                         known_value(start), known_value(limit), known_value(delta))
+        values = [known_value(s) for s in (start, limit, delta)]
+        if any(v is not None and None in v.reshape(-1) for v in values):
+            values = [None]
+        value = evaluate(lambda a, b, c: np.arange(a.item(), b.item(), c.item()), *values)
         return TensorSpec((None,) if value is None else value.shape, start.dtype, value)
 
     def config(self) -> dict:
@@ -473,6 +476,43 @@ class Where(WholeTensorLayer):
         value = evaluate(lambda c, x, y: np.where(c.astype(bool), x, y), known_value(condition), known_value(a),
                          known_value(b))
         return TensorSpec(broadcast_dims(condition.shape, a.shape, b.shape), np.result_type(a.dtype, b.dtype), value)
+
+    def config(self) -> dict:
+        return dict(constants=self.constants_config())
+
+
+class Tile(WholeTensorLayer):
+    """The input repeated ``repeats[i]`` times along each axis ``i`` (ONNX ``Tile``,
+    ``numpy.tile``); ``repeats`` is an operand (a constant or a computed int64 vector)."""
+
+    takes_list = True
+
+    def __init__(self, constants: dict | None = None) -> None:
+        super().__init__(constants)
+
+    def forward(self, inputs, training: bool = False) -> Array:
+        x, repeats = self.operands(inputs)
+        repeats = [int(r) for r in F.indexing.on_host(np.asarray)(repeats).reshape(-1)]
+        if len(repeats) != len(x.shape) or min(repeats, default=0) < 0:
+            raise ValueError(f"repeats must hold one non-negative count per axis of the input {tuple(x.shape)}, "
+                             f"got {repeats}")
+        if training:
+            self.saved = (tuple(x.shape), repeats)
+        return F.indexing.on_host(lambda a: np.tile(a, repeats))(x)
+
+    def backward(self, grad_out: Array) -> list:
+        shape, repeats = self._need_saved()
+        grad = F.indexing.on_host(np.asarray)(grad_out)
+        split = [n for pair in zip(repeats, shape) for n in pair]
+        summed = np.ascontiguousarray(grad.reshape(split).sum(axis=tuple(range(0, 2 * len(shape), 2))))
+        return self.input_gradients([to_device(summed) if is_gpu_array(grad_out) else summed, None])
+
+    def output_spec(self, specs):
+        x, repeats = self.operand_specs(specs)
+        if x.shape is None:
+            return TensorSpec(None, x.dtype)
+        counts = [None] * len(x.shape) if repeats.value is None else _target_shape(repeats.value)
+        return TensorSpec(tuple(None if s is None or r is None else s * r for s, r in zip(x.shape, counts)), x.dtype)
 
     def config(self) -> dict:
         return dict(constants=self.constants_config())

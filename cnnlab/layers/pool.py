@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..shapes import window_output_shape
+from ..shapes import PADDING_WORDS, resolve_padding, window_output_shape
 from ..types import Array, IntPair, Padding
 from .base import Layer, padding_config, reshape_array
 
@@ -20,37 +20,55 @@ class _Pool2D(Layer):
     def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0,
                  dilation: IntPair = 1, ceil_mode: bool = False, count_include_pad: bool = True) -> None:
         super().__init__()
-        options = F.pool_arguments(kernel_size, stride, padding, self.mode, dilation, ceil_mode,
+        # a padding word ('same_upper', 'same_lower': ONNX's auto_pad) is resolved for each input size
+        word = padding.lower() if isinstance(padding, str) else None
+        if word is not None and word not in PADDING_WORDS:
+            raise ValueError(f"padding must be an integer, a pair, a pair of pairs or one of {PADDING_WORDS}, "
+                             f"got {padding!r}")
+        options = F.pool_arguments(kernel_size, stride, 0 if word else padding, self.mode, dilation, ceil_mode,
                                    count_include_pad)
-        self.kernel_size, self.stride, self.padding = options["kernel_size"], options["stride"], options["padding"]
+        self.kernel_size, self.stride = options["kernel_size"], options["stride"]
+        self.padding = word or options["padding"]
         self.dilation, self.ceil_mode = options["dilation"], options["ceil_mode"]
         self.count_include_pad = options["count_include_pad"]
 
-    def _arguments(self):
-        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding, mode=self.mode,
-                    dilation=self.dilation, ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
+    def _padding_for(self, height, width):
+        if not isinstance(self.padding, str):
+            return self.padding
+        return resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation, (height, width))
+
+    def _arguments(self, shape):
+        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self._padding_for(*shape[-2:]),
+                    mode=self.mode, dilation=self.dilation, ceil_mode=self.ceil_mode,
+                    count_include_pad=self.count_include_pad)
 
     def forward(self, x: Array, training: bool = False) -> Array:
+        arguments = self._arguments(tuple(x.shape))
         if training and self.mode in ("max", "min"):
             # save where each value came from (and the input's shape), not x and out: the
             # backward is then a scatter instead of a second search of every window
-            out, indices = F.pool2d(x, **self._arguments(), return_indices=True)
+            out, indices = F.pool2d(x, **arguments, return_indices=True)
             self.saved = (tuple(x.shape), None, indices)
             return out
-        out = F.pool2d(x, **self._arguments())
+        out = F.pool2d(x, **arguments)
         if training:
             self.saved = (x, out, None)
         return out
 
     def backward(self, grad_out: Array) -> Array:
         x, out, indices = self._need_saved()
-        return F.pool2d_backward(x, out, grad_out, **self._arguments(), indices=indices)
+        shape = x if isinstance(x, tuple) else tuple(x.shape)
+        return F.pool2d_backward(x, out, grad_out, **self._arguments(shape), indices=indices)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3:
             raise ValueError(f"{type(self).__name__} expects (C, H, W) inputs, got {tuple(input_shape)}")
-        return (input_shape[0], *window_output_shape(input_shape[1], input_shape[2], self.kernel_size, self.stride,
-                                                     self.padding, self.dilation, self.ceil_mode))
+        height, width = input_shape[1:]
+        if isinstance(self.padding, str) and (height is None or width is None):
+            return (input_shape[0], None, None)
+        return (input_shape[0], *window_output_shape(height, width, self.kernel_size, self.stride,
+                                                     self._padding_for(height, width), self.dilation,
+                                                     self.ceil_mode))
 
     def config(self) -> dict:
         return dict(kernel_size=list(self.kernel_size), stride=list(self.stride),

@@ -11,6 +11,7 @@ from .. import functional as F
 from ..device import is_gpu_array
 from ..functional.resize import resize_codes, resize_geometry
 from ..shapes import is_known, known_size
+from ..symbolic import TensorSpec
 from ..types import Array, Sequence
 from .base import Layer, reshape_array
 
@@ -90,36 +91,39 @@ class Reshape(Layer):
 
 
 class Transpose(Layer):
-    """Permute the axes of each batch: ``perm`` is a permutation of the batched array's axes that
-    keeps the batch axis first (``perm[0] == 0``), as ONNX's ``Transpose``; ``Transpose((0, 2, 3,
-    1))`` turns NCHW into NHWC (what ConvNeXt does around its LayerNorm and MLP)."""
+    """Permute the axes of the whole tensor: ``perm`` is a permutation of its axes, batch axis
+    included (ONNX's ``Transpose``, ``torch.permute``); ``Transpose((0, 2, 3, 1))`` turns NCHW
+    into NHWC (what ConvNeXt does around its LayerNorm and MLP), ``(2, 0, 3, 1, 4)`` splits
+    attention's query, key and value."""
 
     returns_new_array = True
+    whole_tensors = True
 
     def __init__(self, perm: Sequence[int]) -> None:
         super().__init__()
-        if isinstance(perm, (str, bytes)) or not isinstance(perm, (Sequence, np.ndarray)) or len(perm) < 2:
-            raise TypeError(f"perm must be a sequence of at least 2 axes, got {perm!r}")
+        if isinstance(perm, (str, bytes)) or not isinstance(perm, (Sequence, np.ndarray)) or len(perm) < 1:
+            raise TypeError(f"perm must be a sequence of axes, got {perm!r}")
         self.perm = F.tensor.check_axes(perm, len(perm), "perm")
-        if self.perm[0] != 0:
-            raise ValueError(f"perm must keep the batch axis first (perm[0] == 0), got {tuple(perm)}")
 
     def forward(self, x: Array, training: bool = False) -> Array:
         if len(x.shape) != len(self.perm):
             raise ValueError(f"Transpose{self.perm} takes arrays of {len(self.perm)} axes, got shape {tuple(x.shape)}")
+        if np.dtype(x.dtype).kind != "f":
+            return np.ascontiguousarray(np.transpose(x, self.perm))
         return F.transpose(x, self.perm)
 
     def backward(self, grad_out: Array) -> Array:
         return F.transpose_backward(grad_out, self.perm)
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(input_shape) != len(self.perm) - 1:
-            raise ValueError(f"Transpose{self.perm} takes samples of {len(self.perm) - 1} axes, got {tuple(input_shape)}")
-        return tuple(input_shape[a - 1] for a in self.perm[1:])
+    def output_spec(self, x):
+        if x.shape is None:
+            return TensorSpec(None, x.dtype)
+        if len(x.shape) != len(self.perm):
+            raise ValueError(f"Transpose{self.perm} takes tensors of {len(self.perm)} axes, got shape {x.shape}")
+        return TensorSpec(tuple(x.shape[a] for a in self.perm), x.dtype)
 
     def config(self) -> dict:
         return dict(perm=list(self.perm))
-
 
 
 class Resize(Layer):

@@ -9,7 +9,10 @@
 ``docs/onnx.md`` lists the ops and attributes, and how to export a model from PyTorch.
 """
 
-from . import elementwise  # the element-wise math layers' converters and exporters
+from . import (
+    elementwise,  # the element-wise math layers' converters and exporters
+    tensor_ops,  # the converters of whole tensors (registered last: they extend the others)
+)
 from .exporter import save
 from .importer import MIN_OPSET, load
 from .registry import CONVERTERS, Unsupported

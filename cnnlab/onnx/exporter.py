@@ -106,8 +106,12 @@ def _dense(ctx, layer, inputs, output, shapes):
 
 
 def _window(layer):
-    return dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride), pads=_pads(layer.padding),
-                ceil_mode=int(layer.ceil_mode))
+    if isinstance(layer.padding, str):  # 'same_upper'/'same_lower': ONNX's auto_pad, resolved per input size
+        placement = dict(auto_pad=layer.padding.upper())
+    else:
+        placement = dict(pads=_pads(layer.padding))
+    return dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride), ceil_mode=int(layer.ceil_mode),
+                **placement)
 
 
 @exporter(L.MaxPool2D)

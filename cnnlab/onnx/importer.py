@@ -25,6 +25,8 @@ __all__ = ["load", "MIN_OPSET"]
 
 MIN_OPSET = 11
 _DTYPES = {1: np.float32, 11: np.float64}  # onnx.TensorProto.FLOAT, DOUBLE
+#: integer and boolean graph inputs (token ids, bytes, masks), by onnx.TensorProto number
+_OTHER_DTYPES = {2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_}
 
 
 def _model_proto(source):
@@ -118,18 +120,25 @@ def _graph_inputs(onnx, graph, constants):
         if kind != "tensor_type":
             raise Unsupported(f"ONNX graph input {value.name!r}: a {kind}, cnnlab imports tensors only")
         tensor_type = value.type.tensor_type
-        if tensor_type.elem_type not in _DTYPES:
+        if tensor_type.elem_type not in _DTYPES and tensor_type.elem_type not in _OTHER_DTYPES:
             name = onnx.TensorProto.DataType.Name(tensor_type.elem_type)
-            raise Unsupported(f"ONNX graph input {value.name!r}: dtype {name}; cnnlab imports FLOAT "
-                              "and DOUBLE inputs")
+            raise Unsupported(f"ONNX graph input {value.name!r}: dtype {name}; cnnlab imports float, "
+                              "integer and boolean inputs")
         dims = list(tensor_type.shape.dim)
         if len(dims) < 2:
             raise Unsupported(f"ONNX graph input {value.name!r}: rank {len(dims)}; cnnlab needs a batch "
                               "axis and at least one more")
         # an axis without a fixed size (symbolic, e.g. 'height') is known only when the model runs
-        sample = [int(dim.dim_value) if dim.HasField("dim_value") else None for dim in dims[1:]]
-        inputs.append((value.name, _DTYPES[tensor_type.elem_type], tuple(sample)))
+        sample = [int(dim.dim_value) if dim.HasField("dim_value") and dim.dim_value > 0 else None for dim in dims[1:]]
+        inputs.append((value.name, {**_DTYPES, **_OTHER_DTYPES}[tensor_type.elem_type], tuple(sample)))
     return inputs
+
+
+def _float_dtype_of(graph):
+    """The float dtype of a graph whose inputs are integers (token ids, bytes): its float
+    initializers'; float32 when it has none or they mix."""
+    kinds = {t.data_type for t in graph.initializer if t.data_type in _DTYPES}
+    return _DTYPES[kinds.pop()] if len(kinds) == 1 else np.float32
 
 
 def _fold_constant_node(onnx, node, context, opset):
@@ -190,17 +199,17 @@ def load(source: str | os.PathLike | bytes | Any) -> Model:
     graph = proto.graph
     constants = {t.name for t in graph.initializer}
     declared = _graph_inputs(onnx, graph, constants)
-    dtypes = {dtype for _, dtype, _ in declared}
+    dtypes = {dtype for _, dtype, _ in declared if np.dtype(dtype).kind == "f"}
     if len(dtypes) > 1:
-        raise Unsupported("ONNX graph inputs mix FLOAT and DOUBLE; cnnlab models have one dtype")
-    dtype = dtypes.pop() if dtypes else np.float32
+        raise Unsupported("ONNX graph inputs mix FLOAT and DOUBLE; cnnlab models have one float dtype")
+    dtype = dtypes.pop() if dtypes else _float_dtype_of(graph)
     context = ImportContext(onnx, graph, opset, dtype)
     batches = {value.type.tensor_type.shape.dim[0].dim_value for value in graph.input
-               if value.name not in constants and value.type.tensor_type.shape.dim[0].HasField("dim_value")}
+               if value.name not in constants and value.type.tensor_type.shape.dim[0].dim_value > 0}
     context.static_batch = batches.pop() if len(batches) == 1 else None  # a file exported with batch 1
     inputs = []
-    for name, _, shape in declared:
-        tensor = cnnlab.Input(shape, dtype=np.dtype(dtype).name, name=name)
+    for name, input_dtype, shape in declared:
+        tensor = cnnlab.Input(shape, dtype=np.dtype(input_dtype).name, name=name)
         context.tensors[name] = tensor
         inputs.append(tensor)
     for node in graph.node:

@@ -46,9 +46,7 @@ def _padding(ctx, x, auto_pad, pads, kernel, strides, dilations, ceil_mode=False
     elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         _, height, width = _spatial(ctx, x)
         if height is None or width is None:
-            if ceil_mode is None:  # a convolution resolves ONNX's rule for each input size
-                return auto_pad.lower()
-            ctx.fail(f"auto_pad={auto_pad} on a pooling whose input size is known only when the model runs")
+            return auto_pad.lower()  # the layer resolves ONNX's rule for each input size
         sides = []
         for size, k, s, d in zip((height, width), kernel, strides, dilations):
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
@@ -198,13 +196,20 @@ def batch_normalization(ctx, x, scale, b, mean, var, *, epsilon=1e-5, momentum=0
         ctx.fail("training_mode=1: cnnlab imports inference graphs (export the model in eval mode)")
     if not spatial:
         ctx.fail("spatial=0 is not supported")
-    dims = _spatial(ctx, x)
+    dims = ctx.dims(x)
+    if not dims or dims[0] is None:
+        ctx.fail(f"the input has shape {x.shape}: the channel axis must have a known size")
     layer = L.BatchNorm2D(dims[0], eps=epsilon, momentum=1 - momentum, dtype=ctx.dtype.name)
     layer.params["weight"][...] = ctx.weights(scale, "scale")
     layer.params["bias"][...] = ctx.weights(b, "B")
     layer.buffers["running_mean"][...] = ctx.weights(mean, "input_mean")
     layer.buffers["running_var"][...] = ctx.weights(var, "input_var")
-    return layer(x)
+    if len(dims) == 3:
+        return layer(x)
+    if len(dims) > 3:
+        ctx.fail(f"the input has shape {x.shape}; cnnlab normalizes (N, C), (N, C, L) and (N, C, H, W) batches")
+    extra = list(range(len(dims) + 1, 4))  # (N, C) and (N, C, L) run as (N, C, L, 1) images
+    return L.Squeeze(extra)(layer(L.Unsqueeze(extra)(x)))
 
 
 def _group_normalization(ctx, x, scale, bias, epsilon, num_groups, per_channel):
@@ -288,8 +293,6 @@ def transpose(ctx, x, *, perm=None):
     x = ctx.tensor(x, "data")
     rank = len(tuple(x.shape))
     perm = list(range(rank))[::-1] if perm is None else [int(p) for p in perm]
-    if not perm or perm[0] != 0:
-        ctx.fail(f"perm={perm} moves the batch axis; cnnlab keeps it first")
     return L.Transpose(perm)(x)
 
 
@@ -439,14 +442,16 @@ def lp_pool(ctx, x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_sh
 @converter("GlobalAveragePool")
 def global_average_pool(ctx, x):
     x = ctx.tensor(x, "X")
-    _spatial(ctx, x)
+    if x.shape is None or len(x.shape) != 4:  # (N, C, L) or (N, C, D, H, W): a reduction over the spatial axes
+        return L.Reduce("mean", list(range(2, len(x.shape))), keepdims=True)(x)
     return L.GlobalAvgPool2D(keepdims=True)(x)
 
 
 @converter("GlobalMaxPool")
 def global_max_pool(ctx, x):
     x = ctx.tensor(x, "X")
-    _spatial(ctx, x)
+    if x.shape is None or len(x.shape) != 4:
+        return L.Reduce("max", list(range(2, len(x.shape))), keepdims=True)(x)
     return L.GlobalMaxPool2D(keepdims=True)(x)
 
 
@@ -542,15 +547,20 @@ def sum_(ctx, *inputs):
 
 @converter("Concat")
 def concat(ctx, *inputs, axis):
-    if any(isinstance(t, np.ndarray) for t in inputs):
-        ctx.fail("a constant input: cnnlab concatenates computed tensors only")
-    rank = len(tuple(inputs[0].shape))
-    axis %= rank
-    if axis == 0:
-        ctx.fail("axis=0 is the batch axis")
+    """Float feature maps along a non-batch axis: :class:`~cnnlab.layers.Concatenate` (a kernel);
+    anything else (shape vectors, constants among the inputs, the first axis, integers):
+    :class:`~cnnlab.layers.Concat`."""
+    tensors = [t for t in inputs if not isinstance(t, np.ndarray)]
+    ranks = {None if t.shape is None else len(t.shape) for t in tensors}
+    rank = ranks.pop() if len(ranks) == 1 else None
+    if rank is None or len(tensors) < len(inputs) or axis % rank == 0 or any(t.dtype.kind != "f" for t in tensors) \
+            or len({t.dtype for t in tensors}) > 1:
+        constants = {i: np.asarray(v, dtype=ctx.dtype if np.asarray(v).dtype.kind == "f" else np.asarray(v).dtype)
+                     for i, v in enumerate(inputs) if isinstance(v, np.ndarray)}
+        return L.Concat(axis, constants=constants)(tensors)
     if len(inputs) == 1:
         return L.Identity()(inputs[0])
-    return L.Concatenate(axis=axis)(list(inputs))
+    return L.Concatenate(axis=axis % rank)(list(inputs))
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -566,24 +576,37 @@ def flatten(ctx, x, *, axis=1):
 
 @converter("Reshape", since=5)
 def reshape(ctx, x, shape, *, allowzero=0):
+    """A constant shape that keeps the batch axis first: :class:`~cnnlab.layers.Flatten` or
+    :class:`~cnnlab.layers.Reshape` (per sample); a shape computed while the model runs, or one
+    that moves the batch axis: :class:`~cnnlab.layers.DynamicReshape`."""
     x = ctx.tensor(x, "data")
-    shape = [int(s) for s in ctx.constant(shape, "shape").reshape(-1)]
-    if allowzero and 0 in shape:
-        ctx.fail("allowzero=1 with a 0 in the shape is not supported")
-    if shape and ctx.static_batch is not None and shape[0] == ctx.static_batch:
-        shape[0] = 0  # the file's fixed batch size (x.view(1, -1) exported with one sample)
-    if not shape or shape[0] not in (0, -1):
-        ctx.fail(f"shape={shape}: the first entry must keep the batch axis (0, or -1 with the rest fixed, "
-                 "or the file's fixed batch size)")
-    if shape[0] == -1 and -1 in shape[1:]:
-        ctx.fail(f"shape={shape}: two unknown sizes")
+    if not isinstance(shape, np.ndarray):
+        return L.DynamicReshape(bool(allowzero))([x, shape])
+    constant = np.asarray(shape, dtype=np.int64).reshape(-1)
+    target = _per_sample_shape(ctx, x, [int(s) for s in constant], allowzero)
+    if target is None:
+        return L.DynamicReshape(bool(allowzero), constants={1: constant})([x])
     dims = ctx.dims(x)
-    target = [dims[i - 1] if s == 0 and i - 1 < len(dims) else s for i, s in enumerate(shape)][1:]
-    if None in target:
-        ctx.fail(f"shape={shape} copies an axis whose size is known only when the model runs")
     if len(target) == 1 and (target[0] == -1 or None not in dims and target[0] == int(np.prod(dims))):
         return L.Flatten()(x)
     return L.Reshape(tuple(target))(x)
+
+
+def _per_sample_shape(ctx, x, shape, allowzero):
+    """The per-sample shape of a Reshape that keeps the batch axis first, or None."""
+    if x.shape is None or (allowzero and 0 in shape) or not shape:
+        return None
+    if ctx.static_batch is not None and shape[0] == ctx.static_batch:
+        shape[0] = 0  # the file's fixed batch size (x.view(1, -1) exported with one sample)
+    if shape[0] not in (0, -1) or (shape[0] == -1 and -1 in shape[1:]):
+        return None
+    dims = ctx.dims(x)
+    target = [dims[i - 1] if s == 0 and i - 1 < len(dims) else s for i, s in enumerate(shape)][1:]
+    if None in target or not target:
+        return None
+    if shape[0] == -1 and (None in dims or -1 in target or np.prod(target) != np.prod(dims)):
+        return None  # a leading -1 keeps the batch axis only when the rest is one sample's size
+    return target
 
 
 @converter("Dropout", since=1)
