@@ -467,3 +467,73 @@ def binary_reference(name, a, b, grad_out):
         else:
             raise ValueError(name)
     return out, broadcast_sum(da, np.shape(a)), broadcast_sum(db, np.shape(b))
+
+
+def slice_loops(x, starts, ends, axes, steps):
+    """ONNX Slice by walking each axis's indices with explicit clamping (the spec's pseudo-code)."""
+    ranges = [list(range(n)) for n in x.shape]
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        n = x.shape[axis]
+        start = start + n if start < 0 else start
+        end = end + n if end < 0 else end
+        if step > 0:
+            start, end = min(max(start, 0), n), min(max(end, 0), n)
+        else:
+            start, end = min(max(start, -1), n - 1), min(max(end, -1), n - 1)
+        picked, i = [], start
+        while (step > 0 and i < end) or (step < 0 and i > end):
+            picked.append(i)
+            i += step
+        ranges[axis] = picked
+    out = np.empty([len(r) for r in ranges], x.dtype)
+    for index in np.ndindex(*out.shape):
+        out[index] = x[tuple(r[i] for r, i in zip(ranges, index))]
+    return out
+
+
+def gather_loops(x, indices, axis):
+    out_shape = x.shape[:axis] + indices.shape + x.shape[axis + 1:]
+    out = np.empty(out_shape, x.dtype)
+    for index in np.ndindex(*out_shape):
+        picked = indices[index[axis:axis + indices.ndim]]
+        picked = picked + x.shape[axis] if picked < 0 else picked
+        out[index] = x[index[:axis] + (picked,) + index[axis + indices.ndim:]]
+    return out
+
+
+def reduce_loops(x, op, axes, keepdims):
+    axes = tuple(range(x.ndim)) if axes is None else tuple(sorted(a % x.ndim for a in axes))
+    kept = tuple(1 if i in axes else s for i, s in enumerate(x.shape))
+    out = np.empty(kept, np.float64)
+    for index in np.ndindex(*kept):
+        values = []
+        for inner in np.ndindex(*[x.shape[a] for a in axes]):
+            full = list(index)
+            for a, i in zip(axes, inner):
+                full[a] = i
+            values.append(float(x[tuple(full)]))
+        values = np.array(values)
+        out[index] = {"mean": lambda v: v.sum() / len(v), "sum": np.sum, "max": np.max, "min": np.min,
+                      "prod": np.prod, "sum_square": lambda v: (v * v).sum(), "l1": lambda v: np.abs(v).sum(),
+                      "l2": lambda v: np.sqrt((v * v).sum()),
+                      "log_sum_exp": lambda v: np.log(np.exp(v).sum())}[op](values)
+    return out if keepdims else out.reshape([s for i, s in enumerate(x.shape) if i not in axes])
+
+
+def matmul_loops(a, b):
+    """Batched matrix products by explicit loops over the broadcast leading axes."""
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    lead = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    a3 = np.broadcast_to(a2, lead + a2.shape[-2:])
+    b3 = np.broadcast_to(b2, lead + b2.shape[-2:])
+    out = np.zeros(lead + (a2.shape[-2], b2.shape[-1]))
+    for index in np.ndindex(*lead):
+        for i in range(a2.shape[-2]):
+            for j in range(b2.shape[-1]):
+                out[index + (i, j)] = sum(a3[index + (i, k)] * b3[index + (k, j)] for k in range(a2.shape[-1]))
+    if a.ndim == 1:
+        out = out[..., 0, :]
+    if b.ndim == 1:
+        out = out[..., 0]
+    return out

@@ -174,7 +174,7 @@ def expanded_shape(shape: Sequence[int], target: Sequence[int]) -> tuple[int, ..
     try:
         return tuple(int(s) for s in np.broadcast_shapes(tuple(shape), tuple(int(t) for t in target)))
     except ValueError:
-        raise ValueError(f"shape {tuple(shape)} does not broadcast to {tuple(target)}") from None
+        raise ValueError(f"shape {tuple(shape)} does not broadcast to {tuple(int(t) for t in target)}") from None
 
 
 @on_host

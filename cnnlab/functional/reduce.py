@@ -155,11 +155,7 @@ def matmul_backward(a: Array, b: Array, grad_out: Array) -> tuple[Array, Array]:
     a, b, grad = (to_host(v) if is_gpu_array(v) else np.asarray(v) for v in (a, b, grad_out))
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
-    g2 = grad
-    if a.ndim == 1:
-        g2 = g2[..., None, :]
-    if b.ndim == 1:
-        g2 = g2[..., None]
+    g2 = grad.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1]))
     grad_a = sum_to_shape(np.matmul(g2, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
     grad_b = sum_to_shape(np.matmul(np.swapaxes(a2, -1, -2), g2), b2.shape).reshape(b.shape)
     grad_a, grad_b = (np.ascontiguousarray(g, dtype=v.dtype) for g, v in ((grad_a, a), (grad_b, b)))

@@ -261,6 +261,11 @@ def _opset(function, layer):
     return function.opset(layer) if callable(function.opset) else function.opset
 
 
+def _elem(onnx, dtype):
+    """The ONNX element type of a NumPy dtype."""
+    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
 def _dims(name, shape):
     """An ONNX value's dims: the symbolic batch, then each axis's size, or a symbolic name
     (``<name>_axis2``) for an axis known only when the model runs."""
@@ -300,13 +305,12 @@ def save(model: Model, path: str | os.PathLike, opset: int | None = None) -> Non
     shapes = graph.sample_shapes(input_shapes)
     shapes.update({id(t): s for t, s in zip(graph.inputs, input_shapes)})
     dtype = np.dtype(model.dtype)
-    elem = onnx.TensorProto.FLOAT if dtype == np.float32 else onnx.TensorProto.DOUBLE
     ctx = ExportContext(onnx, dtype)
     names = {}
     inputs = []
     for index, tensor in enumerate(graph.inputs):
         names[id(tensor)] = tensor.name or ("input" if len(graph.inputs) == 1 else f"input_{index}")
-        inputs.append(onnx.helper.make_tensor_value_info(names[id(tensor)], elem,
+        inputs.append(onnx.helper.make_tensor_value_info(names[id(tensor)], _elem(onnx, tensor.dtype),
                                                          _dims(names[id(tensor)], shapes[id(tensor)])))
     for node in graph.nodes:
         function = EXPORTERS.get(type(node.layer))
@@ -320,7 +324,7 @@ def save(model: Model, path: str | os.PathLike, opset: int | None = None) -> Non
     for index, tensor in enumerate(graph.outputs):
         name = "output" if len(graph.outputs) == 1 else f"output_{index}"
         ctx.nodes.append(onnx.helper.make_node("Identity", [names[id(tensor)]], [name], name=name))
-        outputs.append(onnx.helper.make_tensor_value_info(name, elem, _dims(name, shapes[id(tensor)])))
+        outputs.append(onnx.helper.make_tensor_value_info(name, _elem(onnx, tensor.dtype), _dims(name, shapes[id(tensor)])))
     onnx_graph = onnx.helper.make_graph(ctx.nodes, model.name or "cnnlab", inputs, outputs, ctx.initializers)
     needed = max([OPSET] + [_opset(EXPORTERS[type(node.layer)], node.layer) for node in graph.nodes])
     if opset is not None and opset < needed:

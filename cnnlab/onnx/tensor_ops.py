@@ -14,8 +14,10 @@ of different ranks, constants that vary along the first axis.
 import numpy as np
 
 from .. import layers as L
+from ..device import to_host
 from ..layers.indexing import broadcast_dims
 from . import elementwise, ops
+from .exporter import OPSET, exporter
 from .registry import converter
 
 _ONNX_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
@@ -271,3 +273,100 @@ def tile(ctx, x, repeats):
     if isinstance(x, np.ndarray) and np.asarray(x).dtype.kind == "f":
         x = np.asarray(x, dtype=ctx.dtype)
     return _general(L.Tile, (x, repeats))
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _operand_names(ctx, layer, inputs):
+    """The ONNX names of a whole-tensor layer's operands: its inputs and its constants, in order."""
+    names, inputs = [], list(inputs)
+    for position in range(len(inputs) + len(layer.constant_positions)):
+        if position in layer.constant_positions:
+            value = to_host(layer.buffers[f"constant{position}"])
+            names.append(ctx.constant(value, "constant", dtype=np.asarray(value).dtype))
+        else:
+            names.append(inputs.pop(0))
+    return names
+
+
+def _ints_constant(ctx, values, hint):
+    return ctx.constant(np.array(values, dtype=np.int64), hint, dtype=np.int64)
+
+
+_TO_ONNX = {np.dtype(v): k for k, v in _ONNX_DTYPES.items()}
+
+
+@exporter(L.Shape, opset=lambda layer: 15 if (layer.start, layer.end) != (0, None) else OPSET)
+def _shape(ctx, layer, inputs, output, shapes):
+    options = {} if (layer.start, layer.end) == (0, None) else dict(
+        start=layer.start, **({} if layer.end is None else dict(end=layer.end)))
+    return ctx.node("Shape", inputs, output, **options)
+
+
+@exporter(L.Cast)
+def _cast(ctx, layer, inputs, output, shapes):
+    return ctx.node("Cast", inputs, output, to=_TO_ONNX[layer.to])
+
+
+@exporter(L.Slice)
+def _slice(ctx, layer, inputs, output, shapes):
+    names = [inputs[0], _ints_constant(ctx, layer.starts, "starts"), _ints_constant(ctx, layer.ends, "ends")]
+    if layer.axes is not None or layer.steps is not None:
+        names.append(_ints_constant(ctx, layer.axes if layer.axes is not None else range(len(layer.starts)), "axes"))
+    if layer.steps is not None:
+        names.append(_ints_constant(ctx, layer.steps, "steps"))
+    return ctx.node("Slice", names, output)
+
+
+@exporter(L.Squeeze, L.Unsqueeze)
+def _squeeze(ctx, layer, inputs, output, shapes):
+    names = list(inputs) + ([] if layer.axes is None else [_ints_constant(ctx, layer.axes, "axes")])
+    return ctx.node(type(layer).__name__, names, output)
+
+
+@exporter(L.Gather, L.Concat)
+def _axis_op(ctx, layer, inputs, output, shapes):
+    return ctx.node(type(layer).__name__, _operand_names(ctx, layer, inputs), output, axis=layer.axis)
+
+
+@exporter(L.Expand, L.Range, L.Where, L.Tile, L.MatMul)
+def _plain(ctx, layer, inputs, output, shapes):
+    return ctx.node(type(layer).__name__, _operand_names(ctx, layer, inputs), output)
+
+
+@exporter(L.DynamicReshape)
+def _dynamic_reshape(ctx, layer, inputs, output, shapes):
+    return ctx.node("Reshape", _operand_names(ctx, layer, inputs), output, allowzero=int(layer.allowzero))
+
+
+@exporter(L.ConstantOfShape)
+def _constant_of_shape(ctx, layer, inputs, output, shapes):
+    value = ctx.onnx.numpy_helper.from_array(np.array([layer.value], dtype=layer.fill_dtype))
+    return ctx.node("ConstantOfShape", inputs, output, value=value)
+
+
+_ARITHMETIC = {"add": "Add", "subtract": "Sub", "multiply": "Mul", "divide": "Div", "power": "Pow",
+               "maximum": "Max", "minimum": "Min", "mod": "Mod", "fmod": "Mod", "equal": "Equal", "less": "Less",
+               "less_equal": "LessOrEqual", "greater": "Greater", "greater_equal": "GreaterOrEqual",
+               "logical_and": "And", "logical_or": "Or", "logical_xor": "Xor"}
+
+
+@exporter(L.Arithmetic)
+def _arithmetic_export(ctx, layer, inputs, output, shapes):
+    options = dict(fmod=int(layer.op == "fmod")) if layer.op in ("mod", "fmod") else {}
+    return ctx.node(_ARITHMETIC[layer.op], _operand_names(ctx, layer, inputs), output, **options)
+
+
+_REDUCE = {"mean": "ReduceMean", "sum": "ReduceSum", "max": "ReduceMax", "min": "ReduceMin", "prod": "ReduceProd",
+           "sum_square": "ReduceSumSquare", "l1": "ReduceL1", "l2": "ReduceL2", "log_sum_exp": "ReduceLogSumExp"}
+
+
+@exporter(L.Reduce)
+def _reduce_export(ctx, layer, inputs, output, shapes):
+    """Opset 14: ReduceSum takes its axes as an input, the others as an attribute."""
+    if layer.op == "sum":
+        names = list(inputs) + ([] if layer.axes is None else [_ints_constant(ctx, layer.axes, "axes")])
+        return ctx.node("ReduceSum", names, output, keepdims=int(layer.keepdims))
+    options = {} if layer.axes is None else dict(axes=list(layer.axes))
+    return ctx.node(_REDUCE[layer.op], inputs, output, keepdims=int(layer.keepdims), **options)

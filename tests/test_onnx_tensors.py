@@ -1,0 +1,217 @@
+"""ONNX graphs of general tensors against onnxruntime: shape sub-graphs run while the model runs,
+attention's slicing and products, grids built with Range/Expand/Tile, integer inputs, pooling with
+auto_pad on sizes known at run time, batch normalization of (N, C, L); then exported back and run
+by onnxruntime again, fine-tuned, and the refusals that remain."""
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import cnnlab  # noqa: E402
+import cnnlab.onnx  # noqa: E402
+
+RNG = np.random.default_rng(0)
+FLOAT = TensorProto.FLOAT
+
+
+def constant(name, value, dtype=None):
+    value = np.asarray(value, dtype=dtype)
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name))
+
+
+def model(nodes, inputs, outputs, initializers=(), opset=17):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def run_both(proto, feeds, tmp_path=None):
+    """cnnlab's and onnxruntime's outputs for ``feeds``; with ``tmp_path``, also onnxruntime's on
+    the model cnnlab exports back."""
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, feeds)
+    net = cnnlab.onnx.load(proto)
+    got = net.graph.forward(list(feeds.values()))
+    for e, g in zip(expected, got):
+        assert e.shape == np.shape(g)
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
+    if tmp_path is not None:
+        path = tmp_path / "back.onnx"
+        cnnlab.onnx.save(net, path)
+        again = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+        for e, g in zip(expected, again):
+            np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
+    return net
+
+
+def flatten_by_shape_model():
+    """Conv → GlobalAveragePool → Reshape to [Shape(x)[0], -1] → Gemm: a classifier of any size."""
+    weight = numpy_helper.from_array(RNG.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    dense = numpy_helper.from_array(RNG.standard_normal((5, 4)).astype(np.float32), "d")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+        helper.make_node("Shape", ["p"], ["s"]),
+        constant("zero", [0], np.int64), constant("one", [1], np.int64), constant("minus", [-1], np.int64),
+        helper.make_node("Slice", ["s", "zero", "one"], ["n"]),
+        helper.make_node("Concat", ["n", "minus"], ["target"], axis=0),
+        helper.make_node("Reshape", ["p", "target"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "d"], ["y"], transB=1),
+    ]
+    return model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 3, "h", "w"])],
+                 [helper.make_tensor_value_info("y", FLOAT, ["n", 5])], [weight, dense])
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 8, 8), (2, 3, 11, 6)])
+def test_a_shape_computed_flatten_runs_at_any_size(shape, tmp_path):
+    run_both(flatten_by_shape_model(), {"x": RNG.random(shape, dtype=np.float32)}, tmp_path)
+
+
+def attention_model():
+    """PP-OCR's SVTR attention: Reshape to [0, T, 3, heads, d] from the input's own shape,
+    Transpose (2, 0, 3, 1, 4) (the batch axis moves), Slice + Squeeze, MatMul of Q and Kᵀ,
+    Softmax on axis 3, the weighted sum, then a LayerNorm written out with ReduceMean/Sub/Pow/Sqrt."""
+    heads, d = 2, 3
+    qkv = numpy_helper.from_array(RNG.standard_normal((6, 3 * heads * d)).astype(np.float32), "qkv")
+    nodes = [
+        helper.make_node("MatMul", ["x", "qkv"], ["m"]),
+        helper.make_node("Shape", ["x"], ["s"]),
+        constant("one", [1], np.int64), constant("two", [2], np.int64),
+        helper.make_node("Slice", ["s", "one", "two"], ["t"]),
+        constant("zero", [0], np.int64), constant("rest", [3, heads, d], np.int64),
+        helper.make_node("Concat", ["zero", "t", "rest"], ["target"], axis=0),
+        helper.make_node("Reshape", ["m", "target"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["tr"], perm=[2, 0, 3, 1, 4]),
+    ]
+    for i, name in enumerate("qkv"):
+        nodes += [constant(f"{name}0", [i], np.int64), constant(f"{name}1", [i + 1], np.int64),
+                  helper.make_node("Slice", ["tr", f"{name}0", f"{name}1", "zero"], [f"{name}s"]),
+                  helper.make_node("Squeeze", [f"{name}s", "zero"], [f"{name}h"])]
+    nodes += [
+        helper.make_node("Transpose", ["kh"], ["kt"], perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["qh", "kt"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["att"], axis=3),
+        helper.make_node("MatMul", ["att", "vh"], ["mixed"]),
+        helper.make_node("Transpose", ["mixed"], ["back"], perm=[0, 2, 1, 3]),
+        constant("flat", [0, -1, heads * d], np.int64),
+        helper.make_node("Reshape", ["back", "flat"], ["h"]),
+        helper.make_node("ReduceMean", ["h"], ["mean"], axes=[-1]),
+        helper.make_node("Sub", ["h", "mean"], ["centred"]),
+        constant("two_f", np.float32(2.0)),
+        helper.make_node("Pow", ["centred", "two_f"], ["square"]),
+        helper.make_node("ReduceMean", ["square"], ["var"], axes=[-1]),
+        constant("eps", np.float32(1e-5)),
+        helper.make_node("Add", ["var", "eps"], ["var_eps"]),
+        helper.make_node("Sqrt", ["var_eps"], ["std"]),
+        helper.make_node("Div", ["centred", "std"], ["y"]),
+    ]
+    return model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", "t", 6])],
+                 [helper.make_tensor_value_info("y", FLOAT, ["n", "t", heads * d])], [qkv])
+
+
+def test_attention_with_a_moving_batch_axis_matches_onnxruntime_and_fine_tunes(tmp_path):
+    proto = attention_model()
+    x = RNG.standard_normal((2, 5, 6)).astype(np.float32)
+    net = run_both(proto, {"x": x}, tmp_path)
+    run_both(proto, {"x": RNG.standard_normal((1, 7, 6)).astype(np.float32)})
+    # the imported network trains: one gradient step on the MatMul weights lowers a loss
+    graph = net.graph
+    out = graph.forward([x], training=True)[0]
+    target = RNG.standard_normal(out.shape).astype(np.float32)
+    graph.backward({id(graph.outputs[0]): 2 * (out - target)})
+    dense = next(layer for layer in net.layers if layer.params)
+    before = float(np.sum((out - target) ** 2))
+    dense.params["weight"] -= 1e-3 * dense.grads["weight"]
+    assert float(np.sum((graph.forward([x])[0] - target) ** 2)) < before
+
+
+def grid_model():
+    """YOLO's anchor grid: Range over the feature map's width and height, Unsqueeze, Expand,
+    Tile, Equal/Where/ConstantOfShape, added to the feature map."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        constant("i2", 2, np.int64), constant("i3", 3, np.int64),
+        helper.make_node("Gather", ["s", "i2"], ["h"], axis=0),
+        helper.make_node("Gather", ["s", "i3"], ["w"], axis=0),
+        constant("zero", 0, np.int64), constant("one", 1, np.int64),
+        helper.make_node("Range", ["zero", "w", "one"], ["xs"]),
+        helper.make_node("Range", ["zero", "h", "one"], ["ys"]),
+        helper.make_node("Cast", ["xs"], ["xf"], to=FLOAT),
+        helper.make_node("Cast", ["ys"], ["yf"], to=FLOAT),
+        constant("ax0", [0], np.int64), constant("ax1", [1], np.int64),
+        helper.make_node("Unsqueeze", ["xf", "ax0"], ["xrow"]),
+        helper.make_node("Unsqueeze", ["yf", "ax1"], ["ycol"]),
+        helper.make_node("Unsqueeze", ["h", "ax0"], ["h1"]),
+        helper.make_node("Unsqueeze", ["w", "ax0"], ["w1"]),
+        helper.make_node("Concat", ["h1", "w1"], ["hw"], axis=0),
+        helper.make_node("Expand", ["xrow", "hw"], ["gx"]),
+        helper.make_node("Add", ["gx", "ycol"], ["grid"]),
+        helper.make_node("ConstantOfShape", ["hw"], ["ones"], value=numpy_helper.from_array(np.array([1.0], np.float32))),
+        helper.make_node("Equal", ["gx", "ycol"], ["diag"]),
+        helper.make_node("Where", ["diag", "ones", "grid"], ["marked"]),
+        constant("reps", [1, 2, 1, 1], np.int64),
+        helper.make_node("Tile", ["x", "reps"], ["tiled"]),
+        helper.make_node("Add", ["tiled", "marked"], ["y"]),
+    ]
+    return model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 2, "h", "w"])],
+                 [helper.make_tensor_value_info("y", FLOAT, ["n", 4, "h", "w"])])
+
+
+def test_grids_built_while_the_model_runs(tmp_path):
+    run_both(grid_model(), {"x": RNG.standard_normal((2, 2, 3, 5)).astype(np.float32)}, tmp_path)
+
+
+def test_integer_input_embedding_and_masks():
+    table = numpy_helper.from_array(RNG.standard_normal((16, 4)).astype(np.float32), "table")
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["e"], axis=0),
+        constant("pad", np.int32(0)),
+        helper.make_node("Equal", ["ids", "pad"], ["is_pad"]),
+        helper.make_node("Not", ["is_pad"], ["keep"]),
+        helper.make_node("Cast", ["keep"], ["kf"], to=FLOAT),
+        constant("ax", [-1], np.int64),
+        helper.make_node("Unsqueeze", ["kf", "ax"], ["k3"]),
+        helper.make_node("Mul", ["e", "k3"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "one"], ["y"], keepdims=0),
+        constant("one", [1], np.int64),
+    ]
+    nodes = nodes[:-2] + [nodes[-1], nodes[-2]]
+    proto = model(nodes, [helper.make_tensor_value_info("ids", TensorProto.INT32, ["n", 7])],
+                  [helper.make_tensor_value_info("y", FLOAT, ["n", 4])], [table])
+    ids = RNG.integers(0, 16, (3, 7)).astype(np.int32)
+    ids[0, :3] = 0
+    run_both(proto, {"ids": ids})
+
+
+def test_same_pooling_and_one_dimensional_batch_norm_at_run_time_sizes(tmp_path):
+    stats = [numpy_helper.from_array(RNG.random(3).astype(np.float32) + 0.5, n) for n in ("g", "b", "m", "v")]
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+        constant("shape", [0, 3, -1], np.int64),
+        helper.make_node("Reshape", ["p", "shape"], ["seq"]),
+        helper.make_node("BatchNormalization", ["seq", "g", "b", "m", "v"], ["y"]),
+    ]
+    proto = model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 3, "h", "w"])],
+                  [helper.make_tensor_value_info("y", FLOAT, ["n", 3, "l"])], stats)
+    for shape in ((1, 3, 7, 9), (2, 3, 8, 5)):
+        run_both(proto, {"x": RNG.standard_normal(shape).astype(np.float32)})
+
+
+def test_recurrent_and_quantized_ops_are_refused_by_name():
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"])]
+    proto = model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 4])],
+                  [helper.make_tensor_value_info("q", TensorProto.UINT8, ["n", 4])])
+    with pytest.raises(NotImplementedError, match="DynamicQuantizeLinear"):
+        cnnlab.onnx.load(proto)
+
+
+def test_a_slice_of_computed_bounds_is_refused_naming_the_node():
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Slice", ["x", "s", "s"], ["y"], name="cut")]
+    proto = model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 4])],
+                  [helper.make_tensor_value_info("y", FLOAT, ["n", 4])])
+    with pytest.raises(NotImplementedError, match="Slice node 'cut'.*starts must be a constant"):
+        cnnlab.onnx.load(proto)

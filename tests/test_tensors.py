@@ -1,0 +1,228 @@
+"""General tensors: the functional ops on any rank and dtype (slice, gather, squeeze, unsqueeze,
+expand, cast, where, reduce, matmul) against loop references and finite differences, the
+whole-tensor layers' shape inference against what they compute, shape sub-graphs in a model
+(built, trained, saved), the GPU twins under the simulator, and bad input."""
+
+import naive
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cnnlab
+import cnnlab.functional as F
+from cnnlab import layers as L
+
+RNG = np.random.default_rng(0)
+shapes = st.lists(st.integers(1, 4), min_size=1, max_size=4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, st.data())
+def test_slice_is_the_onnx_spec(shape, data):
+    x = RNG.standard_normal(shape)
+    axes = data.draw(st.lists(st.integers(-len(shape), len(shape) - 1), min_size=1, max_size=len(shape),
+                              unique_by=lambda a: a % len(shape)))
+    starts = [data.draw(st.integers(-6, 6)) for _ in axes]
+    ends = [data.draw(st.sampled_from([-7, -2, -1, 0, 1, 2, 5, 2**62])) for _ in axes]
+    steps = [data.draw(st.sampled_from([-2, -1, 1, 2, 3])) for _ in axes]
+    out = F.slice(x, starts, ends, axes, steps)
+    expected = naive.slice_loops(x, starts, ends, [a % len(shape) for a in axes], steps)
+    np.testing.assert_array_equal(out, expected)
+    layer = L.Slice(starts, ends, axes, steps)
+    spec = layer.output_spec(cnnlab.symbolic.TensorSpec(tuple(shape), x.dtype))
+    assert spec.shape == out.shape
+    upstream = RNG.standard_normal(out.shape)
+    grad = F.slice_backward(upstream, x.shape, starts, ends, axes, steps)
+    np.testing.assert_allclose(grad, naive.numeric_gradient(lambda: float(np.sum(F.slice(x, starts, ends, axes,
+                                                                                         steps) * upstream)), x),
+                               atol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(shapes, st.data())
+def test_gather_and_its_gradient(shape, data):
+    x = RNG.standard_normal(shape)
+    axis = data.draw(st.integers(0, len(shape) - 1))
+    size = shape[axis]
+    indices = np.array(data.draw(st.lists(st.integers(-size, size - 1), min_size=0, max_size=4)), dtype=np.int64)
+    indices = indices.reshape(data.draw(st.sampled_from([(-1,), (1, -1)])) if indices.size else (0,))
+    out = F.gather(x, indices, axis)
+    np.testing.assert_array_equal(out, naive.gather_loops(x, indices, axis))
+    upstream = RNG.standard_normal(out.shape)
+    grad = F.gather_backward(upstream, x.shape, indices, axis)
+    np.testing.assert_allclose(grad, naive.numeric_gradient(lambda: float(np.sum(F.gather(x, indices, axis)
+                                                                                 * upstream)), x), atol=1e-6)
+
+
+REDUCTIONS = ["mean", "sum", "max", "min", "prod", "sum_square", "l1", "l2", "log_sum_exp"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, st.sampled_from(REDUCTIONS), st.booleans(), st.data())
+def test_reduce_matches_loops_and_finite_differences(shape, op, keepdims, data):
+    x = RNG.standard_normal(shape) + 0.1  # l1's kink at 0 is never hit
+    axes = data.draw(st.one_of(st.none(), st.lists(st.integers(-len(shape), len(shape) - 1), min_size=1,
+                                                   unique_by=lambda a: a % len(shape))))
+    out = F.reduce(x, op, axes, keepdims)
+    np.testing.assert_allclose(out, naive.reduce_loops(x, op, axes, keepdims), rtol=1e-10, atol=1e-12)
+    layer = L.Reduce(op, axes, keepdims)
+    assert layer.output_spec(cnnlab.symbolic.TensorSpec(tuple(shape), x.dtype)).shape == out.shape
+    upstream = RNG.standard_normal(out.shape)
+    grad = F.reduce_backward(x, out, upstream, op, axes, keepdims)
+    numeric = naive.numeric_gradient(lambda: float(np.sum(F.reduce(x, op, axes, keepdims) * upstream)), x)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_matmul_broadcasts_like_numpy_and_differentiates(data):
+    k = data.draw(st.integers(1, 4))
+    lead_a = tuple(data.draw(st.lists(st.sampled_from([1, 2, 3]), max_size=2)))
+    lead_b = tuple(s if data.draw(st.booleans()) else 1 for s in lead_a)[len(lead_a) - data.draw(
+        st.integers(0, len(lead_a))):]
+    a_shape = lead_a + (data.draw(st.integers(1, 3)), k) if data.draw(st.booleans()) or lead_a else (k,)
+    b_shape = lead_b + (k, data.draw(st.integers(1, 3))) if data.draw(st.booleans()) or lead_b else (k,)
+    a, b = RNG.standard_normal(a_shape), RNG.standard_normal(b_shape)
+    out = F.matmul(a, b)
+    np.testing.assert_allclose(out, naive.matmul_loops(a, b), atol=1e-12)
+    layer = L.MatMul()
+    spec = layer.output_spec([cnnlab.symbolic.TensorSpec(a.shape, a.dtype), cnnlab.symbolic.TensorSpec(b.shape, b.dtype)])
+    assert spec.shape == out.shape
+    upstream = RNG.standard_normal(out.shape)
+    grad_a, grad_b = F.matmul_backward(a, b, upstream)
+    np.testing.assert_allclose(grad_a, naive.numeric_gradient(lambda: float(np.sum(F.matmul(a, b) * upstream)), a),
+                               atol=1e-6)
+    np.testing.assert_allclose(grad_b, naive.numeric_gradient(lambda: float(np.sum(F.matmul(a, b) * upstream)), b),
+                               atol=1e-6)
+
+
+def test_squeeze_unsqueeze_expand_cast_where():
+    x = RNG.standard_normal((2, 1, 3))
+    assert F.squeeze(x).shape == (2, 3) and F.squeeze(x, [1]).shape == (2, 3)
+    assert F.unsqueeze(x, [0, -1]).shape == (1, 2, 1, 3, 1)
+    np.testing.assert_array_equal(F.expand(x, [1, 4, 1]), np.broadcast_to(x, (2, 4, 3)))
+    grad = F.sum_to_shape(np.ones((2, 4, 3)), (2, 1, 3))
+    np.testing.assert_array_equal(grad, naive.broadcast_sum(np.ones((2, 4, 3)), (2, 1, 3)))
+    np.testing.assert_array_equal(F.cast(np.array([-1.7, 2.9]), "int64"), [-1, 2])
+    np.testing.assert_array_equal(F.where(np.array([True, False]), np.array([1, 2]), np.array([5, 6])), [1, 6])
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: F.squeeze(np.ones((2, 3)), [0]), ValueError, "size 1"),
+    (lambda: F.gather(np.ones(3), np.array([3])), ValueError, "indices must lie"),
+    (lambda: F.gather(np.ones(3), np.array([0.5])), TypeError, "indices must be integers"),
+    (lambda: F.slice(np.ones(3), [0], [1], [0], [0]), ValueError, "steps"),
+    (lambda: F.slice(np.ones(3), [0, 1], [1], None), ValueError, "one entry per sliced axis"),
+    (lambda: F.expand(np.ones(3), [2]), ValueError, "does not broadcast"),
+    (lambda: F.reduce(np.ones(3), "median"), ValueError, "op must be one of"),
+    (lambda: F.reduce(np.ones(3), "mean", [3]), ValueError, "axis 3"),
+    (lambda: F.reduce(np.ones((0, 2)), "max", [0]), ValueError, "size 0"),
+    (lambda: F.matmul(np.ones((2, 3)), np.ones((2, 3))), ValueError, "last axis"),
+    (lambda: F.where(np.array([1, 0]), np.ones(2), np.ones(2)), TypeError, "condition must be boolean"),
+    (lambda: L.Arithmetic("plus"), ValueError, "op must be one of"),
+    (lambda: L.Slice([0], [1, 2]), ValueError, "one entry per sliced axis"),
+])
+def test_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_integer_division_truncates_toward_zero_as_onnx():
+    layer = L.Arithmetic("divide", constants={1: np.array([2, -2])})
+    np.testing.assert_array_equal(layer.forward([np.array([-7, 7])]), [-3, -3])
+
+
+def flatten_by_shape():
+    """``Shape → Slice → Concat [n, -1] → Reshape``: how exporters write ``x.view(x.size(0), -1)``."""
+    x = cnnlab.Input((3, None, None))
+    n = L.Slice([0], [1])(L.Shape()(x))
+    target = L.Concat(0, constants={1: np.array([-1])})([n])
+    h = L.GlobalAvgPool2D()(L.Conv2D(3, 4, 3, padding=1, seed=0)(x))
+    flat = L.DynamicReshape()([h, target])
+    return x, n, target, flat, L.Dense(4, 2, seed=0)(flat)
+
+
+def test_shape_values_are_known_before_the_model_runs():
+    x, n, target, flat, out = flatten_by_shape()
+    assert n.shape == (1,) and list(n.value) == [None]
+    assert list(target.value) == [None, -1]
+    assert flat.shape == (None, 4)  # the batch axis read from the input: the rest follows
+    assert n.dtype == np.int64 and out.shape == (None, 2)
+
+
+def test_a_model_with_a_shape_sub_graph_runs_trains_and_saves(tmp_path):
+    x, *_, out = flatten_by_shape()
+    model = cnnlab.Model(x, out)
+    images = RNG.random((4, 3, 6, 5)).astype(np.float32)
+    for size in ((6, 5), (9, 7)):  # any image size: the shape is read while the model runs
+        batch = RNG.random((3, 3) + size).astype(np.float32)
+        assert model.graph.forward([batch])[0].shape == (3, 2)
+    before = model.graph.forward([images])[0]
+    model.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(cnnlab.load(tmp_path / "m.npz").graph.forward([images])[0], before)
+    history = model.fit(images, np.array([0, 1, 0, 1]), epochs=2, batch_size=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+
+
+def test_gradients_flow_through_whole_tensor_layers_not_through_shapes():
+    """Attention-like: slice heads, Q Kᵀ, softmax, reduce; finite differences of the input."""
+    x = cnnlab.Input((4, 6))
+    q = L.Slice([0], [3], [2])(x)
+    k = L.Slice([3], [6], [2])(x)
+    scores = L.MatMul()([q, L.Transpose((0, 2, 1))(k)])
+    pooled = L.Reduce("mean", [1], keepdims=False)(L.Softmax(axis=-1)(scores))
+    scaled = L.Arithmetic("multiply", constants={1: np.array([1.0, 2.0, 3.0, 4.0])})([pooled])
+    model = cnnlab.Model(x, scaled)
+    values = RNG.standard_normal((2, 4, 6))
+    upstream = RNG.standard_normal((2, 4))
+    model.graph.forward([values], training=True)
+    (grad,) = model.graph.backward({id(model.graph.outputs[0]): upstream})
+
+    def loss():
+        return float(np.sum(model.graph.forward([values])[0] * upstream))
+
+    np.testing.assert_allclose(grad, naive.numeric_gradient(loss, values), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("layer, inputs", [
+    (L.Concat(1, constants={0: np.ones((2, 1))}), [np.arange(6.0).reshape(2, 3)]),
+    (L.Expand(constants={1: np.array([3, 1, 1])}), [np.arange(2.0).reshape(2, 1)]),
+    (L.Tile(constants={1: np.array([2, 3])}), [np.arange(6.0).reshape(2, 3)]),
+    (L.Where(constants={0: np.array([True, False, True])}), [np.arange(3.0), np.zeros((2, 3))]),
+    (L.Arithmetic("power", constants={1: np.array(2.0)}), [np.arange(1.0, 4.0)]),
+    (L.Arithmetic("maximum"), [np.array([1.0, 5.0, 3.0]), np.array([[2.0], [4.0]])]),
+    (L.Gather(1, constants={1: np.array([[0, 2], [1, 1]])}), [RNG.standard_normal((2, 3))]),
+])
+def test_layer_gradients_match_finite_differences(layer, inputs):
+    inputs = [np.array(v, dtype=np.float64) for v in inputs]
+    out = layer.forward(inputs, training=True)
+    upstream = RNG.standard_normal(out.shape)
+    grads = layer.backward(upstream)
+    for value, grad in zip(inputs, grads):
+        numeric = naive.numeric_gradient(lambda: float(np.sum(layer.forward(inputs) * upstream)), value)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+    specs = [cnnlab.symbolic.TensorSpec(v.shape, v.dtype) for v in inputs]
+    assert layer.output_spec(specs).shape == out.shape
+
+
+def test_integer_inputs_flow_through_a_model():
+    tokens = cnnlab.Input((5,), dtype="int32")
+    table = RNG.standard_normal((10, 3)).astype(np.float32)
+    embedded = L.Gather(0, constants={0: table})([tokens])
+    model = cnnlab.Model(tokens, L.Reduce("sum", [1], keepdims=False)(embedded))
+    ids = RNG.integers(0, 10, (2, 5)).astype(np.int32)
+    np.testing.assert_allclose(model.graph.forward([ids])[0], table[ids].sum(axis=1), rtol=1e-6)
+
+
+@pytest.mark.usefixtures("small_cuda_launches")
+def test_gpu_arrays_give_the_host_results():
+    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    gpu = cnnlab.to_device(x)
+    host = cnnlab.to_host
+    np.testing.assert_array_equal(host(F.slice(gpu, [1], [3], [2])), F.slice(x, [1], [3], [2]))
+    np.testing.assert_array_equal(host(F.gather(gpu, np.array([2, 0]), 1)), F.gather(x, np.array([2, 0]), 1))
+    np.testing.assert_allclose(host(F.reduce(gpu, "mean", [1, 2])), F.reduce(x, "mean", [1, 2]), rtol=1e-6)
+    np.testing.assert_allclose(host(F.matmul(gpu, cnnlab.to_device(x.transpose(0, 2, 1)))),
+                               F.matmul(x, x.transpose(0, 2, 1)), rtol=1e-5)
+    np.testing.assert_array_equal(host(F.expand(gpu[:, :1], [2, 3, 4])), F.expand(x[:, :1], [2, 3, 4]))
