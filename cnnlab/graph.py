@@ -55,6 +55,19 @@ class Graph:
             if id(tensor) not in reached:
                 raise ValueError(f"inputs[{i}] ({tensor!r}) reaches no output: every input must be used")
 
+    @staticmethod
+    def used_inputs(inputs, outputs):
+        """Ids of the tensors among ``inputs`` that some output depends on."""
+        wanted, seen, stack = {id(t) for t in inputs}, set(), list(outputs)
+        while stack:
+            tensor = stack.pop()
+            if id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            if tensor.node is not None:
+                stack.extend(tensor.node.inputs)
+        return wanted & seen
+
     def _topological_order(self):
         """Post-order depth-first walk from the outputs: each node after the nodes it reads."""
         known = {id(t) for t in self.inputs}

@@ -119,12 +119,12 @@ def Input(shape, dtype="float32", name=None):
     """
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         shape = (shape,)
-    if not isinstance(shape, (tuple, list)) or not shape:
-        raise TypeError(f"shape must be a non-empty tuple of integers (one sample's shape), got {shape!r}")
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"shape must be a tuple of integers (one sample's shape; () for scalars), got {shape!r}")
     if any(s is not None and (isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1) for s in shape):
         raise ValueError(f"shape must hold positive integers or None (no batch axis), got {tuple(shape)}")
-    if np.dtype(dtype).kind in "iub" if _is_dtype(dtype) else False:
-        dtype = np.dtype(dtype)  # token ids, bytes, masks
+    if _is_dtype(dtype) and (np.dtype(dtype).kind in "iub" or np.dtype(dtype) == np.float16):
+        dtype = np.dtype(dtype)  # token ids, bytes, masks; half precision (only casts take it)
     else:
         dtype = check_float_dtype(dtype)
     if name is not None and not isinstance(name, str):
@@ -142,6 +142,7 @@ class Node:
         self.layer = layer
         self.inputs = list(inputs)
         self.takes_list = takes_list
+        self.name = None  # e.g. the ONNX node it was imported from: run-time errors name it
         try:
             spec = self.infer([t.spec for t in self.inputs])
         except (ValueError, TypeError) as exc:
@@ -159,6 +160,10 @@ class Node:
         if layer.whole_tensors:
             return layer.output_spec(specs if self.takes_list else specs[0])
         dtype = layer.dtype if layer.dtype is not None else specs[0].dtype
+        floats = (np.float32, np.float64)
+        if not layer.passes_through and any(spec.dtype not in floats for spec in specs):
+            found = ", ".join(sorted({spec.dtype.name for spec in specs if spec.dtype not in floats}))
+            raise ValueError(f"{type(layer).__name__} takes float32 and float64 tensors, got {found}")
         if any(spec.shape is None for spec in specs):
             return TensorSpec(None, dtype)
         if any(len(spec.shape) == 0 for spec in specs):
@@ -168,8 +173,16 @@ class Node:
         return TensorSpec((specs[0].shape[0],) + tuple(None if s is None else int(s) for s in shape), dtype)
 
     def apply(self, step, values):
-        """``step(values)`` in the call form of this node: a list or the one value."""
-        return step(values if self.takes_list else values[0])
+        """``step(values)`` in the call form of this node: a list or the one value. A named node's
+        ``ValueError`` (inputs that do not fit, seen when the model runs) names the node."""
+        if self.name is None:
+            return step(values if self.takes_list else values[0])
+        try:
+            return step(values if self.takes_list else values[0])
+        except ValueError as exc:
+            shapes = [tuple(v.shape) for v in values]
+            raise ValueError(f"{type(self.layer).__name__} node {self.name!r} (inputs of shapes "
+                             f"{shapes if self.takes_list else shapes[0]}): {exc}") from None
 
 
 def call_layer(layer, inputs):

@@ -537,3 +537,25 @@ def matmul_loops(a, b):
     if b.ndim == 1:
         out = out[..., 0]
     return out
+
+
+def pad_loops(x, pairs, mode, value=0.0):
+    """Pad with ``pairs`` ((before, after) per axis, first axis first) by computing, for every output
+    entry, the input entry it copies (crops for negative amounts)."""
+    out_shape = [n + b + a for n, (b, a) in zip(x.shape, pairs)]
+    out = np.empty(out_shape, x.dtype)
+    for index in np.ndindex(*out_shape):
+        source = []
+        for i, n, (before, _) in zip(index, x.shape, pairs):
+            j = i - before
+            if mode == "edge":
+                j = min(max(j, 0), n - 1)
+            elif mode == "wrap":
+                j %= n
+            elif mode == "reflect":
+                while not 0 <= j < n:
+                    j = -j if j < 0 else 2 * (n - 1) - j
+            source.append(j)
+        inside = all(0 <= j < n for j, n in zip(source, x.shape))
+        out[index] = x[tuple(source)] if inside else value
+    return out

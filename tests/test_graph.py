@@ -331,7 +331,8 @@ def test_bad_graphs_are_refused_clearly():
     with pytest.raises(ValueError, match="positive integers"):
         cnnlab.Input((0, 4))
     with pytest.raises(TypeError, match="dtype"):
-        cnnlab.Input((2,), dtype="int32")
+        cnnlab.Input((2,), dtype="complex64")
+    assert cnnlab.Input((2,), dtype="int32").dtype == np.int32  # token ids, bytes
     with pytest.raises(RuntimeError, match="forward"):
         cnnlab.Model(x, L.ReLU()(x)).backward(np.ones((1, 2, 4, 4)))
 

@@ -215,3 +215,31 @@ def test_a_slice_of_computed_bounds_is_refused_naming_the_node():
                   [helper.make_tensor_value_info("y", FLOAT, ["n", 4])])
     with pytest.raises(NotImplementedError, match="Slice node 'cut'.*starts must be a constant"):
         cnnlab.onnx.load(proto)
+
+
+@pytest.mark.parametrize("mode, opset", [("constant", 17), ("reflect", 17), ("edge", 17), ("wrap", 19)])
+def test_pad_matches_onnxruntime(mode, opset, tmp_path):
+    nodes = [constant("pads", [0, 0, 1, 2, 0, 0, 2, 1], np.int64), constant("value", np.float32(0.25)),
+             helper.make_node("Pad", ["x", "pads", "value"] if mode == "constant" else ["x", "pads"], ["y"], mode=mode)]
+    proto = model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 2, 4, 5])],
+                  [helper.make_tensor_value_info("y", FLOAT, ["n", 2, 7, 8])], opset=opset)
+    run_both(proto, {"x": RNG.standard_normal((2, 2, 4, 5)).astype(np.float32)}, tmp_path)
+
+
+def test_an_equal_split_of_a_run_time_axis_and_one_dimensional_pooling(tmp_path):
+    nodes = [helper.make_node("Split", ["x"], ["a", "b", "c"], axis=2, num_outputs=3),
+             helper.make_node("MaxPool", ["a"], ["pa"], kernel_shape=[2], strides=[1], pads=[1, 0]),
+             helper.make_node("AveragePool", ["c"], ["pc"], kernel_shape=[2], auto_pad="SAME_UPPER"),
+             helper.make_node("Concat", ["pa", "b", "pc"], ["y"], axis=2)]
+    proto = model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 2, "l"])],
+                  [helper.make_tensor_value_info("y", FLOAT, ["n", 2, "m"])], opset=18)
+    for length in (7, 9, 10):
+        run_both(proto, {"x": RNG.standard_normal((2, 2, length)).astype(np.float32)},
+                 tmp_path if length == 9 else None)
+
+
+def test_softmax_over_the_first_axis():
+    nodes = [helper.make_node("Softmax", ["x"], ["s"], axis=0), helper.make_node("LogSoftmax", ["s"], ["y"], axis=0)]
+    proto = model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 3])],
+                  [helper.make_tensor_value_info("y", FLOAT, ["n", 3])])
+    run_both(proto, {"x": RNG.standard_normal((4, 3)).astype(np.float32)})

@@ -117,7 +117,6 @@ def test_squeeze_unsqueeze_expand_cast_where():
     (lambda: F.expand(np.ones(3), [2]), ValueError, "does not broadcast"),
     (lambda: F.reduce(np.ones(3), "median"), ValueError, "op must be one of"),
     (lambda: F.reduce(np.ones(3), "mean", [3]), ValueError, "axis 3"),
-    (lambda: F.reduce(np.ones((0, 2)), "max", [0]), ValueError, "size 0"),
     (lambda: F.matmul(np.ones((2, 3)), np.ones((2, 3))), ValueError, "last axis"),
     (lambda: F.where(np.array([1, 0]), np.ones(2), np.ones(2)), TypeError, "condition must be boolean"),
     (lambda: L.Arithmetic("plus"), ValueError, "op must be one of"),
@@ -126,6 +125,12 @@ def test_squeeze_unsqueeze_expand_cast_where():
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_empty_reductions_give_the_identity():
+    assert F.reduce(np.ones((0, 2)), "max", [0]).tolist() == [-np.inf, -np.inf]
+    assert F.reduce(np.ones((0, 2)), "min", [0], keepdims=True).tolist() == [[np.inf, np.inf]]
+    assert F.reduce(np.ones((0, 2)), "sum", [0]).tolist() == [0, 0]
 
 
 def test_integer_division_truncates_toward_zero_as_onnx():
@@ -226,3 +231,60 @@ def test_gpu_arrays_give_the_host_results():
     np.testing.assert_allclose(host(F.matmul(gpu, cnnlab.to_device(x.transpose(0, 2, 1)))),
                                F.matmul(x, x.transpose(0, 2, 1)), rtol=1e-5)
     np.testing.assert_array_equal(host(F.expand(gpu[:, :1], [2, 3, 4])), F.expand(x[:, :1], [2, 3, 4]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 4), min_size=1, max_size=3), st.sampled_from(["constant", "reflect", "edge", "wrap"]),
+       st.data())
+def test_pad_is_the_loop_reference_and_differentiates(shape, mode, data):
+    x = RNG.standard_normal(shape)
+    count = data.draw(st.integers(1, len(shape)))
+    pairs = []
+    for axis in range(len(shape) - count, len(shape)):
+        low = -(shape[axis] - 1) // 2 if mode == "constant" else 0
+        high = shape[axis] - 1 if mode == "reflect" else 3
+        pairs.append((data.draw(st.integers(low, high)), data.draw(st.integers(low, high))))
+    flat = [v for pair in reversed(pairs) for v in pair]  # PyTorch's order: the last axis first
+    out = F.pad(x, flat, mode, 0.5)
+    full = [(0, 0)] * (len(shape) - count) + pairs
+    np.testing.assert_array_equal(out, naive.pad_loops(x, full, mode, 0.5))
+    assert L.Pad(flat, mode, 0.5).output_spec(cnnlab.symbolic.TensorSpec(tuple(shape), x.dtype)).shape == out.shape
+    upstream = RNG.standard_normal(out.shape)
+    grad = F.pad_backward(upstream, x.shape, flat, mode)
+    numeric = naive.numeric_gradient(lambda: float(np.sum(F.pad(x, flat, mode, 0.5) * upstream)), x)
+    np.testing.assert_allclose(grad, numeric, atol=1e-6)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: F.pad(np.ones((2, 3)), [1]), ValueError, "even number"),
+    (lambda: F.pad(np.ones((2, 3)), [1, 1, 1, 1, 1, 1]), ValueError, "at most 2 axes"),
+    (lambda: F.pad(np.ones(3), [3, 0], "reflect"), ValueError, "less than the axis size"),
+    (lambda: F.pad(np.ones(3), [1, 1], "mirror"), ValueError, "mode must be one of"),
+    (lambda: F.pad(np.ones(3), [1.5, 1]), TypeError, "pad must hold integers"),
+    (lambda: F.pad(np.ones(3), [-2, -2]), ValueError, "crops"),
+])
+def test_pad_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_pad_speaks_pytorchs_mode_names():
+    x = np.arange(4.0)
+    np.testing.assert_array_equal(F.pad(x, [2, 1], "replicate"), F.pad(x, [2, 1], "edge"))
+    np.testing.assert_array_equal(F.pad(x, [2, 1], "circular"), F.pad(x, [2, 1], "wrap"))
+
+
+@pytest.mark.parametrize("size, parts", [(7, 3), (9, 3), (4, 4), (5, 2)])
+def test_chunk_parts_cover_the_axis_as_onnx_split(size, parts):
+    x = RNG.standard_normal((2, size))
+    pieces = [L.Chunk(1, parts, k).forward(x) for k in range(parts)]
+    np.testing.assert_array_equal(np.concatenate(pieces, axis=1), x)
+    step = -(-size // parts)
+    assert [p.shape[1] for p in pieces] == [min(step, size - k * step) for k in range(parts)]
+    layer = L.Chunk(1, parts, parts - 1)
+    out = layer.forward(x, training=True)
+    upstream = RNG.standard_normal(out.shape)
+    numeric = naive.numeric_gradient(lambda: float(np.sum(layer.forward(x) * upstream)), x)
+    np.testing.assert_allclose(layer.backward(upstream), numeric, atol=1e-8)
+    with pytest.raises(ValueError, match="index must lie"):
+        L.Chunk(1, parts, parts)

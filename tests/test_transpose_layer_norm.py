@@ -140,9 +140,12 @@ def test_a_convnext_block_from_onnx_matches_onnxruntime_and_exports_back(tmp_pat
         np.testing.assert_allclose(exported.run(None, {"x": x})[0], model(x), rtol=1e-4, atol=1e-5)
 
 
-def test_transpose_of_the_batch_axis_is_refused():
+def test_transpose_of_the_batch_axis_matches_onnxruntime():
+    ort = pytest.importorskip("onnxruntime")
     node = helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2, 3], name="swap")
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    with pytest.raises(NotImplementedError, match="ONNX Transpose node 'swap': perm=.1, 0, 2, 3. moves the batch"):
-        cnnlab.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, "n", 4, 4])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = RNG.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    expected = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_array_equal(cnnlab.onnx.load(proto).graph.forward([x])[0], expected[0])

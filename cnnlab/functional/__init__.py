@@ -91,6 +91,8 @@ from .indexing import (
                          expand,
                          gather,
                          gather_backward,
+                         pad,
+                         pad_backward,
                          slice,
                          slice_backward,
                          squeeze,
@@ -181,5 +183,5 @@ __all__ = [
     "interpolate",
     "sqrt", "exp", "log", "erf", "reciprocal", "abs", "neg", "floor", "ceil", "gelu",
     "subtract", "divide", "power", "maximum", "minimum",
-    "slice", "gather", "squeeze", "unsqueeze", "expand", "cast", "where", "reduce", "matmul",
+    "slice", "gather", "squeeze", "unsqueeze", "expand", "cast", "where", "reduce", "matmul", "pad",
 ]

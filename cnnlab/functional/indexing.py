@@ -1,7 +1,8 @@
 """Ops that select, reshape and combine arrays of any rank and dtype (floats, integer shapes and
 indices, booleans), as ONNX and NumPy define them: :func:`slice`, :func:`gather`,
-:func:`squeeze`, :func:`unsqueeze`, :func:`expand`, :func:`cast`, :func:`where`, and the
-gradient helpers :func:`slice_backward`, :func:`gather_backward`, :func:`sum_to_shape`.
+:func:`squeeze`, :func:`unsqueeze`, :func:`expand`, :func:`cast`, :func:`where`, :func:`pad`
+(constant, reflect, edge, wrap), and the gradients :func:`slice_backward`, :func:`gather_backward`,
+:func:`pad_backward`, :func:`sum_to_shape`.
 
 They move data and compute nothing, so NumPy's own indexing does the work: no kernel pair. A GPU
 array is brought to the host, and the result sent back (these ops are a network's bookkeeping;
@@ -19,7 +20,7 @@ from ..device import is_gpu_array, to_device, to_host
 from ..types import Array, DTypeLike
 
 __all__ = ["slice", "slice_backward", "gather", "gather_backward", "squeeze", "unsqueeze", "expand",
-           "sum_to_shape", "cast", "where", "on_host"]
+           "sum_to_shape", "cast", "where", "pad", "pad_backward", "PAD_MODES", "on_host"]
 
 
 def on_host(function):
@@ -223,3 +224,102 @@ def where(condition: Array, a: Array, b: Array) -> Array:
     if condition.dtype != np.bool_:
         raise TypeError(f"condition must be boolean, got dtype {condition.dtype}")
     return np.where(condition, _array("a", a), _array("b", b))
+
+
+PAD_MODES = ("constant", "reflect", "edge", "wrap")
+_PAD_ALIASES = {"replicate": "edge", "circular": "wrap"}
+
+
+def _pad_pairs(pad, rank):
+    """``pad`` (PyTorch's order: (before, after) pairs from the last axis backwards) as
+    ``{axis: (before, after)}``."""
+    if isinstance(pad, (str, bytes)) or not isinstance(pad, (Sequence, np.ndarray)):
+        raise TypeError(f"pad must be a sequence of integers, got {pad!r}")
+    pad = list(np.asarray(pad).reshape(-1)) if isinstance(pad, np.ndarray) else list(pad)
+    if any(isinstance(p, bool) or not isinstance(p, (int, np.integer)) for p in pad):
+        raise TypeError(f"pad must hold integers, got {pad!r}")
+    if len(pad) % 2 or len(pad) // 2 > rank:
+        raise ValueError(f"pad must hold an even number of values, two per axis for at most {rank} axes, got {pad}")
+    return {rank - 1 - k: (int(pad[2 * k]), int(pad[2 * k + 1])) for k in range(len(pad) // 2)}
+
+
+def _pad_mode(mode):
+    mode = _PAD_ALIASES.get(mode, mode)
+    if mode not in PAD_MODES:
+        raise ValueError(f"mode must be one of {', '.join(PAD_MODES + tuple(_PAD_ALIASES))}, got {mode!r}")
+    return mode
+
+
+def _source_indices(size, before, after, mode):
+    """For each output position along an axis, the input position it copies (-1: the fill value)."""
+    positions = np.arange(-before, size + after)
+    if mode == "constant":
+        return np.where((positions >= 0) & (positions < size), positions, -1)
+    if size == 0:
+        raise ValueError(f"mode={mode!r} cannot pad an empty axis")
+    if mode == "edge":
+        return np.clip(positions, 0, size - 1)
+    if mode == "wrap":
+        return positions % size
+    if max(before, after) >= size:
+        raise ValueError(f"mode='reflect' pads by less than the axis size ({size}), got {before} and {after}")
+    period = 2 * (size - 1) if size > 1 else 1
+    folded = np.abs(positions) % period
+    return np.where(folded < size, folded, period - folded)
+
+
+@on_host
+def pad(x: Array, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Array:
+    """Pad ``x`` (``torch.nn.functional.pad``; ONNX ``Pad``): ``pad`` holds (before, after) pairs
+    for the last axes, last axis first; a negative amount crops.
+
+    Parameters
+    ----------
+    x : array of any rank and dtype
+    pad : sequence of int
+        ``(left, right)`` pads the last axis, ``(left, right, top, bottom)`` the last two, ...
+    mode : {'constant', 'reflect', 'edge', 'wrap'}
+        Also PyTorch's names ``'replicate'`` (edge) and ``'circular'`` (wrap). ``'reflect'``
+        mirrors without repeating the edge (``[1 2 3]`` → ``[3 2 | 1 2 3 | 2 1]``) and pads by
+        less than the axis size.
+    value : float
+        The fill value of ``'constant'``.
+
+    Returns
+    -------
+    array
+        A new array.
+    """
+    x = _array("x", x)
+    mode = _pad_mode(mode)
+    out = x
+    for axis, (before, after) in sorted(_pad_pairs(pad, x.ndim).items()):
+        if -(before + after) > out.shape[axis] or min(before, after) < -out.shape[axis]:
+            raise ValueError(f"pad crops axis {axis} of size {out.shape[axis]} by more than its size")
+        index = _source_indices(out.shape[axis], before, after, mode)
+        taken = np.take(out, np.maximum(index, 0), axis=axis) if out.shape[axis] else \
+            np.zeros(out.shape[:axis] + (len(index),) + out.shape[axis + 1:], out.dtype)
+        if mode == "constant" and (index < 0).any():
+            shape = [1] * out.ndim
+            shape[axis] = len(index)
+            taken = np.where((index < 0).reshape(shape), np.asarray(value, dtype=out.dtype), taken)
+        out = taken
+    return np.array(out)
+
+
+def pad_backward(grad_out: Array, input_shape: Sequence[int], pad: Sequence[int], mode: str = "constant") -> Array:
+    """Gradient of :func:`pad`: each output entry's gradient added to the input entry it copies."""
+    gpu = is_gpu_array(grad_out)
+    grad = to_host(grad_out) if gpu else np.asarray(grad_out)
+    mode = _pad_mode(mode)
+    pairs = _pad_pairs(pad, len(input_shape))
+    sizes = list(input_shape)
+    for axis, (before, after) in sorted(pairs.items(), reverse=True):
+        index = _source_indices(sizes[axis], before, after, mode)
+        moved = np.moveaxis(grad, axis, 0)
+        summed = np.zeros((sizes[axis],) + moved.shape[1:], grad.dtype)
+        keep = index >= 0
+        np.add.at(summed, index[keep], moved[keep])
+        grad = np.moveaxis(summed, 0, axis)
+    grad = np.ascontiguousarray(grad)
+    return to_device(grad) if gpu else grad

@@ -65,14 +65,22 @@ def reduce(x: Array, op: str = "mean", axes: int | Sequence[int] | None = None, 
     -------
     array
         The reduction; an empty reduction (an axis of size 0) gives ONNX's identity: 0 for
-        sums, 1 for a product, NaN for a mean, and a ``ValueError`` for max and min.
+        sums, 1 for a product, NaN for a mean, -inf for max and +inf for min.
     """
     _check_op(op)
     x = np.asarray(x)
     axes = reduction_axes(axes, x.ndim)
-    if op in ("max", "min") and any(x.shape[a] == 0 for a in axes):
-        raise ValueError(f"reduce {op} over an axis of size 0 has no value")
     keep = bool(keepdims)
+    if op in ("max", "min") and any(x.shape[a] == 0 for a in axes):  # ONNX: the identity, -inf or +inf
+        shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape)) if keep else \
+            tuple(s for i, s in enumerate(x.shape) if i not in axes)
+        if x.dtype.kind == "f":
+            identity = -np.inf if op == "max" else np.inf
+        elif x.dtype.kind == "b":
+            identity = op == "min"
+        else:
+            identity = np.iinfo(x.dtype).min if op == "max" else np.iinfo(x.dtype).max
+        return np.full(shape, identity, x.dtype)
     if op in ("mean", "sum", "max", "min", "prod"):
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.asarray(getattr(np, op)(x, axis=axes, keepdims=keep))

@@ -31,11 +31,13 @@ from .elementwise import (
 )
 from .indexing import (
                        Cast,
+                       Chunk,
                        Concat,
                        ConstantOfShape,
                        DynamicReshape,
                        Expand,
                        Gather,
+                       Pad,
                        Range,
                        Shape,
                        Slice,
@@ -60,5 +62,5 @@ __all__ = [
     "Sqrt", "Exp", "Log", "Erf", "Reciprocal", "Abs", "Neg", "Floor", "Ceil", "GELU", "Subtract", "Divide", "Power",
     "Maximum", "Minimum", "ElementwiseConstant",
     "Shape", "Cast", "Slice", "Gather", "Squeeze", "Unsqueeze", "Concat", "Expand", "DynamicReshape",
-    "ConstantOfShape", "Range", "Tile", "Where", "Arithmetic", "Reduce", "MatMul",
+    "ConstantOfShape", "Range", "Tile", "Pad", "Chunk", "Where", "Arithmetic", "Reduce", "MatMul",
 ]

@@ -206,7 +206,7 @@ def known_value(spec: Any) -> np.ndarray | None:
     return None if spec.value is None else np.asarray(spec.value, dtype=object)
 
 
-class WholeTensorLayer(Layer):
+class WholeTensorLayer(Layer, register=False):
     """A layer on whole tensors of any rank and dtype (see ``whole_tensors``), whose operands
     may be constants: ``constants`` maps an operand's position to its array, and the node's
     inputs fill the other positions in order. The constants are kept as buffers (saved with

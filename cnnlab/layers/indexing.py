@@ -2,7 +2,7 @@
 axes of attention tensors. :class:`Shape` reads a tensor's shape as an int64 vector while the
 model runs, and :class:`Cast`, :class:`Slice`, :class:`Gather`, :class:`Squeeze`,
 :class:`Unsqueeze`, :class:`Concat`, :class:`Expand`, :class:`DynamicReshape`,
-:class:`ConstantOfShape`, :class:`Range`, :class:`Tile` and :class:`Where` take such vectors as well as
+:class:`ConstantOfShape`, :class:`Range`, :class:`Tile`, :class:`Pad` and :class:`Where` take such vectors as well as
 feature maps. Their axes count the batch axis (as ONNX's and PyTorch's do); each infers what it
 can of its output's shape, and of the value of a small integer tensor, before the model runs.
 """
@@ -15,7 +15,7 @@ from .. import functional as F
 from ..device import is_gpu_array, to_device
 from ..functional.indexing import expanded_shape, slice_geometry
 from ..symbolic import TensorSpec
-from ..types import Array, DTypeLike, Sequence
+from ..types import Any, Array, DTypeLike, Sequence
 from .base import WholeTensorLayer, known_value, reshape_array
 
 
@@ -65,7 +65,7 @@ class Shape(WholeTensorLayer):
     def forward(self, x: Array, training: bool = False) -> Array:
         return np.array(tuple(x.shape)[self.start:self.end], dtype=np.int64)
 
-    def output_spec(self, x):
+    def output_spec(self, x: Any) -> TensorSpec:
         if x.shape is None:
             return TensorSpec(None, np.dtype(np.int64))
         dims = x.shape[self.start:self.end]
@@ -91,7 +91,7 @@ class Cast(WholeTensorLayer):
         source = self._need_saved()
         return F.cast(grad_out, source) if source.kind == "f" else None
 
-    def output_spec(self, x):
+    def output_spec(self, x: Any) -> TensorSpec:
         value = known_value(x)
         if value is not None and self.to.kind in "iub":
             value = evaluate(lambda v: [None if e is None else self.to.type(e) for e in v.reshape(-1)], value)
@@ -128,7 +128,7 @@ class Slice(WholeTensorLayer):
     def backward(self, grad_out: Array) -> Array:
         return F.slice_backward(grad_out, self._need_saved(), self.starts, self.ends, self.axes, self.steps)
 
-    def output_spec(self, x):
+    def output_spec(self, x: Any) -> TensorSpec:
         if x.shape is None:
             return TensorSpec(None, x.dtype)
         index = self._geometry(tuple(1 if s is None else s for s in x.shape))
@@ -151,17 +151,17 @@ class Gather(WholeTensorLayer):
         super().__init__(constants)
         self.axis = int(axis)
 
-    def forward(self, inputs, training: bool = False) -> Array:
+    def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         data, indices = self.operands(inputs)
         if training:
             self.saved = (tuple(data.shape), indices)
         return F.gather(data, indices, self.axis)
 
-    def backward(self, grad_out: Array) -> list:
+    def backward(self, grad_out: Array) -> list[Array | None]:
         shape, indices = self._need_saved()
         return self.input_gradients([F.gather_backward(grad_out, shape, indices, self.axis), None])
 
-    def output_spec(self, specs):
+    def output_spec(self, specs: Any) -> TensorSpec:
         data, indices = self.operand_specs(specs)
         if data.shape is None or indices.shape is None:
             return TensorSpec(None, data.dtype)
@@ -191,7 +191,7 @@ class Squeeze(WholeTensorLayer):
     def backward(self, grad_out: Array) -> Array:
         return reshape_array(grad_out, self._need_saved())
 
-    def output_spec(self, x):
+    def output_spec(self, x: Any) -> TensorSpec:
         if x.shape is None:
             return TensorSpec(None, x.dtype)
         rank = len(x.shape)
@@ -229,7 +229,7 @@ class Unsqueeze(WholeTensorLayer):
     def backward(self, grad_out: Array) -> Array:
         return reshape_array(grad_out, self._need_saved())
 
-    def output_spec(self, x):
+    def output_spec(self, x: Any) -> TensorSpec:
         if x.shape is None:
             return TensorSpec(None, x.dtype)
         rank = len(x.shape) + len(self.axes)
@@ -253,7 +253,7 @@ class Concat(WholeTensorLayer):
         super().__init__(constants)
         self.axis = int(axis)
 
-    def forward(self, inputs, training: bool = False) -> Array:
+    def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         arrays = self.operands(inputs)
         if training:
             self.saved = [int(a.shape[self.axis]) for a in arrays]
@@ -261,13 +261,13 @@ class Concat(WholeTensorLayer):
             raise ValueError(f"Concat joins tensors of one dtype, got {[np.dtype(a.dtype).name for a in arrays]}")
         return F.indexing.on_host(lambda *a: np.concatenate(a, axis=self.axis))(*arrays)
 
-    def backward(self, grad_out: Array) -> list:
+    def backward(self, grad_out: Array) -> list[Array | None]:
         sizes = self._need_saved()
         bounds = np.cumsum([0] + sizes)
         grads = [F.slice(grad_out, [int(lo)], [int(hi)], [self.axis]) for lo, hi in zip(bounds[:-1], bounds[1:])]
         return self.input_gradients(grads)
 
-    def output_spec(self, specs):
+    def output_spec(self, specs: Any) -> TensorSpec:
         specs = self.operand_specs(specs)
         if any(s.shape is None for s in specs):
             return TensorSpec(None, specs[0].dtype)
@@ -305,16 +305,16 @@ class Expand(WholeTensorLayer):
     def __init__(self, constants: dict | None = None) -> None:
         super().__init__(constants)
 
-    def forward(self, inputs, training: bool = False) -> Array:
+    def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         x, shape = self.operands(inputs)
         if training:
             self.saved = tuple(x.shape)
         return F.expand(x, F.indexing.on_host(np.asarray)(shape))
 
-    def backward(self, grad_out: Array) -> list:
+    def backward(self, grad_out: Array) -> list[Array | None]:
         return self.input_gradients([F.sum_to_shape(grad_out, self._need_saved()), None])
 
-    def output_spec(self, specs):
+    def output_spec(self, specs: Any) -> TensorSpec:
         x, shape = self.operand_specs(specs)
         target = None if shape.value is None else _target_shape(shape.value)
         if target is None and shape.shape is not None and shape.shape[0] is not None:
@@ -377,17 +377,17 @@ class DynamicReshape(WholeTensorLayer):
         super().__init__(constants)
         self.allowzero = bool(allowzero)
 
-    def forward(self, inputs, training: bool = False) -> Array:
+    def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         x, shape = self.operands(inputs)
         target = [int(s) for s in F.indexing.on_host(np.asarray)(shape).reshape(-1)]
         if training:
             self.saved = tuple(x.shape)
         return reshape_array(x, resolve_reshape(tuple(x.shape), target, self.allowzero))
 
-    def backward(self, grad_out: Array) -> list:
+    def backward(self, grad_out: Array) -> list[Array | None]:
         return self.input_gradients([reshape_array(grad_out, self._need_saved()), None])
 
-    def output_spec(self, specs):
+    def output_spec(self, specs: Any) -> TensorSpec:
         x, shape = self.operand_specs(specs)
         if shape.shape is None or len(shape.shape) != 1:
             raise ValueError(f"the shape operand must be a vector, got shape {shape.shape}")
@@ -414,7 +414,7 @@ class ConstantOfShape(WholeTensorLayer):
     def forward(self, shape: Array, training: bool = False) -> Array:
         return np.full(tuple(int(s) for s in np.asarray(shape).reshape(-1)), self.value, self.fill_dtype)
 
-    def output_spec(self, shape):
+    def output_spec(self, shape: Any) -> TensorSpec:
         if shape.value is not None:
             return TensorSpec(tuple(_target_shape(shape.value)), self.fill_dtype)
         return TensorSpec(None if shape.shape is None or shape.shape[0] is None else (None,) * shape.shape[0],
@@ -433,11 +433,11 @@ class Range(WholeTensorLayer):
     def __init__(self, constants: dict | None = None) -> None:
         super().__init__(constants)
 
-    def forward(self, inputs, training: bool = False) -> Array:
+    def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         start, limit, delta = (np.asarray(v) for v in self.operands(inputs))
         return np.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
 
-    def output_spec(self, specs):
+    def output_spec(self, specs: Any) -> TensorSpec:
         start, limit, delta = self.operand_specs(specs)
         values = [known_value(s) for s in (start, limit, delta)]
         if any(v is not None and None in v.reshape(-1) for v in values):
@@ -457,13 +457,13 @@ class Where(WholeTensorLayer):
     def __init__(self, constants: dict | None = None) -> None:
         super().__init__(constants)
 
-    def forward(self, inputs, training: bool = False) -> Array:
+    def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         condition, a, b = self.operands(inputs)
         if training:
             self.saved = (condition, tuple(a.shape), tuple(b.shape))
         return F.where(condition, a, b)
 
-    def backward(self, grad_out: Array) -> list:
+    def backward(self, grad_out: Array) -> list[Array | None]:
         condition, a_shape, b_shape = self._need_saved()
         grad = F.indexing.on_host(np.asarray)(grad_out)
         mask = np.asarray(condition)
@@ -471,7 +471,7 @@ class Where(WholeTensorLayer):
                  F.sum_to_shape(np.where(mask, 0, grad).astype(grad.dtype), b_shape)]
         return self.input_gradients(grads)
 
-    def output_spec(self, specs):
+    def output_spec(self, specs: Any) -> TensorSpec:
         condition, a, b = self.operand_specs(specs)
         value = evaluate(lambda c, x, y: np.where(c.astype(bool), x, y), known_value(condition), known_value(a),
                          known_value(b))
@@ -490,7 +490,7 @@ class Tile(WholeTensorLayer):
     def __init__(self, constants: dict | None = None) -> None:
         super().__init__(constants)
 
-    def forward(self, inputs, training: bool = False) -> Array:
+    def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         x, repeats = self.operands(inputs)
         repeats = [int(r) for r in F.indexing.on_host(np.asarray)(repeats).reshape(-1)]
         if len(repeats) != len(x.shape) or min(repeats, default=0) < 0:
@@ -500,14 +500,14 @@ class Tile(WholeTensorLayer):
             self.saved = (tuple(x.shape), repeats)
         return F.indexing.on_host(lambda a: np.tile(a, repeats))(x)
 
-    def backward(self, grad_out: Array) -> list:
+    def backward(self, grad_out: Array) -> list[Array | None]:
         shape, repeats = self._need_saved()
         grad = F.indexing.on_host(np.asarray)(grad_out)
         split = [n for pair in zip(repeats, shape) for n in pair]
         summed = np.ascontiguousarray(grad.reshape(split).sum(axis=tuple(range(0, 2 * len(shape), 2))))
         return self.input_gradients([to_device(summed) if is_gpu_array(grad_out) else summed, None])
 
-    def output_spec(self, specs):
+    def output_spec(self, specs: Any) -> TensorSpec:
         x, repeats = self.operand_specs(specs)
         if x.shape is None:
             return TensorSpec(None, x.dtype)
@@ -516,3 +516,81 @@ class Tile(WholeTensorLayer):
 
     def config(self) -> dict:
         return dict(constants=self.constants_config())
+
+
+class Pad(WholeTensorLayer):
+    """Pad the last axes (:func:`cnnlab.functional.pad`, PyTorch's ``F.pad`` order: the last axis
+    first; a negative amount crops): ``'constant'`` with ``value``, ``'reflect'``, ``'edge'``
+    or ``'wrap'``."""
+
+    def __init__(self, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> None:
+        super().__init__()
+        self.pad = _ints("pad", pad)
+        if len(self.pad) % 2:
+            raise ValueError(f"pad must hold two values per axis, got {self.pad}")
+        F.pad(np.zeros(1), [0, 0], mode)  # checks the mode's name
+        self.mode = {"replicate": "edge", "circular": "wrap"}.get(mode, mode)  # PyTorch's names
+        self.value = float(value)
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        if training:
+            self.saved = tuple(x.shape)
+        return F.pad(x, self.pad, self.mode, self.value)
+
+    def backward(self, grad_out: Array) -> Array:
+        return F.pad_backward(grad_out, self._need_saved(), self.pad, self.mode)
+
+    def output_spec(self, x: Any) -> TensorSpec:
+        if x.shape is None:
+            return TensorSpec(None, x.dtype)
+        if len(self.pad) // 2 > len(x.shape) or len(self.pad) % 2:
+            raise ValueError(f"pad {self.pad} holds two values per axis for at most {len(x.shape)} axes")
+        shape = list(x.shape)
+        for k in range(len(self.pad) // 2):
+            axis = len(shape) - 1 - k
+            if shape[axis] is not None:
+                shape[axis] += self.pad[2 * k] + self.pad[2 * k + 1]
+        return TensorSpec(tuple(shape), x.dtype)
+
+    def config(self) -> dict:
+        return dict(pad=self.pad, mode=self.mode, value=self.value)
+
+
+class Chunk(WholeTensorLayer):
+    """Part ``index`` of ``parts`` near-equal parts along ``axis`` (``torch.chunk``; ONNX's
+    ``Split`` into equal parts): parts of ``ceil(size / parts)`` entries, the last one shorter,
+    for an axis whose size is known only when the model runs."""
+
+    def __init__(self, axis: int, parts: int, index: int) -> None:
+        super().__init__()
+        self.axis, self.parts, self.index = int(axis), int(parts), int(index)
+        if not 0 <= self.index < self.parts:
+            raise ValueError(f"index must lie in [0, parts), got {index} of {parts}")
+
+    def _bounds(self, size):
+        part = -(-size // self.parts)
+        return min(self.index * part, size), min((self.index + 1) * part, size)
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        start, end = self._bounds(int(x.shape[self.axis]))
+        if training:
+            self.saved = tuple(x.shape)
+        return F.slice(x, [start], [end], [self.axis])
+
+    def backward(self, grad_out: Array) -> Array:
+        shape = self._need_saved()
+        start, end = self._bounds(shape[self.axis])
+        return F.slice_backward(grad_out, shape, [start], [end], [self.axis])
+
+    def output_spec(self, x: Any) -> TensorSpec:
+        if x.shape is None:
+            return TensorSpec(None, x.dtype)
+        shape = list(x.shape)
+        axis = self.axis % len(shape)
+        if shape[axis] is not None:
+            start, end = self._bounds(shape[axis])
+            shape[axis] = end - start
+        return TensorSpec(tuple(shape), x.dtype)
+
+    def config(self) -> dict:
+        return dict(axis=self.axis, parts=self.parts, index=self.index)

@@ -12,7 +12,7 @@ from ..device import is_gpu_array
 from ..functional.resize import resize_codes, resize_geometry
 from ..shapes import is_known, known_size
 from ..symbolic import TensorSpec
-from ..types import Array, Sequence
+from ..types import Any, Array, Sequence
 from .base import Layer, reshape_array
 
 
@@ -115,7 +115,7 @@ class Transpose(Layer):
     def backward(self, grad_out: Array) -> Array:
         return F.transpose_backward(grad_out, self.perm)
 
-    def output_spec(self, x):
+    def output_spec(self, x: Any) -> TensorSpec:
         if x.shape is None:
             return TensorSpec(None, x.dtype)
         if len(x.shape) != len(self.perm):

@@ -12,7 +12,7 @@ from ..device import is_gpu_array, to_device, to_host
 from ..functional.indexing import on_host
 from ..functional.reduce import reduction_axes
 from ..symbolic import TensorSpec
-from ..types import Array, Sequence
+from ..types import Any, Array, Sequence
 from .base import WholeTensorLayer, known_value
 from .indexing import broadcast_dims, evaluate
 
@@ -79,13 +79,13 @@ class Arithmetic(WholeTensorLayer):
         super().__init__(constants)
         self.op = op
 
-    def forward(self, inputs, training: bool = False) -> Array:
+    def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         a, b = self.operands(inputs)
         if training:
             self.saved = (a, b)
         return on_host(lambda x, y: np.asarray(OPERATIONS[self.op][0](x, y)))(a, b)
 
-    def backward(self, grad_out: Array) -> list:
+    def backward(self, grad_out: Array) -> list[Array | None]:
         a, b = self._need_saved()
         if self.op not in DIFFERENTIABLE:
             raise ValueError(f"Arithmetic({self.op!r}) has no gradient")
@@ -95,7 +95,7 @@ class Arithmetic(WholeTensorLayer):
                  for g, v in zip(_gradients(self.op, a_host, b_host, grad), (a_host, b_host))]
         return self.input_gradients([to_device(g) if gpu else g for g in grads])
 
-    def output_spec(self, specs):
+    def output_spec(self, specs: Any) -> TensorSpec:
         a, b = self.operand_specs(specs)
         function, compares = OPERATIONS[self.op]
         dtype = np.dtype(bool) if compares else np.result_type(a.dtype, b.dtype)
@@ -131,7 +131,7 @@ class Reduce(WholeTensorLayer):
         x, out = self._need_saved()
         return F.reduce_backward(x, out, grad_out, self.op, self.axes, self.keepdims)
 
-    def output_spec(self, x):
+    def output_spec(self, x: Any) -> TensorSpec:
         if x.shape is None:
             return TensorSpec(None, x.dtype)
         axes = set(reduction_axes(self.axes, len(x.shape)))
@@ -153,17 +153,17 @@ class MatMul(WholeTensorLayer):
     def __init__(self, constants: dict | None = None) -> None:
         super().__init__(constants)
 
-    def forward(self, inputs, training: bool = False) -> Array:
+    def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         a, b = self.operands(inputs)
         if training:
             self.saved = (a, b)
         return F.matmul(a, b)
 
-    def backward(self, grad_out: Array) -> list:
+    def backward(self, grad_out: Array) -> list[Array | None]:
         a, b = self._need_saved()
         return self.input_gradients(list(F.matmul_backward(a, b, grad_out)))
 
-    def output_spec(self, specs):
+    def output_spec(self, specs: Any) -> TensorSpec:
         a, b = self.operand_specs(specs)
         if a.shape is None or b.shape is None:
             return TensorSpec(None, np.result_type(a.dtype, b.dtype))

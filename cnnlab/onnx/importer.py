@@ -18,15 +18,18 @@ if TYPE_CHECKING:
     from ..model import Model
 import numpy as np
 
+from ..symbolic import SymbolicTensor
 from . import ops  # noqa: F401  (registers the converters)
 from .registry import Unsupported, find, onnx_module
 
 __all__ = ["load", "MIN_OPSET"]
 
-MIN_OPSET = 11
+MIN_OPSET = 7  # older ops' converters are registered by the opset they start at; a node a converter
+# does not know (an attribute of an older version) is refused by name
 _DTYPES = {1: np.float32, 11: np.float64}  # onnx.TensorProto.FLOAT, DOUBLE
 #: integer and boolean graph inputs (token ids, bytes, masks), by onnx.TensorProto number
-_OTHER_DTYPES = {2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_}
+_OTHER_DTYPES = {2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16,
+                 4: np.uint16, 12: np.uint32, 13: np.uint64}
 
 
 def _model_proto(source):
@@ -63,6 +66,7 @@ class ImportContext:
                 self.uses[name] = self.uses.get(name, 0) + 1
         for output in graph.output:
             self.uses[output.name] = self.uses.get(output.name, 0) + 1
+        self.graph_outputs = {output.name for output in graph.output}
         self.foldable = {}  # tensor name -> the layer whose bias/scale a following Add/Mul may absorb
         self.static_batch = None  # the graph inputs' batch size when the file fixes it
 
@@ -125,9 +129,9 @@ def _graph_inputs(onnx, graph, constants):
             raise Unsupported(f"ONNX graph input {value.name!r}: dtype {name}; cnnlab imports float, "
                               "integer and boolean inputs")
         dims = list(tensor_type.shape.dim)
-        if len(dims) < 2:
-            raise Unsupported(f"ONNX graph input {value.name!r}: rank {len(dims)}; cnnlab needs a batch "
-                              "axis and at least one more")
+        if not dims:  # a scalar (a bound, a count): no batch axis
+            inputs.append((value.name, {**_DTYPES, **_OTHER_DTYPES}[tensor_type.elem_type], None))
+            continue
         # an axis without a fixed size (symbolic, e.g. 'height') is known only when the model runs
         sample = [int(dim.dim_value) if dim.HasField("dim_value") and dim.dim_value > 0 else None for dim in dims[1:]]
         inputs.append((value.name, {**_DTYPES, **_OTHER_DTYPES}[tensor_type.elem_type], tuple(sample)))
@@ -199,17 +203,21 @@ def load(source: str | os.PathLike | bytes | Any) -> Model:
     graph = proto.graph
     constants = {t.name for t in graph.initializer}
     declared = _graph_inputs(onnx, graph, constants)
-    dtypes = {dtype for _, dtype, _ in declared if np.dtype(dtype).kind == "f"}
+    dtypes = {dtype for _, dtype, shape in declared if np.dtype(dtype) in (np.float32, np.float64) and shape is not None}
     if len(dtypes) > 1:
         raise Unsupported("ONNX graph inputs mix FLOAT and DOUBLE; cnnlab models have one float dtype")
     dtype = dtypes.pop() if dtypes else _float_dtype_of(graph)
     context = ImportContext(onnx, graph, opset, dtype)
     batches = {value.type.tensor_type.shape.dim[0].dim_value for value in graph.input
-               if value.name not in constants and value.type.tensor_type.shape.dim[0].dim_value > 0}
+               if value.name not in constants and value.type.tensor_type.shape.dim
+               and value.type.tensor_type.shape.dim[0].dim_value > 0}
     context.static_batch = batches.pop() if len(batches) == 1 else None  # a file exported with batch 1
     inputs = []
     for name, input_dtype, shape in declared:
-        tensor = cnnlab.Input(shape, dtype=np.dtype(input_dtype).name, name=name)
+        if shape is None:
+            tensor = SymbolicTensor(None, input_dtype, name=name, shape=())
+        else:
+            tensor = cnnlab.Input(shape, dtype=np.dtype(input_dtype).name, name=name)
         context.tensors[name] = tensor
         inputs.append(tensor)
     for node in graph.node:
@@ -253,6 +261,9 @@ def load(source: str | os.PathLike | bytes | Any) -> Model:
                 continue
             store = context.constants if isinstance(results[index], np.ndarray) else context.tensors
             store[name] = results[index]
+            made = getattr(results[index], "node", None)
+            if made is not None and made.name is None:  # run-time errors name the ONNX node
+                made.name = f"{node.op_type} {node.name or name}"
     outputs = []
     for value in graph.output:
         if value.name in context.tensors:
@@ -262,4 +273,9 @@ def load(source: str | os.PathLike | bytes | Any) -> Model:
                               "cnnlab models compute every output from their inputs")
     if not inputs:
         raise Unsupported("the ONNX graph has no input besides its initializers")
+    used = cnnlab.graph.Graph.used_inputs(inputs, outputs)
+    for tensor in inputs:
+        if id(tensor) not in used:
+            raise Unsupported(f"ONNX graph input {tensor.name!r} reaches no output (cnnlab reads only its dtype "
+                              "or nothing); cnnlab models use every input")
     return cnnlab.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0])

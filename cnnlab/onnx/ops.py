@@ -246,7 +246,16 @@ def layer_normalization(ctx, x, scale, bias=None, *, axis=-1, epsilon=1e-5, stas
     layer.params["weight"][...] = np.broadcast_to(scale, normalized)
     if bias is not None:
         layer.params["bias"][...] = np.broadcast_to(ctx.weights(bias, "B"), normalized)
-    return layer(x)
+    if not any(ctx.uses.get(name) for name in ctx.node.output[1:]):
+        return layer(x)
+    # the optional Mean and InvStdDev outputs, from the same axes (reductions keep them as 1s)
+    axes = list(range(first, rank))
+    mean = L.Reduce("mean", axes, keepdims=True)(x)
+    centred = L.Arithmetic("subtract")([x, mean])
+    variance = L.Reduce("mean", axes, keepdims=True)(L.Arithmetic("multiply")([centred, centred]))
+    shifted = L.Arithmetic("add", constants={1: np.array(epsilon, ctx.dtype)})([variance])
+    inverse = L.Arithmetic("power", constants={1: np.array(-0.5, ctx.dtype)})([shifted])
+    return layer(x), mean, inverse
 
 
 @converter("Resize", since=10)
@@ -366,8 +375,6 @@ def _softmax_axis(ctx, x, axis):
     if ctx.opset < 13 and axis != rank - 1:
         ctx.fail(f"axis={axis} before opset 13 means softmax over the flattened trailing axes, which "
                  "cnnlab does not implement")
-    if axis == 0:
-        ctx.fail("axis=0 is the batch axis")
     return axis
 
 
@@ -394,8 +401,15 @@ def log_softmax(ctx, x, *, axis=None):
 # ----------------------------------------------------------------------------- pooling
 
 
-def _pool(ctx, x, layer_type, kernel_shape, strides, pads, auto_pad, dilations=None, ceil_mode=0, **options):
+def pool_layer(ctx, x, layer_type, kernel_shape, strides, pads, auto_pad, dilations=None, ceil_mode=0, **options):
     x = ctx.tensor(x, "X")
+    if x.shape is not None and len(x.shape) == 3:  # (N, C, L) pools as (N, C, 1, L)
+        def widen(values, fill):
+            return None if values is None else [fill] + [int(v) for v in values]
+        pads = None if pads is None else [0, int(pads[0]), 0, int(pads[1])]
+        wide = pool_layer(ctx, L.Unsqueeze([2])(x), layer_type, widen(kernel_shape, 1), widen(strides, 1), pads,
+                          auto_pad, widen(dilations, 1), ceil_mode, **options)
+        return L.Squeeze([2])(wide)
     _spatial(ctx, x)
     kernel = _pair(ctx, kernel_shape, "kernel_shape", 1)
     strides = _pair(ctx, strides, "strides", 1)
@@ -418,7 +432,7 @@ def max_pool(ctx, x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_s
              storage_order=0, strides=None):
     if storage_order:
         ctx.fail("storage_order=1 (column-major indices) is not supported")
-    return _pool(ctx, x, L.MaxPool2D, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode), None
+    return pool_layer(ctx, x, L.MaxPool2D, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode), None
 
 
 @converter("AveragePool", since=1)
@@ -428,7 +442,7 @@ def average_pool(ctx, x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0,
         ctx.fail(f"dilations={dilations} for average pooling are not supported")
     padded = pads is not None and any(pads) or auto_pad in ("SAME_UPPER", "SAME_LOWER")
     options = {"count_include_pad": bool(count_include_pad)} if padded or ceil_mode else {}
-    return _pool(ctx, x, L.AvgPool2D, kernel_shape, strides, pads, auto_pad, None, ceil_mode, **options)
+    return pool_layer(ctx, x, L.AvgPool2D, kernel_shape, strides, pads, auto_pad, None, ceil_mode, **options)
 
 
 @converter("LpPool", since=11)
@@ -436,7 +450,7 @@ def lp_pool(ctx, x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_sh
             strides=None):
     if p != 2:
         ctx.fail(f"p={p}: cnnlab's LPPool2D is the L2 norm (p=2)")
-    return _pool(ctx, x, L.LPPool2D, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode)
+    return pool_layer(ctx, x, L.LPPool2D, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode)
 
 
 @converter("GlobalAveragePool")

@@ -41,17 +41,18 @@ def _float_model_tensor(ctx, value):
     return not isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.shape is not None
 
 
-def _needs_general(ctx, values):
+def _needs_general(ctx, values, both_ways=False):
     """Whether an element-wise node is beyond the float kernels' layers: an integer or boolean
     operand, two tensors of different ranks, a constant that varies along the first axis or has
-    more axes than the tensor."""
+    more axes than the tensor, or (for the layers of ``Add`` and ``Mul``, unless ``both_ways``)
+    two tensors neither of which has the result's shape."""
     tensors = [v for v in values if not isinstance(v, np.ndarray)]
     if not all(_float_model_tensor(ctx, t) for t in tensors):
         return True
     ranks = {len(t.shape) for t in tensors}
     if len(ranks) > 1:
         return True
-    if len(tensors) > 1 and broadcast_dims(*[t.shape for t in tensors]) not in [t.shape for t in tensors]:
+    if len(tensors) > 1 and not both_ways and broadcast_dims(*[t.shape for t in tensors]) not in [t.shape for t in tensors]:
         return True  # the kernels' layers take operands one of which has the result's shape
     rank = ranks.pop()
     for value in values:
@@ -63,9 +64,13 @@ def _needs_general(ctx, values):
     return rank == 0
 
 
-def _arithmetic(op, fast):
+def _arithmetic(op, fast, both_ways):
     def convert(ctx, a, b):
-        if _needs_general(ctx, (a, b)):
+        for value in (a, b):
+            if np.dtype(value.dtype).kind == "b":
+                ctx.fail(f"a{' constant' if isinstance(value, np.ndarray) else 'n'} operand of dtype bool; "
+                         f"{ctx.node.op_type} takes numbers")
+        if _needs_general(ctx, (a, b), both_ways):
             values = [np.asarray(v, dtype=ctx.dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
                       for v in (a, b)]
             return _general(L.Arithmetic, values, op=op)
@@ -74,9 +79,27 @@ def _arithmetic(op, fast):
     return convert
 
 
-for _op_type, _op, _fast in (("Add", "add", ops.add), ("Mul", "multiply", ops.mul), ("Sub", "subtract", elementwise.sub),
-                             ("Div", "divide", elementwise.div), ("Pow", "power", elementwise.pow_)):
-    converter(_op_type, since=7)(_arithmetic(_op, _fast))
+for _op_type, _op, _fast, _both in (("Add", "add", ops.add, False), ("Mul", "multiply", ops.mul, False),
+                                    ("Sub", "subtract", elementwise.sub, True), ("Div", "divide", elementwise.div, True),
+                                    ("Pow", "power", elementwise.pow_, True)):
+    converter(_op_type, since=7)(_arithmetic(_op, _fast, _both))
+
+
+def _variadic(op, fast):
+    """Max and Min: the element-wise layers' path (kernels, constants folded into one), unless an
+    operand is beyond it; then a chain of :class:`~cnnlab.layers.Arithmetic` of any dtype."""
+    def convert(ctx, *inputs):
+        if len(inputs) < 2 or not _needs_general(ctx, inputs, both_ways=True):
+            return fast(ctx, *inputs)
+        out = _general(L.Arithmetic, inputs[:2], op=op)
+        for other in inputs[2:]:
+            out = _general(L.Arithmetic, (out, other), op=op)
+        return out
+    return convert
+
+
+converter("Max", since=8)(_variadic("maximum", elementwise.max_))
+converter("Min", since=8)(_variadic("minimum", elementwise.min_))
 
 
 def _comparison(op):
@@ -110,7 +133,7 @@ def where(ctx, condition, a, b):
 def shape(ctx, x, *, start=0, end=None):
     x = ctx.tensor(x, "data")
     known = None if x.shape is None else x.shape[start:end]
-    if known is not None and None not in known:
+    if known is not None and None not in known and ctx.node.output[0] not in ctx.graph_outputs:
         return np.array(known, dtype=np.int64)  # a constant: the sizes are fixed in the file
     return L.Shape(start, end)(x)
 
@@ -138,6 +161,8 @@ def cast(ctx, x, *, to, saturate=1, round_mode="up"):
 @converter("CastLike", since=15)
 def cast_like(ctx, x, like, *, saturate=1, round_mode="up"):
     dtype = like.dtype
+    if np.dtype(dtype) not in [np.dtype(d) for d in _ONNX_DTYPES.values()]:
+        ctx.fail(f"a cast to {np.dtype(dtype)}: cnnlab casts to the float, integer and bool types only")
     if np.dtype(dtype) == x.dtype:
         return L.Identity()(ctx.tensor(x, "input"))
     return L.Cast(dtype)(ctx.tensor(x, "input"))
@@ -166,12 +191,15 @@ def _split_sizes(ctx, x, axis, split, outputs):
         return [int(s) for s in split]
     size = None if x.shape is None else x.shape[axis]
     if size is None:
-        ctx.fail("a split into equal parts of an axis whose size is known only when the model runs")
+        return None  # equal parts of a size known only when the model runs: Chunk layers
     part = -(-size // outputs)
     return [min(part, size - k * part) for k in range(outputs)]
 
 
 def _split_outputs(ctx, x, axis, sizes):
+    if sizes is None:
+        count = len(ctx.node.output)
+        return tuple(L.Chunk(axis, count, k)(x) for k in range(count))
     bounds = np.cumsum([0] + sizes)
     return tuple(L.Slice([int(lo)], [int(hi)], [axis])(x) for lo, hi in zip(bounds[:-1], bounds[1:]))
 
@@ -181,6 +209,8 @@ def split(ctx, x, split=None, *, axis=0, num_outputs=None):
     x = ctx.tensor(x, "input")
     sizes = _split_sizes(ctx, x, axis, None if split is None else ctx.constant(split, "split").reshape(-1),
                          num_outputs or len(ctx.node.output))
+    if sizes is None and num_outputs is not None and num_outputs != len(ctx.node.output):
+        ctx.fail(f"num_outputs={num_outputs} with {len(ctx.node.output)} outputs")
     return _split_outputs(ctx, x, axis, sizes)
 
 
@@ -275,6 +305,143 @@ def tile(ctx, x, repeats):
     return _general(L.Tile, (x, repeats))
 
 
+@converter("Pad", since=11)
+def pad(ctx, x, pads, constant_value=None, axes=None, *, mode="constant"):
+    """ONNX's pads ``[begin of each axis..., end of each axis...]`` as PyTorch's pairs, last axis first."""
+    x = ctx.tensor(x, "data")
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        ctx.fail(f"mode={mode!r} is not an ONNX value")
+    pads = _ints(ctx, pads, "pads")
+    rank = None if x.shape is None else len(x.shape)
+    axes = list(range(len(pads) // 2)) if axes is None else [a % rank for a in _ints(ctx, axes, "axes")]
+    if rank is None or len(pads) != 2 * len(axes):
+        ctx.fail(f"pads={pads} must hold a begin and an end for each padded axis")
+    value = 0.0 if constant_value is None else float(np.asarray(ctx.constant(constant_value, "constant_value")))
+    by_axis = {a: (pads[i], pads[i + len(axes)]) for i, a in enumerate(axes)}
+    first = min(by_axis) if by_axis else rank
+    pairs = [p for axis in range(rank - 1, first - 1, -1) for p in by_axis.get(axis, (0, 0))]
+    return L.Pad(pairs, mode, value)(x)
+
+
+@converter("Pad", since=2)
+def pad_2(ctx, x, *, pads, mode="constant", value=0.0):
+    return pad(ctx, x, np.asarray(pads, dtype=np.int64), np.asarray(value, dtype=np.float32), mode=mode)
+
+
+@converter("Flatten", since=1)
+def flatten(ctx, x, *, axis=1):
+    """``axis=1``: :class:`~cnnlab.layers.Flatten`; any other axis: a reshape to
+    ``(prod(shape[:axis]), -1)`` computed from the input's shape."""
+    x = ctx.tensor(x, "input")
+    rank = None if x.shape is None else len(x.shape)
+    if axis == 1 or rank is None:
+        return ops.flatten(ctx, x, axis=axis)
+    axis %= rank if axis < 0 else rank + 1
+    head = L.Reduce("prod", None, keepdims=True)(L.Slice([0], [axis])(L.Shape()(x))) if axis else None
+    if head is None:
+        return L.DynamicReshape(constants={1: np.array([1, -1], np.int64)})([x])
+    target = L.Concat(0, constants={1: np.array([-1], np.int64)})([head])
+    return L.DynamicReshape()([x, target])
+
+
+@converter("Gemm", since=7)
+def gemm(ctx, a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
+    """A tensor times constant weights with a per-output bias: :class:`~cnnlab.layers.Dense` (what
+    :func:`cnnlab.onnx.ops.gemm` builds); anything else as ``alpha * A' B' + beta * C`` of
+    whole-tensor layers."""
+    plain = isinstance(b, np.ndarray) and not isinstance(a, np.ndarray) and not transA \
+        and (c is None or (isinstance(c, np.ndarray) and np.asarray(c).size in (1, np.asarray(b).shape[0 if transB else 1])))
+    if plain:
+        return ops.gemm(ctx, a, b, c, alpha=alpha, beta=beta, transA=transA, transB=transB)
+    values = [np.asarray(v, dtype=ctx.dtype) if isinstance(v, np.ndarray) else v for v in (a, b, c)]
+    a, b, c = values
+    if transA:
+        a = a.T if isinstance(a, np.ndarray) else L.Transpose((1, 0))(a)
+    if transB:
+        b = b.T if isinstance(b, np.ndarray) else L.Transpose((1, 0))(b)
+    out = _general(L.MatMul, (a, b))
+    if alpha != 1:
+        out = L.Arithmetic("multiply", constants={1: np.array(alpha, ctx.dtype)})([out])
+    if c is not None:
+        if beta != 1:
+            c = c * beta if isinstance(c, np.ndarray) else L.Arithmetic(
+                "multiply", constants={1: np.array(beta, ctx.dtype)})([c])
+        out = _general(L.Arithmetic, (out, c), op="add")
+    return out
+
+
+@converter("LayerNormalization", since=17)
+def layer_normalization(ctx, x, scale, bias=None, *, axis=-1, epsilon=1e-5, stash_type=1):
+    """:class:`~cnnlab.layers.LayerNorm` over trailing axes of known sizes after the first axis
+    (:func:`cnnlab.onnx.ops.layer_normalization`); any other axis as its formula of
+    whole-tensor layers."""
+    x = ctx.tensor(x, "X")
+    rank = None if x.shape is None else len(x.shape)
+    first = None if rank is None or not -rank <= axis < rank else axis % rank
+    if first is None:
+        ctx.fail(f"axis={axis} is outside the input's axes")
+    if first > 0 and None not in x.shape[first:] and isinstance(scale, np.ndarray) \
+            and (bias is None or isinstance(bias, np.ndarray)):
+        return ops.layer_normalization(ctx, x, scale, bias, axis=axis, epsilon=epsilon, stash_type=stash_type)
+    axes = list(range(first, rank))
+    mean = L.Reduce("mean", axes, keepdims=True)(x)
+    centred = L.Arithmetic("subtract")([x, mean])
+    variance = L.Reduce("mean", axes, keepdims=True)(L.Arithmetic("multiply")([centred, centred]))
+    shifted = L.Arithmetic("add", constants={1: np.array(epsilon, ctx.dtype)})([variance])
+    inverse = L.Arithmetic("power", constants={1: np.array(-0.5, ctx.dtype)})([shifted])
+    scale = np.asarray(scale, ctx.dtype) if isinstance(scale, np.ndarray) else scale
+    out = _general(L.Arithmetic, (L.Arithmetic("multiply")([centred, inverse]), scale), op="multiply")
+    if bias is not None:
+        out = _general(L.Arithmetic, (out, np.asarray(bias, ctx.dtype) if isinstance(bias, np.ndarray) else bias),
+                       op="add")
+    return out, mean, inverse
+
+
+@converter("Dropout", since=12)
+def dropout(ctx, x, ratio=None, training_mode=None, *, seed=None):
+    """Inference: the input, and a mask of ones when the mask output is read."""
+    out, _ = ops.dropout(ctx, x, ratio, training_mode, seed=seed)
+    if not ctx.uses.get(ctx.node.output[1] if len(ctx.node.output) > 1 else ""):
+        return out, None
+    mask = L.ConstantOfShape(True, dtype="bool")(L.Shape()(x))
+    return out, mask
+
+
+@converter("Clip", since=11)
+def clip(ctx, x, low=None, high=None):
+    """Float tensors: the clip kernel (:func:`cnnlab.onnx.ops.clip`); integers, or bounds computed
+    while the model runs: maximum then minimum."""
+    x = ctx.tensor(x, "input")
+    if x.dtype in (np.float32, np.float64) and not any(v is not None and not isinstance(v, np.ndarray)
+                                                       for v in (low, high)):
+        return ops.clip(ctx, x, low, high)
+    out = x
+    if low is not None:
+        out = _general(L.Arithmetic, (out, np.asarray(low, x.dtype) if isinstance(low, np.ndarray) else low),
+                       op="maximum")
+    if high is not None:
+        out = _general(L.Arithmetic, (out, np.asarray(high, x.dtype) if isinstance(high, np.ndarray) else high),
+                       op="minimum")
+    return out if out is not x else L.Identity()(x)
+
+
+@converter("LpPool", since=11)
+def lp_pool(ctx, x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=None, p=2, pads=None,
+            strides=None):
+    """p = 2: :class:`~cnnlab.layers.LPPool2D`; any other p as ``(k · avg_pool(|x|^p))^(1/p)`` (the
+    zero padding counted, as ONNX's sum over the window)."""
+    if p == 2:
+        return ops.lp_pool(ctx, x, auto_pad=auto_pad, ceil_mode=ceil_mode, dilations=dilations,
+                           kernel_shape=kernel_shape, p=p, pads=pads, strides=strides)
+    x = ctx.tensor(x, "X")
+    powered = L.Arithmetic("power", constants={1: np.array(float(p), ctx.dtype)})([L.Abs()(x)])
+    window = ops.pool_layer(ctx, powered, L.AvgPool2D, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode,
+                       count_include_pad=True)
+    area = float(np.prod(kernel_shape))
+    summed = L.Arithmetic("multiply", constants={1: np.array(area, ctx.dtype)})([window])
+    return L.Arithmetic("power", constants={1: np.array(1.0 / p, ctx.dtype)})([summed])
+
+
 # ----------------------------------------------------------------------------- export
 
 
@@ -317,6 +484,18 @@ def _slice(ctx, layer, inputs, output, shapes):
     if layer.steps is not None:
         names.append(_ints_constant(ctx, layer.steps, "steps"))
     return ctx.node("Slice", names, output)
+
+
+@exporter(L.Chunk)
+def _chunk(ctx, layer, inputs, output, shapes):
+    """Part ``index`` of an equal split (opset 18's num_outputs): the other parts go unused."""
+    names = [output if k == layer.index else ctx.name("unused") for k in range(layer.parts)]
+    ctx.nodes.append(ctx.onnx.helper.make_node("Split", list(inputs), names, name=output, axis=layer.axis,
+                                               num_outputs=layer.parts))
+    return output
+
+
+_chunk.opset = 18
 
 
 @exporter(L.Squeeze, L.Unsqueeze)
@@ -370,3 +549,19 @@ def _reduce_export(ctx, layer, inputs, output, shapes):
         return ctx.node("ReduceSum", names, output, keepdims=int(layer.keepdims))
     options = {} if layer.axes is None else dict(axes=list(layer.axes))
     return ctx.node(_REDUCE[layer.op], inputs, output, keepdims=int(layer.keepdims), **options)
+
+
+@exporter(L.Pad)
+def _pad_export(ctx, layer, inputs, output, shapes):
+    """PyTorch's pairs (last axis first) as ONNX's begins then ends, for the padded axes."""
+    count = len(layer.pad) // 2
+    axes = list(range(len(shapes[0]) + 1 - count, len(shapes[0]) + 1))  # the last axes of (N, *sample)
+    begins = [layer.pad[2 * (count - 1 - k)] for k in range(count)]
+    ends = [layer.pad[2 * (count - 1 - k) + 1] for k in range(count)]
+    names = [inputs[0], _ints_constant(ctx, [0] * (axes[0]) + begins + [0] * axes[0] + ends, "pads")]
+    if layer.mode == "constant":
+        names.append(ctx.constant(np.array(layer.value), "value"))
+    return ctx.node("Pad", names, output, mode=layer.mode)
+
+
+_pad_export.opset = lambda layer: 19 if layer.mode == "wrap" else OPSET
