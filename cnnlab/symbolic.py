@@ -159,9 +159,11 @@ class Node:
         layer = self.layer
         if layer.whole_tensors:
             return layer.output_spec(specs if self.takes_list else specs[0])
+        if layer.passes_through and not self.takes_list:
+            return specs[0]  # any tensor, as it is
         dtype = layer.dtype if layer.dtype is not None else specs[0].dtype
         floats = (np.float32, np.float64)
-        if not layer.passes_through and any(spec.dtype not in floats for spec in specs):
+        if not layer.any_dtype and any(spec.dtype not in floats for spec in specs):
             found = ", ".join(sorted({spec.dtype.name for spec in specs if spec.dtype not in floats}))
             raise ValueError(f"{type(layer).__name__} takes float32 and float64 tensors, got {found}")
         if any(spec.shape is None for spec in specs):

@@ -145,7 +145,8 @@ def test_imported_network_fine_tunes():
      [("x", [1, 1, 4, 4])], "storage_order=1"),
     ([helper.make_node("Relu", ["x"], ["y"], name="r", unknown_thing=3)], [("x", [1, 2])],
      "attribute\\(s\\) unknown_thing"),
-    ([helper.make_node("Flatten", ["x"], ["y"], name="f", axis=2)], [("x", [1, 2, 3, 4])], "axis=2"),
+    ([helper.make_node("Resize", ["x", "", "s"], ["y"], name="z", mode="cubic")], [("x", [1, 2, 3, 4]), ("s", [4])],
+     "Resize node 'z': .*cubic"),
 ])
 def test_unsupported_nodes_are_refused_by_name(nodes, inputs, what):
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],

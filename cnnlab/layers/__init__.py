@@ -34,6 +34,7 @@ from .indexing import (
                        Chunk,
                        Concat,
                        ConstantOfShape,
+                       DynamicPad,
                        DynamicReshape,
                        Expand,
                        Gather,
@@ -51,7 +52,7 @@ from .merge import Add, Bias, Concatenate, Multiply, Scale
 from .normalization import BatchNorm2D, GroupNorm, LayerNorm
 from .pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, LPPool2D, MaxPool2D, MedianPool2D, MinPool2D
 from .tensor import Flatten, Identity, Reshape, Resize, Transpose
-from .tensor_math import Arithmetic, MatMul, Reduce
+from .tensor_math import Arithmetic, Function, MatMul, Reduce
 
 __all__ = [
     "Layer", "Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "MinPool2D", "MedianPool2D", "LPPool2D",
@@ -62,5 +63,5 @@ __all__ = [
     "Sqrt", "Exp", "Log", "Erf", "Reciprocal", "Abs", "Neg", "Floor", "Ceil", "GELU", "Subtract", "Divide", "Power",
     "Maximum", "Minimum", "ElementwiseConstant",
     "Shape", "Cast", "Slice", "Gather", "Squeeze", "Unsqueeze", "Concat", "Expand", "DynamicReshape",
-    "ConstantOfShape", "Range", "Tile", "Pad", "Chunk", "Where", "Arithmetic", "Reduce", "MatMul",
+    "ConstantOfShape", "Range", "Tile", "Pad", "DynamicPad", "Chunk", "Where", "Arithmetic", "Function", "Reduce", "MatMul",
 ]

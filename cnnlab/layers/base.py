@@ -52,6 +52,8 @@ class Layer:
     #: tensors): its axes count the batch axis, and it infers its output with ``output_spec``
     #: on whole shapes instead of ``output_shape`` on one sample's
     whole_tensors = False
+    #: the layer moves values without computing (a reshape): it takes tensors of any dtype
+    any_dtype = False
 
     def __init_subclass__(cls, register: bool | None = None, **kwargs):
         """Every public layer class of cnnlab registers itself in :data:`LAYER_TYPES` (what a
@@ -202,8 +204,15 @@ def reshape_array(a: Array, shape: Sequence[int]) -> Array:
 
 
 def known_value(spec: Any) -> np.ndarray | None:
-    """What is known of a tensor's value (an object array with None for unknown entries), or None."""
-    return None if spec.value is None else np.asarray(spec.value, dtype=object)
+    """What is known of a tensor's value: an object array with None for unknown entries (all of
+    them for a small integer tensor of known shape whose value is unknown, so that the entries a
+    shape computation does know survive a Concat), or None."""
+    if spec.value is not None:
+        return np.asarray(spec.value, dtype=object)
+    if spec.dtype.kind in "iu" and spec.shape is not None and None not in spec.shape \
+            and math.prod(spec.shape) <= 64:
+        return np.full(spec.shape, None, dtype=object)
+    return None
 
 
 class WholeTensorLayer(Layer, register=False):

@@ -398,7 +398,10 @@ class DynamicReshape(WholeTensorLayer):
         out = [in_shape[i] if t == 0 and not self.allowzero and i < len(in_shape) else t for i, t in enumerate(target)]
         if -1 in out:
             out[out.index(-1)] = _remaining_size(in_shape, out)
-        return TensorSpec(tuple(out), x.dtype)
+        value = known_value(x)
+        if value is not None and None not in out:
+            value = evaluate(lambda v: v.reshape(out), value)
+        return TensorSpec(tuple(out), x.dtype, value if None not in out else None)
 
     def config(self) -> dict:
         return dict(allowzero=self.allowzero, constants=self.constants_config())
@@ -594,3 +597,48 @@ class Chunk(WholeTensorLayer):
 
     def config(self) -> dict:
         return dict(axis=self.axis, parts=self.parts, index=self.index)
+
+
+def onnx_pads_to_pairs(pads):
+    """ONNX's ``[begin of each axis..., end of each axis...]`` as PyTorch's pairs, last axis first."""
+    pads = [int(p) for p in pads]
+    rank = len(pads) // 2
+    return [p for axis in range(rank - 1, -1, -1) for p in (pads[axis], pads[axis + rank])]
+
+
+class DynamicPad(WholeTensorLayer):
+    """:class:`Pad` by amounts that are an operand computed while the model runs, in ONNX's order
+    (``[begin of each axis..., end of each axis...]``, as TensorFlow's "same" padding exports)."""
+
+    takes_list = True
+
+    def __init__(self, mode: str = "constant", value: float = 0.0, constants: dict | None = None) -> None:
+        super().__init__(constants)
+        F.pad(np.zeros(1), [0, 0], mode)  # checks the mode's name
+        self.mode = {"replicate": "edge", "circular": "wrap"}.get(mode, mode)
+        self.value = float(value)
+
+    def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
+        x, pads = self.operands(inputs)
+        pairs = onnx_pads_to_pairs(F.indexing.on_host(np.asarray)(pads).reshape(-1))
+        if training:
+            self.saved = (tuple(x.shape), pairs)
+        return F.pad(x, pairs, self.mode, self.value)
+
+    def backward(self, grad_out: Array) -> list[Array | None]:
+        shape, pairs = self._need_saved()
+        return self.input_gradients([F.pad_backward(grad_out, shape, pairs, self.mode), None])
+
+    def output_spec(self, specs: Any) -> TensorSpec:
+        x, pads = self.operand_specs(specs)
+        value = known_value(pads)
+        if x.shape is None or value is None:
+            return TensorSpec(None if x.shape is None else (None,) * len(x.shape), x.dtype)
+        rank = len(x.shape)
+        amounts = _target_shape(value)
+        shape = tuple(None if s is None or amounts[i] is None or amounts[i + rank] is None
+                      else s + amounts[i] + amounts[i + rank] for i, s in enumerate(x.shape))
+        return TensorSpec(shape, x.dtype)
+
+    def config(self) -> dict:
+        return dict(mode=self.mode, value=self.value, constants=self.constants_config())

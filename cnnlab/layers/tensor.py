@@ -20,6 +20,7 @@ class Flatten(Layer):
     """``(N, ...) -> (N, prod(...))``: feature maps to the fully-connected layers."""
 
     ends_feature_extractor = True
+    any_dtype = True
 
     def forward(self, x: Array, training: bool = False) -> Array:
         if training:
@@ -40,6 +41,7 @@ class Identity(Layer):
     """Returns its input unchanged (a placeholder, or a skip path)."""
 
     passes_through = True
+    any_dtype = True
 
     def forward(self, x: Array, training: bool = False) -> Array:
         if training:
@@ -54,6 +56,8 @@ class Identity(Layer):
 class Reshape(Layer):
     """Reshape each sample to ``shape`` (the batch axis is kept); one entry may be -1, inferred
     from the others.  ``Reshape((-1,))`` is :class:`Flatten`."""
+
+    any_dtype = True
 
     def __init__(self, shape: Sequence[int]) -> None:
         super().__init__()
@@ -120,7 +124,8 @@ class Transpose(Layer):
             return TensorSpec(None, x.dtype)
         if len(x.shape) != len(self.perm):
             raise ValueError(f"Transpose{self.perm} takes tensors of {len(self.perm)} axes, got shape {x.shape}")
-        return TensorSpec(tuple(x.shape[a] for a in self.perm), x.dtype)
+        value = None if x.value is None else np.asarray(x.value, dtype=object).transpose(self.perm)
+        return TensorSpec(tuple(x.shape[a] for a in self.perm), x.dtype, value)
 
     def config(self) -> dict:
         return dict(perm=list(self.perm))

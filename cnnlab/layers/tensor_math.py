@@ -1,6 +1,7 @@
 """Math on whole tensors of any rank and dtype: :class:`Arithmetic` (NumPy's broadcasting
-arithmetic, comparisons and logic, for integer shapes as for floats), :class:`Reduce` (over any
-axes) and :class:`MatMul` (the N-d product of two tensors, attention's ``Q Kᵀ``).
+arithmetic, comparisons and logic, for integer shapes as for floats), :class:`Function` (sqrt,
+exp, floor, ceil... of any tensor), :class:`Reduce` (over any axes) and :class:`MatMul` (the N-d
+product of two tensors, attention's ``Q Kᵀ``).
 """
 
 from __future__ import annotations
@@ -178,3 +179,61 @@ class MatMul(WholeTensorLayer):
 
     def config(self) -> dict:
         return dict(constants=self.constants_config())
+
+
+def _erf(x):
+    from scipy.special import erf
+
+    return erf(x)
+
+
+#: the functions of :class:`Function` by name: (NumPy function, derivative from x and the output or
+#: None where it is 0 almost everywhere)
+FUNCTIONS = {
+    "sqrt": (np.sqrt, lambda x, y: 0.5 / y), "exp": (np.exp, lambda x, y: y), "log": (np.log, lambda x, y: 1 / x),
+    "abs": (np.abs, lambda x, y: np.sign(x)), "neg": (np.negative, lambda x, y: -np.ones_like(x)),
+    "reciprocal": (np.reciprocal, lambda x, y: -y * y), "floor": (np.floor, None), "ceil": (np.ceil, None),
+    "round": (np.round, None), "sign": (np.sign, None),
+    "erf": (_erf, lambda x, y: 2 / np.sqrt(np.pi) * np.exp(-x * x)),
+}
+
+
+class Function(WholeTensorLayer):
+    """``op(x)`` of a tensor of any rank (0-d included) and dtype, with NumPy: ``'sqrt'``,
+    ``'exp'``, ``'log'``, ``'abs'``, ``'neg'``, ``'reciprocal'``, ``'floor'``, ``'ceil'``,
+    ``'round'`` (half to even, as ONNX), ``'sign'``, ``'erf'``: the arithmetic of sizes (``ceil(H
+    / stride)`` of TensorFlow's "same" padding). :class:`Sqrt` and the rest are the kernels for
+    float feature maps."""
+
+    def __init__(self, op: str) -> None:
+        if op not in FUNCTIONS:
+            raise ValueError(f"op must be one of {', '.join(FUNCTIONS)}, got {op!r}")
+        super().__init__()
+        self.op = op
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = on_host(lambda v: np.asarray(FUNCTIONS[self.op][0](v)).astype(np.asarray(v).dtype))(x)
+        if training:
+            self.saved = (x, out)
+        return out
+
+    def backward(self, grad_out: Array) -> Array:
+        x, out = self._need_saved()
+        derivative = FUNCTIONS[self.op][1]
+        gpu = is_gpu_array(grad_out)
+        x, out, grad = (to_host(v) if is_gpu_array(v) else np.asarray(v) for v in (x, out, grad_out))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            result = np.zeros_like(grad) if derivative is None else (grad * derivative(x, out)).astype(grad.dtype)
+        return to_device(result) if gpu else result
+
+    def output_spec(self, x: Any) -> TensorSpec:
+        value = known_value(x)
+        if value is not None and None not in value.reshape(-1):
+            value = evaluate(lambda v: FUNCTIONS[self.op][0](v.astype(np.float64)).astype(object), value)
+        else:
+            value = None
+        return TensorSpec(x.shape, x.dtype, value)
+
+    def config(self) -> dict:
+        return dict(op=self.op)

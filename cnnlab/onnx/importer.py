@@ -145,6 +145,15 @@ def _float_dtype_of(graph):
     return _DTYPES[kinds.pop()] if len(kinds) == 1 else np.float32
 
 
+def _as_constant(result, foldable):
+    """A computed tensor whose value is known in full before the model runs (a shape computed
+    from sizes the file fixes) as that constant, for the converters that take constants."""
+    value = getattr(result, "value", None)
+    if not foldable or value is None or any(v is None for v in np.asarray(value, dtype=object).reshape(-1)):
+        return result
+    return np.asarray(np.asarray(value, dtype=object).tolist(), dtype=result.dtype).reshape(result.shape)
+
+
 def _fold_constant_node(onnx, node, context, opset):
     """A node whose inputs are all constants computes a constant: evaluate it with ONNX's reference
     implementation and keep the result for the layers that use it (exporters leave such chains:
@@ -251,6 +260,8 @@ def load(source: str | os.PathLike | bytes | Any) -> Model:
             context.fail(f"unexpected inputs ({exc})")
         except ValueError as exc:  # a layer refused the geometry or the shapes
             context.fail(str(exc))
+        except (IndexError, KeyError, AttributeError) as exc:  # a case no converter foresaw: refused, named
+            context.fail(f"cnnlab could not convert it ({type(exc).__name__}: {exc})")
         results = results if isinstance(results, tuple) else (results,)
         for index, name in enumerate(node.output):
             if not name:
@@ -259,8 +270,9 @@ def load(source: str | os.PathLike | bytes | Any) -> Model:
                 if context.uses.get(name):
                     context.fail(f"output {index} ({name!r}) is used, and cnnlab does not compute it")
                 continue
-            store = context.constants if isinstance(results[index], np.ndarray) else context.tensors
-            store[name] = results[index]
+            result = _as_constant(results[index], name not in context.graph_outputs)
+            store = context.constants if isinstance(result, np.ndarray) else context.tensors
+            store[name] = result
             made = getattr(results[index], "node", None)
             if made is not None and made.name is None:  # run-time errors name the ONNX node
                 made.name = f"{node.op_type} {node.name or name}"

@@ -593,7 +593,9 @@ def reshape(ctx, x, shape, *, allowzero=0):
     """A constant shape that keeps the batch axis first: :class:`~cnnlab.layers.Flatten` or
     :class:`~cnnlab.layers.Reshape` (per sample); a shape computed while the model runs, or one
     that moves the batch axis: :class:`~cnnlab.layers.DynamicReshape`."""
-    x = ctx.tensor(x, "data")
+    if isinstance(x, np.ndarray):  # a constant reshaped to a computed shape
+        data = np.asarray(x, dtype=ctx.dtype) if np.asarray(x).dtype.kind == "f" else np.asarray(x)
+        return L.DynamicReshape(bool(allowzero), constants={0: data})([shape])
     if not isinstance(shape, np.ndarray):
         return L.DynamicReshape(bool(allowzero))([x, shape])
     constant = np.asarray(shape, dtype=np.int64).reshape(-1)

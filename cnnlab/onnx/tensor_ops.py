@@ -18,7 +18,7 @@ from ..device import to_host
 from ..layers.indexing import broadcast_dims
 from . import elementwise, ops
 from .exporter import OPSET, exporter
-from .registry import converter
+from .registry import converter, find
 
 _ONNX_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
                 9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64}
@@ -57,7 +57,7 @@ def _needs_general(ctx, values, both_ways=False):
     rank = ranks.pop()
     for value in values:
         if isinstance(value, np.ndarray):
-            if value.dtype.kind not in "iuf" or value.ndim > rank or (value.ndim == rank and value.shape[0] != 1):
+            if value.dtype.kind not in "iuf" or value.ndim > rank or (value.ndim == rank > 0 and value.shape[0] != 1):
                 return True
             if broadcast_dims(tensors[0].shape, value.shape) != tensors[0].shape:
                 return True  # the constant makes the result larger than the tensor
@@ -311,6 +311,11 @@ def pad(ctx, x, pads, constant_value=None, axes=None, *, mode="constant"):
     x = ctx.tensor(x, "data")
     if mode not in ("constant", "reflect", "edge", "wrap"):
         ctx.fail(f"mode={mode!r} is not an ONNX value")
+    if not isinstance(pads, np.ndarray):  # amounts computed while the model runs (TF's "same" padding)
+        if axes is not None:
+            ctx.fail("axes with pads computed while the model runs")
+        value = 0.0 if constant_value is None else float(np.asarray(ctx.constant(constant_value, "constant_value")))
+        return L.DynamicPad(mode, value)([x, pads])
     pads = _ints(ctx, pads, "pads")
     rank = None if x.shape is None else len(x.shape)
     axes = list(range(len(pads) // 2)) if axes is None else [a % rank for a in _ints(ctx, axes, "axes")]
@@ -412,7 +417,7 @@ def clip(ctx, x, low=None, high=None):
     """Float tensors: the clip kernel (:func:`cnnlab.onnx.ops.clip`); integers, or bounds computed
     while the model runs: maximum then minimum."""
     x = ctx.tensor(x, "input")
-    if x.dtype in (np.float32, np.float64) and not any(v is not None and not isinstance(v, np.ndarray)
+    if x.dtype in (np.float32, np.float64) and x.shape and not any(v is not None and not isinstance(v, np.ndarray)
                                                        for v in (low, high)):
         return ops.clip(ctx, x, low, high)
     out = x
@@ -440,6 +445,24 @@ def lp_pool(ctx, x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_sh
     area = float(np.prod(kernel_shape))
     summed = L.Arithmetic("multiply", constants={1: np.array(area, ctx.dtype)})([window])
     return L.Arithmetic("power", constants={1: np.array(1.0 / p, ctx.dtype)})([summed])
+
+
+def _function(op, fast):
+    """A float feature map: the element-wise kernel's layer (:mod:`cnnlab.onnx.elementwise`); a 0-d
+    tensor or one of another dtype (the arithmetic of sizes): :class:`~cnnlab.layers.Function`."""
+    def convert(ctx, x):
+        x = ctx.tensor(x, "X")
+        if x.shape is not None and len(x.shape) > 0 and x.dtype in (np.float32, np.float64):
+            return fast(ctx, x)
+        return L.Function(op)(x)
+    return convert
+
+
+for _op_type, _op in (("Sqrt", "sqrt"), ("Exp", "exp"), ("Log", "log"), ("Abs", "abs"), ("Neg", "neg"),
+                      ("Reciprocal", "reciprocal"), ("Floor", "floor"), ("Ceil", "ceil"), ("Erf", "erf")):
+    converter(_op_type, since=6)(_function(_op, find(_op_type, 6)[0]))
+converter("Sign", since=9)(_function("sign", lambda ctx, x: L.Function("sign")(x)))
+converter("Round", since=11)(_function("round", lambda ctx, x: L.Function("round")(x)))
 
 
 # ----------------------------------------------------------------------------- export
@@ -514,6 +537,17 @@ def _plain(ctx, layer, inputs, output, shapes):
     return ctx.node(type(layer).__name__, _operand_names(ctx, layer, inputs), output)
 
 
+@exporter(L.DynamicPad)
+def _dynamic_pad(ctx, layer, inputs, output, shapes):
+    names = _operand_names(ctx, layer, inputs)
+    if layer.mode == "constant":
+        names.append(ctx.constant(np.array(layer.value), "value"))
+    return ctx.node("Pad", names, output, mode=layer.mode)
+
+
+_dynamic_pad.opset = lambda layer: 19 if layer.mode == "wrap" else OPSET
+
+
 @exporter(L.DynamicReshape)
 def _dynamic_reshape(ctx, layer, inputs, output, shapes):
     return ctx.node("Reshape", _operand_names(ctx, layer, inputs), output, allowzero=int(layer.allowzero))
@@ -565,3 +599,12 @@ def _pad_export(ctx, layer, inputs, output, shapes):
 
 
 _pad_export.opset = lambda layer: 19 if layer.mode == "wrap" else OPSET
+
+
+@exporter(L.Function)
+def _function_export(ctx, layer, inputs, output, shapes):
+    name = {"neg": "Neg", "abs": "Abs"}.get(layer.op, layer.op.capitalize())
+    return ctx.node(name, inputs, output)
+
+
+_function_export.opset = lambda layer: 11 if layer.op == "round" else OPSET
