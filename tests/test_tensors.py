@@ -288,3 +288,12 @@ def test_chunk_parts_cover_the_axis_as_onnx_split(size, parts):
     np.testing.assert_allclose(layer.backward(upstream), numeric, atol=1e-8)
     with pytest.raises(ValueError, match="index must lie"):
         L.Chunk(1, parts, parts)
+
+
+def test_a_model_with_casts_copies_and_moves():
+    x = cnnlab.Input((3,))
+    out = L.Cast("float32")(L.Cast("int32")(x))
+    model = cnnlab.Model(x, out)
+    copy = model.copy()
+    values = np.array([[1.7, -2.2, 3.0]], np.float32)
+    np.testing.assert_array_equal(copy.graph.forward([values])[0], [[1, -2, 3]])

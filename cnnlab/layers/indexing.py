@@ -80,12 +80,12 @@ class Cast(WholeTensorLayer):
 
     def __init__(self, dtype: DTypeLike) -> None:
         super().__init__()
-        self.to = np.dtype(dtype)
+        self.target = np.dtype(dtype)
 
     def forward(self, x: Array, training: bool = False) -> Array:
         if training:
             self.saved = np.dtype(x.dtype)
-        return F.cast(x, self.to)
+        return F.cast(x, self.target)
 
     def backward(self, grad_out: Array) -> Array:
         source = self._need_saved()
@@ -93,13 +93,13 @@ class Cast(WholeTensorLayer):
 
     def output_spec(self, x: Any) -> TensorSpec:
         value = known_value(x)
-        if value is not None and self.to.kind in "iub":
-            value = evaluate(lambda v: [None if e is None else self.to.type(e) for e in v.reshape(-1)], value)
+        if value is not None and self.target.kind in "iub":
+            value = evaluate(lambda v: [None if e is None else self.target.type(e) for e in v.reshape(-1)], value)
             value = None if value is None else value.reshape(x.shape)
-        return TensorSpec(x.shape, self.to, value)
+        return TensorSpec(x.shape, self.target, value)
 
     def config(self) -> dict:
-        return dict(dtype=self.to.name)
+        return dict(dtype=self.target.name)
 
 
 class Slice(WholeTensorLayer):

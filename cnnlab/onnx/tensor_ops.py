@@ -496,7 +496,7 @@ def _shape(ctx, layer, inputs, output, shapes):
 
 @exporter(L.Cast)
 def _cast(ctx, layer, inputs, output, shapes):
-    return ctx.node("Cast", inputs, output, to=_TO_ONNX[layer.to])
+    return ctx.node("Cast", inputs, output, to=_TO_ONNX[layer.target])
 
 
 @exporter(L.Slice)
