@@ -92,7 +92,8 @@ def reduce(x: Array, op: str = "mean", axes: int | Sequence[int] | None = None, 
         return np.asarray(np.sqrt(np.sum(x * x, axis=axes, keepdims=keep)))
     top = np.max(x, axis=axes, keepdims=True) if x.size else np.zeros([1] * x.ndim, x.dtype)
     top = np.where(np.isfinite(top), top, 0)
-    out = np.log(np.sum(np.exp(x - top), axis=axes, keepdims=True)) + top
+    with np.errstate(divide="ignore"):  # an empty reduction: log(0) = -inf, ONNX's identity
+        out = np.log(np.sum(np.exp(x - top), axis=axes, keepdims=True)) + top
     return out if keep else out.reshape([s for i, s in enumerate(out.shape) if i not in axes])
 
 
