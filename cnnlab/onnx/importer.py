@@ -180,14 +180,14 @@ def load(source: str | os.PathLike | bytes | Any) -> Model:
     Parameters
     ----------
     source : path, bytes or onnx.ModelProto
-        An ONNX model of opset 11 or newer whose ops cnnlab implements
+        An ONNX model of opset 7 or newer whose ops cnnlab implements
         (``docs/onnx.md`` lists them with their attributes).
 
     Returns
     -------
     cnnlab.Model
-        Its inputs are the graph inputs that are not initializers, in graph order (the batch
-        axis may be symbolic); its outputs the graph outputs. Initializers become the layers'
+        Its inputs are the graph inputs that are not initializers, in graph order (any axis
+        may be symbolic; integer inputs stay integers); its outputs the graph outputs. Initializers become the layers'
         parameters (trainable: an imported network fine-tunes), constant inputs and
         ``Constant`` nodes are folded into the layers that use them.
 
@@ -210,6 +210,36 @@ def load(source: str | os.PathLike | bytes | Any) -> Model:
         raise Unsupported(f"ONNX opset {opset}: cnnlab reads opset {MIN_OPSET} and newer (convert the "
                           "file with onnx.version_converter.convert_version(model, 13))")
     graph = proto.graph
+    context, inputs = _context_and_inputs(onnx, graph, opset)
+    for node in graph.node:
+        context.node = node
+        if node.domain not in ("", "ai.onnx"):
+            context.fail(f"domain {node.domain!r}; cnnlab implements the default ONNX domain only")
+        if node.input and all(name == "" or name in context.constants for name in node.input):
+            _fold_constant_node(onnx, node, context, opset)
+            continue
+        _store_results(context, node, _convert_node(onnx, context, node, opset))
+    outputs = []
+    for value in graph.output:
+        if value.name in context.tensors:
+            outputs.append(context.tensors[value.name])
+        else:
+            raise Unsupported(f"ONNX graph output {value.name!r} is a constant or is not computed; "
+                              "cnnlab models compute every output from their inputs")
+    if not inputs:
+        raise Unsupported("the ONNX graph has no input besides its initializers")
+    used = cnnlab.graph.Graph.used_inputs(inputs, outputs)
+    for tensor in inputs:
+        if id(tensor) not in used:
+            raise Unsupported(f"ONNX graph input {tensor.name!r} reaches no output (cnnlab reads only its dtype "
+                              "or nothing); cnnlab models use every input")
+    return cnnlab.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0])
+
+
+def _context_and_inputs(onnx, graph, opset):
+    """The import context, and a symbolic tensor for each graph input that is not an initializer."""
+    import cnnlab
+
     constants = {t.name for t in graph.initializer}
     declared = _graph_inputs(onnx, graph, constants)
     dtypes = {dtype for _, dtype, shape in declared if np.dtype(dtype) in (np.float32, np.float64) and shape is not None}
@@ -229,65 +259,52 @@ def load(source: str | os.PathLike | bytes | Any) -> Model:
             tensor = cnnlab.Input(shape, dtype=np.dtype(input_dtype).name, name=name)
         context.tensors[name] = tensor
         inputs.append(tensor)
-    for node in graph.node:
-        context.node = node
-        if node.domain not in ("", "ai.onnx"):
-            context.fail(f"domain {node.domain!r}; cnnlab implements the default ONNX domain only")
-        if node.input and all(name == "" or name in context.constants for name in node.input):
-            _fold_constant_node(onnx, node, context, opset)
-            continue
-        function, names = find(node.op_type, opset)
-        if function is None:
-            context.fail("cnnlab has no converter for this op type (docs/onnx.md lists the supported ops)")
-        attributes = _attributes(onnx, node)
-        unknown = sorted(set(attributes) - names)
-        if unknown:
-            context.fail(f"attribute(s) {', '.join(unknown)} not supported")
-        arguments = []
-        for name in node.input:
-            if name == "":
-                arguments.append(None)
-            elif name in context.constants:
-                arguments.append(context.constants[name])
-            elif name in context.tensors:
-                arguments.append(context.tensors[name])
-            else:
-                context.fail(f"input {name!r} is neither a graph input, an initializer nor an earlier "
-                             "node's output")
-        try:
-            results = function(context, *arguments, **attributes)
-        except TypeError as exc:
-            context.fail(f"unexpected inputs ({exc})")
-        except ValueError as exc:  # a layer refused the geometry or the shapes
-            context.fail(str(exc))
-        except (IndexError, KeyError, AttributeError) as exc:  # a case no converter foresaw: refused, named
-            context.fail(f"cnnlab could not convert it ({type(exc).__name__}: {exc})")
-        results = results if isinstance(results, tuple) else (results,)
-        for index, name in enumerate(node.output):
-            if not name:
-                continue
-            if index >= len(results) or results[index] is None:
-                if context.uses.get(name):
-                    context.fail(f"output {index} ({name!r}) is used, and cnnlab does not compute it")
-                continue
-            result = _as_constant(results[index], name not in context.graph_outputs)
-            store = context.constants if isinstance(result, np.ndarray) else context.tensors
-            store[name] = result
-            made = getattr(results[index], "node", None)
-            if made is not None and made.name is None:  # run-time errors name the ONNX node
-                made.name = f"{node.op_type} {node.name or name}"
-    outputs = []
-    for value in graph.output:
-        if value.name in context.tensors:
-            outputs.append(context.tensors[value.name])
+    return context, inputs
+
+
+def _convert_node(onnx, context, node, opset):
+    """The results of the converter of ``node`` (a tuple), or a refusal naming it."""
+    function, names = find(node.op_type, opset)
+    if function is None:
+        context.fail("cnnlab has no converter for this op type (docs/onnx.md lists the supported ops)")
+    attributes = _attributes(onnx, node)
+    unknown = sorted(set(attributes) - names)
+    if unknown:
+        context.fail(f"attribute(s) {', '.join(unknown)} not supported")
+    arguments = []
+    for name in node.input:
+        if name == "":
+            arguments.append(None)
+        elif name in context.constants:
+            arguments.append(context.constants[name])
+        elif name in context.tensors:
+            arguments.append(context.tensors[name])
         else:
-            raise Unsupported(f"ONNX graph output {value.name!r} is a constant or is not computed; "
-                              "cnnlab models compute every output from their inputs")
-    if not inputs:
-        raise Unsupported("the ONNX graph has no input besides its initializers")
-    used = cnnlab.graph.Graph.used_inputs(inputs, outputs)
-    for tensor in inputs:
-        if id(tensor) not in used:
-            raise Unsupported(f"ONNX graph input {tensor.name!r} reaches no output (cnnlab reads only its dtype "
-                              "or nothing); cnnlab models use every input")
-    return cnnlab.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0])
+            context.fail(f"input {name!r} is neither a graph input, an initializer nor an earlier "
+                         "node's output")
+    try:
+        results = function(context, *arguments, **attributes)
+    except TypeError as exc:
+        context.fail(f"unexpected inputs ({exc})")
+    except ValueError as exc:  # a layer refused the geometry or the shapes
+        context.fail(str(exc))
+    except (IndexError, KeyError, AttributeError) as exc:  # a case no converter foresaw: refused, named
+        context.fail(f"cnnlab could not convert it ({type(exc).__name__}: {exc})")
+    return results if isinstance(results, tuple) else (results,)
+
+
+def _store_results(context, node, results):
+    """Keep a node's results by output name: constants (values known in full) apart from tensors."""
+    for index, name in enumerate(node.output):
+        if not name:
+            continue
+        if index >= len(results) or results[index] is None:
+            if context.uses.get(name):
+                context.fail(f"output {index} ({name!r}) is used, and cnnlab does not compute it")
+            continue
+        result = _as_constant(results[index], name not in context.graph_outputs)
+        store = context.constants if isinstance(result, np.ndarray) else context.tensors
+        store[name] = result
+        made = getattr(results[index], "node", None)
+        if made is not None and made.name is None:  # run-time errors name the ONNX node
+            made.name = f"{node.op_type} {node.name or name}"
