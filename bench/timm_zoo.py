@@ -4,6 +4,7 @@ Export (needs torch, timm, onnx, onnxruntime and onnxscript; not cnnlab):
 
     pip install torch==2.14.1 torchvision==0.29.1 onnx onnxruntime onnxscript timm
     python bench/timm_zoo.py --export OUT [--size 64] [--models convnext_atto ...] [--exporters legacy dynamo]
+                             [--timeout 300] [--force]
 
 Check (needs cnnlab, onnx and onnxruntime; not torch):
 
@@ -21,7 +22,8 @@ model x exporter x fixed/dynamic height and width into OUT, named ``MODEL__EXPOR
 Beside each file, ``MODEL__EXPORTER__DIMS.npz`` holds the reference cases: ``b1_x`` (batch 1 at
 --size) and, where the file takes it, ``b2_x`` (batch 2; at (--size + 32) x (--size + 64) for
 dynamic height and width), and onnxruntime's outputs
-``b1_y0, b1_y1, ...``. ``manifest.json`` records what each export did (and export failures).
+``b1_y0, b1_y1, ...``. ``manifest.json`` records what each export did (and export failures, such as an export running
+past --timeout); a later run skips what it records unless --force.
 
 ``--check`` loads every ``*.onnx`` under OUT (subfolders included, e.g. the Keras files of
 bench/keras_onnx.py) with cnnlab.onnx.load, runs the stored inputs and compares with the
@@ -32,6 +34,7 @@ arg-max class), and prints a markdown table and the refusal reasons grouped by c
 import argparse
 import json
 import pathlib
+import signal
 import sys
 import time
 import traceback
@@ -61,7 +64,15 @@ def randomize_batch_norm(net, generator):
                     module.bias.copy_(torch.randn(channels, generator=generator) * 0.2)
 
 
-def export_one(net, name, exporter, dynamic, size, folder):
+class ExportTimeout(Exception):
+    pass
+
+
+def on_alarm(signum, frame):
+    raise ExportTimeout("the export ran past --timeout")
+
+
+def export_one(net, name, exporter, dynamic, size, folder, timeout):
     """Write ``name__exporter__dims.onnx``; returns the export's record for the manifest."""
     import torch
 
@@ -71,6 +82,8 @@ def export_one(net, name, exporter, dynamic, size, folder):
               "size": size}
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     start = time.perf_counter()
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(timeout)
     try:
         if exporter == "legacy":
             axes = {0: "batch", 2: "height", 3: "width"} if dynamic else {0: "batch"}
@@ -88,7 +101,10 @@ def export_one(net, name, exporter, dynamic, size, folder):
     except Exception as exc:
         record["export_error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
         traceback.print_exc(limit=2)
+        path.unlink(missing_ok=True)
         return record
+    finally:
+        signal.alarm(0)
     record["export_s"] = round(time.perf_counter() - start, 1)
     write_reference(path, dynamic, size, record)
     return record
@@ -117,7 +133,7 @@ def write_reference(path, dynamic, size, record):
     record["opset"] = onnx.load(str(path), load_external_data=False).opset_import[0].version
 
 
-def export(folder, models, exporters, size):
+def export(folder, models, exporters, size, timeout, force):
     import timm
     import torch
 
@@ -130,8 +146,11 @@ def export(folder, models, exporters, size):
         randomize_batch_norm(net, torch.Generator().manual_seed(0))
         for exporter in exporters:
             for dynamic in (False, True):
-                print(f"{name} {exporter} {'dynamic' if dynamic else 'fixed'}", file=sys.stderr, flush=True)
-                record = export_one(net, name, exporter, dynamic, size, folder)
+                file = f"{name}__{exporter}__{'dynamic' if dynamic else 'fixed'}.onnx"
+                if not force and file in manifest and manifest[file].get("size") == size:
+                    continue  # done by an earlier run
+                print(file, file=sys.stderr, flush=True)
+                record = export_one(net, name, exporter, dynamic, size, folder, timeout)
                 manifest[record["file"]] = record
                 manifest_path.write_text(json.dumps(manifest, indent=1))
 
@@ -208,9 +227,11 @@ def main():
     parser.add_argument("--models", nargs="*", default=MODELS)
     parser.add_argument("--exporters", nargs="*", default=EXPORTERS, choices=EXPORTERS)
     parser.add_argument("--size", type=int, default=64, help="height and width of the export and batch-1 case")
+    parser.add_argument("--timeout", type=int, default=300, help="seconds one export may take")
+    parser.add_argument("--force", action="store_true", help="export again what the manifest records")
     args = parser.parse_args()
     if args.export:
-        export(args.export, args.models, args.exporters, args.size)
+        export(args.export, args.models, args.exporters, args.size, args.timeout, args.force)
     else:
         check(args.check)
 
