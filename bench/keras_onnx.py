@@ -16,6 +16,7 @@ onnxruntime's outputs ``b1_y0``, ``b2_y0``, as bench/timm_zoo.py writes them.
 import json
 import os
 import pathlib
+import re
 import sys
 
 import numpy as np
@@ -79,7 +80,8 @@ def main():
         try:
             model.export(str(path), format="onnx")
         except Exception as exc:
-            record["export_error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
+            message = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
+            record["export_error"] = f"{type(exc).__name__}: {message[:400]}"
             print(record["export_error"], file=sys.stderr)
             continue
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

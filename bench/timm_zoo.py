@@ -160,7 +160,7 @@ def export(folder, models, exporters, size, timeout, force):
 
 def check(folder):
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from zoo_common import compare, fmt, group_reasons, load_cnnlab, markdown_table, run_cnnlab
+    from zoo_common import compare, fmt, group_reasons, load_cnnlab, markdown_table, reason_key, run_cnnlab
 
     manifests = {}
     for manifest_path in folder.rglob("manifest.json"):
@@ -182,7 +182,7 @@ def check(folder):
         data = np.load(reference)
         net, error = load_cnnlab(str(path))
         if error:
-            rows.append((model, exporter, dims, f"{error[0]}: {error[1][:90]}", "", "no"))
+            rows.append((model, exporter, dims, f"{error[0]}: {reason_key(error[1])[:100]}", "", "no"))
             reasons.append(error[1])
             continue
         worst, verdicts = [], []

@@ -31,8 +31,13 @@ def histogram_text(histogram):
 def describe_error(exc):
     """``'refused'`` or ``'error'`` and a one-line message for an exception from cnnlab."""
     kind = "refused" if isinstance(exc, REFUSALS) else "error"
-    message = " ".join(str(exc).split()) or "(no message)"
+    message = one_line(exc) or "(no message)"
     return kind, f"{type(exc).__name__}: {message}"
+
+
+def one_line(exc):
+    """The exception's message on one line, without terminal colour codes."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
 
 
 def load_cnnlab(source):
