@@ -3,7 +3,12 @@ onnxruntime's outputs beside it, for ``bench/timm_zoo.py --check``.
 
     pip install keras torch onnx onnxruntime onnxscript
     KERAS_BACKEND=torch python bench/keras_onnx.py OUT/keras
+    pip install keras tensorflow-cpu tf2onnx onnxruntime       # in another environment
+    KERAS_BACKEND=tensorflow python bench/keras_onnx.py OUT/keras
     python bench/timm_zoo.py --check OUT            # with cnnlab: checks the Keras files too
+
+With the torch backend Keras exports through torch.onnx.export and cannot export a symbolic
+height and width (it traces with every unknown size set to 1); with tensorflow it uses tf2onnx.
 
 Writes, with random weights and BatchNormalization statistics set to random values (variances
 positive), three files named ``MODEL__keras-BACKEND__DIMS.onnx``: ``keras_cnn_nhwc`` (Keras's
@@ -65,7 +70,8 @@ def main():
     folder = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "keras_onnx")
     folder.mkdir(parents=True, exist_ok=True)
     backend = keras.config.backend()
-    manifest = {}
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     rng = np.random.default_rng(0)
     for name, data_format, size in [("keras_cnn_nhwc", "channels_last", 32), ("keras_cnn_nhwc", "channels_last", None),
                                     ("keras_cnn_nchw", "channels_first", 32)]:
@@ -102,7 +108,7 @@ def main():
         record["input"] = [d.dim_value or d.dim_param for d in onnx.load(str(path)).graph.input[0].type.tensor_type
                            .shape.dim]
         print(json.dumps(record), file=sys.stderr)
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    manifest_path.write_text(json.dumps(manifest, indent=1))
 
 
 if __name__ == "__main__":
