@@ -23,7 +23,7 @@ Beside each file, ``MODEL__EXPORTER__DIMS.npz`` holds the reference cases: ``b1_
 --size) and, where the file takes it, ``b2_x`` (batch 2; at (--size + 32) x (--size + 64) for
 dynamic height and width), and onnxruntime's outputs
 ``b1_y0, b1_y1, ...``. ``manifest.json`` records what each export did (and export failures, such as an export running
-past --timeout); a later run skips what it records unless --force.
+past --timeout: each export runs in a process of its own); a later run skips what it records unless --force.
 
 ``--check`` loads every ``*.onnx`` under OUT (subfolders included, e.g. the Keras files of
 bench/keras_onnx.py) with cnnlab.onnx.load, runs the stored inputs and compares with the
@@ -34,7 +34,7 @@ arg-max class), and prints a markdown table and the refusal reasons grouped by c
 import argparse
 import json
 import pathlib
-import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -64,15 +64,7 @@ def randomize_batch_norm(net, generator):
                     module.bias.copy_(torch.randn(channels, generator=generator) * 0.2)
 
 
-class ExportTimeout(Exception):
-    pass
-
-
-def on_alarm(signum, frame):
-    raise ExportTimeout("the export ran past --timeout")
-
-
-def export_one(net, name, exporter, dynamic, size, folder, timeout):
+def export_one(net, name, exporter, dynamic, size, folder):
     """Write ``name__exporter__dims.onnx``; returns the export's record for the manifest."""
     import torch
 
@@ -82,8 +74,6 @@ def export_one(net, name, exporter, dynamic, size, folder, timeout):
               "size": size}
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     start = time.perf_counter()
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(timeout)
     try:
         if exporter == "legacy":
             axes = {0: "batch", 2: "height", 3: "width"} if dynamic else {0: "batch"}
@@ -103,8 +93,6 @@ def export_one(net, name, exporter, dynamic, size, folder, timeout):
         traceback.print_exc(limit=2)
         path.unlink(missing_ok=True)
         return record
-    finally:
-        signal.alarm(0)
     record["export_s"] = round(time.perf_counter() - start, 1)
     write_reference(path, dynamic, size, record)
     return record
@@ -133,25 +121,51 @@ def write_reference(path, dynamic, size, record):
     record["opset"] = onnx.load(str(path), load_external_data=False).opset_import[0].version
 
 
-def export(folder, models, exporters, size, timeout, force):
+def build(name):
     import timm
     import torch
 
+    torch.manual_seed(0)
+    net = timm.create_model(name, pretrained=False).eval()
+    randomize_batch_norm(net, torch.Generator().manual_seed(0))
+    return net
+
+
+def export_file(folder, name, exporter, dims, size):
+    """Child process: export one file and print its manifest record as JSON."""
+    record = export_one(build(name), name, exporter, dims == "dynamic", size, folder)
+    print("RECORD " + json.dumps(record), flush=True)
+
+
+def export(folder, models, exporters, size, timeout, force):
+    """Each file in a child process (the same seeds give the same weights), stopped after
+    ``timeout`` seconds: a symbolic-shape export can run for very long."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     for name in models:
-        torch.manual_seed(0)
-        net = timm.create_model(name, pretrained=False).eval()
-        randomize_batch_norm(net, torch.Generator().manual_seed(0))
         for exporter in exporters:
-            for dynamic in (False, True):
-                file = f"{name}__{exporter}__{'dynamic' if dynamic else 'fixed'}.onnx"
+            for dims in ("fixed", "dynamic"):
+                file = f"{name}__{exporter}__{dims}.onnx"
                 if not force and file in manifest and manifest[file].get("size") == size:
                     continue  # done by an earlier run
                 print(file, file=sys.stderr, flush=True)
-                record = export_one(net, name, exporter, dynamic, size, folder, timeout)
-                manifest[record["file"]] = record
+                command = [sys.executable, __file__, "--export-file", str(folder), name, exporter, dims,
+                           "--size", str(size)]
+                record = {"file": file, "model": name, "exporter": exporter, "dims": dims, "size": size}
+                start = time.perf_counter()
+                try:
+                    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout)
+                    lines = [line for line in done.stdout.splitlines() if line.startswith("RECORD ")]
+                    if lines:
+                        record = json.loads(lines[-1][len("RECORD "):])
+                    else:
+                        record["export_error"] = f"the export process ended with code {done.returncode}"
+                except subprocess.TimeoutExpired:
+                    record["export_error"] = f"the export ran past {timeout} s (stopped)"
+                    (folder / file).unlink(missing_ok=True)
+                record["wall_s"] = round(time.perf_counter() - start, 1)
+                manifest[file] = record
                 manifest_path.write_text(json.dumps(manifest, indent=1))
 
 
@@ -224,13 +238,17 @@ def main():
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--export", type=pathlib.Path, metavar="OUT", help="write the ONNX files and references")
     mode.add_argument("--check", type=pathlib.Path, metavar="OUT", help="check every file under OUT with cnnlab")
+    mode.add_argument("--export-file", nargs=4, metavar=("OUT", "MODEL", "EXPORTER", "DIMS"), help=argparse.SUPPRESS)
     parser.add_argument("--models", nargs="*", default=MODELS)
     parser.add_argument("--exporters", nargs="*", default=EXPORTERS, choices=EXPORTERS)
     parser.add_argument("--size", type=int, default=64, help="height and width of the export and batch-1 case")
     parser.add_argument("--timeout", type=int, default=300, help="seconds one export may take")
     parser.add_argument("--force", action="store_true", help="export again what the manifest records")
     args = parser.parse_args()
-    if args.export:
+    if args.export_file:
+        folder, name, exporter, dims = args.export_file
+        export_file(pathlib.Path(folder), name, exporter, dims, args.size)
+    elif args.export:
         export(args.export, args.models, args.exporters, args.size, args.timeout, args.force)
     else:
         check(args.check)
