@@ -50,6 +50,8 @@ from zoo_common import (  # noqa: E402
     histogram_text,
     load_cnnlab,
     markdown_table,
+    missing_ops,
+    missing_ops_lines,
     op_histogram,
     run_cnnlab,
 )
@@ -438,6 +440,14 @@ def main():
             print(f"- {r['package']} {r['file']}: {r['note']}")
     for package, name, why in skipped:
         print(f"- skipped {package} {name}: {why}")
+    missing = {key: missing_ops(h) for key, h in histograms.items() if h}
+    if any(missing.values()):
+        print("\nOp types without a cnnlab converter (all of them, not only the first wall), by files:\n")
+        print("\n".join(missing_ops_lines(missing)))
+        print()
+        for (package, name), ops in missing.items():
+            if ops:
+                print(f"- {package} {name}: {', '.join(ops)}")
     print("\nOp types per file:\n")
     for (package, name), histogram in histograms.items():
         if histogram:

@@ -174,13 +174,25 @@ def export(folder, models, exporters, size, timeout, force):
 
 def check(folder):
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from zoo_common import compare, fmt, group_reasons, load_cnnlab, markdown_table, reason_key, run_cnnlab
+    import onnx
+    from zoo_common import (
+        compare,
+        fmt,
+        group_reasons,
+        load_cnnlab,
+        markdown_table,
+        missing_ops,
+        missing_ops_lines,
+        op_histogram,
+        reason_key,
+        run_cnnlab,
+    )
 
     manifests = {}
     for manifest_path in folder.rglob("manifest.json"):
         for file, record in json.loads(manifest_path.read_text()).items():
             manifests[(manifest_path.parent / file).resolve()] = record
-    rows, reasons, notes = [], [], []
+    rows, reasons, notes, missing = [], [], [], {}
     failed_exports = [r for r in manifests.values() if "export_error" in r]
     for path in sorted(folder.rglob("*.onnx")):
         record = manifests.get(path.resolve(), {})
@@ -194,6 +206,7 @@ def check(folder):
             rows.append((model, exporter, dims, "no reference .npz", "", ""))
             continue
         data = np.load(reference)
+        missing[label] = missing_ops(op_histogram(onnx.load(str(path), load_external_data=False)))
         net, error = load_cnnlab(str(path))
         if error:
             rows.append((model, exporter, dims, f"{error[0]}: {reason_key(error[1])[:100]}", "", "no"))
@@ -228,6 +241,13 @@ def check(folder):
     if reasons:
         print("\nRefusal reasons by count:\n")
         print("\n".join(group_reasons(reasons)))
+    if any(missing.values()):
+        print("\nOp types without a cnnlab converter (all of them, not only the first wall), by files:\n")
+        print("\n".join(missing_ops_lines(missing)))
+        print()
+        for label, ops in missing.items():
+            if ops:
+                print(f"- {label}: {', '.join(ops)}")
     if notes:
         print("\nNotes:\n")
         print("\n".join(f"- {n}" for n in notes))

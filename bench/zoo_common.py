@@ -24,6 +24,24 @@ def op_histogram(proto):
     return collections.Counter(node.op_type for node in proto.graph.node)
 
 
+def missing_ops(histogram):
+    """The op types of the histogram that cnnlab.onnx has no converter for (sorted), or None when
+    cnnlab.onnx cannot say."""
+    try:
+        import cnnlab.onnx
+
+        supported = cnnlab.onnx.supported_ops()
+    except Exception:
+        return None
+    return sorted(set(histogram) - set(supported) - {"Constant"})
+
+
+def missing_ops_lines(per_file):
+    """Markdown lines ``- op: N files`` for ``{file: missing op types}``, most files first."""
+    counts = collections.Counter(op for ops in per_file.values() if ops for op in ops)
+    return [f"- {op}: {n} file{'s' if n > 1 else ''}" for op, n in counts.most_common()]
+
+
 def histogram_text(histogram):
     return ", ".join(f"{op} {n}" for op, n in histogram.most_common())
 
