@@ -4,7 +4,7 @@ Export (needs torch, timm, onnx, onnxruntime and onnxscript; not cnnlab):
 
     pip install torch==2.14.1 torchvision==0.29.1 onnx onnxruntime onnxscript timm
     python bench/timm_zoo.py --export OUT [--size 64] [--models convnext_atto ...] [--exporters legacy dynamo]
-                             [--timeout 300] [--force]
+                             [--timeout 900] [--force]
 
 Check (needs cnnlab, onnx and onnxruntime; not torch):
 
@@ -21,9 +21,11 @@ model x exporter x fixed/dynamic height and width into OUT, named ``MODEL__EXPOR
 
 Beside each file, ``MODEL__EXPORTER__DIMS.npz`` holds the reference cases: ``b1_x`` (batch 1 at
 --size) and, where the file takes it, ``b2_x`` (batch 2; at (--size + 32) x (--size + 64) for
-dynamic height and width), and onnxruntime's outputs
-``b1_y0, b1_y1, ...``. ``manifest.json`` records what each export did (and export failures, such as an export running
-past --timeout: each export runs in a process of its own); a later run skips what it records unless --force.
+dynamic height and width), and onnxruntime's outputs ``b1_y0, b1_y1, ...``. ``manifest.json``
+records what each export did, and export failures. Each export runs in a process of its own,
+stopped after --timeout seconds (the dynamo export of tf_efficientnetv2_b0 with dynamic height
+and width takes about 6 minutes on two cores); a later run skips what the manifest records
+unless --force.
 
 ``--check`` loads every ``*.onnx`` under OUT (subfolders included, e.g. the Keras files of
 bench/keras_onnx.py) with cnnlab.onnx.load, runs the stored inputs and compares with the
@@ -262,7 +264,7 @@ def main():
     parser.add_argument("--models", nargs="*", default=MODELS)
     parser.add_argument("--exporters", nargs="*", default=EXPORTERS, choices=EXPORTERS)
     parser.add_argument("--size", type=int, default=64, help="height and width of the export and batch-1 case")
-    parser.add_argument("--timeout", type=int, default=300, help="seconds one export may take")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds one export may take")
     parser.add_argument("--force", action="store_true", help="export again what the manifest records")
     args = parser.parse_args()
     if args.export_file:
