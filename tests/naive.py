@@ -542,6 +542,9 @@ def matmul_loops(a, b):
 def pad_loops(x, pairs, mode, value=0.0):
     """Pad with ``pairs`` ((before, after) per axis, first axis first) by computing, for every output
     entry, the input entry it copies (crops for negative amounts)."""
+    crop = tuple(slice(max(-b, 0), n - max(-a, 0)) for n, (b, a) in zip(x.shape, pairs))
+    x = x[crop]  # negative amounts crop first (PyTorch's order), then the rest pads what is left
+    pairs = [(max(b, 0), max(a, 0)) for b, a in pairs]
     out_shape = [n + b + a for n, (b, a) in zip(x.shape, pairs)]
     out = np.empty(out_shape, x.dtype)
     for index in np.ndindex(*out_shape):
@@ -559,3 +562,42 @@ def pad_loops(x, pairs, mode, value=0.0):
         inside = all(0 <= j < n for j, n in zip(source, x.shape))
         out[index] = x[tuple(source)] if inside else value
     return out
+
+
+def adaptive_avg_pool2d_loops(x, out_h, out_w):
+    """PyTorch's adaptive average pooling by its definition: output (i, j) averages rows
+    floor(i*H/OH) .. ceil((i+1)*H/OH) and the same for columns."""
+    n, c, h, w = x.shape
+    out = np.zeros((n, c, out_h, out_w))
+    for i in range(out_h):
+        r0, r1 = (i * h) // out_h, -(-((i + 1) * h) // out_h)
+        for j in range(out_w):
+            c0, c1 = (j * w) // out_w, -(-((j + 1) * w) // out_w)
+            out[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
+    return out
+
+
+def interpolate_axis_loops(x, axis, out_size, mode, align_corners=False, scale=None):
+    """PyTorch's interpolation along one axis, one output index at a time (its formulas in
+    aten/src/ATen/native/UpSample.h): the source coordinate from ``in / out`` (or ``1 / scale``
+    when a scale factor is used), nearest (floor), nearest-exact (floor of the half-pixel centre)
+    or linear (half-pixel centres clamped at 0, or corner to corner)."""
+    in_size = x.shape[axis]
+    ratio = (1.0 / scale) if scale is not None else in_size / out_size
+    moved = np.moveaxis(x, axis, -1)
+    out = np.zeros(moved.shape[:-1] + (out_size,))
+    for o in range(out_size):
+        if mode == "nearest":
+            out[..., o] = moved[..., min(int(np.floor(o * ratio)), in_size - 1)]
+        elif mode == "nearest-exact":
+            out[..., o] = moved[..., min(int(np.floor((o + 0.5) * ratio)), in_size - 1)]
+        else:
+            if align_corners:
+                source = o * (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+            else:
+                source = max((o + 0.5) * ratio - 0.5, 0.0)
+            low = min(int(np.floor(source)), in_size - 1)
+            high = min(low + 1, in_size - 1)
+            weight = source - low
+            out[..., o] = moved[..., low] * (1 - weight) + moved[..., high] * weight
+    return np.moveaxis(out, -1, axis)

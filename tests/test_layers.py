@@ -130,7 +130,7 @@ def test_output_shapes_reject_misfits():
 @pytest.mark.parametrize("make, error", [
     (lambda: L.Conv2D(0, 4, 3), ValueError), (lambda: L.Conv2D(3, 4, 3, groups=2), ValueError),
     (lambda: L.Conv2D(3, 4, 3, padding="full"), ValueError), (lambda: L.Conv2D(3, 4, 3, stride=2, padding="same"), ValueError),
-    (lambda: L.Dense(2.5, 3), TypeError), (lambda: L.Dropout(1.0), ValueError), (lambda: L.MaxPool2D(0), ValueError),
+    (lambda: L.Dense(2.5, 3), TypeError), (lambda: L.Dropout(1.5), ValueError), (lambda: L.MaxPool2D(0), ValueError),
 ])
 def test_bad_layer_arguments(make, error):
     with pytest.raises(error):

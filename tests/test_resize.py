@@ -4,6 +4,8 @@ interpolate rules, finite differences of the backward, the GPU twin, the layer a
 import naive
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cnnlab
 import cnnlab.functional as F
@@ -28,7 +30,7 @@ def test_interpolate_follows_pytorch():
     np.testing.assert_allclose(corners[::2, ::2], x[0, 0])  # corner to corner: the input rows lie on the output
     half = F.interpolate(x, scale_factor=2, mode="bilinear")[0, 0]
     np.testing.assert_allclose(half[0, :3], [0, 0.25, 0.75])  # half-pixel centres, clamped at the edge
-    with pytest.raises(ValueError, match="align_corners applies to mode 'bilinear' only"):
+    with pytest.raises(ValueError, match="align_corners applies to the linear modes"):
         F.interpolate(x, scale_factor=2, align_corners=True)
 
 
@@ -143,3 +145,67 @@ def test_align_corners_by_a_scale_follows_the_onnx_specification():
 def test_onnx_resize_refusals_name_the_node():
     with pytest.raises(NotImplementedError, match="ONNX Resize node 'y': mode='cubic'"):
         cnnlab.onnx.load(resize_model("cubic", "half_pixel", "floor", scales=(2, 2)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.sampled_from(["nearest", "nearest-exact", "linear", "area"]), st.booleans(),
+       st.booleans(), st.data())
+def test_interpolate_of_1_2_and_3_spatial_axes_is_pytorchs_per_axis(spatial, mode, by_scale, corners, data):
+    shape = (2, 2) + tuple(data.draw(st.integers(1, 5)) for _ in range(spatial))
+    x = np.random.default_rng(spatial).standard_normal(shape)
+    name = {1: "linear", 2: "bilinear", 3: "trilinear"}[spatial] if mode == "linear" else mode
+    corners = corners and mode == "linear"
+    if by_scale:
+        scale = data.draw(st.sampled_from([0.6, 1.0, 1.5, 2.0, 2.7]))
+        out_sizes = [int(np.floor(n * scale)) for n in shape[2:]]
+        if min(out_sizes) < 1:
+            return
+        out = F.interpolate(x, scale_factor=scale, mode=name, align_corners=True if corners else None)
+    else:
+        out_sizes = [data.draw(st.integers(1, 6)) for _ in shape[2:]]
+        scale = None
+        out = F.interpolate(x, size=tuple(out_sizes), mode=name, align_corners=True if corners else None)
+    expected = x
+    for k, size in enumerate(out_sizes):
+        if mode == "area":
+            continue
+        used = None if (corners or scale is None) else scale
+        expected = naive.interpolate_axis_loops(expected, 2 + k, size, mode, corners, used)
+    if mode == "area":
+        wide = x.reshape(shape[:2] + (-1, shape[-1])) if spatial == 3 else x.reshape(shape[:2] + (1,) + shape[2:]) \
+            if spatial == 1 else x
+        if spatial == 3:  # separable: depth, then height and width
+            expected = naive.adaptive_avg_pool2d_loops(x.reshape((2, 2 * shape[2]) + shape[3:]), *out_sizes[1:])
+            expected = expected.reshape((2, 2, shape[2], -1))
+            expected = naive.adaptive_avg_pool2d_loops(expected, out_sizes[0], expected.shape[-1])
+        else:
+            sizes = out_sizes if spatial == 2 else [1] + out_sizes
+            expected = naive.adaptive_avg_pool2d_loops(wide, *sizes)
+        expected = expected.reshape((2, 2) + tuple(out_sizes))
+    assert out.shape == (2, 2) + tuple(out_sizes)
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 7), st.integers(1, 7), st.integers(1, 5), st.integers(1, 5))
+def test_adaptive_avg_pool2d_is_its_definition_and_differentiates(h, w, oh, ow):
+    x = np.random.default_rng(h * 7 + w).standard_normal((2, 3, h, w))
+    out = F.adaptive_avg_pool2d(x, (oh, ow))
+    np.testing.assert_allclose(out, naive.adaptive_avg_pool2d_loops(x, oh, ow), atol=1e-12)
+    upstream = np.random.default_rng(1).standard_normal(out.shape)
+    grad = F.adaptive_avg_pool2d_backward(x, upstream, (oh, ow))
+    numeric = naive.numeric_gradient(lambda: float(np.sum(F.adaptive_avg_pool2d(x, (oh, ow)) * upstream)), x)
+    np.testing.assert_allclose(grad, numeric, atol=1e-7)
+    assert F.adaptive_avg_pool2d(x[0], (oh, None)).shape == (3, oh, w)  # one sample; None keeps the axis
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: F.interpolate(np.ones((1, 1, 2, 2)), size=3, mode="bicubic"), "mode must be one of"),
+    (lambda: F.interpolate(np.ones((1, 1, 2, 2)), size=3, mode="linear"), "does not take a 4-D input"),
+    (lambda: F.interpolate(np.ones((1, 2)), size=3), "must be \\(N, C, L\\)"),
+    (lambda: F.interpolate(np.ones((1, 1, 2)), size=(3, 3)), "1 of them"),
+    (lambda: F.adaptive_avg_pool2d(np.ones((1, 1, 2, 2)), (1, 2, 3)), "output_size"),
+])
+def test_interpolate_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

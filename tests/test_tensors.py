@@ -241,8 +241,8 @@ def test_pad_is_the_loop_reference_and_differentiates(shape, mode, data):
     count = data.draw(st.integers(1, len(shape)))
     pairs = []
     for axis in range(len(shape) - count, len(shape)):
-        low = -(shape[axis] - 1) // 2 if mode == "constant" else 0
-        high = shape[axis] - 1 if mode == "reflect" else 3
+        low = -((shape[axis] - 1) // 2)  # crops, leaving at least half the axis
+        high = shape[axis] - 1 - (-low) if mode == "reflect" else 3
         pairs.append((data.draw(st.integers(low, high)), data.draw(st.integers(low, high))))
     flat = [v for pair in reversed(pairs) for v in pair]  # PyTorch's order: the last axis first
     out = F.pad(x, flat, mode, 0.5)

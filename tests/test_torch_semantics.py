@@ -165,3 +165,17 @@ def test_divisor_override_on_the_gpu():
     expected = F.pool2d_backward(x, None, np.ones(out.shape, np.float32), 3, 2, 1, "avg", ceil_mode=True,
                                  divisor_override=4)
     np.testing.assert_allclose(cnnlab.to_host(grad), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_of_a_scalar_empty_softmax_and_norms_and_dropout_of_everything():
+    """PyTorch's edge cases: softmax over a 0-d tensor's only axis is 1 (log-softmax 0); an empty
+    tensor gives an empty result; dropout with p = 1 zeroes everything."""
+    import cnnlab.functional as F
+
+    assert float(F.softmax(np.array(3.0, np.float32), 0)) == 1.0
+    assert float(F.log_softmax(np.array(3.0, np.float32), -1)) == 0.0
+    assert F.softmax(np.zeros((5, 0, 0), np.float32), -1).shape == (5, 0, 0)
+    assert F.layer_norm(np.zeros((0, 3), np.float32), 3).shape == (0, 3)
+    assert F.group_norm(np.zeros((0, 4, 2), np.float32), 2).shape == (0, 4, 2)
+    out, mask = F.dropout(np.ones(4, np.float32), 1.0, 0)
+    assert not out.any() and not mask.any()

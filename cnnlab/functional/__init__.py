@@ -135,6 +135,8 @@ from .optim import adam_update, adamw_update, rmsprop_update, sgd_update
 from .pool import (
                          INDEX_DTYPE,
                          POOL_MODES,
+                         adaptive_avg_pool2d,
+                         adaptive_avg_pool2d_backward,
                          avg_pool2d,
                          global_avg_pool2d,
                          global_avg_pool2d_backward,
@@ -183,5 +185,5 @@ __all__ = [
     "interpolate",
     "sqrt", "exp", "log", "erf", "reciprocal", "abs", "neg", "floor", "ceil", "gelu",
     "subtract", "divide", "power", "maximum", "minimum",
-    "slice", "gather", "squeeze", "unsqueeze", "expand", "cast", "where", "reduce", "matmul", "pad",
+    "adaptive_avg_pool2d", "slice", "gather", "squeeze", "unsqueeze", "expand", "cast", "where", "reduce", "matmul", "pad",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -140,7 +141,22 @@ def _softmax_like(kernel_name, x, axis):
     return out
 
 
-@empty_batches()
+def _scalar_softmax(value):
+    """Softmax of a 0-d tensor over its only axis (``dim`` 0 or -1, as PyTorch takes it): ``value``
+    (1 for softmax, 0 for log-softmax) of the input's dtype."""
+    def decorate(function):
+        @functools.wraps(function)
+        def run(x, axis=1):
+            if getattr(x, "shape", None) == () and not isinstance(axis, bool) and axis in (0, -1):
+                x = as_float_array("x", x)
+                return kernels_for(x=x).zeros((), x.dtype) + x.dtype.type(value)
+            return function(x, axis)
+        return run
+    return decorate
+
+
+@_scalar_softmax(1)
+@empty_batches(elementwise=True)
 def softmax(x: Array, axis: int = 1) -> Array:
     """Softmax along ``axis``: ``exp(x) / sum(exp(x))``, shifted by the maximum so that
     logits of any size (even +-1e4) give finite probabilities.
@@ -157,7 +173,8 @@ def softmax(x: Array, axis: int = 1) -> Array:
     return _softmax_like("softmax_forward", x, axis)
 
 
-@empty_batches()
+@_scalar_softmax(0)
+@empty_batches(elementwise=True)
 def log_softmax(x: Array, axis: int = 1) -> Array:
     """Logarithm of :func:`softmax`, computed as ``x - max - log(sum(exp(x - max)))``
     (finite for huge logits, no ``log(0)``).

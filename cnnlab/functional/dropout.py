@@ -21,7 +21,7 @@ def dropout(x: Array, p: float, seed: int) -> tuple[Array, Array]:
     Parameters
     ----------
     x : array, float32 or float64
-    p : float in [0, 1)
+    p : float in [0, 1] (1 drops everything)
     seed : int in [0, 2**31)
 
     Returns
@@ -39,6 +39,8 @@ def dropout(x: Array, p: float, seed: int) -> tuple[Array, Array]:
     if seed >= 2**31:
         raise ValueError(f"seed must be below 2**31, got {seed}")
     kernels = kernels_for(x=x)
+    if p == 1:  # every element dropped (PyTorch's p=1): zeros, and a zero gradient
+        return kernels.zeros(x.shape, x.dtype), kernels.zeros(x.shape, x.dtype)
     out = kernels.empty(x.shape, x.dtype)
     mask = kernels.empty(x.shape, x.dtype)
     kernels.dropout_forward(kernels.asarray(x).reshape(-1), out.reshape(-1), mask.reshape(-1), p, seed)
@@ -48,8 +50,8 @@ def dropout(x: Array, p: float, seed: int) -> tuple[Array, Array]:
 def check_probability(p: float) -> float:
     if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
         raise TypeError(f"p must be a number, got {p!r}")
-    if not 0 <= p < 1:
-        raise ValueError(f"p must be in [0, 1), got {p}")
+    if not 0 <= p <= 1:
+        raise ValueError(f"p must be in [0, 1], got {p}")
     return float(p)
 
 

@@ -251,21 +251,26 @@ def _pad_mode(mode):
 
 
 def _source_indices(size, before, after, mode):
-    """For each output position along an axis, the input position it copies (-1: the fill value)."""
-    positions = np.arange(-before, size + after)
+    """For each output position along an axis, the input position it copies (-1: the fill value).
+    Negative amounts crop first; the padding then repeats, mirrors or wraps what is left (as
+    PyTorch does: ``pad([0 1 2 3], (-1, 1), 'circular')`` is ``[1 2 3 1]``)."""
+    start = max(-before, 0)
+    kept = size - start - max(-after, 0)
+    before, after = max(before, 0), max(after, 0)
+    positions = np.arange(-before, kept + after)
     if mode == "constant":
-        return np.where((positions >= 0) & (positions < size), positions, -1)
-    if size == 0:
+        return np.where((positions >= 0) & (positions < kept), positions + start, -1)
+    if kept <= 0:
         raise ValueError(f"mode={mode!r} cannot pad an empty axis")
     if mode == "edge":
-        return np.clip(positions, 0, size - 1)
+        return np.clip(positions, 0, kept - 1) + start
     if mode == "wrap":
-        return positions % size
-    if max(before, after) >= size:
-        raise ValueError(f"mode='reflect' pads by less than the axis size ({size}), got {before} and {after}")
-    period = 2 * (size - 1) if size > 1 else 1
+        return positions % kept + start
+    if max(before, after) >= kept:
+        raise ValueError(f"mode='reflect' pads by less than the axis size ({kept}), got {before} and {after}")
+    period = 2 * (kept - 1) if kept > 1 else 1
     folded = np.abs(positions) % period
-    return np.where(folded < size, folded, period - folded)
+    return np.where(folded < kept, folded, period - folded) + start
 
 
 @on_host

@@ -12,7 +12,7 @@ import numpy as np
 from ..device import kernels_for
 from ..shapes import check_int
 from ..types import Array
-from .common import as_float_array, check_grad
+from .common import as_float_array, check_grad, empty_batches
 from .merge import add, add_backward, multiply, multiply_backward
 
 
@@ -114,6 +114,7 @@ def _epsilon(eps):
     return float(eps)
 
 
+@empty_batches(elementwise=True)
 def group_norm(x: Array, num_groups: int, weight: Array | None = None, bias: Array | None = None, eps: float = 1e-05,
                *, return_statistics: bool = False) -> Array | tuple[Array, ...]:
     """Group normalization: each sample's channels in ``num_groups`` groups, each group
@@ -199,6 +200,7 @@ def _layer_rows(x, normalized_shape):
     return x.reshape((-1, 1, size)), normalized_shape
 
 
+@empty_batches(elementwise=True)
 def layer_norm(x: Array, normalized_shape: int | Sequence[int], weight: Array | None = None,
                bias: Array | None = None, eps: float = 1e-5, *,
                return_statistics: bool = False) -> Array | tuple[Array, ...]:

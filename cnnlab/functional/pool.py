@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..device import is_gpu_array, kernels_for, to_device
+from ..device import is_gpu_array, kernels_for, to_device, to_host
 from ..dispatch import is_dask_array, per_sample, sliding_window
 from ..kernels import POOL_AVG, POOL_LP, POOL_MAX, POOL_MEDIAN, POOL_MIN
 from ..parallel import cpu_workers
@@ -515,3 +515,59 @@ def _window_sums_backward(x, grad_out, kernel_size, stride, padding, dilation, c
     flat_grad = grad_out.reshape((samples * channels, 1) + tuple(out_shape[2:]))
     grad_x, _, _ = conv2d_backward(flat, weight, flat_grad, **geometry)
     return grad_x.reshape(tuple(x.shape))
+
+
+def _adaptive_sizes(output_size, in_hw):
+    sizes = (output_size, output_size) if not isinstance(output_size, (tuple, list)) else tuple(output_size)
+    if len(sizes) != 2:
+        raise ValueError(f"output_size must be an integer, None or a pair of them, got {output_size!r}")
+    return tuple(n if s is None else check_int("output_size", s, 1) for s, n in zip(sizes, in_hw))
+
+
+def adaptive_average_matrix(out_size: int, in_size: int, dtype=np.float64) -> np.ndarray:
+    """The ``(out_size, in_size)`` matrix whose row ``i`` averages input indices
+    ``floor(i * in / out)`` to ``ceil((i + 1) * in / out)`` (PyTorch's adaptive windows)."""
+    matrix = np.zeros((out_size, in_size), dtype)
+    for i in range(out_size):
+        start, end = (i * in_size) // out_size, -(-((i + 1) * in_size) // out_size)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+@unbatched(4)
+def adaptive_avg_pool2d(x: Array, output_size: int | tuple[int | None, int | None]) -> Array:
+    """``torch.nn.functional.adaptive_avg_pool2d``: average windows that tile the input into
+    ``output_size`` (output pixel ``i`` averages rows ``floor(i·H/OH)`` to ``ceil((i+1)·H/OH)``,
+    and likewise for columns; None keeps that axis). Separable, so two small matrix products per
+    image (BLAS); a GPU array goes through the host.
+
+    Parameters
+    ----------
+    x : (N, C, H, W) array (or one (C, H, W) sample), float32 or float64
+    output_size : int, None or a pair of them
+
+    Returns
+    -------
+    (N, C, OH, OW) array
+    """
+    gpu = is_gpu_array(x)
+    x = as_float_array("x", x, ndim=4)
+    host = to_host(x) if gpu else x
+    oh, ow = _adaptive_sizes(output_size, tuple(host.shape[2:]))
+    rows = adaptive_average_matrix(oh, host.shape[2], host.dtype)
+    cols = adaptive_average_matrix(ow, host.shape[3], host.dtype)
+    out = np.ascontiguousarray(np.matmul(np.matmul(rows, host), cols.T))
+    return to_device(out) if gpu else out
+
+
+def adaptive_avg_pool2d_backward(x: Array, grad_out: Array, output_size: int | tuple[int | None, int | None]) -> Array:
+    """Gradient of :func:`adaptive_avg_pool2d` with respect to ``x`` (only its shape is read)."""
+    gpu = is_gpu_array(grad_out)
+    shape = tuple(x.shape)
+    grad = to_host(grad_out) if gpu else np.asarray(grad_out)
+    oh, ow = _adaptive_sizes(output_size, shape[2:])
+    grad = check_grad("grad_out", grad, shape[:2] + (oh, ow), grad.dtype)
+    rows = adaptive_average_matrix(oh, shape[2], grad.dtype)
+    cols = adaptive_average_matrix(ow, shape[3], grad.dtype)
+    out = np.ascontiguousarray(np.matmul(np.matmul(rows.T, grad), cols))
+    return to_device(out) if gpu else out

@@ -11,6 +11,7 @@ from ..device import kernels_for, to_device
 from ..shapes import check_int
 from ..types import Array
 from .common import as_float_array, check_grad, unbatched
+from .pool import adaptive_avg_pool2d
 
 MODES = ("nearest", "bilinear", "linear")
 COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "asymmetric", "align_corners")
@@ -152,22 +153,93 @@ def resize_backward(x: Array, grad_out: Array, size: int | tuple[int, int] | Non
 
 def interpolate_arguments(mode: str = "nearest", align_corners: bool | None = None) -> dict:
     """:func:`resize`'s rules for ``torch.nn.functional.interpolate``'s ``mode`` and
-    ``align_corners``: 'nearest' reads ``floor(o / scale)``; 'bilinear' reads with half-pixel
-    centres (``(o + 0.5) / scale - 0.5``, clamped at 0, PyTorch's ``area_pixel_compute_source_index``),
-    or corner to corner with ``align_corners=True``."""
-    if mode == "nearest":
+    ``align_corners``: 'nearest' reads ``floor(o / scale)``; 'nearest-exact' ``floor((o + 0.5) /
+    scale)``; 'bilinear' and 'linear' read with half-pixel centres (``(o + 0.5) / scale - 0.5``,
+    clamped at 0, PyTorch's ``area_pixel_compute_source_index``), or corner to corner with
+    ``align_corners=True``."""
+    if mode in ("nearest", "nearest-exact"):
         if align_corners is not None:
-            raise ValueError("align_corners applies to mode 'bilinear' only")
+            raise ValueError("align_corners applies to the linear modes ('linear', 'bilinear', 'trilinear') only")
+        if mode == "nearest-exact":
+            return dict(mode="nearest", coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil")
         return dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-    if mode != "bilinear":
-        raise ValueError(f"mode must be 'nearest' or 'bilinear', got {mode!r}")
+    if mode not in ("bilinear", "linear"):
+        raise ValueError(f"mode must be one of 'nearest', 'nearest-exact', 'linear', 'bilinear', 'trilinear', "
+                         f"'area', got {mode!r}")
     corners = bool(align_corners)
     return dict(mode="bilinear", coordinate_transformation_mode="align_corners" if corners else "half_pixel")
 
 
-def interpolate(x: Array, size: int | tuple[int, int] | None = None,
-                scale_factor: float | tuple[float, float] | None = None, mode: str = "nearest",
-                align_corners: bool | None = None) -> Array:
-    """``torch.nn.functional.interpolate`` of images, modes 'nearest' and 'bilinear' (see
-    :func:`interpolate_arguments`), on :func:`resize`'s kernels."""
-    return resize(x, size, scale_factor, **interpolate_arguments(mode, align_corners))
+def _interpolation_size(x, size, scale_factor, spatial):
+    """PyTorch's output size (``floor(in * scale_factor)``) and the scales the coordinates use."""
+    if (size is None) == (scale_factor is None):
+        raise ValueError("give size or scale_factor, one of them")
+    in_size = tuple(int(s) for s in x.shape[2:])
+    if size is not None:
+        sizes = (size,) * spatial if not isinstance(size, (tuple, list)) else tuple(size)
+        if len(sizes) != spatial:
+            raise ValueError(f"size must be an integer or {spatial} of them for a {spatial + 2}-D input, got {size!r}")
+        out = tuple(check_int("size", s, 1) for s in sizes)
+        return out, None
+    scales = (scale_factor,) * spatial if not isinstance(scale_factor, (tuple, list)) else tuple(scale_factor)
+    if len(scales) != spatial or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+                                     for v in scales):
+        raise ValueError(f"scale_factor must be a positive number or {spatial} of them, got {scale_factor!r}")
+    out = tuple(int(math.floor(n * float(s))) for n, s in zip(in_size, scales))
+    if min(out) < 1:
+        raise ValueError(f"scale_factor={scale_factor!r} gives an empty output from an input of {in_size}")
+    return out, tuple(float(s) for s in scales)
+
+
+def _resize_2d(x, out, scales, arguments):
+    """Resize the last two axes of a 4-D batch to ``out`` (coordinates by ``scales`` when given)."""
+    if arguments is None:  # 'area'
+        return adaptive_avg_pool2d(x, out)
+    return resize(x, out, None, **arguments) if scales is None else resize(x, None, scales, **arguments)
+
+
+def interpolate(x: Array, size: int | tuple[int, ...] | None = None,
+                scale_factor: float | tuple[float, ...] | None = None, mode: str = "nearest",
+                align_corners: bool | None = None, recompute_scale_factor: bool | None = None) -> Array:
+    """``torch.nn.functional.interpolate`` of a batch: ``(N, C, L)`` (modes 'nearest',
+    'nearest-exact', 'linear', 'area'), ``(N, C, H, W)`` ('nearest', 'nearest-exact', 'bilinear',
+    'area') or ``(N, C, D, H, W)`` ('nearest', 'nearest-exact', 'trilinear', 'area'), on
+    :func:`resize`'s kernels (see :func:`interpolate_arguments`), one pair of axes at a time
+    (each mode is separable).
+
+    The output size is ``size``, or ``floor(in * scale_factor)``; the coordinates use the given
+    ``scale_factor`` unless ``recompute_scale_factor`` (then ``out / in``, as with ``size``) or
+    ``align_corners=True`` (corner to corner: ``o * (in - 1) / (out - 1)``). 'area' is
+    :func:`cnnlab.functional.adaptive_avg_pool2d` to the output size. 'bicubic' is refused
+    (``ValueError``).
+    """
+    ndim = len(getattr(x, "shape", ()))
+    if ndim not in (3, 4, 5):
+        raise ValueError(f"x must be (N, C, L), (N, C, H, W) or (N, C, D, H, W), got shape "
+                         f"{tuple(getattr(x, 'shape', ()))}")
+    spatial = ndim - 2
+    linear = {1: "linear", 2: "bilinear", 3: "trilinear"}[spatial]
+    if mode in ("linear", "bilinear", "trilinear") and mode != linear:
+        raise ValueError(f"mode={mode!r} does not take a {ndim}-D input (use {linear!r})")
+    out, scales = _interpolation_size(x, size, scale_factor, spatial)
+    if mode == "area":
+        if align_corners is not None:
+            raise ValueError("align_corners applies to the linear modes ('linear', 'bilinear', 'trilinear') only")
+        arguments = None
+    else:
+        arguments = interpolate_arguments("bilinear" if mode == linear else mode, align_corners)
+    if recompute_scale_factor or align_corners or mode == "area":
+        scales = None  # the coordinates follow the sizes
+    n, c = int(x.shape[0]), int(x.shape[1])
+    if spatial == 1:
+        wide = _resize_2d(x.reshape((n, c, 1, x.shape[2])), (1, out[0]), None if scales is None else (1.0, scales[0]),
+                          arguments)
+        return wide.reshape((n, c, out[0]))
+    if spatial == 2:
+        return _resize_2d(x, out, scales, arguments)
+    depth = int(x.shape[2])
+    planes = _resize_2d(x.reshape((n, c * depth) + tuple(x.shape[3:])), out[1:],
+                        None if scales is None else scales[1:], arguments)
+    columns = planes.reshape((n, c, depth, out[1] * out[2]))
+    deep = _resize_2d(columns, (out[0], out[1] * out[2]), None if scales is None else (scales[0], 1.0), arguments)
+    return deep.reshape((n, c) + out)
