@@ -243,3 +243,26 @@ def test_softmax_over_the_first_axis():
     proto = model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 3])],
                   [helper.make_tensor_value_info("y", FLOAT, ["n", 3])])
     run_both(proto, {"x": RNG.standard_normal((4, 3)).astype(np.float32)})
+
+
+@pytest.mark.parametrize("form", ["paddle", "scale", "hard_sigmoid"])
+def test_hard_swish_patterns_become_one_fused_activation(form, tmp_path):
+    """Exporters write hard-swish out (Paddle: Add 3 → Clip 0..6 → Mul → Div 6; or × 1/6; or
+    x × HardSigmoid(x)): the importer makes it one HardSwish, which the convolution before it
+    computes in its output write."""
+    weight = numpy_helper.from_array(RNG.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])]
+    if form == "hard_sigmoid":
+        nodes += [helper.make_node("HardSigmoid", ["c"], ["g"], alpha=1 / 6, beta=0.5),
+                  helper.make_node("Mul", ["c", "g"], ["y"])]
+    else:
+        nodes += [constant("three", np.float32(3)), constant("zero", np.float32(0)), constant("six", np.float32(6)),
+                  helper.make_node("Add", ["c", "three"], ["s"]), helper.make_node("Clip", ["s", "zero", "six"], ["r"]),
+                  helper.make_node("Mul", ["c", "r"], ["m"])]
+        nodes += [helper.make_node("Div", ["m", "six"], ["y"])] if form == "paddle" else \
+            [constant("sixth", np.float32(1 / 6)), helper.make_node("Mul", ["m", "sixth"], ["y"])]
+    proto = model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 3, "h", "w"])],
+                  [helper.make_tensor_value_info("y", FLOAT, ["n", 4, "h", "w"])], [weight])
+    net = run_both(proto, {"x": RNG.standard_normal((2, 3, 6, 7)).astype(np.float32)}, tmp_path)
+    assert [type(layer).__name__ for layer in net.layers] == ["Conv2D", "HardSwish"]
+    assert len(net.graph.inference_plan()) == 1  # the convolution with hard-swish in its epilogue

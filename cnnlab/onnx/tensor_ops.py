@@ -64,8 +64,58 @@ def _needs_general(ctx, values, both_ways=False):
     return rank == 0
 
 
+def _scalar(value, target):
+    """Whether ``value`` is a constant whose every entry is ``target`` (to float32 precision)."""
+    return isinstance(value, np.ndarray) and value.size >= 1 and np.allclose(value, target, rtol=1e-6, atol=0)
+
+
+def _made_by(tensor, layer_type):
+    """The layer of the node that produced ``tensor`` when it is a ``layer_type``, else None."""
+    node = getattr(tensor, "node", None)
+    return node.layer if node is not None and isinstance(node.layer, layer_type) else None
+
+
+def _hard_swish_input(product):
+    """``x`` when ``product`` is ``x * relu6(x + 3)`` (Paddle's hard-swish before its ``/ 6``:
+    ``Add 3 → Clip 0..6 → Mul``) or ``x * hard_sigmoid(x)`` without the 1/6, else None."""
+    if _made_by(product, L.Multiply) is None or len(product.node.inputs) != 2:
+        return None
+    for x, gate in (product.node.inputs, product.node.inputs[::-1]):
+        clip = _made_by(gate, (L.ReLU6, L.Clip))
+        if clip is None or (isinstance(clip, L.Clip) and (clip.min, clip.max) != (0.0, 6.0)):
+            continue
+        shifted = gate.node.inputs[0]
+        bias = _made_by(shifted, L.Bias)
+        if bias is not None and shifted.node.inputs[0] is x and _scalar(to_host(bias.params["weight"]), 3.0):
+            return x
+    return None
+
+
+def _hard_swish(ctx, op, a, b):
+    """The hard-swish patterns exporters write, as one :class:`~cnnlab.layers.HardSwish` (which a
+    convolution before it then computes in its output write): ``x * relu6(x + 3) / 6`` (or ``* (1 /
+    6)``) and ``x * hard_sigmoid(x)``; None for anything else."""
+    if op == "divide" and _scalar(b, 6.0) or op == "multiply" and _scalar(b, 1 / 6):
+        x = _hard_swish_input(a)
+    elif op == "multiply" and _scalar(a, 1 / 6):
+        x = _hard_swish_input(b)
+    elif op == "multiply" and not isinstance(a, np.ndarray) and not isinstance(b, np.ndarray):
+        x = None
+        for tensor, gate in ((a, b), (b, a)):
+            sigmoid = _made_by(gate, L.HardSigmoid)
+            if sigmoid is not None and gate.node.inputs[0] is tensor and abs(sigmoid.alpha - 1 / 6) < 1e-6 \
+                    and abs(sigmoid.beta - 0.5) < 1e-6:
+                x = tensor
+    else:
+        x = None
+    return None if x is None or x.dtype not in (np.float32, np.float64) else L.HardSwish()(x)
+
+
 def _arithmetic(op, fast, both_ways):
     def convert(ctx, a, b):
+        fused = _hard_swish(ctx, op, a, b)
+        if fused is not None:
+            return fused
         for value in (a, b):
             if np.dtype(value.dtype).kind == "b":
                 ctx.fail(f"a{' constant' if isinstance(value, np.ndarray) else 'n'} operand of dtype bool; "

@@ -64,9 +64,21 @@ def _sum_over_broadcast(grad_out, a, j, repeats, dims, b_dims, times_a):
 
 @njit(parallel=True, cache=True)
 def add_forward(a, b, out, dims, b_dims):
-    """``out = a + b`` with ``b`` broadcast over the axes where ``b_dims`` is 1."""
-    for i in prange(out.shape[0]):
-        out[i] = a[i] + b[_b_index(i, dims, b_dims)]
+    """``out = a + b`` with ``b`` broadcast over the axes where ``b_dims`` is 1: a row of the last
+    axis at a time (``b``'s index found once per row; the row a vectorized loop)."""
+    inner = dims[dims.shape[0] - 1]
+    rows = out.shape[0] // inner if inner > 0 else 0
+    varies = b_dims[b_dims.shape[0] - 1] != 1
+    for r in prange(rows):
+        base = r * inner
+        j = _b_index(base, dims, b_dims)
+        if varies:
+            for k in range(inner):
+                out[base + k] = a[base + k] + b[j + k]
+        else:
+            value = b[j]
+            for k in range(inner):
+                out[base + k] = a[base + k] + value
 
 
 @njit(parallel=True, cache=True)
@@ -81,9 +93,21 @@ def add_backward(grad_out, grad_a, grad_b, dims, b_dims):
 
 @njit(parallel=True, cache=True)
 def multiply_forward(a, b, out, dims, b_dims):
-    """``out = a * b`` with ``b`` broadcast over the axes where ``b_dims`` is 1."""
-    for i in prange(out.shape[0]):
-        out[i] = a[i] * b[_b_index(i, dims, b_dims)]
+    """``out = a * b`` with ``b`` broadcast over the axes where ``b_dims`` is 1, a row of the last
+    axis at a time (as :func:`add_forward`)."""
+    inner = dims[dims.shape[0] - 1]
+    rows = out.shape[0] // inner if inner > 0 else 0
+    varies = b_dims[b_dims.shape[0] - 1] != 1
+    for r in prange(rows):
+        base = r * inner
+        j = _b_index(base, dims, b_dims)
+        if varies:
+            for k in range(inner):
+                out[base + k] = a[base + k] * b[j + k]
+        else:
+            value = b[j]
+            for k in range(inner):
+                out[base + k] = a[base + k] * value
 
 
 @njit(parallel=True, cache=True)
