@@ -20,6 +20,10 @@ IM2COL_MAX_BYTES : int
     Largest total of the per-thread column buffers (im2col workspace) the
     CPU convolution may allocate; a sample whose buffer would exceed it is
     processed in blocks of output rows (at least one row at a time).
+IM2COL_CACHE_BYTES : int
+    The column block a thread of the CPU convolution aims for: when a thread's share of an
+    image's im2col columns would exceed it, the thread takes them a block of output rows at a
+    time, so that each GEMM reads its columns from the core's cache (2 MiB, an L2 per core).
 PARALLEL_MIN_WORK : int
     The least work (multiply-adds or element visits) worth giving one thread: a CPU
     convolution, pooling or fully-connected kernel uses at most ``work // PARALLEL_MIN_WORK``
@@ -50,6 +54,7 @@ _DEFAULTS = {
     "THREADS_PER_BLOCK": 256,
     "MAX_BLOCKS": 65535,
     "IM2COL_MAX_BYTES": 256 * 1024 * 1024,
+    "IM2COL_CACHE_BYTES": 2 * 1024 * 1024,
     "GPU_CONV_TILE": 16,
     "PARALLEL_MIN_WORK": 1 << 14,
     "GEMM_MIN_COLUMNS": 128,
@@ -61,6 +66,7 @@ _DEFAULTS = {
 THREADS_PER_BLOCK = _DEFAULTS["THREADS_PER_BLOCK"]
 MAX_BLOCKS = _DEFAULTS["MAX_BLOCKS"]
 IM2COL_MAX_BYTES = _DEFAULTS["IM2COL_MAX_BYTES"]
+IM2COL_CACHE_BYTES = _DEFAULTS["IM2COL_CACHE_BYTES"]
 GPU_CONV_TILE = _DEFAULTS["GPU_CONV_TILE"]
 PARALLEL_MIN_WORK = _DEFAULTS["PARALLEL_MIN_WORK"]
 GEMM_MIN_COLUMNS = _DEFAULTS["GEMM_MIN_COLUMNS"]
