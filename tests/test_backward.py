@@ -171,7 +171,7 @@ def test_batch_norm_backward_matches_finite_differences():
     (lambda: F.cross_entropy(np.ones((2, 3)), [0, 3]), ValueError, "targets must lie in"),
     (lambda: F.cross_entropy(np.ones((2, 3)), [0.5, 1]), TypeError, "targets"),
     (lambda: F.cross_entropy(np.ones((2, 3)), [0]), ValueError, "one label per sample"),
-    (lambda: F.dropout(np.ones(3), 1.0, 0), ValueError, "p must be"),
+    (lambda: F.dropout(np.ones(3), 1.5, 0), ValueError, "p must be"),
     (lambda: F.dropout(np.ones(3), 0.5, -1), ValueError, "seed"),
 ])
 def test_bad_backward_input(call, error, words):
