@@ -248,14 +248,19 @@ def layer_normalization(ctx, x, scale, bias=None, *, axis=-1, epsilon=1e-5, stas
         layer.params["bias"][...] = np.broadcast_to(ctx.weights(bias, "B"), normalized)
     if not any(ctx.uses.get(name) for name in ctx.node.output[1:]):
         return layer(x)
-    # the optional Mean and InvStdDev outputs, from the same axes (reductions keep them as 1s)
-    axes = list(range(first, rank))
+    _, mean, inverse = normalization_statistics(ctx, x, list(range(first, rank)), epsilon)
+    return layer(x), mean, inverse  # the optional Mean and InvStdDev outputs too
+
+
+def normalization_statistics(ctx, x, axes, epsilon):
+    """``(x - mean, mean, 1 / sqrt(variance + epsilon))`` over ``axes`` (kept as 1s), as
+    whole-tensor layers: LayerNormalization's formula and its optional outputs."""
     mean = L.Reduce("mean", axes, keepdims=True)(x)
     centred = L.Arithmetic("subtract")([x, mean])
     variance = L.Reduce("mean", axes, keepdims=True)(L.Arithmetic("multiply")([centred, centred]))
     shifted = L.Arithmetic("add", constants={1: np.array(epsilon, ctx.dtype)})([variance])
     inverse = L.Arithmetic("power", constants={1: np.array(-0.5, ctx.dtype)})([shifted])
-    return layer(x), mean, inverse
+    return centred, mean, inverse
 
 
 @converter("Resize", since=10)

@@ -37,6 +37,12 @@ def _general(layer_type, values, **options):
     return layer_type(constants=constants, **options)(tensors)
 
 
+def _model_floats(ctx, values):
+    """``values`` with their float constants in the model's float dtype."""
+    return [np.asarray(v, dtype=ctx.dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+            for v in values]
+
+
 def _float_model_tensor(ctx, value):
     return not isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.shape is not None
 
@@ -121,9 +127,7 @@ def _arithmetic(op, fast, both_ways):
                 ctx.fail(f"a{' constant' if isinstance(value, np.ndarray) else 'n'} operand of dtype bool; "
                          f"{ctx.node.op_type} takes numbers")
         if _needs_general(ctx, (a, b), both_ways):
-            values = [np.asarray(v, dtype=ctx.dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
-                      for v in (a, b)]
-            return _general(L.Arithmetic, values, op=op)
+            return _general(L.Arithmetic, _model_floats(ctx, (a, b)), op=op)
         return fast(ctx, a, b)
     convert.__name__ = f"convert_{op}"
     return convert
@@ -272,9 +276,7 @@ def split_2(ctx, x, *, axis=0, split=None):
 
 @converter("Gather", since=1)
 def gather(ctx, data, indices, *, axis=0):
-    if isinstance(data, np.ndarray) and np.asarray(data).dtype.kind == "f":
-        data = np.asarray(data, dtype=ctx.dtype)
-    return _general(L.Gather, (data, indices), axis=axis)
+    return _general(L.Gather, _model_floats(ctx, (data, indices)), axis=axis)
 
 
 def _axes_operand(ctx, axes_input, axes):
@@ -298,9 +300,7 @@ def unsqueeze(ctx, x, axes_input=None, *, axes=None):
 
 @converter("Expand", since=8)
 def expand(ctx, x, shape):
-    if isinstance(x, np.ndarray) and np.asarray(x).dtype.kind == "f":
-        x = np.asarray(x, dtype=ctx.dtype)
-    return _general(L.Expand, (x, shape))
+    return _general(L.Expand, _model_floats(ctx, (x, shape)))
 
 
 @converter("ConstantOfShape", since=9)
@@ -350,9 +350,7 @@ def matmul(ctx, a, b):
 
 @converter("Tile", since=6)
 def tile(ctx, x, repeats):
-    if isinstance(x, np.ndarray) and np.asarray(x).dtype.kind == "f":
-        x = np.asarray(x, dtype=ctx.dtype)
-    return _general(L.Tile, (x, repeats))
+    return _general(L.Tile, _model_floats(ctx, (x, repeats)))
 
 
 @converter("Pad", since=11)
@@ -438,12 +436,7 @@ def layer_normalization(ctx, x, scale, bias=None, *, axis=-1, epsilon=1e-5, stas
     if first > 0 and None not in x.shape[first:] and isinstance(scale, np.ndarray) \
             and (bias is None or isinstance(bias, np.ndarray)):
         return ops.layer_normalization(ctx, x, scale, bias, axis=axis, epsilon=epsilon, stash_type=stash_type)
-    axes = list(range(first, rank))
-    mean = L.Reduce("mean", axes, keepdims=True)(x)
-    centred = L.Arithmetic("subtract")([x, mean])
-    variance = L.Reduce("mean", axes, keepdims=True)(L.Arithmetic("multiply")([centred, centred]))
-    shifted = L.Arithmetic("add", constants={1: np.array(epsilon, ctx.dtype)})([variance])
-    inverse = L.Arithmetic("power", constants={1: np.array(-0.5, ctx.dtype)})([shifted])
+    centred, mean, inverse = ops.normalization_statistics(ctx, x, list(range(first, rank)), epsilon)
     scale = np.asarray(scale, ctx.dtype) if isinstance(scale, np.ndarray) else scale
     out = _general(L.Arithmetic, (L.Arithmetic("multiply")([centred, inverse]), scale), op="multiply")
     if bias is not None:
@@ -587,15 +580,20 @@ def _plain(ctx, layer, inputs, output, shapes):
     return ctx.node(type(layer).__name__, _operand_names(ctx, layer, inputs), output)
 
 
-@exporter(L.DynamicPad)
-def _dynamic_pad(ctx, layer, inputs, output, shapes):
-    names = _operand_names(ctx, layer, inputs)
+def _pad_node(ctx, layer, names, output):
+    """ONNX's Pad of the data and pads ``names``, with the fill value of mode constant."""
     if layer.mode == "constant":
-        names.append(ctx.constant(np.array(layer.value), "value"))
+        names = names + [ctx.constant(np.array(layer.value), "value")]
     return ctx.node("Pad", names, output, mode=layer.mode)
 
 
-_dynamic_pad.opset = lambda layer: 19 if layer.mode == "wrap" else OPSET
+def _pad_opset(layer):
+    return 19 if layer.mode == "wrap" else OPSET  # mode wrap came with opset 19
+
+
+@exporter(L.DynamicPad, opset=_pad_opset)
+def _dynamic_pad(ctx, layer, inputs, output, shapes):
+    return _pad_node(ctx, layer, _operand_names(ctx, layer, inputs), output)
 
 
 @exporter(L.DynamicReshape)
@@ -635,20 +633,15 @@ def _reduce_export(ctx, layer, inputs, output, shapes):
     return ctx.node(_REDUCE[layer.op], inputs, output, keepdims=int(layer.keepdims), **options)
 
 
-@exporter(L.Pad)
+@exporter(L.Pad, opset=_pad_opset)
 def _pad_export(ctx, layer, inputs, output, shapes):
     """PyTorch's pairs (last axis first) as ONNX's begins then ends, for the padded axes."""
     count = len(layer.pad) // 2
     axes = list(range(len(shapes[0]) + 1 - count, len(shapes[0]) + 1))  # the last axes of (N, *sample)
     begins = [layer.pad[2 * (count - 1 - k)] for k in range(count)]
     ends = [layer.pad[2 * (count - 1 - k) + 1] for k in range(count)]
-    names = [inputs[0], _ints_constant(ctx, [0] * (axes[0]) + begins + [0] * axes[0] + ends, "pads")]
-    if layer.mode == "constant":
-        names.append(ctx.constant(np.array(layer.value), "value"))
-    return ctx.node("Pad", names, output, mode=layer.mode)
-
-
-_pad_export.opset = lambda layer: 19 if layer.mode == "wrap" else OPSET
+    return _pad_node(ctx, layer, [inputs[0], _ints_constant(ctx, [0] * axes[0] + begins + [0] * axes[0] + ends, "pads")],
+                     output)
 
 
 @exporter(L.Function)
