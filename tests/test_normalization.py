@@ -175,3 +175,27 @@ def test_group_normalization_nodes_import_as_onnxruntime_runs_them(opset):
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     expected = session.run(None, {"x": x})[0]
     np.testing.assert_allclose(cnnlab.onnx.load(model)(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_instance_norm_is_group_norm_of_one_channel_per_group_and_exports(tmp_path):
+    import cnnlab.onnx
+    from cnnlab.layers import InstanceNorm
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 4, 5))
+    weight, bias = rng.standard_normal(3), rng.standard_normal(3)
+    np.testing.assert_allclose(F.instance_norm(x, weight=weight, bias=bias),
+                               naive.group_norm(x, 3, weight, bias), atol=1e-10)
+    mean, var = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
+    frozen = F.instance_norm(x, mean, var, use_input_stats=False)
+    np.testing.assert_allclose(frozen, (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5), atol=1e-10)
+    with pytest.raises(ValueError, match="running_mean and running_var"):
+        F.instance_norm(x, use_input_stats=False)
+    ort = pytest.importorskip("onnxruntime")
+    inputs = cnnlab.Input((3, 4, 5))
+    model = cnnlab.Model(inputs, InstanceNorm(3, affine=True)(inputs))
+    model.layers[0].params["weight"][...] = weight
+    cnnlab.onnx.save(model, tmp_path / "i.onnx")
+    session = ort.InferenceSession(str(tmp_path / "i.onnx"), providers=["CPUExecutionProvider"])
+    values = x.astype(np.float32)
+    np.testing.assert_allclose(session.run(None, {"input": values})[0], model.graph.forward([values])[0], atol=1e-5)

@@ -127,6 +127,7 @@ from .normalization import (
     batch_norm2d_backward,
     group_norm,
     group_norm_backward,
+    instance_norm,
     layer_norm,
     layer_norm_backward,
     running_average,
@@ -185,5 +186,5 @@ __all__ = [
     "interpolate",
     "sqrt", "exp", "log", "erf", "reciprocal", "abs", "neg", "floor", "ceil", "gelu",
     "subtract", "divide", "power", "maximum", "minimum",
-    "adaptive_avg_pool2d", "slice", "gather", "squeeze", "unsqueeze", "expand", "cast", "where", "reduce", "matmul", "pad",
+    "adaptive_avg_pool2d", "instance_norm", "slice", "gather", "squeeze", "unsqueeze", "expand", "cast", "where", "reduce", "matmul", "pad",
 ]

@@ -162,6 +162,28 @@ def group_norm(x: Array, num_groups: int, weight: Array | None = None, bias: Arr
     return (out, mean, rstd) if return_statistics else out
 
 
+def instance_norm(x: Array, running_mean: Array | None = None, running_var: Array | None = None,
+                  weight: Array | None = None, bias: Array | None = None, use_input_stats: bool = True,
+                  momentum: float = 0.1, eps: float = 1e-05) -> Array:
+    """``torch.nn.functional.instance_norm``: each sample's channels normalized by their own mean
+    and variance over the positions (:func:`group_norm` with one channel per group), then scaled
+    and shifted per channel. With ``use_input_stats=False``, the running statistics normalize
+    instead (:func:`batch_norm2d`'s inference). ``momentum`` and the running statistics are not
+    updated here (a functional call has no state to keep).
+    """
+    x = as_float_array("x", x)
+    if len(x.shape) < 2:
+        raise ValueError(f"x must be (N, C, ...), got shape {tuple(x.shape)}")
+    if use_input_stats:
+        return group_norm(x, int(x.shape[1]), weight, bias, eps)
+    if running_mean is None or running_var is None:
+        raise ValueError("use_input_stats=False needs running_mean and running_var")
+    channels = int(x.shape[1])
+    weight = np.ones(channels, x.dtype) if weight is None else weight
+    bias = np.zeros(channels, x.dtype) if bias is None else bias
+    return batch_norm2d(x, weight, bias, eps, running_mean, running_var)[0]
+
+
 def group_norm_backward(x: Array, grad_out: Array, num_groups: int, weight: Array | None = None,
                         mean: Array | None = None, rstd: Array | None = None, eps: float = 1e-05) -> tuple[Array, ...]:
     """Gradients of :func:`group_norm`: ``(grad_x, grad_weight, grad_bias)``.

@@ -49,7 +49,7 @@ from .indexing import (
 )
 from .linear import Dense
 from .merge import Add, Bias, Concatenate, Multiply, Scale
-from .normalization import BatchNorm2D, GroupNorm, LayerNorm
+from .normalization import BatchNorm2D, GroupNorm, InstanceNorm, LayerNorm
 from .pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, LPPool2D, MaxPool2D, MedianPool2D, MinPool2D
 from .tensor import Flatten, Identity, Reshape, Resize, Transpose
 from .tensor_math import Arithmetic, Function, MatMul, Reduce
@@ -59,7 +59,7 @@ __all__ = [
     "GlobalAvgPool2D", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Flatten", "Dropout",
     "BatchNorm2D", "GlobalMaxPool2D", "ReLU6", "Clip", "HardSigmoid", "HardSwish", "SiLU", "Identity",
     "Reshape", "Add", "Multiply", "Concatenate", "LogSoftmax", "GroupNorm", "Dropout2D", "Bias", "Scale", "Transpose",
-    "LayerNorm", "ConvTranspose2D", "Resize", "LAYER_TYPES",
+    "LayerNorm", "InstanceNorm", "ConvTranspose2D", "Resize", "LAYER_TYPES",
     "Sqrt", "Exp", "Log", "Erf", "Reciprocal", "Abs", "Neg", "Floor", "Ceil", "GELU", "Subtract", "Divide", "Power",
     "Maximum", "Minimum", "ElementwiseConstant",
     "Shape", "Cast", "Slice", "Gather", "Squeeze", "Unsqueeze", "Concat", "Expand", "DynamicReshape",

@@ -135,6 +135,20 @@ class GroupNorm(Layer):
                     dtype=self.dtype.name)
 
 
+class InstanceNorm(GroupNorm):
+    """Instance normalization (``torch.nn.InstanceNorm2d`` with ``track_running_stats=False``):
+    each sample's channels normalized by their own mean and variance over the positions, then
+    (with ``affine``, PyTorch's default False) a learned per-channel scale and shift. A
+    :class:`GroupNorm` of one channel per group."""
+
+    def __init__(self, num_features: int, eps: float = 1e-05, affine: bool = False,
+                 dtype: DTypeLike = "float32") -> None:
+        super().__init__(num_features, num_features, eps=eps, affine=affine, dtype=dtype)
+
+    def config(self) -> dict:
+        return dict(num_features=self.num_channels, eps=self.eps, affine=self.affine, dtype=self.dtype.name)
+
+
 class LayerNorm(Layer):
     """Layer normalization (:func:`cnnlab.functional.layer_norm`) over the last axes
     ``normalized_shape`` of each sample, with a learned scale (``weight``, 1 to start) and shift

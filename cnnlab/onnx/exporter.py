@@ -235,6 +235,15 @@ def _batch_norm(ctx, layer, inputs, output, shapes):
     return ctx.node("BatchNormalization", names, output, epsilon=float(layer.eps), momentum=1 - float(layer.momentum))
 
 
+@exporter(L.InstanceNorm)
+def _instance_norm(ctx, layer, inputs, output, shapes):
+    channels = layer.num_channels
+    weight = to_host(layer.params["weight"]) if layer.affine else np.ones(channels)
+    bias = to_host(layer.params["bias"]) if layer.affine else np.zeros(channels)
+    return ctx.node("InstanceNormalization", [inputs[0], ctx.constant(weight, "scale"), ctx.constant(bias, "bias")],
+                    output, epsilon=float(layer.eps))
+
+
 @exporter(L.GroupNorm)
 def _group_norm(ctx, layer, inputs, output, shapes):
     """Opset 14 has no GroupNormalization: the groups are normalized as instances of a
