@@ -1,5 +1,5 @@
 """The one place where a cnnlab op meets an array it does not compute on itself: a
-``dask.array.Array``.
+``dask.array.Array``, or a symbolic tensor (:func:`symbolic`: the op adds a node to a graph).
 
 Each op that takes a dask array declares it with :func:`chunked` and a *kind* that says how
 the array may be chunked for it:
@@ -29,7 +29,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["chunked", "elementwise", "handler_for", "is_dask_array", "per_sample", "register", "sliding_window"]
+__all__ = ["chunked", "elementwise", "handler_for", "is_dask_array", "per_sample", "register", "sliding_window",
+           "symbolic", "register_builder", "register_symbolic_type"]
 
 #: kind -> handler(function, args, kwargs), filled by cnnlab.dask when it is imported;
 #: ``function`` is the undecorated op and ``args``/``kwargs`` its arguments as given
@@ -104,3 +105,41 @@ def sliding_window(kind: str) -> Callable[[Callable[..., Any]], Callable[..., An
     if kind not in ("convolution", "pooling"):
         raise ValueError(f"kind must be 'convolution' or 'pooling', got {kind!r}")
     return chunked(kind)
+
+
+# --- symbolic tensors: an op called on one builds a node (Keras 3's rule) -----------------------
+
+#: the symbolic tensor classes (cnnlab.symbolic registers its own when it is imported)
+SYMBOLIC_TYPES: tuple = ()
+#: op name -> builder(*args, **kwargs) returning the output tensor of a new node (cnnlab.layers
+#: registers one per op that has a layer)
+BUILDERS: dict[str, Callable[..., Any]] = {}
+
+
+def register_symbolic_type(cls: type) -> None:
+    """Recognize instances of ``cls`` as symbolic tensors (called by :mod:`cnnlab.symbolic`)."""
+    global SYMBOLIC_TYPES
+    if cls not in SYMBOLIC_TYPES:
+        SYMBOLIC_TYPES = SYMBOLIC_TYPES + (cls,)
+
+
+def register_builder(name: str, builder: Callable[..., Any]) -> None:
+    """Build a node with ``builder(*args, **kwargs)`` when op ``name`` meets a symbolic tensor."""
+    BUILDERS[name] = builder
+
+
+def symbolic(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare that op ``name``, called on a symbolic tensor (from :func:`cnnlab.Input` or a layer
+    call) among its positional arguments, adds a node to the graph instead of computing: the
+    builder its layer registered makes the node and returns its output tensor."""
+    def decorate(function):
+        @functools.wraps(function)
+        def run(*args, **kwargs):
+            if SYMBOLIC_TYPES and any(isinstance(a, SYMBOLIC_TYPES) for a in args):
+                builder = BUILDERS.get(name)
+                if builder is None:
+                    raise TypeError(f"{name} has no layer to build a node with: call it on arrays")
+                return builder(*args, **kwargs)
+            return function(*args, **kwargs)
+        return run
+    return decorate

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .checks import check_float_dtype
+from .dispatch import register_symbolic_type
 
 __all__ = ["Input", "SymbolicTensor", "TensorSpec", "Node", "call_layer", "is_symbolic"]
 
@@ -85,6 +86,9 @@ class SymbolicTensor:
         source = "input" if self.node is None else type(self.node.layer).__name__
         name = f"{self.name!r}, " if self.name else ""
         return f"SymbolicTensor({name}shape={self.shape}, dtype={self.dtype.name}, from {source})"
+
+
+register_symbolic_type(SymbolicTensor)  # cnnlab.functional's ops build nodes from these
 
 
 def is_symbolic(value):

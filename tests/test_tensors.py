@@ -297,3 +297,26 @@ def test_a_model_with_casts_copies_and_moves():
     copy = model.copy()
     values = np.array([[1.7, -2.2, 3.0]], np.float32)
     np.testing.assert_array_equal(copy.graph.forward([values])[0], [[1, -2, 3]])
+
+
+def test_functional_ops_on_symbolic_tensors_build_nodes(tmp_path):
+    """Keras 3's rule: an op of cnnlab.functional called on a symbolic tensor adds a node (its
+    layer), so a graph can be written with the functional ops; arrays among the arguments become
+    the layer's constants."""
+    x = cnnlab.Input((4, 6))
+    q, k = F.slice(x, [0], [3], [2]), F.slice(x, [3], [6], [2])
+    weights = F.matmul(q, F.transpose(k, (0, 2, 1)))
+    picked = F.gather(weights, np.array([0, 2]), 1)
+    padded = F.pad(F.unsqueeze(picked, [1]), [1, 1])
+    y = F.reduce(F.where(np.array([True, False, True, True, False, True]), padded, 0.5), "mean", [1, 2, 3])
+    model = cnnlab.Model(x, y)
+    assert [type(layer).__name__ for layer in model.layers] == ["Slice", "Slice", "Transpose", "MatMul", "Gather",
+                                                               "Unsqueeze", "Pad", "Where", "Reduce"]
+    v = RNG.standard_normal((2, 4, 6))
+    w = v[:, :, :3] @ v[:, :, 3:].transpose(0, 2, 1)
+    expected = np.where([True, False, True, True, False, True], np.pad(w[:, None, [0, 2]], ((0, 0),) * 3 + ((1, 1),)),
+                        0.5).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(model.graph.forward([v])[0], expected, atol=1e-12)
+    model.save(tmp_path / "f.npz")
+    np.testing.assert_allclose(cnnlab.load(tmp_path / "f.npz").graph.forward([v])[0], expected, atol=1e-12)
+    np.testing.assert_array_equal(F.squeeze(np.ones((2, 1))), np.ones(2))  # arrays still compute

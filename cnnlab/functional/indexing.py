@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..device import is_gpu_array, to_device, to_host
+from ..dispatch import symbolic
 from ..types import Array, DTypeLike
 
 __all__ = ["slice", "slice_backward", "gather", "gather_backward", "squeeze", "unsqueeze", "expand",
@@ -81,6 +82,7 @@ def slice_geometry(shape: Sequence[int], starts: Sequence[int], ends: Sequence[i
     return tuple(index)
 
 
+@symbolic("slice")
 @on_host
 def slice(x: Array, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int] | None = None,
           steps: Sequence[int] | None = None) -> Array:
@@ -115,6 +117,7 @@ def slice_backward(grad_out: Array, input_shape: Sequence[int], starts: Sequence
     return to_device(grad) if gpu else grad
 
 
+@symbolic("gather")
 @on_host
 def gather(x: Array, indices: Array, axis: int = 0) -> Array:
     """Pick entries of ``x`` along ``axis`` (ONNX ``Gather``, ``numpy.take``): the output's shape
@@ -147,6 +150,7 @@ def gather_backward(grad_out: Array, input_shape: Sequence[int], indices: Array,
     return to_device(grad) if gpu else grad
 
 
+@symbolic("squeeze")
 def squeeze(x: Array, axes: int | Sequence[int] | None = None) -> Array:
     """Drop axes of size 1 (all of them when ``axes`` is None); a ``ValueError`` for a named axis
     whose size is not 1."""
@@ -159,6 +163,7 @@ def squeeze(x: Array, axes: int | Sequence[int] | None = None) -> Array:
     return x.reshape(tuple(s for i, s in enumerate(shape) if i not in axes))
 
 
+@symbolic("unsqueeze")
 def unsqueeze(x: Array, axes: int | Sequence[int]) -> Array:
     """Insert axes of size 1 at ``axes`` (positions in the output; negative count from its end)."""
     x = _array("x", x)
@@ -178,6 +183,7 @@ def expanded_shape(shape: Sequence[int], target: Sequence[int]) -> tuple[int, ..
         raise ValueError(f"shape {tuple(shape)} does not broadcast to {tuple(int(t) for t in target)}") from None
 
 
+@symbolic("expand")
 @on_host
 def expand(x: Array, shape: Sequence[int]) -> Array:
     """Broadcast ``x`` to ``shape`` (ONNX ``Expand``: both shapes broadcast against each other,
@@ -202,6 +208,7 @@ def sum_to_shape(grad: Array, shape: Sequence[int]) -> Array:
     return to_device(host) if gpu else host
 
 
+@symbolic("cast")
 def cast(x: Array, dtype: DTypeLike) -> Array:
     """``x`` converted to ``dtype`` (ONNX ``Cast``): floats to integers truncate toward zero, as
     NumPy and C do; the array itself when it has that dtype already."""
@@ -217,6 +224,7 @@ def cast(x: Array, dtype: DTypeLike) -> Array:
     return x.astype(dtype)
 
 
+@symbolic("where")
 @on_host
 def where(condition: Array, a: Array, b: Array) -> Array:
     """``a`` where ``condition`` is true, else ``b``, all three broadcast (ONNX ``Where``)."""
@@ -273,6 +281,7 @@ def _source_indices(size, before, after, mode):
     return np.where(folded < kept, folded, period - folded) + start
 
 
+@symbolic("pad")
 @on_host
 def pad(x: Array, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Array:
     """Pad ``x`` (``torch.nn.functional.pad``; ONNX ``Pad``): ``pad`` holds (before, after) pairs

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..device import is_gpu_array, to_device, to_host
+from ..dispatch import symbolic
 from ..types import Array
 from .indexing import on_host, sum_to_shape
 
@@ -48,6 +49,7 @@ def _check_op(op):
         raise ValueError(f"op must be one of {', '.join(REDUCTIONS)}, got {op!r}")
 
 
+@symbolic("reduce")
 @on_host
 def reduce(x: Array, op: str = "mean", axes: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:
     """Reduce ``x`` over ``axes`` with ``op`` (ONNX's ``Reduce*``; ``torch.mean(x, dim, keepdim)``).
@@ -142,6 +144,7 @@ def _prod_without(x, axes):
     return np.moveaxis(result.reshape(moved.shape), tuple(range(x.ndim - len(axes), x.ndim)), axes)
 
 
+@symbolic("matmul")
 @on_host
 def matmul(a: Array, b: Array) -> Array:
     """The matrix product of ``a`` and ``b`` with NumPy's (and ONNX's ``MatMul``) rules: 1-D

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..device import kernels_for
+from ..dispatch import symbolic
 from ..types import Array
 from .common import as_float_array
 from .merge import index_array
@@ -24,6 +25,7 @@ def check_axes(axes: Sequence[int], rank: int, name: str = "axes") -> tuple[int,
     return resolved
 
 
+@symbolic("transpose")
 def transpose(x: Array, axes: Sequence[int]) -> Array:
     """Permute the axes of ``x``: output axis ``k`` is input axis ``axes[k]`` (``numpy.transpose``,
     ``torch.permute``), a new C-contiguous array on the input's device.

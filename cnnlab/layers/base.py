@@ -20,7 +20,7 @@ import numpy as np
 
 from ..checks import check_device, check_float_dtype, check_memory
 from ..device import is_gpu_array, to_device, to_host
-from ..symbolic import TensorSpec, call_layer
+from ..symbolic import TensorSpec, call_layer, is_symbolic
 from ..types import Any, Array, DTypeLike, Padding, Sequence
 
 #: every layer class by name (the saved architecture names them), filled as classes are defined
@@ -266,3 +266,12 @@ class WholeTensorLayer(Layer, register=False):
         return {str(p): dict(shape=list(self.buffers[f"constant{p}"].shape),
                              dtype=np.dtype(self.buffers[f"constant{p}"].dtype).name)
                 for p in self.constant_positions}
+
+
+def operand_node(layer_type: type, operands: Sequence[Any], **options: Any) -> Any:
+    """``layer_type(constants=..., **options)`` called on the symbolic tensors among ``operands``,
+    the other operands (arrays, numbers) its constants: how a functional op called on symbolic
+    tensors builds its node."""
+    tensors = [v for v in operands if is_symbolic(v)]
+    constants = {i: np.asarray(v) for i, v in enumerate(operands) if not is_symbolic(v)}
+    return layer_type(constants=constants, **options)(tensors)

@@ -13,10 +13,11 @@ import numpy as np
 
 from .. import functional as F
 from ..device import is_gpu_array, to_device
+from ..dispatch import register_builder
 from ..functional.indexing import expanded_shape, slice_geometry
 from ..symbolic import TensorSpec
 from ..types import Any, Array, DTypeLike, Sequence
-from .base import WholeTensorLayer, known_value, reshape_array
+from .base import WholeTensorLayer, known_value, operand_node, reshape_array
 
 
 def broadcast_dims(*shapes):
@@ -642,3 +643,14 @@ class DynamicPad(WholeTensorLayer):
 
     def config(self) -> dict:
         return dict(mode=self.mode, value=self.value, constants=self.constants_config())
+
+
+# cnnlab.functional's ops called on symbolic tensors build these layers' nodes (cnnlab.dispatch.symbolic)
+register_builder("slice", lambda x, starts, ends, axes=None, steps=None: Slice(starts, ends, axes, steps)(x))
+register_builder("gather", lambda x, indices, axis=0: operand_node(Gather, (x, indices), axis=axis))
+register_builder("squeeze", lambda x, axes=None: Squeeze(axes)(x))
+register_builder("unsqueeze", lambda x, axes: Unsqueeze(axes)(x))
+register_builder("expand", lambda x, shape: operand_node(Expand, (x, shape)))
+register_builder("cast", lambda x, dtype: Cast(dtype)(x))
+register_builder("where", lambda condition, a, b: operand_node(Where, (condition, a, b)))
+register_builder("pad", lambda x, pad, mode="constant", value=0.0: Pad(pad, mode, value)(x))

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import functional as F
 from ..device import is_gpu_array
+from ..dispatch import register_builder
 from ..functional.resize import resize_codes, resize_geometry
 from ..shapes import is_known, known_size
 from ..symbolic import TensorSpec
@@ -169,3 +170,6 @@ class Resize(Layer):
     def config(self) -> dict:
         return dict(size=None if self.size is None else list(self.size),
                     scale=None if self.scale is None else list(self.scale), **self.options)
+
+
+register_builder("transpose", lambda x, axes: Transpose(axes)(x))  # F.transpose on a symbolic tensor

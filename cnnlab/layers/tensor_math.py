@@ -10,11 +10,12 @@ import numpy as np
 
 from .. import functional as F
 from ..device import is_gpu_array, to_device, to_host
+from ..dispatch import register_builder
 from ..functional.indexing import on_host
 from ..functional.reduce import reduction_axes
 from ..symbolic import TensorSpec
 from ..types import Any, Array, Sequence
-from .base import WholeTensorLayer, known_value
+from .base import WholeTensorLayer, known_value, operand_node
 from .indexing import broadcast_dims, evaluate
 
 
@@ -237,3 +238,8 @@ class Function(WholeTensorLayer):
 
     def config(self) -> dict:
         return dict(op=self.op)
+
+
+# cnnlab.functional's ops called on symbolic tensors build these layers' nodes (cnnlab.dispatch.symbolic)
+register_builder("reduce", lambda x, op="mean", axes=None, keepdims=False: Reduce(op, axes, keepdims)(x))
+register_builder("matmul", lambda a, b: operand_node(MatMul, (a, b)))
