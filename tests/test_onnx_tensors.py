@@ -266,3 +266,29 @@ def test_hard_swish_patterns_become_one_fused_activation(form, tmp_path):
     net = run_both(proto, {"x": RNG.standard_normal((2, 3, 6, 7)).astype(np.float32)}, tmp_path)
     assert [type(layer).__name__ for layer in net.layers] == ["Conv2D", "HardSwish"]
     assert len(net.graph.inference_plan()) == 1  # the convolution with hard-swish in its epilogue
+
+
+@pytest.mark.parametrize("chain", [("Mul", "Add"), ("Add",), ("Mul",), ("Add", "Mul")])
+@pytest.mark.parametrize("pads", [[0, 0, 0, 0], [1, 1, 1, 1]])
+def test_an_affine_before_an_unpadded_convolution_folds_into_it(chain, pads, tmp_path):
+    """PP-OCR's learnable affine after an activation (x * a + b, per channel or scalar) before a
+    convolution without padding is folded into that convolution's weights and bias (exact: no
+    padded zero meets the shift); with padding it stays a layer of its own."""
+    size = 1 if pads[0] == 0 else 3
+    inits = [numpy_helper.from_array(RNG.standard_normal((5, 3, size, size)).astype(np.float32), "w"),
+             numpy_helper.from_array(RNG.standard_normal(5).astype(np.float32), "b"),
+             numpy_helper.from_array(np.float32(1.7), "Mul"),
+             numpy_helper.from_array(RNG.standard_normal((1, 3, 1, 1)).astype(np.float32), "Add")]
+    nodes, last = [helper.make_node("Relu", ["x"], ["r"])], "r"
+    for k, op in enumerate(chain):
+        nodes.append(helper.make_node(op, [last, op], [f"t{k}"]))
+        last = f"t{k}"
+    nodes.append(helper.make_node("Conv", [last, "w", "b"], ["y"], pads=pads))
+    proto = model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 3, 6, 6])],
+                  [helper.make_tensor_value_info("y", FLOAT, ["n", 5, 6, 6])], inits)
+    net = run_both(proto, {"x": RNG.standard_normal((2, 3, 6, 6)).astype(np.float32)}, tmp_path)
+    kinds = [type(layer).__name__ for layer in net.layers]
+    if pads[0] == 0 and chain != ("Add", "Mul"):
+        assert kinds == ["ReLU", "Conv2D"]
+    else:
+        assert len(kinds) > 2

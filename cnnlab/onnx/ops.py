@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from .. import layers as L
+from ..device import to_host
 from .registry import converter
 
 # ----------------------------------------------------------------------------- helpers
@@ -119,12 +120,44 @@ def conv(ctx, x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kerne
         ctx.fail(f"kernel_shape={kernel_shape} differs from the weights' {w.shape[2:]}")
     strides, dilations = _pair(ctx, strides, "strides", 1), _pair(ctx, dilations, "dilations", 1)
     padding = _padding(ctx, x, auto_pad, pads, w.shape[2:], strides, dilations, ceil_mode=None)
+    b = None if b is None else ctx.weights(b, "B")
+    if group == 1 and padding in ((0, 0), "valid"):
+        x, w, b = _fold_input_affine(ctx, x, w, b)
     layer = L.Conv2D(w.shape[1] * group, w.shape[0], w.shape[2:], stride=strides, padding=padding,
                      dilation=dilations, groups=group, bias=b is not None, dtype=ctx.dtype.name)
     layer.params["weight"][...] = w
     if b is not None:
-        layer.params["bias"][...] = ctx.weights(b, "B")
+        layer.params["bias"][...] = b
     return _foldable(ctx, layer, layer(x))
+
+
+def _fold_input_affine(ctx, x, w, b):
+    """A convolution without padding reading ``a * z + b`` (a Scale then a Bias, per channel or
+    scalar: the learnable affine PP-OCR puts after its activations) that nothing else reads reads
+    ``z`` instead, with ``a`` in its weights and ``b`` in its bias: ``W (a z + b) = (W a) z + W b``
+    exactly, since no padded zero meets the shift. Returns ``(input, weights, bias)``."""
+    names = {id(t): n for n, t in ctx.tensors.items()}
+    channels = w.shape[1]
+    scale, shift, z = np.ones(channels), np.zeros(channels), x
+    for layer_type in (L.Bias, L.Scale):
+        layer = getattr(z.node, "layer", None)
+        if not isinstance(layer, layer_type) or ctx.uses.get(names.get(id(z)), 0) != 1:
+            continue
+        values = _per_channel(to_host(layer.params["weight"]), channels, 4)
+        if values is None:
+            break
+        # x = scale * z + shift, walking back from x: a Bias adds to the shift, a Scale before it
+        # multiplies what reaches the shift's left
+        if layer_type is L.Bias:
+            shift = shift + scale * values
+        else:
+            scale = scale * values
+        z = z.node.inputs[0]
+    if z is x:
+        return x, w, b
+    folded = (w * scale.reshape(1, channels, 1, 1)).astype(w.dtype)
+    bias = (0 if b is None else b) + np.einsum("fchw,c->f", w.astype(np.float64), shift)
+    return z, folded, np.asarray(bias, dtype=w.dtype)
 
 
 @converter("Gemm", since=1)
