@@ -85,7 +85,8 @@ class Arithmetic(WholeTensorLayer):
         a, b = self.operands(inputs)
         if training:
             self.saved = (a, b)
-        return on_host(lambda x, y: np.asarray(OPERATIONS[self.op][0](x, y)))(a, b)
+        with np.errstate(divide="ignore", invalid="ignore"):  # NaN and inf as the operands give them
+            return on_host(lambda x, y: np.asarray(OPERATIONS[self.op][0](x, y)))(a, b)
 
     def backward(self, grad_out: Array) -> list[Array | None]:
         a, b = self._need_saved()
