@@ -292,3 +292,14 @@ def test_an_affine_before_an_unpadded_convolution_folds_into_it(chain, pads, tmp
         assert kinds == ["ReLU", "Conv2D"]
     else:
         assert len(kinds) > 2
+
+
+def test_a_per_channel_multiply_then_add_is_one_affine_layer(tmp_path):
+    inits = [numpy_helper.from_array(RNG.standard_normal((1, 3, 1, 1)).astype(np.float32), "a"),
+             numpy_helper.from_array(np.float32(0.3), "b")]
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "a"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["y"])]
+    proto = model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 3, "h", "w"])],
+                  [helper.make_tensor_value_info("y", FLOAT, ["n", 3, "h", "w"])], inits)
+    net = run_both(proto, {"x": RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)}, tmp_path)
+    assert [type(layer).__name__ for layer in net.layers] == ["ReLU", "Affine"]

@@ -320,3 +320,21 @@ def test_functional_ops_on_symbolic_tensors_build_nodes(tmp_path):
     model.save(tmp_path / "f.npz")
     np.testing.assert_allclose(cnnlab.load(tmp_path / "f.npz").graph.forward([v])[0], expected, atol=1e-12)
     np.testing.assert_array_equal(F.squeeze(np.ones((2, 1))), np.ones(2))  # arrays still compute
+
+
+def test_channel_affine_and_its_layer():
+    x = RNG.standard_normal((2, 3, 4, 5))
+    weight, bias = RNG.standard_normal(3), RNG.standard_normal(3)
+    np.testing.assert_allclose(F.channel_affine(x, weight, bias), x * weight[:, None, None] + bias[:, None, None],
+                               atol=1e-12)
+    layer = L.Affine(3, dtype="float64")
+    layer.params["weight"][...], layer.params["bias"][...] = weight, bias
+    out = layer.forward(x, training=True)
+    upstream = RNG.standard_normal(out.shape)
+    grad = layer.backward(upstream)
+    loss = lambda: float(np.sum(layer.forward(x) * upstream))  # noqa: E731
+    np.testing.assert_allclose(grad, naive.numeric_gradient(loss, x), atol=1e-7)
+    np.testing.assert_allclose(layer.grads["weight"], naive.numeric_gradient(loss, layer.params["weight"]), atol=1e-7)
+    np.testing.assert_allclose(layer.grads["bias"], naive.numeric_gradient(loss, layer.params["bias"]), atol=1e-7)
+    with pytest.raises(ValueError, match="Affine\\(3\\) expects"):
+        layer.output_shape((4, 5))

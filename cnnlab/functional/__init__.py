@@ -125,6 +125,8 @@ from .merge import add, add_backward, concatenate, concatenate_backward, multipl
 from .normalization import (
     batch_norm2d,
     batch_norm2d_backward,
+    channel_affine,
+    channel_affine_backward,
     group_norm,
     group_norm_backward,
     instance_norm,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..device import kernels_for
+from ..device import is_gpu_array, kernels_for, to_device, to_host
 from ..shapes import check_int
 from ..types import Array
 from .common import as_float_array, check_grad, empty_batches
@@ -294,3 +294,29 @@ def layer_norm_backward(x: Array, grad_out: Array, normalized_shape: int | Seque
 
 def _ones_like_shape(shape, like):
     return kernels_for(like=like).ones(tuple(shape), like.dtype)
+
+
+def channel_affine(x: Array, weight: Array, bias: Array) -> Array:
+    """``x * weight[c] + bias[c]`` for each channel ``c`` of ``(N, C, ...)`` input: one pass on the
+    batch normalization kernel (a zero mean, a unit variance and no epsilon make its scale the
+    weight and its shift the bias, exactly)."""
+    x = as_float_array("x", x)
+    if len(x.shape) < 2:
+        raise ValueError(f"x must have shape (N, C, ...), got shape {tuple(x.shape)}")
+    channels = int(x.shape[1])
+    kernels = kernels_for(x=x)
+    zeros, ones = kernels.zeros((channels,), x.dtype), kernels.zeros((channels,), x.dtype) + x.dtype.type(1)
+    return batch_norm2d(x, weight, bias, 0.0, zeros, ones)[0]
+
+
+def channel_affine_backward(x: Array, weight: Array, grad_out: Array) -> tuple[Array, Array, Array]:
+    """Gradients of :func:`channel_affine`: ``(grad_x, grad_weight, grad_bias)``."""
+    grad_out = as_float_array("grad_out", grad_out)
+    channels = int(grad_out.shape[1])
+    grad_x = channel_affine(grad_out, weight, kernels_for(x=grad_out).zeros((channels,), grad_out.dtype))
+    axes = (0,) + tuple(range(2, len(grad_out.shape)))
+    gpu = is_gpu_array(grad_out)
+    g, values = (to_host(grad_out), to_host(x)) if gpu else (np.asarray(grad_out), np.asarray(x))
+    grad_weight = np.ascontiguousarray((g * values).sum(axis=axes), dtype=g.dtype)
+    grad_bias = np.ascontiguousarray(g.sum(axis=axes), dtype=g.dtype)
+    return (grad_x, to_device(grad_weight), to_device(grad_bias)) if gpu else (grad_x, grad_weight, grad_bias)

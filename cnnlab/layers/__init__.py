@@ -48,7 +48,7 @@ from .indexing import (
                        Where,
 )
 from .linear import Dense
-from .merge import Add, Bias, Concatenate, Multiply, Scale
+from .merge import Add, Affine, Bias, Concatenate, Multiply, Scale
 from .normalization import BatchNorm2D, GroupNorm, InstanceNorm, LayerNorm
 from .pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, LPPool2D, MaxPool2D, MedianPool2D, MinPool2D
 from .tensor import Flatten, Identity, Reshape, Resize, Transpose
@@ -58,7 +58,7 @@ __all__ = [
     "Layer", "Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "MinPool2D", "MedianPool2D", "LPPool2D",
     "GlobalAvgPool2D", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Flatten", "Dropout",
     "BatchNorm2D", "GlobalMaxPool2D", "ReLU6", "Clip", "HardSigmoid", "HardSwish", "SiLU", "Identity",
-    "Reshape", "Add", "Multiply", "Concatenate", "LogSoftmax", "GroupNorm", "Dropout2D", "Bias", "Scale", "Transpose",
+    "Reshape", "Add", "Multiply", "Concatenate", "LogSoftmax", "GroupNorm", "Dropout2D", "Bias", "Scale", "Affine", "Transpose",
     "LayerNorm", "InstanceNorm", "ConvTranspose2D", "Resize", "LAYER_TYPES",
     "Sqrt", "Exp", "Log", "Erf", "Reciprocal", "Abs", "Neg", "Floor", "Ceil", "GELU", "Subtract", "Divide", "Power",
     "Maximum", "Minimum", "ElementwiseConstant",

@@ -198,3 +198,38 @@ class Scale(_ConstantOperand):
 
     op = staticmethod(F.multiply)
     op_backward = staticmethod(F.multiply_backward)
+
+
+class Affine(Layer):
+    """``x * weight[c] + bias[c]`` per channel ``c`` of ``(N, C, ...)`` input (learnable, ``weight``
+    1 and ``bias`` 0 to start): a Scale and a Bias in one pass (:func:`cnnlab.functional.channel_affine`),
+    as ONNX imports write a per-channel ``Mul`` followed by an ``Add``."""
+
+    returns_new_array = True
+
+    def __init__(self, num_channels: int, dtype: DTypeLike = "float32") -> None:
+        super().__init__()
+        self.num_channels = check_int("num_channels", num_channels, 1)
+        self.dtype = float_dtype(dtype)
+        self.params["weight"] = np.ones(self.num_channels, self.dtype)
+        self.params["bias"] = np.zeros(self.num_channels, self.dtype)
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        x = self.prepare(x)
+        if training:
+            self.saved = x
+        return F.channel_affine(x, self.params["weight"], self.params["bias"])
+
+    def backward(self, grad_out: Array) -> Array:
+        grad_x, self.grads["weight"], self.grads["bias"] = F.channel_affine_backward(
+            self._need_saved(), self.params["weight"], grad_out)
+        return grad_x
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if not input_shape or input_shape[0] not in (None, self.num_channels):
+            raise ValueError(f"Affine({self.num_channels}) expects ({self.num_channels}, ...) samples, "
+                             f"got {tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def config(self) -> dict:
+        return dict(num_channels=self.num_channels, dtype=self.dtype.name)

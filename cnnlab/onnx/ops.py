@@ -61,7 +61,7 @@ def _padding(ctx, x, auto_pad, pads, kernel, strides, dilations, ceil_mode=False
     return ((top, bottom), (left, right))
 
 
-def _per_channel(value, channels, rank):
+def per_channel(value, channels, rank):
     """A constant that broadcasts against a (N, channels, ...) tensor of ``rank`` axes as one
     value per channel, as a (channels,) array; None when it varies along another axis."""
     value = np.asarray(value)
@@ -83,7 +83,7 @@ def _fold_or_fail(ctx, position, x, constant, kind):
         ctx.fail(f"a constant operand ({kind}) can be imported only right after a Conv, Gemm or MatMul "
                  "whose output nothing else reads")
     channels = layer.params["weight"].shape[0]
-    values = _per_channel(constant, channels, len(tuple(x.shape)))
+    values = per_channel(constant, channels, len(tuple(x.shape)))
     if values is None:
         ctx.fail(f"a constant {kind} of shape {np.shape(constant)} does not act per output channel of "
                  f"the {type(layer).__name__} before it")
@@ -139,11 +139,15 @@ def _fold_input_affine(ctx, x, w, b):
     names = {id(t): n for n, t in ctx.tensors.items()}
     channels = w.shape[1]
     scale, shift, z = np.ones(channels), np.zeros(channels), x
+    layer = getattr(z.node, "layer", None)
+    if isinstance(layer, L.Affine) and layer.num_channels == channels and ctx.uses.get(names.get(id(z)), 0) == 1:
+        scale, shift = to_host(layer.params["weight"]).astype(np.float64), to_host(layer.params["bias"]).astype(np.float64)
+        z = z.node.inputs[0]
     for layer_type in (L.Bias, L.Scale):
         layer = getattr(z.node, "layer", None)
         if not isinstance(layer, layer_type) or ctx.uses.get(names.get(id(z)), 0) != 1:
             continue
-        values = _per_channel(to_host(layer.params["weight"]), channels, 4)
+        values = per_channel(to_host(layer.params["weight"]), channels, 4)
         if values is None:
             break
         # x = scale * z + shift, walking back from x: a Bias adds to the shift, a Scale before it
@@ -174,7 +178,7 @@ def gemm(ctx, a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
     if c is None:
         layer.params["bias"][...] = 0
     else:
-        bias = _per_channel(ctx.weights(c, "C"), weight.shape[0], 2)
+        bias = per_channel(ctx.weights(c, "C"), weight.shape[0], 2)
         if bias is None:
             ctx.fail(f"C of shape {np.shape(c)} is not one bias per output")
         layer.params["bias"][...] = beta * bias
@@ -540,7 +544,7 @@ def _can_fold(ctx, position, tensor, constant):
     layer = ctx.foldable.get(ctx.node.input[position])
     if layer is None or ctx.uses.get(ctx.node.input[position], 0) != 1:
         return False
-    return _per_channel(constant, layer.params["weight"].shape[0], len(tuple(tensor.shape))) is not None
+    return per_channel(constant, layer.params["weight"].shape[0], len(tuple(tensor.shape))) is not None
 
 
 def _constant_operand(ctx, tensor, constant, layer_type):

@@ -117,9 +117,34 @@ def _hard_swish(ctx, op, a, b):
     return None if x is None or x.dtype not in (np.float32, np.float64) else L.HardSwish()(x)
 
 
+def _affine(ctx, op, a, b):
+    """``z * scale + shift``, a constant Add after a Scale layer that nothing else reads, both per
+    channel (or scalar) on an ``(N, C, ...)`` tensor: one :class:`~cnnlab.layers.Affine` layer (one
+    pass instead of two); None for anything else."""
+    if op != "add" or isinstance(a, np.ndarray) == isinstance(b, np.ndarray):
+        return None
+    tensor, shift = (b, a) if isinstance(a, np.ndarray) else (a, b)
+    scale = _made_by(tensor, L.Scale)
+    names = {id(t): n for n, t in ctx.tensors.items()}
+    if scale is None or ctx.uses.get(names.get(id(tensor)), 0) != 1 or tensor.shape is None or len(tensor.shape) < 2 \
+            or tensor.shape[1] is None or tensor.dtype not in (np.float32, np.float64):
+        return None
+    channels, rank = tensor.shape[1], len(tensor.shape)
+    weights = ops.per_channel(to_host(scale.params["weight"]), channels, rank)
+    shifts = ops.per_channel(np.asarray(shift), channels, rank)
+    if weights is None or shifts is None:
+        return None
+    layer = L.Affine(channels, dtype=ctx.dtype.name)
+    layer.params["weight"][...] = weights
+    layer.params["bias"][...] = shifts
+    return layer(tensor.node.inputs[0])
+
+
 def _arithmetic(op, fast, both_ways):
     def convert(ctx, a, b):
         fused = _hard_swish(ctx, op, a, b)
+        if fused is None:
+            fused = _affine(ctx, op, a, b)
         if fused is not None:
             return fused
         for value in (a, b):
@@ -651,3 +676,10 @@ def _function_export(ctx, layer, inputs, output, shapes):
 
 
 _function_export.opset = lambda layer: 11 if layer.op == "round" else OPSET
+
+
+@exporter(L.Affine)
+def _affine_export(ctx, layer, inputs, output, shapes):
+    per_channel = (layer.num_channels,) + (1,) * (len(shapes[0]) - 1)
+    scaled = ctx.node("Mul", [inputs[0], ctx.constant(to_host(layer.params["weight"]).reshape(per_channel), "scale")])
+    return ctx.node("Add", [scaled, ctx.constant(to_host(layer.params["bias"]).reshape(per_channel), "shift")], output)
