@@ -169,7 +169,24 @@ class Graph:
                 wanted.update(id(t.node) for t in node.inputs if t.node is not None)
         return [node for node in self.nodes if id(node) in wanted]
 
-    def forward(self, inputs, training=False, targets=None, seed=None, observe=None):
+    def frozen_steps(self, targets):
+        """For a training step whose backward needs no input gradient: the nodes (of those the
+        targets need) whose outputs need no gradient either (a frozen base: no trainable
+        parameter before them) and that draw no random masks, as the fused inference plan of
+        that part when it comes first in topological order, then the other nodes: the steps to
+        run (None when the frozen nodes do not come first: each node then runs on its own), and
+        the ids of the frozen nodes. They run as in inference, without saving anything for a
+        backward pass."""
+        needs = self.requires_grad(False)
+        needed = self._ancestors(targets)
+        frozen = [node for node in needed if not needs[id(node.output)] and not node.layer.draws_masks]
+        ids = {id(node) for node in frozen}
+        if not frozen or not config.FUSE or needed[:len(frozen)] != frozen:
+            return None, ids  # interleaved with trainable nodes: each runs on its own, in order
+        later = {id(t) for node in needed[len(frozen):] for t in node.inputs} | {id(t) for t in targets}
+        return fusion_plan(frozen, later) + needed[len(frozen):], ids
+
+    def forward(self, inputs, training=False, targets=None, seed=None, observe=None, input_grads=True):
         """Run the layers on the arrays ``inputs`` (one per graph input); the targets' values.
 
         In training each node's saved state (what its layer's backward needs) is kept per
@@ -178,6 +195,8 @@ class Graph:
         the seed ``(seed + k) % 2**31`` for this call.  ``observe(node, value)``, when given,
         sees each node's output as it is made (every node then runs on its own).  Inference
         without ``observe`` runs :meth:`inference_plan`, with convolution chains fused.
+        Training with ``input_grads=False`` (the backward will not ask for the inputs' gradient,
+        as ``fit``'s does not) runs a frozen base as in inference (:meth:`frozen_steps`).
         """
         if training:
             self._tape = {}
@@ -185,9 +204,12 @@ class Graph:
         seeds = {} if seed is None else {id(node): (seed + k) % (2**31) for k, node in enumerate(seeded)}
 
         plan = pool = release = None
+        frozen = ()
+        if training and not input_grads and observe is None:
+            plan, frozen = self.frozen_steps(self.outputs if targets is None else targets)
         if not training and observe is None and config.FUSE:
             plan, reusable = self._inference_steps(self.outputs if targets is None else targets)
-        if plan is not None and not any(is_gpu_array(v) for v in inputs):
+        if not training and plan is not None and not any(is_gpu_array(v) for v in inputs):
             pool = self.buffer_pool()
             wanted = {id(t) for t in (self.outputs if targets is None else targets)}
 
@@ -203,6 +225,8 @@ class Graph:
                 shape = (values[0].shape[0],) + tuple(conv.output_shape(values[0].shape[1:]))
                 return node.run(values, out=pool.take(shape, conv.dtype))
             layer = node.layer
+            if id(node) in frozen:  # a frozen base: as in inference, nothing saved for backward
+                return node.apply(lambda v: layer.forward(v, False), values)
             if id(node) in seeds:
                 layer.step_seed = seeds[id(node)]
             try:

@@ -419,7 +419,7 @@ def train_step(model: ModelLike, batch: Any, targets: Any, totals: Any, class_we
     ``class_weights`` ((classes,), on that device) weighs each sample's loss by its class;
     ``step_seed`` seeds the random masks of this step."""
     logits = model.loss_input(model.loss)
-    out, = model.graph.forward([batch], training=True, targets=[logits], seed=step_seed)
+    out, = model.graph.forward([batch], training=True, targets=[logits], seed=step_seed, input_grads=False)
     grad = model.loss.train_batch(out, targets, totals, class_weights)
     model.graph.backward({id(logits): grad}, input_grads=False)
     parameters = [(layer.params[name], layer.grads[name]) for layer, name in model.parameters()]

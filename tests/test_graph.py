@@ -378,3 +378,30 @@ def test_an_identity_after_the_softmax_still_feeds_cross_entropy_the_logits():
     for model in models:
         model.fit(x, y, epochs=2, batch_size=4, optimizer=optim.SGD(0.5), seed=0, verbose=0)
     np.testing.assert_allclose(models[1].predict_proba(x), models[0].predict_proba(x), rtol=1e-12)
+
+
+def test_a_frozen_base_trains_as_in_inference_with_the_same_gradients():
+    """fit's step needs no input gradient: the frozen base before the trainable head runs as in
+    inference (its convolutions fused), saves nothing for backward, and the head's gradients are
+    those of the plain training pass; a dropout in the base still draws its masks."""
+    rng = np.random.default_rng(3)
+    x = cnnlab.Input((3, 8, 8))
+    h = L.MaxPool2D(2)(L.ReLU()(L.BatchNorm2D(4)(L.Conv2D(3, 4, 3, padding=1, seed=0)(x))))
+    h = L.Dropout(0.3, seed=1)(L.ReLU()(L.Conv2D(4, 4, 3, padding=1, seed=2)(h)))
+    head = L.Dense(4 * 4 * 4, 5, seed=3)
+    model = cnnlab.Model(x, head(L.Flatten()(h)))
+    for layer in model.layers:
+        layer.trainable = layer is head
+    images = rng.standard_normal((6, 3, 8, 8)).astype(np.float32)
+    upstream = rng.standard_normal((6, 5)).astype(np.float32)
+    graph, out = model.graph, model.graph.outputs[0]
+    grads = []
+    for input_grads in (True, False):
+        graph.forward([images], training=True, seed=7, input_grads=input_grads)
+        taped = len(graph._tape)
+        graph.backward({id(out): upstream}, input_grads=input_grads)
+        grads.append(dict(head.grads))
+        if not input_grads:
+            assert taped == 2  # the dropout (it draws masks) and the head
+    np.testing.assert_allclose(grads[1]["weight"], grads[0]["weight"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grads[1]["bias"], grads[0]["bias"], rtol=1e-4, atol=1e-5)
