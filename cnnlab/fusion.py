@@ -31,7 +31,8 @@ __all__ = ["FusedConv", "BufferPool", "fusion_plan", "recyclable", "buffer_pool"
 
 class FusedConv:
     """One inference step standing for a ``Conv2D`` node and the ``BatchNorm2D``, ``Add`` and
-    activation nodes fused into it (each optional, at least one present).
+    activation nodes fused into it (each optional: a convolution with none of them is a step of
+    its own too, so that it also checks its arguments once and writes into the buffer pool).
 
     It consumes the convolution's input and, with an ``Add``, the addition's other input (the
     residual), and produces the last fused node's output; the intermediate tensors are never
@@ -69,6 +70,8 @@ class FusedConv:
         ``conv2d`` again."""
         conv = self.layer
         x = conv.prepare(values[0])
+        if self.bound is None:
+            conv.build(tuple(x.shape[1:]))  # a layer made without in_channels makes its weights now
         weight = conv.params["weight"]
         shift, scale = conv.params.get("bias"), None
         if self.norm is not None:
@@ -159,8 +162,8 @@ _POOLS = threading.local()
 
 
 def fusion_plan(nodes, keep):
-    """``nodes`` (topological order) with every fusable convolution chain replaced by one
-    :class:`FusedConv` placed where its last node was.
+    """``nodes`` (topological order) with every ``Conv2D`` node and the chain fused into it
+    replaced by one :class:`FusedConv` placed where its last node was.
 
     A ``Conv2D`` node takes in, in this order and each only if it is the sole consumer of the
     tensor so far and that tensor is not in ``keep`` (ids of tensors wanted outside): a
@@ -200,9 +203,7 @@ def fusion_plan(nodes, keep):
                 following = sole_consumer(tensor)
         if following is not None and following.layer.fused_activation() is not None:
             parts["activation"] = following
-        if not parts:
-            continue
-        fused = FusedConv(node, **parts)
+        fused = FusedConv(node, **parts)  # a convolution on its own too: checked once, its output pooled
         placed[id(fused.members[-1])] = fused
         absorbed.update(id(member) for member in fused.members)
     return [placed.get(id(node), node) for node in nodes

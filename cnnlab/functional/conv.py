@@ -20,7 +20,7 @@ from ..kernels import (
     EPILOGUE_SILU,
     EPILOGUE_TANH,
 )
-from ..parallel import cpu_workers, single_threaded_blas
+from ..parallel import blas_limited, cpu_workers, single_threaded_blas
 from ..shapes import check_int, pair, resolve_padding, window_output_shape
 from ..types import Array, DTypeLike, IntPair, Padding
 from .activation import as_number, clip_bounds
@@ -200,11 +200,16 @@ class BoundConv2d:
         if out is None:
             out = np.empty(self.out_shape, self.dtype)
         geometry = self.geometry
-        with single_threaded_blas():
-            self.kernels.conv2d_forward(x, weight, self.ones if scale is None else scale,
-                                        self.zeros if bias is None else bias, out if residual is None else residual,
-                                        residual is not None, self.code, self.low, self.high, out, *geometry.args,
-                                        filter_blocks=geometry.filter_blocks, sample_block=geometry.sample_block)
+        arguments = (x, weight, self.ones if scale is None else scale, self.zeros if bias is None else bias,
+                     out if residual is None else residual, residual is not None, self.code, self.low, self.high,
+                     out, *geometry.args)
+        if blas_limited():  # inside a model call, which holds the limit for all its kernels
+            self.kernels.conv2d_forward(*arguments, filter_blocks=geometry.filter_blocks,
+                                        sample_block=geometry.sample_block)
+        else:
+            with single_threaded_blas():
+                self.kernels.conv2d_forward(*arguments, filter_blocks=geometry.filter_blocks,
+                                            sample_block=geometry.sample_block)
         return out
 
 
