@@ -2,6 +2,9 @@
 
     python bench/gemm_threads.py [--rounds 5] [--repeat 20]
 
+0. **A control**: a compute-bound Numba loop (no BLAS, no memory traffic) on two items, 1
+   thread against 2, before and after the GEMMs: below 2x, another program holds a core and
+   no kernel can be expected to scale.
 1. **GEMMs from a Numba prange**: the (filters x taps) . (taps x pixels) products of ResNet-18's
    convolutions at batch 1 (224x224), the way cnnlab's CPU convolution calls them: each item
    of a ``prange`` makes its own product with ``np.dot`` (SciPy's OpenBLAS, held to one thread
@@ -44,6 +47,16 @@ RESNET18_GEMMS = [
 
 
 @njit(parallel=True, cache=False)
+def spin(out, steps):
+    """A compute-bound loop per item, no BLAS and no memory traffic: the control."""
+    for t in prange(out.shape[0]):
+        value = 0.5 + t
+        for _ in range(steps):
+            value = value * 0.999999 + 0.5 / (1.0 + value)
+        out[t] = value
+
+
+@njit(parallel=True, cache=False)
 def products(a, b, out):
     """``out[t] = a[t] @ b[t]`` for every ``t``, the items shared by Numba's threads."""
     for t in prange(a.shape[0]):
@@ -69,6 +82,13 @@ def alternate(function, rounds, repeat):
             times[threads].append(median_time(function, repeat))
     numba.set_num_threads(2)
     return {threads: statistics.median(values) for threads, values in times.items()}
+
+
+def control_row(rounds, repeat):
+    out = np.zeros(2)
+    t = alternate(lambda: spin(out, 2_000_000), rounds, max(1, repeat // 4))
+    print(f"0. control, a compute-bound Numba loop without BLAS, two items: 1 thread {t[1] * 1e3:.1f} ms, "
+          f"2 threads {t[2] * 1e3:.1f} ms, speed-up {t[1] / t[2]:.2f}x (below 2: the second core is not free)")
 
 
 def gemm_rows(rounds, repeat):
@@ -137,7 +157,9 @@ def main():
         print(warning, file=sys.stderr)
     print(f"GEMMs on {blas_kernels()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
           f"{args.rounds} rounds alternating 1 and 2 Numba threads, median of {args.repeat} runs each")
+    control_row(args.rounds, args.repeat)
     gemm_rows(args.rounds, args.repeat)
+    control_row(args.rounds, args.repeat)
     python_thread_rows(args.rounds, args.repeat)
     conv_rows(args.rounds, args.repeat)
     warning = busy_warning(os.getloadavg()[0], os.cpu_count(), 2)
