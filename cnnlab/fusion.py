@@ -80,16 +80,15 @@ class FusedConv:
                 scale, shift = to_device(scale), to_device(shift)
         residual = values[1] if self.add is not None else None
         activation = None if self.activation is None else self.activation.layer.fused_activation()
-        geometry = conv.geometry()
         bound = self.bound
-        if bound is not None and bound.accepts(x, weight, shift, geometry["stride"], geometry["padding"],
-                                               geometry["dilation"], geometry["groups"], scale, residual, activation,
-                                               out):
+        if bound is not None and bound.accepts(x, weight, shift, conv.stride, conv.padding, conv.dilation,
+                                               conv.groups, scale, residual, activation, out):
             if out is None and pool is not None:
                 out = pool.take(bound.out_shape, bound.dtype)
             return bound(x, weight, shift, scale, residual, out)
         if out is None and pool is not None:
             out = pool.take((x.shape[0],) + tuple(conv.output_shape(x.shape[1:])), conv.dtype)
+        geometry = conv.geometry()
         result = F.conv2d(x, weight, shift, **geometry, scale=scale, residual=residual, activation=activation,
                           out=out)
         self.bound = bind_conv2d(x, weight, shift, **geometry, scale=scale, residual=residual, activation=activation)

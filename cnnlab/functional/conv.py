@@ -162,6 +162,7 @@ class BoundConv2d:
 
     def __init__(self, x, weight, bias, stride, padding, dilation, groups, scale, residual, activation, kernels):
         self.x_shape, self.dtype, self.weight_shape = x.shape, x.dtype, weight.shape
+        self.filters = (weight.shape[0],)
         self.arguments = (stride, padding, dilation, groups)
         self.has_bias, self.has_scale, self.has_residual = bias is not None, scale is not None, residual is not None
         self.activation, self.activation_type = activation, type(activation)
@@ -181,17 +182,22 @@ class BoundConv2d:
         return type(a) is np.ndarray and a.shape == shape and a.dtype == self.dtype \
             and a.strides == self.strides[shape]
 
+    def _same_arguments(self, arguments):
+        return all(a is b or (_plain(a) is not None and a == b) for a, b in zip(arguments, self.arguments))
+
     def accepts(self, x, weight, bias, stride, padding, dilation, groups, scale, residual, activation, out=None):
         """Whether :meth:`__call__` computes what :func:`conv2d` would for these arguments."""
-        filters = (self.weight_shape[0],)
-        return (self._fits(x, self.x_shape) and self._fits(weight, self.weight_shape)
-                and (self._fits(bias, filters) if self.has_bias else bias is None)
-                and (self._fits(scale, filters) if self.has_scale else scale is None)
-                and (self._fits(residual, self.out_shape) if self.has_residual else residual is None)
-                and (out is None or (self._fits(out, self.out_shape) and out.flags.writeable))
-                and type(activation) is self.activation_type and activation == self.activation
-                and all(a is b or (_plain(a) is not None and a == b)
-                        for a, b in zip((stride, padding, dilation, groups), self.arguments))
+        fits, filters = self._fits, self.filters
+        arguments = self.arguments
+        return (fits(x, self.x_shape) and fits(weight, self.weight_shape)
+                and (fits(bias, filters) if self.has_bias else bias is None)
+                and (fits(scale, filters) if self.has_scale else scale is None)
+                and (fits(residual, self.out_shape) if self.has_residual else residual is None)
+                and (out is None or (fits(out, self.out_shape) and out.flags.writeable))
+                and (activation is self.activation or (type(activation) is self.activation_type
+                                                       and activation == self.activation))
+                and ((stride is arguments[0] and padding is arguments[1] and dilation is arguments[2]
+                      and groups is arguments[3]) or self._same_arguments((stride, padding, dilation, groups)))
                 and _settings() == self.settings)
 
     def __call__(self, x, weight, bias=None, scale=None, residual=None, out=None):
