@@ -4,6 +4,7 @@
 import io
 import json
 
+import numba
 import pytest
 from test_cli_errors import one_error_line
 
@@ -59,7 +60,11 @@ def test_openblas_settings(monkeypatch):
 def test_worker_answers_each_line_and_reports_errors():
     requests = io.StringIO('{"task": "nothing"}\n\n{"task": "info"}\n')
     replies = io.StringIO()
-    engine_worker.serve(engine_worker.make_engine("cnnlab", 1), requests, replies)
+    threads = numba.get_num_threads()
+    try:
+        engine_worker.serve(engine_worker.make_engine("cnnlab", 1), requests, replies)
+    finally:
+        numba.set_num_threads(threads)  # the worker sets the thread count of its process
     first, second = (json.loads(line) for line in replies.getvalue().splitlines())
     assert "no task 'nothing'" in first["error"]
     assert second["version"] and second["blas"]
