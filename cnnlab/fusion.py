@@ -14,6 +14,7 @@ a layer contributes is declared on the layer class (``fused_activation()``,
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from . import functional as F
 from .device import is_gpu_array, to_device, to_host
+from .functional.conv import bind_conv2d
 from .layers import Add, BatchNorm2D, Conv2D
 from .shapes import is_known
 
@@ -29,7 +31,8 @@ __all__ = ["FusedConv", "BufferPool", "fusion_plan", "recyclable", "buffer_pool"
 
 class FusedConv:
     """One inference step standing for a ``Conv2D`` node and the ``BatchNorm2D``, ``Add`` and
-    activation nodes fused into it (each optional, at least one present).
+    activation nodes fused into it (each optional: a convolution with none of them is a step of
+    its own too, so that it also checks its arguments once and writes into the buffer pool).
 
     It consumes the convolution's input and, with an ``Add``, the addition's other input (the
     residual), and produces the last fused node's output; the intermediate tensors are never
@@ -52,13 +55,23 @@ class FusedConv:
         self.inputs = [conv.inputs[0]] + ([residual] if residual is not None else [])
         self.output = self.members[-1].output
         self.layer = conv.layer
+        self.bound = None  # the checked call of the last shapes (see run)
 
     def __repr__(self):
         return "FusedConv(" + " -> ".join(type(n.layer).__name__ for n in self.members) + ")"
 
-    def run(self, values, out=None):
-        conv = self.conv.layer
+    def run(self, values, out=None, pool=None):
+        """The step's output for its input ``values``: written into ``out`` when given, else
+        into a buffer taken from ``pool`` (a :class:`BufferPool`) when given, else a new array.
+
+        The first call goes through :func:`cnnlab.functional.conv2d`, which checks everything;
+        later calls with host arrays of the same shapes and the same arguments go straight to
+        the kernel (:func:`cnnlab.functional.conv.bind_conv2d`), anything else through
+        ``conv2d`` again."""
+        conv = self.layer
         x = conv.prepare(values[0])
+        if self.bound is None:
+            conv.build(tuple(x.shape[1:]))  # a layer made without in_channels makes its weights now
         weight = conv.params["weight"]
         shift, scale = conv.params.get("bias"), None
         if self.norm is not None:
@@ -67,8 +80,19 @@ class FusedConv:
                 scale, shift = to_device(scale), to_device(shift)
         residual = values[1] if self.add is not None else None
         activation = None if self.activation is None else self.activation.layer.fused_activation()
-        return F.conv2d(x, weight, shift, **conv.geometry(), scale=scale, residual=residual,
-                        activation=activation, out=out)
+        bound = self.bound
+        if bound is not None and bound.accepts(x, weight, shift, conv.stride, conv.padding, conv.dilation,
+                                               conv.groups, scale, residual, activation, out):
+            if out is None and pool is not None:
+                out = pool.take(bound.out_shape, bound.dtype)
+            return bound(x, weight, shift, scale, residual, out)
+        if out is None and pool is not None:
+            out = pool.take((x.shape[0],) + tuple(conv.output_shape(x.shape[1:])), conv.dtype)
+        geometry = conv.geometry()
+        result = F.conv2d(x, weight, shift, **geometry, scale=scale, residual=residual, activation=activation,
+                          out=out)
+        self.bound = bind_conv2d(x, weight, shift, **geometry, scale=scale, residual=residual, activation=activation)
+        return result
 
     def _folded_norm(self, bias):
         """Per-filter ``(scale, shift)`` of the inference-mode batch normalization applied to the
@@ -102,11 +126,15 @@ class BufferPool:
 
     def take(self, shape, dtype):
         dtype = np.dtype(dtype)
-        count = int(np.prod(shape))
+        count = math.prod(shape)
         buffers = self.free.setdefault(dtype, [])
-        fits = [i for i, buffer in enumerate(buffers) if buffer.size >= count]
-        if fits:
-            buffer = buffers.pop(min(fits, key=lambda i: buffers[i].size))
+        best, best_size = -1, None
+        for i, buffer in enumerate(buffers):
+            size = buffer.size
+            if size >= count and (best_size is None or size < best_size):
+                best, best_size = i, size
+        if best >= 0:
+            buffer = buffers.pop(best)
         else:
             buffer = np.empty(count, dtype)
         self.used.add(id(buffer))
@@ -133,8 +161,8 @@ _POOLS = threading.local()
 
 
 def fusion_plan(nodes, keep):
-    """``nodes`` (topological order) with every fusable convolution chain replaced by one
-    :class:`FusedConv` placed where its last node was.
+    """``nodes`` (topological order) with every ``Conv2D`` node and the chain fused into it
+    replaced by one :class:`FusedConv` placed where its last node was.
 
     A ``Conv2D`` node takes in, in this order and each only if it is the sole consumer of the
     tensor so far and that tensor is not in ``keep`` (ids of tensors wanted outside): a
@@ -174,9 +202,7 @@ def fusion_plan(nodes, keep):
                 following = sole_consumer(tensor)
         if following is not None and following.layer.fused_activation() is not None:
             parts["activation"] = following
-        if not parts:
-            continue
-        fused = FusedConv(node, **parts)
+        fused = FusedConv(node, **parts)  # a convolution on its own too: checked once, its output pooled
         placed[id(fused.members[-1])] = fused
         absorbed.update(id(member) for member in fused.members)
     return [placed.get(id(node), node) for node in nodes

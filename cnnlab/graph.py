@@ -219,11 +219,7 @@ class Graph:
 
         def step(node, values):
             if isinstance(node, FusedConv):
-                if pool is None or id(node.output) in wanted:
-                    return node.run(values)
-                conv = node.conv.layer
-                shape = (values[0].shape[0],) + tuple(conv.output_shape(values[0].shape[1:]))
-                return node.run(values, out=pool.take(shape, conv.dtype))
+                return node.run(values, pool=None if pool is None or id(node.output) in wanted else pool)
             layer = node.layer
             if id(node) in frozen:  # a frozen base: as in inference, nothing saved for backward
                 return node.apply(lambda v: layer.forward(v, False), values)

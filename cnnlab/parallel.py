@@ -34,7 +34,7 @@ import numba  # importing Numba does not choose its threading layer: load_tbb st
 
 from . import config
 
-__all__ = ["blas_kernels", "cpu_workers", "load_tbb", "single_threaded_blas", "threading_layer"]
+__all__ = ["blas_kernels", "blas_limited", "cpu_workers", "load_tbb", "single_threaded_blas", "threading_layer"]
 
 _TBB_LIBRARIES = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib"}
 
@@ -131,6 +131,12 @@ def cpu_workers(work):
     between: Numba's thread count, but no more than gives each thread ``config.PARALLEL_MIN_WORK``
     (so 1 for small work). Below that, waking the thread pool costs more than it saves."""
     return max(1, min(numba.get_num_threads(), work // max(1, config.PARALLEL_MIN_WORK)))
+
+
+def blas_limited():
+    """Whether this thread runs inside :func:`single_threaded_blas` (a kernel called there need
+    not enter it again)."""
+    return getattr(_BLAS_STATE, "depth", 0) > 0
 
 
 @contextlib.contextmanager

@@ -1,11 +1,15 @@
 """``cnnlab bench --op models``: rows, the memory report and the message for missing packages
 (no timings are asserted)."""
 
+import io
+import json
+
+import numba
 import pytest
 from test_cli_errors import one_error_line
 
 from cnnlab import cli
-from cnnlab.bench import networks, report
+from cnnlab.bench import engine_worker, networks, report
 
 
 def test_missing_packages_are_named_in_one_line(capsys, monkeypatch):
@@ -26,11 +30,52 @@ def test_format_memory():
 def test_rows_on_a_small_network():
     for name in ("torch", "torchvision", "onnx", "onnxruntime"):
         pytest.importorskip(name)
-    rows = networks.inference_rows(threads=1, repeat=1, batches=(2,), size=32, networks=("resnet18",))
-    assert [row["shape"] for row in rows] == ["resnet18 b2"]
+    results = networks.models_suite(threads=1, repeat=1, rounds=1, batches=(2,), size=32, networks=("resnet18",),
+                                    openblas="environment", memory=True)
+    rows = results[0]["rows"]
+    assert [row["shape"] for row in rows] == ["resnet18 b2", "3-conv 32x32 b32"]
     assert set(rows[0]["peers"]) == {"torch", "onnxruntime", "unfused"}
     assert rows[0]["relative_error"] < 1e-5  # the imported network computes what onnxruntime computes
-    step, = networks.training_rows(threads=1, repeat=1)
-    assert step["op"] == "training step" and step["seconds"] > 0 and "torch" in step["peers"]
-    memory, = networks.memory_rows(batch=2, size=32, networks=("resnet18",))
+    assert 0 <= rows[0]["overhead_fraction"] < 1 and rows[0]["steps"] > 0
+    assert rows[1]["op"] == "training step" and rows[1]["seconds"] > 0 and "torch" in rows[1]["peers"]
+    memory, = results[0]["memory"]
     assert memory["pool_bytes"] > 0 and memory["unfused_peak_bytes"] >= 0
+    assert "resnet18 b2" in report.format_models(results)
+
+
+def test_openblas_settings(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "1048576")
+    assert networks.openblas_settings("both") == ["environment", "own"]
+    env = networks.worker_environment("own")
+    assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
+    assert networks.worker_environment("environment")["OPENBLAS_CORETYPE"] == "Haswell"
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    monkeypatch.delenv("OPENBLAS_L2_SIZE")
+    assert networks.openblas_settings("both") == ["environment"]  # the same setting twice: measured once
+    with pytest.raises(ValueError, match="openblas"):
+        networks.openblas_settings("haswell")
+
+
+def test_worker_answers_each_line_and_reports_errors():
+    requests = io.StringIO('{"task": "nothing"}\n\n{"task": "info"}\n')
+    replies = io.StringIO()
+    threads = numba.get_num_threads()
+    try:
+        engine_worker.serve(engine_worker.make_engine("cnnlab", 1), requests, replies)
+    finally:
+        numba.set_num_threads(threads)  # the worker sets the thread count of its process
+    first, second = (json.loads(line) for line in replies.getvalue().splitlines())
+    assert "no task 'nothing'" in first["error"]
+    assert second["version"] and second["blas"]
+
+
+def test_format_models_side_by_side():
+    row = dict(op="inference", shape="resnet18 b1", seconds=0.02, spread=0.001, jit_seconds=0.0,
+               samples_per_second=50.0, peers={"torch": 0.016, "onnxruntime": 0.008, "unfused": 0.024},
+               relative_error=5e-7, overhead_fraction=0.12, overhead_per_step=25e-6, steps=23)
+    other = dict(row, seconds=0.018)
+    text = report.format_models([dict(openblas="environment", blas="OpenBLAS (Haswell kernels)", rows=[row]),
+                                 dict(openblas="own", blas="OpenBLAS (SkylakeX kernels)", rows=[other])])
+    assert "1.25x" in text and "12.0%" in text and "25 us" in text
+    assert "inference resnet18 b1: 20.00 | 18.00 ms, vs torch 1.25x | 1.12x, vs onnxruntime 2.50x | 2.25x" in text

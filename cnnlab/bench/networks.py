@@ -1,18 +1,32 @@
 """Whole networks timed side by side: ``cnnlab bench --op models`` and ``bench/models.py``.
 
 torchvision's ResNet-18 and MobileNetV2 (random weights, evaluation mode) are exported to ONNX
-in memory and read with :func:`cnnlab.onnx.load`; one inference of a batch is timed in cnnlab
-(fused, as a model predicts, and with ``cnnlab.config.FUSE = False``: every layer on its own),
-in PyTorch and in onnxruntime, in one process with the same thread count. A training step
-(forward, backward, SGD update) of a small three-convolution CIFAR-sized network at batch 32
-is timed in cnnlab and PyTorch. :func:`memory_rows` measures the peak memory of one
-inference with and without the inference plan. Needs torch, torchvision, onnx and onnxruntime
-(the ``bench`` extra).
+and read with :func:`cnnlab.onnx.load`; one inference of a batch is timed in cnnlab (fused, as
+a model predicts, and with ``cnnlab.config.FUSE = False``: every layer on its own), in PyTorch
+and in onnxruntime. A training step (forward, backward, SGD update) of a small
+three-convolution CIFAR-sized network at batch 32 is timed in cnnlab and PyTorch.
+
+Each engine runs in a process of its own (:mod:`cnnlab.bench.engine_worker`), with the same
+thread count; the parent only sends requests. The engines take turns in rounds (round 1:
+cnnlab, cnnlab unfused, PyTorch, onnxruntime; round 2: the same...), with a pause between
+turns so that the thread pool of the engine that just ran has gone to sleep; each engine's
+figure is the median of all its timed runs. A thread pool that spins after a call then spins
+in an idle process, not in the next engine's. ``openblas="own"`` starts the workers without
+``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``, so that OpenBLAS chooses its kernels for the
+processor as on a machine where neither is set; ``"both"`` measures both settings.
+
+PyTorch and torchvision export the networks (``onnx_dir`` can hold exported files instead);
+an engine that is not installed leaves its column empty (``-``).
 """
 
 import importlib.util
-import io
+import json
 import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
 
 import numpy as np
 
@@ -20,11 +34,15 @@ import cnnlab
 
 from .. import config, optim
 from .. import layers as L
-from .measuring import maxrss_bytes, measure, reset_peak_rss
+from .measuring import maxrss_bytes, reset_peak_rss
 
 NETWORKS = ("resnet18", "mobilenet_v2")
 TRAIN_BATCH = 32
 TRAIN_STEPS = 8
+#: the variables removed from the workers' environment for OpenBLAS's own kernel choice
+OPENBLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+#: seconds between two engines' turns: the spinning threads of the one that ran go to sleep
+PAUSE = 0.3
 
 
 def missing_modules():
@@ -32,7 +50,11 @@ def missing_modules():
     return [name for name in ("torch", "torchvision", "onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
 
 
-def _export(torch, net, size):
+def export_onnx(torch, net, size):
+    """The bytes of ``net`` exported to ONNX (opset 13) for ``size`` x ``size`` RGB images,
+    the batch axis dynamic."""
+    import io
+
     example = torch.randn(1, 3, size, size)
     buffer = io.BytesIO()
     torch.onnx.export(net, example, buffer, opset_version=13, input_names=["images"], output_names=["logits"],
@@ -40,54 +62,7 @@ def _export(torch, net, size):
     return buffer.getvalue()
 
 
-def _unfused(function):
-    def run():
-        previous, config.FUSE = config.FUSE, False
-        try:
-            return function()
-        finally:
-            config.FUSE = previous
-    return run
-
-
-def inference_rows(threads, repeat, batches=(1, 16), size=224, networks=NETWORKS, progress=None):
-    """One row per network and batch: cnnlab's median seconds and spread, and the peers'
-    medians (``torch``, ``onnxruntime``, ``unfused``: cnnlab with every layer on its own), and
-    the largest difference from onnxruntime relative to its largest output."""
-    import onnxruntime as ort
-    import torch
-    import torchvision
-
-    import cnnlab.onnx
-
-    torch.set_num_threads(threads)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    torch.manual_seed(0)
-    rows = []
-    for index, name in enumerate(networks):
-        if progress:
-            progress(index, len(networks), name)
-        net = getattr(torchvision.models, name)(weights=None).eval()
-        data = _export(torch, net, size)
-        model = cnnlab.onnx.load(data)
-        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        for batch in batches:
-            x = np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
-            tx = torch.from_numpy(x)
-            expected = session.run(None, {"images": x})[0]
-            error = float(np.abs(model(x) - expected).max() / np.abs(expected).max())
-            with torch.no_grad():
-                first, median, spread = measure(lambda: model(x), repeat)
-                peers = {"unfused": measure(_unfused(lambda: model(x)), repeat)[1],
-                         "torch": measure(lambda: net(tx), repeat)[1],
-                         "onnxruntime": measure(lambda: session.run(None, {"images": x}), repeat)[1]}
-            rows.append(dict(op="inference", shape=f"{name} b{batch}", dtype="float32", device="cpu",
-                             seconds=median, spread=spread, jit_seconds=max(0.0, first - median),
-                             samples_per_second=batch / median, peers=peers, relative_error=error))
-    return rows
-
+# ----------------------------------------------------------------------------- what the workers run
 
 def _cnnlab_train_network(seed):
     x = cnnlab.Input((3, 32, 32))
@@ -97,82 +72,265 @@ def _cnnlab_train_network(seed):
     return cnnlab.Model(x, L.Dense(64 * 8 * 8, 10, seed=seed + 3)(L.Flatten()(h)))
 
 
-def _torch_train_network(torch):
-    nn = torch.nn
-    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(64 * 8 * 8, 10))
-
-
-def training_rows(threads, repeat, progress=None):
-    """One row: seconds per training step (forward, cross-entropy, backward, SGD update) of a
-    three-convolution network on 32x32x3 images at batch 32, cnnlab (``Model.fit`` over
-    :data:`TRAIN_STEPS` batches, divided) and PyTorch (the same loop)."""
-    import torch
-
-    if progress:
-        progress(0, 1, "training step")
-    torch.set_num_threads(threads)
+def _train_data():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((TRAIN_BATCH * TRAIN_STEPS, 3, 32, 32)).astype(np.float32)
-    y = rng.integers(0, 10, len(x))
-    model = _cnnlab_train_network(seed=0)
-    optimizer = optim.SGD(0.01)
+    return x, rng.integers(0, 10, len(x))
 
-    def ours():
+
+def cnnlab_training_step():
+    """A function running :data:`TRAIN_STEPS` training steps (forward, cross-entropy, backward,
+    SGD update) of a three-convolution network on 32x32x3 images at batch 32 (``Model.fit``)."""
+    x, y = _train_data()
+    model, optimizer = _cnnlab_train_network(seed=0), optim.SGD(0.01)
+
+    def run():
         model.fit(x, y, epochs=1, batch_size=TRAIN_BATCH, optimizer=optimizer, shuffle=False, verbose=0)
+    return run
 
-    first, median, spread = measure(ours, repeat)
-    net = _torch_train_network(torch)
-    torch_optimizer = torch.optim.SGD(net.parameters(), 0.01)
-    loss_function = torch.nn.CrossEntropyLoss()
+
+def torch_training_step(torch):
+    """The same :data:`TRAIN_STEPS` steps of the same network in PyTorch."""
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(64 * 8 * 8, 10))
+    optimizer, loss_function = torch.optim.SGD(net.parameters(), 0.01), nn.CrossEntropyLoss()
+    x, y = _train_data()
     tx, ty = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
 
-    def theirs():
+    def run():
         for start in range(0, len(x), TRAIN_BATCH):
-            torch_optimizer.zero_grad()
+            optimizer.zero_grad()
             loss_function(net(tx[start:start + TRAIN_BATCH]), ty[start:start + TRAIN_BATCH]).backward()
-            torch_optimizer.step()
-
-    torch_median = measure(theirs, repeat)[1]
-    return [dict(op="training step", shape=f"3-conv 32x32 b{TRAIN_BATCH}", dtype="float32", device="cpu",
-                 seconds=median / TRAIN_STEPS, spread=spread / TRAIN_STEPS,
-                 jit_seconds=max(0.0, first - median), samples_per_second=len(x) / median,
-                 peers={"torch": torch_median / TRAIN_STEPS})]
+            optimizer.step()
+    return run
 
 
-def memory_rows(batch=16, size=224, networks=NETWORKS, progress=None):
-    """Peak memory of one inference of a batch, fused (the inference plan with its buffer
-    pool, the default) and unfused (``cnnlab.config.FUSE = False``: every layer on its own, a
-    new array per output), after one warm-up call each: the rise of the process's resident
-    memory during the call (Linux ``VmHWM``, restarted just before it), and what the pool
-    keeps between calls. Empty where ``/proc`` cannot tell."""
-    import torch
-    import torchvision
-
-    import cnnlab.onnx
-
+def inference_memory(model, name, x):
+    """Peak memory of one inference of ``x``, fused (the inference plan with its buffer pool,
+    the default) and unfused (``cnnlab.config.FUSE = False``: a new array per output), after
+    one warm-up call each: the rise of the process's resident memory during the call (Linux
+    ``VmHWM``, restarted just before it), and what the pool keeps between calls. None where
+    ``/proc`` cannot tell."""
     if not os.path.exists("/proc/self/clear_refs"):  # the peak could not be restarted per call
-        return []
-    rows = []
+        return None
+
+    def unfused():
+        previous, config.FUSE = config.FUSE, False
+        try:
+            model(x)
+        finally:
+            config.FUSE = previous
+
+    row = dict(network=name, batch=len(x), input_bytes=x.nbytes)
+    for label, run in (("unfused", unfused), ("fused", lambda: model(x))):
+        run()
+        before = reset_peak_rss()  # the peak restarts from the current resident size
+        run()
+        row[f"{label}_peak_bytes"] = maxrss_bytes() - before
+    row["pool_bytes"] = model.graph.buffer_pool().nbytes
+    return row
+
+
+# ----------------------------------------------------------------------------- the parent's side
+
+class Engine:
+    """A worker process (:mod:`cnnlab.bench.engine_worker`) and the requests sent to it."""
+
+    def __init__(self, name, threads, env=None, python=None):
+        self.name = name
+        self.process = subprocess.Popen([python or sys.executable, "-m", "cnnlab.bench.engine_worker", name,
+                                         "--threads", str(threads)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, env=env)
+
+    def ask(self, **request):
+        """The worker's answer to ``request``; raises RuntimeError with the worker's message when
+        it failed."""
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.name} worker ended (exit status {self.process.wait()})")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"{self.name}: {answer['error']}")
+        return answer
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+
+
+def worker_environment(openblas):
+    """The workers' environment: this one (``openblas="environment"``), or without
+    :data:`OPENBLAS_VARIABLES` (``"own"``: OpenBLAS picks its kernels itself)."""
+    if openblas not in ("environment", "own"):
+        raise ValueError(f"openblas must be 'environment' or 'own', got {openblas!r}")
+    env = dict(os.environ)
+    if openblas == "own":
+        for name in OPENBLAS_VARIABLES:
+            env.pop(name, None)
+    return env
+
+
+def openblas_settings(openblas):
+    """The settings ``openblas`` (``'environment'``, ``'own'`` or ``'both'``) names; ``'both'``
+    is only ``['environment']`` when neither variable is set (the two would be the same)."""
+    if openblas not in ("environment", "own", "both"):
+        raise ValueError(f"--openblas must be 'environment', 'own' or 'both', got {openblas!r}")
+    if openblas != "both":
+        return [openblas]
+    return ["environment", "own"] if any(name in os.environ for name in OPENBLAS_VARIABLES) else ["environment"]
+
+
+def start_engines(threads, env, python=None):
+    """``{name: Engine}`` for cnnlab and the peers that are installed."""
+    names = ["cnnlab"] + [name for name in ("torch", "onnxruntime") if importlib.util.find_spec(name) is not None]
+    return {name: Engine(name, threads, env, python) for name in names}
+
+
+def _turns(engines, requests, rounds, progress_label=None):
+    """``{key: [seconds, ...]}`` and ``{key: first-call seconds}`` for ``requests`` (``key ->
+    (engine name, request)``), taking turns for ``rounds`` rounds; a request that fails is left
+    out with a message on stderr."""
+    times, first, failed = {}, {}, set()
+    for _ in range(rounds):
+        for key, (name, request) in requests.items():
+            if key in failed or name not in engines:
+                continue
+            try:
+                answer = engines[name].ask(**request)
+            except RuntimeError as error:
+                print(f"cnnlab bench: {progress_label or ''} {key} not timed ({error})", file=sys.stderr)
+                failed.add(key)
+                continue
+            first.setdefault(key, answer["first"])
+            times.setdefault(key, []).extend(answer["times"])
+            time.sleep(PAUSE)
+    return times, first
+
+
+def onnx_files(engines, networks, size, folder, progress=None):
+    """``{network: path}``: ``folder/NETWORK.onnx`` where it exists, else exported there by the
+    torch worker; a network that can be neither is left out (with a message)."""
+    paths = {}
+    os.makedirs(folder, exist_ok=True)
     for index, name in enumerate(networks):
-        if progress:
-            progress(index, len(networks), f"{name} memory")
-        torch.manual_seed(0)
-        model = cnnlab.onnx.load(_export(torch, getattr(torchvision.models, name)(weights=None).eval(), size))
-        x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
-        row = dict(network=name, batch=batch, input_bytes=x.nbytes)
-        for label, run in (("unfused", _unfused(lambda: model(x))), ("fused", lambda: model(x))):
-            run()
-            before = reset_peak_rss()  # the peak restarts from the current resident size
-            run()
-            row[f"{label}_peak_bytes"] = maxrss_bytes() - before
-        row["pool_bytes"] = model.graph.buffer_pool().nbytes
-        rows.append(row)
+        path = os.path.join(folder, f"{name}-{size}.onnx")
+        if not os.path.exists(path):
+            if "torch" not in engines or importlib.util.find_spec("torchvision") is None:
+                print(f"cnnlab bench: {name} skipped: no {path} and no torch and torchvision to export it",
+                      file=sys.stderr)
+                continue
+            if progress:
+                progress(index, len(networks), f"exporting {name}")
+            try:
+                engines["torch"].ask(task="export", network=name, size=size, path=path)
+            except RuntimeError as error:
+                print(f"cnnlab bench: {name} skipped: the export failed ({error})", file=sys.stderr)
+                continue
+        paths[name] = path
+    return paths
+
+
+def _relative_error(folder, name, batch):
+    ours = os.path.join(folder, f"out-cnnlab-{name}-{batch}.npy")
+    for peer in ("onnxruntime", "torch"):
+        theirs = os.path.join(folder, f"out-{peer}-{name}-{batch}.npy")
+        if os.path.exists(ours) and os.path.exists(theirs):
+            a, b = np.load(ours), np.load(theirs)
+            return float(np.abs(a - b).max() / np.abs(b).max()), peer
+    return None, None
+
+
+def _row(op, shape, times, first, peers, samples):
+    median = statistics.median(times)
+    return dict(op=op, shape=shape, dtype="float32", device="cpu", seconds=median,
+                spread=max(times) - min(times), jit_seconds=max(0.0, first - median),
+                samples_per_second=samples / median, peers=peers)
+
+
+def _first_calls(engines, common, folder):
+    """``{engine: seconds}`` of each engine's first call of ``common``, its output saved for
+    :func:`_relative_error`; an engine that fails is left out (with a message)."""
+    firsts = {}
+    for engine in engines:
+        path = os.path.join(folder, f"out-{engine}-{common['network']}-{common['batch']}.npy")
+        try:
+            firsts[engine] = engines[engine].ask(**common, repeat=0, save=path)["first"]
+        except RuntimeError as error:
+            print(f"cnnlab bench: {common['network']} batch {common['batch']} not run in {error}", file=sys.stderr)
+    return firsts
+
+
+def inference_rows(engines, paths, repeat, rounds, batches, size, folder, progress=None):
+    """One row per network and batch: cnnlab's median seconds and spread, the peers' medians
+    (``torch``, ``onnxruntime``, ``unfused``), the per-step Python overhead
+    (:func:`cnnlab.bench.overhead.node_overhead`) and the largest difference from onnxruntime
+    (or PyTorch) relative to its largest output."""
+    rows = []
+    for index, (name, path) in enumerate(paths.items()):
+        for batch in batches:
+            if progress:
+                progress(index, len(paths), f"{name} batch {batch}")
+            common = dict(task="inference", network=name, onnx=path, batch=batch, size=size)
+            firsts = _first_calls(engines, common, folder)
+            requests = {engine: (engine, dict(common, repeat=repeat)) for engine in firsts}
+            requests["unfused"] = ("cnnlab", dict(common, repeat=repeat, unfused=True))
+            requests = {key: requests[key] for key in ("cnnlab", "unfused", "torch", "onnxruntime") if key in requests}
+            times, _ = _turns(engines, requests, rounds, name)
+            if "cnnlab" not in times or "cnnlab" not in firsts:
+                continue
+            peers = {key: statistics.median(values) for key, values in times.items() if key != "cnnlab"}
+            row = _row("inference", f"{name} b{batch}", times["cnnlab"], firsts["cnnlab"], peers, batch)
+            row["relative_error"], row["compared_with"] = _relative_error(folder, name, batch)
+            overhead = engines["cnnlab"].ask(task="overhead", onnx=path, batch=batch, size=size,
+                                             repeat=max(5, repeat))
+            row.update(overhead_fraction=overhead["overhead_fraction"],
+                       overhead_per_step=overhead["overhead_per_step_seconds"], steps=overhead["steps"])
+            rows.append(row)
     return rows
 
 
-def models_suite(threads, repeat, batches=(1, 16), size=224, networks=NETWORKS, progress=None):
-    """The rows of :func:`inference_rows` and :func:`training_rows`."""
-    return (inference_rows(threads, repeat, batches, size, networks, progress)
-            + training_rows(threads, max(1, min(repeat, 5)), progress))
+def training_rows(engines, repeat, rounds, progress=None):
+    """One row: seconds per training step of :func:`cnnlab_training_step` and, where PyTorch
+    is installed, of :func:`torch_training_step`."""
+    if progress:
+        progress(0, 1, "training step")
+    requests = {name: (name, dict(task="train", repeat=repeat)) for name in ("cnnlab", "torch") if name in engines}
+    times, first = _turns(engines, requests, rounds, "training")
+    if "cnnlab" not in times:
+        return []
+    steps = {key: [t / TRAIN_STEPS for t in values] for key, values in times.items()}
+    peers = {"torch": statistics.median(steps["torch"])} if "torch" in steps else {}
+    return [_row("training step", f"3-conv 32x32 b{TRAIN_BATCH}", steps["cnnlab"], first["cnnlab"] / TRAIN_STEPS,
+                 peers, TRAIN_BATCH)]
+
+
+def models_suite(threads, repeat, rounds=5, batches=(1, 16), size=224, networks=NETWORKS, openblas="both",
+                 training=True, memory=False, onnx_dir=None, progress=None):
+    """Per OpenBLAS setting (see :func:`openblas_settings`): ``{"openblas": setting, "blas":
+    the kernels the cnnlab worker runs, "rows": inference and training rows, "memory": memory
+    rows}``, the engines in worker processes taking turns for ``rounds`` rounds of ``repeat``
+    runs each."""
+    if rounds < 1 or repeat < 1:
+        raise ValueError(f"rounds and repeat must be at least 1, got {rounds} and {repeat}")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as folder:
+        for setting in openblas_settings(openblas):
+            engines = start_engines(threads, worker_environment(setting))
+            try:
+                blas = engines["cnnlab"].ask(task="info")["blas"]
+                paths = onnx_files(engines, networks, size, onnx_dir or folder, progress)
+                rows = inference_rows(engines, paths, repeat, rounds, batches, size, folder, progress)
+                if training:
+                    rows += training_rows(engines, max(1, min(repeat, 5)), rounds, progress)
+                memory_rows = [engines["cnnlab"].ask(task="memory", network=name, onnx=path, batch=16, size=size)
+                               for name, path in paths.items()] if memory else []
+            finally:
+                for engine in engines.values():
+                    engine.close()
+            results.append(dict(openblas=setting, blas=blas, rows=rows, memory=[m for m in memory_rows if m]))
+    return results

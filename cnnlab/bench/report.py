@@ -56,6 +56,61 @@ def format_table(rows):
     return f"{RATIO_NOTE}\n{table}" if peers else table
 
 
+MODEL_ENGINES = ("cnnlab", "unfused", "torch", "onnxruntime")
+
+
+def _milliseconds(seconds):
+    return "-" if seconds is None else f"{seconds * 1e3:.2f}"
+
+
+def format_models_table(rows):
+    """The rows of :func:`cnnlab.bench.networks.inference_rows` and ``training_rows``: each
+    engine's median in ms, cnnlab's ratios to PyTorch and onnxruntime, and the Python overhead
+    of the inference plan (share of the run, microseconds per step)."""
+    header = ["row", "cnnlab ms", "unfused ms", "torch ms", "onnxruntime ms", "vs torch", "vs onnxruntime",
+              "py overhead", "per step", "error"]
+    lines = [header]
+    for row in rows:
+        times = [row["seconds"]] + [row["peers"].get(peer) for peer in MODEL_ENGINES[1:]]
+        ratios = [format_ratio(row["seconds"] / row["peers"][peer]) if row["peers"].get(peer) else "-"
+                  for peer in ("torch", "onnxruntime")]
+        overhead = (f"{100 * row['overhead_fraction']:.1f}%", f"{row['overhead_per_step'] * 1e6:.0f} us") \
+            if "overhead_fraction" in row else ("-", "-")
+        error = f"{row['relative_error']:.0e}" if row.get("relative_error") is not None else "-"
+        lines.append([f"{row['op']} {row['shape']}"] + [_milliseconds(t) for t in times] + ratios
+                     + list(overhead) + [error])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    table = "\n".join("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths)))
+                      for line in lines)
+    return f"{RATIO_NOTE}\n{table}"
+
+
+def format_models(results):
+    """:func:`cnnlab.bench.networks.models_suite`'s results: one table per OpenBLAS setting,
+    then, with two settings, cnnlab's ratios under both side by side."""
+    parts = []
+    for result in results:
+        title = ("this environment's OpenBLAS setting" if result["openblas"] == "environment"
+                 else "OpenBLAS's own kernel choice (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE unset)")
+        parts.append(f"{title}: GEMMs on {result['blas']}\n{format_models_table(result['rows'])}")
+    if len(results) == 2:
+        lines = ["cnnlab / peer under both settings (environment | own choice):"]
+        own = {(row["op"], row["shape"]): row for row in results[1]["rows"]}
+        for row in results[0]["rows"]:
+            other = own.get((row["op"], row["shape"]))
+            if other is None:
+                continue
+            cells = []
+            for peer in ("torch", "onnxruntime"):
+                if row["peers"].get(peer) and other["peers"].get(peer):
+                    cells.append(f"vs {peer} {format_ratio(row['seconds'] / row['peers'][peer])} | "
+                                 f"{format_ratio(other['seconds'] / other['peers'][peer])}")
+            lines.append(f"  {row['op']} {row['shape']}: {_milliseconds(row['seconds'])} | "
+                         f"{_milliseconds(other['seconds'])} ms" + "".join(f", {c}" for c in cells))
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
 def format_dask_table(rows):
     """The table of :func:`cnnlab.bench.filtering.dask_suite`: one line per method, then the ratios
     and the agreement."""

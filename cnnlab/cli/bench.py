@@ -7,7 +7,6 @@ import sys
 import numba
 
 from ..bench import filtering, measuring, networks, ops, report, startup, training
-from ..parallel import blas_kernels
 from .common import add_command, add_device_option, check_output_file, integer, pick_device, require_matplotlib
 
 
@@ -29,6 +28,11 @@ def add_parser(commands):
     p.add_argument("--size", type=integer(3), default=16384,
                    help="--op dask: the image's side in pixels (16384: 1 GiB of float32)")
     p.add_argument("--chunk", type=integer(3), default=2048, help="--op dask: the chunks' side in pixels")
+    p.add_argument("--rounds", type=integer(1), default=5,
+                   help="--op models: rounds in which the engines (each in its own process) take turns")
+    p.add_argument("--openblas", choices=["environment", "own", "both"], default="both",
+                   help="--op models: OpenBLAS kernels of the environment's setting, OpenBLAS's own choice "
+                        "(OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset in the workers), or both")
     p.set_defaults(run=run)
 
 
@@ -94,18 +98,25 @@ def _suite_rows(args, shapes, threads, compare, device):
 
 def _bench_models(args, threads):
     """``bench --op models``: ResNet-18 and MobileNetV2 through ONNX against PyTorch and
-    onnxruntime, and a training step (see :mod:`cnnlab.bench.networks`)."""
+    onnxruntime, and a training step, each engine in a process of its own (see
+    :mod:`cnnlab.bench.networks`)."""
     missing = networks.missing_modules()
-    if missing:
+    if "onnx" in missing or {"torch", "torchvision"} & set(missing):
         raise ModuleNotFoundError(f"--op models needs {', '.join(missing)} (pip install \"cnnlab[bench]\")")
+    if missing:
+        print(f"cnnlab bench: {', '.join(missing)} not installed, not timed", file=sys.stderr)
     _warn_if_busy(threads)
-    print(f"cnnlab bench: models, {threads} threads, 224x224 images, median of {args.repeat}; GEMMs on "
-          f"{blas_kernels()}", file=sys.stderr)
-    rows = networks.models_suite(threads, args.repeat, progress=_progress)
-    print(report.format_table(rows))
-    memory = networks.memory_rows(progress=_progress)
-    print(report.format_memory(memory))
-    report.save_report(rows, threads, "cpu", args.json, args.plot, memory=memory)
+    print(f"cnnlab bench: models, {threads} threads, 224x224 images, engines in separate processes taking "
+          f"turns, {args.rounds} rounds of {args.repeat} runs (the median of all counts)", file=sys.stderr)
+    results = networks.models_suite(threads, args.repeat, args.rounds, openblas=args.openblas, memory=True,
+                                    progress=_progress)
+    print(report.format_models(results))
+    for result in results:
+        print(report.format_memory(result["memory"]))
+    rows = [dict(row, openblas=result["openblas"], blas=result["blas"]) for result in results
+            for row in result["rows"]]
+    report.save_report(rows, threads, "cpu", args.json, args.plot,
+                       memory=[m for result in results for m in result["memory"]])
     return 0
 
 

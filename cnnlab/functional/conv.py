@@ -20,7 +20,7 @@ from ..kernels import (
     EPILOGUE_SILU,
     EPILOGUE_TANH,
 )
-from ..parallel import cpu_workers
+from ..parallel import blas_limited, cpu_workers, single_threaded_blas
 from ..shapes import check_int, pair, resolve_padding, window_output_shape
 from ..types import Array, DTypeLike, IntPair, Padding
 from .activation import as_number, clip_bounds
@@ -143,6 +143,112 @@ def conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair =
     return out
 
 
+class BoundConv2d:
+    """:func:`conv2d` for host arrays of one set of shapes and arguments, checked once.
+
+    Made by :func:`bind_conv2d` after a :func:`conv2d` call succeeded with these arguments (an
+    inference plan's fused convolution, :class:`cnnlab.fusion.FusedConv`, calls the same layer
+    again and again). :meth:`accepts` tells, cheaply, whether a new call's arrays are of the
+    same kind (host NumPy arrays, C-contiguous, the same shapes and dtype, the same geometry,
+    activation and settings); :meth:`__call__` then goes straight to the CPU kernel with the
+    geometry, the epilogue's code and the default scale and shift resolved at binding. Any other
+    call must go through :func:`conv2d`, which checks everything.
+
+    Attributes
+    ----------
+    out_shape : tuple
+    dtype : numpy.dtype
+    """
+
+    def __init__(self, x, weight, bias, stride, padding, dilation, groups, scale, residual, activation, kernels):
+        self.x_shape, self.dtype, self.weight_shape = x.shape, x.dtype, weight.shape
+        self.filters = (weight.shape[0],)
+        self.arguments = (stride, padding, dilation, groups)
+        self.has_bias, self.has_scale, self.has_residual = bias is not None, scale is not None, residual is not None
+        self.activation, self.activation_type = activation, type(activation)
+        self.settings = _settings()
+        self.geometry = conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, dilation, groups)
+        self.out_shape = (x.shape[0], weight.shape[0]) + self.geometry.out_shape
+        self.code, self.low, self.high = epilogue_activation(activation)
+        self.strides = {shape: _c_strides(shape, x.dtype.itemsize) for shape in
+                        (self.x_shape, self.weight_shape, (weight.shape[0],), self.out_shape)}
+        self.ones = np.ones((weight.shape[0],), x.dtype)
+        self.zeros = np.zeros((weight.shape[0],), x.dtype)
+        self.kernels = kernels
+
+    def _fits(self, a, shape):
+        # C-contiguous by its strides (cheaper than a.flags; an array that is contiguous with other
+        # strides, possible along axes of length 1, merely takes conv2d's way)
+        return type(a) is np.ndarray and a.shape == shape and a.dtype == self.dtype \
+            and a.strides == self.strides[shape]
+
+    def _same_arguments(self, arguments):
+        return all(a is b or (_plain(a) is not None and a == b) for a, b in zip(arguments, self.arguments))
+
+    def accepts(self, x, weight, bias, stride, padding, dilation, groups, scale, residual, activation, out=None):
+        """Whether :meth:`__call__` computes what :func:`conv2d` would for these arguments."""
+        fits, filters = self._fits, self.filters
+        arguments = self.arguments
+        return (fits(x, self.x_shape) and fits(weight, self.weight_shape)
+                and (fits(bias, filters) if self.has_bias else bias is None)
+                and (fits(scale, filters) if self.has_scale else scale is None)
+                and (fits(residual, self.out_shape) if self.has_residual else residual is None)
+                and (out is None or (fits(out, self.out_shape) and out.flags.writeable))
+                and (activation is self.activation or (type(activation) is self.activation_type
+                                                       and activation == self.activation))
+                and ((stride is arguments[0] and padding is arguments[1] and dilation is arguments[2]
+                      and groups is arguments[3]) or self._same_arguments((stride, padding, dilation, groups)))
+                and _settings() == self.settings)
+
+    def __call__(self, x, weight, bias=None, scale=None, residual=None, out=None):
+        """``conv2d(x, weight, bias, ..., scale=scale, residual=residual, out=out)`` for arguments
+        :meth:`accepts` (the geometry and activation bound)."""
+        if out is None:
+            out = np.empty(self.out_shape, self.dtype)
+        geometry = self.geometry
+        arguments = (x, weight, self.ones if scale is None else scale, self.zeros if bias is None else bias,
+                     out if residual is None else residual, residual is not None, self.code, self.low, self.high,
+                     out, *geometry.args)
+        if blas_limited():  # inside a model call, which holds the limit for all its kernels
+            self.kernels.conv2d_forward(*arguments, filter_blocks=geometry.filter_blocks,
+                                        sample_block=geometry.sample_block)
+        else:
+            with single_threaded_blas():
+                self.kernels.conv2d_forward(*arguments, filter_blocks=geometry.filter_blocks,
+                                            sample_block=geometry.sample_block)
+        return out
+
+
+def _c_strides(shape, itemsize):
+    strides, step = [], itemsize
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+def _settings():
+    return (numba.get_num_threads(), config.IM2COL_MAX_BYTES, config.PARALLEL_MIN_WORK, config.GEMM_MIN_COLUMNS)
+
+
+def bind_conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair = 1, padding: Padding = 0,
+                dilation: IntPair = 1, groups: int = 1, *, scale: Array | None = None,
+                residual: Array | None = None, activation: str | tuple | None = None) -> BoundConv2d | None:
+    """A :class:`BoundConv2d` for calls like this one, or None where every call must go
+    through :func:`conv2d` (arrays that are not C-contiguous host float arrays of one dtype, an
+    empty or unbatched input, arguments of other types than int, str and tuples of ints).
+    Call it after :func:`conv2d` accepted the same arguments: it checks nothing else."""
+    arrays = [a for a in (x, weight, bias, scale, residual) if a is not None]
+    if any(type(a) is not np.ndarray or not a.flags.c_contiguous or a.dtype != x.dtype for a in arrays) \
+            or x.dtype not in (np.float32, np.float64) or x.ndim != 4 or weight.ndim != 4 or 0 in x.shape \
+            or None in (_plain(stride), _plain(padding), _plain(dilation), _plain(groups)):
+        return None
+    if not (activation is None or type(activation) is str or type(activation) is tuple):
+        return None
+    return BoundConv2d(x, weight, bias, stride, padding, dilation, groups, scale, residual, activation,
+                       kernels_for(x=x))
+
+
 EPILOGUE_ACTIVATIONS = {
     # name: (kernel code, default parameters, parameter names)
     "relu": (EPILOGUE_CLIP, (0.0, math.inf), ()),
@@ -210,8 +316,47 @@ class ConvGeometry:
         self.sample_block = sample_block
 
 
+#: resolved geometries by their arguments and the settings they depend on (see conv_geometry)
+_GEOMETRIES: dict = {}
+_GEOMETRIES_KEPT = 4096
+
+
+def _plain(value):
+    """``value`` when it is an int (not a bool), a str or a tuple of such (nested once), else
+    None: the arguments whose hash and equality tell them apart exactly (``1``, ``1.0`` and
+    ``True`` are equal keys, but not the same argument)."""
+    if type(value) is int or type(value) is str:
+        return value
+    if type(value) is tuple and all(type(v) is int or (type(v) is tuple and all(type(w) is int for w in v))
+                                    for v in value):
+        return value
+    return None
+
+
 def conv_geometry(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], dtype: DTypeLike, stride: IntPair,
                   padding: Padding, dilation: IntPair, groups: int) -> ConvGeometry:
+    """The resolved geometry of a convolution (:class:`ConvGeometry`), checking the arguments.
+
+    Computed once per set of arguments and settings (Numba's thread count, ``config``'s
+    ``IM2COL_MAX_BYTES``, ``PARALLEL_MIN_WORK`` and ``GEMM_MIN_COLUMNS``) and kept: a model
+    calls the same few convolutions over and over. Arguments of other types than int, str and
+    tuples of ints are resolved every time.
+    """
+    arguments = (_plain(stride), _plain(padding), _plain(dilation), _plain(groups))
+    if None in arguments:
+        return _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, groups)
+    key = (tuple(x_shape), tuple(weight_shape), np.dtype(dtype), *arguments, numba.get_num_threads(),
+           config.IM2COL_MAX_BYTES, config.PARALLEL_MIN_WORK, config.GEMM_MIN_COLUMNS)
+    geometry = _GEOMETRIES.get(key)
+    if geometry is None:
+        geometry = _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, groups)
+        if len(_GEOMETRIES) >= _GEOMETRIES_KEPT:
+            _GEOMETRIES.clear()
+        _GEOMETRIES[key] = geometry
+    return geometry
+
+
+def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, groups):
     groups = check_int("groups", groups, 1)
     samples, channels, height, width = x_shape
     filters, channels_per_group, kernel_h, kernel_w = weight_shape

@@ -1,0 +1,60 @@
+"""Where a batch-1 inference's time goes in cnnlab: kernels against the Python around them.
+
+    python bench/node_overhead.py MODEL.onnx [MODEL.onnx ...] [--batch 1] [--size 224]
+                                  [--repeat 50] [--rounds 3] [--threads 2]
+
+Each ONNX file is read with :func:`cnnlab.onnx.load` and ``model(x)`` is timed on a random
+batch (:func:`cnnlab.bench.overhead.node_overhead`): the total (median of plain calls), the
+time inside the CPU kernels of :mod:`cnnlab.kernels.cpu` (median over calls with every kernel
+timed), the rest (the Python overhead: walking the inference plan, checks, parameter
+preparation, allocation, dispatch) in all, per step of the plan and as a share of the run;
+then, per kind of step, its wall time and the part inside kernels. ``--rounds`` repeats the
+whole measurement; every round is printed. The networks can be exported with PyTorch once
+(``python bench/models.py --onnx-dir DIR`` keeps them as ``DIR/NAME-SIZE.onnx``).
+"""
+
+import argparse
+import os
+import sys
+
+import numba
+import numpy as np
+
+import cnnlab.onnx
+from cnnlab.bench.measuring import busy_warning
+from cnnlab.bench.overhead import format_overhead, node_overhead
+from cnnlab.parallel import blas_kernels
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("models", nargs="+", help="ONNX files")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if min(args.batch, args.size, args.repeat, args.rounds, args.threads) < 1:
+        parser.error("--batch, --size, --repeat, --rounds and --threads must be at least 1")
+    numba.set_num_threads(args.threads)
+    warning = busy_warning(os.getloadavg()[0], os.cpu_count(), args.threads)
+    if warning:
+        print(warning, file=sys.stderr)
+    print(f"batch {args.batch}, {args.size}x{args.size}, {args.threads} threads, median of {args.repeat} calls; "
+          f"GEMMs on {blas_kernels()}")
+    x = np.random.default_rng(0).standard_normal((args.batch, 3, args.size, args.size)).astype(np.float32)
+    for path in args.models:
+        model = cnnlab.onnx.load(path)
+        print(f"{os.path.basename(path)}: {len(model.graph.nodes)} nodes")
+        for round_ in range(args.rounds):
+            result = node_overhead(model, x, args.repeat)
+            text = format_overhead(f"round {round_ + 1}", result)
+            print(text if round_ == args.rounds - 1 else text.splitlines()[0])
+    warning = busy_warning(os.getloadavg()[0], os.cpu_count(), args.threads)
+    if warning:
+        print(f"at the end: {warning}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The checked-once convolution of the inference plan (cnnlab.functional.conv.bind_conv2d): it
+computes what conv2d computes, and any call it was not bound for goes through conv2d's checks."""
+
+import numba
+import numpy as np
+import pytest
+
+import cnnlab
+import cnnlab.functional as F
+import cnnlab.layers as L
+from cnnlab import config
+from cnnlab.functional.conv import bind_conv2d
+from cnnlab.graph import FusedConv
+
+
+def _arrays(rng, n=2, c=3, f=4, size=7):
+    x = rng.standard_normal((n, c, size, size)).astype(np.float32)
+    weight = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
+    return x, weight, rng.standard_normal(f).astype(np.float32), rng.uniform(0.5, 2, f).astype(np.float32)
+
+
+def test_bound_call_equals_conv2d():
+    rng = np.random.default_rng(0)
+    x, weight, bias, scale = _arrays(rng)
+    residual = rng.standard_normal((2, 4, 4, 4)).astype(np.float32)
+    arguments = dict(stride=2, padding=1, dilation=1, groups=1)
+    epilogue = dict(scale=scale, residual=residual, activation=("clip", -0.5, 0.5))
+    expected = F.conv2d(x, weight, bias, **arguments, **epilogue)
+    bound = bind_conv2d(x, weight, bias, **arguments, **epilogue)
+    assert bound.accepts(x, weight, bias, 2, 1, 1, 1, scale, residual, ("clip", -0.5, 0.5))
+    np.testing.assert_array_equal(bound(x, weight, bias, scale, residual), expected)
+    out = np.empty(bound.out_shape, np.float32)
+    assert bound(x, weight, bias, scale, residual, out) is out
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_other_calls_are_not_accepted():
+    rng = np.random.default_rng(1)
+    x, weight, bias, scale = _arrays(rng)
+    bound = bind_conv2d(x, weight, bias, 1, 1, 1, 1)
+    args = (1, 1, 1, 1, None, None, None)
+    assert bound.accepts(x, weight, bias, *args)
+    assert not bound.accepts(x[:1], weight, bias, *args)  # another batch size
+    assert not bound.accepts(x.astype(np.float64), weight, bias, *args)
+    assert not bound.accepts(np.asfortranarray(x), weight, bias, *args)
+    assert not bound.accepts(x.tolist(), weight, bias, *args)
+    assert not bound.accepts(x, weight, None, *args)  # the bias went away
+    assert not bound.accepts(x, weight, bias, 1, 1, 1, 1, scale, None, None)
+    assert not bound.accepts(x, weight, bias, 1, 1, 1, 1, None, None, "relu")
+    assert not bound.accepts(x, weight, bias, 1.0, 1, 1, 1, None, None, None)  # conv2d decides about 1.0
+    assert not bound.accepts(x, weight, bias, 1, 1, 1, True, None, None, None)
+    previous = numba.get_num_threads()
+    if numba.config.NUMBA_NUM_THREADS > 1:
+        numba.set_num_threads(2 if previous == 1 else 1)
+        try:
+            assert not bound.accepts(x, weight, bias, *args)  # the thread split was resolved for another count
+        finally:
+            numba.set_num_threads(previous)
+    config.IM2COL_MAX_BYTES = 1024
+    try:
+        assert not bound.accepts(x, weight, bias, *args)
+    finally:
+        config.reset()
+
+
+def test_nothing_is_bound_for_what_only_conv2d_handles():
+    rng = np.random.default_rng(2)
+    x, weight, bias, _ = _arrays(rng)
+    assert bind_conv2d(x[:, :, ::2, ::2].copy(), weight, bias) is not None
+    assert bind_conv2d(x[:, :, ::2, ::2], weight, bias) is None  # not contiguous
+    assert bind_conv2d(x[0], weight, bias) is None  # one sample without its batch axis
+    assert bind_conv2d(x[:0], weight, bias) is None  # an empty batch
+    assert bind_conv2d(x, weight, bias, padding=[1, 1]) is None  # a list: resolved by conv2d every time
+    assert bind_conv2d(x.astype(np.float64), weight.astype(np.float64), None) is not None
+
+
+def _model():
+    x = cnnlab.Input((3, 8, 8))
+    h = L.ReLU()(L.BatchNorm2D(4)(L.Conv2D(3, 4, 3, padding=1, seed=1)(x)))
+    h = L.ReLU()(L.Add()([L.Conv2D(4, 4, 3, padding=1, seed=2)(h), h]))
+    return cnnlab.Model(x, L.Dense(4 * 8 * 8, 3, seed=4)(L.Flatten()(h)))
+
+
+def _unfused(model, x):
+    previous, config.FUSE = config.FUSE, False
+    try:
+        return model.forward(x).copy()
+    finally:
+        config.FUSE = previous
+
+
+def test_plan_sees_edited_parameters_and_new_shapes():
+    rng = np.random.default_rng(3)
+    model = _model()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    for _ in range(2):  # the second call runs the bound convolutions
+        np.testing.assert_allclose(model.forward(x), _unfused(model, x), rtol=1e-5, atol=1e-6)
+    steps = [s for s in model.graph.inference_plan() if isinstance(s, FusedConv)]
+    assert steps and all(s.bound is not None for s in steps)
+    conv = steps[0].layer
+    conv.params["weight"][:] *= 2  # edited in place
+    conv.params["bias"] = conv.params["bias"] + 1  # replaced
+    np.testing.assert_allclose(model.forward(x), _unfused(model, x), rtol=1e-5, atol=1e-6)
+    y = rng.standard_normal((5, 3, 8, 8)).astype(np.float32)  # another batch size: bound again
+    np.testing.assert_allclose(model.forward(y), _unfused(model, y), rtol=1e-5, atol=1e-6)
+    conv.params["weight"] = conv.params["weight"].astype(np.float64)  # conv2d's own error, as before
+    with pytest.raises(TypeError, match="weight has dtype float64"):
+        model.forward(y)
