@@ -228,7 +228,8 @@ def _c_strides(shape, itemsize):
 
 
 def _settings():
-    return (numba.get_num_threads(), config.IM2COL_MAX_BYTES, config.PARALLEL_MIN_WORK, config.GEMM_MIN_COLUMNS)
+    return (numba.get_num_threads(), config.IM2COL_MAX_BYTES, config.IM2COL_CACHE_BYTES, config.PARALLEL_MIN_WORK,
+            config.GEMM_MIN_COLUMNS)
 
 
 def bind_conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair = 1, padding: Padding = 0,
@@ -338,15 +339,15 @@ def conv_geometry(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], dtype
     """The resolved geometry of a convolution (:class:`ConvGeometry`), checking the arguments.
 
     Computed once per set of arguments and settings (Numba's thread count, ``config``'s
-    ``IM2COL_MAX_BYTES``, ``PARALLEL_MIN_WORK`` and ``GEMM_MIN_COLUMNS``) and kept: a model
-    calls the same few convolutions over and over. Arguments of other types than int, str and
+    ``IM2COL_MAX_BYTES``, ``IM2COL_CACHE_BYTES``, ``PARALLEL_MIN_WORK`` and ``GEMM_MIN_COLUMNS``) and
+    kept: a model calls the same few convolutions over and over. Arguments of other types than int, str and
     tuples of ints are resolved every time.
     """
     arguments = (_plain(stride), _plain(padding), _plain(dilation), _plain(groups))
     if None in arguments:
         return _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, groups)
     key = (tuple(x_shape), tuple(weight_shape), np.dtype(dtype), *arguments, numba.get_num_threads(),
-           config.IM2COL_MAX_BYTES, config.PARALLEL_MIN_WORK, config.GEMM_MIN_COLUMNS)
+           config.IM2COL_MAX_BYTES, config.IM2COL_CACHE_BYTES, config.PARALLEL_MIN_WORK, config.GEMM_MIN_COLUMNS)
     geometry = _GEOMETRIES.get(key)
     if geometry is None:
         geometry = _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, groups)
@@ -385,12 +386,6 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
             filter_blocks = pieces  # deep layer, very few pixels: each thread a part of the filters
         else:
             block_rows = min(block_rows, max(1, -(-out_h // pieces)))  # each thread a part of the rows
-    row_block = taps * out_w * np.dtype(dtype).itemsize
-    if block_rows * row_block > int(config.IM2COL_CACHE_BYTES):
-        # columns a few rows at a time, in the core's cache, rather than one GEMM over columns that
-        # stream from memory (docs/performance.md: 96 to 24 channels, 3x3, 160x160, batch 1: 71 ms
-        # -> 12 ms; ResNet's 3x3 64-channel layer at batch 16: 67 -> 57 ms)
-        block_rows = max(1, int(config.IM2COL_CACHE_BYTES) // row_block)
     elif block_rows == out_h and out_h * out_w < config.GEMM_MIN_COLUMNS and groups == 1:
         # small outputs (7x7 layers): the samples' columns side by side make one wide GEMM per
         # thread (an equal share of the samples each), within the column buffers' budget. The
@@ -399,6 +394,12 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
         # them BLAS's rounding, stay the same)
         budget = max(1, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes * out_h))
         sample_block = max(1, min(-(-samples // numba.get_num_threads()), budget))
+    row_block = taps * out_w * np.dtype(dtype).itemsize
+    if sample_block == 1 and block_rows * row_block > int(config.IM2COL_CACHE_BYTES):
+        # columns a few rows at a time, in the core's cache, rather than one GEMM over columns that
+        # stream from memory (96 to 24 channels, 3x3, 160x160, batch 1: 71 ms -> 12 ms; ResNet's
+        # 3x3 64-channel layer at batch 16: 67 -> 57 ms)
+        block_rows = max(1, int(config.IM2COL_CACHE_BYTES) // row_block)
     args = (stride[0], stride[1], pads[0][0], pads[1][0], dilation[0], dilation[1], groups,
             block_rows, workers)
     return ConvGeometry((out_h, out_w), args, filter_blocks, sample_block)
