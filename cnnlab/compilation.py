@@ -274,7 +274,7 @@ def _waiting_compile(folder, name, compile):
 
 class WarmUp:
     """The helper processes :func:`warm_up` started; :meth:`close` (or leaving the ``with``
-    block) waits for them and gives this process back its ordinary compiling."""
+    block) ends them and gives this process back its ordinary compiling."""
 
     def __init__(self, processes, dispatchers, marker):
         self.processes = processes
@@ -285,20 +285,23 @@ class WarmUp:
         return self
 
     def __exit__(self, exc_type, *exc_info):
-        self.close(stop=exc_type is not None)
+        self.close(finished=exc_type is None)
 
-    def close(self, stop=False):
-        """Wait for the helpers to finish (``stop``: end them first), then compile as usual."""
+    def close(self, finished=True):
+        """End the helpers: once this process has run the workload it needs nothing more from
+        them (what they compiled is in the cache; a helper ended while compiling leaves no
+        entry). ``finished``: the workload ran to its end, so its kernels are all cached, and
+        later calls with the same key start no helper."""
         for process in self.processes:
-            if stop:
+            if process.poll() is None:
                 process.kill()
             process.wait()
         for dispatcher in self.dispatchers:
             dispatcher.__dict__.pop("compile", None)
-        if self.marker is not None and not stop and all(p.returncode == 0 for p in self.processes):
+        if self.marker is not None and finished:
             with open(self.marker, "w"):
                 pass
-        self.processes, self.dispatchers = [], []
+        self.processes, self.dispatchers, self.marker = [], [], None
 
 
 def warm_up(workload, key=None, processes=None):

@@ -74,7 +74,7 @@ def run(args):
         if warm is not None:
             warm.close()
     _show_results(args, results, failed)
-    if report.count:
+    if report.count and sys.stderr.isatty():  # a log has the report's own last line
         print(f"compiled {report.count} kernels for this machine in {report.seconds:.1f} s (first run only)",
               file=sys.stderr)
     return 0 if results else 1
