@@ -317,7 +317,8 @@ def warm_up(workload, key=None, processes=None):
         Names the workload: once its kernels are all in the cache, later calls with the same
         key start nothing. None: helpers are started every time (they find the kernels cached).
     processes : int or None
-        Helpers to start; default one fewer than the CPU cores, at most 3. 0 starts none.
+        Helpers to start; default one fewer than the CPU cores this process may use, at most 3.
+        0 starts none.
 
     Returns
     -------
@@ -326,7 +327,8 @@ def warm_up(workload, key=None, processes=None):
         not available (Windows), or the kernels are known to be cached, it starts nothing.
     """
     if processes is None:
-        processes = max(0, min(3, (os.cpu_count() or 1) - 1))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        processes = max(0, min(3, cores - 1))
     if processes < 1 or os.name != "posix":
         return WarmUp([], [], None)
     folder = _lock_folder()
@@ -342,10 +344,13 @@ def warm_up(workload, key=None, processes=None):
     code = "import sys; from cnnlab.compilation import _compile_share; _compile_share(int(sys.argv[1]), int(sys.argv[2]))"
     started = []
     for helper in range(processes):
-        process = subprocess.Popen([sys.executable, "-c", code, str(helper), str(processes)], stdin=subprocess.PIPE,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        process.stdin.write(payload)
-        process.stdin.close()
+        try:
+            process = subprocess.Popen([sys.executable, "-c", code, str(helper), str(processes)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            process.stdin.write(payload)
+            process.stdin.close()
+        except OSError:  # no Python to start (an embedded interpreter), or it died at once
+            break
         started.append(process)
     dispatchers = kernel_dispatchers()
     for name, dispatcher in dispatchers.items():

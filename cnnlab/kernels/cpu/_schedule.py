@@ -20,12 +20,6 @@ import threading
 from numba import njit
 
 
-@njit(cache=True)
-def _share(worker, workers, items):
-    """The items ``first .. last-1`` that ``worker`` of ``workers`` takes: contiguous, even shares."""
-    return worker * items // workers, (worker + 1) * items // workers
-
-
 @njit(cache=True, nogil=True)
 def _sum_over_workers(partial, out):
     """``out = partial.sum(axis=0)`` for ``partial`` (workers, K) and ``out`` (K,)."""
