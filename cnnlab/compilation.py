@@ -14,13 +14,21 @@ compiling so that progress bars can leave it out of their rates.
 """
 
 import contextlib
+import copy
+import hashlib
+import os
+import pickle
+import subprocess
 import sys
 import threading
 import time
+import warnings
 
 from numba.core import event
 
-__all__ = ["report_compilation", "CompilationReport", "end_line"]
+from .kernels.cache import cache_dir, kernel_dispatchers, load_only
+
+__all__ = ["report_compilation", "CompilationReport", "end_line", "record_kernels", "warm_up", "model_workload"]
 
 MESSAGE = "compiling kernels for this machine (first run only; cached afterwards): {} done"
 STARTED = "compiling kernels for this machine (first run only; cached afterwards) ..."
@@ -127,3 +135,224 @@ def end_line():
     :meth:`CompilationReport.end_line`); progress bars call it before they draw."""
     if _active is not None:
         _active.end_line()
+
+
+# ----------------------------------------------------------------------------- compiling in parallel
+# A cold run spends most of its time compiling kernels one after another on one core. warm_up
+# starts helper processes that find out which kernels a workload needs (record_kernels: the
+# workload run once on tiny data with every kernel as plain Python, which compiles nothing) and
+# compile shares of them, from the last one needed backwards, into the on-disk cache, while this
+# process runs the workload and compiles from the first one forwards; it loads from the cache
+# what a helper has compiled. A lock file per kernel (held while compiling it) keeps two
+# processes from compiling the same kernel; only the process holding it writes the kernel's
+# cache entry (Numba's cache index is not safe for concurrent writes of one function).
+
+
+def record_kernels(workload):
+    """Run ``workload()`` with every CPU kernel not compiled yet run as plain Python (nothing is
+    compiled), and return the kernels it called from Python, in order of first call.
+
+    Returns
+    -------
+    list of (str, tuple)
+        ``(name, argument types)``: the name is ``'module.function'`` within
+        :mod:`cnnlab.kernels.cpu`, the types Numba's, ready for ``dispatcher.compile``. Kernels
+        already compiled in this process run compiled and are not listed. When the workload
+        raises, the kernels it called until then.
+    """
+    from numba.core import types
+    from numba.core.dispatcher import OmittedArg
+
+    dispatchers = kernel_dispatchers()
+    called = []
+    depth = threading.local()
+
+    def plain(dispatcher):
+        def run(*arguments):
+            depth.value = getattr(depth, "value", 0) + 1
+            try:
+                return dispatcher.py_func(*[a.value if isinstance(a, OmittedArg) else a for a in arguments])
+            finally:
+                depth.value -= 1
+        return run
+
+    def recorder(name, dispatcher):
+        def compile_for_args(*arguments):  # what Numba calls when no compiled version fits
+            if not getattr(depth, "value", 0):
+                signature = tuple(types.Omitted(a.value) if isinstance(a, OmittedArg) else dispatcher.typeof_pyval(a)
+                                  for a in arguments)
+                if (name, signature) not in called:
+                    called.append((name, signature))
+            return plain(dispatcher)
+        return compile_for_args
+
+    import numpy as np
+
+    for name, dispatcher in dispatchers.items():
+        dispatcher._compile_for_args = recorder(name, dispatcher)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            workload()
+    except Exception:
+        pass  # what was called until then is still worth compiling
+    finally:
+        for dispatcher in dispatchers.values():
+            del dispatcher._compile_for_args
+    return called
+
+
+def model_workload(model, x, y=None, optimizer=None, loss="cross_entropy"):
+    """What :func:`warm_up` runs for a model: one training step on ``x``, ``y`` with a
+    validation pass (when ``y`` is given), then a prediction, all on a copy of the model and the
+    optimizer. ``x`` should be a batch of a few samples shaped and typed as the real ones."""
+    model = copy.deepcopy(model)
+    if y is not None:
+        model.fit(x, y, epochs=1, batch_size=len(x), optimizer=copy.deepcopy(optimizer), loss=loss,
+                  validation_data=(x, y), verbose=0)
+    model.predict(x)
+
+
+def _lock_folder():
+    folder = os.path.join(cache_dir(), "compiling")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+@contextlib.contextmanager
+def _kernel_lock(folder, name, wait):
+    """Hold the lock file of kernel ``name``; yields False (without waiting) when another
+    process holds it and ``wait`` is False."""
+    import fcntl
+
+    with open(os.path.join(folder, name + ".lock"), "a") as stream:
+        try:
+            fcntl.flock(stream, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(stream, fcntl.LOCK_UN)
+
+
+def _compile_share(helper, helpers):
+    """A helper process: record the workload (pickled on stdin), then compile its share of
+    the kernels, the last needed first, skipping those another process is compiling."""
+    workload = pickle.load(sys.stdin.buffer)
+    called = record_kernels(workload)
+    dispatchers = kernel_dispatchers()
+    share = called[::-1][helper::helpers]
+    mine = {name for name, _ in share}
+    for name, dispatcher in dispatchers.items():
+        if name not in mine:  # compiled here only inside its share's kernels: cached by others
+            load_only(dispatcher)
+    folder = _lock_folder()
+    for name, signature in share:
+        with _kernel_lock(folder, name, wait=False) as locked:
+            if not locked:
+                continue  # another process is compiling it
+            dispatcher = dispatchers[name]
+            hits = dispatcher.stats.cache_hits.copy()
+            dispatcher.compile(signature)
+            if dispatcher.stats.cache_hits != hits:
+                return  # compiled already: the main process has come this far
+
+
+def _waiting_compile(folder, name, compile):
+    """``compile`` once no helper holds the kernel's lock (then it loads what the helper
+    compiled). Numba's compiler lock is taken first: one thread of this process at a time
+    waits or compiles, so that two threads cannot wait on each other's lock files."""
+    from numba.core.compiler_lock import global_compiler_lock
+
+    def locked(signature):
+        with global_compiler_lock, _kernel_lock(folder, name, wait=True):
+            return compile(signature)
+    return locked
+
+
+class WarmUp:
+    """The helper processes :func:`warm_up` started; :meth:`close` (or leaving the ``with``
+    block) ends them and gives this process back its ordinary compiling."""
+
+    def __init__(self, processes, dispatchers, marker):
+        self.processes = processes
+        self.dispatchers = dispatchers
+        self.marker = marker
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc_info):
+        self.close(finished=exc_type is None)
+
+    def close(self, finished=True):
+        """End the helpers: once this process has run the workload it needs nothing more from
+        them (what they compiled is in the cache; a helper ended while compiling leaves no
+        entry). ``finished``: the workload ran to its end, so its kernels are all cached, and
+        later calls with the same key start no helper."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        for dispatcher in self.dispatchers:
+            dispatcher.__dict__.pop("compile", None)
+        if self.marker is not None and finished:
+            with open(self.marker, "w"):
+                pass
+        self.processes, self.dispatchers, self.marker = [], [], None
+
+
+def warm_up(workload, key=None, processes=None):
+    """Compile the CPU kernels ``workload()`` needs in helper processes, while this process
+    goes on (and compiles what it reaches first).
+
+    Parameters
+    ----------
+    workload : picklable callable
+        Runs in each helper on tiny data what this process is about to run, e.g.
+        ``functools.partial(model_workload, model, x[:2], y[:2], optimizer)``.
+    key : str or None
+        Names the workload: once its kernels are all in the cache, later calls with the same
+        key start nothing. None: helpers are started every time (they find the kernels cached).
+    processes : int or None
+        Helpers to start; default one fewer than the CPU cores this process may use, at most 3.
+        0 starts none.
+
+    Returns
+    -------
+    WarmUp
+        Close it (or use it in a ``with`` block) when the workload has run. Where file locks are
+        not available (Windows), or the kernels are known to be cached, it starts nothing.
+    """
+    if processes is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        processes = max(0, min(3, cores - 1))
+    if processes < 1 or os.name != "posix":
+        return WarmUp([], [], None)
+    folder = _lock_folder()
+    marker = None
+    if key is not None:
+        marker = os.path.join(folder, "warm-" + hashlib.sha1(key.encode()).hexdigest()[:16])
+        if os.path.exists(marker):
+            return WarmUp([], [], None)
+    try:
+        payload = pickle.dumps(workload)
+    except Exception:  # a workload that cannot be sent: compile here as usual
+        return WarmUp([], [], None)
+    code = "import sys; from cnnlab.compilation import _compile_share; _compile_share(int(sys.argv[1]), int(sys.argv[2]))"
+    started = []
+    for helper in range(processes):
+        try:
+            process = subprocess.Popen([sys.executable, "-c", code, str(helper), str(processes)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            process.stdin.write(payload)
+            process.stdin.close()
+        except OSError:  # no Python to start (an embedded interpreter), or it died at once
+            break
+        started.append(process)
+    dispatchers = kernel_dispatchers()
+    for name, dispatcher in dispatchers.items():
+        dispatcher.compile = _waiting_compile(folder, name, dispatcher.compile)
+    return WarmUp(started, list(dispatchers.values()), marker)

@@ -27,8 +27,8 @@ IM2COL_CACHE_BYTES : int
 PARALLEL_MIN_WORK : int
     The least work (multiply-adds or element visits) worth giving one thread: a CPU
     convolution, pooling or fully-connected kernel uses at most ``work // PARALLEL_MIN_WORK``
-    of Numba's threads, and runs on the calling thread alone, without the thread pool, below
-    twice this much. For small work, waking the pool costs more than it saves.
+    threads (and no more than Numba's thread count), and runs on the calling thread alone below
+    twice this much. For small work, waking other threads costs more than it saves.
 GPU_CONV_TILE : int
     Side of the square output tile one CUDA block computes in the
     shared-memory convolution (``GPU_CONV_TILE**2`` threads per block);

@@ -847,16 +847,33 @@ class ImageFolder:
                         config.PREFETCH_BATCHES if ahead is None else ahead)
 
 
+def _digits():
+    """scikit-learn's digits as ``(images (1797, 8, 8) float64 0-16, labels)``, read from the file
+    it ships without importing scikit-learn (which takes longer than the rest of the demo's
+    start); through ``sklearn.datasets.load_digits`` when that file is not where it was."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
+        if os.path.isfile(path):
+            table = np.loadtxt(path, delimiter=",")  # 64 pixels, then the label, per row
+            return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return digits.images, digits.target
+
+
 def load_demo_data(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(images NCHW float32 in [0, 1], labels, class names)`` of a bundled data set: 'digits'
     (scikit-learn's 8x8 handwritten digits) or 'faces' (scikit-image's 25x25 face / not-face
     subset)."""
     if name == "digits":
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images = (digits.images / 16.0).astype(np.float32)[:, None]  # 8x8, 17 grey levels
-        return images, digits.target.astype(np.int64), [str(d) for d in range(10)]
+        pixels, target = _digits()
+        images = (pixels / 16.0).astype(np.float32)[:, None]  # 8x8, 17 grey levels
+        return images, target.astype(np.int64), [str(d) for d in range(10)]
     from skimage import data as samples
 
     faces = samples.lfw_subset()  # 100 faces, then 100 non-faces, 25x25 in [0, 1]

@@ -31,6 +31,24 @@ def _numba_cuda():
     return _cuda_module
 
 
+def _driver_loadable():
+    """Whether the NVIDIA driver's library loads, looked for where ``numba.cuda`` looks (the
+    library path, then /usr/lib and /usr/lib64); True where this is not Linux, or where
+    ``NUMBA_CUDA_DRIVER`` names the library."""
+    if not sys.platform.startswith("linux") or os.environ.get("NUMBA_CUDA_DRIVER"):
+        return True
+    import ctypes
+
+    for name in ("libcuda.so", "libcuda.so.1"):
+        for folder in ("", "/usr/lib", "/usr/lib64"):
+            try:
+                ctypes.CDLL(os.path.join(folder, name) if folder else name)
+            except OSError:
+                continue
+            return True
+    return False
+
+
 def cuda_available():
     """Whether GPU kernels can run here.
 
@@ -41,6 +59,8 @@ def cuda_available():
     -------
     bool
     """
+    if not simulator_enabled() and not _driver_loadable():
+        return False  # no driver: not worth importing numba.cuda (about a second) to be told so
     cuda = _numba_cuda()
     if cuda is None:
         return False

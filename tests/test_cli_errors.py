@@ -312,7 +312,7 @@ def test_predict_says_when_kernels_compile(tmp_path, model_file, monkeypatch):
     @contextlib.contextmanager
     def report_compilation(stream):
         streams.append(stream)
-        yield
+        yield cnnlab.compilation.CompilationReport(None)
 
     monkeypatch.setattr(cnnlab.compilation, "report_compilation", report_compilation)
     image = write_image(tmp_path / "x.png", 90)

@@ -1,4 +1,4 @@
-"""Small work runs on the calling thread; large work is shared by Numba's threads; both agree."""
+"""Small work runs on the calling thread; large work is shared by several threads; both agree."""
 
 import numba
 import numpy as np

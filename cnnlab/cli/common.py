@@ -2,6 +2,7 @@
 options, the checks of output paths made before any work, and the device choice."""
 
 import argparse
+import functools
 import importlib.util
 import math
 import os
@@ -152,6 +153,25 @@ def require_matplotlib():
 def compiling():
     """Say so on stderr while Numba compiles kernels for this machine (first run only)."""
     return compilation.report_compilation(stream=sys.stderr)
+
+
+def compiled_note(report):
+    """`` (of which N s compiling M kernels ...)`` from a compilation report, or a note that
+    every kernel came from the cache."""
+    if not report.count:
+        return " (kernels loaded from the cache)"
+    return f" (of which {report.seconds:.1f} s compiling {report.count} kernels for this machine, first run only)"
+
+
+def warm_up_model(model, x, y=None, optimizer=None, device="cpu"):
+    """Compile the CPU kernels ``model`` needs for ``x`` (and a training step on ``y``) in
+    helper processes while this one runs (:func:`cnnlab.compilation.warm_up`)."""
+    if device != "cpu":
+        return compilation.warm_up(None, processes=0)
+    layers = ",".join(type(layer).__name__ for layer in model.layers)
+    key = f"{layers} {x.dtype} {x.shape[1:]} {'train ' + type(optimizer).__name__ if y is not None else 'predict'}"
+    workload = functools.partial(compilation.model_workload, model, x, y, optimizer)
+    return compilation.warm_up(workload, key=key)
 
 
 def timed(function, *args, **kwargs):

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from ..data import image_files, read_image
-from .common import add_command, check_output_file, compiling, integer
+from .common import add_command, check_output_file, compiling, integer, warm_up_model
 from .models import load_trained_model, prepare_image
 
 SCHEDULERS = ("threads", "processes", "synchronous")
@@ -60,16 +60,23 @@ def run(args):
 
     if args.dask is not None:
         return _predict_with_dask(args, model, files, rows)
-    results, failed = [], []
-    with compiling():
+    results, failed, warm = [], [], None
+    with compiling() as report:
         for file in files:
             try:
                 x = prepare_image(model, file)
             except ValueError as exc:
                 failed.append((file, str(exc)))
                 continue
+            if warm is None:  # the first image: what the model is given
+                warm = warm_up_model(model, x, device="cpu" if isinstance(x, np.ndarray) else "cuda")
             results.append(dict(file=file, predictions=rows(model.predict_proba(x)[0])))
+        if warm is not None:
+            warm.close()
     _show_results(args, results, failed)
+    if report.count and sys.stderr.isatty():  # a log has the report's own last line
+        print(f"compiled {report.count} kernels for this machine in {report.seconds:.1f} s (first run only)",
+              file=sys.stderr)
     return 0 if results else 1
 
 

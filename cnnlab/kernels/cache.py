@@ -27,7 +27,7 @@ import tempfile
 
 from .._version import __version__
 
-__all__ = ["cache_root", "cache_dir", "clear", "kernels_cached_in"]
+__all__ = ["cache_root", "cache_dir", "clear", "kernels_cached_in", "kernel_dispatchers", "load_only"]
 
 
 def cache_root():
@@ -115,3 +115,22 @@ def kernels_cached_in(folder):
         yield
     finally:
         config.CACHE_DIR = previous
+
+
+def kernel_dispatchers():
+    """``{'module.function': dispatcher}`` of every compiled CPU function of
+    :mod:`cnnlab.kernels.cpu`: the kernels, their serial workers and their helpers."""
+    from numba.core.registry import CPUDispatcher
+
+    from . import cpu
+
+    modules = [getattr(cpu, name) for name in cpu.KERNEL_MODULES] + [sys.modules[f"{cpu.__name__}._schedule"]]
+    return {f"{module.__name__.rsplit('.', 1)[-1]}.{name}": obj for module in modules
+            for name, obj in vars(module).items()
+            if isinstance(obj, CPUDispatcher) and obj.py_func.__module__ == module.__name__}
+
+
+def load_only(dispatcher):
+    """Let ``dispatcher`` load its compiled versions from the cache but write none there (a
+    process compiling beside another one that writes them)."""
+    dispatcher._cache.save_overload = lambda *arguments: None

@@ -13,10 +13,10 @@ A work item normally covers all output rows of a sample.  When the column
 buffer of a whole sample would be too large, the dispatch layer passes a
 smaller ``block_rows``; the product then goes through a small buffer.
 
-Each kernel is a plain function that runs its serial ``_..._items`` worker on the calling
-thread when there is one worker (small work: see ``cnnlab.functional.cpu_workers``), or the
-``@njit(parallel=True)`` driver that gives each thread a contiguous share of the items.
-Keeping the two apart means the parallel driver is compiled only when first needed.
+Each kernel is a plain function that runs its serial ``_..._items`` worker (``nogil``) on the
+calling thread when there is one worker (small work: see ``cnnlab.functional.cpu_workers``), or
+on several threads at once, each a contiguous share of the items
+(:func:`cnnlab.kernels.cpu._schedule.run_shared`).
 
 Every forward path ends with the same fused epilogue on each output row (:func:`_finish_row`):
 ``out = act(scale[f] * acc + shift[f] + residual)``, so a bias, a folded batch normalization,
@@ -29,7 +29,7 @@ Mirrors :mod:`cnnlab.kernels.cuda.conv`.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import (
     EPILOGUE_CLIP,
@@ -40,7 +40,7 @@ from .. import (
     EPILOGUE_SILU,
     EPILOGUE_TANH,
 )
-from ._schedule import _share, _sum_over_workers, run_shared
+from ._schedule import _sum_over_workers, run_in_threads, run_shared, shares
 from .activation import _sigmoid
 
 __all__ = ["conv2d_backward_input", "conv2d_backward_weight", "conv2d_forward"]  # the kernels of this file
@@ -74,7 +74,7 @@ def _im2col(x, n, first_channel, first_row, rows, columns, kernel_h, kernel_w, o
 
 @njit(cache=True)
 def _matmul(a, b, out):
-    """``out = a @ b`` by BLAS GEMM (serial helper so the parallel driver stays cacheable)."""
+    """``out = a @ b`` by BLAS GEMM."""
     np.dot(a, b, out)
 
 
@@ -123,7 +123,7 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
             row[p] = math.tanh(row[p])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                           stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
                           filter_blocks, sample_block, first_item, last_item):
@@ -184,18 +184,7 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
                             scale[k], shift[k], activation, low, high)
 
 
-@njit(parallel=True, cache=True)
-def _conv2d_forward_parallel(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
-                             stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
-                             filter_blocks, sample_block, items, workers):
-    for worker in prange(workers):
-        first, last = _share(worker, workers, items)
-        _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
-                              stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
-                              filter_blocks, sample_block, first, last)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pointwise_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                              groups, blocks, first_item, last_item):
     """Items of a 1x1 convolution with stride 1 and no padding: ``weight[g] @ x[n, g]`` straight
@@ -225,16 +214,7 @@ def _pointwise_forward_items(x, weight, scale, shift, residual, has_residual, ac
                         activation, low, high)
 
 
-@njit(parallel=True, cache=True)
-def _pointwise_forward_parallel(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
-                                groups, blocks, items, workers):
-    for worker in prange(workers):
-        first, last = _share(worker, workers, items)
-        _pointwise_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
-                                 groups, blocks, first, last)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _depthwise_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                              stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows,
                              first_item, last_item):
@@ -321,17 +301,6 @@ def _depthwise_forward_items(x, weight, scale, shift, residual, has_residual, ac
                     activation, low, high)
 
 
-@njit(parallel=True, cache=True)
-def _depthwise_forward_parallel(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
-                                stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows, items,
-                                workers):
-    for worker in prange(workers):
-        first, last = _share(worker, workers, items)
-        _depthwise_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
-                                 stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows,
-                                 first, last)
-
-
 def _row_blocks(out_h, block_rows):
     return (out_h + block_rows - 1) // block_rows
 
@@ -367,7 +336,7 @@ def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, 
         per-thread column buffer to ``taps * block_rows * OW`` elements.
     workers : int
         Threads sharing the (sample, group, row block, filter block) items, each with its own
-        buffers; 1 runs on the calling thread without Numba's thread pool.
+        buffers; 1 runs on the calling thread alone.
     filter_blocks : int
         Pieces the filters of a group are split into (the GEMM path): with fewer images than
         threads and small outputs (deep layers), threads share an image's filters rather than
@@ -381,16 +350,16 @@ def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, 
     filters, channels_per_group, kernel_h, kernel_w = weight.shape
     epilogue = (scale, shift, residual, bool(has_residual), int(activation), float(low), float(high), out)
     if channels_per_group == 1 and filters == groups:  # depthwise: one filter per channel
-        run_shared(_depthwise_forward_items, _depthwise_forward_parallel, x.shape[0] * groups * blocks, workers,
+        run_shared(_depthwise_forward_items, x.shape[0] * groups * blocks, workers,
                    x, weight, *epilogue, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows)
     elif kernel_h == kernel_w == 1 and stride_h == stride_w == 1 and pad_h == pad_w == 0 \
             and out.shape[2:] == x.shape[2:]:  # pointwise: the input is the column matrix
         blocks = max(blocks, filter_blocks)  # this path splits the filters, whichever way was asked
-        run_shared(_pointwise_forward_items, _pointwise_forward_parallel, x.shape[0] * groups * blocks, workers,
+        run_shared(_pointwise_forward_items, x.shape[0] * groups * blocks, workers,
                    x, weight, *epilogue, groups, blocks)
     else:
         sample_blocks = (x.shape[0] + sample_block - 1) // sample_block
-        run_shared(_conv2d_forward_items, _conv2d_forward_parallel, sample_blocks * groups * blocks * filter_blocks,
+        run_shared(_conv2d_forward_items, sample_blocks * groups * blocks * filter_blocks,
                    workers, x, weight, *epilogue, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
                    block_rows, filter_blocks, sample_block)
 
@@ -416,7 +385,7 @@ def _col2im(columns, grad_x, n, first_channel, first_row, rows, kernel_h, kernel
                     grad_x[n, channel, h, w] += columns[tap, start + ow]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _conv2d_backward_input_items(grad_out, weight_t, grad_x, kernel_h, kernel_w, stride_h, stride_w,
                                  pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, first_item,
                                  last_item):
@@ -454,15 +423,6 @@ def _conv2d_backward_input_items(grad_out, weight_t, grad_x, kernel_h, kernel_w,
                     stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
 
 
-@njit(parallel=True, cache=True)
-def _conv2d_backward_input_parallel(grad_out, weight_t, grad_x, kernel_h, kernel_w, stride_h, stride_w,
-                                    pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, items, workers):
-    for worker in prange(workers):
-        first, last = _share(worker, workers, items)
-        _conv2d_backward_input_items(grad_out, weight_t, grad_x, kernel_h, kernel_w, stride_h, stride_w,
-                                     pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, first, last)
-
-
 @njit(cache=True)
 def _transposed_weight(weight, groups):
     """``weight`` (F, Cg, KH, KW) as (groups, Cg*KH*KW, F // groups): each group's matrix
@@ -495,12 +455,12 @@ def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_h, p
     stride_h, ..., block_rows, workers : int
         As :func:`conv2d_forward`.
     """
-    run_shared(_conv2d_backward_input_items, _conv2d_backward_input_parallel, grad_x.shape[0] * groups, workers,
+    run_shared(_conv2d_backward_input_items, grad_x.shape[0] * groups, workers,
                grad_out, _transposed_weight(weight, groups), grad_x, weight.shape[2], weight.shape[3],
                stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, kernel_h, kernel_w, stride_h,
                                   stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
                                   first_item, last_item):
@@ -539,17 +499,6 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
                 partial_weight[g, f, t] += product[f, t]
 
 
-@njit(parallel=True, cache=True)
-def _conv2d_backward_weight_parallel(x, grad_out, partial_weight, partial_bias, kernel_h, kernel_w, stride_h,
-                                     stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, items,
-                                     workers):
-    for worker in prange(workers):
-        first, last = _share(worker, workers, items)
-        _conv2d_backward_weight_items(x, grad_out, partial_weight[worker], partial_bias[worker], kernel_h,
-                                      kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
-                                      block_rows, first, last)
-
-
 def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride_w, pad_h, pad_w,
                            dilation_h, dilation_w, groups, block_rows, workers):
     """Gradients of :func:`conv2d_forward` with respect to ``weight`` and ``bias``.
@@ -573,13 +522,9 @@ def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride
     workers = max(1, min(workers, items))
     partial_weight = np.zeros((workers, groups, filters // groups, taps), dtype=x.dtype)
     partial_bias = np.zeros((workers, filters), dtype=x.dtype)
-    if workers == 1:
-        _conv2d_backward_weight_items(x, grad_out, partial_weight[0], partial_bias[0], kernel_h, kernel_w,
-                                      stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
-                                      block_rows, 0, items)
-    else:
-        _conv2d_backward_weight_parallel(x, grad_out, partial_weight, partial_bias, kernel_h, kernel_w, stride_h,
-                                         stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
-                                         items, workers)
+    geometry = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows)
+    run_in_threads(_conv2d_backward_weight_items,
+                   [(x, grad_out, partial_weight[w], partial_bias[w], *geometry, first, last)
+                    for w, (first, last) in enumerate(shares(items, workers))])
     _sum_over_workers(partial_weight.reshape(workers, filters * taps), grad_weight.reshape(filters * taps))
     _sum_over_workers(partial_bias, grad_bias)

@@ -7,15 +7,15 @@ Mirrors :mod:`cnnlab.kernels.cuda.linear`.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from ._schedule import _share, _sum_over_workers, run_shared
+from ._schedule import _sum_over_workers, run_in_threads, run_shared, shares
 from .conv import _matmul
 
 __all__ = ["linear_backward", "linear_forward"]  # the kernels of this file
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _linear_forward_rows(x, weight_t, bias, out, first, last):
     """Samples ``first .. last-1`` of :func:`linear_forward` (serial: one thread's share)."""
     rows = out[first:last]
@@ -23,13 +23,6 @@ def _linear_forward_rows(x, weight_t, bias, out, first, last):
     for n in range(rows.shape[0]):
         for o in range(rows.shape[1]):
             rows[n, o] += bias[o]
-
-
-@njit(parallel=True, cache=True)
-def _linear_forward_parallel(x, weight_t, bias, out, items, workers):
-    for worker in prange(workers):
-        first, last = _share(worker, workers, items)
-        _linear_forward_rows(x, weight_t, bias, out, first, last)
 
 
 def linear_forward(x, weight, bias, out, workers):
@@ -42,12 +35,12 @@ def linear_forward(x, weight, bias, out, workers):
     bias : (out_features,) array (zeros for no bias)
     out : (N, out_features) array, overwritten
     workers : int
-        Threads sharing the samples; 1 runs on the calling thread without Numba's thread pool.
+        Threads sharing the samples; 1 runs on the calling thread alone.
     """
-    run_shared(_linear_forward_rows, _linear_forward_parallel, x.shape[0], workers, x, weight.T, bias, out)
+    run_shared(_linear_forward_rows, x.shape[0], workers, x, weight.T, bias, out)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _linear_backward_rows(x, weight, grad_out, grad_x, partial_weight, partial_bias, first, last):
     """Samples ``first .. last-1`` of :func:`linear_backward`: their rows of ``grad_x``, and
     their weight and bias gradients added to one worker's accumulators."""
@@ -62,14 +55,6 @@ def _linear_backward_rows(x, weight, grad_out, grad_x, partial_weight, partial_b
             partial_bias[o] += grad_out[n, o]
 
 
-@njit(parallel=True, cache=True)
-def _linear_backward_parallel(x, weight, grad_out, grad_x, partial_weight, partial_bias, items, workers):
-    for worker in prange(workers):
-        first, last = _share(worker, workers, items)
-        _linear_backward_rows(x, weight, grad_out, grad_x, partial_weight[worker], partial_bias[worker],
-                              first, last)
-
-
 def linear_backward(x, weight, grad_out, grad_x, grad_weight, grad_bias, workers):
     """Gradients of :func:`linear_forward`: ``grad_x = grad_out @ weight``,
     ``grad_weight = grad_out.T @ x``, ``grad_bias = grad_out.sum(0)``; all overwritten.
@@ -82,10 +67,8 @@ def linear_backward(x, weight, grad_out, grad_x, grad_weight, grad_bias, workers
     out_features, in_features = grad_weight.shape
     partial_weight = np.zeros((workers, out_features, in_features), dtype=grad_weight.dtype)
     partial_bias = np.zeros((workers, out_features), dtype=grad_bias.dtype)
-    if workers == 1:
-        _linear_backward_rows(x, weight, grad_out, grad_x, partial_weight[0], partial_bias[0], 0, samples)
-    else:
-        _linear_backward_parallel(x, weight, grad_out, grad_x, partial_weight, partial_bias, samples, workers)
+    run_in_threads(_linear_backward_rows, [(x, weight, grad_out, grad_x, partial_weight[w], partial_bias[w], first, last)
+                                           for w, (first, last) in enumerate(shares(samples, workers))])
     _sum_over_workers(partial_weight.reshape(workers, out_features * in_features),
                       grad_weight.reshape(out_features * in_features))
     _sum_over_workers(partial_bias, grad_bias)

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import POOL_AVG, POOL_MAX, POOL_MEDIAN, POOL_MIN
-from ._schedule import _share, run_shared
+from ._schedule import run_shared
 
 __all__ = [  # the kernels of this file
     "global_avg_pool2d_backward",
@@ -170,7 +170,7 @@ def _pool_plane(plane, out_plane, kernel_h, kernel_w, stride_h, stride_w, pad_to
                         pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad, window)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pool_planes(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
                  dilation_h, dilation_w, mode, count_include_pad, first, last):
     """Pool the (sample, channel) planes ``first .. last-1`` of ``x`` (serial: one thread's share)."""
@@ -181,15 +181,6 @@ def _pool_planes(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_le
         c = plane % channels
         _pool_plane(x[n, c], out[n, c], kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
                     pad_right, dilation_h, dilation_w, mode, count_include_pad, window)
-
-
-@njit(parallel=True, cache=True)
-def _pool2d_forward_parallel(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
-                             pad_right, dilation_h, dilation_w, mode, count_include_pad, items, workers):
-    for worker in prange(workers):
-        first, last = _share(worker, workers, items)
-        _pool_planes(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
-                     dilation_h, dilation_w, mode, count_include_pad, first, last)
 
 
 def pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
@@ -216,9 +207,9 @@ def pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_
     count_include_pad : int
         1: avg divides by the window clipped to the padded input; 0: by the input pixels in it.
     workers : int
-        Threads sharing the planes; 1 runs on the calling thread without Numba's thread pool.
+        Threads sharing the planes; 1 runs on the calling thread alone.
     """
-    run_shared(_pool_planes, _pool2d_forward_parallel, x.shape[0] * x.shape[1], workers,
+    run_shared(_pool_planes, x.shape[0] * x.shape[1], workers,
                x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
                dilation_h, dilation_w, mode, count_include_pad)
 
@@ -311,7 +302,7 @@ def _pool_plane_backward(plane, out_plane, grad_plane, grad_in, kernel_h, kernel
                         grad_in[h, w] += share if mode == POOL_AVG else share * plane[h, w]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pool_planes_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
                           pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad, first, last):
     """Gradient of the planes ``first .. last-1`` (serial: one thread's share)."""
@@ -322,17 +313,6 @@ def _pool_planes_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h
         _pool_plane_backward(x[n, c], out[n, c], grad_out[n, c], grad_x[n, c], kernel_h, kernel_w,
                              stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, dilation_h,
                              dilation_w, mode, count_include_pad)
-
-
-@njit(parallel=True, cache=True)
-def _pool2d_backward_parallel(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top,
-                              pad_left, pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad,
-                              items, workers):
-    for worker in prange(workers):
-        first, last = _share(worker, workers, items)
-        _pool_planes_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top,
-                              pad_left, pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad,
-                              first, last)
 
 
 def pool2d_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
@@ -353,7 +333,7 @@ def pool2d_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stri
     kernel_h, ..., count_include_pad, workers : int
         As :func:`pool2d_forward`.
     """
-    run_shared(_pool_planes_backward, _pool2d_backward_parallel, x.shape[0] * x.shape[1], workers,
+    run_shared(_pool_planes_backward, x.shape[0] * x.shape[1], workers,
                x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
                pad_right, dilation_h, dilation_w, mode, count_include_pad)
 
@@ -459,7 +439,7 @@ def _pool_plane_with_indices(plane, out_plane, index_plane, offsets, kernel_h, k
                 out_plane[oh, ow] = -math.inf if mode == POOL_MAX else math.inf
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pool_planes_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
                               dilation_h, dilation_w, mode, first, last):
     """Max or min pool the planes ``first .. last-1`` with their indices (serial: one thread's share)."""
@@ -470,15 +450,6 @@ def _pool_planes_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, str
         c = plane % channels
         _pool_plane_with_indices(x[n, c], out[n, c], indices[n, c], offsets, kernel_h, kernel_w, stride_h,
                                  stride_w, pad_top, pad_left, dilation_h, dilation_w, mode)
-
-
-@njit(parallel=True, cache=True)
-def _pool2d_forward_with_indices_parallel(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top,
-                                          pad_left, dilation_h, dilation_w, mode, items, workers):
-    for worker in prange(workers):
-        first, last = _share(worker, workers, items)
-        _pool_planes_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
-                                  dilation_h, dilation_w, mode, first, last)
 
 
 def pool2d_forward_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
@@ -505,12 +476,12 @@ def pool2d_forward_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, s
     workers : int
         Threads sharing the planes; 1 runs on the calling thread.
     """
-    run_shared(_pool_planes_with_indices, _pool2d_forward_with_indices_parallel, x.shape[0] * x.shape[1],
+    run_shared(_pool_planes_with_indices, x.shape[0] * x.shape[1],
                workers, x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h,
                dilation_w, mode)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scatter_planes(grad_out, indices, grad_x, first, last):
     """Zero the planes ``first .. last-1`` of ``grad_x`` (planes, H*W), then add each
     ``grad_out[plane, k]`` at ``indices[plane, k]`` (planes, OH*OW); an index outside
@@ -526,13 +497,6 @@ def _scatter_planes(grad_out, indices, grad_x, first, last):
             index = chosen[k]
             if 0 <= index < size:
                 target[index] += source[k]
-
-
-@njit(parallel=True, cache=True)
-def _scatter_planes_parallel(grad_out, indices, grad_x, items, workers):
-    for worker in prange(workers):
-        first, last = _share(worker, workers, items)
-        _scatter_planes(grad_out, indices, grad_x, first, last)
 
 
 def pool2d_backward_with_indices(grad_out, indices, grad_x, workers):
@@ -552,5 +516,5 @@ def pool2d_backward_with_indices(grad_out, indices, grad_x, workers):
         Threads sharing the planes; 1 runs on the calling thread.
     """
     planes = grad_x.shape[0] * grad_x.shape[1]
-    run_shared(_scatter_planes, _scatter_planes_parallel, planes, workers,
+    run_shared(_scatter_planes, planes, workers,
                grad_out.reshape(planes, -1), indices.reshape(planes, -1), grad_x.reshape(planes, -1))

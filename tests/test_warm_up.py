@@ -1,0 +1,101 @@
+"""Compiling a workload's kernels in helper processes (cnnlab.compilation.warm_up): which kernels
+a workload needs, found without compiling; the same results with helpers as without; a warmed
+workload starts no helper the next time."""
+
+import functools
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+import cnnlab
+from cnnlab import compilation
+from cnnlab.applications import classic_cnn
+
+
+def run_python(code, cache):
+    environment = dict(os.environ, CNNLAB_CACHE_DIR=str(cache))
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_recording_lists_the_kernels_a_workload_calls_and_compiles_nothing(tmp_path):
+    code = """
+import numpy as np, cnnlab.functional as F
+from cnnlab import compilation
+from cnnlab.kernels.cache import kernel_dispatchers
+x = np.random.default_rng(0).random((2, 1, 6, 6)).astype(np.float32)
+w = np.ones((3, 1, 3, 3), np.float32)
+out = []
+called = compilation.record_kernels(lambda: out.append(F.max_pool2d(F.relu(F.conv2d(x, w, padding=1)), 2)))
+names = [name for name, _ in called]
+print(names)
+print(sum(len(d.signatures) for d in kernel_dispatchers().values()))
+expected = F.max_pool2d(F.relu(F.conv2d(x, w, padding=1)), 2)
+print(np.allclose(out[0], expected, rtol=1e-5, atol=1e-6))
+print(all("float32" in str(signature[0]) for _, signature in called))
+"""
+    names, compiled, same, float32 = run_python(code, tmp_path).splitlines()
+    names = eval(names)
+    assert names[0] == "conv._conv2d_forward_items" and "activation.relu_forward" in names
+    assert "pool._pool_planes" in names
+    assert compiled == "0"  # recording ran every kernel as Python
+    assert same == "True" and float32 == "True"
+
+
+def test_model_workload_leaves_the_model_and_optimizer_alone():
+    model = classic_cnn(1, 8, 3, conv_filters=(2, 2), hidden=4)
+    before = [p.copy() for layer in model.layers for p in layer.params.values()]
+    optimizer = cnnlab.optim.Adam()
+    x = np.random.default_rng(1).random((2, 1, 8, 8)).astype(np.float32)
+    compilation.model_workload(model, x, np.array([0, 2]), optimizer)
+    after = [p for layer in model.layers for p in layer.params.values()]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_warm_up_gives_the_same_training_and_is_skipped_once_warm(tmp_path):
+    code = """
+import functools, numpy as np, cnnlab
+from cnnlab import compilation
+from cnnlab.applications import classic_cnn
+rng = np.random.default_rng(2)
+x, y = rng.random((12, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 12)
+def train(warm):
+    model, optimizer = classic_cnn(1, 8, 3, conv_filters=(2, 4), hidden=8), cnnlab.optim.Adam()
+    workload = functools.partial(compilation.model_workload, model, x[:2], y[:2], optimizer)
+    with compilation.warm_up(workload, key="test", processes=1 if warm else 0) as helpers:
+        started = len(helpers.processes)
+        model.fit(x, y, epochs=2, batch_size=4, optimizer=optimizer, seed=0, verbose=0)
+        p = model.predict_proba(x)
+    return p, started
+warmed, started = train(True)
+print(started)
+again, started = train(True)
+print(started)  # the marker says the kernels are cached: no helper
+plain, _ = train(False)
+print(np.array_equal(warmed, plain) and np.array_equal(again, plain))
+"""
+    first, second, same = run_python(code, tmp_path).splitlines()
+    assert (first, second, same) == ("1", "0", "True")
+    # every kernel the helper or this process compiled loads from the cache in a new process
+    code = """
+import numpy as np, cnnlab
+from cnnlab.kernels.cache import kernel_dispatchers
+from cnnlab.applications import classic_cnn
+rng = np.random.default_rng(2)
+x, y = rng.random((12, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 12)
+model = classic_cnn(1, 8, 3, conv_filters=(2, 4), hidden=8)
+model.fit(x, y, epochs=1, batch_size=4, optimizer=cnnlab.optim.Adam(), seed=0, verbose=0)
+model.predict(x)
+print([n for n, d in kernel_dispatchers().items() if d.stats.cache_misses])
+"""
+    assert run_python(code, tmp_path).strip() == "[]"
+
+
+def test_no_helpers_when_asked_for_none_or_the_workload_cannot_be_sent():
+    with compilation.warm_up(lambda: None, processes=1) as helpers:  # a lambda does not pickle
+        assert helpers.processes == []
+    with compilation.warm_up(functools.partial(print), processes=0) as helpers:
+        assert helpers.processes == []
