@@ -139,13 +139,17 @@ class BufferPool:
             buffer = np.empty(count, dtype)
         self.used.add(id(buffer))
         view = buffer[:count].reshape(shape)
-        self.lent[id(view)] = buffer
+        # the view itself is kept with its buffer: an id is unique only while its object lives, and
+        # a view dropped by the walk (read by a reshape that returned another view of the buffer)
+        # must not let a later array with the same id give that buffer back while it is in use
+        self.lent[id(view)] = (view, buffer)
         return view
 
     def give(self, array):
-        buffer = self.lent.pop(id(array), None)
-        if buffer is not None:
-            self.free.setdefault(buffer.dtype, []).append(buffer)
+        entry = self.lent.get(id(array))
+        if entry is not None and entry[0] is array:
+            del self.lent[id(array)]
+            self.free.setdefault(entry[1].dtype, []).append(entry[1])
 
     def trim(self):
         self.free = {dtype: [b for b in buffers if id(b) in self.used] for dtype, buffers in self.free.items()}

@@ -359,3 +359,31 @@ def test_copies_and_pickles_rebuild_their_plans():
         assert all(t in clone.graph.nodes or isinstance(t, FusedConv) for t in steps)
         fused = [s for s in steps if isinstance(s, FusedConv)]
         assert fused and all(any(s.conv is n for n in clone.graph.nodes) for s in fused)
+
+
+def test_pooled_buffers_read_through_reshapes_are_not_reused_early():
+    """A detection head: convolutions on their own (their outputs from the buffer pool), each
+    read by a reshape (a view of the pooled buffer), joined by a concatenation, beside a second
+    output: the fused calls, reusing the pool's buffers, give what every node on its own gives.
+    (The pool keeps each lent view alive, so that an array reusing a dropped view's id cannot
+    hand a buffer back while another view reads it: YOLOv8's segmentation head in
+    captcha-recognizer's slider.onnx computed wrong boxes before; bench/pretrained.py checks it.)"""
+    import cnnlab
+    from cnnlab import layers as L
+
+    rng = np.random.default_rng(0)
+    x = cnnlab.Input((3, 32, 32))
+    heads, h = [], x
+    for k in range(3):
+        h = L.ReLU()(L.Conv2D(3 if k == 0 else 8, 8, 3, stride=2, padding=1, seed=k)(h))
+        lone = L.Conv2D(8, 6, 1, seed=10 + k)(h)
+        heads.append(L.Reshape((6, -1))(lone))
+    joined = L.Concatenate(axis=2)(heads)
+    proto = L.Conv2D(8, 4, 3, padding=1, seed=20)(h)
+    model = cnnlab.Model(x, [joined, proto])
+    images = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    expected = model.graph.forward([images], observe=lambda node, value: None)  # every node on its own
+    for _ in range(3):  # later calls reuse the pool's buffers
+        got = model.graph.forward([images])
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
