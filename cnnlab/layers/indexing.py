@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..device import is_gpu_array, to_device
+from ..device import is_gpu_array, to_device, to_host
 from ..dispatch import register_builder
 from ..functional.indexing import expanded_shape, slice_geometry
 from ..symbolic import TensorSpec
@@ -310,7 +310,7 @@ class Expand(WholeTensorLayer):
         x, shape = self.operands(inputs)
         if training:
             self.saved = tuple(x.shape)
-        return F.expand(x, F.indexing.on_host(np.asarray)(shape))
+        return F.expand(x, to_host(shape))
 
     def backward(self, grad_out: Array) -> list[Array | None]:
         return self.input_gradients([F.sum_to_shape(grad_out, self._need_saved()), None])
@@ -338,14 +338,7 @@ def resolve_reshape(in_shape, target, allowzero=False):
     if out.count(-1) > 1:
         raise ValueError(f"shape {target} has two -1 entries")
     if -1 in out:
-        rest = [s for s in out if s != -1]
-        if None in rest or None in in_shape:
-            out[out.index(-1)] = None
-        else:
-            total, known = int(np.prod(in_shape, dtype=np.int64)), int(np.prod(rest, dtype=np.int64))
-            if known == 0 or total % known:
-                raise ValueError(f"cannot reshape {tuple(in_shape)} into {tuple(target)}")
-            out[out.index(-1)] = total // known
+        out[out.index(-1)] = _remaining_size(in_shape, out)
     if None not in out and None not in in_shape and np.prod(out, dtype=np.int64) != np.prod(in_shape, dtype=np.int64):
         raise ValueError(f"cannot reshape {tuple(in_shape)} into {tuple(target)}")
     return tuple(out)
@@ -380,7 +373,7 @@ class DynamicReshape(WholeTensorLayer):
 
     def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         x, shape = self.operands(inputs)
-        target = [int(s) for s in F.indexing.on_host(np.asarray)(shape).reshape(-1)]
+        target = [int(s) for s in to_host(shape).reshape(-1)]
         if training:
             self.saved = tuple(x.shape)
         return reshape_array(x, resolve_reshape(tuple(x.shape), target, self.allowzero))
@@ -396,9 +389,7 @@ class DynamicReshape(WholeTensorLayer):
             return TensorSpec(None if shape.shape[0] is None else (None,) * shape.shape[0], x.dtype)
         target = _target_shape(shape.value)
         in_shape = x.shape if x.shape is not None else (None,) * len(target)
-        out = [in_shape[i] if t == 0 and not self.allowzero and i < len(in_shape) else t for i, t in enumerate(target)]
-        if -1 in out:
-            out[out.index(-1)] = _remaining_size(in_shape, out)
+        out = resolve_reshape(in_shape, target, self.allowzero)
         value = known_value(x)
         if value is not None and None not in out:
             value = evaluate(lambda v: v.reshape(out), value)
@@ -469,11 +460,12 @@ class Where(WholeTensorLayer):
 
     def backward(self, grad_out: Array) -> list[Array | None]:
         condition, a_shape, b_shape = self._need_saved()
-        grad = F.indexing.on_host(np.asarray)(grad_out)
-        mask = np.asarray(condition)
-        grads = [None, F.sum_to_shape(np.where(mask, grad, 0).astype(grad.dtype), a_shape),
+        grad, mask = to_host(grad_out), to_host(condition)
+        grads = [F.sum_to_shape(np.where(mask, grad, 0).astype(grad.dtype), a_shape),
                  F.sum_to_shape(np.where(mask, 0, grad).astype(grad.dtype), b_shape)]
-        return self.input_gradients(grads)
+        if is_gpu_array(grad_out):
+            grads = [to_device(g) for g in grads]
+        return self.input_gradients([None] + grads)
 
     def output_spec(self, specs: Any) -> TensorSpec:
         condition, a, b = self.operand_specs(specs)
@@ -496,7 +488,7 @@ class Tile(WholeTensorLayer):
 
     def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         x, repeats = self.operands(inputs)
-        repeats = [int(r) for r in F.indexing.on_host(np.asarray)(repeats).reshape(-1)]
+        repeats = [int(r) for r in to_host(repeats).reshape(-1)]
         if len(repeats) != len(x.shape) or min(repeats, default=0) < 0:
             raise ValueError(f"repeats must hold one non-negative count per axis of the input {tuple(x.shape)}, "
                              f"got {repeats}")
@@ -506,7 +498,7 @@ class Tile(WholeTensorLayer):
 
     def backward(self, grad_out: Array) -> list[Array | None]:
         shape, repeats = self._need_saved()
-        grad = F.indexing.on_host(np.asarray)(grad_out)
+        grad = to_host(grad_out)
         split = [n for pair in zip(repeats, shape) for n in pair]
         summed = np.ascontiguousarray(grad.reshape(split).sum(axis=tuple(range(0, 2 * len(shape), 2))))
         return self.input_gradients([to_device(summed) if is_gpu_array(grad_out) else summed, None])
@@ -621,7 +613,7 @@ class DynamicPad(WholeTensorLayer):
 
     def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         x, pads = self.operands(inputs)
-        pairs = onnx_pads_to_pairs(F.indexing.on_host(np.asarray)(pads).reshape(-1))
+        pairs = onnx_pads_to_pairs(to_host(pads).reshape(-1))
         if training:
             self.saved = (tuple(x.shape), pairs)
         return F.pad(x, pairs, self.mode, self.value)
