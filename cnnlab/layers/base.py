@@ -234,29 +234,26 @@ class WholeTensorLayer(Layer, register=False):
             self.buffers[f"constant{position}"] = np.array(value)
             self.constant_positions.append(position)
 
-    def operands(self, values: Sequence[Any]) -> list:
-        """The node's input values (or specs) merged with the constants, in operand order."""
+    def operands(self, values: Sequence[Any], constant: Any = None) -> list:
+        """The node's input values (or specs) merged with the constants, in operand order;
+        ``constant(array)``, when given, is what stands for each constant."""
         values = list(values)
+        inputs = iter(values)
         merged = []
         for position in range(len(values) + len(self.constant_positions)):
             if position in self.constant_positions:
-                merged.append(self.buffers[f"constant{position}"])
+                array = self.buffers[f"constant{position}"]
+                merged.append(array if constant is None else constant(array))
             else:
-                merged.append(values.pop(0))
+                merged.append(next(inputs))
         return merged
 
     def operand_specs(self, specs: Sequence[Any]) -> list:
         """The inputs' specs merged with the constants' (fully known values)."""
-        constants = {p: self.buffers[f"constant{p}"] for p in self.constant_positions}
-        specs = list(specs)
-        merged = []
-        for position in range(len(specs) + len(constants)):
-            if position in constants:
-                value = np.asarray(constants[position])
-                merged.append(TensorSpec(tuple(value.shape), value.dtype, np.array(value, dtype=object)))
-            else:
-                merged.append(specs.pop(0))
-        return merged
+        def known(array):
+            value = np.asarray(array)
+            return TensorSpec(tuple(value.shape), value.dtype, np.array(value, dtype=object))
+        return self.operands(specs, known)
 
     def input_gradients(self, grads: Sequence[Any]) -> list:
         """The gradients of the node's inputs from those of every operand (constants dropped)."""
