@@ -153,7 +153,7 @@ class Graph:
         """Pickling and copying leave out what is keyed by object ids (the inference plans and a
         training step's saved state): they are rebuilt where the copy runs."""
         state = dict(self.__dict__)
-        for key in ("_plans", "_tape"):
+        for key in ("_plans", "_frozen", "_tape"):
             state.pop(key, None)
         return state
 
@@ -176,7 +176,17 @@ class Graph:
         that part when it comes first in topological order, then the other nodes: the steps to
         run (None when the frozen nodes do not come first: each node then runs on its own), and
         the ids of the frozen nodes. They run as in inference, without saving anything for a
-        backward pass."""
+        backward pass. Kept per set of targets and trainable flags (a training step asks for the
+        same each time; the fused steps keep their bound kernels from one step to the next)."""
+        cache = self.__dict__.setdefault("_frozen", {})
+        flags = tuple(bool(layer.params) and layer.trainable for layer in self.layers)
+        key = (tuple(id(t) for t in targets), flags, bool(config.FUSE))
+        entry = cache.get(key)
+        if entry is None or any(a is not b for a, b in zip(entry[0], targets)):
+            entry = cache[key] = (list(targets), *self._frozen_steps(targets))
+        return entry[1], entry[2]
+
+    def _frozen_steps(self, targets):
         needs = self.requires_grad(False)
         needed = self._ancestors(targets)
         frozen = [node for node in needed if not needs[id(node.output)] and not node.layer.draws_masks]
