@@ -127,7 +127,23 @@ def to_device(a):
     cuda = require_cuda()
     if is_gpu_array(a):
         return a
-    return cuda.to_device(np.ascontiguousarray(a))
+    return cuda.to_device(canonical_copy(a))
+
+
+def canonical_copy(a):
+    """``a`` as a C-contiguous NumPy array whose strides are the plain row-major ones.
+
+    NumPy counts a view with a length-1 axis of any stride (``x[None]`` has stride 0 there) as
+    contiguous, and ``np.ascontiguousarray`` returns it unchanged; Numba's device arrays count
+    such a stride as broadcast, so the copy on the GPU would be non-contiguous. Such a view is
+    copied; an array with plain strides is returned as it is.
+    """
+    a = np.ascontiguousarray(a)
+    stride, plain = a.itemsize, []
+    for size in reversed(a.shape):
+        plain.append(stride)
+        stride *= size
+    return a if a.strides == tuple(reversed(plain)) else a.copy()
 
 
 def to_host(a):

@@ -42,3 +42,15 @@ def test_import_does_not_import_numba_cuda():
     code = "import sys, cnnlab, cnnlab.functional; print('numba.cuda' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_views_with_odd_strides_on_length_one_axes_get_plain_strides():
+    """NumPy calls ``x[None]`` (stride 0 on the new axis) contiguous; Numba's device arrays call
+    a zero stride broadcast, so to_device copies such a view to plain row-major strides."""
+    image = np.arange(12, dtype=np.float32).reshape(3, 4)
+    view = image[None, None]
+    assert view.strides[:2] == (0, 0) and view.flags.c_contiguous
+    copy = device.canonical_copy(view)
+    assert copy.strides == (48, 48, 16, 4)
+    np.testing.assert_array_equal(copy, view)
+    assert device.canonical_copy(image) is image  # plain strides: no copy
