@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from onnx_models import make_model
 
 import cnnlab
 import cnnlab.functional as F
@@ -129,7 +130,7 @@ def test_onnx_conv_transpose_matches_onnxruntime(attributes, tmp_path):
     node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], **attributes)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, "h", "w"])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto = make_model(graph, 13)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     model = cnnlab.onnx.load(proto)
     cnnlab.onnx.save(model, tmp_path / "t.onnx")

@@ -5,6 +5,7 @@ files with symbolic height and width (against onnxruntime), and constants as ord
 import naive
 import numpy as np
 import pytest
+from onnx_models import make_model
 
 import cnnlab
 from cnnlab.layers import Add, BatchNorm2D, Bias, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Scale
@@ -109,7 +110,7 @@ def test_an_onnx_file_with_symbolic_height_and_width_loads_as_shipped():
              helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1)]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    model = run_both(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), [(9, 14), (16, 16), (5, 7)])
+    model = run_both(make_model(graph, 13), [(9, 14), (16, 16), (5, 7)])
     assert model.input_shape == (3, None, None)
 
 
@@ -127,7 +128,7 @@ def test_paddle_hard_swish_and_constants_anywhere():
              helper.make_node("Sub", ["half", "t"], ["y"])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    model = run_both(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), [(6, 7), (10, 4)])
+    model = run_both(make_model(graph, 13), [(6, 7), (10, 4)])
     assert {"Bias", "Scale"} <= {type(layer).__name__ for layer in model.layers}
 
 
@@ -139,7 +140,7 @@ def test_a_division_that_does_not_broadcast_is_refused_naming_the_node():
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
     with pytest.raises(NotImplementedError, match="ONNX Div node 'ratio'.*do not broadcast"):
-        cnnlab.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+        cnnlab.onnx.load(make_model(graph, 13))
 
 
 def test_a_model_of_unknown_image_size_exports_with_symbolic_axes(tmp_path):

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 from naive import numeric_gradient
+from onnx_models import make_model
 
 import cnnlab
 import cnnlab.functional as F
@@ -459,7 +460,7 @@ def onnx_tools():
             nodes, "g", [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, s) for n, s in inputs],
             [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
             [onnx.numpy_helper.from_array(np.asarray(v), name) for name, v in initializers])
-        return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+        return make_model(graph, opset)
 
     def run_both(model, *arrays):
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from onnx_models import make_model
 
 import cnnlab
 import cnnlab.functional as F
@@ -170,7 +171,7 @@ def test_group_normalization_nodes_import_as_onnxruntime_runs_them(opset):
     node = helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=3, epsilon=1e-3)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6, 4, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [scale, bias])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model = make_model(graph, opset)
     x = rng.standard_normal((2, 6, 4, 4)).astype(np.float32)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     expected = session.run(None, {"x": x})[0]

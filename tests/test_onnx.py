@@ -9,6 +9,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx_models import make_model  # noqa: E402
 
 import cnnlab  # noqa: E402
 import cnnlab.onnx  # noqa: E402
@@ -23,7 +24,7 @@ def initializer(name, shape, scale=0.5):
 def build(nodes, inputs, output, initializers=(), opset=13):
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
                               [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)], list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model = make_model(graph, opset)
     return model
 
 
@@ -151,7 +152,7 @@ def test_imported_network_fine_tunes():
 def test_unsupported_nodes_are_refused_by_name(nodes, inputs, what):
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = make_model(graph, 13)
     with pytest.raises(NotImplementedError, match=what):
         cnnlab.onnx.load(model)
 
@@ -169,7 +170,7 @@ def test_training_mode_batch_norm_old_opset_and_half_precision_input_are_refused
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 2])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)])
     with pytest.raises(NotImplementedError, match="Relu node 'y'.*takes float32 and float64 tensors, got float16"):
-        cnnlab.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+        cnnlab.onnx.load(make_model(graph, 13))
 
 
 def test_bad_sources():
@@ -340,6 +341,9 @@ def test_a_sequential_trained_in_cnnlab_exports(tmp_path):
     cnnlab.onnx.save(model, tmp_path / "m.onnx")
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"input": x})[0], model.predict_proba(x), rtol=1e-4, atol=1e-6)
+    # the oldest IR version of the opset: onnxruntimes older than the onnx package still read it
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    assert proto.ir_version == helper.find_min_ir_version_for(proto.opset_import) < onnx.IR_VERSION
 
 
 def test_nodes_of_constants_are_evaluated_and_folded():

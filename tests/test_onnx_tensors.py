@@ -9,6 +9,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx_models import make_model
 
 import cnnlab  # noqa: E402
 import cnnlab.onnx  # noqa: E402
@@ -24,7 +25,7 @@ def constant(name, value, dtype=None):
 
 def model(nodes, inputs, outputs, initializers=(), opset=17):
     graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    proto = make_model(graph, opset)
     onnx.checker.check_model(proto)
     return proto
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from onnx_models import make_model
 
 import cnnlab
 import cnnlab.functional as F
@@ -102,7 +103,7 @@ def resize_model(mode, transform, rounding, scales=None, sizes=None):
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(value, "s")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return make_model(graph, opset)
 
 
 @pytest.mark.parametrize("mode, transform, rounding, scales", CASES)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from onnx_models import make_model
 
 import cnnlab
 import cnnlab.functional as F
@@ -128,7 +129,7 @@ def test_a_convnext_block_from_onnx_matches_onnxruntime_and_exports_back(tmp_pat
              helper.make_node("Add", ["x", "u"], ["y"])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", c, "h", "w"])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto = make_model(graph, 17)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     model = cnnlab.onnx.load(proto)
     cnnlab.onnx.save(model, tmp_path / "block.onnx")
@@ -145,7 +146,7 @@ def test_transpose_of_the_batch_axis_matches_onnxruntime():
     node = helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2, 3], name="swap")
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, "n", 4, 4])])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto = make_model(graph, 13)
     x = RNG.standard_normal((2, 3, 4, 4)).astype(np.float32)
     expected = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_array_equal(cnnlab.onnx.load(proto).graph.forward([x])[0], expected[0])

@@ -338,8 +338,11 @@ def save(model: Model, path: str | os.PathLike, opset: int | None = None) -> Non
     needed = max([OPSET] + [_opset(EXPORTERS[type(node.layer)], node.layer) for node in graph.nodes])
     if opset is not None and opset < needed:
         raise ValueError(f"opset={opset}: the model's layers need opset {needed} or newer")
-    proto = onnx.helper.make_model(onnx_graph, opset_imports=[onnx.helper.make_opsetid("", opset or needed)],
-                                   producer_name="cnnlab")
+    # the oldest IR version of the opset, not the installed onnx package's newest: an onnxruntime
+    # a release older than that package refuses a newer IR version the file does not need
+    opsets = [onnx.helper.make_opsetid("", opset or needed)]
+    proto = onnx.helper.make_model(onnx_graph, opset_imports=opsets, producer_name="cnnlab",
+                                   ir_version=onnx.helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return proto
