@@ -78,7 +78,7 @@ def _conv2d_backward(shape, out_size, x, weight, bias, host, tensors, torch):
 
 
 def _pool(shape, out_size, x, weight, bias, host, tensors, torch):
-    work, unit = float(x.size * x.itemsize), "GB/s"
+    work, unit = float(x.size * x.dtype.itemsize), "GB/s"
 
     def ours():
         F.max_pool2d(x, 2, 2)
@@ -90,7 +90,7 @@ def _pool(shape, out_size, x, weight, bias, host, tensors, torch):
 
 
 def _activation(shape, out_size, x, weight, bias, host, tensors, torch):
-    work, unit = 2.0 * x.size * x.itemsize, "GB/s"
+    work, unit = 2.0 * x.size * x.dtype.itemsize, "GB/s"
 
     def ours():
         F.relu(x)
