@@ -29,6 +29,10 @@ PARALLEL_MIN_WORK : int
     convolution, pooling or fully-connected kernel uses at most ``work // PARALLEL_MIN_WORK``
     threads (and no more than Numba's thread count), and runs on the calling thread alone below
     twice this much. For small work, waking other threads costs more than it saves.
+WORKER_SPIN_LOOKS : int
+    How many times a CPU kernel thread looks for its next share of work after finishing one,
+    yielding the processor between looks (about half a microsecond each), before it sleeps:
+    about a millisecond, enough to span the steps of a model call without being woken.
 GPU_CONV_TILE : int
     Side of the square output tile one CUDA block computes in the
     shared-memory convolution (``GPU_CONV_TILE**2`` threads per block);
@@ -57,6 +61,7 @@ _DEFAULTS = {
     "IM2COL_CACHE_BYTES": 2 * 1024 * 1024,
     "GPU_CONV_TILE": 16,
     "PARALLEL_MIN_WORK": 1 << 14,
+    "WORKER_SPIN_LOOKS": 2000,
     "GEMM_MIN_COLUMNS": 128,
     "FUSE": True,
     "LOADER_THREADS": 2,
@@ -69,6 +74,7 @@ IM2COL_MAX_BYTES = _DEFAULTS["IM2COL_MAX_BYTES"]
 IM2COL_CACHE_BYTES = _DEFAULTS["IM2COL_CACHE_BYTES"]
 GPU_CONV_TILE = _DEFAULTS["GPU_CONV_TILE"]
 PARALLEL_MIN_WORK = _DEFAULTS["PARALLEL_MIN_WORK"]
+WORKER_SPIN_LOOKS = _DEFAULTS["WORKER_SPIN_LOOKS"]
 GEMM_MIN_COLUMNS = _DEFAULTS["GEMM_MIN_COLUMNS"]
 FUSE = _DEFAULTS["FUSE"]
 LOADER_THREADS = _DEFAULTS["LOADER_THREADS"]

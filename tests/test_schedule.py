@@ -1,5 +1,9 @@
 """Small work runs on the calling thread; large work is shared by several threads; both agree."""
 
+import os
+import threading
+import time
+
 import numba
 import numpy as np
 import pytest
@@ -7,6 +11,7 @@ import pytest
 import cnnlab.functional as F
 import cnnlab.functional.conv
 from cnnlab import config
+from cnnlab.kernels.cpu._schedule import run_shared
 
 needs_threads = pytest.mark.skipif(numba.get_num_threads() < 2, reason="one thread: nothing to share")
 
@@ -91,3 +96,82 @@ def test_one_image_is_shared_by_blocks_of_rows(both_paths, monkeypatch):
     serial, parallel = both_paths(lambda: (F.conv2d(x, weight, padding=1),))
     # the same sums, though BLAS may order them differently for a block of rows
     np.testing.assert_allclose(serial[0], parallel[0], rtol=1e-5, atol=1e-5)
+
+
+# --- the resident team that runs the shares ------------------------------------------------
+
+@numba.njit(nogil=True)
+def _fill(out, value, first, last):
+    for i in range(first, last):
+        out[i] = value + i
+
+
+@numba.njit(nogil=True)
+def _fail_in_second_share(out, first, last):
+    if first > 0:
+        raise ValueError("the second share failed")
+    out[first] = 1.0
+
+
+def test_shares_on_the_team_fill_their_slices():
+    out = np.zeros(9)
+    run_shared(_fill, 9, 3, out, 10.0)
+    np.testing.assert_array_equal(out, 10.0 + np.arange(9))
+
+
+def test_an_error_in_a_share_on_another_thread_reaches_the_caller_and_the_team_goes_on():
+    with pytest.raises(ValueError, match="the second share failed"):
+        run_shared(_fail_in_second_share, 2, 2, np.zeros(2))
+    out = np.zeros(4)
+    run_shared(_fill, 4, 2, out, 1.0)  # the team still works
+    np.testing.assert_array_equal(out, 1.0 + np.arange(4))
+
+
+def test_a_team_thread_that_went_to_sleep_is_woken(monkeypatch):
+    monkeypatch.setattr(config, "WORKER_SPIN_LOOKS", 1)  # it sleeps right after each share
+    for round_ in range(20):
+        out = np.zeros(6)
+        run_shared(_fill, 6, 2, out, float(round_))
+        np.testing.assert_array_equal(out, round_ + np.arange(6))
+        if round_ % 5 == 0:
+            time.sleep(0.01)
+
+
+def test_callers_on_several_threads_at_once_each_get_their_result():
+    """One caller has the team at a time; the others run their shares themselves."""
+    results, errors = {}, []
+
+    def call(k):
+        try:
+            for _ in range(50):
+                out = np.zeros(64)
+                run_shared(_fill, 64, 2, out, float(k))
+                np.testing.assert_array_equal(out, k + np.arange(64))
+            results[k] = True
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == 4
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_a_team_of_its_own():
+    out = np.zeros(4)
+    run_shared(_fill, 4, 2, out, 0.0)  # the parent's team has a thread now
+    pid = os.fork()
+    if pid == 0:  # the child: its shares must run (the parent's threads do not exist here)
+        code = 0
+        try:
+            child = np.zeros(4)
+            run_shared(_fill, 4, 2, child, 5.0)
+            code = 0 if np.array_equal(child, 5.0 + np.arange(4)) else 1
+        except BaseException:
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
