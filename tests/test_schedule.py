@@ -11,6 +11,7 @@ import pytest
 import cnnlab.functional as F
 import cnnlab.functional.conv
 from cnnlab import config
+from cnnlab.kernels.cpu import _schedule
 from cnnlab.kernels.cpu._schedule import run_shared
 
 needs_threads = pytest.mark.skipif(numba.get_num_threads() < 2, reason="one thread: nothing to share")
@@ -175,3 +176,22 @@ def test_a_forked_child_gets_a_team_of_its_own():
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@numba.njit(nogil=True)
+def _slow_fill(out, loops, first, last):
+    total = 0.0
+    for j in range(loops):  # some milliseconds before writing
+        total += np.sin(j * 1e-3)
+    for i in range(first, last):
+        out[i] = 1.0 + total * 0.0
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_yield"), reason="the watching team needs sched_yield")
+def test_a_new_team_waits_for_its_first_shares():
+    """A thread that has only just started must not count a share done before running it."""
+    for _ in range(5):
+        team = _schedule._WatchingTeam()  # no threads yet: they start inside run
+        out = np.zeros(3)
+        team.run(_slow_fill, [(out, 10**5, 0, 1), (out, 10**6, 1, 2), (out, 10**6, 2, 3)])
+        np.testing.assert_array_equal(out, 1.0)

@@ -77,16 +77,22 @@ def _watch(flags, index, seen, looks):
 
 
 @njit(cache=True, nogil=True)
-def _done_then_watch(flags, seen, looks):
-    """Count a share done, then watch for the next one (:func:`_watch`); when it comes, a few
-    more yields before returning (and taking the GIL): the handing thread is then inside its own
-    share, no longer holding the GIL, and this one does not sleep waiting for it."""
-    flags[DONE] += 1
+def _watch_for_share(flags, seen, looks):
+    """Watch for the next share (:func:`_watch`); when it comes, a few more yields before
+    returning (and taking the GIL): the handing thread is then inside its own share, no longer
+    holding the GIL, and this one does not sleep waiting for it."""
     handed = _watch(flags, HANDED, seen, looks)
     if handed:
         for _ in range(SETTLE_LOOKS):
             _sched_yield()
     return handed
+
+
+@njit(cache=True, nogil=True)
+def _done_then_watch(flags, seen, looks):
+    """Count a share done, then :func:`_watch_for_share`."""
+    flags[DONE] += 1
+    return _watch_for_share(flags, seen, looks)
 
 
 class _Watcher:
@@ -102,7 +108,7 @@ class _Watcher:
 
     def serve(self):
         seen = 0
-        handed = _done_then_watch(self.flags, seen, config.WORKER_SPIN_LOOKS)  # DONE counts from 1
+        handed = _watch_for_share(self.flags, seen, config.WORKER_SPIN_LOOKS)
         while True:
             if not handed:
                 self.sleep(seen)
