@@ -40,6 +40,7 @@ from .. import (
     EPILOGUE_SILU,
     EPILOGUE_TANH,
 )
+from ._blas import gemm_rows
 from ._schedule import _sum_over_workers, run_in_threads, run_shared, shares
 from .activation import _sigmoid
 
@@ -186,11 +187,12 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
 
 @njit(cache=True, nogil=True)
 def _pointwise_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
-                             groups, blocks, first_item, last_item):
+                             groups, blocks, by_filters, first_item, last_item):
     """Items of a 1x1 convolution with stride 1 and no padding: ``weight[g] @ x[n, g]`` straight
     on the input, whose (channels, H*W) view is already the column matrix (no im2col). An item
-    is a (sample, group, block of filters): the blocks split the filters, so every operand of
-    the GEMM stays contiguous."""
+    is a (sample, group, block): the blocks split the pixels (each GEMM reads only its columns
+    of the input and writes its columns of the output, through :func:`gemm_rows`), or, with
+    ``by_filters`` (few pixels, many filters: deep layers), the filters."""
     samples, channels = x.shape[0], x.shape[1]
     filters = weight.shape[0]
     filters_per_group, channels_per_group = filters // groups, channels // groups
@@ -199,19 +201,26 @@ def _pointwise_forward_items(x, weight, scale, shift, residual, has_residual, ac
     weight_by_group = weight.reshape(groups, filters_per_group, channels_per_group)
     out_by_group = out.reshape(samples, groups, filters_per_group, pixels)
     residual_by_group = residual.reshape(samples, groups, filters_per_group, pixels)
-    per_block = (filters_per_group + blocks - 1) // blocks
+    size = filters_per_group if by_filters else pixels
+    per_block = (size + blocks - 1) // blocks
     for item in range(first_item, last_item):
         n = item // (groups * blocks)
         g = (item // blocks) % groups
         first = (item % blocks) * per_block
-        last = min(filters_per_group, first + per_block)
+        last = min(size, first + per_block)
         if first >= last:
             continue
-        _matmul(weight_by_group[g, first:last], x_by_group[n, g], out_by_group[n, g, first:last])
-        for f in range(first, last):
+        if by_filters:
+            _matmul(weight_by_group[g, first:last], x_by_group[n, g], out_by_group[n, g, first:last])
+            f0, f1, p0, p1 = first, last, 0, pixels
+        else:
+            gemm_rows(filters_per_group, last - first, channels_per_group, weight_by_group[g], channels_per_group,
+                      x_by_group[n, g, :, first:], pixels, 0.0, out_by_group[n, g, :, first:], pixels)
+            f0, f1, p0, p1 = 0, filters_per_group, first, last
+        for f in range(f0, f1):
             k = g * filters_per_group + f
-            _finish_row(out_by_group[n, g, f], residual_by_group[n, g, f], has_residual, scale[k], shift[k],
-                        activation, low, high)
+            _finish_row(out_by_group[n, g, f, p0:p1], residual_by_group[n, g, f, p0:p1], has_residual,
+                        scale[k], shift[k], activation, low, high)
 
 
 @njit(cache=True, nogil=True)
@@ -354,9 +363,10 @@ def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, 
                    x, weight, *epilogue, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows)
     elif kernel_h == kernel_w == 1 and stride_h == stride_w == 1 and pad_h == pad_w == 0 \
             and out.shape[2:] == x.shape[2:]:  # pointwise: the input is the column matrix
-        blocks = max(blocks, filter_blocks)  # this path splits the filters, whichever way was asked
+        by_filters = filter_blocks > 1  # else the pixels, in as many blocks as the rows were asked in
+        blocks = filter_blocks if by_filters else blocks
         run_shared(_pointwise_forward_items, x.shape[0] * groups * blocks, workers,
-                   x, weight, *epilogue, groups, blocks)
+                   x, weight, *epilogue, groups, blocks, by_filters)
     else:
         sample_blocks = (x.shape[0] + sample_block - 1) // sample_block
         run_shared(_conv2d_forward_items, sample_blocks * groups * blocks * filter_blocks,
