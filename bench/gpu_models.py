@@ -16,10 +16,11 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from cnnlab.bench.measuring import timed_runs
 
 
 def _torch_network(torch, torchvision, name):
@@ -34,19 +35,12 @@ def _torch_network(torch, torchvision, name):
 
 
 def _timed(call, synchronize, repeat):
-    start = time.perf_counter()
-    call()
-    synchronize()
-    first = time.perf_counter() - start
-    for _ in range(2):
-        call()
-    synchronize()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
+    def synced():
         call()
         synchronize()
-        times.append(time.perf_counter() - start)
+
+    _, first, _ = timed_runs(synced, 1)  # the first call, then a warm-up
+    _, _, times = timed_runs(synced, repeat)  # another warm-up, then the timed calls
     return first, statistics.median(times)
 
 

@@ -14,6 +14,7 @@ import time
 import numpy as np
 from numba import njit
 
+from cnnlab.bench.measuring import timed_runs
 from cnnlab.kernels.cpu._schedule import run_shared
 
 
@@ -32,7 +33,6 @@ def main():
     args = parser.parse_args()
     values = np.ones(16)
     _busy(values, 1, 0, 1)
-    loops_per_us = 1
     start = time.perf_counter()
     _busy(values, 10**6, 0, 1)
     loops_per_us = 10**6 / ((time.perf_counter() - start) * 1e6)
@@ -41,13 +41,10 @@ def main():
         loops = int(item_us * loops_per_us)
         cells = []
         for workers in (1, 2):
-            for _ in range(20):
+            for _ in range(19):
                 run_shared(_busy, 2, workers, values, loops)
-            times = []
-            for _ in range(args.repeat):
-                start = time.perf_counter()
-                run_shared(_busy, 2, workers, values, loops)
-                times.append(time.perf_counter() - start)
+            # a twentieth warm-up, then the timed calls
+            _, _, times = timed_runs(lambda: run_shared(_busy, 2, workers, values, loops), args.repeat)
             times.sort()
             n = len(times)
             cells.append(f"{times[n // 2] * 1e6:7.1f} {times[n // 10] * 1e6:7.1f} {times[9 * n // 10] * 1e6:7.1f}")

@@ -15,12 +15,12 @@ processes::
 """
 
 import argparse
-import time
 
 import numba
 import numpy as np
 
 import cnnlab.onnx
+from cnnlab.bench.measuring import timed_runs
 from cnnlab.bench.training import train_suite
 
 
@@ -38,13 +38,9 @@ def main():
         height, width = (int(v) for v in size.split("x")) if size else (224, 224)
         model = cnnlab.onnx.load(path)
         x = np.random.default_rng(0).standard_normal((1, 3, height, width)).astype(np.float32)
-        for _ in range(5):
+        for _ in range(4):
             model(x)
-        times = []
-        for _ in range(args.repeat):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
+        _, _, times = timed_runs(lambda: model(x), args.repeat)  # a fifth warm-up, then the timed calls
         cells.append(f"{sorted(times)[len(times) // 2] * 1e3:.2f} ms")
     if not args.no_training:
         cells += [f"{row['shape']} {row['seconds']:.3f} s" for row in train_suite(3, args.threads, [])]

@@ -26,28 +26,17 @@ import argparse
 import json
 import os
 import sys
-import time
 import traceback
 
 import numpy as np
+
+from .measuring import timed_runs
 
 ENGINES = ("cnnlab", "torch", "onnxruntime")
 
 
 def _input(batch, size):
     return np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
-
-
-def _timed(function, repeat):
-    start = time.perf_counter()
-    result = function()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return result, first, times
 
 
 class _Cnnlab:
@@ -70,7 +59,7 @@ class _Cnnlab:
         model, x = self.model(request["onnx"]), _input(request["batch"], request["size"])
         previous, config.FUSE = config.FUSE, not request.get("unfused", False)
         try:
-            return _timed(lambda: model(x), request["repeat"])
+            return timed_runs(lambda: model(x), request["repeat"])
         finally:
             config.FUSE = previous
 
@@ -90,7 +79,7 @@ class _Cnnlab:
         from .networks import cnnlab_training_step
 
         run = cnnlab_training_step()
-        return _timed(run, request["repeat"])[1:]
+        return timed_runs(run, request["repeat"])[1:]
 
     def info(self, request):
         from .._version import __version__
@@ -124,13 +113,13 @@ class _Torch:
     def inference(self, request):
         net, x = self.net(request["network"]), self.torch.from_numpy(_input(request["batch"], request["size"]))
         with self.torch.no_grad():
-            result, first, times = _timed(lambda: net(x), request["repeat"])
+            result, first, times = timed_runs(lambda: net(x), request["repeat"])
         return result.numpy(), first, times
 
     def train(self, request):
         from .networks import torch_training_step
 
-        return _timed(torch_training_step(self.torch), request["repeat"])[1:]
+        return timed_runs(torch_training_step(self.torch), request["repeat"])[1:]
 
     def info(self, request):
         return dict(version=self.torch.__version__)
@@ -150,7 +139,7 @@ class _OnnxRuntime:
             options.inter_op_num_threads = 1
             self.sessions[path] = self.ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         session, x = self.sessions[path], _input(request["batch"], request["size"])
-        result, first, times = _timed(lambda: session.run(None, {session.get_inputs()[0].name: x}), request["repeat"])
+        result, first, times = timed_runs(lambda: session.run(None, {session.get_inputs()[0].name: x}), request["repeat"])
         return result[0], first, times
 
     def info(self, request):

@@ -9,16 +9,22 @@ import time
 PEERS = ("torch", "scipy")
 
 
-def measure(function, repeat):
-    """``(first_call_seconds, median_seconds, spread_seconds)``; the spread is max - min."""
+def timed_runs(function, repeat):
+    """``(result of the first call, its seconds, [seconds of each of repeat more calls])``."""
     start = time.perf_counter()
-    function()
+    result = function()
     first = time.perf_counter() - start
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         function()
         times.append(time.perf_counter() - start)
+    return result, first, times
+
+
+def measure(function, repeat):
+    """``(first_call_seconds, median_seconds, spread_seconds)``; the spread is max - min."""
+    _, first, times = timed_runs(function, repeat)
     return first, statistics.median(times), max(times) - min(times)
 
 
