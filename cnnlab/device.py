@@ -16,6 +16,8 @@ import sys
 
 import numpy as np
 
+from .shapes import c_strides
+
 _cuda_module = None
 _cuda_import_error = None
 
@@ -139,11 +141,7 @@ def canonical_copy(a):
     copied; an array with plain strides is returned as it is.
     """
     a = np.ascontiguousarray(a)
-    stride, plain = a.itemsize, []
-    for size in reversed(a.shape):
-        plain.append(stride)
-        stride *= size
-    return a if a.strides == tuple(reversed(plain)) else a.copy()
+    return a if a.strides == c_strides(a.shape, a.itemsize) else a.copy()
 
 
 def to_host(a):

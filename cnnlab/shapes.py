@@ -55,6 +55,15 @@ def pair(name, value, minimum=None):
     return (value, value)
 
 
+def c_strides(shape, itemsize):
+    """The byte strides of a C-contiguous (row-major) array of ``shape`` and ``itemsize``."""
+    strides, step = [], itemsize
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
 def output_size(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=False):
     """Size of one spatial dimension after a sliding-window op.
 

@@ -21,7 +21,7 @@ from ..kernels import (
     EPILOGUE_TANH,
 )
 from ..parallel import blas_limited, cpu_workers, single_threaded_blas
-from ..shapes import check_int, pair, resolve_padding, window_output_shape
+from ..shapes import c_strides, check_int, pair, resolve_padding, window_output_shape
 from ..types import Array, DTypeLike, IntPair, Padding
 from .activation import as_number, clip_bounds
 from .common import as_float_array, bias_or_zeros, blas_guard, check_grad, check_out, empty_batches, unbatched
@@ -170,7 +170,7 @@ class BoundConv2d:
         self.geometry = conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, dilation, groups)
         self.out_shape = (x.shape[0], weight.shape[0]) + self.geometry.out_shape
         self.code, self.low, self.high = epilogue_activation(activation)
-        self.strides = {shape: _c_strides(shape, x.dtype.itemsize) for shape in
+        self.strides = {shape: c_strides(shape, x.dtype.itemsize) for shape in
                         (self.x_shape, self.weight_shape, (weight.shape[0],), self.out_shape)}
         self.ones = np.ones((weight.shape[0],), x.dtype)
         self.zeros = np.zeros((weight.shape[0],), x.dtype)
@@ -217,14 +217,6 @@ class BoundConv2d:
                 self.kernels.conv2d_forward(*arguments, filter_blocks=geometry.filter_blocks,
                                             sample_block=geometry.sample_block)
         return out
-
-
-def _c_strides(shape, itemsize):
-    strides, step = [], itemsize
-    for size in reversed(shape):
-        strides.append(step)
-        step *= size
-    return tuple(reversed(strides))
 
 
 def _settings():
