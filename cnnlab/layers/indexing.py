@@ -303,9 +303,6 @@ class Expand(WholeTensorLayer):
 
     takes_list = True
 
-    def __init__(self, constants: dict | None = None) -> None:
-        super().__init__(constants)
-
     def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         x, shape = self.operands(inputs)
         if training:
@@ -425,9 +422,6 @@ class Range(WholeTensorLayer):
 
     takes_list = True
 
-    def __init__(self, constants: dict | None = None) -> None:
-        super().__init__(constants)
-
     def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         start, limit, delta = (np.asarray(v) for v in self.operands(inputs))
         return np.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
@@ -448,9 +442,6 @@ class Where(WholeTensorLayer):
     """``a`` where the condition holds, else ``b`` (ONNX ``Where``; all three broadcast)."""
 
     takes_list = True
-
-    def __init__(self, constants: dict | None = None) -> None:
-        super().__init__(constants)
 
     def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         condition, a, b = self.operands(inputs)
@@ -482,9 +473,6 @@ class Tile(WholeTensorLayer):
     ``numpy.tile``); ``repeats`` is an operand (a constant or a computed int64 vector)."""
 
     takes_list = True
-
-    def __init__(self, constants: dict | None = None) -> None:
-        super().__init__(constants)
 
     def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         x, repeats = self.operands(inputs)

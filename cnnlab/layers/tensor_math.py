@@ -153,9 +153,6 @@ class MatMul(WholeTensorLayer):
 
     takes_list = True
 
-    def __init__(self, constants: dict | None = None) -> None:
-        super().__init__(constants)
-
     def forward(self, inputs: Sequence[Array], training: bool = False) -> Array:
         a, b = self.operands(inputs)
         if training:
