@@ -1,8 +1,8 @@
 """Small work runs on the calling thread; large work is shared by several threads; both agree."""
 
 import os
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -140,24 +140,15 @@ def test_a_team_thread_that_went_to_sleep_is_woken(monkeypatch):
 
 def test_callers_on_several_threads_at_once_each_get_their_result():
     """One caller has the team at a time; the others run their shares themselves."""
-    results, errors = {}, []
-
     def call(k):
-        try:
-            for _ in range(50):
-                out = np.zeros(64)
-                run_shared(_fill, 64, 2, out, float(k))
-                np.testing.assert_array_equal(out, k + np.arange(64))
-            results[k] = True
-        except Exception as exc:  # reported below
-            errors.append(exc)
+        for _ in range(50):
+            out = np.zeros(64)
+            run_shared(_fill, 64, 2, out, float(k))
+            np.testing.assert_array_equal(out, k + np.arange(64))
+        return k
 
-    threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors and len(results) == 4
+    with ThreadPoolExecutor(4) as pool:  # a failed assertion in a thread is raised here
+        assert sorted(pool.map(call, range(4))) == [0, 1, 2, 3]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

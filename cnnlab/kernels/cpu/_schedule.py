@@ -16,7 +16,7 @@ code (no GIL held), yielding the processor between looks; it keeps watching for
 ``config.WORKER_SPIN_LOOKS`` looks after each share (about a millisecond), then sleeps on a
 condition until woken. A share handed through a queue instead (a sleeping thread woken, the
 GIL passed back and forth) cost 30 to 60 us on a 2-core machine, as much as a 14x14
-convolution of MobileNetV2 at batch 1; watched, it costs 4 us. The flag that a share is done
+convolution of MobileNetV2 at batch 1; watched, about 7 us (``bench/handoff.py``). The flag that a share is done
 is also set from compiled code, so that neither thread waits for the GIL while the other holds
 it (a thread that waits for the GIL sleeps, and waking it is the slow part).
 """
