@@ -75,21 +75,7 @@ def _pool_pixel(plane, out_plane, oh, ow, kernel_h, kernel_w, stride_h, stride_w
         out_plane[oh, ow] = window[(count - 1) // 2]
         return
     acc = window[0]
-    if mode == POOL_MAX:
-        for k in range(1, count):
-            v = window[k]
-            if v > acc or math.isnan(v):
-                acc = v
-                if math.isnan(v):
-                    break
-    elif mode == POOL_MIN:
-        for k in range(1, count):
-            v = window[k]
-            if v < acc or math.isnan(v):
-                acc = v
-                if math.isnan(v):
-                    break
-    elif mode == POOL_AVG:
+    if mode == POOL_AVG:
         for k in range(1, count):
             acc += window[k]
         acc = acc / _avg_divisor(h0, w0, kernel_h, kernel_w, height, width, pad_bottom, pad_right,
@@ -105,7 +91,7 @@ def _pool_pixel(plane, out_plane, oh, ow, kernel_h, kernel_w, stride_h, stride_w
 @njit(cache=True)
 def _pool_row_interior(plane, row, oh, first, last, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
                        pad_bottom, pad_right, dilation_h, dilation_w, mode, count_include_pad):
-    """Max, min or avg of the windows ``first <= ow < last`` of output row ``oh`` (windows inside
+    """Avg of the windows ``first <= ow < last`` of output row ``oh`` (windows inside
     the plane horizontally), tap by tap over the whole row: the same order of operations per
     pixel as :func:`_pool_pixel`, in loops the compiler can vectorize."""
     height, width = plane.shape
@@ -125,14 +111,6 @@ def _pool_row_interior(plane, row, oh, first, last, kernel_h, kernel_w, stride_h
                 for k in range(count):
                     target[k] = source[k]
                 started = True
-            elif mode == POOL_MAX:
-                for k in range(count):
-                    v, t = source[k], target[k]
-                    target[k] = v if (v > t or v != v) else t  # a select: vectorizes, NaN wins
-            elif mode == POOL_MIN:
-                for k in range(count):
-                    v, t = source[k], target[k]
-                    target[k] = v if (v < t or v != v) else t
             else:
                 for k in range(count):
                     target[k] += source[k]
@@ -154,7 +132,7 @@ def _pool_plane(plane, out_plane, kernel_h, kernel_w, stride_h, stride_w, pad_to
     out_h, out_w = out_plane.shape
     span_w = dilation_w * (kernel_w - 1) + 1
     first, last = 0, 0  # output columns whose windows lie inside the plane horizontally
-    if mode == POOL_MAX or mode == POOL_MIN or mode == POOL_AVG:
+    if mode == POOL_AVG:
         first = min(out_w, (pad_left + stride_w - 1) // stride_w)
         last = max(first, min(out_w, (width - span_w + pad_left) // stride_w + 1))
     for oh in range(out_h):
@@ -209,6 +187,10 @@ def pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_
     workers : int
         Threads sharing the planes; 1 runs on the calling thread alone.
     """
+    if mode == POOL_MAX or mode == POOL_MIN:  # the kernel training uses too, without the indices
+        run_shared(_extreme_pool_planes, x.shape[0] * x.shape[1], workers, x, out, _NO_INDICES, kernel_h,
+                   kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, mode)
+        return
     run_shared(_pool_planes, x.shape[0] * x.shape[1], workers,
                x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
                dilation_h, dilation_w, mode, count_include_pad)
@@ -351,105 +333,116 @@ def global_avg_pool2d_backward(grad_out, grad_x):
                 grad_x[n, c, h, w] = share
 
 
-# ----------------------------------------------------------------------------- max/min with indices
-# Training saves, per output element, the flat index h * W + w (within its (H, W) plane) of the
+# ----------------------------------------------------------------------------- max and min
+# Max and min pooling, the common case, have a kernel of their own: one function without
+# callees (Numba optimizes a callee's code again inside each caller, so a chain of helpers
+# costs its compile time several times over), serving inference and training alike. Training
+# also saves, per output element, the flat index h * W + w (within its (H, W) plane) of the
 # input element the window picked, so that the backward is a scatter instead of a second search.
 
 
-@njit(cache=True)
-def _pool_row_interior_with_indices(plane, row, row_indices, offsets, oh, first, last, kernel_h, kernel_w,
-                                    stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, mode):
-    """Max or min of the windows ``first <= ow < last`` of output row ``oh`` (inside the plane
-    horizontally) and the flat index of the element each picks, tap by tap over the whole row as
-    :func:`_pool_row_interior`: a tap replaces the row's choice only if strictly better, or the
-    first NaN, so the first of equal elements (in tap order, which is flat-index order) wins.
+@njit(cache=True, nogil=True)
+def _extreme_pool_planes(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                         dilation_h, dilation_w, mode, first_plane, last_plane):
+    """Max or min pool the planes ``first_plane .. last_plane-1`` of ``x`` (serial: one thread's
+    share), and write the chosen flat indices unless ``indices`` is empty.
 
-    The loops keep the pick as an int32 offset from the window's first tap in ``offsets``
-    (scratch): the compare-and-select then vectorizes at float32 width (with the int64 indices
-    in the loop it ran 3x slower); one more pass turns the offsets into flat indices."""
-    height, width = plane.shape
-    h0 = oh * stride_h - pad_top
-    target = row[first:last]
-    chosen = row_indices[first:last]
-    count = last - first
-    started = False
-    for i in range(kernel_h):
-        h = h0 + i * dilation_h
-        if h < 0 or h >= height:
-            continue
-        for j in range(kernel_w):
-            start = first * stride_w + j * dilation_w - pad_left
-            source = plane[h, start:start + (count - 1) * stride_w + 1:stride_w]
-            offset = np.int32(i * dilation_h * width + j * dilation_w)
-            if not started:
-                for k in range(count):
-                    target[k] = source[k]
-                    offsets[k] = offset
-                started = True
-            elif mode == POOL_MAX:
-                for k in range(count):
-                    v, t = source[k], target[k]
-                    # strictly larger, or the first NaN (bitwise: no branches, the loop vectorizes)
-                    better = (v > t) | ((v != v) & (t == t))
-                    target[k] = v if better else t
-                    offsets[k] = offset if better else offsets[k]
-            else:
-                for k in range(count):
-                    v, t = source[k], target[k]
-                    better = (v < t) | ((v != v) & (t == t))
-                    target[k] = v if better else t
-                    offsets[k] = offset if better else offsets[k]
-    if not started:  # every tap row in the padding (dilated windows only)
-        for k in range(count):
-            target[k] = -math.inf if mode == POOL_MAX else math.inf
-            chosen[k] = -1
-        return
-    origin = h0 * width + first * stride_w - pad_left  # flat index of the first window's first tap
-    for k in range(count):
-        chosen[k] = origin + k * stride_w + offsets[k]
-
-
-@njit(cache=True)
-def _pool_plane_with_indices(plane, out_plane, index_plane, offsets, kernel_h, kernel_w, stride_h, stride_w,
-                             pad_top, pad_left, dilation_h, dilation_w, mode):
-    """Max or min pool one (H, W) plane into ``out_plane`` (OH, OW) and the chosen flat indices
-    into ``index_plane`` (OH, OW); ``offsets`` is int32 scratch of OW entries."""
-    width = plane.shape[1]
-    out_h, out_w = out_plane.shape
+    A tap replaces a window's choice only if strictly better, or the first NaN, so the first of
+    equal elements (in tap order, which is flat-index order) wins. The windows inside the plane
+    horizontally go tap by tap over the whole output row, keeping the pick as an int32 offset from
+    the window's first tap (the compare-and-select then vectorizes at float32 width; one more
+    pass turns the offsets into flat indices); the others one by one with bounds checks."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    out_h, out_w = out.shape[2], out.shape[3]
+    keep = indices.shape[0] != 0
+    is_max = mode == POOL_MAX
     span_w = dilation_w * (kernel_w - 1) + 1
     first = min(out_w, (pad_left + stride_w - 1) // stride_w)
     last = max(first, min(out_w, (width - span_w + pad_left) // stride_w + 1))
     if (kernel_h - 1) * dilation_h * width + span_w > 2147483647:
         last = first  # offsets within a window would overflow int32: every window one by one
-    for oh in range(out_h):
-        if last > first:
-            _pool_row_interior_with_indices(plane, out_plane[oh], index_plane[oh], offsets, oh, first, last,
-                                            kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
-                                            dilation_h, dilation_w, mode)
-        h0 = oh * stride_h - pad_top
-        for ow in range(out_w):
-            if first <= ow < last:
-                continue
-            chosen = _window_choice(plane, h0, ow * stride_w - pad_left, kernel_h, kernel_w, dilation_h,
-                                    dilation_w, mode)
-            index_plane[oh, ow] = chosen
-            if chosen >= 0:
-                out_plane[oh, ow] = plane[chosen // width, chosen % width]
-            else:  # a dilated window lying entirely in the padding
-                out_plane[oh, ow] = -math.inf if mode == POOL_MAX else math.inf
+    count = last - first
+    offsets = np.empty(max(count, 1), dtype=np.int32)
+    for p in range(first_plane, last_plane):
+        n = p // channels
+        c = p % channels
+        plane = x[n, c]
+        for oh in range(out_h):
+            h0 = oh * stride_h - pad_top
+            row = out[n, c, oh]
+            if count > 0:
+                target = row[first:last]
+                started = False
+                for i in range(kernel_h):
+                    h = h0 + i * dilation_h
+                    if h < 0 or h >= height:
+                        continue
+                    for j in range(kernel_w):
+                        start = first * stride_w + j * dilation_w - pad_left
+                        source = plane[h, start:start + (count - 1) * stride_w + 1:stride_w]
+                        offset = np.int32(i * dilation_h * width + j * dilation_w)
+                        if not started:
+                            for k in range(count):
+                                target[k] = source[k]
+                                offsets[k] = offset
+                            started = True
+                        elif not keep:  # a select: vectorizes, NaN wins
+                            if is_max:
+                                for k in range(count):
+                                    v, t = source[k], target[k]
+                                    target[k] = v if (v > t or v != v) else t
+                            else:
+                                for k in range(count):
+                                    v, t = source[k], target[k]
+                                    target[k] = v if (v < t or v != v) else t
+                        elif is_max:
+                            for k in range(count):
+                                v, t = source[k], target[k]
+                                # strictly larger, or the first NaN (bitwise: the loop vectorizes)
+                                better = (v > t) | ((v != v) & (t == t))
+                                target[k] = v if better else t
+                                offsets[k] = offset if better else offsets[k]
+                        else:
+                            for k in range(count):
+                                v, t = source[k], target[k]
+                                better = (v < t) | ((v != v) & (t == t))
+                                target[k] = v if better else t
+                                offsets[k] = offset if better else offsets[k]
+                if not started:  # every tap row in the padding (dilated windows only)
+                    for k in range(count):
+                        target[k] = -math.inf if is_max else math.inf
+                    if keep:
+                        indices[n, c, oh, first:last] = -1
+                elif keep:
+                    chosen = indices[n, c, oh, first:last]
+                    origin = h0 * width + first * stride_w - pad_left  # the first window's first tap
+                    for k in range(count):
+                        chosen[k] = origin + k * stride_w + offsets[k]
+            for ow in range(out_w):
+                if first <= ow < last:
+                    continue
+                w0 = ow * stride_w - pad_left
+                best = -1
+                best_value = -math.inf if is_max else math.inf  # a window entirely in the padding
+                for i in range(kernel_h):
+                    h = h0 + i * dilation_h
+                    if h < 0 or h >= height:
+                        continue
+                    for j in range(kernel_w):
+                        w = w0 + j * dilation_w
+                        if w < 0 or w >= width:
+                            continue
+                        v = plane[h, w]
+                        if best < 0 or (math.isnan(v) and not math.isnan(best_value)) \
+                                or (v > best_value if is_max else v < best_value):
+                            best = h * width + w
+                            best_value = v
+                row[ow] = best_value
+                if keep:
+                    indices[n, c, oh, ow] = best
 
 
-@njit(cache=True, nogil=True)
-def _pool_planes_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
-                              dilation_h, dilation_w, mode, first, last):
-    """Max or min pool the planes ``first .. last-1`` with their indices (serial: one thread's share)."""
-    channels = x.shape[1]
-    offsets = np.empty(out.shape[3], dtype=np.int32)
-    for plane in range(first, last):
-        n = plane // channels
-        c = plane % channels
-        _pool_plane_with_indices(x[n, c], out[n, c], indices[n, c], offsets, kernel_h, kernel_w, stride_h,
-                                 stride_w, pad_top, pad_left, dilation_h, dilation_w, mode)
+_NO_INDICES = np.empty((0, 0, 0, 0), dtype=np.int64)
 
 
 def pool2d_forward_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
@@ -460,9 +453,8 @@ def pool2d_forward_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, s
     index ``h * W + w`` within plane ``(n, c)`` of the element window ``(oh, ow)`` picked: the
     first one (in row-major order) of equal maxima (minima), the first NaN if there is one, and
     -1 for a dilated window lying entirely in the padding (its value is -inf for max, +inf for
-    min, and its gradient goes nowhere).  The inference forward :func:`pool2d_forward` stays
-    as it is; this one is for training, whose backward is then
-    :func:`pool2d_backward_with_indices`.
+    min, and its gradient goes nowhere).  :func:`pool2d_forward` runs the same kernel without
+    the indices; the backward of this one is :func:`pool2d_backward_with_indices`.
 
     Parameters
     ----------
@@ -476,7 +468,7 @@ def pool2d_forward_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, s
     workers : int
         Threads sharing the planes; 1 runs on the calling thread.
     """
-    run_shared(_pool_planes_with_indices, x.shape[0] * x.shape[1],
+    run_shared(_extreme_pool_planes, x.shape[0] * x.shape[1],
                workers, x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h,
                dilation_w, mode)
 
