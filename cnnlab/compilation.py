@@ -186,10 +186,15 @@ def record_kernels(workload):
             return plain(dispatcher)
         return compile_for_args
 
+    import numba
     import numpy as np
 
     for name, dispatcher in dispatchers.items():
         dispatcher._compile_for_args = recorder(name, dispatcher)
+    # one thread: the kernels run their shares on this one, for the thread team waits in
+    # compiled code that cannot run as Python
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
@@ -197,6 +202,7 @@ def record_kernels(workload):
     except Exception:
         pass  # what was called until then is still worth compiling
     finally:
+        numba.set_num_threads(threads)
         for dispatcher in dispatchers.values():
             del dispatcher._compile_for_args
     return called

@@ -14,8 +14,8 @@ from cnnlab import compilation
 from cnnlab.applications import classic_cnn
 
 
-def run_python(code, cache):
-    environment = dict(os.environ, CNNLAB_CACHE_DIR=str(cache))
+def run_python(code, cache, **variables):
+    environment = dict(os.environ, CNNLAB_CACHE_DIR=str(cache), **variables)
     result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -43,6 +43,27 @@ print(all("float32" in str(signature[0]) for _, signature in called))
     assert "pool._extreme_pool_planes" in names
     assert compiled == "0"  # recording ran every kernel as Python
     assert same == "True" and float32 == "True"
+
+
+def test_recording_follows_a_workload_whose_kernels_share_work_between_threads(tmp_path):
+    # two threads and every kernel worth sharing: outside the recording the convolution hands
+    # shares to the thread team, whose waits are compiled code that cannot run as Python
+    code = """
+import numpy as np, cnnlab
+from cnnlab import compilation, config
+config.PARALLEL_MIN_WORK = 1
+from cnnlab.applications import classic_cnn
+model = classic_cnn(1, 8, 3, conv_filters=(2, 4), hidden=8)
+x = np.random.default_rng(3).random((2, 1, 8, 8)).astype(np.float32)
+called = compilation.record_kernels(
+    lambda: compilation.model_workload(model, x, np.array([0, 2]), cnnlab.optim.Adam()))
+print([name for name, _ in called])
+"""
+    names = eval(run_python(code, tmp_path, NUMBA_NUM_THREADS="2"))
+    assert names[0] == "conv._conv2d_forward_items"
+    for later in ("conv._conv2d_backward_input_items", "loss.cross_entropy_backward", "optim.adam_step",
+                  "activation.softmax_forward"):
+        assert later in names
 
 
 def test_model_workload_leaves_the_model_and_optimizer_alone():
