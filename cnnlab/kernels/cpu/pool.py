@@ -364,8 +364,7 @@ def _extreme_pool_planes(x, out, indices, kernel_h, kernel_w, stride_h, stride_w
     count = last - first
     offsets = np.empty(max(count, 1), dtype=np.int32)
     for p in range(first_plane, last_plane):
-        n = p // channels
-        c = p % channels
+        n, c = p // channels, p % channels
         plane = x[n, c]
         for oh in range(out_h):
             h0 = oh * stride_h - pad_top
@@ -386,28 +385,17 @@ def _extreme_pool_planes(x, out, indices, kernel_h, kernel_w, stride_h, stride_w
                                 target[k] = source[k]
                                 offsets[k] = offset
                             started = True
-                        elif not keep:  # a select: vectorizes, NaN wins
-                            if is_max:
-                                for k in range(count):
-                                    v, t = source[k], target[k]
-                                    target[k] = v if (v > t or v != v) else t
-                            else:
-                                for k in range(count):
-                                    v, t = source[k], target[k]
-                                    target[k] = v if (v < t or v != v) else t
-                        elif is_max:
+                        elif keep:  # (the loops are unswitched on is_max by the compiler)
                             for k in range(count):
                                 v, t = source[k], target[k]
-                                # strictly larger, or the first NaN (bitwise: the loop vectorizes)
-                                better = (v > t) | ((v != v) & (t == t))
+                                # strictly better, or the first NaN (bitwise: the loop vectorizes)
+                                better = ((v > t) if is_max else (v < t)) | ((v != v) & (t == t))
                                 target[k] = v if better else t
                                 offsets[k] = offset if better else offsets[k]
-                        else:
+                        else:  # a select: vectorizes, NaN wins
                             for k in range(count):
                                 v, t = source[k], target[k]
-                                better = (v < t) | ((v != v) & (t == t))
-                                target[k] = v if better else t
-                                offsets[k] = offset if better else offsets[k]
+                                target[k] = v if (((v > t) if is_max else (v < t)) or v != v) else t
                 if not started:  # every tap row in the padding (dilated windows only)
                     for k in range(count):
                         target[k] = -math.inf if is_max else math.inf
