@@ -26,9 +26,10 @@ import warnings
 
 from numba.core import event
 
-from .kernels.cache import cache_dir, kernel_dispatchers, load_only
+from .kernels.cache import cache_dir, kernel_dispatchers, load_cached, load_only
 
-__all__ = ["report_compilation", "CompilationReport", "end_line", "record_kernels", "warm_up", "model_workload"]
+__all__ = ["report_compilation", "CompilationReport", "end_line", "record_kernels", "interpreting", "warm_up",
+           "model_workload"]
 
 MESSAGE = "compiling kernels for this machine (first run only; cached afterwards): {} done"
 STARTED = "compiling kernels for this machine (first run only; cached afterwards) ..."
@@ -148,6 +149,57 @@ def end_line():
 # cache entry (Numba's cache index is not safe for concurrent writes of one function).
 
 
+@contextlib.contextmanager
+def _kernels_as_python(first_call):
+    """Within the block, a CPU kernel called from Python with no compiled version for its
+    arguments (in this process) runs as plain Python, and so do the kernels it calls. Before
+    that, ``first_call(name, dispatcher, signature)`` is told of it (the name is
+    ``'module.function'`` within :mod:`cnnlab.kernels.cpu`, the signature Numba's argument
+    types) and may return a compiled callable to run instead. The kernels run on one thread:
+    their shares on the calling one, for the thread team waits in compiled code that cannot run
+    as Python."""
+    import numba
+    import numpy as np
+    from numba.core import types
+    from numba.core.dispatcher import OmittedArg
+
+    dispatchers = kernel_dispatchers()
+    depth = threading.local()
+
+    def plain(dispatcher):
+        def run(*arguments):
+            depth.value = getattr(depth, "value", 0) + 1
+            try:
+                return dispatcher.py_func(*[a.value if isinstance(a, OmittedArg) else a for a in arguments])
+            finally:
+                depth.value -= 1
+        return run
+
+    def replacement(name, dispatcher):
+        def compile_for_args(*arguments):  # what Numba calls when no compiled version fits
+            if not getattr(depth, "value", 0):
+                signature = tuple(types.Omitted(a.value) if isinstance(a, OmittedArg) else dispatcher.typeof_pyval(a)
+                                  for a in arguments)
+                compiled = first_call(name, dispatcher, signature)
+                if compiled is not None:
+                    return compiled
+            return plain(dispatcher)
+        return compile_for_args
+
+    for name, dispatcher in dispatchers.items():
+        dispatcher._compile_for_args = replacement(name, dispatcher)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        numba.set_num_threads(threads)
+        for dispatcher in dispatchers.values():
+            del dispatcher._compile_for_args
+
+
 def record_kernels(workload):
     """Run ``workload()`` with every CPU kernel not compiled yet run as plain Python (nothing is
     compiled), and return the kernels it called from Python, in order of first call.
@@ -160,52 +212,38 @@ def record_kernels(workload):
         already compiled in this process run compiled and are not listed. When the workload
         raises, the kernels it called until then.
     """
-    from numba.core import types
-    from numba.core.dispatcher import OmittedArg
-
-    dispatchers = kernel_dispatchers()
     called = []
-    depth = threading.local()
 
-    def plain(dispatcher):
-        def run(*arguments):
-            depth.value = getattr(depth, "value", 0) + 1
-            try:
-                return dispatcher.py_func(*[a.value if isinstance(a, OmittedArg) else a for a in arguments])
-            finally:
-                depth.value -= 1
-        return run
+    def record(name, dispatcher, signature):
+        if (name, signature) not in called:
+            called.append((name, signature))
 
-    def recorder(name, dispatcher):
-        def compile_for_args(*arguments):  # what Numba calls when no compiled version fits
-            if not getattr(depth, "value", 0):
-                signature = tuple(types.Omitted(a.value) if isinstance(a, OmittedArg) else dispatcher.typeof_pyval(a)
-                                  for a in arguments)
-                if (name, signature) not in called:
-                    called.append((name, signature))
-            return plain(dispatcher)
-        return compile_for_args
-
-    import numba
-    import numpy as np
-
-    for name, dispatcher in dispatchers.items():
-        dispatcher._compile_for_args = recorder(name, dispatcher)
-    # one thread: the kernels run their shares on this one, for the thread team waits in
-    # compiled code that cannot run as Python
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
+        with _kernels_as_python(record):
             workload()
     except Exception:
         pass  # what was called until then is still worth compiling
-    finally:
-        numba.set_num_threads(threads)
-        for dispatcher in dispatchers.values():
-            del dispatcher._compile_for_args
     return called
+
+
+@contextlib.contextmanager
+def interpreting():
+    """Within the block, the CPU kernels that are not compiled for their arguments, neither in
+    this process nor in the on-disk cache, run as plain Python (on one thread) instead of being
+    compiled; those in the cache are loaded and run compiled.
+
+    On a machine whose cache lacks a model's kernels, compiling them takes seconds, while a
+    small workload (one 8x8 image through the demo's network: 0.1 s) runs as Python in a
+    fraction of that. :func:`warm_up` with ``detach=True`` meanwhile compiles them for the next
+    run. The results are those of the compiled kernels, within float rounding (the same
+    operations, in the same order, in NumPy scalars).
+
+    >>> from cnnlab.compilation import interpreting
+    >>> with interpreting():
+    ...     pass
+    """
+    with _kernels_as_python(lambda name, dispatcher, signature: load_cached(dispatcher, signature)):
+        yield
 
 
 def model_workload(model, x, y=None, optimizer=None, loss="cross_entropy"):
@@ -243,9 +281,12 @@ def _kernel_lock(folder, name, wait):
             fcntl.flock(stream, fcntl.LOCK_UN)
 
 
-def _compile_share(helper, helpers):
+def _compile_share(helper, helpers, marker=""):
     """A helper process: record the workload (pickled on stdin), then compile its share of
-    the kernels, the last needed first, skipping those another process is compiling."""
+    the kernels, the last needed first, skipping those another process is compiling. With a
+    ``marker`` (a detached helper, compiling the whole workload alone), every kernel is
+    compiled or found cached, and the marker is written at the end; else the helper stops at
+    the first kernel it finds cached (the main process has come that far)."""
     workload = pickle.load(sys.stdin.buffer)
     called = record_kernels(workload)
     dispatchers = kernel_dispatchers()
@@ -262,8 +303,11 @@ def _compile_share(helper, helpers):
             dispatcher = dispatchers[name]
             hits = dispatcher.stats.cache_hits.copy()
             dispatcher.compile(signature)
-            if dispatcher.stats.cache_hits != hits:
+            if dispatcher.stats.cache_hits != hits and not marker:
                 return  # compiled already: the main process has come this far
+    if marker:
+        with open(marker, "w"):
+            pass
 
 
 def _waiting_compile(folder, name, compile):
@@ -282,10 +326,11 @@ class WarmUp:
     """The helper processes :func:`warm_up` started; :meth:`close` (or leaving the ``with``
     block) ends them and gives this process back its ordinary compiling."""
 
-    def __init__(self, processes, dispatchers, marker):
+    def __init__(self, processes, dispatchers, marker, detached=False):
         self.processes = processes
         self.dispatchers = dispatchers
         self.marker = marker
+        self.detached = detached
 
     def __enter__(self):
         return self
@@ -298,6 +343,9 @@ class WarmUp:
         them (what they compiled is in the cache; a helper ended while compiling leaves no
         entry). ``finished``: the workload ran to its end, so its kernels are all cached, and
         later calls with the same key start no helper."""
+        if self.detached:
+            self.processes, self.dispatchers, self.marker = [], [], None
+            return  # it goes on compiling for the next run, and writes the marker itself
         for process in self.processes:
             if process.poll() is None:
                 process.kill()
@@ -310,7 +358,7 @@ class WarmUp:
         self.processes, self.dispatchers, self.marker = [], [], None
 
 
-def warm_up(workload, key=None, processes=None):
+def warm_up(workload, key=None, processes=None, detach=False):
     """Compile the CPU kernels ``workload()`` needs in helper processes, while this process
     goes on (and compiles what it reaches first).
 
@@ -325,6 +373,10 @@ def warm_up(workload, key=None, processes=None):
     processes : int or None
         Helpers to start; default one fewer than the CPU cores this process may use, at most 3.
         0 starts none.
+    detach : bool
+        Start one helper that compiles the whole workload for later runs, whatever this
+        process does (it runs the workload :func:`interpreting`, say); :meth:`WarmUp.close`
+        leaves it running, and it marks the workload warm when it is done.
 
     Returns
     -------
@@ -334,7 +386,8 @@ def warm_up(workload, key=None, processes=None):
     """
     if processes is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        processes = max(0, min(3, cores - 1))
+        processes = 1 if detach else max(0, min(3, cores - 1))
+    processes = min(processes, 1) if detach else processes
     if processes < 1 or os.name != "posix":
         return WarmUp([], [], None)
     folder = _lock_folder()
@@ -347,17 +400,21 @@ def warm_up(workload, key=None, processes=None):
         payload = pickle.dumps(workload)
     except Exception:  # a workload that cannot be sent: compile here as usual
         return WarmUp([], [], None)
-    code = "import sys; from cnnlab.compilation import _compile_share; _compile_share(int(sys.argv[1]), int(sys.argv[2]))"
+    code = ("import sys; from cnnlab.compilation import _compile_share; "
+            "_compile_share(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])")
     started = []
     for helper in range(processes):
         try:
-            process = subprocess.Popen([sys.executable, "-c", code, str(helper), str(processes)],
+            process = subprocess.Popen([sys.executable, "-c", code, str(helper), str(processes),
+                                        (marker or os.devnull) if detach else ""],
                                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             process.stdin.write(payload)
             process.stdin.close()
         except OSError:  # no Python to start (an embedded interpreter), or it died at once
             break
         started.append(process)
+    if detach:
+        return WarmUp(started, [], None, detached=True)
     dispatchers = kernel_dispatchers()
     for name, dispatcher in dispatchers.items():
         dispatcher.compile = _waiting_compile(folder, name, dispatcher.compile)

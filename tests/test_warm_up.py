@@ -120,3 +120,85 @@ def test_no_helpers_when_asked_for_none_or_the_workload_cannot_be_sent():
         assert helpers.processes == []
     with compilation.warm_up(functools.partial(print), processes=0) as helpers:
         assert helpers.processes == []
+
+
+def test_interpreting_runs_uncached_kernels_as_python_and_loads_cached_ones(tmp_path):
+    code = """
+import numpy as np
+from cnnlab import compilation
+from cnnlab.applications import classic_cnn
+from cnnlab.kernels.cache import kernel_dispatchers
+model = classic_cnn(1, 8, 3, conv_filters=(2, 4), hidden=8)
+x = np.random.default_rng(4).random((3, 1, 8, 8)).astype(np.float32)
+with compilation.interpreting():
+    interpreted = model.predict_proba(x)
+print(sum(len(d.signatures) for d in kernel_dispatchers().values()))  # nothing compiled
+compiled = model.predict_proba(x)  # compiles, into the cache
+print(np.allclose(interpreted, compiled, rtol=1e-5, atol=1e-7))
+"""
+    nothing, same = run_python(code, tmp_path).splitlines()
+    assert nothing == "0" and same == "True"
+    code = """
+import numpy as np
+from cnnlab import compilation
+from cnnlab.applications import classic_cnn
+from cnnlab.kernels.cache import kernel_dispatchers
+model = classic_cnn(1, 8, 3, conv_filters=(2, 4), hidden=8)
+x = np.random.default_rng(4).random((3, 1, 8, 8)).astype(np.float32)
+with compilation.interpreting():
+    model.predict_proba(x)
+loaded = kernel_dispatchers()["conv._conv2d_forward_items"]
+print(len(loaded.signatures), loaded.stats.cache_misses == {})
+"""
+    assert run_python(code, tmp_path).split() == ["1", "True"]  # the cached kernel ran compiled
+
+
+def test_a_small_cold_predict_runs_as_python_while_a_detached_helper_compiles_for_the_next_run(tmp_path):
+    code = f"""
+import numpy as np, cnnlab
+from PIL import Image
+from cnnlab.applications import classic_cnn
+model = classic_cnn(1, 8, 3, conv_filters=(2, 4), hidden=8)
+model.class_names = ["a", "b", "c"]
+model.preprocessing = dict(size=[8, 8], color="gray", mean=[0.0], std=[1.0])
+model.save(r"{tmp_path / 'model.npz'}")
+Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(r"{tmp_path / 'x.png'}")
+"""
+    run_python(code, tmp_path / "cache")
+    code = f"""
+import sys
+from cnnlab.cli import main
+from cnnlab.kernels.cache import kernel_dispatchers
+status = main(["predict", r"{tmp_path / 'model.npz'}", r"{tmp_path / 'x.png'}", "--json"])
+print(sum(len(d.signatures) for d in kernel_dispatchers().values()), file=sys.stderr)
+sys.exit(status)
+"""
+    environment = dict(os.environ, CNNLAB_CACHE_DIR=str(tmp_path / "cache"))
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.split()[-1] == "0"  # nothing compiled in the command itself
+    import json
+
+    assert json.loads(result.stdout)["results"][0]["predictions"][0]["label"] in ("a", "b", "c")
+    # the helper goes on after the command; once it has marked the workload warm, a prediction
+    # loads every kernel it needs from the cache
+    code = """
+import glob, os, time
+from cnnlab.kernels.cache import cache_dir
+folder = os.path.join(cache_dir(), "compiling")
+for _ in range(600):
+    if glob.glob(os.path.join(folder, "warm-*")):
+        break
+    time.sleep(0.5)
+print(bool(glob.glob(os.path.join(folder, "warm-*"))))
+"""
+    assert run_python(code, tmp_path / "cache").strip() == "True"
+    code = f"""
+import cnnlab
+from cnnlab.cli.models import load_trained_model, prepare_image
+from cnnlab.kernels.cache import kernel_dispatchers
+model, _ = load_trained_model(r"{tmp_path / 'model.npz'}")
+model.predict_proba(prepare_image(model, r"{tmp_path / 'x.png'}"))
+print([n for n, d in kernel_dispatchers().items() if d.stats.cache_misses])
+"""
+    assert run_python(code, tmp_path / "cache").strip() == "[]"

@@ -163,15 +163,55 @@ def compiled_note(report):
     return f" (of which {report.seconds:.1f} s compiling {report.count} kernels for this machine, first run only)"
 
 
-def warm_up_model(model, x, y=None, optimizer=None, device="cpu"):
+def warm_up_model(model, x, y=None, optimizer=None, device="cpu", detach=False):
     """Compile the CPU kernels ``model`` needs for ``x`` (and a training step on ``y``) in
-    helper processes while this one runs (:func:`cnnlab.compilation.warm_up`)."""
+    helper processes while this one runs (:func:`cnnlab.compilation.warm_up`); ``detach``: in
+    one helper that goes on after this process ends (this one runs the kernels as Python)."""
     if device != "cpu":
         return compilation.warm_up(None, processes=0)
     layers = ",".join(type(layer).__name__ for layer in model.layers)
     key = f"{layers} {x.dtype} {x.shape[1:]} {'train ' + type(optimizer).__name__ if y is not None else 'predict'}"
     workload = functools.partial(compilation.model_workload, model, x, y, optimizer)
-    return compilation.warm_up(workload, key=key)
+    return compilation.warm_up(workload, key=key, detach=detach)
+
+
+#: the most element visits (see :func:`python_work`) a command runs with its kernels as Python
+#: rather than compiling them first: about a second of Python (0.26 us a visit), against seconds of
+#: compiling
+INTERPRET_MAX_WORK = 4_000_000
+
+
+def python_work(model, sample_shape):
+    """About how many array elements the CPU kernels visit in Python loops for one sample of
+    ``sample_shape`` through ``model``: each layer's output size, times the window of a pooling
+    or convolution layer, and for a convolution its input channels per filter (its im2col
+    columns); None when the shapes cannot be worked out. Matrix products run in NumPy and are
+    not counted."""
+    try:
+        shapes = model.output_shapes(tuple(sample_shape))
+    except Exception:  # a model of several inputs, an unknown layer: not estimated
+        return None
+    work = 0
+    for layer, shape in zip(model.layers, shapes):
+        size = math.prod(shape)
+        window = math.prod(getattr(layer, "kernel_size", None) or (1,))
+        channels = getattr(layer, "in_channels", None)
+        if channels is not None and getattr(layer, "out_channels", None):
+            size = size // layer.out_channels * (channels // getattr(layer, "groups", 1))
+        work += size * window
+    return work
+
+
+def interpret_kernels(model, x, samples):
+    """Whether ``samples`` samples shaped like ``x`` (one batch of it) go through ``model``
+    faster with the kernels it lacks run as Python (:func:`cnnlab.compilation.interpreting`)
+    than compiled first: a CPU array and at most :data:`INTERPRET_MAX_WORK` element visits."""
+    import numpy as np
+
+    if not isinstance(x, np.ndarray):
+        return False
+    work = python_work(model, x.shape[1:])
+    return work is not None and work * samples <= INTERPRET_MAX_WORK
 
 
 def timed(function, *args, **kwargs):

@@ -1,6 +1,7 @@
 """``cnnlab predict``: image files classified by a trained model, as a table, JSON or CSV; with
 ``--dask``, chunk by chunk on a Dask scheduler."""
 
+import contextlib
 import csv
 import json
 import os
@@ -8,8 +9,9 @@ import sys
 
 import numpy as np
 
+from .. import compilation
 from ..data import image_files, read_image
-from .common import add_command, check_output_file, compiling, integer, warm_up_model
+from .common import add_command, check_output_file, compiling, integer, interpret_kernels, warm_up_model
 from .models import load_trained_model, prepare_image
 
 SCHEDULERS = ("threads", "processes", "synchronous")
@@ -61,7 +63,7 @@ def run(args):
     if args.dask is not None:
         return _predict_with_dask(args, model, files, rows)
     results, failed, warm = [], [], None
-    with compiling() as report:
+    with compiling() as report, contextlib.ExitStack() as interpreted:
         for file in files:
             try:
                 x = prepare_image(model, file)
@@ -69,7 +71,12 @@ def run(args):
                 failed.append((file, str(exc)))
                 continue
             if warm is None:  # the first image: what the model is given
-                warm = warm_up_model(model, x, device="cpu" if isinstance(x, np.ndarray) else "cuda")
+                # a few small images: the kernels not in the cache run as Python, compiled
+                # meanwhile for the next run, instead of seconds spent compiling them first
+                quick = interpret_kernels(model, x, len(files))
+                if quick:
+                    interpreted.enter_context(compilation.interpreting())
+                warm = warm_up_model(model, x, device="cpu" if isinstance(x, np.ndarray) else "cuda", detach=quick)
             results.append(dict(file=file, predictions=rows(model.predict_proba(x)[0])))
         if warm is not None:
             warm.close()

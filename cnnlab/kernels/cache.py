@@ -27,7 +27,7 @@ import tempfile
 
 from .._version import __version__
 
-__all__ = ["cache_root", "cache_dir", "clear", "kernels_cached_in", "kernel_dispatchers", "load_only"]
+__all__ = ["cache_root", "cache_dir", "clear", "kernels_cached_in", "kernel_dispatchers", "load_only", "load_cached"]
 
 
 def cache_root():
@@ -134,3 +134,17 @@ def load_only(dispatcher):
     """Let ``dispatcher`` load its compiled versions from the cache but write none there (a
     process compiling beside another one that writes them)."""
     dispatcher._cache.save_overload = lambda *arguments: None
+
+
+def load_cached(dispatcher, signature):
+    """The compiled version of ``dispatcher`` for ``signature`` from the on-disk cache, made
+    this process's (as ``dispatcher.compile`` does on a cache hit), or None when it is not there."""
+    from numba.core.compiler_lock import global_compiler_lock
+
+    with global_compiler_lock:
+        compiled = dispatcher._cache.load_overload(signature, dispatcher.targetctx)
+        if compiled is None:
+            return None
+        dispatcher.targetctx.insert_user_function(compiled.entry_point, compiled.fndesc, [compiled.library])
+        dispatcher.add_overload(compiled)
+        return compiled.entry_point
