@@ -32,8 +32,6 @@ import threading
 
 import numba  # importing Numba does not choose its threading layer: load_tbb still comes first
 
-from . import config
-
 __all__ = ["blas_kernels", "blas_limited", "cpu_workers", "load_tbb", "single_threaded_blas", "threading_layer"]
 
 _TBB_LIBRARIES = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib"}
@@ -129,8 +127,11 @@ def _blas_libraries():
 def cpu_workers(work):
     """How many threads a CPU kernel should share ``work`` (multiply-adds or element visits)
     between: Numba's thread count, but no more than gives each thread ``config.PARALLEL_MIN_WORK``
-    (so 1 for small work). Below that, waking the thread pool costs more than it saves."""
-    return max(1, min(numba.get_num_threads(), work // max(1, config.PARALLEL_MIN_WORK)))
+    (so 1 for small work). Below that, waking the thread pool costs more than it saves (the
+    rule of the kernels' own :func:`cnnlab.kernels.cpu._schedule.workers_for`)."""
+    from .kernels.cpu._schedule import workers_for
+
+    return workers_for(work)
 
 
 def blas_limited():

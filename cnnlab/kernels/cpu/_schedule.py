@@ -25,6 +25,7 @@ import os
 import queue
 import threading
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -247,6 +248,19 @@ def run_in_threads(function, shares):
 def shares(items, workers):
     """``(first, last)`` of each worker's contiguous, even share of ``items``."""
     return [(w * items // workers, (w + 1) * items // workers) for w in range(workers)]
+
+
+def workers_for(work):
+    """How many threads a CPU kernel should share ``work`` (multiply-adds or element visits)
+    between: Numba's thread count, but no more than gives each thread ``config.PARALLEL_MIN_WORK``
+    (so 1 for small work). Below that, handing out shares costs more than it saves."""
+    return max(1, min(numba.get_num_threads(), work // max(1, config.PARALLEL_MIN_WORK)))
+
+
+def run_split(serial, items, work, *arguments):
+    """:func:`run_shared` on as many threads as ``work`` (for all ``items``) is worth
+    (:func:`workers_for`): the element-wise kernels' driver."""
+    run_shared(serial, items, workers_for(work), *arguments)
 
 
 def run_shared(serial, items, workers, *arguments):

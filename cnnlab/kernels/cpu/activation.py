@@ -10,6 +10,8 @@ import math
 
 from numba import njit, prange
 
+from ._schedule import run_split
+
 __all__ = [  # the kernels of this file
     "clip_backward",
     "clip_forward",
@@ -34,12 +36,17 @@ __all__ = [  # the kernels of this file
 ]
 
 
-@njit(parallel=True, cache=True)
-def relu_forward(x, out):
-    """``out = max(x, 0)`` element-wise (1-D arrays)."""
-    for i in prange(x.shape[0]):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _relu_forward_items(x, out, first, last):
+    x, out = x[first:last], out[first:last]  # indices from 0: no negative-index test, the loop vectorizes
+    for i in range(x.shape[0]):
         v = x[i]
         out[i] = 0 if v < 0 else v  # NaN stays NaN
+
+
+def relu_forward(x, out):
+    """``out = max(x, 0)`` element-wise (1-D arrays)."""
+    run_split(_relu_forward_items, x.shape[0], x.shape[0], x, out)
 
 
 @njit(parallel=True, cache=True)
@@ -73,11 +80,15 @@ def tanh_forward(x, out):
         out[i] = math.tanh(x[i])
 
 
-@njit(parallel=True, cache=True)
 def softmax_forward(x, out):
     """Softmax over axis 1 of ``x`` viewed as (outer, K, inner); max-shifted, so stable."""
+    run_split(_softmax_forward_items, x.shape[0] * x.shape[2], 3 * x.size, x, out)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")  # x / 0 as in a prange: no test per element
+def _softmax_forward_items(x, out, first, last):
     outer, size, inner = x.shape
-    for task in prange(outer * inner):
+    for task in range(first, last):
         o = task // inner
         i = task % inner
         largest = x[o, 0, i]
@@ -110,11 +121,16 @@ def log_softmax_forward(x, out):
             out[o, k, i] = x[o, k, i] - shift
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, nogil=True, error_model="numpy")
+def _relu_backward_items(x, grad_out, grad_x, first, last):
+    x, grad_out, grad_x = x[first:last], grad_out[first:last], grad_x[first:last]  # (as _relu_forward_items)
+    for i in range(x.shape[0]):
+        grad_x[i] = grad_out[i] if x[i] > 0 else 0
+
+
 def relu_backward(x, grad_out, grad_x):
     """``grad_x = grad_out * (x > 0)`` (1-D arrays; the forward input ``x``)."""
-    for i in prange(x.shape[0]):
-        grad_x[i] = grad_out[i] if x[i] > 0 else 0
+    run_split(_relu_backward_items, x.shape[0], x.shape[0], x, grad_out, grad_x)
 
 
 @njit(parallel=True, cache=True)

@@ -22,7 +22,7 @@ __all__ = [  # the kernels of this file
 ]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, error_model="numpy")  # serial: (N, K) is small, and a prange costs seconds of compiling
 def cross_entropy_forward(logits, targets, losses, probabilities):
     """Per-sample ``-log softmax(logits)[target]`` and the softmax itself.
 
@@ -36,7 +36,7 @@ def cross_entropy_forward(logits, targets, losses, probabilities):
     probabilities : (N, K) array, overwritten with ``softmax(logits)`` (for the backward)
     """
     samples, classes = logits.shape
-    for n in prange(samples):
+    for n in range(samples):
         largest = logits[n, 0]
         for k in range(1, classes):
             largest = max(largest, logits[n, k])
@@ -50,11 +50,11 @@ def cross_entropy_forward(logits, targets, losses, probabilities):
         losses[n] = largest + math.log(total) - logits[n, targets[n]]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, error_model="numpy")  # serial: (N, K) is small, and a prange costs seconds of compiling
 def cross_entropy_backward(probabilities, targets, grad_logits, scale):
     """Gradient of ``scale * sum(losses)``: ``scale * (softmax - one_hot(target))``."""
     samples, classes = probabilities.shape
-    for n in prange(samples):
+    for n in range(samples):
         for k in range(classes):
             grad_logits[n, k] = scale * (probabilities[n, k] - (1.0 if k == targets[n] else 0.0))
 

@@ -7,6 +7,8 @@ import math
 
 from numba import njit, prange
 
+from ._schedule import run_split
+
 __all__ = ["adam_step", "adamw_step", "rmsprop_step", "sgd_step"]  # the kernels of this file
 
 
@@ -26,7 +28,6 @@ def sgd_step(param, grad, velocity, lr, momentum, weight_decay, nesterov):
         param[i] = param[i] - lr * g
 
 
-@njit(parallel=True, cache=True)
 def adam_step(param, grad, first_moment, second_moment, lr, beta1, beta2, eps, weight_decay, step):
     """One Adam step with bias correction (1-D arrays, updated in place); ``step`` counts from 1.
 
@@ -34,9 +35,18 @@ def adam_step(param, grad, first_moment, second_moment, lr, beta1, beta2, eps, w
     ``param -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)``; weight decay is added to
     the gradient (L2, as torch.optim.Adam).
     """
+    run_split(_adam_items, param.shape[0], 4 * param.shape[0], param, grad, first_moment, second_moment,
+              float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), int(step))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")  # as in a prange: x / 0 is inf or nan, no test per element (the loop vectorizes)
+def _adam_items(param, grad, first_moment, second_moment, lr, beta1, beta2, eps, weight_decay, step, first, last):
     correction1 = 1.0 - beta1 ** step
     correction2 = 1.0 - beta2 ** step
-    for i in prange(param.shape[0]):
+    # indices from 0: no negative-index test, the loop vectorizes
+    param, grad, first_moment, second_moment = (param[first:last], grad[first:last], first_moment[first:last],
+                                                second_moment[first:last])
+    for i in range(param.shape[0]):
         g = grad[i] + weight_decay * param[i]
         m = beta1 * first_moment[i] + (1.0 - beta1) * g
         v = beta2 * second_moment[i] + (1.0 - beta2) * g * g
