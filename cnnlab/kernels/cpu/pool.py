@@ -13,10 +13,10 @@ Mirrors :mod:`cnnlab.kernels.cuda.pool`.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import POOL_AVG, POOL_MAX, POOL_MEDIAN, POOL_MIN
-from ._schedule import run_shared
+from ._schedule import run_shared, run_split
 
 __all__ = [  # the kernels of this file
     "global_avg_pool2d_backward",
@@ -196,21 +196,23 @@ def pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_
                dilation_h, dilation_w, mode, count_include_pad)
 
 
-@njit(parallel=True, cache=True)
 def global_avg_pool2d_forward(x, out):
     """Mean of every (H, W) plane of ``x`` (N, C, H, W) into ``out`` (N, C).
 
     The sum is accumulated in float64 whatever the dtype.
     """
-    samples, channels, height, width = x.shape
-    for plane in prange(samples * channels):
-        n = plane // channels
-        c = plane % channels
+    planes = x.shape[0] * x.shape[1]
+    run_split(_global_avg_planes, planes, x.size, x.reshape(planes, -1), out.reshape(planes))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _global_avg_planes(x, out, first, last):
+    for plane in range(first, last):
+        source = x[plane]
         total = 0.0
-        for h in range(height):
-            for w in range(width):
-                total += x[n, c, h, w]
-        out[n, c] = total / (height * width)
+        for k in range(source.shape[0]):
+            total += source[k]
+        out[plane] = total / source.shape[0]
 
 
 @njit(cache=True)
@@ -320,17 +322,20 @@ def pool2d_backward(x, out, grad_out, grad_x, kernel_h, kernel_w, stride_h, stri
                pad_right, dilation_h, dilation_w, mode, count_include_pad)
 
 
-@njit(parallel=True, cache=True)
 def global_avg_pool2d_backward(grad_out, grad_x):
     """Gradient of :func:`global_avg_pool2d_forward`: each plane gets ``grad / (H * W)``."""
-    samples, channels, height, width = grad_x.shape
-    for plane in prange(samples * channels):
-        n = plane // channels
-        c = plane % channels
-        share = grad_out[n, c] / (height * width)
-        for h in range(height):
-            for w in range(width):
-                grad_x[n, c, h, w] = share
+    planes = grad_x.shape[0] * grad_x.shape[1]
+    run_split(_global_avg_planes_backward, planes, grad_x.size, grad_out.reshape(planes),
+              grad_x.reshape(planes, -1))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _global_avg_planes_backward(grad_out, grad_x, first, last):
+    for plane in range(first, last):
+        target = grad_x[plane]
+        share = grad_out[plane] / target.shape[0]
+        for k in range(target.shape[0]):
+            target[k] = share
 
 
 # ----------------------------------------------------------------------------- max and min
