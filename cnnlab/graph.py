@@ -116,22 +116,37 @@ class Graph:
         targets' values, in order.
         """
         targets = self.outputs if targets is None else targets
-        needed = self._ancestors(targets) if plan is None else plan
         values = dict(sources)
-        remaining = {}
-        for node in needed:
-            for tensor in node.inputs:
-                remaining[id(tensor)] = remaining.get(id(tensor), 0) + 1
-        keep = {id(t) for t in targets}
-        for node in needed:
-            values[id(node.output)] = step(node, [values[id(t)] for t in node.inputs])
-            for tensor in node.inputs:
-                remaining[id(tensor)] -= 1
-                if remaining[id(tensor)] == 0 and id(tensor) not in keep:
-                    value = values.pop(id(tensor))
-                    if release is not None:
-                        release(tensor, value)
+        for node, output, inputs, drops in self._walk_schedule(plan, targets):
+            values[output] = step(node, [values[i] for i in inputs])
+            for tensor, key in drops:
+                value = values.pop(key)
+                if release is not None:
+                    release(tensor, value)
         return [values[id(t)] for t in targets]
+
+    def _walk_schedule(self, plan, targets):
+        """``(node, id of its output, ids of its inputs, (tensor, id) of the values to drop
+        after it)`` for each node :meth:`walk` runs; a plan's schedule is kept for the next call
+        with the same plan object and targets (inference runs the same plan call after call)."""
+        key = tuple(id(t) for t in targets)
+        cached = getattr(self, "_walk_cached", None)
+        if plan is not None and cached is not None and cached[0] is plan and cached[1] == key:
+            return cached[2]
+        needed = self._ancestors(targets) if plan is None else plan
+        last_use = {}
+        for position, node in enumerate(needed):
+            for tensor in node.inputs:
+                last_use[id(tensor)] = (position, tensor)
+        drops = [[] for _ in needed]
+        for tensor_id, (position, tensor) in last_use.items():
+            if tensor_id not in key:
+                drops[position].append((tensor, tensor_id))
+        schedule = [(node, id(node.output), [id(t) for t in node.inputs], drops[position])
+                    for position, node in enumerate(needed)]
+        if plan is not None:
+            self._walk_cached = (plan, key, schedule)
+        return schedule
 
     def inference_plan(self, targets=None):
         """The steps an inference :meth:`forward` runs for ``targets``: the needed nodes with
@@ -153,7 +168,7 @@ class Graph:
         """Pickling and copying leave out what is keyed by object ids (the inference plans and a
         training step's saved state): they are rebuilt where the copy runs."""
         state = dict(self.__dict__)
-        for key in ("_plans", "_frozen", "_tape"):
+        for key in ("_plans", "_walk_cached", "_frozen", "_tape"):
             state.pop(key, None)
         return state
 
