@@ -1,0 +1,56 @@
+"""Single CPU kernels called directly, for comparing two versions in alternating processes.
+
+    python bench/small_kernels.py [--repeat 40]
+
+Times, straight through :mod:`cnnlab.kernels.cpu` (no functional layer, no checks): 2x2 stride-2
+max pooling with and without the chosen indices on one thread (16x64x56x56 and 32x16x16x16),
+ReLU forward and backward and an Adam step on 4,096, 1 M and 12.8 M float32 values, and
+softmax over 10 classes at batch 32 and over 21 classes of a 512x512 map (the element-wise ones
+with Numba's thread count). Prints the minimum and the median in microseconds. Two versions::
+
+    git worktree add /tmp/before COMMIT
+    for round in 1 2 3; do PYTHONPATH=/tmp/before python bench/small_kernels.py; python bench/small_kernels.py; done
+"""
+
+import argparse
+
+import numpy as np
+
+from cnnlab.bench.measuring import timed_runs
+from cnnlab.kernels import POOL_MAX, cpu
+
+
+def _line(name, timing):
+    times = timing[2]  # timed_runs: (result, first call's seconds, the timed calls' seconds)
+    print(f"{name:34s} min {np.min(times) * 1e6:10.1f} us   median {np.median(times) * 1e6:10.1f} us")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=40)
+    repeat = parser.parse_args().repeat
+    rng = np.random.default_rng(0)
+    for shape in [(16, 64, 56, 56), (32, 16, 16, 16)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        out = np.empty(shape[:2] + (shape[2] // 2, shape[3] // 2), np.float32)
+        indices = np.empty(out.shape, np.int64)
+        _line(f"max pool {shape}", timed_runs(
+            lambda: cpu.pool2d_forward(x, out, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, POOL_MAX, 0, 1), repeat))
+        _line(f"max pool {shape} indices", timed_runs(
+            lambda: cpu.pool2d_forward_with_indices(x, out, indices, 2, 2, 2, 2, 0, 0, 1, 1, POOL_MAX, 1), repeat))
+    for size in (4096, 1 << 20, 12_845_056):
+        x = rng.standard_normal(size).astype(np.float32)
+        out, grad = np.empty_like(x), np.empty_like(x)
+        first, second, param = np.zeros_like(x), np.zeros_like(x), x.copy()
+        _line(f"relu forward {size}", timed_runs(lambda: cpu.relu_forward(x, out), repeat))
+        _line(f"relu backward {size}", timed_runs(lambda: cpu.relu_backward(x, out, grad), repeat))
+        _line(f"adam step {size}", timed_runs(
+            lambda: cpu.adam_step(param, out, first, second, 1e-3, 0.9, 0.999, 1e-8, 0.0, 3), repeat))
+    for shape in [(32, 10, 1), (1, 21, 512 * 512)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        out = np.empty_like(x)
+        _line(f"softmax {shape}", timed_runs(lambda: cpu.softmax_forward(x, out), repeat))
+
+
+if __name__ == "__main__":
+    main()
