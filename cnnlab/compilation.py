@@ -233,7 +233,8 @@ def interpreting():
     compiled; those in the cache are loaded and run compiled.
 
     On a machine whose cache lacks a model's kernels, compiling them takes seconds, while a
-    small workload (one 8x8 image through the demo's network: 0.1 s) runs as Python in a
+    small workload (one 8x8 image through the demo's network: about 0.01 s, see
+    ``bench/interpreted.py``) runs as Python in a
     fraction of that. :func:`warm_up` with ``detach=True`` meanwhile compiles them for the next
     run. The results are those of the compiled kernels, within float rounding (the same
     operations, in the same order, in NumPy scalars).

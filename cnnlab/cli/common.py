@@ -176,8 +176,8 @@ def warm_up_model(model, x, y=None, optimizer=None, device="cpu", detach=False):
 
 
 #: the most element visits (see :func:`python_work`) a command runs with its kernels as Python
-#: rather than compiling them first: about a second of Python (0.26 us a visit), against seconds of
-#: compiling
+#: rather than compiling them first: 1-2 s of Python (0.3-0.5 us a visit, bench/interpreted.py),
+#: against seconds of compiling
 INTERPRET_MAX_WORK = 4_000_000
 
 
