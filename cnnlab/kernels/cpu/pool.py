@@ -220,8 +220,7 @@ def _window_choice(plane, h0, w0, kernel_h, kernel_w, dilation_h, dilation_w, mo
     """Flat index ``h * W + w`` of the element a max/min/median window picks (first on ties;
     the median's lower middle element in stable sorted order); -1 for a window lying entirely
     in the padding."""
-    height, width = plane.shape
-    best = -1
+    width = plane.shape[1]
     if mode == POOL_MEDIAN:
         size = kernel_h * kernel_w
         rank = (size - 1) // 2
@@ -235,6 +234,16 @@ def _window_choice(plane, h0, w0, kernel_h, kernel_w, dilation_h, dilation_w, mo
             if below == rank:
                 return (h0 + a // kernel_w) * width + w0 + a % kernel_w
         return h0 * width + w0
+    return _extreme_choice(plane, h0, w0, kernel_h, kernel_w, dilation_h, dilation_w, mode == POOL_MAX)
+
+
+@njit(cache=True)
+def _extreme_choice(plane, h0, w0, kernel_h, kernel_w, dilation_h, dilation_w, is_max):
+    """Flat index ``h * W + w`` of the element a max (``is_max``) or min window at ``(h0, w0)``
+    picks, bounds checked: the first of equal ones, the first NaN if there is one; -1 for a
+    window lying entirely in the padding."""
+    height, width = plane.shape
+    best = -1
     best_value = plane[0, 0]
     for i in range(kernel_h):
         h = h0 + i * dilation_h
@@ -245,8 +254,8 @@ def _window_choice(plane, h0, w0, kernel_h, kernel_w, dilation_h, dilation_w, mo
             if w < 0 or w >= width:
                 continue
             v = plane[h, w]
-            if best < 0 or (mode == POOL_MAX and (v > best_value or (math.isnan(v) and not math.isnan(best_value)))) \
-                    or (mode == POOL_MIN and (v < best_value or (math.isnan(v) and not math.isnan(best_value)))):
+            if best < 0 or (math.isnan(v) and not math.isnan(best_value)) \
+                    or (v > best_value if is_max else v < best_value):
                 best = h * width + w
                 best_value = v
     return best
@@ -414,23 +423,12 @@ def _extreme_pool_planes(x, out, indices, kernel_h, kernel_w, stride_h, stride_w
             for ow in range(out_w):
                 if first <= ow < last:
                     continue
-                w0 = ow * stride_w - pad_left
-                best = -1
-                best_value = -math.inf if is_max else math.inf  # a window entirely in the padding
-                for i in range(kernel_h):
-                    h = h0 + i * dilation_h
-                    if h < 0 or h >= height:
-                        continue
-                    for j in range(kernel_w):
-                        w = w0 + j * dilation_w
-                        if w < 0 or w >= width:
-                            continue
-                        v = plane[h, w]
-                        if best < 0 or (math.isnan(v) and not math.isnan(best_value)) \
-                                or (v > best_value if is_max else v < best_value):
-                            best = h * width + w
-                            best_value = v
-                row[ow] = best_value
+                best = _extreme_choice(plane, h0, ow * stride_w - pad_left, kernel_h, kernel_w, dilation_h,
+                                       dilation_w, is_max)
+                if best >= 0:
+                    row[ow] = plane[best // width, best % width]
+                else:  # a window entirely in the padding
+                    row[ow] = -math.inf if is_max else math.inf
                 if keep:
                     indices[n, c, oh, ow] = best
 
