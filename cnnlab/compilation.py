@@ -234,10 +234,11 @@ def interpreting():
 
     On a machine whose cache lacks a model's kernels, compiling them takes seconds, while a
     small workload (one 8x8 image through the demo's network: about 0.01 s, see
-    ``bench/interpreted.py``) runs as Python in a
-    fraction of that. :func:`warm_up` with ``detach=True`` meanwhile compiles them for the next
-    run. The results are those of the compiled kernels, within float rounding (the same
-    operations, in the same order, in NumPy scalars).
+    ``bench/interpreted.py``) runs as Python in a fraction of that. :func:`warm_up` with
+    ``detach=True`` meanwhile compiles them for the next run. The results are those of the
+    compiled kernels, within float rounding (the same operations, in the same order, in NumPy
+    scalars). The switch is process-wide: kernels that other threads call meanwhile run the
+    same way, and Numba's thread count is 1 within the block (for the calling thread).
 
     >>> from cnnlab.compilation import interpreting
     >>> with interpreting():
