@@ -14,39 +14,54 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 
-@intrinsic
-def gemm_rows(typingctx, m, n, k, a, lda, b, ldb, beta, c, ldc):
-    """Row-major ``c[:m, :n] = a[:m, :k] @ b[:k, :n] + beta * c[:m, :n]`` by BLAS GEMM.
+def _gemm_intrinsic(transpose_b):
+    """The row-major GEMM intrinsic, with ``b`` as given (``c = a @ b``) or transposed
+    (``c = a @ b.T``, ``b`` then being ``n`` rows of ``k``)."""
 
-    ``a``, ``b``, ``c`` are arrays of one float dtype (float32 or float64) whose first element
-    starts the block; ``lda``, ``ldb``, ``ldc`` are their distances between rows, in elements.
-    The caller guarantees that the blocks lie inside the arrays."""
-    arrays = (a, b, c)
-    if not all(isinstance(t, types.Array) for t in arrays) or len({t.dtype for t in arrays}) != 1 \
-            or a.dtype not in (types.float32, types.float64) or not isinstance(beta, types.Float):
-        return None
-    dtype = a.dtype
-    signature = types.void(types.intp, types.intp, types.intp, a, types.intp, b, types.intp, beta, c, types.intp)
+    @intrinsic
+    def gemm(typingctx, m, n, k, a, lda, b, ldb, beta, c, ldc):
+        arrays = (a, b, c)
+        if not all(isinstance(t, types.Array) for t in arrays) or len({t.dtype for t in arrays}) != 1 \
+                or a.dtype not in (types.float32, types.float64) or not isinstance(beta, types.Float):
+            return None
+        dtype = a.dtype
+        signature = types.void(types.intp, types.intp, types.intp, a, types.intp, b, types.intp, beta, c, types.intp)
 
-    def codegen(context, builder, signature, args):
-        m, n, k, a, lda, b, ldb, beta, c, ldc = args
-        byte, pointer = ir.IntType(8), ir.IntType(8).as_pointer()
-        size = context.get_value_type(types.intp)
+        def codegen(context, builder, signature, args):
+            m, n, k, a, lda, b, ldb, beta, c, ldc = args
+            byte, pointer = ir.IntType(8), ir.IntType(8).as_pointer()
+            size = context.get_value_type(types.intp)
 
-        def data(index, value):
-            array = context.make_array(signature.args[index])(context, builder, value)
-            return builder.bitcast(array.data, pointer)
+            def data(index, value):
+                array = context.make_array(signature.args[index])(context, builder, value)
+                return builder.bitcast(array.data, pointer)
 
-        scalar = context.get_value_type(dtype)
-        alpha_slot = cgutils.alloca_once_value(builder, scalar(1.0))
-        beta_slot = cgutils.alloca_once_value(builder, context.cast(builder, beta, signature.args[7], dtype))
-        function_type = ir.FunctionType(ir.IntType(32), [byte, byte, byte, size, size, size, pointer, pointer, size,
-                                                         pointer, size, pointer, pointer, size])
-        function = cgutils.get_or_insert_function(builder.module, function_type, "numba_xxgemm")
-        kind, no = byte(ord("s") if dtype == types.float32 else ord("d")), byte(ord("N"))
-        # column-major BLAS sees each row-major block transposed: c^T = b^T a^T
-        builder.call(function, [kind, no, no, n, m, k, builder.bitcast(alpha_slot, pointer), data(5, b), ldb,
-                                data(3, a), lda, builder.bitcast(beta_slot, pointer), data(8, c), ldc])
-        return context.get_dummy_value()
+            scalar = context.get_value_type(dtype)
+            alpha_slot = cgutils.alloca_once_value(builder, scalar(1.0))
+            beta_slot = cgutils.alloca_once_value(builder, context.cast(builder, beta, signature.args[7], dtype))
+            function_type = ir.FunctionType(ir.IntType(32), [byte, byte, byte, size, size, size, pointer, pointer,
+                                                             size, pointer, size, pointer, pointer, size])
+            function = cgutils.get_or_insert_function(builder.module, function_type, "numba_xxgemm")
+            kind, no = byte(ord("s") if dtype == types.float32 else ord("d")), byte(ord("N"))
+            # column-major BLAS sees each row-major block transposed: c^T = b^T a^T (or b a^T)
+            first = byte(ord("T")) if transpose_b else no
+            builder.call(function, [kind, first, no, n, m, k, builder.bitcast(alpha_slot, pointer), data(5, b),
+                                    ldb, data(3, a), lda, builder.bitcast(beta_slot, pointer), data(8, c), ldc])
+            return context.get_dummy_value()
 
-    return signature, codegen
+        return signature, codegen
+
+    return gemm
+
+
+#: Row-major ``c[:m, :n] = a[:m, :k] @ b[:k, :n] + beta * c[:m, :n]`` by BLAS GEMM.
+#:
+#: ``gemm_rows(m, n, k, a, lda, b, ldb, beta, c, ldc)``: ``a``, ``b``, ``c`` are arrays of one
+#: float dtype (float32 or float64) whose first element starts the block; ``lda``, ``ldb``,
+#: ``ldc`` are their distances between rows, in elements. The caller guarantees that the blocks
+#: lie inside the arrays.
+gemm_rows = _gemm_intrinsic(transpose_b=False)
+
+#: As :data:`gemm_rows` with ``b`` transposed: ``c[:m, :n] = a[:m, :k] @ b[:n, :k].T + beta *
+#: c[:m, :n]`` (``b`` is ``n`` rows of ``k``, ``ldb`` apart).
+gemm_rows_bt = _gemm_intrinsic(transpose_b=True)

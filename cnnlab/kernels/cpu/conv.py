@@ -40,7 +40,7 @@ from .. import (
     EPILOGUE_SILU,
     EPILOGUE_TANH,
 )
-from ._blas import gemm_rows
+from ._blas import gemm_rows, gemm_rows_bt
 from ._schedule import _sum_over_workers, run_in_threads, run_shared, shares
 from .activation import _sigmoid
 
@@ -483,8 +483,6 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
     grad_by_group = grad_out.reshape(samples, groups, filters_per_group, out_h * out_w)
     blocks = (out_h + block_rows - 1) // block_rows
     column_buffer = np.empty(taps * block_rows * out_w, dtype=x.dtype)
-    grad_buffer = np.empty(filters_per_group * block_rows * out_w, dtype=x.dtype)
-    product = np.empty((filters_per_group, taps), dtype=x.dtype)
     for item in range(first_item, last_item):
         n = item // (groups * blocks)
         g = (item // blocks) % groups
@@ -495,18 +493,15 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
         columns = column_buffer[:taps * pixels].reshape(taps, pixels)
         _im2col(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
                 out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
-        planes = grad_buffer[:filters_per_group * pixels].reshape(filters_per_group, pixels)
         for f in range(filters_per_group):
+            plane = grad_by_group[n, g, f, first_pixel:first_pixel + pixels]
             total = 0.0
             for p in range(pixels):
-                v = grad_by_group[n, g, f, first_pixel + p]
-                planes[f, p] = v
-                total += v
+                total += plane[p]
             partial_bias[g * filters_per_group + f] += total
-        _matmul(planes, columns.T, product)
-        for f in range(filters_per_group):
-            for t in range(taps):
-                partial_weight[g, f, t] += product[f, t]
+        # the item's gradient rows (read in place) times its columns, added to the accumulator
+        gemm_rows_bt(filters_per_group, taps, pixels, grad_by_group[n, g, :, first_pixel:], out_h * out_w,
+                     columns, pixels, 1.0, partial_weight[g], taps)
 
 
 def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride_w, pad_h, pad_w,
