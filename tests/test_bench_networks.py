@@ -33,7 +33,9 @@ def test_rows_on_a_small_network():
     results = networks.models_suite(threads=1, repeat=1, rounds=1, batches=(2,), size=32, networks=("resnet18",),
                                     openblas="environment", memory=True)
     rows = results[0]["rows"]
-    assert [row["shape"] for row in rows] == ["resnet18 b2", "3-conv 32x32 b32"]
+    assert [row["shape"] for row in rows] == ["resnet18 b2", "3-conv 32x32 b32", "resnet18 32x32 b16",
+                                              "resnet18 frozen base 32x32 b16"]
+    assert all("torch" in row["peers"] for row in rows[2:])
     assert set(rows[0]["peers"]) == {"torch", "onnxruntime", "unfused"}
     assert rows[0]["relative_error"] < 1e-5  # the imported network computes what onnxruntime computes
     assert 0 <= rows[0]["overhead_fraction"] < 1 and rows[0]["steps"] > 0
@@ -79,3 +81,25 @@ def test_format_models_side_by_side():
                                  dict(openblas="own", blas="OpenBLAS (SkylakeX kernels)", rows=[other])])
     assert "1.25x" in text and "12.0%" in text and "25 us" in text
     assert "inference resnet18 b1: 20.00 | 18.00 ms, vs torch 1.25x | 1.12x, vs onnxruntime 2.50x | 2.25x" in text
+
+
+def test_worker_trains_an_onnx_network_whole_and_with_a_frozen_base(tmp_path):
+    # what the ResNet-18 training rows ask the cnnlab worker, on a small network of 1000 classes
+    import cnnlab
+    import cnnlab.onnx
+    from cnnlab import layers as L
+
+    x = cnnlab.Input((3, 32, 32))
+    h = L.GlobalAvgPool2D()(L.ReLU()(L.BatchNorm2D(4)(L.Conv2D(3, 4, 3, padding=1)(x))))
+    path = tmp_path / "small.onnx"
+    cnnlab.onnx.save(cnnlab.Model(x, L.Dense(4, 1000)(h)), path)
+    lines = [json.dumps(dict(task="train_resnet", onnx=str(path), size=32, frozen=frozen, repeat=2))
+             for frozen in (False, True)]
+    replies = io.StringIO()
+    threads = numba.get_num_threads()
+    try:
+        engine_worker.serve(engine_worker.make_engine("cnnlab", 1), io.StringIO("\n".join(lines)), replies)
+    finally:
+        numba.set_num_threads(threads)
+    for reply in map(json.loads, replies.getvalue().splitlines()):
+        assert "error" not in reply and reply["first"] > 0 and len(reply["times"]) == 2

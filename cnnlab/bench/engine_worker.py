@@ -17,6 +17,9 @@ Requests (``{"task": ...}``):
   first call): ``{"first": s, "times": [s, ...]}``.
 - ``train``: ``repeat``: seconds of each timed run of :data:`~cnnlab.bench.networks.TRAIN_STEPS`
   training steps (cnnlab, torch).
+- ``train_resnet``: ``onnx``, ``size``, ``frozen``, ``repeat``: one training step of ResNet-18
+  at batch :data:`~cnnlab.bench.networks.RESNET_TRAIN_BATCH`, whole or with a frozen base
+  (cnnlab from the ONNX file, torch from torchvision).
 - ``overhead``: ``onnx``, ``batch``, ``size``, ``repeat`` (cnnlab): :func:`cnnlab.bench.overhead.node_overhead`.
 - ``memory``: ``network``, ``onnx``, ``batch``, ``size`` (cnnlab): one row of peak memory.
 - ``info``: the engine's version and, for cnnlab, the BLAS kernels.
@@ -81,6 +84,12 @@ class _Cnnlab:
         run = cnnlab_training_step()
         return timed_runs(run, request["repeat"])[1:]
 
+    def train_resnet(self, request):
+        from .networks import cnnlab_resnet_step
+
+        run = cnnlab_resnet_step(request["onnx"], request["size"], request["frozen"])
+        return timed_runs(run, request["repeat"])[1:]
+
     def info(self, request):
         from .._version import __version__
         from ..parallel import blas_kernels, threading_layer
@@ -121,6 +130,11 @@ class _Torch:
 
         return timed_runs(torch_training_step(self.torch), request["repeat"])[1:]
 
+    def train_resnet(self, request):
+        from .networks import torch_resnet_step
+
+        return timed_runs(torch_resnet_step(self.torch, request["size"], request["frozen"]), request["repeat"])[1:]
+
     def info(self, request):
         return dict(version=self.torch.__version__)
 
@@ -153,8 +167,8 @@ def _answer(engine, request):
         if request.get("save"):
             np.save(request["save"], np.asarray(result))
         return dict(first=first, times=times)
-    if task == "train":
-        first, times = engine.train(request)
+    if task in ("train", "train_resnet"):
+        first, times = getattr(engine, task)(request)
         return dict(first=first, times=times)
     handler = getattr(engine, task, None) if isinstance(task, str) else None
     if handler is None:

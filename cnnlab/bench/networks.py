@@ -4,7 +4,8 @@ torchvision's ResNet-18 and MobileNetV2 (random weights, evaluation mode) are ex
 and read with :func:`cnnlab.onnx.load`; one inference of a batch is timed in cnnlab (fused, as
 a model predicts, and with ``cnnlab.config.FUSE = False``: every layer on its own), in PyTorch
 and in onnxruntime. A training step (forward, backward, SGD update) of a small
-three-convolution CIFAR-sized network at batch 32 is timed in cnnlab and PyTorch.
+three-convolution CIFAR-sized network at batch 32 is timed in cnnlab and PyTorch, and so is one
+of ResNet-18 at batch 16, whole and with a frozen base (only the last layer trained).
 
 Each engine runs in a process of its own (:mod:`cnnlab.bench.engine_worker`), with the same
 thread count; the parent only sends requests. The engines take turns in rounds (round 1:
@@ -39,6 +40,8 @@ from .measuring import maxrss_bytes, reset_peak_rss
 NETWORKS = ("resnet18", "mobilenet_v2")
 TRAIN_BATCH = 32
 TRAIN_STEPS = 8
+#: the batch of the ResNet-18 training rows (a step on 224x224 images, SGD)
+RESNET_TRAIN_BATCH = 16
 #: the variables removed from the workers' environment for OpenBLAS's own kernel choice
 OPENBLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 #: seconds between two engines' turns: the spinning threads of the one that ran go to sleep
@@ -104,6 +107,55 @@ def torch_training_step(torch):
             optimizer.zero_grad()
             loss_function(net(tx[start:start + TRAIN_BATCH]), ty[start:start + TRAIN_BATCH]).backward()
             optimizer.step()
+    return run
+
+
+def _resnet_train_data(size):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((RESNET_TRAIN_BATCH, 3, size, size)).astype(np.float32)
+    return x, rng.integers(0, 1000, len(x))
+
+
+def cnnlab_resnet_step(path, size, frozen):
+    """A function running one training step (forward, cross-entropy, backward, SGD) of the
+    ResNet-18 read from the ONNX file ``path``, at batch :data:`RESNET_TRAIN_BATCH`; ``frozen``:
+    every layer but the last frozen (``Model.freeze``: the base runs as in inference, its batch
+    normalizations on their running statistics, and no gradient is computed for it)."""
+    import cnnlab.onnx
+
+    model = cnnlab.onnx.load(path)
+    if frozen:
+        model.freeze(up_to=len(model.layers) - 1)
+    x, y = _resnet_train_data(size)
+    optimizer = optim.SGD(0.01)
+
+    def run():
+        model.fit(x, y, epochs=1, batch_size=RESNET_TRAIN_BATCH, optimizer=optimizer, shuffle=False, verbose=0)
+    return run
+
+
+def torch_resnet_step(torch, size, frozen):
+    """The same step of torchvision's ResNet-18 in PyTorch; ``frozen``: only ``fc`` trains, the
+    rest in evaluation mode (batch normalization on its running statistics, as cnnlab's frozen
+    base) with ``requires_grad = False``."""
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None).train()
+    if frozen:
+        net.eval()
+        net.fc.train()
+        for name, parameter in net.named_parameters():
+            parameter.requires_grad = name.startswith("fc.")
+    optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], 0.01)
+    loss_function = torch.nn.CrossEntropyLoss()
+    x, y = _resnet_train_data(size)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+
+    def run():
+        optimizer.zero_grad()
+        loss_function(net(tx), ty).backward()
+        optimizer.step()
     return run
 
 
@@ -294,19 +346,29 @@ def inference_rows(engines, paths, repeat, rounds, batches, size, folder, progre
     return rows
 
 
-def training_rows(engines, repeat, rounds, progress=None):
-    """One row: seconds per training step of :func:`cnnlab_training_step` and, where PyTorch
-    is installed, of :func:`torch_training_step`."""
-    if progress:
-        progress(0, 1, "training step")
-    requests = {name: (name, dict(task="train", repeat=repeat)) for name in ("cnnlab", "torch") if name in engines}
-    times, first = _turns(engines, requests, rounds, "training")
-    if "cnnlab" not in times:
-        return []
-    steps = {key: [t / TRAIN_STEPS for t in values] for key, values in times.items()}
-    peers = {"torch": statistics.median(steps["torch"])} if "torch" in steps else {}
-    return [_row("training step", f"3-conv 32x32 b{TRAIN_BATCH}", steps["cnnlab"], first["cnnlab"] / TRAIN_STEPS,
-                 peers, TRAIN_BATCH)]
+def training_rows(engines, repeat, rounds, progress=None, resnet=None, size=224):
+    """Seconds per training step of :func:`cnnlab_training_step` and, where PyTorch is
+    installed, of :func:`torch_training_step`; with ``resnet`` (the path of the exported
+    ResNet-18), two rows more: a whole step of ResNet-18 at batch :data:`RESNET_TRAIN_BATCH`
+    and one with a frozen base (:func:`cnnlab_resnet_step`, :func:`torch_resnet_step`)."""
+    kinds = [("3-conv 32x32", dict(task="train"), TRAIN_STEPS, TRAIN_BATCH)]
+    if resnet is not None:
+        for frozen, label in ((False, "resnet18"), (True, "resnet18 frozen base")):
+            kinds.append((f"{label} {size}x{size}", dict(task="train_resnet", onnx=resnet, size=size, frozen=frozen),
+                          1, RESNET_TRAIN_BATCH))
+    rows = []
+    for done, (label, request, steps_per_run, batch) in enumerate(kinds):
+        if progress:
+            progress(done, len(kinds), f"training step {label}")
+        requests = {name: (name, dict(request, repeat=repeat)) for name in ("cnnlab", "torch") if name in engines}
+        times, first = _turns(engines, requests, rounds, "training")
+        if "cnnlab" not in times:
+            continue
+        steps = {key: [t / steps_per_run for t in values] for key, values in times.items()}
+        peers = {"torch": statistics.median(steps["torch"])} if "torch" in steps else {}
+        rows.append(_row("training step", f"{label} b{batch}", steps["cnnlab"], first["cnnlab"] / steps_per_run,
+                         peers, batch))
+    return rows
 
 
 def models_suite(threads, repeat, rounds=5, batches=(1, 16), size=224, networks=NETWORKS, openblas="both",
@@ -326,7 +388,8 @@ def models_suite(threads, repeat, rounds=5, batches=(1, 16), size=224, networks=
                 paths = onnx_files(engines, networks, size, onnx_dir or folder, progress)
                 rows = inference_rows(engines, paths, repeat, rounds, batches, size, folder, progress)
                 if training:
-                    rows += training_rows(engines, max(1, min(repeat, 5)), rounds, progress)
+                    rows += training_rows(engines, max(1, min(repeat, 5)), rounds, progress,
+                                          resnet=paths.get("resnet18"), size=size)
                 memory_rows = [engines["cnnlab"].ask(task="memory", network=name, onnx=path, batch=16, size=size)
                                for name, path in paths.items()] if memory else []
             finally:

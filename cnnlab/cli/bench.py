@@ -98,7 +98,8 @@ def _suite_rows(args, shapes, threads, compare, device):
 
 def _bench_models(args, threads):
     """``bench --op models``: ResNet-18 and MobileNetV2 through ONNX against PyTorch and
-    onnxruntime, and a training step, each engine in a process of its own (see
+    onnxruntime, and training steps (a small network, ResNet-18 whole and with a frozen base),
+    each engine in a process of its own (see
     :mod:`cnnlab.bench.networks`)."""
     missing = networks.missing_modules()
     if "onnx" in missing or {"torch", "torchvision"} & set(missing):
