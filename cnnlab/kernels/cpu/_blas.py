@@ -8,10 +8,11 @@ can multiply a block of columns of one matrix into a block of columns of another
 ``out[:, p0:p1] = weight @ x[:, p0:p1]``.
 """
 
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 
 def _gemm_intrinsic(transpose_b):
@@ -54,14 +55,42 @@ def _gemm_intrinsic(transpose_b):
     return gemm
 
 
-#: Row-major ``c[:m, :n] = a[:m, :k] @ b[:k, :n] + beta * c[:m, :n]`` by BLAS GEMM.
-#:
-#: ``gemm_rows(m, n, k, a, lda, b, ldb, beta, c, ldc)``: ``a``, ``b``, ``c`` are arrays of one
-#: float dtype (float32 or float64) whose first element starts the block; ``lda``, ``ldb``,
-#: ``ldc`` are their distances between rows, in elements. The caller guarantees that the blocks
-#: lie inside the arrays.
-gemm_rows = _gemm_intrinsic(transpose_b=False)
+def _block(array, rows, columns, distance):
+    """The (rows, columns) block of row-major memory that starts at ``array``'s first element,
+    rows ``distance`` elements apart (a view: no bounds are checked, as in the compiled GEMM)."""
+    return np.lib.stride_tricks.as_strided(array, (rows, columns), (distance * array.itemsize, array.itemsize))
 
-#: As :data:`gemm_rows` with ``b`` transposed: ``c[:m, :n] = a[:m, :k] @ b[:n, :k].T + beta *
-#: c[:m, :n]`` (``b`` is ``n`` rows of ``k``, ``ldb`` apart).
-gemm_rows_bt = _gemm_intrinsic(transpose_b=True)
+
+def gemm_rows(m, n, k, a, lda, b, ldb, beta, c, ldc):
+    """Row-major ``c[:m, :n] = a[:m, :k] @ b[:k, :n] + beta * c[:m, :n]`` by BLAS GEMM.
+
+    ``a``, ``b``, ``c`` are arrays of one float dtype (float32 or float64) whose first element
+    starts the block; ``lda``, ``ldb``, ``ldc`` are their distances between rows, in elements.
+    The caller guarantees that the blocks lie inside the arrays. Compiled kernels call BLAS
+    directly (the intrinsic below); called from Python (a kernel run as plain Python, see
+    :func:`cnnlab.compilation.interpreting`) it computes the same with NumPy."""
+    target = _block(c, m, n, ldc)
+    product = _block(a, m, k, lda) @ _block(b, k, n, ldb)
+    target[...] = product if beta == 0 else product + beta * target
+
+
+def gemm_rows_bt(m, n, k, a, lda, b, ldb, beta, c, ldc):
+    """As :func:`gemm_rows` with ``b`` transposed: ``c[:m, :n] = a[:m, :k] @ b[:n, :k].T + beta *
+    c[:m, :n]`` (``b`` is ``n`` rows of ``k``, ``ldb`` apart)."""
+    target = _block(c, m, n, ldc)
+    product = _block(a, m, k, lda) @ _block(b, n, k, ldb).T
+    target[...] = product if beta == 0 else product + beta * target
+
+
+def _compiled(python_function, transpose_b):
+    gemm = _gemm_intrinsic(transpose_b)
+
+    @overload(python_function)
+    def implementation(m, n, k, a, lda, b, ldb, beta, c, ldc):
+        def call(m, n, k, a, lda, b, ldb, beta, c, ldc):
+            gemm(m, n, k, a, lda, b, ldb, beta, c, ldc)
+        return call
+
+
+_compiled(gemm_rows, transpose_b=False)
+_compiled(gemm_rows_bt, transpose_b=True)
