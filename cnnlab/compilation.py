@@ -402,13 +402,17 @@ def warm_up(workload, key=None, processes=None, detach=False):
         payload = pickle.dumps(workload)
     except Exception:  # a workload that cannot be sent: compile here as usual
         return WarmUp([], [], None)
-    code = ("import sys; from cnnlab.compilation import _compile_share; "
+    # the helper imports this very cnnlab: ``python -c`` puts the working folder first on the
+    # path, and a checkout there (pip install . run in it) would be another copy, whose kernels
+    # are cached under other file names
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; sys.path.insert(0, sys.argv[4]); from cnnlab.compilation import _compile_share; "
             "_compile_share(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])")
     started = []
     for helper in range(processes):
         try:
             process = subprocess.Popen([sys.executable, "-c", code, str(helper), str(processes),
-                                        (marker or os.devnull) if detach else ""],
+                                        (marker or os.devnull) if detach else "", root],
                                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             process.stdin.write(payload)
             process.stdin.close()

@@ -202,3 +202,26 @@ model.predict_proba(prepare_image(model, r"{tmp_path / 'x.png'}"))
 print([n for n, d in kernel_dispatchers().items() if d.stats.cache_misses])
 """
     assert run_python(code, tmp_path / "cache").strip() == "[]"
+
+
+def test_helpers_import_this_cnnlab_whatever_the_working_folder(tmp_path):
+    # a user runs the demo in the checkout they installed from: python -c would put that
+    # folder, and its other copy of cnnlab, first on the helper's path
+    decoy = tmp_path / "checkout" / "cnnlab"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('the checkout, not the installed cnnlab')\n")
+    script = tmp_path / "run.py"
+    script.write_text("""
+import functools, numpy as np, cnnlab
+from cnnlab import compilation
+from cnnlab.applications import classic_cnn
+x = np.random.default_rng(5).random((2, 1, 8, 8)).astype(np.float32)
+workload = functools.partial(compilation.model_workload, classic_cnn(1, 8, 3, conv_filters=(2, 2), hidden=4), x)
+helpers = compilation.warm_up(workload, processes=1)
+print(helpers.processes[0].wait())
+""")
+    environment = dict(os.environ, CNNLAB_CACHE_DIR=str(tmp_path / "cache"))
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path / "checkout", env=environment,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"  # the helper imported the installed cnnlab and compiled
