@@ -7,7 +7,7 @@
 # Run from the repository root on a machine with an NVIDIA GPU, CUDA, numba-cuda, PyTorch with
 # CUDA and torchvision. Wheels in .whl/ (dask, partd, locket where the machine lacks them;
 # numpy 2.4, as numba-cuda 0.30 fails under numpy 2.5) are installed first into /tmp/site.
-# Writes tests.log, bench.log and bench.json under $OUT.
+# Writes tests.log, bench.log and bench.json under $OUT (BENCH_SECONDS=0: the tests alone).
 set -u
 OUT=${OUT:-gpu-results}
 mkdir -p "$OUT"
@@ -42,7 +42,8 @@ run_tests() {  # SECONDS SELECTION
 }
 run_tests "$GPU_TEST_SECONDS" "$gpu_named"
 
-# the benchmarks (one process each, the first call apart)
+# the benchmarks (one process each, the first call apart); BENCH_SECONDS=0 skips them
+if [ "$BENCH_SECONDS" -gt 0 ]; then
 end=$(( $(date +%s) + BENCH_SECONDS ))
 left() { echo $(( end - $(date +%s) > 5 ? end - $(date +%s) : 5 )); }
 {
@@ -61,4 +62,5 @@ for path in sorted(out.glob("*.json")):
     path.unlink()
 (out / "bench.json").write_text(json.dumps(merged, indent=1))
 PY
+fi
 run_tests "$REST_SECONDS" "not ($gpu_named)"
