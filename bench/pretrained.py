@@ -20,7 +20,9 @@ channels; batch 2 is skipped when the file fixes the batch at 1.
 Pass: per output ``max|cnnlab - onnxruntime| <= 1e-3 * max|onnxruntime| + 1e-4`` and, for 2-D and
 3-D outputs, the same arg-max along the last axis (bench/zoo_common.py), at batch 1 and 2.
 Timing: batch 1, cnnlab and onnxruntime each in its own subprocess that loads the model once,
-warmed up, then --rounds rounds alternating between the two; the medians and their ratio
+warmed up, then --rounds rounds alternating between the two, each call 0.3 s after the other
+engine's (onnxruntime's worker threads spin for tens of milliseconds after a call: a cnnlab call
+right after one of its calls ran up to 1.9x slower); the medians and their ratio
 (cnnlab / onnxruntime, above 1 means cnnlab is slower).
 
 Prints a markdown table, the refusal reasons grouped by count, and each file's op-type histogram.
@@ -40,6 +42,8 @@ import time
 import zipfile
 
 import numpy as np
+
+from cnnlab.bench import networks
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
@@ -74,6 +78,8 @@ SIZE_HINTS = [("rec", (48, 320)), ("cls", (48, 192)), ("det", (640, 640)), ("320
               ("common", (64, 320))]
 DEFAULT_SIZE = (224, 224)
 DEFAULT_CACHE = pathlib.Path.home() / ".cache" / "cnnlab" / "pretrained"
+#: seconds between the two engines' timed calls (the models suite's pause)
+PAUSE = networks.PAUSE
 
 
 # ---------------------------------------------------------------- finding the files
@@ -272,7 +278,8 @@ class Worker:
 
 
 def time_both(path, inputs, rounds, warmup=2):
-    """Median seconds of one batch-1 forward: (cnnlab, onnxruntime)."""
+    """Median seconds of one batch-1 forward: (cnnlab, onnxruntime); each timed call comes
+    :data:`PAUSE` seconds after the other engine's."""
     with tempfile.TemporaryDirectory() as folder:
         inputs_file = os.path.join(folder, "inputs.npz")
         np.savez(inputs_file, **{f"x{i}": x for i, x in enumerate(inputs)})
@@ -284,6 +291,7 @@ def time_both(path, inputs, rounds, warmup=2):
             times = {engine: [] for engine in workers}
             for _ in range(rounds):
                 for engine, worker in workers.items():
+                    time.sleep(PAUSE)  # the other engine's spinning threads go to sleep first
                     times[engine] += worker.run(1)
         finally:
             for worker in workers.values():
