@@ -8,7 +8,7 @@ root or logarithm of a negative number, -inf for log 0, inf for 1/0), never an e
 Binary kernels take flat arrays and the broadcast geometry as three int64 arrays of one length:
 ``dims``, the output's shape, and ``a_dims``, ``b_dims``, the operands' shapes with 1 on every
 axis they are broadcast along (adjacent axes may be merged beforehand). Element ``i`` of the
-output reads ``a[_operand_index(i, dims, a_dims)]`` and ``b[_operand_index(i, dims, b_dims)]``.
+output reads ``a[operand_index(i, dims, a_dims)]`` and ``b[operand_index(i, dims, b_dims)]``.
 In ``*_backward`` each thread owns one element of ``grad_a`` (then of ``grad_b``) and sums, in
 float64, over the output elements that read it: no atomics.
 
@@ -19,6 +19,9 @@ import math
 
 import numpy as np
 from numba import njit, prange
+
+from ._broadcast import DIVIDE, MAXIMUM, MINIMUM, POWER, SUBTRACT, binary_items, operand_index
+from ._schedule import run_split
 
 __all__ = [  # the kernels of this file
     "abs_backward",
@@ -288,21 +291,6 @@ def gelu_tanh_backward(x, grad_out, grad_x):
 
 
 @njit(cache=True)
-def _operand_index(i, dims, x_dims):
-    """Flat index into an operand of shape ``x_dims`` (1 where broadcast) of the element that
-    output element ``i`` (of shape ``dims``) reads."""
-    rest = np.int64(i)  # a prange index may be unsigned: signed arithmetic throughout
-    j = 0
-    step = 1
-    for k in range(dims.shape[0] - 1, -1, -1):
-        if x_dims[k] != 1:
-            j += (rest % dims[k]) * step
-            step *= x_dims[k]
-        rest //= dims[k]
-    return j
-
-
-@njit(cache=True)
 def _output_index(j, r, dims, x_dims):
     """Flat index of the ``r``-th output element (in row-major order) that reads element ``j``
     of an operand of shape ``x_dims``: ``r`` runs over the axes the operand is broadcast along."""
@@ -322,16 +310,6 @@ def _output_index(j, r, dims, x_dims):
 
 
 @njit(cache=True)
-def _maximum(u, v):
-    return u if u > v or u != u else v  # NaN in either gives NaN, as numpy.maximum
-
-
-@njit(cache=True)
-def _minimum(u, v):
-    return u if u < v or u != u else v
-
-
-@njit(cache=True)
 def _maximum_share(own, other):
     """The part of the gradient of ``maximum`` that goes to ``own`` (PyTorch's rule): all of it
     when it is larger, half on a tie, none when smaller; all of it when either is NaN."""
@@ -347,39 +325,33 @@ def _minimum_share(own, other):
 # ----------------------------------------------------------------------------- binary forward
 
 
-@njit(parallel=True, cache=True)
+def _binary_forward(op, a, b, out, dims, a_dims, b_dims):
+    run_split(binary_items, out.shape[0], out.shape[0], a, b, out, dims, a_dims, b_dims, op)
+
+
 def subtract_forward(a, b, out, dims, a_dims, b_dims):
     """``out = a - b``, each operand broadcast where its dims are 1."""
-    for i in prange(out.shape[0]):
-        out[i] = a[_operand_index(i, dims, a_dims)] - b[_operand_index(i, dims, b_dims)]
+    _binary_forward(SUBTRACT, a, b, out, dims, a_dims, b_dims)
 
 
-@njit(parallel=True, cache=True)
 def divide_forward(a, b, out, dims, a_dims, b_dims):
     """``out = a / b`` (+-inf or NaN where ``b`` is 0), each operand broadcast where its dims are 1."""
-    for i in prange(out.shape[0]):
-        out[i] = a[_operand_index(i, dims, a_dims)] / b[_operand_index(i, dims, b_dims)]
+    _binary_forward(DIVIDE, a, b, out, dims, a_dims, b_dims)
 
 
-@njit(parallel=True, cache=True)
 def power_forward(a, b, out, dims, a_dims, b_dims):
     """``out = a ** b`` (NaN for a negative base and a fractional exponent), broadcast."""
-    for i in prange(out.shape[0]):
-        out[i] = a[_operand_index(i, dims, a_dims)] ** b[_operand_index(i, dims, b_dims)]
+    _binary_forward(POWER, a, b, out, dims, a_dims, b_dims)
 
 
-@njit(parallel=True, cache=True)
 def maximum_forward(a, b, out, dims, a_dims, b_dims):
     """``out = max(a, b)``, NaN if either is NaN, broadcast."""
-    for i in prange(out.shape[0]):
-        out[i] = _maximum(a[_operand_index(i, dims, a_dims)], b[_operand_index(i, dims, b_dims)])
+    _binary_forward(MAXIMUM, a, b, out, dims, a_dims, b_dims)
 
 
-@njit(parallel=True, cache=True)
 def minimum_forward(a, b, out, dims, a_dims, b_dims):
     """``out = min(a, b)``, NaN if either is NaN, broadcast."""
-    for i in prange(out.shape[0]):
-        out[i] = _minimum(a[_operand_index(i, dims, a_dims)], b[_operand_index(i, dims, b_dims)])
+    _binary_forward(MINIMUM, a, b, out, dims, a_dims, b_dims)
 
 
 # ----------------------------------------------------------------------------- binary backward
@@ -414,7 +386,7 @@ def divide_backward(a, b, grad_out, grad_a, grad_b, dims, a_dims, b_dims):
         total = 0.0
         for r in range(repeats):
             i = _output_index(j, r, dims, a_dims)
-            total += grad_out[i] / b[_operand_index(i, dims, b_dims)]
+            total += grad_out[i] / b[operand_index(i, dims, b_dims)]
         grad_a[j] = total
     repeats = grad_out.shape[0] // grad_b.shape[0]
     for j in prange(grad_b.shape[0]):
@@ -422,7 +394,7 @@ def divide_backward(a, b, grad_out, grad_a, grad_b, dims, a_dims, b_dims):
         v = b[j]
         for r in range(repeats):
             i = _output_index(j, r, dims, b_dims)
-            total -= grad_out[i] * a[_operand_index(i, dims, a_dims)] / (v * v)
+            total -= grad_out[i] * a[operand_index(i, dims, a_dims)] / (v * v)
         grad_b[j] = total
 
 
@@ -437,7 +409,7 @@ def power_backward(a, b, grad_out, grad_a, grad_b, dims, a_dims, b_dims):
         base = a[j]
         for r in range(repeats):
             i = _output_index(j, r, dims, a_dims)
-            e = b[_operand_index(i, dims, b_dims)]
+            e = b[operand_index(i, dims, b_dims)]
             if e != 0:
                 total += grad_out[i] * e * base ** (e - 1)
         grad_a[j] = total
@@ -447,7 +419,7 @@ def power_backward(a, b, grad_out, grad_a, grad_b, dims, a_dims, b_dims):
         e = b[j]
         for r in range(repeats):
             i = _output_index(j, r, dims, b_dims)
-            base = a[_operand_index(i, dims, a_dims)]
+            base = a[operand_index(i, dims, a_dims)]
             if not (base == 0 and e >= 0):
                 total += grad_out[i] * base ** e * _log(base)
         grad_b[j] = total
@@ -462,14 +434,14 @@ def maximum_backward(a, b, grad_out, grad_a, grad_b, dims, a_dims, b_dims):
         total = 0.0
         for r in range(repeats):
             i = _output_index(j, r, dims, a_dims)
-            total += grad_out[i] * _maximum_share(a[j], b[_operand_index(i, dims, b_dims)])
+            total += grad_out[i] * _maximum_share(a[j], b[operand_index(i, dims, b_dims)])
         grad_a[j] = total
     repeats = grad_out.shape[0] // grad_b.shape[0]
     for j in prange(grad_b.shape[0]):
         total = 0.0
         for r in range(repeats):
             i = _output_index(j, r, dims, b_dims)
-            total += grad_out[i] * _maximum_share(b[j], a[_operand_index(i, dims, a_dims)])
+            total += grad_out[i] * _maximum_share(b[j], a[operand_index(i, dims, a_dims)])
         grad_b[j] = total
 
 
@@ -482,12 +454,12 @@ def minimum_backward(a, b, grad_out, grad_a, grad_b, dims, a_dims, b_dims):
         total = 0.0
         for r in range(repeats):
             i = _output_index(j, r, dims, a_dims)
-            total += grad_out[i] * _minimum_share(a[j], b[_operand_index(i, dims, b_dims)])
+            total += grad_out[i] * _minimum_share(a[j], b[operand_index(i, dims, b_dims)])
         grad_a[j] = total
     repeats = grad_out.shape[0] // grad_b.shape[0]
     for j in prange(grad_b.shape[0]):
         total = 0.0
         for r in range(repeats):
             i = _output_index(j, r, dims, b_dims)
-            total += grad_out[i] * _minimum_share(b[j], a[_operand_index(i, dims, a_dims)])
+            total += grad_out[i] * _minimum_share(b[j], a[operand_index(i, dims, a_dims)])
         grad_b[j] = total

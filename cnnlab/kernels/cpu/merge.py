@@ -14,6 +14,9 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._broadcast import ADD, MULTIPLY, binary_items, operand_index
+from ._schedule import run_split
+
 __all__ = [  # the kernels of this file
     "add_backward",
     "add_forward",
@@ -24,20 +27,6 @@ __all__ = [  # the kernels of this file
     "multiply_backward",
     "multiply_forward",
 ]
-
-
-@njit(cache=True)
-def _b_index(i, dims, b_dims):
-    """Flat index into ``b`` of the element that meets ``a``'s flat index ``i``."""
-    rest = np.int64(i)  # a prange index may be unsigned: signed arithmetic throughout
-    j = 0
-    step = 1
-    for k in range(dims.shape[0] - 1, -1, -1):
-        if b_dims[k] != 1:
-            j += (rest % dims[k]) * step
-            step *= b_dims[k]
-        rest //= dims[k]
-    return j
 
 
 @njit(cache=True)
@@ -62,23 +51,10 @@ def _sum_over_broadcast(grad_out, a, j, repeats, dims, b_dims, times_a):
     return total
 
 
-@njit(parallel=True, cache=True)
 def add_forward(a, b, out, dims, b_dims):
-    """``out = a + b`` with ``b`` broadcast over the axes where ``b_dims`` is 1: a row of the last
-    axis at a time (``b``'s index found once per row; the row a vectorized loop)."""
-    inner = dims[dims.shape[0] - 1]
-    rows = out.shape[0] // inner if inner > 0 else 0
-    varies = b_dims[b_dims.shape[0] - 1] != 1
-    for r in prange(rows):
-        base = r * inner
-        j = _b_index(base, dims, b_dims)
-        if varies:
-            for k in range(inner):
-                out[base + k] = a[base + k] + b[j + k]
-        else:
-            value = b[j]
-            for k in range(inner):
-                out[base + k] = a[base + k] + value
+    """``out = a + b`` with ``b`` broadcast over the axes where ``b_dims`` is 1 (the vectorized
+    worker of :mod:`._broadcast`, a row segment at a time)."""
+    run_split(binary_items, out.shape[0], out.shape[0], a, b, out, dims, dims, b_dims, ADD)
 
 
 @njit(parallel=True, cache=True)
@@ -91,23 +67,10 @@ def add_backward(grad_out, grad_a, grad_b, dims, b_dims):
         grad_b[j] = _sum_over_broadcast(grad_out, grad_out, j, repeats, dims, b_dims, False)
 
 
-@njit(parallel=True, cache=True)
 def multiply_forward(a, b, out, dims, b_dims):
-    """``out = a * b`` with ``b`` broadcast over the axes where ``b_dims`` is 1, a row of the last
-    axis at a time (as :func:`add_forward`)."""
-    inner = dims[dims.shape[0] - 1]
-    rows = out.shape[0] // inner if inner > 0 else 0
-    varies = b_dims[b_dims.shape[0] - 1] != 1
-    for r in prange(rows):
-        base = r * inner
-        j = _b_index(base, dims, b_dims)
-        if varies:
-            for k in range(inner):
-                out[base + k] = a[base + k] * b[j + k]
-        else:
-            value = b[j]
-            for k in range(inner):
-                out[base + k] = a[base + k] * value
+    """``out = a * b`` with ``b`` broadcast over the axes where ``b_dims`` is 1 (as
+    :func:`add_forward`)."""
+    run_split(binary_items, out.shape[0], out.shape[0], a, b, out, dims, dims, b_dims, MULTIPLY)
 
 
 @njit(parallel=True, cache=True)
@@ -115,7 +78,7 @@ def multiply_backward(a, b, grad_out, grad_a, grad_b, dims, b_dims):
     """``grad_a = grad_out * b`` (broadcast); ``grad_b`` = ``grad_out * a`` summed over the
     broadcast axes."""
     for i in prange(grad_out.shape[0]):
-        grad_a[i] = grad_out[i] * b[_b_index(i, dims, b_dims)]
+        grad_a[i] = grad_out[i] * b[operand_index(i, dims, b_dims)]
     repeats = grad_out.shape[0] // grad_b.shape[0]
     for j in prange(grad_b.shape[0]):
         grad_b[j] = _sum_over_broadcast(grad_out, a, j, repeats, dims, b_dims, True)
