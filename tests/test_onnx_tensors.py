@@ -269,6 +269,62 @@ def test_hard_swish_patterns_become_one_fused_activation(form, tmp_path):
     assert len(net.graph.inference_plan()) == 1  # the convolution with hard-swish in its epilogue
 
 
+@pytest.mark.parametrize("order", ["x_first", "gate_first"])
+def test_x_times_sigmoid_x_becomes_one_silu_in_the_convolution(order, tmp_path):
+    """YOLO exports write SiLU as Conv -> Sigmoid -> Mul(conv, sigmoid): one SiLU, which the
+    convolution computes in its output write (no Sigmoid or Mul step is left)."""
+    weight = numpy_helper.from_array(RNG.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    operands = ["c", "g"] if order == "x_first" else ["g", "c"]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["g"]), helper.make_node("Mul", operands, ["y"])]
+    proto = model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 3, "h", "w"])],
+                  [helper.make_tensor_value_info("y", FLOAT, ["n", 4, "h", "w"])], [weight])
+    net = run_both(proto, {"x": (4 * RNG.standard_normal((2, 3, 6, 7))).astype(np.float32)}, tmp_path)
+    assert [type(layer).__name__ for layer in net.layers] == ["Conv2D", "SiLU"]
+    assert [repr(step) for step in net.graph.inference_plan()] == ["FusedConv(Conv2D -> SiLU)"]
+
+
+def test_a_sigmoid_read_elsewhere_too_still_becomes_silu_and_stays():
+    """The Sigmoid's output is also an output of the network: it is kept, and the product is
+    still one SiLU (computed from x, not from the kept sigmoid)."""
+    nodes = [helper.make_node("Sigmoid", ["x"], ["g"]), helper.make_node("Mul", ["x", "g"], ["y"])]
+    proto = model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 3])],
+                  [helper.make_tensor_value_info("y", FLOAT, ["n", 3]), helper.make_tensor_value_info("g", FLOAT, ["n", 3])])
+    net = run_both(proto, {"x": RNG.standard_normal((4, 3)).astype(np.float32)})
+    assert sorted(type(layer).__name__ for layer in net.layers) == ["SiLU", "Sigmoid"]
+
+
+@pytest.mark.parametrize("form", ["torch", "half_first", "constant_first"])
+def test_gelu_written_out_becomes_one_gelu(form, tmp_path):
+    """x * (1 + erf(x / sqrt 2)) * 0.5 (PyTorch's and Paddle's exports of the exact GELU; the half
+    may come first) is imported as one GELU layer."""
+    root2 = np.float32(np.sqrt(2.0))
+    nodes = [constant("root2", root2), constant("one", np.float32(1)), constant("half", np.float32(0.5)),
+             helper.make_node("Div", ["x", "root2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"] if form != "constant_first" else ["one", "e"], ["g"])]
+    if form == "half_first":
+        nodes += [helper.make_node("Mul", ["x", "half"], ["h"]), helper.make_node("Mul", ["h", "g"], ["y"])]
+    else:
+        nodes += [helper.make_node("Mul", ["x", "g"], ["m"]),
+                  helper.make_node("Mul", ["m", "half"] if form == "torch" else ["half", "m"], ["y"])]
+    proto = model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 3, 5, 4])],
+                  [helper.make_tensor_value_info("y", FLOAT, ["n", 3, 5, 4])])
+    net = run_both(proto, {"x": (3 * RNG.standard_normal((2, 3, 5, 4))).astype(np.float32)}, tmp_path)
+    assert [type(layer).__name__ for layer in net.layers] == ["GELU"]
+
+
+def test_a_near_gelu_stays_written_out():
+    """The same chain with another constant (erf(x / 2)) is not GELU: it stays as written."""
+    nodes = [constant("two", np.float32(2)), constant("one", np.float32(1)), constant("half", np.float32(0.5)),
+             helper.make_node("Div", ["x", "two"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["g"]), helper.make_node("Mul", ["x", "g"], ["m"]),
+             helper.make_node("Mul", ["m", "half"], ["y"])]
+    proto = model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 3])],
+                  [helper.make_tensor_value_info("y", FLOAT, ["n", 3])])
+    net = run_both(proto, {"x": RNG.standard_normal((4, 3)).astype(np.float32)})
+    assert "GELU" not in [type(layer).__name__ for layer in net.layers]
+
+
 @pytest.mark.parametrize("chain", [("Mul", "Add"), ("Add",), ("Mul",), ("Add", "Mul")])
 @pytest.mark.parametrize("pads", [[0, 0, 0, 0], [1, 1, 1, 1]])
 def test_an_affine_before_an_unpadded_convolution_folds_into_it(chain, pads, tmp_path):

@@ -117,6 +117,70 @@ def _hard_swish(ctx, op, a, b):
     return None if x is None or x.dtype not in (np.float32, np.float64) else L.HardSwish()(x)
 
 
+def _silu(ctx, op, a, b):
+    """``x * sigmoid(x)`` (how YOLO exports write SiLU) as one :class:`~cnnlab.layers.SiLU`, which a
+    convolution before it computes in its output write; None for anything else."""
+    if op != "multiply" or isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return None
+    for x, gate in ((a, b), (b, a)):
+        if _made_by(gate, L.Sigmoid) is not None and gate.node.inputs[0] is x and x.dtype in (np.float32, np.float64):
+            return L.SiLU()(x)
+    return None
+
+
+def _erf_gate_input(gate):
+    """``x`` when ``gate`` is ``1 + erf(x / sqrt(2))`` (the division written as a scale by
+    ``1 / sqrt(2)``), else None."""
+    bias = _made_by(gate, L.Bias)
+    if bias is None or not _scalar(to_host(bias.params["weight"]), 1.0):
+        return None
+    erf = gate.node.inputs[0]
+    if _made_by(erf, L.Erf) is None:
+        return None
+    scaled = erf.node.inputs[0]
+    scale = _made_by(scaled, L.Scale)
+    if scale is None or not _scalar(to_host(scale.params["weight"]), 0.5 ** 0.5):
+        return None
+    return scaled.node.inputs[0]
+
+
+def _gelu_input(product):
+    """``x`` when ``product`` is ``x * (1 + erf(x / sqrt(2)))``, else None."""
+    if _made_by(product, L.Multiply) is None or len(product.node.inputs) != 2:
+        return None
+    for factor, gate in (product.node.inputs, product.node.inputs[::-1]):
+        if _erf_gate_input(gate) is factor:
+            return factor
+    return None
+
+
+def _halved_gelu_input(a, b):
+    """``x`` when ``a * b`` is ``(x * 0.5) * (1 + erf(x / sqrt(2)))`` (either order), else None."""
+    for half, gate in ((a, b), (b, a)):
+        scale = _made_by(half, L.Scale)
+        if scale is not None and _scalar(to_host(scale.params["weight"]), 0.5) \
+                and _erf_gate_input(gate) is half.node.inputs[0]:
+            return half.node.inputs[0]
+    return None
+
+
+def _gelu(ctx, op, a, b):
+    """GELU written out, ``x * (1 + erf(x / sqrt(2))) * 0.5`` (PyTorch's and Paddle's exports; the
+    half may come first: ``(x * 0.5) * (1 + erf(...))``), as one :class:`~cnnlab.layers.GELU`;
+    None for anything else."""
+    if op != "multiply":
+        return None
+    if _scalar(b, 0.5) and not isinstance(a, np.ndarray):
+        x = _gelu_input(a)
+    elif _scalar(a, 0.5) and not isinstance(b, np.ndarray):
+        x = _gelu_input(b)
+    elif not isinstance(a, np.ndarray) and not isinstance(b, np.ndarray):
+        x = _halved_gelu_input(a, b)
+    else:
+        x = None
+    return None if x is None or x.dtype not in (np.float32, np.float64) else L.GELU()(x)
+
+
 def _affine(ctx, op, a, b):
     """``z * scale + shift``, a constant Add after a Scale layer that nothing else reads, both per
     channel (or scalar) on an ``(N, C, ...)`` tensor: one :class:`~cnnlab.layers.Affine` layer (one
@@ -142,11 +206,10 @@ def _affine(ctx, op, a, b):
 
 def _arithmetic(op, fast, both_ways):
     def convert(ctx, a, b):
-        fused = _hard_swish(ctx, op, a, b)
-        if fused is None:
-            fused = _affine(ctx, op, a, b)
-        if fused is not None:
-            return fused
+        for pattern in (_hard_swish, _silu, _gelu, _affine):
+            fused = pattern(ctx, op, a, b)
+            if fused is not None:
+                return fused
         for value in (a, b):
             if np.dtype(value.dtype).kind == "b":
                 ctx.fail(f"a{' constant' if isinstance(value, np.ndarray) else 'n'} operand of dtype bool; "
