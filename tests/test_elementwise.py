@@ -547,3 +547,32 @@ def test_onnx_refusals_name_the_node(onnx_tools):
     np.testing.assert_allclose(ranks.graph.forward([a, b])[0], a - b)
     with pytest.raises(ValueError, match="node 'Sub ranks'.*\\(2, 3, 4\\), \\(2, 4\\)"):
         ranks.graph.forward([a[:2], b[:2]])
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [((3, 5, 7), (3, 5, 7)), ((3, 5, 7), (3, 1, 7)), ((3, 5, 7), (1, 5, 1)),
+                                              ((3, 5, 7), (1,)), ((4, 1, 6), (1, 5, 1)), ((3, 5, 7), (7,))])
+def test_broadcasting_ops_split_between_threads_mid_row(a_shape, b_shape, monkeypatch):
+    """The CPU worker goes a row segment at a time; with every element worth a share of its own
+    the shares start and end inside rows, and the results are NumPy's exactly."""
+    import numba
+
+    from cnnlab import config
+
+    monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        rng = np.random.default_rng(3)
+        a = rng.standard_normal(a_shape).astype(np.float32)
+        b = (rng.standard_normal(b_shape) + 3).astype(np.float32)
+        for ours, numpys in ((F.add, np.add), (F.multiply, np.multiply), (F.subtract, np.subtract),
+                             (F.divide, np.divide), (F.maximum, np.maximum), (F.minimum, np.minimum)):
+            if ours in (F.add, F.multiply) and np.broadcast_shapes(a_shape, b_shape) != a_shape:
+                continue  # add and multiply take one operand of the result's shape
+            np.testing.assert_array_equal(ours(a, b), numpys(a, b))
+            np.testing.assert_array_equal(ours(b, a) if ours not in (F.add, F.multiply) else ours(a, b),
+                                          numpys(b, a) if ours not in (F.add, F.multiply) else numpys(a, b))
+        np.testing.assert_allclose(F.power(np.abs(a), b), np.abs(a) ** b, rtol=1e-6)
+        np.testing.assert_array_equal(F.power(a, np.float32(2) * np.ones(b_shape, np.float32)), a * a * np.ones(b_shape, np.float32))
+    finally:
+        numba.set_num_threads(threads)

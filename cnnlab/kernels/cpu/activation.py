@@ -10,6 +10,7 @@ import math
 
 from numba import njit, prange
 
+from ._exp import ONE, exp_neg_abs
 from ._schedule import run_split
 
 __all__ = [  # the kernels of this file
@@ -57,13 +58,13 @@ def leaky_relu_forward(x, out, negative_slope):
         out[i] = v if v > 0 else negative_slope * v
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # no zero-division test in the loops that call it
 def _sigmoid(v):
-    # two branches so that exp never overflows
-    if v >= 0:
-        return 1.0 / (1.0 + math.exp(-v))
-    e = math.exp(v)
-    return e / (1.0 + e)
+    # e = exp(-|v|) never overflows; one expression for both signs (a select, no branch), so
+    # that loops of it vectorize
+    e = exp_neg_abs(v)
+    s = ONE / (ONE + e)
+    return s if v >= 0 else e * s
 
 
 @njit(parallel=True, cache=True)
