@@ -101,3 +101,19 @@ def test_cli_shows_and_clears_the_cache(monkeypatch, tmp_path, capsys):
     assert main(["cache", "clear"]) == 0
     assert f"removed 1 cached kernel files from {tmp_path}" in capsys.readouterr().out
     assert not os.path.exists(folder)
+
+
+def test_the_cache_folder_changes_when_any_kernel_source_changes(tmp_path):
+    """Numba checks only the file that defines a cached kernel, yet compiles helpers from other
+    files into it: the folder name carries a stamp of every kernel module, so an edited helper
+    cannot leave its callers' stale machine code in use."""
+    (tmp_path / "cpu").mkdir()
+    helper = tmp_path / "cpu" / "_helper.py"
+    helper.write_text("x = 1\n")
+    (tmp_path / "cpu" / "conv.py").write_text("y = 2\n")
+    first = cache._source_stamp(str(tmp_path))
+    assert cache._source_stamp(str(tmp_path)) == first
+    helper.write_text("x = 10\n")
+    os.utime(helper, ns=(helper.stat().st_atime_ns, helper.stat().st_mtime_ns + 1_000_000))
+    assert cache._source_stamp(str(tmp_path)) != first
+    assert cache.cache_dir().endswith("-" + cache._source_stamp())

@@ -5,7 +5,9 @@ runs and stores the machine code so that later runs load it instead of compiling
 Numba would store it next to the source files, inside the installed package, where pip does
 not know about it: an uninstall or reinstall then leaves a stray ``cnnlab/kernels`` folder
 behind that Python imports as an empty package.  cnnlab keeps it in a per-user folder
-instead, one sub-folder per cnnlab and Python version:
+instead, one sub-folder per cnnlab and Python version and state of the kernel sources (a
+stamp of their sizes and times: an edited helper that kernels of other files call invalidates
+them all):
 
 - ``$CNNLAB_CACHE_DIR`` when set (a folder cnnlab owns: ``cnnlab cache clear`` empties it),
 - else ``$NUMBA_CACHE_DIR/cnnlab`` when Numba's own setting is given,
@@ -20,6 +22,7 @@ the kernel modules are defined.
 """
 
 import contextlib
+import hashlib
 import os
 import shutil
 import sys
@@ -51,8 +54,24 @@ def cache_root():
     return os.path.join(os.path.abspath(base), "cnnlab")
 
 
+def _source_stamp(root=None):
+    """A short hash of the kernel modules' sizes and modification times. Numba checks only the
+    file that defines a cached kernel, but it compiles the helpers a kernel calls from other
+    files into the kernel's own code (``root``: the folder of the kernel modules, this one): after an edit of such a helper (a working copy, an
+    editable install) the cached caller would keep the old code. A new stamp is a new folder."""
+    digest = hashlib.sha1()
+    root = os.path.dirname(os.path.abspath(__file__)) if root is None else root
+    for folder, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            if name.endswith(".py"):
+                info = os.stat(os.path.join(folder, name))
+                digest.update(f"{os.path.relpath(os.path.join(folder, name), root)}:{info.st_size}:{info.st_mtime_ns};"
+                              .encode())
+    return digest.hexdigest()[:10]
+
+
 def _version_folder():
-    return f"kernels-{__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
+    return f"kernels-{__version__}-py{sys.version_info[0]}{sys.version_info[1]}-{_source_stamp()}"
 
 
 def _writable(folder):
@@ -69,8 +88,8 @@ def cache_dir():
     Returns
     -------
     str
-        ``cache_root()/kernels-<cnnlab version>-py<python version>``, or a folder in the
-        temporary directory when that one cannot be written.
+        ``cache_root()/kernels-<cnnlab version>-py<python version>-<source stamp>``, or a
+        folder in the temporary directory when that one cannot be written.
     """
     folder = os.path.join(cache_root(), _version_folder())
     if _writable(folder):
