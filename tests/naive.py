@@ -356,6 +356,8 @@ def activation(spec, x):
         return silu(x)
     if name == "tanh":
         return np.tanh(x)
+    if name == "gelu":
+        return gelu(x)
     raise ValueError(name)
 
 

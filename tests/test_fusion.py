@@ -15,12 +15,12 @@ from cnnlab import applications, config
 from cnnlab.graph import FusedConv
 from cnnlab.shapes import resolve_padding
 
-ACTIVATIONS = [None, "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "tanh", "leaky_relu",
+ACTIVATIONS = [None, "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "tanh", "gelu", "leaky_relu",
                ("clip", -0.5, 0.7), ("clip", None, 0.2), ("clip", -0.1, None), ("leaky_relu", 0.3),
                ("hardsigmoid", 0.25, 0.4)]
 STANDALONE = {
     "relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid,
-    "sigmoid": F.sigmoid, "silu": F.silu, "tanh": F.tanh, "leaky_relu": F.leaky_relu,
+    "sigmoid": F.sigmoid, "silu": F.silu, "tanh": F.tanh, "gelu": F.gelu, "leaky_relu": F.leaky_relu,
     "clip": lambda v, low, high: F.clip(v, low, high),
 }
 
@@ -105,7 +105,7 @@ def test_out_is_written_and_returned():
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
-    (dict(activation="gelu"), ValueError, "activation must be"),
+    (dict(activation="swish"), ValueError, "activation must be"),
     (dict(activation=("clip", 1.0)), ValueError, "activation 'clip' takes"),
     (dict(activation=("clip", 2.0, 1.0)), ValueError, "min must not exceed max"),
     (dict(activation=("leaky_relu", "x")), TypeError, "negative_slope"),

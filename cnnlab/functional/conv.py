@@ -12,6 +12,7 @@ from ..device import kernels_for
 from ..dispatch import sliding_window
 from ..kernels import (
     EPILOGUE_CLIP,
+    EPILOGUE_GELU,
     EPILOGUE_HARDSIGMOID,
     EPILOGUE_HARDSWISH,
     EPILOGUE_LEAKY_RELU,
@@ -75,7 +76,7 @@ def conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair =
         ``relu(conv(x) + shortcut)``).
     activation : str, tuple or None, keyword-only
         Applied to each output as it is written: ``'relu'``, ``'relu6'``, ``'hardswish'``,
-        ``'hardsigmoid'``, ``'sigmoid'``, ``'silu'``, ``'tanh'``, ``'leaky_relu'``, or with
+        ``'hardsigmoid'``, ``'sigmoid'``, ``'silu'``, ``'tanh'``, ``'gelu'`` (the exact form), ``'leaky_relu'``, or with
         parameters ``('clip', min, max)``, ``('leaky_relu', negative_slope)``,
         ``('hardsigmoid', alpha, beta)``; exactly the values of the stand-alone functions
         (:func:`relu`, :func:`clip`, ...).  See :func:`epilogue_activation`.
@@ -253,6 +254,7 @@ EPILOGUE_ACTIVATIONS = {
     "sigmoid": (EPILOGUE_SIGMOID, (0.0, 0.0), ()),
     "silu": (EPILOGUE_SILU, (0.0, 0.0), ()),
     "tanh": (EPILOGUE_TANH, (0.0, 0.0), ()),
+    "gelu": (EPILOGUE_GELU, (0.0, 0.0), ()),
 }
 
 

@@ -111,6 +111,9 @@ class GELU(_Unary):
         F.gelu_kernels(approximate)  # checks the word
         self.approximate = approximate
 
+    def fused_activation(self) -> str | None:
+        return "gelu" if self.approximate == "none" else None
+
     def _arguments(self):
         return dict(approximate=self.approximate)
 

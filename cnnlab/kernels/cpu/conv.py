@@ -33,6 +33,7 @@ from numba import njit
 
 from .. import (
     EPILOGUE_CLIP,
+    EPILOGUE_GELU,
     EPILOGUE_HARDSIGMOID,
     EPILOGUE_HARDSWISH,
     EPILOGUE_LEAKY_RELU,
@@ -41,6 +42,7 @@ from .. import (
     EPILOGUE_TANH,
 )
 from ._blas import gemm_rows, gemm_rows_bt
+from ._exp import erfc_of_scaled_negative
 from ._schedule import _sum_over_workers, run_in_threads, run_shared, shares
 from .activation import _sigmoid
 
@@ -85,7 +87,7 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
 
     ``activation``: 0 none, 1 clip to ``[low, high]`` (ReLU is ``[0, inf]``, ReLU6 ``[0, 6]``),
     2 leaky ReLU with slope ``low``, 3 hard sigmoid ``clip(low * v + high, 0, 1)``, 4 hard swish,
-    5 sigmoid, 6 SiLU, 7 tanh; each exactly as the stand-alone activation kernel computes it.
+    5 sigmoid, 6 SiLU, 7 tanh, 8 GELU; each exactly as the stand-alone activation kernel computes it.
     One loop per case, so each vectorizes."""
     n = row.shape[0]
     if has_residual:
@@ -122,6 +124,9 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
     elif activation == EPILOGUE_TANH:
         for p in range(n):
             row[p] = math.tanh(row[p])
+    elif activation == EPILOGUE_GELU:
+        for p in range(n):
+            row[p] = 0.5 * row[p] * erfc_of_scaled_negative(row[p])
 
 
 @njit(cache=True, nogil=True)

@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._broadcast import DIVIDE, MAXIMUM, MINIMUM, POWER, SUBTRACT, binary_items, operand_index
+from ._exp import erfc_of_scaled_negative
 from ._schedule import run_split
 
 __all__ = [  # the kernels of this file
@@ -180,13 +181,13 @@ def ceil_forward(x, out):
         out[i] = _ceil(x[i])
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def gelu_forward(x, out):
     """``out = x * Phi(x) = x / 2 * erfc(-x / sqrt(2))``: GELU with the normal distribution's
     ``Phi`` (erfc keeps its precision for negative ``x``; 1-D arrays)."""
     for i in prange(x.shape[0]):
         v = x[i]
-        out[i] = 0.5 * v * math.erfc(-v * _SQRT_HALF)
+        out[i] = 0.5 * v * erfc_of_scaled_negative(v)
 
 
 @njit(parallel=True, cache=True)

@@ -23,6 +23,7 @@ from numba import cuda
 from ... import config
 from .. import (
     EPILOGUE_CLIP,
+    EPILOGUE_GELU,
     EPILOGUE_HARDSIGMOID,
     EPILOGUE_HARDSWISH,
     EPILOGUE_LEAKY_RELU,
@@ -36,6 +37,7 @@ from .activation import _sigmoid
 __all__ = ["conv2d_backward_input", "conv2d_backward_weight", "conv2d_forward"]  # the kernels of this file
 
 FILTERS_PER_BLOCK = 8
+_SQRT_HALF = math.sqrt(0.5)
 MAX_PATCH = 48  # largest input patch side held in shared memory
 MAX_TAPS = 64  # largest KH * KW held in shared memory
 _tiled_kernels = {}
@@ -61,6 +63,8 @@ def _finish(acc, s, b, r, activation, low, high):
         return v * _sigmoid(v)
     if activation == EPILOGUE_TANH:
         return math.tanh(v)
+    if activation == EPILOGUE_GELU:
+        return 0.5 * v * math.erfc(-v * _SQRT_HALF)
     return v
 
 
