@@ -21,7 +21,7 @@ import weakref
 import numpy as np
 
 from . import functional as F
-from .device import is_gpu_array, to_device, to_host
+from .device import is_gpu_array, kernels_for, to_device, to_host
 from .functional.conv import bind_conv2d
 from .layers import Add, BatchNorm2D, Conv2D
 from .shapes import is_known
@@ -75,9 +75,7 @@ class FusedConv:
         weight = conv.params["weight"]
         shift, scale = conv.params.get("bias"), None
         if self.norm is not None:
-            scale, shift = self._folded_norm(shift)
-            if is_gpu_array(weight):
-                scale, shift = to_device(scale), to_device(shift)
+            scale, shift = self._folded_norm(shift, weight)
         residual = values[1] if self.add is not None else None
         activation = None if self.activation is None else self.activation.layer.fused_activation()
         bound = self.bound
@@ -94,17 +92,29 @@ class FusedConv:
         self.bound = bind_conv2d(x, weight, shift, **geometry, scale=scale, residual=residual, activation=activation)
         return result
 
-    def _folded_norm(self, bias):
+    def _folded_norm(self, bias, weight):
         """Per-filter ``(scale, shift)`` of the inference-mode batch normalization applied to the
         convolution's output (with its bias): ``scale = gamma / sqrt(var + eps)``,
-        ``shift = beta + (bias - mean) * scale``, computed in float64 as the stand-alone kernel."""
+        ``shift = beta + (bias - mean) * scale``, computed in float64 as the stand-alone kernel,
+        on the convolution weight's device. Where the arrays are all on that device (as a model
+        keeps them), one ``fold_batch_norm`` kernel call."""
         norm = self.norm.layer
+        dtype = self.conv.layer.dtype
+        gamma = norm.params["weight"]
+        arrays = (gamma, norm.params["bias"], norm.buffers["running_mean"], norm.buffers["running_var"],
+                  gamma if bias is None else bias)  # (an unused bias of gamma's type: one signature)
+        on_gpu = is_gpu_array(weight)
+        if all(is_gpu_array(a) == on_gpu for a in arrays):
+            kernels = kernels_for(weight=weight)
+            scale, shift = kernels.empty(arrays[0].shape, dtype), kernels.empty(arrays[0].shape, dtype)
+            kernels.fold_batch_norm(*arrays, bias is not None, float(norm.eps), scale, shift)
+            return scale, shift
         gamma, beta = (to_host(norm.params[k]).astype(np.float64) for k in ("weight", "bias"))
         mean, variance = (to_host(norm.buffers[k]).astype(np.float64) for k in ("running_mean", "running_var"))
         scale = gamma / np.sqrt(variance + norm.eps)
         offset = -mean if bias is None else to_host(bias).astype(np.float64) - mean
-        dtype = self.conv.layer.dtype
-        return scale.astype(dtype), (beta + offset * scale).astype(dtype)
+        scale, shift = scale.astype(dtype), (beta + offset * scale).astype(dtype)
+        return (to_device(scale), to_device(shift)) if on_gpu else (scale, shift)
 
 
 class BufferPool:

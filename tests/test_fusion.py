@@ -387,3 +387,30 @@ def test_pooled_buffers_read_through_reshapes_are_not_reused_early():
         got = model.graph.forward([images])
         for g, e in zip(got, expected):
             np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("has_bias", [True, False])
+def test_fold_batch_norm_kernels_match_the_definition(dtype, has_bias):
+    """The inference plan folds a batch norm into the convolution before it with one kernel call:
+    ``scale = gamma / sqrt(var + eps)``, ``shift = beta + (bias - mean) * scale`` in float64, on
+    the CPU and (the simulator here) the GPU."""
+    import cnnlab.kernels.cpu as cpu
+    import cnnlab.kernels.cuda as cuda
+
+    rng = np.random.default_rng(4)
+    gamma, beta, mean, bias = (rng.standard_normal(7).astype(dtype) for _ in range(4))
+    variance = rng.uniform(0.1, 2, 7).astype(dtype)
+    f64 = [a.astype(np.float64) for a in (gamma, beta, mean, variance, bias)]
+    scale_64 = f64[0] / np.sqrt(f64[3] + 1e-3)
+    expected = (scale_64.astype(dtype), (f64[1] + ((f64[4] if has_bias else 0) - f64[2]) * scale_64).astype(dtype))
+    scale, shift = np.empty(7, dtype), np.empty(7, dtype)
+    cpu.fold_batch_norm(gamma, beta, mean, variance, bias, has_bias, 1e-3, scale, shift)
+    np.testing.assert_array_equal(scale, expected[0])
+    np.testing.assert_array_equal(shift, expected[1])
+    on_device = [cnnlab.to_device(a) for a in (gamma, beta, mean, variance, bias)]
+    scale_d, shift_d = cuda.empty((7,), dtype), cuda.empty((7,), dtype)
+    cuda.fold_batch_norm(*on_device, has_bias, 1e-3, scale_d, shift_d)
+    tol = dict(rtol=1e-6) if dtype == np.float32 else dict(rtol=1e-13)
+    np.testing.assert_allclose(cnnlab.to_host(scale_d), expected[0], **tol)
+    np.testing.assert_allclose(cnnlab.to_host(shift_d), expected[1], **tol, atol=1e-7)

@@ -6,9 +6,11 @@ Mirrors :mod:`cnnlab.kernels.cuda.normalization`.
 
 import math
 
+import numpy as np
 from numba import njit, prange
 
 __all__ = [  # the kernels of this file
+    "fold_batch_norm",
     "batchnorm2d_backward",
     "batchnorm2d_forward",
     "batchnorm2d_statistics",
@@ -166,3 +168,16 @@ def group_norm_backward(x, grad_out, gamma, mean, rstd, grad_x, grad_gamma, grad
                 sum_g_xhat += value * (x[n, c, i] - mean[n, g]) * rstd[n, g]
         grad_beta[c] = sum_g
         grad_gamma[c] = sum_g_xhat
+
+
+@njit(cache=True, nogil=True)
+def fold_batch_norm(gamma, beta, mean, variance, bias, has_bias, eps, scale, shift):
+    """Inference batch normalization after a convolution with ``bias`` (used when ``has_bias``)
+    as one per-filter affine: ``scale = gamma / sqrt(variance + eps)``, ``shift = beta + (bias -
+    mean) * scale``, in float64, written to ``scale`` and ``shift`` in their dtype (an inference
+    plan's fused convolution calls it each time: one call instead of a dozen NumPy ones)."""
+    for k in range(scale.shape[0]):
+        s = gamma[k] / math.sqrt(np.float64(variance[k]) + eps)
+        offset = (np.float64(bias[k]) if has_bias else 0.0) - mean[k]
+        scale[k] = s
+        shift[k] = beta[k] + offset * s

@@ -12,6 +12,7 @@ from numba import cuda
 from ._launch import launch_shape
 
 __all__ = [  # the kernels of this file
+    "fold_batch_norm",
     "batchnorm2d_backward",
     "batchnorm2d_forward",
     "batchnorm2d_statistics",
@@ -210,3 +211,19 @@ def group_norm_backward(x, grad_out, gamma, mean, rstd, grad_x, grad_gamma, grad
     _group_grad_input_kernel[blocks, threads](x, grad_out, gamma, mean, rstd, grad_x)
     blocks, threads = launch_shape(x.shape[1])
     _group_gradient_sums_kernel[blocks, threads](x, grad_out, mean, rstd, grad_gamma, grad_beta)
+
+
+@cuda.jit
+def _fold_kernel(gamma, beta, mean, variance, bias, has_bias, eps, scale, shift):
+    for k in range(cuda.grid(1), scale.shape[0], cuda.gridsize(1)):
+        s = gamma[k] / math.sqrt(variance[k] + eps)
+        offset = (bias[k] if has_bias else 0.0) - mean[k]
+        scale[k] = s
+        shift[k] = beta[k] + offset * s
+
+
+def fold_batch_norm(gamma, beta, mean, variance, bias, has_bias, eps, scale, shift):
+    """``scale = gamma / sqrt(variance + eps)``, ``shift = beta + (bias - mean) * scale`` per filter
+    (``bias`` used when ``has_bias``)."""
+    blocks, threads = launch_shape(scale.shape[0])
+    _fold_kernel[blocks, threads](gamma, beta, mean, variance, bias, has_bias, eps, scale, shift)
