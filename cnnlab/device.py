@@ -20,6 +20,7 @@ from .shapes import c_strides
 
 _cuda_module = None
 _cuda_import_error = None
+_CPU_KERNELS = None  # cnnlab.kernels.cpu once imported (kernels_for's answer for host arrays)
 
 
 def _numba_cuda():
@@ -193,6 +194,11 @@ def kernels_for(*arrays, **named_arrays):
     TypeError
         If some arrays are on the GPU and others on the host.
     """
+    for a in (*arrays, *named_arrays.values()):
+        if a is not None and type(a) is not np.ndarray:
+            break
+    else:  # host arrays only: the common case, decided without naming them
+        return _CPU_KERNELS or _cpu_kernels()
     items = [(f"argument {i}", a) for i, a in enumerate(arrays)] + list(named_arrays.items())
     items = [(name, a) for name, a in items if a is not None]
     devices = {name: device_of(a) for name, a in items}
@@ -208,6 +214,12 @@ def kernels_for(*arrays, **named_arrays):
         from .kernels import cuda as cuda_kernels
 
         return cuda_kernels
+    return _cpu_kernels()
+
+
+def _cpu_kernels():
+    global _CPU_KERNELS
     from .kernels import cpu as cpu_kernels
 
+    _CPU_KERNELS = cpu_kernels
     return cpu_kernels
