@@ -23,6 +23,17 @@ CASES = [("nearest", "half_pixel", "round_prefer_floor", (2.0, 3.0)),
          ("linear", "asymmetric", "floor", (1.25, 4.0))]
 
 
+def test_nearest_upsampling_copies_values_infinities_included():
+    """Nearest-neighbour sampling copies its pixel (a weight of 0 does not multiply the other
+    one: inf * 0 would be NaN); repeated output rows are copies of the row before."""
+    x = np.array([[1.0, np.inf], [-np.inf, 2.0]], np.float32).reshape(1, 1, 2, 2)
+    np.testing.assert_array_equal(F.resize(x, scale=2, mode="nearest")[0, 0], np.repeat(np.repeat(x[0, 0], 2, 0), 2, 1))
+    on_device = F.resize(cnnlab.to_device(x), scale=2, mode="nearest")
+    np.testing.assert_array_equal(cnnlab.to_host(on_device)[0, 0], np.repeat(np.repeat(x[0, 0], 2, 0), 2, 1))
+    y = np.random.default_rng(1).standard_normal((2, 3, 5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(F.resize(y, scale=3, mode="nearest"), np.repeat(np.repeat(y, 3, 2), 3, 3))
+
+
 def test_interpolate_follows_pytorch():
     x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
     np.testing.assert_array_equal(F.interpolate(x, scale_factor=2)[0, 0, ::2, ::2], x[0, 0])  # nearest repeats

@@ -6,6 +6,7 @@ backward's scatter has no races).
 Mirrors :mod:`cnnlab.kernels.cuda.resize`.
 """
 
+import numpy as np
 from numba import njit, prange
 
 __all__ = ["resize_backward", "resize_forward"]  # the kernels of this file
@@ -15,17 +16,33 @@ __all__ = ["resize_backward", "resize_forward"]  # the kernels of this file
 def resize_forward(x, out, rows, row_weights, columns, column_weights):
     """``out[n, c, i, j]``: the mix of ``x[n, c]`` at rows ``rows[i]`` and columns ``columns[j]``
     (int64 ``(out, 2)`` tables) with the second one's weights ``row_weights[i]`` and
-    ``column_weights[j]``."""
+    ``column_weights[j]``.
+
+    Row by row: the two input rows are mixed once (a vectorized pass; a weight of 0 takes the
+    first row as it is, so nearest-neighbour sampling copies and infinities stay infinite), then
+    each output column reads that line at its two columns; an output row with the same sampling
+    as the one before (upsampling) is a copy of it."""
     samples, channels = x.shape[0], x.shape[1]
+    width = x.shape[3]
     for plane in prange(samples * channels):
         n, c = plane // channels, plane % channels
+        source, target = x[n, c], out[n, c]
+        line = np.empty(width, x.dtype)
         for i in range(out.shape[2]):
             h0, h1, wh = rows[i, 0], rows[i, 1], row_weights[i]
+            if i > 0 and h0 == rows[i - 1, 0] and h1 == rows[i - 1, 1] and wh == row_weights[i - 1]:
+                target[i, :] = target[i - 1, :]
+                continue
+            if wh == 0:
+                line[:] = source[h0, :]
+            else:
+                top, bottom = source[h0, :], source[h1, :]
+                for w in range(width):
+                    line[w] = top[w] * (1 - wh) + bottom[w] * wh
+            row = target[i, :]
             for j in range(out.shape[3]):
-                w0, w1, ww = columns[j, 0], columns[j, 1], column_weights[j]
-                top = x[n, c, h0, w0] * (1 - ww) + x[n, c, h0, w1] * ww
-                bottom = x[n, c, h1, w0] * (1 - ww) + x[n, c, h1, w1] * ww
-                out[n, c, i, j] = top * (1 - wh) + bottom * wh
+                w0, ww = columns[j, 0], column_weights[j]
+                row[j] = line[w0] if ww == 0 else line[w0] * (1 - ww) + line[columns[j, 1]] * ww
 
 
 @njit(parallel=True, cache=True)

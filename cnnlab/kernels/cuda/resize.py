@@ -21,9 +21,13 @@ def _resize_kernel(x, out, rows, row_weights, columns, column_weights):
         n = index // (out_w * out_h * channels)
         h0, h1, wh = rows[i, 0], rows[i, 1], row_weights[i]
         w0, w1, ww = columns[j, 0], columns[j, 1], column_weights[j]
-        top = x[n, c, h0, w0] * (1 - ww) + x[n, c, h0, w1] * ww
-        bottom = x[n, c, h1, w0] * (1 - ww) + x[n, c, h1, w1] * ww
-        out[n, c, i, j] = top * (1 - wh) + bottom * wh
+        # a weight of 0 takes the first sample as it is (inf * 0 would be NaN), as the CPU kernel
+        top = x[n, c, h0, w0] if ww == 0 else x[n, c, h0, w0] * (1 - ww) + x[n, c, h0, w1] * ww
+        if wh == 0:
+            out[n, c, i, j] = top
+        else:
+            bottom = x[n, c, h1, w0] if ww == 0 else x[n, c, h1, w0] * (1 - ww) + x[n, c, h1, w1] * ww
+            out[n, c, i, j] = top * (1 - wh) + bottom * wh
 
 
 @cuda.jit
