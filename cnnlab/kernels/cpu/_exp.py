@@ -97,3 +97,32 @@ def _erfc_of_scaled_negative_overload(v):
         e = 0.0 if low else t * y
         return e if v < 0 else 2.0 - e
     return erfc_float32
+
+
+_TANH = [_F(c) for c in (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
+                          -3.33332819422e-1)]
+_TANH_SMALL = _F(0.625)
+_TWO = _F(2.0)
+
+
+def tanh(v):
+    """``tanh(v)``; compiled code gets the overload's version."""
+    return math.tanh(v)
+
+
+@overload(tanh, jit_options={"error_model": "numpy"})
+def _tanh_overload(v):
+    if v != types.float32:
+        return lambda v: math.tanh(v)
+    t0, t1, t2, t3, t4 = _TANH
+
+    def tanh_float32(v):
+        # Cephes' tanhf: an odd polynomial below |v| = 0.625, else (1 - e) / (1 + e) with
+        # e = exp(-2 |v|) <= 0.29 (no cancellation); both computed, one selected, so loops vectorize
+        z = v * v
+        small = v * (ONE + ((((t0 * z + t1) * z + t2) * z + t3) * z + t4) * z)  # keeps the sign of 0
+        e = exp_neg_abs(_TWO * v)
+        large = (ONE - e) / (ONE + e)
+        large = large if v >= 0 else -large
+        return small if abs(v) < _TANH_SMALL else large  # NaN: large, which is NaN
+    return tanh_float32

@@ -10,7 +10,7 @@ import math
 
 from numba import njit, prange
 
-from ._exp import ONE, exp_neg_abs
+from ._exp import ONE, exp_neg_abs, tanh
 from ._schedule import run_split
 
 __all__ = [  # the kernels of this file
@@ -74,11 +74,11 @@ def sigmoid_forward(x, out):
         out[i] = _sigmoid(x[i])
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def tanh_forward(x, out):
     """``out = tanh(x)`` element-wise (1-D arrays)."""
     for i in prange(x.shape[0]):
-        out[i] = math.tanh(x[i])
+        out[i] = tanh(x[i])
 
 
 def softmax_forward(x, out):

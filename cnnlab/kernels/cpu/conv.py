@@ -26,7 +26,6 @@ are :data:`cnnlab.functional.EPILOGUE_ACTIVATIONS`'s.
 Mirrors :mod:`cnnlab.kernels.cuda.conv`.
 """
 
-import math
 
 import numpy as np
 from numba import njit
@@ -42,7 +41,7 @@ from .. import (
     EPILOGUE_TANH,
 )
 from ._blas import gemm_rows, gemm_rows_bt
-from ._exp import erfc_of_scaled_negative
+from ._exp import erfc_of_scaled_negative, tanh
 from ._schedule import _sum_over_workers, run_in_threads, run_shared, shares
 from .activation import _sigmoid
 
@@ -123,7 +122,7 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
             row[p] = row[p] * _sigmoid(row[p])
     elif activation == EPILOGUE_TANH:
         for p in range(n):
-            row[p] = math.tanh(row[p])
+            row[p] = tanh(row[p])
     elif activation == EPILOGUE_GELU:
         for p in range(n):
             row[p] = 0.5 * row[p] * erfc_of_scaled_negative(row[p])

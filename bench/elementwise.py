@@ -1,0 +1,64 @@
+"""The element-wise, pooling and resizing kernels at the sizes of detection networks' feature maps.
+
+    python bench/elementwise.py [--threads 2] [--repeat 30]
+
+Each row: the median of ``--repeat`` calls of one :mod:`cnnlab.functional` op (the output's
+allocation included) after three warm-up calls, in milliseconds. The ops are those the packaged
+OCR and detection networks spend their non-convolution time in (docs/kernels.md): broadcasting
+arithmetic, sigmoid and GELU, max pooling (stride 1 and 2), 2x upsampling.
+"""
+
+import argparse
+import statistics
+import time
+
+import numba
+import numpy as np
+
+import cnnlab.functional as F
+
+
+def timed(function, repeat):
+    for _ in range(3):
+        function()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def rows():
+    rng = np.random.default_rng(0)
+    x, y = (rng.standard_normal((1, 64, 160, 160)).astype(np.float32) for _ in range(2))
+    plane = rng.standard_normal((1, 16, 320, 320)).astype(np.float32)
+    small = rng.standard_normal((1, 16, 160, 160)).astype(np.float32)
+    return [
+        ("multiply 64x160x160", lambda: F.multiply(x, y)),
+        ("subtract 64x160x160", lambda: F.subtract(x, y)),
+        ("sigmoid 64x160x160", lambda: F.sigmoid(x)),
+        ("gelu 64x160x160", lambda: F.gelu(x)),
+        ("max pool 2x2 stride 1 16x320x320", lambda: F.max_pool2d(plane, 2, stride=1)),
+        ("max pool 3x3 stride 2 16x320x320", lambda: F.max_pool2d(plane, 3, stride=2, padding=1)),
+        ("max pool 2x2 stride 2 16x320x320", lambda: F.max_pool2d(plane, 2)),
+        ("resize nearest x2 16x160x160", lambda: F.resize(small, scale=2, mode="nearest")),
+        ("resize bilinear x2 16x160x160", lambda: F.resize(small, scale=2, mode="bilinear")),
+    ]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args()
+    if args.threads < 1 or args.repeat < 1:
+        parser.error("--threads and --repeat must be at least 1")
+    numba.set_num_threads(args.threads)
+    print(f"{args.threads} threads, median of {args.repeat} calls")
+    for name, function in rows():
+        print(f"{name:36s} {timed(function, args.repeat) * 1e3:8.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
