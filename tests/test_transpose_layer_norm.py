@@ -41,6 +41,8 @@ def test_transpose_and_layer_norm_gpu_twins():
     x = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)
     out = F.transpose(cnnlab.to_device(x), (0, 2, 3, 1))
     np.testing.assert_array_equal(cnnlab.to_host(out), x.transpose(0, 2, 3, 1))
+    y = RNG.standard_normal((1, 6, 4, 1)).astype(np.float32)  # length-1 axes left out of the kernels' geometry
+    np.testing.assert_array_equal(cnnlab.to_host(F.transpose(cnnlab.to_device(y), (3, 2, 0, 1))), y.transpose(3, 2, 0, 1))
     weight, bias = RNG.standard_normal(5).astype(np.float32), RNG.standard_normal(5).astype(np.float32)
     gpu = F.layer_norm(cnnlab.to_device(x), 5, cnnlab.to_device(weight), cnnlab.to_device(bias))
     np.testing.assert_allclose(cnnlab.to_host(gpu), F.layer_norm(x, 5, weight, bias), rtol=1e-5, atol=1e-5)

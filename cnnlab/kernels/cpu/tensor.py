@@ -41,9 +41,16 @@ def classification_totals(losses, probabilities, targets, totals):
 def transpose_forward(x, out, out_shape, source_strides):
     """``out`` (flat, C order) = ``x`` (flat) with its axes permuted: output element of multi-index
     ``i`` (in ``out_shape``) is input element ``sum(i[k] * source_strides[k])`` (the input's
-    element strides, in the output's axis order)."""
-    for position in prange(out.shape[0]):
-        out[position] = x[_source_offset(position, out_shape, source_strides)]
+    element strides, in the output's axis order). A row of the last axis at a time: its first
+    input offset found once, then one step along the input per element."""
+    last = out_shape.shape[0] - 1
+    inner = out_shape[last]
+    step = source_strides[last]
+    for row in prange(out.shape[0] // inner):
+        first = row * inner
+        source = _source_offset(first, out_shape, source_strides)
+        for k in range(inner):
+            out[first + k] = x[source + k * step]
 
 
 @njit(cache=True)
