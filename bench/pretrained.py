@@ -277,9 +277,9 @@ class Worker:
                 self.process.kill()
 
 
-def time_both(path, inputs, rounds, warmup=2):
+def time_both(path, inputs, rounds, warmup=2, pause=PAUSE):
     """Median seconds of one batch-1 forward: (cnnlab, onnxruntime); each timed call comes
-    :data:`PAUSE` seconds after the other engine's."""
+    ``pause`` seconds after the other engine's."""
     with tempfile.TemporaryDirectory() as folder:
         inputs_file = os.path.join(folder, "inputs.npz")
         np.savez(inputs_file, **{f"x{i}": x for i, x in enumerate(inputs)})
@@ -291,7 +291,7 @@ def time_both(path, inputs, rounds, warmup=2):
             times = {engine: [] for engine in workers}
             for _ in range(rounds):
                 for engine, worker in workers.items():
-                    time.sleep(PAUSE)  # the other engine's spinning threads go to sleep first
+                    time.sleep(pause)  # the other engine's spinning threads go to sleep first
                     times[engine] += worker.run(1)
         finally:
             for worker in workers.values():
@@ -353,7 +353,7 @@ def measure(package, name, path, args, log):
     row["note"] = "; ".join(notes)
     if args.time and batches[1] is not None and passed and passed[0]:
         try:
-            ours, theirs = time_both(path, batches[1], args.rounds)
+            ours, theirs = time_both(path, batches[1], args.rounds, pause=args.pause)
             row.update(ratio=ours / theirs, ours=ours, theirs=theirs)
         except Exception as exc:
             row["note"] += f"; timing failed: {exc}"
@@ -372,6 +372,8 @@ def main():
     parser.add_argument("--max-mb", type=float, default=60.0, help="skip larger files")
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (alternating engines)")
     parser.add_argument("--no-time", dest="time", action="store_false", help="compare only")
+    parser.add_argument("--pause", type=float, default=PAUSE,
+                        help="seconds before each timed call (0: right after the other engine's)")
     parser.add_argument("--hw", type=int, nargs=2, metavar=("H", "W"), help="the size for symbolic height/width")
     parser.add_argument("--only", help="measure only files whose name contains this")
     parser.add_argument("--list", action="store_true", help="list the packages and files, measure nothing")
