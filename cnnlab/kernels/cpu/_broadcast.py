@@ -100,5 +100,7 @@ def binary_items(a, b, out, dims, a_dims, b_dims, op, first, last):
         elif b_varies:
             _one_varies(b[jb:jb + n], a[ja], segment, op, True)
         else:
-            segment[:] = apply(op, a[ja], b[jb])
+            value = apply(op, a[ja], b[jb])
+            for k in range(n):  # (a loop, not a slice assignment: that compiles slowly)
+                segment[k] = value
         i = end

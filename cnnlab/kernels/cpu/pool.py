@@ -355,38 +355,6 @@ def _global_avg_planes_backward(grad_out, grad_x, first, last):
 # input element the window picked, so that the backward is a scatter instead of a second search.
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _extreme_row_unindexed(plane, h0, target, accumulator, first, kernel_h, kernel_w, stride_w, pad_left,
-                           dilation_h, dilation_w, is_max):
-    """The inner windows of one output row (``target``, from window ``first``) without indices:
-    each tap is one contiguous pass over the input row at full resolution into ``accumulator``
-    (the compare-and-select vectorizes; a strided read per tap did not: 5x slower), then every
-    ``stride_w``-th value is the output. Taps in the same order as the indexed path, so the same
-    values (NaN wins). False when every tap row is in the padding."""
-    count = target.shape[0]
-    length = (count - 1) * stride_w + 1
-    acc = target if stride_w == 1 else accumulator[:length]  # stride 1: straight into the output
-    started = False
-    for i in range(kernel_h):
-        h = h0 + i * dilation_h
-        if h < 0 or h >= plane.shape[0]:
-            continue
-        for j in range(kernel_w):
-            start = first * stride_w + j * dilation_w - pad_left
-            source = plane[h, start:start + length]
-            if not started:
-                acc[:] = source
-                started = True
-            else:  # (unswitched on is_max by the compiler)
-                for k in range(length):
-                    v, t = source[k], acc[k]
-                    acc[k] = v if ((v > t) if is_max else (v < t)) | (v != v) else t
-    if started and stride_w != 1:
-        for k in range(count):
-            target[k] = acc[k * stride_w]
-    return started
-
-
 @njit(cache=True, nogil=True)
 def _extreme_pool_planes(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
                          dilation_h, dilation_w, mode, first_plane, last_plane):
@@ -397,7 +365,9 @@ def _extreme_pool_planes(x, out, indices, kernel_h, kernel_w, stride_h, stride_w
     equal elements (in tap order, which is flat-index order) wins. The windows inside the plane
     horizontally go tap by tap over the whole output row, keeping the pick as an int32 offset from
     the window's first tap (the compare-and-select then vectorizes at float32 width; one more
-    pass turns the offsets into flat indices); the others one by one with bounds checks."""
+    pass turns the offsets into flat indices); without indices each tap is one contiguous pass
+    over the input row at full resolution and every stride-th value is kept at the end; the
+    other windows one by one with bounds checks."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_h, out_w = out.shape[2], out.shape[3]
     keep = indices.shape[0] != 0
@@ -409,19 +379,17 @@ def _extreme_pool_planes(x, out, indices, kernel_h, kernel_w, stride_h, stride_w
         last = first  # offsets within a window would overflow int32: every window one by one
     count = last - first
     offsets = np.empty(max(count, 1), dtype=np.int32)
-    accumulator = np.empty(max(count - 1, 0) * stride_w + 1, dtype=x.dtype)
+    length = max(count - 1, 0) * stride_w + 1  # the input columns the inner windows span
+    accumulator = np.empty(length, dtype=x.dtype)
     for p in range(first_plane, last_plane):
         n, c = p // channels, p % channels
         plane = x[n, c]
         for oh in range(out_h):
             h0 = oh * stride_h - pad_top
             row = out[n, c, oh]
-            if count > 0 and not keep:
-                if not _extreme_row_unindexed(plane, h0, row[first:last], accumulator, first, kernel_h, kernel_w,
-                                              stride_w, pad_left, dilation_h, dilation_w, is_max):
-                    row[first:last] = -math.inf if is_max else math.inf  # every tap row in the padding
-            elif count > 0:
+            if count > 0:
                 target = row[first:last]
+                acc = target if keep or stride_w == 1 else accumulator[:length]
                 started = False
                 for i in range(kernel_h):
                     h = h0 + i * dilation_h
@@ -429,6 +397,17 @@ def _extreme_pool_planes(x, out, indices, kernel_h, kernel_w, stride_h, stride_w
                         continue
                     for j in range(kernel_w):
                         start = first * stride_w + j * dilation_w - pad_left
+                        if not keep:  # one contiguous pass at full resolution (a slice strided at run
+                            line = plane[h, start:start + length]  # time did not vectorize); every
+                            if not started:  # stride-th value is kept at the end
+                                for k in range(length):
+                                    acc[k] = line[k]
+                            else:  # a select: vectorizes, NaN wins (unswitched on is_max)
+                                for k in range(length):
+                                    v, t = line[k], acc[k]
+                                    acc[k] = v if ((v > t) if is_max else (v < t)) | (v != v) else t
+                            started = True
+                            continue
                         source = plane[h, start:start + (count - 1) * stride_w + 1:stride_w]
                         offset = np.int32(i * dilation_h * width + j * dilation_w)
                         if not started:
@@ -436,17 +415,13 @@ def _extreme_pool_planes(x, out, indices, kernel_h, kernel_w, stride_h, stride_w
                                 target[k] = source[k]
                                 offsets[k] = offset
                             started = True
-                        elif keep:  # (the loops are unswitched on is_max by the compiler)
+                        else:  # (the loops are unswitched on is_max by the compiler)
                             for k in range(count):
                                 v, t = source[k], target[k]
                                 # strictly better, or the first NaN (bitwise: the loop vectorizes)
                                 better = ((v > t) if is_max else (v < t)) | ((v != v) & (t == t))
                                 target[k] = v if better else t
                                 offsets[k] = offset if better else offsets[k]
-                        else:  # a select: vectorizes, NaN wins
-                            for k in range(count):
-                                v, t = source[k], target[k]
-                                target[k] = v if (((v > t) if is_max else (v < t)) or v != v) else t
                 if not started:  # every tap row in the padding (dilated windows only)
                     for k in range(count):
                         target[k] = -math.inf if is_max else math.inf
@@ -457,6 +432,9 @@ def _extreme_pool_planes(x, out, indices, kernel_h, kernel_w, stride_h, stride_w
                     origin = h0 * width + first * stride_w - pad_left  # the first window's first tap
                     for k in range(count):
                         chosen[k] = origin + k * stride_w + offsets[k]
+                elif stride_w != 1:
+                    for k in range(count):
+                        target[k] = acc[k * stride_w]
             for ow in range(out_w):
                 if first <= ow < last:
                     continue

@@ -31,15 +31,19 @@ def resize_forward(x, out, rows, row_weights, columns, column_weights):
         for i in range(out.shape[2]):
             h0, h1, wh = rows[i, 0], rows[i, 1], row_weights[i]
             if i > 0 and h0 == rows[i - 1, 0] and h1 == rows[i - 1, 1] and wh == row_weights[i - 1]:
-                target[i, :] = target[i - 1, :]
+                previous, row = target[i - 1], target[i]
+                for j in range(out.shape[3]):  # (loops, not slice assignments: those compile slowly)
+                    row[j] = previous[j]
                 continue
             if wh == 0:
-                line[:] = source[h0, :]
+                first = source[h0]
+                for w in range(width):
+                    line[w] = first[w]
             else:
                 top, bottom = source[h0, :], source[h1, :]
                 for w in range(width):
                     line[w] = top[w] * (1 - wh) + bottom[w] * wh
-            row = target[i, :]
+            row = target[i]
             for j in range(out.shape[3]):
                 w0, ww = columns[j, 0], column_weights[j]
                 row[j] = line[w0] if ww == 0 else line[w0] * (1 - ww) + line[columns[j, 1]] * ww
