@@ -1,4 +1,5 @@
-"""``exp(-|v|)`` that the compiler vectorizes, for the logistic sigmoid of the CPU kernels.
+"""float32 ``exp(-|v|)``, GELU's ``erfc`` and ``tanh`` written out so that the compiler
+vectorizes the CPU kernels' loops of them (sigmoid, SiLU, GELU, tanh, the convolution epilogue).
 
 Numba compiles ``math.exp`` to a call of the C library's ``exp``/``expf`` per element (no vector
 math library ships with the PyPI builds of llvmlite), so a loop of sigmoids ran one element at a
@@ -7,7 +8,9 @@ time. For float32, :func:`exp_neg_abs` is Cephes' ``expf`` written out: ``t = -|
 polynomial for ``exp(r)``, and ``2**n`` built from its bits (``n`` is at most 0, at least -126 for
 ``t >= -87.34``, so always a normal float); below that ``exp(t)`` is 0 (as the C library's, which
 would give a subnormal or 0). Within 1 ulp of the float64 result over ``[-87.3, 0]`` (checked in
-``tests/test_activation.py``); NaN stays NaN. float64 keeps ``math.exp``.
+``tests/test_activation.py``); NaN stays NaN. :func:`erfc_of_scaled_negative` (GELU) and
+:func:`tanh` are built on it (Numerical Recipes' erfc with its exponent formed in float64;
+Cephes' tanhf). float64 keeps the C library's functions throughout.
 """
 
 import math
