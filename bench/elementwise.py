@@ -9,24 +9,20 @@ arithmetic, sigmoid and GELU, max pooling (stride 1 and 2), 2x upsampling.
 """
 
 import argparse
-import statistics
-import time
 
 import numba
 import numpy as np
 
 import cnnlab.functional as F
+from cnnlab.bench.measuring import measure
 
 
 def timed(function, repeat):
-    for _ in range(3):
+    """Median seconds of ``repeat`` calls after three warm-up calls (the last of them timed and
+    left out by :func:`cnnlab.bench.measuring.measure`)."""
+    for _ in range(2):
         function()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return measure(function, repeat)[1]
 
 
 def rows():

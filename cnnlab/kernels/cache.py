@@ -55,10 +55,11 @@ def cache_root():
 
 
 def _source_stamp(root=None):
-    """A short hash of the kernel modules' sizes and modification times. Numba checks only the
-    file that defines a cached kernel, but it compiles the helpers a kernel calls from other
-    files into the kernel's own code (``root``: the folder of the kernel modules, this one): after an edit of such a helper (a working copy, an
-    editable install) the cached caller would keep the old code. A new stamp is a new folder."""
+    """A short hash of the sizes and modification times of the kernel modules under ``root``
+    (default: this folder). Numba checks only the file that defines a cached kernel, but it
+    compiles the helpers a kernel calls from other files into the kernel's own code: after an
+    edit of such a helper (a working copy, an editable install) the cached caller would keep
+    the old code. A new stamp is a new folder."""
     digest = hashlib.sha1()
     root = os.path.dirname(os.path.abspath(__file__)) if root is None else root
     for folder, _, files in sorted(os.walk(root)):

@@ -26,7 +26,6 @@ are :data:`cnnlab.functional.EPILOGUE_ACTIVATIONS`'s.
 Mirrors :mod:`cnnlab.kernels.cuda.conv`.
 """
 
-
 import numpy as np
 from numba import njit
 
