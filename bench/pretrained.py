@@ -380,6 +380,8 @@ def main():
     parser.add_argument("--json", help="also write the rows (and op histograms) to this file")
     parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1 or not 0 <= args.pause < float("inf"):
+        parser.error(f"--rounds must be at least 1 and --pause a number of seconds >= 0, got {args.rounds} and {args.pause}")
     if args.serve:
         serve(*args.serve)
         return
