@@ -31,17 +31,18 @@ ONE = _F(1.0)  # ONE / (ONE + e) stays float32 for a float32 e (a float64 litera
 
 
 @intrinsic
-def _float32_from_bits(typingctx, bits):
-    """The float32 whose bit pattern is the low 32 bits of the integer ``bits``."""
-    if not isinstance(bits, types.Integer):
+def _power_of_two(typingctx, n):
+    """The float32 ``2**n`` for a float ``n`` that holds an integer from -126 to 127: its bits
+    built as ``(n + 127) << 23`` in 32-bit integers (so that a loop of it vectorizes: a
+    conversion to a 64-bit integer has no vector instruction before AVX-512)."""
+    if n not in (types.float32, types.float64):
         return None
 
     def codegen(context, builder, signature, args):
-        value = args[0]
-        if bits.bitwidth != 32:
-            value = builder.trunc(value, ir.IntType(32))
-        return builder.bitcast(value, ir.FloatType())
-    return types.float32(bits), codegen
+        i32 = ir.IntType(32)
+        exponent = builder.add(builder.fptosi(args[0], i32), ir.Constant(i32, 127))
+        return builder.bitcast(builder.shl(exponent, ir.Constant(i32, 23)), ir.FloatType())
+    return types.float32(n), codegen
 
 
 def exp_neg_abs(v):
@@ -57,10 +58,10 @@ def _exp_neg_abs_overload(v):
     def exp_neg_abs_float32(v):
         t = -abs(v)
         c = _LOWEST if t < _LOWEST else t  # NaN passes through
-        n = math.floor(c * _LOG2E + _HALF)
+        n = np.floor(c * _LOG2E + _HALF)  # (math.floor would give an int64, and float64 arithmetic after it)
         r = c - n * _LN2_HIGH - n * _LN2_LOW
         y = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * (r * r) + r + ONE
-        y *= _float32_from_bits((int(n) + 127) << 23)  # 2**n
+        y *= _power_of_two(n)
         return _ZERO if t < _LOWEST else y
     return exp_neg_abs_float32
 
@@ -93,10 +94,10 @@ def _erfc_of_scaled_negative_overload(v):
         c = min(c, 0.0)  # at most about 3e-8 above 0 (a = 0)
         low = c < _LOWEST
         c = _LOWEST if low else c  # NaN passes through
-        n = math.floor(c * _LOG2E + 0.5)
+        n = np.floor(c * _LOG2E + 0.5)
         r = _F(c - n * _LN2)
         y = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * (r * r) + r + ONE
-        y *= _float32_from_bits((int(n) + 127) << 23)  # 2**n
+        y *= _power_of_two(n)
         e = 0.0 if low else t * y
         return e if v < 0 else 2.0 - e
     return erfc_float32
