@@ -8,6 +8,7 @@ Mirrors :mod:`cnnlab.kernels.cuda.activation`.
 
 import math
 
+import numpy as np
 from numba import njit, prange
 
 from ._exp import ONE, exp_neg_abs, tanh
@@ -81,27 +82,87 @@ def tanh_forward(x, out):
         out[i] = tanh(x[i])
 
 
+SOFTMAX_BLOCK = 256  # positions along the inner axis one share of a strided softmax takes at a time
+
+
 def softmax_forward(x, out):
-    """Softmax over axis 1 of ``x`` viewed as (outer, K, inner); max-shifted, so stable."""
-    run_split(_softmax_forward_items, x.shape[0] * x.shape[2], 3 * x.size, x, out)
+    """Softmax over axis 1 of ``x`` viewed as (outer, K, inner); max-shifted, so stable.
+
+    With ``inner`` 1 (the last axis) each row is three contiguous passes (the maximum, the
+    exponentials and their float64 sum, the division); otherwise a block of up to
+    :data:`SOFTMAX_BLOCK` positions along the inner axis goes through the same three passes
+    together, a contiguous stretch of each of the K rows at a time. Either way every inner loop
+    is one the compiler vectorizes (the exponential is :func:`._exp.exp_neg_abs` of the
+    shifted value, which is at most 0; the sums are kept in eight lanes)."""
+    outer, size, inner = x.shape
+    if inner == 1:
+        run_split(_softmax_rows, outer, 2 * x.size, x.reshape(outer, size), out.reshape(outer, size))
+    else:
+        blocks = -(-inner // SOFTMAX_BLOCK)
+        run_split(_softmax_blocks, outer * blocks, 2 * x.size, x, out, blocks)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")  # x / 0 as in a prange: no test per element
-def _softmax_forward_items(x, out, first, last):
-    outer, size, inner = x.shape
-    for task in range(first, last):
-        o = task // inner
-        i = task % inner
-        largest = x[o, 0, i]
-        for k in range(1, size):
-            largest = max(largest, x[o, k, i])
+def _softmax_rows(x, out, first, last):
+    size = x.shape[1]
+    whole = size - size % 8  # the passes with a running result keep it in 8 lanes, so that they vectorize
+    highest = np.empty(8, x.dtype)
+    lanes = np.empty(8, np.float64)
+    for o in range(first, last):
+        row, dest = x[o], out[o]
+        largest = row[0]  # (a NaN anywhere makes every output NaN below, whatever this picks)
+        if whole:
+            for j in range(8):
+                highest[j] = row[j]
+            for k in range(8, whole, 8):
+                for j in range(8):
+                    highest[j] = max(highest[j], row[k + j])
+            for j in range(8):
+                largest = max(largest, highest[j])
+        for k in range(whole, size):
+            largest = max(largest, row[k])
+        for k in range(size):
+            dest[k] = exp_neg_abs(row[k] - largest)
+        for j in range(8):
+            lanes[j] = 0.0
+        for k in range(0, whole, 8):
+            for j in range(8):
+                lanes[j] += dest[k + j]
         total = 0.0
+        for j in range(8):
+            total += lanes[j]
+        for k in range(whole, size):
+            total += dest[k]
+        scale = 1.0 / total  # (in float64: the product rounds to the float32 quotient but once in ~1e8)
         for k in range(size):
-            e = math.exp(x[o, k, i] - largest)
-            out[o, k, i] = e
-            total += e
+            dest[k] = dest[k] * scale
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _softmax_blocks(x, out, blocks, first, last):
+    size, inner = x.shape[1], x.shape[2]
+    largest = np.empty(SOFTMAX_BLOCK, x.dtype)
+    total = np.empty(SOFTMAX_BLOCK, np.float64)
+    for task in range(first, last):
+        o, start = task // blocks, (task % blocks) * SOFTMAX_BLOCK
+        width = min(SOFTMAX_BLOCK, inner - start)
+        for j in range(width):
+            largest[j] = x[o, 0, start + j]
+            total[j] = 0.0
+        for k in range(1, size):
+            row = x[o, k, start:start + width]
+            for j in range(width):
+                largest[j] = max(largest[j], row[j])
         for k in range(size):
-            out[o, k, i] = out[o, k, i] / total
+            row, dest = x[o, k, start:start + width], out[o, k, start:start + width]
+            for j in range(width):
+                e = exp_neg_abs(row[j] - largest[j])
+                dest[j] = e
+                total[j] += e
+        for k in range(size):
+            dest = out[o, k, start:start + width]
+            for j in range(width):
+                dest[j] = dest[j] / total[j]
 
 
 @njit(parallel=True, cache=True)
