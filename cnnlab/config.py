@@ -25,10 +25,13 @@ IM2COL_CACHE_BYTES : int
     image's im2col columns would exceed it, the thread takes them a block of output rows at a
     time, so that each GEMM reads its columns from the core's cache (2 MiB, an L2 per core).
 PARALLEL_MIN_WORK : int
-    The least work (multiply-adds or element visits) worth giving one thread: a CPU
-    convolution, pooling or fully-connected kernel uses at most ``work // PARALLEL_MIN_WORK``
-    threads (and no more than Numba's thread count), and runs on the calling thread alone below
-    twice this much. For small work, waking other threads costs more than it saves.
+    The least work worth giving one thread, in element visits: a CPU kernel uses at most
+    ``work // PARALLEL_MIN_WORK`` threads (and no more than Numba's thread count), and runs on
+    the calling thread alone below twice this much. For small work, handing a share to another
+    thread costs more than it saves. A kernel weighs its work by its speed: a convolution by
+    :func:`cnnlab.functional.conv.conv_work` (a GEMM's multiply-add is about a sixteenth of a
+    visit), a broadcasting operation's element a third, a fully-connected layer's multiply-add
+    one (``bench/thread_split.py`` shows the choice against both timings).
 WORKER_SPIN_LOOKS : int
     How many times a CPU kernel thread looks for its next share of work after finishing one,
     yielding the processor between looks (about half a microsecond each), before it sleeps:

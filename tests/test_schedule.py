@@ -86,6 +86,26 @@ def test_linear_serial_equals_parallel(both_paths):
 
 
 @needs_threads
+@pytest.mark.parametrize("x_shape, weight_shape, stride, groups, workers", [
+    ((1, 8, 12, 96), (8, 8, 1, 1), 1, 1, 1),  # a pointwise convolution of 74K multiply-adds: one thread
+    ((1, 16, 24, 48), (16, 16, 1, 1), 1, 1, 1),  # 295K, still under 20 us on one thread
+    ((1, 24, 24, 96), (72, 24, 1, 1), 1, 1, 2),  # 4M: shared
+    ((1, 3, 48, 192), (8, 3, 3, 3), 2, 1, 2),  # the stem of a small classifier: im2col of 3 channels
+    ((1, 8, 24, 96), (8, 1, 3, 3), 2, 8, 2),  # depthwise: no GEMM, a multiply-add is worth a visit
+])
+def test_a_convolution_is_shared_by_its_estimated_time(monkeypatch, x_shape, weight_shape, stride, groups, workers):
+    """conv_work weighs a GEMM's multiply-add at a sixteenth of an element visit (the unit of
+    PARALLEL_MIN_WORK) and a depthwise one at a visit, so that a convolution that takes under
+    about 20 us on one thread stays there (bench/thread_split.py)."""
+    monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1 << 14)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    geometry = cnnlab.functional.conv.conv_geometry(x_shape, weight_shape, np.float32, stride, 1, 1, groups)
+    assert geometry.args[-1] == workers
+    assert F.cpu_workers(cnnlab.functional.conv.conv_work(8 * 12 * 96, 8, False)) == 1
+    assert F.cpu_workers(cnnlab.functional.conv.conv_work(72 * 24 * 96, 24, False)) == 2
+
+
+@needs_threads
 def test_one_image_is_shared_by_blocks_of_rows(both_paths, monkeypatch):
     """With fewer images than threads, the threads share each image's output rows."""
     monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 0)

@@ -370,7 +370,7 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
     pads = resolve_padding(padding, (kernel_h, kernel_w), stride, dilation, (height, width))
     out_h, out_w = window_output_shape(height, width, (kernel_h, kernel_w), stride, pads, dilation)
     taps = channels_per_group * kernel_h * kernel_w
-    workers = cpu_workers(samples * filters * out_h * out_w * taps)
+    workers = cpu_workers(conv_work(samples * filters * out_h * out_w, taps, channels_per_group == 1))
     row_bytes = taps * out_w * np.dtype(dtype).itemsize * workers
     block_rows = max(1, min(out_h, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes)))
     filter_blocks = sample_block = 1
@@ -397,6 +397,23 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
     args = (stride[0], stride[1], pads[0][0], pads[1][0], dilation[0], dilation[1], groups,
             block_rows, workers)
     return ConvGeometry((out_h, out_w), args, filter_blocks, sample_block)
+
+
+def conv_work(outputs: int, taps: int, depthwise: bool) -> int:
+    """A convolution's work in element visits, the unit of ``config.PARALLEL_MIN_WORK``
+    (:func:`cnnlab.parallel.cpu_workers`), for ``outputs`` output elements of ``taps``
+    multiply-adds each.
+
+    A multiply-add inside the GEMM path's matrix product costs about a sixteenth of an element
+    visit, and each output element about six multiply-adds more (its column and its epilogue);
+    a depthwise convolution's multiply-add, done without a GEMM, about a visit. Measured with
+    ``bench/thread_split.py``: a convolution that takes under about 20 us on one thread runs
+    slower when shared between two (handing a share over and waiting for it costs about 8 us),
+    and these weights put that point near ``2 * PARALLEL_MIN_WORK`` (pointwise 8 to 24
+    channels at 12x96: 14.6 us on one thread, 17.7 us on two)."""
+    if depthwise:
+        return outputs * (taps + 1)
+    return outputs * (taps + 6) // 16
 
 
 def check_scale(scale: Array, filters: int, dtype: DTypeLike) -> Array:

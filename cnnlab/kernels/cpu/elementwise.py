@@ -20,9 +20,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._broadcast import DIVIDE, MAXIMUM, MINIMUM, POWER, SUBTRACT, binary_items, operand_index
+from ._broadcast import DIVIDE, MAXIMUM, MINIMUM, POWER, SUBTRACT, operand_index, run_binary
 from ._exp import erfc_of_scaled_negative
-from ._schedule import run_split
 
 __all__ = [  # the kernels of this file
     "abs_backward",
@@ -327,7 +326,7 @@ def _minimum_share(own, other):
 
 
 def _binary_forward(op, a, b, out, dims, a_dims, b_dims):
-    run_split(binary_items, out.shape[0], out.shape[0], a, b, out, dims, a_dims, b_dims, op)
+    run_binary(a, b, out, dims, a_dims, b_dims, op)
 
 
 def subtract_forward(a, b, out, dims, a_dims, b_dims):

@@ -14,8 +14,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._broadcast import ADD, MULTIPLY, binary_items, operand_index
-from ._schedule import run_split
+from ._broadcast import ADD, MULTIPLY, operand_index, run_binary
 
 __all__ = [  # the kernels of this file
     "add_backward",
@@ -54,7 +53,7 @@ def _sum_over_broadcast(grad_out, a, j, repeats, dims, b_dims, times_a):
 def add_forward(a, b, out, dims, b_dims):
     """``out = a + b`` with ``b`` broadcast over the axes where ``b_dims`` is 1 (the vectorized
     worker of :mod:`._broadcast`, a row segment at a time)."""
-    run_split(binary_items, out.shape[0], out.shape[0], a, b, out, dims, dims, b_dims, ADD)
+    run_binary(a, b, out, dims, dims, b_dims, ADD)
 
 
 @njit(parallel=True, cache=True)
@@ -70,7 +69,7 @@ def add_backward(grad_out, grad_a, grad_b, dims, b_dims):
 def multiply_forward(a, b, out, dims, b_dims):
     """``out = a * b`` with ``b`` broadcast over the axes where ``b_dims`` is 1 (as
     :func:`add_forward`)."""
-    run_split(binary_items, out.shape[0], out.shape[0], a, b, out, dims, dims, b_dims, MULTIPLY)
+    run_binary(a, b, out, dims, dims, b_dims, MULTIPLY)
 
 
 @njit(parallel=True, cache=True)
