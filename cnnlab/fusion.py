@@ -23,6 +23,7 @@ import numpy as np
 from . import functional as F
 from .device import is_gpu_array, kernels_for, to_device, to_host
 from .functional.conv import bind_conv2d
+from .kernels import cpu as cpu_kernels
 from .layers import Add, BatchNorm2D, Conv2D
 from .shapes import is_known
 
@@ -103,6 +104,11 @@ class FusedConv:
         gamma = norm.params["weight"]
         arrays = (gamma, norm.params["bias"], norm.buffers["running_mean"], norm.buffers["running_var"],
                   gamma if bias is None else bias)  # (an unused bias of gamma's type: one signature)
+        if type(weight) is type(arrays[0]) is type(arrays[1]) is type(arrays[2]) is type(arrays[3]) \
+                is type(arrays[4]) is np.ndarray:  # all on the host (as a model keeps them): the kernel straight
+            scale, shift = np.empty(gamma.shape, dtype), np.empty(gamma.shape, dtype)
+            cpu_kernels.fold_batch_norm(*arrays, bias is not None, float(norm.eps), scale, shift)
+            return scale, shift
         on_gpu = is_gpu_array(weight)
         if all(is_gpu_array(a) == on_gpu for a in arrays):
             kernels = kernels_for(weight=weight)

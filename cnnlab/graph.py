@@ -225,8 +225,8 @@ class Graph:
         """
         if training:
             self._tape = {}
-        seeded = [node for node in self.nodes if node.layer.draws_masks]
-        seeds = {} if seed is None else {id(node): (seed + k) % (2**31) for k, node in enumerate(seeded)}
+        seeds = {} if seed is None else {id(node): (seed + k) % (2**31) for k, node in
+                                         enumerate(node for node in self.nodes if node.layer.draws_masks)}
 
         plan = pool = release = None
         frozen = ()
@@ -261,6 +261,14 @@ class Graph:
                 observe(node, out)
             return out
 
+        def infer(node, values):  # step in inference, without the training and seed bookkeeping
+            if type(node) is FusedConv:
+                return node.run(values, pool=None if pool is None or id(node.output) in wanted else pool)
+            forward = node.layer.forward
+            return node.apply(lambda v: forward(v, False), values)
+
+        if not training and observe is None and not seeds and not frozen:
+            step = infer
         blas = contextlib.nullcontext() if any(is_gpu_array(v) for v in inputs) else single_threaded_blas()
         try:
             with blas:

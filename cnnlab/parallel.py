@@ -32,7 +32,8 @@ import threading
 
 import numba  # importing Numba does not choose its threading layer: load_tbb still comes first
 
-__all__ = ["blas_kernels", "blas_limited", "cpu_workers", "load_tbb", "single_threaded_blas", "threading_layer"]
+__all__ = ["blas_kernels", "blas_limited", "cpu_workers", "load_tbb", "single_threaded_blas", "thread_count",
+           "threading_layer"]
 
 _TBB_LIBRARIES = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib"}
 
@@ -140,6 +141,13 @@ def blas_limited():
     return getattr(_BLAS_STATE, "depth", 0) > 0
 
 
+def thread_count():
+    """``numba.get_num_threads()``, as it was when this thread entered :func:`single_threaded_blas`
+    when it is inside (a model call reads it once, not once per kernel: Numba answers through a
+    ctypes call of about 0.8 us)."""
+    return _BLAS_STATE.threads if getattr(_BLAS_STATE, "depth", 0) > 0 else numba.get_num_threads()
+
+
 @contextlib.contextmanager
 def single_threaded_blas():
     """Run the enclosed CPU kernels with one BLAS thread per caller.
@@ -165,6 +173,7 @@ def single_threaded_blas():
     previous = [lib.get_num_threads() for lib in libraries]
     for lib in libraries:
         lib.set_num_threads(1)
+    _BLAS_STATE.threads = numba.get_num_threads()
     _BLAS_STATE.depth = 1
     try:
         yield

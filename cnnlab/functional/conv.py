@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from .. import config
@@ -21,7 +20,7 @@ from ..kernels import (
     EPILOGUE_SILU,
     EPILOGUE_TANH,
 )
-from ..parallel import blas_limited, cpu_workers, single_threaded_blas
+from ..parallel import blas_limited, cpu_workers, single_threaded_blas, thread_count
 from ..shapes import c_strides, check_int, pair, resolve_padding, window_output_shape
 from ..types import Array, DTypeLike, IntPair, Padding
 from .activation import as_number, clip_bounds
@@ -221,7 +220,7 @@ class BoundConv2d:
 
 
 def _settings():
-    return (numba.get_num_threads(), config.IM2COL_MAX_BYTES, config.IM2COL_CACHE_BYTES, config.PARALLEL_MIN_WORK,
+    return (thread_count(), config.IM2COL_MAX_BYTES, config.IM2COL_CACHE_BYTES, config.PARALLEL_MIN_WORK,
             config.GEMM_MIN_COLUMNS)
 
 
@@ -340,7 +339,7 @@ def conv_geometry(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], dtype
     arguments = (_plain(stride), _plain(padding), _plain(dilation), _plain(groups))
     if None in arguments:
         return _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, groups)
-    key = (tuple(x_shape), tuple(weight_shape), np.dtype(dtype), *arguments, numba.get_num_threads(),
+    key = (tuple(x_shape), tuple(weight_shape), np.dtype(dtype), *arguments, thread_count(),
            config.IM2COL_MAX_BYTES, config.IM2COL_CACHE_BYTES, config.PARALLEL_MIN_WORK, config.GEMM_MIN_COLUMNS)
     geometry = _GEOMETRIES.get(key)
     if geometry is None:
@@ -387,7 +386,7 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
         # not depend on whether the call ran serial or parallel (the GEMMs' widths, and with
         # them BLAS's rounding, stay the same)
         budget = max(1, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes * out_h))
-        sample_block = max(1, min(-(-samples // numba.get_num_threads()), budget))
+        sample_block = max(1, min(-(-samples // thread_count()), budget))
     row_block = taps * out_w * np.dtype(dtype).itemsize
     if sample_block == 1 and block_rows * row_block > int(config.IM2COL_CACHE_BYTES):
         # columns a few rows at a time, in the core's cache, rather than one GEMM over columns that

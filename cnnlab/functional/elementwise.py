@@ -268,14 +268,27 @@ def broadcast_geometry(a_shape: tuple, b_shape: tuple) -> tuple[tuple, list, lis
     return shape, dims or [1], a_dims or [1], b_dims or [1]
 
 
+_HOST_GEOMETRIES = {}  # (a's shape, b's shape) -> (shape, (dims, a_dims, b_dims) as host index arrays)
+_GEOMETRIES_KEPT = 512
+
+
 def _operands(a, b, grad_out=None):
     """The operands of a binary op checked (float, one dtype, one device, shapes that broadcast):
-    ``(a, b, shape, kernels, geometry)``, ``geometry`` the kernels' ``(dims, a_dims, b_dims)``."""
+    ``(a, b, shape, kernels, geometry)``, ``geometry`` the kernels' ``(dims, a_dims, b_dims)``
+    (for host operands kept per pair of shapes; the kernels only read them)."""
     a = as_float_array("a", a)
     b = as_float_array("b", b, dtype=a.dtype)
     kernels = kernels_for(a=a, b=b, grad_out=grad_out)
-    shape, *geometry = broadcast_geometry(a.shape, b.shape)
-    return a, b, shape, kernels, tuple(index_array(kernels, g) for g in geometry)
+    key = (a.shape, b.shape)
+    entry = _HOST_GEOMETRIES.get(key) if kernels.DEVICE != "cuda" else None
+    if entry is None:
+        shape, *geometry = broadcast_geometry(a.shape, b.shape)
+        entry = (shape, tuple(index_array(kernels, g) for g in geometry))
+        if kernels.DEVICE != "cuda":
+            if len(_HOST_GEOMETRIES) >= _GEOMETRIES_KEPT:
+                _HOST_GEOMETRIES.clear()
+            _HOST_GEOMETRIES[key] = entry
+    return a, b, entry[0], kernels, entry[1]
 
 
 def _empty_operand(a, b):

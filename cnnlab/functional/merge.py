@@ -18,18 +18,12 @@ def index_array(kernels: Any, values: Sequence[int]) -> Array:
     return values
 
 
-def _broadcast_operands(a, b, grad_out=None):
-    """Check the operands of :func:`add` / :func:`multiply`.
+_HOST_GEOMETRIES = {}  # (a's shape, b's shape) -> (swapped, dims, b_dims) with host index arrays
+_GEOMETRIES_KEPT = 512
 
-    Returns ``(full, small, swapped, kernels, geometry)``: ``full`` has the result's shape and
-    ``small`` broadcasts against it (``swapped`` when that is ``a``); ``geometry`` is the
-    kernels' ``(dims, b_dims)``, adjacent axes of the same kind merged.
-    """
-    a = as_float_array("a", a)
-    b = as_float_array("b", b, dtype=a.dtype)
-    kernels = kernels_for(a=a, b=b, grad_out=grad_out)
-    a_shape, b_shape = tuple(a.shape), tuple(b.shape)
 
+def _merge_geometry(a_shape, b_shape):
+    """``(swapped, dims, b_dims)`` of :func:`_broadcast_operands` for these shapes (lists)."""
     def broadcasts(small, full):
         padded = (1,) * (len(full) - len(small)) + small
         return len(small) <= len(full) and all(m in (1, n) for m, n in zip(padded, full))
@@ -40,10 +34,10 @@ def _broadcast_operands(a, b, grad_out=None):
             f"a with shape {a_shape} and b with shape {b_shape} do not broadcast: one operand's "
             "axes must equal the other's or be 1 (NumPy's rule, the result having one operand's shape)"
         )
-    full, small = (b, a) if swapped else (a, b)
-    padded = (1,) * (len(full.shape) - len(small.shape)) + tuple(small.shape)
+    full, small = (b_shape, a_shape) if swapped else (a_shape, b_shape)
+    padded = (1,) * (len(full) - len(small)) + small
     dims, b_dims = [], []
-    for n, m in zip(full.shape, padded):
+    for n, m in zip(full, padded):
         if n == 1:
             continue
         if dims and (b_dims[-1] == 1) == (m == 1):
@@ -52,8 +46,33 @@ def _broadcast_operands(a, b, grad_out=None):
         else:
             dims.append(n)
             b_dims.append(m)
-    geometry = (index_array(kernels, dims or [1]), index_array(kernels, b_dims or [1]))
-    return full, small, swapped, kernels, geometry
+    return swapped, dims or [1], b_dims or [1]
+
+
+def _broadcast_operands(a, b, grad_out=None):
+    """Check the operands of :func:`add` / :func:`multiply`.
+
+    Returns ``(full, small, swapped, kernels, geometry)``: ``full`` has the result's shape and
+    ``small`` broadcasts against it (``swapped`` when that is ``a``); ``geometry`` is the
+    kernels' ``(dims, b_dims)``, adjacent axes of the same kind merged (for host operands kept
+    per pair of shapes: a model calls the same additions again and again; the kernels only
+    read them).
+    """
+    a = as_float_array("a", a)
+    b = as_float_array("b", b, dtype=a.dtype)
+    kernels = kernels_for(a=a, b=b, grad_out=grad_out)
+    key = (a.shape, b.shape)
+    entry = _HOST_GEOMETRIES.get(key) if kernels.DEVICE != "cuda" else None
+    if entry is None:
+        swapped, dims, b_dims = _merge_geometry(tuple(a.shape), tuple(b.shape))
+        entry = (swapped, index_array(kernels, dims), index_array(kernels, b_dims))
+        if kernels.DEVICE != "cuda":
+            if len(_HOST_GEOMETRIES) >= _GEOMETRIES_KEPT:
+                _HOST_GEOMETRIES.clear()
+            _HOST_GEOMETRIES[key] = entry
+    swapped = entry[0]
+    full, small = (b, a) if swapped else (a, b)
+    return full, small, swapped, kernels, entry[1:]
 
 
 def add(a: Array, b: Array) -> Array:
