@@ -16,6 +16,7 @@ All user-facing checking of geometry lives here, so that every op reports a
 bad argument with the same words.
 """
 
+import math
 import numbers
 
 import numpy as np
@@ -53,6 +54,18 @@ def pair(name, value, minimum=None):
         return (check_int(name, value[0], minimum), check_int(name, value[1], minimum))
     value = check_int(name, value, minimum)
     return (value, value)
+
+
+def plain_argument(value):
+    """``value`` when it is an int (not a bool), a str or a tuple of such (nested once), else
+    None: the arguments whose hash and equality tell them apart exactly (``1``, ``1.0`` and
+    ``True`` are equal keys, but not the same argument)."""
+    if type(value) is int or type(value) is str:
+        return value
+    if type(value) is tuple and all(type(v) is int or (type(v) is tuple and all(type(w) is int for w in v))
+                                    for v in value):
+        return value
+    return None
 
 
 def c_strides(shape, itemsize):
@@ -286,7 +299,7 @@ def is_known(shape) -> bool:
 
 def known_size(shape):
     """The number of values of ``shape``, or None when an axis is unknown."""
-    return int(np.prod(shape, dtype=np.int64)) if is_known(shape) else None
+    return math.prod(shape) if is_known(shape) else None
 
 
 def broadcast_shapes(*shapes):

@@ -42,7 +42,7 @@ def _axis_view(name, shape, axis):
     if not -ndim <= axis < ndim:
         raise ValueError(f"axis={axis} is out of range for {name} with shape {tuple(shape)}")
     axis %= ndim
-    return (int(np.prod(shape[:axis], dtype=np.int64)), shape[axis], int(np.prod(shape[axis + 1:], dtype=np.int64)))
+    return (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]))  # (np.prod: 2 us each)
 
 
 def _softmax_backward_like(kernel_name, y, grad_out, axis):

@@ -21,7 +21,7 @@ from ..kernels import (
     EPILOGUE_TANH,
 )
 from ..parallel import blas_limited, cpu_workers, single_threaded_blas, thread_count
-from ..shapes import c_strides, check_int, pair, resolve_padding, window_output_shape
+from ..shapes import c_strides, check_int, pair, plain_argument, resolve_padding, window_output_shape
 from ..types import Array, DTypeLike, IntPair, Padding
 from .activation import as_number, clip_bounds
 from .common import as_float_array, bias_or_zeros, blas_guard, check_grad, check_out, empty_batches, unbatched
@@ -183,7 +183,7 @@ class BoundConv2d:
             and a.strides == self.strides[shape]
 
     def _same_arguments(self, arguments):
-        return all(a is b or (_plain(a) is not None and a == b) for a, b in zip(arguments, self.arguments))
+        return all(a is b or (plain_argument(a) is not None and a == b) for a, b in zip(arguments, self.arguments))
 
     def accepts(self, x, weight, bias, stride, padding, dilation, groups, scale, residual, activation, out=None):
         """Whether :meth:`__call__` computes what :func:`conv2d` would for these arguments."""
@@ -234,7 +234,7 @@ def bind_conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntP
     arrays = [a for a in (x, weight, bias, scale, residual) if a is not None]
     if any(type(a) is not np.ndarray or not a.flags.c_contiguous or a.dtype != x.dtype for a in arrays) \
             or x.dtype not in (np.float32, np.float64) or x.ndim != 4 or weight.ndim != 4 or 0 in x.shape \
-            or None in (_plain(stride), _plain(padding), _plain(dilation), _plain(groups)):
+            or None in (plain_argument(stride), plain_argument(padding), plain_argument(dilation), plain_argument(groups)):
         return None
     if not (activation is None or type(activation) is str or type(activation) is tuple):
         return None
@@ -315,18 +315,6 @@ _GEOMETRIES: dict = {}
 _GEOMETRIES_KEPT = 4096
 
 
-def _plain(value):
-    """``value`` when it is an int (not a bool), a str or a tuple of such (nested once), else
-    None: the arguments whose hash and equality tell them apart exactly (``1``, ``1.0`` and
-    ``True`` are equal keys, but not the same argument)."""
-    if type(value) is int or type(value) is str:
-        return value
-    if type(value) is tuple and all(type(v) is int or (type(v) is tuple and all(type(w) is int for w in v))
-                                    for v in value):
-        return value
-    return None
-
-
 def conv_geometry(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], dtype: DTypeLike, stride: IntPair,
                   padding: Padding, dilation: IntPair, groups: int) -> ConvGeometry:
     """The resolved geometry of a convolution (:class:`ConvGeometry`), checking the arguments.
@@ -336,7 +324,7 @@ def conv_geometry(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], dtype
     kept: a model calls the same few convolutions over and over. Arguments of other types than int, str and
     tuples of ints are resolved every time.
     """
-    arguments = (_plain(stride), _plain(padding), _plain(dilation), _plain(groups))
+    arguments = (plain_argument(stride), plain_argument(padding), plain_argument(dilation), plain_argument(groups))
     if None in arguments:
         return _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, groups)
     key = (tuple(x_shape), tuple(weight_shape), np.dtype(dtype), *arguments, thread_count(),

@@ -1,6 +1,9 @@
+
 """Merging tensors: broadcasting add and multiply, concatenation, and backward."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -176,8 +179,7 @@ def _concatenation_axis(axis, shape):
 
 def _three_axes(shape, axis):
     """``(outer, K, inner)``: ``shape`` seen around ``axis`` (no data moves)."""
-    return (int(np.prod(shape[:axis], dtype=np.int64)), shape[axis],
-            int(np.prod(shape[axis + 1:], dtype=np.int64)))
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
 
 
 def concatenate(arrays: Sequence[Array], axis: int = 1) -> Array:

@@ -6,11 +6,12 @@ import math
 
 import numpy as np
 
+from .. import config
 from ..device import is_gpu_array, kernels_for, to_device, to_host
 from ..dispatch import is_dask_array, per_sample, sliding_window
 from ..kernels import POOL_AVG, POOL_LP, POOL_MAX, POOL_MEDIAN, POOL_MIN
-from ..parallel import cpu_workers
-from ..shapes import check_flag, check_int, check_padding, pair, window_output_shape
+from ..parallel import cpu_workers, thread_count
+from ..shapes import check_flag, check_int, check_padding, pair, plain_argument, window_output_shape
 from ..types import Array, IntPair, Padding
 from .common import as_float_array, check_grad, empty_batches, unbatched
 from .conv import conv2d, conv2d_backward
@@ -219,9 +220,33 @@ def pool_arguments(kernel_size: IntPair, stride: IntPair | None = None, padding:
                 ceil_mode=ceil_mode, count_include_pad=count_include_pad)
 
 
+_GEOMETRIES = {}  # pool_geometry's answers, per arguments and settings
+_GEOMETRIES_KEPT = 512
+
+
 def pool_geometry(x_shape: tuple[int, ...], kernel_size: IntPair, stride: IntPair, padding: Padding, mode: str, dilation: IntPair = 1,
                   ceil_mode: bool = False, count_include_pad: bool = True) -> tuple[tuple[int, ...], tuple]:
-    """Validate pooling arguments; return the output shape and the kernel's integer arguments."""
+    """Validate pooling arguments; return the output shape and the kernel's integer arguments.
+
+    Kept per set of arguments (ints, strs, bools and tuples of ints) and settings (Numba's
+    thread count, ``config.PARALLEL_MIN_WORK``): a model pools the same shapes call after call,
+    and checking the arguments took longer than pooling a small map."""
+    flags = tuple(flag if type(flag) is bool else None for flag in (ceil_mode, count_include_pad))
+    key = (tuple(x_shape), plain_argument(kernel_size), "window" if stride is None else plain_argument(stride),
+           plain_argument(padding), plain_argument(mode), plain_argument(dilation), *flags,
+           config.PARALLEL_MIN_WORK, thread_count())
+    if None in key:
+        return _pool_geometry(x_shape, kernel_size, stride, padding, mode, dilation, ceil_mode, count_include_pad)
+    geometry = _GEOMETRIES.get(key)
+    if geometry is None:
+        geometry = _pool_geometry(x_shape, kernel_size, stride, padding, mode, dilation, ceil_mode, count_include_pad)
+        if len(_GEOMETRIES) >= _GEOMETRIES_KEPT:
+            _GEOMETRIES.clear()
+        _GEOMETRIES[key] = geometry
+    return geometry
+
+
+def _pool_geometry(x_shape, kernel_size, stride, padding, mode, dilation, ceil_mode, count_include_pad):
     options = pool_arguments(kernel_size, stride, padding, mode, dilation, ceil_mode, count_include_pad)
     kernel, stride, pads, dilation = (options[k] for k in ("kernel_size", "stride", "padding", "dilation"))
     samples, channels, height, width = x_shape

@@ -1,7 +1,9 @@
+
 """Data movement: :func:`transpose` (any permutation of any rank) and its backward."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,7 +50,7 @@ def transpose(x: Array, axes: Sequence[int]) -> Array:
     axes = check_axes(axes, len(x.shape))
     kernels = kernels_for(x=x)
     shape = tuple(int(s) for s in x.shape)
-    strides = [int(np.prod(shape[k + 1:], dtype=np.int64)) for k in range(len(shape))]
+    strides = [math.prod(shape[k + 1:]) for k in range(len(shape))]
     out_shape = tuple(shape[a] for a in axes)
     out = kernels.empty(out_shape, x.dtype)
     if out.size:

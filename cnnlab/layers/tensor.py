@@ -26,7 +26,7 @@ class Flatten(Layer):
     def forward(self, x: Array, training: bool = False) -> Array:
         if training:
             self.saved = tuple(x.shape)
-        features = int(np.prod(x.shape[1:]))
+        features = math.prod(x.shape[1:])
         if is_gpu_array(x):
             return x.reshape(x.shape[0], features)
         return np.ascontiguousarray(x).reshape(x.shape[0], features)
