@@ -5,7 +5,8 @@
 Each row: the median of ``--repeat`` calls of one :mod:`cnnlab.functional` op (the output's
 allocation included) after three warm-up calls, in milliseconds. The ops are those the packaged
 OCR and detection networks spend their non-convolution time in (docs/kernels.md): broadcasting
-arithmetic, sigmoid and GELU, max pooling (stride 1 and 2), 2x upsampling.
+arithmetic, sigmoid and GELU, max pooling (stride 1 and 2), 2x upsampling, the recognizers'
+softmax over their character classes, the squeeze-excitation blocks' global average pooling.
 """
 
 import argparse
@@ -30,6 +31,8 @@ def rows():
     x, y = (rng.standard_normal((1, 64, 160, 160)).astype(np.float32) for _ in range(2))
     plane = rng.standard_normal((1, 16, 320, 320)).astype(np.float32)
     small = rng.standard_normal((1, 16, 160, 160)).astype(np.float32)
+    logits = rng.standard_normal((1, 40, 6906)).astype(np.float32)
+    features = rng.standard_normal((1, 96, 160, 160)).astype(np.float32)
     return [
         ("multiply 64x160x160", lambda: F.multiply(x, y)),
         ("subtract 64x160x160", lambda: F.subtract(x, y)),
@@ -40,6 +43,8 @@ def rows():
         ("max pool 2x2 stride 2 16x320x320", lambda: F.max_pool2d(plane, 2)),
         ("resize nearest x2 16x160x160", lambda: F.resize(small, scale=2, mode="nearest")),
         ("resize bilinear x2 16x160x160", lambda: F.resize(small, scale=2, mode="bilinear")),
+        ("softmax over 6906 classes, 40x6906", lambda: F.softmax(logits, axis=-1)),
+        ("global average pool 96x160x160", lambda: F.global_avg_pool2d(features)),
     ]
 
 

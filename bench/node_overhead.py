@@ -1,6 +1,6 @@
 """Where a batch-1 inference's time goes in cnnlab: kernels against the Python around them.
 
-    python bench/node_overhead.py MODEL.onnx [MODEL.onnx ...] [--batch 1] [--size 224]
+    python bench/node_overhead.py MODEL.onnx [MODEL.onnx ...] [--batch 1] [--size 224 | --size 48x192]
                                   [--repeat 50] [--rounds 3] [--threads 2]
 
 Each ONNX file is read with :func:`cnnlab.onnx.load` and ``model(x)`` is timed on a random
@@ -26,24 +26,33 @@ from cnnlab.bench.overhead import format_overhead, node_overhead
 from cnnlab.parallel import blas_kernels
 
 
+def _size(text):
+    """``"224"`` -> (224, 224); ``"48x192"`` -> (48, 192)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected H or HxW, got {text!r}")
+    height, width = (int(parts[0]), int(parts[-1]))
+    return height, width
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("models", nargs="+", help="ONNX files")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--size", type=_size, default=(224, 224), help="H or HxW (default 224)")
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    if min(args.batch, args.size, args.repeat, args.rounds, args.threads) < 1:
+    if min(args.batch, *args.size, args.repeat, args.rounds, args.threads) < 1:
         parser.error("--batch, --size, --repeat, --rounds and --threads must be at least 1")
     numba.set_num_threads(args.threads)
     warning = busy_warning(os.getloadavg()[0], os.cpu_count(), args.threads)
     if warning:
         print(warning, file=sys.stderr)
-    print(f"batch {args.batch}, {args.size}x{args.size}, {args.threads} threads, median of {args.repeat} calls; "
+    print(f"batch {args.batch}, {args.size[0]}x{args.size[1]}, {args.threads} threads, median of {args.repeat} calls; "
           f"GEMMs on {blas_kernels()}")
-    x = np.random.default_rng(0).standard_normal((args.batch, 3, args.size, args.size)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((args.batch, 3, *args.size)).astype(np.float32)
     for path in args.models:
         model = cnnlab.onnx.load(path)
         print(f"{os.path.basename(path)}: {len(model.graph.nodes)} nodes")
