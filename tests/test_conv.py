@@ -117,6 +117,36 @@ def test_depthwise_matches_loops_with_row_blocks(channels, height, width, kh, kw
     np.testing.assert_allclose(out, reference, rtol=1e-12, atol=1e-12)
 
 
+@settings(max_examples=30)
+@given(st.integers(1, 3), st.integers(1, 9), st.integers(1, 3), st.integers(1, 5), st.integers(1, 3),
+       st.integers(1, 3), st.integers(1, 2), st.integers(1, 2), st.integers(0, 2), st.integers(0, 2),
+       st.booleans())
+def test_im2col_paths_match_loops(height, width, kh, kw, sh, sw, dh, dw, ph, pw, one_row_at_a_time):
+    """The GEMM path's column copy: each tap's span of in-row output columns found once
+    (contiguous at stride 1, strided otherwise), zeros left and right of it, and the
+    one-column case (a 1-D convolution along the height, width 1 or a window as wide as the
+    padded row) as one pass down the rows; paddings up to the window, every stride."""
+    from hypothesis import assume
+
+    assume(height + 2 * ph >= dh * (kh - 1) + 1 and width + 2 * pw >= dw * (kw - 1) + 1)
+    rng = np.random.default_rng(height * 100 + width * 10 + kh)
+    x = rng.standard_normal((2, 3, height, width))
+    w = rng.standard_normal((4, 3, kh, kw))
+    b = rng.standard_normal(4)
+    geometry = dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw))
+    if one_row_at_a_time:
+        config.IM2COL_MAX_BYTES = 1
+    try:
+        out = F.conv2d(x, w, b, **geometry)
+        width_one = F.conv2d(x[..., :1], w[..., :1], b, stride=(sh, 1), padding=(ph, 0), dilation=(dh, 1))
+    finally:
+        config.reset()
+    reference = naive.conv2d_loops(x, w, b, (sh, sw), ((ph, ph), (pw, pw)), (dh, dw), 1)
+    np.testing.assert_allclose(out, reference, rtol=1e-12, atol=1e-12)
+    reference = naive.conv2d_loops(x[..., :1], w[..., :1], b, (sh, 1), ((ph, ph), (0, 0)), (dh, 1), 1)
+    np.testing.assert_allclose(width_one, reference, rtol=1e-12, atol=1e-12)
+
+
 def test_non_contiguous_input_is_accepted():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 8, 8, 3)).transpose(0, 3, 1, 2)  # NHWC memory seen as NCHW

@@ -74,6 +74,27 @@ def _im2col(x, n, first_channel, first_row, rows, columns, kernel_h, kernel_w, o
 
 
 @njit(cache=True)
+def _im2col_one_column(x, n, first_channel, first_row, rows, columns, kernel_h, kernel_w, stride_h, pad_h, pad_w,
+                       dilation_h, dilation_w, first_column):
+    """:func:`_im2col` for an output one column wide (a 1-D convolution along the height, as a
+    byte classifier's): one pass down the rows per tap, instead of a row loop one element long
+    per row (about 5 ns a row)."""
+    height, width = x.shape[2], x.shape[3]
+    first_column = max(first_column, 0)
+    for tap in range(columns.shape[0]):
+        channel = first_channel + tap // (kernel_h * kernel_w)
+        i = (tap // kernel_w) % kernel_h
+        w = (tap % kernel_w) * dilation_w - pad_w
+        if w < 0 or w >= width:
+            for r in range(rows):
+                columns[tap, first_column + r] = 0
+            continue
+        for r in range(rows):
+            h = (first_row + r) * stride_h - pad_h + i * dilation_h
+            columns[tap, first_column + r] = x[n, channel, h, w] if 0 <= h < height else 0
+
+
+@njit(cache=True)
 def _matmul(a, b, out):
     """``out = a @ b`` by BLAS GEMM."""
     np.dot(a, b, out)
@@ -166,8 +187,12 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
         columns = column_buffer[:taps * count * pixels].reshape(taps, count * pixels)
         if piece != filled:
             for s in range(count):
-                _im2col(x, n0 + s, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
-                        out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, s * pixels)
+                if out_w == 1:  # (a separate function: a branch inside _im2col slowed its 2-D copy down)
+                    _im2col_one_column(x, n0 + s, g * channels_per_group, first_row, rows, columns, kernel_h,
+                                       kernel_w, stride_h, pad_h, pad_w, dilation_h, dilation_w, s * pixels)
+                else:
+                    _im2col(x, n0 + s, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
+                            out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, s * pixels)
             filled = piece
         if count == 1 and rows == out_h:  # the product is the output planes themselves
             _matmul(weight_by_group[g, f0:f1], columns, out_by_group[n0, g, f0:f1])
