@@ -45,15 +45,25 @@ def batchnorm2d_statistics(x, mean, variance):
 
 @njit(parallel=True, cache=True)
 def batchnorm2d_forward(x, mean, variance, gamma, beta, eps, out):
-    """``out = gamma * (x - mean) / sqrt(variance + eps) + beta`` per channel."""
+    """``out = gamma * (x - mean) / sqrt(variance + eps) + beta`` per channel.
+
+    Each channel's scale and shift are computed in float64 and rounded to ``x``'s dtype (as
+    :func:`fold_batch_norm` gives them to a convolution), so that the pass over the plane runs
+    in that dtype and vectorizes at its width."""
     samples, channels, height, width = x.shape
-    for c in prange(channels):
+    scales, shifts = np.empty(channels, x.dtype), np.empty(channels, x.dtype)
+    for c in range(channels):
         scale = gamma[c] / math.sqrt(variance[c] + eps)
-        shift = beta[c] - mean[c] * scale
-        for n in range(samples):
-            for h in range(height):
-                for w in range(width):
-                    out[n, c, h, w] = x[n, c, h, w] * scale + shift
+        scales[c] = scale
+        shifts[c] = beta[c] - mean[c] * scale
+    planes = x.reshape(samples, channels, height * width)
+    out_planes = out.reshape(samples, channels, height * width)
+    for task in prange(samples * channels):
+        n, c = task // channels, task % channels
+        source, target = planes[n, c], out_planes[n, c]
+        scale, shift = scales[c], shifts[c]
+        for k in range(height * width):
+            target[k] = source[k] * scale + shift
 
 
 @njit(parallel=True, cache=True)
