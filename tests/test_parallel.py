@@ -110,3 +110,24 @@ def test_blas_threads_are_limited_once_per_model_call(monkeypatch):
             pass
         assert all(lib.get_num_threads() == 1 for lib in original())  # the inner exit restores nothing
     assert [lib.get_num_threads() for lib in original()] == before
+
+
+def test_thread_count_is_read_once_per_model_call():
+    """Inside single_threaded_blas (a model call) the kernels see the thread count of its entry;
+    outside, Numba's current setting."""
+    import numba
+
+    from cnnlab.parallel import single_threaded_blas, thread_count
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        assert thread_count() == 1
+        with single_threaded_blas():
+            numba.set_num_threads(before)
+            assert thread_count() == 1  # the count the call began with
+            with single_threaded_blas():  # nested: still the outer entry's
+                assert thread_count() == 1
+        assert thread_count() == before
+    finally:
+        numba.set_num_threads(before)
