@@ -14,6 +14,8 @@ from numba import njit, prange
 from ._exp import ONE, exp_neg_abs, tanh
 from ._schedule import run_split
 
+_ZERO, _THREE, _SIX = np.float32(0.0), np.float32(3.0), np.float32(6.0)
+
 __all__ = [  # the kernels of this file
     "clip_backward",
     "clip_forward",
@@ -277,10 +279,18 @@ def hardsigmoid_backward(x, grad_out, grad_x, alpha, beta):
 
 @njit(parallel=True, cache=True)
 def hardswish_forward(x, out):
-    """``out = x * min(max(x + 3, 0), 6) / 6`` element-wise (1-D arrays)."""
+    """``out = x * min(max(x + 3, 0), 6) / 6`` element-wise (1-D arrays), in ``x``'s dtype
+    (:func:`_hardswish`, as the convolution's epilogue computes it)."""
     for i in prange(x.shape[0]):
-        v = x[i]
-        out[i] = v * min(max(v + 3.0, 0.0), 6.0) / 6.0
+        out[i] = _hardswish(x[i])
+
+
+@njit(cache=True)
+def _hardswish(v):
+    """``v * min(max(v + 3, 0), 6) / 6`` with float32 constants (exact: 0, 3 and 6), so that a
+    float32 ``v`` is computed in float32 (float64 constants would make the loops of it float64,
+    half as wide), a float64 one in float64."""
+    return v * min(max(v + _THREE, _ZERO), _SIX) / _SIX
 
 
 @njit(parallel=True, cache=True)

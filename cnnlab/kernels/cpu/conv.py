@@ -42,7 +42,7 @@ from .. import (
 from ._blas import gemm_rows, gemm_rows_bt
 from ._exp import erfc_of_scaled_negative, tanh
 from ._schedule import _sum_over_workers, run_in_threads, run_shared, shares
-from .activation import _sigmoid
+from .activation import _hardswish, _sigmoid
 
 __all__ = ["conv2d_backward_input", "conv2d_backward_weight", "conv2d_forward"]  # the kernels of this file
 
@@ -133,7 +133,7 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
     elif activation == EPILOGUE_HARDSWISH:
         for p in range(n):
             v = row[p]
-            row[p] = v * min(max(v + 3.0, 0.0), 6.0) / 6.0
+            row[p] = _hardswish(v)
     elif activation == EPILOGUE_SIGMOID:
         for p in range(n):
             row[p] = _sigmoid(row[p])
