@@ -14,6 +14,23 @@ from ..parallel import single_threaded_blas
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+class KeptAnswers(dict):
+    """Answers kept by their key (the checked geometry of an op, per shapes, arguments and
+    settings: a model asks for the same few again and again), emptied whenever it reaches
+    ``kept`` entries so that it never grows without bound."""
+
+    def __init__(self, kept):
+        super().__init__()
+        self.kept = kept
+
+    def keep(self, key, answer):
+        """Keep ``answer`` for ``key``; return it."""
+        if len(self) >= self.kept:
+            self.clear()
+        self[key] = answer
+        return answer
+
+
 def as_float_array(name, a, ndim=None, dtype=None):
     """Check that ``a`` is a non-empty float32/float64 array (host or GPU) and return it.
 

@@ -24,7 +24,16 @@ from ..parallel import blas_limited, cpu_workers, single_threaded_blas, thread_c
 from ..shapes import c_strides, check_int, pair, plain_argument, resolve_padding, window_output_shape
 from ..types import Array, DTypeLike, IntPair, Padding
 from .activation import as_number, clip_bounds
-from .common import as_float_array, bias_or_zeros, blas_guard, check_grad, check_out, empty_batches, unbatched
+from .common import (
+    KeptAnswers,
+    as_float_array,
+    bias_or_zeros,
+    blas_guard,
+    check_grad,
+    check_out,
+    empty_batches,
+    unbatched,
+)
 from .merge import add, add_backward, concatenate, concatenate_backward
 
 
@@ -311,8 +320,7 @@ class ConvGeometry:
 
 
 #: resolved geometries by their arguments and the settings they depend on (see conv_geometry)
-_GEOMETRIES: dict = {}
-_GEOMETRIES_KEPT = 4096
+_GEOMETRIES = KeptAnswers(4096)
 
 
 def conv_geometry(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], dtype: DTypeLike, stride: IntPair,
@@ -331,10 +339,8 @@ def conv_geometry(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], dtype
            config.IM2COL_MAX_BYTES, config.IM2COL_CACHE_BYTES, config.PARALLEL_MIN_WORK, config.GEMM_MIN_COLUMNS)
     geometry = _GEOMETRIES.get(key)
     if geometry is None:
-        geometry = _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, groups)
-        if len(_GEOMETRIES) >= _GEOMETRIES_KEPT:
-            _GEOMETRIES.clear()
-        _GEOMETRIES[key] = geometry
+        geometry = _GEOMETRIES.keep(key, _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation,
+                                                           groups))
     return geometry
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from ..device import kernels_for
 from ..dispatch import elementwise as elementwise_chunks
 from ..types import Array
-from .common import as_float_array, check_grad, elementwise, elementwise_backward, empty_batches
+from .common import KeptAnswers, as_float_array, check_grad, elementwise, elementwise_backward, empty_batches
 from .merge import index_array
 
 # ----------------------------------------------------------------------------- unary functions
@@ -268,8 +268,7 @@ def broadcast_geometry(a_shape: tuple, b_shape: tuple) -> tuple[tuple, list, lis
     return shape, dims or [1], a_dims or [1], b_dims or [1]
 
 
-_HOST_GEOMETRIES = {}  # (a's shape, b's shape) -> (shape, (dims, a_dims, b_dims) as host index arrays)
-_GEOMETRIES_KEPT = 512
+_HOST_GEOMETRIES = KeptAnswers(512)  # (a's shape, b's shape) -> (shape, (dims, a_dims, b_dims) as host index arrays)
 
 
 def _operands(a, b, grad_out=None):
@@ -279,15 +278,13 @@ def _operands(a, b, grad_out=None):
     a = as_float_array("a", a)
     b = as_float_array("b", b, dtype=a.dtype)
     kernels = kernels_for(a=a, b=b, grad_out=grad_out)
-    key = (a.shape, b.shape)
-    entry = _HOST_GEOMETRIES.get(key) if kernels.DEVICE != "cuda" else None
+    on_host = kernels.DEVICE != "cuda"
+    entry = _HOST_GEOMETRIES.get((a.shape, b.shape)) if on_host else None
     if entry is None:
         shape, *geometry = broadcast_geometry(a.shape, b.shape)
         entry = (shape, tuple(index_array(kernels, g) for g in geometry))
-        if kernels.DEVICE != "cuda":
-            if len(_HOST_GEOMETRIES) >= _GEOMETRIES_KEPT:
-                _HOST_GEOMETRIES.clear()
-            _HOST_GEOMETRIES[key] = entry
+        if on_host:
+            _HOST_GEOMETRIES.keep((a.shape, b.shape), entry)
     return a, b, entry[0], kernels, entry[1]
 
 

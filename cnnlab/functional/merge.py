@@ -1,4 +1,3 @@
-
 """Merging tensors: broadcasting add and multiply, concatenation, and backward."""
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ import numpy as np
 from ..device import kernels_for, to_device
 from ..shapes import check_int
 from ..types import Any, Array, Sequence
-from .common import as_float_array, check_grad
+from .common import KeptAnswers, as_float_array, check_grad
 
 
 def index_array(kernels: Any, values: Sequence[int]) -> Array:
@@ -21,8 +20,7 @@ def index_array(kernels: Any, values: Sequence[int]) -> Array:
     return values
 
 
-_HOST_GEOMETRIES = {}  # (a's shape, b's shape) -> (swapped, dims, b_dims) with host index arrays
-_GEOMETRIES_KEPT = 512
+_HOST_GEOMETRIES = KeptAnswers(512)  # (a's shape, b's shape) -> (swapped, dims, b_dims) with host index arrays
 
 
 def _merge_geometry(a_shape, b_shape):
@@ -64,15 +62,13 @@ def _broadcast_operands(a, b, grad_out=None):
     a = as_float_array("a", a)
     b = as_float_array("b", b, dtype=a.dtype)
     kernels = kernels_for(a=a, b=b, grad_out=grad_out)
-    key = (a.shape, b.shape)
-    entry = _HOST_GEOMETRIES.get(key) if kernels.DEVICE != "cuda" else None
+    on_host = kernels.DEVICE != "cuda"
+    entry = _HOST_GEOMETRIES.get((a.shape, b.shape)) if on_host else None
     if entry is None:
         swapped, dims, b_dims = _merge_geometry(tuple(a.shape), tuple(b.shape))
         entry = (swapped, index_array(kernels, dims), index_array(kernels, b_dims))
-        if kernels.DEVICE != "cuda":
-            if len(_HOST_GEOMETRIES) >= _GEOMETRIES_KEPT:
-                _HOST_GEOMETRIES.clear()
-            _HOST_GEOMETRIES[key] = entry
+        if on_host:
+            _HOST_GEOMETRIES.keep((a.shape, b.shape), entry)
     swapped = entry[0]
     full, small = (b, a) if swapped else (a, b)
     return full, small, swapped, kernels, entry[1:]

@@ -13,7 +13,7 @@ from ..kernels import POOL_AVG, POOL_LP, POOL_MAX, POOL_MEDIAN, POOL_MIN
 from ..parallel import cpu_workers, thread_count
 from ..shapes import check_flag, check_int, check_padding, pair, plain_argument, window_output_shape
 from ..types import Array, IntPair, Padding
-from .common import as_float_array, check_grad, empty_batches, unbatched
+from .common import KeptAnswers, as_float_array, check_grad, empty_batches, unbatched
 from .conv import conv2d, conv2d_backward
 
 POOL_MODES = {"max": POOL_MAX, "avg": POOL_AVG, "min": POOL_MIN, "median": POOL_MEDIAN, "lp": POOL_LP}
@@ -220,8 +220,7 @@ def pool_arguments(kernel_size: IntPair, stride: IntPair | None = None, padding:
                 ceil_mode=ceil_mode, count_include_pad=count_include_pad)
 
 
-_GEOMETRIES = {}  # pool_geometry's answers, per arguments and settings
-_GEOMETRIES_KEPT = 512
+_GEOMETRIES = KeptAnswers(512)  # pool_geometry's answers, per arguments and settings
 
 
 def pool_geometry(x_shape: tuple[int, ...], kernel_size: IntPair, stride: IntPair, padding: Padding, mode: str, dilation: IntPair = 1,
@@ -239,10 +238,8 @@ def pool_geometry(x_shape: tuple[int, ...], kernel_size: IntPair, stride: IntPai
         return _pool_geometry(x_shape, kernel_size, stride, padding, mode, dilation, ceil_mode, count_include_pad)
     geometry = _GEOMETRIES.get(key)
     if geometry is None:
-        geometry = _pool_geometry(x_shape, kernel_size, stride, padding, mode, dilation, ceil_mode, count_include_pad)
-        if len(_GEOMETRIES) >= _GEOMETRIES_KEPT:
-            _GEOMETRIES.clear()
-        _GEOMETRIES[key] = geometry
+        geometry = _GEOMETRIES.keep(key, _pool_geometry(x_shape, kernel_size, stride, padding, mode, dilation,
+                                                        ceil_mode, count_include_pad))
     return geometry
 
 

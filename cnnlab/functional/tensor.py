@@ -1,4 +1,3 @@
-
 """Data movement: :func:`transpose` (any permutation of any rank) and its backward."""
 
 from __future__ import annotations
