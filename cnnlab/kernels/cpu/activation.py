@@ -125,19 +125,30 @@ def _softmax_rows(x, out, first, last):
             largest = max(largest, row[k])
         for k in range(size):
             dest[k] = exp_neg_abs(row[k] - largest)
-        for j in range(8):
-            lanes[j] = 0.0
-        for k in range(0, whole, 8):
-            for j in range(8):
-                lanes[j] += dest[k + j]
-        total = 0.0
-        for j in range(8):
-            total += lanes[j]
-        for k in range(whole, size):
-            total += dest[k]
-        scale = 1.0 / total  # (in float64: the product rounds to the float32 quotient but once in ~1e8)
+        scale = 1.0 / _sum_in_lanes(dest, lanes)  # (in float64: the product rounds to the float32 quotient but once in ~1e8)
         for k in range(size):
             dest[k] = dest[k] * scale
+
+
+@njit(cache=True, nogil=True, inline="always")  # (inlined: a call per short plane cost 40 %)
+def _sum_in_lanes(values, lanes):
+    """The float64 sum of the 1-D ``values``, kept in the eight float64 ``lanes`` (scratch) over
+    whole groups of eight and then added up with the rest: independent running sums, so that
+    the loop vectorizes (one running sum is a chain of dependent additions, about 0.55 ns an
+    element against 0.1). Softmax's normalizer and global average pooling's plane sums."""
+    size = values.shape[0]
+    whole = size - size % 8
+    for j in range(8):
+        lanes[j] = 0.0
+    for k in range(0, whole, 8):
+        for j in range(8):
+            lanes[j] += values[k + j]
+    total = 0.0
+    for j in range(8):
+        total += lanes[j]
+    for k in range(whole, size):
+        total += values[k]
+    return total
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
