@@ -1,0 +1,25 @@
+"""bench/node_overhead.py and bench/thread_split.py refuse bad options with one line of usage."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.mark.parametrize("script, options, words", [
+    ("node_overhead.py", ["model.onnx", "--size", "abc"], "--size"),
+    ("node_overhead.py", ["model.onnx", "--size", "48x"], "--size"),
+    ("node_overhead.py", ["model.onnx", "--size", "0x192"], "--size"),
+    ("thread_split.py", ["--rounds", "0"], "--rounds"),
+    ("thread_split.py", ["--calls", "-3"], "--calls"),
+])
+def test_bad_options_are_one_line_of_usage(script, options, words):
+    done = subprocess.run([sys.executable, str(BENCH / script), *options], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{script}: error:") and words in last
