@@ -264,7 +264,10 @@ class Graph:
         def infer(node, values):  # step in inference, without the training and seed bookkeeping
             if type(node) is FusedConv:
                 return node.run(values, pool=None if pool is None or id(node.output) in wanted else pool)
-            forward = node.layer.forward
+            layer = node.layer
+            forward = layer.forward
+            if pool is not None and layer.returns_new_array and id(node.output) not in wanted:
+                return pool.lending(node.apply, lambda v: forward(v, False), values)
             return node.apply(lambda v: forward(v, False), values)
 
         if not training and observe is None and not seeds and not frozen:

@@ -389,6 +389,68 @@ def test_pooled_buffers_read_through_reshapes_are_not_reused_early():
             np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
 
 
+def test_lending_takes_back_scratch_arrays_and_leaves_kept_ones():
+    """Inside ``BufferPool.lending`` the op's allocations come from the pool; afterwards the
+    scratch arrays nothing holds are free again, while the result, an array the op kept, and
+    a buffer still read through a view stay out of the free list."""
+    from cnnlab.fusion import BufferPool
+    from cnnlab.kernels import cpu
+
+    pool, kept = BufferPool(), []
+
+    def op():
+        dropped = cpu.empty((4, 5), np.float32)
+        dropped[...] = 1
+        kept.append(cpu.empty((3,), np.float32))
+        kept.append(cpu.empty((2, 6), np.float32).reshape(12))  # a view of the buffer escapes
+        result = cpu.empty((7,), np.float32)
+        result[...] = dropped.sum()
+        return result
+
+    result = pool.lending(op)
+    assert result[0] == 20 and id(result) in pool.lent
+    free = pool.free[np.dtype(np.float32)]
+    assert [b.size for b in free] == [20]  # the dropped scratch array only
+    assert all(not np.shares_memory(b, a) for b in free for a in kept + [result])
+    lent = dict(pool.lent)
+    cpu.empty((2,), np.float32)
+    assert pool.lent == lent  # lending ended: new arrays again
+    pool.give(result)
+    assert sorted(b.size for b in pool.free[np.dtype(np.float32)]) == [7, 20]
+
+
+def test_steps_other_than_convolutions_write_into_pooled_buffers():
+    """Concatenation, addition, pooling and resizing steps take their outputs from the pool on
+    later calls, and the results stay those of every node on its own."""
+    rng = np.random.default_rng(3)
+    x = cnnlab.Input((3, 8, 8))
+    a = L.ReLU()(L.Conv2D(3, 4, 3, padding=1, seed=1)(x))
+    b = L.Conv2D(3, 4, 1, seed=2)(x)
+    h = L.Add()([L.Concatenate()([a, b]), L.Concatenate()([b, a])])
+    h = L.MaxPool2D(2)(L.Sigmoid()(h))
+    h = L.Resize(scale=2.0)(h)
+    model = cnnlab.Model(x, L.Conv2D(8, 2, 3, padding=1, seed=3)(h))
+    images = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    expected = model.graph.forward([images], observe=lambda node, value: None)[0]
+    pool = model.graph.buffer_pool()
+    model.forward(images)
+    held = {id(buffer) for buffers in pool.free.values() for buffer in buffers}
+    taken, original = [], type(pool).take
+
+    def spy(self, shape, dtype):
+        array = original(self, shape, dtype)
+        taken.append(id(self.lent[id(array)][1]))
+        return array
+
+    type(pool).take = spy
+    try:
+        got = model.forward(images)
+    finally:
+        type(pool).take = original
+    assert len(taken) >= 7 and set(taken) <= held  # every step's output from a pooled buffer
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("has_bias", [True, False])
 def test_fold_batch_norm_kernels_match_the_definition(dtype, has_bias):

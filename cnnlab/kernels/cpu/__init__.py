@@ -9,6 +9,7 @@ result where the input lives (here: host memory).
 
 import importlib
 import pkgutil
+import threading
 
 import numpy as np
 
@@ -29,9 +30,19 @@ globals().update({name: getattr(module, name) for module in _modules for name in
 DEVICE = "cpu"
 
 
+_LENDER = threading.local()  # .take: where this thread's empty() takes arrays from, when set
+
+
 def empty(shape, dtype):
-    """A new uninitialized host array."""
-    return np.empty(shape, dtype=dtype)
+    """A new uninitialized host array; while :func:`lend_from` has set a lender on this thread,
+    an array the lender hands out (a reused buffer of the inference plan's pool)."""
+    take = getattr(_LENDER, "take", None)
+    return np.empty(shape, dtype=dtype) if take is None else take(shape, dtype)
+
+
+def lend_from(take):
+    """Make :func:`empty` on this thread return ``take(shape, dtype)`` (None: new arrays again)."""
+    _LENDER.take = take
 
 
 def zeros(shape, dtype):
