@@ -80,6 +80,36 @@ def test_conv_transpose2d_is_the_adjoint_of_conv2d():
     assert np.isclose(np.sum(F.conv2d(y, weight, **options) * x), np.sum(y * up))
 
 
+@pytest.mark.parametrize("kernel, stride, dilation, padding", [
+    (2, 2, 1, (0, 0)),  # windows side by side (an upsampling head): one phase
+    (1, 3, 1, (0, 0)),  # gaps between the windows: rows no block writes are zeroed
+    (3, 1, 1, (1, 1)),  # overlapping windows: even blocks, then odd blocks
+    (4, 2, 1, (1, 2)),
+    (3, 2, 2, (2, 1)),
+])
+@pytest.mark.parametrize("block_rows", [1, 2, 3, 7])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_the_kernel_shares_blocks_of_rows(kernel, stride, dilation, padding, block_rows, groups):
+    """The input-gradient kernel (a transposed convolution's forward) on blocks of rows, shared by
+    two threads: the scatter reference's result; with a piece (sample, group) per thread, whose
+    blocks the kernel keeps as given, the same bits as on one thread."""
+    from cnnlab.kernels.cpu import conv as kernels
+
+    x, weight = RNG.standard_normal((1, 2 * groups, 7, 5)), RNG.standard_normal((2 * groups, 3, kernel, kernel))
+    pads = (padding, padding)
+    expected = naive.conv_transpose2d(x, weight, stride=(stride, stride), padding=pads, groups=groups,
+                                      dilation=(dilation, dilation))
+    results = []
+    for workers in (1, 2):
+        out = np.full(expected.shape, np.nan)
+        kernels.conv2d_backward_input(x, weight, out, stride, stride, padding[0], padding[0], dilation, dilation,
+                                      groups, block_rows, workers)
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+        results.append(out)
+    if groups == 2:
+        np.testing.assert_array_equal(results[0], results[1])
+
+
 @pytest.mark.parametrize("call, error, words", [
     (lambda x, w: F.conv_transpose2d(x, w[:2]), ValueError, "weight has 2 input channels"),
     (lambda x, w: F.conv_transpose2d(x, w, stride=2, output_padding=2), ValueError, "output_padding=2 must be smaller"),

@@ -406,59 +406,78 @@ def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, 
 def _col2im(columns, grad_x, n, first_channel, first_row, rows, kernel_h, kernel_w, out_w,
             stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
     """Add each column-buffer entry back onto the input pixel it was copied from
-    (the adjoint of :func:`_im2col`); padding positions are dropped."""
+    (the adjoint of :func:`_im2col`); padding positions are dropped. Each tap's columns that
+    land inside the image are worked out once, so the inner loop tests nothing."""
     height, width = grad_x.shape[2], grad_x.shape[3]
     for tap in range(columns.shape[0]):
         channel = first_channel + tap // (kernel_h * kernel_w)
         i = (tap // kernel_w) % kernel_h
-        j = tap % kernel_w
+        offset = (tap % kernel_w) * dilation_w - pad_w  # input column of output column 0
+        first = max(0, -((offset // stride_w)))  # the first output column with offset + ow*stride >= 0
+        last = min(out_w, (width - 1 - offset) // stride_w + 1) if width - 1 - offset >= 0 else 0
         for r in range(rows):
             h = (first_row + r) * stride_h - pad_h + i * dilation_h
             if h < 0 or h >= height:
                 continue
-            start = r * out_w
-            for ow in range(out_w):
-                w = ow * stride_w - pad_w + j * dilation_w
-                if 0 <= w < width:
-                    grad_x[n, channel, h, w] += columns[tap, start + ow]
+            line = grad_x[n, channel, h]
+            source = columns[tap, r * out_w:(r + 1) * out_w]
+            for ow in range(first, last):
+                line[np.uint64(offset + ow * stride_w)] += source[ow]
+
+
+@njit(cache=True)
+def _owned_rows(block, blocks, block_rows, stride_h, pad_h, height):
+    """The input rows ``[lo, hi)`` row block ``block`` of the output gradient owns: the blocks'
+    ranges split ``0 .. height`` in order, and a block's windows start inside its own range."""
+    lo = 0 if block == 0 else min(max(block * block_rows * stride_h - pad_h, 0), height)
+    hi = height if block == blocks - 1 else min(max((block + 1) * block_rows * stride_h - pad_h, 0), height)
+    return lo, hi
 
 
 @njit(cache=True, nogil=True)
 def _conv2d_backward_input_items(grad_out, weight_t, grad_x, kernel_h, kernel_w, stride_h, stride_w,
-                                 pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, first_item,
+                                 pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, phase, first_item,
                                  last_item):
-    """(sample, group) items ``first_item .. last_item-1`` of :func:`conv2d_backward_input`;
-    ``weight_t`` is (groups, taps, filters per group)."""
+    """(sample, group, row block) items ``first_item .. last_item-1`` of :func:`conv2d_backward_input`
+    in ``phase``; ``weight_t`` is (groups, taps, filters per group).
+
+    Phase 0 (windows that do not overlap along the height: each block of output rows writes its
+    own input rows): every block zeroes its rows and adds its columns. Where the windows
+    overlap, a block also adds onto the first rows of the next block, so the blocks go in two
+    phases: 1, the even blocks zero their own and the next block's rows and add their columns;
+    2, the odd blocks add theirs. Each pixel then receives its sums in the same order whatever
+    the number of threads."""
     samples = grad_x.shape[0]
     taps, filters_per_group = weight_t.shape[1], weight_t.shape[2]
     channels_per_group = grad_x.shape[1] // groups
+    height = grad_x.shape[2]
     out_h, out_w = grad_out.shape[2], grad_out.shape[3]
     grad_by_group = grad_out.reshape(samples, groups, filters_per_group, out_h * out_w)
+    blocks = (out_h + block_rows - 1) // block_rows
+    per_piece = blocks if phase == 0 else (blocks + 2 - phase) // 2  # this phase's blocks per (sample, group)
     column_buffer = np.empty(taps * block_rows * out_w, dtype=grad_x.dtype)
-    grad_buffer = np.empty(filters_per_group * block_rows * out_w, dtype=grad_x.dtype)
     for item in range(first_item, last_item):
-        n = item // groups
-        g = item % groups
+        n = item // (groups * per_piece)
+        g = (item // per_piece) % groups
+        block = item % per_piece if phase == 0 else 2 * (item % per_piece) + phase - 1
         first_channel = g * channels_per_group
-        for c in range(first_channel, first_channel + channels_per_group):
-            for h in range(grad_x.shape[2]):
-                for w in range(grad_x.shape[3]):
-                    grad_x[n, c, h, w] = 0
-        for first_row in range(0, out_h, block_rows):
-            rows = min(block_rows, out_h - first_row)
-            pixels = rows * out_w
-            columns = column_buffer[:taps * pixels].reshape(taps, pixels)
-            if rows == out_h:
-                _matmul(weight_t[g], grad_by_group[n, g], columns)
-            else:
-                planes = grad_buffer[:filters_per_group * pixels].reshape(filters_per_group, pixels)
-                first_pixel = first_row * out_w
-                for f in range(filters_per_group):
-                    for p in range(pixels):
-                        planes[f, p] = grad_by_group[n, g, f, first_pixel + p]
-                _matmul(weight_t[g], planes, columns)
-            _col2im(columns, grad_x, n, first_channel, first_row, rows, kernel_h, kernel_w, out_w,
-                    stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+        lo, hi = _owned_rows(block, blocks, block_rows, stride_h, pad_h, height)
+        if phase == 1 and block + 1 < blocks:
+            hi = _owned_rows(block + 1, blocks, block_rows, stride_h, pad_h, height)[1]
+        if phase < 2:
+            for c in range(first_channel, first_channel + channels_per_group):
+                for h in range(lo, hi):
+                    line = grad_x[n, c, h]
+                    for w in range(line.shape[0]):
+                        line[w] = 0
+        first_row = block * block_rows
+        rows = min(block_rows, out_h - first_row)
+        pixels = rows * out_w
+        columns = column_buffer[:taps * pixels].reshape(taps, pixels)
+        gemm_rows(taps, pixels, filters_per_group, weight_t[g], filters_per_group,
+                  grad_by_group[n, g, :, first_row * out_w:], out_h * out_w, 0.0, columns, pixels)
+        _col2im(columns, grad_x, n, first_channel, first_row, rows, kernel_h, kernel_w, out_w,
+                stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
 
 
 @njit(cache=True)
@@ -479,11 +498,14 @@ def _transposed_weight(weight, groups):
 
 def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_h, pad_w,
                           dilation_h, dilation_w, groups, block_rows, workers):
-    """Gradient of :func:`conv2d_forward` with respect to its input, written into ``grad_x``.
+    """Gradient of :func:`conv2d_forward` with respect to its input, written into ``grad_x``
+    (also the forward pass of a transposed convolution).
 
-    For each (sample, group) the column gradient ``weight[g].T @ grad_out[n, g]`` is one GEMM;
-    :func:`_col2im` adds it back onto the input pixels.  A thread owns whole (sample, group)
-    items, hence whole input planes: no two threads add to the same pixel.
+    For each (sample, group, block of output rows) the column gradient ``weight[g].T @
+    grad_out[n, g, rows]`` is one GEMM, read in place; :func:`_col2im` adds it back onto the
+    input pixels. A thread owns whole row blocks, hence their input rows: where windows overlap
+    along the height, the even blocks go first, then the odd ones, so no two threads add to the
+    same pixel.
 
     Parameters
     ----------
@@ -493,9 +515,25 @@ def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_h, p
     stride_h, ..., block_rows, workers : int
         As :func:`conv2d_forward`.
     """
-    run_shared(_conv2d_backward_input_items, grad_x.shape[0] * groups, workers,
-               grad_out, _transposed_weight(weight, groups), grad_x, weight.shape[2], weight.shape[3],
-               stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows)
+    out_h = grad_out.shape[2]
+    reach_h = (weight.shape[2] - 1) * dilation_h + 1
+    overlap = reach_h > stride_h
+    pieces = grad_x.shape[0] * groups
+    if overlap:
+        if pieces < workers:  # each phase needs a block per thread: twice the blocks
+            block_rows = min(block_rows, -(-out_h // (2 * -(-workers // pieces))))
+        # a block's windows must not reach past the next block
+        block_rows = min(out_h, max(block_rows, -(-(reach_h - stride_h) // stride_h)))
+    blocks = _row_blocks(out_h, block_rows)
+    weight_t = _transposed_weight(weight, groups)
+    arguments = (grad_out, weight_t, grad_x, weight.shape[2], weight.shape[3], stride_h, stride_w, pad_h, pad_w,
+                 dilation_h, dilation_w, groups, block_rows)
+    if not overlap:
+        run_shared(_conv2d_backward_input_items, pieces * blocks, workers, *arguments, 0)
+        return
+    run_shared(_conv2d_backward_input_items, pieces * ((blocks + 1) // 2), workers, *arguments, 1)
+    if blocks > 1:
+        run_shared(_conv2d_backward_input_items, pieces * (blocks // 2), workers, *arguments, 2)
 
 
 @njit(cache=True, nogil=True)
