@@ -1,4 +1,4 @@
-"""bench/node_overhead.py and bench/thread_split.py refuse bad options with one line of usage."""
+"""bench/node_overhead.py, bench/thread_split.py and bench/rested.py refuse bad options with one line of usage."""
 
 import pathlib
 import subprocess
@@ -15,6 +15,9 @@ BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
     ("node_overhead.py", ["model.onnx", "--size", "0x192"], "--size"),
     ("thread_split.py", ["--rounds", "0"], "--rounds"),
     ("thread_split.py", ["--calls", "-3"], "--calls"),
+    ("rested.py", ["model.onnx", "--size", "0"], "--size"),
+    ("rested.py", ["model.onnx", "--pause", "0"], "--pause"),
+    ("rested.py", ["model.onnx", "--calls", "0"], "--calls"),
 ])
 def test_bad_options_are_one_line_of_usage(script, options, words):
     done = subprocess.run([sys.executable, str(BENCH / script), *options], capture_output=True, text=True,

@@ -206,3 +206,18 @@ def test_a_new_team_waits_for_its_first_shares():
         out = np.zeros(3)
         team.run(_slow_fill, [(out, 10**5, 0, 1), (out, 10**6, 1, 2), (out, 10**6, 2, 3)])
         np.testing.assert_array_equal(out, 1.0)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and two cores")
+def test_a_team_thread_keeps_off_the_core_that_hands_it_work():
+    """Woken on the core of the thread that handed it a share, a team thread would share that
+    core with it for the whole call; it takes the core out of its own set instead."""
+    team = _schedule._WatchingTeam()
+    out = np.zeros(4)
+    team.run(_fill, [(out, 0.0, 0, 2), (out, 0.0, 2, 4)])
+    np.testing.assert_array_equal(out, np.arange(4))
+    member = team.members[0]
+    core = int(member.flags[_schedule.CALLER_CORE])
+    assert member.avoided == core and core in os.sched_getaffinity(0)
+    assert os.sched_getaffinity(member.thread.native_id) == os.sched_getaffinity(0) - {core}
