@@ -37,27 +37,28 @@ def _size(text):
 
 
 class WaitClock:
-    """Adds up the time callers of :meth:`_schedule._Watcher.wait` spend in it."""
+    """Adds up the time the caller spends waiting for team threads to finish their shares
+    (in :func:`_schedule._watch_until`, the wait of :meth:`_schedule._Watcher.finish`)."""
 
     def __init__(self):
         self.total = 0.0
-        self.original = _schedule._Watcher.wait
+        self.original = _schedule._watch_until
 
     def __enter__(self):
         original = self.original
 
-        def wait(watcher, seen):
+        def watch_until(*arguments):
             start = time.perf_counter()
             try:
-                return original(watcher, seen)
+                return original(*arguments)
             finally:
                 self.total += time.perf_counter() - start
 
-        _schedule._Watcher.wait = wait
+        _schedule._watch_until = watch_until
         return self
 
     def __exit__(self, *exc):
-        _schedule._Watcher.wait = self.original
+        _schedule._watch_until = self.original
 
 
 def measure(model, x, calls, pause):

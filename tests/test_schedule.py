@@ -214,10 +214,37 @@ def test_a_team_thread_keeps_off_the_core_that_hands_it_work():
     """Woken on the core of the thread that handed it a share, a team thread would share that
     core with it for the whole call; it takes the core out of its own set instead."""
     team = _schedule._WatchingTeam()
-    out = np.zeros(4)
-    team.run(_fill, [(out, 0.0, 0, 2), (out, 0.0, 2, 4)])
-    np.testing.assert_array_equal(out, np.arange(4))
-    member = team.members[0]
+    for _ in range(20):  # the caller's share is long, so the team thread takes its own
+        out = np.zeros(4)
+        team.run(_slow_fill, [(out, 10**6, 0, 2), (out, 0, 2, 4)])
+        np.testing.assert_array_equal(out, 1.0)
+        member = team.members[0]
+        if member.avoided != -1:
+            break
     core = int(member.flags[_schedule.CALLER_CORE])
     assert member.avoided == core and core in os.sched_getaffinity(0)
     assert os.sched_getaffinity(member.thread.native_id) == os.sched_getaffinity(0) - {core}
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_yield"), reason="the watching team needs sched_yield")
+def test_a_share_the_team_thread_has_not_taken_is_run_by_the_caller(monkeypatch):
+    """A team thread that is slow to wake (here: held asleep) does not hold the caller up: the
+    caller, done with its own share, runs the other one too; the thread, once free, goes on
+    serving later shares."""
+    monkeypatch.setattr(config, "WORKER_SPIN_LOOKS", 1)
+    team = _schedule._WatchingTeam()
+    team.run(_fill, [(np.zeros(2), 0.0, 0, 1), (np.zeros(2), 0.0, 1, 2)])  # the team has its thread
+    member = team.members[0]
+    deadline = time.monotonic() + 10
+    while not member.flags[_schedule.ASLEEP] and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert member.flags[_schedule.ASLEEP]
+    with member.awake:  # the thread cannot leave its sleep while this is held
+        out = np.zeros(6)
+        team.run(_fill, [(out, 3.0, 0, 3), (out, 3.0, 3, 6)])
+        np.testing.assert_array_equal(out, 3.0 + np.arange(6))
+        assert not member.slot
+    out = np.zeros(8)
+    for _ in range(5):
+        team.run(_fill, [(out, 1.0, 0, 4), (out, 1.0, 4, 8)])
+    np.testing.assert_array_equal(out, 1.0 + np.arange(8))

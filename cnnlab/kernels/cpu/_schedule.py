@@ -19,6 +19,11 @@ GIL passed back and forth) cost 30 to 60 us on a 2-core machine, as much as a 14
 convolution of MobileNetV2 at batch 1; watched, about 7 us (``bench/handoff.py``). The flag that a share is done
 is also set from compiled code, so that neither thread waits for the GIL while the other holds
 it (a thread that waits for the GIL sleeps, and waking it is the slow part).
+
+A share the team's thread has not taken yet when the caller finishes its own is run by the
+caller (:meth:`_Watcher.finish`): a thread asleep after a pause between calls (a training
+step's data and update, a rest between predictions) can take milliseconds to wake and reach the
+GIL, while the caller would only wait.
 """
 
 import os
@@ -113,19 +118,36 @@ def _watch_for_share(flags, seen, looks):
 
 
 @njit(cache=True, nogil=True)
-def _done_then_watch(flags, seen, looks):
-    """Count a share done, then :func:`_watch_for_share`."""
-    flags[DONE] += 1
+def _done_then_watch(flags, ticket, seen, looks):
+    """Mark share ``ticket`` done, then :func:`_watch_for_share`."""
+    flags[DONE] = ticket
     return _watch_for_share(flags, seen, looks)
+
+
+@njit(cache=True, nogil=True)
+def _watch_until(flags, index, target, looks):
+    """Whether ``flags[index]`` reaches ``target`` within ``looks`` looks, yielding the
+    processor between looks."""
+    for _ in range(looks):
+        if flags[index] >= target:
+            return True
+        _sched_yield()
+    return flags[index] >= target
 
 
 class _Watcher:
     """A resident daemon thread that runs the shares handed to it, watching for the next one
-    between shares (see the module's docstring)."""
+    between shares (see the module's docstring).
+
+    A share waits in :attr:`slot` with its ticket (the count of shares handed so far) until
+    either this thread or the caller pops it (``list.pop`` under the GIL: one of them gets it).
+    This thread marks the ticket done after running it; a caller that finishes its own share
+    first runs this one itself (:meth:`finish`): waking a sleeping thread can take milliseconds,
+    in which the caller would only wait."""
 
     def __init__(self, number):
         self.flags = np.zeros(4, np.int64)
-        self.share = None
+        self.slot = []  # [(ticket, function, arguments)], at most one
         self.error = None
         self.avoided = -1  # the core this thread keeps off (see keep_off)
         self.kept_off = set()  # the allowed cores taken out of this thread's set
@@ -140,15 +162,18 @@ class _Watcher:
             if not handed:
                 self.sleep(seen)
             seen = int(self.flags[HANDED])
+            try:
+                ticket, function, arguments = self.slot.pop()
+            except IndexError:  # the caller took it back and ran it
+                handed = _watch_for_share(self.flags, seen, config.WORKER_SPIN_LOOKS)
+                continue
             if _ON_LINUX and self.flags[CALLER_CORE] != self.avoided:
                 self.keep_off(int(self.flags[CALLER_CORE]))
-            function, arguments = self.share
-            self.share = None
             try:
                 function(*arguments)
             except BaseException as exc:  # handed back to the caller, which raises it
                 self.error = exc
-            handed = _done_then_watch(self.flags, seen, config.WORKER_SPIN_LOOKS)
+            handed = _done_then_watch(self.flags, ticket, seen, config.WORKER_SPIN_LOOKS)
 
     def keep_off(self, core):
         """Run on any allowed core but ``core``, the one the handing thread runs on.
@@ -182,8 +207,9 @@ class _Watcher:
             self.flags[ASLEEP] = 0
 
     def hand(self, function, arguments):
-        """Run ``function(*arguments)`` on this thread; :meth:`wait` for it."""
-        self.share = (function, arguments)
+        """Hand ``function(*arguments)`` to this thread; :meth:`finish` it. Returns its ticket."""
+        ticket = int(self.flags[HANDED]) + 1
+        self.slot.append((ticket, function, arguments))
         if _ON_LINUX:
             _count_handed(self.flags)
         else:
@@ -191,13 +217,23 @@ class _Watcher:
         if self.flags[ASLEEP]:
             with self.awake:
                 self.awake.notify()
+        return ticket
 
-    def wait(self, seen):
-        """Wait until the share handed when DONE read ``seen`` is done; return its error or None."""
-        while not _watch(self.flags, DONE, seen, config.WORKER_SPIN_LOOKS):
-            pass
-        error, self.error = self.error, None
-        return error
+    def finish(self, ticket):
+        """See share ``ticket`` done: run it here if this thread has not taken it yet, else wait
+        for it. Returns its error or None."""
+        try:
+            _, function, arguments = self.slot.pop()
+        except IndexError:  # this thread has it
+            while not _watch_until(self.flags, DONE, ticket, config.WORKER_SPIN_LOOKS):
+                pass
+            error, self.error = self.error, None
+            return error
+        try:
+            function(*arguments)
+        except BaseException as exc:
+            return exc
+        return None
 
 
 class _WatchingTeam:
@@ -219,16 +255,14 @@ class _WatchingTeam:
             while len(self.members) < len(shares) - 1:
                 self.members.append(_Watcher(len(self.members)))
             members = self.members[:len(shares) - 1]
-            done = [int(member.flags[DONE]) for member in members]
-            for member, arguments in zip(members, shares[1:]):
-                member.hand(function, arguments)
+            tickets = [member.hand(function, arguments) for member, arguments in zip(members, shares[1:])]
             error = None
             try:
                 function(*shares[0])
             except BaseException as exc:
                 error = exc
-            for member, seen in zip(members, done):
-                failed = member.wait(seen)
+            for member, ticket in zip(members, tickets):
+                failed = member.finish(ticket)
                 error = error or failed
         finally:
             self.lock.release()
