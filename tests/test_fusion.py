@@ -272,6 +272,22 @@ def _small_residual_model():
     return cnnlab.Model(x, L.Dense(4 * 8 * 8, 3, seed=4)(L.Flatten()(h)))
 
 
+def _buffers_taken(pool, call):
+    """``(call(), ids of the pool's buffers under the views it handed out meanwhile)``."""
+    taken, original = [], type(pool).take
+
+    def spy(self, shape, dtype):
+        array = original(self, shape, dtype)
+        taken.append(id(self.lent[id(array)][1]))
+        return array
+
+    type(pool).take = spy
+    try:
+        return call(), taken
+    finally:
+        type(pool).take = original
+
+
 def test_buffers_are_reused_and_results_stay_intact():
     rng = np.random.default_rng(7)
     model = _small_residual_model()
@@ -281,19 +297,7 @@ def test_buffers_are_reused_and_results_stay_intact():
     kept = first.copy()
     assert pool.nbytes > 0  # released outputs wait in the pool for the next call
     held = {id(buffer) for buffers in pool.free.values() for buffer in buffers}
-    taken = []
-    original = type(pool).take
-
-    def spy(self, shape, dtype):
-        array = original(self, shape, dtype)
-        taken.append(id(self.lent[id(array)][1]))  # the buffer under the view handed out
-        return array
-
-    type(pool).take = spy
-    try:
-        second = model.forward(b)
-    finally:
-        type(pool).take = original
+    second, taken = _buffers_taken(pool, lambda: model.forward(b))
     assert taken and taken[0] in held  # the second call starts from the pooled arrays
     np.testing.assert_array_equal(first, kept)  # an earlier result is never overwritten
     config.FUSE = False
@@ -435,18 +439,7 @@ def test_steps_other_than_convolutions_write_into_pooled_buffers():
     pool = model.graph.buffer_pool()
     model.forward(images)
     held = {id(buffer) for buffers in pool.free.values() for buffer in buffers}
-    taken, original = [], type(pool).take
-
-    def spy(self, shape, dtype):
-        array = original(self, shape, dtype)
-        taken.append(id(self.lent[id(array)][1]))
-        return array
-
-    type(pool).take = spy
-    try:
-        got = model.forward(images)
-    finally:
-        type(pool).take = original
+    got, taken = _buffers_taken(pool, lambda: model.forward(images))
     assert len(taken) >= 7 and set(taken) <= held  # every step's output from a pooled buffer
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
