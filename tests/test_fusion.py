@@ -469,3 +469,22 @@ def test_fold_batch_norm_kernels_match_the_definition(dtype, has_bias):
     tol = dict(rtol=1e-6) if dtype == np.float32 else dict(rtol=1e-13)
     np.testing.assert_allclose(cnnlab.to_host(scale_d), expected[0], **tol)
     np.testing.assert_allclose(cnnlab.to_host(shift_d), expected[1], **tol, atol=1e-7)
+
+
+def test_a_lending_call_inside_another_puts_the_outer_lender_back():
+    """A model called inside a step lends from its own pool, then the step's pool lends again."""
+    from cnnlab.fusion import BufferPool
+    from cnnlab.kernels import cpu
+
+    outer, inner = BufferPool(), BufferPool()
+
+    def step():
+        first = cpu.empty((3,), np.float32)
+        inner.lending(lambda: cpu.empty((4,), np.float32))
+        second = cpu.empty((5,), np.float32)
+        return first, second
+
+    first, second = outer.lending(step)
+    assert id(first) in outer.lent and id(second) in outer.lent
+    assert len(inner.lent) == 1
+    assert cpu.empty((2,), np.float32).base is None  # no lender after the outermost call

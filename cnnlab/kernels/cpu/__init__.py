@@ -41,8 +41,11 @@ def empty(shape, dtype):
 
 
 def lend_from(take):
-    """Make :func:`empty` on this thread return ``take(shape, dtype)`` (None: new arrays again)."""
+    """Make :func:`empty` on this thread return ``take(shape, dtype)`` (None: new arrays again);
+    returns the lender it replaces, for the caller to put back."""
+    previous = getattr(_LENDER, "take", None)
     _LENDER.take = take
+    return previous
 
 
 def zeros(shape, dtype):

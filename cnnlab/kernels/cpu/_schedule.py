@@ -182,9 +182,8 @@ class _Watcher:
         waits for), and Linux may wake it on the waker's core when the other core looks busy:
         in a virtual machine, a processor that has been idle for a while is reported as taken
         by the host. The two threads then share one core for the whole call, each yielding to
-        the other: the PP-OCRv6 tiny recognizer, called after 0.3 s of rest, took 10.5-11 ms
-        against 6.2-6.4 ms called back to back, the caller waiting for this thread's shares as
-        long as for its own. Keeping off the caller's core, the rested calls took 7.6-9.2 ms."""
+        the other, and the caller waits for this thread's shares about as long as it works on
+        its own (docs/performance.md, "A rested call", measured with ``bench/rested.py``)."""
         self.avoided = core
         if not hasattr(os, "sched_setaffinity"):
             return
