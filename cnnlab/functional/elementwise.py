@@ -13,8 +13,8 @@ import numpy as np
 from ..device import kernels_for
 from ..dispatch import elementwise as elementwise_chunks
 from ..types import Array
-from .common import KeptAnswers, as_float_array, check_grad, elementwise, elementwise_backward, empty_batches
-from .merge import index_array
+from .common import KeptAnswers, check_grad, elementwise, elementwise_backward, empty_batches
+from .merge import checked_pair, index_array
 
 # ----------------------------------------------------------------------------- unary functions
 
@@ -275,17 +275,14 @@ def _operands(a, b, grad_out=None):
     """The operands of a binary op checked (float, one dtype, one device, shapes that broadcast):
     ``(a, b, shape, kernels, geometry)``, ``geometry`` the kernels' ``(dims, a_dims, b_dims)``
     (for host operands kept per pair of shapes; the kernels only read them)."""
-    a = as_float_array("a", a)
-    b = as_float_array("b", b, dtype=a.dtype)
-    kernels = kernels_for(a=a, b=b, grad_out=grad_out)
-    on_host = kernels.DEVICE != "cuda"
-    entry = _HOST_GEOMETRIES.get((a.shape, b.shape)) if on_host else None
-    if entry is None:
-        shape, *geometry = broadcast_geometry(a.shape, b.shape)
-        entry = (shape, tuple(index_array(kernels, g) for g in geometry))
-        if on_host:
-            _HOST_GEOMETRIES.keep((a.shape, b.shape), entry)
+    a, b, kernels, entry = checked_pair(a, b, grad_out, _HOST_GEOMETRIES, _indexed_geometry)
     return a, b, entry[0], kernels, entry[1]
+
+
+def _indexed_geometry(a_shape, b_shape, kernels):
+    """:func:`broadcast_geometry` with the kernels' index arrays: ``(shape, (dims, a_dims, b_dims))``."""
+    shape, *geometry = broadcast_geometry(a_shape, b_shape)
+    return shape, tuple(index_array(kernels, g) for g in geometry)
 
 
 def _empty_operand(a, b):

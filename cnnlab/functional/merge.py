@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -18,6 +19,24 @@ def index_array(kernels: Any, values: Sequence[int]) -> Array:
     if kernels.DEVICE == "cuda":
         return to_device(values)
     return values
+
+
+def checked_pair(a: Array, b: Array, grad_out: Array | None, kept: KeptAnswers,
+                 geometry: Callable[[tuple, tuple, Any], Any]) -> tuple[Array, Array, Any, Any]:
+    """The operands of a binary op checked (float arrays of one dtype, on one device, with
+    ``grad_out`` when given): ``(a, b, kernels, answer)``, ``answer`` being ``geometry(a's
+    shape, b's shape, kernels)``, kept in ``kept`` per pair of shapes for host operands (a model
+    calls the same additions again and again; the kernels only read the answer)."""
+    a = as_float_array("a", a)
+    b = as_float_array("b", b, dtype=a.dtype)
+    kernels = kernels_for(a=a, b=b, grad_out=grad_out)
+    on_host = kernels.DEVICE != "cuda"
+    answer = kept.get((a.shape, b.shape)) if on_host else None
+    if answer is None:
+        answer = geometry(tuple(a.shape), tuple(b.shape), kernels)
+        if on_host:
+            kept.keep((a.shape, b.shape), answer)
+    return a, b, kernels, answer
 
 
 _HOST_GEOMETRIES = KeptAnswers(512)  # (a's shape, b's shape) -> (swapped, dims, b_dims) with host index arrays
@@ -50,6 +69,12 @@ def _merge_geometry(a_shape, b_shape):
     return swapped, dims or [1], b_dims or [1]
 
 
+def _merged_index_geometry(a_shape, b_shape, kernels):
+    """:func:`_merge_geometry` with the kernels' index arrays: ``(swapped, dims, b_dims)``."""
+    swapped, dims, b_dims = _merge_geometry(a_shape, b_shape)
+    return swapped, index_array(kernels, dims), index_array(kernels, b_dims)
+
+
 def _broadcast_operands(a, b, grad_out=None):
     """Check the operands of :func:`add` / :func:`multiply`.
 
@@ -59,16 +84,7 @@ def _broadcast_operands(a, b, grad_out=None):
     per pair of shapes: a model calls the same additions again and again; the kernels only
     read them).
     """
-    a = as_float_array("a", a)
-    b = as_float_array("b", b, dtype=a.dtype)
-    kernels = kernels_for(a=a, b=b, grad_out=grad_out)
-    on_host = kernels.DEVICE != "cuda"
-    entry = _HOST_GEOMETRIES.get((a.shape, b.shape)) if on_host else None
-    if entry is None:
-        swapped, dims, b_dims = _merge_geometry(tuple(a.shape), tuple(b.shape))
-        entry = (swapped, index_array(kernels, dims), index_array(kernels, b_dims))
-        if on_host:
-            _HOST_GEOMETRIES.keep((a.shape, b.shape), entry)
+    a, b, kernels, entry = checked_pair(a, b, grad_out, _HOST_GEOMETRIES, _merged_index_geometry)
     swapped = entry[0]
     full, small = (b, a) if swapped else (a, b)
     return full, small, swapped, kernels, entry[1:]
