@@ -1,4 +1,4 @@
-"""bench/node_overhead.py, bench/thread_split.py and bench/rested.py refuse bad options with one line of usage."""
+"""bench/node_overhead.py, bench/thread_split.py, bench/rested.py and bench/depthwise.py refuse bad options with one line of usage."""
 
 import pathlib
 import subprocess
@@ -18,6 +18,8 @@ BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
     ("rested.py", ["model.onnx", "--size", "0"], "--size"),
     ("rested.py", ["model.onnx", "--pause", "0"], "--pause"),
     ("rested.py", ["model.onnx", "--calls", "0"], "--calls"),
+    ("depthwise.py", ["--repeat", "0"], "--repeat"),
+    ("depthwise.py", ["--threads", "0"], "--threads"),
 ])
 def test_bad_options_are_one_line_of_usage(script, options, words):
     done = subprocess.run([sys.executable, str(BENCH / script), *options], capture_output=True, text=True,

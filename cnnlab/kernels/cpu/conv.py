@@ -259,83 +259,176 @@ def _depthwise_forward_items(x, weight, scale, shift, residual, has_residual, ac
     taps with no column buffer and no GEMM (which would be a 1 x taps matrix per channel). An
     item is a (sample, channel, block of output rows).
 
-    The item's input rows are first copied into a zero-padded buffer exactly as wide as the
-    output's windows reach (``Wp`` columns), so no tap ever tests a border. At stride 1 the
-    output rows are then computed ``Wp`` wide, back to back: each tap is one multiply-add of
-    the buffer shifted by the tap's offset onto that wide block, a single long loop that
-    vectorizes whatever the plane's size; the valid columns are copied out. Other strides
-    multiply-add row by row from the buffer."""
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    The item's input rows are first copied, zero-padded, into a buffer split by the stride into
+    its polyphase planes (:func:`_fill_depthwise_planes`): plane ``(a, b)`` holds the padded
+    rows ``a, a + stride_h, ...`` and, of each, the columns ``b, b + stride_w, ...``, every
+    plane row ``pitch`` wide (about the output's width). Each tap then reads one plane as the
+    output rows read it, shifted by a constant (:func:`_tap_offsets`): the output rows are
+    computed ``pitch`` wide, back to back, in one long loop per tap (a 3x3 window's nine taps,
+    or a window row's 3 or 5 taps, summed in one loop), with no border test and no strided read,
+    so the loops vectorize whatever the stride, dilation and plane size
+    (:func:`_depthwise_taps`). The valid columns are copied out, and the epilogue runs once
+    over the item's rows."""
+    channels = x.shape[1]
     kernel_h, kernel_w = weight.shape[2], weight.shape[3]
     out_h, out_w = out.shape[2], out.shape[3]
     blocks = (out_h + block_rows - 1) // block_rows
     out_planes = out.reshape(out.shape[0], channels, out_h * out_w)
     residual_planes = residual.reshape(out.shape[0], channels, out_h * out_w)
-    padded_w = (out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + 1
-    reach_h = (kernel_h - 1) * dilation_h + 1
-    tail = (kernel_w - 1) * dilation_w  # the wide rows' last taps read this far past the rows
-    padded = np.empty(((block_rows - 1) * stride_h + reach_h) * padded_w + tail, dtype=x.dtype)
-    wide = np.empty(block_rows * padded_w, dtype=x.dtype)
-    flat = stride_h == 1 and stride_w == 1
+    pitch = ((out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + stride_w) // stride_w
+    plane_rows = ((block_rows - 1) * stride_h + (kernel_h - 1) * dilation_h + stride_h) // stride_h
+    # zeros, so that the reads of the columns past the output's (dropped) always meet numbers
+    padded = np.zeros(stride_h * stride_w * plane_rows * pitch + 2 * pitch + kernel_w * dilation_w, x.dtype)
+    wide = np.empty(block_rows * pitch, x.dtype)
+    offsets = _tap_offsets(kernel_h, kernel_w, pitch, plane_rows * pitch, stride_h, stride_w, dilation_h,
+                           dilation_w)
     for item in range(first_item, last_item):
         n = item // (channels * blocks)
         c = (item // blocks) % channels
         first_row = (item % blocks) * block_rows
         rows = min(out_h, first_row + block_rows) - first_row
-        rows_in = (rows - 1) * stride_h + reach_h
-        top = first_row * stride_h - pad_h
-        start = min(pad_w, padded_w)  # buffer columns holding input columns: start .. stop-1
-        stop = min(pad_w + width, padded_w)
-        for r in range(rows_in):
-            line = padded[r * padded_w:(r + 1) * padded_w]
-            h = top + r
-            if h < 0 or h >= height:
-                for k in range(padded_w):
-                    line[k] = 0
-                continue
-            for k in range(start):
-                line[k] = 0
-            inside = line[start:stop]
-            source = x[n, c, h, start - pad_w:stop - pad_w]
-            for k in range(stop - start):
-                inside[k] = source[k]
-            for k in range(stop, padded_w):
-                line[k] = 0
-        for k in range(rows_in * padded_w, rows_in * padded_w + tail):
-            padded[k] = 0
-        if flat:
-            length = rows * padded_w
-            block = wide[:length]
-            for k in range(length):
-                block[k] = 0
-            for i in range(kernel_h):
-                for j in range(kernel_w):
-                    tap = weight[c, 0, i, j]
-                    base = i * dilation_h * padded_w + j * dilation_w
-                    shifted = padded[base:base + length]
-                    for k in range(length):
-                        block[k] += tap * shifted[k]
-            for r in range(rows):
-                row = out[n, c, first_row + r]
-                source = wide[r * padded_w:r * padded_w + out_w]
-                for k in range(out_w):
-                    row[k] = source[k]
-        else:
-            for r in range(rows):
-                row = out[n, c, first_row + r]
-                for k in range(out_w):
-                    row[k] = 0
-                for i in range(kernel_h):
-                    line = (r * stride_h + i * dilation_h) * padded_w
-                    for j in range(kernel_w):
-                        tap = weight[c, 0, i, j]
-                        base = line + j * dilation_w
-                        for k in range(out_w):  # unsigned: no test for a negative index per pixel
-                            row[k] += tap * padded[np.uint64(base + k * stride_w)]
+        _fill_depthwise_planes(x[n, c], first_row * stride_h - pad_h, (rows - 1) * stride_h
+                               + (kernel_h - 1) * dilation_h + 1, pad_w, padded, pitch, plane_rows, stride_h,
+                               stride_w)
+        _depthwise_taps(padded, offsets, weight[c, 0], wide, rows * pitch)
+        span = out_planes[n, c, first_row * out_w:(first_row + rows) * out_w]
+        for r in range(rows):
+            for k in range(out_w):
+                span[np.uint64(r * out_w + k)] = wide[np.uint64(r * pitch + k)]
         # the epilogue once over the item's rows, contiguous in the output plane
-        span = slice(first_row * out_w, (first_row + rows) * out_w)
-        _finish_row(out_planes[n, c, span], residual_planes[n, c, span], has_residual, scale[c], shift[c],
-                    activation, low, high)
+        _finish_row(span, residual_planes[n, c, first_row * out_w:(first_row + rows) * out_w], has_residual,
+                    scale[c], shift[c], activation, low, high)
+
+
+@njit(cache=True)
+def _tap_offsets(kernel_h, kernel_w, pitch, size, stride_h, stride_w, dilation_h, dilation_w):
+    """(KH, KW) unsigned offsets: where tap ``(i, j)``'s reads for output 0 start in
+    :func:`_fill_depthwise_planes`'s buffer (planes of ``size`` elements): its plane, then the
+    plane row and column the tap is offset by."""
+    offsets = np.empty((kernel_h, kernel_w), np.uint64)
+    for i in range(kernel_h):
+        for j in range(kernel_w):
+            row, column = i * dilation_h, j * dilation_w
+            plane = (row % stride_h) * stride_w + column % stride_w
+            offsets[i, j] = plane * size + (row // stride_h) * pitch + column // stride_w
+    return offsets
+
+
+@njit(cache=True)
+def _fill_depthwise_planes(plane, top, rows_in, pad_w, padded, pitch, plane_rows, stride_h, stride_w):
+    """Copy input rows ``top .. top+rows_in-1`` of ``plane`` (H, W), padded on the left by
+    ``pad_w`` columns and with zeros outside the plane, into ``padded``'s polyphase planes:
+    padded row ``r`` and column ``q`` go to plane ``(r % stride_h, q % stride_w)``, at row
+    ``r // stride_h`` and column ``q // stride_w`` (planes of ``plane_rows`` rows ``pitch``
+    wide, one after another).
+
+    Only the columns that hold input columns are written (input, or zeros in rows above or
+    below the plane): the others are the same zeros for every item of a call (``padded`` starts
+    as zeros). Flat unsigned indices, no view per row (a view costs two reference-count
+    updates), and no division per row."""
+    height, width = plane.shape
+    size = plane_rows * pitch
+    phase = plane_row = 0  # r % stride_h, r // stride_h
+    for r in range(rows_in):
+        h = top + r
+        line = phase * stride_w * size + plane_row * pitch  # plane (phase, 0)'s row
+        phase += 1
+        if phase == stride_h:
+            phase, plane_row = 0, plane_row + 1
+        inside = 0 <= h < height
+        if stride_w == 2:  # both planes in one pass over the row
+            _deinterleave_row(plane, h if inside else -1, pad_w, padded, line, line + size, pitch)
+            continue
+        if stride_w == 1:  # (no division: an integer division costs more than a short row's copy)
+            first, last = min(pad_w, pitch), min(pad_w + width, pitch)
+            source = np.uint64(first - pad_w if inside else 0)
+            for m in range(line + first, line + max(first, last)):
+                padded[np.uint64(m)] = plane[np.uint64(h), source + np.uint64(m - line - first)] if inside else 0
+            continue
+        for b in range(stride_w):
+            # the plane's columns m reading input column m * stride_w + b - pad_w inside 0 .. width-1
+            first = min(pitch, max(0, (pad_w - b + stride_w - 1) // stride_w))
+            last = max(first, min(pitch, (pad_w + width - b + stride_w - 1) // stride_w))
+            start, column = line + b * size, first * stride_w + b - pad_w
+            if not inside:
+                for m in range(start + first, start + last):
+                    padded[np.uint64(m)] = 0
+            else:
+                for m in range(last - first):
+                    padded[np.uint64(start + first + m)] = plane[np.uint64(h), np.uint64(column + m * stride_w)]
+
+
+@njit(cache=True)
+def _deinterleave_row(plane, h, pad_w, padded, even, odd, pitch):
+    """Row ``h`` of ``plane`` (zeros for ``h = -1``) padded on the left by ``pad_w`` columns:
+    its even padded columns into ``padded[even:even + pitch]``, its odd ones into
+    ``padded[odd:odd + pitch]``, those that hold input columns only. The columns are read in
+    pairs (a loop that vectorizes)."""
+    width = plane.shape[1]
+    first, stop = min(pad_w, 2 * pitch), min(pad_w + width, 2 * pitch)  # padded columns holding the row
+    if first >= stop:
+        return
+    pairs_from, pairs_to = (first + 1) // 2, stop // 2  # padded columns 2m and 2m+1 both inside
+    if h < 0:
+        for m in range(pairs_from, pairs_to):
+            padded[np.uint64(even + m)] = 0
+            padded[np.uint64(odd + m)] = 0
+        if first % 2:
+            padded[np.uint64(odd + first // 2)] = 0
+        if stop % 2:
+            padded[np.uint64(even + stop // 2)] = 0
+        return
+    row = np.uint64(h)
+    for m in range(pairs_from, pairs_to):
+        padded[np.uint64(even + m)] = plane[row, np.uint64(2 * m - pad_w)]
+        padded[np.uint64(odd + m)] = plane[row, np.uint64(2 * m + 1 - pad_w)]
+    if first % 2:
+        padded[np.uint64(odd + first // 2)] = plane[row, 0]
+    if stop % 2:
+        padded[np.uint64(even + stop // 2)] = plane[row, np.uint64(stop - 1 - pad_w)]
+
+
+@njit(cache=True)
+def _depthwise_taps(padded, offsets, taps, wide, length):
+    """``wide[:length]`` (output rows ``pitch`` wide, back to back) = the sum over the window
+    ``taps`` (KH, KW) of each tap times ``padded`` from the tap's offset (:func:`_tap_offsets`):
+    one loop for a 3x3 window, one per window row for windows 3 or 5 wide, one per tap
+    otherwise."""
+    kernel_h, kernel_w = taps.shape
+    if kernel_h == 3 and kernel_w == 3:
+        o0, o1, o2 = offsets[0, 0], offsets[0, 1], offsets[0, 2]
+        o3, o4, o5 = offsets[1, 0], offsets[1, 1], offsets[1, 2]
+        o6, o7, o8 = offsets[2, 0], offsets[2, 1], offsets[2, 2]
+        w0, w1, w2 = taps[0, 0], taps[0, 1], taps[0, 2]
+        w3, w4, w5 = taps[1, 0], taps[1, 1], taps[1, 2]
+        w6, w7, w8 = taps[2, 0], taps[2, 1], taps[2, 2]
+        for k in range(length):
+            u = np.uint64(k)
+            wide[k] = (w0 * padded[o0 + u] + w1 * padded[o1 + u] + w2 * padded[o2 + u] + w3 * padded[o3 + u]
+                       + w4 * padded[o4 + u] + w5 * padded[o5 + u] + w6 * padded[o6 + u] + w7 * padded[o7 + u]
+                       + w8 * padded[o8 + u])
+        return
+    for k in range(length):
+        wide[k] = 0
+    last = kernel_w - 1
+    for i in range(kernel_h):
+        if kernel_w == 3 or kernel_w == 5:
+            o0, o1, o2, o3, o4 = offsets[i, 0], offsets[i, 1], offsets[i, 2], offsets[i, last - 1], offsets[i, last]
+            w0, w1, w2, w3, w4 = taps[i, 0], taps[i, 1], taps[i, 2], taps[i, last - 1], taps[i, last]
+            if kernel_w == 3:
+                for k in range(length):
+                    u = np.uint64(k)
+                    wide[k] += w0 * padded[o0 + u] + w1 * padded[o1 + u] + w2 * padded[o2 + u]
+            else:
+                for k in range(length):
+                    u = np.uint64(k)
+                    wide[k] += (w0 * padded[o0 + u] + w1 * padded[o1 + u] + w2 * padded[o2 + u]
+                                + w3 * padded[o3 + u] + w4 * padded[o4 + u])
+            continue
+        for j in range(kernel_w):
+            tap, offset = taps[i, j], offsets[i, j]
+            for k in range(length):
+                wide[k] += tap * padded[offset + np.uint64(k)]
 
 
 def _row_blocks(out_h, block_rows):
