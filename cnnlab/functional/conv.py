@@ -20,6 +20,7 @@ from ..kernels import (
     EPILOGUE_SILU,
     EPILOGUE_TANH,
 )
+from ..kernels import cpu as cpu_kernels
 from ..parallel import blas_limited, cpu_workers, single_threaded_blas, thread_count
 from ..shapes import c_strides, check_int, pair, plain_argument, resolve_padding, window_output_shape
 from ..types import Array, DTypeLike, IntPair, Padding
@@ -159,8 +160,9 @@ class BoundConv2d:
     inference plan's fused convolution, :class:`cnnlab.fusion.FusedConv`, calls the same layer
     again and again). :meth:`accepts` tells, cheaply, whether a new call's arrays are of the
     same kind (host NumPy arrays, C-contiguous, the same shapes and dtype, the same geometry,
-    activation and settings); :meth:`__call__` then goes straight to the CPU kernel with the
-    geometry, the epilogue's code and the default scale and shift resolved at binding. Any other
+    activation and settings); :meth:`__call__` then goes straight to the CPU kernel's work
+    (``cnnlab.kernels.cpu.conv2d_forward_work``: the path, items and threads), the epilogue's
+    code and the default scale and shift resolved at binding. Any other
     call must go through :func:`conv2d`, which checks everything.
 
     Attributes
@@ -169,7 +171,7 @@ class BoundConv2d:
     dtype : numpy.dtype
     """
 
-    def __init__(self, x, weight, bias, stride, padding, dilation, groups, scale, residual, activation, kernels):
+    def __init__(self, x, weight, bias, stride, padding, dilation, groups, scale, residual, activation):
         self.x_shape, self.dtype, self.weight_shape = x.shape, x.dtype, weight.shape
         self.filters = (weight.shape[0],)
         self.arguments = (stride, padding, dilation, groups)
@@ -183,7 +185,9 @@ class BoundConv2d:
                         (self.x_shape, self.weight_shape, (weight.shape[0],), self.out_shape)}
         self.ones = np.ones((weight.shape[0],), x.dtype)
         self.zeros = np.zeros((weight.shape[0],), x.dtype)
-        self.kernels = kernels
+        self.work = cpu_kernels.conv2d_forward_work(x.shape, weight.shape, self.out_shape, *self.geometry.args,
+                                          self.geometry.filter_blocks, self.geometry.sample_block)
+        self.code, self.low, self.high = int(self.code), float(self.low), float(self.high)
 
     def _fits(self, a, shape):
         # C-contiguous by its strides (cheaper than a.flags; an array that is contiguous with other
@@ -214,17 +218,13 @@ class BoundConv2d:
         :meth:`accepts` (the geometry and activation bound)."""
         if out is None:
             out = np.empty(self.out_shape, self.dtype)
-        geometry = self.geometry
         arguments = (x, weight, self.ones if scale is None else scale, self.zeros if bias is None else bias,
-                     out if residual is None else residual, residual is not None, self.code, self.low, self.high,
-                     out, *geometry.args)
+                     out if residual is None else residual, residual is not None, self.code, self.low, self.high, out)
         if blas_limited():  # inside a model call, which holds the limit for all its kernels
-            self.kernels.conv2d_forward(*arguments, filter_blocks=geometry.filter_blocks,
-                                        sample_block=geometry.sample_block)
+            cpu_kernels.run_conv2d_forward_work(self.work, *arguments)
         else:
             with single_threaded_blas():
-                self.kernels.conv2d_forward(*arguments, filter_blocks=geometry.filter_blocks,
-                                            sample_block=geometry.sample_block)
+                cpu_kernels.run_conv2d_forward_work(self.work, *arguments)
         return out
 
 
@@ -247,8 +247,7 @@ def bind_conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntP
         return None
     if not (activation is None or type(activation) is str or type(activation) is tuple):
         return None
-    return BoundConv2d(x, weight, bias, stride, padding, dilation, groups, scale, residual, activation,
-                       kernels_for(x=x))
+    return BoundConv2d(x, weight, bias, stride, padding, dilation, groups, scale, residual, activation)
 
 
 EPILOGUE_ACTIVATIONS = {

@@ -29,6 +29,10 @@ globals().update({name: getattr(module, name) for module in _modules for name in
 
 DEVICE = "cpu"
 
+# not kernels (no cuda twin): a convolution's path resolved once for a host-only caller that
+# repeats it (cnnlab.functional.conv.BoundConv2d), and the call that runs it
+from .conv import _forward_work as conv2d_forward_work  # noqa: E402
+from .conv import _run_forward as run_conv2d_forward_work  # noqa: E402
 
 _LENDER = threading.local()  # .take: where this thread's empty() takes arrays from, when set
 

@@ -476,23 +476,42 @@ def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, 
         Samples per work item on the GEMM path (with whole-sample row blocks): their columns
         side by side make one wider GEMM where a single sample's output is small.
     """
-    blocks = _row_blocks(out.shape[2], block_rows)
-    filters, channels_per_group, kernel_h, kernel_w = weight.shape
-    epilogue = (scale, shift, residual, bool(has_residual), int(activation), float(low), float(high), out)
+    _run_forward(_forward_work(x.shape, weight.shape, out.shape, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                               dilation_w, groups, block_rows, workers, filter_blocks, sample_block),
+                 x, weight, scale, shift, residual, bool(has_residual), int(activation), float(low), float(high), out)
+
+
+def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                  groups, block_rows, workers, filter_blocks=1, sample_block=1):
+    """The work :func:`conv2d_forward` hands out for arrays of these shapes and this geometry
+    (its arguments): ``(items function, item count, workers, trailing arguments)``, for
+    :func:`_run_forward`. Resolved once, it lets a caller that repeats the same convolution (an
+    inference plan's bound step) skip choosing the path on every call."""
+    blocks = _row_blocks(out_shape[2], block_rows)
+    filters, channels_per_group, kernel_h, kernel_w = weight_shape
     if channels_per_group == 1 and filters == groups:  # depthwise: one filter per channel
-        run_shared(_depthwise_forward_items, x.shape[0] * groups * blocks, workers,
-                   x, weight, *epilogue, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows)
-    elif kernel_h == kernel_w == 1 and stride_h == stride_w == 1 and pad_h == pad_w == 0 \
-            and out.shape[2:] == x.shape[2:]:  # pointwise: the input is the column matrix
+        return (_depthwise_forward_items, x_shape[0] * groups * blocks, workers,
+                (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows))
+    if kernel_h == kernel_w == 1 and stride_h == stride_w == 1 and pad_h == pad_w == 0 \
+            and tuple(out_shape[2:]) == tuple(x_shape[2:]):  # pointwise: the input is the column matrix
         by_filters = filter_blocks > 1  # else the pixels, in as many blocks as the rows were asked in
         blocks = filter_blocks if by_filters else blocks
-        run_shared(_pointwise_forward_items, x.shape[0] * groups * blocks, workers,
-                   x, weight, *epilogue, groups, blocks, by_filters)
+        return _pointwise_forward_items, x_shape[0] * groups * blocks, workers, (groups, blocks, by_filters)
+    sample_blocks = (x_shape[0] + sample_block - 1) // sample_block
+    return (_conv2d_forward_items, sample_blocks * groups * blocks * filter_blocks, workers,
+            (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, filter_blocks,
+             sample_block))
+
+
+def _run_forward(work, x, weight, scale, shift, residual, has_residual, activation, low, high, out):
+    """:func:`conv2d_forward` of these arrays (its arguments; ``has_residual`` a bool,
+    ``activation`` an int, ``low`` and ``high`` floats) for ``work`` from :func:`_forward_work`."""
+    items, count, workers, trailing = work
+    if workers == 1:  # (run_shared's case, without its call)
+        items(x, weight, scale, shift, residual, has_residual, activation, low, high, out, *trailing, 0, count)
     else:
-        sample_blocks = (x.shape[0] + sample_block - 1) // sample_block
-        run_shared(_conv2d_forward_items, sample_blocks * groups * blocks * filter_blocks,
-                   workers, x, weight, *epilogue, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
-                   block_rows, filter_blocks, sample_block)
+        run_shared(items, count, workers, x, weight, scale, shift, residual, has_residual, activation, low, high,
+                   out, *trailing)
 
 
 @njit(cache=True)
