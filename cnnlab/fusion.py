@@ -25,7 +25,7 @@ from . import functional as F
 from .device import is_gpu_array, kernels_for, to_device, to_host
 from .functional.conv import bind_conv2d
 from .kernels import cpu as cpu_kernels
-from .layers import Add, BatchNorm2D, Conv2D
+from .layers import Add, BatchNorm2D, Conv2D, Multiply
 from .shapes import is_known
 
 __all__ = ["FusedConv", "BufferPool", "fusion_plan", "recyclable", "buffer_pool"]
@@ -51,10 +51,12 @@ class FusedConv:
 
     takes_list = True
 
-    def __init__(self, conv, norm=None, add=None, residual=None, activation=None):
-        self.conv, self.norm, self.add, self.activation = conv, norm, add, activation
-        self.members = [n for n in (conv, norm, add, activation) if n is not None]
-        self.inputs = [conv.inputs[0]] + ([residual] if residual is not None else [])
+    def __init__(self, conv, norm=None, add=None, residual=None, activation=None, gate=None, gated=None,
+                 gates=None):
+        self.conv, self.norm, self.add, self.activation, self.gate = conv, norm, add, activation, gate
+        self.members = [n for n in (gate, conv, norm, add, activation) if n is not None]
+        self.inputs = [gated if gate is not None else conv.inputs[0]] + ([residual] if residual is not None else []) \
+            + ([gates] if gate is not None else [])
         self.output = self.members[-1].output
         self.layer = conv.layer
         self.bound = None  # the checked call of the last shapes (see run)
@@ -69,16 +71,60 @@ class FusedConv:
         The first call goes through :func:`cnnlab.functional.conv2d`, which checks everything;
         later calls with host arrays of the same shapes and the same arguments go straight to
         the kernel (:func:`cnnlab.functional.conv.bind_conv2d`), anything else through
-        ``conv2d`` again."""
+        ``conv2d`` again.
+
+        With a ``gate`` (a squeeze-excitation ``Multiply`` of the input by per-channel gates
+        ``(N or 1, C, 1, 1)``), the gates scale the weights' input channels instead of the
+        input (``conv(x * g) = conv_with(weight * g)(x)``: a pass over the weights, not over the
+        feature maps) where the weights are the smaller (early layers: large maps, few
+        channels), one convolution per sample where each sample has its own gates. Otherwise
+        (deep layers: more weights than map values; gates of another shape or device) the
+        product is made first, as the ``Multiply`` would. (A gate of exactly 0 on an infinite
+        input gives 0 with scaled weights, not NaN.)"""
+        residual = values[1] if self.add is not None else None
+        if self.gate is None:
+            return self._run(values[0], residual, out, pool)
+        x, gates = values[0], values[-1]
+        weights = self._gated_weights(x, gates)
+        if weights is None:
+            return self._run(F.multiply(x, gates), residual, out, pool)
+        if len(weights) == 1:
+            return self._run(x, residual, out, pool, weights[0])
+        if out is None:
+            shape = (x.shape[0],) + tuple(self.layer.output_shape(x.shape[1:]))
+            out = pool.take(shape, self.layer.dtype) if pool is not None else np.empty(shape, self.layer.dtype)
+        for n, weight in enumerate(weights):  # each sample its own gates: its own weights
+            self._run(x[n:n + 1], None if residual is None else residual[n:n + 1], out[n:n + 1], None, weight)
+        return out
+
+    def _gated_weights(self, x, gates):
+        """The weights with their input channels scaled by the gates, one array per row of
+        ``gates``; None where scaling the maps costs less (fewer map values than weights, over
+        all the samples) or cannot be avoided (the gates are not host arrays
+        ``(N or 1, C, 1, 1)`` of the weights' dtype for a host input ``(N, C, H, W)``)."""
         conv = self.layer
-        x = conv.prepare(values[0])
+        weight = conv.params.get("weight")
+        if type(x) is not np.ndarray or type(gates) is not np.ndarray or type(weight) is not np.ndarray \
+                or gates.dtype != weight.dtype or x.ndim != 4 or gates.shape[1:] != (x.shape[1], 1, 1) \
+                or gates.shape[0] not in (1, x.shape[0]) or weight.shape[1] * conv.groups != x.shape[1] \
+                or weight.size * gates.shape[0] > x.size:
+            return None
+        groups, (filters, per_group) = conv.groups, weight.shape[:2]
+        taps = weight.reshape(groups, filters // groups, per_group, -1)
+        by_group = gates.reshape(gates.shape[0], groups, 1, per_group, 1)
+        return [(taps * by_group[n]).reshape(weight.shape) for n in range(gates.shape[0])]
+
+    def _run(self, x, residual, out, pool, weight=None):
+        """:meth:`run` of the convolution and what follows it, on its input ``x`` (with the
+        convolution's ``weight`` when given, else the layer's)."""
+        conv = self.layer
+        x = conv.prepare(x)
         if self.bound is None:
             conv.build(tuple(x.shape[1:]))  # a layer made without in_channels makes its weights now
-        weight = conv.params["weight"]
+        weight = conv.params["weight"] if weight is None else weight
         shift, scale = conv.params.get("bias"), None
         if self.norm is not None:
             scale, shift = self._folded_norm(shift, weight)
-        residual = values[1] if self.add is not None else None
         activation = None if self.activation is None else self.activation.layer.fused_activation()
         bound = self.bound
         if bound is not None and bound.accepts(x, weight, shift, conv.stride, conv.padding, conv.dilation,
@@ -246,10 +292,15 @@ def fusion_plan(nodes, keep):
     tensor so far and that tensor is not in ``keep`` (ids of tensors wanted outside): a
     ``BatchNorm2D`` of the same dtype, a two-input ``Add`` whose other input has the same
     shape and dtype, an activation layer whose ``fused_activation()`` is not None. A node is fused into one
-    convolution at most (a shortcut ``Add`` of two convolutions goes to the first).
+    convolution at most (a shortcut ``Add`` of two convolutions goes to the first). Before it, the
+    convolution takes in the two-input ``Multiply`` that makes its input, when the convolution
+    is its sole reader, the product is not in ``keep`` and one factor is per-channel gates
+    ``(C, 1, 1)`` of feature maps ``(C, H, W)`` of the same dtype (a squeeze-excitation block's
+    gating: :meth:`FusedConv.run` scales the weights instead of the maps).
     """
-    consumers = {}
+    consumers, producers = {}, {}
     for node in nodes:
+        producers[id(node.output)] = node
         for tensor in node.inputs:
             consumers.setdefault(id(tensor), []).append(node)
 
@@ -280,11 +331,28 @@ def fusion_plan(nodes, keep):
                 following = sole_consumer(tensor)
         if following is not None and following.layer.fused_activation() is not None:
             parts["activation"] = following
+        gate = producers.get(id(node.inputs[0]))
+        if gate is not None and id(gate) not in absorbed and sole_consumer(gate.output) is node:
+            parts.update(_gating(gate, node.layer.dtype))
         fused = FusedConv(node, **parts)  # a convolution on its own too: checked once, its output pooled
         placed[id(fused.members[-1])] = fused
         absorbed.update(id(member) for member in fused.members)
     return [placed.get(id(node), node) for node in nodes
             if id(node) not in absorbed or id(node) in placed]
+
+
+def _gating(node, dtype):
+    """``{"gate": node, "gated": maps, "gates": gates}`` when ``node`` is a two-input
+    ``Multiply`` of feature maps ``(C, H, W)`` by per-channel gates ``(C, 1, 1)``, both of
+    ``dtype``; else an empty dict."""
+    if type(node.layer) is not Multiply or len(node.inputs) != 2:
+        return {}
+    for maps, gates in (node.inputs, node.inputs[::-1]):
+        shape = maps.sample_shape
+        if shape is not None and len(shape) == 3 and is_known(shape[:1]) and gates.sample_shape == (shape[0], 1, 1) \
+                and maps.dtype == gates.dtype == dtype:
+            return {"gate": node, "gated": maps, "gates": gates}
+    return {}
 
 
 def recyclable(plan):

@@ -262,6 +262,77 @@ def test_fused_network_on_the_gpu_equals_the_cpu():
     np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-6)
 
 
+# --- squeeze-excitation gates -----------------------------------------------------------------
+
+def _gated_model(channels, filters, kernel, stride, groups, size=9, gates_input=False):
+    """Feature maps gated by a squeeze-excitation block (or by a second input), then a
+    convolution with batch norm and ReLU: the Multiply is the convolution's to fold."""
+    x = cnnlab.Input((3, size, size))
+    maps = L.HardSwish()(L.Conv2D(3, channels, 3, padding=1, seed=1)(x))
+    inputs = [x]
+    if gates_input:
+        gates = cnnlab.Input((channels, 1, 1))
+        inputs.append(gates)
+    else:
+        squeezed = L.ReLU()(L.Conv2D(channels, 2, 1, seed=2)(L.GlobalAvgPool2D(keepdims=True)(maps)))
+        gates = L.HardSigmoid()(L.Conv2D(2, channels, 1, seed=3)(squeezed))
+    gated = L.Multiply()([gates, maps] if gates_input else [maps, gates])
+    out = L.ReLU()(L.BatchNorm2D(filters)(L.Conv2D(channels, filters, kernel, stride=stride, padding=kernel // 2,
+                                                   groups=groups, seed=4)(gated)))
+    return cnnlab.Model(inputs, L.Flatten()(out))
+
+
+@pytest.mark.parametrize("channels, filters, kernel, stride, groups, samples", [
+    (4, 6, 1, 1, 1, 1),  # PP-LCNet's and MobileNetV3's pointwise convolution after the gates
+    (4, 6, 1, 1, 1, 3),  # each sample its own gates: its own weights
+    (4, 6, 3, 2, 2, 2),  # groups, a window and a stride
+    (6, 6, 3, 1, 6, 2),  # depthwise
+    (16, 40, 3, 1, 1, 2),  # more weights than map values: the maps are scaled first
+])
+def test_squeeze_excitation_gates_fold_into_the_next_convolution(channels, filters, kernel, stride, groups,
+                                                                   samples, monkeypatch):
+    rng = np.random.default_rng(11)
+    model = _gated_model(channels, filters, kernel, stride, groups, size=5 if channels == 16 else 9)
+    _randomize_norms(model, rng)
+    steps = [step for step in _fused(model) if step.gate is not None]
+    assert len(steps) == 1
+    assert [type(n.layer).__name__ for n in steps[0].members] == ["Multiply", "Conv2D", "BatchNorm2D", "ReLU"]
+    assert not any(type(node.layer).__name__ == "Multiply" for node in model.graph.inference_plan())
+    x = rng.standard_normal((samples, 3) + model.graph.inputs[0].sample_shape[1:]).astype(np.float32)
+    for _ in range(2):  # the checked call, then the bound one
+        np.testing.assert_allclose(model.predict_proba(x), _unfused(model, x, monkeypatch), rtol=1e-5, atol=1e-6)
+
+
+def test_gates_of_one_sample_for_a_batch_and_gates_read_twice(monkeypatch):
+    rng = np.random.default_rng(12)
+    model = _gated_model(4, 6, 3, 1, 1, gates_input=True)
+    x = rng.standard_normal((3, 3, 9, 9)).astype(np.float32)
+    for gates in (rng.uniform(0, 1, (1, 4, 1, 1)), rng.uniform(0, 1, (3, 4, 1, 1))):  # broadcast, then each its own
+        gates = gates.astype(np.float32)
+        fused = model.forward([x, gates])
+        with monkeypatch.context() as patch:
+            patch.setattr(config, "FUSE", False)
+            np.testing.assert_allclose(fused, model.forward([x, gates]), rtol=1e-5, atol=1e-6)
+    # the product read by a second node too (here: also an output) stays a node of its own
+    x_in = cnnlab.Input((4, 6, 6))
+    gates_in = cnnlab.Input((4, 1, 1))
+    product = L.Multiply()([x_in, gates_in])
+    twice = cnnlab.Model([x_in, gates_in], [L.Conv2D(4, 2, 1, seed=1)(product), product])
+    assert not any(step.gate is not None for step in _fused(twice))
+
+
+@pytest.mark.usefixtures("small_cuda_launches")
+def test_gated_convolution_on_the_gpu_equals_the_cpu():
+    rng = np.random.default_rng(13)
+    model = _gated_model(4, 6, 1, 1, 1)
+    _randomize_norms(model, rng)
+    assert any(step.gate is not None for step in _fused(model))
+    data = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    cpu = model.forward(data)
+    gpu = cnnlab.to_host(model.to("cuda").forward(cnnlab.to_device(data)))
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-6)
+
+
 # --- buffer reuse ---------------------------------------------------------------------------
 
 def _small_residual_model():
