@@ -22,6 +22,7 @@ import numpy as np
 import cnnlab.functional as F
 from cnnlab import config
 from cnnlab.functional.conv import bind_conv2d, conv_geometry, conv_work
+from cnnlab.kernels import cpu as cpu_kernels
 from cnnlab.parallel import cpu_workers, single_threaded_blas
 
 
@@ -56,7 +57,9 @@ def _conv(rng, channels, filters, size, kernel, groups, stride=1):
         return lambda: bound(x, weight, bias, None, None, out)
 
     out_h, out_w = conv_geometry(x.shape, weight.shape, x.dtype, stride, kernel // 2, 1, groups).out_shape
-    work = conv_work(filters * out_h * out_w, (channels // groups) * kernel * kernel, channels == groups)
+    work = conv_work(filters * out_h * out_w, (channels // groups) * kernel * kernel,
+                     cpu_kernels.conv2d_is_direct((filters, channels // groups, kernel, kernel), groups,
+                                                   (stride, stride), out_h * out_w))
     return prepare, work
 
 

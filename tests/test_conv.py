@@ -141,6 +141,40 @@ def test_depthwise_window_paths_match_loops(kernel, stride, dilation):
         np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels, filters, groups, kernel, stride, size", [
+    (3, 5, 1, 3, 2, 13),  # an RGB stem
+    (3, 5, 1, 5, 1, 11),
+    (1, 6, 1, 5, 1, 12),  # the demo's first layer
+    (4, 6, 2, 3, 1, 9),  # 2 channels and 3 filters per group
+    (8, 8, 2, 3, 3, 10),  # 4 channels per group, stride 3
+    (3, 12, 1, 3, 1, 8),  # more than 8 filters at stride 1 on a small plane: the GEMM path
+])
+def test_few_channel_convolutions_match_loops(channels, filters, groups, kernel, stride, size):
+    """Convolutions with few input channels per group, computed directly from the input planes
+    (every channel's polyphase planes summed into each filter), with a dilation, uneven padding,
+    a residual and an activation, whole planes and one output row per item."""
+    from cnnlab.kernels.cpu import conv2d_is_direct
+
+    rng = np.random.default_rng(channels * 10 + filters)
+    x = rng.standard_normal((2, channels, size, size + 1)).astype(np.float32)
+    w = rng.standard_normal((filters, channels // groups, kernel, kernel)).astype(np.float32)
+    b = rng.standard_normal(filters).astype(np.float32)
+    padding = ((2, 1), (1, 2))
+    reference = naive.conv2d_loops(x, w, b, (stride, stride), padding, (1, 2), groups)
+    residual = rng.standard_normal(reference.shape).astype(np.float32)
+    assert conv2d_is_direct(w.shape, groups, (stride, stride), reference.shape[2] * reference.shape[3]) \
+        == (filters != 12)
+    for budget in (None, 1):
+        if budget is not None:
+            config.IM2COL_MAX_BYTES = budget
+        try:
+            out = F.conv2d(x, w, b, stride=stride, padding=padding, dilation=(1, 2), groups=groups,
+                           residual=residual, activation="relu")
+        finally:
+            config.reset()
+        np.testing.assert_allclose(out, np.maximum(reference + residual, 0), rtol=1e-5, atol=1e-5)
+
+
 @settings(max_examples=30)
 @given(st.integers(1, 3), st.integers(1, 9), st.integers(1, 3), st.integers(1, 5), st.integers(1, 3),
        st.integers(1, 3), st.integers(1, 2), st.integers(1, 2), st.integers(0, 2), st.integers(0, 2),

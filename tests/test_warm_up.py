@@ -39,7 +39,7 @@ print(all("float32" in str(signature[0]) for _, signature in called))
 """
     names, compiled, same, float32 = run_python(code, tmp_path).splitlines()
     names = eval(names)
-    assert names[0] == "conv._conv2d_forward_items" and "activation._relu_forward_items" in names
+    assert names[0] == "conv._direct_forward_items" and "activation._relu_forward_items" in names  # (1 channel: direct)
     assert "pool._extreme_pool_planes" in names
     assert compiled == "0"  # recording ran every kernel as Python
     assert same == "True" and float32 == "True"
@@ -60,7 +60,7 @@ called = compilation.record_kernels(
 print([name for name, _ in called])
 """
     names = eval(run_python(code, tmp_path, NUMBA_NUM_THREADS="2"))
-    assert names[0] == "conv._conv2d_forward_items"
+    assert names[0] == "conv._direct_forward_items"  # (1 and 2 input channels: computed directly)
     for later in ("conv._conv2d_backward_input_items", "loss.cross_entropy_backward", "optim._adam_items",
                   "activation._softmax_rows"):
         assert later in names
@@ -147,7 +147,7 @@ model = classic_cnn(1, 8, 3, conv_filters=(2, 4), hidden=8)
 x = np.random.default_rng(4).random((3, 1, 8, 8)).astype(np.float32)
 with compilation.interpreting():
     model.predict_proba(x)
-loaded = kernel_dispatchers()["conv._conv2d_forward_items"]
+loaded = kernel_dispatchers()["conv._direct_forward_items"]  # (few channels: computed directly)
 print(len(loaded.signatures), loaded.stats.cache_misses == {})
 """
     assert run_python(code, tmp_path).split() == ["1", "True"]  # the cached kernel ran compiled

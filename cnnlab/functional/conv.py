@@ -362,13 +362,14 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
     pads = resolve_padding(padding, (kernel_h, kernel_w), stride, dilation, (height, width))
     out_h, out_w = window_output_shape(height, width, (kernel_h, kernel_w), stride, pads, dilation)
     taps = channels_per_group * kernel_h * kernel_w
-    workers = cpu_workers(conv_work(samples * filters * out_h * out_w, taps, channels_per_group == 1))
+    direct = cpu_kernels.conv2d_is_direct(weight_shape, groups, stride, out_h * out_w)  # no GEMM, no columns
+    workers = cpu_workers(conv_work(samples * filters * out_h * out_w, taps, direct))
     row_bytes = taps * out_w * np.dtype(dtype).itemsize * workers
     block_rows = max(1, min(out_h, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes)))
     filter_blocks = sample_block = 1
     if samples * groups < workers:  # fewer images than threads: share each image's work too
         pieces = -(-workers // (samples * groups))
-        if 4 * out_h * out_w <= filters // groups and channels_per_group > 1:
+        if 4 * out_h * out_w <= filters // groups and not direct:
             filter_blocks = pieces  # deep layer, very few pixels: each thread a part of the filters
         else:
             block_rows = min(block_rows, max(1, -(-out_h // pieces)))  # each thread a part of the rows
@@ -391,19 +392,20 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
     return ConvGeometry((out_h, out_w), args, filter_blocks, sample_block)
 
 
-def conv_work(outputs: int, taps: int, depthwise: bool) -> int:
+def conv_work(outputs: int, taps: int, direct: bool) -> int:
     """A convolution's work in element visits, the unit of ``config.PARALLEL_MIN_WORK``
     (:func:`cnnlab.parallel.cpu_workers`), for ``outputs`` output elements of ``taps``
     multiply-adds each.
 
     A multiply-add inside the GEMM path's matrix product costs about a sixteenth of an element
     visit, and each output element about six multiply-adds more (its column and its epilogue);
-    a depthwise convolution's multiply-add, done without a GEMM, about a visit. Measured with
+    a multiply-add of a convolution computed directly (``direct``: depthwise, or few input
+    channels per group; no GEMM), about a visit. Measured with
     ``bench/thread_split.py``: a convolution that takes under about 20 us on one thread runs
     slower when shared between two (handing a share over and waiting for it costs about 8 us),
     and these weights put that point near ``2 * PARALLEL_MIN_WORK`` (pointwise 8 to 24
     channels at 12x96: 14.6 us on one thread, 17.7 us on two)."""
-    if depthwise:
+    if direct:
         return outputs * (taps + 1)
     return outputs * (taps + 6) // 16
 

@@ -252,52 +252,59 @@ def _pointwise_forward_items(x, weight, scale, shift, residual, has_residual, ac
 
 
 @njit(cache=True, nogil=True)
-def _depthwise_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
-                             stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows,
-                             first_item, last_item):
-    """Items of a depthwise convolution (one filter per input channel), a direct loop over the
-    taps with no column buffer and no GEMM (which would be a 1 x taps matrix per channel). An
-    item is a (sample, channel, block of output rows).
+def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                          stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
+                          first_item, last_item):
+    """Items of a convolution computed directly from the input planes, with no column buffer and
+    no GEMM: a depthwise convolution (one filter per input channel, where the GEMM would be a
+    1 x taps matrix per channel) and one with few input channels per group (an RGB stem, where
+    the GEMM's inner dimension would be only ``channels x taps``). An item is a (sample, group,
+    block of output rows), for every filter of the group.
 
-    The item's input rows are first copied, zero-padded, into a buffer split by the stride into
-    its polyphase planes (:func:`_fill_depthwise_planes`): plane ``(a, b)`` holds the padded
-    rows ``a, a + stride_h, ...`` and, of each, the columns ``b, b + stride_w, ...``, every
-    plane row ``pitch`` wide (about the output's width). Each tap then reads one plane as the
-    output rows read it, shifted by a constant (:func:`_tap_offsets`): the output rows are
-    computed ``pitch`` wide, back to back, in one long loop per tap (a 3x3 window's nine taps,
-    or a window row's 3 or 5 taps, summed in one loop), with no border test and no strided read,
-    so the loops vectorize whatever the stride, dilation and plane size
-    (:func:`_depthwise_taps`). The valid columns are copied out, and the epilogue runs once
-    over the item's rows."""
-    channels = x.shape[1]
+    The item's input rows of each of the group's channels are first copied, zero-padded, into a
+    buffer split by the stride into its polyphase planes (:func:`_fill_depthwise_planes`):
+    plane ``(a, b)`` holds the padded rows ``a, a + stride_h, ...`` and, of each, the columns
+    ``b, b + stride_w, ...``, every plane row ``pitch`` wide (about the output's width). Each tap
+    then reads one plane as the output rows read it, shifted by a constant
+    (:func:`_tap_offsets`): a filter's output rows are computed ``pitch`` wide, back to back, in
+    one long loop per channel and tap (a 3x3 window's nine taps, or a window row's 3 or 5 taps,
+    summed in one loop), with no border test and no strided read, so the loops vectorize
+    whatever the stride, dilation and plane size (:func:`_depthwise_taps`). The valid columns are
+    copied out, and the epilogue runs once over the item's rows."""
+    per_group = weight.shape[1]
+    filters_per_group = weight.shape[0] // groups
     kernel_h, kernel_w = weight.shape[2], weight.shape[3]
     out_h, out_w = out.shape[2], out.shape[3]
     blocks = (out_h + block_rows - 1) // block_rows
-    out_planes = out.reshape(out.shape[0], channels, out_h * out_w)
-    residual_planes = residual.reshape(out.shape[0], channels, out_h * out_w)
+    out_planes = out.reshape(out.shape[0], weight.shape[0], out_h * out_w)
+    residual_planes = residual.reshape(out.shape[0], weight.shape[0], out_h * out_w)
     pitch = ((out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + stride_w) // stride_w
     plane_rows = ((block_rows - 1) * stride_h + (kernel_h - 1) * dilation_h + stride_h) // stride_h
+    channel_size = stride_h * stride_w * plane_rows * pitch  # one input channel's planes
     # zeros, so that the reads of the columns past the output's (dropped) always meet numbers
-    padded = np.zeros(stride_h * stride_w * plane_rows * pitch + 2 * pitch + kernel_w * dilation_w, x.dtype)
+    padded = np.zeros(per_group * channel_size + 2 * pitch + kernel_w * dilation_w, x.dtype)
     wide = np.empty(block_rows * pitch, x.dtype)
     offsets = _tap_offsets(kernel_h, kernel_w, pitch, plane_rows * pitch, stride_h, stride_w, dilation_h,
                            dilation_w)
     for item in range(first_item, last_item):
-        n = item // (channels * blocks)
-        c = (item // blocks) % channels
+        n = item // (groups * blocks)
+        g = (item // blocks) % groups
         first_row = (item % blocks) * block_rows
         rows = min(out_h, first_row + block_rows) - first_row
-        _fill_depthwise_planes(x[n, c], first_row * stride_h - pad_h, (rows - 1) * stride_h
-                               + (kernel_h - 1) * dilation_h + 1, pad_w, padded, pitch, plane_rows, stride_h,
-                               stride_w)
-        _depthwise_taps(padded, offsets, weight[c, 0], wide, rows * pitch)
-        span = out_planes[n, c, first_row * out_w:(first_row + rows) * out_w]
-        for r in range(rows):
-            for k in range(out_w):
-                span[np.uint64(r * out_w + k)] = wide[np.uint64(r * pitch + k)]
-        # the epilogue once over the item's rows, contiguous in the output plane
-        _finish_row(span, residual_planes[n, c, first_row * out_w:(first_row + rows) * out_w], has_residual,
-                    scale[c], shift[c], activation, low, high)
+        for c in range(per_group):
+            _fill_depthwise_planes(x[n, g * per_group + c], first_row * stride_h - pad_h, (rows - 1) * stride_h
+                                   + (kernel_h - 1) * dilation_h + 1, pad_w, padded, c * channel_size, pitch,
+                                   plane_rows, stride_h, stride_w)
+        for f in range(g * filters_per_group, (g + 1) * filters_per_group):
+            for c in range(per_group):
+                _depthwise_taps(padded, c * channel_size, offsets, weight[f, c], wide, rows * pitch, c > 0)
+            span = out_planes[n, f, first_row * out_w:(first_row + rows) * out_w]
+            for r in range(rows):
+                for k in range(out_w):
+                    span[np.uint64(r * out_w + k)] = wide[np.uint64(r * pitch + k)]
+            # the epilogue once over the item's rows, contiguous in the output plane
+            _finish_row(span, residual_planes[n, f, first_row * out_w:(first_row + rows) * out_w], has_residual,
+                        scale[f], shift[f], activation, low, high)
 
 
 @njit(cache=True)
@@ -315,9 +322,10 @@ def _tap_offsets(kernel_h, kernel_w, pitch, size, stride_h, stride_w, dilation_h
 
 
 @njit(cache=True)
-def _fill_depthwise_planes(plane, top, rows_in, pad_w, padded, pitch, plane_rows, stride_h, stride_w):
+def _fill_depthwise_planes(plane, top, rows_in, pad_w, padded, base, pitch, plane_rows, stride_h, stride_w):
     """Copy input rows ``top .. top+rows_in-1`` of ``plane`` (H, W), padded on the left by
-    ``pad_w`` columns and with zeros outside the plane, into ``padded``'s polyphase planes:
+    ``pad_w`` columns and with zeros outside the plane, into the polyphase planes that start at
+    ``padded[base]``:
     padded row ``r`` and column ``q`` go to plane ``(r % stride_h, q % stride_w)``, at row
     ``r // stride_h`` and column ``q // stride_w`` (planes of ``plane_rows`` rows ``pitch``
     wide, one after another).
@@ -331,7 +339,7 @@ def _fill_depthwise_planes(plane, top, rows_in, pad_w, padded, pitch, plane_rows
     phase = plane_row = 0  # r % stride_h, r // stride_h
     for r in range(rows_in):
         h = top + r
-        line = phase * stride_w * size + plane_row * pitch  # plane (phase, 0)'s row
+        line = base + phase * stride_w * size + plane_row * pitch  # plane (phase, 0)'s row
         phase += 1
         if phase == stride_h:
             phase, plane_row = 0, plane_row + 1
@@ -389,31 +397,41 @@ def _deinterleave_row(plane, h, pad_w, padded, even, odd, pitch):
 
 
 @njit(cache=True)
-def _depthwise_taps(padded, offsets, taps, wide, length):
-    """``wide[:length]`` (output rows ``pitch`` wide, back to back) = the sum over the window
-    ``taps`` (KH, KW) of each tap times ``padded`` from the tap's offset (:func:`_tap_offsets`):
-    one loop for a 3x3 window, one per window row for windows 3 or 5 wide, one per tap
-    otherwise."""
+def _depthwise_taps(padded, base, offsets, taps, wide, length, accumulate):
+    """``wide[:length]`` (output rows ``pitch`` wide, back to back) = (``wide`` plus, with
+    ``accumulate``) the sum over the window ``taps`` (KH, KW) of each tap times ``padded`` from
+    ``base`` plus the tap's offset (:func:`_tap_offsets`): one loop for a 3x3 window, one per
+    window row for windows 3 or 5 wide, one per tap otherwise."""
     kernel_h, kernel_w = taps.shape
+    base = np.uint64(base)
     if kernel_h == 3 and kernel_w == 3:
-        o0, o1, o2 = offsets[0, 0], offsets[0, 1], offsets[0, 2]
-        o3, o4, o5 = offsets[1, 0], offsets[1, 1], offsets[1, 2]
-        o6, o7, o8 = offsets[2, 0], offsets[2, 1], offsets[2, 2]
+        o0, o1, o2 = base + offsets[0, 0], base + offsets[0, 1], base + offsets[0, 2]
+        o3, o4, o5 = base + offsets[1, 0], base + offsets[1, 1], base + offsets[1, 2]
+        o6, o7, o8 = base + offsets[2, 0], base + offsets[2, 1], base + offsets[2, 2]
         w0, w1, w2 = taps[0, 0], taps[0, 1], taps[0, 2]
         w3, w4, w5 = taps[1, 0], taps[1, 1], taps[1, 2]
         w6, w7, w8 = taps[2, 0], taps[2, 1], taps[2, 2]
+        if accumulate:
+            for k in range(length):
+                u = np.uint64(k)
+                wide[k] += (w0 * padded[o0 + u] + w1 * padded[o1 + u] + w2 * padded[o2 + u] + w3 * padded[o3 + u]
+                            + w4 * padded[o4 + u] + w5 * padded[o5 + u] + w6 * padded[o6 + u] + w7 * padded[o7 + u]
+                            + w8 * padded[o8 + u])
+            return
         for k in range(length):
             u = np.uint64(k)
             wide[k] = (w0 * padded[o0 + u] + w1 * padded[o1 + u] + w2 * padded[o2 + u] + w3 * padded[o3 + u]
                        + w4 * padded[o4 + u] + w5 * padded[o5 + u] + w6 * padded[o6 + u] + w7 * padded[o7 + u]
                        + w8 * padded[o8 + u])
         return
-    for k in range(length):
-        wide[k] = 0
+    if not accumulate:
+        for k in range(length):
+            wide[k] = 0
     last = kernel_w - 1
     for i in range(kernel_h):
         if kernel_w == 3 or kernel_w == 5:
-            o0, o1, o2, o3, o4 = offsets[i, 0], offsets[i, 1], offsets[i, 2], offsets[i, last - 1], offsets[i, last]
+            o0, o1, o2 = base + offsets[i, 0], base + offsets[i, 1], base + offsets[i, 2]
+            o3, o4 = base + offsets[i, last - 1], base + offsets[i, last]
             w0, w1, w2, w3, w4 = taps[i, 0], taps[i, 1], taps[i, 2], taps[i, last - 1], taps[i, last]
             if kernel_w == 3:
                 for k in range(length):
@@ -426,9 +444,29 @@ def _depthwise_taps(padded, offsets, taps, wide, length):
                                 + w3 * padded[o3 + u] + w4 * padded[o4 + u])
             continue
         for j in range(kernel_w):
-            tap, offset = taps[i, j], offsets[i, j]
+            tap, offset = taps[i, j], base + offsets[i, j]
             for k in range(length):
                 wide[k] += tap * padded[offset + np.uint64(k)]
+
+
+#: the most input channels per group a convolution computed directly (not by a GEMM) may have
+DIRECT_MAX_CHANNELS = 4
+
+
+def _is_direct(weight_shape, groups, stride, out_pixels):
+    """Whether a convolution of these weights (F, C // groups, KH, KW) at ``stride`` (a pair)
+    onto output planes of ``out_pixels`` is computed directly from the input planes
+    (:func:`_direct_forward_items`) rather than by im2col and a GEMM: a depthwise one, or one
+    with at most ``DIRECT_MAX_CHANNELS`` input channels per group and a square window 3 or 5
+    wide (those whose taps the direct loops sum at once), except at stride 1 with more than 8
+    filters per group on planes under 64x64 (a CIFAR-sized stem), where the GEMM's columns
+    are compact and the GEMM wins (``bench/direct_conv.py``)."""
+    filters, per_group, kernel_h, kernel_w = weight_shape
+    if per_group == 1 and filters == groups:
+        return True
+    if per_group > DIRECT_MAX_CHANNELS or kernel_h != kernel_w or kernel_w not in (3, 5):
+        return False
+    return tuple(stride) != (1, 1) or filters // groups <= 8 or out_pixels >= 64 * 64
 
 
 def _row_blocks(out_h, block_rows):
@@ -489,9 +527,9 @@ def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
     inference plan's bound step) skip choosing the path on every call."""
     blocks = _row_blocks(out_shape[2], block_rows)
     filters, channels_per_group, kernel_h, kernel_w = weight_shape
-    if channels_per_group == 1 and filters == groups:  # depthwise: one filter per channel
-        return (_depthwise_forward_items, x_shape[0] * groups * blocks, workers,
-                (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, block_rows))
+    if _is_direct(weight_shape, groups, (stride_h, stride_w), out_shape[2] * out_shape[3]):
+        return (_direct_forward_items, x_shape[0] * groups * blocks, workers,
+                (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows))
     if kernel_h == kernel_w == 1 and stride_h == stride_w == 1 and pad_h == pad_w == 0 \
             and tuple(out_shape[2:]) == tuple(x_shape[2:]):  # pointwise: the input is the column matrix
         by_filters = filter_blocks > 1  # else the pixels, in as many blocks as the rows were asked in
