@@ -106,3 +106,32 @@ def test_plan_sees_edited_parameters_and_new_shapes():
     conv.params["weight"] = conv.params["weight"].astype(np.float64)  # conv2d's own error, as before
     with pytest.raises(TypeError, match="weight has dtype float64"):
         model.forward(y)
+
+
+def test_the_kernel_time_of_bound_convolutions_is_counted():
+    """cnnlab.bench.overhead (node_overhead.py, the models benchmark's overhead column) counts the
+    time the plan's bound convolutions spend in the kernel's work as kernel time."""
+    from cnnlab.bench.overhead import timed_kernels
+
+    rng = np.random.default_rng(4)
+    model = _model()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    model.forward(x)  # bind the convolutions
+    counted = []
+    real = cnnlab.kernels.cpu.run_conv2d_forward_work
+
+    def slow(*args):  # a kernel that takes at least 5 ms
+        import time
+
+        time.sleep(0.005)
+        counted.append(1)
+        return real(*args)
+
+    clock = [0.0]
+    cnnlab.kernels.cpu.run_conv2d_forward_work = slow
+    try:
+        with timed_kernels(clock):
+            model.forward(x)
+    finally:
+        cnnlab.kernels.cpu.run_conv2d_forward_work = real
+    assert counted and clock[0] >= 0.005 * len(counted)
