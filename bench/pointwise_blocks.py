@@ -1,0 +1,68 @@
+"""1x1 convolutions at batch 1 by pixel blocks sized for the cache, or in as few blocks as threads.
+
+    python bench/pointwise_blocks.py [--whole] [--repeat 40] [--threads 2]
+
+Times the bound float32 1x1 convolutions (ReLU6 epilogue, as an inference plan calls them) of
+MobileNetV2's shapes, from 16 -> 96 channels at 112x112 to 96 -> 576 at 14x14, at batch 1 and 16.
+By default each work item is a block of pixels whose input and output columns fit in
+``cnnlab.functional.conv.POINTWISE_BLOCK_BYTES``; ``--whole`` lifts that budget, so that each
+thread takes one block of rows (the earlier way). Prints the geometry's rows per item and the
+median in microseconds. Both ways in alternating processes::
+
+    for round in 1 2; do python bench/pointwise_blocks.py --whole; python bench/pointwise_blocks.py; done
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numba
+import numpy as np
+
+from cnnlab.bench.measuring import busy_warning
+from cnnlab.functional import conv as functional_conv
+from cnnlab.parallel import single_threaded_blas
+
+# (batch, channels, filters, size)
+LAYERS = [(1, 16, 96, 112), (1, 32, 16, 112), (1, 24, 144, 56), (1, 144, 24, 56), (1, 32, 192, 28),
+          (1, 96, 576, 14), (16, 24, 144, 56), (16, 144, 24, 56)]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--whole", action="store_true", help="one block of rows per thread")
+    parser.add_argument("--repeat", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if args.repeat < 1 or args.threads < 1:
+        parser.error("--repeat and --threads must be at least 1")
+    if args.whole:
+        functional_conv.POINTWISE_BLOCK_BYTES = 1 << 40
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    warning = busy_warning(os.getloadavg()[0], os.cpu_count(), args.threads)
+    if warning:
+        print(warning, file=sys.stderr)
+    print("one block of rows per thread" if args.whole else
+          f"pixel blocks of at most {functional_conv.POINTWISE_BLOCK_BYTES} bytes")
+    rng = np.random.default_rng(0)
+    for batch, channels, filters, size in LAYERS:
+        x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
+        weight = rng.standard_normal((filters, channels, 1, 1)).astype(np.float32)
+        bias = rng.standard_normal(filters).astype(np.float32)
+        bound = functional_conv.bind_conv2d(x, weight, bias, activation="relu6")
+        out = np.empty(bound.out_shape, np.float32)
+        times = []
+        with single_threaded_blas():
+            for _ in range(5):
+                bound(x, weight, bias, out=out)
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                bound(x, weight, bias, out=out)
+                times.append(time.perf_counter() - start)
+        print(f"{batch:2d} x {channels:3d}->{filters:3d} {size}x{size}: rows per item {bound.geometry.args[7]:3d}, "
+              f"{float(np.median(times)) * 1e6:8.1f} us")
+
+
+if __name__ == "__main__":
+    main()
