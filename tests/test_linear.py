@@ -41,3 +41,19 @@ def test_bad_linear_shapes(x_shape, w_shape, b_shape, words):
     b = None if b_shape is None else np.ones(b_shape)
     with pytest.raises(ValueError, match=words):
         F.linear(np.ones(x_shape), np.ones(w_shape), b)
+
+
+@pytest.mark.parametrize("samples, workers", [(1, 2), (1, 3), (2, 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fewer_samples_than_threads_share_the_output_features(samples, workers, dtype):
+    """A prediction of one image: the threads take uneven blocks of the output features (each
+    GEMM only its rows of the weights), with the bias, as the sample split would compute."""
+    from cnnlab.kernels import cpu
+
+    rng = np.random.default_rng(samples * 10 + workers)
+    x = rng.standard_normal((samples, 37)).astype(dtype)
+    weight = rng.standard_normal((23, 37)).astype(dtype)
+    bias = rng.standard_normal(23).astype(dtype)
+    out = np.full((samples, 23), np.nan, dtype)
+    cpu.linear_forward(x, weight, bias, out, workers)
+    np.testing.assert_allclose(out, naive.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
