@@ -1,4 +1,5 @@
-"""bench/node_overhead.py, bench/thread_split.py, bench/rested.py and bench/depthwise.py refuse bad options with one line of usage."""
+"""bench/node_overhead.py, thread_split.py, rested.py, depthwise.py, direct_conv.py and pointwise_blocks.py refuse
+bad options with one line of usage."""
 
 import pathlib
 import subprocess
@@ -20,6 +21,9 @@ BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
     ("rested.py", ["model.onnx", "--calls", "0"], "--calls"),
     ("depthwise.py", ["--repeat", "0"], "--repeat"),
     ("depthwise.py", ["--threads", "0"], "--threads"),
+    ("direct_conv.py", ["--repeat", "0"], "--repeat"),
+    ("pointwise_blocks.py", ["--gemm"], "unrecognized arguments"),
+    ("pointwise_blocks.py", ["--threads", "-1"], "--threads"),
 ])
 def test_bad_options_are_one_line_of_usage(script, options, words):
     done = subprocess.run([sys.executable, str(BENCH / script), *options], capture_output=True, text=True,
