@@ -143,24 +143,27 @@ def test_depthwise_window_paths_match_loops(kernel, stride, dilation):
 
 @pytest.mark.parametrize("samples", [1, 3])
 @pytest.mark.parametrize("min_work", [1, 10**9])  # the blocks shared between two threads, or one thread
-def test_pointwise_convolution_in_cache_sized_pixel_blocks(samples, min_work, monkeypatch):
+@pytest.mark.parametrize("groups", [1, 2])
+def test_pointwise_convolution_in_cache_sized_pixel_blocks(samples, min_work, groups, monkeypatch):
     """A 1x1 convolution's pixels in blocks of a few rows (input and output columns within
     POINTWISE_BLOCK_BYTES, at least POINTWISE_MIN_PIXELS), the last block short, equals the
-    definition, with the epilogue."""
+    definition, with the epilogue, with one group or two."""
     from cnnlab.functional import conv as functional_conv
 
-    monkeypatch.setattr(functional_conv, "POINTWISE_BLOCK_BYTES", 3 * 13 * (5 + 7) * 4)  # 3 rows of 13
+    channels, filters = 6 // groups * groups, 8
+    per_pixel = (channels + filters) // groups
+    monkeypatch.setattr(functional_conv, "POINTWISE_BLOCK_BYTES", 3 * 13 * per_pixel * 4)  # 3 rows of 13
     monkeypatch.setattr(functional_conv, "POINTWISE_MIN_PIXELS", 20)  # ... at least 2 rows
     monkeypatch.setattr(config, "PARALLEL_MIN_WORK", min_work)
     rng = np.random.default_rng(samples)
-    x = rng.standard_normal((samples, 5, 11, 13)).astype(np.float32)  # (143 pixels: no sample blocks)
-    w = rng.standard_normal((7, 5, 1, 1)).astype(np.float32)
-    b = rng.standard_normal(7).astype(np.float32)
-    geometry = functional_conv.conv_geometry(x.shape, w.shape, x.dtype, 1, 0, 1, 1)
+    x = rng.standard_normal((samples, channels, 11, 13)).astype(np.float32)  # (143 pixels: no sample blocks)
+    w = rng.standard_normal((filters, channels // groups, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(filters).astype(np.float32)
+    geometry = functional_conv.conv_geometry(x.shape, w.shape, x.dtype, 1, 0, 1, groups)
     assert geometry.args[7] == 3  # rows per item: 4 blocks, the last of 2 rows
-    out = F.conv2d(x, w, b, activation="relu6")
-    expected = np.clip(np.einsum("fc,nchw->nfhw", w[:, :, 0, 0], x) + b[None, :, None, None], 0, 6)
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    out = F.conv2d(x, w, b, groups=groups, activation="relu6")
+    expected = naive.conv2d_loops(x, w, b, groups=groups)
+    np.testing.assert_allclose(out, np.clip(expected, 0, 6), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("channels, filters, groups, kernel, stride, size", [
