@@ -110,6 +110,8 @@ class FusedConv:
                 or weight.size * gates.shape[0] > x.size:
             return None
         groups, (filters, per_group) = conv.groups, weight.shape[:2]
+        if groups == 1:  # (F, C, KH, KW) times (C, 1, 1) broadcasts as it should: one NumPy call a sample
+            return [weight * gates[n] for n in range(gates.shape[0])]
         taps = weight.reshape(groups, filters // groups, per_group, -1)
         by_group = gates.reshape(gates.shape[0], groups, 1, per_group, 1)
         return [(taps * by_group[n]).reshape(weight.shape) for n in range(gates.shape[0])]
