@@ -13,16 +13,11 @@ multiply-adds per second. Two versions, in alternating processes::
 """
 
 import argparse
-import os
-import sys
-import time
 
-import numba
 import numpy as np
 
-from cnnlab.bench.measuring import busy_warning
+from cnnlab.bench.measuring import kernel_bench_arguments, median_call_seconds
 from cnnlab.functional.conv import bind_conv2d
-from cnnlab.parallel import single_threaded_blas
 
 # (channels, height = width, window, stride)
 LAYERS = [(96, 112, 3, 2), (32, 112, 3, 1), (144, 56, 3, 1), (144, 56, 3, 2), (192, 28, 3, 2), (576, 14, 3, 1),
@@ -30,33 +25,15 @@ LAYERS = [(96, 112, 3, 2), (32, 112, 3, 1), (144, 56, 3, 1), (144, 56, 3, 2), (1
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    if args.repeat < 1 or args.threads < 1:
-        parser.error("--repeat and --threads must be at least 1")
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    warning = busy_warning(os.getloadavg()[0], os.cpu_count(), args.threads)
-    if warning:
-        print(warning, file=sys.stderr)
+    args = kernel_bench_arguments(argparse.ArgumentParser(), repeat=200)
     rng = np.random.default_rng(0)
     for channels, size, window, stride in LAYERS:
         x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
         weight = rng.standard_normal((channels, 1, window, window)).astype(np.float32)
         bias = rng.standard_normal(channels).astype(np.float32)
-        geometry = dict(stride=stride, padding=window // 2, groups=channels, activation="relu6")
-        bound = bind_conv2d(x, weight, bias, **geometry)
+        bound = bind_conv2d(x, weight, bias, stride=stride, padding=window // 2, groups=channels, activation="relu6")
         out = np.empty(bound.out_shape, np.float32)
-        times = []
-        with single_threaded_blas():
-            for _ in range(10):
-                bound(x, weight, bias, out=out)
-            for _ in range(args.repeat):
-                start = time.perf_counter()
-                bound(x, weight, bias, out=out)
-                times.append(time.perf_counter() - start)
-        median = float(np.median(times))
+        median = median_call_seconds(lambda: bound(x, weight, bias, out=out), args.repeat, warmup=10)
         macs = channels * out.shape[2] * out.shape[3] * window * window
         print(f"{channels:4d} x {size:3d}x{size:<3d} {window}x{window} stride {stride}: {median * 1e6:8.1f} us "
               f"{macs / median / 1e9:6.1f} GMAC/s")

@@ -14,17 +14,12 @@ Both ways in alternating processes::
 """
 
 import argparse
-import os
-import sys
-import time
 
-import numba
 import numpy as np
 
-from cnnlab.bench.measuring import busy_warning
+from cnnlab.bench.measuring import kernel_bench_arguments, median_call_seconds
 from cnnlab.functional.conv import bind_conv2d
 from cnnlab.kernels.cpu import conv as cpu_conv
-from cnnlab.parallel import single_threaded_blas
 
 # (samples, channels, filters, height, width, window, stride, groups)
 LAYERS = [(1, 3, 32, 224, 224, 3, 2, 1), (1, 3, 16, 80, 160, 3, 2, 1), (1, 3, 8, 48, 192, 3, 2, 1),
@@ -35,17 +30,9 @@ LAYERS = [(1, 3, 32, 224, 224, 3, 2, 1), (1, 3, 16, 80, 160, 3, 2, 1), (1, 3, 8,
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--gemm", action="store_true", help="few-channel convolutions by im2col and a GEMM")
-    parser.add_argument("--repeat", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    if args.repeat < 1 or args.threads < 1:
-        parser.error("--repeat and --threads must be at least 1")
+    args = kernel_bench_arguments(parser, repeat=40)
     if args.gemm:
         cpu_conv.DIRECT_MAX_CHANNELS = 0
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    warning = busy_warning(os.getloadavg()[0], os.cpu_count(), args.threads)
-    if warning:
-        print(warning, file=sys.stderr)
     print("im2col + GEMM" if args.gemm else "direct where the rule says so")
     rng = np.random.default_rng(0)
     for samples, channels, filters, height, width, window, stride, groups in LAYERS:
@@ -54,15 +41,7 @@ def main():
         bias = rng.standard_normal(filters).astype(np.float32)
         bound = bind_conv2d(x, weight, bias, stride=stride, padding=window // 2, groups=groups, activation="relu")
         out = np.empty(bound.out_shape, np.float32)
-        times = []
-        with single_threaded_blas():
-            for _ in range(5):
-                bound(x, weight, bias, out=out)
-            for _ in range(args.repeat):
-                start = time.perf_counter()
-                bound(x, weight, bias, out=out)
-                times.append(time.perf_counter() - start)
-        median = float(np.median(times))
+        median = median_call_seconds(lambda: bound(x, weight, bias, out=out), args.repeat)
         macs = out.size * (channels // groups) * window * window
         print(f"{samples:2d} x {channels:2d}->{filters:2d} {height}x{width} {window}x{window} stride {stride} "
               f"groups {groups:2d}: {median * 1e6:8.1f} us {macs / median / 1e9:6.1f} GMAC/s")

@@ -13,16 +13,11 @@ median in microseconds. Both ways in alternating processes::
 """
 
 import argparse
-import os
-import sys
-import time
 
-import numba
 import numpy as np
 
-from cnnlab.bench.measuring import busy_warning
+from cnnlab.bench.measuring import kernel_bench_arguments, median_call_seconds
 from cnnlab.functional import conv as functional_conv
-from cnnlab.parallel import single_threaded_blas
 
 # (batch, channels, filters, size)
 LAYERS = [(1, 16, 96, 112), (1, 32, 16, 112), (1, 24, 144, 56), (1, 144, 24, 56), (1, 32, 192, 28),
@@ -32,17 +27,9 @@ LAYERS = [(1, 16, 96, 112), (1, 32, 16, 112), (1, 24, 144, 56), (1, 144, 24, 56)
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--whole", action="store_true", help="one block of rows per thread")
-    parser.add_argument("--repeat", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    if args.repeat < 1 or args.threads < 1:
-        parser.error("--repeat and --threads must be at least 1")
+    args = kernel_bench_arguments(parser, repeat=40)
     if args.whole:
         functional_conv.POINTWISE_BLOCK_BYTES = 1 << 40
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    warning = busy_warning(os.getloadavg()[0], os.cpu_count(), args.threads)
-    if warning:
-        print(warning, file=sys.stderr)
     print("one block of rows per thread" if args.whole else
           f"pixel blocks of at most {functional_conv.POINTWISE_BLOCK_BYTES} bytes")
     rng = np.random.default_rng(0)
@@ -52,16 +39,9 @@ def main():
         bias = rng.standard_normal(filters).astype(np.float32)
         bound = functional_conv.bind_conv2d(x, weight, bias, activation="relu6")
         out = np.empty(bound.out_shape, np.float32)
-        times = []
-        with single_threaded_blas():
-            for _ in range(5):
-                bound(x, weight, bias, out=out)
-            for _ in range(args.repeat):
-                start = time.perf_counter()
-                bound(x, weight, bias, out=out)
-                times.append(time.perf_counter() - start)
+        median = median_call_seconds(lambda: bound(x, weight, bias, out=out), args.repeat)
         print(f"{batch:2d} x {channels:3d}->{filters:3d} {size}x{size}: rows per item {bound.geometry.args[7]:3d}, "
-              f"{float(np.median(times)) * 1e6:8.1f} us")
+              f"{median * 1e6:8.1f} us")
 
 
 if __name__ == "__main__":

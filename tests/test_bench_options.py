@@ -32,3 +32,12 @@ def test_bad_options_are_one_line_of_usage(script, options, words):
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"{script}: error:") and words in last
+
+
+def test_median_call_seconds_warms_up_then_times_each_call():
+    from cnnlab.bench.measuring import median_call_seconds
+
+    calls = []
+    seconds = median_call_seconds(lambda: calls.append(1), repeat=3, warmup=2)
+    assert len(calls) == 2 + 1 + 3  # the warm-up, the untimed first call of timed_runs, the timed ones
+    assert 0 <= seconds < 0.1

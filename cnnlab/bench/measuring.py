@@ -72,6 +72,38 @@ def busy_warning(load, cores, threads):
             "or with fewer --threads")
 
 
+def kernel_bench_arguments(parser, repeat):
+    """Parse a kernel benchmark's command line (``bench/depthwise.py`` and the like) with
+    ``--repeat`` (default ``repeat``) and ``--threads`` (default 2) added to ``parser``: refuse
+    values under 1 with one line of usage, set Numba's thread count, print
+    :func:`busy_warning`'s warning when there is one. Returns the parsed arguments."""
+    import os
+
+    import numba
+
+    parser.add_argument("--repeat", type=int, default=repeat)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if args.repeat < 1 or args.threads < 1:
+        parser.error("--repeat and --threads must be at least 1")
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    warning = busy_warning(os.getloadavg()[0], os.cpu_count(), args.threads)
+    if warning:
+        print(warning, file=sys.stderr)
+    return args
+
+
+def median_call_seconds(function, repeat, warmup=5):
+    """The median seconds of ``repeat`` calls of ``function`` after ``warmup`` untimed ones, with
+    the BLAS pool held to one thread per caller as a model call holds it."""
+    from ..parallel import single_threaded_blas
+
+    with single_threaded_blas():
+        for _ in range(warmup):
+            function()
+        return statistics.median(timed_runs(function, repeat)[2])
+
+
 def maxrss_bytes():
     """This process's peak resident memory in bytes.
 
