@@ -186,7 +186,7 @@ class BoundConv2d:
         self.ones = np.ones((weight.shape[0],), x.dtype)
         self.zeros = np.zeros((weight.shape[0],), x.dtype)
         self.work = cpu_kernels.conv2d_forward_work(x.shape, weight.shape, self.out_shape, *self.geometry.args,
-                                          self.geometry.filter_blocks, self.geometry.sample_block)
+                                                    self.geometry.filter_blocks, self.geometry.sample_block)
         self.code, self.low, self.high = int(self.code), float(self.low), float(self.high)
 
     def _fits(self, a, shape):
@@ -406,8 +406,8 @@ def _pointwise_rows(values_per_pixel, out_w, dtype):
     matrix): blocks of pixels whose input and output columns (``values_per_pixel`` values a
     pixel) fit in ``POINTWISE_BLOCK_BYTES``, so that the epilogue reads the GEMM's output from
     the core's cache, but of at least ``POINTWISE_MIN_PIXELS`` pixels. MobileNetV2's 16->96
-    layer at 112x112, batch 1: 494-510 us in two blocks of 56 rows, 360 us in blocks of 4 rows
-    (``bench/pointwise_blocks.py``)."""
+    layer at 112x112, batch 1: 512-533 us in two blocks of 56 rows, 373-386 us in blocks of 3
+    rows (``bench/pointwise_blocks.py``, docs/performance.md)."""
     row_bytes = max(1, values_per_pixel * out_w * np.dtype(dtype).itemsize)
     return max(1, POINTWISE_BLOCK_BYTES // row_bytes, -(-POINTWISE_MIN_PIXELS // out_w))
 

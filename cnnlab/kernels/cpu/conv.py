@@ -13,6 +13,11 @@ A work item normally covers all output rows of a sample.  When the column
 buffer of a whole sample would be too large, the dispatch layer passes a
 smaller ``block_rows``; the product then goes through a small buffer.
 
+Two kinds of convolution take other paths: a 1x1 convolution at stride 1 needs no im2col (its
+input is its column matrix), and a depthwise one, or one with few input channels per group, is
+computed directly from the input's polyphase planes with no GEMM (:func:`_direct_forward_items`,
+chosen by :func:`_is_direct`).
+
 Each kernel is a plain function that runs its serial ``_..._items`` worker (``nogil``) on the
 calling thread when there is one worker (small work: see ``cnnlab.functional.cpu_workers``), or
 on several threads at once, each a contiguous share of the items
@@ -262,14 +267,14 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
     block of output rows), for every filter of the group.
 
     The item's input rows of each of the group's channels are first copied, zero-padded, into a
-    buffer split by the stride into its polyphase planes (:func:`_fill_depthwise_planes`):
+    buffer split by the stride into its polyphase planes (:func:`_fill_planes`):
     plane ``(a, b)`` holds the padded rows ``a, a + stride_h, ...`` and, of each, the columns
     ``b, b + stride_w, ...``, every plane row ``pitch`` wide (about the output's width). Each tap
     then reads one plane as the output rows read it, shifted by a constant
     (:func:`_tap_offsets`): a filter's output rows are computed ``pitch`` wide, back to back, in
     one long loop per channel and tap (a 3x3 window's nine taps, or a window row's 3 or 5 taps,
     summed in one loop), with no border test and no strided read, so the loops vectorize
-    whatever the stride, dilation and plane size (:func:`_depthwise_taps`). The valid columns are
+    whatever the stride, dilation and plane size (:func:`_direct_taps`). The valid columns are
     copied out, and the epilogue runs once over the item's rows."""
     per_group = weight.shape[1]
     filters_per_group = weight.shape[0] // groups
@@ -292,12 +297,12 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
         first_row = (item % blocks) * block_rows
         rows = min(out_h, first_row + block_rows) - first_row
         for c in range(per_group):
-            _fill_depthwise_planes(x[n, g * per_group + c], first_row * stride_h - pad_h, (rows - 1) * stride_h
+            _fill_planes(x[n, g * per_group + c], first_row * stride_h - pad_h, (rows - 1) * stride_h
                                    + (kernel_h - 1) * dilation_h + 1, pad_w, padded, c * channel_size, pitch,
                                    plane_rows, stride_h, stride_w)
         for f in range(g * filters_per_group, (g + 1) * filters_per_group):
             for c in range(per_group):
-                _depthwise_taps(padded, c * channel_size, offsets, weight[f, c], wide, rows * pitch, c > 0)
+                _direct_taps(padded, c * channel_size, offsets, weight[f, c], wide, rows * pitch, c > 0)
             span = out_planes[n, f, first_row * out_w:(first_row + rows) * out_w]
             for r in range(rows):
                 for k in range(out_w):
@@ -310,7 +315,7 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
 @njit(cache=True)
 def _tap_offsets(kernel_h, kernel_w, pitch, size, stride_h, stride_w, dilation_h, dilation_w):
     """(KH, KW) unsigned offsets: where tap ``(i, j)``'s reads for output 0 start in
-    :func:`_fill_depthwise_planes`'s buffer (planes of ``size`` elements): its plane, then the
+    :func:`_fill_planes`'s buffer (planes of ``size`` elements): its plane, then the
     plane row and column the tap is offset by."""
     offsets = np.empty((kernel_h, kernel_w), np.uint64)
     for i in range(kernel_h):
@@ -322,7 +327,7 @@ def _tap_offsets(kernel_h, kernel_w, pitch, size, stride_h, stride_w, dilation_h
 
 
 @njit(cache=True)
-def _fill_depthwise_planes(plane, top, rows_in, pad_w, padded, base, pitch, plane_rows, stride_h, stride_w):
+def _fill_planes(plane, top, rows_in, pad_w, padded, base, pitch, plane_rows, stride_h, stride_w):
     """Copy input rows ``top .. top+rows_in-1`` of ``plane`` (H, W), padded on the left by
     ``pad_w`` columns and with zeros outside the plane, into the polyphase planes that start at
     ``padded[base]``:
@@ -397,7 +402,7 @@ def _deinterleave_row(plane, h, pad_w, padded, even, odd, pitch):
 
 
 @njit(cache=True)
-def _depthwise_taps(padded, base, offsets, taps, wide, length, accumulate):
+def _direct_taps(padded, base, offsets, taps, wide, length, accumulate):
     """``wide[:length]`` (output rows ``pitch`` wide, back to back) = (``wide`` plus, with
     ``accumulate``) the sum over the window ``taps`` (KH, KW) of each tap times ``padded`` from
     ``base`` plus the tap's offset (:func:`_tap_offsets`): one loop for a 3x3 window, one per
