@@ -5,9 +5,12 @@ For inference (``Graph.forward(..., training=False)``) the executor runs a *plan
 them, in that order, each the sole consumer of the tensor before it) is one :class:`FusedConv`
 step: a single convolution call whose kernel applies the normalization, the residual and the
 activation as it writes the output (:func:`cnnlab.functional.conv2d`'s ``scale``, ``residual``
-and ``activation``). The model is unchanged; ``cnnlab.config.FUSE = False`` turns the plan off.
+and ``activation``). A squeeze-excitation block's gating ``Multiply`` joins the convolution it
+feeds, and its squeeze (global average pooling and two 1x1 convolutions) is one
+:class:`FusedSqueeze` step. The model is unchanged; ``cnnlab.config.FUSE = False`` turns the
+plan off.
 
-This is the one module that looks at layer classes: which layers fuse into a convolution. What
+This is the one module that looks at layer classes: which layers fuse into a step. What
 a layer contributes is declared on the layer class (``fused_activation()``,
 ``returns_new_array``), so a new activation or op needs no entry here.
 """
@@ -23,15 +26,25 @@ import numpy as np
 
 from . import functional as F
 from .device import is_gpu_array, kernels_for, to_device, to_host
-from .functional.conv import bind_conv2d
+from .functional.conv import bind_conv2d, epilogue_activation
 from .kernels import cpu as cpu_kernels
-from .layers import Add, BatchNorm2D, Conv2D, Multiply
+from .layers import Add, BatchNorm2D, Conv2D, GlobalAvgPool2D, Multiply
 from .shapes import is_known
 
-__all__ = ["FusedConv", "BufferPool", "fusion_plan", "recyclable", "buffer_pool"]
+__all__ = ["FusedStep", "FusedConv", "FusedSqueeze", "BufferPool", "fusion_plan", "recyclable", "buffer_pool"]
 
 
-class FusedConv:
+class FusedStep:
+    """An inference step standing for several nodes (``members``): it reads ``inputs``, makes
+    ``output`` (the last member's) and runs by ``run(values, out=None, pool=None)``; ``layer``
+    is its main node's layer."""
+
+    takes_list = True
+    members: list
+    inputs: list
+
+
+class FusedConv(FusedStep):
     """One inference step standing for a ``Conv2D`` node and the ``BatchNorm2D``, ``Add`` and
     activation nodes fused into it (each optional: a convolution with none of them is a step of
     its own too, so that it also checks its arguments once and writes into the buffer pool).
@@ -48,8 +61,6 @@ class FusedConv:
     inputs : list of SymbolicTensor
     output : SymbolicTensor
     """
-
-    takes_list = True
 
     def __init__(self, conv, norm=None, add=None, residual=None, activation=None, gate=None, gated=None,
                  gates=None):
@@ -170,6 +181,72 @@ class FusedConv:
         offset = -mean if bias is None else to_host(bias).astype(np.float64) - mean
         scale, shift = scale.astype(dtype), (beta + offset * scale).astype(dtype)
         return (to_device(scale), to_device(shift)) if on_gpu else (scale, shift)
+
+
+class FusedSqueeze(FusedStep):
+    """One inference step standing for a squeeze-excitation block's squeeze: a
+    ``GlobalAvgPool2D(keepdims=True)`` node and the two fused 1x1 convolutions that follow it
+    (:class:`FusedConv` steps of a ``Conv2D`` and, each optional, its ``BatchNorm2D`` and
+    activation), which make the block's gates ``(N, C, 1, 1)`` from its feature maps.
+
+    On host arrays of the convolutions' dtype it is one compiled call
+    (``cnnlab.kernels.cpu.squeeze_gates``: the channel means as the pooling computes them, two
+    small matrix-vector products, each with its epilogue) instead of three steps on tiny
+    arrays, each mostly Python; anything else (the GPU, another dtype) runs the three steps as
+    before.
+    """
+
+    def __init__(self, pool, first, second):
+        self.pool, self.first, self.second = pool, first, second
+        self.members = [pool] + first.members + second.members
+        self.inputs = list(pool.inputs)
+        self.output = second.output
+        self.layer = pool.layer
+
+    def __repr__(self):
+        return f"FusedSqueeze(GlobalAvgPool2D -> {self.first!r} -> {self.second!r})"
+
+    def run(self, values, out=None, pool=None):
+        """The gates for the feature maps ``values[0]``, written into ``out`` when given, else
+        into a buffer of ``pool`` when given, else a new array."""
+        x = values[0]
+        arguments = self._arguments(x)
+        if arguments is None:
+            pooled = self.pool.apply(lambda v: self.pool.layer.forward(v, False), values)
+            return self.second.run([self.first.run([pooled])], out=out, pool=pool)
+        if out is None:
+            shape = (x.shape[0], arguments[6].shape[0], 1, 1)
+            out = pool.take(shape, x.dtype) if pool is not None else np.empty(shape, x.dtype)
+        cpu_kernels.squeeze_gates(x, *arguments, out)
+        return out
+
+    def _arguments(self, x):
+        """The compiled call's arguments after ``x`` (each convolution's weights as a matrix,
+        per-filter scale and shift, activation code and parameters), or None where ``x`` or a
+        parameter is not a host array of one float dtype of the expected shape."""
+        if type(x) is not np.ndarray or x.ndim != 4 or 0 in x.shape or not x.flags.c_contiguous \
+                or x.dtype not in (np.float32, np.float64):
+            return None
+        arguments, channels = [], x.shape[1]
+        for step in (self.first, self.second):
+            conv = step.layer
+            weight, bias = conv.params.get("weight"), conv.params.get("bias")
+            if type(weight) is not np.ndarray or weight.dtype != x.dtype or weight.shape[1:] != (channels, 1, 1) \
+                    or not weight.flags.c_contiguous \
+                    or (bias is not None and (type(bias) is not np.ndarray or bias.dtype != x.dtype)):
+                return None
+            filters = weight.shape[0]
+            if step.norm is not None:
+                scale, shift = step._folded_norm(bias, weight)
+                if type(scale) is not np.ndarray or scale.dtype != x.dtype:
+                    return None
+            else:
+                scale = np.ones(filters, x.dtype)
+                shift = np.zeros(filters, x.dtype) if bias is None else np.ascontiguousarray(bias)
+            activation = None if step.activation is None else step.activation.layer.fused_activation()
+            arguments += [weight.reshape(filters, channels), scale, shift, *epilogue_activation(activation)]
+            channels = filters
+        return arguments
 
 
 class BufferPool:
@@ -339,8 +416,46 @@ def fusion_plan(nodes, keep):
         fused = FusedConv(node, **parts)  # a convolution on its own too: checked once, its output pooled
         placed[id(fused.members[-1])] = fused
         absorbed.update(id(member) for member in fused.members)
-    return [placed.get(id(node), node) for node in nodes
-            if id(node) not in absorbed or id(node) in placed]
+    plan = [placed.get(id(node), node) for node in nodes if id(node) not in absorbed or id(node) in placed]
+    return _fuse_squeezes(plan, keep)
+
+
+def _fuse_squeezes(plan, keep):
+    """``plan`` with each ``GlobalAvgPool2D(keepdims=True)`` step whose output only a 1x1
+    convolution step reads, whose output in turn only another reads, replaced by one
+    :class:`FusedSqueeze` (placed where the second convolution was); none of the two tensors in
+    between may be in ``keep``."""
+    readers = {}
+    for step in plan:
+        for tensor in step.inputs:
+            readers.setdefault(id(tensor), []).append(step)
+
+    def only_reader(tensor):
+        steps = readers.get(id(tensor), [])
+        return steps[0] if len(steps) == 1 and id(tensor) not in keep else None
+
+    replaced = {}
+    for step in plan:
+        if isinstance(step, FusedStep) or type(step.layer) is not GlobalAvgPool2D or not step.layer.keepdims:
+            continue
+        shape = step.inputs[0].sample_shape
+        if shape is None or len(shape) != 3 or not is_known(shape[:1]):
+            continue
+        first = only_reader(step.output)
+        second = only_reader(first.output) if _squeeze_conv(first, shape[0]) else None
+        if _squeeze_conv(second, first.layer.out_channels if second is not None else None):
+            replaced.update({id(step): None, id(first): None, id(second): FusedSqueeze(step, first, second)})
+    return [replaced.get(id(step), step) for step in plan if replaced.get(id(step), step) is not None]
+
+
+def _squeeze_conv(step, channels):
+    """Whether ``step`` is a fused 1x1 convolution of ``channels`` inputs, one group, stride 1
+    and no padding (its output 1x1 on a 1x1 input), with no residual and no gate."""
+    if type(step) is not FusedConv or step.add is not None or step.gate is not None:
+        return False
+    conv = step.layer
+    return conv.in_channels == channels and conv.groups == 1 and conv.kernel_size == (1, 1) \
+        and tuple(conv.output_shape((channels, 1, 1))) == (conv.out_channels, 1, 1)
 
 
 def _gating(node, dtype):
@@ -366,7 +481,7 @@ def recyclable(plan):
         for tensor in step.inputs:
             readers.setdefault(id(tensor), []).append(step)
     return {key for key, steps in readers.items()
-            if all(isinstance(s, FusedConv) or s.layer.returns_new_array for s in steps)}
+            if all(isinstance(s, FusedStep) or s.layer.returns_new_array for s in steps)}
 
 
 def buffer_pool(graph):

@@ -25,7 +25,7 @@ import contextlib
 from . import config, fusion
 from . import functional as F
 from .device import is_gpu_array
-from .fusion import FusedConv, fusion_plan, recyclable
+from .fusion import FusedConv, FusedStep, fusion_plan, recyclable
 from .parallel import single_threaded_blas
 from .symbolic import Input, Node, SymbolicTensor, TensorSpec, as_tensor_list, call_layer, is_symbolic
 
@@ -243,7 +243,7 @@ class Graph:
                     pool.give(value)
 
         def step(node, values):
-            if isinstance(node, FusedConv):
+            if isinstance(node, FusedStep):
                 return node.run(values, pool=None if pool is None or id(node.output) in wanted else pool)
             layer = node.layer
             if id(node) in frozen:  # a frozen base: as in inference, nothing saved for backward
@@ -262,7 +262,7 @@ class Graph:
             return out
 
         def infer(node, values):  # step in inference, without the training and seed bookkeeping
-            if type(node) is FusedConv:
+            if isinstance(node, FusedStep):
                 return node.run(values, pool=None if pool is None or id(node.output) in wanted else pool)
             layer = node.layer
             forward = layer.forward

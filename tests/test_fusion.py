@@ -333,6 +333,55 @@ def test_gated_convolution_on_the_gpu_equals_the_cpu():
     np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-6)
 
 
+def _squeeze_model(dtype="float32", norm=False, padding=0, pooled_output=False):
+    """Feature maps, a squeeze (global average pooling, 1x1 convolution with or without batch
+    norm and a leaky ReLU, 1x1 convolution and a sigmoid) and the gated maps."""
+    x = cnnlab.Input((3, 7, 6), dtype=dtype)
+    maps = L.ReLU()(L.Conv2D(3, 6, 3, padding=1, seed=1, dtype=dtype)(x))
+    pooled = L.GlobalAvgPool2D(keepdims=True)(maps)
+    h = L.Conv2D(6, 3, 1, seed=2, dtype=dtype, bias=not norm)(pooled)
+    h = L.LeakyReLU(0.2)(L.BatchNorm2D(3, dtype=dtype)(h) if norm else h)
+    gates = L.Sigmoid()(L.Conv2D(3, 6, 1, padding=padding, seed=3, dtype=dtype)(h))
+    out = L.Flatten()(L.Multiply()([maps, gates]) if padding == 0 else gates)  # (padded: 3x3 "gates")
+    return cnnlab.Model(x, [out, pooled] if pooled_output else out)
+
+
+@pytest.mark.parametrize("dtype, norm", [("float32", False), ("float32", True), ("float64", True)])
+def test_a_squeeze_is_one_step_and_computes_what_its_nodes_do(dtype, norm, monkeypatch):
+    from cnnlab.fusion import FusedSqueeze
+
+    rng = np.random.default_rng(14)
+    model = _squeeze_model(dtype, norm)
+    _randomize_norms(model, rng)
+    squeezes = [step for step in model.graph.inference_plan() if isinstance(step, FusedSqueeze)]
+    assert len(squeezes) == 1
+    assert [type(n.layer).__name__ for n in squeezes[0].members] == (
+        ["GlobalAvgPool2D", "Conv2D"] + ["BatchNorm2D"] * norm + ["LeakyReLU", "Conv2D", "Sigmoid"])
+    for samples in (1, 4):
+        x = rng.standard_normal((samples, 3, 7, 6)).astype(dtype)
+        for _ in range(2):
+            np.testing.assert_allclose(model.predict_proba(x), _unfused(model, x, monkeypatch),
+                                       **tolerance(np.dtype(dtype)))
+
+
+def test_a_squeeze_read_elsewhere_or_padded_is_not_fused():
+    from cnnlab.fusion import FusedSqueeze
+
+    for model in (_squeeze_model(pooled_output=True), _squeeze_model(padding=1)):
+        assert not any(isinstance(step, FusedSqueeze) for step in model.graph.inference_plan())
+
+
+@pytest.mark.usefixtures("small_cuda_launches")
+def test_a_squeeze_on_the_gpu_runs_its_steps_and_equals_the_cpu():
+    rng = np.random.default_rng(15)
+    model = _squeeze_model(norm=True)
+    _randomize_norms(model, rng)
+    data = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    cpu = model.forward(data)
+    gpu = cnnlab.to_host(model.to("cuda").forward(cnnlab.to_device(data)))
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-6)
+
+
 # --- buffer reuse ---------------------------------------------------------------------------
 
 def _small_residual_model():

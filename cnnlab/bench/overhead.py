@@ -15,7 +15,7 @@ import contextlib
 import statistics
 import time
 
-from ..fusion import FusedConv
+from ..fusion import FusedStep
 from ..kernels import cpu as cpu_kernels
 
 __all__ = ["node_overhead", "timed_kernels", "format_overhead"]
@@ -48,13 +48,13 @@ def timed_kernels(clock):
 
 
 def _step_label(step):
-    return repr(step) if isinstance(step, FusedConv) else type(step.layer).__name__
+    return repr(step) if isinstance(step, FusedStep) else type(step.layer).__name__
 
 
 @contextlib.contextmanager
 def _timed_steps(plan, clock, records):
     """Each step of ``plan`` appends ``(label, wall seconds, kernel seconds)`` to ``records``
-    when it runs (a FusedConv's ``run``, another node's ``layer.forward``)."""
+    when it runs (a fused step's ``run``, another node's ``layer.forward``)."""
     patched = []
 
     def wrap(label, function):
@@ -67,7 +67,7 @@ def _timed_steps(plan, clock, records):
         return timed
 
     for step in plan:
-        owner, name = (step, "run") if isinstance(step, FusedConv) else (step.layer, "forward")
+        owner, name = (step, "run") if isinstance(step, FusedStep) else (step.layer, "forward")
         if name in vars(owner):  # a layer object used by several nodes is wrapped once
             continue
         setattr(owner, name, wrap(_step_label(step), getattr(owner, name)))

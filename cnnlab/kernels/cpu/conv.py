@@ -47,7 +47,7 @@ from .. import (
 from ._blas import gemm_rows, gemm_rows_bt
 from ._exp import erfc_of_scaled_negative, tanh
 from ._schedule import _sum_over_workers, run_in_threads, run_shared, shares
-from .activation import _hardswish, _sigmoid
+from .activation import _hardswish, _sigmoid, _sum_in_lanes
 
 __all__ = ["conv2d_backward_input", "conv2d_backward_weight", "conv2d_forward"]  # the kernels of this file
 
@@ -452,6 +452,51 @@ def _direct_taps(padded, base, offsets, taps, wide, length, accumulate):
             tap, offset = taps[i, j], base + offsets[i, j]
             for k in range(length):
                 wide[k] += tap * padded[offset + np.uint64(k)]
+
+
+@njit(cache=True, nogil=True)
+def _squeeze_gates(x, first, first_scale, first_shift, first_code, first_low, first_high,
+                   second, second_scale, second_shift, second_code, second_low, second_high, out):
+    """A squeeze-excitation block's gates, for each sample: the mean of each channel's plane of
+    ``x`` (N, C, H, W), as global average pooling computes it, then two 1x1 convolutions on
+    that (N, C, 1, 1) vector, each with its fused epilogue, written to ``out`` (N, F2, 1, 1).
+
+    ``first`` (F1, C) and ``second`` (F2, F1) are the convolutions' weights as matrices; each
+    has per-filter ``scale`` and ``shift`` (ones and the bias, or a batch normalization folded
+    in) and an activation ``(code, low, high)`` as :func:`_finish_row` takes it. Not a kernel
+    of its own (no CUDA twin): the inference plan's fused squeeze step calls it on host arrays,
+    one call instead of three steps."""
+    samples, channels = x.shape[0], x.shape[1]
+    planes = x.reshape(samples, channels, x.shape[2] * x.shape[3])
+    gates = out.reshape(samples, second.shape[0])
+    lanes = np.empty(8, np.float64)
+    pooled = np.empty(channels, x.dtype)
+    hidden = np.empty(first.shape[0], x.dtype)
+    unit = np.ones(1, x.dtype)
+    for n in range(samples):
+        for c in range(channels):
+            pooled[c] = _sum_in_lanes(planes[n, c], lanes) / planes.shape[2]
+        np.dot(first, pooled, hidden)
+        _per_filter_epilogue(hidden, first_scale, first_shift, first_code, first_low, first_high, unit)
+        row = gates[n]
+        np.dot(second, hidden, row)
+        _per_filter_epilogue(row, second_scale, second_shift, second_code, second_low, second_high, unit)
+
+
+def _squeeze(x, first, first_scale, first_shift, first_code, first_low, first_high,
+             second, second_scale, second_shift, second_code, second_low, second_high, out):
+    """:func:`_squeeze_gates`, looked up when called (so that
+    :func:`cnnlab.compilation.interpreting` can stand in for the compiled function)."""
+    _squeeze_gates(x, first, first_scale, first_shift, first_code, first_low, first_high,
+                   second, second_scale, second_shift, second_code, second_low, second_high, out)
+
+
+@njit(cache=True)
+def _per_filter_epilogue(values, scale, shift, code, low, high, unit):
+    """``values[f] = act(scale[f] * values[f] + shift[f])`` (one value per filter)."""
+    for f in range(values.shape[0]):
+        values[f] = scale[f] * values[f] + shift[f]
+    _finish_row(values, values, False, unit[0], unit[0] - unit[0], code, low, high)
 
 
 #: the most input channels per group a convolution computed directly (not by a GEMM) may have
