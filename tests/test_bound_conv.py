@@ -108,19 +108,25 @@ def test_plan_sees_edited_parameters_and_new_shapes():
         model.forward(y)
 
 
-def test_the_kernel_time_of_bound_convolutions_is_counted():
+@pytest.mark.parametrize("runner", cnnlab.kernels.cpu.HOST_RUNNERS)
+def test_the_kernel_time_of_the_plans_compiled_calls_is_counted(runner):
     """cnnlab.bench.overhead (node_overhead.py, the models benchmark's overhead column) counts the
-    time the plan's bound convolutions spend in the kernel's work as kernel time."""
+    time the plan's fused steps spend in their compiled calls (a bound convolution's work, a
+    squeeze's gates) as kernel time."""
     from cnnlab.bench.overhead import timed_kernels
 
     rng = np.random.default_rng(4)
-    model = _model()
+    x_in = cnnlab.Input((3, 8, 8))
+    maps = L.ReLU()(L.Conv2D(3, 4, 3, padding=1, seed=1)(x_in))
+    squeezed = L.ReLU()(L.Conv2D(4, 2, 1, seed=2)(L.GlobalAvgPool2D(keepdims=True)(maps)))
+    gates = L.HardSigmoid()(L.Conv2D(2, 4, 1, seed=3)(squeezed))
+    model = cnnlab.Model(x_in, L.Flatten()(L.Conv2D(4, 2, 1, seed=4)(L.Multiply()([maps, gates]))))
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     model.forward(x)  # bind the convolutions
     counted = []
-    real = cnnlab.kernels.cpu.run_conv2d_forward_work
+    real = getattr(cnnlab.kernels.cpu, runner)
 
-    def slow(*args):  # a kernel that takes at least 5 ms
+    def slow(*args):  # a compiled call that takes at least 5 ms
         import time
 
         time.sleep(0.005)
@@ -128,10 +134,10 @@ def test_the_kernel_time_of_bound_convolutions_is_counted():
         return real(*args)
 
     clock = [0.0]
-    cnnlab.kernels.cpu.run_conv2d_forward_work = slow
+    setattr(cnnlab.kernels.cpu, runner, slow)
     try:
         with timed_kernels(clock):
             model.forward(x)
     finally:
-        cnnlab.kernels.cpu.run_conv2d_forward_work = real
+        setattr(cnnlab.kernels.cpu, runner, real)
     assert counted and clock[0] >= 0.005 * len(counted)

@@ -24,9 +24,9 @@ __all__ = ["node_overhead", "timed_kernels", "format_overhead"]
 @contextlib.contextmanager
 def timed_kernels(clock):
     """Inside the block, every kernel of :mod:`cnnlab.kernels.cpu` adds its duration (seconds)
-    to ``clock[0]`` (``clock``: a one-element list); so does ``run_conv2d_forward_work``, the
-    convolution kernel's work as a bound convolution runs it (an inference plan's fused step)."""
-    names = set(cpu_kernels.KERNEL_NAMES) | {"run_conv2d_forward_work"}
+    to ``clock[0]`` (``clock``: a one-element list); so do the host-only callables that run
+    compiled work for the inference plan's fused steps (``cpu_kernels.HOST_RUNNERS``)."""
+    names = set(cpu_kernels.KERNEL_NAMES) | set(cpu_kernels.HOST_RUNNERS)
     originals = {name: getattr(cpu_kernels, name) for name in names}
 
     def wrap(function):

@@ -38,6 +38,9 @@ from .conv import _is_direct as conv2d_is_direct  # noqa: E402
 from .conv import _run_forward as run_conv2d_forward_work  # noqa: E402
 from .conv import _squeeze as squeeze_gates  # noqa: E402
 
+#: the host-only callables above that run compiled work (timed as kernel time by cnnlab.bench.overhead)
+HOST_RUNNERS = ("run_conv2d_forward_work", "squeeze_gates")
+
 _LENDER = threading.local()  # .take: where this thread's empty() takes arrays from, when set
 
 
