@@ -187,7 +187,6 @@ class BoundConv2d:
         self.zeros = np.zeros((weight.shape[0],), x.dtype)
         self.work = cpu_kernels.conv2d_forward_work(x.shape, weight.shape, self.out_shape, *self.geometry.args,
                                                     self.geometry.filter_blocks, self.geometry.sample_block)
-        self.code, self.low, self.high = int(self.code), float(self.low), float(self.high)
 
     def _fits(self, a, shape):
         # C-contiguous by its strides (cheaper than a.flags; an array that is contiguous with other

@@ -47,7 +47,8 @@ from .. import (
 from ._blas import gemm_rows, gemm_rows_bt
 from ._exp import erfc_of_scaled_negative, tanh
 from ._schedule import _sum_over_workers, run_in_threads, run_shared, shares
-from .activation import _hardswish, _sigmoid, _sum_in_lanes
+from .activation import _hardswish, _sigmoid
+from .pool import _global_avg_planes
 
 __all__ = ["conv2d_backward_input", "conv2d_backward_weight", "conv2d_forward"]  # the kernels of this file
 
@@ -297,9 +298,9 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
         first_row = (item % blocks) * block_rows
         rows = min(out_h, first_row + block_rows) - first_row
         for c in range(per_group):
-            _fill_planes(x[n, g * per_group + c], first_row * stride_h - pad_h, (rows - 1) * stride_h
-                                   + (kernel_h - 1) * dilation_h + 1, pad_w, padded, c * channel_size, pitch,
-                                   plane_rows, stride_h, stride_w)
+            _fill_planes(x[n, g * per_group + c], first_row * stride_h - pad_h,
+                         (rows - 1) * stride_h + (kernel_h - 1) * dilation_h + 1, pad_w, padded, c * channel_size,
+                         pitch, plane_rows, stride_h, stride_w)
         for f in range(g * filters_per_group, (g + 1) * filters_per_group):
             for c in range(per_group):
                 _direct_taps(padded, c * channel_size, offsets, weight[f, c], wide, rows * pitch, c > 0)
@@ -469,13 +470,11 @@ def _squeeze_gates(x, first, first_scale, first_shift, first_code, first_low, fi
     samples, channels = x.shape[0], x.shape[1]
     planes = x.reshape(samples, channels, x.shape[2] * x.shape[3])
     gates = out.reshape(samples, second.shape[0])
-    lanes = np.empty(8, np.float64)
     pooled = np.empty(channels, x.dtype)
     hidden = np.empty(first.shape[0], x.dtype)
     unit = np.ones(1, x.dtype)
     for n in range(samples):
-        for c in range(channels):
-            pooled[c] = _sum_in_lanes(planes[n, c], lanes) / planes.shape[2]
+        _global_avg_planes(planes[n], pooled, 0, channels)  # the pooling kernel's own channel means
         np.dot(first, pooled, hidden)
         _per_filter_epilogue(hidden, first_scale, first_shift, first_code, first_low, first_high, unit)
         row = gates[n]
