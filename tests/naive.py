@@ -47,6 +47,42 @@ def conv2d_loops(x, weight, bias=None, stride=(1, 1), padding=((0, 0), (0, 0)),
     return out
 
 
+def conv2d_gradients_loops(x, weight, grad_out, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), groups=1):
+    """The input and weight gradients of :func:`conv2d_loops` by their definition: every output
+    pixel's gradient times each tap sends that tap's weight back to the input pixel it read, and
+    that input pixel to the tap's weight."""
+    x = np.asarray(x, dtype=np.float64)
+    weight = np.asarray(weight, dtype=np.float64)
+    grad_out = np.asarray(grad_out, dtype=np.float64)
+    n_samples, channels, height, width = x.shape
+    filters, cg, kh, kw = weight.shape
+    (pt, pb), (pl, pr) = padding
+    padded = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    grad_padded = np.zeros_like(padded)
+    grad_weight = np.zeros_like(weight)
+    fg = filters // groups
+    for n in range(n_samples):
+        for f in range(filters):
+            g = f // fg
+            for y in range(grad_out.shape[2]):
+                for z in range(grad_out.shape[3]):
+                    for c in range(cg):
+                        for i in range(kh):
+                            for j in range(kw):
+                                h, w = y * stride[0] + i * dilation[0], z * stride[1] + j * dilation[1]
+                                grad_padded[n, g * cg + c, h, w] += grad_out[n, f, y, z] * weight[f, c, i, j]
+                                grad_weight[f, c, i, j] += grad_out[n, f, y, z] * padded[n, g * cg + c, h, w]
+    return grad_padded[:, :, pt:pt + height, pl:pl + width], grad_weight
+
+
+def flipped_weight(weight, groups):
+    """A convolution weight (F, C/groups, KH, KW) with each group's filters and channels swapped
+    and the window turned by 180 degrees: (C, F/groups, KH, KW)."""
+    filters, cg, kh, kw = weight.shape
+    swapped = weight.reshape(groups, filters // groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)
+    return swapped[:, :, :, ::-1, ::-1].reshape(groups * cg, filters // groups, kh, kw)
+
+
 def conv2d_scipy(x, weight, bias=None, stride=(1, 1), padding=((0, 0), (0, 0)),
                  dilation=(1, 1), groups=1):
     """Per filter: the sum over its channels of scipy.signal.correlate2d ('valid') on the

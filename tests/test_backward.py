@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from naive import numeric_gradient
+from naive import conv2d_gradients_loops, flipped_weight, numeric_gradient
 from strategies import conv_geometries, pool_geometries
 
 import cnnlab.functional as F
@@ -192,3 +192,106 @@ def test_conv2d_backward_with_row_blocks_gives_the_same_gradients(monkeypatch):
     blocked = F.conv2d_backward(x, w, upstream, stride=(2, 1), padding=1, groups=2)
     for a, b in zip(whole, blocked):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+
+
+# (x shape, weight shape, stride, padding as pairs, dilation, groups, whether the input gradient is
+# a convolution with the flipped weight): each branch of the rule, both ways
+INPUT_GRADIENT_CASES = [
+    ((2, 5, 6, 7), (9, 5, 1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, True),  # 1x1: the pointwise blocks
+    ((2, 4, 7, 6), (4, 1, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 4, True),  # depthwise: direct
+    ((1, 4, 9, 9), (8, 1, 5, 5), (1, 1), ((4, 4), (4, 4)), (2, 2), 4, True),  # two filters per channel, dilated
+    ((2, 6, 7, 8), (6, 6, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, True),  # the GEMM
+    ((2, 6, 7, 8), (11, 6, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, True),  # filters < 2 x channels
+    ((2, 6, 7, 8), (12, 6, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, False),  # twice the channels: col2im
+    ((2, 6, 7, 8), (6, 6, 3, 3), (1, 1), ((3, 1), (1, 1)), (1, 1), 1, False),  # padding past the reach
+    ((2, 6, 7, 8), (6, 6, 3, 3), (1, 1), ((2, 0), (1, 2)), (1, 1), 1, True),  # four-sided padding
+    ((2, 6, 9, 8), (6, 6, 3, 2), (1, 1), ((2, 2), (0, 1)), (2, 1), 1, True),  # dilated, not square
+    ((1, 16, 6, 6), (12, 8, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 2, True),  # groups
+    ((1, 8, 6, 6), (6, 4, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 2, True),  # groups of 3 filters: direct
+    ((2, 6, 7, 8), (6, 6, 3, 3), (2, 1), ((1, 1), (1, 1)), (1, 1), 1, False),  # a stride: col2im
+    ((2, 6, 9, 1), (5, 6, 3, 1), (1, 1), ((1, 1), (0, 0)), (1, 1), 1, True),  # one column wide
+]
+
+
+@pytest.mark.parametrize("case", INPUT_GRADIENT_CASES)
+@pytest.mark.parametrize("flipped_allowed", [True, False])
+@pytest.mark.parametrize("split", [False, True])
+def test_input_gradient_as_a_convolution_and_by_col2im_match_loops(case, flipped_allowed, split, monkeypatch):
+    """The input gradient of a stride-1 convolution is a convolution of the output gradient with
+    the flipped weight where the rule says so, by col2im otherwise (or when that is switched off);
+    each way, whole or in one-row blocks on two threads, equals the definition."""
+    from cnnlab import config
+    from cnnlab.functional import conv as functional_conv
+
+    x_shape, w_shape, stride, padding, dilation, groups, flipped = case
+    monkeypatch.setattr(functional_conv, "FLIPPED_INPUT_GRADIENT", flipped_allowed)
+    if split:
+        monkeypatch.setattr(config, "IM2COL_MAX_BYTES", 1)
+        monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    upstream = rng.standard_normal(F.conv2d(x, w, **geometry).shape)
+    resolved = functional_conv.conv_geometry(x.shape, w.shape, x.dtype, stride, padding, dilation, groups)
+    takes_it = functional_conv._flipped_geometry(upstream.shape, w.shape, x.shape, x.dtype, resolved) is not None
+    assert takes_it == (flipped and flipped_allowed)
+    grad_x, grad_w, _ = F.conv2d_backward(x, w, upstream, **geometry)
+    expected_x, expected_w = conv2d_gradients_loops(x, w, upstream, stride, padding, dilation, groups)
+    np.testing.assert_allclose(grad_x, expected_x, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grad_w, expected_w, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_flipped_weight_kernel_swaps_filters_and_channels_and_turns_the_window(groups):
+    from cnnlab.kernels import cpu
+
+    w = np.random.default_rng(13).standard_normal((6 * groups, 4, 3, 2)).astype(np.float32)
+    out = np.empty((4 * groups, 6, 3, 2), np.float32)
+    cpu.conv2d_flipped_weight(w, groups, out)
+    np.testing.assert_array_equal(out, flipped_weight(w, groups))
+
+
+# (x shape, weight shape, groups, how conv2d_backward_weight splits the work between two threads)
+WEIGHT_GRADIENT_CASES = [
+    ((3, 16, 6, 5), (8, 16, 3, 3), 1, "channels"),
+    ((3, 17, 6, 5), (8, 17, 3, 3), 1, "channels"),  # blocks of 9 and 8 channels
+    ((2, 18, 5, 5), (6, 6, 3, 3), 3, "channels"),  # two blocks in each group
+    ((2, 16, 6, 6), (16, 1, 3, 3), 16, "channels"),  # depthwise: a channel a block
+    ((2, 16, 9, 1), (4, 16, 3, 1), 1, "channels"),  # one column wide
+    ((3, 3, 6, 5), (8, 3, 3, 3), 1, "samples"),  # an RGB layer
+]
+
+
+@pytest.mark.parametrize("case", WEIGHT_GRADIENT_CASES)
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("block_rows", [None, 1])
+def test_weight_gradient_by_channel_blocks_or_samples_matches_loops(case, in_place, block_rows, monkeypatch):
+    """The weight gradient split between threads by blocks of input channels (accumulated
+    transposed, or in place where the gradient is large) or by samples, whole or in one-row
+    blocks, equals the definition, and the bias gradient the sum of the output gradient."""
+    from cnnlab import config
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    x_shape, w_shape, groups, split = case
+    monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)
+    if block_rows:
+        monkeypatch.setattr(config, "IM2COL_MAX_BYTES", 1)
+    if in_place:
+        monkeypatch.setattr(cpu_conv, "TRANSPOSED_GRADIENT_BYTES", 0)
+    calls = {"channels": 0, "samples": 0}
+    for name, key in (("_weight_gradient_by_channels_items", "channels"), ("_conv2d_backward_weight_items", "samples")):
+        def counted(*arguments, _kernel=getattr(cpu_conv, name), _key=key):
+            calls[_key] += 1
+            _kernel(*arguments)
+        monkeypatch.setattr(cpu_conv, name, counted)
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    padding = ((1, 1), (w_shape[3] // 2, w_shape[3] // 2))
+    upstream = rng.standard_normal(F.conv2d(x, w, padding=padding, groups=groups).shape)
+    _, grad_w, grad_b = F.conv2d_backward(x, w, upstream, padding=padding, groups=groups, input_grad=False)
+    assert calls[split] >= 1 and calls["samples" if split == "channels" else "channels"] == 0
+    _, expected_w = conv2d_gradients_loops(x, w, upstream, padding=padding, groups=groups)
+    np.testing.assert_allclose(grad_w, expected_w, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grad_b, upstream.sum(axis=(0, 2, 3)), rtol=1e-10, atol=1e-10)

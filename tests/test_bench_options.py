@@ -1,5 +1,5 @@
-"""bench/node_overhead.py, thread_split.py, rested.py, depthwise.py, direct_conv.py and pointwise_blocks.py refuse
-bad options with one line of usage."""
+"""bench/node_overhead.py, thread_split.py, rested.py, depthwise.py, direct_conv.py, pointwise_blocks.py and
+conv_backward.py refuse bad options with one line of usage."""
 
 import pathlib
 import subprocess
@@ -24,6 +24,8 @@ BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
     ("direct_conv.py", ["--repeat", "0"], "--repeat"),
     ("pointwise_blocks.py", ["--gemm"], "unrecognized arguments"),
     ("pointwise_blocks.py", ["--threads", "-1"], "--threads"),
+    ("conv_backward.py", ["--repeat", "0"], "--repeat"),
+    ("conv_backward.py", ["--col2im=1"], "--col2im"),
 ])
 def test_bad_options_are_one_line_of_usage(script, options, words):
     done = subprocess.run([sys.executable, str(BENCH / script), *options], capture_output=True, text=True,

@@ -177,6 +177,32 @@ def test_conv2d_backward_gpu_equals_cpu(g):
         assert_gpu_equals_cpu(ours, theirs, g["dtype"])
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_flipped_weight_gpu_equals_cpu(groups):
+    from cnnlab.kernels import cpu, cuda
+
+    w = np.random.default_rng(15).standard_normal((4 * groups, 3, 3, 2)).astype(np.float32)
+    host = np.empty((3 * groups, 4, 3, 2), np.float32)
+    cpu.conv2d_flipped_weight(w, groups, host)
+    device = cnnlab.to_device(np.zeros_like(host))
+    cuda.conv2d_flipped_weight(cnnlab.to_device(w), groups, device)
+    np.testing.assert_array_equal(cnnlab.to_host(device), host)
+
+
+@pytest.mark.parametrize("w_shape, groups", [((6, 6, 3, 3), 1), ((6, 1, 3, 3), 6), ((4, 6, 1, 1), 1)])
+def test_stride_one_input_gradient_as_a_convolution_gpu_equals_cpu(w_shape, groups):
+    """The input gradient that both devices compute as a convolution with the flipped weight."""
+    rng = np.random.default_rng(16)
+    x = arrays(rng, (2, 6, 5, 4), np.float32)
+    w = arrays(rng, w_shape, np.float32)
+    padding = w_shape[2] // 2
+    upstream = arrays(rng, F.conv2d(x, w, padding=padding, groups=groups).shape, np.float32)
+    cpu = F.conv2d_backward(x, w, upstream, padding=padding, groups=groups)
+    gpu = F.conv2d_backward(*on_gpu(x, w, upstream), padding=padding, groups=groups)
+    for ours, theirs in zip(gpu, cpu):
+        assert_gpu_equals_cpu(ours, theirs, np.float32)
+
+
 @settings(max_examples=10)
 @given(pool_geometries())
 def test_pool2d_backward_gpu_equals_cpu(g):

@@ -61,8 +61,9 @@ print([name for name, _ in called])
 """
     names = eval(run_python(code, tmp_path, NUMBA_NUM_THREADS="2"))
     assert names[0] == "conv._direct_forward_items"  # (1 and 2 input channels: computed directly)
-    for later in ("conv._conv2d_backward_input_items", "loss.cross_entropy_backward", "optim._adam_items",
-                  "activation._softmax_rows"):
+    # (the second layer's input gradient: the flipped weight, then the direct kernel again)
+    for later in ("conv._conv2d_backward_weight_items", "conv.conv2d_flipped_weight", "loss.cross_entropy_backward",
+                  "optim._adam_items", "activation._softmax_rows"):
         assert later in names
 
 

@@ -34,7 +34,7 @@ from .. import (
 from ._launch import launch_shape
 from .activation import _sigmoid
 
-__all__ = ["conv2d_backward_input", "conv2d_backward_weight", "conv2d_forward"]  # the kernels of this file
+__all__ = ["conv2d_backward_input", "conv2d_backward_weight", "conv2d_flipped_weight", "conv2d_forward"]  # the kernels of this file
 
 FILTERS_PER_BLOCK = 8
 _SQRT_HALF = math.sqrt(0.5)
@@ -266,6 +266,27 @@ def _sum_filter_planes_kernel(grad_out, grad_bias):
                 for ow in range(out_w):
                     acc += grad_out[n, f, oh, ow]
         grad_bias[f] = acc
+
+
+@cuda.jit
+def _flipped_weight_kernel(weight, groups, out):
+    filters, channels_per_group, kernel_h, kernel_w = weight.shape
+    filters_per_group = filters // groups
+    for index in range(cuda.grid(1), weight.size, cuda.gridsize(1)):
+        j = index % kernel_w
+        i = (index // kernel_w) % kernel_h
+        c = (index // (kernel_w * kernel_h)) % channels_per_group
+        f = index // (kernel_w * kernel_h * channels_per_group)
+        g = f // filters_per_group
+        out[g * channels_per_group + c, f - g * filters_per_group, kernel_h - 1 - i, kernel_w - 1 - j] = \
+            weight[f, c, i, j]
+
+
+def conv2d_flipped_weight(weight, groups, out):
+    """The input gradient's weight for a stride-1 convolution; contract of
+    :func:`cnnlab.kernels.cpu.conv.conv2d_flipped_weight`. One thread per weight element."""
+    blocks, threads = launch_shape(weight.size)
+    _flipped_weight_kernel[blocks, threads](weight, groups, out)
 
 
 def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_h, pad_w,
