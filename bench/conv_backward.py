@@ -10,8 +10,8 @@ convolution's backward as a training step calls them: the weight and bias gradie
 multiplying into columns and scattering them back (``FLIPPED_INPUT_GRADIENT = False``) instead of
 as a convolution of the output gradient with the flipped weight where the rule says so. Prints
 the medians in microseconds. ``--by-samples`` splits every weight gradient between the threads by
-samples, each summing into an accumulator of its own (``CHANNEL_PAIRS_PER_WORKER`` set out of
-reach), instead of by blocks of input channels. Both ways in alternating processes::
+samples, each summing into an accumulator of its own (``CHANNEL_SPLIT_BYTES`` set out of reach),
+also where the rule splits it by blocks of input channels (gradients over 1 MB). Both ways in alternating processes::
 
     for round in 1 2; do python bench/conv_backward.py --col2im --by-samples; python bench/conv_backward.py; done
 """
@@ -42,7 +42,7 @@ def main():
     if args.col2im:
         functional_conv.FLIPPED_INPUT_GRADIENT = False
     if args.by_samples:
-        cpu_conv.CHANNEL_PAIRS_PER_WORKER = 1 << 62
+        cpu_conv.CHANNEL_SPLIT_BYTES = 1 << 62
     print("input gradients " + ("by col2im" if args.col2im else "as convolutions where the rule says so")
           + ", weight gradients split by " + ("samples" if args.by_samples else "channels where the rule says so"))
     rng = np.random.default_rng(0)

@@ -259,17 +259,17 @@ WEIGHT_GRADIENT_CASES = [
     ((2, 18, 5, 5), (6, 6, 3, 3), 3, "channels"),  # two blocks in each group
     ((2, 16, 6, 6), (16, 1, 3, 3), 16, "channels"),  # depthwise: a channel a block
     ((2, 16, 9, 1), (4, 16, 3, 1), 1, "channels"),  # one column wide
-    ((3, 3, 6, 5), (8, 3, 3, 3), 1, "samples"),  # an RGB layer
+    ((3, 16, 6, 5), (8, 16, 3, 3), 1, "samples"),
+    ((3, 3, 6, 5), (8, 3, 3, 3), 1, "samples"),  # an RGB layer: too few channels to split
 ]
 
 
 @pytest.mark.parametrize("case", WEIGHT_GRADIENT_CASES)
-@pytest.mark.parametrize("in_place", [False, True])
 @pytest.mark.parametrize("block_rows", [None, 1])
-def test_weight_gradient_by_channel_blocks_or_samples_matches_loops(case, in_place, block_rows, monkeypatch):
-    """The weight gradient split between threads by blocks of input channels (accumulated
-    transposed, or in place where the gradient is large) or by samples, whole or in one-row
-    blocks, equals the definition, and the bias gradient the sum of the output gradient."""
+def test_weight_gradient_by_channel_blocks_or_samples_matches_loops(case, block_rows, monkeypatch):
+    """The weight gradient split between threads by blocks of input channels (where it is large:
+    here every size is) or by samples, whole or in one-row blocks, equals the definition, and the
+    bias gradient the sum of the output gradient."""
     from cnnlab import config
     from cnnlab.kernels.cpu import conv as cpu_conv
 
@@ -277,8 +277,7 @@ def test_weight_gradient_by_channel_blocks_or_samples_matches_loops(case, in_pla
     monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)
     if block_rows:
         monkeypatch.setattr(config, "IM2COL_MAX_BYTES", 1)
-    if in_place:
-        monkeypatch.setattr(cpu_conv, "TRANSPOSED_GRADIENT_BYTES", 0)
+    monkeypatch.setattr(cpu_conv, "CHANNEL_SPLIT_BYTES", 0 if split == "channels" else 1 << 62)
     calls = {"channels": 0, "samples": 0}
     for name, key in (("_weight_gradient_by_channels_items", "channels"), ("_conv2d_backward_weight_items", "samples")):
         def counted(*arguments, _kernel=getattr(cpu_conv, name), _key=key):

@@ -489,8 +489,9 @@ def input_gradient(kernels, grad_out: Array, weight: Array, grad_x: Array, geome
     filters of 3x3), the direct kernel for depthwise layers, the pointwise blocks for 1x1 ones.
     Otherwise :func:`cnnlab.kernels.cpu.conv.conv2d_backward_input` multiplies the gradient into
     columns and scatters them back (col2im), a GEMM over only ``filters`` rows. The CIFAR-sized
-    network's 32-channel 3x3 layer at batch 32: 7.0 ms by col2im, TODO ms as a convolution
-    (``python bench/conv_backward.py``)."""
+    network's 32-channel 3x3 layer at batch 32: 6.8-7.3 ms by col2im, 5.1 ms as a convolution;
+    MobileNetV2's depthwise 96-channel layer at 56x56, batch 4: 3.3 ms, 0.37-0.38 ms
+    (``python bench/conv_backward.py [--col2im]``)."""
     flipped = _flipped_geometry(grad_out.shape, weight.shape, grad_x.shape, grad_x.dtype, geometry)
     if flipped is None:
         kernels.conv2d_backward_input(grad_out, weight, grad_x, *geometry.args)

@@ -797,22 +797,22 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
 
 
 @njit(cache=True, nogil=True)
-def _weight_gradient_by_channels_items(x, grad_out, gradient, grad_bias, kernel_h, kernel_w, stride_h, stride_w,
+def _weight_gradient_by_channels_items(x, grad_out, grad_weight, grad_bias, kernel_h, kernel_w, stride_h, stride_w,
                                        pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, channel_blocks,
-                                       transposed, first_item, last_item):
+                                       first_item, last_item):
     """(group, block of input channels) items ``first_item .. last_item-1`` of
-    :func:`conv2d_backward_weight`: each sums, over every sample, its channels' columns against the
-    output gradient into its own taps of ``gradient``, and its share of the filters into ``grad_bias``.
-    ``gradient`` is (groups, taps, Fg) when ``transposed`` (each group's gradient transposed:
-    ``columns @ rows.T``), else (groups, Fg, taps), the weight gradient itself (``rows @ columns.T``)."""
+    :func:`conv2d_backward_weight`: each sums, over every sample, the output gradient's rows
+    times its channels' columns (``rows @ columns.T``) into its own taps of ``grad_weight``, and
+    its share of the filters into ``grad_bias``."""
     samples = x.shape[0]
-    channels_per_group = x.shape[1] // groups
+    filters, channels_per_group = grad_weight.shape[0], grad_weight.shape[1]
+    filters_per_group = filters // groups
     window = kernel_h * kernel_w
     taps = channels_per_group * window
-    filters_per_group = gradient.shape[2] if transposed else gradient.shape[1]
     out_h, out_w = grad_out.shape[2], grad_out.shape[3]
     plane = out_h * out_w
     grad_by_group = grad_out.reshape(samples, groups, filters_per_group, plane)
+    gradient = grad_weight.reshape(groups, filters_per_group, taps)
     blocks = (out_h + block_rows - 1) // block_rows
     per_block = (channels_per_group + channel_blocks - 1) // channel_blocks
     column_buffer = np.empty(per_block * window * block_rows * out_w, dtype=x.dtype)
@@ -844,37 +844,31 @@ def _weight_gradient_by_channels_items(x, grad_out, gradient, grad_bias, kernel_
                 else:
                     _im2col(x, n, g * channels_per_group + c0, first_row, rows, columns, kernel_h, kernel_w,
                             out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
-                rows_in_place = grad_by_group[n, g, :, first_row * out_w:]
-                if transposed:
-                    gemm_rows_bt(count, filters_per_group, pixels, columns, pixels, rows_in_place, plane, beta,
-                                 gradient[g, t0:], filters_per_group)
-                else:
-                    gemm_rows_bt(filters_per_group, count, pixels, rows_in_place, plane, columns, pixels, beta,
-                                 gradient[g, :, t0:], taps)
+                gemm_rows_bt(filters_per_group, count, pixels, grad_by_group[n, g, :, first_row * out_w:], plane,
+                             columns, pixels, beta, gradient[g, :, t0:], taps)
                 beta = 1.0
 
 
-#: the weight gradient is split between threads by blocks of input channels where there are at
-#: least this many (group, input channel) pairs per thread (blocks of about equal size), else by samples
-CHANNEL_PAIRS_PER_WORKER = 8
-
-#: a weight gradient of at most this many bytes is accumulated transposed (``columns @ rows.T``,
-#: 5-60 % faster in OpenBLAS on convolution shapes) and transposed once at the end; a larger one
-#: is accumulated in place (``rows @ columns.T``), where the final transpose would cost more
-#: (ResNet-18's 512-channel layer: 9.4 MB, 12 ms to transpose)
-TRANSPOSED_GRADIENT_BYTES = 1 << 20
+#: a weight gradient larger than this (in bytes) is split between threads by blocks of input
+#: channels and written in place; a smaller one by samples, each thread summing into an
+#: accumulator of its own (``bench/conv_backward.py --by-samples`` compares the two)
+CHANNEL_SPLIT_BYTES = 1 << 20
 
 
 def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride_w, pad_h, pad_w,
                            dilation_h, dilation_w, groups, block_rows, workers):
     """Gradients of :func:`conv2d_forward` with respect to ``weight`` and ``bias``.
 
-    With ``CHANNEL_PAIRS_PER_WORKER`` (group, input channel) pairs per worker or more, each worker takes blocks of
-    input channels and sums, over every sample, their columns against the output gradient (one
-    GEMM per sample and row block) into its own taps of the gradient, so no two threads write
-    the same memory and nothing is added up afterwards. With fewer (an RGB first layer),
-    each worker sums ``columns @ grad_out[n, g].T`` over its own samples into a private
-    accumulator, and the accumulators are added at the end.
+    Deep layers (a gradient over ``CHANNEL_SPLIT_BYTES``, with eight (group, input channel)
+    pairs per worker or more): each worker takes a block of input channels and sums, over every
+    sample, the output gradient against their columns (one GEMM per sample and row block) into
+    its own taps of the gradient, so no two threads write the same memory and nothing is added
+    up afterwards. ResNet-18's 512-channel 3x3 layer at batch 4: 20 ms with an accumulator of
+    9.4 MB per thread, 5.5 ms so. Otherwise each worker sums ``columns @ grad_out[n, g].T`` over
+    its own samples into a private, transposed accumulator (OpenBLAS runs this product 1.1-1.6x
+    faster than ``grad_out[n, g] @ columns.T`` on convolution shapes, and its full height beats
+    the channel blocks' half on small layers), and the accumulators are added and transposed at
+    the end.
 
     Parameters
     ----------
@@ -888,15 +882,10 @@ def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride
     filters, channels_per_group, kernel_h, kernel_w = grad_weight.shape
     taps = channels_per_group * kernel_h * kernel_w
     geometry = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows)
-    channel_blocks = min(channels_per_group, workers)
-    if groups * channels_per_group >= CHANNEL_PAIRS_PER_WORKER * workers:
-        transposed = grad_weight.nbytes <= TRANSPOSED_GRADIENT_BYTES
-        gradient = np.empty((groups, taps, filters // groups), dtype=x.dtype) if transposed \
-            else grad_weight.reshape(groups, filters // groups, taps)
-        run_shared(_weight_gradient_by_channels_items, groups * channel_blocks, workers, x, grad_out, gradient,
-                   grad_bias, *geometry, channel_blocks, transposed)
-        if transposed:
-            grad_weight.reshape(groups, filters // groups, taps)[...] = gradient.transpose(0, 2, 1)
+    if grad_weight.nbytes > CHANNEL_SPLIT_BYTES and groups * channels_per_group >= 8 * workers:
+        channel_blocks = min(channels_per_group, workers)
+        run_shared(_weight_gradient_by_channels_items, groups * channel_blocks, workers, x, grad_out, grad_weight,
+                   grad_bias, *geometry, channel_blocks)
         return
     items = x.shape[0] * groups * _row_blocks(grad_out.shape[2], block_rows)
     workers = max(1, min(workers, items))
