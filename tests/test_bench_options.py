@@ -1,5 +1,5 @@
-"""bench/node_overhead.py, thread_split.py, rested.py, depthwise.py, direct_conv.py, pointwise_blocks.py and
-conv_backward.py refuse bad options with one line of usage."""
+"""bench/node_overhead.py, thread_split.py, rested.py, depthwise.py, direct_conv.py, pointwise_blocks.py,
+conv_backward.py and strided_conv.py refuse bad options with one line of usage."""
 
 import pathlib
 import subprocess
@@ -26,6 +26,7 @@ BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
     ("pointwise_blocks.py", ["--threads", "-1"], "--threads"),
     ("conv_backward.py", ["--repeat", "0"], "--repeat"),
     ("conv_backward.py", ["--col2im=1"], "--col2im"),
+    ("strided_conv.py", ["--threads", "0"], "--threads"),
 ])
 def test_bad_options_are_one_line_of_usage(script, options, words):
     done = subprocess.run([sys.executable, str(BENCH / script), *options], capture_output=True, text=True,

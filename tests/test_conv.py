@@ -10,6 +10,7 @@ from strategies import arrays, conv_geometries, conv_padding_geometries
 import cnnlab
 import cnnlab.functional as F
 from cnnlab import config
+from cnnlab.functional.conv import conv_geometry
 from cnnlab.shapes import resolve_padding
 
 
@@ -228,6 +229,58 @@ def test_im2col_paths_match_loops(height, width, kh, kw, sh, sw, dh, dw, ph, pw,
     np.testing.assert_allclose(out, reference, rtol=1e-12, atol=1e-12)
     reference = naive.conv2d_loops(x[..., :1], w[..., :1], b, (sh, 1), ((ph, ph), (0, 0)), (dh, 1), 1)
     np.testing.assert_allclose(width_one, reference, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=30)
+@given(st.integers(1, 3), st.integers(2, 11), st.integers(1, 11), st.integers(1, 5), st.integers(1, 5),
+       st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(1, 2), st.integers(0, 3),
+       st.integers(0, 3), st.sampled_from(["whole", "rows", "filters"]), st.integers(1, 2))
+def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw, sh, sw, dh, dw, ph, pw, blocks,
+                                                  groups):
+    """The GEMM path's columns copied through the stride's polyphase planes (forced here for
+    every geometry, not only where the rule takes them): whole samples, several samples side by
+    side (small outputs), one-row blocks, and filter blocks (batch 1, few pixels) on two threads."""
+    from hypothesis import assume
+
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    assume(height + 2 * ph >= dh * (kh - 1) + 1 and width + 2 * pw >= dw * (kw - 1) + 1)
+    rng = np.random.default_rng(samples * 1000 + height * 100 + width * 10 + kh)
+    channels, filters = 6 * groups, (64 if blocks == "filters" else 5) * groups
+    x = rng.standard_normal((1 if blocks == "filters" else samples, channels, height, width))
+    w = rng.standard_normal((filters, 6, kh, kw))
+    b = rng.standard_normal(filters)
+    geometry = dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=groups)
+    rule = cpu_conv._by_planes
+    cpu_conv._by_planes = lambda out_w, *window: out_w > 1
+    if blocks == "rows":
+        config.IM2COL_MAX_BYTES = 1
+    if blocks == "filters":
+        config.PARALLEL_MIN_WORK = 1
+    try:
+        out = F.conv2d(x, w, b, **geometry)
+        resolved = conv_geometry(x.shape, w.shape, x.dtype, **geometry)
+        work = cpu_conv._forward_work(x.shape, w.shape, out.shape, *resolved.args, resolved.filter_blocks,
+                                      resolved.sample_block)
+    finally:
+        cpu_conv._by_planes = rule
+        config.reset()
+    reference = naive.conv2d_loops(x, w, b, (sh, sw), ((ph, ph), (pw, pw)), (dh, dw), groups)
+    np.testing.assert_allclose(out, reference, rtol=1e-12, atol=1e-12)
+    if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):  # 1x1: the input is the column matrix
+        assert work[0] is cpu_conv._pointwise_forward_items
+    else:
+        assert work[0] is cpu_conv._conv2d_forward_items and work[3][-1] == (out.shape[3] > 1)  # planes or not
+
+
+@pytest.mark.parametrize("shape, stride, expected", [
+    ((3, 3), (2, 2), True), ((7, 7), (2, 2), True), ((1, 1), (2, 2), False), ((2, 2), (2, 2), False),
+    ((3, 3), (1, 1), False), ((3, 3), (3, 3), False), ((3, 1), (2, 1), False), ((5, 1), (2, 1), True)])
+def test_planes_rule_takes_strided_windows_that_share_their_planes(shape, stride, expected):
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    assert cpu_conv._by_planes(16, *shape, *stride) == expected
+    assert not cpu_conv._by_planes(1, *shape, *stride)  # one output column: its own copy
 
 
 def test_non_contiguous_input_is_accepted():
