@@ -273,14 +273,18 @@ def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw
         assert work[0] is cpu_conv._conv2d_forward_items and work[3][-1] == (out.shape[3] > 1)  # planes or not
 
 
-@pytest.mark.parametrize("shape, stride, expected", [
-    ((3, 3), (2, 2), True), ((7, 7), (2, 2), True), ((1, 1), (2, 2), False), ((2, 2), (2, 2), False),
-    ((3, 3), (1, 1), False), ((3, 3), (3, 3), False), ((3, 1), (2, 1), False), ((5, 1), (2, 1), True)])
-def test_planes_rule_takes_strided_windows_that_share_their_planes(shape, stride, expected):
+@pytest.mark.parametrize("out_w, shape, stride, dilation, expected", [
+    (32, (3, 3), (2, 2), 1, True), (112, (7, 7), (2, 2), 1, True), (32, (1, 1), (2, 2), 1, False),
+    (32, (2, 2), (2, 2), 1, False), (32, (3, 3), (1, 1), 1, False), (32, (3, 3), (3, 3), 1, False),
+    (32, (3, 1), (2, 1), 1, False), (32, (5, 1), (2, 1), 1, True),
+    (16, (3, 3), (2, 2), 1, True), (14, (3, 3), (2, 2), 1, False), (40, (7, 7), (2, 2), 1, False),
+    (32, (3, 3), (2, 2), 3, False), (1, (3, 3), (2, 2), 1, False)])
+def test_planes_rule_takes_strided_windows_that_share_their_planes(out_w, shape, stride, dilation, expected):
+    """At a stride, two taps or more per plane, plane rows at most a sixteenth wider than the
+    output's; never for an output one column wide (its own copy)."""
     from cnnlab.kernels.cpu import conv as cpu_conv
 
-    assert cpu_conv._by_planes(16, *shape, *stride) == expected
-    assert not cpu_conv._by_planes(1, *shape, *stride)  # one output column: its own copy
+    assert cpu_conv._by_planes(out_w, *shape, *stride, dilation) == expected
 
 
 def test_non_contiguous_input_is_accepted():

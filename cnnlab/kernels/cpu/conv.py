@@ -577,16 +577,19 @@ def _is_direct(weight_shape, groups, stride, out_pixels):
 IM2COL_BY_PLANES = True
 
 
-def _by_planes(out_w, kernel_h, kernel_w, stride_h, stride_w):
+def _by_planes(out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_w):
     """Whether the GEMM path copies its columns through polyphase planes
     (:func:`_im2col_by_planes`): at a stride, where each plane serves two taps or more (a 3x3
-    window at stride 2, a 7x7 stem). There every tap's row copy would otherwise be a strided
-    gather, one short loop per output row. The stride-2 reference shape (32 to 64 channels at
-    64x64, batch 32): 10.9-11.1 -> 9.4-9.6 ms; ResNet-18's 7x7 stem at batch 1: 2.4 -> 1.9-2.2 ms.
-    At stride 1 the planes gained nothing (CIFAR and ResNet shapes), and on 7x7 and 14x14 outputs
-    the GEMM's extra columns (the window's reach past each row) cost more than the copy saved."""
+    window at stride 2, a 7x7 stem) and the plane rows are at most a sixteenth wider than the
+    output's. There every tap's row copy would otherwise be a strided gather, one short loop per
+    output row (``bench/strided_conv.py``: the stride-2 reference shape, 32 to 64 channels at
+    64x64, batch 32, 11.0 -> 9.4 ms; ResNet-18's 7x7 stem at batch 1 2.3 -> 1.9 ms). On narrow
+    outputs the GEMM's extra columns cost what the copy saves (ResNet-18's 3x3 stride-2 layers
+    onto 14x14 and 7x7: 0.77 -> 0.78-0.85 ms, 0.83 -> 0.86 ms), and at stride 1 the planes
+    gained nothing."""
+    pitch = ((out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + stride_w) // stride_w
     return IM2COL_BY_PLANES and out_w > 1 and max(stride_h, stride_w) > 1 \
-        and kernel_h * kernel_w >= 2 * stride_h * stride_w
+        and kernel_h * kernel_w >= 2 * stride_h * stride_w and 16 * (pitch - out_w) <= out_w
 
 
 def _row_blocks(out_h, block_rows):
@@ -656,7 +659,7 @@ def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
         blocks = filter_blocks if by_filters else blocks
         return _pointwise_forward_items, x_shape[0] * groups * blocks, workers, (groups, blocks, by_filters)
     sample_blocks = (x_shape[0] + sample_block - 1) // sample_block
-    planes = _by_planes(out_shape[3], kernel_h, kernel_w, stride_h, stride_w)
+    planes = _by_planes(out_shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_w)
     return (_conv2d_forward_items, sample_blocks * groups * blocks * filter_blocks, workers,
             (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, filter_blocks,
              sample_block, planes))
