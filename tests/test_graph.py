@@ -405,3 +405,29 @@ def test_a_frozen_base_trains_as_in_inference_with_the_same_gradients():
             assert taped == 2  # the dropout (it draws masks) and the head
     np.testing.assert_allclose(grads[1]["weight"], grads[0]["weight"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(grads[1]["bias"], grads[0]["bias"], rtol=1e-4, atol=1e-5)
+
+
+def test_a_frozen_base_takes_its_outputs_from_the_buffer_pool_and_keeps_the_heads_input():
+    """The fused frozen base's intermediate outputs come from the graph's buffer pool and go back
+    to it once read, so a second step allocates nothing new; the output the trainable head reads
+    (and saves for its backward) is never a pool buffer another step could overwrite."""
+    rng = np.random.default_rng(4)
+    x = cnnlab.Input((3, 12, 12))
+    h = L.ReLU()(L.Conv2D(3, 8, 3, padding=1, seed=0)(x))
+    h = L.MaxPool2D(2)(L.ReLU()(L.Conv2D(8, 8, 3, padding=1, seed=1)(h)))
+    head = L.Dense(8 * 6 * 6, 5, seed=2)
+    model = cnnlab.Model(x, head(L.Flatten()(L.ReLU()(L.Conv2D(8, 8, 3, padding=1, seed=3)(h)))))
+    model.freeze(up_to=len(model.layers) - 1)
+    graph, out = model.graph, model.graph.outputs[0]
+    pool = graph.buffer_pool()
+    first, second = (rng.standard_normal((4, 3, 12, 12)).astype(np.float32) for _ in range(2))
+    logits = graph.forward([first], training=True, input_grads=False)[0]
+    saved = head.saved
+    kept = saved.copy()
+    held = pool.nbytes
+    assert held > 0  # the intermediate maps came back to the pool
+    graph.backward({id(out): np.ones_like(logits)}, input_grads=False)
+    graph.forward([second], training=True, input_grads=False)
+    assert pool.nbytes == held  # the second step reused them
+    np.testing.assert_array_equal(saved, kept)  # the first step's head input was not overwritten
+    np.testing.assert_allclose(logits, graph.forward([first])[0], rtol=1e-6, atol=1e-6)  # as inference
