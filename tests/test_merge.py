@@ -135,7 +135,7 @@ def test_merge_layers_forward_backward_and_output_shape():
     add = L.Add()
     np.testing.assert_allclose(add.forward([y, gate, y], training=True), y + gate + y)
     grads = add.backward(upstream)
-    np.testing.assert_allclose(grads[0], upstream)
+    assert grads[0] is upstream and grads[2] is upstream  # an input of the output's shape: the gradient itself
     np.testing.assert_allclose(grads[1], upstream.sum(axis=(2, 3), keepdims=True))
     assert add.output_shape([(3, 4, 4), (3, 1, 1)]) == (3, 4, 4)
 
@@ -286,3 +286,17 @@ def test_mixed_devices_name_the_argument():
         F.multiply(cnnlab.to_device(x), x)
     with pytest.raises(TypeError, match=r"arrays\[1\]"):
         F.concatenate([cnnlab.to_device(x), x])
+
+
+def test_a_tensor_added_to_itself_gets_both_shared_gradients():
+    """Add hands its own gradient to each input of the output's shape; the graph adds the two
+    for a tensor that is both inputs (into a new array), so nothing shared is written."""
+    x = cnnlab.Input((4,), dtype="float64")
+    dense = L.Dense(4, 2, dtype="float64", seed=0)
+    h = dense(x)
+    graph = cnnlab.Model(x, L.Add()([h, h])).graph
+    upstream = np.ones((3, 2))
+    graph.forward([np.ones((3, 4))], training=True)
+    graph.backward({id(graph.outputs[0]): upstream})
+    np.testing.assert_allclose(dense.grads["bias"], [6.0, 6.0])  # 3 samples, twice
+    np.testing.assert_array_equal(upstream, np.ones((3, 2)))

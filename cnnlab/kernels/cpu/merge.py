@@ -59,11 +59,14 @@ def add_forward(a, b, out, dims, b_dims):
 @njit(parallel=True, cache=True)
 def add_backward(grad_out, grad_a, grad_b, dims, b_dims):
     """``grad_a = grad_out``; ``grad_b`` = ``grad_out`` summed over the broadcast axes."""
+    repeats = grad_out.shape[0] // grad_b.shape[0]
     for i in prange(grad_out.shape[0]):
         grad_a[i] = grad_out[i]
-    repeats = grad_out.shape[0] // grad_b.shape[0]
-    for j in prange(grad_b.shape[0]):
-        grad_b[j] = _sum_over_broadcast(grad_out, grad_out, j, repeats, dims, b_dims, False)
+        if repeats == 1:  # nothing broadcast: a copy (not an index walk per element)
+            grad_b[i] = grad_out[i]
+    if repeats > 1:
+        for j in prange(grad_b.shape[0]):
+            grad_b[j] = _sum_over_broadcast(grad_out, grad_out, j, repeats, dims, b_dims, False)
 
 
 def multiply_forward(a, b, out, dims, b_dims):
