@@ -1,6 +1,6 @@
 """A convolution's backward: the weight gradient, and the input gradient as a convolution or by col2im.
 
-    python bench/conv_backward.py [--col2im] [--by-samples] [--repeat 10] [--threads 2]
+    python bench/conv_backward.py [--col2im | --flipped] [--by-samples] [--repeat 10] [--threads 2]
 
 Times, for the 3x3 layers of the CIFAR-sized training network (batch 32), of ResNet-18 (batch
 4) and MobileNetV2's depthwise and 1x1 layers (batch 4), the two halves of a float32
@@ -8,7 +8,9 @@ convolution's backward as a training step calls them: the weight and bias gradie
 (``conv2d_backward(..., input_grad=False)``) and the input gradient
 (``cnnlab.functional.conv.input_gradient``). ``--col2im`` computes every input gradient by
 multiplying into columns and scattering them back (``FLIPPED_INPUT_GRADIENT = False``) instead of
-as a convolution of the output gradient with the flipped weight where the rule says so. Prints
+as a convolution of the output gradient with the flipped weight where the rule says so;
+``--flipped`` computes every stride-1 input gradient as a convolution, also where the rule keeps
+col2im (twice as many filters as channels or more). Prints
 the medians in microseconds. ``--by-samples`` splits every weight gradient between the threads by
 samples, each summing into an accumulator of its own (``CHANNEL_SPLIT_BYTES`` set out of reach),
 also where the rule splits it by blocks of input channels (gradients over 1 MB). Both ways in alternating processes::
@@ -36,14 +38,20 @@ LAYERS = [("cifar 3->32", 32, 3, 32, 32, 3, 1, 1), ("cifar 32->32", 32, 32, 32, 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--col2im", action="store_true", help="every input gradient by columns and col2im")
+    ways = parser.add_mutually_exclusive_group()
+    ways.add_argument("--col2im", action="store_true", help="every input gradient by columns and col2im")
+    ways.add_argument("--flipped", action="store_true", help="every stride-1 input gradient as a convolution")
     parser.add_argument("--by-samples", action="store_true", help="every weight gradient split by samples")
     args = kernel_bench_arguments(parser, repeat=10)
     if args.col2im:
         functional_conv.FLIPPED_INPUT_GRADIENT = False
+    if args.flipped:
+        functional_conv.FLIPPED_ALWAYS = True
     if args.by_samples:
         cpu_conv.CHANNEL_SPLIT_BYTES = 1 << 62
-    print("input gradients " + ("by col2im" if args.col2im else "as convolutions where the rule says so")
+    way = "by col2im" if args.col2im else "as convolutions at stride 1" if args.flipped else \
+        "as convolutions where the rule says so"
+    print("input gradients " + way
           + ", weight gradients split by " + ("samples" if args.by_samples else "channels where the rule says so"))
     rng = np.random.default_rng(0)
     for name, samples, channels, filters, size, window, padding, groups in LAYERS:

@@ -194,37 +194,39 @@ def test_conv2d_backward_with_row_blocks_gives_the_same_gradients(monkeypatch):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
 
 
-# (x shape, weight shape, stride, padding as pairs, dilation, groups, whether the input gradient is
-# a convolution with the flipped weight): each branch of the rule, both ways
+# (x shape, weight shape, stride, padding as pairs, dilation, groups, whether the rule computes the
+# input gradient as a convolution with the flipped weight, whether it can): each branch of the rule
 INPUT_GRADIENT_CASES = [
-    ((2, 5, 6, 7), (9, 5, 1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, True),  # 1x1: the pointwise blocks
-    ((2, 4, 7, 6), (4, 1, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 4, True),  # depthwise: direct
-    ((1, 4, 9, 9), (8, 1, 5, 5), (1, 1), ((4, 4), (4, 4)), (2, 2), 4, True),  # two filters per channel, dilated
-    ((2, 6, 7, 8), (6, 6, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, True),  # the GEMM
-    ((2, 6, 7, 8), (11, 6, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, True),  # filters < 2 x channels
-    ((2, 6, 7, 8), (12, 6, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, False),  # twice the channels: col2im
-    ((2, 6, 7, 8), (6, 6, 3, 3), (1, 1), ((3, 1), (1, 1)), (1, 1), 1, False),  # padding past the reach
-    ((2, 6, 7, 8), (6, 6, 3, 3), (1, 1), ((2, 0), (1, 2)), (1, 1), 1, True),  # four-sided padding
-    ((2, 6, 9, 8), (6, 6, 3, 2), (1, 1), ((2, 2), (0, 1)), (2, 1), 1, True),  # dilated, not square
-    ((1, 16, 6, 6), (12, 8, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 2, True),  # groups
-    ((1, 8, 6, 6), (6, 4, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 2, True),  # groups of 3 filters: direct
-    ((2, 6, 7, 8), (6, 6, 3, 3), (2, 1), ((1, 1), (1, 1)), (1, 1), 1, False),  # a stride: col2im
-    ((2, 6, 9, 1), (5, 6, 3, 1), (1, 1), ((1, 1), (0, 0)), (1, 1), 1, True),  # one column wide
+    ((2, 5, 6, 7), (9, 5, 1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, True, True),  # 1x1: the pointwise blocks
+    ((2, 4, 7, 6), (4, 1, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 4, True, True),  # depthwise: direct
+    ((1, 4, 9, 9), (8, 1, 5, 5), (1, 1), ((4, 4), (4, 4)), (2, 2), 4, True, True),  # two filters per channel, dilated
+    ((2, 6, 7, 8), (6, 6, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, True, True),  # the GEMM
+    ((2, 6, 7, 8), (11, 6, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, True, True),  # filters < 2 x channels
+    ((2, 6, 7, 8), (12, 6, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, False, True),  # twice the channels: col2im
+    ((2, 6, 7, 8), (6, 6, 3, 3), (1, 1), ((3, 1), (1, 1)), (1, 1), 1, False, False),  # padding past the reach
+    ((2, 6, 7, 8), (6, 6, 3, 3), (1, 1), ((2, 0), (1, 2)), (1, 1), 1, True, True),  # four-sided padding
+    ((2, 6, 9, 8), (6, 6, 3, 2), (1, 1), ((2, 2), (0, 1)), (2, 1), 1, True, True),  # dilated, not square
+    ((1, 16, 6, 6), (12, 8, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 2, True, True),  # groups
+    ((1, 8, 6, 6), (6, 4, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 2, True, True),  # groups of 3 filters: direct
+    ((2, 6, 7, 8), (6, 6, 3, 3), (2, 1), ((1, 1), (1, 1)), (1, 1), 1, False, False),  # a stride: col2im
+    ((2, 6, 9, 1), (5, 6, 3, 1), (1, 1), ((1, 1), (0, 0)), (1, 1), 1, True, True),  # one column wide
 ]
 
 
 @pytest.mark.parametrize("case", INPUT_GRADIENT_CASES)
-@pytest.mark.parametrize("flipped_allowed", [True, False])
+@pytest.mark.parametrize("way", ["rule", "never", "always"])
 @pytest.mark.parametrize("split", [False, True])
-def test_input_gradient_as_a_convolution_and_by_col2im_match_loops(case, flipped_allowed, split, monkeypatch):
+def test_input_gradient_as_a_convolution_and_by_col2im_match_loops(case, way, split, monkeypatch):
     """The input gradient of a stride-1 convolution is a convolution of the output gradient with
-    the flipped weight where the rule says so, by col2im otherwise (or when that is switched off);
-    each way, whole or in one-row blocks on two threads, equals the definition."""
+    the flipped weight where the rule says so, by col2im otherwise (or when that is switched off,
+    or everywhere it can be, as bench/conv_backward.py measures the rule); each way, whole or in
+    one-row blocks on two threads, equals the definition."""
     from cnnlab import config
     from cnnlab.functional import conv as functional_conv
 
-    x_shape, w_shape, stride, padding, dilation, groups, flipped = case
-    monkeypatch.setattr(functional_conv, "FLIPPED_INPUT_GRADIENT", flipped_allowed)
+    x_shape, w_shape, stride, padding, dilation, groups, flipped, possible = case
+    monkeypatch.setattr(functional_conv, "FLIPPED_INPUT_GRADIENT", way != "never")
+    monkeypatch.setattr(functional_conv, "FLIPPED_ALWAYS", way == "always")
     if split:
         monkeypatch.setattr(config, "IM2COL_MAX_BYTES", 1)
         monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)
@@ -235,7 +237,7 @@ def test_input_gradient_as_a_convolution_and_by_col2im_match_loops(case, flipped
     upstream = rng.standard_normal(F.conv2d(x, w, **geometry).shape)
     resolved = functional_conv.conv_geometry(x.shape, w.shape, x.dtype, stride, padding, dilation, groups)
     takes_it = functional_conv._flipped_geometry(upstream.shape, w.shape, x.shape, x.dtype, resolved) is not None
-    assert takes_it == (flipped and flipped_allowed)
+    assert takes_it == {"rule": flipped, "never": False, "always": possible}[way]
     grad_x, grad_w, _ = F.conv2d_backward(x, w, upstream, **geometry)
     expected_x, expected_w = conv2d_gradients_loops(x, w, upstream, stride, padding, dilation, groups)
     np.testing.assert_allclose(grad_x, expected_x, rtol=1e-10, atol=1e-10)

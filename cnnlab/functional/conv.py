@@ -510,12 +510,25 @@ def input_gradient(kernels, grad_out: Array, weight: Array, grad_x: Array, geome
 FLIPPED_INPUT_GRADIENT = True
 
 
+#: True: every stride-1 input gradient as a convolution, also where the rule keeps col2im (to measure the rule)
+FLIPPED_ALWAYS = False
+
+
+def _flipped_pays(weight_shape, flipped_shape, groups, pixels):
+    """Whether the input gradient as a convolution with ``flipped_shape``'s weight (onto planes
+    of ``pixels``) beats col2im: for 1x1 and direct convolutions, and for a GEMM with fewer than
+    twice as many filters as channels per group. With more, the GEMM has few rows (the
+    channels) over many taps (the filters'), and col2im is faster (``python
+    bench/conv_backward.py --flipped`` forces the convolution: docs/performance.md)."""
+    filters_per_group, channels_per_group = weight_shape[0] // groups, weight_shape[1]
+    return FLIPPED_ALWAYS or tuple(weight_shape[2:]) == (1, 1) or filters_per_group < 2 * channels_per_group \
+        or cpu_kernels.conv2d_is_direct(flipped_shape, groups, (1, 1), pixels)
+
+
 def _flipped_geometry(grad_out_shape, weight_shape, grad_x_shape, dtype, geometry):
     """The geometry of the input gradient as a forward convolution of the output gradient (see
     :func:`input_gradient`), or None where it is not one (a stride above 1, or more padding on
-    a side than the window reaches) or where that is slower: a GEMM with twice as many filters
-    as channels per group or more (``python bench/conv_backward.py``: 32 to 64 channels at
-    16x16, 1.08x the col2im time; 8 to 32, 1.55x; 3 to 32, 2.9x)."""
+    a side than the window reaches) or where :func:`_flipped_pays` says col2im is faster."""
     stride_h, stride_w, top, left, dilation_h, dilation_w, groups = geometry.args[:7]
     if (stride_h, stride_w) != (1, 1) or not FLIPPED_INPUT_GRADIENT:
         return None
@@ -529,12 +542,9 @@ def _flipped_geometry(grad_out_shape, weight_shape, grad_x_shape, dtype, geometr
         if before > reach or after < 0:
             return None
         pads.append((reach - before, after))
-    filters_per_group, channels_per_group = weight_shape[0] // groups, weight_shape[1]
-    flipped_shape = (grad_x_shape[1], filters_per_group) + tuple(weight_shape[2:])
-    pointwise = tuple(weight_shape[2:]) == (1, 1)
-    direct = cpu_kernels.conv2d_is_direct(flipped_shape, groups, (1, 1), grad_x_shape[2] * grad_x_shape[3])
-    if not (pointwise or direct or filters_per_group < 2 * channels_per_group):
-        return None  # a GEMM of few rows (the channels) over many taps (the filters'): col2im is faster
+    flipped_shape = (grad_x_shape[1], weight_shape[0] // groups) + tuple(weight_shape[2:])
+    if not _flipped_pays(weight_shape, flipped_shape, groups, grad_x_shape[2] * grad_x_shape[3]):
+        return None
     return conv_geometry(tuple(grad_out_shape), flipped_shape, dtype, 1, tuple(pads), (dilation_h, dilation_w),
                          groups)
 
