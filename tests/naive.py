@@ -18,15 +18,20 @@ def output_size(size, kernel_size, stride=1, padding=0, dilation=1):
     return count
 
 
+def _float64_padded(x, weight, padding):
+    """``x`` and ``weight`` in float64, and ``x`` zero-padded by ``((top, bottom), (left, right))``."""
+    x = np.asarray(x, dtype=np.float64)
+    (pt, pb), (pl, pr) = padding
+    return x, np.asarray(weight, dtype=np.float64), np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+
+
 def conv2d_loops(x, weight, bias=None, stride=(1, 1), padding=((0, 0), (0, 0)),
                  dilation=(1, 1), groups=1):
     """Direct definition: every output pixel is a sum over channels and taps."""
-    x = np.asarray(x, dtype=np.float64)
-    weight = np.asarray(weight, dtype=np.float64)
+    x, weight, padded = _float64_padded(x, weight, padding)
     n_samples, channels, height, width = x.shape
     filters, cg, kh, kw = weight.shape
     (pt, pb), (pl, pr) = padding
-    padded = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     sh, sw = stride
     dh, dw = dilation
     oh = (height + pt + pb - dh * (kh - 1) - 1) // sh + 1
@@ -51,13 +56,11 @@ def conv2d_gradients_loops(x, weight, grad_out, stride=(1, 1), padding=((0, 0), 
     """The input and weight gradients of :func:`conv2d_loops` by their definition: every output
     pixel's gradient times each tap sends that tap's weight back to the input pixel it read, and
     that input pixel to the tap's weight."""
-    x = np.asarray(x, dtype=np.float64)
-    weight = np.asarray(weight, dtype=np.float64)
+    x, weight, padded = _float64_padded(x, weight, padding)
     grad_out = np.asarray(grad_out, dtype=np.float64)
     n_samples, channels, height, width = x.shape
     filters, cg, kh, kw = weight.shape
     (pt, pb), (pl, pr) = padding
-    padded = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     grad_padded = np.zeros_like(padded)
     grad_weight = np.zeros_like(weight)
     fg = filters // groups

@@ -230,6 +230,15 @@ def _conv2d_backward_input_kernel(grad_out, weight, grad_x, stride_h, stride_w, 
         grad_x[n, c, h, w] = acc
 
 
+@cuda.jit(device=True)
+def _weight_position(index, channels_per_group, kernel_h, kernel_w):
+    """``(f, c, i, j)`` of the ``index``-th element of a C-ordered (F, Cg, KH, KW) weight."""
+    j = index % kernel_w
+    i = (index // kernel_w) % kernel_h
+    c = (index // (kernel_w * kernel_h)) % channels_per_group
+    return index // (kernel_w * kernel_h * channels_per_group), c, i, j
+
+
 @cuda.jit
 def _conv2d_backward_weight_kernel(x, grad_out, grad_weight, stride_h, stride_w, pad_h, pad_w,
                                    dilation_h, dilation_w, groups):
@@ -238,10 +247,7 @@ def _conv2d_backward_weight_kernel(x, grad_out, grad_weight, stride_h, stride_w,
     out_h, out_w = grad_out.shape[2], grad_out.shape[3]
     filters_per_group = filters // groups
     for index in range(cuda.grid(1), grad_weight.size, cuda.gridsize(1)):
-        j = index % kernel_w
-        i = (index // kernel_w) % kernel_h
-        c = (index // (kernel_w * kernel_h)) % channels_per_group
-        f = index // (kernel_w * kernel_h * channels_per_group)
+        f, c, i, j = _weight_position(index, channels_per_group, kernel_h, kernel_w)
         channel = (f // filters_per_group) * channels_per_group + c
         acc = grad_out[0, 0, 0, 0] * 0
         for n in range(samples):
@@ -273,10 +279,7 @@ def _flipped_weight_kernel(weight, groups, out):
     filters, channels_per_group, kernel_h, kernel_w = weight.shape
     filters_per_group = filters // groups
     for index in range(cuda.grid(1), weight.size, cuda.gridsize(1)):
-        j = index % kernel_w
-        i = (index // kernel_w) % kernel_h
-        c = (index // (kernel_w * kernel_h)) % channels_per_group
-        f = index // (kernel_w * kernel_h * channels_per_group)
+        f, c, i, j = _weight_position(index, channels_per_group, kernel_h, kernel_w)
         g = f // filters_per_group
         out[g * channels_per_group + c, f - g * filters_per_group, kernel_h - 1 - i, kernel_w - 1 - j] = \
             weight[f, c, i, j]
