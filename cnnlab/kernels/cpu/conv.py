@@ -172,11 +172,11 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
     row block reuse its columns. Several samples per item (small outputs: deep layers, LeNet)
     put their columns side by side, so that one wider GEMM serves them all.
 
-    With ``planes`` (short output rows, or a stride: :func:`_im2col_by_planes`), each channel's
-    input rows are first split into the stride's polyphase planes, and each tap's columns are
-    one contiguous copy from them, ``pitch`` columns per output row (the output's width and a
-    few more); the GEMM computes those few more too, and only the output's columns are copied
-    out."""
+    With ``planes`` (at a stride, where :func:`_by_planes` says so; :func:`_im2col_by_planes`),
+    each channel's input rows are first split into the stride's polyphase planes, and each tap's
+    columns are one contiguous copy from them, ``pitch`` columns per output row (the output's
+    width and a few more); the GEMM computes those few more too, and only the output's columns
+    are copied out."""
     samples = x.shape[0]
     filters, channels_per_group, kernel_h, kernel_w = weight.shape
     out_h, out_w = out.shape[2], out.shape[3]
