@@ -193,8 +193,9 @@ class Graph:
         ids of the frozen nodes, and the ids of the tensors whose buffers can go back to the
         graph's buffer pool once read (made and read only inside the fused frozen part, by
         readers that return new arrays; empty without a plan). They run as in inference,
-        without saving anything for a backward pass, their outputs from the buffer pool: a
-        ResNet-18 base at batch 16 would otherwise fault in about 100 MB of new pages a step.
+        without saving anything for a backward pass, their outputs from the buffer pool: new
+        arrays each step would fault their pages in on the first write (ResNet-18's base at
+        batch 16: about 2,500 minor page faults a step with new arrays, 5 from the pool).
         Kept per set of targets and trainable flags (a training step asks for the same each
         time; the fused steps keep their bound kernels from one step to the next)."""
         cache = self.__dict__.setdefault("_frozen", {})
