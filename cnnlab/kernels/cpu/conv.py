@@ -109,6 +109,19 @@ def _im2col_one_column(x, n, first_channel, first_row, rows, columns, kernel_h, 
 
 
 @njit(cache=True)
+def _columns(x, n, first_channel, first_row, rows, columns, kernel_h, kernel_w, out_w, stride_h, stride_w,
+             pad_h, pad_w, dilation_h, dilation_w, first_column):
+    """:func:`_im2col`'s copy, or :func:`_im2col_one_column`'s for an output one column wide (a
+    separate function: a branch inside :func:`_im2col` slowed its 2-D copy down)."""
+    if out_w == 1:
+        _im2col_one_column(x, n, first_channel, first_row, rows, columns, kernel_h, kernel_w, stride_h, pad_h,
+                           pad_w, dilation_h, dilation_w, first_column)
+    else:
+        _im2col(x, n, first_channel, first_row, rows, columns, kernel_h, kernel_w, out_w, stride_h, stride_w,
+                pad_h, pad_w, dilation_h, dilation_w, first_column)
+
+
+@njit(cache=True)
 def _matmul(a, b, out):
     """``out = a @ b`` by BLAS GEMM."""
     np.dot(a, b, out)
@@ -219,12 +232,9 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
                     _im2col_by_planes(x, n0 + s, g * channels_per_group, first_row, rows, columns, kernel_h,
                                       stride_h, stride_w, pad_h, pad_w, dilation_h, padded, channel_size, pitch,
                                       plane_rows, offsets, s * wide)
-                elif out_w == 1:  # (a separate function: a branch inside _im2col slowed its 2-D copy down)
-                    _im2col_one_column(x, n0 + s, g * channels_per_group, first_row, rows, columns, kernel_h,
-                                       kernel_w, stride_h, pad_h, pad_w, dilation_h, dilation_w, s * pixels)
                 else:
-                    _im2col(x, n0 + s, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
-                            out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, s * pixels)
+                    _columns(x, n0 + s, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
+                             out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, s * pixels)
             filled = piece
         if count == 1 and rows == out_h and not planes:  # the product is the output planes themselves
             _matmul(weight_by_group[g, f0:f1], columns, out_by_group[n0, g, f0:f1])
@@ -855,8 +865,8 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
         pixels = rows * out_w
         first_pixel = first_row * out_w
         columns = column_buffer[:taps * pixels].reshape(taps, pixels)
-        _im2col(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
-                out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+        _columns(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
+                 out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, 0)
         for f in range(filters_per_group):
             plane = grad_by_group[n, g, f, first_pixel:first_pixel + pixels]
             total = 0.0
@@ -913,12 +923,8 @@ def _weight_gradient_by_channels_items(x, grad_out, grad_weight, grad_bias, kern
                 rows = min(block_rows, out_h - first_row)
                 pixels = rows * out_w
                 columns = column_buffer[:count * pixels].reshape(count, pixels)
-                if out_w == 1:
-                    _im2col_one_column(x, n, g * channels_per_group + c0, first_row, rows, columns, kernel_h,
-                                       kernel_w, stride_h, pad_h, pad_w, dilation_h, dilation_w, 0)
-                else:
-                    _im2col(x, n, g * channels_per_group + c0, first_row, rows, columns, kernel_h, kernel_w,
-                            out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+                _columns(x, n, g * channels_per_group + c0, first_row, rows, columns, kernel_h, kernel_w, out_w,
+                         stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, 0)
                 gemm_rows_bt(filters_per_group, count, pixels, grad_by_group[n, g, :, first_row * out_w:], plane,
                              columns, pixels, beta, gradient[g, :, t0:], taps)
                 beta = 1.0
