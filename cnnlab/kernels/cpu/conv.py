@@ -200,16 +200,15 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
     residual_by_group = residual.reshape(samples, groups, filters_per_group, out_h * out_w)
     blocks = (out_h + block_rows - 1) // block_rows
     per_block = (filters_per_group + filter_blocks - 1) // filter_blocks
-    pitch = ((out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + stride_w) // stride_w if planes else out_w
+    # the planes' buffer (of no channels, and its rows the output's, without planes)
+    pitch, plane_rows, channel_size, padded, offsets = _planes_layout(x, channels_per_group if planes else 0,
+                                                                      block_rows, out_w, kernel_h, kernel_w,
+                                                                      stride_h, stride_w, dilation_h, dilation_w)
+    if not planes:
+        pitch = out_w
     width = sample_block * block_rows * pitch  # columns of one item
     column_buffer = np.empty(taps * width, dtype=x.dtype)
     product_buffer = np.empty(min(per_block, filters_per_group) * width, dtype=x.dtype)
-    plane_rows = ((block_rows - 1) * stride_h + (kernel_h - 1) * dilation_h + stride_h) // stride_h
-    channel_size = stride_h * stride_w * plane_rows * pitch if planes else 0  # one channel's planes
-    # zeros, so that the columns past the output's (dropped) always read numbers
-    padded = np.zeros(channels_per_group * channel_size + 2 * pitch + kernel_w * dilation_w if planes else 0,
-                      x.dtype)
-    offsets = _tap_offsets(kernel_h, kernel_w, pitch, plane_rows * pitch, stride_h, stride_w, dilation_h, dilation_w)
     filled = -1  # the (sample block, group, row block) whose columns the buffer holds
     for item in range(first_item, last_item):
         piece = item // filter_blocks
@@ -349,14 +348,10 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
     blocks = (out_h + block_rows - 1) // block_rows
     out_planes = out.reshape(out.shape[0], weight.shape[0], out_h * out_w)
     residual_planes = residual.reshape(out.shape[0], weight.shape[0], out_h * out_w)
-    pitch = ((out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + stride_w) // stride_w
-    plane_rows = ((block_rows - 1) * stride_h + (kernel_h - 1) * dilation_h + stride_h) // stride_h
-    channel_size = stride_h * stride_w * plane_rows * pitch  # one input channel's planes
-    # zeros, so that the reads of the columns past the output's (dropped) always meet numbers
-    padded = np.zeros(per_group * channel_size + 2 * pitch + kernel_w * dilation_w, x.dtype)
+    pitch, plane_rows, channel_size, padded, offsets = _planes_layout(x, per_group, block_rows, out_w, kernel_h,
+                                                                      kernel_w, stride_h, stride_w, dilation_h,
+                                                                      dilation_w)
     wide = np.empty(block_rows * pitch, x.dtype)
-    offsets = _tap_offsets(kernel_h, kernel_w, pitch, plane_rows * pitch, stride_h, stride_w, dilation_h,
-                           dilation_w)
     for item in range(first_item, last_item):
         n = item // (groups * blocks)
         g = (item // blocks) % groups
@@ -376,6 +371,29 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
             # the epilogue once over the item's rows, contiguous in the output plane
             _finish_row(span, residual_planes[n, f, first_row * out_w:(first_row + rows) * out_w], has_residual,
                         scale[f], shift[f], activation, low, high)
+
+
+@njit(cache=True)
+def _plane_extent(size, kernel, stride, dilation):
+    """How many rows (or columns) of each of the stride's polyphase planes ``size`` output rows
+    (or columns) of a window ``kernel`` wide read: a plane row's ``pitch`` for the output's
+    width."""
+    return ((size - 1) * stride + (kernel - 1) * dilation + stride) // stride
+
+
+@njit(cache=True)
+def _planes_layout(x, channels, block_rows, out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w):
+    """The polyphase planes of ``channels`` input channels for items of ``block_rows`` output
+    rows ``out_w`` wide (:func:`_fill_planes`): ``(pitch, plane_rows, channel_size, padded,
+    offsets)``, a plane's row width and row count, one channel's planes' size, the buffer
+    (zeros, so that the reads of the columns past the output's, which are dropped, always meet
+    numbers) and each tap's offset in it (:func:`_tap_offsets`)."""
+    pitch = _plane_extent(out_w, kernel_w, stride_w, dilation_w)
+    plane_rows = _plane_extent(block_rows, kernel_h, stride_h, dilation_h)
+    channel_size = stride_h * stride_w * plane_rows * pitch
+    padded = np.zeros(channels * channel_size + 2 * pitch + kernel_w * dilation_w, x.dtype)
+    offsets = _tap_offsets(kernel_h, kernel_w, pitch, plane_rows * pitch, stride_h, stride_w, dilation_h, dilation_w)
+    return pitch, plane_rows, channel_size, padded, offsets
 
 
 @njit(cache=True)
@@ -597,7 +615,7 @@ def _by_planes(out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_w):
     outputs the GEMM's extra columns cost what the copy saves (ResNet-18's 3x3 stride-2 layers
     onto 14x14 and 7x7: 0.77 -> 0.78-0.85 ms, 0.83 -> 0.86 ms), and at stride 1 the planes
     gained nothing."""
-    pitch = ((out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + stride_w) // stride_w
+    pitch = _plane_extent(out_w, kernel_w, stride_w, dilation_w)
     return IM2COL_BY_PLANES and out_w > 1 and max(stride_h, stride_w) > 1 \
         and kernel_h * kernel_w >= 2 * stride_h * stride_w and 16 * (pitch - out_w) <= out_w
 
