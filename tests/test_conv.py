@@ -273,18 +273,46 @@ def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw
         assert work[0] is cpu_conv._conv2d_forward_items and work[3][-1] == (out.shape[3] > 1)  # planes or not
 
 
-@pytest.mark.parametrize("out_w, shape, stride, dilation, expected", [
-    (32, (3, 3), (2, 2), 1, True), (112, (7, 7), (2, 2), 1, True), (32, (1, 1), (2, 2), 1, False),
-    (32, (2, 2), (2, 2), 1, False), (32, (3, 3), (1, 1), 1, False), (32, (3, 3), (3, 3), 1, False),
-    (32, (3, 1), (2, 1), 1, False), (32, (5, 1), (2, 1), 1, True),
-    (16, (3, 3), (2, 2), 1, True), (14, (3, 3), (2, 2), 1, False), (40, (7, 7), (2, 2), 1, False),
-    (32, (3, 3), (2, 2), 3, False), (1, (3, 3), (2, 2), 1, False)])
-def test_planes_rule_takes_strided_windows_that_share_their_planes(out_w, shape, stride, dilation, expected):
+@pytest.mark.parametrize("out_w, shape, stride, dilation, filters, expected", [
+    (32, (3, 3), (2, 2), 1, 64, True), (112, (7, 7), (2, 2), 1, 64, True), (32, (1, 1), (2, 2), 1, 64, False),
+    (32, (2, 2), (2, 2), 1, 64, False), (32, (3, 3), (3, 3), 1, 64, False),
+    (32, (3, 1), (2, 1), 1, 64, False), (32, (5, 1), (2, 1), 1, 64, True),
+    (16, (3, 3), (2, 2), 1, 64, True), (14, (3, 3), (2, 2), 1, 64, False), (40, (7, 7), (2, 2), 1, 64, False),
+    (32, (3, 3), (2, 2), 3, 64, False), (1, (3, 3), (2, 2), 1, 64, False),
+    # stride 1: filters times the plane row's extra columns at most PLANES_MAX_EXTRA
+    (8, (5, 5), (1, 1), 1, 16, True), (8, (5, 5), (1, 1), 1, 17, False), (32, (3, 3), (1, 1), 1, 32, True),
+    (32, (3, 3), (1, 1), 1, 64, False), (7, (3, 3), (1, 1), 1, 512, False), (32, (3, 3), (1, 1), 2, 16, True),
+    (32, (3, 3), (1, 1), 2, 32, False), (32, (3, 1), (1, 1), 1, 512, True), (1, (3, 3), (1, 1), 1, 1, False)])
+def test_planes_rule_takes_windows_that_share_their_planes(out_w, shape, stride, dilation, filters, expected):
     """At a stride, two taps or more per plane, plane rows at most a sixteenth wider than the
-    output's; never for an output one column wide (its own copy)."""
+    output's; at stride 1, where the extra columns cost the GEMM little (few filters); never for
+    an output one column wide (its own copy)."""
     from cnnlab.kernels.cpu import conv as cpu_conv
 
-    assert cpu_conv._by_planes(out_w, *shape, *stride, dilation) == expected
+    assert cpu_conv._by_planes(out_w, *shape, *stride, dilation, filters) == expected
+
+
+@pytest.mark.parametrize("x_shape, filters, expected", [
+    ((64, 6, 12, 12), 16, 2),  # LeNet's second layer (5x5 onto 8x8): 128 columns a GEMM
+    ((16, 64, 9, 9), 64, 2),  # 128 columns, not 8 samples' 392
+    ((16, 512, 9, 9), 512, 8),  # twice the filters: 1,024 columns, so half the samples each
+    ((16, 160, 9, 9), 160, 4),  # 320 columns hold 6 samples: 4 blocks of 4, not 6, 6, 4
+    ((3, 512, 9, 9), 512, 2)])  # fewer samples than the widest GEMM holds: a share per thread
+def test_small_outputs_share_gemms_of_bounded_width(x_shape, filters, expected):
+    """Samples whose outputs are small put their columns side by side, in GEMMs at most
+    ``GEMM_MIN_COLUMNS`` or twice the filters wide, in blocks two threads share evenly."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two Numba threads")
+    threads = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        window = 5 if x_shape[2] == 12 else 3
+        geometry = conv_geometry(x_shape, (filters, x_shape[1], window, window), np.float32, 1, 0, 1, 1)
+    finally:
+        numba.set_num_threads(threads)
+    assert geometry.sample_block == expected
 
 
 def test_non_contiguous_input_is_accepted():

@@ -377,9 +377,17 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
         # thread (an equal share of the samples each), within the column buffers' budget. The
         # share is of Numba's thread count, not of this call's workers, so that a result does
         # not depend on whether the call ran serial or parallel (the GEMMs' widths, and with
-        # them BLAS's rounding, stay the same)
+        # them BLAS's rounding, stay the same). A GEMM at most max(GEMM_MIN_COLUMNS, twice the
+        # filters) columns wide: wider ones with few filters ran slower (scratch timings, batch
+        # 64, 8x8 outputs: LeNet's 6 to 16 channels 5x5, 32 samples a GEMM 0.37 ms, 2 samples
+        # 0.22 ms; 16 to 32 channels 3x3, 0.50 and 0.32 ms), and narrower ones with many did
+        # (ResNet-18's 512-channel 7x7 layer at batch 16: 8 samples a GEMM 23 ms, 2 samples 24),
+        # in a number of blocks the threads share evenly (16 samples in blocks of 4, not 5, 5, 5, 1)
         budget = max(1, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes * out_h))
-        sample_block = max(1, min(-(-samples // thread_count()), budget))
+        widest = max(int(config.GEMM_MIN_COLUMNS), 2 * (filters // groups)) // (out_h * out_w)
+        threads = thread_count()
+        blocks = -(-max(threads, -(-samples // max(1, min(budget, widest)))) // threads) * threads
+        sample_block = max(1, -(-samples // blocks))
     row_block = taps * out_w * np.dtype(dtype).itemsize
     if sample_block == 1 and block_rows * row_block > int(config.IM2COL_CACHE_BYTES):
         # columns a few rows at a time, in the core's cache, rather than one GEMM over columns that

@@ -11,8 +11,9 @@ thread pool while this kernel runs).
 
 A work item normally covers all output rows of a sample.  When the column
 buffer of a whole sample would be too large, the dispatch layer passes a
-smaller ``block_rows``; the product then goes through a small buffer. At a stride, the columns
-are copied through the stride's polyphase planes (:func:`_by_planes`).
+smaller ``block_rows``; the product then goes through a small buffer. At a stride, and at
+stride 1 for narrow layers, the columns are copied through the stride's polyphase planes
+(:func:`_by_planes`).
 
 The backward kernels: :func:`conv2d_backward_weight` (im2col, then one GEMM per item against
 the output gradient, split between threads by samples or, for large gradients, by blocks of
@@ -185,7 +186,7 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
     row block reuse its columns. Several samples per item (small outputs: deep layers, LeNet)
     put their columns side by side, so that one wider GEMM serves them all.
 
-    With ``planes`` (at a stride, where :func:`_by_planes` says so; :func:`_im2col_by_planes`),
+    With ``planes`` (where :func:`_by_planes` says so; :func:`_im2col_by_planes`),
     each channel's input rows are first split into the stride's polyphase planes, and each tap's
     columns are one contiguous copy from them, ``pitch`` columns per output row (the output's
     width and a few more); the GEMM computes those few more too, and only the output's columns
@@ -604,20 +605,35 @@ def _is_direct(weight_shape, groups, stride, out_pixels):
 #: the GEMM path's columns through polyphase planes where :func:`_by_planes` says so (False: never)
 IM2COL_BY_PLANES = True
 
+#: at stride 1, the most extra multiply-adds per tap and output row (filters per group times the
+#: columns a plane row has past the output's) the planes may add to the GEMM
+PLANES_MAX_EXTRA = 64
 
-def _by_planes(out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_w):
+
+def _by_planes(out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_w, filters_per_group):
     """Whether the GEMM path copies its columns through polyphase planes
-    (:func:`_im2col_by_planes`): at a stride, where each plane serves two taps or more (a 3x3
-    window at stride 2, a 7x7 stem) and the plane rows are at most a sixteenth wider than the
-    output's. There every tap's row copy would otherwise be a strided gather, one short loop per
-    output row (``bench/strided_conv.py``: the stride-2 reference shape, 32 to 64 channels at
-    64x64, batch 32, 11.0 -> 9.4 ms; ResNet-18's 7x7 stem at batch 1 2.3 -> 1.9 ms). On narrow
-    outputs the GEMM's extra columns cost what the copy saves (ResNet-18's 3x3 stride-2 layers
-    onto 14x14 and 7x7: 0.77 -> 0.78-0.85 ms, 0.83 -> 0.86 ms), and at stride 1 the planes
-    gained nothing."""
+    (:func:`_im2col_by_planes`), one contiguous copy per tap instead of one short copy per tap
+    and output row, at the price of the GEMM computing (and dropping) the columns a plane row has
+    past the output's.
+
+    At a stride, where each plane serves two taps or more (a 3x3 window at stride 2, a 7x7 stem)
+    and the plane rows are at most a sixteenth wider than the output's. There every tap's row
+    copy would otherwise be a strided gather (``bench/strided_conv.py``: the stride-2 reference
+    shape, 32 to 64 channels at 64x64, batch 32, 11.0 -> 9.4 ms; ResNet-18's 7x7 stem at batch 1
+    2.3 -> 1.9 ms). On narrow outputs the GEMM's extra columns cost what the copy saves
+    (ResNet-18's 3x3 stride-2 layers onto 14x14 and 7x7: 0.77 -> 0.78-0.85 ms, 0.83 -> 0.86 ms).
+
+    At stride 1 (a single plane: the padded input), where the extra columns cost the GEMM at
+    most ``PLANES_MAX_EXTRA`` multiply-adds per tap and output row, about what a row's copy costs
+    (LeNet's second layer, 6 to 16 channels 5x5 onto 8x8, batch 64: 0.26 -> 0.21 ms; 3 to 32
+    channels 3x3 at 32x32, batch 32: 0.50 -> 0.44 ms). ResNet's 7x7 and 14x14 layers (512 and
+    256 filters) lose: 23 -> 27 ms and 21 -> 23 ms at batch 16."""
+    if not IM2COL_BY_PLANES or out_w == 1:
+        return False
     pitch = _plane_extent(out_w, kernel_w, stride_w, dilation_w)
-    return IM2COL_BY_PLANES and out_w > 1 and max(stride_h, stride_w) > 1 \
-        and kernel_h * kernel_w >= 2 * stride_h * stride_w and 16 * (pitch - out_w) <= out_w
+    if stride_h == stride_w == 1:
+        return filters_per_group * (pitch - out_w) <= PLANES_MAX_EXTRA
+    return kernel_h * kernel_w >= 2 * stride_h * stride_w and 16 * (pitch - out_w) <= out_w
 
 
 def _row_blocks(out_h, block_rows):
@@ -687,7 +703,7 @@ def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
         blocks = filter_blocks if by_filters else blocks
         return _pointwise_forward_items, x_shape[0] * groups * blocks, workers, (groups, blocks, by_filters)
     sample_blocks = (x_shape[0] + sample_block - 1) // sample_block
-    planes = _by_planes(out_shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_w)
+    planes = _by_planes(out_shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_w, filters // groups)
     return (_conv2d_forward_items, sample_blocks * groups * blocks * filter_blocks, workers,
             (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, filter_blocks,
              sample_block, planes))
