@@ -89,16 +89,11 @@ def blas_kernels():
     -------
     str
     """
-    import scipy.linalg.cython_blas  # noqa: F401 - what Numba's np.dot calls
-    import threadpoolctl
+    from .kernels import cpu
 
-    found = [info for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"
-             and "scipy_openblas" in os.path.basename(info.get("filepath", "")) and "64_" not in info["filepath"]]
-    if not found:
-        found = [info for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"]
-    if not found:
+    info = cpu.scipy_blas()
+    if info is None:
         return "unknown"
-    info = found[0]
     name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(info.get("internal_api"), info.get("internal_api"))
     architecture = info.get("architecture")
     return f"{name} {info.get('version')}" + (f" ({architecture} kernels)" if architecture else "")

@@ -261,7 +261,7 @@ def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw
         out = F.conv2d(x, w, b, **geometry)
         resolved = conv_geometry(x.shape, w.shape, x.dtype, **geometry)
         work = cpu_conv._forward_work(x.shape, w.shape, out.shape, *resolved.args, resolved.filter_blocks,
-                                      resolved.sample_block)
+                                      resolved.sample_block, dtype=x.dtype)
     finally:
         cpu_conv._by_planes = rule
         config.reset()
@@ -270,7 +270,7 @@ def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw
     if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):  # 1x1: the input is the column matrix
         assert work[0] is cpu_conv._pointwise_forward_items
     else:
-        assert work[0] is cpu_conv._conv2d_forward_items and work[3][-1] == (out.shape[3] > 1)  # planes or not
+        assert work[0] is cpu_conv._conv2d_forward_items and work[3][-2] == (out.shape[3] > 1)  # planes or not
 
 
 @pytest.mark.parametrize("out_w, shape, stride, dilation, filters, expected", [
@@ -313,6 +313,72 @@ def test_small_outputs_share_gemms_of_bounded_width(x_shape, filters, expected):
     finally:
         numba.set_num_threads(threads)
     assert geometry.sample_block == expected
+
+
+@pytest.mark.parametrize("m, k, n, limit", [
+    (32, 288, 1024, 1_000_000),  # 96 columns a tile
+    (70, 100, 333, 1_000_000),  # blocks of 32, 32 and 6 filters; tiles of 304 and 29 columns
+    (48, 20, 50, 20_000),  # 16-column tiles, the last 2 wide
+    (16, 150, 64, 1_000_000),  # small already: one GEMM
+    (8, 2000, 40, 1_000_000),  # a block by 16 columns is not small: one GEMM
+    (32, 288, 1024, 0)])  # no small-matrix kernel: one GEMM
+def test_matmul_in_small_tiles_is_the_product(m, k, n, limit):
+    """The convolution's GEMM cut into blocks of filters by tiles of columns for the BLAS's
+    small-matrix kernel computes the same product as one GEMM."""
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    rng = np.random.default_rng(m + k + n)
+    a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    out = np.full((m, n), np.nan)
+    cpu_conv._matmul_in_small_tiles(a, b, out, limit)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=15)
+@given(st.integers(1, 3), st.integers(3, 12), st.integers(1, 3), st.integers(1, 2), st.integers(0, 2),
+       st.sampled_from([33, 70]))
+def test_convolution_in_small_gemm_tiles_matches_loops(samples, size, kernel, stride, padding, filters):
+    """A convolution whose GEMMs are cut for a small-matrix kernel (a limit low enough here that
+    every GEMM is several tiles and blocks of filters) equals the loops."""
+    from hypothesis import assume
+
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    assume(size + 2 * padding >= kernel)
+    rng = np.random.default_rng(samples * 100 + size * 10 + kernel)
+    x = rng.standard_normal((samples, 9, size, size)).astype(np.float32)
+    w = rng.standard_normal((filters, 9, kernel, kernel)).astype(np.float32)
+    b = rng.standard_normal(filters).astype(np.float32)
+    limit = cpu_conv.small_gemm_limit
+    cpu_conv.small_gemm_limit = lambda: 32 * 9 * kernel * kernel * 16
+    try:
+        out = F.conv2d(x, w, b, stride=stride, padding=padding)
+        work = cpu_conv._forward_work(x.shape, w.shape, out.shape,
+                                      *conv_geometry(x.shape, w.shape, x.dtype, stride, padding, 1, 1).args,
+                                      dtype=x.dtype)
+    finally:
+        cpu_conv.small_gemm_limit = limit
+    reference = naive.conv2d_loops(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                                   (stride, stride), ((padding, padding),) * 2, (1, 1), 1)
+    np.testing.assert_allclose(out, reference, rtol=2e-5, atol=2e-5 * np.abs(reference).max())
+    if work[0] is cpu_conv._conv2d_forward_items:
+        assert work[3][-1] == 32 * 9 * kernel * kernel * 16
+
+
+@pytest.mark.parametrize("info, expected", [
+    ({"internal_api": "openblas", "architecture": "SkylakeX"}, 1_000_000),
+    ({"internal_api": "openblas", "architecture": "Haswell"}, 0),
+    ({"internal_api": "mkl"}, 0), (None, 0)])
+def test_small_gemm_limit_follows_the_blas_kernels(info, expected, monkeypatch):
+    """GEMMs are cut for OpenBLAS's small-matrix kernel only where its AVX-512 kernels run."""
+    from cnnlab.kernels.cpu import _blas
+
+    monkeypatch.setattr(_blas, "scipy_blas", lambda: info)
+    _blas.small_gemm_limit.cache_clear()
+    try:
+        assert _blas.small_gemm_limit() == expected
+    finally:
+        _blas.small_gemm_limit.cache_clear()
 
 
 def test_non_contiguous_input_is_accepted():

@@ -186,7 +186,8 @@ class BoundConv2d:
         self.ones = np.ones((weight.shape[0],), x.dtype)
         self.zeros = np.zeros((weight.shape[0],), x.dtype)
         self.work = cpu_kernels.conv2d_forward_work(x.shape, weight.shape, self.out_shape, *self.geometry.args,
-                                                    self.geometry.filter_blocks, self.geometry.sample_block)
+                                                    self.geometry.filter_blocks, self.geometry.sample_block,
+                                                    dtype=x.dtype)
 
     def _fits(self, a, shape):
         # C-contiguous by its strides (cheaper than a.flags; an array that is contiguous with other

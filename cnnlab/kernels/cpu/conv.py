@@ -53,7 +53,7 @@ from .. import (
     EPILOGUE_SILU,
     EPILOGUE_TANH,
 )
-from ._blas import gemm_rows, gemm_rows_bt
+from ._blas import gemm_rows, gemm_rows_bt, small_gemm_limit
 from ._exp import erfc_of_scaled_negative, tanh
 from ._schedule import _sum_over_workers, run_in_threads, run_shared, shares
 from .activation import _hardswish, _sigmoid
@@ -129,6 +129,27 @@ def _matmul(a, b, out):
 
 
 @njit(cache=True)
+def _matmul_in_small_tiles(a, b, out, limit):
+    """``out = a @ b`` (C-contiguous matrices) by BLAS GEMMs of at most ``limit`` multiply-adds
+    each, where the BLAS runs those through its small-matrix kernel (``limit`` from
+    :func:`small_gemm_limit`; 0: one GEMM): blocks of 32 rows of ``a`` (filters) by tiles of
+    columns, a multiple of 16 wide, the tile outside so that its columns stay in cache for every
+    block. One GEMM where ``a @ b`` is that small already, or where a block by 16 columns is not
+    (taps over 1,953: 256 channels of 3x3 and more)."""
+    m, k = a.shape
+    n = b.shape[1]
+    rows = min(m, 32)
+    tile = limit // max(1, rows * k) // 16 * 16
+    if m * n * k <= limit or tile < 16:
+        np.dot(a, b, out)
+        return
+    for first in range(0, n, tile):
+        width = min(tile, n - first)
+        for f in range(0, m, rows):
+            gemm_rows(min(rows, m - f), width, k, a[f:], k, b[:, first:], n, 0.0, out[f:, first:], n)
+
+
+@njit(cache=True)
 def _finish_row(row, residual, has_residual, s, b, activation, low, high):
     """The fused epilogue of one output row: ``row = act(s * row + b + residual)``.
 
@@ -179,7 +200,7 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
 @njit(cache=True, nogil=True)
 def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                           stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
-                          filter_blocks, sample_block, planes, first_item, last_item):
+                          filter_blocks, sample_block, planes, small_gemm, first_item, last_item):
     """Work items ``first_item .. last_item-1`` of :func:`conv2d_forward`, one after another
     (serial: one thread's share, with its own column and product buffers). An item is a
     (block of samples, group, block of output rows, block of filters); consecutive items of one
@@ -190,7 +211,10 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
     each channel's input rows are first split into the stride's polyphase planes, and each tap's
     columns are one contiguous copy from them, ``pitch`` columns per output row (the output's
     width and a few more); the GEMM computes those few more too, and only the output's columns
-    are copied out."""
+    are copied out.
+
+    ``small_gemm``: the GEMMs are cut to this many multiply-adds each
+    (:func:`_matmul_in_small_tiles`; 0: not cut)."""
     samples = x.shape[0]
     filters, channels_per_group, kernel_h, kernel_w = weight.shape
     out_h, out_w = out.shape[2], out.shape[3]
@@ -237,10 +261,10 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
                              out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, s * pixels)
             filled = piece
         if count == 1 and rows == out_h and not planes:  # the product is the output planes themselves
-            _matmul(weight_by_group[g, f0:f1], columns, out_by_group[n0, g, f0:f1])
+            _matmul_in_small_tiles(weight_by_group[g, f0:f1], columns, out_by_group[n0, g, f0:f1], small_gemm)
         else:
             product = product_buffer[:(f1 - f0) * count * wide].reshape(f1 - f0, count * wide)
-            _matmul(weight_by_group[g, f0:f1], columns, product)
+            _matmul_in_small_tiles(weight_by_group[g, f0:f1], columns, product, small_gemm)
             for s in range(count):
                 planes_out = out_by_group[n0 + s, g]
                 for f in range(f1 - f0):
@@ -682,12 +706,13 @@ def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, 
         side by side make one wider GEMM where a single sample's output is small.
     """
     _run_forward(_forward_work(x.shape, weight.shape, out.shape, stride_h, stride_w, pad_h, pad_w, dilation_h,
-                               dilation_w, groups, block_rows, workers, filter_blocks, sample_block),
+                               dilation_w, groups, block_rows, workers, filter_blocks, sample_block,
+                               dtype=x.dtype),
                  x, weight, scale, shift, residual, bool(has_residual), int(activation), float(low), float(high), out)
 
 
 def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                  groups, block_rows, workers, filter_blocks=1, sample_block=1):
+                  groups, block_rows, workers, filter_blocks=1, sample_block=1, *, dtype):
     """The work :func:`conv2d_forward` hands out for arrays of these shapes and this geometry
     (its arguments): ``(items function, item count, workers, trailing arguments)``, for
     :func:`_run_forward`. Resolved once, it lets a caller that repeats the same convolution (an
@@ -706,7 +731,7 @@ def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
     planes = _by_planes(out_shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_w, filters // groups)
     return (_conv2d_forward_items, sample_blocks * groups * blocks * filter_blocks, workers,
             (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, filter_blocks,
-             sample_block, planes))
+             sample_block, planes, small_gemm_limit() if dtype == np.float32 else 0))
 
 
 def _run_forward(work, x, weight, scale, shift, residual, has_residual, activation, low, high, out):
