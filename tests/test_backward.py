@@ -244,6 +244,27 @@ def test_input_gradient_as_a_convolution_and_by_col2im_match_loops(case, way, sp
     np.testing.assert_allclose(grad_w, expected_w, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("case", [INPUT_GRADIENT_CASES[5], INPUT_GRADIENT_CASES[11]])
+def test_col2im_input_gradient_in_small_gemm_tiles_matches_loops(case, monkeypatch):
+    """col2im's column gradient cut for a small-matrix GEMM kernel (a limit low enough here that
+    it is blocks of 32 taps by 16-pixel tiles: 54 taps, 56 or 28 pixels) gives the same input
+    gradient, in float32 (the rule's cases above say that these take col2im)."""
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    x_shape, w_shape, stride, padding, dilation, groups, _, _ = case
+    limit = 32 * w_shape[0] * 16
+    monkeypatch.setattr(cpu_conv, "small_gemm_limit", lambda: limit)
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    upstream = rng.standard_normal(F.conv2d(x, w, **geometry).shape).astype(np.float32)
+    grad_x, _, _ = F.conv2d_backward(x, w, upstream, **geometry)
+    expected_x, _ = conv2d_gradients_loops(x.astype(np.float64), w.astype(np.float64), upstream.astype(np.float64),
+                                           stride, padding, dilation, groups)
+    np.testing.assert_allclose(grad_x, expected_x, rtol=1e-5, atol=1e-5 * np.abs(expected_x).max())
+
+
 @pytest.mark.parametrize("groups", [1, 2, 3])
 def test_flipped_weight_kernel_swaps_filters_and_channels_and_turns_the_window(groups):
     from cnnlab.kernels import cpu

@@ -129,24 +129,31 @@ def _matmul(a, b, out):
 
 
 @njit(cache=True)
-def _matmul_in_small_tiles(a, b, out, limit):
-    """``out = a @ b`` (C-contiguous matrices) by BLAS GEMMs of at most ``limit`` multiply-adds
-    each, where the BLAS runs those through its small-matrix kernel (``limit`` from
-    :func:`small_gemm_limit`; 0: one GEMM): blocks of 32 rows of ``a`` (filters) by tiles of
-    columns, a multiple of 16 wide, the tile outside so that its columns stay in cache for every
-    block. One GEMM where ``a @ b`` is that small already, or where a block by 16 columns is not
-    (taps over 1,953: 256 channels of 3x3 and more)."""
-    m, k = a.shape
-    n = b.shape[1]
+def _gemm_in_small_tiles(m, n, k, a, lda, b, ldb, c, ldc, limit):
+    """Row-major ``c[:m, :n] = a[:m, :k] @ b[:k, :n]`` (:func:`gemm_rows`: blocks given by their
+    first element and the distance between rows) by BLAS GEMMs of at most ``limit``
+    multiply-adds each, where the BLAS runs those through its small-matrix kernel (``limit``
+    from :func:`small_gemm_limit`; 0: one GEMM): blocks of 32 rows of ``a`` (filters, or taps)
+    by tiles of columns, a multiple of 16 wide, the tile outside so that its columns stay in
+    cache for every block. One GEMM where the product is that small already, or where a block
+    by 16 columns is not (``k`` over 1,953: 256 channels of 3x3 and more)."""
     rows = min(m, 32)
     tile = limit // max(1, rows * k) // 16 * 16
     if m * n * k <= limit or tile < 16:
-        np.dot(a, b, out)
+        gemm_rows(m, n, k, a, lda, b, ldb, 0.0, c, ldc)
         return
     for first in range(0, n, tile):
         width = min(tile, n - first)
         for f in range(0, m, rows):
-            gemm_rows(min(rows, m - f), width, k, a[f:], k, b[:, first:], n, 0.0, out[f:, first:], n)
+            gemm_rows(min(rows, m - f), width, k, a[f:], lda, b[:, first:], ldb, 0.0, c[f:, first:], ldc)
+
+
+@njit(cache=True)
+def _matmul_in_small_tiles(a, b, out, limit):
+    """``out = a @ b`` (C-contiguous matrices) by :func:`_gemm_in_small_tiles`."""
+    m, k = a.shape
+    n = b.shape[1]
+    _gemm_in_small_tiles(m, n, k, a, k, b, n, out, n, limit)
 
 
 @njit(cache=True)
@@ -779,10 +786,11 @@ def _owned_rows(block, blocks, block_rows, stride_h, pad_h, height):
 
 @njit(cache=True, nogil=True)
 def _conv2d_backward_input_items(grad_out, weight_t, grad_x, kernel_h, kernel_w, stride_h, stride_w,
-                                 pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, phase, first_item,
-                                 last_item):
+                                 pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, small_gemm, phase,
+                                 first_item, last_item):
     """(sample, group, row block) items ``first_item .. last_item-1`` of :func:`conv2d_backward_input`
-    in ``phase``; ``weight_t`` is (groups, taps, filters per group).
+    in ``phase``; ``weight_t`` is (groups, taps, filters per group). The column gradient's GEMM
+    is cut to ``small_gemm`` multiply-adds a piece (:func:`_gemm_in_small_tiles`).
 
     Phase 0 (windows that do not overlap along the height: each block of output rows writes its
     own input rows): every block zeroes its rows and adds its columns. Where the windows
@@ -817,8 +825,8 @@ def _conv2d_backward_input_items(grad_out, weight_t, grad_x, kernel_h, kernel_w,
         rows = min(block_rows, out_h - first_row)
         pixels = rows * out_w
         columns = column_buffer[:taps * pixels].reshape(taps, pixels)
-        gemm_rows(taps, pixels, filters_per_group, weight_t[g], filters_per_group,
-                  grad_by_group[n, g, :, first_row * out_w:], out_h * out_w, 0.0, columns, pixels)
+        _gemm_in_small_tiles(taps, pixels, filters_per_group, weight_t[g], filters_per_group,
+                             grad_by_group[n, g, :, first_row * out_w:], out_h * out_w, columns, pixels, small_gemm)
         _col2im(columns, grad_x, n, first_channel, first_row, rows, kernel_h, kernel_w, out_w,
                 stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
 
@@ -892,8 +900,9 @@ def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_h, p
         block_rows = min(out_h, max(block_rows, -(-(reach_h - stride_h) // stride_h)))
     blocks = _row_blocks(out_h, block_rows)
     weight_t = _transposed_weight(weight, groups)
+    small_gemm = small_gemm_limit() if grad_x.dtype == np.float32 else 0
     arguments = (grad_out, weight_t, grad_x, weight.shape[2], weight.shape[3], stride_h, stride_w, pad_h, pad_w,
-                 dilation_h, dilation_w, groups, block_rows)
+                 dilation_h, dilation_w, groups, block_rows, small_gemm)
     if not overlap:
         run_shared(_conv2d_backward_input_items, pieces * blocks, workers, *arguments, 0)
         return
