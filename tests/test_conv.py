@@ -3,7 +3,7 @@
 import naive
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from strategies import arrays, conv_geometries, conv_padding_geometries
 
@@ -145,13 +145,18 @@ def test_depthwise_window_paths_match_loops(kernel, stride, dilation):
 @pytest.mark.parametrize("samples", [1, 3])
 @pytest.mark.parametrize("min_work", [1, 10**9])  # the blocks shared between two threads, or one thread
 @pytest.mark.parametrize("groups", [1, 2])
-def test_pointwise_convolution_in_cache_sized_pixel_blocks(samples, min_work, groups, monkeypatch):
+@pytest.mark.parametrize("small_gemm", [False, True])
+def test_pointwise_convolution_in_cache_sized_pixel_blocks(samples, min_work, groups, small_gemm, monkeypatch):
     """A 1x1 convolution's pixels in blocks of a few rows (input and output columns within
     POINTWISE_BLOCK_BYTES, at least POINTWISE_MIN_PIXELS), the last block short, equals the
-    definition, with the epilogue, with one group or two."""
+    definition, with the epilogue, with one group or two; and with each block's GEMM cut into
+    tiles of 16 pixels for a small-matrix kernel."""
     from cnnlab.functional import conv as functional_conv
+    from cnnlab.kernels.cpu import conv as cpu_conv
 
     channels, filters = 6 // groups * groups, 8
+    if small_gemm:
+        monkeypatch.setattr(cpu_conv, "small_gemm_limit", lambda: filters // groups * channels // groups * 16)
     per_pixel = (channels + filters) // groups
     monkeypatch.setattr(functional_conv, "POINTWISE_BLOCK_BYTES", 3 * 13 * per_pixel * 4)  # 3 rows of 13
     monkeypatch.setattr(functional_conv, "POINTWISE_MIN_PIXELS", 20)  # ... at least 2 rows
@@ -337,9 +342,12 @@ def test_matmul_in_small_tiles_is_the_product(m, k, n, limit):
 @settings(max_examples=15)
 @given(st.integers(1, 3), st.integers(3, 12), st.integers(1, 3), st.integers(1, 2), st.integers(0, 2),
        st.sampled_from([33, 70]))
+@example(2, 8, 1, 1, 0, 70)  # 1x1: the pixel blocks
+@example(2, 8, 3, 1, 1, 70)  # the GEMM path
 def test_convolution_in_small_gemm_tiles_matches_loops(samples, size, kernel, stride, padding, filters):
     """A convolution whose GEMMs are cut for a small-matrix kernel (a limit low enough here that
-    every GEMM is several tiles and blocks of filters) equals the loops."""
+    every GEMM is several tiles and blocks of filters), by im2col or (1x1) on the input itself,
+    equals the loops."""
     from hypothesis import assume
 
     from cnnlab.kernels.cpu import conv as cpu_conv
@@ -361,7 +369,7 @@ def test_convolution_in_small_gemm_tiles_matches_loops(samples, size, kernel, st
     reference = naive.conv2d_loops(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                                    (stride, stride), ((padding, padding),) * 2, (1, 1), 1)
     np.testing.assert_allclose(out, reference, rtol=2e-5, atol=2e-5 * np.abs(reference).max())
-    if work[0] is cpu_conv._conv2d_forward_items:
+    if work[0] is not cpu_conv._direct_forward_items:  # the GEMM path, or 1x1's pixel blocks
         assert work[3][-1] == 32 * 9 * kernel * kernel * 16
 
 

@@ -317,12 +317,13 @@ def _im2col_by_planes(x, n, first_channel, first_row, rows, columns, kernel_h, s
 
 @njit(cache=True, nogil=True)
 def _pointwise_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
-                             groups, blocks, by_filters, first_item, last_item):
+                             groups, blocks, by_filters, small_gemm, first_item, last_item):
     """Items of a 1x1 convolution with stride 1 and no padding: ``weight[g] @ x[n, g]`` straight
     on the input, whose (channels, H*W) view is already the column matrix (no im2col). An item
     is a (sample, group, block): the blocks split the pixels (each GEMM reads only its columns
     of the input and writes its columns of the output, through :func:`gemm_rows`), or, with
-    ``by_filters`` (few pixels, many filters: deep layers), the filters."""
+    ``by_filters`` (few pixels, many filters: deep layers), the filters. The GEMMs are cut to
+    ``small_gemm`` multiply-adds a piece (:func:`_gemm_in_small_tiles`)."""
     samples, channels = x.shape[0], x.shape[1]
     filters = weight.shape[0]
     filters_per_group, channels_per_group = filters // groups, channels // groups
@@ -341,11 +342,13 @@ def _pointwise_forward_items(x, weight, scale, shift, residual, has_residual, ac
         if first >= last:
             continue
         if by_filters:
-            _matmul(weight_by_group[g, first:last], x_by_group[n, g], out_by_group[n, g, first:last])
+            _matmul_in_small_tiles(weight_by_group[g, first:last], x_by_group[n, g], out_by_group[n, g, first:last],
+                                   small_gemm)
             f0, f1, p0, p1 = first, last, 0, pixels
         else:
-            gemm_rows(filters_per_group, last - first, channels_per_group, weight_by_group[g], channels_per_group,
-                      x_by_group[n, g, :, first:], pixels, 0.0, out_by_group[n, g, :, first:], pixels)
+            _gemm_in_small_tiles(filters_per_group, last - first, channels_per_group, weight_by_group[g],
+                                 channels_per_group, x_by_group[n, g, :, first:], pixels, out_by_group[n, g, :, first:],
+                                 pixels, small_gemm)
             f0, f1, p0, p1 = 0, filters_per_group, first, last
         for f in range(f0, f1):
             k = g * filters_per_group + f
@@ -726,6 +729,7 @@ def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
     inference plan's bound step) skip choosing the path on every call."""
     blocks = _row_blocks(out_shape[2], block_rows)
     filters, channels_per_group, kernel_h, kernel_w = weight_shape
+    small_gemm = small_gemm_limit() if dtype == np.float32 else 0
     if _is_direct(weight_shape, groups, (stride_h, stride_w), out_shape[2] * out_shape[3]):
         return (_direct_forward_items, x_shape[0] * groups * blocks, workers,
                 (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows))
@@ -733,12 +737,13 @@ def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
             and tuple(out_shape[2:]) == tuple(x_shape[2:]):  # pointwise: the input is the column matrix
         by_filters = filter_blocks > 1  # else the pixels, in as many blocks as the rows were asked in
         blocks = filter_blocks if by_filters else blocks
-        return _pointwise_forward_items, x_shape[0] * groups * blocks, workers, (groups, blocks, by_filters)
+        return (_pointwise_forward_items, x_shape[0] * groups * blocks, workers,
+                (groups, blocks, by_filters, small_gemm))
     sample_blocks = (x_shape[0] + sample_block - 1) // sample_block
     planes = _by_planes(out_shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_w, filters // groups)
     return (_conv2d_forward_items, sample_blocks * groups * blocks * filter_blocks, workers,
             (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, filter_blocks,
-             sample_block, planes, small_gemm_limit() if dtype == np.float32 else 0))
+             sample_block, planes, small_gemm))
 
 
 def _run_forward(work, x, weight, scale, shift, residual, has_residual, activation, low, high, out):
