@@ -265,6 +265,28 @@ def test_col2im_input_gradient_in_small_gemm_tiles_matches_loops(case, monkeypat
     np.testing.assert_allclose(grad_x, expected_x, rtol=1e-5, atol=1e-5 * np.abs(expected_x).max())
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_weight_gradient_in_small_gemm_tiles_matches_loops(groups, monkeypatch):
+    """The weight gradient's products cut for a small-matrix GEMM kernel (a limit here that makes
+    them 192 pixels deep: a 16x16 output is two pieces, 72 taps two blocks of rows) against a
+    transposed copy of the output gradient give the same gradients, in float32, on two threads."""
+    from cnnlab import config
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    filters_per_group = 5
+    monkeypatch.setattr(cpu_conv, "small_gemm_limit", lambda: 192 * cpu_conv.WEIGHT_GRADIENT_BLOCK * filters_per_group)
+    monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((3, 8 * groups, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((filters_per_group * groups, 8, 3, 3)).astype(np.float32)
+    upstream = rng.standard_normal((3, filters_per_group * groups, 16, 16)).astype(np.float32)
+    _, grad_w, grad_b = F.conv2d_backward(x, w, upstream, padding=1, groups=groups)
+    _, expected_w = conv2d_gradients_loops(x.astype(np.float64), w.astype(np.float64), upstream.astype(np.float64),
+                                           (1, 1), ((1, 1), (1, 1)), (1, 1), groups)
+    np.testing.assert_allclose(grad_w, expected_w, rtol=1e-5, atol=1e-5 * np.abs(expected_w).max())
+    np.testing.assert_allclose(grad_b, upstream.sum(axis=(0, 2, 3)), rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("groups", [1, 2, 3])
 def test_flipped_weight_kernel_swaps_filters_and_channels_and_turns_the_window(groups):
     from cnnlab.kernels import cpu

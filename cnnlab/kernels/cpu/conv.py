@@ -916,13 +916,59 @@ def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_h, p
         run_shared(_conv2d_backward_input_items, pieces * (blocks // 2), workers, *arguments, 2)
 
 
+#: taps per block of the weight gradient's GEMMs cut for a small-matrix kernel
+#: (:func:`_accumulate_in_small_tiles`)
+WEIGHT_GRADIENT_BLOCK = 64
+
+
+@njit(cache=True)
+def _small_tile_depth(filters, limit):
+    """How many pixels each of the weight gradient's GEMMs cut for a small-matrix kernel sums
+    (``WEIGHT_GRADIENT_BLOCK`` taps by ``filters`` by these, at most ``limit`` multiply-adds, a
+    multiple of 16), or 0 where the GEMM is taken whole: no small-matrix kernel, or fewer than
+    192 pixels a piece (over 81 filters), where the pieces and the gradient's transposed copy
+    cost what the small kernel saves (scratch, one core: 288 taps by 32 filters by 1,024 pixels
+    41 -> 50 GMAC/s, 576 by 64 by 3,136 45 -> 53, 576 by 128 by 784 51 -> 50)."""
+    depth = limit // (WEIGHT_GRADIENT_BLOCK * filters) // 16 * 16
+    return depth if depth >= 192 else 0
+
+
+@njit(cache=True)
+def _accumulate_in_small_tiles(m, n, k, a, lda, b, ldb, c, ldc, depth):
+    """Row-major ``c[:m, :n] += a[:m, :k] @ b[:k, :n]`` (:func:`gemm_rows`' blocks) by GEMMs of
+    ``WEIGHT_GRADIENT_BLOCK`` rows of ``a`` by ``depth`` of its columns (a small-matrix kernel's
+    size: :func:`_small_tile_depth`), the depth outside so that those columns stay in cache."""
+    for first in range(0, k, depth):
+        width = min(depth, k - first)
+        for f in range(0, m, WEIGHT_GRADIENT_BLOCK):
+            gemm_rows(min(WEIGHT_GRADIENT_BLOCK, m - f), n, width, a[f:, first:], lda, b[first:], ldb, 1.0,
+                      c[f:], ldc)
+
+
+@njit(cache=True)
+def _transpose_into(rows, out):
+    """``out[p, f] = rows[f, p]``: ``rows`` (F, P), ``out`` (P, F), C-contiguous rows, in blocks
+    of 16 columns of ``rows`` (its reads contiguous, its writes within a few cache lines)."""
+    filters, pixels = rows.shape
+    for p0 in range(0, pixels, 16):
+        for f in range(filters):
+            line = rows[f]
+            for p in range(p0, min(p0 + 16, pixels)):
+                out[p, f] = line[p]
+
+
 @njit(cache=True, nogil=True)
 def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, kernel_h, kernel_w, stride_h,
                                   stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
-                                  first_item, last_item):
+                                  small_gemm, first_item, last_item):
     """Adds the weight and bias gradients of items ``first_item .. last_item-1`` to one
     worker's accumulators ``partial_weight`` (groups, taps, Fg: each group's gradient
-    transposed) and ``partial_bias`` (F,)."""
+    transposed) and ``partial_bias`` (F,).
+
+    The product of an item's columns and its output gradient is one GEMM against the gradient
+    read in place (``columns @ rows.T``), or, where the BLAS has a small-matrix kernel
+    (``small_gemm``, its limit) and :func:`_small_tile_depth` finds pieces deep enough, GEMMs of
+    that size against a transposed copy of the gradient's rows (:func:`_accumulate_in_small_tiles`)."""
     samples = x.shape[0]
     taps, filters_per_group = partial_weight.shape[1], partial_weight.shape[2]
     channels_per_group = x.shape[1] // groups
@@ -930,6 +976,8 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
     grad_by_group = grad_out.reshape(samples, groups, filters_per_group, out_h * out_w)
     blocks = (out_h + block_rows - 1) // block_rows
     column_buffer = np.empty(taps * block_rows * out_w, dtype=x.dtype)
+    depth = _small_tile_depth(filters_per_group, small_gemm)
+    transposed_buffer = np.empty(block_rows * out_w * filters_per_group if depth else 0, dtype=x.dtype)
     for item in range(first_item, last_item):
         n = item // (groups * blocks)
         g = (item // blocks) % groups
@@ -946,12 +994,17 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
             for p in range(pixels):
                 total += plane[p]
             partial_bias[g * filters_per_group + f] += total
-        # the item's columns times its gradient rows (read in place), added to the transposed
-        # accumulator: OpenBLAS runs columns @ rows.T 1.3-1.6x faster than rows @ columns.T on
-        # these shapes (32 or 64 filters, 288 taps, 256-1024 pixels: 43-48 against 27-38 GMAC/s
-        # on one core)
-        gemm_rows_bt(taps, filters_per_group, pixels, columns, pixels, grad_by_group[n, g, :, first_pixel:],
-                     out_h * out_w, 1.0, partial_weight[g], filters_per_group)
+        # the item's columns times its gradient rows, added to the transposed accumulator:
+        # OpenBLAS runs columns @ rows.T 1.3-1.6x faster than rows @ columns.T on these shapes
+        # (32 or 64 filters, 288 taps, 256-1024 pixels: 43-48 against 27-38 GMAC/s on one core)
+        if depth and taps * filters_per_group * pixels > small_gemm:
+            transposed = transposed_buffer[:pixels * filters_per_group].reshape(pixels, filters_per_group)
+            _transpose_into(grad_by_group[n, g, :, first_pixel:first_pixel + pixels], transposed)
+            _accumulate_in_small_tiles(taps, filters_per_group, pixels, columns, pixels, transposed,
+                                       filters_per_group, partial_weight[g], filters_per_group, depth)
+        else:
+            gemm_rows_bt(taps, filters_per_group, pixels, columns, pixels, grad_by_group[n, g, :, first_pixel:],
+                         out_h * out_w, 1.0, partial_weight[g], filters_per_group)
 
 
 @njit(cache=True, nogil=True)
@@ -1045,8 +1098,9 @@ def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride
     workers = max(1, min(workers, items))
     partial_weight = np.zeros((workers, groups, taps, filters // groups), dtype=x.dtype)
     partial_bias = np.zeros((workers, filters), dtype=x.dtype)
+    small_gemm = small_gemm_limit() if x.dtype == np.float32 else 0
     run_in_threads(_conv2d_backward_weight_items,
-                   [(x, grad_out, partial_weight[w], partial_bias[w], *geometry, first, last)
+                   [(x, grad_out, partial_weight[w], partial_bias[w], *geometry, small_gemm, first, last)
                     for w, (first, last) in enumerate(shares(items, workers))])
     summed = np.empty((groups, taps, filters // groups), dtype=x.dtype)
     _sum_over_workers(partial_weight.reshape(workers, filters * taps), summed.reshape(filters * taps))
