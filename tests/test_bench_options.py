@@ -1,5 +1,5 @@
 """bench/node_overhead.py, thread_split.py, rested.py, depthwise.py, direct_conv.py, pointwise_blocks.py,
-conv_backward.py and strided_conv.py refuse bad options with one line of usage."""
+conv_backward.py, strided_conv.py and small_gemm.py refuse bad options with one line of usage."""
 
 import pathlib
 import subprocess
@@ -27,6 +27,8 @@ BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
     ("conv_backward.py", ["--repeat", "0"], "--repeat"),
     ("conv_backward.py", ["--col2im=1"], "--col2im"),
     ("strided_conv.py", ["--threads", "0"], "--threads"),
+    ("small_gemm.py", ["--repeat", "0"], "--repeat"),
+    ("small_gemm.py", ["--one-gemm=yes"], "--one-gemm"),
 ])
 def test_bad_options_are_one_line_of_usage(script, options, words):
     done = subprocess.run([sys.executable, str(BENCH / script), *options], capture_output=True, text=True,
