@@ -7,7 +7,7 @@ through a small-matrix kernel that packs nothing; the convolutions cut their GEM
 of filters by tiles of columns that fit (``cnnlab.kernels.cpu.conv._gemm_in_small_tiles``) where
 ``small_gemm_limit`` finds those kernels. Times, in float32: the bound forward convolution (with
 a ReLU epilogue, as an inference plan calls it) of CIFAR-, ResNet- and MobileNet-sized layers,
-1x1 layers among them; the weight gradient of three narrow layers; and the input gradient by
+1x1 layers among them; the weight gradient of four layers small enough to be split by samples; and the input gradient by
 col2im of two layers that take it.
 ``--one-gemm`` takes every GEMM whole (the limit set to 0). Prints the BLAS, then the median in
 microseconds and the multiply-adds per second. Both ways in alternating processes::
@@ -33,9 +33,9 @@ FORWARD = [("cifar 32->32", 32, 32, 32, 32, 3, 1), ("cifar 32->64", 32, 32, 64, 
            ("resnet 64", 4, 64, 64, 56, 3, 1), ("resnet 128", 4, 128, 128, 28, 3, 1),
            ("resnet 256", 4, 256, 256, 14, 3, 1), ("1x1 96->576", 1, 96, 576, 14, 1, 1),
            ("1x1 960->160", 1, 960, 160, 7, 1, 1), ("1x1 384->64", 16, 384, 64, 14, 1, 1)]
-# weight gradients of layers with few filters
+# weight gradients split by samples (at most 1 MB)
 WEIGHT = [("cifar 32->32", 32, 32, 32, 32, 3, 1), ("cifar 32->64", 32, 32, 64, 16, 3, 1),
-          ("resnet 64", 4, 64, 64, 56, 3, 1)]
+          ("resnet 64", 4, 64, 64, 56, 3, 1), ("resnet 128", 4, 128, 128, 28, 3, 1)]
 # input gradients by col2im: twice as many filters as channels, and a stride
 BACKWARD = [("cifar 32->64", 32, 32, 64, 16, 3, 1), ("resnet 64->128", 4, 64, 128, 56, 3, 2)]
 

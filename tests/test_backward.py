@@ -266,15 +266,15 @@ def test_col2im_input_gradient_in_small_gemm_tiles_matches_loops(case, monkeypat
 
 
 @pytest.mark.parametrize("groups", [1, 2])
-def test_weight_gradient_in_small_gemm_tiles_matches_loops(groups, monkeypatch):
-    """The weight gradient's products cut for a small-matrix GEMM kernel (a limit here that makes
-    them 192 pixels deep: a 16x16 output is two pieces, 72 taps two blocks of rows) against a
-    transposed copy of the output gradient give the same gradients, in float32, on two threads."""
+def test_weight_gradient_in_small_gemm_pieces_matches_loops(groups, monkeypatch):
+    """The weight gradient's products cut for a small-matrix GEMM kernel against a transposed
+    copy of the output gradient (a limit here that cuts 72 taps into blocks of 32, 32 and 8, a
+    16x16 output's 256 pixels into 6 parts of 43) give the same gradients, in float32, on two threads."""
     from cnnlab import config
     from cnnlab.kernels.cpu import conv as cpu_conv
 
     filters_per_group = 5
-    monkeypatch.setattr(cpu_conv, "small_gemm_limit", lambda: 192 * cpu_conv.WEIGHT_GRADIENT_BLOCK * filters_per_group)
+    monkeypatch.setattr(cpu_conv, "small_gemm_limit", lambda: 32 * 64 * 43)  # 92,160 multiply-adds an item
     monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)
     rng = np.random.default_rng(15)
     x = rng.standard_normal((3, 8 * groups, 16, 16)).astype(np.float32)

@@ -321,22 +321,24 @@ def test_small_outputs_share_gemms_of_bounded_width(x_shape, filters, expected):
 
 
 @pytest.mark.parametrize("m, k, n, limit", [
-    (32, 288, 1024, 1_000_000),  # 96 columns a tile
-    (70, 100, 333, 1_000_000),  # blocks of 32, 32 and 6 filters; tiles of 304 and 29 columns
-    (48, 20, 50, 20_000),  # 16-column tiles, the last 2 wide
+    (32, 288, 1024, 1_000_000),  # one part of 288, tiles of 96 columns
+    (70, 100, 333, 1_000_000),  # blocks of 32, 32 and 6 rows; tiles of 304 and 29 columns
+    (48, 40, 150, 40_000),  # parts of 14, 14 and 12; tiles of 80 and 70; blocks of 32 and 16
+    (8, 2000, 40, 1_000_000),  # two parts of 1,000, one tile
     (16, 150, 64, 1_000_000),  # small already: one GEMM
-    (8, 2000, 40, 1_000_000),  # a block by 16 columns is not small: one GEMM
     (32, 288, 1024, 0)])  # no small-matrix kernel: one GEMM
-def test_matmul_in_small_tiles_is_the_product(m, k, n, limit):
-    """The convolution's GEMM cut into blocks of filters by tiles of columns for the BLAS's
-    small-matrix kernel computes the same product as one GEMM."""
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_gemm_in_small_pieces_is_the_product(m, k, n, limit, beta):
+    """A GEMM cut into blocks of rows, parts of its depth and tiles of columns for the BLAS's
+    small-matrix kernel computes the same product as one GEMM, overwriting or adding on."""
     from cnnlab.kernels.cpu import conv as cpu_conv
 
     rng = np.random.default_rng(m + k + n)
     a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
-    out = np.full((m, n), np.nan)
-    cpu_conv._matmul_in_small_tiles(a, b, out, limit)
-    np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
+    before = rng.standard_normal((m, n))
+    out = before.copy() if beta else np.full((m, n), np.nan)
+    cpu_conv._gemm_in_small_pieces(m, n, k, a, k, b, n, beta, out, n, limit)
+    np.testing.assert_allclose(out, a @ b + beta * before, rtol=1e-12, atol=1e-12)
 
 
 @settings(max_examples=15)

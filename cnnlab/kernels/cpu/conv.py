@@ -129,31 +129,38 @@ def _matmul(a, b, out):
 
 
 @njit(cache=True)
-def _gemm_in_small_tiles(m, n, k, a, lda, b, ldb, c, ldc, limit):
-    """Row-major ``c[:m, :n] = a[:m, :k] @ b[:k, :n]`` (:func:`gemm_rows`: blocks given by their
-    first element and the distance between rows) by BLAS GEMMs of at most ``limit``
-    multiply-adds each, where the BLAS runs those through its small-matrix kernel (``limit``
-    from :func:`small_gemm_limit`; 0: one GEMM): blocks of 32 rows of ``a`` (filters, or taps)
-    by tiles of columns, a multiple of 16 wide, the tile outside so that its columns stay in
-    cache for every block. One GEMM where the product is that small already, or where a block
-    by 16 columns is not (``k`` over 1,953: 256 channels of 3x3 and more)."""
-    rows = min(m, 32)
-    tile = limit // max(1, rows * k) // 16 * 16
-    if m * n * k <= limit or tile < 16:
-        gemm_rows(m, n, k, a, lda, b, ldb, 0.0, c, ldc)
+def _gemm_in_small_pieces(m, n, k, a, lda, b, ldb, beta, c, ldc, limit):
+    """Row-major ``c[:m, :n] = a[:m, :k] @ b[:k, :n] + beta * c[:m, :n]`` (:func:`gemm_rows`:
+    blocks given by their first element and the distance between rows; ``beta`` 0 or 1) by BLAS
+    GEMMs of at most ``limit`` multiply-adds each, where the BLAS runs those through its
+    small-matrix kernel (``limit`` from :func:`small_gemm_limit`; 0: one GEMM).
+
+    The pieces: blocks of 32 rows of ``a`` (filters, or taps), ``k`` in equal parts of at most
+    what a block by 64 columns allows (each part after the first adds onto the product), and
+    tiles of columns as wide as the limit then allows, a multiple of 16. The tile is the outer
+    loop, so that its columns stay in cache for every block, and a block's parts the inner one,
+    so that its product does. One GEMM where the product is that small already."""
+    if m * n * k <= limit or limit == 0:
+        gemm_rows(m, n, k, a, lda, b, ldb, beta, c, ldc)
         return
+    rows = min(m, 32)
+    parts = -(-k // max(1, limit // (rows * 64)))
+    depth = -(-k // parts)
+    tile = max(16, limit // (rows * depth) // 16 * 16)
     for first in range(0, n, tile):
         width = min(tile, n - first)
         for f in range(0, m, rows):
-            gemm_rows(min(rows, m - f), width, k, a[f:], lda, b[:, first:], ldb, 0.0, c[f:, first:], ldc)
+            for d in range(0, k, depth):
+                gemm_rows(min(rows, m - f), width, min(depth, k - d), a[f:, d:], lda, b[d:, first:], ldb,
+                          beta if d == 0 else 1.0, c[f:, first:], ldc)
 
 
 @njit(cache=True)
-def _matmul_in_small_tiles(a, b, out, limit):
-    """``out = a @ b`` (C-contiguous matrices) by :func:`_gemm_in_small_tiles`."""
+def _matmul_in_small_pieces(a, b, out, limit):
+    """``out = a @ b`` (C-contiguous matrices) by :func:`_gemm_in_small_pieces`."""
     m, k = a.shape
     n = b.shape[1]
-    _gemm_in_small_tiles(m, n, k, a, k, b, n, out, n, limit)
+    _gemm_in_small_pieces(m, n, k, a, k, b, n, 0.0, out, n, limit)
 
 
 @njit(cache=True)
@@ -221,7 +228,7 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
     are copied out.
 
     ``small_gemm``: the GEMMs are cut to this many multiply-adds each
-    (:func:`_matmul_in_small_tiles`; 0: not cut)."""
+    (:func:`_matmul_in_small_pieces`; 0: not cut)."""
     samples = x.shape[0]
     filters, channels_per_group, kernel_h, kernel_w = weight.shape
     out_h, out_w = out.shape[2], out.shape[3]
@@ -268,10 +275,10 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
                              out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, s * pixels)
             filled = piece
         if count == 1 and rows == out_h and not planes:  # the product is the output planes themselves
-            _matmul_in_small_tiles(weight_by_group[g, f0:f1], columns, out_by_group[n0, g, f0:f1], small_gemm)
+            _matmul_in_small_pieces(weight_by_group[g, f0:f1], columns, out_by_group[n0, g, f0:f1], small_gemm)
         else:
             product = product_buffer[:(f1 - f0) * count * wide].reshape(f1 - f0, count * wide)
-            _matmul_in_small_tiles(weight_by_group[g, f0:f1], columns, product, small_gemm)
+            _matmul_in_small_pieces(weight_by_group[g, f0:f1], columns, product, small_gemm)
             for s in range(count):
                 planes_out = out_by_group[n0 + s, g]
                 for f in range(f1 - f0):
@@ -323,7 +330,7 @@ def _pointwise_forward_items(x, weight, scale, shift, residual, has_residual, ac
     is a (sample, group, block): the blocks split the pixels (each GEMM reads only its columns
     of the input and writes its columns of the output, through :func:`gemm_rows`), or, with
     ``by_filters`` (few pixels, many filters: deep layers), the filters. The GEMMs are cut to
-    ``small_gemm`` multiply-adds a piece (:func:`_gemm_in_small_tiles`)."""
+    ``small_gemm`` multiply-adds a piece (:func:`_gemm_in_small_pieces`)."""
     samples, channels = x.shape[0], x.shape[1]
     filters = weight.shape[0]
     filters_per_group, channels_per_group = filters // groups, channels // groups
@@ -342,13 +349,13 @@ def _pointwise_forward_items(x, weight, scale, shift, residual, has_residual, ac
         if first >= last:
             continue
         if by_filters:
-            _matmul_in_small_tiles(weight_by_group[g, first:last], x_by_group[n, g], out_by_group[n, g, first:last],
+            _matmul_in_small_pieces(weight_by_group[g, first:last], x_by_group[n, g], out_by_group[n, g, first:last],
                                    small_gemm)
             f0, f1, p0, p1 = first, last, 0, pixels
         else:
-            _gemm_in_small_tiles(filters_per_group, last - first, channels_per_group, weight_by_group[g],
-                                 channels_per_group, x_by_group[n, g, :, first:], pixels, out_by_group[n, g, :, first:],
-                                 pixels, small_gemm)
+            _gemm_in_small_pieces(filters_per_group, last - first, channels_per_group, weight_by_group[g],
+                                  channels_per_group, x_by_group[n, g, :, first:], pixels, 0.0,
+                                  out_by_group[n, g, :, first:], pixels, small_gemm)
             f0, f1, p0, p1 = 0, filters_per_group, first, last
         for f in range(f0, f1):
             k = g * filters_per_group + f
@@ -795,7 +802,7 @@ def _conv2d_backward_input_items(grad_out, weight_t, grad_x, kernel_h, kernel_w,
                                  first_item, last_item):
     """(sample, group, row block) items ``first_item .. last_item-1`` of :func:`conv2d_backward_input`
     in ``phase``; ``weight_t`` is (groups, taps, filters per group). The column gradient's GEMM
-    is cut to ``small_gemm`` multiply-adds a piece (:func:`_gemm_in_small_tiles`).
+    is cut to ``small_gemm`` multiply-adds a piece (:func:`_gemm_in_small_pieces`).
 
     Phase 0 (windows that do not overlap along the height: each block of output rows writes its
     own input rows): every block zeroes its rows and adds its columns. Where the windows
@@ -830,8 +837,9 @@ def _conv2d_backward_input_items(grad_out, weight_t, grad_x, kernel_h, kernel_w,
         rows = min(block_rows, out_h - first_row)
         pixels = rows * out_w
         columns = column_buffer[:taps * pixels].reshape(taps, pixels)
-        _gemm_in_small_tiles(taps, pixels, filters_per_group, weight_t[g], filters_per_group,
-                             grad_by_group[n, g, :, first_row * out_w:], out_h * out_w, columns, pixels, small_gemm)
+        _gemm_in_small_pieces(taps, pixels, filters_per_group, weight_t[g], filters_per_group,
+                              grad_by_group[n, g, :, first_row * out_w:], out_h * out_w, 0.0, columns, pixels,
+                              small_gemm)
         _col2im(columns, grad_x, n, first_channel, first_row, rows, kernel_h, kernel_w, out_w,
                 stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
 
@@ -916,35 +924,6 @@ def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_h, p
         run_shared(_conv2d_backward_input_items, pieces * (blocks // 2), workers, *arguments, 2)
 
 
-#: taps per block of the weight gradient's GEMMs cut for a small-matrix kernel
-#: (:func:`_accumulate_in_small_tiles`)
-WEIGHT_GRADIENT_BLOCK = 64
-
-
-@njit(cache=True)
-def _small_tile_depth(filters, limit):
-    """How many pixels each of the weight gradient's GEMMs cut for a small-matrix kernel sums
-    (``WEIGHT_GRADIENT_BLOCK`` taps by ``filters`` by these, at most ``limit`` multiply-adds, a
-    multiple of 16), or 0 where the GEMM is taken whole: no small-matrix kernel, or fewer than
-    192 pixels a piece (over 81 filters), where the pieces and the gradient's transposed copy
-    cost what the small kernel saves (scratch, one core: 288 taps by 32 filters by 1,024 pixels
-    41 -> 50 GMAC/s, 576 by 64 by 3,136 45 -> 53, 576 by 128 by 784 51 -> 50)."""
-    depth = limit // (WEIGHT_GRADIENT_BLOCK * filters) // 16 * 16
-    return depth if depth >= 192 else 0
-
-
-@njit(cache=True)
-def _accumulate_in_small_tiles(m, n, k, a, lda, b, ldb, c, ldc, depth):
-    """Row-major ``c[:m, :n] += a[:m, :k] @ b[:k, :n]`` (:func:`gemm_rows`' blocks) by GEMMs of
-    ``WEIGHT_GRADIENT_BLOCK`` rows of ``a`` by ``depth`` of its columns (a small-matrix kernel's
-    size: :func:`_small_tile_depth`), the depth outside so that those columns stay in cache."""
-    for first in range(0, k, depth):
-        width = min(depth, k - first)
-        for f in range(0, m, WEIGHT_GRADIENT_BLOCK):
-            gemm_rows(min(WEIGHT_GRADIENT_BLOCK, m - f), n, width, a[f:, first:], lda, b[first:], ldb, 1.0,
-                      c[f:], ldc)
-
-
 @njit(cache=True)
 def _transpose_into(rows, out):
     """``out[p, f] = rows[f, p]``: ``rows`` (F, P), ``out`` (P, F), C-contiguous rows, in blocks
@@ -967,8 +946,8 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
 
     The product of an item's columns and its output gradient is one GEMM against the gradient
     read in place (``columns @ rows.T``), or, where the BLAS has a small-matrix kernel
-    (``small_gemm``, its limit) and :func:`_small_tile_depth` finds pieces deep enough, GEMMs of
-    that size against a transposed copy of the gradient's rows (:func:`_accumulate_in_small_tiles`)."""
+    (``small_gemm``, its limit), GEMMs of that size against a transposed copy of the gradient's
+    rows (:func:`_gemm_in_small_pieces`)."""
     samples = x.shape[0]
     taps, filters_per_group = partial_weight.shape[1], partial_weight.shape[2]
     channels_per_group = x.shape[1] // groups
@@ -976,8 +955,7 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
     grad_by_group = grad_out.reshape(samples, groups, filters_per_group, out_h * out_w)
     blocks = (out_h + block_rows - 1) // block_rows
     column_buffer = np.empty(taps * block_rows * out_w, dtype=x.dtype)
-    depth = _small_tile_depth(filters_per_group, small_gemm)
-    transposed_buffer = np.empty(block_rows * out_w * filters_per_group if depth else 0, dtype=x.dtype)
+    transposed_buffer = np.empty(block_rows * out_w * filters_per_group if small_gemm else 0, dtype=x.dtype)
     for item in range(first_item, last_item):
         n = item // (groups * blocks)
         g = (item // blocks) % groups
@@ -997,11 +975,11 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
         # the item's columns times its gradient rows, added to the transposed accumulator:
         # OpenBLAS runs columns @ rows.T 1.3-1.6x faster than rows @ columns.T on these shapes
         # (32 or 64 filters, 288 taps, 256-1024 pixels: 43-48 against 27-38 GMAC/s on one core)
-        if depth and taps * filters_per_group * pixels > small_gemm:
+        if small_gemm and taps * filters_per_group * pixels > small_gemm:
             transposed = transposed_buffer[:pixels * filters_per_group].reshape(pixels, filters_per_group)
             _transpose_into(grad_by_group[n, g, :, first_pixel:first_pixel + pixels], transposed)
-            _accumulate_in_small_tiles(taps, filters_per_group, pixels, columns, pixels, transposed,
-                                       filters_per_group, partial_weight[g], filters_per_group, depth)
+            _gemm_in_small_pieces(taps, filters_per_group, pixels, columns, pixels, transposed, filters_per_group,
+                                  1.0, partial_weight[g], filters_per_group, small_gemm)
         else:
             gemm_rows_bt(taps, filters_per_group, pixels, columns, pixels, grad_by_group[n, g, :, first_pixel:],
                          out_h * out_w, 1.0, partial_weight[g], filters_per_group)
