@@ -525,12 +525,13 @@ FLIPPED_ALWAYS = False
 
 def _flipped_pays(weight_shape, flipped_shape, groups, pixels):
     """Whether the input gradient as a convolution with ``flipped_shape``'s weight (onto planes
-    of ``pixels``) beats col2im: for 1x1 and direct convolutions, and for a GEMM with fewer than
+    of ``pixels``) beats col2im: for 1x1 and direct convolutions, and for a GEMM with at most
     twice as many filters as channels per group. With more, the GEMM has few rows (the
-    channels) over many taps (the filters'), and col2im is faster (``python
-    bench/conv_backward.py --flipped`` forces the convolution: docs/performance.md)."""
+    channels) over many taps (the filters'), and col2im is about as fast or faster (an RGB layer
+    with 32 filters, 64 to 256 channels at 14x14; ``python bench/conv_backward.py --flipped``
+    forces the convolution: docs/performance.md)."""
     filters_per_group, channels_per_group = weight_shape[0] // groups, weight_shape[1]
-    return FLIPPED_ALWAYS or tuple(weight_shape[2:]) == (1, 1) or filters_per_group < 2 * channels_per_group \
+    return FLIPPED_ALWAYS or tuple(weight_shape[2:]) == (1, 1) or filters_per_group <= 2 * channels_per_group \
         or cpu_kernels.conv2d_is_direct(flipped_shape, groups, (1, 1), pixels)
 
 
