@@ -248,8 +248,8 @@ def test_input_gradient_as_a_convolution_and_by_col2im_match_loops(case, way, sp
 @pytest.mark.parametrize("case", [INPUT_GRADIENT_CASES[6], INPUT_GRADIENT_CASES[12]])
 def test_col2im_input_gradient_in_small_gemm_tiles_matches_loops(case, monkeypatch):
     """col2im's column gradient cut for a small-matrix GEMM kernel (a limit low enough here that
-    it is blocks of 32 taps by 16-pixel tiles: 54 taps, 56 or 28 pixels) gives the same input
-    gradient, in float32 (the rule's cases above say that these take col2im)."""
+    its 54 taps are blocks of 32 and 22, its depth, the filters, parts of 3 or 1) gives the same
+    input gradient, in float32 (the rule's cases above say that these take col2im)."""
     from cnnlab.kernels.cpu import conv as cpu_conv
 
     x_shape, w_shape, stride, padding, dilation, groups, _, _ = case

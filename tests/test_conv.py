@@ -348,8 +348,8 @@ def test_gemm_in_small_pieces_is_the_product(m, k, n, limit, beta):
 @example(2, 8, 3, 1, 1, 70)  # the GEMM path
 def test_convolution_in_small_gemm_tiles_matches_loops(samples, size, kernel, stride, padding, filters):
     """A convolution whose GEMMs are cut for a small-matrix kernel (a limit low enough here that
-    every GEMM is several tiles and blocks of filters), by im2col or (1x1) on the input itself,
-    equals the loops."""
+    every GEMM is blocks of 32 filters, four or five parts of its taps and tiles of 64 pixels), by
+    im2col or (1x1) on the input itself, equals the loops."""
     from hypothesis import assume
 
     from cnnlab.kernels.cpu import conv as cpu_conv
