@@ -391,6 +391,26 @@ def test_small_gemm_limit_follows_the_blas_kernels(info, expected, monkeypatch):
         _blas.small_gemm_limit.cache_clear()
 
 
+def test_blas_that_cannot_be_queried_leaves_gemms_whole(monkeypatch):
+    """When threadpoolctl fails to describe the loaded libraries, the GEMMs stay whole and the
+    BLAS is reported unknown, instead of every convolution failing."""
+    import threadpoolctl
+
+    from cnnlab.kernels.cpu import _blas
+    from cnnlab.parallel import blas_kernels
+
+    def broken():
+        raise OSError("cannot read the library's version")
+
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", broken)
+    _blas.small_gemm_limit.cache_clear()
+    try:
+        assert _blas.scipy_blas() is None and _blas.small_gemm_limit() == 0
+        assert blas_kernels() == "unknown"
+    finally:
+        _blas.small_gemm_limit.cache_clear()
+
+
 def test_non_contiguous_input_is_accepted():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 8, 8, 3)).transpose(0, 3, 1, 2)  # NHWC memory seen as NCHW

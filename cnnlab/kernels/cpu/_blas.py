@@ -105,11 +105,16 @@ _compiled(gemm_rows_bt, transpose_b=True)
 def scipy_blas():
     """threadpoolctl's description (a dict) of the BLAS library behind SciPy's ``cython_blas``,
     the one Numba's ``np.dot`` and :func:`gemm_rows` call (loading it if needed), or None when
-    threadpoolctl finds no BLAS."""
+    threadpoolctl finds no BLAS or cannot look (the GEMMs then stay whole: nothing depends on
+    knowing)."""
     import scipy.linalg.cython_blas  # noqa: F401 - what Numba's np.dot calls
     import threadpoolctl
 
-    found = [info for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"]
+    try:
+        libraries = threadpoolctl.threadpool_info()
+    except Exception:  # a library threadpoolctl cannot query: not worth failing a convolution for
+        return None
+    found = [info for info in libraries if info.get("user_api") == "blas"]
     scipys = [info for info in found if "scipy_openblas" in os.path.basename(info.get("filepath", ""))
               and "64_" not in info["filepath"]]
     return (scipys or found or [None])[0]
