@@ -4,11 +4,12 @@
 
 OpenBLAS's AVX-512 kernels run a single-precision GEMM of at most 1,000,000 multiply-adds
 through a small-matrix kernel that packs nothing; the convolutions cut their GEMMs into blocks
-of filters by tiles of columns that fit (``cnnlab.kernels.cpu.conv._gemm_in_small_tiles``) where
-``small_gemm_limit`` finds those kernels. Times, in float32: the bound forward convolution (with
-a ReLU epilogue, as an inference plan calls it) of CIFAR-, ResNet- and MobileNet-sized layers,
-1x1 layers among them; the weight gradient of four layers small enough to be split by samples; and the input gradient by
-col2im of two layers that take it.
+of rows, parts of the depth and tiles of columns that fit
+(``cnnlab.kernels.cpu.conv._gemm_in_small_pieces``) where ``small_gemm_limit`` finds those
+kernels. Times, in float32: the bound forward convolution (with a ReLU epilogue, as an inference
+plan calls it) of CIFAR-, ResNet- and MobileNet-sized layers, 1x1 layers among them; the weight
+gradient of four layers small enough to be split by samples; and the input gradient by col2im
+of two layers that take it.
 ``--one-gemm`` takes every GEMM whole (the limit set to 0). Prints the BLAS, then the median in
 microseconds and the multiply-adds per second. Both ways in alternating processes::
 
@@ -36,8 +37,8 @@ FORWARD = [("cifar 32->32", 32, 32, 32, 32, 3, 1), ("cifar 32->64", 32, 32, 64, 
 # weight gradients split by samples (at most 1 MB)
 WEIGHT = [("cifar 32->32", 32, 32, 32, 32, 3, 1), ("cifar 32->64", 32, 32, 64, 16, 3, 1),
           ("resnet 64", 4, 64, 64, 56, 3, 1), ("resnet 128", 4, 128, 128, 28, 3, 1)]
-# input gradients by col2im: twice as many filters as channels, and a stride
-BACKWARD = [("cifar 32->64", 32, 32, 64, 16, 3, 1), ("resnet 64->128", 4, 64, 128, 56, 3, 2)]
+# input gradients by col2im: more than twice as many filters as channels, and a stride
+BACKWARD = [("16->64", 32, 16, 64, 32, 3, 1), ("resnet 64->128", 4, 64, 128, 56, 3, 2)]
 
 
 def main():
