@@ -46,9 +46,9 @@ def main():
     parser.add_argument("--one-gemm", action="store_true", help="every GEMM whole, not cut for a small-matrix kernel")
     args = kernel_bench_arguments(parser, repeat=20)
     if args.one_gemm:
-        cpu_conv.small_gemm_limit = lambda: 0
+        cpu_conv.small_gemm_limit = lambda dtype: 0
     print(f"{blas_kernels()}: GEMMs " + ("whole" if args.one_gemm else
-                                         f"cut to {cpu_conv.small_gemm_limit():,} multiply-adds where they fit"))
+                                         f"cut to {cpu_conv.small_gemm_limit(np.float32):,} multiply-adds where they fit"))
     rng = np.random.default_rng(0)
     for name, samples, channels, filters, size, window, stride in FORWARD:
         x = rng.standard_normal((samples, channels, size, size)).astype(np.float32)

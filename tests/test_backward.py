@@ -254,7 +254,7 @@ def test_col2im_input_gradient_in_small_gemm_tiles_matches_loops(case, monkeypat
 
     x_shape, w_shape, stride, padding, dilation, groups, _, _ = case
     limit = 32 * w_shape[0] * 16
-    monkeypatch.setattr(cpu_conv, "small_gemm_limit", lambda: limit)
+    monkeypatch.setattr(cpu_conv, "small_gemm_limit", lambda dtype: limit)
     rng = np.random.default_rng(14)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
@@ -275,7 +275,7 @@ def test_weight_gradient_in_small_gemm_pieces_matches_loops(groups, monkeypatch)
     from cnnlab.kernels.cpu import conv as cpu_conv
 
     filters_per_group = 5
-    monkeypatch.setattr(cpu_conv, "small_gemm_limit", lambda: 32 * 64 * 43)  # 92,160 multiply-adds an item
+    monkeypatch.setattr(cpu_conv, "small_gemm_limit", lambda dtype: 32 * 64 * 43)  # 92,160 multiply-adds an item
     monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)
     rng = np.random.default_rng(15)
     x = rng.standard_normal((3, 8 * groups, 16, 16)).astype(np.float32)

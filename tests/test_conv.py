@@ -156,7 +156,7 @@ def test_pointwise_convolution_in_cache_sized_pixel_blocks(samples, min_work, gr
 
     channels, filters = 6 // groups * groups, 8
     if small_gemm:
-        monkeypatch.setattr(cpu_conv, "small_gemm_limit", lambda: filters // groups * channels // groups * 16)
+        monkeypatch.setattr(cpu_conv, "small_gemm_limit", lambda dtype: filters // groups * channels // groups * 16)
     per_pixel = (channels + filters) // groups
     monkeypatch.setattr(functional_conv, "POINTWISE_BLOCK_BYTES", 3 * 13 * per_pixel * 4)  # 3 rows of 13
     monkeypatch.setattr(functional_conv, "POINTWISE_MIN_PIXELS", 20)  # ... at least 2 rows
@@ -360,7 +360,7 @@ def test_convolution_in_small_gemm_tiles_matches_loops(samples, size, kernel, st
     w = rng.standard_normal((filters, 9, kernel, kernel)).astype(np.float32)
     b = rng.standard_normal(filters).astype(np.float32)
     limit = cpu_conv.small_gemm_limit
-    cpu_conv.small_gemm_limit = lambda: 32 * 9 * kernel * kernel * 16
+    cpu_conv.small_gemm_limit = lambda dtype: 32 * 9 * kernel * kernel * 16
     try:
         out = F.conv2d(x, w, b, stride=stride, padding=padding)
         work = cpu_conv._forward_work(x.shape, w.shape, out.shape,
@@ -386,7 +386,8 @@ def test_small_gemm_limit_follows_the_blas_kernels(info, expected, monkeypatch):
     monkeypatch.setattr(_blas, "scipy_blas", lambda: info)
     _blas.small_gemm_limit.cache_clear()
     try:
-        assert _blas.small_gemm_limit() == expected
+        assert _blas.small_gemm_limit(np.float32) == expected
+        assert _blas.small_gemm_limit(np.float64) == 0  # single precision only
     finally:
         _blas.small_gemm_limit.cache_clear()
 
@@ -405,7 +406,7 @@ def test_blas_that_cannot_be_queried_leaves_gemms_whole(monkeypatch):
     monkeypatch.setattr(threadpoolctl, "threadpool_info", broken)
     _blas.small_gemm_limit.cache_clear()
     try:
-        assert _blas.scipy_blas() is None and _blas.small_gemm_limit() == 0
+        assert _blas.scipy_blas() is None and _blas.small_gemm_limit(np.float32) == 0
         assert blas_kernels() == "unknown"
     finally:
         _blas.small_gemm_limit.cache_clear()

@@ -125,14 +125,16 @@ SMALL_MATRIX_KERNELS = ("SkylakeX", "Cooperlake", "SapphireRapids")
 
 
 @functools.cache
-def small_gemm_limit():
-    """The most multiply-adds (M*N*K) of a single-precision GEMM that the BLAS runs through a
-    small-matrix kernel (no packing of the operands): 1,000,000 for OpenBLAS with its AVX-512
-    kernels, 0 (none) otherwise. On this library's AVX-512 kernels a GEMM of 32 filters by 288
+def small_gemm_limit(dtype):
+    """The most multiply-adds (M*N*K) of a GEMM of ``dtype`` that the BLAS runs through a
+    small-matrix kernel (no packing of the operands): 1,000,000 for single precision on OpenBLAS
+    with its AVX-512 kernels, 0 (none) otherwise. On this library's AVX-512 kernels a GEMM of 32 filters by 288
     taps ran at about 54 GMAC/s on one core in tiles of 96 columns, against 36-43 in one GEMM
     of 1,024 columns; on its AVX2 (Haswell) kernels the same tiles ran slower than one GEMM
     (29 against 30 GMAC/s, and 20-28 against 38-47 for 64 to 128 filters), so they are cut
     only where the small kernels are (``OPENBLAS_CORETYPE`` decides which OpenBLAS runs)."""
+    if np.dtype(dtype) != np.float32:
+        return 0
     info = scipy_blas()
     if info is None or info.get("internal_api") != "openblas":
         return 0

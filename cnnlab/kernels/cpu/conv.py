@@ -749,7 +749,7 @@ def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
     inference plan's bound step) skip choosing the path on every call."""
     blocks = _row_blocks(out_shape[2], block_rows)
     filters, channels_per_group, kernel_h, kernel_w = weight_shape
-    small_gemm = small_gemm_limit() if dtype == np.float32 else 0
+    small_gemm = small_gemm_limit(dtype)
     if _is_direct(weight_shape, groups, (stride_h, stride_w), out_shape[2] * out_shape[3]):
         return (_direct_forward_items, x_shape[0] * groups * blocks, workers,
                 (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows))
@@ -926,7 +926,7 @@ def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_h, p
         block_rows = min(out_h, max(block_rows, -(-(reach_h - stride_h) // stride_h)))
     blocks = _row_blocks(out_h, block_rows)
     weight_t = _transposed_weight(weight, groups)
-    small_gemm = small_gemm_limit() if grad_x.dtype == np.float32 else 0
+    small_gemm = small_gemm_limit(grad_x.dtype)
     arguments = (grad_out, weight_t, grad_x, weight.shape[2], weight.shape[3], stride_h, stride_w, pad_h, pad_w,
                  dilation_h, dilation_w, groups, block_rows, small_gemm)
     if not overlap:
@@ -985,15 +985,15 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
             for p in range(pixels):
                 total += plane[p]
             partial_bias[g * filters_per_group + f] += total
-        # the item's columns times its gradient rows, added to the transposed accumulator:
-        # OpenBLAS runs columns @ rows.T 1.3-1.6x faster than rows @ columns.T on these shapes
-        # (32 or 64 filters, 288 taps, 256-1024 pixels: 43-48 against 27-38 GMAC/s on one core)
+        # the item's columns times its gradient rows, added to the transposed accumulator
         if small_gemm and taps * filters_per_group * pixels > small_gemm:
             transposed = transposed_buffer[:pixels * filters_per_group].reshape(pixels, filters_per_group)
             _transpose_into(grad_by_group[n, g, :, first_pixel:first_pixel + pixels], transposed)
             _gemm_in_small_pieces(taps, filters_per_group, pixels, columns, pixels, transposed, filters_per_group,
                                   1.0, partial_weight[g], filters_per_group, small_gemm)
-        else:
+        else:  # the rows read in place: OpenBLAS runs columns @ rows.T 1.3-1.6x faster than rows @ columns.T
+            # on these shapes (32 or 64 filters, 288 taps, 256-1024 pixels: 43-48 against 27-38
+            # GMAC/s on one core)
             gemm_rows_bt(taps, filters_per_group, pixels, columns, pixels, grad_by_group[n, g, :, first_pixel:],
                          out_h * out_w, 1.0, partial_weight[g], filters_per_group)
 
@@ -1089,7 +1089,7 @@ def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride
     workers = max(1, min(workers, items))
     partial_weight = np.zeros((workers, groups, taps, filters // groups), dtype=x.dtype)
     partial_bias = np.zeros((workers, filters), dtype=x.dtype)
-    small_gemm = small_gemm_limit() if x.dtype == np.float32 else 0
+    small_gemm = small_gemm_limit(x.dtype)
     run_in_threads(_conv2d_backward_weight_items,
                    [(x, grad_out, partial_weight[w], partial_bias[w], *geometry, small_gemm, first, last)
                     for w, (first, last) in enumerate(shares(items, workers))])
