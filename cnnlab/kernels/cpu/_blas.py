@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
@@ -100,6 +100,12 @@ def _compiled(python_function, transpose_b):
 
 _compiled(gemm_rows, transpose_b=False)
 _compiled(gemm_rows_bt, transpose_b=True)
+
+
+@njit(cache=True)
+def matmul(a, b, out):
+    """``out = a @ b`` by BLAS GEMM (Numba's ``np.dot``: whole matrices, C- or F-contiguous)."""
+    np.dot(a, b, out)
 
 
 def scipy_blas():

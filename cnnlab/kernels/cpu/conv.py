@@ -123,12 +123,6 @@ def _columns(x, n, first_channel, first_row, rows, columns, kernel_h, kernel_w, 
 
 
 @njit(cache=True)
-def _matmul(a, b, out):
-    """``out = a @ b`` by BLAS GEMM."""
-    np.dot(a, b, out)
-
-
-@njit(cache=True)
 def _gemm_in_small_pieces(m, n, k, a, lda, b, ldb, beta, c, ldc, limit):
     """Row-major ``c[:m, :n] = a[:m, :k] @ b[:k, :n] + beta * c[:m, :n]`` (:func:`gemm_rows`:
     blocks given by their first element and the distance between rows; ``beta`` 0 or 1) by BLAS

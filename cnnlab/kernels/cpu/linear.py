@@ -9,9 +9,8 @@ Mirrors :mod:`cnnlab.kernels.cuda.linear`.
 import numpy as np
 from numba import njit
 
-from ._blas import gemm_rows_bt
+from ._blas import gemm_rows_bt, matmul
 from ._schedule import _sum_over_workers, run_in_threads, run_shared, shares
-from .conv import _matmul
 
 __all__ = ["linear_backward", "linear_forward"]  # the kernels of this file
 
@@ -20,7 +19,7 @@ __all__ = ["linear_backward", "linear_forward"]  # the kernels of this file
 def _linear_forward_rows(x, weight_t, bias, out, first, last):
     """Samples ``first .. last-1`` of :func:`linear_forward` (serial: one thread's share)."""
     rows = out[first:last]
-    _matmul(x[first:last], weight_t, rows)
+    matmul(x[first:last], weight_t, rows)
     for n in range(rows.shape[0]):
         for o in range(rows.shape[1]):
             rows[n, o] += bias[o]
@@ -65,9 +64,9 @@ def _linear_forward_features(x, weight, bias, out, blocks, first, last):
 def _linear_backward_rows(x, weight, grad_out, grad_x, partial_weight, partial_bias, first, last):
     """Samples ``first .. last-1`` of :func:`linear_backward`: their rows of ``grad_x``, and
     their weight and bias gradients added to one worker's accumulators."""
-    _matmul(grad_out[first:last], weight, grad_x[first:last])
+    matmul(grad_out[first:last], weight, grad_x[first:last])
     product = np.empty(partial_weight.shape, dtype=partial_weight.dtype)
-    _matmul(grad_out[first:last].T, x[first:last], product)
+    matmul(grad_out[first:last].T, x[first:last], product)
     for o in range(partial_weight.shape[0]):
         for i in range(partial_weight.shape[1]):
             partial_weight[o, i] += product[o, i]
