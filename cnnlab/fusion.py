@@ -1,4 +1,5 @@
-"""The inference plan: convolution chains fused into one kernel call, and the buffer pool.
+"""The inference plan: convolution chains fused into one kernel call, their outputs from the
+graph's buffer pool (:mod:`cnnlab.memory`).
 
 For inference (``Graph.forward(..., training=False)``) the executor runs a *plan* in which each
 ``Conv2D`` node followed by a ``BatchNorm2D``, a two-input ``Add`` and an activation (any of
@@ -17,11 +18,6 @@ a layer contributes is declared on the layer class (``fused_activation()``,
 
 from __future__ import annotations
 
-import math
-import sys
-import threading
-import weakref
-
 import numpy as np
 
 from . import functional as F
@@ -29,6 +25,7 @@ from .device import is_gpu_array, kernels_for, to_device, to_host
 from .functional.conv import bind_conv2d, epilogue_activation
 from .kernels import cpu as cpu_kernels
 from .layers import Add, BatchNorm2D, Conv2D, GlobalAvgPool2D, Multiply
+from .memory import BufferPool, buffer_pool
 from .shapes import is_known
 
 __all__ = ["FusedStep", "FusedConv", "FusedSqueeze", "BufferPool", "fusion_plan", "recyclable", "buffer_pool"]
@@ -249,118 +246,6 @@ class FusedSqueeze(FusedStep):
         return arguments
 
 
-class BufferPool:
-    """Output buffers of inference steps, reused from one step and one call to the next.
-
-    A :class:`FusedConv` step takes its output array from here (:meth:`take`): a view of the
-    smallest free buffer that is large enough (best fit), or a new buffer. Any other step whose
-    layer returns new arrays runs through :meth:`lending`, so that the arrays its op allocates
-    come from here too. When the walk drops
-    a value that came from here and every step that read it returns new arrays, its buffer
-    comes back (:meth:`give`) for a later step of any shape. After a call, :meth:`trim` lets go
-    of the buffers that call did not use, so the pool holds about the most memory one call
-    had in use at once. One pool per graph and thread (see :meth:`Graph.buffer_pool`):
-    concurrent predictions never share buffers.
-    """
-
-    def __init__(self):
-        self.free = {}  # dtype -> flat buffers
-        self.lent = {}  # id(view handed out) -> its buffer
-        self.used = set()  # ids of the buffers this call used
-        self.scope = []  # ids of the views lent during the current lending call
-
-    def take(self, shape, dtype):
-        dtype = np.dtype(dtype)
-        count = math.prod(shape)
-        buffers = self.free.setdefault(dtype, [])
-        best, best_size = -1, None
-        for i, buffer in enumerate(buffers):
-            size = buffer.size
-            if size >= count and (best_size is None or size < best_size):
-                best, best_size = i, size
-        if best >= 0:
-            buffer = buffers.pop(best)
-        else:
-            buffer = np.empty(count, dtype)
-        self.used.add(id(buffer))
-        view = buffer[:count].reshape(shape)
-        # the view itself is kept with its buffer: an id is unique only while its object lives, and
-        # a view dropped by the walk (read by a reshape that returned another view of the buffer)
-        # must not let a later array with the same id give that buffer back while it is in use
-        self.lent[id(view)] = (view, buffer)
-        return view
-
-    def lending(self, function, *args):
-        """``function(*args)``, with every host array the op allocates on this thread
-        (:func:`cnnlab.kernels.cpu.empty`) taken from the pool.
-
-        The step's result is given back by the walk, as a fused convolution's output. The other
-        arrays it took (scratch arrays) come back at once if nothing holds them or memory they
-        share any more; one that something kept (a layer's cache) stays with its holder.
-
-        Taking a reused buffer instead of a new array matters for the large outputs of
-        element-wise, concatenation, resizing and pooling steps: the first write into newly
-        allocated memory faults each page in (a 6.5 MB array: about 1.5 ms against 0.15 ms to
-        write it again, measured with NumPy here)."""
-        scope, self.scope = self.scope, []
-        previous = cpu_kernels.lend_from(self._lend)  # (a model called inside a step lends from its own pool)
-        try:
-            result = function(*args)
-        finally:
-            cpu_kernels.lend_from(previous)
-            taken, self.scope = self.scope, scope
-        if taken:
-            self._reclaim(taken, result)
-        return result
-
-    def _lend(self, shape, dtype):
-        view = self.take(shape, dtype)
-        self.scope.append(id(view))
-        return view
-
-    def _reclaim(self, taken, result):
-        results = result if isinstance(result, (list, tuple)) else (result,)
-        for key in taken:
-            entry = self.lent.get(key)
-            if entry is None or any(entry[0] is r for r in results):
-                continue
-            if _references(entry) == _UNREFERENCED:
-                del self.lent[key]
-                self.free.setdefault(entry[1].dtype, []).append(entry[1])
-
-    def give(self, array):
-        entry = self.lent.get(id(array))
-        if entry is not None and entry[0] is array:
-            del self.lent[id(array)]
-            self.free.setdefault(entry[1].dtype, []).append(entry[1])
-
-    def trim(self):
-        self.free = {dtype: [b for b in buffers if id(b) in self.used] for dtype, buffers in self.free.items()}
-        self.lent.clear()  # whatever was not given back now belongs to the caller
-        self.used = set()
-
-    @property
-    def nbytes(self):
-        return sum(b.nbytes for buffers in self.free.values() for b in buffers)
-
-
-def _references(entry):
-    """The reference counts of a lent ``(view, buffer)`` entry's two arrays."""
-    return sys.getrefcount(entry[0]), sys.getrefcount(entry[1])
-
-
-def _unreferenced_counts():
-    """:func:`_references` of an entry that nothing but the pool holds, measured on one made
-    as :meth:`BufferPool.take` makes it (counting this way follows the interpreter's rules,
-    whatever they are; a view of the view, or of the buffer, adds a reference to the buffer)."""
-    buffer = np.empty(1, np.float32)
-    entry = (buffer[:1].reshape((1,)), buffer)
-    del buffer
-    return _references(entry)
-
-
-_UNREFERENCED = _unreferenced_counts()
-_POOLS = threading.local()
 
 
 def fusion_plan(nodes, keep):
@@ -482,13 +367,3 @@ def recyclable(plan):
             readers.setdefault(id(tensor), []).append(step)
     return {key for key, steps in readers.items()
             if all(isinstance(s, FusedStep) or s.layer.returns_new_array for s in steps)}
-
-
-def buffer_pool(graph):
-    """This thread's :class:`BufferPool` for ``graph``."""
-    pools = getattr(_POOLS, "by_graph", None)
-    if pools is None:
-        pools = _POOLS.by_graph = weakref.WeakKeyDictionary()
-    if graph not in pools:
-        pools[graph] = BufferPool()
-    return pools[graph]

@@ -173,7 +173,7 @@ class Graph:
         return state
 
     def buffer_pool(self):
-        """This thread's :class:`cnnlab.fusion.BufferPool` for this graph."""
+        """This thread's :class:`cnnlab.memory.BufferPool` for this graph."""
         return fusion.buffer_pool(self)
 
     def _ancestors(self, targets):

@@ -36,7 +36,7 @@ class Layer:
     #: merge layers take a list of inputs
     takes_list = False
     #: the inference ``forward`` always returns a new array, never an input or a view of one (a
-    #: buffer only such layers read can be reused once they have run: cnnlab.fusion.BufferPool)
+    #: buffer only such layers read can be reused once they have run: cnnlab.memory.BufferPool)
     returns_new_array = False
     #: the training ``forward`` draws random masks, seeded per step through ``step_seed``
     draws_masks = False
