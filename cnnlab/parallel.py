@@ -82,8 +82,8 @@ def threading_layer():
 
 
 def blas_kernels():
-    """The BLAS library Numba's GEMMs call and the kernels it runs, e.g.
-    ``'OpenBLAS 0.3.29 (SkylakeX kernels)'``; loads SciPy's BLAS if needed.
+    """The BLAS library the convolutions' GEMMs call and the kernels it runs, e.g.
+    ``'OpenBLAS 0.3.29 (SkylakeX kernels)'`` (:func:`cnnlab.kernels.cpu.gemm_blas`).
 
     Returns
     -------
@@ -91,7 +91,7 @@ def blas_kernels():
     """
     from .kernels import cpu
 
-    info = cpu.scipy_blas()
+    info = cpu.gemm_blas()
     if info is None:
         return "unknown"
     name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(info.get("internal_api"), info.get("internal_api"))

@@ -383,7 +383,7 @@ def test_small_gemm_limit_follows_the_blas_kernels(info, expected, monkeypatch):
     """GEMMs are cut for OpenBLAS's small-matrix kernel only where its AVX-512 kernels run."""
     from cnnlab.kernels.cpu import _blas
 
-    monkeypatch.setattr(_blas, "scipy_blas", lambda: info)
+    monkeypatch.setattr(_blas, "gemm_blas", lambda: info)
     _blas.small_gemm_limit.cache_clear()
     try:
         assert _blas.small_gemm_limit(np.float32) == expected
@@ -406,7 +406,7 @@ def test_blas_that_cannot_be_queried_leaves_gemms_whole(monkeypatch):
     monkeypatch.setattr(threadpoolctl, "threadpool_info", broken)
     _blas.small_gemm_limit.cache_clear()
     try:
-        assert _blas.scipy_blas() is None and _blas.small_gemm_limit(np.float32) == 0
+        assert _blas.gemm_blas() is None and _blas.small_gemm_limit(np.float32) == 0
         assert blas_kernels() == "unknown"
     finally:
         _blas.small_gemm_limit.cache_clear()

@@ -41,3 +41,47 @@ def test_blocks_of_larger_matrices(dtype, beta, transposed, compiled):
                 (True, False): _compiled, (True, True): _compiled_bt}[compiled, transposed]
     function(m, n, k, a[1:, 2:], 9, b_block, ldb, beta, c[2:, 3:], 10)
     np.testing.assert_allclose(c, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+def test_the_gemm_is_numpys_openblas_where_numpy_ships_one():
+    """The kernels' GEMM is the OpenBLAS in NumPy's wheel when there is one (this test suite's
+    NumPy is such a wheel), and gemm_blas describes that library."""
+    from cnnlab.kernels.cpu import _blas
+
+    library = _blas._numpy_openblas()
+    if library is None:
+        pytest.skip("this NumPy ships no OpenBLAS of its own")
+    assert _blas._GEMM_LIBRARY == library._name
+    info = _blas.gemm_blas()
+    assert info is not None and info["filepath"].endswith(library._name.rsplit("/", 1)[-1])
+
+
+def test_cnnlab_blas_scipy_calls_scipys_gemm_and_gets_the_same_products():
+    """With CNNLAB_BLAS=scipy the kernels call SciPy's cython_blas GEMMs instead (through the
+    same name, so the cached kernels serve both), in single and double precision."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np
+from numba import njit
+from cnnlab.kernels.cpu import _blas
+
+@njit
+def product(a, b, c):
+    _blas.gemm_rows(a.shape[0], b.shape[1], a.shape[1], a, a.shape[1], b, b.shape[1], 0.0, c, c.shape[1])
+
+assert _blas._GEMM_LIBRARY is None
+rng = np.random.default_rng(0)
+for dtype in (np.float32, np.float64):
+    a, b = rng.standard_normal((5, 7)).astype(dtype), rng.standard_normal((7, 9)).astype(dtype)
+    c = np.empty((5, 9), dtype)
+    product(a, b, c)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-5, atol=1e-5)
+print("ok", "64_" not in _blas.gemm_blas()["filepath"])
+"""
+    result = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, CNNLAB_BLAS="scipy"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ok", "True"]

@@ -34,7 +34,7 @@ DEVICE = "cpu"
 # resolved once for a caller that repeats it (cnnlab.functional.conv.BoundConv2d) and the call
 # that runs it, and a squeeze-excitation block's gates in one call (cnnlab.fusion.FusedSqueeze);
 # and the BLAS library the kernels' GEMMs call (cnnlab.parallel.blas_kernels names it)
-from ._blas import scipy_blas  # noqa: E402
+from ._blas import gemm_blas  # noqa: E402
 from .conv import _forward_work as conv2d_forward_work  # noqa: E402
 from .conv import _is_direct as conv2d_is_direct  # noqa: E402
 from .conv import _run_forward as run_conv2d_forward_work  # noqa: E402

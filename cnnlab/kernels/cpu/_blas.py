@@ -1,21 +1,31 @@
 """A BLAS matrix product with leading dimensions, callable from compiled kernels.
 
 ``np.dot`` inside Numba multiplies whole contiguous matrices (it copies anything else, and
-refuses a strided output). :func:`gemm_rows` calls the same BLAS GEMM (SciPy's, through
-Numba's own ``numba_xxgemm`` helper, by name: the kernels that call it stay cacheable) on
-row-major blocks given by their first element and the distance between rows, so that a kernel
-can multiply a block of columns of one matrix into a block of columns of another in place:
+refuses a strided output). :func:`gemm_rows` calls a BLAS GEMM on row-major blocks given by
+their first element and the distance between rows, so that a kernel can multiply a block of
+columns of one matrix into a block of columns of another in place:
 ``out[:, p0:p1] = weight @ x[:, p0:p1]``.
 
-:func:`scipy_blas` says which library that is, and :func:`small_gemm_limit` whether it has
+The GEMM it calls is the OpenBLAS that NumPy's wheels ship, where there is one, else SciPy's
+(``scipy.linalg.cython_blas``, the one Numba's ``np.dot`` calls). The compiled kernels call it
+by a name of their own, ``cnnlab_sgemm`` or ``cnnlab_dgemm``, that this module maps to the
+library's address in each process, so that they stay cacheable whichever library it is.
+NumPy's OpenBLAS is preferred because it is the newer build: on OpenBLAS's Haswell kernels
+(AVX2) the forward convolutions ran up to 1.4x faster with it than with SciPy's
+(``CNNLAB_BLAS=scipy python bench/small_gemm.py`` against ``python bench/small_gemm.py``,
+docs/performance.md). ``CNNLAB_BLAS=scipy``, set before the import, takes SciPy's.
+
+:func:`gemm_blas` says which library that is, and :func:`small_gemm_limit` whether it has
 OpenBLAS's small-matrix kernels, which the convolutions' GEMMs are cut to fit where they do.
 """
 
+import ctypes
 import functools
+import glob
 import os
 
 import numpy as np
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
@@ -37,28 +47,83 @@ def _gemm_intrinsic(transpose_b):
         def codegen(context, builder, signature, args):
             m, n, k, a, lda, b, ldb, beta, c, ldc = args
             byte, pointer = ir.IntType(8), ir.IntType(8).as_pointer()
-            size = context.get_value_type(types.intp)
 
             def data(index, value):
                 array = context.make_array(signature.args[index])(context, builder, value)
                 return builder.bitcast(array.data, pointer)
 
             scalar = context.get_value_type(dtype)
+            integer = ir.IntType(64)  # by pointer: a library of 32-bit integers reads the low half
+
+            def slot(value, kind=integer):
+                if kind is not integer:
+                    value = kind(value)
+                elif value.type.width < 64:
+                    value = builder.sext(value, integer)
+                return cgutils.alloca_once_value(builder, value)
+
             alpha_slot = cgutils.alloca_once_value(builder, scalar(1.0))
             beta_slot = cgutils.alloca_once_value(builder, context.cast(builder, beta, signature.args[7], dtype))
-            function_type = ir.FunctionType(ir.IntType(32), [byte, byte, byte, size, size, size, pointer, pointer,
-                                                             size, pointer, size, pointer, pointer, size])
-            function = cgutils.get_or_insert_function(builder.module, function_type, "numba_xxgemm")
-            kind, no = byte(ord("s") if dtype == types.float32 else ord("d")), byte(ord("N"))
+            function_type = ir.FunctionType(ir.VoidType(), [pointer, pointer] + [integer.as_pointer()] * 3
+                                            + [scalar.as_pointer(), pointer, integer.as_pointer(), pointer,
+                                               integer.as_pointer(), scalar.as_pointer(), pointer,
+                                               integer.as_pointer()])
+            name = "cnnlab_sgemm" if dtype == types.float32 else "cnnlab_dgemm"
+            function = cgutils.get_or_insert_function(builder.module, function_type, name)
             # column-major BLAS sees each row-major block transposed: c^T = b^T a^T (or b a^T)
-            first = byte(ord("T")) if transpose_b else no
-            builder.call(function, [kind, first, no, n, m, k, builder.bitcast(alpha_slot, pointer), data(5, b),
-                                    ldb, data(3, a), lda, builder.bitcast(beta_slot, pointer), data(8, c), ldc])
+            first = slot(ord("T") if transpose_b else ord("N"), byte)
+            no = slot(ord("N"), byte)
+            builder.call(function, [first, no, slot(n), slot(m), slot(k), alpha_slot, data(5, b), slot(ldb),
+                                    data(3, a), slot(lda), beta_slot, data(8, c), slot(ldc)])
             return context.get_dummy_value()
 
         return signature, codegen
 
     return gemm
+
+
+def _numpy_openblas():
+    """The OpenBLAS library that NumPy's wheels ship (``numpy.libs``: 64-bit integers, its
+    symbols named ``scipy_sgemm_64_`` and so on), loaded, or None."""
+    import numpy
+
+    folder = os.path.join(os.path.dirname(os.path.dirname(numpy.__file__)), "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(folder, "libscipy_openblas64_*"))):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        if all(hasattr(library, f"scipy_{x}gemm_64_") for x in "sd"):
+            return library
+    return None
+
+
+def _scipy_gemm(name):
+    """The address of ``scipy.linalg.cython_blas``'s GEMM ``name`` (``'sgemm'`` or ``'dgemm'``)."""
+    from scipy.linalg import cython_blas
+
+    capsule = ctypes.py_object(cython_blas.__pyx_capi__[name])
+    get_name, get_pointer = ctypes.pythonapi.PyCapsule_GetName, ctypes.pythonapi.PyCapsule_GetPointer
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    return get_pointer(capsule, get_name(capsule))
+
+
+def _register_gemms():
+    """Map ``cnnlab_sgemm`` and ``cnnlab_dgemm`` (the names the compiled kernels call; the
+    Fortran interface, every argument by pointer) to NumPy's OpenBLAS, else SciPy's GEMMs;
+    return the file of the library chosen (None: SciPy's)."""
+    library = None if os.environ.get("CNNLAB_BLAS") == "scipy" else _numpy_openblas()
+    for x in "sd":
+        if library is not None:
+            address = ctypes.cast(getattr(library, f"scipy_{x}gemm_64_"), ctypes.c_void_p).value
+        else:
+            address = _scipy_gemm(f"{x}gemm")
+        binding.add_symbol(f"cnnlab_{x}gemm", address)
+    return None if library is None else library._name
+
+
+_GEMM_LIBRARY = _register_gemms()
 
 
 def _block(array, rows, columns, distance):
@@ -108,12 +173,12 @@ def matmul(a, b, out):
     np.dot(a, b, out)
 
 
-def scipy_blas():
-    """threadpoolctl's description (a dict) of the BLAS library behind SciPy's ``cython_blas``,
-    the one Numba's ``np.dot`` and :func:`gemm_rows` call (loading it if needed), or None when
+def gemm_blas():
+    """threadpoolctl's description (a dict) of the BLAS library whose GEMM :func:`gemm_rows`
+    calls (NumPy's OpenBLAS, or the one behind SciPy's ``cython_blas``), or None when
     threadpoolctl finds no BLAS or cannot look (the GEMMs then stay whole: nothing depends on
     knowing)."""
-    import scipy.linalg.cython_blas  # noqa: F401 - what Numba's np.dot calls
+    import scipy.linalg.cython_blas  # noqa: F401 - loaded, so that threadpoolctl sees it
     import threadpoolctl
 
     try:
@@ -121,9 +186,13 @@ def scipy_blas():
     except Exception:  # a library threadpoolctl cannot query: not worth failing a convolution for
         return None
     found = [info for info in libraries if info.get("user_api") == "blas"]
-    scipys = [info for info in found if "scipy_openblas" in os.path.basename(info.get("filepath", ""))
-              and "64_" not in info["filepath"]]
-    return (scipys or found or [None])[0]
+    if _GEMM_LIBRARY is not None:
+        chosen = [info for info in found
+                  if os.path.realpath(info.get("filepath", "")) == os.path.realpath(_GEMM_LIBRARY)]
+    else:
+        chosen = [info for info in found if "scipy_openblas" in os.path.basename(info.get("filepath", ""))
+                  and "64_" not in info["filepath"]]
+    return (chosen or found or [None])[0]
 
 
 #: OpenBLAS's kernel sets with a small-matrix single-precision GEMM (``SMALL_MATRIX_OPT``)
@@ -141,7 +210,7 @@ def small_gemm_limit(dtype):
     only where the small kernels are (``OPENBLAS_CORETYPE`` decides which OpenBLAS runs)."""
     if np.dtype(dtype) != np.float32:
         return 0
-    info = scipy_blas()
+    info = gemm_blas()
     if info is None or info.get("internal_api") != "openblas":
         return 0
     return 1_000_000 if info.get("architecture") in SMALL_MATRIX_KERNELS else 0
