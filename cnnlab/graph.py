@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 
-from . import config, fusion
+from . import config, memory
 from . import functional as F
 from .device import is_gpu_array
 from .fusion import FusedConv, FusedStep, fusion_plan, recyclable
@@ -174,7 +174,12 @@ class Graph:
 
     def buffer_pool(self):
         """This thread's :class:`cnnlab.memory.BufferPool` for this graph."""
-        return fusion.buffer_pool(self)
+        return memory.buffer_pool(self)
+
+    def step_pool(self):
+        """This thread's :class:`cnnlab.memory.StepPool` for this graph: where a training step's
+        host arrays come from (:func:`cnnlab.training.train_step`)."""
+        return memory.step_pool(self)
 
     def _ancestors(self, targets):
         """The nodes ``targets`` depend on, in topological order."""
@@ -294,6 +299,15 @@ class Graph:
         finally:
             if pool is not None:
                 pool.trim()
+
+    def release_saved(self):
+        """Let go of what the last training :meth:`forward` kept for :meth:`backward` (the saved
+        state of each node and of each layer): once a training step's update is done nothing
+        reads it, and its arrays can serve the next step (:meth:`step_pool`) instead of being
+        held until each layer runs again."""
+        self._tape = None
+        for layer in self.layers:
+            layer.saved = None
 
     def requires_grad(self, input_grads):
         """``id(tensor) -> bool``: whether a gradient must reach the tensor: a graph input when

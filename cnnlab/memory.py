@@ -1,12 +1,14 @@
 """Where the host arrays of a model call come from: buffers reused from one call to the next.
 
 :class:`BufferPool` serves the inference plan (:mod:`cnnlab.fusion`): the output of each step,
-given back by the walk once every reader has run. Reusing a buffer instead of allocating a new
-array saves the page faults of the first write into new memory.
+given back by the walk once every reader has run. :class:`StepPool` serves training steps: an
+array of a size an earlier step asked for, once nothing refers to it. Reusing a buffer instead
+of allocating a new array saves the page faults of the first write into new memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import threading
@@ -16,7 +18,7 @@ import numpy as np
 
 from .kernels import cpu as cpu_kernels
 
-__all__ = ["BufferPool", "buffer_pool"]
+__all__ = ["BufferPool", "buffer_pool", "StepPool", "step_pool"]
 
 
 class BufferPool:
@@ -140,4 +142,87 @@ def buffer_pool(graph):
         pools = _POOLS.by_graph = weakref.WeakKeyDictionary()
     if graph not in pools:
         pools[graph] = BufferPool()
+    return pools[graph]
+
+
+class StepPool:
+    """Host arrays of training steps, each reused by a later request of the same size and dtype
+    once nothing holds it any more.
+
+    A training step asks for the same arrays in the same order every time: the layers' outputs
+    and what they keep for the backward pass, the gradients, the kernels' scratch arrays. Inside
+    :meth:`lending`, :func:`cnnlab.kernels.cpu.empty` hands out views of buffers kept here: a
+    buffer that no array refers to any more (its reference count says so: every view of it
+    holds it as its base) comes back for the next request of its exact size, in this step or
+    a later one. New arrays each step would fault their pages in again on the first write
+    (ResNet-18 at batch 16 and 224x224: 200-270 ms a step of system time on two cores).
+
+    :meth:`trim`, after each step, lets go of the free buffers that neither this step nor the
+    one before asked for (a smaller last batch of an epoch does not drop the full batches'
+    buffers), so the pool holds about what two steps had in use at once at most. One pool per
+    graph and thread (:func:`step_pool`).
+    """
+
+    def __init__(self):
+        self.buffers = {}  # (dtype, size) -> flat buffers
+        self.used = set()  # ids of the buffers this step took
+        self.before = set()  # ... and the step before
+
+    def take(self, shape, dtype):
+        """A view of shape ``shape`` of a free buffer of that many ``dtype`` elements, else of a new one."""
+        dtype = np.dtype(dtype)
+        buffers = self.buffers.setdefault((dtype, math.prod(shape)), [])
+        for buffer in buffers:
+            if sys.getrefcount(buffer) <= _FREE_IN_LIST:
+                break
+        else:
+            buffer = np.empty(math.prod(shape), dtype)
+            buffers.append(buffer)
+        self.used.add(id(buffer))
+        return buffer.reshape(shape)
+
+    @contextlib.contextmanager
+    def lending(self):
+        """Within the block, every host array an op allocates on this thread comes from here."""
+        previous = cpu_kernels.lend_from(self.take)
+        try:
+            yield self
+        finally:
+            cpu_kernels.lend_from(previous)
+            self.trim()
+
+    def trim(self):
+        """Drop the free buffers that neither this step nor the one before took; start a new step."""
+        recent = self.used | self.before
+        for key, buffers in list(self.buffers.items()):
+            kept = [b for b in buffers if id(b) in recent]
+            if kept:
+                self.buffers[key] = kept
+            else:
+                del self.buffers[key]
+        self.before, self.used = self.used, set()
+
+    @property
+    def nbytes(self):
+        return sum(b.nbytes for buffers in self.buffers.values() for b in buffers)
+
+
+def _free_count():
+    """``sys.getrefcount`` of a buffer that nothing but a :class:`StepPool`'s list holds, read as
+    :meth:`StepPool.take` reads it, in a for loop over the list (counting this way follows the
+    interpreter's rules, whatever they are)."""
+    for buffer in [np.empty(1, np.float32)]:
+        return sys.getrefcount(buffer)
+
+
+_FREE_IN_LIST = _free_count()
+
+
+def step_pool(graph):
+    """This thread's :class:`StepPool` for ``graph``."""
+    pools = getattr(_POOLS, "steps_by_graph", None)
+    if pools is None:
+        pools = _POOLS.steps_by_graph = weakref.WeakKeyDictionary()
+    if graph not in pools:
+        pools[graph] = StepPool()
     return pools[graph]

@@ -11,6 +11,7 @@ model meets :mod:`cnnlab.data`: augmentation, the stratified split, and reading 
 the way a model was trained (:func:`read_as_trained`).
 """
 
+import contextlib
 import math
 import os
 import signal
@@ -419,11 +420,14 @@ def train_step(model: ModelLike, batch: Any, targets: Any, totals: Any, class_we
     ``class_weights`` ((classes,), on that device) weighs each sample's loss by its class;
     ``step_seed`` seeds the random masks of this step."""
     logits = model.loss_input(model.loss)
-    out, = model.graph.forward([batch], training=True, targets=[logits], seed=step_seed, input_grads=False)
-    grad = model.loss.train_batch(out, targets, totals, class_weights)
-    model.graph.backward({id(logits): grad}, input_grads=False)
-    parameters = [(layer.params[name], layer.grads[name]) for layer, name in model.parameters()]
-    model.optimizer.step(parameters)
+    # on the host, the step's arrays are the buffers of the steps before (see Graph.step_pool)
+    with model.graph.step_pool().lending() if model.device == "cpu" else contextlib.nullcontext():
+        out, = model.graph.forward([batch], training=True, targets=[logits], seed=step_seed, input_grads=False)
+        grad = model.loss.train_batch(out, targets, totals, class_weights)
+        model.graph.backward({id(logits): grad}, input_grads=False)
+        parameters = [(layer.params[name], layer.grads[name]) for layer, name in model.parameters()]
+        model.optimizer.step(parameters)
+        model.graph.release_saved()
 
 
 def evaluate(model: ModelLike, x: Any, y: Any, batch_size: int, loss: losses_module.Loss,
