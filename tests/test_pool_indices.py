@@ -102,6 +102,22 @@ def test_backward_through_indices_matches_finite_differences(g):
 # ----------------------------------------------------------------------------- worked examples
 
 
+@settings(max_examples=40)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(2, 9), st.integers(2, 9), st.sampled_from(["max", "min"]),
+       st.sampled_from([np.float32, np.float64]), st.sampled_from(["distinct", "ties", "nan"]), st.booleans())
+def test_two_by_two_windows_at_stride_two(samples, channels, height, width, mode, dtype, kind, ceil_mode):
+    """The textbook pooling has a kernel of its own (odd sizes leave a row or column out, or,
+    with ceil_mode, take the general kernel's partial windows): the same values and indices."""
+    rng = np.random.default_rng(height * 10 + width)
+    x = values(rng, (samples, channels, height, width), dtype, kind)
+    out, indices = F.pool2d(x, 2, 2, 0, mode, ceil_mode=ceil_mode, return_indices=True)
+    expected_out, expected_indices = naive.pool2d_argmax(x, (2, 2), (2, 2), ((0, 0), (0, 0)), mode,
+                                                         ceil_mode=ceil_mode)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_array_equal(out, expected_out)
+    np.testing.assert_array_equal(F.pool2d(x, 2, 2, 0, mode, ceil_mode=ceil_mode), expected_out)
+
+
 def test_textbook_example_and_first_of_equal_maxima():
     x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
     out, indices = F.max_pool2d(x, 2, return_indices=True)
