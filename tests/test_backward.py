@@ -288,6 +288,34 @@ def test_weight_gradient_in_small_gemm_pieces_matches_loops(groups, monkeypatch)
     np.testing.assert_allclose(grad_b, upstream.sum(axis=(0, 2, 3)), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("small", [False, True])
+@pytest.mark.parametrize("stride, padding, dilation, groups", [(1, 1, 1, 1), (2, 2, 1, 2), (1, 2, 2, 1), (2, 0, 1, 1)])
+def test_weight_gradient_through_planes_matches_loops(stride, padding, dilation, groups, small, monkeypatch):
+    """The weight gradient with its columns copied through polyphase planes (pitch-wide rows,
+    the output gradient's rows widened with zeros, or transposed so for small-matrix GEMM
+    pieces), in blocks of a few output rows on two threads, against loops; and without planes."""
+    from cnnlab import config
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    for planes in (True, False):
+        monkeypatch.setattr(cpu_conv, "_by_planes", lambda *geometry: planes)
+        monkeypatch.setattr(cpu_conv, "small_gemm_limit", lambda dtype: 32 * 6 * 8 if small else 0)  # < an item
+        monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)
+        monkeypatch.setattr(config, "IM2COL_MAX_BYTES", 4 * 9 * 4 * 11 * 3 * 2)  # three output rows an item
+        rng = np.random.default_rng(16)
+        x = rng.standard_normal((3, 4 * groups, 21, 23)).astype(np.float32)
+        w = rng.standard_normal((6 * groups, 4, 3, 3)).astype(np.float32)
+        out_shape = F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups).shape
+        upstream = rng.standard_normal(out_shape).astype(np.float32)
+        _, grad_w, grad_b = F.conv2d_backward(x, w, upstream, stride=stride, padding=padding, dilation=dilation,
+                                              groups=groups, input_grad=False)
+        _, expected_w = conv2d_gradients_loops(x.astype(np.float64), w.astype(np.float64),
+                                               upstream.astype(np.float64), (stride, stride),
+                                               ((padding, padding), (padding, padding)), (dilation, dilation), groups)
+        np.testing.assert_allclose(grad_w, expected_w, rtol=1e-5, atol=1e-5 * np.abs(expected_w).max())
+        np.testing.assert_allclose(grad_b, upstream.sum(axis=(0, 2, 3)), rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("groups", [1, 2, 3])
 def test_flipped_weight_kernel_swaps_filters_and_channels_and_turns_the_window(groups):
     from cnnlab.kernels import cpu

@@ -674,13 +674,18 @@ def _by_planes(out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_w, filter
     At stride 1 (a single plane: the padded input), where the extra columns cost the GEMM at
     most ``PLANES_MAX_EXTRA`` multiply-adds per tap and output row, about what a row's copy costs
     (LeNet's second layer, 6 to 16 channels 5x5 onto 8x8, batch 64: 0.26 -> 0.21 ms; 3 to 32
-    channels 3x3 at 32x32, batch 32: 0.50 -> 0.44 ms). ResNet's 7x7 and 14x14 layers (512 and
-    256 filters) lose: 23 -> 27 ms and 21 -> 23 ms at batch 16."""
+    channels 3x3 at 32x32, batch 32: 0.50 -> 0.44 ms), or where they are at most a tenth of the
+    output's: a plane's copy per tap costs a fifth of the bounds-checked copy per tap and row
+    (scratch timings of the copies alone: 64 channels at 56x56, 1,238 -> 238 us; 128 at 28x28, 664
+    -> 123 us), which pays for 3.6 % and 7 % more GEMM on ResNet's 56x56 and 28x28 layers (batch
+    16: 36.5 -> 29.1-34.8 ms and 30.1-31.2 -> 27.6-28.6 ms; batch 1: 2.5 -> 2.1 ms, 1.9 -> 1.8 ms).
+    ResNet's 7x7 and 14x14 layers (512 and 256 filters, 29 % and 14 % more) lose: 23 -> 27 ms
+    and 21 -> 23 ms at batch 16."""
     if not IM2COL_BY_PLANES or out_w == 1:
         return False
     pitch = _plane_extent(out_w, kernel_w, stride_w, dilation_w)
     if stride_h == stride_w == 1:
-        return filters_per_group * (pitch - out_w) <= PLANES_MAX_EXTRA
+        return filters_per_group * (pitch - out_w) <= PLANES_MAX_EXTRA or 10 * (pitch - out_w) <= out_w
     return kernel_h * kernel_w >= 2 * stride_h * stride_w and 16 * (pitch - out_w) <= out_w
 
 
@@ -946,7 +951,7 @@ def _transpose_into(rows, out):
 @njit(cache=True, nogil=True)
 def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, kernel_h, kernel_w, stride_h,
                                   stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
-                                  small_gemm, first_item, last_item):
+                                  small_gemm, planes, first_item, last_item):
     """Adds the weight and bias gradients of items ``first_item .. last_item-1`` to one
     worker's accumulators ``partial_weight`` (groups, taps, Fg: each group's gradient
     transposed) and ``partial_bias`` (F,).
@@ -954,37 +959,61 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
     The product of an item's columns and its output gradient is one GEMM against the gradient
     read in place (``columns @ rows.T``), or, where the BLAS has a small-matrix kernel
     (``small_gemm``, its limit), GEMMs of that size against a transposed copy of the gradient's
-    rows (:func:`_gemm_in_small_pieces`)."""
+    rows (:func:`_gemm_in_small_pieces`). With ``planes`` (:func:`_by_planes`, as the forward)
+    the columns are copied through polyphase planes, ``pitch`` columns per output row, and the
+    gradient's rows are copied as wide, the extra columns zero (they add nothing)."""
     samples = x.shape[0]
     taps, filters_per_group = partial_weight.shape[1], partial_weight.shape[2]
     channels_per_group = x.shape[1] // groups
     out_h, out_w = grad_out.shape[2], grad_out.shape[3]
     grad_by_group = grad_out.reshape(samples, groups, filters_per_group, out_h * out_w)
     blocks = (out_h + block_rows - 1) // block_rows
-    column_buffer = np.empty(taps * block_rows * out_w, dtype=x.dtype)
-    transposed_buffer = np.empty(block_rows * out_w * filters_per_group if small_gemm else 0, dtype=x.dtype)
+    pitch, plane_rows, channel_size, padded, offsets = _planes_layout(x, channels_per_group if planes else 0,
+                                                                      block_rows, out_w, kernel_h, kernel_w,
+                                                                      stride_h, stride_w, dilation_h, dilation_w)
+    if not planes:
+        pitch = out_w
+    column_buffer = np.empty(taps * block_rows * pitch, dtype=x.dtype)
+    # the gradient's rows, pitch wide (zeros past the output's columns, never written), or transposed
+    wide_rows = np.zeros(filters_per_group * block_rows * pitch if planes else 0, dtype=x.dtype)
+    transposed_buffer = np.zeros(block_rows * pitch * filters_per_group if small_gemm else 0, dtype=x.dtype)
     for item in range(first_item, last_item):
         n = item // (groups * blocks)
         g = (item // blocks) % groups
         first_row = (item % blocks) * block_rows
         rows = min(block_rows, out_h - first_row)
         pixels = rows * out_w
+        wide = rows * pitch
         first_pixel = first_row * out_w
-        columns = column_buffer[:taps * pixels].reshape(taps, pixels)
-        _columns(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
-                 out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, 0)
+        columns = column_buffer[:taps * wide].reshape(taps, wide)
+        if planes:
+            _im2col_by_planes(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, stride_h, stride_w,
+                              pad_h, pad_w, dilation_h, padded, channel_size, pitch, plane_rows, offsets, 0)
+        else:
+            _columns(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
+                     out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, 0)
+        gradient = grad_by_group[n, g, :, first_pixel:first_pixel + pixels]
         for f in range(filters_per_group):
-            plane = grad_by_group[n, g, f, first_pixel:first_pixel + pixels]
+            plane = gradient[f]
             total = 0.0
             for p in range(pixels):
                 total += plane[p]
             partial_bias[g * filters_per_group + f] += total
         # the item's columns times its gradient rows, added to the transposed accumulator
-        if small_gemm and taps * filters_per_group * pixels > small_gemm:
-            transposed = transposed_buffer[:pixels * filters_per_group].reshape(pixels, filters_per_group)
-            _transpose_into(grad_by_group[n, g, :, first_pixel:first_pixel + pixels], transposed)
-            _gemm_in_small_pieces(taps, filters_per_group, pixels, columns, pixels, transposed, filters_per_group,
+        if small_gemm and taps * filters_per_group * wide > small_gemm:
+            transposed = transposed_buffer[:wide * filters_per_group].reshape(wide, filters_per_group)
+            for r in range(rows):
+                _transpose_into(gradient[:, r * out_w:(r + 1) * out_w], transposed[r * pitch:r * pitch + out_w])
+            _gemm_in_small_pieces(taps, filters_per_group, wide, columns, wide, transposed, filters_per_group,
                                   1.0, partial_weight[g], filters_per_group, small_gemm)
+        elif planes:
+            rows_wide = wide_rows[:filters_per_group * wide].reshape(filters_per_group, wide)
+            for f in range(filters_per_group):
+                for r in range(rows):
+                    for k in range(out_w):
+                        rows_wide[f, np.uint64(r * pitch + k)] = gradient[f, np.uint64(r * out_w + k)]
+            gemm_rows_bt(taps, filters_per_group, wide, columns, wide, rows_wide, wide, 1.0, partial_weight[g],
+                         filters_per_group)
         else:  # the rows read in place: OpenBLAS runs columns @ rows.T 1.3-1.6x faster than rows @ columns.T
             # on these shapes (32 or 64 filters, 288 taps, 256-1024 pixels: 43-48 against 27-38
             # GMAC/s on one core)
@@ -1084,8 +1113,9 @@ def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride
     partial_weight = np.zeros((workers, groups, taps, filters // groups), dtype=x.dtype)
     partial_bias = np.zeros((workers, filters), dtype=x.dtype)
     small_gemm = small_gemm_limit(x.dtype)
+    planes = _by_planes(grad_out.shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_w, filters // groups)
     run_in_threads(_conv2d_backward_weight_items,
-                   [(x, grad_out, partial_weight[w], partial_bias[w], *geometry, small_gemm, first, last)
+                   [(x, grad_out, partial_weight[w], partial_bias[w], *geometry, small_gemm, planes, first, last)
                     for w, (first, last) in enumerate(shares(items, workers))])
     summed = np.empty((groups, taps, filters // groups), dtype=x.dtype)
     _sum_over_workers(partial_weight.reshape(workers, filters * taps), summed.reshape(filters * taps))
