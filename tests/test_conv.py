@@ -284,13 +284,14 @@ def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw
     (32, (3, 1), (2, 1), 1, 64, False), (32, (5, 1), (2, 1), 1, 64, True),
     (16, (3, 3), (2, 2), 1, 64, True), (14, (3, 3), (2, 2), 1, 64, False), (40, (7, 7), (2, 2), 1, 64, False),
     (32, (3, 3), (2, 2), 3, 64, False), (1, (3, 3), (2, 2), 1, 64, False),
-    # stride 1: filters times the plane row's extra columns at most PLANES_MAX_EXTRA, or those
-    # columns at most a tenth of the output's
-    (8, (5, 5), (1, 1), 1, 16, True), (8, (5, 5), (1, 1), 1, 17, False), (32, (3, 3), (1, 1), 1, 32, True),
-    (16, (3, 3), (1, 1), 1, 64, False), (20, (3, 3), (1, 1), 1, 64, True), (19, (3, 3), (1, 1), 1, 64, False),
-    (56, (3, 3), (1, 1), 1, 64, True), (28, (3, 3), (1, 1), 1, 256, True), (14, (3, 3), (1, 1), 1, 256, False),
+    # stride 1: filters times the plane row's extra columns at most PLANES_MAX_EXTRA, or at most
+    # PLANES_COPY_MACS (16) per output column
+    (8, (5, 5), (1, 1), 1, 32, True), (8, (5, 5), (1, 1), 1, 33, False), (2, (5, 5), (1, 1), 1, 16, True),
+    (2, (5, 5), (1, 1), 1, 17, False), (32, (3, 3), (1, 1), 1, 32, True),
+    (16, (3, 3), (1, 1), 1, 128, True), (16, (3, 3), (1, 1), 1, 129, False), (3, (3, 3), (1, 1), 1, 32, True),
+    (56, (3, 3), (1, 1), 1, 64, True), (28, (3, 3), (1, 1), 1, 128, True), (14, (3, 3), (1, 1), 1, 256, False),
     (7, (3, 3), (1, 1), 1, 512, False), (32, (3, 3), (1, 1), 2, 16, True),
-    (32, (3, 3), (1, 1), 2, 32, False), (32, (3, 1), (1, 1), 1, 512, True), (1, (3, 3), (1, 1), 1, 1, False)])
+    (32, (3, 3), (1, 1), 2, 129, False), (32, (3, 1), (1, 1), 1, 512, True), (1, (3, 3), (1, 1), 1, 1, False)])
 def test_planes_rule_takes_windows_that_share_their_planes(out_w, shape, stride, dilation, filters, expected):
     """At a stride, two taps or more per plane, plane rows at most a sixteenth wider than the
     output's; at stride 1, where the extra columns cost the GEMM little (few filters, or a wide

@@ -656,6 +656,9 @@ IM2COL_BY_PLANES = True
 #: at stride 1, the most extra multiply-adds per tap and output row (filters per group times the
 #: columns a plane row has past the output's) the planes may add to the GEMM
 PLANES_MAX_EXTRA = 64
+#: ... or, on wider outputs, this many per output column: what the bounds-checked copy of a value
+#: costs over a plane's copy (about 0.55 ns, scratch timings), in multiply-adds of a GEMM at 30 GMAC/s
+PLANES_COPY_MACS = 16
 
 
 def _by_planes(out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_w, filters_per_group):
@@ -674,18 +677,19 @@ def _by_planes(out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_w, filter
     At stride 1 (a single plane: the padded input), where the extra columns cost the GEMM at
     most ``PLANES_MAX_EXTRA`` multiply-adds per tap and output row, about what a row's copy costs
     (LeNet's second layer, 6 to 16 channels 5x5 onto 8x8, batch 64: 0.26 -> 0.21 ms; 3 to 32
-    channels 3x3 at 32x32, batch 32: 0.50 -> 0.44 ms), or where they are at most a tenth of the
-    output's: a plane's copy per tap costs a fifth of the bounds-checked copy per tap and row
-    (scratch timings of the copies alone: 64 channels at 56x56, 1,238 -> 238 us; 128 at 28x28, 664
-    -> 123 us), which pays for 3.6 % and 7 % more GEMM on ResNet's 56x56 and 28x28 layers (batch
-    16: 36.5 -> 29.1-34.8 ms and 30.1-31.2 -> 27.6-28.6 ms; batch 1: 2.5 -> 2.1 ms, 1.9 -> 1.8 ms).
-    ResNet's 7x7 and 14x14 layers (512 and 256 filters, 29 % and 14 % more) lose: 23 -> 27 ms
-    and 21 -> 23 ms at batch 16."""
+    channels 3x3 at 32x32, batch 32: 0.50 -> 0.44 ms), or, on wider outputs, at most
+    ``PLANES_COPY_MACS`` per output column: a plane's copy per tap costs a fifth of the
+    bounds-checked copy per tap and row, about 0.55 ns less per value copied (scratch timings of
+    the copies alone: 64 channels at 56x56, 1,238 -> 238 us; 128 at 28x28, 664 -> 123 us; 32 at
+    16x16, 54 -> 12 us), which pays for 3.6 % and 7 % more GEMM on ResNet's 56x56 and 28x28
+    layers (batch 16: 36.5 -> 29.1-34.8 ms and 30.1-31.2 -> 27.6-28.6 ms; batch 1: 2.5 -> 2.1 ms,
+    1.9 -> 1.8 ms). ResNet's 7x7 and 14x14 layers (512 and 256 filters, 29 % and 14 % more) lose:
+    23 -> 27 ms and 21 -> 23 ms at batch 16, and 25.6-26.2 -> 26.6-30.0 ms."""
     if not IM2COL_BY_PLANES or out_w == 1:
         return False
     pitch = _plane_extent(out_w, kernel_w, stride_w, dilation_w)
     if stride_h == stride_w == 1:
-        return filters_per_group * (pitch - out_w) <= PLANES_MAX_EXTRA or 10 * (pitch - out_w) <= out_w
+        return filters_per_group * (pitch - out_w) <= max(PLANES_MAX_EXTRA, PLANES_COPY_MACS * out_w)
     return kernel_h * kernel_w >= 2 * stride_h * stride_w and 16 * (pitch - out_w) <= out_w
 
 
