@@ -40,7 +40,7 @@ print(all("float32" in str(signature[0]) for _, signature in called))
     names, compiled, same, float32 = run_python(code, tmp_path).splitlines()
     names = eval(names)
     assert names[0] == "conv._direct_forward_items" and "activation._relu_forward_items" in names  # (1 channel: direct)
-    assert "pool._extreme_pool_planes" in names
+    assert "pool._extreme_pool_2x2" in names  # 2x2 windows at stride 2: their own kernel
     assert compiled == "0"  # recording ran every kernel as Python
     assert same == "True" and float32 == "True"
 
