@@ -246,8 +246,6 @@ class FusedSqueeze(FusedStep):
         return arguments
 
 
-
-
 def fusion_plan(nodes, keep):
     """``nodes`` (topological order) with every ``Conv2D`` node and the chain fused into it
     replaced by one :class:`FusedConv` placed where its last node was.

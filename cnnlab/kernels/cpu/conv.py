@@ -684,7 +684,8 @@ def _by_planes(out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_w, filter
     16x16, 54 -> 12 us), which pays for 3.6 % and 7 % more GEMM on ResNet's 56x56 and 28x28
     layers (batch 16: 36.5 -> 29.1-34.8 ms and 30.1-31.2 -> 27.6-28.6 ms; batch 1: 2.5 -> 2.1 ms,
     1.9 -> 1.8 ms). ResNet's 7x7 and 14x14 layers (512 and 256 filters, 29 % and 14 % more) lose:
-    23 -> 27 ms and 21 -> 23 ms at batch 16, and 25.6-26.2 -> 26.6-30.0 ms."""
+    23 -> 27 ms and 21 -> 23 ms at batch 16 (and, timed again with NumPy's OpenBLAS, 25.6-26.2 ->
+    26.6-30.0 ms for the 14x14 one)."""
     if not IM2COL_BY_PLANES or out_w == 1:
         return False
     pitch = _plane_extent(out_w, kernel_w, stride_w, dilation_w)
