@@ -135,14 +135,17 @@ _UNREFERENCED = _unreferenced_counts()
 _POOLS = threading.local()
 
 
+def _thread_pool(graph, kind):
+    """This thread's pool of class ``kind`` for ``graph`` (a graph's pools go with it)."""
+    pools = _POOLS.__dict__.setdefault(kind.__name__, weakref.WeakKeyDictionary())
+    if graph not in pools:
+        pools[graph] = kind()
+    return pools[graph]
+
+
 def buffer_pool(graph):
     """This thread's :class:`BufferPool` for ``graph``."""
-    pools = getattr(_POOLS, "by_graph", None)
-    if pools is None:
-        pools = _POOLS.by_graph = weakref.WeakKeyDictionary()
-    if graph not in pools:
-        pools[graph] = BufferPool()
-    return pools[graph]
+    return _thread_pool(graph, BufferPool)
 
 
 class StepPool:
@@ -221,9 +224,4 @@ _FREE_IN_LIST = _free_count()
 
 def step_pool(graph):
     """This thread's :class:`StepPool` for ``graph``."""
-    pools = getattr(_POOLS, "steps_by_graph", None)
-    if pools is None:
-        pools = _POOLS.steps_by_graph = weakref.WeakKeyDictionary()
-    if graph not in pools:
-        pools[graph] = StepPool()
-    return pools[graph]
+    return _thread_pool(graph, StepPool)
