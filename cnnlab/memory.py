@@ -174,13 +174,13 @@ class StepPool:
 
     def take(self, shape, dtype):
         """A view of shape ``shape`` of a free buffer of that many ``dtype`` elements, else of a new one."""
-        dtype = np.dtype(dtype)
-        buffers = self.buffers.setdefault((dtype, math.prod(shape)), [])
+        dtype, count = np.dtype(dtype), math.prod(shape)
+        buffers = self.buffers.setdefault((dtype, count), [])
         for buffer in buffers:
             if sys.getrefcount(buffer) <= _FREE_IN_LIST:
                 break
         else:
-            buffer = np.empty(math.prod(shape), dtype)
+            buffer = np.empty(count, dtype)
             buffers.append(buffer)
         self.used.add(id(buffer))
         return buffer.reshape(shape)
