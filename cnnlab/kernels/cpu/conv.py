@@ -56,7 +56,7 @@ from .. import (
 from ._blas import gemm_rows, gemm_rows_bt, small_gemm_limit
 from ._exp import erfc_of_scaled_negative, tanh
 from ._schedule import _sum_over_workers, run_in_threads, run_shared, shares
-from .activation import _hardswish, _sigmoid
+from .activation import _float64_sum, _hardswish, _sigmoid
 from .pool import _global_avg_planes
 
 __all__ = ["conv2d_backward_input", "conv2d_backward_weight", "conv2d_flipped_weight", "conv2d_forward"]  # the kernels of this file
@@ -972,6 +972,7 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
     channels_per_group = x.shape[1] // groups
     out_h, out_w = grad_out.shape[2], grad_out.shape[3]
     grad_by_group = grad_out.reshape(samples, groups, filters_per_group, out_h * out_w)
+    flat_grad = grad_out.reshape(grad_out.size)
     blocks = (out_h + block_rows - 1) // block_rows
     pitch, plane_rows, channel_size, padded, offsets = _planes_layout(x, channels_per_group if planes else 0,
                                                                       block_rows, out_w, kernel_h, kernel_w,
@@ -998,12 +999,9 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
             _columns(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
                      out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, 0)
         gradient = grad_by_group[n, g, :, first_pixel:first_pixel + pixels]
-        for f in range(filters_per_group):
-            plane = gradient[f]
-            total = 0.0
-            for p in range(pixels):
-                total += plane[p]
-            partial_bias[g * filters_per_group + f] += total
+        for f in range(filters_per_group):  # (a contiguous 1-D slice: the sum vectorizes)
+            start = ((n * groups + g) * filters_per_group + f) * out_h * out_w + first_pixel
+            partial_bias[g * filters_per_group + f] += _float64_sum(flat_grad[start:start + pixels])
         # the item's columns times its gradient rows, added to the transposed accumulator
         if small_gemm and taps * filters_per_group * wide > small_gemm:
             transposed = transposed_buffer[:wide * filters_per_group].reshape(wide, filters_per_group)
@@ -1042,6 +1040,7 @@ def _weight_gradient_by_channels_items(x, grad_out, grad_weight, grad_bias, kern
     out_h, out_w = grad_out.shape[2], grad_out.shape[3]
     plane = out_h * out_w
     grad_by_group = grad_out.reshape(samples, groups, filters_per_group, plane)
+    flat_grad = grad_out.reshape(grad_out.size)
     gradient = grad_weight.reshape(groups, filters_per_group, taps)
     blocks = (out_h + block_rows - 1) // block_rows
     per_block = (channels_per_group + channel_blocks - 1) // channel_blocks
@@ -1054,9 +1053,8 @@ def _weight_gradient_by_channels_items(x, grad_out, grad_weight, grad_bias, kern
         for f in range(block * filters_per_group // channel_blocks, (block + 1) * filters_per_group // channel_blocks):
             total = 0.0
             for n in range(samples):
-                values = grad_by_group[n, g, f]
-                for p in range(plane):
-                    total += values[p]
+                start = ((n * groups + g) * filters_per_group + f) * plane
+                total += _float64_sum(flat_grad[start:start + plane])
             grad_bias[g * filters_per_group + f] = total
         if c0 >= c1:
             continue
