@@ -9,6 +9,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .activation import _float64_sum
+
 __all__ = [  # the kernels of this file
     "fold_batch_norm",
     "batchnorm2d_backward",
@@ -23,24 +25,43 @@ __all__ = [  # the kernels of this file
 
 @njit(parallel=True, cache=True)
 def batchnorm2d_statistics(x, mean, variance):
-    """Per-channel mean and biased variance of ``x`` (N, C, H, W), accumulated in float64."""
+    """Per-channel mean and biased variance of ``x`` (N, C, H, W), accumulated in float64, a
+    plane at a time in reassociable additions (:func:`.activation._float64_sum`: one running
+    sum is a chain of dependent additions that does not vectorize)."""
     samples, channels, height, width = x.shape
     count = samples * height * width
+    planes = x.reshape(samples, channels, height * width)
     for c in prange(channels):
         total = 0.0
         for n in range(samples):
-            for h in range(height):
-                for w in range(width):
-                    total += x[n, c, h, w]
+            total += _float64_sum(planes[n, c])
         mu = total / count
         squares = 0.0
         for n in range(samples):
-            for h in range(height):
-                for w in range(width):
-                    d = x[n, c, h, w] - mu
-                    squares += d * d
+            squares += _float64_squares(planes[n, c], mu)
         mean[c] = mu
         variance[c] = squares / count
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _float64_squares(values, center):
+    """``sum((values - center) ** 2)`` in float64, reassociable (as :func:`.activation._float64_sum`)."""
+    total = 0.0
+    for k in range(values.shape[0]):
+        d = values[k] - center
+        total += d * d
+    return total
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _float64_sums(g, x, center):
+    """``(sum(g), sum(g * (x - center)))`` in float64, reassociable (as
+    :func:`.activation._float64_sum`), in one pass."""
+    total = dot = 0.0
+    for k in range(g.shape[0]):
+        total += g[k]
+        dot += g[k] * (x[k] - center)
+    return total, dot
 
 
 @njit(parallel=True, cache=True)
@@ -75,24 +96,27 @@ def batchnorm2d_backward(x, grad_out, mean, variance, gamma, eps, grad_x, grad_g
     """
     samples, channels, height, width = x.shape
     count = samples * height * width
+    planes, grad_planes = x.reshape(samples, channels, height * width), grad_out.reshape(samples, channels, height * width)
+    grad_x_planes = grad_x.reshape(samples, channels, height * width)
     for c in prange(channels):
         inv_std = 1.0 / math.sqrt(variance[c] + eps)
-        sum_g = 0.0
-        sum_g_xhat = 0.0
+        sum_g = sum_g_x = 0.0  # sum(g), sum(g * (x - mean)): a plane at a time in reassociable additions
         for n in range(samples):
-            for h in range(height):
-                for w in range(width):
-                    g = grad_out[n, c, h, w]
-                    sum_g += g
-                    sum_g_xhat += g * (x[n, c, h, w] - mean[c]) * inv_std
+            plane_g, plane_g_x = _float64_sums(grad_planes[n, c], planes[n, c], mean[c])
+            sum_g += plane_g
+            sum_g_x += plane_g_x
+        sum_g_xhat = sum_g_x * inv_std
         grad_beta[c] = sum_g
         grad_gamma[c] = sum_g_xhat
+        # grad_x = factor * (g - sum_g / M - xhat * sum_g_xhat / M) = a * g + b * x + offset, in float64
         factor = gamma[c] * inv_std
+        a = factor
+        b = -factor * inv_std * sum_g_xhat / count
+        offset = -factor * sum_g / count - b * mean[c]
         for n in range(samples):
-            for h in range(height):
-                for w in range(width):
-                    xhat = (x[n, c, h, w] - mean[c]) * inv_std
-                    grad_x[n, c, h, w] = factor * (grad_out[n, c, h, w] - sum_g / count - xhat * sum_g_xhat / count)
+            source, gradient, target = planes[n, c], grad_planes[n, c], grad_x_planes[n, c]
+            for k in range(height * width):
+                target[k] = a * gradient[k] + b * source[k] + offset
 
 
 @njit(parallel=True, cache=True)
