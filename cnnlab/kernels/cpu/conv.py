@@ -62,6 +62,12 @@ from .pool import _global_avg_planes
 __all__ = ["conv2d_backward_input", "conv2d_backward_weight", "conv2d_flipped_weight", "conv2d_forward"]  # the kernels of this file
 
 
+#: column 0, as a plain int64 rather than the constant 0: a call with a constant argument
+#: compiles the callee again, specialized to it (the copies below, for the weight gradient's
+#: calls: 1.5 s of a cold first run)
+FIRST = np.int64(0)
+
+
 @njit(cache=True)
 def _im2col(x, n, first_channel, first_row, rows, columns, kernel_h, kernel_w, out_w,
             stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, first_column=0):
@@ -994,10 +1000,10 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
         columns = column_buffer[:taps * wide].reshape(taps, wide)
         if planes:
             _im2col_by_planes(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, stride_h, stride_w,
-                              pad_h, pad_w, dilation_h, padded, channel_size, pitch, plane_rows, offsets, 0)
+                              pad_h, pad_w, dilation_h, padded, channel_size, pitch, plane_rows, offsets, FIRST)
         else:
             _columns(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
-                     out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, 0)
+                     out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, FIRST)
         gradient = grad_by_group[n, g, :, first_pixel:first_pixel + pixels]
         for f in range(filters_per_group):  # (a contiguous 1-D slice: the sum vectorizes)
             start = ((n * groups + g) * filters_per_group + f) * out_h * out_w + first_pixel
@@ -1067,7 +1073,7 @@ def _weight_gradient_by_channels_items(x, grad_out, grad_weight, grad_bias, kern
                 pixels = rows * out_w
                 columns = column_buffer[:count * pixels].reshape(count, pixels)
                 _columns(x, n, g * channels_per_group + c0, first_row, rows, columns, kernel_h, kernel_w, out_w,
-                         stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, 0)
+                         stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, FIRST)
                 gemm_rows_bt(filters_per_group, count, pixels, grad_by_group[n, g, :, first_row * out_w:], plane,
                              columns, pixels, beta, gradient[g, :, t0:], taps)
                 beta = 1.0
