@@ -360,6 +360,16 @@ class WarmUp:
         self.processes, self.dispatchers, self.marker = [], [], None
 
 
+def _send(process, payload):
+    """Write ``payload`` to the helper ``process``'s standard input and close it; a helper that
+    died at once (its pipe broken) is left to :meth:`WarmUp.close`."""
+    try:
+        process.stdin.write(payload)
+        process.stdin.close()
+    except OSError:
+        pass
+
+
 def warm_up(workload, key=None, processes=None, detach=False):
     """Compile the CPU kernels ``workload()`` needs in helper processes, while this process
     goes on (and compiles what it reaches first).
@@ -414,10 +424,11 @@ def warm_up(workload, key=None, processes=None, detach=False):
             process = subprocess.Popen([sys.executable, "-c", code, str(helper), str(processes),
                                         (marker or os.devnull) if detach else "", root],
                                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            process.stdin.write(payload)
-            process.stdin.close()
-        except OSError:  # no Python to start (an embedded interpreter), or it died at once
+        except OSError:  # no Python to start (an embedded interpreter)
             break
+        # handed over by a thread: a workload larger than the pipe's buffer (the demo's: a model
+        # and a few samples) waits for the helper to read it, after its 0.5 s of imports
+        threading.Thread(target=_send, args=(process, payload), daemon=True).start()
         started.append(process)
     if detach:
         return WarmUp(started, [], None, detached=True)
