@@ -149,18 +149,27 @@ def end_line():
 # cache entry (Numba's cache index is not safe for concurrent writes of one function).
 
 
+def _signature(dispatcher, arguments):
+    """Numba's argument types for a call of ``dispatcher`` with these Python values."""
+    from numba.core import types
+    from numba.core.dispatcher import OmittedArg
+
+    return tuple(types.Omitted(a.value) if isinstance(a, OmittedArg) else dispatcher.typeof_pyval(a)
+                 for a in arguments)
+
+
 @contextlib.contextmanager
-def _kernels_as_python(first_call):
+def _kernels_as_python(first_call, callee_call=None):
     """Within the block, a CPU kernel called from Python with no compiled version for its
     arguments (in this process) runs as plain Python, and so do the kernels it calls. Before
     that, ``first_call(name, dispatcher, signature)`` is told of it (the name is
     ``'module.function'`` within :mod:`cnnlab.kernels.cpu`, the signature Numba's argument
-    types) and may return a compiled callable to run instead. The kernels run on one thread:
-    their shares on the calling one, for the thread team waits in compiled code that cannot run
-    as Python."""
+    types) and may return a compiled callable to run instead; ``callee_call(name, dispatcher,
+    arguments)``, when given, of each call such a kernel makes itself (its direct callees). The
+    kernels run on one thread: their shares on the calling one, for the thread team waits in
+    compiled code that cannot run as Python."""
     import numba
     import numpy as np
-    from numba.core import types
     from numba.core.dispatcher import OmittedArg
 
     dispatchers = kernel_dispatchers()
@@ -177,12 +186,13 @@ def _kernels_as_python(first_call):
 
     def replacement(name, dispatcher):
         def compile_for_args(*arguments):  # what Numba calls when no compiled version fits
-            if not getattr(depth, "value", 0):
-                signature = tuple(types.Omitted(a.value) if isinstance(a, OmittedArg) else dispatcher.typeof_pyval(a)
-                                  for a in arguments)
-                compiled = first_call(name, dispatcher, signature)
+            level = getattr(depth, "value", 0)
+            if not level:
+                compiled = first_call(name, dispatcher, _signature(dispatcher, arguments))
                 if compiled is not None:
                     return compiled
+            elif level == 1 and callee_call is not None:
+                callee_call(name, dispatcher, arguments)
             return plain(dispatcher)
         return compile_for_args
 
@@ -200,9 +210,17 @@ def _kernels_as_python(first_call):
             del dispatcher._compile_for_args
 
 
-def record_kernels(workload):
+def record_kernels(workload, callees=None):
     """Run ``workload()`` with every CPU kernel not compiled yet run as plain Python (nothing is
     compiled), and return the kernels it called from Python, in order of first call.
+
+    Parameters
+    ----------
+    workload : callable
+    callees : dict or None
+        When given, filled with ``{kernel name: [(name, argument types), ...]}``: the compiled
+        functions each kernel called itself, in order of first call (those its compiled version
+        would compile first; the branches the workload did not take are not seen).
 
     Returns
     -------
@@ -213,13 +231,20 @@ def record_kernels(workload):
         raises, the kernels it called until then.
     """
     called = []
+    running = [None]  # the kernel whose Python is running
 
     def record(name, dispatcher, signature):
+        running[0] = name
         if (name, signature) not in called:
             called.append((name, signature))
 
+    def record_callee(name, dispatcher, arguments):
+        seen = callees.setdefault(running[0], [])
+        if all(name != callee for callee, _ in seen):
+            seen.append((name, _signature(dispatcher, arguments)))
+
     try:
-        with _kernels_as_python(record):
+        with _kernels_as_python(record, None if callees is None else record_callee):
             workload()
     except Exception:
         pass  # what was called until then is still worth compiling
@@ -288,24 +313,31 @@ def _compile_share(helper, helpers, marker=""):
     the kernels, the last needed first, skipping those another process is compiling. With a
     ``marker`` (a detached helper, compiling the whole workload alone), every kernel is
     compiled or found cached, and the marker is written at the end; else the helper stops at
-    the first kernel it finds cached (the main process has come that far)."""
+    the first kernel it finds cached (the main process has come that far).
+
+    Its share of the first kernel's callees comes first, the last called first: the main
+    process compiles that kernel (the first convolution: half its time goes to compiling its
+    callees one by one) while this one starts, and loads from the cache each callee a helper
+    has compiled by the time its compiler reaches it."""
     workload = pickle.load(sys.stdin.buffer)
-    called = record_kernels(workload)
+    callees = {}
+    called = record_kernels(workload, callees)
+    first = next((callees[name] for name, _ in called if callees.get(name)), [])
     dispatchers = kernel_dispatchers()
-    share = called[::-1][helper::helpers]
-    mine = {name for name, _ in share}
+    share, helping = called[::-1][helper::helpers], first[::-1][helper::helpers]
+    mine = {name for name, _ in share + helping}
     for name, dispatcher in dispatchers.items():
         if name not in mine:  # compiled here only inside its share's kernels: cached by others
             load_only(dispatcher)
     folder = _lock_folder()
-    for name, signature in share:
+    for index, (name, signature) in enumerate(helping + share):
         with _kernel_lock(folder, name, wait=False) as locked:
             if not locked:
                 continue  # another process is compiling it
             dispatcher = dispatchers[name]
             hits = dispatcher.stats.cache_hits.copy()
             dispatcher.compile(signature)
-            if dispatcher.stats.cache_hits != hits and not marker:
+            if dispatcher.stats.cache_hits != hits and not marker and index >= len(helping):
                 return  # compiled already: the main process has come this far
     if marker:
         with open(marker, "w"):

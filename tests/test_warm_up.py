@@ -45,6 +45,33 @@ print(all("float32" in str(signature[0]) for _, signature in called))
     assert same == "True" and float32 == "True"
 
 
+def test_recording_lists_a_kernels_callees_with_the_types_its_compiled_version_gives_them(tmp_path):
+    # a helper compiles the first kernel's callees while the main process compiles the kernel,
+    # which then loads them from the cache: only if the types match
+    code = """
+import numpy as np, cnnlab.functional as F
+from cnnlab import compilation
+from cnnlab.kernels.cache import kernel_dispatchers
+x = np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32)
+w = np.ones((16, 3, 3, 3), np.float32)
+callees = {}
+called = compilation.record_kernels(lambda: F.conv2d(x, w, padding=1, activation="relu"), callees)
+print([name for name, _ in called])
+print(sorted(callees))
+seen = callees["conv._conv2d_forward_items"]
+print([name for name, _ in seen])
+F.conv2d(x, w, padding=1, activation="relu")  # compiled now
+dispatchers = kernel_dispatchers()
+print(all(signature in dispatchers[name].signatures for name, signature in seen))
+"""
+    names, kernels, seen, compiled_so = run_python(code, tmp_path).splitlines()
+    assert "conv._conv2d_forward_items" in eval(names)  # (3 channels onto 16 filters: the GEMM path)
+    assert eval(kernels) == ["conv._conv2d_forward_items"]  # the only one that calls compiled functions
+    seen = eval(seen)
+    assert seen[0] == "conv._planes_layout" and "conv._finish_row" in seen and "conv._plane_extent" not in seen
+    assert compiled_so == "True"
+
+
 def test_recording_follows_a_workload_whose_kernels_share_work_between_threads(tmp_path):
     # two threads and every kernel worth sharing: outside the recording the convolution hands
     # shares to the thread team, whose waits are compiled code that cannot run as Python
