@@ -77,9 +77,11 @@ def test_format_models_side_by_side():
                samples_per_second=50.0, peers={"torch": 0.016, "onnxruntime": 0.008, "unfused": 0.024},
                relative_error=5e-7, overhead_fraction=0.12, overhead_per_step=25e-6, steps=23)
     other = dict(row, seconds=0.018)
-    text = report.format_models([dict(openblas="environment", blas="OpenBLAS (Haswell kernels)", rows=[row]),
-                                 dict(openblas="own", blas="OpenBLAS (SkylakeX kernels)", rows=[other])])
+    text = report.format_models([dict(openblas="environment", blas="OpenBLAS (Haswell kernels)", threading="tbb",
+                                      rows=[row]),
+                                 dict(openblas="own", blas="OpenBLAS (SkylakeX kernels)", threading="tbb", rows=[other])])
     assert "1.25x" in text and "12.0%" in text and "25 us" in text
+    assert "GEMMs on OpenBLAS (Haswell kernels), Numba's tbb threading layer" in text  # (omp: its pool spins)
     assert "inference resnet18 b1: 20.00 | 18.00 ms, vs torch 1.25x | 1.12x, vs onnxruntime 2.50x | 2.25x" in text
 
 

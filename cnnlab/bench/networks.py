@@ -374,8 +374,8 @@ def training_rows(engines, repeat, rounds, progress=None, resnet=None, size=224)
 def models_suite(threads, repeat, rounds=5, batches=(1, 16), size=224, networks=NETWORKS, openblas="both",
                  training=True, memory=False, onnx_dir=None, progress=None):
     """Per OpenBLAS setting (see :func:`openblas_settings`): ``{"openblas": setting, "blas":
-    the kernels the cnnlab worker runs, "rows": inference and training rows, "memory": memory
-    rows}``, the engines in worker processes taking turns for ``rounds`` rounds of ``repeat``
+    the kernels the cnnlab worker runs, "threading": its Numba threading layer, "rows":
+    inference and training rows, "memory": memory rows}``, the engines in worker processes taking turns for ``rounds`` rounds of ``repeat``
     runs each."""
     if rounds < 1 or repeat < 1:
         raise ValueError(f"rounds and repeat must be at least 1, got {rounds} and {repeat}")
@@ -384,7 +384,7 @@ def models_suite(threads, repeat, rounds=5, batches=(1, 16), size=224, networks=
         for setting in openblas_settings(openblas):
             engines = start_engines(threads, worker_environment(setting))
             try:
-                blas = engines["cnnlab"].ask(task="info")["blas"]
+                info = engines["cnnlab"].ask(task="info")
                 paths = onnx_files(engines, networks, size, onnx_dir or folder, progress)
                 rows = inference_rows(engines, paths, repeat, rounds, batches, size, folder, progress)
                 if training:
@@ -395,5 +395,6 @@ def models_suite(threads, repeat, rounds=5, batches=(1, 16), size=224, networks=
             finally:
                 for engine in engines.values():
                     engine.close()
-            results.append(dict(openblas=setting, blas=blas, rows=rows, memory=[m for m in memory_rows if m]))
+            results.append(dict(openblas=setting, blas=info["blas"], threading=info["threading"], rows=rows,
+                                memory=[m for m in memory_rows if m]))
     return results

@@ -92,7 +92,9 @@ def format_models(results):
     for result in results:
         title = ("this environment's OpenBLAS setting" if result["openblas"] == "environment"
                  else "OpenBLAS's own kernel choice (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE unset)")
-        parts.append(f"{title}: GEMMs on {result['blas']}\n{format_models_table(result['rows'])}")
+        # (the threading layer: without the tbb package, Numba's OpenMP pool spins after its loops)
+        layer = f", Numba's {result['threading']} threading layer" if result.get("threading") else ""
+        parts.append(f"{title}: GEMMs on {result['blas']}{layer}\n{format_models_table(result['rows'])}")
     if len(results) == 2:
         lines = ["cnnlab / peer under both settings (environment | own choice):"]
         own = {(row["op"], row["shape"]): row for row in results[1]["rows"]}
