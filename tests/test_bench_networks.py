@@ -69,7 +69,33 @@ def test_worker_answers_each_line_and_reports_errors():
         numba.set_num_threads(threads)  # the worker sets the thread count of its process
     first, second = (json.loads(line) for line in replies.getvalue().splitlines())
     assert "no task 'nothing'" in first["error"]
-    assert second["version"] and second["blas"]
+    assert second["version"] and second["blas"] and second["threading"]
+
+
+def test_worker_times_a_reference_convolution_and_rows_compare_it(monkeypatch):
+    requests = io.StringIO('{"task": "conv2d", "shape": "lenet2", "repeat": 2}\n')
+    replies = io.StringIO()
+    threads = numba.get_num_threads()
+    try:
+        engine_worker.serve(engine_worker.make_engine("cnnlab", 1), requests, replies)
+    finally:
+        numba.set_num_threads(threads)
+    reply = json.loads(replies.getvalue())
+    assert reply["first"] > 0 and len(reply["times"]) == 2
+
+    class Engine:  # answers as a worker would, without a process
+        def __init__(self, seconds):
+            self.seconds = seconds
+
+        def ask(self, **request):
+            assert request == dict(task="conv2d", shape="lenet1", repeat=3)
+            return dict(first=1.0, times=[self.seconds] * 3)
+
+    rows = networks.conv_rows(dict(cnnlab=Engine(0.002), torch=Engine(0.004)), 3, 2, ["lenet1"])
+    assert [(row["op"], row["shape"]) for row in rows] == [("conv2d", "lenet1")]
+    assert rows[0]["seconds"] == 0.002 and rows[0]["peers"] == {"torch": 0.004}
+    with pytest.raises(ValueError, match="shape must be one of"):
+        networks.conv_rows(dict(cnnlab=Engine(0.002)), 3, 2, ["lenet9"])
 
 
 def test_format_models_side_by_side():

@@ -20,6 +20,9 @@ Requests (``{"task": ...}``):
 - ``train_resnet``: ``onnx``, ``size``, ``frozen``, ``repeat``: one training step of ResNet-18
   at batch :data:`~cnnlab.bench.networks.RESNET_TRAIN_BATCH`, whole or with a frozen base
   (cnnlab from the ONNX file, torch from torchvision).
+- ``conv2d``: ``shape`` (a name of :data:`cnnlab.bench.ops.REFERENCE_SHAPES`), ``repeat``: the
+  forward convolution of that shape in float32 (``cnnlab.functional.conv2d``,
+  ``torch.nn.functional.conv2d``), bias included, a new output each call.
 - ``overhead``: ``onnx``, ``batch``, ``size``, ``repeat`` (cnnlab): :func:`cnnlab.bench.overhead.node_overhead`.
 - ``memory``: ``network``, ``onnx``, ``batch``, ``size`` (cnnlab): one row of peak memory.
 - ``info``: the engine's version and, for cnnlab, the BLAS kernels.
@@ -36,6 +39,14 @@ import numpy as np
 from .measuring import timed_runs
 
 ENGINES = ("cnnlab", "torch", "onnxruntime")
+
+
+def _conv_inputs(name):
+    """``(x, weight, bias, stride, padding)`` of the reference convolution ``name``."""
+    from .ops import REFERENCE_SHAPES, reference_inputs
+
+    shape = REFERENCE_SHAPES[name]
+    return (*reference_inputs(shape, np.float32), shape[6], shape[7])
 
 
 def _input(batch, size):
@@ -84,6 +95,12 @@ class _Cnnlab:
         run = cnnlab_training_step()
         return timed_runs(run, request["repeat"])[1:]
 
+    def conv2d(self, request):
+        import cnnlab.functional as F
+
+        x, weight, bias, stride, padding = _conv_inputs(request["shape"])
+        return timed_runs(lambda: F.conv2d(x, weight, bias, stride=stride, padding=padding), request["repeat"])[1:]
+
     def train_resnet(self, request):
         from .networks import cnnlab_resnet_step
 
@@ -130,6 +147,13 @@ class _Torch:
 
         return timed_runs(torch_training_step(self.torch), request["repeat"])[1:]
 
+    def conv2d(self, request):
+        x, weight, bias, stride, padding = (self.torch.from_numpy(a) if isinstance(a, np.ndarray) else a
+                                            for a in _conv_inputs(request["shape"]))
+        with self.torch.no_grad():
+            return timed_runs(lambda: self.torch.nn.functional.conv2d(x, weight, bias, stride, padding),
+                              request["repeat"])[1:]
+
     def train_resnet(self, request):
         from .networks import torch_resnet_step
 
@@ -167,7 +191,7 @@ def _answer(engine, request):
         if request.get("save"):
             np.save(request["save"], np.asarray(result))
         return dict(first=first, times=times)
-    if task in ("train", "train_resnet"):
+    if task in ("train", "train_resnet", "conv2d"):
         first, times = getattr(engine, task)(request)
         return dict(first=first, times=times)
     handler = getattr(engine, task, None) if isinstance(task, str) else None

@@ -371,6 +371,30 @@ def training_rows(engines, repeat, rounds, progress=None, resnet=None, size=224)
     return rows
 
 
+def conv_rows(engines, repeat, rounds, shapes=None, progress=None):
+    """The forward convolution of each reference shape (``shapes``: names of
+    :data:`cnnlab.bench.ops.REFERENCE_SHAPES`, default all) in float32, cnnlab against PyTorch,
+    each engine in its own worker process, taking turns for ``rounds`` rounds of ``repeat``
+    calls: rows as :func:`training_rows` gives, ``op`` ``"conv2d"``."""
+    from .ops import REFERENCE_SHAPES
+
+    rows = []
+    names = list(REFERENCE_SHAPES) if shapes is None else list(shapes)
+    for done, name in enumerate(names):
+        if name not in REFERENCE_SHAPES:
+            raise ValueError(f"shape must be one of {sorted(REFERENCE_SHAPES)}, got {name!r}")
+        if progress:
+            progress(done, len(names), f"conv2d {name}")
+        requests = {engine: (engine, dict(task="conv2d", shape=name, repeat=repeat))
+                    for engine in ("cnnlab", "torch") if engine in engines}
+        times, first = _turns(engines, requests, rounds, "conv2d")
+        if "cnnlab" not in times:
+            continue
+        peers = {"torch": statistics.median(times["torch"])} if "torch" in times else {}
+        rows.append(_row("conv2d", name, times["cnnlab"], first["cnnlab"], peers, REFERENCE_SHAPES[name][0]))
+    return rows
+
+
 def models_suite(threads, repeat, rounds=5, batches=(1, 16), size=224, networks=NETWORKS, openblas="both",
                  training=True, memory=False, onnx_dir=None, progress=None):
     """Per OpenBLAS setting (see :func:`openblas_settings`): ``{"openblas": setting, "blas":

@@ -28,7 +28,9 @@ def parse_shape(text):
     return text, tuple(int(p) for p in parts)
 
 
-def _reference_inputs(shape, dtype):
+def reference_inputs(shape, dtype):
+    """``(x, weight, bias)`` of a reference shape ``(N, C, H, W, filters, kernel, stride,
+    padding)``, seeded."""
     n, c, h, w, f, k, s, p = shape
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
@@ -152,7 +154,7 @@ def op_suite(op, shapes, repeat, threads, compare, dtype="float32", device="cpu"
     for index, (name, shape) in enumerate(shapes):
         if progress:
             progress(index, len(shapes), f"{op} {name}")
-        x, weight, bias = _reference_inputs(shape, dtype)
+        x, weight, bias = reference_inputs(shape, dtype)
         if device == "cuda":
             x, weight, bias = (cnnlab.to_device(a) for a in (x, weight, bias))
         ours, theirs, scipy_run, work, unit = _op_definition(op, shape, x, weight, bias, torch)
