@@ -5,8 +5,9 @@
 Times, straight through :mod:`cnnlab.kernels.cpu` (no functional layer, no checks): 2x2 stride-2
 max pooling with and without the chosen indices on one thread (16x64x56x56 and 32x16x16x16),
 ReLU forward and backward and an Adam step on 4,096, 1 M and 12.8 M float32 values, and
-softmax over 10 classes at batch 32 and over 21 classes of a 512x512 map (the element-wise ones
-with Numba's thread count). Prints the minimum and the median in microseconds. Two versions::
+softmax over 10 classes at batch 32 and over 21 classes of a 512x512 map, and batch
+normalization's statistics and backward on three of ResNet-18's shapes at batch 16 (the
+element-wise ones and batch normalization with Numba's thread count). Prints the minimum and the median in microseconds. Two versions::
 
     git worktree add /tmp/before COMMIT
     for round in 1 2 3; do PYTHONPATH=/tmp/before python bench/small_kernels.py; python bench/small_kernels.py; done
@@ -50,6 +51,17 @@ def main():
         x = rng.standard_normal(shape).astype(np.float32)
         out = np.empty_like(x)
         _line(f"softmax {shape}", timed_runs(lambda: cpu.softmax_forward(x, out), repeat))
+    for shape in [(16, 64, 112, 112), (16, 128, 28, 28), (16, 512, 7, 7)]:  # ResNet-18's at batch 16
+        x, grad = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32)
+        channels = np.empty(shape[1], np.float32)
+        mean, variance, gamma, grad_gamma, grad_beta = (channels.copy() for _ in range(5))
+        gamma[:] = 1
+        grad_x = np.empty_like(x)
+        _line(f"batch norm statistics {shape}", timed_runs(lambda: cpu.batchnorm2d_statistics(x, mean, variance),
+                                                           repeat))
+        _line(f"batch norm backward {shape}", timed_runs(
+            lambda: cpu.batchnorm2d_backward(x, grad, mean, variance, gamma, 1e-5, grad_x, grad_gamma, grad_beta),
+            repeat))
 
 
 if __name__ == "__main__":
