@@ -59,28 +59,25 @@ def test_openblas_settings(monkeypatch):
         networks.openblas_settings("haswell")
 
 
-def test_worker_answers_each_line_and_reports_errors():
-    requests = io.StringIO('{"task": "nothing"}\n\n{"task": "info"}\n')
+def serve_cnnlab(lines):
+    """The cnnlab worker's replies to these request lines, served in this process."""
     replies = io.StringIO()
     threads = numba.get_num_threads()
     try:
-        engine_worker.serve(engine_worker.make_engine("cnnlab", 1), requests, replies)
+        engine_worker.serve(engine_worker.make_engine("cnnlab", 1), io.StringIO(lines), replies)
     finally:
         numba.set_num_threads(threads)  # the worker sets the thread count of its process
-    first, second = (json.loads(line) for line in replies.getvalue().splitlines())
+    return [json.loads(line) for line in replies.getvalue().splitlines()]
+
+
+def test_worker_answers_each_line_and_reports_errors():
+    first, second = serve_cnnlab('{"task": "nothing"}\n\n{"task": "info"}\n')
     assert "no task 'nothing'" in first["error"]
     assert second["version"] and second["blas"] and second["threading"]
 
 
-def test_worker_times_a_reference_convolution_and_rows_compare_it(monkeypatch):
-    requests = io.StringIO('{"task": "conv2d", "shape": "lenet2", "repeat": 2}\n')
-    replies = io.StringIO()
-    threads = numba.get_num_threads()
-    try:
-        engine_worker.serve(engine_worker.make_engine("cnnlab", 1), requests, replies)
-    finally:
-        numba.set_num_threads(threads)
-    reply = json.loads(replies.getvalue())
+def test_worker_times_a_reference_convolution_and_rows_compare_it():
+    reply, = serve_cnnlab('{"task": "conv2d", "shape": "lenet2", "repeat": 2}\n')
     assert reply["first"] > 0 and len(reply["times"]) == 2
 
     class Engine:  # answers as a worker would, without a process
