@@ -399,8 +399,8 @@ def models_suite(threads, repeat, rounds=5, batches=(1, 16), size=224, networks=
                  training=True, memory=False, onnx_dir=None, progress=None):
     """Per OpenBLAS setting (see :func:`openblas_settings`): ``{"openblas": setting, "blas":
     the kernels the cnnlab worker runs, "threading": its Numba threading layer, "rows":
-    inference and training rows, "memory": memory rows}``, the engines in worker processes taking turns for ``rounds`` rounds of ``repeat``
-    runs each."""
+    inference and training rows, "memory": memory rows}``, the engines in worker processes
+    taking turns for ``rounds`` rounds of ``repeat`` runs each."""
     if rounds < 1 or repeat < 1:
         raise ValueError(f"rounds and repeat must be at least 1, got {rounds} and {repeat}")
     results = []
