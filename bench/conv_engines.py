@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from cnnlab.bench.measuring import busy_warning
+from cnnlab.bench.measuring import busy_warning, threading_warning
 from cnnlab.bench.networks import conv_rows, openblas_settings, start_engines, worker_environment
 from cnnlab.bench.ops import REFERENCE_SHAPES
 from cnnlab.bench.report import format_models_table
@@ -51,6 +51,8 @@ def main():
                 engine.close()
         print(f"OpenBLAS {setting}: GEMMs on {info['blas']}, Numba's {info['threading']} threading layer")
         print(format_models_table(rows))
+        if threading_warning(info["threading"]):
+            print(threading_warning(info["threading"]), file=sys.stderr)
     warning = busy_warning(os.getloadavg()[0], os.cpu_count(), args.threads)
     if warning:
         print(f"at the end: {warning}", file=sys.stderr)

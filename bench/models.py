@@ -23,7 +23,7 @@ import json
 import os
 import sys
 
-from cnnlab.bench.measuring import busy_warning
+from cnnlab.bench.measuring import busy_warning, threading_warning
 from cnnlab.bench.networks import NETWORKS, models_suite
 from cnnlab.bench.report import format_models
 
@@ -52,6 +52,8 @@ def main():
                            args.openblas, training=not args.no_training, onnx_dir=args.onnx_dir,
                            progress=lambda i, n, name: print(f"  {name} ...", file=sys.stderr, flush=True))
     print(format_models(results))
+    for warning in {threading_warning(result["threading"]) for result in results} - {None}:
+        print(warning, file=sys.stderr)
     warning = busy_warning(os.getloadavg()[0], os.cpu_count(), args.threads)
     if warning:
         print(f"at the end: {warning}", file=sys.stderr)

@@ -389,6 +389,17 @@ def test_busy_warning(load, cores, threads, busy):
         assert f"load average {load:.1f}" in warning and "not meaningful" in warning
 
 
+def test_threading_warning_names_a_missing_tbb_where_cnnlab_depends_on_it():
+    from cnnlab.bench.measuring import threading_warning
+
+    warning = threading_warning("omp", "Linux", "x86_64")
+    assert "omp threading layer" in warning and "pip install tbb" in warning
+    assert threading_warning("workqueue", "Linux", "x86_64") is not None
+    assert threading_warning("tbb", "Linux", "x86_64") is None
+    assert threading_warning("omp", "Darwin", "arm64") is None  # (no tbb dependency there)
+    assert threading_warning("omp", "Linux", "aarch64") is None
+
+
 def test_plot_filters_refuses_a_layer_without_filters(tmp_path):
     pytest.importorskip("matplotlib")
     from cnnlab import viz

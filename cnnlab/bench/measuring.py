@@ -72,6 +72,21 @@ def busy_warning(load, cores, threads):
             "or with fewer --threads")
 
 
+def threading_warning(layer, system=None, machine=None):
+    """A warning when the cnnlab worker of a comparison runs Numba's ``layer`` other than
+    ``tbb`` on a platform where cnnlab depends on the ``tbb`` package (Linux x86-64), else None:
+    the environment lacks it (one made by hand for the peers, say), and the figures are not
+    those an install gives (OpenMP's threads spin after each parallel loop)."""
+    import platform
+
+    system = platform.system() if system is None else system
+    machine = platform.machine() if machine is None else machine
+    if layer == "tbb" or system != "Linux" or machine != "x86_64":  # (setup.cfg: the tbb dependency)
+        return None
+    return (f"warning: cnnlab ran on Numba's {layer} threading layer: this environment lacks the tbb package "
+            "that installing cnnlab brings here (pip install tbb), so the figures are not an install's")
+
+
 def kernel_bench_arguments(parser, repeat):
     """Parse a kernel benchmark's command line (``bench/depthwise.py`` and the like) with
     ``--repeat`` (default ``repeat``) and ``--threads`` (default 2) added to ``parser``: refuse

@@ -112,6 +112,8 @@ def _bench_models(args, threads):
     results = networks.models_suite(threads, args.repeat, args.rounds, openblas=args.openblas, memory=True,
                                     progress=_progress)
     print(report.format_models(results))
+    for warning in {measuring.threading_warning(result["threading"]) for result in results} - {None}:
+        print(warning, file=sys.stderr)
     for result in results:
         print(report.format_memory(result["memory"]))
     rows = [dict(row, openblas=result["openblas"], blas=result["blas"]) for result in results
