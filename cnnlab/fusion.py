@@ -24,11 +24,12 @@ from . import functional as F
 from .device import is_gpu_array, kernels_for, to_device, to_host
 from .functional.conv import bind_conv2d, epilogue_activation
 from .kernels import cpu as cpu_kernels
-from .layers import Add, BatchNorm2D, Conv2D, GlobalAvgPool2D, Multiply
+from .layers import Add, BatchNorm2D, Conv2D, GlobalAvgPool2D, Multiply, ReLU
 from .memory import BufferPool, buffer_pool
 from .shapes import is_known
 
-__all__ = ["FusedStep", "FusedConv", "FusedSqueeze", "BufferPool", "fusion_plan", "recyclable", "buffer_pool"]
+__all__ = ["FusedStep", "FusedConv", "FusedSqueeze", "BufferPool", "fusion_plan", "recyclable", "buffer_pool",
+           "training_pairs"]
 
 
 class FusedStep:
@@ -301,6 +302,30 @@ def fusion_plan(nodes, keep):
         absorbed.update(id(member) for member in fused.members)
     plan = [placed.get(id(node), node) for node in nodes if id(node) not in absorbed or id(node) in placed]
     return _fuse_squeezes(plan, keep)
+
+
+def training_pairs(nodes, keep):
+    """For a training step over ``nodes`` (topological order): the ``Conv2D`` nodes whose output
+    only a ``ReLU`` node reads (and that is not in ``keep``, ids of tensors wanted outside), by
+    id, mapped to that ``ReLU`` node.
+
+    The convolution then applies the ReLU as it writes its output (its kernel's epilogue, the
+    same values as the ReLU kernel's), and the ReLU node passes that output on: one pass over
+    the feature maps less. Backward is unchanged: the convolution's needs its input only, and
+    the ReLU's mask is the same read from its output, which is its input (``max(x, 0) > 0``
+    exactly where ``x > 0``).
+    """
+    consumers = {}
+    for node in nodes:
+        for tensor in node.inputs:
+            consumers.setdefault(id(tensor), []).append(node)
+    pairs = {}
+    for node in nodes:
+        users = consumers.get(id(node.output), [])
+        if type(node.layer) is Conv2D and len(users) == 1 and type(users[0].layer) is ReLU \
+                and id(node.output) not in keep:
+            pairs[id(node)] = users[0]
+    return pairs
 
 
 def _fuse_squeezes(plan, keep):

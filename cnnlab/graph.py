@@ -25,7 +25,7 @@ import contextlib
 from . import config, memory
 from . import functional as F
 from .device import is_gpu_array
-from .fusion import FusedConv, FusedStep, fusion_plan, recyclable
+from .fusion import FusedConv, FusedStep, fusion_plan, recyclable, training_pairs
 from .parallel import single_threaded_blas
 from .symbolic import Input, Node, SymbolicTensor, TensorSpec, as_tensor_list, call_layer, is_symbolic
 
@@ -168,7 +168,7 @@ class Graph:
         """Pickling and copying leave out what is keyed by object ids (the inference plans and a
         training step's saved state): they are rebuilt where the copy runs."""
         state = dict(self.__dict__)
-        for key in ("_plans", "_walk_cached", "_frozen", "_tape"):
+        for key in ("_plans", "_walk_cached", "_frozen", "_pairs", "_tape"):
             state.pop(key, None)
         return state
 
@@ -211,6 +211,21 @@ class Graph:
             entry = cache[key] = (list(targets), *self._frozen_steps(targets))
         return entry[1], entry[2], entry[3]
 
+    def training_pairs(self, targets):
+        """``(convolutions, relus)``: the ids of the ``Conv2D`` nodes a training step runs with
+        the ``ReLU`` that alone reads their output applied as they write it, and of those
+        ``ReLU`` nodes, which pass it on (:func:`cnnlab.fusion.training_pairs`; none with
+        ``config.FUSE`` off). Kept per set of targets."""
+        if not config.FUSE:
+            return set(), set()
+        cache = self.__dict__.setdefault("_pairs", {})
+        entry = cache.get(tuple(id(t) for t in targets))
+        if entry is None or any(a is not b for a, b in zip(entry[0], targets)):
+            pairs = training_pairs(self._ancestors(targets), {id(t) for t in targets})
+            entry = cache[tuple(id(t) for t in targets)] = (list(targets), set(pairs),
+                                                             {id(relu) for relu in pairs.values()})
+        return entry[1], entry[2]
+
     def _frozen_steps(self, targets):
         needs = self.requires_grad(False)
         needed = self._ancestors(targets)
@@ -240,7 +255,9 @@ class Graph:
                                          enumerate(node for node in self.nodes if node.layer.draws_masks)}
 
         plan = pool = release = None
-        frozen = reusable = ()
+        frozen = reusable = convs = relus = ()
+        if training and observe is None:  # (observed, each node's own output is seen)
+            convs, relus = self.training_pairs(self.outputs if targets is None else targets)
         if training and not input_grads and observe is None:
             plan, frozen, reusable = self.frozen_steps(self.outputs if targets is None else targets)
         if not training and observe is None and config.FUSE:
@@ -271,7 +288,13 @@ class Graph:
             if id(node) in seeds:
                 layer.step_seed = seeds[id(node)]
             try:
-                out = node.apply(lambda v: layer.forward(v, training), values)
+                if id(node) in convs:  # the ReLU that alone reads the output applied as it is written
+                    out = node.apply(lambda v: layer.forward(v, training, activation="relu"), values)
+                elif id(node) in relus:  # that output passed on, and saved as its input for the backward
+                    out = node.apply(lambda v: v, values)
+                    layer.saved = out
+                else:
+                    out = node.apply(lambda v: layer.forward(v, training), values)
             finally:
                 if id(node) in seeds:
                     layer.step_seed = None

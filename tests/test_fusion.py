@@ -608,3 +608,44 @@ def test_a_lending_call_inside_another_puts_the_outer_lender_back():
     assert id(first) in outer.lent and id(second) in outer.lent
     assert len(inner.lent) == 1
     assert cpu.empty((2,), np.float32).base is None  # no lender after the outermost call
+
+
+def _pairs_network():
+    """Convolutions followed by a ReLU alone (two), by a ReLU and an Add, by a batch normalization."""
+    x = cnnlab.Input((3, 8, 8))
+    first = L.Conv2D(3, 4, 3, padding=1, seed=1)(x)
+    a = L.ReLU()(first)
+    second = L.Conv2D(4, 4, 3, padding=1, seed=2)(a)
+    b = L.ReLU()(second)
+    shared = L.Conv2D(4, 4, 1, seed=3)(b)
+    c = L.Add()([L.ReLU()(shared), shared])
+    normed = L.ReLU()(L.BatchNorm2D(4)(L.Conv2D(4, 4, 3, padding=1, seed=4)(c)))
+    out = L.Dense(4 * 8 * 8, 3, seed=5)(L.Flatten()(normed))
+    return cnnlab.Model(x, out), (first, a, second, b)
+
+
+def test_training_runs_each_conv_with_the_relu_that_alone_reads_it_and_trains_the_same(monkeypatch):
+    # a convolution read by a ReLU alone writes max(x, 0) itself (one pass less); one read by two
+    # nodes, one followed by a batch normalization and one whose output is a target do not
+    model, (first, a, second, b) = _pairs_network()
+    graph = model.graph
+    convs, relus = graph.training_pairs(graph.outputs)
+    paired = [node for node in graph.nodes if id(node) in convs]
+    assert [node.output for node in paired] == [first, second]
+    assert {id(node) for node in graph.nodes if node.output in (a, b)} == relus
+    assert graph.training_pairs([graph.outputs[0], second])[0] == {id(paired[0])}  # (second wanted as it is)
+    monkeypatch.setattr(config, "FUSE", False)
+    assert graph.training_pairs(graph.outputs) == (set(), set())
+
+    rng = np.random.default_rng(0)
+    data, labels = rng.standard_normal((16, 3, 8, 8)).astype(np.float32), rng.integers(0, 3, 16)
+    trained = []
+    for fuse in (True, False):
+        monkeypatch.setattr(config, "FUSE", fuse)
+        model, _ = _pairs_network()  # the same seeded weights each time
+        history = model.fit(data, labels, epochs=2, batch_size=8, optimizer=cnnlab.optim.SGD(0.05), shuffle=False,
+                            verbose=0)
+        trained.append((history.history["loss"], [value for layer in model.layers for value in layer.params.values()]))
+    (fused_loss, fused_params), (plain_loss, plain_params) = trained
+    assert fused_loss == plain_loss
+    assert all(np.array_equal(p, q) for p, q in zip(fused_params, plain_params))

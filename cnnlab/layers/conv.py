@@ -88,10 +88,14 @@ class Conv2D(Layer):
     def sample_shape_hint(self) -> tuple | None:
         return None if self.in_channels is None else (self.in_channels, "H", "W")
 
-    def forward(self, x: Array, training: bool = False) -> Array:
+    def forward(self, x: Array, training: bool = False, *, activation: str | None = None) -> Array:
+        """The convolution of ``x``; ``activation`` (keyword-only, a name
+        :func:`cnnlab.functional.conv2d` takes) is applied as the output is written: a training
+        graph passes ``'relu'`` where a ``ReLU`` alone reads the output
+        (:func:`cnnlab.fusion.training_pairs`). The backward is the convolution's own either way."""
         self.build(tuple(x.shape[1:]))
         x = self.prepare(x)
-        out = F.conv2d(x, self.params["weight"], self.params.get("bias"), **self.geometry())
+        out = F.conv2d(x, self.params["weight"], self.params.get("bias"), **self.geometry(), activation=activation)
         if training:
             self.saved = x
         return out
