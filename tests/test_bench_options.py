@@ -1,5 +1,5 @@
 """bench/node_overhead.py, thread_split.py, rested.py, depthwise.py, direct_conv.py, pointwise_blocks.py,
-conv_backward.py, strided_conv.py, small_gemm.py, step_pool.py and conv_engines.py refuse bad options with one line of usage."""
+conv_backward.py, strided_conv.py, small_gemm.py, step_pool.py, conv_engines.py and training_layers.py refuse bad options with one line of usage."""
 
 import pathlib
 import subprocess
@@ -33,6 +33,7 @@ BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
     ("step_pool.py", ["--repeat", "0"], "--repeat"),
     ("conv_engines.py", ["--rounds", "0"], "--rounds"),
     ("conv_engines.py", ["--shapes", "lenet9"], "--shapes"),
+    ("training_layers.py", ["--rounds", "0"], "--rounds"),
 ])
 def test_bad_options_are_one_line_of_usage(script, options, words):
     done = subprocess.run([sys.executable, str(BENCH / script), *options], capture_output=True, text=True,
