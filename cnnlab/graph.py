@@ -247,7 +247,9 @@ class Graph:
         sees each node's output as it is made (every node then runs on its own).  Inference
         without ``observe`` runs :meth:`inference_plan`, with convolution chains fused.
         Training with ``input_grads=False`` (the backward will not ask for the inputs' gradient,
-        as ``fit``'s does not) runs a frozen base as in inference (:meth:`frozen_steps`).
+        as ``fit``'s does not) runs a frozen base as in inference (:meth:`frozen_steps`). In
+        training a ``Conv2D`` whose output only a ``ReLU`` reads applies it as it writes, and the
+        ``ReLU`` passes the output on (:meth:`training_pairs`; not while observed).
         """
         if training:
             self._tape = {}
