@@ -51,8 +51,9 @@ def main():
                 engine.close()
         print(f"OpenBLAS {setting}: GEMMs on {info['blas']}, Numba's {info['threading']} threading layer")
         print(format_models_table(rows))
-        if threading_warning(info["threading"]):
-            print(threading_warning(info["threading"]), file=sys.stderr)
+        warning = threading_warning(info["threading"])
+        if warning:
+            print(warning, file=sys.stderr)
     warning = busy_warning(os.getloadavg()[0], os.cpu_count(), args.threads)
     if warning:
         print(f"at the end: {warning}", file=sys.stderr)

@@ -7,7 +7,8 @@ max pooling with and without the chosen indices on one thread (16x64x56x56 and 3
 ReLU forward and backward and an Adam step on 4,096, 1 M and 12.8 M float32 values, and
 softmax over 10 classes at batch 32 and over 21 classes of a 512x512 map, and batch
 normalization's statistics and backward on three of ResNet-18's shapes at batch 16 (the
-element-wise ones and batch normalization with Numba's thread count). Prints the minimum and the median in microseconds. Two versions::
+element-wise ones and batch normalization with Numba's thread count). Prints the minimum and
+the median in microseconds. Two versions::
 
     git worktree add /tmp/before COMMIT
     for round in 1 2 3; do PYTHONPATH=/tmp/before python bench/small_kernels.py; python bench/small_kernels.py; done

@@ -247,6 +247,15 @@ class FusedSqueeze(FusedStep):
         return arguments
 
 
+def _readers(nodes):
+    """``{id(tensor): [the nodes among nodes that read it, in their order]}``."""
+    readers = {}
+    for node in nodes:
+        for tensor in node.inputs:
+            readers.setdefault(id(tensor), []).append(node)
+    return readers
+
+
 def fusion_plan(nodes, keep):
     """``nodes`` (topological order) with every ``Conv2D`` node and the chain fused into it
     replaced by one :class:`FusedConv` placed where its last node was.
@@ -261,12 +270,7 @@ def fusion_plan(nodes, keep):
     ``(C, 1, 1)`` of feature maps ``(C, H, W)`` of the same dtype (a squeeze-excitation block's
     gating: :meth:`FusedConv.run` scales the weights instead of the maps).
     """
-    consumers, producers = {}, {}
-    for node in nodes:
-        producers[id(node.output)] = node
-        for tensor in node.inputs:
-            consumers.setdefault(id(tensor), []).append(node)
-
+    consumers, producers = _readers(nodes), {id(node.output): node for node in nodes}
     placed, absorbed = {}, set()
 
     def sole_consumer(tensor):
@@ -315,10 +319,7 @@ def training_pairs(nodes, keep):
     the ReLU's mask is the same read from its output, which is its input (``max(x, 0) > 0``
     exactly where ``x > 0``).
     """
-    consumers = {}
-    for node in nodes:
-        for tensor in node.inputs:
-            consumers.setdefault(id(tensor), []).append(node)
+    consumers = _readers(nodes)
     pairs = {}
     for node in nodes:
         users = consumers.get(id(node.output), [])
