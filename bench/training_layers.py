@@ -7,8 +7,8 @@ Times every layer's forward and backward call (by class, and by channels for the
 convolutions) over ``fit`` runs of :data:`cnnlab.bench.networks.TRAIN_STEPS` steps, after three
 untimed runs; prints, per round, the run's milliseconds per step and each layer kind's
 milliseconds per step, the largest first. A convolution that runs with the ReLU after it in
-its output write (``cnnlab.fusion.training_pairs``) leaves no ReLU forward call. Two versions
-in alternating processes::
+its output write leaves no ReLU forward call, and a ReLU that only a max pooling reads no ReLU
+backward call (``cnnlab.fusion.training_fusion``). Two versions in alternating processes::
 
     git worktree add /tmp/before COMMIT
     for round in 1 2; do PYTHONPATH=/tmp/before python bench/training_layers.py; python bench/training_layers.py; done

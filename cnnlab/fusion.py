@@ -18,18 +18,20 @@ a layer contributes is declared on the layer class (``fused_activation()``,
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from . import functional as F
 from .device import is_gpu_array, kernels_for, to_device, to_host
 from .functional.conv import bind_conv2d, epilogue_activation
 from .kernels import cpu as cpu_kernels
-from .layers import Add, BatchNorm2D, Conv2D, GlobalAvgPool2D, Multiply, ReLU
+from .layers import Add, BatchNorm2D, Conv2D, GlobalAvgPool2D, MaxPool2D, Multiply, ReLU
 from .memory import BufferPool, buffer_pool
 from .shapes import is_known
 
 __all__ = ["FusedStep", "FusedConv", "FusedSqueeze", "BufferPool", "fusion_plan", "recyclable", "buffer_pool",
-           "training_pairs"]
+           "TrainingFusion", "training_fusion"]
 
 
 class FusedStep:
@@ -308,25 +310,53 @@ def fusion_plan(nodes, keep):
     return _fuse_squeezes(plan, keep)
 
 
-def training_pairs(nodes, keep):
-    """For a training step over ``nodes`` (topological order): the ``Conv2D`` nodes whose output
-    only a ``ReLU`` node reads (and that is not in ``keep``, ids of tensors wanted outside), by
-    id, mapped to that ``ReLU`` node.
+class TrainingFusion(NamedTuple):
+    """What a training step over a graph runs fused: sets of node ids (:func:`training_fusion`)."""
 
-    The convolution then applies the ReLU as it writes its output (its kernel's epilogue, the
-    same values as the ReLU kernel's), and the ReLU node passes that output on: one pass over
-    the feature maps less. Backward is unchanged: the convolution's needs its input only, and
-    the ReLU's mask is the same read from its output, which is its input (``max(x, 0) > 0``
-    exactly where ``x > 0``).
+    #: ``Conv2D`` nodes that apply the ReLU alone reading their output as they write it
+    convs: frozenset = frozenset()
+    #: those ``ReLU`` nodes: their forward passes the convolution's output on
+    relus: frozenset = frozenset()
+    #: ``MaxPool2D`` nodes alone reading a ReLU's output: they keep the positive picks only
+    pools: frozenset = frozenset()
+    #: those ``ReLU`` nodes: their backward passes the gradient on (the pool's applied the mask)
+    through: frozenset = frozenset()
+
+
+def training_fusion(nodes, keep):
+    """For a training step over ``nodes`` (topological order), with ``keep`` the ids of
+    tensors wanted outside (none of the tensors between fused nodes may be one): the
+    :class:`TrainingFusion` of
+
+    - each ``Conv2D`` node whose output only a ``ReLU`` node reads, with that ``ReLU``. The
+      convolution applies the ReLU as it writes its output (its kernel's epilogue, the same
+      values as the ReLU kernel's), and the ReLU node passes that output on: one pass over the
+      feature maps less. The convolution's backward needs its input only, and the ReLU's mask
+      is the same read from its output, which is its input (``max(x, 0) > 0`` exactly where
+      ``x > 0``).
+    - each ``ReLU`` node whose output only a ``MaxPool2D`` node reads, with that pool. The pool
+      keeps where each window's value came from only for positive values
+      (:func:`cnnlab.functional.pool2d`'s ``positive_only``), so its backward's scatter applies
+      the ReLU's mask, and the ReLU's backward passes the gradient on: one pass less over the
+      larger map. A window's value is the ReLU's output at the element it picked, so each
+      gradient lands where the ReLU's own backward would keep it (the same values, bitwise).
     """
     consumers = _readers(nodes)
-    pairs = {}
-    for node in nodes:
+
+    def only_reader(node, kind):
         users = consumers.get(id(node.output), [])
-        if type(node.layer) is Conv2D and len(users) == 1 and type(users[0].layer) is ReLU \
-                and id(node.output) not in keep:
-            pairs[id(node)] = users[0]
-    return pairs
+        found = len(users) == 1 and type(users[0].layer) is kind and id(node.output) not in keep
+        return users[0] if found else None
+
+    convs, relus, pools, through = set(), set(), set(), set()
+    for node in nodes:
+        if type(node.layer) is Conv2D and (relu := only_reader(node, ReLU)) is not None:
+            convs.add(id(node))
+            relus.add(id(relu))
+        elif type(node.layer) is ReLU and (pool := only_reader(node, MaxPool2D)) is not None:
+            through.add(id(node))
+            pools.add(id(pool))
+    return TrainingFusion(*map(frozenset, (convs, relus, pools, through)))
 
 
 def _fuse_squeezes(plan, keep):

@@ -25,7 +25,7 @@ import contextlib
 from . import config, memory
 from . import functional as F
 from .device import is_gpu_array
-from .fusion import FusedConv, FusedStep, fusion_plan, recyclable, training_pairs
+from .fusion import FusedConv, FusedStep, TrainingFusion, fusion_plan, recyclable, training_fusion
 from .parallel import single_threaded_blas
 from .symbolic import Input, Node, SymbolicTensor, TensorSpec, as_tensor_list, call_layer, is_symbolic
 
@@ -168,7 +168,7 @@ class Graph:
         """Pickling and copying leave out what is keyed by object ids (the inference plans and a
         training step's saved state): they are rebuilt where the copy runs."""
         state = dict(self.__dict__)
-        for key in ("_plans", "_walk_cached", "_frozen", "_pairs", "_tape"):
+        for key in ("_plans", "_walk_cached", "_frozen", "_training_fusion", "_tape", "_through"):
             state.pop(key, None)
         return state
 
@@ -211,20 +211,19 @@ class Graph:
             entry = cache[key] = (list(targets), *self._frozen_steps(targets))
         return entry[1], entry[2], entry[3]
 
-    def training_pairs(self, targets):
-        """``(convolutions, relus)``: the ids of the ``Conv2D`` nodes a training step runs with
-        the ``ReLU`` that alone reads their output applied as they write it, and of those
-        ``ReLU`` nodes, which pass it on (:func:`cnnlab.fusion.training_pairs`; none with
+    def training_fusion(self, targets):
+        """The :class:`cnnlab.fusion.TrainingFusion` of a training step toward ``targets``
+        (:func:`cnnlab.fusion.training_fusion`: convolutions that apply the ReLU reading them,
+        max poolings that apply the mask of the ReLU they read in their backward; nothing with
         ``config.FUSE`` off). Kept per set of targets."""
         if not config.FUSE:
-            return set(), set()
-        cache = self.__dict__.setdefault("_pairs", {})
-        entry = cache.get(tuple(id(t) for t in targets))
+            return TrainingFusion()
+        cache = self.__dict__.setdefault("_training_fusion", {})
+        key = tuple(id(t) for t in targets)
+        entry = cache.get(key)
         if entry is None or any(a is not b for a, b in zip(entry[0], targets)):
-            pairs = training_pairs(self._ancestors(targets), {id(t) for t in targets})
-            entry = cache[tuple(id(t) for t in targets)] = (list(targets), set(pairs),
-                                                             {id(relu) for relu in pairs.values()})
-        return entry[1], entry[2]
+            entry = cache[key] = (list(targets), training_fusion(self._ancestors(targets), set(key)))
+        return entry[1]
 
     def _frozen_steps(self, targets):
         needs = self.requires_grad(False)
@@ -249,17 +248,20 @@ class Graph:
         Training with ``input_grads=False`` (the backward will not ask for the inputs' gradient,
         as ``fit``'s does not) runs a frozen base as in inference (:meth:`frozen_steps`). In
         training a ``Conv2D`` whose output only a ``ReLU`` reads applies it as it writes, and the
-        ``ReLU`` passes the output on (:meth:`training_pairs`; not while observed).
+        ``ReLU`` passes the output on; a ``MaxPool2D`` that alone reads a ``ReLU``'s output keeps
+        its positive picks only, and the ``ReLU``'s backward passes the gradient on
+        (:meth:`training_fusion`; not while observed).
         """
+        fused = TrainingFusion()
+        if training and observe is None:  # (observed, each node's own output is seen)
+            fused = self.training_fusion(self.outputs if targets is None else targets)
         if training:
-            self._tape = {}
+            self._tape, self._through = {}, fused.through
         seeds = {} if seed is None else {id(node): (seed + k) % (2**31) for k, node in
                                          enumerate(node for node in self.nodes if node.layer.draws_masks)}
 
         plan = pool = release = None
-        frozen = reusable = convs = relus = ()
-        if training and observe is None:  # (observed, each node's own output is seen)
-            convs, relus = self.training_pairs(self.outputs if targets is None else targets)
+        frozen = reusable = ()
         if training and not input_grads and observe is None:
             plan, frozen, reusable = self.frozen_steps(self.outputs if targets is None else targets)
         if not training and observe is None and config.FUSE:
@@ -290,17 +292,21 @@ class Graph:
             if id(node) in seeds:
                 layer.step_seed = seeds[id(node)]
             try:
-                if id(node) in convs:  # the ReLU that alone reads the output applied as it is written
+                if id(node) in fused.convs:  # the ReLU that alone reads the output applied as it is written
                     out = node.apply(lambda v: layer.forward(v, training, activation="relu"), values)
-                elif id(node) in relus:  # that output passed on, and saved as its input for the backward
+                elif id(node) in fused.relus:  # that output passed on, and saved as its input for the backward
                     out = node.apply(lambda v: v, values)
                     layer.saved = out
+                elif id(node) in fused.pools:  # the mask of the ReLU it reads kept in its indices
+                    out = node.apply(lambda v: layer.forward(v, training, positive_only=True), values)
                 else:
                     out = node.apply(lambda v: layer.forward(v, training), values)
             finally:
                 if id(node) in seeds:
                     layer.step_seed = None
             if training:
+                if id(node) in fused.through:  # its backward passes the gradient on: nothing kept
+                    layer.saved = None
                 self._tape[id(node)] = layer.saved
             if observe is not None:
                 observe(node, out)
@@ -330,7 +336,7 @@ class Graph:
         state of each node and of each layer): once a training step's update is done nothing
         reads it, and its arrays can serve the next step (:meth:`step_pool`) instead of being
         held until each layer runs again."""
-        self._tape = None
+        self._tape, self._through = None, frozenset()
         for layer in self.layers:
             layer.saved = None
 
@@ -363,6 +369,7 @@ class Graph:
 
     def _backward(self, tape, grads, input_grads):
         needs = self.requires_grad(input_grads)
+        through = getattr(self, "_through", frozenset())  # ReLUs whose mask the max pooling applied
         grads = dict(grads)
         summed = {}  # id(layer) -> its parameter gradients from the nodes already run
         for node in reversed(self.nodes):
@@ -376,7 +383,7 @@ class Graph:
             if switch:
                 previous, layer.input_grad = layer.input_grad, False
             try:
-                result = layer.backward(grad)
+                result = grad if id(node) in through else layer.backward(grad)
             finally:
                 if switch:
                     layer.input_grad = previous

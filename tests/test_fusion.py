@@ -12,6 +12,7 @@ import cnnlab
 import cnnlab.functional as F
 import cnnlab.layers as L
 from cnnlab import applications, config
+from cnnlab.fusion import TrainingFusion
 from cnnlab.graph import FusedConv
 from cnnlab.shapes import resolve_padding
 
@@ -611,31 +612,44 @@ def test_a_lending_call_inside_another_puts_the_outer_lender_back():
 
 
 def _pairs_network():
-    """Convolutions followed by a ReLU alone (two), by a ReLU and an Add, by a batch normalization."""
+    """Convolutions followed by a ReLU alone (two), by a ReLU and an Add, by a batch
+    normalization; ReLUs read by a max pooling alone (after a convolution, after a batch
+    normalization), and one read by a max pooling and an Add."""
     x = cnnlab.Input((3, 8, 8))
     first = L.Conv2D(3, 4, 3, padding=1, seed=1)(x)
     a = L.ReLU()(first)
     second = L.Conv2D(4, 4, 3, padding=1, seed=2)(a)
     b = L.ReLU()(second)
-    shared = L.Conv2D(4, 4, 1, seed=3)(b)
+    pooled = L.MaxPool2D(2)(b)  # 2x2 windows at stride 2: their own kernel
+    shared = L.Conv2D(4, 4, 1, seed=3)(pooled)
     c = L.Add()([L.ReLU()(shared), shared])
     normed = L.ReLU()(L.BatchNorm2D(4)(L.Conv2D(4, 4, 3, padding=1, seed=4)(c)))
-    out = L.Dense(4 * 8 * 8, 3, seed=5)(L.Flatten()(normed))
-    return cnnlab.Model(x, out), (first, a, second, b)
+    overlapping = L.MaxPool2D(3, 1, 1)(normed)  # the general kernel, windows that share elements
+    third = L.Conv2D(4, 4, 3, padding=1, seed=5)(overlapping)
+    t = L.ReLU()(third)
+    both = L.Add()([L.MaxPool2D(3, 1, 1)(t), t])
+    out = L.Dense(4 * 4 * 4, 3, seed=6)(L.Flatten()(both))
+    return cnnlab.Model(x, out), (first, a, second, b, pooled, normed, overlapping, third, t)
 
 
 def test_training_runs_each_conv_with_the_relu_that_alone_reads_it_and_trains_the_same(monkeypatch):
     # a convolution read by a ReLU alone writes max(x, 0) itself (one pass less); one read by two
-    # nodes, one followed by a batch normalization and one whose output is a target do not
-    model, (first, a, second, b) = _pairs_network()
+    # nodes, one followed by a batch normalization and one whose output is a target do not. A
+    # max pooling alone reading a ReLU's output applies its mask in the backward's scatter.
+    model, (first, a, second, b, pooled, normed, overlapping, third, t) = _pairs_network()
     graph = model.graph
-    convs, relus = graph.training_pairs(graph.outputs)
-    paired = [node for node in graph.nodes if id(node) in convs]
-    assert [node.output for node in paired] == [first, second]
-    assert {id(node) for node in graph.nodes if node.output in (a, b)} == relus
-    assert graph.training_pairs([graph.outputs[0], second])[0] == {id(paired[0])}  # (second wanted as it is)
+
+    def ids(*tensors):
+        return {id(node) for node in graph.nodes if any(node.output is tensor for tensor in tensors)}
+
+    fused = graph.training_fusion(graph.outputs)
+    assert fused.convs == ids(first, second, third) and fused.relus == ids(a, b, t)
+    assert fused.pools == ids(pooled, overlapping) and fused.through == ids(b, normed)
+    wanted = graph.training_fusion([graph.outputs[0], second, b])  # tensors wanted as they are
+    assert wanted.convs == ids(first, third) and wanted.relus == ids(a, t)
+    assert wanted.pools == ids(overlapping) and wanted.through == ids(normed)
     monkeypatch.setattr(config, "FUSE", False)
-    assert graph.training_pairs(graph.outputs) == (set(), set())
+    assert graph.training_fusion(graph.outputs) == TrainingFusion()
 
     rng = np.random.default_rng(0)
     data, labels = rng.standard_normal((16, 3, 8, 8)).astype(np.float32), rng.integers(0, 3, 16)

@@ -82,6 +82,39 @@ def test_backward_through_indices_equals_the_searching_backward(problem):
                                   through_indices)
 
 
+def relu_pool_check(x, arguments):
+    """Max pooling of ``relu(x)`` with ``positive_only``: the same output, the indices of the
+    picks that are not positive -1, and the backward through them the gradient with respect to
+    ``x``, bitwise that of the ReLU's backward after the plain scatter."""
+    relu = F.relu(x)
+    out, indices = F.pool2d(relu, **arguments, return_indices=True)
+    masked_out, masked = F.pool2d(relu, **arguments, return_indices=True, positive_only=True)
+    np.testing.assert_array_equal(masked_out, out)
+    np.testing.assert_array_equal(masked, np.where(out > 0, indices, -1))
+    upstream = np.random.default_rng(7).standard_normal(out.shape).astype(x.dtype)
+    plain = F.relu_backward(x, F.pool2d_backward(x.shape, None, upstream, **arguments, indices=indices))
+    np.testing.assert_array_equal(F.pool2d_backward(x.shape, None, upstream, **arguments, indices=masked), plain)
+    return masked
+
+
+@given(problems())
+def test_positive_only_indices_apply_the_mask_of_the_relu_before(problem):
+    g, kind = problem
+    g["mode"] = "max"
+    x = values(np.random.default_rng(8), (g["samples"], g["channels"], g["height"], g["width"]), g["dtype"], kind)
+    relu_pool_check(x, options(g))
+
+
+@settings(max_examples=20)
+@given(st.integers(1, 3), st.integers(2, 9), st.integers(2, 9), st.sampled_from([np.float32, np.float64]),
+       st.sampled_from(["distinct", "ties", "nan"]))
+def test_positive_only_in_two_by_two_windows(channels, height, width, dtype, kind):
+    x = values(np.random.default_rng(height * 10 + width), (2, channels, height, width), dtype, kind)
+    masked = relu_pool_check(x, dict(kernel_size=2, stride=2))
+    if kind == "ties":  # windows of zeros and -1s: their gradient goes nowhere
+        assert np.any(masked == -1)
+
+
 def finite_weighted_sum(out, upstream):
     return float(np.sum(np.where(np.isfinite(out), out * upstream, 0.0)))
 
@@ -221,6 +254,20 @@ def test_return_indices_must_be_a_bool():
         F.pool2d(np.ones((1, 1, 4, 4)), 2, return_indices="yes")
 
 
+def test_positive_only_needs_return_indices_and_max_and_a_bool():
+    x = np.ones((1, 1, 4, 4))
+    with pytest.raises(ValueError, match="positive_only.*return_indices"):
+        F.pool2d(x, 2, positive_only=True)
+    with pytest.raises(ValueError, match="positive_only.*'max'"):
+        F.pool2d(x, 2, mode="min", return_indices=True, positive_only=True)
+    with pytest.raises(TypeError, match="positive_only"):
+        F.pool2d(x, 2, return_indices=True, positive_only="yes")
+    with pytest.raises(ValueError, match="positive_only.*training"):
+        L.MaxPool2D(2).forward(x, positive_only=True)
+    with pytest.raises(ValueError, match="positive_only"):
+        L.AvgPool2D(2).forward(x, training=True, positive_only=True)
+
+
 def test_return_indices_refuses_a_dask_array():
     da = pytest.importorskip("dask.array")
     with pytest.raises(TypeError, match="dask"):
@@ -298,6 +345,18 @@ def test_gpu_indices_and_backward_equal_cpu(g, kind):
     tol = 1e-6 if g["dtype"] == np.float32 else 1e-12
     np.testing.assert_allclose(host, F.pool2d_backward(x.shape, None, upstream, **arguments, indices=indices),
                                rtol=tol, atol=tol)
+
+
+@pytest.mark.usefixtures("small_cuda_launches")
+@settings(max_examples=6)
+@given(pool_option_geometries(modes=("max",), max_size=3))
+def test_gpu_positive_only_indices_equal_cpu(g):
+    x = values(np.random.default_rng(9), (1, g["channels"], g["height"], g["width"]), g["dtype"], "ties")
+    arguments = options(g)
+    out, indices = F.pool2d(x, **arguments, return_indices=True, positive_only=True)
+    gpu_out, gpu_indices = F.pool2d(cnnlab.to_device(x), **arguments, return_indices=True, positive_only=True)
+    np.testing.assert_array_equal(cnnlab.to_host(gpu_out), out)
+    np.testing.assert_array_equal(cnnlab.to_host(gpu_indices), indices)
 
 
 @pytest.mark.usefixtures("small_cuda_launches")

@@ -25,7 +25,7 @@ INDEX_DTYPE = np.dtype(np.int64)  # of pool2d(return_indices=True)'s indices, as
 @empty_batches()
 def pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0, mode: str = "max", *,
            dilation: IntPair = 1, ceil_mode: bool = False, count_include_pad: bool = True,
-           return_indices: bool = False) -> Array | tuple[Array, Array]:
+           return_indices: bool = False, positive_only: bool = False) -> Array | tuple[Array, Array]:
     """2-D pooling: one statistic of every window of every channel.
 
     Parameters
@@ -70,6 +70,14 @@ def pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, paddin
         ``max_pool2d(return_indices=True)``; :func:`pool2d_backward` then
         scatters the gradient through them instead of searching every window
         again (what the training layers do).  Not for dask arrays.
+    positive_only : bool, default False
+        Mode ``'max'`` with ``return_indices`` only: index -1 (the gradient
+        goes nowhere) for each window whose maximum is not greater than 0
+        (NaN included).  For ``x`` a ReLU's output, :func:`pool2d_backward`
+        through these indices is the gradient with respect to the ReLU's
+        *input*: the ReLU's mask is applied in the scatter, and its own
+        backward pass over the larger map is not needed (what a training
+        step does for a ReLU that only a max pooling reads).
 
     Returns
     -------
@@ -82,6 +90,8 @@ def pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, paddin
         gradient goes nowhere).  int64, PyTorch's index dtype (and NumPy's
         default integer), so that the indices work as they are with
         ``torch.nn.functional.max_unpool2d`` and ``np.unravel_index``.
+        With ``positive_only``, -1 also where the window's value is not
+        greater than 0.
 
     Shape
     -----
@@ -130,8 +140,11 @@ def pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, paddin
     array([[ 5,  7],
            [13, 15]])
     """
+    positive_only = check_flag("positive_only", positive_only)
     if check_flag("return_indices", return_indices):
-        return _pool2d_with_indices(x, kernel_size, stride, padding, mode, dilation, ceil_mode)
+        return _pool2d_with_indices(x, kernel_size, stride, padding, mode, dilation, ceil_mode, positive_only)
+    if positive_only:
+        raise ValueError("positive_only=True marks indices: it needs return_indices=True")
     return _pool2d(x, kernel_size, stride, padding, mode, dilation=dilation, ceil_mode=ceil_mode,
                    count_include_pad=count_include_pad)
 
@@ -161,7 +174,7 @@ def _indices_kernel_arguments(args):
     return kernel_h, kernel_w, stride_h, stride_w, top, left, dilation_h, dilation_w, mode, workers
 
 
-def _pool2d_with_indices(x, kernel_size, stride, padding, mode, dilation, ceil_mode):
+def _pool2d_with_indices(x, kernel_size, stride, padding, mode, dilation, ceil_mode, positive_only=False):
     """:func:`pool2d` with ``return_indices=True``: ``(out, indices)``."""
     if is_dask_array(x):
         raise TypeError("return_indices=True takes a NumPy or GPU array, not a dask array: "
@@ -170,9 +183,12 @@ def _pool2d_with_indices(x, kernel_size, stride, padding, mode, dilation, ceil_m
     kernels = kernels_for(x=x)
     out_shape, args = pool_geometry(x.shape, kernel_size, stride, padding, mode, dilation, ceil_mode)
     _check_indices_mode(mode, "return_indices=True")
+    if positive_only and mode != "max":
+        raise ValueError(f"positive_only=True applies to mode 'max' only (a ReLU's output), got mode={mode!r}")
     out = kernels.empty(out_shape, x.dtype)
     indices = kernels.empty(out_shape, INDEX_DTYPE)
-    kernels.pool2d_forward_with_indices(kernels.asarray(x), out, indices, *_indices_kernel_arguments(args))
+    kernels.pool2d_forward_with_indices(kernels.asarray(x), out, indices, *_indices_kernel_arguments(args),
+                                        positive_only=positive_only)
     return out, indices
 
 
@@ -398,7 +414,7 @@ def global_avg_pool2d_backward(x: Array, grad_out: Array) -> Array:
 
 def max_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0, *,
                dilation: IntPair = 1, ceil_mode: bool = False, count_include_pad: bool = True,
-               return_indices: bool = False) -> Array | tuple[Array, Array]:
+               return_indices: bool = False, positive_only: bool = False) -> Array | tuple[Array, Array]:
     """Max pooling: :func:`pool2d` with ``mode='max'`` (``count_include_pad`` has no effect);
     with ``return_indices=True`` it returns ``(out, indices)`` as
     ``torch.nn.functional.max_pool2d`` (int64 flat indices into each (H, W) plane)."""
@@ -453,7 +469,7 @@ def _sum_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, divisor)
 
 def min_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0, *,
                dilation: IntPair = 1, ceil_mode: bool = False, count_include_pad: bool = True,
-               return_indices: bool = False) -> Array | tuple[Array, Array]:
+               return_indices: bool = False, positive_only: bool = False) -> Array | tuple[Array, Array]:
     """Min pooling: :func:`pool2d` with ``mode='min'`` (``count_include_pad`` has no effect);
     ``return_indices=True`` returns ``(out, indices)`` as :func:`max_pool2d`."""
     return pool2d(x, kernel_size, stride, padding, "min", dilation=dilation, ceil_mode=ceil_mode,

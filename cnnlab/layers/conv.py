@@ -92,7 +92,7 @@ class Conv2D(Layer):
         """The convolution of ``x``; ``activation`` (keyword-only, a name
         :func:`cnnlab.functional.conv2d` takes) is applied as the output is written: a training
         graph passes ``'relu'`` where a ``ReLU`` alone reads the output
-        (:func:`cnnlab.fusion.training_pairs`). The backward is the convolution's own either way."""
+        (:func:`cnnlab.fusion.training_fusion`). The backward is the convolution's own either way."""
         self.build(tuple(x.shape[1:]))
         x = self.prepare(x)
         out = F.conv2d(x, self.params["weight"], self.params.get("bias"), **self.geometry(), activation=activation)

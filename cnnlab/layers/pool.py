@@ -42,12 +42,19 @@ class _Pool2D(Layer):
                     mode=self.mode, dilation=self.dilation, ceil_mode=self.ceil_mode,
                     count_include_pad=self.count_include_pad)
 
-    def forward(self, x: Array, training: bool = False) -> Array:
+    def forward(self, x: Array, training: bool = False, *, positive_only: bool = False) -> Array:
+        """Pool ``x``. In training max and min pooling save where each value came from; with
+        ``positive_only`` (max pooling in training, ``x`` the output of a ReLU) only the
+        positive picks, so that :meth:`backward` gives the gradient with respect to the ReLU's
+        input (:func:`cnnlab.functional.pool2d`'s ``positive_only``)."""
         arguments = self._arguments(tuple(x.shape))
+        if positive_only and not (training and self.mode == "max"):
+            raise ValueError(f"positive_only=True applies to max pooling in training, got mode={self.mode!r} "
+                             f"and training={training!r}")
         if training and self.mode in ("max", "min"):
             # save where each value came from (and the input's shape), not x and out: the
             # backward is then a scatter instead of a second search of every window
-            out, indices = F.pool2d(x, **arguments, return_indices=True)
+            out, indices = F.pool2d(x, **arguments, return_indices=True, positive_only=positive_only)
             self.saved = (tuple(x.shape), None, indices)
             return out
         out = F.pool2d(x, **arguments)

@@ -191,7 +191,7 @@ def pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_
     if mode == POOL_MAX or mode == POOL_MIN:  # the kernel training uses too, without the indices
         kernel, geometry = _extreme_kernel(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
                                            dilation_h, dilation_w)
-        run_shared(kernel, x.shape[0] * x.shape[1], workers, x, out, _NO_INDICES, *geometry, mode)
+        run_shared(kernel, x.shape[0] * x.shape[1], workers, x, out, _NO_INDICES, *geometry, mode, False)
         return
     run_shared(_pool_planes, x.shape[0] * x.shape[1], workers,
                x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
@@ -363,7 +363,7 @@ def _replaces(v, t, is_max):
 
 
 @njit(cache=True, nogil=True)
-def _extreme_pool_2x2(x, out, indices, mode, first_plane, last_plane):
+def _extreme_pool_2x2(x, out, indices, mode, positive_only, first_plane, last_plane):
     """:func:`_extreme_pool_planes` for 2x2 windows at stride 2 inside the plane (no padding):
     the four taps of each window in one loop over the output row, which vectorizes (the taps'
     loads at stride 2 interleave), where the general kernel's passes per tap and row spent most
@@ -397,14 +397,23 @@ def _extreme_pool_2x2(x, out, indices, mode, first_plane, last_plane):
                 chosen = indices[n, c, oh]
                 origin = 2 * oh * width
                 for ow in range(out_w):
-                    chosen[ow] = origin + 2 * ow + picks[ow]
+                    index = origin + 2 * ow + picks[ow]
+                    chosen[ow] = index if not positive_only or row[ow] > 0 else -1
+
+
+@njit(cache=True)
+def _drop_nonpositive(chosen, row):
+    """Index -1 (the gradient goes nowhere) where the pooled value ``row`` is not > 0."""
+    for k in range(row.shape[0]):
+        chosen[k] = chosen[k] if row[k] > 0 else -1
 
 
 @njit(cache=True, nogil=True)
 def _extreme_pool_planes(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
-                         dilation_h, dilation_w, mode, first_plane, last_plane):
+                         dilation_h, dilation_w, mode, positive_only, first_plane, last_plane):
     """Max or min pool the planes ``first_plane .. last_plane-1`` of ``x`` (serial: one thread's
-    share), and write the chosen flat indices unless ``indices`` is empty.
+    share), and write the chosen flat indices unless ``indices`` is empty (-1 where the pick is
+    not positive with ``positive_only``).
 
     A tap replaces a window's choice only if strictly better, or the first NaN, so the first of
     equal elements (in tap order, which is flat-index order) wins. The windows inside the plane
@@ -418,6 +427,7 @@ def _extreme_pool_planes(x, out, indices, kernel_h, kernel_w, stride_h, stride_w
     out_h, out_w = out.shape[2], out.shape[3]
     keep = indices.shape[0] != 0
     is_max = mode == POOL_MAX
+    nothing = -math.inf if is_max else math.inf  # the value of a window without an input element
     span_w = dilation_w * (kernel_w - 1) + 1
     first = min(out_w, (pad_left + stride_w - 1) // stride_w)
     last = max(first, min(out_w, (width - span_w + pad_left) // stride_w + 1))
@@ -470,7 +480,7 @@ def _extreme_pool_planes(x, out, indices, kernel_h, kernel_w, stride_h, stride_w
                                 offsets[k] = offset if better else offsets[k]
                 if not started:  # every tap row in the padding (dilated windows only)
                     for k in range(count):
-                        target[k] = -math.inf if is_max else math.inf
+                        target[k] = nothing
                     if keep:
                         indices[n, c, oh, first:last] = -1
                 elif keep:
@@ -486,12 +496,11 @@ def _extreme_pool_planes(x, out, indices, kernel_h, kernel_w, stride_h, stride_w
                     continue
                 best = _extreme_choice(plane, h0, ow * stride_w - pad_left, kernel_h, kernel_w, dilation_h,
                                        dilation_w, is_max)
-                if best >= 0:
-                    row[ow] = plane[best // width, best % width]
-                else:  # a window entirely in the padding
-                    row[ow] = -math.inf if is_max else math.inf
+                row[ow] = plane[best // width, best % width] if best >= 0 else nothing  # (-1: all padding)
                 if keep:
                     indices[n, c, oh, ow] = best
+            if keep and positive_only:
+                _drop_nonpositive(indices[n, c, oh], row)
 
 
 _NO_INDICES = np.empty((0, 0, 0, 0), dtype=np.int64)
@@ -509,7 +518,7 @@ def _extreme_kernel(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad
 
 
 def pool2d_forward_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
-                                dilation_h, dilation_w, mode, workers):
+                                dilation_h, dilation_w, mode, workers, positive_only=False):
     """Max or min pool every plane of ``x`` into ``out`` and write where each value came from.
 
     ``out`` gets what :func:`pool2d_forward` gives; ``indices[n, c, oh, ow]`` is the flat
@@ -530,10 +539,15 @@ def pool2d_forward_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, s
         ``POOL_MAX`` or ``POOL_MIN``.
     workers : int
         Threads sharing the planes; 1 runs on the calling thread.
+    positive_only : bool, default False
+        Write -1 (no input element) where the window's value is not greater than 0 (NaN
+        included): the backward through these indices is then that of max pooling a ReLU's
+        output, taken with respect to the ReLU's input (the ReLU's mask is applied with the
+        scatter).
     """
     kernel, geometry = _extreme_kernel(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
                                        dilation_h, dilation_w)
-    run_shared(kernel, x.shape[0] * x.shape[1], workers, x, out, indices, *geometry, mode)
+    run_shared(kernel, x.shape[0] * x.shape[1], workers, x, out, indices, *geometry, mode, bool(positive_only))
 
 
 @njit(cache=True, nogil=True)

@@ -224,7 +224,7 @@ def global_avg_pool2d_backward(grad_out, grad_x):
 
 @cuda.jit
 def _pool2d_forward_with_indices_kernel(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top,
-                                        pad_left, dilation_h, dilation_w, mode):
+                                        pad_left, dilation_h, dilation_w, mode, positive_only):
     samples, channels, out_h, out_w = out.shape
     width = x.shape[3]
     size = samples * channels * out_h * out_w
@@ -235,24 +235,26 @@ def _pool2d_forward_with_indices_kernel(x, out, indices, kernel_h, kernel_w, str
         n = index // (out_w * out_h * channels)
         chosen = _window_choice(x, n, c, oh * stride_h - pad_top, ow * stride_w - pad_left, kernel_h, kernel_w,
                                 dilation_h, dilation_w, mode)
-        indices[n, c, oh, ow] = chosen
         if chosen >= 0:
             out[n, c, oh, ow] = x[n, c, chosen // width, chosen % width]
         elif mode == POOL_MAX:  # a dilated window lying entirely in the padding
             out[n, c, oh, ow] = -math.inf
         else:
             out[n, c, oh, ow] = math.inf
+        # (with positive_only, a pick that is not > 0 sends its gradient nowhere)
+        indices[n, c, oh, ow] = chosen if not positive_only or out[n, c, oh, ow] > 0 else -1
 
 
 def pool2d_forward_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
-                                dilation_h, dilation_w, mode, workers):
+                                dilation_h, dilation_w, mode, workers, positive_only=False):
     """Max or min pooling and the flat index of each window's pick; contract of
     :func:`cnnlab.kernels.cpu.pool.pool2d_forward_with_indices` (``workers`` is a CPU schedule:
     ignored here).  One thread per output element: the window's choice (first on ties, first
     NaN, -1 for a window entirely in the padding), then its value."""
     blocks, threads = launch_shape(out.size)
     _pool2d_forward_with_indices_kernel[blocks, threads](x, out, indices, kernel_h, kernel_w, stride_h, stride_w,
-                                                         pad_top, pad_left, dilation_h, dilation_w, mode)
+                                                         pad_top, pad_left, dilation_h, dilation_w, mode,
+                                                         bool(positive_only))
 
 
 @cuda.jit
