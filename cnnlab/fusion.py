@@ -319,7 +319,9 @@ class TrainingFusion(NamedTuple):
     relus: frozenset = frozenset()
     #: ``MaxPool2D`` nodes alone reading a ReLU's output: they keep the positive picks only
     pools: frozenset = frozenset()
-    #: those ``ReLU`` nodes: their backward passes the gradient on (the pool's applied the mask)
+    #: ``Conv2D`` nodes alone reading a ReLU's output: they apply its mask to their input gradient
+    masked: frozenset = frozenset()
+    #: the ``ReLU`` nodes of ``pools`` and ``masked``: their backward passes the gradient on
     through: frozenset = frozenset()
 
 
@@ -340,6 +342,10 @@ def training_fusion(nodes, keep):
       the ReLU's mask, and the ReLU's backward passes the gradient on: one pass less over the
       larger map. A window's value is the ReLU's output at the element it picked, so each
       gradient lands where the ReLU's own backward would keep it (the same values, bitwise).
+    - each ``ReLU`` node whose output only a ``Conv2D`` node reads, with that convolution, which
+      applies the ReLU's mask to its input gradient (``conv2d_backward``'s ``relu_input``: in
+      the epilogue of the input gradient's convolution where it is one), and the ReLU's backward
+      passes the gradient on.
     """
     consumers = _readers(nodes)
 
@@ -348,7 +354,7 @@ def training_fusion(nodes, keep):
         found = len(users) == 1 and type(users[0].layer) is kind and id(node.output) not in keep
         return users[0] if found else None
 
-    convs, relus, pools, through = set(), set(), set(), set()
+    convs, relus, pools, masked, through = set(), set(), set(), set(), set()
     for node in nodes:
         if type(node.layer) is Conv2D and (relu := only_reader(node, ReLU)) is not None:
             convs.add(id(node))
@@ -356,7 +362,10 @@ def training_fusion(nodes, keep):
         elif type(node.layer) is ReLU and (pool := only_reader(node, MaxPool2D)) is not None:
             through.add(id(node))
             pools.add(id(pool))
-    return TrainingFusion(*map(frozenset, (convs, relus, pools, through)))
+        elif type(node.layer) is ReLU and (conv := only_reader(node, Conv2D)) is not None:
+            through.add(id(node))
+            masked.add(id(conv))
+    return TrainingFusion(*map(frozenset, (convs, relus, pools, masked, through)))
 
 
 def _fuse_squeezes(plan, keep):

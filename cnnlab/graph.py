@@ -214,8 +214,8 @@ class Graph:
     def training_fusion(self, targets):
         """The :class:`cnnlab.fusion.TrainingFusion` of a training step toward ``targets``
         (:func:`cnnlab.fusion.training_fusion`: convolutions that apply the ReLU reading them,
-        max poolings that apply the mask of the ReLU they read in their backward; nothing with
-        ``config.FUSE`` off). Kept per set of targets."""
+        max poolings and convolutions that apply the mask of the ReLU they read in their
+        backward; nothing with ``config.FUSE`` off). Kept per set of targets."""
         if not config.FUSE:
             return TrainingFusion()
         cache = self.__dict__.setdefault("_training_fusion", {})
@@ -249,14 +249,15 @@ class Graph:
         as ``fit``'s does not) runs a frozen base as in inference (:meth:`frozen_steps`). In
         training a ``Conv2D`` whose output only a ``ReLU`` reads applies it as it writes, and the
         ``ReLU`` passes the output on; a ``MaxPool2D`` that alone reads a ``ReLU``'s output keeps
-        its positive picks only, and the ``ReLU``'s backward passes the gradient on
-        (:meth:`training_fusion`; not while observed).
+        its positive picks only, a ``Conv2D`` that does applies its mask to its input gradient,
+        and the ``ReLU``'s backward passes the gradient on (:meth:`training_fusion`; not while
+        observed).
         """
         fused = TrainingFusion()
         if training and observe is None:  # (observed, each node's own output is seen)
             fused = self.training_fusion(self.outputs if targets is None else targets)
         if training:
-            self._tape, self._through = {}, fused.through
+            self._tape, self._through = {}, (fused.through, fused.masked)
         seeds = {} if seed is None else {id(node): (seed + k) % (2**31) for k, node in
                                          enumerate(node for node in self.nodes if node.layer.draws_masks)}
 
@@ -336,7 +337,7 @@ class Graph:
         state of each node and of each layer): once a training step's update is done nothing
         reads it, and its arrays can serve the next step (:meth:`step_pool`) instead of being
         held until each layer runs again."""
-        self._tape, self._through = None, frozenset()
+        self._tape, self._through = None, (frozenset(), frozenset())
         for layer in self.layers:
             layer.saved = None
 
@@ -369,7 +370,8 @@ class Graph:
 
     def _backward(self, tape, grads, input_grads):
         needs = self.requires_grad(input_grads)
-        through = getattr(self, "_through", frozenset())  # ReLUs whose mask the max pooling applied
+        # ReLUs whose mask the max pooling or the convolution reading them applies, and those convolutions
+        through, masked = getattr(self, "_through", (frozenset(), frozenset()))
         grads = dict(grads)
         summed = {}  # id(layer) -> its parameter gradients from the nodes already run
         for node in reversed(self.nodes):
@@ -383,7 +385,10 @@ class Graph:
             if switch:
                 previous, layer.input_grad = layer.input_grad, False
             try:
-                result = grad if id(node) in through else layer.backward(grad)
+                if id(node) in through:
+                    result = grad
+                else:
+                    result = layer.backward(grad, relu_input=True) if id(node) in masked else layer.backward(grad)
             finally:
                 if switch:
                     layer.input_grad = previous

@@ -37,6 +37,46 @@ def test_conv2d_backward_matches_finite_differences(g):
     assert F.conv2d_backward(x, w, upstream, input_grad=False, **geometry)[0] is None
 
 
+def check_relu_input(x_before_relu, w, geometry):
+    """``conv2d_backward(relu(z), ..., relu_input=True)``: the input gradient bitwise what the
+    ReLU's backward makes of the plain one, the parameters' gradients unchanged."""
+    x = F.relu(x_before_relu)
+    out = F.conv2d(x, w, **geometry)
+    upstream = np.random.default_rng(4).standard_normal(out.shape).astype(x.dtype)
+    plain = F.conv2d_backward(x, w, upstream, **geometry)
+    masked = F.conv2d_backward(x, w, upstream, **geometry, relu_input=True)
+    np.testing.assert_array_equal(masked[0], F.relu_backward(x_before_relu, plain[0]))
+    for ours, theirs in zip(masked[1:], plain[1:]):
+        np.testing.assert_array_equal(ours, theirs)
+    return masked[0]
+
+
+@settings(max_examples=20)
+@given(conv_geometries(max_size=5))
+def test_conv2d_backward_through_a_relu_equals_the_relus_backward(g):
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((g["samples"], g["channels"], g["height"], g["width"])).astype(g["dtype"])
+    w = rng.standard_normal((g["filters"], g["channels"] // g["groups"]) + g["kernel"]).astype(g["dtype"])
+    check_relu_input(z, w, dict(stride=g["stride"], padding=g["padding"], dilation=g["dilation"], groups=g["groups"]))
+
+
+@pytest.mark.parametrize("channels, filters, kernel, stride, groups", [
+    (32, 32, 3, 1, 1),  # the input gradient a convolution by im2col and a GEMM: the mask in its epilogue
+    (16, 16, 3, 1, 16),  # depthwise: the direct kernel's epilogue, after its wide rows are copied out
+    (8, 24, 1, 1, 1),  # pointwise blocks
+    (8, 16, 3, 2, 1),  # stride 2: col2im, then the ReLU's backward in place
+])
+def test_conv2d_backward_through_a_relu_on_each_path(channels, filters, kernel, stride, groups):
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((4, channels, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((filters, channels // groups, kernel, kernel)).astype(np.float32)
+    grad = check_relu_input(z, w, dict(stride=stride, padding=kernel // 2, groups=groups))
+    assert np.any(grad[z <= 0] == 0) and np.all(grad[z <= 0] == 0) and np.any(grad != 0)
+    with pytest.raises(TypeError, match="relu_input"):
+        F.conv2d_backward(z, w, np.ones_like(F.conv2d(z, w, stride=stride, padding=kernel // 2, groups=groups)),
+                          stride=stride, padding=kernel // 2, groups=groups, relu_input="yes")
+
+
 @settings(max_examples=20)
 @given(pool_geometries())
 def test_pool2d_backward_matches_finite_differences(g):

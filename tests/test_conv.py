@@ -495,6 +495,13 @@ def test_conv2d_four_sided_padding_gpu_equals_cpu(g):
     gpu_grads = F.conv2d_backward(*(cnnlab.to_device(a) for a in (x, weight, upstream)), **geometry)
     for ours, theirs in zip(gpu_grads, cpu_grads):
         np.testing.assert_allclose(cnnlab.to_host(ours), theirs, **tolerance(g["dtype"]))
+    # through a ReLU's mask: on the GPU a pass after the input gradient, on the CPU in its epilogue
+    relu = np.maximum(x, 0)
+    cpu_masked = F.conv2d_backward(relu, weight, upstream, **geometry, relu_input=True)[0]
+    gpu_masked = F.conv2d_backward(*(cnnlab.to_device(a) for a in (relu, weight, upstream)), **geometry,
+                                   relu_input=True)[0]
+    np.testing.assert_allclose(cnnlab.to_host(gpu_masked), cpu_masked, **tolerance(g["dtype"]))
+    assert np.all(cpu_masked[relu <= 0] == 0)
 
 
 def test_four_sided_padding_equals_explicitly_padded_input():

@@ -635,7 +635,8 @@ def _pairs_network():
 def test_training_runs_each_conv_with_the_relu_that_alone_reads_it_and_trains_the_same(monkeypatch):
     # a convolution read by a ReLU alone writes max(x, 0) itself (one pass less); one read by two
     # nodes, one followed by a batch normalization and one whose output is a target do not. A
-    # max pooling alone reading a ReLU's output applies its mask in the backward's scatter.
+    # max pooling alone reading a ReLU's output applies its mask in the backward's scatter, a
+    # convolution in its input gradient.
     model, (first, a, second, b, pooled, normed, overlapping, third, t) = _pairs_network()
     graph = model.graph
 
@@ -644,10 +645,12 @@ def test_training_runs_each_conv_with_the_relu_that_alone_reads_it_and_trains_th
 
     fused = graph.training_fusion(graph.outputs)
     assert fused.convs == ids(first, second, third) and fused.relus == ids(a, b, t)
-    assert fused.pools == ids(pooled, overlapping) and fused.through == ids(b, normed)
+    assert fused.pools == ids(pooled, overlapping) and fused.masked == ids(second)
+    assert fused.through == ids(a, b, normed)  # a: read by the second convolution alone
     wanted = graph.training_fusion([graph.outputs[0], second, b])  # tensors wanted as they are
     assert wanted.convs == ids(first, third) and wanted.relus == ids(a, t)
-    assert wanted.pools == ids(overlapping) and wanted.through == ids(normed)
+    assert wanted.pools == ids(overlapping) and wanted.masked == ids(second)
+    assert wanted.through == ids(a, normed)
     monkeypatch.setattr(config, "FUSE", False)
     assert graph.training_fusion(graph.outputs) == TrainingFusion()
 

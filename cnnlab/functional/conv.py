@@ -15,6 +15,7 @@ from ..kernels import (
     EPILOGUE_HARDSIGMOID,
     EPILOGUE_HARDSWISH,
     EPILOGUE_LEAKY_RELU,
+    EPILOGUE_MASK,
     EPILOGUE_NONE,
     EPILOGUE_SIGMOID,
     EPILOGUE_SILU,
@@ -22,7 +23,7 @@ from ..kernels import (
 )
 from ..kernels import cpu as cpu_kernels
 from ..parallel import blas_limited, cpu_workers, single_threaded_blas, thread_count
-from ..shapes import c_strides, check_int, pair, plain_argument, resolve_padding, window_output_shape
+from ..shapes import c_strides, check_flag, check_int, pair, plain_argument, resolve_padding, window_output_shape
 from ..types import Array, DTypeLike, IntPair, Padding
 from .activation import as_number, clip_bounds
 from .common import (
@@ -447,7 +448,8 @@ def check_scale(scale: Array, filters: int, dtype: DTypeLike) -> Array:
 
 
 def conv2d_backward(x: Array, weight: Array, grad_out: Array, stride: IntPair = 1, padding: Padding = 0,
-                    dilation: IntPair = 1, groups: int = 1, input_grad: bool = True) -> tuple[Array, ...]:
+                    dilation: IntPair = 1, groups: int = 1, input_grad: bool = True, *,
+                    relu_input: bool = False) -> tuple[Array, ...]:
     """Gradients of :func:`conv2d` with respect to ``x``, ``weight`` and ``bias``.
 
     Parameters
@@ -458,6 +460,11 @@ def conv2d_backward(x: Array, weight: Array, grad_out: Array, stride: IntPair = 
         Gradient of the loss with respect to the convolution's output.
     input_grad : bool
         Compute ``grad_x`` (a first layer does not need it).
+    relu_input : bool, default False
+        Keyword-only: ``x`` is the output of a ReLU, and ``grad_x`` is wanted with respect to
+        that ReLU's input: 0 where ``x`` is not > 0, as :func:`cnnlab.functional.relu_backward`
+        would make it (bitwise). On the CPU, where the input gradient is a convolution (stride
+        1), the mask is applied as its output is written; otherwise in a pass after it.
 
     Returns
     -------
@@ -470,6 +477,7 @@ def conv2d_backward(x: Array, weight: Array, grad_out: Array, stride: IntPair = 
     cnnlab.kernels.cpu.conv.conv2d_backward_input, cnnlab.kernels.cpu.conv.conv2d_backward_weight,
     and their cuda twins.
     """
+    relu_input = check_flag("relu_input", relu_input)
     x = as_float_array("x", x, ndim=4)
     weight = as_float_array("weight", weight, ndim=4, dtype=x.dtype)
     kernels = kernels_for(x=x, weight=weight, grad_out=grad_out)
@@ -482,14 +490,16 @@ def conv2d_backward(x: Array, weight: Array, grad_out: Array, stride: IntPair = 
     with blas_guard(kernels):
         kernels.conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, *geometry.args)
         if input_grad:
-            input_gradient(kernels, grad_out, weight, grad_x, geometry)
+            input_gradient(kernels, grad_out, weight, grad_x, geometry, mask=x if relu_input else None)
     return grad_x, grad_weight, grad_bias
 
 
-def input_gradient(kernels, grad_out: Array, weight: Array, grad_x: Array, geometry: ConvGeometry) -> None:
+def input_gradient(kernels, grad_out: Array, weight: Array, grad_x: Array, geometry: ConvGeometry,
+                   mask: Array | None = None) -> None:
     """Write the input gradient of the convolution of ``geometry`` into ``grad_x`` (also the
     forward pass of a transposed convolution), on ``kernels``' device, inside the caller's
-    ``blas_guard``.
+    ``blas_guard``; with ``mask`` (of ``grad_x``'s shape), 0 where it is not > 0 (the gradient
+    through the mask of a ReLU whose output ``mask`` is).
 
     At stride 1 (with no more padding than the window reaches), the input gradient is itself a
     convolution: of ``grad_out``, padded by the window's reach less the forward's padding, with
@@ -502,16 +512,21 @@ def input_gradient(kernels, grad_out: Array, weight: Array, grad_x: Array, geome
     MobileNetV2's depthwise 96-channel layer at 56x56, batch 4: 3.3 ms, 0.37-0.38 ms
     (``python bench/conv_backward.py [--col2im]``)."""
     flipped = _flipped_geometry(grad_out.shape, weight.shape, grad_x.shape, grad_x.dtype, geometry)
+    in_epilogue = mask is not None and flipped is not None and kernels is cpu_kernels
     if flipped is None:
         kernels.conv2d_backward_input(grad_out, weight, grad_x, *geometry.args)
-        return
-    channels, dtype = grad_x.shape[1], grad_x.dtype
-    groups = geometry.args[6]
-    flipped_weight = kernels.empty((channels, weight.shape[0] // groups) + tuple(weight.shape[2:]), dtype)
-    kernels.conv2d_flipped_weight(weight, groups, flipped_weight)
-    kernels.conv2d_forward(grad_out, flipped_weight, kernels.ones((channels,), dtype),
-                           kernels.zeros((channels,), dtype), grad_x, False, 0, 0.0, 0.0, grad_x, *flipped.args,
-                           flipped.filter_blocks, flipped.sample_block)
+    else:
+        channels, dtype = grad_x.shape[1], grad_x.dtype
+        groups = geometry.args[6]
+        flipped_weight = kernels.empty((channels, weight.shape[0] // groups) + tuple(weight.shape[2:]), dtype)
+        kernels.conv2d_flipped_weight(weight, groups, flipped_weight)
+        kernels.conv2d_forward(grad_out, flipped_weight, kernels.ones((channels,), dtype),
+                               kernels.zeros((channels,), dtype), mask if in_epilogue else grad_x, False,
+                               EPILOGUE_MASK if in_epilogue else EPILOGUE_NONE, 0.0, 0.0, grad_x, *flipped.args,
+                               flipped.filter_blocks, flipped.sample_block)
+    if mask is not None and not in_epilogue:  # the ReLU's backward, in place
+        flat = grad_x.reshape(-1)
+        kernels.relu_backward(mask.reshape(-1), flat, flat)
 
 
 #: compute a stride-1 convolution's input gradient as a convolution where that is faster (see

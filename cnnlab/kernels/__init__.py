@@ -29,3 +29,6 @@ EPILOGUE_SIGMOID = 5
 EPILOGUE_SILU = 6
 EPILOGUE_TANH = 7
 EPILOGUE_GELU = 8  # v * Phi(v), the exact form
+# v where the residual array is > 0, else 0 (has_residual False): an input gradient through the
+# mask of the ReLU whose output that array is (CPU convolution kernels only)
+EPILOGUE_MASK = 9

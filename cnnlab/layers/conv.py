@@ -100,10 +100,13 @@ class Conv2D(Layer):
             self.saved = x
         return out
 
-    def backward(self, grad_out: Array) -> Array:
+    def backward(self, grad_out: Array, *, relu_input: bool = False) -> Array:
+        """The input's gradient (None without ``input_grad``); the parameters' go to
+        :attr:`grads`. With ``relu_input`` (the input is a ReLU's output), the gradient with
+        respect to that ReLU's input (:func:`cnnlab.functional.conv2d_backward`'s)."""
         x = self._need_saved()
         grad_x, grad_weight, grad_bias = F.conv2d_backward(
-            x, self.params["weight"], grad_out, input_grad=self.input_grad, **self.geometry())
+            x, self.params["weight"], grad_out, input_grad=self.input_grad, **self.geometry(), relu_input=relu_input)
         self.grads["weight"] = grad_weight
         if self.use_bias:
             self.grads["bias"] = grad_bias

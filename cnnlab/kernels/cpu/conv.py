@@ -49,6 +49,7 @@ from .. import (
     EPILOGUE_HARDSIGMOID,
     EPILOGUE_HARDSWISH,
     EPILOGUE_LEAKY_RELU,
+    EPILOGUE_MASK,
     EPILOGUE_SIGMOID,
     EPILOGUE_SILU,
     EPILOGUE_TANH,
@@ -169,7 +170,9 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
 
     ``activation``: 0 none, 1 clip to ``[low, high]`` (ReLU is ``[0, inf]``, ReLU6 ``[0, 6]``),
     2 leaky ReLU with slope ``low``, 3 hard sigmoid ``clip(low * v + high, 0, 1)``, 4 hard swish,
-    5 sigmoid, 6 SiLU, 7 tanh, 8 GELU; each exactly as the stand-alone activation kernel computes it.
+    5 sigmoid, 6 SiLU, 7 tanh, 8 GELU; each exactly as the stand-alone activation kernel computes it;
+    9 (with ``has_residual`` False) 0 where ``residual`` is not > 0: an input gradient through
+    the mask of the ReLU whose output ``residual`` is, as the ReLU's backward kernel computes it.
     One loop per case, so each vectorizes."""
     n = row.shape[0]
     if has_residual:
@@ -209,6 +212,9 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
     elif activation == EPILOGUE_GELU:
         for p in range(n):
             row[p] = 0.5 * row[p] * erfc_of_scaled_negative(row[p])
+    elif activation == EPILOGUE_MASK:
+        for p in range(n):
+            row[p] = row[p] if residual[p] > 0 else 0
 
 
 @njit(cache=True, nogil=True)
@@ -398,6 +404,7 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
                                                                       kernel_w, stride_h, stride_w, dilation_h,
                                                                       dilation_w)
     wide = np.empty(block_rows * pitch + DIRECT_SPARE, x.dtype)
+    reads_residual = has_residual or activation == EPILOGUE_MASK  # (laid out as the output, not as wide)
     for item in range(first_item, last_item):
         n = item // (groups * blocks)
         g = (item // blocks) % groups
@@ -411,13 +418,13 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
         for f in range(g * filters_per_group, (g + 1) * filters_per_group):
             for c in range(per_group):
                 _direct_taps(padded, c * channel_size, offsets, weight[f, c], wide, length, c > 0)
-            if not has_residual:  # the epilogue over the wide rows, one vector loop, before the copy
+            if not reads_residual:  # the epilogue over the wide rows, one vector loop, before the copy
                 _finish_row(wide[:length], wide, False, scale[f], shift[f], activation, low, high)
             span = out_planes[n, f, first_row * out_w:(first_row + rows) * out_w]
             for r in range(rows):
                 for k in range(out_w):
                     span[np.uint64(r * out_w + k)] = wide[np.uint64(r * pitch + k)]
-            if has_residual:  # the epilogue once over the item's rows, contiguous in the output plane
+            if reads_residual:  # the epilogue once over the item's rows, contiguous in the output plane
                 _finish_row(span, residual_planes[n, f, first_row * out_w:(first_row + rows) * out_w], has_residual,
                             scale[f], shift[f], activation, low, high)
 
@@ -718,7 +725,9 @@ def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, 
         Per-filter multiplier and offset (ones and the bias for a plain convolution; a batch
         normalization folded in otherwise).
     residual : (N, F, OH, OW) array, C-contiguous
-        Added before the activation when ``has_residual`` (pass ``out`` itself otherwise).
+        Added before the activation when ``has_residual``; with activation ``EPILOGUE_MASK``
+        (and ``has_residual`` False), the mask: outputs where it is not > 0 are 0 (pass ``out``
+        itself otherwise).
     has_residual : bool
     activation : int
         The epilogue's activation code (see :func:`_finish_row`); ``low`` and ``high`` are its
