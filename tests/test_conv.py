@@ -150,7 +150,8 @@ def test_pointwise_convolution_in_cache_sized_pixel_blocks(samples, min_work, gr
     """A 1x1 convolution's pixels in blocks of a few rows (input and output columns within
     POINTWISE_BLOCK_BYTES, at least POINTWISE_MIN_PIXELS), the last block short, equals the
     definition, with the epilogue, with one group or two; and with each block's GEMM cut into
-    tiles of 16 pixels for a small-matrix kernel."""
+    tiles of 16 pixels for a small-matrix kernel. With fewer images times groups than threads,
+    the threads share the filters instead."""
     from cnnlab.functional import conv as functional_conv
     from cnnlab.kernels.cpu import conv as cpu_conv
 
@@ -166,7 +167,11 @@ def test_pointwise_convolution_in_cache_sized_pixel_blocks(samples, min_work, gr
     w = rng.standard_normal((filters, channels // groups, 1, 1)).astype(np.float32)
     b = rng.standard_normal(filters).astype(np.float32)
     geometry = functional_conv.conv_geometry(x.shape, w.shape, x.dtype, 1, 0, 1, groups)
-    assert geometry.args[7] == 3  # rows per item: 4 blocks, the last of 2 rows
+    workers = geometry.args[8]
+    if samples * groups < workers:  # one image and group: the threads share the filters, all pixels each
+        assert geometry.filter_blocks == workers and geometry.args[7] == 11
+    else:
+        assert geometry.args[7] == 3  # rows per item: 4 blocks, the last of 2 rows
     out = F.conv2d(x, w, b, groups=groups, activation="relu6")
     expected = naive.conv2d_loops(x, w, b, groups=groups)
     np.testing.assert_allclose(out, np.clip(expected, 0, 6), rtol=1e-5, atol=1e-5)

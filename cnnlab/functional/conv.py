@@ -368,10 +368,14 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
     row_bytes = taps * out_w * np.dtype(dtype).itemsize * workers
     block_rows = max(1, min(out_h, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes)))
     filter_blocks = sample_block = 1
+    pointwise = kernel_h == kernel_w == 1 and tuple(stride) == (1, 1) and (out_h, out_w) == (height, width)
     if samples * groups < workers:  # fewer images than threads: share each image's work too
         pieces = -(-workers // (samples * groups))
-        if 4 * out_h * out_w <= filters // groups and not direct:
-            filter_blocks = pieces  # deep layer, very few pixels: each thread a part of the filters
+        if (4 * out_h * out_w <= filters // groups or pointwise) and not direct:
+            # deep layer, very few pixels, or a 1x1 convolution: each thread a part of the filters
+            # over all the pixels. A 1x1 convolution's GEMMs split by pixels ran up to 2.6x slower
+            # (MobileNetV2's 64->384 at 14x14, batch 1: 257 -> 98 us; bench/pointwise_split.py)
+            filter_blocks = pieces
         else:
             block_rows = min(block_rows, max(1, -(-out_h // pieces)))  # each thread a part of the rows
     elif block_rows == out_h and out_h * out_w < config.GEMM_MIN_COLUMNS and groups == 1:
@@ -396,8 +400,7 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
         # stream from memory (96 to 24 channels, 3x3, 160x160, batch 1: 71 ms -> 12 ms; ResNet's
         # 3x3 64-channel layer at batch 16: 67 -> 57 ms)
         block_rows = max(1, int(config.IM2COL_CACHE_BYTES) // row_block)
-    if kernel_h == kernel_w == 1 and tuple(stride) == (1, 1) and (out_h, out_w) == (height, width) \
-            and sample_block == filter_blocks == 1:
+    if pointwise and sample_block == filter_blocks == 1:
         block_rows = min(block_rows, _pointwise_rows(channels_per_group + filters // groups, out_w, dtype))
     args = (stride[0], stride[1], pads[0][0], pads[1][0], dilation[0], dilation[1], groups,
             block_rows, workers)
