@@ -150,8 +150,7 @@ def test_pointwise_convolution_in_cache_sized_pixel_blocks(samples, min_work, gr
     """A 1x1 convolution's pixels in blocks of a few rows (input and output columns within
     POINTWISE_BLOCK_BYTES, at least POINTWISE_MIN_PIXELS), the last block short, equals the
     definition, with the epilogue, with one group or two; and with each block's GEMM cut into
-    tiles of 16 pixels for a small-matrix kernel. With fewer images times groups than threads,
-    the threads share the filters instead."""
+    tiles of 16 pixels for a small-matrix kernel."""
     from cnnlab.functional import conv as functional_conv
     from cnnlab.kernels.cpu import conv as cpu_conv
 
@@ -167,14 +166,30 @@ def test_pointwise_convolution_in_cache_sized_pixel_blocks(samples, min_work, gr
     w = rng.standard_normal((filters, channels // groups, 1, 1)).astype(np.float32)
     b = rng.standard_normal(filters).astype(np.float32)
     geometry = functional_conv.conv_geometry(x.shape, w.shape, x.dtype, 1, 0, 1, groups)
-    workers = geometry.args[8]
-    if samples * groups < workers:  # one image and group: the threads share the filters, all pixels each
-        assert geometry.filter_blocks == workers and geometry.args[7] == 11
-    else:
-        assert geometry.args[7] == 3  # rows per item: 4 blocks, the last of 2 rows
+    assert geometry.args[7] == 3  # rows per item: 4 blocks, the last of 2 rows
     out = F.conv2d(x, w, b, groups=groups, activation="relu6")
     expected = naive.conv2d_loops(x, w, b, groups=groups)
     np.testing.assert_allclose(out, np.clip(expected, 0, 6), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("filters", [24, 32, 40])
+def test_pointwise_convolution_of_one_image_shares_its_filters_from_32(filters, monkeypatch):
+    """One image: from POINTWISE_SPLIT_FILTERS filters on, each thread a part of the filters
+    over all the pixels (an odd part last); with fewer, blocks of pixel rows. Both equal the
+    definition."""
+    from cnnlab.functional import conv as functional_conv
+
+    monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)
+    rng = np.random.default_rng(filters)
+    x = rng.standard_normal((1, 7, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((filters, 7, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(filters).astype(np.float32)
+    geometry = functional_conv.conv_geometry(x.shape, w.shape, x.dtype, 1, 0, 1, 1)
+    if geometry.args[8] > 1:  # (two threads or more)
+        by_filters = filters >= functional_conv.POINTWISE_SPLIT_FILTERS
+        assert (geometry.filter_blocks > 1) == by_filters and (geometry.args[7] == 9) == by_filters
+    out = F.conv2d(x, w, b, activation="relu6")
+    np.testing.assert_allclose(out, np.clip(naive.conv2d_loops(x, w, b), 0, 6), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("channels, filters, groups, kernel, stride, size", [

@@ -371,10 +371,12 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
     pointwise = kernel_h == kernel_w == 1 and tuple(stride) == (1, 1) and (out_h, out_w) == (height, width)
     if samples * groups < workers:  # fewer images than threads: share each image's work too
         pieces = -(-workers // (samples * groups))
-        if (4 * out_h * out_w <= filters // groups or pointwise) and not direct:
-            # deep layer, very few pixels, or a 1x1 convolution: each thread a part of the filters
-            # over all the pixels. A 1x1 convolution's GEMMs split by pixels ran up to 2.6x slower
-            # (MobileNetV2's 64->384 at 14x14, batch 1: 257 -> 98 us; bench/pointwise_split.py)
+        if (4 * out_h * out_w <= filters // groups or pointwise and filters // groups >= POINTWISE_SPLIT_FILTERS) \
+                and not direct:
+            # deep layer, very few pixels, or a 1x1 convolution with enough filters: each thread a
+            # part of the filters over all the pixels. A 1x1 convolution's GEMMs split by pixels
+            # ran up to 2.6x slower (MobileNetV2's 64->384 at 14x14, batch 1: 121-249 -> 84-85 us;
+            # bench/pointwise_split.py); with 24 filters, 12 rows a GEMM, about even or slower
             filter_blocks = pieces
         else:
             block_rows = min(block_rows, max(1, -(-out_h // pieces)))  # each thread a part of the rows
@@ -411,6 +413,11 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
 POINTWISE_BLOCK_BYTES = 160 * 1024
 #: ... but no fewer pixels than this (smaller GEMMs lose more than the cache gains)
 POINTWISE_MIN_PIXELS = 96
+
+
+#: a 1x1 convolution of one image (and group) shares its filters between the threads from this
+#: many filters (per group) on, its pixels below (see _resolve_geometry)
+POINTWISE_SPLIT_FILTERS = 32
 
 
 def _pointwise_rows(values_per_pixel, out_w, dtype):
