@@ -7,8 +7,9 @@ max pooling with and without the chosen indices on one thread (16x64x56x56 and 3
 ReLU forward and backward and an Adam step on 4,096, 1 M and 12.8 M float32 values, and
 softmax over 10 classes at batch 32 and over 21 classes of a 512x512 map, and batch
 normalization's statistics and backward on three of ResNet-18's shapes at batch 16 (the
-element-wise ones and batch normalization with Numba's thread count). Prints the minimum and
-the median in microseconds. Two versions::
+element-wise ones and batch normalization with Numba's thread count), a convolution's ReLU6
+epilogue over 32 rows of 12,800 values (one thread). Prints the minimum and the median in
+microseconds. Two versions::
 
     git worktree add /tmp/before COMMIT
     for round in 1 2 3; do PYTHONPATH=/tmp/before python bench/small_kernels.py; python bench/small_kernels.py; done
@@ -17,9 +18,18 @@ the median in microseconds. Two versions::
 import argparse
 
 import numpy as np
+from numba import njit
 
 from cnnlab.bench.measuring import timed_runs
-from cnnlab.kernels import POOL_MAX, cpu
+from cnnlab.kernels import EPILOGUE_CLIP, POOL_MAX, cpu
+from cnnlab.kernels.cpu import conv as cpu_conv
+
+
+@njit(cache=False)
+def _epilogue_rows(rows, shift, low, high):
+    """A convolution's clip epilogue (``_finish_row``, scale 1, no residual) over each row."""
+    for k in range(rows.shape[0]):
+        cpu_conv._finish_row(rows[k], rows[k], False, rows.dtype.type(1), shift[k], EPILOGUE_CLIP, low, high)
 
 
 def _line(name, timing):
@@ -48,6 +58,9 @@ def main():
         _line(f"relu backward {size}", timed_runs(lambda: cpu.relu_backward(x, out, grad), repeat))
         _line(f"adam step {size}", timed_runs(
             lambda: cpu.adam_step(param, out, first, second, 1e-3, 0.9, 0.999, 1e-8, 0.0, 3), repeat))
+    rows = rng.standard_normal((32, 12_800)).astype(np.float32) * 4
+    shift = rng.standard_normal(32).astype(np.float32)
+    _line("conv epilogue relu6 32x12800", timed_runs(lambda: _epilogue_rows(rows, shift, 0.0, 6.0), repeat))
     for shape in [(32, 10, 1), (1, 21, 512 * 512)]:
         x = rng.standard_normal(shape).astype(np.float32)
         out = np.empty_like(x)
