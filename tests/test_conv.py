@@ -172,11 +172,12 @@ def test_pointwise_convolution_in_cache_sized_pixel_blocks(samples, min_work, gr
     np.testing.assert_allclose(out, np.clip(expected, 0, 6), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("scale", [None, 2.0])
-def test_clip_epilogue_compares_with_its_bounds_rounded_and_gives_the_same_values(scale):
+def test_clip_epilogue_compares_with_its_bounds_rounded_and_gives_the_same_values(scale, residual):
     """The epilogue compares in the output's dtype: at and beside the rounded bounds (0.1 and 0.7
     are no float32 numbers), at zeros, NaN and infinities, the values of a clip by float64
-    comparisons, and of the stand-alone clip."""
+    comparisons, and of the stand-alone clip; with a residual added too."""
     low, high = 0.1, 0.7
     edges = []
     for bound in (np.float32(low), np.float32(high)):
@@ -185,8 +186,9 @@ def test_clip_epilogue_compares_with_its_bounds_rounded_and_gives_the_same_value
     x = (values / np.float32(scale or 1)).reshape(1, 1, 1, -1)  # (exact: halving)
     weight = np.ones((1, 1, 1, 1), np.float32)
     scales = None if scale is None else np.full(1, scale, np.float32)
-    fused = F.conv2d(x, weight, scale=scales, activation=("clip", low, high)).ravel()
-    plain = F.conv2d(x, weight, scale=scales).ravel()
+    added = np.full((1, 1, 1, values.size), 0.25, np.float32) if residual else None
+    fused = F.conv2d(x, weight, scale=scales, residual=added, activation=("clip", low, high)).ravel()
+    plain = F.conv2d(x, weight, scale=scales, residual=added).ravel()
     wide = plain.astype(np.float64)
     by_float64 = np.where(wide < low, np.float32(low), np.where(wide > high, np.float32(high), plain))
     np.testing.assert_array_equal(fused, by_float64.astype(np.float32))

@@ -173,7 +173,7 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
     5 sigmoid, 6 SiLU, 7 tanh, 8 GELU; each exactly as the stand-alone activation kernel computes it;
     9 (with ``has_residual`` False) 0 where ``residual`` is not > 0: an input gradient through
     the mask of the ReLU whose output ``residual`` is, as the ReLU's backward kernel computes it.
-    One loop per case, so each vectorizes; the clip (ReLU, ReLU6) without a residual in one pass.
+    One loop per case, so each vectorizes; the clip (ReLU, ReLU6) in one pass with the rest.
 
     The clip compares with its bounds rounded to the row's dtype: the same values as comparing
     with the float64 bounds (no number of the dtype lies strictly between a bound and its
@@ -181,9 +181,13 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
     float64 comparison converted every value and ran about three times slower
     (``bench/small_kernels.py``)."""
     n = row.shape[0]
-    if activation == EPILOGUE_CLIP and not has_residual:  # (ReLU, ReLU6): one pass
+    if activation == EPILOGUE_CLIP:  # (ReLU, ReLU6): one pass
         lo, hi = row.dtype.type(low), row.dtype.type(high)
-        if s == 1:
+        if has_residual:
+            for p in range(n):
+                v = s * row[p] + b + residual[p]
+                row[p] = lo if v < lo else (hi if v > hi else v)
+        elif s == 1:
             for p in range(n):
                 v = row[p] + b
                 row[p] = lo if v < lo else (hi if v > hi else v)
@@ -201,12 +205,7 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
     else:
         for p in range(n):
             row[p] = s * row[p] + b
-    if activation == EPILOGUE_CLIP:
-        lo, hi = row.dtype.type(low), row.dtype.type(high)
-        for p in range(n):
-            v = row[p]
-            row[p] = lo if v < lo else (hi if v > hi else v)
-    elif activation == EPILOGUE_LEAKY_RELU:
+    if activation == EPILOGUE_LEAKY_RELU:
         for p in range(n):
             v = row[p]
             row[p] = v if v > 0 else low * v
