@@ -19,11 +19,11 @@ process (OpenBLAS's threads spin after a call and slow whatever runs next), alte
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 
 from cnnlab import parallel
+from cnnlab.bench.measuring import timed_runs
 from cnnlab.functional import conv as functional_conv
 from cnnlab.kernels import cpu as cpu_kernels
 from cnnlab.kernels.cpu import conv as conv_kernels
@@ -34,14 +34,10 @@ LAYERS = [(16, 96, 112), (24, 144, 56), (144, 24, 56), (32, 192, 28), (192, 32, 
 
 
 def _median(function, repeat):
-    for _ in range(5):
+    """The median seconds of ``repeat`` calls after five untimed ones."""
+    for _ in range(4):
         function()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed_runs(function, repeat)[2])
 
 
 def _with_blas_threads(count, function):
