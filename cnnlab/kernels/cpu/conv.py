@@ -187,11 +187,7 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
             for p in range(n):
                 v = s * row[p] + b + residual[p]
                 row[p] = lo if v < lo else (hi if v > hi else v)
-        elif s == 1:
-            for p in range(n):
-                v = row[p] + b
-                row[p] = lo if v < lo else (hi if v > hi else v)
-        else:
+        else:  # (s * v is v bitwise where s is 1: no loop of its own, less to compile)
             for p in range(n):
                 v = s * row[p] + b
                 row[p] = lo if v < lo else (hi if v > hi else v)
@@ -199,9 +195,6 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
     if has_residual:
         for p in range(n):
             row[p] = s * row[p] + b + residual[p]
-    elif s == 1:
-        for p in range(n):
-            row[p] += b
     else:
         for p in range(n):
             row[p] = s * row[p] + b
