@@ -158,6 +158,28 @@ def test_a_team_thread_that_went_to_sleep_is_woken(monkeypatch):
             time.sleep(0.01)
 
 
+def test_a_team_thread_lets_go_of_its_shares_arrays_when_the_call_returns():
+    """A buffer pool gives an array back only when nothing else holds it: the team's thread must
+    not keep the last share's arguments while it waits for the next one."""
+    import sys
+
+    array = np.zeros(4)
+    taken = []
+
+    def share(values, first, last):
+        if first == 0:  # the caller's share waits until the team's thread has taken its own
+            deadline = time.perf_counter() + 5
+            while not taken and time.perf_counter() < deadline:
+                time.sleep(0.001)
+        else:
+            taken.append(True)
+
+    held = sys.getrefcount(array)
+    _schedule.run_in_threads(share, [(array, 0, 1), (array, 1, 2)])
+    assert taken  # the second share ran on the team's thread
+    assert sys.getrefcount(array) == held
+
+
 def test_callers_on_several_threads_at_once_each_get_their_result():
     """One caller has the team at a time; the others run their shares themselves."""
     def call(k):

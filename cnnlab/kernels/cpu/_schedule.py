@@ -173,6 +173,9 @@ class _Watcher:
                 function(*arguments)
             except BaseException as exc:  # handed back to the caller, which raises it
                 self.error = exc
+            # let go of the share's arrays before waiting for the next one: held here, a buffer
+            # pool would see them still in use after the call, and make new ones
+            function = arguments = None
             handed = _done_then_watch(self.flags, ticket, seen, config.WORKER_SPIN_LOOKS)
 
     def keep_off(self, core):
