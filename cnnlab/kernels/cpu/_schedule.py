@@ -287,9 +287,12 @@ class _QueueTeam:
             try:
                 function(*arguments)
             except BaseException as exc:  # handed back to the caller, which raises it
-                done.put(exc)
+                failed = exc
             else:
-                done.put(None)
+                failed = None
+            function = arguments = None  # let go of the share's arrays before the caller goes on (_Watcher)
+            done.put(failed)
+            done = failed = None
 
     def run(self, function, shares):
         with self.lock:
