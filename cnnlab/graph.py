@@ -168,7 +168,7 @@ class Graph:
         """Pickling and copying leave out what is keyed by object ids (the inference plans and a
         training step's saved state): they are rebuilt where the copy runs."""
         state = dict(self.__dict__)
-        for key in ("_plans", "_walk_cached", "_frozen", "_training_fusion", "_tape", "_through"):
+        for key in ("_plans", "_walk_cached", "_frozen", "_training_fusion", "_tape", "_fused"):
             state.pop(key, None)
         return state
 
@@ -257,7 +257,7 @@ class Graph:
         if training and observe is None:  # (observed, each node's own output is seen)
             fused = self.training_fusion(self.outputs if targets is None else targets)
         if training:
-            self._tape, self._through = {}, (fused.through, fused.masked)
+            self._tape, self._fused = {}, fused
         seeds = {} if seed is None else {id(node): (seed + k) % (2**31) for k, node in
                                          enumerate(node for node in self.nodes if node.layer.draws_masks)}
 
@@ -337,7 +337,7 @@ class Graph:
         state of each node and of each layer): once a training step's update is done nothing
         reads it, and its arrays can serve the next step (:meth:`step_pool`) instead of being
         held until each layer runs again."""
-        self._tape, self._through = None, (frozenset(), frozenset())
+        self._tape, self._fused = None, TrainingFusion()
         for layer in self.layers:
             layer.saved = None
 
@@ -370,8 +370,7 @@ class Graph:
 
     def _backward(self, tape, grads, input_grads):
         needs = self.requires_grad(input_grads)
-        # ReLUs whose mask the max pooling or the convolution reading them applies, and those convolutions
-        through, masked = getattr(self, "_through", (frozenset(), frozenset()))
+        fused = getattr(self, "_fused", TrainingFusion())  # of the forward that made the tape
         grads = dict(grads)
         summed = {}  # id(layer) -> its parameter gradients from the nodes already run
         for node in reversed(self.nodes):
@@ -385,10 +384,12 @@ class Graph:
             if switch:
                 previous, layer.input_grad = layer.input_grad, False
             try:
-                if id(node) in through:
+                if id(node) in fused.through:  # a ReLU whose mask the pooling or convolution reading it applies
                     result = grad
+                elif id(node) in fused.masked:
+                    result = layer.backward(grad, relu_input=True)
                 else:
-                    result = layer.backward(grad, relu_input=True) if id(node) in masked else layer.backward(grad)
+                    result = layer.backward(grad)
             finally:
                 if switch:
                     layer.input_grad = previous
