@@ -8,7 +8,9 @@ ReLU forward and backward and an Adam step on 4,096, 1 M and 12.8 M float32 valu
 softmax over 10 classes at batch 32 and over 21 classes of a 512x512 map, and batch
 normalization's statistics and backward on three of ResNet-18's shapes at batch 16 (the
 element-wise ones and batch normalization with Numba's thread count), a convolution's ReLU6
-epilogue over 32 rows of 12,800 values (one thread). Prints the minimum and the median in
+epilogue over 32 rows of 12,800 values (one thread), and im2col's columns of every sample of
+four convolutions (LeNet's second layer, two 3x3 layers at stride 1 and one at stride 2; one
+thread, the copy alone). Prints the minimum and the median in
 microseconds. Two versions::
 
     git worktree add /tmp/before COMMIT
@@ -30,6 +32,13 @@ def _epilogue_rows(rows, shift, low, high):
     """A convolution's clip epilogue (``_finish_row``, scale 1, no residual) over each row."""
     for k in range(rows.shape[0]):
         cpu_conv._finish_row(rows[k], rows[k], False, rows.dtype.type(1), shift[k], EPILOGUE_CLIP, low, high)
+
+
+@njit(cache=False)
+def _all_columns(x, columns, kernel, out_size, stride, pad):
+    """im2col's columns (``_im2col``) of every sample of ``x``, into the one buffer in turn."""
+    for n in range(x.shape[0]):
+        cpu_conv._im2col(x, n, 0, 0, out_size, columns, kernel, kernel, out_size, stride, stride, pad, pad, 1, 1, 0)
 
 
 def _line(name, timing):
@@ -61,6 +70,13 @@ def main():
     rows = rng.standard_normal((32, 12_800)).astype(np.float32) * 4
     shift = rng.standard_normal(32).astype(np.float32)
     _line("conv epilogue relu6 32x12800", timed_runs(lambda: _epilogue_rows(rows, shift, 0.0, 6.0), repeat))
+    for shape, kernel, stride, pad in [((64, 6, 12, 12), 5, 1, 0), ((32, 32, 32, 32), 3, 1, 1),
+                                       ((16, 64, 56, 56), 3, 1, 1), ((32, 32, 64, 64), 3, 2, 1)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        out_size = (shape[2] + 2 * pad - kernel) // stride + 1
+        columns = np.empty((shape[1] * kernel * kernel, out_size * out_size), np.float32)
+        _line(f"im2col {shape} k{kernel} s{stride} p{pad}", timed_runs(
+            lambda: _all_columns(x, columns, kernel, out_size, stride, pad), max(1, repeat // 4)))
     for shape in [(32, 10, 1), (1, 21, 512 * 512)]:
         x = rng.standard_normal(shape).astype(np.float32)
         out = np.empty_like(x)

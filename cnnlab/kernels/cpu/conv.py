@@ -73,26 +73,40 @@ FIRST = np.int64(0)
 def _im2col(x, n, first_channel, first_row, rows, columns, kernel_h, kernel_w, out_w,
             stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, first_column=0):
     """Fill ``columns[:, first_column:first_column + rows*out_w]`` with the pixels each tap
-    sees, output rows ``first_row .. first_row+rows`` of sample ``n``; padding reads as zero."""
+    sees, output rows ``first_row .. first_row+rows`` of sample ``n``; padding reads as zero.
+
+    Each tap's range of output columns that read inside the input row (``lo .. hi``) is worked
+    out once, so that each row is a zero fill, a copy without bounds tests and a zero fill, all
+    indexed by unsigned integers (no test for negative indices): loops the compiler vectorizes.
+    A bounds test per value ran two to three times slower (``bench/small_kernels.py``'s im2col
+    row)."""
     height, width = x.shape[2], x.shape[3]
-    first_column = max(first_column, 0)  # known >= 0, the compiler drops the negative-index test and vectorizes
+    first_column = max(first_column, 0)
     for tap in range(columns.shape[0]):
         channel = first_channel + tap // (kernel_h * kernel_w)
         i = (tap // kernel_w) % kernel_h
-        j = tap % kernel_w
+        offset = (tap % kernel_w) * dilation_w - pad_w  # the input column of output column ow: ow * stride_w + offset
+        lo = min(out_w, -(offset // stride_w) if offset < 0 else 0)
+        hi = max(lo, min(out_w, (width - 1 - offset) // stride_w + 1)) if offset < width else lo
+        target = columns[tap]
         for r in range(rows):
             h = (first_row + r) * stride_h - pad_h + i * dilation_h
             start = first_column + r * out_w
             if h < 0 or h >= height:
                 for ow in range(out_w):
-                    columns[tap, start + ow] = 0
+                    target[np.uint64(start + ow)] = 0
                 continue
-            for ow in range(out_w):
-                w = ow * stride_w - pad_w + j * dilation_w
-                if 0 <= w < width:
-                    columns[tap, start + ow] = x[n, channel, h, w]
-                else:
-                    columns[tap, start + ow] = 0
+            source = x[n, channel, h]
+            for ow in range(lo):
+                target[np.uint64(start + ow)] = 0
+            if stride_w == 1:
+                for ow in range(lo, hi):
+                    target[np.uint64(start + ow)] = source[np.uint64(ow + offset)]
+            else:
+                for ow in range(lo, hi):
+                    target[np.uint64(start + ow)] = source[np.uint64(ow * stride_w + offset)]
+            for ow in range(hi, out_w):
+                target[np.uint64(start + ow)] = 0
 
 
 @njit(cache=True)
