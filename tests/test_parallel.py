@@ -131,3 +131,32 @@ def test_thread_count_is_read_once_per_model_call():
         assert thread_count() == before
     finally:
         numba.set_num_threads(before)
+
+
+def test_single_threaded_blas_sets_only_the_libraries_not_at_one_thread_and_restores_them(monkeypatch):
+    """A BLAS already at one thread is neither set nor restored; another is set to one and put
+    back on exit, after an error too; a nested entry changes nothing."""
+    from cnnlab import parallel
+
+    class Library:
+        def __init__(self, count):
+            self.count, self.calls = count, []
+
+        def get_num_threads(self):
+            return self.count
+
+        def set_num_threads(self, count):
+            self.calls.append(count)
+            self.count = count
+
+    single, pooled = Library(1), Library(3)
+    monkeypatch.setattr(parallel, "_blas_libraries", lambda: [single, pooled])
+    with pytest.raises(RuntimeError, match="inside"):
+        with parallel.single_threaded_blas():
+            assert (single.count, pooled.count) == (1, 1)
+            with parallel.single_threaded_blas():
+                assert pooled.calls == [1]
+            assert parallel.blas_limited()
+            raise RuntimeError("inside")
+    assert not parallel.blas_limited()
+    assert (single.calls, pooled.calls, pooled.count) == ([], [1, 3], 3)
