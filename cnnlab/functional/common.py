@@ -56,6 +56,9 @@ def as_float_array(name, a, ndim=None, dtype=None):
     ValueError
         For a wrong number of dimensions or an empty array.
     """
+    if type(a) is np.ndarray and a.dtype in FLOAT_DTYPES and a.flags.c_contiguous and a.ndim \
+            and (dtype is None or a.dtype == dtype) and (ndim is None or a.ndim == ndim) and a.size:
+        return a  # the common case, a host array that passes every check below as it is
     if isinstance(a, (str, bytes)) or a is None:
         raise TypeError(f"{name} must be an array of float32 or float64, got {type(a).__name__}")
     if not is_gpu_array(a):
