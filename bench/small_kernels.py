@@ -10,7 +10,8 @@ normalization's statistics and backward on three of ResNet-18's shapes at batch 
 element-wise ones and batch normalization with Numba's thread count), a convolution's ReLU6
 epilogue over 32 rows of 12,800 values (one thread), and im2col's columns of every sample of
 four convolutions (LeNet's second layer, two 3x3 layers at stride 1 and one at stride 2; one
-thread, the copy alone). Prints the minimum and the median in
+thread, the copy alone), and depthwise 3x3 convolutions with their ReLU6 at batch 1 (MobileNetV2's
+at 112x112, 56x56 at stride 2, 14x14 and 7x7; one thread). Prints the minimum and the median in
 microseconds. Two versions::
 
     git worktree add /tmp/before COMMIT
@@ -77,6 +78,15 @@ def main():
         columns = np.empty((shape[1] * kernel * kernel, out_size * out_size), np.float32)
         _line(f"im2col {shape} k{kernel} s{stride} p{pad}", timed_runs(
             lambda: _all_columns(x, columns, kernel, out_size, stride, pad), max(1, repeat // 4)))
+    for channels, size, stride in [(32, 112, 1), (96, 112, 2), (384, 14, 1), (960, 7, 1)]:
+        x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
+        weight = rng.standard_normal((channels, 1, 3, 3)).astype(np.float32)
+        scale, shift = np.ones(channels, np.float32), rng.standard_normal(channels).astype(np.float32)
+        out_size = (size - 1) // stride + 1
+        out = np.empty((1, channels, out_size, out_size), np.float32)
+        _line(f"depthwise relu6 {channels}x{size}x{size} s{stride}", timed_runs(
+            lambda: cpu.conv2d_forward(x, weight, scale, shift, out, False, EPILOGUE_CLIP, 0.0, 6.0, out, stride,
+                                       stride, 1, 1, 1, 1, channels, out_size, 1), repeat))
     for shape in [(32, 10, 1), (1, 21, 512 * 512)]:
         x = rng.standard_normal(shape).astype(np.float32)
         out = np.empty_like(x)

@@ -618,3 +618,30 @@ def test_pointwise_convolution_equals_the_definition(groups, samples):
     bias = rng.standard_normal(6)
     np.testing.assert_allclose(F.conv2d(x, weight, bias, groups=groups),
                                naive.conv2d_loops(x, weight, bias, groups=groups), rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 6), st.integers(3, 20), st.integers(3, 20), st.sampled_from([1, 2]), st.sampled_from([1, 2]),
+       st.integers(0, 2), st.sampled_from([np.float32, np.float64]), st.sampled_from(["relu", "relu6", "clip"]))
+def test_depthwise_3x3_clip_in_its_taps_loop_gives_the_unfused_values_bitwise(channels, height, width, stride,
+                                                                              dilation, padding, dtype, activation):
+    """A depthwise 3x3 layer's clip runs inside its taps loop: the values, bit for bit, of the
+    convolution with its scale and bias, then the stand-alone clip (values at and beside the
+    bounds included: the scale and bias move many of the first sample's sums onto them; the
+    second sample's sums are rounded, so the taps must be summed in the same order)."""
+    if (height + 2 * padding - 2 * dilation - 1) < 0 or (width + 2 * padding - 2 * dilation - 1) < 0:
+        return
+    rng = np.random.default_rng(channels * 1000 + height * 31 + width)
+    x = rng.standard_normal((2, channels, height, width)) * 4
+    x[0] = np.round(x[0])  # small integers (sums on the bounds); the other sample's sums are rounded
+    x = x.astype(dtype)
+    weight = (rng.integers(-2, 3, (channels, 1, 3, 3)) + rng.choice([0.0, 0.1], (channels, 1, 3, 3))).astype(dtype)
+    scale = rng.choice([0.5, 1.0, 2.0], channels).astype(dtype)
+    bias = rng.choice([-0.5, 0.0, 3.0], channels).astype(dtype)
+    low, high = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0), "clip": (-1.5, 0.1)}[activation]
+    named = ("clip", low, high) if activation == "clip" else activation
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=channels)
+    fused = F.conv2d(x, weight, bias, **geometry, scale=scale, activation=named)
+    plain = F.conv2d(x, weight, bias, **geometry, scale=scale)
+    np.testing.assert_array_equal(fused, F.clip(plain, low, high))
+    assert np.array_equal(np.signbit(fused), np.signbit(F.clip(plain, low, high)))

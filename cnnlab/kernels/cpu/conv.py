@@ -429,6 +429,9 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
                                                                       dilation_w)
     wide = np.empty(block_rows * pitch + DIRECT_SPARE, x.dtype)
     reads_residual = has_residual or activation == EPILOGUE_MASK  # (laid out as the output, not as wide)
+    # a depthwise 3x3 layer's clip (ReLU, ReLU6) in its taps loop: one pass over the row buffer less
+    clipped_in_taps = per_group == 1 and kernel_h == kernel_w == 3 and activation == EPILOGUE_CLIP \
+        and not reads_residual
     for item in range(first_item, last_item):
         n = item // (groups * blocks)
         g = (item // blocks) % groups
@@ -440,10 +443,13 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
                          (rows - 1) * stride_h + (kernel_h - 1) * dilation_h + 1, pad_w, padded, c * channel_size,
                          pitch, plane_rows, stride_h, stride_w)
         for f in range(g * filters_per_group, (g + 1) * filters_per_group):
-            for c in range(per_group):
-                _direct_taps(padded, c * channel_size, offsets, weight[f, c], wide, length, c > 0)
-            if not reads_residual:  # the epilogue over the wide rows, one vector loop, before the copy
-                _finish_row(wide[:length], wide, False, scale[f], shift[f], activation, low, high)
+            if clipped_in_taps:
+                _clipped_taps_3x3(padded, offsets, weight[f, 0], wide, length, scale[f], shift[f], low, high)
+            else:
+                for c in range(per_group):
+                    _direct_taps(padded, c * channel_size, offsets, weight[f, c], wide, length, c > 0)
+                if not reads_residual:  # the epilogue over the wide rows, one vector loop, before the copy
+                    _finish_row(wide[:length], wide, False, scale[f], shift[f], activation, low, high)
             span = out_planes[n, f, first_row * out_w:(first_row + rows) * out_w]
             for r in range(rows):
                 for k in range(out_w):
@@ -622,6 +628,30 @@ def _direct_taps(padded, base, offsets, taps, wide, length, accumulate):
             tap, offset = taps[i, j], base + offsets[i, j]
             for k in range(length):
                 wide[k] += tap * padded[offset + np.uint64(k)]
+
+
+@njit(cache=True)
+def _clipped_taps_3x3(padded, offsets, taps, wide, length, s, b, low, high):
+    """``wide[:length]`` = the epilogue ``clip(s * v + b, low, high)`` of :func:`_direct_taps`'s
+    sum ``v`` of a 3x3 window over the plane at the start of ``padded``, in the same loop: the
+    same values as the taps, then :func:`_finish_row` (each step in the row's dtype, in the same
+    order), without the second pass over ``wide``. A depthwise layer's taps and its ReLU6,
+    one thread (``bench/small_kernels.py``'s depthwise rows): 32 channels at 112x112
+    179 -> 159 us, 960 at 7x7 86 -> 53 us."""
+    o0, o1, o2 = offsets[0, 0], offsets[0, 1], offsets[0, 2]
+    o3, o4, o5 = offsets[1, 0], offsets[1, 1], offsets[1, 2]
+    o6, o7, o8 = offsets[2, 0], offsets[2, 1], offsets[2, 2]
+    w0, w1, w2 = taps[0, 0], taps[0, 1], taps[0, 2]
+    w3, w4, w5 = taps[1, 0], taps[1, 1], taps[1, 2]
+    w6, w7, w8 = taps[2, 0], taps[2, 1], taps[2, 2]
+    lo, hi = wide.dtype.type(low), wide.dtype.type(high)
+    for k in range(length):
+        u = np.uint64(k)
+        v = (w0 * padded[o0 + u] + w1 * padded[o1 + u] + w2 * padded[o2 + u] + w3 * padded[o3 + u]
+             + w4 * padded[o4 + u] + w5 * padded[o5 + u] + w6 * padded[o6 + u] + w7 * padded[o7 + u]
+             + w8 * padded[o8 + u])
+        v = s * v + b
+        wide[k] = lo if v < lo else (hi if v > hi else v)
 
 
 @njit(cache=True, nogil=True)
