@@ -635,9 +635,10 @@ def _clipped_taps_3x3(padded, offsets, taps, wide, length, s, b, low, high):
     """``wide[:length]`` = the epilogue ``clip(s * v + b, low, high)`` of :func:`_direct_taps`'s
     sum ``v`` of a 3x3 window over the plane at the start of ``padded``, in the same loop: the
     same values as the taps, then :func:`_finish_row` (each step in the row's dtype, in the same
-    order), without the second pass over ``wide``. A depthwise layer's taps and its ReLU6,
-    one thread (``bench/small_kernels.py``'s depthwise rows): 32 channels at 112x112
-    179 -> 159 us, 960 at 7x7 86 -> 53 us."""
+    order), without the second pass over ``wide``. Whole depthwise layers with their ReLU6 at
+    batch 1, one thread (``bench/small_kernels.py``'s depthwise rows, medians): 32 channels at
+    112x112 262-291 -> 246-259 us, 384 at 14x14 108-199 -> 102-105 us, 960 at 7x7 151-160 ->
+    134-137 us."""
     o0, o1, o2 = offsets[0, 0], offsets[0, 1], offsets[0, 2]
     o3, o4, o5 = offsets[1, 0], offsets[1, 1], offsets[1, 2]
     o6, o7, o8 = offsets[2, 0], offsets[2, 1], offsets[2, 2]
