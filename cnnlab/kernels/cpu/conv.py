@@ -724,8 +724,9 @@ IM2COL_BY_PLANES = True
 #: at stride 1, the most extra multiply-adds per tap and output row (filters per group times the
 #: columns a plane row has past the output's) the planes may add to the GEMM
 PLANES_MAX_EXTRA = 64
-#: ... or, on wider outputs, this many per output column: what the bounds-checked copy of a value
-#: costs over a plane's copy (about 0.55 ns, scratch timings), in multiply-adds of a GEMM at 30 GMAC/s
+#: ... or, on wider outputs, this many per output column: what the row copy of a value cost over a
+#: plane's copy when it tested every value's bounds (about 0.55 ns, scratch timings), in
+#: multiply-adds of a GEMM at 30 GMAC/s (see _by_planes)
 PLANES_COPY_MACS = 16
 
 
@@ -753,7 +754,14 @@ def _by_planes(out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_w, filter
     layers (batch 16: 36.5 -> 29.1-34.8 ms and 30.1-31.2 -> 27.6-28.6 ms; batch 1: 2.5 -> 2.1 ms,
     1.9 -> 1.8 ms). ResNet's 7x7 and 14x14 layers (512 and 256 filters, 29 % and 14 % more) lose:
     23 -> 27 ms and 21 -> 23 ms at batch 16 (and, timed again with NumPy's OpenBLAS, 25.6-26.2 ->
-    26.6-30.0 ms for the 14x14 one)."""
+    26.6-30.0 ms for the 14x14 one).
+
+    These thresholds were set against a row copy that tested every value's bounds. Without that
+    test (:func:`_im2col`) the row copy runs two to three times faster, and the planes still win
+    or tie where the rule takes them (``bench/strided_conv.py --stride-1 [--rows]``, batch 1
+    unless said: LeNet's second layer at batch 64 309-318 us against 384-401 by rows, the
+    CIFAR-sized 32-channel layer at batch 32 5.15-5.18 ms against 5.32-5.90, ResNet's 56x56 and
+    28x28 layers within 2 %)."""
     if not IM2COL_BY_PLANES or out_w == 1:
         return False
     pitch = _plane_extent(out_w, kernel_w, stride_w, dilation_w)

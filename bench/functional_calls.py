@@ -1,0 +1,54 @@
+"""What a functional call costs around its kernel: ``cnnlab.functional`` called as a user calls
+it (argument checks, the BLAS thread limit, allocation of the result), for two versions in
+alternating processes.
+
+    python bench/functional_calls.py [--repeat 7]
+
+Times, with ``timeit`` (the minimum over ``--repeat`` runs of many calls, in microseconds a
+call): ``F.conv2d`` of one 6-channel 12x12 image with 16 filters 5x5 (LeNet's second layer;
+its kernel takes about 11 us, so the rest is the call's own cost), with and without a bias;
+the same layer at batch 64 (the reference shape ``lenet2``); ``F.relu`` of 512 values; and
+the BLAS thread limit a host call enters (``cnnlab.parallel.single_threaded_blas``) alone::
+
+    git worktree add /tmp/before COMMIT
+    for round in 1 2 3; do PYTHONPATH=/tmp/before python bench/functional_calls.py; python bench/functional_calls.py; done
+"""
+
+import argparse
+import timeit
+
+import numpy as np
+
+import cnnlab.functional as F
+from cnnlab.parallel import single_threaded_blas
+
+
+def _enter_and_leave():
+    with single_threaded_blas():
+        pass
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=7)
+    repeat = parser.parse_args().repeat
+    if repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {repeat}")
+    rng = np.random.default_rng(0)
+    one, batch = (rng.standard_normal((n, 6, 12, 12)).astype(np.float32) for n in (1, 64))
+    weight = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    bias = rng.standard_normal(16).astype(np.float32)
+    values = rng.standard_normal((1, 8, 8, 8)).astype(np.float32)
+    calls = [("conv2d, one image", lambda: F.conv2d(one, weight, bias), 3000),
+             ("conv2d, one image, no bias", lambda: F.conv2d(one, weight), 3000),
+             ("conv2d, lenet2 (batch 64)", lambda: F.conv2d(batch, weight, bias), 300),
+             ("relu, 512 values", lambda: F.relu(values), 5000),
+             ("the BLAS thread limit", _enter_and_leave, 5000)]
+    for name, call, number in calls:
+        call()  # compiled, the geometry kept
+        best = min(timeit.repeat(call, number=number, repeat=repeat)) / number
+        print(f"{name:30s} {best * 1e6:8.1f} us")
+
+
+if __name__ == "__main__":
+    main()
