@@ -268,6 +268,19 @@ def test_positive_only_needs_return_indices_and_max_and_a_bool():
         L.AvgPool2D(2).forward(x, training=True, positive_only=True)
 
 
+def test_max_and_min_pool2d_pass_positive_only_on():
+    """``max_pool2d`` and ``min_pool2d`` hand ``positive_only`` to :func:`pool2d`: the same
+    indices as ``pool2d``'s, the same refusals."""
+    x = np.array([[[[-1.0, -2.0, 3.0, 0.5], [-3.0, -4.0, 1.0, 2.0]]]])
+    expected = F.pool2d(x, 2, return_indices=True, positive_only=True)[1]
+    np.testing.assert_array_equal(expected.ravel(), [-1, 2])
+    np.testing.assert_array_equal(F.max_pool2d(x, 2, return_indices=True, positive_only=True)[1], expected)
+    with pytest.raises(ValueError, match="positive_only.*return_indices"):
+        F.max_pool2d(x, 2, positive_only=True)
+    with pytest.raises(ValueError, match="positive_only.*'max'"):
+        F.min_pool2d(x, 2, return_indices=True, positive_only=True)
+
+
 def test_return_indices_refuses_a_dask_array():
     da = pytest.importorskip("dask.array")
     with pytest.raises(TypeError, match="dask"):

@@ -419,7 +419,7 @@ def max_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, pa
     with ``return_indices=True`` it returns ``(out, indices)`` as
     ``torch.nn.functional.max_pool2d`` (int64 flat indices into each (H, W) plane)."""
     return pool2d(x, kernel_size, stride, padding, "max", dilation=dilation, ceil_mode=ceil_mode,
-                  count_include_pad=count_include_pad, return_indices=return_indices)
+                  count_include_pad=count_include_pad, return_indices=return_indices, positive_only=positive_only)
 
 
 def avg_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0, *,
@@ -473,7 +473,7 @@ def min_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, pa
     """Min pooling: :func:`pool2d` with ``mode='min'`` (``count_include_pad`` has no effect);
     ``return_indices=True`` returns ``(out, indices)`` as :func:`max_pool2d`."""
     return pool2d(x, kernel_size, stride, padding, "min", dilation=dilation, ceil_mode=ceil_mode,
-                  count_include_pad=count_include_pad, return_indices=return_indices)
+                  count_include_pad=count_include_pad, return_indices=return_indices, positive_only=positive_only)
 
 
 @unbatched(4)
