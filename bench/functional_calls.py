@@ -2,7 +2,7 @@
 it (argument checks, the BLAS thread limit, allocation of the result), for two versions in
 alternating processes.
 
-    python bench/functional_calls.py [--repeat 7]
+    python bench/functional_calls.py [--repeat 7] [--threads 2]
 
 Times, with ``timeit`` (the minimum over ``--repeat`` runs of many calls, in microseconds a
 call): ``F.conv2d`` of one 6-channel 12x12 image with 16 filters 5x5 (LeNet's second layer;
@@ -20,6 +20,7 @@ import timeit
 import numpy as np
 
 import cnnlab.functional as F
+from cnnlab.bench.measuring import kernel_bench_arguments
 from cnnlab.parallel import single_threaded_blas
 
 
@@ -29,11 +30,7 @@ def _enter_and_leave():
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=7)
-    repeat = parser.parse_args().repeat
-    if repeat < 1:
-        parser.error(f"--repeat must be at least 1, got {repeat}")
+    repeat = kernel_bench_arguments(argparse.ArgumentParser(), repeat=7).repeat
     rng = np.random.default_rng(0)
     one, batch = (rng.standard_normal((n, 6, 12, 12)).astype(np.float32) for n in (1, 64))
     weight = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)

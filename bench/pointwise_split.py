@@ -1,7 +1,7 @@
 """A 1x1 convolution at batch 1 on two threads: each thread a GEMM over a block of the pixels,
 each a GEMM over half the filters, or one GEMM that OpenBLAS threads itself.
 
-    python bench/pointwise_split.py --way pixels|filters|blas [--repeat 200] [--onnx mobilenet_v2.onnx]
+    python bench/pointwise_split.py --way pixels|filters|blas [--repeat 200] [--threads 2] [--onnx mobilenet_v2.onnx]
 
 For MobileNetV2's pointwise layers (ReLU6 epilogue, batch 1) prints the median microseconds of
 ``conv2d_forward`` split that way: ``pixels``, cnnlab's two threads over pixel blocks sized for
@@ -23,7 +23,7 @@ import statistics
 import numpy as np
 
 from cnnlab import parallel
-from cnnlab.bench.measuring import timed_runs
+from cnnlab.bench.measuring import kernel_bench_arguments, timed_runs
 from cnnlab.functional import conv as functional_conv
 from cnnlab.kernels import cpu as cpu_kernels
 from cnnlab.kernels.cpu import conv as conv_kernels
@@ -107,11 +107,8 @@ def model_row(way, path, repeat):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--way", choices=["pixels", "filters", "blas"], required=True)
-    parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--onnx", help="MobileNetV2 exported to ONNX at 224x224")
-    args = parser.parse_args()
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
+    args = kernel_bench_arguments(parser, repeat=200)
     print(args.way)
     layer_rows(args.way, args.repeat)
     if args.onnx and args.way != "pixels":
