@@ -250,12 +250,19 @@ class FusedSqueeze(FusedStep):
 
 
 def _readers(nodes):
-    """``{id(tensor): [the nodes among nodes that read it, in their order]}``."""
+    """``{id(tensor): [the nodes (or plan steps) among nodes that read it, in their order]}``."""
     readers = {}
     for node in nodes:
         for tensor in node.inputs:
             readers.setdefault(id(tensor), []).append(node)
     return readers
+
+
+def _sole_reader(readers, tensor, keep):
+    """The one node of ``readers`` (:func:`_readers`) that reads ``tensor``, or None where
+    several or none do, or ``tensor`` is in ``keep`` (ids of tensors wanted outside)."""
+    users = readers.get(id(tensor), [])
+    return users[0] if len(users) == 1 and id(tensor) not in keep else None
 
 
 def fusion_plan(nodes, keep):
@@ -276,10 +283,8 @@ def fusion_plan(nodes, keep):
     placed, absorbed = {}, set()
 
     def sole_consumer(tensor):
-        users = consumers.get(id(tensor), [])
-        if len(users) != 1 or id(tensor) in keep or id(users[0]) in absorbed:
-            return None
-        return users[0]
+        user = _sole_reader(consumers, tensor, keep)
+        return None if user is None or id(user) in absorbed else user
 
     for node in nodes:
         if type(node.layer) is not Conv2D or id(node) in absorbed:
@@ -347,24 +352,21 @@ def training_fusion(nodes, keep):
       the epilogue of the input gradient's convolution where it is one), and the ReLU's backward
       passes the gradient on.
     """
-    consumers = _readers(nodes)
-
-    def only_reader(node, kind):
-        users = consumers.get(id(node.output), [])
-        found = len(users) == 1 and type(users[0].layer) is kind and id(node.output) not in keep
-        return users[0] if found else None
-
+    readers = _readers(nodes)
     convs, relus, pools, masked, through = set(), set(), set(), set(), set()
     for node in nodes:
-        if type(node.layer) is Conv2D and (relu := only_reader(node, ReLU)) is not None:
+        kind = type(node.layer)
+        reader = _sole_reader(readers, node.output, keep) if kind is Conv2D or kind is ReLU else None
+        reading = type(reader.layer) if reader is not None else None
+        if kind is Conv2D and reading is ReLU:
             convs.add(id(node))
-            relus.add(id(relu))
-        elif type(node.layer) is ReLU and (pool := only_reader(node, MaxPool2D)) is not None:
+            relus.add(id(reader))
+        elif kind is ReLU and reading is MaxPool2D:
             through.add(id(node))
-            pools.add(id(pool))
-        elif type(node.layer) is ReLU and (conv := only_reader(node, Conv2D)) is not None:
+            pools.add(id(reader))
+        elif kind is ReLU and reading is Conv2D:
             through.add(id(node))
-            masked.add(id(conv))
+            masked.add(id(reader))
     return TrainingFusion(*map(frozenset, (convs, relus, pools, masked, through)))
 
 
@@ -373,14 +375,10 @@ def _fuse_squeezes(plan, keep):
     convolution step reads, whose output in turn only another reads, replaced by one
     :class:`FusedSqueeze` (placed where the second convolution was); none of the two tensors in
     between may be in ``keep``."""
-    readers = {}
-    for step in plan:
-        for tensor in step.inputs:
-            readers.setdefault(id(tensor), []).append(step)
+    readers = _readers(plan)
 
     def only_reader(tensor):
-        steps = readers.get(id(tensor), [])
-        return steps[0] if len(steps) == 1 and id(tensor) not in keep else None
+        return _sole_reader(readers, tensor, keep)
 
     replaced = {}
     for step in plan:
