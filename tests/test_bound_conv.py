@@ -141,3 +141,24 @@ def test_the_kernel_time_of_the_plans_compiled_calls_is_counted(runner):
     finally:
         setattr(cnnlab.kernels.cpu, runner, real)
     assert counted and clock[0] >= 0.005 * len(counted)
+
+
+def test_node_overhead_tables_every_step_and_leaves_no_timer():
+    """node_overhead's table counts each kind of step once per call, its split adds up, and
+    every timer is gone afterwards."""
+    from cnnlab.bench.overhead import node_overhead
+
+    x_in = cnnlab.Input((3, 8, 8))
+    hidden = L.ReLU()(L.Conv2D(3, 4, 3, padding=1, seed=1)(x_in))
+    model = cnnlab.Model(x_in, L.Flatten()(L.Conv2D(4, 2, 1, seed=2)(hidden)))
+    x = np.random.default_rng(5).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    model.forward(x)
+    plan = model.graph.inference_plan()
+    stepped = [step if hasattr(step, "members") else step.layer for step in plan]
+    result = node_overhead(model, x, repeat=3)
+    assert result["steps"] == len(plan) == 3
+    assert {label: count for label, count, _, _ in result["by_kind"]} == {
+        "FusedConv(Conv2D -> ReLU)": 1, "FusedConv(Conv2D)": 1, "Flatten": 1}
+    assert result["kernel_seconds"] > 0 and result["total_seconds"] > 0
+    assert result["overhead_seconds"] == pytest.approx(result["overhead_fraction"] * result["total_seconds"])
+    assert not any("run" in vars(owner) or "forward" in vars(owner) for owner in stepped)
