@@ -37,28 +37,38 @@ class BufferPool:
 
     def __init__(self):
         self.free = {}  # dtype -> flat buffers
-        self.lent = {}  # id(view handed out) -> its buffer
+        self.lent = {}  # id(view handed out) -> (that view, its buffer)
+        self.views = {}  # id(buffer) -> {shape: the view of it handed out for that shape}
         self.used = set()  # ids of the buffers this call used
         self.scope = []  # ids of the views lent during the current lending call
 
     def take(self, shape, dtype):
         dtype = np.dtype(dtype)
         count = math.prod(shape)
-        buffers = self.free.setdefault(dtype, [])
+        buffers = self.free.get(dtype)
         best, best_size = -1, None
-        for i, buffer in enumerate(buffers):
-            size = buffer.size
-            if size >= count and (best_size is None or size < best_size):
-                best, best_size = i, size
+        if buffers:
+            for i, buffer in enumerate(buffers):
+                size = buffer.size
+                if size >= count and (best_size is None or size < best_size):
+                    best, best_size = i, size
         if best >= 0:
             buffer = buffers.pop(best)
         else:
             buffer = np.empty(count, dtype)
-        self.used.add(id(buffer))
-        view = buffer[:count].reshape(shape)
-        # the view itself is kept with its buffer: an id is unique only while its object lives, and
-        # a view dropped by the walk (read by a reshape that returned another view of the buffer)
-        # must not let a later array with the same id give that buffer back while it is in use
+        key = id(buffer)
+        self.used.add(key)
+        # a call asks for the same shapes call after call: the view made the first time is handed
+        # out again (a view costs about as much to make as the rest of a take). It is kept with
+        # its buffer, as the entry in lent keeps it: an id is unique only while its object lives,
+        # and a view dropped by the walk (read by a reshape that returned another view of the
+        # buffer) must not let a later array with the same id give that buffer back while in use
+        views = self.views.get(key)
+        if views is None:
+            views = self.views[key] = {}
+        view = views.get(shape)
+        if view is None:
+            view = views[shape] = buffer[:count].reshape(shape)
         self.lent[id(view)] = (view, buffer)
         return view
 
@@ -96,9 +106,16 @@ class BufferPool:
             entry = self.lent.get(key)
             if entry is None or any(entry[0] is r for r in results):
                 continue
-            if _references(entry) == _UNREFERENCED:
+            if self._unreferenced(entry):
                 del self.lent[key]
                 self.free.setdefault(entry[1].dtype, []).append(entry[1])
+
+    def _unreferenced(self, entry):
+        """Whether nothing but the pool holds a lent ``(view, buffer)`` entry's arrays (each of the
+        buffer's views kept in :attr:`views` holds the buffer as its base)."""
+        view_count, buffer_count = _references(entry)
+        return view_count == _UNREFERENCED[0] and \
+            buffer_count == _UNREFERENCED[1] + len(self.views[id(entry[1])]) - 1
 
     def give(self, array):
         entry = self.lent.get(id(array))
@@ -109,6 +126,9 @@ class BufferPool:
     def trim(self):
         self.free = {dtype: [b for b in buffers if id(b) in self.used] for dtype, buffers in self.free.items()}
         self.lent.clear()  # whatever was not given back now belongs to the caller
+        kept = {id(b) for buffers in self.free.values() for b in buffers}
+        # (a buffer that served many shapes, calls on images of many sizes, starts afresh)
+        self.views = {key: views for key, views in self.views.items() if key in kept and len(views) <= _VIEWS_KEPT}
         self.used = set()
 
     @property
@@ -123,24 +143,30 @@ def _references(entry):
 
 def _unreferenced_counts():
     """:func:`_references` of an entry that nothing but the pool holds, measured on one made
-    as :meth:`BufferPool.take` makes it (counting this way follows the interpreter's rules,
-    whatever they are; a view of the view, or of the buffer, adds a reference to the buffer)."""
+    as :meth:`BufferPool.take` makes it, its view also kept by shape (counting this way follows
+    the interpreter's rules, whatever they are; a view of the view, or of the buffer, adds a
+    reference to the buffer)."""
     buffer = np.empty(1, np.float32)
-    entry = (buffer[:1].reshape((1,)), buffer)
+    views = {(1,): buffer[:1].reshape((1,))}
+    entry = (views[(1,)], buffer)
     del buffer
     return _references(entry)
 
 
 _UNREFERENCED = _unreferenced_counts()
+_VIEWS_KEPT = 16  # views of one buffer kept from one call to the next, at most
 _POOLS = threading.local()
 
 
 def _thread_pool(graph, kind):
     """This thread's pool of class ``kind`` for ``graph`` (a graph's pools go with it)."""
-    pools = _POOLS.__dict__.setdefault(kind.__name__, weakref.WeakKeyDictionary())
-    if graph not in pools:
-        pools[graph] = kind()
-    return pools[graph]
+    pools = _POOLS.__dict__.get(kind.__name__)
+    if pools is None:
+        pools = _POOLS.__dict__[kind.__name__] = weakref.WeakKeyDictionary()
+    pool = pools.get(graph)
+    if pool is None:
+        pool = pools[graph] = kind()
+    return pool
 
 
 def buffer_pool(graph):

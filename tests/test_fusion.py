@@ -544,6 +544,40 @@ def test_lending_takes_back_scratch_arrays_and_leaves_kept_ones():
     assert sorted(b.size for b in pool.free[np.dtype(np.float32)]) == [7, 20]
 
 
+def test_pool_hands_out_its_views_again_and_reclaims_buffers_that_have_several():
+    """A shape asked for again gets the view made the first time; a scratch array whose buffer
+    has views of two shapes comes back once dropped, one whose view escapes does not."""
+    from cnnlab.fusion import BufferPool
+    from cnnlab.kernels import cpu
+
+    pool = BufferPool()
+    first = pool.take((4, 5), np.float32)
+    pool.give(first)
+    second = pool.take((2, 10), np.float32)  # the same buffer, another shape
+    assert second.shape == (2, 10) and np.shares_memory(first, second)
+    pool.give(second)
+    assert pool.take((4, 5), np.float32) is first
+    pool.give(first)
+    del first, second  # given back: nothing of the caller's holds them any more
+
+    def op(keep):
+        scratch = cpu.empty((2, 10), np.float32)
+        scratch[...] = 2
+        if keep is not None:
+            keep.append(scratch[0])
+        result = cpu.empty((3,), np.float32)
+        result[...] = scratch.sum()
+        return result
+
+    result = pool.lending(op, None)
+    assert result[0] == 40 and [b.size for b in pool.free[np.dtype(np.float32)]] == [20]
+    kept = []
+    pool.lending(op, kept)
+    assert pool.free[np.dtype(np.float32)] == [] and kept[0].base.size == 20
+    pool.trim()
+    assert pool.views == {}  # the buffers this call did not give back are the caller's
+
+
 def test_steps_other_than_convolutions_write_into_pooled_buffers():
     """Concatenation, addition, pooling and resizing steps take their outputs from the pool on
     later calls, and the results stay those of every node on its own."""
