@@ -168,7 +168,7 @@ class Graph:
         """Pickling and copying leave out what is keyed by object ids (the inference plans and a
         training step's saved state): they are rebuilt where the copy runs."""
         state = dict(self.__dict__)
-        for key in ("_plans", "_walk_cached", "_frozen", "_training_fusion", "_tape", "_fused"):
+        for key in ("_plans", "_walk_cached", "_infer_cached", "_frozen", "_training_fusion", "_tape", "_fused"):
             state.pop(key, None)
         return state
 
@@ -253,6 +253,8 @@ class Graph:
         and the ``ReLU``'s backward passes the gradient on (:meth:`training_fusion`; not while
         observed).
         """
+        if not training and observe is None and seed is None and config.FUSE:
+            return self._infer(inputs, self.outputs if targets is None else targets)
         fused = TrainingFusion()
         if training and observe is None:  # (observed, each node's own output is seen)
             fused = self.training_fusion(self.outputs if targets is None else targets)
@@ -313,17 +315,6 @@ class Graph:
                 observe(node, out)
             return out
 
-        def infer(node, values):  # step in inference, without the training and seed bookkeeping
-            if isinstance(node, FusedStep):
-                return node.run(values, pool=pool if pool is not None and lends(id(node.output)) else None)
-            layer = node.layer
-            forward = layer.forward
-            if pool is not None and layer.returns_new_array and lends(id(node.output)):
-                return pool.lending(node.apply, lambda v: forward(v, False), values)
-            return node.apply(lambda v: forward(v, False), values)
-
-        if not training and observe is None and not seeds and not frozen:
-            step = infer
         blas = contextlib.nullcontext() if any(is_gpu_array(v) for v in inputs) else single_threaded_blas()
         try:
             with blas:
@@ -331,6 +322,49 @@ class Graph:
         finally:
             if pool is not None:
                 pool.trim()
+
+    def _infer(self, inputs, targets):
+        """:meth:`forward` in inference without an observer or a seed: the steps of
+        :meth:`inference_plan` over a schedule kept with the plan (:meth:`_inference_schedule`),
+        each output but the targets' from the buffer pool on the host."""
+        on_host = not any(is_gpu_array(v) for v in inputs)
+        pool = self.buffer_pool() if on_host else None
+        values = {id(t): v for t, v in zip(self.inputs, inputs)}
+        try:
+            with single_threaded_blas() if on_host else contextlib.nullcontext():
+                for node, fused, output, reads, lends, drops in self._inference_schedule(targets):
+                    lender = pool if lends else None
+                    if fused:
+                        values[output] = node.run([values[i] for i in reads], None, lender)
+                    else:
+                        values[output] = _infer_node(node, [values[i] for i in reads], lender)
+                    for key, reusable in drops:
+                        value = values.pop(key)
+                        if reusable and pool is not None:
+                            pool.give(value)
+                return [values[id(t)] for t in targets]
+        finally:
+            if pool is not None:
+                pool.trim()
+
+    def _inference_schedule(self, targets):
+        """:meth:`_walk_schedule` of the inference plan for ``targets``, each step as ``(step,
+        whether it is fused, id of its output, ids of its inputs, whether its output may come
+        from the buffer pool, (id, whether its buffer goes back to the pool) of each value
+        dropped after it)``; kept for the next call with the same plan and targets."""
+        plan, reusable = self._inference_steps(targets)
+        key = tuple(id(t) for t in targets)
+        cached = getattr(self, "_infer_cached", None)
+        if cached is not None and cached[0] is plan and cached[1] == key:
+            return cached[2]
+        wanted = set(key)  # the targets stay the caller's: never from the pool
+        schedule = []
+        for node, output, reads, drops in self._walk_schedule(plan, targets):
+            lends = output not in wanted and (isinstance(node, FusedStep) or node.layer.returns_new_array)
+            schedule.append((node, isinstance(node, FusedStep), output, reads, lends,
+                             [(tensor_id, tensor_id in reusable) for _, tensor_id in drops]))
+        self._infer_cached = (plan, key, schedule)
+        return schedule
 
     def release_saved(self):
         """Let go of what the last training :meth:`forward` kept for :meth:`backward` (the saved
@@ -466,3 +500,12 @@ class Graph:
             consumed = [tensor(r) for r in spec["inputs"]]
             produced.append(call_layer(layer, consumed if spec["takes_list"] else consumed[0]))
         return cls(inputs, [tensor(r) for r in config["outputs"]])
+
+
+def _infer_node(node, values, pool):
+    """A node's output in inference (``layer.forward(x, False)``, looked up at the call), the
+    arrays its op allocates taken from ``pool`` when given."""
+    forward = node.layer.forward
+    if pool is not None:
+        return pool.lending(node.apply, lambda v: forward(v, False), values)
+    return node.apply(lambda v: forward(v, False), values)
