@@ -23,7 +23,7 @@ from ..kernels import (
 )
 from ..kernels import cpu as cpu_kernels
 from ..parallel import blas_limited, cpu_workers, single_threaded_blas, thread_count
-from ..shapes import c_strides, check_flag, check_int, pair, plain_argument, resolve_padding, window_output_shape
+from ..shapes import check_flag, check_int, pair, plain_argument, resolve_padding, window_output_shape
 from ..types import Array, DTypeLike, IntPair, Padding
 from .activation import as_number, clip_bounds
 from .common import (
@@ -182,8 +182,6 @@ class BoundConv2d:
         self.geometry = conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, dilation, groups)
         self.out_shape = (x.shape[0], weight.shape[0]) + self.geometry.out_shape
         self.code, self.low, self.high = epilogue_activation(activation)
-        self.strides = {shape: c_strides(shape, x.dtype.itemsize) for shape in
-                        (self.x_shape, self.weight_shape, (weight.shape[0],), self.out_shape)}
         self.ones = np.ones((weight.shape[0],), x.dtype)
         self.zeros = np.zeros((weight.shape[0],), x.dtype)
         self.work = cpu_kernels.conv2d_forward_work(x.shape, weight.shape, self.out_shape, *self.geometry.args,
@@ -191,10 +189,10 @@ class BoundConv2d:
                                                     dtype=x.dtype)
 
     def _fits(self, a, shape):
-        # C-contiguous by its strides (cheaper than a.flags; an array that is contiguous with other
-        # strides, possible along axes of length 1, merely takes conv2d's way)
-        return type(a) is np.ndarray and a.shape == shape and a.dtype == self.dtype \
-            and a.strides == self.strides[shape]
+        # C-contiguous by NumPy's flag, which lets an axis of length 1 have any stride: the
+        # kernels never step along one (conv2d hands such arrays to the same kernels)
+        return type(a) is np.ndarray and a.shape == shape and (a.dtype is self.dtype or a.dtype == self.dtype) \
+            and a.flags.c_contiguous
 
     def _same_arguments(self, arguments):
         return all(a is b or (plain_argument(a) is not None and a == b) for a, b in zip(arguments, self.arguments))

@@ -102,6 +102,8 @@ class Layer:
     # --- running ------------------------------------------------------------------
     def prepare(self, x: Array) -> Array:
         """Cast ``x`` to the parameters' dtype (when the layer has one)."""
+        if x.dtype is self.dtype:  # (the common case, in one look)
+            return x
         if self.dtype is None or np.dtype(x.dtype) == self.dtype or np.dtype(x.dtype).kind != "f":
             return x
         if is_gpu_array(x):
