@@ -5,7 +5,9 @@ call replaced by functions that do nothing.
 
 Each ONNX file is read with :func:`cnnlab.onnx.load`, called twice on a random batch of one
 image (the plan is built and bound), then :mod:`cnnlab.kernels.cpu`'s ``conv2d_forward``,
-``linear_forward``, ``pool2d_forward`` and ``global_avg_pool2d_forward`` become no-ops and ``model(x)`` is timed:
+``linear_forward``, ``pool2d_forward`` and ``global_avg_pool2d_forward``, and the runners of the
+plan's bound steps (``HOST_RUNNERS``: a bound convolution's work, a squeeze's gates), become no-ops
+and ``model(x)`` is timed:
 what is left is walking the plan, the fused steps' checks and buffers, and the calls down to
 the kernels (not the kernels' own Python entry, nor handing work to other threads: see
 ``bench/node_overhead.py`` for everything outside the compiled code). Prints the best of 5
@@ -20,7 +22,9 @@ import numpy as np
 import cnnlab.kernels.cpu as kernels
 import cnnlab.onnx
 
-STUBBED = ("conv2d_forward", "linear_forward", "global_avg_pool2d_forward", "pool2d_forward")
+# the kernels, and the runners of the plan's bound steps (a bound convolution calls
+# run_conv2d_forward_work, not conv2d_forward)
+STUBBED = ("conv2d_forward", "linear_forward", "global_avg_pool2d_forward", "pool2d_forward") + kernels.HOST_RUNNERS
 
 
 def main():
