@@ -826,9 +826,20 @@ def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, 
 def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
                   groups, block_rows, workers, filter_blocks=1, sample_block=1, *, dtype):
     """The work :func:`conv2d_forward` hands out for arrays of these shapes and this geometry
-    (its arguments): ``(items function, item count, workers, trailing arguments)``, for
-    :func:`_run_forward`. Resolved once, it lets a caller that repeats the same convolution (an
-    inference plan's bound step) skip choosing the path on every call."""
+    (its arguments): ``(items function, item count, workers, trailing arguments, the workers'
+    shares of the items)``, for :func:`_run_forward`. Resolved once, it lets a caller that
+    repeats the same convolution (an inference plan's bound step) skip choosing the path on
+    every call."""
+    items, count, workers, trailing = _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h,
+                                                    pad_w, dilation_h, dilation_w, groups, block_rows, workers,
+                                                    filter_blocks, sample_block, dtype)
+    workers = max(1, min(workers, count))
+    return items, count, workers, trailing, shares(count, workers)
+
+
+def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                  groups, block_rows, workers, filter_blocks, sample_block, dtype):
+    """:func:`_forward_work`'s path: ``(items function, item count, workers, trailing arguments)``."""
     blocks = _row_blocks(out_shape[2], block_rows)
     filters, channels_per_group, kernel_h, kernel_w = weight_shape
     small_gemm = small_gemm_limit(dtype)
@@ -850,13 +861,14 @@ def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
 
 def _run_forward(work, x, weight, scale, shift, residual, has_residual, activation, low, high, out):
     """:func:`conv2d_forward` of these arrays (its arguments; ``has_residual`` a bool,
-    ``activation`` an int, ``low`` and ``high`` floats) for ``work`` from :func:`_forward_work`."""
-    items, count, workers, trailing = work
-    if workers == 1:  # (run_shared's case, without its call)
-        items(x, weight, scale, shift, residual, has_residual, activation, low, high, out, *trailing, 0, count)
+    ``activation`` an int, ``low`` and ``high`` floats) for ``work`` from :func:`_forward_work`:
+    :func:`run_shared`'s work, with the shares' bounds worked out once, in the work."""
+    items, count, workers, trailing, bounds = work
+    arguments = (x, weight, scale, shift, residual, has_residual, activation, low, high, out, *trailing)
+    if workers == 1:
+        items(*arguments, 0, count)
     else:
-        run_shared(items, count, workers, x, weight, scale, shift, residual, has_residual, activation, low, high,
-                   out, *trailing)
+        run_in_threads(items, [arguments + share for share in bounds])
 
 
 @njit(cache=True)
