@@ -5,8 +5,8 @@ kernel time is the time spent inside the functions of :mod:`cnnlab.kernels.cpu` 
 :func:`cnnlab.functional` dispatches to: the compiled kernels and their thread split); all the
 rest of a model call (the walk over the inference plan, argument checks, parameter
 preparation, allocation, dispatch) is the Python overhead. The total is the median of plain
-calls; the kernel time and the overhead are medians over calls with every kernel and every
-step wrapped in a timer, the overhead of each call being its wall time less its kernel time
+calls; the kernel time and the overhead are medians over calls with every kernel wrapped in
+a timer, the overhead of each call being its wall time less its kernel time
 (measured within the same call, so that a slow call elsewhere on a shared machine does not
 move it). The table per kind of step comes from further calls with every step timed as well:
 those timers add to the steps' Python (a closure call, two clock reads and a record per step,
