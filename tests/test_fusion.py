@@ -700,3 +700,30 @@ def test_training_runs_each_conv_with_the_relu_that_alone_reads_it_and_trains_th
     (fused_loss, fused_params), (plain_loss, plain_params) = trained
     assert fused_loss == plain_loss
     assert all(np.array_equal(p, q) for p, q in zip(fused_params, plain_params))
+
+
+def test_inference_toward_an_inner_tensor_returns_it_outside_the_pool():
+    """A forward toward a tensor inside the network (an evaluation reads the logits before the
+    softmax this way) runs the fused plan up to it, and the array it returns is the caller's:
+    later calls never write into it."""
+    rng = np.random.default_rng(11)
+    model = _small_residual_model()
+    inner = model.graph.outputs[0].node.inputs[0].node.inputs[0]  # the last ReLU's maps, before Flatten
+    assert inner.node is not None and type(inner.node.layer).__name__ == "ReLU"
+    a, b = (rng.standard_normal((2, 3, 8, 8)).astype(np.float32) for _ in range(2))
+    seen = {}
+    model.graph.forward([a], observe=lambda node, value: seen.setdefault(id(node.output), value))
+    first, = model.graph.forward([a], targets=[inner])
+    kept = first.copy()
+    np.testing.assert_allclose(first, seen[id(inner)], rtol=1e-5, atol=1e-6)
+    for _ in range(2):
+        model.graph.forward([b], targets=[inner])
+        model.forward(b)
+    np.testing.assert_array_equal(first, kept)
+    pool = model.graph.buffer_pool()
+    assert all(not np.shares_memory(first, buffer) for buffers in pool.free.values() for buffer in buffers)
+    held = []
+    for _ in range(3):  # the target is never made in a pooled buffer, so the pool keeps all of its own
+        model.graph.forward([b], targets=[inner])
+        held.append({id(buffer) for buffers in pool.free.values() for buffer in buffers})
+    assert held[0] and held[0] == held[1] == held[2]
