@@ -119,10 +119,12 @@ def cpu_workers(work):
     """How many threads a CPU kernel should share ``work`` (multiply-adds or element visits)
     between: Numba's thread count, but no more than gives each thread ``config.PARALLEL_MIN_WORK``
     (so 1 for small work). Below that, waking the thread pool costs more than it saves (the
-    rule of the kernels' own :func:`cnnlab.kernels.cpu._schedule.workers_for`)."""
+    rule of the kernels' own :func:`cnnlab.kernels.cpu._schedule.workers_for`). Inside a model
+    call the thread count is the one read when the call began (:func:`thread_count`), not asked
+    of Numba again."""
     from .kernels.cpu._schedule import workers_for
 
-    return workers_for(work)
+    return workers_for(work, thread_count() if blas_limited() else None)
 
 
 def blas_limited():

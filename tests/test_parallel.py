@@ -133,6 +133,28 @@ def test_thread_count_is_read_once_per_model_call():
         numba.set_num_threads(before)
 
 
+def test_cpu_workers_inside_a_model_call_use_its_thread_count():
+    """cpu_workers follows the thread count a model call began with (not asked of Numba per
+    kernel), and outside one Numba's current setting; small work stays on one thread."""
+    import numba
+
+    from cnnlab import config
+    from cnnlab.parallel import cpu_workers, single_threaded_blas
+
+    before = numba.get_num_threads()
+    if before < 2:
+        pytest.skip("needs two threads")
+    large = 100 * max(1, config.PARALLEL_MIN_WORK)
+    try:
+        with single_threaded_blas():
+            numba.set_num_threads(1)
+            assert cpu_workers(large) == before
+            assert cpu_workers(1) == 1
+        assert cpu_workers(large) == 1  # outside: Numba's setting now
+    finally:
+        numba.set_num_threads(before)
+
+
 def test_single_threaded_blas_sets_only_the_libraries_not_at_one_thread_and_restores_them(monkeypatch):
     """A BLAS already at one thread is neither set nor restored; another is set to one and put
     back on exit, after an error too; a nested entry changes nothing."""

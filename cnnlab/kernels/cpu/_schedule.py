@@ -342,14 +342,15 @@ def shares(items, workers):
     return [(w * items // workers, (w + 1) * items // workers) for w in range(workers)]
 
 
-def workers_for(work):
+def workers_for(work, threads=None):
     """How many threads a CPU kernel should share ``work`` (multiply-adds or element visits)
-    between: Numba's thread count, but no more than gives each thread ``config.PARALLEL_MIN_WORK``
-    (so 1 for small work). Below that, handing out shares costs more than it saves."""
+    between: Numba's thread count (``threads`` when the caller knows it), but no more than gives
+    each thread ``config.PARALLEL_MIN_WORK`` (so 1 for small work). Below that, handing out
+    shares costs more than it saves."""
     per_thread = max(1, config.PARALLEL_MIN_WORK)
     if work < 2 * per_thread:  # (without asking Numba, which costs a ctypes call, 0.8 us)
         return 1
-    return max(1, min(numba.get_num_threads(), work // per_thread))
+    return max(1, min(numba.get_num_threads() if threads is None else threads, work // per_thread))
 
 
 def run_split(serial, items, work, *arguments):
