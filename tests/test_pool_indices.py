@@ -393,3 +393,24 @@ def test_indices_on_another_device_are_refused():
     x, out, indices = good()
     with pytest.raises(TypeError, match="indices"):
         F.pool2d_backward(cnnlab.to_device(x), None, cnnlab.to_device(out), 2, indices=indices)
+
+
+@pytest.mark.parametrize("plane", [0, -1])
+def test_an_index_out_of_range_in_any_plane_is_refused_when_threads_share_the_planes(plane):
+    """The CPU scatter counts the indices outside -1 .. H*W-1 as it reads them (no pass over
+    the indices first): one wrong index in the first or the last plane, with the planes shared
+    by two threads, is refused naming the range."""
+    from cnnlab import config
+
+    x = np.random.default_rng(6).standard_normal((8, 16, 32, 32)).astype(np.float32)
+    out, indices = F.max_pool2d(x, 2, return_indices=True)
+    wrong = indices.copy()
+    wrong.reshape(-1, 256)[plane, 3] = 1024
+    config.PARALLEL_MIN_WORK = 1
+    try:
+        with pytest.raises(ValueError, match=r"indices must lie in -1 \.\. 1023 .*\(32, 32\).* got 0 \.\. 1024"):
+            F.pool2d_backward(x, out, out, 2, indices=wrong)
+        np.testing.assert_array_equal(F.pool2d_backward(x, out, out, 2, indices=indices),
+                                      F.pool2d_backward(x, out, out, 2))
+    finally:
+        config.reset()

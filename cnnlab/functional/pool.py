@@ -350,7 +350,7 @@ def _input_shape(x):
     return None
 
 
-def _check_indices(indices, shape, plane_size, kernels):
+def _check_indices(indices, shape, kernels):
     if isinstance(indices, (str, bytes)):
         raise TypeError(f"indices must be an int64 array, got {type(indices).__name__}")
     if not is_gpu_array(indices):
@@ -363,13 +363,8 @@ def _check_indices(indices, shape, plane_size, kernels):
                         f"got {indices.dtype}")
     if tuple(indices.shape) != tuple(shape):
         raise ValueError(f"indices must have shape {tuple(shape)} (the forward output), got {tuple(indices.shape)}")
-    if isinstance(indices, np.ndarray):
-        indices = np.ascontiguousarray(indices)
-        low, high = int(indices.min()), int(indices.max())
-        if low < -1 or high >= plane_size:
-            raise ValueError(f"indices must lie in -1 .. {plane_size - 1} (flat indices into each "
-                             f"{shape[2:]} -> H*W = {plane_size} plane, -1 for none), got {low} .. {high}")
-        return indices
+    if isinstance(indices, np.ndarray):  # (their range: counted by the CPU scatter as it reads them)
+        return np.ascontiguousarray(indices)
     contiguous = getattr(indices, "is_c_contiguous", None)
     if contiguous is not None and not contiguous():
         raise ValueError("indices is a non-contiguous GPU array; make a contiguous copy first")
@@ -394,10 +389,14 @@ def _pool2d_backward_with_indices(x, out, grad_out, indices, kernel_size, stride
     grad_out = check_grad("grad_out", grad_out, out_shape, dtype)
     if out is not None:
         check_grad("out", out, out_shape, dtype)
-    indices = _check_indices(indices, out_shape, shape[2] * shape[3], kernels)
+    plane_size = shape[2] * shape[3]
+    indices = _check_indices(indices, out_shape, kernels)
     grad_x = kernels.empty(shape, dtype)
     workers = cpu_workers(math.prod(shape) + math.prod(out_shape))
-    kernels.pool2d_backward_with_indices(kernels.asarray(grad_out), indices, grad_x, workers)
+    if kernels.pool2d_backward_with_indices(kernels.asarray(grad_out), indices, grad_x, workers):
+        low, high = int(indices.min()), int(indices.max())  # (host indices: the CPU kernel counted them)
+        raise ValueError(f"indices must lie in -1 .. {plane_size - 1} (flat indices into each "
+                         f"{shape[2:]} -> H*W = {plane_size} plane, -1 for none), got {low} .. {high}")
     return grad_x
 
 

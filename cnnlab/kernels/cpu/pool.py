@@ -551,10 +551,11 @@ def pool2d_forward_with_indices(x, out, indices, kernel_h, kernel_w, stride_h, s
 
 
 @njit(cache=True, nogil=True)
-def _scatter_planes(grad_out, indices, grad_x, first, last):
+def _scatter_planes(grad_out, indices, grad_x, outside, first, last):
     """Zero the planes ``first .. last-1`` of ``grad_x`` (planes, H*W), then add each
     ``grad_out[plane, k]`` at ``indices[plane, k]`` (planes, OH*OW); an index outside
-    ``0 .. H*W-1`` (-1: a window entirely in the padding) adds nowhere (serial: one thread's share)."""
+    ``0 .. H*W-1`` (-1: a window entirely in the padding) adds nowhere, and ``outside[plane]``
+    counts the plane's indices that are not -1 either (serial: one thread's share)."""
     size = grad_x.shape[1]
     for plane in range(first, last):
         target = grad_x[plane]
@@ -562,10 +563,14 @@ def _scatter_planes(grad_out, indices, grad_x, first, last):
             target[k] = 0
         source = grad_out[plane]
         chosen = indices[plane]
+        wrong = 0
         for k in range(source.shape[0]):
             index = chosen[k]
             if 0 <= index < size:
                 target[index] += source[k]
+            elif index != -1:
+                wrong += 1
+        outside[plane] = wrong
 
 
 def pool2d_backward_with_indices(grad_out, indices, grad_x, workers):
@@ -583,7 +588,15 @@ def pool2d_backward_with_indices(grad_out, indices, grad_x, workers):
     grad_x : (N, C, H, W) array of ``grad_out``'s dtype, C-contiguous, overwritten
     workers : int
         Threads sharing the planes; 1 runs on the calling thread.
+
+    Returns
+    -------
+    int
+        How many indices lie outside ``-1 .. H*W-1`` (counted as the scatter reads them, so
+        that the caller need not pass over the indices first to refuse them).
     """
     planes = grad_x.shape[0] * grad_x.shape[1]
+    outside = np.empty(planes, np.int64)
     run_shared(_scatter_planes, planes, workers,
-               grad_out.reshape(planes, -1), indices.reshape(planes, -1), grad_x.reshape(planes, -1))
+               grad_out.reshape(planes, -1), indices.reshape(planes, -1), grad_x.reshape(planes, -1), outside)
+    return int(outside.sum())

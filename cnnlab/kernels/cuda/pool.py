@@ -278,7 +278,8 @@ def _scatter_kernel(grad_out, indices, grad_x):
 def pool2d_backward_with_indices(grad_out, indices, grad_x, workers):
     """Gradient of max or min pooling through saved indices; contract of
     :func:`cnnlab.kernels.cpu.pool.pool2d_backward_with_indices` (``workers`` is a CPU
-    schedule: ignored here).
+    schedule: ignored here), except that it returns None: indices outside ``-1 .. H*W-1`` add
+    nowhere, uncounted (counting would cost a transfer back to the host).
 
     A scatter, as on the CPU: one launch zeroes ``grad_x``, then one thread per output element
     adds its gradient at its index with an atomic add.  Atomics are needed only where windows
