@@ -10,7 +10,7 @@ a timer, the overhead of each call being its wall time less its kernel time
 (measured within the same call, so that a slow call elsewhere on a shared machine does not
 move it). The table per kind of step comes from further calls with every step timed as well:
 those timers add to the steps' Python (a closure call, two clock reads and a record per step,
-1 to 3 us a step on MobileNetV2 at batch 1), so they stay out of the split.
+a few microseconds a step on MobileNetV2 at batch 1: docs/performance.md), so they stay out of the split.
 """
 
 import contextlib
