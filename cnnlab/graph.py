@@ -288,10 +288,8 @@ class Graph:
                 return node.run(values, pool=pool if pool is not None and lends(id(node.output)) else None)
             layer = node.layer
             if id(node) in frozen:  # a frozen base: as in inference, nothing saved for backward
-                forward = layer.forward
-                if pool is not None and layer.returns_new_array and lends(id(node.output)):
-                    return pool.lending(node.apply, lambda v: forward(v, False), values)
-                return node.apply(lambda v: forward(v, False), values)
+                lender = pool if pool is not None and layer.returns_new_array and lends(id(node.output)) else None
+                return _infer_node(node, values, lender)
             if id(node) in seeds:
                 layer.step_seed = seeds[id(node)]
             try:
