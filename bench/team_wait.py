@@ -5,9 +5,8 @@ in a model's batch-1 calls.
 
 A kernel shared by two workers (:mod:`cnnlab.kernels.cpu._schedule`) hands the second share to
 the team's thread, runs the first on the calling thread, then waits until the other is done.
-Before the model is loaded, the team thread's loop is replaced by a copy that notes when it
-starts each share it took, and the caller's ``finish`` by one that notes how long it waited
-for a share the team had taken. Per round of ``--calls`` calls: the shares the team ran and
+The handed function is wrapped so that the team's thread notes when it starts each share it
+took, and the caller's ``finish`` notes how long it waited for a share the team had taken. Per round of ``--calls`` calls: the shares the team ran and
 those the caller took back, per call; the team's start after the hand (median and quartiles,
 us); the caller's wait, per call in all and per share (us); the median call (ms, with the
 probes in place: a few microseconds a share more than a plain call).
@@ -15,44 +14,35 @@ probes in place: a few microseconds a share more than a plain call).
 
 import argparse
 import statistics
+import threading
 import time
 
 import numpy as np
 
-from cnnlab import config
 from cnnlab.kernels.cpu import _schedule as schedule
 
 _RECORD = {"hand": 0.0, "starts": [], "waits": [], "taken_back": 0}
 
 
-def _serve(self):
-    """``_Watcher.serve``, noting when each share it took starts (after the last hand)."""
-    seen = 0
-    handed = schedule._watch_for_share(self.flags, seen, config.WORKER_SPIN_LOOKS)
-    while True:
-        if not handed:
-            self.sleep(seen)
-        seen = int(self.flags[schedule.HANDED])
-        try:
-            ticket, function, arguments = self.slot.pop()
-        except IndexError:  # the caller took it back
-            handed = schedule._watch_for_share(self.flags, seen, config.WORKER_SPIN_LOOKS)
-            continue
-        _RECORD["starts"].append(time.perf_counter() - _RECORD["hand"])
-        try:
-            function(*arguments)
-        except BaseException as exc:
-            self.error = exc
-        function = arguments = None
-        handed = schedule._done_then_watch(self.flags, ticket, seen, config.WORKER_SPIN_LOOKS)
-
-
 def _install_probes():
-    original_run, original_finish = schedule._WatchingTeam.run, schedule._Watcher.finish
+    """Time each share from the hand: the handed function is wrapped so that, run on another
+    thread than the caller's (the team's), it notes its start; ``finish`` notes how long the
+    caller waited for a share the team had taken."""
+    original_run, original_hand, original_finish = (schedule._WatchingTeam.run, schedule._Watcher.hand,
+                                                    schedule._Watcher.finish)
 
     def run(self, function, shares):
         _RECORD["hand"] = time.perf_counter()
         return original_run(self, function, shares)
+
+    def hand(self, function, arguments):
+        caller = threading.get_ident()
+
+        def started(*values):
+            if threading.get_ident() != caller:
+                _RECORD["starts"].append(time.perf_counter() - _RECORD["hand"])
+            return function(*values)
+        return original_hand(self, started, arguments)
 
     def finish(self, ticket):
         taken = not self.slot  # the team has popped the share: the caller will wait for it
@@ -65,8 +55,8 @@ def _install_probes():
             else:
                 _RECORD["taken_back"] += 1
 
-    schedule._Watcher.serve = _serve
     schedule._WatchingTeam.run = run
+    schedule._Watcher.hand = hand
     schedule._Watcher.finish = finish
 
 
@@ -82,7 +72,7 @@ def main():
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if not hasattr(schedule._team, "members"):
         parser.error("this platform's thread team hands shares through a queue: nothing to watch")
-    _install_probes()  # before the team's thread starts (at the first shared kernel)
+    _install_probes()
     import cnnlab.onnx
 
     model = cnnlab.onnx.load(args.model)
