@@ -345,16 +345,20 @@ def test_planes_rule_takes_windows_that_share_their_planes(out_w, shape, stride,
     assert cpu_conv._by_planes(out_w, *shape, *stride, dilation, filters) == expected
 
 
-@pytest.mark.parametrize("x_shape, filters, expected", [
-    ((64, 6, 12, 12), 16, 2),  # LeNet's second layer (5x5 onto 8x8): 128 columns a GEMM
-    ((16, 64, 9, 9), 64, 2),  # 128 columns, not 8 samples' 392
-    ((16, 512, 9, 9), 512, 8),  # twice the filters: 1,024 columns, so half the samples each
-    ((16, 160, 9, 9), 160, 4),  # 320 columns hold 6 samples: 4 blocks of 4, not 6, 6, 4
-    ((3, 512, 9, 9), 512, 2)])  # fewer samples than the widest GEMM holds: a share per thread
-def test_small_outputs_share_gemms_of_bounded_width(x_shape, filters, expected):
-    """Samples whose outputs are small put their columns side by side, in GEMMs at most
-    ``GEMM_MIN_COLUMNS`` or twice the filters wide, in blocks two threads share evenly."""
+@pytest.mark.parametrize("x_shape, filters, samples, gemm_rows", [
+    ((64, 6, 12, 12), 16, 8, 2),  # LeNet's second layer (5x5 onto 8x8): 8 blocks of 8, 128 columns a GEMM
+    ((16, 64, 9, 9), 64, 8, 2),  # 7x7 outputs: 2 rows of 8 samples make 112 columns, 3 would pass 128
+    ((16, 512, 9, 9), 512, 8, 7),  # twice the filters, 1,024 columns: every row at once
+    ((16, 160, 9, 9), 160, 8, 5),  # 320 columns: 5 rows of 56
+    ((20, 6, 12, 12), 16, 5, 3),  # 4 blocks of 5 that two threads share evenly, not 8, 8, 4
+    ((3, 512, 9, 9), 512, 2, 7)])  # fewer samples than a block holds: a share per thread
+def test_small_outputs_put_the_samples_innermost(x_shape, filters, samples, gemm_rows):
+    """A batch of small outputs is computed in blocks of at most ``INTERLEAVED_SAMPLES``
+    samples, in a number of blocks two threads share evenly, by GEMMs of as many output rows
+    as make ``GEMM_MIN_COLUMNS`` or twice the filters columns."""
     import numba
+
+    from cnnlab.kernels.cpu import conv as cpu_conv
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs two Numba threads")
@@ -362,10 +366,67 @@ def test_small_outputs_share_gemms_of_bounded_width(x_shape, filters, expected):
     numba.set_num_threads(2)
     try:
         window = 5 if x_shape[2] == 12 else 3
-        geometry = conv_geometry(x_shape, (filters, x_shape[1], window, window), np.float32, 1, 0, 1, 1)
+        weight_shape = (filters, x_shape[1], window, window)
+        geometry = conv_geometry(x_shape, weight_shape, np.float32, 1, 0, 1, 1)
     finally:
         numba.set_num_threads(threads)
-    assert geometry.sample_block == expected
+    out_shape = (x_shape[0], filters) + geometry.out_shape
+    work = cpu_conv._forward_work(x_shape, weight_shape, out_shape, *geometry.args, geometry.filter_blocks,
+                                  geometry.sample_block, dtype=np.float32)
+    assert geometry.sample_block == samples
+    assert work[0] is cpu_conv._interleaved_forward_items and work[3][7] == gemm_rows
+
+
+@settings(max_examples=40)
+@given(st.integers(2, 9), st.integers(1, 9), st.integers(1, 9), st.integers(1, 4), st.integers(1, 4),
+       st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(1, 2),
+       st.tuples(*[st.integers(0, 2)] * 4), st.integers(2, 4), st.sampled_from([1, 128]), st.integers(1, 2),
+       st.sampled_from(["none", "relu", "residual", "mask"]))
+def test_samples_innermost_path_matches_loops(samples, height, width, kh, kw, sh, sw, dh, dw, pads, sample_block,
+                                              columns, workers, epilogue):
+    """The small-output path (the samples innermost, :func:`_interleaved_forward_items`) against
+    the loops: every stride, dilation and four-sided padding, blocks of samples that leave a
+    smaller last one, GEMMs of one output row or of all, one thread or two, each epilogue. A
+    window with gaps between its reads (narrower than the stride) takes the planes' path."""
+    from hypothesis import assume
+
+    from cnnlab.functional import epilogue_activation
+    from cnnlab.kernels import EPILOGUE_MASK
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    top, bottom, left, right = pads
+    out_h = (height + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width + left + right - dw * (kw - 1) - 1) // sw + 1
+    assume(out_h >= 1 and out_w >= 1)
+    rng = np.random.default_rng(samples * 1000 + height * 100 + width * 10 + kh)
+    x = rng.standard_normal((samples, 5, height, width))
+    w = rng.standard_normal((3, 5, kh, kw))
+    scale, shift = rng.standard_normal(3), rng.standard_normal(3)
+    other = rng.standard_normal((samples, 3, out_h, out_w))
+    code, low, high = epilogue_activation("relu" if epilogue == "relu" else None)
+    if epilogue == "mask":
+        code = EPILOGUE_MASK
+    out = np.full((samples, 3, out_h, out_w), np.nan)
+    config.GEMM_MIN_COLUMNS = columns
+    try:
+        work = cpu_conv._forward_work(x.shape, w.shape, out.shape, sh, sw, top, left, dh, dw, 1, out_h, workers, 1,
+                                      sample_block, dtype=x.dtype)
+        cpu_conv._run_forward(work, x, w, scale, shift, other, epilogue == "residual", code, low, high, out)
+    finally:
+        config.reset()
+    padding = ((top, bottom), (left, right))
+    expected = naive.fused_conv2d(x, w, shift, (sh, sw), padding, (dh, dw), 1, scale=scale,
+                                  residual=other if epilogue == "residual" else None,
+                                  spec="relu" if epilogue == "relu" else None)
+    if epilogue == "mask":
+        expected = np.where(other > 0, expected, 0)
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-10)
+    if (kh, kw, sh, sw) == (1, 1, 1, 1) and pads == (0, 0, 0, 0):
+        assert work[0] is cpu_conv._pointwise_forward_items
+    elif (kh - 1) * dh + 1 < sh or (kw - 1) * dw + 1 < sw:
+        assert work[0] is cpu_conv._conv2d_forward_items
+    else:
+        assert work[0] is cpu_conv._interleaved_forward_items
 
 
 @pytest.mark.parametrize("m, k, n, limit", [

@@ -52,23 +52,25 @@ def test_recording_lists_a_kernels_callees_with_the_types_its_compiled_version_g
 import numpy as np, cnnlab.functional as F
 from cnnlab import compilation
 from cnnlab.kernels.cache import kernel_dispatchers
-x = np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32)
+x = np.random.default_rng(0).random((4, 3, 8, 8)).astype(np.float32)
 w = np.ones((16, 3, 3, 3), np.float32)
 callees = {}
 called = compilation.record_kernels(lambda: F.conv2d(x, w, padding=1, activation="relu"), callees)
 print([name for name, _ in called])
 print(sorted(callees))
-seen = callees["conv._conv2d_forward_items"]
+seen = callees["conv._interleaved_forward_items"]
 print([name for name, _ in seen])
 F.conv2d(x, w, padding=1, activation="relu")  # compiled now
 dispatchers = kernel_dispatchers()
 print(all(signature in dispatchers[name].signatures for name, signature in seen))
 """
     names, kernels, seen, compiled_so = run_python(code, tmp_path).splitlines()
-    assert "conv._conv2d_forward_items" in eval(names)  # (3 channels onto 16 filters: the GEMM path)
-    assert eval(kernels) == ["conv._conv2d_forward_items"]  # the only one that calls compiled functions
+    # (3 channels onto 16 filters, 8x8 outputs of four samples: the GEMM path with the samples innermost)
+    assert "conv._interleaved_forward_items" in eval(names)
+    assert eval(kernels) == ["conv._interleaved_forward_items"]  # the only one that calls compiled functions
     seen = eval(seen)
-    assert seen[0] == "conv._planes_layout" and "conv._finish_row" in seen and "conv._plane_extent" not in seen
+    # its own callees, in the order of their first calls, not theirs (_finish_row's activations)
+    assert seen[0] == "conv._stage_interleaved" and "conv._finish_row" in seen and "activation._sigmoid" not in seen
     assert compiled_so == "True"
 
 

@@ -379,20 +379,18 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
         else:
             block_rows = min(block_rows, max(1, -(-out_h // pieces)))  # each thread a part of the rows
     elif block_rows == out_h and out_h * out_w < config.GEMM_MIN_COLUMNS and groups == 1:
-        # small outputs (7x7 layers): the samples' columns side by side make one wide GEMM per
-        # thread (an equal share of the samples each), within the column buffers' budget. The
-        # share is of Numba's thread count, not of this call's workers, so that a result does
-        # not depend on whether the call ran serial or parallel (the GEMMs' widths, and with
-        # them BLAS's rounding, stay the same). A GEMM at most max(GEMM_MIN_COLUMNS, twice the
-        # filters) columns wide: wider ones with few filters ran slower (scratch timings, batch
-        # 64, 8x8 outputs: LeNet's 6 to 16 channels 5x5, 32 samples a GEMM 0.37 ms, 2 samples
-        # 0.22 ms; 16 to 32 channels 3x3, 0.50 and 0.32 ms), and narrower ones with many did
-        # (ResNet-18's 512-channel 7x7 layer at batch 16: 8 samples a GEMM 23 ms, 2 samples 24),
-        # in a number of blocks the threads share evenly (16 samples in blocks of 4, not 5, 5, 5, 1)
+        # small outputs (7x7 layers, LeNet's 8x8): blocks of at most INTERLEAVED_SAMPLES samples,
+        # each computed with its samples innermost (the kernel's _interleaved_forward_items, whose
+        # GEMMs take as many output rows as make max(GEMM_MIN_COLUMNS, twice the filters)
+        # columns), within the column buffers' budget, in a number of blocks the threads share
+        # evenly (20 samples in blocks of 5, not 8, 8, 4). The blocks follow Numba's thread count,
+        # not this call's workers, so that a result does not depend on whether the call ran
+        # serial or parallel (the GEMMs' widths, and with them BLAS's rounding, stay the same).
+        # Blocks of 8 and 16 samples ran within 4 % of each other (LeNet's second layer at batch
+        # 64, ResNet-18's 7x7 layers at batch 16: scratch timings)
         budget = max(1, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes * out_h))
-        widest = max(int(config.GEMM_MIN_COLUMNS), 2 * (filters // groups)) // (out_h * out_w)
         threads = thread_count()
-        blocks = -(-max(threads, -(-samples // max(1, min(budget, widest)))) // threads) * threads
+        blocks = -(-max(threads, -(-samples // max(1, min(budget, INTERLEAVED_SAMPLES)))) // threads) * threads
         sample_block = max(1, -(-samples // blocks))
     row_block = taps * out_w * np.dtype(dtype).itemsize
     if sample_block == 1 and block_rows * row_block > int(config.IM2COL_CACHE_BYTES):
@@ -416,6 +414,10 @@ POINTWISE_MIN_PIXELS = 96
 #: a 1x1 convolution of one image (and group) shares its filters between the threads from this
 #: many filters (per group) on, its pixels below (see _resolve_geometry)
 POINTWISE_SPLIT_FILTERS = 32
+
+#: the most samples an item of a convolution onto small outputs takes (the samples innermost:
+#: cnnlab.kernels.cpu.conv._interleaved_forward_items)
+INTERLEAVED_SAMPLES = 8
 
 
 def _pointwise_rows(values_per_pixel, out_w, dtype):

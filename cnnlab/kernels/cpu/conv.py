@@ -22,10 +22,12 @@ At stride 1 the functional layer computes the input gradient as a forward convol
 :func:`conv2d_flipped_weight`'s weight instead, where that is faster
 (:func:`cnnlab.functional.conv.input_gradient`).
 
-Two kinds of convolution take other paths: a 1x1 convolution at stride 1 needs no im2col (its
-input is its column matrix), and a depthwise one, or one with few input channels per group, is
+Three kinds of convolution take other paths: a 1x1 convolution at stride 1 needs no im2col (its
+input is its column matrix); a depthwise one, or one with few input channels per group, is
 computed directly from the input's polyphase planes with no GEMM (:func:`_direct_forward_items`,
-chosen by :func:`_is_direct`).
+chosen by :func:`_is_direct`); and a batch of small outputs (the geometry's ``sample_block``
+above 1) copies its input with the samples innermost, so that each tap's columns are long
+contiguous runs (:func:`_interleaved_forward_items`).
 
 Each kernel is a plain function that runs its serial ``_..._items`` worker (``nogil``) on the
 calling thread when there is one worker (small work: see ``cnnlab.functional.cpu_workers``), or
@@ -43,6 +45,7 @@ Mirrors :mod:`cnnlab.kernels.cuda.conv`.
 import numpy as np
 from numba import njit
 
+from ... import config
 from .. import (
     EPILOGUE_CLIP,
     EPILOGUE_GELU,
@@ -459,6 +462,119 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
                             scale[f], shift[f], activation, low, high)
 
 
+@njit(cache=True, nogil=True)
+def _interleaved_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                               stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, sample_block, gemm_rows,
+                               small_gemm, first_item, last_item):
+    """Items of a convolution onto small outputs (LeNet's second layer, ResNet's 7x7 layers) at
+    a batch: an item is a block of ``sample_block`` samples, for every filter (one group).
+
+    The block's input is first copied, zero-padded, into a buffer with the samples innermost,
+    ``[channel, row, column, sample]`` (:func:`_stage_interleaved`). A tap's columns for one
+    output row are then one contiguous run of ``out_w * samples`` values at a stride of 1 (runs
+    of ``samples`` at a stride), where the samples laid side by side as planes need one short
+    copy per tap, row and sample (8 values on LeNet's 8x8 outputs), or, through polyphase
+    planes, a GEMM over half as many columns again as the output has
+    (:func:`_interleaved_columns`). The GEMMs take ``gemm_rows`` output rows at a time; their
+    product, ``[filter, row, column, sample]``, is finished by the epilogue (over its rows,
+    where it reads no residual) and copied into the output planes."""
+    samples, channels = x.shape[0], x.shape[1]
+    filters, _, kernel_h, kernel_w = weight.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    taps = channels * kernel_h * kernel_w
+    span_h = (out_h - 1) * stride_h + (kernel_h - 1) * dilation_h + 1  # the padded input rows read
+    span_w = (out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + 1
+    staged = np.empty(channels * span_h * span_w * sample_block, x.dtype)
+    columns = np.empty(taps * gemm_rows * out_w * sample_block, x.dtype)
+    product = np.empty((filters + 1) * out_h * out_w * sample_block, x.dtype)  # (room for a GEMM's offset view)
+    flat_weight = weight.reshape(filters, taps)
+    out_planes = out.reshape(samples, filters, out_h * out_w)
+    residual_planes = residual.reshape(samples, filters, out_h * out_w)
+    reads_residual = has_residual or activation == EPILOGUE_MASK  # (laid out as the output, not as the product)
+    for item in range(first_item, last_item):
+        first = item * sample_block
+        count = min(sample_block, samples - first)
+        _stage_interleaved(x, first, count, pad_h, pad_w, span_h, span_w, staged)
+        run = out_w * count  # the columns of one output row
+        wide = out_h * run
+        products = product[:filters * wide].reshape(filters, wide)
+        for first_row in range(0, out_h, gemm_rows):
+            rows = min(gemm_rows, out_h - first_row)
+            _interleaved_columns(staged, channels, count, span_h, span_w, first_row, rows, kernel_h, kernel_w,
+                                 stride_h, stride_w, dilation_h, dilation_w, out_w, columns)
+            offset = first_row * run  # (a C-contiguous view that starts there, the same type for every row block)
+            _gemm_in_small_pieces(filters, rows * run, taps, flat_weight, taps,
+                                  columns[:taps * rows * run].reshape(taps, rows * run), rows * run, 0.0,
+                                  product[offset:offset + filters * wide].reshape(filters, wide), wide, small_gemm)
+        if not reads_residual:
+            for f in range(filters):
+                _finish_row(products[f], products[f], False, scale[f], shift[f], activation, low, high)
+        for s in range(count):
+            for f in range(filters):
+                target = out_planes[first + s, f]
+                source = products[f, s:]
+                for p in range(out_h * out_w):
+                    target[p] = source[np.uint64(p * count)]
+                if reads_residual:
+                    _finish_row(target, residual_planes[first + s, f], has_residual, scale[f], shift[f], activation,
+                                low, high)
+
+
+@njit(cache=True)
+def _stage_interleaved(x, first, count, pad_h, pad_w, span_h, span_w, staged):
+    """``staged[c, r, q, s] = x[first + s, c, r - pad_h, q - pad_w]`` (zero outside ``x``) for
+    ``r < span_h``, ``q < span_w`` and the ``count`` samples: the input with its samples
+    innermost (:func:`_interleaved_forward_items`). Each input row is read once, contiguously;
+    its values are written ``count`` apart."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    flat = x.reshape(-1)
+    row_size = span_w * count
+    low_q, high_q = min(max(0, pad_w), span_w), min(span_w, max(0, pad_w + width))
+    low_r, high_r = min(max(0, pad_h), span_h), min(span_h, max(0, pad_h + height))
+    sides = low_q > 0 or high_q < span_w
+    for c in range(channels):  # the padding's zeros
+        for r in range(span_h):
+            start = (c * span_h + r) * row_size
+            if r < low_r or r >= high_r:
+                staged[start:start + row_size] = 0
+            elif sides:
+                staged[start:start + low_q * count] = 0
+                staged[start + high_q * count:start + row_size] = 0
+    for s in range(count):
+        for c in range(channels):
+            for r in range(low_r, high_r):
+                source = (((first + s) * channels + c) * height + r - pad_h) * width - pad_w
+                target = (c * span_h + r) * row_size + s
+                for q in range(low_q, high_q):
+                    staged[np.uint64(target + q * count)] = flat[np.uint64(source + q)]
+
+
+@njit(cache=True)
+def _interleaved_columns(staged, channels, count, span_h, span_w, first_row, rows, kernel_h, kernel_w, stride_h,
+                         stride_w, dilation_h, dilation_w, out_w, columns):
+    """The columns of output rows ``first_row .. first_row+rows-1`` from
+    :func:`_stage_interleaved`'s buffer: row ``(c, i, j)`` (a tap), column ``(row, column,
+    sample)``, ``rows * out_w * count`` columns, rows one after another in ``columns``."""
+    run = out_w * count
+    width = rows * run
+    for c in range(channels):
+        for i in range(kernel_h):
+            for j in range(kernel_w):
+                tap = (c * kernel_h + i) * kernel_w + j
+                for r in range(rows):
+                    source = ((c * span_h + (first_row + r) * stride_h + i * dilation_h) * span_w
+                              + j * dilation_w) * count
+                    target = np.uint64(tap * width + r * run)
+                    if stride_w == 1:  # one run
+                        for k in range(run):
+                            columns[target + np.uint64(k)] = staged[np.uint64(source + k)]
+                    else:
+                        for q in range(out_w):
+                            start = source + q * stride_w * count
+                            for s in range(count):
+                                columns[target + np.uint64(q * count + s)] = staged[np.uint64(start + s)]
+
+
 #: elements past a direct item's rows that its tap loops may compute (and drop), so that they
 #: run whole vectors: the planes and row buffers have this much spare room
 DIRECT_SPARE = 16
@@ -853,10 +969,22 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
         return (_pointwise_forward_items, x_shape[0] * groups * blocks, workers,
                 (groups, blocks, by_filters, small_gemm))
     sample_blocks = (x_shape[0] + sample_block - 1) // sample_block
+    if sample_block > 1 and groups == 1 and (kernel_h - 1) * dilation_h + 1 >= stride_h \
+            and (kernel_w - 1) * dilation_w + 1 >= stride_w:  # small outputs at a batch: the samples innermost
+        return (_interleaved_forward_items, sample_blocks, workers,
+                (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, sample_block,
+                 _interleaved_gemm_rows(out_shape[2], out_shape[3], sample_block, filters), small_gemm))
     planes = _by_planes(out_shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_w, filters // groups)
     return (_conv2d_forward_items, sample_blocks * groups * blocks * filter_blocks, workers,
             (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, filter_blocks,
              sample_block, planes, small_gemm))
+
+
+def _interleaved_gemm_rows(out_h, out_w, sample_block, filters):
+    """The output rows each GEMM of :func:`_interleaved_forward_items` takes: as many as make
+    ``max(GEMM_MIN_COLUMNS, 2 * filters)`` columns, at least one."""
+    columns = max(int(config.GEMM_MIN_COLUMNS), 2 * filters)
+    return max(1, min(out_h, columns // (out_w * sample_block)))
 
 
 def _run_forward(work, x, weight, scale, shift, residual, has_residual, activation, low, high, out):
