@@ -81,6 +81,31 @@ def test_blas_kernels_names_the_library_numba_calls():
         assert any(f"({a} kernels)" in text for a in architectures)
 
 
+def test_openblas_thread_counts_are_set_through_its_own_functions():
+    """OpenBLAS's thread count is read and set by its own functions (ctypes), found under the
+    names the library's build gives them; what they set is what threadpoolctl reads."""
+    import ctypes
+
+    from cnnlab import parallel
+
+    libraries = parallel._blas_libraries()
+    switches = parallel._thread_switches()
+    assert len(switches) == len(libraries)
+    for lib, (get, put) in zip(libraries, switches):
+        if lib.internal_api != "openblas":
+            continue
+        assert isinstance(get, ctypes._CFuncPtr) and isinstance(put, ctypes._CFuncPtr)
+        before = get()
+        assert before == lib.get_num_threads()
+        try:
+            put(1)
+            assert lib.get_num_threads() == 1
+        finally:
+            put(before)
+        assert lib.get_num_threads() == before
+    assert parallel._openblas_switch(type("Other", (), {"internal_api": "mkl"})()) is None
+
+
 def test_blas_threads_are_limited_once_per_model_call(monkeypatch):
     """Nested limits cost nothing: the BLAS libraries are asked once per model call, however many
     convolutions it runs, and their thread counts come back afterwards."""
@@ -92,17 +117,20 @@ def test_blas_threads_are_limited_once_per_model_call(monkeypatch):
 
     calls = []
     original = parallel._blas_libraries
+    switches = parallel._thread_switches()
 
-    def counted():
-        calls.append(1)
-        return original()
+    def counted(get):
+        def ask():
+            calls.append(1)
+            return get()
+        return ask
 
-    monkeypatch.setattr(parallel, "_blas_libraries", counted)
+    monkeypatch.setattr(parallel, "_blas_switches", [(counted(get), put) for get, put in switches])
     model = cnnlab.Sequential([Conv2D(1, 4, 3, padding=1), ReLU(), Conv2D(4, 4, 3, padding=1), ReLU(),
                                Conv2D(4, 4, 3, padding=1), Flatten(), Dense(64, 3)], input_shape=(1, 4, 4))
     before = [lib.get_num_threads() for lib in original()]
     model(np.ones((2, 1, 4, 4), np.float32))
-    assert len(calls) == 1
+    assert len(calls) == len(switches)  # each library asked once
     assert [lib.get_num_threads() for lib in original()] == before
     with parallel.single_threaded_blas():
         assert all(lib.get_num_threads() == 1 for lib in original())
@@ -172,7 +200,8 @@ def test_single_threaded_blas_sets_only_the_libraries_not_at_one_thread_and_rest
             self.count = count
 
     single, pooled = Library(1), Library(3)
-    monkeypatch.setattr(parallel, "_blas_libraries", lambda: [single, pooled])
+    monkeypatch.setattr(parallel, "_blas_switches", [(lib.get_num_threads, lib.set_num_threads)
+                                                     for lib in (single, pooled)])
     with pytest.raises(RuntimeError, match="inside"):
         with parallel.single_threaded_blas():
             assert (single.count, pooled.count) == (1, 1)
