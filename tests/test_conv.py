@@ -300,8 +300,9 @@ def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw
     w = rng.standard_normal((filters, 6, kh, kw))
     b = rng.standard_normal(filters)
     geometry = dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=groups)
-    rule = cpu_conv._by_planes
+    rule, innermost = cpu_conv._by_planes, cpu_conv._samples_innermost
     cpu_conv._by_planes = lambda out_w, *window: out_w > 1
+    cpu_conv._samples_innermost = lambda *arguments: False  # (small outputs: side by side, not innermost)
     if blocks == "rows":
         config.IM2COL_MAX_BYTES = 1
     if blocks == "filters":
@@ -312,7 +313,7 @@ def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw
         work = cpu_conv._forward_work(x.shape, w.shape, out.shape, *resolved.args, resolved.filter_blocks,
                                       resolved.sample_block, dtype=x.dtype)
     finally:
-        cpu_conv._by_planes = rule
+        cpu_conv._by_planes, cpu_conv._samples_innermost = rule, innermost
         config.reset()
     reference = naive.conv2d_loops(x, w, b, (sh, sw), ((ph, ph), (pw, pw)), (dh, dw), groups)
     np.testing.assert_allclose(out, reference, rtol=1e-12, atol=1e-12)
@@ -351,7 +352,8 @@ def test_planes_rule_takes_windows_that_share_their_planes(out_w, shape, stride,
     ((16, 512, 9, 9), 512, 8, 7),  # twice the filters, 1,024 columns: every row at once
     ((16, 160, 9, 9), 160, 8, 5),  # 320 columns: 5 rows of 56
     ((20, 6, 12, 12), 16, 5, 3),  # 4 blocks of 5 that two threads share evenly, not 8, 8, 4
-    ((3, 512, 9, 9), 512, 2, 7)])  # fewer samples than a block holds: a share per thread
+    ((3, 512, 9, 9), 512, 2, 7),  # fewer samples than a block holds: a share per thread
+    ((2, 6, 12, 12), 16, 1, 8)])  # one sample a block, the same path (what the warm-up records on two samples)
 def test_small_outputs_put_the_samples_innermost(x_shape, filters, samples, gemm_rows):
     """A batch of small outputs is computed in blocks of at most ``INTERLEAVED_SAMPLES``
     samples, in a number of blocks two threads share evenly, by GEMMs of as many output rows
@@ -380,10 +382,10 @@ def test_small_outputs_put_the_samples_innermost(x_shape, filters, samples, gemm
 @settings(max_examples=40)
 @given(st.integers(2, 9), st.integers(1, 9), st.integers(1, 9), st.integers(1, 4), st.integers(1, 4),
        st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(1, 2),
-       st.tuples(*[st.integers(0, 2)] * 4), st.integers(2, 4), st.sampled_from([1, 128]), st.integers(1, 2),
+       st.tuples(*[st.integers(0, 2)] * 4), st.integers(2, 4), st.booleans(), st.integers(1, 2),
        st.sampled_from(["none", "relu", "residual", "mask"]))
 def test_samples_innermost_path_matches_loops(samples, height, width, kh, kw, sh, sw, dh, dw, pads, sample_block,
-                                              columns, workers, epilogue):
+                                              one_row, workers, epilogue):
     """The small-output path (the samples innermost, :func:`_interleaved_forward_items`) against
     the loops: every stride, dilation and four-sided padding, blocks of samples that leave a
     smaller last one, GEMMs of one output row or of all, one thread or two, each epilogue. A
@@ -407,13 +409,15 @@ def test_samples_innermost_path_matches_loops(samples, height, width, kh, kw, sh
     if epilogue == "mask":
         code = EPILOGUE_MASK
     out = np.full((samples, 3, out_h, out_w), np.nan)
-    config.GEMM_MIN_COLUMNS = columns
+    rows = cpu_conv._interleaved_gemm_rows
+    if one_row:
+        cpu_conv._interleaved_gemm_rows = lambda *arguments: 1
     try:
         work = cpu_conv._forward_work(x.shape, w.shape, out.shape, sh, sw, top, left, dh, dw, 1, out_h, workers, 1,
                                       sample_block, dtype=x.dtype)
         cpu_conv._run_forward(work, x, w, scale, shift, other, epilogue == "residual", code, low, high, out)
     finally:
-        config.reset()
+        cpu_conv._interleaved_gemm_rows = rows
     padding = ((top, bottom), (left, right))
     expected = naive.fused_conv2d(x, w, shift, (sh, sw), padding, (dh, dw), 1, scale=scale,
                                   residual=other if epilogue == "residual" else None,

@@ -25,9 +25,9 @@ At stride 1 the functional layer computes the input gradient as a forward convol
 Three kinds of convolution take other paths: a 1x1 convolution at stride 1 needs no im2col (its
 input is its column matrix); a depthwise one, or one with few input channels per group, is
 computed directly from the input's polyphase planes with no GEMM (:func:`_direct_forward_items`,
-chosen by :func:`_is_direct`); and a batch of small outputs (the geometry's ``sample_block``
-above 1) copies its input with the samples innermost, so that each tap's columns are long
-contiguous runs (:func:`_interleaved_forward_items`).
+chosen by :func:`_is_direct`); and small outputs (:func:`_samples_innermost`), taken a block
+of samples at a time, are copied with the samples innermost, so that each tap's columns are
+long contiguous runs (:func:`_interleaved_forward_items`).
 
 Each kernel is a plain function that runs its serial ``_..._items`` worker (``nogil``) on the
 calling thread when there is one worker (small work: see ``cnnlab.functional.cpu_workers``), or
@@ -506,9 +506,9 @@ def _interleaved_forward_items(x, weight, scale, shift, residual, has_residual, 
             _gemm_in_small_pieces(filters, rows * run, taps, flat_weight, taps,
                                   columns[:taps * rows * run].reshape(taps, rows * run), rows * run, 0.0,
                                   product[offset:offset + filters * wide].reshape(filters, wide), wide, small_gemm)
-        if not reads_residual:
-            for f in range(filters):
-                _finish_row(products[f], products[f], False, scale[f], shift[f], activation, low, high)
+        if not reads_residual:  # (has_residual is False here: passed as the variable, not as a constant,
+            for f in range(filters):  # which would compile _finish_row again, specialized to it)
+                _finish_row(products[f], products[f], has_residual, scale[f], shift[f], activation, low, high)
         for s in range(count):
             for f in range(filters):
                 target = out_planes[first + s, f]
@@ -969,8 +969,8 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
         return (_pointwise_forward_items, x_shape[0] * groups * blocks, workers,
                 (groups, blocks, by_filters, small_gemm))
     sample_blocks = (x_shape[0] + sample_block - 1) // sample_block
-    if sample_block > 1 and groups == 1 and (kernel_h - 1) * dilation_h + 1 >= stride_h \
-            and (kernel_w - 1) * dilation_w + 1 >= stride_w:  # small outputs at a batch: the samples innermost
+    if _samples_innermost(out_shape, weight_shape, stride_h, stride_w, dilation_h, dilation_w, groups, block_rows,
+                          filter_blocks):
         return (_interleaved_forward_items, sample_blocks, workers,
                 (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, sample_block,
                  _interleaved_gemm_rows(out_shape[2], out_shape[3], sample_block, filters), small_gemm))
@@ -978,6 +978,20 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
     return (_conv2d_forward_items, sample_blocks * groups * blocks * filter_blocks, workers,
             (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, filter_blocks,
              sample_block, planes, small_gemm))
+
+
+def _samples_innermost(out_shape, weight_shape, stride_h, stride_w, dilation_h, dilation_w, groups, block_rows,
+                       filter_blocks):
+    """Whether a GEMM convolution takes :func:`_interleaved_forward_items`: small outputs (fewer
+    than ``GEMM_MIN_COLUMNS`` pixels) of one group, computed a whole sample at a time (not cut
+    into row or filter blocks), by a window whose reads leave no gap (at least as wide as its
+    stride: a 1x1 window at stride 2 would copy input it never reads). Whatever the block of
+    samples, so that a model's first calls on two samples (the warm-up's recording) take the
+    same path as its batches."""
+    out_h, out_w = out_shape[2], out_shape[3]
+    kernel_h, kernel_w = weight_shape[2], weight_shape[3]
+    return groups == 1 and filter_blocks == 1 and block_rows >= out_h and out_h * out_w < int(config.GEMM_MIN_COLUMNS) \
+        and (kernel_h - 1) * dilation_h + 1 >= stride_h and (kernel_w - 1) * dilation_w + 1 >= stride_w
 
 
 def _interleaved_gemm_rows(out_h, out_w, sample_block, filters):
