@@ -74,6 +74,18 @@ print(all(signature in dispatchers[name].signatures for name, signature in seen)
     assert compiled_so == "True"
 
 
+def test_helpers_take_every_kernels_callees_first_then_the_kernels_the_last_called_first():
+    """A helper compiles the callees of every kernel, not only of the first (a later kernel's own
+    can be the longest compile), each once, then the kernels, both the last called first, in
+    turns with the other helpers."""
+    called = [("a", 1), ("b", 2), ("c", 3)]
+    callees = {"a": [("x", 1), ("y", 1)], "c": [("y", 1), ("z", 1)]}
+    assert compilation._helper_work(called, callees, 0, 1) == ([("z", 1), ("y", 1), ("x", 1)],
+                                                               [("c", 3), ("b", 2), ("a", 1)])
+    assert compilation._helper_work(called, callees, 0, 2) == ([("z", 1), ("x", 1)], [("c", 3), ("a", 1)])
+    assert compilation._helper_work(called, callees, 1, 2) == ([("y", 1)], [("b", 2)])
+
+
 def test_recording_follows_a_workload_whose_kernels_share_work_between_threads(tmp_path):
     # two threads and every kernel worth sharing: outside the recording the convolution hands
     # shares to the thread team, whose waits are compiled code that cannot run as Python
