@@ -506,8 +506,10 @@ def _interleaved_forward_items(x, weight, scale, shift, residual, has_residual, 
             _gemm_in_small_pieces(filters, rows * run, taps, flat_weight, taps,
                                   columns[:taps * rows * run].reshape(taps, rows * run), rows * run, 0.0,
                                   product[offset:offset + filters * wide].reshape(filters, wide), wide, small_gemm)
-        if not reads_residual:  # (has_residual is False here: passed as the variable, not as a constant,
-            for f in range(filters):  # which would compile _finish_row again, specialized to it)
+        # the epilogue over the product's rows where it reads no residual (has_residual is then
+        # False: passed as the variable, since a constant would compile _finish_row again for it)
+        if not reads_residual:
+            for f in range(filters):
                 _finish_row(products[f], products[f], has_residual, scale[f], shift[f], activation, low, high)
         for s in range(count):
             for f in range(filters):
