@@ -356,6 +356,42 @@ def test_weight_gradient_through_planes_matches_loops(stride, padding, dilation,
         np.testing.assert_allclose(grad_b, upstream.sum(axis=(0, 2, 3)), rtol=1e-5, atol=1e-4)
 
 
+@settings(max_examples=30)
+@given(st.integers(1, 19), st.integers(1, 8), st.integers(1, 8), st.integers(1, 3), st.integers(1, 3),
+       st.integers(1, 2), st.integers(1, 2), st.integers(1, 2), st.tuples(*[st.integers(0, 2)] * 4),
+       st.integers(1, 2))
+def test_weight_gradient_with_the_samples_innermost_matches_loops(samples, height, width, kh, kw, stride, dh, dw,
+                                                                  pads, workers):
+    """The weight gradient of small outputs (:func:`_interleaved_weight_gradient_items`) against
+    the definition: blocks of samples that leave a smaller last one, one or two workers, every
+    stride, dilation and four-sided padding; the bias gradient is the output gradient's sum."""
+    from hypothesis import assume
+
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    top, bottom, left, right = pads
+    out_h = (height + top + bottom - dh * (kh - 1) - 1) // stride + 1
+    out_w = (width + left + right - dw * (kw - 1) - 1) // stride + 1
+    assume(out_h >= 1 and out_w >= 1 and (kh - 1) * dh + 1 >= stride and (kw - 1) * dw + 1 >= stride)
+    rng = np.random.default_rng(samples * 100 + height * 10 + width)
+    x = rng.standard_normal((samples, 3, height, width))
+    upstream = rng.standard_normal((samples, 4, out_h, out_w))
+    grad_w, grad_b = np.empty((4, 3, kh, kw)), np.empty(4)
+    called = []
+    kernel = cpu_conv._interleaved_weight_gradient_items
+    cpu_conv._interleaved_weight_gradient_items = lambda *arguments: called.append(1) or kernel(*arguments)
+    try:
+        cpu_conv.conv2d_backward_weight(x, upstream, grad_w, grad_b, stride, stride, top, left, dh, dw, 1, out_h,
+                                        workers)
+    finally:
+        cpu_conv._interleaved_weight_gradient_items = kernel
+    assert called
+    _, expected_w = conv2d_gradients_loops(x, np.zeros((4, 3, kh, kw)), upstream, (stride, stride),
+                                           ((top, bottom), (left, right)), (dh, dw), 1)
+    np.testing.assert_allclose(grad_w, expected_w, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grad_b, upstream.sum(axis=(0, 2, 3)), rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("groups", [1, 2, 3])
 def test_flipped_weight_kernel_swaps_filters_and_channels_and_turns_the_window(groups):
     from cnnlab.kernels import cpu
@@ -382,8 +418,8 @@ WEIGHT_GRADIENT_CASES = [
 @pytest.mark.parametrize("block_rows", [None, 1])
 def test_weight_gradient_by_channel_blocks_or_samples_matches_loops(case, block_rows, monkeypatch):
     """The weight gradient split between threads by blocks of input channels (where it is large:
-    here every size is) or by samples, whole or in one-row blocks, equals the definition, and the
-    bias gradient the sum of the output gradient."""
+    here every size is) or by samples, whole (small outputs: with the samples innermost) or in
+    one-row blocks, equals the definition, and the bias gradient the sum of the output gradient."""
     from cnnlab import config
     from cnnlab.kernels.cpu import conv as cpu_conv
 
@@ -392,19 +428,22 @@ def test_weight_gradient_by_channel_blocks_or_samples_matches_loops(case, block_
     if block_rows:
         monkeypatch.setattr(config, "IM2COL_MAX_BYTES", 1)
     monkeypatch.setattr(cpu_conv, "CHANNEL_SPLIT_BYTES", 0 if split == "channels" else 1 << 62)
-    calls = {"channels": 0, "samples": 0}
-    for name, key in (("_weight_gradient_by_channels_items", "channels"), ("_conv2d_backward_weight_items", "samples")):
+    calls = {"channels": 0, "samples": 0, "innermost": 0}
+    for name, key in (("_weight_gradient_by_channels_items", "channels"), ("_conv2d_backward_weight_items", "samples"),
+                      ("_interleaved_weight_gradient_items", "innermost")):
         def counted(*arguments, _kernel=getattr(cpu_conv, name), _key=key):
             calls[_key] += 1
             _kernel(*arguments)
         monkeypatch.setattr(cpu_conv, name, counted)
+    if split == "samples" and not block_rows:
+        split = "innermost"
     rng = np.random.default_rng(14)
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal(w_shape)
     padding = ((1, 1), (w_shape[3] // 2, w_shape[3] // 2))
     upstream = rng.standard_normal(F.conv2d(x, w, padding=padding, groups=groups).shape)
     _, grad_w, grad_b = F.conv2d_backward(x, w, upstream, padding=padding, groups=groups, input_grad=False)
-    assert calls[split] >= 1 and calls["samples" if split == "channels" else "channels"] == 0
+    assert calls[split] >= 1 and sum(calls.values()) == calls[split]
     _, expected_w = conv2d_gradients_loops(x, w, upstream, padding=padding, groups=groups)
     np.testing.assert_allclose(grad_w, expected_w, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(grad_b, upstream.sum(axis=(0, 2, 3)), rtol=1e-10, atol=1e-10)

@@ -1259,6 +1259,43 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
 
 
 @njit(cache=True, nogil=True)
+def _interleaved_weight_gradient_items(x, grad_out, partial_weight, partial_bias, kernel_h, kernel_w, stride_h,
+                                       stride_w, pad_h, pad_w, dilation_h, dilation_w, sample_block, first_item,
+                                       last_item):
+    """:func:`_conv2d_backward_weight_items` for small outputs (:func:`_samples_innermost`) with
+    the samples innermost, as :func:`_interleaved_forward_items`: an item is a block of
+    ``sample_block`` samples (one group), whose input is staged (:func:`_stage_interleaved`) and
+    whose columns, every output row at once (:func:`_interleaved_columns`), are multiplied by
+    the output gradient laid out the same way, ``[filter, row, column, sample]``, into the
+    worker's transposed accumulator ``partial_weight`` (1, taps, F); ``partial_bias`` (F,) sums
+    the gradient's planes."""
+    samples, channels = x.shape[0], x.shape[1]
+    filters, out_h, out_w = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
+    taps = partial_weight.shape[1]
+    span_h = (out_h - 1) * stride_h + (kernel_h - 1) * dilation_h + 1
+    span_w = (out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + 1
+    staged = np.empty(channels * span_h * span_w * sample_block, x.dtype)
+    columns = np.empty(taps * out_h * out_w * sample_block, x.dtype)
+    gradient = np.empty(filters * out_h * out_w * sample_block, x.dtype)
+    planes = grad_out.reshape(samples, filters, out_h * out_w)
+    for item in range(first_item, last_item):
+        first = item * sample_block
+        count = min(sample_block, samples - first)
+        wide = out_h * out_w * count
+        _stage_interleaved(x, first, count, pad_h, pad_w, span_h, span_w, staged)
+        _interleaved_columns(staged, channels, count, span_h, span_w, 0, out_h, kernel_h, kernel_w, stride_h,
+                             stride_w, dilation_h, dilation_w, out_w, columns)
+        for s in range(count):  # the bias's sums, and the gradient with its samples innermost
+            for f in range(filters):
+                row = planes[first + s, f]
+                partial_bias[f] += _float64_sum(row)
+                for p in range(out_h * out_w):
+                    gradient[np.uint64(f * wide + p * count + s)] = row[p]
+        gemm_rows_bt(taps, filters, wide, columns[:taps * wide].reshape(taps, wide), wide,
+                     gradient[:filters * wide].reshape(filters, wide), wide, 1.0, partial_weight[0], filters)
+
+
+@njit(cache=True, nogil=True)
 def _weight_gradient_by_channels_items(x, grad_out, grad_weight, grad_bias, kernel_h, kernel_w, stride_h, stride_w,
                                        pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, channel_blocks,
                                        first_item, last_item):
@@ -1312,6 +1349,10 @@ def _weight_gradient_by_channels_items(x, grad_out, grad_weight, grad_bias, kern
 #: accumulator of its own (``bench/conv_backward.py --by-samples`` compares the two)
 CHANNEL_SPLIT_BYTES = 1 << 20
 
+#: the most samples an item of the weight gradient with the samples innermost takes
+#: (:func:`_interleaved_weight_gradient_items`)
+WEIGHT_GRADIENT_SAMPLES = 8
+
 
 def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride_w, pad_h, pad_w,
                            dilation_h, dilation_w, groups, block_rows, workers):
@@ -1345,15 +1386,28 @@ def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride
         run_shared(_weight_gradient_by_channels_items, groups * channel_blocks, workers, x, grad_out, grad_weight,
                    grad_bias, *geometry, channel_blocks)
         return
-    items = x.shape[0] * groups * _row_blocks(grad_out.shape[2], block_rows)
+    samples = x.shape[0]
+    innermost = _samples_innermost(grad_out.shape, grad_weight.shape, stride_h, stride_w, dilation_h, dilation_w,
+                                   groups, block_rows, 1)
+    if innermost:  # blocks of samples, as many blocks as make an even share for each worker
+        per_worker = -(-samples // max(1, workers))
+        sample_block = -(-per_worker // -(-per_worker // WEIGHT_GRADIENT_SAMPLES))
+        items = -(-samples // sample_block)
+    else:
+        items = samples * groups * _row_blocks(grad_out.shape[2], block_rows)
     workers = max(1, min(workers, items))
     partial_weight = np.zeros((workers, groups, taps, filters // groups), dtype=x.dtype)
     partial_bias = np.zeros((workers, filters), dtype=x.dtype)
-    small_gemm = small_gemm_limit(x.dtype)
-    planes = _by_planes(grad_out.shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_w, filters // groups)
-    run_in_threads(_conv2d_backward_weight_items,
-                   [(x, grad_out, partial_weight[w], partial_bias[w], *geometry, small_gemm, planes, first, last)
-                    for w, (first, last) in enumerate(shares(items, workers))])
+    if innermost:
+        run_in_threads(_interleaved_weight_gradient_items,
+                       [(x, grad_out, partial_weight[w], partial_bias[w], *geometry[:8], sample_block, first, last)
+                        for w, (first, last) in enumerate(shares(items, workers))])
+    else:
+        small_gemm = small_gemm_limit(x.dtype)
+        planes = _by_planes(grad_out.shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_w, filters // groups)
+        run_in_threads(_conv2d_backward_weight_items,
+                       [(x, grad_out, partial_weight[w], partial_bias[w], *geometry, small_gemm, planes, first, last)
+                        for w, (first, last) in enumerate(shares(items, workers))])
     summed = np.empty((groups, taps, filters // groups), dtype=x.dtype)
     _sum_over_workers(partial_weight.reshape(workers, filters * taps), summed.reshape(filters * taps))
     grad_weight.reshape(groups, filters // groups, taps)[...] = summed.transpose(0, 2, 1)
