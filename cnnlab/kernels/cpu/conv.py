@@ -1283,7 +1283,7 @@ def _interleaved_weight_gradient_items(x, grad_out, partial_weight, partial_bias
         count = min(sample_block, samples - first)
         wide = out_h * out_w * count
         _stage_interleaved(x, first, count, pad_h, pad_w, span_h, span_w, staged)
-        _interleaved_columns(staged, channels, count, span_h, span_w, 0, out_h, kernel_h, kernel_w, stride_h,
+        _interleaved_columns(staged, channels, count, span_h, span_w, FIRST, out_h, kernel_h, kernel_w, stride_h,
                              stride_w, dilation_h, dilation_w, out_w, columns)
         for s in range(count):  # the bias's sums, and the gradient with its samples innermost
             for f in range(filters):
