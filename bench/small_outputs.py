@@ -1,10 +1,10 @@
 """Convolutions onto small outputs (fewer than 128 pixels, at a batch), forward and weight
 gradient, as functional calls.
 
-    python bench/small_outputs.py [--repeat 20] [--rounds 7]
+    python bench/small_outputs.py [--repeat 20] [--rounds 7] [--threads 2]
 
 Times ``cnnlab.functional.conv2d`` and ``conv2d_backward(..., input_grad=False)`` (float32,
-the threads Numba has) on LeNet's second layer (``lenet2``), the demo's second layer (32 to 64
+``--threads`` Numba threads) on LeNet's second layer (``lenet2``), the demo's second layer (32 to 64
 channels at 4x4, batch 32), a CIFAR-sized 64-channel layer at 8x8 (batch 32) and a ResNet-18
 layer at 7x7 whose weight gradient is split by input channels (batch 16). Prints, per shape,
 the fastest of ``--rounds`` runs of ``--repeat`` calls, in microseconds a call. Two versions
@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 import cnnlab.functional as F
+from cnnlab.bench.measuring import kernel_bench_arguments
 from cnnlab.bench.ops import REFERENCE_SHAPES, reference_inputs
 
 SHAPES = {  # (N, C, H, W, filters, kernel, stride, padding)
@@ -44,11 +45,10 @@ def fastest(function, repeat, rounds):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
-    if args.repeat < 1 or args.rounds < 1:
-        parser.error(f"--repeat and --rounds must be at least 1, got {args.repeat} and {args.rounds}")
+    args = kernel_bench_arguments(parser, repeat=20)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     print(f"{'shape':28} {'forward us':>11} {'weight gradient us':>19}")
     for name, shape in SHAPES.items():
         x, w, b = reference_inputs(shape, np.float32)
