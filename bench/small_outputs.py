@@ -15,7 +15,7 @@ in alternating processes::
 """
 
 import argparse
-import time
+import timeit
 
 import numpy as np
 
@@ -34,13 +34,7 @@ SHAPES = {  # (N, C, H, W, filters, kernel, stride, padding)
 def fastest(function, repeat, rounds):
     """The fastest of ``rounds`` runs of ``repeat`` calls, in seconds a call (after one call)."""
     function()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(repeat):
-            function()
-        best = min(best, (time.perf_counter() - start) / repeat)
-    return best
+    return min(timeit.repeat(function, number=repeat, repeat=rounds)) / repeat
 
 
 def main():

@@ -379,19 +379,17 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
         else:
             block_rows = min(block_rows, max(1, -(-out_h // pieces)))  # each thread a part of the rows
     elif block_rows == out_h and out_h * out_w < config.GEMM_MIN_COLUMNS and groups == 1:
-        # small outputs (7x7 layers, LeNet's 8x8): blocks of at most INTERLEAVED_SAMPLES samples,
-        # each computed with its samples innermost (the kernel's _interleaved_forward_items, whose
-        # GEMMs take as many output rows as make max(GEMM_MIN_COLUMNS, twice the filters)
-        # columns), within the column buffers' budget, in a number of blocks the threads share
-        # evenly (20 samples in blocks of 5, not 8, 8, 4). The blocks follow Numba's thread count,
+        # small outputs (7x7 layers, LeNet's 8x8): blocks of a few samples, each computed with its
+        # samples innermost (the kernel's _interleaved_forward_items, whose GEMMs take as many
+        # output rows as make max(GEMM_MIN_COLUMNS, twice the filters) columns), within the
+        # column buffers' budget, in a number of blocks the threads share evenly
+        # (cpu_kernels.conv2d_interleaved_sample_block). The blocks follow Numba's thread count,
         # not this call's workers, so that a result does not depend on whether the call ran
         # serial or parallel (the GEMMs' widths, and with them BLAS's rounding, stay the same).
         # Blocks of 8 and 16 samples ran within 4 % of each other (LeNet's second layer at batch
         # 64, ResNet-18's 7x7 layers at batch 16: scratch timings)
         budget = max(1, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes * out_h))
-        threads = thread_count()
-        blocks = -(-max(threads, -(-samples // max(1, min(budget, INTERLEAVED_SAMPLES)))) // threads) * threads
-        sample_block = max(1, -(-samples // blocks))
+        sample_block = cpu_kernels.conv2d_interleaved_sample_block(samples, thread_count(), budget)
     row_block = taps * out_w * np.dtype(dtype).itemsize
     if sample_block == 1 and block_rows * row_block > int(config.IM2COL_CACHE_BYTES):
         # columns a few rows at a time, in the core's cache, rather than one GEMM over columns that
@@ -414,10 +412,6 @@ POINTWISE_MIN_PIXELS = 96
 #: a 1x1 convolution of one image (and group) shares its filters between the threads from this
 #: many filters (per group) on, its pixels below (see _resolve_geometry)
 POINTWISE_SPLIT_FILTERS = 32
-
-#: the most samples an item of a convolution onto small outputs takes (the samples innermost:
-#: cnnlab.kernels.cpu.conv._interleaved_forward_items)
-INTERLEAVED_SAMPLES = 8
 
 
 def _pointwise_rows(values_per_pixel, out_w, dtype):

@@ -996,6 +996,20 @@ def _samples_innermost(out_shape, weight_shape, stride_h, stride_w, dilation_h, 
         and (kernel_h - 1) * dilation_h + 1 >= stride_h and (kernel_w - 1) * dilation_w + 1 >= stride_w
 
 
+#: the most samples an item of a convolution onto small outputs takes, forward and weight gradient
+#: (:func:`_interleaved_forward_items`, :func:`_interleaved_weight_gradient_items`)
+INTERLEAVED_SAMPLES = 8
+
+
+def _interleaved_sample_block(samples, threads, budget=INTERLEAVED_SAMPLES):
+    """Samples per item of the small-output path: blocks of at most ``INTERLEAVED_SAMPLES`` (and
+    ``budget``) samples, in a number of blocks ``threads`` share evenly (20 samples on two
+    threads in blocks of 5, not 8, 8, 4); one sample a block where there are no more samples
+    than threads."""
+    blocks = -(-max(threads, -(-samples // max(1, min(budget, INTERLEAVED_SAMPLES)))) // threads) * threads
+    return max(1, -(-samples // blocks))
+
+
 def _interleaved_gemm_rows(out_h, out_w, sample_block, filters):
     """The output rows each GEMM of :func:`_interleaved_forward_items` takes: as many as make
     ``max(GEMM_MIN_COLUMNS, 2 * filters)`` columns, at least one."""
@@ -1349,10 +1363,6 @@ def _weight_gradient_by_channels_items(x, grad_out, grad_weight, grad_bias, kern
 #: accumulator of its own (``bench/conv_backward.py --by-samples`` compares the two)
 CHANNEL_SPLIT_BYTES = 1 << 20
 
-#: the most samples an item of the weight gradient with the samples innermost takes
-#: (:func:`_interleaved_weight_gradient_items`)
-WEIGHT_GRADIENT_SAMPLES = 8
-
 
 def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride_w, pad_h, pad_w,
                            dilation_h, dilation_w, groups, block_rows, workers):
@@ -1390,8 +1400,7 @@ def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride
     innermost = _samples_innermost(grad_out.shape, grad_weight.shape, stride_h, stride_w, dilation_h, dilation_w,
                                    groups, block_rows, 1)
     if innermost:  # blocks of samples, as many blocks as make an even share for each worker
-        per_worker = -(-samples // max(1, workers))
-        sample_block = -(-per_worker // -(-per_worker // WEIGHT_GRADIENT_SAMPLES))
+        sample_block = _interleaved_sample_block(samples, max(1, workers))
         items = -(-samples // sample_block)
     else:
         items = samples * groups * _row_blocks(grad_out.shape[2], block_rows)
