@@ -36,6 +36,12 @@ WORKER_SPIN_LOOKS : int
     How many times a CPU kernel thread looks for its next share of work after finishing one,
     yielding the processor between looks (about half a microsecond each), before it sleeps:
     about a millisecond, enough to span the steps of a model call without being woken.
+CLAIM_MIN_WORK : int
+    The least work (element visits, as ``PARALLEL_MIN_WORK``) for which the CPU kernels whose
+    items write disjoint outputs (the convolution's forward pass and input gradient, its weight
+    gradient) cut their items into pieces that the threads claim as they go, rather than one
+    even share each: a thread on a slower or busier core then takes fewer. Each piece costs a
+    kernel call (about 8 us); below this, one share each.
 GPU_CONV_TILE : int
     Side of the square output tile one CUDA block computes in the
     shared-memory convolution (``GPU_CONV_TILE**2`` threads per block);
@@ -65,6 +71,7 @@ _DEFAULTS = {
     "GPU_CONV_TILE": 16,
     "PARALLEL_MIN_WORK": 1 << 14,
     "WORKER_SPIN_LOOKS": 2000,
+    "CLAIM_MIN_WORK": 1 << 22,
     "GEMM_MIN_COLUMNS": 128,
     "FUSE": True,
     "LOADER_THREADS": 2,
@@ -78,6 +85,7 @@ IM2COL_CACHE_BYTES = _DEFAULTS["IM2COL_CACHE_BYTES"]
 GPU_CONV_TILE = _DEFAULTS["GPU_CONV_TILE"]
 PARALLEL_MIN_WORK = _DEFAULTS["PARALLEL_MIN_WORK"]
 WORKER_SPIN_LOOKS = _DEFAULTS["WORKER_SPIN_LOOKS"]
+CLAIM_MIN_WORK = _DEFAULTS["CLAIM_MIN_WORK"]
 GEMM_MIN_COLUMNS = _DEFAULTS["GEMM_MIN_COLUMNS"]
 FUSE = _DEFAULTS["FUSE"]
 LOADER_THREADS = _DEFAULTS["LOADER_THREADS"]

@@ -1,6 +1,6 @@
 """bench/node_overhead.py, thread_split.py, rested.py, depthwise.py, direct_conv.py, pointwise_blocks.py,
-conv_backward.py, strided_conv.py, small_gemm.py, step_pool.py, conv_engines.py, training_layers.py, team_wait.py
-and small_outputs.py refuse bad options with one line of usage."""
+conv_backward.py, strided_conv.py, small_gemm.py, step_pool.py, conv_engines.py, training_layers.py, team_wait.py,
+small_outputs.py and busy_core.py refuse bad options with one line of usage."""
 
 import pathlib
 import subprocess
@@ -39,6 +39,8 @@ BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
     ("team_wait.py", ["model.onnx", "--size", "-2"], "--size"),
     ("small_outputs.py", ["--rounds", "0"], "--rounds"),
     ("small_outputs.py", ["--repeat", "0"], "--repeat"),
+    ("busy_core.py", ["--rounds", "0"], "--rounds"),
+    ("busy_core.py", ["--only", "loaded"], "--only"),
 ])
 def test_bad_options_are_one_line_of_usage(script, options, words):
     done = subprocess.run([sys.executable, str(BENCH / script), *options], capture_output=True, text=True,

@@ -10,6 +10,7 @@ import pytest
 
 import cnnlab.functional as F
 import cnnlab.functional.conv
+import cnnlab.kernels.cpu.conv
 from cnnlab import config
 from cnnlab.kernels.cpu import _schedule
 from cnnlab.kernels.cpu._schedule import run_shared
@@ -117,6 +118,91 @@ def test_one_image_is_shared_by_blocks_of_rows(both_paths, monkeypatch):
     serial, parallel = both_paths(lambda: (F.conv2d(x, weight, padding=1),))
     # the same sums, though BLAS may order them differently for a block of rows
     np.testing.assert_allclose(serial[0], parallel[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("items, workers", [(8, 2), (32, 2), (33, 2), (64, 2), (100, 3), (1000, 8)])
+def test_claimed_pieces_cover_the_items_once_in_order_large_first(items, workers):
+    pieces = _schedule.claimed_pieces(items, workers)
+    assert pieces[0][0] == 0 and pieces[-1][1] == items
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))  # contiguous, in order
+    sizes = [last - first for first, last in pieces]
+    assert min(sizes) >= 1 and len(pieces) <= 8 * workers
+    assert sizes[:-1] == sorted(sizes[:-1], reverse=True)  # the last may be a remainder
+    assert sizes[0] == items // (2 * workers) or sizes[0] == -(-items // (8 * workers))
+
+
+def test_pieces_are_one_share_each_unless_the_work_is_large_and_the_items_many(monkeypatch):
+    monkeypatch.setattr(config, "CLAIM_MIN_WORK", 1000)
+    assert _schedule.pieces(32, 2, 999) == _schedule.shares(32, 2)
+    assert _schedule.pieces(7, 2, 10**9) == _schedule.shares(7, 2)  # fewer than four items a worker
+    assert _schedule.pieces(32, 1, 10**9) == [(0, 32)]
+    assert _schedule.pieces(32, 2, 1000) == _schedule.claimed_pieces(32, 2)
+    assert _schedule.pieces(3, 8, 10**9) == _schedule.shares(3, 3)  # no more workers than items
+
+
+@needs_threads
+def test_a_thread_on_a_slow_core_claims_fewer_pieces():
+    """The team's thread is made slow (each piece it runs sleeps 50 ms, the caller's 1 ms): the
+    caller claims most pieces, where even shares would give each thread half."""
+    import threading
+
+    caller, ran = threading.get_ident(), {}
+
+    def piece(out, first, last):
+        time.sleep(0.001 if threading.get_ident() == caller else 0.05)
+        out[first:last] += 1
+        ran[first] = threading.get_ident()
+
+    out = np.zeros(64)
+    calls = [(out, first, last) for first, last in _schedule.claimed_pieces(64, 2)]
+    _schedule.run_pieces(piece, calls, 2)
+    np.testing.assert_array_equal(out, 1)  # every item once
+    assert sum(ident == caller for ident in ran.values()) >= len(calls) - 2
+
+
+@needs_threads
+def test_a_convolution_in_claimed_pieces_equals_one_thread(both_paths, monkeypatch):
+    """Forward pass, input and weight gradients with the items cut into pieces the threads claim
+    (the forward pass is the same bitwise: each item computed alike; the weight gradient's
+    accumulators are added in the pieces' order, whichever thread took them: the same twice)."""
+    monkeypatch.setattr(config, "CLAIM_MIN_WORK", 0)
+    claimed = []
+    run_pieces = _schedule.run_pieces
+    for module in (_schedule, cnnlab.kernels.cpu.conv):
+        monkeypatch.setattr(module, "run_pieces", lambda function, calls, workers:
+                            (claimed.append(len(calls) > workers), run_pieces(function, calls, workers)))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((16, 4, 12, 12)).astype(np.float32)
+    weight = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+
+    def forward_and_backward():
+        out = F.conv2d(x, weight, padding=1)
+        return (out,) + tuple(F.conv2d_backward(x, weight, np.cos(out), padding=1))
+
+    serial, parallel = both_paths(forward_and_backward)
+    assert claimed.count(True) >= 3  # the forward pass, the input and the weight gradients
+    np.testing.assert_array_equal(serial[0], parallel[0])
+    for a, b in zip(serial[1:], parallel[1:]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(parallel[1:], forward_and_backward()[1:]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_weight_gradient_keeps_one_accumulator_a_worker_past_its_memory_bound(monkeypatch):
+    monkeypatch.setattr(config, "CLAIM_MIN_WORK", 0)
+    monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(cnnlab.kernels.cpu.conv, "PIECES_MAX_ACCUMULATOR_BYTES", 0)
+    seen = []
+    run_pieces = _schedule.run_pieces
+    monkeypatch.setattr(cnnlab.kernels.cpu.conv, "run_pieces", lambda function, calls, workers:
+                        (seen.append((len(calls), workers)), run_pieces(function, calls, workers)))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((16, 4, 12, 12)).astype(np.float32)
+    weight = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    cnnlab.kernels.cpu.conv.conv2d_backward_weight(x, rng.standard_normal((16, 6, 12, 12)).astype(np.float32),
+                                                   np.empty_like(weight), np.empty(6, np.float32),
+                                                   1, 1, 1, 1, 1, 1, 1, 12, 2)
+    assert seen == [(2, 2)]
 
 
 # --- the resident team that runs the shares ------------------------------------------------

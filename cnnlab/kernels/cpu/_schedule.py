@@ -7,6 +7,13 @@ share of the items (its own slice of the output: no races, no atomics): the call
 takes the first share, the resident threads of a small team (:func:`run_in_threads`) the
 others. The worker releases the GIL, so the shares run at once.
 
+Even shares end together only on cores of equal speed. Where the work is large
+(``config.CLAIM_MIN_WORK``) and the items many, the items are cut instead into pieces, large
+first and small last (:func:`pieces`), and each thread claims the next piece as it finishes
+one (:func:`run_pieces`): a thread on a core that another process shares, or on a slower core,
+takes fewer, and the caller no longer waits for it (``bench/busy_core.py``). A piece costs a
+kernel call from Python, about 8 us.
+
 Sharing the work from Python rather than from an ``@njit(parallel=True)`` driver around the
 worker compiles nothing more: Numba compiles a ``prange`` driver separately, and optimizes the
 worker's whole code again inside it (1 to 4 s per kernel on the first run on a machine).
@@ -342,6 +349,52 @@ def shares(items, workers):
     return [(w * items // workers, (w + 1) * items // workers) for w in range(workers)]
 
 
+def pieces(items, workers, work):
+    """How ``workers`` threads split ``items`` of ``work`` (element visits, as
+    :func:`workers_for`) in all: :func:`shares`, one per worker, or, for work of at least
+    ``config.CLAIM_MIN_WORK`` in at least four items per worker, :func:`claimed_pieces` for the
+    threads to claim as they go (:func:`run_pieces`)."""
+    workers = max(1, min(workers, items))
+    if workers > 1 and items >= 4 * workers and work >= config.CLAIM_MIN_WORK:
+        return claimed_pieces(items, workers)
+    return shares(items, workers)
+
+
+def claimed_pieces(items, workers):
+    """``(first, last)`` pieces of ``items`` in order, each a ``2 * workers``-th of the items
+    left but at least an ``8 * workers``-th of all: large first, small last, so that threads
+    that take the next piece as they finish the last end close together, whatever their cores'
+    speeds, in at most ``8 * workers`` calls of the kernel."""
+    least = -(-items // (8 * workers))
+    result, first = [], 0
+    while first < items:
+        last = min(items, first + max(least, (items - first) // (2 * workers)))
+        result.append((first, last))
+        first = last
+    return result
+
+
+def _claim_calls(function, pending):
+    """``function(*arguments)`` for each argument tuple this thread takes from ``pending``, an
+    iterator the threads share (its ``next`` runs under the GIL: each tuple goes to one)."""
+    for arguments in pending:
+        function(*arguments)
+
+
+def run_pieces(function, calls, workers):
+    """``function(*arguments)`` for every tuple of ``calls`` (one per piece, from
+    :func:`pieces`) on ``workers`` threads: one call each when there are as many calls as
+    workers (:func:`run_in_threads`), else each thread takes the next call as it finishes its
+    last, so that a thread on a slower or busier core makes fewer of them (a call that writes
+    only its own items' outputs gives the same results whichever thread makes it)."""
+    workers = max(1, min(workers, len(calls)))
+    if len(calls) == workers:
+        run_in_threads(function, calls)
+    else:
+        pending = iter(calls)
+        run_in_threads(_claim_calls, [(function, pending)] * workers)
+
+
 def workers_for(work, threads=None):
     """How many threads a CPU kernel should share ``work`` (multiply-adds or element visits)
     between: Numba's thread count (``threads`` when the caller knows it), but no more than gives
@@ -359,11 +412,13 @@ def run_split(serial, items, work, *arguments):
     run_shared(serial, items, workers_for(work), *arguments)
 
 
-def run_shared(serial, items, workers, *arguments):
+def run_shared(serial, items, workers, *arguments, work=0):
     """Run ``serial(*arguments, first, last)`` over ``0 .. items-1``: on this thread alone when
-    ``workers`` (capped at ``items``) is 1, else in even shares on ``workers`` threads."""
+    ``workers`` (capped at ``items``) is 1, else in the :func:`pieces` of ``work`` (element
+    visits, all items together) on ``workers`` threads. ``serial`` must write only its own
+    items' outputs."""
     workers = max(1, min(workers, items))
     if workers == 1:
         serial(*arguments, 0, items)
     else:
-        run_in_threads(serial, [arguments + share for share in shares(items, workers)])
+        run_pieces(serial, [arguments + piece for piece in pieces(items, workers, work)], workers)

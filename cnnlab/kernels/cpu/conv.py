@@ -59,7 +59,7 @@ from .. import (
 )
 from ._blas import gemm_rows, gemm_rows_bt, small_gemm_limit
 from ._exp import erfc_of_scaled_negative, tanh
-from ._schedule import _sum_over_workers, run_in_threads, run_shared, shares
+from ._schedule import _sum_over_workers, pieces, run_pieces, run_shared, shares
 from .activation import _float64_sum, _hardswish, _sigmoid
 from .pool import _global_avg_planes
 
@@ -944,15 +944,22 @@ def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, 
 def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
                   groups, block_rows, workers, filter_blocks=1, sample_block=1, *, dtype):
     """The work :func:`conv2d_forward` hands out for arrays of these shapes and this geometry
-    (its arguments): ``(items function, item count, workers, trailing arguments, the workers'
-    shares of the items)``, for :func:`_run_forward`. Resolved once, it lets a caller that
-    repeats the same convolution (an inference plan's bound step) skip choosing the path on
+    (its arguments): ``(items function, item count, workers, trailing arguments, the pieces of
+    the items the workers take)``, for :func:`_run_forward`. Resolved once, it lets a caller
+    that repeats the same convolution (an inference plan's bound step) skip choosing the path on
     every call."""
     items, count, workers, trailing = _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h,
                                                     pad_w, dilation_h, dilation_w, groups, block_rows, workers,
                                                     filter_blocks, sample_block, dtype)
     workers = max(1, min(workers, count))
-    return items, count, workers, trailing, shares(count, workers)
+    return items, count, workers, trailing, pieces(count, workers, _gemm_visits(out_shape, weight_shape))
+
+
+def _gemm_visits(out_shape, weight_shape):
+    """A convolution's multiply-adds onto ``out_shape`` with weights of ``weight_shape``, in
+    element visits (``config.CLAIM_MIN_WORK``'s unit: a sixteenth of a visit each, as
+    :func:`cnnlab.functional.conv.conv_work` weighs the GEMM path's)."""
+    return int(np.prod(out_shape)) * int(np.prod(weight_shape[1:])) // 16
 
 
 def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
@@ -1020,13 +1027,13 @@ def _interleaved_gemm_rows(out_h, out_w, sample_block, filters):
 def _run_forward(work, x, weight, scale, shift, residual, has_residual, activation, low, high, out):
     """:func:`conv2d_forward` of these arrays (its arguments; ``has_residual`` a bool,
     ``activation`` an int, ``low`` and ``high`` floats) for ``work`` from :func:`_forward_work`:
-    :func:`run_shared`'s work, with the shares' bounds worked out once, in the work."""
+    :func:`run_shared`'s work, with its pieces worked out once, in the work."""
     items, count, workers, trailing, bounds = work
     arguments = (x, weight, scale, shift, residual, has_residual, activation, low, high, out, *trailing)
     if workers == 1:
         items(*arguments, 0, count)
     else:
-        run_in_threads(items, [arguments + share for share in bounds])
+        run_pieces(items, [arguments + piece for piece in bounds], workers)
 
 
 @njit(cache=True)
@@ -1170,10 +1177,10 @@ def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_h, p
     out_h = grad_out.shape[2]
     reach_h = (weight.shape[2] - 1) * dilation_h + 1
     overlap = reach_h > stride_h
-    pieces = grad_x.shape[0] * groups
+    samples = grad_x.shape[0] * groups  # (sample, group) pairs
     if overlap:
-        if pieces < workers:  # each phase needs a block per thread: twice the blocks
-            block_rows = min(block_rows, -(-out_h // (2 * -(-workers // pieces))))
+        if samples < workers:  # each phase needs a block per thread: twice the blocks
+            block_rows = min(block_rows, -(-out_h // (2 * -(-workers // samples))))
         # a block's windows must not reach past the next block
         block_rows = min(out_h, max(block_rows, -(-(reach_h - stride_h) // stride_h)))
     blocks = _row_blocks(out_h, block_rows)
@@ -1181,12 +1188,13 @@ def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_h, p
     small_gemm = small_gemm_limit(grad_x.dtype)
     arguments = (grad_out, weight_t, grad_x, weight.shape[2], weight.shape[3], stride_h, stride_w, pad_h, pad_w,
                  dilation_h, dilation_w, groups, block_rows, small_gemm)
+    work = _gemm_visits(grad_out.shape, weight.shape)
     if not overlap:
-        run_shared(_conv2d_backward_input_items, pieces * blocks, workers, *arguments, 0)
+        run_shared(_conv2d_backward_input_items, samples * blocks, workers, *arguments, 0, work=work)
         return
-    run_shared(_conv2d_backward_input_items, pieces * ((blocks + 1) // 2), workers, *arguments, 1)
+    run_shared(_conv2d_backward_input_items, samples * ((blocks + 1) // 2), workers, *arguments, 1, work=work // 2)
     if blocks > 1:
-        run_shared(_conv2d_backward_input_items, pieces * (blocks // 2), workers, *arguments, 2)
+        run_shared(_conv2d_backward_input_items, samples * (blocks // 2), workers, *arguments, 2, work=work // 2)
 
 
 @njit(cache=True)
@@ -1362,6 +1370,9 @@ def _weight_gradient_by_channels_items(x, grad_out, grad_weight, grad_bias, kern
 #: channels and written in place; a smaller one by samples, each thread summing into an
 #: accumulator of its own (``bench/conv_backward.py --by-samples`` compares the two)
 CHANNEL_SPLIT_BYTES = 1 << 20
+#: the most memory the weight gradient's private accumulators may take when its items are cut
+#: into pieces the threads claim (:func:`cnnlab.kernels.cpu._schedule.pieces`); above, one each
+PIECES_MAX_ACCUMULATOR_BYTES = 8 << 20
 
 
 def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride_w, pad_h, pad_w,
@@ -1373,11 +1384,12 @@ def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride
     sample, the output gradient against their columns (one GEMM per sample and row block) into
     its own taps of the gradient, so no two threads write the same memory and nothing is added
     up afterwards. ResNet-18's 512-channel 3x3 layer at batch 4: 20 ms with an accumulator of
-    9.4 MB per thread, 5.5 ms so. Otherwise each worker sums ``columns @ grad_out[n, g].T`` over
-    its own samples into a private, transposed accumulator (OpenBLAS runs this product 1.1-1.6x
-    faster than ``grad_out[n, g] @ columns.T`` on convolution shapes, and its full height beats
-    the channel blocks' half on small layers), and the accumulators are added and transposed at
-    the end.
+    9.4 MB per thread, 5.5 ms so. Otherwise each piece of the samples (a worker's share, or, for
+    large work, the pieces the workers claim as they go: :func:`_schedule.pieces`) sums
+    ``columns @ grad_out[n, g].T`` into a private, transposed accumulator (OpenBLAS runs this
+    product 1.1-1.6x faster than ``grad_out[n, g] @ columns.T`` on convolution shapes, and its
+    full height beats the channel blocks' half on small layers), and the accumulators are added,
+    in the pieces' order, and transposed at the end.
 
     Parameters
     ----------
@@ -1405,19 +1417,24 @@ def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride
     else:
         items = samples * groups * _row_blocks(grad_out.shape[2], block_rows)
     workers = max(1, min(workers, items))
-    partial_weight = np.zeros((workers, groups, taps, filters // groups), dtype=x.dtype)
-    partial_bias = np.zeros((workers, filters), dtype=x.dtype)
+    # a private accumulator per piece, added up in the pieces' order: the same sum whichever
+    # thread takes which piece
+    bounds = pieces(items, workers, _gemm_visits(grad_out.shape, grad_weight.shape))
+    if len(bounds) * grad_weight.nbytes > PIECES_MAX_ACCUMULATOR_BYTES:
+        bounds = shares(items, workers)
+    partial_weight = np.zeros((len(bounds), groups, taps, filters // groups), dtype=x.dtype)
+    partial_bias = np.zeros((len(bounds), filters), dtype=x.dtype)
     if innermost:
-        run_in_threads(_interleaved_weight_gradient_items,
-                       [(x, grad_out, partial_weight[w], partial_bias[w], *geometry[:8], sample_block, first, last)
-                        for w, (first, last) in enumerate(shares(items, workers))])
+        run_pieces(_interleaved_weight_gradient_items,
+                   [(x, grad_out, partial_weight[p], partial_bias[p], *geometry[:8], sample_block, first, last)
+                    for p, (first, last) in enumerate(bounds)], workers)
     else:
         small_gemm = small_gemm_limit(x.dtype)
         planes = _by_planes(grad_out.shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_w, filters // groups)
-        run_in_threads(_conv2d_backward_weight_items,
-                       [(x, grad_out, partial_weight[w], partial_bias[w], *geometry, small_gemm, planes, first, last)
-                        for w, (first, last) in enumerate(shares(items, workers))])
+        run_pieces(_conv2d_backward_weight_items,
+                   [(x, grad_out, partial_weight[p], partial_bias[p], *geometry, small_gemm, planes, first, last)
+                    for p, (first, last) in enumerate(bounds)], workers)
     summed = np.empty((groups, taps, filters // groups), dtype=x.dtype)
-    _sum_over_workers(partial_weight.reshape(workers, filters * taps), summed.reshape(filters * taps))
+    _sum_over_workers(partial_weight.reshape(len(bounds), filters * taps), summed.reshape(filters * taps))
     grad_weight.reshape(groups, filters // groups, taps)[...] = summed.transpose(0, 2, 1)
     _sum_over_workers(partial_bias, grad_bias)
