@@ -4,7 +4,7 @@ a training step.
 
     pip install torch==2.14.1 torchvision==0.29.1 onnx onnxruntime
     python bench/models.py [--threads 2] [--repeat 10] [--rounds 5] [--batches 1 16] [--size 224]
-                           [--openblas both] [--onnx-dir DIR]
+                           [--openblas both] [--onnx-dir DIR] [--memory]
 
 The same suite as ``cnnlab bench --op models`` (:mod:`cnnlab.bench.networks`). The engines take
 turns in rounds (cnnlab, cnnlab unfused, PyTorch, onnxruntime; again...), ``--repeat`` timed
@@ -14,8 +14,10 @@ setting (``--openblas``: this environment's, OpenBLAS's own kernel choice with
 median, cnnlab's ratios to PyTorch and onnxruntime (below 1: cnnlab is faster), the Python
 overhead of cnnlab's inference plan (share of the run and microseconds per step, see
 ``bench/node_overhead.py``) and the largest difference from onnxruntime. ``--onnx-dir`` keeps
-the exported networks (``NAME-SIZE.onnx``) for later runs, which then need no PyTorch. Warns
-when the machine is busy: the figures then measure the competition.
+the exported networks (``NAME-SIZE.onnx``) for later runs, which then need no PyTorch.
+``--memory`` adds the peak memory of one inference (cnnlab) and of training steps (cnnlab and
+PyTorch, each in a process started for it: :func:`cnnlab.bench.networks.training_memory`).
+Warns when the machine is busy: the figures then measure the competition.
 """
 
 import argparse
@@ -25,7 +27,7 @@ import sys
 
 from cnnlab.bench.measuring import busy_warning, threading_warning
 from cnnlab.bench.networks import NETWORKS, models_suite
-from cnnlab.bench.report import format_models
+from cnnlab.bench.report import format_memory, format_models, format_training_memory
 
 
 def main():
@@ -39,6 +41,8 @@ def main():
     parser.add_argument("--openblas", choices=["environment", "own", "both"], default="both")
     parser.add_argument("--onnx-dir", help="where the exported networks are kept (read if there)")
     parser.add_argument("--no-training", action="store_true", help="skip the training step")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure peak memory: one inference, and training steps against PyTorch")
     parser.add_argument("--json", help="also write the results to this .json file")
     args = parser.parse_args()
     if args.threads < 1:
@@ -49,9 +53,12 @@ def main():
     print(f"threads {args.threads}, {args.size}x{args.size} images, {args.rounds} rounds of {args.repeat} runs "
           "per engine, engines in separate processes")
     results = models_suite(args.threads, args.repeat, args.rounds, args.batches, args.size, args.models,
-                           args.openblas, training=not args.no_training, onnx_dir=args.onnx_dir,
+                           args.openblas, training=not args.no_training, memory=args.memory, onnx_dir=args.onnx_dir,
                            progress=lambda i, n, name: print(f"  {name} ...", file=sys.stderr, flush=True))
     print(format_models(results))
+    for result in results if args.memory else []:
+        print(format_memory(result["memory"]))
+        print(format_training_memory(result["training_memory"]))
     for warning in {threading_warning(result["threading"]) for result in results} - {None}:
         print(warning, file=sys.stderr)
     warning = busy_warning(os.getloadavg()[0], os.cpu_count(), args.threads)

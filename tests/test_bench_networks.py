@@ -3,8 +3,10 @@
 
 import io
 import json
+import os
 
 import numba
+import numpy as np
 import pytest
 from test_cli_errors import one_error_line
 
@@ -27,6 +29,41 @@ def test_format_memory():
     assert "not measured" in report.format_memory([])
 
 
+def test_format_training_memory():
+    rows = [dict(label="resnet18 b16", engines=dict(cnnlab=dict(step_bytes=15 * 2**20, total_bytes=705 * 2**20),
+                                                    torch=dict(step_bytes=232 * 2**20, total_bytes=787 * 2**20)))]
+    text = report.format_training_memory(rows)
+    assert "resnet18 b16: cnnlab +15 MiB (705 MiB), torch +232 MiB (787 MiB)" in text
+    assert "not measured" in report.format_training_memory([])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="the peak is restarted through /proc")
+def test_training_memory_sees_what_the_steps_allocate():
+    """A step that fills 64 MiB: its rise is seen in each run, and in the total; an array the
+    network builds and keeps counts in the total and in what is kept, not in the step's rise."""
+    kept = []
+
+    def make_step():
+        kept.append(np.ones(32 * 2**20 // 4, np.float32))  # 32 MiB, held for the whole run
+
+        def run():
+            np.ones(64 * 2**20 // 4, np.float32)
+        return run
+
+    row = networks.training_memory(make_step)
+    assert 56 * 2**20 < row["step_bytes"] < 80 * 2**20
+    assert row["kept_bytes"] >= 30 * 2**20
+    assert row["total_bytes"] >= row["step_bytes"] + 30 * 2**20
+
+
+def test_worker_measures_the_memory_of_training_steps():
+    reply, = serve_cnnlab('{"task": "train_memory", "network": "cifar"}\n')
+    if os.path.exists("/proc/self/clear_refs"):
+        assert reply["total_bytes"] > 0 and reply["step_bytes"] >= 0 and reply["kept_bytes"] > 0
+    else:
+        assert reply == {}
+
+
 def test_rows_on_a_small_network():
     for name in ("torch", "torchvision", "onnx", "onnxruntime"):
         pytest.importorskip(name)
@@ -42,6 +79,8 @@ def test_rows_on_a_small_network():
     assert rows[1]["op"] == "training step" and rows[1]["seconds"] > 0 and "torch" in rows[1]["peers"]
     memory, = results[0]["memory"]
     assert memory["pool_bytes"] > 0 and memory["unfused_peak_bytes"] >= 0
+    assert [row["label"] for row in results[0]["training_memory"]] == [label for label, _ in networks.TRAINING_MEMORY]
+    assert all(set(row["engines"]) == {"cnnlab", "torch"} for row in results[0]["training_memory"])
     assert "resnet18 b2" in report.format_models(results)
 
 

@@ -25,6 +25,9 @@ Requests (``{"task": ...}``):
   ``torch.nn.functional.conv2d``), bias included, a new output each call.
 - ``overhead``: ``onnx``, ``batch``, ``size``, ``repeat`` (cnnlab): :func:`cnnlab.bench.overhead.node_overhead`.
 - ``memory``: ``network``, ``onnx``, ``batch``, ``size`` (cnnlab): one row of peak memory.
+- ``train_memory``: ``network`` (``"cifar"``: the ``train`` task's steps; ``"resnet18"``: the
+  ``train_resnet`` task's step, with ``onnx``, ``size``, ``frozen``) (cnnlab, torch):
+  :func:`cnnlab.bench.networks.training_memory` of those steps, in a worker started for it.
 - ``info``: the engine's version and, for cnnlab, the BLAS kernels.
 """
 
@@ -107,6 +110,13 @@ class _Cnnlab:
         run = cnnlab_resnet_step(request["onnx"], request["size"], request["frozen"])
         return timed_runs(run, request["repeat"])[1:]
 
+    def train_memory(self, request):
+        from .networks import cnnlab_resnet_step, cnnlab_training_step, training_memory
+
+        if request["network"] == "cifar":
+            return training_memory(cnnlab_training_step) or {}
+        return training_memory(lambda: cnnlab_resnet_step(request["onnx"], request["size"], request["frozen"])) or {}
+
     def info(self, request):
         from .._version import __version__
         from ..parallel import blas_kernels, threading_layer
@@ -158,6 +168,13 @@ class _Torch:
         from .networks import torch_resnet_step
 
         return timed_runs(torch_resnet_step(self.torch, request["size"], request["frozen"]), request["repeat"])[1:]
+
+    def train_memory(self, request):
+        from .networks import torch_resnet_step, torch_training_step, training_memory
+
+        if request["network"] == "cifar":
+            return training_memory(lambda: torch_training_step(self.torch)) or {}
+        return training_memory(lambda: torch_resnet_step(self.torch, request["size"], request["frozen"])) or {}
 
     def info(self, request):
         return dict(version=self.torch.__version__)

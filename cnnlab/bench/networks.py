@@ -185,6 +185,62 @@ def inference_memory(model, name, x):
     return row
 
 
+def training_memory(make_step):
+    """The memory training steps take: ``make_step()`` builds the network, its data and
+    optimizer and returns a function that runs the steps (:func:`cnnlab_training_step` and the
+    like), run twice. Returns ``{"step_bytes": the rise of resident memory during the second
+    run, over the size it started at (Linux ``VmHWM``, restarted just before it); "total_bytes":
+    the peak over the process's size before ``make_step`` was called, either run; "kept_bytes":
+    what the process held more between the runs}``, or None where ``/proc`` cannot tell. Run in
+    a process started for it: memory an earlier task freed but the allocator kept would serve
+    the steps unseen."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        return None
+    base = reset_peak_rss()
+    run = make_step()
+    run()
+    first = maxrss_bytes() - base
+    before = reset_peak_rss()
+    run()
+    step = maxrss_bytes() - before
+    return dict(step_bytes=step, total_bytes=max(first, step + before - base), kept_bytes=before - base)
+
+
+#: the training-memory rows: (label, request)
+TRAINING_MEMORY = (("CIFAR-sized net b32", dict(network="cifar")),
+                   ("resnet18 b16", dict(network="resnet18", frozen=False)),
+                   ("resnet18 frozen base b16", dict(network="resnet18", frozen=True)))
+
+
+def training_memory_rows(threads, env, resnet=None, size=224, progress=None):
+    """:func:`training_memory` of the training steps of :data:`TRAINING_MEMORY` (the ResNet-18
+    ones where ``resnet``, its ONNX file, is given), cnnlab and PyTorch (when installed), each
+    in a worker process started for it: ``[{"label": ..., "engines": {name: training_memory
+    row}}]``."""
+    names = ["cnnlab"] + (["torch"] if importlib.util.find_spec("torch") is not None else [])
+    rows = []
+    for index, (label, request) in enumerate(TRAINING_MEMORY):
+        if request["network"] == "resnet18" and not resnet:
+            continue
+        if progress:
+            progress(index, len(TRAINING_MEMORY), f"training memory {label}")
+        row = dict(label=label, engines={})
+        for name in names:
+            engine = Engine(name, threads, env)
+            try:
+                answer = engine.ask(task="train_memory", onnx=resnet, size=size, **request)
+            except RuntimeError as error:
+                print(f"cnnlab bench: training memory {label} {name} not measured ({error})", file=sys.stderr)
+                continue
+            finally:
+                engine.close()
+            if answer:
+                row["engines"][name] = answer
+        if row["engines"]:
+            rows.append(row)
+    return rows
+
+
 # ----------------------------------------------------------------------------- the parent's side
 
 class Engine:
@@ -399,8 +455,9 @@ def models_suite(threads, repeat, rounds=5, batches=(1, 16), size=224, networks=
                  training=True, memory=False, onnx_dir=None, progress=None):
     """Per OpenBLAS setting (see :func:`openblas_settings`): ``{"openblas": setting, "blas":
     the kernels the cnnlab worker runs, "threading": its Numba threading layer, "rows":
-    inference and training rows, "memory": memory rows}``, the engines in worker processes
-    taking turns for ``rounds`` rounds of ``repeat`` runs each."""
+    inference and training rows, "memory": memory rows, "training_memory":
+    :func:`training_memory_rows` (with ``memory`` and ``training``)}``, the engines in worker
+    processes taking turns for ``rounds`` rounds of ``repeat`` runs each."""
     if rounds < 1 or repeat < 1:
         raise ValueError(f"rounds and repeat must be at least 1, got {rounds} and {repeat}")
     results = []
@@ -419,6 +476,8 @@ def models_suite(threads, repeat, rounds=5, batches=(1, 16), size=224, networks=
             finally:
                 for engine in engines.values():
                     engine.close()
+            training_memory = training_memory_rows(threads, worker_environment(setting), paths.get("resnet18"),
+                                                   size, progress) if memory and training else []
             results.append(dict(openblas=setting, blas=info["blas"], threading=info["threading"], rows=rows,
-                                memory=[m for m in memory_rows if m]))
+                                memory=[m for m in memory_rows if m], training_memory=training_memory))
     return results

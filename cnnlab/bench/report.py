@@ -157,6 +157,19 @@ def format_memory(rows):
     return "\n".join(lines)
 
 
+def format_training_memory(rows):
+    """The rows of :func:`cnnlab.bench.networks.training_memory_rows` as lines of text."""
+    if not rows:
+        return "training memory: not measured (needs Linux /proc)"
+    lines = ["memory of training steps, each engine in a process of its own (the rise of resident memory during a "
+             "later run of the steps; in brackets the peak over the process before the network was built):"]
+    for row in rows:
+        parts = [f"{name} +{m['step_bytes'] / 2**20:,.0f} MiB ({m['total_bytes'] / 2**20:,.0f} MiB)"
+                 for name, m in row["engines"].items()]
+        lines.append(f"  {row['label']}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
 def plot_ratios(rows, path):
     """A bar chart of every row's ratio to each peer (log scale; below 1 = cnnlab faster)."""
     plt = viz.pyplot()

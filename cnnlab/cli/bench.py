@@ -116,6 +116,7 @@ def _bench_models(args, threads):
         print(warning, file=sys.stderr)
     for result in results:
         print(report.format_memory(result["memory"]))
+        print(report.format_training_memory(result["training_memory"]))
     rows = [dict(row, openblas=result["openblas"], blas=result["blas"]) for result in results
             for row in result["rows"]]
     report.save_report(rows, threads, "cpu", args.json, args.plot,
