@@ -56,11 +56,12 @@ def test_other_calls_are_not_accepted():
             assert not bound.accepts(x, weight, bias, *args)  # the thread split was resolved for another count
         finally:
             numba.set_num_threads(previous)
-    config.IM2COL_MAX_BYTES = 1024
-    try:
-        assert not bound.accepts(x, weight, bias, *args)
-    finally:
-        config.reset()
+    for name, value in (("IM2COL_MAX_BYTES", 1024), ("CLAIM_MIN_WORK", 0)):  # the work was cut for the old value
+        setattr(config, name, value)
+        try:
+            assert not bound.accepts(x, weight, bias, *args)
+        finally:
+            config.reset()
 
 
 def test_nothing_is_bound_for_what_only_conv2d_handles():
