@@ -85,3 +85,35 @@ def test_bad_pool_arguments(kwargs, error, words):
     x = np.zeros((1, 1, 4, 4))
     with pytest.raises(error, match=words):
         F.pool2d(x, **kwargs)
+
+
+def test_windows_up_to_three_by_three_by_lines_equal_the_general_kernel(monkeypatch):
+    """The kernel of windows up to 3x3 (ResNet's pooling, OCR networks' 2x2 at stride 1) gives
+    what the general one gives, bitwise, for max and min, with NaN and infinities among the
+    values, at strides 1 to 3, every padding the window allows, ceil_mode or not, on planes from
+    1 to 9 pixels a side; and the dispatch takes it (but for 2x2 at stride 2 without padding,
+    which has a kernel of its own)."""
+    import itertools
+
+    from cnnlab.kernels.cpu import pool as cpu_pool
+
+    taken = []
+    original = cpu_pool._extreme_pool_lines
+    monkeypatch.setattr(cpu_pool, "_extreme_pool_lines", lambda *a: (taken.append(a[2:4]), original(*a)))
+    rng = np.random.default_rng(7)
+    for height, width in ((1, 1), (2, 5), (3, 3), (7, 9), (9, 4)):
+        x = rng.standard_normal((2, 3, height, width)).astype(np.float32)
+        x.flat[rng.integers(0, x.size, 3)] = [np.nan, np.inf, -np.inf]
+        for (kh, kw), stride, ceil_mode, mode in itertools.product(((3, 3), (2, 2), (2, 3), (3, 1), (1, 2)), (1, 2, 3),
+                                                                   (False, True), ("max", "min")):
+            for top, left in itertools.product(range(kh // 2 + 1), range(kw // 2 + 1)):
+                if kh > height + 2 * top or kw > width + 2 * left:
+                    continue
+                out = F.pool2d(x, (kh, kw), stride, ((top, top), (left, left)), mode, ceil_mode=ceil_mode)
+                general = np.empty_like(out)
+                code = cpu_pool.POOL_MAX if mode == "max" else cpu_pool.POOL_MIN
+                cpu_pool._extreme_pool_planes(x, general, cpu_pool._NO_INDICES, kh, kw, stride, stride, top, left, 1, 1,
+                                              code, False, 0, 6)
+                np.testing.assert_array_equal(out, general,
+                                              err_msg=f"{height}x{width} {kh}x{kw} s{stride} {top},{left} {mode}")
+    assert {(3, 3), (2, 2), (2, 3), (3, 1), (1, 2)} <= set(taken)
