@@ -425,8 +425,8 @@ def _extreme_pool_lines(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top,
     then each window's columns along the line (padding there: -inf for max, +inf for min).
 
     Each loop takes three taps at once and vectorizes, where :func:`_extreme_pool_planes`' passes
-    per tap did not (``bench/elementwise.py``: ResNet-18's at batch 16, 16x64x112x112, 40-42 ->
-    6-8 ms on 2 threads). A window of fewer taps repeats its last one, and a row in the padding
+    per tap did not (``bench/elementwise.py``: ResNet-18's at batch 16, 16x64x112x112, 27-32 ->
+    4.5 ms on 2 threads). A window of fewer taps repeats its last one, and a row in the padding
     is replaced by one of the window's rows inside the plane: the max or min over a value twice
     is the same. The values are the general kernel's: NaN wins."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
