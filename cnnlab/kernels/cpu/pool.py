@@ -377,6 +377,12 @@ def _replaces(v, t, is_max):
     return ((v > t) if is_max else (v < t)) | ((v != v) & (t == t))
 
 
+@njit(cache=True, inline="always")
+def _extreme_of(v, t, is_max):
+    """``t`` if it replaces the pick ``v`` (:func:`_replaces`), else ``v``."""
+    return t if _replaces(t, v, is_max) else v
+
+
 @njit(cache=True, nogil=True)
 def _extreme_pool_2x2(x, out, indices, mode, positive_only, first_plane, last_plane):
     """:func:`_extreme_pool_planes` for 2x2 windows at stride 2 inside the plane (no padding):
@@ -433,7 +439,9 @@ def _extreme_pool_lines(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top,
     out_h, out_w = out.shape[2], out.shape[3]
     is_max = mode == POOL_MAX
     line = np.empty((out_w - 1) * stride_w + kernel_w, dtype=x.dtype)  # line[k]: input column k - pad_left
-    line[:] = -math.inf if is_max else math.inf
+    nothing = -math.inf if is_max else math.inf
+    for k in range(line.shape[0]):
+        line[k] = nothing
     columns = min(width, line.shape[0] - pad_left)
     second, third = min(1, kernel_w - 1), kernel_w - 1  # the window's columns along the line
     for p in range(first_plane, last_plane):
@@ -444,29 +452,20 @@ def _extreme_pool_lines(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top,
             low, high = max(top, 0), min(top + kernel_h, height) - 1  # the window's rows in the plane
             a, b, d = plane[low], plane[min(max(top + 1, low), high)], plane[high]
             for w in range(columns):
-                v, t = a[w], b[w]
-                v = t if _replaces(t, v, is_max) else v
-                t = d[w]
-                line[pad_left + w] = t if _replaces(t, v, is_max) else v
+                line[pad_left + w] = _extreme_of(_extreme_of(a[w], b[w], is_max), d[w], is_max)
             row = out[n, c, oh]
             if stride_w == 1:  # (a constant stride: the loads vectorize)
                 for ow in range(out_w):
-                    v, t = line[ow], line[ow + second]
-                    v = t if _replaces(t, v, is_max) else v
-                    t = line[ow + third]
-                    row[ow] = t if _replaces(t, v, is_max) else v
+                    row[ow] = _extreme_of(_extreme_of(line[ow], line[ow + second], is_max), line[ow + third], is_max)
             elif stride_w == 2 and kernel_w == 3:  # (the three loads one interleaved group)
                 for ow in range(out_w):
-                    v, t = line[2 * ow], line[2 * ow + 1]
-                    v = t if _replaces(t, v, is_max) else v
-                    t = line[2 * ow + 2]
-                    row[ow] = t if _replaces(t, v, is_max) else v
+                    row[ow] = _extreme_of(_extreme_of(line[2 * ow], line[2 * ow + 1], is_max), line[2 * ow + 2],
+                                          is_max)
             else:
                 for ow in range(out_w):
-                    v, t = line[ow * stride_w], line[ow * stride_w + second]
-                    v = t if _replaces(t, v, is_max) else v
-                    t = line[ow * stride_w + third]
-                    row[ow] = t if _replaces(t, v, is_max) else v
+                    start = ow * stride_w
+                    row[ow] = _extreme_of(_extreme_of(line[start], line[start + second], is_max),
+                                          line[start + third], is_max)
 
 
 @njit(cache=True)
