@@ -11,6 +11,7 @@ import cnnlab
 import cnnlab.functional as F
 from cnnlab import config
 from cnnlab.functional.conv import conv_geometry
+from cnnlab.kernels.cpu.conv import panels_available
 from cnnlab.shapes import resolve_padding
 
 
@@ -300,9 +301,10 @@ def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw
     w = rng.standard_normal((filters, 6, kh, kw))
     b = rng.standard_normal(filters)
     geometry = dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=groups)
-    rule, innermost = cpu_conv._by_planes, cpu_conv._samples_innermost
+    rule, innermost, panels = cpu_conv._by_planes, cpu_conv._samples_innermost, cpu_conv.PANELS
     cpu_conv._by_planes = lambda out_w, *window: out_w > 1
     cpu_conv._samples_innermost = lambda *arguments: False  # (small outputs: side by side, not innermost)
+    cpu_conv.PANELS = False  # (im2col and the GEMM, not the panels)
     if blocks == "rows":
         config.IM2COL_MAX_BYTES = 1
     if blocks == "filters":
@@ -313,7 +315,7 @@ def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw
         work = cpu_conv._forward_work(x.shape, w.shape, out.shape, *resolved.args, resolved.filter_blocks,
                                       resolved.sample_block, dtype=x.dtype)
     finally:
-        cpu_conv._by_planes, cpu_conv._samples_innermost = rule, innermost
+        cpu_conv._by_planes, cpu_conv._samples_innermost, cpu_conv.PANELS = rule, innermost, panels
         config.reset()
     reference = naive.conv2d_loops(x, w, b, (sh, sw), ((ph, ph), (pw, pw)), (dh, dw), groups)
     np.testing.assert_allclose(out, reference, rtol=1e-12, atol=1e-12)
@@ -321,6 +323,72 @@ def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw
         assert work[0] is cpu_conv._pointwise_forward_items
     else:
         assert work[0] is cpu_conv._conv2d_forward_items and work[3][-2] == (out.shape[3] > 1)  # planes or not
+
+
+@pytest.mark.skipif(not panels_available(), reason="the panel kernel needs AVX2 and FMA")
+@settings(max_examples=40)
+@given(st.integers(1, 3), st.integers(1, 11), st.integers(1, 30), st.integers(1, 5), st.integers(1, 5),
+       st.integers(1, 2), st.integers(1, 2), st.integers(1, 2), st.integers(0, 2), st.integers(1, 13),
+       st.integers(1, 2), st.sampled_from(["whole", "rows", "chunks"]), st.sampled_from(["float32", "float64"]))
+def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, stride, dh, dw, pad, filters, groups,
+                                             blocks, dtype):
+    """The convolution by panels (:func:`tap_product` straight from the polyphase planes),
+    forced here for every geometry, not only where the rule takes it: strides, dilations,
+    paddings, groups, filter counts that are not a multiple of the kernel's four rows, outputs
+    narrower than a panel and not a multiple of it, one-row items, one-row chunks of an item's
+    product, both dtypes, with a residual and an activation in the epilogue."""
+    from hypothesis import assume
+
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    assume(height + 2 * pad >= dh * (kh - 1) + 1 and width + 2 * pad >= dw * (kw - 1) + 1)
+    rng = np.random.default_rng(samples * 1000 + height * 100 + width * 10 + kh)
+    x = rng.standard_normal((samples, 3 * groups, height, width)).astype(dtype)
+    w = rng.standard_normal((filters * groups, 3, kh, kw)).astype(dtype)
+    b = rng.standard_normal(filters * groups).astype(dtype)
+    geometry = dict(stride=stride, padding=pad, dilation=(dh, dw), groups=groups)
+    reference = naive.conv2d_loops(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                                   (stride, stride), ((pad, pad), (pad, pad)), (dh, dw), groups)
+    residual = rng.standard_normal(reference.shape).astype(dtype)
+    rule, innermost, direct = cpu_conv._by_panels, cpu_conv._samples_innermost, cpu_conv._is_direct
+    cpu_conv._by_panels = lambda *geometry: True
+    cpu_conv._samples_innermost = cpu_conv._is_direct = lambda *arguments: False
+    config.GEMM_MIN_COLUMNS = 1  # (small outputs: one sample an item, not several side by side)
+    if blocks == "rows":
+        config.IM2COL_MAX_BYTES = 1
+    if blocks == "chunks":
+        cpu_conv.PANEL_PRODUCT_BYTES = 1
+    try:
+        out = F.conv2d(x, w, b, residual=residual, activation="relu", **geometry)
+        resolved = conv_geometry(x.shape, w.shape, x.dtype, **geometry)
+        work = cpu_conv._forward_work(x.shape, w.shape, out.shape, *resolved.args, resolved.filter_blocks,
+                                      resolved.sample_block, dtype=x.dtype)
+    finally:
+        cpu_conv._by_panels, cpu_conv._samples_innermost, cpu_conv._is_direct = rule, innermost, direct
+        cpu_conv.PANEL_PRODUCT_BYTES = 256 * 1024
+        config.reset()
+    pointwise = (kh, kw, stride, pad) == (1, 1, 1, 0)
+    assert resolved.sample_block == resolved.filter_blocks == 1
+    assert work[0] is (cpu_conv._pointwise_forward_items if pointwise else cpu_conv._panel_forward_items)
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(out, np.maximum(reference + residual, 0), rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("out_w, kernel_w, stride, dilation, expected", [
+    (32, 3, 1, 1, True), (56, 3, 1, 1, True), (28, 3, 1, 1, True), (16, 3, 1, 1, True), (15, 3, 1, 1, False),
+    (14, 3, 1, 1, False), (7, 3, 1, 1, False), (32, 5, 1, 1, True), (31, 5, 1, 1, False), (32, 3, 1, 2, True),
+    (31, 3, 1, 2, False), (32, 3, 2, 1, False), (64, 1, 1, 1, True)])
+def test_panels_rule_takes_stride_1_where_the_extra_columns_are_few(out_w, kernel_w, stride, dilation, expected,
+                                                                     monkeypatch):
+    """At stride 1, where a plane row's extra columns (the window's width less one, times the
+    dilation) are at most an eighth of the output's; never at a stride, nor on a processor
+    without AVX2 and FMA."""
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    monkeypatch.setattr(cpu_conv, "panels_available", lambda: True)
+    assert cpu_conv._by_panels(out_w, kernel_w, stride, stride, dilation) == expected
+    monkeypatch.setattr(cpu_conv, "panels_available", lambda: False)
+    assert not cpu_conv._by_panels(out_w, kernel_w, stride, stride, dilation)
 
 
 @pytest.mark.parametrize("out_w, shape, stride, dilation, filters, expected", [
@@ -472,15 +540,16 @@ def test_convolution_in_small_gemm_tiles_matches_loops(samples, size, kernel, st
     x = rng.standard_normal((samples, 9, size, size)).astype(np.float32)
     w = rng.standard_normal((filters, 9, kernel, kernel)).astype(np.float32)
     b = rng.standard_normal(filters).astype(np.float32)
-    limit = cpu_conv.small_gemm_limit
+    limit, panels = cpu_conv.small_gemm_limit, cpu_conv.PANELS
     cpu_conv.small_gemm_limit = lambda dtype: 32 * 9 * kernel * kernel * 16
+    cpu_conv.PANELS = False  # (the GEMM path's pieces, not the panels)
     try:
         out = F.conv2d(x, w, b, stride=stride, padding=padding)
         work = cpu_conv._forward_work(x.shape, w.shape, out.shape,
                                       *conv_geometry(x.shape, w.shape, x.dtype, stride, padding, 1, 1).args,
                                       dtype=x.dtype)
     finally:
-        cpu_conv.small_gemm_limit = limit
+        cpu_conv.small_gemm_limit, cpu_conv.PANELS = limit, panels
     reference = naive.conv2d_loops(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                                    (stride, stride), ((padding, padding),) * 2, (1, 1), 1)
     np.testing.assert_allclose(out, reference, rtol=2e-5, atol=2e-5 * np.abs(reference).max())
