@@ -370,25 +370,33 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
     pointwise = (kh, kw, stride, pad) == (1, 1, 1, 0)
     assert resolved.sample_block == resolved.filter_blocks == 1
     assert work[0] is (cpu_conv._pointwise_forward_items if pointwise else cpu_conv._panel_forward_items)
+    if blocks == "chunks" and not pointwise:
+        assert work[3][-1] == 1  # (one output row of product at a time)
     tolerance = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(out, np.maximum(reference + residual, 0), rtol=tolerance, atol=tolerance)
 
 
-@pytest.mark.parametrize("out_w, kernel_w, stride, dilation, expected", [
-    (32, 3, 1, 1, True), (56, 3, 1, 1, True), (28, 3, 1, 1, True), (16, 3, 1, 1, True), (15, 3, 1, 1, False),
-    (14, 3, 1, 1, False), (7, 3, 1, 1, False), (32, 5, 1, 1, True), (31, 5, 1, 1, False), (32, 3, 1, 2, True),
-    (31, 3, 1, 2, False), (32, 3, 2, 1, False), (64, 1, 1, 1, True)])
-def test_panels_rule_takes_stride_1_where_the_extra_columns_are_few(out_w, kernel_w, stride, dilation, expected,
-                                                                     monkeypatch):
+@pytest.mark.parametrize("out_w, kernel_w, stride, dilation, weight_bytes, expected", [
+    (32, 3, 1, 1, 18432, True), (56, 3, 1, 1, 147456, True), (28, 3, 1, 1, 589824, True),
+    (16, 3, 1, 1, 1000, True), (15, 3, 1, 1, 1000, False), (14, 3, 1, 1, 1000, False), (7, 3, 1, 1, 1000, False),
+    (32, 5, 1, 1, 1000, True), (31, 5, 1, 1, 1000, False), (32, 3, 1, 2, 1000, True), (31, 3, 1, 2, 1000, False),
+    (32, 3, 2, 1, 1000, False), (64, 1, 1, 1, 1000, True), (56, 3, 1, 1, 640 * 1024, True),
+    (56, 3, 1, 1, 640 * 1024 + 1, False), (28, 3, 1, 1, 2359296, False)])
+def test_panels_rule_takes_stride_1_where_the_extra_columns_are_few(out_w, kernel_w, stride, dilation, weight_bytes,
+                                                                     expected, monkeypatch):
     """At stride 1, where a plane row's extra columns (the window's width less one, times the
-    dilation) are at most an eighth of the output's; never at a stride, nor on a processor
-    without AVX2 and FMA."""
+    dilation) are at most an eighth of the output's, and the weights fit the L2 cache's share
+    (at most 640 KB: ResNet's 28x28 layer's 576 KB, not its 14x14 one's 2.25 MB); never at a
+    stride, nor on a processor without AVX2 and FMA. Onto small outputs (the samples
+    innermost), at stride 1 along the rows, within the same weights."""
     from cnnlab.kernels.cpu import conv as cpu_conv
 
     monkeypatch.setattr(cpu_conv, "panels_available", lambda: True)
-    assert cpu_conv._by_panels(out_w, kernel_w, stride, stride, dilation) == expected
+    assert cpu_conv._by_panels(out_w, kernel_w, stride, stride, dilation, weight_bytes) == expected
+    assert cpu_conv._interleaved_by_panels(stride, weight_bytes) == (stride == 1 and weight_bytes <= 640 * 1024)
     monkeypatch.setattr(cpu_conv, "panels_available", lambda: False)
-    assert not cpu_conv._by_panels(out_w, kernel_w, stride, stride, dilation)
+    assert not cpu_conv._by_panels(out_w, kernel_w, stride, stride, dilation, weight_bytes)
+    assert not cpu_conv._interleaved_by_panels(stride, weight_bytes)
 
 
 @pytest.mark.parametrize("out_w, shape, stride, dilation, filters, expected", [
@@ -451,13 +459,16 @@ def test_small_outputs_put_the_samples_innermost(x_shape, filters, samples, gemm
 @given(st.integers(2, 9), st.integers(1, 9), st.integers(1, 9), st.integers(1, 4), st.integers(1, 4),
        st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(1, 2),
        st.tuples(*[st.integers(0, 2)] * 4), st.integers(2, 4), st.booleans(), st.integers(1, 2),
-       st.sampled_from(["none", "relu", "residual", "mask"]))
+       st.sampled_from(["none", "relu", "residual", "mask"]), st.booleans())
+@example(3, 9, 7, 3, 2, 2, 1, 1, 2, (1, 0, 2, 1), 2, False, 2, "relu", True)  # panels, rows at a stride
+@example(5, 8, 8, 3, 3, 1, 1, 2, 1, (2, 2, 1, 1), 4, False, 1, "residual", True)  # panels, a dilation
 def test_samples_innermost_path_matches_loops(samples, height, width, kh, kw, sh, sw, dh, dw, pads, sample_block,
-                                              one_row, workers, epilogue):
+                                              one_row, workers, epilogue, panels):
     """The small-output path (the samples innermost, :func:`_interleaved_forward_items`) against
     the loops: every stride, dilation and four-sided padding, blocks of samples that leave a
-    smaller last one, GEMMs of one output row or of all, one thread or two, each epilogue. A
-    window with gaps between its reads (narrower than the stride) takes the planes' path."""
+    smaller last one, GEMMs of one output row or of all, one thread or two, each epilogue, by
+    panels (at stride 1 along the rows, where the processor runs them) or by GEMMs. A window
+    with gaps between its reads (narrower than the stride) takes the planes' path."""
     from hypothesis import assume
 
     from cnnlab.functional import epilogue_activation
@@ -477,15 +488,17 @@ def test_samples_innermost_path_matches_loops(samples, height, width, kh, kw, sh
     if epilogue == "mask":
         code = EPILOGUE_MASK
     out = np.full((samples, 3, out_h, out_w), np.nan)
-    rows = cpu_conv._interleaved_gemm_rows
+    rows, rule = cpu_conv._interleaved_gemm_rows, cpu_conv._interleaved_by_panels
     if one_row:
         cpu_conv._interleaved_gemm_rows = lambda *arguments: 1
+    if not panels:
+        cpu_conv._interleaved_by_panels = lambda *arguments: False
     try:
         work = cpu_conv._forward_work(x.shape, w.shape, out.shape, sh, sw, top, left, dh, dw, 1, out_h, workers, 1,
                                       sample_block, dtype=x.dtype)
         cpu_conv._run_forward(work, x, w, scale, shift, other, epilogue == "residual", code, low, high, out)
     finally:
-        cpu_conv._interleaved_gemm_rows = rows
+        cpu_conv._interleaved_gemm_rows, cpu_conv._interleaved_by_panels = rows, rule
     padding = ((top, bottom), (left, right))
     expected = naive.fused_conv2d(x, w, shift, (sh, sw), padding, (dh, dw), 1, scale=scale,
                                   residual=other if epilogue == "residual" else None,
@@ -499,6 +512,7 @@ def test_samples_innermost_path_matches_loops(samples, height, width, kh, kw, sh
         assert work[0] is cpu_conv._conv2d_forward_items
     else:
         assert work[0] is cpu_conv._interleaved_forward_items
+        assert work[3][-1] == (panels and sw == 1 and panels_available())
 
 
 @pytest.mark.parametrize("m, k, n, limit", [
@@ -554,7 +568,8 @@ def test_convolution_in_small_gemm_tiles_matches_loops(samples, size, kernel, st
                                    (stride, stride), ((padding, padding),) * 2, (1, 1), 1)
     np.testing.assert_allclose(out, reference, rtol=2e-5, atol=2e-5 * np.abs(reference).max())
     if work[0] is not cpu_conv._direct_forward_items:  # the GEMM path, or 1x1's pixel blocks
-        assert work[3][-1] == 32 * 9 * kernel * kernel * 16
+        trailing = work[3][:-1] if work[0] is cpu_conv._interleaved_forward_items else work[3]  # (less its panels)
+        assert trailing[-1] == 32 * 9 * kernel * kernel * 16
 
 
 @pytest.mark.parametrize("info, expected", [

@@ -23,10 +23,11 @@ library's ``fma``, and the callers keep to BLAS."""
 
 import functools
 
+import numpy as np
 from llvmlite import binding, ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload, register_jitable
 
 #: rows of the left matrix per call (weights broadcast a step)
 MR = 4
@@ -44,20 +45,34 @@ def available():
     return bool(features.get("avx2")) and bool(features.get("fma"))
 
 
-@njit(cache=True)
+@register_jitable
 def panel_width(dtype_example):
     """Columns per :func:`tap_product` call for arrays of ``dtype_example``'s dtype: ``NV``
     vectors."""
     return NV * (VECTOR_BYTES // dtype_example.itemsize)
 
 
-@intrinsic
-def tap_product(typingctx, a, a_start, b, b_start, offsets, c, c_start, k, ldc):
+def tap_product(a, a_start, b, b_start, offsets, c, c_start, k, ldc):
     """``c[c_start + r * ldc + q] = sum_i a[a_start + i * MR + r] * b[b_start + offsets[i] + q]``
     for the ``MR`` rows ``r``, the ``panel_width`` columns ``q`` (:func:`panel_width`) and the
     ``k`` steps ``i``: ``a``, ``b`` and ``c`` flat, of one dtype (float32 or float64),
     ``offsets`` uint64, all C-contiguous. The caller keeps every index in bounds: nothing is
-    checked."""
+    checked. Compiled kernels run the intrinsic below; called from Python (a kernel run as plain
+    Python, see :func:`cnnlab.compilation.interpreting`) it computes the same with NumPy, the
+    steps summed in the same order (within rounding: the compiled kernel fuses each multiply
+    and add)."""
+    width = panel_width(b)
+    sums = np.zeros((MR, width), c.dtype)
+    for i in range(k):
+        run = b[b_start + int(offsets[i]):][:width]
+        sums += a[a_start + i * MR:][:MR, None] * run[None, :]
+    for r in range(MR):
+        c[c_start + r * ldc:][:width] = sums[r]
+
+
+@intrinsic
+def _tap_product(typingctx, a, a_start, b, b_start, offsets, c, c_start, k, ldc):
+    """:func:`tap_product`, compiled."""
     arrays = (a, b, c)
     if not all(isinstance(t, types.Array) and t.layout == "C" for t in arrays + (offsets,)) \
             or len({t.dtype for t in arrays}) != 1 or a.dtype not in (types.float32, types.float64) \
@@ -65,6 +80,13 @@ def tap_product(typingctx, a, a_start, b, b_start, offsets, c, c_start, k, ldc):
         return None
     signature = types.void(a, types.intp, b, types.intp, offsets, c, types.intp, types.intp, types.intp)
     return signature, functools.partial(_tap_product_code, a.dtype)
+
+
+@overload(tap_product)
+def _tap_product_overload(a, a_start, b, b_start, offsets, c, c_start, k, ldc):
+    def call(a, a_start, b, b_start, offsets, c, c_start, k, ldc):
+        _tap_product(a, a_start, b, b_start, offsets, c, c_start, k, ldc)
+    return call
 
 
 def _tap_product_code(dtype, context, builder, signature, args):
@@ -125,7 +147,7 @@ def _tap_product_code(dtype, context, builder, signature, args):
     return context.get_dummy_value()
 
 
-@njit(cache=True)
+@register_jitable
 def pack_rows(matrix, packed):
     """``matrix`` (M, K) into ``packed`` (``ceil(M / MR) * MR * K`` values) in
     :func:`tap_product`'s layout of the left matrix: blocks of ``MR`` rows, step ``i`` of row

@@ -466,7 +466,7 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
 
 @njit(cache=True, nogil=True)
 def _panel_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
-                         stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
+                         stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, chunk_rows,
                          first_item, last_item):
     """Items of a convolution by panels (:func:`_by_panels`), with no column matrix and no BLAS:
     an item is a (sample, group, block of output rows), for every filter of the group.
@@ -478,9 +478,8 @@ def _panel_forward_items(x, weight, scale, shift, residual, has_residual, activa
     weights, packed ``MR`` filters at a time (:func:`pack_rows`), into ``panel_width`` of those
     columns at a time, reading them straight from the planes (a panel's taps overlap: the
     planes' few rows it reads stay in the L1 cache). The product, ``pitch`` wide, goes into a
-    buffer of at most ``PANEL_PRODUCT_BYTES`` (it stays in the L2 cache: an item's rows are
-    taken in chunks that fit), and its output columns into the output, finished by the
-    epilogue."""
+    buffer of ``chunk_rows`` output rows (:func:`_panel_chunk_rows`: it stays in the L2 cache),
+    and its output columns into the output, finished by the epilogue."""
     filters, per_group, kernel_h, kernel_w = weight.shape
     filters_per_group = filters // groups
     taps = per_group * kernel_h * kernel_w
@@ -503,7 +502,6 @@ def _panel_forward_items(x, weight, scale, shift, residual, has_residual, activa
     weight_by_group = weight.reshape(groups, filters_per_group, taps)
     for g in range(groups):
         pack_rows(weight_by_group[g], packed[g * group_size:(g + 1) * group_size])
-    chunk_rows = max(1, min(block_rows, int(PANEL_PRODUCT_BYTES) // (row_blocks * MR * pitch * x.itemsize)))
     longest = (chunk_rows * pitch + nr - 1) // nr * nr
     product = np.empty(row_blocks * MR * longest, x.dtype)
     for item in range(first_item, last_item):
@@ -536,7 +534,7 @@ def _panel_forward_items(x, weight, scale, shift, residual, has_residual, activa
 @njit(cache=True, nogil=True)
 def _interleaved_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                                stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, sample_block, gemm_rows,
-                               small_gemm, first_item, last_item):
+                               small_gemm, panels, first_item, last_item):
     """Items of a convolution onto small outputs (LeNet's second layer, ResNet's 7x7 layers) at
     a batch: an item is a block of ``sample_block`` samples, for every filter (one group).
 
@@ -548,17 +546,29 @@ def _interleaved_forward_items(x, weight, scale, shift, residual, has_residual, 
     planes, a GEMM over half as many columns again as the output has
     (:func:`_interleaved_columns`). The GEMMs take ``gemm_rows`` output rows at a time; their
     product, ``[filter, row, column, sample]``, is finished by the epilogue (over its rows,
-    where it reads no residual) and copied into the output planes."""
+    where it reads no residual) and copied into the output planes.
+
+    With ``panels`` (stride 1 across the rows, where :func:`_by_panels` allows), there are no
+    columns and no GEMM: :func:`tap_product` multiplies the packed weights straight from the
+    staged input, each tap's run of an output row at its offset, ``panel_width`` columns a call;
+    each output row's product is then rounded up to whole panels (LeNet's 64 columns to 72)."""
     samples, channels = x.shape[0], x.shape[1]
     filters, _, kernel_h, kernel_w = weight.shape
     out_h, out_w = out.shape[2], out.shape[3]
     taps = channels * kernel_h * kernel_w
     span_h = (out_h - 1) * stride_h + (kernel_h - 1) * dilation_h + 1  # the padded input rows read
     span_w = (out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + 1
-    staged = np.empty(channels * span_h * span_w * sample_block, x.dtype)
-    columns = np.empty(taps * gemm_rows * out_w * sample_block, x.dtype)
-    product = np.empty((filters + 1) * out_h * out_w * sample_block, x.dtype)  # (room for a GEMM's offset view)
+    nr = panel_width(x)
+    staged = np.empty(channels * span_h * span_w * sample_block + nr, x.dtype)  # (a row's last panel reads past)
+    columns = np.empty(0 if panels else taps * gemm_rows * out_w * sample_block, x.dtype)
+    row_blocks = (filters + MR - 1) // MR
+    row_pitch = (out_w * sample_block + nr - 1) // nr * nr if panels else out_w * sample_block
+    product = np.empty((row_blocks * MR + 1) * out_h * row_pitch, x.dtype)  # (room for a GEMM's offset view)
     flat_weight = weight.reshape(filters, taps)
+    packed = np.empty(row_blocks * MR * taps if panels else 0, x.dtype)
+    if panels:
+        pack_rows(flat_weight, packed)
+    tap_offsets = np.empty(taps, np.uint64)
     out_planes = out.reshape(samples, filters, out_h * out_w)
     residual_planes = residual.reshape(samples, filters, out_h * out_w)
     reads_residual = has_residual or activation == EPILOGUE_MASK  # (laid out as the output, not as the product)
@@ -567,9 +577,20 @@ def _interleaved_forward_items(x, weight, scale, shift, residual, has_residual, 
         count = min(sample_block, samples - first)
         _stage_interleaved(x, first, count, pad_h, pad_w, span_h, span_w, staged)
         run = out_w * count  # the columns of one output row
-        wide = out_h * run
+        pitch = (run + nr - 1) // nr * nr if panels else run  # ... and their place in the product
+        wide = out_h * pitch
         products = product[:filters * wide].reshape(filters, wide)
-        for first_row in range(0, out_h, gemm_rows):
+        if panels:
+            for t in range(taps):
+                i, j = (t // kernel_w) % kernel_h, t % kernel_w
+                tap_offsets[t] = (((t // (kernel_h * kernel_w)) * span_h + i * dilation_h) * span_w
+                                  + j * dilation_w) * count
+            for r in range(out_h):
+                for start in range(0, run, nr):
+                    for block in range(row_blocks):
+                        tap_product(packed, block * MR * taps, staged, r * stride_h * span_w * count + start,
+                                    tap_offsets, product, block * MR * wide + r * pitch + start, taps, wide)
+        for first_row in range(0, 0 if panels else out_h, gemm_rows):
             rows = min(gemm_rows, out_h - first_row)
             _interleaved_columns(staged, channels, count, span_h, span_w, first_row, rows, kernel_h, kernel_w,
                                  stride_h, stride_w, dilation_h, dilation_w, out_w, columns)
@@ -586,8 +607,9 @@ def _interleaved_forward_items(x, weight, scale, shift, residual, has_residual, 
             for f in range(filters):
                 target = out_planes[first + s, f]
                 source = products[f, s:]
-                for p in range(out_h * out_w):
-                    target[p] = source[np.uint64(p * count)]
+                for r in range(out_h):
+                    for q in range(out_w):
+                        target[np.uint64(r * out_w + q)] = source[np.uint64(r * pitch + q * count)]
                 if reads_residual:
                     _finish_row(target, residual_planes[first + s, f], has_residual, scale[f], shift[f], activation,
                                 low, high)
@@ -1051,12 +1073,16 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
     sample_blocks = (x_shape[0] + sample_block - 1) // sample_block
     if _samples_innermost(out_shape, weight_shape, stride_h, stride_w, dilation_h, dilation_w, groups, block_rows,
                           filter_blocks):
+        panels = _interleaved_by_panels(stride_w, np.prod(weight_shape) * np.dtype(dtype).itemsize)
         return (_interleaved_forward_items, sample_blocks, workers,
                 (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, sample_block,
-                 _interleaved_gemm_rows(out_shape[2], out_shape[3], sample_block, filters), small_gemm))
-    if filter_blocks == sample_block == 1 and _by_panels(out_shape[3], kernel_w, stride_h, stride_w, dilation_w):
+                 _interleaved_gemm_rows(out_shape[2], out_shape[3], sample_block, filters), small_gemm, panels))
+    if filter_blocks == sample_block == 1 and _by_panels(out_shape[3], kernel_w, stride_h, stride_w, dilation_w,
+                                                         np.prod(weight_shape) // groups * np.dtype(dtype).itemsize):
+        chunk_rows = _panel_chunk_rows(filters // groups, _plane_extent(out_shape[3], kernel_w, stride_w, dilation_w),
+                                       block_rows, np.dtype(dtype).itemsize)
         return (_panel_forward_items, x_shape[0] * groups * blocks, workers,
-                (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows))
+                (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, chunk_rows))
     planes = _by_planes(out_shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_w, filters // groups)
     return (_conv2d_forward_items, sample_blocks * groups * blocks * filter_blocks, workers,
             (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, filter_blocks,
@@ -1071,20 +1097,44 @@ PANELS = True
 PANEL_PRODUCT_BYTES = 256 * 1024
 
 
-def _by_panels(out_w, kernel_w, stride_h, stride_w, dilation_w):
+def _panel_chunk_rows(filters, pitch, block_rows, itemsize):
+    """Output rows :func:`_panel_forward_items` computes at a time: as many as keep the product
+    of every filter (rounded up to ``MR``), ``pitch`` values a row, within
+    ``PANEL_PRODUCT_BYTES``; at least one, at most ``block_rows``."""
+    return max(1, min(block_rows, int(PANEL_PRODUCT_BYTES) // (-(-filters // MR) * MR * pitch * itemsize)))
+
+
+def _by_panels(out_w, kernel_w, stride_h, stride_w, dilation_w, weight_bytes):
     """Whether a GEMM convolution (not direct, pointwise or onto small outputs) takes
     :func:`_panel_forward_items` rather than im2col and OpenBLAS: where the processor runs
-    :func:`tap_product` natively, at stride 1, and where the columns it computes past each
-    output row (a plane row is ``(kernel_w - 1) * dilation_w`` wider) are at most an eighth
-    more.
+    :func:`tap_product` natively, at stride 1, where the columns it computes past each output
+    row (a plane row is ``(kernel_w - 1) * dilation_w`` wider) are at most an eighth more, and
+    with at most ``PANEL_MAX_WEIGHT_BYTES`` of weights a group (every panel reads them all:
+    they stay in the L2 cache).
 
     Against im2col and OpenBLAS's GEMM, one thread (``bench/panel_conv.py``), GMAC/s: the
     CIFAR-sized 16 to 32 channels at 32x32 28.4 -> 39.8, 32 to 64 34.0 -> 39.5, a 5x5 window
     30.2 -> 40.6, ResNet's 56x56 layer at batch 1 34.5 -> 38.2, its 28x28 one at batch 16
-    37.6 -> 39.2. Not taken: its 14x14 one at batch 16, a seventh more columns and 2,304 taps,
-    41.3 -> 36.6; the stride-2 reference shape, 31.2 -> 29.4 (its taps read four planes)."""
+    37.6 -> 39.2. Not taken: its 14x14 one at batch 16, a seventh more columns and 2.4 MB of
+    weights, 41.3 -> 36.6; the stride-2 reference shape, 31.2 -> 29.4 (its taps read four
+    planes)."""
     return bool(PANELS) and panels_available() and stride_h == stride_w == 1 \
-        and 8 * (kernel_w - 1) * dilation_w <= out_w
+        and 8 * (kernel_w - 1) * dilation_w <= out_w and weight_bytes <= PANEL_MAX_WEIGHT_BYTES
+
+
+#: the most bytes of weights (a group's) a convolution by panels takes
+PANEL_MAX_WEIGHT_BYTES = 640 * 1024
+
+
+def _interleaved_by_panels(stride_w, weight_bytes):
+    """Whether :func:`_interleaved_forward_items` multiplies by panels rather than by im2col and
+    OpenBLAS: at stride 1 along the rows (each tap's columns of an output row are then one run)
+    and with at most ``PANEL_MAX_WEIGHT_BYTES`` of weights (see :func:`_by_panels`).
+
+    Batch 64 of LeNet's second layer, 2 threads (``bench/panel_conv.py``): 0.39-0.42 -> 0.31-0.32
+    ms; 32 to 64 channels onto 8x8, 1.26-1.29 -> 1.23-1.24 ms. ResNet-18's 7x7 layers at batch
+    16 (9.4 MB of weights) ran twice as slow: 22 -> 45 ms."""
+    return bool(PANELS) and panels_available() and stride_w == 1 and weight_bytes <= PANEL_MAX_WEIGHT_BYTES
 
 
 def _samples_innermost(out_shape, weight_shape, stride_h, stride_w, dilation_h, dilation_w, groups, block_rows,
