@@ -42,6 +42,8 @@ are :data:`cnnlab.functional.EPILOGUE_ACTIVATIONS`'s.
 Mirrors :mod:`cnnlab.kernels.cuda.conv`.
 """
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -1052,7 +1054,7 @@ def _gemm_visits(out_shape, weight_shape):
     """A convolution's multiply-adds onto ``out_shape`` with weights of ``weight_shape``, in
     element visits (``config.CLAIM_MIN_WORK``'s unit: a sixteenth of a visit each, as
     :func:`cnnlab.functional.conv.conv_work` weighs the GEMM path's)."""
-    return int(np.prod(out_shape)) * int(np.prod(weight_shape[1:])) // 16
+    return math.prod(out_shape) * math.prod(weight_shape[1:]) // 16
 
 
 def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
@@ -1073,12 +1075,12 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
     sample_blocks = (x_shape[0] + sample_block - 1) // sample_block
     if _samples_innermost(out_shape, weight_shape, stride_h, stride_w, dilation_h, dilation_w, groups, block_rows,
                           filter_blocks):
-        panels = _interleaved_by_panels(stride_w, np.prod(weight_shape) * np.dtype(dtype).itemsize)
+        panels = _interleaved_by_panels(stride_w, math.prod(weight_shape) * np.dtype(dtype).itemsize)
         return (_interleaved_forward_items, sample_blocks, workers,
                 (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, sample_block,
                  _interleaved_gemm_rows(out_shape[2], out_shape[3], sample_block, filters), small_gemm, panels))
     if filter_blocks == sample_block == 1 and _by_panels(out_shape[3], kernel_w, stride_h, stride_w, dilation_w,
-                                                         np.prod(weight_shape) // groups * np.dtype(dtype).itemsize):
+                                                         math.prod(weight_shape) // groups * np.dtype(dtype).itemsize):
         chunk_rows = _panel_chunk_rows(filters // groups, _plane_extent(out_shape[3], kernel_w, stride_w, dilation_w),
                                        block_rows, np.dtype(dtype).itemsize)
         return (_panel_forward_items, x_shape[0] * groups * blocks, workers,
