@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from naive import conv2d_gradients_loops, flipped_weight, numeric_gradient
 from strategies import conv_geometries, pool_geometries
@@ -390,6 +390,68 @@ def test_weight_gradient_with_the_samples_innermost_matches_loops(samples, heigh
                                            ((top, bottom), (left, right)), (dh, dw), 1)
     np.testing.assert_allclose(grad_w, expected_w, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(grad_b, upstream.sum(axis=(0, 2, 3)), rtol=1e-10, atol=1e-10)
+
+
+@settings(max_examples=40)
+@given(st.integers(1, 3), st.integers(1, 12), st.integers(1, 20), st.integers(1, 5), st.integers(1, 5),
+       st.integers(1, 2), st.integers(1, 2), st.integers(1, 2), st.tuples(*[st.integers(0, 2)] * 4),
+       st.integers(1, 9), st.integers(1, 2), st.sampled_from([None, 1, 2]), st.sampled_from(["float32", "float64"]))
+@example(2, 9, 17, 3, 3, 1, 1, 1, (1, 1, 1, 1), 5, 1, 2, "float64")  # a smaller last row block
+def test_weight_gradient_by_panels_matches_loops(samples, height, width, kh, kw, stride, dh, dw, pads, filters,
+                                                 groups, block_rows, dtype):
+    """The weight gradient's dot products by :func:`tap_dots` straight from the polyphase planes
+    and the widened gradient rows, forced here for every geometry (not only where the rule takes
+    them): strides, dilations, four-sided paddings, groups, filter and tap counts that are not
+    multiples of the kernel's blocks, items of one or two output rows, both dtypes, two threads."""
+    from hypothesis import assume
+
+    from cnnlab import config
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    if not cpu_conv.panels_available():
+        return
+    top, bottom, left, right = pads
+    out_h = (height + top + bottom - dh * (kh - 1) - 1) // stride + 1
+    out_w = (width + left + right - dw * (kw - 1) - 1) // stride + 1
+    assume(out_h >= 1 and out_w >= 1)
+    rng = np.random.default_rng(samples * 100 + height * 10 + width)
+    x = rng.standard_normal((samples, 2 * groups, height, width)).astype(dtype)
+    upstream = rng.standard_normal((samples, filters * groups, out_h, out_w)).astype(dtype)
+    grad_w, grad_b = np.full((filters * groups, 2, kh, kw), np.nan, dtype), np.full(filters * groups, np.nan, dtype)
+    rule, innermost, threshold = cpu_conv._weight_gradient_by_panels, cpu_conv._samples_innermost, \
+        cpu_conv.CHANNEL_SPLIT_BYTES
+    taken = []
+    cpu_conv._weight_gradient_by_panels = lambda *geometry: taken.append(geometry) or True
+    cpu_conv._samples_innermost = lambda *arguments: False
+    cpu_conv.CHANNEL_SPLIT_BYTES = 1 << 40  # (the samples' path, not the channel blocks')
+    config.PARALLEL_MIN_WORK = 1
+    try:
+        cpu_conv.conv2d_backward_weight(x, upstream, grad_w, grad_b, stride, stride, top, left, dh, dw, groups,
+                                        block_rows or out_h, 2)
+    finally:
+        cpu_conv._weight_gradient_by_panels, cpu_conv._samples_innermost = rule, innermost
+        cpu_conv.CHANNEL_SPLIT_BYTES = threshold
+        config.reset()
+    assert taken
+    _, expected_w = conv2d_gradients_loops(x.astype(np.float64), np.zeros(grad_w.shape), upstream.astype(np.float64),
+                                           (stride, stride), ((top, bottom), (left, right)), (dh, dw), groups)
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(grad_w, expected_w, rtol=tolerance, atol=tolerance * max(1, np.abs(expected_w).max()))
+    np.testing.assert_allclose(grad_b, upstream.sum(axis=(0, 2, 3)), rtol=tolerance, atol=tolerance * 10)
+
+
+@pytest.mark.parametrize("out_w, kernel_w, stride, weight_bytes, columns, expected", [
+    (32, 3, 1, 36864, 1088, True),  # the CIFAR-sized 32-channel layer
+    (56, 3, 1, 147456, 870, True),  # ResNet's 56x56 layer, 15 rows an item
+    (16, 3, 1, 73728, 288, False),  # 32 to 64 channels at 16x16: 288 columns an item
+    (32, 3, 1, 160 * 1024 + 4, 1088, False), (32, 3, 1, 160 * 1024, 512, True), (32, 3, 2, 36864, 1088, False),
+    (15, 3, 1, 36864, 1088, False)])
+def test_weight_gradient_panels_rule(out_w, kernel_w, stride, weight_bytes, columns, expected, monkeypatch):
+    """Where the forward takes panels, within 160 KB of weights, on items of 512 columns or more."""
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    monkeypatch.setattr(cpu_conv, "panels_available", lambda: True)
+    assert cpu_conv._weight_gradient_by_panels(out_w, kernel_w, stride, stride, 1, weight_bytes, columns) == expected
 
 
 @pytest.mark.parametrize("groups", [1, 2, 3])

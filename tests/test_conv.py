@@ -377,23 +377,23 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
 
 
 @pytest.mark.parametrize("out_w, kernel_w, stride, dilation, weight_bytes, expected", [
-    (32, 3, 1, 1, 18432, True), (56, 3, 1, 1, 147456, True), (28, 3, 1, 1, 589824, True),
+    (32, 3, 1, 1, 18432, True), (56, 3, 1, 1, 147456, True), (28, 3, 1, 1, 589824, False),
     (16, 3, 1, 1, 1000, True), (15, 3, 1, 1, 1000, False), (14, 3, 1, 1, 1000, False), (7, 3, 1, 1, 1000, False),
     (32, 5, 1, 1, 1000, True), (31, 5, 1, 1, 1000, False), (32, 3, 1, 2, 1000, True), (31, 3, 1, 2, 1000, False),
-    (32, 3, 2, 1, 1000, False), (64, 1, 1, 1, 1000, True), (56, 3, 1, 1, 640 * 1024, True),
-    (56, 3, 1, 1, 640 * 1024 + 1, False), (28, 3, 1, 1, 2359296, False)])
+    (32, 3, 2, 1, 1000, False), (64, 1, 1, 1, 1000, True), (56, 3, 1, 1, 256 * 1024, True),
+    (56, 3, 1, 1, 256 * 1024 + 1, False), (14, 3, 1, 1, 2359296, False)])
 def test_panels_rule_takes_stride_1_where_the_extra_columns_are_few(out_w, kernel_w, stride, dilation, weight_bytes,
                                                                      expected, monkeypatch):
     """At stride 1, where a plane row's extra columns (the window's width less one, times the
     dilation) are at most an eighth of the output's, and the weights fit the L2 cache's share
-    (at most 640 KB: ResNet's 28x28 layer's 576 KB, not its 14x14 one's 2.25 MB); never at a
+    (at most 256 KB: ResNet's 56x56 layer's 144 KB, not its 28x28 one's 576 KB); never at a
     stride, nor on a processor without AVX2 and FMA. Onto small outputs (the samples
     innermost), at stride 1 along the rows, within the same weights."""
     from cnnlab.kernels.cpu import conv as cpu_conv
 
     monkeypatch.setattr(cpu_conv, "panels_available", lambda: True)
     assert cpu_conv._by_panels(out_w, kernel_w, stride, stride, dilation, weight_bytes) == expected
-    assert cpu_conv._interleaved_by_panels(stride, weight_bytes) == (stride == 1 and weight_bytes <= 640 * 1024)
+    assert cpu_conv._interleaved_by_panels(stride, weight_bytes) == (stride == 1 and weight_bytes <= 256 * 1024)
     monkeypatch.setattr(cpu_conv, "panels_available", lambda: False)
     assert not cpu_conv._by_panels(out_w, kernel_w, stride, stride, dilation, weight_bytes)
     assert not cpu_conv._interleaved_by_panels(stride, weight_bytes)

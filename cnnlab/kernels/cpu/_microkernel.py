@@ -147,6 +147,107 @@ def _tap_product_code(dtype, context, builder, signature, args):
     return context.get_dummy_value()
 
 
+#: filters (rows of the output gradient) per :func:`tap_dots` call
+DOT_ROWS = 4
+#: taps per :func:`tap_dots` call
+DOT_TAPS = 3
+
+
+def tap_dots(g, g_start, ldg, b, b_start, offsets, o_start, sums, s_start, vectors):
+    """``sums[s_start + (r * DOT_TAPS + t) * lanes + l] += sum_v g[g_start + r * ldg + v * lanes + l]
+    * b[b_start + offsets[o_start + t] + v * lanes + l]`` for the ``DOT_ROWS`` rows ``r``, the
+    ``DOT_TAPS`` taps ``t``, the ``lanes`` lanes ``l`` of a vector (:func:`panel_width` / ``NV``)
+    and ``v`` below ``vectors``: a weight gradient's dot products of output-gradient rows with
+    taps' runs of the input planes, kept lane by lane (the caller adds the lanes up once, at
+    the end). ``g``, ``b`` and ``sums`` flat, of one dtype (float32 or float64), ``offsets``
+    uint64, all C-contiguous; nothing is checked. Compiled kernels run the intrinsic below; from
+    Python (kernels run interpreted) NumPy computes the same, within rounding."""
+    lanes = panel_width(b) // NV
+    for r in range(DOT_ROWS):
+        row = g[g_start + r * ldg:][:vectors * lanes].reshape(vectors, lanes)
+        for t in range(DOT_TAPS):
+            run = b[b_start + int(offsets[o_start + t]):][:vectors * lanes].reshape(vectors, lanes)
+            sums[s_start + (r * DOT_TAPS + t) * lanes:][:lanes] += (row * run).sum(axis=0)
+
+
+@intrinsic
+def _tap_dots(typingctx, g, g_start, ldg, b, b_start, offsets, o_start, sums, s_start, vectors):
+    """:func:`tap_dots`, compiled."""
+    arrays = (g, b, sums)
+    if not all(isinstance(t, types.Array) and t.layout == "C" for t in arrays + (offsets,)) \
+            or len({t.dtype for t in arrays}) != 1 or g.dtype not in (types.float32, types.float64) \
+            or offsets.dtype != types.uint64:
+        return None
+    signature = types.void(g, types.intp, types.intp, b, types.intp, offsets, types.intp, sums, types.intp,
+                           types.intp)
+    return signature, functools.partial(_tap_dots_code, g.dtype)
+
+
+@overload(tap_dots)
+def _tap_dots_overload(g, g_start, ldg, b, b_start, offsets, o_start, sums, s_start, vectors):
+    def call(g, g_start, ldg, b, b_start, offsets, o_start, sums, s_start, vectors):
+        _tap_dots(g, g_start, ldg, b, b_start, offsets, o_start, sums, s_start, vectors)
+    return call
+
+
+def _tap_dots_code(dtype, context, builder, signature, args):
+    """:func:`tap_dots`'s IR: one loop over the vectors, ``DOT_ROWS * DOT_TAPS`` vector sums as
+    phi nodes, each added to its lanes of ``sums`` at the end."""
+    g, g_start, ldg, b, b_start, steps, o_start, sums, s_start, vectors = args
+    scalar = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
+    lanes = VECTOR_BYTES // (4 if dtype == types.float32 else 8)
+    vector, index = ir.VectorType(scalar, lanes), ir.IntType(64)
+    align = 4 if dtype == types.float32 else 8
+
+    def data(position, value):
+        return context.make_array(signature.args[position])(context, builder, value).data
+
+    rows = [builder.gep(data(0, g), [builder.add(g_start, builder.mul(ldg, ir.Constant(index, r)))])
+            for r in range(DOT_ROWS)]
+    planes, offsets = data(3, b), builder.gep(data(5, steps), [o_start])
+    runs = [builder.gep(planes, [builder.add(b_start, builder.load(builder.gep(offsets, [ir.Constant(index, t)])))])
+            for t in range(DOT_TAPS)]
+    pt = builder.gep(data(7, sums), [s_start])
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                         f"llvm.fma.v{lanes}{scalar.intrinsic_name}")
+    zero = ir.Constant(vector, [0.0] * lanes)
+    entry = builder.block
+    loop = builder.function.append_basic_block("dots.loop")
+    done = builder.function.append_basic_block("dots.done")
+    builder.cbranch(builder.icmp_signed(">", vectors, ir.Constant(index, 0)), loop, done)
+
+    builder.position_at_end(loop)
+    step = builder.phi(index)
+    step.add_incoming(ir.Constant(index, 0), entry)
+    sums = [builder.phi(vector) for _ in range(DOT_ROWS * DOT_TAPS)]
+    for total in sums:
+        total.add_incoming(zero, entry)
+    at = builder.mul(step, ir.Constant(index, lanes))
+
+    def load(pointer):
+        return builder.load(builder.bitcast(builder.gep(pointer, [at]), vector.as_pointer()), align=align)
+
+    gradients = [load(row) for row in rows]
+    columns = [load(run) for run in runs]
+    updated = [builder.call(fma, [gradients[r], columns[t], sums[r * DOT_TAPS + t]])
+               for r in range(DOT_ROWS) for t in range(DOT_TAPS)]
+    following = builder.add(step, ir.Constant(index, 1))
+    step.add_incoming(following, loop)
+    for total, value in zip(sums, updated):
+        total.add_incoming(value, loop)
+    builder.cbranch(builder.icmp_signed("<", following, vectors), loop, done)
+
+    builder.position_at_end(done)
+    finals = [builder.phi(vector) for _ in updated]
+    for final, value in zip(finals, updated):
+        final.add_incoming(zero, entry)
+        final.add_incoming(value, loop)
+    for position, final in enumerate(finals):
+        target = builder.bitcast(builder.gep(pt, [ir.Constant(index, position * lanes)]), vector.as_pointer())
+        builder.store(builder.fadd(builder.load(target, align=align), final), target, align=align)
+    return context.get_dummy_value()
+
+
 @register_jitable
 def pack_rows(matrix, packed):
     """``matrix`` (M, K) into ``packed`` (``ceil(M / MR) * MR * K`` values) in
@@ -161,4 +262,4 @@ def pack_rows(matrix, packed):
                 packed[base + i * MR + r] = matrix[row, i] if row < m else 0
 
 
-__all__ = ["MR", "NV", "available", "pack_rows", "panel_width", "tap_product"]
+__all__ = ["DOT_ROWS", "DOT_TAPS", "MR", "NV", "available", "pack_rows", "panel_width", "tap_dots", "tap_product"]

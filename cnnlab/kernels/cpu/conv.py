@@ -61,7 +61,7 @@ from .. import (
 )
 from ._blas import gemm_rows, gemm_rows_bt, small_gemm_limit
 from ._exp import erfc_of_scaled_negative, tanh
-from ._microkernel import MR, pack_rows, panel_width, tap_product
+from ._microkernel import DOT_ROWS, DOT_TAPS, MR, NV, pack_rows, panel_width, tap_dots, tap_product
 from ._microkernel import available as panels_available
 from ._schedule import _sum_over_workers, pieces, run_pieces, run_shared, shares
 from .activation import _float64_sum, _hardswish, _sigmoid
@@ -1114,18 +1114,44 @@ def _by_panels(out_w, kernel_w, stride_h, stride_w, dilation_w, weight_bytes):
     with at most ``PANEL_MAX_WEIGHT_BYTES`` of weights a group (every panel reads them all:
     they stay in the L2 cache).
 
-    Against im2col and OpenBLAS's GEMM, one thread (``bench/panel_conv.py``), GMAC/s: the
-    CIFAR-sized 16 to 32 channels at 32x32 28.4 -> 39.8, 32 to 64 34.0 -> 39.5, a 5x5 window
-    30.2 -> 40.6, ResNet's 56x56 layer at batch 1 34.5 -> 38.2, its 28x28 one at batch 16
-    37.6 -> 39.2. Not taken: its 14x14 one at batch 16, a seventh more columns and 2.4 MB of
-    weights, 41.3 -> 36.6; the stride-2 reference shape, 31.2 -> 29.4 (its taps read four
-    planes)."""
+    Against im2col and OpenBLAS's GEMM, float32, 2 threads, two rounds (``bench/panel_conv.py``
+    against ``--blas``), ms: the CIFAR-sized 16 to 32 channels at batch 64, 5.77-5.84 ->
+    4.09-4.41; 32 to 32 channels at batch 32, 4.96-5.47 -> 3.72-4.32; 32 to 64 at 16x16,
+    2.29-2.51 -> 1.99-2.16; a 5x5 window, 7.20-7.22 -> 5.12-5.18; ResNet's 56x56 layer at
+    batch 32, 51.6-53.4 -> 50.5-50.8, at batch 1, 1.84-1.87 -> 1.77-1.84. Not taken: its 28x28
+    layer (576 KB of weights) at batch 16, 24.1-25.3 -> 25.0-25.6; its 14x14 one (2.25 MB, and a
+    seventh more columns); a stride (forced, the stride-2 reference shape ran no faster: its
+    taps read four planes, and the kernel's share of the time fell from 46 to 37 GMAC/s)."""
     return bool(PANELS) and panels_available() and stride_h == stride_w == 1 \
         and 8 * (kernel_w - 1) * dilation_w <= out_w and weight_bytes <= PANEL_MAX_WEIGHT_BYTES
 
 
-#: the most bytes of weights (a group's) a convolution by panels takes
-PANEL_MAX_WEIGHT_BYTES = 640 * 1024
+#: the most bytes of weights (a group's) a convolution by panels takes: the L2 cache's share
+PANEL_MAX_WEIGHT_BYTES = 256 * 1024
+
+
+def _weight_gradient_by_panels(out_w, kernel_w, stride_h, stride_w, dilation_w, weight_bytes, item_columns):
+    """Whether :func:`_conv2d_backward_weight_items` takes its dot products by :func:`tap_dots`
+    rather than by im2col and OpenBLAS: where the forward convolution would take panels
+    (:func:`_by_panels`), with at most ``DOTS_MAX_WEIGHT_BYTES`` of weights (their lane sums,
+    eight times as large, are a worker's), on items of at least ``DOTS_MIN_COLUMNS`` columns
+    (``item_columns``: an item's output rows times the planes' ``pitch``; each call of
+    :func:`tap_dots` costs about as much as 6 of its vector steps).
+
+    Against im2col and OpenBLAS's GEMM, float32, 2 threads, two rounds (``bench/panel_conv.py
+    --weight-gradient`` against ``--blas``), ms: the CIFAR-sized 16 to 32 channels at batch 64,
+    5.65-5.89 -> 4.42-4.55; 32 to 32 at batch 32, 5.02-5.13 -> 4.08-4.34; 32 to 64 at 32x32,
+    8.74-8.94 -> 8.08-8.27; a 5x5 window, 7.18-7.23 -> 5.80-5.87; ResNet's 56x56 layer at batch
+    32, 52.3-52.6 -> 47.1-47.4 (at batch 1, 1.84-1.91 -> 1.89-1.93). Not taken: 32 to 64
+    channels at 16x16 (288 columns an item; forced, scratch: 2.41-2.44 -> 3.14-3.26)."""
+    return _by_panels(out_w, kernel_w, stride_h, stride_w, dilation_w, weight_bytes) \
+        and weight_bytes <= DOTS_MAX_WEIGHT_BYTES and item_columns >= DOTS_MIN_COLUMNS
+
+
+#: the most bytes of weights (a group's) whose gradient :func:`_weight_gradient_by_panels` takes
+DOTS_MAX_WEIGHT_BYTES = 160 * 1024
+#: the fewest columns an item of a weight gradient by panels has
+DOTS_MIN_COLUMNS = 512
 
 
 def _interleaved_by_panels(stride_w, weight_bytes):
@@ -1133,9 +1159,10 @@ def _interleaved_by_panels(stride_w, weight_bytes):
     OpenBLAS: at stride 1 along the rows (each tap's columns of an output row are then one run)
     and with at most ``PANEL_MAX_WEIGHT_BYTES`` of weights (see :func:`_by_panels`).
 
-    Batch 64 of LeNet's second layer, 2 threads (``bench/panel_conv.py``): 0.39-0.42 -> 0.31-0.32
-    ms; 32 to 64 channels onto 8x8, 1.26-1.29 -> 1.23-1.24 ms. ResNet-18's 7x7 layers at batch
-    16 (9.4 MB of weights) ran twice as slow: 22 -> 45 ms."""
+    LeNet's second layer at batch 64, 2 threads (``bench/panel_conv.py`` against ``--blas``):
+    0.337-0.352 -> 0.253-0.254 ms; 32 to 64 channels onto 8x8, 1.22 -> 1.10-1.40 ms (two rounds).
+    ResNet-18's 7x7 layers at batch 16 (9.4 MB of weights) ran twice as slow (scratch: 22 -> 45
+    ms)."""
     return bool(PANELS) and panels_available() and stride_w == 1 and weight_bytes <= PANEL_MAX_WEIGHT_BYTES
 
 
@@ -1362,7 +1389,7 @@ def _transpose_into(rows, out):
 @njit(cache=True, nogil=True)
 def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, kernel_h, kernel_w, stride_h,
                                   stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
-                                  small_gemm, planes, first_item, last_item):
+                                  small_gemm, planes, panels, first_item, last_item):
     """Adds the weight and bias gradients of items ``first_item .. last_item-1`` to one
     worker's accumulators ``partial_weight`` (groups, taps, Fg: each group's gradient
     transposed) and ``partial_bias`` (F,).
@@ -1372,7 +1399,12 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
     (``small_gemm``, its limit), GEMMs of that size against a transposed copy of the gradient's
     rows (:func:`_gemm_in_small_pieces`). With ``planes`` (:func:`_by_planes`, as the forward)
     the columns are copied through polyphase planes, ``pitch`` columns per output row, and the
-    gradient's rows are copied as wide, the extra columns zero (they add nothing)."""
+    gradient's rows are copied as wide, the extra columns zero (they add nothing).
+
+    With ``panels`` (and ``planes``: :func:`_weight_gradient_by_panels`) there are no columns
+    and no GEMM: the input rows go into the planes only, and :func:`tap_dots` takes the dot
+    products of ``DOT_ROWS`` of the widened gradient rows with ``DOT_TAPS`` taps' runs of the
+    planes at a time, straight from both, in vector lanes."""
     samples = x.shape[0]
     taps, filters_per_group = partial_weight.shape[1], partial_weight.shape[2]
     channels_per_group = x.shape[1] // groups
@@ -1385,10 +1417,20 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
                                                                       stride_h, stride_w, dilation_h, dilation_w)
     if not planes:
         pitch = out_w
-    column_buffer = np.empty(taps * block_rows * pitch, dtype=x.dtype)
+    column_buffer = np.empty(0 if panels else taps * block_rows * pitch, dtype=x.dtype)
     # the gradient's rows, pitch wide (zeros past the output's columns, never written), or transposed
-    wide_rows = np.zeros(filters_per_group * block_rows * pitch if planes else 0, dtype=x.dtype)
+    wide_rows = np.zeros(filters_per_group * block_rows * pitch if planes and not panels else 0, dtype=x.dtype)
     transposed_buffer = np.zeros(block_rows * pitch * filters_per_group if small_gemm else 0, dtype=x.dtype)
+    lanes = panel_width(x) // NV
+    dots_pitch = (block_rows * pitch + lanes - 1) // lanes * lanes  # (a filter's gradient rows, whole vectors)
+    dots_rows = np.zeros((filters_per_group + DOT_ROWS) * dots_pitch if panels else 0, dtype=x.dtype)
+    tap_offsets = np.zeros(taps + DOT_TAPS, np.uint64)
+    for t in range(taps if panels else 0):
+        tap_offsets[t] = np.uint64((t // (kernel_h * kernel_w)) * channel_size) \
+            + offsets[(t // kernel_w) % kernel_h, t % kernel_w]
+    # the dot products' lanes, a group's blocks of DOT_ROWS filters by DOT_TAPS taps
+    group_sums = -(-filters_per_group // DOT_ROWS) * -(-taps // DOT_TAPS) * DOT_ROWS * DOT_TAPS * lanes
+    sums = np.zeros(groups * group_sums if panels else 0, dtype=x.dtype)
     for item in range(first_item, last_item):
         n = item // (groups * blocks)
         g = (item // blocks) % groups
@@ -1397,6 +1439,16 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
         pixels = rows * out_w
         wide = rows * pitch
         first_pixel = first_row * out_w
+        gradient = grad_by_group[n, g, :, first_pixel:first_pixel + pixels]
+        for f in range(filters_per_group):  # (a contiguous 1-D slice: the sum vectorizes)
+            start = ((n * groups + g) * filters_per_group + f) * out_h * out_w + first_pixel
+            partial_bias[g * filters_per_group + f] += _float64_sum(flat_grad[start:start + pixels])
+        if panels:
+            _weight_gradient_dots(x[n], g * channels_per_group, channels_per_group, first_row, rows, gradient,
+                                  sums[g * group_sums:(g + 1) * group_sums], padded, channel_size, pitch, plane_rows,
+                                  tap_offsets, dots_rows, dots_pitch, kernel_h, stride_h, stride_w, pad_h, pad_w,
+                                  dilation_h)
+            continue
         columns = column_buffer[:taps * wide].reshape(taps, wide)
         if planes:
             _im2col_by_planes(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, stride_h, stride_w,
@@ -1404,10 +1456,6 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
         else:
             _columns(x, n, g * channels_per_group, first_row, rows, columns, kernel_h, kernel_w,
                      out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, FIRST)
-        gradient = grad_by_group[n, g, :, first_pixel:first_pixel + pixels]
-        for f in range(filters_per_group):  # (a contiguous 1-D slice: the sum vectorizes)
-            start = ((n * groups + g) * filters_per_group + f) * out_h * out_w + first_pixel
-            partial_bias[g * filters_per_group + f] += _float64_sum(flat_grad[start:start + pixels])
         # the item's columns times its gradient rows, added to the transposed accumulator
         if small_gemm and taps * filters_per_group * wide > small_gemm:
             transposed = transposed_buffer[:wide * filters_per_group].reshape(wide, filters_per_group)
@@ -1428,6 +1476,58 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
             # GMAC/s on one core)
             gemm_rows_bt(taps, filters_per_group, pixels, columns, pixels, grad_by_group[n, g, :, first_pixel:],
                          out_h * out_w, 1.0, partial_weight[g], filters_per_group)
+    for g in range(groups if panels else 0):
+        _weight_gradient_from_lanes(sums[g * group_sums:(g + 1) * group_sums], partial_weight[g], lanes)
+
+
+@njit(cache=True)
+def _weight_gradient_dots(sample, first_channel, channels, first_row, rows, gradient, sums, padded, channel_size,
+                          pitch, plane_rows, tap_offsets, dots_rows, dots_pitch, kernel_h, stride_h, stride_w, pad_h,
+                          pad_w, dilation_h):
+    """One item of :func:`_conv2d_backward_weight_items` by panels: ``sums`` plus the dot
+    products of the item's output-gradient rows (``gradient``, Fg x its pixels) with each tap's
+    columns, lane by lane (:func:`tap_dots`: blocks of ``DOT_ROWS`` filters by ``DOT_TAPS``
+    taps, a block's lanes together). The input rows go into the planes (:func:`_fill_planes`),
+    the gradient's rows into ``dots_rows`` ``pitch`` wide, zeros past the output's columns and
+    up to whole vectors (so that the planes' extra columns add nothing)."""
+    filters = gradient.shape[0]
+    taps = tap_offsets.shape[0] - DOT_TAPS
+    out_w = gradient.shape[1] // rows
+    lanes = panel_width(padded) // NV
+    wide = rows * pitch
+    vectors = (wide + lanes - 1) // lanes
+    for c in range(channels):
+        _fill_planes(sample[first_channel + c], first_row * stride_h - pad_h,
+                     (rows - 1) * stride_h + (kernel_h - 1) * dilation_h + 1, pad_w, padded, c * channel_size,
+                     pitch, plane_rows, stride_h, stride_w)
+    for f in range(filters):
+        base = f * dots_pitch
+        for r in range(rows):
+            for k in range(out_w):
+                dots_rows[np.uint64(base + r * pitch + k)] = gradient[f, np.uint64(r * out_w + k)]
+        for q in range(wide, vectors * lanes):  # (a later row of an earlier, longer item)
+            dots_rows[base + q] = 0
+    block = DOT_ROWS * DOT_TAPS * lanes
+    for f0 in range(0, filters, DOT_ROWS):
+        for t0 in range(0, taps, DOT_TAPS):
+            tap_dots(dots_rows, f0 * dots_pitch, dots_pitch, padded, 0, tap_offsets, t0, sums,
+                     ((f0 // DOT_ROWS) * ((taps + DOT_TAPS - 1) // DOT_TAPS) + t0 // DOT_TAPS) * block, vectors)
+
+
+@njit(cache=True)
+def _weight_gradient_from_lanes(sums, accumulator, lanes):
+    """``accumulator`` (taps, Fg) plus :func:`_weight_gradient_dots`'s lane sums, each block's
+    lanes added up in order."""
+    taps, filters = accumulator.shape
+    tap_blocks = (taps + DOT_TAPS - 1) // DOT_TAPS
+    for f in range(filters):
+        for t in range(taps):
+            start = (((f // DOT_ROWS) * tap_blocks + t // DOT_TAPS) * DOT_ROWS * DOT_TAPS
+                     + (f % DOT_ROWS) * DOT_TAPS + t % DOT_TAPS) * lanes
+            total = sums[start]
+            for lane in range(1, lanes):
+                total += sums[start + lane]
+            accumulator[t, f] += total
 
 
 @njit(cache=True, nogil=True)
@@ -1581,9 +1681,12 @@ def conv2d_backward_weight(x, grad_out, grad_weight, grad_bias, stride_h, stride
     else:
         small_gemm = small_gemm_limit(x.dtype)
         planes = _by_planes(grad_out.shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_w, filters // groups)
+        pitch = _plane_extent(grad_out.shape[3], kernel_w, stride_w, dilation_w)
+        panels = _weight_gradient_by_panels(grad_out.shape[3], kernel_w, stride_h, stride_w, dilation_w,
+                                            grad_weight.nbytes // groups, min(block_rows, grad_out.shape[2]) * pitch)
         run_pieces(_conv2d_backward_weight_items,
-                   [(x, grad_out, partial_weight[p], partial_bias[p], *geometry, small_gemm, planes, first, last)
-                    for p, (first, last) in enumerate(bounds)], workers)
+                   [(x, grad_out, partial_weight[p], partial_bias[p], *geometry, small_gemm, planes or panels, panels,
+                     first, last) for p, (first, last) in enumerate(bounds)], workers)
     summed = np.empty((groups, taps, filters // groups), dtype=x.dtype)
     _sum_over_workers(partial_weight.reshape(len(bounds), filters * taps), summed.reshape(filters * taps))
     grad_weight.reshape(groups, filters // groups, taps)[...] = summed.transpose(0, 2, 1)
