@@ -22,6 +22,12 @@ At stride 1 the functional layer computes the input gradient as a forward convol
 :func:`conv2d_flipped_weight`'s weight instead, where that is faster
 (:func:`cnnlab.functional.conv.input_gradient`).
 
+On a processor with AVX2 and FMA, a convolution at stride 1 whose weights fit the L2 cache
+skips both im2col and BLAS (:func:`_by_panels`): :func:`_panel_forward_items` multiplies the
+weights straight from the input's polyphase planes, a panel of columns at a time, by a vector
+micro-kernel (:mod:`._microkernel`); so do the small outputs' path
+(:func:`_interleaved_by_panels`) and the weight gradient (:func:`_weight_gradient_by_panels`).
+
 Three kinds of convolution take other paths: a 1x1 convolution at stride 1 needs no im2col (its
 input is its column matrix); a depthwise one, or one with few input channels per group, is
 computed directly from the input's polyphase planes with no GEMM (:func:`_direct_forward_items`,
