@@ -25,9 +25,9 @@ import functools
 
 import numpy as np
 from llvmlite import binding, ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic, overload, register_jitable
+from numba.extending import intrinsic, overload
 
 #: rows of the left matrix per call (weights broadcast a step)
 MR = 4
@@ -35,6 +35,9 @@ MR = 4
 NV = 3
 #: the vectors' width in bytes (AVX2)
 VECTOR_BYTES = 32
+#: the bytes of columns per :func:`tap_product` call: ``panel_width`` is this over the itemsize
+#: (kernels divide it themselves: a call of their own would compile once per array type)
+PANEL_BYTES = NV * VECTOR_BYTES
 
 
 @functools.cache
@@ -45,11 +48,10 @@ def available():
     return bool(features.get("avx2")) and bool(features.get("fma"))
 
 
-@register_jitable
 def panel_width(dtype_example):
     """Columns per :func:`tap_product` call for arrays of ``dtype_example``'s dtype: ``NV``
-    vectors."""
-    return NV * (VECTOR_BYTES // dtype_example.itemsize)
+    vectors (``PANEL_BYTES // itemsize``)."""
+    return PANEL_BYTES // dtype_example.itemsize
 
 
 def tap_product(a, a_start, b, b_start, offsets, c, c_start, k, ldc):
@@ -248,7 +250,7 @@ def _tap_dots_code(dtype, context, builder, signature, args):
     return context.get_dummy_value()
 
 
-@register_jitable
+@njit(cache=True)
 def pack_rows(matrix, packed):
     """``matrix`` (M, K) into ``packed`` (``ceil(M / MR) * MR * K`` values) in
     :func:`tap_product`'s layout of the left matrix: blocks of ``MR`` rows, step ``i`` of row
@@ -262,4 +264,4 @@ def pack_rows(matrix, packed):
                 packed[base + i * MR + r] = matrix[row, i] if row < m else 0
 
 
-__all__ = ["DOT_ROWS", "DOT_TAPS", "MR", "NV", "available", "pack_rows", "panel_width", "tap_dots", "tap_product"]
+__all__ = ["DOT_ROWS", "DOT_TAPS", "MR", "NV", "PANEL_BYTES", "VECTOR_BYTES", "available", "pack_rows", "panel_width", "tap_dots", "tap_product"]

@@ -67,7 +67,7 @@ from .. import (
 )
 from ._blas import gemm_rows, gemm_rows_bt, small_gemm_limit
 from ._exp import erfc_of_scaled_negative, tanh
-from ._microkernel import DOT_ROWS, DOT_TAPS, MR, NV, pack_rows, panel_width, tap_dots, tap_product
+from ._microkernel import DOT_ROWS, DOT_TAPS, MR, PANEL_BYTES, VECTOR_BYTES, pack_rows, tap_dots, tap_product
 from ._microkernel import available as panels_available
 from ._schedule import _sum_over_workers, pieces, run_pieces, run_shared, shares
 from .activation import _float64_sum, _hardswish, _sigmoid
@@ -495,7 +495,7 @@ def _panel_forward_items(x, weight, scale, shift, residual, has_residual, activa
     blocks = (out_h + block_rows - 1) // block_rows
     out_planes = out.reshape(out.shape[0], filters, out_h * out_w)
     residual_planes = residual.reshape(out.shape[0], filters, out_h * out_w)
-    nr = panel_width(x)
+    nr = PANEL_BYTES // x.itemsize
     pitch, plane_rows, channel_size, layout, offsets = _planes_layout(x, per_group, block_rows, out_w, kernel_h,
                                                                       kernel_w, stride_h, stride_w, dilation_h,
                                                                       dilation_w)
@@ -566,7 +566,7 @@ def _interleaved_forward_items(x, weight, scale, shift, residual, has_residual, 
     taps = channels * kernel_h * kernel_w
     span_h = (out_h - 1) * stride_h + (kernel_h - 1) * dilation_h + 1  # the padded input rows read
     span_w = (out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + 1
-    nr = panel_width(x)
+    nr = PANEL_BYTES // x.itemsize
     staged = np.empty(channels * span_h * span_w * sample_block + nr, x.dtype)  # (a row's last panel reads past)
     columns = np.empty(0 if panels else taps * gemm_rows * out_w * sample_block, x.dtype)
     row_blocks = (filters + MR - 1) // MR
@@ -1427,7 +1427,7 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
     # the gradient's rows, pitch wide (zeros past the output's columns, never written), or transposed
     wide_rows = np.zeros(filters_per_group * block_rows * pitch if planes and not panels else 0, dtype=x.dtype)
     transposed_buffer = np.zeros(block_rows * pitch * filters_per_group if small_gemm else 0, dtype=x.dtype)
-    lanes = panel_width(x) // NV
+    lanes = VECTOR_BYTES // x.itemsize
     dots_pitch = (block_rows * pitch + lanes - 1) // lanes * lanes  # (a filter's gradient rows, whole vectors)
     dots_rows = np.zeros((filters_per_group + DOT_ROWS) * dots_pitch if panels else 0, dtype=x.dtype)
     tap_offsets = np.zeros(taps + DOT_TAPS, np.uint64)
@@ -1499,7 +1499,7 @@ def _weight_gradient_dots(sample, first_channel, channels, first_row, rows, grad
     filters = gradient.shape[0]
     taps = tap_offsets.shape[0] - DOT_TAPS
     out_w = gradient.shape[1] // rows
-    lanes = panel_width(padded) // NV
+    lanes = VECTOR_BYTES // padded.itemsize
     wide = rows * pitch
     vectors = (wide + lanes - 1) // lanes
     for c in range(channels):
