@@ -91,61 +91,93 @@ def _tap_product_overload(a, a_start, b, b_start, offsets, c, c_start, k, ldc):
     return call
 
 
+class _Vectors:
+    """What both kernels' IR needs: the dtype's scalar and 256-bit vector types, its lanes, the
+    64-bit index type, the element alignment (the loads and stores need no more), a constant
+    index, and vector loads and stores at an element pointer."""
+
+    def __init__(self, dtype, builder):
+        self.builder = builder
+        self.scalar = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
+        self.lanes = VECTOR_BYTES // (4 if dtype == types.float32 else 8)
+        self.vector, self.index = ir.VectorType(self.scalar, self.lanes), ir.IntType(64)
+        self.align = 4 if dtype == types.float32 else 8
+
+    def at(self, value):
+        return ir.Constant(self.index, value)
+
+    def load(self, pointer):
+        return self.builder.load(self.builder.bitcast(pointer, self.vector.as_pointer()), align=self.align)
+
+    def store(self, value, pointer):
+        self.builder.store(value, self.builder.bitcast(pointer, self.vector.as_pointer()), align=self.align)
+
+
+def _summing_loop(vectors, count, accumulators, step_sums):
+    """Build ``for step in range(count)`` (none when ``count`` is not positive) with
+    ``accumulators`` vector sums that start at zero, as phi nodes: ``step_sums(step, sums)``
+    emits one step and returns the updated sums. Returns the sums after the loop, with the
+    builder placed after it."""
+    builder = vectors.builder
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vectors.vector, [vectors.vector] * 3),
+                                         f"llvm.fma.v{vectors.lanes}{vectors.scalar.intrinsic_name}")
+    zero = ir.Constant(vectors.vector, [0.0] * vectors.lanes)
+    entry = builder.block
+    loop = builder.function.append_basic_block("sums.loop")
+    done = builder.function.append_basic_block("sums.done")
+    builder.cbranch(builder.icmp_signed(">", count, vectors.at(0)), loop, done)
+
+    builder.position_at_end(loop)
+    step = builder.phi(vectors.index)
+    step.add_incoming(vectors.at(0), entry)
+    sums = [builder.phi(vectors.vector) for _ in range(accumulators)]
+    for total in sums:
+        total.add_incoming(zero, entry)
+    updated = step_sums(step, sums, lambda x, y, total: builder.call(fma, [x, y, total]))
+    following = builder.add(step, vectors.at(1))
+    step.add_incoming(following, loop)
+    for total, value in zip(sums, updated):
+        total.add_incoming(value, loop)
+    builder.cbranch(builder.icmp_signed("<", following, count), loop, done)
+
+    builder.position_at_end(done)
+    finals = [builder.phi(vectors.vector) for _ in updated]  # (a block's phi nodes come first)
+    for final, value in zip(finals, updated):
+        final.add_incoming(zero, entry)
+        final.add_incoming(value, loop)
+    return finals
+
+
 def _tap_product_code(dtype, context, builder, signature, args):
     """:func:`tap_product`'s IR: one loop over the steps, its accumulators phi nodes."""
     a, a_start, b, b_start, steps, c, c_start, k, ldc = args
-    scalar = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
-    lanes = VECTOR_BYTES // (4 if dtype == types.float32 else 8)
-    vector, index = ir.VectorType(scalar, lanes), ir.IntType(64)
-    align = 4 if dtype == types.float32 else 8  # (element-aligned: the loads and stores need no more)
+    v = _Vectors(dtype, builder)
 
     def data(position, value):
         return context.make_array(signature.args[position])(context, builder, value).data
 
     pa, pb = builder.gep(data(0, a), [a_start]), builder.gep(data(2, b), [b_start])
     pc, step_offsets = builder.gep(data(5, c), [c_start]), data(4, steps)
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
-                                         f"llvm.fma.v{lanes}{scalar.intrinsic_name}")
-    zero = ir.Constant(vector, [0.0] * lanes)
-    spread_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-    entry = builder.block
-    loop = builder.function.append_basic_block("taps.loop")
-    done = builder.function.append_basic_block("taps.done")
-    builder.cbranch(builder.icmp_signed(">", k, ir.Constant(index, 0)), loop, done)
+    spread_mask = ir.Constant(ir.VectorType(ir.IntType(32), v.lanes), [0] * v.lanes)
+    undefined = ir.Constant(v.vector, ir.Undefined)
 
-    builder.position_at_end(loop)
-    step = builder.phi(index)
-    step.add_incoming(ir.Constant(index, 0), entry)
-    sums = [builder.phi(vector) for _ in range(MR * NV)]
-    for total in sums:
-        total.add_incoming(zero, entry)
-    run = builder.gep(pb, [builder.load(builder.gep(step_offsets, [step]))])
-    columns = [builder.load(builder.bitcast(builder.gep(run, [ir.Constant(index, v * lanes)]), vector.as_pointer()),
-                            align=align) for v in range(NV)]
-    weights = builder.gep(pa, [builder.mul(step, ir.Constant(index, MR))])
-    updated = []
-    for r in range(MR):
-        weight = builder.load(builder.gep(weights, [ir.Constant(index, r)]))
-        spread = builder.shuffle_vector(builder.insert_element(ir.Constant(vector, ir.Undefined), weight,
-                                                               ir.Constant(ir.IntType(32), 0)),
-                                        ir.Constant(vector, ir.Undefined), spread_mask)
-        updated.extend(builder.call(fma, [spread, columns[v], sums[r * NV + v]]) for v in range(NV))
-    following = builder.add(step, ir.Constant(index, 1))
-    step.add_incoming(following, loop)
-    for total, value in zip(sums, updated):
-        total.add_incoming(value, loop)
-    builder.cbranch(builder.icmp_signed("<", following, k), loop, done)
+    def step_sums(step, sums, fma):
+        run = builder.gep(pb, [builder.load(builder.gep(step_offsets, [step]))])
+        columns = [v.load(builder.gep(run, [v.at(n * v.lanes)])) for n in range(NV)]
+        weights = builder.gep(pa, [builder.mul(step, v.at(MR))])
+        updated = []
+        for r in range(MR):
+            weight = builder.load(builder.gep(weights, [v.at(r)]))
+            spread = builder.shuffle_vector(builder.insert_element(undefined, weight, ir.Constant(ir.IntType(32), 0)),
+                                            undefined, spread_mask)
+            updated.extend(fma(spread, columns[n], sums[r * NV + n]) for n in range(NV))
+        return updated
 
-    builder.position_at_end(done)
-    finals = [builder.phi(vector) for _ in updated]  # (a block's phi nodes come first)
-    for final, value in zip(finals, updated):
-        final.add_incoming(zero, entry)
-        final.add_incoming(value, loop)
+    finals = _summing_loop(v, k, MR * NV, step_sums)
     for r in range(MR):
-        row = builder.gep(pc, [builder.mul(ldc, ir.Constant(index, r))])
-        for v in range(NV):
-            target = builder.bitcast(builder.gep(row, [ir.Constant(index, v * lanes)]), vector.as_pointer())
-            builder.store(finals[r * NV + v], target, align=align)
+        row = builder.gep(pc, [builder.mul(ldc, v.at(r))])
+        for n in range(NV):
+            v.store(finals[r * NV + n], builder.gep(row, [v.at(n * v.lanes)]))
     return context.get_dummy_value()
 
 
@@ -196,57 +228,27 @@ def _tap_dots_code(dtype, context, builder, signature, args):
     """:func:`tap_dots`'s IR: one loop over the vectors, ``DOT_ROWS * DOT_TAPS`` vector sums as
     phi nodes, each added to its lanes of ``sums`` at the end."""
     g, g_start, ldg, b, b_start, steps, o_start, sums, s_start, vectors = args
-    scalar = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
-    lanes = VECTOR_BYTES // (4 if dtype == types.float32 else 8)
-    vector, index = ir.VectorType(scalar, lanes), ir.IntType(64)
-    align = 4 if dtype == types.float32 else 8
+    v = _Vectors(dtype, builder)
 
     def data(position, value):
         return context.make_array(signature.args[position])(context, builder, value).data
 
-    rows = [builder.gep(data(0, g), [builder.add(g_start, builder.mul(ldg, ir.Constant(index, r)))])
-            for r in range(DOT_ROWS)]
+    rows = [builder.gep(data(0, g), [builder.add(g_start, builder.mul(ldg, v.at(r)))]) for r in range(DOT_ROWS)]
     planes, offsets = data(3, b), builder.gep(data(5, steps), [o_start])
-    runs = [builder.gep(planes, [builder.add(b_start, builder.load(builder.gep(offsets, [ir.Constant(index, t)])))])
+    runs = [builder.gep(planes, [builder.add(b_start, builder.load(builder.gep(offsets, [v.at(t)])))])
             for t in range(DOT_TAPS)]
     pt = builder.gep(data(7, sums), [s_start])
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
-                                         f"llvm.fma.v{lanes}{scalar.intrinsic_name}")
-    zero = ir.Constant(vector, [0.0] * lanes)
-    entry = builder.block
-    loop = builder.function.append_basic_block("dots.loop")
-    done = builder.function.append_basic_block("dots.done")
-    builder.cbranch(builder.icmp_signed(">", vectors, ir.Constant(index, 0)), loop, done)
 
-    builder.position_at_end(loop)
-    step = builder.phi(index)
-    step.add_incoming(ir.Constant(index, 0), entry)
-    sums = [builder.phi(vector) for _ in range(DOT_ROWS * DOT_TAPS)]
-    for total in sums:
-        total.add_incoming(zero, entry)
-    at = builder.mul(step, ir.Constant(index, lanes))
+    def step_sums(step, totals, fma):
+        at = builder.mul(step, v.at(v.lanes))
+        gradients = [v.load(builder.gep(row, [at])) for row in rows]
+        columns = [v.load(builder.gep(run, [at])) for run in runs]
+        return [fma(gradients[r], columns[t], totals[r * DOT_TAPS + t]) for r in range(DOT_ROWS)
+                for t in range(DOT_TAPS)]
 
-    def load(pointer):
-        return builder.load(builder.bitcast(builder.gep(pointer, [at]), vector.as_pointer()), align=align)
-
-    gradients = [load(row) for row in rows]
-    columns = [load(run) for run in runs]
-    updated = [builder.call(fma, [gradients[r], columns[t], sums[r * DOT_TAPS + t]])
-               for r in range(DOT_ROWS) for t in range(DOT_TAPS)]
-    following = builder.add(step, ir.Constant(index, 1))
-    step.add_incoming(following, loop)
-    for total, value in zip(sums, updated):
-        total.add_incoming(value, loop)
-    builder.cbranch(builder.icmp_signed("<", following, vectors), loop, done)
-
-    builder.position_at_end(done)
-    finals = [builder.phi(vector) for _ in updated]
-    for final, value in zip(finals, updated):
-        final.add_incoming(zero, entry)
-        final.add_incoming(value, loop)
-    for position, final in enumerate(finals):
-        target = builder.bitcast(builder.gep(pt, [ir.Constant(index, position * lanes)]), vector.as_pointer())
-        builder.store(builder.fadd(builder.load(target, align=align), final), target, align=align)
+    for position, final in enumerate(_summing_loop(v, vectors, DOT_ROWS * DOT_TAPS, step_sums)):
+        target = builder.gep(pt, [v.at(position * v.lanes)])
+        v.store(builder.fadd(v.load(target), final), target)
     return context.get_dummy_value()
 
 
