@@ -500,10 +500,7 @@ def _panel_forward_items(x, weight, scale, shift, residual, has_residual, activa
                                                                       kernel_w, stride_h, stride_w, dilation_h,
                                                                       dilation_w)
     padded = np.zeros(layout.shape[0] + nr, x.dtype)  # (a chunk's last panel reads up to nr - 1 past its rows)
-    tap_offsets = np.empty(taps, np.uint64)
-    for t in range(taps):
-        tap_offsets[t] = np.uint64((t // (kernel_h * kernel_w)) * channel_size) \
-            + offsets[(t // kernel_w) % kernel_h, t % kernel_w]
+    tap_offsets = _planes_tap_offsets(offsets, taps, channel_size, 0)
     row_blocks = (filters_per_group + MR - 1) // MR
     group_size = row_blocks * MR * taps
     packed = np.empty(groups * group_size, x.dtype)
@@ -719,6 +716,19 @@ def _tap_offsets(kernel_h, kernel_w, pitch, size, stride_h, stride_w, dilation_h
             plane = (row % stride_h) * stride_w + column % stride_w
             offsets[i, j] = plane * size + (row // stride_h) * pitch + column // stride_w
     return offsets
+
+
+@njit(cache=True)
+def _planes_tap_offsets(offsets, taps, channel_size, spare):
+    """Where each of ``taps`` taps ``(c, i, j)`` (channel-major, as a weight's row) starts
+    reading :func:`_fill_planes`'s buffer of channels ``channel_size`` apart, from
+    :func:`_tap_offsets`'s ``offsets`` of one channel; followed by ``spare`` zeros."""
+    kernel_h, kernel_w = offsets.shape
+    flat = np.zeros(taps + spare, np.uint64)
+    for t in range(taps):
+        flat[t] = np.uint64((t // (kernel_h * kernel_w)) * channel_size) + offsets[(t // kernel_w) % kernel_h,
+                                                                                   t % kernel_w]
+    return flat
 
 
 @njit(cache=True)
@@ -1128,8 +1138,13 @@ def _by_panels(out_w, kernel_w, stride_h, stride_w, dilation_w, weight_bytes):
     layer (576 KB of weights) at batch 16, 24.1-25.3 -> 25.0-25.6; its 14x14 one (2.25 MB, and a
     seventh more columns); a stride (forced, the stride-2 reference shape ran no faster: its
     taps read four planes, and the kernel's share of the time fell from 46 to 37 GMAC/s)."""
-    return bool(PANELS) and panels_available() and stride_h == stride_w == 1 \
-        and 8 * (kernel_w - 1) * dilation_w <= out_w and weight_bytes <= PANEL_MAX_WEIGHT_BYTES
+    return _panels_fit(weight_bytes) and stride_h == stride_w == 1 and 8 * (kernel_w - 1) * dilation_w <= out_w
+
+
+def _panels_fit(weight_bytes):
+    """Whether panels may be taken at all: turned on (``PANELS``), on a processor that runs
+    :func:`tap_product` natively, for at most ``PANEL_MAX_WEIGHT_BYTES`` of weights a group."""
+    return bool(PANELS) and panels_available() and weight_bytes <= PANEL_MAX_WEIGHT_BYTES
 
 
 #: the most bytes of weights (a group's) a convolution by panels takes: the L2 cache's share
@@ -1169,7 +1184,7 @@ def _interleaved_by_panels(stride_w, weight_bytes):
     0.337-0.352 -> 0.253-0.254 ms; 32 to 64 channels onto 8x8, 1.22 -> 1.10-1.40 ms (two rounds).
     ResNet-18's 7x7 layers at batch 16 (9.4 MB of weights) ran twice as slow (scratch: 22 -> 45
     ms)."""
-    return bool(PANELS) and panels_available() and stride_w == 1 and weight_bytes <= PANEL_MAX_WEIGHT_BYTES
+    return _panels_fit(weight_bytes) and stride_w == 1
 
 
 def _samples_innermost(out_shape, weight_shape, stride_h, stride_w, dilation_h, dilation_w, groups, block_rows,
@@ -1430,10 +1445,7 @@ def _conv2d_backward_weight_items(x, grad_out, partial_weight, partial_bias, ker
     lanes = VECTOR_BYTES // x.itemsize
     dots_pitch = (block_rows * pitch + lanes - 1) // lanes * lanes  # (a filter's gradient rows, whole vectors)
     dots_rows = np.zeros((filters_per_group + DOT_ROWS) * dots_pitch if panels else 0, dtype=x.dtype)
-    tap_offsets = np.zeros(taps + DOT_TAPS, np.uint64)
-    for t in range(taps if panels else 0):
-        tap_offsets[t] = np.uint64((t // (kernel_h * kernel_w)) * channel_size) \
-            + offsets[(t // kernel_w) % kernel_h, t % kernel_w]
+    tap_offsets = _planes_tap_offsets(offsets, taps if panels else 0, channel_size, DOT_TAPS)
     # the dot products' lanes, a group's blocks of DOT_ROWS filters by DOT_TAPS taps
     group_sums = -(-filters_per_group // DOT_ROWS) * -(-taps // DOT_TAPS) * DOT_ROWS * DOT_TAPS * lanes
     sums = np.zeros(groups * group_sums if panels else 0, dtype=x.dtype)
