@@ -18,13 +18,15 @@ import numpy as np
 
 import cnnlab.functional as F
 from cnnlab.bench.measuring import kernel_bench_arguments, median_call_seconds
+from cnnlab.bench.ops import REFERENCE_SHAPES
 from cnnlab.functional.conv import conv_geometry
 from cnnlab.kernels.cpu import conv as cpu_conv
 
-# name: (samples, channels, height, width, filters, window, stride, padding)
+# name: (samples, channels, height, width, filters, window, stride, padding); the reference
+# shapes of cnnlab.bench.ops among them
 LAYERS = {
-    "lenet2 b64": (64, 6, 12, 12, 16, 5, 1, 0),
-    "cifar b64": (64, 16, 32, 32, 32, 3, 1, 1),
+    "lenet2 b64": REFERENCE_SHAPES["lenet2"],
+    "cifar b64": REFERENCE_SHAPES["cifar"],
     "32->32 32x32 b32": (32, 32, 32, 32, 32, 3, 1, 1),
     "32->64 16x16 b32": (32, 32, 16, 16, 64, 3, 1, 1),
     "32->64 32x32 b32": (32, 32, 32, 32, 64, 3, 1, 1),
@@ -35,7 +37,7 @@ LAYERS = {
     "resnet 14x14 b16": (16, 256, 14, 14, 256, 3, 1, 1),
     "resnet 7x7 b16": (16, 512, 7, 7, 512, 3, 1, 1),
     "32->64 8x8 b64": (64, 32, 8, 8, 64, 3, 1, 1),
-    "strided b32": (32, 32, 64, 64, 64, 3, 2, 1),
+    "strided b32": REFERENCE_SHAPES["strided"],
 }
 
 
