@@ -143,6 +143,37 @@ def test_depthwise_window_paths_match_loops(kernel, stride, dilation):
         np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 17), st.integers(-2, 3), st.integers(0, 12), st.integers(0, 5),
+       st.integers(1, 12), st.integers(1, 3), st.integers(1, 3))
+@example(4, 64, -1, 67, 1, 33, 2, 2)  # the stride-2 reference shape's rows: odd padding, 32 pairs a row
+@example(3, 3, 0, 3, 7, 2, 1, 2)  # padding past every column a plane row holds
+@example(3, 5, -1, 5, 1, 4, 1, 2)  # odd padding, a last column without a pair, a zero row
+@example(2, 7, 0, 4, 2, 9, 2, 2)  # even padding, a last column without a pair
+def test_fill_planes_matches_definition(height, width, top, rows_in, pad_w, pitch, stride_h, stride_w):
+    """The polyphase planes' fill writes padded row ``r`` and column ``q`` (input row ``top + r``,
+    column ``q - pad_w``; zeros in rows outside the input) to plane ``(r % stride_h, q %
+    stride_w)``, row ``r // stride_h``, column ``q // stride_w``, for the columns that hold input
+    and fall within a plane row's ``pitch``, and writes nothing else (stride 2 along the rows
+    takes a loop of its own, over pairs of input columns)."""
+    from cnnlab.kernels.cpu.conv import _fill_planes
+
+    plane = np.random.default_rng(width * 100 + pad_w).standard_normal((height, width)).astype(np.float32)
+    plane_rows = -(-rows_in // stride_h)
+    size, base = plane_rows * pitch, 5
+    buffer = np.full(base + stride_h * stride_w * size + 5, np.nan, np.float32)
+    expected = buffer.copy()
+    for r in range(rows_in):
+        for q in range(pad_w, pad_w + width):
+            if q // stride_w < pitch:
+                h = top + r
+                value = plane[h, q - pad_w] if 0 <= h < height else 0
+                expected[base + ((r % stride_h) * stride_w + q % stride_w) * size + (r // stride_h) * pitch
+                         + q // stride_w] = value
+    _fill_planes(plane, top, rows_in, pad_w, buffer, base, pitch, plane_rows, stride_h, stride_w)
+    np.testing.assert_array_equal(buffer, expected)
+
+
 @pytest.mark.parametrize("samples", [1, 3])
 @pytest.mark.parametrize("min_work", [1, 10**9])  # the blocks shared between two threads, or one thread
 @pytest.mark.parametrize("groups", [1, 2])
