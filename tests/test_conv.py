@@ -360,14 +360,16 @@ def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw
 @settings(max_examples=40)
 @given(st.integers(1, 3), st.integers(1, 11), st.integers(1, 30), st.integers(1, 5), st.integers(1, 5),
        st.integers(1, 2), st.integers(1, 2), st.integers(1, 2), st.integers(0, 2), st.integers(1, 13),
-       st.integers(1, 2), st.sampled_from(["whole", "rows", "chunks"]), st.sampled_from(["float32", "float64"]))
+       st.integers(1, 2), st.sampled_from(["whole", "rows", "chunks", "pieces"]), st.sampled_from(["float32", "float64"]))
+@example(2, 9, 20, 3, 3, 2, 1, 1, 1, 5, 1, "pieces", "float32")  # stride 2, taps in pieces of 4 (27 taps)
 def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, stride, dh, dw, pad, filters, groups,
                                              blocks, dtype):
     """The convolution by panels (:func:`tap_product` straight from the polyphase planes),
     forced here for every geometry, not only where the rule takes it: strides, dilations,
     paddings, groups, filter counts that are not a multiple of the kernel's four rows, outputs
     narrower than a panel and not a multiple of it, one-row items, one-row chunks of an item's
-    product, both dtypes, with a residual and an activation in the epilogue."""
+    product and planes, the taps in pieces of 4 (each piece's sums added to the last's), both
+    dtypes, with a residual and an activation in the epilogue."""
     from hypothesis import assume
 
     from cnnlab.kernels.cpu import conv as cpu_conv
@@ -388,7 +390,9 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
     if blocks == "rows":
         config.IM2COL_MAX_BYTES = 1
     if blocks == "chunks":
-        cpu_conv.PANEL_PRODUCT_BYTES = 1
+        cpu_conv.PANEL_CHUNK_BYTES = 1
+    if blocks == "pieces":
+        cpu_conv.PANEL_TAPS = 4
     try:
         out = F.conv2d(x, w, b, residual=residual, activation="relu", **geometry)
         resolved = conv_geometry(x.shape, w.shape, x.dtype, **geometry)
@@ -396,13 +400,15 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
                                       resolved.sample_block, dtype=x.dtype)
     finally:
         cpu_conv._by_panels, cpu_conv._samples_innermost, cpu_conv._is_direct = rule, innermost, direct
-        cpu_conv.PANEL_PRODUCT_BYTES = 256 * 1024
+        cpu_conv.PANEL_CHUNK_BYTES, cpu_conv.PANEL_TAPS = 256 * 1024, 144
         config.reset()
     pointwise = (kh, kw, stride, pad) == (1, 1, 1, 0)
     assert resolved.sample_block == resolved.filter_blocks == 1
     assert work[0] is (cpu_conv._pointwise_forward_items if pointwise else cpu_conv._panel_forward_items)
     if blocks == "chunks" and not pointwise:
-        assert work[3][-1] == 1  # (one output row of product at a time)
+        assert work[3][-2] == 1  # (one output row of product and planes at a time)
+    if blocks == "pieces" and not pointwise:
+        assert work[3][-1] == 4
     tolerance = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(out, np.maximum(reference + residual, 0), rtol=tolerance, atol=tolerance)
 
@@ -411,22 +417,27 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
     (32, 3, 1, 1, 18432, True), (56, 3, 1, 1, 147456, True), (28, 3, 1, 1, 589824, False),
     (16, 3, 1, 1, 1000, True), (15, 3, 1, 1, 1000, False), (14, 3, 1, 1, 1000, False), (7, 3, 1, 1, 1000, False),
     (32, 5, 1, 1, 1000, True), (31, 5, 1, 1, 1000, False), (32, 3, 1, 2, 1000, True), (31, 3, 1, 2, 1000, False),
-    (32, 3, 2, 1, 1000, False), (64, 1, 1, 1, 1000, True), (56, 3, 1, 1, 256 * 1024, True),
-    (56, 3, 1, 1, 256 * 1024 + 1, False), (14, 3, 1, 1, 2359296, False)])
-def test_panels_rule_takes_stride_1_where_the_extra_columns_are_few(out_w, kernel_w, stride, dilation, weight_bytes,
-                                                                     expected, monkeypatch):
-    """At stride 1, where a plane row's extra columns (the window's width less one, times the
-    dilation) are at most an eighth of the output's, and the weights fit the L2 cache's share
-    (at most 256 KB: ResNet's 56x56 layer's 144 KB, not its 28x28 one's 576 KB); never at a
-    stride, nor on a processor without AVX2 and FMA. Onto small outputs (the samples
-    innermost), at stride 1 along the rows, within the same weights."""
+    (64, 1, 1, 1, 1000, True), (56, 3, 1, 1, 256 * 1024, True),
+    (56, 3, 1, 1, 256 * 1024 + 1, False), (14, 3, 1, 1, 2359296, False),
+    (32, 3, 2, 1, 73728, True), (8, 3, 2, 1, 1000, True), (7, 3, 2, 1, 1000, False), (112, 7, 2, 1, 37632, True),
+    (32, 3, 2, 2, 1000, True), (32, 2, 2, 1, 1000, False), (32, 1, 2, 1, 1000, False), (32, 3, 3, 1, 1000, False),
+    (32, 3, 2, 1, 256 * 1024 + 1, False)])
+def test_panels_rule_takes_stride_1_and_2_where_the_extra_columns_are_few(out_w, kernel_w, stride, dilation,
+                                                                           weight_bytes, expected, monkeypatch):
+    """At stride 1, or 2 by a window wider than the stride (not 1x1 or 2x2 at stride 2, nor
+    anything at stride 3), where a plane row's extra columns (the window's width less one,
+    times the dilation, at stride 1; about half that at stride 2) are at most an eighth of the
+    output's, and the weights fit the L2 cache's share (at most 256 KB: ResNet's 56x56 layer's
+    144 KB, not its 28x28 one's 576 KB); never on a processor without AVX2 and FMA. Onto small
+    outputs (the samples innermost), at stride 1 along the rows, within the same weights."""
     from cnnlab.kernels.cpu import conv as cpu_conv
 
+    geometry = (out_w, kernel_w, kernel_w, stride, stride, dilation, dilation, weight_bytes)
     monkeypatch.setattr(cpu_conv, "panels_available", lambda: True)
-    assert cpu_conv._by_panels(out_w, kernel_w, stride, stride, dilation, weight_bytes) == expected
+    assert cpu_conv._by_panels(*geometry) == expected
     assert cpu_conv._interleaved_by_panels(stride, weight_bytes) == (stride == 1 and weight_bytes <= 256 * 1024)
     monkeypatch.setattr(cpu_conv, "panels_available", lambda: False)
-    assert not cpu_conv._by_panels(out_w, kernel_w, stride, stride, dilation, weight_bytes)
+    assert not cpu_conv._by_panels(*geometry)
     assert not cpu_conv._interleaved_by_panels(stride, weight_bytes)
 
 

@@ -54,40 +54,44 @@ def panel_width(dtype_example):
     return PANEL_BYTES // dtype_example.itemsize
 
 
-def tap_product(a, a_start, b, b_start, offsets, c, c_start, k, ldc):
-    """``c[c_start + r * ldc + q] = sum_i a[a_start + i * MR + r] * b[b_start + offsets[i] + q]``
+def tap_product(a, a_start, b, b_start, offsets, o_start, c, c_start, k, ldc, accumulate):
+    """``c[c_start + r * ldc + q] (+)= sum_i a[a_start + i * MR + r] * b[b_start + offsets[o_start + i] + q]``
     for the ``MR`` rows ``r``, the ``panel_width`` columns ``q`` (:func:`panel_width`) and the
-    ``k`` steps ``i``: ``a``, ``b`` and ``c`` flat, of one dtype (float32 or float64),
-    ``offsets`` uint64, all C-contiguous. The caller keeps every index in bounds: nothing is
-    checked. Compiled kernels run the intrinsic below; called from Python (a kernel run as plain
-    Python, see :func:`cnnlab.compilation.interpreting`) it computes the same with NumPy, the
-    steps summed in the same order (within rounding: the compiled kernel fuses each multiply
-    and add)."""
+    ``k`` steps ``i``, added to what ``c`` holds with ``accumulate`` (a bool), else written over
+    it: ``a``, ``b`` and ``c`` flat, of one dtype (float32 or float64), ``offsets`` uint64, all
+    C-contiguous. The caller keeps every index in bounds: nothing is checked. Compiled kernels
+    run the intrinsic below; called from Python (a kernel run as plain Python, see
+    :func:`cnnlab.compilation.interpreting`) it computes the same with NumPy, the steps summed
+    in the same order (within rounding: the compiled kernel fuses each multiply and add)."""
     width = panel_width(b)
     sums = np.zeros((MR, width), c.dtype)
+    if accumulate:
+        for r in range(MR):
+            sums[r] = c[c_start + r * ldc:][:width]
     for i in range(k):
-        run = b[b_start + int(offsets[i]):][:width]
+        run = b[b_start + int(offsets[o_start + i]):][:width]
         sums += a[a_start + i * MR:][:MR, None] * run[None, :]
     for r in range(MR):
         c[c_start + r * ldc:][:width] = sums[r]
 
 
 @intrinsic
-def _tap_product(typingctx, a, a_start, b, b_start, offsets, c, c_start, k, ldc):
+def _tap_product(typingctx, a, a_start, b, b_start, offsets, o_start, c, c_start, k, ldc, accumulate):
     """:func:`tap_product`, compiled."""
     arrays = (a, b, c)
     if not all(isinstance(t, types.Array) and t.layout == "C" for t in arrays + (offsets,)) \
             or len({t.dtype for t in arrays}) != 1 or a.dtype not in (types.float32, types.float64) \
             or offsets.dtype != types.uint64:
         return None
-    signature = types.void(a, types.intp, b, types.intp, offsets, c, types.intp, types.intp, types.intp)
+    signature = types.void(a, types.intp, b, types.intp, offsets, types.intp, c, types.intp, types.intp, types.intp,
+                           types.boolean)
     return signature, functools.partial(_tap_product_code, a.dtype)
 
 
 @overload(tap_product)
-def _tap_product_overload(a, a_start, b, b_start, offsets, c, c_start, k, ldc):
-    def call(a, a_start, b, b_start, offsets, c, c_start, k, ldc):
-        _tap_product(a, a_start, b, b_start, offsets, c, c_start, k, ldc)
+def _tap_product_overload(a, a_start, b, b_start, offsets, o_start, c, c_start, k, ldc, accumulate):
+    def call(a, a_start, b, b_start, offsets, o_start, c, c_start, k, ldc, accumulate):
+        _tap_product(a, a_start, b, b_start, offsets, o_start, c, c_start, k, ldc, bool(accumulate))
     return call
 
 
@@ -113,15 +117,16 @@ class _Vectors:
         self.builder.store(value, self.builder.bitcast(pointer, self.vector.as_pointer()), align=self.align)
 
 
-def _summing_loop(vectors, count, accumulators, step_sums):
+def _summing_loop(vectors, count, accumulators, step_sums, initial=None):
     """Build ``for step in range(count)`` (none when ``count`` is not positive) with
-    ``accumulators`` vector sums that start at zero, as phi nodes: ``step_sums(step, sums)``
-    emits one step and returns the updated sums. Returns the sums after the loop, with the
-    builder placed after it."""
+    ``accumulators`` vector sums that start at ``initial`` (vectors; zeros when None), as phi
+    nodes: ``step_sums(step, sums)`` emits one step and returns the updated sums. Returns the
+    sums after the loop, with the builder placed after it."""
     builder = vectors.builder
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vectors.vector, [vectors.vector] * 3),
                                          f"llvm.fma.v{vectors.lanes}{vectors.scalar.intrinsic_name}")
     zero = ir.Constant(vectors.vector, [0.0] * vectors.lanes)
+    initial = [zero] * accumulators if initial is None else initial
     entry = builder.block
     loop = builder.function.append_basic_block("sums.loop")
     done = builder.function.append_basic_block("sums.done")
@@ -131,8 +136,8 @@ def _summing_loop(vectors, count, accumulators, step_sums):
     step = builder.phi(vectors.index)
     step.add_incoming(vectors.at(0), entry)
     sums = [builder.phi(vectors.vector) for _ in range(accumulators)]
-    for total in sums:
-        total.add_incoming(zero, entry)
+    for total, start in zip(sums, initial):
+        total.add_incoming(start, entry)
     updated = step_sums(step, sums, lambda x, y, total: builder.call(fma, [x, y, total]))
     following = builder.add(step, vectors.at(1))
     step.add_incoming(following, loop)
@@ -142,24 +147,30 @@ def _summing_loop(vectors, count, accumulators, step_sums):
 
     builder.position_at_end(done)
     finals = [builder.phi(vectors.vector) for _ in updated]  # (a block's phi nodes come first)
-    for final, value in zip(finals, updated):
-        final.add_incoming(zero, entry)
+    for final, value, start in zip(finals, updated, initial):
+        final.add_incoming(start, entry)
         final.add_incoming(value, loop)
     return finals
 
 
 def _tap_product_code(dtype, context, builder, signature, args):
-    """:func:`tap_product`'s IR: one loop over the steps, its accumulators phi nodes."""
-    a, a_start, b, b_start, steps, c, c_start, k, ldc = args
+    """:func:`tap_product`'s IR: one loop over the steps, its accumulators phi nodes that start
+    at zero or, with ``accumulate``, at what ``c`` holds."""
+    a, a_start, b, b_start, steps, o_start, c, c_start, k, ldc, accumulate = args
     v = _Vectors(dtype, builder)
 
     def data(position, value):
         return context.make_array(signature.args[position])(context, builder, value).data
 
     pa, pb = builder.gep(data(0, a), [a_start]), builder.gep(data(2, b), [b_start])
-    pc, step_offsets = builder.gep(data(5, c), [c_start]), data(4, steps)
+    pc, step_offsets = builder.gep(data(6, c), [c_start]), builder.gep(data(4, steps), [o_start])
+    rows = [builder.gep(pc, [builder.mul(ldc, v.at(r))]) for r in range(MR)]
     spread_mask = ir.Constant(ir.VectorType(ir.IntType(32), v.lanes), [0] * v.lanes)
     undefined = ir.Constant(v.vector, ir.Undefined)
+    zero = ir.Constant(v.vector, [0.0] * v.lanes)
+    # what c holds (loaded either way: the stores below write the same places), or zeros
+    initial = [builder.select(accumulate, v.load(builder.gep(row, [v.at(n * v.lanes)])), zero)
+               for row in rows for n in range(NV)]
 
     def step_sums(step, sums, fma):
         run = builder.gep(pb, [builder.load(builder.gep(step_offsets, [step]))])
@@ -173,11 +184,10 @@ def _tap_product_code(dtype, context, builder, signature, args):
             updated.extend(fma(spread, columns[n], sums[r * NV + n]) for n in range(NV))
         return updated
 
-    finals = _summing_loop(v, k, MR * NV, step_sums)
+    finals = _summing_loop(v, k, MR * NV, step_sums, initial)
     for r in range(MR):
-        row = builder.gep(pc, [builder.mul(ldc, v.at(r))])
         for n in range(NV):
-            v.store(finals[r * NV + n], builder.gep(row, [v.at(n * v.lanes)]))
+            v.store(finals[r * NV + n], builder.gep(rows[r], [v.at(n * v.lanes)]))
     return context.get_dummy_value()
 
 

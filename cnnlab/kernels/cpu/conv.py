@@ -22,7 +22,7 @@ At stride 1 the functional layer computes the input gradient as a forward convol
 :func:`conv2d_flipped_weight`'s weight instead, where that is faster
 (:func:`cnnlab.functional.conv.input_gradient`).
 
-On a processor with AVX2 and FMA, a convolution at stride 1 whose weights fit the L2 cache
+On a processor with AVX2 and FMA, a convolution at stride 1 or 2 whose weights fit the L2 cache
 skips both im2col and BLAS (:func:`_by_panels`): :func:`_panel_forward_items` multiplies the
 weights straight from the input's polyphase planes, a panel of columns at a time, by a vector
 micro-kernel (:mod:`._microkernel`); so do the small outputs' path
@@ -475,19 +475,22 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
 @njit(cache=True, nogil=True)
 def _panel_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                          stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, chunk_rows,
-                         first_item, last_item):
+                         tap_piece, first_item, last_item):
     """Items of a convolution by panels (:func:`_by_panels`), with no column matrix and no BLAS:
     an item is a (sample, group, block of output rows), for every filter of the group.
 
-    The item's input rows are copied, zero-padded, into the stride's polyphase planes, as for
-    :func:`_direct_forward_items`, so that each tap reads a contiguous run of them from its own
-    offset (:func:`_tap_offsets`): the column matrix, row ``(c, i, j)``, is the planes from that
-    tap's offset on, ``pitch`` columns per output row. :func:`tap_product` multiplies the
-    weights, packed ``MR`` filters at a time (:func:`pack_rows`), into ``panel_width`` of those
-    columns at a time, reading them straight from the planes (a panel's taps overlap: the
-    planes' few rows it reads stay in the L1 cache). The product, ``pitch`` wide, goes into a
-    buffer of ``chunk_rows`` output rows (:func:`_panel_chunk_rows`: it stays in the L2 cache),
-    and its output columns into the output, finished by the epilogue."""
+    The item's output rows are taken ``chunk_rows`` at a time (:func:`_panel_chunk_rows`: the
+    chunk's planes and product stay in the L2 cache). A chunk's input rows are copied,
+    zero-padded, into the stride's polyphase planes, as for :func:`_direct_forward_items`, so
+    that each tap reads a contiguous run of them from its own offset (:func:`_tap_offsets`):
+    the column matrix, row ``(c, i, j)``, is the planes from that tap's offset on, ``pitch``
+    columns per output row. :func:`tap_product` multiplies the weights, packed ``MR`` filters
+    at a time (:func:`pack_rows`), into ``panel_width`` of those columns at a time, reading them
+    straight from the planes, ``tap_piece`` taps at a time (each piece's sums added to the
+    last's), every filter block of a piece in turn: the planes' rows a piece of a panel reads
+    stay in the L1 cache while the filter blocks read them again. The product, ``pitch``
+    wide, goes into a buffer, and its output columns into the output, finished by the
+    epilogue."""
     filters, per_group, kernel_h, kernel_w = weight.shape
     filters_per_group = filters // groups
     taps = per_group * kernel_h * kernel_w
@@ -496,7 +499,7 @@ def _panel_forward_items(x, weight, scale, shift, residual, has_residual, activa
     out_planes = out.reshape(out.shape[0], filters, out_h * out_w)
     residual_planes = residual.reshape(out.shape[0], filters, out_h * out_w)
     nr = PANEL_BYTES // x.itemsize
-    pitch, plane_rows, channel_size, layout, offsets = _planes_layout(x, per_group, block_rows, out_w, kernel_h,
+    pitch, plane_rows, channel_size, layout, offsets = _planes_layout(x, per_group, chunk_rows, out_w, kernel_h,
                                                                       kernel_w, stride_h, stride_w, dilation_h,
                                                                       dilation_w)
     padded = np.zeros(layout.shape[0] + nr, x.dtype)  # (a chunk's last panel reads up to nr - 1 past its rows)
@@ -514,18 +517,20 @@ def _panel_forward_items(x, weight, scale, shift, residual, has_residual, activa
         g = (item // blocks) % groups
         first_row = (item % blocks) * block_rows
         rows = min(out_h, first_row + block_rows) - first_row
-        for c in range(per_group):
-            _fill_planes(x[n, g * per_group + c], first_row * stride_h - pad_h,
-                         (rows - 1) * stride_h + (kernel_h - 1) * dilation_h + 1, pad_w, padded, c * channel_size,
-                         pitch, plane_rows, stride_h, stride_w)
-        for chunk in range(0, rows, chunk_rows):
-            count = min(chunk_rows, rows - chunk)
+        for chunk in range(first_row, first_row + rows, chunk_rows):
+            count = min(chunk_rows, first_row + rows - chunk)
+            for c in range(per_group):
+                _fill_planes(x[n, g * per_group + c], chunk * stride_h - pad_h,
+                             (count - 1) * stride_h + (kernel_h - 1) * dilation_h + 1, pad_w, padded,
+                             c * channel_size, pitch, plane_rows, stride_h, stride_w)
             length = (count * pitch + nr - 1) // nr * nr
             for start in range(0, length, nr):
-                for block in range(row_blocks):
-                    tap_product(packed, g * group_size + block * MR * taps, padded, chunk * pitch + start,
-                                tap_offsets, product, block * MR * length + start, taps, length)
-            first_pixel = (first_row + chunk) * out_w
+                for t0 in range(0, taps, tap_piece):
+                    for block in range(row_blocks):
+                        tap_product(packed, g * group_size + (block * taps + t0) * MR, padded, start, tap_offsets,
+                                    t0, product, block * MR * length + start, min(tap_piece, taps - t0), length,
+                                    t0 > 0)
+            first_pixel = chunk * out_w
             for f in range(filters_per_group):
                 k = g * filters_per_group + f
                 span = out_planes[n, k, first_pixel:first_pixel + count * out_w]
@@ -594,7 +599,8 @@ def _interleaved_forward_items(x, weight, scale, shift, residual, has_residual, 
                 for start in range(0, run, nr):
                     for block in range(row_blocks):
                         tap_product(packed, block * MR * taps, staged, r * stride_h * span_w * count + start,
-                                    tap_offsets, product, block * MR * wide + r * pitch + start, taps, wide)
+                                    tap_offsets, 0, product, block * MR * wide + r * pitch + start, taps, wide,
+                                    False)
         for first_row in range(0, 0 if panels else out_h, gemm_rows):
             rows = min(gemm_rows, out_h - first_row)
             _interleaved_columns(staged, channels, count, span_h, span_w, first_row, rows, kernel_h, kernel_w,
@@ -1110,12 +1116,15 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
         return (_interleaved_forward_items, sample_blocks, workers,
                 (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, sample_block,
                  _interleaved_gemm_rows(out_shape[2], out_shape[3], sample_block, filters), small_gemm, panels))
-    if filter_blocks == sample_block == 1 and _by_panels(out_shape[3], kernel_w, stride_h, stride_w, dilation_w,
+    if filter_blocks == sample_block == 1 and _by_panels(out_shape[3], kernel_h, kernel_w, stride_h, stride_w,
+                                                         dilation_h, dilation_w,
                                                          math.prod(weight_shape) // groups * np.dtype(dtype).itemsize):
-        chunk_rows = _panel_chunk_rows(filters // groups, _plane_extent(out_shape[3], kernel_w, stride_w, dilation_w),
-                                       block_rows, np.dtype(dtype).itemsize)
+        chunk_rows = _panel_chunk_rows(filters // groups, channels_per_group,
+                                       _plane_extent(out_shape[3], kernel_w, stride_w, dilation_w), stride_h, stride_w,
+                                       min(block_rows, out_shape[2]), np.dtype(dtype).itemsize)
         return (_panel_forward_items, x_shape[0] * groups * blocks, workers,
-                (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, chunk_rows))
+                (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, chunk_rows,
+                 int(PANEL_TAPS)))
     planes = _by_planes(out_shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_w, filters // groups)
     return (_conv2d_forward_items, sample_blocks * groups * blocks * filter_blocks, workers,
             (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, filter_blocks,
@@ -1126,24 +1135,33 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
 PANELS = True
 
 
-#: the most bytes of product a panel item keeps (:func:`_panel_forward_items`): the L2 cache's share
-PANEL_PRODUCT_BYTES = 256 * 1024
+#: the most bytes of product and planes a chunk of a panel item keeps: the L2 cache's share
+PANEL_CHUNK_BYTES = 256 * 1024
+#: the most taps :func:`_panel_forward_items` runs a panel's filter blocks over at a time: the
+#: planes' rows those taps read stay in the L1 cache
+PANEL_TAPS = 144
 
 
-def _panel_chunk_rows(filters, pitch, block_rows, itemsize):
+def _panel_chunk_rows(filters, channels, pitch, stride_h, stride_w, block_rows, itemsize):
     """Output rows :func:`_panel_forward_items` computes at a time: as many as keep the product
-    of every filter (rounded up to ``MR``), ``pitch`` values a row, within
-    ``PANEL_PRODUCT_BYTES``; at least one, at most ``block_rows``."""
-    return max(1, min(block_rows, int(PANEL_PRODUCT_BYTES) // (-(-filters // MR) * MR * pitch * itemsize)))
+    of every filter (rounded up to ``MR``), ``pitch`` values a row, and the planes of the
+    ``channels`` (``stride_h * stride_w`` plane rows each an output row) within
+    ``PANEL_CHUNK_BYTES``, in chunks of one size (32 rows where 29 fit: two chunks of 16, not
+    29 and 3); at least one, at most ``block_rows``."""
+    per_row = (-(-filters // MR) * MR + channels * stride_h * stride_w) * pitch * itemsize
+    fitting = max(1, min(block_rows, int(PANEL_CHUNK_BYTES) // per_row))
+    return -(-block_rows // -(-block_rows // fitting))
 
 
-def _by_panels(out_w, kernel_w, stride_h, stride_w, dilation_w, weight_bytes):
+def _by_panels(out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, weight_bytes):
     """Whether a GEMM convolution (not direct, pointwise or onto small outputs) takes
     :func:`_panel_forward_items` rather than im2col and OpenBLAS: where the processor runs
-    :func:`tap_product` natively, at stride 1, where the columns it computes past each output
-    row (a plane row is ``(kernel_w - 1) * dilation_w`` wider) are at most an eighth more, and
-    with at most ``PANEL_MAX_WEIGHT_BYTES`` of weights a group (every panel reads them all:
-    they stay in the L2 cache).
+    :func:`tap_product` natively, with at most ``PANEL_MAX_WEIGHT_BYTES`` of weights a group
+    (every panel reads them all: they stay in the L2 cache), where the columns it computes past
+    each output row (a plane row's ``pitch`` less the output's width: ``(kernel_w - 1) *
+    dilation_w`` at stride 1) are at most an eighth more, at stride 1, or at a stride of 2 by a
+    window wider than the stride (each plane then serves a tap or more; a 1x1 window at stride 2
+    would fill four planes to read one).
 
     Against im2col and OpenBLAS's GEMM, float32, 2 threads, two rounds (``bench/panel_conv.py``
     against ``--blas``), ms: the CIFAR-sized 16 to 32 channels at batch 64, 5.77-5.84 ->
@@ -1151,9 +1169,20 @@ def _by_panels(out_w, kernel_w, stride_h, stride_w, dilation_w, weight_bytes):
     2.29-2.51 -> 1.99-2.16; a 5x5 window, 7.20-7.22 -> 5.12-5.18; ResNet's 56x56 layer at
     batch 32, 51.6-53.4 -> 50.5-50.8, at batch 1, 1.84-1.87 -> 1.77-1.84. Not taken: its 28x28
     layer (576 KB of weights) at batch 16, 24.1-25.3 -> 25.0-25.6; its 14x14 one (2.25 MB, and a
-    seventh more columns); a stride (forced, the stride-2 reference shape ran no faster: its
-    taps read four planes, and the kernel's share of the time fell from 46 to 37 GMAC/s)."""
-    return _panels_fit(weight_bytes) and stride_h == stride_w == 1 and 8 * (kernel_w - 1) * dilation_w <= out_w
+    seventh more columns).
+
+    At stride 2, with each chunk's planes kept in the L2 cache and the taps in pieces
+    (:func:`_panel_forward_items`; the kernel then runs at 48 GMAC/s on one thread where it ran at
+    37 with an item's whole planes and all its taps at once), best of three rounds, ms: the
+    stride-2 reference shape 9.36 -> 8.64; ResNet-18's 7x7 stem at batch 1 1.93 -> 1.71, at batch
+    16 33.1 -> 28.6; a 5x5 window, 32 to 64 channels onto 40x40 at batch 4, 4.71 -> 4.16; 16 to 32
+    channels onto 16x16 at batch 64, 1.67 -> 1.39. Not taken: a 2x2 window at stride 2 (2.39 ->
+    2.40), a 1x1 one (1.69 -> 2.26)."""
+    if stride_h > 2 or stride_w > 2 or (stride_h, stride_w) != (1, 1) and (
+            (kernel_h - 1) * dilation_h + 1 <= stride_h or (kernel_w - 1) * dilation_w + 1 <= stride_w):
+        return False
+    extra = _plane_extent(out_w, kernel_w, stride_w, dilation_w) - out_w
+    return _panels_fit(weight_bytes) and 8 * extra <= out_w
 
 
 def _panels_fit(weight_bytes):
@@ -1168,8 +1197,8 @@ PANEL_MAX_WEIGHT_BYTES = 256 * 1024
 
 def _weight_gradient_by_panels(out_w, kernel_w, stride_h, stride_w, dilation_w, weight_bytes, item_columns):
     """Whether :func:`_conv2d_backward_weight_items` takes its dot products by :func:`tap_dots`
-    rather than by im2col and OpenBLAS: where the forward convolution would take panels
-    (:func:`_by_panels`), with at most ``DOTS_MAX_WEIGHT_BYTES`` of weights (their lane sums,
+    rather than by im2col and OpenBLAS: at stride 1, where the forward convolution would take
+    panels (:func:`_by_panels`), with at most ``DOTS_MAX_WEIGHT_BYTES`` of weights (their lane sums,
     eight times as large, are a worker's), on items of at least ``DOTS_MIN_COLUMNS`` columns
     (``item_columns``: an item's output rows times the planes' ``pitch``; each call of
     :func:`tap_dots` costs about as much as 6 of its vector steps).
@@ -1180,7 +1209,8 @@ def _weight_gradient_by_panels(out_w, kernel_w, stride_h, stride_w, dilation_w, 
     8.74-8.94 -> 8.08-8.27; a 5x5 window, 7.18-7.23 -> 5.80-5.87; ResNet's 56x56 layer at batch
     32, 52.3-52.6 -> 47.1-47.4 (at batch 1, 1.84-1.91 -> 1.89-1.93). Not taken: 32 to 64
     channels at 16x16 (288 columns an item; forced, scratch: 2.41-2.44 -> 3.14-3.26)."""
-    return _by_panels(out_w, kernel_w, stride_h, stride_w, dilation_w, weight_bytes) \
+    return stride_h == stride_w == 1 and _by_panels(out_w, kernel_w, kernel_w, 1, 1, dilation_w, dilation_w,
+                                                    weight_bytes) \
         and weight_bytes <= DOTS_MAX_WEIGHT_BYTES and item_columns >= DOTS_MIN_COLUMNS
 
 

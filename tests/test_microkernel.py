@@ -1,0 +1,74 @@
+"""The vector micro-kernels of ``cnnlab.kernels.cpu._microkernel``: compiled, and as the NumPy
+code that kernels run interpreted, against their definitions."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+from cnnlab.kernels.cpu._microkernel import DOT_ROWS, DOT_TAPS, MR, available, panel_width, tap_dots, tap_product
+
+pytestmark = pytest.mark.skipif(not available(), reason="the micro-kernels need AVX2 and FMA")
+
+
+@njit(cache=False)
+def _compiled_tap_product(a, a_start, b, b_start, offsets, o_start, c, c_start, k, ldc, accumulate):
+    tap_product(a, a_start, b, b_start, offsets, o_start, c, c_start, k, ldc, accumulate)
+
+
+@njit(cache=False)
+def _compiled_tap_dots(g, g_start, ldg, b, b_start, offsets, o_start, sums, s_start, vectors):
+    tap_dots(g, g_start, ldg, b, b_start, offsets, o_start, sums, s_start, vectors)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 9), st.integers(0, 5), st.integers(0, 3), st.booleans(), st.sampled_from(["float32", "float64"]),
+       st.integers(0, 2**16))
+def test_tap_product_matches_its_definition(k, a_start, o_start, accumulate, dtype, seed):
+    """``c[c_start + r * ldc + q] (+)= sum_i a[a_start + i * MR + r] * b[b_start + offsets[o_start + i] + q]``,
+    compiled and in NumPy, for every count of steps (none too), offsets read from ``o_start`` on,
+    and the sums added to what ``c`` holds or written over it."""
+    rng = np.random.default_rng(seed)
+    width = panel_width(np.empty(0, dtype))
+    a = rng.standard_normal(a_start + k * MR + 3).astype(dtype)
+    b = rng.standard_normal(64 + width).astype(dtype)
+    offsets = rng.integers(0, 60, o_start + k + 2).astype(np.uint64)
+    ldc, c_start, b_start = width + 5, 2, 3
+    c = rng.standard_normal(c_start + MR * ldc).astype(dtype)
+    expected = c.copy()
+    for r in range(MR):
+        total = expected[c_start + r * ldc:][:width].astype(np.float64) if accumulate else np.zeros(width)
+        for i in range(k):
+            total += float(a[a_start + i * MR + r]) * b[b_start + int(offsets[o_start + i]):][:width]
+        expected[c_start + r * ldc:][:width] = total
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    for run in (_compiled_tap_product, tap_product):
+        out = c.copy()
+        run(a, a_start, b, b_start, offsets, o_start, out, c_start, k, ldc, accumulate)
+        np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 4), st.integers(0, 3), st.sampled_from(["float32", "float64"]), st.integers(0, 2**16))
+def test_tap_dots_matches_its_definition(vectors, o_start, dtype, seed):
+    """``sums[s_start + (r * DOT_TAPS + t) * lanes + l] += sum_v g[...] * b[...]``, lane by lane,
+    compiled and in NumPy."""
+    rng = np.random.default_rng(seed)
+    lanes = panel_width(np.empty(0, dtype)) // 3
+    ldg, g_start, b_start, s_start = vectors * lanes + 3, 1, 2, 4
+    g = rng.standard_normal(g_start + DOT_ROWS * ldg).astype(dtype)
+    b = rng.standard_normal(40 + vectors * lanes).astype(dtype)
+    offsets = rng.integers(0, 40, o_start + DOT_TAPS).astype(np.uint64)
+    sums = rng.standard_normal(s_start + DOT_ROWS * DOT_TAPS * lanes + 2).astype(dtype)
+    expected = sums.astype(np.float64)
+    for r in range(DOT_ROWS):
+        row = g[g_start + r * ldg:][:vectors * lanes].reshape(vectors, lanes)
+        for t in range(DOT_TAPS):
+            run = b[b_start + int(offsets[o_start + t]):][:vectors * lanes].reshape(vectors, lanes)
+            expected[s_start + (r * DOT_TAPS + t) * lanes:][:lanes] += (row.astype(np.float64) * run).sum(axis=0)
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    for run in (_compiled_tap_dots, tap_dots):
+        out = sums.copy()
+        run(g, g_start, ldg, b, b_start, offsets, o_start, out, s_start, vectors)
+        np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
