@@ -121,14 +121,23 @@ def test_one_image_is_shared_by_blocks_of_rows(both_paths, monkeypatch):
 
 
 @pytest.mark.parametrize("items, workers", [(8, 2), (32, 2), (33, 2), (64, 2), (100, 3), (1000, 8)])
-def test_claimed_pieces_cover_the_items_once_in_order_large_first(items, workers):
-    pieces = _schedule.claimed_pieces(items, workers)
+@pytest.mark.parametrize("times", [1, 2, 100])  # the work, in CLAIM_MIN_WORKs
+def test_claimed_pieces_cover_the_items_once_in_order_large_first(items, workers, times):
+    """Contiguous pieces in order, large first; the smallest an (8 * workers)-th of the items
+    for the least work that claims pieces (at most 8 * workers of them), down to a
+    (16 * workers)-th for large work (at most 16 * workers)."""
+    pieces = _schedule.claimed_pieces(items, workers, times * config.CLAIM_MIN_WORK)
     assert pieces[0][0] == 0 and pieces[-1][1] == items
     assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))  # contiguous, in order
     sizes = [last - first for first, last in pieces]
-    assert min(sizes) >= 1 and len(pieces) <= 8 * workers
     assert sizes[:-1] == sorted(sizes[:-1], reverse=True)  # the last may be a remainder
-    assert sizes[0] == items // (2 * workers) or sizes[0] == -(-items // (8 * workers))
+    eighth, sixteenth = -(-items // (8 * workers)), -(-items // (16 * workers))
+    assert sizes[0] == max(items // (2 * workers), min(sizes[:-1] or sizes))
+    if times == 1:
+        assert min(sizes[:-1] or sizes) == eighth and len(pieces) <= 8 * workers
+    if times == 100:
+        assert min(sizes[:-1] or sizes) == sixteenth and len(pieces) <= 16 * workers
+    assert min(sizes[:-1] or sizes) >= sixteenth
 
 
 def test_pieces_are_one_share_each_unless_the_work_is_large_and_the_items_many(monkeypatch):
@@ -136,7 +145,7 @@ def test_pieces_are_one_share_each_unless_the_work_is_large_and_the_items_many(m
     assert _schedule.pieces(32, 2, 999) == _schedule.shares(32, 2)
     assert _schedule.pieces(7, 2, 10**9) == _schedule.shares(7, 2)  # fewer than four items a worker
     assert _schedule.pieces(32, 1, 10**9) == [(0, 32)]
-    assert _schedule.pieces(32, 2, 1000) == _schedule.claimed_pieces(32, 2)
+    assert _schedule.pieces(32, 2, 1000) == _schedule.claimed_pieces(32, 2, 1000)
     assert _schedule.pieces(3, 8, 10**9) == _schedule.shares(3, 3)  # no more workers than items
 
 
@@ -154,7 +163,7 @@ def test_a_thread_on_a_slow_core_claims_fewer_pieces():
         ran[first] = threading.get_ident()
 
     out = np.zeros(64)
-    calls = [(out, first, last) for first, last in _schedule.claimed_pieces(64, 2)]
+    calls = [(out, first, last) for first, last in _schedule.claimed_pieces(64, 2, config.CLAIM_MIN_WORK)]
     _schedule.run_pieces(piece, calls, 2)
     np.testing.assert_array_equal(out, 1)  # every item once
     assert sum(ident == caller for ident in ran.values()) >= len(calls) - 2
