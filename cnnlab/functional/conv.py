@@ -147,10 +147,19 @@ def conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair =
         if tuple(residual_array.shape) != out_shape:
             raise ValueError(f"residual must have the output's shape {out_shape}, got {tuple(residual_array.shape)}")
         has_residual = True
-    with blas_guard(kernels):
-        kernels.conv2d_forward(kernels.asarray(x), kernels.asarray(weight), scale, shift, residual_array,
-                               has_residual, code, low, high, out, *geometry.args,
-                               filter_blocks=geometry.filter_blocks, sample_block=geometry.sample_block)
+    if kernels is cpu_kernels:  # the path first: only the GEMM paths need the BLAS pool held to one thread
+        work = cpu_kernels.conv2d_forward_work(x.shape, weight.shape, out_shape, *geometry.args,
+                                               geometry.filter_blocks, geometry.sample_block, dtype=x.dtype)
+        arguments = (x, weight, scale, shift, residual_array, has_residual, int(code), float(low), float(high), out)
+        if blas_limited() or not cpu_kernels.conv2d_forward_work_calls_blas(work):
+            cpu_kernels.run_conv2d_forward_work(work, *arguments)
+        else:
+            with single_threaded_blas():
+                cpu_kernels.run_conv2d_forward_work(work, *arguments)
+        return out
+    kernels.conv2d_forward(kernels.asarray(x), kernels.asarray(weight), scale, shift, residual_array,
+                           has_residual, code, low, high, out, *geometry.args,
+                           filter_blocks=geometry.filter_blocks, sample_block=geometry.sample_block)
     return out
 
 

@@ -1267,6 +1267,16 @@ def _interleaved_gemm_rows(out_h, out_w, sample_block, filters):
     return max(1, min(out_h, columns // (out_w * sample_block)))
 
 
+def _calls_blas(work):
+    """Whether :func:`_run_forward` of ``work`` (from :func:`_forward_work`) calls BLAS: the GEMM
+    paths do (their caller holds the BLAS pool to one thread); the direct and panel paths, and
+    the small outputs' path by panels, never do."""
+    items, trailing = work[0], work[3]
+    if items is _interleaved_forward_items:
+        return not trailing[-1]  # (its panels flag)
+    return items is not _direct_forward_items and items is not _panel_forward_items
+
+
 def _run_forward(work, x, weight, scale, shift, residual, has_residual, activation, low, high, out):
     """:func:`conv2d_forward` of these arrays (its arguments; ``has_residual`` a bool,
     ``activation`` an int, ``low`` and ``high`` floats) for ``work`` from :func:`_forward_work`:
