@@ -54,8 +54,7 @@ def _path(x, weight, stride, padding, backward):
         return "weight gradient by panels" if dots else "weight gradient by GEMM"
     work = cpu_conv._forward_work(x.shape, weight.shape, out_shape, *geometry.args, geometry.filter_blocks,
                                   geometry.sample_block, dtype=x.dtype)
-    name = work[0].py_func.__name__
-    return name + (" (panels)" if name == "_interleaved_forward_items" and work[3][-1] else "")
+    return work[0].py_func.__name__
 
 
 def main():

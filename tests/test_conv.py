@@ -472,10 +472,10 @@ def test_planes_rule_takes_windows_that_share_their_planes(out_w, shape, stride,
     ((20, 6, 12, 12), 16, 5, 3),  # 4 blocks of 5 that two threads share evenly, not 8, 8, 4
     ((3, 512, 9, 9), 512, 2, 7),  # fewer samples than a block holds: a share per thread
     ((2, 6, 12, 12), 16, 1, 8)])  # one sample a block, the same path (what the warm-up records on two samples)
-def test_small_outputs_put_the_samples_innermost(x_shape, filters, samples, gemm_rows):
+def test_small_outputs_put_the_samples_innermost(x_shape, filters, samples, gemm_rows, monkeypatch):
     """A batch of small outputs is computed in blocks of at most ``INTERLEAVED_SAMPLES``
-    samples, in a number of blocks two threads share evenly, by GEMMs of as many output rows
-    as make ``GEMM_MIN_COLUMNS`` or twice the filters columns."""
+    samples, in a number of blocks two threads share evenly, by GEMMs (without panels) of as
+    many output rows as make ``GEMM_MIN_COLUMNS`` or twice the filters columns."""
     import numba
 
     from cnnlab.kernels.cpu import conv as cpu_conv
@@ -491,6 +491,7 @@ def test_small_outputs_put_the_samples_innermost(x_shape, filters, samples, gemm
     finally:
         numba.set_num_threads(threads)
     out_shape = (x_shape[0], filters) + geometry.out_shape
+    monkeypatch.setattr(cpu_conv, "PANELS", False)
     work = cpu_conv._forward_work(x_shape, weight_shape, out_shape, *geometry.args, geometry.filter_blocks,
                                   geometry.sample_block, dtype=np.float32)
     assert geometry.sample_block == samples
@@ -506,7 +507,8 @@ def test_small_outputs_put_the_samples_innermost(x_shape, filters, samples, gemm
 @example(5, 8, 8, 3, 3, 1, 1, 2, 1, (2, 2, 1, 1), 4, False, 1, "residual", True)  # panels, a dilation
 def test_samples_innermost_path_matches_loops(samples, height, width, kh, kw, sh, sw, dh, dw, pads, sample_block,
                                               one_row, workers, epilogue, panels):
-    """The small-output path (the samples innermost, :func:`_interleaved_forward_items`) against
+    """The small-output path (the samples innermost, :func:`_interleaved_forward_items`, and by
+    panels :func:`_interleaved_panel_items`) against
     the loops: every stride, dilation and four-sided padding, blocks of samples that leave a
     smaller last one, GEMMs of one output row or of all, one thread or two, each epilogue, by
     panels (at stride 1 along the rows, where the processor runs them) or by GEMMs. A window
@@ -553,8 +555,8 @@ def test_samples_innermost_path_matches_loops(samples, height, width, kh, kw, sh
     elif (kh - 1) * dh + 1 < sh or (kw - 1) * dw + 1 < sw:
         assert work[0] is cpu_conv._conv2d_forward_items
     else:
-        assert work[0] is cpu_conv._interleaved_forward_items
-        assert work[3][-1] == (panels and sw == 1 and panels_available())
+        by_panels = panels and sw == 1 and panels_available()
+        assert work[0] is (cpu_conv._interleaved_panel_items if by_panels else cpu_conv._interleaved_forward_items)
 
 
 @pytest.mark.parametrize("m, k, n, limit", [
@@ -610,8 +612,7 @@ def test_convolution_in_small_gemm_tiles_matches_loops(samples, size, kernel, st
                                    (stride, stride), ((padding, padding),) * 2, (1, 1), 1)
     np.testing.assert_allclose(out, reference, rtol=2e-5, atol=2e-5 * np.abs(reference).max())
     if work[0] is not cpu_conv._direct_forward_items:  # the GEMM path, or 1x1's pixel blocks
-        trailing = work[3][:-1] if work[0] is cpu_conv._interleaved_forward_items else work[3]  # (less its panels)
-        assert trailing[-1] == 32 * 9 * kernel * kernel * 16
+        assert work[3][-1] == 32 * 9 * kernel * kernel * 16
 
 
 @pytest.mark.parametrize("info, expected", [

@@ -58,19 +58,26 @@ callees = {}
 called = compilation.record_kernels(lambda: F.conv2d(x, w, padding=1, activation="relu"), callees)
 print([name for name, _ in called])
 print(sorted(callees))
-seen = callees["conv._interleaved_forward_items"]
+from cnnlab.kernels.cpu.conv import panels_available
+kernel = "conv._interleaved_panel_items" if panels_available() else "conv._interleaved_forward_items"
+seen = callees[kernel]
 print([name for name, _ in seen])
 F.conv2d(x, w, padding=1, activation="relu")  # compiled now
 dispatchers = kernel_dispatchers()
 print(all(signature in dispatchers[name].signatures for name, signature in seen))
 """
     names, kernels, seen, compiled_so = run_python(code, tmp_path).splitlines()
-    # (3 channels onto 16 filters, 8x8 outputs of four samples: the GEMM path with the samples innermost)
-    assert "conv._interleaved_forward_items" in eval(names)
-    assert eval(kernels) == ["conv._interleaved_forward_items"]  # the only one that calls compiled functions
+    # (3 channels onto 16 filters, 8x8 outputs of four samples: the small outputs' path, the
+    # samples innermost, by panels where the processor runs them)
+    from cnnlab.kernels.cpu.conv import panels_available
+
+    kernel = "conv._interleaved_panel_items" if panels_available() else "conv._interleaved_forward_items"
+    assert kernel in eval(names)
+    assert eval(kernels) == [kernel]  # the only one that calls compiled functions
     seen = eval(seen)
     # its own callees, in the order of their first calls, not theirs (_finish_row's activations)
-    assert seen.index("conv._stage_interleaved") < seen.index("conv._finish_row")
+    assert seen.index("conv._stage_interleaved") < seen.index("conv._interleaved_finish")
+    assert "conv._finish_row" not in seen
     assert "activation._sigmoid" not in seen
     assert compiled_so == "True"
 

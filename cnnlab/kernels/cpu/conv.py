@@ -544,7 +544,7 @@ def _panel_forward_items(x, weight, scale, shift, residual, has_residual, activa
 @njit(cache=True, nogil=True)
 def _interleaved_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                                stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, sample_block, gemm_rows,
-                               small_gemm, panels, first_item, last_item):
+                               small_gemm, first_item, last_item):
     """Items of a convolution onto small outputs (LeNet's second layer, ResNet's 7x7 layers) at
     a batch: an item is a block of ``sample_block`` samples, for every filter (one group).
 
@@ -555,13 +555,49 @@ def _interleaved_forward_items(x, weight, scale, shift, residual, has_residual, 
     copy per tap, row and sample (8 values on LeNet's 8x8 outputs), or, through polyphase
     planes, a GEMM over half as many columns again as the output has
     (:func:`_interleaved_columns`). The GEMMs take ``gemm_rows`` output rows at a time; their
-    product, ``[filter, row, column, sample]``, is finished by the epilogue (over its rows,
-    where it reads no residual) and copied into the output planes.
+    product, ``[filter, row, column, sample]``, is finished by the epilogue and copied into the
+    output planes (:func:`_interleaved_finish`). Where the processor runs the panels, at stride
+    1 along the rows, :func:`_interleaved_panel_items` takes the items instead (a function of
+    its own: a first run compiles only the one it takes)."""
+    samples, channels = x.shape[0], x.shape[1]
+    filters, _, kernel_h, kernel_w = weight.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    taps = channels * kernel_h * kernel_w
+    span_h = (out_h - 1) * stride_h + (kernel_h - 1) * dilation_h + 1  # the padded input rows read
+    span_w = (out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + 1
+    staged = np.empty(channels * span_h * span_w * sample_block, x.dtype)
+    columns = np.empty(taps * gemm_rows * out_w * sample_block, x.dtype)
+    product = np.empty((filters + 1) * out_h * out_w * sample_block, x.dtype)  # (room for a GEMM's offset view)
+    flat_weight = weight.reshape(filters, taps)
+    out_planes = out.reshape(samples, filters, out_h * out_w)
+    residual_planes = residual.reshape(samples, filters, out_h * out_w)
+    for item in range(first_item, last_item):
+        first = item * sample_block
+        count = min(sample_block, samples - first)
+        _stage_interleaved(x, first, count, pad_h, pad_w, span_h, span_w, staged)
+        run = out_w * count  # the columns of one output row
+        wide = out_h * run
+        for first_row in range(0, out_h, gemm_rows):
+            rows = min(gemm_rows, out_h - first_row)
+            _interleaved_columns(staged, channels, count, span_h, span_w, first_row, rows, kernel_h, kernel_w,
+                                 stride_h, stride_w, dilation_h, dilation_w, out_w, columns)
+            offset = first_row * run  # (a C-contiguous view that starts there, the same type for every row block)
+            _gemm_in_small_pieces(filters, rows * run, taps, flat_weight, taps,
+                                  columns[:taps * rows * run].reshape(taps, rows * run), rows * run, 0.0,
+                                  product[offset:offset + filters * wide].reshape(filters, wide), wide, small_gemm)
+        _interleaved_finish(product[:filters * wide].reshape(filters, wide), run, count, first, out_planes,
+                            residual_planes, has_residual, scale, shift, activation, low, high)
 
-    With ``panels`` (stride 1 across the rows, where :func:`_by_panels` allows), there are no
-    columns and no GEMM: :func:`tap_product` multiplies the packed weights straight from the
-    staged input, each tap's run of an output row at its offset, ``panel_width`` columns a call;
-    each output row's product is then rounded up to whole panels (LeNet's 64 columns to 72)."""
+
+@njit(cache=True, nogil=True)
+def _interleaved_panel_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                             stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, sample_block, first_item,
+                             last_item):
+    """:func:`_interleaved_forward_items` by panels (at stride 1 along the rows, where
+    :func:`_interleaved_by_panels` allows): no columns and no GEMM, :func:`tap_product`
+    multiplies the packed weights straight from the staged input, each tap's run of an output
+    row at its offset, ``panel_width`` columns a call; each output row's product is rounded up
+    to whole panels (LeNet's 64 columns to 72)."""
     samples, channels = x.shape[0], x.shape[1]
     filters, _, kernel_h, kernel_w = weight.shape
     out_h, out_w = out.shape[2], out.shape[3]
@@ -570,60 +606,59 @@ def _interleaved_forward_items(x, weight, scale, shift, residual, has_residual, 
     span_w = (out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + 1
     nr = PANEL_BYTES // x.itemsize
     staged = np.empty(channels * span_h * span_w * sample_block + nr, x.dtype)  # (a row's last panel reads past)
-    columns = np.empty(0 if panels else taps * gemm_rows * out_w * sample_block, x.dtype)
     row_blocks = (filters + MR - 1) // MR
-    row_pitch = (out_w * sample_block + nr - 1) // nr * nr if panels else out_w * sample_block
-    product = np.empty((row_blocks * MR + 1) * out_h * row_pitch, x.dtype)  # (room for a GEMM's offset view)
-    flat_weight = weight.reshape(filters, taps)
-    packed = np.empty(row_blocks * MR * taps if panels else 0, x.dtype)
-    if panels:
-        pack_rows(flat_weight, packed)
+    row_pitch = (out_w * sample_block + nr - 1) // nr * nr
+    product = np.empty(row_blocks * MR * out_h * row_pitch, x.dtype)
+    packed = np.empty(row_blocks * MR * taps, x.dtype)
+    pack_rows(weight.reshape(filters, taps), packed)
     tap_offsets = np.empty(taps, np.uint64)
     out_planes = out.reshape(samples, filters, out_h * out_w)
     residual_planes = residual.reshape(samples, filters, out_h * out_w)
-    reads_residual = has_residual or activation == EPILOGUE_MASK  # (laid out as the output, not as the product)
     for item in range(first_item, last_item):
         first = item * sample_block
         count = min(sample_block, samples - first)
         _stage_interleaved(x, first, count, pad_h, pad_w, span_h, span_w, staged)
         run = out_w * count  # the columns of one output row
-        pitch = (run + nr - 1) // nr * nr if panels else run  # ... and their place in the product
+        pitch = (run + nr - 1) // nr * nr  # ... and their place in the product
         wide = out_h * pitch
-        products = product[:filters * wide].reshape(filters, wide)
-        if panels:
-            for t in range(taps):
-                i, j = (t // kernel_w) % kernel_h, t % kernel_w
-                tap_offsets[t] = (((t // (kernel_h * kernel_w)) * span_h + i * dilation_h) * span_w
-                                  + j * dilation_w) * count
+        for t in range(taps):
+            i, j = (t // kernel_w) % kernel_h, t % kernel_w
+            tap_offsets[t] = (((t // (kernel_h * kernel_w)) * span_h + i * dilation_h) * span_w
+                              + j * dilation_w) * count
+        for r in range(out_h):
+            for start in range(0, run, nr):
+                for block in range(row_blocks):
+                    tap_product(packed, block * MR * taps, staged, r * stride_h * span_w * count + start,
+                                tap_offsets, 0, product, block * MR * wide + r * pitch + start, taps, wide, False)
+        _interleaved_finish(product[:filters * wide].reshape(filters, wide), pitch, count, first, out_planes,
+                            residual_planes, has_residual, scale, shift, activation, low, high)
+
+
+@njit(cache=True, nogil=True)
+def _interleaved_finish(products, pitch, count, first, out_planes, residual_planes, has_residual, scale, shift,
+                        activation, low, high):
+    """The small outputs' product ``products`` (filters, out_h * pitch), ``[filter, row, column,
+    sample]`` with ``pitch`` values a row, of the ``count`` samples from ``first``: the epilogue
+    (over the product's rows where it reads no residual, else over each output plane after the
+    copy) and the copy into ``out_planes`` (N, F, out_h * out_w)."""
+    filters = products.shape[0]
+    out_h = products.shape[1] // pitch
+    out_w = out_planes.shape[2] // out_h
+    reads_residual = has_residual or activation == EPILOGUE_MASK  # (laid out as the output, not as the product)
+    # (has_residual is False here: passed as the variable, since a constant would compile _finish_row again for it)
+    if not reads_residual:
+        for f in range(filters):
+            _finish_row(products[f], products[f], has_residual, scale[f], shift[f], activation, low, high)
+    for s in range(count):
+        for f in range(filters):
+            target = out_planes[first + s, f]
+            source = products[f, s:]
             for r in range(out_h):
-                for start in range(0, run, nr):
-                    for block in range(row_blocks):
-                        tap_product(packed, block * MR * taps, staged, r * stride_h * span_w * count + start,
-                                    tap_offsets, 0, product, block * MR * wide + r * pitch + start, taps, wide,
-                                    False)
-        for first_row in range(0, 0 if panels else out_h, gemm_rows):
-            rows = min(gemm_rows, out_h - first_row)
-            _interleaved_columns(staged, channels, count, span_h, span_w, first_row, rows, kernel_h, kernel_w,
-                                 stride_h, stride_w, dilation_h, dilation_w, out_w, columns)
-            offset = first_row * run  # (a C-contiguous view that starts there, the same type for every row block)
-            _gemm_in_small_pieces(filters, rows * run, taps, flat_weight, taps,
-                                  columns[:taps * rows * run].reshape(taps, rows * run), rows * run, 0.0,
-                                  product[offset:offset + filters * wide].reshape(filters, wide), wide, small_gemm)
-        # the epilogue over the product's rows where it reads no residual (has_residual is then
-        # False: passed as the variable, since a constant would compile _finish_row again for it)
-        if not reads_residual:
-            for f in range(filters):
-                _finish_row(products[f], products[f], has_residual, scale[f], shift[f], activation, low, high)
-        for s in range(count):
-            for f in range(filters):
-                target = out_planes[first + s, f]
-                source = products[f, s:]
-                for r in range(out_h):
-                    for q in range(out_w):
-                        target[np.uint64(r * out_w + q)] = source[np.uint64(r * pitch + q * count)]
-                if reads_residual:
-                    _finish_row(target, residual_planes[first + s, f], has_residual, scale[f], shift[f], activation,
-                                low, high)
+                for q in range(out_w):
+                    target[np.uint64(r * out_w + q)] = source[np.uint64(r * pitch + q * count)]
+            if reads_residual:
+                _finish_row(target, residual_planes[first + s, f], has_residual, scale[f], shift[f], activation,
+                            low, high)
 
 
 @njit(cache=True)
@@ -1112,10 +1147,12 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
     sample_blocks = (x_shape[0] + sample_block - 1) // sample_block
     if _samples_innermost(out_shape, weight_shape, stride_h, stride_w, dilation_h, dilation_w, groups, block_rows,
                           filter_blocks):
-        panels = _interleaved_by_panels(stride_w, math.prod(weight_shape) * np.dtype(dtype).itemsize)
+        if _interleaved_by_panels(stride_w, math.prod(weight_shape) * np.dtype(dtype).itemsize):
+            return (_interleaved_panel_items, sample_blocks, workers,
+                    (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, sample_block))
         return (_interleaved_forward_items, sample_blocks, workers,
                 (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, sample_block,
-                 _interleaved_gemm_rows(out_shape[2], out_shape[3], sample_block, filters), small_gemm, panels))
+                 _interleaved_gemm_rows(out_shape[2], out_shape[3], sample_block, filters), small_gemm))
     if filter_blocks == sample_block == 1 and _by_panels(out_shape[3], kernel_h, kernel_w, stride_h, stride_w,
                                                          dilation_h, dilation_w,
                                                          math.prod(weight_shape) // groups * np.dtype(dtype).itemsize):
@@ -1221,7 +1258,8 @@ DOTS_MIN_COLUMNS = 512
 
 
 def _interleaved_by_panels(stride_w, weight_bytes):
-    """Whether :func:`_interleaved_forward_items` multiplies by panels rather than by im2col and
+    """Whether the small outputs' path multiplies by panels (:func:`_interleaved_panel_items`)
+    rather than by im2col and
     OpenBLAS: at stride 1 along the rows (each tap's columns of an output row are then one run)
     and with at most ``PANEL_MAX_WEIGHT_BYTES`` of weights (see :func:`_by_panels`).
 
@@ -1271,10 +1309,7 @@ def _calls_blas(work):
     """Whether :func:`_run_forward` of ``work`` (from :func:`_forward_work`) calls BLAS: the GEMM
     paths do (their caller holds the BLAS pool to one thread); the direct and panel paths, and
     the small outputs' path by panels, never do."""
-    items, trailing = work[0], work[3]
-    if items is _interleaved_forward_items:
-        return not trailing[-1]  # (its panels flag)
-    return items is not _direct_forward_items and items is not _panel_forward_items
+    return work[0] not in (_direct_forward_items, _panel_forward_items, _interleaved_panel_items)
 
 
 def _run_forward(work, x, weight, scale, shift, residual, has_residual, activation, low, high, out):
