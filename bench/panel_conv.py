@@ -3,7 +3,8 @@ against im2col and OpenBLAS's GEMM.
 
     python bench/panel_conv.py [--blas] [--weight-gradient] [--repeat 20] [--threads 2]
 
-Times float32 convolutions of the reference shapes and of network layers: the forward call
+Times float32 convolutions of the reference shapes and of network layers (at stride 1, and at
+stride 2: a 3x3 layer onto 16x16, a 5x5 one, ResNet-18's 7x7 stem): the forward call
 (``cnnlab.functional.conv2d`` with a ReLU), or with ``--weight-gradient`` the weight and bias
 gradients (``conv2d_backward(..., input_grad=False)``). ``--blas`` turns the panels off
 (``cnnlab.kernels.cpu.conv.PANELS = False``). Prints the path each layer takes, its median in
@@ -38,6 +39,10 @@ LAYERS = {
     "resnet 7x7 b16": (16, 512, 7, 7, 512, 3, 1, 1),
     "32->64 8x8 b64": (64, 32, 8, 8, 64, 3, 1, 1),
     "strided b32": REFERENCE_SHAPES["strided"],
+    "16->32 s2 b64": (64, 16, 32, 32, 32, 3, 2, 1),
+    "5x5 s2 32->64 b4": (4, 32, 80, 80, 64, 5, 2, 2),
+    "resnet stem b1": (1, 3, 224, 224, 64, 7, 2, 3),
+    "resnet stem b16": (16, 3, 224, 224, 64, 7, 2, 3),
 }
 
 
