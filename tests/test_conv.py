@@ -413,6 +413,25 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
     np.testing.assert_allclose(out, np.maximum(reference + residual, 0), rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.skipif(not panels_available(), reason="the panel kernel needs AVX2 and FMA")
+@pytest.mark.parametrize("stride, kernel, dilation", [((2, 1), (5, 4), (1, 1)), ((1, 2), (4, 4), (2, 1)),
+                                                      ((2, 2), (3, 5), (1, 1)), ((2, 1), (3, 2), (2, 1))])
+def test_panels_at_a_stride_of_2_on_either_axis_match_loops(stride, kernel, dilation):
+    """The rule's own choice (not forced) at a stride of 2 on one axis or both, float64, two
+    samples: the panels, equal to the loops."""
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    rng = np.random.default_rng(sum(stride) * 10 + kernel[0])
+    x, w, b = rng.standard_normal((2, 3, 30, 33)), rng.standard_normal((7, 3) + kernel), rng.standard_normal(7)
+    geometry = conv_geometry(x.shape, w.shape, x.dtype, stride, 1, dilation, 1)
+    work = cpu_conv._forward_work(x.shape, w.shape, (2, 7) + geometry.out_shape, *geometry.args,
+                                  geometry.filter_blocks, geometry.sample_block, dtype=x.dtype)
+    assert work[0] is cpu_conv._panel_forward_items
+    out = F.conv2d(x, w, b, stride, 1, dilation)
+    np.testing.assert_allclose(out, naive.conv2d_loops(x, w, b, stride, ((1, 1), (1, 1)), dilation, 1),
+                               rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("out_w, kernel_w, stride, dilation, weight_bytes, expected", [
     (32, 3, 1, 1, 18432, True), (56, 3, 1, 1, 147456, True), (28, 3, 1, 1, 589824, False),
     (16, 3, 1, 1, 1000, True), (15, 3, 1, 1, 1000, False), (14, 3, 1, 1, 1000, False), (7, 3, 1, 1, 1000, False),
