@@ -413,6 +413,27 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
     np.testing.assert_allclose(out, np.maximum(reference + residual, 0), rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("filters, channels, pitch, stride, block_rows, itemsize, expected", [
+    (32, 16, 34, 1, 32, 4, 32),  # the CIFAR-sized layer: product and planes fit whole
+    (32, 32, 34, 1, 32, 4, 16),  # 30 rows fit: two chunks of 16, not 30 and 2
+    (64, 64, 58, 1, 56, 4, 8),  # ResNet's 56x56 layer: 8 rows of 30 KB
+    (64, 32, 33, 2, 32, 4, 8),  # the stride-2 reference shape: four plane rows a channel per output row
+    (64, 32, 33, 2, 32, 8, 5),  # ... in float64: 5 rows fit, 7 chunks of at most 5
+    (5, 3, 10, 1, 7, 4, 7),  # never more than the item's rows
+    (4096, 512, 4096, 1, 9, 4, 1)])  # at least one
+def test_panel_chunks_keep_product_and_planes_within_the_budget(filters, channels, pitch, stride, block_rows,
+                                                                itemsize, expected):
+    """A panel item's output rows go in chunks of one size whose product (every filter, rounded
+    up to 4, ``pitch`` values a row) and planes (``stride ** 2`` plane rows a channel per output
+    row) fit ``PANEL_CHUNK_BYTES`` (256 KB)."""
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    rows = cpu_conv._panel_chunk_rows(filters, channels, pitch, stride, stride, block_rows, itemsize)
+    assert rows == expected
+    per_row = (-(-filters // 4) * 4 + channels * stride * stride) * pitch * itemsize
+    assert rows == 1 or rows * per_row <= cpu_conv.PANEL_CHUNK_BYTES
+
+
 @pytest.mark.skipif(not panels_available(), reason="the panel kernel needs AVX2 and FMA")
 @pytest.mark.parametrize("stride, kernel, dilation", [((2, 1), (5, 4), (1, 1)), ((1, 2), (4, 4), (2, 1)),
                                                       ((2, 2), (3, 5), (1, 1)), ((2, 1), (3, 2), (2, 1))])

@@ -1183,8 +1183,8 @@ def _panel_chunk_rows(filters, channels, pitch, stride_h, stride_w, block_rows, 
     """Output rows :func:`_panel_forward_items` computes at a time: as many as keep the product
     of every filter (rounded up to ``MR``), ``pitch`` values a row, and the planes of the
     ``channels`` (``stride_h * stride_w`` plane rows each an output row) within
-    ``PANEL_CHUNK_BYTES``, in chunks of one size (32 rows where 29 fit: two chunks of 16, not
-    29 and 3); at least one, at most ``block_rows``."""
+    ``PANEL_CHUNK_BYTES``, in chunks of one size (32 rows where 30 fit: two chunks of 16, not
+    30 and 2); at least one, at most ``block_rows``."""
     per_row = (-(-filters // MR) * MR + channels * stride_h * stride_w) * pitch * itemsize
     fitting = max(1, min(block_rows, int(PANEL_CHUNK_BYTES) // per_row))
     return -(-block_rows // -(-block_rows // fitting))
