@@ -1218,6 +1218,11 @@ def _by_panels(out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilati
     if stride_h > 2 or stride_w > 2 or (stride_h, stride_w) != (1, 1) and (
             (kernel_h - 1) * dilation_h + 1 <= stride_h or (kernel_w - 1) * dilation_w + 1 <= stride_w):
         return False
+    return _panel_rows_fit(out_w, kernel_w, stride_w, dilation_w, weight_bytes)
+
+
+def _panel_rows_fit(out_w, kernel_w, stride_w, dilation_w, weight_bytes):
+    """:func:`_panels_fit`, and a plane row at most an eighth wider than the output row."""
     extra = _plane_extent(out_w, kernel_w, stride_w, dilation_w) - out_w
     return _panels_fit(weight_bytes) and 8 * extra <= out_w
 
@@ -1246,8 +1251,7 @@ def _weight_gradient_by_panels(out_w, kernel_w, stride_h, stride_w, dilation_w, 
     8.74-8.94 -> 8.08-8.27; a 5x5 window, 7.18-7.23 -> 5.80-5.87; ResNet's 56x56 layer at batch
     32, 52.3-52.6 -> 47.1-47.4 (at batch 1, 1.84-1.91 -> 1.89-1.93). Not taken: 32 to 64
     channels at 16x16 (288 columns an item; forced, scratch: 2.41-2.44 -> 3.14-3.26)."""
-    return stride_h == stride_w == 1 and _by_panels(out_w, kernel_w, kernel_w, 1, 1, dilation_w, dilation_w,
-                                                    weight_bytes) \
+    return stride_h == stride_w == 1 and _panel_rows_fit(out_w, kernel_w, 1, dilation_w, weight_bytes) \
         and weight_bytes <= DOTS_MAX_WEIGHT_BYTES and item_columns >= DOTS_MIN_COLUMNS
 
 
