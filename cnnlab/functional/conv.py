@@ -150,17 +150,24 @@ def conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair =
     if kernels is cpu_kernels:  # the path first: only the GEMM paths need the BLAS pool held to one thread
         work = cpu_kernels.conv2d_forward_work(x.shape, weight.shape, out_shape, *geometry.args,
                                                geometry.filter_blocks, geometry.sample_block, dtype=x.dtype)
-        arguments = (x, weight, scale, shift, residual_array, has_residual, int(code), float(low), float(high), out)
-        if blas_limited() or not cpu_kernels.conv2d_forward_work_calls_blas(work):
-            cpu_kernels.run_conv2d_forward_work(work, *arguments)
-        else:
-            with single_threaded_blas():
-                cpu_kernels.run_conv2d_forward_work(work, *arguments)
+        _run_cpu_work(work, (x, weight, scale, shift, residual_array, has_residual, int(code), float(low),
+                             float(high), out))
         return out
     kernels.conv2d_forward(kernels.asarray(x), kernels.asarray(weight), scale, shift, residual_array,
                            has_residual, code, low, high, out, *geometry.args,
                            filter_blocks=geometry.filter_blocks, sample_block=geometry.sample_block)
     return out
+
+
+def _run_cpu_work(work, arguments):
+    """Run a resolved CPU convolution (``cpu_kernels.conv2d_forward_work``) on ``arguments``,
+    holding the BLAS pool to one thread only where its path calls a GEMM and no caller holds
+    the limit already (a model call holds it once for all its kernels)."""
+    if blas_limited() or not cpu_kernels.conv2d_forward_work_calls_blas(work):
+        cpu_kernels.run_conv2d_forward_work(work, *arguments)
+    else:
+        with single_threaded_blas():
+            cpu_kernels.run_conv2d_forward_work(work, *arguments)
 
 
 class BoundConv2d:
@@ -228,11 +235,7 @@ class BoundConv2d:
             out = np.empty(self.out_shape, self.dtype)
         arguments = (x, weight, self.ones if scale is None else scale, self.zeros if bias is None else bias,
                      out if residual is None else residual, residual is not None, self.code, self.low, self.high, out)
-        if blas_limited():  # inside a model call, which holds the limit for all its kernels
-            cpu_kernels.run_conv2d_forward_work(self.work, *arguments)
-        else:
-            with single_threaded_blas():
-                cpu_kernels.run_conv2d_forward_work(self.work, *arguments)
+        _run_cpu_work(self.work, arguments)
         return out
 
 
