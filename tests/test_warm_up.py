@@ -77,7 +77,7 @@ print(all(signature in dispatchers[name].signatures for name, signature in seen)
     seen = eval(seen)
     # its own callees, in the order of their first calls, not theirs (_finish_row's activations)
     assert seen.index("conv._stage_interleaved") < seen.index("conv._interleaved_finish")
-    assert "conv._finish_row" not in seen
+    assert "_epilogue._finish_row" not in seen
     assert "activation._sigmoid" not in seen
     assert compiled_so == "True"
 

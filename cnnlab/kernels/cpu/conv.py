@@ -56,21 +56,21 @@ from numba import njit
 from ... import config
 from .. import (
     EPILOGUE_CLIP,
-    EPILOGUE_GELU,
-    EPILOGUE_HARDSIGMOID,
-    EPILOGUE_HARDSWISH,
-    EPILOGUE_LEAKY_RELU,
     EPILOGUE_MASK,
-    EPILOGUE_SIGMOID,
-    EPILOGUE_SILU,
-    EPILOGUE_TANH,
 )
 from ._blas import gemm_rows, gemm_rows_bt, small_gemm_limit
-from ._exp import erfc_of_scaled_negative, tanh
+from ._epilogue import _finish_row
 from ._microkernel import DOT_ROWS, DOT_TAPS, MR, PANEL_BYTES, VECTOR_BYTES, pack_rows, tap_dots, tap_product
 from ._microkernel import available as panels_available
+from ._planes import (
+    DIRECT_SPARE,
+    _fill_planes,
+    _plane_extent,
+    _planes_layout,
+    _planes_tap_offsets,
+)
 from ._schedule import _sum_over_workers, pieces, run_pieces, run_shared, shares
-from .activation import _float64_sum, _hardswish, _sigmoid
+from .activation import _float64_sum
 from .pool import _global_avg_planes
 
 __all__ = ["conv2d_backward_input", "conv2d_backward_weight", "conv2d_flipped_weight", "conv2d_forward"]  # the kernels of this file
@@ -189,69 +189,6 @@ def _matmul_in_small_pieces(a, b, out, limit):
     m, k = a.shape
     n = b.shape[1]
     _gemm_in_small_pieces(m, n, k, a, k, b, n, 0.0, out, n, limit)
-
-
-@njit(cache=True)
-def _finish_row(row, residual, has_residual, s, b, activation, low, high):
-    """The fused epilogue of one output row: ``row = act(s * row + b + residual)``.
-
-    ``activation``: 0 none, 1 clip to ``[low, high]`` (ReLU is ``[0, inf]``, ReLU6 ``[0, 6]``),
-    2 leaky ReLU with slope ``low``, 3 hard sigmoid ``clip(low * v + high, 0, 1)``, 4 hard swish,
-    5 sigmoid, 6 SiLU, 7 tanh, 8 GELU; each exactly as the stand-alone activation kernel computes it;
-    9 (with ``has_residual`` False) 0 where ``residual`` is not > 0: an input gradient through
-    the mask of the ReLU whose output ``residual`` is, as the ReLU's backward kernel computes it.
-    One loop per case, so each vectorizes; the clip (ReLU, ReLU6) in one pass with the rest.
-
-    The clip compares with its bounds rounded to the row's dtype: the same values as comparing
-    with the float64 bounds (no number of the dtype lies strictly between a bound and its
-    rounding, and a value equal to the rounded bound is that bound either way), where the
-    float64 comparison converted every value and ran about three times slower
-    (``bench/small_kernels.py``)."""
-    n = row.shape[0]
-    if activation == EPILOGUE_CLIP:  # (ReLU, ReLU6): one pass
-        lo, hi = row.dtype.type(low), row.dtype.type(high)
-        if has_residual:
-            for p in range(n):
-                v = s * row[p] + b + residual[p]
-                row[p] = lo if v < lo else (hi if v > hi else v)
-        else:  # (s * v is v bitwise where s is 1: no loop of its own, less to compile)
-            for p in range(n):
-                v = s * row[p] + b
-                row[p] = lo if v < lo else (hi if v > hi else v)
-        return
-    if has_residual:
-        for p in range(n):
-            row[p] = s * row[p] + b + residual[p]
-    else:
-        for p in range(n):
-            row[p] = s * row[p] + b
-    if activation == EPILOGUE_LEAKY_RELU:
-        for p in range(n):
-            v = row[p]
-            row[p] = v if v > 0 else low * v
-    elif activation == EPILOGUE_HARDSIGMOID:
-        for p in range(n):
-            z = low * row[p] + high
-            row[p] = 0 if z < 0 else (1 if z > 1 else z)
-    elif activation == EPILOGUE_HARDSWISH:
-        for p in range(n):
-            v = row[p]
-            row[p] = _hardswish(v)
-    elif activation == EPILOGUE_SIGMOID:
-        for p in range(n):
-            row[p] = _sigmoid(row[p])
-    elif activation == EPILOGUE_SILU:
-        for p in range(n):
-            row[p] = row[p] * _sigmoid(row[p])
-    elif activation == EPILOGUE_TANH:
-        for p in range(n):
-            row[p] = tanh(row[p])
-    elif activation == EPILOGUE_GELU:
-        for p in range(n):
-            row[p] = 0.5 * row[p] * erfc_of_scaled_negative(row[p])
-    elif activation == EPILOGUE_MASK:
-        for p in range(n):
-            row[p] = row[p] if residual[p] > 0 else 0
 
 
 @njit(cache=True, nogil=True)
@@ -714,152 +651,6 @@ def _interleaved_columns(staged, channels, count, span_h, span_w, first_row, row
                             start = source + q * stride_w * count
                             for s in range(count):
                                 columns[target + np.uint64(q * count + s)] = staged[np.uint64(start + s)]
-
-
-#: elements past a direct item's rows that its tap loops may compute (and drop), so that they
-#: run whole vectors: the planes and row buffers have this much spare room
-DIRECT_SPARE = 16
-
-
-@njit(cache=True)
-def _plane_extent(size, kernel, stride, dilation):
-    """How many rows (or columns) of each of the stride's polyphase planes ``size`` output rows
-    (or columns) of a window ``kernel`` wide read: a plane row's ``pitch`` for the output's
-    width."""
-    return ((size - 1) * stride + (kernel - 1) * dilation + stride) // stride
-
-
-@njit(cache=True)
-def _planes_layout(x, channels, block_rows, out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w):
-    """The polyphase planes of ``channels`` input channels for items of ``block_rows`` output
-    rows ``out_w`` wide (:func:`_fill_planes`): ``(pitch, plane_rows, channel_size, padded,
-    offsets)``, a plane's row width and row count, one channel's planes' size, the buffer
-    (zeros, so that the reads of the columns past the output's, which are dropped, always meet
-    numbers, with ``DIRECT_SPARE`` more for the direct loops' whole vectors) and each tap's
-    offset in it (:func:`_tap_offsets`)."""
-    pitch = _plane_extent(out_w, kernel_w, stride_w, dilation_w)
-    plane_rows = _plane_extent(block_rows, kernel_h, stride_h, dilation_h)
-    channel_size = stride_h * stride_w * plane_rows * pitch
-    padded = np.zeros(channels * channel_size + 2 * pitch + kernel_w * dilation_w + DIRECT_SPARE, x.dtype)
-    offsets = _tap_offsets(kernel_h, kernel_w, pitch, plane_rows * pitch, stride_h, stride_w, dilation_h, dilation_w)
-    return pitch, plane_rows, channel_size, padded, offsets
-
-
-@njit(cache=True)
-def _tap_offsets(kernel_h, kernel_w, pitch, size, stride_h, stride_w, dilation_h, dilation_w):
-    """(KH, KW) unsigned offsets: where tap ``(i, j)``'s reads for output 0 start in
-    :func:`_fill_planes`'s buffer (planes of ``size`` elements): its plane, then the
-    plane row and column the tap is offset by."""
-    offsets = np.empty((kernel_h, kernel_w), np.uint64)
-    for i in range(kernel_h):
-        for j in range(kernel_w):
-            row, column = i * dilation_h, j * dilation_w
-            plane = (row % stride_h) * stride_w + column % stride_w
-            offsets[i, j] = plane * size + (row // stride_h) * pitch + column // stride_w
-    return offsets
-
-
-@njit(cache=True)
-def _planes_tap_offsets(offsets, taps, channel_size, spare):
-    """Where each of ``taps`` taps ``(c, i, j)`` (channel-major, as a weight's row) starts
-    reading :func:`_fill_planes`'s buffer of channels ``channel_size`` apart, from
-    :func:`_tap_offsets`'s ``offsets`` of one channel; followed by ``spare`` zeros."""
-    kernel_h, kernel_w = offsets.shape
-    flat = np.zeros(taps + spare, np.uint64)
-    for t in range(taps):
-        flat[t] = np.uint64((t // (kernel_h * kernel_w)) * channel_size) + offsets[(t // kernel_w) % kernel_h,
-                                                                                   t % kernel_w]
-    return flat
-
-
-@njit(cache=True)
-def _fill_planes(plane, top, rows_in, pad_w, padded, base, pitch, plane_rows, stride_h, stride_w):
-    """Copy input rows ``top .. top+rows_in-1`` of ``plane`` (H, W), padded on the left by
-    ``pad_w`` columns and with zeros outside the plane, into the polyphase planes that start at
-    ``padded[base]``:
-    padded row ``r`` and column ``q`` go to plane ``(r % stride_h, q % stride_w)``, at row
-    ``r // stride_h`` and column ``q // stride_w`` (planes of ``plane_rows`` rows ``pitch``
-    wide, one after another).
-
-    Only the columns that hold input columns are written (input, or zeros in rows above or
-    below the plane): the others are the same zeros for every item of a call (``padded`` starts
-    as zeros). Flat unsigned indices, no view per row (a view costs two reference-count
-    updates), and no division per row."""
-    if stride_w == 2:  # both planes of a row in one pass over it
-        _deinterleaved_rows(plane, top, rows_in, pad_w, padded, base, pitch, plane_rows, stride_h)
-        return
-    height, width = plane.shape
-    size = plane_rows * pitch
-    phase = plane_row = 0  # r % stride_h, r // stride_h
-    for r in range(rows_in):
-        h = top + r
-        line = base + phase * stride_w * size + plane_row * pitch  # plane (phase, 0)'s row
-        phase += 1
-        if phase == stride_h:
-            phase, plane_row = 0, plane_row + 1
-        inside = 0 <= h < height
-        if stride_w == 1:  # (no division: an integer division costs more than a short row's copy)
-            first, last = min(pad_w, pitch), min(pad_w + width, pitch)
-            source = np.uint64(first - pad_w if inside else 0)
-            for m in range(line + first, line + max(first, last)):
-                padded[np.uint64(m)] = plane[np.uint64(h), source + np.uint64(m - line - first)] if inside else 0
-            continue
-        for b in range(stride_w):
-            # the plane's columns m reading input column m * stride_w + b - pad_w inside 0 .. width-1
-            first = min(pitch, max(0, (pad_w - b + stride_w - 1) // stride_w))
-            last = max(first, min(pitch, (pad_w + width - b + stride_w - 1) // stride_w))
-            start, column = line + b * size, first * stride_w + b - pad_w
-            if not inside:
-                for m in range(start + first, start + last):
-                    padded[np.uint64(m)] = 0
-            else:
-                for m in range(last - first):
-                    padded[np.uint64(start + first + m)] = plane[np.uint64(h), np.uint64(column + m * stride_w)]
-
-
-@njit(cache=True)
-def _deinterleaved_rows(plane, top, rows_in, pad_w, padded, base, pitch, plane_rows, stride_h):
-    """:func:`_fill_planes` at stride 2 along the rows: each input row ``top .. top+rows_in-1``
-    of ``plane`` (zeros outside it), padded on the left by ``pad_w`` columns, has its even
-    padded columns go to plane ``(r % stride_h, 0)`` and its odd ones to plane
-    ``(r % stride_h, 1)``, at row ``r // stride_h``; those that hold input columns only.
-
-    The input columns are read in pairs from the row's first on (a loop that vectorizes, 16
-    pairs a step), each pair to both planes; with an odd ``pad_w`` a pair's first column is an
-    odd padded one. All rows in one call: a call per row cost as much again as its copy on
-    MobileNetV2's 14-wide rows (576 channels at 14x14, the whole fill 215 -> 101 us, one
-    thread), and pairs of padded columns left a 64-wide row with an odd padding 31 pairs, of
-    which the vector loop took 16 and a scalar loop the rest."""
-    height, width = plane.shape
-    size = plane_rows * pitch
-    first, stop = min(pad_w, 2 * pitch), min(pad_w + width, 2 * pitch)  # padded columns holding a row
-    if first >= stop:
-        return
-    count, lead, last = (stop - first) // 2, first // 2, stop - 1
-    phase = plane_row = 0  # r % stride_h, r // stride_h
-    for r in range(rows_in):
-        h = top + r
-        even = base + phase * 2 * size + plane_row * pitch
-        odd = even + size
-        phase += 1
-        if phase == stride_h:
-            phase, plane_row = 0, plane_row + 1
-        # where a pair's first and second columns go
-        to_first, to_second = (even + lead, odd + lead) if first % 2 == 0 else (odd + lead, even + lead + 1)
-        to_last = np.uint64((even if last % 2 == 0 else odd) + last // 2)  # the last column, without a pair
-        if not 0 <= h < height:
-            for i in range(count):
-                padded[np.uint64(to_first + i)] = 0
-                padded[np.uint64(to_second + i)] = 0
-            if (stop - first) % 2:
-                padded[to_last] = 0
-            continue
-        row, source = np.uint64(h), np.uint64(first - pad_w)
-        for i in range(count):
-            padded[np.uint64(to_first + i)] = plane[row, source + np.uint64(2 * i)]
-            padded[np.uint64(to_second + i)] = plane[row, source + np.uint64(2 * i + 1)]
-        if (stop - first) % 2:
-            padded[to_last] = plane[row, np.uint64(last - pad_w)]
 
 
 @njit(cache=True)

@@ -46,7 +46,7 @@ _tiled_kernels = {}
 @cuda.jit(device=True)
 def _finish(acc, s, b, r, activation, low, high):
     """One output of the fused epilogue: ``act(s * acc + b + r)``, the activation codes of
-    :func:`cnnlab.kernels.cpu.conv._finish_row`."""
+    :func:`cnnlab.kernels.cpu._epilogue._finish_row`."""
     v = s * acc + b + r
     if activation == EPILOGUE_CLIP:
         return low if v < low else (high if v > high else v)
