@@ -1,13 +1,15 @@
 """Convolutions by panels (the vector micro-kernels of ``cnnlab.kernels.cpu._microkernel``)
-against im2col and OpenBLAS's GEMM.
+against im2col and OpenBLAS's GEMM, and 3x3 ones by F(2x2, 3x3) (``._winograd``) against panels.
 
-    python bench/panel_conv.py [--blas] [--weight-gradient] [--repeat 20] [--threads 2]
+    python bench/panel_conv.py [--blas] [--no-winograd] [--weight-gradient] [--layers NAME ...]
+                               [--repeat 20] [--threads 2]
 
 Times float32 convolutions of the reference shapes and of network layers (at stride 1, and at
 stride 2: a 3x3 layer onto 16x16, a 5x5 one, ResNet-18's 7x7 stem): the forward call
 (``cnnlab.functional.conv2d`` with a ReLU), or with ``--weight-gradient`` the weight and bias
 gradients (``conv2d_backward(..., input_grad=False)``). ``--blas`` turns the panels off
-(``cnnlab.kernels.cpu.conv.PANELS = False``). Prints the path each layer takes, its median in
+(``cnnlab.kernels.cpu.conv.PANELS = False``, and no F(2x2, 3x3)); ``--no-winograd`` turns F(2x2,
+3x3) off (``cnnlab.kernels.cpu._winograd.WINOGRAD = False``). Prints the path each layer takes, its median in
 milliseconds and the multiply-adds per second. Both ways in alternating processes::
 
     for round in 1 2; do python bench/panel_conv.py --blas; python bench/panel_conv.py; done
@@ -21,6 +23,7 @@ import cnnlab.functional as F
 from cnnlab.bench.measuring import kernel_bench_arguments, median_call_seconds
 from cnnlab.bench.ops import REFERENCE_SHAPES
 from cnnlab.functional.conv import conv_geometry
+from cnnlab.kernels.cpu import _winograd as winograd
 from cnnlab.kernels.cpu import conv as cpu_conv
 
 # name: (samples, channels, height, width, filters, window, stride, padding); the reference
@@ -37,6 +40,10 @@ LAYERS = {
     "resnet 28x28 b16": (16, 128, 28, 28, 128, 3, 1, 1),
     "resnet 14x14 b16": (16, 256, 14, 14, 256, 3, 1, 1),
     "resnet 7x7 b16": (16, 512, 7, 7, 512, 3, 1, 1),
+    "resnet 28x28 b1": (1, 128, 28, 28, 128, 3, 1, 1),
+    "resnet 14x14 b1": (1, 256, 14, 14, 256, 3, 1, 1),
+    "resnet 7x7 b1": (1, 512, 7, 7, 512, 3, 1, 1),
+    "32->32 8x8 b4": (4, 32, 8, 8, 32, 3, 1, 1),
     "32->64 8x8 b64": (64, 32, 8, 8, 64, 3, 1, 1),
     "strided b32": REFERENCE_SHAPES["strided"],
     "16->32 s2 b64": (64, 16, 32, 32, 32, 3, 2, 1),
@@ -65,13 +72,19 @@ def _path(x, weight, stride, padding, backward):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--blas", action="store_true", help="im2col and OpenBLAS: no panels")
+    parser.add_argument("--no-winograd", action="store_true", help="no F(2x2, 3x3): 3x3 layers by panels or GEMM")
     parser.add_argument("--weight-gradient", action="store_true", help="time the weight gradient, not the forward")
+    parser.add_argument("--layers", nargs="+", choices=list(LAYERS), default=list(LAYERS), metavar="LAYER")
     args = kernel_bench_arguments(parser, repeat=20)
     if args.blas:
         cpu_conv.PANELS = False
-    print("im2col + OpenBLAS" if args.blas else "panels where the rules say so")
+    if args.blas or args.no_winograd:
+        winograd.WINOGRAD = False
+    print("im2col + OpenBLAS" if args.blas else "panels" if args.no_winograd else "F(2x2, 3x3) and panels where "
+          "the rules say so")
     rng = np.random.default_rng(0)
-    for name, (samples, channels, height, width, filters, window, stride, padding) in LAYERS.items():
+    for name in args.layers:
+        samples, channels, height, width, filters, window, stride, padding = LAYERS[name]
         x = rng.standard_normal((samples, channels, height, width)).astype(np.float32)
         weight = (rng.standard_normal((filters, channels, window, window)) / window).astype(np.float32)
         bias = rng.standard_normal(filters).astype(np.float32)

@@ -84,13 +84,13 @@ def model_row(way, path, repeat):
     libraries = parallel._blas_libraries()  # noqa: SLF001
 
     def blas_threaded(work, *arguments):
-        items, count, workers, trailing = work
+        items, count, workers, trailing, bounds, prepare = work
         if items is not conv_kernels._pointwise_forward_items or workers == 1:  # noqa: SLF001
             return original(work, *arguments)
         for library in libraries:
             library.set_num_threads(2)
         try:
-            return original((items, count, 1, trailing), *arguments)
+            return original((items, count, 1, trailing, bounds, prepare), *arguments)
         finally:
             for library in libraries:
                 library.set_num_threads(1)

@@ -216,12 +216,13 @@ def test_single_threaded_blas_sets_only_the_libraries_not_at_one_thread_and_rest
 def test_conv2d_holds_the_blas_limit_for_the_gemm_paths_only(monkeypatch):
     """``conv2d`` on the host holds the BLAS pool to one thread around the paths that call a
     GEMM (im2col, 1x1, small outputs without panels) and skips the limit's library calls for
-    those that never do (direct, panels): the path decides, not the call."""
+    those that never do (direct, panels, F(2x2, 3x3)): the path decides, not the call."""
     import numpy as np
 
     import cnnlab.functional as F
     from cnnlab import parallel
     from cnnlab.kernels import cpu
+    from cnnlab.kernels.cpu import _winograd as winograd
     from cnnlab.kernels.cpu import conv as cpu_conv
 
     seen = []
@@ -237,13 +238,16 @@ def test_conv2d_holds_the_blas_limit_for_the_gemm_paths_only(monkeypatch):
     F.conv2d(x, rng.standard_normal((8, 1, 3, 3)).astype(np.float32), padding=1, groups=8)  # direct
     F.conv2d(x, rng.standard_normal((16, 8, 1, 1)).astype(np.float32))  # 1x1: a GEMM
     monkeypatch.setattr(cpu_conv, "PANELS", False)
+    monkeypatch.setattr(winograd, "WINOGRAD", False)
     F.conv2d(x, rng.standard_normal((16, 8, 3, 3)).astype(np.float32), padding=1)  # im2col and a GEMM
     expected = [("_direct_forward_items", False), ("_pointwise_forward_items", True),
                 ("_conv2d_forward_items", True)]
     monkeypatch.setattr(cpu_conv, "PANELS", True)
     if cpu_conv.panels_available():  # (AVX2 and FMA)
         F.conv2d(x, rng.standard_normal((16, 8, 3, 3)).astype(np.float32), padding=1)  # panels
-        expected.append(("_panel_forward_items", False))
+        monkeypatch.setattr(winograd, "WINOGRAD", True)
+        F.conv2d(x, rng.standard_normal((16, 8, 3, 3)).astype(np.float32), padding=1)  # F(2x2, 3x3)
+        expected += [("_panel_forward_items", False), ("_winograd_forward_items", False)]
     assert [(name, limited) for name, limited, _ in seen] == expected
     assert all(limited == calls for _, limited, calls in seen)
     with parallel.single_threaded_blas():  # inside a model call's limit: held, whatever the path

@@ -145,7 +145,7 @@ def kernel_dispatchers():
     from . import cpu
 
     modules = [getattr(cpu, name) for name in cpu.KERNEL_MODULES] \
-        + [sys.modules[f"{cpu.__name__}.{name}"] for name in ("_schedule", "_microkernel", "_planes", "_epilogue")]
+        + [sys.modules[f"{cpu.__name__}.{name}"] for name in ("_schedule", "_microkernel", "_planes", "_epilogue", "_winograd")]
     return {f"{module.__name__.rsplit('.', 1)[-1]}.{name}": obj for module in modules
             for name, obj in vars(module).items()
             if isinstance(obj, CPUDispatcher) and obj.py_func.__module__ == module.__name__}

@@ -27,6 +27,9 @@ skips both im2col and BLAS (:func:`_by_panels`): :func:`_panel_forward_items` mu
 weights straight from the input's polyphase planes, a panel of columns at a time, by a vector
 micro-kernel (:mod:`._microkernel`); so do the small outputs' path
 (:func:`_interleaved_by_panels`) and the weight gradient (:func:`_weight_gradient_by_panels`).
+A 3x3 convolution at stride 1 with enough channels and tiles takes Winograd's F(2x2, 3x3)
+instead (:mod:`._winograd`, chosen by :func:`by_winograd`): 16 multiply-adds a 2x2 block of
+outputs and channel where the others take 36.
 
 Three kinds of convolution take other paths: a 1x1 convolution at stride 1 needs no im2col (its
 input is its column matrix); a depthwise one, or one with few input channels per group, is
@@ -70,6 +73,7 @@ from ._planes import (
     _planes_tap_offsets,
 )
 from ._schedule import _sum_over_workers, pieces, run_pieces, run_shared, shares
+from ._winograd import _winograd_forward_items, by_winograd, winograd_chunk_rows, winograd_weights
 from .activation import _float64_sum
 from .pool import _global_avg_planes
 
@@ -903,14 +907,17 @@ def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
                   groups, block_rows, workers, filter_blocks=1, sample_block=1, *, dtype):
     """The work :func:`conv2d_forward` hands out for arrays of these shapes and this geometry
     (its arguments): ``(items function, item count, workers, trailing arguments, the pieces of
-    the items the workers take)``, for :func:`_run_forward`. Resolved once, it lets a caller
-    that repeats the same convolution (an inference plan's bound step) skip choosing the path on
-    every call."""
+    the items the workers take, None or the weights' preparation)``, for :func:`_run_forward`
+    (the F(2x2, 3x3) path takes its weights transformed by :func:`winograd_weights`, once a
+    call). Resolved once, it lets a caller that repeats the same convolution (an inference
+    plan's bound step) skip choosing the path on every call."""
     items, count, workers, trailing = _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h,
                                                     pad_w, dilation_h, dilation_w, groups, block_rows, workers,
                                                     filter_blocks, sample_block, dtype)
     workers = max(1, min(workers, count))
-    return items, count, workers, trailing, pieces(count, workers, _gemm_visits(out_shape, weight_shape))
+    # the weights as the items function takes them, made once a call: (function, its arguments after the weight)
+    prepare = (winograd_weights, groups) if items is _winograd_forward_items else None
+    return items, count, workers, trailing, pieces(count, workers, _gemm_visits(out_shape, weight_shape)), prepare
 
 
 def _gemm_visits(out_shape, weight_shape):
@@ -935,6 +942,14 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
         blocks = filter_blocks if by_filters else blocks
         return (_pointwise_forward_items, x_shape[0] * groups * blocks, workers,
                 (groups, blocks, by_filters, small_gemm))
+    if by_winograd(weight_shape, groups, (stride_h, stride_w), (dilation_h, dilation_w), out_shape,
+                   np.dtype(dtype).itemsize):
+        # (fewer images than threads: each a part of the tile rows)
+        tiles_h, tiles_w = (out_shape[2] + 1) // 2, (out_shape[3] + 1) // 2
+        tile_rows = -(-tiles_h // -(-workers // (x_shape[0] * groups)))
+        chunk_rows = winograd_chunk_rows(tiles_w, channels_per_group, tile_rows, np.dtype(dtype).itemsize)
+        return (_winograd_forward_items, x_shape[0] * groups * -(-tiles_h // tile_rows), workers,
+                (pad_h, pad_w, groups, tile_rows, chunk_rows))
     sample_blocks = (x_shape[0] + sample_block - 1) // sample_block
     if _samples_innermost(out_shape, weight_shape, stride_h, stride_w, dilation_h, dilation_w, groups, block_rows,
                           filter_blocks):
@@ -1102,16 +1117,19 @@ def _interleaved_gemm_rows(out_h, out_w, sample_block, filters):
 
 def _calls_blas(work):
     """Whether :func:`_run_forward` of ``work`` (from :func:`_forward_work`) calls BLAS: the GEMM
-    paths do (their caller holds the BLAS pool to one thread); the direct and panel paths, and
-    the small outputs' path by panels, never do."""
-    return work[0] not in (_direct_forward_items, _panel_forward_items, _interleaved_panel_items)
+    paths do (their caller holds the BLAS pool to one thread); the direct, panel and F(2x2, 3x3)
+    paths, and the small outputs' path by panels, never do."""
+    return work[0] not in (_direct_forward_items, _panel_forward_items, _interleaved_panel_items,
+                           _winograd_forward_items)
 
 
 def _run_forward(work, x, weight, scale, shift, residual, has_residual, activation, low, high, out):
     """:func:`conv2d_forward` of these arrays (its arguments; ``has_residual`` a bool,
     ``activation`` an int, ``low`` and ``high`` floats) for ``work`` from :func:`_forward_work`:
     :func:`run_shared`'s work, with its pieces worked out once, in the work."""
-    items, count, workers, trailing, bounds = work
+    items, count, workers, trailing, bounds, prepare = work
+    if prepare is not None:
+        weight = prepare[0](weight, *prepare[1:])
     arguments = (x, weight, scale, shift, residual, has_residual, activation, low, high, out, *trailing)
     if workers == 1:
         items(*arguments, 0, count)
