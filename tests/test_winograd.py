@@ -199,10 +199,10 @@ def test_chunk_rows_fit_the_budget_and_leave_the_least_group_empty(tiles_w, chan
     ((64, 1, 3, 3), 64, (1, 1), (1, 1), (1, 64, 56, 56), 4, False),  # depthwise
     ((8, 7, 3, 3), 1, (1, 1), (1, 1), (1, 8, 56, 56), 4, False),  # too few channels
     ((14, 16, 3, 3), 2, (1, 1), (1, 1), (1, 14, 56, 56), 4, False),  # too few filters a group
-    ((128, 256, 3, 3), 1, (1, 1), (1, 1), (1, 128, 56, 56), 4, True),  # 2 MB of transformed weights
-    ((256, 256, 3, 3), 2, (1, 1), (1, 1), (1, 256, 56, 56), 4, True),  # (a group's)
-    ((129, 256, 3, 3), 1, (1, 1), (1, 1), (1, 129, 56, 56), 4, False),  # more
-    ((128, 256, 3, 3), 1, (1, 1), (1, 1), (1, 128, 56, 56), 8, False),  # more in float64
+    ((256, 256, 3, 3), 1, (1, 1), (1, 1), (1, 256, 56, 56), 4, True),  # 4 MB of transformed weights
+    ((512, 256, 3, 3), 2, (1, 1), (1, 1), (1, 512, 56, 56), 4, True),  # (a group's)
+    ((257, 256, 3, 3), 1, (1, 1), (1, 1), (1, 257, 56, 56), 4, False),  # more
+    ((256, 256, 3, 3), 1, (1, 1), (1, 1), (1, 256, 56, 56), 8, False),  # more in float64
 ])
 def test_rule_takes_3x3_at_stride_1_with_enough_channels_and_tiles(weight_shape, groups, stride, dilation, out_shape,
                                                                    itemsize, expected):

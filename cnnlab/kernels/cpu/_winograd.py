@@ -52,7 +52,7 @@ WINOGRAD_MIN_CHANNELS = 8
 #: the fewest tiles (2x2 outputs of all samples) a call needs for :func:`by_winograd`
 WINOGRAD_MIN_TILES = 256
 #: the most bytes of a group's transformed weights (16 values a filter and channel) for :func:`by_winograd`
-WINOGRAD_MAX_WEIGHT_BYTES = 2 << 20
+WINOGRAD_MAX_WEIGHT_BYTES = 4 << 20
 #: the most bytes of a chunk's planes (its tile rows' input, padded): the L2 cache's share
 WINOGRAD_PLANES_BYTES = 256 * 1024
 
@@ -371,16 +371,18 @@ def by_winograd(weight_shape, groups, stride, dilation, out_shape, itemsize):
     transformed weights a group.
 
     Against the panels or im2col and OpenBLAS, 2 threads, two rounds (``bench/panel_conv.py``
-    against ``--no-winograd``), ms: the CIFAR-sized layer at batch 64 4.03-7.96 -> 3.22-3.25;
-    32 to 32 channels at 32x32, batch 32, 3.94-4.30 -> 2.71-2.80; ResNet's 56x56 layer at batch
-    32 45.6-46.8 -> 26.2-27.1, at batch 1 1.62-1.72 -> 1.13-1.15; its 28x28 one at batch 16
-    25.0 -> 13.7-14.1. Not taken: few tiles, where the weights' transform (about 20 ns a filter
-    and channel, before the items run) costs more than it saves (ResNet's 28x28 layer at batch 1,
-    196 tiles: 1.68-1.74 -> 2.00-2.01; 32 channels at 8x8, batch 4: 0.10-0.11 -> 0.14-0.15), and
-    large weights, which every group of tiles reads again (ResNet's 7x7 layer at batch 16, 8 MB
-    of weights transformed to 16: 21.7-22.0 -> 35.9-38.3), and images of fewer tiles than a
-    group, whose groups would run part empty (the small outputs' path, with the samples
-    innermost, keeps them: 8x8 outputs, 32 to 64 channels at batch 64, 1.15-1.34 -> 1.18-1.26)."""
+    against ``--no-winograd``), ms: the CIFAR-sized layer at batch 64 3.95-4.13 -> 3.02-3.32;
+    32 to 32 channels at 32x32, batch 32, 4.08-4.15 -> 2.56-2.65; ResNet's 56x56 layer at batch
+    32 45.8-46.1 -> 26.4-26.5, at batch 1 1.62-1.64 -> 0.93-1.02; its 28x28 one at batch 16
+    24.0-24.4 -> 12.6-13.0, its 14x14 one at batch 16 23.2-24.2 -> 19.4-19.6 (4 MB of
+    transformed weights). Not taken: few tiles, where the weights' transform (about 20 ns a
+    filter and channel, before the items run) costs more than it saves (ResNet's 28x28 layer at
+    batch 1, 196 tiles: 1.68-1.74 -> 2.00-2.01; its 14x14 one, 49 tiles: 1.64 -> 4.9-6.0; 32
+    channels at 8x8, batch 4: 0.10-0.11 -> 0.14-0.15); larger weights, which every group of
+    tiles reads again (ResNet's 7x7 layer at batch 16, 16 MB transformed: 21.7-22.0 ->
+    35.9-38.3); and images of fewer tiles than a group, whose groups run part empty (the small
+    outputs' path, with the samples innermost, keeps them: 8x8 outputs, 32 to 64 channels at
+    batch 64, 1.15-1.34 -> 1.18-1.26)."""
     filters, channels, kernel_h, kernel_w = weight_shape
     per_group = filters // groups
     image_tiles = ((out_shape[2] + 1) // 2) * ((out_shape[3] + 1) // 2)
