@@ -1,5 +1,6 @@
-"""The vector micro-kernels of ``cnnlab.kernels.cpu._microkernel``: compiled, and as the NumPy
-code that kernels run interpreted, against their definitions."""
+"""The vector micro-kernels of ``cnnlab.kernels.cpu._microkernel`` (and the planes' pairs of
+``._planes``): compiled, and as the NumPy code that kernels run interpreted, against their
+definitions."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from hypothesis import strategies as st
 from numba import njit
 
 from cnnlab.kernels.cpu._microkernel import DOT_ROWS, DOT_TAPS, MR, available, panel_width, tap_dots, tap_product
+from cnnlab.kernels.cpu._planes import deinterleave_pairs
 
 pytestmark = pytest.mark.skipif(not available(), reason="the micro-kernels need AVX2 and FMA")
 
@@ -72,3 +74,31 @@ def test_tap_dots_matches_its_definition(vectors, o_start, dtype, seed):
         out = sums.copy()
         run(g, g_start, ldg, b, b_start, offsets, o_start, out, s_start, vectors)
         np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
+
+
+@njit(cache=False)
+def _compiled_deinterleave_pairs(source, s_start, target, first_at, second_at, count):
+    deinterleave_pairs(source, s_start, target, first_at, second_at, count)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 4), st.integers(0, 5), st.integers(0, 40), st.integers(0, 40),
+       st.sampled_from(["float32", "float64"]), st.integers(0, 2**16))
+def test_deinterleave_pairs_matches_its_definition(count, s_start, first_at, second_at, dtype, seed):
+    """``target[first_at + i] = source[s_start + 2 * i]``, ``target[second_at + i] = source[s_start
+    + 2 * i + 1]`` for a whole number of vectors' pairs (none too), compiled and in NumPy, and
+    nothing else written."""
+    rng = np.random.default_rng(seed)
+    pairs = count * panel_width(np.empty(0, dtype)) // 3
+    source = rng.standard_normal(s_start + 2 * pairs + 3).astype(dtype)
+    target = rng.standard_normal(max(first_at, second_at) + pairs + 2).astype(dtype)
+    if abs(first_at - second_at) < pairs:  # (the two runs may not overlap)
+        second_at = first_at + pairs
+        target = np.concatenate([target, rng.standard_normal(pairs).astype(dtype)])
+    expected = target.copy()
+    expected[first_at:first_at + pairs] = source[s_start:s_start + 2 * pairs:2]
+    expected[second_at:second_at + pairs] = source[s_start + 1:s_start + 2 * pairs:2]
+    for run in (_compiled_deinterleave_pairs, deinterleave_pairs):
+        out = target.copy()
+        run(source, s_start, out, first_at, second_at, count)
+        np.testing.assert_array_equal(out, expected)
