@@ -188,8 +188,8 @@ def test_chunk_rows_fit_the_budget_and_leave_the_least_group_empty(tiles_w, chan
 
 @pytest.mark.parametrize("weight_shape, groups, stride, dilation, out_shape, itemsize, expected", [
     ((64, 64, 3, 3), 1, (1, 1), (1, 1), (1, 64, 56, 56), 4, True),
-    ((32, 16, 3, 3), 1, (1, 1), (1, 1), (4, 32, 16, 16), 4, True),  # 256 tiles
-    ((32, 16, 3, 3), 1, (1, 1), (1, 1), (3, 32, 16, 15), 4, False),  # 192 tiles (odd sides round up): too few
+    ((32, 16, 3, 3), 1, (1, 1), (1, 1), (3, 32, 16, 15), 4, True),  # 192 tiles (odd sides round up)
+    ((32, 16, 3, 3), 1, (1, 1), (1, 1), (2, 32, 18, 18), 4, False),  # 162 tiles: too few
     ((32, 16, 3, 3), 1, (1, 1), (1, 1), (64, 32, 8, 8), 4, False),  # 1,024 tiles, but 16 an image
     ((32, 16, 3, 3), 1, (1, 1), (1, 1), (11, 32, 11, 9), 4, True),  # 30 an image (odd sides round up)
     ((64, 64, 3, 3), 1, (2, 2), (1, 1), (1, 64, 56, 56), 4, False),  # a stride

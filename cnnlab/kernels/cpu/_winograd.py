@@ -50,7 +50,7 @@ WINOGRAD = True
 #: the fewest input channels and filters a group that :func:`by_winograd` takes
 WINOGRAD_MIN_CHANNELS = 8
 #: the fewest tiles (2x2 outputs of all samples) a call needs for :func:`by_winograd`
-WINOGRAD_MIN_TILES = 256
+WINOGRAD_MIN_TILES = 192
 #: the most bytes of a group's transformed weights (16 values a filter and channel) for :func:`by_winograd`
 WINOGRAD_MAX_WEIGHT_BYTES = 4 << 20
 #: the most bytes of a chunk's planes (its tile rows' input, padded): the L2 cache's share
@@ -375,10 +375,11 @@ def by_winograd(weight_shape, groups, stride, dilation, out_shape, itemsize):
     32 to 32 channels at 32x32, batch 32, 4.08-4.15 -> 2.56-2.65; ResNet's 56x56 layer at batch
     32 45.8-46.1 -> 26.4-26.5, at batch 1 1.62-1.64 -> 0.93-1.02; its 28x28 one at batch 16
     24.0-24.4 -> 12.6-13.0, its 14x14 one at batch 16 23.2-24.2 -> 19.4-19.6 (4 MB of
-    transformed weights). Not taken: few tiles, where the weights' transform (about 20 ns a
-    filter and channel, before the items run) costs more than it saves (ResNet's 28x28 layer at
-    batch 1, 196 tiles: 1.68-1.74 -> 2.00-2.01; its 14x14 one, 49 tiles: 1.64 -> 4.9-6.0; 32
-    channels at 8x8, batch 4: 0.10-0.11 -> 0.14-0.15); larger weights, which every group of
+    transformed weights); its 28x28 one at batch 1 (196 tiles), with the weights' transform at 20
+    ns a filter and channel, 1.63 -> 1.28-1.33. Not taken: fewer tiles, where the weights' transform, before the
+    items run, costs more than it saves (its 14x14 layer at batch 1, 49 tiles: 1.73 -> 2.60
+    ms, of which 1.25 the transform; 32 channels at 8x8, batch 4: 0.10-0.11 -> 0.14-0.15; about
+    even at 128 to 196 tiles of 32 and 64 channels); larger weights, which every group of
     tiles reads again (ResNet's 7x7 layer at batch 16, 16 MB transformed: 21.7-22.0 ->
     35.9-38.3); and images of fewer tiles than a group, whose groups run part empty (the small
     outputs' path, with the samples innermost, keeps them: 8x8 outputs, 32 to 64 channels at
