@@ -236,26 +236,13 @@ def _transform_taps(taps, transformed, count, step):
         w6, w7, w8 = taps[np.uint64(6) * s + k], taps[np.uint64(7) * s + k], taps[np.uint64(8) * s + k]
         rows = ((w0, w1, w2), (0.5 * (w0 + w3 + w6), 0.5 * (w1 + w4 + w7), 0.5 * (w2 + w5 + w8)),
                 (0.5 * (w0 - w3 + w6), 0.5 * (w1 - w4 + w7), 0.5 * (w2 - w5 + w8)), (w6, w7, w8))  # G g
-        x0, x1, x2 = rows[0]
-        transformed[np.uint64(0) * s + k] = x0
-        transformed[np.uint64(1) * s + k] = 0.5 * (x0 + x1 + x2)
-        transformed[np.uint64(2) * s + k] = 0.5 * (x0 - x1 + x2)
-        transformed[np.uint64(3) * s + k] = x2
-        x0, x1, x2 = rows[1]
-        transformed[np.uint64(4) * s + k] = x0
-        transformed[np.uint64(5) * s + k] = 0.5 * (x0 + x1 + x2)
-        transformed[np.uint64(6) * s + k] = 0.5 * (x0 - x1 + x2)
-        transformed[np.uint64(7) * s + k] = x2
-        x0, x1, x2 = rows[2]
-        transformed[np.uint64(8) * s + k] = x0
-        transformed[np.uint64(9) * s + k] = 0.5 * (x0 + x1 + x2)
-        transformed[np.uint64(10) * s + k] = 0.5 * (x0 - x1 + x2)
-        transformed[np.uint64(11) * s + k] = x2
-        x0, x1, x2 = rows[3]
-        transformed[np.uint64(12) * s + k] = x0
-        transformed[np.uint64(13) * s + k] = 0.5 * (x0 + x1 + x2)
-        transformed[np.uint64(14) * s + k] = 0.5 * (x0 - x1 + x2)
-        transformed[np.uint64(15) * s + k] = x2
+        for row in range(4):  # (G g) G^T, row by row
+            x0, x1, x2 = rows[row]
+            at = np.uint64(4 * row) * s + k
+            transformed[at] = x0
+            transformed[at + s] = 0.5 * (x0 + x1 + x2)
+            transformed[at + np.uint64(2) * s] = 0.5 * (x0 - x1 + x2)
+            transformed[at + np.uint64(3) * s] = x2
 
 
 @njit(cache=True, nogil=True)
