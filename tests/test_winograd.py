@@ -83,11 +83,14 @@ def test_output_transform_matches_its_matrices(count, m_start, dtype, seed):
         np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
 
 
-@pytest.mark.parametrize("filters, channels, groups", [(5, 3, 1), (8, 2, 2), (4, 1, 4)])
-def test_weights_transform_is_G_g_Gt_packed_by_filter_blocks(filters, channels, groups):
+@pytest.mark.parametrize("filters, channels, groups", [(5, 3, 1), (8, 2, 2), (4, 1, 4), (14, 3, 2)])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_weights_transform_is_G_g_Gt_packed_by_filter_blocks(filters, channels, groups, workers, monkeypatch):
+    """Every group's blocks, on one thread or shared between two (the threshold at one pair)."""
+    monkeypatch.setattr(winograd, "WINOGRAD_SHARED_PAIRS", 1)
     rng = np.random.default_rng(filters)
     weight = rng.standard_normal((filters, channels, 3, 3))
-    packed = winograd.winograd_weights(weight, groups)
+    packed = winograd.winograd_weights(weight, groups, workers)
     per_group = filters // groups
     blocks = -(-per_group // MR)
     size = blocks * MR * channels
@@ -218,5 +221,5 @@ def test_the_reference_layers_take_it():
         work = cpu_conv._forward_work(shape, weight_shape, (shape[0], weight_shape[0], *shape[2:]), *geometry.args,
                                       dtype=np.float32)
         assert work[0] is winograd._winograd_forward_items
-        assert work[5] == (winograd.winograd_weights, 1)
+        assert work[5] == (winograd.winograd_weights, 1, work[2])
         assert not cpu_conv._calls_blas(work)

@@ -38,6 +38,7 @@ from numba.extending import intrinsic, overload
 from ._epilogue import _finish_row
 from ._microkernel import MR, PANEL_BYTES, VECTOR_BYTES, _summing_loop, _Vectors, available, tap_product
 from ._planes import _fill_planes
+from ._schedule import run_shared
 
 #: tiles a group of :func:`_winograd_forward_items` transforms and multiplies at a time: a float32
 #: panel of :func:`tap_product` (two float64 ones)
@@ -186,40 +187,55 @@ def _winograd_output_code(dtype, context, builder, signature, args):
     return context.get_dummy_value()
 
 
-@njit(cache=True)
-def winograd_weights(weight, groups):
+def winograd_weights(weight, groups, workers=1):
     """The transformed weights ``U = G g G^T`` of ``weight`` (F, C // groups, 3, 3), packed for
     :func:`tap_product`: group ``g``'s position ``xi``, its filters in blocks of ``MR`` (rows
     past a group's filters zero), at ``((g * 16 + xi) * blocks + block) * MR * channels``, channel
-    ``c`` of filter ``block * MR + r`` at ``c * MR + r`` past that.
+    ``c`` of filter ``block * MR + r`` at ``c * MR + r`` past that; the blocks shared between
+    ``workers`` threads from ``WINOGRAD_SHARED_PAIRS`` filters and channels on
+    (:func:`_winograd_weights_items`)."""
+    filters, channels = weight.shape[0], weight.shape[1]
+    blocks = -(-(filters // groups) // MR)
+    packed = np.empty(groups * 16 * blocks * MR * channels, weight.dtype)
+    run_shared(_winograd_weights_items, groups * blocks, workers if filters * channels >= WINOGRAD_SHARED_PAIRS else 1,
+               weight, groups, packed)
+    return packed
 
-    A block of ``MR`` filters at a time: their nine taps of every channel side by side, in the
-    packed order, transformed over those (:func:`_transform_taps`, a loop that vectorizes) and
-    copied to each position's contiguous run. (A filter and channel at a time, in scalars, took
-    55 ns a pair: 3.6 ms for 256 by 256 channels, 15 ms for 512.)"""
+
+#: the fewest filters times channels whose transform :func:`winograd_weights` shares between threads
+WINOGRAD_SHARED_PAIRS = 4096
+
+
+@njit(cache=True, nogil=True)
+def _winograd_weights_items(weight, groups, packed, first_item, last_item):
+    """:func:`winograd_weights` of the blocks of ``MR`` filters ``first_item .. last_item - 1``
+    (of every group, group-major), into ``packed``.
+
+    A block at a time: its nine taps of every channel side by side, in the packed order,
+    transformed (:func:`_transform_taps`) and copied to each position's contiguous run. (A
+    filter and channel at a time, straight into the packed order, took 55 ns a pair: 3.6 ms for
+    256 by 256 channels; a block at a time 18-19 ns.)"""
     filters, channels = weight.shape[0], weight.shape[1]
     per_group = filters // groups
     blocks = (per_group + MR - 1) // MR
     size = blocks * MR * channels
-    packed = np.empty(groups * 16 * size, weight.dtype)
     run = MR * channels
     step = run + 16
     taps = np.empty(9 * step, np.float64)
     transformed = np.empty(16 * step, weight.dtype)
     flat = weight.reshape(filters, channels * 9)
-    for g in range(groups):
-        for block in range(blocks):
-            if block == blocks - 1:
-                taps[:] = 0  # (the rows past the group's filters)
-            for r in range(min(MR, per_group - block * MR)):
-                source = flat[g * per_group + block * MR + r]
-                for c in range(channels):
-                    for t in range(9):
-                        taps[t * step + c * MR + r] = source[c * 9 + t]
-            _transform_taps(taps, transformed, run, step)
-            for xi in range(16):
-                packed[(g * 16 + xi) * size + block * run:][:run] = transformed[xi * step:][:run]
-    return packed
+    for item in range(first_item, last_item):
+        g, block = item // blocks, item % blocks
+        if block == blocks - 1:
+            taps[:] = 0  # (the rows past the group's filters)
+        for r in range(min(MR, per_group - block * MR)):
+            source = flat[g * per_group + block * MR + r]
+            for c in range(channels):
+                for t in range(9):
+                    taps[t * step + c * MR + r] = source[c * 9 + t]
+        _transform_taps(taps, transformed, run, step)
+        for xi in range(16):
+            packed[(g * 16 + xi) * size + block * run:][:run] = transformed[xi * step:][:run]
 
 
 @njit(cache=True)

@@ -916,7 +916,7 @@ def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
                                                     filter_blocks, sample_block, dtype)
     workers = max(1, min(workers, count))
     # the weights as the items function takes them, made once a call: (function, its arguments after the weight)
-    prepare = (winograd_weights, groups) if items is _winograd_forward_items else None
+    prepare = (winograd_weights, groups, workers) if items is _winograd_forward_items else None
     return items, count, workers, trailing, pieces(count, workers, _gemm_visits(out_shape, weight_shape)), prepare
 
 
