@@ -73,7 +73,7 @@ from ._planes import (
     _planes_tap_offsets,
 )
 from ._schedule import _sum_over_workers, pieces, run_pieces, run_shared, shares
-from ._winograd import _winograd_forward_items, by_winograd, winograd_chunk_rows, winograd_weights
+from ._winograd import _winograd_forward_items, by_winograd, winograd_items, winograd_weights
 from .activation import _float64_sum
 from .pool import _global_avg_planes
 
@@ -944,12 +944,9 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
                 (groups, blocks, by_filters, small_gemm))
     if by_winograd(weight_shape, groups, (stride_h, stride_w), (dilation_h, dilation_w), out_shape,
                    np.dtype(dtype).itemsize):
-        # (fewer images than threads: each a part of the tile rows)
-        tiles_h, tiles_w = (out_shape[2] + 1) // 2, (out_shape[3] + 1) // 2
-        tile_rows = -(-tiles_h // -(-workers // (x_shape[0] * groups)))
-        chunk_rows = winograd_chunk_rows(tiles_w, channels_per_group, tile_rows, np.dtype(dtype).itemsize)
-        return (_winograd_forward_items, x_shape[0] * groups * -(-tiles_h // tile_rows), workers,
-                (pad_h, pad_w, groups, tile_rows, chunk_rows))
+        count, rows = winograd_items(x_shape[0], groups, out_shape, channels_per_group, workers,
+                                     np.dtype(dtype).itemsize)
+        return _winograd_forward_items, count, workers, (pad_h, pad_w, groups, *rows)
     sample_blocks = (x_shape[0] + sample_block - 1) // sample_block
     if _samples_innermost(out_shape, weight_shape, stride_h, stride_w, dilation_h, dilation_w, groups, block_rows,
                           filter_blocks):
