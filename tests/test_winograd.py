@@ -176,14 +176,18 @@ def test_items_run_as_python_give_the_compiled_results():
     np.testing.assert_allclose(outs[0], F.conv2d(x, w, shift, padding=1), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("tiles_w, channels, tile_rows, itemsize, expected", [
-    (28, 64, 28, 4, 6),  # ResNet's 56x56 layer: six rows of 28 tiles are seven whole groups
-    (16, 16, 16, 4, 15),  # the CIFAR-sized layer: every multiple of 3 rows fills whole groups; the most that fit
-    (28, 64, 2, 4, 2),  # no more than an item's rows
-    (7, 1024, 4, 4, 1),  # the planes of two tile rows past the budget: one
-    (12, 32, 12, 8, 12),  # float64: 12 rows of 12 tiles are six groups
+@pytest.mark.parametrize("group, tiles_w, channels, tile_rows, itemsize, expected", [
+    (24, 28, 64, 28, 4, 6),  # ResNet's 56x56 layer: six rows of 28 tiles are seven whole groups
+    (24, 16, 16, 16, 4, 15),  # the CIFAR-sized layer: every multiple of 3 rows fills whole groups; the most that fit
+    (24, 28, 64, 2, 4, 2),  # no more than an item's rows
+    (24, 7, 1024, 4, 4, 1),  # the planes of two tile rows past the budget: one
+    (24, 12, 32, 12, 8, 12),  # float64: 12 rows of 12 tiles are six groups
+    (48, 28, 64, 28, 4, 5),  # groups of 48 (AVX-512): 140 tiles leave 4 of three groups empty; 7 rows fit
+    (48, 16, 16, 16, 4, 15),  # every multiple of 3 rows fills whole groups
 ])
-def test_chunk_rows_fit_the_budget_and_leave_the_least_group_empty(tiles_w, channels, tile_rows, itemsize, expected):
+def test_chunk_rows_fit_the_budget_and_leave_the_least_group_empty(monkeypatch, group, tiles_w, channels, tile_rows,
+                                                                   itemsize, expected):
+    monkeypatch.setattr(winograd, "WINOGRAD_TILES", group)  # (read by the Python rule, not compiled)
     rows = winograd.winograd_chunk_rows(tiles_w, channels, tile_rows, itemsize)
     assert rows == expected
     assert rows == 1 or channels * 2 * (2 * rows + 2) * (tiles_w + 1) * itemsize <= winograd.WINOGRAD_PLANES_BYTES
@@ -207,9 +211,20 @@ def test_chunk_rows_fit_the_budget_and_leave_the_least_group_empty(tiles_w, chan
     ((257, 256, 3, 3), 1, (1, 1), (1, 1), (1, 257, 56, 56), 4, False),  # more
     ((256, 256, 3, 3), 1, (1, 1), (1, 1), (1, 256, 56, 56), 8, False),  # more in float64
 ])
-def test_rule_takes_3x3_at_stride_1_with_enough_channels_and_tiles(weight_shape, groups, stride, dilation, out_shape,
-                                                                   itemsize, expected):
+def test_rule_takes_3x3_at_stride_1_with_enough_channels_and_tiles(monkeypatch, weight_shape, groups, stride, dilation,
+                                                                   out_shape, itemsize, expected):
+    monkeypatch.setattr(winograd, "WINOGRAD_TILES", 24)  # groups of 24 tiles (AVX2; read by the Python rule)
     assert winograd.by_winograd(weight_shape, groups, stride, dilation, out_shape, itemsize) == expected
+
+
+@pytest.mark.parametrize("out_shape, expected", [
+    ((11, 32, 11, 9), False),  # 30 tiles an image: fewer than a group
+    ((4, 32, 14, 14), True),  # 49, and 196 in the call
+    ((3, 32, 14, 14), False),  # 147 in the call
+])
+def test_rule_wants_a_group_of_tiles_an_image(monkeypatch, out_shape, expected):
+    monkeypatch.setattr(winograd, "WINOGRAD_TILES", 48)  # groups of 48 tiles (AVX-512)
+    assert winograd.by_winograd((32, 16, 3, 3), 1, (1, 1), (1, 1), out_shape, 4) == expected
 
 
 def test_the_reference_layers_take_it():

@@ -15,7 +15,8 @@ Summed over the channels, each of the 16 positions ``xi`` of ``M`` is a matrix p
 by channels (``U[xi]``) times channels by tiles (``V[xi]``): 16 GEMMs, which
 :func:`tap_product` computes (its offsets one per channel). The transforms are adds and
 subtracts only (``G``'s halves are applied to the weights, once a call), written as vector
-kernels over 8 tiles (float32) at a time (:func:`winograd_input`, :func:`winograd_output`).
+kernels over a vector of tiles at a time (8 float32 with AVX2, 16 with AVX-512; :func:`winograd_input`,
+:func:`winograd_output`).
 
 :func:`_winograd_forward_items` takes a group of ``WINOGRAD_TILES`` tiles at a time, so that the
 group's transformed input and products (16 positions each) stay in the L2 cache: the input rows
@@ -44,8 +45,8 @@ from ._schedule import run_shared
 #: panel of :func:`tap_product` (two float64 ones)
 WINOGRAD_TILES = PANEL_BYTES // 4
 #: spare columns past a group's tiles in the transformed input and the products: the transforms
-#: run whole vectors (up to 8 float32 tiles) past the group's last tile
-WINOGRAD_SPARE = 8
+#: run whole vectors (up to a vector's float32 lanes of tiles) past the group's last tile
+WINOGRAD_SPARE = VECTOR_BYTES // 4
 #: the 3x3 convolutions at stride 1 by F(2x2, 3x3) where :func:`by_winograd` says so (False: never)
 WINOGRAD = True
 #: the fewest input channels and filters a group that :func:`by_winograd` takes
