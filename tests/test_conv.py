@@ -282,6 +282,22 @@ def test_few_channel_convolutions_match_loops(channels, filters, groups, kernel,
         np.testing.assert_allclose(out, np.maximum(reference + residual, 0), rtol=1e-5, atol=1e-5)
 
 
+
+@pytest.mark.parametrize("weight_shape, groups, vector_bytes, expected", [
+    ((32, 3, 3, 3), 1, 64, False),  # an RGB stem of 32 filters: panels with the 512-bit block
+    ((32, 3, 3, 3), 1, 32, True),  # ... direct with the 256-bit one
+    ((8, 3, 3, 3), 1, 64, True),  # too few filters for panels
+    ((32, 2, 3, 3), 2, 64, True),  # grouped
+    ((32, 1, 3, 3), 32, 64, True),  # depthwise
+])
+def test_few_channel_rule_leaves_wide_stems_to_the_512_bit_panels(monkeypatch, weight_shape, groups, vector_bytes,
+                                                                   expected):
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    monkeypatch.setattr(cpu_conv, "VECTOR_BYTES", vector_bytes)  # (read by the Python rule, not compiled)
+    monkeypatch.setattr(cpu_conv, "panels_available", lambda: True)
+    assert cpu_conv._is_direct(weight_shape, groups, (2, 2), 112 * 112) == expected
+
 @settings(max_examples=30)
 @given(st.integers(1, 3), st.integers(1, 9), st.integers(1, 3), st.integers(1, 5), st.integers(1, 3),
        st.integers(1, 3), st.integers(1, 2), st.integers(1, 2), st.integers(0, 2), st.integers(0, 2),

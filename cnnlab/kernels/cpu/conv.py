@@ -789,14 +789,26 @@ def _is_direct(weight_shape, groups, stride, out_pixels):
     with at most ``DIRECT_MAX_CHANNELS`` input channels per group and a square window 3 or 5
     wide (those whose taps the direct loops sum at once), except at stride 1 with more than 8
     filters per group on planes under 64x64 (a CIFAR-sized stem), where the GEMM's columns
-    are compact and the GEMM wins (``bench/direct_conv.py``)."""
+    are compact and the GEMM wins (``bench/direct_conv.py``).
+
+    With the micro-kernel's 512-bit block (AVX-512), an ungrouped convolution of at least
+    ``PANEL_STEM_MIN_FILTERS`` filters is not direct either: the panels run it faster (float32,
+    batch 1, 2 threads, two rounds, us: RGB to 32 filters at 224x224, stride 2, 294-302 ->
+    174-187; to 24 at 640x640 1,884-1,910 -> 1,015-1,033; to 64 at stride 1 2,271-2,296 ->
+    1,344-1,348; to 16 at 80x160 50-69 -> 50-53)."""
     filters, per_group, kernel_h, kernel_w = weight_shape
     if per_group == 1 and filters == groups:
         return True
     if per_group > DIRECT_MAX_CHANNELS or kernel_h != kernel_w or kernel_w not in (3, 5):
         return False
+    if groups == 1 and filters >= PANEL_STEM_MIN_FILTERS and VECTOR_BYTES == 64 and panels_available():
+        return False
     return tuple(stride) != (1, 1) or filters // groups <= 8 or out_pixels >= 64 * 64
 
+
+#: with the 512-bit micro-kernel, an ungrouped few-channel convolution of this many filters or more goes to
+#: the panels, not the direct path (:func:`_is_direct`)
+PANEL_STEM_MIN_FILTERS = 16
 
 #: the GEMM path's columns through polyphase planes where :func:`_by_planes` says so (False: never)
 IM2COL_BY_PLANES = True
@@ -1114,10 +1126,9 @@ def _interleaved_gemm_rows(out_h, out_w, sample_block, filters):
 
 def _calls_blas(work):
     """Whether :func:`_run_forward` of ``work`` (from :func:`_forward_work`) calls BLAS: the GEMM
-    paths do (their caller holds the BLAS pool to one thread); the direct, panel and F(2x2, 3x3)
-    paths, and the small outputs' path by panels, never do."""
-    return work[0] not in (_direct_forward_items, _panel_forward_items, _interleaved_panel_items,
-                           _winograd_forward_items)
+    paths (im2col, pointwise, the small outputs' GEMMs) do, and their caller holds the BLAS pool
+    to one thread; the direct, panel and F(2x2, 3x3) paths never do."""
+    return work[0] in (_conv2d_forward_items, _pointwise_forward_items, _interleaved_forward_items)
 
 
 def _run_forward(work, x, weight, scale, shift, residual, has_residual, activation, low, high, out):
