@@ -520,6 +520,21 @@ def test_planes_rule_takes_windows_that_share_their_planes(out_w, shape, stride,
     assert cpu_conv._by_planes(out_w, *shape, *stride, dilation, filters) == expected
 
 
+@pytest.mark.parametrize("samples, columns, panel_bytes, budget, expected", [
+    (64, 8, 192, 10**6, 6),  # 48-column panels: 6 samples of 8 columns fill one, 8 would take two
+    (64, 8, 96, 10**6, 8),  # 24-column panels: 8 samples take three, as many on the busiest thread as 6 do
+    (20, 8, 192, 10**6, 5),  # 4 blocks of 5, one panel each
+    (64, 8, 192, 5, 5),  # within the budget
+    (64, 0, 192, 10**6, 8),  # not by panels: the default
+])
+def test_small_outputs_by_panels_take_blocks_that_fill_panels(monkeypatch, samples, columns, panel_bytes, budget,
+                                                               expected):
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    monkeypatch.setattr(cpu_conv, "PANEL_BYTES", panel_bytes)  # (read by the Python rule, not compiled)
+    assert cpu_conv._interleaved_sample_block(samples, 2, budget, columns, 4) == expected
+
+
 @pytest.mark.parametrize("x_shape, filters, samples, gemm_rows", [
     ((64, 6, 12, 12), 16, 8, 2),  # LeNet's second layer (5x5 onto 8x8): 8 blocks of 8, 128 columns a GEMM
     ((16, 64, 9, 9), 64, 8, 2),  # 7x7 outputs: 2 rows of 8 samples make 112 columns, 3 would pass 128
@@ -540,6 +555,7 @@ def test_small_outputs_put_the_samples_innermost(x_shape, filters, samples, gemm
         pytest.skip("needs two Numba threads")
     threads = numba.get_num_threads()
     numba.set_num_threads(2)
+    monkeypatch.setattr(cpu_conv, "PANELS", False)
     try:
         window = 5 if x_shape[2] == 12 else 3
         weight_shape = (filters, x_shape[1], window, window)
@@ -547,7 +563,6 @@ def test_small_outputs_put_the_samples_innermost(x_shape, filters, samples, gemm
     finally:
         numba.set_num_threads(threads)
     out_shape = (x_shape[0], filters) + geometry.out_shape
-    monkeypatch.setattr(cpu_conv, "PANELS", False)
     work = cpu_conv._forward_work(x_shape, weight_shape, out_shape, *geometry.args, geometry.filter_blocks,
                                   geometry.sample_block, dtype=np.float32)
     assert geometry.sample_block == samples

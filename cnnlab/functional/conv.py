@@ -401,7 +401,9 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
         # Blocks of 8 and 16 samples ran within 4 % of each other (LeNet's second layer at batch
         # 64, ResNet-18's 7x7 layers at batch 16: scratch timings)
         budget = max(1, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes * out_h))
-        sample_block = cpu_kernels.conv2d_interleaved_sample_block(samples, thread_count(), budget)
+        by_panels = cpu_kernels.conv2d_interleaved_by_panels(stride[1], math.prod(weight_shape) * np.dtype(dtype).itemsize)
+        sample_block = cpu_kernels.conv2d_interleaved_sample_block(samples, thread_count(), budget,
+                                                                   out_w if by_panels else 0, np.dtype(dtype).itemsize)
     row_block = taps * out_w * np.dtype(dtype).itemsize
     if sample_block == 1 and block_rows * row_block > int(config.IM2COL_CACHE_BYTES):
         # columns a few rows at a time, in the core's cache, rather than one GEMM over columns that
