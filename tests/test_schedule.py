@@ -348,6 +348,37 @@ def test_a_team_thread_keeps_off_the_core_that_hands_it_work():
     assert os.sched_getaffinity(member.thread.native_id) == os.sched_getaffinity(0) - {core}
 
 
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and two cores")
+def test_a_caller_that_moves_onto_the_team_threads_core_moves_the_thread(monkeypatch):
+    """After a rest the caller may wake on the core its team thread was kept on; the caller then
+    moves the thread off it when it hands the next share, even while the thread cannot run
+    (here: held asleep), rather than leave both on one core until the thread gets a share."""
+    monkeypatch.setattr(config, "WORKER_SPIN_LOOKS", 1)
+    allowed = os.sched_getaffinity(0)
+    first, second = sorted(allowed)[:2]
+    team = _schedule._WatchingTeam()
+    team.run(_fill, [(np.zeros(2), 0.0, 0, 1), (np.zeros(2), 0.0, 1, 2)])  # (its thread free to run anywhere)
+    member = team.members[0]
+    try:
+        os.sched_setaffinity(0, {first})
+        team.run(_fill, [(np.zeros(2), 0.0, 0, 1), (np.zeros(2), 0.0, 1, 2)])
+        assert first not in os.sched_getaffinity(member.thread.native_id)
+        deadline = time.monotonic() + 10
+        while not member.flags[_schedule.ASLEEP] and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert member.flags[_schedule.ASLEEP]
+        os.sched_setaffinity(0, {second})  # onto a core the thread may run on
+        with member.awake:  # the thread cannot leave its sleep while this is held
+            out = np.zeros(4)
+            team.run(_fill, [(out, 2.0, 0, 2), (out, 2.0, 2, 4)])
+            np.testing.assert_array_equal(out, 2.0 + np.arange(4))
+            assert member.avoided == second
+            assert second not in os.sched_getaffinity(member.thread.native_id)
+    finally:
+        os.sched_setaffinity(0, allowed)
+
 @pytest.mark.skipif(not hasattr(os, "sched_yield"), reason="the watching team needs sched_yield")
 def test_a_share_the_team_thread_has_not_taken_is_run_by_the_caller(monkeypatch):
     """A team thread that is slow to wake (here: held asleep) does not hold the caller up: the

@@ -186,7 +186,8 @@ class _Watcher:
             handed = _done_then_watch(self.flags, ticket, seen, config.WORKER_SPIN_LOOKS)
 
     def keep_off(self, core):
-        """Run on any allowed core but ``core``, the one the handing thread runs on.
+        """Have this thread run on any allowed core but ``core``, the one the handing thread runs
+        on (called by this thread, or by the caller when it hands a share from another core).
 
         A sleeping thread is woken by the thread that hands it a share (or releases the GIL it
         waits for), and Linux may wake it on the waker's core when the other core looks busy:
@@ -198,10 +199,10 @@ class _Watcher:
         if not hasattr(os, "sched_setaffinity"):
             return
         try:
-            allowed = os.sched_getaffinity(0) | self.kept_off
+            allowed = os.sched_getaffinity(self.thread.native_id) | self.kept_off
             others = allowed - {core}
             if others:
-                os.sched_setaffinity(0, others)
+                os.sched_setaffinity(self.thread.native_id, others)
             self.kept_off = allowed - others
         except OSError:  # the process's cores changed under us: leave the scheduler to it
             pass
@@ -221,6 +222,8 @@ class _Watcher:
         self.slot.append((ticket, function, arguments))
         if _ON_LINUX:
             _count_handed(self.flags)
+            if self.flags[CALLER_CORE] != self.avoided:  # the caller moved, maybe onto this thread's core
+                self.keep_off(int(self.flags[CALLER_CORE]))
         else:
             _count(self.flags, HANDED)
         if self.flags[ASLEEP]:
