@@ -440,17 +440,22 @@ def test_weight_gradient_by_panels_matches_loops(samples, height, width, kh, kw,
     np.testing.assert_allclose(grad_b, upstream.sum(axis=(0, 2, 3)), rtol=tolerance, atol=tolerance * 10)
 
 
-@pytest.mark.parametrize("out_w, kernel_w, stride, weight_bytes, columns, expected", [
-    (32, 3, 1, 36864, 1088, True),  # the CIFAR-sized 32-channel layer
-    (56, 3, 1, 147456, 870, True),  # ResNet's 56x56 layer, 15 rows an item
-    (16, 3, 1, 73728, 288, False),  # 32 to 64 channels at 16x16: 288 columns an item
-    (32, 3, 1, 160 * 1024 + 4, 1088, False), (32, 3, 1, 160 * 1024, 512, True), (32, 3, 2, 36864, 1088, False),
-    (15, 3, 1, 36864, 1088, False)])
-def test_weight_gradient_panels_rule(out_w, kernel_w, stride, weight_bytes, columns, expected, monkeypatch):
-    """Where the forward takes panels, within 160 KB of weights, on items of 512 columns or more."""
+@pytest.mark.parametrize("vector_bytes, out_w, kernel_w, stride, weight_bytes, columns, expected", [
+    (32, 32, 3, 1, 36864, 1088, True),  # the CIFAR-sized 32-channel layer
+    (32, 56, 3, 1, 147456, 870, True),  # ResNet's 56x56 layer, 15 rows an item
+    (32, 16, 3, 1, 73728, 288, False),  # 32 to 64 channels at 16x16: 288 columns an item
+    (32, 32, 3, 1, 160 * 1024 + 4, 1088, False), (32, 32, 3, 1, 160 * 1024, 512, True),
+    (32, 32, 3, 2, 36864, 1088, False), (32, 15, 3, 1, 36864, 1088, False),
+    (64, 56, 3, 1, 147456, 870, False),  # 16 lanes: ResNet's 56x56 layer's sums are 2.4 MB
+    (64, 32, 3, 1, 80 * 1024, 1088, True), (64, 32, 3, 1, 80 * 1024 + 4, 1088, False)])
+def test_weight_gradient_panels_rule(vector_bytes, out_w, kernel_w, stride, weight_bytes, columns, expected,
+                                     monkeypatch):
+    """Where the forward takes panels, within 1.25 MB of lane sums (160 KB of weights with 8
+    lanes, 80 KB with 16), on items of 512 columns or more."""
     from cnnlab.kernels.cpu import conv as cpu_conv
 
     monkeypatch.setattr(cpu_conv, "panels_available", lambda: True)
+    monkeypatch.setattr(cpu_conv, "VECTOR_BYTES", vector_bytes)  # (read by the Python rule, not compiled)
     assert cpu_conv._weight_gradient_by_panels(out_w, kernel_w, stride, stride, 1, weight_bytes, columns) == expected
 
 

@@ -1055,8 +1055,9 @@ PANEL_MAX_WEIGHT_BYTES = 256 * 1024
 def _weight_gradient_by_panels(out_w, kernel_w, stride_h, stride_w, dilation_w, weight_bytes, item_columns):
     """Whether :func:`_conv2d_backward_weight_items` takes its dot products by :func:`tap_dots`
     rather than by im2col and OpenBLAS: at stride 1, where the forward convolution would take
-    panels (:func:`_by_panels`), with at most ``DOTS_MAX_WEIGHT_BYTES`` of weights (their lane sums,
-    eight times as large, are a worker's), on items of at least ``DOTS_MIN_COLUMNS`` columns
+    panels (:func:`_by_panels`), with at most ``DOTS_MAX_SUM_BYTES`` of lane sums (a worker's:
+    the weights' bytes times a vector's lanes, 8 float32 with AVX2, 16 with AVX-512), on items
+    of at least ``DOTS_MIN_COLUMNS`` columns
     (``item_columns``: an item's output rows times the planes' ``pitch``; each call of
     :func:`tap_dots` costs about as much as 6 of its vector steps).
 
@@ -1065,13 +1066,19 @@ def _weight_gradient_by_panels(out_w, kernel_w, stride_h, stride_w, dilation_w, 
     5.65-5.89 -> 4.42-4.55; 32 to 32 at batch 32, 5.02-5.13 -> 4.08-4.34; 32 to 64 at 32x32,
     8.74-8.94 -> 8.08-8.27; a 5x5 window, 7.18-7.23 -> 5.80-5.87; ResNet's 56x56 layer at batch
     32, 52.3-52.6 -> 47.1-47.4 (at batch 1, 1.84-1.91 -> 1.89-1.93). Not taken: 32 to 64
-    channels at 16x16 (288 columns an item; forced, scratch: 2.41-2.44 -> 3.14-3.26)."""
+    channels at 16x16 (288 columns an item; forced, scratch: 2.41-2.44 -> 3.14-3.26).
+
+    With AVX-512 the lane sums of ResNet's 56x56 layer (147 KB of weights) take 2.4 MB, past the
+    L2 cache: by panels it ran in 36.1-37.7 ms at batch 32 and 1.59-1.80 at batch 1, by OpenBLAS
+    (SkylakeX kernels) in 29.3-35.7 and 1.14-1.27 (two rounds, same command)."""
+    lanes = VECTOR_BYTES // 4  # (float32's: the sums of the dtype the rule is tuned for)
     return stride_h == stride_w == 1 and _panel_rows_fit(out_w, kernel_w, 1, dilation_w, weight_bytes) \
-        and weight_bytes <= DOTS_MAX_WEIGHT_BYTES and item_columns >= DOTS_MIN_COLUMNS
+        and weight_bytes * lanes <= DOTS_MAX_SUM_BYTES and item_columns >= DOTS_MIN_COLUMNS
 
 
-#: the most bytes of weights (a group's) whose gradient :func:`_weight_gradient_by_panels` takes
-DOTS_MAX_WEIGHT_BYTES = 160 * 1024
+#: the most bytes of a worker's lane sums (a group's weights times a vector's float32 lanes)
+#: :func:`_weight_gradient_by_panels` takes: 160 KB of weights with AVX2, 80 KB with AVX-512
+DOTS_MAX_SUM_BYTES = 160 * 1024 * 8
 #: the fewest columns an item of a weight gradient by panels has
 DOTS_MIN_COLUMNS = 512
 
