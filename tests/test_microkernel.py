@@ -102,3 +102,17 @@ def test_deinterleave_pairs_matches_its_definition(count, s_start, first_at, sec
         out = target.copy()
         run(source, s_start, out, first_at, second_at, count)
         np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("features, block", [
+    ({"avx2": True, "fma": True, "avx512f": True}, (64, 8, 3)),  # 512-bit vectors, 24 of 32 registers
+    ({"avx2": True, "fma": True, "avx512f": False}, (32, 4, 3)),  # 256-bit vectors, 12 of 16 registers
+    ({"avx2": True, "fma": True}, (32, 4, 3)),
+])
+def test_register_block_follows_the_processor(features, block):
+    from cnnlab.kernels.cpu import _microkernel
+
+    assert _microkernel.register_block(features) == block
+    vector_bytes, mr, nv = _microkernel.register_block()  # this processor's, as the module took it
+    assert (_microkernel.VECTOR_BYTES, _microkernel.MR, _microkernel.NV) == (vector_bytes, mr, nv)
+    assert _microkernel.PANEL_BYTES == nv * vector_bytes and panel_width(np.zeros(1, np.float32)) == nv * vector_bytes // 4
