@@ -52,7 +52,7 @@ def main():
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--train", action="store_true", help="ResNet-18's training step (the model is its ONNX file)")
     args = parser.parse_args()
-    calls = args.calls or (2 if args.train else 20)
+    calls = args.calls if args.calls is not None else (2 if args.train else 20)
     if args.batch < 1 or calls < 1 or args.top < 0:
         parser.error("--batch and --calls must be at least 1, --top at least 0")
     numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
