@@ -16,6 +16,7 @@ are Python wrappers around each call (about a microsecond each).
 
 import argparse
 import collections
+import os
 import statistics
 import time
 
@@ -55,6 +56,8 @@ def main():
     calls = args.calls if args.calls is not None else (2 if args.train else 20)
     if args.batch < 1 or calls < 1 or args.top < 0:
         parser.error("--batch and --calls must be at least 1, --top at least 0")
+    if not os.path.isfile(args.model):
+        parser.error(f"no such ONNX file: {args.model}")
     numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     spent = collections.defaultdict(float)
     _wrap("run_conv2d_forward_work", _forward_key, spent)
