@@ -401,3 +401,30 @@ def test_a_share_the_team_thread_has_not_taken_is_run_by_the_caller(monkeypatch)
     for _ in range(5):
         team.run(_fill, [(out, 1.0, 0, 4), (out, 1.0, 4, 8)])
     np.testing.assert_array_equal(out, 1.0 + np.arange(8))
+
+
+class _Clock:
+    """A stand-in for ``time.perf_counter`` whose timed runs take ``run`` seconds each."""
+
+    def __init__(self, run):
+        self.run, self.now, self.calls = run, 0.0, 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.calls % 2 == 0:  # the end of a timed run
+            self.now += self.run
+        return self.now
+
+
+def test_the_settle_is_a_time_turned_into_yields_on_this_machine(monkeypatch):
+    # 1,000 yields timed at 200 us: 0.2 us a yield, so 6 us is 30 yields and 1 us is 5
+    monkeypatch.setattr(_schedule.time, "perf_counter", _Clock(200e-6))
+    assert _schedule.settle_yields(6e-6, count=1000) == 30
+    monkeypatch.setattr(_schedule.time, "perf_counter", _Clock(200e-6))
+    assert _schedule.settle_yields(1e-6, count=1000) == 5
+    monkeypatch.setattr(_schedule, "SETTLE_SECONDS", 2e-6)
+    monkeypatch.setattr(_schedule.time, "perf_counter", _Clock(200e-6))
+    assert _schedule.settle_yields(count=1000) == 10
+    # at least one yield, however slow they are
+    monkeypatch.setattr(_schedule.time, "perf_counter", _Clock(1.0))
+    assert _schedule.settle_yields(1e-6, count=1000) == 1

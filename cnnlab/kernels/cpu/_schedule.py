@@ -25,7 +25,10 @@ condition until woken. A share handed through a queue instead (a sleeping thread
 GIL passed back and forth) cost 30 to 60 us on a 2-core machine, as much as a 14x14
 convolution of MobileNetV2 at batch 1; watched, about 7 us (``bench/handoff.py``). The flag that a share is done
 is also set from compiled code, so that neither thread waits for the GIL while the other holds
-it (a thread that waits for the GIL sleeps, and waking it is the slow part).
+it (a thread that waits for the GIL sleeps, and waking it is the slow part). For the same reason
+the team's thread, seeing a share, yields for ``SETTLE_SECONDS`` (a count of yields timed when
+it starts, :func:`settle_yields`) before it reaches for the GIL, which the caller holds until its
+own share's compiled call starts.
 
 A share the team's thread has not taken yet when the caller finishes its own is run by the
 caller (:meth:`_Watcher.finish`): a thread asleep after a pause between calls (a training
@@ -37,6 +40,7 @@ import os
 import queue
 import sys
 import threading
+import time
 
 import numba
 import numpy as np
@@ -49,7 +53,8 @@ from ... import config
 
 # a team thread's counters: shares handed to it, shares done, asleep; the core the last share was handed from
 HANDED, DONE, ASLEEP, CALLER_CORE = 0, 1, 2, 3
-SETTLE_LOOKS = 4  # yields (about 2 us) between seeing a share and reaching for the GIL
+#: how long the team's thread waits, yielding, between seeing a share and reaching for the GIL (seconds)
+SETTLE_SECONDS = 6e-6
 
 
 @njit(cache=True, nogil=True)
@@ -113,22 +118,48 @@ def _watch(flags, index, seen, looks):
 
 
 @njit(cache=True, nogil=True)
-def _watch_for_share(flags, seen, looks):
-    """Watch for the next share (:func:`_watch`); when it comes, a few more yields before
+def _yields(count):
+    """Yield the processor ``count`` times."""
+    for _ in range(count):
+        _sched_yield()
+
+
+@njit(cache=True, nogil=True)
+def _watch_for_share(flags, seen, looks, settle):
+    """Watch for the next share (:func:`_watch`); when it comes, ``settle`` more yields before
     returning (and taking the GIL): the handing thread is then inside its own share, no longer
     holding the GIL, and this one does not sleep waiting for it."""
     handed = _watch(flags, HANDED, seen, looks)
     if handed:
-        for _ in range(SETTLE_LOOKS):
-            _sched_yield()
+        _yields(settle)
     return handed
 
 
 @njit(cache=True, nogil=True)
-def _done_then_watch(flags, ticket, seen, looks):
+def _done_then_watch(flags, ticket, seen, looks, settle):
     """Mark share ``ticket`` done, then :func:`_watch_for_share`."""
     flags[DONE] = ticket
-    return _watch_for_share(flags, seen, looks)
+    return _watch_for_share(flags, seen, looks, settle)
+
+
+def settle_yields(seconds=None, trials=5, count=1000):
+    """How many yields of the processor take ``seconds`` (``SETTLE_SECONDS`` by default) on this
+    machine, timed here (the fastest of ``trials`` runs of ``count`` yields).
+
+    A thread that reaches for the GIL while another holds it sleeps until woken, and waking it
+    on another core is slow (20 to 25 us on a 2-core virtual machine, where a processor that
+    goes idle halts). The caller holds the GIL from counting a share handed until its own
+    share's compiled call starts, 3 to 4 us of Python; the team's thread, seeing the share,
+    yields this long first. A yield's cost differs between machines (0.25 us on a 2-core Intel
+    Xeon, in the system call), so the count is timed, not fixed."""
+    seconds = SETTLE_SECONDS if seconds is None else seconds
+    _yields(1)  # compiled (or loaded) before timing
+    best = float("inf")
+    for _ in range(trials):
+        start = time.perf_counter()
+        _yields(count)
+        best = min(best, time.perf_counter() - start)
+    return max(1, round(seconds * count / max(best, 1e-9)))
 
 
 @njit(cache=True, nogil=True)
@@ -163,8 +194,8 @@ class _Watcher:
         self.thread.start()
 
     def serve(self):
-        seen = 0
-        handed = _watch_for_share(self.flags, seen, config.WORKER_SPIN_LOOKS)
+        seen, settle = 0, settle_yields()
+        handed = _watch_for_share(self.flags, seen, config.WORKER_SPIN_LOOKS, settle)
         while True:
             if not handed:
                 self.sleep(seen)
@@ -172,7 +203,7 @@ class _Watcher:
             try:
                 ticket, function, arguments = self.slot.pop()
             except IndexError:  # the caller took it back and ran it
-                handed = _watch_for_share(self.flags, seen, config.WORKER_SPIN_LOOKS)
+                handed = _watch_for_share(self.flags, seen, config.WORKER_SPIN_LOOKS, settle)
                 continue
             if _ON_LINUX and self.flags[CALLER_CORE] != self.avoided:
                 self.keep_off(int(self.flags[CALLER_CORE]))
@@ -183,7 +214,7 @@ class _Watcher:
             # let go of the share's arrays before waiting for the next one: held here, a buffer
             # pool would see them still in use after the call, and make new ones
             function = arguments = None
-            handed = _done_then_watch(self.flags, ticket, seen, config.WORKER_SPIN_LOOKS)
+            handed = _done_then_watch(self.flags, ticket, seen, config.WORKER_SPIN_LOOKS, settle)
 
     def keep_off(self, core):
         """Have this thread run on any allowed core but ``core``, the one the handing thread runs
