@@ -400,6 +400,7 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
                                    (stride, stride), ((pad, pad), (pad, pad)), (dh, dw), groups)
     residual = rng.standard_normal(reference.shape).astype(dtype)
     rule, innermost, direct = cpu_conv._by_panels, cpu_conv._samples_innermost, cpu_conv._is_direct
+    chunk_bytes, taps = cpu_conv.PANEL_CHUNK_BYTES, cpu_conv.PANEL_TAPS
     cpu_conv._by_panels = lambda *geometry: True
     cpu_conv._samples_innermost = cpu_conv._is_direct = lambda *arguments: False
     config.GEMM_MIN_COLUMNS = 1  # (small outputs: one sample an item, not several side by side)
@@ -416,7 +417,7 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
                                       resolved.sample_block, dtype=x.dtype)
     finally:
         cpu_conv._by_panels, cpu_conv._samples_innermost, cpu_conv._is_direct = rule, innermost, direct
-        cpu_conv.PANEL_CHUNK_BYTES, cpu_conv.PANEL_TAPS = 256 * 1024, 144
+        cpu_conv.PANEL_CHUNK_BYTES, cpu_conv.PANEL_TAPS = chunk_bytes, taps
         config.reset()
     pointwise = (kh, kw, stride, pad) == (1, 1, 1, 0)
     assert resolved.sample_block == resolved.filter_blocks == 1
@@ -438,16 +439,50 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
     (5, 3, 10, 1, 7, 4, 7),  # never more than the item's rows
     (4096, 512, 4096, 1, 9, 4, 1)])  # at least one
 def test_panel_chunks_keep_product_and_planes_within_the_budget(filters, channels, pitch, stride, block_rows,
-                                                                itemsize, expected):
+                                                                itemsize, expected, monkeypatch):
     """A panel item's output rows go in chunks of one size whose product (every filter, rounded
     up to 4, ``pitch`` values a row) and planes (``stride ** 2`` plane rows a channel per output
-    row) fit ``PANEL_CHUNK_BYTES`` (256 KB)."""
+    row) fit ``PANEL_CHUNK_BYTES`` (here 256 KB, its least)."""
     from cnnlab.kernels.cpu import conv as cpu_conv
+
+    monkeypatch.setattr(cpu_conv, "PANEL_CHUNK_BYTES", 256 * 1024)
 
     rows = cpu_conv._panel_chunk_rows(filters, channels, pitch, stride, stride, block_rows, itemsize)
     assert rows == expected
     per_row = (-(-filters // 4) * 4 + channels * stride * stride) * pitch * itemsize
     assert rows == 1 or rows * per_row <= cpu_conv.PANEL_CHUNK_BYTES
+
+
+def _cache_folders(root, caches):
+    """A stand-in for Linux's ``cpu0/cache`` folder under ``root``: one ``indexN`` folder per
+    ``(level, type, size)``."""
+    for number, (level, kind, size) in enumerate(caches):
+        folder = root / f"index{number}"
+        folder.mkdir()
+        for name, text in (("level", level), ("type", kind), ("size", size)):
+            (folder / name).write_text(f"{text}\n")
+    return str(root)
+
+
+@pytest.mark.parametrize("caches, expected", [
+    ([("1", "Data", "48K"), ("1", "Instruction", "64K"), ("2", "Unified", "2048K"), ("3", "Unified", "491520K")],
+     2 << 20),
+    ([("1", "Data", "32K"), ("2", "Unified", "1M")], 1 << 20),
+    ([("1", "Data", "32K"), ("1", "Instruction", "32K")], None),  # no L2
+    ([("2", "Unified", "lots")], None)])  # a size that does not read
+def test_the_l2_cache_is_read_from_linux_cache_folders(tmp_path, caches, expected):
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    assert cpu_conv._l2_cache_bytes(_cache_folders(tmp_path, caches)) == expected
+    assert cpu_conv._l2_cache_bytes(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.parametrize("l2_bytes, expected", [(None, 256 << 10), (512 << 10, 256 << 10), (1 << 20, 256 << 10),
+                                                (2 << 20, 512 << 10), (4 << 20, 1 << 20)])
+def test_panel_chunks_take_a_quarter_of_the_l2_cache_and_at_least_256_kb(l2_bytes, expected):
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    assert cpu_conv.panel_chunk_bytes(l2_bytes) == expected
 
 
 @pytest.mark.skipif(not panels_available(), reason="the panel kernel needs AVX2 and FMA")
