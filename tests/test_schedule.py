@@ -140,6 +140,19 @@ def test_claimed_pieces_cover_the_items_once_in_order_large_first(items, workers
     assert min(sizes[:-1] or sizes) >= sixteenth
 
 
+@pytest.mark.parametrize("items, workers", [(11, 2), (32, 2), (7, 3), (10, 4), (3, 3), (1, 1), (100, 8)])
+def test_shares_cover_the_items_once_the_first_taking_the_extra_ones(items, workers):
+    """Contiguous, in order, each ``items // workers`` or one more; the larger ones first (the
+    calling thread runs the first share, the team's threads start later)."""
+    bounds = _schedule.shares(items, workers)
+    assert len(bounds) == workers and bounds[0][0] == 0 and bounds[-1][1] == items
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    sizes = [last - first for first, last in bounds]
+    assert set(sizes) <= {items // workers, -(-items // workers)}
+    assert sizes == sorted(sizes, reverse=True)
+    assert _schedule.shares(11, 2) == [(0, 6), (6, 11)]
+
+
 def test_pieces_are_one_share_each_unless_the_work_is_large_and_the_items_many(monkeypatch):
     monkeypatch.setattr(config, "CLAIM_MIN_WORK", 1000)
     assert _schedule.pieces(32, 2, 999) == _schedule.shares(32, 2)
