@@ -283,20 +283,51 @@ def test_few_channel_convolutions_match_loops(channels, filters, groups, kernel,
 
 
 
-@pytest.mark.parametrize("weight_shape, groups, vector_bytes, expected", [
-    ((32, 3, 3, 3), 1, 64, False),  # an RGB stem of 32 filters: panels with the 512-bit block
-    ((32, 3, 3, 3), 1, 32, True),  # ... direct with the 256-bit one
-    ((8, 3, 3, 3), 1, 64, True),  # too few filters for panels
-    ((32, 2, 3, 3), 2, 64, True),  # grouped
-    ((32, 1, 3, 3), 32, 64, True),  # depthwise
+@pytest.mark.parametrize("weight_shape, groups, samples, pixels, vector_bytes, expected", [
+    ((32, 3, 3, 3), 1, 1, 112 * 112, 64, False),  # an RGB stem of 32 filters: panels with the 512-bit block
+    ((32, 3, 3, 3), 1, 1, 112 * 112, 32, True),  # ... direct with the 256-bit one
+    ((16, 3, 3, 3), 1, 1, 8 * 8, 64, False),  # 16 filters: panels however small the output
+    ((8, 3, 3, 3), 1, 1, 112 * 112, 64, False),  # fewer filters onto 64x64 pixels or more: panels
+    ((6, 1, 5, 5), 1, 64, 24 * 24, 64, False),  # ... LeNet's first layer at batch 64
+    ((6, 1, 5, 5), 1, 64, 24 * 24, 32, True),  # ... direct with the 256-bit block
+    ((6, 1, 5, 5), 1, 1, 24 * 24, 64, True),  # ... one small image: direct
+    ((4, 1, 3, 3), 1, 64, 28 * 28, 64, True),  # half a block of filters or less: direct
+    ((32, 2, 3, 3), 2, 64, 112 * 112, 64, True),  # grouped
+    ((32, 1, 3, 3), 32, 64, 112 * 112, 64, True),  # depthwise
 ])
-def test_few_channel_rule_leaves_wide_stems_to_the_512_bit_panels(monkeypatch, weight_shape, groups, vector_bytes,
-                                                                   expected):
+def test_few_channel_rule_leaves_wide_or_large_convolutions_to_the_512_bit_panels(monkeypatch, weight_shape, groups,
+                                                                                   samples, pixels, vector_bytes,
+                                                                                   expected):
     from cnnlab.kernels.cpu import conv as cpu_conv
 
     monkeypatch.setattr(cpu_conv, "VECTOR_BYTES", vector_bytes)  # (read by the Python rule, not compiled)
+    monkeypatch.setattr(cpu_conv, "MR", 8 if vector_bytes == 64 else 4)
     monkeypatch.setattr(cpu_conv, "panels_available", lambda: True)
-    assert cpu_conv._is_direct(weight_shape, groups, (2, 2), 112 * 112) == expected
+    assert cpu_conv._is_direct(weight_shape, groups, (2, 2), pixels, samples) == expected
+
+
+@pytest.mark.skipif(not panels_available(), reason="the panel kernel needs AVX2 and FMA")
+@pytest.mark.parametrize("shape, stride, padding, size", [((6, 1, 5, 5), 1, 0, (26, 28)), ((8, 3, 3, 3), 2, 1, (34, 36)),
+                                                           ((6, 2, 3, 3), 1, 1, (20, 22))])
+def test_few_channel_convolutions_by_panels_match_loops(monkeypatch, shape, stride, padding, size):
+    """Few-channel convolutions the rule sends to the panels (with the 512-bit block; here
+    whatever the block compiled), plane rows wider than the panels' width rule allows
+    included (a 5x5 window: 28 columns for 24): the panels' output, equal to the loops."""
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    monkeypatch.setattr(cpu_conv, "VECTOR_BYTES", 64)
+    monkeypatch.setattr(cpu_conv, "MR", 8)
+    rng = np.random.default_rng(shape[0])
+    x = rng.standard_normal((16, shape[1], *size)).astype(np.float64)
+    w = rng.standard_normal(shape).astype(np.float64)
+    b = rng.standard_normal(shape[0]).astype(np.float64)
+    out = F.conv2d(x, w, b, stride=stride, padding=padding, activation="relu")
+    resolved = conv_geometry(x.shape, w.shape, x.dtype, stride, padding, 1, 1)
+    work = cpu_conv._forward_work(x.shape, w.shape, out.shape, *resolved.args, resolved.filter_blocks,
+                                  resolved.sample_block, dtype=x.dtype)
+    assert work[0] is cpu_conv._panel_forward_items
+    reference = naive.conv2d_loops(x, w, b, (stride, stride), ((padding, padding), (padding, padding)), (1, 1), 1)
+    np.testing.assert_allclose(out, np.maximum(reference, 0), rtol=1e-12, atol=1e-12)
 
 @settings(max_examples=30)
 @given(st.integers(1, 3), st.integers(1, 9), st.integers(1, 3), st.integers(1, 5), st.integers(1, 3),

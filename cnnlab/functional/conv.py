@@ -373,7 +373,7 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
     pads = resolve_padding(padding, (kernel_h, kernel_w), stride, dilation, (height, width))
     out_h, out_w = window_output_shape(height, width, (kernel_h, kernel_w), stride, pads, dilation)
     taps = channels_per_group * kernel_h * kernel_w
-    direct = cpu_kernels.conv2d_is_direct(weight_shape, groups, stride, out_h * out_w)  # no GEMM, no columns
+    direct = cpu_kernels.conv2d_is_direct(weight_shape, groups, stride, out_h * out_w, samples)  # no GEMM, no columns
     workers = cpu_workers(conv_work(samples * filters * out_h * out_w, taps, direct))
     row_bytes = taps * out_w * np.dtype(dtype).itemsize * workers
     block_rows = max(1, min(out_h, int(config.IM2COL_MAX_BYTES) // max(1, row_bytes)))

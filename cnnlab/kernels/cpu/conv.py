@@ -783,33 +783,60 @@ def _per_filter_epilogue(values, scale, shift, code, low, high, unit):
 DIRECT_MAX_CHANNELS = 4
 
 
-def _is_direct(weight_shape, groups, stride, out_pixels):
+def _is_direct(weight_shape, groups, stride, out_pixels, samples=1):
     """Whether a convolution of these weights (F, C // groups, KH, KW) at ``stride`` (a pair)
-    onto output planes of ``out_pixels`` is computed directly from the input planes
+    onto ``samples`` output planes of ``out_pixels`` is computed directly from the input planes
     (:func:`_direct_forward_items`) rather than by im2col and a GEMM: a depthwise one, or one
     with at most ``DIRECT_MAX_CHANNELS`` input channels per group and a square window 3 or 5
     wide (those whose taps the direct loops sum at once), except at stride 1 with more than 8
     filters per group on planes under 64x64 (a CIFAR-sized stem), where the GEMM's columns
     are compact and the GEMM wins (``bench/direct_conv.py``).
 
-    With the micro-kernel's 512-bit block (AVX-512), an ungrouped convolution of at least
-    ``PANEL_STEM_MIN_FILTERS`` filters is not direct either: the panels run it faster (float32,
-    batch 1, 2 threads, two rounds, us: RGB to 32 filters at 224x224, stride 2, 294-302 ->
-    174-187; to 24 at 640x640 1,884-1,910 -> 1,015-1,033; to 64 at stride 1 2,271-2,296 ->
-    1,344-1,348; to 16 at 80x160 50-69 -> 50-53)."""
-    filters, per_group, kernel_h, kernel_w = weight_shape
+    With the micro-kernel's 512-bit block (AVX-512), an ungrouped convolution is not direct
+    either where the panels run it faster (:func:`_few_channels_by_panels`)."""
+    filters, per_group = weight_shape[:2]
     if per_group == 1 and filters == groups:
         return True
-    if per_group > DIRECT_MAX_CHANNELS or kernel_h != kernel_w or kernel_w not in (3, 5):
+    if not _few_channels(weight_shape):
         return False
-    if groups == 1 and filters >= PANEL_STEM_MIN_FILTERS and VECTOR_BYTES == 64 and panels_available():
+    if groups == 1 and _few_channels_by_panels(filters, samples * out_pixels):
         return False
     return tuple(stride) != (1, 1) or filters // groups <= 8 or out_pixels >= 64 * 64
 
 
+def _few_channels(weight_shape):
+    """Whether weights (F, C // groups, KH, KW) have the few input channels per group and the
+    window (square, 3 or 5 wide) of the direct loops (:func:`_is_direct`)."""
+    per_group, kernel_h, kernel_w = weight_shape[1:]
+    return per_group <= DIRECT_MAX_CHANNELS and kernel_h == kernel_w and kernel_w in (3, 5)
+
+
+def _few_channels_by_panels(filters, pixels):
+    """Whether an ungrouped few-channel convolution (:func:`_few_channels`) of ``filters`` onto
+    ``pixels`` output pixels in all (every sample's) is computed by panels rather than by the
+    direct loops: with the micro-kernel's 512-bit block (AVX-512) only, for at least
+    ``PANEL_STEM_MIN_FILTERS`` filters, or more than half a block of ``MR`` filters on at least
+    ``PANEL_FEW_MIN_PIXELS`` pixels. The panels' width rule (:func:`_by_panels`) does not apply
+    to these: the direct loops, not im2col, are what the panels replace.
+
+    Float32, 2 threads, two runs, us, direct -> panels: RGB to 32 filters at 224x224, stride 2,
+    batch 1, 294-302 -> 174-187; to 24 at 640x640 1,884-1,910 -> 1,015-1,033; to 64 at stride 1
+    2,271-2,296 -> 1,344-1,348; to 16 at 80x160 50-69 -> 50-53. With fewer filters (a ReLU after;
+    ``N,C,H,F,K,S,P``): LeNet's first reference convolution (64,1,28,6,5,1,0) 189-191 -> 105-106;
+    32,3,32,6,5,1,0 285-292 -> 146-150; 32,3,32,8,3,1,1 195-198 -> 111-112; 64,4,12,8,3,1,1
+    162-175 -> 79; 1,3,224,8,3,2,1 102 -> 79-80; 16,3,64,4,3,1,1 175 -> 152-155; 128,1,8,8,3,1,1
+    54-55 -> 51. Not taken: 4 filters (64,1,28,4,3,1,1: 76-77 against 79-81), and single small
+    images (1,1,28,6,5,1,0: 42-43 against 47-49; 1,3,32,8,3,1,1: 35-36 against 51)."""
+    if VECTOR_BYTES != 64 or not panels_available():
+        return False
+    return filters >= PANEL_STEM_MIN_FILTERS or filters > MR // 2 and pixels >= PANEL_FEW_MIN_PIXELS
+
+
 #: with the 512-bit micro-kernel, an ungrouped few-channel convolution of this many filters or more goes to
-#: the panels, not the direct path (:func:`_is_direct`)
+#: the panels, not the direct path (:func:`_few_channels_by_panels`) ...
 PANEL_STEM_MIN_FILTERS = 16
+#: ... as does one of fewer (but more than half of ``MR``) onto this many output pixels in all
+PANEL_FEW_MIN_PIXELS = 64 * 64
 
 #: the GEMM path's columns through polyphase planes where :func:`_by_planes` says so (False: never)
 IM2COL_BY_PLANES = True
@@ -946,7 +973,7 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
     blocks = _row_blocks(out_shape[2], block_rows)
     filters, channels_per_group, kernel_h, kernel_w = weight_shape
     small_gemm = small_gemm_limit(dtype)
-    if _is_direct(weight_shape, groups, (stride_h, stride_w), out_shape[2] * out_shape[3]):
+    if _is_direct(weight_shape, groups, (stride_h, stride_w), out_shape[2] * out_shape[3], x_shape[0]):
         return (_direct_forward_items, x_shape[0] * groups * blocks, workers,
                 (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows))
     if kernel_h == kernel_w == 1 and stride_h == stride_w == 1 and pad_h == pad_w == 0 \
@@ -969,9 +996,10 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
         return (_interleaved_forward_items, sample_blocks, workers,
                 (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, sample_block,
                  _interleaved_gemm_rows(out_shape[2], out_shape[3], sample_block, filters), small_gemm))
-    if filter_blocks == sample_block == 1 and _by_panels(out_shape[3], kernel_h, kernel_w, stride_h, stride_w,
-                                                         dilation_h, dilation_w,
-                                                         math.prod(weight_shape) // groups * np.dtype(dtype).itemsize):
+    weight_bytes = math.prod(weight_shape) // groups * np.dtype(dtype).itemsize
+    if filter_blocks == sample_block == 1 and (
+            _by_panels(out_shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, weight_bytes)
+            or groups == 1 and _few_channels(weight_shape) and _panels_fit(weight_bytes)):  # (not direct: by panels)
         chunk_rows = _panel_chunk_rows(filters // groups, channels_per_group,
                                        _plane_extent(out_shape[3], kernel_w, stride_w, dilation_w), stride_h, stride_w,
                                        min(block_rows, out_shape[2]), np.dtype(dtype).itemsize)
