@@ -480,3 +480,21 @@ def test_progress_leaves_compile_time_out_of_the_rate_and_eta():
     line = progress._line(100, 0.5, 0.25, final=False)
     assert "50 samples/s" in line and "ETA 4.0s" in line  # 100 samples in 2 s of running
     assert "10.0s" in progress._line(300, 0.5, 0.25, final=True)
+
+
+def test_predict_infers_the_layer_shapes_once_per_image_shape_and_set_of_layers(monkeypatch):
+    model = small_cnn()
+    calls = []
+    original = model.output_shapes
+    monkeypatch.setattr(model, "output_shapes", lambda shape: calls.append(tuple(shape)) or original(shape))
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    model.predict(x)
+    model.predict(x[:1])
+    assert calls == [(1, 8, 8)]
+    model.replace_head(5)  # another layer: checked again
+    assert model.predict(x).shape == (2,)
+    assert calls == [(1, 8, 8)] * 2
+    for _ in range(2):  # a misfit is refused every time, not remembered
+        with pytest.raises(ValueError, match="does not fit layer 0"):
+            model.predict(np.zeros((1, 3, 8, 8), np.float32))
+    assert len(calls) == 4
