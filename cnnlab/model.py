@@ -396,7 +396,7 @@ class Model:
             bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
             raise ValueError(f"{name} contains {bad} NaN or infinite values")
         # the layers' shape inference once per image shape and set of layers, not on every call
-        # (MobileNetV2's, about 0.7 ms, was a twelfth of a single image's predict)
+        # (MobileNetV2's, about 0.7 ms, was a tenth of a single image's predict)
         fitting = (tuple(x.shape[1:]), tuple(id(node.layer) for node in self._graph.nodes))
         if self.__dict__.get("_fitting") != fitting:
             self.output_shapes(x.shape[1:])

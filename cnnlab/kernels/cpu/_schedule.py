@@ -147,11 +147,12 @@ def settle_yields(seconds=None, trials=5, count=1000):
     machine, timed here (the fastest of ``trials`` runs of ``count`` yields).
 
     A thread that reaches for the GIL while another holds it sleeps until woken, and waking it
-    on another core is slow (20 to 25 us on a 2-core virtual machine, where a processor that
-    goes idle halts). The caller holds the GIL from counting a share handed until its own
-    share's compiled call starts, 3 to 4 us of Python; the team's thread, seeing the share,
-    yields this long first. A yield's cost differs between machines (0.25 us on a 2-core Intel
-    Xeon, in the system call), so the count is timed, not fixed."""
+    on another core is slow on a virtual machine, where a processor that goes idle halts. The
+    caller holds the GIL from counting a share handed until its own share's compiled call
+    starts, a few microseconds of Python; the team's thread, seeing the share, yields this long
+    first. A yield's cost differs between machines, so the count is timed, not fixed: with 4
+    yields, on a 2-core Intel Xeon, MobileNetV2's second-thread shares started about 30 us after
+    the hand, with 6 us of them 12 us after (``bench/team_wait.py``; docs/performance.md)."""
     seconds = SETTLE_SECONDS if seconds is None else seconds
     _yields(1)  # compiled (or loaded) before timing
     best = float("inf")
@@ -383,7 +384,7 @@ def shares(items, workers):
     divide evenly, the first shares take the extra items: the calling thread runs the first,
     and the team's threads start theirs several microseconds later (``bench/team_wait.py``).
     LeNet's second reference convolution has 11 items (blocks of 6 samples): 6 and 5, not 5
-    and 6 (2 threads, in one process, three runs of three medians: 0.122-0.128 -> 0.115-0.120 ms)."""
+    and 6 (``bench/conv_engines.py``, 2 threads: 1.11x PyTorch -> 1.07x and 1.10x)."""
     size, extra = divmod(items, workers)
     bounds = [w * size + min(w, extra) for w in range(workers + 1)]
     return list(zip(bounds, bounds[1:]))

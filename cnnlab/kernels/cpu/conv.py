@@ -819,14 +819,14 @@ def _few_channels_by_panels(filters, pixels):
     ``PANEL_FEW_MIN_PIXELS`` pixels. The panels' width rule (:func:`_by_panels`) does not apply
     to these: the direct loops, not im2col, are what the panels replace.
 
-    Float32, 2 threads, two runs, us, direct -> panels: RGB to 32 filters at 224x224, stride 2,
-    batch 1, 294-302 -> 174-187; to 24 at 640x640 1,884-1,910 -> 1,015-1,033; to 64 at stride 1
-    2,271-2,296 -> 1,344-1,348; to 16 at 80x160 50-69 -> 50-53. With fewer filters (a ReLU after;
-    ``N,C,H,F,K,S,P``): LeNet's first reference convolution (64,1,28,6,5,1,0) 189-191 -> 105-106;
-    32,3,32,6,5,1,0 285-292 -> 146-150; 32,3,32,8,3,1,1 195-198 -> 111-112; 64,4,12,8,3,1,1
-    162-175 -> 79; 1,3,224,8,3,2,1 102 -> 79-80; 16,3,64,4,3,1,1 175 -> 152-155; 128,1,8,8,3,1,1
-    54-55 -> 51. Not taken: 4 filters (64,1,28,4,3,1,1: 76-77 against 79-81), and single small
-    images (1,1,28,6,5,1,0: 42-43 against 47-49; 1,3,32,8,3,1,1: 35-36 against 51)."""
+    ``bench/direct_conv.py --direct`` against ``bench/direct_conv.py``, float32, a ReLU after, 2
+    threads, two rounds, us, direct -> panels: RGB to 32 filters at 224x224, stride 2, batch 1,
+    268-269 -> 142-170; to 24 at 640x640 1,916-1,945 -> 976-1,065; to 64 at stride 1 2,840-2,942
+    -> 1,591-1,692. With fewer filters (samples x channels->filters, size, window): 64 x 1->6,
+    28x28, 5x5 (LeNet's first layer) 205-215 -> 115-128; 32 x 3->6, 32x32, 5x5 325-344 ->
+    163-176; 32 x 3->8, 32x32, 3x3 185-192 -> 101-106; 64 x 4->8, 12x12, 3x3 151-156 -> 65-70.
+    Not taken: 4 filters, and single small images (1 x 3->8 at 32x32 and 1 x 1->6 at 28x28, 17-25
+    us either way)."""
     if VECTOR_BYTES != 64 or not panels_available():
         return False
     return filters >= PANEL_STEM_MIN_FILTERS or filters > MR // 2 and pixels >= PANEL_FEW_MIN_PIXELS
@@ -1041,9 +1041,8 @@ def panel_chunk_bytes(l2_bytes):
 
     256 KB suits the L2 caches of 512 KB and 1 MB it was measured on. With 2 MB (an Intel Xeon
     with AVX-512), 512 KB chunks compute fewer columns past the output's and copy fewer halo
-    rows (``bench/panel_conv.py``, 2 threads, two rounds, ms: the stride-2 reference shape
-    5.71-5.99 -> 5.03-5.24, ResNet-18's 7x7 stem at batch 16 17.3-17.7 -> 16.2-16.6, the other
-    panel layers within their rounds' spread)."""
+    rows (``bench/panel_conv.py --threads 1``, two rounds, ms: the stride-2 reference shape
+    11.71-12.18 -> 10.47-10.49, ResNet-18's 7x7 stem at batch 16 33.2-34.6 -> 31.8-32.1)."""
     return max(256 * 1024, (l2_bytes or 0) // 4)
 
 
