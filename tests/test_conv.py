@@ -513,7 +513,7 @@ def test_the_l2_cache_is_read_from_linux_cache_folders(tmp_path, caches, expecte
 def test_panel_chunks_take_a_quarter_of_the_l2_cache_and_at_least_256_kb(l2_bytes, expected):
     from cnnlab.kernels.cpu import conv as cpu_conv
 
-    assert cpu_conv.panel_chunk_bytes(l2_bytes) == expected
+    assert cpu_conv._panel_chunk_bytes(l2_bytes) == expected
 
 
 @pytest.mark.skipif(not panels_available(), reason="the panel kernel needs AVX2 and FMA")

@@ -1035,7 +1035,7 @@ def _l2_cache_bytes(root="/sys/devices/system/cpu/cpu0/cache"):
     return None
 
 
-def panel_chunk_bytes(l2_bytes):
+def _panel_chunk_bytes(l2_bytes):
     """``PANEL_CHUNK_BYTES`` for a core of ``l2_bytes`` of L2 cache (None: unknown): a quarter of
     it, and at least 256 KB.
 
@@ -1047,7 +1047,7 @@ def panel_chunk_bytes(l2_bytes):
 
 
 #: the most bytes of product and planes a chunk of a panel item keeps: the L2 cache's share
-PANEL_CHUNK_BYTES = panel_chunk_bytes(_l2_cache_bytes())
+PANEL_CHUNK_BYTES = _panel_chunk_bytes(_l2_cache_bytes())
 #: the most taps :func:`_panel_forward_items` runs a panel's filter blocks over at a time: the
 #: planes' rows those taps read stay in the L1 cache
 PANEL_TAPS = 144
