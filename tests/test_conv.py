@@ -974,3 +974,19 @@ def test_depthwise_3x3_clip_in_its_taps_loop_gives_the_unfused_values_bitwise(ch
     plain = F.conv2d(x, weight, bias, **geometry, scale=scale)
     np.testing.assert_array_equal(fused, F.clip(plain, low, high))
     assert np.array_equal(np.signbit(fused), np.signbit(F.clip(plain, low, high)))
+
+
+@pytest.mark.parametrize("vector_bytes, expected", [(64, "_panel_forward_items"), (32, "_conv2d_forward_items")])
+def test_few_channel_panels_past_the_width_rule_only_where_the_512_bit_rule_takes_them(monkeypatch, vector_bytes,
+                                                                                       expected):
+    """RGB to 16 filters, 5x5, onto 28x28 (plane rows of 32 columns: past the panels' width rule;
+    not direct at stride 1 on a small plane): the panels with the 512-bit block, which the
+    few-channel rule sends there; im2col and the GEMM with the 256-bit one, as before."""
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    monkeypatch.setattr(cpu_conv, "VECTOR_BYTES", vector_bytes)
+    monkeypatch.setattr(cpu_conv, "MR", 8 if vector_bytes == 64 else 4)
+    monkeypatch.setattr(cpu_conv, "panels_available", lambda: True)
+    work = cpu_conv._forward_work((4, 3, 32, 32), (16, 3, 5, 5), (4, 16, 28, 28), 1, 1, 0, 0, 1, 1, 1, 28, 2,
+                                  dtype=np.float32)
+    assert work[0].__name__ == expected

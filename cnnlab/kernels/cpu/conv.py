@@ -999,7 +999,8 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
     weight_bytes = math.prod(weight_shape) // groups * np.dtype(dtype).itemsize
     if filter_blocks == sample_block == 1 and (
             _by_panels(out_shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, weight_bytes)
-            or groups == 1 and _few_channels(weight_shape) and _panels_fit(weight_bytes)):  # (not direct: by panels)
+            or groups == 1 and _few_channels(weight_shape) and _panels_fit(weight_bytes)
+            and _few_channels_by_panels(filters, x_shape[0] * out_shape[2] * out_shape[3])):  # (taken from direct)
         chunk_rows = _panel_chunk_rows(filters // groups, channels_per_group,
                                        _plane_extent(out_shape[3], kernel_w, stride_w, dilation_w), stride_h, stride_w,
                                        min(block_rows, out_shape[2]), np.dtype(dtype).itemsize)
