@@ -3,29 +3,19 @@
     python bench/predict_latency.py MODEL.onnx [--size 224] [--calls 40] [--rounds 3]
 
 Reads the ONNX file with :func:`cnnlab.onnx.load` and, per round, takes the median of
-``--calls`` calls (after 5 untimed ones) of the model call ``model(x)``, of ``model.predict(x)``
+``--calls`` calls (after 5 untimed ones, ``median_call_seconds``) of the model call ``model(x)``, of ``model.predict(x)``
 (the input's checks, the call, a softmax where the model ends without one, and the arg-max) and
 of ``model.check_inputs(x)`` alone, on a random ``(1, 3, size, size)`` float32 image; prints
 them in milliseconds. Two threads.
 """
 
 import argparse
-import statistics
-import time
 
 import numba
 import numpy as np
 
 import cnnlab.onnx
-
-
-def median_ms(function, calls):
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+from cnnlab.bench.measuring import median_call_seconds
 
 
 def main():
@@ -40,13 +30,10 @@ def main():
     numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     model = cnnlab.onnx.load(args.model)
     x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
-    for _ in range(5):
-        model(x)
-        model.predict(x)
     for number in range(1, args.rounds + 1):
-        call = median_ms(lambda: model(x), args.calls)
-        predict = median_ms(lambda: model.predict(x), args.calls)
-        check = median_ms(lambda: model.check_inputs(x), args.calls)
+        call, predict, check = (median_call_seconds(function, args.calls) * 1e3
+                                for function in (lambda: model(x), lambda: model.predict(x),
+                                                 lambda: model.check_inputs(x)))
         print(f"round {number}: model(x) {call:.2f} ms, predict {predict:.2f} ms, check_inputs {check:.3f} ms")
 
 
