@@ -1337,6 +1337,10 @@ def conv2d_flipped_weight(weight, groups, out):
                             weight[g * filters_per_group + f, c, kernel_h - 1 - i, kernel_w - 1 - j]
 
 
+#: the filters :func:`_transposed_weight` moves at a time
+TRANSPOSE_TILE = 16
+
+
 @njit(cache=True)
 def _transposed_weight(weight, groups):
     """``weight`` (F, Cg, KH, KW) as (groups, Cg*KH*KW, F // groups): each group's matrix
@@ -1347,9 +1351,13 @@ def _transposed_weight(weight, groups):
     flat = weight.reshape(filters, taps)
     weight_t = np.empty((groups, taps, filters_per_group), dtype=weight.dtype)
     for g in range(groups):
-        for f in range(filters_per_group):
+        # a tile of filters at a time: its writes a run of the tile's filters for each tap, its
+        # reads the tile's rows along (one filter at a time wrote a value per tap a whole row of
+        # filters apart, a cache line each)
+        for first in range(0, filters_per_group, TRANSPOSE_TILE):
             for t in range(taps):
-                weight_t[g, t, f] = flat[g * filters_per_group + f, t]
+                for f in range(first, min(filters_per_group, first + TRANSPOSE_TILE)):
+                    weight_t[g, t, f] = flat[g * filters_per_group + f, t]
     return weight_t
 
 
