@@ -42,7 +42,7 @@ def main():
     if args.gemm:
         cpu_conv.DIRECT_MAX_CHANNELS = 0
     if args.direct:
-        cpu_conv._few_channels_by_panels = lambda filters, pixels: False
+        cpu_conv._few_channels_by_panels = lambda weight_shape, groups, pixels: False
     print("im2col + GEMM" if args.gemm else "direct loops" if args.direct else "the rule's paths")
     rng = np.random.default_rng(0)
     for samples, channels, filters, height, width, window, stride, groups in LAYERS:

@@ -800,9 +800,7 @@ def _is_direct(weight_shape, groups, stride, out_pixels, samples=1):
     filters, per_group = weight_shape[:2]
     if per_group == 1 and filters == groups:
         return True
-    if not _few_channels(weight_shape):
-        return False
-    if groups == 1 and _few_channels_by_panels(filters, samples * out_pixels):
+    if not _few_channels(weight_shape) or _few_channels_by_panels(weight_shape, groups, samples * out_pixels):
         return False
     return tuple(stride) != (1, 1) or filters // groups <= 8 or out_pixels >= 64 * 64
 
@@ -814,10 +812,11 @@ def _few_channels(weight_shape):
     return per_group <= DIRECT_MAX_CHANNELS and kernel_h == kernel_w and kernel_w in (3, 5)
 
 
-def _few_channels_by_panels(filters, pixels):
-    """Whether an ungrouped few-channel convolution (:func:`_few_channels`) of ``filters`` onto
-    ``pixels`` output pixels in all (every sample's) is computed by panels rather than by the
-    direct loops: with the micro-kernel's 512-bit block (AVX-512) only, for at least
+def _few_channels_by_panels(weight_shape, groups, pixels):
+    """Whether a convolution of these weights (F, C // groups, KH, KW) onto ``pixels`` output
+    pixels in all (every sample's), ungrouped and of few channels (:func:`_few_channels`), is
+    computed by panels rather than by the direct loops (:func:`_is_direct`, and the panels' path
+    in :func:`_forward_path`): with the micro-kernel's 512-bit block (AVX-512) only, for at least
     ``PANEL_STEM_MIN_FILTERS`` filters, or more than half a block of ``MR`` filters on at least
     ``PANEL_FEW_MIN_PIXELS`` pixels. The panels' width rule (:func:`_by_panels`) does not apply
     to these: the direct loops, not im2col, are what the panels replace.
@@ -830,8 +829,9 @@ def _few_channels_by_panels(filters, pixels):
     163-176; 32 x 3->8, 32x32, 3x3 185-192 -> 101-106; 64 x 4->8, 12x12, 3x3 151-156 -> 65-70.
     Not taken: 4 filters, and single small images (1 x 3->8 at 32x32 and 1 x 1->6 at 28x28, 17-25
     us either way)."""
-    if VECTOR_BYTES != 64 or not panels_available():
+    if VECTOR_BYTES != 64 or groups != 1 or not _few_channels(weight_shape) or not panels_available():
         return False
+    filters = weight_shape[0]
     return filters >= PANEL_STEM_MIN_FILTERS or filters > MR // 2 and pixels >= PANEL_FEW_MIN_PIXELS
 
 
@@ -1002,8 +1002,8 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
     weight_bytes = math.prod(weight_shape) // groups * np.dtype(dtype).itemsize
     if filter_blocks == sample_block == 1 and (
             _by_panels(out_shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, weight_bytes)
-            or groups == 1 and _few_channels(weight_shape) and _panels_fit(weight_bytes)
-            and _few_channels_by_panels(filters, x_shape[0] * out_shape[2] * out_shape[3])):  # (taken from direct)
+            or _few_channels_by_panels(weight_shape, groups, x_shape[0] * out_shape[2] * out_shape[3])
+            and _panels_fit(weight_bytes)):  # (taken from the direct loops)
         chunk_rows = _panel_chunk_rows(filters // groups, channels_per_group,
                                        _plane_extent(out_shape[3], kernel_w, stride_w, dilation_w), stride_h, stride_w,
                                        min(block_rows, out_shape[2]), np.dtype(dtype).itemsize)
