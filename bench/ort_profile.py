@@ -46,7 +46,10 @@ def main():
         parser.error("--batch, --size, --calls and --threads must be at least 1")
     if not os.path.isfile(args.model):
         parser.error(f"no file {args.model}")
-    import onnxruntime
+    try:
+        import onnxruntime
+    except ImportError:
+        parser.error("needs onnxruntime (pip install onnxruntime)")
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1

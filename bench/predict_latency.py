@@ -10,6 +10,7 @@ them in milliseconds. Two threads.
 """
 
 import argparse
+import os
 
 import numba
 import numpy as np
@@ -27,6 +28,8 @@ def main():
     args = parser.parse_args()
     if min(args.size, args.calls, args.rounds) < 1:
         parser.error("--size, --calls and --rounds must be at least 1")
+    if not os.path.isfile(args.model):
+        parser.error(f"no file {args.model}")
     numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     model = cnnlab.onnx.load(args.model)
     x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
