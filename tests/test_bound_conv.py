@@ -4,6 +4,7 @@ computes what conv2d computes, and any call it was not bound for goes through co
 import numba
 import numpy as np
 import pytest
+from naive import conv2d_loops
 
 import cnnlab
 import cnnlab.functional as F
@@ -73,6 +74,61 @@ def test_nothing_is_bound_for_what_only_conv2d_handles():
     assert bind_conv2d(x[:0], weight, bias) is None  # an empty batch
     assert bind_conv2d(x, weight, bias, padding=[1, 1]) is None  # a list: resolved by conv2d every time
     assert bind_conv2d(x.astype(np.float64), weight.astype(np.float64), None) is not None
+
+
+def test_repeated_conv2d_calls_are_bound_and_see_new_values(monkeypatch):
+    """conv2d binds a checked call (cnnlab.functional.conv._bound_first): the same shapes and
+    arguments again skip the checks, yet compute from the arrays they are given; a call with
+    anything else is checked and computed for itself."""
+    import cnnlab.functional.conv as conv_module
+
+    rng = np.random.default_rng(6)
+    x, weight, bias, scale = _arrays(rng, n=3, c=2, f=5, size=9)
+
+    def reference(x, weight, bias, padding, scale=None, activation=None):
+        sums = conv2d_loops(x, weight, None, padding=((padding, padding),) * 2)
+        sums = sums * (1 if scale is None else scale[:, None, None]) + (0 if bias is None else bias[:, None, None])
+        return np.maximum(sums, 0) if activation == "relu" else sums
+
+    first = F.conv2d(x, weight, bias, padding=1, activation="relu")
+    assert any(b.accepts(x, weight, bias, 1, 1, 1, 1, None, None, "relu")
+               for b in conv_module._BOUND_CALLS[(x.shape, weight.shape)])
+    checked = []
+    real = conv_module.conv_geometry
+    monkeypatch.setattr(conv_module, "conv_geometry", lambda *a: checked.append(a) or real(*a))
+    weight[:] *= -1  # edited in place, and new input values: the bound call reads them
+    x2 = rng.standard_normal(x.shape).astype(np.float32)
+    again = F.conv2d(x2, weight, bias, padding=1, activation="relu")
+    assert not checked  # no check ran
+    np.testing.assert_allclose(again, reference(x2, weight, bias, 1, activation="relu"), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(again, first)
+    out = np.empty_like(again)
+    assert F.conv2d(x2, weight, bias, padding=1, activation="relu", out=out) is out
+    assert not checked
+    np.testing.assert_array_equal(out, again)
+    for kwargs in (dict(bias=bias, padding=1), dict(bias=bias, padding=1, scale=scale, activation="relu"),
+                   dict(bias=bias, padding=0, activation="relu"), dict(bias=None, padding=1, activation="relu")):
+        checked.clear()
+        result = F.conv2d(x2, weight, **kwargs)
+        assert checked
+        np.testing.assert_allclose(result, reference(x2, weight, **kwargs), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_input_after_a_bound_call_is_still_refused():
+    rng = np.random.default_rng(7)
+    x, weight, bias, _ = _arrays(rng)
+    for _ in range(2):
+        F.conv2d(x, weight, bias, padding=1)
+    with pytest.raises(ValueError, match="out must have shape"):
+        F.conv2d(x, weight, bias, padding=1, out=np.empty((2, 4, 6, 6), np.float32))
+    with pytest.raises(ValueError, match="writeable"):
+        read_only = np.empty((2, 4, 7, 7), np.float32)
+        read_only.flags.writeable = False
+        F.conv2d(x, weight, bias, padding=1, out=read_only)
+    with pytest.raises(ValueError, match="bias"):
+        F.conv2d(x, weight, bias[:3], padding=1)
+    with pytest.raises(TypeError, match="dtype"):
+        F.conv2d(x, weight, bias.astype(np.float64), padding=1)
 
 
 def _model():
