@@ -459,10 +459,14 @@ def test_weight_gradient_panels_rule(vector_bytes, out_w, kernel_w, stride, weig
     assert cpu_conv._weight_gradient_by_panels(out_w, kernel_w, stride, stride, 1, weight_bytes, columns) == expected
 
 
+@pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("groups", [1, 2, 3])
-def test_flipped_weight_kernel_swaps_filters_and_channels_and_turns_the_window(groups):
+def test_flipped_weight_kernel_swaps_filters_and_channels_and_turns_the_window(groups, shared, monkeypatch):
+    from cnnlab import config
     from cnnlab.kernels import cpu
 
+    if shared:  # the filters shared between the threads (as a large weight's are)
+        monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)
     w = np.random.default_rng(13).standard_normal((6 * groups, 4, 3, 2)).astype(np.float32)
     out = np.empty((4 * groups, 6, 3, 2), np.float32)
     cpu.conv2d_flipped_weight(w, groups, out)

@@ -112,7 +112,7 @@ print([name for name, _ in called])
     assert names[0] == "conv._direct_forward_items"  # (1 and 2 input channels: computed directly)
     # (the second layer's input gradient: the flipped weight, then the direct kernel again; the
     # weight gradients of the 8x8 and 4x4 outputs with the samples innermost)
-    for later in ("conv._interleaved_weight_gradient_items", "conv.conv2d_flipped_weight", "loss.cross_entropy_backward",
+    for later in ("conv._interleaved_weight_gradient_items", "conv._flipped_weight_items", "loss.cross_entropy_backward",
                   "optim._adam_items", "activation._softmax_rows"):
         assert later in names
 
