@@ -11,7 +11,9 @@ element-wise ones and batch normalization with Numba's thread count), a convolut
 epilogue over 32 rows of 12,800 values (one thread), and im2col's columns of every sample of
 four convolutions (LeNet's second layer, two 3x3 layers at stride 1 and one at stride 2; one
 thread, the copy alone), and depthwise 3x3 convolutions with their ReLU6 at batch 1 (MobileNetV2's
-at 112x112, 56x56 at stride 2, 14x14 and 7x7; one thread). Prints the minimum and the median in
+at 112x112, 56x56 at stride 2, 14x14 and 7x7; one thread), and the flipped weight of a stride-1
+input gradient (``conv2d_flipped_weight``) of ResNet-18's 256- and 512-channel 3x3 layers (Numba's
+thread count). Prints the minimum and the median in
 microseconds. Two versions::
 
     git worktree add /tmp/before COMMIT
@@ -87,6 +89,11 @@ def main():
         _line(f"depthwise relu6 {channels}x{size}x{size} s{stride}", timed_runs(
             lambda: cpu.conv2d_forward(x, weight, scale, shift, out, False, EPILOGUE_CLIP, 0.0, 6.0, out, stride,
                                        stride, 1, 1, 1, 1, channels, out_size, 1), repeat))
+    for filters in (256, 512):  # a stride-1 input gradient's flipped weight, ResNet-18's 3x3 layers
+        weight = rng.standard_normal((filters, filters, 3, 3)).astype(np.float32)
+        flipped = np.empty_like(weight)
+        _line(f"flipped weight {filters}x{filters}x3x3", timed_runs(
+            lambda: cpu.conv2d_flipped_weight(weight, 1, flipped), repeat))
     for shape in [(32, 10, 1), (1, 21, 512 * 512)]:
         x = rng.standard_normal(shape).astype(np.float32)
         out = np.empty_like(x)

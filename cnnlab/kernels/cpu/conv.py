@@ -1319,9 +1319,10 @@ def conv2d_flipped_weight(weight, groups, out):
     input gradient: each group's filters and channels swapped, the window turned by 180 degrees.
 
     A copy that memory bounds: the filters are shared between the threads where the weight is
-    worth it (``run_split``). ResNet-18's 512 by 512 3x3 weight, one thread against two
-    (scratch timing, best of three medians): 2.22 -> 1.22 ms; a training step at batch 16 makes
-    13 of these, the largest three of that size.
+    worth it (``run_split``). ResNet-18's 512 by 512 3x3 weight, medians of three rounds of
+    ``bench/small_kernels.py`` against the version on one thread: 2.25-2.32 -> 1.18-1.31 ms
+    (256 by 256: 0.53-0.57 -> 0.31-0.33 ms); a training step at batch 16 makes 13 of these,
+    three of the larger size.
 
     Parameters
     ----------
