@@ -114,6 +114,28 @@ def test_repeated_conv2d_calls_are_bound_and_see_new_values(monkeypatch):
         np.testing.assert_allclose(result, reference(x2, weight, **kwargs), rtol=1e-5, atol=1e-5)
 
 
+def test_a_bound_call_takes_its_output_from_the_lender_as_conv2d_does():
+    """A training step lends the kernels' arrays from its pool (cnnlab.memory.StepPool): a
+    bound call's new output comes from there too, not from a new allocation each step."""
+    from cnnlab.kernels import cpu
+
+    rng = np.random.default_rng(8)
+    x, weight, bias, _ = _arrays(rng)
+    taken = []
+
+    def lend(shape, dtype):
+        taken.append(shape)
+        return np.empty(shape, dtype)
+
+    previous = cpu.lend_from(lend)
+    try:
+        outputs = [F.conv2d(x, weight, bias, padding=1) for _ in range(3)]  # the later two bound
+    finally:
+        cpu.lend_from(previous)
+    assert taken == [(2, 4, 7, 7)] * 3
+    np.testing.assert_array_equal(outputs[2], outputs[0])
+
+
 def test_bad_input_after_a_bound_call_is_still_refused():
     rng = np.random.default_rng(7)
     x, weight, bias, _ = _arrays(rng)

@@ -264,8 +264,8 @@ class BoundConv2d:
     def __call__(self, x, weight, bias=None, scale=None, residual=None, out=None):
         """``conv2d(x, weight, bias, ..., scale=scale, residual=residual, out=out)`` for arguments
         :meth:`accepts` (the geometry and activation bound)."""
-        if out is None:
-            out = np.empty(self.out_shape, self.dtype)
+        if out is None:  # (from the lender's pool where one is set: a training step's, as conv2d's)
+            out = cpu_kernels.empty(self.out_shape, self.dtype)
         arguments = (x, weight, self.ones if scale is None else scale, self.zeros if bias is None else bias,
                      out if residual is None else residual, residual is not None, self.code, self.low, self.high, out)
         _run_cpu_work(self.work, arguments)
