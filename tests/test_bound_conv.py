@@ -63,6 +63,18 @@ def test_other_calls_are_not_accepted():
             assert not bound.accepts(x, weight, bias, *args)
         finally:
             config.reset()
+    from cnnlab.kernels.cpu import _winograd as winograd
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    for module, name, value in ((cpu_conv, "PANELS", False), (winograd, "WINOGRAD", False),
+                                (cpu_conv, "PANEL_TAPS", 16)):  # the path was chosen under the old switch
+        previous = getattr(module, name)
+        setattr(module, name, value)
+        try:
+            assert not bound.accepts(x, weight, bias, *args)
+        finally:
+            setattr(module, name, previous)
+    assert bound.accepts(x, weight, bias, *args)
 
 
 def test_nothing_is_bound_for_what_only_conv2d_handles():

@@ -274,7 +274,7 @@ class BoundConv2d:
 
 def _settings():
     return (thread_count(), config.IM2COL_MAX_BYTES, config.IM2COL_CACHE_BYTES, config.PARALLEL_MIN_WORK,
-            config.GEMM_MIN_COLUMNS, config.CLAIM_MIN_WORK)
+            config.GEMM_MIN_COLUMNS, config.CLAIM_MIN_WORK, cpu_kernels.conv2d_path_settings())
 
 
 def bind_conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair = 1, padding: Padding = 0,

@@ -62,6 +62,7 @@ from .. import (
     EPILOGUE_CLIP,
     EPILOGUE_MASK,
 )
+from . import _winograd
 from ._blas import gemm_rows, gemm_rows_bt, small_gemm_limit
 from ._epilogue import _finish_row
 from ._microkernel import DOT_ROWS, DOT_TAPS, MR, PANEL_BYTES, VECTOR_BYTES, pack_rows, tap_dots, tap_product
@@ -961,6 +962,17 @@ def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
     # the weights as the items function takes them, made once a call: (function, its arguments after the weight)
     prepare = (winograd_weights, groups, workers) if items is _winograd_forward_items else None
     return items, count, workers, trailing, pieces(count, workers, _gemm_visits(out_shape, weight_shape)), prepare
+
+
+def _path_settings():
+    """The module settings that :func:`_forward_work`'s choice of path and cut reads (the
+    switches and sizes a bench or a test may set between calls): a caller that keeps a
+    resolved work (``cnnlab.functional.conv.BoundConv2d``) compares them before using it."""
+    w = _winograd
+    return (PANELS, PANEL_MAX_WEIGHT_BYTES, PANEL_CHUNK_BYTES, PANEL_TAPS, PANEL_FEW_MIN_PIXELS, PANEL_STEM_MIN_FILTERS,
+            IM2COL_BY_PLANES, PLANES_MAX_EXTRA, PLANES_COPY_MACS, DIRECT_MAX_CHANNELS, INTERLEAVED_SAMPLES,
+            w.WINOGRAD, w.WINOGRAD_MIN_CHANNELS, w.WINOGRAD_MIN_TILES, w.WINOGRAD_MAX_WEIGHT_BYTES,
+            w.WINOGRAD_PLANES_BYTES)
 
 
 def _gemm_visits(out_shape, weight_shape):
