@@ -990,3 +990,24 @@ def test_few_channel_panels_past_the_width_rule_only_where_the_512_bit_rule_take
     work = cpu_conv._forward_work((4, 3, 32, 32), (16, 3, 5, 5), (4, 16, 28, 28), 1, 1, 0, 0, 1, 1, 1, 28, 2,
                                   dtype=np.float32)
     assert work[0].__name__ == expected
+
+
+@pytest.mark.parametrize("batch", [1, 2, 16])
+@pytest.mark.parametrize("channels, filters", [(4, 16), (4, 12), (16, 4)])
+def test_expanding_1x1_on_small_maps_takes_the_samples_innermost_path_and_is_exact(batch, channels, filters):
+    """A 1x1 convolution onto small maps (fewer pixels than GEMM_MIN_COLUMNS) that expands the
+    channels POINTWISE_EXPANSION times or more goes through the samples-innermost path when the
+    geometry gives whole samples to an item (not at batch 1 on two threads, whose items split the
+    filters); any other 1x1 stays a GEMM per sample. Either way it is the naive convolution."""
+    from cnnlab.kernels import cpu
+
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((batch, channels, 7, 7)).astype(np.float32)
+    weight = rng.standard_normal((filters, channels, 1, 1)).astype(np.float32)
+    bias = rng.standard_normal(filters).astype(np.float32)
+    geometry = conv_geometry(x.shape, weight.shape, x.dtype, 1, 0, 1, 1)
+    work = cpu.conv2d_forward_work(x.shape, weight.shape, (batch, filters, 7, 7), *geometry.args,
+                                   geometry.filter_blocks, geometry.sample_block, dtype=x.dtype)
+    by_samples = filters >= 4 * channels and geometry.filter_blocks == 1
+    assert (work[0].__name__ != "_pointwise_forward_items") == by_samples
+    np.testing.assert_allclose(F.conv2d(x, weight, bias), naive.conv2d_loops(x, weight, bias), rtol=1e-5, atol=1e-5)

@@ -971,6 +971,7 @@ def _path_settings():
     w = _winograd
     return (PANELS, PANEL_MAX_WEIGHT_BYTES, PANEL_CHUNK_BYTES, PANEL_TAPS, PANEL_FEW_MIN_PIXELS, PANEL_STEM_MIN_FILTERS,
             IM2COL_BY_PLANES, PLANES_MAX_EXTRA, PLANES_COPY_MACS, DIRECT_MAX_CHANNELS, INTERLEAVED_SAMPLES,
+            POINTWISE_EXPANSION,
             w.WINOGRAD, w.WINOGRAD_MIN_CHANNELS, w.WINOGRAD_MIN_TILES, w.WINOGRAD_MAX_WEIGHT_BYTES,
             w.WINOGRAD_PLANES_BYTES)
 
@@ -992,7 +993,9 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
         return (_direct_forward_items, x_shape[0] * groups * blocks, workers,
                 (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows))
     if kernel_h == kernel_w == 1 and stride_h == stride_w == 1 and pad_h == pad_w == 0 \
-            and tuple(out_shape[2:]) == tuple(x_shape[2:]):  # pointwise: the input is the column matrix
+            and tuple(out_shape[2:]) == tuple(x_shape[2:]) \
+            and not _pointwise_by_samples(out_shape, weight_shape, groups, block_rows, filter_blocks):
+        # pointwise: the input is the column matrix
         by_filters = filter_blocks > 1  # else the pixels, in as many blocks as the rows were asked in
         blocks = filter_blocks if by_filters else blocks
         return (_pointwise_forward_items, x_shape[0] * groups * blocks, workers,
@@ -1169,6 +1172,23 @@ def _interleaved_by_panels(stride_w, weight_bytes):
     ResNet-18's 7x7 layers at batch 16 (9.4 MB of weights) ran twice as slow (scratch: 22 -> 45
     ms)."""
     return _panels_fit(weight_bytes) and stride_w == 1
+
+
+def _pointwise_by_samples(out_shape, weight_shape, groups, block_rows, filter_blocks):
+    """Whether a 1x1 convolution (stride 1, no padding) onto small outputs takes the
+    samples-innermost path (:func:`_samples_innermost`) rather than a GEMM per sample straight
+    on its input: where it expands the channels ``POINTWISE_EXPANSION`` times or more, so that
+    the weights (the larger operand) are read once for a block of samples, not once a sample.
+    MobileNetV2's 7x7 layers at batch 16, 2 threads, three rounds against ``--per-sample``
+    (``bench/pointwise_blocks.py --small``): 160 to 960 channels 1.49-1.51 -> 1.13-1.15 ms, 320
+    to 1280 3.44-3.57 -> 3.02-3.07 ms. (Those that shrink the channels were slower that way in
+    a scratch trial, 960 to 160 by about a tenth.)"""
+    return weight_shape[0] // groups >= POINTWISE_EXPANSION * weight_shape[1] \
+        and _samples_innermost(out_shape, weight_shape, 1, 1, 1, 1, groups, block_rows, filter_blocks)
+
+
+#: the least ratio of filters to channels (per group) at which :func:`_pointwise_by_samples` holds
+POINTWISE_EXPANSION = 4
 
 
 def _samples_innermost(out_shape, weight_shape, stride_h, stride_w, dilation_h, dilation_w, groups, block_rows,
