@@ -2,7 +2,7 @@
 on small maps at batch 16, with the samples innermost or a GEMM per sample.
 
     python bench/pointwise_blocks.py [--whole] [--repeat 40] [--threads 2]
-    python bench/pointwise_blocks.py --small [--per-sample]
+    python bench/pointwise_blocks.py --small [--per-sample | --expansion E]
 
 Times the bound float32 1x1 convolutions (ReLU6 epilogue, as an inference plan calls them) of
 MobileNetV2's shapes, from 16 -> 96 channels at 112x112 to 96 -> 576 at 14x14, at batch 1 and 16.
@@ -15,8 +15,9 @@ median in microseconds. Both ways in alternating processes::
 
 ``--small`` times MobileNetV2's 1x1 convolutions of 7x7 maps at batch 16 instead, and prints
 each one's path; ``--per-sample`` turns off the rule that sends those expanding the channels to
-the samples-innermost path (``cnnlab.kernels.cpu.conv.POINTWISE_EXPANSION``), so that both ways
-can be run in alternating processes::
+the samples-innermost path (``cnnlab.kernels.cpu.conv.POINTWISE_EXPANSION``), and ``--expansion
+E`` sets that rule's ratio of filters to channels (0: every one of them that way), so that the
+ways can be run in alternating processes::
 
     for round in 1 2 3; do python bench/pointwise_blocks.py --small --per-sample; python bench/pointwise_blocks.py --small; done
 """
@@ -40,9 +41,12 @@ def main():
     parser.add_argument("--whole", action="store_true", help="one block of rows per thread")
     parser.add_argument("--small", action="store_true", help="MobileNetV2's 7x7 layers at batch 16")
     parser.add_argument("--per-sample", action="store_true", help="no 1x1 convolution with the samples innermost")
+    parser.add_argument("--expansion", type=int, help="the samples-innermost rule's ratio of filters to channels")
     args = kernel_bench_arguments(parser, repeat=40)
     if args.per_sample:
         cpu_conv.POINTWISE_EXPANSION = 1 << 40
+    elif args.expansion is not None:
+        cpu_conv.POINTWISE_EXPANSION = args.expansion
     if args.whole:
         functional_conv.POINTWISE_BLOCK_BYTES = 1 << 40
     print("one block of rows per thread" if args.whole else

@@ -1181,8 +1181,9 @@ def _pointwise_by_samples(out_shape, weight_shape, groups, block_rows, filter_bl
     the weights (the larger operand) are read once for a block of samples, not once a sample.
     MobileNetV2's 7x7 layers at batch 16, 2 threads, three rounds against ``--per-sample``
     (``bench/pointwise_blocks.py --small``): 160 to 960 channels 1.49-1.51 -> 1.13-1.15 ms, 320
-    to 1280 3.44-3.57 -> 3.02-3.07 ms. (Those that shrink the channels were slower that way in
-    a scratch trial, 960 to 160 by about a tenth.)"""
+    to 1280 3.44-3.57 -> 3.02-3.07 ms. Those that shrink the channels were no faster that way
+    (``--expansion 0`` against the rule, two rounds: 960 to 160 1.31-1.37 against 1.23-1.28 ms,
+    576 to 160 0.79-0.81 against 0.75-0.78, 960 to 320 2.28-2.30 against 2.31-2.47)."""
     return weight_shape[0] // groups >= POINTWISE_EXPANSION * weight_shape[1] \
         and _samples_innermost(out_shape, weight_shape, 1, 1, 1, 1, groups, block_rows, filter_blocks)
 
