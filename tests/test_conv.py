@@ -182,13 +182,15 @@ def test_pointwise_convolution_in_cache_sized_pixel_blocks(samples, min_work, gr
     """A 1x1 convolution's pixels in blocks of a few rows (input and output columns within
     POINTWISE_BLOCK_BYTES, at least POINTWISE_MIN_PIXELS), the last block short, equals the
     definition, with the epilogue, with one group or two; and with each block's GEMM cut into
-    tiles of 16 pixels for a small-matrix kernel."""
+    tiles of 16 pixels for a small-matrix kernel. Where the GEMMs are cut into those tiles, the
+    pixel blocks are not taken (the tiles keep their columns in the cache): the items are the
+    threads' rows, whole samples on one thread."""
     from cnnlab.functional import conv as functional_conv
     from cnnlab.kernels.cpu import conv as cpu_conv
 
     channels, filters = 6 // groups * groups, 8
-    if small_gemm:
-        monkeypatch.setattr(cpu_conv, "small_gemm_limit", lambda dtype: filters // groups * channels // groups * 16)
+    monkeypatch.setattr(cpu_conv, "small_gemm_limit",
+                        lambda dtype: filters // groups * channels // groups * 16 if small_gemm else 0)
     per_pixel = (channels + filters) // groups
     monkeypatch.setattr(functional_conv, "POINTWISE_BLOCK_BYTES", 3 * 13 * per_pixel * 4)  # 3 rows of 13
     monkeypatch.setattr(functional_conv, "POINTWISE_MIN_PIXELS", 20)  # ... at least 2 rows
@@ -198,7 +200,8 @@ def test_pointwise_convolution_in_cache_sized_pixel_blocks(samples, min_work, gr
     w = rng.standard_normal((filters, channels // groups, 1, 1)).astype(np.float32)
     b = rng.standard_normal(filters).astype(np.float32)
     geometry = functional_conv.conv_geometry(x.shape, w.shape, x.dtype, 1, 0, 1, groups)
-    assert geometry.args[7] == 3  # rows per item: 4 blocks, the last of 2 rows
+    threads_rows = 6 if samples * groups < geometry.args[8] else 11  # fewer images than threads: half the rows each
+    assert geometry.args[7] == (threads_rows if small_gemm else 3)  # pixel blocks: 4 of 3 rows, the last of 2
     out = F.conv2d(x, w, b, groups=groups, activation="relu6")
     expected = naive.conv2d_loops(x, w, b, groups=groups)
     np.testing.assert_allclose(out, np.clip(expected, 0, 6), rtol=1e-5, atol=1e-5)

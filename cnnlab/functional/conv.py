@@ -375,15 +375,17 @@ def conv_geometry(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], dtype
     """The resolved geometry of a convolution (:class:`ConvGeometry`), checking the arguments.
 
     Computed once per set of arguments and settings (Numba's thread count, ``config``'s
-    ``IM2COL_MAX_BYTES``, ``IM2COL_CACHE_BYTES``, ``PARALLEL_MIN_WORK`` and ``GEMM_MIN_COLUMNS``) and
-    kept: a model calls the same few convolutions over and over. Arguments of other types than int, str and
+    ``IM2COL_MAX_BYTES``, ``IM2COL_CACHE_BYTES``, ``PARALLEL_MIN_WORK`` and ``GEMM_MIN_COLUMNS``, this
+    module's ``POINTWISE_*`` sizes, whether 1x1 convolutions take pixel blocks) and kept: a model calls the same few convolutions over and over. Arguments of other types than int, str and
     tuples of ints are resolved every time.
     """
     arguments = (plain_argument(stride), plain_argument(padding), plain_argument(dilation), plain_argument(groups))
     if None in arguments:
         return _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, groups)
     key = (tuple(x_shape), tuple(weight_shape), np.dtype(dtype), *arguments, thread_count(),
-           config.IM2COL_MAX_BYTES, config.IM2COL_CACHE_BYTES, config.PARALLEL_MIN_WORK, config.GEMM_MIN_COLUMNS)
+           config.IM2COL_MAX_BYTES, config.IM2COL_CACHE_BYTES, config.PARALLEL_MIN_WORK, config.GEMM_MIN_COLUMNS,
+           POINTWISE_BLOCK_BYTES, POINTWISE_MIN_PIXELS, POINTWISE_SPLIT_FILTERS,
+           cpu_kernels.conv2d_pointwise_pixel_blocks(dtype))
     geometry = _GEOMETRIES.get(key)
     if geometry is None:
         geometry = _GEOMETRIES.keep(key, _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation,
@@ -447,7 +449,7 @@ def _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, g
         # stream from memory (96 to 24 channels, 3x3, 160x160, batch 1: 71 ms -> 12 ms; ResNet's
         # 3x3 64-channel layer at batch 16: 67 -> 57 ms)
         block_rows = max(1, int(config.IM2COL_CACHE_BYTES) // row_block)
-    if pointwise and sample_block == filter_blocks == 1:
+    if pointwise and sample_block == filter_blocks == 1 and cpu_kernels.conv2d_pointwise_pixel_blocks(dtype):
         block_rows = min(block_rows, _pointwise_rows(channels_per_group + filters // groups, out_w, dtype))
     args = (stride[0], stride[1], pads[0][0], pads[1][0], dilation[0], dilation[1], groups,
             block_rows, workers)

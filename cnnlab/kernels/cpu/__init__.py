@@ -31,7 +31,8 @@ DEVICE = "cpu"
 
 # not kernels (no cuda twin; host-only callers): whether a convolution is computed directly
 # rather than by a GEMM (the geometry's work estimate and blocks follow it), the samples an item
-# of the small-output path takes (the geometry's blocks) and whether it goes by panels, a convolution's path
+# of the small-output path takes (the geometry's blocks) and whether it goes by panels, whether a 1x1
+# convolution's items are pixel blocks, a convolution's path
 # resolved once for a caller that repeats it (cnnlab.functional.conv.BoundConv2d) and the settings it read, the call
 # that runs it and whether that calls BLAS, and a squeeze-excitation block's gates in one call (cnnlab.fusion.FusedSqueeze);
 # and the BLAS library the kernels' GEMMs call (cnnlab.parallel.blas_kernels names it)
@@ -42,6 +43,7 @@ from .conv import _interleaved_by_panels as conv2d_interleaved_by_panels  # noqa
 from .conv import _interleaved_sample_block as conv2d_interleaved_sample_block  # noqa: E402
 from .conv import _is_direct as conv2d_is_direct  # noqa: E402
 from .conv import _path_settings as conv2d_path_settings  # noqa: E402
+from .conv import _pointwise_pixel_blocks as conv2d_pointwise_pixel_blocks  # noqa: E402
 from .conv import _run_forward as run_conv2d_forward_work  # noqa: E402
 from .conv import _squeeze as squeeze_gates  # noqa: E402
 

@@ -1174,6 +1174,17 @@ def _interleaved_by_panels(stride_w, weight_bytes):
     return _panels_fit(weight_bytes) and stride_w == 1
 
 
+def _pointwise_pixel_blocks(dtype):
+    """Whether a 1x1 convolution's items are cut into cache-sized pixel blocks
+    (``cnnlab.functional.conv.POINTWISE_BLOCK_BYTES``): only where its GEMMs of ``dtype`` are not
+    already cut into tiles for the BLAS's small-matrix kernel (:func:`small_gemm_limit`), whose
+    columns stay in the cache by themselves. On OpenBLAS's AVX2 kernels the blocks paid
+    (docs/performance.md, "1x1 convolutions in cache-sized pixel blocks"); with the AVX-512
+    tiles, whole samples ran faster at batch 16 and as fast at batch 1
+    (``bench/pointwise_blocks.py`` against ``--blocks``)."""
+    return not small_gemm_limit(dtype)
+
+
 def _pointwise_by_samples(out_shape, weight_shape, groups, block_rows, filter_blocks):
     """Whether a 1x1 convolution (stride 1, no padding) onto small outputs takes the
     samples-innermost path (:func:`_samples_innermost`) rather than a GEMM per sample straight
