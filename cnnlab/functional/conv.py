@@ -375,9 +375,10 @@ def conv_geometry(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], dtype
     """The resolved geometry of a convolution (:class:`ConvGeometry`), checking the arguments.
 
     Computed once per set of arguments and settings (Numba's thread count, ``config``'s
-    ``IM2COL_MAX_BYTES``, ``IM2COL_CACHE_BYTES``, ``PARALLEL_MIN_WORK`` and ``GEMM_MIN_COLUMNS``, this
-    module's ``POINTWISE_*`` sizes, whether 1x1 convolutions take pixel blocks) and kept: a model calls the same few convolutions over and over. Arguments of other types than int, str and
-    tuples of ints are resolved every time.
+    ``IM2COL_MAX_BYTES``, ``IM2COL_CACHE_BYTES``, ``PARALLEL_MIN_WORK`` and ``GEMM_MIN_COLUMNS``,
+    this module's ``POINTWISE_*`` sizes, whether 1x1 convolutions take pixel blocks) and kept: a
+    model calls the same few convolutions over and over. Arguments of other types than int, str
+    and tuples of ints are resolved every time.
     """
     arguments = (plain_argument(stride), plain_argument(padding), plain_argument(dilation), plain_argument(groups))
     if None in arguments:
