@@ -63,11 +63,13 @@ def test_other_calls_are_not_accepted():
             assert not bound.accepts(x, weight, bias, *args)
         finally:
             config.reset()
+    import cnnlab.functional.conv as functional_conv
     from cnnlab.kernels.cpu import _winograd as winograd
     from cnnlab.kernels.cpu import conv as cpu_conv
 
     for module, name, value in ((cpu_conv, "PANELS", False), (winograd, "WINOGRAD", False),
-                                (cpu_conv, "PANEL_TAPS", 16)):  # the path was chosen under the old switch
+                                (cpu_conv, "PANEL_TAPS", 16),  # the path was chosen under the old switch
+                                (functional_conv, "POINTWISE_BLOCK_BYTES", 1024)):  # the geometry's blocks too
         previous = getattr(module, name)
         setattr(module, name, value)
         try:
@@ -75,6 +77,23 @@ def test_other_calls_are_not_accepted():
         finally:
             setattr(module, name, previous)
     assert bound.accepts(x, weight, bias, *args)
+
+
+def test_the_kept_geometry_follows_a_changed_setting(monkeypatch):
+    """conv_geometry keeps its answers by arguments and settings (_settings): a 1x1
+    convolution's pixel blocks follow POINTWISE_BLOCK_BYTES changed between two calls of the
+    same shapes."""
+    import cnnlab.functional.conv as functional_conv
+    from cnnlab.kernels import cpu
+
+    monkeypatch.setattr(cpu, "conv2d_pointwise_pixel_blocks", lambda dtype: True)
+    shapes = ((2, 6, 11, 13), (8, 6, 1, 1), np.float32, 1, 0, 1, 1)
+    per_row = (6 + 8) * 13 * 4
+    monkeypatch.setattr(functional_conv, "POINTWISE_MIN_PIXELS", 1)
+    monkeypatch.setattr(functional_conv, "POINTWISE_BLOCK_BYTES", 3 * per_row)
+    assert functional_conv.conv_geometry(*shapes).args[7] == 3
+    monkeypatch.setattr(functional_conv, "POINTWISE_BLOCK_BYTES", 5 * per_row)
+    assert functional_conv.conv_geometry(*shapes).args[7] == 5
 
 
 def test_nothing_is_bound_for_what_only_conv2d_handles():

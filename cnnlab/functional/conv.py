@@ -227,7 +227,7 @@ class BoundConv2d:
         self.arguments = (stride, padding, dilation, groups)
         self.has_bias, self.has_scale, self.has_residual = bias is not None, scale is not None, residual is not None
         self.activation, self.activation_type = activation, type(activation)
-        self.settings = _settings()
+        self.settings = _settings(x.dtype)
         self.geometry = conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, dilation, groups)
         self.out_shape = (x.shape[0], weight.shape[0]) + self.geometry.out_shape
         self.code, self.low, self.high = epilogue_activation(activation)
@@ -259,7 +259,7 @@ class BoundConv2d:
                                                        and activation == self.activation))
                 and ((stride is arguments[0] and padding is arguments[1] and dilation is arguments[2]
                       and groups is arguments[3]) or self._same_arguments((stride, padding, dilation, groups)))
-                and _settings() == self.settings)
+                and _settings(self.dtype) == self.settings)
 
     def __call__(self, x, weight, bias=None, scale=None, residual=None, out=None):
         """``conv2d(x, weight, bias, ..., scale=scale, residual=residual, out=out)`` for arguments
@@ -272,9 +272,15 @@ class BoundConv2d:
         return out
 
 
-def _settings():
+def _settings(dtype):
+    """Everything besides the arguments that a convolution's geometry (:func:`conv_geometry`)
+    and its kernel work (a :class:`BoundConv2d`'s) are chosen by, for arrays of ``dtype``: Numba's
+    thread count, ``config``'s sizes, this module's ``POINTWISE_*`` sizes, whether 1x1
+    convolutions take pixel blocks, and the kernels' path settings."""
     return (thread_count(), config.IM2COL_MAX_BYTES, config.IM2COL_CACHE_BYTES, config.PARALLEL_MIN_WORK,
-            config.GEMM_MIN_COLUMNS, config.CLAIM_MIN_WORK, cpu_kernels.conv2d_path_settings())
+            config.GEMM_MIN_COLUMNS, config.CLAIM_MIN_WORK, POINTWISE_BLOCK_BYTES, POINTWISE_MIN_PIXELS,
+            POINTWISE_SPLIT_FILTERS, cpu_kernels.conv2d_pointwise_pixel_blocks(dtype),
+            cpu_kernels.conv2d_path_settings())
 
 
 def bind_conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair = 1, padding: Padding = 0,
@@ -374,19 +380,15 @@ def conv_geometry(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], dtype
                   padding: Padding, dilation: IntPair, groups: int) -> ConvGeometry:
     """The resolved geometry of a convolution (:class:`ConvGeometry`), checking the arguments.
 
-    Computed once per set of arguments and settings (Numba's thread count, ``config``'s
-    ``IM2COL_MAX_BYTES``, ``IM2COL_CACHE_BYTES``, ``PARALLEL_MIN_WORK`` and ``GEMM_MIN_COLUMNS``,
-    this module's ``POINTWISE_*`` sizes, whether 1x1 convolutions take pixel blocks) and kept: a
-    model calls the same few convolutions over and over. Arguments of other types than int, str
+    Computed once per set of arguments and settings (:func:`_settings`: Numba's thread count,
+    ``config``'s sizes, this module's ``POINTWISE_*`` sizes, the kernels' path settings) and kept:
+    a model calls the same few convolutions over and over. Arguments of other types than int, str
     and tuples of ints are resolved every time.
     """
     arguments = (plain_argument(stride), plain_argument(padding), plain_argument(dilation), plain_argument(groups))
     if None in arguments:
         return _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation, groups)
-    key = (tuple(x_shape), tuple(weight_shape), np.dtype(dtype), *arguments, thread_count(),
-           config.IM2COL_MAX_BYTES, config.IM2COL_CACHE_BYTES, config.PARALLEL_MIN_WORK, config.GEMM_MIN_COLUMNS,
-           POINTWISE_BLOCK_BYTES, POINTWISE_MIN_PIXELS, POINTWISE_SPLIT_FILTERS,
-           cpu_kernels.conv2d_pointwise_pixel_blocks(dtype))
+    key = (tuple(x_shape), tuple(weight_shape), np.dtype(dtype), *arguments, _settings(dtype))
     geometry = _GEOMETRIES.get(key)
     if geometry is None:
         geometry = _GEOMETRIES.keep(key, _resolve_geometry(x_shape, weight_shape, dtype, stride, padding, dilation,
