@@ -83,10 +83,10 @@ def model_row(way, path, repeat):
     original = cpu_kernels.run_conv2d_forward_work
     libraries = parallel._blas_libraries()  # noqa: SLF001
 
-    def blas_threaded(work, *arguments):
+    def blas_threaded(work, *arguments, **options):
         items, count, workers, trailing, bounds, prepare = work
         if items is not conv_kernels._pointwise_forward_items or workers == 1:  # noqa: SLF001
-            return original(work, *arguments)
+            return original(work, *arguments, **options)
         for library in libraries:
             library.set_num_threads(2)
         try:

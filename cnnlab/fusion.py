@@ -150,7 +150,8 @@ class FusedConv(FusedStep):
         geometry = conv.geometry()
         result = F.conv2d(x, weight, shift, **geometry, scale=scale, residual=residual, activation=activation,
                           out=out)
-        self.bound = bind_conv2d(x, weight, shift, **geometry, scale=scale, residual=residual, activation=activation)
+        self.bound = bind_conv2d(x, weight, shift, **geometry, scale=scale, residual=residual, activation=activation,
+                                 compiled_shares=True)
         return result
 
     def _folded_norm(self, bias, weight):

@@ -236,12 +236,12 @@ def test_the_kernel_time_of_the_plans_compiled_calls_is_counted(runner):
     counted = []
     real = getattr(cnnlab.kernels.cpu, runner)
 
-    def slow(*args):  # a compiled call that takes at least 5 ms
+    def slow(*args, **kwargs):  # a compiled call that takes at least 5 ms
         import time
 
         time.sleep(0.005)
         counted.append(1)
-        return real(*args)
+        return real(*args, **kwargs)
 
     clock = [0.0]
     setattr(cnnlab.kernels.cpu, runner, slow)

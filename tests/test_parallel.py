@@ -228,9 +228,9 @@ def test_conv2d_holds_the_blas_limit_for_the_gemm_paths_only(monkeypatch):
     seen = []
     run = cpu.run_conv2d_forward_work
 
-    def recorded(work, *arguments):
+    def recorded(work, *arguments, **options):
         seen.append((work[0].__name__, parallel.blas_limited(), cpu.conv2d_forward_work_calls_blas(work)))
-        return run(work, *arguments)
+        return run(work, *arguments, **options)
 
     monkeypatch.setattr(cpu, "run_conv2d_forward_work", recorded)
     rng = np.random.default_rng(0)

@@ -192,15 +192,16 @@ def conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair =
     return out
 
 
-def _run_cpu_work(work, arguments):
+def _run_cpu_work(work, arguments, compiled_shares=False):
     """Run a resolved CPU convolution (``cpu_kernels.conv2d_forward_work``) on ``arguments``,
     holding the BLAS pool to one thread only where its path calls a GEMM and no caller holds
-    the limit already (a model call holds it once for all its kernels)."""
+    the limit already (a model call holds it once for all its kernels). ``compiled_shares``:
+    as ``cpu_kernels.run_conv2d_forward_work`` takes it."""
     if blas_limited() or not cpu_kernels.conv2d_forward_work_calls_blas(work):
-        cpu_kernels.run_conv2d_forward_work(work, *arguments)
+        cpu_kernels.run_conv2d_forward_work(work, *arguments, compiled_shares=compiled_shares)
     else:
         with single_threaded_blas():
-            cpu_kernels.run_conv2d_forward_work(work, *arguments)
+            cpu_kernels.run_conv2d_forward_work(work, *arguments, compiled_shares=compiled_shares)
 
 
 class BoundConv2d:
@@ -215,13 +216,21 @@ class BoundConv2d:
     code and the default scale and shift resolved at binding. Any other
     call must go through :func:`conv2d`, which checks everything.
 
+    With ``compiled_shares``, a call whose work is one even share per thread has the shares run
+    by Numba's threading layer from compiled code, which starts the second thread's share
+    sooner than the kernels' thread team (``cnnlab.kernels.cpu.conv``'s ``_SHARED`` drivers)
+    but compiles a driver per path the first time on a machine: the inference plan's steps,
+    called again and again, ask for it.
+
     Attributes
     ----------
     out_shape : tuple
     dtype : numpy.dtype
     """
 
-    def __init__(self, x, weight, bias, stride, padding, dilation, groups, scale, residual, activation):
+    def __init__(self, x, weight, bias, stride, padding, dilation, groups, scale, residual, activation,
+                 compiled_shares=False):
+        self.compiled_shares = compiled_shares
         self.x_shape, self.dtype, self.weight_shape = x.shape, x.dtype, weight.shape
         self.filters = (weight.shape[0],)
         self.arguments = (stride, padding, dilation, groups)
@@ -268,7 +277,7 @@ class BoundConv2d:
             out = cpu_kernels.empty(self.out_shape, self.dtype)
         arguments = (x, weight, self.ones if scale is None else scale, self.zeros if bias is None else bias,
                      out if residual is None else residual, residual is not None, self.code, self.low, self.high, out)
-        _run_cpu_work(self.work, arguments)
+        _run_cpu_work(self.work, arguments, self.compiled_shares)
         return out
 
 
@@ -285,11 +294,13 @@ def _settings(dtype):
 
 def bind_conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair = 1, padding: Padding = 0,
                 dilation: IntPair = 1, groups: int = 1, *, scale: Array | None = None,
-                residual: Array | None = None, activation: str | tuple | None = None) -> BoundConv2d | None:
+                residual: Array | None = None, activation: str | tuple | None = None,
+                compiled_shares: bool = False) -> BoundConv2d | None:
     """A :class:`BoundConv2d` for calls like this one, or None where every call must go
     through :func:`conv2d` (arrays that are not C-contiguous host float arrays of one dtype, an
     empty or unbatched input, arguments of other types than int, str and tuples of ints).
-    Call it after :func:`conv2d` accepted the same arguments: it checks nothing else."""
+    Call it after :func:`conv2d` accepted the same arguments: it checks nothing else.
+    ``compiled_shares``: see :class:`BoundConv2d`."""
     arrays = [a for a in (x, weight, bias, scale, residual) if a is not None]
     if any(type(a) is not np.ndarray or not a.flags.c_contiguous or a.dtype != x.dtype for a in arrays) \
             or x.dtype not in (np.float32, np.float64) or x.ndim != 4 or weight.ndim != 4 or 0 in x.shape \
@@ -297,7 +308,8 @@ def bind_conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntP
         return None
     if not (activation is None or type(activation) is str or type(activation) is tuple):
         return None
-    return BoundConv2d(x, weight, bias, stride, padding, dilation, groups, scale, residual, activation)
+    return BoundConv2d(x, weight, bias, stride, padding, dilation, groups, scale, residual, activation,
+                       compiled_shares)
 
 
 EPILOGUE_ACTIVATIONS = {

@@ -16,7 +16,10 @@ kernel call from Python, about 8 us.
 
 Sharing the work from Python rather than from an ``@njit(parallel=True)`` driver around the
 worker compiles nothing more: Numba compiles a ``prange`` driver separately, and optimizes the
-worker's whole code again inside it (1 to 4 s per kernel on the first run on a machine).
+worker's whole code again inside it (1 to 4 s per kernel on the first run on a machine). The
+inference plan's convolutions are the exception: called again and again, each a few dozen
+microseconds at batch 1, they pay that once for a second thread that starts at once
+(``cnnlab.kernels.cpu.conv``'s ``_SHARED`` drivers).
 
 Handing a share over is a counter in an array that the team's thread watches from compiled
 code (no GIL held), yielding the processor between looks; it keeps watching for

@@ -55,7 +55,7 @@ import math
 import os
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ... import config
 from .. import (
@@ -1264,18 +1264,95 @@ def _calls_blas(work):
     return work[0] in (_conv2d_forward_items, _pointwise_forward_items, _interleaved_forward_items)
 
 
-def _run_forward(work, x, weight, scale, shift, residual, has_residual, activation, low, high, out):
+def _run_forward(work, x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                 compiled_shares=False):
     """:func:`conv2d_forward` of these arrays (its arguments; ``has_residual`` a bool,
     ``activation`` an int, ``low`` and ``high`` floats) for ``work`` from :func:`_forward_work`:
-    :func:`run_shared`'s work, with its pieces worked out once, in the work."""
+    :func:`run_shared`'s work, with its pieces worked out once, in the work.
+
+    With ``compiled_shares``, work of one even share per thread (too small to be claimed in
+    pieces) is shared by Numba's threading layer from compiled code (:data:`_SHARED`) rather
+    than by the kernels' thread team: see :func:`_direct_forward_shared`."""
     items, count, workers, trailing, bounds, prepare = work
     if prepare is not None:
         weight = prepare[0](weight, *prepare[1:])
     arguments = (x, weight, scale, shift, residual, has_residual, activation, low, high, out, *trailing)
     if workers == 1:
         items(*arguments, 0, count)
+    elif compiled_shares and len(bounds) == workers:
+        _SHARED[items](_edges(bounds), arguments)
     else:
         run_pieces(items, [arguments + piece for piece in bounds], workers)
+
+
+def _edges(bounds):
+    """The ``first`` of each ``(first, last)`` piece and the last one's ``last``, as an int64 array."""
+    return np.array([first for first, _ in bounds] + [bounds[-1][1]], np.int64)
+
+
+# Each forward path's items shared by Numba's threading layer (``prange``), one share per
+# thread: the pieces ``edges[i] .. edges[i+1]-1``. The kernels' own team hands a share to a
+# resident thread that must take the GIL and call the items function from Python: it starts
+# about 11 us after the hand (``bench/team_wait.py``), which a batch-1 MobileNetV2 layer of
+# 50-150 us feels. The threading layer's workers start the compiled share at once. Each driver
+# compiles its items function's code again inside it (about 3 s the first time on a machine), so
+# only the inference plan's bound steps ask for them (``compiled_shares``).
+
+@njit(parallel=True, cache=True, nogil=True)
+def _direct_forward_shared(edges, arguments):
+    """:func:`_direct_forward_items` over each share ``edges[i] .. edges[i+1]-1``, on the
+    threading layer's threads (the comment above)."""
+    for share in prange(edges.shape[0] - 1):
+        _direct_forward_items(*arguments, edges[share], edges[share + 1])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _pointwise_forward_shared(edges, arguments):
+    """:func:`_pointwise_forward_items` over each share (:func:`_direct_forward_shared`)."""
+    for share in prange(edges.shape[0] - 1):
+        _pointwise_forward_items(*arguments, edges[share], edges[share + 1])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _panel_forward_shared(edges, arguments):
+    """:func:`_panel_forward_items` over each share (:func:`_direct_forward_shared`)."""
+    for share in prange(edges.shape[0] - 1):
+        _panel_forward_items(*arguments, edges[share], edges[share + 1])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _conv2d_forward_shared(edges, arguments):
+    """:func:`_conv2d_forward_items` over each share (:func:`_direct_forward_shared`)."""
+    for share in prange(edges.shape[0] - 1):
+        _conv2d_forward_items(*arguments, edges[share], edges[share + 1])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _interleaved_forward_shared(edges, arguments):
+    """:func:`_interleaved_forward_items` over each share (:func:`_direct_forward_shared`)."""
+    for share in prange(edges.shape[0] - 1):
+        _interleaved_forward_items(*arguments, edges[share], edges[share + 1])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _interleaved_panel_shared(edges, arguments):
+    """:func:`_interleaved_panel_items` over each share (:func:`_direct_forward_shared`)."""
+    for share in prange(edges.shape[0] - 1):
+        _interleaved_panel_items(*arguments, edges[share], edges[share + 1])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _winograd_forward_shared(edges, arguments):
+    """:func:`_winograd_forward_items` over each share (:func:`_direct_forward_shared`)."""
+    for share in prange(edges.shape[0] - 1):
+        _winograd_forward_items(*arguments, edges[share], edges[share + 1])
+
+
+#: each forward items function's driver on the threading layer
+_SHARED = {_direct_forward_items: _direct_forward_shared, _pointwise_forward_items: _pointwise_forward_shared,
+           _panel_forward_items: _panel_forward_shared, _conv2d_forward_items: _conv2d_forward_shared,
+           _interleaved_forward_items: _interleaved_forward_shared,
+           _interleaved_panel_items: _interleaved_panel_shared, _winograd_forward_items: _winograd_forward_shared}
 
 
 @njit(cache=True)
