@@ -18,9 +18,9 @@ def _spied(monkeypatch):
     """Wrap every driver of ``cpu_conv._SHARED`` so that a call is noted (the items' name)."""
     calls = []
     for items, driver in list(cpu_conv._SHARED.items()):
-        def spy(edges, arguments, driver=driver, name=items.__name__):
+        def spy(edges, arguments, others, driver=driver, name=items.__name__):
             calls.append(name)
-            return driver(edges, arguments)
+            return driver(edges, arguments, others)
         monkeypatch.setitem(cpu_conv._SHARED, items, spy)
     return calls
 

@@ -441,3 +441,74 @@ def test_the_settle_is_a_time_turned_into_yields_on_this_machine(monkeypatch):
     # at least one yield, however slow they are
     monkeypatch.setattr(_schedule.time, "perf_counter", _Clock(1.0))
     assert _schedule.settle_yields(1e-6, count=1000) == 1
+
+
+def test_keep_off_masks_hold_every_allowed_core_but_one():
+    masks = _schedule.keep_off_masks()
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    for core in range(masks.shape[0]):
+        held = {64 * word + bit for word in range(masks.shape[1]) for bit in range(64)
+                if int(masks[core, word]) >> bit & 1}
+        assert held == ((allowed - {core}) or allowed)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and two cores")
+def test_a_threading_layer_worker_on_the_callers_core_moves_off_it():
+    """What the inference plan's prange drivers do in each share (``keep_off_caller``): a thread
+    that is not the caller and runs on the caller's core takes that core out of its set; the
+    caller itself, or a thread on another core, keeps its set."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    masks, allowed = _schedule.keep_off_masks(), os.sched_getaffinity(0)
+
+    def in_a_thread(as_caller):
+        import threading
+
+        me, core = _schedule.calling_thread()
+        caller = me if as_caller else me + np.uint64(1)
+        _schedule.keep_off_caller(caller, min(allowed - {int(core)}), masks)  # a core it is not on
+        assert os.sched_getaffinity(threading.get_native_id()) == allowed
+        for _ in range(10):  # (the thread may have moved between the two calls: then again)
+            _schedule.keep_off_caller(caller, core, masks)
+            if as_caller or os.sched_getaffinity(threading.get_native_id()) != allowed:
+                break
+            core = _schedule.calling_thread()[1]
+        return int(core), os.sched_getaffinity(threading.get_native_id())
+
+    with ThreadPoolExecutor(1) as pool:
+        core, cores = pool.submit(in_a_thread, False).result()
+        assert cores == allowed - {core}
+    with ThreadPoolExecutor(1) as pool:
+        core, cores = pool.submit(in_a_thread, True).result()
+        assert cores == allowed
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_yield"), reason="the watching team needs sched_yield")
+def test_a_quieted_team_thread_sleeps_at_once_and_serves_the_next_share(monkeypatch):
+    """quiet_team (the plan's prange drivers call it): a team thread watching for its next share
+    (here for as long as it likes) goes to sleep instead; a share handed later wakes it as
+    before and is done; the word does not outlive that share."""
+    monkeypatch.setattr(config, "WORKER_SPIN_LOOKS", 10**9)
+    team = _schedule._WatchingTeam()
+    monkeypatch.setattr(_schedule, "_team", team)
+    out = np.zeros(4)
+    team.run(_slow_fill, [(out, 0, 0, 2), (out, 10**5, 2, 4)])
+    member = team.members[0]
+    time.sleep(0.05)
+    assert not member.flags[_schedule.ASLEEP]  # still watching
+    _schedule.quiet_team()
+    deadline = time.monotonic() + 10
+    while not member.flags[_schedule.ASLEEP] and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert member.flags[_schedule.ASLEEP] and not member.flags[_schedule.QUIET]
+    for _ in range(20):
+        again = np.zeros(4)
+        team.run(_slow_fill, [(again, 10**6, 0, 2), (again, 0, 2, 4)])  # the caller's share is the long one
+        np.testing.assert_array_equal(again, 1.0)
+        if member.flags[_schedule.DONE] == member.flags[_schedule.HANDED]:
+            break
+    assert member.flags[_schedule.DONE] == member.flags[_schedule.HANDED]  # the thread ran one itself
+    time.sleep(0.05)
+    assert not member.flags[_schedule.ASLEEP] and not member.flags[_schedule.QUIET]  # watching again
+    _schedule.quiet_team()  # (to sleep: it would watch for a billion looks)

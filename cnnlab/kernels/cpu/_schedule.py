@@ -54,8 +54,9 @@ from numba.extending import intrinsic
 
 from ... import config
 
-# a team thread's counters: shares handed to it, shares done, asleep; the core the last share was handed from
-HANDED, DONE, ASLEEP, CALLER_CORE = 0, 1, 2, 3
+# a team thread's counters: shares handed to it, shares done, asleep; the core the last share was
+# handed from; a word to stop watching (quiet_team)
+HANDED, DONE, ASLEEP, CALLER_CORE, QUIET = 0, 1, 2, 3, 4
 #: how long the team's thread waits, yielding, between seeing a share and reaching for the GIL (seconds)
 SETTLE_SECONDS = 6e-6
 
@@ -92,6 +93,59 @@ def _sched_getcpu(typingctx):
     return types.int32(), codegen
 
 
+@intrinsic
+def _pthread_self(typingctx):
+    """The calling thread's POSIX handle (the C library's ``pthread_self``, by name): equal for
+    two calls on the same thread only."""
+    def codegen(context, builder, signature, args):
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []),
+                                                  "pthread_self")
+        return builder.call(function, [])
+    return types.uint64(), codegen
+
+
+@intrinsic
+def _pin_to(typingctx, mask):
+    """Let the calling thread run only on the cores of ``mask`` (a 1-D uint64 array, a C library
+    ``cpu_set_t``'s words): ``sched_setaffinity(0, ...)`` by name; Linux moves the thread at once
+    when its core is not in the set. Returns the call's result (0, or -1 with ``errno`` set)."""
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        pointer = builder.bitcast(array.data, ir.IntType(8).as_pointer())
+        size = builder.mul(builder.extract_value(array.shape, 0), ir.Constant(ir.IntType(64), 8))
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.IntType(32), [ir.IntType(32), ir.IntType(64),
+                                                             ir.IntType(8).as_pointer()]), "sched_setaffinity")
+        return builder.call(function, [ir.Constant(ir.IntType(32), 0), size, pointer])
+    return types.int32(mask), codegen
+
+
+@njit(cache=True, nogil=True)
+def _calling_thread_linux():
+    """``(handle, core)`` of the calling thread (:func:`_pthread_self`, :func:`_sched_getcpu`)."""
+    return _pthread_self(), np.int64(_sched_getcpu())
+
+
+@njit(cache=True, nogil=True)
+def _keep_off_caller_linux(caller, core, others):
+    """In a threading layer's worker (not the ``caller`` thread) that runs on the caller's
+    ``core``, move it off that core: onto the cores of ``others[core]`` (the process's cores but
+    that one). See :func:`keep_off_masks`."""
+    if 0 <= core < others.shape[0] and _pthread_self() != caller and _sched_getcpu() == core:
+        _pin_to(others[core])
+
+
+@njit(cache=True, nogil=True)
+def _calling_thread_elsewhere():
+    """(Not on Linux: no cores are told apart.)"""
+    return np.uint64(0), np.int64(-1)
+
+
+@njit(cache=True, nogil=True)
+def _keep_off_caller_elsewhere(caller, core, others):
+    """(Not on Linux: nothing to do.)"""
+
+
 @njit(cache=True, nogil=True)
 def _count(flags, index):
     """``flags[index] += 1``, from compiled code."""
@@ -107,6 +161,37 @@ def _count_handed(flags):
 
 
 _ON_LINUX = sys.platform.startswith("linux")
+#: what Numba's ``prange`` drivers call (compiled in, so chosen here): the calling thread, and a
+#: worker's move off the caller's core (:func:`keep_off_masks`); nothing beside Linux
+calling_thread = _calling_thread_linux if _ON_LINUX else _calling_thread_elsewhere
+keep_off_caller = _keep_off_caller_linux if _ON_LINUX else _keep_off_caller_elsewhere
+
+
+def keep_off_masks():
+    """``(cores, words)`` uint64 array: row ``c`` is the set of cores this process may run on,
+    but core ``c`` (the whole set where ``c`` is its only core), as ``sched_setaffinity`` takes
+    it; what the ``prange`` drivers of the inference plan's kernels pass to
+    :func:`keep_off_caller`, made once (a process whose set of cores changes keeps the first).
+
+    A threading layer's worker that has slept since its last loop (a prediction after a pause) is
+    woken by the thread that starts the next loop, and in a virtual machine Linux often wakes it
+    on the waker's core (:meth:`_Watcher.keep_off` describes the same for the kernels' team):
+    the two then take turns on one core for the whole call. MobileNetV2 at batch 1 with 0.3 s
+    before each call (``bench/rested.py``) took 12.1-13.4 ms so, against 6.3-6.8 back to back;
+    with the workers kept off the caller's core, 8.3-8.7 (against 8.9-9.4 with the team)."""
+    global _KEEP_OFF_MASKS
+    if _KEEP_OFF_MASKS is None:
+        allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+        cores = max([os.cpu_count() or 1] + [core + 1 for core in allowed])
+        masks = np.zeros((cores, (cores + 63) // 64), np.uint64)
+        for core in range(cores):
+            for other in (allowed - {core}) or allowed:
+                masks[core, other // 64] |= np.uint64(1 << (other % 64))
+        _KEEP_OFF_MASKS = masks
+    return _KEEP_OFF_MASKS
+
+
+_KEEP_OFF_MASKS = None
 
 
 @njit(cache=True, nogil=True)
@@ -131,11 +216,20 @@ def _yields(count):
 def _watch_for_share(flags, seen, looks, settle):
     """Watch for the next share (:func:`_watch`); when it comes, ``settle`` more yields before
     returning (and taking the GIL): the handing thread is then inside its own share, no longer
-    holding the GIL, and this one does not sleep waiting for it."""
-    handed = _watch(flags, HANDED, seen, looks)
-    if handed:
+    holding the GIL, and this one does not sleep waiting for it. Told to be quiet
+    (:func:`quiet_team`), it stops watching (returns False: it goes to sleep)."""
+    for _ in range(looks):
+        if flags[HANDED] != seen:
+            _yields(settle)
+            return True
+        if flags[QUIET]:
+            flags[QUIET] = 0
+            return flags[HANDED] != seen
+        _sched_yield()
+    if flags[HANDED] != seen:
         _yields(settle)
-    return handed
+        return True
+    return False
 
 
 @njit(cache=True, nogil=True)
@@ -188,7 +282,7 @@ class _Watcher:
     in which the caller would only wait."""
 
     def __init__(self, number):
-        self.flags = np.zeros(4, np.int64)
+        self.flags = np.zeros(5, np.int64)
         self.slot = []  # [(ticket, function, arguments)], at most one
         self.error = None
         self.avoided = -1  # the core this thread keeps off (see keep_off)
@@ -255,6 +349,7 @@ class _Watcher:
         """Hand ``function(*arguments)`` to this thread; :meth:`finish` it. Returns its ticket."""
         ticket = int(self.flags[HANDED]) + 1
         self.slot.append((ticket, function, arguments))
+        self.flags[QUIET] = 0  # (a word to stop watching is for the time before this share)
         if _ON_LINUX:
             _count_handed(self.flags)
             if self.flags[CALLER_CORE] != self.avoided:  # the caller moved, maybe onto this thread's core
@@ -372,6 +467,19 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_team_after_fork)
 
 
+def quiet_team():
+    """Tell the team's threads that watch for their next share to sleep instead (they are woken
+    by the next share handed to them): the work is going to the threading layer's threads (the
+    inference plan's ``prange`` drivers), which :func:`keep_off_caller` puts on the same other
+    cores. A team thread watching there yields its core thousands of times a call: ResNet-18 at
+    batch 1 (its max pooling and weight transforms on the team, its convolutions on the layer)
+    made 2,900-3,300 context switches a call back to back and took 17.6-18.4 ms; told to be
+    quiet, 101-104 switches and 17.8-18.7 ms (``bench/rested.py``, two runs each)."""
+    for member in _team.members if isinstance(_team, _WatchingTeam) else ():
+        if not member.flags[ASLEEP]:
+            member.flags[QUIET] = 1
+
+
 def run_in_threads(function, shares):
     """Call ``function(*share)`` for every argument tuple in ``shares`` at once: the first on
     the calling thread, the others on the team's threads; return when all are done (raising
@@ -391,6 +499,13 @@ def shares(items, workers):
     size, extra = divmod(items, workers)
     bounds = [w * size + min(w, extra) for w in range(workers + 1)]
     return list(zip(bounds, bounds[1:]))
+
+
+def edges(bounds):
+    """The ``first`` of each ``(first, last)`` piece of ``bounds`` (:func:`shares`,
+    :func:`pieces`) and the last one's ``last``, as an int64 array: how the ``prange`` drivers
+    take their shares (share ``i`` is ``edges[i] .. edges[i+1]-1``)."""
+    return np.array([first for first, _ in bounds] + [bounds[-1][1]], np.int64)
 
 
 def pieces(items, workers, work):

@@ -74,7 +74,19 @@ from ._planes import (
     _planes_layout,
     _planes_tap_offsets,
 )
-from ._schedule import _sum_over_workers, pieces, run_pieces, run_shared, run_split, shares
+from ._schedule import (
+    _sum_over_workers,
+    calling_thread,
+    edges,
+    keep_off_caller,
+    keep_off_masks,
+    pieces,
+    quiet_team,
+    run_pieces,
+    run_shared,
+    run_split,
+    shares,
+)
 from ._winograd import _winograd_forward_items, by_winograd, winograd_items, winograd_weights
 from .activation import _float64_sum
 from .pool import _global_avg_planes
@@ -1280,71 +1292,83 @@ def _run_forward(work, x, weight, scale, shift, residual, has_residual, activati
     if workers == 1:
         items(*arguments, 0, count)
     elif compiled_shares and len(bounds) == workers:
-        _SHARED[items](_edges(bounds), arguments)
+        quiet_team()
+        _SHARED[items](edges(bounds), arguments, keep_off_masks())
     else:
         run_pieces(items, [arguments + piece for piece in bounds], workers)
-
-
-def _edges(bounds):
-    """The ``first`` of each ``(first, last)`` piece and the last one's ``last``, as an int64 array."""
-    return np.array([first for first, _ in bounds] + [bounds[-1][1]], np.int64)
 
 
 # Each forward path's items shared by Numba's threading layer (``prange``), one share per
 # thread: the pieces ``edges[i] .. edges[i+1]-1``. The kernels' own team hands a share to a
 # resident thread that must take the GIL and call the items function from Python: it starts
 # about 11 us after the hand (``bench/team_wait.py``), which a batch-1 MobileNetV2 layer of
-# 50-150 us feels. The threading layer's workers start the compiled share at once. Each driver
+# 50-150 us feels. The threading layer's workers start the compiled share at once; a worker on
+# the calling thread's core moves off it first (``keep_off_caller``: after a pause, Linux may
+# wake it there, and the two threads would take turns on one core). Each driver
 # compiles its items function's code again inside it (about 3 s the first time on a machine), so
 # only the inference plan's bound steps ask for them (``compiled_shares``).
 
 @njit(parallel=True, cache=True, nogil=True)
-def _direct_forward_shared(edges, arguments):
+def _direct_forward_shared(edges, arguments, others):
     """:func:`_direct_forward_items` over each share ``edges[i] .. edges[i+1]-1``, on the
-    threading layer's threads (the comment above)."""
+    threading layer's threads (the comment above); ``others``: ``keep_off_masks()``."""
+    caller, core = calling_thread()
     for share in prange(edges.shape[0] - 1):
+        keep_off_caller(caller, core, others)
         _direct_forward_items(*arguments, edges[share], edges[share + 1])
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _pointwise_forward_shared(edges, arguments):
+def _pointwise_forward_shared(edges, arguments, others):
     """:func:`_pointwise_forward_items` over each share (:func:`_direct_forward_shared`)."""
+    caller, core = calling_thread()
     for share in prange(edges.shape[0] - 1):
+        keep_off_caller(caller, core, others)
         _pointwise_forward_items(*arguments, edges[share], edges[share + 1])
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _panel_forward_shared(edges, arguments):
+def _panel_forward_shared(edges, arguments, others):
     """:func:`_panel_forward_items` over each share (:func:`_direct_forward_shared`)."""
+    caller, core = calling_thread()
     for share in prange(edges.shape[0] - 1):
+        keep_off_caller(caller, core, others)
         _panel_forward_items(*arguments, edges[share], edges[share + 1])
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _conv2d_forward_shared(edges, arguments):
+def _conv2d_forward_shared(edges, arguments, others):
     """:func:`_conv2d_forward_items` over each share (:func:`_direct_forward_shared`)."""
+    caller, core = calling_thread()
     for share in prange(edges.shape[0] - 1):
+        keep_off_caller(caller, core, others)
         _conv2d_forward_items(*arguments, edges[share], edges[share + 1])
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _interleaved_forward_shared(edges, arguments):
+def _interleaved_forward_shared(edges, arguments, others):
     """:func:`_interleaved_forward_items` over each share (:func:`_direct_forward_shared`)."""
+    caller, core = calling_thread()
     for share in prange(edges.shape[0] - 1):
+        keep_off_caller(caller, core, others)
         _interleaved_forward_items(*arguments, edges[share], edges[share + 1])
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _interleaved_panel_shared(edges, arguments):
+def _interleaved_panel_shared(edges, arguments, others):
     """:func:`_interleaved_panel_items` over each share (:func:`_direct_forward_shared`)."""
+    caller, core = calling_thread()
     for share in prange(edges.shape[0] - 1):
+        keep_off_caller(caller, core, others)
         _interleaved_panel_items(*arguments, edges[share], edges[share + 1])
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _winograd_forward_shared(edges, arguments):
+def _winograd_forward_shared(edges, arguments, others):
     """:func:`_winograd_forward_items` over each share (:func:`_direct_forward_shared`)."""
+    caller, core = calling_thread()
     for share in prange(edges.shape[0] - 1):
+        keep_off_caller(caller, core, others)
         _winograd_forward_items(*arguments, edges[share], edges[share + 1])
 
 

@@ -10,7 +10,16 @@ import numpy as np
 from numba import njit, prange
 
 from ._blas import matmul
-from ._schedule import _sum_over_workers, run_in_threads, run_shared, shares
+from ._schedule import (
+    _sum_over_workers,
+    calling_thread,
+    keep_off_caller,
+    keep_off_masks,
+    quiet_team,
+    run_in_threads,
+    run_shared,
+    shares,
+)
 
 __all__ = ["linear_backward", "linear_forward"]  # the kernels of this file
 
@@ -42,13 +51,14 @@ def linear_forward(x, weight, bias, out, workers):
         shares run on Numba's threading layer (:func:`_linear_features_shared`).
     """
     if x.shape[0] < workers and weight.shape[0] >= 2 * workers:
-        _linear_features_shared(x, weight, bias, out, workers)
+        quiet_team()
+        _linear_features_shared(x, weight, bias, out, workers, keep_off_masks())
     else:
         run_shared(_linear_forward_rows, x.shape[0], workers, x, weight.T, bias, out)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _linear_features_shared(x, weight, bias, out, blocks):
+def _linear_features_shared(x, weight, bias, out, blocks, others):
     """:func:`_linear_forward_features` of each of the ``blocks`` blocks of output features on the
     threads of Numba's threading layer, one a thread. The kernels' own team would hand the
     second block to a thread that must take the GIL to start it: several microseconds, and tens
@@ -57,7 +67,9 @@ def _linear_features_shared(x, weight, bias, out, blocks):
     MobileNetV2's classifier started its second block 64 us after the first
     (``bench/team_wait.py``). The driver is small: a cold first call of the features' path took
     1.1 s against 0.6 s without it."""
+    caller, core = calling_thread()
     for block in prange(blocks):
+        keep_off_caller(caller, core, others)  # (see cnnlab.kernels.cpu._schedule.keep_off_masks)
         _linear_forward_features(x, weight, bias, out, blocks, block, block + 1)
 
 
