@@ -84,13 +84,15 @@ def test_output_transform_matches_its_matrices(count, m_start, dtype, seed):
 
 
 @pytest.mark.parametrize("filters, channels, groups", [(5, 3, 1), (8, 2, 2), (4, 1, 4), (14, 3, 2)])
-@pytest.mark.parametrize("workers", [1, 2])
-def test_weights_transform_is_G_g_Gt_packed_by_filter_blocks(filters, channels, groups, workers, monkeypatch):
-    """Every group's blocks, on one thread or shared between two (the threshold at one pair)."""
+@pytest.mark.parametrize("workers, compiled_shares", [(1, False), (2, False), (2, True)])
+def test_weights_transform_is_G_g_Gt_packed_by_filter_blocks(filters, channels, groups, workers, compiled_shares,
+                                                            monkeypatch):
+    """Every group's blocks, on one thread or shared between two (the threshold at one pair), by
+    the kernels' team or on the threading layer (an inference plan's call)."""
     monkeypatch.setattr(winograd, "WINOGRAD_SHARED_PAIRS", 1)
     rng = np.random.default_rng(filters)
     weight = rng.standard_normal((filters, channels, 3, 3))
-    packed = winograd.winograd_weights(weight, groups, workers)
+    packed = winograd.winograd_weights(weight, groups, workers, compiled_shares)
     per_group = filters // groups
     blocks = -(-per_group // MR)
     size = blocks * MR * channels

@@ -1286,12 +1286,13 @@ def _run_forward(work, x, weight, scale, shift, residual, has_residual, activati
     pieces) is shared by Numba's threading layer from compiled code (:data:`_SHARED`) rather
     than by the kernels' thread team: see :func:`_direct_forward_shared`."""
     items, count, workers, trailing, bounds, prepare = work
+    shared = compiled_shares and workers > 1 and len(bounds) == workers
     if prepare is not None:
-        weight = prepare[0](weight, *prepare[1:])
+        weight = prepare[0](weight, *prepare[1:], shared)
     arguments = (x, weight, scale, shift, residual, has_residual, activation, low, high, out, *trailing)
     if workers == 1:
         items(*arguments, 0, count)
-    elif compiled_shares and len(bounds) == workers:
+    elif shared:
         quiet_team()
         _SHARED[items](edges(bounds), arguments, keep_off_masks())
     else:
