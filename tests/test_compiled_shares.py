@@ -29,6 +29,7 @@ def _spied(monkeypatch):
 # what to patch)
 PATHS = [
     ("_direct_forward_items", (1, 8, 14, 14), (8, 1, 3, 3), 1, 1, 8, (14, 1, 1), {}),
+    ("_depthwise_blocks_items", (1, 40, 7, 7), (40, 1, 3, 3), 1, 1, 40, (7, 1, 1), {}),
     ("_pointwise_forward_items", (1, 32, 14, 14), (64, 32, 1, 1), 1, 0, 1, (14, 2, 1), {}),
     ("_panel_forward_items", (2, 16, 16, 16), (32, 16, 3, 3), 1, 1, 1, (16, 1, 1), {"by_winograd": False}),
     ("_conv2d_forward_items", (2, 16, 16, 16), (32, 16, 3, 3), 1, 1, 1, (16, 1, 1),

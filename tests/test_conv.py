@@ -1014,3 +1014,57 @@ def test_expanding_1x1_on_small_maps_takes_the_samples_innermost_path_and_is_exa
     by_samples = filters >= 4 * channels and geometry.filter_blocks == 1
     assert (work[0].__name__ != "_pointwise_forward_items") == by_samples
     np.testing.assert_allclose(F.conv2d(x, weight, bias), naive.conv2d_loops(x, weight, bias), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 40), st.integers(3, 12), st.integers(3, 12), st.sampled_from([1, 2]),
+       st.sampled_from([1, 2]), st.tuples(*[st.integers(0, 2)] * 4),
+       st.sampled_from(["none", "relu6", "hardswish", "residual", "mask"]), st.sampled_from([np.float32, np.float64]))
+@example(1, 960, 7, 7, 1, 1, (1, 1, 1, 1), "relu6", np.float32)  # MobileNetV2's last depthwise layers
+@example(1, 576, 14, 14, 2, 1, (1, 1, 1, 1), "relu6", np.float32)
+def test_depthwise_3x3_by_channel_blocks_gives_the_direct_paths_values(samples, channels, height, width, stride,
+                                                                       dilation, pads, epilogue, dtype):
+    """The depthwise path by blocks of channels (small planes): against the loops, and bit for bit
+    the direct path's values (the rule switched off), with partial blocks, every stride, dilation,
+    four-sided padding, the clip in the taps' loop, another activation, a residual and a mask."""
+    from hypothesis import assume
+
+    from cnnlab.functional import epilogue_activation
+    from cnnlab.kernels import EPILOGUE_MASK
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    top, bottom, left, right = pads
+    out_h = (height + top + bottom - 2 * dilation - 1) // stride + 1
+    out_w = (width + left + right - 2 * dilation - 1) // stride + 1
+    assume(out_h >= 1 and out_w >= 1)
+    rng = np.random.default_rng(channels * 100 + height * 10 + width)
+    x = rng.standard_normal((samples, channels, height, width)).astype(dtype)
+    w = rng.standard_normal((channels, 1, 3, 3)).astype(dtype)
+    scale, shift = rng.uniform(0.5, 2, channels).astype(dtype), rng.standard_normal(channels).astype(dtype)
+    other = rng.standard_normal((samples, channels, out_h, out_w)).astype(dtype)
+    code, low, high = epilogue_activation({"relu6": "relu6", "hardswish": "hardswish"}.get(epilogue))
+    if epilogue == "mask":
+        code = EPILOGUE_MASK
+    results = []
+    for blocks in (True, False):
+        rule = cpu_conv._by_channel_blocks
+        if not blocks:
+            cpu_conv._by_channel_blocks = lambda *arguments: False
+        try:
+            out = np.full((samples, channels, out_h, out_w), np.nan, dtype)
+            work = cpu_conv._forward_work(x.shape, w.shape, out.shape, stride, stride, top, left, dilation, dilation,
+                                          channels, out_h, 2, dtype=dtype)
+            cpu_conv._run_forward(work, x, w, scale, shift, other, epilogue == "residual", code, low, high, out)
+        finally:
+            cpu_conv._by_channel_blocks = rule
+        taken = work[0] is cpu_conv._depthwise_blocks_items
+        assert taken == (blocks and out_h * out_w <= (100 if stride == 1 else 196))
+        results.append(out)
+    np.testing.assert_array_equal(results[0], results[1])
+    spec = {"relu6": "relu6", "hardswish": "hardswish"}.get(epilogue)
+    expected = naive.fused_conv2d(x, w, shift, (stride, stride), ((top, bottom), (left, right)), (dilation, dilation),
+                                  channels, scale=scale, residual=other if epilogue == "residual" else None, spec=spec)
+    if epilogue == "mask":
+        expected = np.where(other > 0, expected, 0)
+    tolerance = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(results[0], expected, rtol=tolerance, atol=tolerance)

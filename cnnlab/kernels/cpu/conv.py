@@ -427,6 +427,105 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
                             scale[f], shift[f], activation, low, high)
 
 
+#: the channels a :func:`_depthwise_blocks_items` item computes side by side (a 512-bit vector of
+#: float32 values; two of float64)
+CHANNEL_BLOCK = 16
+
+
+@njit(cache=True, nogil=True)
+def _depthwise_blocks_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                            stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows,
+                            first_item, last_item):
+    """Items of a depthwise 3x3 convolution (one filter per channel) computed for
+    ``CHANNEL_BLOCK`` channels at once, the channels innermost: an item is a (sample, block of
+    channels), its whole output planes. Where the planes are small, :func:`_direct_forward_items`
+    pays its set-up (a padded copy of the rows, a loop per channel and tap, a copy out) per
+    channel and row, and at stride 2 a copy that splits every row into its two phases.
+
+    Here the block's input is gathered once into a zero-padded buffer with the channels
+    innermost (pixel ``(r, q)`` of the padded planes at ``(r * cols + q) * CHANNEL_BLOCK``), so
+    that each tap of each output pixel is one contiguous run of ``CHANNEL_BLOCK`` values at any
+    stride and dilation (:func:`_channel_block_taps`), then the sums are scattered back to the
+    planes. The taps are summed in the order of :func:`_direct_taps`, and the epilogue is the
+    same (the clip of ReLU and ReLU6 in the taps' loop, as :func:`_clipped_taps_3x3`; any other
+    by :func:`_finish_row` over the planes): the values are the direct path's, bit for bit.
+    Single-thread times against the direct path (``bench/small_kernels.py``'s depthwise rows, us,
+    MobileNetV2's shapes with their ReLU6): 960 channels at 7x7 122 -> 62, 576 at 14x14
+    stride 2 154 -> 68, 192 at 28x28 stride 2 100 -> 86; 384 at 14x14 stride 1 83 -> 87 and
+    the larger planes slower (:func:`_by_channel_blocks`)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    out_h, out_w = out.shape[2], out.shape[3]
+    lanes = CHANNEL_BLOCK
+    blocks = (channels + lanes - 1) // lanes
+    rows = (out_h - 1) * stride_h + 2 * dilation_h + 1
+    cols = (out_w - 1) * stride_w + 2 * dilation_w + 1
+    staged = np.zeros(rows * cols * lanes, x.dtype)  # (the padding stays zero)
+    result = np.empty(out_h * out_w * lanes, x.dtype)
+    taps = np.zeros(9 * lanes, x.dtype)
+    lane_scale, lane_shift = np.zeros(lanes, x.dtype), np.zeros(lanes, x.dtype)
+    offsets = np.empty(9, np.uint64)
+    for t in range(9):
+        offsets[t] = ((t // 3) * dilation_h * cols + (t % 3) * dilation_w) * lanes
+    clipped = activation == EPILOGUE_CLIP and not has_residual
+    lo, hi = x.dtype.type(low), x.dtype.type(high)
+    first_row, stop_row = max(0, pad_h), min(rows, pad_h + height)  # the padded rows, columns holding input
+    first_col, stop_col = max(0, pad_w), min(cols, pad_w + width)
+    flat, plane_size = x.reshape(-1), np.uint64(height * width)
+    out_planes = out.reshape(out.shape[0], channels, out_h * out_w)
+    residual_planes = residual.reshape(out.shape[0], channels, out_h * out_w)
+    for item in range(first_item, last_item):
+        n, first = item // blocks, (item % blocks) * lanes
+        count = min(lanes, channels - first)
+        for c in range(count):
+            for t in range(9):
+                taps[t * lanes + c] = weight[first + c, 0, t // 3, t % 3]
+            lane_scale[c], lane_shift[c] = scale[first + c], shift[first + c]
+        start = (np.uint64(n) * np.uint64(channels) + np.uint64(first)) * plane_size
+        for r in range(first_row, stop_row):
+            for q in range(first_col, stop_col):
+                source = start + np.uint64((r - pad_h) * width + q - pad_w)
+                target = np.uint64((r * cols + q) * lanes)
+                for c in range(count):  # (a gather along the channels' planes)
+                    staged[target + np.uint64(c)] = flat[source + np.uint64(c) * plane_size]
+        _channel_block_taps(staged, taps, offsets, result, out_h, out_w, cols, stride_h, stride_w, lane_scale,
+                            lane_shift, clipped, lo, hi)
+        for c in range(count):
+            plane = out_planes[n, first + c]
+            for p in range(out_h * out_w):
+                plane[np.uint64(p)] = result[np.uint64(p * lanes + c)]
+            if not clipped:
+                _finish_row(plane, residual_planes[n, first + c], has_residual, scale[first + c], shift[first + c],
+                            activation, low, high)
+
+
+@njit(cache=True, nogil=True)
+def _channel_block_taps(staged, taps, offsets, result, out_h, out_w, cols, stride_h, stride_w, lane_scale,
+                        lane_shift, clipped, lo, hi):
+    """:func:`_depthwise_blocks_items`'s sums: for each output pixel ``p`` and lane ``c``,
+    ``result[p * CHANNEL_BLOCK + c]`` = the nine taps ``taps[t * CHANNEL_BLOCK + c]`` times the
+    padded input at the pixel's window corner plus ``offsets[t]``, summed in
+    :func:`_direct_taps`'s order; with ``clipped``, then ``clip(s * v + b, lo, hi)`` (the lanes'
+    scale and shift) as :func:`_clipped_taps_3x3`. Unsigned indices: the lanes' loop vectorizes."""
+    lanes = np.uint64(CHANNEL_BLOCK)
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = (offsets[0], offsets[1], offsets[2], offsets[3], offsets[4], offsets[5],
+                                          offsets[6], offsets[7], offsets[8])
+    for i in range(out_h):
+        for j in range(out_w):
+            base = np.uint64((i * stride_h * cols + j * stride_w) * CHANNEL_BLOCK)
+            at = np.uint64((i * out_w + j) * CHANNEL_BLOCK)
+            for c in range(CHANNEL_BLOCK):
+                u = np.uint64(c)
+                v = (taps[u] * staged[base + o0 + u] + taps[lanes + u] * staged[base + o1 + u]
+                     + taps[2 * lanes + u] * staged[base + o2 + u] + taps[3 * lanes + u] * staged[base + o3 + u]
+                     + taps[4 * lanes + u] * staged[base + o4 + u] + taps[5 * lanes + u] * staged[base + o5 + u]
+                     + taps[6 * lanes + u] * staged[base + o6 + u] + taps[7 * lanes + u] * staged[base + o7 + u]
+                     + taps[8 * lanes + u] * staged[base + o8 + u])
+                if clipped:
+                    v = lane_scale[u] * v + lane_shift[u]
+                    v = lo if v < lo else (hi if v > hi else v)
+                result[at + u] = v
+
+
 @njit(cache=True, nogil=True)
 def _panel_forward_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
                          stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows, chunk_rows,
@@ -818,6 +917,26 @@ def _is_direct(weight_shape, groups, stride, out_pixels, samples=1):
     return tuple(stride) != (1, 1) or filters // groups <= 8 or out_pixels >= 64 * 64
 
 
+def _by_channel_blocks(weight_shape, groups, stride, out_pixels):
+    """Whether a convolution of these weights (F, C // groups, KH, KW) at ``stride`` (a pair)
+    onto output planes of ``out_pixels`` (any dilation) takes the depthwise path by blocks
+    of channels (:func:`_depthwise_blocks_items`) rather than the direct one: a depthwise 3x3
+    convolution (one filter per channel) onto planes of at most ``BLOCKS_MAX_PIXELS`` pixels,
+    or of ``BLOCKS_MAX_STRIDED_PIXELS`` at a stride (where the direct path's copy splits every
+    row into its phases). Measured on MobileNetV2's shapes: faster at 7x7 and at stride 2 onto
+    7x7 and 14x14, slower from 14x14 at stride 1."""
+    filters, per_group, kernel_h, kernel_w = weight_shape
+    if not (per_group == 1 and filters == groups and kernel_h == kernel_w == 3):
+        return False
+    return out_pixels <= (BLOCKS_MAX_STRIDED_PIXELS if tuple(stride) != (1, 1) else BLOCKS_MAX_PIXELS)
+
+
+#: the largest output planes (pixels) a depthwise 3x3 convolution takes by blocks of channels at
+#: stride 1, and at a larger stride (:func:`_by_channel_blocks`)
+BLOCKS_MAX_PIXELS = 100
+BLOCKS_MAX_STRIDED_PIXELS = 196
+
+
 def _few_channels(weight_shape):
     """Whether weights (F, C // groups, KH, KW) have the few input channels per group and the
     window (square, 3 or 5 wide) of the direct loops (:func:`_is_direct`)."""
@@ -983,7 +1102,7 @@ def _path_settings():
     w = _winograd
     return (PANELS, PANEL_MAX_WEIGHT_BYTES, PANEL_CHUNK_BYTES, PANEL_TAPS, PANEL_FEW_MIN_PIXELS, PANEL_STEM_MIN_FILTERS,
             IM2COL_BY_PLANES, PLANES_MAX_EXTRA, PLANES_COPY_MACS, DIRECT_MAX_CHANNELS, INTERLEAVED_SAMPLES,
-            POINTWISE_EXPANSION,
+            POINTWISE_EXPANSION, BLOCKS_MAX_PIXELS, BLOCKS_MAX_STRIDED_PIXELS,
             w.WINOGRAD, w.WINOGRAD_MIN_CHANNELS, w.WINOGRAD_MIN_TILES, w.WINOGRAD_MAX_WEIGHT_BYTES,
             w.WINOGRAD_PLANES_BYTES)
 
@@ -1001,6 +1120,9 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
     blocks = _row_blocks(out_shape[2], block_rows)
     filters, channels_per_group, kernel_h, kernel_w = weight_shape
     small_gemm = small_gemm_limit(dtype)
+    if _by_channel_blocks(weight_shape, groups, (stride_h, stride_w), out_shape[2] * out_shape[3]):
+        return (_depthwise_blocks_items, x_shape[0] * -(-filters // CHANNEL_BLOCK), workers,
+                (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows))
     if _is_direct(weight_shape, groups, (stride_h, stride_w), out_shape[2] * out_shape[3], x_shape[0]):
         return (_direct_forward_items, x_shape[0] * groups * blocks, workers,
                 (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, block_rows))
@@ -1320,6 +1442,15 @@ def _direct_forward_shared(edges, arguments, others):
 
 
 @njit(parallel=True, cache=True, nogil=True)
+def _depthwise_blocks_shared(edges, arguments, others):
+    """:func:`_depthwise_blocks_items` over each share (:func:`_direct_forward_shared`)."""
+    caller, core = calling_thread()
+    for share in prange(edges.shape[0] - 1):
+        keep_off_caller(caller, core, others)
+        _depthwise_blocks_items(*arguments, edges[share], edges[share + 1])
+
+
+@njit(parallel=True, cache=True, nogil=True)
 def _pointwise_forward_shared(edges, arguments, others):
     """:func:`_pointwise_forward_items` over each share (:func:`_direct_forward_shared`)."""
     caller, core = calling_thread()
@@ -1374,7 +1505,8 @@ def _winograd_forward_shared(edges, arguments, others):
 
 
 #: each forward items function's driver on the threading layer
-_SHARED = {_direct_forward_items: _direct_forward_shared, _pointwise_forward_items: _pointwise_forward_shared,
+_SHARED = {_direct_forward_items: _direct_forward_shared, _depthwise_blocks_items: _depthwise_blocks_shared,
+           _pointwise_forward_items: _pointwise_forward_shared,
            _panel_forward_items: _panel_forward_shared, _conv2d_forward_items: _conv2d_forward_shared,
            _interleaved_forward_items: _interleaved_forward_shared,
            _interleaved_panel_items: _interleaved_panel_shared, _winograd_forward_items: _winograd_forward_shared}
