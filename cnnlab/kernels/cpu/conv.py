@@ -449,10 +449,12 @@ def _depthwise_blocks_items(x, weight, scale, shift, residual, has_residual, act
     planes. The taps are summed in the order of :func:`_direct_taps`, and the epilogue is the
     same (the clip of ReLU and ReLU6 in the taps' loop, as :func:`_clipped_taps_3x3`; any other
     by :func:`_finish_row` over the planes): the values are the direct path's, bit for bit.
-    Single-thread times against the direct path (``bench/small_kernels.py``'s depthwise rows, us,
-    MobileNetV2's shapes with their ReLU6): 960 channels at 7x7 122 -> 62, 576 at 14x14
-    stride 2 154 -> 68, 192 at 28x28 stride 2 100 -> 86; 384 at 14x14 stride 1 83 -> 87 and
-    the larger planes slower (:func:`_by_channel_blocks`)."""
+    One thread, MobileNetV2's shapes with their ReLU6, medians of two rounds against the direct
+    path (``bench/small_kernels.py`` against its ``--no-blocks``, us): 960 channels at 7x7
+    126.7-131.4 -> 58.2-63.6, 576 at 14x14 stride 2 158.4-162.5 -> 64.5-67.9, 192 at 28x28
+    stride 2 102.3-105.6 -> 72.6-74.3. At 14x14 stride 1 and on larger planes the direct path
+    is as fast or faster (a scratch comparison: 384 channels at 14x14 83 against 87 us; 192 at
+    28x28 106 against 193), hence :func:`_by_channel_blocks`."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_h, out_w = out.shape[2], out.shape[3]
     lanes = CHANNEL_BLOCK
