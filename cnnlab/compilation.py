@@ -207,7 +207,7 @@ def _kernels_as_python(first_call, callee_call=None):
     finally:
         numba.set_num_threads(threads)
         for dispatcher in dispatchers.values():
-            del dispatcher._compile_for_args
+            dispatcher.__dict__.pop("_compile_for_args", None)  # (once for a dispatcher kept under two names)
 
 
 def record_kernels(workload, callees=None):

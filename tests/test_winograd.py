@@ -135,6 +135,8 @@ def test_convolution_by_winograd_matches_loops(samples, height, width, channels,
                                    padding, (1, 1), groups)
     residual = rng.standard_normal(reference.shape).astype(dtype) if with_residual else None
     rule, direct, budget = cpu_conv.by_winograd, cpu_conv._is_direct, winograd.WINOGRAD_PLANES_BYTES
+    blocks = cpu_conv._by_channel_blocks
+    cpu_conv._by_channel_blocks = lambda *arguments: False  # (depthwise ones too)
     cpu_conv.by_winograd = lambda *arguments: True  # (every geometry here is 3x3 at stride 1)
     cpu_conv._is_direct = lambda *arguments: False
     if blocks == "chunks":
@@ -150,6 +152,7 @@ def test_convolution_by_winograd_matches_loops(samples, height, width, channels,
                               1, 0.0, np.inf, out)
     finally:
         cpu_conv.by_winograd, cpu_conv._is_direct, winograd.WINOGRAD_PLANES_BYTES = rule, direct, budget
+        cpu_conv._by_channel_blocks = blocks
     assert work[0] is winograd._winograd_forward_items
     tiles_h = (out_shape[2] + 1) // 2
     if blocks == "chunks":

@@ -120,30 +120,29 @@ def _pin_to(typingctx, mask):
     return types.int32(mask), codegen
 
 
-@njit(cache=True, nogil=True)
-def _calling_thread_linux():
-    """``(handle, core)`` of the calling thread (:func:`_pthread_self`, :func:`_sched_getcpu`)."""
-    return _pthread_self(), np.int64(_sched_getcpu())
+if sys.platform.startswith("linux"):
+    @njit(cache=True, nogil=True)
+    def calling_thread():
+        """``(handle, core)`` of the calling thread (:func:`_pthread_self`, :func:`_sched_getcpu`):
+        what Numba's ``prange`` drivers call before their loop (compiled in, so chosen here)."""
+        return _pthread_self(), np.int64(_sched_getcpu())
 
+    @njit(cache=True, nogil=True)
+    def keep_off_caller(caller, core, others):
+        """In a threading layer's worker (not the ``caller`` thread) that runs on the caller's
+        ``core``, move it off that core: onto the cores of ``others[core]`` (the process's cores
+        but that one). See :func:`keep_off_masks`."""
+        if 0 <= core < others.shape[0] and _pthread_self() != caller and _sched_getcpu() == core:
+            _pin_to(others[core])
+else:  # (no cores told apart, nothing to do)
+    @njit(cache=True, nogil=True)
+    def calling_thread():
+        """(Not on Linux: no handle, no core.)"""
+        return np.uint64(0), np.int64(-1)
 
-@njit(cache=True, nogil=True)
-def _keep_off_caller_linux(caller, core, others):
-    """In a threading layer's worker (not the ``caller`` thread) that runs on the caller's
-    ``core``, move it off that core: onto the cores of ``others[core]`` (the process's cores but
-    that one). See :func:`keep_off_masks`."""
-    if 0 <= core < others.shape[0] and _pthread_self() != caller and _sched_getcpu() == core:
-        _pin_to(others[core])
-
-
-@njit(cache=True, nogil=True)
-def _calling_thread_elsewhere():
-    """(Not on Linux: no cores are told apart.)"""
-    return np.uint64(0), np.int64(-1)
-
-
-@njit(cache=True, nogil=True)
-def _keep_off_caller_elsewhere(caller, core, others):
-    """(Not on Linux: nothing to do.)"""
+    @njit(cache=True, nogil=True)
+    def keep_off_caller(caller, core, others):
+        """(Not on Linux: nothing to do.)"""
 
 
 @njit(cache=True, nogil=True)
@@ -161,10 +160,6 @@ def _count_handed(flags):
 
 
 _ON_LINUX = sys.platform.startswith("linux")
-#: what Numba's ``prange`` drivers call (compiled in, so chosen here): the calling thread, and a
-#: worker's move off the caller's core (:func:`keep_off_masks`); nothing beside Linux
-calling_thread = _calling_thread_linux if _ON_LINUX else _calling_thread_elsewhere
-keep_off_caller = _keep_off_caller_linux if _ON_LINUX else _keep_off_caller_elsewhere
 
 
 def keep_off_masks():
