@@ -1,6 +1,6 @@
 """Single CPU kernels called directly, for comparing two versions in alternating processes.
 
-    python bench/small_kernels.py [--repeat 40] [--no-blocks]
+    python bench/small_kernels.py [--repeat 40] [--blocks {rule,none,all}]
 
 Times, straight through :mod:`cnnlab.kernels.cpu` (no functional layer, no checks): 2x2 stride-2
 max pooling with and without the chosen indices on one thread (16x64x56x56 and 32x16x16x16),
@@ -11,8 +11,9 @@ element-wise ones and batch normalization with Numba's thread count), a convolut
 epilogue over 32 rows of 12,800 values (one thread), and im2col's columns of every sample of
 four convolutions (LeNet's second layer, two 3x3 layers at stride 1 and one at stride 2; one
 thread, the copy alone), and depthwise 3x3 convolutions with their ReLU6 at batch 1 (MobileNetV2's
-at 112x112, 56x56 at stride 2, 14x14, 7x7 and, at stride 2, 28x28 and 14x14; one thread;
-``--no-blocks``: none by blocks of channels, all by the direct path), and the flipped weight of a stride-1
+at 112x112, 56x56 at stride 2, 28x28, 14x14, 7x7 and, at stride 2, 28x28 and 14x14; one thread;
+``--blocks none``: all by the direct path, ``--blocks all``: all by blocks of channels; by
+default each by its rule), and the flipped weight of a stride-1
 input gradient (``conv2d_flipped_weight``) of ResNet-18's 256- and 512-channel 3x3 layers (Numba's
 thread count). Prints the minimum and the median in
 microseconds. Two versions::
@@ -53,11 +54,12 @@ def _line(name, timing):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=40)
-    parser.add_argument("--no-blocks", action="store_true", help="depthwise layers by the direct path only")
+    parser.add_argument("--blocks", choices=["rule", "none", "all"], default="rule",
+                        help="depthwise layers by blocks of channels: by their rule, none or all")
     options = parser.parse_args()
     repeat = options.repeat
-    if options.no_blocks:
-        cpu_conv.BLOCKS_MAX_PIXELS = cpu_conv.BLOCKS_MAX_STRIDED_PIXELS = 0
+    if options.blocks != "rule":
+        cpu_conv.BLOCKS_MAX_PIXELS = 0 if options.blocks == "none" else 1 << 30
     rng = np.random.default_rng(0)
     for shape in [(16, 64, 56, 56), (32, 16, 16, 16)]:
         x = rng.standard_normal(shape).astype(np.float32)
@@ -85,7 +87,8 @@ def main():
         columns = np.empty((shape[1] * kernel * kernel, out_size * out_size), np.float32)
         _line(f"im2col {shape} k{kernel} s{stride} p{pad}", timed_runs(
             lambda: _all_columns(x, columns, kernel, out_size, stride, pad), max(1, repeat // 4)))
-    for channels, size, stride in [(32, 112, 1), (96, 112, 2), (384, 14, 1), (960, 7, 1), (192, 28, 2), (576, 14, 2)]:
+    for channels, size, stride in [(32, 112, 1), (96, 112, 2), (192, 28, 1), (384, 14, 1), (960, 7, 1), (192, 28, 2),
+                                   (576, 14, 2)]:
         x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
         weight = rng.standard_normal((channels, 1, 3, 3)).astype(np.float32)
         scale, shift = np.ones(channels, np.float32), rng.standard_normal(channels).astype(np.float32)

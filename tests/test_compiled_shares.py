@@ -28,7 +28,7 @@ def _spied(monkeypatch):
 # (path, input shape, weight shape, stride, padding, groups, (output rows, filter blocks, samples) an item,
 # what to patch)
 PATHS = [
-    ("_direct_forward_items", (1, 8, 14, 14), (8, 1, 3, 3), 1, 1, 8, (14, 1, 1), {}),
+    ("_direct_forward_items", (1, 8, 16, 16), (8, 1, 3, 3), 1, 1, 8, (16, 1, 1), {}),
     ("_depthwise_blocks_items", (1, 40, 7, 7), (40, 1, 3, 3), 1, 1, 40, (7, 1, 1), {}),
     ("_pointwise_forward_items", (1, 32, 14, 14), (64, 32, 1, 1), 1, 0, 1, (14, 2, 1), {}),
     ("_panel_forward_items", (2, 16, 16, 16), (32, 16, 3, 3), 1, 1, 1, (16, 1, 1), {"by_winograd": False}),
@@ -76,7 +76,7 @@ def test_every_forward_path_gives_the_teams_values_through_its_driver(monkeypatc
 
 def test_work_claimed_in_pieces_and_one_threads_work_do_not_take_the_driver(monkeypatch):
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((1, 8, 14, 14)).astype(np.float32)
+    x = rng.standard_normal((1, 8, 16, 16)).astype(np.float32)
     weight = rng.standard_normal((8, 1, 3, 3)).astype(np.float32)
     ones, zeros = np.ones(8, np.float32), np.zeros(8, np.float32)
     expected = F.conv2d(x, weight, padding=1, groups=8)
@@ -84,7 +84,7 @@ def test_work_claimed_in_pieces_and_one_threads_work_do_not_take_the_driver(monk
     for workers, claim in [(1, None), (2, 1)]:  # one thread; work claimed in pieces (any work is, from 1)
         if claim is not None:
             monkeypatch.setattr(cnnlab.config, "CLAIM_MIN_WORK", claim)
-        work = cpu_conv._forward_work(x.shape, weight.shape, x.shape, 1, 1, 1, 1, 1, 1, 8, 14, workers,
+        work = cpu_conv._forward_work(x.shape, weight.shape, x.shape, 1, 1, 1, 1, 1, 1, 8, 16, workers,
                                       dtype=np.float32)
         assert len(work[4]) == 1 if workers == 1 else len(work[4]) > 2
         out = np.empty_like(x)
@@ -102,11 +102,11 @@ def test_the_plans_convolutions_take_the_drivers_and_the_functional_ones_do_not(
     threads = numba.get_num_threads()
     numba.set_num_threads(2)
     try:
-        x_in = cnnlab.Input((32, 14, 14))
+        x_in = cnnlab.Input((32, 16, 16))
         depthwise = L.Conv2D(32, 32, 3, padding=1, groups=32, seed=1)
         pointwise = L.Conv2D(32, 192, 1, seed=2)
         model = cnnlab.Model(x_in, L.ReLU6()(pointwise(L.ReLU6()(depthwise(x_in)))))
-        x = np.random.default_rng(2).standard_normal((1, 32, 14, 14)).astype(np.float32)
+        x = np.random.default_rng(2).standard_normal((1, 32, 16, 16)).astype(np.float32)
         calls = _spied(monkeypatch)
         first = model(x)  # checked and bound
         assert calls == []

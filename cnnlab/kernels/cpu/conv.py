@@ -450,11 +450,11 @@ def _depthwise_blocks_items(x, weight, scale, shift, residual, has_residual, act
     same (the clip of ReLU and ReLU6 in the taps' loop, as :func:`_clipped_taps_3x3`; any other
     by :func:`_finish_row` over the planes): the values are the direct path's, bit for bit.
     One thread, MobileNetV2's shapes with their ReLU6, medians of two rounds against the direct
-    path (``bench/small_kernels.py`` against its ``--no-blocks``, us): 960 channels at 7x7
+    path (``bench/small_kernels.py`` against its ``--blocks none``, us): 960 channels at 7x7
     126.7-131.4 -> 58.2-63.6, 576 at 14x14 stride 2 158.4-162.5 -> 64.5-67.9, 192 at 28x28
-    stride 2 102.3-105.6 -> 72.6-74.3. At 14x14 stride 1 and on larger planes the direct path
-    is as fast or faster (a scratch comparison: 384 channels at 14x14 83 against 87 us; 192 at
-    28x28 106 against 193), hence :func:`_by_channel_blocks`."""
+    stride 2 102.3-105.6 -> 72.6-74.3; 384 at 14x14 90.0-94.4 -> 72.5-73.6 (``--blocks all``).
+    On larger planes the direct path is faster (192 at 28x28 stride 1: 108 against 155),
+    hence :func:`_by_channel_blocks`."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_h, out_w = out.shape[2], out.shape[3]
     lanes = CHANNEL_BLOCK
@@ -921,22 +921,19 @@ def _is_direct(weight_shape, groups, stride, out_pixels, samples=1):
 
 def _by_channel_blocks(weight_shape, groups, stride, out_pixels):
     """Whether a convolution of these weights (F, C // groups, KH, KW) at ``stride`` (a pair)
-    onto output planes of ``out_pixels`` (any dilation) takes the depthwise path by blocks
-    of channels (:func:`_depthwise_blocks_items`) rather than the direct one: a depthwise 3x3
-    convolution (one filter per channel) onto planes of at most ``BLOCKS_MAX_PIXELS`` pixels,
-    or of ``BLOCKS_MAX_STRIDED_PIXELS`` at a stride (where the direct path's copy splits every
-    row into its phases). Measured on MobileNetV2's shapes: faster at 7x7 and at stride 2 onto
-    7x7 and 14x14, slower from 14x14 at stride 1."""
+    onto output planes of ``out_pixels`` (any stride and dilation) takes the depthwise path by
+    blocks of channels (:func:`_depthwise_blocks_items`) rather than the direct one: a depthwise
+    3x3 convolution (one filter per channel) onto planes of at most ``BLOCKS_MAX_PIXELS``
+    pixels. On MobileNetV2's shapes (``bench/small_kernels.py --blocks all`` against
+    ``--blocks none``) faster onto 7x7 and 14x14 planes at stride 1 and 2, slower onto 28x28
+    ones at stride 1 and on larger planes."""
     filters, per_group, kernel_h, kernel_w = weight_shape
-    if not (per_group == 1 and filters == groups and kernel_h == kernel_w == 3):
-        return False
-    return out_pixels <= (BLOCKS_MAX_STRIDED_PIXELS if tuple(stride) != (1, 1) else BLOCKS_MAX_PIXELS)
+    return per_group == 1 and filters == groups and kernel_h == kernel_w == 3 and out_pixels <= BLOCKS_MAX_PIXELS
 
 
-#: the largest output planes (pixels) a depthwise 3x3 convolution takes by blocks of channels at
-#: stride 1, and at a larger stride (:func:`_by_channel_blocks`)
-BLOCKS_MAX_PIXELS = 100
-BLOCKS_MAX_STRIDED_PIXELS = 196
+#: the largest output planes (pixels) a depthwise 3x3 convolution takes by blocks of channels
+#: (:func:`_by_channel_blocks`)
+BLOCKS_MAX_PIXELS = 196
 
 
 def _few_channels(weight_shape):
@@ -1104,7 +1101,7 @@ def _path_settings():
     w = _winograd
     return (PANELS, PANEL_MAX_WEIGHT_BYTES, PANEL_CHUNK_BYTES, PANEL_TAPS, PANEL_FEW_MIN_PIXELS, PANEL_STEM_MIN_FILTERS,
             IM2COL_BY_PLANES, PLANES_MAX_EXTRA, PLANES_COPY_MACS, DIRECT_MAX_CHANNELS, INTERLEAVED_SAMPLES,
-            POINTWISE_EXPANSION, BLOCKS_MAX_PIXELS, BLOCKS_MAX_STRIDED_PIXELS,
+            POINTWISE_EXPANSION, BLOCKS_MAX_PIXELS,
             w.WINOGRAD, w.WINOGRAD_MIN_CHANNELS, w.WINOGRAD_MIN_TILES, w.WINOGRAD_MAX_WEIGHT_BYTES,
             w.WINOGRAD_PLANES_BYTES)
 
