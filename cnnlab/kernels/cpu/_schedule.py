@@ -172,8 +172,8 @@ def keep_off_masks():
     woken by the thread that starts the next loop, and in a virtual machine Linux often wakes it
     on the waker's core (:meth:`_Watcher.keep_off` describes the same for the kernels' team):
     the two then take turns on one core for the whole call. MobileNetV2 at batch 1 with 0.3 s
-    before each call (``bench/rested.py``) took 12.1-13.4 ms so, against 6.3-6.8 back to back;
-    with the workers kept off the caller's core, 8.3-8.7 (against 8.9-9.4 with the team)."""
+    before each call (``bench/rested.py``) took 12.5-13.4 ms so, against 6.6-6.8 back to back;
+    with the workers kept off the caller's core, 8.3-8.6 (against 8.8-9.8 with the team)."""
     global _KEEP_OFF_MASKS
     if _KEEP_OFF_MASKS is None:
         allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
@@ -468,8 +468,8 @@ def quiet_team():
     inference plan's ``prange`` drivers), which :func:`keep_off_caller` puts on the same other
     cores. A team thread watching there yields its core thousands of times a call: ResNet-18 at
     batch 1 (its max pooling and weight transforms on the team, its convolutions on the layer)
-    made 2,900-3,300 context switches a call back to back and took 17.6-18.4 ms; told to be
-    quiet, 101-104 switches and 17.8-18.7 ms (``bench/rested.py``, two runs each)."""
+    made 2,876-3,283 context switches a call back to back and took 17.6-18.4 ms; told to be
+    quiet, 101-104 switches and 17.8-18.7 ms (``bench/rested.py``, three and two runs)."""
     for member in _team.members if isinstance(_team, _WatchingTeam) else ():
         if not member.flags[ASLEEP]:
             member.flags[QUIET] = 1
