@@ -475,6 +475,14 @@ def quiet_team():
             member.flags[QUIET] = 1
 
 
+def run_on_layer(driver, *arguments):
+    """``driver(*arguments, keep_off_masks())``: a ``prange`` driver of the inference plan's
+    kernels, whose shares Numba's threading layer runs, each first moving off the caller's core
+    (:func:`keep_off_caller`), with the team's threads told to sleep first (:func:`quiet_team`)."""
+    quiet_team()
+    driver(*arguments, keep_off_masks())
+
+
 def run_in_threads(function, shares):
     """Call ``function(*share)`` for every argument tuple in ``shares`` at once: the first on
     the calling thread, the others on the team's threads; return when all are done (raising

@@ -39,7 +39,7 @@ from numba.extending import intrinsic, overload
 from ._epilogue import _finish_row
 from ._microkernel import MR, PANEL_BYTES, VECTOR_BYTES, _summing_loop, _Vectors, available, tap_product
 from ._planes import _fill_planes
-from ._schedule import calling_thread, edges, keep_off_caller, keep_off_masks, quiet_team, run_shared, shares
+from ._schedule import calling_thread, edges, keep_off_caller, run_on_layer, run_shared, shares
 
 #: tiles a group of :func:`_winograd_forward_items` transforms and multiplies at a time: a float32
 #: panel of :func:`tap_product` (two float64 ones)
@@ -201,8 +201,7 @@ def winograd_weights(weight, groups, workers=1, compiled_shares=False):
     packed = np.empty(groups * 16 * blocks * MR * channels, weight.dtype)
     workers = min(groups * blocks, workers if filters * channels >= WINOGRAD_SHARED_PAIRS else 1)
     if workers > 1 and compiled_shares:
-        quiet_team()
-        _winograd_weights_shared(weight, groups, packed, edges(shares(groups * blocks, workers)), keep_off_masks())
+        run_on_layer(_winograd_weights_shared, weight, groups, packed, edges(shares(groups * blocks, workers)))
     else:
         run_shared(_winograd_weights_items, groups * blocks, workers, weight, groups, packed)
     return packed

@@ -79,9 +79,8 @@ from ._schedule import (
     calling_thread,
     edges,
     keep_off_caller,
-    keep_off_masks,
     pieces,
-    quiet_team,
+    run_on_layer,
     run_pieces,
     run_shared,
     run_split,
@@ -1414,8 +1413,7 @@ def _run_forward(work, x, weight, scale, shift, residual, has_residual, activati
     if workers == 1:
         items(*arguments, 0, count)
     elif shared:
-        quiet_team()
-        _SHARED[items](edges(bounds), arguments, keep_off_masks())
+        run_on_layer(_SHARED[items], edges(bounds), arguments)
     else:
         run_pieces(items, [arguments + piece for piece in bounds], workers)
 

@@ -14,9 +14,8 @@ from ._schedule import (
     _sum_over_workers,
     calling_thread,
     keep_off_caller,
-    keep_off_masks,
-    quiet_team,
     run_in_threads,
+    run_on_layer,
     run_shared,
     shares,
 )
@@ -51,8 +50,7 @@ def linear_forward(x, weight, bias, out, workers):
         shares run on Numba's threading layer (:func:`_linear_features_shared`).
     """
     if x.shape[0] < workers and weight.shape[0] >= 2 * workers:
-        quiet_team()
-        _linear_features_shared(x, weight, bias, out, workers, keep_off_masks())
+        run_on_layer(_linear_features_shared, x, weight, bias, out, workers)
     else:
         run_shared(_linear_forward_rows, x.shape[0], workers, x, weight.T, bias, out)
 
