@@ -5,8 +5,8 @@
 Reads the ONNX file with :func:`cnnlab.onnx.load` and calls it ``--calls`` times on one random
 image, printing each call's seconds (two threads). With an empty kernel cache (a fresh
 ``CNNLAB_CACHE_DIR``) the first call compiles the kernels of the convolutions' first, checked
-calls; the second, the inference plan's bound steps' own (the threading layer's drivers, a
-path each); later calls run. With a warm cache every call runs.
+calls; the second, the inference plan's bound steps' own (the threading layer's driver, once per
+kind of arguments); later calls run. With a warm cache every call runs.
 """
 
 import argparse

@@ -1,7 +1,8 @@
 """The inference plan's convolutions share their work through Numba's threading layer
-(cnnlab.kernels.cpu.conv's ``_SHARED`` drivers) where it is one even share per thread: the same
-values as the kernels' own thread team, bit for bit, on every forward path; the team still
-takes work claimed in pieces, and one thread's work runs on the caller."""
+(cnnlab.kernels.cpu._schedule.run_on_layer: one driver calling each path's items through their
+compiled address) where it is one even share per thread: the same values as the kernels' own
+thread team, bit for bit, on every forward path; the team still takes work claimed in pieces,
+and one thread's work runs on the caller."""
 
 import numba
 import numpy as np
@@ -15,13 +16,15 @@ from cnnlab.kernels.cpu._microkernel import available as panels_available
 
 
 def _spied(monkeypatch):
-    """Wrap every driver of ``cpu_conv._SHARED`` so that a call is noted (the items' name)."""
+    """Wrap the threading layer's driver as the convolutions call it, so that a call is noted
+    (the items' name)."""
     calls = []
-    for items, driver in list(cpu_conv._SHARED.items()):
-        def spy(edges, arguments, others, driver=driver, name=items.__name__):
-            calls.append(name)
-            return driver(edges, arguments, others)
-        monkeypatch.setitem(cpu_conv._SHARED, items, spy)
+    run_on_layer = cpu_conv.run_on_layer
+
+    def spy(items, arguments, edges, address=None):
+        calls.append(items.__name__)
+        return run_on_layer(items, arguments, edges, address)
+    monkeypatch.setattr(cpu_conv, "run_on_layer", spy)
     return calls
 
 

@@ -512,3 +512,40 @@ def test_a_quieted_team_thread_sleeps_at_once_and_serves_the_next_share(monkeypa
     time.sleep(0.05)
     assert not member.flags[_schedule.ASLEEP] and not member.flags[_schedule.QUIET]  # watching again
     _schedule.quiet_team()  # (to sleep: it would watch for a billion looks)
+
+
+# --- the threading layer's driver, calling a worker through its compiled address ---------
+
+def test_shares_on_the_layer_fill_their_slices_through_the_workers_address(monkeypatch):
+    out = np.zeros(10)
+    arguments = (out, 100.0)
+    address = _schedule.compiled_address(_fill, arguments)
+    assert address == _schedule.compiled_address(_fill, (np.ones(3), 5.0))  # the same types: the same code
+    assert address != _schedule.compiled_address(_fill, (np.ones(3, np.float32), 5.0))
+    seen = []
+    driver = _schedule._shares_at
+    monkeypatch.setattr(_schedule, "_shares_at", lambda *a: seen.append(a[0]) or driver(*a))
+    _schedule.run_on_layer(_fill, arguments, np.array([0, 3, 7, 10]))
+    np.testing.assert_array_equal(out, 100.0 + np.arange(10))
+    assert seen == [address]
+    readonly = np.arange(4.0)
+    readonly.flags.writeable = False
+    values = np.zeros(4)
+    _schedule.run_on_layer(_copy_in, (readonly, values), np.array([0, 2, 4]))  # other types: their own code
+    np.testing.assert_array_equal(values, np.arange(4.0))
+
+
+@numba.njit(nogil=True)
+def _copy_in(source, out, first, last):
+    for i in range(first, last):
+        out[i] = source[i]
+
+
+def test_an_error_in_a_share_on_the_layer_is_raised_from_python():
+    out = np.zeros(2)
+    with pytest.raises(ValueError, match="the second share failed"):
+        _schedule.run_on_layer(_fail_in_second_share, (out,), np.array([0, 1, 2]))
+    assert out[0] == 1.0  # the first share ran
+    values = np.zeros(4)
+    _schedule.run_on_layer(_fill, (values, 1.0), np.array([0, 2, 4]))  # the layer still works
+    np.testing.assert_array_equal(values, 1.0 + np.arange(4))

@@ -218,9 +218,10 @@ class BoundConv2d:
 
     With ``compiled_shares``, a call whose work is one even share per thread has the shares run
     by Numba's threading layer from compiled code, which starts the second thread's share
-    sooner than the kernels' thread team (``cnnlab.kernels.cpu.conv``'s ``_SHARED`` drivers)
-    but compiles a driver per path the first time on a machine: the inference plan's steps,
-    called again and again, ask for it.
+    sooner than the kernels' thread team (``cnnlab.kernels.cpu._schedule.run_on_layer``; the
+    bound call keeps the items' compiled address) but compiles the layer's driver for each kind
+    of arguments the first time on a machine: the inference plan's steps, called again and
+    again, ask for it.
 
     Attributes
     ----------
@@ -230,7 +231,7 @@ class BoundConv2d:
 
     def __init__(self, x, weight, bias, stride, padding, dilation, groups, scale, residual, activation,
                  compiled_shares=False):
-        self.compiled_shares = compiled_shares
+        self.compiled_shares = {} if compiled_shares else False  # (where the kernel keeps its items' address)
         self.x_shape, self.dtype, self.weight_shape = x.shape, x.dtype, weight.shape
         self.filters = (weight.shape[0],)
         self.arguments = (stride, padding, dilation, groups)

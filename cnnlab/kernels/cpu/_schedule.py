@@ -15,11 +15,13 @@ takes fewer, and the caller no longer waits for it (``bench/busy_core.py``). A p
 kernel call from Python, about 8 us.
 
 Sharing the work from Python rather than from an ``@njit(parallel=True)`` driver around the
-worker compiles nothing more: Numba compiles a ``prange`` driver separately, and optimizes the
-worker's whole code again inside it (1 to 4 s per kernel on the first run on a machine). The
-inference plan's convolutions are the exception: called again and again, each a few dozen
-microseconds at batch 1, they pay that once for a second thread that starts at once
-(``cnnlab.kernels.cpu.conv``'s ``_SHARED`` drivers).
+worker compiles nothing more: a ``prange`` driver that calls the worker by name links the
+worker's whole code into its own and optimizes it again there (1 to 4 s per kernel on the first
+run on a machine). The inference plan's convolutions (and the dense layer and weight transforms
+around them) are the exception: called again and again, each a few dozen microseconds at batch
+1, they go to one driver, :func:`run_on_layer`, that calls the worker's compiled code through
+its address (:func:`compiled_address`), whose second thread starts at once and which compiles
+in a fraction of a second for each kind of arguments.
 
 Handing a share over is a counter in an array that the team's thread watches from compiled
 code (no GIL held), yielding the processor between looks; it keeps watching for
@@ -48,7 +50,7 @@ import time
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -475,12 +477,97 @@ def quiet_team():
             member.flags[QUIET] = 1
 
 
-def run_on_layer(driver, *arguments):
-    """``driver(*arguments, keep_off_masks())``: a ``prange`` driver of the inference plan's
-    kernels, whose shares Numba's threading layer runs, each first moving off the caller's core
-    (:func:`keep_off_caller`), with the team's threads told to sleep first (:func:`quiet_team`)."""
+@intrinsic
+def _call_at(typingctx, address, arguments, first, last):
+    """Call the compiled function at ``address``, as ``function(*arguments, first, last)``: a
+    Numba function returning nothing, compiled for exactly these argument types (its machine
+    code's address, :func:`compiled_address`). True when it returned without an error.
+
+    The call goes through the address, so the caller's code does not contain the function's:
+    Numba links a called function's whole code into its caller and compiles it again there."""
+    if not isinstance(address, types.Integer) or not isinstance(arguments, types.BaseTuple):
+        return None
+    argument_types = tuple(arguments.types) + (first, last)
+
+    def codegen(context, builder, signature, args):
+        address_value, values, first_value, last_value = args
+        passed = [builder.extract_value(values, i) for i in range(len(arguments.types))] + [first_value, last_value]
+        function_type = context.call_conv.get_function_type(types.none, argument_types)
+        function = builder.inttoptr(address_value, function_type.as_pointer())
+        status, _ = context.call_conv.call_function(builder, function, types.none, argument_types, passed)
+        return builder.not_(status.is_error)
+    return types.boolean(address, arguments, first, last), codegen
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _shares_at(address, edges, arguments, others, failed):
+    """``function(*arguments, edges[i], edges[i+1])`` for each share ``i`` on the threads of
+    Numba's threading layer, the function's compiled code at ``address`` (:func:`_call_at`);
+    ``failed[i]`` says whether share ``i`` raised, and the count of those is returned. Each
+    share first moves a worker that runs on the calling thread's core off it
+    (:func:`keep_off_caller`; ``others``: :func:`keep_off_masks`). One driver for every kernel:
+    it compiles once per kind of arguments, in a fraction of a second, where a driver calling a
+    kernel by name would compile the kernel's code again."""
+    caller, core = calling_thread()
+    failures = 0
+    for share in prange(edges.shape[0] - 1):
+        keep_off_caller(caller, core, others)
+        ok = _call_at(address, arguments, edges[share], edges[share + 1])
+        failed[share] = not ok
+        failures += 0 if ok else 1
+    return failures
+
+
+def compiled_address(function, arguments):
+    """The address of ``function``'s machine code for calls ``function(*arguments, first,
+    last)`` with int ``first`` and ``last`` (a kernel's items), compiled first if needed (or
+    loaded from the on-disk cache), for :func:`run_on_layer`. Valid while the process runs: the
+    dispatcher keeps its compiled code."""
+    key = (function,) + tuple(_kind(a) for a in arguments)
+    address = _ADDRESSES.get(key)
+    if address is None:
+        signature = tuple(function.typeof_pyval(a) for a in arguments) + (types.intp, types.intp)
+        function.compile(signature)
+        result = function.overloads[signature]
+        address = _ADDRESSES[key] = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
+    return address
+
+
+def _kind(value):
+    """What Numba's type of an argument depends on, for the compiled code (Numba's ``typeof``
+    takes tens of microseconds for a few arrays): an array's dtype, dimensions and layout (its
+    read-only and alignment flags change the type but not the code), a tuple's items', else
+    the value's class."""
+    if type(value) is np.ndarray:
+        flags = value.flags
+        return value.dtype, value.ndim, flags.c_contiguous, flags.f_contiguous
+    if type(value) is tuple:
+        return tuple(_kind(v) for v in value)
+    return type(value)
+
+
+_ADDRESSES = {}  # (dispatcher, the arguments' kinds) -> compiled_address
+
+
+def run_on_layer(function, arguments, edges, address=None):
+    """``function(*arguments, edges[i], edges[i+1])`` for each share ``i`` (``function`` a
+    kernel's items, :func:`edges` of its even shares), on Numba's threading layer: each share
+    first moves off the caller's core (:func:`keep_off_caller`), and the team's threads are told
+    to sleep first (:func:`quiet_team`). ``address``: :func:`compiled_address` of ``function``
+    for these arguments' types, where the caller keeps it (worked out here otherwise). A share
+    that raised is run again from Python, which raises its error."""
+    if address is None:
+        address = compiled_address(function, arguments)
     quiet_team()
-    driver(*arguments, keep_off_masks())
+    failed = _LAYER.__dict__.get("failed")
+    if failed is None or failed.shape[0] < edges.shape[0] - 1:
+        failed = _LAYER.failed = np.zeros(max(64, edges.shape[0] - 1), np.bool_)
+    if _shares_at(address, edges, arguments, keep_off_masks(), failed):
+        for share in np.flatnonzero(failed[:edges.shape[0] - 1]):
+            function(*arguments, int(edges[share]), int(edges[share + 1]))
+
+
+_LAYER = threading.local()  # .failed: this thread's flags of the shares that raised (run_on_layer)
 
 
 def run_in_threads(function, shares):

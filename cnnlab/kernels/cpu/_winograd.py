@@ -33,13 +33,13 @@ import functools
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from ._epilogue import _finish_row
 from ._microkernel import MR, PANEL_BYTES, VECTOR_BYTES, _summing_loop, _Vectors, available, tap_product
 from ._planes import _fill_planes
-from ._schedule import calling_thread, edges, keep_off_caller, run_on_layer, run_shared, shares
+from ._schedule import edges, run_on_layer, run_shared, shares
 
 #: tiles a group of :func:`_winograd_forward_items` transforms and multiplies at a time: a float32
 #: panel of :func:`tap_product` (two float64 ones)
@@ -195,29 +195,19 @@ def winograd_weights(weight, groups, workers=1, compiled_shares=False):
     ``c`` of filter ``block * MR + r`` at ``c * MR + r`` past that; the blocks shared between
     ``workers`` threads from ``WINOGRAD_SHARED_PAIRS`` filters and channels on
     (:func:`_winograd_weights_items`): by the kernels' team, or with ``compiled_shares`` (the
-    convolution's own shares go to the threading layer) by :func:`_winograd_weights_shared`."""
+    convolution's own shares go to the threading layer) on that layer
+    (:func:`cnnlab.kernels.cpu._schedule.run_on_layer`): handed to the kernels' team instead,
+    these transforms (7 a ResNet-18 call at batch 1) kept its thread spinning beside the
+    threading layer's on the other core."""
     filters, channels = weight.shape[0], weight.shape[1]
     blocks = -(-(filters // groups) // MR)
     packed = np.empty(groups * 16 * blocks * MR * channels, weight.dtype)
     workers = min(groups * blocks, workers if filters * channels >= WINOGRAD_SHARED_PAIRS else 1)
     if workers > 1 and compiled_shares:
-        run_on_layer(_winograd_weights_shared, weight, groups, packed, edges(shares(groups * blocks, workers)))
+        run_on_layer(_winograd_weights_items, (weight, groups, packed), edges(shares(groups * blocks, workers)))
     else:
         run_shared(_winograd_weights_items, groups * blocks, workers, weight, groups, packed)
     return packed
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _winograd_weights_shared(weight, groups, packed, edges, others):
-    """:func:`_winograd_weights_items` over each share ``edges[i] .. edges[i+1]-1`` on the threads
-    of Numba's threading layer, where the forward convolution's own shares go there (an inference
-    plan's, ``cnnlab.kernels.cpu.conv``'s ``_SHARED``): handed to the kernels' team instead, these
-    transforms (7 a ResNet-18 call at batch 1) kept its thread spinning beside the threading
-    layer's on the other core. ``others``: :func:`cnnlab.kernels.cpu._schedule.keep_off_masks`."""
-    caller, core = calling_thread()
-    for share in prange(edges.shape[0] - 1):
-        keep_off_caller(caller, core, others)
-        _winograd_weights_items(weight, groups, packed, edges[share], edges[share + 1])
 
 
 #: the fewest filters times channels whose transform :func:`winograd_weights` shares between threads

@@ -55,7 +55,7 @@ import math
 import os
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ... import config
 from .. import (
@@ -76,9 +76,8 @@ from ._planes import (
 )
 from ._schedule import (
     _sum_over_workers,
-    calling_thread,
+    compiled_address,
     edges,
-    keep_off_caller,
     pieces,
     run_on_layer,
     run_pieces,
@@ -1402,111 +1401,30 @@ def _run_forward(work, x, weight, scale, shift, residual, has_residual, activati
     ``activation`` an int, ``low`` and ``high`` floats) for ``work`` from :func:`_forward_work`:
     :func:`run_shared`'s work, with its pieces worked out once, in the work.
 
-    With ``compiled_shares``, work of one even share per thread (too small to be claimed in
-    pieces) is shared by Numba's threading layer from compiled code (:data:`_SHARED`) rather
-    than by the kernels' thread team: see :func:`_direct_forward_shared`."""
+    With ``compiled_shares`` (True, or a dict in which a caller that repeats the same call keeps
+    the items' compiled address), work of one even share per thread (too small to be claimed in
+    pieces) is shared by Numba's threading layer from compiled code
+    (:func:`cnnlab.kernels.cpu._schedule.run_on_layer`) rather than by the kernels' thread team.
+    The team hands the second share to a resident thread that must take the GIL and call the
+    items from Python: it starts about 11 us after the hand (``bench/team_wait.py``), which a
+    batch-1 MobileNetV2 layer of 50-150 us feels; the threading layer's worker starts the
+    compiled share at once. Only the inference plan's bound steps ask for it: their steps run
+    again and again, and the layer's driver compiles once per kind of arguments."""
     items, count, workers, trailing, bounds, prepare = work
-    shared = compiled_shares and workers > 1 and len(bounds) == workers
+    shared = (isinstance(compiled_shares, dict) or bool(compiled_shares)) and workers > 1 and len(bounds) == workers
     if prepare is not None:
         weight = prepare[0](weight, *prepare[1:], shared)
     arguments = (x, weight, scale, shift, residual, has_residual, activation, low, high, out, *trailing)
     if workers == 1:
         items(*arguments, 0, count)
     elif shared:
-        run_on_layer(_SHARED[items], edges(bounds), arguments)
+        addresses = compiled_shares if isinstance(compiled_shares, dict) else {}
+        address = addresses.get(items)
+        if address is None:  # (the bound call's arrays keep their types: shapes, dtypes and layout)
+            address = addresses[items] = compiled_address(items, arguments)
+        run_on_layer(items, arguments, edges(bounds), address)
     else:
         run_pieces(items, [arguments + piece for piece in bounds], workers)
-
-
-# Each forward path's items shared by Numba's threading layer (``prange``), one share per
-# thread: the pieces ``edges[i] .. edges[i+1]-1``. The kernels' own team hands a share to a
-# resident thread that must take the GIL and call the items function from Python: it starts
-# about 11 us after the hand (``bench/team_wait.py``), which a batch-1 MobileNetV2 layer of
-# 50-150 us feels. The threading layer's workers start the compiled share at once; a worker on
-# the calling thread's core moves off it first (``keep_off_caller``: after a pause, Linux may
-# wake it there, and the two threads would take turns on one core). Each driver
-# compiles its items function's code again inside it (about 3 s the first time on a machine), so
-# only the inference plan's bound steps ask for them (``compiled_shares``).
-
-@njit(parallel=True, cache=True, nogil=True)
-def _direct_forward_shared(edges, arguments, others):
-    """:func:`_direct_forward_items` over each share ``edges[i] .. edges[i+1]-1``, on the
-    threading layer's threads (the comment above); ``others``: ``keep_off_masks()``."""
-    caller, core = calling_thread()
-    for share in prange(edges.shape[0] - 1):
-        keep_off_caller(caller, core, others)
-        _direct_forward_items(*arguments, edges[share], edges[share + 1])
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _depthwise_blocks_shared(edges, arguments, others):
-    """:func:`_depthwise_blocks_items` over each share (:func:`_direct_forward_shared`)."""
-    caller, core = calling_thread()
-    for share in prange(edges.shape[0] - 1):
-        keep_off_caller(caller, core, others)
-        _depthwise_blocks_items(*arguments, edges[share], edges[share + 1])
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _pointwise_forward_shared(edges, arguments, others):
-    """:func:`_pointwise_forward_items` over each share (:func:`_direct_forward_shared`)."""
-    caller, core = calling_thread()
-    for share in prange(edges.shape[0] - 1):
-        keep_off_caller(caller, core, others)
-        _pointwise_forward_items(*arguments, edges[share], edges[share + 1])
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _panel_forward_shared(edges, arguments, others):
-    """:func:`_panel_forward_items` over each share (:func:`_direct_forward_shared`)."""
-    caller, core = calling_thread()
-    for share in prange(edges.shape[0] - 1):
-        keep_off_caller(caller, core, others)
-        _panel_forward_items(*arguments, edges[share], edges[share + 1])
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _conv2d_forward_shared(edges, arguments, others):
-    """:func:`_conv2d_forward_items` over each share (:func:`_direct_forward_shared`)."""
-    caller, core = calling_thread()
-    for share in prange(edges.shape[0] - 1):
-        keep_off_caller(caller, core, others)
-        _conv2d_forward_items(*arguments, edges[share], edges[share + 1])
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _interleaved_forward_shared(edges, arguments, others):
-    """:func:`_interleaved_forward_items` over each share (:func:`_direct_forward_shared`)."""
-    caller, core = calling_thread()
-    for share in prange(edges.shape[0] - 1):
-        keep_off_caller(caller, core, others)
-        _interleaved_forward_items(*arguments, edges[share], edges[share + 1])
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _interleaved_panel_shared(edges, arguments, others):
-    """:func:`_interleaved_panel_items` over each share (:func:`_direct_forward_shared`)."""
-    caller, core = calling_thread()
-    for share in prange(edges.shape[0] - 1):
-        keep_off_caller(caller, core, others)
-        _interleaved_panel_items(*arguments, edges[share], edges[share + 1])
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _winograd_forward_shared(edges, arguments, others):
-    """:func:`_winograd_forward_items` over each share (:func:`_direct_forward_shared`)."""
-    caller, core = calling_thread()
-    for share in prange(edges.shape[0] - 1):
-        keep_off_caller(caller, core, others)
-        _winograd_forward_items(*arguments, edges[share], edges[share + 1])
-
-
-#: each forward items function's driver on the threading layer
-_SHARED = {_direct_forward_items: _direct_forward_shared, _depthwise_blocks_items: _depthwise_blocks_shared,
-           _pointwise_forward_items: _pointwise_forward_shared,
-           _panel_forward_items: _panel_forward_shared, _conv2d_forward_items: _conv2d_forward_shared,
-           _interleaved_forward_items: _interleaved_forward_shared,
-           _interleaved_panel_items: _interleaved_panel_shared, _winograd_forward_items: _winograd_forward_shared}
 
 
 @njit(cache=True)

@@ -7,13 +7,11 @@ Mirrors :mod:`cnnlab.kernels.cuda.linear`.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._blas import matmul
 from ._schedule import (
     _sum_over_workers,
-    calling_thread,
-    keep_off_caller,
     run_in_threads,
     run_on_layer,
     run_shared,
@@ -47,28 +45,17 @@ def linear_forward(x, weight, bias, out, workers):
         workers (a prediction of one image), they share the output features instead: each
         thread's matrix-vector products read only its rows of the weights, which at batch 1 is all
         the work (a 1280 x 1000 layer streams 5 MB of weights for 1.3 M multiply-adds). Those
-        shares run on Numba's threading layer (:func:`_linear_features_shared`).
+        shares run on Numba's threading layer (:func:`cnnlab.kernels.cpu._schedule.run_on_layer`):
+        the kernels' own team would hand the second block to a thread that must take the GIL
+        to start it, several microseconds, and tens when it has gone to sleep since its last
+        share, as it has in a batch-1 prediction whose convolutions share their work this way
+        too (MobileNetV2's classifier started its second block 64 us after the first,
+        ``bench/team_wait.py``).
     """
     if x.shape[0] < workers and weight.shape[0] >= 2 * workers:
-        run_on_layer(_linear_features_shared, x, weight, bias, out, workers)
+        run_on_layer(_linear_forward_features, (x, weight, bias, out, workers), np.arange(workers + 1, dtype=np.int64))
     else:
         run_shared(_linear_forward_rows, x.shape[0], workers, x, weight.T, bias, out)
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _linear_features_shared(x, weight, bias, out, blocks, others):
-    """:func:`_linear_forward_features` of each of the ``blocks`` blocks of output features on the
-    threads of Numba's threading layer, one a thread. The kernels' own team would hand the
-    second block to a thread that must take the GIL to start it: several microseconds, and tens
-    when it has gone to sleep since its last share, as it has in a batch-1 prediction whose
-    convolutions share their work this way too (``cnnlab.kernels.cpu.conv``'s ``_SHARED``):
-    MobileNetV2's classifier started its second block 64 us after the first
-    (``bench/team_wait.py``). The driver is small: a cold first call of the features' path took
-    1.1 s against 0.6 s without it."""
-    caller, core = calling_thread()
-    for block in prange(blocks):
-        keep_off_caller(caller, core, others)  # (see cnnlab.kernels.cpu._schedule.keep_off_masks)
-        _linear_forward_features(x, weight, bias, out, blocks, block, block + 1)
 
 
 @njit(cache=True, nogil=True)
