@@ -1,13 +1,14 @@
 """Where onnxruntime's time goes on a network: its own profile, by kind of node.
 
-    python bench/ort_profile.py MODEL.onnx [--batch 1] [--size 224] [--calls 8] [--threads 2]
+    python bench/ort_profile.py MODEL.onnx [--batch 1] [--size 224] [--calls 8] [--threads 2] [--top 0]
 
 Runs the ONNX file in onnxruntime (CPU, ``--threads`` intra-op threads, one inter-op) on a
 random ``(batch, 3, size, size)`` float32 input, ``--calls`` times with its profiler on
 (``SessionOptions.enable_profiling``), and sums each node's median kernel time by kind: 1x1
 convolutions, depthwise ones (one input channel a filter), other convolutions, and the other
 nodes (in microseconds a call), as onnxruntime's graph runs them (its layout changes included).
-For the same split of cnnlab's convolutions, ``bench/conv_layers.py`` (by path).
+``--top N`` also prints the N largest convolutions by (input, weight) shape, their times summed
+over the nodes of that shape, as ``bench/conv_layers.py`` prints cnnlab's (for its split by path).
 """
 
 import argparse
@@ -18,6 +19,12 @@ import statistics
 import tempfile
 
 import numpy as np
+
+
+def node_shapes(event):
+    """The input and weight shapes of a convolution's kernel-time event (its input types)."""
+    shapes = [next(iter(shape.values())) for shape in event["args"].get("input_type_shape", [])]
+    return tuple(shapes[0][1:]) if shapes else (), tuple(shapes[1]) if len(shapes) > 1 else ()
 
 
 def node_kind(event):
@@ -41,9 +48,10 @@ def main():
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--calls", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--top", type=int, default=0, help="print the N largest convolutions by shape")
     args = parser.parse_args()
-    if min(args.batch, args.size, args.calls, args.threads) < 1:
-        parser.error("--batch, --size, --calls and --threads must be at least 1")
+    if min(args.batch, args.size, args.calls, args.threads) < 1 or args.top < 0:
+        parser.error("--batch, --size, --calls and --threads must be at least 1, --top at least 0")
     if not os.path.isfile(args.model):
         parser.error(f"no file {args.model}")
     try:
@@ -61,17 +69,24 @@ def main():
         session.run(None, {session.get_inputs()[0].name: x})
     with open(session.end_profiling()) as file:
         events = json.load(file)
-    times, kinds = collections.defaultdict(list), {}
+    times, kinds, shapes = collections.defaultdict(list), {}, {}
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
             times[event["name"]].append(event["dur"])
             kinds[event["name"]] = node_kind(event)
-    totals = collections.Counter()
+            shapes[event["name"]] = node_shapes(event)
+    totals, by_shape = collections.Counter(), collections.Counter()
     for name, durations in times.items():
         totals[kinds[name]] += statistics.median(durations)
+        if kinds[name] != "other":
+            by_shape[shapes[name]] += statistics.median(durations)
     print(f"{args.model}, batch {args.batch}, {args.threads} threads: {sum(totals.values()):.0f} us of nodes a call")
     for kind in ("1x1", "depthwise", "conv", "other"):
         print(f"  {kind:10s} {totals[kind]:10.0f} us")
+    if args.top:
+        print("largest convolutions (us a call): input, weight")
+        for (input_shape, weight_shape), spent in by_shape.most_common(args.top):
+            print(f"  {spent:10.1f}  {input_shape} {weight_shape}")
 
 
 if __name__ == "__main__":
