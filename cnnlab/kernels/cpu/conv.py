@@ -1402,7 +1402,7 @@ def _run_forward(work, x, weight, scale, shift, residual, has_residual, activati
     :func:`run_shared`'s work, with its pieces worked out once, in the work.
 
     With ``compiled_shares`` (True, or a dict in which a caller that repeats the same call keeps
-    the items' compiled address), work of one even share per thread (too small to be claimed in
+    the items' compiled address and the shares' edges), work of one even share per thread (too small to be claimed in
     pieces) is shared by Numba's threading layer from compiled code
     (:func:`cnnlab.kernels.cpu._schedule.run_on_layer`) rather than by the kernels' thread team.
     The team hands the second share to a resident thread that must take the GIL and call the
@@ -1418,11 +1418,11 @@ def _run_forward(work, x, weight, scale, shift, residual, has_residual, activati
     if workers == 1:
         items(*arguments, 0, count)
     elif shared:
-        addresses = compiled_shares if isinstance(compiled_shares, dict) else {}
-        address = addresses.get(items)
-        if address is None:  # (the bound call's arrays keep their types: shapes, dtypes and layout)
-            address = addresses[items] = compiled_address(items, arguments)
-        run_on_layer(items, arguments, edges(bounds), address)
+        kept = compiled_shares if isinstance(compiled_shares, dict) else {}
+        address_and_edges = kept.get(items)
+        if address_and_edges is None:  # (the bound call's arrays keep their types: shapes, dtypes and layout)
+            address_and_edges = kept[items] = (compiled_address(items, arguments), edges(bounds))
+        run_on_layer(items, arguments, address_and_edges[1], address_and_edges[0])
     else:
         run_pieces(items, [arguments + piece for piece in bounds], workers)
 
