@@ -272,3 +272,28 @@ def test_node_overhead_tables_every_step_and_leaves_no_timer():
     assert result["kernel_seconds"] > 0 and result["total_seconds"] > 0
     assert result["overhead_seconds"] == pytest.approx(result["overhead_fraction"] * result["total_seconds"])
     assert not any("run" in vars(owner) or "forward" in vars(owner) for owner in stepped)
+
+
+def test_a_pickled_bound_call_leaves_its_compiled_address_behind():
+    """The threading layer's driver calls a bound step's items through an address of this
+    process's code, kept with the bound call; a pickled copy (for another process) starts
+    without it and works it out again."""
+    import pickle
+
+    threads = numba.get_num_threads()
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one thread: no shares")
+    numba.set_num_threads(2)
+    try:
+        rng = np.random.default_rng(3)
+        x = rng.standard_normal((1, 32, 16, 16)).astype(np.float32)
+        weight = rng.standard_normal((32, 1, 3, 3)).astype(np.float32)
+        expected = F.conv2d(x, weight, padding=1, groups=32)
+        bound = bind_conv2d(x, weight, padding=1, groups=32, compiled_shares=True)
+        np.testing.assert_array_equal(bound(x, weight), expected)
+        assert len(bound.compiled_shares) == 1  # (the depthwise items' address and edges)
+        copy = pickle.loads(pickle.dumps(bound))
+        assert copy.compiled_shares == {}
+        np.testing.assert_array_equal(copy(x, weight), expected)
+    finally:
+        numba.set_num_threads(threads)

@@ -247,6 +247,14 @@ class BoundConv2d:
                                                     self.geometry.filter_blocks, self.geometry.sample_block,
                                                     dtype=x.dtype)
 
+    def __getstate__(self):
+        """A copy made elsewhere (pickled) starts without the compiled address its kernel kept:
+        an address is this process's."""
+        state = dict(self.__dict__)
+        if isinstance(state["compiled_shares"], dict):
+            state["compiled_shares"] = {}
+        return state
+
     def _fits(self, a, shape):
         # C-contiguous by NumPy's flag, which lets an axis of length 1 have any stride: the
         # kernels never step along one (conv2d hands such arrays to the same kernels)
