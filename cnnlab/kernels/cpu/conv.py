@@ -1402,8 +1402,8 @@ def _run_forward(work, x, weight, scale, shift, residual, has_residual, activati
     :func:`run_shared`'s work, with its pieces worked out once, in the work.
 
     With ``compiled_shares`` (True, or a dict in which a caller that repeats the same call keeps
-    the items' compiled address and the shares' edges), work of one even share per thread (too small to be claimed in
-    pieces) is shared by Numba's threading layer from compiled code
+    the items' compiled address and the shares' edges), work of one even share per thread (too
+    small to be claimed in pieces) is shared by Numba's threading layer from compiled code
     (:func:`cnnlab.kernels.cpu._schedule.run_on_layer`) rather than by the kernels' thread team.
     The team hands the second share to a resident thread that must take the GIL and call the
     items from Python: it starts about 11 us after the hand (``bench/team_wait.py``), which a
