@@ -329,7 +329,7 @@ class Graph:
         pool = self.buffer_pool() if on_host else None
         values = {id(t): v for t, v in zip(self.inputs, inputs)}
         try:
-            with single_threaded_blas() if on_host else contextlib.nullcontext():
+            with single_threaded_blas() if on_host else contextlib.nullcontext(), F.conv.held_settings():
                 for node, fused, output, reads, lends, drops in self._inference_schedule(targets):
                     lender = pool if lends else None
                     if fused:

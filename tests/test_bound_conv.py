@@ -297,3 +297,30 @@ def test_a_pickled_bound_call_leaves_its_compiled_address_behind():
         np.testing.assert_array_equal(copy(x, weight), expected)
     finally:
         numba.set_num_threads(threads)
+
+
+def test_a_model_call_reads_the_settings_once_a_dtype_and_the_next_call_again(monkeypatch):
+    """Within an inference call (``held_settings``) the bound convolutions' settings are read
+    once per dtype; a setting changed between calls is seen by the next one."""
+    from cnnlab.functional import conv as functional_conv
+
+    reads = []
+    read = functional_conv._read_settings
+    monkeypatch.setattr(functional_conv, "_read_settings", lambda dtype: reads.append(dtype) or read(dtype))
+    x_in = cnnlab.Input((4, 8, 8))
+    y = L.Conv2D(4, 8, 3, padding=1, seed=1)(x_in)
+    y = L.Conv2D(8, 8, 3, padding=1, seed=2)(L.ReLU()(y))
+    model = cnnlab.Model(x_in, L.Conv2D(8, 4, 1, seed=3)(y))
+    x = np.random.default_rng(4).standard_normal((2, 4, 8, 8)).astype(np.float32)
+    first = model(x)
+    reads.clear()
+    np.testing.assert_array_equal(model(x), first)
+    assert len(reads) == 1  # three bound convolutions, one read
+    with functional_conv.held_settings():
+        held = functional_conv._settings(np.dtype(np.float32))
+        monkeypatch.setattr(config, "IM2COL_MAX_BYTES", config.IM2COL_MAX_BYTES // 2)
+        assert functional_conv._settings(np.dtype(np.float32)) is held
+    assert functional_conv._settings(np.dtype(np.float32)) != held  # read again outside
+    reads.clear()
+    np.testing.assert_array_equal(model(x), first)  # the changed setting seen: rebound, same values
+    assert len(reads) >= 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import threading
 
 import numpy as np
 
@@ -294,7 +296,36 @@ def _settings(dtype):
     """Everything besides the arguments that a convolution's geometry (:func:`conv_geometry`)
     and its kernel work (a :class:`BoundConv2d`'s) are chosen by, for arrays of ``dtype``: Numba's
     thread count, ``config``'s sizes, this module's ``POINTWISE_*`` sizes, whether 1x1
-    convolutions take pixel blocks, and the kernels' path settings."""
+    convolutions take pixel blocks, and the kernels' path settings. Within
+    :func:`held_settings`, read once per dtype."""
+    held = _HELD.__dict__.get("settings")
+    if held is None:
+        return _read_settings(dtype)
+    settings = held.get(dtype)
+    if settings is None:
+        settings = held[dtype] = _read_settings(dtype)
+    return settings
+
+
+@contextlib.contextmanager
+def held_settings():
+    """Within the block, on this thread, :func:`_settings` reads the settings once per dtype and
+    gives the same tuple after: an inference plan's walk, whose bound convolutions would each
+    read them again (about a microsecond a step in a MobileNetV2 call; the settings choose a
+    kernel's path and cut, never its values, and nothing in a model call changes them)."""
+    previous = _HELD.__dict__.get("settings")
+    _HELD.settings = {}
+    try:
+        yield
+    finally:
+        _HELD.settings = previous
+
+
+_HELD = threading.local()  # .settings: the settings held on this thread by dtype (held_settings), or None
+
+
+def _read_settings(dtype):
+    """:func:`_settings` of ``dtype``, read now."""
     return (thread_count(), config.IM2COL_MAX_BYTES, config.IM2COL_CACHE_BYTES, config.PARALLEL_MIN_WORK,
             config.GEMM_MIN_COLUMNS, config.CLAIM_MIN_WORK, POINTWISE_BLOCK_BYTES, POINTWISE_MIN_PIXELS,
             POINTWISE_SPLIT_FILTERS, cpu_kernels.conv2d_pointwise_pixel_blocks(dtype),
