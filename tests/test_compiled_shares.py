@@ -69,7 +69,7 @@ def test_every_forward_path_gives_the_teams_values_through_its_driver(monkeypatc
     cpu_conv._run_forward(work, x, weight, scale, shift, by_team, False, 1, 0.0, 6.0, by_team)
     assert calls == []
     cpu_conv._run_forward(work, x, weight, scale, shift, by_driver, False, 1, 0.0, 6.0, by_driver,
-                          compiled_shares=True)
+                          compiled_shares={})
     assert calls == [path]
     np.testing.assert_array_equal(by_driver, by_team)
     expected = np.clip(F.conv2d(x.astype(np.float64), weight.astype(np.float64), stride=stride, padding=pad,
@@ -91,7 +91,7 @@ def test_work_claimed_in_pieces_and_one_threads_work_do_not_take_the_driver(monk
                                       dtype=np.float32)
         assert len(work[4]) == 1 if workers == 1 else len(work[4]) > 2
         out = np.empty_like(x)
-        cpu_conv._run_forward(work, x, weight, ones, zeros, out, False, 0, 0.0, 0.0, out, compiled_shares=True)
+        cpu_conv._run_forward(work, x, weight, ones, zeros, out, False, 0, 0.0, 0.0, out, compiled_shares={})
         np.testing.assert_array_equal(out, expected)
     assert calls == []
 

@@ -194,7 +194,7 @@ def conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair =
     return out
 
 
-def _run_cpu_work(work, arguments, compiled_shares=False):
+def _run_cpu_work(work, arguments, compiled_shares=None):
     """Run a resolved CPU convolution (``cpu_kernels.conv2d_forward_work``) on ``arguments``,
     holding the BLAS pool to one thread only where its path calls a GEMM and no caller holds
     the limit already (a model call holds it once for all its kernels). ``compiled_shares``:
@@ -233,7 +233,7 @@ class BoundConv2d:
 
     def __init__(self, x, weight, bias, stride, padding, dilation, groups, scale, residual, activation,
                  compiled_shares=False):
-        self.compiled_shares = {} if compiled_shares else False  # (where the kernel keeps its items' address)
+        self.compiled_shares = {} if compiled_shares else None  # (where the kernel keeps its items' address)
         self.x_shape, self.dtype, self.weight_shape = x.shape, x.dtype, weight.shape
         self.filters = (weight.shape[0],)
         self.arguments = (stride, padding, dilation, groups)
@@ -253,7 +253,7 @@ class BoundConv2d:
         """A copy made elsewhere (pickled) starts without the compiled address its kernel kept:
         an address is this process's."""
         state = dict(self.__dict__)
-        if isinstance(state["compiled_shares"], dict):
+        if state["compiled_shares"] is not None:
             state["compiled_shares"] = {}
         return state
 

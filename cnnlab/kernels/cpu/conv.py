@@ -1396,14 +1396,14 @@ def _calls_blas(work):
 
 
 def _run_forward(work, x, weight, scale, shift, residual, has_residual, activation, low, high, out,
-                 compiled_shares=False):
+                 compiled_shares=None):
     """:func:`conv2d_forward` of these arrays (its arguments; ``has_residual`` a bool,
     ``activation`` an int, ``low`` and ``high`` floats) for ``work`` from :func:`_forward_work`:
     :func:`run_shared`'s work, with its pieces worked out once, in the work.
 
-    With ``compiled_shares`` (True, or a dict in which a caller that repeats the same call keeps
-    the items' compiled address and the shares' edges), work of one even share per thread (too
-    small to be claimed in pieces) is shared by Numba's threading layer from compiled code
+    With ``compiled_shares`` (a dict, empty at first, in which the caller keeps the items'
+    compiled address and the shares' edges for its next calls; None: the team), work of one
+    even share per thread (too small to be claimed in pieces) is shared by Numba's threading layer from compiled code
     (:func:`cnnlab.kernels.cpu._schedule.run_on_layer`) rather than by the kernels' thread team.
     The team hands the second share to a resident thread that must take the GIL and call the
     items from Python: it starts about 11 us after the hand (``bench/team_wait.py``), which a
@@ -1411,17 +1411,16 @@ def _run_forward(work, x, weight, scale, shift, residual, has_residual, activati
     compiled share at once. Only the inference plan's bound steps ask for it: their steps run
     again and again, and the layer's driver compiles once per kind of arguments."""
     items, count, workers, trailing, bounds, prepare = work
-    shared = (isinstance(compiled_shares, dict) or bool(compiled_shares)) and workers > 1 and len(bounds) == workers
+    shared = compiled_shares is not None and workers > 1 and len(bounds) == workers
     if prepare is not None:
         weight = prepare[0](weight, *prepare[1:], shared)
     arguments = (x, weight, scale, shift, residual, has_residual, activation, low, high, out, *trailing)
     if workers == 1:
         items(*arguments, 0, count)
     elif shared:
-        kept = compiled_shares if isinstance(compiled_shares, dict) else {}
-        address_and_edges = kept.get(items)
+        address_and_edges = compiled_shares.get(items)
         if address_and_edges is None:  # (the bound call's arrays keep their types: shapes, dtypes and layout)
-            address_and_edges = kept[items] = (compiled_address(items, arguments), edges(bounds))
+            address_and_edges = compiled_shares[items] = (compiled_address(items, arguments), edges(bounds))
         run_on_layer(items, arguments, address_and_edges[1], address_and_edges[0])
     else:
         run_pieces(items, [arguments + piece for piece in bounds], workers)
