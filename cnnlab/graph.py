@@ -358,7 +358,12 @@ class Graph:
         wanted = set(key)  # the targets stay the caller's: never from the pool
         schedule = []
         for node, output, reads, drops in self._walk_schedule(plan, targets):
-            lends = output not in wanted and (isinstance(node, FusedStep) or node.layer.returns_new_array)
+            # only an output whose buffer comes back takes one from the pool: one read by a step that
+            # returns a view of it (a Flatten) would take a pooled buffer, maybe a large one, out of
+            # the pool for good, and the next call would fault a new one in (MobileNetV2's pooled
+            # features took a 1.8 MB buffer so, every call)
+            lends = output in reusable and output not in wanted \
+                and (isinstance(node, FusedStep) or node.layer.returns_new_array)
             schedule.append((node, isinstance(node, FusedStep), output, reads, lends,
                              [(tensor_id, tensor_id in reusable) for _, tensor_id in drops]))
         self._infer_cached = (plan, key, schedule)

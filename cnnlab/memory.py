@@ -27,7 +27,8 @@ class BufferPool:
     A :class:`FusedConv` step takes its output array from here (:meth:`take`): a view of the
     smallest free buffer that is large enough (best fit), or a new buffer. Any other step whose
     layer returns new arrays runs through :meth:`lending`, so that the arrays its op allocates
-    come from here too. When the walk drops
+    come from here too. (Only steps whose output's buffer comes back do: one that a view of it
+    outlives would leave the pool for good.) When the walk drops
     a value that came from here and every step that read it returns new arrays, its buffer
     comes back (:meth:`give`) for a later step of any shape. After a call, :meth:`trim` lets go
     of the buffers that call did not use, so the pool holds about the most memory one call

@@ -444,6 +444,30 @@ def test_a_fused_output_read_through_a_view_is_not_reused():
     np.testing.assert_array_equal(first, kept)
 
 
+def test_an_output_read_through_a_view_takes_no_pooled_buffer():
+    """A step whose output only a view reads (pooled features under a Flatten) never gives its
+    buffer back, so it takes none from the pool: a later call takes every buffer from those the
+    last call left in the pool, which all stay there (none is lost, to be faulted in anew)."""
+    import weakref
+
+    rng = np.random.default_rng(11)
+    x = cnnlab.Input((4, 8, 8))
+    h = L.Conv2D(8, 8, 3, padding=1, seed=2)(L.ReLU()(L.Conv2D(4, 8, 3, padding=1, seed=1)(x)))
+    features = L.Flatten()(L.GlobalAvgPool2D(keepdims=True)(h))
+    model = cnnlab.Model(x, L.Dense(8, 3, seed=3)(features))
+    images = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    expected = model.graph.forward([images], observe=lambda node, value: None)[0]
+    pool = model.graph.buffer_pool()
+    model.forward(images)
+    model.forward(images)
+    held = {id(buffer) for buffers in pool.free.values() for buffer in buffers}
+    alive = [weakref.ref(buffer) for buffers in pool.free.values() for buffer in buffers]
+    got, taken = _buffers_taken(pool, lambda: model.forward(images))
+    assert taken and set(taken) <= held
+    assert all(ref() is not None and any(ref() is b for b in pool.free[ref().dtype]) for ref in alive)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
 def test_concurrent_predictions_use_separate_pools():
     import threading
 
