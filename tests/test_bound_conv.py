@@ -226,13 +226,22 @@ def test_the_kernel_time_of_the_plans_compiled_calls_is_counted(runner):
     from cnnlab.bench.overhead import timed_kernels
 
     rng = np.random.default_rng(4)
-    x_in = cnnlab.Input((3, 8, 8))
-    maps = L.ReLU()(L.Conv2D(3, 4, 3, padding=1, seed=1)(x_in))
-    squeezed = L.ReLU()(L.Conv2D(4, 2, 1, seed=2)(L.GlobalAvgPool2D(keepdims=True)(maps)))
-    gates = L.HardSigmoid()(L.Conv2D(2, 4, 1, seed=3)(squeezed))
-    model = cnnlab.Model(x_in, L.Flatten()(L.Conv2D(4, 2, 1, seed=4)(L.Multiply()([maps, gates]))))
-    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
-    model.forward(x)  # bind the convolutions
+    if runner == "run_conv2d_on_layer":  # a bound call's shares on the threading layer, handed straight to it
+        if numba.get_num_threads() < 2:
+            pytest.skip("one thread: no shares")
+        x_in = cnnlab.Input((32, 16, 16))
+        hidden = L.ReLU6()(L.Conv2D(32, 32, 3, padding=1, groups=32, seed=1)(x_in))
+        model = cnnlab.Model(x_in, L.Conv2D(32, 192, 1, seed=2)(hidden))
+        x = rng.standard_normal((1, 32, 16, 16)).astype(np.float32)
+        model.forward(x)  # bound
+    else:
+        x_in = cnnlab.Input((3, 8, 8))
+        maps = L.ReLU()(L.Conv2D(3, 4, 3, padding=1, seed=1)(x_in))
+        squeezed = L.ReLU()(L.Conv2D(4, 2, 1, seed=2)(L.GlobalAvgPool2D(keepdims=True)(maps)))
+        gates = L.HardSigmoid()(L.Conv2D(2, 4, 1, seed=3)(squeezed))
+        model = cnnlab.Model(x_in, L.Flatten()(L.Conv2D(4, 2, 1, seed=4)(L.Multiply()([maps, gates]))))
+        x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    model.forward(x)  # bound (and the threading layer's shares kept)
     counted = []
     real = getattr(cnnlab.kernels.cpu, runner)
 
@@ -321,6 +330,8 @@ def test_a_model_call_reads_the_settings_once_a_dtype_and_the_next_call_again(mo
         monkeypatch.setattr(config, "IM2COL_MAX_BYTES", config.IM2COL_MAX_BYTES // 2)
         assert functional_conv._settings(np.dtype(np.float32)) is held
     assert functional_conv._settings(np.dtype(np.float32)) != held  # read again outside
+    # (read again, unchanged settings come as the same tuple: the bound calls compare them by identity)
+    assert read(np.dtype(np.float32)) is read(np.dtype(np.float32)) is functional_conv._settings(np.dtype(np.float32))
     reads.clear()
     np.testing.assert_array_equal(model(x), first)  # the changed setting seen: rebound, same values
     assert len(reads) >= 1

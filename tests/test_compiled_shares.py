@@ -116,6 +116,12 @@ def test_the_plans_convolutions_take_the_drivers_and_the_functional_ones_do_not(
         again = model(x)
         assert sorted(set(calls)) == ["_direct_forward_items", "_pointwise_forward_items"]
         calls.clear()
+        straight = []  # from now on the bound calls hand their kept shares to the layer's driver straight
+        monkeypatch.setattr(cnnlab.kernels.cpu, "run_conv2d_on_layer",
+                            lambda items, *rest, real=cnnlab.kernels.cpu.run_conv2d_on_layer:
+                            straight.append(items.__name__) or real(items, *rest))
+        third = model(x)
+        assert calls == [] and straight == ["_direct_forward_items", "_pointwise_forward_items"]
         hidden = F.conv2d(x, depthwise.weight, depthwise.bias, padding=1, groups=32, activation="relu6")
         hidden = F.conv2d(hidden, depthwise.weight, depthwise.bias, padding=1, groups=32, activation="relu6")
         assert calls == []  # (a repeated functional call, bound too, keeps to the team)
@@ -125,3 +131,4 @@ def test_the_plans_convolutions_take_the_drivers_and_the_functional_ones_do_not(
         numba.set_num_threads(threads)
     np.testing.assert_array_equal(again, first)
     np.testing.assert_array_equal(again, expected)
+    np.testing.assert_array_equal(third, expected)

@@ -248,6 +248,8 @@ class BoundConv2d:
         self.work = cpu_kernels.conv2d_forward_work(x.shape, weight.shape, self.out_shape, *self.geometry.args,
                                                     self.geometry.filter_blocks, self.geometry.sample_block,
                                                     dtype=x.dtype)
+        self.calls_blas = cpu_kernels.conv2d_forward_work_calls_blas(self.work)
+        self.layer_shares = None  # (see __call__)
 
     def __getstate__(self):
         """A copy made elsewhere (pickled) starts without the compiled address its kernel kept:
@@ -255,6 +257,7 @@ class BoundConv2d:
         state = dict(self.__dict__)
         if state["compiled_shares"] is not None:
             state["compiled_shares"] = {}
+        state["layer_shares"] = None
         return state
 
     def _fits(self, a, shape):
@@ -267,7 +270,33 @@ class BoundConv2d:
         return all(a is b or (plain_argument(a) is not None and a == b) for a, b in zip(arguments, self.arguments))
 
     def accepts(self, x, weight, bias, stride, padding, dilation, groups, scale, residual, activation, out=None):
-        """Whether :meth:`__call__` computes what :func:`conv2d` would for these arguments."""
+        """Whether :meth:`__call__` computes what :func:`conv2d` would for these arguments.
+
+        Asked at every step of every model call, so the common case is one flat expression, with
+        no method call: host arrays whose dtype is the bound dtype object itself, the same
+        argument objects as at binding and the settings tuple :func:`_settings` gave then (it
+        hands out the same tuple while the settings stay the same). Anything else gets the full
+        comparison, by value."""
+        dtype, filters, arguments = self.dtype, self.filters, self.arguments
+        if (type(x) is np.ndarray and x.dtype is dtype and x.shape == self.x_shape and x.flags.c_contiguous
+                and type(weight) is np.ndarray and weight.dtype is dtype and weight.shape == self.weight_shape
+                and weight.flags.c_contiguous
+                and (type(bias) is np.ndarray and bias.dtype is dtype and bias.shape == filters
+                     and bias.flags.c_contiguous if self.has_bias else bias is None)
+                and (type(scale) is np.ndarray and scale.dtype is dtype and scale.shape == filters
+                     and scale.flags.c_contiguous if self.has_scale else scale is None)
+                and (type(residual) is np.ndarray and residual.dtype is dtype and residual.shape == self.out_shape
+                     and residual.flags.c_contiguous if self.has_residual else residual is None)
+                and out is None and activation is self.activation and stride is arguments[0]
+                and padding is arguments[1] and dilation is arguments[2] and groups is arguments[3]
+                and _settings(dtype) is self.settings):
+            return True
+        return self._accepts_by_value(x, weight, bias, stride, padding, dilation, groups, scale, residual,
+                                      activation, out)
+
+    def _accepts_by_value(self, x, weight, bias, stride, padding, dilation, groups, scale, residual, activation,
+                          out):
+        """:meth:`accepts`, comparing what is not the same object by value."""
         fits, filters = self._fits, self.filters
         arguments = self.arguments
         return (fits(x, self.x_shape) and fits(weight, self.weight_shape)
@@ -283,12 +312,20 @@ class BoundConv2d:
 
     def __call__(self, x, weight, bias=None, scale=None, residual=None, out=None):
         """``conv2d(x, weight, bias, ..., scale=scale, residual=residual, out=out)`` for arguments
-        :meth:`accepts` (the geometry and activation bound)."""
+        :meth:`accepts` (the geometry and activation bound). Once the kernel has kept the address
+        of shares it runs on the threading layer, later calls hand them to it straight
+        (``cpu_kernels.run_conv2d_on_layer``), without looking the path up again."""
         if out is None:  # (from the lender's pool where one is set: a training step's, as conv2d's)
             out = cpu_kernels.empty(self.out_shape, self.dtype)
         arguments = (x, weight, self.ones if scale is None else scale, self.zeros if bias is None else bias,
                      out if residual is None else residual, residual is not None, self.code, self.low, self.high, out)
+        shares = self.layer_shares
+        if shares is not None and (not self.calls_blas or blas_limited()):
+            cpu_kernels.run_conv2d_on_layer(shares[0], arguments + shares[1], shares[2], shares[3])
+            return out
         _run_cpu_work(self.work, arguments, self.compiled_shares)
+        if self.compiled_shares:
+            self.layer_shares = cpu_kernels.conv2d_layer_shares(self.work, self.compiled_shares)
         return out
 
 
@@ -325,7 +362,22 @@ _HELD = threading.local()  # .settings: the settings held on this thread by dtyp
 
 
 def _read_settings(dtype):
-    """:func:`_settings` of ``dtype``, read now."""
+    """:func:`_settings` of ``dtype``, read now: the tuple handed out last time for ``dtype`` where
+    the settings are the same (so that :meth:`BoundConv2d.accepts` can compare them by
+    identity), a new one where they changed."""
+    settings = _settings_now(dtype)
+    last = _LAST_SETTINGS.get(dtype)
+    if last is not None and last == settings:
+        return last
+    _LAST_SETTINGS[dtype] = settings
+    return settings
+
+
+_LAST_SETTINGS = {}  # dtype -> the settings tuple _read_settings handed out last
+
+
+def _settings_now(dtype):
+    """The settings :func:`_settings` describes, as a new tuple."""
     return (thread_count(), config.IM2COL_MAX_BYTES, config.IM2COL_CACHE_BYTES, config.PARALLEL_MIN_WORK,
             config.GEMM_MIN_COLUMNS, config.CLAIM_MIN_WORK, POINTWISE_BLOCK_BYTES, POINTWISE_MIN_PIXELS,
             POINTWISE_SPLIT_FILTERS, cpu_kernels.conv2d_pointwise_pixel_blocks(dtype),

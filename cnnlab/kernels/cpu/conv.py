@@ -1426,6 +1426,20 @@ def _run_forward(work, x, weight, scale, shift, residual, has_residual, activati
         run_pieces(items, [arguments + piece for piece in bounds], workers)
 
 
+def _layer_shares(work, compiled_shares):
+    """``(items, trailing, edges, address)`` where :func:`_run_forward` shares ``work`` on Numba's
+    threading layer with nothing to prepare per call (no weight transform) and an earlier call
+    kept the items' compiled address in ``compiled_shares``; None otherwise. A caller that repeats
+    the call (a bound convolution) then runs it as :func:`_run_forward` would, by
+    ``run_on_layer(items, arguments + trailing, edges, address)``, its ``arguments`` those of
+    :func:`_run_forward` after ``work``, without looking the path up again."""
+    items, _, workers, trailing, bounds, prepare = work
+    if prepare is not None or compiled_shares is None or workers < 2 or len(bounds) != workers:
+        return None
+    kept = compiled_shares.get(items)
+    return None if kept is None else (items, trailing, kept[1], kept[0])
+
+
 @njit(cache=True)
 def _col2im(columns, grad_x, n, first_channel, first_row, rows, kernel_h, kernel_w, out_w,
             stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
