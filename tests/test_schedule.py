@@ -514,6 +514,39 @@ def test_a_quieted_team_thread_sleeps_at_once_and_serves_the_next_share(monkeypa
     _schedule.quiet_team()  # (to sleep: it would watch for a billion looks)
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_yield"), reason="the watching team needs sched_yield")
+def test_the_word_to_be_quiet_is_said_only_after_shares_were_handed(monkeypatch):
+    """quiet_team reads nothing of the team's threads unless shares were handed to them since it
+    last spoke (a model call whose steps all go to the threading layer asks at every step)."""
+
+    class Counted:  # a team thread whose flags count their reads
+        def __init__(self):
+            self.reads, self.values = 0, np.zeros(5, np.int64)
+
+        @property
+        def flags(self):
+            self.reads += 1
+            return self.values
+
+    team = _schedule._WatchingTeam()
+    counted = Counted()
+    team.members.append(counted)
+    monkeypatch.setattr(_schedule, "_team", team)
+    monkeypatch.setattr(_schedule, "_HANDED_SINCE_QUIET", True)
+    _schedule.quiet_team()
+    assert counted.reads > 0 and counted.values[_schedule.QUIET] == 1
+    counted.reads, counted.values[_schedule.QUIET] = 0, 0
+    _schedule.quiet_team()  # nothing handed since
+    assert counted.reads == 0
+    other = _schedule._WatchingTeam()  # a share handed (by any team) makes the next word count again
+    out = np.zeros(4)
+    other.run(_slow_fill, [(out, 0, 0, 2), (out, 0, 2, 4)])
+    assert _schedule._HANDED_SINCE_QUIET
+    other.members[0].flags[_schedule.QUIET] = 1  # (that team's thread: to sleep)
+    _schedule.quiet_team()
+    assert counted.reads > 0 and counted.values[_schedule.QUIET] == 1
+
+
 # --- the threading layer's driver, calling a worker through its compiled address ---------
 
 def test_shares_on_the_layer_fill_their_slices_through_the_workers_address(monkeypatch):

@@ -344,9 +344,11 @@ class _Watcher:
 
     def hand(self, function, arguments):
         """Hand ``function(*arguments)`` to this thread; :meth:`finish` it. Returns its ticket."""
+        global _HANDED_SINCE_QUIET
         ticket = int(self.flags[HANDED]) + 1
         self.slot.append((ticket, function, arguments))
         self.flags[QUIET] = 0  # (a word to stop watching is for the time before this share)
+        _HANDED_SINCE_QUIET = True
         if _ON_LINUX:
             _count_handed(self.flags)
             if self.flags[CALLER_CORE] != self.avoided:  # the caller moved, maybe onto this thread's core
@@ -471,10 +473,23 @@ def quiet_team():
     cores. A team thread watching there yields its core thousands of times a call: ResNet-18 at
     batch 1 (its max pooling and weight transforms on the team, its convolutions on the layer)
     made 2,876-3,283 context switches a call back to back and took 17.6-18.4 ms; told to be
-    quiet, 101-104 switches and 17.8-18.7 ms (``bench/rested.py``, three and two runs)."""
+    quiet, 101-104 switches and 17.8-18.7 ms (``bench/rested.py``, three and two runs).
+
+    Only the team's shares handed since the last word wake its threads to watch, so the word
+    is said only after some were (:data:`_HANDED_SINCE_QUIET`): a call whose steps all go to the
+    threading layer reads nothing of the team's at each step."""
+    global _HANDED_SINCE_QUIET
+    if not _HANDED_SINCE_QUIET:
+        return
+    _HANDED_SINCE_QUIET = False
     for member in _team.members if isinstance(_team, _WatchingTeam) else ():
         if not member.flags[ASLEEP]:
             member.flags[QUIET] = 1
+
+
+#: whether the team has been handed shares since :func:`quiet_team` last told it to be quiet (a
+#: hint: set by every hand, so a thread that watches after one is told at the next word)
+_HANDED_SINCE_QUIET = True
 
 
 @intrinsic
@@ -562,7 +577,8 @@ def run_on_layer(function, arguments, edges, address=None):
     failed = _LAYER.__dict__.get("failed")
     if failed is None or failed.shape[0] < edges.shape[0] - 1:
         failed = _LAYER.failed = np.zeros(max(64, edges.shape[0] - 1), np.bool_)
-    if _shares_at(address, edges, arguments, keep_off_masks(), failed):
+    masks = _KEEP_OFF_MASKS if _KEEP_OFF_MASKS is not None else keep_off_masks()
+    if _shares_at(address, edges, arguments, masks, failed):
         for share in np.flatnonzero(failed[:edges.shape[0] - 1]):
             function(*arguments, int(edges[share]), int(edges[share + 1]))
 
