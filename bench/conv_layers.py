@@ -5,7 +5,8 @@
 
 Inference (default): the ONNX file read with :func:`cnnlab.onnx.load` and called on a random
 224x224 batch, 5 untimed calls, then ``--calls`` timed ones; every forward convolution the
-plan runs (``cnnlab.kernels.cpu.run_conv2d_forward_work``) is timed. Prints the call's median
+plan runs (``cnnlab.kernels.cpu.run_conv2d_forward_work``, and ``run_conv2d_on_layer`` where
+a bound call hands its shares to the threading layer straight) is timed. Prints the call's median
 time, the convolutions' share, the time by path (the items function) and the largest entries
 by (input, weight shape, output, path), in microseconds a call. ``--train``: the ResNet-18
 training step of ``bench/models.py`` (batch 16, SGD; the ONNX file is ResNet-18's), with the
@@ -45,6 +46,14 @@ def _forward_key(args):
     return ("forward", work[0].__name__, tuple(x.shape[1:]), tuple(weight.shape), tuple(out.shape[1:]))
 
 
+def _layer_key(args):
+    """The key of a bound convolution's shares handed to the threading layer straight
+    (``cnnlab.kernels.cpu.run_conv2d_on_layer(items, arguments, edges, address)``)."""
+    items, arguments = args[0], args[1]
+    x, weight, out = arguments[0], arguments[1], arguments[9]
+    return ("forward", items.__name__, tuple(x.shape[1:]), tuple(weight.shape), tuple(out.shape[1:]))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
@@ -61,6 +70,7 @@ def main():
     numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     spent = collections.defaultdict(float)
     _wrap("run_conv2d_forward_work", _forward_key, spent)
+    _wrap("run_conv2d_on_layer", _layer_key, spent)
     if args.train:
         from cnnlab.bench import networks
 

@@ -23,7 +23,7 @@ import cnnlab.kernels.cpu as kernels
 import cnnlab.onnx
 
 # the kernels, and the runners of the plan's bound steps (a bound convolution calls
-# run_conv2d_forward_work, not conv2d_forward)
+# run_conv2d_forward_work, or run_conv2d_on_layer once its shares are kept, not conv2d_forward)
 STUBBED = ("conv2d_forward", "linear_forward", "global_avg_pool2d_forward", "pool2d_forward") + kernels.HOST_RUNNERS
 
 

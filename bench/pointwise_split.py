@@ -95,12 +95,15 @@ def model_row(way, path, repeat):
             for library in libraries:
                 library.set_num_threads(1)
 
-    if way == "blas":
+    layer_shares = cpu_kernels.conv2d_layer_shares
+    if way == "blas":  # (every bound call through run_conv2d_forward_work, none straight to the layer)
         cpu_kernels.run_conv2d_forward_work = blas_threaded
+        cpu_kernels.conv2d_layer_shares = lambda *arguments: None
     try:
         seconds = _median(lambda: model(x), repeat)
     finally:
         cpu_kernels.run_conv2d_forward_work = original
+        cpu_kernels.conv2d_layer_shares = layer_shares
     print(f"  MobileNetV2 b1: {seconds * 1e3:.2f} ms")
 
 

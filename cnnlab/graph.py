@@ -332,10 +332,11 @@ class Graph:
             with single_threaded_blas() if on_host else contextlib.nullcontext(), F.conv.held_settings():
                 for node, fused, output, reads, lends, drops in self._inference_schedule(targets):
                     lender = pool if lends else None
+                    inputs = list(map(values.__getitem__, reads))  # (no comprehension: one call less a step)
                     if fused:
-                        values[output] = node.run([values[i] for i in reads], None, lender)
+                        values[output] = node.run(inputs, None, lender)
                     else:
-                        values[output] = _infer_node(node, [values[i] for i in reads], lender)
+                        values[output] = _infer_node(node, inputs, lender)
                     for key, reusable in drops:
                         value = values.pop(key)
                         if reusable and pool is not None:
