@@ -8,8 +8,9 @@ step: a single convolution call whose kernel applies the normalization, the resi
 activation as it writes the output (:func:`cnnlab.functional.conv2d`'s ``scale``, ``residual``
 and ``activation``). A squeeze-excitation block's gating ``Multiply`` joins the convolution it
 feeds, and its squeeze (global average pooling and two 1x1 convolutions) is one
-:class:`FusedSqueeze` step. The model is unchanged; ``cnnlab.config.FUSE = False`` turns the
-plan off.
+:class:`FusedSqueeze` step; a classifier's head (global average pooling, a ``Flatten`` and a
+``Dense`` layer) is one :class:`FusedHead` step. The model is unchanged;
+``cnnlab.config.FUSE = False`` turns the plan off.
 
 This is the one module that looks at layer classes: which layers fuse into a step. What
 a layer contributes is declared on the layer class (``fused_activation()``,
@@ -26,11 +27,12 @@ from . import functional as F
 from .device import is_gpu_array, kernels_for, to_device, to_host
 from .functional.conv import bind_conv2d, epilogue_activation
 from .kernels import cpu as cpu_kernels
-from .layers import Add, BatchNorm2D, Conv2D, GlobalAvgPool2D, MaxPool2D, Multiply, ReLU
+from .layers import Add, BatchNorm2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, Multiply, ReLU
 from .memory import BufferPool, buffer_pool
+from .parallel import blas_limited, cpu_workers
 from .shapes import is_known
 
-__all__ = ["FusedStep", "FusedConv", "FusedSqueeze", "BufferPool", "fusion_plan", "recyclable", "buffer_pool",
+__all__ = ["FusedStep", "FusedConv", "FusedSqueeze", "FusedHead", "BufferPool", "fusion_plan", "recyclable", "buffer_pool",
            "TrainingFusion", "training_fusion"]
 
 
@@ -278,6 +280,70 @@ def _sole_reader(readers, tensor, keep):
     return users[0] if len(users) == 1 and id(tensor) not in keep else None
 
 
+class FusedHead(FusedStep):
+    """One inference step standing for a classifier's head: a ``GlobalAvgPool2D`` node, the
+    ``Flatten`` node reading its output where the pooling keeps its dims, and the ``Dense`` node
+    reading that, which make the scores ``(N, F)`` from the last feature maps ``(N, C, H, W)``
+    (MobileNet, ResNet and EfficientNet end so).
+
+    On host arrays of the dense layer's dtype, within a model call (which holds BLAS to one
+    thread), it is the two kernels those steps call, straight: the channel means
+    (``cnnlab.kernels.cpu.global_avg_pool2d_forward``) into a small array, then the dense
+    layer's (``cnnlab.kernels.cpu.linear_forward``, with the threads
+    :func:`cnnlab.functional.linear` gives it): the same values, with none of the three steps'
+    checks and layer calls in Python between them. Anything else runs the three nodes one by
+    one.
+    """
+
+    def __init__(self, pool, flatten, dense):
+        self.pool, self.flatten, self.dense = pool, flatten, dense
+        self.members = [n for n in (pool, flatten, dense) if n is not None]
+        self.inputs = list(pool.inputs)
+        self.output = dense.output
+
+    @property
+    def layer(self):
+        """The dense node's layer, looked up at each call: ``Model.replace_head`` swaps it."""
+        return self.dense.layer
+
+    def __repr__(self):
+        return "FusedHead(" + " -> ".join(type(n.layer).__name__ for n in self.members) + ")"
+
+    def run(self, values, out=None, pool=None):
+        """The scores for the feature maps ``values[0]``, written into ``out`` when given, else
+        into a buffer of ``pool`` when given, else a new array."""
+        x, dense = values[0], self.layer
+        weight, bias = dense.params.get("weight"), dense.params.get("bias")
+        if not self._straight(x, weight, bias):
+            result = x
+            for node in self.members:
+                result = node.apply(lambda v, layer=node.layer: layer.forward(v, False), [result])
+            if out is not None:
+                out[...] = result
+                return out
+            return result
+        pooled = np.empty(x.shape[:2], x.dtype)
+        cpu_kernels.global_avg_pool2d_forward(x, pooled)
+        shape = (x.shape[0], weight.shape[0])
+        if out is None:
+            out = pool.take(shape, x.dtype) if pool is not None else np.empty(shape, x.dtype)
+        shift = bias if bias is not None else np.zeros(weight.shape[0], x.dtype)
+        cpu_kernels.linear_forward(pooled, weight, shift, out, cpu_workers(shape[0] * weight.size))
+        return out
+
+    @staticmethod
+    def _straight(x, weight, bias):
+        """Whether the kernels can take these arrays straight: host float feature maps ``(N, C,
+        H, W)``, none empty, the dense weights ``(F, C)`` and bias (or None) of their dtype, all
+        C-contiguous, within a call that holds BLAS to one thread."""
+        return (type(x) is np.ndarray and x.ndim == 4 and x.dtype in (np.float32, np.float64) and x.size > 0
+                and x.flags.c_contiguous and type(weight) is np.ndarray and weight.dtype == x.dtype
+                and weight.ndim == 2 and weight.shape[1] == x.shape[1] and weight.flags.c_contiguous
+                and (bias is None or (type(bias) is np.ndarray and bias.dtype == x.dtype
+                                      and bias.shape == weight.shape[:1] and bias.flags.c_contiguous))
+                and blas_limited())
+
+
 def fusion_plan(nodes, keep):
     """``nodes`` (topological order) with every ``Conv2D`` node and the chain fused into it
     replaced by one :class:`FusedConv` placed where its last node was.
@@ -290,7 +356,8 @@ def fusion_plan(nodes, keep):
     convolution takes in the two-input ``Multiply`` that makes its input, when the convolution
     is its sole reader, the product is not in ``keep`` and one factor is per-channel gates
     ``(C, 1, 1)`` of feature maps ``(C, H, W)`` of the same dtype (a squeeze-excitation block's
-    gating: :meth:`FusedConv.run` scales the weights instead of the maps).
+    gating: :meth:`FusedConv.run` scales the weights instead of the maps). Then the squeezes
+    (:func:`_fuse_squeezes`) and classifier heads (:func:`_fuse_heads`) are one step each.
     """
     consumers, producers = _readers(nodes), {id(node.output): node for node in nodes}
     placed, absorbed = {}, set()
@@ -325,7 +392,7 @@ def fusion_plan(nodes, keep):
         placed[id(fused.members[-1])] = fused
         absorbed.update(id(member) for member in fused.members)
     plan = [placed.get(id(node), node) for node in nodes if id(node) not in absorbed or id(node) in placed]
-    return _fuse_squeezes(plan, keep)
+    return _fuse_heads(_fuse_squeezes(plan, keep), keep)
 
 
 class TrainingFusion(NamedTuple):
@@ -404,6 +471,31 @@ def _fuse_squeezes(plan, keep):
         second = only_reader(first.output) if _squeeze_conv(first, shape[0]) else None
         if _squeeze_conv(second, first.layer.out_channels if second is not None else None):
             replaced.update({id(step): None, id(first): None, id(second): FusedSqueeze(step, first, second)})
+    return [replaced.get(id(step), step) for step in plan if replaced.get(id(step), step) is not None]
+
+
+def _fuse_heads(plan, keep):
+    """``plan`` with each ``GlobalAvgPool2D`` step whose output only a ``Dense`` step reads
+    (through a ``Flatten`` step where the pooling keeps its dims) replaced by one
+    :class:`FusedHead` (placed where the dense step was); none of the tensors in between may be
+    in ``keep``."""
+    readers = _readers(plan)
+
+    def only_reader(tensor, kind):
+        step = _sole_reader(readers, tensor, keep)
+        return step if step is not None and not isinstance(step, FusedStep) and type(step.layer) is kind else None
+
+    replaced = {}
+    for step in plan:
+        if isinstance(step, FusedStep) or type(step.layer) is not GlobalAvgPool2D:
+            continue
+        flatten = only_reader(step.output, Flatten) if step.layer.keepdims else None
+        dense = only_reader((flatten or step).output, Dense) if flatten is not None or not step.layer.keepdims \
+            else None
+        if dense is not None:
+            replaced.update({id(step): None, id(dense): FusedHead(step, flatten, dense)})
+            if flatten is not None:
+                replaced[id(flatten)] = None
     return [replaced.get(id(step), step) for step in plan if replaced.get(id(step), step) is not None]
 
 

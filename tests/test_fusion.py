@@ -751,3 +751,94 @@ def test_inference_toward_an_inner_tensor_returns_it_outside_the_pool():
         model.graph.forward([b], targets=[inner])
         held.append({id(buffer) for buffers in pool.free.values() for buffer in buffers})
     assert held[0] and held[0] == held[1] == held[2]
+
+
+def _head_model(keepdims, dtype=np.float32, bias=True):
+    x = cnnlab.Input((3, 6, 6), dtype=dtype)
+    maps = L.ReLU()(L.Conv2D(3, 8, 3, padding=1, seed=1, dtype=dtype)(x))
+    pooled = L.GlobalAvgPool2D(keepdims=keepdims)(maps)
+    features = L.Flatten()(pooled) if keepdims else pooled
+    dense = L.Dense(8, 5, bias=bias, seed=2, dtype=dtype)
+    if bias:
+        dense.params["bias"][...] = np.arange(1, 6)  # (not the zeros it starts with)
+    return cnnlab.Model(x, dense(features))
+
+
+@pytest.mark.parametrize("keepdims", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_classifier_head_is_one_step_with_the_values_of_its_nodes(keepdims, dtype, batch, monkeypatch):
+    """GlobalAvgPool2D (with Flatten where it keeps its dims) then Dense is one FusedHead step,
+    which in a model call runs the kernels straight (no layer's forward), with the scores of
+    the nodes run one by one, bit for bit, call after call; edited and replaced dense weights
+    are seen."""
+    from cnnlab.fusion import FusedHead
+
+    through_layers = []
+    linear = F.linear
+    monkeypatch.setattr(F, "linear", lambda *a, **k: through_layers.append(1) or linear(*a, **k))
+
+    model = _head_model(keepdims, dtype, bias=batch == 1)
+    plan = model.graph.inference_plan()
+    assert type(plan[-1]) is FusedHead and len(plan) == 2
+    x = np.random.default_rng(batch).standard_normal((batch, 3, 6, 6)).astype(dtype)
+
+    def by_nodes():
+        return model.graph.forward([x], observe=lambda node, value: None)[0]
+
+    expected = by_nodes()
+    assert through_layers
+    through_layers.clear()
+    np.testing.assert_array_equal(model.forward(x), expected)
+    np.testing.assert_array_equal(model.forward(x), expected)
+    assert not through_layers
+    dense = model.layers[-1]
+    dense.params["weight"] *= 2  # edited in place
+    np.testing.assert_array_equal(model.forward(x), by_nodes())
+    dense.params["weight"] = np.ascontiguousarray(dense.params["weight"][:, ::-1])  # replaced
+    np.testing.assert_array_equal(model.forward(x), by_nodes())
+
+
+def test_a_head_whose_inner_tensors_are_wanted_is_not_fused():
+    """The pooled features wanted as an output, or read by another layer too, keep the head's
+    nodes apart."""
+    from cnnlab.fusion import FusedHead
+
+    x = cnnlab.Input((3, 6, 6))
+    pooled = L.GlobalAvgPool2D()(L.Conv2D(3, 8, 3, padding=1, seed=1)(x))
+    scores = L.Dense(8, 5, seed=2)(pooled)
+    for model in (cnnlab.Model(x, [scores, pooled]), cnnlab.Model(x, L.Add()([scores, L.Dense(8, 5, seed=3)(pooled)]))):
+        assert not any(type(step) is FusedHead for step in model.graph.inference_plan())
+        images = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+        got = model.forward(images)
+        expected = model.graph.forward([images], observe=lambda node, value: None)
+        for a, b in zip(got if isinstance(got, tuple) else [got], expected):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_head_outside_a_model_call_runs_its_nodes_one_by_one():
+    """Run on its own (BLAS not held to one thread by a model call), or on an input the kernels
+    do not take straight, the head step runs its nodes: the same scores."""
+    from cnnlab.fusion import FusedHead
+
+    model = _head_model(True)
+    head = model.graph.inference_plan()[-1]
+    assert type(head) is FusedHead
+    maps = np.random.default_rng(1).random((2, 8, 6, 6)).astype(np.float32)
+    expected = L.Dense.forward(model.layers[-1], maps.mean(axis=(2, 3)).astype(np.float32))
+    np.testing.assert_allclose(head.run([maps]), expected, rtol=1e-5, atol=1e-6)
+    out = np.full((2, 5), np.nan, np.float32)
+    assert head.run([maps[:, :, ::1, ::-1]], out=out) is out  # (a view the kernels do not take)
+    np.testing.assert_allclose(out, L.Dense.forward(model.layers[-1], maps.mean(axis=(2, 3))), rtol=1e-5, atol=1e-6)
+
+
+def test_a_fused_head_follows_a_replaced_dense_layer():
+    """Model.replace_head swaps the dense node's layer under a plan already made: the head step
+    computes with the new layer."""
+    model = _head_model(True)
+    x = np.random.default_rng(2).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    model.forward(x)  # (the plan made, with the first dense layer)
+    model.replace_head(3, seed=5)
+    got = model.forward(x)
+    assert got.shape == (2, 3)
+    np.testing.assert_array_equal(got, model.graph.forward([x], observe=lambda node, value: None)[0])
