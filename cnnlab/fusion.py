@@ -159,8 +159,9 @@ class FusedConv(FusedStep):
             if out is None and pool is not None:
                 out = pool.take(bound.out_shape, bound.dtype)
             return bound(x, weight, shift, scale, residual, out)
+        shape = (x.shape[0],) + tuple(conv.output_shape(x.shape[1:]))  # (the layer's check: its error names it)
         if out is None and pool is not None:
-            out = pool.take((x.shape[0],) + tuple(conv.output_shape(x.shape[1:])), conv.dtype)
+            out = pool.take(shape, conv.dtype)
         geometry = conv.geometry()
         result = F.conv2d(x, weight, shift, **geometry, scale=scale, residual=residual, activation=activation,
                           out=out)

@@ -1,0 +1,89 @@
+"""What a batch-1 model call costs beyond its convolution kernels: the call against a replay of
+the same kernel calls alone.
+
+    python bench/kernel_replay.py MODEL.onnx [--size 224] [--calls 300] [--rounds 3]
+
+Reads the ONNX file with :func:`cnnlab.onnx.load`, calls the model on a random ``(1, 3, size,
+size)`` float32 image until its steps are bound, then records, in one more call, every
+convolution the plan hands to Numba's threading layer straight (``cnnlab.kernels.cpu.
+run_conv2d_on_layer``: its items, arguments, shares and compiled address, the arrays those
+are). Per round it times, one call of each after the other, ``--calls`` times: the model call,
+and the recorded convolutions called again in order from a bare loop with their recorded
+arrays (the kernels alone, as the call leaves them: the same buffers, nothing between them).
+Prints the medians in milliseconds and their difference: the Python of the steps (the plan's
+walk, each step's checks, the buffer pool) and the steps that are not such convolutions (a
+classifier's head, a max pooling, a convolution whose work the team claims in pieces or one
+thread runs). Two threads.
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+import numba
+import numpy as np
+
+import cnnlab.kernels.cpu as cpu_kernels
+import cnnlab.onnx
+from cnnlab.parallel import single_threaded_blas
+
+
+def recorded_layer_calls(model, x):
+    """The ``run_conv2d_on_layer`` calls of one ``model(x)``, as ``(items, arguments, edges,
+    address)``, in order."""
+    calls = []
+    real = cpu_kernels.run_conv2d_on_layer
+
+    def record(*arguments):
+        calls.append(arguments)
+        return real(*arguments)
+
+    cpu_kernels.run_conv2d_on_layer = record
+    try:
+        model(x)
+    finally:
+        cpu_kernels.run_conv2d_on_layer = real
+    return calls
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if min(args.size, args.calls, args.rounds) < 1:
+        parser.error("--size, --calls and --rounds must be at least 1")
+    if not os.path.isfile(args.model):
+        parser.error(f"no file {args.model}")
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    model = cnnlab.onnx.load(args.model)
+    x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
+    for _ in range(5):
+        model(x)
+    calls = recorded_layer_calls(model, x)
+    run = cpu_kernels.run_conv2d_on_layer
+
+    def kernels_alone():
+        with single_threaded_blas():  # (as a model call holds BLAS to one thread)
+            for items, arguments, edges, address in calls:
+                run(items, arguments, edges, address)
+
+    print(f"{args.model}: {len(calls)} convolutions handed to the threading layer straight, of "
+          f"{len(model.graph.inference_plan())} steps")
+    for number in range(1, args.rounds + 1):
+        times = {"call": [], "kernels": []}
+        for _ in range(args.calls):
+            for name, function in (("call", lambda: model(x)), ("kernels", kernels_alone)):
+                start = time.perf_counter()
+                function()
+                times[name].append(time.perf_counter() - start)
+        call, alone = (statistics.median(times[name]) * 1e3 for name in ("call", "kernels"))
+        print(f"round {number}: model call {call:.2f} ms, its straight convolutions alone {alone:.2f} ms, "
+              f"the rest {call - alone:.2f} ms ({(call - alone) / call:.0%})")
+
+
+if __name__ == "__main__":
+    main()
