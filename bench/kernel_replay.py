@@ -17,15 +17,11 @@ thread runs). Two threads.
 """
 
 import argparse
-import os
 import statistics
 import time
 
-import numba
-import numpy as np
-
 import cnnlab.kernels.cpu as cpu_kernels
-import cnnlab.onnx
+from cnnlab.bench.measuring import onnx_image_bench
 from cnnlab.parallel import single_threaded_blas
 
 
@@ -48,19 +44,7 @@ def recorded_layer_calls(model, x):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model")
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    if min(args.size, args.calls, args.rounds) < 1:
-        parser.error("--size, --calls and --rounds must be at least 1")
-    if not os.path.isfile(args.model):
-        parser.error(f"no file {args.model}")
-    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-    model = cnnlab.onnx.load(args.model)
-    x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
+    args, model, x = onnx_image_bench(argparse.ArgumentParser(description=__doc__.splitlines()[0]), calls=300)
     for _ in range(5):
         model(x)
     calls = recorded_layer_calls(model, x)

@@ -108,6 +108,34 @@ def kernel_bench_arguments(parser, repeat):
     return args
 
 
+def onnx_image_bench(parser, calls):
+    """For a benchmark of one ONNX file called on one image (``bench/predict_latency.py``,
+    ``bench/kernel_replay.py``): parse its command line with the file, ``--size`` (224),
+    ``--calls`` (default ``calls``) and ``--rounds`` (3) added to ``parser``, refusing values
+    under 1 and a missing file with one line of usage; set Numba to two threads; read the file
+    with :func:`cnnlab.onnx.load`. Returns ``(arguments, model, image)``, the image a random
+    ``(1, 3, size, size)`` float32 array."""
+    import os
+
+    import numba
+    import numpy as np
+
+    import cnnlab.onnx
+
+    parser.add_argument("model")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--calls", type=int, default=calls)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if min(args.size, args.calls, args.rounds) < 1:
+        parser.error("--size, --calls and --rounds must be at least 1")
+    if not os.path.isfile(args.model):
+        parser.error(f"no file {args.model}")
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    image = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
+    return args, cnnlab.onnx.load(args.model), image
+
+
 def median_call_seconds(function, repeat, warmup=5):
     """The median seconds of ``repeat`` calls of ``function`` after ``warmup`` untimed ones, with
     the BLAS pool held to one thread per caller as a model call holds it."""
