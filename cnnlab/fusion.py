@@ -98,8 +98,8 @@ class FusedConv(FusedStep):
         bound = self.bound
         if bound is not None and out is None and self.gate is None and self.norm is None:
             # the common step, again and again: checked by the bound call and run straight, in as
-            # few Python calls as it takes (between two kernels, each costs several times what
-            # it does in a loop: MobileNetV2's batch-1 steps took about 15 us a step more in _run)
+            # few Python calls as it takes (between two kernels each costs several times what it
+            # does in a loop, bench/cold_steps.py)
             conv, x = self.layer, values[0]
             weight, bias = conv.params["weight"], conv.params.get("bias")
             activation = None if self.activation is None else self.activation.layer.fused_activation()

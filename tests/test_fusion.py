@@ -453,8 +453,8 @@ def test_an_output_read_through_a_view_takes_no_pooled_buffer():
     rng = np.random.default_rng(11)
     x = cnnlab.Input((4, 8, 8))
     h = L.Conv2D(8, 8, 3, padding=1, seed=2)(L.ReLU()(L.Conv2D(4, 8, 3, padding=1, seed=1)(x)))
-    features = L.Flatten()(L.GlobalAvgPool2D(keepdims=True)(h))
-    model = cnnlab.Model(x, L.Dense(8, 3, seed=3)(features))
+    features = L.Flatten()(L.GlobalAvgPool2D(keepdims=True)(h))  # (a ReLU after: not a fused head)
+    model = cnnlab.Model(x, L.Dense(8, 3, seed=3)(L.ReLU()(features)))
     images = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
     expected = model.graph.forward([images], observe=lambda node, value: None)[0]
     pool = model.graph.buffer_pool()
