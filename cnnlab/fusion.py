@@ -490,13 +490,17 @@ def _fuse_heads(plan, keep):
     for step in plan:
         if isinstance(step, FusedStep) or type(step.layer) is not GlobalAvgPool2D:
             continue
-        flatten = only_reader(step.output, Flatten) if step.layer.keepdims else None
-        dense = only_reader((flatten or step).output, Dense) if flatten is not None or not step.layer.keepdims \
-            else None
-        if dense is not None:
-            replaced.update({id(step): None, id(dense): FusedHead(step, flatten, dense)})
-            if flatten is not None:
-                replaced[id(flatten)] = None
+        flatten = None
+        if step.layer.keepdims:
+            flatten = only_reader(step.output, Flatten)
+            if flatten is None:
+                continue
+        dense = only_reader((step if flatten is None else flatten).output, Dense)
+        if dense is None:
+            continue
+        replaced.update({id(step): None, id(dense): FusedHead(step, flatten, dense)})
+        if flatten is not None:
+            replaced[id(flatten)] = None
     return [replaced.get(id(step), step) for step in plan if replaced.get(id(step), step) is not None]
 
 

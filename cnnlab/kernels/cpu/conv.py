@@ -1411,7 +1411,7 @@ def _run_forward(work, x, weight, scale, shift, residual, has_residual, activati
     compiled share at once. Only the inference plan's bound steps ask for it: their steps run
     again and again, and the layer's driver compiles once per kind of arguments."""
     items, count, workers, trailing, bounds, prepare = work
-    shared = compiled_shares is not None and workers > 1 and len(bounds) == workers
+    shared = _on_layer(work, compiled_shares)
     if prepare is not None:
         weight = prepare[0](weight, *prepare[1:], shared)
     arguments = (x, weight, scale, shift, residual, has_residual, activation, low, high, out, *trailing)
@@ -1433,11 +1433,19 @@ def _layer_shares(work, compiled_shares):
     the call (a bound convolution) then runs it as :func:`_run_forward` would, by
     ``run_on_layer(items, arguments + trailing, edges, address)``, its ``arguments`` those of
     :func:`_run_forward` after ``work``, without looking the path up again."""
-    items, _, workers, trailing, bounds, prepare = work
-    if prepare is not None or compiled_shares is None or workers < 2 or len(bounds) != workers:
+    items, _, _, trailing, _, prepare = work
+    if prepare is not None or not _on_layer(work, compiled_shares):
         return None
     kept = compiled_shares.get(items)
     return None if kept is None else (items, trailing, kept[1], kept[0])
+
+
+def _on_layer(work, compiled_shares):
+    """Whether :func:`_run_forward` shares ``work`` on Numba's threading layer: asked to
+    (``compiled_shares`` a dict), in even shares, one a thread (work too small to be claimed in
+    pieces)."""
+    workers, bounds = work[2], work[4]
+    return compiled_shares is not None and workers > 1 and len(bounds) == workers
 
 
 @njit(cache=True)
