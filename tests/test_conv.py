@@ -11,6 +11,7 @@ import cnnlab
 import cnnlab.functional as F
 from cnnlab import config
 from cnnlab.functional.conv import conv_geometry
+from cnnlab.kernels.cpu._microkernel import VECTOR_BYTES
 from cnnlab.kernels.cpu.conv import panels_available
 from cnnlab.shapes import resolve_padding
 
@@ -462,6 +463,87 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
         assert work[3][-1] == 4
     tolerance = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(out, np.maximum(reference + residual, 0), rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.skipif(not panels_available() or VECTOR_BYTES != 64, reason="the rows path needs AVX-512")
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 13), st.integers(1, 19), st.integers(2, 9), st.integers(2, 16),
+       st.integers(1, 2), st.sampled_from(["whole", "row blocks", "filters", "chunks"]),
+       st.sampled_from([None, "relu6", "tanh"]), st.booleans(), st.sampled_from(["float32", "float64"]))
+@example(1, 20, 13, 5, 8, 1, "row blocks", "relu6", True, "float32")  # 40 pixels in blocks of 16: the last 8 merged
+@example(1, 7, 37, 7, 7, 1, "filters", None, False, "float32")  # 49 pixels: a panel of 32 and one of 17
+def test_pointwise_convolution_by_rows_matches_loops(samples, channels, filters, height, width, groups, blocks,
+                                                     activation, with_residual, dtype):
+    """A 1x1 convolution by rows of the weights as they lie (:func:`tap_rows`), forced here for
+    every shape with a vector of pixels or more: filter counts that are not a multiple of the
+    kernel's rows, planes that are not whole panels (the last panels split so that each holds a
+    vector), items by row blocks (a last block narrower than a vector taken by the one before),
+    by filters, chunks of one panel, groups, with and without a residual, the clip finished in
+    the kernel and another activation after it, both dtypes."""
+    from hypothesis import assume
+
+    from cnnlab.functional import conv as functional_conv
+    from cnnlab.kernels.cpu import conv as cpu_conv
+    from cnnlab.parallel import thread_count
+
+    lanes = VECTOR_BYTES // np.dtype(dtype).itemsize
+    assume(height * width >= lanes)
+    rng = np.random.default_rng(samples * 1000 + channels * 100 + filters * 10 + height)
+    x = rng.standard_normal((samples, channels * groups, height, width)).astype(dtype)
+    w = rng.standard_normal((filters * groups, channels, 1, 1)).astype(dtype)
+    b = rng.standard_normal(filters * groups).astype(dtype)
+    reference = naive.conv2d_loops(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), (1, 1),
+                                   ((0, 0), (0, 0)), (1, 1), groups)
+    residual = rng.standard_normal(reference.shape).astype(dtype) if with_residual else None
+    saved = (cpu_conv.POINTWISE_ROWS_MIN_CHANNELS, cpu_conv.PANEL_CHUNK_BYTES, functional_conv.POINTWISE_SPLIT_FILTERS,
+             cpu_conv._samples_innermost)
+    cpu_conv.POINTWISE_ROWS_MIN_CHANNELS = 1
+    cpu_conv._samples_innermost = lambda *arguments: False
+    if blocks == "row blocks":
+        config.IM2COL_MAX_BYTES = 1
+    if blocks == "filters":
+        functional_conv.POINTWISE_SPLIT_FILTERS = 1
+        config.PARALLEL_MIN_WORK = 1  # (two threads however small the work)
+    if blocks == "chunks":
+        cpu_conv.PANEL_CHUNK_BYTES = 1
+    try:
+        out = F.conv2d(x, w, b, groups=groups, residual=residual, activation=activation)
+        resolved = conv_geometry(x.shape, w.shape, x.dtype, 1, 0, 1, groups)
+        work = cpu_conv._forward_work(x.shape, w.shape, out.shape, *resolved.args, resolved.filter_blocks,
+                                      resolved.sample_block, dtype=x.dtype)
+    finally:
+        (cpu_conv.POINTWISE_ROWS_MIN_CHANNELS, cpu_conv.PANEL_CHUNK_BYTES, functional_conv.POINTWISE_SPLIT_FILTERS,
+         cpu_conv._samples_innermost) = saved
+        config.reset()
+    assert work[0] is cpu_conv._pointwise_rows_items
+    if blocks == "row blocks":
+        assert work[3][1] == height  # (one row a block: blocks of whole vectors of pixels)
+    if blocks == "filters" and samples * groups == 1 and thread_count() > 1:
+        assert work[3][2]  # (by filters)
+    expected = reference + (0 if residual is None else residual)
+    expected = {None: expected, "relu6": np.clip(expected, 0, 6), "tanh": np.tanh(expected)}[activation]
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_pointwise_by_rows_rule():
+    """The rows path takes 1x1 convolutions whose sums are ``POINTWISE_ROWS_MIN_CHANNELS`` long or
+    longer, onto planes of a vector of pixels at least, on AVX-512 only; ``POINTWISE_ROWS``
+    turns it off."""
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    on_avx512 = panels_available() and VECTOR_BYTES == 64
+    assert cpu_conv._pointwise_by_rows(49, 160, 4) == on_avx512
+    assert cpu_conv._pointwise_by_rows(49, 96, 4) == on_avx512
+    assert not cpu_conv._pointwise_by_rows(49, 64, 4)
+    assert not cpu_conv._pointwise_by_rows(15, 160, 4)
+    assert cpu_conv._pointwise_by_rows(8, 160, 8) == on_avx512  # (a float64 vector: 8 pixels)
+    saved = cpu_conv.POINTWISE_ROWS
+    cpu_conv.POINTWISE_ROWS = False
+    try:
+        assert not cpu_conv._pointwise_by_rows(49, 160, 4)
+    finally:
+        cpu_conv.POINTWISE_ROWS = saved
 
 
 @pytest.mark.parametrize("filters, channels, pitch, stride, block_rows, itemsize, expected", [

@@ -8,7 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from cnnlab.kernels.cpu._microkernel import DOT_ROWS, DOT_TAPS, MR, available, panel_width, tap_dots, tap_product
+from cnnlab.kernels.cpu._microkernel import (
+    DOT_ROWS,
+    DOT_TAPS,
+    MR,
+    available,
+    panel_width,
+    tap_dots,
+    tap_product,
+    tap_rows,
+)
 from cnnlab.kernels.cpu._planes import deinterleave_pairs
 
 pytestmark = pytest.mark.skipif(not available(), reason="the micro-kernels need AVX2 and FMA")
@@ -51,6 +60,70 @@ def test_tap_product_matches_its_definition(k, a_start, o_start, accumulate, dty
         np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
 
 
+@njit(cache=False)
+def _compiled_tap_rows(a, a_start, a_row, a_step, rows, b, b_start, offsets, o_start, columns, c, c_start, ldc, k,
+                       accumulate, scale, shift, s_start, residual, r_start, finish, has_residual, clip, low, high):
+    tap_rows(a, a_start, a_row, a_step, rows, b, b_start, offsets, o_start, columns, c, c_start, ldc, k, accumulate,
+             scale, shift, s_start, residual, r_start, finish, has_residual, clip, low, high)
+
+
+def _tap_rows_expected(a, a_start, a_row, a_step, rows, b, b_start, offsets, o_start, columns, c, c_start, ldc, k,
+                       accumulate, scale, shift, s_start, residual, r_start, finish, has_residual, clip, low, high):
+    """:func:`tap_rows`'s definition in float64, on a copy of ``c``; the residual read from
+    ``residual`` as it was before any write (it may be ``c`` itself)."""
+    out, before = c.copy(), residual.copy()
+    for r in range(rows):
+        total = c[c_start + r * ldc:][:columns].astype(np.float64) if accumulate else np.zeros(columns)
+        for i in range(k):
+            total += float(a[a_start + r * a_row + i * a_step]) * b[b_start + int(offsets[o_start + i]):][:columns]
+        if finish:
+            total = float(scale[s_start + r]) * total + float(shift[s_start + r])
+            if has_residual:
+                total += before[r_start + r * ldc:][:columns]
+            if clip:
+                total = np.clip(total, low, high)
+        out[c_start + r * ldc:][:columns] = total
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, MR), st.integers(0, 2), st.integers(0, 9), st.booleans(), st.booleans(), st.booleans(),
+       st.booleans(), st.booleans(), st.booleans(), st.sampled_from(["float32", "float64"]), st.integers(0, 2**16),
+       st.data())
+def test_tap_rows_matches_its_definition(rows, vectors_less, k, packed, accumulate, finish, has_residual, clip,
+                                         residual_is_c, dtype, seed, data):
+    """``c[c_start + r * ldc + q] (+)= sum_i a[a_start + r * a_row + i * a_step] * b[b_start +
+    offsets[o_start + i] + q]``, finished by the epilogue's scale, shift, residual and clip,
+    compiled and in NumPy: for every count of rows up to ``MR`` (the rows past them untouched),
+    every count of columns from one vector to a panel (the last vector overlapping the one
+    before), weights as they lie or packed, and a residual that is ``c`` itself."""
+    rng = np.random.default_rng(seed)
+    width = panel_width(np.empty(0, dtype))
+    lanes = width // 3
+    columns = data.draw(st.integers(lanes, width - lanes * vectors_less), label="columns")
+    a_row, a_step = (1, MR) if packed else (k + 2, 1)
+    a_start, o_start, b_start, c_start, s_start = 3, 1, 2, 5, 1
+    a = rng.standard_normal(a_start + MR * (k + 2) + 4).astype(dtype)
+    b = rng.standard_normal(70 + width).astype(dtype)
+    offsets = rng.integers(0, 60, o_start + k + 2).astype(np.uint64)
+    ldc = columns + 3
+    c = rng.standard_normal(c_start + MR * ldc + 2).astype(dtype)
+    scale = rng.standard_normal(s_start + MR).astype(dtype)
+    shift = rng.standard_normal(s_start + MR).astype(dtype)
+    low, high = -0.5, 0.75
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    for run in (_compiled_tap_rows, tap_rows):
+        out = c.copy()
+        residual = out if residual_is_c else rng.standard_normal(c.shape[0]).astype(dtype)
+        r_start = c_start if residual_is_c else 4
+        expected = _tap_rows_expected(a, a_start, a_row, a_step, rows, b, b_start, offsets, o_start, columns, out,
+                                      c_start, ldc, k, accumulate, scale, shift, s_start, residual, r_start, finish,
+                                      has_residual, clip, low, high)
+        run(a, a_start, a_row, a_step, rows, b, b_start, offsets, o_start, columns, out, c_start, ldc, k, accumulate,
+            scale, shift, s_start, residual, r_start, finish, has_residual, clip, low, high)
+        np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 4), st.integers(0, 3), st.sampled_from(["float32", "float64"]), st.integers(0, 2**16))
 def test_tap_dots_matches_its_definition(vectors, o_start, dtype, seed):
@@ -60,7 +133,7 @@ def test_tap_dots_matches_its_definition(vectors, o_start, dtype, seed):
     lanes = panel_width(np.empty(0, dtype)) // 3
     ldg, g_start, b_start, s_start = vectors * lanes + 3, 1, 2, 4
     g = rng.standard_normal(g_start + DOT_ROWS * ldg).astype(dtype)
-    b = rng.standard_normal(40 + vectors * lanes).astype(dtype)
+    b = rng.standard_normal(b_start + 40 + vectors * lanes).astype(dtype)  # (offsets below 40)
     offsets = rng.integers(0, 40, o_start + DOT_TAPS).astype(np.uint64)
     sums = rng.standard_normal(s_start + DOT_ROWS * DOT_TAPS * lanes + 2).astype(dtype)
     expected = sums.astype(np.float64)

@@ -37,6 +37,7 @@ from llvmlite import binding, ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+from numba.np import numpy_support
 
 
 def register_block(features=None):
@@ -206,6 +207,167 @@ def _tap_product_code(dtype, context, builder, signature, args):
     return context.get_dummy_value()
 
 
+def tap_rows(a, a_start, a_row, a_step, rows, b, b_start, offsets, o_start, columns, c, c_start, ldc, k,
+             accumulate, scale, shift, s_start, residual, r_start, finish, has_residual, clip, low, high):
+    """``c[c_start + r * ldc + q] (+)= sum_i a[a_start + r * a_row + i * a_step] * b[b_start +
+    offsets[o_start + i] + q]`` for the rows ``r`` below ``rows`` (1 to ``MR``), the columns
+    ``q`` below ``columns`` (from one vector's lanes to :func:`panel_width`) and the ``k`` steps
+    ``i``, added to what ``c`` holds with ``accumulate``, else written over it: :func:`tap_product`
+    onto rows of an output as they lie, finished as they are written, the left matrix read with
+    any two strides (a 1x1 convolution's weights as they lie: ``a_row`` the channels,
+    ``a_step`` 1; weights packed by :func:`pack_rows`: 1 and ``MR``).
+
+    With ``finish``, each sum ``v`` of row ``r`` is written finished, as the convolution
+    epilogue's clip case computes it (:func:`cnnlab.kernels.cpu._epilogue._finish_row`):
+    ``scale[s_start + r] * v + shift[s_start + r]``, plus ``residual[r_start + r * ldc + q]``
+    with ``has_residual``, then clipped to ``[low, high]`` (rounded to the dtype) with ``clip``.
+    Every value of ``c`` and of the residual is read before any is written, so the residual
+    may be ``c`` itself (pass ``c`` where there is none: it is read, not used).
+
+    No mask and no copy for a part block: a row past ``rows`` repeats the last row, and the last
+    vector of columns starts ``columns - lanes`` in, over lanes the vector before it computed
+    too; both compute the same values as the first time, in the same order, and write them
+    again. ``a``, ``b``, ``c``, ``scale``, ``shift`` and ``residual`` flat, of one dtype (float32
+    or float64), ``offsets`` uint64, all C-contiguous; the caller keeps every index in bounds.
+    Compiled kernels run the intrinsic below; from Python (kernels run interpreted) NumPy
+    computes the same, within rounding."""
+    lo, hi = c.dtype.type(low), c.dtype.type(high)
+    finished = np.empty((rows, columns), c.dtype)
+    for r in range(rows):
+        sums = c[c_start + r * ldc:][:columns].copy() if accumulate else np.zeros(columns, c.dtype)
+        for i in range(k):
+            sums += a[a_start + r * a_row + i * a_step] * b[b_start + int(offsets[o_start + i]):][:columns]
+        if finish:
+            sums = scale[s_start + r] * sums + shift[s_start + r]
+            if has_residual:
+                sums = sums + residual[r_start + r * ldc:][:columns]
+            if clip:
+                sums = np.where(sums < lo, lo, np.where(sums > hi, hi, sums))
+        finished[r] = sums
+    for r in range(rows):
+        c[c_start + r * ldc:][:columns] = finished[r]
+
+
+@intrinsic
+def _tap_rows(typingctx, a, a_start, a_row, a_step, rows, b, b_start, offsets, o_start, columns, c, c_start, ldc, k,
+              accumulate, scale, shift, s_start, residual, r_start, finish, has_residual, clip, low, high):
+    """:func:`tap_rows`, compiled (``low`` and ``high`` of the arrays' dtype)."""
+    arrays = (a, b, c, scale, shift, residual)
+    if not all(isinstance(t, types.Array) and t.layout == "C" for t in arrays + (offsets,)) \
+            or len({t.dtype for t in arrays}) != 1 or a.dtype not in (types.float32, types.float64) \
+            or offsets.dtype != types.uint64 or low != a.dtype or high != a.dtype:
+        return None
+    i, flag = types.intp, types.boolean
+    signature = types.void(a, i, i, i, i, b, i, offsets, i, i, c, i, i, i, flag, scale, shift, i, residual, i, flag,
+                           flag, flag, a.dtype, a.dtype)
+    return signature, functools.partial(_tap_rows_code, a.dtype)
+
+
+@overload(tap_rows)
+def _tap_rows_overload(a, a_start, a_row, a_step, rows, b, b_start, offsets, o_start, columns, c, c_start, ldc, k,
+                       accumulate, scale, shift, s_start, residual, r_start, finish, has_residual, clip, low, high):
+    to_dtype = numpy_support.as_dtype(a.dtype).type
+
+    def call(a, a_start, a_row, a_step, rows, b, b_start, offsets, o_start, columns, c, c_start, ldc, k, accumulate,
+             scale, shift, s_start, residual, r_start, finish, has_residual, clip, low, high):
+        _tap_rows(a, a_start, a_row, a_step, rows, b, b_start, offsets, o_start, columns, c, c_start, ldc, k,
+                  bool(accumulate), scale, shift, s_start, residual, r_start, bool(finish), bool(has_residual),
+                  bool(clip), to_dtype(low), to_dtype(high))
+    return call
+
+
+def _when(builder, flag, otherwise, values):
+    """``values()`` (IR values it emits) where the i1 ``flag`` holds, else the values ``otherwise``
+    (emitted before): a branch, and a phi node for each value after it."""
+    entry = builder.block
+    with builder.if_then(flag):
+        made = values()
+        made_in = builder.block
+    merged = []
+    for made_value, other in zip(made, otherwise):
+        phi = builder.phi(other.type)
+        phi.add_incoming(other, entry)
+        phi.add_incoming(made_value, made_in)
+        merged.append(phi)
+    return merged
+
+
+def _tap_rows_code(dtype, context, builder, signature, args):
+    """:func:`tap_rows`'s IR: one loop for each count of vectors (1 to ``NV``), the call's count
+    chosen at run time, its accumulators phi nodes that start at zero or at what ``c`` holds,
+    then the epilogue (selects on its flags) and the stores."""
+    (a, a_start, a_row, a_step, rows, b, b_start, steps, o_start, columns, c, c_start, ldc, k, accumulate, scale,
+     shift, s_start, residual, r_start, finish, has_residual, clip, low, high) = args
+    v = _Vectors(dtype, builder)
+
+    def data(position, value):
+        return context.make_array(signature.args[position])(context, builder, value).data
+
+    pa, pb = builder.gep(data(0, a), [a_start]), builder.gep(data(5, b), [b_start])
+    pc, step_offsets = builder.gep(data(10, c), [c_start]), builder.gep(data(7, steps), [o_start])
+    last_row = builder.sub(rows, v.at(1))
+    row_at = [builder.select(builder.icmp_signed("<", v.at(r), rows), v.at(r), last_row) for r in range(MR)]
+    weight_rows = [builder.gep(pa, [builder.mul(at, a_row)]) for at in row_at]
+    out_rows = [builder.gep(pc, [builder.mul(at, ldc)]) for at in row_at]
+    pr = builder.gep(data(18, residual), [r_start])
+    residual_rows = [builder.gep(pr, [builder.mul(at, ldc)]) for at in row_at]
+    scales, shifts = builder.gep(data(15, scale), [s_start]), builder.gep(data(16, shift), [s_start])
+    last_vector = builder.sub(columns, v.at(v.lanes))
+    starts = [builder.select(builder.icmp_signed("<", v.at(n * v.lanes), last_vector), v.at(n * v.lanes), last_vector)
+              for n in range(NV)]
+    spread_mask = ir.Constant(ir.VectorType(ir.IntType(32), v.lanes), [0] * v.lanes)
+    undefined = ir.Constant(v.vector, ir.Undefined)
+    zero = ir.Constant(v.vector, [0.0] * v.lanes)
+
+    def spread(value):
+        return builder.shuffle_vector(builder.insert_element(undefined, value, ir.Constant(ir.IntType(32), 0)),
+                                      undefined, spread_mask)
+
+    low_v, high_v = spread(low), spread(high)
+
+    def finished(totals, count):  # (every residual value read before any store)
+        scaled = [builder.fadd(builder.fmul(spread(builder.load(builder.gep(scales, [row_at[r]]))), totals[r * count + n]),
+                               spread(builder.load(builder.gep(shifts, [row_at[r]]))))
+                  for r in range(MR) for n in range(count)]
+        added = _when(builder, has_residual, scaled, lambda: [
+            builder.fadd(scaled[r * count + n], v.load(builder.gep(residual_rows[r], [starts[n]])))
+            for r in range(MR) for n in range(count)])
+        return [builder.select(clip, builder.select(builder.fcmp_ordered("<", value, low_v), low_v,
+                                                    builder.select(builder.fcmp_ordered(">", value, high_v), high_v,
+                                                                   value)), value) for value in added]
+
+    vectors = builder.udiv(builder.add(columns, v.at(v.lanes - 1)), v.at(v.lanes))
+    done = builder.function.append_basic_block("rows.done")
+    cases = [builder.function.append_basic_block(f"rows.{n}") for n in range(1, NV + 1)]
+    switch = builder.switch(vectors, cases[-1])
+    for n, case in enumerate(cases[:-1], 1):
+        switch.add_case(v.at(n), case)
+    for count, case in enumerate(cases, 1):
+        builder.position_at_end(case)
+        initial = _when(builder, accumulate, [zero] * (MR * count),
+                        lambda count=count: [v.load(builder.gep(out_rows[r], [starts[n]])) for r in range(MR)
+                                             for n in range(count)])
+
+        def step_sums(step, sums, fma, count=count):
+            run = builder.gep(pb, [builder.load(builder.gep(step_offsets, [step]))])
+            columns_now = [v.load(builder.gep(run, [starts[n]])) for n in range(count)]
+            at = builder.mul(step, a_step)
+            updated = []
+            for r in range(MR):
+                weight = spread(builder.load(builder.gep(weight_rows[r], [at])))
+                updated.extend(fma(weight, columns_now[n], sums[r * count + n]) for n in range(count))
+            return updated
+
+        totals = _summing_loop(v, k, MR * count, step_sums, initial)
+        values = _when(builder, finish, totals, lambda totals=totals, count=count: finished(totals, count))
+        for r in range(MR):
+            for n in range(count):
+                v.store(values[r * count + n], builder.gep(out_rows[r], [starts[n]]))
+        builder.branch(done)
+    builder.position_at_end(done)
+    return context.get_dummy_value()
+
+
 #: filters (rows of the output gradient) per :func:`tap_dots` call
 DOT_ROWS = 4
 #: taps per :func:`tap_dots` call
@@ -292,4 +454,4 @@ def pack_rows(matrix, packed):
 
 
 __all__ = ["DOT_ROWS", "DOT_TAPS", "MR", "NV", "PANEL_BYTES", "VECTOR_BYTES", "available", "pack_rows", "panel_width",
-           "register_block", "tap_dots", "tap_product"]
+           "register_block", "tap_dots", "tap_product", "tap_rows"]

@@ -61,11 +61,22 @@ from ... import config
 from .. import (
     EPILOGUE_CLIP,
     EPILOGUE_MASK,
+    EPILOGUE_NONE,
 )
 from . import _winograd
 from ._blas import gemm_rows, gemm_rows_bt, small_gemm_limit
 from ._epilogue import _finish_row
-from ._microkernel import DOT_ROWS, DOT_TAPS, MR, PANEL_BYTES, VECTOR_BYTES, pack_rows, tap_dots, tap_product
+from ._microkernel import (
+    DOT_ROWS,
+    DOT_TAPS,
+    MR,
+    PANEL_BYTES,
+    VECTOR_BYTES,
+    pack_rows,
+    tap_dots,
+    tap_product,
+    tap_rows,
+)
 from ._microkernel import available as panels_available
 from ._planes import (
     DIRECT_SPARE,
@@ -357,6 +368,97 @@ def _pointwise_forward_items(x, weight, scale, shift, residual, has_residual, ac
             k = g * filters_per_group + f
             _finish_row(out_by_group[n, g, f, p0:p1], residual_by_group[n, g, f, p0:p1], has_residual,
                         scale[k], shift[k], activation, low, high)
+
+
+@njit(cache=True, nogil=True)
+def _pointwise_rows_items(x, weight, scale, shift, residual, has_residual, activation, low, high, out,
+                          groups, blocks, by_filters, chunk_bytes, first_item, last_item):
+    """Items of a 1x1 convolution with stride 1 and no padding by :func:`tap_rows`: ``MR``
+    filters of the weights as they lie against a panel of the input's planes as they lie, no
+    copy of either (OpenBLAS packs both at every call). The items are those of
+    :func:`_pointwise_forward_items` (a sample, a group and a block of its pixels or, with
+    ``by_filters``, of its filters), their blocks cut at whole vectors of pixels or ``MR``
+    filters; a last block of pixels narrower than a vector goes to the block before it. An
+    item's pixels are taken in chunks whose input and output columns fit in ``chunk_bytes``
+    (:func:`_pointwise_chunk_columns`). Without an activation or with a clip (ReLU, ReLU6) the
+    kernel writes each value finished; otherwise a chunk's rows are finished by the epilogue
+    after its products, while they are in the cache."""
+    samples, channels = x.shape[0], x.shape[1]
+    filters = weight.shape[0]
+    filters_per_group, channels_per_group = filters // groups, channels // groups
+    pixels = out.shape[2] * out.shape[3]
+    lanes = VECTOR_BYTES // x.itemsize
+    nr = PANEL_BYTES // x.itemsize
+    in_kernel = activation == EPILOGUE_NONE or activation == EPILOGUE_CLIP
+    flat = (x.reshape(-1), weight.reshape(-1), out.reshape(-1), residual.reshape(-1))
+    residual_by_group = residual.reshape(samples, groups, filters_per_group, pixels)
+    out_by_group = out.reshape(samples, groups, filters_per_group, pixels)
+    unit = MR if by_filters else lanes
+    size = filters_per_group if by_filters else pixels
+    per_block = ((size + blocks - 1) // blocks + unit - 1) // unit * unit
+    for item in range(first_item, last_item):
+        n = item // (groups * blocks)
+        g = (item // blocks) % groups
+        first = (item % blocks) * per_block
+        last = min(size, first + per_block)
+        if not by_filters:
+            if first > 0 and size - first < lanes:
+                continue  # (taken by the block before)
+            if size - last < lanes:
+                last = size
+        if first >= last:
+            continue
+        f0, f1, p0, p1 = (first, last, 0, pixels) if by_filters else (0, filters_per_group, first, last)
+        chunk = _pointwise_chunk_columns(channels_per_group + f1 - f0, x.itemsize, chunk_bytes, nr)
+        first_filter = g * filters_per_group + f0
+        for c0 in range(p0, p1, chunk):
+            c1 = min(p1, c0 + chunk)
+            if c1 < p1 and p1 - c1 < lanes:
+                c1 = p1  # (no chunk narrower than a vector)
+            _pointwise_rows_chunk(flat, first_filter, f1 - f0, channels_per_group,
+                                  (n * channels + g * channels_per_group) * pixels + c0, pixels, c1 - c0,
+                                  (n * filters + first_filter) * pixels + c0, scale, shift, in_kernel, has_residual,
+                                  activation == EPILOGUE_CLIP, low, high)
+            if not in_kernel:
+                for f in range(f0, f1):
+                    k = g * filters_per_group + f
+                    _finish_row(out_by_group[n, g, f, c0:c1], residual_by_group[n, g, f, c0:c1], has_residual,
+                                scale[k], shift[k], activation, low, high)
+            if c1 == p1:
+                break
+
+
+@njit(cache=True)
+def _pointwise_rows_chunk(flat, first_filter, filters, channels, x_start, pixels, columns, o_start, scale, shift,
+                          finish, has_residual, clip, low, high):
+    """``out[o_start + f * pixels + q] = sum_c weight[(first_filter + f) * channels + c] * x[x_start
+    + c * pixels + q]`` for the ``filters`` filters ``f`` and the ``columns`` pixels ``q`` (at
+    least a vector's lanes), ``flat`` the flat ``(x, weight, out, residual)``, finished with
+    ``finish`` as :func:`tap_rows` says: ``MR`` filters at a time, against panels of at most
+    ``panel_width`` pixels, the last two of a chunk that is not whole panels split so that each
+    holds a vector."""
+    x, weight, out, residual = flat
+    lanes = VECTOR_BYTES // x.itemsize
+    nr = PANEL_BYTES // x.itemsize
+    steps = np.arange(channels).astype(np.uint64) * np.uint64(pixels)
+    for f in range(0, filters, MR):
+        s = 0
+        while s < columns:
+            left = columns - s
+            width = nr if left >= nr + lanes or left == nr else (left if left <= nr else nr - lanes)
+            at = o_start + f * pixels + s
+            tap_rows(weight, (first_filter + f) * channels, channels, 1, min(MR, filters - f), x, x_start + s, steps, 0,
+                     width, out, at, pixels, channels, False, scale, shift, first_filter + f, residual, at, finish,
+                     has_residual, clip, low, high)
+            s += width
+
+
+@njit(cache=True)
+def _pointwise_chunk_columns(rows, itemsize, chunk_bytes, nr):
+    """Pixels a chunk of :func:`_pointwise_rows_items` takes: whole panels (``nr`` pixels) of
+    ``rows`` values each (input channels and the item's filters), within ``chunk_bytes``; at
+    least one panel."""
+    return max(1, chunk_bytes // max(1, rows * itemsize * nr)) * nr
 
 
 @njit(cache=True, nogil=True)
@@ -1099,7 +1201,7 @@ def _path_settings():
     w = _winograd
     return (PANELS, PANEL_MAX_WEIGHT_BYTES, PANEL_CHUNK_BYTES, PANEL_TAPS, PANEL_FEW_MIN_PIXELS, PANEL_STEM_MIN_FILTERS,
             IM2COL_BY_PLANES, PLANES_MAX_EXTRA, PLANES_COPY_MACS, DIRECT_MAX_CHANNELS, INTERLEAVED_SAMPLES,
-            POINTWISE_EXPANSION, BLOCKS_MAX_PIXELS,
+            POINTWISE_EXPANSION, POINTWISE_ROWS, POINTWISE_ROWS_MIN_CHANNELS, BLOCKS_MAX_PIXELS,
             w.WINOGRAD, w.WINOGRAD_MIN_CHANNELS, w.WINOGRAD_MIN_TILES, w.WINOGRAD_MAX_WEIGHT_BYTES,
             w.WINOGRAD_PLANES_BYTES)
 
@@ -1129,6 +1231,9 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
         # pointwise: the input is the column matrix
         by_filters = filter_blocks > 1  # else the pixels, in as many blocks as the rows were asked in
         blocks = filter_blocks if by_filters else blocks
+        if _pointwise_by_rows(out_shape[2] * out_shape[3], channels_per_group, np.dtype(dtype).itemsize):
+            return (_pointwise_rows_items, x_shape[0] * groups * blocks, workers,
+                    (groups, blocks, by_filters, int(PANEL_CHUNK_BYTES)))
         return (_pointwise_forward_items, x_shape[0] * groups * blocks, workers,
                 (groups, blocks, by_filters, small_gemm))
     if by_winograd(weight_shape, groups, (stride_h, stride_w), (dilation_h, dilation_w), out_shape,
@@ -1314,6 +1419,25 @@ def _pointwise_pixel_blocks(dtype):
     tiles, whole samples ran faster at batch 16 and as fast at batch 1
     (``bench/pointwise_blocks.py`` against ``--blocks``)."""
     return not small_gemm_limit(dtype)
+
+
+def _pointwise_by_rows(pixels, channels, itemsize):
+    """Whether a 1x1 convolution at stride 1 (no padding) of ``pixels`` pixels a plane and
+    ``channels`` input channels a group takes :func:`_pointwise_rows_items` rather than a GEMM
+    a sample: ``POINTWISE_ROWS`` set, the processor runs :func:`tap_rows` with 512-bit vectors
+    (AVX-512: where it was measured), a plane holds a vector of pixels at least, and the sums
+    are ``POINTWISE_ROWS_MIN_CHANNELS`` long at least. MobileNetV2's 1x1 layers at batch 1,
+    bound, 2 threads (``bench/pointwise_rows.py``): from 96 channels, 0.77-0.97 of the GEMM's
+    time (its projections at every size, its expansions onto 14x14 and 7x7 maps); from 16 to
+    64 channels, 1.00-1.07 (docs/performance.md, "Blocks of a network as one call")."""
+    return bool(POINTWISE_ROWS) and panels_available() and VECTOR_BYTES == 64 \
+        and pixels >= VECTOR_BYTES // itemsize and channels >= POINTWISE_ROWS_MIN_CHANNELS
+
+
+#: 1x1 convolutions by :func:`tap_rows` where :func:`_pointwise_by_rows` says so (False: never)
+POINTWISE_ROWS = True
+#: the fewest input channels (a group's) of a 1x1 convolution by :func:`tap_rows`
+POINTWISE_ROWS_MIN_CHANNELS = 96
 
 
 def _pointwise_by_samples(out_shape, weight_shape, groups, block_rows, filter_blocks):
