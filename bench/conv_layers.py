@@ -6,7 +6,9 @@
 Inference (default): the ONNX file read with :func:`cnnlab.onnx.load` and called on a random
 224x224 batch, 5 untimed calls, then ``--calls`` timed ones; every forward convolution the
 plan runs (``cnnlab.kernels.cpu.run_conv2d_forward_work``, and ``run_conv2d_on_layer`` where
-a bound call hands its shares to the threading layer straight) is timed. Prints the call's median
+a bound call hands its shares to the threading layer straight) is timed, and each block of
+convolutions run as one call (``run_conv2d_pair_on_layer``: its kind is ``block``, its path
+the items functions joined by ``+``, its shapes each one's). Prints the call's median
 time, the convolutions' share, the time by path (the items function) and the largest entries
 by (input, weight shape, output, path), in microseconds a call. ``--train``: the ResNet-18
 training step of ``bench/models.py`` (batch 16, SGD; the ONNX file is ResNet-18's), with the
@@ -54,6 +56,16 @@ def _layer_key(args):
     return ("forward", items.__name__, tuple(x.shape[1:]), tuple(weight.shape), tuple(out.shape[1:]))
 
 
+def _block_key(args):
+    """The key of a block's convolutions run as one call
+    (``cnnlab.kernels.cpu.run_conv2d_pair_on_layer(*kernels)``, each ``(items, arguments, edges,
+    address)``): its items functions and each one's input, weight and output shapes."""
+    return ("block", " + ".join(items.__name__ for items, *_ in args),
+            tuple(tuple(arguments[0].shape[1:]) for _, arguments, *_ in args),
+            tuple(tuple(arguments[1].shape) for _, arguments, *_ in args),
+            tuple(tuple(arguments[9].shape[1:]) for _, arguments, *_ in args))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
@@ -71,6 +83,7 @@ def main():
     spent = collections.defaultdict(float)
     _wrap("run_conv2d_forward_work", _forward_key, spent)
     _wrap("run_conv2d_on_layer", _layer_key, spent)
+    _wrap("run_conv2d_pair_on_layer", _block_key, spent)
     if args.train:
         from cnnlab.bench import networks
 

@@ -7,7 +7,7 @@ Reads the ONNX file with :func:`cnnlab.onnx.load`, calls the model on a random `
 size)`` float32 image until its steps are bound, then records, in one more call, every
 convolution the plan hands to Numba's threading layer straight (``cnnlab.kernels.cpu.
 run_conv2d_on_layer``: its items, arguments, shares and compiled address, the arrays those
-are). Per round it times, one call of each after the other, ``--calls`` times: the model call,
+are; and each block of convolutions run as one call, ``run_conv2d_pair_on_layer``). Per round it times, one call of each after the other, ``--calls`` times: the model call,
 and the recorded convolutions called again in order from a bare loop with their recorded
 arrays (the kernels alone, as the call leaves them: the same buffers, nothing between them).
 Prints the medians in milliseconds and their difference: the Python of the steps (the plan's
@@ -24,22 +24,28 @@ import cnnlab.kernels.cpu as cpu_kernels
 from cnnlab.bench.measuring import onnx_image_bench
 from cnnlab.parallel import single_threaded_blas
 
+RUNNERS = ("run_conv2d_on_layer", "run_conv2d_pair_on_layer")
+
 
 def recorded_layer_calls(model, x):
-    """The ``run_conv2d_on_layer`` calls of one ``model(x)``, as ``(items, arguments, edges,
-    address)``, in order."""
+    """The ``run_conv2d_on_layer`` and ``run_conv2d_pair_on_layer`` calls of one ``model(x)``, as
+    ``(runner, its arguments)``, in order."""
     calls = []
-    real = cpu_kernels.run_conv2d_on_layer
+    real = {name: getattr(cpu_kernels, name) for name in RUNNERS}
 
-    def record(*arguments):
-        calls.append(arguments)
-        return real(*arguments)
+    def recorder(name):
+        def record(*arguments):
+            calls.append((real[name], arguments))
+            return real[name](*arguments)
+        return record
 
-    cpu_kernels.run_conv2d_on_layer = record
+    for name in RUNNERS:
+        setattr(cpu_kernels, name, recorder(name))
     try:
         model(x)
     finally:
-        cpu_kernels.run_conv2d_on_layer = real
+        for name in RUNNERS:
+            setattr(cpu_kernels, name, real[name])
     return calls
 
 
@@ -48,14 +54,13 @@ def main():
     for _ in range(5):
         model(x)
     calls = recorded_layer_calls(model, x)
-    run = cpu_kernels.run_conv2d_on_layer
 
     def kernels_alone():
         with single_threaded_blas():  # (as a model call holds BLAS to one thread)
-            for items, arguments, edges, address in calls:
-                run(items, arguments, edges, address)
+            for run, arguments in calls:
+                run(*arguments)
 
-    print(f"{args.model}: {len(calls)} convolutions handed to the threading layer straight, of "
+    print(f"{args.model}: {len(calls)} calls of convolutions handed to the threading layer straight, of "
           f"{len(model.graph.inference_plan())} steps")
     for number in range(1, args.rounds + 1):
         times = {"call": [], "kernels": []}

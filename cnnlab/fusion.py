@@ -25,15 +25,15 @@ import numpy as np
 
 from . import functional as F
 from .device import is_gpu_array, kernels_for, to_device, to_host
-from .functional.conv import bind_conv2d, epilogue_activation
+from .functional.conv import bind_conv2d, bind_conv2d_pair, epilogue_activation
 from .kernels import cpu as cpu_kernels
 from .layers import Add, BatchNorm2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, Multiply, ReLU
 from .memory import BufferPool, buffer_pool
 from .parallel import blas_limited, cpu_workers
 from .shapes import is_known
 
-__all__ = ["FusedStep", "FusedConv", "FusedSqueeze", "FusedHead", "BufferPool", "fusion_plan", "recyclable", "buffer_pool",
-           "TrainingFusion", "training_fusion"]
+__all__ = ["FusedStep", "FusedConv", "FusedConvPair", "FusedSqueeze", "FusedHead", "BufferPool", "fusion_plan",
+           "recyclable", "buffer_pool", "TrainingFusion", "training_fusion"]
 
 
 class FusedStep:
@@ -122,6 +122,24 @@ class FusedConv(FusedStep):
             self._run(x[n:n + 1], None if residual is None else residual[n:n + 1], out[n:n + 1], None, weight)
         return out
 
+    def bound_arguments(self, x, residual=None):
+        """``(weight, bias, scale)`` for the bound call's kernel on input ``x`` and ``residual``
+        (the layer's weights, its bias or the folded normalization's shift, and the
+        normalization's scale or None) where the step, with no gate, has a bound call that
+        accepts them; None otherwise."""
+        bound = self.bound
+        if bound is None or self.gate is not None:
+            return None
+        conv = self.layer
+        weight, shift, scale = conv.params["weight"], conv.params.get("bias"), None
+        if self.norm is not None:
+            scale, shift = self._folded_norm(shift, weight)
+        activation = None if self.activation is None else self.activation.layer.fused_activation()
+        if bound.accepts(x, weight, shift, conv.stride, conv.padding, conv.dilation, conv.groups, scale, residual,
+                         activation):
+            return weight, shift, scale
+        return None
+
     def _gated_weights(self, x, gates):
         """The weights with their input channels scaled by the gates, one array per row of
         ``gates``; None where scaling the maps costs less (fewer map values than weights, over
@@ -197,6 +215,109 @@ class FusedConv(FusedStep):
         offset = -mean if bias is None else to_host(bias).astype(np.float64) - mean
         scale, shift = scale.astype(dtype), (beta + offset * scale).astype(dtype)
         return (to_device(scale), to_device(shift)) if on_gpu else (scale, shift)
+
+
+class FusedConvPair(FusedStep):
+    """One inference step standing for a 1x1 convolution step and the depthwise convolution
+    step that alone reads its output (each a :class:`FusedConv`, with its normalization and
+    activation; neither with an ``Add`` or a gate), and, where one alone reads the depthwise
+    step's output, the 1x1 convolution step after it (with its ``Add``, no gate): an inverted
+    residual block's expansion, depthwise and projection layers (MobileNet, EfficientNet).
+
+    On host arrays that the convolutions' bound calls accept, they run as one compiled call on
+    Numba's threading layer (:class:`cnnlab.functional.conv.BoundConvPair`): each thread
+    computes its part of the expansion's channels, then the depthwise convolution of those
+    channels from its own core's cache, then the projection's shares, where the steps took a
+    start of the threads and a call from Python each. The outputs between them are buffers of
+    the pool, given back at once. Anything else (the first calls, other shapes or arrays, a
+    single thread) runs the steps one after the other, with the same values.
+    """
+
+    def __init__(self, first, second, third=None):
+        self.first, self.second, self.third = first, second, third
+        self.steps = (first, second) if third is None else (first, second, third)
+        self.members = [member for step in self.steps for member in step.members]
+        self.inputs = list(first.inputs) + (third.inputs[1:] if third is not None else [])
+        self.output = self.steps[-1].output
+        self.layer = first.layer
+        self.pair = None  # the bound calls as one (see run), and the bound calls it was last tried with
+        self.tried = None
+
+    def __repr__(self):
+        return "FusedConvPair(" + " -> ".join(repr(step) for step in self.steps) + ")"
+
+    def run(self, values, out=None, pool=None):
+        """The last step's output for the expansion's input ``values[0]`` (and the projection's
+        residual, ``values[1]``, with an ``Add``), written into ``out`` when given, else into a
+        buffer taken from ``pool`` when given, else a new array."""
+        pair = self.pair
+        if pair is not None and out is None and pair.first is self.first.bound and pair.second is self.second.bound \
+                and (pair.third is None or pair.third is self.third.bound):
+            result = self._straight(pair, values, pool)
+            if result is not None:
+                return result
+        result = values[0]
+        for k, step in enumerate(self.steps):
+            before, last = result, k == len(self.steps) - 1
+            result = step.run([result] + (list(values[1:]) if k == 2 else []), out if last else None, pool)
+            if k and pool is not None:
+                pool.give(before)
+        bounds = tuple(step.bound for step in self.steps)
+        if self.tried is None or any(a is not b for a, b in zip(self.tried, bounds)):
+            self.tried = bounds
+            self.pair = bind_conv2d_pair(*bounds)
+        return result
+
+    def _straight(self, pair, values, pool):
+        """:meth:`run` by the bound pair (with the third step's bound call where it joined the pair,
+        else that step after it, on its own), or None where a bound call does not accept its
+        arrays."""
+        if pair.calls_blas and not blas_limited():
+            return None
+        first_parameters = self.first.bound_arguments(values[0])
+        if first_parameters is None:
+            return None
+        first, second = pair.first, pair.second
+        take = pool.take if pool is not None else _new_array
+        middle = take(first.out_shape, first.dtype)
+        second_parameters = self.second.bound_arguments(middle)
+        if second_parameters is None:
+            return self._give_back(pool, middle)
+        between = take(second.out_shape, second.dtype)
+        third = pair.third
+        if third is None:
+            result = pair(values[0], first_parameters, middle, second_parameters, between)
+            if pool is not None:
+                pool.give(middle)
+            if self.third is None:
+                return result
+            result = self.third.run([between] + list(values[1:]), None, pool)  # (the projection apart)
+            if pool is not None:
+                pool.give(between)
+            return result
+        residual = values[1] if self.third.add is not None else None
+        third_parameters = self.third.bound_arguments(between, residual)
+        if third_parameters is None:
+            return self._give_back(pool, middle, between)
+        out = take(third.out_shape, third.dtype)
+        pair(values[0], first_parameters, middle, second_parameters, between, third_parameters + (residual,), out)
+        if pool is not None:
+            pool.give(middle)
+            pool.give(between)
+        return out
+
+    @staticmethod
+    def _give_back(pool, *buffers):
+        """Give ``buffers`` back to ``pool`` (where there is one); None."""
+        if pool is not None:
+            for buffer in buffers:
+                pool.give(buffer)
+        return None
+
+
+def _new_array(shape, dtype):
+    """A new array (where a step has no pool to take one from)."""
+    return np.empty(shape, dtype)
 
 
 class FusedSqueeze(FusedStep):
@@ -358,7 +479,8 @@ def fusion_plan(nodes, keep):
     is its sole reader, the product is not in ``keep`` and one factor is per-channel gates
     ``(C, 1, 1)`` of feature maps ``(C, H, W)`` of the same dtype (a squeeze-excitation block's
     gating: :meth:`FusedConv.run` scales the weights instead of the maps). Then the squeezes
-    (:func:`_fuse_squeezes`) and classifier heads (:func:`_fuse_heads`) are one step each.
+    (:func:`_fuse_squeezes`) and classifier heads (:func:`_fuse_heads`) are one step each, and so
+    is a 1x1 convolution with the depthwise convolution that alone reads it (:func:`_fuse_pairs`).
     """
     consumers, producers = _readers(nodes), {id(node.output): node for node in nodes}
     placed, absorbed = {}, set()
@@ -393,7 +515,7 @@ def fusion_plan(nodes, keep):
         placed[id(fused.members[-1])] = fused
         absorbed.update(id(member) for member in fused.members)
     plan = [placed.get(id(node), node) for node in nodes if id(node) not in absorbed or id(node) in placed]
-    return _fuse_heads(_fuse_squeezes(plan, keep), keep)
+    return _fuse_pairs(_fuse_heads(_fuse_squeezes(plan, keep), keep), keep)
 
 
 class TrainingFusion(NamedTuple):
@@ -501,6 +623,41 @@ def _fuse_heads(plan, keep):
         replaced.update({id(step): None, id(dense): FusedHead(step, flatten, dense)})
         if flatten is not None:
             replaced[id(flatten)] = None
+    return [replaced.get(id(step), step) for step in plan if replaced.get(id(step), step) is not None]
+
+
+def _fuse_pairs(plan, keep):
+    """``plan`` with each :class:`FusedConv` step of a 1x1 convolution of one group whose output
+    only a :class:`FusedConv` step of a depthwise convolution (as many groups as input and
+    output channels) of the same dtype reads, replaced with it, and with the 1x1 convolution
+    step of one group that alone reads the depthwise step's output where there is one, by one
+    :class:`FusedConvPair` (placed where its last step was). None of them with a gate, the
+    first two without an ``Add``, no tensor between them in ``keep``. (Whether their geometry
+    lets them run as one call is seen when they are bound:
+    :func:`cnnlab.functional.conv.bind_conv2d_pair`.)"""
+    readers = _readers(plan)
+
+    def pointwise(step, add=False):
+        return type(step) is FusedConv and step.gate is None and (add or step.add is None) \
+            and step.layer.kernel_size == (1, 1) and step.layer.groups == 1
+
+    replaced = {}
+    for step in plan:
+        if not pointwise(step):
+            continue
+        conv, second = step.layer, _sole_reader(readers, step.output, keep)
+        if type(second) is not FusedConv or second.add is not None or second.gate is not None:
+            continue
+        depthwise = second.layer
+        if not (depthwise.groups == depthwise.in_channels == depthwise.out_channels == conv.out_channels
+                and depthwise.groups > 1 and depthwise.dtype == conv.dtype):
+            continue
+        third = _sole_reader(readers, second.output, keep)
+        third = third if pointwise(third, add=True) and third.inputs[0] is second.output \
+            and third.layer.dtype == conv.dtype else None
+        fused = FusedConvPair(step, second, third)
+        replaced.update({id(member): None for member in fused.steps})
+        replaced[id(fused.steps[-1])] = fused
     return [replaced.get(id(step), step) for step in plan if replaced.get(id(step), step) is not None]
 
 

@@ -219,14 +219,23 @@ def test_plan_sees_edited_parameters_and_new_shapes():
 
 
 @pytest.mark.parametrize("runner", cnnlab.kernels.cpu.HOST_RUNNERS)
-def test_the_kernel_time_of_the_plans_compiled_calls_is_counted(runner):
+def test_the_kernel_time_of_the_plans_compiled_calls_is_counted(runner, monkeypatch):
     """cnnlab.bench.overhead (node_overhead.py, the models benchmark's overhead column) counts the
     time the plan's fused steps spend in their compiled calls (a bound convolution's work, a
-    squeeze's gates) as kernel time."""
+    block's convolutions as one call, a squeeze's gates) as kernel time."""
     from cnnlab.bench.overhead import timed_kernels
 
     rng = np.random.default_rng(4)
-    if runner == "run_conv2d_on_layer":  # a bound call's shares on the threading layer, handed straight to it
+    if runner == "run_conv2d_pair_on_layer":  # an inverted residual block's convolutions as one call
+        if numba.get_num_threads() < 2:
+            pytest.skip("one thread: no shares")
+        monkeypatch.setattr(cnnlab.config, "PARALLEL_MIN_WORK", 1)
+        x_in = cnnlab.Input((8, 10, 10))
+        hidden = L.ReLU6()(L.Conv2D(32, 32, 3, padding=1, groups=32, seed=2)(L.ReLU6()(L.Conv2D(8, 32, 1, seed=1)(x_in))))
+        model = cnnlab.Model(x_in, L.GlobalAvgPool2D()(L.Conv2D(32, 8, 1, seed=3)(hidden)))
+        x = rng.standard_normal((1, 8, 10, 10)).astype(np.float32)
+        model.forward(x)  # bound
+    elif runner == "run_conv2d_on_layer":  # a bound call's shares on the threading layer, handed straight to it
         if numba.get_num_threads() < 2:
             pytest.skip("one thread: no shares")
         x_in = cnnlab.Input((32, 16, 16))

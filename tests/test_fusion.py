@@ -842,3 +842,156 @@ def test_a_fused_head_follows_a_replaced_dense_layer():
     got = model.forward(x)
     assert got.shape == (2, 3)
     np.testing.assert_array_equal(got, model.graph.forward([x], observe=lambda node, value: None)[0])
+
+
+# --- inverted residual blocks as one step ------------------------------------------------
+
+def _block_model(dtype=np.float32, stride=1, norm=True, size=10, project=True, wanted=(), pooled=False):
+    """An inverted residual block (MobileNetV2's): a 1x1 expansion of 8 channels to 32, a
+    depthwise 3x3 convolution, each with its normalization (``norm``) and ReLU6, then (with
+    ``project``) a 1x1 projection back to 8 channels, with the block's input added at stride 1.
+    ``wanted``: names of inner tensors the model returns too (``"expanded"``, ``"depthwise"``);
+    ``pooled``: the model returns the block's output through a global average pooling (so that
+    the block's output is a buffer of the pool)."""
+    x = cnnlab.Input((8, size, size), dtype=dtype)
+
+    def layer(conv, inputs, activation=True):
+        h = conv(inputs)
+        h = L.BatchNorm2D(conv.out_channels, dtype=dtype)(h) if norm else h
+        return L.ReLU6()(h) if activation else h
+
+    tensors = {"expanded": layer(L.Conv2D(8, 32, 1, bias=not norm, seed=1, dtype=dtype), x)}
+    tensors["depthwise"] = layer(L.Conv2D(32, 32, 3, stride=stride, padding=1, groups=32, bias=not norm, seed=2,
+                                          dtype=dtype), tensors["expanded"])
+    out = tensors["depthwise"]
+    if project:
+        out = layer(L.Conv2D(32, 8, 1, bias=not norm, seed=3, dtype=dtype), out, activation=False)
+        out = L.Add()([out, x]) if stride == 1 else out
+    out = L.GlobalAvgPool2D()(out) if pooled else out
+    model = cnnlab.Model(x, [out] + [tensors[name] for name in wanted] if wanted else out)
+    _randomize_norms(model, np.random.default_rng(3))
+    return model
+
+
+def _pairs_run(monkeypatch):
+    """A list to which each straight call of a block (``run_conv2d_pair_on_layer``) adds the
+    count of kernels it ran."""
+    from cnnlab.kernels import cpu as cpu_kernels
+
+    calls, real = [], cpu_kernels.run_conv2d_pair_on_layer
+    monkeypatch.setattr(cpu_kernels, "run_conv2d_pair_on_layer", lambda *kernels: calls.append(len(kernels))
+                        or real(*kernels))
+    return calls
+
+
+def _by_nodes(model, x):
+    return model.graph.forward([x], observe=lambda node, value: None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride, size, batch, row_blocks", [(1, 10, 1, False), (2, 10, 1, False), (1, 16, 2, False),
+                                                            (2, 17, 3, False), (1, 16, 1, True)])
+@pytest.mark.parametrize("norm", [True, False])
+def test_an_inverted_residual_block_is_one_step_with_the_values_of_its_nodes(dtype, stride, size, batch, row_blocks,
+                                                                             norm, monkeypatch):
+    """Expansion, depthwise convolution and projection (with its residual at stride 1) are one
+    FusedConvPair step, which from its second call runs the three kernels as one call (with two
+    threads), with the values of the nodes run one by one, call after call; weights edited in
+    place, and replaced, are seen. The depthwise layers take both of their paths (channel
+    blocks on small maps, one channel an item on larger ones, or a row of one)."""
+    from cnnlab.fusion import FusedConvPair
+    from cnnlab.parallel import thread_count
+
+    monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)  # (two threads however small the work)
+    if row_blocks:  # (the depthwise convolution's items a row each)
+        monkeypatch.setattr(config, "IM2COL_MAX_BYTES", 1)
+    calls = _pairs_run(monkeypatch)
+    model = _block_model(dtype, stride, norm, size)
+    plan = model.graph.inference_plan()
+    assert [type(step) for step in plan] == [FusedConvPair]
+    assert len(plan[0].steps) == 3 and plan[0].inputs[1:] == ([model.graph.inputs[0]] if stride == 1 else [])
+    x = np.random.default_rng(batch).standard_normal((batch, 8, size, size)).astype(dtype)
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    expected = _by_nodes(model, x)[0]
+    for _ in range(3):
+        np.testing.assert_allclose(model.forward(x), expected, **tolerance)
+    assert calls == ([3, 3] if thread_count() > 1 else [])  # from the second call, straight
+    expanded = model.layers[0]
+    expanded.params["weight"] *= -1  # edited in place
+    np.testing.assert_allclose(model.forward(x), _by_nodes(model, x)[0], **tolerance)
+    expanded.params["weight"] = expanded.params["weight"] * 2  # replaced by an array of the same kind
+    np.testing.assert_allclose(model.forward(x), _by_nodes(model, x)[0], **tolerance)
+    assert len(calls) == (4 if thread_count() > 1 else 0)
+    expanded.params["weight"] = np.asfortranarray(expanded.params["weight"] * 2)  # one no bound call takes
+    for _ in range(3):
+        np.testing.assert_allclose(model.forward(x), _by_nodes(model, x)[0], **tolerance)
+    assert len(calls) == (4 if thread_count() > 1 else 0)
+
+
+@pytest.mark.parametrize("wanted, steps", [(("expanded",), None), (("depthwise",), 2), ((), 2)])
+def test_a_block_whose_inner_tensors_are_wanted_keeps_those_steps_apart(wanted, steps, monkeypatch):
+    """The expansion's output wanted as an output: no block step; the depthwise one's: a block
+    step of the first two; no projection: the same."""
+    from cnnlab.fusion import FusedConvPair
+
+    monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)
+    model = _block_model(project=not (steps == 2 and not wanted), wanted=wanted)
+    blocks = [step for step in model.graph.inference_plan() if type(step) is FusedConvPair]
+    assert [len(step.steps) for step in blocks] == ([] if steps is None else [steps])
+    x = np.random.default_rng(0).standard_normal((1, 8, 10, 10)).astype(np.float32)
+    for _ in range(3):
+        got = model.forward(x)
+        for a, b in zip(got if isinstance(got, tuple) else [got], _by_nodes(model, x)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_a_block_on_one_thread_runs_its_steps_and_gives_its_buffers_back(monkeypatch):
+    """With one thread the block step runs its three steps one after the other (no call as
+    one), with the same values; either way the buffers between them go back to the pool, which
+    keeps the same buffers from call to call."""
+    import numba
+
+    monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)
+    calls = _pairs_run(monkeypatch)
+    model = _block_model(pooled=True)
+    x = np.random.default_rng(5).standard_normal((1, 8, 10, 10)).astype(np.float32)
+    expected = _by_nodes(model, x)[0]
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        for _ in range(3):
+            np.testing.assert_allclose(model.forward(x), expected, rtol=1e-5, atol=1e-5)
+    finally:
+        numba.set_num_threads(threads)
+    assert calls == []
+    pool = model.graph.buffer_pool()
+    for _ in range(3):
+        model.forward(x)
+    held = {id(buffer) for buffers in pool.free.values() for buffer in buffers}
+    got, taken = _buffers_taken(pool, lambda: model.forward(x))
+    assert taken and set(taken) <= held
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_block_whose_projection_did_not_join_runs_it_after_the_pair(monkeypatch):
+    """Bound without its projection (whose work did not fit one even share a thread), the block
+    step runs the expansion and the depthwise convolution as one call, then the projection on
+    its own: the values of the nodes."""
+    from cnnlab.functional.conv import bind_conv2d_pair
+    from cnnlab.parallel import thread_count
+
+    if thread_count() < 2:
+        pytest.skip("one thread: no pair")
+    monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)
+    calls = _pairs_run(monkeypatch)
+    model = _block_model(pooled=True)
+    x = np.random.default_rng(6).standard_normal((1, 8, 10, 10)).astype(np.float32)
+    expected = _by_nodes(model, x)[0]
+    model.forward(x)
+    block = model.graph.inference_plan()[0]
+    assert block.pair is not None and block.pair.third is block.third.bound
+    block.pair = bind_conv2d_pair(block.first.bound, block.second.bound)  # (the projection apart)
+    calls.clear()
+    for _ in range(2):
+        np.testing.assert_allclose(model.forward(x), expected, rtol=1e-5, atol=1e-5)
+    assert calls == [2, 2]

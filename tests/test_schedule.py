@@ -582,3 +582,47 @@ def test_an_error_in_a_share_on_the_layer_is_raised_from_python():
     values = np.zeros(4)
     _schedule.run_on_layer(_fill, (values, 1.0), np.array([0, 2, 4]))  # the layer still works
     np.testing.assert_array_equal(values, 1.0 + np.arange(4))
+
+
+@numba.njit(nogil=True)
+def _double_into(source, out, first, last):
+    for i in range(first, last):
+        out[i] = 2.0 * source[i]
+
+
+@numba.njit(nogil=True)
+def _sum_of_share(source, out, first, last):
+    for i in range(first, last):
+        out[i] = source.sum()
+
+
+def _on_layer(function, arguments, edges):
+    return function, arguments, np.asarray(edges, np.int64), _schedule.compiled_address(function, arguments)
+
+
+def test_a_pair_on_the_layer_runs_each_second_share_after_its_first_and_a_third_after_all():
+    """Share ``i`` of the second kernel reads what share ``i`` of the first wrote; the third loop
+    reads every value the pairs wrote."""
+    first, second, third = np.zeros(6), np.zeros(6), np.zeros(4)
+    _schedule.run_pair_on_layer(_on_layer(_fill, (first, 1.0), [0, 3, 6]),
+                                _on_layer(_double_into, (first, second), [0, 3, 6]))
+    np.testing.assert_array_equal(second, 2.0 * (1.0 + np.arange(6)))
+
+    doubled = np.zeros(6)
+    _schedule.run_pair_on_layer(_on_layer(_fill, (first, 3.0), [0, 3, 6]),
+                                _on_layer(_double_into, (first, doubled), [0, 3, 6]),
+                                _on_layer(_sum_of_share, (doubled, third), [0, 2, 4]))
+    np.testing.assert_array_equal(doubled, 2.0 * (3.0 + np.arange(6)))
+    np.testing.assert_array_equal(third, np.full(4, doubled.sum()))
+
+
+def test_an_error_in_a_pairs_share_is_raised_from_python():
+    out, values = np.zeros(2), np.zeros(2)
+    with pytest.raises(ValueError, match="the second share failed"):
+        _schedule.run_pair_on_layer(_on_layer(_fill, (values, 1.0), [0, 1, 2]),
+                                    _on_layer(_fail_in_second_share, (out,), [0, 1, 2]))
+    assert out[0] == 1.0 and values[1] == 2.0  # the first share ran both, the second its first
+    with pytest.raises(ValueError, match="the second share failed"):
+        _schedule.run_pair_on_layer(_on_layer(_fill, (values, 1.0), [0, 1, 2]),
+                                    _on_layer(_fill, (np.zeros(2), 1.0), [0, 1, 2]),
+                                    _on_layer(_fail_in_second_share, (out,), [0, 1, 2]))

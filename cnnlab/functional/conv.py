@@ -388,6 +388,114 @@ def _settings_now(dtype):
             cpu_kernels.conv2d_path_settings())
 
 
+class BoundConvPair:
+    """A 1x1 convolution and the depthwise convolution that reads its output (each a
+    :class:`BoundConv2d`, bound with ``compiled_shares``), run as one loop of shares on Numba's
+    threading layer (``cnnlab.kernels.cpu.run_conv2d_pair_on_layer``): each thread computes its
+    part of the first's filters over the whole image, then the depthwise convolution of those
+    channels, which it reads from its own core's cache. One start of the layer's threads for
+    the two, none between them, and one call from Python (an inverted residual block's
+    expansion and depthwise layers: MobileNet, EfficientNet).
+
+    With a ``third`` bound convolution reading the depthwise one's output (the block's
+    projection, with its residual), its shares run in a second loop of the same compiled call.
+    Made by :func:`bind_conv2d_pair`; called with arguments each bound call
+    :meth:`BoundConv2d.accepts`.
+
+    Attributes
+    ----------
+    first, second, third : BoundConv2d (third None without one)
+    calls_blas : bool
+        Whether the first's or the third's items call BLAS: then the pair runs only where BLAS
+        is held to one thread (:func:`cnnlab.parallel.blas_limited`), as a model call holds it.
+    """
+
+    def __init__(self, first, second, work, third=None):
+        self.first, self.second, self.third = first, second, third
+        self.items, self.trailing, self.first_edges, self.second_edges = work
+        self.third_edges = None if third is None else cpu_kernels.conv2d_share_edges(third.work[4])
+        self.calls_blas = cpu_kernels.conv2d_forward_work_calls_blas((self.items,)) \
+            or (third is not None and third.calls_blas)
+        self.addresses = None  # (the items functions' compiled addresses, found at the first call)
+
+    def __call__(self, x, first_parameters, middle, second_parameters, between, third_parameters=None, out=None):
+        """The last convolution's output for input ``x``: each convolution's parameters
+        ``(weight, bias, scale)`` (``bias`` and ``scale`` may be None; the third's followed by
+        its residual or None) and output array (``middle``, the first's; ``between``, the
+        second's, returned without a third; ``out``, the third's, returned). Written out step by
+        step, without a loop: a model call makes one such call for each of its blocks."""
+        first, second, third = self.first, self.second, self.third
+        weight, bias, scale = first_parameters
+        first_arguments = (x, weight, first.ones if scale is None else scale, first.zeros if bias is None else bias,
+                           middle, False, first.code, first.low, first.high, middle) + self.trailing
+        weight, bias, scale = second_parameters
+        second_arguments = (middle, weight, second.ones if scale is None else scale,
+                            second.zeros if bias is None else bias, between, False, second.code, second.low,
+                            second.high, between) + second.work[3]
+        third_arguments = None
+        if third is not None:
+            weight, bias, scale, residual = third_parameters
+            third_arguments = (between, weight, third.ones if scale is None else scale,
+                               third.zeros if bias is None else bias, out if residual is None else residual,
+                               residual is not None, third.code, third.low, third.high, out) + third.work[3]
+        addresses = self.addresses
+        if addresses is None:
+            addresses = self.addresses = (
+                cpu_kernels.conv2d_compiled_address(self.items, first_arguments),
+                cpu_kernels.conv2d_compiled_address(second.work[0], second_arguments),
+                None if third is None else cpu_kernels.conv2d_compiled_address(third.work[0], third_arguments))
+        if third is None:
+            cpu_kernels.run_conv2d_pair_on_layer((self.items, first_arguments, self.first_edges, addresses[0]),
+                                                 (second.work[0], second_arguments, self.second_edges, addresses[1]))
+            return between
+        cpu_kernels.run_conv2d_pair_on_layer((self.items, first_arguments, self.first_edges, addresses[0]),
+                                             (second.work[0], second_arguments, self.second_edges, addresses[1]),
+                                             (third.work[0], third_arguments, self.third_edges, addresses[2]))
+        return out
+
+    def __getstate__(self):
+        """A copy made elsewhere (pickled) finds the compiled addresses again: an address is this
+        process's."""
+        return dict(self.__dict__, addresses=None)
+
+
+def bind_conv2d_pair(first: BoundConv2d | None, second: BoundConv2d | None,
+                     third: BoundConv2d | None = None) -> BoundConvPair | None:
+    """A :class:`BoundConvPair` of ``first``, a bound 1x1 convolution (stride 1, no padding, one
+    group, no residual), ``second``, a bound depthwise convolution (no residual) of the first's
+    output, and ``third`` where given and it can join them: a bound 1x1 convolution of the
+    second's output (stride 1, one group) whose work is one even share a thread. None where
+    the first two cannot run as one loop (``first`` or ``second`` None, not bound with
+    ``compiled_shares``, not of those kinds, paths or shapes, or work that one thread runs
+    alone). All must be bound under the same settings."""
+    if not _pointwise_bound(first) or second is None \
+            or second.compiled_shares is None or first.has_residual or second.has_residual \
+            or first.settings is not second.settings:
+        return None
+    filters = first.weight_shape[0]
+    if second.x_shape != first.out_shape or second.arguments[3] != filters or second.weight_shape[:2] != (filters, 1):
+        return None
+    workers = thread_count()
+    if workers < 2 or second.work[2] < 2:
+        return None
+    work = cpu_kernels.conv2d_paired_work(first.x_shape, first.weight_shape, first.out_shape, first.geometry.args,
+                                          second.work, workers, first.dtype)
+    if work is None:
+        return None
+    third_fits = _pointwise_bound(third, second) and third.settings is first.settings and third.work[5] is None \
+        and len(third.work[4]) == third.work[2] > 1
+    return BoundConvPair(first, second, work, third if third_fits else None)
+
+
+def _pointwise_bound(bound, before=None):
+    """Whether ``bound`` is a :class:`BoundConv2d` with ``compiled_shares`` of a 1x1 convolution of
+    one group at stride 1 with no padding; with ``before`` (the call it would follow), of
+    ``before``'s output."""
+    if bound is None or bound.compiled_shares is None or bound.weight_shape[2:] != (1, 1) or bound.arguments[3] != 1:
+        return False
+    return bound.geometry.args[:4] == (1, 1, 0, 0) and (before is None or bound.x_shape == before.out_shape)
+
+
 def bind_conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair = 1, padding: Padding = 0,
                 dilation: IntPair = 1, groups: int = 1, *, scale: Array | None = None,
                 residual: Array | None = None, activation: str | tuple | None = None,

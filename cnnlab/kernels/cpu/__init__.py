@@ -35,23 +35,29 @@ DEVICE = "cpu"
 # convolution's items are pixel blocks, a convolution's path
 # resolved once for a caller that repeats it (cnnlab.functional.conv.BoundConv2d) and the settings it read, the call
 # that runs it and whether that calls BLAS, its shares on the threading layer once their address is known and the call
-# that runs those, and a squeeze-excitation block's gates in one call (cnnlab.fusion.FusedSqueeze);
+# that runs those, a 1x1 convolution and the depthwise one after it as one loop of shares (the work, the compiled
+# address of a kernel's items, the call: cnnlab.functional.conv.BoundConvPair), and a squeeze-excitation block's gates
+# in one call (cnnlab.fusion.FusedSqueeze);
 # and the BLAS library the kernels' GEMMs call (cnnlab.parallel.blas_kernels names it)
 from ._blas import gemm_blas  # noqa: E402
+from ._schedule import compiled_address as conv2d_compiled_address  # noqa: E402
+from ._schedule import edges as conv2d_share_edges  # noqa: E402
 from ._schedule import run_on_layer as run_conv2d_on_layer  # noqa: E402
+from ._schedule import run_pair_on_layer as run_conv2d_pair_on_layer  # noqa: E402
 from .conv import _calls_blas as conv2d_forward_work_calls_blas  # noqa: E402
 from .conv import _forward_work as conv2d_forward_work  # noqa: E402
 from .conv import _interleaved_by_panels as conv2d_interleaved_by_panels  # noqa: E402
 from .conv import _interleaved_sample_block as conv2d_interleaved_sample_block  # noqa: E402
 from .conv import _is_direct as conv2d_is_direct  # noqa: E402
 from .conv import _layer_shares as conv2d_layer_shares  # noqa: E402
+from .conv import _paired_work as conv2d_paired_work  # noqa: E402
 from .conv import _path_settings as conv2d_path_settings  # noqa: E402
 from .conv import _pointwise_pixel_blocks as conv2d_pointwise_pixel_blocks  # noqa: E402
 from .conv import _run_forward as run_conv2d_forward_work  # noqa: E402
 from .conv import _squeeze as squeeze_gates  # noqa: E402
 
 #: the host-only callables above that run compiled work (timed as kernel time by cnnlab.bench.overhead)
-HOST_RUNNERS = ("run_conv2d_forward_work", "run_conv2d_on_layer", "squeeze_gates")
+HOST_RUNNERS = ("run_conv2d_forward_work", "run_conv2d_on_layer", "run_conv2d_pair_on_layer", "squeeze_gates")
 
 _LENDER = threading.local()  # .take: where this thread's empty() takes arrays from, when set
 

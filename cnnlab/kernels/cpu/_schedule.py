@@ -533,6 +533,77 @@ def _shares_at(address, edges, arguments, others, failed):
     return failures
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def _pair_shares_at(first, first_edges, first_arguments, second, second_edges, second_arguments, others, failed):
+    """:func:`_shares_at` of two kernels' items in one loop: share ``i`` runs the first's
+    share ``i`` (``first_edges[i] .. first_edges[i+1]-1``, the compiled code at ``first``),
+    then, where it returned without an error, the second's share ``i``, on the same thread.
+    The caller makes the shares such that the second's share reads only what the first's
+    share on that thread wrote."""
+    caller, core = calling_thread()
+    failures = 0
+    for share in prange(first_edges.shape[0] - 1):
+        keep_off_caller(caller, core, others)
+        ok = _call_at(first, first_arguments, first_edges[share], first_edges[share + 1])
+        if ok:
+            ok = _call_at(second, second_arguments, second_edges[share], second_edges[share + 1])
+        failed[share] = not ok
+        failures += 0 if ok else 1
+    return failures
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _pair_then_shares_at(first, first_edges, first_arguments, second, second_edges, second_arguments, third,
+                         third_edges, third_arguments, others, failed):
+    """:func:`_pair_shares_at`, then, once every share of both is done, :func:`_shares_at` of a
+    third kernel's items (the compiled code at ``third``), in one call: two loops, the second's
+    flags in ``failed`` after the first's."""
+    caller, core = calling_thread()
+    failures = 0
+    pairs = first_edges.shape[0] - 1
+    for share in prange(pairs):
+        keep_off_caller(caller, core, others)
+        ok = _call_at(first, first_arguments, first_edges[share], first_edges[share + 1])
+        if ok:
+            ok = _call_at(second, second_arguments, second_edges[share], second_edges[share + 1])
+        failed[share] = not ok
+        failures += 0 if ok else 1
+    for share in prange(third_edges.shape[0] - 1):
+        keep_off_caller(caller, core, others)
+        ok = _call_at(third, third_arguments, third_edges[share], third_edges[share + 1])
+        failed[pairs + share] = not ok
+        failures += 0 if ok else 1
+    return failures
+
+
+def run_pair_on_layer(first, second, third=None):
+    """:func:`run_on_layer` of two kernels' items, each ``(function, arguments, edges,
+    address)``, with as many shares each, share ``i`` of the second after share ``i`` of the
+    first on the same thread, in one loop on the threading layer (one start of the layer's
+    threads, none between the two, and the second reads from its own core's cache what the
+    first wrote there); then, with ``third`` (of the same form), that kernel's shares in a
+    second loop of the same compiled call, once the first loop is done. A share that raised is
+    run again from Python (a pair's first's then second's), which raises its error."""
+    quiet_team()
+    count = first[2].shape[0] - 1
+    total = count + (0 if third is None else third[2].shape[0] - 1)
+    failed = _LAYER.__dict__.get("failed")
+    if failed is None or failed.shape[0] < total:
+        failed = _LAYER.failed = np.zeros(max(64, total), np.bool_)
+    masks = _KEEP_OFF_MASKS if _KEEP_OFF_MASKS is not None else keep_off_masks()
+    if third is None:
+        failures = _pair_shares_at(first[3], first[2], first[1], second[3], second[2], second[1], masks, failed)
+    else:
+        failures = _pair_then_shares_at(first[3], first[2], first[1], second[3], second[2], second[1], third[3],
+                                        third[2], third[1], masks, failed)
+    if failures:
+        for share in np.flatnonzero(failed[:total]):
+            kernels = (first, second) if share < count else (third,)
+            share = share if share < count else share - count
+            for function, arguments, edges, _ in kernels:
+                function(*arguments, int(edges[share]), int(edges[share + 1]))
+
+
 def compiled_address(function, arguments):
     """The address of ``function``'s machine code for calls ``function(*arguments, first,
     last)`` with int ``first`` and ``last`` (a kernel's items), compiled first if needed (or

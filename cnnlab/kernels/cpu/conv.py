@@ -1512,6 +1512,42 @@ def _interleaved_gemm_rows(out_h, out_w, sample_block, filters):
     return max(1, min(out_h, columns // (out_w * sample_block)))
 
 
+def _paired_work(x_shape, weight_shape, out_shape, geometry_args, second_work, workers, dtype):
+    """How a 1x1 convolution (stride 1, no padding, one group) and the depthwise convolution
+    of as many channels that reads its output (``second_work``, its :func:`_forward_work`) run as one loop on the
+    threading layer, share ``i`` of the second on the thread that ran share ``i`` of the first
+    and reading only what that share wrote (``cnnlab.kernels.cpu.run_conv2d_pair_on_layer``):
+    ``(items, trailing, first_edges, second_edges)``, the first's items function and its
+    arguments after the arrays and epilogue, then both kernels' share edges; None where the two
+    cannot be split alike (another path for either, filters that do not fall into whole units,
+    fewer units than ``workers``).
+
+    The first's items are its filters in units of what the second's item takes (16 channels
+    by channel blocks, ``MR`` where it computes one channel an item, by rows) for each sample,
+    in the same order as the second's, so that the same shares of both cover the same
+    channels of the same samples. ``geometry_args``: the first's geometry (``stride_h`` to
+    ``workers``, as :func:`conv2d_forward` takes them)."""
+    samples, filters = x_shape[0], weight_shape[0]
+    items, count = second_work[0], second_work[1]
+    if items is _depthwise_blocks_items:
+        unit = CHANNEL_BLOCK
+        per_unit = 1
+    elif items is _direct_forward_items and count % (samples * filters) == 0:
+        unit = MR
+        per_unit = MR * (count // (samples * filters))
+    else:
+        return None
+    units = filters // unit
+    if filters % unit or samples * units < workers or second_work[5] is not None:
+        return None
+    first = _forward_work(x_shape, weight_shape, out_shape, *geometry_args[:-1], workers, units, 1, dtype=dtype)
+    if first[0] not in (_pointwise_rows_items, _pointwise_forward_items) or first[1] != samples * units \
+            or not first[3][2]:
+        return None
+    first_edges = edges(shares(first[1], workers))
+    return first[0], first[3], first_edges, first_edges * per_unit
+
+
 def _calls_blas(work):
     """Whether :func:`_run_forward` of ``work`` (from :func:`_forward_work`) calls BLAS: the GEMM
     paths (im2col, pointwise, the small outputs' GEMMs) do, and their caller holds the BLAS pool
