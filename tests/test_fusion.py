@@ -995,3 +995,14 @@ def test_a_block_whose_projection_did_not_join_runs_it_after_the_pair(monkeypatc
     for _ in range(2):
         np.testing.assert_allclose(model.forward(x), expected, rtol=1e-5, atol=1e-5)
     assert calls == [2, 2]
+
+
+def test_a_block_on_the_gpu_runs_its_steps_and_equals_the_cpu():
+    """On device arrays the block step runs its three steps one after the other (no bound call
+    takes them): the CPU's values."""
+    model = _block_model(size=4, pooled=True)
+    x = np.random.default_rng(7).standard_normal((1, 8, 4, 4)).astype(np.float32)
+    cpu = model.forward(x)
+    cpu = model.forward(x)  # (bound on the host by now)
+    gpu = cnnlab.to_host(model.to("cuda").forward(cnnlab.to_device(x)))
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-5)
