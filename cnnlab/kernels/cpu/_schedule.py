@@ -534,30 +534,15 @@ def _shares_at(address, edges, arguments, others, failed):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _pair_shares_at(first, first_edges, first_arguments, second, second_edges, second_arguments, others, failed):
-    """:func:`_shares_at` of two kernels' items in one loop: share ``i`` runs the first's
-    share ``i`` (``first_edges[i] .. first_edges[i+1]-1``, the compiled code at ``first``),
-    then, where it returned without an error, the second's share ``i``, on the same thread.
-    The caller makes the shares such that the second's share reads only what the first's
-    share on that thread wrote."""
-    caller, core = calling_thread()
-    failures = 0
-    for share in prange(first_edges.shape[0] - 1):
-        keep_off_caller(caller, core, others)
-        ok = _call_at(first, first_arguments, first_edges[share], first_edges[share + 1])
-        if ok:
-            ok = _call_at(second, second_arguments, second_edges[share], second_edges[share + 1])
-        failed[share] = not ok
-        failures += 0 if ok else 1
-    return failures
-
-
-@njit(parallel=True, cache=True, nogil=True)
 def _pair_then_shares_at(first, first_edges, first_arguments, second, second_edges, second_arguments, third,
                          third_edges, third_arguments, others, failed):
-    """:func:`_pair_shares_at`, then, once every share of both is done, :func:`_shares_at` of a
-    third kernel's items (the compiled code at ``third``), in one call: two loops, the second's
-    flags in ``failed`` after the first's."""
+    """:func:`_shares_at` of two kernels' items in one loop, then of a third's in another, in
+    one call: share ``i`` of the first loop runs the first kernel's share ``i`` (``first_edges[i]
+    .. first_edges[i+1]-1``, the compiled code at ``first``), then, where it returned without an
+    error, the second's share ``i``, on the same thread (the caller makes the shares such that
+    the second's reads only what the first's wrote); once every share of both is done, the
+    second loop runs the third kernel's shares (none where ``third_edges`` holds one edge). The
+    second loop's flags follow the first's in ``failed``."""
     caller, core = calling_thread()
     failures = 0
     pairs = first_edges.shape[0] - 1
@@ -576,6 +561,10 @@ def _pair_then_shares_at(first, first_edges, first_arguments, second, second_edg
     return failures
 
 
+# a third kernel of no shares: run_pair_on_layer's second loop then runs none
+_NO_THIRD = (None, (), np.zeros(1, np.int64), 0)
+
+
 def run_pair_on_layer(first, second, third=None):
     """:func:`run_on_layer` of two kernels' items, each ``(function, arguments, edges,
     address)``, with as many shares each, share ``i`` of the second after share ``i`` of the
@@ -591,11 +580,9 @@ def run_pair_on_layer(first, second, third=None):
     if failed is None or failed.shape[0] < total:
         failed = _LAYER.failed = np.zeros(max(64, total), np.bool_)
     masks = _KEEP_OFF_MASKS if _KEEP_OFF_MASKS is not None else keep_off_masks()
-    if third is None:
-        failures = _pair_shares_at(first[3], first[2], first[1], second[3], second[2], second[1], masks, failed)
-    else:
-        failures = _pair_then_shares_at(first[3], first[2], first[1], second[3], second[2], second[1], third[3],
-                                        third[2], third[1], masks, failed)
+    third_kernel = _NO_THIRD if third is None else third
+    failures = _pair_then_shares_at(first[3], first[2], first[1], second[3], second[2], second[1], third_kernel[3],
+                                    third_kernel[2], third_kernel[1], masks, failed)
     if failures:
         for share in np.flatnonzero(failed[:total]):
             kernels = (first, second) if share < count else (third,)
