@@ -344,3 +344,16 @@ def test_a_model_call_reads_the_settings_once_a_dtype_and_the_next_call_again(mo
     reads.clear()
     np.testing.assert_array_equal(model(x), first)  # the changed setting seen: rebound, same values
     assert len(reads) >= 1
+
+
+def test_an_activation_with_parameters_gives_the_same_tuple_while_they_stay():
+    """LeakyReLU, Clip and HardSigmoid hand a fused convolution the same tuple call after call
+    (its bound call compares it by identity), and a new one once a parameter changes."""
+    for layer, change in ((L.LeakyReLU(0.2), lambda a: setattr(a, "negative_slope", 0.3)),
+                          (L.Clip(0.0, 6.0), lambda a: setattr(a, "max", 5.0)),
+                          (L.HardSigmoid(), lambda a: setattr(a, "alpha", 0.25))):
+        first = layer.fused_activation()
+        assert layer.fused_activation() is first
+        change(layer)
+        second = layer.fused_activation()
+        assert second != first and layer.fused_activation() is second

@@ -8,6 +8,18 @@ from ..types import Array
 from .base import Layer
 
 
+def _held(layer, value):
+    """``value``, a layer's ``fused_activation()``, or the equal tuple it gave last time: the same
+    object call after call while the layer's parameters stay the same, so that a bound
+    convolution (``cnnlab.functional.conv.BoundConv2d.accepts``) compares it by identity. A new
+    tuple at every step sent its check down the comparison by value, twice as long."""
+    last = layer.__dict__.get("_fused_activation")
+    if last == value:
+        return last
+    layer._fused_activation = value
+    return value
+
+
 class ReLU(Layer):
     """``max(x, 0)``, the textbook activation after every convolution."""
 
@@ -31,7 +43,7 @@ class LeakyReLU(Layer):
     returns_new_array = True
 
     def fused_activation(self) -> str | tuple | None:
-        return ("leaky_relu", self.negative_slope)
+        return _held(self, ("leaky_relu", self.negative_slope))
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
@@ -170,7 +182,7 @@ class Clip(_ElementwiseActivation):
     """``min(max(x, min), max)``; ``None`` leaves a side open.  Gradient 1 strictly inside."""
 
     def fused_activation(self) -> str | tuple | None:
-        return ("clip", self.min, self.max)
+        return _held(self, ("clip", self.min, self.max))
 
     forward_op = staticmethod(F.clip)
     backward_op = staticmethod(F.clip_backward)
@@ -189,7 +201,7 @@ class HardSigmoid(_ElementwiseActivation):
     """``max(0, min(1, alpha * x + beta))``; the defaults are PyTorch's ``relu6(x + 3) / 6``."""
 
     def fused_activation(self) -> str | tuple | None:
-        return ("hardsigmoid", self.alpha, self.beta)
+        return _held(self, ("hardsigmoid", self.alpha, self.beta))
 
     forward_op = staticmethod(F.hardsigmoid)
     backward_op = staticmethod(F.hardsigmoid_backward)
