@@ -1427,9 +1427,10 @@ def _pointwise_by_rows(pixels, channels, itemsize):
     a sample: ``POINTWISE_ROWS`` set, the processor runs :func:`tap_rows` with 512-bit vectors
     (AVX-512: where it was measured), a plane holds a vector of pixels at least, and the sums
     are ``POINTWISE_ROWS_MIN_CHANNELS`` long at least. MobileNetV2's 1x1 layers at batch 1,
-    bound, 2 threads (``bench/pointwise_rows.py``): from 96 channels, 0.77-0.97 of the GEMM's
-    time (its projections at every size, its expansions onto 14x14 and 7x7 maps); from 16 to
-    64 channels, 1.00-1.07 (docs/performance.md, "Blocks of a network as one call")."""
+    bound, 2 threads (``bench/pointwise_rows.py``, two runs): from 96 channels, 0.77-0.97 of
+    the GEMM's time (its projections at every size, its expansions onto 14x14 and 7x7 maps);
+    from 16 to 64 channels, 0.96-1.15 (docs/performance.md, "Blocks of a network as one
+    call")."""
     return bool(POINTWISE_ROWS) and panels_available() and VECTOR_BYTES == 64 \
         and pixels >= VECTOR_BYTES // itemsize and channels >= POINTWISE_ROWS_MIN_CHANNELS
 
@@ -1513,10 +1514,11 @@ def _interleaved_gemm_rows(out_h, out_w, sample_block, filters):
 
 
 def _paired_work(x_shape, weight_shape, out_shape, geometry_args, second_work, workers, dtype):
-    """How a 1x1 convolution (stride 1, no padding, one group) and the depthwise convolution
-    of as many channels that reads its output (``second_work``, its :func:`_forward_work`) run as one loop on the
-    threading layer, share ``i`` of the second on the thread that ran share ``i`` of the first
-    and reading only what that share wrote (``cnnlab.kernels.cpu.run_conv2d_pair_on_layer``):
+    """How a 1x1 convolution (stride 1, no padding, one group) and the depthwise convolution of
+    as many channels that reads its output (``second_work``, its :func:`_forward_work`) run as
+    one loop on the threading layer, share ``i`` of the second on the thread that ran share
+    ``i`` of the first and reading only what that share wrote
+    (``cnnlab.kernels.cpu.run_conv2d_pair_on_layer``):
     ``(items, trailing, first_edges, second_edges)``, the first's items function and its
     arguments after the arrays and epilogue, then both kernels' share edges; None where the two
     cannot be split alike (another path for either, filters that do not fall into whole units,
