@@ -643,7 +643,7 @@ def _fuse_pairs(plan, keep):
 
     replaced = {}
     for step in plan:
-        if not pointwise(step):
+        if not pointwise(step) or id(step) in replaced:  # (a block's projection starts no other)
             continue
         conv, second = step.layer, _sole_reader(readers, step.output, keep)
         if type(second) is not FusedConv or second.add is not None or second.gate is not None:

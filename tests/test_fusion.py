@@ -1006,3 +1006,23 @@ def test_a_block_on_the_gpu_runs_its_steps_and_equals_the_cpu():
     cpu = model.forward(x)  # (bound on the host by now)
     gpu = cnnlab.to_host(model.to("cuda").forward(cnnlab.to_device(x)))
     np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-5)
+
+
+def test_a_projection_followed_by_a_depthwise_convolution_stays_in_its_own_block(monkeypatch):
+    """1x1 -> depthwise -> 1x1 -> depthwise -> 1x1: the middle 1x1 convolution is the first
+    block's projection, not the start of another; the plan computes what the nodes do."""
+    from cnnlab.fusion import FusedConvPair
+
+    monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)
+    x = cnnlab.Input((16, 8, 8))
+    h = x
+    for seed in range(2):
+        h = L.ReLU6()(L.Conv2D(16, 16, 3, padding=1, groups=16, seed=2 * seed + 2)(L.Conv2D(16, 16, 1, seed=2 * seed + 1)(h)))
+    model = cnnlab.Model(x, L.GlobalAvgPool2D()(L.Conv2D(16, 16, 1, seed=9)(h)))
+    plan = model.graph.inference_plan()
+    blocks = [step for step in plan if type(step) is FusedConvPair]
+    assert [len(step.steps) for step in blocks] == [3]
+    assert {id(m) for step in plan for m in getattr(step, "members", [step])} == {id(n) for n in model.graph.nodes}
+    images = np.random.default_rng(9).standard_normal((1, 16, 8, 8)).astype(np.float32)
+    for _ in range(3):
+        np.testing.assert_allclose(model.forward(images), _by_nodes(model, images)[0], rtol=1e-5, atol=1e-5)
