@@ -1427,7 +1427,7 @@ def _pointwise_by_rows(pixels, channels, itemsize):
     a sample: ``POINTWISE_ROWS`` set, the processor runs :func:`tap_rows` with 512-bit vectors
     (AVX-512: where it was measured), a plane holds a vector of pixels at least, and the sums
     are ``POINTWISE_ROWS_MIN_CHANNELS`` long at least. MobileNetV2's 1x1 layers at batch 1,
-    bound, 2 threads (``bench/pointwise_rows.py``, two runs): from 96 channels, 0.77-0.97 of
+    bound, 2 threads (``bench/pointwise_rows.py``, two runs): from 96 channels, 0.77-0.99 of
     the GEMM's time (its projections at every size, its expansions onto 14x14 and 7x7 maps);
     from 16 to 64 channels, 0.96-1.15 (docs/performance.md, "Blocks of a network as one
     call")."""
