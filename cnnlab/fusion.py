@@ -96,16 +96,13 @@ class FusedConv(FusedStep):
         input gives 0 with scaled weights, not NaN.)"""
         residual = values[1] if self.add is not None else None
         bound = self.bound
-        if bound is not None and out is None and self.gate is None and self.norm is None:
+        if bound is not None and out is None and self.norm is None:
             # the common step, again and again: checked by the bound call and run straight, in as
             # few Python calls as it takes (between two kernels each costs several times what it
             # does in a loop, bench/cold_steps.py)
-            conv, x = self.layer, values[0]
-            weight, bias = conv.params["weight"], conv.params.get("bias")
-            activation = None if self.activation is None else self.activation.layer.fused_activation()
-            if bound.accepts(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups, None, residual,
-                             activation):
-                return bound(x, weight, bias, None, residual,
+            parameters = self.bound_arguments(values[0], residual)
+            if parameters is not None:
+                return bound(values[0], parameters[0], parameters[1], None, residual,
                              None if pool is None else pool.take(bound.out_shape, bound.dtype))
         if self.gate is None:
             return self._run(values[0], residual, out, pool)
@@ -287,13 +284,11 @@ class FusedConvPair(FusedStep):
         third = pair.third
         if third is None:
             result = pair(values[0], first_parameters, middle, second_parameters, between)
-            if pool is not None:
-                pool.give(middle)
+            self._give_back(pool, middle)
             if self.third is None:
                 return result
             result = self.third.run([between] + list(values[1:]), None, pool)  # (the projection apart)
-            if pool is not None:
-                pool.give(between)
+            self._give_back(pool, between)
             return result
         residual = values[1] if self.third.add is not None else None
         third_parameters = self.third.bound_arguments(between, residual)
@@ -301,9 +296,7 @@ class FusedConvPair(FusedStep):
             return self._give_back(pool, middle, between)
         out = take(third.out_shape, third.dtype)
         pair(values[0], first_parameters, middle, second_parameters, between, third_parameters + (residual,), out)
-        if pool is not None:
-            pool.give(middle)
-            pool.give(between)
+        self._give_back(pool, middle, between)
         return out
 
     @staticmethod
@@ -594,7 +587,7 @@ def _fuse_squeezes(plan, keep):
         second = only_reader(first.output) if _squeeze_conv(first, shape[0]) else None
         if _squeeze_conv(second, first.layer.out_channels if second is not None else None):
             replaced.update({id(step): None, id(first): None, id(second): FusedSqueeze(step, first, second)})
-    return [replaced.get(id(step), step) for step in plan if replaced.get(id(step), step) is not None]
+    return _with_replacements(plan, replaced)
 
 
 def _fuse_heads(plan, keep):
@@ -623,7 +616,7 @@ def _fuse_heads(plan, keep):
         replaced.update({id(step): None, id(dense): FusedHead(step, flatten, dense)})
         if flatten is not None:
             replaced[id(flatten)] = None
-    return [replaced.get(id(step), step) for step in plan if replaced.get(id(step), step) is not None]
+    return _with_replacements(plan, replaced)
 
 
 def _fuse_pairs(plan, keep):
@@ -658,6 +651,12 @@ def _fuse_pairs(plan, keep):
         fused = FusedConvPair(step, second, third)
         replaced.update({id(member): None for member in fused.steps})
         replaced[id(fused.steps[-1])] = fused
+    return _with_replacements(plan, replaced)
+
+
+def _with_replacements(plan, replaced):
+    """``plan`` with each step whose id is a key of ``replaced`` replaced by its value, or left
+    out where that is None."""
     return [replaced.get(id(step), step) for step in plan if replaced.get(id(step), step) is not None]
 
 

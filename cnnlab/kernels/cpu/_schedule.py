@@ -576,9 +576,7 @@ def run_pair_on_layer(first, second, third=None):
     quiet_team()
     count = first[2].shape[0] - 1
     total = count + (0 if third is None else third[2].shape[0] - 1)
-    failed = _LAYER.__dict__.get("failed")
-    if failed is None or failed.shape[0] < total:
-        failed = _LAYER.failed = np.zeros(max(64, total), np.bool_)
+    failed = _failed_flags(total)
     masks = _KEEP_OFF_MASKS if _KEEP_OFF_MASKS is not None else keep_off_masks()
     third_kernel = _NO_THIRD if third is None else third
     failures = _pair_then_shares_at(first[3], first[2], first[1], second[3], second[2], second[1], third_kernel[3],
@@ -632,9 +630,7 @@ def run_on_layer(function, arguments, edges, address=None):
     if address is None:
         address = compiled_address(function, arguments)
     quiet_team()
-    failed = _LAYER.__dict__.get("failed")
-    if failed is None or failed.shape[0] < edges.shape[0] - 1:
-        failed = _LAYER.failed = np.zeros(max(64, edges.shape[0] - 1), np.bool_)
+    failed = _failed_flags(edges.shape[0] - 1)
     masks = _KEEP_OFF_MASKS if _KEEP_OFF_MASKS is not None else keep_off_masks()
     if _shares_at(address, edges, arguments, masks, failed):
         for share in np.flatnonzero(failed[:edges.shape[0] - 1]):
@@ -642,6 +638,15 @@ def run_on_layer(function, arguments, edges, address=None):
 
 
 _LAYER = threading.local()  # .failed: this thread's flags of the shares that raised (run_on_layer)
+
+
+def _failed_flags(count):
+    """This thread's flags of the shares that raised, at least ``count`` of them (kept for the
+    next call: :func:`run_on_layer`, :func:`run_pair_on_layer`)."""
+    failed = _LAYER.__dict__.get("failed")
+    if failed is None or failed.shape[0] < count:
+        failed = _LAYER.failed = np.zeros(max(64, count), np.bool_)
+    return failed
 
 
 def run_in_threads(function, shares):
