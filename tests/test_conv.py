@@ -383,10 +383,11 @@ def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw
     w = rng.standard_normal((filters, 6, kh, kw))
     b = rng.standard_normal(filters)
     geometry = dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=groups)
-    rule, innermost, panels = cpu_conv._by_planes, cpu_conv._samples_innermost, cpu_conv.PANELS
+    rule, innermost, panels, tiles = cpu_conv._by_planes, cpu_conv._samples_innermost, cpu_conv.PANELS, \
+        cpu_conv._tiles.TILES
     cpu_conv._by_planes = lambda out_w, *window: out_w > 1
     cpu_conv._samples_innermost = lambda *arguments: False  # (small outputs: side by side, not innermost)
-    cpu_conv.PANELS = False  # (im2col and the GEMM, not the panels)
+    cpu_conv.PANELS = cpu_conv._tiles.TILES = False  # (im2col and the GEMM, not the panels or the tiles)
     if blocks == "rows":
         config.IM2COL_MAX_BYTES = 1
     if blocks == "filters":
@@ -397,7 +398,8 @@ def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw
         work = cpu_conv._forward_work(x.shape, w.shape, out.shape, *resolved.args, resolved.filter_blocks,
                                       resolved.sample_block, dtype=x.dtype)
     finally:
-        cpu_conv._by_planes, cpu_conv._samples_innermost, cpu_conv.PANELS = rule, innermost, panels
+        cpu_conv._by_planes, cpu_conv._samples_innermost, cpu_conv.PANELS, cpu_conv._tiles.TILES = \
+            rule, innermost, panels, tiles
         config.reset()
     reference = naive.conv2d_loops(x, w, b, (sh, sw), ((ph, ph), (pw, pw)), (dh, dw), groups)
     np.testing.assert_allclose(out, reference, rtol=1e-12, atol=1e-12)
@@ -438,6 +440,7 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
     chunk_bytes, taps = cpu_conv.PANEL_CHUNK_BYTES, cpu_conv.PANEL_TAPS
     cpu_conv._by_panels = lambda *geometry: True
     cpu_conv._samples_innermost = cpu_conv._is_direct = lambda *arguments: False
+    cpu_conv._tiles.TILES = False
     config.GEMM_MIN_COLUMNS = 1  # (small outputs: one sample an item, not several side by side)
     if blocks == "rows":
         config.IM2COL_MAX_BYTES = 1
@@ -453,6 +456,7 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
     finally:
         cpu_conv._by_panels, cpu_conv._samples_innermost, cpu_conv._is_direct = rule, innermost, direct
         cpu_conv.PANEL_CHUNK_BYTES, cpu_conv.PANEL_TAPS = chunk_bytes, taps
+        cpu_conv._tiles.TILES = True
         config.reset()
     pointwise = (kh, kw, stride, pad) == (1, 1, 1, 0)
     assert resolved.sample_block == resolved.filter_blocks == 1
@@ -544,6 +548,132 @@ def test_pointwise_by_rows_rule():
         assert not cpu_conv._pointwise_by_rows(49, 160, 4)
     finally:
         cpu_conv.POINTWISE_ROWS = saved
+
+
+_TILES = pytest.mark.skipif(not (panels_available() and VECTOR_BYTES == 64),
+                            reason="the tiles' path runs on AVX-512 only")
+
+
+@_TILES
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 4), st.integers(1, 5), st.integers(1, 3),
+       st.integers(1, 2), st.integers(1, 2), st.integers(1, 2), st.tuples(*[st.integers(0, 2)] * 4),
+       st.integers(1, 40), st.sampled_from([4, 8, 16, 19, 33]), st.integers(0, 4),
+       st.sampled_from(["none", "relu", "residual", "mask", "tanh"]), st.booleans(), st.integers(1, 2))
+@example(2, 6, 5, 5, 1, 1, 1, 1, (0, 0, 0, 0), 16, 8, 3, "relu", False, 2)  # LeNet's second layer, read where it lies
+@example(1, 3, 3, 3, 2, 2, 1, 1, (1, 0, 1, 0), 33, 16, 1, "residual", True, 2)  # stride 2, one tile row a block
+@example(2, 3, 3, 3, 1, 1, 1, 1, (0, 0, 0, 2), 16, 16, 1, "tanh", False, 1)  # padded on the right only: a copy
+@example(2, 3, 3, 3, 1, 1, 1, 1, (0, 2, 0, 0), 16, 16, 1, "none", False, 1)  # ... below only
+def test_convolution_by_tiles_matches_loops(samples, channels, kh, kw, sh, sw, dh, dw, pads, filters, out_w, extra_h,
+                                            epilogue, small_blocks, workers):
+    """The convolution by tiles (:func:`tile_product`), forced for every geometry a tile fits:
+    outputs 4, 8 or 16 and more wide (the last tile of a row overlapping the one before), plane
+    heights that are not whole tiles (the last tile back over the rows above), strides of 1 and
+    2 along the rows (any down them), dilations, four-sided padding (read from a padded copy),
+    none (read where it lies), filter counts that are not whole tiles, items of one tile row
+    (one block's first tile back over the block before), one thread or two, and each epilogue:
+    in the kernel (the clip, a residual) or after it (tanh, the mask)."""
+    from hypothesis import assume
+
+    from cnnlab.functional import epilogue_activation
+    from cnnlab.kernels import EPILOGUE_MASK
+    from cnnlab.kernels.cpu import _tiles
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    rows = _tiles.tile_rows(out_w)
+    out_h = rows + extra_h
+    top, bottom, left, right = pads
+    height = (out_h - 1) * sh + (kh - 1) * dh + 1 - top - bottom
+    width = (out_w - 1) * sw + (kw - 1) * dw + 1 - left - right
+    assume(height >= 1 and width >= 1 and kh * kw > 1)
+    rng = np.random.default_rng(samples * 1000 + channels * 100 + filters * 10 + out_w)
+    x = rng.standard_normal((samples, channels, height, width)).astype(np.float32)
+    w = rng.standard_normal((filters, channels, kh, kw)).astype(np.float32)
+    scale, shift = rng.standard_normal(filters).astype(np.float32), rng.standard_normal(filters).astype(np.float32)
+    other = rng.standard_normal((samples, filters, out_h, out_w)).astype(np.float32)
+    code, low, high = epilogue_activation({"relu": "relu", "tanh": "tanh"}.get(epilogue))
+    if epilogue == "mask":
+        code = EPILOGUE_MASK
+    out = np.full(other.shape, np.nan, np.float32)
+    saved = cpu_conv.by_tiles, cpu_conv._is_direct, _tiles.TILES_STAGED_BYTES
+    cpu_conv.by_tiles = lambda *arguments: True
+    cpu_conv._is_direct = lambda *arguments: False
+    if small_blocks:
+        _tiles.TILES_STAGED_BYTES = 1  # (one tile row an item)
+    try:
+        work = cpu_conv._forward_work(x.shape, w.shape, out.shape, sh, sw, top, left, dh, dw, 1, out_h, workers,
+                                      dtype=x.dtype)
+        cpu_conv._run_forward(work, x, w, scale, shift, other, epilogue == "residual", code, low, high, out)
+    finally:
+        cpu_conv.by_tiles, cpu_conv._is_direct, _tiles.TILES_STAGED_BYTES = saved
+    assert work[0] is _tiles._tile_forward_items
+    if small_blocks:
+        assert work[3][-1] == rows
+    expected = naive.fused_conv2d(x, w, shift, (sh, sw), ((top, bottom), (left, right)), (dh, dw), 1, scale=scale,
+                                  residual=other if epilogue == "residual" else None,
+                                  spec={"relu": "relu", "tanh": "tanh"}.get(epilogue))
+    if epilogue == "mask":
+        expected = np.where(other > 0, expected, 0)
+    np.testing.assert_allclose(out, expected, rtol=2e-5, atol=2e-5 * max(1.0, np.abs(expected).max()))
+
+
+@_TILES
+@pytest.mark.parametrize("x_shape, weight_shape, stride, padding, taken", [
+    ((64, 6, 12, 12), (16, 6, 5, 5), 1, 0, True),  # LeNet's second layer: 150 taps onto 8x8
+    ((32, 32, 64, 64), (64, 32, 3, 3), 2, 1, True),  # the stride-2 reference shape
+    ((1, 3, 224, 224), (64, 3, 7, 7), 2, 3, True),  # ResNet's stem
+    ((64, 32, 8, 8), (64, 32, 3, 3), 1, 1, True),  # 288 taps onto 8x8
+    ((32, 64, 8, 8), (64, 64, 3, 3), 1, 1, False),  # 576 taps onto 8x8 at stride 1: the samples-innermost panels
+    ((32, 64, 16, 16), (64, 64, 3, 3), 2, 1, True),  # ... at stride 2: tiles
+    ((64, 6, 12, 12), (20, 6, 5, 5), 1, 0, False),  # 20 filters fill 20 of 32 lanes
+    ((64, 6, 12, 12), (12, 6, 5, 5), 1, 0, True),  # 12 of 16
+    ((16, 512, 9, 9), (512, 512, 3, 3), 1, 0, False),  # 7x7 outputs: no tile fits
+    ((4, 16, 32, 32), (32, 16, 1, 1), 2, 0, False),  # a 1x1 window
+    ((4, 16, 32, 32), (32, 16, 3, 3), 3, 1, False),  # a stride of 3 along the rows
+    ((4, 16, 8, 8), (32, 4, 3, 3), 1, 1, False)])  # four groups
+def test_tiles_rule(x_shape, weight_shape, stride, padding, taken):
+    """Which convolutions take the tiles: float32, one group, wider than 1x1, a stride of 1 or 2
+    along the rows, outputs a tile fits, filters that fill three quarters of their tiles' lanes,
+    and at stride 1 onto small outputs at most ``TILES_SMALL_MAX_TAPS`` taps; never float64, and
+    never with ``TILES`` off."""
+    from cnnlab.kernels.cpu import _tiles
+    from cnnlab.kernels.cpu import conv as cpu_conv
+
+    groups = x_shape[1] // weight_shape[1]
+    geometry = conv_geometry(x_shape, weight_shape, np.float32, stride, padding, 1, groups)
+    out_shape = (x_shape[0], weight_shape[0]) + geometry.out_shape
+
+    def path(dtype=np.float32):
+        return cpu_conv._forward_work(x_shape, weight_shape, out_shape, *geometry.args, geometry.filter_blocks,
+                                      geometry.sample_block, dtype=dtype)[0]
+
+    assert (path() is _tiles._tile_forward_items) == taken
+    assert path(np.float64) is not _tiles._tile_forward_items
+    saved, _tiles.TILES = _tiles.TILES, False
+    try:
+        assert path() is not _tiles._tile_forward_items
+    finally:
+        _tiles.TILES = saved
+
+
+@pytest.mark.parametrize("samples, filters, out_h, out_w, workers, staged, expected", [
+    (64, 16, 8, 8, 2, 1 << 20, (64, 8)),  # whole samples: 64 items
+    (1, 16, 8, 8, 2, 1 << 20, (4, 2)),  # one sample: four blocks of one tile row (two rows of 8)
+    (1, 64, 56, 56, 2, 1 << 30, (4, 56)),  # four tiles of filters make enough items
+    (1, 16, 56, 56, 2, 1 << 30, (4, 14)),  # one tile of filters: four blocks of 14 rows
+    (1, 64, 56, 56, 2, 64 * 1024, (4 * 28, 2)),  # at most 64 KB of input an item: 28 blocks of 2 rows
+    (2, 32, 30, 16, 1, 1 << 20, (4, 30))])  # one thread: whole samples
+def test_tile_work_items(samples, filters, out_h, out_w, workers, staged, expected):
+    """Items of the tiles' path: whole samples where they make two items a thread, else as many
+    blocks of whole tile rows as do, and fewer rows where an item's input rows (3x3, stride 1, 64
+    channels here) would pass ``TILES_STAGED_BYTES``."""
+    from cnnlab.kernels.cpu import _tiles
+
+    saved, _tiles.TILES_STAGED_BYTES = _tiles.TILES_STAGED_BYTES, staged
+    try:
+        assert _tiles.tile_work(samples, filters, 64, out_h, out_w, out_w + 2, 1, 2, workers) == expected
+    finally:
+        _tiles.TILES_STAGED_BYTES = saved
 
 
 @pytest.mark.parametrize("filters, channels, pitch, stride, block_rows, itemsize, expected", [
@@ -707,6 +837,7 @@ def test_small_outputs_put_the_samples_innermost(x_shape, filters, samples, gemm
     threads = numba.get_num_threads()
     numba.set_num_threads(2)
     monkeypatch.setattr(cpu_conv, "PANELS", False)
+    monkeypatch.setattr(cpu_conv._tiles, "TILES", False)  # (the samples-innermost path, not the tiles')
     try:
         window = 5 if x_shape[2] == 12 else 3
         weight_shape = (filters, x_shape[1], window, window)
@@ -822,7 +953,7 @@ def test_convolution_in_small_gemm_tiles_matches_loops(samples, size, kernel, st
     b = rng.standard_normal(filters).astype(np.float32)
     limit, panels = cpu_conv.small_gemm_limit, cpu_conv.PANELS
     cpu_conv.small_gemm_limit = lambda dtype: 32 * 9 * kernel * kernel * 16
-    cpu_conv.PANELS = False  # (the GEMM path's pieces, not the panels)
+    cpu_conv.PANELS = cpu_conv._tiles.TILES = False  # (the GEMM path's pieces, not the panels or the tiles)
     try:
         out = F.conv2d(x, w, b, stride=stride, padding=padding)
         work = cpu_conv._forward_work(x.shape, w.shape, out.shape,
@@ -830,6 +961,7 @@ def test_convolution_in_small_gemm_tiles_matches_loops(samples, size, kernel, st
                                       dtype=x.dtype)
     finally:
         cpu_conv.small_gemm_limit, cpu_conv.PANELS = limit, panels
+        cpu_conv._tiles.TILES = True
     reference = naive.conv2d_loops(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                                    (stride, stride), ((padding, padding),) * 2, (1, 1), 1)
     np.testing.assert_allclose(out, reference, rtol=2e-5, atol=2e-5 * np.abs(reference).max())
@@ -1072,6 +1204,7 @@ def test_few_channel_panels_past_the_width_rule_only_where_the_512_bit_rule_take
     monkeypatch.setattr(cpu_conv, "VECTOR_BYTES", vector_bytes)
     monkeypatch.setattr(cpu_conv, "MR", 8 if vector_bytes == 64 else 4)
     monkeypatch.setattr(cpu_conv, "panels_available", lambda: True)
+    monkeypatch.setattr(cpu_conv._tiles, "TILES", False)  # (the panels' rule, not the tiles')
     work = cpu_conv._forward_work((4, 3, 32, 32), (16, 3, 5, 5), (4, 16, 28, 28), 1, 1, 0, 0, 1, 1, 1, 28, 2,
                                   dtype=np.float32)
     assert work[0].__name__ == expected

@@ -1,5 +1,5 @@
 """The vector micro-kernels of ``cnnlab.kernels.cpu._microkernel`` (and the planes' pairs of
-``._planes``): compiled, and as the NumPy code that kernels run interpreted, against their
+``._planes``, the tiles' kernel of ``._tiles``): compiled, and as the NumPy code that kernels run interpreted, against their
 definitions."""
 
 import numpy as np
@@ -19,6 +19,7 @@ from cnnlab.kernels.cpu._microkernel import (
     tap_rows,
 )
 from cnnlab.kernels.cpu._planes import deinterleave_pairs
+from cnnlab.kernels.cpu._tiles import tile_product
 
 pytestmark = pytest.mark.skipif(not available(), reason="the micro-kernels need AVX2 and FMA")
 
@@ -189,3 +190,59 @@ def test_register_block_follows_the_processor(features, block):
     vector_bytes, mr, nv = _microkernel.register_block()  # this processor's, as the module took it
     assert (_microkernel.VECTOR_BYTES, _microkernel.MR, _microkernel.NV) == (vector_bytes, mr, nv)
     assert _microkernel.PANEL_BYTES == nv * vector_bytes and panel_width(np.zeros(1, np.float32)) == nv * vector_bytes // 4
+
+
+@njit(cache=False)
+def _compiled_tile_product(a, a_start, a_row, a_step, rows, offsets, k, w, w_start, c, c_start, ldc, filters, skip,
+                           scale, shift, s_start, residual, finish, has_residual, clip, low, high):
+    tile_product(a, a_start, a_row, a_step, rows, offsets, k, w, w_start, c, c_start, ldc, filters, skip, scale,
+                 shift, s_start, residual, finish, has_residual, clip, low, high)
+
+
+def _tile_product_expected(a, a_start, a_row, a_step, rows, offsets, k, w, w_start, c, c_start, ldc, filters, skip,
+                           scale, shift, s_start, residual, finish, has_residual, clip, low, high):
+    """:func:`tile_product`'s definition, value by value, in float64."""
+    out = c.astype(np.float64)
+    width = 16 // rows
+    for f in range(filters):
+        for p in range(skip, 16):
+            pixel = a_start + (p // width) * a_row + (p % width) * a_step
+            total = sum(float(a[pixel + int(offsets[i])]) * float(w[w_start + i * 16 + f]) for i in range(k))
+            if finish:
+                total = float(scale[s_start + f]) * total + float(shift[s_start + f])
+                if has_residual:
+                    total += float(residual[c_start + f * ldc + p])
+                if clip:
+                    total = min(max(total, low), high)
+            out[c_start + f * ldc + p] = total
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([1, 2, 4]), st.integers(1, 2), st.integers(0, 9), st.integers(1, 16), st.integers(0, 15),
+       st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.integers(0, 2**16))
+def test_tile_product_matches_its_definition(rows, a_step, k, filters, skip, finish, has_residual, clip, residual_is_c,
+                                             seed):
+    """A tile of 16 pixels (``rows`` rows of ``16 // rows``, ``a_step`` apart along a row) and
+    the filters below ``filters``, ``c[c_start + f * ldc + p] = sum_i a[pixel p + offsets[i]] *
+    w[w_start + i * 16 + f]``, finished by the scale, shift, residual and clip, compiled (each of
+    the six kernels) and in NumPy: the filters past ``filters`` and the pixels below ``skip``
+    neither written nor read from the residual (which may be ``c`` itself)."""
+    rng = np.random.default_rng(seed)
+    a_start, a_row, w_start, c_start, s_start, ldc = 3, 40, 5, 2, 1, 21
+    a = rng.standard_normal(a_start + 3 * a_row + 32 + 60).astype(np.float32)
+    offsets = rng.integers(0, 60, k + 1).astype(np.uint64)
+    w = rng.standard_normal(w_start + 16 * (k + 1)).astype(np.float32)
+    c = rng.standard_normal(c_start + 16 * ldc + 3).astype(np.float32)
+    scale = rng.standard_normal(s_start + 16).astype(np.float32)
+    shift = rng.standard_normal(s_start + 16).astype(np.float32)
+    low, high = -0.5, 0.75
+    for run in (_compiled_tile_product, tile_product):
+        out = c.copy()
+        residual = out if residual_is_c else rng.standard_normal(c.shape[0]).astype(np.float32)
+        expected = _tile_product_expected(a, a_start, a_row, a_step, rows, offsets, k, w, w_start, out, c_start, ldc,
+                                          filters, skip, scale, shift, s_start, residual, finish, has_residual, clip,
+                                          low, high)
+        run(a, a_start, a_row, a_step, rows, offsets, k, w, w_start, out, c_start, ldc, filters, skip, scale, shift,
+            s_start, residual, finish, has_residual, clip, low, high)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)

@@ -63,7 +63,7 @@ from .. import (
     EPILOGUE_MASK,
     EPILOGUE_NONE,
 )
-from . import _winograd
+from . import _tiles, _winograd
 from ._blas import gemm_rows, gemm_rows_bt, small_gemm_limit
 from ._epilogue import _finish_row
 from ._microkernel import (
@@ -96,6 +96,7 @@ from ._schedule import (
     run_split,
     shares,
 )
+from ._tiles import _tile_forward_items, by_tiles, tile_weights, tile_work
 from ._winograd import _winograd_forward_items, by_winograd, winograd_items, winograd_weights
 from .activation import _float64_sum
 from .pool import _global_avg_planes
@@ -1182,15 +1183,17 @@ def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
     """The work :func:`conv2d_forward` hands out for arrays of these shapes and this geometry
     (its arguments): ``(items function, item count, workers, trailing arguments, the pieces of
     the items the workers take, None or the weights' preparation)``, for :func:`_run_forward`
-    (the F(2x2, 3x3) path takes its weights transformed by :func:`winograd_weights`, once a
-    call). Resolved once, it lets a caller that repeats the same convolution (an inference
-    plan's bound step) skip choosing the path on every call."""
+    (the F(2x2, 3x3) path takes its weights transformed by :func:`winograd_weights`, the tiles'
+    path packed by :func:`tile_weights`, once a call). Resolved once, it lets a caller that
+    repeats the same convolution (an inference plan's bound step) skip choosing the path on
+    every call."""
     items, count, workers, trailing = _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h,
                                                     pad_w, dilation_h, dilation_w, groups, block_rows, workers,
                                                     filter_blocks, sample_block, dtype)
     workers = max(1, min(workers, count))
     # the weights as the items function takes them, made once a call: (function, its arguments after the weight)
-    prepare = (winograd_weights, groups, workers) if items is _winograd_forward_items else None
+    prepare = (winograd_weights, groups, workers) if items is _winograd_forward_items else \
+        (tile_weights,) if items is _tile_forward_items else None
     return items, count, workers, trailing, pieces(count, workers, _gemm_visits(out_shape, weight_shape)), prepare
 
 
@@ -1203,7 +1206,8 @@ def _path_settings():
             IM2COL_BY_PLANES, PLANES_MAX_EXTRA, PLANES_COPY_MACS, DIRECT_MAX_CHANNELS, INTERLEAVED_SAMPLES,
             POINTWISE_EXPANSION, POINTWISE_ROWS, POINTWISE_ROWS_MIN_CHANNELS, BLOCKS_MAX_PIXELS,
             w.WINOGRAD, w.WINOGRAD_MIN_CHANNELS, w.WINOGRAD_MIN_TILES, w.WINOGRAD_MAX_WEIGHT_BYTES,
-            w.WINOGRAD_PLANES_BYTES)
+            w.WINOGRAD_PLANES_BYTES, _tiles.TILES, _tiles.TILES_MIN_FILL, _tiles.TILES_SMALL_MAX_TAPS,
+            _tiles.TILES_STAGED_BYTES)
 
 
 def _gemm_visits(out_shape, weight_shape):
@@ -1241,6 +1245,12 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
         count, rows = winograd_items(x_shape[0], groups, out_shape, channels_per_group, workers,
                                      np.dtype(dtype).itemsize)
         return _winograd_forward_items, count, workers, (pad_h, pad_w, groups, *rows)
+    if by_tiles(weight_shape, groups, (stride_h, stride_w), out_shape, np.dtype(dtype).itemsize):
+        count, rows = tile_work(x_shape[0], filters, channels_per_group, out_shape[2], out_shape[3],
+                                (out_shape[3] - 1) * stride_w + (kernel_w - 1) * dilation_w + 1, stride_h,
+                                (kernel_h - 1) * dilation_h, workers)
+        return (_tile_forward_items, count, workers,
+                (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, kernel_h, kernel_w, rows))
     sample_blocks = (x_shape[0] + sample_block - 1) // sample_block
     if _samples_innermost(out_shape, weight_shape, stride_h, stride_w, dilation_h, dilation_w, groups, block_rows,
                           filter_blocks):

@@ -1,0 +1,98 @@
+"""Convolutions by tiles (``cnnlab.kernels.cpu._tiles``) against the path each takes without them.
+
+    python bench/tile_conv.py [--repeat 20] [--threads 2] [--rounds 2] [--layers NAME ...]
+
+For the reference convolutions and network layers a tile fits, prints the path the tiles'
+rule leaves it to (``TILES`` off), the median milliseconds of ``cnnlab.functional.conv2d``
+(float32, with its bias and a ReLU, a new output each call) that way and by tiles (``TILES``
+on, the rule's other limits lifted: every layer here by tiles), alternating in each round, and
+the ratio of the best rounds (below 1: the tiles are faster) with whether the rule takes the
+tiles for it. Both ways run in this process, on the same kernels' threads. Needs a processor
+with AVX-512.
+"""
+
+import argparse
+import statistics
+
+import numpy as np
+
+import cnnlab.functional as F
+from cnnlab.bench.measuring import kernel_bench_arguments, timed_runs
+from cnnlab.bench.ops import REFERENCE_SHAPES
+from cnnlab.functional.conv import conv_geometry
+from cnnlab.kernels.cpu import _tiles
+from cnnlab.kernels.cpu import conv as conv_kernels
+
+# name: (samples, channels, height, width, filters, window, stride, padding)
+LAYERS = {
+    "lenet2": REFERENCE_SHAPES["lenet2"],
+    "strided": REFERENCE_SHAPES["strided"],
+    "32->64 8x8 b64": (64, 32, 8, 8, 64, 3, 1, 1),
+    "64->64 8x8 b32": (32, 64, 8, 8, 64, 3, 1, 1),
+    "32->64 4x4 b64": (64, 32, 4, 4, 64, 3, 1, 1),
+    "16->32 s2 b64": (64, 16, 32, 32, 32, 3, 2, 1),
+    "64->64 s2 onto 8x8 b32": (32, 64, 16, 16, 64, 3, 2, 1),
+    "128->128 s2 onto 8x8 b16": (16, 128, 16, 16, 128, 3, 2, 1),
+    "resnet 64->128 s2 b16": (16, 64, 56, 56, 128, 3, 2, 1),
+    "resnet 64->128 s2 b1": (1, 64, 56, 56, 128, 3, 2, 1),
+    "resnet stem b16": (16, 3, 224, 224, 64, 7, 2, 3),
+    "resnet stem b1": (1, 3, 224, 224, 64, 7, 2, 3),
+    "mobilenet stem b1": (1, 3, 224, 224, 32, 3, 2, 1),
+    "16->32 5x5 b32": (32, 16, 32, 32, 32, 5, 1, 2),
+}
+WAYS = ("before", "tiles")
+
+
+def _path(x, weight, stride, padding):
+    """The items function the forward convolution takes, as the settings now stand."""
+    geometry = conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, 1, 1)
+    out_shape = (x.shape[0], weight.shape[0], *geometry.out_shape)
+    work = conv_kernels._forward_work(x.shape, weight.shape, out_shape, *geometry.args, geometry.filter_blocks,
+                                      geometry.sample_block, dtype=x.dtype)
+    return work[0].py_func.__name__
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--layers", nargs="+", choices=list(LAYERS), default=list(LAYERS), metavar="LAYER")
+    args = kernel_bench_arguments(parser, repeat=20)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if not _tiles.by_tiles((16, 6, 5, 5), 1, (1, 1), (64, 16, 8, 8), 4):
+        parser.error("this processor does not take the tiles' path (it needs AVX-512)")
+    rng = np.random.default_rng(0)
+    print(f"convolutions by tiles, {args.threads} threads: median ms of {args.repeat} calls, {args.rounds} rounds")
+    print(f"{'layer':>26}  {'path before':>28}  {'before':>16}  {'tiles':>16}  ratio  rule")
+    saved = _tiles.TILES, _tiles.TILES_MIN_FILL, _tiles.TILES_SMALL_MAX_TAPS
+    try:
+        for name in args.layers:
+            samples, channels, height, width, filters, window, stride, padding = LAYERS[name]
+            x = rng.standard_normal((samples, channels, height, width)).astype(np.float32)
+            weight = (rng.standard_normal((filters, channels, window, window)) / window).astype(np.float32)
+            bias = rng.standard_normal(filters).astype(np.float32)
+            taken = _path(x, weight, stride, padding) == "_tile_forward_items"
+            _tiles.TILES = False
+            before = _path(x, weight, stride, padding)
+            times = {way: [] for way in WAYS}
+            for _ in range(args.rounds):
+                for way in WAYS:
+                    _tiles.TILES, _tiles.TILES_MIN_FILL, _tiles.TILES_SMALL_MAX_TAPS = \
+                        (True, 0.0, 1 << 30) if way == "tiles" else (False, *saved[1:])
+
+                    def call():
+                        return F.conv2d(x, weight, bias, stride=stride, padding=padding, activation="relu")
+
+                    call()
+                    times[way].append(statistics.median(timed_runs(call, args.repeat)[2]) * 1e3)
+            _tiles.TILES, _tiles.TILES_MIN_FILL, _tiles.TILES_SMALL_MAX_TAPS = saved
+            ratio = min(times["tiles"]) / min(times["before"])
+            print(f"{name:>26}  {before:>28}  {', '.join(f'{t:.3f}' for t in times['before']):>16}  "
+                  f"{', '.join(f'{t:.3f}' for t in times['tiles']):>16}  {ratio:.2f}x  {'tiles' if taken else '-'}",
+                  flush=True)
+    finally:
+        _tiles.TILES, _tiles.TILES_MIN_FILL, _tiles.TILES_SMALL_MAX_TAPS = saved
+
+
+if __name__ == "__main__":
+    main()
