@@ -620,7 +620,9 @@ def test_convolution_by_tiles_matches_loops(samples, channels, kh, kw, sh, sw, d
 @_TILES
 @pytest.mark.parametrize("x_shape, weight_shape, stride, padding, taken", [
     ((64, 6, 12, 12), (16, 6, 5, 5), 1, 0, True),  # LeNet's second layer: 150 taps onto 8x8
-    ((32, 32, 64, 64), (64, 32, 3, 3), 2, 1, True),  # the stride-2 reference shape
+    ((32, 32, 64, 64), (64, 32, 3, 3), 2, 1, False),  # the stride-2 reference shape: 288 taps, the panels'
+    ((32, 16, 64, 64), (64, 16, 3, 3), 2, 1, True),  # 144 taps: tiles
+    ((64, 32, 32, 32), (32, 32, 3, 3), 2, 1, True),  # 288 taps onto 16x16: tiles
     ((1, 3, 224, 224), (64, 3, 7, 7), 2, 3, True),  # ResNet's stem
     ((64, 32, 8, 8), (64, 32, 3, 3), 1, 1, True),  # 288 taps onto 8x8
     ((32, 64, 8, 8), (64, 64, 3, 3), 1, 1, False),  # 576 taps onto 8x8 at stride 1: the samples-innermost panels
@@ -634,7 +636,8 @@ def test_convolution_by_tiles_matches_loops(samples, channels, kh, kw, sh, sw, d
 def test_tiles_rule(x_shape, weight_shape, stride, padding, taken):
     """Which convolutions take the tiles: float32, one group, wider than 1x1, a stride of 1 or 2
     along the rows, outputs a tile fits, filters that fill three quarters of their tiles' lanes,
-    and at stride 1 onto small outputs at most ``TILES_SMALL_MAX_TAPS`` taps; never float64, and
+    at stride 1 onto small outputs at most ``TILES_SMALL_MAX_TAPS`` taps, and from the panels
+    at most ``TILES_PANELS_MAX_TAPS`` taps or outputs of one tile's width; never float64, and
     never with ``TILES`` off."""
     from cnnlab.kernels.cpu import _tiles
     from cnnlab.kernels.cpu import conv as cpu_conv

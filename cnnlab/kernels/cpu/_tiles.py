@@ -45,6 +45,9 @@ TILES_MIN_FILL = 0.75
 #: the most taps (channels times the window) of a convolution at stride 1 onto small outputs that
 #: :func:`by_tiles` takes: the samples-innermost panels do as well from about 400 on
 TILES_SMALL_MAX_TAPS = 288
+#: the most taps of a convolution onto outputs wider than a tile that :func:`by_tiles` takes from
+#: the panels' path (from 216 taps the panels ran faster)
+TILES_PANELS_MAX_TAPS = 160
 #: the most bytes of padded input an item copies (its rows of every channel): the L2 cache's share
 TILES_STAGED_BYTES = 512 * 1024
 
@@ -216,32 +219,36 @@ def tile_rows(out_w):
     return 1 if out_w >= TILE else {8: 2, 4: 4}.get(out_w, 0)
 
 
-def by_tiles(weight_shape, groups, stride, out_shape, itemsize):
+def by_tiles(weight_shape, groups, stride, out_shape, itemsize, panels=False):
     """Whether a convolution takes :func:`_tile_forward_items`: float32 on a processor with
     AVX-512, one group, a window wider than 1x1, a stride of 1 or 2 along the rows, outputs a
     tile fits (:func:`tile_rows`: whole tiles down the plane) and filters that fill
     ``TILES_MIN_FILL`` of their tiles' lanes. At stride 1 onto small outputs (fewer than
     ``config.GEMM_MIN_COLUMNS`` pixels, the samples-innermost panels' shapes), at most
-    ``TILES_SMALL_MAX_TAPS`` taps.
+    ``TILES_SMALL_MAX_TAPS`` taps; where the panels would take it (``panels``), at most
+    ``TILES_PANELS_MAX_TAPS`` taps or outputs at most 16 wide.
 
     Against the path each took before, float32, 2 threads, two rounds alternating with the
     tiles off, ms (``python bench/tile_conv.py``): LeNet's second layer at batch 64 (6 to 16
-    channels, 5x5 onto 8x8) 0.121-0.130 -> 0.088; 32 to 64 channels onto 8x8 at batch 64
-    0.615-0.641 -> 0.545-0.547, onto 4x4 0.201 -> 0.171-0.180; 64 to 64 at stride 2 onto 8x8,
-    batch 32, 0.955-0.968 -> 0.689-0.693; ResNet-18's 64 to 128 at stride 2 onto 28x28, batch
-    16, 9.86 -> 8.49-8.62, batch 1, 0.628-0.641 -> 0.583-0.586; its 7x7 stem at batch 16
-    17.2-18.4 -> 15.2-15.9, at batch 1 0.910 -> 0.780-0.786; the ``strided`` reference
-    convolution (32 to 64, 3x3 at stride 2 onto 32x32, batch 32) about even, 4.50-4.58 -> 4.71
-    (10.4-10.8 -> 9.7-10.1 on one thread). Not taken: 64 to 64 channels onto 8x8 at stride 1,
-    batch 32 (576 taps), 0.568-0.575 -> 0.635-0.651."""
+    channels, 5x5 onto 8x8) 0.132-0.152 -> 0.111-0.113; 32 to 64 channels onto 8x8 at batch 64
+    0.640-0.650 -> 0.563-0.570, onto 4x4 0.205-0.218 -> 0.198-0.203; at stride 2, 32 to 32 onto
+    16x16 at batch 64 1.53-1.55 -> 1.31-1.33, 64 to 64 onto 8x8 at batch 32 0.989 -> 0.689-0.696,
+    ResNet-18's 64 to 128 onto 28x28 at batch 16 10.0-10.2 -> 8.5-8.6 (0.63-0.67 -> 0.56-0.59
+    at batch 1); the stems of ResNet-18 at batch 16 17.8-18.4 -> 16.3-17.1 and of MobileNetV2 at
+    batch 1 0.177-0.180 -> 0.152-0.170. Not taken: 64 to 64 channels onto 8x8 at stride 1, batch
+    32 (576 taps), 0.571-0.587 -> 0.608-0.618; from the panels, stride-2 convolutions onto 32x32
+    of 216 to 432 taps (the ``strided`` reference shape among them) and a 5x5 one of 400 taps,
+    0.97-1.04x in this run (the ``strided`` shape 1.02-1.06x in two others).
+    """
     filters, channels, kernel_h, kernel_w = weight_shape
     out_h, out_w = out_shape[2], out_shape[3]
-    rows = tile_rows(out_w)
+    rows, taps = tile_rows(out_w), channels * kernel_h * kernel_w
     small = stride[1] == 1 and out_h * out_w < int(config.GEMM_MIN_COLUMNS)
     return bool(TILES) and available() and VECTOR_BYTES == 64 and itemsize == 4 and groups == 1 \
         and kernel_h * kernel_w > 1 and stride[1] in (1, 2) and rows > 0 and out_h >= rows \
         and filters >= TILES_MIN_FILL * TILE * -(-filters // TILE) \
-        and not (small and channels * kernel_h * kernel_w > TILES_SMALL_MAX_TAPS)
+        and not (small and taps > TILES_SMALL_MAX_TAPS) \
+        and not (panels and taps > TILES_PANELS_MAX_TAPS and out_w > TILE)
 
 
 def tile_work(samples, filters, channels, out_h, out_w, span_w, rows_in, halo, workers):

@@ -1207,7 +1207,7 @@ def _path_settings():
             POINTWISE_EXPANSION, POINTWISE_ROWS, POINTWISE_ROWS_MIN_CHANNELS, BLOCKS_MAX_PIXELS,
             w.WINOGRAD, w.WINOGRAD_MIN_CHANNELS, w.WINOGRAD_MIN_TILES, w.WINOGRAD_MAX_WEIGHT_BYTES,
             w.WINOGRAD_PLANES_BYTES, _tiles.TILES, _tiles.TILES_MIN_FILL, _tiles.TILES_SMALL_MAX_TAPS,
-            _tiles.TILES_STAGED_BYTES)
+            _tiles.TILES_PANELS_MAX_TAPS, _tiles.TILES_STAGED_BYTES)
 
 
 def _gemm_visits(out_shape, weight_shape):
@@ -1245,7 +1245,12 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
         count, rows = winograd_items(x_shape[0], groups, out_shape, channels_per_group, workers,
                                      np.dtype(dtype).itemsize)
         return _winograd_forward_items, count, workers, (pad_h, pad_w, groups, *rows)
-    if by_tiles(weight_shape, groups, (stride_h, stride_w), out_shape, np.dtype(dtype).itemsize):
+    weight_bytes = math.prod(weight_shape) // groups * np.dtype(dtype).itemsize
+    panels = filter_blocks == sample_block == 1 and (
+        _by_panels(out_shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, weight_bytes)
+        or _few_channels_by_panels(weight_shape, groups, x_shape[0] * out_shape[2] * out_shape[3])
+        and _panels_fit(weight_bytes))  # (taken from the direct loops)
+    if by_tiles(weight_shape, groups, (stride_h, stride_w), out_shape, np.dtype(dtype).itemsize, panels):
         count, rows = tile_work(x_shape[0], filters, channels_per_group, out_shape[2], out_shape[3],
                                 (out_shape[3] - 1) * stride_w + (kernel_w - 1) * dilation_w + 1, stride_h,
                                 (kernel_h - 1) * dilation_h, workers)
@@ -1260,11 +1265,7 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
         return (_interleaved_forward_items, sample_blocks, workers,
                 (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, sample_block,
                  _interleaved_gemm_rows(out_shape[2], out_shape[3], sample_block, filters), small_gemm))
-    weight_bytes = math.prod(weight_shape) // groups * np.dtype(dtype).itemsize
-    if filter_blocks == sample_block == 1 and (
-            _by_panels(out_shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, weight_bytes)
-            or _few_channels_by_panels(weight_shape, groups, x_shape[0] * out_shape[2] * out_shape[3])
-            and _panels_fit(weight_bytes)):  # (taken from the direct loops)
+    if panels:
         chunk_rows = _panel_chunk_rows(filters // groups, channels_per_group,
                                        _plane_extent(out_shape[3], kernel_w, stride_w, dilation_w), stride_h, stride_w,
                                        min(block_rows, out_shape[2]), np.dtype(dtype).itemsize)
