@@ -23,7 +23,9 @@ the kernel modules are defined.
 
 import contextlib
 import hashlib
+import importlib
 import os
+import pkgutil
 import shutil
 import sys
 import tempfile
@@ -139,13 +141,15 @@ def kernels_cached_in(folder):
 
 def kernel_dispatchers():
     """``{'module.function': dispatcher}`` of every compiled CPU function of
-    :mod:`cnnlab.kernels.cpu`: the kernels, their serial workers and their helpers."""
+    :mod:`cnnlab.kernels.cpu`: the kernels, their serial workers and their helpers, in every
+    module of the package, the kernel files and the private ones they share (found, not
+    listed: a new module's functions are seen by the warm-up's recording with no list to add
+    it to)."""
     from numba.core.registry import CPUDispatcher
 
     from . import cpu
 
-    modules = [getattr(cpu, name) for name in cpu.KERNEL_MODULES] \
-        + [sys.modules[f"{cpu.__name__}.{name}"] for name in ("_schedule", "_microkernel", "_planes", "_epilogue", "_winograd")]
+    modules = [importlib.import_module(f"{cpu.__name__}.{name}") for _, name, _ in pkgutil.iter_modules(cpu.__path__)]
     return {f"{module.__name__.rsplit('.', 1)[-1]}.{name}": obj for module in modules
             for name, obj in vars(module).items()
             if isinstance(obj, CPUDispatcher) and obj.py_func.__module__ == module.__name__}
