@@ -626,6 +626,7 @@ def test_convolution_by_tiles_matches_loops(samples, channels, kh, kw, sh, sw, d
     ((1, 3, 224, 224), (64, 3, 7, 7), 2, 3, True),  # ResNet's stem
     ((64, 32, 8, 8), (64, 32, 3, 3), 1, 1, True),  # 288 taps onto 8x8
     ((32, 64, 8, 8), (64, 64, 3, 3), 1, 1, False),  # 576 taps onto 8x8 at stride 1: the samples-innermost panels
+    ((32, 64, 4, 4), (32, 64, 3, 3), 1, 1, True),  # ... onto 4x4, one tile a plane: tiles
     ((32, 64, 16, 16), (64, 64, 3, 3), 2, 1, True),  # ... at stride 2: tiles
     ((64, 6, 12, 12), (20, 6, 5, 5), 1, 0, False),  # 20 filters fill 20 of 32 lanes
     ((64, 6, 12, 12), (12, 6, 5, 5), 1, 0, True),  # 12 of 16

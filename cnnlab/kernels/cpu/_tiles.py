@@ -42,8 +42,9 @@ TILE = 16
 TILES = True
 #: the least share of a tile's 16 filter lanes the filters fill, over the filter tiles (12 of 16)
 TILES_MIN_FILL = 0.75
-#: the most taps (channels times the window) of a convolution at stride 1 onto small outputs that
-#: :func:`by_tiles` takes: the samples-innermost panels do as well from about 400 on
+#: the most taps (channels times the window) of a convolution at stride 1 onto small outputs of
+#: more than one tile that :func:`by_tiles` takes: the samples-innermost panels do as well from
+#: about 400 on
 TILES_SMALL_MAX_TAPS = 288
 #: the most taps of a convolution onto outputs wider than a tile that :func:`by_tiles` takes from
 #: the panels' path (from 216 taps the panels ran faster)
@@ -225,7 +226,7 @@ def by_tiles(weight_shape, groups, stride, out_shape, itemsize, panels=False):
     tile fits (:func:`tile_rows`: whole tiles down the plane) and filters that fill
     ``TILES_MIN_FILL`` of their tiles' lanes. At stride 1 onto small outputs (fewer than
     ``config.GEMM_MIN_COLUMNS`` pixels, the samples-innermost panels' shapes), at most
-    ``TILES_SMALL_MAX_TAPS`` taps; where the panels would take it (``panels``), at most
+    ``TILES_SMALL_MAX_TAPS`` taps unless one tile is the whole plane; where the panels would take it (``panels``), at most
     ``TILES_PANELS_MAX_TAPS`` taps or outputs at most 16 wide.
 
     Against the path each took before, float32, 2 threads, two rounds alternating with the
@@ -236,7 +237,8 @@ def by_tiles(weight_shape, groups, stride, out_shape, itemsize, panels=False):
     ResNet-18's 64 to 128 onto 28x28 at batch 16 10.0-10.2 -> 8.5-8.6 (0.63-0.67 -> 0.56-0.59
     at batch 1); the stems of ResNet-18 at batch 16 17.8-18.4 -> 16.3-17.1 and of MobileNetV2 at
     batch 1 0.177-0.180 -> 0.152-0.170. Not taken: 64 to 64 channels onto 8x8 at stride 1, batch
-    32 (576 taps), 0.571-0.587 -> 0.608-0.618; from the panels, stride-2 convolutions onto 32x32
+    32 (576 taps), 0.571-0.587 -> 0.608-0.618 (onto 4x4, one tile a plane, 64 to 32 channels at
+    batch 32, 0.144-0.158 -> 0.139-0.144: taken); from the panels, stride-2 convolutions onto 32x32
     of 216 to 432 taps (the ``strided`` reference shape among them) and a 5x5 one of 400 taps,
     0.97-1.04x in this run (the ``strided`` shape 1.02-1.06x in two others).
     """
@@ -247,7 +249,7 @@ def by_tiles(weight_shape, groups, stride, out_shape, itemsize, panels=False):
     return bool(TILES) and available() and VECTOR_BYTES == 64 and itemsize == 4 and groups == 1 \
         and kernel_h * kernel_w > 1 and stride[1] in (1, 2) and rows > 0 and out_h >= rows \
         and filters >= TILES_MIN_FILL * TILE * -(-filters // TILE) \
-        and not (small and taps > TILES_SMALL_MAX_TAPS) \
+        and not (small and taps > TILES_SMALL_MAX_TAPS and out_h * out_w > TILE) \
         and not (panels and taps > TILES_PANELS_MAX_TAPS and out_w > TILE)
 
 
