@@ -34,9 +34,12 @@ PATHS = [
     ("_direct_forward_items", (1, 8, 16, 16), (8, 1, 3, 3), 1, 1, 8, (16, 1, 1), {}),
     ("_depthwise_blocks_items", (1, 40, 7, 7), (40, 1, 3, 3), 1, 1, 40, (7, 1, 1), {}),
     ("_pointwise_forward_items", (1, 32, 14, 14), (64, 32, 1, 1), 1, 0, 1, (14, 2, 1), {}),
-    ("_panel_forward_items", (2, 16, 16, 16), (32, 16, 3, 3), 1, 1, 1, (16, 1, 1), {"by_winograd": False}),
+    ("_panel_forward_items", (2, 16, 16, 16), (32, 16, 3, 3), 1, 1, 1, (16, 1, 1),
+     {"by_winograd": False, "by_tiles": False}),
     ("_conv2d_forward_items", (2, 16, 16, 16), (32, 16, 3, 3), 1, 1, 1, (16, 1, 1),
-     {"by_winograd": False, "PANELS": False}),
+     {"by_winograd": False, "by_tiles": False, "PANELS": False}),
+    ("_tile_forward_items", (2, 16, 16, 16), (32, 16, 3, 3), 1, 1, 1, (16, 1, 1),
+     {"by_winograd": False, "by_tiles": True}),
     ("_interleaved_forward_items", (4, 5, 5, 5), (3, 5, 3, 3), 1, 0, 1, (3, 1, 2), {"_interleaved_by_panels": False}),
     ("_interleaved_panel_items", (4, 5, 5, 5), (3, 5, 3, 3), 1, 0, 1, (3, 1, 2), {}),
     ("_winograd_forward_items", (2, 8, 10, 10), (8, 8, 3, 3), 1, 1, 1, (10, 1, 1),
@@ -51,8 +54,8 @@ def test_every_forward_path_gives_the_teams_values_through_its_driver(monkeypatc
     if "panel" in path and not panels_available():
         pytest.skip("this processor has no panel kernel (AVX2 and FMA)")
     for name, value in patches.items():
-        monkeypatch.setattr(cpu_conv, name, (lambda *arguments, value=value: value) if name[0] == "_" or name
-                            == "by_winograd" else value)
+        monkeypatch.setattr(cpu_conv, name, (lambda *arguments, value=value: value) if name[0] == "_"
+                            or name.startswith("by_") else value)
     rng = np.random.default_rng(len(path))
     x = rng.standard_normal(x_shape).astype(np.float32)
     weight = rng.standard_normal(weight_shape).astype(np.float32)

@@ -222,6 +222,7 @@ def test_conv2d_holds_the_blas_limit_for_the_gemm_paths_only(monkeypatch):
     import cnnlab.functional as F
     from cnnlab import parallel
     from cnnlab.kernels import cpu
+    from cnnlab.kernels.cpu import _tiles as tiles
     from cnnlab.kernels.cpu import _winograd as winograd
     from cnnlab.kernels.cpu import conv as cpu_conv
 
@@ -239,15 +240,22 @@ def test_conv2d_holds_the_blas_limit_for_the_gemm_paths_only(monkeypatch):
     F.conv2d(x, rng.standard_normal((16, 8, 1, 1)).astype(np.float32))  # 1x1: a GEMM
     monkeypatch.setattr(cpu_conv, "PANELS", False)
     monkeypatch.setattr(winograd, "WINOGRAD", False)
+    monkeypatch.setattr(tiles, "TILES", False)
     F.conv2d(x, rng.standard_normal((16, 8, 3, 3)).astype(np.float32), padding=1)  # im2col and a GEMM
     expected = [("_direct_forward_items", False), ("_pointwise_forward_items", True),
                 ("_conv2d_forward_items", True)]
     monkeypatch.setattr(cpu_conv, "PANELS", True)
     if cpu_conv.panels_available():  # (AVX2 and FMA)
         F.conv2d(x, rng.standard_normal((16, 8, 3, 3)).astype(np.float32), padding=1)  # panels
+        monkeypatch.setattr(tiles, "TILES", True)
+        if tiles.by_tiles((16, 8, 3, 3), 1, (1, 1), (2, 16, 40, 40), 4):  # (AVX-512)
+            F.conv2d(x, rng.standard_normal((16, 8, 3, 3)).astype(np.float32), padding=1)  # tiles
         monkeypatch.setattr(winograd, "WINOGRAD", True)
         F.conv2d(x, rng.standard_normal((16, 8, 3, 3)).astype(np.float32), padding=1)  # F(2x2, 3x3)
-        expected += [("_panel_forward_items", False), ("_winograd_forward_items", False)]
+        expected += [("_panel_forward_items", False)]
+        if tiles.by_tiles((16, 8, 3, 3), 1, (1, 1), (2, 16, 40, 40), 4):
+            expected += [("_tile_forward_items", False)]
+        expected += [("_winograd_forward_items", False)]
     assert [(name, limited) for name, limited, _ in seen] == expected
     assert all(limited == calls for _, limited, calls in seen)
     with parallel.single_threaded_blas():  # inside a model call's limit: held, whatever the path

@@ -52,6 +52,8 @@ def test_recording_lists_a_kernels_callees_with_the_types_its_compiled_version_g
 import numpy as np, cnnlab.functional as F
 from cnnlab import compilation
 from cnnlab.kernels.cache import kernel_dispatchers
+from cnnlab.kernels.cpu import _tiles
+_tiles.TILES = False  # (the samples-innermost path, whose kernel calls several compiled functions)
 x = np.random.default_rng(0).random((4, 3, 8, 8)).astype(np.float32)
 w = np.ones((16, 3, 3, 3), np.float32)
 callees = {}
