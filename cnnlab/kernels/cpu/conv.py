@@ -1564,7 +1564,7 @@ def _paired_work(x_shape, weight_shape, out_shape, geometry_args, second_work, w
 def _calls_blas(work):
     """Whether :func:`_run_forward` of ``work`` (from :func:`_forward_work`) calls BLAS: the GEMM
     paths (im2col, pointwise, the small outputs' GEMMs) do, and their caller holds the BLAS pool
-    to one thread; the direct, panel and F(2x2, 3x3) paths never do."""
+    to one thread; the direct, panel, tile and F(2x2, 3x3) paths never do."""
     return work[0] in (_conv2d_forward_items, _pointwise_forward_items, _interleaved_forward_items)
 
 
