@@ -437,7 +437,7 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
                                    (stride, stride), ((pad, pad), (pad, pad)), (dh, dw), groups)
     residual = rng.standard_normal(reference.shape).astype(dtype)
     rule, innermost, direct = cpu_conv._by_panels, cpu_conv._samples_innermost, cpu_conv._is_direct
-    chunk_bytes, taps = cpu_conv.PANEL_CHUNK_BYTES, cpu_conv.PANEL_TAPS
+    chunk_bytes, taps, tiles = cpu_conv.PANEL_CHUNK_BYTES, cpu_conv.PANEL_TAPS, cpu_conv._tiles.TILES
     cpu_conv._by_panels = lambda *geometry: True
     cpu_conv._samples_innermost = cpu_conv._is_direct = lambda *arguments: False
     cpu_conv._tiles.TILES = False
@@ -455,8 +455,7 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
                                       resolved.sample_block, dtype=x.dtype)
     finally:
         cpu_conv._by_panels, cpu_conv._samples_innermost, cpu_conv._is_direct = rule, innermost, direct
-        cpu_conv.PANEL_CHUNK_BYTES, cpu_conv.PANEL_TAPS = chunk_bytes, taps
-        cpu_conv._tiles.TILES = True
+        cpu_conv.PANEL_CHUNK_BYTES, cpu_conv.PANEL_TAPS, cpu_conv._tiles.TILES = chunk_bytes, taps, tiles
         config.reset()
     pointwise = (kh, kw, stride, pad) == (1, 1, 1, 0)
     assert resolved.sample_block == resolved.filter_blocks == 1
@@ -955,7 +954,7 @@ def test_convolution_in_small_gemm_tiles_matches_loops(samples, size, kernel, st
     x = rng.standard_normal((samples, 9, size, size)).astype(np.float32)
     w = rng.standard_normal((filters, 9, kernel, kernel)).astype(np.float32)
     b = rng.standard_normal(filters).astype(np.float32)
-    limit, panels = cpu_conv.small_gemm_limit, cpu_conv.PANELS
+    limit, panels, tiles = cpu_conv.small_gemm_limit, cpu_conv.PANELS, cpu_conv._tiles.TILES
     cpu_conv.small_gemm_limit = lambda dtype: 32 * 9 * kernel * kernel * 16
     cpu_conv.PANELS = cpu_conv._tiles.TILES = False  # (the GEMM path's pieces, not the panels or the tiles)
     try:
@@ -964,8 +963,7 @@ def test_convolution_in_small_gemm_tiles_matches_loops(samples, size, kernel, st
                                       *conv_geometry(x.shape, w.shape, x.dtype, stride, padding, 1, 1).args,
                                       dtype=x.dtype)
     finally:
-        cpu_conv.small_gemm_limit, cpu_conv.PANELS = limit, panels
-        cpu_conv._tiles.TILES = True
+        cpu_conv.small_gemm_limit, cpu_conv.PANELS, cpu_conv._tiles.TILES = limit, panels, tiles
     reference = naive.conv2d_loops(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                                    (stride, stride), ((padding, padding),) * 2, (1, 1), 1)
     np.testing.assert_allclose(out, reference, rtol=2e-5, atol=2e-5 * np.abs(reference).max())

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import cnnlab
 from cnnlab import compilation
@@ -204,6 +205,31 @@ loaded = kernel_dispatchers()["conv._direct_forward_items"]  # (few channels: co
 print(len(loaded.signatures), loaded.stats.cache_misses == {})
 """
     assert run_python(code, tmp_path).split() == ["1", "True"]  # the cached kernel ran compiled
+
+
+def test_the_tiles_path_run_as_python_gives_the_compiled_values(tmp_path):
+    """A convolution by tiles (LeNet's second layer: cnnlab.kernels.cpu._tiles) with its kernels
+    run as Python, the tile kernel's NumPy version among them, and compiled: the same values
+    within float32 rounding (the Python sums in float64)."""
+    code = """
+import numpy as np, cnnlab.functional as F
+from cnnlab import compilation
+from cnnlab.kernels.cpu import _tiles
+rng = np.random.default_rng(0)
+x = rng.standard_normal((3, 6, 12, 12)).astype(np.float32)
+w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+b = rng.standard_normal(16).astype(np.float32)
+with compilation.interpreting():
+    interpreted = F.conv2d(x, w, b, activation="relu")
+print(len(_tiles._tile_forward_items.signatures))  # nothing compiled
+compiled = F.conv2d(x, w, b, activation="relu")
+print(len(_tiles._tile_forward_items.signatures), np.allclose(interpreted, compiled, rtol=1e-5, atol=1e-4))
+"""
+    from cnnlab.kernels.cpu import _tiles
+
+    if not _tiles.by_tiles((16, 6, 5, 5), 1, (1, 1), (3, 16, 8, 8), 4):
+        pytest.skip("the tiles' path runs on AVX-512 only")
+    assert run_python(code, tmp_path).split() == ["0", "1", "True"]
 
 
 def test_a_small_cold_predict_runs_as_python_while_a_detached_helper_compiles_for_the_next_run(tmp_path):
