@@ -47,7 +47,7 @@ TILES_MIN_FILL = 0.75
 #: about 400 on
 TILES_SMALL_MAX_TAPS = 288
 #: the most taps of a convolution onto outputs wider than a tile that :func:`by_tiles` takes from
-#: the panels' path (from 216 taps the panels ran faster)
+#: the panels' path (from 216 taps the panels ran as fast or faster)
 TILES_PANELS_MAX_TAPS = 160
 #: the most bytes of padded input an item copies (its rows of every channel): the L2 cache's share
 TILES_STAGED_BYTES = 512 * 1024
