@@ -1,7 +1,7 @@
 """bench/node_overhead.py, thread_split.py, rested.py, depthwise.py, direct_conv.py, pointwise_blocks.py,
 conv_backward.py, strided_conv.py, small_gemm.py, step_pool.py, conv_engines.py, training_layers.py, team_wait.py,
-small_outputs.py, busy_core.py, kernel_replay.py, pointwise_rows.py and tile_conv.py refuse bad options with one line
-of usage."""
+small_outputs.py, busy_core.py, kernel_replay.py, pointwise_rows.py, tile_conv.py and strip_conv.py refuse bad
+options with one line of usage."""
 
 import pathlib
 import subprocess
@@ -48,6 +48,8 @@ BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
     ("pointwise_rows.py", ["--repeat", "0"], "--repeat"),
     ("tile_conv.py", ["--rounds", "0"], "--rounds"),
     ("tile_conv.py", ["--layers", "no-such-layer"], "--layers"),
+    ("strip_conv.py", ["--rounds", "0"], "--rounds"),
+    ("strip_conv.py", ["--layers", "no-such-layer"], "--layers"),
 ])
 def test_bad_options_are_one_line_of_usage(script, options, words):
     done = subprocess.run([sys.executable, str(BENCH / script), *options], capture_output=True, text=True,

@@ -383,11 +383,11 @@ def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw
     w = rng.standard_normal((filters, 6, kh, kw))
     b = rng.standard_normal(filters)
     geometry = dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=groups)
-    rule, innermost, panels, tiles = cpu_conv._by_planes, cpu_conv._samples_innermost, cpu_conv.PANELS, \
-        cpu_conv._tiles.TILES
+    rule, innermost, panels, tiles, strips = cpu_conv._by_planes, cpu_conv._samples_innermost, cpu_conv.PANELS, \
+        cpu_conv._tiles.TILES, cpu_conv._strips.STRIPS
     cpu_conv._by_planes = lambda out_w, *window: out_w > 1
     cpu_conv._samples_innermost = lambda *arguments: False  # (small outputs: side by side, not innermost)
-    cpu_conv.PANELS = cpu_conv._tiles.TILES = False  # (im2col and the GEMM, not the panels or the tiles)
+    cpu_conv.PANELS = cpu_conv._tiles.TILES = cpu_conv._strips.STRIPS = False  # (im2col and the GEMM only)
     if blocks == "rows":
         config.IM2COL_MAX_BYTES = 1
     if blocks == "filters":
@@ -398,8 +398,8 @@ def test_im2col_by_polyphase_planes_matches_loops(samples, height, width, kh, kw
         work = cpu_conv._forward_work(x.shape, w.shape, out.shape, *resolved.args, resolved.filter_blocks,
                                       resolved.sample_block, dtype=x.dtype)
     finally:
-        cpu_conv._by_planes, cpu_conv._samples_innermost, cpu_conv.PANELS, cpu_conv._tiles.TILES = \
-            rule, innermost, panels, tiles
+        cpu_conv._by_planes, cpu_conv._samples_innermost, cpu_conv.PANELS, cpu_conv._tiles.TILES, \
+            cpu_conv._strips.STRIPS = rule, innermost, panels, tiles, strips
         config.reset()
     reference = naive.conv2d_loops(x, w, b, (sh, sw), ((ph, ph), (pw, pw)), (dh, dw), groups)
     np.testing.assert_allclose(out, reference, rtol=1e-12, atol=1e-12)
@@ -437,10 +437,11 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
                                    (stride, stride), ((pad, pad), (pad, pad)), (dh, dw), groups)
     residual = rng.standard_normal(reference.shape).astype(dtype)
     rule, innermost, direct = cpu_conv._by_panels, cpu_conv._samples_innermost, cpu_conv._is_direct
-    chunk_bytes, taps, tiles = cpu_conv.PANEL_CHUNK_BYTES, cpu_conv.PANEL_TAPS, cpu_conv._tiles.TILES
+    chunk_bytes, taps, tiles, strips = cpu_conv.PANEL_CHUNK_BYTES, cpu_conv.PANEL_TAPS, cpu_conv._tiles.TILES, \
+        cpu_conv._strips.STRIPS
     cpu_conv._by_panels = lambda *geometry: True
     cpu_conv._samples_innermost = cpu_conv._is_direct = lambda *arguments: False
-    cpu_conv._tiles.TILES = False
+    cpu_conv._tiles.TILES = cpu_conv._strips.STRIPS = False
     config.GEMM_MIN_COLUMNS = 1  # (small outputs: one sample an item, not several side by side)
     if blocks == "rows":
         config.IM2COL_MAX_BYTES = 1
@@ -455,7 +456,8 @@ def test_convolution_by_panels_matches_loops(samples, height, width, kh, kw, str
                                       resolved.sample_block, dtype=x.dtype)
     finally:
         cpu_conv._by_panels, cpu_conv._samples_innermost, cpu_conv._is_direct = rule, innermost, direct
-        cpu_conv.PANEL_CHUNK_BYTES, cpu_conv.PANEL_TAPS, cpu_conv._tiles.TILES = chunk_bytes, taps, tiles
+        cpu_conv.PANEL_CHUNK_BYTES, cpu_conv.PANEL_TAPS, cpu_conv._tiles.TILES, cpu_conv._strips.STRIPS = \
+            chunk_bytes, taps, tiles, strips
         config.reset()
     pointwise = (kh, kw, stride, pad) == (1, 1, 1, 0)
     assert resolved.sample_block == resolved.filter_blocks == 1
@@ -594,9 +596,9 @@ def test_convolution_by_tiles_matches_loops(samples, channels, kh, kw, sh, sw, d
     if epilogue == "mask":
         code = EPILOGUE_MASK
     out = np.full(other.shape, np.nan, np.float32)
-    saved = cpu_conv.by_tiles, cpu_conv._is_direct, _tiles.TILES_STAGED_BYTES
+    saved = cpu_conv.by_tiles, cpu_conv.by_strips, cpu_conv._is_direct, _tiles.TILES_STAGED_BYTES
     cpu_conv.by_tiles = lambda *arguments: True
-    cpu_conv._is_direct = lambda *arguments: False
+    cpu_conv.by_strips = cpu_conv._is_direct = lambda *arguments: False
     if small_blocks:
         _tiles.TILES_STAGED_BYTES = 1  # (one tile row an item)
     try:
@@ -604,7 +606,7 @@ def test_convolution_by_tiles_matches_loops(samples, channels, kh, kw, sh, sw, d
                                       dtype=x.dtype)
         cpu_conv._run_forward(work, x, w, scale, shift, other, epilogue == "residual", code, low, high, out)
     finally:
-        cpu_conv.by_tiles, cpu_conv._is_direct, _tiles.TILES_STAGED_BYTES = saved
+        cpu_conv.by_tiles, cpu_conv.by_strips, cpu_conv._is_direct, _tiles.TILES_STAGED_BYTES = saved
     assert work[0] is _tiles._tile_forward_items
     if small_blocks:
         assert work[3][-1] == rows
@@ -633,14 +635,16 @@ def test_convolution_by_tiles_matches_loops(samples, channels, kh, kw, sh, sw, d
     ((4, 16, 32, 32), (32, 16, 1, 1), 2, 0, False),  # a 1x1 window
     ((4, 16, 32, 32), (32, 16, 3, 3), 3, 1, False),  # a stride of 3 along the rows
     ((4, 16, 8, 8), (32, 4, 3, 3), 1, 1, False)])  # four groups
-def test_tiles_rule(x_shape, weight_shape, stride, padding, taken):
-    """Which convolutions take the tiles: float32, one group, wider than 1x1, a stride of 1 or 2
-    along the rows, outputs a tile fits, filters that fill three quarters of their tiles' lanes,
-    at stride 1 onto small outputs at most ``TILES_SMALL_MAX_TAPS`` taps, and from the panels
-    at most ``TILES_PANELS_MAX_TAPS`` taps or outputs of one tile's width; never float64, and
-    never with ``TILES`` off."""
-    from cnnlab.kernels.cpu import _tiles
+def test_tiles_rule(x_shape, weight_shape, stride, padding, taken, monkeypatch):
+    """Which convolutions take the tiles where the strips do not (``STRIPS`` off): float32,
+    one group, wider than 1x1, a stride of 1 or 2 along the rows, outputs a tile fits, filters
+    that fill three quarters of their tiles' lanes, at stride 1 onto small outputs at most
+    ``TILES_SMALL_MAX_TAPS`` taps, and from the panels at most ``TILES_PANELS_MAX_TAPS`` taps or
+    outputs of one tile's width; never float64, and never with ``TILES`` off."""
+    from cnnlab.kernels.cpu import _strips, _tiles
     from cnnlab.kernels.cpu import conv as cpu_conv
+
+    monkeypatch.setattr(_strips, "STRIPS", False)
 
     groups = x_shape[1] // weight_shape[1]
     geometry = conv_geometry(x_shape, weight_shape, np.float32, stride, padding, 1, groups)
@@ -841,6 +845,7 @@ def test_small_outputs_put_the_samples_innermost(x_shape, filters, samples, gemm
     numba.set_num_threads(2)
     monkeypatch.setattr(cpu_conv, "PANELS", False)
     monkeypatch.setattr(cpu_conv._tiles, "TILES", False)  # (the samples-innermost path, not the tiles')
+    monkeypatch.setattr(cpu_conv._strips, "STRIPS", False)  # (nor the strips')
     try:
         window = 5 if x_shape[2] == 12 else 3
         weight_shape = (filters, x_shape[1], window, window)

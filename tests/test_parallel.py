@@ -222,6 +222,7 @@ def test_conv2d_holds_the_blas_limit_for_the_gemm_paths_only(monkeypatch):
     import cnnlab.functional as F
     from cnnlab import parallel
     from cnnlab.kernels import cpu
+    from cnnlab.kernels.cpu import _strips as strips
     from cnnlab.kernels.cpu import _tiles as tiles
     from cnnlab.kernels.cpu import _winograd as winograd
     from cnnlab.kernels.cpu import conv as cpu_conv
@@ -250,11 +251,15 @@ def test_conv2d_holds_the_blas_limit_for_the_gemm_paths_only(monkeypatch):
         monkeypatch.setattr(tiles, "TILES", True)
         if tiles.by_tiles((16, 8, 3, 3), 1, (1, 1), (2, 16, 40, 40), 4):  # (AVX-512)
             F.conv2d(x, rng.standard_normal((16, 8, 3, 3)).astype(np.float32), padding=1)  # tiles
+        if strips.by_strips((32, 8, 3, 3), 1, (1, 1), (2, 32, 40, 40), 4):  # (AVX-512)
+            F.conv2d(x, rng.standard_normal((32, 8, 3, 3)).astype(np.float32), padding=1)  # strips
         monkeypatch.setattr(winograd, "WINOGRAD", True)
         F.conv2d(x, rng.standard_normal((16, 8, 3, 3)).astype(np.float32), padding=1)  # F(2x2, 3x3)
         expected += [("_panel_forward_items", False)]
         if tiles.by_tiles((16, 8, 3, 3), 1, (1, 1), (2, 16, 40, 40), 4):
             expected += [("_tile_forward_items", False)]
+        if strips.by_strips((32, 8, 3, 3), 1, (1, 1), (2, 32, 40, 40), 4):
+            expected += [("_strip_forward_items", False)]
         expected += [("_winograd_forward_items", False)]
     assert [(name, limited) for name, limited, _ in seen] == expected
     assert all(limited == calls for _, limited, calls in seen)

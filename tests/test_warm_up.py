@@ -232,6 +232,32 @@ print(len(_tiles._tile_forward_items.signatures), np.allclose(interpreted, compi
     assert run_python(code, tmp_path).split() == ["0", "1", "True"]
 
 
+def test_the_strips_path_run_as_python_gives_the_compiled_values(tmp_path):
+    """A convolution by strips (a stride-2 layer of 32 filters, two chunks of channels:
+    cnnlab.kernels.cpu._strips) with its kernels run as Python, the strip kernels' NumPy
+    versions among them, and compiled: the same values within float32 rounding."""
+    code = """
+import numpy as np, cnnlab.functional as F
+from cnnlab import compilation
+from cnnlab.kernels.cpu import _strips
+_strips.STRIPS_CHUNK_BYTES = 4 * 9 * 32 * 4
+rng = np.random.default_rng(0)
+x = rng.standard_normal((2, 6, 23, 21)).astype(np.float32)
+w = rng.standard_normal((32, 6, 3, 3)).astype(np.float32)
+b = rng.standard_normal(32).astype(np.float32)
+with compilation.interpreting():
+    interpreted = F.conv2d(x, w, b, stride=2, padding=1, activation="relu")
+print(len(_strips._strip_forward_items.signatures))  # nothing compiled
+compiled = F.conv2d(x, w, b, stride=2, padding=1, activation="relu")
+print(len(_strips._strip_forward_items.signatures), np.allclose(interpreted, compiled, rtol=1e-5, atol=1e-4))
+"""
+    from cnnlab.kernels.cpu import _strips
+
+    if not _strips.by_strips((32, 6, 3, 3), 1, (2, 2), (2, 32, 12, 11), 4):
+        pytest.skip("the strips' path runs on AVX-512 only")
+    assert run_python(code, tmp_path).split() == ["0", "1", "True"]
+
+
 def test_a_small_cold_predict_runs_as_python_while_a_detached_helper_compiles_for_the_next_run(tmp_path):
     code = f"""
 import numpy as np, cnnlab

@@ -105,6 +105,46 @@ def _transposed(builder, vectors):
     return rows
 
 
+def _store_finished(builder, v, by_filter, stored, pc, pr, ldc, filters, scales, shifts, finish, has_residual,
+                    clip, low_v, high_v):
+    """Store the 16 vectors ``by_filter`` (filter ``f``'s pixels, the tile turned round) at
+    ``pc + f * ldc`` for the ``f`` below ``filters``, the lanes where the i1 vector ``stored``
+    holds: with ``finish``, as the epilogue's clip case computes them (``scales[f]``,
+    ``shifts[f]``, the residual at ``pr + f * ldc`` with ``has_residual``, clipped to the vectors
+    ``low_v`` and ``high_v`` with ``clip``). The tiles' (:func:`tile_product`) and the strips'
+    (:func:`cnnlab.kernels.cpu._strips.strip_finish`) last step."""
+    i32 = ir.IntType(32)
+    undefined = ir.Constant(v.vector, ir.Undefined)
+    zeros = ir.Constant(ir.VectorType(i32, TILE), [0] * TILE)
+
+    def spread(value):
+        return builder.shuffle_vector(builder.insert_element(undefined, value, ir.Constant(i32, 0)), undefined, zeros)
+
+    pointer = v.vector.as_pointer()
+    masked_load = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(v.vector, [pointer, i32, stored.type, v.vector]), "llvm.masked.load.v16f32.p0v16f32")
+    masked_store = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [v.vector, pointer, i32, stored.type]),
+        "llvm.masked.store.v16f32.p0v16f32")
+    align = ir.Constant(i32, 4)
+
+    def finished(f, sums):
+        scaled = builder.fadd(builder.fmul(sums, spread(builder.load(builder.gep(scales, [v.at(f)])))),
+                              spread(builder.load(builder.gep(shifts, [v.at(f)]))))
+        place = builder.bitcast(builder.gep(pr, [builder.mul(ldc, v.at(f))]), pointer)
+        added = _when(builder, has_residual, [scaled], lambda: [
+            builder.fadd(scaled, builder.call(masked_load, [place, align, stored, undefined]))])[0]
+        return [builder.select(clip, builder.select(builder.fcmp_ordered("<", added, low_v), low_v,
+                                                    builder.select(builder.fcmp_ordered(">", added, high_v), high_v,
+                                                                   added)), added)]
+
+    for f in range(TILE):
+        with builder.if_then(builder.icmp_signed(">", filters, v.at(f))):
+            value = _when(builder, finish, [by_filter[f]], lambda f=f: finished(f, by_filter[f]))[0]
+            builder.call(masked_store, [value, builder.bitcast(builder.gep(pc, [builder.mul(ldc, v.at(f))]), pointer),
+                                        align, stored])
+
+
 def _tile_code(rows, step, context, builder, signature, args):
     """:func:`tile_product`'s IR for tiles of ``rows`` rows at a stride of ``step`` along them."""
     (a, a_start, a_row, steps, k, w, w_start, c, c_start, ldc, filters, skip, scale, shift, s_start, residual,
@@ -142,30 +182,8 @@ def _tile_code(rows, step, context, builder, signature, args):
     index_vector = ir.VectorType(ir.IntType(64), TILE)
     stored = builder.icmp_signed(">=", ir.Constant(index_vector, list(range(TILE))),
                                  spread(skip, ir.Constant(index_vector, ir.Undefined)))
-    pointer = v.vector.as_pointer()
-    masked_load = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(v.vector, [pointer, i32, stored.type, v.vector]), "llvm.masked.load.v16f32.p0v16f32")
-    masked_store = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ir.VoidType(), [v.vector, pointer, i32, stored.type]),
-        "llvm.masked.store.v16f32.p0v16f32")
-    align = ir.Constant(i32, 4)
-    low_v, high_v = spread(low), spread(high)
-
-    def finished(f, sums):
-        scaled = builder.fadd(builder.fmul(sums, spread(builder.load(builder.gep(scales, [v.at(f)])))),
-                              spread(builder.load(builder.gep(shifts, [v.at(f)]))))
-        place = builder.bitcast(builder.gep(pr, [builder.mul(ldc, v.at(f))]), pointer)
-        added = _when(builder, has_residual, [scaled], lambda: [
-            builder.fadd(scaled, builder.call(masked_load, [place, align, stored, undefined]))])[0]
-        return [builder.select(clip, builder.select(builder.fcmp_ordered("<", added, low_v), low_v,
-                                                    builder.select(builder.fcmp_ordered(">", added, high_v), high_v,
-                                                                   added)), added)]
-
-    for f in range(TILE):
-        with builder.if_then(builder.icmp_signed(">", filters, v.at(f))):
-            value = _when(builder, finish, [by_filter[f]], lambda f=f: finished(f, by_filter[f]))[0]
-            builder.call(masked_store, [value, builder.bitcast(builder.gep(pc, [builder.mul(ldc, v.at(f))]), pointer),
-                                        align, stored])
+    _store_finished(builder, v, by_filter, stored, pc, pr, ldc, filters, scales, shifts, finish, has_residual, clip,
+                    spread(low), spread(high))
     return context.get_dummy_value()
 
 

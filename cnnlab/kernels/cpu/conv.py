@@ -63,7 +63,7 @@ from .. import (
     EPILOGUE_MASK,
     EPILOGUE_NONE,
 )
-from . import _tiles, _winograd
+from . import _strips, _tiles, _winograd
 from ._blas import gemm_rows, gemm_rows_bt, small_gemm_limit
 from ._epilogue import _finish_row
 from ._microkernel import (
@@ -96,6 +96,7 @@ from ._schedule import (
     run_split,
     shares,
 )
+from ._strips import _strip_forward_items, by_strips, strip_geometry, strip_weights, strip_work
 from ._tiles import _tile_forward_items, by_tiles, tile_weights, tile_work
 from ._winograd import _winograd_forward_items, by_winograd, winograd_items, winograd_weights
 from .activation import _float64_sum
@@ -1193,7 +1194,7 @@ def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
     workers = max(1, min(workers, count))
     # the weights as the items function takes them, made once a call: (function, its arguments after the weight)
     prepare = (winograd_weights, groups, workers) if items is _winograd_forward_items else \
-        (tile_weights,) if items is _tile_forward_items else None
+        (tile_weights,) if items is _tile_forward_items else (strip_weights,) if items is _strip_forward_items else None
     return items, count, workers, trailing, pieces(count, workers, _gemm_visits(out_shape, weight_shape)), prepare
 
 
@@ -1207,7 +1208,10 @@ def _path_settings():
             POINTWISE_EXPANSION, POINTWISE_ROWS, POINTWISE_ROWS_MIN_CHANNELS, BLOCKS_MAX_PIXELS,
             w.WINOGRAD, w.WINOGRAD_MIN_CHANNELS, w.WINOGRAD_MIN_TILES, w.WINOGRAD_MAX_WEIGHT_BYTES,
             w.WINOGRAD_PLANES_BYTES, _tiles.TILES, _tiles.TILES_MIN_FILL, _tiles.TILES_SMALL_MAX_TAPS,
-            _tiles.TILES_PANELS_MAX_TAPS, _tiles.TILES_STAGED_BYTES)
+            _tiles.TILES_PANELS_MAX_TAPS, _tiles.TILES_STAGED_BYTES, _strips.STRIPS, _strips.STRIPS_MIN_FILL,
+            _strips.STRIPS_CHUNK_BYTES, _strips.STRIPS_STAGED_BYTES, _strips.STRIPS_PER_PASS,
+            _strips.STRIPS_MAX_SAMPLE_WEIGHT_BYTES, _strips.STRIPS_MIN_PIXELS,
+            _strips.STRIPS_SMALL_MIN_TAPS)
 
 
 def _gemm_visits(out_shape, weight_shape):
@@ -1250,6 +1254,13 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
         _by_panels(out_shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, weight_bytes)
         or _few_channels_by_panels(weight_shape, groups, x_shape[0] * out_shape[2] * out_shape[3])
         and _panels_fit(weight_bytes))  # (taken from the direct loops)
+    if by_strips(weight_shape, groups, (stride_h, stride_w), out_shape, np.dtype(dtype).itemsize):
+        chunk, pass_rows = strip_geometry(channels_per_group, out_shape[3], kernel_h * kernel_w)
+        span_w = (-(-out_shape[3] // 8) * 8 - 1) * stride_w + (kernel_w - 1) * dilation_w + 1
+        count, rows = strip_work(x_shape[0], filters, channels_per_group, out_shape[2], span_w, stride_h,
+                                 (kernel_h - 1) * dilation_h, workers)
+        return (_strip_forward_items, count, workers,
+                (stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, kernel_h, kernel_w, rows, chunk, pass_rows))
     if by_tiles(weight_shape, groups, (stride_h, stride_w), out_shape, np.dtype(dtype).itemsize, panels):
         count, rows = tile_work(x_shape[0], filters, channels_per_group, out_shape[2], out_shape[3],
                                 (out_shape[3] - 1) * stride_w + (kernel_w - 1) * dilation_w + 1, stride_h,
@@ -1564,7 +1575,7 @@ def _paired_work(x_shape, weight_shape, out_shape, geometry_args, second_work, w
 def _calls_blas(work):
     """Whether :func:`_run_forward` of ``work`` (from :func:`_forward_work`) calls BLAS: the GEMM
     paths (im2col, pointwise, the small outputs' GEMMs) do, and their caller holds the BLAS pool
-    to one thread; the direct, panel, tile and F(2x2, 3x3) paths never do."""
+    to one thread; the direct, panel, tile, strip and F(2x2, 3x3) paths never do."""
     return work[0] in (_conv2d_forward_items, _pointwise_forward_items, _interleaved_forward_items)
 
 
