@@ -158,7 +158,11 @@ def test_convolution_by_strips_matches_loops(samples, channels, kh, kw, sh, sw, 
     ((32, 128, 10, 10), (128, 128, 3, 3), 1, 0, True),  # ... 1,152 taps
     ((32, 64, 18, 18), (64, 64, 3, 3), 2, 1, True),  # 8x8 outputs at stride 2
     ((32, 64, 6, 6), (64, 64, 3, 3), 1, 0, False),  # 4x4 outputs: fewer than 49 pixels
-    ((64, 16, 32, 32), (32, 16, 3, 3), 1, 1, False),  # the CIFAR-sized 3x3 at stride 1: F(2x2, 3x3) first
+    ((64, 16, 32, 32), (32, 16, 3, 3), 1, 1, False),  # the CIFAR-sized 3x3 at stride 1: F(2x2, 3x3)
+    ((1, 64, 56, 56), (64, 64, 3, 3), 1, 1, False),  # ResNet-18's at 56x56, batch 1 (64 channels): F(2x2, 3x3)
+    ((16, 128, 28, 28), (128, 128, 3, 3), 1, 1, False),  # ... at 28x28, batch 16 (3,136 tiles): F(2x2, 3x3)
+    ((1, 128, 28, 28), (128, 128, 3, 3), 1, 1, True),  # ... at batch 1 (196 tiles): strips
+    ((16, 256, 14, 14), (256, 256, 3, 3), 1, 1, True),  # ... at 14x14, batch 16 (784 tiles): strips
     ((4, 6, 20, 20), (16, 6, 5, 5), 1, 0, False),  # 16 filters fill 16 of 32 lanes
     ((4, 6, 20, 20), (24, 6, 5, 5), 1, 0, True),  # 24 of 32
     ((4, 6, 20, 20), (40, 6, 5, 5), 1, 0, False),  # 40 of 64
@@ -169,8 +173,9 @@ def test_strips_rule(x_shape, weight_shape, stride, padding, taken):
     """Which convolutions take the strips: float32, one group, wider than 1x1, a stride of 1 or
     2 along the rows, filters that fill three quarters of their pairs' lanes, at least 49 output
     pixels a plane, at stride 1 onto small outputs at least ``STRIPS_SMALL_MIN_TAPS`` taps, at
-    most ``STRIPS_MAX_SAMPLE_WEIGHT_BYTES`` of weights a sample, and not
-    where F(2x2, 3x3) is taken; never float64, and never with ``STRIPS`` off."""
+    most ``STRIPS_MAX_SAMPLE_WEIGHT_BYTES`` of weights a sample, and where F(2x2, 3x3) would
+    take it, only with many channels and few tiles (:func:`before_winograd`); never float64,
+    and never with ``STRIPS`` off."""
     groups = x_shape[1] // weight_shape[1]
     geometry = conv_geometry(x_shape, weight_shape, np.float32, stride, padding, 1, groups)
     out_shape = (x_shape[0], weight_shape[0]) + geometry.out_shape

@@ -55,6 +55,10 @@ STRIPS_MIN_PIXELS = 49
 #: (fewer than ``config.GEMM_MIN_COLUMNS`` pixels) that :func:`by_strips` takes: with fewer, the
 #: samples-innermost panels and the tiles keep up
 STRIPS_SMALL_MIN_TAPS = 1152
+#: the fewest input channels, and the most 2x2 output tiles a call, of a 3x3 convolution at
+#: stride 1 that the strips take before F(2x2, 3x3) (:func:`before_winograd`)
+STRIPS_BEFORE_WINOGRAD_CHANNELS = 128
+STRIPS_BEFORE_WINOGRAD_TILES = 784
 
 
 def strip_product(a, a_start, a_step, offsets, k, w, w_start, s, s_start, accumulate):
@@ -228,6 +232,18 @@ def by_strips(weight_shape, groups, stride, out_shape, itemsize):
         and filters >= STRIPS_MIN_FILL * PAIR * -(-filters // PAIR) \
         and pixels >= STRIPS_MIN_PIXELS and not (small and channels * kernel_h * kernel_w < STRIPS_SMALL_MIN_TAPS) \
         and filters * channels * kernel_h * kernel_w * itemsize <= STRIPS_MAX_SAMPLE_WEIGHT_BYTES * out_shape[0]
+
+
+def before_winograd(weight_shape, out_shape):
+    """Whether a convolution that both the strips (:func:`by_strips`) and F(2x2, 3x3) would
+    take goes to the strips: at least ``STRIPS_BEFORE_WINOGRAD_CHANNELS`` input channels and at
+    most ``STRIPS_BEFORE_WINOGRAD_TILES`` 2x2 output tiles in the call. There F(2x2, 3x3)'s
+    weight transform (16 values a filter and channel, each call) and its groups of tiles, few
+    an image, cost more than its 2.25 times fewer multiply-adds save: ResNet-18's 3x3 layers
+    at 28x28, batch 1, and at 14x14, batch 16, ran 0.90x and 0.91x by strips; at 56x56, batch 1
+    (64 channels), and at 28x28, batch 16 (3,136 tiles), 1.14x and 1.43x (``bench/strip_conv.py``)."""
+    tiles = out_shape[0] * -(-out_shape[2] // 2) * -(-out_shape[3] // 2)
+    return weight_shape[1] >= STRIPS_BEFORE_WINOGRAD_CHANNELS and tiles <= STRIPS_BEFORE_WINOGRAD_TILES
 
 
 def strip_geometry(channels, out_w, window):

@@ -96,7 +96,7 @@ from ._schedule import (
     run_split,
     shares,
 )
-from ._strips import _strip_forward_items, by_strips, strip_geometry, strip_weights, strip_work
+from ._strips import _strip_forward_items, before_winograd, by_strips, strip_geometry, strip_weights, strip_work
 from ._tiles import _tile_forward_items, by_tiles, tile_weights, tile_work
 from ._winograd import _winograd_forward_items, by_winograd, winograd_items, winograd_weights
 from .activation import _float64_sum
@@ -1211,7 +1211,7 @@ def _path_settings():
             _tiles.TILES_PANELS_MAX_TAPS, _tiles.TILES_STAGED_BYTES, _strips.STRIPS, _strips.STRIPS_MIN_FILL,
             _strips.STRIPS_CHUNK_BYTES, _strips.STRIPS_STAGED_BYTES, _strips.STRIPS_PER_PASS,
             _strips.STRIPS_MAX_SAMPLE_WEIGHT_BYTES, _strips.STRIPS_MIN_PIXELS,
-            _strips.STRIPS_SMALL_MIN_TAPS)
+            _strips.STRIPS_SMALL_MIN_TAPS, _strips.STRIPS_BEFORE_WINOGRAD_CHANNELS, _strips.STRIPS_BEFORE_WINOGRAD_TILES)
 
 
 def _gemm_visits(out_shape, weight_shape):
@@ -1244,8 +1244,9 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
                     (groups, blocks, by_filters, int(PANEL_CHUNK_BYTES)))
         return (_pointwise_forward_items, x_shape[0] * groups * blocks, workers,
                 (groups, blocks, by_filters, small_gemm))
+    strips = by_strips(weight_shape, groups, (stride_h, stride_w), out_shape, np.dtype(dtype).itemsize)
     if by_winograd(weight_shape, groups, (stride_h, stride_w), (dilation_h, dilation_w), out_shape,
-                   np.dtype(dtype).itemsize):
+                   np.dtype(dtype).itemsize) and not (strips and before_winograd(weight_shape, out_shape)):
         count, rows = winograd_items(x_shape[0], groups, out_shape, channels_per_group, workers,
                                      np.dtype(dtype).itemsize)
         return _winograd_forward_items, count, workers, (pad_h, pad_w, groups, *rows)
@@ -1254,7 +1255,7 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
         _by_panels(out_shape[3], kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, weight_bytes)
         or _few_channels_by_panels(weight_shape, groups, x_shape[0] * out_shape[2] * out_shape[3])
         and _panels_fit(weight_bytes))  # (taken from the direct loops)
-    if by_strips(weight_shape, groups, (stride_h, stride_w), out_shape, np.dtype(dtype).itemsize):
+    if strips:
         chunk, pass_rows = strip_geometry(channels_per_group, out_shape[3], kernel_h * kernel_w)
         span_w = (-(-out_shape[3] // 8) * 8 - 1) * stride_w + (kernel_w - 1) * dilation_w + 1
         count, rows = strip_work(x_shape[0], filters, channels_per_group, out_shape[2], span_w, stride_h,
