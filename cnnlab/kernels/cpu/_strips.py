@@ -30,7 +30,7 @@ from ... import config
 from .. import EPILOGUE_CLIP, EPILOGUE_NONE
 from ._epilogue import _finish_row
 from ._microkernel import VECTOR_BYTES, _summing_loop, _Vectors, available
-from ._tiles import TILE, _stage_rows, _store_finished, _transposed
+from ._tiles import TILE, _stage_rows, _store_finished, _transposed, packed_weights
 
 #: output pixels of a strip (a run of one output row)
 STRIP = 8
@@ -271,26 +271,11 @@ def strip_work(samples, filters, channels, out_h, span_w, rows_in, halo, workers
 
 
 def strip_weights(weight, shared=False):
-    """``weight`` (F, C, KH, KW) packed for :func:`strip_product`: pair ``g``'s 32 filters side by
-    side for each tap ``t`` (channel-major, as a weight's row), filter ``32 * g + l`` at
-    ``(g * taps + t) * 32 + l``, zeros past the last filter. Once a call, before the items
-    (``shared``, :func:`cnnlab.kernels.cpu.conv._run_forward`'s, is not needed)."""
-    filters = weight.shape[0]
-    packed = np.empty(-(-filters // PAIR) * PAIR * (weight.size // filters), weight.dtype)
-    _pack_pairs(weight.reshape(filters, -1), packed)
-    return packed
-
-
-@njit(cache=True)
-def _pack_pairs(rows, packed):
-    """:func:`strip_weights` of ``rows`` (F, taps) into ``packed``."""
-    filters, taps = rows.shape
-    for g in range((filters + PAIR - 1) // PAIR):
-        for t in range(taps):
-            at = (g * taps + t) * PAIR
-            for lane in range(PAIR):
-                f = g * PAIR + lane
-                packed[at + lane] = rows[f, t] if f < filters else 0
+    """``weight`` (F, C, KH, KW) packed for :func:`strip_product`: each tap's filters in pairs of
+    vectors side by side (:func:`cnnlab.kernels.cpu._tiles.packed_weights` in 32 lanes). Once a
+    call, before the items (``shared``, :func:`cnnlab.kernels.cpu.conv._run_forward`'s, is not
+    needed)."""
+    return packed_weights(weight, PAIR)
 
 
 @njit(cache=True, nogil=True)

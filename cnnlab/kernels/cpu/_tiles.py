@@ -291,26 +291,46 @@ def tile_work(samples, filters, channels, out_h, out_w, span_w, rows_in, halo, w
 
 
 def tile_weights(weight, shared=False):
-    """``weight`` (F, C, KH, KW) packed for :func:`tile_product`: tile ``ft``'s 16 filters side by
-    side for each tap ``t`` (channel-major, as a weight's row), filter ``16 * ft + l`` at
-    ``(ft * taps + t) * 16 + l``, zeros past the last filter. Once a call, before the items
-    (``shared``, :func:`cnnlab.kernels.cpu.conv._run_forward`'s, is not needed)."""
+    """``weight`` (F, C, KH, KW) packed for :func:`tile_product` (:func:`packed_weights` in 16
+    lanes). Once a call, before the items (``shared``,
+    :func:`cnnlab.kernels.cpu.conv._run_forward`'s, is not needed)."""
+    return packed_weights(weight, TILE)
+
+
+def packed_weights(weight, lanes):
+    """``weight`` (F, C, KH, KW) with the filters in groups of ``lanes`` side by side for each
+    tap ``t`` (channel-major, as a weight's row): filter ``lanes * g + l`` at ``(g * taps + t) *
+    lanes + l``, zeros past the last filter. The tiles' weights (16 lanes) and the strips' (32:
+    ``lanes`` is one of the two)."""
     filters = weight.shape[0]
-    packed = np.empty(-(-filters // TILE) * TILE * (weight.size // filters), weight.dtype)
-    _pack_tiles(weight.reshape(filters, -1), packed)
+    packed = np.empty(-(-filters // lanes) * lanes * (weight.size // filters), weight.dtype)
+    (_pack_16 if lanes == 16 else _pack_32)(weight.reshape(filters, -1), packed)
     return packed
 
 
 @njit(cache=True)
-def _pack_tiles(rows, packed):
-    """:func:`tile_weights` of ``rows`` (F, taps) into ``packed``: each tap's 16 values written
-    side by side (one cache line), the 16 rows read along."""
+def _pack_16(rows, packed):
+    """:func:`packed_weights` in 16 lanes (a constant: the loops compile for it, twice as fast
+    as for a lane count passed in)."""
+    _pack_lanes(rows, packed, 16)
+
+
+@njit(cache=True)
+def _pack_32(rows, packed):
+    """:func:`packed_weights` in 32 lanes."""
+    _pack_lanes(rows, packed, 32)
+
+
+@njit(inline="always")
+def _pack_lanes(rows, packed, lanes):
+    """:func:`packed_weights` of ``rows`` (F, taps) into ``packed``: each tap's ``lanes`` values
+    written side by side, the rows read along."""
     filters, taps = rows.shape
-    for ft in range((filters + 15) // 16):
+    for g in range((filters + lanes - 1) // lanes):
         for t in range(taps):
-            at = (ft * taps + t) * 16
-            for lane in range(16):
-                f = ft * 16 + lane
+            at = (g * taps + t) * lanes
+            for lane in range(lanes):
+                f = g * lanes + lane
                 packed[at + lane] = rows[f, t] if f < filters else 0
 
 
