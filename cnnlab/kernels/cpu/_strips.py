@@ -14,8 +14,8 @@ buffer round in registers (the tiles' transpose), applies the epilogue and store
 16 pixels into its output plane.
 
 On the ``strided`` reference convolution (32 to 64 channels, 3x3 at stride 2 onto 32x32) one
-thread summed at 90-96 GMAC/s with 8 channels a chunk against the tiles' 67-70 on the same copied
-input (scratch timings); ``bench/strip_conv.py`` times the path against the one each
+thread summed at 90-96 GMAC/s with 8 to 16 channels a chunk against the tiles' 67-70 on the same
+copied input (scratch timings); ``bench/strip_conv.py`` times the path against the one each
 convolution takes without it.
 """
 
@@ -309,7 +309,8 @@ def _strip_forward_items(x, packed, scale, shift, residual, has_residual, activa
     for t in range(chunk * window):
         c, i, j = t // window, (t // kernel_w) % kernel_h, t % kernel_w
         offsets[t] = (c * span_h + i * dilation_h) * span_w + j * dilation_w
-    sums = np.empty(pass_rows * wide * PAIR + TILE * PAIR, x.dtype)  # (a finish reads 16 pixels' rows)
+    # (a finish reads 16 pixels' rows: past the pass's last strip, zeros, never garbage that is slow to compute with)
+    sums = np.zeros(pass_rows * wide * PAIR + TILE * PAIR, x.dtype)
     plane = out_h * out_w
     flat_out, flat_residual = out.reshape(-1), residual.reshape(-1)
     in_kernel = activation == EPILOGUE_NONE or activation == EPILOGUE_CLIP

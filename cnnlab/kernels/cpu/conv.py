@@ -29,7 +29,10 @@ micro-kernel (:mod:`._microkernel`); so do the small outputs' path
 (:func:`_interleaved_by_panels`) and the weight gradient (:func:`_weight_gradient_by_panels`).
 A 3x3 convolution at stride 1 with enough channels and tiles takes Winograd's F(2x2, 3x3)
 instead (:mod:`._winograd`, chosen by :func:`by_winograd`): 16 multiply-adds a 2x2 block of
-outputs and channel where the others take 36.
+outputs and channel where the others take 36. With AVX-512, float32 convolutions of enough
+filters go by strips of 8 output pixels and 32 filters, the channels a chunk at a time
+(:mod:`._strips`, :func:`by_strips`, looked at after F(2x2, 3x3) and before the panels), and
+others a tile fits by tiles of 16 pixels and 16 filters (:mod:`._tiles`, :func:`by_tiles`).
 
 Three kinds of convolution take other paths: a 1x1 convolution at stride 1 needs no im2col (its
 input is its column matrix); a depthwise one, or one with few input channels per group, is
@@ -96,7 +99,7 @@ from ._schedule import (
     run_split,
     shares,
 )
-from ._strips import _strip_forward_items, before_winograd, by_strips, strip_geometry, strip_weights, strip_work
+from ._strips import STRIP, _strip_forward_items, before_winograd, by_strips, strip_geometry, strip_weights, strip_work
 from ._tiles import _tile_forward_items, by_tiles, tile_weights, tile_work
 from ._winograd import _winograd_forward_items, by_winograd, winograd_items, winograd_weights
 from .activation import _float64_sum
@@ -1257,7 +1260,7 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
         and _panels_fit(weight_bytes))  # (taken from the direct loops)
     if strips:
         chunk, pass_rows = strip_geometry(channels_per_group, out_shape[3], kernel_h * kernel_w)
-        span_w = (-(-out_shape[3] // 8) * 8 - 1) * stride_w + (kernel_w - 1) * dilation_w + 1
+        span_w = (-(-out_shape[3] // STRIP) * STRIP - 1) * stride_w + (kernel_w - 1) * dilation_w + 1
         count, rows = strip_work(x_shape[0], filters, channels_per_group, out_shape[2], span_w, stride_h,
                                  (kernel_h - 1) * dilation_h, workers)
         return (_strip_forward_items, count, workers,
