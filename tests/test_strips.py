@@ -152,12 +152,16 @@ def test_convolution_by_strips_matches_loops(samples, channels, kh, kw, sh, sw, 
     ((1, 64, 56, 56), (128, 64, 3, 3), 2, 1, True),  # ResNet-18's stride-2 layers at batch 1
     ((1, 128, 28, 28), (256, 128, 3, 3), 2, 1, True),  # ... 1.2 MB of weights
     ((1, 256, 14, 14), (512, 256, 3, 3), 2, 1, False),  # ... 4.7 MB of weights for one sample
+    ((1, 256, 14, 14), (256, 256, 3, 3), 1, 1, False),  # its 14x14 3x3 layers at batch 1: 2.4 MB
+    ((2, 256, 14, 14), (256, 256, 3, 3), 1, 1, True),  # ... at batch 2: 1.2 MB a sample
     ((16, 256, 14, 14), (512, 256, 3, 3), 2, 1, True),  # ... for 16, onto 7x7
     ((1, 512, 9, 9), (512, 512, 3, 3), 1, 0, False),  # 9.4 MB for one sample
     ((32, 64, 10, 10), (64, 64, 3, 3), 1, 0, False),  # 8x8 outputs at stride 1, 576 taps: the panels'
     ((32, 128, 10, 10), (128, 128, 3, 3), 1, 0, True),  # ... 1,152 taps
     ((32, 64, 18, 18), (64, 64, 3, 3), 2, 1, True),  # 8x8 outputs at stride 2
-    ((32, 64, 6, 6), (64, 64, 3, 3), 1, 0, False),  # 4x4 outputs: fewer than 49 pixels
+    ((32, 64, 6, 6), (64, 64, 3, 3), 1, 0, False),  # 4x4 outputs at stride 1, 576 taps
+    ((16, 256, 6, 6), (256, 256, 3, 3), 1, 0, False),  # ... of 2,304 taps: fewer than 49 pixels
+    ((16, 256, 15, 15), (256, 256, 3, 3), 2, 0, True),  # 7x7 outputs (49 pixels) at stride 2
     ((64, 16, 32, 32), (32, 16, 3, 3), 1, 1, False),  # the CIFAR-sized 3x3 at stride 1: F(2x2, 3x3)
     ((1, 64, 56, 56), (64, 64, 3, 3), 1, 1, False),  # ResNet-18's at 56x56, batch 1 (64 channels): F(2x2, 3x3)
     ((16, 128, 28, 28), (128, 128, 3, 3), 1, 1, False),  # ... at 28x28, batch 16 (3,136 tiles): F(2x2, 3x3)
