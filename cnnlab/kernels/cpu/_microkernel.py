@@ -453,5 +453,19 @@ def pack_rows(matrix, packed):
                 packed[base + i * MR + r] = matrix[row, i] if row < m else 0
 
 
+@njit(cache=True)
+def window_offsets(offsets, kernel_h, kernel_w, dilation_h, dilation_w, plane_h, line, scale):
+    """``offsets[t]`` for each tap ``t`` of a window (channel-major, as a weight's row: channel
+    ``c``, window row ``i`` and column ``j``), the tap's place from the window's first value,
+    ``((c * plane_h + i * dilation_h) * line + j * dilation_w) * scale``: in planes of
+    ``plane_h`` rows ``line`` values apart, each position ``scale`` values (the samples laid
+    innermost) or one. The taps' offsets that :func:`tap_product` and the tiles' and strips'
+    kernels take."""
+    window = kernel_h * kernel_w
+    for t in range(offsets.shape[0]):
+        c, i, j = t // window, (t // kernel_w) % kernel_h, t % kernel_w
+        offsets[t] = ((c * plane_h + i * dilation_h) * line + j * dilation_w) * scale
+
+
 __all__ = ["DOT_ROWS", "DOT_TAPS", "MR", "NV", "PANEL_BYTES", "VECTOR_BYTES", "available", "pack_rows", "panel_width",
-           "register_block", "tap_dots", "tap_product", "tap_rows"]
+           "register_block", "tap_dots", "tap_product", "tap_rows", "window_offsets"]

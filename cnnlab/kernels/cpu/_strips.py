@@ -29,7 +29,7 @@ from numba.extending import intrinsic, overload
 from ... import config
 from .. import EPILOGUE_CLIP, EPILOGUE_NONE
 from ._epilogue import _finish_row
-from ._microkernel import VECTOR_BYTES, _summing_loop, _Vectors, available
+from ._microkernel import VECTOR_BYTES, _summing_loop, _Vectors, available, window_offsets
 from ._tiles import TILE, _stage_rows, _store_finished, _transposed, packed_weights
 
 #: output pixels of a strip (a run of one output row)
@@ -306,9 +306,7 @@ def _strip_forward_items(x, packed, scale, shift, residual, has_residual, activa
     plane_in = span_h * span_w
     staged = np.zeros(channels * plane_in, x.dtype)
     offsets = np.empty(chunk * window, np.uint64)  # (a chunk's taps, from its first channel)
-    for t in range(chunk * window):
-        c, i, j = t // window, (t // kernel_w) % kernel_h, t % kernel_w
-        offsets[t] = (c * span_h + i * dilation_h) * span_w + j * dilation_w
+    window_offsets(offsets, kernel_h, kernel_w, dilation_h, dilation_w, span_h, span_w, 1)
     # (a finish reads 16 pixels' rows: past the pass's last strip, zeros, never garbage that is slow to compute with)
     sums = np.zeros(pass_rows * wide * PAIR + TILE * PAIR, x.dtype)
     plane = out_h * out_w

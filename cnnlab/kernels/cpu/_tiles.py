@@ -34,7 +34,7 @@ from numba.extending import intrinsic, overload
 from ... import config
 from .. import EPILOGUE_CLIP, EPILOGUE_NONE
 from ._epilogue import _finish_row
-from ._microkernel import VECTOR_BYTES, _summing_loop, _Vectors, _when, available
+from ._microkernel import VECTOR_BYTES, _summing_loop, _Vectors, _when, available, window_offsets
 
 #: pixels and filters of a tile: float32 lanes of a 512-bit vector
 TILE = 16
@@ -363,9 +363,7 @@ def _tile_forward_items(x, packed, scale, shift, residual, has_residual, activat
     staged = np.zeros(channels * span_h * span_w if padded else 1, x.dtype)
     source = staged if padded else x.reshape(-1)
     offsets = np.empty(taps, np.uint64)
-    for t in range(taps):
-        c, i, j = t // (kernel_h * kernel_w), (t // kernel_w) % kernel_h, t % kernel_w
-        offsets[t] = (c * span_h + i * dilation_h) * line + j * dilation_w
+    window_offsets(offsets, kernel_h, kernel_w, dilation_h, dilation_w, span_h, line, 1)
     plane = out_h * out_w
     flat_out, flat_residual = out.reshape(-1), residual.reshape(-1)
     in_kernel = activation == EPILOGUE_NONE or activation == EPILOGUE_CLIP

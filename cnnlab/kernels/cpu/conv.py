@@ -79,6 +79,7 @@ from ._microkernel import (
     tap_dots,
     tap_product,
     tap_rows,
+    window_offsets,
 )
 from ._microkernel import available as panels_available
 from ._planes import (
@@ -784,10 +785,7 @@ def _interleaved_panel_items(x, weight, scale, shift, residual, has_residual, ac
         pitch = (run + nr - 1) // nr * nr  # ... and their place in the product
         wide = out_h * pitch
         if count != offsets_count:  # (three divisions a tap: 11 us a call on LeNet's second layer, made once)
-            for t in range(taps):
-                i, j = (t // kernel_w) % kernel_h, t % kernel_w
-                tap_offsets[t] = (((t // (kernel_h * kernel_w)) * span_h + i * dilation_h) * span_w
-                                  + j * dilation_w) * count
+            window_offsets(tap_offsets, kernel_h, kernel_w, dilation_h, dilation_w, span_h, span_w, count)
             offsets_count = count
         for r in range(out_h):
             for start in range(0, run, nr):
