@@ -21,7 +21,7 @@ import numpy as np
 
 import cnnlab.functional as F
 from cnnlab.bench.measuring import kernel_bench_arguments, median_call_seconds
-from cnnlab.bench.ops import REFERENCE_SHAPES
+from cnnlab.bench.ops import REFERENCE_SHAPES, forward_path
 from cnnlab.functional.conv import conv_geometry
 from cnnlab.kernels.cpu import _winograd as winograd
 from cnnlab.kernels.cpu import conv as cpu_conv
@@ -56,17 +56,15 @@ LAYERS = {
 def _path(x, weight, stride, padding, backward):
     """The items function the forward convolution takes (or, with ``backward``, whether the
     weight gradient takes its dot products by panels)."""
-    geometry = conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, 1, 1)
-    out_shape = (x.shape[0], weight.shape[0], *geometry.out_shape)
     if backward:
+        geometry = conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, 1, 1)
+        out_shape = (x.shape[0], weight.shape[0], *geometry.out_shape)
         pitch = cpu_conv._plane_extent(out_shape[3], weight.shape[3], stride, 1)
         block_rows = geometry.args[7]
         dots = cpu_conv._weight_gradient_by_panels(out_shape[3], weight.shape[3], stride, stride, 1, weight.nbytes,
                                                    min(block_rows, out_shape[2]) * pitch)
         return "weight gradient by panels" if dots else "weight gradient by GEMM"
-    work = cpu_conv._forward_work(x.shape, weight.shape, out_shape, *geometry.args, geometry.filter_blocks,
-                                  geometry.sample_block, dtype=x.dtype)
-    return work[0].py_func.__name__
+    return forward_path(x, weight, stride, padding)
 
 
 def main():

@@ -12,16 +12,10 @@ with AVX-512.
 """
 
 import argparse
-import statistics
 
-import numpy as np
-
-import cnnlab.functional as F
-from cnnlab.bench.measuring import kernel_bench_arguments, timed_runs
-from cnnlab.bench.ops import REFERENCE_SHAPES
-from cnnlab.functional.conv import conv_geometry
+from cnnlab.bench.measuring import kernel_bench_arguments
+from cnnlab.bench.ops import REFERENCE_SHAPES, path_against_before
 from cnnlab.kernels.cpu import _strips, _winograd
-from cnnlab.kernels.cpu import conv as conv_kernels
 
 # name: (samples, channels, height, width, filters, window, stride, padding)
 LAYERS = {
@@ -52,33 +46,7 @@ LAYERS = {
     "resnet 128->256 s2 b16": (16, 128, 28, 28, 256, 3, 2, 1),
     "resnet 256->512 s2 b16": (16, 256, 14, 14, 512, 3, 2, 1),
 }
-WAYS = ("before", "strips")
 LIMITS = ("STRIPS", "STRIPS_MAX_SAMPLE_WEIGHT_BYTES", "STRIPS_MIN_PIXELS", "STRIPS_SMALL_MIN_TAPS")
-
-
-def _path(x, weight, stride, padding):
-    """The items function the forward convolution takes, as the settings now stand."""
-    geometry = conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, 1, 1)
-    out_shape = (x.shape[0], weight.shape[0], *geometry.out_shape)
-    work = conv_kernels._forward_work(x.shape, weight.shape, out_shape, *geometry.args, geometry.filter_blocks,
-                                      geometry.sample_block, dtype=x.dtype)
-    return work[0].py_func.__name__
-
-
-def _set(way, saved):
-    """The module settings for ``way``: the strips off, or on with their limits lifted and
-    F(2x2, 3x3) off."""
-    values = (True, 1 << 40, 0, 0) if way == "strips" else (False, *saved[1:len(LIMITS)])
-    for name, value in zip(LIMITS, values):
-        setattr(_strips, name, value)
-    _winograd.WINOGRAD = saved[-1] and way != "strips"
-
-
-def _restore(saved):
-    """The module settings as they were before the bench."""
-    for name, value in zip(LIMITS, saved):
-        setattr(_strips, name, value)
-    _winograd.WINOGRAD = saved[-1]
 
 
 def main():
@@ -90,37 +58,18 @@ def main():
         parser.error("--rounds must be at least 1")
     if not _strips.by_strips((64, 32, 3, 3), 1, (2, 2), (32, 64, 32, 32), 4):
         parser.error("this processor does not take the strips' path (it needs AVX-512)")
-    rng = np.random.default_rng(0)
     print(f"convolutions by strips, {args.threads} threads: median ms of {args.repeat} calls, {args.rounds} rounds")
-    print(f"{'layer':>24}  {'path before':>28}  {'before':>16}  {'strips':>16}  ratio  rule")
     saved = (*(getattr(_strips, name) for name in LIMITS), _winograd.WINOGRAD)
-    try:
-        for name in args.layers:
-            samples, channels, height, width, filters, window, stride, padding = LAYERS[name]
-            x = rng.standard_normal((samples, channels, height, width)).astype(np.float32)
-            weight = (rng.standard_normal((filters, channels, window, window)) / window / np.sqrt(channels)) \
-                .astype(np.float32)
-            bias = rng.standard_normal(filters).astype(np.float32)
-            taken = _path(x, weight, stride, padding) == "_strip_forward_items"
-            _set("before", saved)
-            before = _path(x, weight, stride, padding)
-            times = {way: [] for way in WAYS}
-            for _ in range(args.rounds):
-                for way in WAYS:
-                    _set(way, saved)
 
-                    def call():
-                        return F.conv2d(x, weight, bias, stride=stride, padding=padding, activation="relu")
+    def set_way(way):  # (the strips off; on, their limits lifted and F(2x2, 3x3) off; as found)
+        values = saved if way is None else (True, 1 << 40, 0, 0, False) if way == "path" \
+            else (False, *saved[1:])
+        for name, value in zip(LIMITS, values):
+            setattr(_strips, name, value)
+        _winograd.WINOGRAD = values[-1]
 
-                    call()
-                    times[way].append(statistics.median(timed_runs(call, args.repeat)[2]) * 1e3)
-            _restore(saved)
-            ratio = min(times["strips"]) / min(times["before"])
-            print(f"{name:>24}  {before:>28}  {', '.join(f'{t:.3f}' for t in times['before']):>16}  "
-                  f"{', '.join(f'{t:.3f}' for t in times['strips']):>16}  {ratio:.2f}x  {'strips' if taken else '-'}",
-                  flush=True)
-    finally:
-        _restore(saved)
+    path_against_before([(name, LAYERS[name]) for name in args.layers], "_strip_forward_items", "strips", set_way,
+                        args.rounds, args.repeat)
 
 
 if __name__ == "__main__":

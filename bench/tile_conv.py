@@ -12,16 +12,10 @@ with AVX-512.
 """
 
 import argparse
-import statistics
 
-import numpy as np
-
-import cnnlab.functional as F
-from cnnlab.bench.measuring import kernel_bench_arguments, timed_runs
-from cnnlab.bench.ops import REFERENCE_SHAPES
-from cnnlab.functional.conv import conv_geometry
+from cnnlab.bench.measuring import kernel_bench_arguments
+from cnnlab.bench.ops import REFERENCE_SHAPES, path_against_before
 from cnnlab.kernels.cpu import _tiles
-from cnnlab.kernels.cpu import conv as conv_kernels
 
 # name: (samples, channels, height, width, filters, window, stride, padding)
 LAYERS = {
@@ -46,16 +40,6 @@ LAYERS = {
     "48->64 s2 b16": (16, 48, 64, 64, 64, 3, 2, 1),
     "16->64 s2 b32": (32, 16, 64, 64, 64, 3, 2, 1),
 }
-WAYS = ("before", "tiles")
-
-
-def _path(x, weight, stride, padding):
-    """The items function the forward convolution takes, as the settings now stand."""
-    geometry = conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, 1, 1)
-    out_shape = (x.shape[0], weight.shape[0], *geometry.out_shape)
-    work = conv_kernels._forward_work(x.shape, weight.shape, out_shape, *geometry.args, geometry.filter_blocks,
-                                      geometry.sample_block, dtype=x.dtype)
-    return work[0].py_func.__name__
 
 
 def main():
@@ -67,37 +51,15 @@ def main():
         parser.error("--rounds must be at least 1")
     if not _tiles.by_tiles((16, 6, 5, 5), 1, (1, 1), (64, 16, 8, 8), 4):
         parser.error("this processor does not take the tiles' path (it needs AVX-512)")
-    rng = np.random.default_rng(0)
     print(f"convolutions by tiles, {args.threads} threads: median ms of {args.repeat} calls, {args.rounds} rounds")
-    print(f"{'layer':>26}  {'path before':>28}  {'before':>16}  {'tiles':>16}  ratio  rule")
     saved = _tiles.TILES, _tiles.TILES_MIN_FILL, _tiles.TILES_SMALL_MAX_TAPS
-    try:
-        for name in args.layers:
-            samples, channels, height, width, filters, window, stride, padding = LAYERS[name]
-            x = rng.standard_normal((samples, channels, height, width)).astype(np.float32)
-            weight = (rng.standard_normal((filters, channels, window, window)) / window).astype(np.float32)
-            bias = rng.standard_normal(filters).astype(np.float32)
-            taken = _path(x, weight, stride, padding) == "_tile_forward_items"
-            _tiles.TILES = False
-            before = _path(x, weight, stride, padding)
-            times = {way: [] for way in WAYS}
-            for _ in range(args.rounds):
-                for way in WAYS:
-                    _tiles.TILES, _tiles.TILES_MIN_FILL, _tiles.TILES_SMALL_MAX_TAPS = \
-                        (True, 0.0, 1 << 30) if way == "tiles" else (False, *saved[1:])
 
-                    def call():
-                        return F.conv2d(x, weight, bias, stride=stride, padding=padding, activation="relu")
+    def set_way(way):  # (the tiles off; on, the rule's other limits lifted; as found)
+        _tiles.TILES, _tiles.TILES_MIN_FILL, _tiles.TILES_SMALL_MAX_TAPS = \
+            saved if way is None else (True, 0.0, 1 << 30) if way == "path" else (False, *saved[1:])
 
-                    call()
-                    times[way].append(statistics.median(timed_runs(call, args.repeat)[2]) * 1e3)
-            _tiles.TILES, _tiles.TILES_MIN_FILL, _tiles.TILES_SMALL_MAX_TAPS = saved
-            ratio = min(times["tiles"]) / min(times["before"])
-            print(f"{name:>26}  {before:>28}  {', '.join(f'{t:.3f}' for t in times['before']):>16}  "
-                  f"{', '.join(f'{t:.3f}' for t in times['tiles']):>16}  {ratio:.2f}x  {'tiles' if taken else '-'}",
-                  flush=True)
-    finally:
-        _tiles.TILES, _tiles.TILES_MIN_FILL, _tiles.TILES_SMALL_MAX_TAPS = saved
+    path_against_before([(name, LAYERS[name]) for name in args.layers], "_tile_forward_items", "tiles", set_way,
+                        args.rounds, args.repeat)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 """The network ops (conv2d, its backward pass, pooling, ReLU, a dense layer) timed on the
 reference shapes against PyTorch and scipy.signal."""
 
+import statistics
+
 import numpy as np
 
 import cnnlab
 import cnnlab.functional as F
 
-from .measuring import import_torch, measure, pause
+from ..functional.conv import conv_geometry
+from ..kernels import cpu as cpu_kernels
+from .measuring import import_torch, measure, pause, timed_runs
 
 # The design's reference shapes: (N, C, H, W, filters, kernel, stride, padding)
 REFERENCE_SHAPES = {
@@ -202,3 +206,54 @@ def _scipy_conv2d(x, weight, bias, stride, padding):
             planes.append(plane[::stride, ::stride] + bias[f])
         out.append(planes)
     return np.array(out)
+
+
+def forward_path(x, weight, stride, padding):
+    """The name of the items function ``cnnlab.functional.conv2d`` runs on the CPU for ``x`` and
+    ``weight`` (one group, no dilation) as the kernels' settings now stand."""
+    geometry = conv_geometry(x.shape, weight.shape, x.dtype, stride, padding, 1, 1)
+    out_shape = (x.shape[0], weight.shape[0], *geometry.out_shape)
+    work = cpu_kernels.conv2d_forward_work(x.shape, weight.shape, out_shape, *geometry.args, geometry.filter_blocks,
+                                           geometry.sample_block, dtype=x.dtype)
+    return work[0].py_func.__name__
+
+
+def path_against_before(layers, path, label, set_way, rounds, repeat):
+    """A forward convolution path against the one each layer takes without it: for each
+    ``(name, (samples, channels, height, width, filters, window, stride, padding))`` of
+    ``layers``, prints the path without it, the median milliseconds of ``repeat`` calls of
+    ``cnnlab.functional.conv2d`` (float32, with its bias and a ReLU, a new output each call)
+    without it and by it, alternating for ``rounds`` rounds, the ratio of the best rounds and
+    whether the rule as found takes ``path`` (the items function's name; ``label`` names it in
+    the table). ``set_way(way)`` sets
+    the kernels' settings for ``"before"`` (the path off) or ``"path"`` (on, every layer by
+    it), or, for None, back as they were found; they are left so."""
+    rng = np.random.default_rng(0)
+    width = max(len(name) for name, _ in layers)
+    print(f"{'layer':>{width}}  {'path before':>28}  {'before':>16}  {label:>16}  ratio  rule")
+    try:
+        for name, (samples, channels, height, image_w, filters, window, stride, padding) in layers:
+            x = rng.standard_normal((samples, channels, height, image_w)).astype(np.float32)
+            weight = (rng.standard_normal((filters, channels, window, window)) / window / np.sqrt(channels)) \
+                .astype(np.float32)
+            bias = rng.standard_normal(filters).astype(np.float32)
+            taken = forward_path(x, weight, stride, padding) == path
+            set_way("before")
+            before = forward_path(x, weight, stride, padding)
+            times = {"before": [], "path": []}
+            for _ in range(rounds):
+                for way in times:
+                    set_way(way)
+
+                    def call():
+                        return F.conv2d(x, weight, bias, stride=stride, padding=padding, activation="relu")
+
+                    call()
+                    times[way].append(statistics.median(timed_runs(call, repeat)[2]) * 1e3)
+            set_way(None)
+            ratio = min(times["path"]) / min(times["before"])
+            print(f"{name:>{width}}  {before:>28}  {', '.join(f'{t:.3f}' for t in times['before']):>16}  "
+                  f"{', '.join(f'{t:.3f}' for t in times['path']):>16}  {ratio:.2f}x  {label if taken else '-'}",
+                  flush=True)
+    finally:
+        set_way(None)
