@@ -30,7 +30,7 @@ from ... import config
 from .. import EPILOGUE_CLIP, EPILOGUE_NONE
 from ._epilogue import _finish_row
 from ._microkernel import VECTOR_BYTES, _summing_loop, _Vectors, available, window_offsets
-from ._tiles import TILE, _stage_rows, _store_finished, _transposed, packed_weights
+from ._tiles import TILE, _stage_rows, _store_finished, _transposed, block_items, packed_weights
 
 #: output pixels of a strip (a run of one output row)
 STRIP = 8
@@ -261,13 +261,8 @@ def strip_work(samples, filters, channels, out_h, span_w, rows_in, halo, workers
     rows and a pair of filter vectors. Whole samples where there are at least two items a
     thread; else the rows in as many blocks as make that many. Fewer rows where an item's input
     rows (every channel's) would be more than ``STRIPS_STAGED_BYTES``."""
-    pairs = -(-filters // PAIR)
-    blocks = min(out_h, max(1, -(-2 * workers // (samples * pairs))))
-    per_row = channels * rows_in * span_w * 4
-    fitting = max(1, (STRIPS_STAGED_BYTES - channels * halo * span_w * 4) // per_row)
-    blocks = max(blocks, -(-out_h // fitting))
-    block = -(-out_h // blocks)
-    return samples * -(-out_h // block) * pairs, block
+    return block_items(samples, -(-filters // PAIR), out_h, 1, channels * rows_in * span_w * 4,
+                       channels * halo * span_w * 4, STRIPS_STAGED_BYTES, workers)
 
 
 def strip_weights(weight, shared=False):

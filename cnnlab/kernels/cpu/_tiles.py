@@ -279,15 +279,23 @@ def tile_work(samples, filters, channels, out_h, out_w, span_w, rows_in, halo, w
     a thread; else the rows in as many blocks as make that many. Fewer rows where an item's
     input rows (every channel's) would be more than ``TILES_STAGED_BYTES``: with padding, the
     copy it reads from."""
-    rows = tile_rows(out_w)
-    filter_tiles = -(-filters // TILE)
-    tile_count = -(-out_h // rows)
-    blocks = min(tile_count, max(1, -(-2 * workers // (samples * filter_tiles))))
-    per_tile_row = channels * rows * rows_in * span_w * 4
-    fitting = max(1, (TILES_STAGED_BYTES - channels * halo * span_w * 4) // per_tile_row)
-    blocks = max(blocks, -(-tile_count // fitting))
-    block = -(-tile_count // blocks) * rows
-    return samples * -(-out_h // block) * filter_tiles, block
+    return block_items(samples, -(-filters // TILE), out_h, tile_rows(out_w), channels * rows_in * span_w * 4,
+                       channels * halo * span_w * 4, TILES_STAGED_BYTES, workers)
+
+
+def block_items(samples, filter_groups, out_h, rows, row_bytes, halo_bytes, limit, workers):
+    """``(item count, output rows an item takes)`` where an item is a sample, a block of output
+    rows (whole units of ``rows`` rows) and a group of filters (``filter_groups`` a sample), the
+    groups innermost: whole samples where there are at least two items a thread; else the rows
+    in as many blocks as make that many; fewer rows where an item's input rows, ``row_bytes`` an
+    output row and ``halo_bytes`` more, would pass ``limit`` bytes. The tiles' items
+    (:func:`tile_work`) and the strips' (:func:`cnnlab.kernels.cpu._strips.strip_work`)."""
+    units = -(-out_h // rows)
+    blocks = min(units, max(1, -(-2 * workers // (samples * filter_groups))))
+    fitting = max(1, (limit - halo_bytes) // (rows * row_bytes))
+    blocks = max(blocks, -(-units // fitting))
+    block = -(-units // blocks) * rows
+    return samples * -(-out_h // block) * filter_groups, block
 
 
 def tile_weights(weight, shared=False):
