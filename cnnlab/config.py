@@ -61,6 +61,11 @@ FUSE : bool
     Let the graph executor fuse, for inference, a ``Conv2D`` with the ``BatchNorm2D``, the
     two-input ``Add`` and the activation that follow it into one convolution call
     (:mod:`cnnlab.graph`). False runs every layer on its own (the same results, to rounding).
+PREPARE : bool
+    Let a model called again on host arrays of the same shapes run its inference plan
+    prepared for them (:mod:`cnnlab.prepared`): the fused steps' checks made once, their
+    outputs in arrays kept for those shapes. False walks the plan with every check at every
+    call (the same results).
 """
 
 _DEFAULTS = {
@@ -74,6 +79,7 @@ _DEFAULTS = {
     "CLAIM_MIN_WORK": 1 << 22,
     "GEMM_MIN_COLUMNS": 128,
     "FUSE": True,
+    "PREPARE": True,
     "LOADER_THREADS": 2,
     "PREFETCH_BATCHES": 4,
 }
@@ -88,6 +94,7 @@ WORKER_SPIN_LOOKS = _DEFAULTS["WORKER_SPIN_LOOKS"]
 CLAIM_MIN_WORK = _DEFAULTS["CLAIM_MIN_WORK"]
 GEMM_MIN_COLUMNS = _DEFAULTS["GEMM_MIN_COLUMNS"]
 FUSE = _DEFAULTS["FUSE"]
+PREPARE = _DEFAULTS["PREPARE"]
 LOADER_THREADS = _DEFAULTS["LOADER_THREADS"]
 PREFETCH_BATCHES = _DEFAULTS["PREFETCH_BATCHES"]
 

@@ -33,7 +33,35 @@ from .parallel import blas_limited, cpu_workers
 from .shapes import is_known
 
 __all__ = ["FusedStep", "FusedConv", "FusedConvPair", "FusedSqueeze", "FusedHead", "BufferPool", "fusion_plan",
-           "recyclable", "buffer_pool", "TrainingFusion", "training_fusion"]
+           "recyclable", "buffer_pool", "TrainingFusion", "training_fusion", "Prepared", "infer_node"]
+
+
+class Prepared(NamedTuple):
+    """A step made ready for calls on arrays of the shapes it was prepared for
+    (:meth:`FusedStep.prepare`).
+
+    ``run(inputs, out)`` writes the step's output for the arrays ``inputs`` into ``out`` and
+    returns it, checking nothing: the caller hands it arrays of the shapes, dtype and layout it
+    was prepared with. ``call()``, where not None, does the same on the very arrays it was
+    prepared with (its kernels' arguments made once). Both compute what the step's ``run``
+    would while ``mapping.get(key) is value`` for each ``(mapping, key, value)`` of ``same``
+    (the parameter arrays, layer attributes and nodes' layers the step read when it was
+    prepared) and ``function() == value`` for each ``(function, value)`` of ``equal`` (what is
+    worked out from them at each call: a fused activation), under the same kernel settings."""
+
+    run: object
+    call: object
+    same: tuple
+    equal: tuple
+
+
+def infer_node(node, values, pool):
+    """A node's output in inference (``layer.forward(x, False)``, looked up at the call), the
+    arrays its op allocates taken from ``pool`` when given."""
+    forward = node.layer.forward
+    if pool is not None:
+        return pool.lending(node.apply, lambda v: forward(v, False), values)
+    return node.apply(lambda v: forward(v, False), values)
 
 
 class FusedStep:
@@ -44,6 +72,16 @@ class FusedStep:
     takes_list = True
     members: list
     inputs: list
+
+    def prepare(self, inputs, out, take, fixed):
+        """A :class:`Prepared` form of the step for calls on arrays shaped as ``inputs`` (arrays
+        standing for its inputs) writing into arrays shaped as ``out``, with any scratch array
+        it needs from ``take(shape, dtype)`` (its own for the prepared form's calls; nothing
+        else is written there while it runs); with a ``call`` where ``fixed`` says that every
+        call passes these very arrays. None where the step has no such form or its last call
+        did not go straight to its kernels. A step prepares itself only once it has run on
+        arrays of these shapes."""
+        return None
 
 
 class FusedConv(FusedStep):
@@ -136,6 +174,71 @@ class FusedConv(FusedStep):
                          activation):
             return weight, shift, scale
         return None
+
+    def prepare(self, inputs, out, take, fixed):
+        """:meth:`FusedStep.prepare`: the bound call on its kernel (no gate)."""
+        residual = inputs[1] if self.add is not None else None
+        ready = self._ready(inputs[0], residual)
+        bound = self.bound
+        if ready is None or out.shape != bound.out_shape or out.dtype != bound.dtype:
+            return None
+        parameters, refresh, same, equal = ready
+        kernel = bound.kernel_call(inputs[0], *parameters, residual, out) if fixed else None
+        call = None
+        if kernel is not None:
+            def call():
+                if refresh is not None:
+                    refresh()
+                return kernel()
+        if residual is None:
+            def run(inputs, out):
+                if refresh is not None:
+                    refresh()
+                return bound(inputs[0], *parameters, None, out)
+        else:
+            def run(inputs, out):
+                if refresh is not None:
+                    refresh()
+                return bound(inputs[0], *parameters, inputs[1], out)
+        return Prepared(run, call, same, equal)
+
+    def _ready(self, x, residual=None):
+        """For :meth:`prepare`: ``(parameters, refresh, same, equal)`` where the bound call
+        accepts ``x`` and ``residual`` (None otherwise): the kernel's ``(weight, shift, scale)``;
+        with a normalization, ``refresh()`` folds it again into those ``shift`` and ``scale``
+        arrays (its arrays may be edited in place; called before each kernel call), else None;
+        ``same`` and ``equal`` as :class:`Prepared`'s."""
+        accepted = self.bound_arguments(x, residual)
+        if accepted is None:
+            return None
+        conv = self.layer
+        weight = accepted[0]
+        same = [(conv.params, "weight", weight), (conv.params, "bias", conv.params.get("bias"))]
+        same += [(vars(conv), name, getattr(conv, name)) for name in ("stride", "padding", "dilation", "groups")]
+        equal = []
+        if self.activation is not None:
+            activation = self.activation
+
+            def fused_activation():
+                return activation.layer.fused_activation()
+            equal.append((fused_activation, fused_activation()))
+        if self.norm is None:
+            return accepted, None, tuple(same), tuple(equal)
+        norm = self.norm.layer
+        arrays = (norm.params.get("weight"), norm.params.get("bias"), norm.buffers.get("running_mean"),
+                  norm.buffers.get("running_var"))
+        bias = conv.params.get("bias")
+        _, shift, scale = accepted
+        if any(type(a) is not np.ndarray for a in arrays + (bias if bias is not None else weight,)):
+            return None
+        same += [(vars(self.norm), "layer", norm), (norm.params, "weight", arrays[0]), (norm.params, "bias", arrays[1]),
+                 (norm.buffers, "running_mean", arrays[2]), (norm.buffers, "running_var", arrays[3]),
+                 (vars(norm), "eps", norm.eps)]
+        folded = arrays + (arrays[0] if bias is None else bias, bias is not None, float(norm.eps), scale, shift)
+
+        def refresh():
+            cpu_kernels.fold_batch_norm(*folded)
+        return accepted, refresh, tuple(same), tuple(equal)
 
     def _gated_weights(self, x, gates):
         """The weights with their input channels scaled by the gates, one array per row of
@@ -299,6 +402,79 @@ class FusedConvPair(FusedStep):
         self._give_back(pool, middle, between)
         return out
 
+    def prepare(self, inputs, out, take, fixed):
+        """:meth:`FusedStep.prepare`: the bound pair (and the third bound call after it, where it
+        did not join the pair), its outputs between the steps in arrays of ``take``."""
+        pair = self.pair
+        if pair is None or pair.first is not self.first.bound or pair.second is not self.second.bound \
+                or (pair.third is not None and pair.third is not self.third.bound):
+            return None
+        middle = take(pair.first.out_shape, pair.first.dtype)
+        between = out if self.third is None else take(pair.second.out_shape, pair.second.dtype)
+        readies = [self.first._ready(inputs[0]), self.second._ready(middle)]
+        residual = inputs[1] if self.third is not None and self.third.add is not None else None
+        if self.third is not None:
+            readies.append(self.third._ready(between, residual))
+            if out.shape != self.third.bound.out_shape or out.dtype != self.third.bound.dtype:
+                return None
+        if None in readies or between.shape != pair.second.out_shape or between.dtype != pair.second.dtype:
+            return None
+        parameters = [ready[0] for ready in readies]
+        refreshes = [ready[1] for ready in readies if ready[1] is not None]
+        if len(parameters) == 3 and pair.third is not None:
+            parameters[2] = parameters[2] + (residual,)
+        kernels = self._kernel_calls(pair, inputs[0], parameters, middle, between, residual, out) if fixed else None
+        run = self._prepared_run(pair, parameters, refreshes, middle, between, residual is not None)
+        call = None
+        if kernels is not None:
+            def call():
+                for refresh in refreshes:
+                    refresh()
+                result = None
+                for kernel in kernels:
+                    result = kernel()
+                return result
+        return Prepared(run, call, sum((ready[2] for ready in readies), ()), sum((ready[3] for ready in readies), ()))
+
+    def _kernel_calls(self, pair, x, parameters, middle, between, residual, out):
+        """The kernel calls (:meth:`BoundConvPair.kernel_call`, then the third step's
+        :meth:`BoundConv2d.kernel_call` where it did not join the pair) of :meth:`prepare` on
+        these very arrays, or None where one has no such form."""
+        if self.third is None:
+            return [pair.kernel_call(x, parameters[0], middle, parameters[1], out)]
+        if pair.third is not None:
+            return [pair.kernel_call(x, parameters[0], middle, parameters[1], between, parameters[2], out)]
+        kernels = [pair.kernel_call(x, parameters[0], middle, parameters[1], between),
+                   self.third.bound.kernel_call(between, *parameters[2], residual, out)]
+        return None if None in kernels else kernels
+
+    def _prepared_run(self, pair, parameters, refreshes, middle, between, has_residual):
+        """:meth:`prepare`'s ``run``: the pair's call (with each step's kernel ``parameters``)
+        and, where the third step did not join it, that step's bound call after it."""
+        first, second = parameters[:2]
+        if self.third is None:
+            def run(inputs, out):
+                for refresh in refreshes:
+                    refresh()
+                return pair(inputs[0], first, middle, second, out)
+        elif pair.third is not None:
+            third = parameters[2][:3]
+
+            def run(inputs, out):
+                for refresh in refreshes:
+                    refresh()
+                return pair(inputs[0], first, middle, second, between, third + (inputs[1] if has_residual else None,),
+                            out)
+        else:  # (the projection apart)
+            bound, third = self.third.bound, parameters[2]
+
+            def run(inputs, out):
+                for refresh in refreshes:
+                    refresh()
+                pair(inputs[0], first, middle, second, between)
+                return bound(between, *third, inputs[1] if has_residual else None, out)
+        return run
+
     @staticmethod
     def _give_back(pool, *buffers):
         """Give ``buffers`` back to ``pool`` (where there is one); None."""
@@ -445,6 +621,24 @@ class FusedHead(FusedStep):
         shift = bias if bias is not None else np.zeros(weight.shape[0], x.dtype)
         cpu_kernels.linear_forward(pooled, weight, shift, out, cpu_workers(shape[0] * weight.size))
         return out
+
+    def prepare(self, inputs, out, take, fixed):
+        """:meth:`FusedStep.prepare`: the pooling and the dense layer's kernel, the pooled
+        features in an array of ``take``."""
+        x, dense = inputs[0], self.layer
+        weight, bias = dense.params.get("weight"), dense.params.get("bias")
+        if not self._straight(x, weight, bias) or out.shape != (x.shape[0], weight.shape[0]) or out.dtype != x.dtype:
+            return None
+        pooled = take(x.shape[:2], x.dtype)
+        shift = bias if bias is not None else np.zeros(weight.shape[0], x.dtype)
+        workers = cpu_workers(out.shape[0] * weight.size)
+
+        def run(inputs, out):
+            cpu_kernels.global_avg_pool2d_forward(inputs[0], pooled)
+            cpu_kernels.linear_forward(pooled, weight, shift, out, workers)
+            return out
+        same = ((vars(self.dense), "layer", dense), (dense.params, "weight", weight), (dense.params, "bias", bias))
+        return Prepared(run, None, same, ())
 
     @staticmethod
     def _straight(x, weight, bias):

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
+
 from . import config, memory
 from . import functional as F
 from .device import is_gpu_array
-from .fusion import FusedConv, FusedStep, TrainingFusion, fusion_plan, recyclable, training_fusion
+from .fusion import FusedConv, FusedStep, TrainingFusion, fusion_plan, infer_node, recyclable, training_fusion
 from .parallel import single_threaded_blas
+from .prepared import prepared_record
 from .symbolic import Input, Node, SymbolicTensor, TensorSpec, as_tensor_list, call_layer, is_symbolic
 
 __all__ = ["Input", "SymbolicTensor", "Node", "Graph", "FusedConv", "is_symbolic"]
@@ -289,7 +292,7 @@ class Graph:
             layer = node.layer
             if id(node) in frozen:  # a frozen base: as in inference, nothing saved for backward
                 lender = pool if pool is not None and layer.returns_new_array and lends(id(node.output)) else None
-                return _infer_node(node, values, lender)
+                return infer_node(node, values, lender)
             if id(node) in seeds:
                 layer.step_seed = seeds[id(node)]
             try:
@@ -324,23 +327,38 @@ class Graph:
     def _infer(self, inputs, targets):
         """:meth:`forward` in inference without an observer or a seed: the steps of
         :meth:`inference_plan` over a schedule kept with the plan (:meth:`_inference_schedule`),
-        each output but the targets' from the buffer pool on the host."""
+        each output but the targets' from the buffer pool on the host; on host arrays of shapes
+        seen before, the plan prepared for them where it holds (:mod:`cnnlab.prepared`)."""
         on_host = not any(is_gpu_array(v) for v in inputs)
+        record = prepared_record(self, targets) if on_host else None
+        if record is not None:
+            result = record.run(self, inputs)
+            if result is not None:
+                return result
+        shapes = {} if record is not None and record.wants_shapes(inputs) else None
         pool = self.buffer_pool() if on_host else None
         values = {id(t): v for t, v in zip(self.inputs, inputs)}
+        if shapes is not None:
+            shapes.update((key, _host_spec(v)) for key, v in values.items())
         try:
             with single_threaded_blas() if on_host else contextlib.nullcontext(), F.conv.held_settings():
-                for node, fused, output, reads, lends, drops in self._inference_schedule(targets):
+                schedule = self._inference_schedule(targets)
+                for node, fused, output, reads, lends, drops in schedule:
                     lender = pool if lends else None
-                    inputs = list(map(values.__getitem__, reads))  # (no comprehension: one call less a step)
+                    arrays = list(map(values.__getitem__, reads))  # (no comprehension: one call less a step)
                     if fused:
-                        values[output] = node.run(inputs, None, lender)
+                        values[output] = node.run(arrays, None, lender)
                     else:
-                        values[output] = _infer_node(node, inputs, lender)
+                        values[output] = infer_node(node, arrays, lender)
+                    if shapes is not None:
+                        shapes[output] = _host_spec(values[output])
                     for key, reusable in drops:
                         value = values.pop(key)
                         if reusable and pool is not None:
                             pool.give(value)
+                if shapes is not None and None not in shapes.values():
+                    record.prepare(self._inference_steps(targets)[0], schedule, inputs, shapes, self.inputs)
+                    pool.clear()  # (the prepared plan has arrays of its own)
                 return [values[id(t)] for t in targets]
         finally:
             if pool is not None:
@@ -506,10 +524,6 @@ class Graph:
         return cls(inputs, [tensor(r) for r in config["outputs"]])
 
 
-def _infer_node(node, values, pool):
-    """A node's output in inference (``layer.forward(x, False)``, looked up at the call), the
-    arrays its op allocates taken from ``pool`` when given."""
-    forward = node.layer.forward
-    if pool is not None:
-        return pool.lending(node.apply, lambda v: forward(v, False), values)
-    return node.apply(lambda v: forward(v, False), values)
+def _host_spec(value):
+    """``(shape, dtype)`` of a host array, None for anything else (no prepared plan then)."""
+    return (value.shape, value.dtype) if type(value) is np.ndarray else None

@@ -132,6 +132,11 @@ class BufferPool:
         self.views = {key: views for key, views in self.views.items() if key in kept and len(views) <= _VIEWS_KEPT}
         self.used = set()
 
+    def clear(self):
+        """Let go of every buffer (those lent out now belong to whoever holds them)."""
+        self.free, self.views, self.used = {}, {}, set()
+        self.lent.clear()
+
     @property
     def nbytes(self):
         return sum(b.nbytes for buffers in self.free.values() for b in buffers)

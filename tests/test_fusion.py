@@ -444,10 +444,11 @@ def test_a_fused_output_read_through_a_view_is_not_reused():
     np.testing.assert_array_equal(first, kept)
 
 
-def test_an_output_read_through_a_view_takes_no_pooled_buffer():
+def test_an_output_read_through_a_view_takes_no_pooled_buffer(monkeypatch):
     """A step whose output only a view reads (pooled features under a Flatten) never gives its
     buffer back, so it takes none from the pool: a later call takes every buffer from those the
     last call left in the pool, which all stay there (none is lost, to be faulted in anew)."""
+    monkeypatch.setattr(config, "PREPARE", False)  # (the plain walk's pool: prepared plans keep arrays of their own)
     import weakref
 
     rng = np.random.default_rng(11)
@@ -602,9 +603,10 @@ def test_pool_hands_out_its_views_again_and_reclaims_buffers_that_have_several()
     assert pool.views == {}  # the buffers this call did not give back are the caller's
 
 
-def test_steps_other_than_convolutions_write_into_pooled_buffers():
+def test_steps_other_than_convolutions_write_into_pooled_buffers(monkeypatch):
     """Concatenation, addition, pooling and resizing steps take their outputs from the pool on
     later calls, and the results stay those of every node on its own."""
+    monkeypatch.setattr(config, "PREPARE", False)  # (the plain walk's pool: prepared plans keep arrays of their own)
     rng = np.random.default_rng(3)
     x = cnnlab.Input((3, 8, 8))
     a = L.ReLU()(L.Conv2D(3, 4, 3, padding=1, seed=1)(x))
@@ -726,10 +728,11 @@ def test_training_runs_each_conv_with_the_relu_that_alone_reads_it_and_trains_th
     assert all(np.array_equal(p, q) for p, q in zip(fused_params, plain_params))
 
 
-def test_inference_toward_an_inner_tensor_returns_it_outside_the_pool():
+def test_inference_toward_an_inner_tensor_returns_it_outside_the_pool(monkeypatch):
     """A forward toward a tensor inside the network (an evaluation reads the logits before the
     softmax this way) runs the fused plan up to it, and the array it returns is the caller's:
     later calls never write into it."""
+    monkeypatch.setattr(config, "PREPARE", False)  # (the plain walk's pool: prepared plans keep arrays of their own)
     rng = np.random.default_rng(11)
     model = _small_residual_model()
     inner = model.graph.outputs[0].node.inputs[0].node.inputs[0]  # the last ReLU's maps, before Flatten
@@ -949,6 +952,7 @@ def test_a_block_on_one_thread_runs_its_steps_and_gives_its_buffers_back(monkeyp
     """With one thread the block step runs its three steps one after the other (no call as
     one), with the same values; either way the buffers between them go back to the pool, which
     keeps the same buffers from call to call."""
+    monkeypatch.setattr(config, "PREPARE", False)  # (the plain walk's pool: prepared plans keep arrays of their own)
     import numba
 
     monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 1)

@@ -19,6 +19,7 @@ import time
 
 from ..fusion import FusedStep
 from ..kernels import cpu as cpu_kernels
+from ..prepared import prepared_record
 
 __all__ = ["node_overhead", "timed_kernels", "format_overhead"]
 
@@ -54,10 +55,11 @@ def _step_label(step):
 
 
 @contextlib.contextmanager
-def _timed_steps(plan, clock, records):
+def _timed_steps(graph, plan, clock, records):
     """Each step of ``plan`` appends ``(label, wall seconds, kernel seconds)`` to ``records``
-    when it runs (a fused step's ``run``, another node's ``layer.forward``)."""
-    patched = []
+    when it runs (a fused step's ``run``, another node's ``layer.forward``, or its prepared form
+    in this thread's prepared plans of ``graph``: :mod:`cnnlab.prepared`)."""
+    patched, prepared = [], []
 
     def wrap(label, function):
         def timed(*args, **kwargs):
@@ -74,11 +76,20 @@ def _timed_steps(plan, clock, records):
             continue
         setattr(owner, name, wrap(_step_label(step), getattr(owner, name)))
         patched.append((owner, name))
+    record = prepared_record(graph, graph.outputs)
+    for prepared_plan in record.plans.values() if record is not None else ():
+        prepared.append((prepared_plan, prepared_plan.entries))
+        prepared_plan.entries = [entry if entry[1] is None else
+                                 (entry[0], wrap(_step_label(entry[0]), entry[1]),
+                                  None if entry[2] is None else wrap(_step_label(entry[0]), entry[2])) + tuple(entry[3:])
+                                 for entry in prepared_plan.entries]
     try:
         yield
     finally:
         for owner, name in patched:
             delattr(owner, name)
+        for prepared_plan, entries in prepared:
+            prepared_plan.entries = entries
 
 
 def node_overhead(model, x, repeat=20):
@@ -99,6 +110,7 @@ def node_overhead(model, x, repeat=20):
     if repeat < 1:
         raise ValueError(f"repeat must be at least 1, got {repeat}")
     model(x)  # compile, fill the buffer pool
+    model(x)  # (and prepare the plan for these shapes: cnnlab.prepared)
     totals = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -114,7 +126,7 @@ def node_overhead(model, x, repeat=20):
             wall = time.perf_counter() - start
             kernels.append(clock[0])
             outside.append(wall - clock[0])
-    with timed_kernels(clock), _timed_steps(plan, clock, records):  # the table: each step timed too
+    with timed_kernels(clock), _timed_steps(model.graph, plan, clock, records):  # the table: each step timed too
         for _ in range(repeat):
             model(x)
     total, kernel, overhead = statistics.median(totals), statistics.median(kernels), statistics.median(outside)

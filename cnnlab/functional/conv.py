@@ -332,6 +332,31 @@ class BoundConv2d:
             self.layer_shares = cpu_kernels.conv2d_layer_shares(self.work, self.compiled_shares)
         return out
 
+    def kernel_call(self, x, weight, bias, scale, residual, out):
+        """A function of no arguments that does what ``self(x, weight, bias, scale, residual,
+        out)`` does and returns ``out``, for a caller that repeats the call on these very arrays
+        within a model call (:meth:`cnnlab.fusion.FusedStep.prepare`): the shares on the
+        threading layer with their arguments made once. None where the call has no such form
+        (its shares' address not kept yet, or a path that prepares its weights at each call)."""
+        shares = self.layer_shares
+        if shares is None:
+            return None
+        arguments = (shares[0], (x, weight, self.ones if scale is None else scale, self.zeros if bias is None else bias,
+                                 out if residual is None else residual, residual is not None, self.code, self.low,
+                                 self.high, out) + shares[1], shares[2], shares[3])
+
+        def call():
+            cpu_kernels.run_conv2d_on_layer(*arguments)
+            return out
+        return call
+
+
+def kernel_settings(dtype):
+    """The settings a bound convolution's geometry and kernel work were chosen by for arrays of
+    ``dtype`` (:func:`_settings`): the same tuple object while they stay the same, so that a
+    caller that kept it can compare by identity."""
+    return _settings(dtype)
+
 
 def _settings(dtype):
     """Everything besides the arguments that a convolution's geometry (:func:`conv_geometry`)
@@ -422,8 +447,27 @@ class BoundConvPair:
         """The last convolution's output for input ``x``: each convolution's parameters
         ``(weight, bias, scale)`` (``bias`` and ``scale`` may be None; the third's followed by
         its residual or None) and output array (``middle``, the first's; ``between``, the
-        second's, returned without a third; ``out``, the third's, returned). Written out step by
-        step, without a loop: a model call makes one such call for each of its blocks."""
+        second's, returned without a third; ``out``, the third's, returned)."""
+        cpu_kernels.run_conv2d_pair_on_layer(*self._kernels(x, first_parameters, middle, second_parameters, between,
+                                                             third_parameters, out))
+        return between if self.third is None else out
+
+    def kernel_call(self, x, first_parameters, middle, second_parameters, between, third_parameters=None, out=None):
+        """A function of no arguments that does what ``self(...)`` does on these very arrays and
+        returns what it returns, for a caller that repeats the call within a model call
+        (:meth:`cnnlab.fusion.FusedStep.prepare`): the kernels' arguments made once."""
+        kernels = self._kernels(x, first_parameters, middle, second_parameters, between, third_parameters, out)
+        result = between if self.third is None else out
+
+        def call():
+            cpu_kernels.run_conv2d_pair_on_layer(*kernels)
+            return result
+        return call
+
+    def _kernels(self, x, first_parameters, middle, second_parameters, between, third_parameters, out):
+        """``(function, arguments, edges, address)`` of each kernel, as
+        ``cpu_kernels.run_conv2d_pair_on_layer`` takes them. Written out step by step, without
+        a loop: a model call makes one such call for each of its blocks."""
         first, second, third = self.first, self.second, self.third
         weight, bias, scale = first_parameters
         first_arguments = (x, weight, first.ones if scale is None else scale, first.zeros if bias is None else bias,
@@ -445,13 +489,11 @@ class BoundConvPair:
                 cpu_kernels.conv2d_compiled_address(second.work[0], second_arguments),
                 None if third is None else cpu_kernels.conv2d_compiled_address(third.work[0], third_arguments))
         if third is None:
-            cpu_kernels.run_conv2d_pair_on_layer((self.items, first_arguments, self.first_edges, addresses[0]),
-                                                 (second.work[0], second_arguments, self.second_edges, addresses[1]))
-            return between
-        cpu_kernels.run_conv2d_pair_on_layer((self.items, first_arguments, self.first_edges, addresses[0]),
-                                             (second.work[0], second_arguments, self.second_edges, addresses[1]),
-                                             (third.work[0], third_arguments, self.third_edges, addresses[2]))
-        return out
+            return ((self.items, first_arguments, self.first_edges, addresses[0]),
+                    (second.work[0], second_arguments, self.second_edges, addresses[1]))
+        return ((self.items, first_arguments, self.first_edges, addresses[0]),
+                (second.work[0], second_arguments, self.second_edges, addresses[1]),
+                (third.work[0], third_arguments, self.third_edges, addresses[2]))
 
     def __getstate__(self):
         """A copy made elsewhere (pickled) finds the compiled addresses again: an address is this
