@@ -1,7 +1,7 @@
 """Where a batch-1 inference's time goes in cnnlab: kernels against the Python around them.
 
     python bench/node_overhead.py MODEL.onnx [MODEL.onnx ...] [--batch 1] [--size 224 | --size 48x192]
-                                  [--repeat 50] [--rounds 3] [--threads 2]
+                                  [--repeat 50] [--rounds 3] [--threads 2] [--plain]
 
 Each ONNX file is read with :func:`cnnlab.onnx.load` and ``model(x)`` is timed on a random
 batch (:func:`cnnlab.bench.overhead.node_overhead`): the total (median of plain calls), the
@@ -11,6 +11,8 @@ preparation, allocation, dispatch) in all, per step of the plan and as a share o
 then, per kind of step, its wall time and the part inside kernels. ``--rounds`` repeats the
 whole measurement; every round is printed. The networks can be exported with PyTorch once
 (``python bench/models.py --onnx-dir DIR`` keeps them as ``DIR/NAME-SIZE.onnx``).
+``--plain`` walks the plain inference plan at every call (``cnnlab.config.PREPARE`` off: no
+plan prepared for the input's shape, :mod:`cnnlab.prepared`).
 """
 
 import argparse
@@ -20,6 +22,7 @@ import sys
 import numba
 import numpy as np
 
+import cnnlab.config
 import cnnlab.onnx
 from cnnlab.bench.measuring import busy_warning
 from cnnlab.bench.overhead import format_overhead, node_overhead
@@ -43,14 +46,17 @@ def main():
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--plain", action="store_true", help="no prepared plan (cnnlab.config.PREPARE off)")
     args = parser.parse_args()
     if min(args.batch, *args.size, args.repeat, args.rounds, args.threads) < 1:
         parser.error("--batch, --size, --repeat, --rounds and --threads must be at least 1")
     numba.set_num_threads(args.threads)
+    cnnlab.config.PREPARE = not args.plain
     warning = busy_warning(os.getloadavg()[0], os.cpu_count(), args.threads)
     if warning:
         print(warning, file=sys.stderr)
-    print(f"batch {args.batch}, {args.size[0]}x{args.size[1]}, {args.threads} threads, median of {args.repeat} calls; "
+    print(f"batch {args.batch}, {args.size[0]}x{args.size[1]}, {args.threads} threads, median of {args.repeat} calls"
+          f"{', plain plan' if args.plain else ''}; "
           f"GEMMs on {blas_kernels()}")
     x = np.random.default_rng(0).standard_normal((args.batch, 3, *args.size)).astype(np.float32)
     for path in args.models:
