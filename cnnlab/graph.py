@@ -356,7 +356,7 @@ class Graph:
                         value = values.pop(key)
                         if reusable and pool is not None:
                             pool.give(value)
-                if shapes is not None and None not in shapes.values():
+                if shapes is not None and all(shapes[id(t)] is not None for t in self.inputs):
                     record.prepare(self._inference_steps(targets)[0], schedule, inputs, shapes, self.inputs)
                     pool.clear()  # (the prepared plan has arrays of its own)
                 return [values[id(t)] for t in targets]

@@ -56,7 +56,8 @@ class PreparedPlan:
     targets : list of SymbolicTensor
     shapes : dict
         ``id(tensor) -> (shape, dtype)`` of every input and step output of a plain call with
-        these input shapes.
+        these input shapes (None for a value that is not a host array: a NumPy scalar a shape
+        computation made; no step that reads one is prepared).
     own : BufferPool
         Where the plan's arrays come from, handed out by the tensors' lifetimes (all back in
         it once the plan is made): the plans of one graph on one thread share it, since they
@@ -66,7 +67,7 @@ class PreparedPlan:
     ----------
     entries : list
         ``(step, prepared run or None, prepared call or None, input slots, output slot, the
-        output's array of the plan's or None (a new one at each call), (shape, dtype), lends,
+        output's array of the plan's or None (a new one at each call), (shape, dtype) or None, lends,
         drops, checked inputs)`` per step (``lends`` and ``drops`` as in the schedule, by slot;
         ``checked``: ``(slot, shape, dtype)`` of the inputs that steps without a prepared form
         make, checked at each call); a run of None runs the step as the plain walk does. The plan holds no reference to its
@@ -85,10 +86,11 @@ class PreparedPlan:
         fixed, prepared_outputs = {}, set()  # output id -> its array of the plan's; ids prepared steps write
         self.entries = []
         for step, fused, output, reads, lends, drops in schedule:
-            shape, dtype = shapes[output]
+            spec = shapes[output]
             prepared = out = None
-            if fused and type(step).prepare is not FusedStep.prepare:
-                out = own.take(shape, dtype) if lends else np.empty(shape, dtype)
+            if fused and type(step).prepare is not FusedStep.prepare and spec is not None \
+                    and all(shapes[key] is not None for key in reads):
+                out = own.take(*spec) if lends else np.empty(*spec)
                 arrays = [fixed[key] if key in fixed else np.empty(*shapes[key]) for key in reads]
                 prepared = self._prepare(step, arrays, out, own, lends and all(key in fixed for key in reads))
                 if lends and prepared is not None:
@@ -106,11 +108,11 @@ class PreparedPlan:
                 if reusable and key in fixed:
                     own.give(fixed.pop(key))
             self.entries.append((step, None if prepared is None else prepared.run, None if prepared is None else prepared.call,
-                                 [slots[key] for key in reads], slots[output], out, (shape, dtype), lends,
+                                 [slots[key] for key in reads], slots[output], out, spec, lends,
                                  [(slots[key], reusable) for key, reusable in drops], checked))
         self.same, self.equal = tuple(same), tuple(equal)
-        self.settings = {dtype: conv_functional.kernel_settings(dtype) for _, dtype in shapes.values()
-                         if dtype.kind == "f"}
+        self.settings = {spec[1]: conv_functional.kernel_settings(spec[1]) for spec in shapes.values()
+                         if spec is not None and spec[1].kind == "f"}
 
     @staticmethod
     def _prepare(step, inputs, out, own, fixed):

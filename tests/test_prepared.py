@@ -357,3 +357,28 @@ def test_node_overhead_times_every_prepared_step_and_restores_the_plan():
                       "BatchNorm2D -> ReLU)": 1, "FusedHead(GlobalAvgPool2D -> Flatten -> Dense)": 1,
                       repr(model.graph.inference_plan()[2]): 1}
     assert node_overhead(model, x, repeat=1) and plan.entries == entries
+
+
+class _Total(L.Identity):
+    """A NumPy scalar (not an array): the sum of its input, as a shape computation's step may
+    make one."""
+
+    def forward(self, x, training=False):
+        return np.float64(x.sum())
+
+
+def test_a_step_that_makes_a_scalar_leaves_the_others_prepared(monkeypatch):
+    """A step whose value is not an array (a scalar of a shape computation, in imported files)
+    runs as in the plain walk; the plan is made for the rest."""
+    model = _network()
+    side = _Total()(model.graph.outputs[0].node.inputs[0])
+    model = cnnlab.Model(model.graph.inputs[0], [model.graph.outputs[0], side])
+    x = _images()
+    expected = _plain(model, x, monkeypatch)
+    for _ in range(4):
+        got = model.forward(x)
+        np.testing.assert_array_equal(got[0], expected[0])
+        assert type(got[1]) is np.float64 and got[1] == expected[1]
+    plan, = _record(model).plans.values()
+    fused = [step for step in model.graph.inference_plan() if isinstance(step, FusedStep)]
+    assert [entry[0] for entry in plan.entries if entry[1] is not None] == fused and len(fused) == 3
