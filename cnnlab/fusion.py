@@ -204,15 +204,23 @@ class FusedConv(FusedStep):
 
     def _ready(self, x, residual=None):
         """For :meth:`prepare`: ``(parameters, refresh, same, equal)`` where the bound call
-        accepts ``x`` and ``residual`` (None otherwise): the kernel's ``(weight, shift, scale)``;
-        with a normalization, ``refresh()`` folds it again into those ``shift`` and ``scale``
-        arrays (its arrays may be edited in place; called before each kernel call), else None;
-        ``same`` and ``equal`` as :class:`Prepared`'s."""
+        accepts ``x`` and ``residual`` (None otherwise): the kernel's ``(weight, shift, scale)``
+        and :meth:`_watched`'s three for them."""
         accepted = self.bound_arguments(x, residual)
         if accepted is None:
             return None
+        watched = self._watched(accepted[0], accepted[2], accepted[1])
+        return None if watched is None else (accepted,) + watched
+
+    def _watched(self, weight, scale, shift):
+        """``(refresh, same, equal)`` of a prepared form that computes with the layer's
+        ``weight`` and the per-filter ``scale`` and ``shift`` made from it now (the bias, or the
+        folded normalization): with a normalization, ``refresh()`` folds it again into those
+        ``scale`` and ``shift`` arrays (its arrays may be edited in place: called before each
+        kernel call), else None; ``same`` and ``equal`` as :class:`Prepared`'s, for the
+        convolution's parameters and geometry, the normalization's arrays and the activation.
+        None where the normalization's arrays are not all on the host."""
         conv = self.layer
-        weight = accepted[0]
         same = [(conv.params, "weight", weight), (conv.params, "bias", conv.params.get("bias"))]
         same += [(vars(conv), name, getattr(conv, name)) for name in ("stride", "padding", "dilation", "groups")]
         equal = []
@@ -223,13 +231,12 @@ class FusedConv(FusedStep):
                 return activation.layer.fused_activation()
             equal.append((fused_activation, fused_activation()))
         if self.norm is None:
-            return accepted, None, tuple(same), tuple(equal)
+            return None, tuple(same), tuple(equal)
         norm = self.norm.layer
         arrays = (norm.params.get("weight"), norm.params.get("bias"), norm.buffers.get("running_mean"),
                   norm.buffers.get("running_var"))
         bias = conv.params.get("bias")
-        _, shift, scale = accepted
-        if any(type(a) is not np.ndarray for a in arrays + (bias if bias is not None else weight,)):
+        if any(type(a) is not np.ndarray for a in arrays + (bias if bias is not None else weight, scale, shift)):
             return None
         same += [(vars(self.norm), "layer", norm), (norm.params, "weight", arrays[0]), (norm.params, "bias", arrays[1]),
                  (norm.buffers, "running_mean", arrays[2]), (norm.buffers, "running_var", arrays[3]),
@@ -238,7 +245,7 @@ class FusedConv(FusedStep):
 
         def refresh():
             cpu_kernels.fold_batch_norm(*folded)
-        return accepted, refresh, tuple(same), tuple(equal)
+        return refresh, tuple(same), tuple(equal)
 
     def _gated_weights(self, x, gates):
         """The weights with their input channels scaled by the gates, one array per row of
@@ -525,6 +532,34 @@ class FusedSqueeze(FusedStep):
             out = pool.take(shape, x.dtype) if pool is not None else np.empty(shape, x.dtype)
         cpu_kernels.squeeze_gates(x, *arguments, out)
         return out
+
+    def prepare(self, inputs, out, take, fixed):
+        """:meth:`FusedStep.prepare`: the compiled call with its arguments made once (the
+        normalizations folded again at each call)."""
+        x = inputs[0]
+        arguments = self._arguments(x)
+        if arguments is None or out.shape != (x.shape[0], arguments[6].shape[0], 1, 1) or out.dtype != x.dtype:
+            return None
+        watched = [step._watched(step.layer.params["weight"], scale, shift)
+                   for step, scale, shift in ((self.first, arguments[1], arguments[2]),
+                                              (self.second, arguments[7], arguments[8]))]
+        bias = [step.layer.params.get("bias") for step in (self.first, self.second)]
+        if None in watched or any(b is not None and not b.flags.c_contiguous for b in bias):
+            return None  # (a bias copied to be contiguous would not follow edits in place)
+        refreshes = [w[0] for w in watched if w[0] is not None]
+        same = watched[0][1] + watched[1][1] + ((vars(self.pool), "layer", self.pool.layer),)
+        arguments = tuple(arguments)
+
+        def run(inputs, out):
+            for refresh in refreshes:
+                refresh()
+            cpu_kernels.squeeze_gates(inputs[0], *arguments, out)
+            return out
+        call = None
+        if fixed:
+            def call():
+                return run(inputs, out)
+        return Prepared(run, call, same, watched[0][2] + watched[1][2])
 
     def _arguments(self, x):
         """The compiled call's arguments after ``x`` (each convolution's weights as a matrix,

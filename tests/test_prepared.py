@@ -382,3 +382,48 @@ def test_a_step_that_makes_a_scalar_leaves_the_others_prepared(monkeypatch):
     plan, = _record(model).plans.values()
     fused = [step for step in model.graph.inference_plan() if isinstance(step, FusedStep)]
     assert [entry[0] for entry in plan.entries if entry[1] is not None] == fused and len(fused) == 3
+
+
+def _squeezed(dtype=np.float32, norm=True):
+    """Feature maps, a squeeze-excitation block's squeeze (pooling, 1x1 convolution with or
+    without batch norm and a leaky ReLU, 1x1 convolution and a sigmoid), the gated maps and a
+    convolution of them."""
+    x = cnnlab.Input((3, 7, 6), dtype=dtype)
+    maps = L.ReLU()(L.Conv2D(3, 6, 3, padding=1, seed=1, dtype=dtype)(x))
+    h = L.Conv2D(6, 3, 1, seed=2, dtype=dtype, bias=not norm)(L.GlobalAvgPool2D(keepdims=True)(maps))
+    h = L.LeakyReLU(0.2)(L.BatchNorm2D(3, dtype=dtype)(h) if norm else h)
+    gates = L.Sigmoid()(L.Conv2D(3, 6, 1, seed=3, dtype=dtype)(h))
+    out = L.Conv2D(6, 4, 1, seed=4, dtype=dtype)(L.Multiply()([maps, gates]))
+    model = cnnlab.Model(x, L.Flatten()(out))
+    rng = np.random.default_rng(5)
+    for layer in model.layers:
+        for name, value in getattr(layer, "buffers", {}).items():
+            value[...] = rng.uniform(0.5, 1.5, value.shape) if name == "running_var" else rng.normal(0, 0.2, value.shape)
+    return model
+
+
+@pytest.mark.parametrize("dtype, norm", [(np.float32, True), (np.float32, False), (np.float64, True)])
+def test_a_squeeze_is_prepared_and_follows_its_parameters(dtype, norm, monkeypatch):
+    from cnnlab.fusion import FusedSqueeze
+
+    model = _squeezed(dtype, norm)
+    x = np.random.default_rng(2).standard_normal((2, 3, 7, 6)).astype(dtype)
+    expected = _plain(model, x, monkeypatch)
+    for _ in range(3):
+        np.testing.assert_array_equal(model.forward(x), expected)
+    plan, = _record(model).plans.values()
+    assert any(type(entry[0]) is FusedSqueeze and entry[1] is not None for entry in plan.entries)
+    runs = []
+    with monkeypatch.context() as patch:
+        patch.setattr(FusedSqueeze, "run", lambda self, *args, **kwargs: runs.append(self))
+        np.testing.assert_array_equal(model.forward(x), expected)
+    assert runs == []
+    for layer in model.layers:  # edited in place: read at the next call, the plan kept
+        for value in list(layer.params.values()) + list(getattr(layer, "buffers", {}).values()):
+            value *= 0.75
+    np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+    assert len(_record(model).plans) == 1
+    squeeze = [layer for layer in model.layers if isinstance(layer, L.Conv2D)][1]
+    squeeze.params["weight"] = squeeze.params["weight"] * 2.0  # replaced: the plan dropped
+    np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+    assert _record(model).plans == {}
