@@ -176,31 +176,70 @@ class FusedConv(FusedStep):
         return None
 
     def prepare(self, inputs, out, take, fixed):
-        """:meth:`FusedStep.prepare`: the bound call on its kernel (no gate)."""
+        """:meth:`FusedStep.prepare`: the bound call on its kernel; with a gate whose gates
+        scale the weights (one row of gates, :meth:`_gated_weights`), the weights scaled into an
+        array of the step's own at each call, first."""
         residual = inputs[1] if self.add is not None else None
-        ready = self._ready(inputs[0], residual)
-        bound = self.bound
-        if ready is None or out.shape != bound.out_shape or out.dtype != bound.dtype:
+        bound, gate = self.bound, None
+        if bound is None or out.shape != bound.out_shape or out.dtype != bound.dtype:
+            return None
+        if self.gate is None:
+            ready = self._ready(inputs[0], residual)
+        else:
+            ready, gate = self._gated_ready(inputs[0], inputs[-1], residual)
+        if ready is None:
             return None
         parameters, refresh, same, equal = ready
         kernel = bound.kernel_call(inputs[0], *parameters, residual, out) if fixed else None
         call = None
         if kernel is not None:
+            gates = inputs[-1]
+
             def call():
+                if gate is not None:
+                    gate(gates)
                 if refresh is not None:
                     refresh()
                 return kernel()
-        if residual is None:
-            def run(inputs, out):
-                if refresh is not None:
-                    refresh()
-                return bound(inputs[0], *parameters, None, out)
-        else:
-            def run(inputs, out):
-                if refresh is not None:
-                    refresh()
-                return bound(inputs[0], *parameters, inputs[1], out)
+
+        def run(inputs, out):
+            if gate is not None:
+                gate(inputs[-1])
+            if refresh is not None:
+                refresh()
+            return bound(inputs[0], *parameters, inputs[1] if residual is not None else None, out)
         return Prepared(run, call, same, equal)
+
+    def _gated_ready(self, x, gates, residual):
+        """For :meth:`prepare` with a gate: ``(ready, gate)``, ``ready`` as :meth:`_ready`'s with
+        the weights an array of the step's own, and ``gate(gates)`` writing the weights scaled
+        by the gates there, as :meth:`_gated_weights` computes them; ``(None, None)`` where the
+        gates do not scale the weights or scale them per sample, or the bound call does not
+        accept these arrays."""
+        if not self._gates_scale_weights(x, gates) or gates.shape[0] != 1:
+            return None, None
+        conv = self.layer
+        weight = conv.params["weight"]
+        scaled = np.empty(weight.shape, weight.dtype)
+        shift, scale = conv.params.get("bias"), None
+        if self.norm is not None:
+            scale, shift = self._folded_norm(shift, weight)
+        activation = None if self.activation is None else self.activation.layer.fused_activation()
+        watched = self._watched(weight, scale, shift)
+        if watched is None or not self.bound.accepts(x, scaled, shift, conv.stride, conv.padding, conv.dilation,
+                                                     conv.groups, scale, residual, activation):
+            return None, None
+        groups, (filters, per_group) = conv.groups, weight.shape[:2]
+        if groups == 1:
+            def gate(gates):
+                np.multiply(weight, gates[0], out=scaled)
+        else:
+            taps = weight.reshape(groups, filters // groups, per_group, -1)
+            into = scaled.reshape(taps.shape)
+
+            def gate(gates):
+                np.multiply(taps, gates.reshape(gates.shape[0], groups, 1, per_group, 1)[0], out=into)
+        return ((scaled, shift, scale),) + watched, gate
 
     def _ready(self, x, residual=None):
         """For :meth:`prepare`: ``(parameters, refresh, same, equal)`` where the bound call
@@ -252,19 +291,26 @@ class FusedConv(FusedStep):
         ``gates``; None where scaling the maps costs less (fewer map values than weights, over
         all the samples) or cannot be avoided (the gates are not host arrays
         ``(N or 1, C, 1, 1)`` of the weights' dtype for a host input ``(N, C, H, W)``)."""
+        if not self._gates_scale_weights(x, gates):
+            return None
         conv = self.layer
         weight = conv.params.get("weight")
-        if type(x) is not np.ndarray or type(gates) is not np.ndarray or type(weight) is not np.ndarray \
-                or gates.dtype != weight.dtype or x.ndim != 4 or gates.shape[1:] != (x.shape[1], 1, 1) \
-                or gates.shape[0] not in (1, x.shape[0]) or weight.shape[1] * conv.groups != x.shape[1] \
-                or weight.size * gates.shape[0] > x.size:
-            return None
         groups, (filters, per_group) = conv.groups, weight.shape[:2]
         if groups == 1:  # (F, C, KH, KW) times (C, 1, 1) broadcasts as it should: one NumPy call a sample
             return [weight * gates[n] for n in range(gates.shape[0])]
         taps = weight.reshape(groups, filters // groups, per_group, -1)
         by_group = gates.reshape(gates.shape[0], groups, 1, per_group, 1)
         return [(taps * by_group[n]).reshape(weight.shape) for n in range(gates.shape[0])]
+
+    def _gates_scale_weights(self, x, gates):
+        """Whether :meth:`_gated_weights` scales the weights for these arrays (by their types,
+        shapes and dtypes alone)."""
+        conv = self.layer
+        weight = conv.params.get("weight")
+        return not (type(x) is not np.ndarray or type(gates) is not np.ndarray or type(weight) is not np.ndarray
+                    or gates.dtype != weight.dtype or x.ndim != 4 or gates.shape[1:] != (x.shape[1], 1, 1)
+                    or gates.shape[0] not in (1, x.shape[0]) or weight.shape[1] * conv.groups != x.shape[1]
+                    or weight.size * gates.shape[0] > x.size)
 
     def _run(self, x, residual, out, pool, weight=None):
         """:meth:`run` of the convolution and what follows it, on its input ``x`` (with the

@@ -427,3 +427,24 @@ def test_a_squeeze_is_prepared_and_follows_its_parameters(dtype, norm, monkeypat
     squeeze.params["weight"] = squeeze.params["weight"] * 2.0  # replaced: the plan dropped
     np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
     assert _record(model).plans == {}
+
+
+@pytest.mark.parametrize("groups", [1, 2, 6])
+@pytest.mark.parametrize("norm", [True, False])
+def test_a_gated_convolution_is_prepared_with_its_weights_scaled_at_each_call(groups, norm, monkeypatch):
+    """Gates (1, C, 1, 1) that scale the next convolution's weights: prepared, the weights
+    scaled into the step's own array at each call by the gates of that call."""
+    from cnnlab.fusion import FusedConv
+
+    x_in = cnnlab.Input((6, 9, 9))
+    maps = L.HardSwish()(L.Conv2D(6, 6, 3, padding=1, seed=1)(x_in))
+    squeezed = L.ReLU()(L.Conv2D(6, 2, 1, seed=2)(L.GlobalAvgPool2D(keepdims=True)(maps)))
+    gates = L.HardSigmoid()(L.Conv2D(2, 6, 1, seed=3)(squeezed))
+    h = L.Conv2D(6, 6, 3, padding=1, groups=groups, seed=4, bias=not norm)(L.Multiply()([maps, gates]))
+    model = cnnlab.Model(x_in, L.Flatten()(L.ReLU()(L.BatchNorm2D(6)(h) if norm else h)))
+    rng = np.random.default_rng(7)
+    for x in (rng.standard_normal((1, 6, 9, 9)).astype(np.float32) for _ in range(5)):  # other gates each call
+        np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+    plan, = _record(model).plans.values()
+    gated = [entry for entry in plan.entries if type(entry[0]) is FusedConv and entry[0].gate is not None]
+    assert len(gated) == 1 and gated[0][1] is not None
