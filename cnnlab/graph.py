@@ -525,5 +525,6 @@ class Graph:
 
 
 def _host_spec(value):
-    """``(shape, dtype)`` of a host array, None for anything else (no prepared plan then)."""
+    """``(shape, dtype)`` of a host array, None for anything else (a prepared plan then runs
+    every step that reads it as the plain walk does)."""
     return (value.shape, value.dtype) if type(value) is np.ndarray else None

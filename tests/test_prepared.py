@@ -257,15 +257,10 @@ def test_a_step_whose_input_no_longer_fits_runs_the_rest_of_the_call_plain(monke
     assert runs == [] and len(_record(model).plans) == 1
 
 
-def test_each_thread_prepares_its_own_plan():
+def test_each_thread_prepares_its_own_plan(monkeypatch):
     model = _network()
     inputs = [_images(2, seed=k) for k in range(4)]
-    config_off = config.PREPARE
-    config.PREPARE = False
-    try:
-        expected = [model.forward(x) for x in inputs]
-    finally:
-        config.PREPARE = config_off
+    expected = [_plain(model, x, monkeypatch) for x in inputs]
     errors, records = [], {}
 
     def work(k):
