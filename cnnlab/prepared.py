@@ -34,7 +34,7 @@ import numpy as np
 
 from . import config
 from .functional import conv as conv_functional
-from .fusion import FusedStep, infer_node
+from .fusion import FusedStep, Prepared, infer_node
 from .memory import BufferPool, buffer_pool
 from .parallel import single_threaded_blas
 
@@ -88,11 +88,12 @@ class PreparedPlan:
         for step, fused, output, reads, lends, drops in schedule:
             spec = shapes[output]
             prepared = out = None
-            if fused and type(step).prepare is not FusedStep.prepare and spec is not None \
-                    and all(shapes[key] is not None for key in reads):
+            if spec is not None and all(shapes[key] is not None for key in reads) \
+                    and (type(step).prepare is not FusedStep.prepare if fused else step.layer.returns_new_array):
                 out = own.take(*spec) if lends else np.empty(*spec)
                 arrays = [fixed[key] if key in fixed else np.empty(*shapes[key]) for key in reads]
-                prepared = self._prepare(step, arrays, out, own, lends and all(key in fixed for key in reads))
+                prepared = self._prepare(step, arrays, out, own, lends and all(key in fixed for key in reads)) if fused \
+                    else _prepared_node(step, arrays, out)
                 if lends and prepared is not None:
                     fixed[output] = out
                 elif lends:
@@ -184,6 +185,22 @@ class PreparedPlan:
         finally:
             if pool is not None:
                 pool.trim()
+
+
+def _prepared_node(node, inputs, out):
+    """A :class:`cnnlab.fusion.Prepared` form of a node that is not fused, from its layer's
+    ``prepared_forward`` (:meth:`cnnlab.layers.Layer.prepared_forward`), or None; it also
+    watches the node's layer."""
+    layer = node.layer
+    prepared = layer.prepared_forward(inputs if node.takes_list else inputs[0], out)
+    if prepared is None:
+        return None
+    run, same, equal = prepared
+    if not node.takes_list:
+        def run_one(inputs, out, run=run):
+            return run(inputs[0], out)
+        run = run_one
+    return Prepared(run, None, ((vars(node), "layer", layer),) + tuple(same), tuple(equal))
 
 
 def _fits(x, shape, dtype):

@@ -443,3 +443,36 @@ def test_a_gated_convolution_is_prepared_with_its_weights_scaled_at_each_call(gr
     plan, = _record(model).plans.values()
     gated = [entry for entry in plan.entries if type(entry[0]) is FusedConv and entry[0].gate is not None]
     assert len(gated) == 1 and gated[0][1] is not None
+
+
+def test_additions_and_products_that_are_not_fused_are_prepared_by_their_layers(monkeypatch):
+    """``Add`` and ``Multiply`` nodes of their own (not a convolution's shortcut or gate) run by
+    their layers' ``prepared_forward``: the functional op's kernel call with its checks made
+    once, the same values; a layer swapped on the node drops the plan."""
+    x_in = cnnlab.Input((4, 6, 6))
+    a = L.ReLU()(L.Conv2D(4, 4, 3, padding=1, seed=1)(x_in))
+    b = L.Sigmoid()(L.Conv2D(4, 4, 1, seed=2)(x_in))
+    pooled = L.GlobalAvgPool2D(keepdims=True)(b)
+    h = L.Add()([a, b])
+    g = L.Multiply()([L.Multiply()([h, a]), pooled])  # (the second broadcasts (N, C, 1, 1), read by no convolution)
+    model = cnnlab.Model(x_in, L.Flatten()(L.Add()([pooled, g])))  # (the small operand first)
+    x = np.random.default_rng(4).standard_normal((2, 4, 6, 6)).astype(np.float32)
+    expected = _plain(model, x, monkeypatch)
+    for _ in range(3):
+        np.testing.assert_array_equal(model.forward(x), expected)
+    plan, = _record(model).plans.values()
+    prepared = [type(entry[0].layer).__name__ for entry in plan.entries
+                if entry[1] is not None and not isinstance(entry[0], FusedStep)]
+    assert sorted(prepared) == ["Add", "Add", "Multiply", "Multiply"]
+    forwards = []
+    with monkeypatch.context() as patch:
+        for kind in (L.Add, L.Multiply):
+            real = kind.forward
+            patch.setattr(kind, "forward", lambda self, *args, real=real, **kwargs: forwards.append(self) or
+                          real(self, *args, **kwargs))
+        np.testing.assert_array_equal(model.forward(x), expected)
+    assert forwards == []
+    node = next(node for node in model.graph.nodes if isinstance(node.layer, L.Multiply))
+    node.layer = L.Multiply()
+    np.testing.assert_array_equal(model.forward(x), expected)
+    assert _record(model).plans == {}

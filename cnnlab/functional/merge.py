@@ -90,6 +90,32 @@ def _broadcast_operands(a, b, grad_out=None):
     return full, small, swapped, kernels, entry[1:]
 
 
+def bound_binary(op: str, a: Array, b: Array) -> Callable | None:
+    """For a caller that repeats :func:`add` (``op="add"``) or :func:`multiply` (``"multiply"``)
+    on host arrays of these shapes and dtype: a function ``run(a, b, out)`` that writes the
+    result into ``out`` (an array of the result's shape and dtype, C-contiguous) and returns
+    it, with the checks made now, not at each call (a prepared inference plan:
+    :mod:`cnnlab.prepared`). The same kernel call as ``op``'s, so the same values. None for
+    anything but C-contiguous host arrays of one float dtype whose shapes broadcast."""
+    if op not in ("add", "multiply") or type(a) is not np.ndarray or type(b) is not np.ndarray \
+            or a.dtype != b.dtype or a.dtype not in (np.float32, np.float64) \
+            or not (a.flags.c_contiguous and b.flags.c_contiguous):
+        return None
+    try:
+        _, _, swapped, kernels, geometry = _broadcast_operands(a, b)
+    except (TypeError, ValueError):
+        return None
+    if kernels.DEVICE == "cuda":
+        return None
+    name = op + "_forward"
+
+    def run(a, b, out):
+        full, small = (b, a) if swapped else (a, b)
+        getattr(kernels, name)(full.reshape(-1), small.reshape(-1), out.reshape(-1), *geometry)
+        return out
+    return run
+
+
 def add(a: Array, b: Array) -> Array:
     """Element-wise sum ``a + b``, one operand broadcast NumPy-style against the other.
 

@@ -163,6 +163,17 @@ class Layer:
         layer in a convolution's output write (see :mod:`cnnlab.fusion`), or None."""
         return None
 
+    def prepared_forward(self, inputs: Any, out: Any) -> Any:
+        """For a prepared inference plan (:mod:`cnnlab.prepared`): ``(run, same, equal)``, where
+        ``run(inputs, out)`` computes ``forward(inputs, False)`` into ``out`` and returns it for
+        host arrays shaped as ``inputs`` (a list of arrays standing for them) and ``out``, its
+        checks made now, and stays right while ``mapping.get(key) is value`` for each ``(mapping,
+        key, value)`` of ``same`` and ``function() == value`` for each ``(function, value)`` of
+        ``equal`` (the parameters and attributes it reads); or None (the default: the plan runs
+        the layer's ``forward`` at each call). Only layers that return new arrays
+        (``returns_new_array``) are asked."""
+        return None
+
     def __repr__(self):
         arguments = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({arguments})"

@@ -29,6 +29,20 @@ class _MergeLayer(Layer):
         return [tuple(s) for s in shapes]
 
 
+def _prepared_pair(op, inputs, out):
+    """:meth:`Layer.prepared_forward` of a binary op on two inputs (``op``: ``"add"`` or
+    ``"multiply"``), or None."""
+    if len(inputs) != 2 or type(out) is not np.ndarray or not out.flags.c_contiguous or out.dtype != inputs[0].dtype:
+        return None
+    run = F.merge.bound_binary(op, inputs[0], inputs[1])
+    if run is None or out.shape != np.broadcast_shapes(inputs[0].shape, inputs[1].shape):
+        return None
+
+    def prepared(inputs, out):
+        return run(inputs[0], inputs[1], out)
+    return prepared, (), ()
+
+
 def _broadcast_result(name, shapes):
     """The shape every one of ``shapes`` broadcasts against, which must be one of them."""
     try:
@@ -66,6 +80,11 @@ class Add(_MergeLayer):
     def output_shape(self, input_shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
         return _broadcast_result("Add", self._check_shapes(input_shapes))
 
+    def prepared_forward(self, inputs, out):
+        """:meth:`Layer.prepared_forward`: two inputs, :func:`cnnlab.functional.add`'s kernel call
+        with its checks made once (the layer reads nothing else)."""
+        return _prepared_pair("add", inputs, out)
+
 
 class Multiply(_MergeLayer):
     """Product of 2 inputs; one may broadcast against the other, as a squeeze-excitation gate
@@ -87,6 +106,11 @@ class Multiply(_MergeLayer):
 
     def backward(self, grad_out: Array) -> list[Array]:
         return list(F.multiply_backward(*self._need_saved(), grad_out))
+
+    def prepared_forward(self, inputs, out):
+        """:meth:`Layer.prepared_forward`: :func:`cnnlab.functional.multiply`'s kernel call with
+        its checks made once (the layer reads nothing else)."""
+        return _prepared_pair("multiply", inputs, out)
 
     def output_shape(self, input_shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
         return _broadcast_result("Multiply", self._check_shapes(input_shapes))
