@@ -376,7 +376,9 @@ def test_a_step_that_makes_a_scalar_leaves_the_others_prepared(monkeypatch):
         assert type(got[1]) is np.float64 and got[1] == expected[1]
     plan, = _record(model).plans.values()
     fused = [step for step in model.graph.inference_plan() if isinstance(step, FusedStep)]
-    assert [entry[0] for entry in plan.entries if entry[1] is not None] == fused and len(fused) == 3
+    prepared = [entry[0] for entry in plan.entries if entry[1] is not None]
+    assert [step for step in prepared if isinstance(step, FusedStep)] == fused and len(fused) == 3
+    assert [type(node.layer).__name__ for node in prepared if not isinstance(node, FusedStep)] == ["Dense"]
 
 
 def _squeezed(dtype=np.float32, norm=True):
@@ -475,4 +477,26 @@ def test_additions_and_products_that_are_not_fused_are_prepared_by_their_layers(
     node = next(node for node in model.graph.nodes if isinstance(node.layer, L.Multiply))
     node.layer = L.Multiply()
     np.testing.assert_array_equal(model.forward(x), expected)
+    assert _record(model).plans == {}
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_dense_layer_that_is_not_fused_is_prepared_and_follows_its_parameters(bias, monkeypatch):
+    """A ``Dense`` node of its own (here on a sequence's last axis, as a recognizer's) runs by
+    its layer's ``prepared_forward``: the kernel call of ``linear`` with its checks made once,
+    its weights edited in place seen, replaced weights dropping the plan."""
+    x_in = cnnlab.Input((5, 8))
+    dense = L.Dense(8, 6, bias=bias, seed=1)
+    model = cnnlab.Model(x_in, L.ReLU()(dense(x_in)))
+    x = np.random.default_rng(6).standard_normal((2, 5, 8)).astype(np.float32)
+    expected = _plain(model, x, monkeypatch)
+    for _ in range(3):
+        np.testing.assert_array_equal(model.forward(x), expected)
+    plan, = _record(model).plans.values()
+    assert [type(entry[0].layer).__name__ for entry in plan.entries if entry[1] is not None] == ["Dense"]
+    dense.params["weight"] *= -1.5
+    np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+    assert len(_record(model).plans) == 1
+    dense.params["weight"] = dense.params["weight"][::-1].copy()
+    np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
     assert _record(model).plans == {}

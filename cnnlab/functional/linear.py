@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..device import kernels_for
 from ..dispatch import per_sample
 from ..parallel import cpu_workers
@@ -45,6 +47,31 @@ def linear(x: Array, weight: Array, bias: Array | None = None) -> Array:
         kernels.linear_forward(kernels.asarray(x), kernels.asarray(weight), bias, out,
                                cpu_workers(x.shape[0] * weight.size))
     return out.reshape(leading + (weight.shape[0],))
+
+
+def bound_linear(x: Array, weight: Array, bias: Array | None = None):
+    """For a caller that repeats :func:`linear` on host arrays of these shapes and dtype with
+    these very ``weight`` and ``bias`` arrays (read at each call: edits in place are seen): a
+    function ``run(x, out)`` that writes the result into ``out`` (C-contiguous, of the result's
+    shape) and returns it, with the checks made now, not at each call (a prepared inference
+    plan, :mod:`cnnlab.prepared`, which holds BLAS to one thread and checks the thread count).
+    The same kernel call as :func:`linear`'s, so the same values. None for anything but
+    C-contiguous host arrays of one float dtype that :func:`linear` takes, with some rows."""
+    if type(x) is not np.ndarray or type(weight) is not np.ndarray or x.dtype not in (np.float32, np.float64) \
+            or weight.dtype != x.dtype or x.ndim == 0 or weight.ndim != 2 or x.shape[-1] != weight.shape[1] \
+            or x.size == 0 or not (x.flags.c_contiguous and weight.flags.c_contiguous) \
+            or (bias is not None and (type(bias) is not np.ndarray or bias.dtype != x.dtype
+                                      or bias.shape != weight.shape[:1] or not bias.flags.c_contiguous)):
+        return None
+    rows, features, filters = x.size // x.shape[-1], x.shape[-1], weight.shape[0]
+    shift = bias if bias is not None else np.zeros(filters, x.dtype)
+    workers = cpu_workers(rows * weight.size)
+    kernels = kernels_for(x=x, weight=weight)
+
+    def run(x, out):
+        kernels.linear_forward(x.reshape(rows, features), weight, shift, out.reshape(rows, filters), workers)
+        return out
+    return run
 
 
 def _as_rows(name, x):

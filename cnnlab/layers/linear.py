@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..functional.linear import bound_linear
 from ..shapes import check_int
 from ..types import Array, DTypeLike
 from .base import Layer, float_dtype, initialize
@@ -67,6 +68,19 @@ class Dense(Layer):
         if training:
             self.saved = x
         return out
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: :func:`cnnlab.functional.linear`'s kernel call with
+        its checks made once, reading this layer's weight and bias arrays (watched)."""
+        weight, bias = self.params.get("weight"), self.params.get("bias")
+        if type(x) is not np.ndarray or x.dtype != self.dtype or type(out) is not np.ndarray \
+                or not out.flags.c_contiguous or out.shape != x.shape[:-1] + (self.out_features,) \
+                or out.dtype != self.dtype:
+            return None
+        run = bound_linear(x, weight, bias)
+        if run is None:
+            return None
+        return run, ((self.params, "weight", weight), (self.params, "bias", bias)), ()
 
     def backward(self, grad_out: Array) -> Array:
         x = self._need_saved()
