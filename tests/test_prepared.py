@@ -500,3 +500,25 @@ def test_a_dense_layer_that_is_not_fused_is_prepared_and_follows_its_parameters(
     dense.params["weight"] = dense.params["weight"][::-1].copy()
     np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
     assert _record(model).plans == {}
+
+
+@pytest.mark.parametrize("kind, value_shape", [(L.Bias, (4, 1, 1)), (L.Scale, (1, 4, 6, 6)), (L.Bias, (6,))])
+def test_constant_operands_are_prepared_and_follow_their_value(kind, value_shape, monkeypatch):
+    """``Bias`` and ``Scale`` (an ONNX ``Add`` or ``Mul`` of a constant) run by their layers'
+    ``prepared_forward`` on a view of their value: edits in place seen, a new value drops the
+    plan."""
+    x_in = cnnlab.Input((4, 6, 6))
+    layer = kind(np.random.default_rng(8).standard_normal(value_shape).astype(np.float32))
+    model = cnnlab.Model(x_in, L.ReLU()(layer(L.Sigmoid()(x_in))))
+    x = np.random.default_rng(9).standard_normal((2, 4, 6, 6)).astype(np.float32)
+    expected = _plain(model, x, monkeypatch)
+    for _ in range(3):
+        np.testing.assert_array_equal(model.forward(x), expected)
+    plan, = _record(model).plans.values()
+    assert [type(entry[0].layer) for entry in plan.entries if entry[1] is not None] == [kind]
+    layer.params["weight"] *= -2.0
+    np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+    assert len(_record(model).plans) == 1
+    layer.params["weight"] = layer.params["weight"] + 1.0
+    np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+    assert _record(model).plans == {}

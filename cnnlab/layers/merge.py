@@ -166,6 +166,7 @@ class _ConstantOperand(Layer):
 
     returns_new_array = True
     op = op_backward = None
+    op_name = None  # (the functional op's name, for bound_binary)
 
     def __init__(self, value: Array | None = None, *, shape: Sequence[int] | None = None,
                  dtype: DTypeLike = "float32") -> None:
@@ -190,6 +191,23 @@ class _ConstantOperand(Layer):
         if training:
             self.saved = (x, value)
         return type(self).op(x, value)
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the op's kernel call with its checks made once, on a
+        view of this layer's ``weight`` (watched; read at each call: edits in place are seen)."""
+        weight = self.params.get("weight")
+        if type(x) is not np.ndarray or x.dtype != self.dtype or type(weight) is not np.ndarray \
+                or not weight.flags.c_contiguous or type(out) is not np.ndarray or out.shape != x.shape \
+                or out.dtype != x.dtype or not out.flags.c_contiguous:
+            return None
+        value = weight.reshape(self._value_shape(tuple(x.shape[1:])))  # (a view: the live array)
+        run = F.merge.bound_binary(type(self).op_name, x, value)
+        if run is None or np.broadcast_shapes(x.shape, value.shape) != x.shape:
+            return None
+
+        def prepared(x, out):
+            return run(x, value, out)
+        return prepared, ((self.params, "weight", weight),), ()
 
     def backward(self, grad_out: Array) -> Array:
         x, value = self._need_saved()
@@ -219,6 +237,7 @@ class Bias(_ConstantOperand):
 
     op = staticmethod(F.add)
     op_backward = staticmethod(F.add_backward)
+    op_name = "add"
 
 
 class Scale(_ConstantOperand):
@@ -227,6 +246,7 @@ class Scale(_ConstantOperand):
 
     op = staticmethod(F.multiply)
     op_backward = staticmethod(F.multiply_backward)
+    op_name = "multiply"
 
 
 class Affine(Layer):
