@@ -522,3 +522,21 @@ def test_constant_operands_are_prepared_and_follow_their_value(kind, value_shape
     layer.params["weight"] = layer.params["weight"] + 1.0
     np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
     assert _record(model).plans == {}
+
+
+@pytest.mark.parametrize("perm", [(0, 2, 3, 1), (0, 1, 3, 2), (0, 3, 1, 2)])
+def test_a_transpose_is_prepared(perm, monkeypatch):
+    """A ``Transpose`` runs by its layer's ``prepared_forward``: the kernel call of ``transpose``
+    with its geometry worked out once; a new permutation drops the plan."""
+    x_in = cnnlab.Input((3, 4, 5))
+    layer = L.Transpose(perm)
+    model = cnnlab.Model(x_in, L.ReLU()(layer(L.Sigmoid()(x_in))))
+    x = np.random.default_rng(10).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    expected = _plain(model, x, monkeypatch)
+    for _ in range(3):
+        np.testing.assert_array_equal(model.forward(x), expected)
+    plan, = _record(model).plans.values()
+    assert [type(entry[0].layer) for entry in plan.entries if entry[1] is not None] == [L.Transpose]
+    layer.perm = list(layer.perm)  # (the same permutation, another object: checked again)
+    np.testing.assert_array_equal(model.forward(x), expected)
+    assert _record(model).plans == {}

@@ -49,24 +49,52 @@ def transpose(x: Array, axes: Sequence[int]) -> Array:
     axes = check_axes(axes, len(x.shape))
     kernels = kernels_for(x=x)
     shape = tuple(int(s) for s in x.shape)
-    strides = [math.prod(shape[k + 1:]) for k in range(len(shape))]
-    out_shape = tuple(shape[a] for a in axes)
-    out = kernels.empty(out_shape, x.dtype)
+    out = kernels.empty(tuple(shape[a] for a in axes), x.dtype)
     if out.size:
-        # the kernels' geometry: axes of length 1 left out, and an output axis merged into the one
-        # before it where the input steps over both as one (fewer axes: less index arithmetic)
-        dims, steps = [], []
-        for a in axes:
-            if shape[a] == 1:
-                continue
-            if dims and steps[-1] == strides[a] * shape[a]:
-                dims[-1], steps[-1] = dims[-1] * shape[a], strides[a]
-            else:
-                dims.append(shape[a])
-                steps.append(strides[a])
+        dims, steps = _transpose_geometry(shape, axes)
         kernels.transpose_forward(kernels.asarray(x).reshape(-1), out.reshape(-1),
-                                  index_array(kernels, dims or [1]), index_array(kernels, steps or [0]))
+                                  index_array(kernels, dims), index_array(kernels, steps))
     return out
+
+
+def _transpose_geometry(shape, axes):
+    """The transpose kernels' ``(dims, steps)`` for a C-contiguous input of ``shape``: axes of
+    length 1 left out, and an output axis merged into the one before it where the input steps
+    over both as one (fewer axes: less index arithmetic)."""
+    strides = [math.prod(shape[k + 1:]) for k in range(len(shape))]
+    dims, steps = [], []
+    for a in axes:
+        if shape[a] == 1:
+            continue
+        if dims and steps[-1] == strides[a] * shape[a]:
+            dims[-1], steps[-1] = dims[-1] * shape[a], strides[a]
+        else:
+            dims.append(shape[a])
+            steps.append(strides[a])
+    return dims or [1], steps or [0]
+
+
+def bound_transpose(x: Array, axes: Sequence[int]):
+    """For a caller that repeats :func:`transpose` on host arrays of this shape and dtype: a
+    function ``run(x, out)`` that writes the permuted array into ``out`` (C-contiguous, of the
+    output's shape) and returns it, its geometry worked out now (a prepared inference plan:
+    :mod:`cnnlab.prepared`). The same kernel call as :func:`transpose`'s. None for anything but
+    a C-contiguous host float array with some values."""
+    if type(x) is not np.ndarray or x.dtype not in (np.float32, np.float64) or not x.flags.c_contiguous \
+            or x.size == 0:
+        return None
+    try:
+        axes = check_axes(axes, len(x.shape))
+    except (TypeError, ValueError):
+        return None
+    kernels = kernels_for(x=x)
+    dims, steps = _transpose_geometry(tuple(int(s) for s in x.shape), axes)
+    dims, steps = index_array(kernels, dims), index_array(kernels, steps)
+
+    def run(x, out):
+        kernels.transpose_forward(x.reshape(-1), out.reshape(-1), dims, steps)
+        return out
+    return run
 
 
 def transpose_backward(grad_out: Array, axes: Sequence[int]) -> Array:

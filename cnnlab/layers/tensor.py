@@ -11,6 +11,7 @@ from .. import functional as F
 from ..device import is_gpu_array
 from ..dispatch import register_builder
 from ..functional.resize import resize_codes, resize_geometry
+from ..functional.tensor import bound_transpose
 from ..shapes import is_known, known_size
 from ..symbolic import TensorSpec
 from ..types import Any, Array, Sequence
@@ -116,6 +117,15 @@ class Transpose(Layer):
         if np.dtype(x.dtype).kind != "f":
             return np.ascontiguousarray(np.transpose(x, self.perm))
         return F.transpose(x, self.perm)
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: :func:`cnnlab.functional.transpose`'s kernel call with
+        its geometry worked out once (the permutation watched)."""
+        if type(out) is not np.ndarray or not out.flags.c_contiguous or type(x) is not np.ndarray \
+                or len(self.perm) != x.ndim or out.dtype != x.dtype or out.shape != tuple(x.shape[a] for a in self.perm):
+            return None
+        run = bound_transpose(x, self.perm)
+        return None if run is None else (run, ((vars(self), "perm", self.perm),), ())
 
     def backward(self, grad_out: Array) -> Array:
         return F.transpose_backward(grad_out, self.perm)
