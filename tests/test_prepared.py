@@ -540,3 +540,22 @@ def test_a_transpose_is_prepared(perm, monkeypatch):
     layer.perm = list(layer.perm)  # (the same permutation, another object: checked again)
     np.testing.assert_array_equal(model.forward(x), expected)
     assert _record(model).plans == {}
+
+
+@pytest.mark.parametrize("op, axes, keepdims", [("mean", [1], True), ("max", [2, 3], False), ("sum", None, True),
+                                                ("prod", [-1], False)])
+def test_a_reduction_is_prepared(op, axes, keepdims, monkeypatch):
+    """A ``Reduce`` of its own runs by its layer's ``prepared_forward``: ``reduce``'s NumPy call
+    with its axes resolved once, the same values; another op drops the plan."""
+    x_in = cnnlab.Input((3, 4, 5))
+    layer = L.Reduce(op, axes, keepdims)
+    model = cnnlab.Model(x_in, L.Sigmoid()(layer(L.Sigmoid()(x_in))))
+    x = np.random.default_rng(11).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    expected = _plain(model, x, monkeypatch)
+    for _ in range(3):
+        np.testing.assert_array_equal(model.forward(x), expected)
+    plan, = _record(model).plans.values()
+    assert [type(entry[0].layer) for entry in plan.entries if entry[1] is not None] == [L.Reduce]
+    layer.op = "min" if op != "min" else "max"
+    np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+    assert _record(model).plans == {}

@@ -49,6 +49,30 @@ def _check_op(op):
         raise ValueError(f"op must be one of {', '.join(REDUCTIONS)}, got {op!r}")
 
 
+def bound_reduce(x: Array, op: str = "mean", axes: int | Sequence[int] | None = None, keepdims: bool = False):
+    """For a caller that repeats :func:`reduce` on host arrays of this shape and dtype: a
+    function ``run(x, out)`` that writes the reduction into ``out`` (an array of its shape and
+    dtype) and returns it, the axes resolved now (a prepared inference plan:
+    :mod:`cnnlab.prepared`). The same NumPy call as :func:`reduce`'s, so the same values. None
+    for ops other than mean, sum, max, min and prod, arrays other than host float arrays, and
+    reductions over an empty axis."""
+    if op not in ("mean", "sum", "max", "min", "prod") or type(x) is not np.ndarray or x.dtype.kind != "f":
+        return None
+    try:
+        axes = reduction_axes(axes, x.ndim)
+    except (TypeError, ValueError):
+        return None
+    if any(x.shape[a] == 0 for a in axes):
+        return None
+    function, keep = getattr(np, op), bool(keepdims)
+
+    def run(x, out):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[...] = function(x, axis=axes, keepdims=keep)
+        return out
+    return run
+
+
 @symbolic("reduce")
 @on_host
 def reduce(x: Array, op: str = "mean", axes: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:

@@ -12,7 +12,7 @@ from .. import functional as F
 from ..device import is_gpu_array, to_device, to_host
 from ..dispatch import register_builder
 from ..functional.indexing import on_host
-from ..functional.reduce import reduction_axes
+from ..functional.reduce import bound_reduce, reduction_axes
 from ..symbolic import TensorSpec
 from ..types import Any, Array, Sequence
 from .base import WholeTensorLayer, known_value, operand_node
@@ -129,6 +129,19 @@ class Reduce(WholeTensorLayer):
         if training:
             self.saved = (x, out)
         return out
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: :func:`cnnlab.functional.reduce`'s NumPy call with its
+        axes resolved once (the op, axes and keepdims watched)."""
+        run = bound_reduce(x, self.op, self.axes, self.keepdims)
+        if run is None or type(out) is not np.ndarray or out.dtype != x.dtype:
+            return None
+        axes = reduction_axes(self.axes, x.ndim)
+        shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape)) if self.keepdims else \
+            tuple(s for i, s in enumerate(x.shape) if i not in axes)
+        if out.shape != shape:
+            return None
+        return run, tuple((vars(self), name, getattr(self, name)) for name in ("op", "axes", "keepdims")), ()
 
     def backward(self, grad_out: Array) -> Array:
         x, out = self._need_saved()
