@@ -480,6 +480,17 @@ def test_additions_and_products_that_are_not_fused_are_prepared_by_their_layers(
     assert _record(model).plans == {}
 
 
+def _prepared_alone(model, x, kind, monkeypatch):
+    """The plain walk's values for ``x``, after checking that three calls give them and that the
+    plan made prepares exactly one node that is not fused, a ``kind`` layer's."""
+    expected = _plain(model, x, monkeypatch)
+    for _ in range(3):
+        np.testing.assert_array_equal(model.forward(x), expected)
+    plan, = _record(model).plans.values()
+    assert [type(entry[0].layer) for entry in plan.entries if entry[1] is not None] == [kind]
+    return expected
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_a_dense_layer_that_is_not_fused_is_prepared_and_follows_its_parameters(bias, monkeypatch):
     """A ``Dense`` node of its own (here on a sequence's last axis, as a recognizer's) runs by
@@ -489,11 +500,7 @@ def test_a_dense_layer_that_is_not_fused_is_prepared_and_follows_its_parameters(
     dense = L.Dense(8, 6, bias=bias, seed=1)
     model = cnnlab.Model(x_in, L.ReLU()(dense(x_in)))
     x = np.random.default_rng(6).standard_normal((2, 5, 8)).astype(np.float32)
-    expected = _plain(model, x, monkeypatch)
-    for _ in range(3):
-        np.testing.assert_array_equal(model.forward(x), expected)
-    plan, = _record(model).plans.values()
-    assert [type(entry[0].layer).__name__ for entry in plan.entries if entry[1] is not None] == ["Dense"]
+    _prepared_alone(model, x, L.Dense, monkeypatch)
     dense.params["weight"] *= -1.5
     np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
     assert len(_record(model).plans) == 1
@@ -511,11 +518,7 @@ def test_constant_operands_are_prepared_and_follow_their_value(kind, value_shape
     layer = kind(np.random.default_rng(8).standard_normal(value_shape).astype(np.float32))
     model = cnnlab.Model(x_in, L.ReLU()(layer(L.Sigmoid()(x_in))))
     x = np.random.default_rng(9).standard_normal((2, 4, 6, 6)).astype(np.float32)
-    expected = _plain(model, x, monkeypatch)
-    for _ in range(3):
-        np.testing.assert_array_equal(model.forward(x), expected)
-    plan, = _record(model).plans.values()
-    assert [type(entry[0].layer) for entry in plan.entries if entry[1] is not None] == [kind]
+    _prepared_alone(model, x, kind, monkeypatch)
     layer.params["weight"] *= -2.0
     np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
     assert len(_record(model).plans) == 1
@@ -532,11 +535,7 @@ def test_a_transpose_is_prepared(perm, monkeypatch):
     layer = L.Transpose(perm)
     model = cnnlab.Model(x_in, L.ReLU()(layer(L.Sigmoid()(x_in))))
     x = np.random.default_rng(10).standard_normal((2, 3, 4, 5)).astype(np.float32)
-    expected = _plain(model, x, monkeypatch)
-    for _ in range(3):
-        np.testing.assert_array_equal(model.forward(x), expected)
-    plan, = _record(model).plans.values()
-    assert [type(entry[0].layer) for entry in plan.entries if entry[1] is not None] == [L.Transpose]
+    expected = _prepared_alone(model, x, L.Transpose, monkeypatch)
     layer.perm = list(layer.perm)  # (the same permutation, another object: checked again)
     np.testing.assert_array_equal(model.forward(x), expected)
     assert _record(model).plans == {}
@@ -551,11 +550,7 @@ def test_a_reduction_is_prepared(op, axes, keepdims, monkeypatch):
     layer = L.Reduce(op, axes, keepdims)
     model = cnnlab.Model(x_in, L.Sigmoid()(layer(L.Sigmoid()(x_in))))
     x = np.random.default_rng(11).standard_normal((2, 3, 4, 5)).astype(np.float32)
-    expected = _plain(model, x, monkeypatch)
-    for _ in range(3):
-        np.testing.assert_array_equal(model.forward(x), expected)
-    plan, = _record(model).plans.values()
-    assert [type(entry[0].layer) for entry in plan.entries if entry[1] is not None] == [L.Reduce]
+    _prepared_alone(model, x, L.Reduce, monkeypatch)
     layer.op = "min" if op != "min" else "max"
     np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
     assert _record(model).plans == {}
