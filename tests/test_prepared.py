@@ -25,10 +25,12 @@ class _Relayout(L.Identity):
         return np.asfortranarray(x) if self.fortran else x.copy()
 
 
-def _network(dtype=np.float32, norm=True, relayout=False, slope=None):
+def _network(dtype=np.float32, norm=True, relayout=False, slope=None, squash=False):
     """A stem convolution (with its normalization and ReLU6), a 3x3 max pooling that keeps the
     size (a step that is not fused), an inverted residual block with its shortcut, a 3x3
-    convolution (with a leaky ReLU of ``slope``) and a classifier head."""
+    convolution (with a leaky ReLU of ``slope``) and a classifier head. ``relayout``: a
+    :class:`_Relayout` after the pooling; ``squash``: a sigmoid there (a step that returns new
+    arrays and has no prepared form)."""
     x = cnnlab.Input((8, 10, 10), dtype=dtype)
 
     def layer(conv, inputs, activation=L.ReLU6):
@@ -40,6 +42,8 @@ def _network(dtype=np.float32, norm=True, relayout=False, slope=None):
     h = L.MaxPool2D(3, stride=1, padding=1)(h)
     if relayout:
         h = _Relayout()(h)
+    if squash:
+        h = L.Sigmoid()(h)
     block = layer(L.Conv2D(8, 32, 1, bias=not norm, seed=2, dtype=dtype), h)
     block = layer(L.Conv2D(32, 32, 3, padding=1, groups=32, bias=not norm, seed=3, dtype=dtype), block)
     block = layer(L.Conv2D(32, 8, 1, bias=not norm, seed=4, dtype=dtype), block, activation=None)
@@ -103,7 +107,8 @@ def test_prepared_calls_give_the_plain_walks_values(dtype, norm, batch, monkeypa
     assert [type(entry[0]) for entry in plan.entries] == [type(step) for step in steps]
     prepared = [type(entry[0]) for entry in plan.entries if entry[1] is not None]
     fused = [type(step) for step in steps if isinstance(step, FusedStep)]
-    assert prepared == fused and FusedConvPair in fused and FusedHead in fused and len(steps) > len(fused)
+    assert FusedConvPair in fused and FusedHead in fused and len(steps) > len(fused)
+    assert prepared == [type(step) for step in steps]  # (the max pooling by its layer's prepared_forward)
     runs = _step_runs(monkeypatch)
     for _ in range(3):
         np.testing.assert_array_equal(model.forward(x), expected)
@@ -127,9 +132,9 @@ def test_results_are_the_callers_and_never_share_the_plans_arrays(monkeypatch):
 
 def test_the_plans_arrays_are_shared_by_lifetime_and_apart_from_the_pools(monkeypatch):
     """Outputs alive at once are in separate arrays of the plan; one dead before another is
-    made may share its memory; the pool that the steps that are not fused take from never
+    made may share its memory; the pool that a step without a prepared form takes from never
     hands out the plan's memory."""
-    model = _network()
+    model = _network(squash=True)
     x = _images()
     for _ in range(5):
         model.forward(x)
@@ -145,7 +150,7 @@ def test_the_plans_arrays_are_shared_by_lifetime_and_apart_from_the_pools(monkey
             alive.pop(slot, None)
     pool = model.graph.buffer_pool()
     pooled = [buffer for buffers in pool.free.values() for buffer in buffers]
-    assert pooled  # the max pooling's output comes from the pool
+    assert pooled  # the sigmoid's output comes from the pool
     owned = [entry[5] for entry in plan.entries if entry[5] is not None]
     assert not any(np.shares_memory(p, q) for p in pooled for q in owned)
 
@@ -378,7 +383,8 @@ def test_a_step_that_makes_a_scalar_leaves_the_others_prepared(monkeypatch):
     fused = [step for step in model.graph.inference_plan() if isinstance(step, FusedStep)]
     prepared = [entry[0] for entry in plan.entries if entry[1] is not None]
     assert [step for step in prepared if isinstance(step, FusedStep)] == fused and len(fused) == 3
-    assert [type(node.layer).__name__ for node in prepared if not isinstance(node, FusedStep)] == ["Dense"]
+    assert [type(node.layer).__name__ for node in prepared if not isinstance(node, FusedStep)] == ["MaxPool2D",
+                                                                                                   "Dense"]
 
 
 def _squeezed(dtype=np.float32, norm=True):
@@ -552,5 +558,24 @@ def test_a_reduction_is_prepared(op, axes, keepdims, monkeypatch):
     x = np.random.default_rng(11).standard_normal((2, 3, 4, 5)).astype(np.float32)
     _prepared_alone(model, x, L.Reduce, monkeypatch)
     layer.op = "min" if op != "min" else "max"
+    np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+    assert _record(model).plans == {}
+
+
+@pytest.mark.parametrize("kind, options", [(L.MaxPool2D, dict(kernel_size=3, stride=2, padding=1)),
+                                           (L.AvgPool2D, dict(kernel_size=2, count_include_pad=False)),
+                                           (L.MaxPool2D, dict(kernel_size=2, padding="same_upper")),
+                                           (L.LPPool2D, dict(kernel_size=3, stride=1)),
+                                           (L.MinPool2D, dict(kernel_size=3, stride=2, ceil_mode=True))])
+def test_a_pooling_is_prepared(kind, options, monkeypatch):
+    """A pooling layer (ResNet's max pooling after its stem) runs by its layer's
+    ``prepared_forward``: ``pool2d``'s kernel call with its arguments checked once; another
+    stride drops the plan."""
+    x_in = cnnlab.Input((3, 9, 8))
+    layer = kind(**options)
+    model = cnnlab.Model(x_in, L.Flatten()(L.ReLU()(layer(L.Sigmoid()(x_in)))))
+    x = np.random.default_rng(12).standard_normal((2, 3, 9, 8)).astype(np.float32)
+    _prepared_alone(model, x, kind, monkeypatch)
+    layer.stride = tuple(layer.stride)[::-1] if layer.stride[0] != layer.stride[1] else (1, 1)
     np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
     assert _record(model).plans == {}

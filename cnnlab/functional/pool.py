@@ -162,6 +162,30 @@ def _pool2d(x, kernel_size, stride=None, padding=0, mode="max", *, dilation=1, c
     return out
 
 
+def bound_pool2d(x: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0,
+                 mode: str = "max", *, dilation: IntPair = 1, ceil_mode: bool = False, count_include_pad: bool = True):
+    """For a caller that repeats :func:`pool2d` (without indices) on host arrays of this shape
+    and dtype: ``(out_shape, run)``, ``run(x, out)`` writing the pooled maps into ``out`` (an
+    array of ``out_shape``, C-contiguous) and returning it, the arguments checked and the
+    kernel's geometry worked out now (a prepared inference plan: :mod:`cnnlab.prepared`, which
+    checks the thread count). The same kernel call as :func:`pool2d`'s. None for anything but a
+    C-contiguous host float array (N, C, H, W) with some values, or arguments it refuses."""
+    if type(x) is not np.ndarray or x.ndim != 4 or x.dtype not in (np.float32, np.float64) or x.size == 0 \
+            or not x.flags.c_contiguous:
+        return None
+    try:
+        out_shape, args = pool_geometry(x.shape, kernel_size, stride, padding, mode, dilation, ceil_mode,
+                                        count_include_pad)
+    except (TypeError, ValueError):
+        return None
+    kernels = kernels_for(x=x)
+
+    def run(x, out):
+        kernels.pool2d_forward(x, out, *args)
+        return out
+    return tuple(out_shape), run
+
+
 def _check_indices_mode(mode, argument):
     if mode not in ("max", "min"):
         raise ValueError(f"{argument} applies to mode 'max' and 'min' only (the element a window picks), "

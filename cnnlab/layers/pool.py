@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..functional.pool import bound_pool2d
 from ..shapes import PADDING_WORDS, resolve_padding, window_output_shape
 from ..types import Array, IntPair, Padding
 from .base import Layer, padding_config, reshape_array
@@ -61,6 +62,18 @@ class _Pool2D(Layer):
         if training:
             self.saved = (x, out, None)
         return out
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: :func:`cnnlab.functional.pool2d`'s kernel call with its
+        arguments checked once (the pooling's arguments watched)."""
+        if type(x) is not np.ndarray or x.ndim != 4 or type(out) is not np.ndarray or out.dtype != x.dtype \
+                or not out.flags.c_contiguous:
+            return None
+        bound = bound_pool2d(x, **self._arguments(tuple(x.shape)))
+        if bound is None or bound[0] != out.shape:
+            return None
+        names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "count_include_pad")
+        return bound[1], tuple((vars(self), name, getattr(self, name)) for name in names), ((lambda: self.mode, self.mode),)
 
     def backward(self, grad_out: Array) -> Array:
         x, out, indices = self._need_saved()
