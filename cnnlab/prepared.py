@@ -5,14 +5,17 @@ The inference plan (:mod:`cnnlab.fusion`) checks every step's arguments at every
 bound kernel calls accept their arrays, the outputs come from the buffer pool and go back to it
 by the walk's bookkeeping. A :class:`PreparedPlan` is the same walk made once for arrays of
 given shapes: each fused step in its prepared form (:meth:`cnnlab.fusion.FusedStep.prepare`),
-its output in an array of the plan's own, chosen by the tensors' lifetimes as the pool would,
+each other node in its layer's where the layer has one
+(:meth:`cnnlab.layers.Layer.prepared_forward`: additions, products, dense layers, constant
+operands, transposes, reductions, poolings), its output in an array of the plan's own, chosen
+by the tensors' lifetimes as the pool would,
 the targets in new arrays at each call (they are the caller's). A call checks, once, that the
 inputs have the recorded shapes, dtypes and layout, that every parameter array, layer attribute
 and node's layer the prepared steps read is the object they were prepared with (arrays edited
 in place are read as they are; a normalization is folded again at each call) and that the
 kernel settings (:func:`cnnlab.functional.conv.kernel_settings`: thread count, sizes, paths)
 are those of the preparation; then the steps run without their own checks. Anything else, and
-any step without a prepared form (a layer that is not fused), runs as in the plain walk.
+any step without a prepared form, runs as in the plain walk.
 
 A graph's prepared plans are kept per thread (concurrent calls never share arrays) and per set
 of targets; one is made at the second call with the same input shapes (the first binds the
