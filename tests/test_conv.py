@@ -3,6 +3,7 @@
 import naive
 import numpy as np
 import pytest
+from conv_paths import check_rule
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from strategies import arrays, conv_geometries, conv_padding_geometries
@@ -642,25 +643,9 @@ def test_tiles_rule(x_shape, weight_shape, stride, padding, taken, monkeypatch):
     ``TILES_SMALL_MAX_TAPS`` taps, and from the panels at most ``TILES_PANELS_MAX_TAPS`` taps or
     outputs of one tile's width; never float64, and never with ``TILES`` off."""
     from cnnlab.kernels.cpu import _strips, _tiles
-    from cnnlab.kernels.cpu import conv as cpu_conv
 
     monkeypatch.setattr(_strips, "STRIPS", False)
-
-    groups = x_shape[1] // weight_shape[1]
-    geometry = conv_geometry(x_shape, weight_shape, np.float32, stride, padding, 1, groups)
-    out_shape = (x_shape[0], weight_shape[0]) + geometry.out_shape
-
-    def path(dtype=np.float32):
-        return cpu_conv._forward_work(x_shape, weight_shape, out_shape, *geometry.args, geometry.filter_blocks,
-                                      geometry.sample_block, dtype=dtype)[0]
-
-    assert (path() is _tiles._tile_forward_items) == taken
-    assert path(np.float64) is not _tiles._tile_forward_items
-    saved, _tiles.TILES = _tiles.TILES, False
-    try:
-        assert path() is not _tiles._tile_forward_items
-    finally:
-        _tiles.TILES = saved
+    check_rule(_tiles, "TILES", _tiles._tile_forward_items, x_shape, weight_shape, stride, padding, taken)
 
 
 @pytest.mark.parametrize("samples, filters, out_h, out_w, workers, staged, expected", [

@@ -5,12 +5,12 @@ geometry against loops, the rule and the items' split."""
 import naive
 import numpy as np
 import pytest
+from conv_paths import check_rule
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from numba import njit
 
 from cnnlab.functional import epilogue_activation
-from cnnlab.functional.conv import conv_geometry
 from cnnlab.kernels import EPILOGUE_MASK
 from cnnlab.kernels.cpu import _strips
 from cnnlab.kernels.cpu import conv as cpu_conv
@@ -180,21 +180,7 @@ def test_strips_rule(x_shape, weight_shape, stride, padding, taken):
     most ``STRIPS_MAX_SAMPLE_WEIGHT_BYTES`` of weights a sample, and where F(2x2, 3x3) would
     take it, only with many channels and few tiles (:func:`before_winograd`); never float64,
     and never with ``STRIPS`` off."""
-    groups = x_shape[1] // weight_shape[1]
-    geometry = conv_geometry(x_shape, weight_shape, np.float32, stride, padding, 1, groups)
-    out_shape = (x_shape[0], weight_shape[0]) + geometry.out_shape
-
-    def path(dtype=np.float32):
-        return cpu_conv._forward_work(x_shape, weight_shape, out_shape, *geometry.args, geometry.filter_blocks,
-                                      geometry.sample_block, dtype=dtype)[0]
-
-    assert (path() is _strips._strip_forward_items) == taken
-    assert path(np.float64) is not _strips._strip_forward_items
-    saved, _strips.STRIPS = _strips.STRIPS, False
-    try:
-        assert path() is not _strips._strip_forward_items
-    finally:
-        _strips.STRIPS = saved
+    check_rule(_strips, "STRIPS", _strips._strip_forward_items, x_shape, weight_shape, stride, padding, taken)
 
 
 @pytest.mark.parametrize("samples, filters, out_h, workers, staged, expected", [
