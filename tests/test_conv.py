@@ -3,7 +3,7 @@
 import naive
 import numpy as np
 import pytest
-from conv_paths import check_rule
+from conv_paths import check_against_loops, check_rule, conv_problem, run_forward
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from strategies import arrays, conv_geometries, conv_padding_geometries
@@ -575,48 +575,25 @@ def test_convolution_by_tiles_matches_loops(samples, channels, kh, kw, sh, sw, d
     none (read where it lies), filter counts that are not whole tiles, items of one tile row
     (one block's first tile back over the block before), one thread or two, and each epilogue:
     in the kernel (the clip, a residual) or after it (tanh, the mask)."""
-    from hypothesis import assume
-
-    from cnnlab.functional import epilogue_activation
-    from cnnlab.kernels import EPILOGUE_MASK
     from cnnlab.kernels.cpu import _tiles
     from cnnlab.kernels.cpu import conv as cpu_conv
 
     rows = _tiles.tile_rows(out_w)
     out_h = rows + extra_h
-    top, bottom, left, right = pads
-    height = (out_h - 1) * sh + (kh - 1) * dh + 1 - top - bottom
-    width = (out_w - 1) * sw + (kw - 1) * dw + 1 - left - right
-    assume(height >= 1 and width >= 1 and kh * kw > 1)
-    rng = np.random.default_rng(samples * 1000 + channels * 100 + filters * 10 + out_w)
-    x = rng.standard_normal((samples, channels, height, width)).astype(np.float32)
-    w = rng.standard_normal((filters, channels, kh, kw)).astype(np.float32)
-    scale, shift = rng.standard_normal(filters).astype(np.float32), rng.standard_normal(filters).astype(np.float32)
-    other = rng.standard_normal((samples, filters, out_h, out_w)).astype(np.float32)
-    code, low, high = epilogue_activation({"relu": "relu", "tanh": "tanh"}.get(epilogue))
-    if epilogue == "mask":
-        code = EPILOGUE_MASK
-    out = np.full(other.shape, np.nan, np.float32)
+    problem = conv_problem(samples, channels, kh, kw, sh, sw, dh, dw, pads, filters, out_w, out_h, epilogue)
     saved = cpu_conv.by_tiles, cpu_conv.by_strips, cpu_conv._is_direct, _tiles.TILES_STAGED_BYTES
     cpu_conv.by_tiles = lambda *arguments: True
     cpu_conv.by_strips = cpu_conv._is_direct = lambda *arguments: False
     if small_blocks:
         _tiles.TILES_STAGED_BYTES = 1  # (one tile row an item)
     try:
-        work = cpu_conv._forward_work(x.shape, w.shape, out.shape, sh, sw, top, left, dh, dw, 1, out_h, workers,
-                                      dtype=x.dtype)
-        cpu_conv._run_forward(work, x, w, scale, shift, other, epilogue == "residual", code, low, high, out)
+        work = run_forward(problem, workers)
     finally:
         cpu_conv.by_tiles, cpu_conv.by_strips, cpu_conv._is_direct, _tiles.TILES_STAGED_BYTES = saved
     assert work[0] is _tiles._tile_forward_items
     if small_blocks:
         assert work[3][-1] == rows
-    expected = naive.fused_conv2d(x, w, shift, (sh, sw), ((top, bottom), (left, right)), (dh, dw), 1, scale=scale,
-                                  residual=other if epilogue == "residual" else None,
-                                  spec={"relu": "relu", "tanh": "tanh"}.get(epilogue))
-    if epilogue == "mask":
-        expected = np.where(other > 0, expected, 0)
-    np.testing.assert_allclose(out, expected, rtol=2e-5, atol=2e-5 * max(1.0, np.abs(expected).max()))
+    check_against_loops(problem)
 
 
 @_TILES

@@ -2,16 +2,13 @@
 definitions (compiled, and as the NumPy code kernels run interpreted), the path forced on every
 geometry against loops, the rule and the items' split."""
 
-import naive
 import numpy as np
 import pytest
-from conv_paths import check_rule
-from hypothesis import assume, example, given, settings
+from conv_paths import check_against_loops, check_rule, conv_problem, run_forward
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from cnnlab.functional import epilogue_activation
-from cnnlab.kernels import EPILOGUE_MASK
 from cnnlab.kernels.cpu import _strips
 from cnnlab.kernels.cpu import conv as cpu_conv
 from cnnlab.kernels.cpu._microkernel import VECTOR_BYTES, available
@@ -106,19 +103,7 @@ def test_convolution_by_strips_matches_loops(samples, channels, kh, kw, sh, sw, 
     filter counts that are not whole pairs of vectors, chunks of channels that do not divide
     them, passes of several rows, items of a row or two (blocks of a sample), one thread or two,
     and each epilogue: in the kernel (the clip, a residual) or after it (tanh, the mask)."""
-    top, bottom, left, right = pads
-    height = (out_h - 1) * sh + (kh - 1) * dh + 1 - top - bottom
-    width = (out_w - 1) * sw + (kw - 1) * dw + 1 - left - right
-    assume(height >= 1 and width >= 1 and kh * kw > 1)
-    rng = np.random.default_rng(samples * 1000 + channels * 100 + filters * 10 + out_w)
-    x = rng.standard_normal((samples, channels, height, width)).astype(np.float32)
-    w = rng.standard_normal((filters, channels, kh, kw)).astype(np.float32)
-    scale, shift = rng.standard_normal(filters).astype(np.float32), rng.standard_normal(filters).astype(np.float32)
-    other = rng.standard_normal((samples, filters, out_h, out_w)).astype(np.float32)
-    code, low, high = epilogue_activation({"relu": "relu", "tanh": "tanh"}.get(epilogue))
-    if epilogue == "mask":
-        code = EPILOGUE_MASK
-    out = np.full(other.shape, np.nan, np.float32)
+    problem = conv_problem(samples, channels, kh, kw, sh, sw, dh, dw, pads, filters, out_w, out_h, epilogue)
     saved = (cpu_conv.by_strips, cpu_conv.by_winograd, cpu_conv._is_direct, _strips.STRIPS_CHUNK_BYTES,
              _strips.STRIPS_STAGED_BYTES, _strips.STRIPS_PER_PASS)
     cpu_conv.by_strips = lambda *arguments: True
@@ -127,9 +112,7 @@ def test_convolution_by_strips_matches_loops(samples, channels, kh, kw, sh, sw, 
     _strips.STRIPS_STAGED_BYTES = 1 if out_h % 2 else 1 << 20  # (one row an item, or whole samples)
     _strips.STRIPS_PER_PASS = 12
     try:
-        work = cpu_conv._forward_work(x.shape, w.shape, out.shape, sh, sw, top, left, dh, dw, 1, out_h, workers,
-                                      dtype=x.dtype)
-        cpu_conv._run_forward(work, x, w, scale, shift, other, epilogue == "residual", code, low, high, out)
+        work = run_forward(problem, workers)
     finally:
         (cpu_conv.by_strips, cpu_conv.by_winograd, cpu_conv._is_direct, _strips.STRIPS_CHUNK_BYTES,
          _strips.STRIPS_STAGED_BYTES, _strips.STRIPS_PER_PASS) = saved
@@ -137,12 +120,7 @@ def test_convolution_by_strips_matches_loops(samples, channels, kh, kw, sh, sw, 
     assert work[3][-2] == min(chunk, channels)
     if out_h % 2:
         assert work[3][-3] == 1
-    expected = naive.fused_conv2d(x, w, shift, (sh, sw), ((top, bottom), (left, right)), (dh, dw), 1, scale=scale,
-                                  residual=other if epilogue == "residual" else None,
-                                  spec={"relu": "relu", "tanh": "tanh"}.get(epilogue))
-    if epilogue == "mask":
-        expected = np.where(other > 0, expected, 0)
-    np.testing.assert_allclose(out, expected, rtol=2e-5, atol=2e-5 * max(1.0, np.abs(expected).max()))
+    check_against_loops(problem)
 
 
 @_AVX512
