@@ -457,11 +457,13 @@ class FusedConvPair(FusedStep):
 
     def prepare(self, inputs, out, take, fixed):
         """:meth:`FusedStep.prepare`: the bound pair (and the third bound call after it, where it
-        did not join the pair), its outputs between the steps in arrays of ``take``."""
+        did not join the pair), its outputs between the steps in arrays of ``take``; where the
+        steps ran one after the other (no bound pair: one thread, or shapes the pair does not
+        take), their own prepared forms so (:meth:`_prepared_steps`)."""
         pair = self.pair
         if pair is None or pair.first is not self.first.bound or pair.second is not self.second.bound \
                 or (pair.third is not None and pair.third is not self.third.bound):
-            return None
+            return self._prepared_steps(inputs, out, take, fixed)
         middle = take(pair.first.out_shape, pair.first.dtype)
         between = out if self.third is None else take(pair.second.out_shape, pair.second.dtype)
         readies = [self.first._ready(inputs[0]), self.second._ready(middle)]
@@ -488,6 +490,38 @@ class FusedConvPair(FusedStep):
                     result = kernel()
                 return result
         return Prepared(run, call, sum((ready[2] for ready in readies), ()), sum((ready[3] for ready in readies), ()))
+
+    def _prepared_steps(self, inputs, out, take, fixed):
+        """:meth:`prepare` of the steps one after the other, as :meth:`run` runs them without a
+        bound pair: each step's prepared form, the outputs between them in arrays of ``take``;
+        None where a step has none."""
+        forms, outputs = [], []
+        for k, step in enumerate(self.steps):
+            last = k == len(self.steps) - 1
+            if step.bound is None:
+                return None
+            target = out if last else take(step.bound.out_shape, step.bound.dtype)
+            form = step.prepare([outputs[-1] if k else inputs[0]] + (list(inputs[1:]) if k == 2 else []), target,
+                                take, fixed)
+            if form is None:
+                return None
+            forms.append(form)
+            outputs.append(target)
+        runs, between = [form.run for form in forms], outputs[:-1]
+
+        def run(inputs, out):
+            value = runs[0]([inputs[0]], between[0])
+            for k in range(1, len(runs)):
+                value = runs[k]([value] + (list(inputs[1:]) if k == 2 else []), out if k == len(runs) - 1 else between[k])
+            return value
+        calls = [form.call for form in forms]
+        call = None
+        if None not in calls:
+            def call():
+                for each in calls:
+                    value = each()
+                return value
+        return Prepared(run, call, sum((form.same for form in forms), ()), sum((form.equal for form in forms), ()))
 
     def _kernel_calls(self, pair, x, parameters, middle, between, residual, out):
         """The kernel calls (:meth:`BoundConvPair.kernel_call`, then the third step's

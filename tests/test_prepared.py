@@ -10,7 +10,7 @@ import pytest
 
 import cnnlab
 import cnnlab.layers as L
-from cnnlab import config
+from cnnlab import config, fusion
 from cnnlab.fusion import FusedConv, FusedConvPair, FusedHead, FusedStep
 from cnnlab.prepared import PLANS_KEPT, prepared_record
 
@@ -221,6 +221,36 @@ def test_another_thread_count_takes_the_plain_walk(monkeypatch):
         assert _record(model).plans == {} or threads == 1
     finally:
         numba.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("norm", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_pair_that_runs_its_steps_one_after_the_other_is_prepared_step_by_step(norm, threads, monkeypatch):
+    """Where the block's pair is not bound (one thread; on two, a pair the binding turned
+    down), its steps run one after the other in the plain walk: the plan prepares each of
+    them, with the same values, and on two threads calls their kernels on its own arrays."""
+    if threads == 2:
+        monkeypatch.setattr(fusion, "bind_conv2d_pair", lambda *bounds: None)
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        model = _network(norm=norm)
+        x = _images()
+        expected = _plain(model, x, monkeypatch)
+        for _ in range(2):
+            model.forward(x)
+        plan, = _record(model).plans.values()
+        pairs = [entry for entry in plan.entries if isinstance(entry[0], FusedConvPair)]
+        assert len(pairs) == 1 and pairs[0][0].pair is None and pairs[0][1] is not None
+        assert (pairs[0][2] is not None) == (numba.get_num_threads() == 2)  # (kernels by their kept shares)
+        runs = _step_runs(monkeypatch)
+        for _ in range(3):
+            np.testing.assert_array_equal(model.forward(x), expected)
+        assert runs == []
+        model.layers[7].params["weight"] *= 1.25  # (the pair's depthwise step, edited in place)
+        np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+    finally:
+        numba.set_num_threads(before)
 
 
 def test_other_shapes_and_layouts_take_the_plain_walk_and_shapes_get_plans_of_their_own(monkeypatch):
