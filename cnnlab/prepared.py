@@ -87,21 +87,31 @@ class PreparedPlan:
         self.target_slots = [slots[id(tensor)] for tensor in targets]
         same, equal = [], []
         fixed, prepared_outputs = {}, set()  # output id -> its array of the plan's; ids prepared steps write
+        constants, wanted = {}, {id(tensor) for tensor in targets}  # output id -> a value computed once
         self.entries = []
         for step, fused, output, reads, lends, drops in schedule:
             spec = shapes[output]
             prepared = out = None
-            if spec is not None and all(shapes[key] is not None for key in reads) \
-                    and (type(step).prepare is not FusedStep.prepare if fused else step.layer.returns_new_array):
-                out = own.take(*spec) if lends else np.empty(*spec)
-                arrays = [fixed[key] if key in fixed else np.empty(*shapes[key]) for key in reads]
+            constant = None if fused or spec is None else _constant_step(step, reads, shapes, constants)
+            if constant is not None:
+                constants[output] = value = constant[0]
+                prepared = Prepared((lambda inputs, out, value=value: value.copy()) if output in wanted else
+                                    (lambda inputs, out, value=value: value), None, constant[1], constant[2])
+                spec = None
+            elif spec is not None and all(shapes[key] is not None for key in reads) \
+                    and (type(step).prepare is not FusedStep.prepare if fused else True):
+                view = not fused and not step.layer.returns_new_array
+                out = None if view else own.take(*spec) if lends else np.empty(*spec)
+                arrays = [constants[key] if key in constants else fixed[key] if key in fixed else
+                          np.empty(*shapes[key]) for key in reads]
                 prepared = self._prepare(step, arrays, out, own, lends and all(key in fixed for key in reads)) if fused \
                     else _prepared_node(step, arrays, out)
-                if lends and prepared is not None:
+                if lends and prepared is not None and not view:
                     fixed[output] = out
-                elif lends:
+                elif lends and not view:
                     own.give(out)
                 out = fixed.get(output)
+                spec = None if view else spec  # (a view's run is handed no array)
             if prepared is not None:
                 same += prepared.same
                 equal += prepared.equal
@@ -172,7 +182,8 @@ class PreparedPlan:
                     if call is not None and not plain:  # (its inputs and output the plan's own)
                         values[output] = call()
                     elif run is not None and not plain and all(_fits(values[c[0]], c[1], c[2]) for c in checked):
-                        values[output] = run([values[slot] for slot in reads], out if out is not None else np.empty(*spec))
+                        values[output] = run([values[slot] for slot in reads],
+                                             out if out is not None or spec is None else np.empty(*spec))
                     else:  # as the plain walk; so is the rest of the call once a checked input did not fit
                         plain = plain or run is not None
                         if pool is None:
@@ -204,6 +215,34 @@ def _prepared_node(node, inputs, out):
             return run(inputs[0], out)
         run = run_one
     return Prepared(run, None, ((vars(node), "layer", layer),) + tuple(same), tuple(equal))
+
+
+def _constant_step(node, reads, shapes, constants):
+    """``(value, same, equal)`` of a node whose output every call of a plan computes alike: a
+    small array (at most ``CONSTANT_SIZE`` values) made from its inputs' shapes alone (a layer
+    that ``reads_only_shapes``; the plan checks the shapes its inputs have at each call, as for
+    any prepared step) or from ``constants`` alone (the values of the nodes before it found so), with no
+    parameters and small buffers, which ``same`` and ``equal`` watch (the node's layer and its
+    attributes by identity, the buffers' values too); None for any other node. The plan keeps
+    the value and runs nothing (ONNX files compute shapes so: ``Shape``, ``Cast``, ``Slice``,
+    ``Concat`` to the shape a ``Reshape`` takes)."""
+    layer = node.layer
+    shape_only = layer.reads_only_shapes
+    if layer.params or not all(key in constants or shape_only and shapes[key] is not None for key in reads) \
+            or any(np.size(array) > CONSTANT_SIZE for array in layer.buffers.values()):
+        return None
+    value = infer_node(node, [constants[key] if key in constants else np.empty(*shapes[key]) for key in reads], None)
+    if type(value) is not np.ndarray or value.size > CONSTANT_SIZE or (value.shape, value.dtype) != shapes[id(node.output)]:
+        return None
+    value.flags.writeable = False
+    same = ((vars(node), "layer", layer),) + tuple((vars(layer), name, attribute) for name, attribute in vars(layer).items()
+                                                   if name != "saved") \
+        + tuple((layer.buffers, name, array) for name, array in layer.buffers.items())
+    equal = tuple((array.tobytes, array.tobytes()) for array in layer.buffers.values())
+    return value, same, equal
+
+
+CONSTANT_SIZE = 64  # the most values of a node's output (and of each of its buffers) a plan keeps as a constant
 
 
 def _fits(x, shape, dtype):

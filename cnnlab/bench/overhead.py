@@ -79,8 +79,8 @@ def _timed_steps(graph, plan, clock, records):
     record = prepared_record(graph, graph.outputs)
     for prepared_plan in record.plans.values() if record is not None else ():
         prepared.append((prepared_plan, prepared_plan.entries))
-        prepared_plan.entries = [entry if entry[1] is None else
-                                 (entry[0], wrap(_step_label(entry[0]), entry[1]),
+        prepared_plan.entries = [entry if entry[1] is None and entry[2] is None else
+                                 (entry[0], None if entry[1] is None else wrap(_step_label(entry[0]), entry[1]),
                                   None if entry[2] is None else wrap(_step_label(entry[0]), entry[2])) + tuple(entry[3:])
                                  for entry in prepared_plan.entries]
     try:

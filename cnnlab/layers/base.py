@@ -54,6 +54,9 @@ class Layer:
     whole_tensors = False
     #: the layer moves values without computing (a reshape): it takes tensors of any dtype
     any_dtype = False
+    #: the output depends on the inputs' shapes alone, never on their values (ONNX's ``Shape``):
+    #: a prepared inference plan computes it once (:mod:`cnnlab.prepared`)
+    reads_only_shapes = False
 
     def __init_subclass__(cls, register: bool | None = None, **kwargs):
         """Every public layer class of cnnlab registers itself in :data:`LAYER_TYPES` (what a
@@ -170,8 +173,11 @@ class Layer:
         checks made now, and stays right while ``mapping.get(key) is value`` for each ``(mapping,
         key, value)`` of ``same`` and ``function() == value`` for each ``(function, value)`` of
         ``equal`` (the parameters and attributes it reads); or None (the default: the plan runs
-        the layer's ``forward`` at each call). Only layers that return new arrays
-        (``returns_new_array``) are asked."""
+        the layer's ``forward`` at each call). A layer that returns a view of its input (not
+        ``returns_new_array``) is asked with ``out`` None, and its ``run`` returns the view.
+        The arrays standing for the inputs hold any values, but for an input the plan computes
+        once (a shape computed from shapes alone): that value, read-only, which ``run`` is
+        handed at every call."""
         return None
 
     def __repr__(self):
@@ -214,6 +220,33 @@ def reshape_array(a: Array, shape: Sequence[int]) -> Array:
     """``a`` seen with another shape (no copy for contiguous arrays), host or GPU."""
     shape = tuple(int(s) for s in shape)
     return a.reshape(shape) if is_gpu_array(a) else np.ascontiguousarray(a).reshape(shape)
+
+
+def watched_attributes(layer: Any) -> tuple:
+    """``same`` entries of a prepared form (:meth:`Layer.prepared_forward`) that watch every
+    attribute of ``layer`` by identity (its training state, ``saved``, aside) and each of its
+    buffers: what a layer whose whole computation follows from them watches."""
+    return tuple((vars(layer), name, value) for name, value in vars(layer).items() if name != "saved") \
+        + tuple((layer.buffers, name, array) for name, array in layer.buffers.items())
+
+
+def prepared_reshape(layer: Any, inputs: Any) -> Any:
+    """:meth:`Layer.prepared_forward` of a layer whose ``forward`` returns a view of its first
+    input (a C-ordered host array: a prepared plan's) with another shape, that shape following
+    from the inputs' shapes and the layer's attributes and buffers alone (their values
+    unchanged: :func:`watched_attributes`): ``run`` reshapes, nothing else. None where the
+    forward on the stand-ins does not return such a view."""
+    x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+    if type(x) is not np.ndarray or not x.flags.c_contiguous:
+        return None
+    view = layer.forward(inputs, False)
+    if type(view) is not np.ndarray or view.base is not (x if x.base is None else x.base) or view.size != x.size:
+        return None
+    shape = view.shape
+
+    def run(inputs, out):
+        return (inputs[0] if isinstance(inputs, (list, tuple)) else inputs).reshape(shape)
+    return run, watched_attributes(layer), ()
 
 
 def known_value(spec: Any) -> np.ndarray | None:

@@ -17,7 +17,7 @@ from ..dispatch import register_builder
 from ..functional.indexing import expanded_shape, slice_geometry
 from ..symbolic import TensorSpec
 from ..types import Any, Array, DTypeLike, Sequence
-from .base import WholeTensorLayer, known_value, operand_node, reshape_array
+from .base import WholeTensorLayer, known_value, operand_node, prepared_reshape, reshape_array
 
 
 def broadcast_dims(*shapes):
@@ -58,6 +58,8 @@ def _ints(name, values):
 
 class Shape(WholeTensorLayer):
     """The input's shape (axes ``start`` to ``end``) as an int64 vector (ONNX ``Shape``)."""
+
+    reads_only_shapes = True
 
     def __init__(self, start: int = 0, end: int | None = None) -> None:
         super().__init__()
@@ -189,6 +191,10 @@ class Squeeze(WholeTensorLayer):
             self.saved = tuple(x.shape)
         return F.squeeze(x, self.axes)
 
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the reshape (:func:`prepared_reshape`)."""
+        return prepared_reshape(self, x)
+
     def backward(self, grad_out: Array) -> Array:
         return reshape_array(grad_out, self._need_saved())
 
@@ -226,6 +232,10 @@ class Unsqueeze(WholeTensorLayer):
         if training:
             self.saved = tuple(x.shape)
         return F.unsqueeze(x, self.axes)
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the reshape (:func:`prepared_reshape`)."""
+        return prepared_reshape(self, x)
 
     def backward(self, grad_out: Array) -> Array:
         return reshape_array(grad_out, self._need_saved())
@@ -374,6 +384,15 @@ class DynamicReshape(WholeTensorLayer):
         if training:
             self.saved = tuple(x.shape)
         return reshape_array(x, resolve_reshape(tuple(x.shape), target, self.allowzero))
+
+    def prepared_forward(self, inputs, out):
+        """:meth:`Layer.prepared_forward`: the reshape (:func:`prepared_reshape`), where the
+        shape operand is a constant: the layer's, or a value the plan computes once (passed
+        read-only: the same at every call). None for a shape computed at each call."""
+        if self.constant_positions != [1] and (self.constant_positions or type(inputs[1]) is not np.ndarray
+                                               or inputs[1].flags.writeable):
+            return None
+        return prepared_reshape(self, inputs)
 
     def backward(self, grad_out: Array) -> list[Array | None]:
         return self.input_gradients([reshape_array(grad_out, self._need_saved()), None])

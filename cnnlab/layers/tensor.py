@@ -15,7 +15,7 @@ from ..functional.tensor import bound_transpose
 from ..shapes import is_known, known_size
 from ..symbolic import TensorSpec
 from ..types import Any, Array, Sequence
-from .base import Layer, reshape_array
+from .base import Layer, prepared_reshape, reshape_array
 
 
 class Flatten(Layer):
@@ -31,6 +31,10 @@ class Flatten(Layer):
         if is_gpu_array(x):
             return x.reshape(x.shape[0], features)
         return np.ascontiguousarray(x).reshape(x.shape[0], features)
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the reshape (:func:`prepared_reshape`)."""
+        return prepared_reshape(self, x)
 
     def backward(self, grad_out: Array) -> Array:
         return grad_out.reshape(*self._need_saved())
@@ -76,6 +80,10 @@ class Reshape(Layer):
         if training:
             self.saved = tuple(x.shape)
         return reshape_array(x, (x.shape[0],) + out_shape)
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the reshape (:func:`prepared_reshape`)."""
+        return prepared_reshape(self, x)
 
     def backward(self, grad_out: Array) -> Array:
         return reshape_array(grad_out, self._need_saved())
