@@ -20,6 +20,7 @@ import numpy as np
 
 from ..symbolic import SymbolicTensor
 from . import ops  # noqa: F401  (registers the converters)
+from .patterns import layer_norm_chain
 from .registry import Unsupported, find, onnx_module
 
 __all__ = ["load", "MIN_OPSET"]
@@ -211,6 +212,7 @@ def load(source: str | os.PathLike | bytes | Any) -> Model:
                           "file with onnx.version_converter.convert_version(model, 13))")
     graph = proto.graph
     context, inputs = _context_and_inputs(onnx, graph, opset)
+    producers = {name: node for node in graph.node for name in node.output if name}
     for node in graph.node:
         context.node = node
         if node.domain not in ("", "ai.onnx"):
@@ -218,7 +220,8 @@ def load(source: str | os.PathLike | bytes | Any) -> Model:
         if node.input and all(name == "" or name in context.constants for name in node.input):
             _fold_constant_node(onnx, node, context, opset)
             continue
-        _store_results(context, node, _convert_node(onnx, context, node, opset))
+        fused = _fused_chain(context, node, producers)
+        _store_results(context, node, _convert_node(onnx, context, node, opset) if fused is None else (fused,))
     outputs = []
     for value in graph.output:
         if value.name in context.tensors:
@@ -260,6 +263,17 @@ def _context_and_inputs(onnx, graph, opset):
         context.tensors[name] = tensor
         inputs.append(tensor)
     return context, inputs
+
+
+def _fused_chain(context, node, producers):
+    """The tensor of a chain of nodes ending at ``node`` that imports as one layer
+    (:mod:`cnnlab.onnx.patterns`: a layer normalization written as its formula), or None."""
+    if node.op_type not in ("Add", "Mul", "Div"):
+        return None
+    try:
+        return layer_norm_chain(context, node, producers)
+    except (ValueError, TypeError, Unsupported):  # (a layer that refused it: the nodes import one by one)
+        return None
 
 
 def _convert_node(onnx, context, node, opset):
