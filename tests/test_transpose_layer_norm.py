@@ -75,6 +75,24 @@ def test_layer_norm_matches_the_reference_and_finite_differences(shape, affine):
     np.testing.assert_allclose(grad_bias, naive.numeric_gradient(loss, b), rtol=1e-5, atol=1e-7)
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 70), st.booleans(), st.integers(0, 2 ** 16))
+def test_layer_norm_of_many_rows_matches_the_reference_and_gives_its_statistics(rows, size, affine, seed):
+    """float32 rows of any count and size (enough of them to be shared between the threads),
+    the statistics the backward takes among them."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, size)) * rng.uniform(0.1, 10) + rng.uniform(-5, 5)).astype(np.float32)
+    weight = rng.standard_normal(size).astype(np.float32) if affine else None
+    bias = rng.standard_normal(size).astype(np.float32) if affine else None
+    out, mean, rstd = F.layer_norm(x, size, weight, bias, return_statistics=True)
+    wide = x.astype(np.float64)
+    expected = reference_layer_norm(wide, (size,), weight, bias)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * (1 + np.abs(expected).max()))
+    np.testing.assert_allclose(mean[:, 0], wide.mean(1), rtol=1e-6, atol=1e-6 * np.abs(wide).max())
+    np.testing.assert_allclose(rstd[:, 0], 1 / np.sqrt(wide.var(1) + 1e-5), rtol=1e-5)
+    assert out.dtype == mean.dtype == rstd.dtype == np.float32 and mean.shape == rstd.shape == (rows, 1)
+
+
 def test_layer_norm_bad_input():
     with pytest.raises(ValueError, match="normalized_shape must be the last axes of x"):
         F.layer_norm(np.ones((2, 3, 4)), (3,))

@@ -9,8 +9,9 @@ import numpy as np
 
 from ..device import kernels_for
 from ..dispatch import elementwise as elementwise_chunks
+from ..kernels import cpu as cpu_kernels
 from ..shapes import check_int
-from ..types import Array
+from ..types import Any, Array
 from .common import as_float_array, check_grad, elementwise, elementwise_backward, empty_batches
 
 
@@ -139,6 +140,27 @@ def _softmax_like(kernel_name, x, axis):
     out = kernels.empty(x.shape, x.dtype)
     getattr(kernels, kernel_name)(kernels.asarray(x).reshape(view), out.reshape(view))
     return out
+
+
+def bound_softmax(x: Array, axis: int, log: bool = False) -> Any:
+    """For a caller that repeats :func:`softmax` (``log``: :func:`log_softmax`) along ``axis``
+    on host arrays of ``x``'s shape and dtype: ``run(x, out)`` writing it into ``out``
+    (C-ordered, of ``x``'s shape and dtype) and returning it, with the checks made now (a
+    prepared inference plan: :mod:`cnnlab.prepared`). The same kernel call, so the same values.
+    None for anything but C-ordered host float arrays of at least one axis and one element."""
+    if type(x) is not np.ndarray or not x.flags.c_contiguous or x.dtype not in (np.float32, np.float64) \
+            or x.ndim == 0 or x.size == 0:
+        return None
+    try:
+        view = _axis_view("x", x.shape, axis)
+    except (TypeError, ValueError):
+        return None
+    name = "log_softmax_forward" if log else "softmax_forward"
+
+    def run(x, out):
+        getattr(cpu_kernels, name)(x.reshape(view), out.reshape(view))  # (looked up at each call, as a call of softmax)
+        return out
+    return run
 
 
 def _scalar_softmax(value):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 
 import numpy as np
 
@@ -131,7 +132,40 @@ def elementwise(name, kernel_name, x, *scalars):
     out = kernels.empty(x.shape, x.dtype)
     flat_in = kernels.asarray(x).reshape(-1)
     getattr(kernels, kernel_name)(flat_in, out.reshape(-1), *scalars)
+    calls = _SEEN.__dict__.get("calls")
+    if calls is not None:  # (bound_elementwise asks which kernel call an op made)
+        calls.append((kernels, kernel_name, scalars))
     return out
+
+
+_SEEN = threading.local()
+
+
+def bound_elementwise(function, x, *args, **kwargs):
+    """For a caller that repeats ``function(x, *args, **kwargs)``, an element-wise op that
+    makes one kernel call through :func:`elementwise`, on host arrays of ``x``'s shape and dtype:
+    ``run(x, out)`` that makes that call into ``out`` (C-ordered, of ``x``'s shape and dtype)
+    and returns it, with the checks made now (a prepared inference plan:
+    :mod:`cnnlab.prepared`). Found by running the op once on values drawn at random and checked
+    to give its values bit for bit; None for an op that does anything else, or other arrays
+    than C-ordered host float arrays with elements."""
+    if type(x) is not np.ndarray or not x.flags.c_contiguous or x.dtype not in FLOAT_DTYPES or x.size == 0:
+        return None
+    probe = np.random.default_rng(0).standard_normal(x.shape).astype(x.dtype) * 4
+    _SEEN.calls = calls = []
+    try:
+        expected = function(probe, *args, **kwargs)
+    finally:
+        _SEEN.calls = None
+    if len(calls) != 1 or calls[0][0].DEVICE != "cpu" or type(expected) is not np.ndarray:
+        return None
+    kernels, name, scalars = calls[0]
+
+    def run(x, out):
+        getattr(kernels, name)(x.reshape(-1), out.reshape(-1), *scalars)  # (looked up at each call, as the op does)
+        return out
+    got = run(probe, np.empty_like(probe))
+    return run if expected.dtype == got.dtype and np.array_equal(expected, got, equal_nan=True) else None
 
 
 def elementwise_backward(kernel_name, saved, grad_out, *scalars):

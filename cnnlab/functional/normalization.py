@@ -10,10 +10,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..device import is_gpu_array, kernels_for, to_device, to_host
+from ..kernels import cpu as cpu_kernels
 from ..shapes import check_int
-from ..types import Array
+from ..types import Any, Array
 from .common import as_float_array, check_grad, empty_batches
-from .merge import add, add_backward, multiply, multiply_backward
+from .merge import add_backward, multiply_backward
 
 
 def batch_norm2d(x: Array, gamma: Array, beta: Array, eps: float = 1e-05, mean: Array | None = None,
@@ -230,8 +231,8 @@ def layer_norm(x: Array, normalized_shape: int | Sequence[int], weight: Array | 
     normalized by their own mean and biased variance, then scaled by ``weight`` and shifted by
     ``bias`` (each of shape ``normalized_shape``), as ``torch.nn.functional.layer_norm``.
 
-    Runs on the group-normalization kernels (one group of the normalized values per row) and the
-    broadcasting multiply and add.
+    Runs on one kernel (``layer_norm_forward``): each row's statistics, then its values
+    normalized, scaled and shifted, the rows shared between the threads.
 
     Parameters
     ----------
@@ -252,17 +253,46 @@ def layer_norm(x: Array, normalized_shape: int | Sequence[int], weight: Array | 
     group_norm, torch.nn.functional.layer_norm
     """
     rows, normalized_shape = _layer_rows(x, normalized_shape)
-    normalized, mean, rstd = group_norm(rows, 1, eps=eps, return_statistics=True)
-    out = _layer_affine(normalized.reshape(tuple(x.shape)), normalized_shape, weight, bias)
-    return (out, mean, rstd) if return_statistics else out
+    kernels = kernels_for(x=rows, weight=weight, bias=bias)
+    size = rows.shape[2]
+    weight = kernels.ones((size,), rows.dtype) if weight is None else \
+        kernels.asarray(_checked_affine("weight", weight, normalized_shape, rows.dtype)).reshape(size)
+    bias = kernels.zeros((size,), rows.dtype) if bias is None else \
+        kernels.asarray(_checked_affine("bias", bias, normalized_shape, rows.dtype)).reshape(size)
+    flat = rows.reshape(rows.shape[0], size)
+    out = kernels.empty(tuple(flat.shape), rows.dtype)
+    mean, rstd = kernels.empty((rows.shape[0],), rows.dtype), kernels.empty((rows.shape[0],), rows.dtype)
+    kernels.layer_norm_forward(flat, weight, bias, _epsilon(eps), out, mean, rstd)
+    out = out.reshape(tuple(x.shape))
+    return (out, mean.reshape(-1, 1), rstd.reshape(-1, 1)) if return_statistics else out
 
 
-def _layer_affine(normalized, normalized_shape, weight, bias):
-    if weight is not None:
-        normalized = multiply(normalized, _checked_affine("weight", weight, normalized_shape, normalized.dtype))
-    if bias is not None:
-        normalized = add(normalized, _checked_affine("bias", bias, normalized_shape, normalized.dtype))
-    return normalized
+def bound_layer_norm(x: Array, normalized_shape: Sequence[int], weight: Array | None, bias: Array | None,
+                     eps: float) -> Any:
+    """For a caller that repeats :func:`layer_norm` on host arrays of ``x``'s shape and dtype
+    with these ``weight`` and ``bias`` arrays (read at each call: edits in place are seen):
+    ``run(x, out)`` writing the result into ``out`` (C-ordered, of ``x``'s shape) and returning
+    it, with the checks made now (a prepared inference plan: :mod:`cnnlab.prepared`). The same
+    kernel call, so the same values. None for anything but C-ordered host float arrays."""
+    if type(x) is not np.ndarray or not x.flags.c_contiguous or x.dtype not in (np.float32, np.float64) \
+            or any(v is not None and (type(v) is not np.ndarray or v.dtype != x.dtype or not v.flags.c_contiguous)
+                   for v in (weight, bias)):
+        return None
+    try:
+        rows, normalized_shape = _layer_rows(x, normalized_shape)
+        weight, bias = (None if v is None else _checked_affine(name, v, normalized_shape, x.dtype)
+                        for name, v in (("weight", weight), ("bias", bias)))
+        eps = _epsilon(eps)
+    except (TypeError, ValueError):
+        return None
+    count, size = rows.shape[0], rows.shape[2]
+    weight = np.ones(size, x.dtype) if weight is None else weight.reshape(size)
+    bias = np.zeros(size, x.dtype) if bias is None else bias.reshape(size)
+    mean, rstd = np.empty(count, x.dtype), np.empty(count, x.dtype)
+    def run(x, out):
+        cpu_kernels.layer_norm_forward(x.reshape(count, size), weight, bias, eps, out.reshape(count, size), mean, rstd)
+        return out
+    return run
 
 
 def _checked_affine(name, values, normalized_shape, dtype):
@@ -307,6 +337,24 @@ def channel_affine(x: Array, weight: Array, bias: Array) -> Array:
     kernels = kernels_for(x=x)
     zeros, ones = kernels.zeros((channels,), x.dtype), kernels.zeros((channels,), x.dtype) + x.dtype.type(1)
     return batch_norm2d(x, weight, bias, 0.0, zeros, ones)[0]
+
+
+def bound_channel_affine(x: Array, weight: Array, bias: Array) -> Any:
+    """For a caller that repeats :func:`channel_affine` on host arrays of ``x``'s shape and dtype
+    with these ``weight`` and ``bias`` arrays (read at each call): ``run(x, out)`` writing it
+    into ``out`` (C-ordered, of ``x``'s shape) and returning it, with the checks made now (a
+    prepared inference plan: :mod:`cnnlab.prepared`). The same kernel call, so the same
+    values. None for anything but C-ordered host float arrays of ``(N, C, ...)``."""
+    if type(x) is not np.ndarray or not x.flags.c_contiguous or x.dtype not in (np.float32, np.float64) \
+            or x.ndim < 2 or any(type(v) is not np.ndarray or v.dtype != x.dtype or v.shape != (x.shape[1],)
+                                 or not v.flags.c_contiguous for v in (weight, bias)):
+        return None
+    shape = _as_nchw(x)[0].shape
+    zeros, ones = np.zeros(x.shape[1], x.dtype), np.ones(x.shape[1], x.dtype)
+    def run(x, out):
+        cpu_kernels.batchnorm2d_forward(x.reshape(shape), zeros, ones, weight, bias, 0.0, out.reshape(shape))
+        return out
+    return run
 
 
 def channel_affine_backward(x: Array, weight: Array, grad_out: Array) -> tuple[Array, Array, Array]:

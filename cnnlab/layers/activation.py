@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import functional as F
+from ..functional.activation import bound_softmax
 from ..shapes import check_int
 from ..types import Array
-from .base import Layer
+from .base import Layer, prepared_elementwise
 
 
 def _held(layer, value):
@@ -33,6 +36,10 @@ class ReLU(Layer):
             self.saved = x
         return F.relu(x)
 
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the element-wise kernel call (:func:`prepared_elementwise`)."""
+        return prepared_elementwise(self, F.relu, x, out)
+
     def backward(self, grad_out: Array) -> Array:
         return F.relu_backward(self._need_saved(), grad_out)
 
@@ -53,6 +60,10 @@ class LeakyReLU(Layer):
         if training:
             self.saved = x
         return F.leaky_relu(x, self.negative_slope)
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the element-wise kernel call (:func:`prepared_elementwise`)."""
+        return prepared_elementwise(self, F.leaky_relu, x, out, negative_slope=self.negative_slope)
 
     def backward(self, grad_out: Array) -> Array:
         return F.leaky_relu_backward(self._need_saved(), grad_out, self.negative_slope)
@@ -75,6 +86,10 @@ class Sigmoid(Layer):
             self.saved = out
         return out
 
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the element-wise kernel call (:func:`prepared_elementwise`)."""
+        return prepared_elementwise(self, F.sigmoid, x, out)
+
     def backward(self, grad_out: Array) -> Array:
         return F.sigmoid_backward(self._need_saved(), grad_out)
 
@@ -92,6 +107,10 @@ class Tanh(Layer):
         if training:
             self.saved = out
         return out
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the element-wise kernel call (:func:`prepared_elementwise`)."""
+        return prepared_elementwise(self, F.tanh, x, out)
 
     def backward(self, grad_out: Array) -> Array:
         return F.tanh_backward(self._need_saved(), grad_out)
@@ -114,6 +133,14 @@ class Softmax(Layer):
         if training:
             self.saved = out
         return out
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the softmax kernel call with its axis checked once."""
+        if type(out) is not np.ndarray or not out.flags.c_contiguous or getattr(x, "shape", None) != out.shape \
+                or getattr(x, "dtype", None) != out.dtype:
+            return None
+        run = bound_softmax(x, self.axis, log=False)
+        return None if run is None else (run, ((vars(self), "axis", self.axis),), ())
 
     def backward(self, grad_out: Array) -> Array:
         return F.softmax_backward(self._need_saved(), grad_out, self.axis)
@@ -138,6 +165,14 @@ class LogSoftmax(Layer):
             self.saved = out
         return out
 
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the softmax kernel call with its axis checked once."""
+        if type(out) is not np.ndarray or not out.flags.c_contiguous or getattr(x, "shape", None) != out.shape \
+                or getattr(x, "dtype", None) != out.dtype:
+            return None
+        run = bound_softmax(x, self.axis, log=True)
+        return None if run is None else (run, ((vars(self), "axis", self.axis),), ())
+
     def backward(self, grad_out: Array) -> Array:
         return F.log_softmax_backward(self._need_saved(), grad_out, self.axis)
 
@@ -160,6 +195,10 @@ class _ElementwiseActivation(Layer):
         if training:
             self.saved = x
         return type(self).forward_op(x, **self._arguments())
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the element-wise kernel call (:func:`prepared_elementwise`)."""
+        return prepared_elementwise(self, type(self).forward_op, x, out, **self._arguments())
 
     def backward(self, grad_out: Array) -> Array:
         return type(self).backward_op(self._need_saved(), grad_out, **self._arguments())

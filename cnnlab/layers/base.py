@@ -20,6 +20,7 @@ import numpy as np
 
 from ..checks import check_device, check_float_dtype, check_memory
 from ..device import is_gpu_array, to_device, to_host
+from ..functional.common import bound_elementwise
 from ..symbolic import TensorSpec, call_layer, is_symbolic
 from ..types import Any, Array, DTypeLike, Padding, Sequence
 
@@ -228,6 +229,18 @@ def watched_attributes(layer: Any) -> tuple:
     buffers: what a layer whose whole computation follows from them watches."""
     return tuple((vars(layer), name, value) for name, value in vars(layer).items() if name != "saved") \
         + tuple((layer.buffers, name, array) for name, array in layer.buffers.items())
+
+
+def prepared_elementwise(layer: Any, function: Any, x: Any, out: Any, **arguments: Any) -> Any:
+    """:meth:`Layer.prepared_forward` of a layer whose ``forward`` is ``function(x,
+    **arguments)``, an element-wise op of one kernel call
+    (:func:`cnnlab.functional.common.bound_elementwise`), its attributes watched
+    (:func:`watched_attributes`); None for anything else."""
+    if type(out) is not np.ndarray or not out.flags.c_contiguous or getattr(x, "shape", None) != out.shape \
+            or getattr(x, "dtype", None) != out.dtype:
+        return None
+    run = bound_elementwise(function, x, **arguments)
+    return None if run is None else (run, watched_attributes(layer), ())
 
 
 def prepared_reshape(layer: Any, inputs: Any) -> Any:

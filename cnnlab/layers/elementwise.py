@@ -11,7 +11,7 @@ import numpy as np
 from .. import functional as F
 from ..shapes import broadcast_shapes
 from ..types import Array, DTypeLike, Sequence
-from .base import Layer, float_dtype, reshape_array
+from .base import Layer, float_dtype, prepared_elementwise, reshape_array
 
 
 class _Unary(Layer):
@@ -28,6 +28,10 @@ class _Unary(Layer):
         if training:
             self.saved = x
         return type(self).forward_op(x, **self._arguments())
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the element-wise kernel call (:func:`prepared_elementwise`)."""
+        return prepared_elementwise(self, type(self).forward_op, x, out, **self._arguments())
 
     def backward(self, grad_out: Array) -> Array:
         return type(self).backward_op(self._need_saved(), grad_out, **self._arguments())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..functional.normalization import bound_channel_affine
 from ..shapes import broadcast_shapes, check_int
 from ..types import Array, DTypeLike, Sequence
 from .base import Layer, float_dtype
@@ -268,6 +269,16 @@ class Affine(Layer):
         if training:
             self.saved = x
         return F.channel_affine(x, self.params["weight"], self.params["bias"])
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: :func:`cnnlab.functional.channel_affine`'s kernel call
+        with its checks made once (the parameters read at each call, their arrays watched)."""
+        if type(out) is not np.ndarray or not out.flags.c_contiguous or getattr(x, "shape", None) != out.shape \
+                or getattr(x, "dtype", None) != out.dtype:
+            return None
+        weight, bias = self.params["weight"], self.params["bias"]
+        run = bound_channel_affine(x, weight, bias)
+        return None if run is None else (run, ((self.params, "weight", weight), (self.params, "bias", bias)), ())
 
     def backward(self, grad_out: Array) -> Array:
         grad_x, self.grads["weight"], self.grads["bias"] = F.channel_affine_backward(

@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import functional as F
 from ..device import is_gpu_array, to_device
+from ..functional.normalization import bound_layer_norm
 from ..shapes import check_int
 from ..types import Array, DTypeLike, Sequence
 from .base import Layer, float_dtype
@@ -181,6 +182,19 @@ class LayerNorm(Layer):
         if training:
             self.saved = x, mean, rstd
         return out
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: :func:`cnnlab.functional.layer_norm`'s kernel call
+        with its checks made once (the parameters read at each call, their arrays and the
+        layer's settings watched)."""
+        if type(out) is not np.ndarray or not out.flags.c_contiguous or getattr(x, "shape", None) != out.shape \
+                or getattr(x, "dtype", None) != out.dtype:
+            return None
+        weight, bias = self.params.get("weight"), self.params.get("bias")
+        run = bound_layer_norm(x, self.normalized_shape, weight, bias, self.eps)
+        watched = ((self.params, "weight", weight), (self.params, "bias", bias),
+                   (vars(self), "normalized_shape", self.normalized_shape), (vars(self), "eps", self.eps))
+        return None if run is None else (run, watched, ())
 
     def backward(self, grad_out: Array) -> Array:
         x, mean, rstd = self._need_saved()

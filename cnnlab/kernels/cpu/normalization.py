@@ -1,5 +1,7 @@
 """CPU batch normalization over the (N, H, W) axes of NCHW input, one thread per channel; group
-normalization over each sample's groups of channels, one thread per (sample, group).
+normalization over each sample's groups of channels, one thread per (sample, group); layer
+normalization of rows in one pass of statistics and one of output, the rows shared between as
+many threads as their size is worth.
 
 Mirrors :mod:`cnnlab.kernels.cuda.normalization`.
 """
@@ -9,6 +11,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._schedule import run_split
 from .activation import _float64_sum
 
 __all__ = [  # the kernels of this file
@@ -19,6 +22,7 @@ __all__ = [  # the kernels of this file
     "group_norm_backward",
     "group_norm_forward",
     "group_norm_statistics",
+    "layer_norm_forward",
     "running_average",
 ]
 
@@ -215,3 +219,35 @@ def fold_batch_norm(gamma, beta, mean, variance, bias, has_bias, eps, scale, shi
         offset = (np.float64(bias[k]) if has_bias else 0.0) - mean[k]
         scale[k] = s
         shift[k] = beta[k] + offset * s
+
+
+def layer_norm_forward(x, weight, bias, eps, out, mean, rstd):
+    """Layer normalization of each row of ``x`` (rows, K): ``mean`` and ``rstd = 1 / sqrt(biased
+    variance + eps)`` of the row (``(rows,)``, summed in float64), then ``out = (x - mean) *
+    rstd * weight + bias`` (``weight`` and ``bias`` of K values), each operation rounded to
+    the dtype as :func:`group_norm_forward` followed by the product and the sum would. One
+    call for what took four (the statistics, the normalization, the scale and the shift)."""
+    run_split(_layer_norm_rows, x.shape[0], 3 * x.size, x, weight, bias, eps, out, mean, rstd)
+
+
+@njit(cache=True, nogil=True)
+def _layer_norm_rows(x, weight, bias, eps, out, mean, rstd, first, last):
+    size = x.shape[1]
+    for r in range(first, last):
+        row, dest = x[r], out[r]
+        mu = _float64_sum(row) / size
+        mean[r] = mu
+        rstd[r] = 1.0 / math.sqrt(_float64_squares(row, mu) / size + eps)
+        m, s = mean[r], rstd[r]  # (rounded to the dtype, as the group normalization's are)
+        for k in range(size):
+            dest[k] = (row[k] - m) * s * weight[k] + bias[k]
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _float64_squares(values, center):
+    """The float64 sum of ``(values - center) ** 2``, reassociable (:func:`_float64_sum`)."""
+    total = 0.0
+    for k in range(values.shape[0]):
+        d = values[k] - center
+        total += d * d
+    return total

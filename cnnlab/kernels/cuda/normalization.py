@@ -1,6 +1,6 @@
-"""GPU batch and group normalization; one thread per channel (batch norm) or per (sample,
-group) (group norm) for the statistics and the gradients' sums, one per element for the
-element-wise parts.
+"""GPU batch, group and layer normalization; one thread per channel (batch norm), per (sample,
+group) (group norm) or per row (layer norm) for the statistics and the gradients' sums, one per
+element for the element-wise parts.
 
 Mirrors :mod:`cnnlab.kernels.cpu.normalization`; same names, same parameters.
 """
@@ -19,6 +19,7 @@ __all__ = [  # the kernels of this file
     "group_norm_backward",
     "group_norm_forward",
     "group_norm_statistics",
+    "layer_norm_forward",
     "running_average",
 ]
 
@@ -227,3 +228,29 @@ def fold_batch_norm(gamma, beta, mean, variance, bias, has_bias, eps, scale, shi
     (``bias`` used when ``has_bias``)."""
     blocks, threads = launch_shape(scale.shape[0])
     _fold_kernel[blocks, threads](gamma, beta, mean, variance, bias, has_bias, eps, scale, shift)
+
+
+@cuda.jit
+def _layer_norm_kernel(x, weight, bias, eps, out, mean, rstd):
+    rows, size = x.shape
+    for r in range(cuda.grid(1), rows, cuda.gridsize(1)):
+        total = 0.0
+        for k in range(size):
+            total += x[r, k]
+        mu = total / size
+        squares = 0.0
+        for k in range(size):
+            d = x[r, k] - mu
+            squares += d * d
+        mean[r] = mu
+        rstd[r] = 1.0 / math.sqrt(squares / size + eps)
+        m, s = mean[r], rstd[r]
+        for k in range(size):
+            out[r, k] = (x[r, k] - m) * s * weight[k] + bias[k]
+
+
+def layer_norm_forward(x, weight, bias, eps, out, mean, rstd):
+    """Each row's statistics and normalized, scaled and shifted values; contract of the CPU
+    twin (one thread per row)."""
+    blocks, threads = launch_shape(x.shape[0])
+    _layer_norm_kernel[blocks, threads](x, weight, bias, eps, out, mean, rstd)

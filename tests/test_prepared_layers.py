@@ -1,0 +1,121 @@
+"""Prepared forms of single layers (``Layer.prepared_forward``, cnnlab.prepared): activations,
+element-wise functions, softmax, layer normalization and per-channel affine, each between two
+steps without a prepared form, checked against the plain walk bit for bit, their forwards never
+called once prepared, edits in place read and a replaced attribute or parameter dropping the
+plan."""
+
+import numpy as np
+import pytest
+
+import cnnlab
+import cnnlab.functional as F
+import cnnlab.layers as L
+from cnnlab import config
+from cnnlab.functional.common import bound_elementwise
+from cnnlab.kernels import cpu as cpu_kernels
+from cnnlab.prepared import prepared_record
+
+
+class _Squash(L.Layer):
+    """A sigmoid in NumPy, scaled: a step without a prepared form around the layer tested."""
+
+    returns_new_array = True
+
+    def forward(self, x, training=False):
+        out = cpu_kernels.empty(x.shape, x.dtype)
+        np.multiply(4, 1 / (1 + np.exp(-x)) - 0.5, out=out)
+        return out
+
+
+def _plain(model, x, monkeypatch):
+    with monkeypatch.context() as patch:
+        patch.setattr(config, "PREPARE", False)
+        return model.forward(x)
+
+
+def _plans(model):
+    return prepared_record(model.graph, model.graph.outputs).plans
+
+
+def _affine_layer(channels):
+    layer = L.Affine(channels)
+    layer.params["weight"][...] = np.linspace(-2, 2, channels)
+    layer.params["bias"][...] = np.linspace(1, -1, channels)
+    return layer
+
+
+def _layer_norm(size):
+    layer = L.LayerNorm(size)
+    layer.params["weight"][...] = np.linspace(0.5, 1.5, size)
+    layer.params["bias"][...] = np.linspace(-1, 1, size)
+    return layer
+
+
+#: (name, the layer, what to replace on it: (mapping name, key, new value) or None)
+CASES = [
+    ("relu", lambda: L.ReLU(), None),
+    ("leaky", lambda: L.LeakyReLU(0.2), ("vars", "negative_slope", 0.3)),
+    ("sigmoid", lambda: L.Sigmoid(), None),
+    ("tanh", lambda: L.Tanh(), None),
+    ("relu6", lambda: L.ReLU6(), None),
+    ("clip", lambda: L.Clip(-0.5, 0.7), ("vars", "max", 0.2)),
+    ("hardsigmoid", lambda: L.HardSigmoid(), None),
+    ("hardswish", lambda: L.HardSwish(), None),
+    ("silu", lambda: L.SiLU(), None),
+    ("gelu", lambda: L.GELU(), None),
+    ("sqrt", lambda: L.Sqrt(), None),
+    ("exp", lambda: L.Exp(), None),
+    ("softmax", lambda: L.Softmax(1), ("vars", "axis", -1)),
+    ("log_softmax", lambda: L.LogSoftmax(-1), ("vars", "axis", 1)),
+    ("layer_norm", lambda: _layer_norm(7), ("params", "weight", np.ones(7, np.float32))),
+    ("affine", lambda: _affine_layer(5), ("params", "bias", np.zeros(5, np.float32))),
+]
+
+
+@pytest.mark.parametrize("name, make, replace", CASES, ids=[case[0] for case in CASES])
+def test_a_layer_is_prepared_and_follows_its_attributes(name, make, replace, monkeypatch):
+    layer = make()
+    x_in = cnnlab.Input((5, 3, 7))
+    model = cnnlab.Model(x_in, _Squash()(layer(_Squash()(x_in))))
+    x = np.random.default_rng(1).standard_normal((2, 5, 3, 7)).astype(np.float32) * 2
+    expected = _plain(model, x, monkeypatch)
+    for _ in range(2):
+        model.forward(x)
+    plan, = _plans(model).values()
+    assert [type(entry[0].layer) for entry in plan.entries if entry[1] is not None] == [type(layer)]
+    calls = []
+    with monkeypatch.context() as patch:
+        patch.setattr(layer, "forward", lambda *args, **kwargs: calls.append(1))
+        for _ in range(3):
+            np.testing.assert_array_equal(model.forward(x), expected)
+    assert calls == []
+    for array in layer.params.values():  # (edits in place are read)
+        array *= 1.5
+    if layer.params:
+        np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+        assert len(_plans(model)) == 1
+    if replace is not None:
+        where, key, value = replace
+        if where == "vars":
+            setattr(layer, key, value)
+        else:
+            layer.params[key] = value
+        np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+        assert _plans(model) == {}
+
+
+def test_an_op_that_is_more_than_one_kernel_call_has_no_bound_form():
+    """``bound_elementwise`` finds the op's one kernel call and checks it gives the op's values:
+    an op of two calls, or one that changes the kernel's output after it, gets None."""
+    def twice(x):
+        return F.relu(F.sigmoid(x))
+
+    def shifted(x):
+        return F.sigmoid(x) + 1
+
+    x = np.zeros((3, 4), np.float32)
+    assert bound_elementwise(twice, x) is None and bound_elementwise(shifted, x) is None
+    run = bound_elementwise(F.leaky_relu, x, negative_slope=0.25)
+    probe = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(run(probe, np.empty_like(probe)), F.leaky_relu(probe, 0.25))
+    assert bound_elementwise(F.relu, x.astype(np.float16)) is None and bound_elementwise(F.relu, x.T) is None
