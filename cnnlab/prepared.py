@@ -7,9 +7,12 @@ by the walk's bookkeeping. A :class:`PreparedPlan` is the same walk made once fo
 given shapes: each fused step in its prepared form (:meth:`cnnlab.fusion.FusedStep.prepare`),
 each other node in its layer's where the layer has one
 (:meth:`cnnlab.layers.Layer.prepared_forward`: additions, products, dense layers, constant
-operands, transposes, reductions, poolings), its output in an array of the plan's own, chosen
+operands, transposes, reductions, poolings, normalizations, activations, softmax, and the
+reshapes, which return views), its output in an array of the plan's own, chosen
 by the tensors' lifetimes as the pool would,
-the targets in new arrays at each call (they are the caller's). A call checks, once, that the
+the targets in new arrays at each call (they are the caller's). A node whose small output
+follows from shapes alone (a ``Shape``, and the parameter-free nodes computed from such values
+only: :func:`_constant_step`) is computed once, when the plan is made. A call checks, once, that the
 inputs have the recorded shapes, dtypes and layout, that every parameter array, layer attribute
 and node's layer the prepared steps read is the object they were prepared with (arrays edited
 in place are read as they are; a normalization is folded again at each call) and that the

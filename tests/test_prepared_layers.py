@@ -119,3 +119,77 @@ def test_an_op_that_is_more_than_one_kernel_call_has_no_bound_form():
     probe = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
     np.testing.assert_array_equal(run(probe, np.empty_like(probe)), F.leaky_relu(probe, 0.25))
     assert bound_elementwise(F.relu, x.astype(np.float16)) is None and bound_elementwise(F.relu, x.T) is None
+
+
+def _prepared_model(model, x, layer, monkeypatch):
+    """The plain walk's values for ``x``, after checking that ``layer`` is the one node of the
+    plan prepared, that its forward is not called once prepared and that the values stay."""
+    expected = _plain(model, x, monkeypatch)
+    for _ in range(2):
+        model.forward(x)
+    plan, = _plans(model).values()
+    assert [entry[0].layer for entry in plan.entries if entry[1] is not None] == [layer]
+    calls = []
+    with monkeypatch.context() as patch:
+        patch.setattr(layer, "forward", lambda *args, **kwargs: calls.append(1))
+        for _ in range(3):
+            np.testing.assert_array_equal(model.forward(x), expected)
+    assert calls == []
+    return expected
+
+
+def test_a_concatenation_is_prepared(monkeypatch):
+    """``Concatenate`` along the channels (the kernel call per input, offsets worked out once),
+    and a replaced axis drops the plan."""
+    x_in = cnnlab.Input((3, 4, 5))
+    a, b = _Squash()(x_in), _Squash()(_Squash()(x_in))
+    join = L.Concatenate(1)
+    model = cnnlab.Model(x_in, _Squash()(join([a, b, a])))
+    x = np.random.default_rng(2).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    _prepared_model(model, x, join, monkeypatch)
+    join.axis = -1
+    np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+    assert _plans(model) == {}
+
+
+@pytest.mark.parametrize("starts, ends, axes, steps", [([1], [4], [2], None), ([0, -1], [2, 0], [1, 3], [1, -2])])
+def test_a_slice_is_prepared(starts, ends, axes, steps, monkeypatch):
+    x_in = cnnlab.Input((3, 4, 5))
+    part = L.Slice(starts, ends, axes, steps)
+    model = cnnlab.Model(x_in, _Squash()(part(_Squash()(x_in))))
+    x = np.random.default_rng(3).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    _prepared_model(model, x, part, monkeypatch)
+    part.starts = list(part.starts)
+    np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+    assert _plans(model) == {}
+
+
+def test_a_matrix_product_is_prepared_and_reads_its_constant(monkeypatch):
+    """``MatMul`` of a computed tensor and a constant (NumPy's ``matmul`` into the plan's array,
+    the same values), the constant edited in place read, a replaced one dropping the plan."""
+    x_in = cnnlab.Input((5, 7))
+    product = L.MatMul(constants={1: np.random.default_rng(4).standard_normal((7, 3)).astype(np.float32)})
+    model = cnnlab.Model(x_in, _Squash()(product([_Squash()(x_in)])))
+    x = np.random.default_rng(5).standard_normal((2, 5, 7)).astype(np.float32)
+    _prepared_model(model, x, product, monkeypatch)
+    product.buffers["constant1"] *= -2
+    np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+    assert len(_plans(model)) == 1
+    product.buffers["constant1"] = product.buffers["constant1"].copy()
+    np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+    assert _plans(model) == {}
+
+
+@pytest.mark.parametrize("options", [dict(scale=2), dict(size=(5, 9), mode="linear"),
+                                     dict(scale=(0.5, 1.5), mode="linear", coordinate_transformation_mode="align_corners")])
+def test_a_resize_is_prepared(options, monkeypatch):
+    """``Resize`` (a feature pyramid's upsampling): the kernel call with its sampling tables made
+    once; a mode changed in the layer's options drops the plan."""
+    x_in = cnnlab.Input((3, 4, 6))
+    resize = L.Resize(**options)
+    model = cnnlab.Model(x_in, _Squash()(resize(_Squash()(x_in))))
+    x = np.random.default_rng(6).standard_normal((2, 3, 4, 6)).astype(np.float32)
+    _prepared_model(model, x, resize, monkeypatch)
+    resize.options["mode"] = "nearest" if resize.options["mode"] != "nearest" else "linear"
+    np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+    assert _plans(model) == {}

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..device import is_gpu_array, to_device, to_host
 from ..dispatch import symbolic
-from ..types import Array, DTypeLike
+from ..types import Any, Array, DTypeLike
 
 __all__ = ["slice", "slice_backward", "gather", "gather_backward", "squeeze", "unsqueeze", "expand",
            "sum_to_shape", "cast", "where", "pad", "pad_backward", "PAD_MODES", "on_host"]
@@ -105,6 +105,28 @@ def slice(x: Array, starts: Sequence[int], ends: Sequence[int], axes: Sequence[i
     """
     x = _array("x", x)
     return np.array(x[slice_geometry(x.shape, starts, ends, axes, steps)])
+
+
+def bound_slice(x: Array, out: Array, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int] | None = None,
+                steps: Sequence[int] | None = None) -> Any:
+    """For a caller that repeats :func:`slice` on host arrays of ``x``'s shape: ``run(x, out)``
+    copying the slice into ``out`` (an array of the slice's shape and ``x``'s dtype, as the one
+    given) and returning it, the slice's geometry worked out now (a prepared inference plan:
+    :mod:`cnnlab.prepared`). None for anything but host arrays, or an ``out`` of another shape
+    or dtype than the slice's."""
+    if type(x) is not np.ndarray or type(out) is not np.ndarray or out.dtype != x.dtype:
+        return None
+    try:
+        index = slice_geometry(x.shape, starts, ends, axes, steps)
+    except (TypeError, ValueError):
+        return None
+    if x[index].shape != out.shape:
+        return None
+
+    def run(x, out):
+        np.copyto(out, x[index])
+        return out
+    return run
 
 
 def slice_backward(grad_out: Array, input_shape: Sequence[int], starts: Sequence[int], ends: Sequence[int],

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..device import kernels_for, to_device
+from ..kernels import cpu as cpu_kernels
 from ..shapes import check_int
 from ..types import Any, Array, Sequence
 from .common import KeptAnswers, as_float_array, check_grad
@@ -267,6 +268,38 @@ def concatenate(arrays: Sequence[Array], axis: int = 1) -> Array:
         kernels.concatenate_forward(kernels.asarray(a).reshape(_three_axes(a.shape, axis)), out_view, offset)
         offset += a.shape[axis]
     return out
+
+
+def bound_concatenate(arrays: Sequence[Array], axis: int) -> Callable | None:
+    """For a caller that repeats :func:`concatenate` along ``axis`` on host arrays of these
+    shapes and dtype: ``run(arrays, out)`` writing the result into ``out`` (C-ordered, of the
+    result's shape) and returning it, with the checks made now (a prepared inference plan:
+    :mod:`cnnlab.prepared`). The same kernel calls, so the same values. None for anything but
+    C-ordered host float arrays of one dtype that join along ``axis``."""
+    if not isinstance(arrays, (list, tuple)) or len(arrays) < 2 \
+            or any(type(a) is not np.ndarray or not a.flags.c_contiguous for a in arrays) \
+            or arrays[0].dtype not in (np.float32, np.float64) or any(a.dtype != arrays[0].dtype for a in arrays):
+        return None
+    try:
+        axis = _concatenation_axis(axis, arrays[0].shape)
+    except (TypeError, ValueError):
+        return None
+    first = arrays[0].shape
+    if any(len(a.shape) != len(first) or any(m != n for k, (m, n) in enumerate(zip(a.shape, first)) if k != axis)
+           for a in arrays):
+        return None
+    shape = list(first)
+    shape[axis] = sum(a.shape[axis] for a in arrays)
+    views = [_three_axes(a.shape, axis) for a in arrays]
+    out_view = _three_axes(shape, axis)
+    offsets = np.cumsum([0] + [a.shape[axis] for a in arrays])[:-1].tolist()
+
+    def run(arrays, out):
+        into = out.reshape(out_view)
+        for a, view, offset in zip(arrays, views, offsets):
+            cpu_kernels.concatenate_forward(a.reshape(view), into, offset)
+        return out
+    return run
 
 
 def concatenate_backward(grad_out: Array, sizes: Sequence[int], axis: int = 1) -> Array:

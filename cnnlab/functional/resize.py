@@ -8,8 +8,9 @@ import math
 import numpy as np
 
 from ..device import kernels_for, to_device
+from ..kernels import cpu as cpu_kernels
 from ..shapes import check_int
-from ..types import Array
+from ..types import Any, Array
 from .common import as_float_array, check_grad, unbatched
 from .pool import adaptive_avg_pool2d
 
@@ -132,6 +133,30 @@ def resize(x: Array, size: int | tuple[int, int] | None = None, scale: float | t
     kernels.resize_forward(kernels.asarray(x), out, *_tables(kernels, tuple(x.shape[2:]), out_hw, scales, codes,
                                                              x.dtype))
     return out
+
+
+def bound_resize(x: Array, size: int | tuple[int, int] | None, scale: float | tuple[float, float] | None,
+                 mode: str, coordinate_transformation_mode: str, nearest_mode: str) -> Any:
+    """For a caller that repeats :func:`resize` with these settings on host arrays of ``x``'s
+    shape and dtype: ``run(x, out)`` writing it into ``out`` (C-ordered, of the output's shape)
+    and returning it, the sampling tables made now (a prepared inference plan:
+    :mod:`cnnlab.prepared`). The same kernel call, so the same values. None for anything but
+    a C-ordered host float array of 4 axes."""
+    if type(x) is not np.ndarray or x.ndim != 4 or not x.flags.c_contiguous or x.dtype not in (np.float32, np.float64):
+        return None
+    try:
+        codes = resize_codes(mode, coordinate_transformation_mode, nearest_mode)
+        out_hw, scales = resize_geometry(tuple(x.shape[2:]), size, scale)
+    except (TypeError, ValueError):
+        return None
+    tables = _tables(cpu_kernels, tuple(x.shape[2:]), out_hw, scales, codes, x.dtype)
+    shape = (x.shape[0], x.shape[1]) + tuple(out_hw)
+
+    def run(x, out):
+        cpu_kernels.resize_forward(x, out, *tables)
+        return out
+    run.shape = shape
+    return run
 
 
 def resize_backward(x: Array, grad_out: Array, size: int | tuple[int, int] | None = None,

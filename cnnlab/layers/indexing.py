@@ -17,7 +17,7 @@ from ..dispatch import register_builder
 from ..functional.indexing import expanded_shape, slice_geometry
 from ..symbolic import TensorSpec
 from ..types import Any, Array, DTypeLike, Sequence
-from .base import WholeTensorLayer, known_value, operand_node, prepared_reshape, reshape_array
+from .base import WholeTensorLayer, known_value, operand_node, prepared_reshape, reshape_array, watched_attributes
 
 
 def broadcast_dims(*shapes):
@@ -127,6 +127,14 @@ class Slice(WholeTensorLayer):
         if training:
             self.saved = tuple(x.shape)
         return F.slice(x, self.starts, self.ends, self.axes, self.steps)
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the slice's copy, its geometry worked out once (the
+        layer's attributes watched)."""
+        if self.constant_positions:
+            return None
+        run = F.indexing.bound_slice(x, out, self.starts, self.ends, self.axes, self.steps)
+        return None if run is None else (run, watched_attributes(self), ())
 
     def backward(self, grad_out: Array) -> Array:
         return F.slice_backward(grad_out, self._need_saved(), self.starts, self.ends, self.axes, self.steps)

@@ -136,6 +136,15 @@ class Concatenate(_MergeLayer):
             self.saved = [int(x.shape[self.axis]) for x in inputs]
         return out
 
+    def prepared_forward(self, inputs, out):
+        """:meth:`Layer.prepared_forward`: :func:`cnnlab.functional.concatenate`'s kernel calls
+        with their checks made once (the axis watched)."""
+        if type(out) is not np.ndarray or not out.flags.c_contiguous or not isinstance(inputs, (list, tuple)) \
+                or len(inputs) < 2 or getattr(inputs[0], "dtype", None) != out.dtype:
+            return None
+        run = F.merge.bound_concatenate(inputs, self.axis)
+        return None if run is None else (run, ((vars(self), "axis", self.axis),), ())
+
     def backward(self, grad_out: Array) -> list[Array]:
         return F.concatenate_backward(grad_out, self._need_saved(), self.axis)
 

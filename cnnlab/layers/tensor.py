@@ -10,12 +10,12 @@ import numpy as np
 from .. import functional as F
 from ..device import is_gpu_array
 from ..dispatch import register_builder
-from ..functional.resize import resize_codes, resize_geometry
+from ..functional.resize import bound_resize, resize_codes, resize_geometry
 from ..functional.tensor import bound_transpose
 from ..shapes import is_known, known_size
 from ..symbolic import TensorSpec
 from ..types import Any, Array, Sequence
-from .base import Layer, prepared_reshape, reshape_array
+from .base import Layer, prepared_reshape, reshape_array, watched_attributes
 
 
 class Flatten(Layer):
@@ -173,6 +173,17 @@ class Resize(Layer):
         if training:
             self.saved = x
         return F.resize(x, self.size, self.scale, **self.options)
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the resize kernel call, its sampling tables made once
+        (the layer's settings watched)."""
+        if type(out) is not np.ndarray or not out.flags.c_contiguous or getattr(x, "dtype", None) != out.dtype:
+            return None
+        run = bound_resize(x, self.size, self.scale, **self.options)
+        if run is None or run.shape != out.shape:
+            return None
+        options = self.options  # (a dict: its entries compared at each call too)
+        return run, watched_attributes(self), ((options.copy, dict(options)),)
 
     def backward(self, grad_out: Array) -> Array:
         return F.resize_backward(self._need_saved(), grad_out, self.size, self.scale, **self.options)

@@ -15,7 +15,7 @@ from ..functional.indexing import on_host
 from ..functional.reduce import bound_reduce, reduction_axes
 from ..symbolic import TensorSpec
 from ..types import Any, Array, Sequence
-from .base import WholeTensorLayer, known_value, operand_node
+from .base import WholeTensorLayer, known_value, operand_node, watched_attributes
 from .indexing import broadcast_dims, evaluate
 
 
@@ -171,6 +171,25 @@ class MatMul(WholeTensorLayer):
         if training:
             self.saved = (a, b)
         return F.matmul(a, b)
+
+    def prepared_forward(self, inputs, out):
+        """:meth:`Layer.prepared_forward`: NumPy's ``matmul`` into the plan's array, the operands'
+        shapes checked once (the constants read at each call, their arrays watched)."""
+        a, b = self.operands(inputs)
+        if type(out) is not np.ndarray or not out.flags.c_contiguous or type(a) is not np.ndarray \
+                or type(b) is not np.ndarray or a.dtype != b.dtype or a.dtype not in (np.float32, np.float64) \
+                or out.dtype != a.dtype or a.ndim == 0 or b.ndim == 0:
+            return None
+        try:  # (on zeros: the stand-ins hold any values, NaN among them)
+            if np.matmul(np.zeros(a.shape, a.dtype), np.zeros(b.shape, b.dtype)).shape != out.shape:
+                return None
+        except ValueError:
+            return None
+        operands = self.operands
+
+        def run(inputs, out):
+            return np.matmul(*operands(inputs), out=out)
+        return run, watched_attributes(self), ()
 
     def backward(self, grad_out: Array) -> list[Array | None]:
         a, b = self._need_saved()
