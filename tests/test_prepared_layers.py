@@ -51,6 +51,15 @@ def _layer_norm(size):
     return layer
 
 
+def _batch_norm(channels):
+    layer = L.BatchNorm2D(channels)
+    layer.params["weight"][...] = np.linspace(0.5, 2, channels)
+    layer.params["bias"][...] = np.linspace(-1, 1, channels)
+    layer.buffers["running_mean"][...] = np.linspace(-0.3, 0.3, channels)
+    layer.buffers["running_var"][...] = np.linspace(0.5, 1.5, channels)
+    return layer
+
+
 #: (name, the layer, what to replace on it: (mapping name, key, new value) or None)
 CASES = [
     ("relu", lambda: L.ReLU(), None),
@@ -69,6 +78,7 @@ CASES = [
     ("log_softmax", lambda: L.LogSoftmax(-1), ("vars", "axis", 1)),
     ("layer_norm", lambda: _layer_norm(7), ("params", "weight", np.ones(7, np.float32))),
     ("affine", lambda: _affine_layer(5), ("params", "bias", np.zeros(5, np.float32))),
+    ("batch_norm", lambda: _batch_norm(5), ("buffers", "running_var", np.ones(5, np.float32))),
 ]
 
 
@@ -89,9 +99,9 @@ def test_a_layer_is_prepared_and_follows_its_attributes(name, make, replace, mon
         for _ in range(3):
             np.testing.assert_array_equal(model.forward(x), expected)
     assert calls == []
-    for array in layer.params.values():  # (edits in place are read)
+    for array in list(layer.params.values()) + list(layer.buffers.values()):  # (edits in place are read)
         array *= 1.5
-    if layer.params:
+    if layer.params or layer.buffers:
         np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
         assert len(_plans(model)) == 1
     if replace is not None:
@@ -99,7 +109,7 @@ def test_a_layer_is_prepared_and_follows_its_attributes(name, make, replace, mon
         if where == "vars":
             setattr(layer, key, value)
         else:
-            layer.params[key] = value
+            getattr(layer, where)[key] = value
         np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
         assert _plans(model) == {}
 
@@ -192,4 +202,19 @@ def test_a_resize_is_prepared(options, monkeypatch):
     _prepared_model(model, x, resize, monkeypatch)
     resize.options["mode"] = "nearest" if resize.options["mode"] != "nearest" else "linear"
     np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
+    assert _plans(model) == {}
+
+
+@pytest.mark.parametrize("kind", [L.GlobalAvgPool2D, L.GlobalMaxPool2D])
+@pytest.mark.parametrize("keepdims", [True, False])
+def test_a_global_pooling_is_prepared(kind, keepdims, monkeypatch):
+    x_in = cnnlab.Input((3, 4, 6))
+    pool = kind(keepdims=keepdims)
+    model = cnnlab.Model(x_in, _Squash()(pool(_Squash()(x_in))))
+    x = np.random.default_rng(7).standard_normal((2, 3, 4, 6)).astype(np.float32)
+    _prepared_model(model, x, pool, monkeypatch)
+    pool.keepdims = not keepdims
+    got = model.forward(x)
+    assert got.shape == ((2, 3, 1, 1) if not keepdims else (2, 3))
+    np.testing.assert_array_equal(got, _plain(model, x, monkeypatch))
     assert _plans(model) == {}

@@ -339,22 +339,31 @@ def channel_affine(x: Array, weight: Array, bias: Array) -> Array:
     return batch_norm2d(x, weight, bias, 0.0, zeros, ones)[0]
 
 
-def bound_channel_affine(x: Array, weight: Array, bias: Array) -> Any:
-    """For a caller that repeats :func:`channel_affine` on host arrays of ``x``'s shape and dtype
-    with these ``weight`` and ``bias`` arrays (read at each call): ``run(x, out)`` writing it
-    into ``out`` (C-ordered, of ``x``'s shape) and returning it, with the checks made now (a
-    prepared inference plan: :mod:`cnnlab.prepared`). The same kernel call, so the same
-    values. None for anything but C-ordered host float arrays of ``(N, C, ...)``."""
+def bound_batch_norm2d(x: Array, gamma: Array, beta: Array, eps: float, mean: Array, variance: Array) -> Any:
+    """For a caller that repeats :func:`batch_norm2d` with these statistics (inference) on host
+    arrays of ``x``'s shape and dtype, the arrays read at each call (edits in place are seen):
+    ``run(x, out)`` writing it into ``out`` (C-ordered, of ``x``'s shape) and returning it, with
+    the checks made now (a prepared inference plan: :mod:`cnnlab.prepared`). The same kernel
+    call, so the same values. None for anything but C-ordered host float arrays of
+    ``(N, C, ...)`` and per-channel arrays of their dtype."""
     if type(x) is not np.ndarray or not x.flags.c_contiguous or x.dtype not in (np.float32, np.float64) \
             or x.ndim < 2 or any(type(v) is not np.ndarray or v.dtype != x.dtype or v.shape != (x.shape[1],)
-                                 or not v.flags.c_contiguous for v in (weight, bias)):
+                                 or not v.flags.c_contiguous for v in (gamma, beta, mean, variance)):
         return None
-    shape = _as_nchw(x)[0].shape
-    zeros, ones = np.zeros(x.shape[1], x.dtype), np.ones(x.shape[1], x.dtype)
+    shape, eps = _as_nchw(x)[0].shape, float(eps)
+
     def run(x, out):
-        cpu_kernels.batchnorm2d_forward(x.reshape(shape), zeros, ones, weight, bias, 0.0, out.reshape(shape))
+        cpu_kernels.batchnorm2d_forward(x.reshape(shape), mean, variance, gamma, beta, eps, out.reshape(shape))
         return out
     return run
+
+
+def bound_channel_affine(x: Array, weight: Array, bias: Array) -> Any:
+    """:func:`bound_batch_norm2d` of :func:`channel_affine`: ``run(x, out)`` for a caller that
+    repeats it with these ``weight`` and ``bias`` arrays, or None."""
+    channels = x.shape[1] if isinstance(x, np.ndarray) and x.ndim >= 2 else 0
+    dtype = getattr(x, "dtype", np.float64)
+    return bound_batch_norm2d(x, weight, bias, 0.0, np.zeros(channels, dtype), np.ones(channels, dtype))
 
 
 def channel_affine_backward(x: Array, weight: Array, grad_out: Array) -> tuple[Array, Array, Array]:

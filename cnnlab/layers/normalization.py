@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import functional as F
 from ..device import is_gpu_array, to_device
-from ..functional.normalization import bound_layer_norm
+from ..functional.normalization import bound_batch_norm2d, bound_layer_norm
 from ..shapes import check_int
 from ..types import Array, DTypeLike, Sequence
 from .base import Layer, float_dtype
@@ -54,6 +54,20 @@ class BatchNorm2D(Layer):
         F.running_average(self.buffers["running_var"], variance, self.momentum, count / max(count - 1, 1))
         self.saved = x, mean, variance
         return out
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward` (inference, by the running statistics):
+        :func:`cnnlab.functional.batch_norm2d`'s kernel call with its checks made once (the
+        parameters and statistics read at each call, their arrays and ``eps`` watched)."""
+        if type(out) is not np.ndarray or not out.flags.c_contiguous or getattr(x, "shape", None) != out.shape \
+                or getattr(x, "dtype", None) != out.dtype:
+            return None
+        arrays = (self.params["weight"], self.params["bias"], self.buffers["running_mean"], self.buffers["running_var"])
+        run = bound_batch_norm2d(x, arrays[0], arrays[1], self.eps, arrays[2], arrays[3])
+        watched = ((self.params, "weight", arrays[0]), (self.params, "bias", arrays[1]),
+                   (self.buffers, "running_mean", arrays[2]), (self.buffers, "running_var", arrays[3]),
+                   (vars(self), "eps", self.eps))
+        return None if run is None else (run, watched, ())
 
     def backward(self, grad_out: Array) -> Array:
         x, mean, variance = self._need_saved()

@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import functional as F
 from ..functional.pool import bound_pool2d
+from ..kernels import cpu as cpu_kernels
 from ..shapes import PADDING_WORDS, resolve_padding, window_output_shape
 from ..types import Array, IntPair, Padding
 from .base import Layer, padding_config, reshape_array
@@ -130,7 +131,9 @@ class LPPool2D(_Pool2D):
 
 
 class _GlobalPool2D(Layer):
+    returns_new_array = True
     forward_op = backward_op = None
+    forward_kernel = None  # (the CPU kernel forward_op runs, its prepared form's)
 
     def __init__(self, keepdims: bool = False) -> None:
         super().__init__()
@@ -143,6 +146,20 @@ class _GlobalPool2D(Layer):
         if training:
             self.saved = x
         return reshape_array(out, tuple(out.shape) + (1, 1)) if self.keepdims else out
+
+    def prepared_forward(self, x, out):
+        """:meth:`Layer.prepared_forward`: the global pooling kernel into the plan's array, seen
+        as ``(N, C)`` (the layer's ``keepdims`` watched)."""
+        if type(x) is not np.ndarray or x.ndim != 4 or not x.flags.c_contiguous or x.dtype not in (np.float32, np.float64) \
+                or type(out) is not np.ndarray or not out.flags.c_contiguous or out.dtype != x.dtype \
+                or out.shape != tuple(x.shape[:2]) + ((1, 1) if self.keepdims else ()):
+            return None
+        name, pairs = type(self).forward_kernel, tuple(x.shape[:2])
+
+        def run(x, out):
+            getattr(cpu_kernels, name)(x, out.reshape(pairs))
+            return out
+        return run, ((vars(self), "keepdims", self.keepdims),), ()
 
     def backward(self, grad_out: Array) -> Array:
         x = self._need_saved()
@@ -168,9 +185,8 @@ class GlobalAvgPool2D(_GlobalPool2D):
 
     ends_feature_extractor = True
 
-    returns_new_array = True
-
     forward_op = staticmethod(F.global_avg_pool2d)
+    forward_kernel = "global_avg_pool2d_forward"
     backward_op = staticmethod(F.global_avg_pool2d_backward)
 
 
@@ -179,4 +195,5 @@ class GlobalMaxPool2D(_GlobalPool2D):
     ``keepdims=True``; the gradient goes to each plane's first maximum."""
 
     forward_op = staticmethod(F.global_max_pool2d)
+    forward_kernel = "global_max_pool2d_forward"
     backward_op = staticmethod(F.global_max_pool2d_backward)
