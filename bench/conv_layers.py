@@ -1,6 +1,6 @@
 """Where a network's convolution time goes: each convolution kernel call timed on its own.
 
-    python bench/conv_layers.py MODEL.onnx [--batch 1] [--calls 20] [--top 20]
+    python bench/conv_layers.py MODEL.onnx [--batch 1] [--calls 20] [--top 20] [--lock-weights]
     python bench/conv_layers.py RESNET18.onnx --train [--calls 2]
 
 Inference (default): the ONNX file read with :func:`cnnlab.onnx.load` and called on a random
@@ -73,6 +73,8 @@ def main():
     parser.add_argument("--calls", type=int)
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--train", action="store_true", help="ResNet-18's training step (the model is its ONNX file)")
+    parser.add_argument("--lock-weights", action="store_true", help="inference with the weights locked "
+                        "(Model.lock_weights: read-only, their packing kept)")
     args = parser.parse_args()
     calls = args.calls if args.calls is not None else (2 if args.train else 20)
     if args.batch < 1 or calls < 1 or args.top < 0:
@@ -96,6 +98,8 @@ def main():
         import cnnlab.onnx
 
         model = cnnlab.onnx.load(args.model)
+        if args.lock_weights:
+            model.lock_weights()
         x = np.random.default_rng(0).standard_normal((args.batch, 3, 224, 224)).astype(np.float32)
 
         def step():

@@ -4,7 +4,7 @@ a training step.
 
     pip install torch==2.14.1 torchvision==0.29.1 onnx onnxruntime
     python bench/models.py [--threads 2] [--repeat 10] [--rounds 5] [--batches 1 16] [--size 224]
-                           [--openblas both] [--onnx-dir DIR] [--memory]
+                           [--openblas both] [--onnx-dir DIR] [--memory] [--lock-weights]
 
 The same suite as ``cnnlab bench --op models`` (:mod:`cnnlab.bench.networks`). The engines take
 turns in rounds (cnnlab, cnnlab unfused, PyTorch, onnxruntime; again...), ``--repeat`` timed
@@ -17,7 +17,9 @@ overhead of cnnlab's inference plan (share of the run and microseconds per step,
 the exported networks (``NAME-SIZE.onnx``) for later runs, which then need no PyTorch.
 ``--memory`` adds the peak memory of one inference (cnnlab) and of training steps (cnnlab and
 PyTorch, each in a process started for it: :func:`cnnlab.bench.networks.training_memory`).
-Warns when the machine is busy: the figures then measure the competition.
+``--lock-weights`` runs cnnlab's inference rows with the networks' weights locked
+(:meth:`cnnlab.Model.lock_weights`: read-only, what the kernels make of them kept), as
+onnxruntime takes a file's weights for constants. Warns when the machine is busy: the figures then measure the competition.
 """
 
 import argparse
@@ -41,6 +43,8 @@ def main():
     parser.add_argument("--openblas", choices=["environment", "own", "both"], default="both")
     parser.add_argument("--onnx-dir", help="where the exported networks are kept (read if there)")
     parser.add_argument("--no-training", action="store_true", help="skip the training step")
+    parser.add_argument("--lock-weights", action="store_true",
+                        help="cnnlab's networks with their weights locked (Model.lock_weights), for inference")
     parser.add_argument("--memory", action="store_true",
                         help="also measure peak memory: one inference, and training steps against PyTorch")
     parser.add_argument("--json", help="also write the results to this .json file")
@@ -54,7 +58,10 @@ def main():
           "per engine, engines in separate processes")
     results = models_suite(args.threads, args.repeat, args.rounds, args.batches, args.size, args.models,
                            args.openblas, training=not args.no_training, memory=args.memory, onnx_dir=args.onnx_dir,
-                           progress=lambda i, n, name: print(f"  {name} ...", file=sys.stderr, flush=True))
+                           progress=lambda i, n, name: print(f"  {name} ...", file=sys.stderr, flush=True),
+                           lock_weights=args.lock_weights)
+    if args.lock_weights:
+        print("cnnlab's weights locked (Model.lock_weights): inference rows")
     print(format_models(results))
     for result in results if args.memory else []:
         print(format_memory(result["memory"]))

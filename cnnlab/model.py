@@ -33,6 +33,7 @@ from .compilation import report_compilation
 from .device import cuda_available, is_gpu_array, to_device, to_host
 from .dispatch import chunked, is_dask_array
 from .graph import Graph, Input, SymbolicTensor, is_symbolic
+from .kernels import cpu as cpu_kernels
 from .layers import Dense, Layer
 from .optim import Optimizer
 from .shapes import check_int
@@ -252,6 +253,49 @@ class Model:
     def unfreeze(self) -> Self:
         for layer in self.layers:
             layer.trainable = True
+        return self
+
+    def lock_weights(self) -> Self:
+        """Make every parameter and buffer on the host read-only, so that inference keeps what
+        its kernels make of them once instead of at every call, as onnxruntime does with a
+        network's constant weights: a convolution by strips packs its weights once
+        (``cnnlab.kernels.cpu.conv._prepared_weight``), and takes larger weights than it would
+        packing them at every call (ResNet-18 at batch 1: docs/performance.md). Returns ``self``.
+
+        Each array is replaced by a read-only array of the same values, a view of a read-only
+        array of its own, whose flag cannot be set back (arrays shared by several layers stay
+        shared); an edit in place then raises ``ValueError``, so nothing kept can go stale.
+        :meth:`fit` refuses a locked model; :meth:`unlock_weights` gives writable copies back."""
+        def locked(array):
+            base = np.array(array)
+            base.flags.writeable = False
+            view = base.view()
+            view.flags.writeable = False
+            return view
+        return self._replace_host_arrays(lambda array: not cpu_kernels.conv2d_weight_sealed(array), locked)
+
+    def unlock_weights(self) -> Self:
+        """Undo :meth:`lock_weights`: every read-only parameter and buffer on the host replaced by
+        a writable copy (what was kept of the locked arrays is let go with them). Returns
+        ``self``."""
+        return self._replace_host_arrays(lambda array: not array.flags.writeable, np.array)
+
+    def weights_locked(self) -> bool:
+        """Whether a trainable parameter on the host is read-only (:meth:`lock_weights`)."""
+        return any(type(value) is np.ndarray and not value.flags.writeable
+                   for layer, name in self.parameters() for value in (layer.params[name],))
+
+    def _replace_host_arrays(self, chosen, replacement):
+        """Each host parameter and buffer ``chosen(array)`` accepts replaced by
+        ``replacement(array)``, one replacement per array object (shared arrays stay shared)."""
+        made = {}
+        for layer in self.layers:
+            for store in (layer.params, layer.buffers):
+                for name, value in list(store.items()):
+                    if type(value) is np.ndarray and chosen(value):
+                        if id(value) not in made:
+                            made[id(value)] = (value, replacement(value))
+                        store[name] = made[id(value)][1]
         return self
 
     def copy(self) -> "Model":
@@ -675,6 +719,9 @@ class Model:
             overflows). With a :class:`cnnlab.callbacks.TerminateOnNaN` callback, training
             stops there instead and ``fit`` returns its history.
         """
+        if self.weights_locked():
+            raise ValueError("the model's weights are locked (lock_weights: read-only, for inference); "
+                             "call unlock_weights() before fit")
         return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=loss,
                             validation_data=validation_data, shuffle=shuffle, seed=seed, verbose=verbose,
                             checkpoint=checkpoint, resume=resume, augment=augment, callbacks=callbacks,

@@ -427,7 +427,7 @@ def test_a_step_that_makes_a_scalar_leaves_the_others_prepared(monkeypatch):
     prepared = [entry[0] for entry in plan.entries if entry[1] is not None]
     assert [step for step in prepared if isinstance(step, FusedStep)] == fused and len(fused) == 3
     assert [type(node.layer).__name__ for node in prepared if not isinstance(node, FusedStep)] == \
-        ["MaxPool2D", "Flatten", "Dense"]
+        ["MaxPool2D", "GlobalAvgPool2D", "Flatten", "Dense"]
 
 
 def _squeezed(dtype=np.float32, norm=True):
@@ -514,7 +514,7 @@ def test_additions_and_products_that_are_not_fused_are_prepared_by_their_layers(
     plan, = _record(model).plans.values()
     prepared = [type(entry[0].layer).__name__ for entry in plan.entries
                 if entry[1] is not None and not isinstance(entry[0], FusedStep)]
-    assert sorted(prepared) == ["Add", "Add", "Flatten", "Multiply", "Multiply"]
+    assert sorted(prepared) == ["Add", "Add", "Flatten", "GlobalAvgPool2D", "Multiply", "Multiply"]
     forwards = []
     with monkeypatch.context() as patch:
         for kind in (L.Add, L.Multiply):

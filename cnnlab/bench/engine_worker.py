@@ -12,7 +12,8 @@ Requests (``{"task": ...}``):
 
 - ``export``: ``network``, ``size``, ``path`` (torch): write torchvision's network (random
   weights, ``torch.manual_seed(0)``) to ``path`` as ONNX, the batch axis dynamic.
-- ``inference``: ``network``, ``onnx``, ``batch``, ``size``, ``repeat``, optional ``unfused``
+- ``inference``: ``network``, ``onnx``, ``batch``, ``size``, ``repeat``, optional ``unfused`` and
+  ``lock`` (cnnlab's weights locked: :meth:`cnnlab.Model.lock_weights`)
   (cnnlab with ``config.FUSE = False``) and ``save`` (a ``.npy`` path for the output of the
   first call): ``{"first": s, "times": [s, ...]}``.
 - ``train``: ``repeat``: seconds of each timed run of :data:`~cnnlab.bench.networks.TRAIN_STEPS`
@@ -63,17 +64,21 @@ class _Cnnlab:
         numba.set_num_threads(threads)
         self.models = {}
 
-    def model(self, path):
+    def model(self, path, locked=False):
+        """The network of the ONNX file at ``path``, loaded once; ``locked``: a second copy with
+        its weights locked (:meth:`cnnlab.Model.lock_weights`)."""
         import cnnlab.onnx
 
-        if path not in self.models:
-            self.models[path] = cnnlab.onnx.load(path)
-        return self.models[path]
+        if (path, locked) not in self.models:
+            self.models[path, locked] = cnnlab.onnx.load(path)
+            if locked:
+                self.models[path, locked].lock_weights()
+        return self.models[path, locked]
 
     def inference(self, request):
         from .. import config
 
-        model, x = self.model(request["onnx"]), _input(request["batch"], request["size"])
+        model, x = self.model(request["onnx"], request.get("lock", False)), _input(request["batch"], request["size"])
         previous, config.FUSE = config.FUSE, not request.get("unfused", False)
         try:
             return timed_runs(lambda: model(x), request["repeat"])
@@ -83,8 +88,8 @@ class _Cnnlab:
     def overhead(self, request):
         from .overhead import node_overhead
 
-        return node_overhead(self.model(request["onnx"]), _input(request["batch"], request["size"]),
-                             request["repeat"])
+        return node_overhead(self.model(request["onnx"], request.get("lock", False)),
+                             _input(request["batch"], request["size"]), request["repeat"])
 
     def memory(self, request):
         from .networks import inference_memory

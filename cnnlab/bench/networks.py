@@ -373,17 +373,18 @@ def _first_calls(engines, common, folder):
     return firsts
 
 
-def inference_rows(engines, paths, repeat, rounds, batches, size, folder, progress=None):
+def inference_rows(engines, paths, repeat, rounds, batches, size, folder, progress=None, lock_weights=False):
     """One row per network and batch: cnnlab's median seconds and spread, the peers' medians
     (``torch``, ``onnxruntime``, ``unfused``), the per-step Python overhead
     (:func:`cnnlab.bench.overhead.node_overhead`) and the largest difference from onnxruntime
-    (or PyTorch) relative to its largest output."""
+    (or PyTorch) relative to its largest output. ``lock_weights``: cnnlab's networks with
+    their weights locked (:meth:`cnnlab.Model.lock_weights`), as onnxruntime's are constants."""
     rows = []
     for index, (name, path) in enumerate(paths.items()):
         for batch in batches:
             if progress:
                 progress(index, len(paths), f"{name} batch {batch}")
-            common = dict(task="inference", network=name, onnx=path, batch=batch, size=size)
+            common = dict(task="inference", network=name, onnx=path, batch=batch, size=size, lock=lock_weights)
             firsts = _first_calls(engines, common, folder)
             requests = {engine: (engine, dict(common, repeat=repeat)) for engine in firsts}
             requests["unfused"] = ("cnnlab", dict(common, repeat=repeat, unfused=True))
@@ -395,7 +396,7 @@ def inference_rows(engines, paths, repeat, rounds, batches, size, folder, progre
             row = _row("inference", f"{name} b{batch}", times["cnnlab"], firsts["cnnlab"], peers, batch)
             row["relative_error"], row["compared_with"] = _relative_error(folder, name, batch)
             overhead = engines["cnnlab"].ask(task="overhead", onnx=path, batch=batch, size=size,
-                                             repeat=max(5, repeat))
+                                             repeat=max(5, repeat), lock=lock_weights)
             row.update(overhead_fraction=overhead["overhead_fraction"],
                        overhead_per_step=overhead["overhead_per_step_seconds"], steps=overhead["steps"])
             rows.append(row)
@@ -452,12 +453,13 @@ def conv_rows(engines, repeat, rounds, shapes=None, progress=None):
 
 
 def models_suite(threads, repeat, rounds=5, batches=(1, 16), size=224, networks=NETWORKS, openblas="both",
-                 training=True, memory=False, onnx_dir=None, progress=None):
+                 training=True, memory=False, onnx_dir=None, progress=None, lock_weights=False):
     """Per OpenBLAS setting (see :func:`openblas_settings`): ``{"openblas": setting, "blas":
     the kernels the cnnlab worker runs, "threading": its Numba threading layer, "rows":
     inference and training rows, "memory": memory rows, "training_memory":
     :func:`training_memory_rows` (with ``memory`` and ``training``)}``, the engines in worker
-    processes taking turns for ``rounds`` rounds of ``repeat`` runs each."""
+    processes taking turns for ``rounds`` rounds of ``repeat`` runs each; ``lock_weights`` as
+    :func:`inference_rows` takes it."""
     if rounds < 1 or repeat < 1:
         raise ValueError(f"rounds and repeat must be at least 1, got {rounds} and {repeat}")
     results = []
@@ -467,7 +469,7 @@ def models_suite(threads, repeat, rounds=5, batches=(1, 16), size=224, networks=
             try:
                 info = engines["cnnlab"].ask(task="info")
                 paths = onnx_files(engines, networks, size, onnx_dir or folder, progress)
-                rows = inference_rows(engines, paths, repeat, rounds, batches, size, folder, progress)
+                rows = inference_rows(engines, paths, repeat, rounds, batches, size, folder, progress, lock_weights)
                 if training:
                     rows += training_rows(engines, max(1, min(repeat, 5)), rounds, progress,
                                           resnet=paths.get("resnet18"), size=size)

