@@ -82,23 +82,30 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("name, make, replace", CASES, ids=[case[0] for case in CASES])
-def test_a_layer_is_prepared_and_follows_its_attributes(name, make, replace, monkeypatch):
-    layer = make()
-    x_in = cnnlab.Input((5, 3, 7))
-    model = cnnlab.Model(x_in, _Squash()(layer(_Squash()(x_in))))
-    x = np.random.default_rng(1).standard_normal((2, 5, 3, 7)).astype(np.float32) * 2
+def _prepared_model(model, x, layer, monkeypatch):
+    """The plain walk's values for ``x``, after checking that ``layer`` is the one node of the
+    plan prepared, that its forward is not called once prepared and that the values stay."""
     expected = _plain(model, x, monkeypatch)
     for _ in range(2):
         model.forward(x)
     plan, = _plans(model).values()
-    assert [type(entry[0].layer) for entry in plan.entries if entry[1] is not None] == [type(layer)]
+    assert [entry[0].layer for entry in plan.entries if entry[1] is not None] == [layer]
     calls = []
     with monkeypatch.context() as patch:
         patch.setattr(layer, "forward", lambda *args, **kwargs: calls.append(1))
         for _ in range(3):
             np.testing.assert_array_equal(model.forward(x), expected)
     assert calls == []
+    return expected
+
+
+@pytest.mark.parametrize("name, make, replace", CASES, ids=[case[0] for case in CASES])
+def test_a_layer_is_prepared_and_follows_its_attributes(name, make, replace, monkeypatch):
+    layer = make()
+    x_in = cnnlab.Input((5, 3, 7))
+    model = cnnlab.Model(x_in, _Squash()(layer(_Squash()(x_in))))
+    x = np.random.default_rng(1).standard_normal((2, 5, 3, 7)).astype(np.float32) * 2
+    _prepared_model(model, x, layer, monkeypatch)
     for array in list(layer.params.values()) + list(layer.buffers.values()):  # (edits in place are read)
         array *= 1.5
     if layer.params or layer.buffers:
@@ -129,23 +136,6 @@ def test_an_op_that_is_more_than_one_kernel_call_has_no_bound_form():
     probe = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
     np.testing.assert_array_equal(run(probe, np.empty_like(probe)), F.leaky_relu(probe, 0.25))
     assert bound_elementwise(F.relu, x.astype(np.float16)) is None and bound_elementwise(F.relu, x.T) is None
-
-
-def _prepared_model(model, x, layer, monkeypatch):
-    """The plain walk's values for ``x``, after checking that ``layer`` is the one node of the
-    plan prepared, that its forward is not called once prepared and that the values stay."""
-    expected = _plain(model, x, monkeypatch)
-    for _ in range(2):
-        model.forward(x)
-    plan, = _plans(model).values()
-    assert [entry[0].layer for entry in plan.entries if entry[1] is not None] == [layer]
-    calls = []
-    with monkeypatch.context() as patch:
-        patch.setattr(layer, "forward", lambda *args, **kwargs: calls.append(1))
-        for _ in range(3):
-            np.testing.assert_array_equal(model.forward(x), expected)
-    assert calls == []
-    return expected
 
 
 def test_a_concatenation_is_prepared(monkeypatch):

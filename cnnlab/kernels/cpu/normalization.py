@@ -241,13 +241,3 @@ def _layer_norm_rows(x, weight, bias, eps, out, mean, rstd, first, last):
         m, s = mean[r], rstd[r]  # (rounded to the dtype, as the group normalization's are)
         for k in range(size):
             dest[k] = (row[k] - m) * s * weight[k] + bias[k]
-
-
-@njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _float64_squares(values, center):
-    """The float64 sum of ``(values - center) ** 2``, reassociable (:func:`_float64_sum`)."""
-    total = 0.0
-    for k in range(values.shape[0]):
-        d = values[k] - center
-        total += d * d
-    return total
