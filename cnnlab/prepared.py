@@ -41,6 +41,7 @@ import numpy as np
 from . import config
 from .functional import conv as conv_functional
 from .fusion import FusedStep, Prepared, infer_node
+from .layers.base import watched_attributes
 from .memory import BufferPool, buffer_pool
 from .parallel import single_threaded_blas
 
@@ -238,9 +239,7 @@ def _constant_step(node, reads, shapes, constants):
     if type(value) is not np.ndarray or value.size > CONSTANT_SIZE or (value.shape, value.dtype) != shapes[id(node.output)]:
         return None
     value.flags.writeable = False
-    same = ((vars(node), "layer", layer),) + tuple((vars(layer), name, attribute) for name, attribute in vars(layer).items()
-                                                   if name != "saved") \
-        + tuple((layer.buffers, name, array) for name, array in layer.buffers.items())
+    same = ((vars(node), "layer", layer),) + watched_attributes(layer)
     equal = tuple((array.tobytes, array.tobytes()) for array in layer.buffers.values())
     return value, same, equal
 
