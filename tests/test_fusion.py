@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import arrays, conv_geometries
+from threads import errors_in_threads
 
 import cnnlab
 import cnnlab.functional as F
@@ -470,28 +471,18 @@ def test_an_output_read_through_a_view_takes_no_pooled_buffer(monkeypatch):
 
 
 def test_concurrent_predictions_use_separate_pools():
-    import threading
-
     rng = np.random.default_rng(9)
     model = _small_residual_model()
     inputs = [rng.standard_normal((3, 3, 8, 8)).astype(np.float32) for _ in range(4)]
     expected = [model.forward(x).copy() for x in inputs]
-    results, errors = {}, []
+    results = {}
 
     def work(k):
-        try:
-            for _ in range(20):
-                results[k] = model.forward(inputs[k])
-                np.testing.assert_allclose(results[k], expected[k], rtol=1e-6)
-        except AssertionError as exc:  # pragma: no cover - the failure this test looks for
-            errors.append(exc)
+        for _ in range(20):
+            results[k] = model.forward(inputs[k])
+            np.testing.assert_allclose(results[k], expected[k], rtol=1e-6)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    assert not errors_in_threads(work, 4)
 
 
 def test_copies_and_pickles_rebuild_their_plans():

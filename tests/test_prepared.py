@@ -2,11 +2,11 @@
 shapes runs its fused steps without their checks, with the values of the plain walk, and
 falls back to the plain walk whenever what the steps were prepared with changed."""
 
-import threading
 
 import numba
 import numpy as np
 import pytest
+from threads import errors_in_threads
 
 import cnnlab
 import cnnlab.layers as L
@@ -309,22 +309,14 @@ def test_each_thread_prepares_its_own_plan(monkeypatch):
     model = _network()
     inputs = [_images(2, seed=k) for k in range(4)]
     expected = [_plain(model, x, monkeypatch) for x in inputs]
-    errors, records = [], {}
+    records = {}
 
     def work(k):
-        try:
-            for _ in range(10):
-                np.testing.assert_array_equal(model.forward(inputs[k]), expected[k])
-            records[k] = _record(model)
-        except AssertionError as exc:  # pragma: no cover - the failure this test looks for
-            errors.append(exc)
+        for _ in range(10):
+            np.testing.assert_array_equal(model.forward(inputs[k]), expected[k])
+        records[k] = _record(model)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    assert not errors_in_threads(work, 4)
     assert len({id(record) for record in records.values()}) == 4
     assert all(len(record.plans) == 1 for record in records.values())
 
