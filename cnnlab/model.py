@@ -266,13 +266,8 @@ class Model:
         array of its own, whose flag cannot be set back (arrays shared by several layers stay
         shared); an edit in place then raises ``ValueError``, so nothing kept can go stale.
         :meth:`fit` refuses a locked model; :meth:`unlock_weights` gives writable copies back."""
-        def locked(array):
-            base = np.array(array)
-            base.flags.writeable = False
-            view = base.view()
-            view.flags.writeable = False
-            return view
-        return self._replace_host_arrays(lambda array: not cpu_kernels.conv2d_weight_sealed(array), locked)
+        return self._replace_host_arrays(lambda array: not cpu_kernels.conv2d_weight_sealed(array),
+                                         cpu_kernels.sealed_copy)
 
     def unlock_weights(self) -> Self:
         """Undo :meth:`lock_weights`: every read-only parameter and buffer on the host replaced by

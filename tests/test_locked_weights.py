@@ -18,14 +18,6 @@ from cnnlab.kernels.cpu import conv as cpu_conv
 _STRIPS_HERE = _strips.STRIPS and _strips.available() and _strips.VECTOR_BYTES == 64
 
 
-def _sealed_copy(array):
-    base = np.array(array)
-    base.flags.writeable = False
-    view = base.view()
-    view.flags.writeable = False
-    return view
-
-
 def test_only_a_read_only_view_of_a_read_only_array_is_sealed():
     a = np.ones((4, 3, 3, 3), np.float32)
     assert not cpu_conv._sealed(a)
@@ -90,7 +82,7 @@ def test_a_sealed_weight_is_packed_once_and_takes_the_strips_for_larger_weights(
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, 256, 14, 14)).astype(np.float32)
     weight = (rng.standard_normal((256, 256, 3, 3)) * 0.05).astype(np.float32)
-    sealed = _sealed_copy(weight)
+    sealed = cpu_conv._sealed_copy(weight)
     plain, packed = bind_conv2d(x, weight, None, 1, 1), bind_conv2d(x, sealed, None, 1, 1)
     assert plain.work[0] is not _strips._strip_forward_items and packed.work[0] is _strips._strip_forward_items
     assert not plain.accepts(x, sealed, None, 1, 1, 1, 1, None, None, None)
@@ -103,7 +95,7 @@ def test_a_sealed_weight_is_packed_once_and_takes_the_strips_for_larger_weights(
     for _ in range(3):
         np.testing.assert_allclose(packed(x, sealed), expected, rtol=1e-4, atol=1e-4)
     assert packings == [1]
-    packed(x, _sealed_copy(weight))  # (another array: packed again)
+    packed(x, cpu_conv._sealed_copy(weight))  # (another array: packed again)
     assert packings == [1, 1]
 
 
@@ -118,7 +110,7 @@ def _problem(case):
     rng = np.random.default_rng(case["channels"])
     code, low, high = epilogue_activation("relu")
     return SimpleNamespace(x=rng.standard_normal((1, case["channels"], height, width)).astype(np.float32),
-                           w=_sealed_copy(rng.standard_normal((case["filters"], case["channels"], 3, 3))
+                           w=cpu_conv._sealed_copy(rng.standard_normal((case["filters"], case["channels"], 3, 3))
                                           .astype(np.float32)),
                            scale=rng.standard_normal(case["filters"]).astype(np.float32),
                            shift=rng.standard_normal(case["filters"]).astype(np.float32),

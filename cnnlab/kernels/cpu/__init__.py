@@ -37,7 +37,7 @@ DEVICE = "cpu"
 # that runs it and whether that calls BLAS, its shares on the threading layer once their address is known and the call
 # that runs those, a 1x1 convolution and the depthwise one after it as one loop of shares (the work, the compiled
 # address of a kernel's items, the call: cnnlab.functional.conv.BoundConvPair), and a squeeze-excitation block's gates
-# in one call (cnnlab.fusion.FusedSqueeze), whether a convolution's weights are sealed (their packing kept);
+# in one call (cnnlab.fusion.FusedSqueeze), whether a convolution's weights are sealed (their packing kept) and a sealed copy of an array;
 # and the BLAS library the kernels' GEMMs call (cnnlab.parallel.blas_kernels names it)
 from ._blas import gemm_blas  # noqa: E402
 from ._schedule import compiled_address as conv2d_compiled_address  # noqa: E402
@@ -55,6 +55,7 @@ from .conv import _path_settings as conv2d_path_settings  # noqa: E402
 from .conv import _pointwise_pixel_blocks as conv2d_pointwise_pixel_blocks  # noqa: E402
 from .conv import _run_forward as run_conv2d_forward_work  # noqa: E402
 from .conv import _sealed as conv2d_weight_sealed  # noqa: E402
+from .conv import _sealed_copy as sealed_copy  # noqa: E402
 from .conv import _squeeze as squeeze_gates  # noqa: E402
 
 #: the host-only callables above that run compiled work (timed as kernel time by cnnlab.bench.overhead)

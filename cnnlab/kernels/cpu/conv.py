@@ -1624,6 +1624,15 @@ def _sealed(weight):
         and not base.flags.writeable
 
 
+def _sealed_copy(array):
+    """A :func:`_sealed` array of ``array``'s values: a read-only view of a read-only copy."""
+    base = np.array(array)
+    base.flags.writeable = False
+    view = base.view()
+    view.flags.writeable = False
+    return view
+
+
 _PREPARED = {}  # id(weight) -> (weak reference to it, its preparation's function and arguments, the result)
 
 
