@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from .. import functional as F
 from ..functional.activation import bound_softmax
 from ..shapes import check_int
 from ..types import Array
-from .base import Layer, prepared_elementwise
+from .base import Layer, prepared_elementwise, same_kind_out
 
 
 def _held(layer, value):
@@ -21,6 +19,13 @@ def _held(layer, value):
         return last
     layer._fused_activation = value
     return value
+
+
+def _prepared_softmax(layer, x, out, log):
+    """:meth:`Layer.prepared_forward` of :class:`Softmax` (``log``: :class:`LogSoftmax`) along
+    its ``axis``, which is watched."""
+    run = bound_softmax(x, layer.axis, log=log) if same_kind_out(x, out) else None
+    return None if run is None else (run, ((vars(layer), "axis", layer.axis),), ())
 
 
 class ReLU(Layer):
@@ -136,11 +141,7 @@ class Softmax(Layer):
 
     def prepared_forward(self, x, out):
         """:meth:`Layer.prepared_forward`: the softmax kernel call with its axis checked once."""
-        if type(out) is not np.ndarray or not out.flags.c_contiguous or getattr(x, "shape", None) != out.shape \
-                or getattr(x, "dtype", None) != out.dtype:
-            return None
-        run = bound_softmax(x, self.axis, log=False)
-        return None if run is None else (run, ((vars(self), "axis", self.axis),), ())
+        return _prepared_softmax(self, x, out, log=False)
 
     def backward(self, grad_out: Array) -> Array:
         return F.softmax_backward(self._need_saved(), grad_out, self.axis)
@@ -167,11 +168,7 @@ class LogSoftmax(Layer):
 
     def prepared_forward(self, x, out):
         """:meth:`Layer.prepared_forward`: the softmax kernel call with its axis checked once."""
-        if type(out) is not np.ndarray or not out.flags.c_contiguous or getattr(x, "shape", None) != out.shape \
-                or getattr(x, "dtype", None) != out.dtype:
-            return None
-        run = bound_softmax(x, self.axis, log=True)
-        return None if run is None else (run, ((vars(self), "axis", self.axis),), ())
+        return _prepared_softmax(self, x, out, log=True)
 
     def backward(self, grad_out: Array) -> Array:
         return F.log_softmax_backward(self._need_saved(), grad_out, self.axis)

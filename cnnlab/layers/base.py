@@ -231,13 +231,20 @@ def watched_attributes(layer: Any) -> tuple:
         + tuple((layer.buffers, name, array) for name, array in layer.buffers.items())
 
 
+def same_kind_out(x: Any, out: Any) -> bool:
+    """Whether ``out`` is a C-ordered host array of ``x``'s shape and dtype: what the prepared
+    forms of layers whose output is their input's kind of array (element-wise functions,
+    normalizations, softmax) write into."""
+    return type(out) is np.ndarray and out.flags.c_contiguous and getattr(x, "shape", None) == out.shape \
+        and getattr(x, "dtype", None) == out.dtype
+
+
 def prepared_elementwise(layer: Any, function: Any, x: Any, out: Any, **arguments: Any) -> Any:
     """:meth:`Layer.prepared_forward` of a layer whose ``forward`` is ``function(x,
     **arguments)``, an element-wise op of one kernel call
     (:func:`cnnlab.functional.common.bound_elementwise`), its attributes watched
     (:func:`watched_attributes`); None for anything else."""
-    if type(out) is not np.ndarray or not out.flags.c_contiguous or getattr(x, "shape", None) != out.shape \
-            or getattr(x, "dtype", None) != out.dtype:
+    if not same_kind_out(x, out):
         return None
     run = bound_elementwise(function, x, **arguments)
     return None if run is None else (run, watched_attributes(layer), ())

@@ -9,7 +9,7 @@ from .. import functional as F
 from ..functional.normalization import bound_channel_affine
 from ..shapes import broadcast_shapes, check_int
 from ..types import Array, DTypeLike, Sequence
-from .base import Layer, float_dtype
+from .base import Layer, float_dtype, same_kind_out
 
 
 class _MergeLayer(Layer):
@@ -282,8 +282,7 @@ class Affine(Layer):
     def prepared_forward(self, x, out):
         """:meth:`Layer.prepared_forward`: :func:`cnnlab.functional.channel_affine`'s kernel call
         with its checks made once (the parameters read at each call, their arrays watched)."""
-        if type(out) is not np.ndarray or not out.flags.c_contiguous or getattr(x, "shape", None) != out.shape \
-                or getattr(x, "dtype", None) != out.dtype:
+        if not same_kind_out(x, out):
             return None
         weight, bias = self.params["weight"], self.params["bias"]
         run = bound_channel_affine(x, weight, bias)

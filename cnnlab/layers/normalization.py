@@ -9,7 +9,7 @@ from ..device import is_gpu_array, to_device
 from ..functional.normalization import bound_batch_norm2d, bound_layer_norm
 from ..shapes import check_int
 from ..types import Array, DTypeLike, Sequence
-from .base import Layer, float_dtype
+from .base import Layer, float_dtype, same_kind_out
 
 
 class BatchNorm2D(Layer):
@@ -59,8 +59,7 @@ class BatchNorm2D(Layer):
         """:meth:`Layer.prepared_forward` (inference, by the running statistics):
         :func:`cnnlab.functional.batch_norm2d`'s kernel call with its checks made once (the
         parameters and statistics read at each call, their arrays and ``eps`` watched)."""
-        if type(out) is not np.ndarray or not out.flags.c_contiguous or getattr(x, "shape", None) != out.shape \
-                or getattr(x, "dtype", None) != out.dtype:
+        if not same_kind_out(x, out):
             return None
         arrays = (self.params["weight"], self.params["bias"], self.buffers["running_mean"], self.buffers["running_var"])
         run = bound_batch_norm2d(x, arrays[0], arrays[1], self.eps, arrays[2], arrays[3])
@@ -201,8 +200,7 @@ class LayerNorm(Layer):
         """:meth:`Layer.prepared_forward`: :func:`cnnlab.functional.layer_norm`'s kernel call
         with its checks made once (the parameters read at each call, their arrays and the
         layer's settings watched)."""
-        if type(out) is not np.ndarray or not out.flags.c_contiguous or getattr(x, "shape", None) != out.shape \
-                or getattr(x, "dtype", None) != out.dtype:
+        if not same_kind_out(x, out):
             return None
         weight, bias = self.params.get("weight"), self.params.get("bias")
         run = bound_layer_norm(x, self.normalized_shape, weight, bias, self.eps)
