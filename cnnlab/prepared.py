@@ -103,16 +103,16 @@ class PreparedPlan:
                                     (lambda inputs, out, value=value: value), None, constant[1], constant[2])
                 spec = None
             elif spec is not None and all(shapes[key] is not None for key in reads) \
-                    and (type(step).prepare is not FusedStep.prepare if fused else True):
-                view = not fused and not step.layer.returns_new_array
+                    and (not fused or type(step).prepare is not FusedStep.prepare):
+                view = not fused and not step.layer.returns_new_array  # (never lends: the schedule's rule)
                 out = None if view else own.take(*spec) if lends else np.empty(*spec)
                 arrays = [constants[key] if key in constants else fixed[key] if key in fixed else
                           np.empty(*shapes[key]) for key in reads]
                 prepared = self._prepare(step, arrays, out, own, lends and all(key in fixed for key in reads)) if fused \
                     else _prepared_node(step, arrays, out)
-                if lends and prepared is not None and not view:
+                if lends and prepared is not None:
                     fixed[output] = out
-                elif lends and not view:
+                elif lends:
                     own.give(out)
                 out = fixed.get(output)
                 spec = None if view else spec  # (a view's run is handed no array)
