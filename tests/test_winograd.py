@@ -11,6 +11,7 @@ from numba import njit
 
 import cnnlab.functional as F
 from cnnlab.functional.conv import conv_geometry
+from cnnlab.kernels import EPILOGUE_CLIP, EPILOGUE_LEAKY_RELU, EPILOGUE_NONE
 from cnnlab.kernels.cpu import _winograd as winograd
 from cnnlab.kernels.cpu import conv as cpu_conv
 from cnnlab.kernels.cpu._microkernel import MR, VECTOR_BYTES, available
@@ -28,8 +29,10 @@ def _compiled_input(padded, start, pitch, plane, v, v_start, v_step, count):
 
 
 @njit(cache=False)
-def _compiled_output(m, m_start, m_step, y, y_start, y_pitch, count):
-    winograd.winograd_output(m, m_start, m_step, y, y_start, y_pitch, count)
+def _compiled_store(m, m_start, m_step, y, y_start, y_pitch, count, width, rows, scale, shift, residual, has_residual,
+                    finish, clip, low, high):
+    winograd.winograd_store(m, m_start, m_step, y, y_start, y_pitch, count, width, rows, scale, shift, residual,
+                            has_residual, finish, clip, low, high)
 
 
 @settings(max_examples=25, deadline=None)
@@ -61,25 +64,45 @@ def test_input_transform_matches_its_matrices(count, start, extra, dtype, seed):
         np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
 
 
-@settings(max_examples=25, deadline=None)
-@given(st.integers(0, 3), st.integers(0, 4), st.sampled_from(["float32", "float64"]), st.integers(0, 2**16))
-def test_output_transform_matches_its_matrices(count, m_start, dtype, seed):
-    """``Y = A^T M A`` of each tile's 16 positions, ``m_step`` apart, its 2x2 outputs
-    interleaved: row ``r`` at ``y_start + r * y_pitch``, the tile's two columns side by side."""
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(0, 4), st.integers(0, 40), st.integers(1, 2),
+       st.sampled_from(["none", "finish", "residual", "clip"]), st.sampled_from(["float32", "float64"]),
+       st.integers(0, 2**16))
+@example(2, 1, 3, 1, "clip", "float32", 0)  # an odd end in the last vector, one row
+def test_output_store_matches_its_matrices(count, m_start, short, rows, epilogue, dtype, seed):
+    """``Y = A^T M A`` of each tile's positions, ``m_step`` apart, its 2x2 outputs side by side
+    in row ``r`` at ``y_start + r * y_pitch``: only the ``width`` columns (``short`` fewer than
+    the vectors' tiles make, an odd count too) and the ``rows`` rows asked for are written,
+    finished (scale, shift, the residual read where the output goes, the clip) or not."""
+    side = 4
     rng = np.random.default_rng(seed)
     tiles = count * VECTOR_BYTES // np.dtype(dtype).itemsize
+    width = max(1, 2 * tiles - short)
     m_step, y_start, y_pitch = tiles + 3, 1, 2 * tiles + 3
-    m = rng.standard_normal(m_start + 16 * m_step).astype(dtype)
-    y = rng.standard_normal(y_start + 2 * y_pitch).astype(dtype)
+    m = rng.standard_normal(m_start + side * side * m_step).astype(dtype)
+    y = rng.standard_normal(y_start + 2 * y_pitch + 2 * tiles).astype(dtype)
+    residual = rng.standard_normal(y.shape).astype(dtype)
+    scale, shift = np.dtype(dtype).type(rng.uniform(0.5, 2)), np.dtype(dtype).type(rng.standard_normal())
+    finish, has_residual, clip = epilogue != "none", epilogue in ("residual", "clip"), epilogue == "clip"
+    low, high = -0.25, 0.5
     expected = y.astype(np.float64)
     for t in range(tiles):
-        values = A_T @ np.array([m[m_start + xi * m_step + t] for xi in range(16)], np.float64).reshape(4, 4) @ A_T.T
-        for r in range(2):
-            expected[y_start + r * y_pitch + 2 * t:][:2] = values[r]
-    tolerance = 1e-6 if dtype == "float32" else 1e-13
-    for run in (_compiled_output, winograd.winograd_output):
+        positions = np.array([m[m_start + xi * m_step + t] for xi in range(side * side)], np.float64)
+        values = A_T @ positions.reshape(side, side) @ A_T.T
+        for r in range(rows):
+            for q in range(2):
+                at = y_start + r * y_pitch + 2 * t + q
+                if 2 * t + q < width:
+                    value = values[r, q]
+                    if finish:
+                        value = float(scale) * value + float(shift) + (residual[at] if has_residual else 0)
+                        value = min(max(value, low), high) if clip else value
+                    expected[at] = value
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    for run in (_compiled_store, winograd.winograd_store):
         out = y.copy()
-        run(m, m_start, m_step, out, y_start, y_pitch, count)
+        run(m, m_start, m_step, out, y_start, y_pitch, count, width, rows, scale, shift, residual, has_residual, finish,
+            clip, low, high)
         np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
 
 
@@ -113,16 +136,17 @@ def test_weights_transform_is_G_g_Gt_packed_by_filter_blocks(filters, channels, 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 17), st.integers(1, 23), st.integers(1, 7), st.integers(1, 10),
        st.integers(0, 3), st.integers(0, 3), st.integers(1, 2), st.sampled_from(["whole", "chunks", "split"]),
-       st.sampled_from(["float32", "float64"]), st.booleans())
-@example(1, 5, 5, 3, 5, 1, 1, 1, "split", "float32", True)  # odd output rows and columns, one image on two threads
-@example(2, 9, 20, 2, 13, 0, 2, 2, "chunks", "float64", False)  # one tile row a chunk, groups, no padding across
+       st.sampled_from(["float32", "float64"]), st.booleans(), st.sampled_from(["relu", "none", "leaky"]))
+@example(1, 5, 5, 3, 5, 1, 1, 1, "split", "float32", True, "relu")  # odd output rows and columns, one image on two threads
+@example(2, 9, 20, 2, 13, 0, 2, 2, "chunks", "float64", False, "leaky")  # one tile row a chunk, groups, no padding across
 def test_convolution_by_winograd_matches_loops(samples, height, width, channels, filters, pad_h, pad_w, groups,
-                                               blocks, dtype, with_residual):
+                                               blocks, dtype, with_residual, activation):
     """Forced for every size (the rule not asked): odd and even outputs, outputs
     narrower than a tile group or than a vector, paddings of 0 to 3 on either axis, groups,
     filter counts that are not a multiple of the kernel's four rows, one tile row a chunk, an
     image's tile rows split between items, both dtypes, with a residual and an activation in the
-    epilogue."""
+    epilogue: a clip and none (applied as the outputs are stored), a leaky ReLU (applied to the
+    rows after)."""
     from hypothesis import assume
 
     assume(height + 2 * pad_h >= 3 and width + 2 * pad_w >= 3)
@@ -148,8 +172,10 @@ def test_convolution_by_winograd_matches_loops(samples, height, width, channels,
         work = cpu_conv._forward_work(x.shape, w.shape, out_shape, *resolved.args[:-1], workers, dtype=x.dtype)
         out = np.empty(out_shape, dtype)
         scale = np.ones(filters * groups, dtype)
+        kind, low, high = {"relu": (EPILOGUE_CLIP, 0.0, np.inf), "none": (EPILOGUE_NONE, 0.0, 0.0),
+                           "leaky": (EPILOGUE_LEAKY_RELU, 0.125, 0.0)}[activation]
         cpu_conv._run_forward(work, x, w, scale, b, out if residual is None else residual, residual is not None,
-                              1, 0.0, np.inf, out)
+                              kind, low, high, out)
     finally:
         cpu_conv.by_winograd, cpu_conv._is_direct, winograd.WINOGRAD_PLANES_BYTES = rule, direct, budget
         cpu_conv._by_channel_blocks = blocks
@@ -159,7 +185,9 @@ def test_convolution_by_winograd_matches_loops(samples, height, width, channels,
         assert work[3][-1] == 1  # (one tile row's planes at a time)
     if blocks == "split":
         assert work[3][-2] == -(-tiles_h // -(-workers // (samples * groups)))  # (each image in parts)
-    expected = np.maximum(reference + (0 if residual is None else residual), 0)
+    expected = reference + (0 if residual is None else residual)
+    expected = {"relu": np.maximum(expected, 0), "none": expected,
+                "leaky": np.where(expected < 0, 0.125 * expected, expected)}[activation]
     tolerance = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
 

@@ -16,7 +16,9 @@ by channels (``U[xi]``) times channels by tiles (``V[xi]``): 16 GEMMs, which
 :func:`tap_product` computes (its offsets one per channel). The transforms are adds and
 subtracts only (``G``'s halves are applied to the weights, once a call), written as vector
 kernels over a vector of tiles at a time (8 float32 with AVX2, 16 with AVX-512; :func:`winograd_input`,
-:func:`winograd_output`).
+:func:`winograd_store`). The output transform stores each tile row's outputs straight into the
+output planes, finished there when the epilogue is a clip or none (masked stores at a row's
+odd end).
 
 :func:`_winograd_forward_items` takes a group of ``WINOGRAD_TILES`` tiles at a time, so that the
 group's transformed input and products (16 positions each) stay in the L2 cache: the input rows
@@ -34,8 +36,10 @@ import functools
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from .. import EPILOGUE_CLIP, EPILOGUE_NONE
 from ._epilogue import _finish_row
 from ._microkernel import MR, PANEL_BYTES, VECTOR_BYTES, _summing_loop, _Vectors, available, tap_product
 from ._planes import _fill_planes
@@ -127,61 +131,141 @@ def _winograd_input_code(dtype, context, builder, signature, args):
     return context.get_dummy_value()
 
 
-def winograd_output(m, m_start, m_step, y, y_start, y_pitch, count):
-    """``Y = A^T M A`` of ``count`` vectors of tiles: tile ``t``'s position ``xi`` at ``m[m_start
-    + xi * m_step + t]``, its 2x2 outputs to ``y[y_start + r * y_pitch + 2 * t + q]`` (row
-    ``r``, column ``q``). Flat arrays of one dtype, C-contiguous; nothing is checked. Compiled
-    kernels run the intrinsic below; from Python, NumPy computes the same."""
+#: ``A^T`` of F(2x2, 3x3): the two output rows' (and columns') coefficients of the 4 positions
+OUTPUT_ROWS = ((1, 1, 1, 0), (0, 1, -1, -1))
+
+
+def _combined(builder, coefficients, values):
+    """``sum_i coefficients[i] * values[i]`` for coefficients of 1, -1 and 0: adds and subtracts,
+    left to right from the first term of coefficient 1."""
+    terms = [(c, value) for c, value in zip(coefficients, values) if c]
+    total = terms[0][1]
+    for c, value in terms[1:]:
+        total = builder.fadd(total, value) if c > 0 else builder.fsub(total, value)
+    return total
+
+
+def winograd_store(m, m_start, m_step, y, y_start, y_pitch, count, width, rows, scale, shift, residual,
+                   has_residual, finish, clip, low, high):
+    """``Y = A^T M A`` of ``count`` vectors of tiles (F(2x2, 3x3)) stored into the output: tile
+    ``t``'s position ``xi`` at ``m[m_start + xi * m_step + t]``, its output in row ``r`` and
+    column ``q`` to ``y[y_start + r * y_pitch + 2 * t + q]``, for the ``width`` columns ``2 * t +
+    q`` and the ``rows`` rows (1 or 2) that hold output (nothing else is written). With
+    ``finish``, as the epilogue's clip case computes it: ``scale * Y + shift``, plus
+    ``residual`` (read where ``y`` is written) with ``has_residual``, clipped to ``[low, high]``
+    with ``clip``. Flat arrays of one dtype, C-contiguous; nothing is checked. Compiled kernels
+    run the intrinsic below (masked loads and stores); from Python, NumPy computes the same."""
+    output_rows, side = OUTPUT_ROWS, len(OUTPUT_ROWS[0])
     tiles = count * (VECTOR_BYTES // m.itemsize)
-    p = [m[m_start + xi * m_step:][:tiles] for xi in range(16)]
-    a = [p[j] + p[4 + j] + p[8 + j] for j in range(4)]
-    b = [p[4 + j] - p[8 + j] - p[12 + j] for j in range(4)]
-    for r, s in enumerate((a, b)):
-        row = y[y_start + r * y_pitch:][:2 * tiles]
-        row[0::2] = s[0] + s[1] + s[2]
-        row[1::2] = s[1] - s[2] - s[3]
+    p = [m[m_start + xi * m_step:][:tiles] for xi in range(side * side)]
+    for r in range(rows):
+        s = [sum(c * p[side * i + j] for i, c in enumerate(output_rows[r]) if c) for j in range(side)]
+        values = np.empty(2 * tiles, m.dtype)
+        for q in range(2):
+            values[q::2] = sum(c * s[j] for j, c in enumerate(output_rows[q]) if c)
+        values = values[:width]
+        at = y_start + r * y_pitch
+        if finish:
+            values = scale * values + shift
+            if has_residual:
+                values = values + residual[at:at + width]
+            if clip:
+                values = np.clip(values, y.dtype.type(low), y.dtype.type(high))
+        y[at:at + width] = values
+
+
+def _winograd_store_signature(m, y, scale, residual):
+    """The signature of :func:`winograd_store`'s intrinsics, None for other types."""
+    if not (_same_float_arrays(m, y) and _same_float_arrays(m, residual)) or scale != m.dtype:
+        return None
+    i, b = types.intp, types.boolean
+    return types.void(m, i, i, y, i, i, i, i, i, m.dtype, m.dtype, residual, b, b, b, types.float64, types.float64)
 
 
 @intrinsic
-def _winograd_output(typingctx, m, m_start, m_step, y, y_start, y_pitch, count):
-    """:func:`winograd_output`, compiled."""
-    if not _same_float_arrays(m, y):
-        return None
-    signature = types.void(m, types.intp, types.intp, y, types.intp, types.intp, types.intp)
-    return signature, functools.partial(_winograd_output_code, m.dtype)
+def _winograd_store(typingctx, m, m_start, m_step, y, y_start, y_pitch, count, width, rows, scale, shift, residual,
+                    has_residual, finish, clip, low, high):
+    """:func:`winograd_store`, compiled."""
+    signature = _winograd_store_signature(m, y, scale, residual)
+    return None if signature is None else (signature, functools.partial(_store_code, m.dtype))
 
 
-@overload(winograd_output)
-def _winograd_output_overload(m, m_start, m_step, y, y_start, y_pitch, count):
-    def call(m, m_start, m_step, y, y_start, y_pitch, count):
-        _winograd_output(m, m_start, m_step, y, y_start, y_pitch, count)
+@overload(winograd_store)
+def _winograd_store_overload(m, m_start, m_step, y, y_start, y_pitch, count, width, rows, scale, shift, residual,
+                             has_residual, finish, clip, low, high):
+    def call(m, m_start, m_step, y, y_start, y_pitch, count, width, rows, scale, shift, residual, has_residual,
+             finish, clip, low, high):
+        _winograd_store(m, m_start, m_step, y, y_start, y_pitch, count, width, rows, scale, shift, residual,
+                        bool(has_residual), bool(finish), bool(clip), float(low), float(high))
     return call
 
 
-def _winograd_output_code(dtype, context, builder, signature, args):
-    """:func:`winograd_output`'s IR: a loop over the vectors, 16 loads, 16 adds, and each row's
-    two outputs of a tile interleaved (two shuffles) into two stores."""
-    m_array, m_start, m_step, y_array, y_start, y_pitch, count = args
+def _store_code(dtype, context, builder, signature, args):
+    """:func:`winograd_store`'s IR: a loop over the vectors of tiles, a load a position, the adds
+    of ``A^T M`` and of its product with ``A``, each row's two outputs of a tile interleaved
+    (two shuffles), finished, and stored under masks (the columns below ``width``, the second
+    row where ``rows`` is 2). No branch in the loop: the flags select."""
+    (m_array, m_start, m_step, y_array, y_start, y_pitch, count, width, rows, scale, shift, residual, has_residual,
+     finish, clip, low, high) = args
     v = _Vectors(dtype, builder)
-    source = builder.gep(context.make_array(signature.args[0])(context, builder, m_array).data, [m_start])
-    target = builder.gep(context.make_array(signature.args[3])(context, builder, y_array).data, [y_start])
     lanes, i32 = v.lanes, ir.IntType(32)
+
+    def data(position, value):
+        return context.make_array(signature.args[position])(context, builder, value).data
+
+    source = builder.gep(data(0, m_array), [m_start])
+    target, beside = builder.gep(data(3, y_array), [y_start]), builder.gep(data(11, residual), [y_start])
+    output_rows, side = OUTPUT_ROWS, len(OUTPUT_ROWS[0])
     # the lanes of (even, odd) interleaved: the first half of each, then the second
-    low = ir.Constant(ir.VectorType(i32, lanes), [k // 2 + (lanes if k % 2 else 0) for k in range(lanes)])
-    high = ir.Constant(ir.VectorType(i32, lanes), [lanes // 2 + k // 2 + (lanes if k % 2 else 0) for k in range(lanes)])
+    halves = [ir.Constant(ir.VectorType(i32, lanes), [h * lanes // 2 + k // 2 + (lanes if k % 2 else 0)
+                                                      for k in range(lanes)]) for h in range(2)]
+    undefined = ir.Constant(v.vector, ir.Undefined)
+    index_vector = ir.VectorType(v.index, lanes)
+    spread_mask = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+
+    def spread(value, vector=undefined):
+        return builder.shuffle_vector(builder.insert_element(vector, value, ir.Constant(i32, 0)), vector, spread_mask)
+
+    scale_v, shift_v = spread(scale), spread(shift)
+    low_v, high_v = (spread(builder.fptrunc(bound, v.scalar) if v.scalar != bound.type else bound) for bound in (low, high))
+    widths = spread(width, ir.Constant(index_vector, ir.Undefined))
+    lane_ids = ir.Constant(index_vector, list(range(lanes)))
+    zeros = ir.Constant(v.vector, [0.0] * lanes)
+    mask_type = ir.VectorType(ir.IntType(1), lanes)
+    pointer = v.vector.as_pointer()
+    suffix = f"v{lanes}{v.scalar.intrinsic_name}"
+    masked_load = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(v.vector, [pointer, i32, mask_type, v.vector]), f"llvm.masked.load.{suffix}.p0{suffix}")
+    masked_store = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [v.vector, pointer, i32, mask_type]),
+        f"llvm.masked.store.{suffix}.p0{suffix}")
+    align = ir.Constant(i32, v.align)
+    second_row = builder.icmp_signed(">", rows, v.at(1))
+    no_lanes = ir.Constant(mask_type, [0] * lanes)
 
     def step(k, sums, fma):
         at = builder.mul(k, v.at(lanes))
-        p = [v.load(builder.gep(source, [builder.add(at, builder.mul(m_step, v.at(xi)))])) for xi in range(16)]
-        a = [builder.fadd(builder.fadd(p[j], p[4 + j]), p[8 + j]) for j in range(4)]
-        b = [builder.fsub(builder.fsub(p[4 + j], p[8 + j]), p[12 + j]) for j in range(4)]
-        out = builder.gep(target, [builder.mul(at, v.at(2))])
-        for r, s in enumerate((a, b)):
-            even = builder.fadd(builder.fadd(s[0], s[1]), s[2])
-            odd = builder.fsub(builder.fsub(s[1], s[2]), s[3])
-            row = builder.gep(out, [builder.mul(y_pitch, v.at(r))])
-            v.store(builder.shuffle_vector(even, odd, low), row)
-            v.store(builder.shuffle_vector(even, odd, high), builder.gep(row, [v.at(lanes)]))
+        p = [v.load(builder.gep(source, [builder.add(at, builder.mul(m_step, v.at(xi)))]))
+             for xi in range(side * side)]
+        for r, row_coefficients in enumerate(output_rows):
+            s = [_combined(builder, row_coefficients, p[j::side]) for j in range(side)]  # row r of A^T M
+            even, odd = (_combined(builder, coefficients, s) for coefficients in output_rows)
+            for h in range(2):
+                column = builder.add(builder.mul(at, v.at(2)), v.at(h * lanes))
+                stored = builder.icmp_signed("<", builder.add(spread(column, ir.Constant(index_vector, ir.Undefined)),
+                                                              lane_ids), widths)
+                if r:
+                    stored = builder.select(second_row, stored, no_lanes)
+                offset = builder.add(builder.mul(y_pitch, v.at(r)), column)
+                place, near = (builder.bitcast(builder.gep(base, [offset]), pointer) for base in (target, beside))
+                value = builder.shuffle_vector(even, odd, halves[h])
+                added = builder.call(masked_load, [near, align, builder.select(has_residual, stored, no_lanes), zeros])
+                scaled = builder.fadd(builder.fmul(scale_v, value), shift_v)
+                scaled = builder.select(has_residual, builder.fadd(scaled, added), scaled)
+                clipped = builder.select(builder.fcmp_ordered("<", scaled, low_v), low_v,
+                                         builder.select(builder.fcmp_ordered(">", scaled, high_v), high_v, scaled))
+                value = builder.select(finish, builder.select(clip, clipped, scaled), value)
+                builder.call(masked_store, [value, place, align, stored])
         return []
 
     _summing_loop(v, count, 0, step)
@@ -280,8 +364,9 @@ def _winograd_forward_items(x, packed, scale, shift, residual, has_residual, act
     input rows, zero-padded, go into the even- and odd-column planes of each channel, and their
     tiles, in row order, ``WINOGRAD_TILES`` at a time (a group), through the input transform, the
     16 products (each filter block of ``MR`` against the group's tiles, :func:`tap_product`) and
-    the output transform, whose 2x2 outputs are copied into the output rows. Each output row of
-    the chunk is then finished by the epilogue (:func:`_finish_row`)."""
+    the output transform, which stores the 2x2 outputs into the output rows, finished there for
+    a clip or no activation (:func:`winograd_store`); the other activations finish each chunk's
+    rows after (:func:`_finish_row`)."""
     channels = x.shape[1] // groups
     filters, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
     per_group = filters // groups
@@ -301,12 +386,11 @@ def _winograd_forward_items(x, packed, scale, shift, residual, has_residual, act
     v_step, m_step = channels * wide + line, blocks_f * MR * wide + line
     transformed = np.zeros(16 * v_step, x.dtype)
     products = np.zeros(16 * m_step, x.dtype)
-    tile_out = np.empty(per_group * 4 * wide, x.dtype)
     offsets = np.empty(channels, np.uint64)
     for c in range(channels):
         offsets[c] = c * wide
-    out_planes = out.reshape(out.shape[0], filters, out_h * out_w)
-    residual_planes = residual.reshape(out.shape[0], filters, out_h * out_w)
+    plane_out = out_h * out_w
+    flat_out, flat_residual = out.reshape(-1), residual.reshape(-1)
     for item in range(first_item, last_item):
         n = item // (groups * blocks)
         g = (item // blocks) % groups
@@ -334,43 +418,46 @@ def _winograd_forward_items(x, packed, scale, shift, residual, has_residual, act
                             tap_product(packed, ((g * 16 + xi) * blocks_f + block) * MR * channels, transformed,
                                         xi * v_step + start, offsets, 0, products,
                                         xi * m_step + block * MR * wide + start, channels, wide, False)
-                for f in range(per_group):
-                    winograd_output(products, f * wide, m_step, tile_out, f * 4 * wide, 2 * wide,
-                                    (group_tiles + lanes - 1) // lanes)
-                _copy_tiles(tile_out, wide, out_planes, n, g * per_group, per_group, t0, group_tiles, chunk, tiles_w,
-                            out_h, out_w)
-            first_pixel = 2 * chunk * out_w
-            pixels = min(out_h, 2 * (chunk + count)) * out_w - first_pixel
-            for f in range(per_group):
-                k = g * per_group + f
-                _finish_row(out_planes[n, k, first_pixel:first_pixel + pixels],
-                            residual_planes[n, k, first_pixel:first_pixel + pixels], has_residual, scale[k], shift[k],
-                            activation, low, high)
+                for f in range(g * per_group, (g + 1) * per_group):
+                    _store_group(products, (f - g * per_group) * wide, m_step, flat_out, (n * filters + f) * plane_out,
+                                 flat_residual, t0, group_tiles, chunk, tiles_w, out_h, out_w, scale[f], shift[f],
+                                 has_residual, activation, low, high)
+            if activation != EPILOGUE_NONE and activation != EPILOGUE_CLIP:
+                _finish_rows(out, residual, has_residual, scale, shift, activation, low, high, n, g * per_group,
+                             (g + 1) * per_group, 2 * chunk, min(out_h, 2 * (chunk + count)))
 
 
 @njit(cache=True)
-def _copy_tiles(tile_out, wide, out_planes, n, first_filter, filters, t0, group_tiles, chunk, tiles_w, out_h, out_w):
-    """Copy a group's 2x2 outputs (:func:`winograd_output`'s rows ``2 * wide`` apart, each
-    filter's ``4 * wide`` apart) into the output planes, a tile row's run at a time, dropping
-    the row and column past an odd output's edge."""
+def _store_group(products, m_start, m_step, flat_out, out_start, flat_residual, t0, group_tiles, chunk, tiles_w,
+                 out_h, out_w, scale, shift, has_residual, activation, low, high):
+    """A group's outputs of one filter (its products from ``products[m_start]``, positions
+    ``m_step`` apart) transformed and stored into the filter's output plane at ``out_start``, a
+    tile row's run at a time (:func:`winograd_store`), finished in the store where the epilogue
+    is the clip case or none."""
+    lanes = VECTOR_BYTES // products.itemsize
+    finish = activation == EPILOGUE_NONE or activation == EPILOGUE_CLIP
     t = t0
     while t < t0 + group_tiles:
         row, column = t // tiles_w, t % tiles_w
         run = min(tiles_w - column, t0 + group_tiles - t)
         top = 2 * (chunk + row)
-        first, width = 2 * column, min(out_w - 2 * column, 2 * run)
-        source = 2 * (t - t0)
-        for f in range(filters):
-            span = out_planes[n, first_filter + f]
-            at = np.uint64(top * out_w + first)
-            base = np.uint64(f * 4 * wide + source)
-            for q in range(width):
-                span[at + np.uint64(q)] = tile_out[base + np.uint64(q)]
-            if top + 1 < out_h:
-                at, base = at + np.uint64(out_w), base + np.uint64(2 * wide)
-                for q in range(width):
-                    span[at + np.uint64(q)] = tile_out[base + np.uint64(q)]
+        winograd_store(products, m_start + t - t0, m_step, flat_out, out_start + top * out_w + 2 * column, out_w,
+                       (run + lanes - 1) // lanes, min(2 * run, out_w - 2 * column), min(2, out_h - top), scale, shift,
+                       flat_residual, has_residual, finish, activation == EPILOGUE_CLIP, low, high)
         t += run
+
+
+@njit(cache=True)
+def _finish_rows(out, residual, has_residual, scale, shift, activation, low, high, n, first_filter, last_filter,
+                 first_row, last_row):
+    """The epilogue (:func:`_finish_row`) on output rows ``first_row .. last_row - 1`` of sample
+    ``n``'s filters ``first_filter .. last_filter - 1``: for the activations the stores do not
+    apply."""
+    out_w = out.shape[3]
+    for f in range(first_filter, last_filter):
+        _finish_row(out[n, f].reshape(-1)[first_row * out_w:last_row * out_w],
+                    residual[n, f].reshape(-1)[first_row * out_w:last_row * out_w], has_residual, scale[f], shift[f],
+                    activation, low, high)
 
 
 def by_winograd(weight_shape, groups, stride, dilation, out_shape, itemsize):
@@ -433,4 +520,5 @@ def winograd_chunk_rows(tiles_w, channels, tile_rows, itemsize):
     return best
 
 
-__all__ = ["WINOGRAD_TILES", "by_winograd", "winograd_chunk_rows", "winograd_items", "winograd_input", "winograd_output", "winograd_weights"]
+__all__ = ["WINOGRAD_TILES", "by_winograd", "winograd_chunk_rows", "winograd_items", "winograd_input", "winograd_store",
+           "winograd_weights"]
