@@ -110,6 +110,51 @@ def test_the_kernel_shares_blocks_of_rows(kernel, stride, dilation, padding, blo
         np.testing.assert_array_equal(results[0], results[1])
 
 
+@pytest.mark.parametrize("kernel, dilation, tiles", [
+    ((2, 2), (1, 1), True),  # the text detectors' 2x2 upsampling
+    ((3, 1), (1, 1), True),
+    ((1, 3), (2, 1), True),  # one tap along the height: its dilation changes nothing
+    ((2, 3), (1, 1), True),
+    ((2, 2), (2, 1), False),  # reach 3 with stride 2: overlapping windows
+])
+@pytest.mark.parametrize("shape, out_per_group, groups", [
+    ((1, 6, 5, 4), 1, 1),  # one output channel
+    ((2, 12, 3, 2), 5, 2),
+    ((3, 40, 6, 7), 3, 1),
+])
+@pytest.mark.parametrize("small_blocks", [False, True])
+def test_windows_that_tile_the_output_write_each_pixel_once(kernel, dilation, tiles, shape, out_per_group, groups,
+                                                           small_blocks, monkeypatch):
+    """A transposed convolution whose stride is its window (no padding) takes the items that
+    write each output pixel once (``_tiled_input_items``), in blocks of channels and of rows
+    (one channel and at most two rows an item where the blocks are forced small): every pixel
+    written (the output starts as NaN), the scatter reference's values, and the same bits on
+    one thread and two where both cut the same blocks (other blocks are other GEMMs, whose
+    sums BLAS may round otherwise). A dilated window whose taps leave holes does not take
+    them."""
+    from cnnlab.kernels.cpu import conv as kernels
+
+    window = kernel[0] * kernel[1]
+    if small_blocks:  # (two rows of one channel's column gradient)
+        monkeypatch.setattr(kernels, "TILED_COLUMN_BYTES", 8 * window * shape[3] * 2)
+        assert kernels._tiled_blocks(shape[0] * groups, out_per_group, window, shape[2], shape[3], 8, 2)[1] <= 2
+    stride = tuple(k if tiles else 2 for k in kernel)
+    x, weight = RNG.standard_normal(shape), RNG.standard_normal((shape[1], out_per_group) + kernel)
+    expected = naive.conv_transpose2d(x, weight, stride=stride, padding=((0, 0), (0, 0)), groups=groups,
+                                      dilation=dilation)
+    assert kernels._tiling_windows(expected.shape, shape, weight.shape, *stride, 0, 0) == tiles
+    results = []
+    for workers in (1, 2):
+        out = np.full(expected.shape, np.nan)
+        kernels.conv2d_backward_input(x, weight, out, *stride, 0, 0, *dilation, groups, 8, workers)
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+        results.append(out)
+    cuts = [kernels._tiled_blocks(shape[0] * groups, out_per_group, window, shape[2], shape[3], 8, workers)
+            for workers in (1, 2)]
+    if not tiles or cuts[0] == cuts[1]:
+        np.testing.assert_array_equal(results[0], results[1])
+
+
 @pytest.mark.parametrize("call, error, words", [
     (lambda x, w: F.conv_transpose2d(x, w[:2]), ValueError, "weight has 2 input channels"),
     (lambda x, w: F.conv_transpose2d(x, w, stride=2, output_padding=2), ValueError, "output_padding=2 must be smaller"),
