@@ -1,6 +1,7 @@
 """Where onnxruntime's time goes on a network: its own profile, by kind of node.
 
     python bench/ort_profile.py MODEL.onnx [--batch 1] [--size 224] [--calls 8] [--threads 2] [--top 0]
+                                [--denormal-as-zero]
 
 Runs the ONNX file in onnxruntime (CPU, ``--threads`` intra-op threads, one inter-op) on a
 random ``(batch, 3, size, size)`` float32 input, ``--calls`` times with its profiler on
@@ -9,6 +10,8 @@ convolutions, depthwise ones (one input channel a filter), other convolutions, a
 nodes (in microseconds a call), as onnxruntime's graph runs them (its layout changes included).
 ``--top N`` also prints the N largest convolutions by (input, weight) shape, their times summed
 over the nodes of that shape, as ``bench/conv_layers.py`` prints cnnlab's (for its split by path).
+``--denormal-as-zero`` sets onnxruntime's ``session.set_denormal_as_zero`` (its threads read
+denormals as zero and flush them, as cnnlab's convolutions do: docs/kernels.md, "Denormals").
 """
 
 import argparse
@@ -49,6 +52,7 @@ def main():
     parser.add_argument("--calls", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--top", type=int, default=0, help="print the N largest convolutions by shape")
+    parser.add_argument("--denormal-as-zero", action="store_true", help="onnxruntime's session.set_denormal_as_zero")
     args = parser.parse_args()
     if min(args.batch, args.size, args.calls, args.threads) < 1 or args.top < 0:
         parser.error("--batch, --size, --calls and --threads must be at least 1, --top at least 0")
@@ -62,6 +66,8 @@ def main():
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
     options.enable_profiling = True
+    if args.denormal_as_zero:
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
     options.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
     session = onnxruntime.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((args.batch, 3, args.size, args.size)).astype(np.float32)

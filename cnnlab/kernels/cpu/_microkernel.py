@@ -467,5 +467,82 @@ def window_offsets(offsets, kernel_h, kernel_w, dilation_h, dilation_w, plane_h,
         offsets[t] = ((c * plane_h + i * dilation_h) * line + j * dilation_w) * scale
 
 
-__all__ = ["DOT_ROWS", "DOT_TAPS", "MR", "NV", "PANEL_BYTES", "VECTOR_BYTES", "available", "pack_rows", "panel_width",
-           "register_block", "tap_dots", "tap_product", "tap_rows", "window_offsets"]
+#: MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6) flags
+FLUSH_FLAGS = 0x8040
+
+
+def _x86():
+    """Whether the code is compiled for an x86 processor (MXCSR is x86's)."""
+    return binding.get_default_triple().startswith(("x86_64", "i386", "i686"))
+
+
+def _mxcsr(builder, write=None):
+    """Read MXCSR (``write`` None) or write ``write`` (an i32) into it; returns the i32 read or
+    written."""
+    i32, i8p = ir.IntType(32), ir.IntType(8).as_pointer()
+    slot = cgutils.alloca_once(builder, i32)
+    name = "llvm.x86.sse.stmxcsr" if write is None else "llvm.x86.sse.ldmxcsr"
+    function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p]), name)
+    if write is not None:
+        builder.store(write, slot)
+    builder.call(function, [builder.bitcast(slot, i8p)])
+    return builder.load(slot)
+
+
+def flush_denormals():
+    """Set this thread's denormals-are-zero and flush-to-zero flags (x86's MXCSR) and return
+    the control word before, for :func:`restore_denormals`; off x86, nothing (0). Called from
+    Python (a kernel run as plain Python), it sets nothing: NumPy computes as it does.
+
+    Every forward convolution's items run between the two (the thread's own setting back
+    when they end): a denormal input (below 1.2e-38 in float32) counts as zero, and a result
+    that would be denormal is zero. Each multiply-add with a denormal operand costs the
+    processor a microcode assist of about a hundred cycles: PP-OCRv6's small text detector on
+    a random 224x224 image feeds its 768-to-384 1x1 convolution at 7x7 with 24 thousand
+    denormals of 38 thousand inputs (its GELU's outputs far below zero), and that one layer took
+    19.3 ms of the network's 35 (0.16 ms with the flags; the network 13.9 ms). onnxruntime
+    offers the same (``session.set_denormal_as_zero``): 22.0 -> 6.4 ms on that image, and
+    PyTorch ``torch.set_flush_denormal``; TensorFlow sets them in its threads."""
+    return 0
+
+
+def restore_denormals(before):
+    """Put back the control word :func:`flush_denormals` returned (off x86, or from Python,
+    nothing)."""
+
+
+@intrinsic
+def _flush_denormals(typingctx):
+    """:func:`flush_denormals`, compiled."""
+    def codegen(context, builder, signature, args):
+        if not _x86():
+            return ir.Constant(ir.IntType(32), 0)
+        before = _mxcsr(builder)
+        _mxcsr(builder, builder.or_(before, ir.Constant(ir.IntType(32), FLUSH_FLAGS)))
+        return before
+    return types.uint32(), codegen
+
+
+@intrinsic
+def _restore_denormals(typingctx, before):
+    """:func:`restore_denormals`, compiled."""
+    def codegen(context, builder, signature, args):
+        if _x86():
+            _mxcsr(builder, args[0])
+        return context.get_dummy_value()
+    return types.void(types.uint32), codegen
+
+
+@overload(flush_denormals)
+def _flush_denormals_overload():
+    return lambda: _flush_denormals()
+
+
+@overload(restore_denormals)
+def _restore_denormals_overload(before):
+    return lambda before: _restore_denormals(before)
+
+
+__all__ = ["DOT_ROWS", "DOT_TAPS", "FLUSH_FLAGS", "MR", "NV", "PANEL_BYTES", "VECTOR_BYTES", "available",
+           "flush_denormals", "pack_rows", "panel_width", "register_block", "restore_denormals", "tap_dots", "tap_product",
+           "tap_rows", "window_offsets"]

@@ -29,7 +29,15 @@ from numba.extending import intrinsic, overload
 from ... import config
 from .. import EPILOGUE_CLIP, EPILOGUE_NONE
 from ._epilogue import _finish_row
-from ._microkernel import VECTOR_BYTES, _summing_loop, _Vectors, available, window_offsets
+from ._microkernel import (
+    VECTOR_BYTES,
+    _summing_loop,
+    _Vectors,
+    available,
+    flush_denormals,
+    restore_denormals,
+    window_offsets,
+)
 from ._tiles import TILE, _stage_rows, _store_finished, _transposed, block_items, packed_weights
 
 #: output pixels of a strip (a run of one output row)
@@ -291,6 +299,7 @@ def _strip_forward_items(x, packed, scale, shift, residual, has_residual, activa
     of a ReLU's backward, is applied to the rows after. The weights come ``packed`` by
     :func:`strip_weights` (once a call); ``chunk`` and ``pass_rows`` from
     :func:`strip_geometry`."""
+    before = flush_denormals()  # (denormal inputs read as zero: the docstring of flush_denormals)
     channels = x.shape[1]
     filters, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
     window = kernel_h * kernel_w
@@ -343,3 +352,4 @@ def _strip_forward_items(x, packed, scale, shift, residual, has_residual, activa
                 _finish_row(out[n, f].reshape(-1)[first_row * out_w:last_row * out_w],
                             residual[n, f].reshape(-1)[first_row * out_w:last_row * out_w], has_residual, scale[f],
                             shift[f], activation, low, high)
+    restore_denormals(before)

@@ -34,7 +34,16 @@ from numba.extending import intrinsic, overload
 from ... import config
 from .. import EPILOGUE_CLIP, EPILOGUE_NONE
 from ._epilogue import _finish_row
-from ._microkernel import VECTOR_BYTES, _summing_loop, _Vectors, _when, available, window_offsets
+from ._microkernel import (
+    VECTOR_BYTES,
+    _summing_loop,
+    _Vectors,
+    _when,
+    available,
+    flush_denormals,
+    restore_denormals,
+    window_offsets,
+)
 
 #: pixels and filters of a tile: float32 lanes of a 512-bit vector
 TILE = 16
@@ -354,6 +363,7 @@ def _tile_forward_items(x, packed, scale, shift, residual, has_residual, activat
     for the next item where it reads the same rows: the next tile of filters). The weights come
     ``packed`` by :func:`tile_weights` (once a call). Each tile of output pixels is written finished (the clip in the kernel); another
     activation, or the mask of a ReLU's backward, is applied to the item's rows after."""
+    before = flush_denormals()  # (denormal inputs read as zero: the docstring of flush_denormals)
     samples, channels, height, width = x.shape
     filters, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
     taps = channels * kernel_h * kernel_w
@@ -405,6 +415,7 @@ def _tile_forward_items(x, packed, scale, shift, residual, has_residual, activat
                 _finish_row(out[n, f].reshape(-1)[first_row * out_w:last_row * out_w],
                             residual[n, f].reshape(-1)[first_row * out_w:last_row * out_w], has_residual, scale[f],
                             shift[f], activation, low, high)
+    restore_denormals(before)
 
 
 @njit(cache=True)

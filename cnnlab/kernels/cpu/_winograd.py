@@ -41,7 +41,17 @@ from numba.extending import intrinsic, overload
 
 from .. import EPILOGUE_CLIP, EPILOGUE_NONE
 from ._epilogue import _finish_row
-from ._microkernel import MR, PANEL_BYTES, VECTOR_BYTES, _summing_loop, _Vectors, available, tap_product
+from ._microkernel import (
+    MR,
+    PANEL_BYTES,
+    VECTOR_BYTES,
+    _summing_loop,
+    _Vectors,
+    available,
+    flush_denormals,
+    restore_denormals,
+    tap_product,
+)
 from ._planes import _fill_planes
 from ._schedule import edges, run_on_layer, run_shared, shares
 
@@ -367,6 +377,7 @@ def _winograd_forward_items(x, packed, scale, shift, residual, has_residual, act
     the output transform, which stores the 2x2 outputs into the output rows, finished there for
     a clip or no activation (:func:`winograd_store`); the other activations finish each chunk's
     rows after (:func:`_finish_row`)."""
+    before = flush_denormals()  # (denormal inputs read as zero: the docstring of flush_denormals)
     channels = x.shape[1] // groups
     filters, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
     per_group = filters // groups
@@ -425,6 +436,7 @@ def _winograd_forward_items(x, packed, scale, shift, residual, has_residual, act
             if activation != EPILOGUE_NONE and activation != EPILOGUE_CLIP:
                 _finish_rows(out, residual, has_residual, scale, shift, activation, low, high, n, g * per_group,
                              (g + 1) * per_group, 2 * chunk, min(out_h, 2 * (chunk + count)))
+    restore_denormals(before)
 
 
 @njit(cache=True)

@@ -76,7 +76,9 @@ from ._microkernel import (
     MR,
     PANEL_BYTES,
     VECTOR_BYTES,
+    flush_denormals,
     pack_rows,
+    restore_denormals,
     tap_dots,
     tap_product,
     tap_rows,
@@ -243,6 +245,7 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
 
     ``small_gemm``: the GEMMs are cut to this many multiply-adds each
     (:func:`_matmul_in_small_pieces`; 0: not cut)."""
+    before = flush_denormals()  # (denormal inputs read as zero: the docstring of flush_denormals)
     samples = x.shape[0]
     filters, channels_per_group, kernel_h, kernel_w = weight.shape
     out_h, out_w = out.shape[2], out.shape[3]
@@ -308,6 +311,7 @@ def _conv2d_forward_items(x, weight, scale, shift, residual, has_residual, activ
                 _finish_row(planes_out[f, first_pixel:first_pixel + pixels],
                             residual_by_group[n0 + s, g, f, first_pixel:first_pixel + pixels], has_residual,
                             scale[k], shift[k], activation, low, high)
+    restore_denormals(before)
 
 
 @njit(cache=True)
@@ -345,6 +349,7 @@ def _pointwise_forward_items(x, weight, scale, shift, residual, has_residual, ac
     of the input and writes its columns of the output, through :func:`gemm_rows`), or, with
     ``by_filters`` (few pixels, many filters: deep layers), the filters. The GEMMs are cut to
     ``small_gemm`` multiply-adds a piece (:func:`_gemm_in_small_pieces`)."""
+    before = flush_denormals()  # (denormal inputs read as zero: the docstring of flush_denormals)
     samples, channels = x.shape[0], x.shape[1]
     filters = weight.shape[0]
     filters_per_group, channels_per_group = filters // groups, channels // groups
@@ -375,6 +380,7 @@ def _pointwise_forward_items(x, weight, scale, shift, residual, has_residual, ac
             k = g * filters_per_group + f
             _finish_row(out_by_group[n, g, f, p0:p1], residual_by_group[n, g, f, p0:p1], has_residual,
                         scale[k], shift[k], activation, low, high)
+    restore_denormals(before)
 
 
 @njit(cache=True, nogil=True)
@@ -390,6 +396,7 @@ def _pointwise_rows_items(x, weight, scale, shift, residual, has_residual, activ
     (:func:`_pointwise_chunk_columns`). Without an activation or with a clip (ReLU, ReLU6) the
     kernel writes each value finished; otherwise a chunk's rows are finished by the epilogue
     after its products, while they are in the cache."""
+    before = flush_denormals()  # (denormal inputs read as zero: the docstring of flush_denormals)
     samples, channels = x.shape[0], x.shape[1]
     filters = weight.shape[0]
     filters_per_group, channels_per_group = filters // groups, channels // groups
@@ -433,6 +440,7 @@ def _pointwise_rows_items(x, weight, scale, shift, residual, has_residual, activ
                                 scale[k], shift[k], activation, low, high)
             if c1 == p1:
                 break
+    restore_denormals(before)
 
 
 @njit(cache=True)
@@ -492,6 +500,7 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
     the epilogue runs over those wide rows before the valid columns are copied out; with one,
     once over the item's rows after. A depthwise layer of 960 channels at 7x7 took 183 us on
     one thread before these two, 150 after (scratch)."""
+    before = flush_denormals()  # (denormal inputs read as zero: the docstring of flush_denormals)
     per_group = weight.shape[1]
     filters_per_group = weight.shape[0] // groups
     kernel_h, kernel_w = weight.shape[2], weight.shape[3]
@@ -532,6 +541,7 @@ def _direct_forward_items(x, weight, scale, shift, residual, has_residual, activ
             if reads_residual:  # the epilogue once over the item's rows, contiguous in the output plane
                 _finish_row(span, residual_planes[n, f, first_row * out_w:(first_row + rows) * out_w], has_residual,
                             scale[f], shift[f], activation, low, high)
+    restore_denormals(before)
 
 
 #: the channels a :func:`_depthwise_blocks_items` item computes side by side (a 512-bit vector of
@@ -562,6 +572,7 @@ def _depthwise_blocks_items(x, weight, scale, shift, residual, has_residual, act
     stride 2 102.3-105.6 -> 72.6-74.3; 384 at 14x14 90.0-94.4 -> 72.5-73.6 (``--blocks all``).
     On larger planes the direct path is faster (192 at 28x28 stride 1: 108 against 155),
     hence :func:`_by_channel_blocks`."""
+    before = flush_denormals()  # (denormal inputs read as zero: the docstring of flush_denormals)
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_h, out_w = out.shape[2], out.shape[3]
     lanes = CHANNEL_BLOCK
@@ -605,6 +616,7 @@ def _depthwise_blocks_items(x, weight, scale, shift, residual, has_residual, act
             if not clipped:
                 _finish_row(plane, residual_planes[n, first + c], has_residual, scale[first + c], shift[first + c],
                             activation, low, high)
+    restore_denormals(before)
 
 
 @njit(cache=True, nogil=True)
@@ -654,6 +666,7 @@ def _panel_forward_items(x, weight, scale, shift, residual, has_residual, activa
     stay in the L1 cache while the filter blocks read them again. The product, ``pitch``
     wide, goes into a buffer, and its output columns into the output, finished by the
     epilogue."""
+    before = flush_denormals()  # (denormal inputs read as zero: the docstring of flush_denormals)
     filters, per_group, kernel_h, kernel_w = weight.shape
     filters_per_group = filters // groups
     taps = per_group * kernel_h * kernel_w
@@ -702,6 +715,7 @@ def _panel_forward_items(x, weight, scale, shift, residual, has_residual, activa
                         span[np.uint64(r * out_w + q)] = product[np.uint64(f * length + r * pitch + q)]
                 _finish_row(span, residual_planes[n, k, first_pixel:first_pixel + count * out_w], has_residual,
                             scale[k], shift[k], activation, low, high)
+    restore_denormals(before)
 
 
 @njit(cache=True, nogil=True)
@@ -722,6 +736,7 @@ def _interleaved_forward_items(x, weight, scale, shift, residual, has_residual, 
     output planes (:func:`_interleaved_finish`). Where the processor runs the panels, at stride
     1 along the rows, :func:`_interleaved_panel_items` takes the items instead (a function of
     its own: a first run compiles only the one it takes)."""
+    before = flush_denormals()  # (denormal inputs read as zero: the docstring of flush_denormals)
     samples, channels = x.shape[0], x.shape[1]
     filters, _, kernel_h, kernel_w = weight.shape
     out_h, out_w = out.shape[2], out.shape[3]
@@ -750,6 +765,7 @@ def _interleaved_forward_items(x, weight, scale, shift, residual, has_residual, 
                                   product[offset:offset + filters * wide].reshape(filters, wide), wide, small_gemm)
         _interleaved_finish(product[:filters * wide].reshape(filters, wide), run, count, first, out_planes,
                             residual_planes, has_residual, scale, shift, activation, low, high)
+    restore_denormals(before)
 
 
 @njit(cache=True, nogil=True)
@@ -761,6 +777,7 @@ def _interleaved_panel_items(x, weight, scale, shift, residual, has_residual, ac
     multiplies the packed weights straight from the staged input, each tap's run of an output
     row at its offset, ``panel_width`` columns a call; each output row's product is rounded up
     to whole panels (LeNet's 64 columns to 72)."""
+    before = flush_denormals()  # (denormal inputs read as zero: the docstring of flush_denormals)
     samples, channels = x.shape[0], x.shape[1]
     filters, _, kernel_h, kernel_w = weight.shape
     out_h, out_w = out.shape[2], out.shape[3]
@@ -795,6 +812,7 @@ def _interleaved_panel_items(x, weight, scale, shift, residual, has_residual, ac
                                 tap_offsets, 0, product, block * MR * wide + r * pitch + start, taps, wide, False)
         _interleaved_finish(product[:filters * wide].reshape(filters, wide), pitch, count, first, out_planes,
                             residual_planes, has_residual, scale, shift, activation, low, high)
+    restore_denormals(before)
 
 
 @njit(cache=True, nogil=True)
