@@ -5,8 +5,8 @@
 Each row: the median of ``--repeat`` calls of one :mod:`cnnlab.functional` op (the output's
 allocation included) after three warm-up calls, in milliseconds. The ops are those the packaged
 OCR and detection networks spend their non-convolution time in (docs/kernels.md): broadcasting
-arithmetic, sigmoid and GELU, max pooling (stride 1 and 2; and ResNet's after its stem, at batch
-16), 2x upsampling, the recognizers' softmax over their character classes, the
+arithmetic, sigmoid and GELU, max pooling (stride 1 and 2; ResNet's after its stem, at batch 16;
+YOLO's 5x5 at stride 1), 2x upsampling, the recognizers' softmax over their character classes, the
 squeeze-excitation blocks' global average pooling.
 """
 
@@ -35,6 +35,8 @@ def rows():
     logits = rng.standard_normal((1, 40, 6906)).astype(np.float32)
     features = rng.standard_normal((1, 96, 160, 160)).astype(np.float32)
     stem = rng.standard_normal((16, 64, 112, 112)).astype(np.float32)  # ResNet's stem output at batch 16
+    sppf = rng.standard_normal((1, 128, 10, 10)).astype(np.float32)  # NudeNet 320n's SPPF block
+    sppf_large = rng.standard_normal((1, 64, 40, 40)).astype(np.float32)
     return [
         ("multiply 64x160x160", lambda: F.multiply(x, y)),
         ("subtract 64x160x160", lambda: F.subtract(x, y)),
@@ -45,6 +47,8 @@ def rows():
         ("max pool 2x2 stride 2 16x320x320", lambda: F.max_pool2d(plane, 2)),
         ("max pool 3x3 stride 2 ResNet b16 16x64x112x112", lambda: F.max_pool2d(stem, 3, stride=2, padding=1)),
         ("max pool 3x3 stride 1 16x320x320", lambda: F.max_pool2d(plane, 3, stride=1, padding=1)),
+        ("max pool 5x5 stride 1 YOLO SPPF 128x10x10", lambda: F.max_pool2d(sppf, 5, stride=1, padding=2)),
+        ("max pool 5x5 stride 1 64x40x40", lambda: F.max_pool2d(sppf_large, 5, stride=1, padding=2)),
         ("resize nearest x2 16x160x160", lambda: F.resize(small, scale=2, mode="nearest")),
         ("resize bilinear x2 16x160x160", lambda: F.resize(small, scale=2, mode="bilinear")),
         ("softmax over 6906 classes, 40x6906", lambda: F.softmax(logits, axis=-1)),

@@ -164,10 +164,10 @@ def _pool_planes(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_le
 
 def _by_lines(x_shape, out_shape, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h,
               dilation_w):
-    """Whether :func:`_extreme_pool_lines` pools these shapes: windows of up to 3x3 without
-    dilation, each with a row and a column in the plane (the padding less than the window, the
-    last window starting inside)."""
-    return kernel_h <= 3 and kernel_w <= 3 and dilation_h == dilation_w == 1 and pad_top < kernel_h \
+    """Whether :func:`_extreme_pool_lines` pools these shapes: windows without dilation, each
+    with a row and a column in the plane (the padding less than the window, the last window
+    starting inside)."""
+    return dilation_h == dilation_w == 1 and pad_top < kernel_h \
         and pad_left < kernel_w and (out_shape[2] - 1) * stride_h - pad_top < x_shape[2] \
         and (out_shape[3] - 1) * stride_w - pad_left < x_shape[3]
 
@@ -425,16 +425,21 @@ def _extreme_pool_2x2(x, out, indices, mode, positive_only, first_plane, last_pl
 @njit(cache=True, nogil=True)
 def _extreme_pool_lines(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode, first_plane,
                         last_plane):
-    """Max or min pooling, values only, by windows of up to 3x3 (ResNet's 3x3 at stride 2, the
-    2x2 and 3x3 ones at stride 1 of OCR and detection networks) every one of which overlaps the
-    plane: per output row, the window's input rows are reduced column by column into a line,
-    then each window's columns along the line (padding there: -inf for max, +inf for min).
+    """Max or min pooling, values only, by windows without dilation (ResNet's 3x3 at stride 2,
+    the 2x2 and 3x3 ones at stride 1 of OCR and detection networks, YOLO's 5x5 at stride 1)
+    every one of which overlaps the plane: per output row, the window's input rows are reduced
+    column by column into a line, then each window's columns along the line (padding there:
+    -inf for max, +inf for min).
 
-    Each loop takes three taps at once and vectorizes, where :func:`_extreme_pool_planes`' passes
-    per tap did not (``bench/elementwise.py``: ResNet-18's at batch 16, 16x64x112x112, 27-32 ->
-    4.5 ms on 2 threads). A window of fewer taps repeats its last one, and a row in the padding
-    is replaced by one of the window's rows inside the plane: the max or min over a value twice
-    is the same. The values are the general kernel's: NaN wins."""
+    Up to 3x3, each loop takes three taps at once and vectorizes, where
+    :func:`_extreme_pool_planes`' passes per tap did not (``bench/elementwise.py``: ResNet-18's
+    at batch 16, 16x64x112x112, 27-32 -> 4.5 ms on 2 threads); a window of fewer taps repeats
+    its last one, and a row in the padding is replaced by one of the window's rows inside the
+    plane: the max or min over a value twice is the same. Larger windows take a pass over the
+    line for each further row and column of the window, where the general kernel took them one
+    window at a time (``bench/elementwise.py``, 2 threads: NudeNet's 5x5 at stride 1 on 128
+    channels at 10x10, 0.34-0.37 -> 0.08 ms; on 64 channels at 40x40, 0.75-0.78 -> 0.36-0.37
+    ms). The values are the general kernel's: NaN wins."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_h, out_w = out.shape[2], out.shape[3]
     is_max = mode == POOL_MAX
@@ -444,16 +449,21 @@ def _extreme_pool_lines(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top,
         line[k] = nothing
     columns = min(width, line.shape[0] - pad_left)
     second, third = min(1, kernel_w - 1), kernel_w - 1  # the window's columns along the line
+    large = kernel_h > 3 or kernel_w > 3
     for p in range(first_plane, last_plane):
         n, c = p // channels, p % channels
         plane = x[n, c]
         for oh in range(out_h):
             top = oh * stride_h - pad_top
             low, high = max(top, 0), min(top + kernel_h, height) - 1  # the window's rows in the plane
+            row = out[n, c, oh]
+            if large:
+                _line_of_rows(plane, low, high, line, pad_left, columns, is_max)
+                _windows_along(line, row, stride_w, kernel_w, is_max)
+                continue
             a, b, d = plane[low], plane[min(max(top + 1, low), high)], plane[high]
             for w in range(columns):
                 line[pad_left + w] = _extreme_of(_extreme_of(a[w], b[w], is_max), d[w], is_max)
-            row = out[n, c, oh]
             if stride_w == 1:  # (a constant stride: the loads vectorize)
                 for ow in range(out_w):
                     row[ow] = _extreme_of(_extreme_of(line[ow], line[ow + second], is_max), line[ow + third], is_max)
@@ -466,6 +476,34 @@ def _extreme_pool_lines(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top,
                     start = ow * stride_w
                     row[ow] = _extreme_of(_extreme_of(line[start], line[start + second], is_max),
                                           line[start + third], is_max)
+
+
+@njit(cache=True)
+def _line_of_rows(plane, low, high, line, at, columns, is_max):
+    """``line[at + w]``: the max (``is_max``) or min of ``plane``'s rows ``low .. high`` at column
+    ``w``, for the ``columns`` first columns: a pass over the line a row."""
+    first = plane[low]
+    for w in range(columns):
+        line[at + w] = first[w]
+    for h in range(low + 1, high + 1):
+        values = plane[h]
+        for w in range(columns):
+            line[at + w] = _extreme_of(line[at + w], values[w], is_max)
+
+
+@njit(cache=True)
+def _windows_along(line, row, stride, kernel, is_max):
+    """``row[k]``: the max or min of ``line[k * stride .. k * stride + kernel - 1]``: a pass over
+    the row a tap of the window."""
+    for k in range(row.shape[0]):
+        row[k] = line[k * stride]
+    for j in range(1, kernel):
+        if stride == 1:  # (a constant stride: the loads vectorize)
+            for k in range(row.shape[0]):
+                row[k] = _extreme_of(row[k], line[k + j], is_max)
+        else:
+            for k in range(row.shape[0]):
+                row[k] = _extreme_of(row[k], line[k * stride + j], is_max)
 
 
 @njit(cache=True)
