@@ -222,29 +222,35 @@ def _prepared_node(node, inputs, out):
 
 
 def _constant_step(node, reads, shapes, constants):
-    """``(value, same, equal)`` of a node whose output every call of a plan computes alike: a
-    small array (at most ``CONSTANT_SIZE`` values) made from its inputs' shapes alone (a layer
-    that ``reads_only_shapes``; the plan checks the shapes its inputs have at each call, as for
-    any prepared step) or from ``constants`` alone (the values of the nodes before it found so), with no
-    parameters and small buffers, which ``same`` and ``equal`` watch (the node's layer and its
-    attributes by identity, the buffers' values too); None for any other node. The plan keeps
-    the value and runs nothing (ONNX files compute shapes so: ``Shape``, ``Cast``, ``Slice``,
-    ``Concat`` to the shape a ``Reshape`` takes)."""
+    """``(value, same, equal)`` of a node whose output every call of a plan computes alike: an
+    array (at most ``KEPT_SIZE`` values) made from its inputs' shapes alone (a layer that
+    ``reads_only_shapes``; the plan checks the shapes its inputs have at each call, as for any
+    prepared step) or from ``constants`` alone (the values of the nodes before it found so),
+    with parameters and buffers of at most ``CONSTANT_SIZE`` values each, which ``same`` and
+    ``equal`` watch (the node's layer, its attributes and each parameter and buffer by
+    identity, the parameters' and buffers' values too); None for any other node. The plan
+    keeps the value and runs nothing (ONNX files compute shapes so: ``Shape``, ``Cast``,
+    ``Slice``, ``Concat`` to the shape a ``Reshape`` takes; and detectors their grids of anchor
+    points: ``Range``, an ``Add`` of 0.5 (a ``Bias``), ``Expand``, ``Concat``)."""
     layer = node.layer
     shape_only = layer.reads_only_shapes
-    if layer.params or not all(key in constants or shape_only and shapes[key] is not None for key in reads) \
-            or any(np.size(array) > CONSTANT_SIZE for array in layer.buffers.values()):
+    small = (*layer.params.values(), *layer.buffers.values())
+    if not all(key in constants or shape_only and shapes[key] is not None for key in reads) \
+            or any(type(array) is not np.ndarray or array.size > CONSTANT_SIZE for array in small):
         return None
     value = infer_node(node, [constants[key] if key in constants else np.empty(*shapes[key]) for key in reads], None)
-    if type(value) is not np.ndarray or value.size > CONSTANT_SIZE or (value.shape, value.dtype) != shapes[id(node.output)]:
+    if type(value) is not np.ndarray or value.size > KEPT_SIZE or (value.shape, value.dtype) != shapes[id(node.output)]:
         return None
     value.flags.writeable = False
-    same = ((vars(node), "layer", layer),) + watched_attributes(layer)
-    equal = tuple((array.tobytes, array.tobytes()) for array in layer.buffers.values())
+    same = ((vars(node), "layer", layer),) + watched_attributes(layer) \
+        + tuple((layer.params, name, array) for name, array in layer.params.items())
+    equal = tuple((array.tobytes, array.tobytes()) for array in small)
     return value, same, equal
 
 
-CONSTANT_SIZE = 64  # the most values of a node's output (and of each of its buffers) a plan keeps as a constant
+CONSTANT_SIZE = 64  # the most values of each parameter and buffer of a node whose output a plan keeps (compared
+# at each call)
+KEPT_SIZE = 1 << 16  # the most values of a node's output a plan keeps as a constant
 
 
 def _fits(x, shape, dtype):

@@ -193,3 +193,36 @@ def test_reshapes_are_prepared_as_views(monkeypatch):
     squeeze.axes = [-2]
     np.testing.assert_array_equal(model.forward(x), _plain(model, x, monkeypatch))
     assert _plans(model) == {}
+
+
+def test_a_value_kept_through_a_layer_with_a_small_parameter(monkeypatch):
+    """A value computed from shapes through a layer with a parameter of a few values (the 0.5
+    that detectors add to their grids of anchor points, imported as a ``Bias``) is kept: none
+    of those layers runs again, with the plain walk's values; the parameter edited in place,
+    or replaced, is seen at the next call (the plan watches its values and its identity)."""
+    x = cnnlab.Input((3, None, None))
+    shape, part, cast = L.Shape(), L.Slice([2], [3]), L.Cast("float32")
+    offset = L.Bias(np.array([0.5], np.float32))
+    kept = offset(cast(part(shape(x))))
+    h = L.Dense(4, 2, seed=0)(L.Flatten()(L.GlobalAvgPool2D()(L.Conv2D(3, 4, 3, padding=1, seed=0)(x))))
+    model = cnnlab.Model(x, L.Add()([h, kept]))
+    batch = _batch()
+    expected = _plain(model, batch, monkeypatch)
+    for _ in range(2):
+        model.forward(batch)
+    calls = _counted(monkeypatch, shape, part, cast, offset)
+    from cnnlab.kernels import cpu as cpu_kernels
+
+    sums = []  # (the element-wise sums the kernels make: the last Add's alone, not the Bias's)
+    real = cpu_kernels.add_forward
+    monkeypatch.setattr(cpu_kernels, "add_forward", lambda *arguments: sums.append(1) or real(*arguments))
+    for _ in range(2):
+        np.testing.assert_array_equal(model.forward(batch), expected)
+    assert calls == [] and len(sums) == 2
+    monkeypatch.undo()
+    for change in (lambda: offset.params["weight"].__setitem__(0, 2.5),
+                   lambda: offset.params.__setitem__("weight", np.array([-1.5], np.float32))):
+        change()
+        expected = _plain(model, batch, monkeypatch)
+        for _ in range(3):
+            np.testing.assert_array_equal(model.forward(batch), expected)

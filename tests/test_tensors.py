@@ -55,6 +55,14 @@ def test_gather_and_its_gradient(shape, data):
                                                                                  * upstream)), x), atol=1e-6)
 
 
+def test_gather_of_one_index_is_an_array():
+    """A scalar index of a 1-D array (an ONNX ``Gather`` of one dimension of a ``Shape``) gives a
+    0-d array, as every op's output is, not a NumPy scalar (which an inference plan could not
+    keep, nor any op's ``out=`` take)."""
+    out = F.gather(np.array([1, 3, 40, 40], np.int64), np.array(2, np.int64))
+    assert type(out) is np.ndarray and out.shape == () and out.dtype == np.int64 and int(out) == 40
+
+
 REDUCTIONS = ["mean", "sum", "max", "min", "prod", "sum_square", "l1", "l2", "log_sum_exp"]
 
 

@@ -153,7 +153,7 @@ def gather(x: Array, indices: Array, axis: int = 0) -> Array:
     if indices.size and (indices.min() < -size or indices.max() >= size):
         raise ValueError(f"indices must lie in [-{size}, {size}) for axis {axis} of size {size}, "
                          f"got {indices.min()}..{indices.max()}")
-    return np.take(x, np.where(indices < 0, indices + size, indices), axis=axis)
+    return np.asarray(np.take(x, np.where(indices < 0, indices + size, indices), axis=axis))  # (a 0-d array, not a scalar)
 
 
 def gather_backward(grad_out: Array, input_shape: Sequence[int], indices: Array, axis: int = 0) -> Array:
