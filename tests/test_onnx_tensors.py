@@ -360,3 +360,26 @@ def test_a_per_channel_multiply_then_add_is_one_affine_layer(tmp_path):
                   [helper.make_tensor_value_info("y", FLOAT, ["n", 3, "h", "w"])], inits)
     net = run_both(proto, {"x": RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)}, tmp_path)
     assert [type(layer).__name__ for layer in net.layers] == ["ReLU", "Affine"]
+
+
+@pytest.mark.parametrize("steps, bias_shape, scale_shape, folded", [
+    (4, (5,), (1, 1, 5), True),  # a recognizer's head: MatMul, Add of the bias, a Mul: one Dense
+    (4, (1, 5), (5,), True),
+    (5, (5, 1), (5,), False),  # a constant along the 5 time steps: a Bias layer of its own
+])
+def test_constants_after_a_matmul_of_3d_tensors_fold_per_output_feature(steps, bias_shape, scale_shape, folded):
+    """A MatMul of (N, T, K) by a constant, then an Add and a Mul of constants that act per
+    output feature (the last axis) fold into the ``Dense`` layer's bias and weights; one that
+    varies along another axis stays a layer of its own (with as many time steps as features,
+    it was folded along axis 1 before, as a convolution's channels are: a wrong sum). Against
+    onnxruntime."""
+    inits = [numpy_helper.from_array(RNG.standard_normal((6, 5)).astype(np.float32), "w"),
+             numpy_helper.from_array(RNG.standard_normal(bias_shape).astype(np.float32), "b"),
+             numpy_helper.from_array(RNG.uniform(0.5, 1.5, scale_shape).astype(np.float32), "s")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Mul", ["a", "s"], ["y"])]
+    proto = model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["N", steps, 6])],
+                  [helper.make_tensor_value_info("y", FLOAT, ["N", steps, 5])], inits)
+    run_both(proto, {"x": RNG.standard_normal((2, steps, 6)).astype(np.float32)})
+    kinds = [type(node.layer).__name__ for node in cnnlab.onnx.load(proto).graph.nodes]
+    assert (kinds == ["Dense"]) == folded, kinds

@@ -73,17 +73,39 @@ def per_channel(value, channels, rank):
     return value.reshape(channels)
 
 
+def per_feature(value, features, rank):
+    """A constant that broadcasts against a (..., features) tensor of ``rank`` axes as one value
+    per feature (the last axis: a ``Dense`` layer's outputs, whatever the axes before), as a
+    (features,) array; None when it varies along another axis."""
+    value = np.asarray(value)
+    if value.size == 1:
+        return np.full(features, value.reshape(-1)[0])
+    full = (1,) * (rank - value.ndim) + value.shape
+    if len(full) != rank or full[-1] != features or any(d != 1 for d in full[:-1]):
+        return None
+    return value.reshape(features)
+
+
+def _per_output(layer, constant, rank):
+    """``constant`` as one value per output of ``layer`` (:func:`per_feature` for a ``Dense``
+    layer, :func:`per_channel` for a convolution) of a tensor of ``rank`` axes, or None."""
+    return (per_feature if isinstance(layer, L.Dense) else per_channel)(constant, layer.params["weight"].shape[0],
+                                                                        rank)
+
+
 def _fold_or_fail(ctx, position, x, constant, kind):
     """Fold a constant Add (``kind='bias'``) or Mul (``'scale'``) into the convolution or
     fully-connected layer that produced ``x``, the node's input number ``position``; returns
-    the folded tensor."""
+    the folded tensor. A convolution's values go per channel (axis 1), a ``Dense`` layer's per
+    output feature (the last axis: a MatMul of (N, T, K) by a constant, then an Add of its
+    (M,) bias, as transformers' and recognizers' heads are written)."""
     name = ctx.node.input[position]
     layer = ctx.foldable.get(name)
     if layer is None or ctx.uses.get(name, 0) != 1:
         ctx.fail(f"a constant operand ({kind}) can be imported only right after a Conv, Gemm or MatMul "
                  "whose output nothing else reads")
     channels = layer.params["weight"].shape[0]
-    values = per_channel(constant, channels, len(tuple(x.shape)))
+    values = _per_output(layer, constant, len(tuple(x.shape)))
     if values is None:
         ctx.fail(f"a constant {kind} of shape {np.shape(constant)} does not act per output channel of "
                  f"the {type(layer).__name__} before it")
@@ -544,7 +566,7 @@ def _can_fold(ctx, position, tensor, constant):
     layer = ctx.foldable.get(ctx.node.input[position])
     if layer is None or ctx.uses.get(ctx.node.input[position], 0) != 1:
         return False
-    return per_channel(constant, layer.params["weight"].shape[0], len(tuple(tensor.shape))) is not None
+    return _per_output(layer, constant, len(tuple(tensor.shape))) is not None
 
 
 def _constant_operand(ctx, tensor, constant, layer_type):
