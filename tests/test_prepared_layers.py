@@ -208,3 +208,20 @@ def test_a_global_pooling_is_prepared(kind, keepdims, monkeypatch):
     assert got.shape == ((2, 3, 1, 1) if not keepdims else (2, 3))
     np.testing.assert_array_equal(got, _plain(model, x, monkeypatch))
     assert _plans(model) == {}
+
+
+@pytest.mark.parametrize("kind", [L.Subtract, L.Divide, L.Maximum, L.Minimum, L.Power])
+@pytest.mark.parametrize("second_shape", [(3, 4, 5), (4, 1), (3, 1, 5)])
+def test_a_binary_op_of_two_computed_tensors_is_prepared(kind, second_shape, monkeypatch):
+    """``Subtract``, ``Divide``, ``Maximum``, ``Minimum`` and ``Power`` of two computed tensors
+    (a detector's head subtracting its anchor points): the op's kernel call with its
+    broadcasting worked out once, the second operand of the same shape, of a lower rank (lifted
+    as ``forward`` lifts it) or broadcast along an axis; the plain walk's values bit for bit."""
+    x_in = cnnlab.Input((3, 4, 5))
+    other = cnnlab.Input(second_shape)
+    op = kind()
+    model = cnnlab.Model([x_in, other], _Squash()(op([_Squash()(x_in), _Squash()(other)])))
+    rng = np.random.default_rng(7)
+    x = [rng.uniform(0.5, 2, (2, 3, 4, 5)).astype(np.float32), rng.uniform(0.5, 2, (2,) + second_shape)
+         .astype(np.float32)]
+    _prepared_model(model, x, op, monkeypatch)

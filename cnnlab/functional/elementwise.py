@@ -311,6 +311,30 @@ def _binary(kernel_name, a, b):
     return out
 
 
+def bound_binary_kernel(kernel_name: str, a: Array, b: Array):
+    """For a caller that repeats ``_binary(kernel_name, a, b)`` (:func:`subtract`,
+    :func:`divide`, :func:`power`, :func:`maximum`, :func:`minimum`) on host arrays of these
+    shapes and dtype: ``(run, shape)``, ``run(a, b, out)`` making that kernel call into ``out``
+    (C-contiguous, of the result's ``shape`` and dtype) with the checks made now (a prepared
+    inference plan: :mod:`cnnlab.prepared`); the kernel is looked up at each call. None for
+    anything but C-contiguous host arrays of one float dtype, with elements, that broadcast."""
+    if type(a) is not np.ndarray or type(b) is not np.ndarray or a.dtype != b.dtype \
+            or a.dtype not in (np.float32, np.float64) or not (a.flags.c_contiguous and b.flags.c_contiguous) \
+            or _empty_operand(a, b):
+        return None
+    try:
+        _, _, shape, kernels, geometry = _operands(a, b)
+    except (TypeError, ValueError):
+        return None
+    if kernels.DEVICE == "cuda":
+        return None
+
+    def run(a, b, out):
+        getattr(kernels, kernel_name)(a.reshape(-1), b.reshape(-1), out.reshape(-1), *geometry)
+        return out
+    return run, shape
+
+
 def _binary_backward(kernel_name, a, b, grad_out):
     if _empty_operand(a, b):
         shape = broadcast_geometry(np.shape(a), np.shape(b))[0]

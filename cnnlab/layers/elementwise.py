@@ -139,6 +139,7 @@ class _Binary(Layer):
     takes_list = True
     returns_new_array = True
     op = op_backward = None
+    kernel = None  # (the op's kernel, for its prepared form: bound_binary_kernel)
 
     def _check_inputs(self, inputs):
         name = type(self).__name__
@@ -165,12 +166,31 @@ class _Binary(Layer):
         a, b = (tuple(s) for s in self._check_inputs(input_shapes))
         return broadcast_shapes(a, b)
 
+    def prepared_forward(self, inputs, out):
+        """:meth:`Layer.prepared_forward`: the op's kernel call with its checks made once
+        (:func:`cnnlab.functional.elementwise.bound_binary_kernel`), on the inputs lifted to one
+        rank as ``forward`` lifts them (the kernel reads them flat: the lift moves no value)."""
+        if not isinstance(inputs, (list, tuple)) or len(inputs) != 2 or type(out) is not np.ndarray \
+                or not out.flags.c_contiguous:
+            return None
+        a, b = inputs
+        rank = max(len(a.shape), len(b.shape))
+        bound = F.elementwise.bound_binary_kernel(type(self).kernel, _lift(a, rank), _lift(b, rank))
+        if bound is None or bound[1] != out.shape or out.dtype != a.dtype:
+            return None
+        run = bound[0]
+
+        def prepared(inputs, out):
+            return run(inputs[0], inputs[1], out)
+        return prepared, (), ()
+
 
 class Subtract(_Binary):
     """``a - b`` of two inputs that broadcast against each other."""
 
     op = staticmethod(F.subtract)
     op_backward = staticmethod(F.subtract_backward)
+    kernel = "subtract_forward"
 
 
 class Divide(_Binary):
@@ -178,6 +198,7 @@ class Divide(_Binary):
 
     op = staticmethod(F.divide)
     op_backward = staticmethod(F.divide_backward)
+    kernel = "divide_forward"
 
 
 class Power(_Binary):
@@ -185,6 +206,7 @@ class Power(_Binary):
 
     op = staticmethod(F.power)
     op_backward = staticmethod(F.power_backward)
+    kernel = "power_forward"
 
 
 class Maximum(_Binary):
@@ -192,6 +214,7 @@ class Maximum(_Binary):
 
     op = staticmethod(F.maximum)
     op_backward = staticmethod(F.maximum_backward)
+    kernel = "maximum_forward"
 
 
 class Minimum(_Binary):
@@ -199,6 +222,7 @@ class Minimum(_Binary):
 
     op = staticmethod(F.minimum)
     op_backward = staticmethod(F.minimum_backward)
+    kernel = "minimum_forward"
 
 
 #: the ops of :class:`ElementwiseConstant`: name -> (op, its backward)
