@@ -14,7 +14,7 @@ from ..device import kernels_for
 from ..dispatch import elementwise as elementwise_chunks
 from ..types import Array
 from .common import KeptAnswers, check_grad, elementwise, elementwise_backward, empty_batches
-from .merge import checked_pair, index_array
+from .merge import checked_pair, host_float_pair, index_array
 
 # ----------------------------------------------------------------------------- unary functions
 
@@ -318,9 +318,7 @@ def bound_binary_kernel(kernel_name: str, a: Array, b: Array):
     (C-contiguous, of the result's ``shape`` and dtype) with the checks made now (a prepared
     inference plan: :mod:`cnnlab.prepared`); the kernel is looked up at each call. None for
     anything but C-contiguous host arrays of one float dtype, with elements, that broadcast."""
-    if type(a) is not np.ndarray or type(b) is not np.ndarray or a.dtype != b.dtype \
-            or a.dtype not in (np.float32, np.float64) or not (a.flags.c_contiguous and b.flags.c_contiguous) \
-            or _empty_operand(a, b):
+    if not host_float_pair(a, b) or _empty_operand(a, b):
         return None
     try:
         _, _, shape, kernels, geometry = _operands(a, b)

@@ -11,7 +11,7 @@ from ..device import kernels_for, to_device
 from ..kernels import cpu as cpu_kernels
 from ..shapes import check_int
 from ..types import Any, Array, Sequence
-from .common import KeptAnswers, as_float_array, check_grad
+from .common import FLOAT_DTYPES, KeptAnswers, as_float_array, check_grad
 
 
 def index_array(kernels: Any, values: Sequence[int]) -> Array:
@@ -91,6 +91,14 @@ def _broadcast_operands(a, b, grad_out=None):
     return full, small, swapped, kernels, entry[1:]
 
 
+def host_float_pair(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are C-contiguous host NumPy arrays of one float dtype: what the
+    bound forms of the binary ops take (:func:`bound_binary`,
+    :func:`cnnlab.functional.elementwise.bound_binary_kernel`)."""
+    return type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype and a.dtype in FLOAT_DTYPES \
+        and a.flags.c_contiguous and b.flags.c_contiguous
+
+
 def bound_binary(op: str, a: Array, b: Array) -> Callable | None:
     """For a caller that repeats :func:`add` (``op="add"``) or :func:`multiply` (``"multiply"``)
     on host arrays of these shapes and dtype: a function ``run(a, b, out)`` that writes the
@@ -98,9 +106,7 @@ def bound_binary(op: str, a: Array, b: Array) -> Callable | None:
     it, with the checks made now, not at each call (a prepared inference plan:
     :mod:`cnnlab.prepared`). The same kernel call as ``op``'s, so the same values. None for
     anything but C-contiguous host arrays of one float dtype whose shapes broadcast."""
-    if op not in ("add", "multiply") or type(a) is not np.ndarray or type(b) is not np.ndarray \
-            or a.dtype != b.dtype or a.dtype not in (np.float32, np.float64) \
-            or not (a.flags.c_contiguous and b.flags.c_contiguous):
+    if op not in ("add", "multiply") or not host_float_pair(a, b):
         return None
     try:
         _, _, swapped, kernels, geometry = _broadcast_operands(a, b)
