@@ -61,36 +61,23 @@ def _padding(ctx, x, auto_pad, pads, kernel, strides, dilations, ceil_mode=False
     return ((top, bottom), (left, right))
 
 
-def per_channel(value, channels, rank):
+def per_channel(value, channels, rank, axis=1):
     """A constant that broadcasts against a (N, channels, ...) tensor of ``rank`` axes as one
-    value per channel, as a (channels,) array; None when it varies along another axis."""
+    value per channel, as a (channels,) array; None when it varies along another axis. With
+    ``axis`` another axis holds the channels (a ``Dense`` layer's outputs: the last one)."""
     value = np.asarray(value)
     if value.size == 1:
         return np.full(channels, value.reshape(-1)[0])
     full = (1,) * (rank - value.ndim) + value.shape
-    if len(full) != rank or full[0] != 1 or full[1] != channels or any(d != 1 for d in full[2:]):
+    if len(full) != rank or full[axis] != channels or any(d != 1 for i, d in enumerate(full) if i != axis % rank):
         return None
     return value.reshape(channels)
 
 
-def per_feature(value, features, rank):
-    """A constant that broadcasts against a (..., features) tensor of ``rank`` axes as one value
-    per feature (the last axis: a ``Dense`` layer's outputs, whatever the axes before), as a
-    (features,) array; None when it varies along another axis."""
-    value = np.asarray(value)
-    if value.size == 1:
-        return np.full(features, value.reshape(-1)[0])
-    full = (1,) * (rank - value.ndim) + value.shape
-    if len(full) != rank or full[-1] != features or any(d != 1 for d in full[:-1]):
-        return None
-    return value.reshape(features)
-
-
 def _per_output(layer, constant, rank):
-    """``constant`` as one value per output of ``layer`` (:func:`per_feature` for a ``Dense``
-    layer, :func:`per_channel` for a convolution) of a tensor of ``rank`` axes, or None."""
-    return (per_feature if isinstance(layer, L.Dense) else per_channel)(constant, layer.params["weight"].shape[0],
-                                                                        rank)
+    """``constant`` as one value per output of ``layer`` (:func:`per_channel`: along the last
+    axis for a ``Dense`` layer, axis 1 for a convolution) of a tensor of ``rank`` axes, or None."""
+    return per_channel(constant, layer.params["weight"].shape[0], rank, -1 if isinstance(layer, L.Dense) else 1)
 
 
 def _fold_or_fail(ctx, position, x, constant, kind):
