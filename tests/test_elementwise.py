@@ -579,14 +579,14 @@ def test_broadcasting_ops_split_between_threads_mid_row(a_shape, b_shape, monkey
 
 
 def test_float32_gelu_is_within_a_few_ulp_everywhere():
-    """float32 GELU on the CPU uses Numerical Recipes' erfc on a vectorizable exp (the exponent
-    formed in float64): within 4e-7 of x * Phi(x) (computed in float64) from -13 to 13, also in
-    the negative tail, where 1 + erf would have no digit left."""
+    """float32 GELU on the CPU uses Numerical Recipes' erfc on a vectorizable exp, all in float32
+    (the exponent's square kept exact in two parts): within 6e-7 of x * Phi(x) (computed in
+    float64) from -13 to 13, also in the negative tail, where 1 + erf would have no digit left."""
     x = np.linspace(-13, 13, 200_001).astype(np.float32)
     expected = x.astype(np.float64) * scipy.special.ndtr(x.astype(np.float64))
     out = F.gelu(x)
     assert out.dtype == np.float32
     nonzero = expected != 0
-    assert np.max(np.abs(out[nonzero] - expected[nonzero]) / np.abs(expected[nonzero])) < 4e-7
+    assert np.max(np.abs(out[nonzero] - expected[nonzero]) / np.abs(expected[nonzero])) < 6e-7
     special = F.gelu(np.array([np.nan, np.inf, -np.inf, -30.0, 0.0], np.float32))
     np.testing.assert_array_equal(special, np.array([np.nan, np.inf, np.nan, -0.0, 0.0], np.float32))

@@ -16,7 +16,7 @@ from .. import (
     EPILOGUE_SILU,
     EPILOGUE_TANH,
 )
-from ._exp import erfc_of_scaled_negative, tanh
+from ._exp import gelu, tanh
 from .activation import _hardswish, _sigmoid
 
 
@@ -77,7 +77,7 @@ def _finish_row(row, residual, has_residual, s, b, activation, low, high):
             row[p] = tanh(row[p])
     elif activation == EPILOGUE_GELU:
         for p in range(n):
-            row[p] = 0.5 * row[p] * erfc_of_scaled_negative(row[p])
+            row[p] = gelu(row[p])
     elif activation == EPILOGUE_MASK:
         for p in range(n):
             row[p] = row[p] if residual[p] > 0 else 0

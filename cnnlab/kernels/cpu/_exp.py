@@ -9,8 +9,8 @@ polynomial for ``exp(r)``, and ``2**n`` built from its bits (``n`` is at most 0,
 ``t >= -87.34``, so always a normal float); below that ``exp(t)`` is 0 (as the C library's, which
 would give a subnormal or 0). Within 1 ulp of the float64 result over ``[-87.3, 0]`` (checked in
 ``tests/test_activation.py``); NaN stays NaN. :func:`erfc_of_scaled_negative` (GELU) and
-:func:`tanh` are built on it (Numerical Recipes' erfc with its exponent formed in float64;
-Cephes' tanhf). float64 keeps the C library's functions throughout.
+:func:`tanh` are built on it (Numerical Recipes' erfc with its exponent kept exact in two
+float32 parts; Cephes' tanhf). float64 keeps the C library's functions throughout.
 """
 
 import math
@@ -26,7 +26,7 @@ _LOG2E = _F(1.44269504088896341)
 _LN2_HIGH, _LN2_LOW = _F(0.693359375), _F(-2.12194440e-4)
 _P0, _P1, _P2, _P3, _P4, _P5 = (_F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3),
                                 _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1))
-_HALF, _ZERO = _F(0.5), _F(0.0)
+_HALF, _ZERO, _TWO = _F(0.5), _F(0.0), _F(2.0)
 ONE = _F(1.0)  # ONE / (ONE + e) stays float32 for a float32 e (a float64 literal would not)
 
 
@@ -67,9 +67,10 @@ def _exp_neg_abs_overload(v):
 
 
 _SQRT_HALF = math.sqrt(0.5)
-_LN2 = math.log(2.0)
-_ERFC = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807, -1.13520398,
-         1.48851587, -0.82215223, 0.17087277)
+_ERFC = [_F(c) for c in (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
+                          -1.13520398, 1.48851587, -0.82215223, 0.17087277)]
+_HALF_SQRT_HALF = _F(0.5 * math.sqrt(0.5))
+_SPLIT = _F(4097.0)  # 2**12 + 1: Veltkamp's split of a float32 into 12 bits and the rest
 
 
 def erfc_of_scaled_negative(v):
@@ -85,28 +86,45 @@ def _erfc_of_scaled_negative_overload(v):
 
     def erfc_float32(v):
         # Numerical Recipes' erfc (relative error under 1.2e-7 for a >= 0): erfc(a) = t exp(-a**2
-        # + P(t)), t = 1 / (1 + a / 2); erfc(-a) = 2 - erfc(a). Both signs in one expression. The
-        # exponent (down to -87) is formed and reduced by ln 2 in float64, so that its rounding does
-        # not grow with it; only exp's polynomial on the reduced part is float32.
-        a = abs(v) * _SQRT_HALF
-        t = 1.0 / (1.0 + 0.5 * a)
-        c = c0 + t * (c1 + t * (c2 + t * (c3 + t * (c4 + t * (c5 + t * (c6 + t * (c7 + t * (c8 + t * c9)))))))) - a * a
-        c = min(c, 0.0)  # at most about 3e-8 above 0 (a = 0)
+        # + P(t)), t = 1 / (1 + a / 2); erfc(-a) = 2 - erfc(a). Both signs in one expression, all
+        # of it float32 (eight lanes a vector where float64 had four). The exponent's -a**2 =
+        # -v**2 / 2 (down to -87) is kept exact: |v| split into a high part of 12 bits and the rest
+        # (Veltkamp), whose products are exact in float32, and its high square reduced by
+        # n * ln(2)'s high part first (an exact difference), so that the exponent's rounding does
+        # not grow with it.
+        av = abs(v)
+        t = ONE / (ONE + av * _HALF_SQRT_HALF)
+        p = c0 + t * (c1 + t * (c2 + t * (c3 + t * (c4 + t * (c5 + t * (c6 + t * (c7 + t * (c8 + t * c9))))))))
+        s = av * _SPLIT
+        high = s - (s - av)
+        rest = av - high
+        c = min(p - _HALF * av * av, _ZERO)  # (at most about 3e-8 above 0, a = 0)
         low = c < _LOWEST
         c = _LOWEST if low else c  # NaN passes through
-        n = np.floor(c * _LOG2E + 0.5)
-        r = _F(c - n * _LN2)
+        n = np.floor(c * _LOG2E + _HALF)
+        r = (-_HALF * high * high - n * _LN2_HIGH) + (((p - high * rest) - _HALF * rest * rest) - n * _LN2_LOW)
         y = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * (r * r) + r + ONE
         y *= _power_of_two(n)
-        e = 0.0 if low else t * y
-        return e if v < 0 else 2.0 - e
+        e = _ZERO if low else t * y
+        return e if v < 0 else _TWO - e
     return erfc_float32
+
+
+def gelu(v):
+    """GELU, ``v Phi(v) = v / 2 * erfc(-v / sqrt(2))``; compiled code gets the overload's version."""
+    return 0.5 * v * math.erfc(-v * _SQRT_HALF)
+
+
+@overload(gelu, jit_options={"error_model": "numpy"})
+def _gelu_overload(v):
+    if v != types.float32:
+        return lambda v: 0.5 * v * math.erfc(-v * _SQRT_HALF)
+    return lambda v: _HALF * v * erfc_of_scaled_negative(v)  # (a float64 0.5 would make it float64)
 
 
 _TANH = [_F(c) for c in (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
                           -3.33332819422e-1)]
 _TANH_SMALL = _F(0.625)
-_TWO = _F(2.0)
 
 
 def tanh(v):

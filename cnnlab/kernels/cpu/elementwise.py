@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._broadcast import DIVIDE, MAXIMUM, MINIMUM, POWER, SUBTRACT, operand_index, run_binary
-from ._exp import erfc_of_scaled_negative
+from ._exp import gelu
 
 __all__ = [  # the kernels of this file
     "abs_backward",
@@ -186,7 +186,7 @@ def gelu_forward(x, out):
     ``Phi`` (erfc keeps its precision for negative ``x``; 1-D arrays)."""
     for i in prange(x.shape[0]):
         v = x[i]
-        out[i] = 0.5 * v * erfc_of_scaled_negative(v)
+        out[i] = gelu(v)
 
 
 @njit(parallel=True, cache=True)
