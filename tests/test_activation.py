@@ -60,6 +60,27 @@ def test_softmax_huge_logits(dtype):
     np.testing.assert_allclose(logp, scipy.special.log_softmax(logits.astype(np.float64), axis=1), rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [511, 512, 513, 767, 1024, 4099])
+def test_softmax_of_long_rows(size, dtype):
+    """Rows of at least 512 take their maximum by blocks of 256 and their sum in reassociable
+    additions (cnnlab.kernels.cpu.activation): the largest logit in the first block, in a middle
+    one, in the last whole block and past the whole blocks, far above the rest (a maximum
+    missed would shift the exponentials by tens); a NaN makes its row NaN and no other."""
+    rng = np.random.default_rng(size)
+    x = (rng.standard_normal((6, size)) * 20).astype(dtype)
+    for row, at in enumerate([0, size // 2, (size // 256) * 256 - 1, size - 1, 255, 256]):
+        x[row, at] = 150
+    p = F.softmax(x, axis=-1)
+    np.testing.assert_allclose(p, scipy.special.softmax(x.astype(np.float64), axis=-1), rtol=2e-6, atol=1e-30)
+    np.testing.assert_allclose(p.sum(axis=-1), 1.0, rtol=1e-6)
+    with_nan = x.copy()
+    with_nan[2, size // 3] = np.nan
+    q = F.softmax(with_nan, axis=-1)
+    assert np.all(np.isnan(q[2]))
+    np.testing.assert_array_equal(np.delete(q, 2, axis=0), np.delete(p, 2, axis=0))
+
+
 def test_sigmoid_does_not_overflow():
     x = np.array([-1e4, -800.0, 0.0, 800.0, 1e4])
     with np.errstate(over="raise"):

@@ -95,7 +95,10 @@ def softmax_forward(x, out):
     :data:`SOFTMAX_BLOCK` positions along the inner axis goes through the same three passes
     together, a contiguous stretch of each of the K rows at a time. Either way every inner loop
     is one the compiler vectorizes (the exponential is :func:`._exp.exp_neg_abs` of the
-    shifted value, which is at most 0; the sums are kept in eight lanes)."""
+    shifted value, which is at most 0; the sums are kept in eight lanes, or, for rows of at
+    least :data:`LONG_ROW`, summed in reassociable additions and their maximum taken by
+    :func:`_wide_max`: a recognizer's 40 rows of 18,710 classes, 2 threads, 487 -> see
+    docs/performance.md)."""
     outer, size, inner = x.shape
     if inner == 1:
         run_split(_softmax_rows, outer, 2 * x.size, x.reshape(outer, size), out.reshape(outer, size))
@@ -104,30 +107,64 @@ def softmax_forward(x, out):
         run_split(_softmax_blocks, outer * blocks, 2 * x.size, x, out, blocks)
 
 
+LONG_ROW = 512  # a softmax row at least this long takes its maximum and sum in the wide forms below
+_WIDE = 256  # the running maxima of a long row: one per position of a block this long
+
+
 @njit(cache=True, nogil=True, error_model="numpy")  # x / 0 as in a prange: no test per element
 def _softmax_rows(x, out, first, last):
     size = x.shape[1]
     whole = size - size % 8  # the passes with a running result keep it in 8 lanes, so that they vectorize
-    highest = np.empty(8, x.dtype)
+    highest = np.empty(max(8, _WIDE), x.dtype)
     lanes = np.empty(8, np.float64)
     for o in range(first, last):
         row, dest = x[o], out[o]
-        largest = row[0]  # (a NaN anywhere makes every output NaN below, whatever this picks)
-        if whole:
-            for j in range(8):
-                highest[j] = row[j]
-            for k in range(8, whole, 8):
+        if size >= LONG_ROW:
+            largest = _wide_max(row, highest)
+        else:
+            largest = row[0]  # (a NaN anywhere makes every output NaN below, whatever this picks)
+            if whole:
                 for j in range(8):
-                    highest[j] = max(highest[j], row[k + j])
-            for j in range(8):
-                largest = max(largest, highest[j])
-        for k in range(whole, size):
-            largest = max(largest, row[k])
+                    highest[j] = row[j]
+                for k in range(8, whole, 8):
+                    for j in range(8):
+                        highest[j] = max(highest[j], row[k + j])
+                for j in range(8):
+                    largest = max(largest, highest[j])
+            for k in range(whole, size):
+                largest = max(largest, row[k])
         for k in range(size):
             dest[k] = exp_neg_abs(row[k] - largest)
-        scale = 1.0 / _sum_in_lanes(dest, lanes)  # (in float64: the product rounds to the float32 quotient but once in ~1e8)
+        # (in float64: the product rounds to the float32 quotient but once in ~1e8)
+        scale = 1.0 / (_float64_sum(dest) if size >= LONG_ROW else _sum_in_lanes(dest, lanes))
         for k in range(size):
             dest[k] = dest[k] * scale
+
+
+@njit(cache=True, inline="always")
+def _wide_max(row, highest):
+    """The largest of ``row`` (at least :data:`_WIDE` long; a NaN may or may not be picked:
+    softmax's output is NaN either way), with ``highest`` (scratch, :data:`_WIDE` long) holding
+    one running maximum per position of a block: the loop over a block is element-wise and
+    vectorizes, where a running maximum in eight lanes did not (one thread, 40 rows of 18,710:
+    210 -> 53 us). The block is a view indexed by the loop's counter (an index plus a variable
+    may be negative for the compiler, whose wraparound keeps a loop scalar)."""
+    size = row.shape[0]
+    whole = size - size % _WIDE
+    start = row[:_WIDE]
+    for j in range(_WIDE):
+        highest[j] = start[j]
+    for k in range(_WIDE, whole, _WIDE):
+        block = row[k:]
+        for j in range(_WIDE):
+            v = block[j]
+            highest[j] = v if v > highest[j] else highest[j]
+    largest = highest[0]
+    for j in range(_WIDE):
+        largest = max(largest, highest[j])
+    for k in range(whole, size):
+        largest = max(largest, row[k])
+    return largest
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
