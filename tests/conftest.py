@@ -39,6 +39,21 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "ignore::numba.core.errors.NumbaPerformanceWarning")
 
 
+@pytest.fixture(autouse=True)
+def whole_vector_paths():
+    """Every test sees the convolution paths chosen as on a processor that runs 512-bit vectors
+    whole, whichever this one is (on AMD's Zen 4 the strips take fewer layers:
+    ``cnnlab.kernels.cpu._strips.STRIPS_ONLY_FOR_PANELS``), so that the rules' tests and the
+    paths they force mean the same on every machine; ``tests/test_strips.py`` checks that rule
+    itself."""
+    from cnnlab.kernels.cpu import _strips
+
+    saved = _strips.STRIPS_ONLY_FOR_PANELS
+    _strips.STRIPS_ONLY_FOR_PANELS = False
+    yield
+    _strips.STRIPS_ONLY_FOR_PANELS = saved
+
+
 @pytest.fixture(scope="module")
 def small_cuda_launches():
     """Tiny blocks and a capped grid, so that several blocks run and the grid-stride loops loop."""

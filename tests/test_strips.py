@@ -4,7 +4,7 @@ geometry against loops, the rule and the items' split."""
 
 import numpy as np
 import pytest
-from conv_paths import check_against_loops, check_rule, conv_problem, run_forward
+from conv_paths import check_against_loops, check_rule, conv_problem, forward_items, run_forward
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numba import njit
@@ -159,6 +159,32 @@ def test_strips_rule(x_shape, weight_shape, stride, padding, taken):
     take it, only with many channels and few tiles (:func:`before_winograd`); never float64,
     and never with ``STRIPS`` off."""
     check_rule(_strips, "STRIPS", _strips._strip_forward_items, x_shape, weight_shape, stride, padding, taken)
+
+
+@_AVX512
+@pytest.mark.parametrize("x_shape, weight_shape, stride, padding, taken", [
+    ((32, 32, 64, 64), (64, 32, 3, 3), 2, 1, True),  # the stride-2 reference shape: else the panels
+    ((32, 16, 32, 32), (32, 16, 5, 5), 1, 2, True),  # 5x5 windows: else the panels
+    ((1, 128, 28, 28), (128, 128, 3, 3), 1, 1, False),  # ResNet-18 at 28x28, batch 1: else F(2x2, 3x3)
+    ((1, 128, 28, 28), (256, 128, 3, 3), 2, 1, False),  # ... its stride-2 layer: else im2col and GEMM
+    ((1, 3, 224, 224), (64, 3, 7, 7), 2, 3, False),  # ... its stem: else the tiles
+    ((16, 256, 14, 14), (512, 256, 3, 3), 2, 1, False)])  # ... onto 7x7, batch 16: else samples innermost
+def test_strips_only_for_the_panels_where_vectors_are_halved(x_shape, weight_shape, stride, padding, taken):
+    """On a processor whose 512-bit vectors are two halves (Zen 4), ``STRIPS_ONLY_FOR_PANELS``
+    (its default there) keeps the strips only where the panels would take the convolution without
+    them (all six shapes take the strips with the switch off)."""
+    from cnnlab.kernels.cpu._microkernel import halved_vectors
+
+    assert halved_vectors("znver4") and not halved_vectors("znver5") and not halved_vectors("skylake-avx512")
+    assert forward_items(x_shape, weight_shape, stride, padding) is _strips._strip_forward_items
+    _strips.STRIPS_ONLY_FOR_PANELS = True  # (tests/conftest.py puts it back)
+    assert (forward_items(x_shape, weight_shape, stride, padding) is _strips._strip_forward_items) == taken
+    _strips.STRIPS = False
+    try:
+        alternative = forward_items(x_shape, weight_shape, stride, padding)
+    finally:
+        _strips.STRIPS = True
+    assert (alternative is cpu_conv._panel_forward_items) == taken
 
 
 @pytest.mark.parametrize("samples, filters, out_h, workers, staged, expected", [

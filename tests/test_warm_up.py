@@ -241,6 +241,7 @@ import numpy as np, cnnlab.functional as F
 from cnnlab import compilation
 from cnnlab.kernels.cpu import _strips
 _strips.STRIPS_CHUNK_BYTES = 4 * 9 * 32 * 4
+_strips.STRIPS_ONLY_FOR_PANELS = False  # (as tests/conftest.py sets it)
 rng = np.random.default_rng(0)
 x = rng.standard_normal((2, 6, 23, 21)).astype(np.float32)
 w = rng.standard_normal((32, 6, 3, 3)).astype(np.float32)

@@ -48,6 +48,16 @@ def register_block(features=None):
     return (64, 8, 3) if features.get("avx512f") else (32, 4, 3)
 
 
+def halved_vectors(name=None):
+    """Whether the processor LLVM names ``name`` (default this one) runs 512-bit vectors as two
+    256-bit halves: AMD's Zen 4 (``'znver4'``), whose AVX-512 instructions each take two passes
+    through 256-bit units. Intel's AVX-512 processors and AMD's Zen 5 run them whole."""
+    return (binding.get_host_cpu_name() if name is None else name) == "znver4"
+
+
+#: whether this processor's 512-bit vectors are two 256-bit halves (:func:`halved_vectors`)
+HALVED_VECTORS = halved_vectors()
+
 #: the vectors' width in bytes, the rows of the left matrix per call (weights broadcast a step)
 #: and the vectors of columns per call (:func:`register_block`)
 VECTOR_BYTES, MR, NV = register_block()

@@ -30,6 +30,7 @@ from ... import config
 from .. import EPILOGUE_CLIP, EPILOGUE_NONE
 from ._epilogue import _finish_row
 from ._microkernel import (
+    HALVED_VECTORS,
     VECTOR_BYTES,
     _summing_loop,
     _Vectors,
@@ -67,6 +68,11 @@ STRIPS_SMALL_MIN_TAPS = 1152
 #: stride 1 that the strips take before F(2x2, 3x3) (:func:`before_winograd`)
 STRIPS_BEFORE_WINOGRAD_CHANNELS = 128
 STRIPS_BEFORE_WINOGRAD_TILES = 784
+#: the strips take only the convolutions the panels would take without them: on a processor
+#: whose 512-bit vectors are two halves (Zen 4: :func:`._microkernel.halved_vectors`) the strips
+#: lost to every other path they replaced, 1.02x-1.88x its time, and beat only the panels
+#: (0.84x, 0.89x; ``bench/strip_conv.py``, docs/performance.md)
+STRIPS_ONLY_FOR_PANELS = HALVED_VECTORS
 
 
 def strip_product(a, a_start, a_step, offsets, k, w, w_start, s, s_start, accumulate):

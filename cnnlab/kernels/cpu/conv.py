@@ -1232,7 +1232,8 @@ def _path_settings():
             _tiles.TILES_PANELS_MAX_TAPS, _tiles.TILES_STAGED_BYTES, _strips.STRIPS, _strips.STRIPS_MIN_FILL,
             _strips.STRIPS_CHUNK_BYTES, _strips.STRIPS_STAGED_BYTES, _strips.STRIPS_PER_PASS,
             _strips.STRIPS_MAX_SAMPLE_WEIGHT_BYTES, _strips.STRIPS_MIN_PIXELS,
-            _strips.STRIPS_SMALL_MIN_TAPS, _strips.STRIPS_BEFORE_WINOGRAD_CHANNELS, _strips.STRIPS_BEFORE_WINOGRAD_TILES)
+            _strips.STRIPS_SMALL_MIN_TAPS, _strips.STRIPS_BEFORE_WINOGRAD_CHANNELS, _strips.STRIPS_BEFORE_WINOGRAD_TILES,
+            _strips.STRIPS_ONLY_FOR_PANELS)
 
 
 def _gemm_visits(out_shape, weight_shape):
@@ -1243,8 +1244,9 @@ def _gemm_visits(out_shape, weight_shape):
 
 
 def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                  groups, block_rows, workers, filter_blocks, sample_block, dtype, sealed=False):
-    """:func:`_forward_work`'s path: ``(items function, item count, workers, trailing arguments)``."""
+                  groups, block_rows, workers, filter_blocks, sample_block, dtype, sealed=False, strips_allowed=True):
+    """:func:`_forward_work`'s path: ``(items function, item count, workers, trailing arguments)``;
+    with ``strips_allowed`` False, the path the rules choose without the strips."""
     blocks = _row_blocks(out_shape[2], block_rows)
     filters, channels_per_group, kernel_h, kernel_w = weight_shape
     small_gemm = small_gemm_limit(dtype)
@@ -1265,7 +1267,12 @@ def _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, p
                     (groups, blocks, by_filters, int(PANEL_CHUNK_BYTES)))
         return (_pointwise_forward_items, x_shape[0] * groups * blocks, workers,
                 (groups, blocks, by_filters, small_gemm))
-    strips = by_strips(weight_shape, groups, (stride_h, stride_w), out_shape, np.dtype(dtype).itemsize, sealed)
+    strips = strips_allowed and by_strips(weight_shape, groups, (stride_h, stride_w), out_shape,
+                                          np.dtype(dtype).itemsize, sealed)
+    if strips and _strips.STRIPS_ONLY_FOR_PANELS:
+        strips = _forward_path(x_shape, weight_shape, out_shape, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                               dilation_w, groups, block_rows, workers, filter_blocks, sample_block, dtype, sealed,
+                               False)[0] is _panel_forward_items
     if by_winograd(weight_shape, groups, (stride_h, stride_w), (dilation_h, dilation_w), out_shape,
                    np.dtype(dtype).itemsize) and not (strips and before_winograd(weight_shape, out_shape)):
         count, rows = winograd_items(x_shape[0], groups, out_shape, channels_per_group, workers,
