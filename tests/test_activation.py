@@ -81,6 +81,24 @@ def test_softmax_of_long_rows(size, dtype):
     np.testing.assert_array_equal(np.delete(q, 2, axis=0), np.delete(p, 2, axis=0))
 
 
+@pytest.mark.parametrize("has_fma", [True, False])
+def test_fused_multiply_add_rounds_once_where_the_processor_has_it(monkeypatch, has_fma):
+    """The float32 polynomials' steps (cnnlab.kernels.cpu._exp._fma): one rounding where the
+    processor has the instruction, a product and a sum (two) where it has not. (1 + 2**-12)**2 =
+    1 + 2**-11 + 2**-24 loses its last term when rounded to float32, which the sum shows."""
+    from numba import njit
+
+    from cnnlab.kernels.cpu import _exp
+
+    if has_fma and not _exp._HAS_FMA:
+        pytest.skip("this processor has no fused multiply-add")
+    monkeypatch.setattr(_exp, "_HAS_FMA", has_fma)
+    fma = njit(lambda a, b, c: _exp._fma(a, b, c))  # (compiled now, with the switch as set)
+    a = np.float32(1 + 2.0 ** -12)
+    got = fma(a, a, np.float32(-(1 + 2.0 ** -11)))
+    assert got == (2.0 ** -24 if has_fma else 0.0)  # (a float32 result, returned as a Python float)
+
+
 def test_sigmoid_does_not_overflow():
     x = np.array([-1e4, -800.0, 0.0, 800.0, 1e4])
     with np.errstate(over="raise"):

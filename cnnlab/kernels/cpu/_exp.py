@@ -16,8 +16,8 @@ float32 parts; Cephes' tanhf). float64 keeps the C library's functions throughou
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import types
+from llvmlite import binding, ir
+from numba import njit, types
 from numba.extending import intrinsic, overload
 
 _F = np.float32
@@ -45,6 +45,32 @@ def _power_of_two(typingctx, n):
     return types.float32(n), codegen
 
 
+_HAS_FMA = bool(binding.get_host_cpu_features().get("fma"))
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """``a * b + c`` as one fused multiply-add, rounded once, where the processor has the
+    instruction (every AVX2 processor); a product and a sum elsewhere, where LLVM's ``fma`` would
+    be a library call. The polynomials below in Horner's form: GELU's loop took 0.19 ms with a
+    product and a sum a step, 0.14 with one instruction (96x56x56, 2 threads)."""
+    if not (a == b == c and a in (types.float32, types.float64)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        x, y, z = args
+        return builder.fma(x, y, z) if _HAS_FMA else builder.fadd(builder.fmul(x, y), z)
+    return a(a, b, c), codegen
+
+
+@njit(inline="always")
+def _exp_polynomial(r):
+    """Cephes' ``expf`` polynomial, ``exp(r)`` for ``|r| <= ln(2) / 2`` (float32), its steps
+    fused multiply-adds (:func:`_fma`)."""
+    y = _fma(_fma(_fma(_fma(_fma(_P0, r, _P1), r, _P2), r, _P3), r, _P4), r, _P5)
+    return _fma(y, r * r, r) + ONE
+
+
 def exp_neg_abs(v):
     """``exp(-|v|)``, in ``[0, 1]``; compiled code gets :func:`_exp_neg_abs_overload`'s version."""
     return math.exp(-abs(v))
@@ -60,8 +86,7 @@ def _exp_neg_abs_overload(v):
         c = _LOWEST if t < _LOWEST else t  # NaN passes through
         n = np.floor(c * _LOG2E + _HALF)  # (math.floor would give an int64, and float64 arithmetic after it)
         r = c - n * _LN2_HIGH - n * _LN2_LOW
-        y = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * (r * r) + r + ONE
-        y *= _power_of_two(n)
+        y = _exp_polynomial(r) * _power_of_two(n)
         return _ZERO if t < _LOWEST else y
     return exp_neg_abs_float32
 
@@ -94,7 +119,8 @@ def _erfc_of_scaled_negative_overload(v):
         # not grow with it.
         av = abs(v)
         t = ONE / (ONE + av * _HALF_SQRT_HALF)
-        p = c0 + t * (c1 + t * (c2 + t * (c3 + t * (c4 + t * (c5 + t * (c6 + t * (c7 + t * (c8 + t * c9))))))))
+        p = _fma(t, _fma(t, _fma(t, _fma(t, _fma(t, _fma(t, _fma(t, _fma(t, _fma(t, c9, c8), c7), c6), c5), c4), c3),
+                                                  c2), c1), c0)
         s = av * _SPLIT
         high = s - (s - av)
         rest = av - high
@@ -103,8 +129,7 @@ def _erfc_of_scaled_negative_overload(v):
         c = _LOWEST if low else c  # NaN passes through
         n = np.floor(c * _LOG2E + _HALF)
         r = (-_HALF * high * high - n * _LN2_HIGH) + (((p - high * rest) - _HALF * rest * rest) - n * _LN2_LOW)
-        y = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * (r * r) + r + ONE
-        y *= _power_of_two(n)
+        y = _exp_polynomial(r) * _power_of_two(n)
         e = _ZERO if low else t * y
         return e if v < 0 else _TWO - e
     return erfc_float32
