@@ -3,7 +3,8 @@
     python bench/depthwise.py [--repeat 200] [--threads 2]
 
 Each layer (MobileNetV2's 3x3 layers at stride 1 and 2, from 112x112 down to 7x7, and 5x5
-layers of PP-LCNet's and MobileNetV3's shapes) is a float32 ``conv2d`` with a ReLU6 epilogue,
+layers of PP-LCNet's and MobileNetV3's shapes, 7x7 layers of PP-OCRv6's detector at 640x640 and
+of ConvNeXt's) is a float32 ``conv2d`` with a ReLU6 epilogue,
 bound once (:func:`cnnlab.functional.conv.bind_conv2d`, the fused step's fast path) and then
 called ``--repeat`` times into the same output. Prints the median in microseconds and the
 multiply-adds per second. Two versions, in alternating processes::
@@ -21,7 +22,8 @@ from cnnlab.functional.conv import bind_conv2d
 
 # (channels, height = width, window, stride)
 LAYERS = [(96, 112, 3, 2), (32, 112, 3, 1), (144, 56, 3, 1), (144, 56, 3, 2), (192, 28, 3, 2), (576, 14, 3, 1),
-          (576, 14, 3, 2), (960, 7, 3, 1), (64, 40, 5, 1), (256, 10, 5, 2), (512, 5, 5, 1)]
+          (576, 14, 3, 2), (960, 7, 3, 1), (64, 40, 5, 1), (256, 10, 5, 2), (512, 5, 5, 1), (96, 160, 7, 1),
+          (96, 80, 7, 1), (96, 56, 7, 1), (384, 14, 7, 1)]
 
 
 def main():

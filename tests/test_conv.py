@@ -121,12 +121,12 @@ def test_depthwise_matches_loops_with_row_blocks(channels, height, width, kh, kw
     np.testing.assert_allclose(out, reference, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("kernel", [(3, 3), (5, 5), (3, 5), (5, 3), (2, 3), (1, 7)])
+@pytest.mark.parametrize("kernel", [(3, 3), (5, 5), (3, 5), (5, 3), (2, 3), (1, 7), (7, 7), (2, 7), (1, 6)])
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 2), (2, 1), (3, 3)])
 @pytest.mark.parametrize("dilation", [(1, 1), (2, 2)])
 def test_depthwise_window_paths_match_loops(kernel, stride, dilation):
-    """Each of the depthwise path's loops (a 3x3 window's nine taps at once, a window row's 3
-    or 5 taps at once, one tap at a time) over every polyphase split of the stride (the
+    """Each of the depthwise path's loops (a 3x3 window's nine taps at once, a window row's 3,
+    5 or 7 taps at once, one tap at a time) over every polyphase split of the stride (the
     deinterleaved planes of stride 2 among them), uneven padding on each side, in float32 as a
     model runs it, with whole planes and one output row per item."""
     rng = np.random.default_rng(kernel[0] * 100 + kernel[1] * 10 + stride[0] + stride[1])

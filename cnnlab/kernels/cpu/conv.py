@@ -902,7 +902,7 @@ def _direct_taps(padded, base, offsets, taps, wide, length, accumulate):
     """``wide[:length]`` (output rows ``pitch`` wide, back to back) = (``wide`` plus, with
     ``accumulate``) the sum over the window ``taps`` (KH, KW) of each tap times ``padded`` from
     ``base`` plus the tap's offset (:func:`_tap_offsets`): one loop for a 3x3 window, one per
-    window row for windows 3 or 5 wide, one per tap otherwise."""
+    window row for windows 3, 5 or 7 wide, one per tap otherwise."""
     kernel_h, kernel_w = taps.shape
     base = np.uint64(base)
     if kernel_h == 3 and kernel_w == 3:
@@ -943,6 +943,16 @@ def _direct_taps(padded, base, offsets, taps, wide, length, accumulate):
                     u = np.uint64(k)
                     wide[k] += (w0 * padded[o0 + u] + w1 * padded[o1 + u] + w2 * padded[o2 + u]
                                 + w3 * padded[o3 + u] + w4 * padded[o4 + u])
+            continue
+        if kernel_w == 7:  # (ConvNeXt's and PP-OCRv6's depthwise 7x7: 7 passes over wide, not 49)
+            o0, o1, o2, o3 = base + offsets[i, 0], base + offsets[i, 1], base + offsets[i, 2], base + offsets[i, 3]
+            o4, o5, o6 = base + offsets[i, 4], base + offsets[i, 5], base + offsets[i, 6]
+            w0, w1, w2, w3 = taps[i, 0], taps[i, 1], taps[i, 2], taps[i, 3]
+            w4, w5, w6 = taps[i, 4], taps[i, 5], taps[i, 6]
+            for k in range(length):
+                u = np.uint64(k)
+                wide[k] += (w0 * padded[o0 + u] + w1 * padded[o1 + u] + w2 * padded[o2 + u] + w3 * padded[o3 + u]
+                            + w4 * padded[o4 + u] + w5 * padded[o5 + u] + w6 * padded[o6 + u])
             continue
         for j in range(kernel_w):
             tap, offset = taps[i, j], base + offsets[i, j]
