@@ -179,11 +179,11 @@ def test_strips_only_for_the_panels_where_vectors_are_halved(x_shape, weight_sha
     assert forward_items(x_shape, weight_shape, stride, padding) is _strips._strip_forward_items
     _strips.STRIPS_ONLY_FOR_PANELS = True  # (tests/conftest.py puts it back)
     assert (forward_items(x_shape, weight_shape, stride, padding) is _strips._strip_forward_items) == taken
-    _strips.STRIPS = False
+    saved, _strips.STRIPS = _strips.STRIPS, False
     try:
         alternative = forward_items(x_shape, weight_shape, stride, padding)
     finally:
-        _strips.STRIPS = True
+        _strips.STRIPS = saved
     assert (alternative is cpu_conv._panel_forward_items) == taken
 
 

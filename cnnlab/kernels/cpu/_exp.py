@@ -53,7 +53,7 @@ def _fma(typingctx, a, b, c):
     """``a * b + c`` as one fused multiply-add, rounded once, where the processor has the
     instruction (every AVX2 processor); a product and a sum elsewhere, where LLVM's ``fma`` would
     be a library call. The polynomials below in Horner's form: GELU's loop took 0.19 ms with a
-    product and a sum a step, 0.14 with one instruction (96x56x56, 2 threads)."""
+    product and a sum a step, 0.14 with one instruction (96x56x56, 2 threads, scratch timings)."""
     if not (a == b == c and a in (types.float32, types.float64)):
         return None
 
@@ -112,7 +112,7 @@ def _erfc_of_scaled_negative_overload(v):
     def erfc_float32(v):
         # Numerical Recipes' erfc (relative error under 1.2e-7 for a >= 0): erfc(a) = t exp(-a**2
         # + P(t)), t = 1 / (1 + a / 2); erfc(-a) = 2 - erfc(a). Both signs in one expression, all
-        # of it float32 (eight lanes a vector where float64 had four). The exponent's -a**2 =
+        # of it float32 (twice the lanes a vector that float64 had). The exponent's -a**2 =
         # -v**2 / 2 (down to -87) is kept exact: |v| split into a high part of 12 bits and the rest
         # (Veltkamp), whose products are exact in float32, and its high square reduced by
         # n * ln(2)'s high part first (an exact difference), so that the exponent's rounding does
